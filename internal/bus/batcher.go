@@ -1,0 +1,150 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/containsec/contain/internal/metrics"
+	"github.com/containsec/contain/schemas/containv1"
+)
+
+// BatcherConfig configures a Batcher.
+type BatcherConfig struct {
+	Subject string
+	// Stage labels metrics and batches.
+	Stage string
+	Host  string
+	// QueueLen bounds the events waiting to be batched.
+	QueueLen int
+	// MaxEvents and MaxBytes close a batch; FlushInterval closes a batch
+	// that is not full.
+	MaxEvents     int
+	MaxBytes      int
+	FlushInterval time.Duration
+}
+
+// Validate reports the first invalid field.
+func (c BatcherConfig) Validate() error {
+	switch {
+	case c.Subject == "":
+		return errors.New("batcher: subject must be set")
+	case c.QueueLen <= 0:
+		return errors.New("batcher: queue_len must be positive")
+	case c.MaxEvents <= 0:
+		return errors.New("batcher: max_events must be positive")
+	case c.FlushInterval <= 0:
+		return errors.New("batcher: flush_interval must be positive")
+	case c.MaxBytes <= 0 || c.MaxBytes > MaxPayload/2:
+		return errors.New("batcher: max_bytes must be in (0, 4MiB]")
+	}
+	return nil
+}
+
+// Batcher collects events from a producer that must never block (the
+// kernel ring-buffer reader) into batches and publishes them. Add never
+// blocks: when the queue is full the event is dropped and counted.
+type Batcher struct {
+	cfg   BatcherConfig
+	js    jetstream.JetStream
+	m     *metrics.Metrics
+	log   *slog.Logger
+	queue chan *containv1.Event
+	prod  *Producer
+}
+
+// NewBatcher makes a Batcher; call Run to publish.
+func NewBatcher(js jetstream.JetStream, cfg BatcherConfig, m *metrics.Metrics, log *slog.Logger) (*Batcher, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &Batcher{
+		cfg:   cfg,
+		js:    js,
+		m:     m,
+		log:   log,
+		queue: make(chan *containv1.Event, cfg.QueueLen),
+		prod:  NewProducer(cfg.Host, cfg.Stage),
+	}, nil
+}
+
+// Add queues ev and reports whether it was taken.
+func (b *Batcher) Add(ev *containv1.Event) bool {
+	select {
+	case b.queue <- ev:
+		return true
+	default:
+		b.m.Dropped.WithLabelValues(b.cfg.Stage, "queue_full").Inc()
+		return false
+	}
+}
+
+// Len is the number of events waiting.
+func (b *Batcher) Len() int { return len(b.queue) }
+
+// Run batches and publishes until ctx ends, then flushes what is queued
+// (with a short grace period) and returns.
+func (b *Batcher) Run(ctx context.Context) error {
+	ticker := time.NewTicker(b.cfg.FlushInterval)
+	defer ticker.Stop()
+	var (
+		pending []*containv1.Event
+		size    int
+	)
+	flush := func(pctx context.Context) {
+		if len(pending) == 0 {
+			return
+		}
+		batch := b.prod.Batch(pending)
+		if err := Publish(pctx, b.js, b.cfg.Subject, batch); err != nil {
+			b.m.Dropped.WithLabelValues(b.cfg.Stage, "publish_failed").Add(float64(len(pending)))
+			b.m.Errors.WithLabelValues(b.cfg.Stage, "publish").Inc()
+			b.log.Error("publishing batch", "subject", b.cfg.Subject, "events", len(pending), "err", err)
+		} else {
+			b.m.EventsOut.WithLabelValues(b.cfg.Stage).Add(float64(len(pending)))
+			b.m.BatchEvents.WithLabelValues(b.cfg.Stage).Observe(float64(len(pending)))
+		}
+		pending, size = nil, 0
+	}
+	add := func(pctx context.Context, ev *containv1.Event) {
+		n := proto.Size(ev)
+		if n > b.cfg.MaxBytes {
+			b.m.Dropped.WithLabelValues(b.cfg.Stage, "oversize").Inc()
+			b.log.Warn("event larger than a batch dropped", "bytes", n, "kind", ev.Kind.String())
+			return
+		}
+		if size+n > b.cfg.MaxBytes {
+			flush(pctx)
+		}
+		pending = append(pending, ev)
+		size += n
+		if len(pending) >= b.cfg.MaxEvents {
+			flush(pctx)
+		}
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			grace, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			for {
+				select {
+				case ev := <-b.queue:
+					add(grace, ev)
+				default:
+					flush(grace)
+					return nil
+				}
+			}
+		case ev := <-b.queue:
+			add(ctx, ev)
+		case <-ticker.C:
+			b.m.QueueDepth.WithLabelValues(b.cfg.Stage, "batcher").Set(float64(len(b.queue)))
+			flush(ctx)
+		}
+	}
+}

@@ -1,0 +1,276 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/containsec/contain/schemas/containv1"
+)
+
+// Header names set on every batch message.
+const (
+	HeaderSchema      = "Contain-Schema"
+	HeaderContentType = "Content-Type"
+	ContentType       = "application/x-protobuf; messageType=contain.v1.Batch"
+)
+
+// MaxPayload is the largest message the embedded server accepts and the
+// size Batcher keeps batches under by default.
+const MaxPayload = 8 << 20
+
+// EmbeddedConfig configures the in-process NATS server.
+type EmbeddedConfig struct {
+	// Host and Port to listen on; Port -1 picks a random free port.
+	Host string
+	Port int
+	// StoreDir is JetStream's file store directory.
+	StoreDir string
+	// ServerName names the server in a cluster; defaults to the host name.
+	ServerName string
+}
+
+// Validate reports the first invalid field.
+func (c EmbeddedConfig) Validate() error {
+	if c.StoreDir == "" {
+		return errors.New("nats.embedded.store_dir: must be set")
+	}
+	if c.Port < -1 || c.Port > 65535 {
+		return fmt.Errorf("nats.embedded.port: %d out of range", c.Port)
+	}
+	return nil
+}
+
+// StartEmbedded starts a NATS server with JetStream in this process and
+// waits until it accepts connections.
+func StartEmbedded(cfg EmbeddedConfig) (*server.Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.StoreDir, 0o750); err != nil {
+		return nil, fmt.Errorf("embedded nats: %w", err)
+	}
+	host := cfg.Host
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	name := cfg.ServerName
+	if name == "" {
+		name, _ = os.Hostname()
+	}
+	opts := &server.Options{
+		ServerName: containv1.SubjectToken(name),
+		Host:       host,
+		Port:       cfg.Port,
+		JetStream:  true,
+		StoreDir:   filepath.Clean(cfg.StoreDir),
+		MaxPayload: MaxPayload,
+		NoSigs:     true,
+		NoLog:      true,
+	}
+	s, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("embedded nats: %w", err)
+	}
+	go s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		s.Shutdown()
+		return nil, errors.New("embedded nats: not ready after 10s")
+	}
+	return s, nil
+}
+
+// Connect dials url and returns the connection and its JetStream context.
+// The connection reconnects forever; a lost connection is logged.
+func Connect(url, name string, log *slog.Logger, extra ...nats.Option) (*nats.Conn, jetstream.JetStream, error) {
+	opts := append([]nats.Option{
+		nats.Name(name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("nats disconnected", "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("nats reconnected", "url", c.ConnectedUrl()) }),
+	}, extra...)
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		return nil, nil, fmt.Errorf("connecting to nats %s: %w", url, err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, nil, fmt.Errorf("jetstream: %w", err)
+	}
+	return nc, js, nil
+}
+
+// StreamsConfig sets the retention of contain's streams.
+type StreamsConfig struct {
+	// MaxAge bounds how long raw and enriched events are kept.
+	EventsMaxAge time.Duration
+	// AlertsMaxAge bounds how long alerts and actions are kept.
+	AlertsMaxAge time.Duration
+	// MaxBytes bounds each stream's size; <= 0 means unbounded.
+	MaxBytes int64
+	// Replicas for a clustered JetStream; 1 on one host.
+	Replicas int
+	// Memory keeps streams in memory instead of files.
+	Memory bool
+}
+
+// Validate reports the first invalid field.
+func (c StreamsConfig) Validate() error {
+	if c.EventsMaxAge < 0 || c.AlertsMaxAge < 0 {
+		return errors.New("nats.streams: max ages must not be negative")
+	}
+	if c.Replicas < 0 || c.Replicas > 5 {
+		return fmt.Errorf("nats.streams.replicas: %d out of range 1..5", c.Replicas)
+	}
+	return nil
+}
+
+// EnsureStreams creates or updates contain's JetStream streams.
+func EnsureStreams(ctx context.Context, js jetstream.JetStream, c StreamsConfig) error {
+	if err := c.Validate(); err != nil {
+		return err
+	}
+	storage := jetstream.FileStorage
+	if c.Memory {
+		storage = jetstream.MemoryStorage
+	}
+	replicas := max(c.Replicas, 1)
+	maxBytes := c.MaxBytes
+	if maxBytes <= 0 {
+		maxBytes = -1
+	}
+	for name, subj := range containv1.StreamSubjects() {
+		age := c.EventsMaxAge
+		if name == containv1.StreamAlerts || name == containv1.StreamActions {
+			age = c.AlertsMaxAge
+		}
+		_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+			Name:       name,
+			Subjects:   []string{subj},
+			Storage:    storage,
+			Replicas:   replicas,
+			MaxAge:     age,
+			MaxBytes:   maxBytes,
+			Discard:    jetstream.DiscardOld,
+			Duplicates: 2 * time.Minute,
+		})
+		if err != nil {
+			return fmt.Errorf("stream %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// Encode marshals a batch for the wire.
+func Encode(b *containv1.Batch) ([]byte, error) {
+	return proto.Marshal(b)
+}
+
+// ErrMalformed wraps every decoding failure.
+var ErrMalformed = errors.New("malformed batch")
+
+// Decode parses a wire batch. It is pure and safe on any input.
+func Decode(data []byte) (*containv1.Batch, error) {
+	var b containv1.Batch
+	if err := proto.Unmarshal(data, &b); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	if b.SchemaVersion == 0 {
+		return nil, fmt.Errorf("%w: no schema_version", ErrMalformed)
+	}
+	if b.SchemaVersion > containv1.SchemaVersion {
+		return nil, fmt.Errorf("%w: schema_version %d is newer than this build's %d", ErrMalformed, b.SchemaVersion, containv1.SchemaVersion)
+	}
+	return &b, nil
+}
+
+// MsgID is the de-duplication id of a batch.
+func MsgID(b *containv1.Batch) string {
+	return b.Stage + "-" + b.ProducerId + "-" + strconv.FormatUint(b.Seq, 10)
+}
+
+// NewMsg builds the NATS message for a batch.
+func NewMsg(subject string, b *containv1.Batch) (*nats.Msg, error) {
+	data, err := Encode(b)
+	if err != nil {
+		return nil, fmt.Errorf("encoding batch: %w", err)
+	}
+	if len(data) > MaxPayload {
+		return nil, fmt.Errorf("batch of %d bytes exceeds %d", len(data), MaxPayload)
+	}
+	msg := nats.NewMsg(subject)
+	msg.Data = data
+	msg.Header.Set(HeaderSchema, strconv.Itoa(containv1.SchemaVersion))
+	msg.Header.Set(HeaderContentType, ContentType)
+	msg.Header.Set(jetstream.MsgIDHeader, MsgID(b))
+	return msg, nil
+}
+
+// Publish sends one batch to JetStream and waits for the stream's ack,
+// retrying with back-off until ctx ends. A retried batch keeps its
+// Nats-Msg-Id, so the stream stores it once.
+func Publish(ctx context.Context, js jetstream.JetStream, subject string, b *containv1.Batch) error {
+	msg, err := NewMsg(subject, b)
+	if err != nil {
+		return err
+	}
+	backoff := 50 * time.Millisecond
+	for {
+		_, err := js.PublishMsg(ctx, msg)
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("publishing to %s: %w", subject, err)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("publishing to %s: %w", subject, err)
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 2*time.Second)
+	}
+}
+
+// Producer numbers the batches of one stage instance.
+type Producer struct {
+	Host  string
+	Stage string
+	ID    string
+	seq   uint64
+}
+
+// NewProducer makes a producer with a random id.
+func NewProducer(host, stage string) *Producer {
+	return &Producer{Host: host, Stage: stage, ID: containv1.FormatID(containv1.NewIDGen().Next())[:8]}
+}
+
+// Batch wraps events in a new batch with the next sequence number. It is
+// not safe for concurrent use.
+func (p *Producer) Batch(events []*containv1.Event) *containv1.Batch {
+	p.seq++
+	return &containv1.Batch{
+		SchemaVersion: containv1.SchemaVersion,
+		Host:          p.Host,
+		Stage:         p.Stage,
+		ProducerId:    p.ID,
+		Seq:           p.seq,
+		Events:        events,
+	}
+}

@@ -1,0 +1,215 @@
+package testenv
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Container is a real runc container on a busybox-static rootfs.
+type Container struct {
+	ID     string
+	Bundle string
+	Rootfs string
+	t      testing.TB
+}
+
+// ContainerSpec describes a container to run.
+type ContainerSpec struct {
+	// Args is the container's process; default: sleep forever.
+	Args []string
+	// Annotations are written to the OCI config (e.g. the image reference).
+	Annotations map[string]string
+	// HostNetwork keeps the host's network namespace (loopback reachable).
+	HostNetwork bool
+	// Edit may change the OCI config before the container starts.
+	Edit func(cfg map[string]any)
+}
+
+var busyboxPaths = []string{"/bin/busybox", "/usr/bin/busybox"}
+
+// BusyboxRootfs lays out a busybox-static rootfs under dir and returns it.
+func BusyboxRootfs(t testing.TB, dir string) string {
+	t.Helper()
+	var src string
+	for _, p := range busyboxPaths {
+		if out, err := exec.Command("file", "-L", p).Output(); err == nil && !bytes.Contains(out, []byte("dynamically")) {
+			src = p
+			break
+		} else if err != nil {
+			if _, serr := os.Stat(p); serr == nil {
+				src = p
+				break
+			}
+		}
+	}
+	if src == "" {
+		Unavailable(t, "busybox-static (apt-get install busybox-static)")
+	}
+	rootfs := filepath.Join(dir, "rootfs")
+	for _, d := range []string{"bin", "etc", "tmp", "proc", "sys", "dev", "var/www", "data"} {
+		if err := os.MkdirAll(filepath.Join(rootfs, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	data, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(rootfs, "bin", "busybox"), data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(src, "--list").Output()
+	if err != nil {
+		t.Fatalf("busybox --list: %v", err)
+	}
+	for _, applet := range strings.Fields(string(out)) {
+		if applet == "busybox" {
+			continue
+		}
+		_ = os.Symlink("busybox", filepath.Join(rootfs, "bin", applet))
+	}
+	_ = os.WriteFile(filepath.Join(rootfs, "etc", "passwd"), []byte("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n"), 0o644)
+	_ = os.WriteFile(filepath.Join(rootfs, "etc", "shadow"), []byte("root:*:19000:0:99999:7:::\n"), 0o600)
+	return rootfs
+}
+
+// RunContainer starts a detached runc container and registers its removal.
+// The id is made unique per test.
+func RunContainer(t testing.TB, name string, spec ContainerSpec) *Container {
+	t.Helper()
+	RequireRoot(t)
+	RequireCommand(t, "runc")
+	dir := t.TempDir()
+	rootfs := BusyboxRootfs(t, dir)
+	id := fmt.Sprintf("%s-%d-%d", name, os.Getpid(), time.Now().UnixNano()%1e9)
+	if out, err := exec.Command("runc", "spec", "--bundle", dir).CombinedOutput(); err != nil {
+		t.Fatalf("runc spec: %v: %s", err, out)
+	}
+	cfgPath := filepath.Join(dir, "config.json")
+	raw, err := os.ReadFile(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg map[string]any
+	if err := json.Unmarshal(raw, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	args := spec.Args
+	if len(args) == 0 {
+		args = []string{"/bin/sh", "-c", "while true; do sleep 1; done"}
+	}
+	proc := cfg["process"].(map[string]any)
+	proc["terminal"] = false
+	proc["args"] = args
+	cfg["root"].(map[string]any)["readonly"] = false
+	if len(spec.Annotations) > 0 {
+		ann := map[string]any{}
+		for k, v := range spec.Annotations {
+			ann[k] = v
+		}
+		cfg["annotations"] = ann
+	}
+	if spec.HostNetwork {
+		linux := cfg["linux"].(map[string]any)
+		var keep []any
+		for _, ns := range linux["namespaces"].([]any) {
+			if ns.(map[string]any)["type"] != "network" {
+				keep = append(keep, ns)
+			}
+		}
+		linux["namespaces"] = keep
+	}
+	if spec.Edit != nil {
+		spec.Edit(cfg)
+	}
+	raw, _ = json.MarshalIndent(cfg, "", "  ")
+	if err := os.WriteFile(cfgPath, raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("runc", "run", "-d", "--bundle", dir, id)
+	cmd.Stdin = nil
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("runc run %s: %v: %s", id, err, stderr.String())
+	}
+	c := &Container{ID: id, Bundle: dir, Rootfs: rootfs, t: t}
+	t.Cleanup(c.Remove)
+	return c
+}
+
+// Remove kills and deletes the container (thawing it first if frozen).
+func (c *Container) Remove() {
+	_ = exec.Command("runc", "resume", c.ID).Run()
+	_ = exec.Command("runc", "kill", c.ID, "KILL").Run()
+	_ = exec.Command("runc", "delete", "-f", c.ID).Run()
+}
+
+// State is `runc state` of the container.
+type State struct {
+	ID     string `json:"id"`
+	Pid    int    `json:"pid"`
+	Status string `json:"status"`
+}
+
+// State reads the container's runtime state.
+func (c *Container) State() (State, error) {
+	out, err := exec.Command("runc", "state", c.ID).Output()
+	if err != nil {
+		return State{}, fmt.Errorf("runc state %s: %w", c.ID, err)
+	}
+	var s State
+	err = json.Unmarshal(out, &s)
+	return s, err
+}
+
+// Exec runs a command inside the container and returns its output. It
+// times out (and is killed) after timeout, as runc exec into a frozen
+// container hangs.
+func (c *Container) Exec(timeout time.Duration, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "runc", append([]string{"exec", c.ID}, args...)...)
+	cmd.WaitDelay = time.Second
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// FreezerState reads the container's v1 freezer state (THAWED, FREEZING,
+// FROZEN).
+func (c *Container) FreezerState() (string, error) {
+	b, err := os.ReadFile(filepath.Join("/sys/fs/cgroup/freezer", c.ID, "freezer.state"))
+	return strings.TrimSpace(string(b)), err
+}
+
+// CgroupID is the cgroup v2 inode of the container, as eBPF's
+// bpf_get_current_cgroup_id() reports it.
+func (c *Container) CgroupID() (uint64, error) {
+	s, err := c.State()
+	if err != nil {
+		return 0, err
+	}
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(s.Pid) + "/cgroup")
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "0::"); ok {
+			var st statT
+			if err := stat(filepath.Join("/sys/fs/cgroup/unified", rest), &st); err != nil {
+				return 0, err
+			}
+			return st.Ino, nil
+		}
+	}
+	return 0, fmt.Errorf("no cgroup v2 line for pid %d", s.Pid)
+}
