@@ -1,0 +1,201 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/containsec/contain/analyzer"
+	"github.com/containsec/contain/cmd/internal/config"
+	"github.com/containsec/contain/collector"
+	"github.com/containsec/contain/enricher"
+	"github.com/containsec/contain/internal/bus"
+	"github.com/containsec/contain/responder"
+	"github.com/containsec/contain/schemas/containv1"
+	"github.com/containsec/contain/store"
+)
+
+// Config is contain's whole configuration. Keys are the snake_case field
+// names: nats.embedded.store_dir, collector.queue_len, ...
+type Config struct {
+	// Host names this machine in subjects and events; default: hostname.
+	Host    string
+	Log     LogConfig
+	Metrics MetricsConfig
+	NATS    NATSConfig
+
+	Collector collector.Config
+	Enricher  enricher.Config
+	Analyzer  analyzer.Config
+	Responder responder.Config
+	Store     store.Config
+}
+
+// LogConfig configures the process logger.
+type LogConfig struct {
+	Level  string // debug, info, warn, error
+	Format string // text, json
+}
+
+// MetricsConfig configures the Prometheus endpoint.
+type MetricsConfig struct {
+	// Listen is host:port of /metrics; empty disables it.
+	Listen string
+}
+
+// NATSConfig says where the stages meet.
+type NATSConfig struct {
+	// URL of an external NATS server. Empty: `contain run` embeds one, the
+	// single-stage commands dial nats://127.0.0.1:4222.
+	URL string
+	// Credentials is an optional NATS .creds file.
+	Credentials string
+	Embedded    bus.EmbeddedConfig
+	Streams     bus.StreamsConfig
+}
+
+func defaultConfig() Config {
+	host, _ := os.Hostname()
+	return Config{
+		Host:    host,
+		Log:     LogConfig{Level: "info", Format: "text"},
+		Metrics: MetricsConfig{Listen: "127.0.0.1:9464"},
+		NATS: NATSConfig{
+			Embedded: bus.EmbeddedConfig{Host: "127.0.0.1", Port: 4222, StoreDir: "/var/lib/contain/nats"},
+			Streams:  bus.StreamsConfig{EventsMaxAge: 24 * time.Hour, AlertsMaxAge: 30 * 24 * time.Hour, Replicas: 1},
+		},
+		Collector: collector.DefaultConfig(),
+		Enricher:  enricher.DefaultConfig(),
+		Analyzer:  analyzer.DefaultConfig(),
+		Responder: responder.DefaultConfig(),
+		Store:     store.DefaultConfig(),
+	}
+}
+
+type globalOpts struct {
+	file string
+}
+
+// flagKeys binds persistent flags to config keys.
+var flagKeys = map[string]string{
+	"host":           "host",
+	"log-level":      "log.level",
+	"nats-url":       "nats.url",
+	"metrics-listen": "metrics.listen",
+	"dry-run":        "responder.dry_run",
+	"clickhouse":     "store.addr",
+	"nats-store-dir": "nats.embedded.store_dir",
+}
+
+func (o *globalOpts) register(root *cobra.Command) {
+	f := root.PersistentFlags()
+	f.StringVarP(&o.file, "config", "c", os.Getenv("CONTAIN_CONFIG"), "YAML config file (env CONTAIN_CONFIG)")
+	f.String("host", "", "host name used in subjects and events (host)")
+	f.String("log-level", "", "debug|info|warn|error (log.level)")
+	f.String("nats-url", "", "external NATS server; empty embeds one in `run` (nats.url)")
+	f.String("metrics-listen", "", "host:port for /metrics, empty disables (metrics.listen)")
+	f.Bool("dry-run", false, "responder records decisions without freezing (responder.dry_run)")
+	f.StringSlice("clickhouse", nil, "ClickHouse native addresses (store.addr)")
+	f.String("nats-store-dir", "", "embedded JetStream directory (nats.embedded.store_dir)")
+}
+
+func (o *globalOpts) load(cmd *cobra.Command) (*Config, error) {
+	cfg := defaultConfig()
+	if err := config.Load(&cfg, o.file, cmd.Flags(), flagKeys); err != nil {
+		return nil, err
+	}
+	cfg.propagate()
+	return &cfg, nil
+}
+
+// propagate copies process-wide settings into the stage configs.
+func (c *Config) propagate() {
+	c.Collector.Host = c.Host
+	c.Responder.Host = c.Host
+}
+
+// validate checks the process settings and the configs of the given stages.
+func (c *Config) validate(stages []string) error {
+	if c.Host == "" {
+		return errors.New("host: must be set (or the hostname readable)")
+	}
+	if containv1.SubjectToken(c.Host) != c.Host {
+		return fmt.Errorf("host: %q has characters not allowed in a NATS subject token (. * > space)", c.Host)
+	}
+	if _, err := parseLevel(c.Log.Level); err != nil {
+		return err
+	}
+	if c.Log.Format != "text" && c.Log.Format != "json" {
+		return fmt.Errorf("log.format: %q is not text or json", c.Log.Format)
+	}
+	if err := c.NATS.Streams.Validate(); err != nil {
+		return err
+	}
+	if c.NATS.URL == "" {
+		if err := c.NATS.Embedded.Validate(); err != nil {
+			return err
+		}
+	}
+	checks := map[string]func() error{
+		stageCollector: c.Collector.Validate,
+		stageEnricher:  c.Enricher.Validate,
+		stageAnalyzer:  c.Analyzer.Validate,
+		stageResponder: c.Responder.Validate,
+		stageStore:     c.Store.Validate,
+	}
+	for _, s := range stages {
+		if err := checks[s](); err != nil {
+			return fmt.Errorf("%s: %w", s, err)
+		}
+	}
+	return nil
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return 0, fmt.Errorf("log.level: %q is not debug, info, warn or error", s)
+	}
+	return l, nil
+}
+
+func (c *Config) logger(w io.Writer) *slog.Logger {
+	level, _ := parseLevel(c.Log.Level)
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Log.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// printYAML prints every key with its effective value, sorted, as YAML-ish
+// flat keys (secrets masked).
+func printYAML(w io.Writer, cfg *Config) error {
+	keys := config.Keys(cfg)
+	names := make([]string, 0, len(keys))
+	for k := range keys {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	for _, k := range names {
+		v := keys[k]
+		if strings.Contains(k, "password") || strings.Contains(k, "secret") || strings.Contains(k, "token") {
+			if s, ok := v.(string); ok && s != "" {
+				v = "********"
+			}
+		}
+		if _, err := fmt.Fprintf(w, "%s: %v\n", k, v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func schemaVersion() int { return containv1.SchemaVersion }

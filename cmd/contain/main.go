@@ -1,0 +1,103 @@
+// Command contain runs contain's stages: all of them in one process with an
+// embedded NATS server (`contain run`), or each alone against a shared NATS
+// (`contain collect|enrich|analyze|respond|store`), plus operator commands.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+)
+
+// Version is set at build time with -ldflags "-X main.Version=...".
+var Version = "dev"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := newRoot().ExecuteContext(ctx)
+	stop()
+	if err != nil {
+		var ee exitError
+		if errors.As(err, &ee) {
+			if ee.msg != "" {
+				fmt.Fprintln(os.Stderr, "contain:", ee.msg)
+			}
+			os.Exit(ee.code)
+		}
+		fmt.Fprintln(os.Stderr, "contain:", err)
+		os.Exit(1)
+	}
+}
+
+// exitError ends the process with a given status (e.g. an audit gate).
+type exitError struct {
+	code int
+	msg  string
+}
+
+func (e exitError) Error() string { return fmt.Sprintf("exit %d: %s", e.code, e.msg) }
+
+func newRoot() *cobra.Command {
+	var opts globalOpts
+	root := &cobra.Command{
+		Use:           "contain",
+		Short:         "Runtime security for declarative, immutable containers",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	opts.register(root)
+	root.AddCommand(
+		stageCommand(&opts, "run", "Run every stage in one process with an embedded NATS server", allStages, true),
+		stageCommand(&opts, "collect", "Run the eBPF collector (root)", []string{stageCollector}, false),
+		stageCommand(&opts, "enrich", "Run the enricher", []string{stageEnricher}, false),
+		stageCommand(&opts, "analyze", "Run the analyzer", []string{stageAnalyzer}, false),
+		stageCommand(&opts, "respond", "Run the responder (root)", []string{stageResponder}, false),
+		stageCommand(&opts, "store", "Run the ClickHouse sink", []string{stageStore}, false),
+		releaseCommand(&opts),
+		quarantineCommand(&opts),
+		checkConfigCommand(&opts),
+		versionCommand(),
+	)
+	for _, add := range extraCommands {
+		root.AddCommand(add(&opts))
+	}
+	return root
+}
+
+// extraCommands lets other files of this package add subcommands.
+var extraCommands []func(*globalOpts) *cobra.Command
+
+func versionCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the version and schema version",
+		Args:  cobra.NoArgs,
+		Run: func(cmd *cobra.Command, _ []string) {
+			fmt.Fprintf(cmd.OutOrStdout(), "contain %s (event schema v%d)\n", Version, schemaVersion())
+		},
+	}
+}
+
+func checkConfigCommand(opts *globalOpts) *cobra.Command {
+	return &cobra.Command{
+		Use:   "check-config",
+		Short: "Load and validate the configuration, print it, and exit",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := opts.load(cmd)
+			if err != nil {
+				return err
+			}
+			if err := cfg.validate(allStages); err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), "configuration OK")
+			return printYAML(cmd.OutOrStdout(), cfg)
+		},
+	}
+}

@@ -1,0 +1,204 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/spf13/cobra"
+
+	"github.com/containsec/contain/analyzer"
+	"github.com/containsec/contain/collector"
+	"github.com/containsec/contain/enricher"
+	"github.com/containsec/contain/internal/bus"
+	"github.com/containsec/contain/internal/metrics"
+	"github.com/containsec/contain/responder"
+	"github.com/containsec/contain/store"
+)
+
+const (
+	stageCollector = "collector"
+	stageEnricher  = "enricher"
+	stageAnalyzer  = "analyzer"
+	stageResponder = "responder"
+	stageStore     = "store"
+)
+
+var allStages = []string{stageStore, stageResponder, stageAnalyzer, stageEnricher, stageCollector}
+
+const defaultNATSURL = "nats://127.0.0.1:4222"
+
+func stageCommand(opts *globalOpts, use, short string, stages []string, embedded bool) *cobra.Command {
+	var only []string
+	cmd := &cobra.Command{
+		Use:   use,
+		Short: short,
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := opts.load(cmd)
+			if err != nil {
+				return err
+			}
+			run := stages
+			if len(only) > 0 {
+				run = only
+				for _, s := range only {
+					if !contains(allStages, s) {
+						return fmt.Errorf("--stages: unknown stage %q (have %s)", s, strings.Join(allStages, ", "))
+					}
+				}
+			}
+			if err := cfg.validate(run); err != nil {
+				return err
+			}
+			return runStages(cmd.Context(), cfg, run, embedded, cfg.logger(os.Stderr))
+		},
+	}
+	if embedded {
+		cmd.Flags().StringSliceVar(&only, "stages", nil, "run only these stages ("+strings.Join(allStages, ",")+")")
+	}
+	return cmd
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// connect dials the configured NATS, or starts the embedded server first
+// when embedded is allowed and no URL is configured.
+func connect(cfg *Config, embedded bool, name string, log *slog.Logger) (*nats.Conn, jetstream.JetStream, func(), error) {
+	url := cfg.NATS.URL
+	shutdown := func() {}
+	if url == "" && embedded {
+		srv, err := bus.StartEmbedded(cfg.NATS.Embedded)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		url = srv.ClientURL()
+		log.Info("embedded NATS started", "url", url, "store_dir", cfg.NATS.Embedded.StoreDir)
+		shutdown = func() { srv.Shutdown(); srv.WaitForShutdown() }
+	} else if url == "" {
+		url = defaultNATSURL
+	}
+	var extra []nats.Option
+	if cfg.NATS.Credentials != "" {
+		extra = append(extra, nats.UserCredentials(cfg.NATS.Credentials))
+	}
+	nc, js, err := bus.Connect(url, "contain-"+name+"@"+cfg.Host, log, extra...)
+	if err != nil {
+		shutdown()
+		return nil, nil, nil, err
+	}
+	return nc, js, func() { nc.Drain(); nc.Close(); shutdown() }, nil
+}
+
+func runStages(ctx context.Context, cfg *Config, stages []string, embedded bool, log *slog.Logger) error {
+	m := metrics.New()
+	nc, js, closeNATS, err := connect(cfg, embedded, strings.Join(stages, "+"), log)
+	if err != nil {
+		return err
+	}
+	defer closeNATS()
+	if err := bus.EnsureStreams(ctx, js, cfg.NATS.Streams); err != nil {
+		return err
+	}
+	if cfg.Metrics.Listen != "" {
+		stopMetrics, err := serveMetrics(cfg.Metrics.Listen, m, log)
+		if err != nil {
+			return err
+		}
+		defer stopMetrics()
+	}
+
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var wg sync.WaitGroup
+	start := func(name string, run func(context.Context) error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := run(ctx); err != nil && ctx.Err() == nil {
+				cancel(fmt.Errorf("%s: %w", name, err))
+			}
+		}()
+	}
+	slog := func(stage string) *slog.Logger { return log.With("stage", stage) }
+	for _, s := range stages {
+		switch s {
+		case stageStore:
+			start(s, func(ctx context.Context) error {
+				st, err := store.Open(ctx, cfg.Store, slog(s))
+				if err != nil {
+					return err
+				}
+				defer st.Close()
+				return st.Run(ctx, js, m)
+			})
+		case stageResponder:
+			r, err := responder.New(cfg.Responder, nc, js, m, slog(s))
+			if err != nil {
+				return fmt.Errorf("responder: %w", err)
+			}
+			start(s, r.Run)
+		case stageAnalyzer:
+			a, err := analyzer.New(cfg.Analyzer, js, m, slog(s))
+			if err != nil {
+				return fmt.Errorf("analyzer: %w", err)
+			}
+			start(s, a.Run)
+		case stageEnricher:
+			e, err := enricher.New(cfg.Enricher, js, m, slog(s))
+			if err != nil {
+				return fmt.Errorf("enricher: %w", err)
+			}
+			start(s, e.Run)
+		case stageCollector:
+			c, err := collector.New(cfg.Collector, js, m, slog(s))
+			if err != nil {
+				return fmt.Errorf("collector: %w", err)
+			}
+			start(s, c.Run)
+		}
+	}
+	log.Info("contain running", "version", Version, "host", cfg.Host, "stages", strings.Join(stages, ","))
+	<-ctx.Done()
+	cause := context.Cause(ctx)
+	wg.Wait()
+	if cause != nil && !errors.Is(cause, context.Canceled) {
+		return cause
+	}
+	log.Info("contain stopped")
+	return nil
+}
+
+func serveMetrics(addr string, m *metrics.Metrics, log *slog.Logger) (func(), error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("metrics.listen %s: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", m.Handler())
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	log.Info("metrics listening", "addr", ln.Addr().String())
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+	}, nil
+}

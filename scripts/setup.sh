@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs what contain's tests and demo need on a fresh Debian machine with
+# Go: runc, busybox-static, ClickHouse, protoc, clang/bpftool (only to
+# regenerate eBPF objects). Idempotent and quiet; run as root.
+set -euo pipefail
+need=()
+command -v runc >/dev/null || need+=(runc)
+[ -x /bin/busybox ] && ! file -L /bin/busybox 2>/dev/null | grep -q dynamically || need+=(busybox-static)
+command -v clickhouse-server >/dev/null || need+=(clickhouse-server)
+command -v clickhouse-client >/dev/null || need+=(clickhouse-client)
+command -v protoc >/dev/null || need+=(protobuf-compiler)
+command -v ip >/dev/null || need+=(iproute2)
+command -v file >/dev/null || need+=(file)
+if [ "${CONTAIN_SETUP_BPF:-0}" = 1 ]; then
+  command -v clang >/dev/null || need+=(clang llvm)
+  command -v bpftool >/dev/null || need+=(bpftool)
+  [ -e /usr/include/bpf/bpf_helpers.h ] || need+=(libbpf-dev)
+fi
+if [ ${#need[@]} -gt 0 ]; then
+  echo "setup: installing ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+# tracefs for classic tracepoints (nothing mounts it on these machines).
+if [ -d /sys/kernel/tracing ] && ! mountpoint -q /sys/kernel/tracing; then
+  mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null || true
+fi
+echo "setup: ok"
