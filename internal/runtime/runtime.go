@@ -1,0 +1,328 @@
+// Package runtime identifies containers from their cgroup paths, by the
+// conventions of the container runtimes, and reads their metadata from the
+// runtimes' OCI state directories.
+package runtime
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+)
+
+// Runtime names.
+const (
+	Docker     = "docker"
+	Containerd = "containerd"
+	CRIO       = "cri-o"
+	Podman     = "podman"
+	Runc       = "runc"
+	Crun       = "crun"
+	// CRI is a Kubernetes pod container whose runtime the cgroup path does
+	// not tell (cgroupfs driver: /kubepods/<qos>/pod<uid>/<id>).
+	CRI = "cri"
+)
+
+// Ref is a container as its cgroup path identifies it.
+type Ref struct {
+	Runtime string
+	ID      string
+	// PodUID is the Kubernetes pod uid when the path holds one.
+	PodUID string
+}
+
+// FromCgroupPath identifies the container that owns cgroup path p (a path
+// relative to the cgroup2 mount, e.g. "/docker/<id>"). ok is false for the
+// root cgroup and for systemd units of the host (slices, services, session
+// scopes), which are not containers.
+func FromCgroupPath(p string) (ref Ref, ok bool) {
+	p = path.Clean("/" + p)
+	if p == "/" {
+		return Ref{}, false
+	}
+	parts := strings.Split(strings.TrimPrefix(p, "/"), "/")
+	last := parts[len(parts)-1]
+	parent := ""
+	if len(parts) > 1 {
+		parent = parts[len(parts)-2]
+	}
+	pod := podUID(parts)
+
+	if scope, isScope := strings.CutSuffix(last, ".scope"); isScope {
+		for _, c := range []struct{ prefix, runtime string }{
+			{"docker-", Docker},
+			{"cri-containerd-", Containerd},
+			{"crio-", CRIO},
+			{"libpod-", Podman},
+			{"crun-", Crun},
+			{"runc-", Runc},
+		} {
+			id, found := strings.CutPrefix(scope, c.prefix)
+			if !found {
+				continue
+			}
+			if strings.HasPrefix(id, "conmon-") || id == "" {
+				return Ref{}, false // the runtime's monitor, not a container
+			}
+			return Ref{Runtime: c.runtime, ID: id, PodUID: pod}, true
+		}
+		return Ref{}, false // session-N.scope, init.scope, ...
+	}
+	if isSystemdUnit(last) {
+		return Ref{}, false
+	}
+	switch {
+	case parent == "docker" && isHex64(last):
+		return Ref{Runtime: Docker, ID: last}, true
+	case strings.HasPrefix(last, "libpod-") && !strings.HasPrefix(last, "libpod-conmon-"):
+		return Ref{Runtime: Podman, ID: strings.TrimPrefix(last, "libpod-")}, true
+	case pod != "" && !strings.HasPrefix(last, "pod"):
+		return Ref{Runtime: CRI, ID: last, PodUID: pod}, true
+	case strings.HasPrefix(last, "pod") && pod != "":
+		return Ref{}, false // the pod's own cgroup
+	}
+	return Ref{Runtime: Runc, ID: last}, true
+}
+
+func isSystemdUnit(name string) bool {
+	for _, s := range []string{".slice", ".service", ".mount", ".socket", ".swap", ".target", ".device"} {
+		if strings.HasSuffix(name, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// podUID finds a Kubernetes pod uid in a path: ".../pod<uid>/..." or
+// ".../kubepods-<qos>-pod<uid_with_underscores>.slice/...".
+func podUID(parts []string) string {
+	inKube := false
+	for _, p := range parts {
+		if strings.HasPrefix(p, "kubepods") {
+			inKube = true
+		}
+		if !inKube {
+			continue
+		}
+		name := strings.TrimSuffix(p, ".slice")
+		if i := strings.LastIndex(name, "-pod"); i >= 0 {
+			return strings.ReplaceAll(name[i+4:], "_", "-")
+		}
+		if uid, ok := strings.CutPrefix(name, "pod"); ok && uid != "" {
+			return uid
+		}
+	}
+	return ""
+}
+
+func isHex64(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for _, c := range []byte(s) {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// Info is a container's metadata from its runtime's state.
+type Info struct {
+	Runtime string
+	Bundle  string
+	InitPID uint32
+	// Labels are the OCI annotations (runc's state keeps them as its
+	// config labels) merged with the bundle's config.json annotations.
+	Labels map[string]string
+	// Name is the container's name where an annotation carries one, else
+	// its id.
+	Name      string
+	Pod       string
+	Namespace string
+}
+
+// ErrNotFound means no state directory knows the container.
+var ErrNotFound = errors.New("container state not found")
+
+// StateReader reads OCI runtime state directories.
+type StateReader struct {
+	// RuncRoot is runc's --root (default /run/runc).
+	RuncRoot string
+	// CrunRoot is crun's state root (default /run/crun).
+	CrunRoot string
+	// ExtraRuncRoots are runc roots of higher-level runtimes (docker's
+	// /run/docker/runtime-runc/moby, containerd's /run/containerd/runc/<ns>).
+	ExtraRuncRoots []string
+}
+
+// DefaultStateReader reads the standard locations.
+func DefaultStateReader() StateReader {
+	return StateReader{
+		RuncRoot: "/run/runc",
+		CrunRoot: "/run/crun",
+		ExtraRuncRoots: []string{
+			"/run/docker/runtime-runc/moby",
+			"/run/containerd/runc/k8s.io",
+			"/run/containerd/runc/default",
+			"/run/containerd/runc/moby",
+		},
+	}
+}
+
+// maxStateBytes bounds state files read (a container writes its bundle's
+// annotations; the state is not trusted to be small).
+const maxStateBytes = 4 << 20
+
+// Lookup reads the metadata of ref's container. When no state is found it
+// returns ErrNotFound and an Info holding what the ref tells.
+func (r StateReader) Lookup(ref Ref) (Info, error) {
+	info := Info{Runtime: ref.Runtime, Name: ref.ID}
+	if ref.ID == "" || strings.ContainsAny(ref.ID, "/\x00") || ref.ID == "." || ref.ID == ".." {
+		return info, fmt.Errorf("container id %q: %w", ref.ID, ErrNotFound)
+	}
+	roots := append([]string{r.RuncRoot}, r.ExtraRuncRoots...)
+	for i, root := range roots {
+		if root == "" {
+			continue
+		}
+		st, err := readRuncState(filepath.Join(root, ref.ID, "state.json"))
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return info, err
+		}
+		if i == 0 && (ref.Runtime == Runc || ref.Runtime == CRI || ref.Runtime == "") {
+			info.Runtime = Runc
+		}
+		info.InitPID = st.InitPID
+		info.Labels = map[string]string{}
+		for _, l := range st.Config.Labels {
+			k, v, _ := strings.Cut(l, "=")
+			if k == "bundle" {
+				info.Bundle = v
+				continue
+			}
+			info.Labels[k] = v
+		}
+		if info.Bundle != "" {
+			if ann, err := readBundleAnnotations(filepath.Join(info.Bundle, "config.json")); err == nil {
+				for k, v := range ann {
+					if _, ok := info.Labels[k]; !ok {
+						info.Labels[k] = v
+					}
+				}
+			}
+		}
+		info.fillNames()
+		return info, nil
+	}
+	if r.CrunRoot != "" {
+		if st, err := readCrunStatus(filepath.Join(r.CrunRoot, ref.ID, "status")); err == nil {
+			info.Runtime = Crun
+			info.InitPID = st.Pid
+			info.Bundle = st.Bundle
+			if ann, err := readBundleAnnotations(filepath.Join(st.Bundle, "config.json")); err == nil {
+				info.Labels = ann
+			}
+			info.fillNames()
+			return info, nil
+		}
+	}
+	return info, fmt.Errorf("container %s: %w", ref.ID, ErrNotFound)
+}
+
+// Annotation keys that name a container or its pod.
+var (
+	nameKeys      = []string{"io.kubernetes.cri.container-name", "io.kubernetes.container.name", "nerdctl/name", "io.podman.annotations.name", "org.opencontainers.container.name"}
+	podKeys       = []string{"io.kubernetes.cri.sandbox-name", "io.kubernetes.pod.name"}
+	namespaceKeys = []string{"io.kubernetes.cri.sandbox-namespace", "io.kubernetes.pod.namespace"}
+)
+
+func (i *Info) fillNames() {
+	pick := func(keys []string) string {
+		for _, k := range keys {
+			if v := i.Labels[k]; v != "" {
+				return v
+			}
+		}
+		return ""
+	}
+	if n := pick(nameKeys); n != "" {
+		i.Name = n
+	}
+	i.Pod = pick(podKeys)
+	i.Namespace = pick(namespaceKeys)
+}
+
+type runcState struct {
+	InitPID uint32 `json:"init_process_pid"`
+	Config  struct {
+		Labels []string `json:"labels"`
+	} `json:"config"`
+}
+
+func readRuncState(p string) (runcState, error) {
+	var st runcState
+	b, err := readBounded(p)
+	if err != nil {
+		return st, err
+	}
+	if err := json.Unmarshal(b, &st); err != nil {
+		return st, fmt.Errorf("parsing %s: %w", p, err)
+	}
+	return st, nil
+}
+
+type crunStatus struct {
+	Pid    uint32 `json:"pid"`
+	Bundle string `json:"bundle"`
+}
+
+func readCrunStatus(p string) (crunStatus, error) {
+	var st crunStatus
+	b, err := readBounded(p)
+	if err != nil {
+		return st, err
+	}
+	if err := json.Unmarshal(b, &st); err != nil {
+		return st, fmt.Errorf("parsing %s: %w", p, err)
+	}
+	return st, nil
+}
+
+func readBundleAnnotations(p string) (map[string]string, error) {
+	b, err := readBounded(p)
+	if err != nil {
+		return nil, err
+	}
+	var cfg struct {
+		Annotations map[string]string `json:"annotations"`
+	}
+	if err := json.Unmarshal(b, &cfg); err != nil {
+		return nil, fmt.Errorf("parsing %s: %w", p, err)
+	}
+	return cfg.Annotations, nil
+}
+
+func readBounded(p string) ([]byte, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxStateBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", p, err)
+	}
+	if len(b) > maxStateBytes {
+		return nil, fmt.Errorf("%s: larger than %d bytes", p, maxStateBytes)
+	}
+	return b, nil
+}
