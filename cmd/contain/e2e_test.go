@@ -1,0 +1,161 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+
+	"github.com/containsec/contain/internal/testenv"
+)
+
+// TestEndToEnd runs the whole pipeline for real: a runc container watched by
+// the eBPF collector, embedded NATS, enricher, analyzer, responder and the
+// ClickHouse sink. After the learning window an unexpected executable in the
+// container must get it frozen, with the exec, the alert and the action in
+// ClickHouse, and `contain release` must thaw it.
+func TestEndToEnd(t *testing.T) {
+	testenv.RequireRoot(t)
+	chAddr := testenv.ClickHouseAddr(t)
+	natsURL, _, _ := testenv.NATS(t)
+	log := testenv.Logger(t)
+
+	const learning = 4 * time.Second
+	db := fmt.Sprintf("contain_e2e_%d", time.Now().UnixNano())
+	host := "e2e-host"
+	cfg := defaultConfig()
+	cfg.Host = host
+	cfg.NATS.URL = natsURL
+	cfg.Metrics.Listen = "127.0.0.1:0"
+	cfg.Store.Addr = []string{chAddr}
+	cfg.Store.Database = db
+	cfg.Store.FlushInterval = 200 * time.Millisecond
+	cfg.Analyzer.LearningWindow = learning
+	cfg.Responder.Threshold = 0.5
+	cfg.propagate()
+	if err := cfg.validate(allStages); err != nil {
+		t.Fatal(err)
+	}
+
+	ch, err := clickhouse.Open(&clickhouse.Options{Addr: []string{chAddr}, Settings: clickhouse.Settings{"allow_experimental_low_cardinality_type": 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = ch.Exec(context.Background(), "DROP DATABASE IF EXISTS "+db)
+		_ = ch.Close()
+	})
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- runStages(ctx, &cfg, allStages, false, log) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("contain run: %v", err)
+			}
+		case <-time.After(15 * time.Second):
+			t.Error("contain run did not stop within 15s")
+		}
+	})
+	// The collector attaches in New, before runStages starts it; give the
+	// stages a moment to be up by waiting for the streams' consumers.
+	waitFor(t, 20*time.Second, "stages to start", func() bool {
+		return countRows(t, ch, "SELECT count() FROM system.tables WHERE database = '"+db+"' AND name = 'actions'") == 1
+	})
+
+	c := testenv.RunContainer(t, "e2e", testenv.ContainerSpec{
+		Args: []string{"/bin/sh", "-c", "while true; do /bin/sleep 0.3; done"},
+		Annotations: map[string]string{
+			"org.opencontainers.image.ref.name": "demo/loop:1.0",
+			"io.contain.image.digest":           "sha256:" + strings.Repeat("ab", 32),
+		},
+	})
+	// Normal behaviour during learning: the loop's own execs.
+	waitFor(t, 20*time.Second, "learning-time execs stored", func() bool {
+		return countRows(t, ch, fmt.Sprintf("SELECT count() FROM %s.events WHERE container_id = '%s' AND kind = 'exec' AND exec_filename = '/bin/sleep'", db, c.ID)) > 0
+	})
+	time.Sleep(learning) // the learning window is a span of event time
+
+	state, err := c.FreezerState()
+	if err != nil || state != "THAWED" {
+		t.Fatalf("before the deviation the container is %q (%v), want THAWED", state, err)
+	}
+	// The deviation: an executable never seen while learning.
+	start := time.Now()
+	go func() { _, _ = c.Exec(20*time.Second, "/bin/wget", "--help") }()
+	waitFor(t, 15*time.Second, "container frozen", func() bool {
+		s, _ := c.FreezerState()
+		return s == "FROZEN"
+	})
+	t.Logf("exec→frozen latency (observed by polling the freezer every 10ms): %v", time.Since(start))
+
+	q := func(sql string) uint64 { return countRows(t, ch, fmt.Sprintf(sql, db, c.ID)) }
+	waitFor(t, 20*time.Second, "exec, alert and action in ClickHouse", func() bool {
+		return q("SELECT count() FROM %s.events WHERE container_id = '%s' AND kind = 'exec' AND exec_filename = '/bin/wget'") >= 1 &&
+			q("SELECT count() FROM %s.alerts WHERE container_id = '%s' AND has(reason_codes, 'exec.unseen') AND trigger_exec_filename = '/bin/wget'") >= 1 &&
+			q("SELECT count() FROM %s.actions WHERE container_id = '%s' AND type = 'pause' AND result = 'ok'") >= 1
+	})
+	var reason string
+	var latency int64
+	if err := ch.QueryRow(context.Background(), fmt.Sprintf(
+		"SELECT reason, latency_ns FROM %s.actions WHERE container_id = '%s' AND type = 'pause' LIMIT 1", db, c.ID)).Scan(&reason, &latency); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(reason, "/bin/wget") {
+		t.Errorf("action reason %q does not name /bin/wget", reason)
+	}
+	t.Logf("exec→frozen latency recorded by the responder: %v", time.Duration(latency))
+	if q("SELECT count() FROM %s.alerts WHERE container_id = '%s' AND trigger_exec_filename = '/bin/sleep'") != 0 {
+		t.Error("the learned /bin/sleep raised an alert")
+	}
+
+	// Release through the CLI, as a responder would.
+	root := newRoot()
+	var out bytes.Buffer
+	root.SetOut(&out)
+	root.SetArgs([]string{"release", c.ID, "--reason", "e2e: investigated", "--actor", "tester", "--nats-url", natsURL, "--host", host})
+	if err := root.ExecuteContext(context.Background()); err != nil {
+		t.Fatalf("contain release: %v", err)
+	}
+	t.Log(strings.TrimSpace(out.String()))
+	waitFor(t, 10*time.Second, "container thawed", func() bool {
+		s, _ := c.FreezerState()
+		return s == "THAWED"
+	})
+	if out, err := c.Exec(10*time.Second, "/bin/echo", "alive"); err != nil || !strings.Contains(out, "alive") {
+		t.Fatalf("container does not run after release: %q %v", out, err)
+	}
+	waitFor(t, 20*time.Second, "release action in ClickHouse", func() bool {
+		return q("SELECT count() FROM %s.actions WHERE container_id = '%s' AND type = 'release' AND result = 'ok' AND actor = 'tester'") >= 1
+	})
+}
+
+func countRows(t *testing.T, ch clickhouse.Conn, sql string) uint64 {
+	t.Helper()
+	var n uint64
+	if err := ch.QueryRow(context.Background(), sql).Scan(&n); err != nil {
+		if strings.Contains(err.Error(), "doesn't exist") || strings.Contains(err.Error(), "UNKNOWN_TABLE") || strings.Contains(err.Error(), "Unknown") {
+			return 0
+		}
+		t.Fatalf("%s: %v", sql, err)
+	}
+	return n
+}
+
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# contain end to end on one host, as root, on a fresh Debian machine with Go:
+# installs runc, busybox and ClickHouse, starts ClickHouse, runs a demo
+# container with runc, runs `contain run` (embedded NATS, every stage), lets
+# it learn the container, runs an unexpected binary inside it, and shows the
+# container frozen, the rows in ClickHouse, and its release.
+# KEEP=1 leaves ClickHouse and the container running afterwards.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+top=$PWD
+run=$top/.run
+learning=${LEARNING:-8s}
+mkdir -p "$run"
+
+say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+say "installing what the demo needs"
+bash scripts/setup.sh
+go build -o "$run/contain" ./cmd/contain
+
+say "starting ClickHouse"
+bash deploy/clickhouse/start.sh "$run/clickhouse"
+ch() { clickhouse-client --port 19000 --format PrettyCompactMonoBlock -q "$1"; }
+
+cleanup() {
+  set +e
+  [ -n "${contain_pid:-}" ] && kill "$contain_pid" 2>/dev/null && wait "$contain_pid" 2>/dev/null
+  if [ "${KEEP:-0}" != 1 ]; then
+    runc resume demo-web >/dev/null 2>&1; runc kill demo-web KILL >/dev/null 2>&1; sleep 0.2; runc delete -f demo-web >/dev/null 2>&1
+    bash deploy/clickhouse/stop.sh "$run/clickhouse"
+  fi
+}
+trap cleanup EXIT
+
+say "preparing a busybox container (runc bundle in $run/demo-web)"
+runc delete -f demo-web >/dev/null 2>&1 || true
+rm -rf "$run/demo-web"; mkdir -p "$run/demo-web/rootfs/bin" "$run/demo-web/rootfs/www" "$run/demo-web/rootfs/etc"
+cp /bin/busybox "$run/demo-web/rootfs/bin/busybox"
+for a in $(/bin/busybox --list); do [ "$a" = busybox ] || ln -sf busybox "$run/demo-web/rootfs/bin/$a"; done
+echo '<h1>hello from demo-web</h1>' > "$run/demo-web/rootfs/www/index.html"
+echo 'root:x:0:0:root:/:/bin/sh' > "$run/demo-web/rootfs/etc/passwd"
+(cd "$run/demo-web" && runc spec)
+go run ./scripts/ocispec -f "$run/demo-web/config.json" \
+  -a org.opencontainers.image.ref.name=demo/web:1.0 \
+  -a io.contain.image.digest=sha256:$(printf 'd%.0s' $(seq 64)) \
+  -- /bin/sh -c '/bin/httpd -p 8080 -h /www; while true; do /bin/sleep 1; done'
+
+say "starting contain run (embedded NATS, all stages; log in $run/contain.log)"
+rm -rf "$run/nats"
+CONTAIN_ANALYZER_LEARNING_WINDOW=$learning "$run/contain" run --nats-store-dir "$run/nats" >"$run/contain.log" 2>&1 &
+contain_pid=$!
+for _ in $(seq 100); do grep -q "contain running" "$run/contain.log" && break; sleep 0.1; done
+grep -q "contain running" "$run/contain.log" || { cat "$run/contain.log"; exit 1; }
+
+say "starting the container demo-web (httpd + a sleep loop) and learning it for $learning"
+runc run -d --bundle "$run/demo-web" demo-web </dev/null >/dev/null 2>&1
+sleep "${learning%s}"; sleep 2
+
+say "an unexpected binary runs inside demo-web: /bin/wget"
+( timeout -k 1 15 runc exec demo-web /bin/wget -q -O - http://127.0.0.1:8080/ >/dev/null 2>&1 || true ) &
+for _ in $(seq 300); do
+  [ "$(cat /sys/fs/cgroup/freezer/demo-web/freezer.state 2>/dev/null)" = FROZEN ] && break; sleep 0.02
+done
+echo "freezer state of demo-web: $(cat /sys/fs/cgroup/freezer/demo-web/freezer.state)"
+runc list | sed -n '1p;/demo-web/p'
+
+say "what ClickHouse holds (database contain)"
+sleep 2
+ch "SELECT kind, count() AS events FROM contain.events WHERE container_id = 'demo-web' GROUP BY kind ORDER BY kind"
+ch "SELECT ts, exec_filename, exec_argv FROM contain.events WHERE container_id = 'demo-web' AND kind = 'exec' ORDER BY ts DESC LIMIT 5"
+ch "SELECT ts, score, rule, priority, reason_messages FROM contain.alerts WHERE container_id = 'demo-web'"
+ch "SELECT ts, type, result, method, latency_ns / 1e6 AS ms, reason FROM contain.actions WHERE container_id = 'demo-web'"
+
+say "releasing demo-web"
+"$run/contain" release demo-web --reason "demo: wget was me"
+sleep 0.5
+echo "freezer state of demo-web: $(cat /sys/fs/cgroup/freezer/demo-web/freezer.state)"
+sleep 1
+ch "SELECT ts, type, result, actor, reason FROM contain.actions WHERE container_id = 'demo-web' ORDER BY ts"
+say "done (metrics were at http://127.0.0.1:9464/metrics; contain log: $run/contain.log)"
