@@ -1,0 +1,196 @@
+package enricher
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/containsec/contain/schemas/containv1"
+)
+
+// Default NATS KV bucket names.
+const (
+	DefaultContainersBucket = "contain_containers"
+	DefaultProfilesBucket   = "contain_profiles"
+	DefaultImagesBucket     = "contain_images"
+)
+
+// Config configures an Enricher. The cmd/ owner fills it from viper under
+// the "enricher" key; Validate names the offending key.
+type Config struct {
+	// Workers resolve image declarations in the background (registry,
+	// OCI layout, tarball). 0 turns image resolution off: events are still
+	// enriched with the image reference and digest from the runtime.
+	Workers int
+	// Durable is the JetStream durable consumer name on CONTAIN_RAW.
+	Durable string
+	// FilterSubject narrows CONTAIN_RAW; the default takes every host.
+	FilterSubject string
+	// Fetch is the number of raw batches taken per fetch.
+	Fetch int
+	// FetchWait bounds one fetch.
+	FetchWait time.Duration
+	// MaxContainers bounds the in-memory container cache.
+	MaxContainers int
+	// ContainersBucket persists container id -> image (NATS KV).
+	ContainersBucket string
+	// ContainersTTL expires container records nobody refreshed; 0 keeps them.
+	ContainersTTL time.Duration
+	// ProfilesBucket holds declared profiles keyed by image digest.
+	ProfilesBucket string
+	// ImagesBucket holds image declarations keyed by image digest.
+	ImagesBucket string
+	// MissRecheck is how long an unknown container is remembered as
+	// unknown before the KV bucket is asked again.
+	MissRecheck time.Duration
+	// ResolveQueue bounds the images waiting for a worker; when full a
+	// request is dropped and counted (it is asked again on the next
+	// container event of that image).
+	ResolveQueue int
+	// ResolveTimeout bounds the resolution of one image.
+	ResolveTimeout time.Duration
+	// ResolveRetry is how long a failed image is left alone before the
+	// next attempt.
+	ResolveRetry time.Duration
+	// Registry configures pulls from OCI registries.
+	Registry RegistryConfig
+	// ImageSources lists local image stores tried before the registry.
+	ImageSources ImageSourcesConfig
+	// Compose files whose services give expected peers, ports, volumes.
+	ComposeFiles []string
+	// Dockerfiles maps an image reference (as seen by the runtime,
+	// e.g. "shop/web:1.2") to the path of the Dockerfile that built it.
+	// An image may also name its Dockerfile with the label
+	// io.contain.dockerfile (a path readable by the enricher).
+	Dockerfiles map[string]string
+}
+
+// RegistryConfig configures registry access.
+type RegistryConfig struct {
+	// Enabled allows pulls from registries (manifests, configs and layers).
+	Enabled bool
+	// Insecure registries are reached over plain HTTP (host[:port]).
+	Insecure []string
+	// Keychain uses the default keychain (docker config.json, credential
+	// helpers); anonymous access otherwise.
+	Keychain bool
+	// LayerFiles lists each layer's files (downloads layers); needed for
+	// drift detection and the setuid audit.
+	LayerFiles bool
+	// MaxLayerBytes skips file listing of larger layers.
+	MaxLayerBytes int64
+}
+
+// ImageSourcesConfig names local image stores.
+type ImageSourcesConfig struct {
+	// OCILayouts are directories in the OCI image layout.
+	OCILayouts []string
+	// Tarballs are `docker save` tarballs.
+	Tarballs []string
+	// Daemon asks the Docker daemon (not available on every host).
+	Daemon bool
+}
+
+// DefaultConfig returns a config that validates.
+func DefaultConfig() Config {
+	return Config{
+		Workers:          2,
+		Durable:          "enricher",
+		FilterSubject:    containv1.SubjectPrefix + ".raw.>",
+		Fetch:            64,
+		FetchWait:        200 * time.Millisecond,
+		MaxContainers:    100_000,
+		ContainersBucket: DefaultContainersBucket,
+		ContainersTTL:    30 * 24 * time.Hour,
+		ProfilesBucket:   DefaultProfilesBucket,
+		ImagesBucket:     DefaultImagesBucket,
+		MissRecheck:      10 * time.Second,
+		ResolveQueue:     256,
+		ResolveTimeout:   60 * time.Second,
+		ResolveRetry:     5 * time.Minute,
+		Registry: RegistryConfig{
+			Enabled:       true,
+			Keychain:      true,
+			LayerFiles:    true,
+			MaxLayerBytes: 512 << 20,
+		},
+	}
+}
+
+// Validate reports the first invalid field by its config key.
+func (c Config) Validate() error {
+	switch {
+	case c.Workers < 0:
+		return errors.New("enricher.workers: must be >= 0")
+	case c.Durable == "":
+		return errors.New("enricher.durable: must be set")
+	case c.FilterSubject == "":
+		return errors.New("enricher.filter_subject: must be set")
+	case c.Fetch <= 0:
+		return errors.New("enricher.fetch: must be > 0")
+	case c.FetchWait <= 0:
+		return errors.New("enricher.fetch_wait: must be > 0")
+	case c.MaxContainers <= 0:
+		return errors.New("enricher.max_containers: must be > 0")
+	case c.ContainersBucket == "":
+		return errors.New("enricher.containers_bucket: must be set")
+	case c.ContainersTTL < 0:
+		return errors.New("enricher.containers_ttl: must be >= 0")
+	case c.ProfilesBucket == "":
+		return errors.New("enricher.profiles_bucket: must be set")
+	case c.ImagesBucket == "":
+		return errors.New("enricher.images_bucket: must be set")
+	case c.MissRecheck < 0:
+		return errors.New("enricher.miss_recheck: must be >= 0")
+	case c.Workers > 0 && c.ResolveQueue <= 0:
+		return errors.New("enricher.resolve_queue: must be > 0")
+	case c.Workers > 0 && c.ResolveTimeout <= 0:
+		return errors.New("enricher.resolve_timeout: must be > 0")
+	case c.ResolveRetry < 0:
+		return errors.New("enricher.resolve_retry: must be >= 0")
+	case c.Registry.MaxLayerBytes < 0:
+		return errors.New("enricher.registry.max_layer_bytes: must be >= 0")
+	}
+	for _, b := range []struct{ key, v string }{
+		{"enricher.containers_bucket", c.ContainersBucket},
+		{"enricher.profiles_bucket", c.ProfilesBucket},
+		{"enricher.images_bucket", c.ImagesBucket},
+	} {
+		if !validBucket(b.v) {
+			return fmt.Errorf("%s: %q is not a valid bucket name ([A-Za-z0-9_-]+)", b.key, b.v)
+		}
+	}
+	for i, p := range c.ImageSources.OCILayouts {
+		if p == "" {
+			return fmt.Errorf("enricher.image_sources.oci_layouts[%d]: empty path", i)
+		}
+	}
+	for i, p := range c.ImageSources.Tarballs {
+		if p == "" {
+			return fmt.Errorf("enricher.image_sources.tarballs[%d]: empty path", i)
+		}
+	}
+	for i, p := range c.ComposeFiles {
+		if p == "" {
+			return fmt.Errorf("enricher.compose_files[%d]: empty path", i)
+		}
+	}
+	for ref, p := range c.Dockerfiles {
+		if ref == "" || p == "" {
+			return fmt.Errorf("enricher.dockerfiles: empty image reference or path (%q: %q)", ref, p)
+		}
+	}
+	return nil
+}
+
+func validBucket(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '-') {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,35 @@
+// Package enricher is contain's enrichment stage.
+//
+// Consumes: CONTAIN_RAW (contain.v1.raw.<host>), every host, with the
+// durable consumer "enricher". Container events (KIND_CONTAINER) carry the
+// runtime's labels and OCI annotations, from which the image reference and
+// digest are read (see RefLabels, DigestLabels).
+//
+// Emits: each input batch, same events in the same order, on
+// contain.v1.events.<host> (CONTAIN_EVENTS), with image_ref, image_digest
+// and profile_ref ("<image digest>@<profile version>") set on every event
+// of a known container. Full declarations are stored once, not per event:
+// NATS KV buckets contain_containers (host+container id -> image),
+// contain_profiles (declared profiles by image digest) and contain_images
+// (image declarations by digest); formats in schemas/profile.md.
+//
+// Guarantees:
+//   - An input batch is acknowledged only after its output batch is stored
+//     by JetStream (and a container record it carries is in KV). A
+//     redelivered input is republished with the same Nats-Msg-Id, so the
+//     output stream stores it once.
+//   - Events are never delayed by image resolution nor dropped: an event of
+//     an unknown container passes through unenriched and is counted
+//     (contain_enricher_events_total{result="unknown_container"}). Image
+//     declarations are resolved by background workers from a bounded queue
+//     (a full queue is counted in contain_dropped_total).
+//   - A restarted enricher loads every container record from KV before it
+//     consumes, so it still enriches containers whose container event it
+//     acknowledged earlier.
+//   - Bad input (a malformed batch, container record, image config,
+//     Dockerfile or compose file, an unreachable registry) is counted and
+//     never stops the stage.
+//   - It reads nothing from the host: it runs unprivileged, anywhere that
+//     reaches NATS (and, for declarations, the registries and files it is
+//     configured with).
+package enricher

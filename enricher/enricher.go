@@ -1,0 +1,452 @@
+package enricher
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/containsec/contain/internal/bus"
+	"github.com/containsec/contain/internal/metrics"
+	"github.com/containsec/contain/schemas/containv1"
+)
+
+// Log field keys.
+const (
+	logContainer = "container"
+	logHost      = "host"
+	logImage     = "image"
+	logDigest    = "digest"
+	logErr       = "err"
+)
+
+// ckey identifies a container: ids are only unique per host.
+type ckey struct{ host, id string }
+
+// entry is the immutable enrichment of one container; updates replace it.
+type entry struct {
+	rec        ContainerImage
+	profileRef string
+}
+
+// Enricher consumes raw batches, attaches image reference, digest and
+// declared-profile reference to each event and republishes the batches on
+// CONTAIN_EVENTS. See doc.go.
+type Enricher struct {
+	cfg Config
+	js  jetstream.JetStream
+	m   *metrics.Metrics
+	em  *enricherMetrics
+	log *slog.Logger
+
+	containers jetstream.KeyValue
+	profilesKV jetstream.KeyValue
+	imagesKV   jetstream.KeyValue
+	res        *resolver
+
+	mu       sync.RWMutex
+	cache    map[ckey]*entry
+	misses   map[ckey]time.Time
+	profiles map[string]string // image digest -> profile ref
+	digests  map[string]string // image ref -> digest learnt by resolution
+}
+
+// New makes an Enricher; Run starts it. js may be used by other stages too.
+func New(cfg Config, js jetstream.JetStream, m *metrics.Metrics, log *slog.Logger) (*Enricher, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if js == nil || m == nil || log == nil {
+		return nil, errors.New("enricher: jetstream, metrics and logger are required")
+	}
+	e := &Enricher{
+		cfg:      cfg,
+		js:       js,
+		m:        m,
+		em:       newEnricherMetrics(m),
+		log:      log.With("stage", metrics.StageEnricher),
+		cache:    make(map[ckey]*entry),
+		misses:   make(map[ckey]time.Time),
+		profiles: make(map[string]string),
+		digests:  make(map[string]string),
+	}
+	if cfg.Workers > 0 {
+		r, err := newResolver(e)
+		if err != nil {
+			return nil, err
+		}
+		e.res = r
+	}
+	return e, nil
+}
+
+// Run opens the KV buckets, loads the known containers, then consumes
+// CONTAIN_RAW until ctx ends. It returns an error only when it cannot start.
+func (e *Enricher) Run(ctx context.Context) error {
+	if err := e.open(ctx); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	if err := e.watchContainers(ctx, &wg); err != nil {
+		return err
+	}
+	if e.res != nil {
+		e.res.start(ctx, &wg)
+	}
+	err := bus.Consume(ctx, e.js, bus.ConsumerConfig{
+		Stream:        containv1.StreamRaw,
+		Durable:       e.cfg.Durable,
+		FilterSubject: e.cfg.FilterSubject,
+		Stage:         metrics.StageEnricher,
+		Fetch:         e.cfg.Fetch,
+		FetchWait:     e.cfg.FetchWait,
+	}, e.handle, e.m, e.log)
+	cancel()
+	wg.Wait()
+	return err
+}
+
+// open creates or binds the KV buckets, retrying while NATS is not ready.
+func (e *Enricher) open(ctx context.Context) error {
+	for {
+		err := e.openOnce(ctx)
+		if err == nil {
+			return nil
+		}
+		e.m.Errors.WithLabelValues(metrics.StageEnricher, errKV).Inc()
+		e.log.Warn("opening kv buckets, retrying", logErr, err)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("enricher: %w", err)
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func (e *Enricher) openOnce(ctx context.Context) error {
+	var err error
+	e.containers, err = e.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      e.cfg.ContainersBucket,
+		Description: "contain: container id -> image (enricher)",
+		TTL:         e.cfg.ContainersTTL,
+		History:     1,
+	})
+	if err != nil {
+		return fmt.Errorf("kv %s: %w", e.cfg.ContainersBucket, err)
+	}
+	e.profilesKV, err = OpenProfiles(ctx, e.js, e.cfg.ProfilesBucket)
+	if err != nil {
+		return err
+	}
+	e.imagesKV, err = e.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      e.cfg.ImagesBucket,
+		Description: "contain: image declarations by digest (enricher)",
+		History:     1,
+	})
+	if err != nil {
+		return fmt.Errorf("kv %s: %w", e.cfg.ImagesBucket, err)
+	}
+	return nil
+}
+
+// watchContainers loads every container record, then keeps applying
+// updates (from this or another enricher instance) until ctx ends.
+func (e *Enricher) watchContainers(ctx context.Context, wg *sync.WaitGroup) error {
+	w, err := e.containers.WatchAll(ctx)
+	if err != nil {
+		return fmt.Errorf("enricher: watching %s: %w", e.cfg.ContainersBucket, err)
+	}
+	loaded := make(chan struct{})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer func() { _ = w.Stop() }()
+		initial := true
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case kve, ok := <-w.Updates():
+				if !ok {
+					return
+				}
+				if kve == nil {
+					if initial {
+						initial = false
+						close(loaded)
+					}
+					continue
+				}
+				if kve.Operation() != jetstream.KeyValuePut {
+					continue
+				}
+				rec, err := decodeContainerRecord(kve.Value())
+				if err != nil {
+					e.m.Malformed.WithLabelValues(metrics.StageEnricher).Inc()
+					e.log.Warn("skipping malformed container record", "key", kve.Key(), logErr, err)
+					continue
+				}
+				e.store(rec)
+			}
+		}
+	}()
+	select {
+	case <-loaded:
+	case <-ctx.Done():
+	case <-time.After(30 * time.Second):
+		e.log.Warn("container records still loading after 30s; going on")
+	}
+	e.mu.RLock()
+	n := len(e.cache)
+	e.mu.RUnlock()
+	e.log.Info("known containers loaded", "containers", n)
+	return nil
+}
+
+// decodeContainerRecord parses a containers-bucket value.
+func decodeContainerRecord(b []byte) (ContainerImage, error) {
+	var rec ContainerImage
+	if err := json.Unmarshal(b, &rec); err != nil {
+		return rec, fmt.Errorf("container record: %w", err)
+	}
+	if rec.ContainerID == "" {
+		return rec, errors.New("container record: no container_id")
+	}
+	if rec.ImageDigest != "" && !ValidDigest(rec.ImageDigest) {
+		return rec, fmt.Errorf("container record: bad image_digest %q", rec.ImageDigest)
+	}
+	return rec, nil
+}
+
+// store puts rec in the memory cache and reports whether it changed.
+func (e *Enricher) store(rec ContainerImage) bool {
+	k := ckey{rec.Host, rec.ContainerID}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if rec.ImageDigest == "" && rec.ImageRef != "" {
+		rec.ImageDigest = e.digests[rec.ImageRef]
+	}
+	old, ok := e.cache[k]
+	if ok && sameImage(old.rec, rec) {
+		return false
+	}
+	if !ok && len(e.cache) >= e.cfg.MaxContainers {
+		for victim := range e.cache { // evict one; the KV bucket still has it
+			delete(e.cache, victim)
+			e.m.Dropped.WithLabelValues(metrics.StageEnricher, "container_cache_full").Inc()
+			break
+		}
+	}
+	e.cache[k] = &entry{rec: rec, profileRef: e.profiles[rec.ImageDigest]}
+	delete(e.misses, k)
+	e.em.containers.Set(float64(len(e.cache)))
+	return true
+}
+
+// lookup returns the entry of k, asking the KV bucket at most once per
+// MissRecheck for a container the cache does not know.
+func (e *Enricher) lookup(ctx context.Context, k ckey) *entry {
+	e.mu.RLock()
+	en := e.cache[k]
+	var missedAt time.Time
+	if en == nil {
+		missedAt = e.misses[k]
+	}
+	e.mu.RUnlock()
+	if en != nil {
+		return en
+	}
+	now := time.Now()
+	if !missedAt.IsZero() && now.Sub(missedAt) < e.cfg.MissRecheck {
+		return nil
+	}
+	if kve, err := e.containers.Get(ctx, kvKey(k.host, k.id)); err == nil {
+		if rec, err := decodeContainerRecord(kve.Value()); err == nil {
+			e.store(rec)
+			e.mu.RLock()
+			en = e.cache[k]
+			e.mu.RUnlock()
+			return en
+		}
+	} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
+		e.m.Errors.WithLabelValues(metrics.StageEnricher, errKV).Inc()
+	}
+	e.mu.Lock()
+	if len(e.misses) >= e.cfg.MaxContainers {
+		clear(e.misses)
+	}
+	e.misses[k] = now
+	e.mu.Unlock()
+	return nil
+}
+
+// handle enriches and republishes each batch of one fetch, in order.
+func (e *Enricher) handle(ctx context.Context, batches []*containv1.Batch) error {
+	for _, b := range batches {
+		if err := e.enrichBatch(ctx, b); err != nil {
+			return err
+		}
+		for _, out := range outputBatches(b) {
+			if err := bus.Publish(ctx, e.js, containv1.EventsSubject(b.Host), out); err != nil {
+				e.m.Errors.WithLabelValues(metrics.StageEnricher, "publish").Inc()
+				return err
+			}
+			n := float64(len(out.Events))
+			e.m.EventsOut.WithLabelValues(metrics.StageEnricher).Add(n)
+			e.m.BatchEvents.WithLabelValues(metrics.StageEnricher).Observe(n)
+		}
+	}
+	return nil
+}
+
+// enrichBatch sets image_ref, image_digest and profile_ref on every event
+// of a known container, in place. Container events update the cache (and
+// the KV bucket) before the events that follow them.
+func (e *Enricher) enrichBatch(ctx context.Context, b *containv1.Batch) error {
+	var (
+		lastKey                 ckey
+		last                    *entry
+		haveLast                bool
+		enriched, unknown, host int
+	)
+	for _, ev := range b.Events {
+		if ev == nil {
+			continue
+		}
+		h := ev.Host
+		if h == "" {
+			h = b.Host
+		}
+		if ev.Kind == containv1.Kind_KIND_CONTAINER && ev.ContainerId != "" {
+			if err := e.containerEvent(ctx, h, ev); err != nil {
+				return err
+			}
+			haveLast = false
+		}
+		if ev.ContainerId == "" {
+			host++
+			continue
+		}
+		k := ckey{h, ev.ContainerId}
+		if !haveLast || k != lastKey {
+			lastKey, last, haveLast = k, e.lookup(ctx, k), true
+		}
+		if last == nil {
+			unknown++
+			continue
+		}
+		applyEntry(ev, last)
+		enriched++
+	}
+	e.em.enriched.Add(float64(enriched))
+	e.em.unknown.Add(float64(unknown))
+	e.em.host.Add(float64(host))
+	return nil
+}
+
+// applyEntry writes en's enrichment into ev. Values the collector already
+// set are kept when the enricher knows nothing better.
+func applyEntry(ev *containv1.Event, en *entry) {
+	if en.rec.ImageRef != "" {
+		ev.ImageRef = en.rec.ImageRef
+	}
+	if en.rec.ImageDigest != "" {
+		ev.ImageDigest = en.rec.ImageDigest
+	}
+	if en.profileRef != "" {
+		ev.ProfileRef = en.profileRef
+	}
+	if ev.ContainerName == "" {
+		ev.ContainerName = en.rec.Name
+	}
+}
+
+// containerEvent records the image of the container ev describes and
+// persists it when it changed. A KV failure fails the batch, so that it is
+// redelivered instead of acknowledged without its record.
+func (e *Enricher) containerEvent(ctx context.Context, host string, ev *containv1.Event) error {
+	var labels map[string]string
+	if ci := ev.GetContainer(); ci != nil {
+		labels = ci.Labels
+	}
+	rec := containerFromLabels(host, ev.ContainerId, ev.ContainerName, labels, ev.WallNs)
+	if rec.ImageRef == "" && rec.ImageDigest == "" {
+		// The collector may already have set them on the envelope.
+		rec.ImageRef, rec.ImageDigest = ev.ImageRef, ev.ImageDigest
+		if rec.ImageDigest != "" && !ValidDigest(rec.ImageDigest) {
+			rec.ImageDigest = ""
+		}
+	}
+	if !e.store(rec) {
+		return nil
+	}
+	e.mu.RLock()
+	rec = e.cache[ckey{host, ev.ContainerId}].rec
+	e.mu.RUnlock()
+	data, err := json.Marshal(rec)
+	if err != nil {
+		return fmt.Errorf("enricher: encoding container record: %w", err)
+	}
+	if _, err := e.containers.Put(ctx, kvKey(host, ev.ContainerId), data); err != nil {
+		e.m.Errors.WithLabelValues(metrics.StageEnricher, errKV).Inc()
+		e.mu.Lock()
+		delete(e.cache, ckey{host, ev.ContainerId}) // stored again on redelivery
+		e.mu.Unlock()
+		return fmt.Errorf("enricher: storing container %s: %w", ev.ContainerId, err)
+	}
+	e.log.Debug("container", logHost, host, logContainer, ev.ContainerId, logImage, rec.ImageRef, logDigest, rec.ImageDigest)
+	if e.res != nil {
+		e.res.request(rec)
+	}
+	return nil
+}
+
+// outputBatches wraps in's events as the enricher's batch. The batch keeps
+// the input's producer id and sequence so that a redelivered input is
+// published under the same Nats-Msg-Id (and stored once). A batch grown
+// past bus.MaxPayload by the enrichment is split in parts, each with a
+// producer id suffix ~<part>.
+func outputBatches(in *containv1.Batch) []*containv1.Batch {
+	out := &containv1.Batch{
+		SchemaVersion: containv1.SchemaVersion,
+		Host:          in.Host,
+		Stage:         metrics.StageEnricher,
+		Seq:           in.Seq,
+		ProducerId:    in.ProducerId,
+		Events:        in.Events,
+	}
+	if proto.Size(out) <= bus.MaxPayload-1024 || len(in.Events) < 2 {
+		return []*containv1.Batch{out}
+	}
+	var parts []*containv1.Batch
+	var split func(evs []*containv1.Event)
+	split = func(evs []*containv1.Event) {
+		p := &containv1.Batch{
+			SchemaVersion: containv1.SchemaVersion,
+			Host:          in.Host,
+			Stage:         metrics.StageEnricher,
+			Seq:           in.Seq,
+			Events:        evs,
+		}
+		if len(evs) < 2 || proto.Size(p) <= bus.MaxPayload-1024 {
+			parts = append(parts, p)
+			return
+		}
+		split(evs[:len(evs)/2])
+		split(evs[len(evs)/2:])
+	}
+	split(in.Events)
+	for i, p := range parts {
+		p.ProducerId = in.ProducerId + "~" + strconv.Itoa(i)
+	}
+	return parts
+}

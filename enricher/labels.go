@@ -1,0 +1,176 @@
+package enricher
+
+import (
+	"strings"
+)
+
+// Label and annotation keys the enricher reads from ContainerInfo.labels,
+// in order of preference.
+var (
+	// RefLabels name the image reference a container was started from.
+	RefLabels = []string{
+		"io.contain.image.ref",
+		"org.opencontainers.image.ref.name",
+		"io.kubernetes.cri.image-name",
+		"io.kubernetes.cri-o.ImageName",
+		"com.docker.image.name",
+		"nerdctl/image",
+	}
+	// DigestLabels name the image's manifest digest.
+	DigestLabels = []string{
+		"io.contain.image.digest",
+		"org.opencontainers.image.digest",
+		"io.kubernetes.cri.image-ref",
+		"io.kubernetes.cri-o.ImageRef",
+	}
+)
+
+// Labels that tie a container to a compose service.
+const (
+	LabelComposeProject = "com.docker.compose.project"
+	LabelComposeService = "com.docker.compose.service"
+	LabelDockerfile     = "io.contain.dockerfile"
+)
+
+// ContainerImage is what the enricher knows about one container. It is
+// stored as JSON in the containers bucket (see schemas/profile.md).
+type ContainerImage struct {
+	Host           string `json:"host"`
+	ContainerID    string `json:"container_id"`
+	Name           string `json:"name,omitempty"`
+	ImageRef       string `json:"image_ref,omitempty"`
+	ImageDigest    string `json:"image_digest,omitempty"`
+	ComposeProject string `json:"compose_project,omitempty"`
+	ComposeService string `json:"compose_service,omitempty"`
+	Dockerfile     string `json:"dockerfile,omitempty"`
+	// SeenWallNs is the wall time of the container event that made it.
+	SeenWallNs int64 `json:"seen_wall_ns,omitempty"`
+}
+
+const maxLabelValue = 1024
+
+// ImageFromLabels reads the image reference and digest from a container's
+// labels (OCI annotations of a runc bundle, CRI annotations, docker
+// labels). A digest inside the reference (repo@sha256:...) is used when no
+// digest label is present. Values are hostile: over-long ones and digests
+// that are not algorithm:hex are ignored.
+func ImageFromLabels(labels map[string]string) (ref, digest string) {
+	for _, k := range RefLabels {
+		if v := strings.TrimSpace(labels[k]); v != "" && len(v) <= maxLabelValue {
+			ref = v
+			break
+		}
+	}
+	for _, k := range DigestLabels {
+		v := strings.TrimSpace(labels[k])
+		if v == "" || len(v) > maxLabelValue {
+			continue
+		}
+		// CRI image-ref is repo@sha256:...; take the digest part.
+		if i := strings.LastIndexByte(v, '@'); i >= 0 {
+			v = v[i+1:]
+		}
+		if ValidDigest(v) {
+			digest = v
+			break
+		}
+	}
+	if digest == "" && ref != "" {
+		if i := strings.LastIndexByte(ref, '@'); i >= 0 && ValidDigest(ref[i+1:]) {
+			digest = ref[i+1:]
+		}
+	}
+	return ref, digest
+}
+
+// ValidDigest reports whether d looks like an OCI digest: sha256:<64 hex>
+// or sha512:<128 hex> (other registered algorithms: alg:hex, hex >= 32).
+func ValidDigest(d string) bool {
+	alg, hex, ok := strings.Cut(d, ":")
+	if !ok || alg == "" || len(alg) > 32 {
+		return false
+	}
+	switch alg {
+	case "sha256":
+		if len(hex) != 64 {
+			return false
+		}
+	case "sha512":
+		if len(hex) != 128 {
+			return false
+		}
+	default:
+		if len(hex) < 32 || len(hex) > 256 {
+			return false
+		}
+	}
+	for i := 0; i < len(alg); i++ {
+		c := alg[i]
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '+' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	for i := 0; i < len(hex); i++ {
+		c := hex[i]
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// containerFromLabels builds a record from a KIND_CONTAINER event's labels.
+func containerFromLabels(host, id, name string, labels map[string]string, wallNs int64) ContainerImage {
+	ref, digest := ImageFromLabels(labels)
+	c := ContainerImage{
+		Host:        host,
+		ContainerID: id,
+		Name:        name,
+		ImageRef:    ref,
+		ImageDigest: digest,
+		SeenWallNs:  wallNs,
+	}
+	if v := labels[LabelComposeProject]; len(v) <= maxLabelValue {
+		c.ComposeProject = v
+	}
+	if v := labels[LabelComposeService]; len(v) <= maxLabelValue {
+		c.ComposeService = v
+	}
+	if v := labels[LabelDockerfile]; len(v) <= maxLabelValue {
+		c.Dockerfile = v
+	}
+	return c
+}
+
+// sameImage reports whether two records carry the same enrichment.
+func sameImage(a, b ContainerImage) bool {
+	return a.ImageRef == b.ImageRef && a.ImageDigest == b.ImageDigest && a.Name == b.Name &&
+		a.ComposeProject == b.ComposeProject && a.ComposeService == b.ComposeService && a.Dockerfile == b.Dockerfile
+}
+
+// kvKey is the containers-bucket key of (host, container id): each part
+// escaped so that only [A-Za-z0-9_-] remain (other bytes as =XX), joined
+// by a dot.
+func kvKey(host, id string) string {
+	return escapeKey(host) + "." + escapeKey(id)
+}
+
+func escapeKey(s string) string {
+	const hexdigits = "0123456789ABCDEF"
+	if s == "" {
+		return "="
+	}
+	var b strings.Builder
+	b.Grow(len(s))
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-' {
+			b.WriteByte(c)
+			continue
+		}
+		b.WriteByte('=')
+		b.WriteByte(hexdigits[c>>4])
+		b.WriteByte(hexdigits[c&0xf])
+	}
+	return b.String()
+}

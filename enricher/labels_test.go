@@ -1,0 +1,99 @@
+package enricher
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+)
+
+func TestImageFromLabels(t *testing.T) {
+	d := testDigest
+	for _, tc := range []struct {
+		name       string
+		labels     map[string]string
+		ref, digst string
+	}{
+		{"oci annotations", map[string]string{"org.opencontainers.image.ref.name": "web:1", "org.opencontainers.image.digest": d}, "web:1", d},
+		{"contain labels win", map[string]string{"io.contain.image.ref": "a:1", "org.opencontainers.image.ref.name": "b:1"}, "a:1", ""},
+		{"digest in reference", map[string]string{"io.kubernetes.cri.image-name": "docker.io/library/nginx@" + d}, "docker.io/library/nginx@" + d, d},
+		{"cri image-ref", map[string]string{"io.kubernetes.cri.image-name": "nginx:1", "io.kubernetes.cri.image-ref": "docker.io/library/nginx@" + d}, "nginx:1", d},
+		{"bad digest ignored", map[string]string{"io.contain.image.ref": "x", "io.contain.image.digest": "sha256:zz"}, "x", ""},
+		{"none", map[string]string{"foo": "bar"}, "", ""},
+		{"nil", nil, "", ""},
+		{"too long ref ignored", map[string]string{"io.contain.image.ref": strings.Repeat("a", 2000)}, "", ""},
+	} {
+		ref, digest := ImageFromLabels(tc.labels)
+		if ref != tc.ref || digest != tc.digst {
+			t.Errorf("%s: got (%q, %q), want (%q, %q)", tc.name, ref, digest, tc.ref, tc.digst)
+		}
+	}
+}
+
+func TestKVKey(t *testing.T) {
+	for in, want := range map[[2]string]string{
+		{"h1", "c1"}:              "h1.c1",
+		{"host.example", "a/b"}:   "host=2Eexample.a=2Fb",
+		{"", "x"}:                 "=.x",
+		{"h", "ünï"}:              "h.=C3=BCn=C3=AF",
+		{"h", "sha256:abc*>\x00"}: "h.sha256=3Aabc=2A=3E=00",
+	} {
+		if got := kvKey(in[0], in[1]); got != want {
+			t.Errorf("kvKey(%q, %q) = %q, want %q", in[0], in[1], got, want)
+		}
+	}
+}
+
+// FuzzImageFromLabels: any labels give a valid digest or none, never a panic.
+func FuzzImageFromLabels(f *testing.F) {
+	f.Add("org.opencontainers.image.ref.name", "web@"+testDigest, "io.contain.image.digest", testDigest)
+	f.Add("io.kubernetes.cri.image-ref", "x@sha256:", "io.contain.image.ref", "@@@")
+	f.Add("", "", "", "")
+	f.Fuzz(func(t *testing.T, k1, v1, k2, v2 string) {
+		ref, digest := ImageFromLabels(map[string]string{k1: v1, k2: v2})
+		if digest != "" && !ValidDigest(digest) {
+			t.Fatalf("invalid digest %q returned", digest)
+		}
+		if len(ref) > maxLabelValue {
+			t.Fatalf("over-long ref returned")
+		}
+		key := kvKey(ref, digest)
+		for _, c := range []byte(key) {
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-' || c == '=' || c == '.') {
+				t.Fatalf("kv key %q has %q", key, c)
+			}
+		}
+	})
+}
+
+// FuzzDecodeContainerRecord: container records from KV are parsed safely.
+func FuzzDecodeContainerRecord(f *testing.F) {
+	good, _ := json.Marshal(ContainerImage{Host: "h", ContainerID: "c", ImageRef: "r", ImageDigest: testDigest})
+	f.Add(good)
+	f.Add([]byte(`{"container_id":"c","image_digest":"nope"}`))
+	f.Add([]byte(`{`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		rec, err := decodeContainerRecord(b)
+		if err != nil {
+			return
+		}
+		if rec.ContainerID == "" || rec.ImageDigest != "" && !ValidDigest(rec.ImageDigest) {
+			t.Fatalf("accepted bad record %+v", rec)
+		}
+	})
+}
+
+// FuzzDecodeProfile: profiles from KV are parsed safely.
+func FuzzDecodeProfile(f *testing.F) {
+	p := &Profile{ImageDigest: testDigest, ListenPorts: []Port{{80, "tcp"}}}
+	p.seal()
+	good, _ := json.Marshal(p)
+	f.Add(good)
+	f.Add([]byte(`{"schema_version":1,"version":"x","image_digest":"sha256:1"}`))
+	f.Add([]byte(`null`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		p, err := DecodeProfile(b)
+		if err == nil && (p.Version == "" || !ValidDigest(p.ImageDigest)) {
+			t.Fatalf("accepted bad profile %+v", p)
+		}
+	})
+}
