@@ -1,0 +1,74 @@
+#!/bin/sh
+# Start a ClickHouse server as the current user (root in CI) in a run
+# directory of its own, from the config.xml/users.xml templates beside this
+# script, and wait until it answers on the native port.
+#
+#   deploy/clickhouse/start.sh [RUN_DIR]     (default: /tmp/contain-clickhouse)
+#
+# Idempotent: if a server already answers on the port, it does nothing.
+# Prints the server's pid on stdout (empty if an existing server answered and
+# was not started by this script). Environment: CH_PORT (default 19000, must
+# match config.xml), CH_WAIT (seconds to wait, default 60).
+set -eu
+
+RUN_DIR=${1:-/tmp/contain-clickhouse}
+PORT=${CH_PORT:-19000}
+WAIT=${CH_WAIT:-60}
+HERE=$(cd "$(dirname "$0")" && pwd)
+
+ping_ch() {
+	clickhouse-client --host 127.0.0.1 --port "$PORT" -q 'SELECT 1' >/dev/null 2>&1
+}
+
+if ping_ch; then
+	if [ -f "$RUN_DIR/clickhouse.pid" ]; then cat "$RUN_DIR/clickhouse.pid"; fi
+	echo "clickhouse: already answering on 127.0.0.1:$PORT" >&2
+	exit 0
+fi
+
+for bin in clickhouse-server clickhouse-client; do
+	if ! command -v "$bin" >/dev/null 2>&1; then
+		echo "clickhouse: $bin not found (apt-get install -y clickhouse-server clickhouse-client)" >&2
+		exit 1
+	fi
+done
+
+RUN_DIR=$(mkdir -p "$RUN_DIR" && cd "$RUN_DIR" && pwd)
+mkdir -p "$RUN_DIR/log" "$RUN_DIR/data" "$RUN_DIR/tmp" "$RUN_DIR/user_files" "$RUN_DIR/format_schemas"
+
+# A stale pid file from a server that died: remove it.
+if [ -f "$RUN_DIR/clickhouse.pid" ]; then
+	old=$(cat "$RUN_DIR/clickhouse.pid")
+	if [ -n "$old" ] && kill -0 "$old" 2>/dev/null; then
+		# Alive but not answering yet (starting up): just wait for it below.
+		:
+	else
+		rm -f "$RUN_DIR/clickhouse.pid"
+	fi
+fi
+
+if [ ! -f "$RUN_DIR/clickhouse.pid" ]; then
+	sed "s#RUN_DIR#$RUN_DIR#g" "$HERE/config.xml" >"$RUN_DIR/config.xml"
+	sed "s#RUN_DIR#$RUN_DIR#g" "$HERE/users.xml" >"$RUN_DIR/users.xml"
+	(cd "$RUN_DIR" && nohup clickhouse-server --config-file="$RUN_DIR/config.xml" \
+		>"$RUN_DIR/log/stdout.log" 2>&1 </dev/null &
+		echo $! >"$RUN_DIR/clickhouse.pid")
+fi
+pid=$(cat "$RUN_DIR/clickhouse.pid")
+
+i=0
+while ! ping_ch; do
+	if ! kill -0 "$pid" 2>/dev/null; then
+		rm -f "$RUN_DIR/clickhouse.pid"
+		echo "clickhouse: server exited during start-up; last log lines:" >&2
+		tail -n 20 "$RUN_DIR/log/clickhouse-server.err.log" "$RUN_DIR/log/stdout.log" >&2 2>/dev/null || true
+		exit 1
+	fi
+	i=$((i + 1))
+	if [ "$i" -gt $((WAIT * 5)) ]; then
+		echo "clickhouse: not answering on 127.0.0.1:$PORT after ${WAIT}s (pid $pid, logs in $RUN_DIR/log)" >&2
+		exit 1
+	fi
+	sleep 0.2
+done
+echo "$pid"

@@ -1,0 +1,105 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"regexp"
+	"time"
+)
+
+// Config configures the ClickHouse sink. Keys in errors are the ones
+// cmd/contain maps to (store.<key>).
+type Config struct {
+	// Addr lists ClickHouse native-protocol addresses (host:port).
+	Addr []string
+	// Database is created if missing; every table lives in it.
+	Database string
+	// Username and Password authenticate to ClickHouse.
+	Username, Password string
+	// DialTimeout bounds connecting to one address.
+	DialTimeout time.Duration
+	// InsertTimeout bounds the inserts of one fetch; with FlushInterval it
+	// must stay under AckWait, so that a stuck insert fails and is retried
+	// (with back-off) before NATS redelivers on its own.
+	InsertTimeout time.Duration
+
+	// BatchMaxRows is the largest INSERT; a fetch with more rows is split.
+	BatchMaxRows int
+	// FetchMessages is how many NATS messages (each a batch of many
+	// events) one fetch takes; they are inserted together.
+	FetchMessages int
+	// FlushInterval bounds how long a fetch waits to fill up: the latency
+	// from publish to insert when traffic is low.
+	FlushInterval time.Duration
+	// AckWait is how long NATS waits for a fetched message's ack before
+	// redelivering it.
+	AckWait time.Duration
+	// RetryDelay is the first back-off after a failed insert (doubling up
+	// to 30s); the failed messages are redelivered after it.
+	RetryDelay time.Duration
+
+	// DurablePrefix names the JetStream durables: <prefix>-events,
+	// <prefix>-alerts, <prefix>-actions.
+	DurablePrefix string
+	// StoreRaw keeps each event's protobuf encoding in events.raw.
+	StoreRaw bool
+}
+
+// DefaultConfig is a local ClickHouse on the native port used by
+// deploy/clickhouse (19000), database "contain".
+func DefaultConfig() Config {
+	return Config{
+		Addr:          []string{"127.0.0.1:19000"},
+		Database:      "contain",
+		Username:      "default",
+		DialTimeout:   5 * time.Second,
+		InsertTimeout: 15 * time.Second,
+		BatchMaxRows:  100_000,
+		FetchMessages: 64,
+		FlushInterval: time.Second,
+		AckWait:       60 * time.Second,
+		RetryDelay:    time.Second,
+		DurablePrefix: "store",
+	}
+}
+
+var identRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// Validate reports the first invalid field, naming its config key.
+func (c Config) Validate() error {
+	if len(c.Addr) == 0 {
+		return errors.New("store.addr: at least one host:port is required")
+	}
+	for _, a := range c.Addr {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			return fmt.Errorf("store.addr: %q: %v", a, err)
+		}
+	}
+	switch {
+	case !identRE.MatchString(c.Database):
+		return fmt.Errorf("store.database: %q must match %s", c.Database, identRE)
+	case c.DialTimeout <= 0:
+		return errors.New("store.dial_timeout: must be > 0")
+	case c.InsertTimeout <= 0:
+		return errors.New("store.insert_timeout: must be > 0")
+	case c.BatchMaxRows <= 0:
+		return errors.New("store.batch_max_rows: must be > 0")
+	case c.FetchMessages <= 0:
+		return errors.New("store.fetch_messages: must be > 0")
+	case c.FlushInterval <= 0:
+		return errors.New("store.flush_interval: must be > 0")
+	case c.RetryDelay <= 0:
+		return errors.New("store.retry_delay: must be > 0")
+	case c.AckWait <= 0:
+		return errors.New("store.ack_wait: must be > 0")
+	case c.AckWait <= c.FlushInterval+c.InsertTimeout:
+		// A fetch waits up to FlushInterval, then inserts within
+		// InsertTimeout: all of it must end before NATS gives up on the
+		// ack, or every slow insert would also be redelivered.
+		return fmt.Errorf("store.ack_wait: %v must exceed flush_interval + insert_timeout (%v)", c.AckWait, c.FlushInterval+c.InsertTimeout)
+	case c.DurablePrefix == "" || !identRE.MatchString(c.DurablePrefix):
+		return fmt.Errorf("store.durable_prefix: %q must match %s", c.DurablePrefix, identRE)
+	}
+	return nil
+}

@@ -1,0 +1,180 @@
+package store
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"io"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+
+	"github.com/containsec/contain/internal/testenv"
+)
+
+// testConfig points at the test ClickHouse with a fresh database that is
+// dropped when the test ends.
+func testConfig(t testing.TB) Config {
+	t.Helper()
+	addr := testenv.ClickHouseAddr(t)
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	cfg := DefaultConfig()
+	cfg.Addr = []string{addr}
+	cfg.Database = "contain_test_" + hex.EncodeToString(b[:])
+	cfg.FlushInterval = 100 * time.Millisecond
+	cfg.RetryDelay = 100 * time.Millisecond
+	cfg.InsertTimeout = 5 * time.Second
+	cfg.AckWait = 10 * time.Second
+	cfg.DialTimeout = time.Second
+	t.Cleanup(func() { dropDatabase(t, addr, cfg.Database) })
+	return cfg
+}
+
+func dropDatabase(t testing.TB, addr, db string) {
+	conn, err := clickhouse.Open(&clickhouse.Options{Addr: []string{addr}, Settings: settings})
+	if err != nil {
+		t.Errorf("dropping %s: %v", db, err)
+		return
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+db); err != nil {
+		t.Errorf("dropping %s: %v", db, err)
+	}
+}
+
+// openStore opens a Store on cfg and fails the test if it is not ready.
+func openStore(t testing.TB, cfg Config) *Store {
+	t.Helper()
+	s, err := Open(context.Background(), cfg, testenv.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	if !s.Ready() {
+		t.Fatalf("store on %v not ready after Open", cfg.Addr)
+	}
+	return s
+}
+
+// waitFor polls cond every 50ms until it holds or timeout passes.
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var last string
+	for time.Now().Before(deadline) {
+		ok, state := cond()
+		if ok {
+			return
+		}
+		last = state
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("timed out after %v waiting for %s (last: %s)", timeout, what, last)
+}
+
+// queryUint runs a query returning one UInt64.
+func queryUint(t testing.TB, s *Store, q string, args ...any) uint64 {
+	t.Helper()
+	var n uint64
+	if err := s.Conn().QueryRow(context.Background(), q, args...).Scan(&n); err != nil {
+		t.Fatalf("%s: %v", q, err)
+	}
+	return n
+}
+
+// switchProxy forwards TCP to a backend while up; while down its port
+// refuses connections and the connections it carried are cut. It stands
+// for a ClickHouse that goes away and comes back.
+type switchProxy struct {
+	t       testing.TB
+	backend string
+	addr    string
+
+	mu    sync.Mutex
+	ln    net.Listener
+	conns map[net.Conn]struct{}
+}
+
+func newSwitchProxy(t testing.TB, backend string) *switchProxy {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	p := &switchProxy{t: t, backend: backend, addr: addr, conns: map[net.Conn]struct{}{}}
+	t.Cleanup(p.down)
+	return p
+}
+
+func (p *switchProxy) up() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.ln != nil {
+		return
+	}
+	var (
+		ln  net.Listener
+		err error
+	)
+	for range 50 { // the port may linger for a moment after close
+		if ln, err = net.Listen("tcp", p.addr); err == nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
+		p.t.Fatalf("proxy listen %s: %v", p.addr, err)
+	}
+	p.ln = ln
+	go p.accept(ln)
+}
+
+func (p *switchProxy) accept(ln net.Listener) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		b, err := net.Dial("tcp", p.backend)
+		if err != nil {
+			c.Close()
+			continue
+		}
+		p.mu.Lock()
+		if p.ln != ln {
+			p.mu.Unlock()
+			c.Close()
+			b.Close()
+			return
+		}
+		p.conns[c], p.conns[b] = struct{}{}, struct{}{}
+		p.mu.Unlock()
+		pipe := func(dst, src net.Conn) {
+			_, _ = io.Copy(dst, src)
+			dst.Close()
+			src.Close()
+		}
+		go pipe(c, b)
+		go pipe(b, c)
+	}
+}
+
+func (p *switchProxy) down() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.ln != nil {
+		p.ln.Close()
+		p.ln = nil
+	}
+	for c := range p.conns {
+		c.Close()
+		delete(p.conns, c)
+	}
+}

@@ -1,0 +1,258 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+)
+
+// A migration is a numbered list of DDL statements. Migrations are applied
+// in order, each once, and recorded in schema_migrations. Every statement
+// must itself be idempotent (IF NOT EXISTS), so two stores migrating at the
+// same moment, or a crash between a statement and its record, are harmless.
+// Never edit a released migration: append a new one.
+//
+// The DDL must run on ClickHouse 18.16 and on current releases: no
+// DateTime64, IPv4/IPv6, Map, Bool, JSON, TTL, CODEC or skip indexes.
+type migration struct {
+	version uint32
+	name    string
+	stmts   []string
+}
+
+// migrations is the schema's history.
+var migrations = []migration{
+	{1, "events, alerts, actions", []string{ddlEvents, ddlAlerts, ddlActions}},
+	{2, "per-container per-minute counts", []string{ddlEventsPerMinute, ddlEventsPerMinuteMV}},
+}
+
+const ddlMigrations = `CREATE TABLE IF NOT EXISTS schema_migrations (
+    version    UInt32,
+    name       String,
+    applied_at DateTime
+) ENGINE = ReplacingMergeTree()
+ORDER BY version`
+
+// events: one row per event, flat. The sort key serves "everything
+// container X did between t1 and t2"; ReplacingMergeTree collapses a
+// redelivered batch (same container, ts, event_id) at merge time; use
+// FINAL or uniqExact(event_id) when exact counts matter before merges.
+const ddlEvents = `CREATE TABLE IF NOT EXISTS events (
+    ts              DateTime,
+    ts_ns           UInt32,
+    event_id        UUID,
+    kind            LowCardinality(String),
+    host            LowCardinality(String),
+    container_id    String,
+    container_name  String,
+    image_ref       String,
+    image_digest    String,
+    mono_ns         UInt64,
+    cgroup_id       UInt64,
+    profile_ref     String,
+    schema_version  UInt32,
+    pid             UInt32,
+    tgid            UInt32,
+    ppid            UInt32,
+    ns_pid          UInt32,
+    uid             UInt32,
+    gid             UInt32,
+    euid            UInt32,
+    comm            String,
+    non_utf8        UInt8,
+    exec_filename   String,
+    exec_argv       Array(String),
+    exec_argc       UInt32,
+    exec_argv_truncated UInt8,
+    exec_cwd        String,
+    exec_exe        String,
+    proc_op         LowCardinality(String),
+    proc_child_tgid UInt32,
+    proc_exit_code  Int32,
+    syscall_mode    LowCardinality(String),
+    syscall_nr      UInt32,
+    syscall_name    LowCardinality(String),
+    syscall_args    Array(UInt64),
+    syscall_ret     Int64,
+    syscall_count   UInt64,
+    syscall_sequence Array(UInt32),
+    net_op          LowCardinality(String),
+    net_protocol    LowCardinality(String),
+    net_family      UInt16,
+    local_addr      FixedString(16),
+    local_port      UInt16,
+    remote_addr     FixedString(16),
+    remote_port     UInt16,
+    net_result      Int32,
+    file_op         LowCardinality(String),
+    file_path       String,
+    file_new_path   String,
+    file_flags      UInt32,
+    file_mode       UInt32,
+    file_result     Int32,
+    loss_source     LowCardinality(String),
+    loss_reason     String,
+    loss_count      UInt64,
+    ct_runtime      LowCardinality(String),
+    ct_cgroup_path  String,
+    ct_bundle       String,
+    ct_init_pid     UInt32,
+    ct_pod          String,
+    ct_namespace    String,
+    label_keys      Array(String),
+    label_values    Array(String),
+    batch_stage     LowCardinality(String),
+    batch_producer  String,
+    batch_seq       UInt64,
+    raw             String,
+    inserted_at     DateTime DEFAULT now()
+) ENGINE = ReplacingMergeTree()
+PARTITION BY toYYYYMMDD(ts)
+ORDER BY (container_id, ts, event_id)`
+
+// alerts: one row per alert; the sort key serves "all alerts for image Y".
+const ddlAlerts = `CREATE TABLE IF NOT EXISTS alerts (
+    ts               DateTime,
+    ts_ns            UInt32,
+    alert_id         UUID,
+    host             LowCardinality(String),
+    container_id     String,
+    container_name   String,
+    image_ref        String,
+    image_digest     String,
+    cgroup_id        UInt64,
+    profile_ref      String,
+    score            Float64,
+    rule             LowCardinality(String),
+    priority         LowCardinality(String),
+    baseline_version String,
+    count            UInt64,
+    reason_codes     Array(String),
+    reason_messages  Array(String),
+    reason_scores    Array(Float64),
+    mitre            Array(String),
+    evidence_ids     Array(UUID),
+    trigger_event_id UUID,
+    trigger_kind     LowCardinality(String),
+    trigger_ts       DateTime,
+    trigger_ts_ns    UInt32,
+    trigger_pid      UInt32,
+    trigger_comm     String,
+    trigger_exec_filename String,
+    trigger_exec_argv Array(String),
+    trigger_syscall_name String,
+    trigger_remote_addr FixedString(16),
+    trigger_remote_port UInt16,
+    trigger_file_path String,
+    trigger_raw      String,
+    batch_stage      LowCardinality(String),
+    batch_producer   String,
+    batch_seq        UInt64,
+    inserted_at      DateTime DEFAULT now()
+) ENGINE = ReplacingMergeTree()
+PARTITION BY toYYYYMMDD(ts)
+ORDER BY (image_ref, ts, alert_id)`
+
+// actions: one row per responder action, keyed like events by container.
+const ddlActions = `CREATE TABLE IF NOT EXISTS actions (
+    ts             DateTime,
+    ts_ns          UInt32,
+    action_id      UUID,
+    host           LowCardinality(String),
+    container_id   String,
+    container_name String,
+    image_ref      String,
+    image_digest   String,
+    cgroup_id      UInt64,
+    type           LowCardinality(String),
+    result         LowCardinality(String),
+    actor          String,
+    reason         String,
+    method         LowCardinality(String),
+    detail         String,
+    alert_id       UUID,
+    score          Float64,
+    latency_ns     Int64,
+    batch_stage    LowCardinality(String),
+    batch_producer String,
+    batch_seq      UInt64,
+    inserted_at    DateTime DEFAULT now()
+) ENGINE = ReplacingMergeTree()
+PARTITION BY toYYYYMMDD(ts)
+ORDER BY (container_id, ts, action_id)`
+
+// events_per_minute is fed by a materialized view on every insert into
+// events. A redelivered batch is counted again (the view sees inserts, not
+// merged rows): it is an overview, events is the truth.
+const ddlEventsPerMinute = `CREATE TABLE IF NOT EXISTS events_per_minute (
+    minute       DateTime,
+    container_id String,
+    image_ref    String,
+    kind         LowCardinality(String),
+    events       UInt64
+) ENGINE = SummingMergeTree()
+PARTITION BY toYYYYMMDD(minute)
+ORDER BY (container_id, minute, kind, image_ref)`
+
+const ddlEventsPerMinuteMV = `CREATE MATERIALIZED VIEW IF NOT EXISTS events_per_minute_mv
+TO events_per_minute AS
+SELECT toStartOfMinute(ts) AS minute, container_id, image_ref, kind, count() AS events
+FROM events
+GROUP BY minute, container_id, image_ref, kind`
+
+// migrate creates schema_migrations and applies the migrations it does
+// not list yet, in order.
+func migrate(ctx context.Context, conn driver.Conn, log *slog.Logger) error {
+	if err := conn.Exec(ctx, ddlMigrations); err != nil {
+		return fmt.Errorf("creating schema_migrations: %w", err)
+	}
+	applied := map[uint32]bool{}
+	rows, err := conn.Query(ctx, "SELECT DISTINCT version FROM schema_migrations")
+	if err != nil {
+		return fmt.Errorf("reading schema_migrations: %w", err)
+	}
+	for rows.Next() {
+		var v uint32
+		if err := rows.Scan(&v); err != nil {
+			rows.Close()
+			return fmt.Errorf("reading schema_migrations: %w", err)
+		}
+		applied[v] = true
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("reading schema_migrations: %w", err)
+	}
+	for _, m := range migrations {
+		if applied[m.version] {
+			continue
+		}
+		for i, stmt := range m.stmts {
+			if err := conn.Exec(ctx, stmt); err != nil {
+				return fmt.Errorf("migration %d (%s) statement %d: %w", m.version, m.name, i+1, err)
+			}
+		}
+		if err := record(ctx, conn, m); err != nil {
+			return fmt.Errorf("recording migration %d: %w", m.version, err)
+		}
+		log.Info("applied schema migration", "version", m.version, "name", m.name)
+	}
+	return nil
+}
+
+// record notes m as applied. (An INSERT ... VALUES through Exec hangs on
+// 18.16: inserts go through a batch.)
+func record(ctx context.Context, conn driver.Conn, m migration) error {
+	b, err := conn.PrepareBatch(ctx, "INSERT INTO schema_migrations (version, name, applied_at)")
+	if err != nil {
+		return err
+	}
+	if err := b.Append(m.version, m.name, time.Now().UTC()); err != nil {
+		_ = b.Abort()
+		return err
+	}
+	return b.Send()
+}

@@ -1,0 +1,449 @@
+package store
+
+import (
+	"encoding/binary"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+
+	"github.com/containsec/contain/schemas/containv1"
+)
+
+// eventRow is what one events, alerts or actions row is read from.
+type eventRow struct {
+	b    *containv1.Batch
+	ev   *containv1.Event
+	id   uuid.UUID
+	ts   time.Time
+	tsNs uint32
+	proc *containv1.Process
+	raw  string
+}
+
+// idNamespace derives stable ids for events that arrive without a valid
+// 16-byte id (the same redelivered event gets the same id).
+var idNamespace = uuid.MustParse("5b0c6f0e-6c2a-4c59-9d0e-3c6f1d8a2b10")
+
+// maxTime is the last second a ClickHouse DateTime holds.
+var maxTime = time.Unix(int64(^uint32(0)), 0)
+
+// fill sets the derived fields of r for event i of batch b; now stands in
+// for a missing or negative wall time.
+func (r *eventRow) fill(b *containv1.Batch, i int, ev *containv1.Event, now time.Time, keepRaw bool) {
+	*r = eventRow{b: b, ev: ev}
+	if id := ev.GetId(); len(id) == 16 {
+		r.id = uuid.UUID(id)
+	} else {
+		var key []byte
+		key = append(key, b.GetProducerId()...)
+		key = append(key, 0)
+		key = append(key, b.GetStage()...)
+		key = binary.BigEndian.AppendUint64(key, b.GetSeq())
+		key = binary.BigEndian.AppendUint64(key, uint64(i))
+		key = append(key, id...)
+		r.id = uuid.NewSHA1(idNamespace, key)
+	}
+	r.ts, r.tsNs = wallTime(ev.GetWallNs(), now)
+	r.proc = procOf(ev)
+	if keepRaw {
+		if raw, err := (proto.MarshalOptions{Deterministic: true}).Marshal(ev); err == nil {
+			r.raw = string(raw)
+		}
+	}
+}
+
+// wallTime splits Unix ns into a DateTime second and the ns within it.
+func wallTime(ns int64, now time.Time) (time.Time, uint32) {
+	if ns <= 0 {
+		ns = now.UnixNano()
+	}
+	t := time.Unix(0, ns).UTC()
+	if t.After(maxTime) {
+		return maxTime, 0
+	}
+	return t.Truncate(time.Second), uint32(t.Nanosecond())
+}
+
+func procOf(ev *containv1.Event) *containv1.Process {
+	switch b := ev.GetBody().(type) {
+	case *containv1.Event_Exec:
+		return b.Exec.GetProc()
+	case *containv1.Event_Syscall:
+		return b.Syscall.GetProc()
+	case *containv1.Event_Network:
+		return b.Network.GetProc()
+	case *containv1.Event_File:
+		return b.File.GetProc()
+	case *containv1.Event_Process:
+		return b.Process.GetProc()
+	}
+	return nil
+}
+
+// kindOf is the event's kind, from the body when the envelope omits it.
+func kindOf(ev *containv1.Event) containv1.Kind {
+	if k := ev.GetKind(); k != containv1.Kind_KIND_UNSPECIFIED {
+		return k
+	}
+	switch ev.GetBody().(type) {
+	case *containv1.Event_Exec:
+		return containv1.Kind_KIND_EXEC
+	case *containv1.Event_Syscall:
+		return containv1.Kind_KIND_SYSCALL
+	case *containv1.Event_Network:
+		return containv1.Kind_KIND_NETWORK
+	case *containv1.Event_File:
+		return containv1.Kind_KIND_FILE
+	case *containv1.Event_Alert:
+		return containv1.Kind_KIND_ALERT
+	case *containv1.Event_Action:
+		return containv1.Kind_KIND_ACTION
+	case *containv1.Event_Loss:
+		return containv1.Kind_KIND_LOSS
+	case *containv1.Event_Container:
+		return containv1.Kind_KIND_CONTAINER
+	case *containv1.Event_Process:
+		return containv1.Kind_KIND_PROCESS
+	}
+	return containv1.Kind_KIND_UNSPECIFIED
+}
+
+// enumNames maps an enum's numbers to lower-case names without prefix
+// ("OP_CONNECT" -> "connect"); 0 (unspecified) maps to "".
+type enumNames map[protoreflect.EnumNumber]string
+
+func newEnumNames(d protoreflect.EnumDescriptor, prefix string) enumNames {
+	m := enumNames{}
+	vals := d.Values()
+	for i := range vals.Len() {
+		v := vals.Get(i)
+		if v.Number() != 0 {
+			m[v.Number()] = strings.ToLower(strings.TrimPrefix(string(v.Name()), prefix))
+		}
+	}
+	return m
+}
+
+func (m enumNames) name(n protoreflect.EnumNumber) string {
+	if n == 0 {
+		return ""
+	}
+	if s, ok := m[n]; ok {
+		return s
+	}
+	return strconv.Itoa(int(n))
+}
+
+var (
+	kindNames        = newEnumNames(containv1.Kind(0).Descriptor(), "KIND_")
+	procOpNames      = newEnumNames(containv1.ProcessLifecycle_Op(0).Descriptor(), "OP_")
+	syscallModeNames = newEnumNames(containv1.Syscall_Mode(0).Descriptor(), "MODE_")
+	netOpNames       = newEnumNames(containv1.Network_Op(0).Descriptor(), "OP_")
+	netProtoNames    = newEnumNames(containv1.Network_Protocol(0).Descriptor(), "PROTOCOL_")
+	fileOpNames      = newEnumNames(containv1.File_Op(0).Descriptor(), "OP_")
+	actionTypeNames  = newEnumNames(containv1.Action_Type(0).Descriptor(), "TYPE_")
+	actionResNames   = newEnumNames(containv1.Action_Result(0).Descriptor(), "RESULT_")
+)
+
+// addr16 is a FixedString(16) address: 16 bytes as sent, 4 bytes as
+// IPv4-mapped IPv6, anything else all zeros (IPv6NumToString gives "::").
+func addr16(b []byte) []byte {
+	out := make([]byte, 16)
+	switch len(b) {
+	case 16:
+		copy(out, b)
+	case 4:
+		out[10], out[11] = 0xff, 0xff
+		copy(out[12:], b)
+	}
+	return out
+}
+
+// refID turns an id that refers to another row into a UUID: zero when
+// absent, a stable derived value when not 16 bytes.
+func refID(b []byte) uuid.UUID {
+	switch len(b) {
+	case 0:
+		return uuid.UUID{}
+	case 16:
+		return uuid.UUID(b)
+	}
+	return uuid.NewSHA1(idNamespace, b)
+}
+
+func port(p uint32) uint16 {
+	if p > 0xffff {
+		return 0
+	}
+	return uint16(p)
+}
+
+func b2u(b bool) uint8 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// labels returns a container's labels as sorted parallel arrays.
+func labels(m map[string]string) (keys, vals []string) {
+	if len(m) == 0 {
+		return []string{}, []string{}
+	}
+	keys = make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	vals = make([]string, len(keys))
+	for i, k := range keys {
+		vals[i] = m[k]
+	}
+	return keys, vals
+}
+
+// nonNil keeps Array columns from receiving nil slices.
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}
+
+type row = *eventRow
+
+var eventsTable = &tableDef[row]{name: "events", cols: []colDef[row]{
+	col("ts", func(r row) time.Time { return r.ts }),
+	col("ts_ns", func(r row) uint32 { return r.tsNs }),
+	col("event_id", func(r row) uuid.UUID { return r.id }),
+	col("kind", func(r row) string { return kindNames.name(kindOf(r.ev).Number()) }),
+	col("host", func(r row) string { return r.ev.GetHost() }),
+	col("container_id", func(r row) string { return r.ev.GetContainerId() }),
+	col("container_name", func(r row) string { return r.ev.GetContainerName() }),
+	col("image_ref", func(r row) string { return r.ev.GetImageRef() }),
+	col("image_digest", func(r row) string { return r.ev.GetImageDigest() }),
+	col("mono_ns", func(r row) uint64 { return r.ev.GetMonoNs() }),
+	col("cgroup_id", func(r row) uint64 { return r.ev.GetCgroupId() }),
+	col("profile_ref", func(r row) string { return r.ev.GetProfileRef() }),
+	col("schema_version", func(r row) uint32 { return r.ev.GetSchemaVersion() }),
+	col("pid", func(r row) uint32 { return r.proc.GetPid() }),
+	col("tgid", func(r row) uint32 { return r.proc.GetTgid() }),
+	col("ppid", func(r row) uint32 { return r.proc.GetPpid() }),
+	col("ns_pid", func(r row) uint32 { return r.proc.GetNsPid() }),
+	col("uid", func(r row) uint32 { return r.proc.GetUid() }),
+	col("gid", func(r row) uint32 { return r.proc.GetGid() }),
+	col("euid", func(r row) uint32 { return r.proc.GetEuid() }),
+	col("comm", func(r row) string { return r.proc.GetComm() }),
+	col("non_utf8", func(r row) uint8 { return b2u(r.ev.GetExec().GetNonUtf8() || r.ev.GetFile().GetNonUtf8()) }),
+	col("exec_filename", func(r row) string { return r.ev.GetExec().GetFilename() }),
+	col("exec_argv", func(r row) []string { return nonNil(r.ev.GetExec().GetArgv()) }),
+	col("exec_argc", func(r row) uint32 { return r.ev.GetExec().GetArgc() }),
+	col("exec_argv_truncated", func(r row) uint8 { return b2u(r.ev.GetExec().GetArgvTruncated()) }),
+	col("exec_cwd", func(r row) string { return r.ev.GetExec().GetCwd() }),
+	col("exec_exe", func(r row) string { return r.ev.GetExec().GetExe() }),
+	col("proc_op", func(r row) string { return procOpNames.name(r.ev.GetProcess().GetOp().Number()) }),
+	col("proc_child_tgid", func(r row) uint32 { return r.ev.GetProcess().GetChildTgid() }),
+	col("proc_exit_code", func(r row) int32 { return r.ev.GetProcess().GetExitCode() }),
+	col("syscall_mode", func(r row) string { return syscallModeNames.name(r.ev.GetSyscall().GetMode().Number()) }),
+	col("syscall_nr", func(r row) uint32 { return r.ev.GetSyscall().GetNr() }),
+	col("syscall_name", func(r row) string { return r.ev.GetSyscall().GetName() }),
+	col("syscall_args", func(r row) []uint64 { return nonNil(r.ev.GetSyscall().GetArgs()) }),
+	col("syscall_ret", func(r row) int64 { return r.ev.GetSyscall().GetRet() }),
+	col("syscall_count", func(r row) uint64 { return r.ev.GetSyscall().GetCount() }),
+	col("syscall_sequence", func(r row) []uint32 { return nonNil(r.ev.GetSyscall().GetSequence()) }),
+	col("net_op", func(r row) string { return netOpNames.name(r.ev.GetNetwork().GetOp().Number()) }),
+	col("net_protocol", func(r row) string { return netProtoNames.name(r.ev.GetNetwork().GetProtocol().Number()) }),
+	col("net_family", func(r row) uint16 { return uint16(min(r.ev.GetNetwork().GetFamily(), 0xffff)) }),
+	col("local_addr", func(r row) []byte { return addr16(r.ev.GetNetwork().GetLocalAddr()) }),
+	col("local_port", func(r row) uint16 { return port(r.ev.GetNetwork().GetLocalPort()) }),
+	col("remote_addr", func(r row) []byte { return addr16(r.ev.GetNetwork().GetRemoteAddr()) }),
+	col("remote_port", func(r row) uint16 { return port(r.ev.GetNetwork().GetRemotePort()) }),
+	col("net_result", func(r row) int32 { return r.ev.GetNetwork().GetResult() }),
+	col("file_op", func(r row) string { return fileOpNames.name(r.ev.GetFile().GetOp().Number()) }),
+	col("file_path", func(r row) string { return r.ev.GetFile().GetPath() }),
+	col("file_new_path", func(r row) string { return r.ev.GetFile().GetNewPath() }),
+	col("file_flags", func(r row) uint32 { return r.ev.GetFile().GetFlags() }),
+	col("file_mode", func(r row) uint32 { return r.ev.GetFile().GetMode() }),
+	col("file_result", func(r row) int32 { return r.ev.GetFile().GetResult() }),
+	col("loss_source", func(r row) string { return r.ev.GetLoss().GetSource() }),
+	col("loss_reason", func(r row) string { return r.ev.GetLoss().GetReason() }),
+	col("loss_count", func(r row) uint64 { return r.ev.GetLoss().GetCount() }),
+	col("ct_runtime", func(r row) string { return r.ev.GetContainer().GetRuntime() }),
+	col("ct_cgroup_path", func(r row) string { return r.ev.GetContainer().GetCgroupPath() }),
+	col("ct_bundle", func(r row) string { return r.ev.GetContainer().GetBundle() }),
+	col("ct_init_pid", func(r row) uint32 { return r.ev.GetContainer().GetInitPid() }),
+	col("ct_pod", func(r row) string { return r.ev.GetContainer().GetPod() }),
+	col("ct_namespace", func(r row) string { return r.ev.GetContainer().GetNamespace() }),
+	col("label_keys", func(r row) []string { k, _ := labels(r.ev.GetContainer().GetLabels()); return k }),
+	col("label_values", func(r row) []string { _, v := labels(r.ev.GetContainer().GetLabels()); return v }),
+	col("batch_stage", func(r row) string { return r.b.GetStage() }),
+	col("batch_producer", func(r row) string { return r.b.GetProducerId() }),
+	col("batch_seq", func(r row) uint64 { return r.b.GetSeq() }),
+	col("raw", func(r row) string { return r.raw }),
+}}
+
+// reasons flattens an alert's reasons into parallel arrays and the union
+// of their MITRE techniques.
+func reasons(a *containv1.Alert) (codes, msgs []string, scores []float64, mitre []string) {
+	rs := a.GetReasons()
+	codes, msgs, scores = make([]string, len(rs)), make([]string, len(rs)), make([]float64, len(rs))
+	mitre = []string{}
+	for i, r := range rs {
+		codes[i], msgs[i], scores[i] = r.GetCode(), r.GetMessage(), r.GetScore()
+		for _, t := range r.GetMitre() {
+			if !slices.Contains(mitre, t) {
+				mitre = append(mitre, t)
+			}
+		}
+	}
+	return codes, msgs, scores, mitre
+}
+
+func trigger(r row) *containv1.Event { return r.ev.GetAlert().GetTrigger() }
+
+var alertsTable = &tableDef[row]{name: "alerts", cols: []colDef[row]{
+	col("ts", func(r row) time.Time { return r.ts }),
+	col("ts_ns", func(r row) uint32 { return r.tsNs }),
+	col("alert_id", func(r row) uuid.UUID { return r.id }),
+	col("host", func(r row) string { return r.ev.GetHost() }),
+	col("container_id", func(r row) string { return r.ev.GetContainerId() }),
+	col("container_name", func(r row) string { return r.ev.GetContainerName() }),
+	col("image_ref", func(r row) string { return r.ev.GetImageRef() }),
+	col("image_digest", func(r row) string { return r.ev.GetImageDigest() }),
+	col("cgroup_id", func(r row) uint64 { return r.ev.GetCgroupId() }),
+	col("profile_ref", func(r row) string { return r.ev.GetProfileRef() }),
+	col("score", func(r row) float64 { return r.ev.GetAlert().GetScore() }),
+	col("rule", func(r row) string { return r.ev.GetAlert().GetRule() }),
+	col("priority", func(r row) string { return r.ev.GetAlert().GetPriority() }),
+	col("baseline_version", func(r row) string { return r.ev.GetAlert().GetBaselineVersion() }),
+	col("count", func(r row) uint64 { return r.ev.GetAlert().GetCount() }),
+	col("reason_codes", func(r row) []string { c, _, _, _ := reasons(r.ev.GetAlert()); return c }),
+	col("reason_messages", func(r row) []string { _, m, _, _ := reasons(r.ev.GetAlert()); return m }),
+	col("reason_scores", func(r row) []float64 { _, _, s, _ := reasons(r.ev.GetAlert()); return s }),
+	col("mitre", func(r row) []string { _, _, _, t := reasons(r.ev.GetAlert()); return t }),
+	col("evidence_ids", func(r row) []uuid.UUID {
+		ids := r.ev.GetAlert().GetEvidenceIds()
+		out := make([]uuid.UUID, len(ids))
+		for i, id := range ids {
+			out[i] = refID(id)
+		}
+		return out
+	}),
+	col("trigger_event_id", func(r row) uuid.UUID { return refID(trigger(r).GetId()) }),
+	col("trigger_kind", func(r row) string {
+		if t := trigger(r); t != nil {
+			return kindNames.name(kindOf(t).Number())
+		}
+		return ""
+	}),
+	col("trigger_ts", func(r row) time.Time {
+		if t := trigger(r); t.GetWallNs() > 0 {
+			ts, _ := wallTime(t.GetWallNs(), r.ts)
+			return ts
+		}
+		return time.Unix(0, 0)
+	}),
+	col("trigger_ts_ns", func(r row) uint32 {
+		if t := trigger(r); t.GetWallNs() > 0 {
+			_, ns := wallTime(t.GetWallNs(), r.ts)
+			return ns
+		}
+		return 0
+	}),
+	col("trigger_pid", func(r row) uint32 { return procOf(trigger(r)).GetTgid() }),
+	col("trigger_comm", func(r row) string { return procOf(trigger(r)).GetComm() }),
+	col("trigger_exec_filename", func(r row) string { return trigger(r).GetExec().GetFilename() }),
+	col("trigger_exec_argv", func(r row) []string { return nonNil(trigger(r).GetExec().GetArgv()) }),
+	col("trigger_syscall_name", func(r row) string { return trigger(r).GetSyscall().GetName() }),
+	col("trigger_remote_addr", func(r row) []byte { return addr16(trigger(r).GetNetwork().GetRemoteAddr()) }),
+	col("trigger_remote_port", func(r row) uint16 { return port(trigger(r).GetNetwork().GetRemotePort()) }),
+	col("trigger_file_path", func(r row) string { return trigger(r).GetFile().GetPath() }),
+	col("trigger_raw", func(r row) string {
+		t := trigger(r)
+		if t == nil {
+			return ""
+		}
+		raw, err := proto.MarshalOptions{Deterministic: true}.Marshal(t)
+		if err != nil {
+			return ""
+		}
+		return string(raw)
+	}),
+	col("batch_stage", func(r row) string { return r.b.GetStage() }),
+	col("batch_producer", func(r row) string { return r.b.GetProducerId() }),
+	col("batch_seq", func(r row) uint64 { return r.b.GetSeq() }),
+}}
+
+var actionsTable = &tableDef[row]{name: "actions", cols: []colDef[row]{
+	col("ts", func(r row) time.Time { return r.ts }),
+	col("ts_ns", func(r row) uint32 { return r.tsNs }),
+	col("action_id", func(r row) uuid.UUID { return r.id }),
+	col("host", func(r row) string { return r.ev.GetHost() }),
+	col("container_id", func(r row) string { return r.ev.GetContainerId() }),
+	col("container_name", func(r row) string { return r.ev.GetContainerName() }),
+	col("image_ref", func(r row) string { return r.ev.GetImageRef() }),
+	col("image_digest", func(r row) string { return r.ev.GetImageDigest() }),
+	col("cgroup_id", func(r row) uint64 { return r.ev.GetCgroupId() }),
+	col("type", func(r row) string { return actionTypeNames.name(r.ev.GetAction().GetType().Number()) }),
+	col("result", func(r row) string { return actionResNames.name(r.ev.GetAction().GetResult().Number()) }),
+	col("actor", func(r row) string { return r.ev.GetAction().GetActor() }),
+	col("reason", func(r row) string { return r.ev.GetAction().GetReason() }),
+	col("method", func(r row) string { return r.ev.GetAction().GetMethod() }),
+	col("detail", func(r row) string { return r.ev.GetAction().GetDetail() }),
+	col("alert_id", func(r row) uuid.UUID { return refID(r.ev.GetAction().GetAlertId()) }),
+	col("score", func(r row) float64 { return r.ev.GetAction().GetScore() }),
+	col("latency_ns", func(r row) int64 { return r.ev.GetAction().GetLatencyNs() }),
+	col("batch_stage", func(r row) string { return r.b.GetStage() }),
+	col("batch_producer", func(r row) string { return r.b.GetProducerId() }),
+	col("batch_seq", func(r row) uint64 { return r.b.GetSeq() }),
+}}
+
+// rowSet buffers the rows of one fetch for the three tables.
+type rowSet struct {
+	events, alerts, actions *rowBuf[row]
+	keepRaw                 bool
+	scratch                 eventRow // column getters copy out of it
+}
+
+func newRowSet(keepRaw bool) *rowSet {
+	return &rowSet{
+		events:  newRowBuf(eventsTable, 1024),
+		alerts:  newRowBuf(alertsTable, 16),
+		actions: newRowBuf(actionsTable, 16),
+		keepRaw: keepRaw,
+	}
+}
+
+// add routes every event of b to its table: alerts and actions by body,
+// everything else to events. It never fails: proto getters are nil-safe and
+// every value is bounded to its column type.
+func (s *rowSet) add(b *containv1.Batch, now time.Time) {
+	for i, ev := range b.GetEvents() {
+		if ev == nil {
+			continue
+		}
+		r := &s.scratch
+		r.fill(b, i, ev, now, s.keepRaw)
+		switch ev.GetBody().(type) {
+		case *containv1.Event_Alert:
+			s.alerts.add(r)
+		case *containv1.Event_Action:
+			s.actions.add(r)
+		default:
+			s.events.add(r)
+		}
+	}
+}
+
+func (s *rowSet) len() int { return s.events.len() + s.alerts.len() + s.actions.len() }
+
+func (s *rowSet) reset() {
+	s.events.reset()
+	s.alerts.reset()
+	s.actions.reset()
+}

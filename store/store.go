@@ -1,0 +1,249 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/containsec/contain/internal/bus"
+	"github.com/containsec/contain/internal/metrics"
+	"github.com/containsec/contain/schemas/containv1"
+)
+
+// Store writes contain's events, alerts and actions into ClickHouse.
+type Store struct {
+	cfg  Config
+	log  *slog.Logger
+	conn driver.Conn
+	addr string // for messages
+
+	migrateMu sync.Mutex
+	ready     atomic.Bool // database and migrations are in place
+	down      atomic.Bool // the last ClickHouse operation failed
+	downSince atomic.Int64
+}
+
+// settings every session needs: LowCardinality columns on 18.x.
+var settings = clickhouse.Settings{"allow_experimental_low_cardinality_type": 1}
+
+func options(cfg Config, database string) *clickhouse.Options {
+	return &clickhouse.Options{
+		Addr:             cfg.Addr,
+		Auth:             clickhouse.Auth{Database: database, Username: cfg.Username, Password: cfg.Password},
+		Protocol:         clickhouse.Native,
+		DialTimeout:      cfg.DialTimeout,
+		ReadTimeout:      cfg.InsertTimeout,
+		Settings:         settings,
+		Compression:      &clickhouse.Compression{Method: clickhouse.CompressionLZ4},
+		MaxOpenConns:     8,
+		MaxIdleConns:     4,
+		ConnMaxLifetime:  time.Hour,
+		ConnOpenStrategy: clickhouse.ConnOpenInOrder,
+	}
+}
+
+// Open connects to ClickHouse, creates the database and applies the schema
+// migrations. A bad configuration, or a server that refuses the schema, is
+// an error. A server that cannot be reached is not: Open logs it and
+// returns a Store whose Run keeps retrying (the streams keep the data
+// meanwhile); Ready reports whether the schema is in place.
+func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Store, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	conn, err := clickhouse.Open(options(cfg, cfg.Database))
+	if err != nil {
+		return nil, fmt.Errorf("store: clickhouse %s: %w", strings.Join(cfg.Addr, ","), err)
+	}
+	s := &Store{cfg: cfg, log: log, conn: conn, addr: strings.Join(cfg.Addr, ",")}
+	if err := s.Migrate(ctx); err != nil {
+		if !isUnavailable(err) {
+			conn.Close()
+			return nil, err
+		}
+		s.markDown(err, "setting up the schema")
+	}
+	return s, nil
+}
+
+// isUnavailable tells a server that could not be reached (retry later)
+// from one that answered with an error (a bug or a bad setup).
+func isUnavailable(err error) bool {
+	var ex *clickhouse.Exception
+	return !errors.As(err, &ex)
+}
+
+// Migrate creates the database if needed and applies pending migrations.
+// It is idempotent and safe to call concurrently.
+func (s *Store) Migrate(ctx context.Context) error {
+	s.migrateMu.Lock()
+	defer s.migrateMu.Unlock()
+	if s.ready.Load() {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.DialTimeout+s.cfg.InsertTimeout)
+	defer cancel()
+	// The database must exist before a session can select it.
+	boot, err := clickhouse.Open(options(s.cfg, "default"))
+	if err != nil {
+		return fmt.Errorf("store: clickhouse %s: %w", s.addr, err)
+	}
+	defer boot.Close()
+	if err := boot.Exec(ctx, "CREATE DATABASE IF NOT EXISTS "+s.cfg.Database); err != nil {
+		return fmt.Errorf("store: clickhouse %s: creating database %s: %w", s.addr, s.cfg.Database, err)
+	}
+	if err := migrate(ctx, s.conn, s.log); err != nil {
+		return fmt.Errorf("store: clickhouse %s: %w", s.addr, err)
+	}
+	s.ready.Store(true)
+	return nil
+}
+
+// Ready reports whether the database and its tables are in place.
+func (s *Store) Ready() bool { return s.ready.Load() }
+
+// Conn is the ClickHouse connection, for queries (database selected).
+func (s *Store) Conn() driver.Conn { return s.conn }
+
+// Close closes the connection.
+func (s *Store) Close() error { return s.conn.Close() }
+
+// markDown logs the first failure of an outage at Error, with the address,
+// and later ones at Debug; markUp logs the recovery.
+func (s *Store) markDown(err error, doing string) {
+	if !s.down.Swap(true) {
+		s.downSince.Store(time.Now().UnixNano())
+		s.log.Error("clickhouse unavailable; data stays in NATS and is retried with back-off",
+			"addr", s.addr, "database", s.cfg.Database, "doing", doing, "err", err)
+		return
+	}
+	s.log.Debug("clickhouse still unavailable", "addr", s.addr, "doing", doing, "err", err)
+}
+
+func (s *Store) markUp() {
+	if s.down.Swap(false) {
+		s.log.Info("clickhouse available again", "addr", s.addr,
+			"after", time.Since(time.Unix(0, s.downSince.Load())).Round(time.Millisecond))
+	}
+}
+
+// Durables returns the consumer names Run uses, by stream.
+func (c Config) Durables() map[string]string {
+	return map[string]string{
+		containv1.StreamEvents:  c.DurablePrefix + "-events",
+		containv1.StreamAlerts:  c.DurablePrefix + "-alerts",
+		containv1.StreamActions: c.DurablePrefix + "-actions",
+	}
+}
+
+// Run consumes CONTAIN_EVENTS, CONTAIN_ALERTS and CONTAIN_ACTIONS with
+// durable pull consumers and inserts every fetch before acknowledging it,
+// until ctx ends. While ClickHouse fails, fetched messages are not
+// acknowledged and come back after a back-off: nothing is lost, and a
+// redelivered batch collapses into the same rows (ReplacingMergeTree).
+func (s *Store) Run(ctx context.Context, js jetstream.JetStream, m *metrics.Metrics) error {
+	var wg sync.WaitGroup
+	errs := make(chan error, 3)
+	for stream, durable := range s.cfg.Durables() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rs := newRowSet(s.cfg.StoreRaw)
+			h := func(ctx context.Context, batches []*containv1.Batch) error {
+				return s.handle(ctx, rs, batches, m)
+			}
+			err := bus.Consume(ctx, js, bus.ConsumerConfig{
+				Stream:     stream,
+				Durable:    durable,
+				Stage:      metrics.StageStore,
+				Fetch:      s.cfg.FetchMessages,
+				FetchWait:  s.cfg.FlushInterval,
+				AckWait:    s.cfg.AckWait,
+				RetryDelay: s.cfg.RetryDelay,
+			}, h, m, s.log.With("stream", stream))
+			if err != nil {
+				errs <- fmt.Errorf("store: consuming %s: %w", stream, err)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	return errors.Join(func() []error {
+		var all []error
+		for err := range errs {
+			all = append(all, err)
+		}
+		return all
+	}()...)
+}
+
+// handle inserts the rows of one fetch. An error makes bus.Consume
+// redeliver the whole fetch later.
+func (s *Store) handle(ctx context.Context, rs *rowSet, batches []*containv1.Batch, m *metrics.Metrics) error {
+	defer rs.reset()
+	if !s.ready.Load() {
+		if err := s.Migrate(ctx); err != nil {
+			m.Errors.WithLabelValues(metrics.StageStore, "migrate").Inc()
+			if isUnavailable(err) {
+				s.markDown(err, "setting up the schema")
+			}
+			return err
+		}
+	}
+	now := time.Now()
+	for _, b := range batches {
+		rs.add(b, now)
+	}
+	ictx, cancel := context.WithTimeout(ctx, s.cfg.InsertTimeout)
+	defer cancel()
+	for _, buf := range []*rowBuf[row]{rs.events, rs.alerts, rs.actions} {
+		if err := s.insert(ictx, buf); err != nil {
+			m.Errors.WithLabelValues(metrics.StageStore, "insert").Inc()
+			if isUnavailable(err) {
+				s.markDown(err, "inserting into "+buf.def.name)
+			}
+			return err
+		}
+	}
+	s.markUp()
+	m.EventsOut.WithLabelValues(metrics.StageStore).Add(float64(rs.len()))
+	return nil
+}
+
+// insert sends buf in INSERTs of at most BatchMaxRows rows.
+func (s *Store) insert(ctx context.Context, buf *rowBuf[row]) error {
+	return insertRows(ctx, s.conn, buf, s.cfg.BatchMaxRows, s.addr)
+}
+
+func insertRows[R any](ctx context.Context, conn driver.Conn, buf *rowBuf[R], maxRows int, addr string) error {
+	for lo := 0; lo < buf.len(); lo += maxRows {
+		hi := min(lo+maxRows, buf.len())
+		if err := insertRange(ctx, conn, buf, lo, hi); err != nil {
+			return fmt.Errorf("store: inserting %d rows into %s at clickhouse %s: %w", hi-lo, buf.def.name, addr, err)
+		}
+	}
+	return nil
+}
+
+func insertRange[R any](ctx context.Context, conn driver.Conn, buf *rowBuf[R], lo, hi int) error {
+	batch, err := conn.PrepareBatch(ctx, buf.def.insertSQL())
+	if err != nil {
+		return err
+	}
+	for i, c := range buf.bufs {
+		if err := batch.Column(i).Append(c.values(lo, hi)); err != nil {
+			_ = batch.Abort()
+			return fmt.Errorf("column %s: %w", buf.def.cols[i].colName(), err)
+		}
+	}
+	return batch.Send()
+}
