@@ -190,6 +190,9 @@ func TestEnrichSlice(t *testing.T) {
 	if ev := got[0].Events[0]; ev.ImageRef != "registry.local/shop/web:1.2" || ev.ImageDigest != testDigest {
 		t.Errorf("after restart: image %q digest %q", ev.ImageRef, ev.ImageDigest)
 	}
+	waitFor(t, "restarted enricher counts its event", func() bool {
+		return testutil.ToFloat64(m2.EventsOut.WithLabelValues(metrics.StageEnricher)) >= 1
+	})
 	if n := testutil.ToFloat64(m2.EventsOut.WithLabelValues(metrics.StageEnricher)); n != 1 {
 		t.Errorf("restarted enricher passed %v events, want 1 (old batches redelivered?)", n)
 	}
