@@ -1,0 +1,197 @@
+package analyzer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/containsec/contain/internal/bus"
+	"github.com/containsec/contain/internal/metrics"
+	"github.com/containsec/contain/schemas/containv1"
+)
+
+// Analyzer runs an Engine on the CONTAIN_EVENTS stream and publishes its
+// alerts to CONTAIN_ALERTS.
+type Analyzer struct {
+	cfg  Config
+	js   jetstream.JetStream
+	m    *metrics.Metrics
+	log  *slog.Logger
+	prod *bus.Producer
+
+	mu       sync.Mutex
+	engine   *Engine
+	pending  []*containv1.Event // alerts not yet published
+	store    *Store
+	profiles *profileCache
+}
+
+// maxPending bounds the alerts kept while publishing fails.
+const maxPending = 10000
+
+// New makes an Analyzer; call Run to start it.
+func New(cfg Config, js jetstream.JetStream, m *metrics.Metrics, log *slog.Logger) (*Analyzer, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if js == nil || m == nil || log == nil {
+		return nil, errors.New("analyzer: jetstream, metrics and logger are required")
+	}
+	host := cfg.Host
+	if host == "" {
+		host, _ = os.Hostname()
+	}
+	a := &Analyzer{cfg: cfg, js: js, m: m, log: log.With("stage", metrics.StageAnalyzer), prod: bus.NewProducer(host, metrics.StageAnalyzer)}
+	var pf ProfileFunc
+	if cfg.ProfilesBucket != "" {
+		a.profiles = newProfileCache(js, cfg.ProfilesBucket, a.log)
+		pf = a.profiles.get
+	}
+	eng, err := NewEngine(cfg, pf)
+	if err != nil {
+		return nil, err
+	}
+	a.engine = eng
+	registerStats(m.Registry, a)
+	return a, nil
+}
+
+// Run consumes events until ctx ends.
+func (a *Analyzer) Run(ctx context.Context) error {
+	if a.cfg.BaselinesBucket != "" {
+		st, err := OpenStore(ctx, a.js, a.cfg.BaselinesBucket)
+		if err != nil {
+			return fmt.Errorf("analyzer: %w", err)
+		}
+		a.store = st
+		a.mu.Lock()
+		n, bad := a.store.LoadInto(ctx, a.engine, a.log)
+		a.mu.Unlock()
+		if bad > 0 {
+			a.m.Errors.WithLabelValues(metrics.StageAnalyzer, "baseline_corrupt").Add(float64(bad))
+		}
+		a.log.Info("baselines loaded", "bucket", a.cfg.BaselinesBucket, "loaded", n, "corrupt", bad)
+		go a.persistLoop(ctx)
+		go a.watchControl(ctx)
+	}
+	if a.profiles != nil {
+		go a.profiles.run(ctx, func(digest string, p *Profile) {
+			a.mu.Lock()
+			a.engine.SetProfile(digest, p)
+			a.mu.Unlock()
+		}, func() { a.m.Errors.WithLabelValues(metrics.StageAnalyzer, "profile_decode").Inc() })
+	}
+	err := bus.Consume(ctx, a.js, bus.ConsumerConfig{
+		Stream:        containv1.StreamEvents,
+		Durable:       a.cfg.Durable,
+		FilterSubject: a.cfg.FilterSubject,
+		Stage:         metrics.StageAnalyzer,
+		Fetch:         a.cfg.Fetch,
+	}, a.handle, a.m, a.log)
+	if a.store != nil {
+		fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		a.persist(fctx)
+		cancel()
+	}
+	return err
+}
+
+// handle scores a fetch of batches and publishes the alerts, grouped by
+// the host they are about. When publishing fails the alerts are kept and
+// the batches redelivered; the engine drops the redelivered duplicates.
+func (a *Analyzer) handle(ctx context.Context, batches []*containv1.Batch) error {
+	a.mu.Lock()
+	for _, b := range batches {
+		for _, ev := range b.Events {
+			if out := a.engine.Observe(ev); len(out) > 0 {
+				if len(a.pending) >= maxPending {
+					a.m.Dropped.WithLabelValues(metrics.StageAnalyzer, "alerts_pending_full").Add(float64(len(out)))
+					continue
+				}
+				a.pending = append(a.pending, out...)
+			}
+		}
+	}
+	pending := a.pending
+	a.pending = nil
+	a.mu.Unlock()
+	if len(pending) == 0 {
+		return nil
+	}
+	byHost := map[string][]*containv1.Event{}
+	var order []string
+	for _, al := range pending {
+		if _, ok := byHost[al.Host]; !ok {
+			order = append(order, al.Host)
+		}
+		byHost[al.Host] = append(byHost[al.Host], al)
+	}
+	var failed []*containv1.Event
+	var firstErr error
+	for _, h := range order {
+		evs := byHost[h]
+		if err := bus.Publish(ctx, a.js, containv1.AlertsSubject(h), a.prod.Batch(evs)); err != nil {
+			a.m.Errors.WithLabelValues(metrics.StageAnalyzer, "publish").Inc()
+			failed = append(failed, evs...)
+			if firstErr == nil {
+				firstErr = err
+			}
+			continue
+		}
+		a.m.EventsOut.WithLabelValues(metrics.StageAnalyzer).Add(float64(len(evs)))
+		for _, al := range evs {
+			a.m.Alerts.WithLabelValues(al.GetAlert().GetRule()).Inc()
+			a.log.Info("alert", "container", al.ContainerId, "image", al.ImageRef, "score", al.GetAlert().GetScore(),
+				"rule", al.GetAlert().GetRule(), "reason", al.GetAlert().GetReasons()[0].GetMessage())
+		}
+	}
+	if firstErr != nil {
+		a.mu.Lock()
+		a.pending = append(failed, a.pending...)
+		a.mu.Unlock()
+		return fmt.Errorf("publishing alerts: %w", firstErr)
+	}
+	return nil
+}
+
+// Engine runs fn with the analyzer's engine locked (for the control
+// operations of the CLI and tests).
+func (a *Analyzer) Engine(fn func(*Engine)) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	fn(a.engine)
+}
+
+func registerStats(reg *prometheus.Registry, a *Analyzer) {
+	stat := func(name, help string, f func(Stats) uint64) {
+		c := prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "contain", Subsystem: "analyzer", Name: name, Help: help},
+			func() float64 {
+				a.mu.Lock()
+				defer a.mu.Unlock()
+				return float64(f(a.engine.stats))
+			})
+		if err := reg.Register(c); err != nil {
+			var are prometheus.AlreadyRegisteredError
+			if !errors.As(err, &are) {
+				a.log.Warn("registering metric", "name", name, "err", err)
+			}
+		}
+	}
+	stat("events_learned_total", "Events seen while their baseline was learning.", func(s Stats) uint64 { return s.Learned })
+	stat("events_scored_total", "Events scored against a converged or locked baseline.", func(s Stats) uint64 { return s.Scored })
+	stat("events_late_total", "Events older than their baseline's convergence.", func(s Stats) uint64 { return s.Late })
+	stat("events_invalid_total", "Events missing what scoring needs.", func(s Stats) uint64 { return s.Invalid })
+	stat("events_duplicate_total", "Deviating events seen twice.", func(s Stats) uint64 { return s.Duplicates })
+	stat("deviations_total", "Events with at least one deviation.", func(s Stats) uint64 { return s.Deviations })
+	stat("deviations_grouped_total", "Deviations grouped into an earlier alert.", func(s Stats) uint64 { return s.Grouped })
+	stat("deviations_absorbed_total", "Deviations learned by a converged baseline.", func(s Stats) uint64 { return s.Absorbed })
+	stat("items_full_total", "Items not learned because a baseline set was full.", func(s Stats) uint64 { return s.Full })
+	stat("images_refused_total", "Events ignored because max_images was reached.", func(s Stats) uint64 { return s.Images })
+}

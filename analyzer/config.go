@@ -1,0 +1,140 @@
+package analyzer
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Default names.
+const (
+	DefaultDurable         = "analyzer"
+	DefaultBaselinesBucket = "contain_baselines"
+	DefaultProfilesBucket  = "contain_profiles"
+)
+
+// Config configures an Analyzer. The cmd/ owner fills it from viper under
+// the "analyzer" key; Validate names the offending key.
+type Config struct {
+	// LearningWindow is how long, in event time from the first event seen
+	// for an image, its baseline learns before deviations are scored. A
+	// baseline may converge earlier (see Convergence).
+	LearningWindow time.Duration
+	// Convergence ends learning early once the baseline stops seeing new
+	// behaviour.
+	Convergence ConvergenceConfig
+	// GroupWindow groups identical deviations (same container, reason code
+	// and subject) in event time: the first raises an alert, the others are
+	// counted into the next alert for that key.
+	GroupWindow time.Duration
+	// MinAlertScore: deviations scoring below it are counted, not alerted.
+	MinAlertScore float64
+	// AbsorbBelow: while converged (not locked), a deviation scoring below
+	// it is added to the baseline after it is reported.
+	AbsorbBelow float64
+	// MaxImages bounds the baselines held in memory; events of further
+	// images are counted and ignored.
+	MaxImages int
+	// MaxContainers bounds per-container state (process table, groups).
+	MaxContainers int
+	// MaxItems bounds each set of one baseline (executables, syscalls,
+	// peers, ...); once full, further items are not learned (counted).
+	MaxItems int
+
+	// Durable is the JetStream durable consumer on CONTAIN_EVENTS.
+	Durable string
+	// FilterSubject narrows CONTAIN_EVENTS; empty takes every host.
+	FilterSubject string
+	// Fetch is the number of batches per fetch.
+	Fetch int
+	// Host names this analyzer instance in the batches it publishes;
+	// empty means the machine's host name.
+	Host string
+	// BaselinesBucket is the NATS KV bucket holding baselines; empty turns
+	// persistence off.
+	BaselinesBucket string
+	// PersistInterval is how often changed baselines are written.
+	PersistInterval time.Duration
+	// ProfilesBucket is the NATS KV bucket of declared profiles (written
+	// by the enricher, keyed by image digest); empty turns seeding off.
+	ProfilesBucket string
+}
+
+// ConvergenceConfig decides when a baseline stops learning before the
+// learning window ends: when at least MinObservations events were seen
+// over at least MinDuration and the novelty rate (new behaviour per event,
+// an exponential moving average over about WindowEvents events) is below
+// NoveltyThreshold.
+type ConvergenceConfig struct {
+	// NoveltyThreshold in (0,1); 0 turns novelty convergence off.
+	NoveltyThreshold float64
+	WindowEvents     int
+	MinObservations  uint64
+	MinDuration      time.Duration
+}
+
+// DefaultConfig returns the defaults.
+func DefaultConfig() Config {
+	return Config{
+		LearningWindow: 10 * time.Minute,
+		Convergence: ConvergenceConfig{
+			NoveltyThreshold: 0.001,
+			WindowEvents:     5000,
+			MinObservations:  20000,
+			MinDuration:      2 * time.Minute,
+		},
+		GroupWindow:     5 * time.Minute,
+		MinAlertScore:   0.3,
+		AbsorbBelow:     0.45,
+		MaxImages:       10000,
+		MaxContainers:   65536,
+		MaxItems:        4096,
+		Durable:         DefaultDurable,
+		Fetch:           64,
+		BaselinesBucket: DefaultBaselinesBucket,
+		PersistInterval: 10 * time.Second,
+		ProfilesBucket:  DefaultProfilesBucket,
+	}
+}
+
+// Validate reports the first invalid field, naming its config key.
+func (c Config) Validate() error {
+	if err := c.validateEngine(); err != nil {
+		return err
+	}
+	switch {
+	case c.Durable == "":
+		return errors.New("analyzer.durable: must be set")
+	case c.Fetch <= 0:
+		return errors.New("analyzer.fetch: must be > 0")
+	case c.BaselinesBucket != "" && c.PersistInterval <= 0:
+		return errors.New("analyzer.persist_interval: must be > 0 when analyzer.baselines_bucket is set")
+	}
+	return nil
+}
+
+func (c Config) validateEngine() error {
+	switch {
+	case c.LearningWindow <= 0:
+		return errors.New("analyzer.learning_window: must be > 0")
+	case c.Convergence.NoveltyThreshold < 0 || c.Convergence.NoveltyThreshold >= 1:
+		return fmt.Errorf("analyzer.convergence.novelty_threshold: %v not in [0,1)", c.Convergence.NoveltyThreshold)
+	case c.Convergence.NoveltyThreshold > 0 && c.Convergence.WindowEvents <= 0:
+		return errors.New("analyzer.convergence.window_events: must be > 0")
+	case c.Convergence.MinDuration < 0:
+		return errors.New("analyzer.convergence.min_duration: must not be negative")
+	case c.GroupWindow < 0:
+		return errors.New("analyzer.group_window: must not be negative")
+	case c.MinAlertScore < 0 || c.MinAlertScore > 1:
+		return fmt.Errorf("analyzer.min_alert_score: %v not in [0,1]", c.MinAlertScore)
+	case c.AbsorbBelow < 0 || c.AbsorbBelow > 1:
+		return fmt.Errorf("analyzer.absorb_below: %v not in [0,1]", c.AbsorbBelow)
+	case c.MaxImages <= 0:
+		return errors.New("analyzer.max_images: must be > 0")
+	case c.MaxContainers <= 0:
+		return errors.New("analyzer.max_containers: must be > 0")
+	case c.MaxItems <= 0:
+		return errors.New("analyzer.max_items: must be > 0")
+	}
+	return nil
+}

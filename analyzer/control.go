@@ -1,0 +1,136 @@
+package analyzer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// The functions below back `contain baseline list|show|export|import|
+// lock|unlock|reset`. They work on the baselines bucket directly; a
+// running analyzer applies lock, unlock, reset and import as soon as it
+// sees the update, and on its next start otherwise.
+
+// ListBaselines summarizes the stored baselines.
+func ListBaselines(ctx context.Context, js jetstream.JetStream, bucket string) ([]Summary, error) {
+	st, err := OpenStore(ctx, js, bucket)
+	if err != nil {
+		return nil, err
+	}
+	return st.List(ctx)
+}
+
+// GetBaseline reads and verifies one stored baseline.
+func GetBaseline(ctx context.Context, js jetstream.JetStream, bucket, key string) (*Doc, error) {
+	st, err := OpenStore(ctx, js, bucket)
+	if err != nil {
+		return nil, err
+	}
+	return st.Get(ctx, key)
+}
+
+// Export formats.
+const (
+	FormatYAML    = "yaml"
+	FormatJSON    = "json"
+	FormatSeccomp = "seccomp"
+)
+
+// ExportBaseline writes the stored baseline of key to w as YAML (for
+// review and `import`), JSON, or an OCI seccomp profile of its syscalls.
+func ExportBaseline(ctx context.Context, js jetstream.JetStream, bucket, key, format string, w io.Writer) error {
+	d, err := GetBaseline(ctx, js, bucket, key)
+	if err != nil {
+		return err
+	}
+	return WriteDoc(w, d, format)
+}
+
+// WriteDoc writes d in format (yaml, json or seccomp).
+func WriteDoc(w io.Writer, d *Doc, format string) error {
+	switch format {
+	case FormatYAML, "":
+		return WriteYAML(w, d)
+	case FormatJSON:
+		raw, err := MarshalJSONDoc(d)
+		if err != nil {
+			return err
+		}
+		_, err = w.Write(append(raw, '\n'))
+		return err
+	case FormatSeccomp:
+		return WriteSeccomp(w, d, SeccompOptions{})
+	}
+	return fmt.Errorf("unknown export format %q (yaml, json, seccomp)", format)
+}
+
+// ImportBaseline reads a YAML baseline (as exported, possibly reviewed)
+// and stores it; a running analyzer replaces its copy.
+func ImportBaseline(ctx context.Context, js jetstream.JetStream, bucket string, r io.Reader) (*Doc, error) {
+	d, err := ReadYAML(r)
+	if err != nil {
+		return nil, err
+	}
+	st, err := OpenStore(ctx, js, bucket)
+	if err != nil {
+		return nil, err
+	}
+	d.Op = "import"
+	if _, err := st.Save(ctx, d); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+func applyStored(ctx context.Context, js jetstream.JetStream, bucket, key, op string) error {
+	st, err := OpenStore(ctx, js, bucket)
+	if err != nil {
+		return err
+	}
+	d, err := st.Get(ctx, key)
+	if err != nil {
+		return err
+	}
+	e, err := NewEngine(DefaultConfig(), nil)
+	if err != nil {
+		return err
+	}
+	if err := e.Load(d); err != nil {
+		return err
+	}
+	switch op {
+	case "lock":
+		err = e.Lock(key)
+	case "unlock":
+		err = e.Unlock(key)
+	case "reset":
+		err = e.Reset(key)
+	default:
+		err = errors.New("unknown op " + op)
+	}
+	if err != nil {
+		return err
+	}
+	nd, _ := e.Snapshot(key)
+	nd.Op = op
+	_, err = st.Save(ctx, nd)
+	return err
+}
+
+// LockBaseline locks the baseline of key.
+func LockBaseline(ctx context.Context, js jetstream.JetStream, bucket, key string) error {
+	return applyStored(ctx, js, bucket, key, "lock")
+}
+
+// UnlockBaseline makes the baseline of key learn again from its next event.
+func UnlockBaseline(ctx context.Context, js jetstream.JetStream, bucket, key string) error {
+	return applyStored(ctx, js, bucket, key, "unlock")
+}
+
+// ResetBaseline forgets what the baseline of key learned.
+func ResetBaseline(ctx context.Context, js jetstream.JetStream, bucket, key string) error {
+	return applyStored(ctx, js, bucket, key, "reset")
+}

@@ -1,0 +1,35 @@
+// Package analyzer is contain's detection stage.
+//
+// It consumes enriched event batches from the CONTAIN_EVENTS stream
+// (durable consumer "analyzer") and emits KIND_ALERT events, in batches,
+// to containv1.AlertsSubject(host of the container) on CONTAIN_ALERTS.
+//
+// For each image (key: image digest, else image reference, else
+// "container:<id>") it keeps a Baseline: executables with their argv
+// shapes, parent→child edges, effective uids, syscalls, syscall 3-grams,
+// outbound peers, listen ports, file-write path prefixes and sensitive
+// files read. A baseline learns from the first event of its image for
+// LearningWindow of event time (or until its novelty rate converges),
+// then scores every deviation in [0,1] from the severity of its class,
+// how rare it is for the image, and whether it contradicts the image's
+// declared Profile (contradictions are scored even while learning).
+//
+// Guarantees:
+//   - Scoring is deterministic: time is the events' wall time, never the
+//     clock, and alert ids derive from the trigger's id, so replaying a
+//     stream reproduces the same alerts.
+//   - Identical deviations (same container, reason code and subject)
+//     raise one alert per GroupWindow; the others are counted into the
+//     next alert's count.
+//   - Redelivered duplicates of a deviating event raise nothing; events
+//     of unknown kind, without a container, without wall time or beyond
+//     MaxImages are counted and skipped, never fatal.
+//   - An alert is acknowledged upstream only once published; alerts that
+//     failed to publish are retried before new ones.
+//   - Baselines are persisted in the NATS KV bucket "contain_baselines"
+//     with a checksum; a corrupt one is reported and counted, never
+//     loaded.
+//
+// The Engine type is the pure scoring core (no I/O); Analyzer wraps it
+// with NATS.
+package analyzer

@@ -1,0 +1,358 @@
+package analyzer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/containsec/contain/internal/metrics"
+)
+
+// Store keeps baselines in a NATS KV bucket, one key per image, with the
+// last versions in the bucket's history.
+type Store struct {
+	kv jetstream.KeyValue
+}
+
+// storeHistory is how many versions of a baseline the bucket keeps.
+const storeHistory = 16
+
+// OpenStore opens (creating if needed) the baselines bucket.
+func OpenStore(ctx context.Context, js jetstream.JetStream, bucket string) (*Store, error) {
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      bucket,
+		Description: "contain analyzer baselines (" + DocFormat + ")",
+		History:     storeHistory,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("baselines bucket %s: %w", bucket, err)
+	}
+	return &Store{kv: kv}, nil
+}
+
+// KVKey encodes an image key as a NATS KV key: letters, digits, '-', '_'
+// and '/' are kept, every other byte is written as =XX.
+func KVKey(key string) string {
+	var b strings.Builder
+	for i := 0; i < len(key); i++ {
+		c := key[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '-', c == '_', c == '/' && i > 0 && i < len(key)-1 && key[i-1] != '/':
+			b.WriteByte(c)
+		default:
+			fmt.Fprintf(&b, "=%02X", c)
+		}
+	}
+	return b.String()
+}
+
+// Save writes d (the analyzer's own state, or a manual operation when
+// d.Op is set) and returns the new revision.
+func (s *Store) Save(ctx context.Context, d *Doc) (uint64, error) {
+	raw, err := MarshalJSONDoc(d)
+	if err != nil {
+		return 0, err
+	}
+	rev, err := s.kv.Put(ctx, KVKey(d.Key), raw)
+	if err != nil {
+		return 0, fmt.Errorf("saving baseline %s: %w", d.Key, err)
+	}
+	return rev, nil
+}
+
+// Get reads and verifies the baseline of an image key.
+func (s *Store) Get(ctx context.Context, key string) (*Doc, error) {
+	e, err := s.kv.Get(ctx, KVKey(key))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, fmt.Errorf("%w for %q", ErrNoBaseline, key)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading baseline %s: %w", key, err)
+	}
+	return UnmarshalJSONDoc(e.Value())
+}
+
+// History returns the stored versions of key, oldest first; corrupt ones
+// are skipped and counted in bad.
+func (s *Store) History(ctx context.Context, key string) (docs []*Doc, bad int, err error) {
+	entries, err := s.kv.History(ctx, KVKey(key))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, 0, fmt.Errorf("%w for %q", ErrNoBaseline, key)
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("history of baseline %s: %w", key, err)
+	}
+	for _, e := range entries {
+		if e.Operation() != jetstream.KeyValuePut {
+			continue
+		}
+		d, err := UnmarshalJSONDoc(e.Value())
+		if err != nil {
+			bad++
+			continue
+		}
+		docs = append(docs, d)
+	}
+	return docs, bad, nil
+}
+
+// Summary is one line of `contain baseline list`.
+type Summary struct {
+	Key       string    `json:"key"`
+	Image     string    `json:"image"`
+	Phase     string    `json:"phase"`
+	Version   uint64    `json:"version"`
+	Items     int       `json:"items"`
+	First     time.Time `json:"first"`
+	Converged time.Time `json:"converged,omitzero"`
+	// Err is set for a corrupt entry.
+	Err string `json:"error,omitempty"`
+}
+
+// List summarizes every stored baseline; a corrupt one is listed with its
+// error.
+func (s *Store) List(ctx context.Context) ([]Summary, error) {
+	lister, err := s.kv.ListKeys(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("listing baselines: %w", err)
+	}
+	var out []Summary
+	for k := range lister.Keys() {
+		e, err := s.kv.Get(ctx, k)
+		if err != nil {
+			out = append(out, Summary{Key: k, Err: err.Error()})
+			continue
+		}
+		d, err := UnmarshalJSONDoc(e.Value())
+		if err != nil {
+			out = append(out, Summary{Key: k, Err: err.Error()})
+			continue
+		}
+		b, _ := d.Baseline()
+		out = append(out, Summary{Key: d.Key, Image: d.Image, Phase: d.Phase, Version: d.Version, Items: b.Size(), First: d.First, Converged: d.Converged})
+	}
+	return out, nil
+}
+
+// Delete removes a baseline and its history.
+func (s *Store) Delete(ctx context.Context, key string) error {
+	if err := s.kv.Purge(ctx, KVKey(key)); err != nil {
+		return fmt.Errorf("deleting baseline %s: %w", key, err)
+	}
+	return nil
+}
+
+// LoadInto loads every stored baseline into e; corrupt ones are logged and
+// counted in bad, and their images learn afresh.
+func (s *Store) LoadInto(ctx context.Context, e *Engine, log *slog.Logger) (n, bad int) {
+	lister, err := s.kv.ListKeys(ctx)
+	if err != nil {
+		log.Warn("listing baselines", "err", err)
+		return 0, 0
+	}
+	for k := range lister.Keys() {
+		entry, err := s.kv.Get(ctx, k)
+		if err != nil {
+			log.Warn("reading baseline", "kv_key", k, "err", err)
+			continue
+		}
+		d, err := UnmarshalJSONDoc(entry.Value())
+		if err == nil {
+			err = e.Load(d)
+		}
+		if err != nil {
+			bad++
+			log.Error("baseline not loaded; the image learns afresh", "kv_key", k, "err", err)
+			continue
+		}
+		n++
+	}
+	return n, bad
+}
+
+// persist writes the baselines changed since the last write.
+func (a *Analyzer) persist(ctx context.Context) {
+	a.mu.Lock()
+	docs := a.engine.Dirty()
+	a.mu.Unlock()
+	for _, d := range docs {
+		if _, err := a.store.Save(ctx, d); err != nil {
+			a.m.Errors.WithLabelValues(metrics.StageAnalyzer, "baseline_save").Inc()
+			a.log.Warn("saving baseline; will retry", "key", d.Key, "err", err)
+			a.mu.Lock()
+			if b := a.engine.images[d.Key]; b != nil {
+				b.dirty = true
+			}
+			a.mu.Unlock()
+		}
+	}
+}
+
+func (a *Analyzer) persistLoop(ctx context.Context) {
+	t := time.NewTicker(a.cfg.PersistInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			a.persist(ctx)
+		}
+	}
+}
+
+// watchControl applies manual operations (lock, unlock, reset, import)
+// written to the bucket while the analyzer runs.
+func (a *Analyzer) watchControl(ctx context.Context) {
+	w, err := a.store.kv.WatchAll(ctx, jetstream.UpdatesOnly())
+	if err != nil {
+		a.log.Warn("watching baselines bucket; manual operations apply at restart", "err", err)
+		return
+	}
+	defer w.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case e, ok := <-w.Updates():
+			if !ok {
+				return
+			}
+			if e == nil || e.Operation() != jetstream.KeyValuePut {
+				continue
+			}
+			d, err := UnmarshalJSONDoc(e.Value())
+			if err != nil {
+				a.m.Errors.WithLabelValues(metrics.StageAnalyzer, "baseline_corrupt").Inc()
+				a.log.Error("ignoring corrupt baseline update", "kv_key", e.Key(), "err", err)
+				continue
+			}
+			if d.Op == "" {
+				continue
+			}
+			a.mu.Lock()
+			err = a.engine.ApplyOp(d)
+			a.mu.Unlock()
+			if err != nil {
+				a.m.Errors.WithLabelValues(metrics.StageAnalyzer, "baseline_op").Inc()
+				a.log.Error("applying baseline operation", "key", d.Key, "op", d.Op, "err", err)
+				continue
+			}
+			a.log.Info("baseline operation applied", "key", d.Key, "op", d.Op)
+			a.persist(ctx)
+		}
+	}
+}
+
+// profileCache mirrors the declared-profiles bucket in memory so that the
+// engine never waits on the network.
+type profileCache struct {
+	js     jetstream.JetStream
+	bucket string
+	log    *slog.Logger
+	mu     sync.Mutex
+	m      map[string]*Profile
+}
+
+func newProfileCache(js jetstream.JetStream, bucket string, log *slog.Logger) *profileCache {
+	return &profileCache{js: js, bucket: bucket, log: log, m: map[string]*Profile{}}
+}
+
+func (p *profileCache) get(digest string) *Profile {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.m[digest]
+}
+
+// DecodeProfile parses a declared profile (JSON). It is pure and safe on
+// any input.
+func DecodeProfile(raw []byte) (*Profile, error) {
+	var p Profile
+	if err := json.Unmarshal(raw, &p); err != nil {
+		return nil, fmt.Errorf("decoding profile: %w", err)
+	}
+	for _, lp := range p.ListenPorts {
+		if _, err := parsePortLabel(lp); err != nil {
+			return nil, fmt.Errorf("decoding profile: listen_ports: %w", err)
+		}
+	}
+	for _, peer := range p.Peers {
+		if _, ok := parsePeerRule(peer); !ok {
+			return nil, fmt.Errorf("decoding profile: peers: %q is not addr[:port] or cidr[:port]", peer)
+		}
+	}
+	return &p, nil
+}
+
+// run mirrors the bucket until ctx ends, waiting for it to exist, and
+// calls apply for each profile that changes.
+func (p *profileCache) run(ctx context.Context, apply func(digest string, pr *Profile), bad func()) {
+	for ctx.Err() == nil {
+		kv, err := p.js.KeyValue(ctx, p.bucket)
+		if err != nil {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(2 * time.Second):
+			}
+			continue
+		}
+		w, err := kv.WatchAll(ctx)
+		if err != nil {
+			p.log.Warn("watching profiles", "bucket", p.bucket, "err", err)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(2 * time.Second):
+			}
+			continue
+		}
+		for e := range w.Updates() {
+			if e == nil {
+				continue
+			}
+			digest := DecodeKVKey(e.Key())
+			var pr *Profile
+			if e.Operation() == jetstream.KeyValuePut {
+				var err error
+				if pr, err = DecodeProfile(e.Value()); err != nil {
+					bad()
+					p.log.Warn("ignoring undecodable profile", "key", digest, "err", err)
+					continue
+				}
+			}
+			p.mu.Lock()
+			p.m[digest] = pr
+			p.mu.Unlock()
+			apply(digest, pr)
+		}
+		_ = w.Stop()
+	}
+}
+
+// DecodeKVKey is the inverse of KVKey.
+func DecodeKVKey(k string) string {
+	if !strings.Contains(k, "=") {
+		return k
+	}
+	var b strings.Builder
+	for i := 0; i < len(k); i++ {
+		if k[i] == '=' && i+2 < len(k) {
+			var c byte
+			if _, err := fmt.Sscanf(k[i+1:i+3], "%02X", &c); err == nil {
+				b.WriteByte(c)
+				i += 2
+				continue
+			}
+		}
+		b.WriteByte(k[i])
+	}
+	return b.String()
+}
