@@ -32,7 +32,7 @@ func execEv(ctr string, at int64, filename string, argv ...string) *containv1.Ev
 		argv = []string{filename}
 	}
 	ev.Body = &containv1.Event_Exec{Exec: &containv1.Exec{
-		Proc: &containv1.Process{Pid: 10, Tgid: 10, Ppid: 1, Uid: 1000, Euid: 1000, Comm: filename},
+		Proc:     &containv1.Process{Pid: 10, Tgid: 10, Ppid: 1, Uid: 1000, Euid: 1000, Comm: filename},
 		Filename: filename, Argv: argv, Argc: uint32(len(argv)),
 	}}
 	return ev
