@@ -137,10 +137,17 @@ func RunContainer(t testing.TB, name string, spec ContainerSpec) *Container {
 	}
 	cmd := exec.Command("runc", "run", "-d", "--bundle", dir, id)
 	cmd.Stdin = nil
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
+	// A file, not a pipe: the detached container inherits runc's stdio, and
+	// Wait would block until the container closed a pipe (never).
+	stderr, err := os.CreateTemp(dir, "runc-stderr-*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stderr.Close()
+	cmd.Stderr = stderr
 	if err := cmd.Run(); err != nil {
-		t.Fatalf("runc run %s: %v: %s", id, err, stderr.String())
+		msg, _ := os.ReadFile(stderr.Name())
+		t.Fatalf("runc run %s: %v: %s", id, err, msg)
 	}
 	c := &Container{ID: id, Bundle: dir, Rootfs: rootfs, t: t}
 	t.Cleanup(c.Remove)

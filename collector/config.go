@@ -1,0 +1,86 @@
+package collector
+
+import (
+	"fmt"
+	"os"
+	"time"
+)
+
+// Config configures a Collector. The cmd/ owner fills it from viper under
+// the "collector." prefix; keys below are named as in Validate's errors.
+type Config struct {
+	// Host names this host in events and in the raw subject (collector.host).
+	Host string
+	// HostProcesses reports processes outside containers too
+	// (collector.host_processes). Off by default: filtered in the kernel.
+	HostProcesses bool
+	// QueueLen bounds the records waiting between the ring-buffer reader
+	// and decoding (collector.queue_len); a full queue drops and counts.
+	QueueLen int
+	// RingBufferBytes is the kernel ring buffer's size, a power of two
+	// multiple of the page size (collector.ring_buffer_bytes).
+	RingBufferBytes int
+	// BatchQueueLen bounds events waiting to be batched (collector.batch_queue_len).
+	BatchQueueLen int
+	// BatchMaxEvents, BatchMaxBytes and FlushInterval close a batch
+	// (collector.batch_max_events, collector.batch_max_bytes, collector.flush_interval).
+	BatchMaxEvents int
+	BatchMaxBytes  int
+	FlushInterval  time.Duration
+	// CgroupRoot is the cgroup2 mount (collector.cgroup_root).
+	CgroupRoot string
+	// RuncRoot is runc's state root (collector.runc_root).
+	RuncRoot string
+	// LossInterval is how often loss events are emitted when something was
+	// lost (collector.loss_interval).
+	LossInterval time.Duration
+	// MaxArgs bounds the argv entries of one exec (collector.max_args).
+	MaxArgs int
+}
+
+// DefaultConfig is the configuration for a host with a hybrid cgroup
+// layout (cgroup2 at /sys/fs/cgroup/unified) and runc.
+func DefaultConfig() Config {
+	host, _ := os.Hostname()
+	return Config{
+		Host:            host,
+		QueueLen:        16384,
+		RingBufferBytes: 8 << 20,
+		BatchQueueLen:   16384,
+		BatchMaxEvents:  1024,
+		BatchMaxBytes:   1 << 20,
+		FlushInterval:   100 * time.Millisecond,
+		CgroupRoot:      "/sys/fs/cgroup/unified",
+		RuncRoot:        "/run/runc",
+		LossInterval:    10 * time.Second,
+		MaxArgs:         1024,
+	}
+}
+
+// Validate reports the first invalid field, naming its config key.
+func (c Config) Validate() error {
+	pageSize := os.Getpagesize()
+	switch {
+	case c.Host == "":
+		return fmt.Errorf("collector.host: must be set")
+	case c.QueueLen <= 0:
+		return fmt.Errorf("collector.queue_len: must be > 0")
+	case c.RingBufferBytes < pageSize || c.RingBufferBytes&(c.RingBufferBytes-1) != 0:
+		return fmt.Errorf("collector.ring_buffer_bytes: %d must be a power of two >= the page size %d", c.RingBufferBytes, pageSize)
+	case c.BatchQueueLen <= 0:
+		return fmt.Errorf("collector.batch_queue_len: must be > 0")
+	case c.BatchMaxEvents <= 0:
+		return fmt.Errorf("collector.batch_max_events: must be > 0")
+	case c.BatchMaxBytes <= 0 || c.BatchMaxBytes > 4<<20:
+		return fmt.Errorf("collector.batch_max_bytes: must be in (0, 4MiB]")
+	case c.FlushInterval <= 0:
+		return fmt.Errorf("collector.flush_interval: must be > 0")
+	case c.CgroupRoot == "":
+		return fmt.Errorf("collector.cgroup_root: must be set")
+	case c.LossInterval <= 0:
+		return fmt.Errorf("collector.loss_interval: must be > 0")
+	case c.MaxArgs <= 0:
+		return fmt.Errorf("collector.max_args: must be > 0")
+	}
+	return nil
+}

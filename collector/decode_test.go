@@ -1,0 +1,188 @@
+package collector
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"strings"
+	"testing"
+	"unsafe"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/containsec/contain/schemas/containv1"
+)
+
+// The decoder's offsets must match the C layout bpf2go saw in the object.
+func TestRecordLayoutMatchesBTF(t *testing.T) {
+	var e collectorExecEvent
+	var h collectorRecordHdr
+	for _, c := range []struct {
+		name      string
+		got, want uintptr
+	}{
+		{"sizeof(record_hdr)", unsafe.Sizeof(h), hdrSize},
+		{"hdr.cgroup_id", unsafe.Offsetof(h.CgroupId), 32},
+		{"hdr.ktime_ns", unsafe.Offsetof(h.KtimeNs), 40},
+		{"hdr.comm", unsafe.Offsetof(h.Comm), 48},
+		{"exec.argc", unsafe.Offsetof(e.Argc), execBodyOffset},
+		{"exec.filename", unsafe.Offsetof(e.Filename), execFilenameOff},
+		{"exec.args", unsafe.Offsetof(e.Args), execArgsOff},
+		{"sizeof(exec_event)", unsafe.Sizeof(e), execSize},
+	} {
+		if c.got != c.want {
+			t.Errorf("%s: C layout %d, decoder %d", c.name, c.got, c.want)
+		}
+	}
+}
+
+type execRec struct {
+	flags              uint8
+	pid, tgid, ppid    uint32
+	nsPid              uint32
+	uid, gid, euid     uint32
+	cgroup, ktime      uint64
+	comm               []byte
+	argc               uint32
+	filename           []byte
+	args               []byte // as the kernel copies it
+	argsLen, argsFull  uint32
+	overrideArgsLength bool
+}
+
+func (r execRec) bytes() []byte {
+	b := make([]byte, execSize)
+	le := binary.LittleEndian
+	b[0], b[1] = recordExec, r.flags
+	for i, v := range []uint32{r.pid, r.tgid, r.ppid, r.nsPid, r.uid, r.gid, r.euid} {
+		le.PutUint32(b[4+4*i:], v)
+	}
+	le.PutUint64(b[32:], r.cgroup)
+	le.PutUint64(b[40:], r.ktime)
+	copy(b[48:48+commLen], r.comm)
+	args := r.args
+	if len(args) > argsMaxLen {
+		args = args[:argsMaxLen]
+	}
+	argsLen, full := uint32(len(args)), uint32(len(r.args))
+	if r.overrideArgsLength {
+		argsLen, full = r.argsLen, r.argsFull
+	}
+	le.PutUint32(b[execBodyOffset:], r.argc)
+	le.PutUint32(b[execBodyOffset+4:], argsLen)
+	le.PutUint32(b[execBodyOffset+8:], full)
+	le.PutUint32(b[execBodyOffset+12:], uint32(len(r.filename)+1))
+	copy(b[execFilenameOff:execFilenameOff+filenameMaxLen], r.filename)
+	copy(b[execArgsOff:], args)
+	return b
+}
+
+func TestDecodeExec(t *testing.T) {
+	rec := execRec{
+		pid: 11, tgid: 11, ppid: 7, nsPid: 3, uid: 1000, gid: 1001, euid: 0,
+		cgroup: 4242, ktime: 123456789, comm: []byte("sh"), argc: 4,
+		filename: []byte("/bin/sh"), args: []byte("/bin/sh\x00-c\x00\x00echo hi\x00"),
+	}
+	ev, err := decode(rec.bytes(), decodeOptions{maxArgs: 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev.Kind != containv1.Kind_KIND_EXEC || ev.MonoNs != 123456789 || ev.CgroupId != 4242 {
+		t.Fatalf("envelope: %+v", ev)
+	}
+	x := ev.GetExec()
+	p := x.GetProc()
+	if p.Pid != 11 || p.Tgid != 11 || p.Ppid != 7 || p.NsPid != 3 || p.Uid != 1000 || p.Gid != 1001 || p.Euid != 0 || p.Comm != "sh" {
+		t.Fatalf("proc: %+v", p)
+	}
+	want := []string{"/bin/sh", "-c", "", "echo hi"}
+	if x.Filename != "/bin/sh" || strings.Join(x.Argv, "|") != strings.Join(want, "|") || x.Argc != 4 || x.ArgvTruncated || x.NonUtf8 {
+		t.Fatalf("exec: %+v", x)
+	}
+}
+
+func TestDecodeHostileExec(t *testing.T) {
+	// 1 MB of argv: the kernel copies 4096 bytes and flags it.
+	huge := bytes.Repeat([]byte("A"), 1<<20)
+	ev, err := decode(execRec{argc: 1, flags: flagArgsTruncated, args: huge, filename: []byte("/x")}.bytes(), decodeOptions{maxArgs: 1024})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if x := ev.GetExec(); !x.ArgvTruncated || len(x.Argv) != 1 || len(x.Argv[0]) != argsMaxLen {
+		t.Fatalf("1MB argv: truncated=%v n=%d len0=%d", x.ArgvTruncated, len(x.Argv), len(x.Argv[0]))
+	}
+
+	// 10k entries: bounded to maxArgs and flagged.
+	many := bytes.Repeat([]byte("a\x00"), 10000)
+	ev, err = decode(execRec{argc: 10000, flags: flagArgsTruncated, args: many}.bytes(), decodeOptions{maxArgs: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if x := ev.GetExec(); !x.ArgvTruncated || len(x.Argv) != 100 || x.Argc != 10000 {
+		t.Fatalf("10k argv: truncated=%v n=%d argc=%d", x.ArgvTruncated, len(x.Argv), x.Argc)
+	}
+
+	// Non-UTF-8 filename, comm and argument.
+	ev, err = decode(execRec{argc: 1, comm: []byte("c\xff"), filename: []byte("/tmp/\xfe\xff"), args: []byte("\xc3\x28\x00")}.bytes(), decodeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := ev.GetExec()
+	if !x.NonUtf8 || x.Filename != `/tmp/\xfe\xff` || x.Argv[0] != `\xc3(` || x.Proc.Comm != `c\xff` {
+		t.Fatalf("non-utf8: %+v", x)
+	}
+
+	// Kernel says more args exist than were copied.
+	ev, _ = decode(execRec{argc: 1, args: []byte("x\x00"), argsLen: 2, argsFull: 9000, overrideArgsLength: true}.bytes(), decodeOptions{})
+	if !ev.GetExec().ArgvTruncated {
+		t.Fatal("args_full_len > args_len not flagged")
+	}
+}
+
+func TestDecodeMalformed(t *testing.T) {
+	for name, b := range map[string][]byte{
+		"empty":        nil,
+		"short header": make([]byte, 10),
+		"unknown type": append([]byte{99}, make([]byte, 100)...),
+		"short exec":   append([]byte{recordExec}, make([]byte, 100)...),
+		"args_len too big": func() []byte {
+			return execRec{argsLen: argsMaxLen + 1, overrideArgsLength: true}.bytes()
+		}(),
+	} {
+		if _, err := decode(b, decodeOptions{}); !errors.Is(err, ErrMalformedRecord) {
+			t.Errorf("%s: err = %v, want ErrMalformedRecord", name, err)
+		}
+	}
+}
+
+func FuzzDecode(f *testing.F) {
+	f.Add(execRec{argc: 2, comm: []byte("sh"), filename: []byte("/bin/sh"), args: []byte("sh\x00-c\x00")}.bytes())
+	f.Add(execRec{argc: 1, flags: 0xff, args: bytes.Repeat([]byte{0xff}, 5000)}.bytes())
+	f.Add([]byte{recordExec})
+	f.Add(make([]byte, hdrSize))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		ev, err := decode(b, decodeOptions{maxArgs: 64})
+		if err != nil {
+			return
+		}
+		x := ev.GetExec()
+		if x == nil {
+			t.Fatal("nil body without error")
+		}
+		if len(x.Argv) > 64 {
+			t.Fatalf("%d args, bound 64", len(x.Argv))
+		}
+		total := 0
+		for _, a := range x.Argv {
+			total += len(a)
+		}
+		// \xNN escapes expand a byte to at most 4.
+		if total > 4*argsMaxLen {
+			t.Fatalf("argv of %d bytes", total)
+		}
+		// Must be marshalable: protobuf rejects invalid UTF-8 strings.
+		if _, err := proto.Marshal(ev); err != nil {
+			t.Fatal(err)
+		}
+	})
+}

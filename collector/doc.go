@@ -1,0 +1,46 @@
+// Package collector is contain's sensor: CO-RE eBPF programs on each host
+// that report what container processes do, published as raw event batches.
+//
+// Consumes: kernel events through one BPF ring buffer, from
+// tp_btf/sched_process_exec (falling back to
+// raw_tracepoint/sched_process_exec where tp_btf is refused); the cgroup2
+// hierarchy (CgroupRoot) and the runtimes' OCI state directories (RuncRoot
+// and the docker/containerd runc roots, /run/crun) for container identity.
+//
+// Emits: containv1.Batch messages on containv1.RawSubject(host) through
+// bus.Batcher, with events of kind
+//
+//   - KIND_CONTAINER: once per container, on its first event and BEFORE
+//     that container's other events (again if its runtime state appears
+//     later): ContainerInfo{runtime, cgroup_path, bundle, init_pid,
+//     labels = OCI annotations, pod, namespace}. The collector never sets
+//     image_ref or image_digest: the enricher derives them from labels.
+//   - KIND_EXEC: pid/tgid/ppid/ns_pid, uid/gid/euid, comm, filename, argv
+//     (at most 4096 bytes read in the kernel and collector.max_args
+//     entries; argv_truncated says when cut), non_utf8 when a string had
+//     invalid bytes (written as \xNN).
+//   - KIND_LOSS: every loss_interval, one event per counter that grew:
+//     source "ringbuf" (reserve failures counted per CPU in the kernel),
+//     "queue" (reader→decoder queue full), "batcher" (publish queue full).
+//
+// Every event has id, host, mono_ns (CLOCK_MONOTONIC, bpf_ktime_get_ns),
+// wall_ns (mono_ns plus the wall-monotonic offset, re-measured every
+// loss_interval), kind and schema_version; container events carry
+// container_id, container_name and cgroup_id (cgroup v2 inode).
+//
+// Guarantees:
+//
+//   - Only container processes by default, filtered in the kernel (cgroup
+//     id != the cgroup2 root's) and never the collector's own process;
+//     host systemd-unit cgroups that pass the kernel filter are dropped in
+//     user space and counted (reason host_process).
+//   - The ring-buffer reader never blocks: a full queue drops and counts
+//     (contain_dropped_total{stage="collector",reason="queue_full"}) and
+//     the loss is reported as a KIND_LOSS event. Nothing is lost silently.
+//   - A container that starts after the collector resolves on its first
+//     event: an unknown cgroup id triggers a new walk of the hierarchy.
+//   - Records are decoded by a pure function (decode) that is fuzzed;
+//     a record that does not decode is counted and dropped.
+//   - Run detaches the programs when ctx ends, then publishes everything
+//     already in the ring buffer before returning.
+package collector
