@@ -150,18 +150,23 @@ var (
 	actionResNames   = newEnumNames(containv1.Action_Result(0).Descriptor(), "RESULT_")
 )
 
+// zero16 is the address of events without one; never written to.
+var zero16 = make([]byte, 16)
+
 // addr16 is a FixedString(16) address: 16 bytes as sent, 4 bytes as
 // IPv4-mapped IPv6, anything else all zeros (IPv6NumToString gives "::").
+// The column copies the bytes, so the result may alias b or zero16.
 func addr16(b []byte) []byte {
-	out := make([]byte, 16)
 	switch len(b) {
 	case 16:
-		copy(out, b)
+		return b
 	case 4:
+		out := make([]byte, 16)
 		out[10], out[11] = 0xff, 0xff
 		copy(out[12:], b)
+		return out
 	}
-	return out
+	return zero16
 }
 
 // refID turns an id that refers to another row into a UUID: zero when

@@ -1,0 +1,124 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/containsec/contain/internal/bus"
+	"github.com/containsec/contain/internal/metrics"
+	"github.com/containsec/contain/internal/testenv"
+	"github.com/containsec/contain/schemas/containv1"
+)
+
+// benchBatches makes n batches of per events each, a mix of the kinds the
+// collector sends most (syscall, exec, network, file) over 50 containers.
+func benchBatches(n, per int) []*containv1.Batch {
+	ids := containv1.NewIDGen()
+	p := bus.NewProducer("bench-host", "enricher")
+	base := time.Now().Add(-time.Minute)
+	out := make([]*containv1.Batch, n)
+	for i := range out {
+		evs := make([]*containv1.Event, 0, per)
+		for len(evs) < per {
+			cid := fmt.Sprintf("c-%02d", len(evs)%50)
+			for _, e := range sampleEvents(ids, cid, base)[:4] {
+				if len(evs) < per {
+					evs = append(evs, e)
+				}
+			}
+		}
+		out[i] = p.Batch(evs)
+	}
+	return out
+}
+
+// BenchmarkRows measures turning decoded batches into column buffers (the
+// store's CPU cost per row, without ClickHouse).
+func BenchmarkRows(b *testing.B) {
+	batches := benchBatches(10, 1000)
+	rs := newRowSet(false)
+	now := time.Now()
+	b.ReportAllocs()
+	b.ResetTimer()
+	rows := 0
+	for b.Loop() {
+		for _, bt := range batches {
+			rs.add(bt, now)
+		}
+		rows += rs.len()
+		rs.reset()
+	}
+	b.ReportMetric(float64(rows)/b.Elapsed().Seconds(), "rows/s")
+}
+
+// BenchmarkInsert measures one fetch's insert into a real ClickHouse:
+// rows per INSERT = messages x events per message.
+func BenchmarkInsert(b *testing.B) {
+	for _, rowsPerInsert := range []int{10_000, 50_000} {
+		b.Run(fmt.Sprintf("rows=%d", rowsPerInsert), func(b *testing.B) {
+			cfg := testConfig(b)
+			s, err := Open(context.Background(), cfg, testenv.Discard())
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			batches := benchBatches(rowsPerInsert/1000, 1000)
+			rs := newRowSet(false)
+			m := metrics.New()
+			b.ResetTimer()
+			rows := 0
+			for b.Loop() {
+				if err := s.handle(context.Background(), rs, batches, m); err != nil {
+					b.Fatal(err)
+				}
+				rows += rowsPerInsert
+			}
+			b.ReportMetric(float64(rows)/b.Elapsed().Seconds(), "rows/s")
+		})
+	}
+}
+
+// BenchmarkPipeline measures NATS to ClickHouse: batches of 1000 events
+// are published to CONTAIN_EVENTS, and the clock stops when the store has
+// inserted them all.
+func BenchmarkPipeline(b *testing.B) {
+	cfg := testConfig(b)
+	cfg.FetchMessages = 50
+	cfg.FlushInterval = 50 * time.Millisecond
+	s, err := Open(context.Background(), cfg, testenv.Discard())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	_, _, js := testenv.NATS(b)
+	m := metrics.New()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx, js, m) }()
+	defer func() { cancel(); <-done }()
+	const perIter = 100_000
+	batches := benchBatches(perIter/1000, 1000)
+	b.ResetTimer()
+	total := 0
+	for b.Loop() {
+		for _, bt := range batches {
+			bt.Seq += uint64(len(batches)) // a new Nats-Msg-Id each round
+			if err := bus.Publish(ctx, js, containv1.EventsSubject("bench-host"), bt); err != nil {
+				b.Fatal(err)
+			}
+		}
+		total += perIter
+		deadline := time.Now().Add(time.Minute)
+		for testutil.ToFloat64(m.EventsOut.WithLabelValues(metrics.StageStore)) < float64(total) {
+			if time.Now().After(deadline) {
+				b.Fatalf("stored %v of %d events after a minute", testutil.ToFloat64(m.EventsOut.WithLabelValues(metrics.StageStore)), total)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	b.ReportMetric(float64(total)/b.Elapsed().Seconds(), "events/s")
+}
