@@ -14,6 +14,9 @@
 //   - actions: one row per responder action (sorted by container_id, ts);
 //   - events_per_minute: per container, minute and kind, fed by a
 //     materialized view;
+//   - baselines, image_audits, declarations: image-level histories that the
+//     analyzer and the enricher write through InsertBaseline,
+//     InsertImageAudit and InsertDeclaration;
 //   - schema_migrations: the applied schema versions.
 //
 // Guarantees:

@@ -27,6 +27,7 @@ type migration struct {
 var migrations = []migration{
 	{1, "events, alerts, actions", []string{ddlEvents, ddlAlerts, ddlActions}},
 	{2, "per-container per-minute counts", []string{ddlEventsPerMinute, ddlEventsPerMinuteMV}},
+	{3, "baselines, image_audits, declarations", []string{ddlBaselines, ddlImageAudits, ddlDeclarations}},
 }
 
 const ddlMigrations = `CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -202,6 +203,58 @@ TO events_per_minute AS
 SELECT toStartOfMinute(ts) AS minute, container_id, image_ref, kind, count() AS events
 FROM events
 GROUP BY minute, container_id, image_ref, kind`
+
+// The image-level tables are small histories written by the analyzer and
+// the enricher (InsertBaseline, InsertImageAudit, InsertDeclaration): no
+// day partitions, so Prune keeps them. Items are parallel arrays
+// (item_kinds[i], items[i], counts[i]) so they ARRAY JOIN; doc keeps the
+// writer's full document (JSON) for replay.
+const ddlBaselines = `CREATE TABLE IF NOT EXISTS baselines (
+    ts               DateTime,
+    baseline_key     String,
+    image_ref        String,
+    image_digest     String,
+    version          UInt64,
+    phase            String,
+    observations     UInt64,
+    novelty          Float64,
+    item_kinds       Array(String),
+    items            Array(String),
+    counts           Array(UInt64),
+    source           String,
+    doc              String,
+    inserted_at      DateTime DEFAULT now()
+) ENGINE = ReplacingMergeTree(ts)
+ORDER BY (image_digest, baseline_key, version)`
+
+const ddlImageAudits = `CREATE TABLE IF NOT EXISTS image_audits (
+    ts                 DateTime,
+    image_ref          String,
+    image_digest       String,
+    auditor            String,
+    verdict            String,
+    score              Float64,
+    finding_codes      Array(String),
+    finding_messages   Array(String),
+    finding_severities Array(String),
+    doc                String,
+    inserted_at        DateTime DEFAULT now()
+) ENGINE = ReplacingMergeTree()
+ORDER BY (image_digest, auditor, ts)`
+
+const ddlDeclarations = `CREATE TABLE IF NOT EXISTS declarations (
+    ts              DateTime,
+    image_ref       String,
+    image_digest    String,
+    profile_version String,
+    source          String,
+    user            String,
+    item_kinds      Array(String),
+    items           Array(String),
+    doc             String,
+    inserted_at     DateTime DEFAULT now()
+) ENGINE = ReplacingMergeTree(ts)
+ORDER BY (image_digest, profile_version, source)`
 
 // migrate creates schema_migrations and applies the migrations it does
 // not list yet, in order.

@@ -54,7 +54,7 @@ func TestMigrationsIdempotent(t *testing.T) {
 			t.Errorf("migration %d is not after %d", m.version, migrations[i-1].version)
 		}
 	}
-	for _, table := range []string{"events", "alerts", "actions", "events_per_minute", "events_per_minute_mv"} {
+	for _, table := range []string{"events", "alerts", "actions", "events_per_minute", "events_per_minute_mv", "baselines", "image_audits", "declarations"} {
 		if n := queryUint(t, s1, "SELECT count() FROM system.tables WHERE database = ? AND name = ?", cfg.Database, table); n != 1 {
 			t.Errorf("table %s: found %d", table, n)
 		}
