@@ -195,7 +195,9 @@ func (e *Enricher) watchContainers(ctx context.Context, wg *sync.WaitGroup) erro
 					e.log.Warn("skipping malformed container record", "key", kve.Key(), logErr, err)
 					continue
 				}
-				e.store(rec)
+				if e.store(rec) && e.res != nil {
+					e.res.request(rec)
+				}
 			}
 		}
 	}()
