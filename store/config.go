@@ -19,9 +19,10 @@ type Config struct {
 	Username, Password string
 	// DialTimeout bounds connecting to one address.
 	DialTimeout time.Duration
-	// InsertTimeout bounds the inserts of one fetch; with FlushInterval it
-	// must stay under AckWait, so that a stuck insert fails and is retried
-	// (with back-off) before NATS redelivers on its own.
+	// InsertTimeout bounds the inserts of one fetch; FlushInterval +
+	// DialTimeout + 2*InsertTimeout must stay under AckWait, so that a stuck
+	// insert fails and is retried (with back-off) before NATS redelivers on
+	// its own.
 	InsertTimeout time.Duration
 
 	// BatchMaxRows is the largest INSERT; a fetch with more rows is split.
@@ -93,13 +94,19 @@ func (c Config) Validate() error {
 		return errors.New("store.retry_delay: must be > 0")
 	case c.AckWait <= 0:
 		return errors.New("store.ack_wait: must be > 0")
-	case c.AckWait <= c.FlushInterval+c.InsertTimeout:
-		// A fetch waits up to FlushInterval, then inserts within
-		// InsertTimeout: all of it must end before NATS gives up on the
-		// ack, or every slow insert would also be redelivered.
-		return fmt.Errorf("store.ack_wait: %v must exceed flush_interval + insert_timeout (%v)", c.AckWait, c.FlushInterval+c.InsertTimeout)
+	case c.AckWait <= c.maxHandle():
+		// A fetch waits up to FlushInterval, then (when the schema is not
+		// in place yet) migrates and inserts, each bounded: all of it must
+		// end before NATS gives up on the ack, or every slow insert would
+		// also be redelivered behind the store's back.
+		return fmt.Errorf("store.ack_wait: %v must exceed flush_interval + dial_timeout + 2*insert_timeout (%v)", c.AckWait, c.maxHandle())
 	case c.DurablePrefix == "" || !identRE.MatchString(c.DurablePrefix):
 		return fmt.Errorf("store.durable_prefix: %q must match %s", c.DurablePrefix, identRE)
 	}
 	return nil
+}
+
+// maxHandle bounds the time from a fetch's first message to its ack.
+func (c Config) maxHandle() time.Duration {
+	return c.FlushInterval + c.DialTimeout + 2*c.InsertTimeout
 }

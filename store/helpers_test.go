@@ -99,6 +99,7 @@ type switchProxy struct {
 	mu    sync.Mutex
 	ln    net.Listener
 	conns map[net.Conn]struct{}
+	hang  bool // accept connections but never answer
 }
 
 func newSwitchProxy(t testing.TB, backend string) *switchProxy {
@@ -113,12 +114,17 @@ func newSwitchProxy(t testing.TB, backend string) *switchProxy {
 	return p
 }
 
-func (p *switchProxy) up() {
+func (p *switchProxy) up() { p.listen(false) }
+
+// hangUp makes the port accept connections that never answer: a server
+// that is stuck rather than gone.
+func (p *switchProxy) hangUp() { p.listen(true) }
+
+func (p *switchProxy) listen(hang bool) {
+	p.down()
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.ln != nil {
-		return
-	}
+	p.hang = hang
 	var (
 		ln  net.Listener
 		err error
@@ -141,6 +147,16 @@ func (p *switchProxy) accept(ln net.Listener) {
 		c, err := ln.Accept()
 		if err != nil {
 			return
+		}
+		p.mu.Lock()
+		hang := p.hang
+		if hang {
+			p.conns[c] = struct{}{}
+		}
+		p.mu.Unlock()
+		if hang {
+			go func() { _, _ = io.Copy(io.Discard, c) }()
+			continue
 		}
 		b, err := net.Dial("tcp", p.backend)
 		if err != nil {

@@ -189,3 +189,41 @@ func runStoreOn(t *testing.T, s *Store, m *metrics.Metrics, js jetstream.JetStre
 		}
 	})
 }
+
+// A ClickHouse that accepts connections but never answers: inserts time
+// out (InsertTimeout), are retried with back-off, and nothing is lost.
+func TestHungServer(t *testing.T) {
+	cfg := testConfig(t)
+	proxy := newSwitchProxy(t, cfg.Addr[0])
+	proxy.up()
+	cfg.Addr = []string{proxy.addr}
+	cfg.InsertTimeout = 500 * time.Millisecond
+	cfg.AckWait = 3 * time.Second
+	s := openStore(t, cfg)
+	m := metrics.New()
+	_, _, js := testenv.NATS(t)
+	runStoreOn(t, s, m, js)
+	proxy.hangUp()
+
+	ctx := context.Background()
+	ids := containv1.NewIDGen()
+	p := bus.NewProducer("h1", "enricher")
+	const batches, per = 4, 50
+	for range batches {
+		evs := sampleEvents(ids, "c-hung", time.Now())[:1]
+		for range per - 1 {
+			e := sampleEvents(ids, "c-hung", time.Now())[0]
+			evs = append(evs, e)
+		}
+		if err := bus.Publish(ctx, js, containv1.EventsSubject("h1"), p.Batch(evs)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	insertErrors := func() float64 { return testutil.ToFloat64(m.Errors.WithLabelValues(metrics.StageStore, "insert")) }
+	waitFor(t, 10*time.Second, "inserts timing out on the hung server", func() (bool, string) { return insertErrors() >= 2, "" })
+	proxy.up()
+	waitFor(t, 40*time.Second, "all rows after the server answers again", func() (bool, string) {
+		n := queryUintNoFail(s, "SELECT uniqExact(event_id) FROM events WHERE container_id = 'c-hung'")
+		return n == batches*per, "have " + itoa(n)
+	})
+}
