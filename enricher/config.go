@@ -87,7 +87,8 @@ type ImageSourcesConfig struct {
 	OCILayouts []string
 	// Tarballs are `docker save` tarballs.
 	Tarballs []string
-	// Daemon asks the Docker daemon (not available on every host).
+	// Daemon would ask the Docker daemon; not supported by this build
+	// (Validate rejects it): export with `docker save` or to an OCI layout.
 	Daemon bool
 }
 
@@ -159,6 +160,9 @@ func (c Config) Validate() error {
 		if !validBucket(b.v) {
 			return fmt.Errorf("%s: %q is not a valid bucket name ([A-Za-z0-9_-]+)", b.key, b.v)
 		}
+	}
+	if c.ImageSources.Daemon {
+		return errors.New("enricher.image_sources.daemon: not supported by this build; use image_sources.tarballs (docker save) or oci_layouts")
 	}
 	for i, p := range c.ImageSources.OCILayouts {
 		if p == "" {

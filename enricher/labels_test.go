@@ -97,3 +97,22 @@ func FuzzDecodeProfile(f *testing.F) {
 		}
 	})
 }
+
+func TestConfigValidate(t *testing.T) {
+	if err := DefaultConfig().Validate(); err != nil {
+		t.Fatalf("default config: %v", err)
+	}
+	for key, mut := range map[string]func(*Config){
+		"enricher.workers":              func(c *Config) { c.Workers = -1 },
+		"enricher.fetch":                func(c *Config) { c.Fetch = 0 },
+		"enricher.containers_bucket":    func(c *Config) { c.ContainersBucket = "a.b" },
+		"enricher.image_sources.daemon": func(c *Config) { c.ImageSources.Daemon = true },
+		"enricher.compose_files[0]":     func(c *Config) { c.ComposeFiles = []string{""} },
+	} {
+		c := DefaultConfig()
+		mut(&c)
+		if err := c.Validate(); err == nil || !strings.HasPrefix(err.Error(), key) {
+			t.Errorf("%s: got %v", key, err)
+		}
+	}
+}
