@@ -28,7 +28,7 @@ func testConfig(t testing.TB) Config {
 	cfg.FlushInterval = 100 * time.Millisecond
 	cfg.RetryDelay = 100 * time.Millisecond
 	cfg.InsertTimeout = 5 * time.Second
-	cfg.AckWait = 10 * time.Second
+	cfg.AckWait = 15 * time.Second
 	cfg.DialTimeout = time.Second
 	t.Cleanup(func() { dropDatabase(t, addr, cfg.Database) })
 	return cfg
