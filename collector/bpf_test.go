@@ -3,11 +3,14 @@ package collector
 import (
 	"errors"
 	"os"
+	"runtime"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/ringbuf"
+	"golang.org/x/sys/unix"
 
 	"github.com/containsec/contain/internal/cgroups"
 	"github.com/containsec/contain/internal/testenv"
@@ -174,5 +177,93 @@ func TestBPFReserveFailureCounted(t *testing.T) {
 	}
 	if sum != 3 {
 		t.Fatalf("loss counter = %d, want 3", sum)
+	}
+}
+
+// The sys_enter program counts per (cgroup, syscall) per CPU, reports the
+// first use on a CPU once, and reports sensitive syscalls every time with
+// their arguments.
+func TestBPFSyscallFirstUseAndCounts(t *testing.T) {
+	testenv.RequireRoot(t)
+	me := myCgroupID(t)
+	spec, err := loadCollector()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name := range spec.Programs {
+		if name != "sys_enter_raw_tp" {
+			delete(spec.Programs, name)
+		}
+	}
+	spec.Maps["events"].MaxEntries = 1 << 16
+	var sensitive [syscallMax / 64]uint64
+	sensitive[161/64] |= 1 << (161 % 64) // chroot
+	_ = spec.Variables["host_cgroup_id"].Set(me + 1)
+	if err := spec.Variables["sensitive_bits"].Set(sensitive); err != nil {
+		t.Fatal(err)
+	}
+	coll, err := ebpf.NewCollection(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer coll.Close()
+	rd, err := ringbuf.NewReader(coll.Maps["events"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rd.Close()
+	prog := coll.Programs["sys_enter_raw_tp"]
+	// First use is tracked per CPU: run every call on CPU 0, in this
+	// task's context (BPF_F_TEST_RUN_ON_CPU would run it from an IPI, in
+	// whatever task CPU 0 is running).
+	runtime.LockOSThread() // never unlocked: the pinned thread exits with the test
+	var set unix.CPUSet
+	set.Set(0)
+	if err := unix.SchedSetaffinity(0, &set); err != nil {
+		t.Fatal(err)
+	}
+	run := func(nr uint64, times int) {
+		t.Helper()
+		for range times {
+			if _, err := prog.Run(&ebpf.RunOptions{Context: []uint64{0, nr}}); err != nil {
+				if errors.Is(err, ebpf.ErrNotSupported) {
+					testenv.Unavailable(t, "BPF_PROG_TEST_RUN for raw tracepoints")
+				}
+				t.Fatal(err)
+			}
+		}
+	}
+	run(39, 5)   // getpid: first once, then counted
+	run(161, 3)  // chroot: sensitive, every time
+	run(9999, 1) // out of range: ignored
+	run(^uint64(0), 1)
+
+	var modes []string
+	rd.SetDeadline(time.Now().Add(50 * time.Millisecond))
+	for {
+		rec, err := rd.Read()
+		if err != nil {
+			break
+		}
+		ev, err := decode(rec.RawSample, decodeOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := ev.GetSyscall()
+		if ev.CgroupId != me || len(s.Args) != 0 && len(s.Args) != 6 {
+			t.Fatalf("record: %v", ev)
+		}
+		modes = append(modes, s.Name+"/"+s.Mode.String())
+	}
+	want := []string{"getpid/MODE_FIRST", "chroot/MODE_SENSITIVE", "chroot/MODE_SENSITIVE", "chroot/MODE_SENSITIVE"}
+	if strings.Join(modes, ",") != strings.Join(want, ",") {
+		t.Fatalf("records %v, want %v", modes, want)
+	}
+	var perCPU [][syscallMax]uint32
+	if err := coll.Maps["syscall_counts"].Lookup(me, &perCPU); err != nil {
+		t.Fatal(err)
+	}
+	if perCPU[0][39] != 5 || perCPU[0][161] != 3 {
+		t.Fatalf("counts on CPU 0: getpid %d (want 5), chroot %d (want 3)", perCPU[0][39], perCPU[0][161])
 	}
 }

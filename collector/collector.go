@@ -46,6 +46,7 @@ var kernelLoss = []struct {
 }{
 	{0, "reserve_failed_exec"},
 	{1, "reserve_failed_syscall"},
+	{2, "syscall_map_full"},
 }
 
 // Collector reads the kernel's events and publishes them as raw batches.
@@ -67,6 +68,8 @@ type Collector struct {
 	queueDrops   atomic.Uint64
 	batcherDrops atomic.Uint64
 	lastLoss     map[string]uint64
+	lastCounts   map[uint64]*[syscallMax]uint32
+	held         map[*container]struct{}
 	wallOffset   int64 // wall - monotonic, ns
 
 	closeOnce sync.Once
@@ -97,14 +100,16 @@ func New(cfg Config, js jetstream.JetStream, m *metrics.Metrics, log *slog.Logge
 	_ = rlimit.RemoveMemlock() // only matters on kernels before 5.11
 
 	c := &Collector{
-		cfg:      cfg,
-		m:        m,
-		log:      log,
-		batcher:  batcher,
-		ids:      containv1.NewIDGen(),
-		queue:    make(chan []byte, cfg.QueueLen),
-		opts:     decodeOptions{maxArgs: cfg.MaxArgs},
-		lastLoss: map[string]uint64{},
+		cfg:        cfg,
+		m:          m,
+		log:        log,
+		batcher:    batcher,
+		ids:        containv1.NewIDGen(),
+		queue:      make(chan []byte, cfg.QueueLen),
+		opts:       decodeOptions{maxArgs: cfg.MaxArgs},
+		lastLoss:   map[string]uint64{},
+		lastCounts: map[uint64]*[syscallMax]uint32{},
+		held:       map[*container]struct{}{},
 	}
 	states := runtime.DefaultStateReader()
 	states.RuncRoot = cfg.RuncRoot
@@ -126,43 +131,66 @@ func New(cfg Config, js jetstream.JetStream, m *metrics.Metrics, log *slog.Logge
 	return c, nil
 }
 
-// hookSet is one way of attaching: a set of programs that load together.
-type hookSet struct {
-	name     string
-	programs []string
-	attach   func(c *Collector, name string, p *ebpf.Program) (link.Link, error)
+// hook is one program and how to attach it.
+type hook struct {
+	program string
+	name    string // logged
+	syscall bool   // part of syscall tracking
+	attach  func(p *ebpf.Program) (link.Link, error)
 }
 
-var execHooks = []hookSet{
+func tpBTF(p *ebpf.Program) (link.Link, error) {
+	return link.AttachTracing(link.TracingOptions{Program: p, AttachType: ebpf.AttachTraceRawTp})
+}
+
+func rawTP(tp string) func(p *ebpf.Program) (link.Link, error) {
+	return func(p *ebpf.Program) (link.Link, error) {
+		return link.AttachRawTracepoint(link.RawTracepointOptions{Name: tp, Program: p})
+	}
+}
+
+// hookFamilies are tried in order: the kernel refuses tp_btf as a whole or
+// not at all, so each family is loaded and attached together.
+var hookFamilies = [][]hook{
 	{
-		name:     "tp_btf/sched_process_exec",
-		programs: []string{"exec_tp_btf"},
-		attach: func(_ *Collector, _ string, p *ebpf.Program) (link.Link, error) {
-			return link.AttachTracing(link.TracingOptions{Program: p, AttachType: ebpf.AttachTraceRawTp})
-		},
+		{program: "exec_tp_btf", name: "tp_btf/sched_process_exec", attach: tpBTF},
+		{program: "sys_enter_tp_btf", name: "tp_btf/sys_enter", syscall: true, attach: tpBTF},
 	},
 	{
-		name:     "raw_tracepoint/sched_process_exec",
-		programs: []string{"exec_raw_tp"},
-		attach: func(_ *Collector, _ string, p *ebpf.Program) (link.Link, error) {
-			return link.AttachRawTracepoint(link.RawTracepointOptions{Name: "sched_process_exec", Program: p})
-		},
+		{program: "exec_raw_tp", name: "raw_tracepoint/sched_process_exec", attach: rawTP("sched_process_exec")},
+		{program: "sys_enter_raw_tp", name: "raw_tracepoint/sys_enter", syscall: true, attach: rawTP("sys_enter")},
 	},
 }
 
-// load probes the hook sets in order of preference: it loads the object
-// with the first set's programs only, attaches them and falls back to the
-// next set when the kernel refuses.
+// load probes the hook families in order of preference: it loads the
+// object with one family's programs only, attaches them and falls back to
+// the next family when the kernel refuses.
 func (c *Collector) load(hostCg uint64) error {
+	var sensitive [syscallMax / 64]uint64
+	for _, name := range c.cfg.SensitiveSyscalls {
+		nr, _ := syscallNumber(name) // checked by Validate
+		sensitive[nr/64] |= 1 << (nr % 64)
+	}
+	hp := uint8(0)
+	if c.cfg.HostProcesses {
+		hp = 1
+	}
 	var errs []error
-	for _, hs := range execHooks {
+family:
+	for _, fam := range hookFamilies {
+		var hooks []hook
+		for _, h := range fam {
+			if !h.syscall || c.cfg.Syscalls {
+				hooks = append(hooks, h)
+			}
+		}
 		spec, err := loadCollector()
 		if err != nil {
 			return fmt.Errorf("collector: %w", err)
 		}
 		keep := map[string]bool{}
-		for _, p := range hs.programs {
-			keep[p] = true
+		for _, h := range hooks {
+			keep[h.program] = true
 		}
 		for name := range spec.Programs {
 			if !keep[name] {
@@ -170,14 +198,11 @@ func (c *Collector) load(hostCg uint64) error {
 			}
 		}
 		spec.Maps["events"].MaxEntries = uint32(c.cfg.RingBufferBytes)
-		hp := uint8(0)
-		if c.cfg.HostProcesses {
-			hp = 1
-		}
 		for name, v := range map[string]any{
 			"host_cgroup_id": hostCg,
 			"self_tgid":      uint32(os.Getpid()),
 			"host_processes": hp,
+			"sensitive_bits": sensitive,
 		} {
 			if err := spec.Variables[name].Set(v); err != nil {
 				return fmt.Errorf("collector: setting %s: %w", name, err)
@@ -185,34 +210,31 @@ func (c *Collector) load(hostCg uint64) error {
 		}
 		coll, err := ebpf.NewCollection(spec)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: loading: %w", hs.name, err))
+			errs = append(errs, fmt.Errorf("%s: loading: %w", hooks[0].name, err))
 			continue
 		}
 		var links []link.Link
-		for _, p := range hs.programs {
-			l, err := hs.attach(c, p, coll.Programs[p])
+		var names []string
+		for _, h := range hooks {
+			l, err := h.attach(coll.Programs[h.program])
 			if err != nil {
-				err = fmt.Errorf("%s: attaching %s: %w", hs.name, p, err)
-				break
+				for _, l := range links {
+					_ = l.Close()
+				}
+				coll.Close()
+				errs = append(errs, fmt.Errorf("attaching %s: %w", h.name, err))
+				continue family
 			}
 			links = append(links, l)
-		}
-		if len(links) != len(hs.programs) {
-			for _, l := range links {
-				_ = l.Close()
-			}
-			coll.Close()
-			errs = append(errs, fmt.Errorf("%s: not attached", hs.name))
-			continue
+			names = append(names, h.name)
 		}
 		if len(errs) > 0 {
-			c.log.Warn("preferred hooks refused; fell back", logHooks, hs.name, logErr, errors.Join(errs...))
+			c.log.Warn("preferred hooks refused; fell back", logHooks, names, logErr, errors.Join(errs...))
 		}
-		c.coll, c.links = coll, links
-		c.hooks = append(c.hooks, hs.name)
+		c.coll, c.links, c.hooks = coll, links, names
 		return nil
 	}
-	return fmt.Errorf("collector: no exec hook loads: %w", errors.Join(errs...))
+	return fmt.Errorf("collector: no hooks load: %w", errors.Join(errs...))
 }
 
 // Hooks names the kernel hooks in use.
@@ -235,6 +257,14 @@ func (c *Collector) Run(ctx context.Context) error {
 
 	tick := time.NewTicker(c.cfg.LossInterval)
 	defer tick.Stop()
+	holdTick := time.NewTicker(metaRetryEvery)
+	defer holdTick.Stop()
+	var countC <-chan time.Time
+	if c.cfg.Syscalls {
+		ct := time.NewTicker(c.cfg.CountInterval)
+		defer ct.Stop()
+		countC = ct.C
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -254,11 +284,19 @@ func (c *Collector) Run(ctx context.Context) error {
 			for len(c.queue) > 0 {
 				c.handle(<-c.queue)
 			}
+			c.reportCounts()
+			c.releaseHeld(true)
 			c.reportLoss()
 			bcancel()
 			return <-bdone
 		case rec := <-c.queue:
 			c.handle(rec)
+		case <-holdTick.C:
+			if len(c.held) > 0 {
+				c.releaseHeld(false)
+			}
+		case <-countC:
+			c.reportCounts()
 		case <-tick.C:
 			c.updateClock()
 			c.reportLoss()
@@ -303,14 +341,31 @@ func (c *Collector) handle(rec []byte) {
 		return
 	}
 	c.m.EventsIn.WithLabelValues(metrics.StageCollector).Inc()
-	ctr, announce := c.ident.lookup(ev.CgroupId)
+	c.route(ev)
+}
+
+// route resolves ev's container, announces the container before its
+// first event, and passes ev on.
+func (c *Collector) route(ev *containv1.Event) {
+	ctr := c.ident.lookup(ev.CgroupId)
 	switch {
 	case ctr != nil && ctr.isContainer:
-		if !ctr.announced || announce {
-			ctr.announced = true
-			info := ctr.infoEvent(c.cfg.Host, ev.MonoNs)
-			c.finish(info)
-			c.add(info)
+		if sc := ev.GetSyscall(); sc != nil && sc.Mode == containv1.Syscall_MODE_FIRST {
+			// The kernel reports a first use once per CPU; keep the first.
+			if !ctr.firstUse(sc.Nr) {
+				return
+			}
+		}
+		if !ctr.announced {
+			c.ident.refresh(ctr)
+			if !ctr.complete && c.ident.now().Sub(ctr.firstSeen) < c.cfg.MetadataWait && len(ctr.pending) < c.cfg.MaxHeldEvents {
+				ctr.pending = append(ctr.pending, ev)
+				c.held[ctr] = struct{}{}
+				return
+			}
+			c.announce(ctr, ev.MonoNs)
+		} else if c.ident.refresh(ctr) {
+			c.announce(ctr, ev.MonoNs) // the state appeared after all
 		}
 		ctr.stamp(ev)
 	case !c.cfg.HostProcesses && ctr != nil:
@@ -327,6 +382,35 @@ func (c *Collector) handle(rec []byte) {
 	}
 	c.finish(ev)
 	c.add(ev)
+}
+
+// announce emits ctr's KIND_CONTAINER event, then the events held for it.
+func (c *Collector) announce(ctr *container, monoNs uint64) {
+	if len(ctr.pending) > 0 {
+		monoNs = ctr.pending[0].MonoNs
+	}
+	ctr.announced = true
+	info := ctr.infoEvent(c.cfg.Host, monoNs)
+	c.finish(info)
+	c.add(info)
+	for _, ev := range ctr.pending {
+		ctr.stamp(ev)
+		c.finish(ev)
+		c.add(ev)
+	}
+	ctr.pending = nil
+	delete(c.held, ctr)
+}
+
+// releaseHeld announces held containers whose state appeared or whose
+// wait is over; force announces them all (shutdown).
+func (c *Collector) releaseHeld(force bool) {
+	for ctr := range c.held {
+		c.ident.refresh(ctr)
+		if force || ctr.complete || c.ident.now().Sub(ctr.firstSeen) >= c.cfg.MetadataWait {
+			c.announce(ctr, 0)
+		}
+	}
 }
 
 func (c *Collector) finish(ev *containv1.Event) {
@@ -405,6 +489,73 @@ func (c *Collector) reportLoss() {
 		}
 		c.finish(ev)
 		c.add(ev)
+	}
+}
+
+// reportCounts emits, per container, one MODE_COUNT syscall event per
+// syscall used since the last report, and forgets containers whose cgroup
+// is gone.
+func (c *Collector) reportCounts() {
+	if c.coll == nil || !c.cfg.Syscalls {
+		return
+	}
+	m := c.coll.Maps["syscall_counts"]
+	var (
+		cgid    uint64
+		perCPU  [][syscallMax]uint32
+		present = map[uint64]bool{}
+		gone    []uint64
+	)
+	mono := monoNow()
+	it := m.Iterate()
+	for it.Next(&cgid, &perCPU) {
+		present[cgid] = true
+		var sum [syscallMax]uint32
+		for _, cpu := range perCPU {
+			for nr, n := range cpu {
+				sum[nr] += n // wraps like the kernel's u32 counters
+			}
+		}
+		last := c.lastCounts[cgid]
+		if last == nil {
+			last = new([syscallMax]uint32)
+			c.lastCounts[cgid] = last
+		}
+		for nr := range sum {
+			d := sum[nr] - last[nr]
+			if d == 0 {
+				continue
+			}
+			c.route(&containv1.Event{
+				Kind:     containv1.Kind_KIND_SYSCALL,
+				MonoNs:   mono,
+				CgroupId: cgid,
+				Body: &containv1.Event_Syscall{Syscall: &containv1.Syscall{
+					Mode: containv1.Syscall_MODE_COUNT, Nr: uint32(nr), Name: syscallNames[uint32(nr)], Count: uint64(d),
+				}},
+			})
+		}
+		*last = sum
+		if !c.ident.cgroups.Known(cgid) {
+			gone = append(gone, cgid)
+		}
+	}
+	if err := it.Err(); err != nil {
+		c.m.Errors.WithLabelValues(metrics.StageCollector, "count_iterate").Inc()
+	}
+	if len(gone) > 0 {
+		_ = c.ident.cgroups.Scan()
+		for _, id := range gone {
+			if !c.ident.cgroups.Known(id) {
+				_ = m.Delete(id)
+				delete(c.lastCounts, id)
+			}
+		}
+	}
+	for id := range c.lastCounts {
+		if !present[id] {
+			delete(c.lastCounts, id)
+		}
 	}
 }
 

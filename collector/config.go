@@ -36,6 +36,32 @@ type Config struct {
 	LossInterval time.Duration
 	// MaxArgs bounds the argv entries of one exec (collector.max_args).
 	MaxArgs int
+	// Syscalls enables in-kernel syscall tracking on sys_enter
+	// (collector.syscalls): first use per (container, syscall), sensitive
+	// syscalls with arguments, and per-container counts.
+	Syscalls bool
+	// SensitiveSyscalls are reported on every call, with their arguments
+	// (collector.sensitive_syscalls).
+	SensitiveSyscalls []string
+	// MetadataWait bounds how long a new container's first events are
+	// held while its runtime state is not yet readable, so that its
+	// KIND_CONTAINER event carries the labels (collector.metadata_wait).
+	// At most MaxHeldEvents events are held per container
+	// (collector.max_held_events).
+	MetadataWait  time.Duration
+	MaxHeldEvents int
+	// CountInterval is how often per-container syscall counts are emitted
+	// (collector.count_interval).
+	CountInterval time.Duration
+}
+
+// DefaultSensitiveSyscalls are the syscalls a container rarely needs and an
+// escape or persistence attempt often does.
+var DefaultSensitiveSyscalls = []string{
+	"chroot", "pivot_root", "ptrace", "mount", "umount2", "unshare", "setns",
+	"init_module", "finit_module", "delete_module", "bpf", "kexec_load", "kexec_file_load",
+	"keyctl", "personality", "setuid", "setgid", "setreuid", "setregid", "setresuid",
+	"setresgid", "setfsuid", "setfsgid", "capset", "open_by_handle_at",
 }
 
 // DefaultConfig is the configuration for a host with a hybrid cgroup
@@ -43,17 +69,22 @@ type Config struct {
 func DefaultConfig() Config {
 	host, _ := os.Hostname()
 	return Config{
-		Host:            host,
-		QueueLen:        16384,
-		RingBufferBytes: 8 << 20,
-		BatchQueueLen:   16384,
-		BatchMaxEvents:  1024,
-		BatchMaxBytes:   1 << 20,
-		FlushInterval:   100 * time.Millisecond,
-		CgroupRoot:      "/sys/fs/cgroup/unified",
-		RuncRoot:        "/run/runc",
-		LossInterval:    10 * time.Second,
-		MaxArgs:         1024,
+		Host:              host,
+		QueueLen:          16384,
+		RingBufferBytes:   8 << 20,
+		BatchQueueLen:     16384,
+		BatchMaxEvents:    1024,
+		BatchMaxBytes:     1 << 20,
+		FlushInterval:     100 * time.Millisecond,
+		CgroupRoot:        "/sys/fs/cgroup/unified",
+		RuncRoot:          "/run/runc",
+		LossInterval:      10 * time.Second,
+		MaxArgs:           1024,
+		Syscalls:          true,
+		SensitiveSyscalls: append([]string(nil), DefaultSensitiveSyscalls...),
+		CountInterval:     10 * time.Second,
+		MetadataWait:      2 * time.Second,
+		MaxHeldEvents:     4096,
 	}
 }
 
@@ -81,6 +112,17 @@ func (c Config) Validate() error {
 		return fmt.Errorf("collector.loss_interval: must be > 0")
 	case c.MaxArgs <= 0:
 		return fmt.Errorf("collector.max_args: must be > 0")
+	case c.MetadataWait < 0:
+		return fmt.Errorf("collector.metadata_wait: must be >= 0")
+	case c.MaxHeldEvents < 0:
+		return fmt.Errorf("collector.max_held_events: must be >= 0")
+	case c.Syscalls && c.CountInterval <= 0:
+		return fmt.Errorf("collector.count_interval: must be > 0")
+	}
+	for _, name := range c.SensitiveSyscalls {
+		if _, ok := syscallNumber(name); !ok {
+			return fmt.Errorf("collector.sensitive_syscalls: unknown syscall %q", name)
+		}
 	}
 	return nil
 }

@@ -27,6 +27,9 @@ const (
 	execFilenameOff = hdrSize + 16
 	execArgsOff     = execFilenameOff + filenameMaxLen
 	execSize        = execArgsOff + argsMaxLen
+
+	syscallSize = hdrSize + 8 + 6*8
+	syscallMax  = 512
 )
 
 // ErrMalformedRecord wraps every decoding failure.
@@ -48,6 +51,8 @@ func decode(b []byte, o decodeOptions) (*containv1.Event, error) {
 	switch b[0] {
 	case recordExec:
 		return decodeExec(b, o)
+	case recordSyscall:
+		return decodeSyscall(b)
 	default:
 		return nil, fmt.Errorf("%w: unknown type %d", ErrMalformedRecord, b[0])
 	}
@@ -136,6 +141,46 @@ func decodeExec(b []byte, o decodeOptions) (*containv1.Event, error) {
 			NonUtf8:       nonUTF8,
 		}},
 	}, nil
+}
+
+func decodeSyscall(b []byte) (*containv1.Event, error) {
+	if len(b) < syscallSize {
+		return nil, fmt.Errorf("%w: syscall record of %d bytes, want %d", ErrMalformedRecord, len(b), syscallSize)
+	}
+	le := binary.LittleEndian
+	h := decodeHeader(b)
+	nr := le.Uint32(b[hdrSize:])
+	mode := containv1.Syscall_Mode(le.Uint32(b[hdrSize+4:]))
+	if nr >= syscallMax {
+		return nil, fmt.Errorf("%w: syscall %d out of range", ErrMalformedRecord, nr)
+	}
+	s := &containv1.Syscall{Proc: h.proc, Mode: mode, Nr: nr, Name: syscallNames[nr]}
+	switch mode {
+	case containv1.Syscall_MODE_SENSITIVE:
+		s.Args = make([]uint64, 6)
+		for i := range s.Args {
+			s.Args[i] = le.Uint64(b[hdrSize+8+8*i:])
+		}
+	case containv1.Syscall_MODE_FIRST:
+	default:
+		return nil, fmt.Errorf("%w: syscall mode %d", ErrMalformedRecord, mode)
+	}
+	return &containv1.Event{
+		Kind:     containv1.Kind_KIND_SYSCALL,
+		MonoNs:   h.ktime,
+		CgroupId: h.cgroupID,
+		Body:     &containv1.Event_Syscall{Syscall: s},
+	}, nil
+}
+
+// syscallNumber returns the number of a syscall name on this architecture.
+func syscallNumber(name string) (uint32, bool) {
+	for nr, n := range syscallNames {
+		if n == name {
+			return nr, true
+		}
+	}
+	return 0, false
 }
 
 // cstring is b up to its first NUL.

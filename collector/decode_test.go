@@ -29,6 +29,8 @@ func TestRecordLayoutMatchesBTF(t *testing.T) {
 		{"exec.filename", unsafe.Offsetof(e.Filename), execFilenameOff},
 		{"exec.args", unsafe.Offsetof(e.Args), execArgsOff},
 		{"sizeof(exec_event)", unsafe.Sizeof(e), execSize},
+		{"sizeof(syscall_event)", unsafe.Sizeof(collectorSyscallEvent{}), syscallSize},
+		{"syscall.args", unsafe.Offsetof(collectorSyscallEvent{}.Args), hdrSize + 8},
 	} {
 		if c.got != c.want {
 			t.Errorf("%s: C layout %d, decoder %d", c.name, c.got, c.want)
@@ -155,7 +157,68 @@ func TestDecodeMalformed(t *testing.T) {
 	}
 }
 
+func syscallRecord(nr, mode uint32, args ...uint64) []byte {
+	b := make([]byte, syscallSize)
+	b[0] = recordSyscall
+	binary.LittleEndian.PutUint64(b[32:], 77)
+	binary.LittleEndian.PutUint32(b[hdrSize:], nr)
+	binary.LittleEndian.PutUint32(b[hdrSize+4:], mode)
+	for i, a := range args {
+		binary.LittleEndian.PutUint64(b[hdrSize+8+8*i:], a)
+	}
+	return b
+}
+
+func TestDecodeSyscall(t *testing.T) {
+	ev, err := decode(syscallRecord(161, 2, 0x7fff0000, 0, 0, 0, 0, 9), decodeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := ev.GetSyscall()
+	if ev.Kind != containv1.Kind_KIND_SYSCALL || ev.CgroupId != 77 || s.Nr != 161 || s.Name != "chroot" ||
+		s.Mode != containv1.Syscall_MODE_SENSITIVE || len(s.Args) != 6 || s.Args[0] != 0x7fff0000 || s.Args[5] != 9 {
+		t.Fatalf("sensitive: %v", ev)
+	}
+	ev, err = decode(syscallRecord(59, 1), decodeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := ev.GetSyscall(); s.Mode != containv1.Syscall_MODE_FIRST || s.Name != "execve" || len(s.Args) != 0 {
+		t.Fatalf("first: %v", ev)
+	}
+	for name, b := range map[string][]byte{
+		"nr out of range": syscallRecord(512, 1),
+		"bad mode":        syscallRecord(1, 3),
+		"short":           syscallRecord(1, 1)[:syscallSize-1],
+	} {
+		if _, err := decode(b, decodeOptions{}); !errors.Is(err, ErrMalformedRecord) {
+			t.Errorf("%s: err = %v", name, err)
+		}
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	if err := DefaultConfig().Validate(); err != nil {
+		t.Fatalf("default config: %v", err)
+	}
+	for key, edit := range map[string]func(*Config){
+		"collector.host":               func(c *Config) { c.Host = "" },
+		"collector.queue_len":          func(c *Config) { c.QueueLen = 0 },
+		"collector.ring_buffer_bytes":  func(c *Config) { c.RingBufferBytes = 3 << 20 },
+		"collector.sensitive_syscalls": func(c *Config) { c.SensitiveSyscalls = []string{"nope"} },
+		"collector.count_interval":     func(c *Config) { c.CountInterval = 0 },
+	} {
+		c := DefaultConfig()
+		edit(&c)
+		if err := c.Validate(); err == nil || !strings.HasPrefix(err.Error(), key+":") {
+			t.Errorf("%s: err = %v", key, err)
+		}
+	}
+}
+
 func FuzzDecode(f *testing.F) {
+	f.Add(syscallRecord(161, 2, 1, 2, 3, 4, 5, 6))
+	f.Add(syscallRecord(0, 1))
 	f.Add(execRec{argc: 2, comm: []byte("sh"), filename: []byte("/bin/sh"), args: []byte("sh\x00-c\x00")}.bytes())
 	f.Add(execRec{argc: 1, flags: 0xff, args: bytes.Repeat([]byte{0xff}, 5000)}.bytes())
 	f.Add([]byte{recordExec})
@@ -163,6 +226,12 @@ func FuzzDecode(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		ev, err := decode(b, decodeOptions{maxArgs: 64})
 		if err != nil {
+			return
+		}
+		if ev.GetSyscall() != nil {
+			if _, err := proto.Marshal(ev); err != nil {
+				t.Fatal(err)
+			}
 			return
 		}
 		x := ev.GetExec()
@@ -185,4 +254,11 @@ func FuzzDecode(f *testing.F) {
 			t.Fatal(err)
 		}
 	})
+}
+
+func TestDefaultConfigHoldsForMetadata(t *testing.T) {
+	c := DefaultConfig()
+	if c.MetadataWait <= 0 || c.MaxHeldEvents <= 0 || c.CountInterval <= 0 || !c.Syscalls || len(c.SensitiveSyscalls) == 0 {
+		t.Fatalf("defaults: %+v", c)
+	}
 }

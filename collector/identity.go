@@ -25,6 +25,26 @@ type container struct {
 	complete  bool
 	nextRetry time.Time
 	retries   int
+	firstSeen time.Time
+	// pending holds the container's first events while its runtime state
+	// is not written yet (runc writes state.json after the container's
+	// init already runs in its cgroup).
+	pending []*containv1.Event
+	// syscalls seen (first use already reported).
+	syscalls [syscallMax / 64]uint64
+}
+
+// firstUse marks syscall nr as used and reports whether it was new.
+func (c *container) firstUse(nr uint32) bool {
+	if nr >= syscallMax {
+		return false
+	}
+	bit := uint64(1) << (nr % 64)
+	if c.syscalls[nr/64]&bit != 0 {
+		return false
+	}
+	c.syscalls[nr/64] |= bit
+	return true
 }
 
 // identity resolves cgroup ids to containers and caches the result.
@@ -39,8 +59,8 @@ type identity struct {
 }
 
 const (
-	metaRetryEvery = 200 * time.Millisecond
-	metaMaxRetries = 25
+	metaRetryEvery = 20 * time.Millisecond
+	metaMaxRetries = 500
 )
 
 func newIdentity(cg *cgroups.Resolver, st runtime.StateReader) *identity {
@@ -49,34 +69,38 @@ func newIdentity(cg *cgroups.Resolver, st runtime.StateReader) *identity {
 
 // lookup returns the container of cgroup id; nil when the cgroup is not
 // known even after a fresh walk of the hierarchy (it already vanished).
-// updated is true when metadata was (re)read and should be announced.
-func (d *identity) lookup(id uint64) (c *container, updated bool) {
+func (d *identity) lookup(id uint64) *container {
 	if c, ok := d.byID[id]; ok {
-		if c.isContainer && !c.complete && d.now().After(c.nextRetry) && c.retries < metaMaxRetries {
-			c.retries++
-			if d.readMeta(c) {
-				return c, true
-			}
-			c.nextRetry = d.now().Add(metaRetryEvery)
-		}
-		return c, false
+		return c
 	}
 	path, ok := d.cgroups.Path(id)
 	if !ok {
-		return nil, false
+		return nil
 	}
 	if len(d.byID) >= d.maxEntries {
 		d.prune()
 	}
-	c = &container{cgroupID: id, cgroupPath: path}
+	c := &container{cgroupID: id, cgroupPath: path, firstSeen: d.now()}
 	c.ref, c.isContainer = runtime.FromCgroupPath(path)
-	if c.isContainer {
-		if !d.readMeta(c) {
-			c.nextRetry = d.now().Add(metaRetryEvery)
-		}
+	if c.isContainer && !d.readMeta(c) {
+		c.nextRetry = d.now().Add(metaRetryEvery)
 	}
 	d.byID[id] = c
-	return c, c.isContainer
+	return c
+}
+
+// refresh retries reading c's runtime state when it is due; it reports
+// whether the state was found by this call.
+func (d *identity) refresh(c *container) bool {
+	if !c.isContainer || c.complete || c.retries >= metaMaxRetries || d.now().Before(c.nextRetry) {
+		return false
+	}
+	c.retries++
+	if d.readMeta(c) {
+		return true
+	}
+	c.nextRetry = d.now().Add(metaRetryEvery)
+	return false
 }
 
 // readMeta reads the runtime state; it reports whether the state was found.

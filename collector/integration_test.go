@@ -147,6 +147,11 @@ func TestIntegrationExecInContainer(t *testing.T) {
 		}
 	}
 	if infos != 1 {
+		for _, ev := range evs {
+			if ev.Kind == containv1.Kind_KIND_CONTAINER && ev.ContainerId == ctr.ID {
+				t.Logf("info: %v", ev)
+			}
+		}
 		t.Fatalf("%d KIND_CONTAINER events for %s, want 1", infos, ctr.ID)
 	}
 	info := evs[infoAt]
@@ -241,5 +246,74 @@ func TestIntegrationContainerStartedMidStream(t *testing.T) {
 		return isExec(ev, ctr.ID, "/bin/sh") && strings.Contains(strings.Join(ev.GetExec().Argv, " "), "first-process")
 	}) {
 		t.Fatal("the container's first process (sh -c ...) was not reported")
+	}
+}
+
+func TestIntegrationSyscalls(t *testing.T) {
+	_, js, _ := startCollector(t, func(c *Config) { c.CountInterval = 300 * time.Millisecond })
+	raw := consumeRaw(t, js)
+	ctr := testenv.RunContainer(t, "colsys", testenv.ContainerSpec{})
+	cgid, err := ctr.CgroupID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// chroot fails (no CAP_SYS_CHROOT in runc's default spec) but is
+	// entered, which is what sys_enter sees.
+	_, _ = ctr.Exec(10*time.Second, "/bin/chroot", "/", "/bin/true")
+
+	const chroot, execve = 161, 59
+	mine := func(ev *containv1.Event) *containv1.Syscall {
+		if ev.Kind != containv1.Kind_KIND_SYSCALL || ev.ContainerId != ctr.ID {
+			return nil
+		}
+		return ev.GetSyscall()
+	}
+	evs := raw.waitFor(t, 15*time.Second, "chroot reported as sensitive and counts", func(evs []*containv1.Event) bool {
+		var sens, count bool
+		for _, ev := range evs {
+			if s := mine(ev); s != nil {
+				sens = sens || s.Mode == containv1.Syscall_MODE_SENSITIVE && s.Nr == chroot
+				count = count || s.Mode == containv1.Syscall_MODE_COUNT && s.Nr == chroot
+			}
+		}
+		return sens && count
+	})
+	firsts := map[uint32]int{}
+	for _, ev := range evs {
+		s := mine(ev)
+		if s == nil {
+			continue
+		}
+		if ev.CgroupId != cgid {
+			t.Fatalf("cgroup id %d, want %d", ev.CgroupId, cgid)
+		}
+		switch s.Mode {
+		case containv1.Syscall_MODE_FIRST:
+			firsts[s.Nr]++
+			if s.Proc.GetTgid() == 0 {
+				t.Fatalf("first use without process: %v", ev)
+			}
+		case containv1.Syscall_MODE_SENSITIVE:
+			// runc's own setup (unshare, setns) runs in the container's
+			// cgroup and is reported too.
+			if len(s.Args) != 6 || s.Nr == chroot && (s.Name != "chroot" || s.Args[0] == 0) {
+				t.Fatalf("sensitive event: %v", s)
+			}
+		case containv1.Syscall_MODE_COUNT:
+			if s.Count == 0 || s.Name == "" {
+				t.Fatalf("count event: %v", s)
+			}
+		}
+	}
+	for nr, n := range firsts {
+		if n != 1 {
+			t.Fatalf("syscall %d (%s): %d first-use events, want 1", nr, syscallNames[nr], n)
+		}
+	}
+	if firsts[execve] != 1 || len(firsts) < 10 {
+		t.Fatalf("first uses: %d distinct syscalls, execve %d", len(firsts), firsts[execve])
+	}
+	if firsts[chroot] != 0 {
+		t.Fatal("a sensitive syscall was also reported as a first use")
 	}
 }

@@ -8,6 +8,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 // For bpf2go -type.
 const struct exec_event *unused_exec_event __attribute__((unused));
+const struct syscall_event *unused_syscall_event __attribute__((unused));
 
 static __always_inline int handle_exec(struct task_struct *task, struct linux_binprm *bprm)
 {
@@ -60,4 +61,81 @@ SEC("raw_tracepoint/sched_process_exec")
 int exec_raw_tp(struct bpf_raw_tracepoint_args *ctx)
 {
 	return handle_exec((struct task_struct *)ctx->args[0], (struct linux_binprm *)ctx->args[2]);
+}
+
+static __always_inline void emit_syscall(struct pt_regs *regs, __u64 cgid, __u32 nr, __u32 mode)
+{
+	struct syscall_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count_loss(LOSS_RINGBUF_SYSCALL);
+		return;
+	}
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
+	fill_hdr(&e->hdr, RECORD_SYSCALL, task, cgid);
+	e->nr = nr;
+	e->mode = mode;
+	if (mode == SYSCALL_MODE_SENSITIVE) {
+		// x86-64 syscall convention: di, si, dx, r10, r8, r9.
+		e->args[0] = BPF_CORE_READ(regs, di);
+		e->args[1] = BPF_CORE_READ(regs, si);
+		e->args[2] = BPF_CORE_READ(regs, dx);
+		e->args[3] = BPF_CORE_READ(regs, r10);
+		e->args[4] = BPF_CORE_READ(regs, r8);
+		e->args[5] = BPF_CORE_READ(regs, r9);
+	} else {
+		__builtin_memset(e->args, 0, sizeof(e->args));
+	}
+	bpf_ringbuf_submit(e, 0);
+}
+
+// handle_sys_enter counts each syscall per (container, nr) in a per-CPU
+// value, reports the first use on each CPU (user space keeps the first per
+// container) and reports sensitive syscalls every time, with arguments.
+static __always_inline int handle_sys_enter(struct pt_regs *regs, long id)
+{
+	__u64 cgid = bpf_get_current_cgroup_id();
+	if (!host_processes && cgid == host_cgroup_id)
+		return 0;
+	if ((__u32)(bpf_get_current_pid_tgid() >> 32) == self_tgid)
+		return 0;
+	if (id < 0 || id >= SYSCALL_MAX)
+		return 0;
+	__u32 nr = id;
+
+	struct syscall_counts *c = bpf_map_lookup_elem(&syscall_counts, &cgid);
+	if (!c) {
+		__u32 zero = 0;
+		struct syscall_counts *z = bpf_map_lookup_elem(&zero_counts, &zero);
+		if (!z)
+			return 0;
+		if (bpf_map_update_elem(&syscall_counts, &cgid, z, BPF_NOEXIST) < 0) {
+			c = bpf_map_lookup_elem(&syscall_counts, &cgid);
+			if (!c) {
+				count_loss(LOSS_SYSCALL_MAP_FULL);
+				return 0;
+			}
+		} else {
+			c = bpf_map_lookup_elem(&syscall_counts, &cgid);
+			if (!c)
+				return 0;
+		}
+	}
+	__u32 n = c->n[nr & (SYSCALL_MAX - 1)]++;
+	if (sensitive_bits[(nr / 64) & (SYSCALL_MAX / 64 - 1)] & (1ULL << (nr % 64)))
+		emit_syscall(regs, cgid, nr, SYSCALL_MODE_SENSITIVE);
+	else if (n == 0)
+		emit_syscall(regs, cgid, nr, SYSCALL_MODE_FIRST);
+	return 0;
+}
+
+SEC("tp_btf/sys_enter")
+int BPF_PROG(sys_enter_tp_btf, struct pt_regs *regs, long id)
+{
+	return handle_sys_enter(regs, id);
+}
+
+SEC("raw_tracepoint/sys_enter")
+int sys_enter_raw_tp(struct bpf_raw_tracepoint_args *ctx)
+{
+	return handle_sys_enter((struct pt_regs *)ctx->args[0], (long)ctx->args[1]);
 }

@@ -27,6 +27,7 @@ enum record_type {
 enum loss_index {
 	LOSS_RINGBUF_EXEC = 0,
 	LOSS_RINGBUF_SYSCALL = 1,
+	LOSS_SYSCALL_MAP_FULL = 2,
 	LOSS_MAX = 4,
 };
 
@@ -56,15 +57,50 @@ struct exec_event {
 	char args[ARGS_MAX_LEN];
 };
 
+#define SYSCALL_MAX 512
+
+// Syscall record modes (schema Syscall.Mode).
+#define SYSCALL_MODE_FIRST 1
+#define SYSCALL_MODE_SENSITIVE 2
+
+struct syscall_event {
+	struct record_hdr hdr;
+	__u32 nr;
+	__u32 mode;
+	__u64 args[6];
+}; // 120 bytes
+
+// Per-container syscall counts, one value per CPU: a zero count on this CPU
+// marks a (container, syscall) pair this CPU has not seen yet.
+struct syscall_counts {
+	__u32 n[SYSCALL_MAX];
+};
+
 // Set by the loader before load.
 volatile const __u64 host_cgroup_id = 0; // cgroup v2 root inode: host processes
 volatile const __u32 self_tgid = 0;      // the collector itself
 volatile const __u8 host_processes = 0;  // 1: report host processes too
+volatile const __u64 sensitive_bits[SYSCALL_MAX / 64] = {}; // syscalls always reported with args
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 1 << 22); // resized by the loader
 } events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64); // cgroup id
+	__type(value, struct syscall_counts);
+} syscall_counts SEC(".maps");
+
+// All zeros: the initial value of a syscall_counts entry (too big for the stack).
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct syscall_counts);
+} zero_counts SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
