@@ -36,6 +36,8 @@ type Config struct {
 	Analyzer  analyzer.Config
 	Responder responder.Config
 	Store     store.Config
+	// Audit configures `contain audit`.
+	Audit enricher.AuditConfig
 }
 
 // LogConfig configures the process logger.
@@ -76,6 +78,7 @@ func defaultConfig() Config {
 		Analyzer:  analyzer.DefaultConfig(),
 		Responder: responder.DefaultConfig(),
 		Store:     store.DefaultConfig(),
+		Audit:     enricher.DefaultAuditConfig(),
 	}
 }
 
@@ -99,7 +102,7 @@ func (o *globalOpts) register(root *cobra.Command) {
 	f.StringVarP(&o.file, "config", "c", os.Getenv("CONTAIN_CONFIG"), "YAML config file (env CONTAIN_CONFIG)")
 	f.String("host", "", "host name used in subjects and events (host)")
 	f.String("log-level", "", "debug|info|warn|error (log.level)")
-	f.String("nats-url", "", "external NATS server; empty embeds one in `run` (nats.url)")
+	f.String("nats-url", "", "external NATS server; empty embeds one in contain run (nats.url)")
 	f.String("metrics-listen", "", "host:port for /metrics, empty disables (metrics.listen)")
 	f.Bool("dry-run", false, "responder records decisions without freezing (responder.dry_run)")
 	f.StringSlice("clickhouse", nil, "ClickHouse native addresses (store.addr)")
@@ -149,6 +152,9 @@ func (c *Config) validate(stages []string) error {
 		stageAnalyzer:  c.Analyzer.Validate,
 		stageResponder: c.Responder.Validate,
 		stageStore:     c.Store.Validate,
+	}
+	if err := c.Audit.Validate(); err != nil {
+		return err
 	}
 	for _, s := range stages {
 		if err := checks[s](); err != nil {

@@ -1,0 +1,107 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/containsec/contain/enricher"
+	"github.com/containsec/contain/store"
+)
+
+func init() { extraCommands = append(extraCommands, auditCommand) }
+
+func auditCommand(opts *globalOpts) *cobra.Command {
+	var (
+		format, failOn string
+		save           bool
+	)
+	cmd := &cobra.Command{
+		Use:   "audit IMAGE...",
+		Short: "Audit images for poor construction and policy violations (exit 3 at or above --fail-on)",
+		Long: `audit reads each image's config and history (registry, OCI layout or docker-save
+tarball per the enricher's image sources) and reports findings with severity
+and evidence: packages installed without an index update, stale base, root
+user, mutable tag, ADD from URL, curl|sh installs, secret-like ENV names,
+SSH/debug ports, setuid binaries added. It exits 3 when a finding is at or
+above --fail-on, so it works as a deploy gate.`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, images []string) error {
+			cfg, err := opts.load(cmd)
+			if err != nil {
+				return err
+			}
+			threshold, err := enricher.ParseSeverity(failOn)
+			if err != nil {
+				return fmt.Errorf("--fail-on: %w", err)
+			}
+			if format != "table" && format != "json" {
+				return fmt.Errorf("--format: %q is not table or json", format)
+			}
+			var all []enricher.Finding
+			for _, ref := range images {
+				findings, err := enricher.AuditWith(cmd.Context(), cfg.Audit, ref)
+				if err != nil {
+					return err
+				}
+				all = append(all, findings...)
+				if save {
+					if err := saveAudit(cmd.Context(), cfg, ref, findings); err != nil {
+						return err
+					}
+				}
+			}
+			out := cmd.OutOrStdout()
+			if format == "json" {
+				err = enricher.RenderJSON(out, all)
+			} else {
+				err = enricher.RenderTable(out, all)
+			}
+			if err != nil {
+				return err
+			}
+			if enricher.Exceeds(all, threshold) {
+				return exitError{code: 3, msg: fmt.Sprintf("findings at or above %s", failOn)}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&format, "format", "table", "table or json")
+	cmd.Flags().StringVar(&failOn, "fail-on", "high", "exit 3 when a finding is at or above this severity (info, low, medium, high, critical)")
+	cmd.Flags().BoolVar(&save, "store", false, "also store the results in ClickHouse (store.*)")
+	return cmd
+}
+
+func saveAudit(ctx context.Context, cfg *Config, ref string, findings []enricher.Finding) error {
+	log := cfg.logger(os.Stderr)
+	s, err := store.Open(ctx, cfg.Store, log)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	if err := s.Migrate(ctx); err != nil {
+		return err
+	}
+	row := store.ImageAuditRow{Time: time.Now(), ImageRef: ref, Auditor: "contain audit@" + cfg.Host, Verdict: "pass"}
+	worst := enricher.SeverityInfo
+	for _, f := range findings {
+		if row.ImageDigest == "" {
+			row.ImageDigest = f.Digest
+		}
+		row.FindingCodes = append(row.FindingCodes, f.Rule)
+		row.FindingMessages = append(row.FindingMessages, f.Message)
+		row.FindingSeverities = append(row.FindingSeverities, f.Severity.String())
+		worst = max(worst, f.Severity)
+	}
+	if len(findings) > 0 {
+		row.Verdict = strings.ToLower(worst.String())
+	}
+	doc, _ := json.Marshal(findings)
+	row.Doc = string(doc)
+	return s.InsertImageAudit(ctx, row)
+}
