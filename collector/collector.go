@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -175,6 +177,12 @@ func (c *Collector) load(hostCg uint64) error {
 	if c.cfg.HostProcesses {
 		hp = 1
 	}
+	// The sys_enter program skips its own-process check (a helper call
+	// per syscall) when the cgroup filter already excludes the collector.
+	filterSelf := uint8(1)
+	if own, err := ownCgroupID(c.cfg.CgroupRoot); err == nil && own == hostCg && !c.cfg.HostProcesses {
+		filterSelf = 0
+	}
 	var errs []error
 family:
 	for _, fam := range hookFamilies {
@@ -203,6 +211,7 @@ family:
 			"self_tgid":      uint32(os.Getpid()),
 			"host_processes": hp,
 			"sensitive_bits": sensitive,
+			"filter_self":    filterSelf,
 		} {
 			if err := spec.Variables[name].Set(v); err != nil {
 				return fmt.Errorf("collector: setting %s: %w", name, err)
@@ -235,6 +244,20 @@ family:
 		return nil
 	}
 	return fmt.Errorf("collector: no hooks load: %w", errors.Join(errs...))
+}
+
+// ownCgroupID is the cgroup2 id of this process.
+func ownCgroupID(root string) (uint64, error) {
+	b, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if p, ok := strings.CutPrefix(line, "0::"); ok {
+			return cgroups.ID(filepath.Join(root, p))
+		}
+	}
+	return 0, errors.New("no cgroup2 line in /proc/self/cgroup")
 }
 
 // Hooks names the kernel hooks in use.

@@ -66,6 +66,7 @@ const (
 	collectorProgExecTpBtf         = "exec_tp_btf"
 	collectorProgSysEnterRawTp     = "sys_enter_raw_tp"
 	collectorProgSysEnterTpBtf     = "sys_enter_tp_btf"
+	collectorVarFilterSelf         = "filter_self"
 	collectorVarHostCgroupId       = "host_cgroup_id"
 	collectorVarHostProcesses      = "host_processes"
 	collectorVarSelfTgid           = "self_tgid"
@@ -136,6 +137,7 @@ type collectorMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type collectorVariableSpecs struct {
+	FilterSelf         *ebpf.VariableSpec `ebpf:"filter_self"`
 	HostCgroupId       *ebpf.VariableSpec `ebpf:"host_cgroup_id"`
 	HostProcesses      *ebpf.VariableSpec `ebpf:"host_processes"`
 	SelfTgid           *ebpf.VariableSpec `ebpf:"self_tgid"`
@@ -183,6 +185,7 @@ func (m *collectorMaps) Close() error {
 //
 // It can be passed to loadCollectorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type collectorVariables struct {
+	FilterSelf         *ebpf.Variable `ebpf:"filter_self"`
 	HostCgroupId       *ebpf.Variable `ebpf:"host_cgroup_id"`
 	HostProcesses      *ebpf.Variable `ebpf:"host_processes"`
 	SelfTgid           *ebpf.Variable `ebpf:"self_tgid"`

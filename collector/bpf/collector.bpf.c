@@ -96,7 +96,7 @@ static __always_inline int handle_sys_enter(struct pt_regs *regs, long id)
 	__u64 cgid = bpf_get_current_cgroup_id();
 	if (!host_processes && cgid == host_cgroup_id)
 		return 0;
-	if ((__u32)(bpf_get_current_pid_tgid() >> 32) == self_tgid)
+	if (filter_self && (__u32)(bpf_get_current_pid_tgid() >> 32) == self_tgid)
 		return 0;
 	if (id < 0 || id >= SYSCALL_MAX)
 		return 0;

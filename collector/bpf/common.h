@@ -80,6 +80,7 @@ struct syscall_counts {
 volatile const __u64 host_cgroup_id = 0; // cgroup v2 root inode: host processes
 volatile const __u32 self_tgid = 0;      // the collector itself
 volatile const __u8 host_processes = 0;  // 1: report host processes too
+volatile const __u8 filter_self = 1;     // 0: the cgroup filter already excludes the collector
 volatile const __u64 sensitive_bits[SYSCALL_MAX / 64] = {}; // syscalls always reported with args
 
 struct {
