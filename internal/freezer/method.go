@@ -1,0 +1,354 @@
+package freezer
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// Method names.
+const (
+	MethodV1Freezer = "cgroup-v1-freezer"
+	MethodV2Freeze  = "cgroup-v2-freeze"
+	MethodRuncPause = "runc-pause"
+)
+
+// Method freezes and thaws a container one way. Freeze and Thaw return only
+// after the new state was observed, or ctx ended.
+type Method interface {
+	Name() string
+	// Applies reports whether the method can act on t.
+	Applies(t *Target) bool
+	Freeze(ctx context.Context, t *Target) error
+	Thaw(ctx context.Context, t *Target) error
+	// Frozen reads whether t is frozen by this method's means.
+	Frozen(t *Target) (bool, error)
+}
+
+// MethodNames lists the known methods in the default order of preference.
+func MethodNames() []string { return []string{MethodV1Freezer, MethodV2Freeze, MethodRuncPause} }
+
+// NewMethods builds methods by name, in the given order. runcBinary is the
+// runc executable for runc-pause (looked up on PATH when it has no slash).
+func NewMethods(names []string, roots Roots, runcBinary string) ([]Method, error) {
+	var out []Method
+	for _, n := range names {
+		switch n {
+		case MethodV1Freezer:
+			out = append(out, v1Freezer{})
+		case MethodV2Freeze:
+			out = append(out, v2Freeze{})
+		case MethodRuncPause:
+			out = append(out, runcPause{binary: runcBinary, root: roots.RuncRoot})
+		default:
+			return nil, fmt.Errorf("unknown freeze method %q (known: %s)", n, strings.Join(MethodNames(), ", "))
+		}
+	}
+	return out, nil
+}
+
+// Freeze freezes t with the first applicable method and returns it. A
+// method that fails for another reason than the container having exited
+// is followed by the next applicable one; the errors are joined.
+func Freeze(ctx context.Context, methods []Method, t *Target) (Method, error) {
+	var errs []error
+	for _, m := range methods {
+		if !m.Applies(t) {
+			continue
+		}
+		err := m.Freeze(ctx, t)
+		if err == nil {
+			return m, nil
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", m.Name(), err))
+		if errors.Is(err, ErrExited) || ctx.Err() != nil {
+			break
+		}
+	}
+	if len(errs) == 0 {
+		return nil, fmt.Errorf("%w to %s (freezer v1 %q, cgroup2 %q, runtime %q)", ErrNoMethod, t.ID, t.FreezerV1, t.Cgroup2, t.Runtime)
+	}
+	return nil, errors.Join(errs...)
+}
+
+// FrozenBy returns the first applicable method that reports t frozen, or
+// nil.
+func FrozenBy(methods []Method, t *Target) Method {
+	for _, m := range methods {
+		if !m.Applies(t) {
+			continue
+		}
+		if ok, err := m.Frozen(t); err == nil && ok {
+			return m
+		}
+	}
+	return nil
+}
+
+// Procs returns the pids in the target's cgroup.
+func Procs(t *Target) ([]int, error) {
+	f := t.ProcsFile()
+	if f == "" {
+		return nil, fmt.Errorf("%w: %s has no known cgroup", ErrNotFound, t.ID)
+	}
+	return readProcs(f)
+}
+
+func readProcs(file string) ([]int, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, ioErr(err)
+	}
+	var pids []int
+	for _, f := range bytes.Fields(b) {
+		n := 0
+		for _, c := range f {
+			if c < '0' || c > '9' {
+				n = -1
+				break
+			}
+			n = n*10 + int(c-'0')
+		}
+		if n > 0 {
+			pids = append(pids, n)
+		}
+	}
+	return pids, nil
+}
+
+// populated fails with ErrExited when file lists no process.
+func populated(file string) error {
+	pids, err := readProcs(file)
+	if err != nil {
+		return err
+	}
+	if len(pids) == 0 {
+		return fmt.Errorf("%w: no process left in %s", ErrExited, filepath.Dir(file))
+	}
+	return nil
+}
+
+// ioErr maps a vanished cgroup to ErrExited and anything else to ErrIO.
+func ioErr(err error) error {
+	if errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("%w: %v", ErrExited, err)
+	}
+	return fmt.Errorf("%w: %v", ErrIO, err)
+}
+
+func writeFile(path, val string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, 0)
+	if err != nil {
+		return ioErr(err)
+	}
+	_, err = f.WriteString(val)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return ioErr(err)
+	}
+	return nil
+}
+
+// poll calls cond until it reports true, fails, or ctx ends; it backs off
+// from 20us to 1ms so a fast freeze is seen quickly.
+func poll(ctx context.Context, what string, cond func() (bool, error)) error {
+	wait := 20 * time.Microsecond
+	for {
+		ok, err := cond()
+		if err != nil {
+			return err
+		}
+		if ok {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w: %s: %v", ErrTimeout, what, ctx.Err())
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, time.Millisecond)
+	}
+}
+
+// v1Freezer uses the cgroup v1 freezer hierarchy.
+type v1Freezer struct{}
+
+func (v1Freezer) Name() string           { return MethodV1Freezer }
+func (v1Freezer) Applies(t *Target) bool { return t.FreezerV1 != "" }
+func (v1Freezer) Frozen(t *Target) (bool, error) {
+	s, err := v1State(t)
+	return s == "FROZEN", err
+}
+
+func v1State(t *Target) (string, error) {
+	b, err := os.ReadFile(filepath.Join(t.FreezerV1, "freezer.state"))
+	if err != nil {
+		return "", ioErr(err)
+	}
+	return string(bytes.TrimSpace(b)), nil
+}
+
+func (m v1Freezer) Freeze(ctx context.Context, t *Target) error {
+	procs := filepath.Join(t.FreezerV1, "cgroup.procs")
+	if err := populated(procs); err != nil {
+		return err
+	}
+	if err := m.set(ctx, t, "FROZEN"); err != nil {
+		_ = m.set(context.Background(), t, "THAWED")
+		return err
+	}
+	if err := populated(procs); err != nil {
+		_ = m.set(context.Background(), t, "THAWED")
+		return err
+	}
+	return nil
+}
+
+func (m v1Freezer) Thaw(ctx context.Context, t *Target) error { return m.set(ctx, t, "THAWED") }
+
+func (v1Freezer) set(ctx context.Context, t *Target, state string) error {
+	if err := writeFile(filepath.Join(t.FreezerV1, "freezer.state"), state); err != nil {
+		return err
+	}
+	return poll(ctx, "freezer.state "+state, func() (bool, error) {
+		s, err := v1State(t)
+		return s == state, err
+	})
+}
+
+// v2Freeze uses cgroup2's cgroup.freeze.
+type v2Freeze struct{}
+
+func (v2Freeze) Name() string           { return MethodV2Freeze }
+func (v2Freeze) Applies(t *Target) bool { return t.Cgroup2 != "" }
+func (v2Freeze) Frozen(t *Target) (bool, error) {
+	b, err := os.ReadFile(filepath.Join(t.Cgroup2, "cgroup.events"))
+	if err != nil {
+		return false, ioErr(err)
+	}
+	return eventsFrozen(b), nil
+}
+
+// eventsFrozen reads "frozen 1" from cgroup.events.
+func eventsFrozen(b []byte) bool {
+	for _, line := range bytes.Split(b, []byte{'\n'}) {
+		if k, v, ok := bytes.Cut(line, []byte{' '}); ok && string(k) == "frozen" {
+			return string(bytes.TrimSpace(v)) == "1"
+		}
+	}
+	return false
+}
+
+func (m v2Freeze) Freeze(ctx context.Context, t *Target) error {
+	procs := filepath.Join(t.Cgroup2, "cgroup.procs")
+	if err := populated(procs); err != nil {
+		return err
+	}
+	if err := m.set(ctx, t, true); err != nil {
+		_ = m.set(context.Background(), t, false)
+		return err
+	}
+	if err := populated(procs); err != nil {
+		_ = m.set(context.Background(), t, false)
+		return err
+	}
+	return nil
+}
+
+func (m v2Freeze) Thaw(ctx context.Context, t *Target) error { return m.set(ctx, t, false) }
+
+func (m v2Freeze) set(ctx context.Context, t *Target, frozen bool) error {
+	val := "0"
+	if frozen {
+		val = "1"
+	}
+	if err := writeFile(filepath.Join(t.Cgroup2, "cgroup.freeze"), val); err != nil {
+		return err
+	}
+	return poll(ctx, "cgroup.events frozen "+val, func() (bool, error) {
+		ok, err := m.Frozen(t)
+		return ok == frozen, err
+	})
+}
+
+// runcPause runs `runc pause` / `runc resume` and checks `runc state`.
+type runcPause struct {
+	binary string
+	root   string
+}
+
+func (runcPause) Name() string           { return MethodRuncPause }
+func (runcPause) Applies(t *Target) bool { return t.Runtime == "runc" }
+func (m runcPause) Frozen(t *Target) (bool, error) {
+	s, err := m.status(context.Background(), t)
+	return s == "paused", err
+}
+
+func (m runcPause) run(ctx context.Context, args ...string) ([]byte, error) {
+	bin := m.binary
+	if bin == "" {
+		bin = "runc"
+	}
+	if m.root != "" {
+		args = append([]string{"--root", m.root}, args...)
+	}
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.WaitDelay = time.Second
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		msg := strings.TrimSpace(stderr.String())
+		if strings.Contains(msg, "does not exist") || strings.Contains(msg, "not running") || strings.Contains(msg, "stopped") {
+			return nil, fmt.Errorf("%w: %s %s: %s", ErrExited, bin, args[len(args)-2], msg)
+		}
+		return nil, fmt.Errorf("%w: %s %s: %v: %s", ErrIO, bin, strings.Join(args, " "), err, msg)
+	}
+	return out, nil
+}
+
+func (m runcPause) status(ctx context.Context, t *Target) (string, error) {
+	out, err := m.run(ctx, "state", t.ID)
+	if err != nil {
+		return "", err
+	}
+	var s struct {
+		Status string `json:"status"`
+	}
+	if err := json.Unmarshal(out, &s); err != nil {
+		return "", fmt.Errorf("%w: runc state %s: %v", ErrIO, t.ID, err)
+	}
+	return s.Status, nil
+}
+
+func (m runcPause) Freeze(ctx context.Context, t *Target) error {
+	if s, err := m.status(ctx, t); err != nil {
+		return err
+	} else if s != "running" && s != "paused" {
+		return fmt.Errorf("%w: runc reports %s", ErrExited, s)
+	}
+	if _, err := m.run(ctx, "pause", t.ID); err != nil {
+		return err
+	}
+	return poll(ctx, "runc state paused", func() (bool, error) { return m.Frozen(t) })
+}
+
+func (m runcPause) Thaw(ctx context.Context, t *Target) error {
+	if _, err := m.run(ctx, "resume", t.ID); err != nil {
+		return err
+	}
+	return poll(ctx, "runc state running", func() (bool, error) {
+		s, err := m.status(ctx, t)
+		return s == "running", err
+	})
+}

@@ -1,0 +1,204 @@
+package responder
+
+import (
+	"errors"
+	"fmt"
+	"path"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/containsec/contain/internal/forensics"
+	"github.com/containsec/contain/internal/freezer"
+	"github.com/containsec/contain/schemas/containv1"
+)
+
+// Config configures a Responder. The keys named in errors are those of the
+// "responder" section of contain's configuration.
+type Config struct {
+	// Host is the host this responder acts on; it consumes
+	// containv1.AlertsSubject(Host) only.
+	Host string
+	// Threshold is the alert score at or above which a container is paused,
+	// unless a policy rule sets another one.
+	Threshold float64
+	// DryRun records DRY_RUN actions instead of pausing, everywhere.
+	DryRun bool
+
+	// FreezerRoot is the cgroup v1 freezer hierarchy ("" disables it).
+	FreezerRoot string
+	// Cgroup2Root is the cgroup2 mount ("" disables it).
+	Cgroup2Root string
+	// RuncRoot is runc's state directory ("" disables it).
+	RuncRoot string
+	// RuncBinary is the runc executable for the runc-pause method.
+	RuncBinary string
+	// Methods are the freeze methods in order of preference (see
+	// freezer.MethodNames); the first that applies to a container is used.
+	Methods []string
+	// VerifyTimeout bounds a freeze or thaw from the write to its
+	// verification.
+	VerifyTimeout time.Duration
+
+	// Durable names the JetStream consumer; "" means
+	// "responder-<host token>".
+	Durable string
+	// AcceptStages are the batch stages whose alerts are acted on; a batch
+	// from any other stage is refused and counted
+	// (contain_dropped_total{stage="responder",reason="unauthorised_stage"}).
+	AcceptStages []string
+
+	// Snapshot captures a forensic snapshot of each paused container
+	// (processes, sockets, changed files) into the action's detail.
+	Snapshot bool
+	// SnapshotLimits bound the snapshot.
+	SnapshotLimits forensics.Limits
+	// MaxDetailBytes bounds an action's detail JSON.
+	MaxDetailBytes int
+	// ProcRoot is the procfs mount read for snapshots.
+	ProcRoot string
+
+	// MaxPausesPerMinute is the circuit breaker: once this many containers
+	// were paused in the last minute, further alerts are recorded as
+	// SKIPPED (alert only) until the window frees up. 0 disables it.
+	MaxPausesPerMinute int
+
+	// Policy scopes thresholds and dry-run, and lists what is never paused.
+	Policy Policy
+}
+
+// Policy says, per scope, how alerts are acted on.
+type Policy struct {
+	// Rules are tried in order; the first whose scope matches sets the
+	// threshold and dry-run for the alert. Without a match the Config's
+	// Threshold and DryRun apply.
+	Rules []Rule
+	// Allow lists scopes that are never paused (recorded as SKIPPED).
+	Allow []Scope
+	// NeverPauseLabels: a container carrying any of these label values is
+	// never paused (default io.contain.critical=true).
+	NeverPauseLabels map[string]string
+	// NeverPauseIDs are container id patterns never paused (contain's own
+	// containers). The container holding the responder's own process is
+	// never paused whatever this says.
+	NeverPauseIDs []string
+}
+
+// Rule sets the threshold and dry-run for the alerts its scope matches.
+type Rule struct {
+	Name      string
+	Scope     Scope
+	Threshold float64
+	DryRun    bool
+}
+
+// Scope matches alerts. Empty fields match anything; patterns are
+// path.Match globs; all set fields must match.
+type Scope struct {
+	Image         string            // alert's image_ref
+	ImageDigest   string            // alert's image_digest
+	ContainerName string            // alert's container_name
+	ContainerID   string            // alert's container_id
+	AlertRule     string            // Alert.rule
+	ReasonCode    string            // any of Alert.reasons[].code
+	Labels        map[string]string // runtime labels (OCI annotations)
+}
+
+// CriticalLabel marks a container that is never paused.
+const CriticalLabel = "io.contain.critical"
+
+// DefaultConfig is a responder for this host's runc containers on a hybrid
+// or unified cgroup layout.
+func DefaultConfig() Config {
+	return Config{
+		Threshold:          0.8,
+		FreezerRoot:        "/sys/fs/cgroup/freezer",
+		Cgroup2Root:        "/sys/fs/cgroup/unified",
+		RuncRoot:           "/run/runc",
+		RuncBinary:         "runc",
+		Methods:            freezer.MethodNames(),
+		VerifyTimeout:      2 * time.Second,
+		AcceptStages:       []string{"analyzer"},
+		Snapshot:           true,
+		SnapshotLimits:     forensics.DefaultLimits(),
+		MaxDetailBytes:     64 << 10,
+		ProcRoot:           "/proc",
+		MaxPausesPerMinute: 10,
+		Policy: Policy{
+			NeverPauseLabels: map[string]string{CriticalLabel: "true"},
+		},
+	}
+}
+
+// Validate reports the first invalid key.
+func (c Config) Validate() error {
+	switch {
+	case strings.TrimSpace(c.Host) == "":
+		return errors.New("responder.host: must be set")
+	case c.Threshold < 0:
+		return fmt.Errorf("responder.threshold: %v must be >= 0", c.Threshold)
+	case c.FreezerRoot == "" && c.Cgroup2Root == "" && c.RuncRoot == "":
+		return errors.New("responder.freezer_root, responder.cgroup2_root, responder.runc_root: at least one must be set")
+	case len(c.Methods) == 0:
+		return fmt.Errorf("responder.methods: must list at least one of %s", strings.Join(freezer.MethodNames(), ", "))
+	case c.VerifyTimeout <= 0:
+		return errors.New("responder.verify_timeout: must be > 0")
+	case c.MaxPausesPerMinute < 0:
+		return errors.New("responder.max_pauses_per_minute: must be >= 0 (0 disables the circuit breaker)")
+	case c.MaxDetailBytes < 1024:
+		return errors.New("responder.max_detail_bytes: must be >= 1024")
+	case len(c.AcceptStages) == 0:
+		return errors.New("responder.accept_stages: must list at least one stage (e.g. analyzer)")
+	}
+	for _, m := range c.Methods {
+		if !slices.Contains(freezer.MethodNames(), m) {
+			return fmt.Errorf("responder.methods: unknown method %q (known: %s)", m, strings.Join(freezer.MethodNames(), ", "))
+		}
+	}
+	if c.Snapshot {
+		l := c.SnapshotLimits
+		if l.MaxProcs <= 0 || l.MaxArgv <= 0 || l.MaxSockets <= 0 || l.MaxFiles <= 0 || l.MaxWalk <= 0 {
+			return errors.New("responder.snapshot_limits: every limit must be > 0")
+		}
+	}
+	for i, r := range c.Policy.Rules {
+		if r.Threshold < 0 {
+			return fmt.Errorf("responder.policy.rules[%d].threshold: must be >= 0", i)
+		}
+		if err := r.Scope.validate(); err != nil {
+			return fmt.Errorf("responder.policy.rules[%d].scope: %w", i, err)
+		}
+	}
+	for i, s := range c.Policy.Allow {
+		if err := s.validate(); err != nil {
+			return fmt.Errorf("responder.policy.allow[%d]: %w", i, err)
+		}
+	}
+	for i, p := range c.Policy.NeverPauseIDs {
+		if _, err := path.Match(p, ""); err != nil || p == "" {
+			return fmt.Errorf("responder.policy.never_pause_ids[%d]: bad pattern %q", i, p)
+		}
+	}
+	return nil
+}
+
+func (s Scope) validate() error {
+	for _, p := range []string{s.Image, s.ImageDigest, s.ContainerName, s.ContainerID, s.AlertRule, s.ReasonCode} {
+		if _, err := path.Match(p, ""); err != nil {
+			return fmt.Errorf("bad pattern %q", p)
+		}
+	}
+	return nil
+}
+
+// durable is the consumer name.
+func (c Config) durable() string {
+	if c.Durable != "" {
+		return c.Durable
+	}
+	return "responder-" + containv1.SubjectToken(c.Host)
+}
+
+func (c Config) roots() freezer.Roots {
+	return freezer.Roots{FreezerV1: c.FreezerRoot, Cgroup2: c.Cgroup2Root, RuncRoot: c.RuncRoot}
+}

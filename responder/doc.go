@@ -1,0 +1,33 @@
+// Package responder is contain's response stage: it pauses containers that
+// the analyzer flags, and releases them on request.
+//
+// Consumes: KIND_ALERT events in batches from the CONTAIN_ALERTS stream,
+// subject containv1.AlertsSubject(host) only (durable consumer
+// "responder-<host token>"); batches from stages not in AcceptStages are
+// refused and counted. Serves core-NATS request/reply on
+// containv1.ControlSubject(host, "release") and (host, "quarantine.list").
+//
+// Emits: one KIND_ACTION event per alert and per release request, on
+// containv1.ActionsSubject(host), with container_id, image_ref and
+// image_digest copied from the alert, alert_id, score, the alert's reasons
+// joined as reason, actor "responder@<host>" (the requester for a
+// release), the freeze method, latency_ns (from the alert's trigger wall
+// time to verified frozen) and a JSON Detail: the decision in words, the
+// policy rule and threshold, and for a pause a bounded forensic snapshot
+// (processes with argv, sockets, files changed in the writable layer).
+//
+// Guarantees:
+//   - every decision is recorded as an action with its reason: OK (paused
+//     and verified frozen), SKIPPED (below threshold, allowlisted,
+//     never-pause, already quarantined, circuit breaker open), DRY_RUN, or
+//     FAILED (not found, exited before the freeze, not verified in time);
+//   - never paused: host processes, containers labelled
+//     io.contain.critical=true (configurable), ids in
+//     Policy.NeverPauseIDs, the container holding the responder itself;
+//   - a freeze that cannot be verified, or that finds the container empty,
+//     is undone and recorded FAILED; a container is never reported frozen
+//     when it is not;
+//   - an alert is acknowledged only after its action was published, so a
+//     crash re-handles it; a container found already frozen is SKIPPED,
+//     never frozen twice.
+package responder

@@ -1,0 +1,443 @@
+package responder
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sys/unix"
+
+	"github.com/containsec/contain/internal/bus"
+	"github.com/containsec/contain/internal/forensics"
+	"github.com/containsec/contain/internal/freezer"
+	"github.com/containsec/contain/internal/metrics"
+	"github.com/containsec/contain/schemas/containv1"
+)
+
+// Log field keys.
+const (
+	logContainer = "container_id"
+	logResult    = "result"
+	logDecision  = "decision"
+	logMethod    = "method"
+)
+
+// Quarantine is a container this responder paused and has not released.
+type Quarantine struct {
+	ContainerID   string    `json:"container_id"`
+	ContainerName string    `json:"container_name,omitempty"`
+	ImageRef      string    `json:"image_ref,omitempty"`
+	ImageDigest   string    `json:"image_digest,omitempty"`
+	Method        string    `json:"method"`
+	Cgroup        string    `json:"cgroup,omitempty"`
+	Since         time.Time `json:"since"`
+	AlertID       string    `json:"alert_id"`
+	ActionID      string    `json:"action_id"`
+	Score         float64   `json:"score"`
+	Reason        string    `json:"reason"`
+	Actor         string    `json:"actor"`
+	// State is read when listed: "frozen", "thawed" (thawed behind the
+	// responder's back) or "gone".
+	State string `json:"state,omitempty"`
+
+	target *freezer.Target
+	method freezer.Method
+}
+
+// Responder consumes alerts for its host and pauses containers.
+type Responder struct {
+	cfg     Config
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	m       *metrics.Metrics
+	log     *slog.Logger
+	methods []freezer.Method
+	ids     *containv1.IDGen
+	actor   string
+	selfPid int
+
+	pubMu sync.Mutex
+	prod  *bus.Producer
+
+	// actMu serialises pausing and releasing, so a release and a pause of
+	// the same container never interleave.
+	actMu       sync.Mutex
+	quarantined map[string]*Quarantine
+	pauses      []time.Time // circuit breaker window
+	breakerOpen bool
+
+	// now is the clock; tests may replace it.
+	now func() time.Time
+}
+
+// New makes a Responder; call Run to start it.
+func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, m *metrics.Metrics, log *slog.Logger) (*Responder, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if nc == nil || js == nil || m == nil || log == nil {
+		return nil, errors.New("responder: nats connection, jetstream, metrics and logger are required")
+	}
+	methods, err := freezer.NewMethods(cfg.Methods, cfg.roots(), cfg.RuncBinary)
+	if err != nil {
+		return nil, fmt.Errorf("responder.methods: %w", err)
+	}
+	return &Responder{
+		cfg:         cfg,
+		nc:          nc,
+		js:          js,
+		m:           m,
+		log:         log.With("stage", metrics.StageResponder, "host", cfg.Host),
+		methods:     methods,
+		ids:         containv1.NewIDGen(),
+		actor:       "responder@" + cfg.Host,
+		selfPid:     os.Getpid(),
+		prod:        bus.NewProducer(cfg.Host, metrics.StageResponder),
+		quarantined: map[string]*Quarantine{},
+		now:         time.Now,
+	}, nil
+}
+
+// Run serves the control subjects and consumes alerts until ctx ends.
+func (r *Responder) Run(ctx context.Context) error {
+	subs, err := r.serveControl(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		for _, s := range subs {
+			_ = s.Unsubscribe()
+		}
+	}()
+	r.log.Info("responder started", "subject", containv1.AlertsSubject(r.cfg.Host), "threshold", r.cfg.Threshold,
+		"dry_run", r.cfg.DryRun, "methods", strings.Join(r.cfg.Methods, ","))
+	return bus.Consume(ctx, r.js, bus.ConsumerConfig{
+		Stream:        containv1.StreamAlerts,
+		Durable:       r.cfg.durable(),
+		FilterSubject: containv1.AlertsSubject(r.cfg.Host),
+		Stage:         metrics.StageResponder,
+		// One message per fetch: a fetch returns when it is full or its
+		// wait ends, so a larger fetch would hold a lone alert back.
+		Fetch:     1,
+		FetchWait: time.Second,
+	}, r.handle, r.m, r.log)
+}
+
+// handle acts on every alert of the batches and publishes the actions.
+func (r *Responder) handle(ctx context.Context, batches []*containv1.Batch) error {
+	var actions []*containv1.Event
+	for _, b := range batches {
+		if !slices.Contains(r.cfg.AcceptStages, b.Stage) {
+			r.m.Dropped.WithLabelValues(metrics.StageResponder, "unauthorised_stage").Add(float64(len(b.Events)))
+			r.log.Warn("refusing batch from an unaccepted stage", "batch_stage", b.Stage, "batch_host", b.Host, "events", len(b.Events))
+			continue
+		}
+		for _, ev := range b.Events {
+			if ev.GetKind() != containv1.Kind_KIND_ALERT || ev.GetAlert() == nil {
+				r.m.Dropped.WithLabelValues(metrics.StageResponder, "not_alert").Inc()
+				continue
+			}
+			actions = append(actions, r.onAlert(ctx, ev))
+		}
+	}
+	if len(actions) == 0 {
+		return nil
+	}
+	return r.publish(ctx, actions)
+}
+
+func (r *Responder) publish(ctx context.Context, actions []*containv1.Event) error {
+	r.pubMu.Lock()
+	batch := r.prod.Batch(actions)
+	r.pubMu.Unlock()
+	if err := bus.Publish(ctx, r.js, containv1.ActionsSubject(r.cfg.Host), batch); err != nil {
+		r.m.Errors.WithLabelValues(metrics.StageResponder, "publish").Inc()
+		return fmt.Errorf("publishing %d actions: %w", len(actions), err)
+	}
+	r.m.EventsOut.WithLabelValues(metrics.StageResponder).Add(float64(len(actions)))
+	return nil
+}
+
+// Detail is the JSON carried in Action.detail.
+type Detail struct {
+	// Decision says in words why the action has its result.
+	Decision string `json:"decision"`
+	Error    string `json:"error,omitempty"`
+	// PolicyRule is the rule that set the threshold ("" = defaults).
+	PolicyRule string  `json:"policy_rule,omitempty"`
+	Threshold  float64 `json:"threshold"`
+	Cgroup     string  `json:"cgroup,omitempty"`
+	// FreezeUs is from the freeze write to its verification.
+	FreezeUs int64               `json:"freeze_us,omitempty"`
+	Snapshot *forensics.Snapshot `json:"snapshot,omitempty"`
+}
+
+// alertReason joins the alert's reasons.
+func alertReason(a *containv1.Alert) string {
+	var parts []string
+	for _, rs := range a.GetReasons() {
+		switch {
+		case rs.GetCode() != "" && rs.GetMessage() != "":
+			parts = append(parts, rs.GetCode()+": "+rs.GetMessage())
+		case rs.GetCode() != "":
+			parts = append(parts, rs.GetCode())
+		case rs.GetMessage() != "":
+			parts = append(parts, rs.GetMessage())
+		}
+	}
+	if len(parts) == 0 && a.GetRule() != "" {
+		return a.GetRule()
+	}
+	return strings.Join(parts, "; ")
+}
+
+// triggerWall is the wall time the latency is measured from.
+func triggerWall(ev *containv1.Event) int64 {
+	if w := ev.GetAlert().GetTrigger().GetWallNs(); w > 0 {
+		return w
+	}
+	return ev.GetWallNs()
+}
+
+// newAction makes the action event answering alert ev (nil for a release).
+func (r *Responder) newAction(ev *containv1.Event, typ containv1.Action_Type) (*containv1.Event, *containv1.Action) {
+	now := r.now()
+	act := &containv1.Action{Type: typ, Actor: r.actor}
+	out := &containv1.Event{
+		Id:            r.ids.Next(),
+		Host:          r.cfg.Host,
+		WallNs:        now.UnixNano(),
+		MonoNs:        monoNow(),
+		Kind:          containv1.Kind_KIND_ACTION,
+		SchemaVersion: containv1.SchemaVersion,
+		Body:          &containv1.Event_Action{Action: act},
+	}
+	if ev != nil {
+		out.ContainerId = ev.ContainerId
+		out.ContainerName = ev.ContainerName
+		out.ImageRef = ev.ImageRef
+		out.ImageDigest = ev.ImageDigest
+		out.CgroupId = ev.CgroupId
+		out.ProfileRef = ev.ProfileRef
+		act.AlertId = ev.Id
+		act.Score = ev.GetAlert().GetScore()
+		act.Reason = alertReason(ev.GetAlert())
+	}
+	return out, act
+}
+
+// finish sets the result and detail, counts and logs the decision.
+func (r *Responder) finish(out *containv1.Event, act *containv1.Action, res containv1.Action_Result, d *Detail) *containv1.Event {
+	act.Result = res
+	act.Detail = r.encodeDetail(d)
+	r.m.Actions.WithLabelValues(strings.TrimPrefix(act.Type.String(), "TYPE_"), strings.TrimPrefix(res.String(), "RESULT_")).Inc()
+	level := slog.LevelInfo
+	if res == containv1.Action_RESULT_FAILED {
+		level = slog.LevelWarn
+	}
+	r.log.Log(context.Background(), level, "action", "type", act.Type.String(), logResult, res.String(), logContainer, out.ContainerId,
+		logDecision, d.Decision, logMethod, act.Method, "score", act.Score, "latency_ms", float64(act.LatencyNs)/1e6, "err", d.Error)
+	return out
+}
+
+// encodeDetail marshals d within MaxDetailBytes, shedding the snapshot's
+// bulkiest parts first.
+func (r *Responder) encodeDetail(d *Detail) string {
+	b, err := json.Marshal(d)
+	if err == nil && len(b) <= r.cfg.MaxDetailBytes {
+		return string(b)
+	}
+	if s := d.Snapshot; s != nil {
+		for _, shed := range []func(){
+			func() { s.ChangedFiles, s.Truncated = nil, append(s.Truncated, "files (detail size)") },
+			func() { s.Sockets, s.Truncated = nil, append(s.Truncated, "sockets (detail size)") },
+			func() { s.Processes, s.Truncated = nil, append(s.Truncated, "processes (detail size)") },
+		} {
+			shed()
+			if b, err = json.Marshal(d); err == nil && len(b) <= r.cfg.MaxDetailBytes {
+				return string(b)
+			}
+		}
+	}
+	d.Snapshot = nil
+	d.Decision = truncate(d.Decision, 512)
+	d.Error = truncate(d.Error, 512)
+	b, _ = json.Marshal(d)
+	return string(b)
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	s, _, _ = containv1.SafeString([]byte(s[:n]), 0)
+	return s + "…"
+}
+
+// onAlert decides on one alert and acts; it always returns an action.
+func (r *Responder) onAlert(ctx context.Context, ev *containv1.Event) *containv1.Event {
+	out, act := r.newAction(ev, containv1.Action_TYPE_PAUSE)
+	d := &Detail{Threshold: r.cfg.Threshold}
+	skip := func(why string) *containv1.Event {
+		d.Decision = why
+		return r.finish(out, act, containv1.Action_RESULT_SKIPPED, d)
+	}
+	fail := func(decision string, err error) *containv1.Event {
+		d.Decision, d.Error = decision, err.Error()
+		r.m.Errors.WithLabelValues(metrics.StageResponder, "freeze").Inc()
+		return r.finish(out, act, containv1.Action_RESULT_FAILED, d)
+	}
+	if ev.Host != "" && ev.Host != r.cfg.Host {
+		r.m.Dropped.WithLabelValues(metrics.StageResponder, "wrong_host").Inc()
+		return skip(fmt.Sprintf("alert is about host %q, this responder acts on %q", ev.Host, r.cfg.Host))
+	}
+	if ev.ContainerId == "" {
+		return skip("never-pause: host process (the alert names no container)")
+	}
+	if !freezer.ValidID(ev.ContainerId) {
+		return fail("invalid container id", fmt.Errorf("%w: %q", freezer.ErrInvalidID, truncate(ev.ContainerId, 128)))
+	}
+
+	r.actMu.Lock()
+	defer r.actMu.Unlock()
+
+	target, locErr := freezer.Locate(r.cfg.roots(), ev.ContainerId)
+	var labels map[string]string
+	if target != nil {
+		labels = target.Labels
+		d.Cgroup = firstNonEmpty(target.FreezerV1, target.Cgroup2)
+	}
+	eff := r.cfg.effective(ev, labels)
+	d.PolicyRule, d.Threshold = eff.rule, eff.threshold
+	score := ev.GetAlert().GetScore()
+	if score < eff.threshold {
+		return skip(fmt.Sprintf("score %.3g below threshold %.3g", score, eff.threshold))
+	}
+	if why := r.cfg.neverPause(ev, labels); why != "" {
+		return skip(why)
+	}
+	if q := r.quarantined[ev.ContainerId]; q != nil {
+		return skip(fmt.Sprintf("already quarantined by this responder since %s (alert %s, %s)", q.Since.Format(time.RFC3339Nano), q.AlertID, q.Method))
+	}
+	if eff.dryRun {
+		d.Decision = fmt.Sprintf("dry run: would pause (score %.3g >= threshold %.3g)", score, eff.threshold)
+		return r.finish(out, act, containv1.Action_RESULT_DRY_RUN, d)
+	}
+	if why := r.breaker(); why != "" {
+		return skip(why)
+	}
+	if locErr != nil {
+		return fail("container not found: nothing to pause (it may have exited and been deleted)", locErr)
+	}
+	if pids, err := freezer.Procs(target); err == nil && slices.Contains(pids, r.selfPid) {
+		return skip("never-pause: the container holds this responder's own process")
+	}
+	if m := freezer.FrozenBy(r.methods, target); m != nil {
+		return skip("already frozen (" + m.Name() + "), not by this responder: left as it is")
+	}
+
+	vctx, cancel := context.WithTimeout(ctx, r.cfg.VerifyTimeout)
+	defer cancel()
+	start := time.Now()
+	m, err := freezer.Freeze(vctx, r.methods, target)
+	frozenAt := r.now()
+	if err != nil {
+		decision := "pause failed; container left running"
+		if errors.Is(err, freezer.ErrExited) {
+			decision = "container exited before it could be paused"
+		}
+		return fail(decision, err)
+	}
+	act.Method = m.Name()
+	d.FreezeUs = time.Since(start).Microseconds()
+	if w := triggerWall(ev); w > 0 {
+		act.LatencyNs = frozenAt.UnixNano() - w
+	}
+	d.Decision = fmt.Sprintf("paused and verified frozen (score %.3g >= threshold %.3g)", score, eff.threshold)
+	if r.cfg.Snapshot {
+		d.Snapshot = r.snapshot(ctx, target)
+	}
+	r.pauses = append(r.pauses, frozenAt)
+	r.quarantined[ev.ContainerId] = &Quarantine{
+		ContainerID:   ev.ContainerId,
+		ContainerName: ev.ContainerName,
+		ImageRef:      ev.ImageRef,
+		ImageDigest:   ev.ImageDigest,
+		Method:        m.Name(),
+		Cgroup:        d.Cgroup,
+		Since:         frozenAt.UTC(),
+		AlertID:       containv1.FormatID(ev.Id),
+		ActionID:      containv1.FormatID(out.Id),
+		Score:         score,
+		Reason:        act.Reason,
+		Actor:         r.actor,
+		target:        target,
+		method:        m,
+	}
+	return r.finish(out, act, containv1.Action_RESULT_OK, d)
+}
+
+// breaker returns why pausing is refused by the circuit breaker, or "".
+// Called with actMu held.
+func (r *Responder) breaker() string {
+	max := r.cfg.MaxPausesPerMinute
+	if max <= 0 {
+		return ""
+	}
+	cut := r.now().Add(-time.Minute)
+	i := 0
+	for i < len(r.pauses) && !r.pauses[i].After(cut) {
+		i++
+	}
+	r.pauses = r.pauses[i:]
+	if len(r.pauses) < max {
+		if r.breakerOpen {
+			r.breakerOpen = false
+			r.log.Warn("circuit breaker closed: pausing again", "max_per_minute", max)
+		}
+		return ""
+	}
+	if !r.breakerOpen {
+		r.breakerOpen = true
+		r.log.Error("CIRCUIT BREAKER OPEN: too many quarantines, alerting only", "paused_last_minute", len(r.pauses), "max_per_minute", max)
+	}
+	r.m.Errors.WithLabelValues(metrics.StageResponder, "circuit_open").Inc()
+	return fmt.Sprintf("circuit breaker open: %d containers paused in the last minute (max %d); alert only", len(r.pauses), max)
+}
+
+func (r *Responder) snapshot(ctx context.Context, t *freezer.Target) *forensics.Snapshot {
+	pids, err := freezer.Procs(t)
+	in := forensics.Input{Pids: pids, ProcRoot: r.cfg.ProcRoot, Rootfs: t.Rootfs, Since: t.Created}
+	s := forensics.Take(ctx, in, r.cfg.SnapshotLimits)
+	if err != nil {
+		s.Errors = append(s.Errors, "cgroup.procs: "+err.Error())
+	}
+	return s
+}
+
+func firstNonEmpty(s ...string) string {
+	for _, v := range s {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+// monoNow is CLOCK_MONOTONIC in ns, as the schema's mono_ns.
+func monoNow() uint64 {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		return 0
+	}
+	return uint64(ts.Nano())
+}

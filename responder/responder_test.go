@@ -1,0 +1,494 @@
+package responder
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/containsec/contain/internal/bus"
+	"github.com/containsec/contain/internal/freezer"
+	"github.com/containsec/contain/internal/metrics"
+	"github.com/containsec/contain/internal/testenv"
+	"github.com/containsec/contain/schemas/containv1"
+)
+
+const testHost = "node-1"
+
+type harness struct {
+	t    *testing.T
+	r    *Responder
+	nc   *nats.Conn
+	js   jetstream.JetStream
+	m    *metrics.Metrics
+	ids  *containv1.IDGen
+	prod *bus.Producer
+	acts jetstream.Consumer
+}
+
+// start runs a responder for testHost against an embedded NATS.
+func start(t *testing.T, edit func(*Config)) *harness {
+	t.Helper()
+	testenv.RequireRoot(t)
+	if _, err := os.Stat("/sys/fs/cgroup/freezer"); err != nil {
+		if _, err2 := os.Stat("/sys/fs/cgroup/unified"); err2 != nil {
+			testenv.Unavailable(t, "a cgroup v1 freezer or cgroup2 mount under /sys/fs/cgroup")
+		}
+	}
+	_, nc, js := testenv.NATS(t)
+	cfg := DefaultConfig()
+	cfg.Host = testHost
+	if edit != nil {
+		edit(&cfg)
+	}
+	m := metrics.New()
+	r, err := New(cfg, nc, js, m, testenv.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Errorf("Run did not return after cancel")
+		}
+	})
+	acts, err := js.OrderedConsumer(context.Background(), containv1.StreamActions, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{containv1.ActionsSubject(testHost)},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &harness{t: t, r: r, nc: nc, js: js, m: m, ids: containv1.NewIDGen(), prod: bus.NewProducer(testHost, "analyzer"), acts: acts}
+	// Wait for the control subscriptions, which Run makes before consuming.
+	waitFor(t, 5*time.Second, "responder serving quarantine.list", func() bool {
+		_, err := ListQuarantined(context.Background(), nc, testHost)
+		return err == nil
+	})
+	return h
+}
+
+func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// alert builds an alert event about container c.
+func (h *harness) alert(containerID string, score float64) *containv1.Event {
+	trigger := &containv1.Event{
+		Id: h.ids.Next(), Host: testHost, ContainerId: containerID, Kind: containv1.Kind_KIND_EXEC,
+		WallNs: time.Now().UnixNano(), SchemaVersion: containv1.SchemaVersion,
+		Body: &containv1.Event_Exec{Exec: &containv1.Exec{Filename: "/bin/nc", Argv: []string{"nc", "-l"}}},
+	}
+	return &containv1.Event{
+		Id: h.ids.Next(), Host: testHost, ContainerId: containerID, ContainerName: "web",
+		ImageRef: "example.com/web:1", ImageDigest: "sha256:abc", Kind: containv1.Kind_KIND_ALERT,
+		WallNs: time.Now().UnixNano(), SchemaVersion: containv1.SchemaVersion,
+		Body: &containv1.Event_Alert{Alert: &containv1.Alert{
+			Score: score, Rule: "exec.unseen",
+			Reasons: []*containv1.Reason{{Code: "exec.unseen", Message: "/bin/nc never ran during learning", Score: score}},
+			Trigger: trigger,
+		}},
+	}
+}
+
+func (h *harness) publish(evs ...*containv1.Event) {
+	h.t.Helper()
+	if err := bus.Publish(context.Background(), h.js, containv1.AlertsSubject(testHost), h.prod.Batch(evs)); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// next returns the next action published for testHost.
+func (h *harness) next() *containv1.Event {
+	h.t.Helper()
+	msg, err := h.acts.Next(jetstream.FetchMaxWait(10 * time.Second))
+	if err != nil {
+		h.t.Fatalf("no action published: %v", err)
+	}
+	b, err := bus.Decode(msg.Data())
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	if len(b.Events) != 1 {
+		h.t.Fatalf("want 1 action per batch here, got %d", len(b.Events))
+	}
+	ev := b.Events[0]
+	if ev.Kind != containv1.Kind_KIND_ACTION || ev.GetAction() == nil {
+		h.t.Fatalf("not an action: %v", ev)
+	}
+	return ev
+}
+
+func detail(t testing.TB, a *containv1.Action) Detail {
+	t.Helper()
+	var d Detail
+	if err := json.Unmarshal([]byte(a.Detail), &d); err != nil {
+		t.Fatalf("detail is not JSON: %v: %q", err, a.Detail)
+	}
+	return d
+}
+
+func wantAction(t testing.TB, ev *containv1.Event, typ containv1.Action_Type, res containv1.Action_Result, containerID string) *containv1.Action {
+	t.Helper()
+	a := ev.GetAction()
+	if a.Type != typ || a.Result != res {
+		t.Fatalf("action %v/%v, want %v/%v; detail %s", a.Type, a.Result, typ, res, a.Detail)
+	}
+	if ev.ContainerId != containerID {
+		t.Fatalf("action container %q, want %q", ev.ContainerId, containerID)
+	}
+	return a
+}
+
+func freezerState(t testing.TB, c *testenv.Container) string {
+	t.Helper()
+	s, err := c.FreezerState()
+	if err != nil {
+		t.Fatalf("freezer state of %s: %v", c.ID, err)
+	}
+	return s
+}
+
+func TestPauseAndRelease(t *testing.T) {
+	h := start(t, nil)
+	c := testenv.RunContainer(t, "pause", testenv.ContainerSpec{})
+	if out, err := c.Exec(10*time.Second, "/bin/sh", "-c", "echo pwned > /tmp/dropped"); err != nil {
+		t.Fatalf("exec before: %v: %s", err, out)
+	}
+	al := h.alert(c.ID, 0.95)
+	h.publish(al)
+
+	ev := h.next()
+	a := wantAction(t, ev, containv1.Action_TYPE_PAUSE, containv1.Action_RESULT_OK, c.ID)
+	if got := freezerState(t, c); got != "FROZEN" {
+		t.Fatalf("freezer state %s after PAUSE/OK", got)
+	}
+	if ev.ImageRef != "example.com/web:1" || ev.ImageDigest != "sha256:abc" || ev.Host != testHost {
+		t.Errorf("fields not copied: image %q digest %q host %q", ev.ImageRef, ev.ImageDigest, ev.Host)
+	}
+	if string(a.AlertId) != string(al.Id) || a.Score != 0.95 || a.Actor != "responder@"+testHost {
+		t.Errorf("alert_id/score/actor: %x %v %q", a.AlertId, a.Score, a.Actor)
+	}
+	if a.Method != freezer.MethodV1Freezer || !strings.Contains(a.Reason, "exec.unseen") {
+		t.Errorf("method %q reason %q", a.Method, a.Reason)
+	}
+	if a.LatencyNs <= 0 || a.LatencyNs > int64(10*time.Second) {
+		t.Errorf("latency_ns %d out of range", a.LatencyNs)
+	}
+	t.Logf("alert trigger -> verified frozen: %v", time.Duration(a.LatencyNs))
+	d := detail(t, a)
+	if d.Snapshot == nil || len(d.Snapshot.Processes) == 0 {
+		t.Fatalf("no snapshot processes: %s", a.Detail)
+	}
+	foundLoop := false
+	for _, p := range d.Snapshot.Processes {
+		if len(p.Argv) > 0 && strings.Contains(strings.Join(p.Argv, " "), "while true") {
+			foundLoop = true
+		}
+	}
+	if !foundLoop {
+		t.Errorf("snapshot lacks the container's shell loop: %+v", d.Snapshot.Processes)
+	}
+	foundFile := false
+	for _, f := range d.Snapshot.ChangedFiles {
+		if f.Path == "/tmp/dropped" {
+			foundFile = true
+		}
+	}
+	if !foundFile {
+		t.Errorf("snapshot lacks /tmp/dropped among changed files: %+v", d.Snapshot.ChangedFiles)
+	}
+	if _, err := c.Exec(time.Second, "/bin/true"); err == nil {
+		t.Errorf("exec into a frozen container succeeded")
+	}
+
+	q, err := ListQuarantined(context.Background(), h.nc, testHost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(q) != 1 || q[0].ContainerID != c.ID || q[0].State != "frozen" || q[0].AlertID != containv1.FormatID(al.Id) {
+		t.Fatalf("quarantine list: %+v", q)
+	}
+
+	rel, err := Release(context.Background(), h.nc, testHost, c.ID, "alice", "false positive: nc is expected")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ra := wantAction(t, rel, containv1.Action_TYPE_RELEASE, containv1.Action_RESULT_OK, c.ID)
+	if ra.Actor != "alice" || ra.Reason != "false positive: nc is expected" || string(ra.AlertId) != string(al.Id) {
+		t.Errorf("release actor %q reason %q alert %x", ra.Actor, ra.Reason, ra.AlertId)
+	}
+	if got := freezerState(t, c); got != "THAWED" {
+		t.Fatalf("freezer state %s after release", got)
+	}
+	if out, err := c.Exec(10*time.Second, "/bin/echo", "alive"); err != nil || !strings.Contains(out, "alive") {
+		t.Fatalf("exec after release: %v: %s", err, out)
+	}
+	pub := wantAction(t, h.next(), containv1.Action_TYPE_RELEASE, containv1.Action_RESULT_OK, c.ID)
+	if pub.Actor != "alice" {
+		t.Errorf("published release actor %q", pub.Actor)
+	}
+	if q, _ := ListQuarantined(context.Background(), h.nc, testHost); len(q) != 0 {
+		t.Errorf("quarantine list after release: %+v", q)
+	}
+	// Releasing again: nothing frozen, recorded as SKIPPED and reported.
+	if _, err := Release(context.Background(), h.nc, testHost, c.ID, "alice", "again"); err == nil {
+		t.Errorf("second release of a thawed container reported ok")
+	}
+	wantAction(t, h.next(), containv1.Action_TYPE_RELEASE, containv1.Action_RESULT_SKIPPED, c.ID)
+	if n := testutil.ToFloat64(h.m.Actions.WithLabelValues("PAUSE", "OK")); n != 1 {
+		t.Errorf("actions_total{PAUSE,OK} = %v", n)
+	}
+}
+
+func TestBelowThresholdSkipped(t *testing.T) {
+	h := start(t, func(c *Config) { c.Threshold = 0.7 })
+	c := testenv.RunContainer(t, "below", testenv.ContainerSpec{})
+	h.publish(h.alert(c.ID, 0.5))
+	a := wantAction(t, h.next(), containv1.Action_TYPE_PAUSE, containv1.Action_RESULT_SKIPPED, c.ID)
+	if d := detail(t, a); !strings.Contains(d.Decision, "below threshold") {
+		t.Errorf("decision %q", d.Decision)
+	}
+	if got := freezerState(t, c); got != "THAWED" {
+		t.Fatalf("freezer state %s after a below-threshold alert", got)
+	}
+}
+
+func TestDryRun(t *testing.T) {
+	h := start(t, func(c *Config) { c.DryRun = true })
+	c := testenv.RunContainer(t, "dry", testenv.ContainerSpec{})
+	h.publish(h.alert(c.ID, 0.99))
+	a := wantAction(t, h.next(), containv1.Action_TYPE_PAUSE, containv1.Action_RESULT_DRY_RUN, c.ID)
+	if d := detail(t, a); !strings.Contains(d.Decision, "would pause") {
+		t.Errorf("decision %q", d.Decision)
+	}
+	if got := freezerState(t, c); got != "THAWED" {
+		t.Fatalf("freezer state %s in dry run", got)
+	}
+}
+
+func TestPolicyRuleDryRunScope(t *testing.T) {
+	h := start(t, func(c *Config) {
+		c.Policy.Rules = []Rule{{Name: "canary", Scope: Scope{Image: "example.com/web:*"}, Threshold: 0.5, DryRun: true}}
+	})
+	c := testenv.RunContainer(t, "scope", testenv.ContainerSpec{})
+	h.publish(h.alert(c.ID, 0.6)) // below the default 0.8, above the rule's 0.5
+	a := wantAction(t, h.next(), containv1.Action_TYPE_PAUSE, containv1.Action_RESULT_DRY_RUN, c.ID)
+	if d := detail(t, a); d.PolicyRule != "canary" || d.Threshold != 0.5 {
+		t.Errorf("detail %+v", d)
+	}
+}
+
+func TestContainerExitedBeforeFreeze(t *testing.T) {
+	h := start(t, nil)
+	c := testenv.RunContainer(t, "exits", testenv.ContainerSpec{Args: []string{"/bin/true"}})
+	waitFor(t, 10*time.Second, "container to stop", func() bool {
+		s, err := c.State()
+		return err == nil && s.Status == "stopped"
+	})
+	h.publish(h.alert(c.ID, 0.99))
+	a := wantAction(t, h.next(), containv1.Action_TYPE_PAUSE, containv1.Action_RESULT_FAILED, c.ID)
+	d := detail(t, a)
+	if !strings.Contains(d.Decision, "exited") || !strings.Contains(d.Error, "no process") {
+		t.Errorf("decision %q error %q", d.Decision, d.Error)
+	}
+	if s, err := c.FreezerState(); err == nil && s != "THAWED" {
+		t.Errorf("empty cgroup left %s", s)
+	}
+
+	// Deleted altogether: not found.
+	c.Remove()
+	h.publish(h.alert(c.ID, 0.99))
+	a = wantAction(t, h.next(), containv1.Action_TYPE_PAUSE, containv1.Action_RESULT_FAILED, c.ID)
+	if d := detail(t, a); !strings.Contains(d.Decision, "not found") || !strings.Contains(d.Error, "container not found") {
+		t.Errorf("decision %q error %q", d.Decision, d.Error)
+	}
+	if q, _ := ListQuarantined(context.Background(), h.nc, testHost); len(q) != 0 {
+		t.Errorf("quarantine list: %+v", q)
+	}
+}
+
+func TestNeverPause(t *testing.T) {
+	h := start(t, func(c *Config) {
+		c.Policy.Allow = []Scope{{ContainerName: "trusted-*"}}
+		c.Policy.NeverPauseIDs = []string{"contain-*"}
+	})
+	crit := testenv.RunContainer(t, "crit", testenv.ContainerSpec{Annotations: map[string]string{CriticalLabel: "true"}})
+	plain := testenv.RunContainer(t, "plain", testenv.ContainerSpec{})
+
+	h.publish(h.alert(crit.ID, 1))
+	a := wantAction(t, h.next(), containv1.Action_TYPE_PAUSE, containv1.Action_RESULT_SKIPPED, crit.ID)
+	if d := detail(t, a); !strings.Contains(d.Decision, "never-pause: container labelled io.contain.critical=true") {
+		t.Errorf("decision %q", d.Decision)
+	}
+
+	host := h.alert("", 1)
+	h.publish(host)
+	a = wantAction(t, h.next(), containv1.Action_TYPE_PAUSE, containv1.Action_RESULT_SKIPPED, "")
+	if d := detail(t, a); !strings.Contains(d.Decision, "host process") {
+		t.Errorf("decision %q", d.Decision)
+	}
+
+	trusted := h.alert(plain.ID, 1)
+	trusted.ContainerName = "trusted-db"
+	h.publish(trusted)
+	a = wantAction(t, h.next(), containv1.Action_TYPE_PAUSE, containv1.Action_RESULT_SKIPPED, plain.ID)
+	if d := detail(t, a); !strings.Contains(d.Decision, "allowlisted") {
+		t.Errorf("decision %q", d.Decision)
+	}
+
+	own := h.alert("contain-collector", 1)
+	h.publish(own)
+	a = wantAction(t, h.next(), containv1.Action_TYPE_PAUSE, containv1.Action_RESULT_SKIPPED, "contain-collector")
+	if d := detail(t, a); !strings.Contains(d.Decision, "contain's own") {
+		t.Errorf("decision %q", d.Decision)
+	}
+	for _, c := range []*testenv.Container{crit, plain} {
+		if got := freezerState(t, c); got != "THAWED" {
+			t.Errorf("%s is %s", c.ID, got)
+		}
+	}
+}
+
+func TestCircuitBreaker(t *testing.T) {
+	h := start(t, func(c *Config) { c.MaxPausesPerMinute = 1; c.Snapshot = false })
+	c1 := testenv.RunContainer(t, "cb1", testenv.ContainerSpec{})
+	c2 := testenv.RunContainer(t, "cb2", testenv.ContainerSpec{})
+	h.publish(h.alert(c1.ID, 1))
+	wantAction(t, h.next(), containv1.Action_TYPE_PAUSE, containv1.Action_RESULT_OK, c1.ID)
+	h.publish(h.alert(c2.ID, 1))
+	a := wantAction(t, h.next(), containv1.Action_TYPE_PAUSE, containv1.Action_RESULT_SKIPPED, c2.ID)
+	if d := detail(t, a); !strings.Contains(d.Decision, "circuit breaker open") {
+		t.Errorf("decision %q", d.Decision)
+	}
+	if got := freezerState(t, c2); got != "THAWED" {
+		t.Errorf("c2 is %s with the breaker open", got)
+	}
+	if n := testutil.ToFloat64(h.m.Errors.WithLabelValues(metrics.StageResponder, "circuit_open")); n != 1 {
+		t.Errorf("errors_total{circuit_open} = %v", n)
+	}
+	// A minute later the window is free again.
+	h.r.actMu.Lock()
+	h.r.now = func() time.Time { return time.Now().Add(61 * time.Second) }
+	h.r.actMu.Unlock()
+	h.publish(h.alert(c2.ID, 1))
+	wantAction(t, h.next(), containv1.Action_TYPE_PAUSE, containv1.Action_RESULT_OK, c2.ID)
+	if got := freezerState(t, c2); got != "FROZEN" {
+		t.Errorf("c2 is %s after the breaker closed", got)
+	}
+}
+
+func TestAlreadyQuarantinedSkipped(t *testing.T) {
+	h := start(t, func(c *Config) { c.Snapshot = false })
+	c := testenv.RunContainer(t, "twice", testenv.ContainerSpec{})
+	h.publish(h.alert(c.ID, 1), h.alert(c.ID, 1))
+	msg, err := h.acts.Next(jetstream.FetchMaxWait(10 * time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := bus.Decode(msg.Data())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b.Events) != 2 {
+		t.Fatalf("%d actions for a batch of 2 alerts", len(b.Events))
+	}
+	wantAction(t, b.Events[0], containv1.Action_TYPE_PAUSE, containv1.Action_RESULT_OK, c.ID)
+	a := wantAction(t, b.Events[1], containv1.Action_TYPE_PAUSE, containv1.Action_RESULT_SKIPPED, c.ID)
+	if d := detail(t, a); !strings.Contains(d.Decision, "already quarantined") {
+		t.Errorf("decision %q", d.Decision)
+	}
+}
+
+func TestFreezeMethods(t *testing.T) {
+	for _, method := range []string{freezer.MethodV2Freeze, freezer.MethodRuncPause} {
+		t.Run(method, func(t *testing.T) {
+			if method == freezer.MethodV2Freeze {
+				if _, err := os.Stat("/sys/fs/cgroup/unified/cgroup.procs"); err != nil {
+					testenv.Unavailable(t, "cgroup2 at /sys/fs/cgroup/unified")
+				}
+			}
+			h := start(t, func(c *Config) { c.Methods = []string{method}; c.Snapshot = false })
+			c := testenv.RunContainer(t, "m", testenv.ContainerSpec{})
+			h.publish(h.alert(c.ID, 1))
+			a := wantAction(t, h.next(), containv1.Action_TYPE_PAUSE, containv1.Action_RESULT_OK, c.ID)
+			if a.Method != method {
+				t.Errorf("method %q", a.Method)
+			}
+			if method == freezer.MethodV2Freeze {
+				ev, err := os.ReadFile(filepath.Join("/sys/fs/cgroup/unified", c.ID, "cgroup.events"))
+				if err != nil || !strings.Contains(string(ev), "frozen 1") {
+					t.Fatalf("cgroup.events: %v: %s", err, ev)
+				}
+			} else if s, err := c.State(); err != nil || s.Status != "paused" {
+				t.Fatalf("runc state %+v %v", s, err)
+			}
+			if _, err := c.Exec(time.Second, "/bin/true"); err == nil {
+				t.Errorf("exec into a frozen container succeeded")
+			}
+			if _, err := Release(context.Background(), h.nc, testHost, c.ID, "bob", "checked"); err != nil {
+				t.Fatal(err)
+			}
+			if out, err := c.Exec(10*time.Second, "/bin/echo", "alive"); err != nil || !strings.Contains(out, "alive") {
+				t.Fatalf("exec after release: %v: %s", err, out)
+			}
+		})
+	}
+}
+
+func TestUnauthorisedStageRefused(t *testing.T) {
+	h := start(t, nil)
+	c := testenv.RunContainer(t, "unauth", testenv.ContainerSpec{})
+	rogue := bus.NewProducer(testHost, "collector")
+	if err := bus.Publish(context.Background(), h.js, containv1.AlertsSubject(testHost), rogue.Batch([]*containv1.Event{h.alert(c.ID, 1)})); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the rogue batch counted", func() bool {
+		return testutil.ToFloat64(h.m.Dropped.WithLabelValues(metrics.StageResponder, "unauthorised_stage")) == 1
+	})
+	if got := freezerState(t, c); got != "THAWED" {
+		t.Errorf("container is %s after a rogue alert", got)
+	}
+}
+
+func TestReleaseRequestErrors(t *testing.T) {
+	h := start(t, nil)
+	if _, err := Release(context.Background(), h.nc, testHost, "../etc", "alice", "x"); err == nil || !strings.Contains(err.Error(), "invalid container_id") {
+		t.Errorf("bad id: %v", err)
+	}
+	if _, err := Release(context.Background(), h.nc, testHost, "abc", "", "x"); err == nil || !strings.Contains(err.Error(), "actor must be set") {
+		t.Errorf("no actor: %v", err)
+	}
+	if _, err := Release(context.Background(), h.nc, "other-host", "abc", "a", "x"); err == nil || !strings.Contains(err.Error(), "no responder") {
+		t.Errorf("unserved host: %v", err)
+	}
+	msg, err := h.nc.Request(containv1.ControlSubject(testHost, VerbRelease), []byte("{not json"), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var reply ControlReply
+	if err := json.Unmarshal(msg.Data, &reply); err != nil || reply.OK || reply.Error == "" {
+		t.Errorf("malformed request reply %s (%v)", msg.Data, err)
+	}
+}
