@@ -1,0 +1,142 @@
+package freezer
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+func FuzzParseRuncState(f *testing.F) {
+	f.Add([]byte(`{"id":"c1","init_process_pid":42,"created":"2026-01-02T03:04:05.123456789Z","cgroup_paths":{"freezer":"/sys/fs/cgroup/freezer/c1","":"/sys/fs/cgroup/unified/c1"},"config":{"rootfs":"/b/rootfs","labels":["bundle=/b","io.contain.critical=true"]}}`))
+	f.Add([]byte(`{"id":""}`))
+	f.Add([]byte(`{"id":"x","config":{"labels":["novalue","=","a=b=c"]}}`))
+	f.Add([]byte(`not json`))
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		s, err := ParseRuncState(data)
+		if err != nil {
+			if s != nil {
+				t.Fatal("state with error")
+			}
+			return
+		}
+		if s.ID == "" {
+			t.Fatal("accepted a state without id")
+		}
+		_ = s.LabelMap()
+	})
+}
+
+func FuzzValidID(f *testing.F) {
+	for _, s := range []string{"abc", "..", ".", "a/b", "", "c-1_2+3.4", "../../etc", "a\x00b"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, id string) {
+		if !ValidID(id) {
+			return
+		}
+		if filepath.Base(id) != id || id == "." || id == ".." || filepath.Clean(id) != id {
+			t.Fatalf("ValidID accepted %q, which is not one clean path element", id)
+		}
+	})
+}
+
+func TestValidID(t *testing.T) {
+	for id, want := range map[string]bool{"abc": true, "c-1_2+3.4": true, "": false, ".": false, "..": false, "a/b": false, "../x": false, "a b": false} {
+		if got := ValidID(id); got != want {
+			t.Errorf("ValidID(%q) = %v", id, got)
+		}
+	}
+}
+
+// fakeCgroup lays out a directory that looks like a v1 freezer cgroup; the
+// kernel is not involved, so the state never changes by itself.
+func fakeCgroup(t *testing.T, procs, state string) *Target {
+	dir := filepath.Join(t.TempDir(), "c1")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	_ = os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(procs), 0o644)
+	_ = os.WriteFile(filepath.Join(dir, "freezer.state"), []byte(state), 0o644)
+	return &Target{ID: "c1", FreezerV1: dir}
+}
+
+func TestFreezeRefusesEmptyCgroup(t *testing.T) {
+	tg := fakeCgroup(t, "", "THAWED\n")
+	methods, _ := NewMethods([]string{MethodV1Freezer}, Roots{}, "")
+	_, err := Freeze(context.Background(), methods, tg)
+	if !errors.Is(err, ErrExited) {
+		t.Fatalf("freeze of an empty cgroup: %v, want ErrExited", err)
+	}
+}
+
+func TestFreezeVanishedCgroup(t *testing.T) {
+	tg := &Target{ID: "gone", FreezerV1: filepath.Join(t.TempDir(), "gone")}
+	methods, _ := NewMethods([]string{MethodV1Freezer}, Roots{}, "")
+	if _, err := Freeze(context.Background(), methods, tg); !errors.Is(err, ErrExited) {
+		t.Fatalf("freeze of a vanished cgroup: %v, want ErrExited", err)
+	}
+}
+
+func TestNoMethod(t *testing.T) {
+	methods, _ := NewMethods([]string{MethodV2Freeze}, Roots{}, "")
+	if _, err := Freeze(context.Background(), methods, &Target{ID: "x", FreezerV1: "/nope"}); !errors.Is(err, ErrNoMethod) {
+		t.Fatalf("got %v, want ErrNoMethod", err)
+	}
+	if _, err := NewMethods([]string{"docker"}, Roots{}, ""); err == nil {
+		t.Fatal("unknown method accepted")
+	}
+}
+
+func TestLocateSearchFallback(t *testing.T) {
+	root := t.TempDir()
+	dir := filepath.Join(root, "system.slice", "docker-abc123.scope")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	tg, err := Locate(Roots{Cgroup2: root, RuncRoot: filepath.Join(root, "no-runc")}, "abc123")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tg.Cgroup2 != dir || tg.Runtime != "" {
+		t.Fatalf("located %+v", tg)
+	}
+	if _, err := Locate(Roots{Cgroup2: root}, "other"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("got %v, want ErrNotFound", err)
+	}
+	if _, err := Locate(Roots{Cgroup2: root}, "../x"); !errors.Is(err, ErrInvalidID) {
+		t.Fatalf("got %v, want ErrInvalidID", err)
+	}
+}
+
+func TestLocateRejectsPathsOutsideRoots(t *testing.T) {
+	root := t.TempDir()
+	state := `{"id":"c1","cgroup_paths":{"freezer":"/etc","":"/sys/fs/cgroup/unified/c1"}}`
+	_ = os.MkdirAll(filepath.Join(root, "runc", "c1"), 0o755)
+	_ = os.WriteFile(filepath.Join(root, "runc", "c1", "state.json"), []byte(state), 0o644)
+	tg, err := Locate(Roots{FreezerV1: filepath.Join(root, "freezer"), Cgroup2: "/sys/fs/cgroup/unified", RuncRoot: filepath.Join(root, "runc")}, "c1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tg.FreezerV1 != "" || tg.Cgroup2 != "/sys/fs/cgroup/unified/c1" {
+		t.Fatalf("located %+v", tg)
+	}
+}
+
+func TestPollTimeout(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Millisecond)
+	defer cancel()
+	err := poll(ctx, "never", func() (bool, error) { return false, nil })
+	if !errors.Is(err, ErrTimeout) {
+		t.Fatalf("got %v", err)
+	}
+}
+
+func TestEventsFrozen(t *testing.T) {
+	if !eventsFrozen([]byte("populated 1\nfrozen 1\n")) || eventsFrozen([]byte("populated 1\nfrozen 0\n")) || eventsFrozen(nil) {
+		t.Fatal("eventsFrozen")
+	}
+}

@@ -1,0 +1,86 @@
+package responder
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/containsec/contain/schemas/containv1"
+)
+
+func TestConfigValidate(t *testing.T) {
+	ok := DefaultConfig()
+	ok.Host = "h"
+	if err := ok.Validate(); err != nil {
+		t.Fatalf("default config with a host: %v", err)
+	}
+	for key, edit := range map[string]func(*Config){
+		"responder.host":                      func(c *Config) { c.Host = " " },
+		"responder.threshold":                 func(c *Config) { c.Threshold = -1 },
+		"responder.methods":                   func(c *Config) { c.Methods = []string{"docker"} },
+		"responder.verify_timeout":            func(c *Config) { c.VerifyTimeout = 0 },
+		"responder.max_pauses_per_minute":     func(c *Config) { c.MaxPausesPerMinute = -1 },
+		"responder.accept_stages":             func(c *Config) { c.AcceptStages = nil },
+		"responder.snapshot_limits":           func(c *Config) { c.SnapshotLimits.MaxFiles = 0 },
+		"responder.policy.rules[0].scope":     func(c *Config) { c.Policy.Rules = []Rule{{Scope: Scope{Image: "["}}} },
+		"responder.policy.allow[0]":           func(c *Config) { c.Policy.Allow = []Scope{{ContainerName: "[x"}} },
+		"responder.policy.never_pause_ids[0]": func(c *Config) { c.Policy.NeverPauseIDs = []string{""} },
+	} {
+		c := ok
+		edit(&c)
+		err := c.Validate()
+		if err == nil || !strings.HasPrefix(err.Error(), key) {
+			t.Errorf("%s: got %v", key, err)
+		}
+	}
+}
+
+func TestScopeMatches(t *testing.T) {
+	ev := &containv1.Event{ContainerId: "c1", ContainerName: "web-1", ImageRef: "reg/web:2", Kind: containv1.Kind_KIND_ALERT,
+		Body: &containv1.Event_Alert{Alert: &containv1.Alert{Rule: "exec.unseen", Reasons: []*containv1.Reason{{Code: "exec.unseen"}, {Code: "net.new_peer"}}}}}
+	labels := map[string]string{"team": "payments"}
+	for _, tc := range []struct {
+		s    Scope
+		want bool
+	}{
+		{Scope{}, true},
+		{Scope{Image: "reg/web:*"}, true},
+		{Scope{Image: "reg/db:*"}, false},
+		{Scope{ReasonCode: "net.*"}, true},
+		{Scope{ReasonCode: "file.*"}, false},
+		{Scope{Labels: map[string]string{"team": "pay*"}}, true},
+		{Scope{Labels: map[string]string{"team": "search"}}, false},
+		{Scope{Labels: map[string]string{"absent": "*"}}, false},
+		{Scope{ContainerName: "web-*", AlertRule: "exec.*"}, true},
+	} {
+		if got := tc.s.Matches(ev, labels); got != tc.want {
+			t.Errorf("%s matches = %v", tc.s, got)
+		}
+	}
+}
+
+func FuzzParseReleaseRequest(f *testing.F) {
+	f.Add([]byte(`{"container_id":"c1","actor":"alice","reason":"fp"}`))
+	f.Add([]byte(`{"container_id":"../../etc","actor":"a","reason":"r"}`))
+	f.Add([]byte(`{"container_id":"c1"}`))
+	f.Add([]byte(`{`))
+	f.Add([]byte(`null`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		req, err := ParseReleaseRequest(data)
+		if err != nil {
+			return
+		}
+		if req.Actor == "" || req.Reason == "" || strings.ContainsAny(req.ContainerID, "/\x00") || req.ContainerID == ".." {
+			t.Fatalf("accepted %+v", req)
+		}
+	})
+}
+
+func TestAlertReason(t *testing.T) {
+	a := &containv1.Alert{Rule: "r", Reasons: []*containv1.Reason{{Code: "exec.unseen", Message: "/bin/nc"}, {Message: "odd"}}}
+	if got := alertReason(a); got != "exec.unseen: /bin/nc; odd" {
+		t.Errorf("%q", got)
+	}
+	if got := alertReason(&containv1.Alert{Rule: "r"}); got != "r" {
+		t.Errorf("%q", got)
+	}
+}
