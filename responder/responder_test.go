@@ -23,7 +23,7 @@ import (
 const testHost = "node-1"
 
 type harness struct {
-	t    *testing.T
+	t    testing.TB
 	r    *Responder
 	nc   *nats.Conn
 	js   jetstream.JetStream
@@ -34,7 +34,7 @@ type harness struct {
 }
 
 // start runs a responder for testHost against an embedded NATS.
-func start(t *testing.T, edit func(*Config)) *harness {
+func start(t testing.TB, edit func(*Config)) *harness {
 	t.Helper()
 	testenv.RequireRoot(t)
 	if _, err := os.Stat("/sys/fs/cgroup/freezer"); err != nil {

@@ -160,7 +160,7 @@ func writeFile(path, val string) error {
 }
 
 // poll calls cond until it reports true, fails, or ctx ends; it backs off
-// from 20us to 1ms so a fast freeze is seen quickly.
+// from 20us to 250us so a fast freeze is seen quickly.
 func poll(ctx context.Context, what string, cond func() (bool, error)) error {
 	wait := 20 * time.Microsecond
 	for {
@@ -176,7 +176,7 @@ func poll(ctx context.Context, what string, cond func() (bool, error)) error {
 			return fmt.Errorf("%w: %s: %v", ErrTimeout, what, ctx.Err())
 		case <-time.After(wait):
 		}
-		wait = min(2*wait, time.Millisecond)
+		wait = min(2*wait, 250*time.Microsecond)
 	}
 }
 
