@@ -301,3 +301,25 @@ func ReadYAML(r io.Reader) (*Doc, error) {
 	d.Checksum = ""
 	return &d, nil
 }
+
+// MarshalYAML writes only the lists the profile declares: a nil list
+// (declares nothing) is omitted, an empty one (declares none) is kept, so
+// that a YAML round trip does not turn "undeclared" into "none allowed".
+func (p *Profile) MarshalYAML() (any, error) {
+	m := map[string]any{}
+	if p.Ref != "" {
+		m["ref"] = p.Ref
+	}
+	put := func(k string, v any, isNil bool) {
+		if !isNil {
+			m[k] = v
+		}
+	}
+	put("entrypoint", p.Entrypoint, p.Entrypoint == nil)
+	put("executables", p.Executables, p.Executables == nil)
+	put("listen_ports", p.ListenPorts, p.ListenPorts == nil)
+	put("peers", p.Peers, p.Peers == nil)
+	put("writable_paths", p.WritablePaths, p.WritablePaths == nil)
+	put("users", p.Users, p.Users == nil)
+	return m, nil
+}

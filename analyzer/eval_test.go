@@ -14,8 +14,8 @@ import (
 const (
 	nrRead, nrWrite, nrOpen, nrClose, nrFstat, nrPoll, nrMmap = 0, 1, 2, 3, 5, 7, 9
 	nrSocket, nrConnect, nrAccept, nrSendto, nrRecvfrom       = 41, 42, 43, 44, 45
-	nrClone, nrExecve, nrDup2, nrWait4, nrSetuid, nrPtrace     = 56, 59, 33, 61, 105, 101
-	nrChroot, nrMount, nrUnshare, nrSetns, nrOpenat, nrEpoll   = 161, 165, 272, 308, 257, 232
+	nrClone, nrExecve, nrDup2, nrWait4, nrSetuid, nrPtrace    = 56, 59, 33, 61, 105, 101
+	nrChroot, nrMount, nrUnshare, nrSetns, nrOpenat, nrEpoll  = 161, 165, 272, 308, 257, 232
 )
 
 // serverTrace is a web server handling requests: a Markov walk over a few
