@@ -1,0 +1,101 @@
+package responder
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/containsec/contain/analyzer"
+	"github.com/containsec/contain/collector"
+	"github.com/containsec/contain/enricher"
+	"github.com/containsec/contain/internal/testenv"
+	"github.com/containsec/contain/schemas/containv1"
+)
+
+// BenchmarkExecToFrozen is issue 6's figure: the real pipeline (eBPF
+// collector, enricher, analyzer, responder, embedded NATS) watches a runc
+// container; after learning, each trial execs a binary never seen before
+// (/bin/evil-<n>) and waits for the container to be paused. The latency is
+// the action's latency_ns: from the exec event's wall time (stamped by the
+// collector at sched_process_exec) to the verified freeze. Between trials
+// the container is released (not timed). Batching is set for latency
+// (collector flush 1 ms, one message per fetch).
+//
+//	go test ./responder -run '^$' -bench ExecToFrozen -benchtime=100x
+func BenchmarkExecToFrozen(b *testing.B) {
+	testenv.RequireRoot(b)
+	h := start(b, func(c *Config) { c.MaxPausesPerMinute = 0; c.Threshold = 0.5 })
+	h.r.log = testenv.Discard()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+
+	col := collector.DefaultConfig()
+	col.Host = testHost
+	col.FlushInterval = time.Millisecond
+	col.Syscalls = false
+	en := enricher.DefaultConfig()
+	en.Registry.Enabled = false
+	en.Fetch = 1
+	an := analyzer.DefaultConfig()
+	an.Host = testHost
+	an.LearningWindow = 3 * time.Second
+	an.GroupWindow = 0
+	an.Fetch = 1
+	log := testenv.Discard()
+	c, err := collector.New(col, h.js, h.m, log)
+	if err != nil {
+		testenv.Unavailable(b, "the eBPF collector: "+err.Error())
+	}
+	e, err := enricher.New(en, h.js, h.m, log)
+	if err != nil {
+		b.Fatal(err)
+	}
+	a, err := analyzer.New(an, h.js, h.m, log)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, run := range []func(context.Context) error{c.Run, e.Run, a.Run} {
+		go func() { _ = run(ctx) }()
+	}
+
+	ctr := testenv.RunContainer(b, "e2f", testenv.ContainerSpec{
+		Args:        []string{"/bin/sh", "-c", "while true; do /bin/sleep 0.2; done"},
+		Annotations: map[string]string{"org.opencontainers.image.ref.name": "bench/loop:1"},
+	})
+	trials := b.N
+	for i := 0; i < trials; i++ {
+		if err := os.Symlink("busybox", filepath.Join(ctr.Rootfs, "bin", fmt.Sprintf("evil-%d", i))); err != nil {
+			b.Fatal(err)
+		}
+	}
+	time.Sleep(an.LearningWindow + time.Second) // learning is a span of event time
+
+	var lat []int64
+	b.ResetTimer()
+	for i := 0; i < trials; i++ {
+		exe := fmt.Sprintf("/bin/evil-%d", i)
+		go func() { _, _ = ctr.Exec(20*time.Second, exe) }()
+		var act *containv1.Event
+		for act == nil {
+			ev := h.next()
+			if ev.GetAction().Type == containv1.Action_TYPE_PAUSE && strings.Contains(ev.GetAction().Reason, exe) {
+				act = ev
+			}
+		}
+		b.StopTimer()
+		if r := act.GetAction().Result; r != containv1.Action_RESULT_OK {
+			b.Fatalf("trial %d: %v: %s", i, r, act.GetAction().Detail)
+		}
+		lat = append(lat, act.GetAction().LatencyNs)
+		if _, err := h.r.Release(context.Background(), ReleaseRequest{ContainerID: ctr.ID, Actor: "bench", Reason: "next trial"}); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+	}
+	b.StopTimer()
+	percentiles(b, "exec_to_frozen", lat)
+}
