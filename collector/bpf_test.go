@@ -180,9 +180,9 @@ func TestBPFReserveFailureCounted(t *testing.T) {
 	}
 }
 
-// The sys_enter program counts per (cgroup, syscall) per CPU, reports the
-// first use on a CPU once, and reports sensitive syscalls every time with
-// their arguments.
+// The sys_exit program counts per (cgroup, syscall) per CPU, reports the
+// first use on a CPU once, and reports sensitive syscalls every time
+// (sys_exit_test: the same code, with the number from the context).
 func TestBPFSyscallFirstUseAndCounts(t *testing.T) {
 	testenv.RequireRoot(t)
 	me := myCgroupID(t)
@@ -191,15 +191,15 @@ func TestBPFSyscallFirstUseAndCounts(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name := range spec.Programs {
-		if name != "sys_enter_raw_tp" {
+		if name != "sys_exit_test" {
 			delete(spec.Programs, name)
 		}
 	}
 	spec.Maps["events"].MaxEntries = 1 << 16
-	var sensitive [syscallMax / 64]uint64
-	sensitive[161/64] |= 1 << (161 % 64) // chroot
+	var class [syscallMax]uint8
+	class[161] = classSensitive // chroot
 	_ = spec.Variables["host_cgroup_id"].Set(me + 1)
-	if err := spec.Variables["sensitive_bits"].Set(sensitive); err != nil {
+	if err := spec.Variables["syscall_class"].Set(class); err != nil {
 		t.Fatal(err)
 	}
 	coll, err := ebpf.NewCollection(spec)
@@ -212,7 +212,7 @@ func TestBPFSyscallFirstUseAndCounts(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer rd.Close()
-	prog := coll.Programs["sys_enter_raw_tp"]
+	prog := coll.Programs["sys_exit_test"]
 	// First use is tracked per CPU: run every call on CPU 0, in this
 	// task's context (BPF_F_TEST_RUN_ON_CPU would run it from an IPI, in
 	// whatever task CPU 0 is running).

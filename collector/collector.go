@@ -49,7 +49,12 @@ var kernelLoss = []struct {
 	{0, "reserve_failed_exec"},
 	{1, "reserve_failed_syscall"},
 	{2, "syscall_map_full"},
+	{3, "reserve_failed_network"},
+	{4, "reserve_failed_file"},
+	{5, "reserve_failed_process"},
 }
+
+const reasonRateLimited = "rate_limited"
 
 // Collector reads the kernel's events and publishes them as raw batches.
 type Collector struct {
@@ -71,6 +76,7 @@ type Collector struct {
 	batcherDrops atomic.Uint64
 	lastLoss     map[string]uint64
 	lastCounts   map[uint64]*[syscallMax]uint32
+	lastLimited  map[uint64]uint64
 	held         map[*container]struct{}
 	wallOffset   int64 // wall - monotonic, ns
 
@@ -102,16 +108,17 @@ func New(cfg Config, js jetstream.JetStream, m *metrics.Metrics, log *slog.Logge
 	_ = rlimit.RemoveMemlock() // only matters on kernels before 5.11
 
 	c := &Collector{
-		cfg:        cfg,
-		m:          m,
-		log:        log,
-		batcher:    batcher,
-		ids:        containv1.NewIDGen(),
-		queue:      make(chan []byte, cfg.QueueLen),
-		opts:       decodeOptions{maxArgs: cfg.MaxArgs},
-		lastLoss:   map[string]uint64{},
-		lastCounts: map[uint64]*[syscallMax]uint32{},
-		held:       map[*container]struct{}{},
+		cfg:         cfg,
+		m:           m,
+		log:         log,
+		batcher:     batcher,
+		ids:         containv1.NewIDGen(),
+		queue:       make(chan []byte, cfg.QueueLen),
+		opts:        decodeOptions{maxArgs: cfg.MaxArgs},
+		lastLoss:    map[string]uint64{},
+		lastCounts:  map[uint64]*[syscallMax]uint32{},
+		lastLimited: map[uint64]uint64{},
+		held:        map[*container]struct{}{},
 	}
 	states := runtime.DefaultStateReader()
 	states.RuncRoot = cfg.RuncRoot
@@ -136,10 +143,20 @@ func New(cfg Config, js jetstream.JetStream, m *metrics.Metrics, log *slog.Logge
 // hook is one program and how to attach it.
 type hook struct {
 	program string
-	name    string // logged
-	syscall bool   // part of syscall tracking
+	name    string                // logged
+	need    func(cfg Config) bool // attached only when true; nil: always
 	attach  func(p *ebpf.Program) (link.Link, error)
 }
+
+// needSysExit: the sys_exit program counts syscalls and reports network
+// and file syscalls.
+func needSysExit(c Config) bool { return c.Syscalls || c.Network || c.Files }
+
+// needExit: the exit program reports exits and counts exit/exit_group
+// (which never reach sys_exit).
+func needExit(c Config) bool { return c.Processes || c.Syscalls }
+
+func needFork(c Config) bool { return c.Processes }
 
 func tpBTF(p *ebpf.Program) (link.Link, error) {
 	return link.AttachTracing(link.TracingOptions{Program: p, AttachType: ebpf.AttachTraceRawTp})
@@ -156,11 +173,15 @@ func rawTP(tp string) func(p *ebpf.Program) (link.Link, error) {
 var hookFamilies = [][]hook{
 	{
 		{program: "exec_tp_btf", name: "tp_btf/sched_process_exec", attach: tpBTF},
-		{program: "sys_enter_tp_btf", name: "tp_btf/sys_enter", syscall: true, attach: tpBTF},
+		{program: "sys_exit_tp_btf", name: "tp_btf/sys_exit", need: needSysExit, attach: tpBTF},
+		{program: "fork_tp_btf", name: "tp_btf/sched_process_fork", need: needFork, attach: tpBTF},
+		{program: "exit_tp_btf", name: "tp_btf/sched_process_exit", need: needExit, attach: tpBTF},
 	},
 	{
 		{program: "exec_raw_tp", name: "raw_tracepoint/sched_process_exec", attach: rawTP("sched_process_exec")},
-		{program: "sys_enter_raw_tp", name: "raw_tracepoint/sys_enter", syscall: true, attach: rawTP("sys_enter")},
+		{program: "sys_exit_raw_tp", name: "raw_tracepoint/sys_exit", need: needSysExit, attach: rawTP("sys_exit")},
+		{program: "fork_raw_tp", name: "raw_tracepoint/sched_process_fork", need: needFork, attach: rawTP("sched_process_fork")},
+		{program: "exit_raw_tp", name: "raw_tracepoint/sched_process_exit", need: needExit, attach: rawTP("sched_process_exit")},
 	},
 }
 
@@ -168,14 +189,18 @@ var hookFamilies = [][]hook{
 // object with one family's programs only, attaches them and falls back to
 // the next family when the kernel refuses.
 func (c *Collector) load(hostCg uint64) error {
-	var sensitive [syscallMax / 64]uint64
-	for _, name := range c.cfg.SensitiveSyscalls {
-		nr, _ := syscallNumber(name) // checked by Validate
-		sensitive[nr/64] |= 1 << (nr % 64)
+	class := syscallClasses(c.cfg)
+	b2u := func(b bool) uint8 {
+		if b {
+			return 1
+		}
+		return 0
 	}
-	hp := uint8(0)
-	if c.cfg.HostProcesses {
-		hp = 1
+	hp := b2u(c.cfg.HostProcesses)
+	var rateCost, rateCap uint64
+	if c.cfg.RatePerSec > 0 {
+		rateCost = uint64(1e9 / c.cfg.RatePerSec)
+		rateCap = rateCost * uint64(c.cfg.RateBurst)
 	}
 	// The sys_enter program skips its own-process check (a helper call
 	// per syscall) when the cgroup filter already excludes the collector.
@@ -188,7 +213,7 @@ family:
 	for _, fam := range hookFamilies {
 		var hooks []hook
 		for _, h := range fam {
-			if !h.syscall || c.cfg.Syscalls {
+			if h.need == nil || h.need(c.cfg) {
 				hooks = append(hooks, h)
 			}
 		}
@@ -210,8 +235,12 @@ family:
 			"host_cgroup_id": hostCg,
 			"self_tgid":      uint32(os.Getpid()),
 			"host_processes": hp,
-			"sensitive_bits": sensitive,
+			"syscall_class":  class,
 			"filter_self":    filterSelf,
+			"track_counts":   b2u(c.cfg.Syscalls),
+			"track_procs":    b2u(c.cfg.Processes),
+			"rate_cost_ns":   rateCost,
+			"rate_cap_ns":    rateCap,
 		} {
 			if err := spec.Variables[name].Set(v); err != nil {
 				return fmt.Errorf("collector: setting %s: %w", name, err)
@@ -221,6 +250,10 @@ family:
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: loading: %w", hooks[0].name, err))
 			continue
+		}
+		if err := fillSensitiveFiles(coll.Maps["sensitive_files"], c.cfg.SensitiveFiles); err != nil {
+			coll.Close()
+			return fmt.Errorf("collector: %w", err)
 		}
 		var links []link.Link
 		var names []string
@@ -244,6 +277,53 @@ family:
 		return nil
 	}
 	return fmt.Errorf("collector: no hooks load: %w", errors.Join(errs...))
+}
+
+// Syscalls the sys_exit program turns into network and file records.
+var (
+	netSyscalls  = []uint32{42, 43, 49, 50, 288}                                               // connect accept bind listen accept4
+	fileSyscalls = []uint32{2, 257, 437, 85, 82, 264, 316, 87, 263, 90, 268, 452, 92, 94, 260} // see handle_file
+)
+
+// Syscall classes (bpf/common.h CLASS_*).
+const (
+	classSensitive = 1
+	classNet       = 2
+	classFile      = 4
+)
+
+// syscallClasses is the kernel's per-syscall table of what to report.
+func syscallClasses(cfg Config) [syscallMax]uint8 {
+	var class [syscallMax]uint8
+	for _, name := range cfg.SensitiveSyscalls {
+		nr, _ := syscallNumber(name) // checked by Validate
+		class[nr] |= classSensitive
+	}
+	if cfg.Network {
+		for _, nr := range netSyscalls {
+			class[nr] |= classNet
+		}
+	}
+	if cfg.Files {
+		for _, nr := range fileSyscalls {
+			class[nr] |= classFile
+		}
+	}
+	return class
+}
+
+// sensitivePathLen is the kernel's key size for sensitive_files.
+const sensitivePathLen = 64
+
+func fillSensitiveFiles(m *ebpf.Map, paths []string) error {
+	for _, p := range paths {
+		var key [sensitivePathLen]byte
+		copy(key[:], p)
+		if err := m.Put(key, uint8(1)); err != nil {
+			return fmt.Errorf("sensitive file %q: %w", p, err)
+		}
+	}
+	return nil
 }
 
 // ownCgroupID is the cgroup2 id of this process.
@@ -492,9 +572,46 @@ func (c *Collector) lossCounts() map[[2]string]uint64 {
 	return out
 }
 
+// reportRateLimited emits, per container, a KIND_LOSS event (source
+// "kernel", reason "rate_limited") with the records its token bucket
+// refused since the last report.
+func (c *Collector) reportRateLimited() {
+	if c.coll == nil || c.cfg.RatePerSec == 0 {
+		return
+	}
+	var (
+		cgid uint64
+		b    collectorRateBucket
+	)
+	mono := monoNow()
+	seen := map[uint64]bool{}
+	it := c.coll.Maps["buckets"].Iterate()
+	for it.Next(&cgid, &b) {
+		seen[cgid] = true
+		prev := c.lastLimited[cgid]
+		if b.Dropped <= prev {
+			continue
+		}
+		c.lastLimited[cgid] = b.Dropped
+		c.m.Dropped.WithLabelValues(metrics.StageCollector, reasonRateLimited).Add(float64(b.Dropped - prev))
+		c.route(&containv1.Event{
+			Kind:     containv1.Kind_KIND_LOSS,
+			MonoNs:   mono,
+			CgroupId: cgid,
+			Body:     &containv1.Event_Loss{Loss: &containv1.Loss{Source: "kernel", Reason: reasonRateLimited, Count: b.Dropped - prev}},
+		})
+	}
+	for id := range c.lastLimited {
+		if !seen[id] {
+			delete(c.lastLimited, id) // evicted (LRU): its counter restarts at 0
+		}
+	}
+}
+
 // reportLoss emits one KIND_LOSS event per counter that grew since the
 // last report.
 func (c *Collector) reportLoss() {
+	c.reportRateLimited()
 	for k, n := range c.lossCounts() {
 		key := k[0] + "/" + k[1]
 		prev := c.lastLoss[key]

@@ -22,6 +22,60 @@ type collectorExecEvent struct {
 	FilenameLen uint32
 	Filename    [512]int8
 	Args        [4096]int8
+	ExeLen      uint32
+	CwdLen      uint32
+	Exe         [256]int8
+	Cwd         [256]int8
+}
+
+type collectorFileEvent struct {
+	_          structs.HostLayout
+	Hdr        collectorRecordHdr
+	Op         uint8
+	Pad        [3]uint8
+	Flags      uint32
+	Mode       uint32
+	Result     int32
+	PathLen    uint16
+	NewPathLen uint16
+	Pad2       uint32
+	Path       [256]int8
+	NewPath    [256]int8
+}
+
+type collectorLifecycleEvent struct {
+	_         structs.HostLayout
+	Hdr       collectorRecordHdr
+	Op        uint32
+	ChildTgid uint32
+	ExitCode  int32
+	Pad       uint32
+}
+
+type collectorNetEvent struct {
+	_          structs.HostLayout
+	Hdr        collectorRecordHdr
+	Op         uint8
+	Protocol   uint8
+	Family     uint16
+	Result     int32
+	LocalPort  uint16
+	RemotePort uint16
+	Pad        uint32
+	LocalAddr  [16]uint8
+	RemoteAddr [16]uint8
+}
+
+type collectorPathBuf struct {
+	_ structs.HostLayout
+	B [2][256]int8
+}
+
+type collectorRateBucket struct {
+	_        structs.HostLayout
+	CreditNs uint64
+	LastNs   uint64
+	Dropped  uint64
 }
 
 type collectorRecordHdr struct {
@@ -52,27 +106,44 @@ type collectorSyscallEvent struct {
 	Nr   uint32
 	Mode uint32
 	Args [6]uint64
+	Ret  int64
 }
 
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	collectorMapEvents             = "events"
-	collectorMapLoss               = "loss"
-	collectorMapSyscallCounts      = "syscall_counts"
-	collectorMapZeroCounts         = "zero_counts"
-	collectorProgExecRawTp         = "exec_raw_tp"
-	collectorProgExecTpBtf         = "exec_tp_btf"
-	collectorProgSysEnterRawTp     = "sys_enter_raw_tp"
-	collectorProgSysEnterTpBtf     = "sys_enter_tp_btf"
-	collectorVarFilterSelf         = "filter_self"
-	collectorVarHostCgroupId       = "host_cgroup_id"
-	collectorVarHostProcesses      = "host_processes"
-	collectorVarSelfTgid           = "self_tgid"
-	collectorVarSensitiveBits      = "sensitive_bits"
-	collectorVarUnusedExecEvent    = "unused_exec_event"
-	collectorVarUnusedSyscallEvent = "unused_syscall_event"
+	collectorMapBuckets              = "buckets"
+	collectorMapEvents               = "events"
+	collectorMapLoss                 = "loss"
+	collectorMapPathScratch          = "path_scratch"
+	collectorMapSensitiveFiles       = "sensitive_files"
+	collectorMapSyscallCounts        = "syscall_counts"
+	collectorMapZeroCounts           = "zero_counts"
+	collectorProgExecRawTp           = "exec_raw_tp"
+	collectorProgExecTpBtf           = "exec_tp_btf"
+	collectorProgExitRawTp           = "exit_raw_tp"
+	collectorProgExitTpBtf           = "exit_tp_btf"
+	collectorProgForkRawTp           = "fork_raw_tp"
+	collectorProgForkTpBtf           = "fork_tp_btf"
+	collectorProgSysExitRawTp        = "sys_exit_raw_tp"
+	collectorProgSysExitTest         = "sys_exit_test"
+	collectorProgSysExitTpBtf        = "sys_exit_tp_btf"
+	collectorVarFilterSelf           = "filter_self"
+	collectorVarHostCgroupId         = "host_cgroup_id"
+	collectorVarHostProcesses        = "host_processes"
+	collectorVarOnlyTgid             = "only_tgid"
+	collectorVarRateCapNs            = "rate_cap_ns"
+	collectorVarRateCostNs           = "rate_cost_ns"
+	collectorVarSelfTgid             = "self_tgid"
+	collectorVarSyscallClass         = "syscall_class"
+	collectorVarTrackCounts          = "track_counts"
+	collectorVarTrackProcs           = "track_procs"
+	collectorVarUnusedExecEvent      = "unused_exec_event"
+	collectorVarUnusedFileEvent      = "unused_file_event"
+	collectorVarUnusedLifecycleEvent = "unused_lifecycle_event"
+	collectorVarUnusedNetEvent       = "unused_net_event"
+	collectorVarUnusedSyscallEvent   = "unused_syscall_event"
 )
 
 // loadCollector returns the embedded CollectionSpec for collector.
@@ -117,33 +188,49 @@ type collectorSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type collectorProgramSpecs struct {
-	ExecRawTp     *ebpf.ProgramSpec `ebpf:"exec_raw_tp"`
-	ExecTpBtf     *ebpf.ProgramSpec `ebpf:"exec_tp_btf"`
-	SysEnterRawTp *ebpf.ProgramSpec `ebpf:"sys_enter_raw_tp"`
-	SysEnterTpBtf *ebpf.ProgramSpec `ebpf:"sys_enter_tp_btf"`
+	ExecRawTp    *ebpf.ProgramSpec `ebpf:"exec_raw_tp"`
+	ExecTpBtf    *ebpf.ProgramSpec `ebpf:"exec_tp_btf"`
+	ExitRawTp    *ebpf.ProgramSpec `ebpf:"exit_raw_tp"`
+	ExitTpBtf    *ebpf.ProgramSpec `ebpf:"exit_tp_btf"`
+	ForkRawTp    *ebpf.ProgramSpec `ebpf:"fork_raw_tp"`
+	ForkTpBtf    *ebpf.ProgramSpec `ebpf:"fork_tp_btf"`
+	SysExitRawTp *ebpf.ProgramSpec `ebpf:"sys_exit_raw_tp"`
+	SysExitTest  *ebpf.ProgramSpec `ebpf:"sys_exit_test"`
+	SysExitTpBtf *ebpf.ProgramSpec `ebpf:"sys_exit_tp_btf"`
 }
 
 // collectorMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type collectorMapSpecs struct {
-	Events        *ebpf.MapSpec `ebpf:"events"`
-	Loss          *ebpf.MapSpec `ebpf:"loss"`
-	SyscallCounts *ebpf.MapSpec `ebpf:"syscall_counts"`
-	ZeroCounts    *ebpf.MapSpec `ebpf:"zero_counts"`
+	Buckets        *ebpf.MapSpec `ebpf:"buckets"`
+	Events         *ebpf.MapSpec `ebpf:"events"`
+	Loss           *ebpf.MapSpec `ebpf:"loss"`
+	PathScratch    *ebpf.MapSpec `ebpf:"path_scratch"`
+	SensitiveFiles *ebpf.MapSpec `ebpf:"sensitive_files"`
+	SyscallCounts  *ebpf.MapSpec `ebpf:"syscall_counts"`
+	ZeroCounts     *ebpf.MapSpec `ebpf:"zero_counts"`
 }
 
 // collectorVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type collectorVariableSpecs struct {
-	FilterSelf         *ebpf.VariableSpec `ebpf:"filter_self"`
-	HostCgroupId       *ebpf.VariableSpec `ebpf:"host_cgroup_id"`
-	HostProcesses      *ebpf.VariableSpec `ebpf:"host_processes"`
-	SelfTgid           *ebpf.VariableSpec `ebpf:"self_tgid"`
-	SensitiveBits      *ebpf.VariableSpec `ebpf:"sensitive_bits"`
-	UnusedExecEvent    *ebpf.VariableSpec `ebpf:"unused_exec_event"`
-	UnusedSyscallEvent *ebpf.VariableSpec `ebpf:"unused_syscall_event"`
+	FilterSelf           *ebpf.VariableSpec `ebpf:"filter_self"`
+	HostCgroupId         *ebpf.VariableSpec `ebpf:"host_cgroup_id"`
+	HostProcesses        *ebpf.VariableSpec `ebpf:"host_processes"`
+	OnlyTgid             *ebpf.VariableSpec `ebpf:"only_tgid"`
+	RateCapNs            *ebpf.VariableSpec `ebpf:"rate_cap_ns"`
+	RateCostNs           *ebpf.VariableSpec `ebpf:"rate_cost_ns"`
+	SelfTgid             *ebpf.VariableSpec `ebpf:"self_tgid"`
+	SyscallClass         *ebpf.VariableSpec `ebpf:"syscall_class"`
+	TrackCounts          *ebpf.VariableSpec `ebpf:"track_counts"`
+	TrackProcs           *ebpf.VariableSpec `ebpf:"track_procs"`
+	UnusedExecEvent      *ebpf.VariableSpec `ebpf:"unused_exec_event"`
+	UnusedFileEvent      *ebpf.VariableSpec `ebpf:"unused_file_event"`
+	UnusedLifecycleEvent *ebpf.VariableSpec `ebpf:"unused_lifecycle_event"`
+	UnusedNetEvent       *ebpf.VariableSpec `ebpf:"unused_net_event"`
+	UnusedSyscallEvent   *ebpf.VariableSpec `ebpf:"unused_syscall_event"`
 }
 
 // collectorObjects contains all objects after they have been loaded into the kernel.
@@ -166,16 +253,22 @@ func (o *collectorObjects) Close() error {
 //
 // It can be passed to loadCollectorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type collectorMaps struct {
-	Events        *ebpf.Map `ebpf:"events"`
-	Loss          *ebpf.Map `ebpf:"loss"`
-	SyscallCounts *ebpf.Map `ebpf:"syscall_counts"`
-	ZeroCounts    *ebpf.Map `ebpf:"zero_counts"`
+	Buckets        *ebpf.Map `ebpf:"buckets"`
+	Events         *ebpf.Map `ebpf:"events"`
+	Loss           *ebpf.Map `ebpf:"loss"`
+	PathScratch    *ebpf.Map `ebpf:"path_scratch"`
+	SensitiveFiles *ebpf.Map `ebpf:"sensitive_files"`
+	SyscallCounts  *ebpf.Map `ebpf:"syscall_counts"`
+	ZeroCounts     *ebpf.Map `ebpf:"zero_counts"`
 }
 
 func (m *collectorMaps) Close() error {
 	return _CollectorClose(
+		m.Buckets,
 		m.Events,
 		m.Loss,
+		m.PathScratch,
+		m.SensitiveFiles,
 		m.SyscallCounts,
 		m.ZeroCounts,
 	)
@@ -185,31 +278,49 @@ func (m *collectorMaps) Close() error {
 //
 // It can be passed to loadCollectorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type collectorVariables struct {
-	FilterSelf         *ebpf.Variable `ebpf:"filter_self"`
-	HostCgroupId       *ebpf.Variable `ebpf:"host_cgroup_id"`
-	HostProcesses      *ebpf.Variable `ebpf:"host_processes"`
-	SelfTgid           *ebpf.Variable `ebpf:"self_tgid"`
-	SensitiveBits      *ebpf.Variable `ebpf:"sensitive_bits"`
-	UnusedExecEvent    *ebpf.Variable `ebpf:"unused_exec_event"`
-	UnusedSyscallEvent *ebpf.Variable `ebpf:"unused_syscall_event"`
+	FilterSelf           *ebpf.Variable `ebpf:"filter_self"`
+	HostCgroupId         *ebpf.Variable `ebpf:"host_cgroup_id"`
+	HostProcesses        *ebpf.Variable `ebpf:"host_processes"`
+	OnlyTgid             *ebpf.Variable `ebpf:"only_tgid"`
+	RateCapNs            *ebpf.Variable `ebpf:"rate_cap_ns"`
+	RateCostNs           *ebpf.Variable `ebpf:"rate_cost_ns"`
+	SelfTgid             *ebpf.Variable `ebpf:"self_tgid"`
+	SyscallClass         *ebpf.Variable `ebpf:"syscall_class"`
+	TrackCounts          *ebpf.Variable `ebpf:"track_counts"`
+	TrackProcs           *ebpf.Variable `ebpf:"track_procs"`
+	UnusedExecEvent      *ebpf.Variable `ebpf:"unused_exec_event"`
+	UnusedFileEvent      *ebpf.Variable `ebpf:"unused_file_event"`
+	UnusedLifecycleEvent *ebpf.Variable `ebpf:"unused_lifecycle_event"`
+	UnusedNetEvent       *ebpf.Variable `ebpf:"unused_net_event"`
+	UnusedSyscallEvent   *ebpf.Variable `ebpf:"unused_syscall_event"`
 }
 
 // collectorPrograms contains all programs after they have been loaded into the kernel.
 //
 // It can be passed to loadCollectorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type collectorPrograms struct {
-	ExecRawTp     *ebpf.Program `ebpf:"exec_raw_tp"`
-	ExecTpBtf     *ebpf.Program `ebpf:"exec_tp_btf"`
-	SysEnterRawTp *ebpf.Program `ebpf:"sys_enter_raw_tp"`
-	SysEnterTpBtf *ebpf.Program `ebpf:"sys_enter_tp_btf"`
+	ExecRawTp    *ebpf.Program `ebpf:"exec_raw_tp"`
+	ExecTpBtf    *ebpf.Program `ebpf:"exec_tp_btf"`
+	ExitRawTp    *ebpf.Program `ebpf:"exit_raw_tp"`
+	ExitTpBtf    *ebpf.Program `ebpf:"exit_tp_btf"`
+	ForkRawTp    *ebpf.Program `ebpf:"fork_raw_tp"`
+	ForkTpBtf    *ebpf.Program `ebpf:"fork_tp_btf"`
+	SysExitRawTp *ebpf.Program `ebpf:"sys_exit_raw_tp"`
+	SysExitTest  *ebpf.Program `ebpf:"sys_exit_test"`
+	SysExitTpBtf *ebpf.Program `ebpf:"sys_exit_tp_btf"`
 }
 
 func (p *collectorPrograms) Close() error {
 	return _CollectorClose(
 		p.ExecRawTp,
 		p.ExecTpBtf,
-		p.SysEnterRawTp,
-		p.SysEnterTpBtf,
+		p.ExitRawTp,
+		p.ExitTpBtf,
+		p.ForkRawTp,
+		p.ForkTpBtf,
+		p.SysExitRawTp,
+		p.SysExitTest,
+		p.SysExitTpBtf,
 	)
 }
 

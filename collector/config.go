@@ -53,6 +53,37 @@ type Config struct {
 	// CountInterval is how often per-container syscall counts are emitted
 	// (collector.count_interval).
 	CountInterval time.Duration
+	// Network reports connect, accept, bind and listen on TCP and UDP over
+	// IPv4 and IPv6 with addresses, ports and result (collector.network).
+	Network bool
+	// Files reports opens with write intent, creat, rename, unlink, chmod
+	// and chown with their paths and result, and read-only opens of
+	// SensitiveFiles (collector.files).
+	Files bool
+	// SensitiveFiles are absolute paths (< 64 bytes) whose read-only opens
+	// are reported as OP_OPEN_READ (collector.sensitive_files).
+	SensitiveFiles []string
+	// Processes reports fork and exit so a process tree can be rebuilt
+	// (collector.processes).
+	Processes bool
+	// RatePerSec and RateBurst bound, in the kernel, the records one
+	// container may produce (a token bucket per cgroup); refused records
+	// are counted per container and reported as KIND_LOSS events with
+	// reason "rate_limited" (collector.rate_per_sec, collector.rate_burst).
+	// RatePerSec 0 disables the limit.
+	RatePerSec int
+	RateBurst  int
+}
+
+// DefaultSensitiveFiles are read by credential theft and rarely by a
+// container's normal work.
+var DefaultSensitiveFiles = []string{
+	"/etc/shadow", "/etc/gshadow", "/etc/sudoers", "/etc/master.passwd",
+	"/root/.ssh/authorized_keys", "/root/.ssh/id_rsa", "/root/.ssh/id_ed25519",
+	"/etc/ssh/ssh_host_rsa_key", "/etc/ssh/ssh_host_ed25519_key",
+	"/var/run/secrets/kubernetes.io/serviceaccount/token",
+	"/run/secrets/kubernetes.io/serviceaccount/token",
+	"/etc/kubernetes/admin.conf", "/proc/1/environ", "/proc/kcore",
 }
 
 // DefaultSensitiveSyscalls are the syscalls a container rarely needs and an
@@ -85,6 +116,12 @@ func DefaultConfig() Config {
 		CountInterval:     10 * time.Second,
 		MetadataWait:      2 * time.Second,
 		MaxHeldEvents:     4096,
+		Network:           true,
+		Files:             true,
+		SensitiveFiles:    append([]string(nil), DefaultSensitiveFiles...),
+		Processes:         true,
+		RatePerSec:        20000,
+		RateBurst:         20000,
 	}
 }
 
@@ -118,6 +155,17 @@ func (c Config) Validate() error {
 		return fmt.Errorf("collector.max_held_events: must be >= 0")
 	case c.Syscalls && c.CountInterval <= 0:
 		return fmt.Errorf("collector.count_interval: must be > 0")
+	}
+	if c.RatePerSec < 0 || c.RatePerSec > 1e9 {
+		return fmt.Errorf("collector.rate_per_sec: must be in [0, 1e9]")
+	}
+	if c.RatePerSec > 0 && c.RateBurst <= 0 {
+		return fmt.Errorf("collector.rate_burst: must be > 0 when collector.rate_per_sec is set")
+	}
+	for _, p := range c.SensitiveFiles {
+		if len(p) == 0 || p[0] != '/' || len(p) >= sensitivePathLen {
+			return fmt.Errorf("collector.sensitive_files: %q must be an absolute path shorter than %d bytes", p, sensitivePathLen)
+		}
 	}
 	for _, name := range c.SensitiveSyscalls {
 		if _, ok := syscallNumber(name); !ok {

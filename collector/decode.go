@@ -14,10 +14,14 @@ import (
 const (
 	recordExec    = 1
 	recordSyscall = 2
+	recordNet     = 3
+	recordFile    = 4
+	recordProc    = 5
 
 	flagArgsTruncated     = 1 << 0
 	flagFilenameTruncated = 1 << 1
 	flagArgsFault         = 1 << 2
+	flagPathTruncated     = 1 << 3
 
 	hdrSize         = 64
 	commLen         = 16
@@ -26,10 +30,24 @@ const (
 	execBodyOffset  = hdrSize
 	execFilenameOff = hdrSize + 16
 	execArgsOff     = execFilenameOff + filenameMaxLen
-	execSize        = execArgsOff + argsMaxLen
+	execExeLenOff   = execArgsOff + argsMaxLen
+	execExeOff      = execExeLenOff + 8
+	execCwdOff      = execExeOff + pathMaxLen
+	execSize        = execCwdOff + pathMaxLen
+	pathMaxLen      = 256
 
-	syscallSize = hdrSize + 8 + 6*8
+	syscallSize = hdrSize + 8 + 6*8 + 8
 	syscallMax  = 512
+
+	netSize        = hdrSize + 48
+	netLocalAddrOf = hdrSize + 16
+	netRemoteAddrO = hdrSize + 32
+
+	fileSize       = hdrSize + 24 + 2*pathMaxLen
+	filePathOff    = hdrSize + 24
+	fileNewPathOff = filePathOff + pathMaxLen
+
+	procSize = hdrSize + 16
 )
 
 // ErrMalformedRecord wraps every decoding failure.
@@ -53,6 +71,12 @@ func decode(b []byte, o decodeOptions) (*containv1.Event, error) {
 		return decodeExec(b, o)
 	case recordSyscall:
 		return decodeSyscall(b)
+	case recordNet:
+		return decodeNet(b)
+	case recordFile:
+		return decodeFile(b)
+	case recordProc:
+		return decodeProc(b)
 	default:
 		return nil, fmt.Errorf("%w: unknown type %d", ErrMalformedRecord, b[0])
 	}
@@ -128,6 +152,9 @@ func decodeExec(b []byte, o decodeOptions) (*containv1.Event, error) {
 	if uint32(len(argv)) < argc {
 		truncated = true
 	}
+	exe, exeOK := leafFirstPath(b[execExeOff:execExeOff+pathMaxLen], le.Uint32(b[execExeLenOff:]))
+	cwd, cwdOK := leafFirstPath(b[execCwdOff:execCwdOff+pathMaxLen], le.Uint32(b[execExeLenOff+4:]))
+	nonUTF8 = nonUTF8 || !exeOK || !cwdOK
 	return &containv1.Event{
 		Kind:     containv1.Kind_KIND_EXEC,
 		MonoNs:   h.ktime,
@@ -138,6 +165,8 @@ func decodeExec(b []byte, o decodeOptions) (*containv1.Event, error) {
 			Argv:          argv,
 			ArgvTruncated: truncated,
 			Argc:          argc,
+			Exe:           exe,
+			Cwd:           cwd,
 			NonUtf8:       nonUTF8,
 		}},
 	}, nil
@@ -154,7 +183,7 @@ func decodeSyscall(b []byte) (*containv1.Event, error) {
 	if nr >= syscallMax {
 		return nil, fmt.Errorf("%w: syscall %d out of range", ErrMalformedRecord, nr)
 	}
-	s := &containv1.Syscall{Proc: h.proc, Mode: mode, Nr: nr, Name: syscallNames[nr]}
+	s := &containv1.Syscall{Proc: h.proc, Mode: mode, Nr: nr, Name: syscallNames[nr], Ret: int64(le.Uint64(b[hdrSize+56:]))}
 	switch mode {
 	case containv1.Syscall_MODE_SENSITIVE:
 		s.Args = make([]uint64, 6)
@@ -189,4 +218,125 @@ func cstring(b []byte) []byte {
 		return b[:i]
 	}
 	return b
+}
+
+// leafFirstPath turns the kernel's path components, leaf first and each
+// NUL-terminated ("busybox\0bin\0"), into "/bin/busybox". n is the bytes
+// the kernel wrote; zero gives "" (unknown), not "/".
+func leafFirstPath(b []byte, n uint32) (string, bool) {
+	if n == 0 {
+		return "", true
+	}
+	if int(n) < len(b) {
+		b = b[:n]
+	}
+	parts := bytes.Split(bytes.TrimSuffix(b, []byte{0}), []byte{0})
+	var sb []byte
+	for i := len(parts) - 1; i >= 0; i-- {
+		sb = append(sb, '/')
+		sb = append(sb, parts[i]...)
+	}
+	s, ok, _ := containv1.SafeString(sb, 0)
+	return s, ok
+}
+
+// netProtocols maps IPPROTO_* to the schema's protocol.
+var netProtocols = map[uint8]containv1.Network_Protocol{
+	6:  containv1.Network_PROTOCOL_TCP,
+	17: containv1.Network_PROTOCOL_UDP,
+}
+
+func decodeNet(b []byte) (*containv1.Event, error) {
+	if len(b) < netSize {
+		return nil, fmt.Errorf("%w: network record of %d bytes, want %d", ErrMalformedRecord, len(b), netSize)
+	}
+	le := binary.LittleEndian
+	h := decodeHeader(b)
+	op := containv1.Network_Op(b[hdrSize])
+	if op < containv1.Network_OP_CONNECT || op > containv1.Network_OP_LISTEN {
+		return nil, fmt.Errorf("%w: network op %d", ErrMalformedRecord, op)
+	}
+	family := uint32(le.Uint16(b[hdrSize+2:]))
+	addr := func(off int) []byte {
+		a := make([]byte, 16)
+		switch family {
+		case 2: // AF_INET: IPv4-mapped
+			a[10], a[11] = 0xff, 0xff
+			copy(a[12:], b[off:off+4])
+		case 10:
+			copy(a, b[off:off+16])
+		}
+		return a
+	}
+	if family != 2 && family != 10 {
+		return nil, fmt.Errorf("%w: address family %d", ErrMalformedRecord, family)
+	}
+	return &containv1.Event{
+		Kind:     containv1.Kind_KIND_NETWORK,
+		MonoNs:   h.ktime,
+		CgroupId: h.cgroupID,
+		Body: &containv1.Event_Network{Network: &containv1.Network{
+			Proc:       h.proc,
+			Op:         op,
+			Protocol:   netProtocols[b[hdrSize+1]],
+			Family:     family,
+			Result:     int32(le.Uint32(b[hdrSize+4:])),
+			LocalPort:  uint32(le.Uint16(b[hdrSize+8:])),
+			RemotePort: uint32(le.Uint16(b[hdrSize+10:])),
+			LocalAddr:  addr(netLocalAddrOf),
+			RemoteAddr: addr(netRemoteAddrO),
+		}},
+	}, nil
+}
+
+func decodeFile(b []byte) (*containv1.Event, error) {
+	if len(b) < fileSize {
+		return nil, fmt.Errorf("%w: file record of %d bytes, want %d", ErrMalformedRecord, len(b), fileSize)
+	}
+	le := binary.LittleEndian
+	h := decodeHeader(b)
+	op := containv1.File_Op(b[hdrSize])
+	if op < containv1.File_OP_OPEN_WRITE || op > containv1.File_OP_OPEN_READ {
+		return nil, fmt.Errorf("%w: file op %d", ErrMalformedRecord, op)
+	}
+	path, pOK, _ := containv1.SafeString(cstring(b[filePathOff:filePathOff+pathMaxLen]), pathMaxLen)
+	newPath, nOK, _ := containv1.SafeString(cstring(b[fileNewPathOff:fileNewPathOff+pathMaxLen]), pathMaxLen)
+	return &containv1.Event{
+		Kind:     containv1.Kind_KIND_FILE,
+		MonoNs:   h.ktime,
+		CgroupId: h.cgroupID,
+		Body: &containv1.Event_File{File: &containv1.File{
+			Proc:    h.proc,
+			Op:      op,
+			Path:    path,
+			NewPath: newPath,
+			Flags:   le.Uint32(b[hdrSize+4:]),
+			Mode:    le.Uint32(b[hdrSize+8:]),
+			Result:  int32(le.Uint32(b[hdrSize+12:])),
+			NonUtf8: !pOK || !nOK || h.commNonUTF8,
+		}},
+	}, nil
+}
+
+func decodeProc(b []byte) (*containv1.Event, error) {
+	if len(b) < procSize {
+		return nil, fmt.Errorf("%w: process record of %d bytes, want %d", ErrMalformedRecord, len(b), procSize)
+	}
+	le := binary.LittleEndian
+	h := decodeHeader(b)
+	op := containv1.ProcessLifecycle_Op(le.Uint32(b[hdrSize:]))
+	if op != containv1.ProcessLifecycle_OP_FORK && op != containv1.ProcessLifecycle_OP_EXIT {
+		return nil, fmt.Errorf("%w: process op %d", ErrMalformedRecord, op)
+	}
+	return &containv1.Event{
+		Kind:     containv1.Kind_KIND_PROCESS,
+		MonoNs:   h.ktime,
+		CgroupId: h.cgroupID,
+		Body: &containv1.Event_Process{Process: &containv1.ProcessLifecycle{
+			Proc:      h.proc,
+			Op:        op,
+			ChildTgid: le.Uint32(b[hdrSize+4:]),
+			ExitCode:  int32(le.Uint32(b[hdrSize+8:])),
+		}},
+	}, nil
 }

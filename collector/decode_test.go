@@ -31,6 +31,22 @@ func TestRecordLayoutMatchesBTF(t *testing.T) {
 		{"sizeof(exec_event)", unsafe.Sizeof(e), execSize},
 		{"sizeof(syscall_event)", unsafe.Sizeof(collectorSyscallEvent{}), syscallSize},
 		{"syscall.args", unsafe.Offsetof(collectorSyscallEvent{}.Args), hdrSize + 8},
+		{"syscall.ret", unsafe.Offsetof(collectorSyscallEvent{}.Ret), hdrSize + 56},
+		{"exec.exe_len", unsafe.Offsetof(e.ExeLen), execExeLenOff},
+		{"exec.exe", unsafe.Offsetof(e.Exe), execExeOff},
+		{"exec.cwd", unsafe.Offsetof(e.Cwd), execCwdOff},
+		{"sizeof(net_event)", unsafe.Sizeof(collectorNetEvent{}), netSize},
+		{"net.local_addr", unsafe.Offsetof(collectorNetEvent{}.LocalAddr), netLocalAddrOf},
+		{"net.remote_addr", unsafe.Offsetof(collectorNetEvent{}.RemoteAddr), netRemoteAddrO},
+		{"net.local_port", unsafe.Offsetof(collectorNetEvent{}.LocalPort), hdrSize + 8},
+		{"net.result", unsafe.Offsetof(collectorNetEvent{}.Result), hdrSize + 4},
+		{"sizeof(file_event)", unsafe.Sizeof(collectorFileEvent{}), fileSize},
+		{"file.flags", unsafe.Offsetof(collectorFileEvent{}.Flags), hdrSize + 4},
+		{"file.result", unsafe.Offsetof(collectorFileEvent{}.Result), hdrSize + 12},
+		{"file.path", unsafe.Offsetof(collectorFileEvent{}.Path), filePathOff},
+		{"file.new_path", unsafe.Offsetof(collectorFileEvent{}.NewPath), fileNewPathOff},
+		{"sizeof(lifecycle_event)", unsafe.Sizeof(collectorLifecycleEvent{}), procSize},
+		{"lifecycle.exit_code", unsafe.Offsetof(collectorLifecycleEvent{}.ExitCode), hdrSize + 8},
 	} {
 		if c.got != c.want {
 			t.Errorf("%s: C layout %d, decoder %d", c.name, c.got, c.want)

@@ -9,12 +9,92 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 // For bpf2go -type.
 const struct exec_event *unused_exec_event __attribute__((unused));
 const struct syscall_event *unused_syscall_event __attribute__((unused));
+const struct net_event *unused_net_event __attribute__((unused));
+const struct file_event *unused_file_event __attribute__((unused));
+const struct lifecycle_event *unused_lifecycle_event __attribute__((unused));
+
+#define PATH_DEPTH 32
+#define NAME_READ 128 // bytes of one path component read at a time
+
+// A path being walked by walk_step, one component per bpf_loop iteration
+// (a plain loop makes the verifier explore every branch combination).
+struct walk {
+	__u64 dentry, vfsmnt; // kernel pointers
+	__u64 root_d, root_m; // stop here: the task's root
+	__u32 off;
+	__u32 slot; // which half of path_scratch
+	__u8 cut;
+};
+
+struct path_buf {
+	char b[2][PATH_MAX_LEN];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct path_buf);
+} path_scratch SEC(".maps");
+
+// walk_step appends one component of w's path (leaf first, each
+// NUL-terminated) to its scratch buffer, crossing mount points; it returns
+// 1 when the walk is over.
+static long walk_step(__u32 i, void *ctx)
+{
+	struct walk *w = ctx;
+	struct dentry *dentry = (struct dentry *)w->dentry;
+	struct vfsmount *vfsmnt = (struct vfsmount *)w->vfsmnt;
+	if (!dentry || !vfsmnt || (w->dentry == w->root_d && w->vfsmnt == w->root_m))
+		return 1;
+	struct mount *mnt = (struct mount *)((void *)vfsmnt - bpf_core_field_offset(struct mount, mnt));
+	if (dentry == BPF_CORE_READ(vfsmnt, mnt_root)) {
+		struct mount *parent = BPF_CORE_READ(mnt, mnt_parent);
+		if (parent == mnt)
+			return 1; // the namespace's root
+		w->dentry = (__u64)BPF_CORE_READ(mnt, mnt_mountpoint);
+		w->vfsmnt = (__u64)((void *)parent + bpf_core_field_offset(struct mount, mnt));
+		return 0;
+	}
+	struct dentry *up = BPF_CORE_READ(dentry, d_parent);
+	if (!up || up == dentry)
+		return 1;
+	__u32 zero = 0;
+	struct path_buf *pb = bpf_map_lookup_elem(&path_scratch, &zero);
+	if (!pb)
+		return 1;
+	__u32 off = w->off;
+	if (off > PATH_MAX_LEN - NAME_READ) {
+		w->cut = 1;
+		return 1;
+	}
+	char *buf = w->slot ? pb->b[1] : pb->b[0];
+	long n = bpf_probe_read_kernel_str(buf + off, NAME_READ, BPF_CORE_READ(dentry, d_name.name));
+	if (n <= 0)
+		return 1;
+	w->off = off + n;
+	w->dentry = (__u64)up;
+	return 0;
+}
+
+// walk_path resolves (dentry, mnt) up to the task's root into slot of
+// path_scratch and returns the bytes written; *cut is set when the path was
+// longer than PATH_MAX_LEN or deeper than PATH_DEPTH.
+static __always_inline __u32 walk_path(__u32 slot, struct dentry *dentry, struct vfsmount *mnt,
+				       struct dentry *root_d, struct vfsmount *root_m, bool *cut)
+{
+	struct walk w = {.dentry = (__u64)dentry, .vfsmnt = (__u64)mnt, .root_d = (__u64)root_d, .root_m = (__u64)root_m, .slot = slot};
+	long n = bpf_loop(PATH_DEPTH, walk_step, &w, 0);
+	if (w.cut || n == PATH_DEPTH)
+		*cut = true;
+	return w.off;
+}
 
 static __always_inline int handle_exec(struct task_struct *task, struct linux_binprm *bprm)
 {
 	__u64 cgid = bpf_get_current_cgroup_id();
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	if (!wanted(cgid, tgid))
+	if (!wanted(cgid, tgid) || !allow(cgid))
 		return 0;
 
 	struct exec_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
@@ -47,6 +127,24 @@ static __always_inline int handle_exec(struct task_struct *task, struct linux_bi
 		len = 0;
 	}
 	e->args_len = len;
+
+	struct dentry *root_d = BPF_CORE_READ(task, fs, root.dentry);
+	struct vfsmount *root_m = BPF_CORE_READ(task, fs, root.mnt);
+	bool cut = false;
+	e->exe_len = walk_path(0, BPF_CORE_READ(bprm, file, f_path.dentry), BPF_CORE_READ(bprm, file, f_path.mnt),
+			       root_d, root_m, &cut);
+	e->cwd_len = walk_path(1, BPF_CORE_READ(task, fs, pwd.dentry), BPF_CORE_READ(task, fs, pwd.mnt),
+			       root_d, root_m, &cut);
+	__u32 zero = 0;
+	struct path_buf *pb = bpf_map_lookup_elem(&path_scratch, &zero);
+	if (pb) {
+		__builtin_memcpy(e->exe, pb->b[0], PATH_MAX_LEN);
+		__builtin_memcpy(e->cwd, pb->b[1], PATH_MAX_LEN);
+	} else {
+		e->exe_len = e->cwd_len = 0;
+	}
+	if (cut)
+		e->hdr.flags |= FLAG_PATH_TRUNCATED;
 	bpf_ringbuf_submit(e, 0);
 	return 0;
 }
@@ -63,8 +161,29 @@ int exec_raw_tp(struct bpf_raw_tracepoint_args *ctx)
 	return handle_exec((struct task_struct *)ctx->args[0], (struct linux_binprm *)ctx->args[2]);
 }
 
-static __always_inline void emit_syscall(struct pt_regs *regs, __u64 cgid, __u32 nr, __u32 mode)
+// x86-64 syscall arguments: di, si, dx, r10, r8, r9.
+static __always_inline __u64 arg(struct pt_regs *regs, int i)
 {
+	switch (i) {
+	case 0:
+		return BPF_CORE_READ(regs, di);
+	case 1:
+		return BPF_CORE_READ(regs, si);
+	case 2:
+		return BPF_CORE_READ(regs, dx);
+	case 3:
+		return BPF_CORE_READ(regs, r10);
+	case 4:
+		return BPF_CORE_READ(regs, r8);
+	default:
+		return BPF_CORE_READ(regs, r9);
+	}
+}
+
+static __always_inline void emit_syscall(struct pt_regs *regs, __u64 cgid, __u32 nr, __u32 mode, long ret)
+{
+	if (!allow(cgid))
+		return;
 	struct syscall_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
 		count_loss(LOSS_RINGBUF_SYSCALL);
@@ -74,68 +193,428 @@ static __always_inline void emit_syscall(struct pt_regs *regs, __u64 cgid, __u32
 	fill_hdr(&e->hdr, RECORD_SYSCALL, task, cgid);
 	e->nr = nr;
 	e->mode = mode;
-	if (mode == SYSCALL_MODE_SENSITIVE) {
-		// x86-64 syscall convention: di, si, dx, r10, r8, r9.
-		e->args[0] = BPF_CORE_READ(regs, di);
-		e->args[1] = BPF_CORE_READ(regs, si);
-		e->args[2] = BPF_CORE_READ(regs, dx);
-		e->args[3] = BPF_CORE_READ(regs, r10);
-		e->args[4] = BPF_CORE_READ(regs, r8);
-		e->args[5] = BPF_CORE_READ(regs, r9);
+	e->ret = ret;
+	if (mode == SYSCALL_MODE_SENSITIVE && regs) {
+		for (int i = 0; i < 6; i++)
+			e->args[i] = arg(regs, i);
 	} else {
 		__builtin_memset(e->args, 0, sizeof(e->args));
 	}
 	bpf_ringbuf_submit(e, 0);
 }
 
-// handle_sys_enter counts each syscall per (container, nr) in a per-CPU
-// value, reports the first use on each CPU (user space keeps the first per
-// container) and reports sensitive syscalls every time, with arguments.
-static __always_inline int handle_sys_enter(struct pt_regs *regs, long id)
+// count_syscall increments (cgid, nr) on this CPU and returns the count
+// before, or -1 when it could not count.
+static __always_inline long count_syscall(__u64 cgid, __u32 nr)
 {
-	__u64 cgid = bpf_get_current_cgroup_id();
-	if (!host_processes && cgid == host_cgroup_id)
-		return 0;
-	if (filter_self && (__u32)(bpf_get_current_pid_tgid() >> 32) == self_tgid)
-		return 0;
-	if (id < 0 || id >= SYSCALL_MAX)
-		return 0;
-	__u32 nr = id;
-
 	struct syscall_counts *c = bpf_map_lookup_elem(&syscall_counts, &cgid);
 	if (!c) {
 		__u32 zero = 0;
 		struct syscall_counts *z = bpf_map_lookup_elem(&zero_counts, &zero);
 		if (!z)
-			return 0;
+			return -1;
 		if (bpf_map_update_elem(&syscall_counts, &cgid, z, BPF_NOEXIST) < 0) {
 			c = bpf_map_lookup_elem(&syscall_counts, &cgid);
 			if (!c) {
 				count_loss(LOSS_SYSCALL_MAP_FULL);
-				return 0;
+				return -1;
 			}
 		} else {
 			c = bpf_map_lookup_elem(&syscall_counts, &cgid);
 			if (!c)
-				return 0;
+				return -1;
 		}
 	}
-	__u32 n = c->n[nr & (SYSCALL_MAX - 1)]++;
-	if (sensitive_bits[(nr / 64) & (SYSCALL_MAX / 64 - 1)] & (1ULL << (nr % 64)))
-		emit_syscall(regs, cgid, nr, SYSCALL_MODE_SENSITIVE);
+	return c->n[nr & (SYSCALL_MAX - 1)]++;
+}
+
+#define AF_INET 2
+#define AF_INET6 10
+#define S_IFMT 00170000
+#define S_IFSOCK 0140000
+
+// sock_of returns the socket behind the current task's fd, or NULL.
+static __always_inline struct sock *sock_of(struct task_struct *task, long fd)
+{
+	if (fd < 0)
+		return NULL;
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	unsigned int max = BPF_CORE_READ(fdt, max_fds);
+	if ((unsigned long)fd >= max)
+		return NULL;
+	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file *f = NULL;
+	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
+	if (!f)
+		return NULL;
+	umode_t mode = BPF_CORE_READ(f, f_inode, i_mode);
+	if ((mode & S_IFMT) != S_IFSOCK)
+		return NULL;
+	struct socket *s = BPF_CORE_READ(f, private_data);
+	return BPF_CORE_READ(s, sk);
+}
+
+// sock_ends copies a socket's local (and, when remote, its peer) address.
+static __always_inline void sock_ends(struct sock *sk, struct net_event *e, bool remote)
+{
+	e->local_port = BPF_CORE_READ(sk, __sk_common.skc_num);
+	if (e->family == AF_INET6) {
+		BPF_CORE_READ_INTO(&e->local_addr, sk, __sk_common.skc_v6_rcv_saddr);
+		if (remote)
+			BPF_CORE_READ_INTO(&e->remote_addr, sk, __sk_common.skc_v6_daddr);
+	} else {
+		BPF_CORE_READ_INTO((__u32 *)e->local_addr, sk, __sk_common.skc_rcv_saddr);
+		if (remote)
+			BPF_CORE_READ_INTO((__u32 *)e->remote_addr, sk, __sk_common.skc_daddr);
+	}
+	if (remote)
+		e->remote_port = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+}
+
+struct sockaddr_any {
+	__u16 family;
+	__u16 port; // network order
+	__u32 flowinfo_or_v4;
+	__u8 v6[16];
+	__u32 scope;
+};
+
+static __always_inline void handle_net(struct pt_regs *regs, __u64 cgid, __u32 nr, long ret)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
+	long fd = (long)(int)arg(regs, 0);
+	__u8 op;
+	switch (nr) {
+	case 42: // connect
+		op = NET_CONNECT;
+		break;
+	case 49: // bind
+		op = NET_BIND;
+		break;
+	case 50: // listen
+		op = NET_LISTEN;
+		break;
+	default: // accept, accept4: the new socket
+		if (ret < 0)
+			return;
+		op = NET_ACCEPT;
+		fd = ret;
+	}
+	struct sock *sk = sock_of(task, fd);
+	struct sockaddr_any sa = {};
+	__u16 family;
+	if (op == NET_CONNECT || op == NET_BIND) {
+		if (bpf_probe_read_user(&sa, sizeof(sa), (void *)arg(regs, 1)) < 0 &&
+		    bpf_probe_read_user(&sa, 16, (void *)arg(regs, 1)) < 0)
+			return;
+		family = sa.family;
+	} else {
+		if (!sk)
+			return;
+		family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	}
+	if (family != AF_INET && family != AF_INET6)
+		return;
+	if (!allow(cgid))
+		return;
+	struct net_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count_loss(LOSS_RINGBUF_NET);
+		return;
+	}
+	fill_hdr(&e->hdr, RECORD_NET, task, cgid);
+	e->op = op;
+	e->family = family;
+	e->result = ret;
+	e->protocol = 0;
+	e->local_port = 0;
+	e->remote_port = 0;
+	e->_pad = 0;
+	__builtin_memset(e->local_addr, 0, sizeof(e->local_addr));
+	__builtin_memset(e->remote_addr, 0, sizeof(e->remote_addr));
+	if (sk)
+		e->protocol = BPF_CORE_READ(sk, sk_protocol);
+	switch (op) {
+	case NET_CONNECT:
+		if (sk)
+			sock_ends(sk, e, false);
+		e->remote_port = bpf_ntohs(sa.port);
+		if (family == AF_INET6)
+			__builtin_memcpy(e->remote_addr, sa.v6, 16);
+		else
+			__builtin_memcpy(e->remote_addr, &sa.flowinfo_or_v4, 4);
+		break;
+	case NET_BIND:
+		e->local_port = bpf_ntohs(sa.port);
+		if (family == AF_INET6)
+			__builtin_memcpy(e->local_addr, sa.v6, 16);
+		else
+			__builtin_memcpy(e->local_addr, &sa.flowinfo_or_v4, 4);
+		break;
+	case NET_LISTEN:
+		sock_ends(sk, e, false);
+		break;
+	default:
+		sock_ends(sk, e, true);
+	}
+	bpf_ringbuf_submit(e, 0);
+}
+
+#define O_ACCMODE 03
+#define O_WRONLY 01
+#define O_RDWR 02
+#define O_CREAT 0100
+#define O_TRUNC 01000
+#define O_APPEND 02000
+#define WRITE_INTENT (O_WRONLY | O_RDWR | O_CREAT | O_TRUNC | O_APPEND)
+
+static __always_inline void handle_file(struct pt_regs *regs, __u64 cgid, __u32 nr, long ret)
+{
+	const char *path = NULL, *new_path = NULL;
+	__u32 flags = 0, mode = 0;
+	__u8 op = 0;
+	switch (nr) {
+	case 2: // open(path, flags, mode)
+		path = (const char *)arg(regs, 0);
+		flags = arg(regs, 1);
+		mode = arg(regs, 2);
+		break;
+	case 257: // openat(dfd, path, flags, mode)
+		path = (const char *)arg(regs, 1);
+		flags = arg(regs, 2);
+		mode = arg(regs, 3);
+		break;
+	case 437: { // openat2(dfd, path, how, size)
+		path = (const char *)arg(regs, 1);
+		__u64 how[2] = {};
+		bpf_probe_read_user(how, sizeof(how), (void *)arg(regs, 2));
+		flags = how[0];
+		mode = how[1];
+		break;
+	}
+	case 85: // creat(path, mode)
+		path = (const char *)arg(regs, 0);
+		flags = O_CREAT | O_WRONLY | O_TRUNC;
+		mode = arg(regs, 1);
+		break;
+	case 82: // rename(old, new)
+		op = FILE_RENAME;
+		path = (const char *)arg(regs, 0);
+		new_path = (const char *)arg(regs, 1);
+		break;
+	case 264: // renameat(odfd, old, ndfd, new)
+	case 316: // renameat2(odfd, old, ndfd, new, flags)
+		op = FILE_RENAME;
+		path = (const char *)arg(regs, 1);
+		new_path = (const char *)arg(regs, 3);
+		if (nr == 316)
+			flags = arg(regs, 4);
+		break;
+	case 87: // unlink(path)
+		op = FILE_UNLINK;
+		path = (const char *)arg(regs, 0);
+		break;
+	case 263: // unlinkat(dfd, path, flags)
+		op = FILE_UNLINK;
+		path = (const char *)arg(regs, 1);
+		flags = arg(regs, 2);
+		break;
+	case 90: // chmod(path, mode)
+		op = FILE_CHMOD;
+		path = (const char *)arg(regs, 0);
+		mode = arg(regs, 1);
+		break;
+	case 268: // fchmodat(dfd, path, mode)
+	case 452: // fchmodat2(dfd, path, mode, flags)
+		op = FILE_CHMOD;
+		path = (const char *)arg(regs, 1);
+		mode = arg(regs, 2);
+		break;
+	case 92: // chown(path, uid, gid)
+	case 94: // lchown
+		op = FILE_CHOWN;
+		path = (const char *)arg(regs, 0);
+		break;
+	case 260: // fchownat(dfd, path, uid, gid, flags)
+		op = FILE_CHOWN;
+		path = (const char *)arg(regs, 1);
+		flags = arg(regs, 4);
+		break;
+	default:
+		return;
+	}
+	if (!op) {
+		if (flags & WRITE_INTENT) {
+			op = (flags & O_CREAT) ? FILE_CREATE : FILE_OPEN_WRITE;
+		} else {
+			// A read: reported only for the sensitive set.
+			char key[SENSITIVE_PATH_LEN] = {};
+			long n = bpf_probe_read_user_str(key, sizeof(key), path);
+			if (n <= 0 || n == sizeof(key) || !bpf_map_lookup_elem(&sensitive_files, key))
+				return;
+			op = FILE_OPEN_READ;
+		}
+	}
+	if (!allow(cgid))
+		return;
+	struct file_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count_loss(LOSS_RINGBUF_FILE);
+		return;
+	}
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
+	fill_hdr(&e->hdr, RECORD_FILE, task, cgid);
+	e->op = op;
+	e->_pad[0] = e->_pad[1] = e->_pad[2] = 0;
+	e->_pad2 = 0;
+	e->flags = flags;
+	e->mode = mode;
+	e->result = ret;
+	long n = bpf_probe_read_user_str(e->path, sizeof(e->path), path);
+	e->path_len = n > 0 ? n : 0;
+	if (n == sizeof(e->path))
+		e->hdr.flags |= FLAG_PATH_TRUNCATED;
+	n = 0;
+	if (new_path)
+		n = bpf_probe_read_user_str(e->new_path, sizeof(e->new_path), new_path);
+	e->new_path_len = n > 0 ? n : 0;
+	if (n == sizeof(e->new_path))
+		e->hdr.flags |= FLAG_PATH_TRUNCATED;
+	bpf_ringbuf_submit(e, 0);
+}
+
+// handle_sys_exit runs on every syscall's return. It counts each syscall
+// per (container, nr) in a per-CPU value, reports the first use on each CPU
+// (user space keeps the first per container), reports sensitive syscalls
+// every time with arguments and result, and turns network and file
+// syscalls into records with their result.
+static __always_inline int handle_sys_exit(struct pt_regs *regs, long id, long ret)
+{
+	__u64 cgid = bpf_get_current_cgroup_id();
+	if (!host_processes && cgid == host_cgroup_id)
+		return 0;
+	if (filter_self || only_tgid) {
+		__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+		if (filter_self && tgid == self_tgid)
+			return 0;
+		if (only_tgid && tgid != only_tgid)
+			return 0;
+	}
+	if (id < 0 || id >= SYSCALL_MAX)
+		return 0;
+	__u32 nr = id;
+	long n = 1;
+	if (track_counts)
+		n = count_syscall(cgid, nr);
+	__u8 class = syscall_class[nr & (SYSCALL_MAX - 1)];
+	if (class & CLASS_SENSITIVE)
+		emit_syscall(regs, cgid, nr, SYSCALL_MODE_SENSITIVE, ret);
 	else if (n == 0)
-		emit_syscall(regs, cgid, nr, SYSCALL_MODE_FIRST);
+		emit_syscall(regs, cgid, nr, SYSCALL_MODE_FIRST, ret);
+	if (class & CLASS_NET)
+		handle_net(regs, cgid, nr, ret);
+	else if (class & CLASS_FILE)
+		handle_file(regs, cgid, nr, ret);
 	return 0;
 }
 
-SEC("tp_btf/sys_enter")
-int BPF_PROG(sys_enter_tp_btf, struct pt_regs *regs, long id)
+SEC("tp_btf/sys_exit")
+int BPF_PROG(sys_exit_tp_btf, struct pt_regs *regs, long ret)
 {
-	return handle_sys_enter(regs, id);
+	return handle_sys_exit(regs, regs->orig_ax, ret);
 }
 
-SEC("raw_tracepoint/sys_enter")
-int sys_enter_raw_tp(struct bpf_raw_tracepoint_args *ctx)
+SEC("raw_tracepoint/sys_exit")
+int sys_exit_raw_tp(struct bpf_raw_tracepoint_args *ctx)
 {
-	return handle_sys_enter((struct pt_regs *)ctx->args[0], (long)ctx->args[1]);
+	struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
+	return handle_sys_exit(regs, BPF_CORE_READ(regs, orig_ax), (long)ctx->args[1]);
+}
+
+// test_sys_exit runs handle_sys_exit with the syscall number given in the
+// context (BPF_PROG_TEST_RUN cannot pass a pt_regs); never attached.
+SEC("raw_tracepoint/sys_exit")
+int sys_exit_test(struct bpf_raw_tracepoint_args *ctx)
+{
+	return handle_sys_exit((struct pt_regs *)ctx->args[0], (long)ctx->args[1], 0);
+}
+
+// exit and exit_group never return, so sys_exit never sees them: they are
+// counted when the task exits (exit_group when the whole group exits
+// without a fatal signal, exit otherwise).
+#define SIGNAL_GROUP_EXIT 0x00000004
+
+static __always_inline void emit_proc(struct task_struct *task, __u64 cgid, __u32 op, __u32 child, __s32 code)
+{
+	if (!allow(cgid))
+		return;
+	struct lifecycle_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count_loss(LOSS_RINGBUF_PROC);
+		return;
+	}
+	fill_hdr(&e->hdr, RECORD_PROC, task, cgid);
+	e->op = op;
+	e->child_tgid = child;
+	e->exit_code = code;
+	e->_pad = 0;
+	bpf_ringbuf_submit(e, 0);
+}
+
+static __always_inline int handle_fork(struct task_struct *parent, struct task_struct *child)
+{
+	__u64 cgid = bpf_get_current_cgroup_id();
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	if (!wanted(cgid, tgid))
+		return 0;
+	if (only_tgid && tgid != only_tgid)
+		return 0;
+	__u32 ctgid = BPF_CORE_READ(child, tgid);
+	if (BPF_CORE_READ(child, pid) != ctgid)
+		return 0; // a thread
+	emit_proc((struct task_struct *)bpf_get_current_task_btf(), cgid, PROC_FORK, ctgid, 0);
+	return 0;
+}
+
+static __always_inline int handle_exit(struct task_struct *task, bool group_dead)
+{
+	__u64 cgid = bpf_get_current_cgroup_id();
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	if (!wanted(cgid, tgid))
+		return 0;
+	if (only_tgid && tgid != only_tgid)
+		return 0;
+	int code = BPF_CORE_READ(task, exit_code);
+	if (track_counts && (code & 0x7f) == 0) {
+		__u32 nr = (BPF_CORE_READ(task, signal, flags) & SIGNAL_GROUP_EXIT) ? 231 : 60;
+		if (count_syscall(cgid, nr) == 0)
+			emit_syscall(NULL, cgid, nr, SYSCALL_MODE_FIRST, 0);
+	}
+	if (track_procs && group_dead)
+		emit_proc(task, cgid, PROC_EXIT, 0, code);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(fork_tp_btf, struct task_struct *parent, struct task_struct *child)
+{
+	return handle_fork(parent, child);
+}
+
+SEC("raw_tracepoint/sched_process_fork")
+int fork_raw_tp(struct bpf_raw_tracepoint_args *ctx)
+{
+	return handle_fork((struct task_struct *)ctx->args[0], (struct task_struct *)ctx->args[1]);
+}
+
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(exit_tp_btf, struct task_struct *p, bool group_dead)
+{
+	return handle_exit(p, group_dead);
+}
+
+SEC("raw_tracepoint/sched_process_exit")
+int exit_raw_tp(struct bpf_raw_tracepoint_args *ctx)
+{
+	return handle_exit((struct task_struct *)ctx->args[0], (bool)ctx->args[1]);
 }

@@ -7,28 +7,39 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_tracing.h>
+#include <bpf/bpf_endian.h>
 
 #define TASK_COMM_LEN 16
 #define FILENAME_MAX_LEN 512
 #define ARGS_MAX_LEN 4096
+#define PATH_MAX_LEN 256
 
 // Record types: the first byte of every ring-buffer record.
 enum record_type {
 	RECORD_EXEC = 1,
 	RECORD_SYSCALL = 2,
+	RECORD_NET = 3,
+	RECORD_FILE = 4,
+	RECORD_PROC = 5,
 };
 
 // Header flags.
 #define FLAG_ARGS_TRUNCATED (1 << 0)
 #define FLAG_FILENAME_TRUNCATED (1 << 1)
 #define FLAG_ARGS_FAULT (1 << 2)
+#define FLAG_PATH_TRUNCATED (1 << 3)     // file: path or new_path cut; exec: exe or cwd cut
+#define FLAG_RATE_LIMITED (1 << 4)       // events of this container were dropped before this one
 
 // Loss counters (per-CPU array index).
 enum loss_index {
 	LOSS_RINGBUF_EXEC = 0,
 	LOSS_RINGBUF_SYSCALL = 1,
 	LOSS_SYSCALL_MAP_FULL = 2,
-	LOSS_MAX = 4,
+	LOSS_RINGBUF_NET = 3,
+	LOSS_RINGBUF_FILE = 4,
+	LOSS_RINGBUF_PROC = 5,
+	LOSS_RATE_LIMITED = 6,
+	LOSS_MAX = 8,
 };
 
 struct record_hdr {
@@ -55,7 +66,66 @@ struct exec_event {
 	__u32 filename_len;  // bytes incl. NUL, as bpf_probe_read_kernel_str returned
 	char filename[FILENAME_MAX_LEN];
 	char args[ARGS_MAX_LEN];
+	// exe (the bprm file) and cwd as path components from the leaf up,
+	// each NUL-terminated: "busybox\0bin\0" is /bin/busybox.
+	__u32 exe_len;
+	__u32 cwd_len;
+	char exe[PATH_MAX_LEN];
+	char cwd[PATH_MAX_LEN];
 };
+
+// Network record ops (schema Network.Op) and protocols.
+#define NET_CONNECT 1
+#define NET_ACCEPT 2
+#define NET_BIND 3
+#define NET_LISTEN 4
+
+struct net_event {
+	struct record_hdr hdr;
+	__u8 op;
+	__u8 protocol; // IPPROTO_*
+	__u16 family;  // AF_INET, AF_INET6
+	__s32 result;
+	__u16 local_port; // host order
+	__u16 remote_port;
+	__u32 _pad;
+	__u8 local_addr[16]; // IPv4: first 4 bytes
+	__u8 remote_addr[16];
+}; // 112 bytes
+
+// File record ops (schema File.Op).
+#define FILE_OPEN_WRITE 1
+#define FILE_CREATE 2
+#define FILE_RENAME 3
+#define FILE_UNLINK 4
+#define FILE_CHMOD 5
+#define FILE_CHOWN 6
+#define FILE_OPEN_READ 7
+
+struct file_event {
+	struct record_hdr hdr;
+	__u8 op;
+	__u8 _pad[3];
+	__u32 flags;
+	__u32 mode;
+	__s32 result;
+	__u16 path_len; // bytes incl. NUL as bpf_probe_read_user_str returned
+	__u16 new_path_len;
+	__u32 _pad2;
+	char path[PATH_MAX_LEN];
+	char new_path[PATH_MAX_LEN];
+}; // 600 bytes
+
+#define PROC_FORK 1
+#define PROC_EXIT 2
+
+struct lifecycle_event {
+	struct record_hdr hdr;
+	__u32 op;
+	__u32 child_tgid;
+	__s32 exit_code; // the wait status: exit status << 8 | signal
+	__u32 _pad;
+}; // 80 bytes
 
 #define SYSCALL_MAX 512
 
@@ -68,7 +138,8 @@ struct syscall_event {
 	__u32 nr;
 	__u32 mode;
 	__u64 args[6];
-}; // 120 bytes
+	__s64 ret;
+}; // 128 bytes
 
 // Per-container syscall counts, one value per CPU: a zero count on this CPU
 // marks a (container, syscall) pair this CPU has not seen yet.
@@ -81,7 +152,19 @@ volatile const __u64 host_cgroup_id = 0; // cgroup v2 root inode: host processes
 volatile const __u32 self_tgid = 0;      // the collector itself
 volatile const __u8 host_processes = 0;  // 1: report host processes too
 volatile const __u8 filter_self = 1;     // 0: the cgroup filter already excludes the collector
-volatile const __u64 sensitive_bits[SYSCALL_MAX / 64] = {}; // syscalls always reported with args
+volatile const __u8 track_counts = 1;   // count syscalls and report first uses
+volatile const __u8 track_procs = 1;    // report fork and exit
+volatile const __u32 only_tgid = 0;     // tests: report this process only
+// syscall_class[nr]: what to do on nr besides counting.
+#define CLASS_SENSITIVE 1 // always reported with args
+#define CLASS_NET 2       // connect, accept, bind, listen
+#define CLASS_FILE 4      // opens, rename, unlink, chmod, chown
+volatile const __u8 syscall_class[SYSCALL_MAX] = {};
+// In-kernel flood control: per container, a token bucket holding at most
+// rate_cap_ns of credit, each record costing rate_cost_ns (1e9 / rate);
+// rate_cost_ns 0 disables it.
+volatile const __u64 rate_cost_ns = 0;
+volatile const __u64 rate_cap_ns = 0;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -109,6 +192,29 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } loss SEC(".maps");
+
+#define SENSITIVE_PATH_LEN 64
+
+// Paths whose read-only opens are reported (exact, absolute, NUL-padded).
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, char[SENSITIVE_PATH_LEN]);
+	__type(value, __u8);
+} sensitive_files SEC(".maps");
+
+struct rate_bucket {
+	__u64 credit_ns; // nanoseconds of credit, at most rate_cap_ns
+	__u64 last_ns;
+	__u64 dropped; // records refused, ever (user space reports deltas)
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u64); // cgroup id
+	__type(value, struct rate_bucket);
+} buckets SEC(".maps");
 
 static __always_inline void count_loss(__u32 idx)
 {
@@ -153,4 +259,31 @@ static __always_inline void fill_hdr(struct record_hdr *h, __u8 type, struct tas
 	h->cgroup_id = cgid;
 	h->ktime_ns = bpf_ktime_get_ns();
 	bpf_get_current_comm(h->comm, sizeof(h->comm));
+}
+
+// allow charges one record to cgid's token bucket and reports whether it
+// may be emitted; refusals are counted per container and per CPU.
+static __always_inline bool allow(__u64 cgid)
+{
+	if (!rate_cost_ns)
+		return true;
+	__u64 now = bpf_ktime_get_ns();
+	struct rate_bucket *b = bpf_map_lookup_elem(&buckets, &cgid);
+	if (!b) {
+		struct rate_bucket nb = {.credit_ns = rate_cap_ns - rate_cost_ns, .last_ns = now};
+		bpf_map_update_elem(&buckets, &cgid, &nb, BPF_ANY);
+		return true;
+	}
+	__u64 credit = b->credit_ns + (now - b->last_ns);
+	if (credit > rate_cap_ns)
+		credit = rate_cap_ns;
+	b->last_ns = now;
+	if (credit < rate_cost_ns) {
+		b->credit_ns = credit;
+		__sync_fetch_and_add(&b->dropped, 1);
+		count_loss(LOSS_RATE_LIMITED);
+		return false;
+	}
+	b->credit_ns = credit - rate_cost_ns;
+	return true;
 }
