@@ -2,7 +2,6 @@ package analyzer
 
 import (
 	"context"
-	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -210,5 +209,3 @@ func counterValue(t *testing.T, m *metrics.Metrics, name, kind string) float64 {
 	}
 	return sum
 }
-
-var _ = errors.Is

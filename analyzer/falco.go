@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/netip"
 	"strings"
 	"time"
 
@@ -119,5 +118,3 @@ func imageRepository(ref string) string {
 	}
 	return ref
 }
-
-var _ = netip.Addr{}

@@ -13,8 +13,8 @@ type SeccompOptions struct {
 	// Extra syscalls allowed besides the learned ones (e.g. what the
 	// runtime needs to start the process).
 	Extra []string
-	// DefaultErrno makes unlisted syscalls fail with EPERM instead of
-	// killing the process.
+	// KillProcess kills a process making an unlisted syscall; by default
+	// the syscall fails with EPERM.
 	KillProcess bool
 }
 
@@ -31,18 +31,6 @@ var runtimeSyscalls = []string{
 	"faccessat", "faccessat2", "nanosleep", "clock_nanosleep", "clock_gettime", "close_range", "fcntl", "dup3",
 	"statx", "ioctl", "wait4", "clone", "clone3", "vfork", "fork", "kill", "tgkill", "sched_yield", "madvise",
 	"pread64", "lseek", "getdents64", "poll", "ppoll", "pselect6", "epoll_create1", "epoll_ctl", "epoll_pwait",
-}
-
-type seccompProfile struct {
-	DefaultAction string           `json:"defaultAction"`
-	DefaultErrno  *uint            `json:"defaultErrnoRet,omitempty"`
-	Architectures []string         `json:"architectures"`
-	Syscalls      []seccompSyscall `json:"syscalls"`
-}
-
-type seccompSyscall struct {
-	Names  []string `json:"names"`
-	Action string   `json:"action"`
 }
 
 // SeccompSyscalls is the allow list WriteSeccomp would write.
@@ -96,5 +84,3 @@ func Seccomp(d *Doc, opts SeccompOptions) map[string]any {
 	}
 	return p
 }
-
-var _ = seccompProfile{}
