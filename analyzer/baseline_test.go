@@ -12,7 +12,9 @@ import (
 )
 
 func learnedDoc(t testing.TB) *Doc {
-	e := newEngine(t, testConfig(), func(string) *Profile { return &Profile{ListenPorts: []string{"8080/tcp"}, WritablePaths: []string{"/var/www"}} })
+	e := newEngine(t, testConfig(), func(string) *Profile {
+		return &Profile{ListenPorts: []string{"8080/tcp"}, WritablePaths: []string{"/var/www"}}
+	})
 	learn(e, "c1")
 	seq := base("c1", sec(0.5))
 	seq.Kind = containv1.Kind_KIND_SYSCALL
