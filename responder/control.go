@@ -100,7 +100,10 @@ func (r *Responder) serveControl(ctx context.Context) ([]*nats.Subscription, err
 		subs = append(subs, sub)
 	}
 	if err := r.nc.Flush(); err != nil {
-		return subs, fmt.Errorf("control subscriptions: %w", err)
+		for _, s := range subs {
+			_ = s.Unsubscribe()
+		}
+		return nil, fmt.Errorf("control subscriptions: %w", err)
 	}
 	return subs, nil
 }

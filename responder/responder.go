@@ -109,6 +109,12 @@ func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, m *metrics.Metrics, 
 
 // Run serves the control subjects and consumes alerts until ctx ends.
 func (r *Responder) Run(ctx context.Context) error {
+	n, err := r.restore(ctx)
+	if err != nil {
+		// Not fatal: acting on new alerts matters more than the list.
+		r.m.Errors.WithLabelValues(metrics.StageResponder, "restore").Inc()
+		r.log.Error("quarantine list not restored", "err", err)
+	}
 	subs, err := r.serveControl(ctx)
 	if err != nil {
 		return err
@@ -119,7 +125,7 @@ func (r *Responder) Run(ctx context.Context) error {
 		}
 	}()
 	r.log.Info("responder started", "subject", containv1.AlertsSubject(r.cfg.Host), "threshold", r.cfg.Threshold,
-		"dry_run", r.cfg.DryRun, "methods", strings.Join(r.cfg.Methods, ","))
+		"dry_run", r.cfg.DryRun, "methods", strings.Join(r.cfg.Methods, ","), "restored_quarantines", n)
 	return bus.Consume(ctx, r.js, bus.ConsumerConfig{
 		Stream:        containv1.StreamAlerts,
 		Durable:       r.cfg.durable(),

@@ -31,6 +31,7 @@ type harness struct {
 	ids  *containv1.IDGen
 	prod *bus.Producer
 	acts jetstream.Consumer
+	stop func()
 }
 
 // start runs a responder for testHost against an embedded NATS.
@@ -43,6 +44,13 @@ func start(t testing.TB, edit func(*Config)) *harness {
 		}
 	}
 	_, nc, js := testenv.NATS(t)
+	return startOn(t, nc, js, edit)
+}
+
+// startOn runs a responder for testHost on an existing NATS; the responder
+// stops when the returned stop func is called or the test ends.
+func startOn(t testing.TB, nc *nats.Conn, js jetstream.JetStream, edit func(*Config)) *harness {
+	t.Helper()
 	cfg := DefaultConfig()
 	cfg.Host = testHost
 	if edit != nil {
@@ -56,7 +64,12 @@ func start(t testing.TB, edit func(*Config)) *harness {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- r.Run(ctx) }()
-	t.Cleanup(func() {
+	stopped := false
+	stop := func() {
+		if stopped {
+			return
+		}
+		stopped = true
 		cancel()
 		select {
 		case err := <-done:
@@ -66,14 +79,15 @@ func start(t testing.TB, edit func(*Config)) *harness {
 		case <-time.After(5 * time.Second):
 			t.Errorf("Run did not return after cancel")
 		}
-	})
+	}
+	t.Cleanup(stop)
 	acts, err := js.OrderedConsumer(context.Background(), containv1.StreamActions, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{containv1.ActionsSubject(testHost)},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &harness{t: t, r: r, nc: nc, js: js, m: m, ids: containv1.NewIDGen(), prod: bus.NewProducer(testHost, "analyzer"), acts: acts}
+	h := &harness{t: t, r: r, nc: nc, js: js, m: m, ids: containv1.NewIDGen(), prod: bus.NewProducer(testHost, "analyzer"), acts: acts, stop: stop}
 	// Wait for the control subscriptions, which Run makes before consuming.
 	waitFor(t, 5*time.Second, "responder serving quarantine.list", func() bool {
 		_, err := ListQuarantined(context.Background(), nc, testHost)
@@ -490,5 +504,50 @@ func TestReleaseRequestErrors(t *testing.T) {
 	var reply ControlReply
 	if err := json.Unmarshal(msg.Data, &reply); err != nil || reply.OK || reply.Error == "" {
 		t.Errorf("malformed request reply %s (%v)", msg.Data, err)
+	}
+}
+
+func TestQuarantineSurvivesRestart(t *testing.T) {
+	h := start(t, func(c *Config) { c.Snapshot = false })
+	kept := testenv.RunContainer(t, "kept", testenv.ContainerSpec{})
+	thawed := testenv.RunContainer(t, "thawed", testenv.ContainerSpec{})
+	released := testenv.RunContainer(t, "released", testenv.ContainerSpec{})
+	for _, c := range []*testenv.Container{kept, thawed, released} {
+		h.publish(h.alert(c.ID, 1))
+		wantAction(t, h.next(), containv1.Action_TYPE_PAUSE, containv1.Action_RESULT_OK, c.ID)
+	}
+	if _, err := Release(context.Background(), h.nc, testHost, released.ID, "alice", "ok"); err != nil {
+		t.Fatal(err)
+	}
+	h.stop()
+	// Thawed behind the responder's back while it was down.
+	if err := os.WriteFile(filepath.Join("/sys/fs/cgroup/freezer", thawed.ID, "freezer.state"), []byte("THAWED"), 0); err != nil {
+		t.Fatal(err)
+	}
+
+	h2 := startOn(t, h.nc, h.js, nil)
+	q, err := ListQuarantined(context.Background(), h2.nc, testHost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(q) != 1 || q[0].ContainerID != kept.ID || q[0].State != "frozen" || q[0].Method != freezer.MethodV1Freezer || q[0].Score != 1 {
+		t.Fatalf("restored list: %+v", q)
+	}
+	// A new alert about it is recognised as already quarantined.
+	h2.publish(h2.alert(kept.ID, 1))
+	for {
+		ev := h2.next()
+		if ev.GetAction().Type == containv1.Action_TYPE_PAUSE && ev.ContainerId == kept.ID && ev.GetAction().Result == containv1.Action_RESULT_SKIPPED {
+			if d := detail(t, ev.GetAction()); !strings.Contains(d.Decision, "already quarantined") {
+				t.Errorf("decision %q", d.Decision)
+			}
+			break
+		}
+	}
+	if _, err := Release(context.Background(), h2.nc, testHost, kept.ID, "alice", "done"); err != nil {
+		t.Fatal(err)
+	}
+	if got := freezerState(t, kept); got != "THAWED" {
+		t.Fatalf("kept is %s after release", got)
 	}
 }
