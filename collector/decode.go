@@ -222,10 +222,10 @@ func cstring(b []byte) []byte {
 
 // leafFirstPath turns the kernel's path components, leaf first and each
 // NUL-terminated ("busybox\0bin\0"), into "/bin/busybox". n is the bytes
-// the kernel wrote; zero gives "" (unknown), not "/".
+// the kernel wrote; zero is the root.
 func leafFirstPath(b []byte, n uint32) (string, bool) {
 	if n == 0 {
-		return "", true
+		return "/", true
 	}
 	if int(n) < len(b) {
 		b = b[:n]
