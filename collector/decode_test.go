@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"net/netip"
 	"strings"
 	"testing"
 	"unsafe"
@@ -213,6 +214,130 @@ func TestDecodeSyscall(t *testing.T) {
 	}
 }
 
+func netRecord(op, proto uint8, family uint16, result int32, lport, rport uint16, laddr, raddr []byte) []byte {
+	b := make([]byte, netSize)
+	le := binary.LittleEndian
+	b[0] = recordNet
+	le.PutUint64(b[32:], 77)
+	b[hdrSize], b[hdrSize+1] = op, proto
+	le.PutUint16(b[hdrSize+2:], family)
+	le.PutUint32(b[hdrSize+4:], uint32(result))
+	le.PutUint16(b[hdrSize+8:], lport)
+	le.PutUint16(b[hdrSize+10:], rport)
+	copy(b[netLocalAddrOf:netLocalAddrOf+16], laddr)
+	copy(b[netRemoteAddrO:netRemoteAddrO+16], raddr)
+	return b
+}
+
+func fileRecord(op uint8, flags, mode uint32, result int32, path, newPath []byte) []byte {
+	b := make([]byte, fileSize)
+	le := binary.LittleEndian
+	b[0] = recordFile
+	b[hdrSize] = op
+	le.PutUint32(b[hdrSize+4:], flags)
+	le.PutUint32(b[hdrSize+8:], mode)
+	le.PutUint32(b[hdrSize+12:], uint32(result))
+	copy(b[filePathOff:filePathOff+pathMaxLen], path)
+	copy(b[fileNewPathOff:fileNewPathOff+pathMaxLen], newPath)
+	return b
+}
+
+func procRecord(op, child uint32, code int32) []byte {
+	b := make([]byte, procSize)
+	le := binary.LittleEndian
+	b[0] = recordProc
+	le.PutUint32(b[hdrSize:], op)
+	le.PutUint32(b[hdrSize+4:], child)
+	le.PutUint32(b[hdrSize+8:], uint32(code))
+	return b
+}
+
+func TestDecodeNetwork(t *testing.T) {
+	ev, err := decode(netRecord(1, 6, 2, -111, 40000, 80, []byte{127, 0, 0, 1}, []byte{10, 0, 0, 9}), decodeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := ev.GetNetwork()
+	if ev.Kind != containv1.Kind_KIND_NETWORK || ev.CgroupId != 77 || n.Op != containv1.Network_OP_CONNECT ||
+		n.Protocol != containv1.Network_PROTOCOL_TCP || n.Family != 2 || n.Result != -111 || n.LocalPort != 40000 || n.RemotePort != 80 ||
+		netip.AddrFrom16([16]byte(n.RemoteAddr)) != netip.MustParseAddr("::ffff:10.0.0.9") ||
+		netip.AddrFrom16([16]byte(n.LocalAddr)) != netip.MustParseAddr("::ffff:127.0.0.1") {
+		t.Fatalf("connect: %v", n)
+	}
+	v6 := netip.MustParseAddr("2001:db8::1").As16()
+	ev, err = decode(netRecord(2, 17, 10, 5, 53, 999, v6[:], v6[:]), decodeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := ev.GetNetwork(); n.Protocol != containv1.Network_PROTOCOL_UDP || n.Op != containv1.Network_OP_ACCEPT || [16]byte(n.RemoteAddr) != v6 {
+		t.Fatalf("v6: %v", n)
+	}
+	for name, b := range map[string][]byte{
+		"bad op":     netRecord(9, 6, 2, 0, 0, 0, nil, nil),
+		"bad family": netRecord(1, 6, 1, 0, 0, 0, nil, nil),
+		"short":      netRecord(1, 6, 2, 0, 0, 0, nil, nil)[:netSize-1],
+	} {
+		if _, err := decode(b, decodeOptions{}); !errors.Is(err, ErrMalformedRecord) {
+			t.Errorf("%s: err = %v", name, err)
+		}
+	}
+}
+
+func TestDecodeFile(t *testing.T) {
+	ev, err := decode(fileRecord(3, 0, 0, 0, []byte("/etc/evil"), []byte("/etc/evil2")), decodeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := ev.GetFile(); ev.Kind != containv1.Kind_KIND_FILE || f.Op != containv1.File_OP_RENAME || f.Path != "/etc/evil" || f.NewPath != "/etc/evil2" || f.NonUtf8 {
+		t.Fatalf("rename: %v", f)
+	}
+	// A hostile path: non-UTF-8 and filling the whole field without a NUL.
+	long := bytes.Repeat([]byte{'a', 0xff}, pathMaxLen/2)
+	ev, err = decode(fileRecord(1, 0o1101, 0o644, -13, long, nil), decodeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := ev.GetFile()
+	if !f.NonUtf8 || !strings.HasPrefix(f.Path, `a\xffa`) || f.Result != -13 || f.Flags != 0o1101 || f.Mode != 0o644 {
+		t.Fatalf("hostile path: %v", f)
+	}
+	for name, b := range map[string][]byte{
+		"bad op": fileRecord(0, 0, 0, 0, nil, nil),
+		"short":  fileRecord(1, 0, 0, 0, nil, nil)[:fileSize-1],
+	} {
+		if _, err := decode(b, decodeOptions{}); !errors.Is(err, ErrMalformedRecord) {
+			t.Errorf("%s: err = %v", name, err)
+		}
+	}
+}
+
+func TestDecodeProcessAndPaths(t *testing.T) {
+	ev, err := decode(procRecord(2, 0, 3<<8), decodeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := ev.GetProcess(); ev.Kind != containv1.Kind_KIND_PROCESS || p.Op != containv1.ProcessLifecycle_OP_EXIT || p.ExitCode != 768 {
+		t.Fatalf("exit: %v", p)
+	}
+	if _, err := decode(procRecord(3, 0, 0), decodeOptions{}); !errors.Is(err, ErrMalformedRecord) {
+		t.Fatalf("bad op: %v", err)
+	}
+	for _, c := range []struct {
+		in   string
+		want string
+	}{
+		{"busybox\x00bin\x00", "/bin/busybox"},
+		{"", "/"},
+		{"tmp\x00", "/tmp"},
+	} {
+		b := make([]byte, pathMaxLen)
+		copy(b, c.in)
+		if got, _ := leafFirstPath(b, uint32(len(c.in))); got != c.want {
+			t.Errorf("leafFirstPath(%q) = %q, want %q", c.in, got, c.want)
+		}
+	}
+}
+
 func TestConfigValidate(t *testing.T) {
 	if err := DefaultConfig().Validate(); err != nil {
 		t.Fatalf("default config: %v", err)
@@ -223,6 +348,9 @@ func TestConfigValidate(t *testing.T) {
 		"collector.ring_buffer_bytes":  func(c *Config) { c.RingBufferBytes = 3 << 20 },
 		"collector.sensitive_syscalls": func(c *Config) { c.SensitiveSyscalls = []string{"nope"} },
 		"collector.count_interval":     func(c *Config) { c.CountInterval = 0 },
+		"collector.sensitive_files":    func(c *Config) { c.SensitiveFiles = []string{"etc/shadow"} },
+		"collector.rate_burst":         func(c *Config) { c.RateBurst = 0 },
+		"collector.rate_per_sec":       func(c *Config) { c.RatePerSec = -1 },
 	} {
 		c := DefaultConfig()
 		edit(&c)
@@ -239,12 +367,25 @@ func FuzzDecode(f *testing.F) {
 	f.Add(execRec{argc: 1, flags: 0xff, args: bytes.Repeat([]byte{0xff}, 5000)}.bytes())
 	f.Add([]byte{recordExec})
 	f.Add(make([]byte, hdrSize))
+	f.Add(netRecord(1, 6, 2, -111, 40000, 80, []byte{127, 0, 0, 1}, []byte{10, 0, 0, 1}))
+	f.Add(netRecord(2, 17, 10, 0, 1, 2, bytes.Repeat([]byte{0xfe}, 16), bytes.Repeat([]byte{1}, 16)))
+	f.Add(fileRecord(3, 0, 0, 0, []byte("/etc/a\xff"), []byte("/etc/b")))
+	f.Add(fileRecord(7, 0, 0, 3, bytes.Repeat([]byte{0xc3}, 300), nil))
+	f.Add(procRecord(1, 42, 0))
+	f.Add(procRecord(2, 0, 768))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		ev, err := decode(b, decodeOptions{maxArgs: 64})
 		if err != nil {
 			return
 		}
-		if ev.GetSyscall() != nil {
+		if ev.GetExec() == nil {
+			// Bounded by construction: fixed-size fields.
+			if f := ev.GetFile(); f != nil && (len(f.Path) > 4*pathMaxLen || len(f.NewPath) > 4*pathMaxLen) {
+				t.Fatalf("path of %d bytes", len(f.Path))
+			}
+			if n := ev.GetNetwork(); n != nil && (len(n.LocalAddr) != 16 || len(n.RemoteAddr) != 16) {
+				t.Fatalf("addresses: %v", n)
+			}
 			if _, err := proto.Marshal(ev); err != nil {
 				t.Fatal(err)
 			}
