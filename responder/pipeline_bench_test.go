@@ -23,12 +23,19 @@ import (
 // the action's latency_ns: from the exec event's wall time (stamped by the
 // collector at sched_process_exec) to the verified freeze. Between trials
 // the container is released (not timed). Batching is set for latency
-// (collector flush 1 ms, one message per fetch).
+// (collector flush 1 ms, one message per fetch). CONTAIN_BENCH_METHOD picks
+// the freeze method (default: the configured order, v1 freezer first).
 //
-//	go test ./responder -run '^$' -bench ExecToFrozen -benchtime=100x
+//	go test ./responder -run '^$' -bench ExecToFrozen -benchtime=200x
 func BenchmarkExecToFrozen(b *testing.B) {
 	testenv.RequireRoot(b)
-	h := start(b, func(c *Config) { c.MaxPausesPerMinute = 0; c.Threshold = 0.5 })
+	h := start(b, func(c *Config) {
+		c.MaxPausesPerMinute = 0
+		c.Threshold = 0.5
+		if m := os.Getenv("CONTAIN_BENCH_METHOD"); m != "" {
+			c.Methods = []string{m}
+		}
+	})
 	h.r.log = testenv.Discard()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -74,7 +81,7 @@ func BenchmarkExecToFrozen(b *testing.B) {
 	}
 	time.Sleep(an.LearningWindow + time.Second) // learning is a span of event time
 
-	var lat []int64
+	var lat, respond, own, freeze []int64
 	b.ResetTimer()
 	for i := 0; i < trials; i++ {
 		exe := fmt.Sprintf("/bin/evil-%d", i)
@@ -91,6 +98,10 @@ func BenchmarkExecToFrozen(b *testing.B) {
 			b.Fatalf("trial %d: %v: %s", i, r, act.GetAction().Detail)
 		}
 		lat = append(lat, act.GetAction().LatencyNs)
+		d := detail(b, act.GetAction())
+		respond = append(respond, d.AlertToFrozenUs*1000)
+		own = append(own, d.ReceivedToFrozenUs*1000)
+		freeze = append(freeze, d.FreezeUs*1000)
 		if _, err := h.r.Release(context.Background(), ReleaseRequest{ContainerID: ctr.ID, Actor: "bench", Reason: "next trial"}); err != nil {
 			b.Fatal(err)
 		}
@@ -98,4 +109,7 @@ func BenchmarkExecToFrozen(b *testing.B) {
 	}
 	b.StopTimer()
 	percentiles(b, "exec_to_frozen", lat)
+	percentiles(b, "alert_to_frozen", respond)
+	percentiles(b, "responder_received_to_frozen", own)
+	percentiles(b, "freeze_write_to_verified", freeze)
 }

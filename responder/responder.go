@@ -140,6 +140,7 @@ func (r *Responder) Run(ctx context.Context) error {
 
 // handle acts on every alert of the batches and publishes the actions.
 func (r *Responder) handle(ctx context.Context, batches []*containv1.Batch) error {
+	recv := r.now()
 	var actions []*containv1.Event
 	for _, b := range batches {
 		if !slices.Contains(r.cfg.AcceptStages, b.Stage) {
@@ -152,7 +153,7 @@ func (r *Responder) handle(ctx context.Context, batches []*containv1.Batch) erro
 				r.m.Dropped.WithLabelValues(metrics.StageResponder, "not_alert").Inc()
 				continue
 			}
-			actions = append(actions, r.onAlert(ctx, ev))
+			actions = append(actions, r.onAlert(ctx, ev, recv))
 		}
 	}
 	if len(actions) == 0 {
@@ -183,8 +184,15 @@ type Detail struct {
 	Threshold  float64 `json:"threshold"`
 	Cgroup     string  `json:"cgroup,omitempty"`
 	// FreezeUs is from the freeze write to its verification.
-	FreezeUs int64               `json:"freeze_us,omitempty"`
-	Snapshot *forensics.Snapshot `json:"snapshot,omitempty"`
+	FreezeUs int64 `json:"freeze_us,omitempty"`
+	// AlertToFrozenUs is from the alert's own wall time (when the analyzer
+	// made it) to the verified freeze; latency_ns minus this is the
+	// detection part.
+	AlertToFrozenUs int64 `json:"alert_to_frozen_us,omitempty"`
+	// ReceivedToFrozenUs is the responder's own share: from the alert's
+	// batch being handed to it to the verified freeze.
+	ReceivedToFrozenUs int64               `json:"received_to_frozen_us,omitempty"`
+	Snapshot           *forensics.Snapshot `json:"snapshot,omitempty"`
 }
 
 // alertReason joins the alert's reasons.
@@ -290,7 +298,7 @@ func truncate(s string, n int) string {
 }
 
 // onAlert decides on one alert and acts; it always returns an action.
-func (r *Responder) onAlert(ctx context.Context, ev *containv1.Event) *containv1.Event {
+func (r *Responder) onAlert(ctx context.Context, ev *containv1.Event, recv time.Time) *containv1.Event {
 	out, act := r.newAction(ev, containv1.Action_TYPE_PAUSE)
 	d := &Detail{Threshold: r.cfg.Threshold}
 	skip := func(why string) *containv1.Event {
@@ -367,6 +375,10 @@ func (r *Responder) onAlert(ctx context.Context, ev *containv1.Event) *containv1
 	d.FreezeUs = time.Since(start).Microseconds()
 	if w := triggerWall(ev); w > 0 {
 		act.LatencyNs = frozenAt.UnixNano() - w
+	}
+	d.ReceivedToFrozenUs = frozenAt.Sub(recv).Microseconds()
+	if ev.WallNs > 0 {
+		d.AlertToFrozenUs = (frozenAt.UnixNano() - ev.WallNs) / 1e3
 	}
 	d.Decision = fmt.Sprintf("paused and verified frozen (score %.3g >= threshold %.3g)", score, eff.threshold)
 	if r.cfg.Snapshot {
