@@ -259,11 +259,34 @@ func TestBPFSyscallFirstUseAndCounts(t *testing.T) {
 	if strings.Join(modes, ",") != strings.Join(want, ",") {
 		t.Fatalf("records %v, want %v", modes, want)
 	}
-	var perCPU [][syscallMax]uint32
-	if err := coll.Maps["syscall_counts"].Lookup(me, &perCPU); err != nil {
+	// The counts sit in the cgroup's slot of count_slots (the fast path),
+	// not in the fallback hash.
+	slot := uint32((me * 0x9E3779B97F4A7C15) >> 56)
+	var perCPU []collectorCountSlot
+	if err := coll.Maps["count_slots"].Lookup(slot, &perCPU); err != nil {
 		t.Fatal(err)
 	}
-	if perCPU[0][39] != 5 || perCPU[0][161] != 3 {
-		t.Fatalf("counts on CPU 0: getpid %d (want 5), chroot %d (want 3)", perCPU[0][39], perCPU[0][161])
+	if perCPU[0].CgroupId != me || perCPU[0].N[39] != 5 || perCPU[0].N[161] != 3 {
+		t.Fatalf("slot %d on CPU 0: cgroup %d (want %d), getpid %d (want 5), chroot %d (want 3)", slot, perCPU[0].CgroupId, me, perCPU[0].N[39], perCPU[0].N[161])
+	}
+	var inHash [][syscallMax]uint32
+	if err := coll.Maps["syscall_counts"].Lookup(me, &inHash); err == nil {
+		t.Fatal("counted in the fallback hash although the slot was free")
+	}
+
+	// When another cgroup owns the slot, counts fall back to the hash.
+	taken := make([]collectorCountSlot, len(perCPU))
+	for i := range taken {
+		taken[i].CgroupId = me + 1
+	}
+	if err := coll.Maps["count_slots"].Put(slot, taken); err != nil {
+		t.Fatal(err)
+	}
+	run(39, 2)
+	if err := coll.Maps["syscall_counts"].Lookup(me, &inHash); err != nil {
+		t.Fatalf("slot taken, but nothing in the fallback hash: %v", err)
+	}
+	if inHash[0][39] != 2 {
+		t.Fatalf("fallback hash: getpid %d on CPU 0, want 2", inHash[0][39])
 	}
 }

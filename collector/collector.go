@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -634,28 +635,59 @@ func (c *Collector) reportLoss() {
 
 // reportCounts emits, per container, one MODE_COUNT syscall event per
 // syscall used since the last report, and forgets containers whose cgroup
-// is gone.
+// is gone. Counts live in the per-CPU slots (count_slots) and in the
+// fallback hash (syscall_counts); both are summed per cgroup.
 func (c *Collector) reportCounts() {
 	if c.coll == nil || !c.cfg.Syscalls {
 		return
 	}
-	m := c.coll.Maps["syscall_counts"]
+	sums := map[uint64]*[syscallMax]uint32{}
+	add := func(cgid uint64, n *[syscallMax]uint32) {
+		sum := sums[cgid]
+		if sum == nil {
+			sum = new([syscallMax]uint32)
+			sums[cgid] = sum
+		}
+		for nr, v := range n {
+			sum[nr] += v // wraps like the kernel's u32 counters
+		}
+	}
+	hash := c.coll.Maps["syscall_counts"]
 	var (
-		cgid    uint64
-		perCPU  [][syscallMax]uint32
-		present = map[uint64]bool{}
-		gone    []uint64
+		cgid   uint64
+		perCPU [][syscallMax]uint32
 	)
-	mono := monoNow()
-	it := m.Iterate()
+	it := hash.Iterate()
 	for it.Next(&cgid, &perCPU) {
-		present[cgid] = true
-		var sum [syscallMax]uint32
-		for _, cpu := range perCPU {
-			for nr, n := range cpu {
-				sum[nr] += n // wraps like the kernel's u32 counters
+		for i := range perCPU {
+			add(cgid, &perCPU[i])
+		}
+	}
+	if err := it.Err(); err != nil {
+		c.m.Errors.WithLabelValues(metrics.StageCollector, "count_iterate").Inc()
+	}
+	slots := c.coll.Maps["count_slots"]
+	slotOwners := map[uint32][]uint64{}
+	var (
+		idx      uint32
+		slotVals []collectorCountSlot
+	)
+	it = slots.Iterate()
+	for it.Next(&idx, &slotVals) {
+		for i := range slotVals {
+			if id := slotVals[i].CgroupId; id != 0 {
+				add(id, &slotVals[i].N)
+				slotOwners[idx] = append(slotOwners[idx], id)
 			}
 		}
+	}
+	if err := it.Err(); err != nil {
+		c.m.Errors.WithLabelValues(metrics.StageCollector, "count_iterate").Inc()
+	}
+
+	mono := monoNow()
+	var gone []uint64
+	for cgid, sum := range sums {
 		last := c.lastCounts[cgid]
 		if last == nil {
 			last = new([syscallMax]uint32)
@@ -675,25 +707,31 @@ func (c *Collector) reportCounts() {
 				}},
 			})
 		}
-		*last = sum
+		*last = *sum
 		if !c.ident.cgroups.Known(cgid) {
 			gone = append(gone, cgid)
 		}
 	}
-	if err := it.Err(); err != nil {
-		c.m.Errors.WithLabelValues(metrics.StageCollector, "count_iterate").Inc()
-	}
 	if len(gone) > 0 {
 		_ = c.ident.cgroups.Scan()
+		dead := map[uint64]bool{}
 		for _, id := range gone {
 			if !c.ident.cgroups.Known(id) {
-				_ = m.Delete(id)
+				dead[id] = true
+				_ = hash.Delete(id)
 				delete(c.lastCounts, id)
+			}
+		}
+		// Free slots whose every owner is gone (a slot is written for all
+		// CPUs at once; a live owner keeps it).
+		for idx, owners := range slotOwners {
+			if !slices.ContainsFunc(owners, func(id uint64) bool { return !dead[id] }) {
+				_ = slots.Put(idx, make([]collectorCountSlot, len(slotVals)))
 			}
 		}
 	}
 	for id := range c.lastCounts {
-		if !present[id] {
+		if sums[id] == nil {
 			delete(c.lastCounts, id)
 		}
 	}

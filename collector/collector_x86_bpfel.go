@@ -13,6 +13,12 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type collectorCountSlot struct {
+	_        structs.HostLayout
+	CgroupId uint64
+	N        [512]uint32
+}
+
 type collectorExecEvent struct {
 	_           structs.HostLayout
 	Hdr         collectorRecordHdr
@@ -114,6 +120,7 @@ type collectorSyscallEvent struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	collectorMapBuckets              = "buckets"
+	collectorMapCountSlots           = "count_slots"
 	collectorMapEvents               = "events"
 	collectorMapLoss                 = "loss"
 	collectorMapPathScratch          = "path_scratch"
@@ -139,6 +146,7 @@ const (
 	collectorVarSyscallClass         = "syscall_class"
 	collectorVarTrackCounts          = "track_counts"
 	collectorVarTrackProcs           = "track_procs"
+	collectorVarUnusedCountSlot      = "unused_count_slot"
 	collectorVarUnusedExecEvent      = "unused_exec_event"
 	collectorVarUnusedFileEvent      = "unused_file_event"
 	collectorVarUnusedLifecycleEvent = "unused_lifecycle_event"
@@ -204,6 +212,7 @@ type collectorProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type collectorMapSpecs struct {
 	Buckets        *ebpf.MapSpec `ebpf:"buckets"`
+	CountSlots     *ebpf.MapSpec `ebpf:"count_slots"`
 	Events         *ebpf.MapSpec `ebpf:"events"`
 	Loss           *ebpf.MapSpec `ebpf:"loss"`
 	PathScratch    *ebpf.MapSpec `ebpf:"path_scratch"`
@@ -226,6 +235,7 @@ type collectorVariableSpecs struct {
 	SyscallClass         *ebpf.VariableSpec `ebpf:"syscall_class"`
 	TrackCounts          *ebpf.VariableSpec `ebpf:"track_counts"`
 	TrackProcs           *ebpf.VariableSpec `ebpf:"track_procs"`
+	UnusedCountSlot      *ebpf.VariableSpec `ebpf:"unused_count_slot"`
 	UnusedExecEvent      *ebpf.VariableSpec `ebpf:"unused_exec_event"`
 	UnusedFileEvent      *ebpf.VariableSpec `ebpf:"unused_file_event"`
 	UnusedLifecycleEvent *ebpf.VariableSpec `ebpf:"unused_lifecycle_event"`
@@ -254,6 +264,7 @@ func (o *collectorObjects) Close() error {
 // It can be passed to loadCollectorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type collectorMaps struct {
 	Buckets        *ebpf.Map `ebpf:"buckets"`
+	CountSlots     *ebpf.Map `ebpf:"count_slots"`
 	Events         *ebpf.Map `ebpf:"events"`
 	Loss           *ebpf.Map `ebpf:"loss"`
 	PathScratch    *ebpf.Map `ebpf:"path_scratch"`
@@ -265,6 +276,7 @@ type collectorMaps struct {
 func (m *collectorMaps) Close() error {
 	return _CollectorClose(
 		m.Buckets,
+		m.CountSlots,
 		m.Events,
 		m.Loss,
 		m.PathScratch,
@@ -288,6 +300,7 @@ type collectorVariables struct {
 	SyscallClass         *ebpf.Variable `ebpf:"syscall_class"`
 	TrackCounts          *ebpf.Variable `ebpf:"track_counts"`
 	TrackProcs           *ebpf.Variable `ebpf:"track_procs"`
+	UnusedCountSlot      *ebpf.Variable `ebpf:"unused_count_slot"`
 	UnusedExecEvent      *ebpf.Variable `ebpf:"unused_exec_event"`
 	UnusedFileEvent      *ebpf.Variable `ebpf:"unused_file_event"`
 	UnusedLifecycleEvent *ebpf.Variable `ebpf:"unused_lifecycle_event"`

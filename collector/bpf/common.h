@@ -178,6 +178,23 @@ struct {
 	__type(value, struct syscall_counts);
 } syscall_counts SEC(".maps");
 
+// The fast path: a per-CPU array slot chosen by a hash of the cgroup id
+// (inlined lookup, no hashing helper). A slot belongs to the first cgroup
+// that used it on that CPU; a cgroup that finds its slot taken falls back
+// to syscall_counts. User space sums both and frees slots of gone cgroups.
+#define COUNT_SLOTS 256
+struct count_slot {
+	__u64 cgroup_id; // 0: free
+	__u32 n[SYSCALL_MAX];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, COUNT_SLOTS);
+	__type(key, __u32);
+	__type(value, struct count_slot);
+} count_slots SEC(".maps");
+
 // All zeros: the initial value of a syscall_counts entry (too big for the stack).
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
