@@ -2,8 +2,9 @@
 // that report what container processes do, published as raw event batches.
 //
 // Consumes: kernel events through one BPF ring buffer, from
-// tp_btf/sched_process_exec (falling back to
-// raw_tracepoint/sched_process_exec where tp_btf is refused); the cgroup2
+// tp_btf/sched_process_exec, tp_btf/sys_exit, tp_btf/sched_process_fork and
+// tp_btf/sched_process_exit (falling back to the raw_tracepoint family where
+// tp_btf is refused); the cgroup2
 // hierarchy (CgroupRoot) and the runtimes' OCI state directories (RuncRoot
 // and the docker/containerd runc roots, /run/crun) for container identity.
 //
@@ -17,11 +18,25 @@
 //     image_ref or image_digest: the enricher derives them from labels.
 //   - KIND_EXEC: pid/tgid/ppid/ns_pid, uid/gid/euid, comm, filename, argv
 //     (at most 4096 bytes read in the kernel and collector.max_args
-//     entries; argv_truncated says when cut), non_utf8 when a string had
-//     invalid bytes (written as \xNN).
+//     entries; argv_truncated says when cut), exe (the binary actually
+//     run, e.g. /bin/busybox for /proc/self/exe) and cwd, relative to the
+//     container's root, non_utf8 when a string had invalid bytes (\xNN).
+//   - KIND_SYSCALL: first use per (container, syscall), sensitive syscalls
+//     with args and ret, periodic per-container counts (collector.syscalls).
+//   - KIND_NETWORK: connect, bind, listen, accept/accept4 on TCP/UDP over
+//     IPv4/IPv6 with local and remote address/port, protocol and result
+//     (collector.network).
+//   - KIND_FILE: write-intent opens (OP_CREATE when O_CREAT), creat,
+//     rename, unlink, chmod, chown with paths (at most 256 bytes, as
+//     passed), flags, mode and result; OP_OPEN_READ for
+//     collector.sensitive_files (collector.files).
+//   - KIND_PROCESS: OP_FORK (child_tgid) and OP_EXIT (wait status) of
+//     container processes (collector.processes).
 //   - KIND_LOSS: every loss_interval, one event per counter that grew:
 //     source "ringbuf" (reserve failures counted per CPU in the kernel),
-//     "queue" (reader→decoder queue full), "batcher" (publish queue full).
+//     "queue" (reader→decoder queue full), "batcher" (publish queue full),
+//     and per container source "kernel" reason "rate_limited" (records
+//     its in-kernel token bucket refused; collector.rate_per_sec/rate_burst).
 //
 // Every event has id, host, mono_ns (CLOCK_MONOTONIC, bpf_ktime_get_ns),
 // wall_ns (mono_ns plus the wall-monotonic offset, re-measured every
