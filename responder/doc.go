@@ -29,5 +29,7 @@
 //     when it is not;
 //   - an alert is acknowledged only after its action was published, so a
 //     crash re-handles it; a container found already frozen is SKIPPED,
-//     never frozen twice.
+//     never frozen twice;
+//   - the quarantine list survives a restart: it is rebuilt at start from
+//     the host's actions in CONTAIN_ACTIONS, keeping containers still frozen.
 package responder
