@@ -106,7 +106,7 @@ func DefaultConfig() Config {
 		BatchQueueLen:     16384,
 		BatchMaxEvents:    1024,
 		BatchMaxBytes:     1 << 20,
-		FlushInterval:     100 * time.Millisecond,
+		FlushInterval:     10 * time.Millisecond,
 		CgroupRoot:        "/sys/fs/cgroup/unified",
 		RuncRoot:          "/run/runc",
 		LossInterval:      10 * time.Second,

@@ -135,8 +135,8 @@ func (c Config) Validate() error {
 	switch {
 	case strings.TrimSpace(c.Host) == "":
 		return errors.New("responder.host: must be set")
-	case c.Threshold < 0:
-		return fmt.Errorf("responder.threshold: %v must be >= 0", c.Threshold)
+	case c.Threshold < 0 || c.Threshold > 1:
+		return fmt.Errorf("responder.threshold: %v must be in [0, 1] (scores are; use dry_run to never pause)", c.Threshold)
 	case c.FreezerRoot == "" && c.Cgroup2Root == "" && c.RuncRoot == "":
 		return errors.New("responder.freezer_root, responder.cgroup2_root, responder.runc_root: at least one must be set")
 	case len(c.Methods) == 0:
@@ -162,8 +162,8 @@ func (c Config) Validate() error {
 		}
 	}
 	for i, r := range c.Policy.Rules {
-		if r.Threshold < 0 {
-			return fmt.Errorf("responder.policy.rules[%d].threshold: must be >= 0", i)
+		if r.Threshold < 0 || r.Threshold > 1 {
+			return fmt.Errorf("responder.policy.rules[%d].threshold: must be in [0, 1]", i)
 		}
 		if err := r.Scope.validate(); err != nil {
 			return fmt.Errorf("responder.policy.rules[%d].scope: %w", i, err)

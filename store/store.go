@@ -120,6 +120,9 @@ func (s *Store) Close() error { return s.conn.Close() }
 // markDown logs the first failure of an outage at Error, with the address,
 // and later ones at Debug; markUp logs the recovery.
 func (s *Store) markDown(err error, doing string) {
+	if errors.Is(err, context.Canceled) {
+		return // shutting down, not an outage
+	}
 	if !s.down.Swap(true) {
 		s.downSince.Store(time.Now().UnixNano())
 		s.log.Error("clickhouse unavailable; data stays in NATS and is retried with back-off",

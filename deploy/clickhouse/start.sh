@@ -50,9 +50,11 @@ fi
 if [ ! -f "$RUN_DIR/clickhouse.pid" ]; then
 	sed "s#RUN_DIR#$RUN_DIR#g" "$HERE/config.xml" >"$RUN_DIR/config.xml"
 	sed "s#RUN_DIR#$RUN_DIR#g" "$HERE/users.xml" >"$RUN_DIR/users.xml"
-	(cd "$RUN_DIR" && nohup clickhouse-server --config-file="$RUN_DIR/config.xml" \
-		>"$RUN_DIR/log/stdout.log" 2>&1 </dev/null &
-		echo $! >"$RUN_DIR/clickhouse.pid")
+	# Detached from this script's stdout/stderr, so a caller reading them
+	# (a pipe, CI) sees EOF when this script exits.
+	(cd "$RUN_DIR" && exec setsid clickhouse-server --config-file="$RUN_DIR/config.xml" \
+		>"$RUN_DIR/log/stdout.log" 2>&1 </dev/null) >/dev/null 2>&1 </dev/null &
+	echo $! >"$RUN_DIR/clickhouse.pid"
 fi
 pid=$(cat "$RUN_DIR/clickhouse.pid")
 

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/containsec/contain/internal/metrics"
@@ -89,7 +90,7 @@ func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, h 
 	var loggedMalformed atomic.Bool
 	backoff := cfg.RetryDelay
 	for ctx.Err() == nil {
-		msgs, err := cons.Fetch(cfg.Fetch, jetstream.FetchMaxWait(cfg.FetchWait))
+		msgs, err := fetch(cons, cfg.Fetch, cfg.FetchWait)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -103,7 +104,7 @@ func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, h 
 			good    []jetstream.Msg
 			batches []*containv1.Batch
 		)
-		for msg := range msgs.Messages() {
+		for _, msg := range msgs {
 			b, err := Decode(msg.Data())
 			if err != nil {
 				m.Malformed.WithLabelValues(cfg.Stage).Inc()
@@ -120,13 +121,15 @@ func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, h 
 			m.EventsIn.WithLabelValues(cfg.Stage).Add(n)
 			m.BatchEvents.WithLabelValues(cfg.Stage).Observe(n)
 		}
-		if err := msgs.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && ctx.Err() == nil {
-			log.Debug("fetch ended", "err", err)
-		}
 		if len(batches) == 0 {
 			continue
 		}
 		if err := h(ctx, batches); err != nil {
+			if ctx.Err() != nil {
+				// Shutting down: the unacked messages are redelivered to
+				// the next consumer; nothing failed.
+				return nil
+			}
 			m.Errors.WithLabelValues(cfg.Stage, "handler").Inc()
 			log.Warn("handler failed; messages will be redelivered", "durable", cfg.Durable, "messages", len(good), "retry_in", backoff, "err", err)
 			for _, msg := range good {
@@ -149,4 +152,39 @@ func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, h 
 		}
 	}
 	return nil
+}
+
+// fetch returns at once with what is pending (up to n), and otherwise
+// waits up to wait for the first message and takes what came with it. A
+// plain Fetch(n) waits for n messages or the whole wait, which would add the
+// wait to every event's latency when traffic is low.
+func fetch(cons jetstream.Consumer, n int, wait time.Duration) ([]jetstream.Msg, error) {
+	out, err := drain(cons.FetchNoWait(n))
+	if err != nil || len(out) > 0 {
+		return out, err
+	}
+	first, err := cons.Fetch(1, jetstream.FetchMaxWait(wait))
+	if err != nil {
+		return nil, err
+	}
+	if out, err = drain(first, nil); err != nil || len(out) == 0 || n == 1 {
+		return out, err
+	}
+	more, err := drain(cons.FetchNoWait(n - 1))
+	return append(out, more...), err
+}
+
+// drain collects a fetch's messages; running out of messages is no error.
+func drain(b jetstream.MessageBatch, err error) ([]jetstream.Msg, error) {
+	if err != nil {
+		return nil, err
+	}
+	var out []jetstream.Msg
+	for msg := range b.Messages() {
+		out = append(out, msg)
+	}
+	if err := b.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, nats.ErrTimeout) {
+		return out, err
+	}
+	return out, nil
 }
