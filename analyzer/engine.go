@@ -552,12 +552,29 @@ func learnedOver(b *Baseline) string {
 	return d.String()
 }
 
+// execName is the executable an exec is learned and scored as. A program
+// that re-executes itself through /proc/self/exe (busybox does so for each
+// applet a shell runs) is named by its real binary's directory and argv[0]:
+// busybox's `sleep` is /bin/sleep whether the shell ran /bin/sleep or
+// re-executed itself, and `wget` stays distinct from `sleep`.
+func execName(x *containv1.Exec) string {
+	if x.Filename != "/proc/self/exe" || x.Exe == "" || strings.HasPrefix(x.Exe, "/proc/") {
+		return x.Filename
+	}
+	if len(x.Argv) > 0 {
+		if a0 := path.Base(x.Argv[0]); a0 != "" && a0 != "." && a0 != "/" && a0 != path.Base(x.Exe) {
+			return path.Join(path.Dir(x.Exe), a0)
+		}
+	}
+	return x.Exe
+}
+
 func (e *Engine) observeExec(c *container, b *Baseline, x *containv1.Exec, learn bool) bool {
 	if x.Filename == "" {
 		e.stats.Invalid++
 		return false
 	}
-	fn := x.Filename
+	fn := execName(x)
 	parent := ""
 	var euid uint32
 	hasProc := x.Proc != nil

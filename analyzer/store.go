@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/containsec/contain/enricher"
 	"log/slog"
 	"strings"
 	"sync"
@@ -318,11 +319,14 @@ func (p *profileCache) run(ctx context.Context, apply func(digest string, pr *Pr
 			if e == nil {
 				continue
 			}
-			digest := DecodeKVKey(e.Key())
+			digest, ok := declaredDigest(e.Key())
+			if !ok {
+				continue // a versioned or compose-service profile
+			}
 			var pr *Profile
 			if e.Operation() == jetstream.KeyValuePut {
 				var err error
-				if pr, err = DecodeProfile(e.Value()); err != nil {
+				if pr, err = DecodeDeclared(e.Value()); err != nil {
 					bad()
 					p.log.Warn("ignoring undecodable profile", "key", digest, "err", err)
 					continue
@@ -335,6 +339,51 @@ func (p *profileCache) run(ctx context.Context, apply func(digest string, pr *Pr
 		}
 		_ = w.Stop()
 	}
+}
+
+// declaredDigest maps the enricher's image-profile key ("sha256_<hex>",
+// see schemas/profile.md) to its digest; versioned keys ("<key>.<version>")
+// are not image profiles.
+func declaredDigest(key string) (string, bool) {
+	if strings.Contains(key, ".") {
+		return "", false
+	}
+	alg, hex, ok := strings.Cut(key, "_")
+	if !ok || alg == "" || hex == "" {
+		return "", false
+	}
+	return alg + ":" + hex, true
+}
+
+// DecodeDeclared parses the enricher's declared profile (schemas/profile.md)
+// into the seed the engine uses. What the profile cannot vouch for stays
+// nil ("declares nothing"): writable paths only bind when the rootfs is
+// declared read-only, users only when the uid is numeric, and compose peers
+// (service names) until they are mapped to addresses.
+func DecodeDeclared(raw []byte) (*Profile, error) {
+	d, err := enricher.DecodeProfile(raw)
+	if err != nil {
+		return nil, err
+	}
+	p := &Profile{
+		Ref:         d.ImageDigest + "@" + d.Version,
+		Entrypoint:  d.MainProcess,
+		Executables: d.Executables,
+	}
+	// A resolved image declares its ports: no EXPOSE means none.
+	p.ListenPorts = []string{}
+	{
+		for _, lp := range d.ListenPorts {
+			p.ListenPorts = append(p.ListenPorts, fmt.Sprintf("%d/%s", lp.Port, strings.ToLower(lp.Protocol)))
+		}
+	}
+	if d.ReadOnlyRootfs {
+		p.WritablePaths = append([]string{}, d.WritablePaths...)
+	}
+	if d.UID >= 0 && d.User != "" {
+		p.Users = []uint32{uint32(d.UID)}
+	}
+	return p, nil
 }
 
 // DecodeKVKey is the inverse of KVKey.

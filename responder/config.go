@@ -63,6 +63,12 @@ type Config struct {
 	// SKIPPED (alert only) until the window frees up. 0 disables it.
 	MaxPausesPerMinute int
 
+	// ReleaseGrace: after an operator releases a container, its alerts are
+	// recorded but not acted on for this long, so the aftermath of the
+	// released incident (the thawed process finishing) does not re-freeze
+	// it. 0 disables the grace.
+	ReleaseGrace time.Duration
+
 	// Policy scopes thresholds and dry-run, and lists what is never paused.
 	Policy Policy
 }
@@ -124,6 +130,7 @@ func DefaultConfig() Config {
 		MaxDetailBytes:     64 << 10,
 		ProcRoot:           "/proc",
 		MaxPausesPerMinute: 10,
+		ReleaseGrace:       2 * time.Minute,
 		Policy: Policy{
 			NeverPauseLabels: map[string]string{CriticalLabel: "true"},
 		},
@@ -143,6 +150,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("responder.methods: must list at least one of %s", strings.Join(freezer.MethodNames(), ", "))
 	case c.VerifyTimeout <= 0:
 		return errors.New("responder.verify_timeout: must be > 0")
+	case c.ReleaseGrace < 0:
+		return errors.New("responder.release_grace: must be >= 0")
 	case c.MaxPausesPerMinute < 0:
 		return errors.New("responder.max_pauses_per_minute: must be >= 0 (0 disables the circuit breaker)")
 	case c.MaxDetailBytes < 1024:

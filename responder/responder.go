@@ -53,6 +53,12 @@ type Quarantine struct {
 	method freezer.Method
 }
 
+// release is an operator's release of a container.
+type release struct {
+	at            time.Time
+	actor, reason string
+}
+
 // Responder consumes alerts for its host and pauses containers.
 type Responder struct {
 	cfg     Config
@@ -72,6 +78,8 @@ type Responder struct {
 	// the same container never interleave.
 	actMu       sync.Mutex
 	quarantined map[string]*Quarantine
+	// released remembers operator releases for ReleaseGrace.
+	released    map[string]release
 	pauses      []time.Time // circuit breaker window
 	breakerOpen bool
 
@@ -103,6 +111,7 @@ func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, m *metrics.Metrics, 
 		selfPid:     os.Getpid(),
 		prod:        bus.NewProducer(cfg.Host, metrics.StageResponder),
 		quarantined: map[string]*Quarantine{},
+		released:    map[string]release{},
 		now:         time.Now,
 	}, nil
 }
@@ -338,6 +347,13 @@ func (r *Responder) onAlert(ctx context.Context, ev *containv1.Event, recv time.
 	}
 	if why := r.cfg.neverPause(ev, labels); why != "" {
 		return skip(why)
+	}
+	if rel, ok := r.released[ev.ContainerId]; ok {
+		if since := r.now().Sub(rel.at); since < r.cfg.ReleaseGrace {
+			return skip(fmt.Sprintf("released by %s %s ago (%q); alerts within release_grace %s are recorded, not acted on",
+				rel.actor, since.Round(time.Millisecond), rel.reason, r.cfg.ReleaseGrace))
+		}
+		delete(r.released, ev.ContainerId)
 	}
 	if q := r.quarantined[ev.ContainerId]; q != nil {
 		return skip(fmt.Sprintf("already quarantined by this responder since %s (alert %s, %s)", q.Since.Format(time.RFC3339Nano), q.AlertID, q.Method))

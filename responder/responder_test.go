@@ -271,6 +271,15 @@ func TestPauseAndRelease(t *testing.T) {
 		t.Errorf("second release of a thawed container reported ok")
 	}
 	wantAction(t, h.next(), containv1.Action_TYPE_RELEASE, containv1.Action_RESULT_SKIPPED, c.ID)
+	// Within release_grace, a new alert is recorded, not acted on.
+	h.publish(h.alert(c.ID, 0.97))
+	ga := wantAction(t, h.next(), containv1.Action_TYPE_PAUSE, containv1.Action_RESULT_SKIPPED, c.ID)
+	if d := detail(t, ga); !strings.Contains(d.Decision, "release_grace") || !strings.Contains(d.Decision, "alice") {
+		t.Errorf("decision within the release grace: %q", d.Decision)
+	}
+	if got := freezerState(t, c); got != "THAWED" {
+		t.Fatalf("frozen again within the release grace: %s", got)
+	}
 	if n := testutil.ToFloat64(h.m.Actions.WithLabelValues("PAUSE", "OK")); n != 1 {
 		t.Errorf("actions_total{PAUSE,OK} = %v", n)
 	}
