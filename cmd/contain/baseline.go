@@ -1,0 +1,177 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"text/tabwriter"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/spf13/cobra"
+
+	"github.com/containsec/contain/analyzer"
+)
+
+func init() { extraCommands = append(extraCommands, baselineCommand, evalCommand) }
+
+// withJS loads the config, connects to NATS and calls fn with a bounded
+// context.
+func withJS(cmd *cobra.Command, opts *globalOpts, fn func(ctx context.Context, cfg *Config, js jetstream.JetStream) error) error {
+	cfg, err := opts.load(cmd)
+	if err != nil {
+		return err
+	}
+	_, js, closeNATS, err := connect(cfg, false, "baseline", cfg.logger(os.Stderr))
+	if err != nil {
+		return err
+	}
+	defer closeNATS()
+	ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
+	defer cancel()
+	return fn(ctx, cfg, js)
+}
+
+func baselineCommand(opts *globalOpts) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "baseline",
+		Short: "Review and manage learned baselines (list, show, export, import, lock, unlock, reset)",
+	}
+	var asJSON bool
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List baselines with their phase (learning, converged, locked) and version",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return withJS(cmd, opts, func(ctx context.Context, cfg *Config, js jetstream.JetStream) error {
+				sums, err := analyzer.ListBaselines(ctx, js, cfg.Analyzer.BaselinesBucket)
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					return json.NewEncoder(cmd.OutOrStdout()).Encode(sums)
+				}
+				return writeSummaries(cmd.OutOrStdout(), sums)
+			})
+		},
+	}
+	list.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+
+	var format string
+	show := &cobra.Command{
+		Use:   "show KEY",
+		Short: "Print a baseline as readable YAML",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return withJS(cmd, opts, func(ctx context.Context, cfg *Config, js jetstream.JetStream) error {
+				return analyzer.ExportBaseline(ctx, js, cfg.Analyzer.BaselinesBucket, args[0], "yaml", cmd.OutOrStdout())
+			})
+		},
+	}
+	export := &cobra.Command{
+		Use:   "export KEY",
+		Short: "Write a baseline as yaml, json, or an OCI seccomp profile (--format seccomp)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return withJS(cmd, opts, func(ctx context.Context, cfg *Config, js jetstream.JetStream) error {
+				return analyzer.ExportBaseline(ctx, js, cfg.Analyzer.BaselinesBucket, args[0], format, cmd.OutOrStdout())
+			})
+		},
+	}
+	export.Flags().StringVar(&format, "format", "yaml", "yaml, json or seccomp")
+	imp := &cobra.Command{
+		Use:   "import FILE",
+		Short: "Store a reviewed YAML baseline (running analyzers apply it)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			f, err := os.Open(args[0])
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			return withJS(cmd, opts, func(ctx context.Context, cfg *Config, js jetstream.JetStream) error {
+				d, err := analyzer.ImportBaseline(ctx, js, cfg.Analyzer.BaselinesBucket, f)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "imported baseline %s\n", d.Key)
+				return nil
+			})
+		},
+	}
+	root.AddCommand(list, show, export, imp)
+	for verb, fn := range map[string]func(context.Context, jetstream.JetStream, string, string) error{
+		"lock":   analyzer.LockBaseline,
+		"unlock": analyzer.UnlockBaseline,
+		"reset":  analyzer.ResetBaseline,
+	} {
+		root.AddCommand(&cobra.Command{
+			Use:   verb + " KEY",
+			Short: verb + " a baseline (running analyzers apply it)",
+			Args:  cobra.ExactArgs(1),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				return withJS(cmd, opts, func(ctx context.Context, cfg *Config, js jetstream.JetStream) error {
+					if err := fn(ctx, js, cfg.Analyzer.BaselinesBucket, args[0]); err != nil {
+						return err
+					}
+					fmt.Fprintf(cmd.OutOrStdout(), "%s: %s\n", verb, args[0])
+					return nil
+				})
+			},
+		})
+	}
+	return root
+}
+
+func writeSummaries(w io.Writer, sums []analyzer.Summary) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "KEY\tIMAGE\tPHASE\tVERSION\tITEMS\tLEARNING SINCE\tCONVERGED\tERROR")
+	for _, s := range sums {
+		conv := ""
+		if !s.Converged.IsZero() {
+			conv = s.Converged.UTC().Format(time.RFC3339)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n", s.Key, s.Image, s.Phase, s.Version, s.Items,
+			s.First.UTC().Format(time.RFC3339), conv, s.Err)
+	}
+	return tw.Flush()
+}
+
+func evalCommand(*globalOpts) *cobra.Command {
+	var train, normal, attack string
+	var cfg analyzer.EvalConfig
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "eval --train DIR --normal DIR --attack DIR",
+		Short: "Score syscall traces: ROC AUC, detection at 1% and 5% false alarms, per attack family",
+		Long: `eval learns from --train only, then scores --normal and --attack traces (one
+trace per file, whitespace-separated syscall numbers; --attack may hold one
+subfolder per attack family) and prints ROC AUC, the detection rate at 1% and
+5% false-alarm rate, and per-family detection.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if train == "" || normal == "" || attack == "" {
+				return fmt.Errorf("--train, --normal and --attack are required")
+			}
+			res, err := analyzer.Eval(train, normal, attack, cfg)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				return enc.Encode(res)
+			}
+			return res.WriteText(cmd.OutOrStdout())
+		},
+	}
+	cmd.Flags().StringVar(&train, "train", "", "directory of training traces (normal behaviour)")
+	cmd.Flags().StringVar(&normal, "normal", "", "directory of held-out normal traces")
+	cmd.Flags().StringVar(&attack, "attack", "", "directory of attack traces (subfolders = families)")
+	cmd.Flags().IntVar(&cfg.N, "n", 3, "n-gram length")
+	cmd.Flags().IntVar(&cfg.Window, "window", 20, "locality frame in n-grams")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
