@@ -38,6 +38,12 @@ type EmbeddedConfig struct {
 	StoreDir string
 	// ServerName names the server in a cluster; defaults to the host name.
 	ServerName string
+	// ConfigFile is an optional nats-server configuration file (e.g.
+	// deploy/nats/contain.conf) supplying authorization, accounts and
+	// limits. Host, Port, StoreDir and ServerName above override its listen
+	// address, store directory and name; JetStream is always on and
+	// max_payload is at least MaxPayload.
+	ConfigFile string
 }
 
 // Validate reports the first invalid field.
@@ -68,16 +74,22 @@ func StartEmbedded(cfg EmbeddedConfig) (*server.Server, error) {
 	if name == "" {
 		name, _ = os.Hostname()
 	}
-	opts := &server.Options{
-		ServerName: containv1.SubjectToken(name),
-		Host:       host,
-		Port:       cfg.Port,
-		JetStream:  true,
-		StoreDir:   filepath.Clean(cfg.StoreDir),
-		MaxPayload: MaxPayload,
-		NoSigs:     true,
-		NoLog:      true,
+	opts := &server.Options{}
+	if cfg.ConfigFile != "" {
+		fo, err := server.ProcessConfigFile(cfg.ConfigFile)
+		if err != nil {
+			return nil, fmt.Errorf("nats.embedded.config_file: %w", err)
+		}
+		opts = fo
 	}
+	opts.ServerName = containv1.SubjectToken(name)
+	opts.Host = host
+	opts.Port = cfg.Port
+	opts.JetStream = true
+	opts.StoreDir = filepath.Clean(cfg.StoreDir)
+	opts.MaxPayload = max(opts.MaxPayload, MaxPayload)
+	opts.NoSigs = true
+	opts.NoLog = true
 	s, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("embedded nats: %w", err)
