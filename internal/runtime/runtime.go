@@ -1,6 +1,8 @@
 // Package runtime identifies containers from their cgroup paths, by the
-// conventions of the container runtimes, and reads their metadata from the
-// runtimes' OCI state directories.
+// conventions of the container runtimes, and reads their metadata from
+// what the runtimes keep on disk, no daemon needed: the OCI runtimes' state
+// directories (runc, crun), docker's containers/<id>/config.v2.json,
+// containerd's v2 task bundles and containers/storage (cri-o, podman).
 package runtime
 
 import (
@@ -159,6 +161,18 @@ type StateReader struct {
 	// ExtraRuncRoots are runc roots of higher-level runtimes (docker's
 	// /run/docker/runtime-runc/moby, containerd's /run/containerd/runc/<ns>).
 	ExtraRuncRoots []string
+	// ContainerdTaskRoot holds containerd's v2 shim bundles,
+	// <root>/<namespace>/<id>/config.json (default
+	// /run/containerd/io.containerd.runtime.v2.task).
+	ContainerdTaskRoot string
+	// StorageRoots are containers/storage roots of cri-o and podman
+	// (/var/lib/containers/storage, /run/containers/storage): per
+	// container <root>/overlay-containers/<id>/userdata/config.json and the
+	// list <root>/overlay-containers/containers.json.
+	StorageRoots []string
+	// DockerRoot is dockerd's data root: <root>/containers/<id>/config.v2.json
+	// (default /var/lib/docker).
+	DockerRoot string
 }
 
 // DefaultStateReader reads the standard locations.
@@ -172,6 +186,9 @@ func DefaultStateReader() StateReader {
 			"/run/containerd/runc/default",
 			"/run/containerd/runc/moby",
 		},
+		ContainerdTaskRoot: "/run/containerd/io.containerd.runtime.v2.task",
+		StorageRoots:       []string{"/var/lib/containers/storage", "/run/containers/storage"},
+		DockerRoot:         "/var/lib/docker",
 	}
 }
 
@@ -179,13 +196,58 @@ func DefaultStateReader() StateReader {
 // annotations; the state is not trusted to be small).
 const maxStateBytes = 4 << 20
 
-// Lookup reads the metadata of ref's container. When no state is found it
-// returns ErrNotFound and an Info holding what the ref tells.
+// Lookup reads the metadata of ref's container: the OCI runtime's state
+// (runc roots, crun), then what the higher-level runtime keeps on disk
+// (docker's config.v2.json, containerd's task bundle, containers/storage of
+// cri-o and podman), merged; labels found first win. When no state is
+// found it returns ErrNotFound and an Info holding what the ref tells.
 func (r StateReader) Lookup(ref Ref) (Info, error) {
 	info := Info{Runtime: ref.Runtime, Name: ref.ID}
 	if ref.ID == "" || strings.ContainsAny(ref.ID, "/\x00") || ref.ID == "." || ref.ID == ".." {
 		return info, fmt.Errorf("container id %q: %w", ref.ID, ErrNotFound)
 	}
+	info, ociErr := r.lookupOCI(ref, info)
+	if ociErr != nil && !errors.Is(ociErr, ErrNotFound) {
+		return info, ociErr
+	}
+	found := ociErr == nil
+	var errs []error
+	for _, s := range []struct {
+		runtime string
+		read    func(id string, info *Info) (bool, error)
+	}{
+		{Docker, r.readDocker},
+		{Containerd, r.readContainerd},
+		{"", r.readStorage}, // cri-o or podman: the annotations tell
+	} {
+		ok, err := s.read(ref.ID, &info)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if !ok {
+			continue
+		}
+		found = true
+		if s.runtime != "" && (info.Runtime == Runc || info.Runtime == CRI || info.Runtime == "") {
+			info.Runtime = s.runtime
+		}
+	}
+	if info.Labels != nil {
+		info.fillNames()
+	}
+	if found {
+		return info, nil
+	}
+	if len(errs) > 0 {
+		return info, errors.Join(errs...)
+	}
+	return info, ociErr
+}
+
+// lookupOCI reads runc's state.json (in RuncRoot or ExtraRuncRoots) or
+// crun's status and the bundle's annotations.
+func (r StateReader) lookupOCI(ref Ref, info Info) (Info, error) {
 	roots := append([]string{r.RuncRoot}, r.ExtraRuncRoots...)
 	for i, root := range roots {
 		if root == "" {
@@ -240,7 +302,7 @@ func (r StateReader) Lookup(ref Ref) (Info, error) {
 
 // Annotation keys that name a container or its pod.
 var (
-	nameKeys      = []string{"io.kubernetes.cri.container-name", "io.kubernetes.container.name", "nerdctl/name", "io.podman.annotations.name", "org.opencontainers.container.name"}
+	nameKeys      = []string{"io.kubernetes.cri.container-name", "io.kubernetes.container.name", "nerdctl/name", "io.podman.annotations.name", "org.opencontainers.container.name", LabelContainerName}
 	podKeys       = []string{"io.kubernetes.cri.sandbox-name", "io.kubernetes.pod.name"}
 	namespaceKeys = []string{"io.kubernetes.cri.sandbox-namespace", "io.kubernetes.pod.namespace"}
 )
