@@ -6,6 +6,9 @@ import (
 	"net"
 	"regexp"
 	"time"
+
+	"github.com/containsec/contain/analyzer"
+	"github.com/containsec/contain/enricher"
 )
 
 // Config configures the ClickHouse sink. Keys in errors are the ones
@@ -45,6 +48,18 @@ type Config struct {
 	DurablePrefix string
 	// StoreRaw keeps each event's protobuf encoding in events.raw.
 	StoreRaw bool
+
+	// ImagesBucket and ProfilesBucket are the enricher's NATS KV buckets of
+	// image declarations and declared profiles; BaselinesBucket is the
+	// analyzer's. Run copies every new version of their entries into the
+	// declarations and baselines tables (durables <prefix>-kv-images,
+	// -kv-profiles, -kv-baselines), waiting for a bucket to exist. Empty
+	// skips a bucket.
+	ImagesBucket, ProfilesBucket, BaselinesBucket string
+
+	// Retention makes Run drop the day partitions older than this (Prune),
+	// at start and then daily. 0 keeps everything; otherwise at least 24h.
+	Retention time.Duration
 }
 
 // DefaultConfig is a local ClickHouse on the native port used by
@@ -62,10 +77,17 @@ func DefaultConfig() Config {
 		AckWait:       60 * time.Second,
 		RetryDelay:    time.Second,
 		DurablePrefix: "store",
+
+		ImagesBucket:    enricher.DefaultImagesBucket,
+		ProfilesBucket:  enricher.DefaultProfilesBucket,
+		BaselinesBucket: analyzer.DefaultBaselinesBucket,
 	}
 }
 
-var identRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+var (
+	identRE  = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	bucketRE = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+)
 
 // Validate reports the first invalid field, naming its config key.
 func (c Config) Validate() error {
@@ -102,6 +124,17 @@ func (c Config) Validate() error {
 		return fmt.Errorf("store.ack_wait: %v must exceed flush_interval + dial_timeout + 2*insert_timeout (%v)", c.AckWait, c.maxHandle())
 	case c.DurablePrefix == "" || !identRE.MatchString(c.DurablePrefix):
 		return fmt.Errorf("store.durable_prefix: %q must match %s", c.DurablePrefix, identRE)
+	case c.Retention < 0 || (c.Retention > 0 && c.Retention < 24*time.Hour):
+		return fmt.Errorf("store.retention: %v must be 0 (keep everything) or at least 24h (retention drops whole days)", c.Retention)
+	}
+	for _, b := range []struct{ key, v string }{
+		{"store.images_bucket", c.ImagesBucket},
+		{"store.profiles_bucket", c.ProfilesBucket},
+		{"store.baselines_bucket", c.BaselinesBucket},
+	} {
+		if b.v != "" && !bucketRE.MatchString(b.v) {
+			return fmt.Errorf("%s: %q must match %s (or be empty to skip it)", b.key, b.v, bucketRE)
+		}
 	}
 	return nil
 }

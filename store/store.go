@@ -30,6 +30,10 @@ type Store struct {
 	ready     atomic.Bool // database and migrations are in place
 	down      atomic.Bool // the last ClickHouse operation failed
 	downSince atomic.Int64
+
+	// Paces of the KV and retention loops (constants; tests shorten them).
+	bucketPoll, pruneEvery, pruneRetry time.Duration
+	prunes                             atomic.Int64 // successful retention passes
 }
 
 // settings every session needs: LowCardinality columns on 18.x.
@@ -64,7 +68,8 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: clickhouse %s: %w", strings.Join(cfg.Addr, ","), err)
 	}
-	s := &Store{cfg: cfg, log: log, conn: conn, addr: strings.Join(cfg.Addr, ",")}
+	s := &Store{cfg: cfg, log: log, conn: conn, addr: strings.Join(cfg.Addr, ","),
+		bucketPoll: 2 * time.Second, pruneEvery: pruneEvery, pruneRetry: pruneRetry}
 	if err := s.Migrate(ctx); err != nil {
 		if !isUnavailable(err) {
 			conn.Close()
@@ -153,8 +158,19 @@ func (c Config) Durables() map[string]string {
 // until ctx ends. While ClickHouse fails, fetched messages are not
 // acknowledged and come back after a back-off: nothing is lost, and a
 // redelivered batch collapses into the same rows (ReplacingMergeTree).
+//
+// Run also copies every new version of the KV buckets of
+// Config.ImagesBucket, ProfilesBucket and BaselinesBucket into the
+// declarations and baselines tables (see watchKV), and with
+// Config.Retention set prunes old days at start and then daily.
 func (s *Store) Run(ctx context.Context, js jetstream.JetStream, m *metrics.Metrics) error {
 	var wg sync.WaitGroup
+	for _, b := range s.cfg.kvBuckets() {
+		wg.Go(func() { s.watchKV(ctx, js, b, m) })
+	}
+	if s.cfg.Retention > 0 {
+		wg.Go(func() { s.retain(ctx, m) })
+	}
 	errs := make(chan error, 3)
 	for stream, durable := range s.cfg.Durables() {
 		wg.Add(1)
