@@ -1,0 +1,76 @@
+// Command loadtest runs contain's stages in-process against an embedded
+// NATS and a real ClickHouse, feeds them generated collector batches and
+// prints what it measured. It exits 1 when an event was lost or dropped,
+// 2 when the run could not be made.
+//
+//	go run ./loadtest/cmd/loadtest --rate 20000 --duration 30s
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/containsec/contain/loadtest"
+)
+
+func main() {
+	cfg := loadtest.DefaultConfig()
+	g := &cfg.Generator
+	var (
+		clickhouse = flag.String("clickhouse", envOr("CONTAIN_TEST_CLICKHOUSE", "127.0.0.1:19000"), "ClickHouse native address(es), comma separated (env CONTAIN_TEST_CLICKHOUSE)")
+		logLevel   = flag.String("log-level", "warn", "stage log level: debug|info|warn|error")
+	)
+	flag.IntVar(&g.Hosts, "hosts", g.Hosts, "simulated hosts (one collector each)")
+	flag.IntVar(&g.ContainersPerHost, "containers", g.ContainersPerHost, "containers per host")
+	flag.IntVar(&g.Images, "images", g.Images, "distinct images")
+	flag.Float64Var(&g.Rate, "rate", g.Rate, "target events/s over all hosts; 0 = as fast as possible")
+	flag.Int64Var(&g.MaxEvents, "events", g.MaxEvents, "stop after this many events (0: --duration only)")
+	flag.DurationVar(&g.Duration, "duration", g.Duration, "stop publishing after this long (0: --events only)")
+	flag.IntVar(&g.BatchMaxEvents, "batch", g.BatchMaxEvents, "max events per batch (collector.batch_max_events)")
+	flag.DurationVar(&g.FlushInterval, "flush", g.FlushInterval, "batch flush interval (collector.flush_interval)")
+	flag.Float64Var(&g.DeviationFraction, "deviations", g.DeviationFraction, "fraction of events after learning that deviate")
+	flag.DurationVar(&cfg.Analyzer.LearningWindow, "learning", cfg.Analyzer.LearningWindow, "analyzer learning window (deviations start 2s after it)")
+	flag.StringVar(&cfg.Store.Database, "database", cfg.Store.Database, "ClickHouse database (created; dropped unless --keep)")
+	flag.BoolVar(&cfg.KeepDatabase, "keep", false, "keep the ClickHouse database")
+	flag.IntVar(&cfg.Store.FetchMessages, "store-fetch", cfg.Store.FetchMessages, "store.fetch_messages")
+	flag.IntVar(&cfg.Enricher.Fetch, "enricher-fetch", cfg.Enricher.Fetch, "enricher.fetch")
+	flag.IntVar(&cfg.Analyzer.Fetch, "analyzer-fetch", cfg.Analyzer.Fetch, "analyzer.fetch")
+	flag.DurationVar(&cfg.DrainTimeout, "drain-timeout", cfg.DrainTimeout, "max wait for the stages to catch up after publishing")
+	flag.Parse()
+	g.DeviateAfter = cfg.Analyzer.LearningWindow + 2*time.Second
+	cfg.Store.Addr = strings.Split(*clickhouse, ",")
+
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		fmt.Fprintf(os.Stderr, "--log-level: %v\n", err)
+		os.Exit(2)
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	res, err := loadtest.Run(ctx, cfg, log)
+	if res != nil {
+		res.Print(os.Stdout)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "loadtest: %v\n", err)
+		os.Exit(2)
+	}
+	if res.Check() != nil {
+		os.Exit(1)
+	}
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}

@@ -1,0 +1,482 @@
+package loadtest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/containsec/contain/analyzer"
+	"github.com/containsec/contain/enricher"
+	"github.com/containsec/contain/internal/bus"
+	"github.com/containsec/contain/internal/metrics"
+	"github.com/containsec/contain/responder"
+	"github.com/containsec/contain/schemas/containv1"
+	"github.com/containsec/contain/store"
+)
+
+// Config configures one load-test run: the generator and the stages of one
+// `contain run` (enricher, analyzer, store, one dry-run responder per
+// simulated host) on an embedded NATS.
+type Config struct {
+	Generator GeneratorConfig
+	Enricher  enricher.Config
+	Analyzer  analyzer.Config
+	Store     store.Config
+	Responder responder.Config
+	Streams   bus.StreamsConfig
+	// StoreDir is the embedded JetStream directory; empty: a temporary
+	// directory removed at the end.
+	StoreDir string
+	// KeepDatabase keeps the ClickHouse database (Store.Database) after
+	// the run; it is dropped otherwise.
+	KeepDatabase bool
+	// DrainTimeout bounds the wait, after the generator stopped, for every
+	// consumer to catch up and every event to be in ClickHouse.
+	DrainTimeout time.Duration
+	// SampleEvery is the period of the metrics, pending and memory samples.
+	SampleEvery time.Duration
+	// ProbePoll is the period of the ClickHouse queries that time probes
+	// (the resolution of the event→row lag).
+	ProbePoll time.Duration
+}
+
+// DefaultConfig is a run of the default generator against ClickHouse at
+// 127.0.0.1:19000, in a fresh database contain_load_<unix time>, with the
+// stages' defaults except: no image resolution (the generated images are
+// in no registry), a 3 s learning window, and the responder in dry run.
+func DefaultConfig() Config {
+	g := DefaultGeneratorConfig()
+	en := enricher.DefaultConfig()
+	en.Workers = 0
+	en.Registry.Enabled = false
+	an := analyzer.DefaultConfig()
+	an.LearningWindow = 3 * time.Second
+	g.DeviateAfter = an.LearningWindow + 2*time.Second
+	st := store.DefaultConfig()
+	st.Database = fmt.Sprintf("contain_load_%d", time.Now().Unix())
+	rs := responder.DefaultConfig()
+	rs.DryRun = true
+	rs.Snapshot = false
+	return Config{
+		Generator:    g,
+		Enricher:     en,
+		Analyzer:     an,
+		Store:        st,
+		Responder:    rs,
+		Streams:      bus.StreamsConfig{EventsMaxAge: 24 * time.Hour, AlertsMaxAge: 24 * time.Hour, Replicas: 1},
+		DrainTimeout: 2 * time.Minute,
+		SampleEvery:  time.Second,
+		ProbePoll:    50 * time.Millisecond,
+	}
+}
+
+// Validate reports the first invalid field.
+func (c Config) Validate() error {
+	if err := c.Generator.Validate(); err != nil {
+		return err
+	}
+	if err := c.Enricher.Validate(); err != nil {
+		return err
+	}
+	an := c.Analyzer
+	an.Host = "x"
+	if err := an.Validate(); err != nil {
+		return err
+	}
+	if err := c.Store.Validate(); err != nil {
+		return err
+	}
+	rs := c.Responder
+	rs.Host = c.Generator.HostName(0)
+	if err := rs.Validate(); err != nil {
+		return err
+	}
+	if !rs.DryRun {
+		return errors.New("responder.dry_run: the load test only runs the responder in dry run (it must freeze nothing)")
+	}
+	switch {
+	case c.DrainTimeout <= 0:
+		return errors.New("loadtest.drain_timeout: must be > 0")
+	case c.SampleEvery <= 0:
+		return errors.New("loadtest.sample_every: must be > 0")
+	case c.ProbePoll <= 0:
+		return errors.New("loadtest.probe_poll: must be > 0")
+	}
+	return c.Streams.Validate()
+}
+
+// ErrClickHouseUnavailable is returned when the ClickHouse server at
+// Store.Addr cannot be reached.
+var ErrClickHouseUnavailable = errors.New("loadtest: clickhouse unavailable")
+
+// Run runs the stages, feeds them from the generator, waits for them to
+// drain and measures. The Result says whether anything was lost (Check);
+// an error means the run itself could not be made.
+func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Result, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	dir := cfg.StoreDir
+	if dir == "" {
+		tmp, err := os.MkdirTemp("", "contain-loadtest-")
+		if err != nil {
+			return nil, fmt.Errorf("loadtest: %w", err)
+		}
+		defer os.RemoveAll(tmp)
+		dir = tmp
+	}
+	srv, err := bus.StartEmbedded(bus.EmbeddedConfig{Host: "127.0.0.1", Port: -1, StoreDir: dir})
+	if err != nil {
+		return nil, err
+	}
+	defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
+	nc, js, err := bus.Connect(srv.ClientURL(), "contain-loadtest", log)
+	if err != nil {
+		return nil, err
+	}
+	defer nc.Close()
+	if err := bus.EnsureStreams(ctx, js, cfg.Streams); err != nil {
+		return nil, err
+	}
+
+	st, err := store.Open(ctx, cfg.Store, log.With("stage", metrics.StageStore))
+	if err != nil {
+		return nil, err
+	}
+	defer st.Close()
+	if !st.Ready() {
+		return nil, fmt.Errorf("%w at %s", ErrClickHouseUnavailable, strings.Join(cfg.Store.Addr, ","))
+	}
+	if !cfg.KeepDatabase {
+		defer func() {
+			dctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if err := st.Conn().Exec(dctx, "DROP DATABASE IF EXISTS "+cfg.Store.Database); err != nil {
+				log.Warn("dropping the load-test database", "database", cfg.Store.Database, "err", err)
+			}
+		}()
+	}
+
+	r := newRun(cfg, js, st, log)
+	alertSub, err := nc.Subscribe(containv1.SubjectPrefix+".alerts.>", r.onAlerts)
+	if err != nil {
+		return nil, fmt.Errorf("loadtest: subscribing to alerts: %w", err)
+	}
+	defer alertSub.Unsubscribe()
+	actionSub, err := nc.Subscribe(containv1.SubjectPrefix+".actions.>", r.onActions)
+	if err != nil {
+		return nil, fmt.Errorf("loadtest: subscribing to actions: %w", err)
+	}
+	defer actionSub.Unsubscribe()
+
+	// The stages, as cmd/contain's runStages wires them.
+	m := metrics.New()
+	r.m = m
+	sctx, stop := context.WithCancel(ctx)
+	defer stop()
+	var (
+		wg       sync.WaitGroup
+		stageMu  sync.Mutex
+		stageErr []error
+	)
+	start := func(name string, run func(context.Context) error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := run(sctx); err != nil && sctx.Err() == nil {
+				stageMu.Lock()
+				stageErr = append(stageErr, fmt.Errorf("%s: %w", name, err))
+				stageMu.Unlock()
+			}
+		}()
+	}
+	start(metrics.StageStore, func(ctx context.Context) error { return st.Run(ctx, js, m) })
+	en, err := enricher.New(cfg.Enricher, js, m, log.With("stage", metrics.StageEnricher))
+	if err != nil {
+		return nil, fmt.Errorf("enricher: %w", err)
+	}
+	start(metrics.StageEnricher, en.Run)
+	anCfg := cfg.Analyzer
+	if anCfg.Host == "" {
+		anCfg.Host = "loadtest"
+	}
+	an, err := analyzer.New(anCfg, js, m, log.With("stage", metrics.StageAnalyzer))
+	if err != nil {
+		return nil, fmt.Errorf("analyzer: %w", err)
+	}
+	start(metrics.StageAnalyzer, an.Run)
+	for i := range cfg.Generator.Hosts {
+		rc := cfg.Responder
+		rc.Host = cfg.Generator.HostName(i)
+		rsp, err := responder.New(rc, nc, js, m, log.With("stage", metrics.StageResponder))
+		if err != nil {
+			return nil, fmt.Errorf("responder: %w", err)
+		}
+		start(metrics.StageResponder, rsp.Run)
+	}
+
+	res, err := r.drive(ctx)
+	stop()
+	wg.Wait()
+	if err != nil {
+		return res, err
+	}
+	res.StageErrors = stageErr
+	return res, nil
+}
+
+// run holds the state of one load-test run.
+type run struct {
+	cfg Config
+	js  jetstream.JetStream
+	st  *store.Store
+	log *slog.Logger
+	m   *metrics.Metrics
+
+	mu         sync.Mutex
+	probes     map[string]int64 // pending probe id -> wall ns
+	probeLag   []time.Duration
+	alertLag   []time.Duration
+	actionLag  []time.Duration
+	alertWall  map[string]int64 // alert id -> trigger wall ns
+	alerts     int64
+	actions    int64
+	actionKind map[string]int64
+	badMsgs    int64
+}
+
+func newRun(cfg Config, js jetstream.JetStream, st *store.Store, log *slog.Logger) *run {
+	return &run{
+		cfg: cfg, js: js, st: st, log: log,
+		probes:     map[string]int64{},
+		alertWall:  map[string]int64{},
+		actionKind: map[string]int64{},
+	}
+}
+
+func (r *run) probe(id string, wallNs int64) {
+	r.mu.Lock()
+	r.probes[id] = wallNs
+	r.mu.Unlock()
+}
+
+// onAlerts times each alert from its trigger event's wall time.
+func (r *run) onAlerts(msg *nats.Msg) {
+	now := time.Now().UnixNano()
+	b, err := bus.Decode(msg.Data)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err != nil {
+		r.badMsgs++
+		return
+	}
+	for _, ev := range b.Events {
+		a := ev.GetAlert()
+		if a == nil {
+			continue
+		}
+		r.alerts++
+		if w := a.GetTrigger().GetWallNs(); w > 0 {
+			r.alertLag = append(r.alertLag, time.Duration(now-w))
+			r.alertWall[string(ev.Id)] = w
+		}
+	}
+}
+
+// onActions times each action from its alert's trigger wall time.
+func (r *run) onActions(msg *nats.Msg) {
+	now := time.Now().UnixNano()
+	b, err := bus.Decode(msg.Data)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err != nil {
+		r.badMsgs++
+		return
+	}
+	for _, ev := range b.Events {
+		a := ev.GetAction()
+		if a == nil {
+			continue
+		}
+		r.actions++
+		r.actionKind[strings.ToLower(strings.TrimPrefix(a.Result.String(), "RESULT_"))]++
+		if w, ok := r.alertWall[string(a.AlertId)]; ok {
+			r.actionLag = append(r.actionLag, time.Duration(now-w))
+		}
+	}
+}
+
+// pollProbes looks the pending probes up in ClickHouse every ProbePoll
+// until ctx ends.
+func (r *run) pollProbes(ctx context.Context) {
+	t := time.NewTicker(r.cfg.ProbePoll)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		r.mu.Lock()
+		ids := make([]string, 0, len(r.probes))
+		for id := range r.probes {
+			ids = append(ids, id)
+			if len(ids) == 500 {
+				break
+			}
+		}
+		r.mu.Unlock()
+		if len(ids) == 0 {
+			continue
+		}
+		found, err := r.findIDs(ctx, ids)
+		if err != nil {
+			if ctx.Err() == nil {
+				r.log.Warn("probe query", "err", err)
+			}
+			continue
+		}
+		now := time.Now().UnixNano()
+		r.mu.Lock()
+		for _, id := range found {
+			if w, ok := r.probes[id]; ok {
+				r.probeLag = append(r.probeLag, time.Duration(now-w))
+				delete(r.probes, id)
+			}
+		}
+		r.mu.Unlock()
+	}
+}
+
+func (r *run) findIDs(ctx context.Context, ids []string) ([]string, error) {
+	var sb strings.Builder
+	sb.WriteString("SELECT toString(event_id) FROM ")
+	sb.WriteString(r.cfg.Store.Database)
+	sb.WriteString(".events WHERE event_id IN (")
+	for i, id := range ids {
+		if i > 0 {
+			sb.WriteByte(',')
+		}
+		sb.WriteString("toUUID('")
+		sb.WriteString(id) // canonical UUID text made by FormatID: hex and dashes only
+		sb.WriteString("')")
+	}
+	sb.WriteString(")")
+	qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	rows, err := r.st.Conn().Query(qctx, sb.String())
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var s string
+		if err := rows.Scan(&s); err != nil {
+			return nil, err
+		}
+		out = append(out, s)
+	}
+	return out, rows.Err()
+}
+
+func (r *run) pendingProbes() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.probes)
+}
+
+// drive runs the generator, samples while it runs and while the stages
+// drain, then counts the rows.
+func (r *run) drive(ctx context.Context) (*Result, error) {
+	gen, err := NewGenerator(r.cfg.Generator, r.js, r.probe)
+	if err != nil {
+		return nil, err
+	}
+	res := &Result{Config: r.cfg, Database: r.cfg.Store.Database}
+	pctx, stopProbes := context.WithCancel(ctx)
+	defer stopProbes()
+	go r.pollProbes(pctx)
+
+	smp := newSampler(r.m, r.js)
+	sctx, stopSampling := context.WithCancel(ctx)
+	samplerDone := make(chan struct{})
+	go func() { smp.run(sctx, r.cfg.SampleEvery); close(samplerDone) }()
+
+	res.Before = readUsage()
+	res.LoadBefore = loadavg()
+	stats, genErr := gen.Run(ctx)
+	res.Gen = stats
+	res.GenEnd = readUsage()
+	smp.mark()
+	if genErr != nil {
+		stopSampling()
+		<-samplerDone
+		return res, fmt.Errorf("loadtest: generator: %w", genErr)
+	}
+
+	// Drain: every consumer caught up and every event stored.
+	drainStart := time.Now()
+	deadline := drainStart.Add(r.cfg.DrainTimeout)
+	for {
+		pend, err := smp.pending(ctx)
+		if err == nil && pend.total() == 0 && smp.counter("contain_events_in_total", metrics.StageEnricher) >= float64(stats.Events) {
+			break
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			res.DrainTimedOut = true
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	res.Drain = time.Since(drainStart)
+	// The last probes' rows may land a poll later than the acks.
+	for r.pendingProbes() > 0 && time.Now().Before(deadline) && ctx.Err() == nil {
+		time.Sleep(r.cfg.ProbePoll)
+	}
+	res.End = readUsage()
+	res.LoadAfter = loadavg()
+	stopSampling()
+	<-samplerDone
+	stopProbes()
+
+	res.Samples = smp.samples
+	res.GenEndSample = smp.markIdx
+	res.Dropped = smp.labelled("contain_dropped_total")
+	res.Malformed = smp.labelled("contain_malformed_messages_total")
+	res.Errors = smp.labelled("contain_errors_total")
+	res.StageIn, res.StageOut = map[string]float64{}, map[string]float64{}
+	for _, s := range []string{metrics.StageEnricher, metrics.StageAnalyzer, metrics.StageStore, metrics.StageResponder} {
+		res.StageIn[s] = smp.counter("contain_events_in_total", s)
+		res.StageOut[s] = smp.counter("contain_events_out_total", s)
+	}
+
+	qctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := r.st.Conn().QueryRow(qctx, "SELECT uniqExact(event_id), count() FROM "+r.cfg.Store.Database+".events").Scan(&res.RowsDistinct, &res.Rows); err != nil {
+		return res, fmt.Errorf("loadtest: counting rows: %w", err)
+	}
+	if err := r.st.Conn().QueryRow(qctx, "SELECT count() FROM "+r.cfg.Store.Database+".alerts").Scan(&res.AlertRows); err != nil {
+		return res, fmt.Errorf("loadtest: counting alert rows: %w", err)
+	}
+
+	r.mu.Lock()
+	res.ProbeLag = summarize(r.probeLag)
+	res.ProbesLost = len(r.probes)
+	res.AlertLag = summarize(r.alertLag)
+	res.ActionLag = summarize(r.actionLag)
+	res.Alerts = r.alerts
+	res.Actions = r.actions
+	res.ActionResults = r.actionKind
+	res.BadMessages = r.badMsgs
+	r.mu.Unlock()
+	return res, nil
+}
