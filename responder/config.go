@@ -208,6 +208,12 @@ func (c Config) durable() string {
 	return "responder-" + containv1.SubjectToken(c.Host)
 }
 
+// restoreConsumer names the consumer that replays this host's actions at
+// start.
+func (c Config) restoreConsumer() string {
+	return c.durable() + "-restore"
+}
+
 func (c Config) roots() freezer.Roots {
 	return freezer.Roots{FreezerV1: c.FreezerRoot, Cgroup2: c.Cgroup2Root, RuncRoot: c.RuncRoot}
 }

@@ -2,6 +2,7 @@ package responder
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -22,14 +23,31 @@ const maxRestoreMessages = 1_000_000
 // It returns how many were restored.
 func (r *Responder) restore(ctx context.Context) (int, error) {
 	subj := containv1.ActionsSubject(r.cfg.Host)
-	cons, err := r.js.OrderedConsumer(ctx, containv1.StreamActions, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subj}})
+	// A consumer with a fixed name, not an ordered consumer's random one,
+	// so NATS permissions can allow this host exactly this consumer
+	// (deploy/nats). A leftover from a crash may sit mid-stream: delete it
+	// and start over.
+	name := r.cfg.restoreConsumer()
+	if err := r.js.DeleteConsumer(ctx, containv1.StreamActions, name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return 0, fmt.Errorf("restoring from %s: deleting consumer %s: %w", containv1.StreamActions, name, err)
+	}
+	cons, err := r.js.CreateConsumer(ctx, containv1.StreamActions, jetstream.ConsumerConfig{
+		Name:              name,
+		FilterSubject:     subj,
+		DeliverPolicy:     jetstream.DeliverAllPolicy,
+		AckPolicy:         jetstream.AckNonePolicy,
+		InactiveThreshold: time.Minute,
+		MemoryStorage:     true,
+	})
 	if err != nil {
 		return 0, fmt.Errorf("restoring from %s: %w", containv1.StreamActions, err)
 	}
-	info, err := cons.Info(ctx)
-	if err != nil {
-		return 0, fmt.Errorf("restoring from %s: %w", containv1.StreamActions, err)
-	}
+	defer func() {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer cancel()
+		_ = r.js.DeleteConsumer(dctx, containv1.StreamActions, name)
+	}()
+	info := cons.CachedInfo()
 	found := map[string]*Quarantine{}
 	pending := info.NumPending
 	for n := 0; pending > 0 && n < maxRestoreMessages; n++ {
