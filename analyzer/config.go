@@ -37,6 +37,12 @@ type Config struct {
 	MaxImages int
 	// MaxContainers bounds per-container state (process table, groups).
 	MaxContainers int
+	// GroupBy chooses which containers share a baseline: "digest" (the
+	// image digest, the default), "repository" (image repository, any tag
+	// or digest), "compose" (compose project + service labels) or
+	// "kubernetes" (namespace + workload + container name). A container
+	// whose labels do not name its group falls back to its image digest.
+	GroupBy string
 	// MaxItems bounds each set of one baseline (executables, syscalls,
 	// peers, ...); once full, further items are not learned (counted).
 	MaxItems int
@@ -89,6 +95,7 @@ func DefaultConfig() Config {
 		MaxImages:       10000,
 		MaxContainers:   65536,
 		MaxItems:        4096,
+		GroupBy:         GroupByDigest,
 		Durable:         DefaultDurable,
 		Fetch:           64,
 		BaselinesBucket: DefaultBaselinesBucket,
@@ -136,5 +143,5 @@ func (c Config) validateEngine() error {
 	case c.MaxItems <= 0:
 		return errors.New("analyzer.max_items: must be > 0")
 	}
-	return nil
+	return validGroupBy(c.GroupBy)
 }

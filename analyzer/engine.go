@@ -243,6 +243,9 @@ type container struct {
 	procs  map[uint32]string // tgid -> executable
 	groups map[string]*group
 	lastNs int64
+	// group is the container's baseline key from its labels (GroupKey),
+	// "" to use its image key.
+	group string
 }
 
 // Stats counts what the engine did. Plain counters: the Analyzer exports
@@ -264,6 +267,8 @@ type Stats struct {
 	Full       uint64 // items not learned because a set was full
 	Images     uint64 // images refused because MaxImages was reached
 	Evicted    uint64 // containers evicted from the state table
+	Runtime    uint64 // events of the container runtime itself (runc init), neither learned nor scored
+	Counts     uint64 // periodic syscall counts, skipped (their syscalls were reported one by one)
 }
 
 type deviation struct {
@@ -336,10 +341,10 @@ func imageLabel(ev *containv1.Event, key string) string {
 
 func (e *Engine) container(ev *containv1.Event) *container {
 	c := e.containers[ev.ContainerId]
-	if c != nil && c.digest == ev.ImageDigest && c.ref == ev.ImageRef {
+	if c != nil && c.base != nil && c.digest == ev.ImageDigest && c.ref == ev.ImageRef {
 		return c
 	}
-	key := ImageKey(ev)
+	key := BaselineKey(e.cfg.GroupBy, groupOf(c), ev)
 	b := e.images[key]
 	if b == nil {
 		if len(e.images) >= e.cfg.MaxImages {
@@ -351,13 +356,25 @@ func (e *Engine) container(ev *containv1.Event) *container {
 		e.images[key] = b
 	}
 	if c == nil {
-		if len(e.containers) >= e.cfg.MaxContainers {
-			e.evictContainers(ev.WallNs)
-		}
-		c = &container{id: ev.ContainerId, procs: map[uint32]string{}, groups: map[string]*group{}}
-		e.containers[ev.ContainerId] = c
+		c = e.newContainer(ev)
 	}
 	c.digest, c.ref, c.base = ev.ImageDigest, ev.ImageRef, b
+	return c
+}
+
+func groupOf(c *container) string {
+	if c == nil {
+		return ""
+	}
+	return c.group
+}
+
+func (e *Engine) newContainer(ev *containv1.Event) *container {
+	if len(e.containers) >= e.cfg.MaxContainers {
+		e.evictContainers(ev.WallNs)
+	}
+	c := &container{id: ev.ContainerId, procs: map[uint32]string{}, groups: map[string]*group{}}
+	e.containers[ev.ContainerId] = c
 	return c
 }
 
@@ -420,7 +437,8 @@ func (e *Engine) converge(b *Baseline, at int64) {
 func (e *Engine) Observe(ev *containv1.Event) []*containv1.Event {
 	e.stats.Events++
 	switch ev.Kind {
-	case containv1.Kind_KIND_EXEC, containv1.Kind_KIND_SYSCALL, containv1.Kind_KIND_NETWORK, containv1.Kind_KIND_FILE:
+	case containv1.Kind_KIND_EXEC, containv1.Kind_KIND_SYSCALL, containv1.Kind_KIND_NETWORK, containv1.Kind_KIND_FILE,
+		containv1.Kind_KIND_PROCESS, containv1.Kind_KIND_CONTAINER:
 	default:
 		e.stats.Ignored++
 		return nil
@@ -433,8 +451,24 @@ func (e *Engine) Observe(ev *containv1.Event) []*containv1.Event {
 		e.stats.Invalid++
 		return nil
 	}
+	if ev.Kind == containv1.Kind_KIND_CONTAINER {
+		e.containerInfo(ev)
+		return nil
+	}
+	if s := ev.GetSyscall(); s != nil && s.Mode == containv1.Syscall_MODE_COUNT {
+		e.stats.Counts++
+		return nil
+	}
 	c := e.container(ev)
 	if c == nil {
+		return nil
+	}
+	if p := ev.GetProcess(); p != nil {
+		e.observeProcess(c, p)
+		return nil
+	}
+	if e.runtimeProcess(c, ev) {
+		e.stats.Runtime++
 		return nil
 	}
 	b := c.base
@@ -504,6 +538,66 @@ func (e *Engine) noteNovelty(b *Baseline, novel bool, now int64) {
 		e.converge(b, now)
 	}
 }
+
+// runtimeComms prefix the command names the container runtime gives its
+// own processes inside a container before they exec the container's
+// program: runc's init stages are "runc:[0:PARENT]", "runc:[1:CHILD]" and
+// "runc:[2:INIT]".
+var runtimeComms = []string{"runc:["}
+
+// runtimeProcess reports whether ev was caused by the container runtime
+// setting up the container or a `runc exec` (unshare, mount, pivot_root,
+// keyctl, setuid, capset... on every start and exec) rather than by the
+// image's own processes. It takes a runtime command name AND a process
+// the container never executed or forked: a program of the image that
+// renames itself (prctl PR_SET_NAME) is known by its exec or by its
+// parent's fork, and is scored as usual.
+func (e *Engine) runtimeProcess(c *container, ev *containv1.Event) bool {
+	var p *containv1.Process
+	switch body := ev.Body.(type) {
+	case *containv1.Event_Syscall:
+		p = body.Syscall.Proc
+	case *containv1.Event_File:
+		p = body.File.Proc
+	case *containv1.Event_Network:
+		p = body.Network.Proc
+	default:
+		return false
+	}
+	if p == nil {
+		return false
+	}
+	for _, prefix := range runtimeComms {
+		if strings.HasPrefix(p.Comm, prefix) {
+			_, known := c.procs[p.Tgid]
+			return !known
+		}
+	}
+	return false
+}
+
+// observeProcess keeps the container's process table: a child forked by a
+// known process inherits its executable; an exited process is forgotten.
+func (e *Engine) observeProcess(c *container, p *containv1.ProcessLifecycle) {
+	if p.Proc == nil {
+		e.stats.Invalid++
+		return
+	}
+	switch p.Op {
+	case containv1.ProcessLifecycle_OP_FORK:
+		if exe, ok := c.procs[p.Proc.Tgid]; ok && p.ChildTgid != 0 {
+			if len(c.procs) >= maxProcs {
+				clear(c.procs)
+			}
+			c.procs[p.ChildTgid] = exe
+		}
+	case containv1.ProcessLifecycle_OP_EXIT:
+		delete(c.procs, p.Proc.Tgid)
+	}
+}
+
+// maxProcs bounds a container's process table.
+const maxProcs = 4096
 
 // learnKey adds k to m; it reports whether k was new.
 func (e *Engine) learnKey(m map[string]uint32, k string) bool {
@@ -581,7 +675,7 @@ func (e *Engine) observeExec(c *container, b *Baseline, x *containv1.Exec, learn
 	if hasProc {
 		parent = c.procs[x.Proc.Ppid]
 		euid = x.Proc.Euid
-		if len(c.procs) >= 4096 {
+		if len(c.procs) >= maxProcs {
 			clear(c.procs)
 		}
 		c.procs[x.Proc.Tgid] = fn

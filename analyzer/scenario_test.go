@@ -1,0 +1,258 @@
+package analyzer
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/containsec/contain/collector"
+	"github.com/containsec/contain/enricher"
+	"github.com/containsec/contain/internal/metrics"
+	"github.com/containsec/contain/internal/testenv"
+	"github.com/containsec/contain/schemas/containv1"
+)
+
+// freePort returns a TCP port free on 127.0.0.1 right now.
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// hasReason reports whether al carries a reason with code whose message
+// contains substr.
+func hasReason(al *containv1.Event, code, substr string) bool {
+	for _, r := range al.GetAlert().GetReasons() {
+		if r.Code == code && strings.Contains(r.Message, substr) {
+			return true
+		}
+	}
+	return false
+}
+
+func describe(al *containv1.Event) string {
+	var rs []string
+	for _, r := range al.GetAlert().GetReasons() {
+		rs = append(rs, fmt.Sprintf("%s(%.2f): %s", r.Code, r.Score, r.Message))
+	}
+	return fmt.Sprintf("score %.2f trigger %s: %s", al.GetAlert().GetScore(), al.GetAlert().GetTrigger().GetKind(), strings.Join(rs, "; "))
+}
+
+// TestScenarios is issue 5's acceptance on real parts: the eBPF collector
+// (default config), the enricher and the analyzer over embedded NATS watch
+// a busybox container serving HTTP on the host network. While a client
+// loop hits it and a benign `runc exec` health check runs, the image's
+// baseline learns; once converged, repeating that benign workload raises
+// no alert, and each attack scenario, run after it, raises an alert with
+// its reason code.
+func TestScenarios(t *testing.T) {
+	testenv.RequireRoot(t)
+	testenv.RequireCommand(t, "runc")
+	_, _, js := testenv.NATS(t)
+	log := testenv.Logger(t)
+	m := metrics.New()
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	run := func(name string, f func(context.Context) error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f(ctx); err != nil && ctx.Err() == nil {
+				t.Errorf("%s: %v", name, err)
+			}
+		}()
+	}
+
+	const host = "scenario-host"
+	ccfg := collector.DefaultConfig()
+	ccfg.Host = host
+	col, err := collector.New(ccfg, js, m, log.With("stage", "collector"))
+	if err != nil {
+		testenv.Unavailable(t, "eBPF collector: "+err.Error())
+	}
+	ecfg := enricher.DefaultConfig()
+	ecfg.Workers = 0
+	ecfg.Registry.Enabled = false
+	enr, err := enricher.New(ecfg, js, m, log.With("stage", "enricher"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const learning = 5 * time.Second
+	acfg := DefaultConfig()
+	acfg.Host = host
+	acfg.LearningWindow = learning
+	acfg.BaselinesBucket = ""
+	an, err := New(acfg, js, m, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	run("collector", col.Run)
+	run("enricher", enr.Run)
+	run("analyzer", an.Run)
+	alerts := newAlertsReader(t, js)
+
+	port := freePort(t)
+	digest := "sha256:" + strings.Repeat("5c", 32)
+	c := testenv.RunContainer(t, "scenario", testenv.ContainerSpec{
+		Args:        []string{"/bin/httpd", "-f", "-p", fmt.Sprintf("127.0.0.1:%d", port), "-h", "/var/www"},
+		HostNetwork: true,
+		Annotations: map[string]string{
+			"org.opencontainers.image.ref.name": "demo/httpd:1.0",
+			"io.contain.image.digest":           digest,
+		},
+	})
+	if err := os.WriteFile(filepath.Join(c.Rootfs, "var/www/index.html"), []byte("hello\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	// The client loop: the benign traffic, all along.
+	var served atomic.Int64
+	url := fmt.Sprintf("http://127.0.0.1:%d/index.html", port)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		cl := &http.Client{Timeout: time.Second}
+		for ctx.Err() == nil {
+			if resp, err := cl.Get(url); err == nil {
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					served.Add(1)
+				}
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}()
+	// The benign exec: a health check through runc exec, as an operator
+	// or a probe would run it.
+	benign := func() {
+		t.Helper()
+		if out, err := c.Exec(10*time.Second, "/bin/cat", "/var/www/index.html"); err != nil || out != "hello\n" {
+			t.Fatalf("health check: %q %v", out, err)
+		}
+	}
+	phase := func() Phase {
+		var p Phase
+		an.Engine(func(e *Engine) {
+			if b := e.Baseline(digest); b != nil {
+				p = b.Phase
+			}
+		})
+		return p
+	}
+	waitFor := func(d time.Duration, what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(d)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out after %v waiting for %s", d, what)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+
+	// Learning: the traffic and the health check, twice.
+	waitFor(10*time.Second, "the baseline to start learning", func() bool { return phase() == PhaseLearning && served.Load() > 0 })
+	learnStart := time.Now()
+	benign()
+	benign()
+	waitFor(learning+10*time.Second, "the baseline to converge", func() bool { return phase() == PhaseConverged })
+	t.Logf("converged %v after learning started; %d requests served", time.Since(learnStart).Round(time.Millisecond), served.Load())
+	// after reports the alerts whose trigger happened at or after since.
+	after := func(since time.Time) []*containv1.Event {
+		var out []*containv1.Event
+		for _, al := range alerts.got {
+			if al.ContainerId == c.ID && al.GetAlert().GetTrigger().GetWallNs() >= since.UnixNano() {
+				out = append(out, al)
+			}
+		}
+		return out
+	}
+	// noneBetween fails on an alert triggered in [from, to): the benign
+	// workload ran then.
+	noneBetween := func(what string, from, to time.Time) {
+		t.Helper()
+		for _, al := range after(from) {
+			if al.GetAlert().GetTrigger().GetWallNs() < to.UnixNano() {
+				t.Errorf("%s raised an alert: %s", what, describe(al))
+			}
+		}
+	}
+
+	type scenario struct {
+		name    string
+		args    []string
+		code    string
+		subject string
+	}
+	closed := freePort(t)
+	port2 := freePort(t)
+	scenarios := []scenario{
+		{"shell spawn", []string{"/bin/sh", "-c", "echo pwned"}, CodeExecShell, `"sh"`},
+		{"chroot", []string{"/bin/chroot", "/", "/bin/cat", "/var/www/index.html"}, CodeSyscallSensitive, "chroot"},
+		{"connect to an undeclared peer", []string{"/bin/nc", "-w", "1", "127.0.0.1", fmt.Sprint(closed)}, CodePeerUnseen, fmt.Sprintf("127.0.0.1:%d", closed)},
+		{"listen on a new port", []string{"/bin/httpd", "-p", fmt.Sprintf("127.0.0.1:%d", port2), "-h", "/var/www"}, CodeListenNew, fmt.Sprintf("%d/tcp", port2)},
+		{"write under /etc", []string{"/bin/touch", "/etc/evil"}, CodeWriteSystem, "/etc/evil"},
+		{"read /etc/shadow", []string{"/bin/cat", "/etc/shadow"}, CodeReadSensitive, "/etc/shadow"},
+		{"unshare", []string{"/bin/unshare", "-u", "/bin/true"}, CodeSyscallSensitive, "unshare"},
+	}
+	runScenario := func(sc scenario) time.Time {
+		t.Helper()
+		start := time.Now()
+		out, err := c.Exec(10*time.Second, sc.args...)
+		t.Logf("%s: %v → %q, %v", sc.name, sc.args, strings.TrimSpace(out), err)
+		alerts.waitFor(15*time.Second, sc.name+" alert "+sc.code, func([]*containv1.Event) bool {
+			for _, al := range after(start) {
+				if hasReason(al, sc.code, sc.subject) {
+					t.Logf("%s: %s (after %v)", sc.name, describe(al), time.Since(start).Round(time.Millisecond))
+					return true
+				}
+			}
+			return false
+		})
+		return start
+	}
+
+	// The benign workload again, now scored: no alert. The first scenario's
+	// alert marks the end (events are scored in order).
+	benignStart := time.Now()
+	for range 3 {
+		benign()
+	}
+	n := served.Load()
+	waitFor(10*time.Second, "more requests", func() bool { return served.Load() > n+5 })
+	scenariosStart := time.Now()
+	for _, sc := range scenarios {
+		runScenario(sc)
+	}
+	noneBetween("the benign workload after learning", benignStart, scenariosStart)
+	for _, al := range after(scenariosStart) {
+		t.Logf("scenario alert: %s", describe(al))
+	}
+
+	// And once more after the attacks, ended by a marker deviation.
+	benign2 := time.Now()
+	for range 3 {
+		benign()
+	}
+	closed2 := freePort(t)
+	marker := runScenario(scenario{"marker", []string{"/bin/nc", "-w", "1", "127.0.0.1", fmt.Sprint(closed2)}, CodePeerUnseen, fmt.Sprintf("127.0.0.1:%d", closed2)})
+	noneBetween("the benign workload after the scenarios", benign2, marker)
+}
