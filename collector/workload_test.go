@@ -40,7 +40,8 @@ func main() {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	fmt.Println(time.Since(start).Nanoseconds())
+	wall := time.Since(start)
+	fmt.Println(wall.Nanoseconds(), (cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()).Nanoseconds())
 }
 `
 
@@ -49,18 +50,21 @@ func main() {
 //
 //   - http: busybox httpd in one runc container serving busybox wget in a
 //     loop in another (both on the host's loopback), CONTAIN_WORKLOAD_GETS
-//     GETs (default 2000): a fork, exec, connect, accept and exit each.
+//     GETs (default 1000): a fork, exec, connect, accept and exit each.
 //   - gzip: copy a generated file tree (CONTAIN_WORKLOAD_FILES files of
 //     64 KiB, default 256), gzip every file and remove the tree.
 //
-// It prints the median of each mode and the slowdown in percent. Its name
-// puts it in the same -bench SyscallOverhead command as the syscall loop.
+// It prints, per workload, the median wall and CPU time of each mode and
+// the slowdown in percent: of the medians, and the median of the per-round
+// ratios (each round measures both modes back to back, so a change in the
+// shared machine's load between rounds cancels out). Its name puts it in
+// the same -bench SyscallOverhead command as the syscall loop.
 func BenchmarkSyscallOverheadWorkload(b *testing.B) {
 	testenv.RequireRoot(b)
 	goBin := testenv.RequireCommand(b, "go")
-	gets := envInt("CONTAIN_WORKLOAD_GETS", 2000)
+	gets := envInt("CONTAIN_WORKLOAD_GETS", 1000)
 	files := envInt("CONTAIN_WORKLOAD_FILES", 256)
-	rounds := envInt("CONTAIN_WORKLOAD_ROUNDS", 5)
+	rounds := envInt("CONTAIN_WORKLOAD_ROUNDS", 9)
 
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -106,23 +110,29 @@ func BenchmarkSyscallOverheadWorkload(b *testing.B) {
 		{"http", fmt.Sprintf(`i=0; while [ $i -lt %d ]; do wget -q -O /dev/null %s || exit 1; i=$((i+1)); done`, gets, url)},
 		{"gzip", `rm -rf /tmp/w && cp -r /data/tree /tmp/w && gzip /tmp/w/*/* && rm -rf /tmp/w`},
 	}
-	run := func(script string) float64 {
+	// run returns the wall and CPU ns of one run of script.
+	run := func(script string) [2]float64 {
 		out, err := client.Exec(5*time.Minute, "/bin/timeit", "/bin/sh", "-c", script)
 		if err != nil {
 			b.Fatalf("%s: %v: %s", script, err, out)
 		}
-		lines := strings.Fields(out)
-		ns, err := strconv.ParseFloat(lines[len(lines)-1], 64)
-		if err != nil {
+		f := strings.Fields(out)
+		if len(f) < 2 {
 			b.Fatalf("timeit output %q", out)
 		}
-		return ns
+		wall, err1 := strconv.ParseFloat(f[len(f)-2], 64)
+		cpu, err2 := strconv.ParseFloat(f[len(f)-1], 64)
+		if err1 != nil || err2 != nil {
+			b.Fatalf("timeit output %q", out)
+		}
+		return [2]float64{wall, cpu}
 	}
 	_, _, js := testenv.NATS(b)
 
 	for b.Loop() {
-		off := map[string][]float64{}
-		on := map[string][]float64{}
+		// [workload] -> per round {wall, cpu}
+		off := map[string][][2]float64{}
+		on := map[string][][2]float64{}
 		var seen float64
 		var hooks []string
 		for r := range rounds {
@@ -166,13 +176,22 @@ func BenchmarkSyscallOverheadWorkload(b *testing.B) {
 			b.Fatalf("collector read %.0f records over %d rounds of %d GETs: it did not see the workload", seen, rounds, gets)
 		}
 		for _, w := range workloads {
-			a, c := median(off[w.name]), median(on[w.name])
-			slow := 100 * (c - a) / a
-			b.Logf("%s: off %v on %v (ns)", w.name, off[w.name], on[w.name])
-			fmt.Printf("workload %s: off=%.1fms on=%.1fms slowdown=%+.2f%% rounds=%d hooks=%v\n",
-				w.name, a/1e6, c/1e6, slow, rounds, hooks)
-			b.ReportMetric(slow, w.name+"_slowdown_%")
+			for i, what := range []string{"wall", "cpu"} {
+				var a, c, ratios []float64
+				for r := range rounds {
+					a = append(a, off[w.name][r][i])
+					c = append(c, on[w.name][r][i])
+					ratios = append(ratios, 100*(on[w.name][r][i]/off[w.name][r][i]-1))
+				}
+				ma, mc := median(a), median(c)
+				slow, paired := 100*(mc-ma)/ma, median(ratios)
+				b.Logf("%s %s: off %.0f on %.0f ms, per-round slowdown %.1f%%", w.name, what, scale(a, 1e-6), scale(c, 1e-6), ratios)
+				fmt.Printf("workload %s %s: off=%.1fms on=%.1fms slowdown_of_medians=%+.2f%% median_paired_slowdown=%+.2f%% rounds=%d\n",
+					w.name, what, ma/1e6, mc/1e6, slow, paired, rounds)
+				b.ReportMetric(paired, w.name+"_"+what+"_slowdown_%")
+			}
 		}
+		fmt.Printf("workload: hooks=%v\n", hooks)
 		fmt.Printf("workload: collector records read with the collector on: %.0f (%.0f per round)\n", seen, seen/float64(rounds))
 	}
 }
@@ -182,6 +201,14 @@ func envInt(key string, def int) int {
 		return v
 	}
 	return def
+}
+
+func scale(v []float64, f float64) []float64 {
+	out := make([]float64, len(v))
+	for i, x := range v {
+		out[i] = x * f
+	}
+	return out
 }
 
 func median(v []float64) float64 {
