@@ -275,7 +275,10 @@ type ctrSim struct {
 	initPid   uint32
 	nextPid   uint32
 	announced bool
-	labels    map[string]string
+	// firsts counts the syscalls whose first use was reported: the
+	// collector reports each (container, syscall) once, then counts.
+	firsts int
+	labels map[string]string
 }
 
 func newHostSim(cfg GeneratorConfig, idx int, start time.Time) *hostSim {
@@ -433,8 +436,9 @@ func (h *hostSim) normal(env *containv1.Event, c *ctrSim) {
 	case r < 65: // syscall counts (and first uses)
 		s := normalSyscalls[h.rnd.IntN(len(normalSyscalls))]
 		mode := containv1.Syscall_MODE_COUNT
-		if r < 33 {
-			mode = containv1.Syscall_MODE_FIRST
+		if c.firsts < len(normalSyscalls) {
+			s, mode = normalSyscalls[c.firsts], containv1.Syscall_MODE_FIRST
+			c.firsts++
 		}
 		env.Kind = containv1.Kind_KIND_SYSCALL
 		env.Body = &containv1.Event_Syscall{Syscall: &containv1.Syscall{
