@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"regexp"
 	"strings"
@@ -10,7 +11,10 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/containsec/contain/analyzer"
+	"github.com/containsec/contain/enricher"
 	"github.com/containsec/contain/internal/bus"
+	"github.com/containsec/contain/internal/imagecfg"
 	"github.com/containsec/contain/internal/metrics"
 	"github.com/containsec/contain/schemas/containv1"
 )
@@ -52,6 +56,7 @@ func TestSOCQueries(t *testing.T) {
 	if err := s.handle(ctx, newRowSet(false), []*containv1.Batch{bus.NewProducer("host-a", "test").Batch(all)}, metrics.New()); err != nil {
 		t.Fatal(err)
 	}
+	insertImageHistory(t, s)
 
 	for _, b := range blocks {
 		for _, q := range strings.Split(b[1], ";\n") {
@@ -87,5 +92,53 @@ func TestSOCQueries(t *testing.T) {
 	}
 	if n := queryUint(t, s, "SELECT sum(events) FROM events_per_minute WHERE container_id = 'c-soc-1'"); n != uint64(len(evs)) {
 		t.Errorf("events_per_minute after the rebuild: %d, want %d", n, len(evs))
+	}
+}
+
+// insertImageHistory stores, through the KV row decoders, an image
+// declaration, two versions of its declared profile and two baseline
+// versions, the second having learned an executable the image does not
+// ship and a new peer.
+func insertImageHistory(t *testing.T, s *Store) {
+	t.Helper()
+	ctx := context.Background()
+	at := time.Now().UTC().Add(-time.Hour).Truncate(time.Second)
+	decl := sampleDecl("/usr/sbin/nginx")
+	raw, _ := json.Marshal(decl)
+	img, err := imageRow(enricher.DigestKey(decl.Digest), raw, at)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var decls []DeclarationRow
+	decls = append(decls, img)
+	for i, d := range []*imagecfg.Declaration{decl, sampleDecl("/usr/local/bin/web")} {
+		p := enricher.DeriveProfile(d, nil, nil, "")
+		praw, _ := json.Marshal(p)
+		r, err := profileRow(enricher.ProfileKey(p.ImageDigest, p.Version), praw, at.Add(time.Duration(i)*time.Minute))
+		if err != nil {
+			t.Fatal(err)
+		}
+		decls = append(decls, r)
+	}
+	if err := s.InsertDeclaration(ctx, decls...); err != nil {
+		t.Fatal(err)
+	}
+	v2 := sampleDoc(2, "converged")
+	v2.Executables["/tmp/.x"] = 1
+	v2.Peers["203.0.113.9:4444"] = 1
+	var rows []BaselineRow
+	for i, d := range []*analyzer.Doc{sampleDoc(1, "learning"), v2} {
+		raw, err := analyzer.MarshalJSONDoc(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := baselineRow(raw, at.Add(time.Duration(i)*time.Minute))
+		if err != nil {
+			t.Fatal(err)
+		}
+		rows = append(rows, r)
+	}
+	if err := s.InsertBaseline(ctx, rows...); err != nil {
+		t.Fatal(err)
 	}
 }
