@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -321,4 +322,45 @@ func TestAuthorisedPublishers(t *testing.T) {
 			t.Errorf("responder refused something it needs: %v", err)
 		}
 	}
+}
+
+// TestHostUsersScript: deploy/nats/host-users.sh prints exactly the users
+// that deploy/nats/contain.conf holds for node-a and node-b, so the tested
+// permissions are the ones the script gives a new host.
+func TestHostUsersScript(t *testing.T) {
+	conf, err := os.ReadFile(deployNATSConf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, host := range []string{"node-a", "node-b"} {
+		out, err := exec.Command("sh", "../deploy/nats/host-users.sh", host).Output()
+		if err != nil {
+			t.Fatalf("host-users.sh %s: %v", host, err)
+		}
+		start := strings.Index(string(conf), "# ---- host "+host+" ----")
+		end := strings.Index(string(conf[start+1:]), "# ---- ")
+		if start < 0 || end < 0 {
+			t.Fatalf("no block for %s in %s", host, deployNATSConf)
+		}
+		if got, want := confLines(string(out)), confLines(string(conf[start:start+1+end])); got != want {
+			t.Errorf("host-users.sh %s differs from %s:\n%s\nwant:\n%s", host, deployNATSConf, got, want)
+		}
+	}
+	if err := exec.Command("sh", "../deploy/nats/host-users.sh", "a.b").Run(); err == nil {
+		t.Error("host-users.sh accepted a host that is not one subject token")
+	}
+}
+
+// confLines drops comments and blank lines.
+func confLines(s string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if i := strings.Index(l, "#"); i >= 0 {
+			l = l[:i]
+		}
+		if l = strings.TrimSpace(l); l != "" {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }
