@@ -1344,17 +1344,28 @@ func (x *Network) GetResult() int32 {
 }
 
 type File struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Proc          *Process               `protobuf:"bytes,1,opt,name=proc,proto3" json:"proc,omitempty"`
-	Op            File_Op                `protobuf:"varint,2,opt,name=op,proto3,enum=contain.v1.File_Op" json:"op,omitempty"`
-	Path          string                 `protobuf:"bytes,3,opt,name=path,proto3" json:"path,omitempty"`
-	NewPath       string                 `protobuf:"bytes,4,opt,name=new_path,json=newPath,proto3" json:"new_path,omitempty"`
-	Flags         uint32                 `protobuf:"varint,5,opt,name=flags,proto3" json:"flags,omitempty"`
-	Mode          uint32                 `protobuf:"varint,6,opt,name=mode,proto3" json:"mode,omitempty"`
-	Result        int32                  `protobuf:"varint,7,opt,name=result,proto3" json:"result,omitempty"`
-	NonUtf8       bool                   `protobuf:"varint,8,opt,name=non_utf8,json=nonUtf8,proto3" json:"non_utf8,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Proc    *Process               `protobuf:"bytes,1,opt,name=proc,proto3" json:"proc,omitempty"`
+	Op      File_Op                `protobuf:"varint,2,opt,name=op,proto3,enum=contain.v1.File_Op" json:"op,omitempty"`
+	Path    string                 `protobuf:"bytes,3,opt,name=path,proto3" json:"path,omitempty"`
+	NewPath string                 `protobuf:"bytes,4,opt,name=new_path,json=newPath,proto3" json:"new_path,omitempty"`
+	Flags   uint32                 `protobuf:"varint,5,opt,name=flags,proto3" json:"flags,omitempty"`
+	Mode    uint32                 `protobuf:"varint,6,opt,name=mode,proto3" json:"mode,omitempty"`
+	Result  int32                  `protobuf:"varint,7,opt,name=result,proto3" json:"result,omitempty"`
+	NonUtf8 bool                   `protobuf:"varint,8,opt,name=non_utf8,json=nonUtf8,proto3" json:"non_utf8,omitempty"`
+	// OP_CHOWN: the owner and group asked for (0xffffffff: left unchanged).
+	Uid uint32 `protobuf:"varint,9,opt,name=uid,proto3" json:"uid,omitempty"`
+	Gid uint32 `protobuf:"varint,10,opt,name=gid,proto3" json:"gid,omitempty"`
+	// path_unresolved (new_path_unresolved) is set when the syscall was given
+	// a relative path that the collector could not join with the process's
+	// cwd or the directory of its dirfd: the path is then as passed.
+	// Otherwise a relative path is reported joined (absolute, relative to
+	// the container's root), and path_relative says it was relative.
+	PathUnresolved    bool `protobuf:"varint,11,opt,name=path_unresolved,json=pathUnresolved,proto3" json:"path_unresolved,omitempty"`
+	NewPathUnresolved bool `protobuf:"varint,12,opt,name=new_path_unresolved,json=newPathUnresolved,proto3" json:"new_path_unresolved,omitempty"`
+	PathRelative      bool `protobuf:"varint,13,opt,name=path_relative,json=pathRelative,proto3" json:"path_relative,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *File) Reset() {
@@ -1439,6 +1450,41 @@ func (x *File) GetResult() int32 {
 func (x *File) GetNonUtf8() bool {
 	if x != nil {
 		return x.NonUtf8
+	}
+	return false
+}
+
+func (x *File) GetUid() uint32 {
+	if x != nil {
+		return x.Uid
+	}
+	return 0
+}
+
+func (x *File) GetGid() uint32 {
+	if x != nil {
+		return x.Gid
+	}
+	return 0
+}
+
+func (x *File) GetPathUnresolved() bool {
+	if x != nil {
+		return x.PathUnresolved
+	}
+	return false
+}
+
+func (x *File) GetNewPathUnresolved() bool {
+	if x != nil {
+		return x.NewPathUnresolved
+	}
+	return false
+}
+
+func (x *File) GetPathRelative() bool {
+	if x != nil {
+		return x.PathRelative
 	}
 	return false
 }
@@ -1983,7 +2029,7 @@ const file_contain_v1_events_proto_rawDesc = "" +
 	"\bProtocol\x12\x18\n" +
 	"\x14PROTOCOL_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fPROTOCOL_TCP\x10\x01\x12\x10\n" +
-	"\fPROTOCOL_UDP\x10\x02\"\xe9\x02\n" +
+	"\fPROTOCOL_UDP\x10\x02\"\x8b\x04\n" +
 	"\x04File\x12'\n" +
 	"\x04proc\x18\x01 \x01(\v2\x13.contain.v1.ProcessR\x04proc\x12#\n" +
 	"\x02op\x18\x02 \x01(\x0e2\x13.contain.v1.File.OpR\x02op\x12\x12\n" +
@@ -1992,7 +2038,13 @@ const file_contain_v1_events_proto_rawDesc = "" +
 	"\x05flags\x18\x05 \x01(\rR\x05flags\x12\x12\n" +
 	"\x04mode\x18\x06 \x01(\rR\x04mode\x12\x16\n" +
 	"\x06result\x18\a \x01(\x05R\x06result\x12\x19\n" +
-	"\bnon_utf8\x18\b \x01(\bR\anonUtf8\"\x86\x01\n" +
+	"\bnon_utf8\x18\b \x01(\bR\anonUtf8\x12\x10\n" +
+	"\x03uid\x18\t \x01(\rR\x03uid\x12\x10\n" +
+	"\x03gid\x18\n" +
+	" \x01(\rR\x03gid\x12'\n" +
+	"\x0fpath_unresolved\x18\v \x01(\bR\x0epathUnresolved\x12.\n" +
+	"\x13new_path_unresolved\x18\f \x01(\bR\x11newPathUnresolved\x12#\n" +
+	"\rpath_relative\x18\r \x01(\bR\fpathRelative\"\x86\x01\n" +
 	"\x02Op\x12\x12\n" +
 	"\x0eOP_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rOP_OPEN_WRITE\x10\x01\x12\r\n" +
