@@ -3,8 +3,11 @@
 //
 // Consumes: KIND_ALERT events in batches from the CONTAIN_ALERTS stream,
 // subject containv1.AlertsSubject(host) only (durable consumer
-// "responder-<host token>"); batches from stages not in AcceptStages are
-// refused and counted. Serves core-NATS request/reply on
+// "responder-<host token>"); batches from stages not in AcceptStages and
+// alerts whose event names another host are refused and counted. Who may
+// publish alerts is enforced by NATS permissions (deploy/nats/contain.conf);
+// at start it replays its host's actions through the consumer
+// "responder-<host token>-restore" on CONTAIN_ACTIONS. Serves core-NATS request/reply on
 // containv1.ControlSubject(host, "release") and (host, "quarantine.list").
 //
 // Emits: one KIND_ACTION event per alert and per release request, on
