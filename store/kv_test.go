@@ -355,3 +355,62 @@ func FuzzKVRows(f *testing.F) {
 		}
 	})
 }
+
+// TestKVClickHouseOutage: versions written while ClickHouse is away are
+// inserted once it is back, each once.
+func TestKVClickHouseOutage(t *testing.T) {
+	cfg := testConfig(t)
+	proxy := newSwitchProxy(t, cfg.Addr[0])
+	cfg.Addr = []string{proxy.addr}
+	cfg.RetryDelay = 100 * time.Millisecond
+	s, err := Open(context.Background(), cfg, testenv.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	s.bucketPoll = 100 * time.Millisecond
+	m := metrics.New()
+	_, _, js := testenv.NATS(t)
+	f := openBuckets(t, js)
+	startRun(t, s, m, js)
+	f.putBaseline(t, sampleDoc(1, "learning"))
+	f.putBaseline(t, sampleDoc(2, "converged"))
+	waitFor(t, 20*time.Second, "failed inserts while ClickHouse is down", func() (bool, string) {
+		n := testutil.ToFloat64(m.Errors.WithLabelValues(metrics.StageStore, "migrate")) + testutil.ToFloat64(m.Errors.WithLabelValues(metrics.StageStore, "insert"))
+		return n >= 1, fmt.Sprint(n)
+	})
+	proxy.up()
+	waitFor(t, 30*time.Second, "both versions after the outage", func() (bool, string) {
+		var n uint64
+		if err := s.Conn().QueryRow(context.Background(), "SELECT count() FROM baselines WHERE baseline_key = ?", testDigest).Scan(&n); err != nil {
+			return false, err.Error() // the schema may not be there yet
+		}
+		return n == 2, fmt.Sprint(n)
+	})
+	waitAcked(t, js, cfg, analyzer.DefaultBaselinesBucket)
+	if n := queryUint(t, s, "SELECT count() FROM baselines WHERE baseline_key = ?", testDigest); n != 2 {
+		t.Errorf("%d baseline rows, want 2", n)
+	}
+}
+
+// TestKVBucketRecreated: a bucket deleted and created again is followed
+// again (its durable consumer is recreated).
+func TestKVBucketRecreated(t *testing.T) {
+	cfg := testConfig(t)
+	s := openStore(t, cfg)
+	s.bucketPoll = 100 * time.Millisecond
+	_, _, js := testenv.NATS(t)
+	f := openBuckets(t, js)
+	startRun(t, s, metrics.New(), js)
+	f.putBaseline(t, sampleDoc(1, "learning"))
+	count := func() uint64 {
+		return queryUint(t, s, "SELECT count() FROM baselines FINAL WHERE baseline_key = ?", testDigest)
+	}
+	waitFor(t, 20*time.Second, "version 1", func() (bool, string) { return count() == 1, "" })
+	if err := js.DeleteKeyValue(context.Background(), analyzer.DefaultBaselinesBucket); err != nil {
+		t.Fatal(err)
+	}
+	f = openBuckets(t, js)
+	f.putBaseline(t, sampleDoc(2, "converged"))
+	waitFor(t, 30*time.Second, "version 2 in the recreated bucket", func() (bool, string) { n := count(); return n == 2, fmt.Sprint(n) })
+}
