@@ -212,16 +212,21 @@ func (s *Store) insertKV(ctx context.Context, db *kvRows, m *metrics.Metrics) er
 	return nil
 }
 
-// fetchKV takes what is pending (up to n) or waits up to wait for one
-// entry.
+// fetchKV takes what is pending (up to n) or waits up to wait for the
+// first entry and takes what came with it.
 func fetchKV(cons jetstream.Consumer, n int, wait time.Duration) ([]jetstream.Msg, error) {
 	b, err := cons.FetchNoWait(n)
 	out, err := drainKV(b, err)
 	if err != nil || len(out) > 0 {
 		return out, err
 	}
-	b, err = cons.Fetch(n, jetstream.FetchMaxWait(wait))
-	return drainKV(b, err)
+	b, err = cons.Fetch(1, jetstream.FetchMaxWait(wait))
+	if out, err = drainKV(b, err); err != nil || len(out) == 0 || n == 1 {
+		return out, err
+	}
+	b, err = cons.FetchNoWait(n - 1)
+	more, err := drainKV(b, err)
+	return append(out, more...), err
 }
 
 func drainKV(b jetstream.MessageBatch, err error) ([]jetstream.Msg, error) {

@@ -414,3 +414,72 @@ func TestKVBucketRecreated(t *testing.T) {
 	f.putBaseline(t, sampleDoc(2, "converged"))
 	waitFor(t, 30*time.Second, "version 2 in the recreated bucket", func() (bool, string) { n := count(); return n == 2, fmt.Sprint(n) })
 }
+
+// BenchmarkKVRows: decoding one KV value into its row, for a baseline of
+// ~1,000 items and an image declaration listing 2,000 executables.
+func BenchmarkKVRows(b *testing.B) {
+	d := sampleDoc(1, "converged")
+	for i := range 1000 {
+		d.Syscalls[fmt.Sprintf("sys%d", i)] = uint32(i)
+	}
+	doc, _ := analyzer.MarshalJSONDoc(d)
+	decl := sampleDecl("/bin/x")
+	for i := range 2000 {
+		decl.Executables = append(decl.Executables, fmt.Sprintf("/usr/bin/tool%04d", i))
+	}
+	img, _ := json.Marshal(decl)
+	at := time.Now()
+	b.Run("baseline_1000_items", func(b *testing.B) {
+		b.SetBytes(int64(len(doc)))
+		for b.Loop() {
+			if _, err := baselineRow(doc, at); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("image_2000_executables", func(b *testing.B) {
+		b.SetBytes(int64(len(img)))
+		for b.Loop() {
+			if _, err := imageRow(enricher.DigestKey(testDigest), img, at); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// BenchmarkKVToClickHouse: from the analyzer's Save of a baseline version
+// to its row being visible in ClickHouse, one version at a time.
+func BenchmarkKVToClickHouse(b *testing.B) {
+	cfg := testConfig(b)
+	s, err := Open(context.Background(), cfg, testenv.Discard())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	_, _, js := testenv.NATS(b)
+	st, err := analyzer.OpenStore(context.Background(), js, analyzer.DefaultBaselinesBucket)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = s.Run(ctx, js, metrics.New()) }()
+	defer func() { cancel(); <-done }()
+	v := uint64(0)
+	for b.Loop() {
+		v++
+		if _, err := st.Save(context.Background(), sampleDoc(v, "learning")); err != nil {
+			b.Fatal(err)
+		}
+		for {
+			var n uint64
+			if err := s.Conn().QueryRow(context.Background(), "SELECT count() FROM baselines WHERE version = ?", v).Scan(&n); err != nil {
+				b.Fatal(err)
+			}
+			if n == 1 {
+				break
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+}
