@@ -107,17 +107,23 @@ func TestScenarios(t *testing.T) {
 
 	port := freePort(t)
 	digest := "sha256:" + strings.Repeat("5c", 32)
-	c := testenv.RunContainer(t, "scenario", testenv.ContainerSpec{
-		Args:        []string{"/bin/httpd", "-f", "-p", fmt.Sprintf("127.0.0.1:%d", port), "-h", "/var/www"},
-		HostNetwork: true,
-		Annotations: map[string]string{
-			"org.opencontainers.image.ref.name": "demo/httpd:1.0",
-			"io.contain.image.digest":           digest,
-		},
-	})
-	if err := os.WriteFile(filepath.Join(c.Rootfs, "var/www/index.html"), []byte("hello\n"), 0o644); err != nil {
-		t.Fatal(err)
+	// Every container of the image serves the same port on the host
+	// network (one at a time).
+	startHTTPD := func() *testenv.Container {
+		c := testenv.RunContainer(t, "scenario", testenv.ContainerSpec{
+			Args:        []string{"/bin/httpd", "-f", "-p", fmt.Sprintf("127.0.0.1:%d", port), "-h", "/var/www"},
+			HostNetwork: true,
+			Annotations: map[string]string{
+				"org.opencontainers.image.ref.name": "demo/httpd:1.0",
+				"io.contain.image.digest":           digest,
+			},
+		})
+		if err := os.WriteFile(filepath.Join(c.Rootfs, "var/www/index.html"), []byte("hello\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return c
 	}
+	c := startHTTPD()
 
 	// The client loop: the benign traffic, all along.
 	var served atomic.Int64
@@ -255,4 +261,16 @@ func TestScenarios(t *testing.T) {
 	closed2 := freePort(t)
 	marker := runScenario(scenario{"marker", []string{"/bin/nc", "-w", "1", "127.0.0.1", fmt.Sprint(closed2)}, CodePeerUnseen, fmt.Sprintf("127.0.0.1:%d", closed2)})
 	noneBetween("the benign workload after the scenarios", benign2, marker)
+
+	// A new container of the learned image: runc's setup of it (unshare,
+	// mount, pivot_root...), its traffic and the health check raise nothing.
+	c.Remove()
+	c = startHTTPD()
+	fresh := time.Now()
+	n = served.Load()
+	waitFor(10*time.Second, "the new container to serve", func() bool { return served.Load() > n+5 })
+	benign()
+	closed3 := freePort(t)
+	marker = runScenario(scenario{"marker in the new container", []string{"/bin/nc", "-w", "1", "127.0.0.1", fmt.Sprint(closed3)}, CodePeerUnseen, fmt.Sprintf("127.0.0.1:%d", closed3)})
+	noneBetween("a new container of the learned image", fresh.Add(-time.Second), marker)
 }
