@@ -2,7 +2,13 @@
 //
 // Consumes: the CONTAIN_EVENTS, CONTAIN_ALERTS and CONTAIN_ACTIONS
 // JetStream streams (containv1.Batch messages), through durable pull
-// consumers <prefix>-events, <prefix>-alerts and <prefix>-actions.
+// consumers <prefix>-events, <prefix>-alerts and <prefix>-actions; and
+// every version written to the NATS KV buckets contain_images (image
+// declarations, internal/imagecfg), contain_profiles (declared profiles,
+// schemas/profile.md) and contain_baselines (analyzer.Doc), through durable
+// consumers <prefix>-kv-images, -kv-profiles and -kv-baselines on their
+// KV_<bucket> streams (Config.ImagesBucket, ProfilesBucket,
+// BaselinesBucket; empty skips one).
 //
 // Emits: rows in ClickHouse (native protocol; 18.16 and current releases),
 // in the database of Config.Database:
@@ -14,9 +20,13 @@
 //   - actions: one row per responder action (sorted by container_id, ts);
 //   - events_per_minute: per container, minute and kind, fed by a
 //     materialized view;
-//   - baselines, image_audits, declarations: image-level histories that the
-//     analyzer and the enricher write through InsertBaseline,
-//     InsertImageAudit and InsertDeclaration;
+//   - baselines: one row per baseline version (from contain_baselines);
+//   - declarations: one row per image declaration (source
+//     "enricher:image", profile_version "d1-<hash of the value>") and per
+//     declared-profile version (source "enricher:profile"; only the
+//     versioned keys "<digest key>.<version>" make rows, the digest key
+//     holds a copy);
+//   - image_audits: `contain audit --store` (InsertImageAudit);
 //   - schema_migrations: the applied schema versions.
 //
 // Guarantees:
@@ -35,7 +45,20 @@
 //     (contain_malformed_messages_total{stage="store"}) and skipped; every
 //     decoded event makes a row: values are bounded to their column types,
 //     a missing or invalid id gets a stable derived one.
+//   - KV versions: Run waits for each bucket to exist; an entry is
+//     acknowledged only after its row was inserted, so a restart resumes
+//     after the last inserted version, nothing written meanwhile is lost
+//     (as far as the bucket's history keeps it), and a redelivered version
+//     replaces its own row (keys (image_digest, baseline_key, version) and
+//     (image_digest, profile_version, source)). Deletes and purges make no
+//     row. A value that does not decode, or whose baseline fails the
+//     analyzer's own checks (checksum, items), is counted
+//     (contain_malformed_messages_total{stage="store"} and
+//     contain_errors_total{stage="store",kind="kv_malformed"}) and skipped.
 //   - The schema is created by ordered, numbered migrations, each applied
 //     once and made of idempotent statements; Open may run concurrently.
-//   - Retention is by day partition: Prune drops whole days.
+//   - Retention is by day partition: Prune drops whole days; with
+//     Config.Retention set, Run calls it at start and then daily (failures
+//     counted as kind="prune" and retried after a minute). Image-level
+//     tables are never pruned.
 package store
