@@ -35,18 +35,23 @@ type collectorExecEvent struct {
 }
 
 type collectorFileEvent struct {
-	_          structs.HostLayout
-	Hdr        collectorRecordHdr
-	Op         uint8
-	Pad        [3]uint8
-	Flags      uint32
-	Mode       uint32
-	Result     int32
-	PathLen    uint16
-	NewPathLen uint16
-	Pad2       uint32
-	Path       [256]int8
-	NewPath    [256]int8
+	_           structs.HostLayout
+	Hdr         collectorRecordHdr
+	Op          uint8
+	DirState    uint8
+	NewDirState uint8
+	Pad         uint8
+	Flags       uint32
+	Mode        uint32
+	Result      int32
+	PathLen     uint16
+	NewPathLen  uint16
+	DirLen      uint32
+	Uid         uint32
+	Gid         uint32
+	Path        [256]int8
+	NewPath     [256]int8
+	Dir         [256]int8
 }
 
 type collectorLifecycleEvent struct {

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"path"
 
 	"github.com/containsec/contain/schemas/containv1"
 )
@@ -43,9 +44,12 @@ const (
 	netLocalAddrOf = hdrSize + 16
 	netRemoteAddrO = hdrSize + 32
 
-	fileSize       = hdrSize + 24 + 2*pathMaxLen
-	filePathOff    = hdrSize + 24
+	fileSize       = hdrSize + 32 + 3*pathMaxLen
+	fileDirLenOff  = hdrSize + 20
+	fileUIDOff     = hdrSize + 24
+	filePathOff    = hdrSize + 32
 	fileNewPathOff = filePathOff + pathMaxLen
+	fileDirOff     = fileNewPathOff + pathMaxLen
 
 	procSize = hdrSize + 16
 )
@@ -299,8 +303,29 @@ func decodeFile(b []byte) (*containv1.Event, error) {
 	if op < containv1.File_OP_OPEN_WRITE || op > containv1.File_OP_OPEN_READ {
 		return nil, fmt.Errorf("%w: file op %d", ErrMalformedRecord, op)
 	}
-	path, pOK, _ := containv1.SafeString(cstring(b[filePathOff:filePathOff+pathMaxLen]), pathMaxLen)
-	newPath, nOK, _ := containv1.SafeString(cstring(b[fileNewPathOff:fileNewPathOff+pathMaxLen]), pathMaxLen)
+	dirState, newDirState := b[hdrSize+1], b[hdrSize+2]
+	if dirState > dirUnresolved || newDirState > dirUnresolved {
+		return nil, fmt.Errorf("%w: file dir state %d/%d", ErrMalformedRecord, dirState, newDirState)
+	}
+	rawPath := cstring(b[filePathOff : filePathOff+pathMaxLen])
+	rawNew := cstring(b[fileNewPathOff : fileNewPathOff+pathMaxLen])
+	dirOK := true
+	if dirState == dirResolved || newDirState == dirResolved {
+		n := le.Uint32(b[fileDirLenOff:])
+		if n > pathMaxLen {
+			return nil, fmt.Errorf("%w: file dir of %d bytes", ErrMalformedRecord, n)
+		}
+		dir, ok := leafFirstPath(b[fileDirOff:fileDirOff+pathMaxLen], n)
+		dirOK = ok
+		if dirState == dirResolved {
+			rawPath = joinDir(dir, rawPath)
+		}
+		if newDirState == dirResolved {
+			rawNew = joinDir(dir, rawNew)
+		}
+	}
+	path, pOK, _ := containv1.SafeString(rawPath, 0)
+	newPath, nOK, _ := containv1.SafeString(rawNew, 0)
 	return &containv1.Event{
 		Kind:     containv1.Kind_KIND_FILE,
 		MonoNs:   h.ktime,
@@ -313,9 +338,28 @@ func decodeFile(b []byte) (*containv1.Event, error) {
 			Flags:   le.Uint32(b[hdrSize+4:]),
 			Mode:    le.Uint32(b[hdrSize+8:]),
 			Result:  int32(le.Uint32(b[hdrSize+12:])),
-			NonUtf8: !pOK || !nOK || h.commNonUTF8,
+			NonUtf8: !pOK || !nOK || !dirOK || h.commNonUTF8,
+			Uid:     le.Uint32(b[fileUIDOff:]),
+			Gid:     le.Uint32(b[fileUIDOff+4:]),
+
+			PathRelative:      dirState != dirAbsolute,
+			PathUnresolved:    dirState == dirUnresolved,
+			NewPathUnresolved: newDirState == dirUnresolved,
 		}},
 	}, nil
+}
+
+// file_event dir states (common.h DIR_*).
+const (
+	dirAbsolute   = 0
+	dirResolved   = 1
+	dirUnresolved = 2
+)
+
+// joinDir joins a relative path as passed to a syscall with the absolute
+// directory it was resolved from, lexically (".." cannot climb above "/").
+func joinDir(dir string, rel []byte) []byte {
+	return []byte(path.Join(dir, string(rel)))
 }
 
 func decodeProc(b []byte) (*containv1.Event, error) {

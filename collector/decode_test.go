@@ -46,6 +46,12 @@ func TestRecordLayoutMatchesBTF(t *testing.T) {
 		{"file.result", unsafe.Offsetof(collectorFileEvent{}.Result), hdrSize + 12},
 		{"file.path", unsafe.Offsetof(collectorFileEvent{}.Path), filePathOff},
 		{"file.new_path", unsafe.Offsetof(collectorFileEvent{}.NewPath), fileNewPathOff},
+		{"file.dir", unsafe.Offsetof(collectorFileEvent{}.Dir), fileDirOff},
+		{"file.dir_len", unsafe.Offsetof(collectorFileEvent{}.DirLen), fileDirLenOff},
+		{"file.uid", unsafe.Offsetof(collectorFileEvent{}.Uid), fileUIDOff},
+		{"file.gid", unsafe.Offsetof(collectorFileEvent{}.Gid), fileUIDOff + 4},
+		{"file.dir_state", unsafe.Offsetof(collectorFileEvent{}.DirState), hdrSize + 1},
+		{"file.new_dir_state", unsafe.Offsetof(collectorFileEvent{}.NewDirState), hdrSize + 2},
 		{"sizeof(lifecycle_event)", unsafe.Sizeof(collectorLifecycleEvent{}), procSize},
 		{"lifecycle.exit_code", unsafe.Offsetof(collectorLifecycleEvent{}.ExitCode), hdrSize + 8},
 	} {
@@ -242,6 +248,75 @@ func fileRecord(op uint8, flags, mode uint32, result int32, path, newPath []byte
 	return b
 }
 
+// withDir sets a file record's base directory (leafFirst as the kernel
+// writes it: components leaf first, NUL-terminated) and dir states.
+func withDir(b []byte, state, newState uint8, leafFirst []byte) []byte {
+	b[hdrSize+1], b[hdrSize+2] = state, newState
+	binary.LittleEndian.PutUint32(b[fileDirLenOff:], uint32(len(leafFirst)))
+	copy(b[fileDirOff:fileDirOff+pathMaxLen], leafFirst)
+	return b
+}
+
+func TestDecodeFileRelative(t *testing.T) {
+	le := binary.LittleEndian
+	// chown("f", 1, 2) in /tmp/work.
+	b := withDir(fileRecord(6, 0, 0, -1, []byte("f"), nil), dirResolved, dirAbsolute, []byte("work\x00tmp\x00"))
+	le.PutUint32(b[fileUIDOff:], 1)
+	le.PutUint32(b[fileUIDOff+4:], 2)
+	ev, err := decode(b, decodeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := ev.GetFile(); f.Path != "/tmp/work/f" || !f.PathRelative || f.PathUnresolved || f.Uid != 1 || f.Gid != 2 {
+		t.Fatalf("relative chown: %v", f)
+	}
+	for _, tc := range []struct {
+		name              string
+		path, newPath     string
+		state, newState   uint8
+		dir               string
+		wantPath, wantNew string
+		unres, newUnres   bool
+	}{
+		{"dotdot cannot climb above the root", "../../../etc/shadow", "", dirResolved, 0, "tmp\x00", "/etc/shadow", "", false, false},
+		{"cwd is the root", "x", "", dirResolved, 0, "", "/x", "", false, false},
+		{"AT_EMPTY_PATH names the dirfd itself", "", "", dirResolved, 0, "f\x00tmp\x00", "/tmp/f", "", false, false},
+		{"rename within the cwd", "a", "b", dirResolved, dirResolved, "d\x00", "/d/a", "/d/b", false, false},
+		{"new path under another dirfd", "a", "b", dirResolved, dirUnresolved, "d\x00", "/d/a", "b", false, true},
+		{"absolute new path", "a", "/x/b", dirResolved, dirAbsolute, "d\x00", "/d/a", "/x/b", false, false},
+		{"unresolved", "a/b", "", dirUnresolved, 0, "", "a/b", "", true, false},
+		{"absolute", "/etc/passwd", "", dirAbsolute, 0, "junk\x00", "/etc/passwd", "", false, false},
+	} {
+		ev, err := decode(withDir(fileRecord(3, 0, 0, 0, []byte(tc.path), []byte(tc.newPath)), tc.state, tc.newState, []byte(tc.dir)), decodeOptions{})
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		f := ev.GetFile()
+		if f.Path != tc.wantPath || f.NewPath != tc.wantNew || f.PathUnresolved != tc.unres || f.NewPathUnresolved != tc.newUnres ||
+			f.PathRelative != (tc.state != dirAbsolute) {
+			t.Errorf("%s: %v", tc.name, f)
+		}
+	}
+	// A non-UTF-8 directory is escaped and flagged.
+	ev, err = decode(withDir(fileRecord(1, 1, 0, 0, []byte("x"), nil), dirResolved, 0, []byte("\xff\x00")), decodeOptions{})
+	if f := ev.GetFile(); err != nil || f.Path != `/\xff/x` || !f.NonUtf8 {
+		t.Fatalf("non-UTF-8 dir: %v, %v", f, err)
+	}
+	for name, b := range map[string][]byte{
+		"bad dir state":     withDir(fileRecord(1, 0, 0, 0, []byte("x"), nil), 3, 0, nil),
+		"bad new dir state": withDir(fileRecord(1, 0, 0, 0, []byte("x"), nil), 0, 7, nil),
+		"dir_len too large": func() []byte {
+			b := withDir(fileRecord(1, 0, 0, 0, []byte("x"), nil), dirResolved, 0, nil)
+			le.PutUint32(b[fileDirLenOff:], pathMaxLen+1)
+			return b
+		}(),
+	} {
+		if _, err := decode(b, decodeOptions{}); !errors.Is(err, ErrMalformedRecord) {
+			t.Errorf("%s: err = %v", name, err)
+		}
+	}
+}
+
 func procRecord(op, child uint32, code int32) []byte {
 	b := make([]byte, procSize)
 	le := binary.LittleEndian
@@ -371,6 +446,8 @@ func FuzzDecode(f *testing.F) {
 	f.Add(netRecord(2, 17, 10, 0, 1, 2, bytes.Repeat([]byte{0xfe}, 16), bytes.Repeat([]byte{1}, 16)))
 	f.Add(fileRecord(3, 0, 0, 0, []byte("/etc/a\xff"), []byte("/etc/b")))
 	f.Add(fileRecord(7, 0, 0, 3, bytes.Repeat([]byte{0xc3}, 300), nil))
+	f.Add(withDir(fileRecord(3, 0, 0, 0, []byte("../a"), []byte("b")), dirResolved, dirResolved, []byte("x\x00y\x00")))
+	f.Add(withDir(fileRecord(6, 0, 0, 0, []byte("a"), nil), dirUnresolved, 0, nil))
 	f.Add(procRecord(1, 42, 0))
 	f.Add(procRecord(2, 0, 768))
 	f.Fuzz(func(t *testing.T, b []byte) {

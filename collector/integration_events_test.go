@@ -4,6 +4,9 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -149,7 +152,14 @@ func TestIntegrationFiles(t *testing.T) {
 	_, js, _ := startCollector(t, nil)
 	raw := consumeRaw(t, js)
 	ctr := testenv.RunContainer(t, "colfile", testenv.ContainerSpec{})
-	script := `echo x > /etc/evil; mv /etc/evil /etc/evil2; rm /etc/evil2; touch /tmp/f; chmod 600 /tmp/f; chown 1:2 /tmp/f; cat /etc/shadow >/dev/null; cat /etc/passwd >/dev/null; exit 0`
+	// The second line uses relative paths from the cwd (/tmp), with "..";
+	// the third, /bin/viafd, relative paths under a directory fd (os.Root:
+	// openat, fchownat, renameat, unlinkat on a dirfd of /data) while its
+	// cwd is /.
+	buildStatic(t, viaDirfd, filepath.Join(ctr.Rootfs, "bin", "viafd"))
+	script := `echo x > /etc/evil; mv /etc/evil /etc/evil2; rm /etc/evil2; touch /tmp/f; chmod 600 /tmp/f; chown 1:2 /tmp/f; cat /etc/shadow >/dev/null; cat /etc/passwd >/dev/null
+cd /tmp && echo y > rel && chown 3:4 rel; mv rel ../etc/rel2 && rm ../etc/rel2
+cd / && /bin/viafd; exit 0`
 	if out, err := ctr.Exec(15*time.Second, "/bin/sh", "-c", script); err != nil {
 		t.Fatalf("runc exec: %v: %s", err, out)
 	}
@@ -171,8 +181,34 @@ func TestIntegrationFiles(t *testing.T) {
 		{"chmod 600 /tmp/f", func(f *containv1.File) bool {
 			return f.Op == containv1.File_OP_CHMOD && f.Path == "/tmp/f" && f.Mode&0o7777 == 0o600 && f.Result == 0
 		}},
-		{"chown /tmp/f refused (runc's default spec has no CAP_CHOWN)", func(f *containv1.File) bool {
-			return f.Op == containv1.File_OP_CHOWN && f.Path == "/tmp/f" && f.Result == -1 // EPERM
+		{"chown 1:2 /tmp/f refused (runc's default spec has no CAP_CHOWN)", func(f *containv1.File) bool {
+			return f.Op == containv1.File_OP_CHOWN && f.Path == "/tmp/f" && f.Result == -1 && // EPERM
+				f.Uid == 1 && f.Gid == 2 && !f.PathRelative
+		}},
+		{"create of relative rel in /tmp", func(f *containv1.File) bool {
+			return f.Op == containv1.File_OP_CREATE && f.Path == "/tmp/rel" && f.PathRelative && !f.PathUnresolved
+		}},
+		{"chown 3:4 of relative rel", func(f *containv1.File) bool {
+			return f.Op == containv1.File_OP_CHOWN && f.Path == "/tmp/rel" && f.Uid == 3 && f.Gid == 4 && f.PathRelative
+		}},
+		{"rename rel to ../etc/rel2 from /tmp", func(f *containv1.File) bool {
+			return f.Op == containv1.File_OP_RENAME && f.Path == "/tmp/rel" && f.NewPath == "/etc/rel2" && f.Result == 0 &&
+				!f.PathUnresolved && !f.NewPathUnresolved
+		}},
+		{"unlink ../etc/rel2 from /tmp", func(f *containv1.File) bool {
+			return f.Op == containv1.File_OP_UNLINK && f.Path == "/etc/rel2" && f.Result == 0 && f.PathRelative
+		}},
+		{"create of fd-relative viafd under /data", func(f *containv1.File) bool {
+			return f.Op == containv1.File_OP_CREATE && f.Path == "/data/viafd" && f.PathRelative && !f.PathUnresolved && f.Result >= 0
+		}},
+		{"chown 5:6 of fd-relative viafd", func(f *containv1.File) bool {
+			return f.Op == containv1.File_OP_CHOWN && f.Path == "/data/viafd" && f.Uid == 5 && f.Gid == 6
+		}},
+		{"rename of fd-relative viafd to viafd2", func(f *containv1.File) bool {
+			return f.Op == containv1.File_OP_RENAME && f.Path == "/data/viafd" && f.NewPath == "/data/viafd2" && f.Result == 0
+		}},
+		{"unlink of fd-relative viafd2", func(f *containv1.File) bool {
+			return f.Op == containv1.File_OP_UNLINK && f.Path == "/data/viafd2" && f.Result == 0
 		}},
 		{"read of /etc/shadow", func(f *containv1.File) bool {
 			return f.Op == containv1.File_OP_OPEN_READ && f.Path == "/etc/shadow" && f.Result >= 0
@@ -199,6 +235,47 @@ func TestIntegrationFiles(t *testing.T) {
 		if f.Proc.GetTgid() == 0 || f.NonUtf8 {
 			t.Fatalf("file event: %v", f)
 		}
+	}
+}
+
+// viaDirfd works in /data through a directory fd (os.Root uses the *at
+// syscalls on it).
+const viaDirfd = `package main
+
+import "os"
+
+func main() {
+	r, err := os.OpenRoot("/data")
+	if err != nil {
+		panic(err)
+	}
+	f, err := r.Create("viafd")
+	if err != nil {
+		panic(err)
+	}
+	f.Close()
+	_ = r.Chown("viafd", 5, 6) // EPERM without CAP_CHOWN: reported anyway
+	if err := r.Rename("viafd", "viafd2"); err != nil {
+		panic(err)
+	}
+	if err := r.Remove("viafd2"); err != nil {
+		panic(err)
+	}
+}
+`
+
+// buildStatic compiles a one-file Go program to a static binary at dst.
+func buildStatic(t testing.TB, src, dst string) {
+	t.Helper()
+	goBin := testenv.RequireCommand(t, "go")
+	p := filepath.Join(t.TempDir(), "main.go")
+	if err := os.WriteFile(p, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	build := exec.Command(goBin, "build", "-o", dst, p)
+	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GO111MODULE=off")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building %s: %v: %s", dst, err, out)
 	}
 }
 

@@ -378,11 +378,49 @@ static __always_inline void handle_net(struct pt_regs *regs, __u64 cgid, __u32 n
 #define O_TRUNC 01000
 #define O_APPEND 02000
 #define WRITE_INTENT (O_WRONLY | O_RDWR | O_CREAT | O_TRUNC | O_APPEND)
+#define AT_FDCWD -100
+
+// base_dir walks the directory relative paths of fd start from (the cwd
+// for AT_FDCWD) into e->dir, leaf first; false when it cannot be read or
+// was cut.
+static __always_inline bool base_dir(struct task_struct *task, int fd, struct file_event *e)
+{
+	struct dentry *d;
+	struct vfsmount *m;
+	if (fd == AT_FDCWD) {
+		d = BPF_CORE_READ(task, fs, pwd.dentry);
+		m = BPF_CORE_READ(task, fs, pwd.mnt);
+	} else {
+		if (fd < 0)
+			return false;
+		struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+		unsigned int max = BPF_CORE_READ(fdt, max_fds);
+		if ((unsigned int)fd >= max)
+			return false;
+		struct file **fds = BPF_CORE_READ(fdt, fd);
+		struct file *f = NULL;
+		bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
+		if (!f)
+			return false;
+		d = BPF_CORE_READ(f, f_path.dentry);
+		m = BPF_CORE_READ(f, f_path.mnt);
+	}
+	bool cut = false;
+	__u32 n = walk_path(0, d, m, BPF_CORE_READ(task, fs, root.dentry), BPF_CORE_READ(task, fs, root.mnt), &cut);
+	__u32 zero = 0;
+	struct path_buf *pb = bpf_map_lookup_elem(&path_scratch, &zero);
+	if (!pb || cut)
+		return false;
+	__builtin_memcpy(e->dir, pb->b[0], PATH_MAX_LEN);
+	e->dir_len = n;
+	return true;
+}
 
 static __always_inline void handle_file(struct pt_regs *regs, __u64 cgid, __u32 nr, long ret)
 {
 	const char *path = NULL, *new_path = NULL;
-	__u32 flags = 0, mode = 0;
+	__u32 flags = 0, mode = 0, uid = 0, gid = 0;
+	int dfd = AT_FDCWD, ndfd = AT_FDCWD;
 	__u8 op = 0;
 	switch (nr) {
 	case 2: // open(path, flags, mode)
@@ -391,11 +429,13 @@ static __always_inline void handle_file(struct pt_regs *regs, __u64 cgid, __u32 
 		mode = arg(regs, 2);
 		break;
 	case 257: // openat(dfd, path, flags, mode)
+		dfd = arg(regs, 0);
 		path = (const char *)arg(regs, 1);
 		flags = arg(regs, 2);
 		mode = arg(regs, 3);
 		break;
 	case 437: { // openat2(dfd, path, how, size)
+		dfd = arg(regs, 0);
 		path = (const char *)arg(regs, 1);
 		__u64 how[2] = {};
 		bpf_probe_read_user(how, sizeof(how), (void *)arg(regs, 2));
@@ -416,7 +456,9 @@ static __always_inline void handle_file(struct pt_regs *regs, __u64 cgid, __u32 
 	case 264: // renameat(odfd, old, ndfd, new)
 	case 316: // renameat2(odfd, old, ndfd, new, flags)
 		op = FILE_RENAME;
+		dfd = arg(regs, 0);
 		path = (const char *)arg(regs, 1);
+		ndfd = arg(regs, 2);
 		new_path = (const char *)arg(regs, 3);
 		if (nr == 316)
 			flags = arg(regs, 4);
@@ -427,6 +469,7 @@ static __always_inline void handle_file(struct pt_regs *regs, __u64 cgid, __u32 
 		break;
 	case 263: // unlinkat(dfd, path, flags)
 		op = FILE_UNLINK;
+		dfd = arg(regs, 0);
 		path = (const char *)arg(regs, 1);
 		flags = arg(regs, 2);
 		break;
@@ -438,6 +481,7 @@ static __always_inline void handle_file(struct pt_regs *regs, __u64 cgid, __u32 
 	case 268: // fchmodat(dfd, path, mode)
 	case 452: // fchmodat2(dfd, path, mode, flags)
 		op = FILE_CHMOD;
+		dfd = arg(regs, 0);
 		path = (const char *)arg(regs, 1);
 		mode = arg(regs, 2);
 		break;
@@ -445,10 +489,15 @@ static __always_inline void handle_file(struct pt_regs *regs, __u64 cgid, __u32 
 	case 94: // lchown
 		op = FILE_CHOWN;
 		path = (const char *)arg(regs, 0);
+		uid = arg(regs, 1);
+		gid = arg(regs, 2);
 		break;
 	case 260: // fchownat(dfd, path, uid, gid, flags)
 		op = FILE_CHOWN;
+		dfd = arg(regs, 0);
 		path = (const char *)arg(regs, 1);
+		uid = arg(regs, 2);
+		gid = arg(regs, 3);
 		flags = arg(regs, 4);
 		break;
 	default:
@@ -476,8 +525,9 @@ static __always_inline void handle_file(struct pt_regs *regs, __u64 cgid, __u32 
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
 	fill_hdr(&e->hdr, RECORD_FILE, task, cgid);
 	e->op = op;
-	e->_pad[0] = e->_pad[1] = e->_pad[2] = 0;
-	e->_pad2 = 0;
+	e->_pad = 0;
+	e->uid = uid;
+	e->gid = gid;
 	e->flags = flags;
 	e->mode = mode;
 	e->result = ret;
@@ -491,6 +541,24 @@ static __always_inline void handle_file(struct pt_regs *regs, __u64 cgid, __u32 
 	e->new_path_len = n > 0 ? n : 0;
 	if (n == sizeof(e->new_path))
 		e->hdr.flags |= FLAG_PATH_TRUNCATED;
+
+	// Relative paths: the base is the cwd (AT_FDCWD) or the dirfd's path,
+	// walked up to the task's root. new_path shares it when its dirfd is
+	// the same; otherwise its own base is walked only if path needed none.
+	e->dir_state = e->new_dir_state = DIR_ABSOLUTE;
+	e->dir_len = 0;
+	bool rel = e->path_len > 0 && e->path[0] != '/';
+	bool nrel = e->new_path_len > 0 && e->new_path[0] != '/';
+	int base = dfd;
+	if (rel || nrel) {
+		if (!rel)
+			base = ndfd;
+		bool ok = base_dir(task, base, e);
+		if (rel)
+			e->dir_state = ok ? DIR_RESOLVED : DIR_UNRESOLVED;
+		if (nrel)
+			e->new_dir_state = ok && (!rel || ndfd == dfd) ? DIR_RESOLVED : DIR_UNRESOLVED;
+	}
 	bpf_ringbuf_submit(e, 0);
 }
 

@@ -102,19 +102,29 @@ struct net_event {
 #define FILE_CHOWN 6
 #define FILE_OPEN_READ 7
 
+// file_event.dir_state / new_dir_state: how a path was based.
+#define DIR_ABSOLUTE 0   // absolute path (or none): dir unused
+#define DIR_RESOLVED 1   // relative: dir holds its base (cwd or dirfd's path)
+#define DIR_UNRESOLVED 2 // relative: the base could not be read
+
 struct file_event {
 	struct record_hdr hdr;
 	__u8 op;
-	__u8 _pad[3];
+	__u8 dir_state;
+	__u8 new_dir_state;
+	__u8 _pad;
 	__u32 flags;
 	__u32 mode;
 	__s32 result;
 	__u16 path_len; // bytes incl. NUL as bpf_probe_read_user_str returned
 	__u16 new_path_len;
-	__u32 _pad2;
+	__u32 dir_len; // bytes in dir (leaf first, NUL-separated)
+	__u32 uid;     // chown's owner and group
+	__u32 gid;
 	char path[PATH_MAX_LEN];
 	char new_path[PATH_MAX_LEN];
-}; // 600 bytes
+	char dir[PATH_MAX_LEN];
+}; // 864 bytes
 
 #define PROC_FORK 1
 #define PROC_EXIT 2
