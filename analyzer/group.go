@@ -79,8 +79,8 @@ func GroupKey(mode string, ci *containv1.ContainerInfo) string {
 		}
 		return groupPrefixCompose + proj + "/" + svc
 	case GroupByKubernetes:
-		ns := first(ci.Namespace, label(l, LabelK8sNamespace), label(l, LabelCRINamespace))
-		pod := first(ci.Pod, label(l, LabelK8sPod), label(l, LabelCRIPod))
+		ns := first(clean(ci.Namespace), label(l, LabelK8sNamespace), label(l, LabelCRINamespace))
+		pod := first(clean(ci.Pod), label(l, LabelK8sPod), label(l, LabelCRIPod))
 		ctr := first(label(l, LabelK8sContainer), label(l, LabelCRIContainer))
 		wl := first(label(l, LabelAppName), label(l, LabelApp), PodWorkload(pod))
 		if ns == "" || wl == "" {
@@ -105,8 +105,12 @@ func BaselineKey(mode, group string, ev *containv1.Event) string {
 	return ImageKey(ev)
 }
 
-func label(l map[string]string, k string) string {
-	v := strings.TrimSpace(l[k])
+func label(l map[string]string, k string) string { return clean(l[k]) }
+
+// clean drops a value that could not name a group: over-long, or with a
+// separator of the key.
+func clean(v string) string {
+	v = strings.TrimSpace(v)
 	if len(v) > maxGroupLabel || strings.ContainsAny(v, "/\x00") {
 		return ""
 	}

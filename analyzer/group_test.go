@@ -217,3 +217,31 @@ func TestEngineRuntimeProcess(t *testing.T) {
 		t.Errorf("runtime after exit alerted: %v", out[0].GetAlert().Reasons)
 	}
 }
+
+// FuzzGroupKey: labels are the container's (hostile) annotations; a key is
+// never built from an over-long or path-like value, and never panics.
+func FuzzGroupKey(f *testing.F) {
+	f.Add("shop", "web", "prod", "web-7d4b9c8f6d-x2x9q", "nginx", "")
+	f.Add("", "", "ns", "db-0", "", "app")
+	f.Add("a/b", "c\x00", "", "-", "--", "x-")
+	f.Fuzz(func(t *testing.T, project, service, ns, pod, ctr, app string) {
+		ci := &containv1.ContainerInfo{Pod: app + pod, Namespace: ns + project, Labels: map[string]string{
+			LabelComposeProject: project, LabelComposeService: service,
+			LabelK8sNamespace: ns, LabelK8sPod: pod, LabelK8sContainer: ctr, LabelApp: app,
+		}}
+		for _, m := range GroupByModes {
+			k := GroupKey(m, ci)
+			if k == "" {
+				continue
+			}
+			if strings.Contains(k, "\x00") || len(k) > 4*maxGroupLabel+16 {
+				t.Fatalf("%s: key %q", m, k)
+			}
+			if strings.Count(k, "/") > 2 {
+				t.Fatalf("%s: key %q has a path-like part", m, k)
+			}
+		}
+		_ = PodWorkload(pod)
+		_ = Repository(pod)
+	})
+}
