@@ -193,5 +193,7 @@ func registerStats(reg *prometheus.Registry, a *Analyzer) {
 	stat("deviations_grouped_total", "Deviations grouped into an earlier alert.", func(s Stats) uint64 { return s.Grouped })
 	stat("deviations_absorbed_total", "Deviations learned by a converged baseline.", func(s Stats) uint64 { return s.Absorbed })
 	stat("items_full_total", "Items not learned because a baseline set was full.", func(s Stats) uint64 { return s.Full })
+	stat("events_runtime_total", "Events of the container runtime's own setup (runc init), neither learned nor scored.", func(s Stats) uint64 { return s.Runtime })
+	stat("syscall_counts_total", "Periodic syscall count events, skipped.", func(s Stats) uint64 { return s.Counts })
 	stat("images_refused_total", "Events ignored because max_images was reached.", func(s Stats) uint64 { return s.Images })
 }

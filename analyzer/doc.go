@@ -4,8 +4,10 @@
 // (durable consumer "analyzer") and emits KIND_ALERT events, in batches,
 // to containv1.AlertsSubject(host of the container) on CONTAIN_ALERTS.
 //
-// For each image (key: image digest, else image reference, else
-// "container:<id>") it keeps a Baseline: executables with their argv
+// For each group of containers (Config.GroupBy: image digest by default,
+// else image reference, else "container:<id>"; or image repository,
+// compose service, Kubernetes workload from the labels of the
+// KIND_CONTAINER event) it keeps a Baseline: executables with their argv
 // shapes, parent→child edges, effective uids, syscalls, syscall 3-grams,
 // outbound peers, listen ports, file-write path prefixes and sensitive
 // files read. A baseline learns from the first event of its image for
@@ -21,6 +23,14 @@
 //   - Identical deviations (same container, reason code and subject)
 //     raise one alert per GroupWindow; the others are counted into the
 //     next alert's count.
+//   - What the container runtime does inside a container before it execs
+//     the container's program (runc's init stages, comm "runc:[N:...]":
+//     unshare, mount, pivot_root, keyctl, setuid, capset at every start
+//     and `runc exec`) is attributed to the runtime, neither learned nor
+//     scored (contain_analyzer_events_runtime_total), unless the process
+//     is one the container executed or forked (KIND_EXEC, KIND_PROCESS).
+//     Periodic syscall counts are skipped: their syscalls were reported
+//     one by one.
 //   - Redelivered duplicates of a deviating event raise nothing; events
 //     of unknown kind, without a container, without wall time or beyond
 //     MaxImages are counted and skipped, never fatal.
