@@ -5,8 +5,10 @@
 // tp_btf/sched_process_exec, tp_btf/sys_exit, tp_btf/sched_process_fork and
 // tp_btf/sched_process_exit (falling back to the raw_tracepoint family where
 // tp_btf is refused); the cgroup2
-// hierarchy (CgroupRoot) and the runtimes' OCI state directories (RuncRoot
-// and the docker/containerd runc roots, /run/crun) for container identity.
+// hierarchy (CgroupRoot) and what the runtimes keep on disk for container
+// identity (internal/runtime): the OCI state directories (RuncRoot, the
+// docker/containerd runc roots, /run/crun), docker's config.v2.json,
+// containerd's v2 task bundles and containers/storage (cri-o, podman).
 //
 // Emits: containv1.Batch messages on containv1.RawSubject(host) through
 // bus.Batcher, with events of kind
@@ -14,8 +16,12 @@
 //   - KIND_CONTAINER: once per container, on its first event and BEFORE
 //     that container's other events (again if its runtime state appears
 //     later): ContainerInfo{runtime, cgroup_path, bundle, init_pid,
-//     labels = OCI annotations, pod, namespace}. The collector never sets
-//     image_ref or image_digest: the enricher derives them from labels.
+//     labels, pod, namespace}. labels are the OCI annotations, then the
+//     runtime's own (docker Config.Labels, cri-o's io.kubernetes.cri-o.Labels
+//     expanded) and io.contain.image.ref/.digest/.id and
+//     io.contain.container.name from the runtime's state; the first source
+//     wins per key. The collector never sets image_ref or image_digest: the
+//     enricher derives them from labels.
 //   - KIND_EXEC: pid/tgid/ppid/ns_pid, uid/gid/euid, comm, filename, argv
 //     (at most 4096 bytes read in the kernel and collector.max_args
 //     entries; argv_truncated says when cut), exe (the binary actually
@@ -27,9 +33,14 @@
 //     IPv4/IPv6 with local and remote address/port, protocol and result
 //     (collector.network).
 //   - KIND_FILE: write-intent opens (OP_CREATE when O_CREAT), creat,
-//     rename, unlink, chmod, chown with paths (at most 256 bytes, as
-//     passed), flags, mode and result; OP_OPEN_READ for
-//     collector.sensitive_files (collector.files).
+//     rename, unlink, chmod, chown (with uid and gid) with paths (at most
+//     256 bytes as passed), flags, mode and result; OP_OPEN_READ for
+//     collector.sensitive_files (collector.files). A relative path is
+//     joined with the directory it was resolved from (the cwd, or the
+//     dirfd's directory for the *at syscalls; read in the kernel at the
+//     syscall's exit) and cleaned, path_relative set; when that directory
+//     cannot be read the path stays as passed with path_unresolved (or
+//     new_path_unresolved) set.
 //   - KIND_PROCESS: OP_FORK (child_tgid) and OP_EXIT (wait status) of
 //     container processes (collector.processes).
 //   - KIND_LOSS: every loss_interval, one event per counter that grew:

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -134,6 +135,7 @@ func BenchmarkSyscallOverheadWorkload(b *testing.B) {
 		off := map[string][][2]float64{}
 		on := map[string][][2]float64{}
 		var seen float64
+		var userCPU time.Duration // this process (collector, embedded NATS) while the collector ran
 		var hooks []string
 		for r := range rounds {
 			// ABBA order: off/on in even rounds, on/off in odd ones, so a
@@ -147,6 +149,7 @@ func BenchmarkSyscallOverheadWorkload(b *testing.B) {
 						b.Fatal(err)
 					}
 					hooks = c.Hooks()
+					cpu0 := selfCPU()
 					ctx, cancel := context.WithCancel(context.Background())
 					done := make(chan error, 1)
 					go func() { done <- c.Run(ctx) }()
@@ -156,6 +159,7 @@ func BenchmarkSyscallOverheadWorkload(b *testing.B) {
 							b.Fatal(err)
 						}
 						seen += testutil.ToFloat64(m.EventsIn.WithLabelValues(metrics.StageCollector))
+						userCPU += selfCPU() - cpu0
 					}
 				}
 				for _, w := range workloads {
@@ -192,8 +196,18 @@ func BenchmarkSyscallOverheadWorkload(b *testing.B) {
 			}
 		}
 		fmt.Printf("workload: hooks=%v\n", hooks)
-		fmt.Printf("workload: collector records read with the collector on: %.0f (%.0f per round)\n", seen, seen/float64(rounds))
+		fmt.Printf("workload: collector records read with the collector on: %.0f (%.0f per round); CPU of the collector's process (collector + embedded NATS): %v per round\n",
+			seen, seen/float64(rounds), (userCPU / time.Duration(rounds)).Round(time.Millisecond))
 	}
+}
+
+// selfCPU is this process's user + system CPU time.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func envInt(key string, def int) int {
