@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -74,7 +75,7 @@ func DefaultConfig() Config {
 		Streams:      bus.StreamsConfig{EventsMaxAge: 24 * time.Hour, AlertsMaxAge: 24 * time.Hour, Replicas: 1},
 		DrainTimeout: 2 * time.Minute,
 		SampleEvery:  time.Second,
-		ProbePoll:    50 * time.Millisecond,
+		ProbePoll:    100 * time.Millisecond,
 	}
 }
 
@@ -242,7 +243,7 @@ type run struct {
 	m   *metrics.Metrics
 
 	mu         sync.Mutex
-	probes     map[string]int64 // pending probe id -> wall ns
+	probes     map[string]probeEvent // pending probe id -> where and when
 	probeLag   []time.Duration
 	alertLag   []time.Duration
 	actionLag  []time.Duration
@@ -256,15 +257,20 @@ type run struct {
 func newRun(cfg Config, js jetstream.JetStream, st *store.Store, log *slog.Logger) *run {
 	return &run{
 		cfg: cfg, js: js, st: st, log: log,
-		probes:     map[string]int64{},
+		probes:     map[string]probeEvent{},
 		alertWall:  map[string]int64{},
 		actionKind: map[string]int64{},
 	}
 }
 
-func (r *run) probe(id string, wallNs int64) {
+type probeEvent struct {
+	container string
+	wallNs    int64
+}
+
+func (r *run) probe(id, container string, wallNs int64) {
 	r.mu.Lock()
-	r.probes[id] = wallNs
+	r.probes[id] = probeEvent{container, wallNs}
 	r.mu.Unlock()
 }
 
@@ -327,8 +333,14 @@ func (r *run) pollProbes(ctx context.Context) {
 		}
 		r.mu.Lock()
 		ids := make([]string, 0, len(r.probes))
-		for id := range r.probes {
+		ctrs := map[string]bool{}
+		var oldest int64
+		for id, p := range r.probes {
 			ids = append(ids, id)
+			ctrs[p.container] = true
+			if oldest == 0 || p.wallNs < oldest {
+				oldest = p.wallNs
+			}
 			if len(ids) == 500 {
 				break
 			}
@@ -337,7 +349,7 @@ func (r *run) pollProbes(ctx context.Context) {
 		if len(ids) == 0 {
 			continue
 		}
-		found, err := r.findIDs(ctx, ids)
+		found, err := r.findIDs(ctx, ids, ctrs, oldest)
 		if err != nil {
 			if ctx.Err() == nil {
 				r.log.Warn("probe query", "err", err)
@@ -347,8 +359,8 @@ func (r *run) pollProbes(ctx context.Context) {
 		now := time.Now().UnixNano()
 		r.mu.Lock()
 		for _, id := range found {
-			if w, ok := r.probes[id]; ok {
-				r.probeLag = append(r.probeLag, time.Duration(now-w))
+			if p, ok := r.probes[id]; ok {
+				r.probeLag = append(r.probeLag, time.Duration(now-p.wallNs))
 				delete(r.probes, id)
 			}
 		}
@@ -356,11 +368,26 @@ func (r *run) pollProbes(ctx context.Context) {
 	}
 }
 
-func (r *run) findIDs(ctx context.Context, ids []string) ([]string, error) {
+// findIDs returns which of ids are in the events table. The query names
+// the containers and the oldest second, so that ClickHouse reads only the
+// granules of the sort key (container_id, ts) that can hold them rather than
+// scanning the table 10 times a second while it is being measured.
+func (r *run) findIDs(ctx context.Context, ids []string, ctrs map[string]bool, oldestNs int64) ([]string, error) {
 	var sb strings.Builder
 	sb.WriteString("SELECT toString(event_id) FROM ")
 	sb.WriteString(r.cfg.Store.Database)
-	sb.WriteString(".events WHERE event_id IN (")
+	sb.WriteString(".events WHERE container_id IN (")
+	first := true
+	for c := range ctrs {
+		if !first {
+			sb.WriteByte(',')
+		}
+		first = false
+		sb.WriteString("'")
+		sb.WriteString(c) // hex made by the generator
+		sb.WriteString("'")
+	}
+	fmt.Fprintf(&sb, ") AND ts >= toDateTime(%d) AND event_id IN (", oldestNs/1e9-1)
 	for i, id := range ids {
 		if i > 0 {
 			sb.WriteByte(',')
@@ -459,15 +486,6 @@ func (r *run) drive(ctx context.Context) (*Result, error) {
 		res.StageOut[s] = smp.counter("contain_events_out_total", s)
 	}
 
-	qctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	if err := r.st.Conn().QueryRow(qctx, "SELECT uniqExact(event_id), count() FROM "+r.cfg.Store.Database+".events").Scan(&res.RowsDistinct, &res.Rows); err != nil {
-		return res, fmt.Errorf("loadtest: counting rows: %w", err)
-	}
-	if err := r.st.Conn().QueryRow(qctx, "SELECT count() FROM "+r.cfg.Store.Database+".alerts").Scan(&res.AlertRows); err != nil {
-		return res, fmt.Errorf("loadtest: counting alert rows: %w", err)
-	}
-
 	r.mu.Lock()
 	res.ProbeLag = summarize(r.probeLag)
 	res.ProbesLost = len(r.probes)
@@ -478,5 +496,43 @@ func (r *run) drive(ctx context.Context) (*Result, error) {
 	res.ActionResults = r.actionKind
 	res.BadMessages = r.badMsgs
 	r.mu.Unlock()
+	if err := r.count(res); err != nil {
+		return res, err
+	}
 	return res, nil
+}
+
+// count counts the rows in a session of its own, with a generous read
+// timeout (the store's is its insert timeout) and a few attempts: right
+// after a heavy run ClickHouse may still be merging parts.
+func (r *run) count(res *Result) error {
+	conn, err := clickhouse.Open(&clickhouse.Options{
+		Addr:        r.cfg.Store.Addr,
+		Auth:        clickhouse.Auth{Database: r.cfg.Store.Database, Username: r.cfg.Store.Username, Password: r.cfg.Store.Password},
+		DialTimeout: r.cfg.Store.DialTimeout,
+		ReadTimeout: 2 * time.Minute,
+		Settings:    clickhouse.Settings{"allow_experimental_low_cardinality_type": 1},
+	})
+	if err != nil {
+		return fmt.Errorf("loadtest: counting rows: %w", err)
+	}
+	defer conn.Close()
+	db := r.cfg.Store.Database
+	for attempt := 1; ; attempt++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		err = conn.QueryRow(ctx, "SELECT uniqExact(event_id), count() FROM "+db+".events").Scan(&res.RowsDistinct, &res.Rows)
+		if err == nil {
+			err = conn.QueryRow(ctx, "SELECT count() FROM "+db+".alerts").Scan(&res.AlertRows)
+		}
+		cancel()
+		if err == nil || attempt == 3 {
+			break
+		}
+		r.log.Warn("counting rows, retrying", "attempt", attempt, "err", err)
+		time.Sleep(2 * time.Second)
+	}
+	if err != nil {
+		return fmt.Errorf("loadtest: counting rows: %w", err)
+	}
+	return nil
 }

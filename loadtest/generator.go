@@ -116,8 +116,9 @@ type GeneratorStats struct {
 	Elapsed    time.Duration
 }
 
-// Probe receives a probe event's id (canonical UUID text) and wall time.
-type Probe func(id string, wallNs int64)
+// Probe receives a probe event's id (canonical UUID text), container and
+// wall time.
+type Probe func(id, containerID string, wallNs int64)
 
 // Generator publishes raw batches as a fleet of collectors would.
 type Generator struct {
@@ -236,7 +237,7 @@ func (g *Generator) runHost(ctx context.Context, idx int, start time.Time) error
 		if g.probe != nil && g.cfg.ProbeEvery > 0 && now.Sub(lastProbe) >= g.cfg.ProbeEvery {
 			lastProbe = now
 			ev := events[len(events)-1]
-			g.probe(containv1.FormatID(ev.Id), ev.WallNs)
+			g.probe(containv1.FormatID(ev.Id), ev.ContainerId, ev.WallNs)
 		}
 		b := prod.Batch(events)
 		// The collector's batcher gives up on a batch after its context;
