@@ -438,6 +438,7 @@ func (r *run) drive(ctx context.Context) (*Result, error) {
 	samplerDone := make(chan struct{})
 	go func() { smp.run(sctx, r.cfg.SampleEvery); close(samplerDone) }()
 
+	res.CHBefore = r.chEvents(ctx)
 	res.Before = readUsage()
 	res.LoadBefore = loadavg()
 	stats, genErr := gen.Run(ctx)
@@ -470,6 +471,7 @@ func (r *run) drive(ctx context.Context) (*Result, error) {
 		time.Sleep(r.cfg.ProbePoll)
 	}
 	res.End = readUsage()
+	res.CHAfter = r.chEvents(ctx)
 	res.LoadAfter = loadavg()
 	stopSampling()
 	<-samplerDone
@@ -500,6 +502,27 @@ func (r *run) drive(ctx context.Context) (*Result, error) {
 		return res, err
 	}
 	return res, nil
+}
+
+// chEvents reads ClickHouse's server-wide InsertQuery, InsertedRows and
+// MergedRows counters (other clients of the server count too).
+func (r *run) chEvents(ctx context.Context) map[string]uint64 {
+	out := map[string]uint64{}
+	qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	rows, err := r.st.Conn().Query(qctx, "SELECT event, value FROM system.events WHERE event IN ('InsertQuery', 'InsertedRows', 'MergedRows')")
+	if err != nil {
+		return out
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var k string
+		var v uint64
+		if rows.Scan(&k, &v) == nil {
+			out[k] = v
+		}
+	}
+	return out
 }
 
 // count counts the rows in a session of its own, with a generous read

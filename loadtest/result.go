@@ -50,6 +50,10 @@ type Result struct {
 	BadMessages         int64
 	StageErrors         []error
 
+	// CHBefore and CHAfter are ClickHouse's server-wide InsertQuery,
+	// InsertedRows and MergedRows counters around the run.
+	CHBefore, CHAfter map[string]uint64
+
 	Before, GenEnd, End   Usage
 	LoadBefore, LoadAfter string
 }
@@ -184,6 +188,11 @@ func (r *Result) Print(w io.Writer) {
 		float64(heap)/1e6, float64(heapSys)/1e6, float64(r.End.PeakRSS)/1e6, r.LoadBefore, r.LoadAfter)
 	fmt.Fprintf(w, "clickhouse: %d distinct event ids, %d rows (%d duplicates from redelivery), %d alert rows\n",
 		r.RowsDistinct, r.Rows, r.Rows-min(r.Rows, r.RowsDistinct), r.AlertRows)
+	d := func(k string) uint64 { return r.CHAfter[k] - min(r.CHAfter[k], r.CHBefore[k]) }
+	if n := d("InsertQuery"); n > 0 {
+		fmt.Fprintf(w, "clickhouse server (all clients): %d INSERTs (%.0f/s, %.0f rows each), %d rows merged (%.1f× inserted)\n",
+			n, float64(n)/wall.Seconds(), float64(d("InsertedRows"))/float64(n), d("MergedRows"), float64(d("MergedRows"))/max(float64(d("InsertedRows")), 1))
+	}
 	fmt.Fprintf(w, "alerts: %d received for %d deviations injected; actions %d %v\n", r.Alerts, r.Gen.Deviations, r.Actions, r.ActionResults)
 	fmt.Fprintf(w, "dropped: %v  malformed: %v  errors: %v\n", orNone(r.Dropped), orNone(r.Malformed), orNone(r.Errors))
 	if err := r.Check(); err != nil {
