@@ -20,7 +20,11 @@ go build -o "$run/contain" ./cmd/contain
 
 say "starting ClickHouse"
 bash deploy/clickhouse/start.sh "$run/clickhouse"
-ch() { clickhouse-client --port 19000 --format PrettyCompactMonoBlock -q "$1"; }
+# The demo keeps its rows in a database of its own, emptied at each run.
+db=contain_demo
+clickhouse-client --port 19000 -q "DROP DATABASE IF EXISTS $db"
+export CONTAIN_STORE_DATABASE=$db
+ch() { clickhouse-client --port 19000 --database "$db" --format PrettyCompactMonoBlock -q "$1"; }
 
 cleanup() {
   set +e
@@ -62,19 +66,19 @@ for _ in $(seq 300); do
   [ "$(cat /sys/fs/cgroup/freezer/demo-web/freezer.state 2>/dev/null)" = FROZEN ] && break; sleep 0.02
 done
 echo "freezer state of demo-web: $(cat /sys/fs/cgroup/freezer/demo-web/freezer.state)"
-runc list | sed -n '1p;/demo-web/p'
+runc state demo-web | grep -E "\"(id|status)\""
 
-say "what ClickHouse holds (database contain)"
+say "what ClickHouse holds (database $db)"
 sleep 2
-ch "SELECT kind, count() AS events FROM contain.events WHERE container_id = 'demo-web' GROUP BY kind ORDER BY kind"
-ch "SELECT ts, exec_filename, exec_argv FROM contain.events WHERE container_id = 'demo-web' AND kind = 'exec' ORDER BY ts DESC LIMIT 5"
-ch "SELECT ts, score, rule, priority, reason_messages FROM contain.alerts WHERE container_id = 'demo-web'"
-ch "SELECT ts, type, result, method, latency_ns / 1e6 AS ms, reason FROM contain.actions WHERE container_id = 'demo-web'"
+ch "SELECT kind, count() AS events FROM events WHERE container_id = 'demo-web' GROUP BY kind ORDER BY kind"
+ch "SELECT ts, exec_filename, exec_argv FROM events WHERE container_id = 'demo-web' AND kind = 'exec' ORDER BY ts DESC LIMIT 5"
+ch "SELECT ts, score, rule, priority, reason_messages FROM alerts WHERE container_id = 'demo-web' ORDER BY score DESC, ts"
+ch "SELECT ts, type, result, method, latency_ns / 1e6 AS ms, reason FROM actions WHERE container_id = 'demo-web'"
 
 say "releasing demo-web"
 "$run/contain" release demo-web --reason "demo: wget was me"
 sleep 0.5
 echo "freezer state of demo-web: $(cat /sys/fs/cgroup/freezer/demo-web/freezer.state)"
 sleep 1
-ch "SELECT ts, type, result, actor, reason FROM contain.actions WHERE container_id = 'demo-web' ORDER BY ts"
+ch "SELECT ts, type, result, actor, reason FROM actions WHERE container_id = 'demo-web' ORDER BY ts"
 say "done (metrics were at http://127.0.0.1:9464/metrics; contain log: $run/contain.log)"
