@@ -364,3 +364,87 @@ func confLines(s string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+// TestPipelineRolesUnderAuthorization: every central role of
+// deploy/nats/contain.conf can do its job with bus.Consume and bus.Publish
+// (collector → enricher → analyzer → store), with no permission refused.
+func TestPipelineRolesUnderAuthorization(t *testing.T) {
+	a := startAuthCluster(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	admin := a.connect("admin")
+	if err := bus.EnsureStreams(ctx, admin.js, bus.StreamsConfig{Memory: true}); err != nil {
+		t.Fatal(err)
+	}
+	log := testenv.Logger(t)
+	m := metrics.New()
+	consume := func(c *client, cfg bus.ConsumerConfig, h bus.Handler) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cfg.FetchWait = 100 * time.Millisecond
+			if err := bus.Consume(ctx, c.js, cfg, h, m, log); err != nil {
+				t.Errorf("%s: %v", cfg.Durable, err)
+			}
+		}()
+	}
+	relay := func(c *client, subject, stage string) bus.Handler {
+		prod := bus.NewProducer("central", stage)
+		return func(ctx context.Context, bs []*containv1.Batch) error {
+			for _, b := range bs {
+				if err := bus.Publish(ctx, c.js, subject, prod.Batch(b.Events)); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	}
+	enricher, analyzer, store := a.connect("enricher"), a.connect("analyzer"), a.connect("store")
+	consume(enricher, bus.ConsumerConfig{Stream: containv1.StreamRaw, Durable: "enricher", FilterSubject: containv1.SubjectPrefix + ".raw.>", Stage: "enricher"},
+		relay(enricher, containv1.EventsSubject("node-a"), metrics.StageEnricher))
+	consume(analyzer, bus.ConsumerConfig{Stream: containv1.StreamEvents, Durable: "analyzer", Stage: "analyzer"},
+		relay(analyzer, containv1.AlertsSubject("node-a"), metrics.StageAnalyzer))
+	var mu sync.Mutex
+	stored := map[string]int{}
+	for stream, durable := range map[string]string{containv1.StreamEvents: "store-events", containv1.StreamAlerts: "store-alerts", containv1.StreamActions: "store-actions"} {
+		consume(store, bus.ConsumerConfig{Stream: stream, Durable: durable, Stage: "store"}, func(_ context.Context, bs []*containv1.Batch) error {
+			mu.Lock()
+			stored[stream] += len(bs)
+			mu.Unlock()
+			return nil
+		})
+	}
+	collector := a.connect("collector-node-a")
+	ev := &containv1.Event{Id: containv1.NewIDGen().Next(), Host: "node-a", Kind: containv1.Kind_KIND_EXEC, SchemaVersion: containv1.SchemaVersion}
+	if err := bus.Publish(ctx, collector.js, containv1.RawSubject("node-a"), bus.NewProducer("node-a", metrics.StageCollector).Batch([]*containv1.Event{ev})); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the event stored as an event and an alert", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return stored[containv1.StreamEvents] == 1 && stored[containv1.StreamAlerts] == 1
+	})
+	// Acks are allowed: nothing is redelivered.
+	waitFor(t, 5*time.Second, "every consumer fully acknowledged", func() bool {
+		for stream, durable := range map[string]string{containv1.StreamRaw: "enricher", containv1.StreamEvents: "analyzer", containv1.StreamAlerts: "store-alerts"} {
+			info, err := admin.js.Consumer(ctx, stream, durable)
+			if err != nil {
+				return false
+			}
+			ci, err := info.Info(ctx)
+			if err != nil || ci.NumAckPending != 0 || ci.NumPending != 0 {
+				return false
+			}
+		}
+		return true
+	})
+	for name, c := range map[string]*client{"collector": collector, "enricher": enricher, "analyzer": analyzer, "store": store} {
+		c.mu.Lock()
+		if len(c.errs) > 0 {
+			t.Errorf("%s was refused: %v", name, c.errs)
+		}
+		c.mu.Unlock()
+	}
+}
