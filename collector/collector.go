@@ -242,6 +242,8 @@ family:
 			"track_procs":    b2u(c.cfg.Processes),
 			"rate_cost_ns":   rateCost,
 			"rate_cap_ns":    rateCap,
+			"wake_types":     wakeTypes(c.cfg.WakeupKinds),
+			"wake_bytes":     uint64(c.cfg.RingBufferBytes / 4),
 		} {
 			if err := spec.Variables[name].Set(v); err != nil {
 				return fmt.Errorf("collector: setting %s: %w", name, err)
@@ -409,13 +411,28 @@ func (c *Collector) Run(ctx context.Context) error {
 	}
 }
 
+// wakeTypes is the wake_types bit set of kinds (validated names).
+func wakeTypes(kinds []string) uint32 {
+	var m uint32
+	for _, k := range kinds {
+		m |= 1 << recordKinds[k]
+	}
+	return m
+}
+
 // readLoop moves ring-buffer records to the queue and never blocks on it.
+// It wakes up at least every PollInterval to read records written
+// without a wakeup (see Config.WakeupKinds).
 func (c *Collector) readLoop() {
 	var rec ringbuf.Record
 	for {
+		c.rd.SetDeadline(time.Now().Add(c.cfg.PollInterval))
 		if err := c.rd.ReadInto(&rec); err != nil {
 			if errors.Is(err, ringbuf.ErrClosed) || errors.Is(err, ringbuf.ErrFlushed) {
 				return
+			}
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				continue
 			}
 			c.m.Errors.WithLabelValues(metrics.StageCollector, "ringbuf_read").Inc()
 			continue

@@ -157,6 +157,8 @@ const (
 	collectorVarUnusedLifecycleEvent = "unused_lifecycle_event"
 	collectorVarUnusedNetEvent       = "unused_net_event"
 	collectorVarUnusedSyscallEvent   = "unused_syscall_event"
+	collectorVarWakeBytes            = "wake_bytes"
+	collectorVarWakeTypes            = "wake_types"
 )
 
 // loadCollector returns the embedded CollectionSpec for collector.
@@ -246,6 +248,8 @@ type collectorVariableSpecs struct {
 	UnusedLifecycleEvent *ebpf.VariableSpec `ebpf:"unused_lifecycle_event"`
 	UnusedNetEvent       *ebpf.VariableSpec `ebpf:"unused_net_event"`
 	UnusedSyscallEvent   *ebpf.VariableSpec `ebpf:"unused_syscall_event"`
+	WakeBytes            *ebpf.VariableSpec `ebpf:"wake_bytes"`
+	WakeTypes            *ebpf.VariableSpec `ebpf:"wake_types"`
 }
 
 // collectorObjects contains all objects after they have been loaded into the kernel.
@@ -311,6 +315,8 @@ type collectorVariables struct {
 	UnusedLifecycleEvent *ebpf.Variable `ebpf:"unused_lifecycle_event"`
 	UnusedNetEvent       *ebpf.Variable `ebpf:"unused_net_event"`
 	UnusedSyscallEvent   *ebpf.Variable `ebpf:"unused_syscall_event"`
+	WakeBytes            *ebpf.Variable `ebpf:"wake_bytes"`
+	WakeTypes            *ebpf.Variable `ebpf:"wake_types"`
 }
 
 // collectorPrograms contains all programs after they have been loaded into the kernel.

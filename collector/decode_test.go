@@ -426,6 +426,8 @@ func TestConfigValidate(t *testing.T) {
 		"collector.sensitive_files":    func(c *Config) { c.SensitiveFiles = []string{"etc/shadow"} },
 		"collector.rate_burst":         func(c *Config) { c.RateBurst = 0 },
 		"collector.rate_per_sec":       func(c *Config) { c.RatePerSec = -1 },
+		"collector.poll_interval":      func(c *Config) { c.PollInterval = 0 },
+		"collector.wakeup_kinds":       func(c *Config) { c.WakeupKinds = []string{"exec", "net"} },
 	} {
 		c := DefaultConfig()
 		edit(&c)

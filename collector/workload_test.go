@@ -52,6 +52,7 @@ func main() {
 //   - http: busybox httpd in one runc container serving busybox wget in a
 //     loop in another (both on the host's loopback), CONTAIN_WORKLOAD_GETS
 //     GETs (default 1000): a fork, exec, connect, accept and exit each.
+//   - (CONTAIN_WORKLOAD_WAKEUP=kind,... overrides collector.wakeup_kinds.)
 //   - gzip: copy a generated file tree (CONTAIN_WORKLOAD_FILES files of
 //     64 KiB, default 256), gzip every file and remove the tree.
 //
@@ -144,7 +145,11 @@ func BenchmarkSyscallOverheadWorkload(b *testing.B) {
 				var stop func()
 				if withCollector {
 					m := metrics.New()
-					c, err := New(DefaultConfig(), js, m, testenv.Discard())
+					cfg := DefaultConfig()
+					if k, ok := os.LookupEnv("CONTAIN_WORKLOAD_WAKEUP"); ok {
+						cfg.WakeupKinds = strings.FieldsFunc(k, func(r rune) bool { return r == ',' })
+					}
+					c, err := New(cfg, js, m, testenv.Discard())
 					if err != nil {
 						b.Fatal(err)
 					}

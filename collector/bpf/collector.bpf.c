@@ -146,7 +146,7 @@ static __always_inline int handle_exec(struct task_struct *task, struct linux_bi
 	}
 	if (cut)
 		e->hdr.flags |= FLAG_PATH_TRUNCATED;
-	bpf_ringbuf_submit(e, 0);
+	bpf_ringbuf_submit(e, submit_flags(RECORD_EXEC));
 	return 0;
 }
 
@@ -201,7 +201,7 @@ static __always_inline void emit_syscall(struct pt_regs *regs, __u64 cgid, __u32
 	} else {
 		__builtin_memset(e->args, 0, sizeof(e->args));
 	}
-	bpf_ringbuf_submit(e, 0);
+	bpf_ringbuf_submit(e, submit_flags(RECORD_SYSCALL));
 }
 
 // count_syscall increments (cgid, nr) on this CPU and returns the count
@@ -368,7 +368,7 @@ static __always_inline void handle_net(struct pt_regs *regs, __u64 cgid, __u32 n
 	default:
 		sock_ends(sk, e, true);
 	}
-	bpf_ringbuf_submit(e, 0);
+	bpf_ringbuf_submit(e, submit_flags(RECORD_NET));
 }
 
 #define O_ACCMODE 03
@@ -559,7 +559,7 @@ static __always_inline void handle_file(struct pt_regs *regs, __u64 cgid, __u32 
 		if (nrel)
 			e->new_dir_state = ok && (!rel || ndfd == dfd) ? DIR_RESOLVED : DIR_UNRESOLVED;
 	}
-	bpf_ringbuf_submit(e, 0);
+	bpf_ringbuf_submit(e, submit_flags(RECORD_FILE));
 }
 
 // handle_sys_exit runs on every syscall's return. It counts each syscall
@@ -637,7 +637,7 @@ static __always_inline void emit_proc(struct task_struct *task, __u64 cgid, __u3
 	e->child_tgid = child;
 	e->exit_code = code;
 	e->_pad = 0;
-	bpf_ringbuf_submit(e, 0);
+	bpf_ringbuf_submit(e, submit_flags(RECORD_PROC));
 }
 
 static __always_inline int handle_fork(struct task_struct *parent, struct task_struct *child)

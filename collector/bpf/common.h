@@ -175,11 +175,27 @@ volatile const __u8 syscall_class[SYSCALL_MAX] = {};
 // rate_cost_ns 0 disables it.
 volatile const __u64 rate_cost_ns = 0;
 volatile const __u64 rate_cap_ns = 0;
+// Reader wakeups: records whose type bit (1 << RECORD_*) is set in
+// wake_types wake the reader at once; the others are submitted without a
+// wakeup (user space polls) unless the ring buffer holds more than
+// wake_bytes.
+volatile const __u32 wake_types = 0xffffffff;
+volatile const __u64 wake_bytes = 0;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 1 << 22); // resized by the loader
 } events SEC(".maps");
+
+// submit_flags: see wake_types.
+static __always_inline __u64 submit_flags(__u32 type)
+{
+	if (wake_types & (1u << type))
+		return 0;
+	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) > wake_bytes)
+		return BPF_RB_FORCE_WAKEUP;
+	return BPF_RB_NO_WAKEUP;
+}
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
