@@ -57,10 +57,19 @@ type NATSConfig struct {
 	// URL of an external NATS server. Empty: `contain run` embeds one, the
 	// single-stage commands dial nats://127.0.0.1:4222.
 	URL string
-	// Credentials is an optional NATS .creds file.
+	// Credentials is an optional NATS .creds file (JWT accounts).
 	Credentials string
-	Embedded    bus.EmbeddedConfig
-	Streams     bus.StreamsConfig
+	// NkeySeed is an optional nkey seed file (deploy/nats/contain.conf users).
+	NkeySeed string
+	// InboxPrefix replaces _INBOX for replies; under deploy/nats/contain.conf
+	// each user may only read _INBOX.<user>.>.
+	InboxPrefix string
+	// ManageStreams creates and updates contain's streams at start. Turn it
+	// off where an administrator manages them (deploy/nats/contain.conf
+	// lets only admin do so).
+	ManageStreams bool
+	Embedded      bus.EmbeddedConfig
+	Streams       bus.StreamsConfig
 }
 
 func defaultConfig() Config {
@@ -70,8 +79,9 @@ func defaultConfig() Config {
 		Log:     LogConfig{Level: "info", Format: "text"},
 		Metrics: MetricsConfig{Listen: "127.0.0.1:9464"},
 		NATS: NATSConfig{
-			Embedded: bus.EmbeddedConfig{Host: "127.0.0.1", Port: 4222, StoreDir: "/var/lib/contain/nats"},
-			Streams:  bus.StreamsConfig{EventsMaxAge: 24 * time.Hour, AlertsMaxAge: 30 * 24 * time.Hour, Replicas: 1},
+			Embedded:      bus.EmbeddedConfig{Host: "127.0.0.1", Port: 4222, StoreDir: "/var/lib/contain/nats"},
+			Streams:       bus.StreamsConfig{EventsMaxAge: 24 * time.Hour, AlertsMaxAge: 30 * 24 * time.Hour, Replicas: 1},
+			ManageStreams: true,
 		},
 		Collector: collector.DefaultConfig(),
 		Enricher:  enricher.DefaultConfig(),

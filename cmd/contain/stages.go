@@ -98,6 +98,17 @@ func connect(cfg *Config, embedded bool, name string, log *slog.Logger) (*nats.C
 	if cfg.NATS.Credentials != "" {
 		extra = append(extra, nats.UserCredentials(cfg.NATS.Credentials))
 	}
+	if cfg.NATS.NkeySeed != "" {
+		opt, err := nats.NkeyOptionFromSeed(cfg.NATS.NkeySeed)
+		if err != nil {
+			shutdown()
+			return nil, nil, nil, fmt.Errorf("nats.nkey_seed: %w", err)
+		}
+		extra = append(extra, opt)
+	}
+	if cfg.NATS.InboxPrefix != "" {
+		extra = append(extra, nats.CustomInboxPrefix(cfg.NATS.InboxPrefix))
+	}
 	nc, js, err := bus.Connect(url, "contain-"+name+"@"+cfg.Host, log, extra...)
 	if err != nil {
 		shutdown()
@@ -113,8 +124,10 @@ func runStages(ctx context.Context, cfg *Config, stages []string, embedded bool,
 		return err
 	}
 	defer closeNATS()
-	if err := bus.EnsureStreams(ctx, js, cfg.NATS.Streams); err != nil {
-		return err
+	if cfg.NATS.ManageStreams {
+		if err := bus.EnsureStreams(ctx, js, cfg.NATS.Streams); err != nil {
+			return fmt.Errorf("%w (set nats.manage_streams: false where an administrator manages them)", err)
+		}
 	}
 	if cfg.Metrics.Listen != "" {
 		stopMetrics, err := serveMetrics(cfg.Metrics.Listen, m, log)
