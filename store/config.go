@@ -72,7 +72,7 @@ func DefaultConfig() Config {
 		DialTimeout:   5 * time.Second,
 		InsertTimeout: 15 * time.Second,
 		BatchMaxRows:  100_000,
-		FetchMessages: 64,
+		FetchMessages: 512,
 		FlushInterval: time.Second,
 		AckWait:       60 * time.Second,
 		RetryDelay:    time.Second,
