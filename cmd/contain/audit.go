@@ -19,7 +19,7 @@ func init() { extraCommands = append(extraCommands, auditCommand) }
 func auditCommand(opts *globalOpts) *cobra.Command {
 	var (
 		format, failOn string
-		save           bool
+		save, running  bool
 	)
 	cmd := &cobra.Command{
 		Use:   "audit IMAGE...",
@@ -30,11 +30,21 @@ and evidence: packages installed without an index update, stale base, root
 user, mutable tag, ADD from URL, curl|sh installs, secret-like ENV names,
 SSH/debug ports, setuid binaries added. It exits 3 when a finding is at or
 above --fail-on, so it works as a deploy gate.`,
-		Args: cobra.MinimumNArgs(1),
+		Args: cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, images []string) error {
 			cfg, err := opts.load(cmd)
 			if err != nil {
 				return err
+			}
+			if running {
+				more, err := runningImages(cmd, cfg)
+				if err != nil {
+					return err
+				}
+				images = append(images, more...)
+			}
+			if len(images) == 0 {
+				return fmt.Errorf("audit: name images, or --running for those in use on this host")
 			}
 			threshold, err := enricher.ParseSeverity(failOn)
 			if err != nil {
@@ -73,6 +83,7 @@ above --fail-on, so it works as a deploy gate.`,
 	}
 	cmd.Flags().StringVar(&format, "format", "table", "table or json")
 	cmd.Flags().StringVar(&failOn, "fail-on", "high", "exit 3 when a finding is at or above this severity (info, low, medium, high, critical)")
+	cmd.Flags().BoolVar(&running, "running", false, "also audit every image in use on this host (--host), as the enricher knows them")
 	cmd.Flags().BoolVar(&save, "store", false, "also store the results in ClickHouse (store.*)")
 	return cmd
 }
@@ -104,4 +115,32 @@ func saveAudit(ctx context.Context, cfg *Config, ref string, findings []enricher
 	doc, _ := json.Marshal(findings)
 	row.Doc = string(doc)
 	return s.InsertImageAudit(ctx, row)
+}
+
+// runningImages asks the enricher's containers bucket which images this
+// host's containers run.
+func runningImages(cmd *cobra.Command, cfg *Config) ([]string, error) {
+	_, js, closeNATS, err := connect(cfg, false, "audit", cfg.logger(os.Stderr))
+	if err != nil {
+		return nil, err
+	}
+	defer closeNATS()
+	ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
+	defer cancel()
+	recs, skipped, err := enricher.RunningImages(ctx, js, cfg.Enricher.ContainersBucket, cfg.Host)
+	if err != nil {
+		return nil, fmt.Errorf("--running: %w", err)
+	}
+	if skipped > 0 {
+		fmt.Fprintf(cmd.ErrOrStderr(), "contain: %d undecodable container records skipped\n", skipped)
+	}
+	var refs []string
+	for _, r := range recs {
+		ref := r.ImageRef
+		if r.ImageDigest != "" && !strings.Contains(ref, "@") {
+			ref += "@" + r.ImageDigest
+		}
+		refs = append(refs, ref)
+	}
+	return refs, nil
 }
