@@ -137,7 +137,7 @@ func DefaultConfig() Config {
 		RatePerSec:        20000,
 		RateBurst:         20000,
 		WakeupKinds:       []string{"exec", "syscall"},
-		PollInterval:      2 * time.Millisecond,
+		PollInterval:      10 * time.Millisecond,
 	}
 }
 

@@ -52,7 +52,9 @@ func main() {
 //   - http: busybox httpd in one runc container serving busybox wget in a
 //     loop in another (both on the host's loopback), CONTAIN_WORKLOAD_GETS
 //     GETs (default 1000): a fork, exec, connect, accept and exit each.
-//   - (CONTAIN_WORKLOAD_WAKEUP=kind,... overrides collector.wakeup_kinds.)
+//   - (CONTAIN_WORKLOAD_WAKEUP=kind,..., CONTAIN_WORKLOAD_POLL=duration and
+//     CONTAIN_WORKLOAD_FLUSH=duration override collector.wakeup_kinds,
+//     collector.poll_interval and collector.flush_interval.)
 //   - gzip: copy a generated file tree (CONTAIN_WORKLOAD_FILES files of
 //     64 KiB, default 256), gzip every file and remove the tree.
 //
@@ -148,6 +150,12 @@ func BenchmarkSyscallOverheadWorkload(b *testing.B) {
 					cfg := DefaultConfig()
 					if k, ok := os.LookupEnv("CONTAIN_WORKLOAD_WAKEUP"); ok {
 						cfg.WakeupKinds = strings.FieldsFunc(k, func(r rune) bool { return r == ',' })
+					}
+					if d, err := time.ParseDuration(os.Getenv("CONTAIN_WORKLOAD_POLL")); err == nil {
+						cfg.PollInterval = d
+					}
+					if d, err := time.ParseDuration(os.Getenv("CONTAIN_WORKLOAD_FLUSH")); err == nil {
+						cfg.FlushInterval = d
 					}
 					c, err := New(cfg, js, m, testenv.Discard())
 					if err != nil {
