@@ -60,6 +60,8 @@
 //     id != the cgroup2 root's) and never the collector's own process;
 //     host systemd-unit cgroups that pass the kernel filter are dropped in
 //     user space and counted (reason host_process).
+//   - Exec and syscall records wake the reader at once; other records are
+//     read within collector.poll_interval (collector.wakeup_kinds).
 //   - The ring-buffer reader never blocks: a full queue drops and counts
 //     (contain_dropped_total{stage="collector",reason="queue_full"}) and
 //     the loss is reported as a KIND_LOSS event. Nothing is lost silently.
