@@ -187,11 +187,13 @@ struct {
 	__uint(max_entries, 1 << 22); // resized by the loader
 } events SEC(".maps");
 
-// submit_flags: see wake_types.
+// submit_flags: see wake_types. Waking records force the wakeup: with
+// flags 0 the kernel notifies only when the reader has consumed everything
+// before this record, which is not the case after NO_WAKEUP records.
 static __always_inline __u64 submit_flags(__u32 type)
 {
 	if (wake_types & (1u << type))
-		return 0;
+		return BPF_RB_FORCE_WAKEUP;
 	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) > wake_bytes)
 		return BPF_RB_FORCE_WAKEUP;
 	return BPF_RB_NO_WAKEUP;
