@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -325,8 +326,29 @@ func fillSensitiveFiles(m *ebpf.Map, paths []string) error {
 		if err := m.Put(key, uint8(1)); err != nil {
 			return fmt.Errorf("sensitive file %q: %w", p, err)
 		}
+		if leaf, ok := leafFirstKey(p); ok {
+			if err := m.Put(leaf, uint8(1)); err != nil {
+				return fmt.Errorf("sensitive file %q: %w", p, err)
+			}
+		}
 	}
 	return nil
+}
+
+// leafFirstKey encodes an absolute path as the kernel's path walk writes
+// it: components leaf first, each NUL-terminated ("/etc/shadow" →
+// "shadow\x00etc\x00"), NUL-padded; ok is false when it does not fit.
+func leafFirstKey(p string) (key [sensitivePathLen]byte, ok bool) {
+	parts := strings.Split(strings.Trim(path.Clean(p), "/"), "/")
+	off := 0
+	for i := len(parts) - 1; i >= 0; i-- {
+		if parts[i] == "" || off+len(parts[i])+1 >= sensitivePathLen {
+			return key, false
+		}
+		off += copy(key[off:], parts[i])
+		off++ // NUL
+	}
+	return key, true
 }
 
 // ownCgroupID is the cgroup2 id of this process.

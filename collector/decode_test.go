@@ -413,6 +413,28 @@ func TestDecodeProcessAndPaths(t *testing.T) {
 	}
 }
 
+func TestLeafFirstKey(t *testing.T) {
+	for p, want := range map[string]string{
+		"/etc/shadow":                 "shadow\x00etc\x00",
+		"/proc/1/environ":             "environ\x001\x00proc\x00",
+		"/etc//x/":                    "x\x00etc\x00",
+		"/":                           "",
+		"/" + strings.Repeat("a", 63): "",
+	} {
+		key, ok := leafFirstKey(p)
+		got := strings.TrimRight(string(key[:]), "\x00")
+		if want == "" {
+			if ok {
+				t.Errorf("%q: key %q, want none", p, got)
+			}
+			continue
+		}
+		if !ok || got+"\x00" != want {
+			t.Errorf("%q: key %q (%v), want %q", p, got, ok, want)
+		}
+	}
+}
+
 func TestConfigValidate(t *testing.T) {
 	if err := DefaultConfig().Validate(); err != nil {
 		t.Fatalf("default config: %v", err)

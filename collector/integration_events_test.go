@@ -159,7 +159,7 @@ func TestIntegrationFiles(t *testing.T) {
 	buildStatic(t, viaDirfd, filepath.Join(ctr.Rootfs, "bin", "viafd"))
 	script := `echo x > /etc/evil; mv /etc/evil /etc/evil2; rm /etc/evil2; touch /tmp/f; chmod 600 /tmp/f; chown 1:2 /tmp/f; cat /etc/shadow >/dev/null; cat /etc/passwd >/dev/null
 cd /tmp && echo y > rel && chown 3:4 rel; mv rel ../etc/rel2 && rm ../etc/rel2
-cd / && /bin/viafd; exit 0`
+cd / && /bin/viafd; cd /etc && cat shadow >/dev/null && cat passwd >/dev/null; exit 0`
 	if out, err := ctr.Exec(15*time.Second, "/bin/sh", "-c", script); err != nil {
 		t.Fatalf("runc exec: %v: %s", err, out)
 	}
@@ -211,7 +211,10 @@ cd / && /bin/viafd; exit 0`
 			return f.Op == containv1.File_OP_UNLINK && f.Path == "/data/viafd2" && f.Result == 0
 		}},
 		{"read of /etc/shadow", func(f *containv1.File) bool {
-			return f.Op == containv1.File_OP_OPEN_READ && f.Path == "/etc/shadow" && f.Result >= 0
+			return f.Op == containv1.File_OP_OPEN_READ && f.Path == "/etc/shadow" && f.Result >= 0 && !f.PathRelative
+		}},
+		{"read of shadow from /etc (relative)", func(f *containv1.File) bool {
+			return f.Op == containv1.File_OP_OPEN_READ && f.Path == "/etc/shadow" && f.Result >= 0 && f.PathRelative
 		}},
 	}
 	evs := raw.waitFor(t, 10*time.Second, "every file event", func(evs []*containv1.Event) bool {

@@ -380,6 +380,43 @@ static __always_inline void handle_net(struct pt_regs *regs, __u64 cgid, __u32 n
 #define WRITE_INTENT (O_WRONLY | O_RDWR | O_CREAT | O_TRUNC | O_APPEND)
 #define AT_FDCWD -100
 
+// file_of is the task's open file fd, or NULL.
+static __always_inline struct file *file_of(struct task_struct *task, long fd)
+{
+	if (fd < 0)
+		return NULL;
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	unsigned int max = BPF_CORE_READ(fdt, max_fds);
+	if ((unsigned long)fd >= max)
+		return NULL;
+	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file *f = NULL;
+	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
+	return f;
+}
+
+// sensitive_fd reports whether the file fd (just opened through a relative
+// path) is one of sensitive_files, by its walked path (leaf first).
+static __always_inline bool sensitive_fd(struct task_struct *task, long fd)
+{
+	struct file *f = file_of(task, fd);
+	if (!f)
+		return false;
+	bool cut = false;
+	__u32 n = walk_path(0, BPF_CORE_READ(f, f_path.dentry), BPF_CORE_READ(f, f_path.mnt),
+			    BPF_CORE_READ(task, fs, root.dentry), BPF_CORE_READ(task, fs, root.mnt), &cut);
+	if (cut || n == 0 || n >= SENSITIVE_PATH_LEN)
+		return false;
+	__u32 zero = 0;
+	struct path_buf *pb = bpf_map_lookup_elem(&path_scratch, &zero);
+	if (!pb)
+		return false;
+	char key[SENSITIVE_PATH_LEN] = {};
+	asm volatile("" : "+r"(n)); // keep the mask: the verifier needs it
+	bpf_probe_read_kernel(key, n & (SENSITIVE_PATH_LEN - 1), pb->b[0]);
+	return bpf_map_lookup_elem(&sensitive_files, key) != NULL;
+}
+
 // base_dir walks the directory relative paths of fd start from (the cwd
 // for AT_FDCWD) into e->dir, leaf first; false when it cannot be read or
 // was cut.
@@ -391,15 +428,7 @@ static __always_inline bool base_dir(struct task_struct *task, int fd, struct fi
 		d = BPF_CORE_READ(task, fs, pwd.dentry);
 		m = BPF_CORE_READ(task, fs, pwd.mnt);
 	} else {
-		if (fd < 0)
-			return false;
-		struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
-		unsigned int max = BPF_CORE_READ(fdt, max_fds);
-		if ((unsigned int)fd >= max)
-			return false;
-		struct file **fds = BPF_CORE_READ(fdt, fd);
-		struct file *f = NULL;
-		bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
+		struct file *f = file_of(task, fd);
 		if (!f)
 			return false;
 		d = BPF_CORE_READ(f, f_path.dentry);
@@ -510,8 +539,15 @@ static __always_inline void handle_file(struct pt_regs *regs, __u64 cgid, __u32 
 			// A read: reported only for the sensitive set.
 			char key[SENSITIVE_PATH_LEN] = {};
 			long n = bpf_probe_read_user_str(key, sizeof(key), path);
-			if (n <= 0 || n == sizeof(key) || !bpf_map_lookup_elem(&sensitive_files, key))
+			if (n <= 0)
 				return;
+			if (key[0] != '/') {
+				// Relative: match the opened file's own path.
+				if (ret < 0 || !sensitive_fd((struct task_struct *)bpf_get_current_task_btf(), ret))
+					return;
+			} else if (n == sizeof(key) || !bpf_map_lookup_elem(&sensitive_files, key)) {
+				return;
+			}
 			op = FILE_OPEN_READ;
 		}
 	}

@@ -240,10 +240,12 @@ struct {
 
 #define SENSITIVE_PATH_LEN 64
 
-// Paths whose read-only opens are reported (exact, absolute, NUL-padded).
+// Paths whose read-only opens are reported (exact, NUL-padded): each path
+// twice, absolute as passed ("/etc/shadow") and leaf first as walk_path
+// writes it ("shadow\0etc\0"), for opens of relative paths.
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 256);
+	__uint(max_entries, 512);
 	__type(key, char[SENSITIVE_PATH_LEN]);
 	__type(value, __u8);
 } sensitive_files SEC(".maps");
