@@ -35,7 +35,8 @@
 //   - KIND_FILE: write-intent opens (OP_CREATE when O_CREAT), creat,
 //     rename, unlink, chmod, chown (with uid and gid) with paths (at most
 //     256 bytes as passed), flags, mode and result; OP_OPEN_READ for
-//     collector.sensitive_files (collector.files). A relative path is
+//     collector.sensitive_files, opened by that absolute path or through a
+//     relative one (collector.files). A relative path is
 //     joined with the directory it was resolved from (the cwd, or the
 //     dirfd's directory for the *at syscalls; read in the kernel at the
 //     syscall's exit) and cleaned, path_relative set; when that directory
