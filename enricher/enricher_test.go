@@ -24,27 +24,7 @@ func startEnricher(t *testing.T, cfg Config, js jetstream.JetStream, m *metrics.
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- e.Run(ctx) }()
-	stopped := false
-	stop = func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Error("Run did not return 10s after cancel")
-		}
-	}
-	t.Cleanup(stop)
-	return stop
+	return testenv.Go(t, 10*time.Second, e.Run)
 }
 
 // eventsReader reads CONTAIN_EVENTS from the start, in order.

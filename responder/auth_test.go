@@ -171,26 +171,9 @@ func TestAuthorisedPublishers(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		rctx, cancel := context.WithCancel(ctx)
-		done := make(chan error, 1)
-		go func() { done <- r.Run(rctx) }()
-		stopped := false
-		stop = func() {
-			if stopped {
-				return
-			}
-			stopped = true
-			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("Run: %v", err)
-				}
-			case <-time.After(5 * time.Second):
-				t.Errorf("Run did not return after cancel")
-			}
-			resp.nc.Close()
-		}
+		stopRun := testenv.Go(t, 5*time.Second, r.Run)
+		var once sync.Once
+		stop = func() { once.Do(func() { stopRun(); resp.nc.Close() }) }
 		t.Cleanup(stop)
 		return stop
 	}

@@ -61,26 +61,7 @@ func startOn(t testing.TB, nc *nats.Conn, js jetstream.JetStream, edit func(*Con
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
-	stopped := false
-	stop := func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		case <-time.After(5 * time.Second):
-			t.Errorf("Run did not return after cancel")
-		}
-	}
-	t.Cleanup(stop)
+	stop := testenv.Go(t, 5*time.Second, r.Run)
 	acts, err := js.OrderedConsumer(context.Background(), containv1.StreamActions, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{containv1.ActionsSubject(testHost)},
 	})

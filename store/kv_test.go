@@ -116,27 +116,7 @@ func (f *kvFixture) putBaseline(t *testing.T, d *analyzer.Doc) {
 // startRun runs s until the returned stop is called (or the test ends).
 func startRun(t *testing.T, s *Store, m *metrics.Metrics, js jetstream.JetStream) (stop func()) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx, js, m) }()
-	stopped := false
-	stop = func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		case <-time.After(15 * time.Second):
-			t.Errorf("Run did not return 15s after its context ended")
-		}
-	}
-	t.Cleanup(stop)
-	return stop
+	return testenv.Go(t, 15*time.Second, func(ctx context.Context) error { return s.Run(ctx, js, m) })
 }
 
 // waitAcked waits until the store's consumer on bucket has acknowledged
