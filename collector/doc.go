@@ -16,7 +16,11 @@
 //   - KIND_CONTAINER: once per container, on its first event and BEFORE
 //     that container's other events (again if its runtime state appears
 //     later): ContainerInfo{runtime, cgroup_path, bundle, init_pid,
-//     labels, pod, namespace}. labels are the OCI annotations, then the
+//     labels, pod, namespace, addresses, host_network}. addresses are the
+//     IP addresses of the init's network namespace when it is announced
+//     (/proc/<init pid>/net/fib_trie and if_inet6; no loopback or
+//     link-local; host_network when it is the host's namespace, whose
+//     addresses they then are). labels are the OCI annotations, then the
 //     runtime's own (docker Config.Labels, cri-o's io.kubernetes.cri-o.Labels
 //     expanded) and io.contain.image.ref/.digest/.id and
 //     io.contain.container.name from the runtime's state; the first source

@@ -160,6 +160,14 @@ func (c *container) infoEvent(host string, monoNs uint64) *containv1.Event {
 			Namespace:  c.info.Namespace,
 		}},
 	}
+	if c.info.InitPID != 0 {
+		// Best effort: the init may already have exited.
+		ci := ev.GetContainer()
+		ci.Addresses, ci.HostNetwork, _ = netAddrs(procRoot, c.info.InitPID)
+	}
 	c.stamp(ev)
 	return ev
 }
+
+// procRoot is where the host's /proc is mounted.
+const procRoot = "/proc"

@@ -1830,14 +1830,21 @@ func (x *Loss) GetCount() uint64 {
 }
 
 type ContainerInfo struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Runtime       string                 `protobuf:"bytes,1,opt,name=runtime,proto3" json:"runtime,omitempty"`
-	CgroupPath    string                 `protobuf:"bytes,2,opt,name=cgroup_path,json=cgroupPath,proto3" json:"cgroup_path,omitempty"`
-	Bundle        string                 `protobuf:"bytes,3,opt,name=bundle,proto3" json:"bundle,omitempty"`
-	InitPid       uint32                 `protobuf:"varint,4,opt,name=init_pid,json=initPid,proto3" json:"init_pid,omitempty"`
-	Labels        map[string]string      `protobuf:"bytes,5,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	Pod           string                 `protobuf:"bytes,6,opt,name=pod,proto3" json:"pod,omitempty"`
-	Namespace     string                 `protobuf:"bytes,7,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Runtime    string                 `protobuf:"bytes,1,opt,name=runtime,proto3" json:"runtime,omitempty"`
+	CgroupPath string                 `protobuf:"bytes,2,opt,name=cgroup_path,json=cgroupPath,proto3" json:"cgroup_path,omitempty"`
+	Bundle     string                 `protobuf:"bytes,3,opt,name=bundle,proto3" json:"bundle,omitempty"`
+	InitPid    uint32                 `protobuf:"varint,4,opt,name=init_pid,json=initPid,proto3" json:"init_pid,omitempty"`
+	Labels     map[string]string      `protobuf:"bytes,5,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Pod        string                 `protobuf:"bytes,6,opt,name=pod,proto3" json:"pod,omitempty"`
+	Namespace  string                 `protobuf:"bytes,7,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	// addresses: the container's IP addresses, read from its network
+	// namespace when it is announced (16 bytes; IPv4 is IPv4-mapped).
+	// Loopback and IPv6 link-local addresses are left out.
+	Addresses [][]byte `protobuf:"bytes,8,rep,name=addresses,proto3" json:"addresses,omitempty"`
+	// host_network: the container shares the host's network namespace;
+	// addresses are then the host's.
+	HostNetwork   bool `protobuf:"varint,9,opt,name=host_network,json=hostNetwork,proto3" json:"host_network,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1919,6 +1926,20 @@ func (x *ContainerInfo) GetNamespace() string {
 		return x.Namespace
 	}
 	return ""
+}
+
+func (x *ContainerInfo) GetAddresses() [][]byte {
+	if x != nil {
+		return x.Addresses
+	}
+	return nil
+}
+
+func (x *ContainerInfo) GetHostNetwork() bool {
+	if x != nil {
+		return x.HostNetwork
+	}
+	return false
 }
 
 var File_contain_v1_events_proto protoreflect.FileDescriptor
@@ -2093,7 +2114,7 @@ const file_contain_v1_events_proto_rawDesc = "" +
 	"\x04Loss\x12\x16\n" +
 	"\x06source\x18\x01 \x01(\tR\x06source\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x14\n" +
-	"\x05count\x18\x03 \x01(\x04R\x05count\"\xa7\x02\n" +
+	"\x05count\x18\x03 \x01(\x04R\x05count\"\xe8\x02\n" +
 	"\rContainerInfo\x12\x18\n" +
 	"\aruntime\x18\x01 \x01(\tR\aruntime\x12\x1f\n" +
 	"\vcgroup_path\x18\x02 \x01(\tR\n" +
@@ -2102,7 +2123,9 @@ const file_contain_v1_events_proto_rawDesc = "" +
 	"\binit_pid\x18\x04 \x01(\rR\ainitPid\x12=\n" +
 	"\x06labels\x18\x05 \x03(\v2%.contain.v1.ContainerInfo.LabelsEntryR\x06labels\x12\x10\n" +
 	"\x03pod\x18\x06 \x01(\tR\x03pod\x12\x1c\n" +
-	"\tnamespace\x18\a \x01(\tR\tnamespace\x1a9\n" +
+	"\tnamespace\x18\a \x01(\tR\tnamespace\x12\x1c\n" +
+	"\taddresses\x18\b \x03(\fR\taddresses\x12!\n" +
+	"\fhost_network\x18\t \x01(\bR\vhostNetwork\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*\xb4\x01\n" +
