@@ -11,7 +11,11 @@
 // of a known container. Full declarations are stored once, not per event:
 // NATS KV buckets contain_containers (host+container id -> image),
 // contain_profiles (declared profiles by image digest) and contain_images
-// (image declarations by digest); formats in schemas/profile.md.
+// (image declarations by digest); formats in schemas/profile.md. A
+// compose-service profile that declares peers carries peer_addresses, the
+// addresses of the peer services' known containers (from the container
+// events' ContainerInfo.addresses); it is re-published as a new version,
+// and set on the service's events, when a peer container appears.
 //
 // Guarantees:
 //   - An input batch is acknowledged only after its output batch is stored

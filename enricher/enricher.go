@@ -56,6 +56,9 @@ type Enricher struct {
 	misses   map[ckey]time.Time
 	profiles map[string]string // image digest -> profile ref
 	digests  map[string]string // image ref -> digest learnt by resolution
+
+	peersMu  sync.Mutex // serialises service-profile updates; taken before mu
+	services map[svcKey]*svcProfile
 }
 
 // New makes an Enricher; Run starts it. js may be used by other stages too.
@@ -76,6 +79,7 @@ func New(cfg Config, js jetstream.JetStream, m *metrics.Metrics, log *slog.Logge
 		misses:   make(map[ckey]time.Time),
 		profiles: make(map[string]string),
 		digests:  make(map[string]string),
+		services: make(map[svcKey]*svcProfile),
 	}
 	if cfg.Workers > 0 {
 		r, err := newResolver(e)
@@ -195,8 +199,11 @@ func (e *Enricher) watchContainers(ctx context.Context, wg *sync.WaitGroup) erro
 					e.log.Warn("skipping malformed container record", "key", kve.Key(), logErr, err)
 					continue
 				}
-				if e.store(rec) && e.res != nil {
-					e.res.request(rec)
+				if e.store(rec) {
+					if e.res != nil {
+						e.res.request(rec)
+					}
+					e.refreshPeers(ctx, rec.ComposeProject, rec.ComposeService)
 				}
 			}
 		}
@@ -381,6 +388,14 @@ func (e *Enricher) containerEvent(ctx context.Context, host string, ev *containv
 		labels = ci.Labels
 	}
 	rec := containerFromLabels(host, ev.ContainerId, ev.ContainerName, labels, ev.WallNs)
+	if ci := ev.GetContainer(); ci != nil {
+		var bad int
+		rec.Addresses, bad = addressStrings(ci.Addresses)
+		rec.HostNetwork = ci.HostNetwork
+		if bad > 0 {
+			e.m.Malformed.WithLabelValues(metrics.StageEnricher).Inc()
+		}
+	}
 	if rec.ImageRef == "" && rec.ImageDigest == "" {
 		// The collector may already have set them on the envelope.
 		rec.ImageRef, rec.ImageDigest = ev.ImageRef, ev.ImageDigest
@@ -409,6 +424,7 @@ func (e *Enricher) containerEvent(ctx context.Context, host string, ev *containv
 	if e.res != nil {
 		e.res.request(rec)
 	}
+	e.refreshPeers(ctx, rec.ComposeProject, rec.ComposeService)
 	return nil
 }
 

@@ -1,6 +1,7 @@
 package enricher
 
 import (
+	"slices"
 	"strings"
 )
 
@@ -43,6 +44,11 @@ type ContainerImage struct {
 	ComposeProject string `json:"compose_project,omitempty"`
 	ComposeService string `json:"compose_service,omitempty"`
 	Dockerfile     string `json:"dockerfile,omitempty"`
+	// Addresses are the container's IP addresses as the collector read
+	// them (ContainerInfo.addresses); HostNetwork says they are the
+	// host's.
+	Addresses   []string `json:"addresses,omitempty"`
+	HostNetwork bool     `json:"host_network,omitempty"`
 	// SeenWallNs is the wall time of the container event that made it.
 	SeenWallNs int64 `json:"seen_wall_ns,omitempty"`
 }
@@ -145,7 +151,8 @@ func containerFromLabels(host, id, name string, labels map[string]string, wallNs
 // sameImage reports whether two records carry the same enrichment.
 func sameImage(a, b ContainerImage) bool {
 	return a.ImageRef == b.ImageRef && a.ImageDigest == b.ImageDigest && a.Name == b.Name &&
-		a.ComposeProject == b.ComposeProject && a.ComposeService == b.ComposeService && a.Dockerfile == b.Dockerfile
+		a.ComposeProject == b.ComposeProject && a.ComposeService == b.ComposeService && a.Dockerfile == b.Dockerfile &&
+		slices.Equal(a.Addresses, b.Addresses) && a.HostNetwork == b.HostNetwork
 }
 
 // kvKey is the containers-bucket key of (host, container id): each part

@@ -2,6 +2,7 @@ package enricher
 
 import (
 	"encoding/json"
+	"net/netip"
 	"strings"
 	"testing"
 )
@@ -90,10 +91,21 @@ func FuzzDecodeProfile(f *testing.F) {
 	f.Add(good)
 	f.Add([]byte(`{"schema_version":1,"version":"x","image_digest":"sha256:1"}`))
 	f.Add([]byte(`null`))
+	sp := &Profile{ImageDigest: testDigest, ComposeService: "web", Peers: []Peer{{Service: "db", Via: []string{"depends_on"}}}, PeerAddresses: []string{"10.231.0.3", "fd00::3"}}
+	sp.seal()
+	withPeers, _ := json.Marshal(sp)
+	f.Add(withPeers)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		p, err := DecodeProfile(b)
 		if err == nil && (p.Version == "" || !ValidDigest(p.ImageDigest)) {
 			t.Fatalf("accepted bad profile %+v", p)
+		}
+		if err == nil {
+			for _, a := range p.PeerAddresses {
+				if _, err := netip.ParseAddr(a); err != nil {
+					t.Fatalf("accepted peer address %q", a)
+				}
+			}
 		}
 	})
 }

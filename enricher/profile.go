@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -48,9 +49,14 @@ type Profile struct {
 	WritablePaths  []string `json:"writable_paths,omitempty"`
 	ReadOnlyRootfs bool     `json:"read_only_rootfs,omitempty"`
 	// Peers are the compose services this one is expected to talk to.
-	Peers   []Peer   `json:"peers,omitempty"`
-	CapAdd  []string `json:"cap_add,omitempty"`
-	CapDrop []string `json:"cap_drop,omitempty"`
+	Peers []Peer `json:"peers,omitempty"`
+	// PeerAddresses are the IP addresses of the peer services' known
+	// containers (a service profile that declares peers; a new version
+	// whenever they change). Empty, not absent, when no peer container is
+	// known yet: then no connection is declared.
+	PeerAddresses []string `json:"peer_addresses,omitzero"`
+	CapAdd        []string `json:"cap_add,omitempty"`
+	CapDrop       []string `json:"cap_drop,omitempty"`
 	// Executables are the regular files with an execute bit that the
 	// image's layers ship (absolute paths, sorted); an exec of any other
 	// path is drift. Empty when layer files were not listed.
@@ -100,6 +106,11 @@ func DecodeProfile(b []byte) (*Profile, error) {
 	}
 	if p.Version == "" {
 		return nil, errors.New("profile: no version")
+	}
+	for _, a := range p.PeerAddresses {
+		if _, err := netip.ParseAddr(a); err != nil {
+			return nil, fmt.Errorf("profile: peer_addresses: %w", err)
+		}
 	}
 	return &p, nil
 }

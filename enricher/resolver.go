@@ -131,6 +131,15 @@ func (r *resolver) resolve(ctx context.Context, rec ContainerImage) {
 	}
 	profiles = append(profiles, DeriveProfile(decl, df, nil, ""))
 	for _, p := range profiles {
+		if p.ComposeService != "" {
+			// With its peers' addresses, re-published as they change.
+			if err := e.publishServiceProfile(ctx, rec, p); err != nil {
+				e.m.Errors.WithLabelValues(metrics.StageEnricher, errProfile).Inc()
+				e.log.Warn("storing profile", logErr, err)
+				return
+			}
+			continue
+		}
 		if err := storeProfile(ctx, e.profilesKV, p); err != nil {
 			e.m.Errors.WithLabelValues(metrics.StageEnricher, errProfile).Inc()
 			e.log.Warn("storing profile", logErr, err)
