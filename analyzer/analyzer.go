@@ -58,6 +58,9 @@ func New(cfg Config, js jetstream.JetStream, m *metrics.Metrics, log *slog.Logge
 	if err != nil {
 		return nil, err
 	}
+	if a.profiles != nil {
+		eng.SetRefProfiles(a.profiles.getRef)
+	}
 	a.engine = eng
 	registerStats(m.Registry, a)
 	return a, nil
@@ -107,6 +110,11 @@ func (a *Analyzer) Run(ctx context.Context) error {
 // the host they are about. When publishing fails the alerts are kept and
 // the batches redelivered; the engine drops the redelivered duplicates.
 func (a *Analyzer) handle(ctx context.Context, batches []*containv1.Batch) error {
+	if a.profiles != nil {
+		if err := a.profiles.ensure(ctx, profileRefs(batches)); err != nil {
+			a.m.Errors.WithLabelValues(metrics.StageAnalyzer, "profile_load").Inc()
+		}
+	}
 	a.mu.Lock()
 	for _, b := range batches {
 		for _, ev := range b.Events {

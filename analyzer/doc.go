@@ -14,7 +14,11 @@
 // LearningWindow of event time (or until its novelty rate converges),
 // then scores every deviation in [0,1] from the severity of its class,
 // how rare it is for the image, and whether it contradicts the image's
-// declared Profile (contradictions are scored even while learning).
+// declared Profile (contradictions are scored even while learning). A
+// container whose events name a profile (profile_ref, e.g. its compose
+// service's, with the peer services' addresses) is judged against that
+// one rather than its image's: a connect to an address outside its
+// peer_addresses raises net.peer.undeclared.
 //
 // Guarantees:
 //   - Scoring is deterministic: time is the events' wall time, never the

@@ -77,6 +77,12 @@ type Profile struct {
 // The engine calls it once per new baseline, synchronously.
 type ProfileFunc func(imageDigest string) *Profile
 
+// RefProfileFunc returns the profile an event's profile_ref names
+// ("<image digest>@<profile version>"), or nil when it is not known (yet).
+// The engine calls it synchronously when a container's events name a
+// profile it has not applied, again on later events while it returns nil.
+type RefProfileFunc func(ref string) *Profile
+
 type peerRule struct {
 	prefix netip.Prefix
 	port   uint32
@@ -246,6 +252,11 @@ type container struct {
 	// group is the container's baseline key from its labels (GroupKey),
 	// "" to use its image key.
 	group string
+	// seed is compiled from the profile the container's events name
+	// (profile_ref, e.g. its compose service's); it takes precedence over
+	// the baseline's image profile. seedRef is that reference.
+	seed    *seed
+	seedRef string
 }
 
 // Stats counts what the engine did. Plain counters: the Analyzer exports
@@ -284,16 +295,17 @@ type deviation struct {
 // concurrent use. Given the same events in the same order it returns the
 // same alerts (alert ids derive from the trigger's id).
 type Engine struct {
-	cfg        Config
-	profiles   ProfileFunc
-	images     map[string]*Baseline
-	containers map[string]*container
-	seen       map[[16]byte]struct{}
-	seenRing   [][16]byte
-	seenPos    int
-	devs       []deviation
-	stats      Stats
-	alpha      float64
+	cfg         Config
+	profiles    ProfileFunc
+	refProfiles RefProfileFunc
+	images      map[string]*Baseline
+	containers  map[string]*container
+	seen        map[[16]byte]struct{}
+	seenRing    [][16]byte
+	seenPos     int
+	devs        []deviation
+	stats       Stats
+	alpha       float64
 }
 
 const dedupSize = 8192
@@ -315,6 +327,31 @@ func NewEngine(cfg Config, profiles ProfileFunc) (*Engine, error) {
 		e.alpha = 1 / float64(cfg.Convergence.WindowEvents)
 	}
 	return e, nil
+}
+
+// SetRefProfiles makes the engine prefer, for each container, the profile
+// its events' profile_ref names over its image's (f may be nil: image
+// profiles only).
+func (e *Engine) SetRefProfiles(f RefProfileFunc) { e.refProfiles = f }
+
+// applyRef compiles the profile ref names into c's seed when it is new and
+// known.
+func (e *Engine) applyRef(c *container, ref string) {
+	if ref == "" || ref == c.seedRef || e.refProfiles == nil {
+		return
+	}
+	if p := e.refProfiles(ref); p != nil {
+		c.seed, c.seedRef = compileProfile(p), ref
+	}
+}
+
+// seedOf is the declared profile c is judged against: the one its events
+// name, else its baseline's.
+func seedOf(c *container, b *Baseline) *seed {
+	if c.seed != nil {
+		return c.seed
+	}
+	return b.seed
 }
 
 // Stats returns the counters so far.
@@ -471,6 +508,7 @@ func (e *Engine) Observe(ev *containv1.Event) []*containv1.Event {
 		e.stats.Runtime++
 		return nil
 	}
+	e.applyRef(c, ev.ProfileRef)
 	b := c.base
 	if ev.WallNs > c.lastNs {
 		c.lastNs = ev.WallNs
@@ -494,9 +532,9 @@ func (e *Engine) Observe(ev *containv1.Event) []*containv1.Event {
 	case *containv1.Event_Syscall:
 		novel = e.observeSyscall(b, body.Syscall, learn)
 	case *containv1.Event_Network:
-		novel = e.observeNetwork(b, body.Network, learn)
+		novel = e.observeNetwork(b, seedOf(c, b), body.Network, learn)
 	case *containv1.Event_File:
-		novel = e.observeFile(b, body.File, learn)
+		novel = e.observeFile(b, seedOf(c, b), body.File, learn)
 	default:
 		e.stats.Invalid++
 		return nil
@@ -694,7 +732,7 @@ func (e *Engine) observeExec(c *container, b *Baseline, x *containv1.Exec, learn
 		if hasProc {
 			novel = e.learnU32(b.UIDs, euid) || novel
 		}
-		if hasProc && b.seed != nil && b.seed.users != nil && !b.seed.users[euid] {
+		if s := seedOf(c, b); hasProc && s != nil && s.users != nil && !s.users[euid] {
 			e.dev(CodeExecUndeclaredUID, strconv.FormatUint(uint64(euid), 10),
 				fmt.Sprintf("%q runs as uid %d, which image %s does not declare", fn, euid, b.Image), nil)
 		}
@@ -741,7 +779,7 @@ func (e *Engine) observeExec(c *container, b *Baseline, x *containv1.Exec, learn
 			}
 			e.dev(code, strconv.FormatUint(uint64(euid), 10), msg, func() { e.learnU32(b.UIDs, euid) })
 		}
-		if b.seed != nil && b.seed.users != nil && !b.seed.users[euid] {
+		if s := seedOf(c, b); s != nil && s.users != nil && !s.users[euid] {
 			e.dev(CodeExecUndeclaredUID, strconv.FormatUint(uint64(euid), 10),
 				fmt.Sprintf("%q runs as uid %d, which image %s does not declare", fn, euid, b.Image), nil)
 		}
@@ -827,7 +865,7 @@ func peerAddr(raw []byte) (netip.Addr, bool) {
 	return netip.Addr{}, false
 }
 
-func (e *Engine) observeNetwork(b *Baseline, n *containv1.Network, learn bool) bool {
+func (e *Engine) observeNetwork(b *Baseline, s *seed, n *containv1.Network, learn bool) bool {
 	switch n.Op {
 	case containv1.Network_OP_CONNECT:
 		a, ok := peerAddr(n.RemoteAddr)
@@ -836,7 +874,6 @@ func (e *Engine) observeNetwork(b *Baseline, n *containv1.Network, learn bool) b
 			return false
 		}
 		peer := netip.AddrPortFrom(a, uint16(n.RemotePort)).String()
-		s := b.seed
 		if s != nil && s.peers != nil && !s.allowsPeer(a, n.RemotePort) && !a.IsLoopback() {
 			e.dev(CodePeerUndeclared, peer, fmt.Sprintf("connection to %s, which image %s does not declare as a peer", peer, b.Image), nil)
 		}
@@ -857,7 +894,6 @@ func (e *Engine) observeNetwork(b *Baseline, n *containv1.Network, learn bool) b
 		proto := uint32(n.Protocol)
 		key := proto<<16 | n.LocalPort
 		label := portLabel(key)
-		s := b.seed
 		declared := s != nil && s.ports != nil
 		if declared && !s.allowsPort(proto, n.LocalPort) {
 			e.dev(CodeListenUndeclared, label, fmt.Sprintf("listening on %s, which image %s does not declare", label, b.Image), nil)
@@ -893,7 +929,7 @@ func isWrite(op containv1.File_Op) bool {
 	return false
 }
 
-func (e *Engine) observeFile(b *Baseline, f *containv1.File, learn bool) bool {
+func (e *Engine) observeFile(b *Baseline, s *seed, f *containv1.File, learn bool) bool {
 	p := f.Path
 	if f.Op == containv1.File_OP_RENAME && f.NewPath != "" {
 		p = f.NewPath
@@ -917,7 +953,6 @@ func (e *Engine) observeFile(b *Baseline, f *containv1.File, learn bool) bool {
 	if !isWrite(f.Op) || strings.HasPrefix(p, "/dev/") || strings.HasPrefix(p, "/proc/") {
 		return false
 	}
-	s := b.seed
 	declared := s != nil && s.writable != nil
 	if declared && !s.allowsWrite(p) {
 		e.dev(CodeWriteUndeclared, pathPrefix(p, 2), fmt.Sprintf("write to %s, outside the volumes image %s declares", p, b.Image), nil)

@@ -260,10 +260,17 @@ type profileCache struct {
 	log    *slog.Logger
 	mu     sync.Mutex
 	m      map[string]*Profile
+	// refs are the profiles by exact reference ("<digest>@<version>"),
+	// compose-service profiles included; missed are references not found
+	// in the bucket, with when they were looked up (see profileref.go).
+	refs   map[string]*Profile
+	missed map[string]time.Time
+	kv     jetstream.KeyValue
 }
 
 func newProfileCache(js jetstream.JetStream, bucket string, log *slog.Logger) *profileCache {
-	return &profileCache{js: js, bucket: bucket, log: log, m: map[string]*Profile{}}
+	return &profileCache{js: js, bucket: bucket, log: log, m: map[string]*Profile{},
+		refs: map[string]*Profile{}, missed: map[string]time.Time{}}
 }
 
 func (p *profileCache) get(digest string) *Profile {
@@ -321,7 +328,8 @@ func (p *profileCache) run(ctx context.Context, apply func(digest string, pr *Pr
 			}
 			digest, ok := declaredDigest(e.Key())
 			if !ok {
-				continue // a versioned or compose-service profile
+				p.putVersioned(e, bad) // a versioned or compose-service profile
+				continue
 			}
 			var pr *Profile
 			if e.Operation() == jetstream.KeyValuePut {
@@ -358,8 +366,9 @@ func declaredDigest(key string) (string, bool) {
 // DecodeDeclared parses the enricher's declared profile (schemas/profile.md)
 // into the seed the engine uses. What the profile cannot vouch for stays
 // nil ("declares nothing"): writable paths only bind when the rootfs is
-// declared read-only, users only when the uid is numeric, and compose peers
-// (service names) until they are mapped to addresses.
+// declared read-only, users only when the uid is numeric, and peers only
+// when the profile carries the compose peers' addresses (peer_addresses:
+// then a connection to any other address is undeclared).
 func DecodeDeclared(raw []byte) (*Profile, error) {
 	d, err := enricher.DecodeProfile(raw)
 	if err != nil {
@@ -382,6 +391,9 @@ func DecodeDeclared(raw []byte) (*Profile, error) {
 	}
 	if d.UID >= 0 && d.User != "" {
 		p.Users = []uint32{uint32(d.UID)}
+	}
+	if d.PeerAddresses != nil {
+		p.Peers = append([]string{}, d.PeerAddresses...)
 	}
 	return p, nil
 }
