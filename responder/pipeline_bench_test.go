@@ -31,6 +31,7 @@ func BenchmarkExecToFrozen(b *testing.B) {
 	testenv.RequireRoot(b)
 	h := start(b, func(c *Config) {
 		c.MaxPausesPerMinute = 0
+		c.ReleaseGrace = 0 // each trial releases, then triggers again
 		c.Threshold = 0.5
 		if m := os.Getenv("CONTAIN_BENCH_METHOD"); m != "" {
 			c.Methods = []string{m}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -21,13 +22,30 @@ type migration struct {
 	version uint32
 	name    string
 	stmts   []string
+	// columns are added after stmts, each only if missing (18.16 has no
+	// ADD COLUMN IF NOT EXISTS).
+	columns []column
+}
+
+// column is a column a migration adds to an existing table.
+type column struct {
+	table, name, typ string
 }
 
 // migrations is the schema's history.
 var migrations = []migration{
-	{1, "events, alerts, actions", []string{ddlEvents, ddlAlerts, ddlActions}},
-	{2, "per-container per-minute counts", []string{ddlEventsPerMinute, ddlEventsPerMinuteMV}},
-	{3, "baselines, image_audits, declarations", []string{ddlBaselines, ddlImageAudits, ddlDeclarations}},
+	{1, "events, alerts, actions", []string{ddlEvents, ddlAlerts, ddlActions}, nil},
+	{2, "per-container per-minute counts", []string{ddlEventsPerMinute, ddlEventsPerMinuteMV}, nil},
+	{3, "baselines, image_audits, declarations", []string{ddlBaselines, ddlImageAudits, ddlDeclarations}, nil},
+	{4, "file ownership and path resolution, container addresses", nil, []column{
+		{"events", "file_uid", "UInt32"},
+		{"events", "file_gid", "UInt32"},
+		{"events", "file_path_relative", "UInt8"},
+		{"events", "file_path_unresolved", "UInt8"},
+		{"events", "file_new_path_unresolved", "UInt8"},
+		{"events", "ct_addresses", "Array(String)"},
+		{"events", "ct_host_network", "UInt8"},
+	}},
 }
 
 const ddlMigrations = `CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -288,10 +306,35 @@ func migrate(ctx context.Context, conn driver.Conn, log *slog.Logger) error {
 				return fmt.Errorf("migration %d (%s) statement %d: %w", m.version, m.name, i+1, err)
 			}
 		}
+		for _, c := range m.columns {
+			if err := addColumn(ctx, conn, c); err != nil {
+				return fmt.Errorf("migration %d (%s): %w", m.version, m.name, err)
+			}
+		}
 		if err := record(ctx, conn, m); err != nil {
 			return fmt.Errorf("recording migration %d: %w", m.version, err)
 		}
 		log.Info("applied schema migration", "version", m.version, "name", m.name)
+	}
+	return nil
+}
+
+// addColumn adds c unless the table already has it (a crash between the
+// ALTER and the migration's record, or two stores migrating at once).
+func addColumn(ctx context.Context, conn driver.Conn, c column) error {
+	var n uint64
+	q := fmt.Sprintf("SELECT count() FROM system.columns WHERE database = currentDatabase() AND table = '%s' AND name = '%s'", c.table, c.name)
+	if err := conn.QueryRow(ctx, q).Scan(&n); err != nil {
+		return fmt.Errorf("checking column %s.%s: %w", c.table, c.name, err)
+	}
+	if n > 0 {
+		return nil
+	}
+	if err := conn.Exec(ctx, fmt.Sprintf("ALTER TABLE %s ADD COLUMN %s %s", c.table, c.name, c.typ)); err != nil {
+		if strings.Contains(err.Error(), "already exists") {
+			return nil
+		}
+		return fmt.Errorf("adding column %s.%s: %w", c.table, c.name, err)
 	}
 	return nil
 }

@@ -45,14 +45,15 @@ func sampleEvents(ids *containv1.IDGen, cid string, base time.Time) []*containv1
 	evs = append(evs, e)
 	e = env(3, containv1.Kind_KIND_FILE)
 	e.Body = &containv1.Event_File{File: &containv1.File{Proc: proc, Op: containv1.File_OP_RENAME, Path: "/etc/passwd", NewPath: "/etc/passwd.bak",
-		Flags: 0o1101, Mode: 0o644, Result: 0}}
+		Flags: 0o1101, Mode: 0o644, Result: 0, Uid: 1000, Gid: 100, PathRelative: true, NewPathUnresolved: true}}
 	evs = append(evs, e)
 	e = env(4, containv1.Kind_KIND_LOSS)
 	e.Body = &containv1.Event_Loss{Loss: &containv1.Loss{Source: "ringbuf", Reason: "full", Count: 77}}
 	evs = append(evs, e)
 	e = env(5, containv1.Kind_KIND_CONTAINER)
 	e.Body = &containv1.Event_Container{Container: &containv1.ContainerInfo{Runtime: "runc", CgroupPath: "/" + cid, Bundle: "/run/b", InitPid: 100,
-		Labels: map[string]string{"io.x/b": "2", "a": "1"}, Pod: "web-abc", Namespace: "prod"}}
+		Labels: map[string]string{"io.x/b": "2", "a": "1"}, Pod: "web-abc", Namespace: "prod",
+		Addresses: [][]byte{netip.MustParseAddr("::ffff:10.231.0.2").AsSlice(), netip.MustParseAddr("fd00::2").AsSlice()}}}
 	evs = append(evs, e)
 	e = env(6, containv1.Kind_KIND_PROCESS)
 	e.Body = &containv1.Event_Process{Process: &containv1.ProcessLifecycle{Proc: proc, Op: containv1.ProcessLifecycle_OP_EXIT, ChildTgid: 0, ExitCode: 137}}
@@ -195,6 +196,23 @@ func TestRoundTripEveryKind(t *testing.T) {
 		&fop, &path, &newPath, &flags, &fmode, &fresult)
 	if fop != "rename" || path != "/etc/passwd" || newPath != "/etc/passwd.bak" || flags != 0o1101 || fmode != 0o644 || fresult != 0 {
 		t.Errorf("file row: %s %s %s %o %o %d", fop, path, newPath, flags, fmode, fresult)
+	}
+	var (
+		fuid, fgid           uint32
+		rel, unres, newUnres uint8
+	)
+	one(`SELECT file_uid, file_gid, file_path_relative, file_path_unresolved, file_new_path_unresolved FROM events WHERE container_id = 'c-rt' AND kind = 'file'`,
+		&fuid, &fgid, &rel, &unres, &newUnres)
+	if fuid != 1000 || fgid != 100 || rel != 1 || unres != 0 || newUnres != 1 {
+		t.Errorf("file ownership/resolution: %d %d %d %d %d", fuid, fgid, rel, unres, newUnres)
+	}
+	var (
+		addrs   []string
+		hostNet uint8
+	)
+	one(`SELECT ct_addresses, ct_host_network FROM events WHERE container_id = 'c-rt' AND kind = 'container'`, &addrs, &hostNet)
+	if !slices.Equal(addrs, []string{"10.231.0.2", "fd00::2"}) || hostNet != 0 {
+		t.Errorf("container addresses: %v %d", addrs, hostNet)
 	}
 
 	var (

@@ -2,6 +2,8 @@ package store
 
 import (
 	"encoding/binary"
+	"fmt"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -275,6 +277,11 @@ var eventsTable = &tableDef[row]{name: "events", cols: []colDef[row]{
 	col("file_flags", func(r row) uint32 { return r.ev.GetFile().GetFlags() }),
 	col("file_mode", func(r row) uint32 { return r.ev.GetFile().GetMode() }),
 	col("file_result", func(r row) int32 { return r.ev.GetFile().GetResult() }),
+	col("file_uid", func(r row) uint32 { return r.ev.GetFile().GetUid() }),
+	col("file_gid", func(r row) uint32 { return r.ev.GetFile().GetGid() }),
+	col("file_path_relative", func(r row) uint8 { return b2u(r.ev.GetFile().GetPathRelative()) }),
+	col("file_path_unresolved", func(r row) uint8 { return b2u(r.ev.GetFile().GetPathUnresolved()) }),
+	col("file_new_path_unresolved", func(r row) uint8 { return b2u(r.ev.GetFile().GetNewPathUnresolved()) }),
 	col("loss_source", func(r row) string { return r.ev.GetLoss().GetSource() }),
 	col("loss_reason", func(r row) string { return r.ev.GetLoss().GetReason() }),
 	col("loss_count", func(r row) uint64 { return r.ev.GetLoss().GetCount() }),
@@ -284,6 +291,8 @@ var eventsTable = &tableDef[row]{name: "events", cols: []colDef[row]{
 	col("ct_init_pid", func(r row) uint32 { return r.ev.GetContainer().GetInitPid() }),
 	col("ct_pod", func(r row) string { return r.ev.GetContainer().GetPod() }),
 	col("ct_namespace", func(r row) string { return r.ev.GetContainer().GetNamespace() }),
+	col("ct_addresses", func(r row) []string { return addrStrings(r.ev.GetContainer().GetAddresses()) }),
+	col("ct_host_network", func(r row) uint8 { return b2u(r.ev.GetContainer().GetHostNetwork()) }),
 	col("label_keys", func(r row) []string { k, _ := labels(r.ev.GetContainer().GetLabels()); return k }),
 	col("label_values", func(r row) []string { _, v := labels(r.ev.GetContainer().GetLabels()); return v }),
 	col("batch_stage", func(r row) string { return r.b.GetStage() }),
@@ -451,4 +460,18 @@ func (s *rowSet) reset() {
 	s.events.reset()
 	s.alerts.reset()
 	s.actions.reset()
+}
+
+// addrStrings renders 16-byte (or 4-byte) addresses as text; an address of
+// another length is kept as hex so nothing is silently dropped.
+func addrStrings(addrs [][]byte) []string {
+	out := make([]string, 0, len(addrs))
+	for _, b := range addrs {
+		if a, ok := netip.AddrFromSlice(b); ok {
+			out = append(out, a.Unmap().String())
+			continue
+		}
+		out = append(out, fmt.Sprintf("%x", b))
+	}
+	return out
 }

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"strings"
 	"testing"
@@ -62,6 +63,43 @@ func TestMigrationsIdempotent(t *testing.T) {
 		if n := queryUint(t, s1, "SELECT count() FROM system.tables WHERE database = ? AND name = ?", cfg.Database, table); n != 1 {
 			t.Errorf("table %s: found %d", table, n)
 		}
+	}
+}
+
+// TestAddColumnMigration: a migration's added columns are in place, and
+// adding one again (a crash before the migration was recorded) is
+// harmless, as is a database that predates the migration.
+func TestAddColumnMigration(t *testing.T) {
+	cfg := testConfig(t)
+	s := openStore(t, cfg)
+	ctx := context.Background()
+	for _, m := range migrations {
+		for _, c := range m.columns {
+			if n := queryUint(t, s, "SELECT count() FROM system.columns WHERE database = ? AND table = ? AND name = ?", cfg.Database, c.table, c.name); n != 1 {
+				t.Errorf("column %s.%s: found %d", c.table, c.name, n)
+			}
+			if err := addColumn(ctx, s.Conn(), c); err != nil {
+				t.Errorf("adding %s.%s again: %v", c.table, c.name, err)
+			}
+		}
+	}
+	// An older database: drop a column and forget migration 4; migrating
+	// again restores it.
+	if err := s.Conn().Exec(ctx, "ALTER TABLE events DROP COLUMN file_uid"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Conn().Exec(ctx, "ALTER TABLE schema_migrations DELETE WHERE version = 4"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "mutation done", func() (bool, string) {
+		n := queryUint(t, s, "SELECT count() FROM schema_migrations WHERE version = 4")
+		return n == 0, fmt.Sprintf("%d rows of version 4", n)
+	})
+	if err := migrate(ctx, s.Conn(), testenv.Logger(t)); err != nil {
+		t.Fatal(err)
+	}
+	if n := queryUint(t, s, "SELECT count() FROM system.columns WHERE database = ? AND table = 'events' AND name = 'file_uid'", cfg.Database); n != 1 {
+		t.Fatalf("file_uid not restored by migration 4")
 	}
 }
 
