@@ -182,7 +182,7 @@ func runStages(ctx context.Context, cfg *Config, stages []string, embedded bool,
 		case stageCollector:
 			c, err := collector.New(cfg.Collector, js, m, slog(s))
 			if err != nil {
-				return fmt.Errorf("collector: %w", err)
+				return err
 			}
 			start(s, c.Run)
 		}
