@@ -68,11 +68,17 @@ type Collector struct {
 	coll    *ebpf.Collection
 	links   []link.Link
 	rd      *ringbuf.Reader
+	rw      *ringWait // nil: the reader blocks in epoll_wait
 	batcher *bus.Batcher
 	ident   *identity
 	ids     *containv1.IDGen
 	queue   chan []byte
 	opts    decodeOptions
+
+	// mu serialises handling: the reader goroutine handles records
+	// (ringWait) while Run's tickers report counts, losses and held
+	// containers.
+	mu sync.Mutex
 
 	queueDrops   atomic.Uint64
 	batcherDrops atomic.Uint64
@@ -139,6 +145,10 @@ func New(cfg Config, js jetstream.JetStream, m *metrics.Metrics, log *slog.Logge
 	if err != nil {
 		c.close()
 		return nil, fmt.Errorf("collector: ring buffer reader: %w", err)
+	}
+	rb := c.coll.Maps["events"]
+	if c.rw, err = newRingWait(rb.FD(), c.rd.AvailableBytes); err != nil {
+		log.Warn("ring buffer not pollable by the runtime; the reader blocks in epoll_wait", logErr, err)
 	}
 	c.updateClock()
 	log.Info("collector attached", logHooks, c.hooks, "host_cgroup_id", hostCg, "host_processes", cfg.HostProcesses)
@@ -403,37 +413,51 @@ func (c *Collector) Run(ctx context.Context) error {
 			// returns after the records that were in the ring buffer.
 			c.detach()
 			_ = c.rd.Flush()
+			if c.rw != nil {
+				c.rw.interrupt()
+			}
 		drain:
 			for {
 				select {
 				case rec := <-c.queue:
-					c.handle(rec)
+					c.locked(func() { c.handle(rec) })
 				case <-rdone:
 					break drain
 				}
 			}
+			c.mu.Lock()
 			for len(c.queue) > 0 {
 				c.handle(<-c.queue)
 			}
 			c.reportCounts()
 			c.releaseHeld(true)
 			c.reportLoss()
+			c.mu.Unlock()
 			bcancel()
 			return <-bdone
 		case rec := <-c.queue:
-			c.handle(rec)
+			c.locked(func() { c.handle(rec) })
 		case <-holdTick.C:
-			if len(c.held) > 0 {
-				c.releaseHeld(false)
-			}
+			c.locked(func() {
+				if len(c.held) > 0 {
+					c.releaseHeld(false)
+				}
+			})
 		case <-countC:
-			c.reportCounts()
+			c.locked(c.reportCounts)
 		case <-tick.C:
 			c.updateClock()
-			c.reportLoss()
+			c.locked(c.reportLoss)
 			c.m.QueueDepth.WithLabelValues(metrics.StageCollector, "ringbuf_reader").Set(float64(len(c.queue)))
 		}
 	}
+}
+
+// locked runs f holding mu.
+func (c *Collector) locked(f func()) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	f()
 }
 
 // wakeTypes is the wake_types bit set of kinds (validated names).
@@ -447,8 +471,55 @@ func wakeTypes(kinds []string) uint32 {
 
 // readLoop moves ring-buffer records to the queue and never blocks on it.
 // It wakes up at least every PollInterval to read records written
-// without a wakeup (see Config.WakeupKinds).
+// without a wakeup (see Config.WakeupKinds). It waits in the netpoller
+// (ringWait) when the ring buffer's fd can be polled there, else in the
+// reader's own epoll_wait.
 func (c *Collector) readLoop() {
+	if c.rw == nil {
+		c.readLoopBlocking()
+		return
+	}
+	var rec ringbuf.Record
+	c.rd.SetDeadline(time.Unix(1, 0)) // reads never block: the netpoller waits
+	for {
+		// Records are handled here, in the goroutine the kernel's wakeup
+		// ran, not handed to Run's: a hand-off per wakeup readied a
+		// second goroutine and woke a second thread for every exec.
+		locked := false
+		for {
+			err := c.rd.ReadInto(&rec)
+			if err == nil {
+				if !locked {
+					c.mu.Lock()
+					locked = true
+				}
+				c.handle(rec.RawSample)
+				continue
+			}
+			if locked {
+				c.mu.Unlock()
+			}
+			if errors.Is(err, ringbuf.ErrClosed) || errors.Is(err, ringbuf.ErrFlushed) {
+				return
+			}
+			if !errors.Is(err, os.ErrDeadlineExceeded) {
+				c.m.Errors.WithLabelValues(metrics.StageCollector, "ringbuf_read").Inc()
+			}
+			break // drained
+		}
+		if err := c.rw.wait(time.Now().Add(c.cfg.PollInterval)); err != nil && !isWaitTimeout(err) {
+			if errors.Is(err, os.ErrClosed) {
+				return
+			}
+			c.m.Errors.WithLabelValues(metrics.StageCollector, "ringbuf_wait").Inc()
+			time.Sleep(c.cfg.PollInterval) // do not spin on a broken poller
+		}
+	}
+}
+
+// readLoopBlocking is readLoop when the netpoller cannot wait for the
+// ring buffer: the reader blocks in epoll_wait for up to PollInterval.
+func (c *Collector) readLoopBlocking() {
 	var rec ringbuf.Record
 	for {
 		c.rd.SetDeadline(time.Now().Add(c.cfg.PollInterval))
@@ -462,14 +533,19 @@ func (c *Collector) readLoop() {
 			c.m.Errors.WithLabelValues(metrics.StageCollector, "ringbuf_read").Inc()
 			continue
 		}
-		buf := make([]byte, len(rec.RawSample))
-		copy(buf, rec.RawSample)
-		select {
-		case c.queue <- buf:
-		default:
-			c.queueDrops.Add(1)
-			c.m.Dropped.WithLabelValues(metrics.StageCollector, reasonQueueFull).Inc()
-		}
+		c.enqueue(rec.RawSample)
+	}
+}
+
+// enqueue copies a record to the queue, or drops and counts it.
+func (c *Collector) enqueue(sample []byte) {
+	buf := make([]byte, len(sample))
+	copy(buf, sample)
+	select {
+	case c.queue <- buf:
+	default:
+		c.queueDrops.Add(1)
+		c.m.Dropped.WithLabelValues(metrics.StageCollector, reasonQueueFull).Inc()
 	}
 }
 
@@ -793,6 +869,9 @@ func (c *Collector) close() {
 		c.detach()
 		if c.rd != nil {
 			_ = c.rd.Close()
+		}
+		if c.rw != nil {
+			c.rw.close()
 		}
 		if c.coll != nil {
 			c.coll.Close()
