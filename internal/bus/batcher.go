@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -55,6 +56,12 @@ type Batcher struct {
 	log   *slog.Logger
 	queue chan *containv1.Event
 	prod  *Producer
+
+	// Append's events: taken by Run at every flush tick, or at once when
+	// MaxEvents are waiting (kick).
+	mu     sync.Mutex
+	direct []*containv1.Event
+	kick   chan struct{}
 }
 
 // NewBatcher makes a Batcher; call Run to publish.
@@ -69,6 +76,7 @@ func NewBatcher(js jetstream.JetStream, cfg BatcherConfig, m *metrics.Metrics, l
 		log:   log,
 		queue: make(chan *containv1.Event, cfg.QueueLen),
 		prod:  NewProducer(cfg.Host, cfg.Stage),
+		kick:  make(chan struct{}, 1),
 	}, nil
 }
 
@@ -83,8 +91,47 @@ func (b *Batcher) Add(ev *containv1.Event) bool {
 	}
 }
 
+// Append queues ev like Add, without waking Run: Run takes appended
+// events at its next FlushInterval tick (the same bound on latency as
+// Add's, whose events also wait for the tick unless a batch fills), or at
+// once when MaxEvents are waiting. A producer that wakes for every event
+// (one kernel record) then costs one goroutine wakeup, not two. The
+// QueueLen bound and the drop counting are Add's. Events of one producer
+// keep their order; do not mix Add and Append in one producer.
+func (b *Batcher) Append(ev *containv1.Event) bool {
+	b.mu.Lock()
+	if len(b.direct) >= b.cfg.QueueLen {
+		b.mu.Unlock()
+		b.m.Dropped.WithLabelValues(b.cfg.Stage, "queue_full").Inc()
+		return false
+	}
+	b.direct = append(b.direct, ev)
+	full := len(b.direct) >= b.cfg.MaxEvents
+	b.mu.Unlock()
+	if full {
+		select {
+		case b.kick <- struct{}{}:
+		default:
+		}
+	}
+	return true
+}
+
+// takeDirect returns the appended events and resets the list.
+func (b *Batcher) takeDirect(spare []*containv1.Event) []*containv1.Event {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	evs := b.direct
+	b.direct = spare[:0]
+	return evs
+}
+
 // Len is the number of events waiting.
-func (b *Batcher) Len() int { return len(b.queue) }
+func (b *Batcher) Len() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.queue) + len(b.direct)
+}
 
 // Run batches and publishes until ctx ends, then flushes what is queued
 // (with a short grace period) and returns.
@@ -126,6 +173,15 @@ func (b *Batcher) Run(ctx context.Context) error {
 			flush(pctx)
 		}
 	}
+	var spare []*containv1.Event
+	addDirect := func(pctx context.Context) {
+		evs := b.takeDirect(spare)
+		for i, ev := range evs {
+			add(pctx, ev)
+			evs[i] = nil
+		}
+		spare = evs
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -136,14 +192,18 @@ func (b *Batcher) Run(ctx context.Context) error {
 				case ev := <-b.queue:
 					add(grace, ev)
 				default:
+					addDirect(grace)
 					flush(grace)
 					return nil
 				}
 			}
 		case ev := <-b.queue:
 			add(ctx, ev)
+		case <-b.kick:
+			addDirect(ctx)
 		case <-ticker.C:
-			b.m.QueueDepth.WithLabelValues(b.cfg.Stage, "batcher").Set(float64(len(b.queue)))
+			b.m.QueueDepth.WithLabelValues(b.cfg.Stage, "batcher").Set(float64(b.Len()))
+			addDirect(ctx)
 			flush(ctx)
 		}
 	}
