@@ -68,7 +68,8 @@ type Collector struct {
 	coll    *ebpf.Collection
 	links   []link.Link
 	rd      *ringbuf.Reader
-	rw      *ringWait // nil: the reader blocks in epoll_wait
+	rw      *ringWait // nil: the reader blocks in epoll_wait (rd)
+	rr      *ringRead // with rw: reads the ring's memory
 	batcher *bus.Batcher
 	ident   *identity
 	ids     *containv1.IDGen
@@ -78,7 +79,8 @@ type Collector struct {
 	// mu serialises handling: the reader goroutine handles records
 	// (ringWait) while Run's tickers report counts, losses and held
 	// containers.
-	mu sync.Mutex
+	mu       sync.Mutex
+	stopping atomic.Bool // the reader drains once more and returns
 
 	queueDrops   atomic.Uint64
 	batcherDrops atomic.Uint64
@@ -146,13 +148,29 @@ func New(cfg Config, js jetstream.JetStream, m *metrics.Metrics, log *slog.Logge
 		c.close()
 		return nil, fmt.Errorf("collector: ring buffer reader: %w", err)
 	}
-	rb := c.coll.Maps["events"]
-	if c.rw, err = newRingWait(rb.FD(), c.rd.AvailableBytes); err != nil {
+	if err := c.pollRing(); err != nil {
 		log.Warn("ring buffer not pollable by the runtime; the reader blocks in epoll_wait", logErr, err)
 	}
 	c.updateClock()
 	log.Info("collector attached", logHooks, c.hooks, "host_cgroup_id", hostCg, "host_processes", cfg.HostProcesses)
 	return c, nil
+}
+
+// pollRing sets up the syscall-free reader (ringRead, ringWait); on an
+// error the reader uses rd and blocks in epoll_wait.
+func (c *Collector) pollRing() error {
+	rb := c.coll.Maps["events"]
+	rr, err := newRingRead(rb.FD(), int(rb.MaxEntries()))
+	if err != nil {
+		return err
+	}
+	rw, err := newRingWait(rb.FD())
+	if err != nil {
+		rr.close()
+		return err
+	}
+	c.rr, c.rw = rr, rw
+	return nil
 }
 
 // hook is one program and how to attach it.
@@ -413,6 +431,7 @@ func (c *Collector) Run(ctx context.Context) error {
 			// returns after the records that were in the ring buffer.
 			c.detach()
 			_ = c.rd.Flush()
+			c.stopping.Store(true)
 			if c.rw != nil {
 				c.rw.interrupt()
 			}
@@ -479,33 +498,27 @@ func (c *Collector) readLoop() {
 		c.readLoopBlocking()
 		return
 	}
-	var rec ringbuf.Record
-	c.rd.SetDeadline(time.Unix(1, 0)) // reads never block: the netpoller waits
 	for {
 		// Records are handled here, in the goroutine the kernel's wakeup
 		// ran, not handed to Run's: a hand-off per wakeup readied a
 		// second goroutine and woke a second thread for every exec.
-		locked := false
+		stopping := c.stopping.Load() // the programs are detached: drain once more
 		for {
-			err := c.rd.ReadInto(&rec)
-			if err == nil {
-				if !locked {
-					c.mu.Lock()
-					locked = true
-				}
-				c.handle(rec.RawSample)
-				continue
-			}
-			if locked {
-				c.mu.Unlock()
-			}
-			if errors.Is(err, ringbuf.ErrClosed) || errors.Is(err, ringbuf.ErrFlushed) {
+			c.mu.Lock()
+			n, err := c.rr.drain(drainBatch, c.handle)
+			c.mu.Unlock()
+			if err != nil {
+				// Not a ring the kernel wrote: nothing more can be read.
+				c.m.Errors.WithLabelValues(metrics.StageCollector, "ringbuf_read").Inc()
+				c.log.Error("ring buffer unreadable; reader stops", logErr, err)
 				return
 			}
-			if !errors.Is(err, os.ErrDeadlineExceeded) {
-				c.m.Errors.WithLabelValues(metrics.StageCollector, "ringbuf_read").Inc()
+			if n < drainBatch {
+				break
 			}
-			break // drained
+		}
+		if stopping {
+			return
 		}
 		if err := c.rw.wait(time.Now().Add(c.cfg.PollInterval)); err != nil && !isWaitTimeout(err) {
 			if errors.Is(err, os.ErrClosed) {
@@ -516,6 +529,10 @@ func (c *Collector) readLoop() {
 		}
 	}
 }
+
+// drainBatch bounds the records handled per hold of mu, so Run's reports
+// are not held off by a flood.
+const drainBatch = 4096
 
 // readLoopBlocking is readLoop when the netpoller cannot wait for the
 // ring buffer: the reader blocks in epoll_wait for up to PollInterval.
@@ -875,6 +892,7 @@ func (c *Collector) close() {
 		}
 		if c.rw != nil {
 			c.rw.close()
+			c.rr.close()
 		}
 		if c.coll != nil {
 			c.coll.Close()
