@@ -46,7 +46,7 @@ func (f *fakeRing) reader() *ringRead {
 }
 
 func TestRingReadDrain(t *testing.T) {
-	f := newFakeRing(64)
+	f := newFakeRing(128)
 	r := f.reader()
 	var got [][]byte
 	collect := func(b []byte) { got = append(got, bytes.Clone(b)) }
