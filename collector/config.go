@@ -15,7 +15,10 @@ type Config struct {
 	// (collector.host_processes). Off by default: filtered in the kernel.
 	HostProcesses bool
 	// QueueLen bounds the records waiting between the ring-buffer reader
-	// and decoding (collector.queue_len); a full queue drops and counts.
+	// and decoding (collector.queue_len) when the reader blocks in
+	// epoll_wait (the runtime could not poll the ring buffer; logged at
+	// start); a full queue drops and counts. Otherwise the reader decodes
+	// itself and the ring buffer is the queue.
 	QueueLen int
 	// RingBufferBytes is the kernel ring buffer's size, a power of two
 	// multiple of the page size (collector.ring_buffer_bytes).

@@ -67,9 +67,16 @@
 //     user space and counted (reason host_process).
 //   - Exec and syscall records wake the reader at once; other records are
 //     read within collector.poll_interval (collector.wakeup_kinds).
-//   - The ring-buffer reader never blocks: a full queue drops and counts
-//     (contain_dropped_total{stage="collector",reason="queue_full"}) and
-//     the loss is reported as a KIND_LOSS event. Nothing is lost silently.
+//   - The reader waits in Go's netpoller and drains the ring buffer's
+//     memory itself, decoding and batching in the woken goroutine (no
+//     system call and no goroutine hand-off per record); while it works,
+//     the kernel ring buffer (collector.ring_buffer_bytes) holds new
+//     records, and a full ring buffer counts reserve failures (KIND_LOSS
+//     source ringbuf). Where the runtime cannot poll the ring buffer the
+//     reader blocks in epoll_wait and hands records to a bounded queue: a
+//     full queue drops and counts
+//     (contain_dropped_total{stage="collector",reason="queue_full"}). Either
+//     way the loss is reported as a KIND_LOSS event. Nothing is lost silently.
 //   - A container that starts after the collector resolves on its first
 //     event: an unknown cgroup id triggers a new walk of the hierarchy.
 //   - Records are decoded by a pure function (decode) that is fuzzed;
