@@ -27,6 +27,10 @@ type Config struct {
 	// and subject) in event time: the first raises an alert, the others are
 	// counted into the next alert for that key.
 	GroupWindow time.Duration
+	// IncidentWindow joins a container's alerts into one incident
+	// (Alert.incident_id) while each comes within this span of event time
+	// of the previous one; 0 makes every alert its own incident.
+	IncidentWindow time.Duration
 	// MinAlertScore: deviations scoring below it are counted, not alerted.
 	MinAlertScore float64
 	// AbsorbBelow: while converged (not locked), a deviation scoring below
@@ -90,6 +94,7 @@ func DefaultConfig() Config {
 			MinDuration:      2 * time.Minute,
 		},
 		GroupWindow:     5 * time.Minute,
+		IncidentWindow:  30 * time.Second,
 		MinAlertScore:   0.3,
 		AbsorbBelow:     0.45,
 		MaxImages:       10000,
@@ -132,6 +137,8 @@ func (c Config) validateEngine() error {
 		return errors.New("analyzer.convergence.min_duration: must not be negative")
 	case c.GroupWindow < 0:
 		return errors.New("analyzer.group_window: must not be negative")
+	case c.IncidentWindow < 0:
+		return errors.New("analyzer.incident_window: must not be negative")
 	case c.MinAlertScore < 0 || c.MinAlertScore > 1:
 		return fmt.Errorf("analyzer.min_alert_score: %v not in [0,1]", c.MinAlertScore)
 	case c.AbsorbBelow < 0 || c.AbsorbBelow > 1:

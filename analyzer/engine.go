@@ -257,6 +257,10 @@ type container struct {
 	// the baseline's image profile. seedRef is that reference.
 	seed    *seed
 	seedRef string
+	// incident is the id of the alert that opened the container's current
+	// incident, incidentNs the event time of its latest alert.
+	incident   []byte
+	incidentNs int64
 }
 
 // Stats counts what the engine did. Plain counters: the Analyzer exports
@@ -1065,7 +1069,17 @@ func (e *Engine) raise(c *container, b *Baseline, ev *containv1.Event) []*contai
 	}
 	sort.SliceStable(reasons, func(i, j int) bool { return reasons[i].Score > reasons[j].Score })
 	e.stats.Alerts++
+	id := AlertID(ev.Id)
+	gap := ev.WallNs - c.incidentNs
+	if gap < 0 {
+		gap = -gap
+	}
+	if c.incident == nil || e.cfg.IncidentWindow <= 0 || gap >= int64(e.cfg.IncidentWindow) {
+		c.incident = id
+	}
+	c.incidentNs = max(c.incidentNs, ev.WallNs)
 	alert := &containv1.Alert{
+		IncidentId:      c.incident,
 		Score:           score,
 		Reasons:         reasons,
 		Rule:            classes[e.devs[top].code].rule,
@@ -1076,7 +1090,7 @@ func (e *Engine) raise(c *container, b *Baseline, ev *containv1.Event) []*contai
 		Trigger:         proto.Clone(ev).(*containv1.Event),
 	}
 	return []*containv1.Event{{
-		Id:            AlertID(ev.Id),
+		Id:            id,
 		Host:          ev.Host,
 		ContainerId:   ev.ContainerId,
 		ContainerName: ev.ContainerName,

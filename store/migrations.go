@@ -46,6 +46,7 @@ var migrations = []migration{
 		{"events", "ct_addresses", "Array(String)"},
 		{"events", "ct_host_network", "UInt8"},
 	}},
+	{5, "alert incidents", nil, []column{{"alerts", "incident_id", "UUID"}}},
 }
 
 const ddlMigrations = `CREATE TABLE IF NOT EXISTS schema_migrations (

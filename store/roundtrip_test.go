@@ -81,7 +81,7 @@ func TestRoundTripEveryKind(t *testing.T) {
 				{Code: "network.unseen_peer", Message: "connect to 10.1.2.3:4444", Score: 0.6, Mitre: []string{"T1071", "T1041"}},
 				{Code: "exec.unseen", Message: "wget never ran", Score: 0.33, Mitre: []string{"T1105", "T1071"}},
 			},
-			EvidenceIds: [][]byte{evs[0].Id, evs[2].Id}, Trigger: trigger}}}
+			EvidenceIds: [][]byte{evs[0].Id, evs[2].Id}, Trigger: trigger, IncidentId: evs[5].Id}}}
 	action := &containv1.Event{Id: ids.Next(), Host: "host-a", ContainerId: "c-rt", ImageRef: "docker.io/library/nginx:1.27",
 		WallNs: base.Add(11 * time.Second).UnixNano(), Kind: containv1.Kind_KIND_ACTION,
 		Body: &containv1.Event_Action{Action: &containv1.Action{Type: containv1.Action_TYPE_PAUSE, Result: containv1.Action_RESULT_OK, Actor: "responder",
@@ -273,6 +273,11 @@ func TestRoundTripEveryKind(t *testing.T) {
 		trigID != uuid.UUID(trigger.Id) || tkind != "network" || tcomm != "sh" || traddr != "::ffff:10.1.2.3" || tport != 4444 || !trawOK {
 		t.Errorf("alert row: %v %v %v %s %s %s %d %v %v %v %v %v %v %s %s %s %d %v", alertID, ats, score, rule, prio, bv, acount, codes, msgs, scores,
 			mitre, evidence, trigID, tkind, tcomm, traddr, tport, trawOK)
+	}
+	var incident uuid.UUID
+	one(`SELECT incident_id FROM alerts WHERE image_ref = 'docker.io/library/nginx:1.27'`, &incident)
+	if incident != uuid.UUID(evs[5].Id) {
+		t.Errorf("incident_id %v, want %v", incident, uuid.UUID(evs[5].Id))
 	}
 	// Evidence joins back to events.
 	if n := queryUint(t, s, `SELECT count() FROM events WHERE event_id IN (SELECT arrayJoin(evidence_ids) FROM alerts WHERE alert_id = ?)`,

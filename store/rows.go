@@ -324,6 +324,7 @@ var alertsTable = &tableDef[row]{name: "alerts", cols: []colDef[row]{
 	col("ts", func(r row) time.Time { return r.ts }),
 	col("ts_ns", func(r row) uint32 { return r.tsNs }),
 	col("alert_id", func(r row) uuid.UUID { return r.id }),
+	col("incident_id", func(r row) uuid.UUID { return refID(r.ev.GetAlert().GetIncidentId()) }),
 	col("host", func(r row) string { return r.ev.GetHost() }),
 	col("container_id", func(r row) string { return r.ev.GetContainerId() }),
 	col("container_name", func(r row) string { return r.ev.GetContainerName() }),

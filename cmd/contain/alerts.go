@@ -126,8 +126,8 @@ func writeAlert(w io.Writer, ev *containv1.Event, format string) error {
 	for _, r := range a.GetReasons() {
 		reasons = append(reasons, r.GetCode()+": "+r.GetMessage())
 	}
-	_, err := fmt.Fprintf(w, "%s %s score=%.2f %s container=%s image=%s\n  %s\n",
+	_, err := fmt.Fprintf(w, "%s %s score=%.2f %s container=%s image=%s incident=%s\n  %s\n",
 		time.Unix(0, ev.GetWallNs()).UTC().Format(time.RFC3339), ev.GetHost(), a.GetScore(), a.GetPriority(),
-		ev.GetContainerId(), ev.GetImageRef(), strings.Join(reasons, "\n  "))
+		ev.GetContainerId(), ev.GetImageRef(), containv1.FormatID(a.GetIncidentId()), strings.Join(reasons, "\n  "))
 	return err
 }

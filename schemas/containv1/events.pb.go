@@ -1569,7 +1569,11 @@ type Alert struct {
 	// count of identical deviations grouped into this alert.
 	Count uint64 `protobuf:"varint,7,opt,name=count,proto3" json:"count,omitempty"`
 	// the event that triggered it, copied for context.
-	Trigger       *Event `protobuf:"bytes,8,opt,name=trigger,proto3" json:"trigger,omitempty"`
+	Trigger *Event `protobuf:"bytes,8,opt,name=trigger,proto3" json:"trigger,omitempty"`
+	// incident_id is the id of the alert that opened this incident: alerts
+	// about one container within the analyzer's incident window (event time)
+	// of the incident's previous alert share it.
+	IncidentId    []byte `protobuf:"bytes,9,opt,name=incident_id,json=incidentId,proto3" json:"incident_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1656,6 +1660,13 @@ func (x *Alert) GetCount() uint64 {
 func (x *Alert) GetTrigger() *Event {
 	if x != nil {
 		return x.Trigger
+	}
+	return nil
+}
+
+func (x *Alert) GetIncidentId() []byte {
+	if x != nil {
+		return x.IncidentId
 	}
 	return nil
 }
@@ -2079,7 +2090,7 @@ const file_contain_v1_events_proto_rawDesc = "" +
 	"\x04code\x18\x01 \x01(\tR\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x14\n" +
 	"\x05score\x18\x03 \x01(\x01R\x05score\x12\x14\n" +
-	"\x05mitre\x18\x04 \x03(\tR\x05mitre\"\x8c\x02\n" +
+	"\x05mitre\x18\x04 \x03(\tR\x05mitre\"\xad\x02\n" +
 	"\x05Alert\x12\x14\n" +
 	"\x05score\x18\x01 \x01(\x01R\x05score\x12,\n" +
 	"\areasons\x18\x02 \x03(\v2\x12.contain.v1.ReasonR\areasons\x12\x12\n" +
@@ -2088,7 +2099,9 @@ const file_contain_v1_events_proto_rawDesc = "" +
 	"\x10baseline_version\x18\x05 \x01(\tR\x0fbaselineVersion\x12!\n" +
 	"\fevidence_ids\x18\x06 \x03(\fR\vevidenceIds\x12\x14\n" +
 	"\x05count\x18\a \x01(\x04R\x05count\x12+\n" +
-	"\atrigger\x18\b \x01(\v2\x11.contain.v1.EventR\atrigger\"\xc2\x03\n" +
+	"\atrigger\x18\b \x01(\v2\x11.contain.v1.EventR\atrigger\x12\x1f\n" +
+	"\vincident_id\x18\t \x01(\fR\n" +
+	"incidentId\"\xc2\x03\n" +
 	"\x06Action\x12+\n" +
 	"\x04type\x18\x01 \x01(\x0e2\x17.contain.v1.Action.TypeR\x04type\x121\n" +
 	"\x06result\x18\x02 \x01(\x0e2\x19.contain.v1.Action.ResultR\x06result\x12\x14\n" +
