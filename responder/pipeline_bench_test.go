@@ -41,18 +41,24 @@ func BenchmarkExecToFrozen(b *testing.B) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 
+	// CONTAIN_BENCH_DEFAULTS=1 keeps the stages' default batching (collector
+	// flush 10 ms, default fetch sizes and syscall tracking) instead of the
+	// low-latency settings.
+	defaults := os.Getenv("CONTAIN_BENCH_DEFAULTS") == "1"
 	col := collector.DefaultConfig()
 	col.Host = testHost
-	col.FlushInterval = time.Millisecond
-	col.Syscalls = false
 	en := enricher.DefaultConfig()
 	en.Registry.Enabled = false
-	en.Fetch = 1
 	an := analyzer.DefaultConfig()
 	an.Host = testHost
 	an.LearningWindow = 3 * time.Second
 	an.GroupWindow = 0
-	an.Fetch = 1
+	if !defaults {
+		col.FlushInterval = time.Millisecond
+		col.Syscalls = false
+		en.Fetch = 1
+		an.Fetch = 1
+	}
 	log := testenv.Discard()
 	c, err := collector.New(col, h.js, h.m, log)
 	if err != nil {
