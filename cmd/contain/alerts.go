@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -14,7 +13,6 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/containsec/contain/analyzer"
-	"github.com/containsec/contain/internal/bus"
 	"github.com/containsec/contain/schemas/containv1"
 )
 
@@ -63,36 +61,7 @@ output_fields, time), one per line, for tools that consume Falco alerts.`,
 }
 
 func printAlerts(ctx context.Context, js jetstream.JetStream, subject string, from time.Time, follow bool, format string, w io.Writer) error {
-	cons, err := js.OrderedConsumer(ctx, containv1.StreamAlerts, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{subject},
-		DeliverPolicy:  jetstream.DeliverByStartTimePolicy,
-		OptStartTime:   &from,
-	})
-	if err != nil {
-		return fmt.Errorf("alerts: %w", err)
-	}
-	for {
-		msg, err := cons.Next(jetstream.FetchMaxWait(time.Second))
-		if err != nil {
-			if errors.Is(err, jetstream.ErrNoMessages) || errors.Is(err, context.DeadlineExceeded) || strings.Contains(err.Error(), "timeout") {
-				if !follow {
-					return nil
-				}
-				if ctx.Err() != nil {
-					return nil
-				}
-				continue
-			}
-			if ctx.Err() != nil {
-				return nil
-			}
-			return fmt.Errorf("alerts: %w", err)
-		}
-		b, err := bus.Decode(msg.Data())
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "contain: skipping malformed message on %s: %v\n", msg.Subject(), err)
-			continue
-		}
+	return readStream(ctx, js, containv1.StreamAlerts, subject, from, time.Time{}, follow, func(b *containv1.Batch) error {
 		for _, ev := range b.Events {
 			if ev.GetAlert() == nil {
 				continue
@@ -101,7 +70,10 @@ func printAlerts(ctx context.Context, js jetstream.JetStream, subject string, fr
 				return err
 			}
 		}
-	}
+		return nil
+	}, func(subject string, err error) {
+		fmt.Fprintf(os.Stderr, "contain: skipping malformed message on %s: %v\n", subject, err)
+	})
 }
 
 func writeAlert(w io.Writer, ev *containv1.Event, format string) error {

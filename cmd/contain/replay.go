@@ -2,11 +2,9 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -14,7 +12,6 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/containsec/contain/analyzer"
-	"github.com/containsec/contain/internal/bus"
 	"github.com/containsec/contain/schemas/containv1"
 )
 
@@ -92,30 +89,7 @@ type replayer struct {
 }
 
 func (r *replayer) run(ctx context.Context, js jetstream.JetStream, subject string, from time.Time) error {
-	cons, err := js.OrderedConsumer(ctx, containv1.StreamEvents, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{subject},
-		DeliverPolicy:  jetstream.DeliverByStartTimePolicy,
-		OptStartTime:   &from,
-	})
-	if err != nil {
-		return fmt.Errorf("replay: %w", err)
-	}
-	for ctx.Err() == nil {
-		msg, err := cons.Next(jetstream.FetchMaxWait(time.Second))
-		if err != nil {
-			if errors.Is(err, jetstream.ErrNoMessages) || errors.Is(err, context.DeadlineExceeded) || strings.Contains(err.Error(), "timeout") {
-				return nil // caught up
-			}
-			return fmt.Errorf("replay: %w", err)
-		}
-		if md, err := msg.Metadata(); err == nil && md.Timestamp.After(r.end) {
-			return nil
-		}
-		b, err := bus.Decode(msg.Data())
-		if err != nil {
-			r.malformed++
-			continue
-		}
+	return readStream(ctx, js, containv1.StreamEvents, subject, from, r.end, false, func(b *containv1.Batch) error {
 		r.batches++
 		for _, ev := range b.Events {
 			r.events++
@@ -123,8 +97,8 @@ func (r *replayer) run(ctx context.Context, js jetstream.JetStream, subject stri
 				return err
 			}
 		}
-	}
-	return nil
+		return nil
+	}, func(string, error) { r.malformed++ })
 }
 
 func (r *replayer) event(ev *containv1.Event) error {
