@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what contain's tests and demo need on a fresh Debian machine with
-# Go: runc, busybox-static, ClickHouse, protoc, clang/bpftool (only to
-# regenerate eBPF objects). Idempotent and quiet; run as root.
+# Go: runc, busybox-static, ClickHouse, docker.io (a private dockerd and
+# containerd for tests), protoc, clang/bpftool (only to regenerate eBPF
+# objects). Idempotent and quiet; run as root.
 set -euo pipefail
 need=()
 command -v runc >/dev/null || need+=(runc)
@@ -10,6 +11,8 @@ command -v clickhouse-server >/dev/null || need+=(clickhouse-server)
 command -v clickhouse-client >/dev/null || need+=(clickhouse-client)
 command -v protoc >/dev/null || need+=(protobuf-compiler)
 command -v ip >/dev/null || need+=(iproute2)
+# Docker Engine + containerd (+ ctr): run only privately by deploy/engines.
+command -v dockerd >/dev/null && command -v ctr >/dev/null || need+=(docker.io)
 command -v file >/dev/null || need+=(file)
 if [ "${CONTAIN_SETUP_BPF:-0}" = 1 ]; then
   command -v clang >/dev/null || need+=(clang llvm)

@@ -1,0 +1,112 @@
+package engines_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/containsec/contain/internal/engines"
+	"github.com/containsec/contain/internal/testenv"
+)
+
+func freezerState(t *testing.T, cgroup string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("/sys/fs/cgroup/freezer", cgroup, "freezer.state"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(b))
+}
+
+func TestDockerInspectPause(t *testing.T) {
+	e := testenv.RequireEngines(t)
+	d, err := engines.NewDocker(e.DockerHost, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	ctx := context.Background()
+	if err := d.Ping(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c := e.DockerRun(t, "engines-docker", []string{"--label", "team=payments"})
+
+	got, err := d.Inspect(ctx, c.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.ID != c.ID || got.Name != "engines-docker" || got.ImageRef != testenv.EnginesImage ||
+		!strings.HasPrefix(got.ImageID, "sha256:") || got.Labels["team"] != "payments" ||
+		got.Pid != c.Pid || !got.Running || got.Paused {
+		t.Fatalf("inspect: %+v (want id %s pid %d)", got, c.ID, c.Pid)
+	}
+
+	if err := d.Pause(ctx, c.ID); err != nil {
+		t.Fatal(err)
+	}
+	if s := freezerState(t, c.Cgroup); s != "FROZEN" {
+		t.Fatalf("after pause: freezer %s", s)
+	}
+	if got, _ := d.Inspect(ctx, c.ID); !got.Paused {
+		t.Fatalf("engine does not say paused: %+v", got)
+	}
+	if err := d.Unpause(ctx, c.ID); err != nil {
+		t.Fatal(err)
+	}
+	if s := freezerState(t, c.Cgroup); s != "THAWED" {
+		t.Fatalf("after unpause: freezer %s", s)
+	}
+
+	if _, err := d.Inspect(ctx, "no-such-container"); !errors.Is(err, engines.ErrNotFound) {
+		t.Fatalf("missing container: %v", err)
+	}
+	bad, _ := engines.NewDocker("unix:///nonexistent/docker.sock", 0)
+	if err := bad.Ping(ctx); err == nil || !strings.Contains(err.Error(), "/nonexistent/docker.sock") {
+		t.Fatalf("unreachable engine: %v", err)
+	}
+}
+
+func TestContainerdContainerPause(t *testing.T) {
+	e := testenv.RequireEngines(t)
+	cd, err := engines.NewContainerd(e.Containerd, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cd.Close()
+	ctx := context.Background()
+	c := e.ContainerdRun(t, "engines-ctd", []string{"--label", "team=payments"})
+	ns := testenv.EnginesNamespace
+
+	got, err := cd.Container(ctx, ns, c.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.ID != c.ID || got.ImageRef != "docker.io/"+testenv.EnginesImage || got.Labels["team"] != "payments" ||
+		got.Pid != c.Pid || !got.Running {
+		t.Fatalf("container: %+v (pid %d)", got, c.Pid)
+	}
+	if err := cd.Pause(ctx, ns, c.ID); err != nil {
+		t.Fatal(err)
+	}
+	if s := freezerState(t, c.Cgroup); s != "FROZEN" {
+		t.Fatalf("after pause: freezer %s", s)
+	}
+	if s, err := cd.TaskStatus(ctx, ns, c.ID); err != nil || s != "PAUSED" {
+		t.Fatalf("task status %q %v", s, err)
+	}
+	if err := cd.Resume(ctx, ns, c.ID); err != nil {
+		t.Fatal(err)
+	}
+	if s := freezerState(t, c.Cgroup); s != "THAWED" {
+		t.Fatalf("after resume: freezer %s", s)
+	}
+	if _, err := cd.Container(ctx, ns, "no-such"); !errors.Is(err, engines.ErrNotFound) {
+		t.Fatalf("missing container: %v", err)
+	}
+	if _, err := cd.Container(ctx, "other-ns", c.ID); !errors.Is(err, engines.ErrNotFound) {
+		t.Fatalf("wrong namespace: %v", err)
+	}
+}
