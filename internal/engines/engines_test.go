@@ -110,3 +110,28 @@ func TestContainerdContainerPause(t *testing.T) {
 		t.Fatalf("wrong namespace: %v", err)
 	}
 }
+
+func TestContainerdImage(t *testing.T) {
+	e := testenv.RequireEngines(t)
+	cd, err := engines.NewContainerd(e.Containerd, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cd.Close()
+	ctx := context.Background()
+	im, err := cd.Image(ctx, testenv.EnginesNamespace, "docker.io/"+testenv.EnginesImage)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// docker imported the same image: its id is the config digest.
+	id, err := e.Docker("image", "inspect", "-f", "{{.Id}}", testenv.EnginesImage)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(im.Digest, "sha256:") || im.ID != id {
+		t.Fatalf("image: %+v, want id %s", im, id)
+	}
+	if _, err := cd.Image(ctx, testenv.EnginesNamespace, "docker.io/no/such:image"); !errors.Is(err, engines.ErrNotFound) {
+		t.Fatalf("missing image: %v", err)
+	}
+}
