@@ -36,6 +36,12 @@ type Ref struct {
 	ID      string
 	// PodUID is the Kubernetes pod uid when the path holds one.
 	PodUID string
+	// Namespace is the containerd namespace a two-level path
+	// /<namespace>/<id> may name (containerd's cgroupfs layout, e.g. `ctr
+	// run` in namespace contain-test puts the task at /contain-test/<id>).
+	// It is a hint: Runtime stays Runc until containerd or its task
+	// bundle confirms the container (EngineReader, StateReader).
+	Namespace string
 }
 
 // FromCgroupPath identifies the container that owns cgroup path p (a path
@@ -88,7 +94,49 @@ func FromCgroupPath(p string) (ref Ref, ok bool) {
 	case strings.HasPrefix(last, "pod") && pod != "":
 		return Ref{}, false // the pod's own cgroup
 	}
-	return Ref{Runtime: Runc, ID: last}, true
+	ref = Ref{Runtime: Runc, ID: last}
+	if len(parts) == 2 && maybeContainerdNamespace(parent) && isContainerdIdentifier(last) {
+		ref.Namespace = parent
+	}
+	return ref, true
+}
+
+// maybeContainerdNamespace reports whether a top-level cgroup directory
+// may be a containerd namespace: a containerd identifier that is not a
+// systemd unit, a Kubernetes or docker parent, or an LXC directory.
+func maybeContainerdNamespace(name string) bool {
+	if !isContainerdIdentifier(name) || isSystemdUnit(name) || strings.HasSuffix(name, ".scope") {
+		return false
+	}
+	switch name {
+	case "docker", "libpod_parent", "machine", "system", "user", "init", "lxc", "lxc.payload", "lxc.monitor":
+		return false
+	}
+	return !strings.HasPrefix(name, "kubepods") && !strings.HasPrefix(name, "lxc.")
+}
+
+// isContainerdIdentifier reports whether s is valid as a containerd
+// namespace or container id: at most 76 alphanumeric components joined by
+// single '.', '_' or '-' (containerd's identifiers.Validate).
+func isContainerdIdentifier(s string) bool {
+	if s == "" || len(s) > 76 {
+		return false
+	}
+	prevSep := true
+	for _, c := range []byte(s) {
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+			prevSep = false
+		case c == '.' || c == '_' || c == '-':
+			if prevSep {
+				return false
+			}
+			prevSep = true
+		default:
+			return false
+		}
+	}
+	return !prevSep
 }
 
 func isSystemdUnit(name string) bool {
@@ -147,6 +195,10 @@ type Info struct {
 	Name      string
 	Pod       string
 	Namespace string
+	// EngineNamespace is the containerd namespace that holds the
+	// container (its task bundle's directory, or the namespace containerd
+	// answered in).
+	EngineNamespace string
 }
 
 // ErrNotFound means no state directory knows the container.

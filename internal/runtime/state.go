@@ -136,6 +136,9 @@ func (r StateReader) readContainerd(id string, info *Info) (bool, error) {
 		if info.Bundle == "" {
 			info.Bundle = bundle
 		}
+		if info.EngineNamespace == "" {
+			info.EngineNamespace = ns.Name()
+		}
 		if info.InitPID == 0 {
 			if b, err := readBounded(filepath.Join(bundle, "init.pid")); err == nil {
 				if pid, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 32); err == nil {
