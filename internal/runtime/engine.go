@@ -31,7 +31,9 @@ type EngineError struct {
 	Err    error
 }
 
-func (e *EngineError) Error() string { return fmt.Sprintf("%s lookup: %s: %v", e.Engine, e.Reason, e.Err) }
+func (e *EngineError) Error() string {
+	return fmt.Sprintf("%s lookup: %s: %v", e.Engine, e.Reason, e.Err)
+}
 func (e *EngineError) Unwrap() error { return e.Err }
 
 // Enabled reports whether any engine is configured.
