@@ -65,16 +65,23 @@ type Collector struct {
 	log   *slog.Logger
 	hooks []string
 
-	coll    *ebpf.Collection
-	links   []link.Link
-	rd      *ringbuf.Reader
-	rw      *ringWait // nil: the reader blocks in epoll_wait (rd)
-	rr      *ringRead // with rw: reads the ring's memory
-	batcher *bus.Batcher
-	ident   *identity
-	ids     *containv1.IDGen
-	queue   chan []byte
-	opts    decodeOptions
+	coll  *ebpf.Collection
+	links []link.Link
+	rd    *ringbuf.Reader
+	rw    *ringWait // nil: the reader blocks in epoll_wait (rd)
+	rr    *ringRead // with rw: reads the ring's memory
+	// gate is the kernel's wake_gate (Config.WakeupCoalesce); nil when
+	// every waking record wakes the reader.
+	gate *ebpf.Variable
+	// wakeMask: the record types that wake the reader (wake_types);
+	// urgent is set by handle when one was read (reader goroutine only).
+	wakeMask uint32
+	urgent   bool
+	batcher  *bus.Batcher
+	ident    *identity
+	ids      *containv1.IDGen
+	queue    chan []byte
+	opts     decodeOptions
 
 	// mu serialises handling: the reader goroutine handles records
 	// (ringWait) while Run's tickers report counts, losses and held
@@ -150,6 +157,14 @@ func New(cfg Config, js jetstream.JetStream, m *metrics.Metrics, log *slog.Logge
 	}
 	if err := c.pollRing(); err != nil {
 		log.Warn("ring buffer not pollable by the runtime; the reader blocks in epoll_wait", logErr, err)
+	}
+	c.wakeMask = wakeTypes(cfg.WakeupKinds)
+	if cfg.WakeupCoalesce > 0 {
+		c.gate = c.coll.Variables["wake_gate"]
+		if err := c.openGate(); err != nil {
+			c.close()
+			return nil, fmt.Errorf("collector.wakeup_coalesce: the kernel's wakeup gate cannot be written without a system call (mmapped BPF globals need Linux 5.5); set it to 0: %w", err)
+		}
 	}
 	c.updateClock()
 	log.Info("collector attached", logHooks, c.hooks, "host_cgroup_id", hostCg, "host_processes", cfg.HostProcesses)
@@ -276,6 +291,7 @@ family:
 			"rate_cap_ns":    rateCap,
 			"wake_types":     wakeTypes(c.cfg.WakeupKinds),
 			"wake_bytes":     uint64(c.cfg.RingBufferBytes / 4),
+			"wake_gated":     uint32(b2u(c.cfg.WakeupCoalesce > 0)),
 		} {
 			if err := spec.Variables[name].Set(v); err != nil {
 				return fmt.Errorf("collector: setting %s: %w", name, err)
@@ -455,7 +471,13 @@ func (c *Collector) Run(ctx context.Context) error {
 			bcancel()
 			return <-bdone
 		case rec := <-c.queue:
-			c.locked(func() { c.handle(rec) })
+			c.locked(func() {
+				c.urgent = false
+				c.handleRecord(rec)
+				if c.urgent {
+					c.batcher.Flush()
+				}
+			})
 		case <-holdTick.C:
 			c.locked(func() {
 				if len(c.held) > 0 {
@@ -498,37 +520,86 @@ func (c *Collector) readLoop() {
 		c.readLoopBlocking()
 		return
 	}
+	busy := false // the gate is closed: poll every WakeupCoalesce
+	wakeKernel := c.m.ReaderWakeups.WithLabelValues("kernel")
+	wakeTimer := c.m.ReaderWakeups.WithLabelValues("timer")
 	for {
 		// Records are handled here, in the goroutine the kernel's wakeup
 		// ran, not handed to Run's: a hand-off per wakeup readied a
 		// second goroutine and woke a second thread for every exec.
 		stopping := c.stopping.Load() // the programs are detached: drain once more
-		for {
-			c.mu.Lock()
-			n, err := c.rr.drain(drainBatch, c.handle)
-			c.mu.Unlock()
-			if err != nil {
-				// Not a ring the kernel wrote: nothing more can be read.
-				c.m.Errors.WithLabelValues(metrics.StageCollector, "ringbuf_read").Inc()
-				c.log.Error("ring buffer unreadable; reader stops", logErr, err)
-				return
-			}
-			if n < drainBatch {
-				break
-			}
+		urgent, ok := c.drainAll()
+		if !ok {
+			return
+		}
+		if urgent {
+			c.batcher.Flush()
 		}
 		if stopping {
 			return
 		}
-		if err := c.rw.wait(time.Now().Add(c.cfg.PollInterval)); err != nil && !isWaitTimeout(err) {
-			if errors.Is(err, os.ErrClosed) {
-				return
+		wait := c.cfg.PollInterval
+		if c.gate != nil {
+			switch {
+			case urgent:
+				// Waking records keep coming: poll again soon, with the
+				// gate left closed by the kernel.
+				busy, wait = true, c.cfg.WakeupCoalesce
+			case busy:
+				// A quiet poll: reopen the gate, then drain once more,
+				// since a record written before it opened woke no one.
+				busy = false
+				if err := c.openGate(); err != nil {
+					c.m.Errors.WithLabelValues(metrics.StageCollector, "wake_gate").Inc()
+				}
+				continue
 			}
+		}
+		switch err := c.rw.wait(time.Now().Add(wait)); {
+		case err == nil:
+			wakeKernel.Inc()
+		case isWaitTimeout(err):
+			wakeTimer.Inc()
+		case errors.Is(err, os.ErrClosed):
+			return
+		default:
 			c.m.Errors.WithLabelValues(metrics.StageCollector, "ringbuf_wait").Inc()
 			time.Sleep(c.cfg.PollInterval) // do not spin on a broken poller
 		}
 	}
 }
+
+// drainAll handles every record in the ring buffer and reports whether a
+// waking record (Config.WakeupKinds) was among them; ok is false when the
+// ring is unreadable and the reader must stop.
+func (c *Collector) drainAll() (urgent, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.urgent = false
+	for {
+		n, err := c.rr.drain(drainBatch, c.handleRecord)
+		if err != nil {
+			// Not a ring the kernel wrote: nothing more can be read.
+			c.m.Errors.WithLabelValues(metrics.StageCollector, "ringbuf_read").Inc()
+			c.log.Error("ring buffer unreadable; reader stops", logErr, err)
+			return c.urgent, false
+		}
+		if n < drainBatch {
+			return c.urgent, true
+		}
+	}
+}
+
+// handleRecord is handle for the ring reader: it notes waking records.
+func (c *Collector) handleRecord(rec []byte) {
+	if len(rec) > 0 && rec[0] < 32 && c.wakeMask&(1<<rec[0]) != 0 {
+		c.urgent = true
+	}
+	c.handle(rec)
+}
+
+// openGate lets the next waking record wake the reader.
+func (c *Collector) openGate() error { return c.gate.Set(uint32(1)) }
 
 // drainBatch bounds the records handled per hold of mu, so Run's reports
 // are not held off by a flood.
@@ -551,6 +622,10 @@ func (c *Collector) readLoopBlocking() {
 			continue
 		}
 		c.enqueue(rec.RawSample)
+		if c.gate != nil {
+			// Every wakeup is read at once here: keep the gate open.
+			_ = c.openGate()
+		}
 	}
 }
 

@@ -158,6 +158,8 @@ const (
 	collectorVarUnusedNetEvent       = "unused_net_event"
 	collectorVarUnusedSyscallEvent   = "unused_syscall_event"
 	collectorVarWakeBytes            = "wake_bytes"
+	collectorVarWakeGate             = "wake_gate"
+	collectorVarWakeGated            = "wake_gated"
 	collectorVarWakeTypes            = "wake_types"
 )
 
@@ -249,6 +251,8 @@ type collectorVariableSpecs struct {
 	UnusedNetEvent       *ebpf.VariableSpec `ebpf:"unused_net_event"`
 	UnusedSyscallEvent   *ebpf.VariableSpec `ebpf:"unused_syscall_event"`
 	WakeBytes            *ebpf.VariableSpec `ebpf:"wake_bytes"`
+	WakeGate             *ebpf.VariableSpec `ebpf:"wake_gate"`
+	WakeGated            *ebpf.VariableSpec `ebpf:"wake_gated"`
 	WakeTypes            *ebpf.VariableSpec `ebpf:"wake_types"`
 }
 
@@ -316,6 +320,8 @@ type collectorVariables struct {
 	UnusedNetEvent       *ebpf.Variable `ebpf:"unused_net_event"`
 	UnusedSyscallEvent   *ebpf.Variable `ebpf:"unused_syscall_event"`
 	WakeBytes            *ebpf.Variable `ebpf:"wake_bytes"`
+	WakeGate             *ebpf.Variable `ebpf:"wake_gate"`
+	WakeGated            *ebpf.Variable `ebpf:"wake_gated"`
 	WakeTypes            *ebpf.Variable `ebpf:"wake_types"`
 }
 

@@ -87,6 +87,15 @@ type Config struct {
 	// on.
 	WakeupKinds  []string
 	PollInterval time.Duration
+	// WakeupCoalesce bounds the reader's wakeups while waking records keep
+	// coming (collector.wakeup_coalesce): the first one after a quiet
+	// spell wakes the reader at once; from then on the reader polls every
+	// WakeupCoalesce, publishing what it read at once, until a poll finds
+	// no waking record. A record that woke the reader, or was found by
+	// such a poll, is published at once, not at the next FlushInterval
+	// tick. 0 wakes the reader for every waking record (one thread switch
+	// per exec on an exec-per-request workload).
+	WakeupCoalesce time.Duration
 }
 
 // recordKinds maps WakeupKinds names to record types (common.h RECORD_*).
@@ -141,6 +150,7 @@ func DefaultConfig() Config {
 		RateBurst:         20000,
 		WakeupKinds:       []string{"exec", "syscall"},
 		PollInterval:      10 * time.Millisecond,
+		WakeupCoalesce:    2 * time.Millisecond,
 	}
 }
 
@@ -183,6 +193,9 @@ func (c Config) Validate() error {
 	}
 	if c.PollInterval <= 0 || c.PollInterval > time.Second {
 		return fmt.Errorf("collector.poll_interval: must be in (0, 1s]")
+	}
+	if c.WakeupCoalesce < 0 || c.WakeupCoalesce > c.PollInterval {
+		return fmt.Errorf("collector.wakeup_coalesce: must be in [0, collector.poll_interval]")
 	}
 	for _, k := range c.WakeupKinds {
 		if _, ok := recordKinds[k]; !ok {

@@ -181,6 +181,16 @@ volatile const __u64 rate_cap_ns = 0;
 // wake_bytes.
 volatile const __u32 wake_types = 0xffffffff;
 volatile const __u64 wake_bytes = 0;
+// Wakeup coalescing (wake_gated 1): a waking record forces a wakeup only
+// while wake_gate is open, and closes it. The reader, once woken, polls
+// every collector.wakeup_coalesce while waking records keep coming and
+// reopens the gate when a poll finds none, so a burst of execs costs one
+// wakeup per coalesce period instead of one each, while the first record
+// after a quiet spell still wakes the reader at once. wake_gate lives in
+// .data, mmapped: user space opens it with a store, no system call. Two
+// CPUs racing on the open gate both wake the reader; that is harmless.
+volatile const __u32 wake_gated = 0;
+volatile __u32 wake_gate = 1;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -192,8 +202,14 @@ struct {
 // before this record, which is not the case after NO_WAKEUP records.
 static __always_inline __u64 submit_flags(__u32 type)
 {
-	if (wake_types & (1u << type))
-		return BPF_RB_FORCE_WAKEUP;
+	if (wake_types & (1u << type)) {
+		if (!wake_gated)
+			return BPF_RB_FORCE_WAKEUP;
+		if (wake_gate) {
+			wake_gate = 0;
+			return BPF_RB_FORCE_WAKEUP;
+		}
+	}
 	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) > wake_bytes)
 		return BPF_RB_FORCE_WAKEUP;
 	return BPF_RB_NO_WAKEUP;

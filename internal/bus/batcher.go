@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -62,6 +63,8 @@ type Batcher struct {
 	mu     sync.Mutex
 	direct []*containv1.Event
 	kick   chan struct{}
+	// flushNow: Flush asked Run to publish the appended events at once.
+	flushNow atomic.Bool
 }
 
 // NewBatcher makes a Batcher; call Run to publish.
@@ -115,6 +118,18 @@ func (b *Batcher) Append(ev *containv1.Event) bool {
 		}
 	}
 	return true
+}
+
+// Flush asks Run to publish what was appended at once instead of at the
+// next FlushInterval tick, without waiting for it: for events that must
+// reach the detectors fast (an exec). Flushes asked for while Run is
+// publishing coalesce into one.
+func (b *Batcher) Flush() {
+	b.flushNow.Store(true)
+	select {
+	case b.kick <- struct{}{}:
+	default:
+	}
 }
 
 // takeDirect returns the appended events and resets the list.
@@ -201,6 +216,9 @@ func (b *Batcher) Run(ctx context.Context) error {
 			add(ctx, ev)
 		case <-b.kick:
 			addDirect(ctx)
+			if b.flushNow.Swap(false) {
+				flush(ctx)
+			}
 		case <-ticker.C:
 			b.m.QueueDepth.WithLabelValues(b.cfg.Stage, "batcher").Set(float64(b.Len()))
 			addDirect(ctx)

@@ -42,6 +42,9 @@ type Metrics struct {
 	Actions *prometheus.CounterVec
 	// QueueDepth is the current length of a stage's bounded queue.
 	QueueDepth *prometheus.GaugeVec
+	// ReaderWakeups counts the collector's ring-buffer reader waking up,
+	// by cause: "kernel" (a record forced a wakeup) or "timer" (a poll).
+	ReaderWakeups *prometheus.CounterVec
 }
 
 // New makes a Metrics on a fresh registry, with Go and process collectors.
@@ -78,8 +81,12 @@ func New() *Metrics {
 		QueueDepth: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: "contain", Name: "queue_depth", Help: "Current length of a stage's bounded queue.",
 		}, []string{"stage", "queue"}),
+		ReaderWakeups: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "contain", Subsystem: "collector", Name: "reader_wakeups_total",
+			Help: "Wakeups of the ring-buffer reader, by cause (kernel: a record forced one; timer: a poll).",
+		}, []string{"cause"}),
 	}
-	reg.MustRegister(m.EventsIn, m.EventsOut, m.Dropped, m.Malformed, m.BatchEvents, m.Errors, m.Alerts, m.Actions, m.QueueDepth)
+	reg.MustRegister(m.EventsIn, m.EventsOut, m.Dropped, m.Malformed, m.BatchEvents, m.Errors, m.Alerts, m.Actions, m.QueueDepth, m.ReaderWakeups)
 	return m
 }
 
