@@ -1,18 +1,32 @@
 // Package freezer locates a container's cgroups and freezes or thaws it
 // through the host's means, verifying the result.
 //
-// Locate reads the runtime's state (runc's <root>/<id>/state.json
-// cgroup_paths) and falls back to searching the cgroup mounts for a
-// directory named after the container. A Method freezes one way:
+// Locate reads the runtimes' state (runc's <root>/<id>/state.json, the same
+// file in dockerd's runc root and in containerd's <root>/<namespace>/<id>)
+// and falls back to searching the cgroup mounts for a directory named
+// after the container; the state's directory or the cgroup's path tells
+// the Target's runtime (docker, containerd and its namespace, runc). A
+// Method freezes one way:
 //
 //   - cgroup-v1-freezer: freezer.state <- FROZEN, polled until FROZEN;
 //   - cgroup-v2-freeze: cgroup.freeze <- 1, polled until cgroup.events
 //     says "frozen 1";
-//   - runc-pause: `runc pause`, verified through `runc state`.
+//   - runc-pause: `runc pause`, verified through `runc state`;
+//   - docker-pause: the Docker Engine API's pause, verified through the
+//     engine (State.Paused) and the cgroup (frozen, still populated);
+//   - containerd-pause: containerd's task service, verified through the
+//     task (PAUSED) and the cgroup.
+//
+// The engine methods apply only to their runtime's containers; a method
+// that froze must also thaw (FrozenBy names the engine when one reports
+// the container paused), or the engine keeps saying Paused.
 //
 // Guarantees: Freeze returns nil only after the freeze was observed and the
 // cgroup still holds at least one process (an empty cgroup "freezes" too,
 // which would hide a container that exited); on any failure it leaves the
 // container thawed and returns an error wrapping one of the Err* sentinels
-// so callers can count failures by kind. Nothing here logs.
+// so callers can count failures by kind (an engine that cannot be reached
+// or refuses is ErrEngine, and the next method is tried; a container whose
+// cgroup is empty or gone is ErrExited, and no other method is tried).
+// Nothing here logs.
 package freezer

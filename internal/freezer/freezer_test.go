@@ -101,7 +101,7 @@ func TestLocateSearchFallback(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if tg.Cgroup2 != dir || tg.Runtime != "" {
+	if tg.Cgroup2 != dir || tg.Runtime != RuntimeDocker {
 		t.Fatalf("located %+v", tg)
 	}
 	if _, err := Locate(Roots{Cgroup2: root}, "other"); !errors.Is(err, ErrNotFound) {
@@ -138,5 +138,45 @@ func TestPollTimeout(t *testing.T) {
 func TestEventsFrozen(t *testing.T) {
 	if !eventsFrozen([]byte("populated 1\nfrozen 1\n")) || eventsFrozen([]byte("populated 1\nfrozen 0\n")) || eventsFrozen(nil) {
 		t.Fatal("eventsFrozen")
+	}
+}
+
+func TestClassify(t *testing.T) {
+	const id = "abc123"
+	for rel, want := range map[string][2]string{
+		"/docker/abc123":                                {RuntimeDocker, ""},
+		"/system.slice/docker-abc123.scope":             {RuntimeDocker, ""},
+		"/kubepods.slice/x/cri-containerd-abc123.scope": {RuntimeContainerd, "k8s.io"},
+		"/contain-test/abc123":                          {RuntimeContainerd, "contain-test"},
+		"/k8s.io/abc123":                                {RuntimeContainerd, "k8s.io"},
+		"/abc123":                                       {"", ""},
+		"/kubepods/besteffort/pod1/abc123":              {"", ""},
+		"/kubepods/abc123":                              {"", ""},
+		"/system.slice/abc123":                          {"", ""},
+		"/machine.slice/libpod-abc123.scope":            {"", ""},
+	} {
+		rt, ns := classify(rel, id)
+		if rt != want[0] || ns != want[1] {
+			t.Errorf("classify(%q) = %q, %q; want %q, %q", rel, rt, ns, want[0], want[1])
+		}
+	}
+}
+
+func TestNewMethodsEngines(t *testing.T) {
+	ms, err := NewMethods(KnownMethods(), Roots{}, "")
+	if err != nil || len(ms) != len(KnownMethods()) {
+		t.Fatalf("%v %v", ms, err)
+	}
+	// Without clients the engine methods never apply.
+	tg := &Target{ID: "x", Runtime: RuntimeDocker, FreezerV1: "/sys/fs/cgroup/freezer/docker/x"}
+	for _, m := range ms {
+		if m.Applies(tg) != (m.Name() == MethodV1Freezer) {
+			t.Errorf("%s applies = %v", m.Name(), m.Applies(tg))
+		}
+	}
+	for _, rt := range []string{RuntimeDocker, RuntimeContainerd} {
+		if got := DefaultMethods(rt); MethodRuntime(got[0]) != rt {
+			t.Errorf("DefaultMethods(%s) = %v", rt, got)
+		}
 	}
 }

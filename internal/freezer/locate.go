@@ -4,11 +4,15 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/containsec/contain/internal/engines"
+	ctrruntime "github.com/containsec/contain/internal/runtime"
 )
 
 // Sentinel errors; every error returned by this package wraps one of them.
@@ -25,6 +29,10 @@ var (
 	ErrTimeout = errors.New("not verified in time")
 	// ErrIO: reading or writing a cgroup or runtime file failed.
 	ErrIO = errors.New("cgroup i/o")
+	// ErrEngine: a container engine (Docker Engine, containerd) could not
+	// be reached or refused, and the container's cgroup still holds
+	// processes; the next method may act instead.
+	ErrEngine = errors.New("container engine failed")
 )
 
 // Roots says where to look for a host's cgroups and runtime state.
@@ -37,14 +45,42 @@ type Roots struct {
 	Cgroup2 string
 	// RuncRoot is runc's state directory, e.g. /run/runc; empty disables it.
 	RuncRoot string
+	// DockerRuncRoot is the runc state directory of dockerd's containers,
+	// e.g. /run/docker/runtime-runc/moby (<exec-root>/runtime-runc/moby);
+	// empty disables it.
+	DockerRuncRoot string
+	// DockerRoot is dockerd's data root, e.g. /var/lib/docker: a docker
+	// container's labels are read from containers/<id>/config.v2.json.
+	// Empty disables it.
+	DockerRoot string
+	// ContainerdRuncRoot holds the runc state of containerd's containers,
+	// one directory per namespace: <root>/<namespace>/<id>/state.json, e.g.
+	// /run/containerd/runc. Empty disables it.
+	ContainerdRuncRoot string
 }
+
+// Runtimes a Target can carry.
+const (
+	// RuntimeRunc: a container of the runc state directory Roots.RuncRoot.
+	RuntimeRunc = "runc"
+	// RuntimeDocker: a container of dockerd (its runc state, or its cgroup
+	// /docker/<id> or docker-<id>.scope).
+	RuntimeDocker = "docker"
+	// RuntimeContainerd: a container of containerd, in Target.Namespace
+	// (its runc state <ns>/<id>, or its cgroup /<ns>/<id> or
+	// cri-containerd-<id>.scope, namespace k8s.io).
+	RuntimeContainerd = "containerd"
+)
 
 // Target is a located container.
 type Target struct {
 	ID string
-	// Runtime is "runc" when the runtime's state was found, "" when the
-	// container was found by searching the cgroup mounts.
+	// Runtime is RuntimeRunc, RuntimeDocker or RuntimeContainerd when the
+	// runtime's state or the cgroup's name tells, "" when the container was
+	// found by searching the cgroup mounts and its path does not tell.
 	Runtime string
+	// Namespace is the containerd namespace of a RuntimeContainerd target.
+	Namespace string
 	// FreezerV1 and Cgroup2 are the container's cgroup directories; either
 	// may be empty.
 	FreezerV1 string
@@ -131,15 +167,40 @@ func (s *RuncState) LabelMap() map[string]string {
 	return m
 }
 
-// Locate finds the container id's cgroups: from runc's state first, else
-// by searching the cgroup mounts.
+// Locate finds the container id's cgroups: from the runtimes' state first
+// (runc's root, then docker's runc root, then containerd's per-namespace
+// runc roots), else by searching the cgroup mounts, the cgroup's path then
+// telling the runtime (/docker/<id>, docker-<id>.scope: docker;
+// cri-containerd-<id>.scope: containerd namespace k8s.io; /<ns>/<id>:
+// containerd namespace ns).
 func Locate(roots Roots, id string) (*Target, error) {
 	if !ValidID(id) {
 		return nil, fmt.Errorf("%w: %q", ErrInvalidID, id)
 	}
-	if roots.RuncRoot != "" {
-		t, err := locateRunc(roots, id)
+	type source struct{ dir, runtime, ns string }
+	sources := []source{{roots.RuncRoot, RuntimeRunc, ""}, {roots.DockerRuncRoot, RuntimeDocker, ""}}
+	if roots.ContainerdRuncRoot != "" {
+		nss, _ := os.ReadDir(roots.ContainerdRuncRoot)
+		for _, ns := range nss {
+			if ns.IsDir() && ValidID(ns.Name()) {
+				rt, n := RuntimeContainerd, ns.Name()
+				if n == engines.NamespaceMoby {
+					rt, n = RuntimeDocker, "" // dockerd's containers: docker's API owns them
+				}
+				sources = append(sources, source{filepath.Join(roots.ContainerdRuncRoot, ns.Name()), rt, n})
+			}
+		}
+	}
+	for _, src := range sources {
+		if src.dir == "" {
+			continue
+		}
+		t, err := locateRunc(roots, src.dir, id)
 		if err == nil {
+			t.Runtime, t.Namespace = src.runtime, src.ns
+			if t.Runtime == RuntimeDocker {
+				dockerLabels(roots, t)
+			}
 			return t, nil
 		}
 		if !errors.Is(err, fs.ErrNotExist) {
@@ -156,11 +217,96 @@ func Locate(roots Roots, id string) (*Target, error) {
 	if t.FreezerV1 == "" && t.Cgroup2 == "" {
 		return nil, fmt.Errorf("%w: %s: no runtime state in %s and no cgroup named after it", ErrNotFound, id, roots.RuncRoot)
 	}
+	if t.Cgroup2 != "" {
+		t.Runtime, t.Namespace = classify(strings.TrimPrefix(t.Cgroup2, filepath.Clean(roots.Cgroup2)), id)
+	}
+	if t.Runtime == "" && t.FreezerV1 != "" {
+		t.Runtime, t.Namespace = classify(strings.TrimPrefix(t.FreezerV1, filepath.Clean(roots.FreezerV1)), id)
+	}
+	if t.Runtime == RuntimeDocker {
+		dockerLabels(roots, t)
+	}
 	return t, nil
 }
 
-func locateRunc(roots Roots, id string) (*Target, error) {
-	data, err := os.ReadFile(filepath.Join(roots.RuncRoot, id, "state.json"))
+// classify tells the runtime of container id from its cgroup path rel
+// (relative to a hierarchy's mount): dockerd's /docker/<id> and
+// docker-<id>.scope, the CRI plugin's cri-containerd-<id>.scope (namespace
+// k8s.io), and containerd's /<namespace>/<id> (measured: `ctr run` and
+// nerdctl). Anything else is "" (runc's /<id>, Kubernetes' cgroupfs
+// /kubepods/..., cri-o, podman).
+func classify(rel, id string) (runtime, namespace string) {
+	parts := strings.Split(strings.Trim(filepath.ToSlash(rel), "/"), "/")
+	name := parts[len(parts)-1]
+	parent := ""
+	if len(parts) > 1 {
+		parent = parts[len(parts)-2]
+	}
+	switch {
+	case name == "docker-"+id+".scope", name == id && (parent == "docker" || parent == engines.NamespaceMoby):
+		return RuntimeDocker, ""
+	case name == "cri-containerd-"+id+".scope":
+		return RuntimeContainerd, engines.NamespaceK8s
+	case name == id && len(parts) == 2 && ValidID(parent) && !strings.HasPrefix(parent, "kubepods") && !isSystemdUnit(parent):
+		return RuntimeContainerd, parent
+	}
+	return "", ""
+}
+
+func isSystemdUnit(name string) bool {
+	for _, s := range []string{".slice", ".service", ".scope", ".mount", ".socket"} {
+		if strings.HasSuffix(name, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// dockerLabels merges the docker container's labels (dockerd's
+// containers/<id>/config.v2.json Config.Labels, which are not OCI
+// annotations) into t.Labels, so policy sees `docker run --label`. A
+// missing or unreadable file leaves t as it is.
+func dockerLabels(roots Roots, t *Target) {
+	if roots.DockerRoot == "" {
+		return
+	}
+	b, err := readBounded(filepath.Join(roots.DockerRoot, "containers", t.ID, "config.v2.json"))
+	if err != nil {
+		return
+	}
+	c, err := ctrruntime.ParseDockerConfig(b)
+	if err != nil {
+		return
+	}
+	if t.Labels == nil && len(c.Config.Labels) > 0 {
+		t.Labels = map[string]string{}
+	}
+	for k, v := range c.Config.Labels {
+		if _, ok := t.Labels[k]; !ok {
+			t.Labels[k] = v
+		}
+	}
+}
+
+// readBounded reads at most maxStateBytes of file p.
+func readBounded(p string) ([]byte, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxStateBytes+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > maxStateBytes {
+		return nil, fmt.Errorf("%s: exceeds %d bytes", p, maxStateBytes)
+	}
+	return b, nil
+}
+
+func locateRunc(roots Roots, stateDir, id string) (*Target, error) {
+	data, err := readBounded(filepath.Join(stateDir, id, "state.json"))
 	if err != nil {
 		return nil, err
 	}
@@ -170,7 +316,7 @@ func locateRunc(roots Roots, id string) (*Target, error) {
 	}
 	t := &Target{
 		ID:      id,
-		Runtime: "runc",
+		Runtime: RuntimeRunc,
 		InitPid: st.InitProcessPid,
 		Created: st.Created,
 		Rootfs:  st.Config.Rootfs,

@@ -38,7 +38,15 @@ func MethodNames() []string { return []string{MethodV1Freezer, MethodV2Freeze, M
 
 // NewMethods builds methods by name, in the given order. runcBinary is the
 // runc executable for runc-pause (looked up on PATH when it has no slash).
+// The engine methods are built without a client and never apply; use
+// NewMethodsWith to give them one.
 func NewMethods(names []string, roots Roots, runcBinary string) ([]Method, error) {
+	return NewMethodsWith(names, roots, runcBinary, Engines{})
+}
+
+// NewMethodsWith is NewMethods with the engines' clients for docker-pause
+// and containerd-pause.
+func NewMethodsWith(names []string, roots Roots, runcBinary string, eng Engines) ([]Method, error) {
 	var out []Method
 	for _, n := range names {
 		switch n {
@@ -48,8 +56,10 @@ func NewMethods(names []string, roots Roots, runcBinary string) ([]Method, error
 			out = append(out, v2Freeze{})
 		case MethodRuncPause:
 			out = append(out, runcPause{binary: runcBinary, root: roots.RuncRoot})
+		case MethodDockerPause, MethodContainerdPause:
+			out = append(out, newEngineMethod(n, eng))
 		default:
-			return nil, fmt.Errorf("unknown freeze method %q (known: %s)", n, strings.Join(MethodNames(), ", "))
+			return nil, fmt.Errorf("unknown freeze method %q (known: %s)", n, strings.Join(KnownMethods(), ", "))
 		}
 	}
 	return out, nil
@@ -59,6 +69,15 @@ func NewMethods(names []string, roots Roots, runcBinary string) ([]Method, error
 // method that fails for another reason than the container having exited
 // is followed by the next applicable one; the errors are joined.
 func Freeze(ctx context.Context, methods []Method, t *Target) (Method, error) {
+	m, _, err := FreezeReport(ctx, methods, t)
+	return m, err
+}
+
+// FreezeReport is Freeze that also returns the failures of the methods
+// tried before the one that froze (each wrapped with the method's name),
+// e.g. docker-pause failing on an unreachable engine before the v1
+// freezer froze.
+func FreezeReport(ctx context.Context, methods []Method, t *Target) (Method, []error, error) {
 	var errs []error
 	for _, m := range methods {
 		if !m.Applies(t) {
@@ -66,7 +85,7 @@ func Freeze(ctx context.Context, methods []Method, t *Target) (Method, error) {
 		}
 		err := m.Freeze(ctx, t)
 		if err == nil {
-			return m, nil
+			return m, errs, nil
 		}
 		errs = append(errs, fmt.Errorf("%s: %w", m.Name(), err))
 		if errors.Is(err, ErrExited) || ctx.Err() != nil {
@@ -74,19 +93,32 @@ func Freeze(ctx context.Context, methods []Method, t *Target) (Method, error) {
 		}
 	}
 	if len(errs) == 0 {
-		return nil, fmt.Errorf("%w to %s (freezer v1 %q, cgroup2 %q, runtime %q)", ErrNoMethod, t.ID, t.FreezerV1, t.Cgroup2, t.Runtime)
+		return nil, nil, fmt.Errorf("%w to %s (freezer v1 %q, cgroup2 %q, runtime %q)", ErrNoMethod, t.ID, t.FreezerV1, t.Cgroup2, t.Runtime)
 	}
-	return nil, errors.Join(errs...)
+	return nil, errs, errors.Join(errs...)
 }
 
-// FrozenBy returns the first applicable method that reports t frozen, or
-// nil. The cgroup file methods are asked first; runc (a process start,
-// 5-20 ms) only when none of them applies, since on a cgroup host runc's
-// pause shows in those files too.
+// FrozenBy returns the applicable method that reports t frozen and that
+// should thaw it, or nil. The cgroup files are read first (cheap); when
+// they say thawed, nothing froze it (every pause shows there). When they
+// say frozen, or no cgroup method applies, an engine that reports the
+// container paused is preferred, since only the engine can make its own
+// view agree again (`docker unpause` after a cgroup thaw would still say
+// Paused); runc (a process start, 5-20 ms) is asked only when nothing
+// else applies.
 func FrozenBy(methods []Method, t *Target) Method {
+	if frozen, err := cgroupFrozen(t); err == nil && frozen {
+		for _, m := range methods {
+			if _, eng := m.(engineMethod); eng && m.Applies(t) {
+				if ok, err := m.Frozen(t); err == nil && ok {
+					return m
+				}
+			}
+		}
+	}
 	asked := false
 	for _, m := range methods {
-		if _, slow := m.(runcPause); slow || !m.Applies(t) {
+		if !isFileMethod(m) || !m.Applies(t) {
 			continue
 		}
 		asked = true
@@ -105,6 +137,14 @@ func FrozenBy(methods []Method, t *Target) Method {
 		}
 	}
 	return nil
+}
+
+func isFileMethod(m Method) bool {
+	switch m.(type) {
+	case v1Freezer, v2Freeze:
+		return true
+	}
+	return false
 }
 
 // Procs returns the pids in the target's cgroup.
