@@ -9,12 +9,14 @@ import (
 
 	containers "github.com/containerd/containerd/api/services/containers/v1"
 	tasks "github.com/containerd/containerd/api/services/tasks/v1"
+	version "github.com/containerd/containerd/api/services/version/v1"
 	"github.com/containerd/containerd/api/types/task"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/emptypb"
 )
 
 // Well-known containerd namespaces.
@@ -36,6 +38,7 @@ type Containerd struct {
 	conn       *grpc.ClientConn
 	containers containers.ContainersClient
 	tasks      tasks.TasksClient
+	version    version.VersionClient
 }
 
 // NewContainerd returns a client of the containerd listening on the unix
@@ -59,6 +62,7 @@ func NewContainerd(address string, timeout time.Duration) (*Containerd, error) {
 		conn:       conn,
 		containers: containers.NewContainersClient(conn),
 		tasks:      tasks.NewTasksClient(conn),
+		version:    version.NewVersionClient(conn),
 	}, nil
 }
 
@@ -140,4 +144,15 @@ func (c *Containerd) Resume(ctx context.Context, ns, id string) error {
 		return c.err("resume", ns, id, err)
 	}
 	return nil
+}
+
+// Version checks that containerd answers and returns its version.
+func (c *Containerd) Version(ctx context.Context) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	r, err := c.version.Version(ctx, &emptypb.Empty{})
+	if err != nil {
+		return "", fmt.Errorf("containerd %s: version: %w", c.address, err)
+	}
+	return r.GetVersion(), nil
 }

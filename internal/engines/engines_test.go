@@ -77,6 +77,9 @@ func TestContainerdContainerPause(t *testing.T) {
 	}
 	defer cd.Close()
 	ctx := context.Background()
+	if v, err := cd.Version(ctx); err != nil || v == "" {
+		t.Fatalf("version %q: %v", v, err)
+	}
 	c := e.ContainerdRun(t, "engines-ctd", []string{"--label", "team=payments"})
 	ns := testenv.EnginesNamespace
 
