@@ -34,8 +34,41 @@ type Config struct {
 	// RuncBinary is the runc executable for the runc-pause method.
 	RuncBinary string
 	// Methods are the freeze methods in order of preference (see
-	// freezer.MethodNames); the first that applies to a container is used.
+	// freezer.KnownMethods) for runc containers and containers whose
+	// runtime is not known; the first that applies to a container is used,
+	// a method failing for another reason than an exit falls through to the
+	// next.
 	Methods []string
+	// DockerMethods is the order for docker containers; empty: Methods.
+	// The default pauses through the Docker Engine API (so `docker ps`
+	// shows Paused and `docker unpause` works), the cgroup files being the
+	// fallback when the engine is unreachable or refuses.
+	DockerMethods []string
+	// ContainerdMethods is the order for containerd containers; empty:
+	// Methods. The default pauses the task through containerd.
+	ContainerdMethods []string
+	// DockerHost is the Docker Engine API address for docker-pause
+	// ("" disables the method). An engine that does not answer is
+	// logged at start and each freeze falls back.
+	DockerHost string
+	// ContainerdAddress is containerd's socket for containerd-pause
+	// ("" disables the method).
+	ContainerdAddress string
+	// EngineTimeout bounds an engine method's freeze or thaw (engine call
+	// and verification), so a hung engine leaves verify_timeout for the
+	// fallback. Must be below VerifyTimeout.
+	EngineTimeout time.Duration
+	// DockerRuncRoot is the runc state directory of dockerd's containers
+	// (<exec-root>/runtime-runc/moby); "" disables it (docker containers
+	// are then found by their cgroup /docker/<id>).
+	DockerRuncRoot string
+	// DockerRoot is dockerd's data root, read for a docker container's
+	// labels (containers/<id>/config.v2.json); "" disables it.
+	DockerRoot string
+	// ContainerdRuncRoot holds containerd's runc state, one directory per
+	// namespace; "" disables it (containerd containers are then found by
+	// their cgroup /<namespace>/<id>).
+	ContainerdRuncRoot string
 	// VerifyTimeout bounds a freeze or thaw from the write to its
 	// verification.
 	VerifyTimeout time.Duration
@@ -123,6 +156,14 @@ func DefaultConfig() Config {
 		RuncRoot:           "/run/runc",
 		RuncBinary:         "runc",
 		Methods:            freezer.MethodNames(),
+		DockerMethods:      freezer.DefaultMethods(freezer.RuntimeDocker),
+		ContainerdMethods:  freezer.DefaultMethods(freezer.RuntimeContainerd),
+		DockerHost:         "unix:///run/docker.sock",
+		ContainerdAddress:  "/run/containerd/containerd.sock",
+		EngineTimeout:      500 * time.Millisecond,
+		DockerRuncRoot:     "/run/docker/runtime-runc/moby",
+		DockerRoot:         "/var/lib/docker",
+		ContainerdRuncRoot: "/run/containerd/runc",
 		VerifyTimeout:      2 * time.Second,
 		AcceptStages:       []string{"analyzer"},
 		Snapshot:           true,
@@ -150,6 +191,10 @@ func (c Config) Validate() error {
 		return fmt.Errorf("responder.methods: must list at least one of %s", strings.Join(freezer.MethodNames(), ", "))
 	case c.VerifyTimeout <= 0:
 		return errors.New("responder.verify_timeout: must be > 0")
+	case c.EngineTimeout <= 0 || c.EngineTimeout >= c.VerifyTimeout:
+		return fmt.Errorf("responder.engine_timeout: %v must be > 0 and below responder.verify_timeout %v (the fallback needs the rest)", c.EngineTimeout, c.VerifyTimeout)
+	case c.DockerHost != "" && !strings.Contains(c.DockerHost, "://"):
+		return fmt.Errorf("responder.docker_host: %q is not an address like unix:///run/docker.sock or tcp://host:2375 (empty disables)", c.DockerHost)
 	case c.ReleaseGrace < 0:
 		return errors.New("responder.release_grace: must be >= 0")
 	case c.MaxPausesPerMinute < 0:
@@ -159,9 +204,22 @@ func (c Config) Validate() error {
 	case len(c.AcceptStages) == 0:
 		return errors.New("responder.accept_stages: must list at least one stage (e.g. analyzer)")
 	}
-	for _, m := range c.Methods {
-		if !slices.Contains(freezer.MethodNames(), m) {
-			return fmt.Errorf("responder.methods: unknown method %q (known: %s)", m, strings.Join(freezer.MethodNames(), ", "))
+	for _, l := range []struct {
+		key     string
+		runtime string
+		names   []string
+	}{
+		{"responder.methods", "", c.Methods},
+		{"responder.docker_methods", freezer.RuntimeDocker, c.DockerMethods},
+		{"responder.containerd_methods", freezer.RuntimeContainerd, c.ContainerdMethods},
+	} {
+		for _, m := range l.names {
+			if !slices.Contains(freezer.KnownMethods(), m) {
+				return fmt.Errorf("%s: unknown method %q (known: %s)", l.key, m, strings.Join(freezer.KnownMethods(), ", "))
+			}
+			if rt := freezer.MethodRuntime(m); l.runtime != "" && rt != "" && rt != l.runtime {
+				return fmt.Errorf("%s: %s acts on %s containers only, never on a %s one", l.key, m, rt, l.runtime)
+			}
 		}
 	}
 	if c.Snapshot {
@@ -215,5 +273,23 @@ func (c Config) restoreConsumer() string {
 }
 
 func (c Config) roots() freezer.Roots {
-	return freezer.Roots{FreezerV1: c.FreezerRoot, Cgroup2: c.Cgroup2Root, RuncRoot: c.RuncRoot}
+	return freezer.Roots{
+		FreezerV1:          c.FreezerRoot,
+		Cgroup2:            c.Cgroup2Root,
+		RuncRoot:           c.RuncRoot,
+		DockerRuncRoot:     c.DockerRuncRoot,
+		DockerRoot:         c.DockerRoot,
+		ContainerdRuncRoot: c.ContainerdRuncRoot,
+	}
+}
+
+// methodsFor is the configured order for a runtime's containers.
+func (c Config) methodsFor(runtime string) []string {
+	switch {
+	case runtime == freezer.RuntimeDocker && len(c.DockerMethods) > 0:
+		return c.DockerMethods
+	case runtime == freezer.RuntimeContainerd && len(c.ContainerdMethods) > 0:
+		return c.ContainerdMethods
+	}
+	return c.Methods
 }

@@ -4,6 +4,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/containsec/contain/internal/freezer"
 	"github.com/containsec/contain/schemas/containv1"
 )
 
@@ -17,6 +18,10 @@ func TestConfigValidate(t *testing.T) {
 		"responder.host":                      func(c *Config) { c.Host = " " },
 		"responder.threshold":                 func(c *Config) { c.Threshold = -1 },
 		"responder.methods":                   func(c *Config) { c.Methods = []string{"docker"} },
+		"responder.docker_methods":            func(c *Config) { c.DockerMethods = []string{freezer.MethodContainerdPause} },
+		"responder.containerd_methods":        func(c *Config) { c.ContainerdMethods = []string{"nope"} },
+		"responder.engine_timeout":            func(c *Config) { c.EngineTimeout = c.VerifyTimeout },
+		"responder.docker_host":               func(c *Config) { c.DockerHost = "/run/docker.sock" },
 		"responder.verify_timeout":            func(c *Config) { c.VerifyTimeout = 0 },
 		"responder.max_pauses_per_minute":     func(c *Config) { c.MaxPausesPerMinute = -1 },
 		"responder.accept_stages":             func(c *Config) { c.AcceptStages = nil },

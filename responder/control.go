@@ -181,7 +181,7 @@ func (r *Responder) release(ctx context.Context, req ReleaseRequest, q *Quaranti
 	if q != nil {
 		m = q.method
 	} else {
-		m = freezer.FrozenBy(r.methods, target)
+		m = freezer.FrozenBy(r.candidates(target), target)
 	}
 	if m == nil {
 		d.Decision = "not frozen; nothing to release"
@@ -195,7 +195,7 @@ func (r *Responder) release(ctx context.Context, req ReleaseRequest, q *Quaranti
 		return fail("thaw failed; container still frozen", err)
 	}
 	// Another method may hold it frozen too (e.g. runc pause on top).
-	if other := freezer.FrozenBy(r.methods, target); other != nil {
+	if other := freezer.FrozenBy(r.candidates(target), target); other != nil {
 		if err := other.Thaw(vctx, target); err != nil {
 			return fail("thaw failed; container still frozen by "+other.Name(), err)
 		}

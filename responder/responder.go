@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/containsec/contain/internal/bus"
+	"github.com/containsec/contain/internal/engines"
 	"github.com/containsec/contain/internal/forensics"
 	"github.com/containsec/contain/internal/freezer"
 	"github.com/containsec/contain/internal/metrics"
@@ -61,15 +62,18 @@ type release struct {
 
 // Responder consumes alerts for its host and pauses containers.
 type Responder struct {
-	cfg     Config
-	nc      *nats.Conn
-	js      jetstream.JetStream
-	m       *metrics.Metrics
-	log     *slog.Logger
-	methods []freezer.Method
-	ids     *containv1.IDGen
-	actor   string
-	selfPid int
+	cfg Config
+	nc  *nats.Conn
+	js  jetstream.JetStream
+	m   *metrics.Metrics
+	log *slog.Logger
+	// named holds one of each freeze method, with the engines' clients.
+	named      map[string]freezer.Method
+	docker     *engines.Docker     // nil: no docker_host
+	containerd *engines.Containerd // nil: no containerd_address
+	ids        *containv1.IDGen
+	actor      string
+	selfPid    int
 
 	pubMu sync.Mutex
 	prod  *bus.Producer
@@ -95,9 +99,31 @@ func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, m *metrics.Metrics, 
 	if nc == nil || js == nil || m == nil || log == nil {
 		return nil, errors.New("responder: nats connection, jetstream, metrics and logger are required")
 	}
-	methods, err := freezer.NewMethods(cfg.Methods, cfg.roots(), cfg.RuncBinary)
+	eng := freezer.Engines{Timeout: cfg.EngineTimeout}
+	if cfg.DockerHost != "" {
+		d, err := engines.NewDocker(cfg.DockerHost, cfg.EngineTimeout)
+		if err != nil {
+			return nil, fmt.Errorf("responder.docker_host: %w", err)
+		}
+		eng.Docker = d
+	}
+	if cfg.ContainerdAddress != "" {
+		c, err := engines.NewContainerd(cfg.ContainerdAddress, cfg.EngineTimeout)
+		if err != nil {
+			if eng.Docker != nil {
+				_ = eng.Docker.Close()
+			}
+			return nil, fmt.Errorf("responder.containerd_address: %w", err)
+		}
+		eng.Containerd = c
+	}
+	all, err := freezer.NewMethodsWith(freezer.KnownMethods(), cfg.roots(), cfg.RuncBinary, eng)
 	if err != nil {
 		return nil, fmt.Errorf("responder.methods: %w", err)
+	}
+	named := make(map[string]freezer.Method, len(all))
+	for _, fm := range all {
+		named[fm.Name()] = fm
 	}
 	return &Responder{
 		cfg:         cfg,
@@ -105,7 +131,9 @@ func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, m *metrics.Metrics, 
 		js:          js,
 		m:           m,
 		log:         log.With("stage", metrics.StageResponder, "host", cfg.Host),
-		methods:     methods,
+		named:       named,
+		docker:      eng.Docker,
+		containerd:  eng.Containerd,
 		ids:         containv1.NewIDGen(),
 		actor:       "responder@" + cfg.Host,
 		selfPid:     os.Getpid(),
@@ -118,6 +146,8 @@ func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, m *metrics.Metrics, 
 
 // Run serves the control subjects and consumes alerts until ctx ends.
 func (r *Responder) Run(ctx context.Context) error {
+	defer r.closeEngines()
+	r.logMethods(ctx)
 	n, err := r.restore(ctx)
 	if err != nil {
 		// Not fatal: acting on new alerts matters more than the list.
@@ -200,8 +230,11 @@ type Detail struct {
 	AlertToFrozenUs int64 `json:"alert_to_frozen_us,omitempty"`
 	// ReceivedToFrozenUs is the responder's own share: from the alert's
 	// batch being handed to it to the verified freeze.
-	ReceivedToFrozenUs int64               `json:"received_to_frozen_us,omitempty"`
-	Snapshot           *forensics.Snapshot `json:"snapshot,omitempty"`
+	ReceivedToFrozenUs int64 `json:"received_to_frozen_us,omitempty"`
+	// Fallback lists the methods tried before the one that acted, with
+	// their errors (e.g. docker-pause on an unreachable engine).
+	Fallback []string            `json:"fallback,omitempty"`
+	Snapshot *forensics.Snapshot `json:"snapshot,omitempty"`
 }
 
 // alertReason joins the alert's reasons.
@@ -366,20 +399,26 @@ func (r *Responder) onAlert(ctx context.Context, ev *containv1.Event, recv time.
 		return skip(why)
 	}
 	if locErr != nil {
+		if err := r.exitedPerEngine(ctx, ev.ContainerId); err != nil {
+			return fail("container exited before it could be paused", err)
+		}
 		return fail("container not found: nothing to pause (it may have exited and been deleted)", locErr)
 	}
 	if pids, err := freezer.Procs(target); err == nil && slices.Contains(pids, r.selfPid) {
 		return skip("never-pause: the container holds this responder's own process")
 	}
-	if m := freezer.FrozenBy(r.methods, target); m != nil {
+	if m := freezer.FrozenBy(r.candidates(target), target); m != nil {
 		return skip("already frozen (" + m.Name() + "), not by this responder: left as it is")
 	}
 
 	vctx, cancel := context.WithTimeout(ctx, r.cfg.VerifyTimeout)
 	defer cancel()
 	start := time.Now()
-	m, err := freezer.Freeze(vctx, r.methods, target)
+	m, tried, err := freezer.FreezeReport(vctx, r.methodsFor(target), target)
 	frozenAt := r.now()
+	for _, e := range tried {
+		d.Fallback = append(d.Fallback, e.Error())
+	}
 	if err != nil {
 		decision := "pause failed; container left running"
 		if errors.Is(err, freezer.ErrExited) {
@@ -388,6 +427,11 @@ func (r *Responder) onAlert(ctx context.Context, ev *containv1.Event, recv time.
 		return fail(decision, err)
 	}
 	act.Method = m.Name()
+	fellBack := ""
+	if len(tried) > 0 {
+		r.m.Errors.WithLabelValues(metrics.StageResponder, "freeze_fallback").Inc()
+		fellBack = fmt.Sprintf(" by %s after %d other method(s) failed (see fallback)", m.Name(), len(tried))
+	}
 	d.FreezeUs = time.Since(start).Microseconds()
 	if w := triggerWall(ev); w > 0 {
 		act.LatencyNs = frozenAt.UnixNano() - w
@@ -396,7 +440,7 @@ func (r *Responder) onAlert(ctx context.Context, ev *containv1.Event, recv time.
 	if ev.WallNs > 0 {
 		d.AlertToFrozenUs = (frozenAt.UnixNano() - ev.WallNs) / 1e3
 	}
-	d.Decision = fmt.Sprintf("paused and verified frozen (score %.3g >= threshold %.3g)", score, eff.threshold)
+	d.Decision = fmt.Sprintf("paused and verified frozen%s (score %.3g >= threshold %.3g)", fellBack, score, eff.threshold)
 	if r.cfg.Snapshot {
 		d.Snapshot = r.snapshot(ctx, target)
 	}

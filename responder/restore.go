@@ -76,16 +76,16 @@ func (r *Responder) restore(ctx context.Context) (int, error) {
 			r.log.Warn("quarantined container is gone", logContainer, id, "err", err)
 			continue
 		}
-		ms, err := freezer.NewMethods([]string{q.Method}, r.cfg.roots(), r.cfg.RuncBinary)
-		if err != nil || !ms[0].Applies(t) {
+		m := r.named[q.Method]
+		if m == nil || !m.Applies(t) {
 			r.log.Warn("quarantine not restored: method does not apply", logContainer, id, logMethod, q.Method)
 			continue
 		}
-		if ok, err := ms[0].Frozen(t); err != nil || !ok {
+		if ok, err := m.Frozen(t); err != nil || !ok {
 			r.log.Warn("quarantined container is no longer frozen; not restored", logContainer, id, logMethod, q.Method, "err", err)
 			continue
 		}
-		q.target, q.method = t, ms[0]
+		q.target, q.method = t, m
 		r.quarantined[id] = q
 		kept++
 	}
