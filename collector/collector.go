@@ -24,7 +24,6 @@ import (
 	"github.com/containsec/contain/internal/bus"
 	"github.com/containsec/contain/internal/cgroups"
 	"github.com/containsec/contain/internal/metrics"
-	"github.com/containsec/contain/internal/runtime"
 	"github.com/containsec/contain/schemas/containv1"
 )
 
@@ -140,11 +139,12 @@ func New(cfg Config, js jetstream.JetStream, m *metrics.Metrics, log *slog.Logge
 		lastLimited: map[uint64]uint64{},
 		held:        map[*container]struct{}{},
 	}
-	states := runtime.DefaultStateReader()
-	states.RuncRoot = cfg.RuncRoot
-	c.ident = newIdentity(cgroups.NewResolver(cfg.CgroupRoot), states)
+	c.ident = newIdentity(cgroups.NewResolver(cfg.CgroupRoot), cfg.stateReader())
 	if err := c.ident.cgroups.Scan(); err != nil {
 		return nil, fmt.Errorf("collector: %w", err)
+	}
+	if err := c.ident.startEngines(cfg, m, log); err != nil {
+		return nil, err
 	}
 	if err := c.load(hostCg); err != nil {
 		c.close()
@@ -972,6 +972,7 @@ func (c *Collector) close() {
 		if c.coll != nil {
 			c.coll.Close()
 		}
+		c.ident.stopEngines()
 	})
 }
 

@@ -3,7 +3,11 @@ package collector
 import (
 	"fmt"
 	"os"
+	"path/filepath"
+	"strings"
 	"time"
+
+	"github.com/containsec/contain/internal/runtime"
 )
 
 // Config configures a Collector. The cmd/ owner fills it from viper under
@@ -96,6 +100,37 @@ type Config struct {
 	// tick. 0 wakes the reader for every waking record (one thread switch
 	// per exec on an exec-per-request workload).
 	WakeupCoalesce time.Duration
+	// DockerHost is the Docker Engine API address asked for docker
+	// containers' name, image and labels (collector.docker_host, e.g.
+	// unix:///run/docker.sock; "" never asks). DockerRoot is dockerd's
+	// data root, whose containers/<id>/config.v2.json is read without
+	// the engine (collector.docker_root).
+	DockerHost string
+	DockerRoot string
+	// ContainerdAddress is containerd's socket, asked for its containers'
+	// labels, OCI annotations (Kubernetes pod, namespace, container name)
+	// and image (collector.containerd_address; "" never asks).
+	// ContainerdState is containerd's --state directory, whose task
+	// bundles (io.containerd.runtime.v2.task/<namespace>/<id>) are read
+	// without it (collector.containerd_state).
+	ContainerdAddress string
+	ContainerdState   string
+	// EngineTimeout bounds one engine lookup (collector.engine_timeout).
+	// Lookups run off the event loop, at most once per container; the
+	// container's first events are held meanwhile (collector.metadata_wait).
+	EngineTimeout time.Duration
+}
+
+// Default engine sockets: DefaultConfig asks an engine whose socket exists.
+const (
+	DefaultDockerSocket     = "/run/docker.sock"
+	DefaultContainerdSocket = "/run/containerd/containerd.sock"
+)
+
+// isSocket reports whether p is a socket.
+func isSocket(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.Mode()&os.ModeSocket != 0
 }
 
 // recordKinds maps WakeupKinds names to record types (common.h RECORD_*).
@@ -125,7 +160,7 @@ var DefaultSensitiveSyscalls = []string{
 // layout (cgroup2 at /sys/fs/cgroup/unified) and runc.
 func DefaultConfig() Config {
 	host, _ := os.Hostname()
-	return Config{
+	c := Config{
 		Host:              host,
 		QueueLen:          16384,
 		RingBufferBytes:   8 << 20,
@@ -151,7 +186,29 @@ func DefaultConfig() Config {
 		WakeupKinds:       []string{"exec", "syscall"},
 		PollInterval:      10 * time.Millisecond,
 		WakeupCoalesce:    2 * time.Millisecond,
+		DockerRoot:        "/var/lib/docker",
+		ContainerdState:   "/run/containerd",
+		EngineTimeout:     time.Second,
 	}
+	if isSocket(DefaultDockerSocket) {
+		c.DockerHost = "unix://" + DefaultDockerSocket
+	}
+	if isSocket(DefaultContainerdSocket) {
+		c.ContainerdAddress = DefaultContainerdSocket
+	}
+	return c
+}
+
+// stateReader reads the on-disk state where this configuration says.
+func (c Config) stateReader() runtime.StateReader {
+	st := runtime.DefaultStateReader()
+	st.RuncRoot = c.RuncRoot
+	st.DockerRoot = c.DockerRoot
+	st.ContainerdTaskRoot = ""
+	if c.ContainerdState != "" {
+		st.ContainerdTaskRoot = filepath.Join(c.ContainerdState, "io.containerd.runtime.v2.task")
+	}
+	return st
 }
 
 // Validate reports the first invalid field, naming its config key.
@@ -196,6 +253,12 @@ func (c Config) Validate() error {
 	}
 	if c.WakeupCoalesce < 0 || c.WakeupCoalesce > c.PollInterval {
 		return fmt.Errorf("collector.wakeup_coalesce: must be in [0, collector.poll_interval]")
+	}
+	if c.DockerHost != "" && !strings.Contains(c.DockerHost, "://") {
+		return fmt.Errorf("collector.docker_host: %q must be an address like unix:///run/docker.sock or tcp://host:2375", c.DockerHost)
+	}
+	if (c.DockerHost != "" || c.ContainerdAddress != "") && (c.EngineTimeout <= 0 || c.EngineTimeout > 30*time.Second) {
+		return fmt.Errorf("collector.engine_timeout: must be in (0, 30s] when collector.docker_host or collector.containerd_address is set")
 	}
 	for _, k := range c.WakeupKinds {
 		if _, ok := recordKinds[k]; !ok {

@@ -1,11 +1,18 @@
 package collector
 
 import (
+	"context"
 	"errors"
+	"fmt"
+	"log/slog"
 	"maps"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/containsec/contain/internal/cgroups"
+	"github.com/containsec/contain/internal/engines"
+	"github.com/containsec/contain/internal/metrics"
 	"github.com/containsec/contain/internal/runtime"
 	"github.com/containsec/contain/schemas/containv1"
 )
@@ -15,20 +22,33 @@ type container struct {
 	cgroupID   uint64
 	cgroupPath string
 	ref        runtime.Ref
-	info       runtime.Info
+	// info is disk merged with eng (runtime.Merge): what events carry.
+	info runtime.Info
+	// disk is what the runtime's on-disk state said, eng what its
+	// engine's API answered (zero until it answers).
+	disk, eng runtime.Info
 	// isContainer is false for host cgroups (root, systemd units).
 	isContainer bool
 	// announced: a KIND_CONTAINER event was emitted.
 	announced bool
-	// complete: the runtime's state was found; until then lookups are
-	// retried (the state may be written just after the first process).
-	complete  bool
+	// complete: the container is identified (its on-disk state was found,
+	// or its engine answered) and no engine lookup is in flight; until
+	// then its first events are held (collector.metadata_wait) and the
+	// on-disk state is re-read.
+	complete bool
+	// diskDone: the on-disk state was found (or is unreadable for good).
+	diskDone bool
+	// engine lookup: asked once per container, in flight until answered.
+	engAsked, engPending, engOK bool
+	// dirty: what the container's KIND_CONTAINER event says changed since
+	// it was last built (announced again then).
+	dirty     bool
 	nextRetry time.Time
 	retries   int
 	firstSeen time.Time
 	// pending holds the container's first events while its runtime state
 	// is not written yet (runc writes state.json after the container's
-	// init already runs in its cgroup).
+	// init already runs in its cgroup) or its engine has not answered.
 	pending []*containv1.Event
 	// syscalls seen (first use already reported).
 	syscalls [syscallMax / 64]uint64
@@ -47,6 +67,10 @@ func (c *container) firstUse(nr uint32) bool {
 	return true
 }
 
+func (c *container) setComplete() {
+	c.complete = (c.diskDone || c.engOK) && !c.engPending
+}
+
 // identity resolves cgroup ids to containers and caches the result.
 type identity struct {
 	cgroups *cgroups.Resolver
@@ -56,6 +80,9 @@ type identity struct {
 	// pruned.
 	maxEntries int
 	now        func() time.Time
+	// eng asks the engines' APIs off the event loop; nil when no engine is
+	// configured.
+	eng *engineLookups
 }
 
 const (
@@ -82,37 +109,88 @@ func (d *identity) lookup(id uint64) *container {
 	}
 	c := &container{cgroupID: id, cgroupPath: path, firstSeen: d.now()}
 	c.ref, c.isContainer = runtime.FromCgroupPath(path)
-	if c.isContainer && !d.readMeta(c) {
-		c.nextRetry = d.now().Add(metaRetryEvery)
+	if c.isContainer {
+		if !d.readMeta(c) {
+			c.nextRetry = d.now().Add(metaRetryEvery)
+		}
+		d.askEngine(c)
 	}
 	d.byID[id] = c
 	return c
 }
 
-// refresh retries reading c's runtime state when it is due; it reports
-// whether the state was found by this call.
+// refresh applies engine answers that arrived, and re-reads c's on-disk
+// state when it is due; it reports whether what c's KIND_CONTAINER event
+// says changed since it was built.
 func (d *identity) refresh(c *container) bool {
-	if !c.isContainer || c.complete || c.retries >= metaMaxRetries || d.now().Before(c.nextRetry) {
-		return false
+	if d.eng != nil && d.eng.ready.Load() {
+		d.applyEngine()
 	}
-	c.retries++
-	if d.readMeta(c) {
-		return true
+	if c.isContainer && !c.diskDone && c.retries < metaMaxRetries && !d.now().Before(c.nextRetry) {
+		c.retries++
+		if !d.readMeta(c) {
+			c.nextRetry = d.now().Add(metaRetryEvery)
+		}
+		d.askEngine(c) // the state may name the engine (docker --cgroup-parent)
 	}
-	c.nextRetry = d.now().Add(metaRetryEvery)
-	return false
+	return c.dirty
 }
 
-// readMeta reads the runtime state; it reports whether the state was found.
+// readMeta reads the runtime's on-disk state; it reports whether the
+// state was found.
 func (d *identity) readMeta(c *container) bool {
 	info, err := d.states.Lookup(c.ref)
-	c.info = info
+	c.disk = info
+	c.info = runtime.Merge(c.disk, c.eng)
 	if err != nil {
-		c.complete = !errors.Is(err, runtime.ErrNotFound) // parse errors will not fix themselves
+		c.diskDone = !errors.Is(err, runtime.ErrNotFound) // parse errors will not fix themselves
+		c.setComplete()
 		return false
 	}
-	c.complete = true
+	if info.InitPID == 0 {
+		// Found before the runtime wrote the init's pid (containerd's
+		// init.pid, docker's State.Pid come after the bundle): read again.
+		c.setComplete()
+		return false
+	}
+	c.diskDone = true
+	c.dirty = true
+	c.setComplete()
 	return true
+}
+
+// askEngine queues c's engine lookup, once per container, when an engine
+// applies to it.
+func (d *identity) askEngine(c *container) {
+	if d.eng == nil || c.engAsked {
+		return
+	}
+	engine, ns := d.eng.reader.Engine(c.ref, c.disk)
+	if engine == "" {
+		return
+	}
+	c.engAsked = true
+	if !d.eng.enqueue(engineReq{c: c, engine: engine, ns: ns, id: c.ref.ID}) {
+		return // counted; the on-disk state alone identifies it
+	}
+	c.engPending = true
+	c.setComplete()
+}
+
+// applyEngine applies the engines' answers to their containers (in the
+// event loop: containers are only touched there).
+func (d *identity) applyEngine() {
+	for _, r := range d.eng.take() {
+		c := r.c
+		c.engPending = false
+		if r.err == nil {
+			c.eng = r.info
+			c.engOK = true
+			c.info = runtime.Merge(c.disk, c.eng)
+			c.dirty = true
+		}
+		c.setComplete()
+	}
 }
 
 // prune forgets cgroups that no longer exist.
@@ -141,6 +219,7 @@ func (c *container) stamp(ev *containv1.Event) {
 
 // infoEvent is the KIND_CONTAINER event announcing c.
 func (c *container) infoEvent(host string, monoNs uint64) *containv1.Event {
+	c.dirty = false
 	rt := c.info.Runtime
 	if rt == "" {
 		rt = c.ref.Runtime
@@ -171,3 +250,176 @@ func (c *container) infoEvent(host string, monoNs uint64) *containv1.Event {
 
 // procRoot is where the host's /proc is mounted.
 const procRoot = "/proc"
+
+// Engine lookups run in engineWorkers goroutines, off the event loop:
+// at most engineQueueLen wait (a full queue is counted and the container
+// is identified from disk alone), each bounded by collector.engine_timeout.
+// An engine found unreachable is not asked again for engineBackoff.
+const (
+	engineWorkers  = 4
+	engineQueueLen = 1024
+	engineBackoff  = 5 * time.Second
+)
+
+// Lookup failure kinds beyond engines.Reason*
+// (contain_errors_total{stage="collector",kind="metadata_<engine>_<reason>"}).
+const (
+	reasonEngineQueueFull = "queue_full"
+	reasonEngineBackoff   = "backoff"
+)
+
+type engineReq struct {
+	c              *container // not touched by the workers
+	engine, ns, id string
+}
+
+type engineResult struct {
+	c    *container
+	info runtime.Info
+	err  error
+}
+
+// engineLookups is the pool of engine lookups: requests in a bounded
+// channel, answers in a list the event loop takes (ready says there are
+// some, so the loop's check costs one atomic load).
+type engineLookups struct {
+	reader  runtime.EngineReader
+	m       *metrics.Metrics
+	log     *slog.Logger
+	reqs    chan engineReq
+	mu      sync.Mutex
+	results []engineResult
+	ready   atomic.Bool
+	// downUntil[engine] is the unix ns until which the engine is not
+	// asked (it was unreachable).
+	downUntil map[string]*atomic.Int64
+	logged    map[string]*atomic.Bool
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	closers   []func() error
+}
+
+// startEngines makes clients of the engines cfg names and starts the
+// lookup workers; nothing is dialled until the first lookup.
+func (d *identity) startEngines(cfg Config, m *metrics.Metrics, log *slog.Logger) error {
+	var r runtime.EngineReader
+	var closers []func() error
+	if cfg.DockerHost != "" {
+		dc, err := engines.NewDocker(cfg.DockerHost, cfg.EngineTimeout)
+		if err != nil {
+			return fmt.Errorf("collector.docker_host: %w", err)
+		}
+		r.Docker = dc
+		closers = append(closers, dc.Close)
+	}
+	if cfg.ContainerdAddress != "" {
+		cc, err := engines.NewContainerd(cfg.ContainerdAddress, cfg.EngineTimeout)
+		if err != nil {
+			for _, c := range closers {
+				_ = c()
+			}
+			return fmt.Errorf("collector.containerd_address: %w", err)
+		}
+		r.Containerd = cc
+		closers = append(closers, cc.Close)
+	}
+	if !r.Enabled() {
+		return nil
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	e := &engineLookups{
+		reader: r, m: m, log: log, reqs: make(chan engineReq, engineQueueLen), cancel: cancel, closers: closers,
+		downUntil: map[string]*atomic.Int64{runtime.EngineDocker: {}, runtime.EngineContainerd: {}},
+		logged:    map[string]*atomic.Bool{runtime.EngineDocker: {}, runtime.EngineContainerd: {}},
+	}
+	for range engineWorkers {
+		e.wg.Add(1)
+		go e.work(ctx)
+	}
+	d.eng = e
+	return nil
+}
+
+// stopEngines stops the workers and closes the clients.
+func (d *identity) stopEngines() {
+	if d == nil || d.eng == nil {
+		return
+	}
+	d.eng.cancel()
+	d.eng.wg.Wait()
+	for _, c := range d.eng.closers {
+		_ = c()
+	}
+}
+
+func (e *engineLookups) enqueue(r engineReq) bool {
+	select {
+	case e.reqs <- r:
+		return true
+	default:
+		e.count(r.engine, reasonEngineQueueFull)
+		return false
+	}
+}
+
+func (e *engineLookups) count(engine, reason string) {
+	e.m.Errors.WithLabelValues(metrics.StageCollector, "metadata_"+engine+"_"+reason).Inc()
+}
+
+func (e *engineLookups) work(ctx context.Context) {
+	defer e.wg.Done()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case r := <-e.reqs:
+			res := engineResult{c: r.c}
+			res.info, res.err = e.lookup(ctx, r)
+			e.mu.Lock()
+			e.results = append(e.results, res)
+			e.ready.Store(true)
+			e.mu.Unlock()
+		}
+	}
+}
+
+func (e *engineLookups) lookup(ctx context.Context, r engineReq) (runtime.Info, error) {
+	down := e.downUntil[r.engine]
+	if time.Now().UnixNano() < down.Load() {
+		e.count(r.engine, reasonEngineBackoff)
+		return runtime.Info{}, &runtime.EngineError{Engine: r.engine, Reason: reasonEngineBackoff, Err: errors.New("engine unreachable recently")}
+	}
+	info, err := e.reader.Lookup(ctx, r.engine, r.ns, r.id)
+	if err == nil {
+		return info, nil
+	}
+	var ee *runtime.EngineError
+	reason := engines.ReasonError
+	if errors.As(err, &ee) {
+		reason = ee.Reason
+	}
+	e.count(r.engine, reason)
+	switch reason {
+	case engines.ReasonNotFound:
+		// Not this engine's container (a runc container at /<a>/<b>).
+	case engines.ReasonUnreachable:
+		down.Store(time.Now().Add(engineBackoff).UnixNano())
+		fallthrough
+	default:
+		if !e.logged[r.engine].Swap(true) {
+			e.log.Warn("container engine lookup failed; identifying containers from on-disk state (logged once per engine)",
+				"engine", r.engine, logErr, err)
+		}
+	}
+	return runtime.Info{}, err
+}
+
+// take returns the answers that arrived.
+func (e *engineLookups) take() []engineResult {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := e.results
+	e.results = nil
+	e.ready.Store(false)
+	return out
+}

@@ -1,0 +1,200 @@
+package collector
+
+import (
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/containsec/contain/internal/metrics"
+	"github.com/containsec/contain/internal/runtime"
+	"github.com/containsec/contain/internal/testenv"
+	"github.com/containsec/contain/schemas/containv1"
+)
+
+// enginesContainerdState is the test containerd's --state directory:
+// deploy/engines/start.sh keeps it beside the socket.
+func enginesContainerdState(t *testing.T, e testenv.Engines) string {
+	t.Helper()
+	dir := filepath.Join(filepath.Dir(e.Containerd), "containerd-state")
+	if _, err := os.Stat(filepath.Join(dir, "io.containerd.runtime.v2.task")); err != nil {
+		testenv.Unavailable(t, "the test containerd's state directory beside its socket (deploy/engines/start.sh): "+err.Error())
+	}
+	return dir
+}
+
+func engineCgroupID(t *testing.T, cgroupRoot string, c *testenv.EngineContainer) uint64 {
+	t.Helper()
+	fi, err := os.Stat(filepath.Join(cgroupRoot, c.Cgroup))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi.Sys().(*syscall.Stat_t).Ino
+}
+
+// engineCmd runs two execs at the container's start (its first events,
+// emitted while its metadata is looked up), then sleeps.
+var engineCmd = []string{"/bin/sh", "-c", "/bin/true first; exec /bin/sleep 1000000"}
+
+// ofContainer waits for the container's KIND_CONTAINER event and its
+// first exec (/bin/true) and returns its events in order; it checks that
+// every event of the container comes after its first KIND_CONTAINER
+// and is stamped with its id.
+func ofContainer(t *testing.T, raw *rawEvents, cgid uint64, id string) (info *containv1.Event, evs []*containv1.Event) {
+	t.Helper()
+	raw.waitFor(t, 15*time.Second, "KIND_CONTAINER and the first exec of "+id, func(all []*containv1.Event) bool {
+		var sawInfo, sawExec bool
+		for _, ev := range all {
+			if ev.CgroupId != cgid {
+				continue
+			}
+			sawInfo = sawInfo || ev.Kind == containv1.Kind_KIND_CONTAINER
+			sawExec = sawExec || (ev.Kind == containv1.Kind_KIND_EXEC && ev.GetExec().GetFilename() == "/bin/true")
+		}
+		return sawInfo && sawExec
+	})
+	for _, ev := range raw.snapshot() {
+		if ev.CgroupId != cgid {
+			continue
+		}
+		if ev.ContainerId != id {
+			t.Fatalf("event of cgroup %d stamped %q, want %q: %v", cgid, ev.ContainerId, id, ev)
+		}
+		if info == nil {
+			if ev.Kind != containv1.Kind_KIND_CONTAINER {
+				t.Fatalf("%s event of %s before its KIND_CONTAINER: %v", ev.Kind, id, ev)
+			}
+			info = ev
+		}
+		evs = append(evs, ev)
+	}
+	return info, evs
+}
+
+// hasExec reports whether evs hold the exec of filename with argv.
+func hasExec(evs []*containv1.Event, filename string, argv ...string) bool {
+	return slices.ContainsFunc(evs, func(ev *containv1.Event) bool {
+		x := ev.GetExec()
+		return ev.Kind == containv1.Kind_KIND_EXEC && x.GetFilename() == filename && slices.Equal(x.Argv, argv)
+	})
+}
+
+func metadataErrors(m *metrics.Metrics, engine, reason string) float64 {
+	return testutil.ToFloat64(m.Errors.WithLabelValues(metrics.StageCollector, "metadata_"+engine+"_"+reason))
+}
+
+// TestIntegrationEngineMetadata: a real docker container and a real
+// containerd container (ctr run at /<namespace>/<id>) are announced with
+// what their engines' APIs say (name, image reference, id and digest,
+// labels, Kubernetes pod, namespace and container name from the OCI
+// annotations), and their first execs, which ran while the engine was
+// asked, are all published after the announcement.
+func TestIntegrationEngineMetadata(t *testing.T) {
+	e := testenv.RequireEngines(t)
+	state := enginesContainerdState(t, e)
+	cfgRoot := DefaultConfig().CgroupRoot
+	_, js, m := startCollector(t, func(c *Config) {
+		c.DockerHost = e.DockerHost
+		c.DockerRoot = e.DockerRoot
+		c.ContainerdAddress = e.Containerd
+		c.ContainerdState = state
+	})
+	raw := consumeRaw(t, js)
+	imageID, err := e.Docker("image", "inspect", "-f", "{{.Id}}", testenv.EnginesImage)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	t.Run("docker", func(t *testing.T) {
+		d := e.DockerRun(t, "col-eng-docker", []string{"--label", "team=payments", "--label", "com.docker.compose.service=web"}, engineCmd...)
+		info, evs := ofContainer(t, raw, engineCgroupID(t, cfgRoot, d), d.ID)
+		ci := info.GetContainer()
+		if ci.Runtime != runtime.Docker || info.ContainerName != "col-eng-docker" || ci.CgroupPath != d.Cgroup ||
+			ci.Labels["team"] != "payments" || ci.Labels["com.docker.compose.service"] != "web" ||
+			ci.Labels[runtime.LabelImageRef] != testenv.EnginesImage || ci.Labels[runtime.LabelImageID] != imageID ||
+			ci.Labels[runtime.LabelContainerName] != "col-eng-docker" || ci.InitPid != uint32(d.Pid) {
+			t.Fatalf("KIND_CONTAINER of %s: %v (name %q), want pid %d image id %s", d.ID, ci, info.ContainerName, d.Pid, imageID)
+		}
+		if !hasExec(evs, "/bin/sh", engineCmd...) || !hasExec(evs, "/bin/true", "/bin/true", "first") {
+			t.Fatalf("first execs of %s missing: %v", d.ID, evs)
+		}
+	})
+
+	t.Run("containerd", func(t *testing.T) {
+		c := e.ContainerdRun(t, "col-eng-ctd", []string{
+			"--label", "team=payments",
+			"--annotation", "io.kubernetes.cri.sandbox-name=web-0",
+			"--annotation", "io.kubernetes.cri.sandbox-namespace=shop",
+			"--annotation", "io.kubernetes.cri.container-name=nginx",
+		}, engineCmd...)
+		if c.Cgroup != "/"+testenv.EnginesNamespace+"/"+c.ID {
+			t.Fatalf("ctr's cgroup %q: not /<namespace>/<id>", c.Cgroup)
+		}
+		info, evs := ofContainer(t, raw, engineCgroupID(t, cfgRoot, c), c.ID)
+		ci := info.GetContainer()
+		if ci.Runtime != runtime.Containerd || info.ContainerName != "nginx" || ci.Pod != "web-0" || ci.Namespace != "shop" ||
+			ci.Labels["team"] != "payments" || ci.Labels[runtime.LabelImageRef] != "docker.io/"+testenv.EnginesImage ||
+			ci.Labels[runtime.LabelImageID] != imageID || !strings.HasPrefix(ci.Labels[runtime.LabelImageDigest], "sha256:") ||
+			ci.InitPid != uint32(c.Pid) || ci.Bundle == "" {
+			t.Fatalf("KIND_CONTAINER of %s: %v (name %q), want pid %d image id %s", c.ID, ci, info.ContainerName, c.Pid, imageID)
+		}
+		if !hasExec(evs, "/bin/sh", engineCmd...) || !hasExec(evs, "/bin/true", "/bin/true", "first") {
+			t.Fatalf("first execs of %s missing: %v", c.ID, evs)
+		}
+	})
+	for _, eng := range []string{runtime.EngineDocker, runtime.EngineContainerd} {
+		for _, r := range []string{"unreachable", "timeout", "error", "queue_full"} {
+			if n := metadataErrors(m, eng, r); n != 0 {
+				t.Errorf("%s lookups failed (%s): %v", eng, r, n)
+			}
+		}
+	}
+}
+
+// TestIntegrationEngineUnreachable: with both engines' sockets missing,
+// docker and containerd containers are still identified from what the
+// engines keep on disk, and the failed lookups are counted.
+func TestIntegrationEngineUnreachable(t *testing.T) {
+	e := testenv.RequireEngines(t)
+	state := enginesContainerdState(t, e)
+	cfgRoot := DefaultConfig().CgroupRoot
+	bad := filepath.Join(t.TempDir(), "gone.sock")
+	_, js, m := startCollector(t, func(c *Config) {
+		c.DockerHost = "unix://" + bad
+		c.DockerRoot = e.DockerRoot
+		c.ContainerdAddress = bad
+		c.ContainerdState = state
+	})
+	raw := consumeRaw(t, js)
+
+	d := e.DockerRun(t, "col-eng-down", []string{"--label", "team=payments"}, engineCmd...)
+	info, evs := ofContainer(t, raw, engineCgroupID(t, cfgRoot, d), d.ID)
+	ci := info.GetContainer()
+	if ci.Runtime != runtime.Docker || info.ContainerName != "col-eng-down" || ci.Labels["team"] != "payments" ||
+		ci.Labels[runtime.LabelImageRef] != testenv.EnginesImage || !strings.HasPrefix(ci.Labels[runtime.LabelImageID], "sha256:") {
+		t.Fatalf("docker container from disk: %v (name %q)", ci, info.ContainerName)
+	}
+	if !hasExec(evs, "/bin/true", "/bin/true", "first") {
+		t.Fatalf("first exec of %s missing", d.ID)
+	}
+
+	c := e.ContainerdRun(t, "col-eng-ctd-down", []string{"--annotation", "io.kubernetes.cri.sandbox-name=web-1"}, engineCmd...)
+	info, evs = ofContainer(t, raw, engineCgroupID(t, cfgRoot, c), c.ID)
+	ci = info.GetContainer()
+	if ci.Runtime != runtime.Containerd || ci.Pod != "web-1" || ci.InitPid != uint32(c.Pid) {
+		t.Fatalf("containerd container from disk: %v", ci)
+	}
+	if !hasExec(evs, "/bin/true", "/bin/true", "first") {
+		t.Fatalf("first exec of %s missing", c.ID)
+	}
+	for _, eng := range []string{runtime.EngineDocker, runtime.EngineContainerd} {
+		if n := metadataErrors(m, eng, "unreachable") + metadataErrors(m, eng, "backoff"); n < 1 {
+			t.Errorf("%s: no failed lookup counted", eng)
+		}
+	}
+}
