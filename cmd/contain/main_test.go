@@ -35,12 +35,13 @@ func TestCheckConfig(t *testing.T) {
 		t.Fatal("a missing config file was accepted")
 	}
 	for body, key := range map[string]string{
-		"analyzer:\n  learning_windw: 30s\n":   "learning_windw",
-		"host: \"a.b\"\n":                      "host",
-		"log:\n  level: loud\n":                "log.level",
-		"nats:\n  streams:\n    replicas: 9\n": "nats.streams.replicas",
-		"store:\n  addr: [nowhere]\n":          "store.addr",
-		"responder:\n  threshold: 7\n":         "threshold",
+		"analyzer:\n  learning_windw: 30s\n":                 "learning_windw",
+		"host: \"a.b\"\n":                                    "host",
+		"log:\n  level: loud\n":                              "log.level",
+		"nats:\n  streams:\n    replicas: 9\n":               "nats.streams.replicas",
+		"store:\n  addr: [nowhere]\n":                        "store.addr",
+		"responder:\n  threshold: 7\n":                       "threshold",
+		"responder:\n  docker_methods: [containerd-pause]\n": "responder.docker_methods",
 	} {
 		bad := filepath.Join(dir, "bad.yaml")
 		os.WriteFile(bad, []byte(body), 0o644)
