@@ -50,40 +50,59 @@ func (c *Containerd) Image(ctx context.Context, ns, name string) (Image, error) 
 		if err != nil {
 			return out, c.err("content read", ns, dg, err)
 		}
-		var m struct {
-			MediaType string `json:"mediaType"`
-			Config    struct {
-				Digest string `json:"digest"`
-			} `json:"config"`
-			Manifests []struct {
-				MediaType string `json:"mediaType"`
-				Digest    string `json:"digest"`
-				Platform  *struct {
-					OS           string `json:"os"`
-					Architecture string `json:"architecture"`
-				} `json:"platform"`
-			} `json:"manifests"`
-		}
-		if err := json.Unmarshal(b, &m); err != nil {
+		config, next, nextType, err := ParseManifest(b, mt)
+		if err != nil {
 			return out, fmt.Errorf("containerd %s: manifest %s: %w", c.address, dg, err)
 		}
-		if !indexTypes[mt] && !indexTypes[m.MediaType] {
-			out.ID = m.Config.Digest
+		if next == "" {
+			out.ID = config
 			return out, nil
 		}
-		if len(m.Manifests) == 0 {
-			return out, nil
-		}
-		next := m.Manifests[0]
-		for _, d := range m.Manifests {
-			if p := d.Platform; p != nil && p.OS == runtime.GOOS && p.Architecture == runtime.GOARCH {
-				next = d
-				break
-			}
-		}
-		dg, mt = next.Digest, next.MediaType
+		dg, mt = next, nextType
 	}
 	return out, nil
+}
+
+// ParseManifest parses an OCI or docker image manifest or index of media
+// type mediaType (or the one the document states). For a manifest it
+// returns the config digest; for an index, the manifest of this host's
+// platform (else the first) as next and nextType; for an empty index,
+// nothing.
+func ParseManifest(b []byte, mediaType string) (config, next, nextType string, err error) {
+	var m struct {
+		MediaType string `json:"mediaType"`
+		Config    struct {
+			Digest string `json:"digest"`
+		} `json:"config"`
+		Manifests []struct {
+			MediaType string `json:"mediaType"`
+			Digest    string `json:"digest"`
+			Platform  *struct {
+				OS           string `json:"os"`
+				Architecture string `json:"architecture"`
+			} `json:"platform"`
+		} `json:"manifests"`
+	}
+	if err := json.Unmarshal(b, &m); err != nil {
+		return "", "", "", err
+	}
+	if !indexTypes[mediaType] && !indexTypes[m.MediaType] {
+		return m.Config.Digest, "", "", nil
+	}
+	if len(m.Manifests) == 0 {
+		return "", "", "", nil
+	}
+	pick := m.Manifests[0]
+	for _, d := range m.Manifests {
+		if p := d.Platform; p != nil && p.OS == runtime.GOOS && p.Architecture == runtime.GOARCH {
+			pick = d
+			break
+		}
+	}
+	if pick.Digest == "" {
+		return "", "", "", errors.New("index entry without a digest")
+	}
+	return "", pick.Digest, pick.MediaType, nil
 }
 
 // readBlob reads a content-store blob of at most maxManifest bytes.
