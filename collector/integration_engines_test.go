@@ -1,10 +1,12 @@
 package collector
 
 import (
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -196,5 +198,84 @@ func TestIntegrationEngineUnreachable(t *testing.T) {
 		if n := metadataErrors(m, eng, "unreachable") + metadataErrors(m, eng, "backoff"); n < 1 {
 			t.Errorf("%s: no failed lookup counted", eng)
 		}
+	}
+}
+
+// hangingSocket listens on a unix socket, accepts and never answers: an
+// engine that hangs.
+func hangingSocket(t *testing.T) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "hang.sock")
+	l, err := net.Listen("unix", p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var conns []net.Conn
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		l.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	return p
+}
+
+// TestIntegrationEngineHangs: engines that accept and never answer do not
+// block the collector: another container's exec is published while the
+// lookups hang, the docker container is announced from disk once the
+// lookup times out (collector.engine_timeout), and the timeout is counted.
+func TestIntegrationEngineHangs(t *testing.T) {
+	e := testenv.RequireEngines(t)
+	cfgRoot := DefaultConfig().CgroupRoot
+	sock := hangingSocket(t)
+	const timeout = 1500 * time.Millisecond
+	_, js, m := startCollector(t, func(c *Config) {
+		c.DockerHost = "unix://" + sock
+		c.DockerRoot = e.DockerRoot
+		c.ContainerdAddress = sock
+		c.ContainerdState = ""
+		c.EngineTimeout = timeout
+	})
+	raw := consumeRaw(t, js)
+	other := testenv.RunContainer(t, "col-eng-other", testenv.ContainerSpec{})
+
+	d := e.DockerRun(t, "col-eng-hang", []string{"--label", "team=payments"}, engineCmd...)
+	started := time.Now()
+	if out, err := other.Exec(10*time.Second, "/bin/echo", "while-hanging"); err != nil {
+		t.Fatalf("runc exec: %v: %s", err, out)
+	}
+	raw.waitFor(t, 10*time.Second, "the other container's exec", func(evs []*containv1.Event) bool {
+		return slices.ContainsFunc(evs, func(ev *containv1.Event) bool {
+			return hasExec([]*containv1.Event{ev}, "/bin/echo", "/bin/echo", "while-hanging")
+		})
+	})
+	if waited := time.Since(started); waited >= timeout {
+		t.Fatalf("another container's exec took %v to publish while the engine hung (timeout %v)", waited, timeout)
+	}
+
+	info, evs := ofContainer(t, raw, engineCgroupID(t, cfgRoot, d), d.ID)
+	ci := info.GetContainer()
+	if ci.Runtime != runtime.Docker || info.ContainerName != "col-eng-hang" || ci.Labels["team"] != "payments" {
+		t.Fatalf("docker container from disk: %v (name %q)", ci, info.ContainerName)
+	}
+	if !hasExec(evs, "/bin/true", "/bin/true", "first") {
+		t.Fatalf("first exec of %s missing", d.ID)
+	}
+	if n := metadataErrors(m, runtime.EngineDocker, "timeout"); n < 1 {
+		t.Fatalf("docker lookup timeout not counted (%v)", n)
 	}
 }
