@@ -8,7 +8,10 @@
 // hierarchy (CgroupRoot) and what the runtimes keep on disk for container
 // identity (internal/runtime): the OCI state directories (RuncRoot, the
 // docker/containerd runc roots, /run/crun), docker's config.v2.json,
-// containerd's v2 task bundles and containers/storage (cri-o, podman).
+// containerd's v2 task bundles and containers/storage (cri-o, podman);
+// and, when configured (collector.docker_host, collector.containerd_address),
+// the Docker Engine API and containerd's API, asked once per container
+// off the event loop (the engine's answer wins per label key).
 //
 // Emits: containv1.Batch messages on containv1.RawSubject(host) through
 // bus.Batcher, with events of kind
