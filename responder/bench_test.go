@@ -3,9 +3,11 @@ package responder
 import (
 	"context"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/containsec/contain/internal/engines"
 	"github.com/containsec/contain/internal/freezer"
 	"github.com/containsec/contain/internal/testenv"
 	"github.com/containsec/contain/schemas/containv1"
@@ -61,41 +63,87 @@ func BenchmarkAlertToFrozen(b *testing.B) {
 	}
 }
 
-// BenchmarkFreezeThaw measures one method's freeze (write → verified, with
-// the populated checks) on a real container, without NATS.
+// BenchmarkFreezeThaw measures one method's freeze (write or engine call →
+// verified, with the populated checks; for the engine methods the engine's
+// view and the cgroup) on a real container, without NATS: runc containers
+// for the cgroup and runc methods, a docker container for docker-pause
+// (and the v1 freezer on the same container, for comparison), a
+// containerd container for containerd-pause. Thaw is not timed.
+//
+//	. /tmp/engines.env; go test ./responder -run '^$' -bench FreezeThaw -benchtime=200x
 func BenchmarkFreezeThaw(b *testing.B) {
 	testenv.RequireRoot(b)
 	c := testenv.RunContainer(b, "ft", testenv.ContainerSpec{})
 	cfg := DefaultConfig()
 	for _, name := range freezer.MethodNames() {
-		b.Run(name, func(b *testing.B) {
-			ms, err := freezer.NewMethods([]string{name}, cfg.roots(), cfg.RuncBinary)
-			if err != nil {
-				b.Fatal(err)
-			}
-			t, err := freezer.Locate(cfg.roots(), c.ID)
-			if err != nil {
-				b.Fatal(err)
-			}
-			if !ms[0].Applies(t) {
-				testenv.Unavailable(b, name+" does not apply on this host")
-			}
-			var lat []int64
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				start := time.Now()
-				if err := ms[0].Freeze(context.Background(), t); err != nil {
+		b.Run(name, func(b *testing.B) { benchFreeze(b, cfg, freezer.Engines{}, name, c.ID) })
+	}
+	for _, tc := range []struct {
+		name, method string
+		pre          bool
+	}{
+		{"docker/" + freezer.MethodDockerPause, freezer.MethodDockerPause, false},
+		{"docker/" + freezer.MethodDockerPause + "+pre-freeze", freezer.MethodDockerPause, true},
+		{"docker/" + freezer.MethodV1Freezer, freezer.MethodV1Freezer, false},
+		{"containerd/" + freezer.MethodContainerdPause, freezer.MethodContainerdPause, false},
+		{"containerd/" + freezer.MethodContainerdPause + "+pre-freeze", freezer.MethodContainerdPause, true},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			e := testenv.RequireEngines(b)
+			withEngines(e, nil)(&cfg)
+			eng := freezer.Engines{Timeout: cfg.EngineTimeout, PreFreeze: tc.pre}
+			var id string
+			if strings.HasPrefix(tc.name, "docker/") {
+				d, err := engines.NewDocker(e.DockerHost, 0)
+				if err != nil {
 					b.Fatal(err)
 				}
-				lat = append(lat, int64(time.Since(start)))
-				b.StopTimer()
-				if err := ms[0].Thaw(context.Background(), t); err != nil {
+				defer d.Close()
+				eng.Docker = d
+				id = e.DockerRun(b, "ft-docker", nil).ID
+			} else {
+				cd, err := engines.NewContainerd(e.Containerd, 0)
+				if err != nil {
 					b.Fatal(err)
 				}
-				b.StartTimer()
+				defer cd.Close()
+				eng.Containerd = cd
+				id = e.ContainerdRun(b, "ft-ctd", nil).ID
 			}
-			b.StopTimer()
-			percentiles(b, "freeze", lat)
+			benchFreeze(b, cfg, eng, tc.method, id)
 		})
 	}
+}
+
+func benchFreeze(b *testing.B, cfg Config, eng freezer.Engines, name, id string) {
+	ms, err := freezer.NewMethodsWith([]string{name}, cfg.roots(), cfg.RuncBinary, eng)
+	if err != nil {
+		b.Fatal(err)
+	}
+	t, err := freezer.Locate(cfg.roots(), id)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if !ms[0].Applies(t) {
+		testenv.Unavailable(b, name+" does not apply on this host")
+	}
+	var lat, contained []int64
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		start := time.Now()
+		rep, err := freezer.FreezeReport(context.Background(), ms, t)
+		if err != nil {
+			b.Fatal(err)
+		}
+		lat = append(lat, int64(time.Since(start)))
+		contained = append(contained, int64(rep.FrozenAt.Sub(start)))
+		b.StopTimer()
+		if err := ms[0].Thaw(context.Background(), t); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+	}
+	b.StopTimer()
+	percentiles(b, "freeze", lat)
+	percentiles(b, "contained", contained)
 }

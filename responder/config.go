@@ -58,6 +58,13 @@ type Config struct {
 	// and verification), so a hung engine leaves verify_timeout for the
 	// fallback. Must be below VerifyTimeout.
 	EngineTimeout time.Duration
+	// EnginePreFreeze: on a hybrid cgroup host, the engine methods freeze
+	// the container's cgroup2 directory first (~0.1 ms), then have the
+	// engine pause it (through the v1 freezer), then let cgroup2 go: the
+	// container is contained at once and ends up paused by its engine
+	// (see freezer.Engines.PreFreeze). Without it containment waits for the
+	// engine (docker ~8 ms p50).
+	EnginePreFreeze bool
 	// DockerRuncRoot is the runc state directory of dockerd's containers
 	// (<exec-root>/runtime-runc/moby); "" disables it (docker containers
 	// are then found by their cgroup /docker/<id>).
@@ -161,6 +168,7 @@ func DefaultConfig() Config {
 		DockerHost:         "unix:///run/docker.sock",
 		ContainerdAddress:  "/run/containerd/containerd.sock",
 		EngineTimeout:      500 * time.Millisecond,
+		EnginePreFreeze:    true,
 		DockerRuncRoot:     "/run/docker/runtime-runc/moby",
 		DockerRoot:         "/var/lib/docker",
 		ContainerdRuncRoot: "/run/containerd/runc",

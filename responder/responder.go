@@ -99,7 +99,7 @@ func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, m *metrics.Metrics, 
 	if nc == nil || js == nil || m == nil || log == nil {
 		return nil, errors.New("responder: nats connection, jetstream, metrics and logger are required")
 	}
-	eng := freezer.Engines{Timeout: cfg.EngineTimeout}
+	eng := freezer.Engines{Timeout: cfg.EngineTimeout, PreFreeze: cfg.EnginePreFreeze}
 	if cfg.DockerHost != "" {
 		d, err := engines.NewDocker(cfg.DockerHost, cfg.EngineTimeout)
 		if err != nil {
@@ -222,8 +222,13 @@ type Detail struct {
 	PolicyRule string  `json:"policy_rule,omitempty"`
 	Threshold  float64 `json:"threshold"`
 	Cgroup     string  `json:"cgroup,omitempty"`
-	// FreezeUs is from the freeze write to its verification.
+	// FreezeUs is from the freeze write to its verification (the
+	// container contained).
 	FreezeUs int64 `json:"freeze_us,omitempty"`
+	// MethodDoneUs is from the freeze start to the method's return: after
+	// FreezeUs when an engine method pre-froze the cgroup and then had the
+	// engine pause it (the engine's view agreeing).
+	MethodDoneUs int64 `json:"method_done_us,omitempty"`
 	// AlertToFrozenUs is from the alert's own wall time (when the analyzer
 	// made it) to the verified freeze; latency_ns minus this is the
 	// detection part.
@@ -414,8 +419,12 @@ func (r *Responder) onAlert(ctx context.Context, ev *containv1.Event, recv time.
 	vctx, cancel := context.WithTimeout(ctx, r.cfg.VerifyTimeout)
 	defer cancel()
 	start := time.Now()
-	m, tried, err := freezer.FreezeReport(vctx, r.methodsFor(target), target)
-	frozenAt := r.now()
+	rep, err := freezer.FreezeReport(vctx, r.methodsFor(target), target)
+	done := time.Now()
+	m, tried := rep.Method, rep.Tried
+	// frozenAt is on r.now's clock (tests move it); containment may
+	// precede the method's return (an engine's cgroup2 pre-freeze).
+	frozenAt := r.now().Add(-done.Sub(rep.FrozenAt))
 	for _, e := range tried {
 		d.Fallback = append(d.Fallback, e.Error())
 	}
@@ -432,7 +441,8 @@ func (r *Responder) onAlert(ctx context.Context, ev *containv1.Event, recv time.
 		r.m.Errors.WithLabelValues(metrics.StageResponder, "freeze_fallback").Inc()
 		fellBack = fmt.Sprintf(" by %s after %d other method(s) failed (see fallback)", m.Name(), len(tried))
 	}
-	d.FreezeUs = time.Since(start).Microseconds()
+	d.FreezeUs = rep.FrozenAt.Sub(start).Microseconds()
+	d.MethodDoneUs = done.Sub(start).Microseconds()
 	if w := triggerWall(ev); w > 0 {
 		act.LatencyNs = frozenAt.UnixNano() - w
 	}

@@ -30,6 +30,15 @@ type Engines struct {
 	// call and the verification), so a hung engine leaves time for the
 	// next method. Default 1 s.
 	Timeout time.Duration
+	// PreFreeze: on a hybrid host (the target has a v1 freezer and a
+	// cgroup2 directory; the runtimes pause through the v1 freezer), the
+	// engine methods first freeze the cgroup2 directory (cgroup.freeze,
+	// ~0.1 ms), then ask the engine to pause, then thaw cgroup2, leaving
+	// the container paused by its engine only. The container is contained
+	// from the first step, not after the engine's ~5-10 ms. Measured here:
+	// runc pauses through the v1 freezer while cgroup2 holds the tasks
+	// frozen, and `docker unpause` works afterwards.
+	PreFreeze bool
 }
 
 func (e Engines) timeout() time.Duration {
@@ -84,10 +93,11 @@ type engine interface {
 // engineMethod freezes through an engine and verifies both the engine's
 // view and the cgroup.
 type engineMethod struct {
-	name    string
-	runtime string
-	eng     engine // nil: never applies
-	timeout time.Duration
+	name      string
+	runtime   string
+	eng       engine // nil: never applies
+	timeout   time.Duration
+	preFreeze bool
 }
 
 func (m engineMethod) Name() string { return m.name }
@@ -109,21 +119,44 @@ func (m engineMethod) Frozen(t *Target) (bool, error) {
 }
 
 func (m engineMethod) Freeze(ctx context.Context, t *Target) error {
+	_, err := m.freeze(ctx, t)
+	return err
+}
+
+// freeze freezes t and returns when it was first verified frozen: at the
+// cgroup2 pre-freeze when there is one, else at the engine's verified
+// pause.
+func (m engineMethod) freeze(ctx context.Context, t *Target) (contained time.Time, err error) {
 	ctx, cancel := context.WithTimeout(ctx, m.timeout)
 	defer cancel()
 	procs := t.ProcsFile()
 	if err := populated(procs); err != nil {
-		return err
+		return time.Time{}, err
+	}
+	if m.preFreeze && t.FreezerV1 != "" && t.Cgroup2 != "" {
+		v2 := v2Freeze{}
+		defer func() {
+			// The engine's pause holds it now (or it failed and was
+			// undone): cgroup2 lets go either way.
+			tctx, tcancel := context.WithTimeout(context.Background(), m.timeout)
+			defer tcancel()
+			if terr := v2.set(tctx, t, false); terr != nil && err == nil {
+				m.undo(t)
+				contained, err = time.Time{}, fmt.Errorf("thawing the cgroup2 pre-freeze: %w", terr)
+			}
+		}()
+		if err := v2.set(ctx, t, true); err != nil {
+			return time.Time{}, err
+		}
+		if err := populated(procs); err != nil {
+			return time.Time{}, err
+		}
+		contained = time.Now()
 	}
 	if err := m.eng.pause(ctx, t); err != nil {
-		return m.mapErr(t, err)
+		return time.Time{}, m.mapErr(t, err)
 	}
-	undo := func() {
-		uctx, ucancel := context.WithTimeout(context.Background(), m.timeout)
-		defer ucancel()
-		_ = m.eng.resume(uctx, t)
-	}
-	err := poll(ctx, m.name+" paused and cgroup frozen", func() (bool, error) {
+	err = poll(ctx, m.name+" paused and cgroup frozen", func() (bool, error) {
 		paused, _, err := m.eng.state(ctx, t)
 		if err != nil {
 			return false, m.mapErr(t, err)
@@ -137,10 +170,19 @@ func (m engineMethod) Freeze(ctx context.Context, t *Target) error {
 		err = populated(procs)
 	}
 	if err != nil {
-		undo()
-		return err
+		m.undo(t)
+		return time.Time{}, err
 	}
-	return nil
+	if contained.IsZero() {
+		contained = time.Now()
+	}
+	return contained, nil
+}
+
+func (m engineMethod) undo(t *Target) {
+	uctx, ucancel := context.WithTimeout(context.Background(), m.timeout)
+	defer ucancel()
+	_ = m.eng.resume(uctx, t)
 }
 
 func (m engineMethod) Thaw(ctx context.Context, t *Target) error {
@@ -212,7 +254,7 @@ func (e containerdEngine) state(ctx context.Context, t *Target) (bool, bool, err
 }
 
 func newEngineMethod(name string, eng Engines) engineMethod {
-	m := engineMethod{name: name, runtime: MethodRuntime(name), timeout: eng.timeout()}
+	m := engineMethod{name: name, runtime: MethodRuntime(name), timeout: eng.timeout(), preFreeze: eng.PreFreeze}
 	switch {
 	case name == MethodDockerPause && eng.Docker != nil:
 		m.eng = dockerEngine{eng.Docker}

@@ -114,10 +114,25 @@ func TestDockerPauseMethod(t *testing.T) {
 	}
 	// The global order puts the v1 freezer first; the docker-pause method
 	// only applies to docker containers, and a runc container is not one.
+	// With the cgroup2 pre-freeze: contained before the engine's pause
+	// returns, and left paused by docker only (cgroup2 let go).
+	eng.PreFreeze = true
 	ms := methods(t, roots, eng, freezer.MethodDockerPause, freezer.MethodV1Freezer, freezer.MethodV2Freeze)
-	m, err := freezer.Freeze(context.Background(), ms, tg)
+	start := time.Now()
+	rep, err := freezer.FreezeReport(context.Background(), ms, tg)
 	if err != nil {
 		t.Fatal(err)
+	}
+	done := time.Now()
+	m := rep.Method
+	if tg.FreezerV1 != "" && tg.Cgroup2 != "" {
+		t.Logf("docker-pause with pre-freeze: contained after %v, docker paused after %v", rep.FrozenAt.Sub(start), done.Sub(start))
+		if !rep.FrozenAt.Before(done) || rep.FrozenAt.Before(start) {
+			t.Errorf("FrozenAt %v not within the freeze (%v..%v)", rep.FrozenAt, start, done)
+		}
+		if b, _ := os.ReadFile(filepath.Join(tg.Cgroup2, "cgroup.events")); !strings.Contains(string(b), "frozen 0") {
+			t.Errorf("cgroup2 still frozen after the engine took over: %q", b)
+		}
 	}
 	if m.Name() != freezer.MethodDockerPause {
 		t.Fatalf("froze with %s", m.Name())
@@ -163,9 +178,9 @@ func TestDockerPauseMethod(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	_, errs, err := freezer.FreezeReport(context.Background(), ms, tg)
-	if !errors.Is(err, freezer.ErrExited) || len(errs) != 1 {
-		t.Fatalf("freeze of an exited docker container: %v (%d tried), want ErrExited from docker-pause only", err, len(errs))
+	rep, err = freezer.FreezeReport(context.Background(), ms, tg)
+	if !errors.Is(err, freezer.ErrExited) || len(rep.Tried) != 1 {
+		t.Fatalf("freeze of an exited docker container: %v (%d tried), want ErrExited from docker-pause only", err, len(rep.Tried))
 	}
 }
 
@@ -228,10 +243,11 @@ func TestEngineUnreachableFallsBack(t *testing.T) {
 	}
 	ms := methods(t, roots, freezer.Engines{Docker: bad}, freezer.MethodDockerPause, freezer.MethodV1Freezer)
 	start := time.Now()
-	m, errs, err := freezer.FreezeReport(context.Background(), ms, tg)
+	rep, err := freezer.FreezeReport(context.Background(), ms, tg)
 	if err != nil {
 		t.Fatal(err)
 	}
+	m, errs := rep.Method, rep.Tried
 	t.Logf("unreachable engine, then v1 freezer: %v", time.Since(start))
 	if m.Name() != freezer.MethodV1Freezer || len(errs) != 1 || !errors.Is(errs[0], freezer.ErrEngine) ||
 		!strings.Contains(errs[0].Error(), "/nonexistent/docker.sock") {

@@ -69,33 +69,56 @@ func NewMethodsWith(names []string, roots Roots, runcBinary string, eng Engines)
 // method that fails for another reason than the container having exited
 // is followed by the next applicable one; the errors are joined.
 func Freeze(ctx context.Context, methods []Method, t *Target) (Method, error) {
-	m, _, err := FreezeReport(ctx, methods, t)
-	return m, err
+	r, err := FreezeReport(ctx, methods, t)
+	return r.Method, err
 }
 
-// FreezeReport is Freeze that also returns the failures of the methods
-// tried before the one that froze (each wrapped with the method's name),
-// e.g. docker-pause failing on an unreachable engine before the v1
-// freezer froze.
-func FreezeReport(ctx context.Context, methods []Method, t *Target) (Method, []error, error) {
-	var errs []error
+// Report says how a freeze went.
+type Report struct {
+	// Method froze the container (nil on failure).
+	Method Method
+	// Tried are the failures of the methods tried before Method (each
+	// wrapped with the method's name), e.g. docker-pause failing on an
+	// unreachable engine before the v1 freezer froze.
+	Tried []error
+	// FrozenAt is when the container was first verified frozen: with an
+	// engine method's cgroup2 pre-freeze, before the engine's pause
+	// returned.
+	FrozenAt time.Time
+}
+
+// contained is a method that can tell when it first verified the
+// container frozen, before Freeze returns.
+type contained interface {
+	freeze(ctx context.Context, t *Target) (time.Time, error)
+}
+
+// FreezeReport is Freeze with a Report.
+func FreezeReport(ctx context.Context, methods []Method, t *Target) (Report, error) {
+	var r Report
 	for _, m := range methods {
 		if !m.Applies(t) {
 			continue
 		}
-		err := m.Freeze(ctx, t)
-		if err == nil {
-			return m, errs, nil
+		var err error
+		if c, ok := m.(contained); ok {
+			r.FrozenAt, err = c.freeze(ctx, t)
+		} else if err = m.Freeze(ctx, t); err == nil {
+			r.FrozenAt = time.Now()
 		}
-		errs = append(errs, fmt.Errorf("%s: %w", m.Name(), err))
+		if err == nil {
+			r.Method = m
+			return r, nil
+		}
+		r.Tried = append(r.Tried, fmt.Errorf("%s: %w", m.Name(), err))
 		if errors.Is(err, ErrExited) || ctx.Err() != nil {
 			break
 		}
 	}
-	if len(errs) == 0 {
-		return nil, nil, fmt.Errorf("%w to %s (freezer v1 %q, cgroup2 %q, runtime %q)", ErrNoMethod, t.ID, t.FreezerV1, t.Cgroup2, t.Runtime)
+	if len(r.Tried) == 0 {
+		return r, fmt.Errorf("%w to %s (freezer v1 %q, cgroup2 %q, runtime %q)", ErrNoMethod, t.ID, t.FreezerV1, t.Cgroup2, t.Runtime)
 	}
-	return nil, errs, errors.Join(errs...)
+	return r, errors.Join(r.Tried...)
 }
 
 // FrozenBy returns the applicable method that reports t frozen and that
