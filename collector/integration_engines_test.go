@@ -279,3 +279,48 @@ func TestIntegrationEngineHangs(t *testing.T) {
 		t.Fatalf("docker lookup timeout not counted (%v)", n)
 	}
 }
+
+// TestIntegrationEngineLateAnswer: with no wait for metadata
+// (collector.metadata_wait 0) and no on-disk docker state, a docker
+// container is announced at once with what its cgroup path tells, and
+// announced again with the engine's answer on its next event.
+func TestIntegrationEngineLateAnswer(t *testing.T) {
+	e := testenv.RequireEngines(t)
+	cfgRoot := DefaultConfig().CgroupRoot
+	_, js, _ := startCollector(t, func(c *Config) {
+		c.DockerHost = e.DockerHost
+		c.DockerRoot = ""
+		c.ContainerdAddress = ""
+		c.MetadataWait = 0
+	})
+	raw := consumeRaw(t, js)
+	d := e.DockerRun(t, "col-eng-late", []string{"--label", "team=payments"}, engineCmd...)
+	cgid := engineCgroupID(t, cfgRoot, d)
+	first, _ := ofContainer(t, raw, cgid, d.ID)
+	if l := first.GetContainer().Labels; l["team"] != "" {
+		t.Logf("the engine answered before the first event was handled; labels %v", l)
+	}
+	// The next events of the container carry the answer.
+	deadline := time.Now().Add(10 * time.Second)
+	for n := 0; ; n++ {
+		if _, err := e.Docker("exec", d.ID, "/bin/true", "again"); err != nil {
+			t.Fatal(err)
+		}
+		evs := raw.snapshot()
+		if slices.ContainsFunc(evs, func(ev *containv1.Event) bool {
+			ci := ev.GetContainer()
+			return ev.CgroupId == cgid && ev.Kind == containv1.Kind_KIND_CONTAINER && ci.Labels["team"] == "payments" &&
+				ci.Runtime == runtime.Docker && ev.ContainerName == "col-eng-late" && ci.Labels[runtime.LabelImageRef] == testenv.EnginesImage
+		}) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no KIND_CONTAINER with the engine's answer after %d execs", n)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	_, evs := ofContainer(t, raw, cgid, d.ID)
+	if !hasExec(evs, "/bin/true", "/bin/true", "first") || !hasExec(evs, "/bin/true", "/bin/true", "again") {
+		t.Fatal("execs of the container missing")
+	}
+}
