@@ -25,15 +25,31 @@ import (
 // the container is released (not timed). Batching is set for latency
 // (collector flush 1 ms, one message per fetch). CONTAIN_BENCH_METHOD picks
 // the freeze method (default: the configured order, v1 freezer first).
+// CONTAIN_BENCH_RUNTIME=docker watches a docker container of the test
+// engine instead (frozen by docker_methods, default docker-pause with the
+// cgroup2 pre-freeze; CONTAIN_BENCH_PREFREEZE=0 turns that off), the
+// trials exec'd through `docker exec`.
 //
 //	go test ./responder -run '^$' -bench ExecToFrozen -benchtime=200x
+//	. /tmp/engines.env; CONTAIN_BENCH_RUNTIME=docker go test ./responder -run '^$' -bench ExecToFrozen -benchtime=100x
 func BenchmarkExecToFrozen(b *testing.B) {
 	testenv.RequireRoot(b)
+	docker := os.Getenv("CONTAIN_BENCH_RUNTIME") == "docker"
+	var eng testenv.Engines
+	if docker {
+		eng = testenv.RequireEngines(b)
+	}
 	h := start(b, func(c *Config) {
 		c.MaxPausesPerMinute = 0
 		c.ReleaseGrace = 0 // each trial releases, then triggers again
 		c.Threshold = 0.5
-		if m := os.Getenv("CONTAIN_BENCH_METHOD"); m != "" {
+		if docker {
+			withEngines(eng, nil)(c)
+			c.EnginePreFreeze = os.Getenv("CONTAIN_BENCH_PREFREEZE") != "0"
+			if m := os.Getenv("CONTAIN_BENCH_METHOD"); m != "" {
+				c.DockerMethods = []string{m}
+			}
+		} else if m := os.Getenv("CONTAIN_BENCH_METHOD"); m != "" {
 			c.Methods = []string{m}
 		}
 	})
@@ -76,23 +92,38 @@ func BenchmarkExecToFrozen(b *testing.B) {
 		go func() { _ = run(ctx) }()
 	}
 
-	ctr := testenv.RunContainer(b, "e2f", testenv.ContainerSpec{
-		Args:        []string{"/bin/sh", "-c", "while true; do /bin/sleep 0.2; done"},
-		Annotations: map[string]string{"org.opencontainers.image.ref.name": "bench/loop:1"},
-	})
 	trials := b.N
-	for i := 0; i < trials; i++ {
-		if err := os.Symlink("busybox", filepath.Join(ctr.Rootfs, "bin", fmt.Sprintf("evil-%d", i))); err != nil {
+	var id string
+	var execIn func(exe string)
+	if docker {
+		dc := eng.DockerRun(b, "e2f-docker", nil, "/bin/sh", "-c", "while true; do /bin/sleep 0.2; done")
+		thawOnCleanup(b, dc)
+		id = dc.ID
+		if _, err := eng.Docker("exec", id, "/bin/sh", "-c", fmt.Sprintf("i=0; while [ $i -lt %d ]; do ln -s busybox /bin/evil-$i; i=$((i+1)); done", trials)); err != nil {
 			b.Fatal(err)
 		}
+		execIn = func(exe string) { _, _ = eng.Docker("exec", id, exe) }
+	} else {
+		ctr := testenv.RunContainer(b, "e2f", testenv.ContainerSpec{
+			Args:        []string{"/bin/sh", "-c", "while true; do /bin/sleep 0.2; done"},
+			Annotations: map[string]string{"org.opencontainers.image.ref.name": "bench/loop:1"},
+		})
+		id = ctr.ID
+		for i := 0; i < trials; i++ {
+			if err := os.Symlink("busybox", filepath.Join(ctr.Rootfs, "bin", fmt.Sprintf("evil-%d", i))); err != nil {
+				b.Fatal(err)
+			}
+		}
+		execIn = func(exe string) { _, _ = ctr.Exec(20*time.Second, exe) }
 	}
 	time.Sleep(an.LearningWindow + time.Second) // learning is a span of event time
 
 	var lat, respond, own, freeze []int64
+	methods := map[string]int{}
 	b.ResetTimer()
 	for i := 0; i < trials; i++ {
 		exe := fmt.Sprintf("/bin/evil-%d", i)
-		go func() { _, _ = ctr.Exec(20*time.Second, exe) }()
+		go execIn(exe)
 		var act *containv1.Event
 		for act == nil {
 			ev := h.next()
@@ -109,7 +140,10 @@ func BenchmarkExecToFrozen(b *testing.B) {
 		respond = append(respond, d.AlertToFrozenUs*1000)
 		own = append(own, d.ReceivedToFrozenUs*1000)
 		freeze = append(freeze, d.FreezeUs*1000)
-		if _, err := h.r.Release(context.Background(), ReleaseRequest{ContainerID: ctr.ID, Actor: "bench", Reason: "next trial"}); err != nil {
+		if act.GetAction().Method != "" {
+			methods[act.GetAction().Method]++
+		}
+		if _, err := h.r.Release(context.Background(), ReleaseRequest{ContainerID: id, Actor: "bench", Reason: "next trial"}); err != nil {
 			b.Fatal(err)
 		}
 		b.StartTimer()
@@ -119,4 +153,5 @@ func BenchmarkExecToFrozen(b *testing.B) {
 	percentiles(b, "alert_to_frozen", respond)
 	percentiles(b, "responder_received_to_frozen", own)
 	percentiles(b, "freeze_write_to_verified", freeze)
+	b.Logf("frozen by %v", methods)
 }
