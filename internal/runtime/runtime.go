@@ -87,6 +87,8 @@ func FromCgroupPath(p string) (ref Ref, ok bool) {
 	switch {
 	case parent == "docker" && isHex64(last):
 		return Ref{Runtime: Docker, ID: last}, true
+	case last == "libpod-":
+		return Ref{}, false
 	case strings.HasPrefix(last, "libpod-") && !strings.HasPrefix(last, "libpod-conmon-"):
 		return Ref{Runtime: Podman, ID: strings.TrimPrefix(last, "libpod-")}, true
 	case pod != "" && !strings.HasPrefix(last, "pod"):

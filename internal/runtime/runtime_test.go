@@ -43,6 +43,7 @@ func TestFromCgroupPath(t *testing.T) {
 		{"/user.slice/user-0.slice/session-3.scope", Ref{}, false},
 		{"/init.scope", Ref{}, false},
 		{"/system.slice", Ref{}, false},
+		{"libpod-", Ref{}, false},
 	} {
 		got, ok := FromCgroupPath(tc.path)
 		if ok != tc.ok || got != tc.want {
@@ -134,13 +135,16 @@ func TestLookupMalformedState(t *testing.T) {
 }
 
 func FuzzFromCgroupPath(f *testing.F) {
-	for _, s := range []string{"/", "/docker/" + hex64, "/kubepods/besteffort/pod1/abc", "/a/b/libpod-x.scope", "kubepods-pod.slice/-pod"} {
+	for _, s := range []string{"/", "/docker/" + hex64, "/kubepods/besteffort/pod1/abc", "/a/b/libpod-x.scope", "kubepods-pod.slice/-pod", "/contain-test/box-1", "/system.slice/x"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, p string) {
 		ref, ok := FromCgroupPath(p)
 		if ok && ref.ID == "" {
 			t.Fatalf("ok with empty id for %q", p)
+		}
+		if ref.Namespace != "" && (ref.Runtime != Runc || !maybeContainerdNamespace(ref.Namespace) || !isContainerdIdentifier(ref.ID)) {
+			t.Fatalf("namespace hint %+v for %q", ref, p)
 		}
 	})
 }
