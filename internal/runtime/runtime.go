@@ -3,6 +3,8 @@
 // what the runtimes keep on disk, no daemon needed: the OCI runtimes' state
 // directories (runc, crun), docker's containers/<id>/config.v2.json,
 // containerd's v2 task bundles and containers/storage (cri-o, podman).
+// EngineReader asks the engines' APIs (Docker Engine, containerd) the same
+// questions, and Merge combines both answers (the engine's wins per key).
 package runtime
 
 import (
