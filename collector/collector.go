@@ -520,7 +520,8 @@ func (c *Collector) readLoop() {
 		c.readLoopBlocking()
 		return
 	}
-	busy := false // the gate is closed: poll every WakeupCoalesce
+	busy := false // the gate is closed: poll every period
+	var period time.Duration
 	wakeKernel := c.m.ReaderWakeups.WithLabelValues("kernel")
 	wakeTimer := c.m.ReaderWakeups.WithLabelValues("timer")
 	for {
@@ -543,8 +544,14 @@ func (c *Collector) readLoop() {
 			switch {
 			case urgent:
 				// Waking records keep coming: poll again soon, with the
-				// gate left closed by the kernel.
-				busy, wait = true, c.cfg.WakeupCoalesce
+				// gate left closed by the kernel, backing off (doubling)
+				// to WakeupCoalesce while they do.
+				if !busy {
+					period = min(coalesceFirst, c.cfg.WakeupCoalesce)
+				} else {
+					period = min(2*period, c.cfg.WakeupCoalesce)
+				}
+				busy, wait = true, period
 			case busy:
 				// A quiet poll: reopen the gate, then drain once more,
 				// since a record written before it opened woke no one.
@@ -568,6 +575,9 @@ func (c *Collector) readLoop() {
 		}
 	}
 }
+
+// coalesceFirst is the first poll after a wakeup (see WakeupCoalesce).
+const coalesceFirst = time.Millisecond
 
 // drainAll handles every record in the ring buffer and reports whether a
 // waking record (Config.WakeupKinds) was among them; ok is false when the

@@ -92,13 +92,16 @@ type Config struct {
 	WakeupKinds  []string
 	PollInterval time.Duration
 	// WakeupCoalesce bounds the reader's wakeups while waking records keep
-	// coming (collector.wakeup_coalesce): the first one after a quiet
-	// spell wakes the reader at once; from then on the reader polls every
-	// WakeupCoalesce, publishing what it read at once, until a poll finds
-	// no waking record. A record that woke the reader, or was found by
-	// such a poll, is published at once, not at the next FlushInterval
-	// tick. 0 wakes the reader for every waking record (one thread switch
-	// per exec on an exec-per-request workload).
+	// coming (collector.wakeup_coalesce). The first waking record after a
+	// quiet spell wakes the reader at once and is published at once (not
+	// at the next FlushInterval tick); the kernel then stops waking it,
+	// and it polls after 1 ms, doubling the period up to WakeupCoalesce
+	// while each poll finds waking records, publishing what it read at
+	// once; a poll that finds none lets the next one wake it again. So a
+	// lone exec reaches NATS in about a millisecond, and an exec storm
+	// costs at most one poll and one publish per WakeupCoalesce instead
+	// of a wakeup per exec, its records waiting at most that long. 0
+	// wakes the reader for every waking record.
 	WakeupCoalesce time.Duration
 	// DockerHost is the Docker Engine API address asked for docker
 	// containers' name, image and labels (collector.docker_host, e.g.
@@ -185,7 +188,7 @@ func DefaultConfig() Config {
 		RateBurst:         20000,
 		WakeupKinds:       []string{"exec", "syscall"},
 		PollInterval:      10 * time.Millisecond,
-		WakeupCoalesce:    2 * time.Millisecond,
+		WakeupCoalesce:    10 * time.Millisecond,
 		DockerRoot:        "/var/lib/docker",
 		ContainerdState:   "/run/containerd",
 		EngineTimeout:     time.Second,

@@ -20,17 +20,22 @@ import (
 
 // BenchmarkExecToPublished measures how long an exec event takes from the
 // kernel hook (its mono_ns) to a JetStream consumer of the raw stream, with
-// the collector's flush at 1 ms (as in the latency configuration of the
-// responder's benchmark), for a container exec'ing ~40 times a second for
-// CONTAIN_LATENCY_SECONDS (default 3). CONTAIN_WORKLOAD_WAKEUP and
-// CONTAIN_WORKLOAD_POLL change the wakeup configuration as in
+// the collector's default configuration, for a container exec'ing ~40
+// times a second for CONTAIN_LATENCY_SECONDS (default 3).
+// CONTAIN_WORKLOAD_WAKEUP, CONTAIN_WORKLOAD_POLL, CONTAIN_WORKLOAD_FLUSH and
+// CONTAIN_WORKLOAD_COALESCE change the configuration as in
 // BenchmarkSyscallOverheadWorkload. Run with -benchtime=1x.
 func BenchmarkExecToPublished(b *testing.B) {
 	testenv.RequireRoot(b)
 	secs := envInt("CONTAIN_LATENCY_SECONDS", 3)
 	_, _, js := testenv.NATS(b)
 	cfg := DefaultConfig()
-	cfg.FlushInterval = time.Millisecond
+	if d, err := time.ParseDuration(os.Getenv("CONTAIN_WORKLOAD_FLUSH")); err == nil {
+		cfg.FlushInterval = d
+	}
+	if d, err := time.ParseDuration(os.Getenv("CONTAIN_WORKLOAD_COALESCE")); err == nil {
+		cfg.WakeupCoalesce = d
+	}
 	if k, ok := os.LookupEnv("CONTAIN_WORKLOAD_WAKEUP"); ok {
 		cfg.WakeupKinds = strings.FieldsFunc(k, func(r rune) bool { return r == ',' })
 	}
@@ -86,7 +91,7 @@ func BenchmarkExecToPublished(b *testing.B) {
 	}
 	slices.Sort(s)
 	p := func(q float64) float64 { return s[int(q*float64(len(s)-1))] }
-	fmt.Printf("exec->published: n=%d p50=%.2fms p99=%.2fms max=%.2fms wakeup_kinds=%v poll=%v\n", len(s), p(0.5), p(0.99), s[len(s)-1], cfg.WakeupKinds, cfg.PollInterval)
+	fmt.Printf("exec->published: n=%d p50=%.2fms p99=%.2fms max=%.2fms wakeup_kinds=%v poll=%v flush=%v coalesce=%v\n", len(s), p(0.5), p(0.99), s[len(s)-1], cfg.WakeupKinds, cfg.PollInterval, cfg.FlushInterval, cfg.WakeupCoalesce)
 	b.ReportMetric(p(0.5), "p50_ms")
 	b.ReportMetric(p(0.99), "p99_ms")
 }

@@ -15,7 +15,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/containsec/contain/internal/metrics"
 	"github.com/containsec/contain/internal/testenv"
@@ -52,9 +54,10 @@ func main() {
 //   - http: busybox httpd in one runc container serving busybox wget in a
 //     loop in another (both on the host's loopback), CONTAIN_WORKLOAD_GETS
 //     GETs (default 1000): a fork, exec, connect, accept and exit each.
-//   - (CONTAIN_WORKLOAD_WAKEUP=kind,..., CONTAIN_WORKLOAD_POLL=duration and
-//     CONTAIN_WORKLOAD_FLUSH=duration override collector.wakeup_kinds,
-//     collector.poll_interval and collector.flush_interval.)
+//   - (CONTAIN_WORKLOAD_WAKEUP=kind,..., CONTAIN_WORKLOAD_POLL=duration,
+//     CONTAIN_WORKLOAD_FLUSH=duration and CONTAIN_WORKLOAD_COALESCE=duration
+//     override collector.wakeup_kinds, collector.poll_interval,
+//     collector.flush_interval and collector.wakeup_coalesce.)
 //   - gzip: copy a generated file tree (CONTAIN_WORKLOAD_FILES files of
 //     64 KiB, default 256), gzip every file and remove the tree.
 //
@@ -137,7 +140,7 @@ func BenchmarkSyscallOverheadWorkload(b *testing.B) {
 		// [workload] -> per round {wall, cpu}
 		off := map[string][][2]float64{}
 		on := map[string][][2]float64{}
-		var seen float64
+		var seen, wakeKernel, wakeTimer, batches float64
 		var userCPU time.Duration // this process (collector, embedded NATS) while the collector ran
 		var hooks []string
 		for r := range rounds {
@@ -157,6 +160,9 @@ func BenchmarkSyscallOverheadWorkload(b *testing.B) {
 					if d, err := time.ParseDuration(os.Getenv("CONTAIN_WORKLOAD_FLUSH")); err == nil {
 						cfg.FlushInterval = d
 					}
+					if d, err := time.ParseDuration(os.Getenv("CONTAIN_WORKLOAD_COALESCE")); err == nil {
+						cfg.WakeupCoalesce = d
+					}
 					c, err := New(cfg, js, m, testenv.Discard())
 					if err != nil {
 						b.Fatal(err)
@@ -172,6 +178,9 @@ func BenchmarkSyscallOverheadWorkload(b *testing.B) {
 							b.Fatal(err)
 						}
 						seen += testutil.ToFloat64(m.EventsIn.WithLabelValues(metrics.StageCollector))
+						wakeKernel += testutil.ToFloat64(m.ReaderWakeups.WithLabelValues("kernel"))
+						wakeTimer += testutil.ToFloat64(m.ReaderWakeups.WithLabelValues("timer"))
+						batches += batchesPublished(b, m)
 						userCPU += selfCPU() - cpu0
 					}
 				}
@@ -209,6 +218,8 @@ func BenchmarkSyscallOverheadWorkload(b *testing.B) {
 			}
 		}
 		fmt.Printf("workload: hooks=%v\n", hooks)
+		fmt.Printf("workload: reader wakeups per round: %.0f kernel, %.0f timer; batches published per round: %.0f\n",
+			wakeKernel/float64(rounds), wakeTimer/float64(rounds), batches/float64(rounds))
 		fmt.Printf("workload: collector records read with the collector on: %.0f (%.0f per round); CPU of the collector's process (collector + embedded NATS): %v per round\n",
 			seen, seen/float64(rounds), (userCPU / time.Duration(rounds)).Round(time.Millisecond))
 	}
@@ -269,4 +280,13 @@ func writeTree(dir string, n int) error {
 		}
 	}
 	return nil
+}
+
+// batchesPublished is the number of batches the collector published.
+func batchesPublished(tb testing.TB, m *metrics.Metrics) float64 {
+	var pb dto.Metric
+	if err := m.BatchEvents.WithLabelValues(metrics.StageCollector).(prometheus.Histogram).Write(&pb); err != nil {
+		tb.Fatal(err)
+	}
+	return float64(pb.GetHistogram().GetSampleCount())
 }

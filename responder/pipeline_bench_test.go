@@ -22,8 +22,9 @@ import (
 // (/bin/evil-<n>) and waits for the container to be paused. The latency is
 // the action's latency_ns: from the exec event's wall time (stamped by the
 // collector at sched_process_exec) to the verified freeze. Between trials
-// the container is released (not timed). Batching is set for latency
-// (collector flush 1 ms, one message per fetch). CONTAIN_BENCH_METHOD picks
+// the container is released (not timed). Every stage runs its default
+// configuration (CONTAIN_BENCH_LOWLATENCY=1: collector flush 1 ms, no
+// syscall tracking, one message per fetch). CONTAIN_BENCH_METHOD picks
 // the freeze method (default: the configured order, v1 freezer first).
 // CONTAIN_BENCH_RUNTIME=docker watches a docker container of the test
 // engine instead (frozen by docker_methods, default docker-pause with the
@@ -57,10 +58,9 @@ func BenchmarkExecToFrozen(b *testing.B) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 
-	// CONTAIN_BENCH_DEFAULTS=1 keeps the stages' default batching (collector
-	// flush 10 ms, default fetch sizes and syscall tracking) instead of the
+	// The defaults, unless CONTAIN_BENCH_LOWLATENCY=1 asks for the
 	// low-latency settings.
-	defaults := os.Getenv("CONTAIN_BENCH_DEFAULTS") == "1"
+	defaults := os.Getenv("CONTAIN_BENCH_LOWLATENCY") != "1"
 	col := collector.DefaultConfig()
 	col.Host = testHost
 	en := enricher.DefaultConfig()
