@@ -57,17 +57,23 @@ func TestIntegrationWakeupCoalescing(t *testing.T) {
 			}
 
 			// Quiet, then one exec: the gate is open again, so it wakes the
-			// reader (a kernel wakeup), and it is published.
-			time.Sleep(50 * time.Millisecond)
-			before = kernel()
-			if out, err := ctr.Exec(15*time.Second, "/bin/sh", "-c", "cat /dev/null; true"); err != nil {
-				t.Fatalf("runc exec: %v: %s", err, out)
+			// reader (a kernel wakeup), and it is published. The gate is
+			// the host's: execs in other containers keep it closed while
+			// they come, so a few tries are allowed.
+			woke := false
+			for try := 1; try <= 5 && !woke; try++ {
+				time.Sleep(50 * time.Millisecond)
+				before = kernel()
+				if out, err := ctr.Exec(15*time.Second, "/bin/sh", "-c", "cat /dev/null; true"); err != nil {
+					t.Fatalf("runc exec: %v: %s", err, out)
+				}
+				raw.waitFor(t, 10*time.Second, "the exec after the quiet spell", func(evs []*containv1.Event) bool {
+					return countEvents(evs, ctr.ID, isCatExec) == execs+try
+				})
+				woke = kernel() > before
 			}
-			raw.waitFor(t, 10*time.Second, "the exec after the quiet spell", func(evs []*containv1.Event) bool {
-				return countEvents(evs, ctr.ID, isCatExec) == execs+1
-			})
-			if kernel() == before {
-				t.Fatal("the exec after a quiet spell did not wake the reader")
+			if !woke {
+				t.Fatal("an exec after a quiet spell never woke the reader")
 			}
 			if d := testutil.ToFloat64(m.Errors.WithLabelValues(metrics.StageCollector, "wake_gate")); d != 0 {
 				t.Fatalf("%v wake_gate errors", d)
