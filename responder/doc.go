@@ -27,6 +27,11 @@
 //   - never paused: host processes, containers labelled
 //     io.contain.critical=true (configurable), ids in
 //     Policy.NeverPauseIDs, the container holding the responder itself;
+//   - docker and containerd containers are paused through their engine
+//     (responder.docker_methods, containerd_methods), verified by the
+//     engine and the cgroup, and released through the same engine; when
+//     the engine is unreachable or refuses, the cgroup freezes and the
+//     action records the method and the failed attempt (detail.fallback);
 //   - a freeze that cannot be verified, or that finds the container empty,
 //     is undone and recorded FAILED; a container is never reported frozen
 //     when it is not;

@@ -188,6 +188,15 @@ func (m engineMethod) undo(t *Target) {
 func (m engineMethod) Thaw(ctx context.Context, t *Target) error {
 	ctx, cancel := context.WithTimeout(ctx, m.timeout)
 	defer cancel()
+	if m.preFreeze && t.FreezerV1 != "" && t.Cgroup2 != "" {
+		// A pre-freeze left behind (a crash between it and its thaw)
+		// would keep the container stopped under a resumed engine.
+		if frozen, err := (v2Freeze{}).Frozen(t); err == nil && frozen {
+			if err := (v2Freeze{}).set(ctx, t, false); err != nil {
+				return err
+			}
+		}
+	}
 	perr := m.eng.resume(ctx, t)
 	err := poll(ctx, m.name+" running and cgroup thawed", func() (bool, error) {
 		paused, running, err := m.eng.state(ctx, t)
