@@ -276,29 +276,37 @@ func (r *run) probe(id, container string, wallNs int64) {
 
 // onAlerts times each alert from its trigger event's wall time.
 func (r *run) onAlerts(msg *nats.Msg) {
-	now := time.Now().UnixNano()
-	b, err := bus.Decode(msg.Data)
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if err != nil {
-		r.badMsgs++
-		return
-	}
-	for _, ev := range b.Events {
+	r.eachEvent(msg, func(ev *containv1.Event, now int64) {
 		a := ev.GetAlert()
 		if a == nil {
-			continue
+			return
 		}
 		r.alerts++
 		if w := a.GetTrigger().GetWallNs(); w > 0 {
 			r.alertLag = append(r.alertLag, time.Duration(now-w))
 			r.alertWall[string(ev.Id)] = w
 		}
-	}
+	})
 }
 
 // onActions times each action from its alert's trigger wall time.
 func (r *run) onActions(msg *nats.Msg) {
+	r.eachEvent(msg, func(ev *containv1.Event, now int64) {
+		a := ev.GetAction()
+		if a == nil {
+			return
+		}
+		r.actions++
+		r.actionKind[strings.ToLower(strings.TrimPrefix(a.Result.String(), "RESULT_"))]++
+		if w, ok := r.alertWall[string(a.AlertId)]; ok {
+			r.actionLag = append(r.actionLag, time.Duration(now-w))
+		}
+	})
+}
+
+// eachEvent decodes a batch and calls f for each event under r.mu, with
+// the receive time; a batch that does not decode is counted.
+func (r *run) eachEvent(msg *nats.Msg, f func(ev *containv1.Event, now int64)) {
 	now := time.Now().UnixNano()
 	b, err := bus.Decode(msg.Data)
 	r.mu.Lock()
@@ -308,15 +316,7 @@ func (r *run) onActions(msg *nats.Msg) {
 		return
 	}
 	for _, ev := range b.Events {
-		a := ev.GetAction()
-		if a == nil {
-			continue
-		}
-		r.actions++
-		r.actionKind[strings.ToLower(strings.TrimPrefix(a.Result.String(), "RESULT_"))]++
-		if w, ok := r.alertWall[string(a.AlertId)]; ok {
-			r.actionLag = append(r.actionLag, time.Duration(now-w))
-		}
+		f(ev, now)
 	}
 }
 
