@@ -124,6 +124,10 @@ func (o *globalOpts) load(cmd *cobra.Command) (*Config, error) {
 	if err := config.Load(&cfg, o.file, cmd.Flags(), flagKeys); err != nil {
 		return nil, err
 	}
+	if cfg.Host == "" {
+		// host: "" in a file means the default, as deploy/contain.yaml says.
+		cfg.Host, _ = os.Hostname()
+	}
 	cfg.propagate()
 	return &cfg, nil
 }

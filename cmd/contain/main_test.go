@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/containsec/contain/internal/testenv"
 )
 
 func runCLI(t *testing.T, args ...string) (string, error) {
@@ -30,6 +32,11 @@ func TestCheckConfig(t *testing.T) {
 	}
 	if !strings.Contains(out, "configuration OK") || !strings.Contains(out, "analyzer.learning_window: 30s") || !strings.Contains(out, "host: node-1") {
 		t.Fatalf("check-config output lacks the effective values:\n%s", out)
+	}
+	// The shipped sample validates as it is (host: "" = the machine's name).
+	sample := filepath.Join(testenv.RepoRoot(t), "deploy", "contain.yaml")
+	if out, err := runCLI(t, "check-config", "-c", sample); err != nil || !strings.Contains(out, "collector.wakeup_coalesce: 10ms") {
+		t.Fatalf("deploy/contain.yaml: %v\n%s", err, out)
 	}
 	if _, err := runCLI(t, "check-config", "-c", "deploy-does-not-exist.yaml"); err == nil {
 		t.Fatal("a missing config file was accepted")
