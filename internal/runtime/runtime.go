@@ -2,7 +2,8 @@
 // conventions of the container runtimes, and reads their metadata from
 // what the runtimes keep on disk, no daemon needed: the OCI runtimes' state
 // directories (runc, crun), docker's containers/<id>/config.v2.json,
-// containerd's v2 task bundles and containers/storage (cri-o, podman).
+// containerd's v2 task bundles, containers/storage (cri-o, podman) and
+// libpod's bolt database (podman's labels and pods).
 // EngineReader asks the engines' APIs (Docker Engine, containerd) the same
 // questions, and Merge combines both answers (the engine's wins per key).
 package runtime
@@ -224,7 +225,8 @@ type StateReader struct {
 	// StorageRoots are containers/storage roots of cri-o and podman
 	// (/var/lib/containers/storage, /run/containers/storage): per
 	// container <root>/overlay-containers/<id>/userdata/config.json and the
-	// list <root>/overlay-containers/containers.json.
+	// list <root>/overlay-containers/containers.json; podman 4's
+	// <root>/libpod/bolt_state.db (opened read-only, never waited for).
 	StorageRoots []string
 	// DockerRoot is dockerd's data root: <root>/containers/<id>/config.v2.json
 	// (default /var/lib/docker).
@@ -256,7 +258,9 @@ const maxStateBytes = 4 << 20
 // (runc roots, crun), then what the higher-level runtime keeps on disk
 // (docker's config.v2.json, containerd's task bundle, containers/storage of
 // cri-o and podman), merged; labels found first win. When no state is
-// found it returns ErrNotFound and an Info holding what the ref tells.
+// found it returns ErrNotFound and an Info holding what the ref tells;
+// when part of the state was found but another part could not be read now
+// (libpod's database locked by podman), ErrIncomplete with what was read.
 func (r StateReader) Lookup(ref Ref) (Info, error) {
 	info := Info{Runtime: ref.Runtime, Name: ref.ID}
 	if ref.ID == "" || strings.ContainsAny(ref.ID, "/\x00") || ref.ID == "." || ref.ID == ".." {
@@ -268,6 +272,7 @@ func (r StateReader) Lookup(ref Ref) (Info, error) {
 	}
 	found := ociErr == nil
 	var errs []error
+	var incomplete error
 	for _, s := range []struct {
 		runtime string
 		read    func(id string, info *Info) (bool, error)
@@ -275,9 +280,13 @@ func (r StateReader) Lookup(ref Ref) (Info, error) {
 		{Docker, r.readDocker},
 		{Containerd, r.readContainerd},
 		{"", r.readStorage}, // cri-o or podman: the annotations tell
+		{"", r.readLibpod},  // podman's labels: only its database has them
 	} {
 		ok, err := s.read(ref.ID, &info)
 		if err != nil {
+			if errors.Is(err, ErrIncomplete) {
+				incomplete = err
+			}
 			errs = append(errs, err)
 			continue
 		}
@@ -291,6 +300,9 @@ func (r StateReader) Lookup(ref Ref) (Info, error) {
 	}
 	if info.Labels != nil {
 		info.fillNames()
+	}
+	if found && incomplete != nil {
+		return info, incomplete
 	}
 	if found {
 		return info, nil
@@ -359,7 +371,7 @@ func (r StateReader) lookupOCI(ref Ref, info Info) (Info, error) {
 // Annotation keys that name a container or its pod.
 var (
 	nameKeys      = []string{"io.kubernetes.cri.container-name", "io.kubernetes.container.name", "nerdctl/name", "io.podman.annotations.name", "org.opencontainers.container.name", LabelContainerName}
-	podKeys       = []string{"io.kubernetes.cri.sandbox-name", "io.kubernetes.pod.name"}
+	podKeys       = []string{"io.kubernetes.cri.sandbox-name", "io.kubernetes.pod.name", LabelPodmanPod}
 	namespaceKeys = []string{"io.kubernetes.cri.sandbox-namespace", "io.kubernetes.pod.namespace"}
 )
 

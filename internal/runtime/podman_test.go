@@ -1,0 +1,55 @@
+package runtime
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/containsec/contain/internal/testenv"
+)
+
+// TestPodmanOnDiskReal identifies a real podman container (cgroupfs
+// manager) from its cgroup path and reads its metadata from disk alone:
+// the OCI bundle (annotations), containers.json (name, image) and libpod's
+// database (labels).
+func TestPodmanOnDiskReal(t *testing.T) {
+	p := testenv.RequirePodman(t)
+	c := p.PodmanRun(t, "runtime-podman-disk", []string{
+		"--label", "team=payments", "--label", "tier=web", "--annotation", "io.contain.test=ann",
+	})
+	// Measured: /libpod_parent/libpod-<id> with --cgroup-manager cgroupfs.
+	if want := "/libpod_parent/libpod-" + c.ID; c.Cgroup != want {
+		t.Errorf("cgroup %q, want %q", c.Cgroup, want)
+	}
+	ref, ok := FromCgroupPath(c.Cgroup)
+	if !ok || ref.Runtime != Podman || ref.ID != c.ID {
+		t.Fatalf("FromCgroupPath(%q) = %+v, %v", c.Cgroup, ref, ok)
+	}
+	imageID, err := p.Run("inspect", "-f", "{{.Image}}", c.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := StateReader{RuncRoot: "/run/runc", StorageRoots: p.StorageRoots()}
+	info, err := r.Lookup(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{
+		"team":                 "payments",
+		"tier":                 "web",
+		"io.contain.test":      "ann",
+		"io.container.manager": "libpod",
+		LabelContainerName:     "runtime-podman-disk",
+		LabelImageRef:          testenv.PodmanImage,
+		LabelImageID:           imageID,
+	}
+	for k, v := range want {
+		if info.Labels[k] != v {
+			t.Errorf("label %s = %q, want %q", k, info.Labels[k], v)
+		}
+	}
+	if info.Runtime != Podman || info.Name != "runtime-podman-disk" || info.InitPID != uint32(c.Pid) ||
+		!strings.HasSuffix(info.Bundle, c.ID+"/userdata") || info.Pod != "" {
+		t.Errorf("info = %+v (want pid %d)", info, c.Pid)
+	}
+
+}
