@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -63,7 +64,18 @@ const maxLibpodDBBytes = 256 << 20
 // locked by a running podman command gives ErrIncomplete (podman holds the
 // lock only during a command; the caller reads again). ok is false when
 // the database or the container is absent.
+//
+// bbolt trusts the file: a corrupt one makes it panic or read past its
+// mapping (measured with FuzzLookupLibpodDB). Both become an error here:
+// faults in this goroutine panic instead of killing the process
+// (debug.SetPanicOnFault), and the panic is recovered.
 func readLibpodConfig(p, id string) (c LibpodConfig, pod LibpodConfig, ok bool, err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			c, pod, ok, err = LibpodConfig{}, LibpodConfig{}, false, fmt.Errorf("%s: corrupt database: %v", p, r)
+		}
+	}()
 	fi, err := os.Stat(p)
 	if errors.Is(err, fs.ErrNotExist) {
 		return c, pod, false, nil

@@ -53,3 +53,23 @@ func TestPodmanOnDiskReal(t *testing.T) {
 	}
 
 }
+
+// TestPodmanPodOnDiskReal: a container of a podman pod names its pod
+// (libpod's pod config) in Info.Pod.
+func TestPodmanPodOnDiskReal(t *testing.T) {
+	p := testenv.RequirePodman(t)
+	p.PodmanPod(t, "runtime-podman-pod")
+	c := p.PodmanRun(t, "runtime-podman-inpod", []string{"--pod", "runtime-podman-pod", "--label", "team=payments"})
+	ref, ok := FromCgroupPath(c.Cgroup)
+	if !ok || ref.Runtime != Podman || ref.ID != c.ID {
+		t.Fatalf("FromCgroupPath(%q) = %+v, %v", c.Cgroup, ref, ok)
+	}
+	info, err := StateReader{StorageRoots: p.StorageRoots()}.Lookup(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Runtime != Podman || info.Name != "runtime-podman-inpod" || info.Pod != "runtime-podman-pod" ||
+		info.Labels[LabelPodmanPod] != "runtime-podman-pod" || info.Labels["team"] != "payments" {
+		t.Fatalf("info = %+v", info)
+	}
+}

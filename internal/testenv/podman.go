@@ -140,3 +140,18 @@ func (p Podman) StorageRoots() []string {
 func (p Podman) BoltDB() string {
 	return filepath.Join(p.GraphRoot, "libpod", "bolt_state.db")
 }
+
+// PodmanPod creates a podman pod without an infra container (its pause
+// image would need a registry) and removes it, with its containers, when
+// the test ends. It returns the pod's id; pass `--pod name` to PodmanRun.
+func (p Podman) PodmanPod(t testing.TB, name string) string {
+	t.Helper()
+	_, _ = p.Run("pod", "rm", "-f", "-t", "0", name)
+	id, err := p.Run("pod", "create", "--infra=false", "--name", name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id = lastLine(id)
+	t.Cleanup(func() { _, _ = p.Run("pod", "rm", "-f", "-t", "0", id) })
+	return id
+}
