@@ -13,6 +13,8 @@ command -v protoc >/dev/null || need+=(protobuf-compiler)
 command -v ip >/dev/null || need+=(iproute2)
 # Docker Engine + containerd (+ ctr): run only privately by deploy/engines.
 command -v dockerd >/dev/null && command -v ctr >/dev/null || need+=(docker.io)
+# podman (root, cgroupfs manager): the podman identity tests (internal/testenv/podman.go).
+command -v podman >/dev/null || need+=(podman)
 command -v file >/dev/null || need+=(file)
 if [ "${CONTAIN_SETUP_BPF:-0}" = 1 ]; then
   command -v clang >/dev/null || need+=(clang llvm)
