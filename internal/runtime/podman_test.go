@@ -73,3 +73,19 @@ func TestPodmanPodOnDiskReal(t *testing.T) {
 		t.Fatalf("info = %+v", info)
 	}
 }
+
+// BenchmarkPodmanLookupReal: one uncached on-disk lookup of a real podman
+// container (runc state, OCI bundle, containers.json, libpod's database),
+// what the collector pays once per new podman container.
+func BenchmarkPodmanLookupReal(b *testing.B) {
+	p := testenv.RequirePodman(b)
+	c := p.PodmanRun(b, "runtime-podman-bench", []string{"--label", "team=payments"})
+	ref, _ := FromCgroupPath(c.Cgroup)
+	r := DefaultStateReader()
+	b.ResetTimer()
+	for b.Loop() {
+		if info, err := r.Lookup(ref); err != nil || info.Labels["team"] != "payments" {
+			b.Fatalf("%+v, %v", info, err)
+		}
+	}
+}
