@@ -284,6 +284,7 @@ type Stats struct {
 	Evicted    uint64 // containers evicted from the state table
 	Runtime    uint64 // events of the container runtime itself (runc init), neither learned nor scored
 	Counts     uint64 // periodic syscall counts, skipped (their syscalls were reported one by one)
+	Kernel     uint64 // kernel-entered syscalls (restart_syscall) after learning, not scored
 }
 
 type deviation struct {
@@ -802,11 +803,23 @@ func ngramKey(a, b, c uint32) uint64 {
 	return uint64(a&0x1fffff)<<42 | uint64(b&0x1fffff)<<21 | uint64(c&0x1fffff)
 }
 
+// kernelSyscalls are entered by the kernel, not asked for by a program:
+// restart_syscall resumes a sleep or wait that a stop interrupted
+// (SIGSTOP/SIGCONT, a ptrace stop, the cgroup freezer). They say nothing
+// about the image, and every release of a quarantined container makes its
+// sleeping processes enter restart_syscall: scoring it would re-raise the
+// container the responder just released. Learned when seen, never scored.
+var kernelSyscalls = map[string]bool{"restart_syscall": true}
+
 func (e *Engine) observeSyscall(b *Baseline, s *containv1.Syscall, learn bool) bool {
 	if s.Mode == containv1.Syscall_MODE_SEQUENCE {
 		return e.observeSequence(b, s.Sequence, learn)
 	}
 	name := syscallName(s)
+	if !learn && kernelSyscalls[name] {
+		e.stats.Kernel++
+		return false
+	}
 	if learn {
 		return e.learnKey(b.Syscalls, name)
 	}

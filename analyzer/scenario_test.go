@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -179,6 +180,13 @@ func TestScenarios(t *testing.T) {
 	learnStart := time.Now()
 	benign()
 	benign()
+	// Short sleeps, as many images run them, learned (a syscall is seen
+	// when it returns): a sleeper started later is frozen in one.
+	for range 2 {
+		if out, err := c.Exec(10*time.Second, "/bin/sleep", "0.2"); err != nil {
+			t.Fatalf("sleep: %v: %s", err, out)
+		}
+	}
 	waitFor(learning+10*time.Second, "the baseline to converge", func() bool { return phase() == PhaseConverged })
 	t.Logf("converged %v after learning started; %d requests served", time.Since(learnStart).Round(time.Millisecond), served.Load())
 	// after reports the alerts whose trigger happened at or after since.
@@ -261,6 +269,53 @@ func TestScenarios(t *testing.T) {
 	closed2 := freePort(t)
 	marker := runScenario(scenario{"marker", []string{"/bin/nc", "-w", "1", "127.0.0.1", fmt.Sprint(closed2)}, CodePeerUnseen, fmt.Sprintf("127.0.0.1:%d", closed2)})
 	noneBetween("the benign workload after the scenarios", benign2, marker)
+
+	// A freeze and thaw, as a quarantine and its release do (cgroup2's
+	// freezer, which the engine methods' pre-freeze uses, interrupts
+	// sleeps: the sleeper then enters restart_syscall, never used while
+	// learning), which the kernel entered, not the image: no alert.
+	kernelSyscalls := func() (n uint64) {
+		an.Engine(func(e *Engine) { n = e.Stats().Kernel })
+		return n
+	}
+	// (No output captured: the detached sleep would hold the pipe open.)
+	if err := exec.Command("runc", "exec", "-d", c.ID, "/bin/sleep", "1").Run(); err != nil {
+		t.Fatalf("runc exec -d sleep: %v", err)
+	}
+	time.Sleep(200 * time.Millisecond) // in its nanosleep
+	kernelBefore := kernelSyscalls()
+	thawed := time.Now()
+	st, err := c.State()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cg, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", st.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cg2 string
+	for _, line := range strings.Split(string(cg), "\n") {
+		if p, ok := strings.CutPrefix(line, "0::"); ok {
+			cg2 = filepath.Join("/sys/fs/cgroup/unified", p)
+		}
+	}
+	for _, v := range []string{"1", "0"} {
+		if err := os.WriteFile(filepath.Join(cg2, "cgroup.freeze"), []byte(v), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(5*time.Second, "cgroup.events frozen "+v, func() bool {
+			b, _ := os.ReadFile(filepath.Join(cg2, "cgroup.events"))
+			return strings.Contains(string(b), "frozen "+v)
+		})
+		time.Sleep(100 * time.Millisecond)
+	}
+	// restart_syscall returns (and is seen) when the sleep ends.
+	waitFor(10*time.Second, "the sleeper to enter restart_syscall after the thaw", func() bool { return kernelSyscalls() > kernelBefore })
+	n = served.Load()
+	waitFor(10*time.Second, "requests after the thaw", func() bool { return served.Load() > n+5 })
+	closed4 := freePort(t)
+	marker = runScenario(scenario{"marker after a freeze and thaw", []string{"/bin/nc", "-w", "1", "127.0.0.1", fmt.Sprint(closed4)}, CodePeerUnseen, fmt.Sprintf("127.0.0.1:%d", closed4)})
+	noneBetween("a freeze and thaw (a quarantine's release)", thawed, marker)
 
 	// A new container of the learned image: runc's setup of it (unshare,
 	// mount, pivot_root...), its traffic and the health check raise nothing.

@@ -31,6 +31,7 @@ var runtimeSyscalls = []string{
 	"faccessat", "faccessat2", "nanosleep", "clock_nanosleep", "clock_gettime", "close_range", "fcntl", "dup3",
 	"statx", "ioctl", "wait4", "clone", "clone3", "vfork", "fork", "kill", "tgkill", "sched_yield", "madvise",
 	"pread64", "lseek", "getdents64", "poll", "ppoll", "pselect6", "epoll_create1", "epoll_ctl", "epoll_pwait",
+	"restart_syscall", // entered by the kernel after a stop or a freeze (see kernelSyscalls)
 }
 
 // SeccompSyscalls is the allow list WriteSeccomp would write.
