@@ -47,7 +47,7 @@ echo 'root:x:0:0:root:/:/bin/sh' > "$run/demo-web/rootfs/etc/passwd"
 go run ./scripts/ocispec -f "$run/demo-web/config.json" \
   -a org.opencontainers.image.ref.name=demo/web:1.0 \
   -a io.contain.image.digest=sha256:$(printf 'd%.0s' $(seq 64)) \
-  -- /bin/sh -c '/bin/httpd -p 8080 -h /www; while true; do /bin/sleep 1; done'
+  -- /bin/sh -c '/bin/httpd -p 8080 -h /www; while true; do /bin/sleep 1; printf "GET / HTTP/1.0\r\n\r\n" | /bin/nc 127.0.0.1 8080 >/dev/null; done'
 
 say "starting contain run (embedded NATS, all stages; log in $run/contain.log)"
 rm -rf "$run/nats"
@@ -56,7 +56,7 @@ contain_pid=$!
 for _ in $(seq 100); do grep -q "contain running" "$run/contain.log" && break; sleep 0.1; done
 grep -q "contain running" "$run/contain.log" || { cat "$run/contain.log"; exit 1; }
 
-say "starting the container demo-web (httpd + a sleep loop) and learning it for $learning"
+say "starting the container demo-web (httpd + a client loop: nc GET / every second) and learning it for $learning"
 runc run -d --bundle "$run/demo-web" demo-web </dev/null >/dev/null 2>&1
 sleep "${learning%s}"; sleep 2
 
