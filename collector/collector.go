@@ -82,6 +82,15 @@ type Collector struct {
 	queue    chan []byte
 	opts     decodeOptions
 
+	// Sequence mode (sequence.go); seqRR is nil when it is off.
+	seqSel    []selector
+	seqRR     *ringRead
+	seqActive *ebpf.Variable
+	seq       *sequencer
+	seqCtrs   map[uint64]*container // selected, by cgroup id
+	seqLost   map[uint64]uint64     // sequence-ring losses reported
+	seqBroken bool
+
 	// mu serialises handling: the reader goroutine handles records
 	// (ringWait) while Run's tickers report counts, losses and held
 	// containers.
@@ -139,6 +148,7 @@ func New(cfg Config, js jetstream.JetStream, m *metrics.Metrics, log *slog.Logge
 		lastLimited: map[uint64]uint64{},
 		held:        map[*container]struct{}{},
 	}
+	c.seqSel, _ = parseSelectors(cfg.SequenceSelect) // checked by Validate
 	c.ident = newIdentity(cgroups.NewResolver(cfg.CgroupRoot), cfg.stateReader())
 	if err := c.ident.cgroups.Scan(); err != nil {
 		return nil, fmt.Errorf("collector: %w", err)
@@ -157,6 +167,10 @@ func New(cfg Config, js jetstream.JetStream, m *metrics.Metrics, log *slog.Logge
 	}
 	if err := c.pollRing(); err != nil {
 		log.Warn("ring buffer not pollable by the runtime; the reader blocks in epoll_wait", logErr, err)
+	}
+	if err := c.setupSequence(); err != nil {
+		c.close()
+		return nil, err
 	}
 	c.wakeMask = wakeTypes(cfg.WakeupKinds)
 	if cfg.WakeupCoalesce > 0 {
@@ -196,9 +210,11 @@ type hook struct {
 	attach  func(p *ebpf.Program) (link.Link, error)
 }
 
-// needSysExit: the sys_exit program counts syscalls and reports network
-// and file syscalls.
-func needSysExit(c Config) bool { return c.Syscalls || c.Network || c.Files }
+// needSysExit: the sys_exit program counts syscalls, reports network
+// and file syscalls and writes sequence records.
+func needSysExit(c Config) bool {
+	return c.Syscalls || c.Network || c.Files || len(c.SequenceSelect) > 0
+}
 
 // needExit: the exit program reports exits and counts exit/exit_group
 // (which never reach sys_exit).
@@ -279,6 +295,11 @@ family:
 			}
 		}
 		spec.Maps["events"].MaxEntries = uint32(c.cfg.RingBufferBytes)
+		seqRing := os.Getpagesize() // sequence mode off: never written
+		if len(c.cfg.SequenceSelect) > 0 {
+			seqRing = c.cfg.SequenceRingBytes
+		}
+		spec.Maps["seq_events"].MaxEntries = uint32(seqRing)
 		for name, v := range map[string]any{
 			"host_cgroup_id": hostCg,
 			"self_tgid":      uint32(os.Getpid()),
@@ -464,6 +485,10 @@ func (c *Collector) Run(ctx context.Context) error {
 			for len(c.queue) > 0 {
 				c.handle(<-c.queue)
 			}
+			if c.seq != nil {
+				c.drainSequence()
+				c.seq.flushAll()
+			}
 			c.reportCounts()
 			c.releaseHeld(true)
 			c.reportLoss()
@@ -595,9 +620,11 @@ func (c *Collector) drainAll() (urgent, ok bool) {
 			return c.urgent, false
 		}
 		if n < drainBatch {
-			return c.urgent, true
+			break
 		}
 	}
+	c.drainSequence() // polled with the main ring: its records never wake the reader
+	return c.urgent, true
 }
 
 // handleRecord is handle for the ring reader: it notes waking records.
@@ -619,7 +646,12 @@ const drainBatch = 4096
 // ring buffer: the reader blocks in epoll_wait for up to PollInterval.
 func (c *Collector) readLoopBlocking() {
 	var rec ringbuf.Record
+	var seqDrained time.Time
 	for {
+		if c.seqRR != nil && time.Since(seqDrained) >= c.cfg.PollInterval {
+			c.locked(c.drainSequence)
+			seqDrained = time.Now()
+		}
 		c.rd.SetDeadline(time.Now().Add(c.cfg.PollInterval))
 		if err := c.rd.ReadInto(&rec); err != nil {
 			if errors.Is(err, ringbuf.ErrClosed) || errors.Is(err, ringbuf.ErrFlushed) {
@@ -714,6 +746,7 @@ func (c *Collector) announce(ctr *container, monoNs uint64) {
 		monoNs = ctr.pending[0].MonoNs
 	}
 	ctr.announced = true
+	c.selectSequence(ctr)
 	info := ctr.infoEvent(c.cfg.Host, monoNs)
 	c.finish(info)
 	c.add(info)
@@ -836,6 +869,7 @@ func (c *Collector) reportRateLimited() {
 // last report.
 func (c *Collector) reportLoss() {
 	c.reportRateLimited()
+	c.reportSequence()
 	for k, n := range c.lossCounts() {
 		key := k[0] + "/" + k[1]
 		prev := c.lastLoss[key]
@@ -978,6 +1012,9 @@ func (c *Collector) close() {
 		if c.rw != nil {
 			c.rw.close()
 			c.rr.close()
+		}
+		if c.seqRR != nil {
+			c.seqRR.close()
 		}
 		if c.coll != nil {
 			c.coll.Close()

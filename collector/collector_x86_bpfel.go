@@ -106,6 +106,23 @@ type collectorRecordHdr struct {
 	Comm     [16]int8
 }
 
+type collectorSeqCgroup struct {
+	_    structs.HostLayout
+	Lost uint64
+}
+
+type collectorSeqEvent struct {
+	_        structs.HostLayout
+	Type     uint8
+	Pad      uint8
+	Nr       uint16
+	Tid      uint32
+	Tgid     uint32
+	Pad2     uint32
+	CgroupId uint64
+	KtimeNs  uint64
+}
+
 type collectorSyscallCounts struct {
 	_ structs.HostLayout
 	N [512]uint32
@@ -130,6 +147,8 @@ const (
 	collectorMapLoss                 = "loss"
 	collectorMapPathScratch          = "path_scratch"
 	collectorMapSensitiveFiles       = "sensitive_files"
+	collectorMapSeqCgroups           = "seq_cgroups"
+	collectorMapSeqEvents            = "seq_events"
 	collectorMapSyscallCounts        = "syscall_counts"
 	collectorMapZeroCounts           = "zero_counts"
 	collectorProgExecRawTp           = "exec_raw_tp"
@@ -148,6 +167,7 @@ const (
 	collectorVarRateCapNs            = "rate_cap_ns"
 	collectorVarRateCostNs           = "rate_cost_ns"
 	collectorVarSelfTgid             = "self_tgid"
+	collectorVarSeqActive            = "seq_active"
 	collectorVarSyscallClass         = "syscall_class"
 	collectorVarTrackCounts          = "track_counts"
 	collectorVarTrackProcs           = "track_procs"
@@ -156,6 +176,8 @@ const (
 	collectorVarUnusedFileEvent      = "unused_file_event"
 	collectorVarUnusedLifecycleEvent = "unused_lifecycle_event"
 	collectorVarUnusedNetEvent       = "unused_net_event"
+	collectorVarUnusedSeqCgroup      = "unused_seq_cgroup"
+	collectorVarUnusedSeqEvent       = "unused_seq_event"
 	collectorVarUnusedSyscallEvent   = "unused_syscall_event"
 	collectorVarWakeBytes            = "wake_bytes"
 	collectorVarWakeGate             = "wake_gate"
@@ -226,6 +248,8 @@ type collectorMapSpecs struct {
 	Loss           *ebpf.MapSpec `ebpf:"loss"`
 	PathScratch    *ebpf.MapSpec `ebpf:"path_scratch"`
 	SensitiveFiles *ebpf.MapSpec `ebpf:"sensitive_files"`
+	SeqCgroups     *ebpf.MapSpec `ebpf:"seq_cgroups"`
+	SeqEvents      *ebpf.MapSpec `ebpf:"seq_events"`
 	SyscallCounts  *ebpf.MapSpec `ebpf:"syscall_counts"`
 	ZeroCounts     *ebpf.MapSpec `ebpf:"zero_counts"`
 }
@@ -241,6 +265,7 @@ type collectorVariableSpecs struct {
 	RateCapNs            *ebpf.VariableSpec `ebpf:"rate_cap_ns"`
 	RateCostNs           *ebpf.VariableSpec `ebpf:"rate_cost_ns"`
 	SelfTgid             *ebpf.VariableSpec `ebpf:"self_tgid"`
+	SeqActive            *ebpf.VariableSpec `ebpf:"seq_active"`
 	SyscallClass         *ebpf.VariableSpec `ebpf:"syscall_class"`
 	TrackCounts          *ebpf.VariableSpec `ebpf:"track_counts"`
 	TrackProcs           *ebpf.VariableSpec `ebpf:"track_procs"`
@@ -249,6 +274,8 @@ type collectorVariableSpecs struct {
 	UnusedFileEvent      *ebpf.VariableSpec `ebpf:"unused_file_event"`
 	UnusedLifecycleEvent *ebpf.VariableSpec `ebpf:"unused_lifecycle_event"`
 	UnusedNetEvent       *ebpf.VariableSpec `ebpf:"unused_net_event"`
+	UnusedSeqCgroup      *ebpf.VariableSpec `ebpf:"unused_seq_cgroup"`
+	UnusedSeqEvent       *ebpf.VariableSpec `ebpf:"unused_seq_event"`
 	UnusedSyscallEvent   *ebpf.VariableSpec `ebpf:"unused_syscall_event"`
 	WakeBytes            *ebpf.VariableSpec `ebpf:"wake_bytes"`
 	WakeGate             *ebpf.VariableSpec `ebpf:"wake_gate"`
@@ -282,6 +309,8 @@ type collectorMaps struct {
 	Loss           *ebpf.Map `ebpf:"loss"`
 	PathScratch    *ebpf.Map `ebpf:"path_scratch"`
 	SensitiveFiles *ebpf.Map `ebpf:"sensitive_files"`
+	SeqCgroups     *ebpf.Map `ebpf:"seq_cgroups"`
+	SeqEvents      *ebpf.Map `ebpf:"seq_events"`
 	SyscallCounts  *ebpf.Map `ebpf:"syscall_counts"`
 	ZeroCounts     *ebpf.Map `ebpf:"zero_counts"`
 }
@@ -294,6 +323,8 @@ func (m *collectorMaps) Close() error {
 		m.Loss,
 		m.PathScratch,
 		m.SensitiveFiles,
+		m.SeqCgroups,
+		m.SeqEvents,
 		m.SyscallCounts,
 		m.ZeroCounts,
 	)
@@ -310,6 +341,7 @@ type collectorVariables struct {
 	RateCapNs            *ebpf.Variable `ebpf:"rate_cap_ns"`
 	RateCostNs           *ebpf.Variable `ebpf:"rate_cost_ns"`
 	SelfTgid             *ebpf.Variable `ebpf:"self_tgid"`
+	SeqActive            *ebpf.Variable `ebpf:"seq_active"`
 	SyscallClass         *ebpf.Variable `ebpf:"syscall_class"`
 	TrackCounts          *ebpf.Variable `ebpf:"track_counts"`
 	TrackProcs           *ebpf.Variable `ebpf:"track_procs"`
@@ -318,6 +350,8 @@ type collectorVariables struct {
 	UnusedFileEvent      *ebpf.Variable `ebpf:"unused_file_event"`
 	UnusedLifecycleEvent *ebpf.Variable `ebpf:"unused_lifecycle_event"`
 	UnusedNetEvent       *ebpf.Variable `ebpf:"unused_net_event"`
+	UnusedSeqCgroup      *ebpf.Variable `ebpf:"unused_seq_cgroup"`
+	UnusedSeqEvent       *ebpf.Variable `ebpf:"unused_seq_event"`
 	UnusedSyscallEvent   *ebpf.Variable `ebpf:"unused_syscall_event"`
 	WakeBytes            *ebpf.Variable `ebpf:"wake_bytes"`
 	WakeGate             *ebpf.Variable `ebpf:"wake_gate"`

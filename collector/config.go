@@ -118,6 +118,29 @@ type Config struct {
 	// without it (collector.containerd_state).
 	ContainerdAddress string
 	ContainerdState   string
+	// SequenceSelect turns on sequence mode for the containers that match
+	// any of these selectors (collector.sequence_select): "name=<glob>"
+	// (the container's name), "image=<glob>" (its image reference),
+	// "label=<key>=<glob>" (a label or annotation), "id=<prefix>" (its
+	// id); globs are path.Match patterns. Every syscall of a selected
+	// container's threads is then reported, in order, as MODE_SEQUENCE
+	// events (Syscall.sequence, per thread). Empty (the default): off, at
+	// the cost of one load per syscall in the kernel.
+	SequenceSelect []string
+	// SequenceRingBytes is the sequence records' own kernel ring buffer, a
+	// power of two multiple of the page size
+	// (collector.sequence_ring_bytes; 32 bytes of record + 8 of header
+	// per syscall). A full one loses sequence records only, counted per
+	// container (KIND_LOSS source "sequence_ring").
+	SequenceRingBytes int
+	// SequenceBatch is the most syscalls one MODE_SEQUENCE event carries
+	// (collector.sequence_batch); a thread's partial sequence is emitted
+	// once its first syscall is SequenceFlush old
+	// (collector.sequence_flush; plus at most poll_interval), and when it
+	// is forgotten (idle, or more than 4096 threads tracked) or the
+	// collector stops.
+	SequenceBatch int
+	SequenceFlush time.Duration
 	// EngineTimeout bounds one engine lookup (collector.engine_timeout).
 	// Lookups run off the event loop, at most once per container; the
 	// container's first events are held meanwhile (collector.metadata_wait).
@@ -192,6 +215,9 @@ func DefaultConfig() Config {
 		DockerRoot:        "/var/lib/docker",
 		ContainerdState:   "/run/containerd",
 		EngineTimeout:     time.Second,
+		SequenceRingBytes: 4 << 20,
+		SequenceBatch:     256,
+		SequenceFlush:     100 * time.Millisecond,
 	}
 	if isSocket(DefaultDockerSocket) {
 		c.DockerHost = "unix://" + DefaultDockerSocket
@@ -267,6 +293,18 @@ func (c Config) Validate() error {
 		if _, ok := recordKinds[k]; !ok {
 			return fmt.Errorf("collector.wakeup_kinds: unknown kind %q (exec, syscall, network, file, process)", k)
 		}
+	}
+	if c.SequenceRingBytes < pageSize || c.SequenceRingBytes&(c.SequenceRingBytes-1) != 0 {
+		return fmt.Errorf("collector.sequence_ring_bytes: %d must be a power of two >= the page size %d", c.SequenceRingBytes, pageSize)
+	}
+	if c.SequenceBatch < 3 || c.SequenceBatch > 65536 {
+		return fmt.Errorf("collector.sequence_batch: must be in [3, 65536]")
+	}
+	if c.SequenceFlush <= 0 || c.SequenceFlush > 10*time.Second {
+		return fmt.Errorf("collector.sequence_flush: must be in (0, 10s]")
+	}
+	if _, err := parseSelectors(c.SequenceSelect); err != nil {
+		return fmt.Errorf("collector.sequence_select: %w", err)
 	}
 	for _, p := range c.SensitiveFiles {
 		if len(p) == 0 || p[0] != '/' || len(p) >= sensitivePathLen {

@@ -52,6 +52,9 @@ const (
 	fileDirOff     = fileNewPathOff + pathMaxLen
 
 	procSize = hdrSize + 16
+
+	recordSeq = 6
+	seqSize   = 32 // struct seq_event
 )
 
 // ErrMalformedRecord wraps every decoding failure.
@@ -383,4 +386,36 @@ func decodeProc(b []byte) (*containv1.Event, error) {
 			ExitCode:  int32(le.Uint32(b[hdrSize+8:])),
 		}},
 	}, nil
+}
+
+// seqRecord is one sequence-mode record (struct seq_event): a syscall of
+// a selected container's thread, read from the seq_events ring buffer.
+type seqRecord struct {
+	nr       uint32
+	tid      uint32
+	tgid     uint32
+	cgroupID uint64
+	ktime    uint64
+}
+
+// decodeSeq decodes a seq_events record. It is pure and safe on any input.
+func decodeSeq(b []byte) (seqRecord, error) {
+	if len(b) < seqSize {
+		return seqRecord{}, fmt.Errorf("%w: sequence record of %d bytes, want %d", ErrMalformedRecord, len(b), seqSize)
+	}
+	if b[0] != recordSeq {
+		return seqRecord{}, fmt.Errorf("%w: type %d in the sequence ring", ErrMalformedRecord, b[0])
+	}
+	le := binary.LittleEndian
+	r := seqRecord{
+		nr:       uint32(le.Uint16(b[2:])),
+		tid:      le.Uint32(b[4:]),
+		tgid:     le.Uint32(b[8:]),
+		cgroupID: le.Uint64(b[16:]),
+		ktime:    le.Uint64(b[24:]),
+	}
+	if r.nr >= syscallMax {
+		return seqRecord{}, fmt.Errorf("%w: syscall %d out of range", ErrMalformedRecord, r.nr)
+	}
+	return r, nil
 }

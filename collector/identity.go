@@ -50,6 +50,8 @@ type container struct {
 	// is not written yet (runc writes state.json after the container's
 	// init already runs in its cgroup) or its engine has not answered.
 	pending []*containv1.Event
+	// seq: in sequence mode (its cgroup id is in the kernel's seq_cgroups).
+	seq bool
 	// syscalls seen (first use already reported).
 	syscalls [syscallMax / 64]uint64
 }

@@ -13,6 +13,30 @@ const struct net_event *unused_net_event __attribute__((unused));
 const struct file_event *unused_file_event __attribute__((unused));
 const struct lifecycle_event *unused_lifecycle_event __attribute__((unused));
 const struct count_slot *unused_count_slot __attribute__((unused));
+const struct seq_event *unused_seq_event __attribute__((unused));
+const struct seq_cgroup *unused_seq_cgroup __attribute__((unused));
+
+// Sequence mode (collector.sequence_select). seq_active is 1 while
+// seq_cgroups holds at least one container: user space writes it through
+// the mmapped .data, and it is the only cost sequence mode adds to
+// every other container's syscalls (one load and a branch). Selected
+// containers' syscalls go to their own ring buffer, written without a
+// wakeup (the reader polls it every poll_interval), so a selected
+// container's flood can only lose its own sequence records. No token
+// bucket: a sequence with holes would be worse than a counted loss.
+volatile __u32 seq_active SEC(".data") = 0;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u64); // cgroup id
+	__type(value, struct seq_cgroup);
+} seq_cgroups SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 22); // resized by the loader (collector.sequence_ring_bytes)
+} seq_events SEC(".maps");
 
 #define PATH_DEPTH 32
 #define NAME_READ 128 // bytes of one path component read at a time
@@ -598,11 +622,36 @@ static __always_inline void handle_file(struct pt_regs *regs, __u64 cgid, __u32 
 	bpf_ringbuf_submit(e, submit_flags(RECORD_FILE));
 }
 
+// emit_seq writes one sequence record when cgid is selected.
+static __always_inline void emit_seq(__u64 cgid, __u32 nr)
+{
+	struct seq_cgroup *s = bpf_map_lookup_elem(&seq_cgroups, &cgid);
+	if (!s)
+		return;
+	struct seq_event *e = bpf_ringbuf_reserve(&seq_events, sizeof(*e), 0);
+	if (!e) {
+		__sync_fetch_and_add(&s->lost, 1);
+		count_loss(LOSS_RINGBUF_SEQ);
+		return;
+	}
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	e->type = RECORD_SEQ;
+	e->_pad = 0;
+	e->nr = nr;
+	e->tid = (__u32)pid_tgid;
+	e->tgid = pid_tgid >> 32;
+	e->_pad2 = 0;
+	e->cgroup_id = cgid;
+	e->ktime_ns = bpf_ktime_get_ns();
+	bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP);
+}
+
 // handle_sys_exit runs on every syscall's return. It counts each syscall
 // per (container, nr) in a per-CPU value, reports the first use on each CPU
 // (user space keeps the first per container), reports sensitive syscalls
 // every time with arguments and result, and turns network and file
-// syscalls into records with their result.
+// syscalls into records with their result; for containers in sequence
+// mode it then writes a sequence record (emit_seq).
 static __always_inline int handle_sys_exit(struct pt_regs *regs, long id, long ret)
 {
 	__u64 cgid = bpf_get_current_cgroup_id();
@@ -630,6 +679,8 @@ static __always_inline int handle_sys_exit(struct pt_regs *regs, long id, long r
 		handle_net(regs, cgid, nr, ret);
 	else if (class & CLASS_FILE)
 		handle_file(regs, cgid, nr, ret);
+	if (seq_active)
+		emit_seq(cgid, nr);
 	return 0;
 }
 

@@ -21,6 +21,7 @@ enum record_type {
 	RECORD_NET = 3,
 	RECORD_FILE = 4,
 	RECORD_PROC = 5,
+	RECORD_SEQ = 6, // sequence mode: its own ring buffer (seq_events)
 };
 
 // Header flags.
@@ -39,6 +40,7 @@ enum loss_index {
 	LOSS_RINGBUF_FILE = 4,
 	LOSS_RINGBUF_PROC = 5,
 	LOSS_RATE_LIMITED = 6,
+	LOSS_RINGBUF_SEQ = 7, // seq_events full (also counted per container in seq_cgroups)
 	LOSS_MAX = 8,
 };
 
@@ -150,6 +152,25 @@ struct syscall_event {
 	__u64 args[6];
 	__s64 ret;
 }; // 128 bytes
+
+// Sequence mode: one compact record per syscall of a selected container,
+// in the seq_events ring buffer (not the 64-byte record_hdr).
+struct seq_event {
+	__u8 type; // RECORD_SEQ
+	__u8 _pad;
+	__u16 nr;
+	__u32 tid;
+	__u32 tgid;
+	__u32 _pad2;
+	__u64 cgroup_id;
+	__u64 ktime_ns;
+}; // 32 bytes
+
+// seq_cgroups value: a selected container's sequence records lost to a
+// full seq_events (user space reports deltas).
+struct seq_cgroup {
+	__u64 lost;
+};
 
 // Per-container syscall counts, one value per CPU: a zero count on this CPU
 // marks a (container, syscall) pair this CPU has not seen yet.
