@@ -1,7 +1,8 @@
 // Package collector is contain's sensor: CO-RE eBPF programs on each host
 // that report what container processes do, published as raw event batches.
 //
-// Consumes: kernel events through one BPF ring buffer, from
+// Consumes: kernel events through one BPF ring buffer (and, in sequence
+// mode, a second one holding only sequence records), from
 // tp_btf/sched_process_exec, tp_btf/sys_exit, tp_btf/sched_process_fork and
 // tp_btf/sched_process_exit (falling back to the raw_tracepoint family where
 // tp_btf is refused); the cgroup2
@@ -36,6 +37,15 @@
 //     container's root, non_utf8 when a string had invalid bytes (\xNN).
 //   - KIND_SYSCALL: first use per (container, syscall), sensitive syscalls
 //     with args and ret, periodic per-container counts (collector.syscalls).
+//     Sequence mode (opt-in, collector.sequence_select: name=<glob>,
+//     image=<glob>, label=<key>=<glob>, id=<prefix>): MODE_SEQUENCE events
+//     with every syscall of a selected container's thread in kernel order
+//     (sequence; proc.pid is the tid, proc.tgid its process; mono_ns its
+//     first syscall's), at most collector.sequence_batch per event, a
+//     partial one at most collector.sequence_flush (+ poll_interval) after
+//     its first syscall. A container is selected when announced (again on
+//     re-announcement) and dropped when its cgroup goes; its syscalls before
+//     that are not in its sequences.
 //   - KIND_NETWORK: connect, bind, listen, accept/accept4 on TCP/UDP over
 //     IPv4/IPv6 with local and remote address/port, protocol and result
 //     (collector.network).
@@ -55,7 +65,9 @@
 //     source "ringbuf" (reserve failures counted per CPU in the kernel),
 //     "queue" (reader→decoder queue full), "batcher" (publish queue full),
 //     and per container source "kernel" reason "rate_limited" (records
-//     its in-kernel token bucket refused; collector.rate_per_sec/rate_burst).
+//     its in-kernel token bucket refused; collector.rate_per_sec/rate_burst)
+//     and source "sequence_ring" reason "reserve_failed_sequence" (its
+//     sequence records a full sequence ring refused).
 //
 // Every event has id, host, mono_ns (CLOCK_MONOTONIC, bpf_ktime_get_ns),
 // wall_ns (mono_ns plus the wall-monotonic offset, re-measured every
@@ -82,7 +94,13 @@
 //     way the loss is reported as a KIND_LOSS event. Nothing is lost silently.
 //   - A container that starts after the collector resolves on its first
 //     event: an unknown cgroup id triggers a new walk of the hierarchy.
-//   - Records are decoded by a pure function (decode) that is fuzzed;
+//   - Sequence mode is free when off (one load of a mmapped global per
+//     syscall) and isolated when on: its records have their own ring buffer
+//     (collector.sequence_ring_bytes), polled, never waking the reader, so a
+//     selected container's flood loses only its own sequence records,
+//     counted; there is no token bucket on them. User-space memory is
+//     bounded (4096 threads × sequence_batch).
+//   - Records are decoded by pure functions (decode, decodeSeq) that are fuzzed;
 //     a record that does not decode is counted and dropped.
 //   - Run detaches the programs when ctx ends, then publishes everything
 //     already in the ring buffer before returning.

@@ -6,12 +6,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/cilium/ebpf/link"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/containsec/contain/internal/metrics"
 	"github.com/containsec/contain/internal/testenv"
@@ -48,7 +50,10 @@ func main() {
 // The three modes are measured in interleaved rounds (CONTAIN_OVERHEAD_ROUNDS,
 // default 9; the order rotates each round, the collector is started fresh in
 // each), and the added costs are the medians of each round's differences to
-// that round's "none": the floor here is ~20-30 ns on a ~80 ns syscall, so a
+// that round's "none". With CONTAIN_OVERHEAD_SEQUENCE=1 a fourth mode,
+// "sequence", runs the collector with the loop's container in sequence
+// mode (collector.sequence_select id=<its id>) and reports
+// sequence_added_ns. The floor here is ~20-30 ns on a ~80 ns syscall, so a
 // drift of the shared machine's load between sequential phases would move
 // the ratio more than the collector does.
 func BenchmarkSyscallOverhead(b *testing.B) {
@@ -100,32 +105,52 @@ func BenchmarkSyscallOverhead(b *testing.B) {
 			defer l.Close()
 			return run("empty tp_btf")
 		},
-		"collector": func() float64 {
-			c, err := New(DefaultConfig(), js, metrics.New(), testenv.Discard())
-			if err != nil {
-				b.Fatal(err)
-			}
-			hooks = c.Hooks()
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan error, 1)
-			go func() { done <- c.Run(ctx) }()
-			v := run("collector")
-			cancel()
-			if err := <-done; err != nil {
-				b.Fatal(err)
-			}
-			return v
-		},
 	}
-	orders := [][]string{
-		{"none", "empty tp_btf", "collector"},
-		{"collector", "none", "empty tp_btf"},
-		{"empty tp_btf", "collector", "none"},
+	// cpuNs: this process's CPU (the collector's reader, batcher and
+	// publishing, plus the embedded NATS) per loop syscall, per round.
+	cpuNs := map[string][]float64{}
+	collector := func(mode string, cfg Config) float64 {
+		m := metrics.New()
+		c, err := New(cfg, js, m, testenv.Discard())
+		if err != nil {
+			b.Fatal(err)
+		}
+		hooks = c.Hooks()
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- c.Run(ctx) }()
+		if len(cfg.SequenceSelect) > 0 {
+			waitSelected(b, c, ctr)
+		}
+		cpu0 := selfCPU()
+		v := run(mode)
+		cpuNs[mode] = append(cpuNs[mode], float64((selfCPU()-cpu0).Nanoseconds())/float64(iters))
+		cancel()
+		if err := <-done; err != nil {
+			b.Fatal(err)
+		}
+		if len(cfg.SequenceSelect) > 0 {
+			b.Logf("sequence: %.0f sequence records lost", testutil.ToFloat64(m.Dropped.WithLabelValues(metrics.StageCollector, reasonSequenceFull)))
+		}
+		return v
+	}
+	modes["collector"] = func() float64 { return collector("collector", DefaultConfig()) }
+	names := []string{"none", "empty tp_btf", "collector"}
+	if os.Getenv("CONTAIN_OVERHEAD_SEQUENCE") == "1" {
+		cfg := DefaultConfig()
+		cfg.SequenceSelect = []string{"id=" + ctr.ID}
+		modes["sequence"] = func() float64 { return collector("sequence", cfg) }
+		names = append(names, "sequence")
+	}
+	// Round r runs the modes rotated by r.
+	var orders [][]string
+	for i := range names {
+		orders = append(orders, append(slices.Clone(names[i:]), names[:i]...))
 	}
 
 	for b.Loop() {
 		perMode := map[string][]float64{}
-		var floorAdded, colAdded []float64
+		var floorAdded, colAdded, seqAdded []float64
 		for r := range rounds {
 			got := map[string]float64{}
 			for _, mode := range orders[r%len(orders)] {
@@ -134,8 +159,11 @@ func BenchmarkSyscallOverhead(b *testing.B) {
 			}
 			floorAdded = append(floorAdded, got["empty tp_btf"]-got["none"])
 			colAdded = append(colAdded, got["collector"]-got["none"])
+			if _, ok := got["sequence"]; ok {
+				seqAdded = append(seqAdded, got["sequence"]-got["none"])
+			}
 		}
-		for _, mode := range []string{"none", "empty tp_btf", "collector"} {
+		for _, mode := range names {
 			b.Logf("%s: ns/syscall per round %.1f", mode, perMode[mode])
 		}
 		b.Logf("added per round: floor %.1f, collector %.1f", floorAdded, colAdded)
@@ -146,5 +174,12 @@ func BenchmarkSyscallOverhead(b *testing.B) {
 		b.ReportMetric(ca, "collector_added_ns/syscall")
 		b.ReportMetric(fa, "floor_added_ns/syscall")
 		b.ReportMetric(ratio, "floor_ratio")
+		if len(seqAdded) > 0 {
+			sa := median(seqAdded)
+			b.Logf("added per round: sequence %.1f", seqAdded)
+			fmt.Printf("overhead: sequence=%.0fns sequence_added=%.1fns (collector_added=%.1fns; sequence mode adds %.1fns per syscall of a selected container) user_cpu_per_syscall: collector=%.1fns sequence=%.1fns\n",
+				median(perMode["sequence"]), sa, ca, sa-ca, median(cpuNs["collector"]), median(cpuNs["sequence"]))
+			b.ReportMetric(sa, "sequence_added_ns/syscall")
+		}
 	}
 }

@@ -630,8 +630,7 @@ static __always_inline void emit_seq(__u64 cgid, __u32 nr)
 		return;
 	struct seq_event *e = bpf_ringbuf_reserve(&seq_events, sizeof(*e), 0);
 	if (!e) {
-		__sync_fetch_and_add(&s->lost, 1);
-		count_loss(LOSS_RINGBUF_SEQ);
+		__sync_fetch_and_add(&s->lost, 1); // reported per container
 		return;
 	}
 	__u64 pid_tgid = bpf_get_current_pid_tgid();

@@ -40,7 +40,6 @@ enum loss_index {
 	LOSS_RINGBUF_FILE = 4,
 	LOSS_RINGBUF_PROC = 5,
 	LOSS_RATE_LIMITED = 6,
-	LOSS_RINGBUF_SEQ = 7, // seq_events full (also counted per container in seq_cgroups)
 	LOSS_MAX = 8,
 };
 
