@@ -12,8 +12,10 @@ import (
 
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/containsec/contain/internal/testenv"
+	"github.com/containsec/contain/schemas/containv1"
 )
 
 func seqBytes(nr uint16, tid, tgid uint32, cgid, ktime uint64) []byte {
@@ -309,4 +311,35 @@ func TestBPFSequenceRecords(t *testing.T) {
 	if kept == 0 || v.Lost == 0 || uint64(kept)+v.Lost != 200 {
 		t.Fatalf("small ring: %d kept + %d lost, want 200 (%s)", kept, v.Lost, fmt.Sprint(kept*40))
 	}
+}
+
+// BenchmarkSequenceRecord is the user-space cost per sequence record:
+// decode, per-thread aggregation and, per sequence_batch records, the
+// event's protobuf encoding (what the batcher does with it).
+func BenchmarkSequenceRecord(b *testing.B) {
+	recs := make([][]byte, 4)
+	for i := range recs {
+		recs[i] = seqBytes(uint16(100+i), 42, 42, 7, uint64(i))
+	}
+	var bytes int
+	s := newSequencer(256, 1e8, func(cgid uint64, tgid, tid uint32, first uint64, nrs []uint32) {
+		ev := &containv1.Event{Kind: containv1.Kind_KIND_SYSCALL, MonoNs: first, CgroupId: cgid,
+			Body: &containv1.Event_Syscall{Syscall: &containv1.Syscall{Mode: containv1.Syscall_MODE_SEQUENCE,
+				Proc: &containv1.Process{Pid: tid, Tgid: tgid}, Sequence: nrs, Count: uint64(len(nrs))}}}
+		out, err := proto.Marshal(ev)
+		if err != nil {
+			b.Fatal(err)
+		}
+		bytes += len(out)
+	})
+	i := 0
+	for b.Loop() {
+		r, err := decodeSeq(recs[i&3])
+		if err != nil {
+			b.Fatal(err)
+		}
+		s.add(r)
+		i++
+	}
+	b.ReportMetric(float64(bytes)/float64(i), "bytes/syscall")
 }
