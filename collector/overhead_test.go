@@ -109,6 +109,7 @@ func BenchmarkSyscallOverhead(b *testing.B) {
 	// cpuNs: this process's CPU (the collector's reader, batcher and
 	// publishing, plus the embedded NATS) per loop syscall, per round.
 	cpuNs := map[string][]float64{}
+	selected := ctr
 	collector := func(mode string, cfg Config) float64 {
 		m := metrics.New()
 		c, err := New(cfg, js, m, testenv.Discard())
@@ -120,7 +121,7 @@ func BenchmarkSyscallOverhead(b *testing.B) {
 		done := make(chan error, 1)
 		go func() { done <- c.Run(ctx) }()
 		if len(cfg.SequenceSelect) > 0 {
-			waitSelected(b, c, ctr)
+			waitSelected(b, c, selected)
 		}
 		cpu0 := selfCPU()
 		v := run(mode)
@@ -140,7 +141,17 @@ func BenchmarkSyscallOverhead(b *testing.B) {
 		cfg := DefaultConfig()
 		cfg.SequenceSelect = []string{"id=" + ctr.ID}
 		modes["sequence"] = func() float64 { return collector("sequence", cfg) }
-		names = append(names, "sequence")
+		// Another container selected, the loop's not: what sequence mode
+		// costs bystanders (seq_active set: a seq_cgroups lookup).
+		other := testenv.RunContainer(b, "overhead-other", testenv.ContainerSpec{})
+		ocfg := DefaultConfig()
+		ocfg.SequenceSelect = []string{"id=" + other.ID}
+		modes["sequence other"] = func() float64 {
+			selected = other
+			defer func() { selected = ctr }()
+			return collector("sequence other", ocfg)
+		}
+		names = append(names, "sequence", "sequence other")
 	}
 	// Round r runs the modes rotated by r.
 	var orders [][]string
@@ -150,7 +161,7 @@ func BenchmarkSyscallOverhead(b *testing.B) {
 
 	for b.Loop() {
 		perMode := map[string][]float64{}
-		var floorAdded, colAdded, seqAdded []float64
+		var floorAdded, colAdded, seqAdded, otherAdded []float64
 		for r := range rounds {
 			got := map[string]float64{}
 			for _, mode := range orders[r%len(orders)] {
@@ -161,6 +172,7 @@ func BenchmarkSyscallOverhead(b *testing.B) {
 			colAdded = append(colAdded, got["collector"]-got["none"])
 			if _, ok := got["sequence"]; ok {
 				seqAdded = append(seqAdded, got["sequence"]-got["none"])
+				otherAdded = append(otherAdded, got["sequence other"]-got["none"])
 			}
 		}
 		for _, mode := range names {
@@ -177,8 +189,11 @@ func BenchmarkSyscallOverhead(b *testing.B) {
 		if len(seqAdded) > 0 {
 			sa := median(seqAdded)
 			b.Logf("added per round: sequence %.1f", seqAdded)
-			fmt.Printf("overhead: sequence=%.0fns sequence_added=%.1fns (collector_added=%.1fns; sequence mode adds %.1fns per syscall of a selected container) user_cpu_per_syscall: collector=%.1fns sequence=%.1fns\n",
-				median(perMode["sequence"]), sa, ca, sa-ca, median(cpuNs["collector"]), median(cpuNs["sequence"]))
+			oa := median(otherAdded)
+			b.Logf("added per round: sequence other %.1f", otherAdded)
+			fmt.Printf("overhead: sequence=%.0fns sequence_added=%.1fns (collector_added=%.1fns; sequence mode adds %.1fns per syscall of a selected container) unselected_while_active_added=%.1fns user_cpu_per_syscall: collector=%.1fns sequence=%.1fns\n",
+				median(perMode["sequence"]), sa, ca, sa-ca, oa, median(cpuNs["collector"]), median(cpuNs["sequence"]))
+			b.ReportMetric(oa, "unselected_active_added_ns/syscall")
 			b.ReportMetric(sa, "sequence_added_ns/syscall")
 		}
 	}
