@@ -58,10 +58,13 @@ type Batcher struct {
 	queue chan *containv1.Event
 	prod  *Producer
 
-	// Append's events: taken by Run at every flush tick, or at once when
-	// MaxEvents are waiting (kick).
+	// Append's events: taken by Run when its flush timer fires, or at once
+	// when MaxEvents are waiting or Flush asks (kick). armed: a kick for
+	// the events in direct was sent (Run arms its timer on it); reset when
+	// Run takes them, so the next Append kicks once again.
 	mu     sync.Mutex
 	direct []*containv1.Event
+	armed  bool
 	kick   chan struct{}
 	// flushNow: Flush asked Run to publish the appended events at once.
 	flushNow atomic.Bool
@@ -94,13 +97,14 @@ func (b *Batcher) Add(ev *containv1.Event) bool {
 	}
 }
 
-// Append queues ev like Add, without waking Run: Run takes appended
-// events at its next FlushInterval tick (the same bound on latency as
-// Add's, whose events also wait for the tick unless a batch fills), or at
-// once when MaxEvents are waiting. A producer that wakes for every event
-// (one kernel record) then costs one goroutine wakeup, not two. The
-// QueueLen bound and the drop counting are Add's. Events of one producer
-// keep their order; do not mix Add and Append in one producer.
+// Append queues ev like Add without waking Run for each event: the first
+// event after a flush wakes Run once to arm its FlushInterval timer (the
+// same bound on latency as Add's, whose events also wait for the timer
+// unless a batch fills), and MaxEvents waiting wake it to publish at once.
+// A producer that wakes for every event (one kernel record) then costs one
+// goroutine wakeup, not two, and an idle producer none. The QueueLen bound
+// and the drop counting are Add's. Events of one producer keep their
+// order; do not mix Add and Append in one producer.
 func (b *Batcher) Append(ev *containv1.Event) bool {
 	b.mu.Lock()
 	if len(b.direct) >= b.cfg.QueueLen {
@@ -109,15 +113,20 @@ func (b *Batcher) Append(ev *containv1.Event) bool {
 		return false
 	}
 	b.direct = append(b.direct, ev)
-	full := len(b.direct) >= b.cfg.MaxEvents
+	wake := !b.armed || len(b.direct) >= b.cfg.MaxEvents
+	b.armed = true
 	b.mu.Unlock()
-	if full {
-		select {
-		case b.kick <- struct{}{}:
-		default:
-		}
+	if wake {
+		b.wake()
 	}
 	return true
+}
+
+func (b *Batcher) wake() {
+	select {
+	case b.kick <- struct{}{}:
+	default:
+	}
 }
 
 // Flush asks Run to publish what was appended at once instead of at the
@@ -126,10 +135,7 @@ func (b *Batcher) Append(ev *containv1.Event) bool {
 // publishing coalesce into one.
 func (b *Batcher) Flush() {
 	b.flushNow.Store(true)
-	select {
-	case b.kick <- struct{}{}:
-	default:
-	}
+	b.wake()
 }
 
 // takeDirect returns the appended events and resets the list.
@@ -138,7 +144,15 @@ func (b *Batcher) takeDirect(spare []*containv1.Event) []*containv1.Event {
 	defer b.mu.Unlock()
 	evs := b.direct
 	b.direct = spare[:0]
+	b.armed = false
 	return evs
+}
+
+// directLen is the number of appended events waiting.
+func (b *Batcher) directLen() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.direct)
 }
 
 // Len is the number of events waiting.
@@ -151,8 +165,18 @@ func (b *Batcher) Len() int {
 // Run batches and publishes until ctx ends, then flushes what is queued
 // (with a short grace period) and returns.
 func (b *Batcher) Run(ctx context.Context) error {
-	ticker := time.NewTicker(b.cfg.FlushInterval)
-	defer ticker.Stop()
+	// The flush timer runs only while events wait: an idle batcher does
+	// not wake up.
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
+	timerOn := false
+	arm := func() {
+		if !timerOn {
+			timer.Reset(b.cfg.FlushInterval)
+			timerOn = true
+		}
+	}
 	var (
 		pending []*containv1.Event
 		size    int
@@ -214,12 +238,19 @@ func (b *Batcher) Run(ctx context.Context) error {
 			}
 		case ev := <-b.queue:
 			add(ctx, ev)
+			arm()
 		case <-b.kick:
-			addDirect(ctx)
 			if b.flushNow.Swap(false) {
+				addDirect(ctx)
 				flush(ctx)
+			} else if b.directLen() >= b.cfg.MaxEvents {
+				addDirect(ctx) // publishes the full batches
 			}
-		case <-ticker.C:
+			if len(pending) > 0 || b.directLen() > 0 {
+				arm()
+			}
+		case <-timer.C:
+			timerOn = false
 			b.m.QueueDepth.WithLabelValues(b.cfg.Stage, "batcher").Set(float64(b.Len()))
 			addDirect(ctx)
 			flush(ctx)
