@@ -103,7 +103,8 @@ type Collector struct {
 	lastCounts   map[uint64]*[syscallMax]uint32
 	lastLimited  map[uint64]uint64
 	held         map[*container]struct{}
-	wallOffset   int64 // wall - monotonic, ns
+	heldKick     chan struct{} // the first container held: Run starts its hold ticker
+	wallOffset   int64         // wall - monotonic, ns
 
 	closeOnce sync.Once
 }
@@ -147,6 +148,7 @@ func New(cfg Config, js jetstream.JetStream, m *metrics.Metrics, log *slog.Logge
 		lastCounts:  map[uint64]*[syscallMax]uint32{},
 		lastLimited: map[uint64]uint64{},
 		held:        map[*container]struct{}{},
+		heldKick:    make(chan struct{}, 1),
 	}
 	c.seqSel, _ = parseSelectors(cfg.SequenceSelect) // checked by Validate
 	c.ident = newIdentity(cgroups.NewResolver(cfg.CgroupRoot), cfg.stateReader())
@@ -453,8 +455,11 @@ func (c *Collector) Run(ctx context.Context) error {
 
 	tick := time.NewTicker(c.cfg.LossInterval)
 	defer tick.Stop()
+	// The hold ticker runs only while containers are held (heldKick
+	// starts it), so an idle collector does not wake every 20 ms.
 	holdTick := time.NewTicker(metaRetryEvery)
 	defer holdTick.Stop()
+	holding := true
 	var countC <-chan time.Time
 	if c.cfg.Syscalls {
 		ct := time.NewTicker(c.cfg.CountInterval)
@@ -503,12 +508,23 @@ func (c *Collector) Run(ctx context.Context) error {
 					c.batcher.Flush()
 				}
 			})
+		case <-c.heldKick:
+			if !holding {
+				holdTick.Reset(metaRetryEvery)
+				holding = true
+			}
 		case <-holdTick.C:
+			idle := false
 			c.locked(func() {
 				if len(c.held) > 0 {
 					c.releaseHeld(false)
 				}
+				idle = len(c.held) == 0
 			})
+			if idle {
+				holdTick.Stop()
+				holding = false
+			}
 		case <-countC:
 			c.locked(c.reportCounts)
 		case <-tick.C:
@@ -554,7 +570,7 @@ func (c *Collector) readLoop() {
 		// ran, not handed to Run's: a hand-off per wakeup readied a
 		// second goroutine and woke a second thread for every exec.
 		stopping := c.stopping.Load() // the programs are detached: drain once more
-		urgent, ok := c.drainAll()
+		urgent, n, ok := c.drainAll()
 		if !ok {
 			return
 		}
@@ -571,12 +587,15 @@ func (c *Collector) readLoop() {
 				// Waking records keep coming: poll again soon, with the
 				// gate left closed by the kernel, backing off (doubling)
 				// to WakeupCoalesce while they do.
-				if !busy {
+				if !busy || period == 0 {
 					period = min(coalesceFirst, c.cfg.WakeupCoalesce)
 				} else {
 					period = min(2*period, c.cfg.WakeupCoalesce)
 				}
 				busy, wait = true, period
+			case n > 0:
+				// Other records: they go at the batcher's tick anyway.
+				busy, period, wait = true, 0, c.cfg.WakeupCoalesce
 			case busy:
 				// A quiet poll: reopen the gate, then drain once more,
 				// since a record written before it opened woke no one.
@@ -585,6 +604,14 @@ func (c *Collector) readLoop() {
 					c.m.Errors.WithLabelValues(metrics.StageCollector, "wake_gate").Inc()
 				}
 				continue
+			default:
+				// Idle, gate open: the next record wakes the reader. The
+				// timeout is a safety net (and sequence records, which
+				// never wake it, are polled every PollInterval).
+				wait = idleWait
+				if c.seq != nil {
+					wait = c.cfg.PollInterval
+				}
 			}
 		}
 		switch err := c.rw.wait(time.Now().Add(wait)); {
@@ -601,30 +628,36 @@ func (c *Collector) readLoop() {
 	}
 }
 
-// coalesceFirst is the first poll after a wakeup (see WakeupCoalesce).
-const coalesceFirst = time.Millisecond
+// coalesceFirst is the first poll after a wakeup (see WakeupCoalesce);
+// idleWait bounds an idle reader's wait for the kernel's wakeup.
+const (
+	coalesceFirst = time.Millisecond
+	idleWait      = time.Second
+)
 
 // drainAll handles every record in the ring buffer and reports whether a
-// waking record (Config.WakeupKinds) was among them; ok is false when the
-// ring is unreadable and the reader must stop.
-func (c *Collector) drainAll() (urgent, ok bool) {
+// waking record (Config.WakeupKinds) was among them and how many records
+// it read; ok is false when the ring is unreadable and the reader must
+// stop.
+func (c *Collector) drainAll() (urgent bool, total int, ok bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.urgent = false
 	for {
 		n, err := c.rr.drain(drainBatch, c.handleRecord)
+		total += n
 		if err != nil {
 			// Not a ring the kernel wrote: nothing more can be read.
 			c.m.Errors.WithLabelValues(metrics.StageCollector, "ringbuf_read").Inc()
 			c.log.Error("ring buffer unreadable; reader stops", logErr, err)
-			return c.urgent, false
+			return c.urgent, total, false
 		}
 		if n < drainBatch {
 			break
 		}
 	}
 	c.drainSequence() // polled with the main ring: its records never wake the reader
-	return c.urgent, true
+	return c.urgent, total, true
 }
 
 // handleRecord is handle for the ring reader: it notes waking records.
@@ -716,6 +749,12 @@ func (c *Collector) route(ev *containv1.Event) {
 			c.ident.refresh(ctr)
 			if !ctr.complete && c.ident.now().Sub(ctr.firstSeen) < c.cfg.MetadataWait && len(ctr.pending) < c.cfg.MaxHeldEvents {
 				ctr.pending = append(ctr.pending, ev)
+				if len(c.held) == 0 {
+					select {
+					case c.heldKick <- struct{}{}:
+					default:
+					}
+				}
 				c.held[ctr] = struct{}{}
 				return
 			}

@@ -201,14 +201,16 @@ volatile const __u64 rate_cap_ns = 0;
 // wake_bytes.
 volatile const __u32 wake_types = 0xffffffff;
 volatile const __u64 wake_bytes = 0;
-// Wakeup coalescing (wake_gated 1): a waking record forces a wakeup only
-// while wake_gate is open, and closes it. The reader, once woken, polls
-// every collector.wakeup_coalesce while waking records keep coming and
-// reopens the gate when a poll finds none, so a burst of execs costs one
-// wakeup per coalesce period instead of one each, while the first record
-// after a quiet spell still wakes the reader at once. wake_gate lives in
-// .data, mmapped: user space opens it with a store, no system call. Two
-// CPUs racing on the open gate both wake the reader; that is harmless.
+// Wakeup coalescing (wake_gated 1): a record forces a wakeup only while
+// wake_gate is open, and closes it. The gate is open only while the reader
+// waits with nothing to read: the first record after a quiet spell, of any
+// kind, wakes it at once; the reader then polls (1 ms doubling up to
+// collector.wakeup_coalesce) while records keep coming and reopens the
+// gate when a poll finds none. So an idle host costs the reader no wakeup
+// at all, and a busy one a poll per period instead of a wakeup per record.
+// wake_gate lives in .data, mmapped: user space opens it with a store, no
+// system call. Two CPUs racing on the open gate both wake the reader;
+// that is harmless.
 volatile const __u32 wake_gated = 0;
 volatile __u32 wake_gate = 1;
 
@@ -222,13 +224,15 @@ struct {
 // before this record, which is not the case after NO_WAKEUP records.
 static __always_inline __u64 submit_flags(__u32 type)
 {
-	if (wake_types & (1u << type)) {
-		if (!wake_gated)
-			return BPF_RB_FORCE_WAKEUP;
+	if (wake_gated) {
+		// Any record wakes an idle reader (the gate is open only while
+		// it waits with nothing to read); a busy one polls.
 		if (wake_gate) {
 			wake_gate = 0;
 			return BPF_RB_FORCE_WAKEUP;
 		}
+	} else if (wake_types & (1u << type)) {
+		return BPF_RB_FORCE_WAKEUP;
 	}
 	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) > wake_bytes)
 		return BPF_RB_FORCE_WAKEUP;
