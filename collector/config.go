@@ -80,28 +80,30 @@ type Config struct {
 	// RatePerSec 0 disables the limit.
 	RatePerSec int
 	RateBurst  int
-	// WakeupKinds are the record kinds that wake the ring-buffer reader as
-	// soon as they are written (collector.wakeup_kinds; of "exec",
-	// "syscall", "network", "file", "process"). Records of other kinds are
-	// written without a wakeup and read every PollInterval
-	// (collector.poll_interval), or at once when the ring buffer is a
-	// quarter full. A wakeup costs the writing process a few microseconds
-	// and the reader a context switch; the default wakes for exec and
-	// sensitive/first-use syscalls only, the records detection is fastest
-	// on.
+	// WakeupKinds are the urgent record kinds (collector.wakeup_kinds; of
+	// "exec", "syscall", "network", "file", "process"; default exec and
+	// sensitive/first-use syscalls, the records detection is fastest on):
+	// a drain that read one publishes at once instead of at the next
+	// FlushInterval tick, and the reader polls sooner while they come
+	// (WakeupCoalesce). PollInterval (collector.poll_interval) is how
+	// often records are read when WakeupCoalesce is 0 (then urgent kinds
+	// wake the reader each time, the others wait for the poll) and how
+	// often sequence-mode records are polled. A ring buffer a quarter
+	// full always wakes the reader.
 	WakeupKinds  []string
 	PollInterval time.Duration
-	// WakeupCoalesce bounds the reader's wakeups while waking records keep
-	// coming (collector.wakeup_coalesce). The first waking record after a
-	// quiet spell wakes the reader at once and is published at once (not
-	// at the next FlushInterval tick); the kernel then stops waking it,
-	// and it polls after 1 ms, doubling the period up to WakeupCoalesce
-	// while each poll finds waking records, publishing what it read at
-	// once; a poll that finds none lets the next one wake it again. So a
-	// lone exec reaches NATS in about a millisecond, and an exec storm
-	// costs at most one poll and one publish per WakeupCoalesce instead
-	// of a wakeup per exec, its records waiting at most that long. 0
-	// wakes the reader for every waking record.
+	// WakeupCoalesce (collector.wakeup_coalesce) makes the kernel wake the
+	// reader only when it is idle: the first record after a quiet spell,
+	// of any kind, wakes it at once (and is published at once if urgent);
+	// the kernel then stops waking it, and it polls after 1 ms, doubling
+	// up to WakeupCoalesce while urgent records come (WakeupCoalesce while
+	// only others do); a poll that finds nothing lets the next record wake
+	// it again, and an idle reader sleeps without a timer. So a lone exec
+	// reaches NATS in about a millisecond, an exec storm costs at most one
+	// poll and one publish per WakeupCoalesce instead of a wakeup per
+	// exec (its records waiting at most that long), and an idle host
+	// costs nothing. 0: a wakeup for every urgent record, a poll every
+	// PollInterval.
 	WakeupCoalesce time.Duration
 	// DockerHost is the Docker Engine API address asked for docker
 	// containers' name, image and labels (collector.docker_host, e.g.
