@@ -69,9 +69,10 @@ type Collector struct {
 	rd    *ringbuf.Reader
 	rw    *ringWait // nil: the reader blocks in epoll_wait (rd)
 	rr    *ringRead // with rw: reads the ring's memory
-	// gate is the kernel's wake_gate (Config.WakeupCoalesce); nil when
-	// every waking record wakes the reader.
-	gate *ebpf.Variable
+	// gate and idleGate are the kernel's wake_gate and idle_gate
+	// (Config.WakeupCoalesce); nil when every waking record wakes the
+	// reader.
+	gate, idleGate *ebpf.Variable
 	// wakeMask: the record types that wake the reader (wake_types);
 	// urgent is set by handle when one was read (reader goroutine only).
 	wakeMask uint32
@@ -176,8 +177,8 @@ func New(cfg Config, js jetstream.JetStream, m *metrics.Metrics, log *slog.Logge
 	}
 	c.wakeMask = wakeTypes(cfg.WakeupKinds)
 	if cfg.WakeupCoalesce > 0 {
-		c.gate = c.coll.Variables["wake_gate"]
-		if err := c.openGate(); err != nil {
+		c.gate, c.idleGate = c.coll.Variables["wake_gate"], c.coll.Variables["idle_gate"]
+		if err := errors.Join(c.gate.Set(uint32(1)), c.idleGate.Set(uint32(1))); err != nil {
 			c.close()
 			return nil, fmt.Errorf("collector.wakeup_coalesce: the kernel's wakeup gate cannot be written without a system call (mmapped BPF globals need Linux 5.5); set it to 0: %w", err)
 		}
@@ -561,7 +562,9 @@ func (c *Collector) readLoop() {
 		c.readLoopBlocking()
 		return
 	}
-	busy := false // the gate is closed: poll every period
+	// storm: polling urgent records (wake_gate closed), every period;
+	// busy: polling other records (idle_gate closed).
+	storm, busy := false, false
 	var period time.Duration
 	wakeKernel := c.m.ReaderWakeups.WithLabelValues("kernel")
 	wakeTimer := c.m.ReaderWakeups.WithLabelValues("timer")
@@ -584,30 +587,35 @@ func (c *Collector) readLoop() {
 		if c.gate != nil {
 			switch {
 			case urgent:
-				// Waking records keep coming: poll again soon, with the
-				// gate left closed by the kernel, backing off (doubling)
-				// to WakeupCoalesce while they do.
-				if !busy || period == 0 {
+				// Urgent records keep coming: poll again soon (the kernel
+				// closed both gates), backing off (doubling) to
+				// WakeupCoalesce while they do.
+				if !storm {
 					period = min(coalesceFirst, c.cfg.WakeupCoalesce)
 				} else {
 					period = min(2*period, c.cfg.WakeupCoalesce)
 				}
-				busy, wait = true, period
+				storm, busy, wait = true, true, period
+			case storm:
+				// No urgent record in this poll: the next one wakes the
+				// reader again. Drain once more, since one written
+				// before the gate opened woke no one.
+				storm = false
+				c.setGate(c.gate)
+				continue
 			case n > 0:
 				// Other records: they go at the batcher's tick anyway.
-				busy, period, wait = true, 0, c.cfg.WakeupCoalesce
+				busy, wait = true, c.cfg.WakeupCoalesce
 			case busy:
-				// A quiet poll: reopen the gate, then drain once more,
-				// since a record written before it opened woke no one.
+				// Nothing read: any record wakes the reader again. Drain
+				// once more (a record written before it opened).
 				busy = false
-				if err := c.openGate(); err != nil {
-					c.m.Errors.WithLabelValues(metrics.StageCollector, "wake_gate").Inc()
-				}
+				c.setGate(c.idleGate)
 				continue
 			default:
-				// Idle, gate open: the next record wakes the reader. The
-				// timeout is a safety net (and sequence records, which
-				// never wake it, are polled every PollInterval).
+				// Idle, both gates open. The timeout is a safety net (and
+				// sequence records, which never wake the reader, are
+				// polled every PollInterval).
 				wait = idleWait
 				if c.seq != nil {
 					wait = c.cfg.PollInterval
@@ -668,8 +676,12 @@ func (c *Collector) handleRecord(rec []byte) {
 	c.handle(rec)
 }
 
-// openGate lets the next waking record wake the reader.
-func (c *Collector) openGate() error { return c.gate.Set(uint32(1)) }
+// setGate opens a wakeup gate (a store into the mmapped .data).
+func (c *Collector) setGate(g *ebpf.Variable) {
+	if err := g.Set(uint32(1)); err != nil {
+		c.m.Errors.WithLabelValues(metrics.StageCollector, "wake_gate").Inc()
+	}
+}
 
 // drainBatch bounds the records handled per hold of mu, so Run's reports
 // are not held off by a flood.
@@ -698,8 +710,9 @@ func (c *Collector) readLoopBlocking() {
 		}
 		c.enqueue(rec.RawSample)
 		if c.gate != nil {
-			// Every wakeup is read at once here: keep the gate open.
-			_ = c.openGate()
+			// Every wakeup is read at once here: keep the gates open.
+			c.setGate(c.gate)
+			c.setGate(c.idleGate)
 		}
 	}
 }

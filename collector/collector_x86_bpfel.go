@@ -163,6 +163,7 @@ const (
 	collectorVarFilterSelf           = "filter_self"
 	collectorVarHostCgroupId         = "host_cgroup_id"
 	collectorVarHostProcesses        = "host_processes"
+	collectorVarIdleGate             = "idle_gate"
 	collectorVarOnlyTgid             = "only_tgid"
 	collectorVarRateCapNs            = "rate_cap_ns"
 	collectorVarRateCostNs           = "rate_cost_ns"
@@ -261,6 +262,7 @@ type collectorVariableSpecs struct {
 	FilterSelf           *ebpf.VariableSpec `ebpf:"filter_self"`
 	HostCgroupId         *ebpf.VariableSpec `ebpf:"host_cgroup_id"`
 	HostProcesses        *ebpf.VariableSpec `ebpf:"host_processes"`
+	IdleGate             *ebpf.VariableSpec `ebpf:"idle_gate"`
 	OnlyTgid             *ebpf.VariableSpec `ebpf:"only_tgid"`
 	RateCapNs            *ebpf.VariableSpec `ebpf:"rate_cap_ns"`
 	RateCostNs           *ebpf.VariableSpec `ebpf:"rate_cost_ns"`
@@ -337,6 +339,7 @@ type collectorVariables struct {
 	FilterSelf           *ebpf.Variable `ebpf:"filter_self"`
 	HostCgroupId         *ebpf.Variable `ebpf:"host_cgroup_id"`
 	HostProcesses        *ebpf.Variable `ebpf:"host_processes"`
+	IdleGate             *ebpf.Variable `ebpf:"idle_gate"`
 	OnlyTgid             *ebpf.Variable `ebpf:"only_tgid"`
 	RateCapNs            *ebpf.Variable `ebpf:"rate_cap_ns"`
 	RateCostNs           *ebpf.Variable `ebpf:"rate_cost_ns"`

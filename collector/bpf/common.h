@@ -201,18 +201,22 @@ volatile const __u64 rate_cap_ns = 0;
 // wake_bytes.
 volatile const __u32 wake_types = 0xffffffff;
 volatile const __u64 wake_bytes = 0;
-// Wakeup coalescing (wake_gated 1): a record forces a wakeup only while
-// wake_gate is open, and closes it. The gate is open only while the reader
-// waits with nothing to read: the first record after a quiet spell, of any
-// kind, wakes it at once; the reader then polls (1 ms doubling up to
-// collector.wakeup_coalesce) while records keep coming and reopens the
-// gate when a poll finds none. So an idle host costs the reader no wakeup
-// at all, and a busy one a poll per period instead of a wakeup per record.
-// wake_gate lives in .data, mmapped: user space opens it with a store, no
-// system call. Two CPUs racing on the open gate both wake the reader;
-// that is harmless.
+// Wakeup coalescing (wake_gated 1), two gates the reader reopens:
+// - wake_gate: an urgent record (wake_types) forces a wakeup while it is
+//   open, and closes it; the reader, polling an urgent storm (1 ms
+//   doubling up to collector.wakeup_coalesce), reopens it when a poll
+//   finds no urgent record. So a lone exec wakes the reader at once and
+//   an exec storm costs a poll per period.
+// - idle_gate: any record forces a wakeup while it is open, and closes
+//   it; it is open only while the reader waits with nothing to read, so an
+//   idle host costs the reader no wakeup and no timer, and other records
+//   are polled every wakeup_coalesce while they come.
+// Both live in .data, mmapped: user space reopens them with a store, no
+// system call. Two CPUs racing on an open gate both wake the reader; that
+// is harmless.
 volatile const __u32 wake_gated = 0;
 volatile __u32 wake_gate = 1;
+volatile __u32 idle_gate = 1;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -225,10 +229,15 @@ struct {
 static __always_inline __u64 submit_flags(__u32 type)
 {
 	if (wake_gated) {
-		// Any record wakes an idle reader (the gate is open only while
-		// it waits with nothing to read); a busy one polls.
-		if (wake_gate) {
+		// An urgent record wakes the reader unless an urgent storm is
+		// being polled; any record wakes an idle reader.
+		if ((wake_types & (1u << type)) && wake_gate) {
 			wake_gate = 0;
+			idle_gate = 0;
+			return BPF_RB_FORCE_WAKEUP;
+		}
+		if (idle_gate) {
+			idle_gate = 0;
 			return BPF_RB_FORCE_WAKEUP;
 		}
 	} else if (wake_types & (1u << type)) {
