@@ -902,13 +902,7 @@ func (c *Collector) reportRateLimited() {
 			continue
 		}
 		c.lastLimited[cgid] = b.Dropped
-		c.m.Dropped.WithLabelValues(metrics.StageCollector, reasonRateLimited).Add(float64(b.Dropped - prev))
-		c.route(&containv1.Event{
-			Kind:     containv1.Kind_KIND_LOSS,
-			MonoNs:   mono,
-			CgroupId: cgid,
-			Body:     &containv1.Event_Loss{Loss: &containv1.Loss{Source: "kernel", Reason: reasonRateLimited, Count: b.Dropped - prev}},
-		})
+		c.containerLoss(cgid, mono, "kernel", reasonRateLimited, reasonRateLimited, b.Dropped-prev)
 	}
 	for id := range c.lastLimited {
 		if !seen[id] {
@@ -1077,3 +1071,16 @@ func (c *Collector) close() {
 
 // Close releases the collector when Run was never called.
 func (c *Collector) Close() { c.close() }
+
+// containerLoss counts n records of container cgid lost (metric reason
+// metricReason) and emits the KIND_LOSS event that carries it, with the
+// container's identity.
+func (c *Collector) containerLoss(cgid, mono uint64, source, reason, metricReason string, n uint64) {
+	c.m.Dropped.WithLabelValues(metrics.StageCollector, metricReason).Add(float64(n))
+	c.route(&containv1.Event{
+		Kind:     containv1.Kind_KIND_LOSS,
+		MonoNs:   mono,
+		CgroupId: cgid,
+		Body:     &containv1.Event_Loss{Loss: &containv1.Loss{Source: source, Reason: reason, Count: n}},
+	})
+}

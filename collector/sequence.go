@@ -360,13 +360,7 @@ func (c *Collector) reportSeqLoss(cgid uint64) {
 		return
 	}
 	c.seqLost[cgid] = v.Lost
-	c.m.Dropped.WithLabelValues(metrics.StageCollector, reasonSequenceFull).Add(float64(v.Lost - prev))
-	c.route(&containv1.Event{
-		Kind:     containv1.Kind_KIND_LOSS,
-		MonoNs:   monoNow(),
-		CgroupId: cgid,
-		Body:     &containv1.Event_Loss{Loss: &containv1.Loss{Source: lossSourceSequence, Reason: reasonSequenceRing, Count: v.Lost - prev}},
-	})
+	c.containerLoss(cgid, monoNow(), lossSourceSequence, reasonSequenceRing, reasonSequenceFull, v.Lost-prev)
 }
 
 // sequenceSelected reports whether cgid is in sequence mode in the kernel.

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -289,21 +288,7 @@ func dockerLabels(roots Roots, t *Target) {
 }
 
 // readBounded reads at most maxStateBytes of file p.
-func readBounded(p string) ([]byte, error) {
-	f, err := os.Open(p)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, maxStateBytes+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(b) > maxStateBytes {
-		return nil, fmt.Errorf("%s: exceeds %d bytes", p, maxStateBytes)
-	}
-	return b, nil
-}
+func readBounded(p string) ([]byte, error) { return ctrruntime.ReadFileBounded(p, maxStateBytes) }
 
 func locateRunc(roots Roots, stateDir, id string) (*Target, error) {
 	data, err := readBounded(filepath.Join(stateDir, id, "state.json"))

@@ -441,18 +441,23 @@ func readBundleAnnotations(p string) (map[string]string, error) {
 	return cfg.Annotations, nil
 }
 
-func readBounded(p string) ([]byte, error) {
+func readBounded(p string) ([]byte, error) { return ReadFileBounded(p, maxStateBytes) }
+
+// ReadFileBounded reads file p, refusing one larger than max bytes (a
+// runtime's state files are written by, or from, the container and are
+// not trusted to be small). A missing file's error wraps fs.ErrNotExist.
+func ReadFileBounded(p string, max int) ([]byte, error) {
 	f, err := os.Open(p)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, maxStateBytes+1))
+	b, err := io.ReadAll(io.LimitReader(f, int64(max)+1))
 	if err != nil {
 		return nil, fmt.Errorf("reading %s: %w", p, err)
 	}
-	if len(b) > maxStateBytes {
-		return nil, fmt.Errorf("%s: larger than %d bytes", p, maxStateBytes)
+	if len(b) > max {
+		return nil, fmt.Errorf("%s: larger than %d bytes", p, max)
 	}
 	return b, nil
 }
