@@ -261,7 +261,24 @@ type container struct {
 	// incident, incidentNs the event time of its latest alert.
 	incident   []byte
 	incidentNs int64
+	// seqTail holds each thread's last two syscalls of its previous
+	// sequence event (the collector cuts a thread's stream into events of
+	// sequence_batch syscalls, or fewer at each sequence_flush), so the
+	// 3-grams across a cut are observed too; bounded by maxSeqThreads.
+	seqTail map[uint32]seqTail
 }
+
+// seqTail is a thread's last syscalls (n of them, 0-2, in nr) and, once
+// scored, its 3-grams since its last sequence alert: unseen of total.
+type seqTail struct {
+	nr            [2]uint32
+	n             uint8
+	unseen, total uint32
+}
+
+// maxSeqThreads bounds a container's seqTail; when full it starts over
+// (a thread then misses the 3-grams across one cut).
+const maxSeqThreads = 4096
 
 // Stats counts what the engine did. Plain counters: the Analyzer exports
 // them as metrics.
@@ -535,7 +552,7 @@ func (e *Engine) Observe(ev *containv1.Event) []*containv1.Event {
 	case *containv1.Event_Exec:
 		novel = e.observeExec(c, b, body.Exec, learn)
 	case *containv1.Event_Syscall:
-		novel = e.observeSyscall(b, body.Syscall, learn)
+		novel = e.observeSyscall(c, b, body.Syscall, learn)
 	case *containv1.Event_Network:
 		novel = e.observeNetwork(b, seedOf(c, b), body.Network, learn)
 	case *containv1.Event_File:
@@ -811,9 +828,9 @@ func ngramKey(a, b, c uint32) uint64 {
 // container the responder just released. Learned when seen, never scored.
 var kernelSyscalls = map[string]bool{"restart_syscall": true}
 
-func (e *Engine) observeSyscall(b *Baseline, s *containv1.Syscall, learn bool) bool {
+func (e *Engine) observeSyscall(c *container, b *Baseline, s *containv1.Syscall, learn bool) bool {
 	if s.Mode == containv1.Syscall_MODE_SEQUENCE {
-		return e.observeSequence(b, s.Sequence, learn)
+		return e.observeSequence(b, c, s.GetProc().GetPid(), s.Sequence, learn)
 	}
 	name := syscallName(s)
 	if !learn && kernelSyscalls[name] {
@@ -836,14 +853,40 @@ func (e *Engine) observeSyscall(b *Baseline, s *containv1.Syscall, learn bool) b
 	return false
 }
 
-func (e *Engine) observeSequence(b *Baseline, seq []uint32, learn bool) bool {
-	if len(seq) < 3 {
+// seqWindow bounds the 3-grams a thread's unseen share is taken over: past
+// it the counts are halved, so old history fades.
+const seqWindow = 256
+
+// observeSequence learns or scores a thread's sequence event. The
+// collector cuts a thread's stream into events (sequence_batch syscalls,
+// or fewer at each sequence_flush: often one or two for a slow thread), so
+// the thread's last two syscalls are carried to its next event (the
+// 3-grams across a cut count too) and the unseen share is taken over the
+// thread's recent 3-grams, not per event.
+func (e *Engine) observeSequence(b *Baseline, c *container, tid uint32, seq []uint32, learn bool) bool {
+	if c.seqTail == nil || len(c.seqTail) >= maxSeqThreads {
+		c.seqTail = map[uint32]seqTail{}
+	}
+	st := c.seqTail[tid]
+	joined := seq
+	if st.n > 0 {
+		joined = make([]uint32, 0, int(st.n)+len(seq))
+		joined = append(append(joined, st.nr[2-st.n:]...), seq...)
+	}
+	switch n := len(joined); {
+	case n >= 2:
+		st.nr, st.n = [2]uint32{joined[n-2], joined[n-1]}, 2
+	case n == 1:
+		st.nr, st.n = [2]uint32{0, joined[0]}, 1
+	}
+	defer func() { c.seqTail[tid] = st }()
+	if len(joined) < 3 {
 		return false
 	}
 	if learn {
 		novel := false
-		for i := 2; i < len(seq); i++ {
-			k := ngramKey(seq[i-2], seq[i-1], seq[i])
+		for i := 2; i < len(joined); i++ {
+			k := ngramKey(joined[i-2], joined[i-1], joined[i])
 			if n, ok := b.NGrams[k]; ok {
 				if n < math.MaxUint32 {
 					b.NGrams[k] = n + 1
@@ -859,15 +902,17 @@ func (e *Engine) observeSequence(b *Baseline, seq []uint32, learn bool) bool {
 		}
 		return novel
 	}
-	unseen := 0
-	for i := 2; i < len(seq); i++ {
-		if _, ok := b.NGrams[ngramKey(seq[i-2], seq[i-1], seq[i])]; !ok {
-			unseen++
+	for i := 2; i < len(joined); i++ {
+		if _, ok := b.NGrams[ngramKey(joined[i-2], joined[i-1], joined[i])]; !ok {
+			st.unseen++
 		}
+		st.total++
 	}
-	total := len(seq) - 2
-	if unseen >= 2 && float64(unseen)/float64(total) > 0.1 {
-		e.dev(CodeSyscallSequence, "sequence", fmt.Sprintf("%d of %d syscall 3-grams never seen for image %s", unseen, total, b.Image), nil)
+	if st.unseen >= 2 && float64(st.unseen)/float64(st.total) > 0.1 {
+		e.dev(CodeSyscallSequence, "sequence", fmt.Sprintf("%d of the last %d syscall 3-grams of thread %d never seen for image %s", st.unseen, st.total, tid, b.Image), nil)
+		st.unseen, st.total = 0, 0
+	} else if st.total >= seqWindow {
+		st.unseen, st.total = st.unseen/2, st.total/2
 	}
 	return false
 }

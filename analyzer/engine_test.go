@@ -445,3 +445,52 @@ func TestEngineLifecycleOps(t *testing.T) {
 		t.Error("lock of unknown key succeeded")
 	}
 }
+
+func seqEv(ctr string, at int64, tid uint32, seq ...uint32) *containv1.Event {
+	ev := base(ctr, at)
+	ev.Kind = containv1.Kind_KIND_SYSCALL
+	ev.Body = &containv1.Event_Syscall{Syscall: &containv1.Syscall{
+		Mode: containv1.Syscall_MODE_SEQUENCE, Sequence: seq, Proc: &containv1.Process{Pid: tid, Tgid: tid},
+	}}
+	return ev
+}
+
+// The collector cuts a thread's syscall stream into sequence events (at
+// sequence_batch, or at each sequence_flush for a slow thread, often one or
+// two syscalls): 3-grams across the cuts are learned and scored, per
+// thread, and a stream cut into events shorter than 3 is not ignored.
+func TestSequenceAcrossEvents(t *testing.T) {
+	e := newEngine(t, testConfig(), nil)
+	learn(e, "c1")
+	// Learning: thread 7 repeats 1 2 3 4, one or two syscalls per event;
+	// thread 8 interleaves its own 9 9 9 stream.
+	at := 0.5
+	for range 20 {
+		for _, part := range [][]uint32{{1}, {2, 3}, {4}} {
+			e.Observe(seqEv("c1", sec(at), 7, part...))
+			e.Observe(seqEv("c1", sec(at), 8, 9))
+			at += 0.01
+		}
+	}
+	e.Observe(execEv("c1", sec(4), "/bin/sleep", "sleep", "1")) // converges
+	// The learned cycle, cut elsewhere, raises nothing; nor does thread 8.
+	for i, part := range [][]uint32{{1, 2}, {3}, {4, 1}, {2}, {3, 4}, {1, 2, 3, 4}} {
+		if out := e.Observe(seqEv("c1", sec(5+float64(i)/10), 7, part...)); len(out) != 0 {
+			t.Fatalf("learned cycle alerted at part %d: %v", i, alertOf(t, out))
+		}
+		if out := e.Observe(seqEv("c1", sec(5+float64(i)/10), 8, 9, 9)); len(out) != 0 {
+			t.Fatalf("thread 8's stream alerted: %v", alertOf(t, out))
+		}
+	}
+	// A new order, delivered one syscall per event: only the joined
+	// stream shows its 3-grams (4 1 3, 1 3 2, 3 2 4, ...).
+	var alerted *containv1.Alert
+	for i, nr := range []uint32{1, 3, 2, 4, 3, 1, 4, 2} {
+		if out := e.Observe(seqEv("c1", sec(7+float64(i)/10), 7, nr)); len(out) != 0 && alerted == nil {
+			alerted = alertOf(t, out)
+		}
+	}
+	if alerted == nil || hasCode(alerted, CodeSyscallSequence) == nil {
+		t.Fatalf("a new syscall order cut into one-syscall events raised %v, want %s", alerted, CodeSyscallSequence)
+	}
+}
