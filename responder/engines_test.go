@@ -297,3 +297,47 @@ func TestDockerExitedBeforeFreeze(t *testing.T) {
 		t.Errorf("quarantine list: %+v", q)
 	}
 }
+
+// A responder that stopped between an engine method's cgroup2 pre-freeze
+// and the engine's pause left a container frozen that docker calls
+// running, with no record. The next responder completes the pause through
+// docker at start and records it; release thaws it.
+func TestInterruptedPreFreezeCompletedAtStart(t *testing.T) {
+	e := testenv.RequireEngines(t)
+	requireV1(t)
+	c := e.DockerRun(t, "resp-prefrozen", nil)
+	thawOnCleanup(t, c)
+	freeze := filepath.Join("/sys/fs/cgroup/unified", c.Cgroup, "cgroup.freeze")
+	t.Cleanup(func() { _ = os.WriteFile(freeze, []byte("0"), 0) })
+	// What the stopped responder left: cgroup2 frozen, docker unaware.
+	if err := os.WriteFile(freeze, []byte("1"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if s, _ := e.Docker("inspect", "-f", "{{.State.Status}}", c.ID); s != "running" {
+		t.Fatalf("docker says %q before the responder starts", s)
+	}
+
+	h := start(t, withEngines(e, nil))
+	a := wantAction(t, h.next(), containv1.Action_TYPE_PAUSE, containv1.Action_RESULT_OK, c.ID)
+	if a.Method != freezer.MethodDockerPause || !strings.Contains(a.Reason, "interrupted cgroup2 pre-freeze") {
+		t.Fatalf("method %q reason %q", a.Method, a.Reason)
+	}
+	if s, _ := e.Docker("inspect", "-f", "{{.State.Status}} {{.State.Paused}}", c.ID); s != "paused true" {
+		t.Fatalf("docker inspect says %q after the completed pause", s)
+	}
+	if b, _ := os.ReadFile(freeze); strings.TrimSpace(string(b)) != "0" {
+		t.Fatalf("cgroup2 still frozen by the pre-freeze: %q", b)
+	}
+	q, err := ListQuarantined(context.Background(), h.nc, testHost)
+	if err != nil || len(q) != 1 || q[0].ContainerID != c.ID || q[0].State != "frozen" {
+		t.Fatalf("quarantine list: %+v %v", q, err)
+	}
+	rel, err := Release(context.Background(), h.nc, testHost, c.ID, "alice", "checked")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantAction(t, rel, containv1.Action_TYPE_RELEASE, containv1.Action_RESULT_OK, c.ID)
+	if out, err := e.Docker("exec", c.ID, "echo", "alive"); err != nil || out != "alive" {
+		t.Fatalf("docker exec after release: %v %q", err, out)
+	}
+}

@@ -154,6 +154,11 @@ func (r *Responder) Run(ctx context.Context) error {
 		r.m.Errors.WithLabelValues(metrics.StageResponder, "restore").Inc()
 		r.log.Error("quarantine list not restored", "err", err)
 	}
+	if recovered := r.recoverPreFrozen(ctx); len(recovered) > 0 {
+		if err := r.publish(ctx, recovered); err != nil {
+			r.log.Error("recording completed pauses", "err", err)
+		}
+	}
 	subs, err := r.serveControl(ctx)
 	if err != nil {
 		return err

@@ -4,6 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -11,6 +15,7 @@ import (
 	"github.com/containsec/contain/internal/bus"
 	"github.com/containsec/contain/internal/freezer"
 	"github.com/containsec/contain/internal/metrics"
+	"github.com/containsec/contain/internal/runtime"
 	"github.com/containsec/contain/schemas/containv1"
 )
 
@@ -115,4 +120,102 @@ func (r *Responder) replay(found map[string]*Quarantine, ev *containv1.Event) {
 	case a.Type == containv1.Action_TYPE_RELEASE && (a.Result == containv1.Action_RESULT_OK || a.Result == containv1.Action_RESULT_SKIPPED):
 		delete(found, ev.ContainerId)
 	}
+}
+
+// maxPreFrozenScan bounds the cgroup2 directories recoverPreFrozen reads.
+const maxPreFrozenScan = 100_000
+
+// recoverPreFrozen completes the pauses a previous run left half done. An
+// engine method on a hybrid host freezes the container's cgroup2 first,
+// then has the engine pause it (v1 freezer), then thaws cgroup2: a
+// responder stopped in between leaves a container frozen that its engine
+// calls running and no action records. Found at start (cgroup2
+// cgroup.freeze 1, the v1 freezer thawed, the engine not paused, not in
+// the quarantine list), the pause is completed through the engine and
+// recorded as a quarantine, so `contain quarantine list` shows it and
+// `contain release` thaws it. Called before alerts are consumed.
+func (r *Responder) recoverPreFrozen(ctx context.Context) []*containv1.Event {
+	root := r.cfg.Cgroup2Root
+	if !r.cfg.EnginePreFreeze || root == "" || r.cfg.FreezerRoot == "" {
+		return nil
+	}
+	var frozen []string
+	seen := 0
+	_ = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || !d.IsDir() {
+			return nil
+		}
+		if seen++; seen > maxPreFrozenScan {
+			return fs.SkipAll
+		}
+		if b, err := os.ReadFile(filepath.Join(p, "cgroup.freeze")); err == nil && strings.TrimSpace(string(b)) == "1" {
+			frozen = append(frozen, strings.TrimPrefix(p, root))
+		}
+		return nil
+	})
+	var out []*containv1.Event
+	for _, cg := range frozen {
+		ref, ok := runtime.FromCgroupPath(cg)
+		if !ok || (ref.Runtime != runtime.Docker && ref.Runtime != runtime.Containerd) || r.quarantined[ref.ID] != nil {
+			continue
+		}
+		t, err := freezer.Locate(r.cfg.roots(), ref.ID)
+		if err != nil || t.FreezerV1 == "" {
+			continue
+		}
+		if st, err := os.ReadFile(filepath.Join(t.FreezerV1, "freezer.state")); err != nil || strings.TrimSpace(string(st)) != "THAWED" {
+			continue // paused by its runtime (v1), not a pre-freeze
+		}
+		var engine freezer.Method
+		for _, m := range r.methodsFor(t) {
+			if freezer.MethodRuntime(m.Name()) == t.Runtime && m.Name() != freezer.MethodRuncPause && m.Applies(t) {
+				engine = m
+				break
+			}
+		}
+		if engine == nil {
+			continue
+		}
+		if paused, err := engine.Frozen(t); err != nil || paused {
+			continue
+		}
+		ev := &containv1.Event{ContainerId: t.ID, ContainerName: t.Labels[runtime.LabelContainerName]}
+		out = append(out, r.completePreFreeze(ctx, ev, t, engine))
+	}
+	return out
+}
+
+// completePreFreeze has the engine pause a container found pre-frozen and
+// records it.
+func (r *Responder) completePreFreeze(ctx context.Context, ev *containv1.Event, t *freezer.Target, m freezer.Method) *containv1.Event {
+	r.actMu.Lock()
+	defer r.actMu.Unlock()
+	out, act := r.newAction(ev, containv1.Action_TYPE_PAUSE)
+	act.Method = m.Name()
+	act.Reason = "found frozen at start by an interrupted cgroup2 pre-freeze (the responder stopped between its freeze and the engine's pause)"
+	d := &Detail{Threshold: r.cfg.Threshold, Cgroup: firstNonEmpty(t.FreezerV1, t.Cgroup2)}
+	vctx, cancel := context.WithTimeout(ctx, r.cfg.VerifyTimeout)
+	defer cancel()
+	if err := m.Freeze(vctx, t); err != nil {
+		// Leave it contained: the decision to pause was made before the stop.
+		d.Decision, d.Error = "completing the interrupted pause through the engine failed; the container stays frozen by cgroup2", err.Error()
+		r.m.Errors.WithLabelValues(metrics.StageResponder, "freeze").Inc()
+		return r.finish(out, act, containv1.Action_RESULT_FAILED, d)
+	}
+	d.Decision = "completed the interrupted pause through " + m.Name() + " and recorded it; release it to thaw"
+	now := r.now()
+	r.quarantined[t.ID] = &Quarantine{
+		ContainerID:   t.ID,
+		ContainerName: ev.ContainerName,
+		Method:        m.Name(),
+		Cgroup:        d.Cgroup,
+		Since:         now.UTC(),
+		ActionID:      containv1.FormatID(out.Id),
+		Reason:        act.Reason,
+		Actor:         r.actor,
+		target:        t,
+		method:        m,
+	}
+	r.log.Warn("completed a pause interrupted by a previous stop", logContainer, t.ID, logMethod, m.Name())
+	return r.finish(out, act, containv1.Action_RESULT_OK, d)
 }
