@@ -301,7 +301,7 @@ type Stats struct {
 	Evicted    uint64 // containers evicted from the state table
 	Runtime    uint64 // events of the container runtime itself (runc init), neither learned nor scored
 	Counts     uint64 // periodic syscall counts, skipped (their syscalls were reported one by one)
-	Kernel     uint64 // kernel-entered syscalls (restart_syscall) after learning, not scored
+	Kernel     uint64 // kernel-entered syscalls (restart_syscall) and interrupted waits after learning, not scored
 }
 
 type deviation struct {
@@ -828,13 +828,35 @@ func ngramKey(a, b, c uint32) uint64 {
 // container the responder just released. Learned when seen, never scored.
 var kernelSyscalls = map[string]bool{"restart_syscall": true}
 
+// waitSyscalls block until something happens. One that returns an
+// ERESTART* code was interrupted (a signal, a stop, the cgroup2 freezer)
+// and had been waiting since before: a first use seen that way is a wait
+// the container was already in, often since before learning began (the
+// collector sees a syscall when it returns), not a new behaviour; every
+// release of a sleeping container produces them. Learned, not scored.
+var waitSyscalls = map[string]bool{
+	"nanosleep": true, "clock_nanosleep": true, "pause": true, "rt_sigsuspend": true, "rt_sigtimedwait": true,
+	"wait4": true, "waitid": true, "futex": true, "poll": true, "ppoll": true, "select": true, "pselect6": true,
+	"epoll_wait": true, "epoll_pwait": true, "epoll_pwait2": true, "accept": true, "accept4": true,
+	"read": true, "recvfrom": true, "recvmsg": true, "msgrcv": true, "semtimedop": true, "io_getevents": true,
+}
+
+// interrupted reports whether ret is one of the kernel's ERESTART* codes
+// (ERESTARTSYS 512, ERESTARTNOINTR 513, ERESTARTNOHAND 514,
+// ERESTART_RESTARTBLOCK 516), which user space never sees.
+func interrupted(ret int64) bool { return ret <= -512 && ret >= -516 && ret != -515 }
+
 func (e *Engine) observeSyscall(c *container, b *Baseline, s *containv1.Syscall, learn bool) bool {
 	if s.Mode == containv1.Syscall_MODE_SEQUENCE {
 		return e.observeSequence(b, c, s.GetProc().GetPid(), s.Sequence, learn)
 	}
 	name := syscallName(s)
-	if !learn && kernelSyscalls[name] {
+	if !learn && (kernelSyscalls[name] || waitSyscalls[name] && interrupted(s.Ret)) {
 		e.stats.Kernel++
+		if !kernelSyscalls[name] && b.Phase == PhaseConverged && e.learnKey(b.Syscalls, name) {
+			b.Version++ // a locked baseline learns nothing
+			b.dirty = true
+		}
 		return false
 	}
 	if learn {

@@ -494,3 +494,38 @@ func TestSequenceAcrossEvents(t *testing.T) {
 		t.Fatalf("a new syscall order cut into one-syscall events raised %v, want %s", alerted, CodeSyscallSequence)
 	}
 }
+
+// A wait the container was already in when learning began returns, when a
+// freeze or a signal interrupts it, with an ERESTART* code the program
+// never sees: not a new behaviour, so no alert; the same syscall returning
+// normally as a first use is scored, and an interrupted non-wait is too.
+func TestInterruptedWaitNotScored(t *testing.T) {
+	e := newEngine(t, testConfig(), nil)
+	learn(e, "c1")
+	e.Observe(execEv("c1", sec(4), "/bin/sleep", "sleep", "1")) // converges
+	first := func(at float64, name string, ret int64) *containv1.Event {
+		ev := sysEv("c1", sec(at), name)
+		ev.GetSyscall().Ret = ret
+		return ev
+	}
+	for i, ret := range []int64{-516, -512, -514} {
+		if out := e.Observe(first(5+float64(i), []string{"clock_nanosleep", "epoll_wait", "wait4"}[i], ret)); len(out) != 0 {
+			t.Fatalf("interrupted wait (ret %d) alerted: %v", ret, alertOf(t, out))
+		}
+	}
+	if e.Stats().Kernel != 3 {
+		t.Fatalf("kernel/interrupted count %d, want 3", e.Stats().Kernel)
+	}
+	// Learned: clock_nanosleep returning normally later raises nothing.
+	if out := e.Observe(first(9, "clock_nanosleep", 0)); len(out) != 0 {
+		t.Fatalf("a learned interrupted wait alerted when it returned normally: %v", alertOf(t, out))
+	}
+	// A first use returning normally is scored.
+	if a := alertOf(t, e.Observe(first(10, "ppoll", 0))); hasCode(a, CodeSyscallUnseen) == nil {
+		t.Fatalf("ppoll: %v", a)
+	}
+	// ERESTART* on a syscall that is not a wait is scored too.
+	if a := alertOf(t, e.Observe(first(20, "mknodat", -512))); hasCode(a, CodeSyscallUnseen) == nil {
+		t.Fatalf("mknodat: %v", a)
+	}
+}
