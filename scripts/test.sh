@@ -16,4 +16,6 @@ for kv in $(bash deploy/engines/start.sh "$run_dir/engines"); do export "$kv"; d
 # -p 1: packages run one at a time. Their tests run real pipelines whose
 # collector watches every container on the host and whose responder freezes
 # what deviates, so two packages at once would act on each other's containers.
-go test -count=1 -p 1 -timeout 20m "$@" ./...
+# -race: the stages share state between goroutines (the collector's reader
+# and Run, the batcher, the responder's control handlers).
+go test -race -count=1 -p 1 -timeout 20m "$@" ./...
