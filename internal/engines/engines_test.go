@@ -21,6 +21,27 @@ func freezerState(t *testing.T, cgroup string) string {
 	return strings.TrimSpace(string(b))
 }
 
+// pauseRoundTrip pauses through an engine, checks the engine's view and
+// the v1 freezer, resumes, and checks the freezer thawed.
+func pauseRoundTrip(t *testing.T, cgroup string, pause, resume func() error, paused func() (bool, error)) {
+	t.Helper()
+	if err := pause(); err != nil {
+		t.Fatal(err)
+	}
+	if s := freezerState(t, cgroup); s != "FROZEN" {
+		t.Fatalf("after pause: freezer %s", s)
+	}
+	if ok, err := paused(); err != nil || !ok {
+		t.Fatalf("the engine does not say paused: %v", err)
+	}
+	if err := resume(); err != nil {
+		t.Fatal(err)
+	}
+	if s := freezerState(t, cgroup); s != "THAWED" {
+		t.Fatalf("after resume: freezer %s", s)
+	}
+}
+
 func TestDockerInspectPause(t *testing.T) {
 	e := testenv.RequireEngines(t)
 	d, err := engines.NewDocker(e.DockerHost, 0)
@@ -44,21 +65,8 @@ func TestDockerInspectPause(t *testing.T) {
 		t.Fatalf("inspect: %+v (want id %s pid %d)", got, c.ID, c.Pid)
 	}
 
-	if err := d.Pause(ctx, c.ID); err != nil {
-		t.Fatal(err)
-	}
-	if s := freezerState(t, c.Cgroup); s != "FROZEN" {
-		t.Fatalf("after pause: freezer %s", s)
-	}
-	if got, _ := d.Inspect(ctx, c.ID); !got.Paused {
-		t.Fatalf("engine does not say paused: %+v", got)
-	}
-	if err := d.Unpause(ctx, c.ID); err != nil {
-		t.Fatal(err)
-	}
-	if s := freezerState(t, c.Cgroup); s != "THAWED" {
-		t.Fatalf("after unpause: freezer %s", s)
-	}
+	pauseRoundTrip(t, c.Cgroup, func() error { return d.Pause(ctx, c.ID) }, func() error { return d.Unpause(ctx, c.ID) },
+		func() (bool, error) { got, err := d.Inspect(ctx, c.ID); return got.Paused, err })
 
 	if _, err := d.Inspect(ctx, "no-such-container"); !errors.Is(err, engines.ErrNotFound) {
 		t.Fatalf("missing container: %v", err)
@@ -91,21 +99,8 @@ func TestContainerdContainerPause(t *testing.T) {
 		got.Pid != c.Pid || !got.Running {
 		t.Fatalf("container: %+v (pid %d)", got, c.Pid)
 	}
-	if err := cd.Pause(ctx, ns, c.ID); err != nil {
-		t.Fatal(err)
-	}
-	if s := freezerState(t, c.Cgroup); s != "FROZEN" {
-		t.Fatalf("after pause: freezer %s", s)
-	}
-	if s, err := cd.TaskStatus(ctx, ns, c.ID); err != nil || s != "PAUSED" {
-		t.Fatalf("task status %q %v", s, err)
-	}
-	if err := cd.Resume(ctx, ns, c.ID); err != nil {
-		t.Fatal(err)
-	}
-	if s := freezerState(t, c.Cgroup); s != "THAWED" {
-		t.Fatalf("after resume: freezer %s", s)
-	}
+	pauseRoundTrip(t, c.Cgroup, func() error { return cd.Pause(ctx, ns, c.ID) }, func() error { return cd.Resume(ctx, ns, c.ID) },
+		func() (bool, error) { s, err := cd.TaskStatus(ctx, ns, c.ID); return s == "PAUSED", err })
 	if _, err := cd.Container(ctx, ns, "no-such"); !errors.Is(err, engines.ErrNotFound) {
 		t.Fatalf("missing container: %v", err)
 	}
