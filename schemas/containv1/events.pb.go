@@ -99,6 +99,64 @@ func (Kind) EnumDescriptor() ([]byte, []int) {
 	return file_contain_v1_events_proto_rawDescGZIP(), []int{0}
 }
 
+// Origin says on whose behalf a container task acted, decided in the kernel
+// by lineage (never by comm): a task that entered the container's cgroup
+// from outside is the runtime's until it execs inside the container's
+// mount namespace; that exec is the container's program (its first one)
+// or an exec session (any later one: runc/docker/podman/CRI exec,
+// nsenter). A task forked inside the container inherits its parent's.
+type Origin int32
+
+const (
+	Origin_ORIGIN_UNSPECIFIED  Origin = 0 // not known (older collectors)
+	Origin_ORIGIN_CONTAINER    Origin = 1 // the container's own program and its descendants
+	Origin_ORIGIN_RUNTIME      Origin = 2 // the runtime's set-up before the program's exec
+	Origin_ORIGIN_EXEC_SESSION Origin = 3 // an exec session entered from outside after start
+)
+
+// Enum value maps for Origin.
+var (
+	Origin_name = map[int32]string{
+		0: "ORIGIN_UNSPECIFIED",
+		1: "ORIGIN_CONTAINER",
+		2: "ORIGIN_RUNTIME",
+		3: "ORIGIN_EXEC_SESSION",
+	}
+	Origin_value = map[string]int32{
+		"ORIGIN_UNSPECIFIED":  0,
+		"ORIGIN_CONTAINER":    1,
+		"ORIGIN_RUNTIME":      2,
+		"ORIGIN_EXEC_SESSION": 3,
+	}
+)
+
+func (x Origin) Enum() *Origin {
+	p := new(Origin)
+	*p = x
+	return p
+}
+
+func (x Origin) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Origin) Descriptor() protoreflect.EnumDescriptor {
+	return file_contain_v1_events_proto_enumTypes[1].Descriptor()
+}
+
+func (Origin) Type() protoreflect.EnumType {
+	return &file_contain_v1_events_proto_enumTypes[1]
+}
+
+func (x Origin) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Origin.Descriptor instead.
+func (Origin) EnumDescriptor() ([]byte, []int) {
+	return file_contain_v1_events_proto_rawDescGZIP(), []int{1}
+}
+
 type ProcessLifecycle_Op int32
 
 const (
@@ -132,11 +190,11 @@ func (x ProcessLifecycle_Op) String() string {
 }
 
 func (ProcessLifecycle_Op) Descriptor() protoreflect.EnumDescriptor {
-	return file_contain_v1_events_proto_enumTypes[1].Descriptor()
+	return file_contain_v1_events_proto_enumTypes[2].Descriptor()
 }
 
 func (ProcessLifecycle_Op) Type() protoreflect.EnumType {
-	return &file_contain_v1_events_proto_enumTypes[1]
+	return &file_contain_v1_events_proto_enumTypes[2]
 }
 
 func (x ProcessLifecycle_Op) Number() protoreflect.EnumNumber {
@@ -187,11 +245,11 @@ func (x Syscall_Mode) String() string {
 }
 
 func (Syscall_Mode) Descriptor() protoreflect.EnumDescriptor {
-	return file_contain_v1_events_proto_enumTypes[2].Descriptor()
+	return file_contain_v1_events_proto_enumTypes[3].Descriptor()
 }
 
 func (Syscall_Mode) Type() protoreflect.EnumType {
-	return &file_contain_v1_events_proto_enumTypes[2]
+	return &file_contain_v1_events_proto_enumTypes[3]
 }
 
 func (x Syscall_Mode) Number() protoreflect.EnumNumber {
@@ -242,11 +300,11 @@ func (x Network_Op) String() string {
 }
 
 func (Network_Op) Descriptor() protoreflect.EnumDescriptor {
-	return file_contain_v1_events_proto_enumTypes[3].Descriptor()
+	return file_contain_v1_events_proto_enumTypes[4].Descriptor()
 }
 
 func (Network_Op) Type() protoreflect.EnumType {
-	return &file_contain_v1_events_proto_enumTypes[3]
+	return &file_contain_v1_events_proto_enumTypes[4]
 }
 
 func (x Network_Op) Number() protoreflect.EnumNumber {
@@ -291,11 +349,11 @@ func (x Network_Protocol) String() string {
 }
 
 func (Network_Protocol) Descriptor() protoreflect.EnumDescriptor {
-	return file_contain_v1_events_proto_enumTypes[4].Descriptor()
+	return file_contain_v1_events_proto_enumTypes[5].Descriptor()
 }
 
 func (Network_Protocol) Type() protoreflect.EnumType {
-	return &file_contain_v1_events_proto_enumTypes[4]
+	return &file_contain_v1_events_proto_enumTypes[5]
 }
 
 func (x Network_Protocol) Number() protoreflect.EnumNumber {
@@ -318,19 +376,29 @@ const (
 	File_OP_CHMOD       File_Op = 5
 	File_OP_CHOWN       File_Op = 6
 	File_OP_OPEN_READ   File_Op = 7
+	File_OP_MKNOD       File_Op = 8  // mknod/mknodat: mode carries the file type
+	File_OP_LINK        File_Op = 9  // link/linkat: path is the existing file, new_path the link
+	File_OP_SYMLINK     File_Op = 10 // symlink/symlinkat: path is the target, new_path the link
+	File_OP_TRUNCATE    File_Op = 11 // truncate, or an open with O_TRUNC (flags say)
+	File_OP_MKDIR       File_Op = 12
 )
 
 // Enum value maps for File_Op.
 var (
 	File_Op_name = map[int32]string{
-		0: "OP_UNSPECIFIED",
-		1: "OP_OPEN_WRITE",
-		2: "OP_CREATE",
-		3: "OP_RENAME",
-		4: "OP_UNLINK",
-		5: "OP_CHMOD",
-		6: "OP_CHOWN",
-		7: "OP_OPEN_READ",
+		0:  "OP_UNSPECIFIED",
+		1:  "OP_OPEN_WRITE",
+		2:  "OP_CREATE",
+		3:  "OP_RENAME",
+		4:  "OP_UNLINK",
+		5:  "OP_CHMOD",
+		6:  "OP_CHOWN",
+		7:  "OP_OPEN_READ",
+		8:  "OP_MKNOD",
+		9:  "OP_LINK",
+		10: "OP_SYMLINK",
+		11: "OP_TRUNCATE",
+		12: "OP_MKDIR",
 	}
 	File_Op_value = map[string]int32{
 		"OP_UNSPECIFIED": 0,
@@ -341,6 +409,11 @@ var (
 		"OP_CHMOD":       5,
 		"OP_CHOWN":       6,
 		"OP_OPEN_READ":   7,
+		"OP_MKNOD":       8,
+		"OP_LINK":        9,
+		"OP_SYMLINK":     10,
+		"OP_TRUNCATE":    11,
+		"OP_MKDIR":       12,
 	}
 )
 
@@ -355,11 +428,11 @@ func (x File_Op) String() string {
 }
 
 func (File_Op) Descriptor() protoreflect.EnumDescriptor {
-	return file_contain_v1_events_proto_enumTypes[5].Descriptor()
+	return file_contain_v1_events_proto_enumTypes[6].Descriptor()
 }
 
 func (File_Op) Type() protoreflect.EnumType {
-	return &file_contain_v1_events_proto_enumTypes[5]
+	return &file_contain_v1_events_proto_enumTypes[6]
 }
 
 func (x File_Op) Number() protoreflect.EnumNumber {
@@ -404,11 +477,11 @@ func (x Action_Type) String() string {
 }
 
 func (Action_Type) Descriptor() protoreflect.EnumDescriptor {
-	return file_contain_v1_events_proto_enumTypes[6].Descriptor()
+	return file_contain_v1_events_proto_enumTypes[7].Descriptor()
 }
 
 func (Action_Type) Type() protoreflect.EnumType {
-	return &file_contain_v1_events_proto_enumTypes[6]
+	return &file_contain_v1_events_proto_enumTypes[7]
 }
 
 func (x Action_Type) Number() protoreflect.EnumNumber {
@@ -459,11 +532,11 @@ func (x Action_Result) String() string {
 }
 
 func (Action_Result) Descriptor() protoreflect.EnumDescriptor {
-	return file_contain_v1_events_proto_enumTypes[7].Descriptor()
+	return file_contain_v1_events_proto_enumTypes[8].Descriptor()
 }
 
 func (Action_Result) Type() protoreflect.EnumType {
-	return &file_contain_v1_events_proto_enumTypes[7]
+	return &file_contain_v1_events_proto_enumTypes[8]
 }
 
 func (x Action_Result) Number() protoreflect.EnumNumber {
@@ -863,15 +936,19 @@ func (*Event_Process) isEvent_Body() {}
 
 // Process identifies the task that caused an event.
 type Process struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Pid           uint32                 `protobuf:"varint,1,opt,name=pid,proto3" json:"pid,omitempty"`                  // thread id in the host pid namespace
-	Tgid          uint32                 `protobuf:"varint,2,opt,name=tgid,proto3" json:"tgid,omitempty"`                // process id in the host pid namespace
-	Ppid          uint32                 `protobuf:"varint,3,opt,name=ppid,proto3" json:"ppid,omitempty"`                // parent's tgid in the host pid namespace
-	NsPid         uint32                 `protobuf:"varint,4,opt,name=ns_pid,json=nsPid,proto3" json:"ns_pid,omitempty"` // process id inside the container's pid namespace
-	Uid           uint32                 `protobuf:"varint,5,opt,name=uid,proto3" json:"uid,omitempty"`
-	Gid           uint32                 `protobuf:"varint,6,opt,name=gid,proto3" json:"gid,omitempty"`
-	Euid          uint32                 `protobuf:"varint,7,opt,name=euid,proto3" json:"euid,omitempty"`
-	Comm          string                 `protobuf:"bytes,8,opt,name=comm,proto3" json:"comm,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Pid    uint32                 `protobuf:"varint,1,opt,name=pid,proto3" json:"pid,omitempty"`                  // thread id in the host pid namespace
+	Tgid   uint32                 `protobuf:"varint,2,opt,name=tgid,proto3" json:"tgid,omitempty"`                // process id in the host pid namespace
+	Ppid   uint32                 `protobuf:"varint,3,opt,name=ppid,proto3" json:"ppid,omitempty"`                // parent's tgid in the host pid namespace
+	NsPid  uint32                 `protobuf:"varint,4,opt,name=ns_pid,json=nsPid,proto3" json:"ns_pid,omitempty"` // process id inside the container's pid namespace
+	Uid    uint32                 `protobuf:"varint,5,opt,name=uid,proto3" json:"uid,omitempty"`
+	Gid    uint32                 `protobuf:"varint,6,opt,name=gid,proto3" json:"gid,omitempty"`
+	Euid   uint32                 `protobuf:"varint,7,opt,name=euid,proto3" json:"euid,omitempty"`
+	Comm   string                 `protobuf:"bytes,8,opt,name=comm,proto3" json:"comm,omitempty"`
+	Origin Origin                 `protobuf:"varint,9,opt,name=origin,proto3,enum=contain.v1.Origin" json:"origin,omitempty"`
+	// session_tgid: for ORIGIN_EXEC_SESSION, the tgid of the session's
+	// first process (the one that entered); 0 otherwise.
+	SessionTgid   uint32 `protobuf:"varint,10,opt,name=session_tgid,json=sessionTgid,proto3" json:"session_tgid,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -962,6 +1039,20 @@ func (x *Process) GetComm() string {
 	return ""
 }
 
+func (x *Process) GetOrigin() Origin {
+	if x != nil {
+		return x.Origin
+	}
+	return Origin_ORIGIN_UNSPECIFIED
+}
+
+func (x *Process) GetSessionTgid() uint32 {
+	if x != nil {
+		return x.SessionTgid
+	}
+	return 0
+}
+
 // Strings that come from a container (paths, argv, comm) are hostile: they
 // are bounded and, where not valid UTF-8, invalid bytes are written as \xNN
 // and the event's non_utf8 flag is set.
@@ -976,6 +1067,13 @@ type Exec struct {
 	Cwd           string `protobuf:"bytes,6,opt,name=cwd,proto3" json:"cwd,omitempty"`
 	Exe           string `protobuf:"bytes,7,opt,name=exe,proto3" json:"exe,omitempty"`
 	NonUtf8       bool   `protobuf:"varint,8,opt,name=non_utf8,json=nonUtf8,proto3" json:"non_utf8,omitempty"`
+	// exe_memfd: the binary run is an anonymous memory file (memfd_create).
+	ExeMemfd bool `protobuf:"varint,9,opt,name=exe_memfd,json=exeMemfd,proto3" json:"exe_memfd,omitempty"`
+	// exe_deleted: the binary run had no name left (unlinked) at exec.
+	ExeDeleted bool `protobuf:"varint,10,opt,name=exe_deleted,json=exeDeleted,proto3" json:"exe_deleted,omitempty"`
+	// exe_writable: the binary run lies in the container's writable layer
+	// or a writable mount (overlayfs upper, tmpfs), not in image content.
+	ExeWritable   bool `protobuf:"varint,11,opt,name=exe_writable,json=exeWritable,proto3" json:"exe_writable,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1062,6 +1160,27 @@ func (x *Exec) GetExe() string {
 func (x *Exec) GetNonUtf8() bool {
 	if x != nil {
 		return x.NonUtf8
+	}
+	return false
+}
+
+func (x *Exec) GetExeMemfd() bool {
+	if x != nil {
+		return x.ExeMemfd
+	}
+	return false
+}
+
+func (x *Exec) GetExeDeleted() bool {
+	if x != nil {
+		return x.ExeDeleted
+	}
+	return false
+}
+
+func (x *Exec) GetExeWritable() bool {
+	if x != nil {
+		return x.ExeWritable
 	}
 	return false
 }
@@ -1364,8 +1483,19 @@ type File struct {
 	PathUnresolved    bool `protobuf:"varint,11,opt,name=path_unresolved,json=pathUnresolved,proto3" json:"path_unresolved,omitempty"`
 	NewPathUnresolved bool `protobuf:"varint,12,opt,name=new_path_unresolved,json=newPathUnresolved,proto3" json:"new_path_unresolved,omitempty"`
 	PathRelative      bool `protobuf:"varint,13,opt,name=path_relative,json=pathRelative,proto3" json:"path_relative,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// resolved_path: for opens, the path of the file the kernel opened,
+	// read from its dentries at the syscall's exit, relative to the
+	// container's root (symlinks, .. and bind mounts resolved); empty when
+	// it could not be read.
+	ResolvedPath string `protobuf:"bytes,14,opt,name=resolved_path,json=resolvedPath,proto3" json:"resolved_path,omitempty"`
+	// ino and dev identify the opened file (hardlinks share them).
+	Ino uint64 `protobuf:"varint,15,opt,name=ino,proto3" json:"ino,omitempty"`
+	Dev uint64 `protobuf:"varint,16,opt,name=dev,proto3" json:"dev,omitempty"`
+	// sensitive: the opened file is one of collector.sensitive_files by
+	// identity (inode), whatever name it was opened through.
+	Sensitive     bool `protobuf:"varint,17,opt,name=sensitive,proto3" json:"sensitive,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *File) Reset() {
@@ -1485,6 +1615,34 @@ func (x *File) GetNewPathUnresolved() bool {
 func (x *File) GetPathRelative() bool {
 	if x != nil {
 		return x.PathRelative
+	}
+	return false
+}
+
+func (x *File) GetResolvedPath() string {
+	if x != nil {
+		return x.ResolvedPath
+	}
+	return ""
+}
+
+func (x *File) GetIno() uint64 {
+	if x != nil {
+		return x.Ino
+	}
+	return 0
+}
+
+func (x *File) GetDev() uint64 {
+	if x != nil {
+		return x.Dev
+	}
+	return 0
+}
+
+func (x *File) GetSensitive() bool {
+	if x != nil {
+		return x.Sensitive
 	}
 	return false
 }
@@ -1855,7 +2013,14 @@ type ContainerInfo struct {
 	Addresses [][]byte `protobuf:"bytes,8,rep,name=addresses,proto3" json:"addresses,omitempty"`
 	// host_network: the container shares the host's network namespace;
 	// addresses are then the host's.
-	HostNetwork   bool `protobuf:"varint,9,opt,name=host_network,json=hostNetwork,proto3" json:"host_network,omitempty"`
+	HostNetwork bool `protobuf:"varint,9,opt,name=host_network,json=hostNetwork,proto3" json:"host_network,omitempty"`
+	// Identity read from the runtime or engine (its state or API), never
+	// from labels an image author controls: the enricher and analyzer take
+	// the image and baseline group from these when set.
+	ImageRef      string `protobuf:"bytes,10,opt,name=image_ref,json=imageRef,proto3" json:"image_ref,omitempty"`
+	ImageDigest   string `protobuf:"bytes,11,opt,name=image_digest,json=imageDigest,proto3" json:"image_digest,omitempty"`
+	ImageId       string `protobuf:"bytes,12,opt,name=image_id,json=imageId,proto3" json:"image_id,omitempty"`
+	Name          string `protobuf:"bytes,13,opt,name=name,proto3" json:"name,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1953,6 +2118,34 @@ func (x *ContainerInfo) GetHostNetwork() bool {
 	return false
 }
 
+func (x *ContainerInfo) GetImageRef() string {
+	if x != nil {
+		return x.ImageRef
+	}
+	return ""
+}
+
+func (x *ContainerInfo) GetImageDigest() string {
+	if x != nil {
+		return x.ImageDigest
+	}
+	return ""
+}
+
+func (x *ContainerInfo) GetImageId() string {
+	if x != nil {
+		return x.ImageId
+	}
+	return ""
+}
+
+func (x *ContainerInfo) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
 var File_contain_v1_events_proto protoreflect.FileDescriptor
 
 const file_contain_v1_events_proto_rawDesc = "" +
@@ -1991,7 +2184,7 @@ const file_contain_v1_events_proto_rawDesc = "" +
 	"\x04loss\x18\x1a \x01(\v2\x10.contain.v1.LossH\x00R\x04loss\x129\n" +
 	"\tcontainer\x18\x1b \x01(\v2\x19.contain.v1.ContainerInfoH\x00R\tcontainer\x128\n" +
 	"\aprocess\x18\x1c \x01(\v2\x1c.contain.v1.ProcessLifecycleH\x00R\aprocessB\x06\n" +
-	"\x04bodyJ\x04\b\r\x10\x14\"\xa6\x01\n" +
+	"\x04bodyJ\x04\b\r\x10\x14\"\xf5\x01\n" +
 	"\aProcess\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\x12\x12\n" +
 	"\x04tgid\x18\x02 \x01(\rR\x04tgid\x12\x12\n" +
@@ -2000,7 +2193,10 @@ const file_contain_v1_events_proto_rawDesc = "" +
 	"\x03uid\x18\x05 \x01(\rR\x03uid\x12\x10\n" +
 	"\x03gid\x18\x06 \x01(\rR\x03gid\x12\x12\n" +
 	"\x04euid\x18\a \x01(\rR\x04euid\x12\x12\n" +
-	"\x04comm\x18\b \x01(\tR\x04comm\"\xd9\x01\n" +
+	"\x04comm\x18\b \x01(\tR\x04comm\x12*\n" +
+	"\x06origin\x18\t \x01(\x0e2\x12.contain.v1.OriginR\x06origin\x12!\n" +
+	"\fsession_tgid\x18\n" +
+	" \x01(\rR\vsessionTgid\"\xba\x02\n" +
 	"\x04Exec\x12'\n" +
 	"\x04proc\x18\x01 \x01(\v2\x13.contain.v1.ProcessR\x04proc\x12\x1a\n" +
 	"\bfilename\x18\x02 \x01(\tR\bfilename\x12\x12\n" +
@@ -2009,7 +2205,12 @@ const file_contain_v1_events_proto_rawDesc = "" +
 	"\x04argc\x18\x05 \x01(\rR\x04argc\x12\x10\n" +
 	"\x03cwd\x18\x06 \x01(\tR\x03cwd\x12\x10\n" +
 	"\x03exe\x18\a \x01(\tR\x03exe\x12\x19\n" +
-	"\bnon_utf8\x18\b \x01(\bR\anonUtf8\"\xdc\x01\n" +
+	"\bnon_utf8\x18\b \x01(\bR\anonUtf8\x12\x1b\n" +
+	"\texe_memfd\x18\t \x01(\bR\bexeMemfd\x12\x1f\n" +
+	"\vexe_deleted\x18\n" +
+	" \x01(\bR\n" +
+	"exeDeleted\x12!\n" +
+	"\fexe_writable\x18\v \x01(\bR\vexeWritable\"\xdc\x01\n" +
 	"\x10ProcessLifecycle\x12'\n" +
 	"\x04proc\x18\x01 \x01(\v2\x13.contain.v1.ProcessR\x04proc\x12/\n" +
 	"\x02op\x18\x02 \x01(\x0e2\x1f.contain.v1.ProcessLifecycle.OpR\x02op\x12\x1d\n" +
@@ -2061,7 +2262,7 @@ const file_contain_v1_events_proto_rawDesc = "" +
 	"\bProtocol\x12\x18\n" +
 	"\x14PROTOCOL_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fPROTOCOL_TCP\x10\x01\x12\x10\n" +
-	"\fPROTOCOL_UDP\x10\x02\"\x8b\x04\n" +
+	"\fPROTOCOL_UDP\x10\x02\"\xbc\x05\n" +
 	"\x04File\x12'\n" +
 	"\x04proc\x18\x01 \x01(\v2\x13.contain.v1.ProcessR\x04proc\x12#\n" +
 	"\x02op\x18\x02 \x01(\x0e2\x13.contain.v1.File.OpR\x02op\x12\x12\n" +
@@ -2076,7 +2277,11 @@ const file_contain_v1_events_proto_rawDesc = "" +
 	" \x01(\rR\x03gid\x12'\n" +
 	"\x0fpath_unresolved\x18\v \x01(\bR\x0epathUnresolved\x12.\n" +
 	"\x13new_path_unresolved\x18\f \x01(\bR\x11newPathUnresolved\x12#\n" +
-	"\rpath_relative\x18\r \x01(\bR\fpathRelative\"\x86\x01\n" +
+	"\rpath_relative\x18\r \x01(\bR\fpathRelative\x12#\n" +
+	"\rresolved_path\x18\x0e \x01(\tR\fresolvedPath\x12\x10\n" +
+	"\x03ino\x18\x0f \x01(\x04R\x03ino\x12\x10\n" +
+	"\x03dev\x18\x10 \x01(\x04R\x03dev\x12\x1c\n" +
+	"\tsensitive\x18\x11 \x01(\bR\tsensitive\"\xd0\x01\n" +
 	"\x02Op\x12\x12\n" +
 	"\x0eOP_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rOP_OPEN_WRITE\x10\x01\x12\r\n" +
@@ -2085,7 +2290,14 @@ const file_contain_v1_events_proto_rawDesc = "" +
 	"\tOP_UNLINK\x10\x04\x12\f\n" +
 	"\bOP_CHMOD\x10\x05\x12\f\n" +
 	"\bOP_CHOWN\x10\x06\x12\x10\n" +
-	"\fOP_OPEN_READ\x10\a\"b\n" +
+	"\fOP_OPEN_READ\x10\a\x12\f\n" +
+	"\bOP_MKNOD\x10\b\x12\v\n" +
+	"\aOP_LINK\x10\t\x12\x0e\n" +
+	"\n" +
+	"OP_SYMLINK\x10\n" +
+	"\x12\x0f\n" +
+	"\vOP_TRUNCATE\x10\v\x12\f\n" +
+	"\bOP_MKDIR\x10\f\"b\n" +
 	"\x06Reason\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\tR\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x14\n" +
@@ -2127,7 +2339,7 @@ const file_contain_v1_events_proto_rawDesc = "" +
 	"\x04Loss\x12\x16\n" +
 	"\x06source\x18\x01 \x01(\tR\x06source\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x14\n" +
-	"\x05count\x18\x03 \x01(\x04R\x05count\"\xe8\x02\n" +
+	"\x05count\x18\x03 \x01(\x04R\x05count\"\xd7\x03\n" +
 	"\rContainerInfo\x12\x18\n" +
 	"\aruntime\x18\x01 \x01(\tR\aruntime\x12\x1f\n" +
 	"\vcgroup_path\x18\x02 \x01(\tR\n" +
@@ -2138,7 +2350,12 @@ const file_contain_v1_events_proto_rawDesc = "" +
 	"\x03pod\x18\x06 \x01(\tR\x03pod\x12\x1c\n" +
 	"\tnamespace\x18\a \x01(\tR\tnamespace\x12\x1c\n" +
 	"\taddresses\x18\b \x03(\fR\taddresses\x12!\n" +
-	"\fhost_network\x18\t \x01(\bR\vhostNetwork\x1a9\n" +
+	"\fhost_network\x18\t \x01(\bR\vhostNetwork\x12\x1b\n" +
+	"\timage_ref\x18\n" +
+	" \x01(\tR\bimageRef\x12!\n" +
+	"\fimage_digest\x18\v \x01(\tR\vimageDigest\x12\x19\n" +
+	"\bimage_id\x18\f \x01(\tR\aimageId\x12\x12\n" +
+	"\x04name\x18\r \x01(\tR\x04name\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*\xb4\x01\n" +
@@ -2153,7 +2370,12 @@ const file_contain_v1_events_proto_rawDesc = "" +
 	"\vKIND_ACTION\x10\x06\x12\r\n" +
 	"\tKIND_LOSS\x10\a\x12\x12\n" +
 	"\x0eKIND_CONTAINER\x10\b\x12\x10\n" +
-	"\fKIND_PROCESS\x10\tB;Z9github.com/containsec/contain/schemas/containv1;containv1b\x06proto3"
+	"\fKIND_PROCESS\x10\t*c\n" +
+	"\x06Origin\x12\x16\n" +
+	"\x12ORIGIN_UNSPECIFIED\x10\x00\x12\x14\n" +
+	"\x10ORIGIN_CONTAINER\x10\x01\x12\x12\n" +
+	"\x0eORIGIN_RUNTIME\x10\x02\x12\x17\n" +
+	"\x13ORIGIN_EXEC_SESSION\x10\x03B;Z9github.com/containsec/contain/schemas/containv1;containv1b\x06proto3"
 
 var (
 	file_contain_v1_events_proto_rawDescOnce sync.Once
@@ -2167,64 +2389,66 @@ func file_contain_v1_events_proto_rawDescGZIP() []byte {
 	return file_contain_v1_events_proto_rawDescData
 }
 
-var file_contain_v1_events_proto_enumTypes = make([]protoimpl.EnumInfo, 8)
+var file_contain_v1_events_proto_enumTypes = make([]protoimpl.EnumInfo, 9)
 var file_contain_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_contain_v1_events_proto_goTypes = []any{
 	(Kind)(0),                // 0: contain.v1.Kind
-	(ProcessLifecycle_Op)(0), // 1: contain.v1.ProcessLifecycle.Op
-	(Syscall_Mode)(0),        // 2: contain.v1.Syscall.Mode
-	(Network_Op)(0),          // 3: contain.v1.Network.Op
-	(Network_Protocol)(0),    // 4: contain.v1.Network.Protocol
-	(File_Op)(0),             // 5: contain.v1.File.Op
-	(Action_Type)(0),         // 6: contain.v1.Action.Type
-	(Action_Result)(0),       // 7: contain.v1.Action.Result
-	(*Batch)(nil),            // 8: contain.v1.Batch
-	(*Event)(nil),            // 9: contain.v1.Event
-	(*Process)(nil),          // 10: contain.v1.Process
-	(*Exec)(nil),             // 11: contain.v1.Exec
-	(*ProcessLifecycle)(nil), // 12: contain.v1.ProcessLifecycle
-	(*Syscall)(nil),          // 13: contain.v1.Syscall
-	(*Network)(nil),          // 14: contain.v1.Network
-	(*File)(nil),             // 15: contain.v1.File
-	(*Reason)(nil),           // 16: contain.v1.Reason
-	(*Alert)(nil),            // 17: contain.v1.Alert
-	(*Action)(nil),           // 18: contain.v1.Action
-	(*Loss)(nil),             // 19: contain.v1.Loss
-	(*ContainerInfo)(nil),    // 20: contain.v1.ContainerInfo
-	nil,                      // 21: contain.v1.ContainerInfo.LabelsEntry
+	(Origin)(0),              // 1: contain.v1.Origin
+	(ProcessLifecycle_Op)(0), // 2: contain.v1.ProcessLifecycle.Op
+	(Syscall_Mode)(0),        // 3: contain.v1.Syscall.Mode
+	(Network_Op)(0),          // 4: contain.v1.Network.Op
+	(Network_Protocol)(0),    // 5: contain.v1.Network.Protocol
+	(File_Op)(0),             // 6: contain.v1.File.Op
+	(Action_Type)(0),         // 7: contain.v1.Action.Type
+	(Action_Result)(0),       // 8: contain.v1.Action.Result
+	(*Batch)(nil),            // 9: contain.v1.Batch
+	(*Event)(nil),            // 10: contain.v1.Event
+	(*Process)(nil),          // 11: contain.v1.Process
+	(*Exec)(nil),             // 12: contain.v1.Exec
+	(*ProcessLifecycle)(nil), // 13: contain.v1.ProcessLifecycle
+	(*Syscall)(nil),          // 14: contain.v1.Syscall
+	(*Network)(nil),          // 15: contain.v1.Network
+	(*File)(nil),             // 16: contain.v1.File
+	(*Reason)(nil),           // 17: contain.v1.Reason
+	(*Alert)(nil),            // 18: contain.v1.Alert
+	(*Action)(nil),           // 19: contain.v1.Action
+	(*Loss)(nil),             // 20: contain.v1.Loss
+	(*ContainerInfo)(nil),    // 21: contain.v1.ContainerInfo
+	nil,                      // 22: contain.v1.ContainerInfo.LabelsEntry
 }
 var file_contain_v1_events_proto_depIdxs = []int32{
-	9,  // 0: contain.v1.Batch.events:type_name -> contain.v1.Event
+	10, // 0: contain.v1.Batch.events:type_name -> contain.v1.Event
 	0,  // 1: contain.v1.Event.kind:type_name -> contain.v1.Kind
-	11, // 2: contain.v1.Event.exec:type_name -> contain.v1.Exec
-	13, // 3: contain.v1.Event.syscall:type_name -> contain.v1.Syscall
-	14, // 4: contain.v1.Event.network:type_name -> contain.v1.Network
-	15, // 5: contain.v1.Event.file:type_name -> contain.v1.File
-	17, // 6: contain.v1.Event.alert:type_name -> contain.v1.Alert
-	18, // 7: contain.v1.Event.action:type_name -> contain.v1.Action
-	19, // 8: contain.v1.Event.loss:type_name -> contain.v1.Loss
-	20, // 9: contain.v1.Event.container:type_name -> contain.v1.ContainerInfo
-	12, // 10: contain.v1.Event.process:type_name -> contain.v1.ProcessLifecycle
-	10, // 11: contain.v1.Exec.proc:type_name -> contain.v1.Process
-	10, // 12: contain.v1.ProcessLifecycle.proc:type_name -> contain.v1.Process
-	1,  // 13: contain.v1.ProcessLifecycle.op:type_name -> contain.v1.ProcessLifecycle.Op
-	10, // 14: contain.v1.Syscall.proc:type_name -> contain.v1.Process
-	2,  // 15: contain.v1.Syscall.mode:type_name -> contain.v1.Syscall.Mode
-	10, // 16: contain.v1.Network.proc:type_name -> contain.v1.Process
-	3,  // 17: contain.v1.Network.op:type_name -> contain.v1.Network.Op
-	4,  // 18: contain.v1.Network.protocol:type_name -> contain.v1.Network.Protocol
-	10, // 19: contain.v1.File.proc:type_name -> contain.v1.Process
-	5,  // 20: contain.v1.File.op:type_name -> contain.v1.File.Op
-	16, // 21: contain.v1.Alert.reasons:type_name -> contain.v1.Reason
-	9,  // 22: contain.v1.Alert.trigger:type_name -> contain.v1.Event
-	6,  // 23: contain.v1.Action.type:type_name -> contain.v1.Action.Type
-	7,  // 24: contain.v1.Action.result:type_name -> contain.v1.Action.Result
-	21, // 25: contain.v1.ContainerInfo.labels:type_name -> contain.v1.ContainerInfo.LabelsEntry
-	26, // [26:26] is the sub-list for method output_type
-	26, // [26:26] is the sub-list for method input_type
-	26, // [26:26] is the sub-list for extension type_name
-	26, // [26:26] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	12, // 2: contain.v1.Event.exec:type_name -> contain.v1.Exec
+	14, // 3: contain.v1.Event.syscall:type_name -> contain.v1.Syscall
+	15, // 4: contain.v1.Event.network:type_name -> contain.v1.Network
+	16, // 5: contain.v1.Event.file:type_name -> contain.v1.File
+	18, // 6: contain.v1.Event.alert:type_name -> contain.v1.Alert
+	19, // 7: contain.v1.Event.action:type_name -> contain.v1.Action
+	20, // 8: contain.v1.Event.loss:type_name -> contain.v1.Loss
+	21, // 9: contain.v1.Event.container:type_name -> contain.v1.ContainerInfo
+	13, // 10: contain.v1.Event.process:type_name -> contain.v1.ProcessLifecycle
+	1,  // 11: contain.v1.Process.origin:type_name -> contain.v1.Origin
+	11, // 12: contain.v1.Exec.proc:type_name -> contain.v1.Process
+	11, // 13: contain.v1.ProcessLifecycle.proc:type_name -> contain.v1.Process
+	2,  // 14: contain.v1.ProcessLifecycle.op:type_name -> contain.v1.ProcessLifecycle.Op
+	11, // 15: contain.v1.Syscall.proc:type_name -> contain.v1.Process
+	3,  // 16: contain.v1.Syscall.mode:type_name -> contain.v1.Syscall.Mode
+	11, // 17: contain.v1.Network.proc:type_name -> contain.v1.Process
+	4,  // 18: contain.v1.Network.op:type_name -> contain.v1.Network.Op
+	5,  // 19: contain.v1.Network.protocol:type_name -> contain.v1.Network.Protocol
+	11, // 20: contain.v1.File.proc:type_name -> contain.v1.Process
+	6,  // 21: contain.v1.File.op:type_name -> contain.v1.File.Op
+	17, // 22: contain.v1.Alert.reasons:type_name -> contain.v1.Reason
+	10, // 23: contain.v1.Alert.trigger:type_name -> contain.v1.Event
+	7,  // 24: contain.v1.Action.type:type_name -> contain.v1.Action.Type
+	8,  // 25: contain.v1.Action.result:type_name -> contain.v1.Action.Result
+	22, // 26: contain.v1.ContainerInfo.labels:type_name -> contain.v1.ContainerInfo.LabelsEntry
+	27, // [27:27] is the sub-list for method output_type
+	27, // [27:27] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_contain_v1_events_proto_init() }
@@ -2248,7 +2472,7 @@ func file_contain_v1_events_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_contain_v1_events_proto_rawDesc), len(file_contain_v1_events_proto_rawDesc)),
-			NumEnums:      8,
+			NumEnums:      9,
 			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   0,
