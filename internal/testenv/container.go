@@ -86,6 +86,18 @@ func BusyboxRootfs(t testing.TB, dir string) string {
 // The id is made unique per test.
 func RunContainer(t testing.TB, name string, spec ContainerSpec) *Container {
 	t.Helper()
+	c := PrepareContainer(t, name, spec)
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// PrepareContainer lays out a runc bundle (busybox rootfs, OCI config) for
+// a container without starting it, and registers its removal, so that a
+// test can start many at the same instant with Start.
+func PrepareContainer(t testing.TB, name string, spec ContainerSpec) *Container {
+	t.Helper()
 	RequireRoot(t)
 	RequireCommand(t, "runc")
 	dir := t.TempDir()
@@ -135,23 +147,29 @@ func RunContainer(t testing.TB, name string, spec ContainerSpec) *Container {
 	if err := os.WriteFile(cfgPath, raw, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("runc", "run", "-d", "--bundle", dir, id)
+	c := &Container{ID: id, Bundle: dir, Rootfs: rootfs, t: t}
+	t.Cleanup(c.Remove)
+	return c
+}
+
+// Start runs the prepared container detached (`runc run -d`); after
+// Remove, it starts it again under the same id (a re-create).
+func (c *Container) Start() error {
+	cmd := exec.Command("runc", "run", "-d", "--bundle", c.Bundle, c.ID)
 	cmd.Stdin = nil
 	// A file, not a pipe: the detached container inherits runc's stdio, and
 	// Wait would block until the container closed a pipe (never).
-	stderr, err := os.CreateTemp(dir, "runc-stderr-*")
+	stderr, err := os.CreateTemp(c.Bundle, "runc-stderr-*")
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	defer stderr.Close()
 	cmd.Stderr = stderr
 	if err := cmd.Run(); err != nil {
 		msg, _ := os.ReadFile(stderr.Name())
-		t.Fatalf("runc run %s: %v: %s", id, err, msg)
+		return fmt.Errorf("runc run %s: %v: %s", c.ID, err, msg)
 	}
-	c := &Container{ID: id, Bundle: dir, Rootfs: rootfs, t: t}
-	t.Cleanup(c.Remove)
-	return c
+	return nil
 }
 
 // Remove kills and deletes the container (thawing it first if frozen).
