@@ -52,20 +52,22 @@ type container struct {
 	pending []*containv1.Event
 	// seq: in sequence mode (its cgroup id is in the kernel's seq_cgroups).
 	seq bool
-	// syscalls seen (first use already reported).
-	syscalls [syscallMax / 64]uint64
+	// syscalls seen per origin (first use already reported).
+	syscalls [originClasses][syscallMax / 64]uint64
 }
 
-// firstUse marks syscall nr as used and reports whether it was new.
-func (c *container) firstUse(nr uint32) bool {
-	if nr >= syscallMax {
+// firstUse marks syscall nr as used by a task of origin and reports
+// whether it was new for that origin.
+func (c *container) firstUse(nr uint32, origin containv1.Origin) bool {
+	if nr >= syscallMax || origin < 0 || int(origin) >= originClasses {
 		return false
 	}
 	bit := uint64(1) << (nr % 64)
-	if c.syscalls[nr/64]&bit != 0 {
+	w := &c.syscalls[origin][nr/64]
+	if *w&bit != 0 {
 		return false
 	}
-	c.syscalls[nr/64] |= bit
+	*w |= bit
 	return true
 }
 
