@@ -59,6 +59,10 @@ var kernelLoss = []struct {
 
 const reasonRateLimited = "rate_limited"
 
+// reasonSpoofedLabel counts io.contain.* labels dropped because an
+// annotation or image label (not the runtime's state) carried them.
+const reasonSpoofedLabel = "untrusted_identity_label"
+
 // Collector reads the kernel's events and publishes them as raw batches.
 type Collector struct {
 	cfg   Config
@@ -833,6 +837,11 @@ func (c *Collector) announce(ctr *container, monoNs uint64) {
 		monoNs = ctr.pending[0].MonoNs
 	}
 	ctr.announced = true
+	if n := ctr.info.DroppedLabels - ctr.droppedCounted; n > 0 {
+		// io.contain.* labels from annotations or image labels.
+		c.m.Dropped.WithLabelValues(metrics.StageCollector, reasonSpoofedLabel).Add(float64(n))
+		ctr.droppedCounted = ctr.info.DroppedLabels
+	}
 	c.selectSequence(ctr)
 	info := ctr.infoEvent(c.cfg.Host, monoNs)
 	c.finish(info)

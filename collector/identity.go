@@ -52,6 +52,8 @@ type container struct {
 	pending []*containv1.Event
 	// seq: in sequence mode (its cgroup id is in the kernel's seq_cgroups).
 	seq bool
+	// droppedCounted: info.DroppedLabels already counted in metrics.
+	droppedCounted int
 	// syscalls seen per origin (first use already reported).
 	syscalls [originClasses][syscallMax / 64]uint64
 }
@@ -241,6 +243,13 @@ func (c *container) infoEvent(host string, monoNs uint64) *containv1.Event {
 			Labels:     maps.Clone(c.info.Labels),
 			Pod:        c.info.Pod,
 			Namespace:  c.info.Namespace,
+
+			// Identity from the runtime's or engine's state only; labels
+			// an image author controls never set it (runtime.Info.sanitize).
+			ImageRef:    c.info.Identity.ImageRef,
+			ImageDigest: c.info.Identity.ImageDigest,
+			ImageId:     c.info.Identity.ImageID,
+			Name:        c.info.Identity.Name,
 		}},
 	}
 	if c.info.InitPID != 0 {

@@ -13,6 +13,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/containsec/contain/internal/metrics"
+	"github.com/containsec/contain/internal/runtime"
 	"github.com/containsec/contain/internal/testenv"
 	"github.com/containsec/contain/schemas/containv1"
 )
@@ -418,5 +422,30 @@ func TestIntegrationLineageSeeded(t *testing.T) {
 				t.Errorf("the later session: %s", describe(ev))
 			}
 		}
+	}
+}
+
+// An OCI annotation naming an image digest (an image author's, for runc)
+// is not the container's identity: runc keeps none, so none is announced.
+func TestIntegrationIdentityNotFromAnnotations(t *testing.T) {
+	_, js, m := startCollector(t, nil)
+	raw := consumeRaw(t, js)
+	ctr := testenv.RunContainer(t, "linspoof", testenv.ContainerSpec{Annotations: map[string]string{
+		runtime.LabelImageDigest: fakeDigest, runtime.LabelImageRef: "evil:1", "team": "payments",
+	}})
+	evs := raw.waitFor(t, 20*time.Second, "the container's announcement", func(evs []*containv1.Event) bool {
+		return countEvents(evs, ctr.ID, func(ev *containv1.Event) bool { return ev.GetContainer() != nil }) > 0
+	})
+	for _, ev := range evs {
+		ci := ev.GetContainer()
+		if ev.ContainerId != ctr.ID || ci == nil {
+			continue
+		}
+		if ci.ImageDigest != "" || ci.ImageRef != "" || ci.Labels[runtime.LabelImageDigest] != "" || ci.Labels[runtime.LabelImageRef] != "" || ci.Labels["team"] != "payments" {
+			t.Fatalf("announced %v: an annotation set the identity", ci)
+		}
+	}
+	if n := testutil.ToFloat64(m.Dropped.WithLabelValues(metrics.StageCollector, reasonSpoofedLabel)); n < 2 {
+		t.Fatalf("%v spoofed labels counted, want 2", n)
 	}
 }
