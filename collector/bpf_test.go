@@ -269,7 +269,7 @@ func TestBPFSyscallFirstUseAndCounts(t *testing.T) {
 	if perCPU[0].CgroupId != me || perCPU[0].N[39] != 5 || perCPU[0].N[161] != 3 {
 		t.Fatalf("slot %d on CPU 0: cgroup %d (want %d), getpid %d (want 5), chroot %d (want 3)", slot, perCPU[0].CgroupId, me, perCPU[0].N[39], perCPU[0].N[161])
 	}
-	var inHash [][syscallMax]uint32
+	var inHash []syscallCounts
 	if err := coll.Maps["syscall_counts"].Lookup(me, &inHash); err == nil {
 		t.Fatal("counted in the fallback hash although the slot was free")
 	}
@@ -286,7 +286,7 @@ func TestBPFSyscallFirstUseAndCounts(t *testing.T) {
 	if err := coll.Maps["syscall_counts"].Lookup(me, &inHash); err != nil {
 		t.Fatalf("slot taken, but nothing in the fallback hash: %v", err)
 	}
-	if inHash[0][39] != 2 {
-		t.Fatalf("fallback hash: getpid %d on CPU 0, want 2", inHash[0][39])
+	if inHash[0].N[39] != 2 {
+		t.Fatalf("fallback hash: getpid %d on CPU 0, want 2", inHash[0].N[39])
 	}
 }

@@ -53,9 +53,15 @@ var kernelLoss = []struct {
 	{3, "reserve_failed_network"},
 	{4, "reserve_failed_file"},
 	{5, "reserve_failed_process"},
+	{7, "origin_store_failed"},
+	{8, "bulk_headroom"},
 }
 
 const reasonRateLimited = "rate_limited"
+
+// reasonSpoofedLabel counts io.contain.* labels dropped because an
+// annotation or image label (not the runtime's state) carried them.
+const reasonSpoofedLabel = "untrusted_identity_label"
 
 // Collector reads the kernel's events and publishes them as raw batches.
 type Collector struct {
@@ -159,7 +165,15 @@ func New(cfg Config, js jetstream.JetStream, m *metrics.Metrics, log *slog.Logge
 	if err := c.ident.startEngines(cfg, m, log); err != nil {
 		return nil, err
 	}
-	if err := c.load(hostCg); err != nil {
+	hostMnt, err := hostMountNS(procRoot)
+	if err != nil {
+		return nil, fmt.Errorf("collector: %w", err)
+	}
+	if err := c.load(hostCg, hostMnt); err != nil {
+		c.close()
+		return nil, err
+	}
+	if err := c.seedLineage(hostCg, hostMnt); err != nil {
 		c.close()
 		return nil, err
 	}
@@ -223,7 +237,9 @@ func needSysExit(c Config) bool {
 // (which never reach sys_exit).
 func needExit(c Config) bool { return c.Processes || c.Syscalls }
 
-func needFork(c Config) bool { return c.Processes }
+// needFork: the fork program passes origins to children (lineage) and
+// reports forks when c.Processes.
+func needFork(c Config) bool { return true }
 
 func tpBTF(p *ebpf.Program) (link.Link, error) {
 	return link.AttachTracing(link.TracingOptions{Program: p, AttachType: ebpf.AttachTraceRawTp})
@@ -255,7 +271,7 @@ var hookFamilies = [][]hook{
 // load probes the hook families in order of preference: it loads the
 // object with one family's programs only, attaches them and falls back to
 // the next family when the kernel refuses.
-func (c *Collector) load(hostCg uint64) error {
+func (c *Collector) load(hostCg uint64, hostMnt uint32) error {
 	class := syscallClasses(c.cfg)
 	b2u := func(b bool) uint8 {
 		if b {
@@ -316,6 +332,10 @@ family:
 			"wake_types":     wakeTypes(c.cfg.WakeupKinds),
 			"wake_bytes":     uint64(c.cfg.RingBufferBytes / 4),
 			"wake_gated":     uint32(b2u(c.cfg.WakeupCoalesce > 0)),
+			"host_mnt_ns":    hostMnt,
+			// A quarter of the ring is kept for exec, process and
+			// syscall records: a file or network flood cannot fill it.
+			"bulk_ring_limit": uint64(c.cfg.RingBufferBytes) * 3 / 4,
 		} {
 			if err := spec.Variables[name].Set(v); err != nil {
 				return fmt.Errorf("collector: setting %s: %w", name, err)
@@ -352,6 +372,24 @@ family:
 		return nil
 	}
 	return fmt.Errorf("collector: no hooks load: %w", errors.Join(errs...))
+}
+
+// seedLineage gives the tasks that ran before the programs were loaded
+// their origin (seedOrigins), then lets the kernel take a task it has no
+// origin for in a container cgroup for the runtime's.
+func (c *Collector) seedLineage(hostCg uint64, hostMnt uint32) error {
+	st, err := seedOrigins(c.coll.Maps["origins"], c.coll.Maps["programs"], procRoot, c.cfg.CgroupRoot, hostCg, hostMnt)
+	if err != nil {
+		return fmt.Errorf("collector: seeding origins: %w", err)
+	}
+	if st.failed > 0 {
+		c.m.Errors.WithLabelValues(metrics.StageCollector, "origin_seed").Add(float64(st.failed))
+	}
+	if err := c.coll.Variables["lineage_ready"].Set(uint32(1)); err != nil {
+		return fmt.Errorf("collector: enabling lineage (mmapped BPF globals need Linux 5.5): %w", err)
+	}
+	c.log.Info("origins seeded", "processes", st.processes, "tasks", st.tasks, "failed", st.failed)
+	return nil
 }
 
 // Syscalls the sys_exit program turns into network and file records.
@@ -753,8 +791,9 @@ func (c *Collector) route(ev *containv1.Event) {
 	switch {
 	case ctr != nil && ctr.isContainer:
 		if sc := ev.GetSyscall(); sc != nil && sc.Mode == containv1.Syscall_MODE_FIRST {
-			// The kernel reports a first use once per CPU; keep the first.
-			if !ctr.firstUse(sc.Nr) {
+			// The kernel reports a first use once per CPU and origin;
+			// keep the first per origin.
+			if !ctr.firstUse(sc.Nr, sc.GetProc().GetOrigin()) {
 				return
 			}
 		}
@@ -798,6 +837,11 @@ func (c *Collector) announce(ctr *container, monoNs uint64) {
 		monoNs = ctr.pending[0].MonoNs
 	}
 	ctr.announced = true
+	if n := ctr.info.DroppedLabels - ctr.droppedCounted; n > 0 {
+		// io.contain.* labels from annotations or image labels.
+		c.m.Dropped.WithLabelValues(metrics.StageCollector, reasonSpoofedLabel).Add(float64(n))
+		ctr.droppedCounted = ctr.info.DroppedLabels
+	}
 	c.selectSequence(ctr)
 	info := ctr.infoEvent(c.cfg.Host, monoNs)
 	c.finish(info)
@@ -958,12 +1002,12 @@ func (c *Collector) reportCounts() {
 	hash := c.coll.Maps["syscall_counts"]
 	var (
 		cgid   uint64
-		perCPU [][syscallMax]uint32
+		perCPU []syscallCounts
 	)
 	it := hash.Iterate()
 	for it.Next(&cgid, &perCPU) {
 		for i := range perCPU {
-			add(cgid, &perCPU[i])
+			add(cgid, &perCPU[i].N)
 		}
 	}
 	if err := it.Err(); err != nil {
@@ -1022,6 +1066,7 @@ func (c *Collector) reportCounts() {
 			if !c.ident.cgroups.Known(id) {
 				dead[id] = true
 				_ = hash.Delete(id)
+				_ = c.coll.Maps["programs"].Delete(id)
 				delete(c.lastCounts, id)
 			}
 		}

@@ -17,6 +17,7 @@ type collectorCountSlot struct {
 	_        structs.HostLayout
 	CgroupId uint64
 	N        [512]uint32
+	Seen     [4][8]uint64
 }
 
 type collectorExecEvent struct {
@@ -90,20 +91,23 @@ type collectorRateBucket struct {
 }
 
 type collectorRecordHdr struct {
-	_        structs.HostLayout
-	Type     uint8
-	Flags    uint8
-	Pad      uint16
-	Pid      uint32
-	Tgid     uint32
-	Ppid     uint32
-	NsPid    uint32
-	Uid      uint32
-	Gid      uint32
-	Euid     uint32
-	CgroupId uint64
-	KtimeNs  uint64
-	Comm     [16]int8
+	_           structs.HostLayout
+	Type        uint8
+	Flags       uint8
+	Origin      uint8
+	Pad         uint8
+	Pid         uint32
+	Tgid        uint32
+	Ppid        uint32
+	NsPid       uint32
+	Uid         uint32
+	Gid         uint32
+	Euid        uint32
+	CgroupId    uint64
+	KtimeNs     uint64
+	Comm        [16]int8
+	SessionTgid uint32
+	Pad2        uint32
 }
 
 type collectorSeqCgroup struct {
@@ -112,20 +116,21 @@ type collectorSeqCgroup struct {
 }
 
 type collectorSeqEvent struct {
-	_        structs.HostLayout
-	Type     uint8
-	Pad      uint8
-	Nr       uint16
-	Tid      uint32
-	Tgid     uint32
-	Pad2     uint32
-	CgroupId uint64
-	KtimeNs  uint64
+	_           structs.HostLayout
+	Type        uint8
+	Origin      uint8
+	Nr          uint16
+	Tid         uint32
+	Tgid        uint32
+	SessionTgid uint32
+	CgroupId    uint64
+	KtimeNs     uint64
 }
 
 type collectorSyscallCounts struct {
-	_ structs.HostLayout
-	N [512]uint32
+	_    structs.HostLayout
+	N    [512]uint32
+	Seen [4][8]uint64
 }
 
 type collectorSyscallEvent struct {
@@ -137,6 +142,13 @@ type collectorSyscallEvent struct {
 	Ret  int64
 }
 
+type collectorTaskOrigin struct {
+	_           structs.HostLayout
+	Origin      uint8
+	Pad         [3]uint8
+	SessionTgid uint32
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -145,7 +157,9 @@ const (
 	collectorMapCountSlots           = "count_slots"
 	collectorMapEvents               = "events"
 	collectorMapLoss                 = "loss"
+	collectorMapOrigins              = "origins"
 	collectorMapPathScratch          = "path_scratch"
+	collectorMapPrograms             = "programs"
 	collectorMapSensitiveFiles       = "sensitive_files"
 	collectorMapSeqCgroups           = "seq_cgroups"
 	collectorMapSeqEvents            = "seq_events"
@@ -160,10 +174,13 @@ const (
 	collectorProgSysExitRawTp        = "sys_exit_raw_tp"
 	collectorProgSysExitTest         = "sys_exit_test"
 	collectorProgSysExitTpBtf        = "sys_exit_tp_btf"
+	collectorVarBulkRingLimit        = "bulk_ring_limit"
 	collectorVarFilterSelf           = "filter_self"
 	collectorVarHostCgroupId         = "host_cgroup_id"
+	collectorVarHostMntNs            = "host_mnt_ns"
 	collectorVarHostProcesses        = "host_processes"
 	collectorVarIdleGate             = "idle_gate"
+	collectorVarLineageReady         = "lineage_ready"
 	collectorVarOnlyTgid             = "only_tgid"
 	collectorVarRateCapNs            = "rate_cap_ns"
 	collectorVarRateCostNs           = "rate_cost_ns"
@@ -180,6 +197,7 @@ const (
 	collectorVarUnusedSeqCgroup      = "unused_seq_cgroup"
 	collectorVarUnusedSeqEvent       = "unused_seq_event"
 	collectorVarUnusedSyscallEvent   = "unused_syscall_event"
+	collectorVarUnusedTaskOrigin     = "unused_task_origin"
 	collectorVarWakeBytes            = "wake_bytes"
 	collectorVarWakeGate             = "wake_gate"
 	collectorVarWakeGated            = "wake_gated"
@@ -247,7 +265,9 @@ type collectorMapSpecs struct {
 	CountSlots     *ebpf.MapSpec `ebpf:"count_slots"`
 	Events         *ebpf.MapSpec `ebpf:"events"`
 	Loss           *ebpf.MapSpec `ebpf:"loss"`
+	Origins        *ebpf.MapSpec `ebpf:"origins"`
 	PathScratch    *ebpf.MapSpec `ebpf:"path_scratch"`
+	Programs       *ebpf.MapSpec `ebpf:"programs"`
 	SensitiveFiles *ebpf.MapSpec `ebpf:"sensitive_files"`
 	SeqCgroups     *ebpf.MapSpec `ebpf:"seq_cgroups"`
 	SeqEvents      *ebpf.MapSpec `ebpf:"seq_events"`
@@ -259,10 +279,13 @@ type collectorMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type collectorVariableSpecs struct {
+	BulkRingLimit        *ebpf.VariableSpec `ebpf:"bulk_ring_limit"`
 	FilterSelf           *ebpf.VariableSpec `ebpf:"filter_self"`
 	HostCgroupId         *ebpf.VariableSpec `ebpf:"host_cgroup_id"`
+	HostMntNs            *ebpf.VariableSpec `ebpf:"host_mnt_ns"`
 	HostProcesses        *ebpf.VariableSpec `ebpf:"host_processes"`
 	IdleGate             *ebpf.VariableSpec `ebpf:"idle_gate"`
+	LineageReady         *ebpf.VariableSpec `ebpf:"lineage_ready"`
 	OnlyTgid             *ebpf.VariableSpec `ebpf:"only_tgid"`
 	RateCapNs            *ebpf.VariableSpec `ebpf:"rate_cap_ns"`
 	RateCostNs           *ebpf.VariableSpec `ebpf:"rate_cost_ns"`
@@ -279,6 +302,7 @@ type collectorVariableSpecs struct {
 	UnusedSeqCgroup      *ebpf.VariableSpec `ebpf:"unused_seq_cgroup"`
 	UnusedSeqEvent       *ebpf.VariableSpec `ebpf:"unused_seq_event"`
 	UnusedSyscallEvent   *ebpf.VariableSpec `ebpf:"unused_syscall_event"`
+	UnusedTaskOrigin     *ebpf.VariableSpec `ebpf:"unused_task_origin"`
 	WakeBytes            *ebpf.VariableSpec `ebpf:"wake_bytes"`
 	WakeGate             *ebpf.VariableSpec `ebpf:"wake_gate"`
 	WakeGated            *ebpf.VariableSpec `ebpf:"wake_gated"`
@@ -309,7 +333,9 @@ type collectorMaps struct {
 	CountSlots     *ebpf.Map `ebpf:"count_slots"`
 	Events         *ebpf.Map `ebpf:"events"`
 	Loss           *ebpf.Map `ebpf:"loss"`
+	Origins        *ebpf.Map `ebpf:"origins"`
 	PathScratch    *ebpf.Map `ebpf:"path_scratch"`
+	Programs       *ebpf.Map `ebpf:"programs"`
 	SensitiveFiles *ebpf.Map `ebpf:"sensitive_files"`
 	SeqCgroups     *ebpf.Map `ebpf:"seq_cgroups"`
 	SeqEvents      *ebpf.Map `ebpf:"seq_events"`
@@ -323,7 +349,9 @@ func (m *collectorMaps) Close() error {
 		m.CountSlots,
 		m.Events,
 		m.Loss,
+		m.Origins,
 		m.PathScratch,
+		m.Programs,
 		m.SensitiveFiles,
 		m.SeqCgroups,
 		m.SeqEvents,
@@ -336,10 +364,13 @@ func (m *collectorMaps) Close() error {
 //
 // It can be passed to loadCollectorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type collectorVariables struct {
+	BulkRingLimit        *ebpf.Variable `ebpf:"bulk_ring_limit"`
 	FilterSelf           *ebpf.Variable `ebpf:"filter_self"`
 	HostCgroupId         *ebpf.Variable `ebpf:"host_cgroup_id"`
+	HostMntNs            *ebpf.Variable `ebpf:"host_mnt_ns"`
 	HostProcesses        *ebpf.Variable `ebpf:"host_processes"`
 	IdleGate             *ebpf.Variable `ebpf:"idle_gate"`
+	LineageReady         *ebpf.Variable `ebpf:"lineage_ready"`
 	OnlyTgid             *ebpf.Variable `ebpf:"only_tgid"`
 	RateCapNs            *ebpf.Variable `ebpf:"rate_cap_ns"`
 	RateCostNs           *ebpf.Variable `ebpf:"rate_cost_ns"`
@@ -356,6 +387,7 @@ type collectorVariables struct {
 	UnusedSeqCgroup      *ebpf.Variable `ebpf:"unused_seq_cgroup"`
 	UnusedSeqEvent       *ebpf.Variable `ebpf:"unused_seq_event"`
 	UnusedSyscallEvent   *ebpf.Variable `ebpf:"unused_syscall_event"`
+	UnusedTaskOrigin     *ebpf.Variable `ebpf:"unused_task_origin"`
 	WakeBytes            *ebpf.Variable `ebpf:"wake_bytes"`
 	WakeGate             *ebpf.Variable `ebpf:"wake_gate"`
 	WakeGated            *ebpf.Variable `ebpf:"wake_gated"`

@@ -24,7 +24,9 @@ const (
 	flagArgsFault         = 1 << 2
 	flagPathTruncated     = 1 << 3
 
-	hdrSize         = 64
+	hdrSize         = 72
+	hdrOriginOff    = 2
+	hdrSessionOff   = 64
 	commLen         = 16
 	filenameMaxLen  = 512
 	argsMaxLen      = 4096
@@ -97,8 +99,20 @@ type header struct {
 	ktime       uint64
 }
 
-func decodeHeader(b []byte) header {
+// decodeOrigin checks a record's origin byte (common.h ORIGIN_*).
+func decodeOrigin(o uint8) (containv1.Origin, error) {
+	if o > uint8(containv1.Origin_ORIGIN_EXEC_SESSION) {
+		return 0, fmt.Errorf("%w: origin %d", ErrMalformedRecord, o)
+	}
+	return containv1.Origin(o), nil
+}
+
+func decodeHeader(b []byte) (header, error) {
 	le := binary.LittleEndian
+	origin, err := decodeOrigin(b[hdrOriginOff])
+	if err != nil {
+		return header{}, err
+	}
 	comm, ok, _ := containv1.SafeString(cstring(b[48:48+commLen]), commLen)
 	return header{
 		typ:   b[0],
@@ -112,11 +126,14 @@ func decodeHeader(b []byte) header {
 			Gid:   le.Uint32(b[24:]),
 			Euid:  le.Uint32(b[28:]),
 			Comm:  comm,
+
+			Origin:      origin,
+			SessionTgid: le.Uint32(b[hdrSessionOff:]),
 		},
 		commNonUTF8: !ok,
 		cgroupID:    le.Uint64(b[32:]),
 		ktime:       le.Uint64(b[40:]),
-	}
+	}, nil
 }
 
 func decodeExec(b []byte, o decodeOptions) (*containv1.Event, error) {
@@ -124,7 +141,10 @@ func decodeExec(b []byte, o decodeOptions) (*containv1.Event, error) {
 		return nil, fmt.Errorf("%w: exec record of %d bytes, want %d", ErrMalformedRecord, len(b), execSize)
 	}
 	le := binary.LittleEndian
-	h := decodeHeader(b)
+	h, err := decodeHeader(b)
+	if err != nil {
+		return nil, err
+	}
 	argc := le.Uint32(b[execBodyOffset:])
 	argsLen := le.Uint32(b[execBodyOffset+4:])
 	fullLen := le.Uint32(b[execBodyOffset+8:])
@@ -184,7 +204,10 @@ func decodeSyscall(b []byte) (*containv1.Event, error) {
 		return nil, fmt.Errorf("%w: syscall record of %d bytes, want %d", ErrMalformedRecord, len(b), syscallSize)
 	}
 	le := binary.LittleEndian
-	h := decodeHeader(b)
+	h, err := decodeHeader(b)
+	if err != nil {
+		return nil, err
+	}
 	nr := le.Uint32(b[hdrSize:])
 	mode := containv1.Syscall_Mode(le.Uint32(b[hdrSize+4:]))
 	if nr >= syscallMax {
@@ -258,7 +281,10 @@ func decodeNet(b []byte) (*containv1.Event, error) {
 		return nil, fmt.Errorf("%w: network record of %d bytes, want %d", ErrMalformedRecord, len(b), netSize)
 	}
 	le := binary.LittleEndian
-	h := decodeHeader(b)
+	h, err := decodeHeader(b)
+	if err != nil {
+		return nil, err
+	}
 	op := containv1.Network_Op(b[hdrSize])
 	if op < containv1.Network_OP_CONNECT || op > containv1.Network_OP_LISTEN {
 		return nil, fmt.Errorf("%w: network op %d", ErrMalformedRecord, op)
@@ -301,7 +327,10 @@ func decodeFile(b []byte) (*containv1.Event, error) {
 		return nil, fmt.Errorf("%w: file record of %d bytes, want %d", ErrMalformedRecord, len(b), fileSize)
 	}
 	le := binary.LittleEndian
-	h := decodeHeader(b)
+	h, err := decodeHeader(b)
+	if err != nil {
+		return nil, err
+	}
 	op := containv1.File_Op(b[hdrSize])
 	if op < containv1.File_OP_OPEN_WRITE || op > containv1.File_OP_OPEN_READ {
 		return nil, fmt.Errorf("%w: file op %d", ErrMalformedRecord, op)
@@ -370,7 +399,10 @@ func decodeProc(b []byte) (*containv1.Event, error) {
 		return nil, fmt.Errorf("%w: process record of %d bytes, want %d", ErrMalformedRecord, len(b), procSize)
 	}
 	le := binary.LittleEndian
-	h := decodeHeader(b)
+	h, err := decodeHeader(b)
+	if err != nil {
+		return nil, err
+	}
 	op := containv1.ProcessLifecycle_Op(le.Uint32(b[hdrSize:]))
 	if op != containv1.ProcessLifecycle_OP_FORK && op != containv1.ProcessLifecycle_OP_EXIT {
 		return nil, fmt.Errorf("%w: process op %d", ErrMalformedRecord, op)
@@ -391,11 +423,17 @@ func decodeProc(b []byte) (*containv1.Event, error) {
 // seqRecord is one sequence-mode record (struct seq_event): a syscall of
 // a selected container's thread, read from the seq_events ring buffer.
 type seqRecord struct {
-	nr       uint32
-	tid      uint32
-	tgid     uint32
-	cgroupID uint64
-	ktime    uint64
+	nr          uint32
+	tid         uint32
+	tgid        uint32
+	cgroupID    uint64
+	ktime       uint64
+	origin      containv1.Origin
+	sessionTgid uint32
+}
+
+func (r seqRecord) key() seqKey {
+	return seqKey{cgid: r.cgroupID, tgid: r.tgid, origin: r.origin, sessionTgid: r.sessionTgid}
 }
 
 // decodeSeq decodes a seq_events record. It is pure and safe on any input.
@@ -407,12 +445,18 @@ func decodeSeq(b []byte) (seqRecord, error) {
 		return seqRecord{}, fmt.Errorf("%w: type %d in the sequence ring", ErrMalformedRecord, b[0])
 	}
 	le := binary.LittleEndian
+	origin, err := decodeOrigin(b[1])
+	if err != nil {
+		return seqRecord{}, err
+	}
 	r := seqRecord{
-		nr:       uint32(le.Uint16(b[2:])),
-		tid:      le.Uint32(b[4:]),
-		tgid:     le.Uint32(b[8:]),
-		cgroupID: le.Uint64(b[16:]),
-		ktime:    le.Uint64(b[24:]),
+		nr:          uint32(le.Uint16(b[2:])),
+		tid:         le.Uint32(b[4:]),
+		tgid:        le.Uint32(b[8:]),
+		cgroupID:    le.Uint64(b[16:]),
+		ktime:       le.Uint64(b[24:]),
+		origin:      origin,
+		sessionTgid: le.Uint32(b[12:]),
 	}
 	if r.nr >= syscallMax {
 		return seqRecord{}, fmt.Errorf("%w: syscall %d out of range", ErrMalformedRecord, r.nr)

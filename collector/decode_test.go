@@ -26,6 +26,9 @@ func TestRecordLayoutMatchesBTF(t *testing.T) {
 		{"hdr.cgroup_id", unsafe.Offsetof(h.CgroupId), 32},
 		{"hdr.ktime_ns", unsafe.Offsetof(h.KtimeNs), 40},
 		{"hdr.comm", unsafe.Offsetof(h.Comm), 48},
+		{"hdr.origin", unsafe.Offsetof(h.Origin), hdrOriginOff},
+		{"hdr.session_tgid", unsafe.Offsetof(h.SessionTgid), hdrSessionOff},
+		{"sizeof(task_origin)", unsafe.Sizeof(collectorTaskOrigin{}), 8},
 		{"exec.argc", unsafe.Offsetof(e.Argc), execBodyOffset},
 		{"exec.filename", unsafe.Offsetof(e.Filename), execFilenameOff},
 		{"exec.args", unsafe.Offsetof(e.Args), execArgsOff},
@@ -474,6 +477,9 @@ func FuzzDecode(f *testing.F) {
 	f.Add(withDir(fileRecord(6, 0, 0, 0, []byte("a"), nil), dirUnresolved, 0, nil))
 	f.Add(procRecord(1, 42, 0))
 	f.Add(procRecord(2, 0, 768))
+	f.Add(withOrigin(procRecord(1, 42, 0), 3, 4242))
+	f.Add(withOrigin(syscallRecord(165, 2, 1), 2, 0))
+	f.Add(withOrigin(execRec{argc: 1, filename: []byte("/bin/sh")}.bytes(), 1, 0))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		ev, err := decode(b, decodeOptions{maxArgs: 64})
 		if err != nil {
@@ -518,5 +524,50 @@ func TestDefaultConfigHoldsForMetadata(t *testing.T) {
 	c := DefaultConfig()
 	if c.MetadataWait <= 0 || c.MaxHeldEvents <= 0 || c.CountInterval <= 0 || !c.Syscalls || len(c.SensitiveSyscalls) == 0 {
 		t.Fatalf("defaults: %+v", c)
+	}
+}
+
+// withOrigin sets a record header's origin and session_tgid.
+func withOrigin(b []byte, origin uint8, session uint32) []byte {
+	b[hdrOriginOff] = origin
+	binary.LittleEndian.PutUint32(b[hdrSessionOff:], session)
+	return b
+}
+
+func TestDecodeOrigin(t *testing.T) {
+	for _, c := range []struct {
+		rec     []byte
+		origin  containv1.Origin
+		session uint32
+	}{
+		{withOrigin(execRec{argc: 1, filename: []byte("/bin/sh")}.bytes(), 1, 0), containv1.Origin_ORIGIN_CONTAINER, 0},
+		{withOrigin(syscallRecord(165, 2, 1), 2, 0), containv1.Origin_ORIGIN_RUNTIME, 0},
+		{withOrigin(procRecord(1, 42, 0), 3, 4242), containv1.Origin_ORIGIN_EXEC_SESSION, 4242},
+		{withOrigin(fileRecord(1, 1, 0, 0, []byte("/x"), nil), 0, 0), containv1.Origin_ORIGIN_UNSPECIFIED, 0},
+		{withOrigin(netRecord(1, 6, 2, 0, 1, 2, []byte{1, 2, 3, 4}, []byte{1, 2, 3, 4}), 1, 7), containv1.Origin_ORIGIN_CONTAINER, 7},
+	} {
+		ev, err := decode(c.rec, decodeOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var p *containv1.Process
+		switch b := ev.GetBody().(type) {
+		case *containv1.Event_Exec:
+			p = b.Exec.Proc
+		case *containv1.Event_Syscall:
+			p = b.Syscall.Proc
+		case *containv1.Event_Process:
+			p = b.Process.Proc
+		case *containv1.Event_File:
+			p = b.File.Proc
+		case *containv1.Event_Network:
+			p = b.Network.Proc
+		}
+		if p.GetOrigin() != c.origin || p.GetSessionTgid() != c.session {
+			t.Errorf("%s: origin %v session %d, want %v %d", ev.Kind, p.GetOrigin(), p.GetSessionTgid(), c.origin, c.session)
+		}
+	}
+	if _, err := decode(withOrigin(procRecord(1, 42, 0), 4, 0), decodeOptions{}); !errors.Is(err, ErrMalformedRecord) || !strings.Contains(err.Error(), "origin 4") {
+		t.Errorf("origin 4: %v, want a malformed record naming the origin", err)
 	}
 }

@@ -52,20 +52,24 @@ type container struct {
 	pending []*containv1.Event
 	// seq: in sequence mode (its cgroup id is in the kernel's seq_cgroups).
 	seq bool
-	// syscalls seen (first use already reported).
-	syscalls [syscallMax / 64]uint64
+	// droppedCounted: info.DroppedLabels already counted in metrics.
+	droppedCounted int
+	// syscalls seen per origin (first use already reported).
+	syscalls [originClasses][syscallMax / 64]uint64
 }
 
-// firstUse marks syscall nr as used and reports whether it was new.
-func (c *container) firstUse(nr uint32) bool {
-	if nr >= syscallMax {
+// firstUse marks syscall nr as used by a task of origin and reports
+// whether it was new for that origin.
+func (c *container) firstUse(nr uint32, origin containv1.Origin) bool {
+	if nr >= syscallMax || origin < 0 || int(origin) >= originClasses {
 		return false
 	}
 	bit := uint64(1) << (nr % 64)
-	if c.syscalls[nr/64]&bit != 0 {
+	w := &c.syscalls[origin][nr/64]
+	if *w&bit != 0 {
 		return false
 	}
-	c.syscalls[nr/64] |= bit
+	*w |= bit
 	return true
 }
 
@@ -239,6 +243,13 @@ func (c *container) infoEvent(host string, monoNs uint64) *containv1.Event {
 			Labels:     maps.Clone(c.info.Labels),
 			Pod:        c.info.Pod,
 			Namespace:  c.info.Namespace,
+
+			// Identity from the runtime's or engine's state only; labels
+			// an image author controls never set it (runtime.Info.sanitize).
+			ImageRef:    c.info.Identity.ImageRef,
+			ImageDigest: c.info.Identity.ImageDigest,
+			ImageId:     c.info.Identity.ImageID,
+			Name:        c.info.Identity.Name,
 		}},
 	}
 	if c.info.InitPID != 0 {

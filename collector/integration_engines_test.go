@@ -96,6 +96,9 @@ func metadataErrors(m *metrics.Metrics, engine, reason string) float64 {
 // labels, Kubernetes pod, namespace and container name from the OCI
 // annotations), and their first execs, which ran while the engine was
 // asked, are all published after the announcement.
+// fakeDigest is what a spoofing image label or annotation claims.
+var fakeDigest = "sha256:" + strings.Repeat("f", 64)
+
 func TestIntegrationEngineMetadata(t *testing.T) {
 	e := testenv.RequireEngines(t)
 	state := enginesContainerdState(t, e)
@@ -113,9 +116,14 @@ func TestIntegrationEngineMetadata(t *testing.T) {
 	}
 
 	t.Run("docker", func(t *testing.T) {
-		d := e.DockerRun(t, "col-eng-docker", []string{"--label", "team=payments", "--label", "com.docker.compose.service=web"}, engineCmd...)
+		d := e.DockerRun(t, "col-eng-docker", []string{"--label", "team=payments", "--label", "com.docker.compose.service=web",
+			"--label", runtime.LabelImageDigest + "=" + fakeDigest, "--label", runtime.LabelImageRef + "=evil:1"}, engineCmd...)
 		info, evs := ofContainer(t, raw, engineCgroupID(t, cfgRoot, d), d.ID)
 		ci := info.GetContainer()
+		if ci.ImageRef != testenv.EnginesImage || ci.ImageId != imageID || ci.Name != "col-eng-docker" ||
+			ci.ImageDigest == fakeDigest || ci.Labels[runtime.LabelImageDigest] == fakeDigest {
+			t.Fatalf("identity of %s: ref %q id %q digest %q name %q, labels %v: want the engine's, never a label's", d.ID, ci.ImageRef, ci.ImageId, ci.ImageDigest, ci.Name, ci.Labels)
+		}
 		if ci.Runtime != runtime.Docker || info.ContainerName != "col-eng-docker" || ci.CgroupPath != d.Cgroup ||
 			ci.Labels["team"] != "payments" || ci.Labels["com.docker.compose.service"] != "web" ||
 			ci.Labels[runtime.LabelImageRef] != testenv.EnginesImage || ci.Labels[runtime.LabelImageID] != imageID ||
@@ -130,6 +138,8 @@ func TestIntegrationEngineMetadata(t *testing.T) {
 	t.Run("containerd", func(t *testing.T) {
 		c := e.ContainerdRun(t, "col-eng-ctd", []string{
 			"--label", "team=payments",
+			"--label", runtime.LabelImageDigest + "=" + fakeDigest,
+			"--annotation", runtime.LabelImageID + "=" + fakeDigest,
 			"--annotation", "io.kubernetes.cri.sandbox-name=web-0",
 			"--annotation", "io.kubernetes.cri.sandbox-namespace=shop",
 			"--annotation", "io.kubernetes.cri.container-name=nginx",
@@ -144,6 +154,10 @@ func TestIntegrationEngineMetadata(t *testing.T) {
 			ci.Labels[runtime.LabelImageID] != imageID || !strings.HasPrefix(ci.Labels[runtime.LabelImageDigest], "sha256:") ||
 			ci.InitPid != uint32(c.Pid) || ci.Bundle == "" {
 			t.Fatalf("KIND_CONTAINER of %s: %v (name %q), want pid %d image id %s", c.ID, ci, info.ContainerName, c.Pid, imageID)
+		}
+		if ci.ImageRef != "docker.io/"+testenv.EnginesImage || ci.ImageId != imageID || !strings.HasPrefix(ci.ImageDigest, "sha256:") ||
+			ci.ImageDigest == fakeDigest || ci.Labels[runtime.LabelImageDigest] == fakeDigest {
+			t.Fatalf("identity of %s: ref %q id %q digest %q: want the engine's, never a label's", c.ID, ci.ImageRef, ci.ImageId, ci.ImageDigest)
 		}
 		if !hasExec(evs, "/bin/sh", engineCmd...) || !hasExec(evs, "/bin/true", "/bin/true", "first") {
 			t.Fatalf("first execs of %s missing: %v", c.ID, evs)

@@ -92,13 +92,15 @@ j=0; while [ $j -lt %d ]; do nc 127.0.0.1 %d </dev/null; j=$((j+1)); done; echo 
 
 // A container over its limit is rate-limited in the kernel and counted
 // (KIND_LOSS, reason rate_limited, with its container id); another
-// container's events still arrive in full.
+// container's events still arrive in full. Only bulk records (file,
+// network) are limited: the flood's execs, its sensitive syscall and an
+// exec after the flood all arrive.
 func TestIntegrationFloodRateLimited(t *testing.T) {
 	_, js, _ := startCollector(t, func(c *Config) {
-		// Above what the quiet container needs (its runc start and exec
-		// bursts included), below what the flood produces.
-		c.RatePerSec = 1000
-		c.RateBurst = 1000
+		// Above the file and network records the quiet container makes
+		// (its execs are never limited), below what the flood produces.
+		c.RatePerSec = 300
+		c.RateBurst = 300
 	})
 	raw := consumeRaw(t, js)
 	flood := testenv.RunContainer(t, "colflood", testenv.ContainerSpec{})
@@ -106,7 +108,10 @@ func TestIntegrationFloodRateLimited(t *testing.T) {
 
 	done := make(chan error, 1)
 	go func() {
-		_, err := flood.Exec(time.Minute, "/bin/sh", "-c", `i=0; while [ $i -lt 3000 ]; do cat /dev/null; i=$((i+1)); done`)
+		// 3000 write-opens (file records) and 300 execs, then an exec and
+		// a sensitive syscall (mount, refused without CAP_SYS_ADMIN).
+		_, err := flood.Exec(time.Minute, "/bin/sh", "-c", `i=0; while [ $i -lt 3000 ]; do echo x > /tmp/f; [ $((i % 10)) = 0 ] && cat /dev/null; i=$((i+1)); done
+/bin/echo after-flood; mount -t tmpfs none /tmp; true`)
 		done <- err
 	}()
 	// Meanwhile, the quiet container: 20 execs, well within its own bucket.
@@ -121,16 +126,26 @@ func TestIntegrationFloodRateLimited(t *testing.T) {
 		l := ev.GetLoss()
 		return l != nil && l.Reason == reasonRateLimited && l.Source == "kernel"
 	}
+	isWrite := func(ev *containv1.Event) bool { return ev.GetFile().GetPath() == "/tmp/f" }
+	isAfter := func(ev *containv1.Event) bool {
+		return slices.Equal(ev.GetExec().GetArgv(), []string{"/bin/echo", "after-flood"})
+	}
+	isMount := func(ev *containv1.Event) bool {
+		s := ev.GetSyscall()
+		return s.GetMode() == containv1.Syscall_MODE_SENSITIVE && s.GetName() == "mount"
+	}
 	var last string
 	defer func() {
 		if t.Failed() {
 			t.Log(last)
 		}
 	}()
-	evs := raw.waitFor(t, 20*time.Second, "the quiet container's execs and the flood's loss", func(evs []*containv1.Event) bool {
-		last = fmt.Sprintf("quiet: %d execs, %d loss; flood: %d execs, %d loss", countEvents(evs, quiet.ID, isCatExec), countEvents(evs, quiet.ID, isLimited),
-			countEvents(evs, flood.ID, isCatExec), countEvents(evs, flood.ID, isLimited))
-		return countEvents(evs, quiet.ID, isCatExec) == 20 && countEvents(evs, flood.ID, isLimited) > 0
+	evs := raw.waitFor(t, 20*time.Second, "the quiet container's execs, the flood's loss, execs, exec and mount after it", func(evs []*containv1.Event) bool {
+		last = fmt.Sprintf("quiet: %d execs, %d loss; flood: %d writes, %d execs, %d loss, %d after, %d mount", countEvents(evs, quiet.ID, isCatExec), countEvents(evs, quiet.ID, isLimited),
+			countEvents(evs, flood.ID, isWrite), countEvents(evs, flood.ID, isCatExec), countEvents(evs, flood.ID, isLimited),
+			countEvents(evs, flood.ID, isAfter), countEvents(evs, flood.ID, isMount))
+		return countEvents(evs, quiet.ID, isCatExec) == 20 && countEvents(evs, flood.ID, isLimited) > 0 &&
+			countEvents(evs, flood.ID, isCatExec) == 300 && countEvents(evs, flood.ID, isAfter) == 1 && countEvents(evs, flood.ID, isMount) >= 1
 	})
 	var lost uint64
 	for _, ev := range evs {
@@ -138,12 +153,12 @@ func TestIntegrationFloodRateLimited(t *testing.T) {
 			lost += ev.GetLoss().Count
 		}
 	}
-	delivered := countEvents(evs, flood.ID, isCatExec)
+	delivered := countEvents(evs, flood.ID, isWrite)
 	if delivered >= 3000 || lost == 0 {
-		t.Fatalf("flood: %d of 3000 execs delivered, %d records rate-limited", delivered, lost)
+		t.Fatalf("flood: %d of 3000 writes delivered, %d records rate-limited", delivered, lost)
 	}
 	if n := countEvents(evs, quiet.ID, isLimited); n != 0 {
 		t.Fatalf("the quiet container was rate-limited (%d loss events)", n)
 	}
-	t.Logf("flood: %d of 3000 execs delivered, %d records rate-limited; quiet: 20 of 20", delivered, lost)
+	t.Logf("flood: %d of 3000 writes delivered, %d records rate-limited, 300 of 300 execs, the exec and mount after it; quiet: 20 of 20", delivered, lost)
 }

@@ -41,7 +41,7 @@ func main() {
 }
 `
 
-const seqAnnotation = "io.contain.test.sequence"
+const seqAnnotation = "contain.test/sequence" // io.contain.* annotations are dropped
 
 // threadSequences concatenates, per thread (tid), the MODE_SEQUENCE
 // events of container ctrID in the order they arrived.

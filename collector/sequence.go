@@ -106,9 +106,17 @@ func matchAny(sels []selector, id, name string, labels map[string]string) bool {
 }
 
 // seqThread is one thread's sequence not yet emitted.
-type seqThread struct {
+// seqKey is what a thread's buffered sequence belongs to: a record with
+// another key (tid reused, cgroup moved, exec into another origin) cuts it.
+type seqKey struct {
 	cgid        uint64
 	tgid        uint32
+	origin      containv1.Origin
+	sessionTgid uint32
+}
+
+type seqThread struct {
+	seqKey
 	first, last uint64 // ktime of the first buffered and of the last record
 	nrs         []uint32
 }
@@ -126,14 +134,14 @@ type sequencer struct {
 	lastT      *seqThread
 	lastSweep  uint64
 	// emit takes ownership of nrs.
-	emit func(cgid uint64, tgid, tid uint32, firstNs uint64, nrs []uint32)
+	emit func(k seqKey, tid uint32, firstNs uint64, nrs []uint32)
 	// overflows counts the times every thread had to be flushed and
 	// forgotten because maxThreads were tracked (sequences cut, nothing
 	// lost).
 	overflows atomic.Uint64
 }
 
-func newSequencer(batch int, flushNs uint64, emit func(uint64, uint32, uint32, uint64, []uint32)) *sequencer {
+func newSequencer(batch int, flushNs uint64, emit func(seqKey, uint32, uint64, []uint32)) *sequencer {
 	return &sequencer{batch: batch, flushNs: flushNs, maxThreads: seqMaxThreads, threads: map[uint32]*seqThread{}, emit: emit}
 }
 
@@ -147,16 +155,17 @@ func (s *sequencer) add(r seqRecord) {
 				s.overflows.Add(1)
 				s.flushAll()
 			}
-			t = &seqThread{cgid: r.cgroupID, tgid: r.tgid}
+			t = &seqThread{seqKey: r.key()}
 			s.threads[r.tid] = t
 		}
 		s.lastTid, s.lastT = r.tid, t
 	}
-	if t.cgid != r.cgroupID || t.tgid != r.tgid {
-		// The tid was reused, or the thread moved cgroup or exec'd into
-		// another group's leader: its sequence so far is another's.
+	if k := r.key(); t.seqKey != k {
+		// The tid was reused, or the thread moved cgroup, exec'd into
+		// another group's leader or into another origin: its sequence so
+		// far is another's.
 		s.flush(r.tid, t)
-		t.cgid, t.tgid = r.cgroupID, r.tgid
+		t.seqKey = k
 	}
 	if len(t.nrs) == 0 {
 		t.first = r.ktime
@@ -177,7 +186,7 @@ func (s *sequencer) flush(tid uint32, t *seqThread) {
 	if len(t.nrs) == 0 {
 		return
 	}
-	s.emit(t.cgid, t.tgid, tid, t.first, t.nrs)
+	s.emit(t.seqKey, tid, t.first, t.nrs)
 	t.nrs = nil
 }
 
@@ -266,15 +275,15 @@ func (c *Collector) handleSeq(rec []byte) {
 }
 
 // emitSequence routes one thread's sequence as a MODE_SEQUENCE event.
-func (c *Collector) emitSequence(cgid uint64, tgid, tid uint32, firstNs uint64, nrs []uint32) {
+func (c *Collector) emitSequence(k seqKey, tid uint32, firstNs uint64, nrs []uint32) {
 	c.m.EventsIn.WithLabelValues(metrics.StageCollector).Inc()
 	c.route(&containv1.Event{
 		Kind:     containv1.Kind_KIND_SYSCALL,
 		MonoNs:   firstNs,
-		CgroupId: cgid,
+		CgroupId: k.cgid,
 		Body: &containv1.Event_Syscall{Syscall: &containv1.Syscall{
 			Mode:     containv1.Syscall_MODE_SEQUENCE,
-			Proc:     &containv1.Process{Pid: tid, Tgid: tgid},
+			Proc:     &containv1.Process{Pid: tid, Tgid: k.tgid, Origin: k.origin, SessionTgid: k.sessionTgid},
 			Sequence: nrs,
 			Count:    uint64(len(nrs)),
 		}},

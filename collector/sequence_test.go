@@ -42,6 +42,8 @@ func TestSeqLayoutMatchesBTF(t *testing.T) {
 		{"seq.tgid", unsafe.Offsetof(e.Tgid), 8},
 		{"seq.cgroup_id", unsafe.Offsetof(e.CgroupId), 16},
 		{"seq.ktime_ns", unsafe.Offsetof(e.KtimeNs), 24},
+		{"seq.origin", unsafe.Offsetof(e.Origin), 1},
+		{"seq.session_tgid", unsafe.Offsetof(e.SessionTgid), 12},
 	} {
 		if c.got != c.want {
 			t.Errorf("%s: C layout %d, decoder %d", c.name, c.got, c.want)
@@ -57,11 +59,18 @@ func TestDecodeSeq(t *testing.T) {
 	if r != (seqRecord{nr: 110, tid: 7, tgid: 5, cgroupID: 99, ktime: 12345}) {
 		t.Fatalf("decoded %+v", r)
 	}
+	b := seqBytes(110, 7, 5, 99, 12345)
+	b[1] = uint8(containv1.Origin_ORIGIN_EXEC_SESSION)
+	binary.LittleEndian.PutUint32(b[12:], 4242)
+	if r, err := decodeSeq(b); err != nil || r.origin != containv1.Origin_ORIGIN_EXEC_SESSION || r.sessionTgid != 4242 {
+		t.Fatalf("decoded %+v, %v; want an exec session of 4242", r, err)
+	}
 	for name, b := range map[string][]byte{
 		"short":        seqBytes(1, 1, 1, 1, 1)[:seqSize-1],
 		"empty":        nil,
 		"wrong type":   append([]byte{recordSyscall}, seqBytes(1, 1, 1, 1, 1)[1:]...),
 		"nr too large": seqBytes(syscallMax, 1, 1, 1, 1),
+		"bad origin":   func() []byte { b := seqBytes(1, 1, 1, 1, 1); b[1] = 9; return b }(),
 	} {
 		if _, err := decodeSeq(b); !errors.Is(err, ErrMalformedRecord) {
 			t.Errorf("%s: err = %v", name, err)
@@ -74,6 +83,7 @@ func FuzzDecodeSeq(f *testing.F) {
 	f.Add(seqBytes(0xffff, 0, 0, 0, 0))
 	f.Add([]byte{recordSeq})
 	f.Add(make([]byte, seqSize))
+	f.Add(append([]byte{recordSeq, 3}, seqBytes(1, 1, 1, 1, 1)[2:]...))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		r, err := decodeSeq(b)
 		if err != nil {
@@ -82,7 +92,7 @@ func FuzzDecodeSeq(f *testing.F) {
 			}
 			return
 		}
-		if r.nr >= syscallMax || b[0] != recordSeq {
+		if r.nr >= syscallMax || b[0] != recordSeq || r.origin > containv1.Origin_ORIGIN_EXEC_SESSION {
 			t.Fatalf("accepted %+v from %x", r, b)
 		}
 	})
@@ -140,8 +150,8 @@ type emitted struct {
 
 func TestSequencer(t *testing.T) {
 	var out []emitted
-	s := newSequencer(4, 100, func(cgid uint64, tgid, tid uint32, first uint64, nrs []uint32) {
-		out = append(out, emitted{cgid, tgid, tid, first, nrs})
+	s := newSequencer(4, 100, func(k seqKey, tid uint32, first uint64, nrs []uint32) {
+		out = append(out, emitted{k.cgid, k.tgid, tid, first, nrs})
 	})
 	s.maxThreads = 3
 	rec := func(tid, tgid uint32, cgid, ktime uint64, nr uint32) {
@@ -322,10 +332,10 @@ func BenchmarkSequenceRecord(b *testing.B) {
 		recs[i] = seqBytes(uint16(100+i), 42, 42, 7, uint64(i))
 	}
 	var bytes int
-	s := newSequencer(256, 1e8, func(cgid uint64, tgid, tid uint32, first uint64, nrs []uint32) {
-		ev := &containv1.Event{Kind: containv1.Kind_KIND_SYSCALL, MonoNs: first, CgroupId: cgid,
+	s := newSequencer(256, 1e8, func(k seqKey, tid uint32, first uint64, nrs []uint32) {
+		ev := &containv1.Event{Kind: containv1.Kind_KIND_SYSCALL, MonoNs: first, CgroupId: k.cgid,
 			Body: &containv1.Event_Syscall{Syscall: &containv1.Syscall{Mode: containv1.Syscall_MODE_SEQUENCE,
-				Proc: &containv1.Process{Pid: tid, Tgid: tgid}, Sequence: nrs, Count: uint64(len(nrs))}}}
+				Proc: &containv1.Process{Pid: tid, Tgid: k.tgid}, Sequence: nrs, Count: uint64(len(nrs))}}}
 		out, err := proto.Marshal(ev)
 		if err != nil {
 			b.Fatal(err)

@@ -16,6 +16,8 @@ const struct count_slot *unused_count_slot __attribute__((unused));
 const struct seq_event *unused_seq_event __attribute__((unused));
 const struct seq_cgroup *unused_seq_cgroup __attribute__((unused));
 
+const struct task_origin *unused_task_origin __attribute__((unused));
+
 // Sequence mode (collector.sequence_select). seq_active is 1 while
 // seq_cgroups holds at least one container: user space writes it through
 // the mmapped .data, and it is the only cost sequence mode adds to
@@ -115,19 +117,50 @@ static __always_inline __u32 walk_path(__u32 slot, struct dentry *dentry, struct
 	return w.off;
 }
 
-static __always_inline int handle_exec(struct task_struct *task, struct linux_binprm *bprm)
+// exec_origin applies an exec to task's origin and returns the new one. A
+// runtime task that execs outside the host's mount namespace starts the
+// container's program (the cgroup's first such exec, or pid 1 of its pid
+// namespace) or an exec session (any later one); in the host's mount
+// namespace it is the runtime re-executing itself (runc's memfd clone,
+// /proc/self/fd/N) and stays the runtime's.
+static __always_inline struct task_origin exec_origin(struct task_struct *task, __u64 cgid, __u32 tgid, bool lazy)
+{
+	struct task_origin org = current_origin(cgid, lazy);
+	if (org.origin != ORIGIN_RUNTIME)
+		return org;
+	if (BPF_CORE_READ(task, nsproxy, mnt_ns, ns.inum) == host_mnt_ns)
+		return org;
+	__u8 one = 1;
+	// NOEXIST: of two racing first execs, one is the program.
+	if (bpf_map_update_elem(&programs, &cgid, &one, BPF_NOEXIST) == 0 || task_ns_pid(task) == 1) {
+		org.origin = ORIGIN_CONTAINER;
+		org.session_tgid = 0;
+	} else {
+		org.origin = ORIGIN_EXEC_SESSION;
+		org.session_tgid = tgid;
+	}
+	struct task_origin *o = bpf_task_storage_get(&origins, bpf_get_current_task_btf(), &org, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (o)
+		*o = org;
+	else
+		count_loss(LOSS_ORIGIN_STORE);
+	return org;
+}
+
+static __always_inline int handle_exec(struct task_struct *task, struct linux_binprm *bprm, bool lazy)
 {
 	__u64 cgid = bpf_get_current_cgroup_id();
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	if (!wanted(cgid, tgid) || !allow(cgid))
+	if (!wanted(cgid, tgid))
 		return 0;
-
+	// Exec records are never rate limited: a flood must not hide them.
+	struct task_origin org = exec_origin(task, cgid, tgid, lazy);
 	struct exec_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
 		count_loss(LOSS_RINGBUF_EXEC);
 		return 0;
 	}
-	fill_hdr(&e->hdr, RECORD_EXEC, task, cgid);
+	fill_hdr(&e->hdr, RECORD_EXEC, task, cgid, org);
 	e->argc = BPF_CORE_READ(bprm, argc);
 
 	const char *fn = BPF_CORE_READ(bprm, filename);
@@ -177,13 +210,13 @@ static __always_inline int handle_exec(struct task_struct *task, struct linux_bi
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(exec_tp_btf, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
 {
-	return handle_exec(p, bprm);
+	return handle_exec(p, bprm, false);
 }
 
 SEC("raw_tracepoint/sched_process_exec")
 int exec_raw_tp(struct bpf_raw_tracepoint_args *ctx)
 {
-	return handle_exec((struct task_struct *)ctx->args[0], (struct linux_binprm *)ctx->args[2]);
+	return handle_exec((struct task_struct *)ctx->args[0], (struct linux_binprm *)ctx->args[2], true);
 }
 
 // x86-64 syscall arguments: di, si, dx, r10, r8, r9.
@@ -205,17 +238,18 @@ static __always_inline __u64 arg(struct pt_regs *regs, int i)
 	}
 }
 
-static __always_inline void emit_syscall(struct pt_regs *regs, __u64 cgid, __u32 nr, __u32 mode, long ret)
+// emit_syscall writes a first-use or sensitive syscall record; never rate
+// limited (a flood must not hide them).
+static __always_inline void emit_syscall(struct pt_regs *regs, __u64 cgid, __u32 nr, __u32 mode, long ret,
+					 struct task_origin org)
 {
-	if (!allow(cgid))
-		return;
 	struct syscall_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
 		count_loss(LOSS_RINGBUF_SYSCALL);
 		return;
 	}
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
-	fill_hdr(&e->hdr, RECORD_SYSCALL, task, cgid);
+	fill_hdr(&e->hdr, RECORD_SYSCALL, task, cgid, org);
 	e->nr = nr;
 	e->mode = mode;
 	e->ret = ret;
@@ -228,18 +262,30 @@ static __always_inline void emit_syscall(struct pt_regs *regs, __u64 cgid, __u32
 	bpf_ringbuf_submit(e, submit_flags(RECORD_SYSCALL));
 }
 
-// count_syscall increments (cgid, nr) on this CPU and returns the count
-// before, or -1 when it could not count.
-static __always_inline long count_syscall(__u64 cgid, __u32 nr)
+// first_of marks nr as seen for origin in seen and reports whether it was new.
+#define FIRST_OF(seen, origin, nr)                                                              \
+	({                                                                                      \
+		__u64 *w = &(seen)[(origin) & (ORIGIN_CLASSES - 1)][((nr) >> 6) & (SYSCALL_MAX / 64 - 1)]; \
+		__u64 bit = 1ULL << ((nr) & 63);                                                \
+		bool isnew = !(*w & bit);                                                       \
+		if (isnew)                                                                      \
+			*w |= bit;                                                              \
+		isnew;                                                                          \
+	})
+
+// count_syscall increments (cgid, nr) on this CPU and returns 1 when this
+// CPU had not seen nr used by a task of origin in cgid yet, 0 when it had,
+// -1 when it could not count.
+static __always_inline long count_syscall(__u64 cgid, __u32 nr, __u8 origin)
 {
 	__u32 slot = (cgid * 0x9E3779B97F4A7C15ULL) >> 56; // COUNT_SLOTS = 256
 	struct count_slot *s = bpf_map_lookup_elem(&count_slots, &slot);
 	if (s) {
-		if (s->cgroup_id == cgid)
-			return s->n[nr & (SYSCALL_MAX - 1)]++;
-		if (s->cgroup_id == 0) {
+		if (s->cgroup_id == 0)
 			s->cgroup_id = cgid;
-			return s->n[nr & (SYSCALL_MAX - 1)]++;
+		if (s->cgroup_id == cgid) {
+			s->n[nr & (SYSCALL_MAX - 1)]++;
+			return FIRST_OF(s->seen, origin, nr);
 		}
 	}
 	struct syscall_counts *c = bpf_map_lookup_elem(&syscall_counts, &cgid);
@@ -260,7 +306,8 @@ static __always_inline long count_syscall(__u64 cgid, __u32 nr)
 				return -1;
 		}
 	}
-	return c->n[nr & (SYSCALL_MAX - 1)]++;
+	c->n[nr & (SYSCALL_MAX - 1)]++;
+	return FIRST_OF(c->seen, origin, nr);
 }
 
 #define AF_INET 2
@@ -314,7 +361,7 @@ struct sockaddr_any {
 	__u32 scope;
 };
 
-static __always_inline void handle_net(struct pt_regs *regs, __u64 cgid, __u32 nr, long ret)
+static __always_inline void handle_net(struct pt_regs *regs, __u64 cgid, __u32 nr, long ret, struct task_origin org)
 {
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
 	long fd = (long)(int)arg(regs, 0);
@@ -350,14 +397,14 @@ static __always_inline void handle_net(struct pt_regs *regs, __u64 cgid, __u32 n
 	}
 	if (family != AF_INET && family != AF_INET6)
 		return;
-	if (!allow(cgid))
+	if (!allow(cgid) || !bulk_allowed())
 		return;
 	struct net_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
 		count_loss(LOSS_RINGBUF_NET);
 		return;
 	}
-	fill_hdr(&e->hdr, RECORD_NET, task, cgid);
+	fill_hdr(&e->hdr, RECORD_NET, task, cgid, org);
 	e->op = op;
 	e->family = family;
 	e->result = ret;
@@ -469,7 +516,7 @@ static __always_inline bool base_dir(struct task_struct *task, int fd, struct fi
 	return true;
 }
 
-static __always_inline void handle_file(struct pt_regs *regs, __u64 cgid, __u32 nr, long ret)
+static __always_inline void handle_file(struct pt_regs *regs, __u64 cgid, __u32 nr, long ret, struct task_origin org)
 {
 	const char *path = NULL, *new_path = NULL;
 	__u32 flags = 0, mode = 0, uid = 0, gid = 0;
@@ -575,7 +622,7 @@ static __always_inline void handle_file(struct pt_regs *regs, __u64 cgid, __u32 
 			op = FILE_OPEN_READ;
 		}
 	}
-	if (!allow(cgid))
+	if (!allow(cgid) || !bulk_allowed())
 		return;
 	struct file_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
@@ -583,7 +630,7 @@ static __always_inline void handle_file(struct pt_regs *regs, __u64 cgid, __u32 
 		return;
 	}
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
-	fill_hdr(&e->hdr, RECORD_FILE, task, cgid);
+	fill_hdr(&e->hdr, RECORD_FILE, task, cgid, org);
 	e->op = op;
 	e->_pad = 0;
 	e->uid = uid;
@@ -623,7 +670,7 @@ static __always_inline void handle_file(struct pt_regs *regs, __u64 cgid, __u32 
 }
 
 // emit_seq writes one sequence record when cgid is selected.
-static __always_inline void emit_seq(__u64 cgid, __u32 nr)
+static __always_inline void emit_seq(__u64 cgid, __u32 nr, struct task_origin org)
 {
 	struct seq_cgroup *s = bpf_map_lookup_elem(&seq_cgroups, &cgid);
 	if (!s)
@@ -635,23 +682,23 @@ static __always_inline void emit_seq(__u64 cgid, __u32 nr)
 	}
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	e->type = RECORD_SEQ;
-	e->_pad = 0;
+	e->origin = org.origin;
 	e->nr = nr;
 	e->tid = (__u32)pid_tgid;
 	e->tgid = pid_tgid >> 32;
-	e->_pad2 = 0;
+	e->session_tgid = org.session_tgid;
 	e->cgroup_id = cgid;
 	e->ktime_ns = bpf_ktime_get_ns();
 	bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP);
 }
 
 // handle_sys_exit runs on every syscall's return. It counts each syscall
-// per (container, nr) in a per-CPU value, reports the first use on each CPU
-// (user space keeps the first per container), reports sensitive syscalls
+// per (container, nr) in a per-CPU value, reports the first use per origin
+// on each CPU (user space keeps the first per container and origin), reports sensitive syscalls
 // every time with arguments and result, and turns network and file
 // syscalls into records with their result; for containers in sequence
 // mode it then writes a sequence record (emit_seq).
-static __always_inline int handle_sys_exit(struct pt_regs *regs, long id, long ret)
+static __always_inline int handle_sys_exit(struct pt_regs *regs, long id, long ret, bool lazy)
 {
 	__u64 cgid = bpf_get_current_cgroup_id();
 	if (!host_processes && cgid == host_cgroup_id)
@@ -666,34 +713,35 @@ static __always_inline int handle_sys_exit(struct pt_regs *regs, long id, long r
 	if (id < 0 || id >= SYSCALL_MAX)
 		return 0;
 	__u32 nr = id;
-	long n = 1;
+	struct task_origin org = current_origin(cgid, lazy);
+	long first = 0;
 	if (track_counts)
-		n = count_syscall(cgid, nr);
+		first = count_syscall(cgid, nr, org.origin);
 	__u8 class = syscall_class[nr & (SYSCALL_MAX - 1)];
 	if (class & CLASS_SENSITIVE)
-		emit_syscall(regs, cgid, nr, SYSCALL_MODE_SENSITIVE, ret);
-	else if (n == 0)
-		emit_syscall(regs, cgid, nr, SYSCALL_MODE_FIRST, ret);
+		emit_syscall(regs, cgid, nr, SYSCALL_MODE_SENSITIVE, ret, org);
+	else if (first == 1)
+		emit_syscall(regs, cgid, nr, SYSCALL_MODE_FIRST, ret, org);
 	if (class & CLASS_NET)
-		handle_net(regs, cgid, nr, ret);
+		handle_net(regs, cgid, nr, ret, org);
 	else if (class & CLASS_FILE)
-		handle_file(regs, cgid, nr, ret);
+		handle_file(regs, cgid, nr, ret, org);
 	if (seq_active)
-		emit_seq(cgid, nr);
+		emit_seq(cgid, nr, org);
 	return 0;
 }
 
 SEC("tp_btf/sys_exit")
 int BPF_PROG(sys_exit_tp_btf, struct pt_regs *regs, long ret)
 {
-	return handle_sys_exit(regs, regs->orig_ax, ret);
+	return handle_sys_exit(regs, regs->orig_ax, ret, false);
 }
 
 SEC("raw_tracepoint/sys_exit")
 int sys_exit_raw_tp(struct bpf_raw_tracepoint_args *ctx)
 {
 	struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
-	return handle_sys_exit(regs, BPF_CORE_READ(regs, orig_ax), (long)ctx->args[1]);
+	return handle_sys_exit(regs, BPF_CORE_READ(regs, orig_ax), (long)ctx->args[1], true);
 }
 
 // test_sys_exit runs handle_sys_exit with the syscall number given in the
@@ -701,7 +749,7 @@ int sys_exit_raw_tp(struct bpf_raw_tracepoint_args *ctx)
 SEC("raw_tracepoint/sys_exit")
 int sys_exit_test(struct bpf_raw_tracepoint_args *ctx)
 {
-	return handle_sys_exit((struct pt_regs *)ctx->args[0], (long)ctx->args[1], 0);
+	return handle_sys_exit((struct pt_regs *)ctx->args[0], (long)ctx->args[1], 0, true);
 }
 
 // exit and exit_group never return, so sys_exit never sees them: they are
@@ -709,16 +757,16 @@ int sys_exit_test(struct bpf_raw_tracepoint_args *ctx)
 // without a fatal signal, exit otherwise).
 #define SIGNAL_GROUP_EXIT 0x00000004
 
-static __always_inline void emit_proc(struct task_struct *task, __u64 cgid, __u32 op, __u32 child, __s32 code)
+// emit_proc writes a fork or exit record; never rate limited.
+static __always_inline void emit_proc(struct task_struct *task, __u64 cgid, __u32 op, __u32 child, __s32 code,
+				      struct task_origin org)
 {
-	if (!allow(cgid))
-		return;
 	struct lifecycle_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
 		count_loss(LOSS_RINGBUF_PROC);
 		return;
 	}
-	fill_hdr(&e->hdr, RECORD_PROC, task, cgid);
+	fill_hdr(&e->hdr, RECORD_PROC, task, cgid, org);
 	e->op = op;
 	e->child_tgid = child;
 	e->exit_code = code;
@@ -726,9 +774,20 @@ static __always_inline void emit_proc(struct task_struct *task, __u64 cgid, __u3
 	bpf_ringbuf_submit(e, submit_flags(RECORD_PROC));
 }
 
-static __always_inline int handle_fork(struct task_struct *parent, struct task_struct *child)
+// handle_fork runs for every new task, thread or process, in the parent's
+// context: the child inherits the parent's origin (taking one for a parent
+// in a container cgroup without any: the runtime's), then a new process of
+// a container is reported. child is NULL where its storage cannot be
+// written (raw tracepoints: the child inherits lazily, current_origin).
+static __always_inline int handle_fork(struct task_struct *child_btf, struct task_struct *child)
 {
 	__u64 cgid = bpf_get_current_cgroup_id();
+	struct task_origin org = current_origin(cgid, !child_btf);
+	if (child_btf && org.origin != ORIGIN_UNSPECIFIED &&
+	    !bpf_task_storage_get(&origins, child_btf, &org, BPF_LOCAL_STORAGE_GET_F_CREATE))
+		count_loss(LOSS_ORIGIN_STORE);
+	if (!track_procs)
+		return 0;
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	if (!wanted(cgid, tgid))
 		return 0;
@@ -737,11 +796,11 @@ static __always_inline int handle_fork(struct task_struct *parent, struct task_s
 	__u32 ctgid = BPF_CORE_READ(child, tgid);
 	if (BPF_CORE_READ(child, pid) != ctgid)
 		return 0; // a thread
-	emit_proc((struct task_struct *)bpf_get_current_task_btf(), cgid, PROC_FORK, ctgid, 0);
+	emit_proc((struct task_struct *)bpf_get_current_task_btf(), cgid, PROC_FORK, ctgid, 0, org);
 	return 0;
 }
 
-static __always_inline int handle_exit(struct task_struct *task, bool group_dead)
+static __always_inline int handle_exit(struct task_struct *task, bool group_dead, bool lazy)
 {
 	__u64 cgid = bpf_get_current_cgroup_id();
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
@@ -749,37 +808,38 @@ static __always_inline int handle_exit(struct task_struct *task, bool group_dead
 		return 0;
 	if (only_tgid && tgid != only_tgid)
 		return 0;
+	struct task_origin org = current_origin(cgid, lazy);
 	int code = BPF_CORE_READ(task, exit_code);
 	if (track_counts && (code & 0x7f) == 0) {
 		__u32 nr = (BPF_CORE_READ(task, signal, flags) & SIGNAL_GROUP_EXIT) ? 231 : 60;
-		if (count_syscall(cgid, nr) == 0)
-			emit_syscall(NULL, cgid, nr, SYSCALL_MODE_FIRST, 0);
+		if (count_syscall(cgid, nr, org.origin) == 1)
+			emit_syscall(NULL, cgid, nr, SYSCALL_MODE_FIRST, 0, org);
 	}
 	if (track_procs && group_dead)
-		emit_proc(task, cgid, PROC_EXIT, 0, code);
+		emit_proc(task, cgid, PROC_EXIT, 0, code, org);
 	return 0;
 }
 
 SEC("tp_btf/sched_process_fork")
 int BPF_PROG(fork_tp_btf, struct task_struct *parent, struct task_struct *child)
 {
-	return handle_fork(parent, child);
+	return handle_fork(child, child);
 }
 
 SEC("raw_tracepoint/sched_process_fork")
 int fork_raw_tp(struct bpf_raw_tracepoint_args *ctx)
 {
-	return handle_fork((struct task_struct *)ctx->args[0], (struct task_struct *)ctx->args[1]);
+	return handle_fork(NULL, (struct task_struct *)ctx->args[1]);
 }
 
 SEC("tp_btf/sched_process_exit")
 int BPF_PROG(exit_tp_btf, struct task_struct *p, bool group_dead)
 {
-	return handle_exit(p, group_dead);
+	return handle_exit(p, group_dead, false);
 }
 
 SEC("raw_tracepoint/sched_process_exit")
 int exit_raw_tp(struct bpf_raw_tracepoint_args *ctx)
 {
-	return handle_exit((struct task_struct *)ctx->args[0], (bool)ctx->args[1]);
+	return handle_exit((struct task_struct *)ctx->args[0], (bool)ctx->args[1], true);
 }

@@ -40,13 +40,31 @@ enum loss_index {
 	LOSS_RINGBUF_FILE = 4,
 	LOSS_RINGBUF_PROC = 5,
 	LOSS_RATE_LIMITED = 6,
-	LOSS_MAX = 8,
+	LOSS_ORIGIN_STORE = 7, // a task's origin could not be stored (no memory, or busy)
+	LOSS_BULK_HEADROOM = 8, // a file or network record refused: the ring's headroom is kept for urgent records
+	LOSS_MAX = 16,
+};
+
+// Origin (schema Origin): on whose behalf a container task acts, decided
+// by lineage (see docs/design/007-lineage.md), never by comm.
+#define ORIGIN_UNSPECIFIED 0
+#define ORIGIN_CONTAINER 1
+#define ORIGIN_RUNTIME 2
+#define ORIGIN_EXEC_SESSION 3
+#define ORIGIN_CLASSES 4
+
+// task_origin: a task's lineage state (task local storage).
+struct task_origin {
+	__u8 origin;
+	__u8 _pad[3];
+	__u32 session_tgid; // ORIGIN_EXEC_SESSION: the tgid of the task that entered
 };
 
 struct record_hdr {
 	__u8 type;
 	__u8 flags;
-	__u16 _pad;
+	__u8 origin; // ORIGIN_*
+	__u8 _pad;
 	__u32 pid;
 	__u32 tgid;
 	__u32 ppid;
@@ -57,7 +75,9 @@ struct record_hdr {
 	__u64 cgroup_id;
 	__u64 ktime_ns;
 	char comm[TASK_COMM_LEN];
-}; // 64 bytes
+	__u32 session_tgid; // ORIGIN_EXEC_SESSION: the session's first tgid
+	__u32 _pad2;
+}; // 72 bytes
 
 struct exec_event {
 	struct record_hdr hdr;
@@ -92,7 +112,7 @@ struct net_event {
 	__u32 _pad;
 	__u8 local_addr[16]; // IPv4: first 4 bytes
 	__u8 remote_addr[16];
-}; // 112 bytes
+}; // 120 bytes
 
 // File record ops (schema File.Op).
 #define FILE_OPEN_WRITE 1
@@ -125,7 +145,7 @@ struct file_event {
 	char path[PATH_MAX_LEN];
 	char new_path[PATH_MAX_LEN];
 	char dir[PATH_MAX_LEN];
-}; // 864 bytes
+}; // 872 bytes
 
 #define PROC_FORK 1
 #define PROC_EXIT 2
@@ -136,7 +156,7 @@ struct lifecycle_event {
 	__u32 child_tgid;
 	__s32 exit_code; // the wait status: exit status << 8 | signal
 	__u32 _pad;
-}; // 80 bytes
+}; // 88 bytes
 
 #define SYSCALL_MAX 512
 
@@ -150,17 +170,17 @@ struct syscall_event {
 	__u32 mode;
 	__u64 args[6];
 	__s64 ret;
-}; // 128 bytes
+}; // 136 bytes
 
 // Sequence mode: one compact record per syscall of a selected container,
 // in the seq_events ring buffer (not the 64-byte record_hdr).
 struct seq_event {
 	__u8 type; // RECORD_SEQ
-	__u8 _pad;
+	__u8 origin;
 	__u16 nr;
 	__u32 tid;
 	__u32 tgid;
-	__u32 _pad2;
+	__u32 session_tgid;
 	__u64 cgroup_id;
 	__u64 ktime_ns;
 }; // 32 bytes
@@ -171,10 +191,12 @@ struct seq_cgroup {
 	__u64 lost;
 };
 
-// Per-container syscall counts, one value per CPU: a zero count on this CPU
-// marks a (container, syscall) pair this CPU has not seen yet.
+// Per-container syscall counts, one value per CPU, and per origin the
+// syscalls this CPU has reported a first use of: a clear bit marks a
+// (container, origin, syscall) this CPU has not seen yet.
 struct syscall_counts {
 	__u32 n[SYSCALL_MAX];
+	__u64 seen[ORIGIN_CLASSES][SYSCALL_MAX / 64];
 };
 
 // Set by the loader before load.
@@ -185,6 +207,11 @@ volatile const __u8 filter_self = 1;     // 0: the cgroup filter already exclude
 volatile const __u8 track_counts = 1;   // count syscalls and report first uses
 volatile const __u8 track_procs = 1;    // report fork and exit
 volatile const __u32 only_tgid = 0;     // tests: report this process only
+volatile const __u32 host_mnt_ns = 0;   // inode of the host's mount namespace
+// Records of bulk kinds (file, network) are refused while the ring holds
+// more than bulk_ring_limit bytes, keeping the rest for urgent records
+// (exec, process, syscall); 0: no limit.
+volatile const __u64 bulk_ring_limit = 0;
 // syscall_class[nr]: what to do on nr besides counting.
 #define CLASS_SENSITIVE 1 // always reported with args
 #define CLASS_NET 2       // connect, accept, bind, listen
@@ -263,6 +290,7 @@ struct {
 struct count_slot {
 	__u64 cgroup_id; // 0: free
 	__u32 n[SYSCALL_MAX];
+	__u64 seen[ORIGIN_CLASSES][SYSCALL_MAX / 64];
 };
 
 struct {
@@ -338,12 +366,14 @@ static __always_inline __u32 task_ns_pid(struct task_struct *task)
 	return up.nr;
 }
 
-static __always_inline void fill_hdr(struct record_hdr *h, __u8 type, struct task_struct *task, __u64 cgid)
+static __always_inline void fill_hdr(struct record_hdr *h, __u8 type, struct task_struct *task, __u64 cgid,
+				     struct task_origin org)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	__u64 uid_gid = bpf_get_current_uid_gid();
 	h->type = type;
 	h->flags = 0;
+	h->origin = org.origin;
 	h->_pad = 0;
 	h->pid = (__u32)pid_tgid;
 	h->tgid = pid_tgid >> 32;
@@ -355,6 +385,74 @@ static __always_inline void fill_hdr(struct record_hdr *h, __u8 type, struct tas
 	h->cgroup_id = cgid;
 	h->ktime_ns = bpf_ktime_get_ns();
 	bpf_get_current_comm(h->comm, sizeof(h->comm));
+	h->session_tgid = org.session_tgid;
+	h->_pad2 = 0;
+}
+
+// Lineage (docs/design/007-lineage.md). Each task's origin lives in task
+// local storage: created when a task forks from one that has it
+// (inherited), or when a task without it is first seen in a container
+// cgroup (it came in from outside: the runtime); freed with the task.
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct task_origin);
+} origins SEC(".maps");
+
+// programs: container cgroups whose program has started (its first exec
+// inside the container's mount namespace); later such execs are exec
+// sessions. User space deletes the entries of gone cgroups.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64); // cgroup id
+	__type(value, __u8);
+} programs SEC(".maps");
+
+// lineage_ready: user space sets it once it has seeded the tasks that ran
+// before the programs were loaded; until then a task without an origin is
+// not taken for the runtime's.
+volatile __u32 lineage_ready SEC(".data") = 0;
+
+// current_origin returns the current task's origin. A task in a container
+// cgroup without one (once seeding is done) gets one: with lazy (the
+// raw_tracepoint family, whose fork hook cannot write the child's storage)
+// its thread group leader's or else its parent's when they have one, and
+// otherwise, or always without lazy, ORIGIN_RUNTIME: it entered the cgroup
+// from outside.
+static __always_inline struct task_origin current_origin(__u64 cgid, bool lazy)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct task_origin *o = bpf_task_storage_get(&origins, task, 0, 0);
+	if (o)
+		return *o;
+	struct task_origin n = {};
+	if (cgid == host_cgroup_id || !lineage_ready)
+		return n;
+	n.origin = ORIGIN_RUNTIME;
+	if (lazy) {
+		struct task_struct *leader = task->group_leader;
+		struct task_struct *from = leader != task ? leader : task->real_parent;
+		if (from) {
+			o = bpf_task_storage_get(&origins, from, 0, 0);
+			if (o)
+				n = *o;
+		}
+	}
+	if (!bpf_task_storage_get(&origins, task, &n, BPF_LOCAL_STORAGE_GET_F_CREATE))
+		count_loss(LOSS_ORIGIN_STORE);
+	return n;
+}
+
+// bulk_allowed reports whether a bulk record (file, network) may be
+// reserved: not while the ring is filled past bulk_ring_limit.
+static __always_inline bool bulk_allowed(void)
+{
+	if (!bulk_ring_limit || bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) <= bulk_ring_limit)
+		return true;
+	count_loss(LOSS_BULK_HEADROOM);
+	return false;
 }
 
 // allow charges one record to cgid's token bucket and reports whether it

@@ -87,10 +87,10 @@ func (r EngineReader) Lookup(ctx context.Context, engine, ns, id string) (Info, 
 		}
 		info.Runtime = Docker
 		maps.Copy(info.Labels, c.Labels)
-		setIfAbsent(&info, LabelContainerName, c.Name)
-		setIfAbsent(&info, LabelImageRef, c.ImageRef)
-		setIfAbsent(&info, LabelImageID, c.ImageID)
-		setIfAbsent(&info, LabelImageDigest, c.ImageDigest)
+		setIdentity(&info, LabelContainerName, c.Name)
+		setIdentity(&info, LabelImageRef, c.ImageRef)
+		setIdentity(&info, LabelImageID, c.ImageID)
+		setIdentity(&info, LabelImageDigest, c.ImageDigest)
 		info.InitPID = pid32(c.Pid)
 	case engine == EngineContainerd && r.Containerd != nil:
 		c, err := r.Containerd.Container(ctx, ns, id)
@@ -103,13 +103,13 @@ func (r EngineReader) Lookup(ctx context.Context, engine, ns, id string) (Info, 
 		for k, v := range c.Labels {
 			setIfAbsent(&info, k, v)
 		}
-		setIfAbsent(&info, LabelImageRef, c.ImageRef)
+		setIdentity(&info, LabelImageRef, c.ImageRef)
 		if c.ImageRef != "" {
 			// Best effort: the image may be gone since the container
 			// was created; the container is identified without it.
 			if im, err := r.Containerd.Image(ctx, ns, c.ImageRef); err == nil {
-				setIfAbsent(&info, LabelImageDigest, im.Digest)
-				setIfAbsent(&info, LabelImageID, im.ID)
+				setIdentity(&info, LabelImageDigest, im.Digest)
+				setIdentity(&info, LabelImageID, im.ID)
 			}
 		}
 		info.InitPID = pid32(c.Pid)
@@ -149,6 +149,13 @@ func Merge(disk, eng Info) Info {
 	out.Labels = make(map[string]string, len(eng.Labels)+len(disk.Labels))
 	maps.Copy(out.Labels, disk.Labels)
 	maps.Copy(out.Labels, eng.Labels)
+	out.Identity = disk.Identity
+	for _, k := range identityKeys {
+		if v := *eng.Identity.field(k); v != "" {
+			*out.Identity.field(k) = v
+		}
+	}
+	out.DroppedLabels = max(disk.DroppedLabels, eng.DroppedLabels)
 	out.Name = firstNonEmpty(eng.Name, disk.Name)
 	out.fillNames()
 	return out

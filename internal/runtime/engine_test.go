@@ -47,8 +47,8 @@ func TestFromCgroupPathContainerdNamespace(t *testing.T) {
 func TestMerge(t *testing.T) {
 	disk := Info{Runtime: Runc, Bundle: "/b", InitPID: 7, Name: "c1", Labels: map[string]string{
 		"a": "disk", "only.disk": "1", LabelImageRef: "old:1",
-	}}
-	eng := Info{Runtime: Containerd, InitPID: 8, Name: "c1", EngineNamespace: "k8s.io", Labels: map[string]string{
+	}, Identity: Identity{ImageRef: "old:1"}}
+	eng := Info{Runtime: Containerd, InitPID: 8, Name: "c1", EngineNamespace: "k8s.io", Identity: Identity{ImageRef: "new:2"}, Labels: map[string]string{
 		"a": "engine", LabelImageRef: "new:2",
 		"io.kubernetes.cri.sandbox-name": "web-0", "io.kubernetes.cri.sandbox-namespace": "shop",
 		"io.kubernetes.cri.container-name": "nginx",
@@ -56,8 +56,13 @@ func TestMerge(t *testing.T) {
 	got := Merge(disk, eng)
 	if got.Runtime != Containerd || got.Bundle != "/b" || got.InitPID != 7 || got.EngineNamespace != "k8s.io" ||
 		got.Labels["a"] != "engine" || got.Labels["only.disk"] != "1" || got.Labels[LabelImageRef] != "new:2" ||
-		got.Name != "nginx" || got.Pod != "web-0" || got.Namespace != "shop" {
+		got.Name != "nginx" || got.Pod != "web-0" || got.Namespace != "shop" || got.Identity.ImageRef != "new:2" {
 		t.Fatalf("merged: %+v", got)
+	}
+	// An io.contain.* label no runtime state set is an image author's: dropped.
+	spoof := Info{Runtime: Runc, Labels: map[string]string{LabelImageDigest: "sha256:fake", LabelImageRef: "fake:1"}, Identity: Identity{ImageRef: "real:1"}}
+	if got := Merge(spoof, Info{Runtime: Docker, Labels: map[string]string{}}); got.Labels[LabelImageDigest] != "" || got.Labels[LabelImageRef] != "real:1" || got.DroppedLabels != 2 {
+		t.Fatalf("spoofed labels kept: %+v", got)
 	}
 	if disk.Labels["a"] != "disk" {
 		t.Fatal("Merge changed its input")

@@ -156,10 +156,10 @@ func (r StateReader) readLibpod(id string, info *Info) (bool, error) {
 		for k, v := range c.Labels {
 			setIfAbsent(info, k, v)
 		}
-		setIfAbsent(info, LabelContainerName, c.Name)
-		setIfAbsent(info, LabelImageRef, firstNonEmpty(c.RootfsImageName, c.RawImageName))
-		setIfAbsent(info, LabelImageID, c.RootfsImageID)
-		setIfAbsent(info, LabelPodmanPod, pod.Name)
+		setIdentity(info, LabelContainerName, c.Name)
+		setIdentity(info, LabelImageRef, firstNonEmpty(c.RootfsImageName, c.RawImageName))
+		setIdentity(info, LabelImageID, c.RootfsImageID)
+		setIdentity(info, LabelPodmanPod, pod.Name)
 		if info.Runtime == Runc || info.Runtime == CRI || info.Runtime == "" {
 			info.Runtime = Podman
 		}

@@ -15,6 +15,7 @@ func TestPodmanOnDiskReal(t *testing.T) {
 	p := testenv.RequirePodman(t)
 	c := p.PodmanRun(t, "runtime-podman-disk", []string{
 		"--label", "team=payments", "--label", "tier=web", "--annotation", "io.contain.test=ann",
+		"--annotation", LabelImageDigest + "=sha256:" + strings.Repeat("f", 64),
 	})
 	// Measured: /libpod_parent/libpod-<id> with --cgroup-manager cgroupfs.
 	if want := "/libpod_parent/libpod-" + c.ID; c.Cgroup != want {
@@ -36,7 +37,8 @@ func TestPodmanOnDiskReal(t *testing.T) {
 	want := map[string]string{
 		"team":                 "payments",
 		"tier":                 "web",
-		"io.contain.test":      "ann",
+		"io.contain.test":      "", // an annotation may not set io.contain.*
+		LabelImageDigest:       "", // nor claim an image digest
 		"io.container.manager": "libpod",
 		LabelContainerName:     "runtime-podman-disk",
 		LabelImageRef:          testenv.PodmanImage,
@@ -46,6 +48,9 @@ func TestPodmanOnDiskReal(t *testing.T) {
 		if info.Labels[k] != v {
 			t.Errorf("label %s = %q, want %q", k, info.Labels[k], v)
 		}
+	}
+	if info.Identity.ImageID != imageID || info.Identity.ImageDigest != "" || info.Identity.Name != "runtime-podman-disk" || info.DroppedLabels != 2 {
+		t.Errorf("identity %+v, %d labels dropped; want the image id from containers.json, no digest, 2 dropped", info.Identity, info.DroppedLabels)
 	}
 	if info.Runtime != Podman || info.Name != "runtime-podman-disk" || info.InitPID != uint32(c.Pid) ||
 		!strings.HasSuffix(info.Bundle, c.ID+"/userdata") || info.Pod != "" {

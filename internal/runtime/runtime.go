@@ -195,6 +195,13 @@ type Info struct {
 	// Labels are the OCI annotations (runc's state keeps them as its
 	// config labels) merged with the bundle's config.json annotations.
 	Labels map[string]string
+	// Identity is what the runtime's or engine's own state says of the
+	// container's image and name, never taken from labels; its values are
+	// also in Labels under the io.contain.* keys.
+	Identity Identity
+	// DroppedLabels counts io.contain.* labels that came from annotations
+	// or image labels (an image author's) and were dropped.
+	DroppedLabels int
 	// Name is the container's name where an annotation carries one, else
 	// its id.
 	Name      string
@@ -375,7 +382,55 @@ var (
 	namespaceKeys = []string{"io.kubernetes.cri.sandbox-namespace", "io.kubernetes.pod.namespace"}
 )
 
+// Identity is a container's identity as its runtime or engine keeps it.
+type Identity struct {
+	ImageRef, ImageDigest, ImageID string
+	Name                           string // the runtime's name for the container
+	PodmanPod                      string
+}
+
+// field is the field of label key k (identityKeys), or nil.
+func (id *Identity) field(k string) *string {
+	switch k {
+	case LabelImageRef:
+		return &id.ImageRef
+	case LabelImageDigest:
+		return &id.ImageDigest
+	case LabelImageID:
+		return &id.ImageID
+	case LabelContainerName:
+		return &id.Name
+	case LabelPodmanPod:
+		return &id.PodmanPod
+	}
+	return nil
+}
+
+// IdentityPrefix starts every label key only the runtime's own state may set.
+const IdentityPrefix = "io.contain."
+
+// sanitize drops io.contain.* labels no trusted source set (an image
+// author's annotations or labels: they could claim another image's
+// identity) and writes the trusted ones over any such label.
+func (i *Info) sanitize() {
+	for k, v := range i.Labels {
+		if !strings.HasPrefix(k, IdentityPrefix) {
+			continue
+		}
+		if f := i.Identity.field(k); f != nil && *f != "" {
+			if v != *f {
+				i.DroppedLabels++
+				i.Labels[k] = *f
+			}
+			continue
+		}
+		i.DroppedLabels++
+		delete(i.Labels, k)
+	}
+}
+
 func (i *Info) fillNames() {
+	i.sanitize()
 	pick := func(keys []string) string {
 		for _, k := range keys {
 			if v := i.Labels[k]; v != "" {

@@ -28,6 +28,29 @@ const (
 	LabelContainerName = "io.contain.container.name"
 )
 
+// identityKeys are the io.contain.* labels only a runtime's or engine's
+// own state may set (setIdentity); the same keys from annotations or image
+// labels (which an image author controls) are dropped (Info.sanitize).
+var identityKeys = []string{LabelImageRef, LabelImageDigest, LabelImageID, LabelContainerName, LabelPodmanPod}
+
+// setIdentity records v, read from the runtime's or engine's own state,
+// as the identity field k (an identityKeys label name) unless a trusted
+// source set it already, and writes the label k.
+func setIdentity(info *Info, k, v string) {
+	if v == "" {
+		return
+	}
+	f := info.Identity.field(k)
+	if f == nil || *f != "" {
+		return
+	}
+	*f = v
+	if info.Labels == nil {
+		info.Labels = map[string]string{}
+	}
+	info.Labels[k] = v
+}
+
 // setIfAbsent sets labels[k] = v unless v is empty or k is already set.
 func setIfAbsent(info *Info, k, v string) {
 	if v == "" {
@@ -92,11 +115,11 @@ func (r StateReader) readDocker(id string, info *Info) (bool, error) {
 	for k, v := range c.Config.Labels {
 		setIfAbsent(info, k, v)
 	}
-	setIfAbsent(info, LabelContainerName, strings.TrimPrefix(c.Name, "/"))
-	setIfAbsent(info, LabelImageRef, c.Config.Image)
-	setIfAbsent(info, LabelImageID, c.Image)
+	setIdentity(info, LabelContainerName, strings.TrimPrefix(c.Name, "/"))
+	setIdentity(info, LabelImageRef, c.Config.Image)
+	setIdentity(info, LabelImageID, c.Image)
 	if c.ImageManifest != nil {
-		setIfAbsent(info, LabelImageDigest, c.ImageManifest.Digest)
+		setIdentity(info, LabelImageDigest, c.ImageManifest.Digest)
 	}
 	if info.InitPID == 0 && c.State.Pid > 0 && c.State.Pid <= 1<<32-1 {
 		info.InitPID = uint32(c.State.Pid)
@@ -277,10 +300,10 @@ func (r StateReader) readStorage(id string, info *Info) (bool, error) {
 			}
 			found = true
 			if len(c.Names) > 0 {
-				setIfAbsent(info, LabelContainerName, c.Names[0])
+				setIdentity(info, LabelContainerName, c.Names[0])
 			}
-			setIfAbsent(info, LabelImageRef, md.ImageName)
-			setIfAbsent(info, LabelImageID, firstNonEmpty(md.ImageID, c.Image))
+			setIdentity(info, LabelImageRef, md.ImageName)
+			setIdentity(info, LabelImageID, firstNonEmpty(md.ImageID, c.Image))
 			setIfAbsent(info, "io.kubernetes.pod.name", md.PodName)
 			setIfAbsent(info, "io.kubernetes.pod.namespace", md.Namespace)
 			setIfAbsent(info, "io.kubernetes.container.name", md.MetadataName)
