@@ -83,6 +83,10 @@ type Collector struct {
 	queue    chan []byte
 	opts     decodeOptions
 
+	// sens registers containers' sensitive files by identity
+	// (sensitive.go); nil when collector.files is off.
+	sens *sensitiveInodes
+
 	// Sequence mode (sequence.go); seqRR is nil when it is off.
 	seqSel    []selector
 	seqRR     *ringRead
@@ -162,6 +166,9 @@ func New(cfg Config, js jetstream.JetStream, m *metrics.Metrics, log *slog.Logge
 	if err := c.load(hostCg); err != nil {
 		c.close()
 		return nil, err
+	}
+	if cfg.Files {
+		c.sens = newSensitiveInodes(c.coll.Maps["sensitive_inodes"], cfg.SensitiveFiles)
 	}
 	c.rd, err = ringbuf.NewReader(c.coll.Maps["events"])
 	if err != nil {
@@ -326,7 +333,8 @@ family:
 			errs = append(errs, fmt.Errorf("%s: loading: %w", hooks[0].name, err))
 			continue
 		}
-		if err := fillSensitiveFiles(coll.Maps["sensitive_files"], c.cfg.SensitiveFiles); err != nil {
+		if err := errors.Join(fillSensitiveFiles(coll.Maps["sensitive_files"], c.cfg.SensitiveFiles),
+			fillSensitiveNames(coll.Maps["sensitive_names"], c.cfg.SensitiveFiles)); err != nil {
 			coll.Close()
 			return fmt.Errorf("collector: %w", err)
 		}
@@ -357,7 +365,9 @@ family:
 // Syscalls the sys_exit program turns into network and file records.
 var (
 	netSyscalls  = []uint32{42, 43, 49, 50, 288}                                               // connect accept bind listen accept4
-	fileSyscalls = []uint32{2, 257, 437, 85, 82, 264, 316, 87, 263, 90, 268, 452, 92, 94, 260} // see handle_file
+	fileSyscalls = []uint32{2, 257, 437, 85, 82, 264, 316, 87, 263, 90, 268, 452, 92, 94, 260, // see handle_file
+		133, 259, 86, 265, 88, 266, 76, 83, 258} // mknod mknodat link linkat symlink symlinkat truncate mkdir mkdirat
+	socketSyscall = uint32(41)
 )
 
 // Syscall classes (bpf/common.h CLASS_*).
@@ -365,6 +375,7 @@ const (
 	classSensitive = 1
 	classNet       = 2
 	classFile      = 4
+	classSocket    = 8
 )
 
 // syscallClasses is the kernel's per-syscall table of what to report.
@@ -383,6 +394,12 @@ func syscallClasses(cfg Config) [syscallMax]uint8 {
 		for _, nr := range fileSyscalls {
 			class[nr] |= classFile
 		}
+	}
+	if cfg.Syscalls {
+		// Packet and raw sockets: reported as sensitive with their args
+		// (the kernel checks family and type; every socket() when socket
+		// is itself a sensitive syscall).
+		class[socketSyscall] |= classSocket
 	}
 	return class
 }
@@ -799,6 +816,7 @@ func (c *Collector) announce(ctr *container, monoNs uint64) {
 	}
 	ctr.announced = true
 	c.selectSequence(ctr)
+	c.registerSensitive(ctr)
 	info := ctr.infoEvent(c.cfg.Host, monoNs)
 	c.finish(info)
 	c.add(info)
@@ -914,6 +932,7 @@ func (c *Collector) reportRateLimited() {
 // reportLoss emits one KIND_LOSS event per counter that grew since the
 // last report.
 func (c *Collector) reportLoss() {
+	c.pruneSensitive()
 	c.reportRateLimited()
 	c.reportSequence()
 	for k, n := range c.lossCounts() {

@@ -32,26 +32,41 @@ type collectorExecEvent struct {
 	CwdLen      uint32
 	Exe         [256]int8
 	Cwd         [256]int8
+	ExeFlags    uint32
+	PadExe      uint32
 }
 
 type collectorFileEvent struct {
-	_           structs.HostLayout
-	Hdr         collectorRecordHdr
-	Op          uint8
-	DirState    uint8
-	NewDirState uint8
-	Pad         uint8
-	Flags       uint32
-	Mode        uint32
-	Result      int32
-	PathLen     uint16
-	NewPathLen  uint16
-	DirLen      uint32
-	Uid         uint32
-	Gid         uint32
-	Path        [256]int8
-	NewPath     [256]int8
-	Dir         [256]int8
+	_             structs.HostLayout
+	Hdr           collectorRecordHdr
+	Op            uint8
+	DirState      uint8
+	NewDirState   uint8
+	Pad           uint8
+	Flags         uint32
+	Mode          uint32
+	Result        int32
+	PathLen       uint16
+	NewPathLen    uint16
+	DirLen        uint32
+	Uid           uint32
+	Gid           uint32
+	Path          [256]int8
+	NewPath       [256]int8
+	Dir           [256]int8
+	Ino           uint64
+	Dev           uint32
+	ResolvedLen   uint16
+	Sensitive     uint8
+	ResolvedState uint8
+	Resolved      [256]int8
+}
+
+type collectorInodeKey struct {
+	_   structs.HostLayout
+	Ino uint64
+	Dev uint32
+	Pad uint32
 }
 
 type collectorLifecycleEvent struct {
@@ -147,6 +162,8 @@ const (
 	collectorMapLoss                 = "loss"
 	collectorMapPathScratch          = "path_scratch"
 	collectorMapSensitiveFiles       = "sensitive_files"
+	collectorMapSensitiveInodes      = "sensitive_inodes"
+	collectorMapSensitiveNames       = "sensitive_names"
 	collectorMapSeqCgroups           = "seq_cgroups"
 	collectorMapSeqEvents            = "seq_events"
 	collectorMapSyscallCounts        = "syscall_counts"
@@ -175,6 +192,7 @@ const (
 	collectorVarUnusedCountSlot      = "unused_count_slot"
 	collectorVarUnusedExecEvent      = "unused_exec_event"
 	collectorVarUnusedFileEvent      = "unused_file_event"
+	collectorVarUnusedInodeKey       = "unused_inode_key"
 	collectorVarUnusedLifecycleEvent = "unused_lifecycle_event"
 	collectorVarUnusedNetEvent       = "unused_net_event"
 	collectorVarUnusedSeqCgroup      = "unused_seq_cgroup"
@@ -243,16 +261,18 @@ type collectorProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type collectorMapSpecs struct {
-	Buckets        *ebpf.MapSpec `ebpf:"buckets"`
-	CountSlots     *ebpf.MapSpec `ebpf:"count_slots"`
-	Events         *ebpf.MapSpec `ebpf:"events"`
-	Loss           *ebpf.MapSpec `ebpf:"loss"`
-	PathScratch    *ebpf.MapSpec `ebpf:"path_scratch"`
-	SensitiveFiles *ebpf.MapSpec `ebpf:"sensitive_files"`
-	SeqCgroups     *ebpf.MapSpec `ebpf:"seq_cgroups"`
-	SeqEvents      *ebpf.MapSpec `ebpf:"seq_events"`
-	SyscallCounts  *ebpf.MapSpec `ebpf:"syscall_counts"`
-	ZeroCounts     *ebpf.MapSpec `ebpf:"zero_counts"`
+	Buckets         *ebpf.MapSpec `ebpf:"buckets"`
+	CountSlots      *ebpf.MapSpec `ebpf:"count_slots"`
+	Events          *ebpf.MapSpec `ebpf:"events"`
+	Loss            *ebpf.MapSpec `ebpf:"loss"`
+	PathScratch     *ebpf.MapSpec `ebpf:"path_scratch"`
+	SensitiveFiles  *ebpf.MapSpec `ebpf:"sensitive_files"`
+	SensitiveInodes *ebpf.MapSpec `ebpf:"sensitive_inodes"`
+	SensitiveNames  *ebpf.MapSpec `ebpf:"sensitive_names"`
+	SeqCgroups      *ebpf.MapSpec `ebpf:"seq_cgroups"`
+	SeqEvents       *ebpf.MapSpec `ebpf:"seq_events"`
+	SyscallCounts   *ebpf.MapSpec `ebpf:"syscall_counts"`
+	ZeroCounts      *ebpf.MapSpec `ebpf:"zero_counts"`
 }
 
 // collectorVariableSpecs contains global variables before they are loaded into the kernel.
@@ -274,6 +294,7 @@ type collectorVariableSpecs struct {
 	UnusedCountSlot      *ebpf.VariableSpec `ebpf:"unused_count_slot"`
 	UnusedExecEvent      *ebpf.VariableSpec `ebpf:"unused_exec_event"`
 	UnusedFileEvent      *ebpf.VariableSpec `ebpf:"unused_file_event"`
+	UnusedInodeKey       *ebpf.VariableSpec `ebpf:"unused_inode_key"`
 	UnusedLifecycleEvent *ebpf.VariableSpec `ebpf:"unused_lifecycle_event"`
 	UnusedNetEvent       *ebpf.VariableSpec `ebpf:"unused_net_event"`
 	UnusedSeqCgroup      *ebpf.VariableSpec `ebpf:"unused_seq_cgroup"`
@@ -305,16 +326,18 @@ func (o *collectorObjects) Close() error {
 //
 // It can be passed to loadCollectorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type collectorMaps struct {
-	Buckets        *ebpf.Map `ebpf:"buckets"`
-	CountSlots     *ebpf.Map `ebpf:"count_slots"`
-	Events         *ebpf.Map `ebpf:"events"`
-	Loss           *ebpf.Map `ebpf:"loss"`
-	PathScratch    *ebpf.Map `ebpf:"path_scratch"`
-	SensitiveFiles *ebpf.Map `ebpf:"sensitive_files"`
-	SeqCgroups     *ebpf.Map `ebpf:"seq_cgroups"`
-	SeqEvents      *ebpf.Map `ebpf:"seq_events"`
-	SyscallCounts  *ebpf.Map `ebpf:"syscall_counts"`
-	ZeroCounts     *ebpf.Map `ebpf:"zero_counts"`
+	Buckets         *ebpf.Map `ebpf:"buckets"`
+	CountSlots      *ebpf.Map `ebpf:"count_slots"`
+	Events          *ebpf.Map `ebpf:"events"`
+	Loss            *ebpf.Map `ebpf:"loss"`
+	PathScratch     *ebpf.Map `ebpf:"path_scratch"`
+	SensitiveFiles  *ebpf.Map `ebpf:"sensitive_files"`
+	SensitiveInodes *ebpf.Map `ebpf:"sensitive_inodes"`
+	SensitiveNames  *ebpf.Map `ebpf:"sensitive_names"`
+	SeqCgroups      *ebpf.Map `ebpf:"seq_cgroups"`
+	SeqEvents       *ebpf.Map `ebpf:"seq_events"`
+	SyscallCounts   *ebpf.Map `ebpf:"syscall_counts"`
+	ZeroCounts      *ebpf.Map `ebpf:"zero_counts"`
 }
 
 func (m *collectorMaps) Close() error {
@@ -325,6 +348,8 @@ func (m *collectorMaps) Close() error {
 		m.Loss,
 		m.PathScratch,
 		m.SensitiveFiles,
+		m.SensitiveInodes,
+		m.SensitiveNames,
 		m.SeqCgroups,
 		m.SeqEvents,
 		m.SyscallCounts,
@@ -351,6 +376,7 @@ type collectorVariables struct {
 	UnusedCountSlot      *ebpf.Variable `ebpf:"unused_count_slot"`
 	UnusedExecEvent      *ebpf.Variable `ebpf:"unused_exec_event"`
 	UnusedFileEvent      *ebpf.Variable `ebpf:"unused_file_event"`
+	UnusedInodeKey       *ebpf.Variable `ebpf:"unused_inode_key"`
 	UnusedLifecycleEvent *ebpf.Variable `ebpf:"unused_lifecycle_event"`
 	UnusedNetEvent       *ebpf.Variable `ebpf:"unused_net_event"`
 	UnusedSeqCgroup      *ebpf.Variable `ebpf:"unused_seq_cgroup"`

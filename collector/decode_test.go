@@ -52,6 +52,13 @@ func TestRecordLayoutMatchesBTF(t *testing.T) {
 		{"file.gid", unsafe.Offsetof(collectorFileEvent{}.Gid), fileUIDOff + 4},
 		{"file.dir_state", unsafe.Offsetof(collectorFileEvent{}.DirState), hdrSize + 1},
 		{"file.new_dir_state", unsafe.Offsetof(collectorFileEvent{}.NewDirState), hdrSize + 2},
+		{"exec.exe_flags", unsafe.Offsetof(e.ExeFlags), execFlagsOff},
+		{"file.ino", unsafe.Offsetof(collectorFileEvent{}.Ino), fileInoOff},
+		{"file.dev", unsafe.Offsetof(collectorFileEvent{}.Dev), fileDevOff},
+		{"file.resolved_len", unsafe.Offsetof(collectorFileEvent{}.ResolvedLen), fileResLenOff},
+		{"file.sensitive", unsafe.Offsetof(collectorFileEvent{}.Sensitive), fileSensOff},
+		{"file.resolved_state", unsafe.Offsetof(collectorFileEvent{}.ResolvedState), fileResStateOff},
+		{"file.resolved", unsafe.Offsetof(collectorFileEvent{}.Resolved), fileResolvedOff},
 		{"sizeof(lifecycle_event)", unsafe.Sizeof(collectorLifecycleEvent{}), procSize},
 		{"lifecycle.exit_code", unsafe.Offsetof(collectorLifecycleEvent{}.ExitCode), hdrSize + 8},
 	} {
