@@ -481,6 +481,11 @@ func FuzzDecode(f *testing.F) {
 	f.Add(withDir(fileRecord(6, 0, 0, 0, []byte("a"), nil), dirUnresolved, 0, nil))
 	f.Add(procRecord(1, 42, 0))
 	f.Add(procRecord(2, 0, 768))
+	f.Add(withOpened(fileRecord(7, 0, 0, 3, []byte("/tmp/sl"), nil), 1234, 8<<20|1, resolvedOK, []byte("shadow\x00etc\x00"), true))
+	f.Add(withOpened(fileRecord(11, 0o1001, 0, 3, []byte("t"), nil), 1, 1, resolvedCut, []byte("\xff\x00"), false))
+	f.Add(fileRecord(10, 0, 0, 0, []byte("../etc/passwd"), []byte("/tmp/l")))
+	f.Add(fileRecord(8, 0, 0o20600, -1, []byte("/dev/evil"), nil))
+	f.Add(withExeFlags(execRec{argc: 1, args: []byte("true\x00")}.bytes(), exeMemfd))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		ev, err := decode(b, decodeOptions{maxArgs: 64})
 		if err != nil {
@@ -488,7 +493,7 @@ func FuzzDecode(f *testing.F) {
 		}
 		if ev.GetExec() == nil {
 			// Bounded by construction: fixed-size fields.
-			if f := ev.GetFile(); f != nil && (len(f.Path) > 4*pathMaxLen || len(f.NewPath) > 4*pathMaxLen) {
+			if f := ev.GetFile(); f != nil && (len(f.Path) > 4*pathMaxLen || len(f.NewPath) > 4*pathMaxLen || len(f.ResolvedPath) > 4*pathMaxLen) {
 				t.Fatalf("path of %d bytes", len(f.Path))
 			}
 			if n := ev.GetNetwork(); n != nil && (len(n.LocalAddr) != 16 || len(n.RemoteAddr) != 16) {
