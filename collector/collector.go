@@ -323,6 +323,7 @@ family:
 			"wake_types":     wakeTypes(c.cfg.WakeupKinds),
 			"wake_bytes":     uint64(c.cfg.RingBufferBytes / 4),
 			"wake_gated":     uint32(b2u(c.cfg.WakeupCoalesce > 0)),
+			"open_detail":    b2u(!c.cfg.noOpenDetail),
 		} {
 			if err := spec.Variables[name].Set(v); err != nil {
 				return fmt.Errorf("collector: setting %s: %w", name, err)

@@ -182,6 +182,7 @@ const (
 	collectorVarHostProcesses        = "host_processes"
 	collectorVarIdleGate             = "idle_gate"
 	collectorVarOnlyTgid             = "only_tgid"
+	collectorVarOpenDetail           = "open_detail"
 	collectorVarRateCapNs            = "rate_cap_ns"
 	collectorVarRateCostNs           = "rate_cost_ns"
 	collectorVarSelfTgid             = "self_tgid"
@@ -284,6 +285,7 @@ type collectorVariableSpecs struct {
 	HostProcesses        *ebpf.VariableSpec `ebpf:"host_processes"`
 	IdleGate             *ebpf.VariableSpec `ebpf:"idle_gate"`
 	OnlyTgid             *ebpf.VariableSpec `ebpf:"only_tgid"`
+	OpenDetail           *ebpf.VariableSpec `ebpf:"open_detail"`
 	RateCapNs            *ebpf.VariableSpec `ebpf:"rate_cap_ns"`
 	RateCostNs           *ebpf.VariableSpec `ebpf:"rate_cost_ns"`
 	SelfTgid             *ebpf.VariableSpec `ebpf:"self_tgid"`
@@ -366,6 +368,7 @@ type collectorVariables struct {
 	HostProcesses        *ebpf.Variable `ebpf:"host_processes"`
 	IdleGate             *ebpf.Variable `ebpf:"idle_gate"`
 	OnlyTgid             *ebpf.Variable `ebpf:"only_tgid"`
+	OpenDetail           *ebpf.Variable `ebpf:"open_detail"`
 	RateCapNs            *ebpf.Variable `ebpf:"rate_cap_ns"`
 	RateCostNs           *ebpf.Variable `ebpf:"rate_cost_ns"`
 	SelfTgid             *ebpf.Variable `ebpf:"self_tgid"`

@@ -152,6 +152,10 @@ type Config struct {
 	// Lookups run off the event loop, at most once per container; the
 	// container's first events are held meanwhile (collector.metadata_wait).
 	EngineTimeout time.Duration
+
+	// noOpenDetail (benchmarks only) skips, at an open's exit, the opened
+	// file's identity, sensitivity and walked path.
+	noOpenDetail bool
 }
 
 // Default engine sockets: DefaultConfig asks an engine whose socket exists.

@@ -738,7 +738,7 @@ static __always_inline void handle_file(struct pt_regs *regs, __u64 cgid, __u32 
 	struct opened o = {};
 	if (!op) {
 		// An open: what did it open?
-		if (ret >= 0)
+		if (open_detail && ret >= 0)
 			inspect(task, ret, &o);
 		if (flags & WRITE_INTENT) {
 			// O_TRUNC without O_CREAT overwrites an existing file; with
@@ -760,10 +760,11 @@ static __always_inline void handle_file(struct pt_regs *regs, __u64 cgid, __u32 
 			}
 			op = FILE_OPEN_READ;
 		}
-		resolve(task, &o);
 	}
 	if (!allow(cgid))
 		return;
+	if (open_detail)
+		resolve(task, &o); // after allow: a refused record costs no walk
 	struct file_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
 		count_loss(LOSS_RINGBUF_FILE);

@@ -212,6 +212,7 @@ volatile const __u8 filter_self = 1;     // 0: the cgroup filter already exclude
 volatile const __u8 track_counts = 1;   // count syscalls and report first uses
 volatile const __u8 track_procs = 1;    // report fork and exit
 volatile const __u32 only_tgid = 0;     // tests: report this process only
+volatile const __u8 open_detail = 1;    // benchmarks: 0 skips the opened file's identity and walk
 // syscall_class[nr]: what to do on nr besides counting.
 #define CLASS_SENSITIVE 1 // always reported with args
 #define CLASS_NET 2       // connect, accept, bind, listen
