@@ -89,6 +89,10 @@ type Collector struct {
 	queue    chan []byte
 	opts     decodeOptions
 
+	// sens registers containers' sensitive files by identity
+	// (sensitive.go); nil when collector.files is off.
+	sens *sensitiveInodes
+
 	// Sequence mode (sequence.go); seqRR is nil when it is off.
 	seqSel    []selector
 	seqRR     *ringRead
@@ -176,6 +180,9 @@ func New(cfg Config, js jetstream.JetStream, m *metrics.Metrics, log *slog.Logge
 	if err := c.seedLineage(hostCg, hostMnt); err != nil {
 		c.close()
 		return nil, err
+	}
+	if cfg.Files {
+		c.sens = newSensitiveInodes(c.coll.Maps["sensitive_inodes"], cfg.SensitiveFiles)
 	}
 	c.rd, err = ringbuf.NewReader(c.coll.Maps["events"])
 	if err != nil {
@@ -336,6 +343,7 @@ family:
 			// A quarter of the ring is kept for exec, process and
 			// syscall records: a file or network flood cannot fill it.
 			"bulk_ring_limit": uint64(c.cfg.RingBufferBytes) * 3 / 4,
+			"open_detail":    b2u(!c.cfg.noOpenDetail),
 		} {
 			if err := spec.Variables[name].Set(v); err != nil {
 				return fmt.Errorf("collector: setting %s: %w", name, err)
@@ -346,7 +354,8 @@ family:
 			errs = append(errs, fmt.Errorf("%s: loading: %w", hooks[0].name, err))
 			continue
 		}
-		if err := fillSensitiveFiles(coll.Maps["sensitive_files"], c.cfg.SensitiveFiles); err != nil {
+		if err := errors.Join(fillSensitiveFiles(coll.Maps["sensitive_files"], c.cfg.SensitiveFiles),
+			fillSensitiveNames(coll.Maps["sensitive_names"], c.cfg.SensitiveFiles)); err != nil {
 			coll.Close()
 			return fmt.Errorf("collector: %w", err)
 		}
@@ -395,7 +404,9 @@ func (c *Collector) seedLineage(hostCg uint64, hostMnt uint32) error {
 // Syscalls the sys_exit program turns into network and file records.
 var (
 	netSyscalls  = []uint32{42, 43, 49, 50, 288}                                               // connect accept bind listen accept4
-	fileSyscalls = []uint32{2, 257, 437, 85, 82, 264, 316, 87, 263, 90, 268, 452, 92, 94, 260} // see handle_file
+	fileSyscalls = []uint32{2, 257, 437, 85, 82, 264, 316, 87, 263, 90, 268, 452, 92, 94, 260, // see handle_file
+		133, 259, 86, 265, 88, 266, 76, 83, 258} // mknod mknodat link linkat symlink symlinkat truncate mkdir mkdirat
+	socketSyscall = uint32(41)
 )
 
 // Syscall classes (bpf/common.h CLASS_*).
@@ -403,6 +414,7 @@ const (
 	classSensitive = 1
 	classNet       = 2
 	classFile      = 4
+	classSocket    = 8
 )
 
 // syscallClasses is the kernel's per-syscall table of what to report.
@@ -421,6 +433,12 @@ func syscallClasses(cfg Config) [syscallMax]uint8 {
 		for _, nr := range fileSyscalls {
 			class[nr] |= classFile
 		}
+	}
+	if cfg.Syscalls {
+		// Packet and raw sockets: reported as sensitive with their args
+		// (the kernel checks family and type; every socket() when socket
+		// is itself a sensitive syscall).
+		class[socketSyscall] |= classSocket
 	}
 	return class
 }
@@ -843,6 +861,7 @@ func (c *Collector) announce(ctr *container, monoNs uint64) {
 		ctr.droppedCounted = ctr.info.DroppedLabels
 	}
 	c.selectSequence(ctr)
+	c.registerSensitive(ctr)
 	info := ctr.infoEvent(c.cfg.Host, monoNs)
 	c.finish(info)
 	c.add(info)
@@ -958,6 +977,7 @@ func (c *Collector) reportRateLimited() {
 // reportLoss emits one KIND_LOSS event per counter that grew since the
 // last report.
 func (c *Collector) reportLoss() {
+	c.pruneSensitive()
 	c.reportRateLimited()
 	c.reportSequence()
 	for k, n := range c.lossCounts() {

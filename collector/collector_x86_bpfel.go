@@ -33,26 +33,41 @@ type collectorExecEvent struct {
 	CwdLen      uint32
 	Exe         [256]int8
 	Cwd         [256]int8
+	ExeFlags    uint32
+	PadExe      uint32
 }
 
 type collectorFileEvent struct {
-	_           structs.HostLayout
-	Hdr         collectorRecordHdr
-	Op          uint8
-	DirState    uint8
-	NewDirState uint8
-	Pad         uint8
-	Flags       uint32
-	Mode        uint32
-	Result      int32
-	PathLen     uint16
-	NewPathLen  uint16
-	DirLen      uint32
-	Uid         uint32
-	Gid         uint32
-	Path        [256]int8
-	NewPath     [256]int8
-	Dir         [256]int8
+	_             structs.HostLayout
+	Hdr           collectorRecordHdr
+	Op            uint8
+	DirState      uint8
+	NewDirState   uint8
+	Pad           uint8
+	Flags         uint32
+	Mode          uint32
+	Result        int32
+	PathLen       uint16
+	NewPathLen    uint16
+	DirLen        uint32
+	Uid           uint32
+	Gid           uint32
+	Path          [256]int8
+	NewPath       [256]int8
+	Dir           [256]int8
+	Ino           uint64
+	Dev           uint32
+	ResolvedLen   uint16
+	Sensitive     uint8
+	ResolvedState uint8
+	Resolved      [256]int8
+}
+
+type collectorInodeKey struct {
+	_   structs.HostLayout
+	Ino uint64
+	Dev uint32
+	Pad uint32
 }
 
 type collectorLifecycleEvent struct {
@@ -161,6 +176,8 @@ const (
 	collectorMapPathScratch          = "path_scratch"
 	collectorMapPrograms             = "programs"
 	collectorMapSensitiveFiles       = "sensitive_files"
+	collectorMapSensitiveInodes      = "sensitive_inodes"
+	collectorMapSensitiveNames       = "sensitive_names"
 	collectorMapSeqCgroups           = "seq_cgroups"
 	collectorMapSeqEvents            = "seq_events"
 	collectorMapSyscallCounts        = "syscall_counts"
@@ -182,6 +199,7 @@ const (
 	collectorVarIdleGate             = "idle_gate"
 	collectorVarLineageReady         = "lineage_ready"
 	collectorVarOnlyTgid             = "only_tgid"
+	collectorVarOpenDetail           = "open_detail"
 	collectorVarRateCapNs            = "rate_cap_ns"
 	collectorVarRateCostNs           = "rate_cost_ns"
 	collectorVarSelfTgid             = "self_tgid"
@@ -192,6 +210,7 @@ const (
 	collectorVarUnusedCountSlot      = "unused_count_slot"
 	collectorVarUnusedExecEvent      = "unused_exec_event"
 	collectorVarUnusedFileEvent      = "unused_file_event"
+	collectorVarUnusedInodeKey       = "unused_inode_key"
 	collectorVarUnusedLifecycleEvent = "unused_lifecycle_event"
 	collectorVarUnusedNetEvent       = "unused_net_event"
 	collectorVarUnusedSeqCgroup      = "unused_seq_cgroup"
@@ -261,18 +280,20 @@ type collectorProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type collectorMapSpecs struct {
-	Buckets        *ebpf.MapSpec `ebpf:"buckets"`
-	CountSlots     *ebpf.MapSpec `ebpf:"count_slots"`
-	Events         *ebpf.MapSpec `ebpf:"events"`
-	Loss           *ebpf.MapSpec `ebpf:"loss"`
-	Origins        *ebpf.MapSpec `ebpf:"origins"`
-	PathScratch    *ebpf.MapSpec `ebpf:"path_scratch"`
-	Programs       *ebpf.MapSpec `ebpf:"programs"`
-	SensitiveFiles *ebpf.MapSpec `ebpf:"sensitive_files"`
-	SeqCgroups     *ebpf.MapSpec `ebpf:"seq_cgroups"`
-	SeqEvents      *ebpf.MapSpec `ebpf:"seq_events"`
-	SyscallCounts  *ebpf.MapSpec `ebpf:"syscall_counts"`
-	ZeroCounts     *ebpf.MapSpec `ebpf:"zero_counts"`
+	Buckets         *ebpf.MapSpec `ebpf:"buckets"`
+	CountSlots      *ebpf.MapSpec `ebpf:"count_slots"`
+	Events          *ebpf.MapSpec `ebpf:"events"`
+	Loss            *ebpf.MapSpec `ebpf:"loss"`
+	Origins         *ebpf.MapSpec `ebpf:"origins"`
+	PathScratch     *ebpf.MapSpec `ebpf:"path_scratch"`
+	Programs        *ebpf.MapSpec `ebpf:"programs"`
+	SensitiveFiles  *ebpf.MapSpec `ebpf:"sensitive_files"`
+	SensitiveInodes *ebpf.MapSpec `ebpf:"sensitive_inodes"`
+	SensitiveNames  *ebpf.MapSpec `ebpf:"sensitive_names"`
+	SeqCgroups      *ebpf.MapSpec `ebpf:"seq_cgroups"`
+	SeqEvents       *ebpf.MapSpec `ebpf:"seq_events"`
+	SyscallCounts   *ebpf.MapSpec `ebpf:"syscall_counts"`
+	ZeroCounts      *ebpf.MapSpec `ebpf:"zero_counts"`
 }
 
 // collectorVariableSpecs contains global variables before they are loaded into the kernel.
@@ -287,6 +308,7 @@ type collectorVariableSpecs struct {
 	IdleGate             *ebpf.VariableSpec `ebpf:"idle_gate"`
 	LineageReady         *ebpf.VariableSpec `ebpf:"lineage_ready"`
 	OnlyTgid             *ebpf.VariableSpec `ebpf:"only_tgid"`
+	OpenDetail           *ebpf.VariableSpec `ebpf:"open_detail"`
 	RateCapNs            *ebpf.VariableSpec `ebpf:"rate_cap_ns"`
 	RateCostNs           *ebpf.VariableSpec `ebpf:"rate_cost_ns"`
 	SelfTgid             *ebpf.VariableSpec `ebpf:"self_tgid"`
@@ -297,6 +319,7 @@ type collectorVariableSpecs struct {
 	UnusedCountSlot      *ebpf.VariableSpec `ebpf:"unused_count_slot"`
 	UnusedExecEvent      *ebpf.VariableSpec `ebpf:"unused_exec_event"`
 	UnusedFileEvent      *ebpf.VariableSpec `ebpf:"unused_file_event"`
+	UnusedInodeKey       *ebpf.VariableSpec `ebpf:"unused_inode_key"`
 	UnusedLifecycleEvent *ebpf.VariableSpec `ebpf:"unused_lifecycle_event"`
 	UnusedNetEvent       *ebpf.VariableSpec `ebpf:"unused_net_event"`
 	UnusedSeqCgroup      *ebpf.VariableSpec `ebpf:"unused_seq_cgroup"`
@@ -329,18 +352,20 @@ func (o *collectorObjects) Close() error {
 //
 // It can be passed to loadCollectorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type collectorMaps struct {
-	Buckets        *ebpf.Map `ebpf:"buckets"`
-	CountSlots     *ebpf.Map `ebpf:"count_slots"`
-	Events         *ebpf.Map `ebpf:"events"`
-	Loss           *ebpf.Map `ebpf:"loss"`
-	Origins        *ebpf.Map `ebpf:"origins"`
-	PathScratch    *ebpf.Map `ebpf:"path_scratch"`
-	Programs       *ebpf.Map `ebpf:"programs"`
-	SensitiveFiles *ebpf.Map `ebpf:"sensitive_files"`
-	SeqCgroups     *ebpf.Map `ebpf:"seq_cgroups"`
-	SeqEvents      *ebpf.Map `ebpf:"seq_events"`
-	SyscallCounts  *ebpf.Map `ebpf:"syscall_counts"`
-	ZeroCounts     *ebpf.Map `ebpf:"zero_counts"`
+	Buckets         *ebpf.Map `ebpf:"buckets"`
+	CountSlots      *ebpf.Map `ebpf:"count_slots"`
+	Events          *ebpf.Map `ebpf:"events"`
+	Loss            *ebpf.Map `ebpf:"loss"`
+	Origins         *ebpf.Map `ebpf:"origins"`
+	PathScratch     *ebpf.Map `ebpf:"path_scratch"`
+	Programs        *ebpf.Map `ebpf:"programs"`
+	SensitiveFiles  *ebpf.Map `ebpf:"sensitive_files"`
+	SensitiveInodes *ebpf.Map `ebpf:"sensitive_inodes"`
+	SensitiveNames  *ebpf.Map `ebpf:"sensitive_names"`
+	SeqCgroups      *ebpf.Map `ebpf:"seq_cgroups"`
+	SeqEvents       *ebpf.Map `ebpf:"seq_events"`
+	SyscallCounts   *ebpf.Map `ebpf:"syscall_counts"`
+	ZeroCounts      *ebpf.Map `ebpf:"zero_counts"`
 }
 
 func (m *collectorMaps) Close() error {
@@ -353,6 +378,8 @@ func (m *collectorMaps) Close() error {
 		m.PathScratch,
 		m.Programs,
 		m.SensitiveFiles,
+		m.SensitiveInodes,
+		m.SensitiveNames,
 		m.SeqCgroups,
 		m.SeqEvents,
 		m.SyscallCounts,
@@ -372,6 +399,7 @@ type collectorVariables struct {
 	IdleGate             *ebpf.Variable `ebpf:"idle_gate"`
 	LineageReady         *ebpf.Variable `ebpf:"lineage_ready"`
 	OnlyTgid             *ebpf.Variable `ebpf:"only_tgid"`
+	OpenDetail           *ebpf.Variable `ebpf:"open_detail"`
 	RateCapNs            *ebpf.Variable `ebpf:"rate_cap_ns"`
 	RateCostNs           *ebpf.Variable `ebpf:"rate_cost_ns"`
 	SelfTgid             *ebpf.Variable `ebpf:"self_tgid"`
@@ -382,6 +410,7 @@ type collectorVariables struct {
 	UnusedCountSlot      *ebpf.Variable `ebpf:"unused_count_slot"`
 	UnusedExecEvent      *ebpf.Variable `ebpf:"unused_exec_event"`
 	UnusedFileEvent      *ebpf.Variable `ebpf:"unused_file_event"`
+	UnusedInodeKey       *ebpf.Variable `ebpf:"unused_inode_key"`
 	UnusedLifecycleEvent *ebpf.Variable `ebpf:"unused_lifecycle_event"`
 	UnusedNetEvent       *ebpf.Variable `ebpf:"unused_net_event"`
 	UnusedSeqCgroup      *ebpf.Variable `ebpf:"unused_seq_cgroup"`

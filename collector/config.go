@@ -68,7 +68,12 @@ type Config struct {
 	// SensitiveFiles (collector.files).
 	Files bool
 	// SensitiveFiles are absolute paths (< 64 bytes) whose read-only opens
-	// are reported as OP_OPEN_READ (collector.sensitive_files).
+	// are reported as OP_OPEN_READ (collector.sensitive_files): by the
+	// path passed, by the path the kernel opened, and by identity (the
+	// inode each resolves to inside a container's root when the container
+	// is announced, so hardlinks, symlinks and traversals match too). Every
+	// user's ~/.ssh keys and config and /proc/<pid>/environ of another
+	// process are sensitive as well (see sensitive.go).
 	SensitiveFiles []string
 	// Processes reports fork and exit so a process tree can be rebuilt
 	// (collector.processes).
@@ -147,6 +152,10 @@ type Config struct {
 	// Lookups run off the event loop, at most once per container; the
 	// container's first events are held meanwhile (collector.metadata_wait).
 	EngineTimeout time.Duration
+
+	// noOpenDetail (benchmarks only) skips, at an open's exit, the opened
+	// file's identity, sensitivity and walked path.
+	noOpenDetail bool
 }
 
 // Default engine sockets: DefaultConfig asks an engine whose socket exists.
@@ -167,12 +176,15 @@ var recordKinds = map[string]uint32{"exec": recordExec, "syscall": recordSyscall
 // DefaultSensitiveFiles are read by credential theft and rarely by a
 // container's normal work.
 var DefaultSensitiveFiles = []string{
-	"/etc/shadow", "/etc/gshadow", "/etc/sudoers", "/etc/master.passwd",
-	"/root/.ssh/authorized_keys", "/root/.ssh/id_rsa", "/root/.ssh/id_ed25519",
-	"/etc/ssh/ssh_host_rsa_key", "/etc/ssh/ssh_host_ed25519_key",
+	"/etc/shadow", "/etc/gshadow", "/etc/sudoers", "/etc/master.passwd", "/etc/security/opasswd",
+	"/root/.ssh/authorized_keys", "/root/.ssh/id_rsa", "/root/.ssh/id_ed25519", "/root/.ssh/id_ecdsa",
+	"/root/.ssh/id_dsa", "/root/.ssh/config",
+	"/etc/ssh/ssh_host_rsa_key", "/etc/ssh/ssh_host_ed25519_key", "/etc/ssh/ssh_host_ecdsa_key",
+	"/etc/ssh/ssh_host_dsa_key",
 	"/var/run/secrets/kubernetes.io/serviceaccount/token",
 	"/run/secrets/kubernetes.io/serviceaccount/token",
-	"/etc/kubernetes/admin.conf", "/proc/1/environ", "/proc/kcore",
+	"/etc/kubernetes/admin.conf", "/root/.kube/config", "/root/.aws/credentials", "/root/.docker/config.json",
+	"/proc/1/environ", "/proc/kcore",
 }
 
 // DefaultSensitiveSyscalls are the syscalls a container rarely needs and an

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"path"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/containsec/contain/schemas/containv1"
 )
 
@@ -36,7 +38,8 @@ const (
 	execExeLenOff   = execArgsOff + argsMaxLen
 	execExeOff      = execExeLenOff + 8
 	execCwdOff      = execExeOff + pathMaxLen
-	execSize        = execCwdOff + pathMaxLen
+	execFlagsOff    = execCwdOff + pathMaxLen
+	execSize        = execFlagsOff + 8
 	pathMaxLen      = 256
 
 	syscallSize = hdrSize + 8 + 6*8 + 8
@@ -46,12 +49,18 @@ const (
 	netLocalAddrOf = hdrSize + 16
 	netRemoteAddrO = hdrSize + 32
 
-	fileSize       = hdrSize + 32 + 3*pathMaxLen
-	fileDirLenOff  = hdrSize + 20
-	fileUIDOff     = hdrSize + 24
-	filePathOff    = hdrSize + 32
-	fileNewPathOff = filePathOff + pathMaxLen
-	fileDirOff     = fileNewPathOff + pathMaxLen
+	fileDirLenOff   = hdrSize + 20
+	fileUIDOff      = hdrSize + 24
+	filePathOff     = hdrSize + 32
+	fileNewPathOff  = filePathOff + pathMaxLen
+	fileDirOff      = fileNewPathOff + pathMaxLen
+	fileInoOff      = fileDirOff + pathMaxLen
+	fileDevOff      = fileInoOff + 8
+	fileResLenOff   = fileDevOff + 4
+	fileSensOff     = fileResLenOff + 2
+	fileResStateOff = fileSensOff + 1
+	fileResolvedOff = fileResStateOff + 1
+	fileSize        = fileResolvedOff + pathMaxLen
 
 	procSize = hdrSize + 16
 
@@ -182,6 +191,10 @@ func decodeExec(b []byte, o decodeOptions) (*containv1.Event, error) {
 	exe, exeOK := leafFirstPath(b[execExeOff:execExeOff+pathMaxLen], le.Uint32(b[execExeLenOff:]))
 	cwd, cwdOK := leafFirstPath(b[execCwdOff:execCwdOff+pathMaxLen], le.Uint32(b[execExeLenOff+4:]))
 	nonUTF8 = nonUTF8 || !exeOK || !cwdOK
+	exeFlags := le.Uint32(b[execFlagsOff:])
+	if exeFlags&^(exeMemfd|exeDeleted|exeWritable) != 0 {
+		return nil, fmt.Errorf("%w: exe flags %#x", ErrMalformedRecord, exeFlags)
+	}
 	return &containv1.Event{
 		Kind:     containv1.Kind_KIND_EXEC,
 		MonoNs:   h.ktime,
@@ -195,6 +208,9 @@ func decodeExec(b []byte, o decodeOptions) (*containv1.Event, error) {
 			Exe:           exe,
 			Cwd:           cwd,
 			NonUtf8:       nonUTF8,
+			ExeMemfd:      exeFlags&exeMemfd != 0,
+			ExeDeleted:    exeFlags&exeDeleted != 0,
+			ExeWritable:   exeFlags&exeWritable != 0,
 		}},
 	}, nil
 }
@@ -332,7 +348,7 @@ func decodeFile(b []byte) (*containv1.Event, error) {
 		return nil, err
 	}
 	op := containv1.File_Op(b[hdrSize])
-	if op < containv1.File_OP_OPEN_WRITE || op > containv1.File_OP_OPEN_READ {
+	if op < containv1.File_OP_OPEN_WRITE || op > containv1.File_OP_MKDIR {
 		return nil, fmt.Errorf("%w: file op %d", ErrMalformedRecord, op)
 	}
 	dirState, newDirState := b[hdrSize+1], b[hdrSize+2]
@@ -358,6 +374,23 @@ func decodeFile(b []byte) (*containv1.Event, error) {
 	}
 	path, pOK, _ := containv1.SafeString(rawPath, 0)
 	newPath, nOK, _ := containv1.SafeString(rawNew, 0)
+	var resolved string
+	resOK := true
+	switch b[fileResStateOff] {
+	case resolvedNone, resolvedCut:
+	case resolvedOK:
+		n := uint32(le.Uint16(b[fileResLenOff:]))
+		if n > pathMaxLen {
+			return nil, fmt.Errorf("%w: file resolved path of %d bytes", ErrMalformedRecord, n)
+		}
+		resolved, resOK = leafFirstPath(b[fileResolvedOff:fileResolvedOff+pathMaxLen], n)
+	default:
+		return nil, fmt.Errorf("%w: file resolved state %d", ErrMalformedRecord, b[fileResStateOff])
+	}
+	var dev uint64
+	if kdev := le.Uint32(b[fileDevOff:]); kdev != 0 {
+		dev = unix.Mkdev(kdev>>20, kdev&(1<<20-1)) // the kernel's MKDEV to stat's st_dev
+	}
 	return &containv1.Event{
 		Kind:     containv1.Kind_KIND_FILE,
 		MonoNs:   h.ktime,
@@ -370,16 +403,35 @@ func decodeFile(b []byte) (*containv1.Event, error) {
 			Flags:   le.Uint32(b[hdrSize+4:]),
 			Mode:    le.Uint32(b[hdrSize+8:]),
 			Result:  int32(le.Uint32(b[hdrSize+12:])),
-			NonUtf8: !pOK || !nOK || !dirOK || h.commNonUTF8,
+			NonUtf8: !pOK || !nOK || !dirOK || !resOK || h.commNonUTF8,
 			Uid:     le.Uint32(b[fileUIDOff:]),
 			Gid:     le.Uint32(b[fileUIDOff+4:]),
 
 			PathRelative:      dirState != dirAbsolute,
 			PathUnresolved:    dirState == dirUnresolved,
 			NewPathUnresolved: newDirState == dirUnresolved,
+
+			ResolvedPath: resolved,
+			Ino:          le.Uint64(b[fileInoOff:]),
+			Dev:          dev,
+			Sensitive:    b[fileSensOff] != 0,
 		}},
 	}, nil
 }
+
+// file_event resolved states (common.h RESOLVED_*).
+const (
+	resolvedNone = 0
+	resolvedOK   = 1
+	resolvedCut  = 2
+)
+
+// exec_event exe flags (common.h EXE_*).
+const (
+	exeMemfd    = 1
+	exeDeleted  = 2
+	exeWritable = 4
+)
 
 // file_event dir states (common.h DIR_*).
 const (

@@ -55,6 +55,13 @@ func TestRecordLayoutMatchesBTF(t *testing.T) {
 		{"file.gid", unsafe.Offsetof(collectorFileEvent{}.Gid), fileUIDOff + 4},
 		{"file.dir_state", unsafe.Offsetof(collectorFileEvent{}.DirState), hdrSize + 1},
 		{"file.new_dir_state", unsafe.Offsetof(collectorFileEvent{}.NewDirState), hdrSize + 2},
+		{"exec.exe_flags", unsafe.Offsetof(e.ExeFlags), execFlagsOff},
+		{"file.ino", unsafe.Offsetof(collectorFileEvent{}.Ino), fileInoOff},
+		{"file.dev", unsafe.Offsetof(collectorFileEvent{}.Dev), fileDevOff},
+		{"file.resolved_len", unsafe.Offsetof(collectorFileEvent{}.ResolvedLen), fileResLenOff},
+		{"file.sensitive", unsafe.Offsetof(collectorFileEvent{}.Sensitive), fileSensOff},
+		{"file.resolved_state", unsafe.Offsetof(collectorFileEvent{}.ResolvedState), fileResStateOff},
+		{"file.resolved", unsafe.Offsetof(collectorFileEvent{}.Resolved), fileResolvedOff},
 		{"sizeof(lifecycle_event)", unsafe.Sizeof(collectorLifecycleEvent{}), procSize},
 		{"lifecycle.exit_code", unsafe.Offsetof(collectorLifecycleEvent{}.ExitCode), hdrSize + 8},
 	} {
@@ -480,6 +487,11 @@ func FuzzDecode(f *testing.F) {
 	f.Add(withOrigin(procRecord(1, 42, 0), 3, 4242))
 	f.Add(withOrigin(syscallRecord(165, 2, 1), 2, 0))
 	f.Add(withOrigin(execRec{argc: 1, filename: []byte("/bin/sh")}.bytes(), 1, 0))
+	f.Add(withOpened(fileRecord(7, 0, 0, 3, []byte("/tmp/sl"), nil), 1234, 8<<20|1, resolvedOK, []byte("shadow\x00etc\x00"), true))
+	f.Add(withOpened(fileRecord(11, 0o1001, 0, 3, []byte("t"), nil), 1, 1, resolvedCut, []byte("\xff\x00"), false))
+	f.Add(fileRecord(10, 0, 0, 0, []byte("../etc/passwd"), []byte("/tmp/l")))
+	f.Add(fileRecord(8, 0, 0o20600, -1, []byte("/dev/evil"), nil))
+	f.Add(withExeFlags(execRec{argc: 1, args: []byte("true\x00")}.bytes(), exeMemfd))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		ev, err := decode(b, decodeOptions{maxArgs: 64})
 		if err != nil {
@@ -487,7 +499,7 @@ func FuzzDecode(f *testing.F) {
 		}
 		if ev.GetExec() == nil {
 			// Bounded by construction: fixed-size fields.
-			if f := ev.GetFile(); f != nil && (len(f.Path) > 4*pathMaxLen || len(f.NewPath) > 4*pathMaxLen) {
+			if f := ev.GetFile(); f != nil && (len(f.Path) > 4*pathMaxLen || len(f.NewPath) > 4*pathMaxLen || len(f.ResolvedPath) > 4*pathMaxLen) {
 				t.Fatalf("path of %d bytes", len(f.Path))
 			}
 			if n := ev.GetNetwork(); n != nil && (len(n.LocalAddr) != 16 || len(n.RemoteAddr) != 16) {

@@ -15,6 +15,7 @@ const struct lifecycle_event *unused_lifecycle_event __attribute__((unused));
 const struct count_slot *unused_count_slot __attribute__((unused));
 const struct seq_event *unused_seq_event __attribute__((unused));
 const struct seq_cgroup *unused_seq_cgroup __attribute__((unused));
+const struct inode_key *unused_inode_key __attribute__((unused));
 
 const struct task_origin *unused_task_origin __attribute__((unused));
 
@@ -147,6 +148,53 @@ static __always_inline struct task_origin exec_origin(struct task_struct *task, 
 	return org;
 }
 
+#define TMPFS_MAGIC 0x01021994
+#define RAMFS_MAGIC 0x858458f6
+#define HUGETLBFS_MAGIC 0x958458f6
+#define OVERLAYFS_SUPER_MAGIC 0x794c7630
+#define PROC_SUPER_MAGIC 0x9fa0
+#define MNT_READONLY 0x40
+
+// exe_flags_of says what the binary f is (EXE_*):
+// - memfd: a tmpfs/hugetlbfs file with no parent (a pseudo dentry, as
+//   memfd_create makes) named "memfd:...";
+// - deleted: its inode has no link left, or its dentry was unhashed
+//   (d_unlinked);
+// - writable: an overlayfs file with an upper dentry (created or copied up
+//   in the container's writable layer; read from the overlay inode), or a
+//   file on a tmpfs/ramfs mount that is not read-only and is not the
+//   task's root mount (a rootfs on tmpfs is image content).
+static __always_inline __u32 exe_flags_of(struct task_struct *task, struct file *f)
+{
+	struct dentry *d = BPF_CORE_READ(f, f_path.dentry);
+	struct vfsmount *m = BPF_CORE_READ(f, f_path.mnt);
+	struct inode *ino = BPF_CORE_READ(d, d_inode);
+	if (!d || !ino)
+		return 0;
+	unsigned long magic = BPF_CORE_READ(ino, i_sb, s_magic);
+	bool is_root = BPF_CORE_READ(d, d_parent) == d;
+	if (is_root && (magic == TMPFS_MAGIC || magic == HUGETLBFS_MAGIC)) {
+		char name[8] = {};
+		bpf_probe_read_kernel_str(name, sizeof(name), BPF_CORE_READ(d, d_name.name));
+		if (name[0] == 'm' && name[1] == 'e' && name[2] == 'm' && name[3] == 'f' && name[4] == 'd' && name[5] == ':')
+			return EXE_MEMFD;
+	}
+	__u32 fl = 0;
+	if (BPF_CORE_READ(ino, __i_nlink) == 0 || (!is_root && !BPF_CORE_READ(d, d_hash.pprev)))
+		fl |= EXE_DELETED;
+	if (magic == OVERLAYFS_SUPER_MAGIC) {
+		if (bpf_core_type_exists(struct ovl_inode)) {
+			struct ovl_inode *oi = (struct ovl_inode *)((void *)ino - bpf_core_field_offset(struct ovl_inode, vfs_inode));
+			if (BPF_CORE_READ(oi, __upperdentry))
+				fl |= EXE_WRITABLE;
+		}
+	} else if ((magic == TMPFS_MAGIC || magic == RAMFS_MAGIC) && !(BPF_CORE_READ(m, mnt_flags) & MNT_READONLY) &&
+		   m != BPF_CORE_READ(task, fs, root.mnt)) {
+		fl |= EXE_WRITABLE;
+	}
+	return fl;
+}
+
 static __always_inline int handle_exec(struct task_struct *task, struct linux_binprm *bprm, bool lazy)
 {
 	__u64 cgid = bpf_get_current_cgroup_id();
@@ -203,6 +251,8 @@ static __always_inline int handle_exec(struct task_struct *task, struct linux_bi
 	}
 	if (cut)
 		e->hdr.flags |= FLAG_PATH_TRUNCATED;
+	e->exe_flags = exe_flags_of(task, BPF_CORE_READ(bprm, file));
+	e->_pad_exe = 0;
 	bpf_ringbuf_submit(e, submit_flags(RECORD_EXEC));
 	return 0;
 }
@@ -466,17 +516,35 @@ static __always_inline struct file *file_of(struct task_struct *task, long fd)
 	return f;
 }
 
-// sensitive_fd reports whether the file fd (just opened through a relative
-// path) is one of sensitive_files, by its walked path (leaf first).
-static __always_inline bool sensitive_fd(struct task_struct *task, long fd)
+// opened is what the sys_exit of an open learned about the file it opened.
+struct opened {
+	struct file *f; // NULL: no fd (failed, or not an open)
+	__u64 ino;
+	__u32 dev;
+	__u32 walked; // bytes of path_scratch slot 1 (the walked path)
+	__u8 state;   // RESOLVED_*: NONE until walked
+	__u8 sensitive;
+};
+
+// resolve walks o's file's path (its dentries, crossing mounts, up to the
+// task's root) into path_scratch slot 1, once.
+static __always_inline void resolve(struct task_struct *task, struct opened *o)
 {
-	struct file *f = file_of(task, fd);
-	if (!f)
-		return false;
+	struct file *f = o->f; // a local: BPF_CORE_READ relocates every access in its argument
+	if (o->state != RESOLVED_NONE || !f)
+		return;
 	bool cut = false;
-	__u32 n = walk_path(0, BPF_CORE_READ(f, f_path.dentry), BPF_CORE_READ(f, f_path.mnt),
-			    BPF_CORE_READ(task, fs, root.dentry), BPF_CORE_READ(task, fs, root.mnt), &cut);
-	if (cut || n == 0 || n >= SENSITIVE_PATH_LEN)
+	o->walked = walk_path(1, BPF_CORE_READ(f, f_path.dentry), BPF_CORE_READ(f, f_path.mnt),
+			      BPF_CORE_READ(task, fs, root.dentry), BPF_CORE_READ(task, fs, root.mnt), &cut);
+	o->state = cut ? RESOLVED_CUT : RESOLVED_OK;
+}
+
+// walked_sensitive reports whether o's walked path is one of
+// sensitive_files (leaf-first keys).
+static __always_inline bool walked_sensitive(struct opened *o)
+{
+	__u32 n = o->walked;
+	if (o->state != RESOLVED_OK || n == 0 || n >= SENSITIVE_PATH_LEN)
 		return false;
 	__u32 zero = 0;
 	struct path_buf *pb = bpf_map_lookup_elem(&path_scratch, &zero);
@@ -484,8 +552,65 @@ static __always_inline bool sensitive_fd(struct task_struct *task, long fd)
 		return false;
 	char key[SENSITIVE_PATH_LEN] = {};
 	asm volatile("" : "+r"(n)); // keep the mask: the verifier needs it
-	bpf_probe_read_kernel(key, n & (SENSITIVE_PATH_LEN - 1), pb->b[0]);
+	bpf_probe_read_kernel(key, n & (SENSITIVE_PATH_LEN - 1), pb->b[1]);
 	return bpf_map_lookup_elem(&sensitive_files, key) != NULL;
+}
+
+// inspect fills o from the fd an open returned: the file, its identity
+// (inode number, superblock dev) and whether it is sensitive: by identity
+// (sensitive_inodes), as procfs "environ" of another process, or by its
+// walked path when its leaf name is a sensitive file's (a file created
+// after the container was announced, opened through any name). Only
+// then is the path walked here; the caller walks it for records it emits.
+static __always_inline void inspect(struct task_struct *task, long fd, struct opened *o)
+{
+	struct file *f = file_of(task, fd);
+	if (!f)
+		return;
+	o->f = f;
+	struct inode *ino = BPF_CORE_READ(f, f_inode);
+	struct inode_key k = {};
+	k.ino = BPF_CORE_READ(ino, i_ino);
+	k.dev = BPF_CORE_READ(ino, i_sb, s_dev);
+	o->ino = k.ino;
+	o->dev = k.dev;
+	if (bpf_map_lookup_elem(&sensitive_inodes, &k)) {
+		o->sensitive = 1;
+		return;
+	}
+	char name[SENSITIVE_PATH_LEN] = {};
+	if (bpf_probe_read_kernel_str(name, sizeof(name), BPF_CORE_READ(f, f_path.dentry, d_name.name)) <= 0)
+		return;
+	__u8 *kindp = bpf_map_lookup_elem(&sensitive_names, name);
+	if (!kindp)
+		return;
+	__u8 kind = *kindp;
+	if (kind & NAME_ENVIRON) {
+		if (BPF_CORE_READ(ino, i_sb, s_magic) != PROC_SUPER_MAGIC)
+			return;
+		struct proc_inode *pi = (struct proc_inode *)((void *)ino - bpf_core_field_offset(struct proc_inode, vfs_inode));
+		struct pid *p = BPF_CORE_READ(pi, pid);
+		if (!p)
+			return;
+		__u32 owner = BPF_CORE_READ(p, numbers[0].nr);
+		__u64 pid_tgid = bpf_get_current_pid_tgid();
+		if (owner != (__u32)(pid_tgid >> 32) && owner != (__u32)pid_tgid)
+			o->sensitive = 1;
+		return;
+	}
+	if (kind & NAME_SSH) {
+		// A key or config in any .ssh directory (every user's).
+		char parent[8] = {};
+		bpf_probe_read_kernel_str(parent, sizeof(parent), BPF_CORE_READ(f, f_path.dentry, d_parent, d_name.name));
+		if (parent[0] == '.' && parent[1] == 's' && parent[2] == 's' && parent[3] == 'h' && parent[4] == 0) {
+			o->sensitive = 1;
+			return;
+		}
+	}
+	if (!(kind & NAME_PATH))
+		return;
+	resolve(task, o);
+	o->sensitive = walked_sensitive(o);
 }
 
 // base_dir walks the directory relative paths of fd start from (the cwd
@@ -522,6 +647,7 @@ static __always_inline void handle_file(struct pt_regs *regs, __u64 cgid, __u32 
 	__u32 flags = 0, mode = 0, uid = 0, gid = 0;
 	int dfd = AT_FDCWD, ndfd = AT_FDCWD;
 	__u8 op = 0;
+	bool literal = false; // path is kept as passed (a symlink's target)
 	switch (nr) {
 	case 2: // open(path, flags, mode)
 		path = (const char *)arg(regs, 0);
@@ -547,6 +673,58 @@ static __always_inline void handle_file(struct pt_regs *regs, __u64 cgid, __u32 
 		path = (const char *)arg(regs, 0);
 		flags = O_CREAT | O_WRONLY | O_TRUNC;
 		mode = arg(regs, 1);
+		break;
+	case 133: // mknod(path, mode, dev)
+		op = FILE_MKNOD;
+		path = (const char *)arg(regs, 0);
+		mode = arg(regs, 1);
+		break;
+	case 259: // mknodat(dfd, path, mode, dev)
+		op = FILE_MKNOD;
+		dfd = arg(regs, 0);
+		path = (const char *)arg(regs, 1);
+		mode = arg(regs, 2);
+		break;
+	case 86: // link(old, new)
+		op = FILE_LINK;
+		path = (const char *)arg(regs, 0);
+		new_path = (const char *)arg(regs, 1);
+		break;
+	case 265: // linkat(odfd, old, ndfd, new, flags)
+		op = FILE_LINK;
+		dfd = arg(regs, 0);
+		path = (const char *)arg(regs, 1);
+		ndfd = arg(regs, 2);
+		new_path = (const char *)arg(regs, 3);
+		flags = arg(regs, 4);
+		break;
+	case 88: // symlink(target, link)
+		op = FILE_SYMLINK;
+		literal = true;
+		path = (const char *)arg(regs, 0);
+		new_path = (const char *)arg(regs, 1);
+		break;
+	case 266: // symlinkat(target, ndfd, link)
+		op = FILE_SYMLINK;
+		literal = true;
+		path = (const char *)arg(regs, 0);
+		ndfd = arg(regs, 1);
+		new_path = (const char *)arg(regs, 2);
+		break;
+	case 76: // truncate(path, length)
+		op = FILE_TRUNCATE;
+		path = (const char *)arg(regs, 0);
+		break;
+	case 83: // mkdir(path, mode)
+		op = FILE_MKDIR;
+		path = (const char *)arg(regs, 0);
+		mode = arg(regs, 1);
+		break;
+	case 258: // mkdirat(dfd, path, mode)
+		op = FILE_MKDIR;
+		dfd = arg(regs, 0);
+		path = (const char *)arg(regs, 1);
+		mode = arg(regs, 2);
 		break;
 	case 82: // rename(old, new)
 		op = FILE_RENAME;
@@ -603,33 +781,42 @@ static __always_inline void handle_file(struct pt_regs *regs, __u64 cgid, __u32 
 	default:
 		return;
 	}
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
+	struct opened o = {};
 	if (!op) {
+		// An open: what did it open?
+		if (open_detail && ret >= 0)
+			inspect(task, ret, &o);
 		if (flags & WRITE_INTENT) {
-			op = (flags & O_CREAT) ? FILE_CREATE : FILE_OPEN_WRITE;
+			// O_TRUNC without O_CREAT overwrites an existing file; with
+			// O_CREAT the file may be new: OP_CREATE, flags say O_TRUNC.
+			if (flags & O_CREAT)
+				op = FILE_CREATE;
+			else if (flags & O_TRUNC)
+				op = FILE_TRUNCATE;
+			else
+				op = FILE_OPEN_WRITE;
 		} else {
-			// A read: reported only for the sensitive set.
-			char key[SENSITIVE_PATH_LEN] = {};
-			long n = bpf_probe_read_user_str(key, sizeof(key), path);
-			if (n <= 0)
-				return;
-			if (key[0] != '/') {
-				// Relative: match the opened file's own path.
-				if (ret < 0 || !sensitive_fd((struct task_struct *)bpf_get_current_task_btf(), ret))
+			// A read: reported only when sensitive, or when the path
+			// as passed is one of sensitive_files (a failed open).
+			if (!o.sensitive) {
+				char key[SENSITIVE_PATH_LEN] = {};
+				long n = bpf_probe_read_user_str(key, sizeof(key), path);
+				if (n <= 0 || n == sizeof(key) || key[0] != '/' || !bpf_map_lookup_elem(&sensitive_files, key))
 					return;
-			} else if (n == sizeof(key) || !bpf_map_lookup_elem(&sensitive_files, key)) {
-				return;
 			}
 			op = FILE_OPEN_READ;
 		}
 	}
 	if (!allow(cgid) || !bulk_allowed())
 		return;
+	if (open_detail)
+		resolve(task, &o); // after allow: a refused record costs no walk
 	struct file_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
 		count_loss(LOSS_RINGBUF_FILE);
 		return;
 	}
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
 	fill_hdr(&e->hdr, RECORD_FILE, task, cgid, org);
 	e->op = op;
 	e->_pad = 0;
@@ -654,7 +841,7 @@ static __always_inline void handle_file(struct pt_regs *regs, __u64 cgid, __u32 
 	// the same; otherwise its own base is walked only if path needed none.
 	e->dir_state = e->new_dir_state = DIR_ABSOLUTE;
 	e->dir_len = 0;
-	bool rel = e->path_len > 0 && e->path[0] != '/';
+	bool rel = !literal && e->path_len > 0 && e->path[0] != '/';
 	bool nrel = e->new_path_len > 0 && e->new_path[0] != '/';
 	int base = dfd;
 	if (rel || nrel) {
@@ -665,6 +852,25 @@ static __always_inline void handle_file(struct pt_regs *regs, __u64 cgid, __u32 
 			e->dir_state = ok ? DIR_RESOLVED : DIR_UNRESOLVED;
 		if (nrel)
 			e->new_dir_state = ok && (!rel || ndfd == dfd) ? DIR_RESOLVED : DIR_UNRESOLVED;
+	}
+
+	// The opened file: identity and the path the kernel opened.
+	e->ino = o.ino;
+	e->dev = o.dev;
+	e->sensitive = o.sensitive;
+	e->resolved_state = o.state;
+	e->resolved_len = 0;
+	if (o.state == RESOLVED_OK) {
+		__u32 zero = 0;
+		struct path_buf *pb = bpf_map_lookup_elem(&path_scratch, &zero);
+		if (pb) {
+			__builtin_memcpy(e->resolved, pb->b[1], PATH_MAX_LEN);
+			e->resolved_len = o.walked;
+		} else {
+			e->resolved_state = RESOLVED_NONE;
+		}
+	} else if (o.state == RESOLVED_CUT) {
+		e->hdr.flags |= FLAG_PATH_TRUNCATED;
 	}
 	bpf_ringbuf_submit(e, submit_flags(RECORD_FILE));
 }
@@ -690,6 +896,18 @@ static __always_inline void emit_seq(__u64 cgid, __u32 nr, struct task_origin or
 	e->cgroup_id = cgid;
 	e->ktime_ns = bpf_ktime_get_ns();
 	bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP);
+}
+
+#define AF_PACKET 17
+#define SOCK_RAW 3
+#define SOCK_TYPE_MASK 0xf
+
+// packet_or_raw reports whether socket(family, type, protocol) asked for a
+// packet socket or a raw one (the type's low bits; SOCK_NONBLOCK and
+// SOCK_CLOEXEC above them).
+static __always_inline bool packet_or_raw(struct pt_regs *regs)
+{
+	return arg(regs, 0) == AF_PACKET || (arg(regs, 1) & SOCK_TYPE_MASK) == SOCK_RAW;
 }
 
 // handle_sys_exit runs on every syscall's return. It counts each syscall
@@ -722,6 +940,8 @@ static __always_inline int handle_sys_exit(struct pt_regs *regs, long id, long r
 		emit_syscall(regs, cgid, nr, SYSCALL_MODE_SENSITIVE, ret, org);
 	else if (first == 1)
 		emit_syscall(regs, cgid, nr, SYSCALL_MODE_FIRST, ret, org);
+	if ((class & (CLASS_SOCKET | CLASS_SENSITIVE)) == CLASS_SOCKET && packet_or_raw(regs))
+		emit_syscall(regs, cgid, nr, SYSCALL_MODE_SENSITIVE, ret, org);
 	if (class & CLASS_NET)
 		handle_net(regs, cgid, nr, ret, org);
 	else if (class & CLASS_FILE)

@@ -93,7 +93,14 @@ struct exec_event {
 	__u32 cwd_len;
 	char exe[PATH_MAX_LEN];
 	char cwd[PATH_MAX_LEN];
+	__u32 exe_flags; // EXE_*
+	__u32 _pad_exe;
 };
+
+// exec_event.exe_flags: what the binary run is (exe_flags_of).
+#define EXE_MEMFD 1    // an anonymous memory file (memfd_create)
+#define EXE_DELETED 2  // unlinked: no name left at exec
+#define EXE_WRITABLE 4 // overlayfs upper layer, or a writable tmpfs/ramfs mount
 
 // Network record ops (schema Network.Op) and protocols.
 #define NET_CONNECT 1
@@ -122,6 +129,11 @@ struct net_event {
 #define FILE_CHMOD 5
 #define FILE_CHOWN 6
 #define FILE_OPEN_READ 7
+#define FILE_MKNOD 8
+#define FILE_LINK 9     // path: the existing file, new_path: the link
+#define FILE_SYMLINK 10 // path: the target (as passed), new_path: the link
+#define FILE_TRUNCATE 11 // truncate(2), or an open with O_TRUNC and no O_CREAT
+#define FILE_MKDIR 12
 
 // file_event.dir_state / new_dir_state: how a path was based.
 #define DIR_ABSOLUTE 0   // absolute path (or none): dir unused
@@ -145,7 +157,22 @@ struct file_event {
 	char path[PATH_MAX_LEN];
 	char new_path[PATH_MAX_LEN];
 	char dir[PATH_MAX_LEN];
-}; // 872 bytes
+	// Opens that returned an fd: the opened file's inode number and
+	// superblock dev (kernel encoding, MAJOR << 20 | MINOR), and its path
+	// walked from its dentries up to the task's root (leaf first, like
+	// dir; resolved_state RESOLVED_*).
+	__u64 ino;
+	__u32 dev;
+	__u16 resolved_len;
+	__u8 sensitive; // the opened file is a sensitive file (see sensitive_inodes)
+	__u8 resolved_state;
+	char resolved[PATH_MAX_LEN];
+}; // 1144 bytes
+
+// file_event.resolved_state.
+#define RESOLVED_NONE 0 // not an open, or no fd
+#define RESOLVED_OK 1
+#define RESOLVED_CUT 2 // longer than PATH_MAX_LEN or deeper than the walk
 
 #define PROC_FORK 1
 #define PROC_EXIT 2
@@ -212,10 +239,12 @@ volatile const __u32 host_mnt_ns = 0;   // inode of the host's mount namespace
 // more than bulk_ring_limit bytes, keeping the rest for urgent records
 // (exec, process, syscall); 0: no limit.
 volatile const __u64 bulk_ring_limit = 0;
+volatile const __u8 open_detail = 1;    // benchmarks: 0 skips the opened file's identity and walk
 // syscall_class[nr]: what to do on nr besides counting.
 #define CLASS_SENSITIVE 1 // always reported with args
 #define CLASS_NET 2       // connect, accept, bind, listen
-#define CLASS_FILE 4      // opens, rename, unlink, chmod, chown
+#define CLASS_FILE 4      // opens, rename, unlink, chmod, chown, mknod, link, symlink, truncate, mkdir
+#define CLASS_SOCKET 8    // socket(): reported as sensitive when AF_PACKET or SOCK_RAW
 volatile const __u8 syscall_class[SYSCALL_MAX] = {};
 // In-kernel flood control: per container, a token bucket holding at most
 // rate_cap_ns of credit, each record costing rate_cost_ns (1e9 / rate);
@@ -326,6 +355,39 @@ struct {
 	__type(key, char[SENSITIVE_PATH_LEN]);
 	__type(value, __u8);
 } sensitive_files SEC(".maps");
+
+// Sensitive files by identity: the (dev, ino) of each sensitive file as
+// user space found it inside each container's root (through
+// /proc/<init>/root, symlinks resolved in that root). An open whose file is
+// here is sensitive whatever name it was opened by (hardlink, symlink,
+// "..", /proc/self/root/...).
+struct inode_key {
+	__u64 ino;
+	__u32 dev; // kernel encoding, as super_block.s_dev
+	__u32 _pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct inode_key);
+	__type(value, __u8);
+} sensitive_inodes SEC(".maps");
+
+// Leaf names (values are NAME_* bits): an opened file whose name is here
+// is sensitive when NAME_PATH: its walked path is one of sensitive_files
+// (a file created after the container was announced, opened by any
+// name); NAME_ENVIRON: it is procfs "environ" of another process;
+// NAME_SSH: its parent directory is ".ssh" (any user's keys).
+#define NAME_PATH 1
+#define NAME_ENVIRON 2
+#define NAME_SSH 4
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 512);
+	__type(key, char[SENSITIVE_PATH_LEN]);
+	__type(value, __u8);
+} sensitive_names SEC(".maps");
 
 struct rate_bucket {
 	__u64 credit_ns; // nanoseconds of credit, at most rate_cap_ns
