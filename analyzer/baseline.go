@@ -45,7 +45,7 @@ type Doc struct {
 	UIDs           map[string]uint32 `json:"uids,omitempty" yaml:"uids,omitempty"`
 	// Behaviours learned: "code | actor | key" (see docs/detection.md).
 	Behaviours map[string]uint32 `json:"behaviours,omitempty" yaml:"behaviours,omitempty"`
-	Profile        *Profile          `json:"profile,omitempty" yaml:"profile,omitempty"`
+	Profile    *Profile          `json:"profile,omitempty" yaml:"profile,omitempty"`
 
 	// Op is set by a manual operation (lock, unlock, reset, import) that a
 	// running analyzer applies when it sees the update; the analyzer's own
