@@ -207,7 +207,7 @@ func isFilelessPath(p string) bool {
 
 // under reports whether p is dir or below it.
 func under(p, dir string) bool {
-	return p == dir || strings.HasPrefix(p, dir+"/")
+	return strings.HasPrefix(p, dir) && (len(p) == len(dir) || p[len(dir)] == '/')
 }
 
 func underAny(p string, dirs ...string) bool {
@@ -302,6 +302,14 @@ func isCredentialPath(p string) bool {
 	return false
 }
 
+var opNames = func() map[containv1.File_Op]string {
+	m := map[containv1.File_Op]string{}
+	for n, v := range containv1.File_Op_value {
+		m[containv1.File_Op(v)] = strings.ToLower(strings.TrimPrefix(n, "OP_"))
+	}
+	return m
+}()
+
 // classifyFile names the behaviours a file operation shows.
 func classifyFile(f *containv1.File) []hit {
 	if f.Op == containv1.File_OP_OPEN_READ {
@@ -327,7 +335,7 @@ func classifyFile(f *containv1.File) []hit {
 	add := func(code, key, msg string) {
 		out = append(out, hit{code: code, subject: t, key: key, msg: msg})
 	}
-	op := strings.ToLower(strings.TrimPrefix(f.Op.String(), "OP_"))
+	op := opNames[f.Op]
 	// Escapes through kernel knobs the host acts on.
 	if base == "release_agent" || base == "notify_on_release" || t == "/proc/sys/kernel/core_pattern" ||
 		t == "/proc/sys/kernel/modprobe" || t == "/proc/sysrq-trigger" || t == "/sys/kernel/uevent_helper" ||

@@ -76,7 +76,12 @@ var coverageCases = []coverageCase{
 	{"tmpexec", CodeExecTmp, true, ""},
 	{"tmpexec", CodeExecDrift, true, ""},
 	{"memfd", CodeExecFileless, true, ""},
+	// An exec session (runc exec /bin/cat /etc/passwd into a benign
+	// container): one exec.session record below 0.5, nothing else.
+	{sessionMode, CodeExecSession, false, "Process.origin"},
 }
+
+const sessionMode = "session"
 
 // TestBehaviourCoverage is issue 10's acceptance on real parts: the eBPF
 // collector, the enricher and the analyzer over embedded NATS. A static
@@ -207,9 +212,14 @@ func TestBehaviourCoverage(t *testing.T) {
 
 	containers := map[string]*testenv.Container{}
 	for _, cc := range coverageCases {
-		if containers[cc.mode] == nil {
+		if containers[cc.mode] == nil && cc.mode != sessionMode {
 			containers[cc.mode] = start(cc.mode)
 		}
+	}
+	containers[sessionMode] = start("benign")
+	time.Sleep(time.Second)
+	if out, err := containers[sessionMode].Exec(10*time.Second, "/bin/cat", "/etc/passwd"); err != nil {
+		t.Errorf("exec session: %q %v", out, err)
 	}
 	found := func(cc coverageCase) (*containv1.Event, *containv1.Reason) {
 		id := containers[cc.mode].ID
@@ -267,6 +277,13 @@ func TestBehaviourCoverage(t *testing.T) {
 			continue
 		}
 		report = append(report, cc.mode+" "+cc.code+": reason "+ftoa(r.Score)+" alert "+ftoa(al.GetAlert().GetScore()))
+		if cc.mode == sessionMode {
+			for _, a := range alerts {
+				if a.ContainerId == containers[sessionMode].ID && a.GetAlert().GetScore() >= 0.5 {
+					t.Errorf("exec session: alert %s, want only the exec.session record below 0.5", describe(a))
+				}
+			}
+		}
 		if cc.pause && (r.Score < pauseThreshold || al.GetAlert().GetScore() < pauseThreshold) {
 			t.Errorf("%s: %s scored %.3f (alert %.3f), below the default pause threshold %.2f: %s",
 				cc.mode, cc.code, r.Score, al.GetAlert().GetScore(), pauseThreshold, describe(al))
