@@ -305,7 +305,7 @@ type recentReason struct {
 
 // Bounds of per-container state.
 const (
-	maxWritten  = 4096
+	maxWritten  = 1024
 	maxSessions = 1024
 	maxTrees    = 256
 )
@@ -1204,23 +1204,28 @@ func isWrite(op containv1.File_Op) bool {
 	return false
 }
 
-// trackWritten remembers the paths the container made or changed so that
-// executing one is drift.
-func trackWritten(c *container, f *containv1.File) {
+// trackWritten remembers the files the container made executable so that
+// executing one is drift: created with an execute bit, chmod +x, renamed
+// or linked into place, or a known executable written over. Data files
+// are not tracked (the set stays small).
+func trackWritten(c *container, b *Baseline, f *containv1.File) {
 	if f.Result < 0 {
 		return
 	}
+	t := fileTarget(f)
 	switch f.Op {
-	case containv1.File_OP_OPEN_WRITE, containv1.File_OP_CREATE, containv1.File_OP_RENAME, containv1.File_OP_LINK,
-		containv1.File_OP_TRUNCATE:
-	case containv1.File_OP_CHMOD:
+	case containv1.File_OP_CREATE, containv1.File_OP_CHMOD:
 		if f.Mode&0o111 == 0 {
+			return
+		}
+	case containv1.File_OP_RENAME, containv1.File_OP_LINK:
+	case containv1.File_OP_OPEN_WRITE, containv1.File_OP_TRUNCATE:
+		if _, known := b.Exec[t]; !known {
 			return
 		}
 	default:
 		return
 	}
-	t := fileTarget(f)
 	if t == "" || t[0] != '/' || strings.HasPrefix(t, "/proc/") || strings.HasPrefix(t, "/dev/null") {
 		return
 	}
@@ -1268,7 +1273,7 @@ func (e *Engine) observeFile(c *container, b *Baseline, s *seed, f *containv1.Fi
 		e.stats.Invalid++
 		return false
 	}
-	trackWritten(c, f)
+	trackWritten(c, b, f)
 	hits := append(classifyFile(f), bulkHit(c, f, now)...)
 	act := actor(c, f.Proc)
 	if f.Op == containv1.File_OP_OPEN_READ {

@@ -260,10 +260,29 @@ func TestClassScoreOverride(t *testing.T) {
 func TestDriftAndBulk(t *testing.T) {
 	e := newEngine(t, testConfig(), nil)
 	learn(e, "c1")
+	// A data file written then run is not drift; one created executable is.
+	e.Observe(fileEv("c1", sec(5), containv1.File_OP_CREATE, "/data/notes"))
 	e.Observe(fileEv("c1", sec(5), containv1.File_OP_CREATE, "/data/payload"))
+	chmod := fileEv("c1", sec(5), containv1.File_OP_CHMOD, "/data/payload")
+	chmod.GetFile().Mode = 0o755
+	e.Observe(chmod)
 	a := alertOf(t, e.Observe(execEv("c1", sec(5.1), "/data/payload")))
 	if hasCode(a, CodeExecDrift) == nil {
 		t.Errorf("drift: %v", a.Reasons)
+	}
+	created := fileEv("c1", sec(5.2), containv1.File_OP_CREATE, "/data/dropper")
+	created.GetFile().Mode = 0o700
+	e.Observe(created)
+	if a := alertOf(t, e.Observe(execEv("c1", sec(5.3), "/data/dropper"))); hasCode(a, CodeExecDrift) == nil {
+		t.Errorf("drift (created executable): %v", a.Reasons)
+	}
+	// A learned executable overwritten in place, then run.
+	e.Observe(fileEv("c1", sec(5.4), containv1.File_OP_OPEN_WRITE, "/bin/sleep"))
+	if a := alertOf(t, e.Observe(execEv("c1", sec(5.5), "/bin/sleep", "sleep", "1"))); hasCode(a, CodeExecDrift) == nil {
+		t.Errorf("drift (overwritten binary): %v", a.Reasons)
+	}
+	if a := alertOf(t, e.Observe(execEv("c1", sec(5.6), "/data/notes"))); hasCode(a, CodeExecDrift) != nil {
+		t.Errorf("data file: %v", a.Reasons)
 	}
 	var bulk []*containv1.Alert
 	for i := range bulkThreshold + 10 {
