@@ -201,6 +201,8 @@ func registerStats(reg *prometheus.Registry, a *Analyzer) {
 	stat("deviations_grouped_total", "Deviations grouped into an earlier alert.", func(s Stats) uint64 { return s.Grouped })
 	stat("deviations_absorbed_total", "Deviations learned by a converged baseline.", func(s Stats) uint64 { return s.Absorbed })
 	stat("items_full_total", "Items not learned because a baseline set was full.", func(s Stats) uint64 { return s.Full })
+	stat("events_exec_session_total", "Events of exec sessions not scored as the container's own (analyzer.exec_sessions).", func(s Stats) uint64 { return s.Sessions })
+	stat("alerts_combined_total", "Alerts whose score the incident combination raised.", func(s Stats) uint64 { return s.Combined })
 	stat("events_runtime_total", "Events of the container runtime's own setup (runc init), neither learned nor scored.", func(s Stats) uint64 { return s.Runtime })
 	stat("syscall_counts_total", "Periodic syscall count events, skipped.", func(s Stats) uint64 { return s.Counts })
 	stat("images_refused_total", "Events ignored because max_images was reached.", func(s Stats) uint64 { return s.Images })

@@ -43,7 +43,9 @@ type Doc struct {
 	WritePrefixes  map[string]uint32 `json:"write_prefixes,omitempty" yaml:"write_prefixes,omitempty"`
 	SensitiveReads map[string]uint32 `json:"sensitive_reads,omitempty" yaml:"sensitive_reads,omitempty"`
 	UIDs           map[string]uint32 `json:"uids,omitempty" yaml:"uids,omitempty"`
-	Profile        *Profile          `json:"profile,omitempty" yaml:"profile,omitempty"`
+	// Behaviours learned: "code | actor | key" (see docs/detection.md).
+	Behaviours map[string]uint32 `json:"behaviours,omitempty" yaml:"behaviours,omitempty"`
+	Profile    *Profile          `json:"profile,omitempty" yaml:"profile,omitempty"`
 
 	// Op is set by a manual operation (lock, unlock, reset, import) that a
 	// running analyzer applies when it sees the update; the analyzer's own
@@ -102,6 +104,7 @@ func (b *Baseline) Doc() *Doc {
 		Peers:          copyMap(b.Peers, nil),
 		WritePrefixes:  copyMap(b.Writes, nil),
 		SensitiveReads: copyMap(b.Reads, nil),
+		Behaviours:     copyMap(b.Behaviours, func(k string) string { return strings.ReplaceAll(k, "\x00", argvSep) }),
 	}
 	if b.seed != nil {
 		d.Profile = b.seed.p
@@ -181,6 +184,16 @@ func (d *Doc) Baseline() (*Baseline, error) {
 		if err := fill(f.name, f.dst, f.src, f.sep); err != nil {
 			return nil, err
 		}
+	}
+	for k, v := range d.Behaviours {
+		parts := strings.SplitN(k, argvSep, 3)
+		if len(parts) != 3 || parts[0] == "" {
+			return nil, fmt.Errorf("%w: %s: behaviours item %q is not \"code | actor | key\"", ErrCorrupt, d.Key, k)
+		}
+		if _, ok := classes[parts[0]]; !ok {
+			return nil, fmt.Errorf("%w: %s: behaviours item %q: unknown reason code", ErrCorrupt, d.Key, k)
+		}
+		b.Behaviours[strings.Join(parts, "\x00")] = v
 	}
 	for k, v := range d.SyscallNGrams {
 		var x, y, z uint32

@@ -170,6 +170,9 @@ func FuzzEngineObserve(f *testing.F) {
 		sysEv("c1", sec(9), "ptrace"),
 		netEv("c1", sec(9), containv1.Network_OP_CONNECT, [4]byte{1, 2, 3, 4}, 80),
 		fileEv("c1", sec(9), containv1.File_OP_RENAME, "/etc/x"),
+		withOrigin(execEv("c1", sec(9), "/dev/fd/3", "x"), containv1.Origin_ORIGIN_EXEC_SESSION, 7),
+		withOrigin(fileEv("c1", sec(9), containv1.File_OP_MKNOD, "/dev/sda"), containv1.Origin_ORIGIN_CONTAINER, 0),
+		withOrigin(sysEv("c1", sec(9), "setresuid"), containv1.Origin_ORIGIN_RUNTIME, 0),
 	} {
 		raw, _ := proto.Marshal(ev)
 		f.Add(raw)

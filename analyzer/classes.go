@@ -1,11 +1,18 @@
 package analyzer
 
 import (
+	"fmt"
+	"math"
 	"path"
+	"sort"
+	"strconv"
 	"strings"
 )
 
 // Reason codes. They are stable: alerts, rules and dashboards key on them.
+// The first group are anomalies (something the image's baseline never
+// showed); the second are behaviours, recognised by what the event says
+// whether or not its executable is in the baseline (see behaviours.go).
 const (
 	CodeExecUnseen        = "exec.unseen"
 	CodeExecShell         = "exec.shell"
@@ -28,9 +35,41 @@ const (
 	CodeWriteUndeclared   = "file.write.undeclared"
 	CodeReadSensitive     = "file.read.sensitive"
 	CodeExecUndeclaredUID = "proc.uid.undeclared"
+
+	// Behaviours.
+	CodeExecDrift       = "exec.drift"
+	CodeExecFileless    = "exec.fileless"
+	CodeExecPkgManager  = "exec.pkg_manager"
+	CodeExecScanner     = "exec.scanner"
+	CodeExecMiner       = "exec.miner"
+	CodeMinerPort       = "net.miner_port"
+	CodeRawSocket       = "net.raw_socket"
+	CodeDevCreate       = "file.dev.create"
+	CodeHiddenFile      = "file.hidden"
+	CodeSSHPersist      = "persist.ssh"
+	CodeShellConfig     = "persist.shell_config"
+	CodeCronPersist     = "persist.cron"
+	CodeAccountChange   = "persist.account"
+	CodeSetuidBit       = "priv.setuid_bit"
+	CodePrivilegeGain   = "priv.gain"
+	CodeLoginShell      = "proc.login_shell"
+	CodeCredSearch      = "cred.search"
+	CodePtrace          = "proc.ptrace"
+	CodeProcMemory      = "proc.vm_access"
+	CodeNamespace       = "escape.namespace"
+	CodeMount           = "escape.mount"
+	CodeChroot          = "escape.chroot"
+	CodeCgroupEscape    = "escape.cgroup"
+	CodeKernelModule    = "kernel.module"
+	CodeBPF             = "kernel.bpf"
+	CodeUserfaultfd     = "kernel.userfaultfd"
+	CodeBulkDelete      = "file.bulk_delete"
+	CodeLogClear        = "defense.log_clear"
+	CodeExecSession     = "exec.session"
+	CodeIncidentCombine = "incident.combined"
 )
 
-// class is the severity class of a reason code: its base severity, the
+// class is the severity class of a reason code: its default score, the
 // Falco-style rule name it maps to and its MITRE ATT&CK techniques.
 type class struct {
 	severity float64
@@ -38,12 +77,14 @@ type class struct {
 	mitre    []string
 }
 
+// classes is the table of reason codes (docs/detection.md renders it).
+// Operators override a default score with analyzer.class_scores.
 var classes = map[string]class{
-	CodeExecUnseen:        {0.6, "Unseen executable in container", []string{"T1059"}},
-	CodeExecShell:         {0.85, "Shell spawned in container", []string{"T1059.004"}},
-	CodeExecInterpreter:   {0.8, "Interpreter spawned in container", []string{"T1059"}},
-	CodeExecTmp:           {0.75, "Executable run from a writable temporary path", []string{"T1105", "T1036"}},
-	CodeExecTool:          {0.5, "Network transfer tool run in container", []string{"T1105"}},
+	CodeExecUnseen:        {0.8, "Unseen executable in container", []string{"T1059"}},
+	CodeExecShell:         {0.85, "Shell spawned by a service in container", []string{"T1059.004"}},
+	CodeExecInterpreter:   {0.8, "Interpreter spawned by a service in container", []string{"T1059"}},
+	CodeExecTmp:           {0.85, "Executable run from a writable or tmpfs path", []string{"T1105", "T1036.005"}},
+	CodeExecTool:          {0.6, "Remote copy tool run in container", []string{"T1105"}},
 	CodeExecArgv:          {0.35, "Unseen command line shape", nil},
 	CodeExecEdge:          {0.4, "Unseen parent to child process edge", nil},
 	CodeUIDUnseen:         {0.5, "Process under an unseen user", []string{"T1078"}},
@@ -57,9 +98,92 @@ var classes = map[string]class{
 	CodeListenNew:         {0.7, "Listening on a new port", []string{"T1571"}},
 	CodeListenUndeclared:  {0.8, "Listening on an undeclared port", []string{"T1571"}},
 	CodeWriteUnseen:       {0.45, "Write under an unseen path", nil},
-	CodeWriteSystem:       {0.75, "Write below a system directory", []string{"T1543", "T1222"}},
-	CodeWriteUndeclared:   {0.7, "Write outside declared volumes", []string{"T1565"}},
-	CodeReadSensitive:     {0.8, "Read of a sensitive file", []string{"T1003.008", "T1552.001"}},
+	CodeWriteSystem:       {0.8, "Write into image content below a system directory", []string{"T1543", "T1222"}},
+	CodeWriteUndeclared:   {0.8, "Write outside declared volumes", []string{"T1565"}},
+	CodeReadSensitive:     {0.85, "Read of credentials", []string{"T1003.008", "T1552.001", "T1552.004"}},
+
+	CodeExecDrift:       {0.9, "Drift: executable written in the container then run", []string{"T1105", "T1036"}},
+	CodeExecFileless:    {0.9, "Fileless execution (memfd or deleted binary)", []string{"T1620"}},
+	CodeExecPkgManager:  {0.6, "Package manager run in container", []string{"T1072", "T1105"}},
+	CodeExecScanner:     {0.75, "Network scanner run in container", []string{"T1046"}},
+	CodeExecMiner:       {0.9, "Cryptocurrency miner in container", []string{"T1496"}},
+	CodeMinerPort:       {0.6, "Connection to a well-known mining pool port", []string{"T1496"}},
+	CodeRawSocket:       {0.75, "Packet or raw socket opened", []string{"T1040"}},
+	CodeDevCreate:       {0.8, "File or device node created below /dev", []string{"T1611", "T1564"}},
+	CodeHiddenFile:      {0.7, "Hidden file or directory created in a system path", []string{"T1564.001"}},
+	CodeSSHPersist:      {0.9, "SSH authorized_keys or configuration changed", []string{"T1098.004"}},
+	CodeShellConfig:     {0.8, "Shell configuration changed", []string{"T1546.004"}},
+	CodeCronPersist:     {0.85, "Cron or systemd timer persistence", []string{"T1053.003", "T1053.006"}},
+	CodeAccountChange:   {0.85, "User accounts changed", []string{"T1136.001", "T1098"}},
+	CodeSetuidBit:       {0.85, "Setuid or setgid bit set", []string{"T1548.001"}},
+	CodePrivilegeGain:   {0.9, "Privilege gain (uid 0 from non-root, capset)", []string{"T1548"}},
+	CodeLoginShell:      {0.8, "Interactive login shell of a system user", []string{"T1078.003"}},
+	CodeCredSearch:      {0.75, "Search for private keys or passwords", []string{"T1552.001", "T1552.004"}},
+	CodePtrace:          {0.9, "Ptrace attach or anti-debugging", []string{"T1055.008", "T1622"}},
+	CodeProcMemory:      {0.9, "Another process's memory read or written", []string{"T1055"}},
+	CodeNamespace:       {0.85, "Namespace change (unshare, setns)", []string{"T1611"}},
+	CodeMount:           {0.85, "Mount, umount or pivot_root", []string{"T1611"}},
+	CodeChroot:          {0.85, "Chroot", []string{"T1611"}},
+	CodeCgroupEscape:    {0.95, "Container escape through release_agent, core_pattern or cgroup files", []string{"T1611"}},
+	CodeKernelModule:    {0.95, "Kernel module loaded or unloaded", []string{"T1547.006"}},
+	CodeBPF:             {0.85, "bpf() in container", []string{"T1014"}},
+	CodeUserfaultfd:     {0.85, "userfaultfd() in container", []string{"T1068"}},
+	CodeBulkDelete:      {0.8, "Bulk deletion or overwrite of data", []string{"T1485", "T1486"}},
+	CodeLogClear:        {0.8, "Logs or shell history cleared", []string{"T1070.002", "T1070.003"}},
+	CodeExecSession:     {0.4, "Exec session entered the container", []string{"T1609"}},
+	CodeIncidentCombine: {0, "Several deviations in one incident", nil},
+}
+
+// ClassScores is the table of default scores by reason code.
+func ClassScores() map[string]float64 {
+	out := make(map[string]float64, len(classes))
+	for code, c := range classes {
+		if code != CodeIncidentCombine {
+			out[code] = c.severity
+		}
+	}
+	return out
+}
+
+// ClassInfo is one row of the reason-code table.
+type ClassInfo struct {
+	Code  string
+	Rule  string
+	Mitre []string
+	Score float64
+}
+
+// Classes lists the reason codes with their defaults, sorted by code.
+func Classes() []ClassInfo {
+	out := make([]ClassInfo, 0, len(classes))
+	for code, c := range classes {
+		out = append(out, ClassInfo{code, c.rule, c.mitre, c.severity})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Code < out[j].Code })
+	return out
+}
+
+// parseClassScores parses analyzer.class_scores entries ("code=score")
+// into overrides; an unknown code or a score outside [0,1] is an error
+// naming the key.
+func parseClassScores(entries []string) (map[string]float64, error) {
+	out := map[string]float64{}
+	for _, e := range entries {
+		code, val, ok := strings.Cut(strings.TrimSpace(e), "=")
+		code = strings.TrimSpace(code)
+		if !ok {
+			return nil, fmt.Errorf("analyzer.class_scores: %q is not code=score", e)
+		}
+		if _, known := classes[code]; !known || code == CodeIncidentCombine {
+			return nil, fmt.Errorf("analyzer.class_scores.%s: unknown reason code", code)
+		}
+		s, err := strconv.ParseFloat(strings.TrimSpace(val), 64)
+		if err != nil || math.IsNaN(s) || s < 0 || s > 1 {
+			return nil, fmt.Errorf("analyzer.class_scores.%s: score %q not in [0,1]", code, strings.TrimSpace(val))
+		}
+		out[code] = s
+	}
+	return out, nil
 }
 
 // sensitiveSyscalls maps syscalls worth an alert on their own to their
@@ -104,25 +228,6 @@ var tools = map[string]bool{
 	"tftp": true, "ftp": true, "scp": true, "sftp": true, "ssh": true, "telnet": true, "rsync": true,
 }
 
-// execClass reports the class codes of an executable path beyond
-// exec.unseen: shell, interpreter, temporary path, transfer tool.
-func execClasses(filename string) []string {
-	base := path.Base(filename)
-	var out []string
-	switch {
-	case shells[base]:
-		out = append(out, CodeExecShell)
-	case isInterpreter(base):
-		out = append(out, CodeExecInterpreter)
-	case tools[base]:
-		out = append(out, CodeExecTool)
-	}
-	if isTmpPath(filename) {
-		out = append(out, CodeExecTmp)
-	}
-	return out
-}
-
 func isInterpreter(base string) bool {
 	for _, p := range interpreters {
 		if strings.HasPrefix(base, p) {
@@ -136,7 +241,7 @@ func isInterpreter(base string) bool {
 }
 
 func isTmpPath(p string) bool {
-	for _, pre := range []string{"/tmp/", "/var/tmp/", "/dev/shm/", "/run/shm/", "/memfd:", "/proc/self/fd/"} {
+	for _, pre := range []string{"/tmp/", "/var/tmp/", "/dev/shm/", "/run/", "/var/run/", "/dev/mqueue/"} {
 		if strings.HasPrefix(p, pre) {
 			return true
 		}

@@ -51,6 +51,25 @@ type Config struct {
 	// peers, ...); once full, further items are not learned (counted).
 	MaxItems int
 
+	// ExecSessions is the policy for events of exec sessions (runc, docker,
+	// podman, CRI exec, nsenter: Process.origin ORIGIN_EXEC_SESSION):
+	// "record" (default) raises one low-score exec.session alert per
+	// session naming its command, and neither learns nor scores its
+	// activity; "alert" scores its activity as deviations (never learned);
+	// "container" treats it as the container's own; "ignore" only counts.
+	ExecSessions string
+	// ClassScores overrides default scores per reason code: entries
+	// "code=score", e.g. "exec.pkg_manager=0.85" (see docs/detection.md).
+	ClassScores []string
+	// CombineWindow joins the deviations of one process tree (the
+	// container's own processes, or one exec session) within this span of
+	// event time: an alert's score becomes the noisy-OR of the distinct
+	// reason codes in the window (each at its highest score), capped at
+	// CombineCap, when that is higher than its own. 0 turns it off.
+	CombineWindow time.Duration
+	// CombineCap caps a combined score.
+	CombineCap float64
+
 	// Durable is the JetStream durable consumer on CONTAIN_EVENTS.
 	Durable string
 	// FilterSubject narrows CONTAIN_EVENTS; empty takes every host.
@@ -69,6 +88,14 @@ type Config struct {
 	// by the enricher, keyed by image digest); empty turns seeding off.
 	ProfilesBucket string
 }
+
+// Exec-session policies (Config.ExecSessions).
+const (
+	ExecSessionsRecord    = "record"
+	ExecSessionsAlert     = "alert"
+	ExecSessionsContainer = "container"
+	ExecSessionsIgnore    = "ignore"
+)
 
 // ConvergenceConfig decides when a baseline stops learning before the
 // learning window ends: when at least MinObservations events were seen
@@ -101,6 +128,9 @@ func DefaultConfig() Config {
 		MaxContainers:   65536,
 		MaxItems:        4096,
 		GroupBy:         GroupByDigest,
+		ExecSessions:    ExecSessionsRecord,
+		CombineWindow:   10 * time.Second,
+		CombineCap:      0.95,
 		Durable:         DefaultDurable,
 		Fetch:           64,
 		BaselinesBucket: DefaultBaselinesBucket,
@@ -149,6 +179,19 @@ func (c Config) validateEngine() error {
 		return errors.New("analyzer.max_containers: must be > 0")
 	case c.MaxItems <= 0:
 		return errors.New("analyzer.max_items: must be > 0")
+	case c.CombineWindow < 0:
+		return errors.New("analyzer.combine_window: must not be negative")
+	case c.CombineCap < 0 || c.CombineCap > 1:
+		return fmt.Errorf("analyzer.combine_cap: %v not in [0,1]", c.CombineCap)
+	}
+	switch c.ExecSessions {
+	case ExecSessionsRecord, ExecSessionsAlert, ExecSessionsContainer, ExecSessionsIgnore:
+	case "":
+	default:
+		return fmt.Errorf("analyzer.exec_sessions: %q is not record, alert, container or ignore", c.ExecSessions)
+	}
+	if _, err := parseClassScores(c.ClassScores); err != nil {
+		return err
 	}
 	return validGroupBy(c.GroupBy)
 }

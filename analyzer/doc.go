@@ -9,16 +9,37 @@
 // compose service, Kubernetes workload from the labels of the
 // KIND_CONTAINER event) it keeps a Baseline: executables with their argv
 // shapes, parent→child edges, effective uids, syscalls, syscall 3-grams,
-// outbound peers, listen ports, file-write path prefixes and sensitive
-// files read. A baseline learns from the first event of its image for
-// LearningWindow of event time (or until its novelty rate converges),
-// then scores every deviation in [0,1] from the severity of its class,
-// how rare it is for the image, and whether it contradicts the image's
-// declared Profile (contradictions are scored even while learning). A
-// container whose events name a profile (profile_ref, e.g. its compose
-// service's, with the peer services' addresses) is judged against that
-// one rather than its image's: a connect to an address outside its
-// peer_addresses raises net.peer.undeclared.
+// outbound peers, listen ports, file-write path prefixes, sensitive
+// files read and behaviours (code, executable, key). A baseline learns
+// from the first event of its image for LearningWindow of event time (or
+// until its novelty rate converges), then scores every deviation in [0,1]
+// from the score of its class (classes.go; analyzer.class_scores
+// overrides), how rare it is for the image, and whether it contradicts the
+// image's declared Profile (contradictions are scored even while
+// learning). A container whose events name a profile (profile_ref, e.g.
+// its compose service's, with the peer services' addresses) is judged
+// against that one rather than its image's: a connect to an address
+// outside its peer_addresses raises net.peer.undeclared.
+//
+// Behaviours (behaviours.go: shell or interpreter from a service, drift,
+// exec from tmpfs or memory, persistence, credential reads and searches,
+// escapes, privilege gain, ...; the table is docs/detection.md) are named
+// by what the event says, whether or not its executable is in the
+// baseline; what the image's own program did while learning is learned per
+// behaviour and executable. An alert's score is the noisy-OR of its
+// reasons; the distinct reasons of one process tree (the container's own,
+// or one exec session) within CombineWindow combine the same way, capped
+// at CombineCap (reason incident.combined).
+//
+// Origin (Process.origin, decided by lineage in the collector):
+// ORIGIN_RUNTIME events are neither learned nor scored
+// (contain_analyzer_events_runtime_total); ORIGIN_EXEC_SESSION events
+// follow ExecSessions: "record" (default: one exec.session alert, score
+// 0.4, per session naming its command; its activity neither learned nor
+// scored), "alert" (scored, never learned), "container" (the container's
+// own) or "ignore" (counted, contain_analyzer_events_exec_session_total).
+// ORIGIN_CONTAINER events are learned and scored with no exemption by
+// name.
 //
 // Guarantees:
 //   - Scoring is deterministic: time is the events' wall time, never the
@@ -27,14 +48,14 @@
 //   - Identical deviations (same container, reason code and subject)
 //     raise one alert per GroupWindow; the others are counted into the
 //     next alert's count.
-//   - What the container runtime does inside a container before it execs
-//     the container's program (runc's init stages, comm "runc:[N:...]":
-//     unshare, mount, pivot_root, keyctl, setuid, capset at every start
-//     and `runc exec`) is attributed to the runtime, neither learned nor
-//     scored (contain_analyzer_events_runtime_total), unless the process
-//     is one the container executed or forked (KIND_EXEC, KIND_PROCESS).
-//     Periodic syscall counts are skipped: their syscalls were reported
-//     one by one.
+//   - Events of ORIGIN_UNSPECIFIED (older collectors): what the
+//     container runtime does inside a container before it execs the
+//     container's program (runc's init stages, comm "runc:[N:...]":
+//     unshare, mount, pivot_root, keyctl, setuid, capset at every start and
+//     `runc exec`) is attributed to the runtime, neither learned nor
+//     scored, unless the process is one the container executed or forked
+//     (KIND_EXEC, KIND_PROCESS). Periodic syscall counts are skipped:
+//     their syscalls were reported one by one.
 //   - Redelivered duplicates of a deviating event raise nothing; events
 //     of unknown kind, without a container, without wall time or beyond
 //     MaxImages are counted and skipped, never fatal.

@@ -214,6 +214,9 @@ type Baseline struct {
 	Writes   map[string]uint32 // file-write path prefixes
 	Reads    map[string]uint32 // sensitive files read
 	UIDs     map[uint32]uint32 // effective uids of execs
+	// Behaviours learned: reason code + "\x00" + what did it (the
+	// executable, or the caller's) + "\x00" + the behaviour's key.
+	Behaviours map[string]uint32
 
 	seed      *seed
 	sightings map[string]uint32 // deviations seen after convergence
@@ -226,14 +229,14 @@ func newBaseline(key, image string) *Baseline {
 		Exec: map[string]uint32{}, Argv: map[string]uint32{}, Edges: map[string]uint32{},
 		Syscalls: map[string]uint32{}, NGrams: map[uint64]uint32{}, Peers: map[string]uint32{},
 		Ports: map[uint32]uint32{}, Writes: map[string]uint32{}, Reads: map[string]uint32{},
-		UIDs: map[uint32]uint32{}, sightings: map[string]uint32{},
+		UIDs: map[uint32]uint32{}, Behaviours: map[string]uint32{}, sightings: map[string]uint32{},
 	}
 }
 
 // Size is the number of items the baseline holds.
 func (b *Baseline) Size() int {
 	return len(b.Exec) + len(b.Argv) + len(b.Edges) + len(b.Syscalls) + len(b.NGrams) +
-		len(b.Peers) + len(b.Ports) + len(b.Writes) + len(b.Reads) + len(b.UIDs)
+		len(b.Peers) + len(b.Ports) + len(b.Writes) + len(b.Reads) + len(b.UIDs) + len(b.Behaviours)
 }
 
 type group struct {
@@ -261,6 +264,18 @@ type container struct {
 	// incident, incidentNs the event time of its latest alert.
 	incident   []byte
 	incidentNs int64
+	// sessions are the exec sessions seen (session tgid).
+	sessions map[uint32]bool
+	// written holds paths the container created, wrote, renamed into
+	// place or made executable (drift), bounded by maxWritten.
+	written map[string]bool
+	// euid is each thread's effective uid after its latest event.
+	euid map[uint32]uint32
+	// bulk counts destructive file operations per process tree.
+	bulk map[uint32]*bulkCounter
+	// recent holds each process tree's recent alert reasons, for the
+	// incident combination (CombineWindow).
+	recent map[uint32][]recentReason
 	// seqTail holds each thread's last two syscalls of its previous
 	// sequence event (the collector cuts a thread's stream into events of
 	// sequence_batch syscalls, or fewer at each sequence_flush), so the
@@ -275,6 +290,25 @@ type seqTail struct {
 	n             uint8
 	unseen, total uint32
 }
+
+type bulkCounter struct {
+	start int64
+	n     int
+	fired bool
+}
+
+type recentReason struct {
+	code  string
+	score float64
+	ns    int64
+}
+
+// Bounds of per-container state.
+const (
+	maxWritten  = 1024
+	maxSessions = 1024
+	maxTrees    = 256
+)
 
 // maxSeqThreads bounds a container's seqTail; when full it starts over
 // (a thread then misses the 3-grams across one cut).
@@ -302,6 +336,8 @@ type Stats struct {
 	Runtime    uint64 // events of the container runtime itself (runc init), neither learned nor scored
 	Counts     uint64 // periodic syscall counts, skipped (their syscalls were reported one by one)
 	Kernel     uint64 // kernel-entered syscalls (restart_syscall) and interrupted waits after learning, not scored
+	Sessions   uint64 // events of exec sessions not scored as the container's own (analyzer.exec_sessions)
+	Combined   uint64 // alerts whose score the incident combination raised
 }
 
 type deviation struct {
@@ -328,6 +364,8 @@ type Engine struct {
 	devs        []deviation
 	stats       Stats
 	alpha       float64
+	// scores are the classes' scores, defaults with overrides.
+	scores map[string]float64
 }
 
 const dedupSize = 8192
@@ -347,6 +385,14 @@ func NewEngine(cfg Config, profiles ProfileFunc) (*Engine, error) {
 	}
 	if cfg.Convergence.WindowEvents > 0 {
 		e.alpha = 1 / float64(cfg.Convergence.WindowEvents)
+	}
+	over, err := parseClassScores(cfg.ClassScores)
+	if err != nil {
+		return nil, err
+	}
+	e.scores = ClassScores()
+	for code, v := range over {
+		e.scores[code] = v
 	}
 	return e, nil
 }
@@ -432,7 +478,9 @@ func (e *Engine) newContainer(ev *containv1.Event) *container {
 	if len(e.containers) >= e.cfg.MaxContainers {
 		e.evictContainers(ev.WallNs)
 	}
-	c := &container{id: ev.ContainerId, procs: map[uint32]string{}, groups: map[string]*group{}}
+	c := &container{id: ev.ContainerId, procs: map[uint32]string{}, groups: map[string]*group{},
+		sessions: map[uint32]bool{}, written: map[string]bool{}, euid: map[uint32]uint32{},
+		bulk: map[uint32]*bulkCounter{}, recent: map[uint32][]recentReason{}}
 	e.containers[ev.ContainerId] = c
 	return c
 }
@@ -522,12 +570,30 @@ func (e *Engine) Observe(ev *containv1.Event) []*containv1.Event {
 	if c == nil {
 		return nil
 	}
+	proc := procOf(ev)
+	session := false
+	switch proc.GetOrigin() {
+	case containv1.Origin_ORIGIN_RUNTIME:
+		e.stats.Runtime++
+		return nil
+	case containv1.Origin_ORIGIN_EXEC_SESSION:
+		switch e.cfg.ExecSessions {
+		case ExecSessionsIgnore:
+			e.stats.Sessions++
+			return nil
+		case ExecSessionsContainer:
+		default:
+			session = true
+		}
+	case containv1.Origin_ORIGIN_UNSPECIFIED:
+		// Older collectors: the runtime is told apart by its comm.
+		if ev.GetProcess() == nil && e.runtimeProcess(c, ev) {
+			e.stats.Runtime++
+			return nil
+		}
+	}
 	if p := ev.GetProcess(); p != nil {
 		e.observeProcess(c, p)
-		return nil
-	}
-	if e.runtimeProcess(c, ev) {
-		e.stats.Runtime++
 		return nil
 	}
 	e.applyRef(c, ev.ProfileRef)
@@ -547,6 +613,18 @@ func (e *Engine) Observe(ev *containv1.Event) []*containv1.Event {
 		}
 	}
 	e.devs = e.devs[:0]
+	if session {
+		// Neither learned nor scored as the container's own.
+		e.stats.Sessions++
+		first := e.noteSession(c, b, ev, proc)
+		if e.cfg.ExecSessions != ExecSessionsAlert {
+			if !first {
+				return nil
+			}
+			return e.raise(c, b, ev)
+		}
+		learn = false
+	}
 	var novel bool
 	switch body := ev.Body.(type) {
 	case *containv1.Event_Exec:
@@ -554,14 +632,22 @@ func (e *Engine) Observe(ev *containv1.Event) []*containv1.Event {
 	case *containv1.Event_Syscall:
 		novel = e.observeSyscall(c, b, body.Syscall, learn)
 	case *containv1.Event_Network:
-		novel = e.observeNetwork(b, seedOf(c, b), body.Network, learn)
+		novel = e.observeNetwork(c, b, seedOf(c, b), body.Network, learn)
 	case *containv1.Event_File:
-		novel = e.observeFile(b, seedOf(c, b), body.File, learn)
+		novel = e.observeFile(c, b, seedOf(c, b), body.File, learn, ev.WallNs)
 	default:
 		e.stats.Invalid++
 		return nil
 	}
-	if learn {
+	if proc != nil && proc.Pid != 0 {
+		if len(c.euid) >= maxProcs {
+			clear(c.euid)
+		}
+		c.euid[proc.Pid] = proc.Euid
+	}
+	if session {
+		// scored, never learned
+	} else if learn {
 		e.stats.Learned++
 		if novel {
 			b.Version++
@@ -745,6 +831,12 @@ func (e *Engine) observeExec(c *container, b *Baseline, x *containv1.Exec, learn
 	if parent != "" {
 		edge = parent + "\x00" + fn
 	}
+	nonRoot := len(b.UIDs) > 0
+	if _, ok := b.UIDs[0]; ok {
+		nonRoot = false
+	}
+	hits := classifyExec(x, execInfo{name: fn, parent: parent, written: c.written[fn] || x.Exe != "" && c.written[x.Exe],
+		nonRootImage: nonRoot && !learn})
 	if learn {
 		novel := e.learnKey(b.Exec, fn)
 		novel = e.learnKey(b.Argv, shape) || novel
@@ -754,6 +846,7 @@ func (e *Engine) observeExec(c *container, b *Baseline, x *containv1.Exec, learn
 		if hasProc {
 			novel = e.learnU32(b.UIDs, euid) || novel
 		}
+		novel = e.behave(b, fn, hits, true) || novel
 		if s := seedOf(c, b); hasProc && s != nil && s.users != nil && !s.users[euid] {
 			e.dev(CodeExecUndeclaredUID, strconv.FormatUint(uint64(euid), 10),
 				fmt.Sprintf("%q runs as uid %d, which image %s does not declare", fn, euid, b.Image), nil)
@@ -761,26 +854,12 @@ func (e *Engine) observeExec(c *container, b *Baseline, x *containv1.Exec, learn
 		return novel
 	}
 	if _, ok := b.Exec[fn]; !ok {
-		e.dev(CodeExecUnseen, fn, fmt.Sprintf("%q was never executed by image %s during learning (learned %d executables over %s)",
-			fn, b.Image, len(b.Exec), learnedOver(b)), func() { e.learnKey(b.Exec, fn) })
-		base := path.Base(fn)
-		for _, code := range execClasses(fn) {
-			var msg string
-			switch code {
-			case CodeExecShell:
-				msg = fmt.Sprintf("shell %q started", base)
-			case CodeExecInterpreter:
-				msg = fmt.Sprintf("interpreter %q started", base)
-			case CodeExecTool:
-				msg = fmt.Sprintf("network transfer tool %q started", base)
-			case CodeExecTmp:
-				msg = fmt.Sprintf("%q runs from a writable temporary location", fn)
-			}
-			if parent != "" {
-				msg += fmt.Sprintf(" by %q", parent)
-			}
-			e.dev(code, fn, msg, nil)
+		by := ""
+		if parent != "" {
+			by = fmt.Sprintf(", started by %q", parent)
 		}
+		e.dev(CodeExecUnseen, fn, fmt.Sprintf("%q was never executed by image %s during learning (learned %d executables over %s)%s",
+			fn, b.Image, len(b.Exec), learnedOver(b), by), func() { e.learnKey(b.Exec, fn) })
 	} else {
 		if _, ok := b.Argv[shape]; !ok {
 			e.dev(CodeExecArgv, shape, fmt.Sprintf("%q ran with an unseen command line shape %q", fn, argvShape(x.Argv)),
@@ -793,6 +872,7 @@ func (e *Engine) observeExec(c *container, b *Baseline, x *containv1.Exec, learn
 			}
 		}
 	}
+	e.behave(b, fn, hits, false)
 	if hasProc {
 		if _, ok := b.UIDs[euid]; !ok {
 			code, msg := CodeUIDUnseen, fmt.Sprintf("%q runs as uid %d, never seen for image %s", fn, euid, b.Image)
@@ -807,6 +887,98 @@ func (e *Engine) observeExec(c *container, b *Baseline, x *containv1.Exec, learn
 		}
 	}
 	return false
+}
+
+// behave learns (learn) or raises the behaviours hits that actor (the
+// executable acting) shows; a behaviour the baseline learned for that
+// actor raises nothing. It reports whether one was new.
+func (e *Engine) behave(b *Baseline, actor string, hits []hit, learn bool) bool {
+	novel := false
+	for _, h := range hits {
+		k := h.code + "\x00" + actor + "\x00" + h.key
+		if learn {
+			novel = e.learnKey(b.Behaviours, k) || novel
+			continue
+		}
+		if _, ok := b.Behaviours[k]; ok {
+			continue
+		}
+		e.dev(h.code, h.subject, h.msg, func() { e.learnKey(b.Behaviours, k) }, h.mitre...)
+	}
+	return novel
+}
+
+// actor is the executable of the process p, as far as the container's
+// process table knows it, else its comm.
+func actor(c *container, p *containv1.Process) string {
+	if p == nil {
+		return "?"
+	}
+	if exe, ok := c.procs[p.Tgid]; ok {
+		return exe
+	}
+	return "comm:" + p.Comm
+}
+
+// procOf is the process that caused ev, or nil.
+func procOf(ev *containv1.Event) *containv1.Process {
+	switch body := ev.Body.(type) {
+	case *containv1.Event_Exec:
+		return body.Exec.GetProc()
+	case *containv1.Event_Syscall:
+		return body.Syscall.GetProc()
+	case *containv1.Event_File:
+		return body.File.GetProc()
+	case *containv1.Event_Network:
+		return body.Network.GetProc()
+	case *containv1.Event_Process:
+		return body.Process.GetProc()
+	}
+	return nil
+}
+
+// treeOf is the process tree an event belongs to for the incident
+// combination and the bulk counter: its exec session, else 0 (the
+// container's own program and its descendants).
+func treeOf(p *containv1.Process) uint32 {
+	if p.GetOrigin() == containv1.Origin_ORIGIN_EXEC_SESSION {
+		if p.SessionTgid != 0 {
+			return p.SessionTgid
+		}
+		return p.Tgid
+	}
+	return 0
+}
+
+// noteSession records an exec session's event; on the session's first
+// event it adds the exec.session deviation naming its command, and
+// reports true.
+func (e *Engine) noteSession(c *container, b *Baseline, ev *containv1.Event, p *containv1.Process) bool {
+	id := treeOf(p)
+	if c.sessions[id] {
+		return false
+	}
+	if len(c.sessions) >= maxSessions {
+		clear(c.sessions)
+	}
+	c.sessions[id] = true
+	cmd := "comm " + strconv.Quote(p.GetComm())
+	if x := ev.GetExec(); x != nil {
+		cmd = fmt.Sprintf("%q", x.Argv)
+		if len(x.Argv) == 0 {
+			cmd = strconv.Quote(x.Filename)
+		}
+	}
+	e.dev(CodeExecSession, strconv.FormatUint(uint64(id), 10),
+		fmt.Sprintf("exec session %d entered the container running %s (uid %d); policy %s", id, cmd, p.GetEuid(), e.sessionPolicy()), nil)
+	return true
+}
+
+func (e *Engine) sessionPolicy() string {
+	if e.cfg.ExecSessions == "" {
+		return ExecSessionsRecord
+	}
+	return e.cfg.ExecSessions
 }
 
 func syscallName(s *containv1.Syscall) string {
@@ -859,10 +1031,23 @@ func (e *Engine) observeSyscall(c *container, b *Baseline, s *containv1.Syscall,
 		}
 		return false
 	}
-	if learn {
-		return e.learnKey(b.Syscalls, name)
+	p := s.Proc
+	var prior uint32
+	known := false
+	if p != nil {
+		if prior, known = c.euid[p.Pid]; !known {
+			prior, known = c.euid[p.Tgid]
+		}
 	}
-	if _, ok := b.Syscalls[name]; ok {
+	hits := classifySyscall(s, prior, known)
+	act := actor(c, p)
+	if learn {
+		novel := e.learnKey(b.Syscalls, name)
+		return e.behave(b, act, hits, true) || novel
+	}
+	e.behave(b, act, hits, false)
+	if _, ok := b.Syscalls[name]; ok || len(hits) > 0 {
+		// Learned, or named by its behaviour.
 		return false
 	}
 	if mitre, ok := sensitiveSyscalls[name]; ok {
@@ -949,7 +1134,7 @@ func peerAddr(raw []byte) (netip.Addr, bool) {
 	return netip.Addr{}, false
 }
 
-func (e *Engine) observeNetwork(b *Baseline, s *seed, n *containv1.Network, learn bool) bool {
+func (e *Engine) observeNetwork(c *container, b *Baseline, s *seed, n *containv1.Network, learn bool) bool {
 	switch n.Op {
 	case containv1.Network_OP_CONNECT:
 		a, ok := peerAddr(n.RemoteAddr)
@@ -961,10 +1146,14 @@ func (e *Engine) observeNetwork(b *Baseline, s *seed, n *containv1.Network, lear
 		if s != nil && s.peers != nil && !s.allowsPeer(a, n.RemotePort) && !a.IsLoopback() {
 			e.dev(CodePeerUndeclared, peer, fmt.Sprintf("connection to %s, which image %s does not declare as a peer", peer, b.Image), nil)
 		}
+		hits := classifyNetwork(n)
+		act := actor(c, n.Proc)
 		if learn {
-			return e.learnKey(b.Peers, peer)
+			novel := e.learnKey(b.Peers, peer)
+			return e.behave(b, act, hits, true) || novel
 		}
 		if _, ok := b.Peers[peer]; !ok && (s == nil || s.peers == nil || !s.allowsPeer(a, n.RemotePort)) {
+			e.behave(b, act, hits, false)
 			e.dev(CodePeerUnseen, peer, fmt.Sprintf("connection to %s, a peer image %s never connected to during learning (learned %d peers)",
 				peer, b.Image, len(b.Peers)), func() { e.learnKey(b.Peers, peer) })
 		}
@@ -1007,13 +1196,75 @@ func portLabel(key uint32) string {
 func isWrite(op containv1.File_Op) bool {
 	switch op {
 	case containv1.File_OP_OPEN_WRITE, containv1.File_OP_CREATE, containv1.File_OP_RENAME,
-		containv1.File_OP_UNLINK, containv1.File_OP_CHMOD, containv1.File_OP_CHOWN:
+		containv1.File_OP_UNLINK, containv1.File_OP_CHMOD, containv1.File_OP_CHOWN,
+		containv1.File_OP_MKNOD, containv1.File_OP_LINK, containv1.File_OP_SYMLINK,
+		containv1.File_OP_TRUNCATE, containv1.File_OP_MKDIR:
 		return true
 	}
 	return false
 }
 
-func (e *Engine) observeFile(b *Baseline, s *seed, f *containv1.File, learn bool) bool {
+// trackWritten remembers the files the container made executable so that
+// executing one is drift: created with an execute bit, chmod +x, renamed
+// or linked into place, or a known executable written over. Data files
+// are not tracked (the set stays small).
+func trackWritten(c *container, b *Baseline, f *containv1.File) {
+	if f.Result < 0 {
+		return
+	}
+	t := fileTarget(f)
+	switch f.Op {
+	case containv1.File_OP_CREATE, containv1.File_OP_CHMOD:
+		if f.Mode&0o111 == 0 {
+			return
+		}
+	case containv1.File_OP_RENAME, containv1.File_OP_LINK:
+	case containv1.File_OP_OPEN_WRITE, containv1.File_OP_TRUNCATE:
+		if _, known := b.Exec[t]; !known {
+			return
+		}
+	default:
+		return
+	}
+	if t == "" || t[0] != '/' || strings.HasPrefix(t, "/proc/") || strings.HasPrefix(t, "/dev/null") {
+		return
+	}
+	if len(c.written) >= maxWritten {
+		clear(c.written)
+	}
+	c.written[t] = true
+}
+
+// bulkHit counts a destructive operation of f's process tree and returns
+// the bulk-deletion behaviour once the tree made bulkThreshold of them
+// within bulkWindowNs (once per window).
+func bulkHit(c *container, f *containv1.File, now int64) []hit {
+	if !destroys(f) {
+		return nil
+	}
+	tree := treeOf(f.Proc)
+	bc := c.bulk[tree]
+	if bc == nil {
+		if len(c.bulk) >= maxTrees {
+			clear(c.bulk)
+		}
+		bc = &bulkCounter{start: now}
+		c.bulk[tree] = bc
+	}
+	if now-bc.start > bulkWindowNs || now < bc.start {
+		*bc = bulkCounter{start: now}
+	}
+	bc.n++
+	if bc.n < bulkThreshold || bc.fired {
+		return nil
+	}
+	bc.fired = true
+	return []hit{{code: CodeBulkDelete, subject: "bulk", key: "bulk",
+		msg: fmt.Sprintf("%d files deleted, truncated or overwritten by one process tree within %v (latest %s)",
+			bc.n, time.Duration(bulkWindowNs), fileTarget(f))}}
+}
+
+func (e *Engine) observeFile(c *container, b *Baseline, s *seed, f *containv1.File, learn bool, now int64) bool {
 	p := f.Path
 	if f.Op == containv1.File_OP_RENAME && f.NewPath != "" {
 		p = f.NewPath
@@ -1022,20 +1273,35 @@ func (e *Engine) observeFile(b *Baseline, s *seed, f *containv1.File, learn bool
 		e.stats.Invalid++
 		return false
 	}
+	trackWritten(c, b, f)
+	hits := append(classifyFile(f), bulkHit(c, f, now)...)
+	act := actor(c, f.Proc)
 	if f.Op == containv1.File_OP_OPEN_READ {
-		if !isSensitiveRead(p) {
-			return false
-		}
 		if learn {
-			return e.learnKey(b.Reads, p)
+			novel := false
+			if isSensitiveRead(p) {
+				novel = e.learnKey(b.Reads, p)
+			}
+			return e.behave(b, act, hits, true) || novel
 		}
-		if _, ok := b.Reads[p]; !ok {
-			e.dev(CodeReadSensitive, p, fmt.Sprintf("read of sensitive file %s, never read by image %s during learning", p, b.Image), nil)
+		if _, ok := b.Reads[p]; !ok || len(hits) > 0 {
+			e.behave(b, act, hits, false)
 		}
 		return false
 	}
-	if !isWrite(f.Op) || strings.HasPrefix(p, "/dev/") || strings.HasPrefix(p, "/proc/") {
+	if !isWrite(f.Op) {
 		return false
+	}
+	// A write below a system directory that no behaviour names more
+	// precisely is one of image content.
+	declaredOK := s != nil && s.writable != nil && s.allowsWrite(p)
+	if len(hits) == 0 && isSystemPath(p) && !strings.HasPrefix(p, "/var/") && !declaredOK {
+		hits = []hit{{code: CodeWriteSystem, subject: p, key: path.Dir(p),
+			msg: fmt.Sprintf("%s of %s, below a system directory (image content)", strings.ToLower(strings.TrimPrefix(f.Op.String(), "OP_")), p)}}
+	}
+	novel := e.behave(b, act, hits, learn)
+	if strings.HasPrefix(p, "/dev/") || strings.HasPrefix(p, "/proc/") || strings.HasPrefix(p, "/sys/") {
+		return novel
 	}
 	declared := s != nil && s.writable != nil
 	if declared && !s.allowsWrite(p) {
@@ -1043,17 +1309,13 @@ func (e *Engine) observeFile(b *Baseline, s *seed, f *containv1.File, learn bool
 	}
 	pre := pathPrefix(p, 2)
 	if learn {
-		return e.learnKey(b.Writes, pre)
+		return e.learnKey(b.Writes, pre) || novel
 	}
-	if _, ok := b.Writes[pre]; ok || (declared && s.allowsWrite(p)) {
+	if _, ok := b.Writes[pre]; ok || (declared && s.allowsWrite(p)) || len(hits) > 0 {
 		return false
 	}
-	if isSystemPath(p) {
-		e.dev(CodeWriteSystem, pre, fmt.Sprintf("write to %s below system directory %s, never written by image %s during learning", p, pre, b.Image), nil)
-	} else {
-		e.dev(CodeWriteUnseen, pre, fmt.Sprintf("write to %s under %s, never written by image %s during learning", p, pre, b.Image),
-			func() { e.learnKey(b.Writes, pre) })
-	}
+	e.dev(CodeWriteUnseen, pre, fmt.Sprintf("write to %s under %s, never written by image %s during learning", p, pre, b.Image),
+		func() { e.learnKey(b.Writes, pre) })
 	return false
 }
 
@@ -1075,6 +1337,59 @@ func (e *Engine) seenBefore(id []byte) bool {
 	return false
 }
 
+// combine joins the reasons of this alert with those the same process
+// tree raised within CombineWindow before it: the noisy-OR of the
+// distinct reason codes (each at its highest score), capped at
+// CombineCap. It returns 0 when fewer than two distinct codes are in
+// the window or combining is off, and records these reasons.
+func (e *Engine) combine(c *container, ev *containv1.Event, reasons []*containv1.Reason) (float64, string) {
+	win := int64(e.cfg.CombineWindow)
+	if win <= 0 {
+		return 0, ""
+	}
+	tree := treeOf(procOf(ev))
+	now := ev.WallNs
+	kept := c.recent[tree][:0]
+	for _, r := range c.recent[tree] {
+		if d := now - r.ns; d < win && d > -win {
+			kept = append(kept, r)
+		}
+	}
+	for _, r := range reasons {
+		if r.Code != CodeExecSession && r.Score > 0 {
+			kept = append(kept, recentReason{code: r.Code, score: r.Score, ns: now})
+		}
+	}
+	if len(kept) > 64 {
+		kept = kept[len(kept)-64:]
+	}
+	if len(c.recent) >= maxTrees && c.recent[tree] == nil {
+		clear(c.recent)
+	}
+	c.recent[tree] = kept
+	best := map[string]float64{}
+	for _, r := range kept {
+		best[r.code] = max(best[r.code], r.score)
+	}
+	if len(best) < 2 {
+		return 0, ""
+	}
+	codes := make([]string, 0, len(best))
+	miss := 1.0
+	for code, sc := range best {
+		codes = append(codes, code)
+		miss *= 1 - sc
+	}
+	sort.Strings(codes)
+	combined := round3(min(1-miss, e.cfg.CombineCap))
+	who := "the container's own processes"
+	if tree != 0 {
+		who = fmt.Sprintf("exec session %d", tree)
+	}
+	return combined, fmt.Sprintf("%d distinct deviations of %s within %v: %s (noisy-OR, capped at %v)",
+		len(best), who, e.cfg.CombineWindow, strings.Join(codes, ", "), e.cfg.CombineCap)
+}
+
 // rarity lowers the weight of a deviation the image already showed after
 // convergence (in any of its containers): 1 the first time, towards 0.5.
 func rarity(sightings uint32) float64 {
@@ -1092,6 +1407,7 @@ func (e *Engine) raise(c *container, b *Baseline, ev *containv1.Event) []*contai
 	top, topScore := 0, -1.0
 	for i, d := range e.devs {
 		cl := classes[d.code]
+		sev := e.scores[d.code]
 		r := 1.0
 		if b.Phase != PhaseLearning {
 			sk := d.code + "\x00" + d.subject
@@ -1100,7 +1416,7 @@ func (e *Engine) raise(c *container, b *Baseline, ev *containv1.Event) []*contai
 				b.sightings[sk]++
 			}
 		}
-		s := cl.severity * r
+		s := sev * r
 		miss *= 1 - s
 		mitre := cl.mitre
 		if len(d.mitre) > 0 {
@@ -1126,6 +1442,7 @@ func (e *Engine) raise(c *container, b *Baseline, ev *containv1.Event) []*contai
 		e.stats.BelowMin++
 		return nil
 	}
+	combined, why := e.combine(c, ev, reasons)
 	primary := e.devs[0]
 	gk := primary.code + "\x00" + primary.subject
 	count := uint64(1)
@@ -1148,6 +1465,12 @@ func (e *Engine) raise(c *container, b *Baseline, ev *containv1.Event) []*contai
 		c.groups[gk] = &group{start: ev.WallNs}
 	}
 	sort.SliceStable(reasons, func(i, j int) bool { return reasons[i].Score > reasons[j].Score })
+	if combined > score {
+		// Last: the reasons before it say what happened.
+		score = combined
+		reasons = append(reasons, &containv1.Reason{Code: CodeIncidentCombine, Message: why, Score: combined})
+		e.stats.Combined++
+	}
 	e.stats.Alerts++
 	id := AlertID(ev.Id)
 	gap := ev.WallNs - c.incidentNs

@@ -224,7 +224,7 @@ func TestEngineReplayIsDeterministic(t *testing.T) {
 			t.Errorf("alert %d differs:\n%v\n%v", i, a[i], b[i])
 		}
 	}
-	if hasCode(a[1].GetAlert(), CodeSyscallSensitive) == nil || hasCode(a[2].GetAlert(), CodeWriteSystem) == nil {
+	if hasCode(a[1].GetAlert(), CodePtrace) == nil || hasCode(a[2].GetAlert(), CodeCronPersist) == nil {
 		t.Errorf("reasons: %v / %v", a[1].GetAlert().Reasons, a[2].GetAlert().Reasons)
 	}
 }
@@ -298,12 +298,15 @@ func TestEngineKinds(t *testing.T) {
 		ev   *containv1.Event
 		code string
 	}{
-		{sysEv("c1", sec(5), "unshare"), CodeSyscallSensitive},
-		{sysEv("c1", sec(5), "chroot"), CodeSyscallSensitive},
+		{sysEv("c1", sec(5), "unshare"), CodeNamespace},
+		{sysEv("c1", sec(5), "chroot"), CodeChroot},
+		{sysEv("c1", sec(5), "keyctl"), CodeSyscallSensitive},
 		{sysEv("c1", sec(5), "getrandom"), CodeSyscallUnseen},
-		{netEv("c1", sec(5), containv1.Network_OP_CONNECT, [4]byte{10, 9, 9, 9}, 4444), CodePeerUnseen},
+		{netEv("c1", sec(5), containv1.Network_OP_CONNECT, [4]byte{10, 9, 9, 9}, 4443), CodePeerUnseen},
+		{netEv("c1", sec(5), containv1.Network_OP_CONNECT, [4]byte{10, 9, 9, 9}, 4444), CodeMinerPort},
 		{netEv("c1", sec(5), containv1.Network_OP_LISTEN, [4]byte{}, 31337), CodeListenNew},
-		{fileEv("c1", sec(5), containv1.File_OP_OPEN_WRITE, "/etc/passwd"), CodeWriteSystem},
+		{fileEv("c1", sec(5), containv1.File_OP_OPEN_WRITE, "/etc/passwd"), CodeAccountChange},
+		{fileEv("c1", sec(5), containv1.File_OP_OPEN_WRITE, "/etc/app.conf"), CodeWriteSystem},
 		{fileEv("c1", sec(5), containv1.File_OP_CREATE, "/data/dump/x"), CodeWriteUnseen},
 		{fileEv("c1", sec(5), containv1.File_OP_OPEN_READ, "/etc/shadow"), CodeReadSensitive},
 	}
@@ -327,7 +330,7 @@ func TestEngineKinds(t *testing.T) {
 	}
 	// uid: root after a non-root learning period.
 	root := execEv("c1", sec(7), "/bin/sleep", "sleep", "1")
-	root.GetExec().Proc.Euid = 0
+	root.GetExec().Proc.Euid, root.GetExec().Proc.Uid = 0, 0
 	if a := alertOf(t, e.Observe(root)); a.Reasons[0].Code != CodeUIDRoot {
 		t.Errorf("uid: %v", a.Reasons)
 	}

@@ -27,7 +27,7 @@ func TestFalcoJSON(t *testing.T) {
 			t.Errorf("missing %q in %s", k, raw)
 		}
 	}
-	if got["priority"] != "Critical" || got["rule"] != "Shell spawned in container" {
+	if got["priority"] != "Critical" || got["rule"] != "Shell spawned by a service in container" {
 		t.Errorf("priority/rule: %v %v", got["priority"], got["rule"])
 	}
 	if ts, err := time.Parse(time.RFC3339Nano, got["time"].(string)); err != nil || ts.UnixNano() != sec(5) {
@@ -59,6 +59,6 @@ func ExampleFalcoJSON() {
 	fmt.Println(f.Priority, "|", f.Rule, "|", f.Tags)
 	fmt.Println(f.Output)
 	// Output:
-	// Error | Unseen executable in container | [container contain mitre_T1059 mitre_T1105]
-	// 22:13:25.000000000: Error: "/bin/wget" was never executed by image demo:1 during learning (learned 1 executables over 3s); network transfer tool "wget" started (container_id=web-1 container_name=web-1-name image=demo:1 score=0.80)
+	// Critical | Unseen executable in container | [container contain mitre_T1059 mitre_T1105]
+	// 22:13:25.000000000: Critical: "/bin/wget" was never executed by image demo:1 during learning (learned 1 executables over 3s); remote copy tool "wget" ran (container_id=web-1 container_name=web-1-name image=demo:1 score=0.92)
 }

@@ -196,7 +196,7 @@ func TestEngineRuntimeProcess(t *testing.T) {
 	// image renamed runc:[2:INIT]: known by its exec (tgid 10, see execEv)
 	// or by a fork from a known process.
 	mine := runc(6, "unshare", 10)
-	if a := alertOf(t, e.Observe(mine)); a.Reasons[0].Code != CodeSyscallSensitive {
+	if a := alertOf(t, e.Observe(mine)); a.Reasons[0].Code != CodeNamespace {
 		t.Errorf("renamed process: %v", a.Reasons)
 	}
 	fork := base("c1", sec(6.1))
@@ -204,7 +204,7 @@ func TestEngineRuntimeProcess(t *testing.T) {
 	fork.Body = &containv1.Event_Process{Process: &containv1.ProcessLifecycle{Op: containv1.ProcessLifecycle_OP_FORK,
 		Proc: &containv1.Process{Pid: 10, Tgid: 10}, ChildTgid: 11}}
 	e.Observe(fork)
-	if a := alertOf(t, e.Observe(runc(6.2, "setns", 11))); a.Reasons[0].Code != CodeSyscallSensitive {
+	if a := alertOf(t, e.Observe(runc(6.2, "setns", 11))); a.Reasons[0].Code != CodeNamespace {
 		t.Errorf("forked renamed process: %v", a.Reasons)
 	}
 	// Once it exited, its tgid is the runtime's again.

@@ -10,6 +10,7 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2"
 
+	"github.com/containsec/contain/analyzer"
 	"github.com/containsec/contain/internal/testenv"
 )
 
@@ -35,6 +36,9 @@ func TestEndToEnd(t *testing.T) {
 	cfg.Store.Database = db
 	cfg.Store.FlushInterval = 200 * time.Millisecond
 	cfg.Analyzer.LearningWindow = learning
+	// The deviation below is run through `runc exec`: an exec session,
+	// scored (not just recorded) so that it pauses.
+	cfg.Analyzer.ExecSessions = analyzer.ExecSessionsAlert
 	cfg.Responder.Threshold = 0.5
 	// The demo image is in no registry (and the network reaches none).
 	cfg.Enricher.Registry.Enabled = false

@@ -25,7 +25,7 @@ func runCLI(t *testing.T, args ...string) (string, error) {
 func TestCheckConfig(t *testing.T) {
 	dir := t.TempDir()
 	good := filepath.Join(dir, "good.yaml")
-	os.WriteFile(good, []byte("host: node-1\nanalyzer:\n  learning_window: 30s\n"), 0o644)
+	os.WriteFile(good, []byte("host: node-1\nanalyzer:\n  learning_window: 30s\n  class_scores: [exec.pkg_manager=0.85]\n"), 0o644)
 	out, err := runCLI(t, "check-config", "-c", good)
 	if err != nil {
 		t.Fatalf("good config rejected: %v\n%s", err, out)
@@ -35,7 +35,8 @@ func TestCheckConfig(t *testing.T) {
 	}
 	// The shipped sample validates as it is (host: "" = the machine's name).
 	sample := filepath.Join(testenv.RepoRoot(t), "deploy", "contain.yaml")
-	if out, err := runCLI(t, "check-config", "-c", sample); err != nil || !strings.Contains(out, "collector.wakeup_coalesce: 20ms") {
+	if out, err := runCLI(t, "check-config", "-c", sample); err != nil || !strings.Contains(out, "collector.wakeup_coalesce: 20ms") ||
+		!strings.Contains(out, "analyzer.exec_sessions: record") {
 		t.Fatalf("deploy/contain.yaml: %v\n%s", err, out)
 	}
 	if _, err := runCLI(t, "check-config", "-c", "deploy-does-not-exist.yaml"); err == nil {
@@ -48,6 +49,9 @@ func TestCheckConfig(t *testing.T) {
 		"nats:\n  streams:\n    replicas: 9\n":               "nats.streams.replicas",
 		"store:\n  addr: [nowhere]\n":                        "store.addr",
 		"responder:\n  threshold: 7\n":                       "threshold",
+		"analyzer:\n  exec_sessions: sometimes\n":            "analyzer.exec_sessions",
+		"analyzer:\n  class_scores: [exec.nope=0.5]\n":       "analyzer.class_scores.exec.nope",
+		"analyzer:\n  class_scores: [exec.shell=1.5]\n":      "analyzer.class_scores.exec.shell",
 		"responder:\n  docker_methods: [containerd-pause]\n": "responder.docker_methods",
 	} {
 		bad := filepath.Join(dir, "bad.yaml")

@@ -1,0 +1,548 @@
+package analyzer
+
+import (
+	"fmt"
+	"path"
+	"strconv"
+	"strings"
+
+	"github.com/containsec/contain/schemas/containv1"
+)
+
+// hit is one behaviour an event shows: its reason code, the subject alerts
+// are grouped by, a message, and key, what a baseline learns of it (an
+// image whose own program does this while learning is not alerted for it
+// again; a learned binary doing something new still is).
+type hit struct {
+	code, subject, msg, key string
+	mitre                   []string
+}
+
+// Behaviours are recognised by pure functions of the event and what the
+// engine knows of its process (execInfo); they do not look at the
+// baseline.
+
+// execInfo is what an exec's classification needs beyond the event.
+type execInfo struct {
+	name   string // executable as learned (execName)
+	parent string // parent's executable, "" when unknown
+	// written: the executable was created, written, renamed into place or
+	// made executable in this container before.
+	written bool
+	// nonRootImage: the image's learned processes never ran as root.
+	nonRootImage bool
+}
+
+var pkgManagers = map[string]bool{
+	"apt": true, "apt-get": true, "aptitude": true, "dpkg": true, "apk": true, "yum": true, "dnf": true,
+	"microdnf": true, "rpm": true, "zypper": true, "pacman": true, "pip": true, "pip3": true, "pipx": true,
+	"npm": true, "yarn": true, "pnpm": true, "gem": true, "cargo": true, "conda": true, "easy_install": true,
+	"composer": true, "go": true, "brew": true, "emerge": true,
+}
+
+var scanners = map[string]bool{
+	"nmap": true, "masscan": true, "zmap": true, "zgrab": true, "zgrab2": true, "rustscan": true, "unicornscan": true,
+	"hping": true, "hping3": true, "naabu": true, "arp-scan": true, "fping": true, "nbtscan": true,
+}
+
+var miners = map[string]bool{
+	"xmrig": true, "xmr-stak": true, "minerd": true, "cpuminer": true, "cgminer": true, "bfgminer": true,
+	"ethminer": true, "t-rex": true, "nbminer": true, "lolminer": true, "phoenixminer": true, "ccminer": true,
+	"xmrig-notls": true, "kdevtmpfsi": true, "kinsing": true,
+}
+
+var userTools = map[string]bool{
+	"useradd": true, "usermod": true, "userdel": true, "adduser": true, "deluser": true, "groupadd": true,
+	"groupmod": true, "groupdel": true, "addgroup": true, "delgroup": true, "passwd": true, "chpasswd": true,
+	"gpasswd": true, "chage": true, "newusers": true, "vipw": true, "vigr": true, "chsh": true, "chfn": true,
+}
+
+var searchTools = map[string]bool{
+	"grep": true, "egrep": true, "fgrep": true, "rg": true, "find": true, "locate": true, "mlocate": true,
+	"plocate": true, "ag": true, "ack": true, "ripgrep": true, "git-grep": true,
+}
+
+// credNeedles are what a search for secrets names (lower case).
+var credNeedles = []string{
+	"id_rsa", "id_dsa", "id_ecdsa", "id_ed25519", "private key", "password", "passwd", "*.pem", ".pem",
+	"*.key", ".aws", "credentials", ".kube", "kubeconfig", "authorized_keys", ".ssh", "secret", "token",
+	"*.p12", "*.pfx", "wallet",
+}
+
+var minerPorts = map[uint32]bool{3333: true, 4444: true, 5555: true, 7777: true, 14444: true, 45700: true}
+
+func argvHas(argv []string, flags ...string) bool {
+	for _, a := range argv {
+		for _, f := range flags {
+			if a == f {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// classifyExec names the behaviours an exec shows.
+func classifyExec(x *containv1.Exec, in execInfo) []hit {
+	fn := in.name
+	base := path.Base(fn)
+	a0 := ""
+	if len(x.Argv) > 0 {
+		a0 = x.Argv[0]
+	}
+	args := []string(nil)
+	if len(x.Argv) > 1 {
+		args = x.Argv[1:]
+	}
+	pbase := path.Base(in.parent)
+	by := ""
+	if in.parent != "" {
+		by = fmt.Sprintf(" by %q", in.parent)
+	}
+	var out []hit
+	add := func(code, subject, key, msg string) {
+		out = append(out, hit{code: code, subject: subject, key: key, msg: msg})
+	}
+	switch {
+	case shells[base]:
+		// The container's own program may be a shell (its parent is then
+		// the runtime, unknown here): that is learned like any behaviour.
+		if !shells[pbase] {
+			add(CodeExecShell, fn, in.parent+" -> "+fn, fmt.Sprintf("shell %q started%s", base, by))
+		}
+		login := strings.HasPrefix(a0, "-") || argvHas(args, "-l", "--login", "-i")
+		if p := x.Proc; login && p != nil && (p.Euid >= 1 && p.Euid <= 999 || p.Euid == 0 && in.nonRootImage) {
+			add(CodeLoginShell, fn, fn, fmt.Sprintf("interactive login shell %q (argv %q) of system user uid %d", base, x.Argv, p.Euid))
+		}
+	case isInterpreter(base):
+		if !isInterpreter(pbase) {
+			add(CodeExecInterpreter, fn, in.parent+" -> "+fn, fmt.Sprintf("interpreter %q started%s", base, by))
+		}
+	}
+	exe := x.Exe
+	switch {
+	case x.ExeMemfd || x.ExeDeleted || isFilelessPath(x.Filename) || isFilelessPath(exe):
+		what := "an anonymous memory file (memfd)"
+		if x.ExeDeleted {
+			what = "a deleted file"
+		}
+		add(CodeExecFileless, fn, "fileless", fmt.Sprintf("%q (binary %q) runs from %s", fn, exe, what))
+	case isTmpPath(fn) || isTmpPath(x.Filename) || exe != "" && isTmpPath(exe):
+		add(CodeExecTmp, fn, path.Dir(fn), fmt.Sprintf("%q runs from a writable or tmpfs location", fn))
+	}
+	if x.ExeWritable || in.written {
+		why := "was written in the container"
+		if !in.written {
+			why = "lies in the container's writable layer, not image content"
+		}
+		add(CodeExecDrift, fn, fn, fmt.Sprintf("%q %s, then executed (drift from the image)", fn, why))
+	}
+	switch {
+	case pkgManagers[base]:
+		add(CodeExecPkgManager, fn, fn, fmt.Sprintf("package manager %q ran (argv %q)", base, x.Argv))
+	case tools[base] && !argvHas(args, "-z"):
+		add(CodeExecTool, fn, fn, fmt.Sprintf("remote copy tool %q ran%s", base, by))
+	}
+	if scanners[base] || (base == "nc" || base == "ncat" || base == "netcat") && argvHas(args, "-z") {
+		add(CodeExecScanner, fn, fn, fmt.Sprintf("network scanner %q ran (argv %q)", base, x.Argv))
+	}
+	if miners[base] || argvContains(x.Argv, "stratum+tcp://", "stratum+ssl://", "stratum2+tcp://", "--donate-level", "--coin=monero", "cryptonight", "randomx") {
+		add(CodeExecMiner, fn, fn, fmt.Sprintf("cryptocurrency miner %q (argv %q)", base, x.Argv))
+	}
+	if userTools[base] {
+		add(CodeAccountChange, fn, fn, fmt.Sprintf("user-management tool %q ran (argv %q)", base, x.Argv))
+	}
+	if base == "crontab" && !argvHas(args, "-l") {
+		add(CodeCronPersist, fn, fn, fmt.Sprintf("crontab ran (argv %q)", x.Argv))
+	}
+	if base == "chattr" || base == "setcap" {
+		add(CodeSetuidBit, fn, fn, fmt.Sprintf("%q changes file privileges (argv %q)", base, x.Argv))
+	}
+	if searchTools[base] {
+		if n := credNeedle(args); n != "" {
+			add(CodeCredSearch, fn, fn+" "+n, fmt.Sprintf("%q searches for %q (argv %q)", base, n, x.Argv))
+		}
+	}
+	if p := x.Proc; p != nil && p.Euid == 0 && p.Uid != 0 {
+		add(CodePrivilegeGain, fn, fn, fmt.Sprintf("%q runs with euid 0 for uid %d (a setuid-root binary)", fn, p.Uid))
+	}
+	return out
+}
+
+func argvContains(argv []string, needles ...string) bool {
+	for _, a := range argv {
+		la := strings.ToLower(a)
+		for _, n := range needles {
+			if strings.Contains(la, n) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// credNeedle is the secret a search's arguments name, or "".
+// Absolute paths are where a search looks, not what it looks for
+// (`grep root /etc/passwd` is not a search for passwords).
+func credNeedle(args []string) string {
+	for _, a := range args {
+		if strings.HasPrefix(a, "/") && !strings.ContainsAny(a, "*?") {
+			continue
+		}
+		la := strings.ToLower(a)
+		for _, n := range credNeedles {
+			if strings.Contains(la, n) {
+				return n
+			}
+		}
+	}
+	return ""
+}
+
+func isFilelessPath(p string) bool {
+	return strings.HasPrefix(p, "/memfd:") || strings.HasPrefix(p, "memfd:") || strings.HasPrefix(p, "/dev/fd/") ||
+		strings.HasPrefix(p, "/proc/self/fd/") || strings.HasSuffix(p, " (deleted)") ||
+		strings.HasPrefix(p, "/proc/") && strings.Contains(p, "/fd/")
+}
+
+// under reports whether p is dir or below it.
+func under(p, dir string) bool {
+	return strings.HasPrefix(p, dir) && (len(p) == len(dir) || p[len(dir)] == '/')
+}
+
+func underAny(p string, dirs ...string) bool {
+	for _, d := range dirs {
+		if under(p, d) {
+			return true
+		}
+	}
+	return false
+}
+
+const (
+	oTrunc  = 0o1000
+	sIFMT   = 0o170000
+	sIFCHR  = 0o020000
+	sIFBLK  = 0o060000
+	modeSID = 0o6000
+)
+
+// fileTarget is the path an operation changes: the new name of a rename,
+// link or symlink, else the path.
+func fileTarget(f *containv1.File) string {
+	switch f.Op {
+	case containv1.File_OP_RENAME, containv1.File_OP_LINK, containv1.File_OP_SYMLINK:
+		if f.NewPath != "" {
+			return f.NewPath
+		}
+	}
+	return f.Path
+}
+
+// creates reports whether op makes a new name.
+func creates(op containv1.File_Op) bool {
+	switch op {
+	case containv1.File_OP_CREATE, containv1.File_OP_RENAME, containv1.File_OP_LINK, containv1.File_OP_SYMLINK,
+		containv1.File_OP_MKNOD, containv1.File_OP_MKDIR:
+		return true
+	}
+	return false
+}
+
+// destroys reports whether f removes or empties data: an unlink, a
+// truncate, an open with O_TRUNC.
+func destroys(f *containv1.File) bool {
+	switch f.Op {
+	case containv1.File_OP_UNLINK, containv1.File_OP_TRUNCATE:
+		return true
+	case containv1.File_OP_OPEN_WRITE, containv1.File_OP_CREATE:
+		return f.Flags&oTrunc != 0
+	}
+	return false
+}
+
+var shellConfigs = map[string]bool{
+	".bashrc": true, ".bash_profile": true, ".bash_login": true, ".bash_logout": true, ".profile": true,
+	".zshrc": true, ".zprofile": true, ".zshenv": true, ".zlogin": true, ".zlogout": true, ".kshrc": true,
+	".cshrc": true, ".tcshrc": true, ".mkshrc": true, ".inputrc": true,
+}
+
+var histories = map[string]bool{
+	".bash_history": true, ".zsh_history": true, ".ash_history": true, ".sh_history": true, ".history": true,
+	".mysql_history": true, ".psql_history": true, ".python_history": true, ".lesshst": true, ".viminfo": true,
+	".node_repl_history": true, ".rediscli_history": true,
+}
+
+var loginRecords = map[string]bool{"wtmp": true, "btmp": true, "lastlog": true, "utmp": true, "faillog": true}
+
+var hiddenRoots = []string{"/etc", "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/var", "/root", "/boot", "/opt", "/srv", "/dev"}
+
+// isCredentialPath reports whether reading p reads credentials.
+func isCredentialPath(p string) bool {
+	if isSensitiveRead(p) {
+		return true
+	}
+	base := path.Base(p)
+	switch {
+	case strings.Contains(p, "/.ssh/") && (strings.HasPrefix(base, "id_") || base == "config" || base == "authorized_keys" || base == "known_hosts"):
+		return true
+	case strings.HasSuffix(p, "/.aws/credentials"), strings.HasSuffix(p, "/.aws/config"),
+		strings.Contains(p, "/.config/gcloud/"), strings.HasSuffix(p, "/.kube/config"),
+		strings.HasSuffix(p, "/.docker/config.json"), strings.Contains(p, "/.azure/"),
+		strings.HasSuffix(p, "/.netrc"), strings.HasSuffix(p, "/.pgpass"), strings.HasSuffix(p, "/.git-credentials"),
+		strings.HasSuffix(p, "/.vault-token"):
+		return true
+	case strings.HasPrefix(p, "/proc/") && strings.HasSuffix(p, "/environ"):
+		return true
+	case strings.HasSuffix(base, ".pem") || strings.HasSuffix(base, ".key") || strings.HasSuffix(base, ".p12") || strings.HasSuffix(base, ".pfx"):
+		return !underAny(p, "/etc/ssl/certs", "/usr/share/ca-certificates", "/usr/local/share/ca-certificates", "/etc/pki/ca-trust")
+	case strings.HasPrefix(base, "id_") && (strings.HasSuffix(base, "rsa") || strings.HasSuffix(base, "dsa") || strings.HasSuffix(base, "ecdsa") || strings.HasSuffix(base, "ed25519")):
+		return true
+	}
+	return false
+}
+
+var opNames = func() map[containv1.File_Op]string {
+	m := map[containv1.File_Op]string{}
+	for n, v := range containv1.File_Op_value {
+		m[containv1.File_Op(v)] = strings.ToLower(strings.TrimPrefix(n, "OP_"))
+	}
+	return m
+}()
+
+// classifyFile names the behaviours a file operation shows.
+func classifyFile(f *containv1.File) []hit {
+	if f.Op == containv1.File_OP_OPEN_READ {
+		p := f.Path
+		if f.ResolvedPath != "" {
+			p = f.ResolvedPath
+		}
+		if f.Sensitive || isCredentialPath(p) || isCredentialPath(f.Path) {
+			via := ""
+			if p != f.Path && f.Path != "" {
+				via = fmt.Sprintf(" (opened as %s)", f.Path)
+			}
+			return []hit{{code: CodeReadSensitive, subject: p, key: p, msg: "read of credentials " + p + via}}
+		}
+		return nil
+	}
+	t := fileTarget(f)
+	if t == "" {
+		return nil
+	}
+	base := path.Base(t)
+	var out []hit
+	add := func(code, key, msg string) {
+		out = append(out, hit{code: code, subject: t, key: key, msg: msg})
+	}
+	op := opNames[f.Op]
+	// Escapes through kernel knobs the host acts on.
+	if base == "release_agent" || base == "notify_on_release" || t == "/proc/sys/kernel/core_pattern" ||
+		t == "/proc/sys/kernel/modprobe" || t == "/proc/sysrq-trigger" || t == "/sys/kernel/uevent_helper" ||
+		under(t, "/sys/fs/cgroup") && f.Op != containv1.File_OP_OPEN_READ {
+		add(CodeCgroupEscape, t, fmt.Sprintf("%s of %s, a file the host kernel acts on (container escape)", op, t))
+		return out
+	}
+	if strings.HasPrefix(t, "/proc/") || strings.HasPrefix(t, "/sys/") {
+		return nil
+	}
+	// Device nodes and files below /dev (not its tmpfs and pty mounts).
+	switch {
+	case f.Op == containv1.File_OP_MKNOD && (under(t, "/dev") || f.Mode&sIFMT == sIFCHR || f.Mode&sIFMT == sIFBLK):
+		add(CodeDevCreate, path.Dir(t), fmt.Sprintf("device node %s created (mode %#o)", t, f.Mode))
+	case under(t, "/dev") && creates(f.Op) && !underAny(t, "/dev/shm", "/dev/pts", "/dev/mqueue", "/dev/hugepages"):
+		add(CodeDevCreate, path.Dir(t), fmt.Sprintf("%s created below /dev by %s", t, op))
+	}
+	if under(t, "/dev") {
+		return out
+	}
+	specific := false
+	switch {
+	case base == "authorized_keys" || base == "authorized_keys2" || strings.Contains(t, "/.ssh/") || under(t, "/etc/ssh"):
+		if f.Op != containv1.File_OP_CHOWN {
+			add(CodeSSHPersist, t, fmt.Sprintf("%s of %s (SSH access)", op, t))
+			specific = true
+		}
+	case shellConfigs[base] || t == "/etc/profile" || under(t, "/etc/profile.d") || t == "/etc/bash.bashrc" ||
+		t == "/etc/bashrc" || under(t, "/etc/zsh") || t == "/etc/environment" || t == "/etc/ld.so.preload":
+		add(CodeShellConfig, t, fmt.Sprintf("%s of shell configuration %s", op, t))
+		specific = true
+	case histories[base]:
+		specific = true
+		// Appending is a shell's normal work; emptying, removing or
+		// replacing (a symlink to /dev/null) the history is not.
+		src := f.Path
+		if destroys(f) || f.Op == containv1.File_OP_SYMLINK || f.Op == containv1.File_OP_RENAME && histories[path.Base(src)] {
+			add(CodeLogClear, t, fmt.Sprintf("shell history %s cleared (%s)", t, op))
+		}
+	}
+	if f.Op == containv1.File_OP_RENAME && histories[path.Base(f.Path)] && !histories[base] {
+		add(CodeLogClear, f.Path, fmt.Sprintf("shell history %s moved away to %s", f.Path, t))
+		specific = true
+	}
+	if (under(t, "/var/log") || loginRecords[base]) && (destroys(f) || f.Op == containv1.File_OP_RENAME && loginRecords[path.Base(f.Path)]) {
+		add(CodeLogClear, pathPrefix(t, 3), fmt.Sprintf("log %s cleared (%s)", t, op))
+		specific = true
+	}
+	if under(t, "/etc/cron.d") || under(t, "/etc/cron.daily") || under(t, "/etc/cron.hourly") || under(t, "/etc/cron.weekly") ||
+		under(t, "/etc/cron.monthly") || t == "/etc/crontab" || t == "/etc/anacrontab" || under(t, "/var/spool/cron") ||
+		under(t, "/var/spool/anacron") || under(t, "/etc/systemd") || under(t, "/lib/systemd/system") ||
+		under(t, "/usr/lib/systemd/system") || strings.HasSuffix(base, ".timer") || under(t, "/etc/init.d") ||
+		t == "/etc/rc.local" || under(t, "/etc/periodic") {
+		add(CodeCronPersist, t, fmt.Sprintf("%s of %s (scheduled or boot persistence)", op, t))
+		specific = true
+	}
+	switch t {
+	case "/etc/passwd", "/etc/shadow", "/etc/group", "/etc/gshadow", "/etc/sudoers", "/etc/master.passwd", "/etc/subuid", "/etc/subgid":
+		add(CodeAccountChange, t, fmt.Sprintf("%s of %s (accounts)", op, t))
+		specific = true
+	default:
+		if under(t, "/etc/sudoers.d") {
+			add(CodeAccountChange, t, fmt.Sprintf("%s of %s (sudo rights)", op, t))
+			specific = true
+		}
+	}
+	if f.Mode&modeSID != 0 && (f.Op == containv1.File_OP_CHMOD || f.Op == containv1.File_OP_CREATE || f.Op == containv1.File_OP_MKNOD) {
+		bit := "setuid"
+		if f.Mode&0o4000 == 0 {
+			bit = "setgid"
+		}
+		add(CodeSetuidBit, t, fmt.Sprintf("%s bit set on %s (%s mode %#o)", bit, t, op, f.Mode))
+	}
+	if !specific && creates(f.Op) && underAny(t, hiddenRoots...) {
+		for _, comp := range strings.Split(strings.TrimPrefix(t, "/"), "/") {
+			if len(comp) > 1 && comp[0] == '.' && comp != ".." {
+				add(CodeHiddenFile, path.Dir(t), fmt.Sprintf("hidden %s %s created in a system path", strings.TrimSuffix(op, "_write"), t))
+				break
+			}
+		}
+	}
+	return out
+}
+
+// bulkThreshold destructive operations by one process tree within
+// bulkWindow raise file.bulk_delete.
+const (
+	bulkThreshold = 50
+	bulkWindowNs  = int64(5e9)
+)
+
+// Syscall numbers and flags read from arguments (x86-64).
+const (
+	ptraceTraceme = 0
+	ptracePoke    = 4 // POKETEXT 4, POKEDATA 5, POKEUSER 6
+	ptraceAttach  = 16
+	ptraceSeize   = 0x4206
+	afPacket      = 17
+	sockRaw       = 3
+	noID          = 0xffffffff
+)
+
+// syscallBehaviour maps syscalls that are a behaviour by their name alone.
+var syscallBehaviour = map[string]string{
+	"process_vm_readv": CodeProcMemory, "process_vm_writev": CodeProcMemory,
+	"unshare": CodeNamespace, "setns": CodeNamespace,
+	"mount": CodeMount, "umount": CodeMount, "umount2": CodeMount, "pivot_root": CodeMount, "fsopen": CodeMount,
+	"fsmount": CodeMount, "move_mount": CodeMount, "open_tree": CodeMount, "mount_setattr": CodeMount,
+	"chroot":      CodeChroot,
+	"init_module": CodeKernelModule, "finit_module": CodeKernelModule, "delete_module": CodeKernelModule,
+	"kexec_load": CodeKernelModule, "kexec_file_load": CodeKernelModule,
+	"bpf":         CodeBPF,
+	"userfaultfd": CodeUserfaultfd,
+	"capset":      CodePrivilegeGain,
+}
+
+// classifySyscall names the behaviours a syscall shows. priorEuid is the
+// caller's effective uid before it (from its earlier events), known says
+// whether there was one.
+func classifySyscall(s *containv1.Syscall, priorEuid uint32, known bool) []hit {
+	name := syscallName(s)
+	withArgs := len(s.Args) >= 6
+	res := ""
+	if s.Ret < 0 {
+		res = fmt.Sprintf(" (attempt, failed with %d)", s.Ret)
+	}
+	one := func(code, subject, msg string) []hit {
+		return []hit{{code: code, subject: subject, key: subject, msg: msg + res}}
+	}
+	switch name {
+	case "ptrace":
+		if !withArgs {
+			return one(CodePtrace, "ptrace", "ptrace used")
+		}
+		switch req := s.Args[0]; {
+		case req == ptraceAttach || req == ptraceSeize:
+			return one(CodePtrace, "attach", fmt.Sprintf("ptrace attach to pid %d", s.Args[1]))
+		case req == ptraceTraceme:
+			return one(CodePtrace, "traceme", "ptrace(PTRACE_TRACEME): anti-debugging or a tracer's child")
+		case req >= ptracePoke && req <= ptracePoke+2:
+			return one(CodePtrace, "poke", fmt.Sprintf("ptrace writes the memory of pid %d", s.Args[1]))
+		}
+		return nil
+	case "socket":
+		if !withArgs {
+			return nil
+		}
+		if s.Args[0] == afPacket || s.Args[1]&0xf == sockRaw {
+			kind := "raw"
+			if s.Args[0] == afPacket {
+				kind = "packet (AF_PACKET)"
+			}
+			return one(CodeRawSocket, kind, fmt.Sprintf("%s socket opened (family %d type %d)", kind, s.Args[0], s.Args[1]&0xf))
+		}
+		return nil
+	case "setuid", "setreuid", "setresuid", "setfsuid":
+		if !withArgs {
+			return nil
+		}
+		target := false
+		n := map[string]int{"setuid": 1, "setfsuid": 1, "setreuid": 2, "setresuid": 3}[name]
+		for i := 0; i < n; i++ {
+			if uint32(s.Args[i]) == 0 {
+				target = true
+			}
+		}
+		var p *containv1.Process = s.Proc
+		from := known && priorEuid != 0 || !known && p != nil && (p.Uid != 0 || p.Euid != 0)
+		if target && from {
+			was := "a non-root user"
+			if known {
+				was = "uid " + strconv.FormatUint(uint64(priorEuid), 10)
+			}
+			return one(CodePrivilegeGain, name, fmt.Sprintf("%s to uid 0 from %s", name, was))
+		}
+		return nil
+	}
+	if code, ok := syscallBehaviour[name]; ok {
+		msg := name
+		switch code {
+		case CodeNamespace:
+			msg = name + ": the process changes namespaces"
+		case CodeMount:
+			msg = name + ": the process changes mounts"
+		case CodeChroot:
+			msg = "chroot: the process changes its root directory"
+		case CodeKernelModule:
+			msg = name + ": the process loads or unloads kernel code"
+		case CodeBPF:
+			msg = "bpf(): the process loads or reads eBPF programs or maps"
+		case CodeUserfaultfd:
+			msg = "userfaultfd(): often used to win kernel races"
+		case CodeProcMemory:
+			msg = name + ": the process accesses another process's memory"
+		case CodePrivilegeGain:
+			msg = "capset: the process changes its capabilities"
+		}
+		return one(code, name, msg)
+	}
+	return nil
+}
+
+// classifyNetwork names the behaviours a network event shows.
+func classifyNetwork(n *containv1.Network) []hit {
+	if n.Op == containv1.Network_OP_CONNECT && minerPorts[n.RemotePort] {
+		return []hit{{code: CodeMinerPort, subject: strconv.FormatUint(uint64(n.RemotePort), 10), key: strconv.FormatUint(uint64(n.RemotePort), 10),
+			msg: fmt.Sprintf("connection to port %d, a well-known mining pool port", n.RemotePort)}}
+	}
+	return nil
+}

@@ -1,0 +1,303 @@
+package analyzer
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/containsec/contain/collector"
+	"github.com/containsec/contain/enricher"
+	"github.com/containsec/contain/internal/bus"
+	"github.com/containsec/contain/internal/metrics"
+	"github.com/containsec/contain/internal/testenv"
+	"github.com/containsec/contain/schemas/containv1"
+)
+
+// pauseThreshold is the responder's default threshold (responder/config.go
+// DefaultConfig().Threshold); the analyzer does not import the responder.
+const pauseThreshold = 0.8
+
+// dockerCaps is Docker's default capability set: the behaviours run with
+// what a default container has.
+var dockerCaps = []any{"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
+	"CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL",
+	"CAP_AUDIT_WRITE"}
+
+// coverageCase is one behaviour of testdata/probe with the reason code it
+// must raise; pause says it must reach the default pause threshold.
+// needs names the collector field it depends on that older collectors do
+// not fill.
+type coverageCase struct {
+	mode  string
+	code  string
+	pause bool
+	needs string
+}
+
+var coverageCases = []coverageCase{
+	{"shadow", CodeReadSensitive, true, ""},
+	{"environ", CodeReadSensitive, true, ""},
+	{"ptrace", CodePtrace, true, ""},
+	{"unshare", CodeNamespace, true, ""},
+	{"mount", CodeMount, true, ""},
+	{"chroot", CodeChroot, true, ""},
+	{"setuid", CodePrivilegeGain, true, ""},
+	{"capset", CodePrivilegeGain, true, ""},
+	{"packet", CodeRawSocket, false, ""},
+	{"bpf", CodeBPF, true, ""},
+	{"userfaultfd", CodeUserfaultfd, true, ""},
+	{"vmread", CodeProcMemory, true, ""},
+	{"kmod", CodeKernelModule, true, ""},
+	{"mknod", CodeDevCreate, false, "File.OP_MKNOD"},
+	{"devfile", CodeDevCreate, false, ""},
+	{"hidden", CodeHiddenFile, false, ""},
+	{"setuidbit", CodeSetuidBit, true, ""},
+	{"etcwrite", CodeWriteSystem, true, ""},
+	{"authkeys", CodeSSHPersist, true, ""},
+	{"shellrc", CodeShellConfig, true, ""},
+	{"cron", CodeCronPersist, true, ""},
+	{"passwd", CodeAccountChange, true, ""},
+	{"logclear", CodeLogClear, true, ""},
+	{"bulk", CodeBulkDelete, true, ""},
+	{"releaseagent", CodeCgroupEscape, true, ""},
+	{"corepattern", CodeCgroupEscape, true, ""},
+	{"shell", CodeExecShell, true, ""},
+	{"credsearch", CodeCredSearch, false, ""},
+	{"miner", CodeExecMiner, true, ""},
+	{"tmpexec", CodeExecTmp, true, ""},
+	{"tmpexec", CodeExecDrift, true, ""},
+	{"memfd", CodeExecFileless, true, ""},
+	// An exec session (runc exec /bin/cat /etc/passwd into a benign
+	// container): one exec.session record below 0.5, nothing else.
+	{sessionMode, CodeExecSession, false, "Process.origin"},
+}
+
+const sessionMode = "session"
+
+// TestBehaviourCoverage is issue 10's acceptance on real parts: the eBPF
+// collector, the enricher and the analyzer over embedded NATS. A static
+// probe binary (testdata/probe) runs its benign mode in containers of one
+// image until the image's baseline converged; then each behaviour runs in
+// a FRESH container of that image (its own program: the probe is known,
+// the behaviour is not) and must raise an alert with its reason code, the
+// pausing classes at or above the responder's default threshold. A fresh
+// container running the benign mode again raises nothing.
+func TestBehaviourCoverage(t *testing.T) {
+	testenv.RequireRoot(t)
+	testenv.RequireCommand(t, "runc")
+	testenv.RequireCommand(t, "go")
+	probeDir := t.TempDir()
+	build := exec.Command("go", "build", "-o", filepath.Join(probeDir, "probe"), "./testdata/probe")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building the probe: %v\n%s", err, out)
+	}
+	_, _, js := testenv.NATS(t)
+	log := testenv.Logger(t)
+	m := metrics.New()
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	run := func(name string, f func(context.Context) error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f(ctx); err != nil && ctx.Err() == nil {
+				t.Errorf("%s: %v", name, err)
+			}
+		}()
+	}
+	const host = "coverage-host"
+	ccfg := collector.DefaultConfig()
+	ccfg.Host = host
+	// socket() with its arguments, to tell packet and raw sockets.
+	ccfg.SensitiveSyscalls = append(ccfg.SensitiveSyscalls, "socket")
+	col, err := collector.New(ccfg, js, m, log.With("stage", "collector"))
+	if err != nil {
+		testenv.Unavailable(t, "eBPF collector: "+err.Error())
+	}
+	ecfg := enricher.DefaultConfig()
+	ecfg.Workers = 0
+	ecfg.Registry.Enabled = false
+	enr, err := enricher.New(ecfg, js, m, log.With("stage", "enricher"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const learning = 6 * time.Second
+	acfg := DefaultConfig()
+	acfg.Host = host
+	acfg.LearningWindow = learning
+	acfg.BaselinesBucket = ""
+	an, err := New(acfg, js, m, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	run("collector", col.Run)
+	run("enricher", enr.Run)
+	run("analyzer", an.Run)
+	cons, err := js.OrderedConsumer(ctx, containv1.StreamAlerts, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var alerts []*containv1.Event
+	fetch := func() {
+		msgs, err := cons.Fetch(64, jetstream.FetchMaxWait(100*time.Millisecond))
+		if err != nil {
+			return
+		}
+		for msg := range msgs.Messages() {
+			b, err := bus.Decode(msg.Data())
+			if err != nil {
+				t.Fatalf("alert batch: %v", err)
+			}
+			alerts = append(alerts, b.Events...)
+		}
+	}
+	digest := "sha256:" + strings.Repeat("c0", 32)
+	const imageRef = "demo/probe:1.0"
+	start := func(mode string) *testenv.Container {
+		return testenv.RunContainer(t, "cov-"+mode, testenv.ContainerSpec{
+			Args: []string{"/opt/probe/probe", mode},
+			Annotations: map[string]string{
+				"org.opencontainers.image.ref.name": imageRef,
+				"io.contain.image.digest":           digest,
+			},
+			Edit: func(cfg map[string]any) {
+				caps := cfg["process"].(map[string]any)["capabilities"].(map[string]any)
+				for _, k := range []string{"bounding", "effective", "permitted"} {
+					caps[k] = dockerCaps
+				}
+				cfg["mounts"] = append(cfg["mounts"].([]any), map[string]any{
+					"destination": "/opt/probe", "type": "bind", "source": probeDir, "options": []any{"rbind", "ro"},
+				})
+			},
+		})
+	}
+	// The baseline's key: the digest annotation where the collector takes
+	// it, else the image reference (a collector that trusts only the
+	// runtime's state for digests drops the annotation).
+	phase := func() Phase {
+		var p Phase
+		an.Engine(func(e *Engine) {
+			for _, k := range []string{digest, imageRef} {
+				if b := e.Baseline(k); b != nil {
+					p = b.Phase
+					return
+				}
+			}
+		})
+		return p
+	}
+	// Learning: the benign mode in fresh containers across the window.
+	began := time.Now()
+	for time.Since(began) < learning+time.Second {
+		c := start("benign")
+		time.Sleep(1500 * time.Millisecond)
+		c.Remove()
+	}
+	// The first events after the window converge the baseline: a benign
+	// container, which must raise nothing.
+	benign := start("benign")
+	deadline := time.Now().Add(15 * time.Second)
+	for phase() != PhaseConverged {
+		if time.Now().After(deadline) {
+			t.Fatalf("baseline did not converge: phase %v", phase())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(2 * time.Second)
+	benign.Remove()
+
+	containers := map[string]*testenv.Container{}
+	for _, cc := range coverageCases {
+		if containers[cc.mode] == nil && cc.mode != sessionMode {
+			containers[cc.mode] = start(cc.mode)
+		}
+	}
+	containers[sessionMode] = start("benign")
+	time.Sleep(time.Second)
+	if out, err := containers[sessionMode].Exec(10*time.Second, "/bin/cat", "/etc/passwd"); err != nil {
+		t.Errorf("exec session: %q %v", out, err)
+	}
+	found := func(cc coverageCase) (*containv1.Event, *containv1.Reason) {
+		id := containers[cc.mode].ID
+		var best *containv1.Event
+		var bestR *containv1.Reason
+		for _, al := range alerts {
+			if al.ContainerId != id {
+				continue
+			}
+			for _, r := range al.GetAlert().GetReasons() {
+				if r.Code == cc.code && (bestR == nil || r.Score > bestR.Score) {
+					best, bestR = al, r
+				}
+			}
+		}
+		return best, bestR
+	}
+	deadline = time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		fetch()
+		missing := 0
+		for _, cc := range coverageCases {
+			if _, r := found(cc); r == nil {
+				missing++
+			}
+		}
+		if missing == 0 {
+			break
+		}
+	}
+	for i := 0; i < 10; i++ {
+		fetch()
+	}
+	for _, al := range alerts {
+		if al.ContainerId == benign.ID {
+			t.Errorf("benign fresh container alerted: %s", describe(al))
+		}
+	}
+	var report []string
+	for _, cc := range coverageCases {
+		al, r := found(cc)
+		if r == nil {
+			var got []string
+			for _, a := range alerts {
+				if a.ContainerId == containers[cc.mode].ID {
+					got = append(got, describe(a))
+				}
+			}
+			note := ""
+			if cc.needs != "" {
+				note = " (needs " + cc.needs + " from the collector)"
+			}
+			t.Errorf("%s: no %s alert%s; got %d: %s", cc.mode, cc.code, note, len(got), strings.Join(got, " | "))
+			report = append(report, cc.mode+" "+cc.code+": MISSING")
+			continue
+		}
+		report = append(report, cc.mode+" "+cc.code+": reason "+ftoa(r.Score)+" alert "+ftoa(al.GetAlert().GetScore()))
+		if cc.mode == sessionMode {
+			for _, a := range alerts {
+				if a.ContainerId == containers[sessionMode].ID && a.GetAlert().GetScore() >= 0.5 {
+					t.Errorf("exec session: alert %s, want only the exec.session record below 0.5", describe(a))
+				}
+			}
+		}
+		if cc.pause && (r.Score < pauseThreshold || al.GetAlert().GetScore() < pauseThreshold) {
+			t.Errorf("%s: %s scored %.3f (alert %.3f), below the default pause threshold %.2f: %s",
+				cc.mode, cc.code, r.Score, al.GetAlert().GetScore(), pauseThreshold, describe(al))
+		}
+	}
+	sort.Strings(report)
+	t.Logf("coverage:\n%s", strings.Join(report, "\n"))
+}
+
+func ftoa(f float64) string { return strconv.FormatFloat(f, 'f', 3, 64) }
