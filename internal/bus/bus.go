@@ -58,8 +58,11 @@ func (c EmbeddedConfig) Validate() error {
 }
 
 // StartEmbedded starts a NATS server with JetStream in this process and
-// waits until it accepts connections.
-func StartEmbedded(cfg EmbeddedConfig) (*server.Server, error) {
+// waits until it accepts connections. With users, only they may connect
+// (nkey authentication, each with its permissions): an anonymous client is
+// refused. Without users and without a ConfigFile granting some, anyone
+// may connect: tests only.
+func StartEmbedded(cfg EmbeddedConfig, users ...*server.NkeyUser) (*server.Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -88,6 +91,7 @@ func StartEmbedded(cfg EmbeddedConfig) (*server.Server, error) {
 	opts.JetStream = true
 	opts.StoreDir = filepath.Clean(cfg.StoreDir)
 	opts.MaxPayload = max(opts.MaxPayload, MaxPayload)
+	opts.Nkeys = append(opts.Nkeys, users...)
 	opts.NoSigs = true
 	opts.NoLog = true
 	s, err := server.NewServer(opts)
