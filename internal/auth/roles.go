@@ -171,7 +171,8 @@ func (k kv) publish() []string {
 		out = append(out, "$KV."+k.bucket+".>")
 	}
 	if k.own {
-		out = append(out, "$JS.API.STREAM.CREATE."+s, "$JS.API.STREAM.UPDATE."+s)
+		// Creating a bucket reads the account's JetStream limits first.
+		out = append(out, "$JS.API.STREAM.CREATE."+s, "$JS.API.STREAM.UPDATE."+s, "$JS.API.INFO")
 	}
 	return out
 }
