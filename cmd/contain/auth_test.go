@@ -232,3 +232,17 @@ func scrape(t *testing.T, port int) string {
 	b, _ := io.ReadAll(resp.Body)
 	return string(b)
 }
+
+// TestSecurityDocRoles: docs/security.md lists every user of the
+// permission table in its roles table.
+func TestSecurityDocRoles(t *testing.T) {
+	doc, err := os.ReadFile(filepath.Join(testenv.RepoRoot(t), "docs", "security.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range auth.Table(auth.DefaultNames(), []string{"HOST"}) {
+		if name := strings.Replace(u.Name, "HOST", "<host>", 1); !strings.Contains(string(doc), "\n| `"+name+"` |") {
+			t.Errorf("docs/security.md: no row for %s in the roles table", name)
+		}
+	}
+}
