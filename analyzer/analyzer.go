@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/containsec/contain/internal/auth"
 	"github.com/containsec/contain/internal/bus"
 	"github.com/containsec/contain/internal/metrics"
 	"github.com/containsec/contain/schemas/containv1"
@@ -25,6 +26,8 @@ type Analyzer struct {
 	m    *metrics.Metrics
 	log  *slog.Logger
 	prod *bus.Producer
+	// operators verifies manual baseline operations (opsign.go).
+	operators *auth.Verifier
 
 	mu       sync.Mutex
 	engine   *Engine
@@ -49,6 +52,11 @@ func New(cfg Config, js jetstream.JetStream, m *metrics.Metrics, log *slog.Logge
 		host, _ = os.Hostname()
 	}
 	a := &Analyzer{cfg: cfg, js: js, m: m, log: log.With("stage", metrics.StageAnalyzer), prod: bus.NewProducer(host, metrics.StageAnalyzer)}
+	operators, err := auth.ParseTrusted("analyzer.operator_keys", cfg.OperatorKeys)
+	if err != nil {
+		return nil, err
+	}
+	a.operators = auth.NewVerifier(operators, 0)
 	var pf ProfileFunc
 	if cfg.ProfilesBucket != "" {
 		a.profiles = newProfileCache(js, cfg.ProfilesBucket, a.log)
@@ -73,6 +81,7 @@ func (a *Analyzer) Run(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("analyzer: %w", err)
 		}
+		st.ops, st.refused = a.operators, func(reason string) { a.m.Refused.WithLabelValues(metrics.StageAnalyzer, reason).Inc() }
 		a.store = st
 		a.mu.Lock()
 		n, bad := a.store.LoadInto(ctx, a.engine, a.log)

@@ -8,6 +8,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/containsec/contain/internal/auth"
 	"github.com/containsec/contain/internal/bus"
 	"github.com/containsec/contain/internal/metrics"
 	"github.com/containsec/contain/internal/testenv"
@@ -125,6 +126,11 @@ func TestAnalyzerPersistsAndAppliesOps(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.LearningWindow = 3 * time.Second
 	cfg.PersistInterval = 50 * time.Millisecond
+	op, err := auth.Generate("operator")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.OperatorKeys = []string{op.Trusted()}
 	_, _, stop := startAnalyzer(t, js, cfg)
 	enr := bus.NewProducer("h1", metrics.StageEnricher)
 	publishEvents(t, js, enr, execEv("c1", sec(0), "/bin/httpd"), execEv("c1", sec(4), "/bin/httpd"))
@@ -142,7 +148,7 @@ func TestAnalyzerPersistsAndAppliesOps(t *testing.T) {
 		t.Errorf("executables %v", d.Executables)
 	}
 	// A manual lock through the bucket reaches the running analyzer.
-	if err := LockBaseline(ctx, js, cfg.BaselinesBucket, "sha256:aaaa"); err != nil {
+	if err := LockBaseline(ctx, js, cfg.BaselinesBucket, "sha256:aaaa", auth.NewSigner(op)); err != nil {
 		t.Fatal(err)
 	}
 	poll(t, 10*time.Second, "lock applied and persisted", func() bool {

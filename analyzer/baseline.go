@@ -51,6 +51,12 @@ type Doc struct {
 	// running analyzer applies when it sees the update; the analyzer's own
 	// writes leave it empty.
 	Op string `json:"op,omitempty" yaml:"op,omitempty"`
+	// OpActor is who made the operation: the signing operator credential
+	// and OS user ("operator/alice (uid 1000)"), verified against OpSig.
+	OpActor string `json:"op_actor,omitempty" yaml:"op_actor,omitempty"`
+	// OpSig is the operator's signed envelope (auth.Signed) over the key,
+	// the op, the actor and the document's content.
+	OpSig json.RawMessage `json:"op_sig,omitempty" yaml:"-"`
 	// Checksum is the SHA-256 of the JSON encoding with Checksum empty.
 	Checksum string `json:"checksum,omitempty" yaml:"checksum,omitempty"`
 }

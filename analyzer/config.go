@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/containsec/contain/internal/auth"
 )
 
 // Default names.
@@ -87,6 +89,11 @@ type Config struct {
 	// ProfilesBucket is the NATS KV bucket of declared profiles (written
 	// by the enricher, keyed by image digest); empty turns seeding off.
 	ProfilesBucket string
+	// OperatorKeys are the operators whose signed baseline operations
+	// (lock, unlock, reset, import) are applied: "name:<public nkey>"
+	// each. An unsigned, forged or replayed operation is refused and
+	// counted (contain_refused_total{stage="analyzer"}).
+	OperatorKeys []string
 }
 
 // Exec-session policies (Config.ExecSessions).
@@ -142,6 +149,9 @@ func DefaultConfig() Config {
 // Validate reports the first invalid field, naming its config key.
 func (c Config) Validate() error {
 	if err := c.validateEngine(); err != nil {
+		return err
+	}
+	if _, err := auth.ParseTrusted("analyzer.operator_keys", c.OperatorKeys); err != nil {
 		return err
 	}
 	switch {

@@ -7,6 +7,8 @@ import (
 	"io"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/containsec/contain/internal/auth"
 )
 
 // The functions below back `contain baseline list|show|export|import|
@@ -14,9 +16,19 @@ import (
 // running analyzer applies lock, unlock, reset and import as soon as it
 // sees the update, and on its next start otherwise.
 
+// openExisting opens the baselines bucket without creating or updating
+// it: the operator's and reader's credentials may not.
+func openExisting(ctx context.Context, js jetstream.JetStream, bucket string) (*Store, error) {
+	kv, err := js.KeyValue(ctx, bucket)
+	if err != nil {
+		return nil, fmt.Errorf("baselines bucket %s: %w (has an analyzer run yet?)", bucket, err)
+	}
+	return &Store{kv: kv}, nil
+}
+
 // ListBaselines summarizes the stored baselines.
 func ListBaselines(ctx context.Context, js jetstream.JetStream, bucket string) ([]Summary, error) {
-	st, err := OpenStore(ctx, js, bucket)
+	st, err := openExisting(ctx, js, bucket)
 	if err != nil {
 		return nil, err
 	}
@@ -25,7 +37,7 @@ func ListBaselines(ctx context.Context, js jetstream.JetStream, bucket string) (
 
 // GetBaseline reads and verifies one stored baseline.
 func GetBaseline(ctx context.Context, js jetstream.JetStream, bucket, key string) (*Doc, error) {
-	st, err := OpenStore(ctx, js, bucket)
+	st, err := openExisting(ctx, js, bucket)
 	if err != nil {
 		return nil, err
 	}
@@ -68,25 +80,30 @@ func WriteDoc(w io.Writer, d *Doc, format string) error {
 }
 
 // ImportBaseline reads a YAML baseline (as exported, possibly reviewed)
-// and stores it; a running analyzer replaces its copy.
-func ImportBaseline(ctx context.Context, js jetstream.JetStream, bucket string, r io.Reader) (*Doc, error) {
+// and stores it, signed by signer; a running analyzer replaces its copy.
+func ImportBaseline(ctx context.Context, js jetstream.JetStream, bucket string, r io.Reader, signer *auth.Signer) (*Doc, error) {
 	d, err := ReadYAML(r)
 	if err != nil {
 		return nil, err
 	}
-	st, err := OpenStore(ctx, js, bucket)
+	st, err := openExisting(ctx, js, bucket)
 	if err != nil {
 		return nil, err
 	}
-	d.Op = "import"
+	if err := signOp(d, "import", signer); err != nil {
+		return nil, err
+	}
 	if _, err := st.Save(ctx, d); err != nil {
 		return nil, err
 	}
 	return d, nil
 }
 
-func applyStored(ctx context.Context, js jetstream.JetStream, bucket, key, op string) error {
-	st, err := OpenStore(ctx, js, bucket)
+func applyStored(ctx context.Context, js jetstream.JetStream, bucket, key, op string, signer *auth.Signer) error {
+	if signer == nil {
+		return errors.New("baseline " + op + ": operator credentials are required to sign the operation")
+	}
+	st, err := openExisting(ctx, js, bucket)
 	if err != nil {
 		return err
 	}
@@ -115,22 +132,26 @@ func applyStored(ctx context.Context, js jetstream.JetStream, bucket, key, op st
 		return err
 	}
 	nd, _ := e.Snapshot(key)
-	nd.Op = op
+	if err := signOp(nd, op, signer); err != nil {
+		return err
+	}
 	_, err = st.Save(ctx, nd)
 	return err
 }
 
+// LockBaseline (like UnlockBaseline and ResetBaseline) is signed by
+// signer; the analyzer records the signer as the operation's actor.
 // LockBaseline locks the baseline of key.
-func LockBaseline(ctx context.Context, js jetstream.JetStream, bucket, key string) error {
-	return applyStored(ctx, js, bucket, key, "lock")
+func LockBaseline(ctx context.Context, js jetstream.JetStream, bucket, key string, signer *auth.Signer) error {
+	return applyStored(ctx, js, bucket, key, "lock", signer)
 }
 
 // UnlockBaseline makes the baseline of key learn again from its next event.
-func UnlockBaseline(ctx context.Context, js jetstream.JetStream, bucket, key string) error {
-	return applyStored(ctx, js, bucket, key, "unlock")
+func UnlockBaseline(ctx context.Context, js jetstream.JetStream, bucket, key string, signer *auth.Signer) error {
+	return applyStored(ctx, js, bucket, key, "unlock", signer)
 }
 
 // ResetBaseline forgets what the baseline of key learned.
-func ResetBaseline(ctx context.Context, js jetstream.JetStream, bucket, key string) error {
-	return applyStored(ctx, js, bucket, key, "reset")
+func ResetBaseline(ctx context.Context, js jetstream.JetStream, bucket, key string, signer *auth.Signer) error {
+	return applyStored(ctx, js, bucket, key, "reset", signer)
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/containsec/contain/internal/auth"
 	"github.com/containsec/contain/internal/metrics"
 )
 
@@ -20,6 +21,10 @@ import (
 // last versions in the bucket's history.
 type Store struct {
 	kv jetstream.KeyValue
+	// ops verifies manual operations found at load; refused counts them.
+	// Set by the analyzer; nil for the operator's commands.
+	ops     *auth.Verifier
+	refused func(reason string)
 }
 
 // storeHistory is how many versions of a baseline the bucket keeps.
@@ -165,6 +170,13 @@ func (s *Store) LoadInto(ctx context.Context, e *Engine, log *slog.Logger) (n, b
 			continue
 		}
 		d, err := UnmarshalJSONDoc(entry.Value())
+		if err == nil && d.Op != "" && s.ops != nil {
+			if _, verr := verifyOp(s.ops, d, false); verr != nil {
+				s.refused(auth.Reason(verr))
+				log.Error("baseline operation not signed by a known operator; not loaded, the image learns afresh", "kv_key", k, "op", d.Op, "err", verr)
+				continue
+			}
+		}
 		if err == nil {
 			err = e.Load(d)
 		}
@@ -218,6 +230,7 @@ func (a *Analyzer) watchControl(ctx context.Context) {
 		return
 	}
 	defer w.Stop()
+	refusedLogged := map[string]bool{}
 	for {
 		select {
 		case <-ctx.Done():
@@ -238,6 +251,24 @@ func (a *Analyzer) watchControl(ctx context.Context) {
 			if d.Op == "" {
 				continue
 			}
+			actor, err := verifyOp(a.operators, d, true)
+			if err != nil {
+				reason := auth.Reason(err)
+				a.m.Refused.WithLabelValues(metrics.StageAnalyzer, reason).Inc()
+				if !refusedLogged[reason] {
+					refusedLogged[reason] = true
+					a.log.Error("refusing baseline operation (logged once per reason; see contain_refused_total)",
+						"key", d.Key, "op", d.Op, "claimed_actor", d.OpActor, "reason", reason, "err", err)
+				}
+				// The analyzer's own version goes back over the refused one.
+				a.mu.Lock()
+				if b := a.engine.images[d.Key]; b != nil {
+					b.dirty = true
+				}
+				a.mu.Unlock()
+				a.persist(ctx)
+				continue
+			}
 			a.mu.Lock()
 			err = a.engine.ApplyOp(d)
 			a.mu.Unlock()
@@ -246,7 +277,7 @@ func (a *Analyzer) watchControl(ctx context.Context) {
 				a.log.Error("applying baseline operation", "key", d.Key, "op", d.Op, "err", err)
 				continue
 			}
-			a.log.Info("baseline operation applied", "key", d.Key, "op", d.Op)
+			a.log.Info("baseline operation applied", "key", d.Key, "op", d.Op, "actor", actor)
 			a.persist(ctx)
 		}
 	}

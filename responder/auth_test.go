@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"os"
-	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -16,6 +15,7 @@ import (
 	"github.com/nats-io/nkeys"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/containsec/contain/internal/auth"
 	"github.com/containsec/contain/internal/bus"
 	"github.com/containsec/contain/internal/metrics"
 	"github.com/containsec/contain/internal/testenv"
@@ -25,26 +25,13 @@ import (
 // deployNATSConf is the cluster authorization shipped in deploy/nats.
 const deployNATSConf = "../deploy/nats/contain.conf"
 
-// authUsers are the users of deploy/nats/contain.conf, by the environment
-// variable holding each one's public nkey.
-var authUsers = map[string]string{
-	"collector-node-a": "CONTAIN_NKEY_COLLECTOR_NODE_A",
-	"responder-node-a": "CONTAIN_NKEY_RESPONDER_NODE_A",
-	"collector-node-b": "CONTAIN_NKEY_COLLECTOR_NODE_B",
-	"responder-node-b": "CONTAIN_NKEY_RESPONDER_NODE_B",
-	"enricher":         "CONTAIN_NKEY_ENRICHER",
-	"analyzer":         "CONTAIN_NKEY_ANALYZER",
-	"store":            "CONTAIN_NKEY_STORE",
-	"operator":         "CONTAIN_NKEY_OPERATOR",
-	"admin":            "CONTAIN_NKEY_ADMIN",
-}
-
 // authCluster is an embedded server running deploy/nats/contain.conf, with
 // a fresh nkey per user.
 type authCluster struct {
-	t    *testing.T
-	srv  *server.Server
-	keys map[string]nkeys.KeyPair
+	t     *testing.T
+	srv   *server.Server
+	keys  map[string]nkeys.KeyPair
+	creds map[string]*auth.Credentials
 }
 
 // client is a connection as one user, recording the asynchronous errors
@@ -73,18 +60,16 @@ func startAuthCluster(t *testing.T) *authCluster {
 	if _, err := os.Stat(deployNATSConf); err != nil {
 		t.Fatalf("deploy config: %v", err)
 	}
-	a := &authCluster{t: t, keys: map[string]nkeys.KeyPair{}}
-	for user, env := range authUsers {
-		kp, err := nkeys.CreateUser()
+	a := &authCluster{t: t, keys: map[string]nkeys.KeyPair{}, creds: map[string]*auth.Credentials{}}
+	// Every user of the permission table the conf is generated from.
+	for _, u := range auth.Table(auth.DefaultNames(), []string{"node-a", "node-b"}) {
+		c, err := auth.Generate(u.Name)
 		if err != nil {
 			t.Fatal(err)
 		}
-		pub, err := kp.PublicKey()
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Setenv(env, pub)
-		a.keys[user] = kp
+		t.Setenv(auth.EnvVar(u.Name), c.PublicKey())
+		a.keys[u.Name] = c.KP
+		a.creds[u.Name] = c
 	}
 	// The real file, with the test's store dir and a random port.
 	srv, err := bus.StartEmbedded(bus.EmbeddedConfig{Port: -1, StoreDir: t.TempDir(), ConfigFile: deployNATSConf})
@@ -156,9 +141,10 @@ func TestAuthorisedPublishers(t *testing.T) {
 		return b.Events[0]
 	}
 
-	// The responder, as responder-node-a.
+	// The responder, as responder-node-a, obeying the operator's key.
 	cfg := DefaultConfig()
 	cfg.Host = host
+	cfg.OperatorKeys = []string{a.creds["operator"].Trusted()}
 	var (
 		resp *client
 		m    *metrics.Metrics
@@ -272,7 +258,7 @@ func TestAuthorisedPublishers(t *testing.T) {
 
 	// A collector cannot release; the operator can.
 	rctx2, rcancel := context.WithTimeout(ctx, time.Second)
-	_, err = Release(rctx2, collector.nc, host, c.ID, "collector", "forged release")
+	_, err = Release(rctx2, collector.nc, auth.NewSigner(a.creds["collector-"+host]), host, c.ID, "forged release", "")
 	rcancel()
 	if err == nil {
 		t.Fatal("collector released a container")
@@ -283,17 +269,27 @@ func TestAuthorisedPublishers(t *testing.T) {
 	if got := freezerState(t, c); got != "FROZEN" {
 		t.Fatalf("container %s after the collector's release request", got)
 	}
-	ev, err = Release(ctx, operator.nc, host, c.ID, "alice", "investigated")
+	// Signed by an unknown key (a collector's, through the operator's
+	// connection): refused and counted; the container stays frozen.
+	_, err = Release(ctx, operator.nc, auth.NewSigner(a.creds["collector-"+host]), host, c.ID, "forged", "")
+	if err == nil || !strings.Contains(err.Error(), auth.ReasonUnknownKey) {
+		t.Fatalf("release signed by a collector key: %v", err)
+	}
+	if n := testutil.ToFloat64(m.Refused.WithLabelValues(metrics.StageResponder, auth.ReasonUnknownKey)); n != 1 {
+		t.Fatalf("refused unknown_key = %v, want 1", n)
+	}
+	signer := auth.NewSigner(a.creds["operator"])
+	ev, err = Release(ctx, operator.nc, signer, host, c.ID, "investigated", "alice")
 	if err != nil {
 		t.Fatalf("operator release: %v", err)
 	}
-	if ev.GetAction().GetActor() != "alice" {
-		t.Fatalf("release actor %q", ev.GetAction().GetActor())
+	if got, want := ev.GetAction().GetActor(), signer.Actor(); got != want || !strings.HasPrefix(got, "operator/") {
+		t.Fatalf("release actor %q, want %q (the signing credential and OS user)", got, want)
 	}
 	rel := nextAction()
 	ra := wantAction(t, rel, containv1.Action_TYPE_RELEASE, containv1.Action_RESULT_OK, c.ID)
-	if ra.Actor != "alice" {
-		t.Fatalf("first RELEASE action by %q, want the operator (a collector's got through?)", ra.Actor)
+	if ra.Actor != signer.Actor() || !strings.Contains(ra.Reason, "note: alice") {
+		t.Fatalf("first RELEASE action by %q (%q), want the operator (a collector's got through?)", ra.Actor, ra.Reason)
 	}
 	if got := freezerState(t, c); got != "THAWED" {
 		t.Fatalf("container %s after the operator's release", got)
@@ -304,130 +300,5 @@ func TestAuthorisedPublishers(t *testing.T) {
 		if s := err.Error(); !strings.Contains(s, other) && !strings.Contains(s, `"_INBOX.>"`) {
 			t.Errorf("responder refused something it needs: %v", err)
 		}
-	}
-}
-
-// TestHostUsersScript: deploy/nats/host-users.sh prints exactly the users
-// that deploy/nats/contain.conf holds for node-a and node-b, so the tested
-// permissions are the ones the script gives a new host.
-func TestHostUsersScript(t *testing.T) {
-	conf, err := os.ReadFile(deployNATSConf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, host := range []string{"node-a", "node-b"} {
-		out, err := exec.Command("sh", "../deploy/nats/host-users.sh", host).Output()
-		if err != nil {
-			t.Fatalf("host-users.sh %s: %v", host, err)
-		}
-		start := strings.Index(string(conf), "# ---- host "+host+" ----")
-		end := strings.Index(string(conf[start+1:]), "# ---- ")
-		if start < 0 || end < 0 {
-			t.Fatalf("no block for %s in %s", host, deployNATSConf)
-		}
-		if got, want := confLines(string(out)), confLines(string(conf[start:start+1+end])); got != want {
-			t.Errorf("host-users.sh %s differs from %s:\n%s\nwant:\n%s", host, deployNATSConf, got, want)
-		}
-	}
-	if err := exec.Command("sh", "../deploy/nats/host-users.sh", "a.b").Run(); err == nil {
-		t.Error("host-users.sh accepted a host that is not one subject token")
-	}
-}
-
-// confLines drops comments and blank lines.
-func confLines(s string) string {
-	var out []string
-	for _, l := range strings.Split(s, "\n") {
-		if i := strings.Index(l, "#"); i >= 0 {
-			l = l[:i]
-		}
-		if l = strings.TrimSpace(l); l != "" {
-			out = append(out, l)
-		}
-	}
-	return strings.Join(out, "\n")
-}
-
-// TestPipelineRolesUnderAuthorization: every central role of
-// deploy/nats/contain.conf can do its job with bus.Consume and bus.Publish
-// (collector → enricher → analyzer → store), with no permission refused.
-func TestPipelineRolesUnderAuthorization(t *testing.T) {
-	a := startAuthCluster(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer cancel()
-	admin := a.connect("admin")
-	if err := bus.EnsureStreams(ctx, admin.js, bus.StreamsConfig{Memory: true}); err != nil {
-		t.Fatal(err)
-	}
-	log := testenv.Logger(t)
-	m := metrics.New()
-	consume := func(c *client, cfg bus.ConsumerConfig, h bus.Handler) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			cfg.FetchWait = 100 * time.Millisecond
-			if err := bus.Consume(ctx, c.js, cfg, h, m, log); err != nil {
-				t.Errorf("%s: %v", cfg.Durable, err)
-			}
-		}()
-	}
-	relay := func(c *client, subject, stage string) bus.Handler {
-		prod := bus.NewProducer("central", stage)
-		return func(ctx context.Context, bs []*containv1.Batch) error {
-			for _, b := range bs {
-				if err := bus.Publish(ctx, c.js, subject, prod.Batch(b.Events)); err != nil {
-					return err
-				}
-			}
-			return nil
-		}
-	}
-	enricher, analyzer, store := a.connect("enricher"), a.connect("analyzer"), a.connect("store")
-	consume(enricher, bus.ConsumerConfig{Stream: containv1.StreamRaw, Durable: "enricher", FilterSubject: containv1.SubjectPrefix + ".raw.>", Stage: "enricher"},
-		relay(enricher, containv1.EventsSubject("node-a"), metrics.StageEnricher))
-	consume(analyzer, bus.ConsumerConfig{Stream: containv1.StreamEvents, Durable: "analyzer", Stage: "analyzer"},
-		relay(analyzer, containv1.AlertsSubject("node-a"), metrics.StageAnalyzer))
-	var mu sync.Mutex
-	stored := map[string]int{}
-	for stream, durable := range map[string]string{containv1.StreamEvents: "store-events", containv1.StreamAlerts: "store-alerts", containv1.StreamActions: "store-actions"} {
-		consume(store, bus.ConsumerConfig{Stream: stream, Durable: durable, Stage: "store"}, func(_ context.Context, bs []*containv1.Batch) error {
-			mu.Lock()
-			stored[stream] += len(bs)
-			mu.Unlock()
-			return nil
-		})
-	}
-	collector := a.connect("collector-node-a")
-	ev := &containv1.Event{Id: containv1.NewIDGen().Next(), Host: "node-a", Kind: containv1.Kind_KIND_EXEC, SchemaVersion: containv1.SchemaVersion}
-	if err := bus.Publish(ctx, collector.js, containv1.RawSubject("node-a"), bus.NewProducer("node-a", metrics.StageCollector).Batch([]*containv1.Event{ev})); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, 10*time.Second, "the event stored as an event and an alert", func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		return stored[containv1.StreamEvents] == 1 && stored[containv1.StreamAlerts] == 1
-	})
-	// Acks are allowed: nothing is redelivered.
-	waitFor(t, 5*time.Second, "every consumer fully acknowledged", func() bool {
-		for stream, durable := range map[string]string{containv1.StreamRaw: "enricher", containv1.StreamEvents: "analyzer", containv1.StreamAlerts: "store-alerts"} {
-			info, err := admin.js.Consumer(ctx, stream, durable)
-			if err != nil {
-				return false
-			}
-			ci, err := info.Info(ctx)
-			if err != nil || ci.NumAckPending != 0 || ci.NumPending != 0 {
-				return false
-			}
-		}
-		return true
-	})
-	for name, c := range map[string]*client{"collector": collector, "enricher": enricher, "analyzer": analyzer, "store": store} {
-		c.mu.Lock()
-		if len(c.errs) > 0 {
-			t.Errorf("%s was refused: %v", name, c.errs)
-		}
-		c.mu.Unlock()
 	}
 }

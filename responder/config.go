@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/containsec/contain/internal/auth"
 	"github.com/containsec/contain/internal/forensics"
 	"github.com/containsec/contain/internal/freezer"
 	"github.com/containsec/contain/schemas/containv1"
@@ -83,10 +84,13 @@ type Config struct {
 	// Durable names the JetStream consumer; "" means
 	// "responder-<host token>".
 	Durable string
-	// AcceptStages are the batch stages whose alerts are acted on; a batch
-	// from any other stage is refused and counted
-	// (contain_dropped_total{stage="responder",reason="unauthorised_stage"}).
-	AcceptStages []string
+	// OperatorKeys are the operators whose signed control requests
+	// (release) this responder obeys: "name:<public nkey>" each. A request
+	// not signed by one of them, stale or replayed is refused and counted
+	// (contain_refused_total{stage="responder"}). A batch's self-declared
+	// stage is no authority: only the analyzer's credentials may publish
+	// on the alerts subjects (internal/auth).
+	OperatorKeys []string
 
 	// Snapshot captures a forensic snapshot of each paused container
 	// (processes, sockets, changed files) into the action's detail.
@@ -173,7 +177,6 @@ func DefaultConfig() Config {
 		DockerRoot:         "/var/lib/docker",
 		ContainerdRuncRoot: "/run/containerd/runc",
 		VerifyTimeout:      2 * time.Second,
-		AcceptStages:       []string{"analyzer"},
 		Snapshot:           true,
 		SnapshotLimits:     forensics.DefaultLimits(),
 		MaxDetailBytes:     64 << 10,
@@ -209,8 +212,9 @@ func (c Config) Validate() error {
 		return errors.New("responder.max_pauses_per_minute: must be >= 0 (0 disables the circuit breaker)")
 	case c.MaxDetailBytes < 1024:
 		return errors.New("responder.max_detail_bytes: must be >= 1024")
-	case len(c.AcceptStages) == 0:
-		return errors.New("responder.accept_stages: must list at least one stage (e.g. analyzer)")
+	}
+	if _, err := auth.ParseTrusted("responder.operator_keys", c.OperatorKeys); err != nil {
+		return err
 	}
 	for _, l := range []struct {
 		key     string

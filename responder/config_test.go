@@ -24,7 +24,7 @@ func TestConfigValidate(t *testing.T) {
 		"responder.docker_host":               func(c *Config) { c.DockerHost = "/run/docker.sock" },
 		"responder.verify_timeout":            func(c *Config) { c.VerifyTimeout = 0 },
 		"responder.max_pauses_per_minute":     func(c *Config) { c.MaxPausesPerMinute = -1 },
-		"responder.accept_stages":             func(c *Config) { c.AcceptStages = nil },
+		"responder.operator_keys":             func(c *Config) { c.OperatorKeys = []string{"operator:not-a-key"} },
 		"responder.snapshot_limits":           func(c *Config) { c.SnapshotLimits.MaxFiles = 0 },
 		"responder.policy.rules[0].scope":     func(c *Config) { c.Policy.Rules = []Rule{{Scope: Scope{Image: "["}}} },
 		"responder.policy.allow[0]":           func(c *Config) { c.Policy.Allow = []Scope{{ContainerName: "[x"}} },
@@ -74,7 +74,7 @@ func FuzzParseReleaseRequest(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if req.Actor == "" || req.Reason == "" || strings.ContainsAny(req.ContainerID, "/\x00") || req.ContainerID == ".." {
+		if req.Reason == "" || strings.ContainsAny(req.ContainerID, "/\x00") || req.ContainerID == ".." {
 			t.Fatalf("accepted %+v", req)
 		}
 	})

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/containsec/contain/internal/auth"
 	"github.com/containsec/contain/internal/freezer"
 	"github.com/containsec/contain/internal/metrics"
 	"github.com/containsec/contain/schemas/containv1"
@@ -22,11 +23,25 @@ const (
 	VerbQuarantineList = "quarantine.list"
 )
 
-// ReleaseRequest is the JSON body of a release request.
+// ReleaseRequest is the JSON body of a release request, carried signed
+// (auth.Signed, purpose ReleasePurpose(host)) by the operator's
+// credentials.
 type ReleaseRequest struct {
 	ContainerID string `json:"container_id"`
-	Actor       string `json:"actor"`
-	Reason      string `json:"reason"`
+	// Actor is who releases. The responder sets it from the verified
+	// signature (credential name and OS user, auth.Signed.Actor); a value
+	// in the request is ignored.
+	Actor  string `json:"actor,omitempty"`
+	Reason string `json:"reason"`
+	// Note is free text from the operator (`contain release --actor`),
+	// recorded in the reason, never as the actor.
+	Note string `json:"note,omitempty"`
+}
+
+// ReleasePurpose is what a release request for host is signed for: a
+// signature for one host is refused by every other.
+func ReleasePurpose(host string) string {
+	return "control " + VerbRelease + " " + containv1.SubjectToken(host)
 }
 
 // ControlReply is the JSON body of every control reply.
@@ -55,15 +70,11 @@ func ParseReleaseRequest(data []byte) (ReleaseRequest, error) {
 	switch {
 	case !freezer.ValidID(req.ContainerID):
 		return req, fmt.Errorf("release request: invalid container_id %q", truncate(req.ContainerID, 128))
-	case req.Actor == "":
-		return req, errors.New("release request: actor must be set (who releases)")
 	case req.Reason == "":
 		return req, errors.New("release request: reason must be set (why it is released)")
-	case len(req.Actor) > 256 || len(req.Reason) > 4096:
-		return req, errors.New("release request: actor or reason too long")
+	case len(req.Actor) > 256 || len(req.Reason) > 4096 || len(req.Note) > 256:
+		return req, errors.New("release request: actor, note or reason too long")
 	}
-	req.Actor = truncate(req.Actor, 256)
-	req.Reason = truncate(req.Reason, 4096)
 	return req, nil
 }
 
@@ -109,11 +120,26 @@ func (r *Responder) serveControl(ctx context.Context) ([]*nats.Subscription, err
 }
 
 func (r *Responder) controlRelease(ctx context.Context, data []byte) ControlReply {
-	req, err := ParseReleaseRequest(data)
+	env, err := r.operators.Verify(data, ReleasePurpose(r.cfg.Host))
+	if err != nil {
+		reason := auth.Reason(err)
+		r.m.Refused.WithLabelValues(metrics.StageResponder, reason).Inc()
+		if _, logged := r.refusedLogged.LoadOrStore(reason, true); !logged {
+			r.log.Error("refusing control request (logged once per reason; see contain_refused_total)",
+				"verb", VerbRelease, "reason", reason, "err", err)
+		}
+		return ControlReply{Error: "release: " + err.Error()}
+	}
+	req, err := ParseReleaseRequest(env.Body)
 	if err != nil {
 		r.m.Malformed.WithLabelValues(metrics.StageResponder).Inc()
 		return ControlReply{Error: err.Error()}
 	}
+	req.Actor = truncate(env.Actor(), 256)
+	if req.Note != "" {
+		req.Reason = truncate(req.Reason+" (note: "+req.Note+")", 4096)
+	}
+	r.log.Info("release requested", logContainer, req.ContainerID, "actor", req.Actor, "reason", req.Reason)
 	ev, err := r.Release(ctx, req)
 	reply := ControlReply{OK: err == nil}
 	if err != nil {
@@ -286,11 +312,19 @@ func request(ctx context.Context, nc *nats.Conn, host, verb string, body []byte)
 	return reply, nil
 }
 
-// Release asks host's responder to thaw containerID, recording actor and
-// reason. It returns the RELEASE action the responder published (also
-// when the release failed, if the responder recorded one).
-func Release(ctx context.Context, nc *nats.Conn, host, containerID, actor, reason string) (*containv1.Event, error) {
-	body, err := json.Marshal(ReleaseRequest{ContainerID: containerID, Actor: actor, Reason: reason})
+// Release asks host's responder to thaw containerID, signed by signer
+// (the responder records the signer's identity as the actor), with reason
+// and an optional note. It returns the RELEASE action the responder
+// published (also when the release failed, if the responder recorded one).
+func Release(ctx context.Context, nc *nats.Conn, signer *auth.Signer, host, containerID, reason, note string) (*containv1.Event, error) {
+	req, err := json.Marshal(ReleaseRequest{ContainerID: containerID, Reason: reason, Note: note})
+	if err != nil {
+		return nil, err
+	}
+	if signer == nil {
+		return nil, errors.New("release: operator credentials are required to sign the request")
+	}
+	body, err := signer.Sign(ReleasePurpose(host), req)
 	if err != nil {
 		return nil, err
 	}

@@ -3,18 +3,23 @@
 //
 // Consumes: KIND_ALERT events in batches from the CONTAIN_ALERTS stream,
 // subject containv1.AlertsSubject(host) only (durable consumer
-// "responder-<host token>"); batches from stages not in AcceptStages and
-// alerts whose event names another host are refused and counted. Who may
-// publish alerts is enforced by NATS permissions (deploy/nats/contain.conf);
+// "responder-<host token>"); a batch whose events name another host than
+// the subject's is refused and counted (bus.CheckHost). Who may publish
+// alerts is enforced by NATS permissions (internal/auth's table): a
+// batch's self-declared stage is no authority;
 // at start it replays its host's actions through the consumer
 // "responder-<host token>-restore" on CONTAIN_ACTIONS. Serves core-NATS request/reply on
 // containv1.ControlSubject(host, "release") and (host, "quarantine.list").
+// A release request must be signed (auth.Signed, purpose
+// ReleasePurpose(host)) by a key of Config.OperatorKeys, recent and not
+// replayed; others are refused and counted in
+// contain_refused_total{stage="responder",reason}.
 //
 // Emits: one KIND_ACTION event per alert and per release request, on
 // containv1.ActionsSubject(host), with container_id, image_ref and
 // image_digest copied from the alert, alert_id, score, the alert's reasons
-// joined as reason, actor "responder@<host>" (the requester for a
-// release), the freeze method, latency_ns (from the alert's trigger wall
+// joined as reason, actor "responder@<host>" (for a release, the verified
+// signer: "<credential>/<os user>"; the request's note goes in the reason), the freeze method, latency_ns (from the alert's trigger wall
 // time to verified frozen) and a JSON Detail: the decision in words, the
 // policy rule and threshold, and for a pause a bounded forensic snapshot
 // (processes with argv, sockets, files changed in the writable layer).

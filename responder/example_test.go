@@ -28,9 +28,11 @@ func ExampleConfig_policy() {
 func ExampleParseReleaseRequest() {
 	_, err := ParseReleaseRequest([]byte(`{"container_id":"../../etc","actor":"alice","reason":"fp"}`))
 	fmt.Println(err)
-	req, err := ParseReleaseRequest([]byte(`{"container_id":"web-1","actor":"alice","reason":"false positive"}`))
-	fmt.Println(req.ContainerID, req.Actor, err)
+	// The body travels signed (auth.Signed); the responder sets Actor from
+	// the signature, and the note is only recorded with the reason.
+	req, err := ParseReleaseRequest([]byte(`{"container_id":"web-1","reason":"false positive","note":"ticket 42"}`))
+	fmt.Println(req.ContainerID, req.Reason, req.Note, err)
 	// Output:
 	// release request: invalid container_id "../../etc"
-	// web-1 alice <nil>
+	// web-1 false positive ticket 42 <nil>
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sys/unix"
 
+	"github.com/containsec/contain/internal/auth"
 	"github.com/containsec/contain/internal/bus"
 	"github.com/containsec/contain/internal/engines"
 	"github.com/containsec/contain/internal/forensics"
@@ -89,6 +90,11 @@ type Responder struct {
 
 	// now is the clock; tests may replace it.
 	now func() time.Time
+
+	// operators verifies signed control requests.
+	operators *auth.Verifier
+	// refusedLogged: one log line per refusal reason.
+	refusedLogged sync.Map
 }
 
 // New makes a Responder; call Run to start it.
@@ -117,6 +123,10 @@ func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, m *metrics.Metrics, 
 		}
 		eng.Containerd = c
 	}
+	operators, err := auth.ParseTrusted("responder.operator_keys", cfg.OperatorKeys)
+	if err != nil {
+		return nil, err
+	}
 	all, err := freezer.NewMethodsWith(freezer.KnownMethods(), cfg.roots(), cfg.RuncBinary, eng)
 	if err != nil {
 		return nil, fmt.Errorf("responder.methods: %w", err)
@@ -141,6 +151,7 @@ func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, m *metrics.Metrics, 
 		quarantined: map[string]*Quarantine{},
 		released:    map[string]release{},
 		now:         time.Now,
+		operators:   auth.NewVerifier(operators, 0),
 	}, nil
 }
 
@@ -187,11 +198,6 @@ func (r *Responder) handle(ctx context.Context, batches []*containv1.Batch) erro
 	recv := r.now()
 	var actions []*containv1.Event
 	for _, b := range batches {
-		if !slices.Contains(r.cfg.AcceptStages, b.Stage) {
-			r.m.Dropped.WithLabelValues(metrics.StageResponder, "unauthorised_stage").Add(float64(len(b.Events)))
-			r.log.Warn("refusing batch from an unaccepted stage", "batch_stage", b.Stage, "batch_host", b.Host, "events", len(b.Events))
-			continue
-		}
 		for _, ev := range b.Events {
 			if ev.GetKind() != containv1.Kind_KIND_ALERT || ev.GetAlert() == nil {
 				r.m.Dropped.WithLabelValues(metrics.StageResponder, "not_alert").Inc()

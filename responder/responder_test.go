@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/containsec/contain/internal/auth"
 	"github.com/containsec/contain/internal/bus"
 	"github.com/containsec/contain/internal/freezer"
 	"github.com/containsec/contain/internal/metrics"
@@ -53,6 +54,9 @@ func startOn(t testing.TB, nc *nats.Conn, js jetstream.JetStream, edit func(*Con
 	t.Helper()
 	cfg := DefaultConfig()
 	cfg.Host = testHost
+	for _, c := range testOperators {
+		cfg.OperatorKeys = append(cfg.OperatorKeys, c.Trusted())
+	}
 	if edit != nil {
 		edit(&cfg)
 	}
@@ -75,6 +79,25 @@ func startOn(t testing.TB, nc *nats.Conn, js jetstream.JetStream, edit func(*Con
 		return err == nil
 	})
 	return h
+}
+
+// testOperators are the operators the test responders trust, by name.
+var testOperators = func() map[string]*auth.Credentials {
+	out := map[string]*auth.Credentials{}
+	for _, name := range []string{"alice", "bob"} {
+		c, err := auth.Generate(name)
+		if err != nil {
+			panic(err)
+		}
+		out[name] = c
+	}
+	return out
+}()
+
+// release asks the responder to release id, signed by the test operator
+// who (alice or bob).
+func (h *harness) release(id, who, reason string) (*containv1.Event, error) {
+	return Release(context.Background(), h.nc, auth.NewSigner(testOperators[who]), testHost, id, reason, "")
 }
 
 func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
@@ -226,12 +249,12 @@ func TestPauseAndRelease(t *testing.T) {
 		t.Fatalf("quarantine list: %+v", q)
 	}
 
-	rel, err := Release(context.Background(), h.nc, testHost, c.ID, "alice", "false positive: nc is expected")
+	rel, err := h.release(c.ID, "alice", "false positive: nc is expected")
 	if err != nil {
 		t.Fatal(err)
 	}
 	ra := wantAction(t, rel, containv1.Action_TYPE_RELEASE, containv1.Action_RESULT_OK, c.ID)
-	if ra.Actor != "alice" || ra.Reason != "false positive: nc is expected" || string(ra.AlertId) != string(al.Id) {
+	if !strings.HasPrefix(ra.Actor, "alice/") || ra.Reason != "false positive: nc is expected" || string(ra.AlertId) != string(al.Id) {
 		t.Errorf("release actor %q reason %q alert %x", ra.Actor, ra.Reason, ra.AlertId)
 	}
 	if got := freezerState(t, c); got != "THAWED" {
@@ -241,14 +264,14 @@ func TestPauseAndRelease(t *testing.T) {
 		t.Fatalf("exec after release: %v: %s", err, out)
 	}
 	pub := wantAction(t, h.next(), containv1.Action_TYPE_RELEASE, containv1.Action_RESULT_OK, c.ID)
-	if pub.Actor != "alice" {
+	if !strings.HasPrefix(pub.Actor, "alice/") {
 		t.Errorf("published release actor %q", pub.Actor)
 	}
 	if q, _ := ListQuarantined(context.Background(), h.nc, testHost); len(q) != 0 {
 		t.Errorf("quarantine list after release: %+v", q)
 	}
 	// Releasing again: nothing frozen, recorded as SKIPPED and reported.
-	if _, err := Release(context.Background(), h.nc, testHost, c.ID, "alice", "again"); err == nil {
+	if _, err := h.release(c.ID, "alice", "again"); err == nil {
 		t.Errorf("second release of a thawed container reported ok")
 	}
 	wantAction(t, h.next(), containv1.Action_TYPE_RELEASE, containv1.Action_RESULT_SKIPPED, c.ID)
@@ -451,7 +474,7 @@ func TestFreezeMethods(t *testing.T) {
 			if _, err := c.Exec(time.Second, "/bin/true"); err == nil {
 				t.Errorf("exec into a frozen container succeeded")
 			}
-			if _, err := Release(context.Background(), h.nc, testHost, c.ID, "bob", "checked"); err != nil {
+			if _, err := h.release(c.ID, "bob", "checked"); err != nil {
 				t.Fatal(err)
 			}
 			if out, err := c.Exec(10*time.Second, "/bin/echo", "alive"); err != nil || !strings.Contains(out, "alive") {
@@ -461,30 +484,111 @@ func TestFreezeMethods(t *testing.T) {
 	}
 }
 
-func TestUnauthorisedStageRefused(t *testing.T) {
+// TestHostBindingRefused: an alert batch on this host's subject whose
+// event names another host is refused and counted by reason, whatever
+// stage the batch claims, and freezes nothing.
+func TestHostBindingRefused(t *testing.T) {
 	h := start(t, nil)
 	c := testenv.RunContainer(t, "unauth", testenv.ContainerSpec{})
-	rogue := bus.NewProducer(testHost, "collector")
-	if err := bus.Publish(context.Background(), h.js, containv1.AlertsSubject(testHost), rogue.Batch([]*containv1.Event{h.alert(c.ID, 1)})); err != nil {
+	ev := h.alert(c.ID, 1)
+	ev.Host = "other-host"
+	if err := bus.Publish(context.Background(), h.js, containv1.AlertsSubject(testHost), h.prod.Batch([]*containv1.Event{ev})); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "the rogue batch counted", func() bool {
-		return testutil.ToFloat64(h.m.Dropped.WithLabelValues(metrics.StageResponder, "unauthorised_stage")) == 1
+	waitFor(t, 10*time.Second, "the mismatched batch counted", func() bool {
+		return testutil.ToFloat64(h.m.Refused.WithLabelValues(metrics.StageResponder, bus.ReasonEventHost)) == 1
 	})
 	if got := freezerState(t, c); got != "THAWED" {
-		t.Errorf("container is %s after a rogue alert", got)
+		t.Errorf("container is %s after a batch for another host", got)
+	}
+}
+
+// TestForgedControlRefused: a release request that is unsigned, signed by
+// an unknown key, tampered with, for another host, stale or replayed is
+// refused with its reason and counted; the container stays frozen. The
+// same request signed by a trusted operator then releases it.
+func TestForgedControlRefused(t *testing.T) {
+	h := start(t, func(c *Config) { c.Snapshot = false })
+	c := testenv.RunContainer(t, "forged", testenv.ContainerSpec{})
+	h.publish(h.alert(c.ID, 1))
+	wantAction(t, h.next(), containv1.Action_TYPE_PAUSE, containv1.Action_RESULT_OK, c.ID)
+
+	body, _ := json.Marshal(ReleaseRequest{ContainerID: c.ID, Reason: "forged", Actor: "alice"})
+	alice := auth.NewSigner(testOperators["alice"])
+	mallory, _ := auth.Generate("alice")
+	sign := func(s *auth.Signer, purpose string) []byte {
+		raw, err := s.Sign(purpose, body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return raw
+	}
+	tampered := func() []byte {
+		var env auth.Signed
+		_ = json.Unmarshal(sign(alice, ReleasePurpose(testHost)), &env)
+		env.OSUser = "someone-else"
+		raw, _ := json.Marshal(env)
+		return raw
+	}()
+	stale := &auth.Signer{Creds: testOperators["alice"], OSUser: "x", Now: func() time.Time { return time.Now().Add(-10 * time.Minute) }}
+	valid := sign(alice, ReleasePurpose(testHost))
+	send := func(data []byte) ControlReply {
+		t.Helper()
+		msg, err := h.nc.Request(containv1.ControlSubject(testHost, VerbRelease), data, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var reply ControlReply
+		if err := json.Unmarshal(msg.Data, &reply); err != nil {
+			t.Fatal(err)
+		}
+		return reply
+	}
+	for _, tc := range []struct {
+		name, reason string
+		data         []byte
+	}{
+		{"unsigned", auth.ReasonUnsigned, body},
+		{"unknown key", auth.ReasonUnknownKey, sign(auth.NewSigner(mallory), ReleasePurpose(testHost))},
+		{"tampered", auth.ReasonBadSignature, tampered},
+		{"other host", auth.ReasonPurpose, sign(alice, ReleasePurpose("other-host"))},
+		{"stale", auth.ReasonStale, sign(stale, ReleasePurpose(testHost))},
+	} {
+		if r := send(tc.data); r.OK || !strings.Contains(r.Error, tc.reason) {
+			t.Errorf("%s: reply %+v, want refused (%s)", tc.name, r, tc.reason)
+		}
+		if n := testutil.ToFloat64(h.m.Refused.WithLabelValues(metrics.StageResponder, tc.reason)); n != 1 {
+			t.Errorf("%s: contain_refused_total{reason=%q} = %v, want 1", tc.name, tc.reason, n)
+		}
+	}
+	if got := freezerState(t, c); got != "FROZEN" {
+		t.Fatalf("container %s after forged releases", got)
+	}
+	if r := send(valid); !r.OK {
+		t.Fatalf("signed release refused: %s", r.Error)
+	}
+	ra := wantAction(t, h.next(), containv1.Action_TYPE_RELEASE, containv1.Action_RESULT_OK, c.ID)
+	if ra.Actor != alice.Actor() {
+		t.Errorf("actor %q, want the signer %q (not the request's self-declared one)", ra.Actor, alice.Actor())
+	}
+	// The same signed request again: replayed.
+	if r := send(valid); r.OK || !strings.Contains(r.Error, auth.ReasonReplayed) {
+		t.Errorf("replayed release: %+v", r)
+	}
+	if n := testutil.ToFloat64(h.m.Refused.WithLabelValues(metrics.StageResponder, auth.ReasonReplayed)); n != 1 {
+		t.Errorf("replayed counted %v times, want 1", n)
 	}
 }
 
 func TestReleaseRequestErrors(t *testing.T) {
 	h := start(t, nil)
-	if _, err := Release(context.Background(), h.nc, testHost, "../etc", "alice", "x"); err == nil || !strings.Contains(err.Error(), "invalid container_id") {
+	if _, err := h.release("../etc", "alice", "x"); err == nil || !strings.Contains(err.Error(), "invalid container_id") {
 		t.Errorf("bad id: %v", err)
 	}
-	if _, err := Release(context.Background(), h.nc, testHost, "abc", "", "x"); err == nil || !strings.Contains(err.Error(), "actor must be set") {
-		t.Errorf("no actor: %v", err)
+	if _, err := h.release("abc", "alice", ""); err == nil || !strings.Contains(err.Error(), "reason must be set") {
+		t.Errorf("no reason: %v", err)
 	}
-	if _, err := Release(context.Background(), h.nc, "other-host", "abc", "a", "x"); err == nil || !strings.Contains(err.Error(), "no responder") {
+	if _, err := Release(context.Background(), h.nc, auth.NewSigner(testOperators["alice"]), "other-host", "abc", "x", ""); err == nil || !strings.Contains(err.Error(), "no responder") {
 		t.Errorf("unserved host: %v", err)
 	}
 	msg, err := h.nc.Request(containv1.ControlSubject(testHost, VerbRelease), []byte("{not json"), 5*time.Second)
@@ -506,7 +610,7 @@ func TestQuarantineSurvivesRestart(t *testing.T) {
 		h.publish(h.alert(c.ID, 1))
 		wantAction(t, h.next(), containv1.Action_TYPE_PAUSE, containv1.Action_RESULT_OK, c.ID)
 	}
-	if _, err := Release(context.Background(), h.nc, testHost, released.ID, "alice", "ok"); err != nil {
+	if _, err := h.release(released.ID, "alice", "ok"); err != nil {
 		t.Fatal(err)
 	}
 	h.stop()
@@ -534,7 +638,7 @@ func TestQuarantineSurvivesRestart(t *testing.T) {
 			break
 		}
 	}
-	if _, err := Release(context.Background(), h2.nc, testHost, kept.ID, "alice", "done"); err != nil {
+	if _, err := h2.release(kept.ID, "alice", "done"); err != nil {
 		t.Fatal(err)
 	}
 	if got := freezerState(t, kept); got != "THAWED" {

@@ -41,16 +41,16 @@ output_fields, time), one per line, for tools that consume Falco alerts.`,
 			if err != nil {
 				return err
 			}
-			_, js, closeNATS, err := connect(cfg, false, "alerts", cfg.logger(os.Stderr))
+			s, err := cliConnect(cfg, "alerts", readerRoles...)
 			if err != nil {
-				return err
+				return fmt.Errorf("alerts: %w", err)
 			}
-			defer closeNATS()
+			defer s.close()
 			subject := containv1.SubjectPrefix + ".alerts.>"
 			if host != "" {
 				subject = containv1.AlertsSubject(host)
 			}
-			return printAlerts(cmd.Context(), js, subject, time.Now().Add(-since), follow, format, cmd.OutOrStdout())
+			return printAlerts(cmd.Context(), s.js, subject, time.Now().Add(-since), follow, format, cmd.OutOrStdout())
 		},
 	}
 	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new alerts")

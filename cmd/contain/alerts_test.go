@@ -8,12 +8,13 @@ import (
 	"time"
 
 	"github.com/containsec/contain/internal/bus"
-	"github.com/containsec/contain/internal/testenv"
 	"github.com/containsec/contain/schemas/containv1"
 )
 
 func TestAlertsCommandFormats(t *testing.T) {
-	url, nc, js := testenv.NATS(t)
+	a := deployNATS(t)
+	url := a.url
+	nc, js := a.conn("analyzer")
 	ids := containv1.NewIDGen()
 	trigger := &containv1.Event{Id: ids.Next(), Host: "h1", ContainerId: "c1", Kind: containv1.Kind_KIND_EXEC,
 		WallNs: time.Now().UnixNano(), SchemaVersion: containv1.SchemaVersion,

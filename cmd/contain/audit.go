@@ -120,11 +120,12 @@ func saveAudit(ctx context.Context, cfg *Config, ref string, findings []enricher
 // runningImages asks the enricher's containers bucket which images this
 // host's containers run.
 func runningImages(cmd *cobra.Command, cfg *Config) ([]string, error) {
-	_, js, closeNATS, err := connect(cfg, false, "audit", cfg.logger(os.Stderr))
+	s, err := cliConnect(cfg, "audit", readerRoles...)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("--running: %w", err)
 	}
-	defer closeNATS()
+	defer s.close()
+	js := s.js
 	ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
 	defer cancel()
 	recs, skipped, err := enricher.RunningImages(ctx, js, cfg.Enricher.ContainersBucket, cfg.Host)

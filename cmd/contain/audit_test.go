@@ -29,7 +29,10 @@ import (
 // the real enricher has seen; `contain audit --running` finds it through
 // the enricher's containers bucket, audits it and gates on severity.
 func TestAuditRunning(t *testing.T) {
-	url, _, js := testenv.NATS(t)
+	a := deployNATS(t)
+	url := a.url
+	_, js := a.conn("enricher")
+	_, cjs := a.conn("collector-node-a")
 	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
 	t.Cleanup(srv.Close)
 	regHost := strings.TrimPrefix(srv.URL, "http://")
@@ -63,21 +66,21 @@ func TestAuditRunning(t *testing.T) {
 	go func() { _ = e.Run(ctx); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
 	ids := containv1.NewIDGen()
-	ev := &containv1.Event{Id: ids.Next(), Host: "node-1", ContainerId: "legacy-1", Kind: containv1.Kind_KIND_CONTAINER,
+	ev := &containv1.Event{Id: ids.Next(), Host: "node-a", ContainerId: "legacy-1", Kind: containv1.Kind_KIND_CONTAINER,
 		WallNs: time.Now().UnixNano(), SchemaVersion: containv1.SchemaVersion,
 		Body: &containv1.Event_Container{Container: &containv1.ContainerInfo{Runtime: "runc",
 			Labels: map[string]string{"org.opencontainers.image.ref.name": ref}}}}
-	if err := bus.Publish(ctx, js, containv1.RawSubject("node-1"), bus.NewProducer("node-1", "collector").Batch([]*containv1.Event{ev})); err != nil {
+	if err := bus.Publish(ctx, cjs, containv1.RawSubject("node-a"), bus.NewProducer("node-a", "collector").Batch([]*containv1.Event{ev})); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, 10*time.Second, "the enricher to record the container", func() bool {
-		recs, _, err := enricher.RunningImages(ctx, js, ecfg.ContainersBucket, "node-1")
+		recs, _, err := enricher.RunningImages(ctx, js, ecfg.ContainersBucket, "node-a")
 		return err == nil && len(recs) == 1
 	})
 
 	t.Setenv("CONTAIN_AUDIT_REGISTRY_INSECURE", regHost)
 	t.Setenv("CONTAIN_AUDIT_REGISTRY_KEYCHAIN", "false")
-	out, err := runCLI(t, "audit", "--running", "--host", "node-1", "--nats-url", url, "--format", "json", "--fail-on", "high")
+	out, err := runCLI(t, "audit", "--running", "--host", "node-a", "--nats-url", url, "--format", "json", "--fail-on", "high")
 	var ee exitError
 	if !errors.As(err, &ee) || ee.code != 3 {
 		t.Fatalf("want exit 3 from the severity gate, got %v\n%s", err, out)

@@ -13,26 +13,36 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/containsec/contain/analyzer"
+	"github.com/containsec/contain/internal/auth"
 )
 
 func init() { extraCommands = append(extraCommands, baselineCommand, evalCommand) }
 
-// withJS loads the config, connects to NATS and calls fn with a bounded
-// context.
+// withJS loads the config, connects to NATS with reader (or operator)
+// credentials and calls fn with a bounded context.
 func withJS(cmd *cobra.Command, opts *globalOpts, fn func(ctx context.Context, cfg *Config, js jetstream.JetStream) error) error {
+	return withSession(cmd, opts, readerRoles, func(ctx context.Context, cfg *Config, s *cliSession) error { return fn(ctx, cfg, s.js) })
+}
+
+// withSession loads the config, connects with the first readable
+// credentials of roles and calls fn with a bounded context.
+func withSession(cmd *cobra.Command, opts *globalOpts, roles []string, fn func(ctx context.Context, cfg *Config, s *cliSession) error) error {
 	cfg, err := opts.load(cmd)
 	if err != nil {
 		return err
 	}
-	_, js, closeNATS, err := connect(cfg, false, "baseline", cfg.logger(os.Stderr))
+	s, err := cliConnect(cfg, "baseline", roles...)
 	if err != nil {
-		return err
+		return fmt.Errorf("%s: %w", cmd.CommandPath(), err)
 	}
-	defer closeNATS()
+	defer s.close()
 	ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
 	defer cancel()
-	return fn(ctx, cfg, js)
+	return fn(ctx, cfg, s)
 }
+
+// operatorRoles may change baselines (the change is signed).
+var operatorRoles = []string{auth.RoleOperator}
 
 func baselineCommand(opts *globalOpts) *cobra.Command {
 	root := &cobra.Command{
@@ -91,18 +101,18 @@ func baselineCommand(opts *globalOpts) *cobra.Command {
 				return err
 			}
 			defer f.Close()
-			return withJS(cmd, opts, func(ctx context.Context, cfg *Config, js jetstream.JetStream) error {
-				d, err := analyzer.ImportBaseline(ctx, js, cfg.Analyzer.BaselinesBucket, f)
+			return withSession(cmd, opts, operatorRoles, func(ctx context.Context, cfg *Config, s *cliSession) error {
+				d, err := analyzer.ImportBaseline(ctx, s.js, cfg.Analyzer.BaselinesBucket, f, s.signer())
 				if err != nil {
 					return err
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "imported baseline %s\n", d.Key)
+				fmt.Fprintf(cmd.OutOrStdout(), "imported baseline %s (by %s)\n", d.Key, d.OpActor)
 				return nil
 			})
 		},
 	}
 	root.AddCommand(list, show, export, imp)
-	for verb, fn := range map[string]func(context.Context, jetstream.JetStream, string, string) error{
+	for verb, fn := range map[string]func(context.Context, jetstream.JetStream, string, string, *auth.Signer) error{
 		"lock":   analyzer.LockBaseline,
 		"unlock": analyzer.UnlockBaseline,
 		"reset":  analyzer.ResetBaseline,
@@ -112,11 +122,11 @@ func baselineCommand(opts *globalOpts) *cobra.Command {
 			Short: verb + " a baseline (running analyzers apply it)",
 			Args:  cobra.ExactArgs(1),
 			RunE: func(cmd *cobra.Command, args []string) error {
-				return withJS(cmd, opts, func(ctx context.Context, cfg *Config, js jetstream.JetStream) error {
-					if err := fn(ctx, js, cfg.Analyzer.BaselinesBucket, args[0]); err != nil {
+				return withSession(cmd, opts, operatorRoles, func(ctx context.Context, cfg *Config, s *cliSession) error {
+					if err := fn(ctx, s.js, cfg.Analyzer.BaselinesBucket, args[0], s.signer()); err != nil {
 						return err
 					}
-					fmt.Fprintf(cmd.OutOrStdout(), "%s: %s\n", verb, args[0])
+					fmt.Fprintf(cmd.OutOrStdout(), "%s: %s (by %s)\n", verb, args[0], s.signer().Actor())
 					return nil
 				})
 			},

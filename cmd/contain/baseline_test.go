@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -11,7 +12,6 @@ import (
 	"time"
 
 	"github.com/containsec/contain/analyzer"
-	"github.com/containsec/contain/internal/testenv"
 	"github.com/containsec/contain/schemas/containv1"
 )
 
@@ -19,7 +19,14 @@ import (
 // the operator's commands against a real NATS: import, list, show, export
 // as seccomp, lock.
 func TestBaselineCLI(t *testing.T) {
-	url, _, _ := testenv.NATS(t)
+	a := deployNATS(t)
+	url := a.url
+	// The analyzer makes the bucket (its credentials may; an operator's
+	// may not).
+	_, ajs := a.conn("analyzer")
+	if _, err := analyzer.OpenStore(context.Background(), ajs, analyzer.DefaultBaselinesBucket); err != nil {
+		t.Fatal(err)
+	}
 	e, err := analyzer.NewEngine(analyzer.DefaultConfig(), nil)
 	if err != nil {
 		t.Fatal(err)

@@ -30,6 +30,8 @@ type Config struct {
 	Log     LogConfig
 	Metrics MetricsConfig
 	NATS    NATSConfig
+	// Auth: credentials and the embedded server's authentication.
+	Auth AuthConfig
 
 	Collector collector.Config
 	Enricher  enricher.Config
@@ -59,10 +61,13 @@ type NATSConfig struct {
 	URL string
 	// Credentials is an optional NATS .creds file (JWT accounts).
 	Credentials string
-	// NkeySeed is an optional nkey seed file (deploy/nats/contain.conf users).
+	// NkeySeed is the nkey seed file a single stage or a CLI command
+	// connects with (<user>.nk, see auth.creds_dir). The CLI looks in
+	// auth.creds_dir when it is empty; `contain run` with its embedded
+	// server gives each stage its own from auth.creds_dir.
 	NkeySeed string
-	// InboxPrefix replaces _INBOX for replies; under deploy/nats/contain.conf
-	// each user may only read _INBOX.<user>.>.
+	// InboxPrefix replaces _INBOX for replies; each user may only read
+	// _INBOX.<user>.>. Empty: _INBOX.<user> from the seed file's name.
 	InboxPrefix string
 	// ManageStreams creates and updates contain's streams at start. Turn it
 	// off where an administrator manages them (deploy/nats/contain.conf
@@ -83,6 +88,7 @@ func defaultConfig() Config {
 			Streams:       bus.StreamsConfig{EventsMaxAge: 24 * time.Hour, AlertsMaxAge: 30 * 24 * time.Hour, Replicas: 1},
 			ManageStreams: true,
 		},
+		Auth:      AuthConfig{Enabled: true, CredsDir: defaultCredsDir, OperatorsGroup: "contain-operators"},
 		Collector: collector.DefaultConfig(),
 		Enricher:  enricher.DefaultConfig(),
 		Analyzer:  analyzer.DefaultConfig(),
@@ -105,6 +111,8 @@ var flagKeys = map[string]string{
 	"dry-run":        "responder.dry_run",
 	"clickhouse":     "store.addr",
 	"nats-store-dir": "nats.embedded.store_dir",
+	"nkey-seed":      "nats.nkey_seed",
+	"creds-dir":      "auth.creds_dir",
 }
 
 func (o *globalOpts) register(root *cobra.Command) {
@@ -117,6 +125,8 @@ func (o *globalOpts) register(root *cobra.Command) {
 	f.Bool("dry-run", false, "responder records decisions without freezing (responder.dry_run)")
 	f.StringSlice("clickhouse", nil, "ClickHouse native addresses (store.addr)")
 	f.String("nats-store-dir", "", "embedded JetStream directory (nats.embedded.store_dir)")
+	f.String("nkey-seed", "", "NATS credentials (nkey seed file, <user>.nk) to connect with (nats.nkey_seed, env CONTAIN_NATS_NKEY_SEED)")
+	f.String("creds-dir", "", "where contain run keeps the per-role NATS credentials, and the CLI finds them (auth.creds_dir)")
 }
 
 func (o *globalOpts) load(cmd *cobra.Command) (*Config, error) {
@@ -154,6 +164,12 @@ func (c *Config) validate(stages []string) error {
 	}
 	if err := c.NATS.Streams.Validate(); err != nil {
 		return err
+	}
+	if err := c.validateSeed(); err != nil {
+		return err
+	}
+	if c.Auth.Enabled && c.Auth.CredsDir == "" {
+		return errors.New("auth.creds_dir: must be set when auth.enabled")
 	}
 	if c.NATS.URL == "" {
 		if err := c.NATS.Embedded.Validate(); err != nil {

@@ -4,34 +4,44 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
 
 	"github.com/containsec/contain/analyzer"
+	"github.com/containsec/contain/internal/auth"
 	"github.com/containsec/contain/internal/testenv"
 )
 
 // TestEndToEnd runs the whole pipeline for real: a runc container watched by
 // the eBPF collector, embedded NATS, enricher, analyzer, responder and the
-// ClickHouse sink. After the learning window an unexpected executable in the
+// ClickHouse sink, each stage connecting with its own credentials under the
+// shipped deploy/nats/contain.conf permissions. After the learning window an unexpected executable in the
 // container must get it frozen, with the exec, the alert and the action in
 // ClickHouse, and `contain release` must thaw it.
 func TestEndToEnd(t *testing.T) {
 	testenv.RequireRoot(t)
 	chAddr := testenv.ClickHouseAddr(t)
-	natsURL, _, _ := testenv.NATS(t)
-	log := testenv.Logger(t)
+	a := deployNATS(t)
+	natsURL := a.url
+	var logs syncBuffer
+	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("stages said:\n%s", logs.String())
+		}
+	})
 
 	const learning = 4 * time.Second
 	db := fmt.Sprintf("contain_e2e_%d", time.Now().UnixNano())
-	host := "e2e-host"
+	host := "node-a" // a host of deploy/nats/contain.conf
 	cfg := defaultConfig()
 	cfg.Host = host
-	cfg.NATS.URL = natsURL
-	cfg.Metrics.Listen = "127.0.0.1:0"
+	cfg.Auth.CredsDir = a.dir // the responder and analyzer trust its operator.nk
 	cfg.Store.Addr = []string{chAddr}
 	cfg.Store.Database = db
 	cfg.Store.FlushInterval = 200 * time.Millisecond
@@ -57,17 +67,27 @@ func TestEndToEnd(t *testing.T) {
 	})
 
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- runStages(ctx, &cfg, allStages, false, log) }()
+	done := make(chan error, len(allStages))
+	for _, s := range allStages {
+		// `contain <stage> --nkey-seed <user>.nk`, one process per stage.
+		sc := a.stageConfig(cfg, stageUser(s, host))
+		go func() { done <- runStages(ctx, sc, []string{s}, false, log.With("user", stageUser(s, host))) }()
+	}
 	t.Cleanup(func() {
 		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("contain run: %v", err)
+		for range allStages {
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("contain stage: %v", err)
+				}
+			case <-time.After(15 * time.Second):
+				t.Error("a stage did not stop within 15s")
 			}
-		case <-time.After(15 * time.Second):
-			t.Error("contain run did not stop within 15s")
+		}
+		// No stage was refused anything it needs.
+		if s := logs.String(); strings.Contains(s, "Permissions Violation") {
+			t.Errorf("a stage was refused a permission:\n%s", grepLines(s, "Permissions Violation"))
 		}
 	})
 	// The collector attaches in New, before runStages starts it; give the
@@ -140,6 +160,9 @@ func TestEndToEnd(t *testing.T) {
 	var out bytes.Buffer
 	root.SetOut(&out)
 	root.SetArgs([]string{"release", c.ID, "--reason", "e2e: investigated", "--actor", "tester", "--nats-url", natsURL, "--host", host})
+	// The operator's credentials come from CONTAIN_AUTH_CREDS_DIR; the
+	// actor is that credential and this OS user, --actor only a note.
+	actor := "operator/" + auth.LocalOSUser()
 	if err := root.ExecuteContext(context.Background()); err != nil {
 		t.Fatalf("contain release: %v", err)
 	}
@@ -154,8 +177,36 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatalf("container does not run after release: %q %v", out, err)
 	}
 	waitFor(t, 20*time.Second, "release action in ClickHouse", func() bool {
-		return q("SELECT count() FROM %s.actions WHERE container_id = '%s' AND type = 'release' AND result = 'ok' AND actor = 'tester'") >= 1
+		return q("SELECT count() FROM %s.actions WHERE container_id = '%s' AND type = 'release' AND result = 'ok' AND actor = '"+actor+"' AND position(reason, 'note: tester') > 0") >= 1
 	})
+}
+
+// syncBuffer is a bytes.Buffer safe for concurrent writers (loggers).
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }
 
 func countRows(t *testing.T, ch clickhouse.Conn, sql string) uint64 {

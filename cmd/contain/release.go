@@ -4,31 +4,26 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
-	"os/user"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/containsec/contain/internal/auth"
 	"github.com/containsec/contain/responder"
 )
 
-func actorName() string {
-	name := "unknown"
-	if u, err := user.Current(); err == nil {
-		name = u.Username
-	}
-	h, _ := os.Hostname()
-	return name + "@" + h
-}
-
 func releaseCommand(opts *globalOpts) *cobra.Command {
-	var reason, actor string
+	var reason, note string
 	var timeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "release CONTAINER",
 		Short: "Thaw a quarantined container through its host's responder, recording who and why",
-		Args:  cobra.ExactArgs(1),
+		Long: `release asks the host's responder to thaw CONTAINER. The request is signed
+with the operator credentials (auth.creds_dir/operator.nk, or --nkey-seed):
+the responder records that credential and the local OS user as the actor,
+and refuses unsigned, stale or replayed requests. --actor adds a note to the
+recorded reason; it never sets the actor.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, err := opts.load(cmd)
 			if err != nil {
@@ -37,18 +32,14 @@ func releaseCommand(opts *globalOpts) *cobra.Command {
 			if reason == "" {
 				return fmt.Errorf("--reason: say why the container is released")
 			}
-			if actor == "" {
-				actor = actorName()
-			}
-			log := cfg.logger(os.Stderr)
-			nc, _, closeNATS, err := connect(cfg, false, "release", log)
+			s, err := cliConnect(cfg, "release", auth.RoleOperator)
 			if err != nil {
-				return err
+				return fmt.Errorf("release %s: %w", args[0], err)
 			}
-			defer closeNATS()
+			defer s.close()
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()
-			ev, err := responder.Release(ctx, nc, cfg.Host, args[0], actor, reason)
+			ev, err := responder.Release(ctx, s.nc, s.signer(), cfg.Host, args[0], reason, note)
 			if err != nil {
 				return fmt.Errorf("release %s: %w", args[0], err)
 			}
@@ -58,7 +49,7 @@ func releaseCommand(opts *globalOpts) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&reason, "reason", "", "why the container is released (recorded)")
-	cmd.Flags().StringVar(&actor, "actor", "", "who releases it (default user@host)")
+	cmd.Flags().StringVar(&note, "actor", "", "a note recorded with the reason (the actor is always the signing credential and OS user)")
 	cmd.Flags().DurationVar(&timeout, "timeout", 10*time.Second, "how long to wait for the responder")
 	return cmd
 }
@@ -75,14 +66,14 @@ func quarantineCommand(opts *globalOpts) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			nc, _, closeNATS, err := connect(cfg, false, "quarantine", cfg.logger(os.Stderr))
+			s, err := cliConnect(cfg, "quarantine", readerRoles...)
 			if err != nil {
-				return err
+				return fmt.Errorf("quarantine list: %w", err)
 			}
-			defer closeNATS()
+			defer s.close()
 			ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Second)
 			defer cancel()
-			qs, err := responder.ListQuarantined(ctx, nc, cfg.Host)
+			qs, err := responder.ListQuarantined(ctx, s.nc, cfg.Host)
 			if err != nil {
 				return err
 			}

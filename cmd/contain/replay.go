@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -49,11 +48,12 @@ configuration against recorded history. Nothing is published.`,
 			if err := cfg.Analyzer.Validate(); err != nil {
 				return err
 			}
-			_, js, closeNATS, err := connect(cfg, false, "replay", cfg.logger(os.Stderr))
+			s, err := cliConnect(cfg, "replay", readerRoles...)
 			if err != nil {
-				return err
+				return fmt.Errorf("replay: %w", err)
 			}
-			defer closeNATS()
+			defer s.close()
+			js := s.js
 			subject := containv1.SubjectPrefix + ".events.>"
 			if host != "" {
 				subject = containv1.EventsSubject(host)

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/containsec/contain/internal/bus"
-	"github.com/containsec/contain/internal/testenv"
 	"github.com/containsec/contain/schemas/containv1"
 )
 
@@ -16,7 +15,9 @@ import (
 // execs, then wget), then replays it: as JSON lines, and re-scored under
 // two learning windows, which a backtest must tell apart.
 func TestReplay(t *testing.T) {
-	url, nc, js := testenv.NATS(t)
+	a := deployNATS(t)
+	url := a.url
+	nc, js := a.conn("enricher")
 	ids := containv1.NewIDGen()
 	t0 := time.Now().Add(-time.Hour).UnixNano()
 	exec := func(at time.Duration, file string) *containv1.Event {

@@ -19,6 +19,7 @@ import (
 	"github.com/containsec/contain/analyzer"
 	"github.com/containsec/contain/collector"
 	"github.com/containsec/contain/enricher"
+	"github.com/containsec/contain/internal/auth"
 	"github.com/containsec/contain/internal/bus"
 	"github.com/containsec/contain/internal/metrics"
 	"github.com/containsec/contain/responder"
@@ -78,53 +79,115 @@ func contains(list []string, s string) bool {
 	return false
 }
 
-// connect dials the configured NATS, or starts the embedded server first
-// when embedded is allowed and no URL is configured.
-func connect(cfg *Config, embedded bool, name string, log *slog.Logger) (*nats.Conn, jetstream.JetStream, func(), error) {
-	url := cfg.NATS.URL
-	shutdown := func() {}
-	if url == "" && embedded {
-		srv, err := bus.StartEmbedded(cfg.NATS.Embedded)
-		if err != nil {
-			return nil, nil, nil, err
-		}
-		url = srv.ClientURL()
-		log.Info("embedded NATS started", "url", url, "store_dir", cfg.NATS.Embedded.StoreDir)
-		shutdown = func() { srv.Shutdown(); srv.WaitForShutdown() }
-	} else if url == "" {
-		url = defaultNATSURL
-	}
+// dial connects to url as the user of the seed file (none: anonymous, or
+// nats.credentials), with that user's inbox prefix.
+func dial(cfg *Config, url, name, seed string, log *slog.Logger) (*nats.Conn, jetstream.JetStream, error) {
 	var extra []nats.Option
 	if cfg.NATS.Credentials != "" {
 		extra = append(extra, nats.UserCredentials(cfg.NATS.Credentials))
 	}
-	if cfg.NATS.NkeySeed != "" {
-		opt, err := nats.NkeyOptionFromSeed(cfg.NATS.NkeySeed)
+	inbox := cfg.NATS.InboxPrefix
+	if seed != "" {
+		c, err := auth.LoadSeed(seed)
 		if err != nil {
-			shutdown()
-			return nil, nil, nil, fmt.Errorf("nats.nkey_seed: %w", err)
+			return nil, nil, fmt.Errorf("nats.nkey_seed: %w", err)
 		}
-		extra = append(extra, opt)
+		extra = append(extra, nats.Nkey(c.PublicKey(), c.KP.Sign))
+		if inbox == "" {
+			inbox = auth.InboxPrefix(c.Name)
+		}
 	}
-	if cfg.NATS.InboxPrefix != "" {
-		extra = append(extra, nats.CustomInboxPrefix(cfg.NATS.InboxPrefix))
+	if inbox != "" {
+		extra = append(extra, nats.CustomInboxPrefix(inbox))
 	}
-	nc, js, err := bus.Connect(url, "contain-"+name+"@"+cfg.Host, log, extra...)
+	return bus.Connect(url, "contain-"+name+"@"+cfg.Host, log, extra...)
+}
+
+// connect dials the configured NATS (nats.url, else nats://127.0.0.1:4222)
+// as nats.nkey_seed: the single-stage and CLI commands.
+func connect(cfg *Config, name string, log *slog.Logger) (*nats.Conn, jetstream.JetStream, func(), error) {
+	url := cfg.NATS.URL
+	if url == "" {
+		url = defaultNATSURL
+	}
+	nc, js, err := dial(cfg, url, name, cfg.NATS.NkeySeed, log)
 	if err != nil {
-		shutdown()
 		return nil, nil, nil, err
 	}
-	return nc, js, func() { nc.Drain(); nc.Close(); shutdown() }, nil
+	return nc, js, func() { nc.Drain(); nc.Close() }, nil
+}
+
+// conns hands each stage its connection: its own user's with the
+// embedded server's credentials, else one shared connection.
+type conns struct {
+	cfg   *Config
+	url   string
+	own   bool // one connection per user, from auth.creds_dir
+	log   *slog.Logger
+	mu    sync.Mutex
+	open  map[string]*nats.Conn
+	js    map[string]jetstream.JetStream
+	names []string
+}
+
+func (c *conns) get(user string) (*nats.Conn, jetstream.JetStream, error) {
+	key, seed := "", c.cfg.NATS.NkeySeed
+	if c.own {
+		key, seed = user, auth.SeedPath(c.cfg.Auth.CredsDir, user)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if nc, ok := c.open[key]; ok {
+		return nc, c.js[key], nil
+	}
+	name := strings.Join(c.names, "+")
+	if c.own {
+		name = user
+	}
+	nc, js, err := dial(c.cfg, c.url, name, seed, c.log)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", user, err)
+	}
+	c.open[key], c.js[key] = nc, js
+	return nc, js, nil
+}
+
+func (c *conns) close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, nc := range c.open {
+		_ = nc.Drain()
+		nc.Close()
+	}
 }
 
 func runStages(ctx context.Context, cfg *Config, stages []string, embedded bool, log *slog.Logger) error {
 	m := metrics.New()
-	nc, js, closeNATS, err := connect(cfg, embedded, strings.Join(stages, "+"), log)
-	if err != nil {
-		return err
+	cs := &conns{cfg: cfg, url: cfg.NATS.URL, log: log, open: map[string]*nats.Conn{}, js: map[string]jetstream.JetStream{}, names: stages}
+	if cs.url == "" && embedded {
+		users, err := embeddedAuth(cfg, log)
+		if err != nil {
+			return err
+		}
+		srv, err := bus.StartEmbedded(cfg.NATS.Embedded, users...)
+		if err != nil {
+			return err
+		}
+		cs.url, cs.own = srv.ClientURL(), users != nil
+		log.Info("embedded NATS started", "url", cs.url, "store_dir", cfg.NATS.Embedded.StoreDir, "auth", users != nil)
+		defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
+	} else {
+		if cs.url == "" {
+			cs.url = defaultNATSURL
+		}
+		trustLocalOperator(cfg, stages, log)
 	}
-	defer closeNATS()
+	defer cs.close()
 	if cfg.NATS.ManageStreams {
+		_, js, err := cs.get(auth.RoleAdmin)
+		if err != nil {
+			return err
+		}
 		if err := bus.EnsureStreams(ctx, js, cfg.NATS.Streams); err != nil {
 			return fmt.Errorf("%w (set nats.manage_streams: false where an administrator manages them)", err)
 		}
@@ -151,6 +214,10 @@ func runStages(ctx context.Context, cfg *Config, stages []string, embedded bool,
 	}
 	slog := func(stage string) *slog.Logger { return log.With("stage", stage) }
 	for _, s := range stages {
+		nc, js, err := cs.get(stageUser(s, cfg.Host))
+		if err != nil {
+			return err
+		}
 		switch s {
 		case stageStore:
 			start(s, func(ctx context.Context) error {

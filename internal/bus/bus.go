@@ -58,8 +58,11 @@ func (c EmbeddedConfig) Validate() error {
 }
 
 // StartEmbedded starts a NATS server with JetStream in this process and
-// waits until it accepts connections.
-func StartEmbedded(cfg EmbeddedConfig) (*server.Server, error) {
+// waits until it accepts connections. With users, only they may connect
+// (nkey authentication, each with its permissions): an anonymous client is
+// refused. Without users and without a ConfigFile granting some, anyone
+// may connect: tests only.
+func StartEmbedded(cfg EmbeddedConfig, users ...*server.NkeyUser) (*server.Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -88,6 +91,7 @@ func StartEmbedded(cfg EmbeddedConfig) (*server.Server, error) {
 	opts.JetStream = true
 	opts.StoreDir = filepath.Clean(cfg.StoreDir)
 	opts.MaxPayload = max(opts.MaxPayload, MaxPayload)
+	opts.Nkeys = append(opts.Nkeys, users...)
 	opts.NoSigs = true
 	opts.NoLog = true
 	s, err := server.NewServer(opts)
@@ -115,6 +119,14 @@ func Connect(url, name string, log *slog.Logger, extra ...nats.Option) (*nats.Co
 			}
 		}),
 		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("nats reconnected", "url", c.ConnectedUrl()) }),
+		// Asynchronous errors, e.g. a permission the server refused.
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			subject := ""
+			if sub != nil {
+				subject = sub.Subject
+			}
+			log.Error("nats error", "subject", subject, "err", err)
+		}),
 	}, extra...)
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {

@@ -88,6 +88,7 @@ func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, h 
 		}
 	}
 	var loggedMalformed atomic.Bool
+	loggedRefused := map[string]bool{}
 	backoff := cfg.RetryDelay
 	for ctx.Err() == nil {
 		msgs, err := fetch(cons, cfg.Fetch, cfg.FetchWait)
@@ -111,6 +112,17 @@ func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, h 
 				if !loggedMalformed.Swap(true) {
 					log.Error("skipping malformed message (logged once; see contain_malformed_messages_total)",
 						"subject", msg.Subject(), "bytes", len(msg.Data()), "err", err)
+				}
+				_ = msg.Term()
+				continue
+			}
+			if err := CheckHost(msg.Subject(), b); err != nil {
+				reason := err.(*HostError).Reason
+				m.Refused.WithLabelValues(cfg.Stage, reason).Inc()
+				if !loggedRefused[reason] {
+					loggedRefused[reason] = true
+					log.Error("refusing batch not bound to its subject's host (logged once per reason; see contain_refused_total)",
+						"reason", reason, "batch_host", b.GetHost(), "batch_stage", b.GetStage(), "err", err)
 				}
 				_ = msg.Term()
 				continue

@@ -45,6 +45,10 @@ type Metrics struct {
 	// ReaderWakeups counts the collector's ring-buffer reader waking up,
 	// by cause: "kernel" (a record forced a wakeup) or "timer" (a poll).
 	ReaderWakeups *prometheus.CounterVec
+	// Refused counts messages and requests a stage refused as not
+	// authorised, by stage and reason (host_mismatch, event_host_mismatch,
+	// unsigned, bad_signature, unknown_key, stale, replayed, ...).
+	Refused *prometheus.CounterVec
 }
 
 // New makes a Metrics on a fresh registry, with Go and process collectors.
@@ -85,8 +89,12 @@ func New() *Metrics {
 			Namespace: "contain", Subsystem: "collector", Name: "reader_wakeups_total",
 			Help: "Wakeups of the ring-buffer reader, by cause (kernel: a record forced one; timer: a poll).",
 		}, []string{"cause"}),
+		Refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "contain", Name: "refused_total",
+			Help: "Messages and requests refused as not authorised (wrong host for the subject, bad or replayed signature), by reason.",
+		}, []string{"stage", "reason"}),
 	}
-	reg.MustRegister(m.EventsIn, m.EventsOut, m.Dropped, m.Malformed, m.BatchEvents, m.Errors, m.Alerts, m.Actions, m.QueueDepth, m.ReaderWakeups)
+	reg.MustRegister(m.EventsIn, m.EventsOut, m.Dropped, m.Malformed, m.BatchEvents, m.Errors, m.Alerts, m.Actions, m.QueueDepth, m.ReaderWakeups, m.Refused)
 	return m
 }
 

@@ -1,0 +1,75 @@
+package bus
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/containsec/contain/schemas/containv1"
+)
+
+// Host-binding refusal reasons (contain_refused_total{reason}).
+const (
+	// ReasonSubject: the subject is not contain.v1.<kind>.<host>.
+	ReasonSubject = "bad_subject"
+	// ReasonHost: the batch says it comes from another host than the
+	// subject it was published on (raw, events, actions).
+	ReasonHost = "host_mismatch"
+	// ReasonEventHost: an event of the batch is about another host than
+	// the subject's.
+	ReasonEventHost = "event_host_mismatch"
+)
+
+// HostError is a batch refused because its hosts do not match its subject.
+type HostError struct {
+	Reason  string
+	Subject string
+	Detail  string
+}
+
+func (e *HostError) Error() string {
+	return fmt.Sprintf("refusing batch on %s (%s): %s", e.Subject, e.Reason, e.Detail)
+}
+
+// SubjectHost splits contain.v1.<kind>.<host> into kind and host.
+func SubjectHost(subject string) (kind, host string, ok bool) {
+	rest, ok := strings.CutPrefix(subject, containv1.SubjectPrefix+".")
+	if !ok {
+		return "", "", false
+	}
+	kind, host, ok = strings.Cut(rest, ".")
+	if !ok || kind == "" || host == "" || strings.Contains(host, ".") {
+		return "", "", false
+	}
+	return kind, host, true
+}
+
+// CheckHost binds a batch to the subject it arrived on. The subject's host
+// is the only thing the server vouches for: per-host credentials may
+// publish only their own host's subjects. So every event must be about
+// that host, and a batch produced on the host itself (raw, events relayed
+// from raw, actions) must name it as its host; alerts are produced by the
+// central analyzer, whose batches name the analyzer's host. It is pure.
+func CheckHost(subject string, b *containv1.Batch) error {
+	kind, host, ok := SubjectHost(subject)
+	if !ok {
+		return &HostError{Reason: ReasonSubject, Subject: subject, Detail: "not " + containv1.SubjectPrefix + ".<kind>.<host>"}
+	}
+	if kind != "alerts" && containv1.SubjectToken(b.GetHost()) != host {
+		return &HostError{Reason: ReasonHost, Subject: subject,
+			Detail: fmt.Sprintf("batch host %q is not the subject's %q", truncate(b.GetHost()), host)}
+	}
+	for i, ev := range b.GetEvents() {
+		if ev.GetHost() != "" && containv1.SubjectToken(ev.GetHost()) != host {
+			return &HostError{Reason: ReasonEventHost, Subject: subject,
+				Detail: fmt.Sprintf("event %d is about host %q, not the subject's %q", i, truncate(ev.GetHost()), host)}
+		}
+	}
+	return nil
+}
+
+func truncate(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "…"
+	}
+	return s
+}
