@@ -109,6 +109,19 @@ type Config struct {
 	// it. 0 disables the grace.
 	ReleaseGrace time.Duration
 
+	// ProtectPids are processes whose cgroups are never frozen (nor any
+	// cgroup holding them): the responder's own pid is always protected.
+	ProtectPids []int
+	// ProtectCgroups are cgroup paths, relative to the mounts (e.g.
+	// "/system.slice/nats-server.service"), never frozen nor any ancestor.
+	ProtectCgroups []string
+	// ProtectAddrs are addresses of the services contain depends on (the
+	// NATS server, ClickHouse: host:port or nats://host:port); the
+	// processes of this host listening on their ports are protected like
+	// ProtectPids. `contain run` fills it from nats.url and
+	// store.clickhouse.addr.
+	ProtectAddrs []string
+
 	// Policy scopes thresholds and dry-run, and lists what is never paused.
 	Policy Policy
 }
@@ -247,6 +260,21 @@ func (c Config) Validate() error {
 	for i, s := range c.Policy.Allow {
 		if err := s.validate(); err != nil {
 			return fmt.Errorf("responder.policy.allow[%d]: %w", i, err)
+		}
+	}
+	for i, p := range c.ProtectPids {
+		if p <= 0 {
+			return fmt.Errorf("responder.protect_pids[%d]: %d is not a pid", i, p)
+		}
+	}
+	for i, cg := range c.ProtectCgroups {
+		if !strings.HasPrefix(cg, "/") || strings.Contains(cg, "..") {
+			return fmt.Errorf("responder.protect_cgroups[%d]: %q must be an absolute cgroup path like /system.slice/nats.service", i, cg)
+		}
+	}
+	for _, a := range c.ProtectAddrs {
+		if _, err := addrPort(a); err != nil {
+			return err
 		}
 	}
 	for i, p := range c.Policy.NeverPauseIDs {
