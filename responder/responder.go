@@ -401,7 +401,9 @@ func (r *Responder) onAlert(ctx context.Context, ev *containv1.Event, recv time.
 	target, locErr := r.locateProven(ctx, ev.ContainerId)
 	var labels map[string]string
 	if target != nil {
-		labels = target.Labels
+		// Only the keys the operator trusts: the rest may come from the
+		// image (an author's "critical" label exempts nothing).
+		labels = r.cfg.Policy.trusted(target.Labels)
 		d.Cgroup = firstNonEmpty(target.FreezerV1, target.Cgroup2)
 	}
 	eff := r.cfg.effective(ev, labels)

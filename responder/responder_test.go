@@ -337,6 +337,8 @@ func TestNeverPause(t *testing.T) {
 	h := start(t, func(c *Config) {
 		c.Policy.Allow = []Scope{{ContainerName: "trusted-*"}}
 		c.Policy.NeverPauseIDs = []string{"contain-*"}
+		c.Policy.TrustedLabels = []string{CriticalLabel}
+		c.Policy.NeverPauseLabels = map[string]string{CriticalLabel: "true"}
 	})
 	crit := testenv.RunContainer(t, "crit", testenv.ContainerSpec{Annotations: map[string]string{CriticalLabel: "true"}})
 	plain := testenv.RunContainer(t, "plain", testenv.ContainerSpec{})
