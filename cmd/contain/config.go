@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -136,6 +137,21 @@ func (o *globalOpts) load(cmd *cobra.Command) (*Config, error) {
 func (c *Config) propagate() {
 	c.Collector.Host = c.Host
 	c.Responder.Host = c.Host
+	// The services the pipeline depends on are never frozen: the
+	// processes of this host listening on their ports are protected (an
+	// embedded NATS server is contain's own process, protected anyway).
+	var deps []string
+	for _, u := range strings.Split(c.NATS.URL, ",") {
+		if u = strings.TrimSpace(u); u != "" {
+			deps = append(deps, u)
+		}
+	}
+	deps = append(deps, c.Store.Addr...)
+	for _, a := range deps {
+		if !slices.Contains(c.Responder.ProtectAddrs, a) {
+			c.Responder.ProtectAddrs = append(c.Responder.ProtectAddrs, a)
+		}
+	}
 }
 
 // validate checks the process settings and the configs of the given stages.
