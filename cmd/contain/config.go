@@ -18,6 +18,7 @@ import (
 	"github.com/containsec/contain/collector"
 	"github.com/containsec/contain/enricher"
 	"github.com/containsec/contain/internal/bus"
+	"github.com/containsec/contain/internal/tlsconfig"
 	"github.com/containsec/contain/responder"
 	"github.com/containsec/contain/schemas/containv1"
 	"github.com/containsec/contain/store"
@@ -69,8 +70,11 @@ type NATSConfig struct {
 	// off where an administrator manages them (deploy/nats/contain.conf
 	// lets only admin do so).
 	ManageStreams bool
-	Embedded      bus.EmbeddedConfig
-	Streams       bus.StreamsConfig
+	// TLS dials an external NATS server over TLS (CA, client certificate,
+	// server name; verification is skipped only by insecure_skip_verify).
+	TLS      tlsconfig.Config
+	Embedded bus.EmbeddedConfig
+	Streams  bus.StreamsConfig
 }
 
 func defaultConfig() Config {
@@ -169,6 +173,9 @@ func (c *Config) validate(stages []string) error {
 		return fmt.Errorf("log.format: %q is not text or json", c.Log.Format)
 	}
 	if err := c.NATS.Streams.Validate(); err != nil {
+		return err
+	}
+	if err := c.NATS.TLS.Validate("nats.tls"); err != nil {
 		return err
 	}
 	if c.NATS.URL == "" {

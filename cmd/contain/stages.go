@@ -21,6 +21,7 @@ import (
 	"github.com/containsec/contain/enricher"
 	"github.com/containsec/contain/internal/bus"
 	"github.com/containsec/contain/internal/metrics"
+	"github.com/containsec/contain/internal/tlsconfig"
 	"github.com/containsec/contain/responder"
 	"github.com/containsec/contain/store"
 )
@@ -106,11 +107,18 @@ func connect(cfg *Config, embedded bool, name string, log *slog.Logger) (*nats.C
 		}
 		extra = append(extra, opt)
 	}
+	if opt, err := bus.TLSOption(cfg.NATS.TLS, "nats.tls"); err != nil {
+		shutdown()
+		return nil, nil, nil, err
+	} else if opt != nil {
+		extra = append(extra, opt)
+	}
 	if cfg.NATS.InboxPrefix != "" {
 		extra = append(extra, nats.CustomInboxPrefix(cfg.NATS.InboxPrefix))
 	}
 	nc, js, err := bus.Connect(url, "contain-"+name+"@"+cfg.Host, log, extra...)
 	if err != nil {
+		err = tlsconfig.Explain("nats.tls", err)
 		shutdown()
 		return nil, nil, nil, err
 	}
