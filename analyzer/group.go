@@ -87,8 +87,31 @@ func GroupKey(mode string, ci *containv1.ContainerInfo) string {
 			return ""
 		}
 		return groupPrefixK8s + ns + "/" + wl + "/" + ctr
+	case GroupByRepository:
+		// The runtime's image reference (never a label) when the collector
+		// read it.
+		if r := Repository(ci.ImageRef); r != "" && len(r) <= maxGroupLabel {
+			return groupPrefixRepo + r
+		}
+	case GroupByDigest, "":
+		// The runtime's digest (ContainerInfo.image_digest, from the
+		// runtime's state or engine API) is the group: a label naming
+		// another digest can neither move the container to another
+		// baseline nor open a fresh learning window.
+		if runtimeDigest(ci.ImageDigest) {
+			return ci.ImageDigest
+		}
 	}
 	return ""
+}
+
+// runtimeDigest reports an algorithm:hex digest (sha256 or sha512).
+func runtimeDigest(d string) bool {
+	alg, hex, ok := strings.Cut(d, ":")
+	if !ok || (alg != "sha256" || len(hex) != 64) && (alg != "sha512" || len(hex) != 128) {
+		return false
+	}
+	return strings.Trim(hex, "0123456789abcdef") == ""
 }
 
 // BaselineKey is the baseline an event belongs to under mode, given its

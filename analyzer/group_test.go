@@ -245,3 +245,31 @@ func FuzzGroupKey(f *testing.F) {
 		_ = Repository(pod)
 	})
 }
+
+// TestGroupKeyRuntimeDigest: the runtime's digest is the baseline group; a
+// label naming another digest (or the critical label) changes nothing.
+func TestGroupKeyRuntimeDigest(t *testing.T) {
+	real := "sha256:" + strings.Repeat("a", 64)
+	fake := "sha256:" + strings.Repeat("f", 64)
+	ci := &containv1.ContainerInfo{ImageRef: "shop/web:1", ImageDigest: real}
+	spoofed := &containv1.ContainerInfo{ImageRef: "shop/web:1", ImageDigest: real,
+		Labels: map[string]string{"io.contain.image.digest": fake, "io.contain.critical": "true"}}
+	for _, mode := range []string{"", GroupByDigest, GroupByRepository} {
+		if a, b := GroupKey(mode, ci), GroupKey(mode, spoofed); a != b || a == "" {
+			t.Errorf("%q: group %q vs spoofed %q", mode, a, b)
+		}
+	}
+	if g := GroupKey(GroupByDigest, spoofed); g != real {
+		t.Errorf("digest group %q", g)
+	}
+	if g := GroupKey(GroupByRepository, spoofed); g != "repo:shop/web" {
+		t.Errorf("repository group %q", g)
+	}
+	// Without the runtime's fields the event's image key decides (legacy).
+	if g := GroupKey(GroupByDigest, &containv1.ContainerInfo{Labels: map[string]string{"io.contain.image.digest": fake}}); g != "" {
+		t.Errorf("label made a group: %q", g)
+	}
+	if g := GroupKey(GroupByDigest, &containv1.ContainerInfo{ImageDigest: "sha256:../x"}); g != "" {
+		t.Errorf("bad digest made a group: %q", g)
+	}
+}

@@ -245,6 +245,9 @@ func (e *Enricher) store(rec ContainerImage) bool {
 		rec.ImageDigest = e.digests[rec.ImageRef]
 	}
 	old, ok := e.cache[k]
+	if ok {
+		rec = keepRuntimeIdentity(old.rec, rec)
+	}
 	if ok && sameImage(old.rec, rec) {
 		return false
 	}
@@ -388,6 +391,13 @@ func (e *Enricher) containerEvent(ctx context.Context, host string, ev *containv
 		labels = ci.Labels
 	}
 	rec := containerFromLabels(host, ev.ContainerId, ev.ContainerName, labels, ev.WallNs)
+	id := IdentityOf(ev.GetContainer(), ev.ContainerName)
+	rec.ImageRef, rec.ImageDigest, rec.Name, rec.IdentitySource = id.Ref, id.Digest, id.Name, id.Source
+	if id.Conflict {
+		e.m.Dropped.WithLabelValues(metrics.StageEnricher, "label_digest_overridden").Inc()
+		e.log.Warn("a label names another image digest than the runtime: the runtime's is kept",
+			logHost, host, logContainer, ev.ContainerId, logDigest, id.Digest, "label_digest", truncateLabel(labels))
+	}
 	if ci := ev.GetContainer(); ci != nil {
 		var bad int
 		rec.Addresses, bad = addressStrings(ci.Addresses)

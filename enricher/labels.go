@@ -49,6 +49,9 @@ type ContainerImage struct {
 	// host's.
 	Addresses   []string `json:"addresses,omitempty"`
 	HostNetwork bool     `json:"host_network,omitempty"`
+	// IdentitySource says where ImageRef/ImageDigest/Name came from:
+	// IdentityRuntime or IdentityLabels ("" when unknown).
+	IdentitySource string `json:"identity_source,omitempty"`
 	// SeenWallNs is the wall time of the container event that made it.
 	SeenWallNs int64 `json:"seen_wall_ns,omitempty"`
 }
@@ -150,7 +153,7 @@ func containerFromLabels(host, id, name string, labels map[string]string, wallNs
 
 // sameImage reports whether two records carry the same enrichment.
 func sameImage(a, b ContainerImage) bool {
-	return a.ImageRef == b.ImageRef && a.ImageDigest == b.ImageDigest && a.Name == b.Name &&
+	return a.ImageRef == b.ImageRef && a.ImageDigest == b.ImageDigest && a.Name == b.Name && a.IdentitySource == b.IdentitySource &&
 		a.ComposeProject == b.ComposeProject && a.ComposeService == b.ComposeService && a.Dockerfile == b.Dockerfile &&
 		slices.Equal(a.Addresses, b.Addresses) && a.HostNetwork == b.HostNetwork
 }

@@ -113,6 +113,19 @@ type Config struct {
 	// it. 0 disables the grace.
 	ReleaseGrace time.Duration
 
+	// ProtectPids are processes whose cgroups are never frozen (nor any
+	// cgroup holding them): the responder's own pid is always protected.
+	ProtectPids []int
+	// ProtectCgroups are cgroup paths, relative to the mounts (e.g.
+	// "/system.slice/nats-server.service"), never frozen nor any ancestor.
+	ProtectCgroups []string
+	// ProtectAddrs are addresses of the services contain depends on (the
+	// NATS server, ClickHouse: host:port or nats://host:port); the
+	// processes of this host listening on their ports are protected like
+	// ProtectPids. `contain run` fills it from nats.url and
+	// store.clickhouse.addr.
+	ProtectAddrs []string
+
 	// Policy scopes thresholds and dry-run, and lists what is never paused.
 	Policy Policy
 }
@@ -126,8 +139,18 @@ type Policy struct {
 	// Allow lists scopes that are never paused (recorded as SKIPPED).
 	Allow []Scope
 	// NeverPauseLabels: a container carrying any of these label values is
-	// never paused (default io.contain.critical=true).
+	// never paused. Every key must be listed in TrustedLabels: labels come
+	// from the runtime's state, which carries what an image author wrote
+	// (docker copies an image's LABELs into the container's), so a label
+	// exempts nothing unless the operator vouches for its key. Default:
+	// none.
 	NeverPauseLabels map[string]string
+	// TrustedLabels are the label keys the policy reads (NeverPauseLabels,
+	// Scope.Labels); every other label is invisible to the policy. List a
+	// key only when your deployment tooling, not the images, sets it
+	// (e.g. io.contain.critical set by `docker run --label` on vetted
+	// images).
+	TrustedLabels []string
 	// NeverPauseIDs are container id patterns never paused (contain's own
 	// containers). The container holding the responder's own process is
 	// never paused whatever this says.
@@ -183,9 +206,6 @@ func DefaultConfig() Config {
 		ProcRoot:           "/proc",
 		MaxPausesPerMinute: 10,
 		ReleaseGrace:       2 * time.Minute,
-		Policy: Policy{
-			NeverPauseLabels: map[string]string{CriticalLabel: "true"},
-		},
 	}
 }
 
@@ -253,12 +273,75 @@ func (c Config) Validate() error {
 			return fmt.Errorf("responder.policy.allow[%d]: %w", i, err)
 		}
 	}
+	if err := c.Policy.validateLabels(); err != nil {
+		return err
+	}
+	for i, p := range c.ProtectPids {
+		if p <= 0 {
+			return fmt.Errorf("responder.protect_pids[%d]: %d is not a pid", i, p)
+		}
+	}
+	for i, cg := range c.ProtectCgroups {
+		if !strings.HasPrefix(cg, "/") || strings.Contains(cg, "..") {
+			return fmt.Errorf("responder.protect_cgroups[%d]: %q must be an absolute cgroup path like /system.slice/nats.service", i, cg)
+		}
+	}
+	for _, a := range c.ProtectAddrs {
+		if _, err := addrPort(a); err != nil {
+			return err
+		}
+	}
 	for i, p := range c.Policy.NeverPauseIDs {
 		if _, err := path.Match(p, ""); err != nil || p == "" {
 			return fmt.Errorf("responder.policy.never_pause_ids[%d]: bad pattern %q", i, p)
 		}
 	}
 	return nil
+}
+
+// validateLabels checks that the policy reads trusted label keys only.
+func (p Policy) validateLabels() error {
+	for i, k := range p.TrustedLabels {
+		if strings.TrimSpace(k) == "" || len(k) > 253 {
+			return fmt.Errorf("responder.policy.trusted_labels[%d]: %q is not a label key", i, k)
+		}
+	}
+	untrusted := func(key string, labels map[string]string) error {
+		for k := range labels {
+			if !slices.Contains(p.TrustedLabels, k) {
+				return fmt.Errorf("%s: label %q is not in responder.policy.trusted_labels (labels can come from an image; trust the key explicitly)", key, k)
+			}
+		}
+		return nil
+	}
+	if err := untrusted("responder.policy.never_pause_labels", p.NeverPauseLabels); err != nil {
+		return err
+	}
+	for i, r := range p.Rules {
+		if err := untrusted(fmt.Sprintf("responder.policy.rules[%d].scope.labels", i), r.Scope.Labels); err != nil {
+			return err
+		}
+	}
+	for i, s := range p.Allow {
+		if err := untrusted(fmt.Sprintf("responder.policy.allow[%d].labels", i), s.Labels); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// trusted keeps the labels whose keys the operator trusts.
+func (p Policy) trusted(labels map[string]string) map[string]string {
+	if len(labels) == 0 || len(p.TrustedLabels) == 0 {
+		return nil
+	}
+	out := make(map[string]string, len(p.TrustedLabels))
+	for _, k := range p.TrustedLabels {
+		if v, ok := labels[k]; ok {
+			out[k] = v
+		}
+	}
+	return out
 }
 
 func (s Scope) validate() error {

@@ -29,6 +29,12 @@ func TestConfigValidate(t *testing.T) {
 		"responder.policy.rules[0].scope":     func(c *Config) { c.Policy.Rules = []Rule{{Scope: Scope{Image: "["}}} },
 		"responder.policy.allow[0]":           func(c *Config) { c.Policy.Allow = []Scope{{ContainerName: "[x"}} },
 		"responder.policy.never_pause_ids[0]": func(c *Config) { c.Policy.NeverPauseIDs = []string{""} },
+		"responder.policy.never_pause_labels": func(c *Config) { c.Policy.NeverPauseLabels = map[string]string{CriticalLabel: "true"} },
+		"responder.policy.allow[0].labels":    func(c *Config) { c.Policy.Allow = []Scope{{Labels: map[string]string{"team": "x"}}} },
+		"responder.policy.trusted_labels[0]":  func(c *Config) { c.Policy.TrustedLabels = []string{" "} },
+		"responder.protect_pids[0]":           func(c *Config) { c.ProtectPids = []int{0} },
+		"responder.protect_cgroups[0]":        func(c *Config) { c.ProtectCgroups = []string{"system.slice"} },
+		"responder.protect_addrs":             func(c *Config) { c.ProtectAddrs = []string{"nats://nohost"} },
 	} {
 		c := ok
 		edit(&c)
@@ -87,5 +93,33 @@ func TestAlertReason(t *testing.T) {
 	}
 	if got := alertReason(&containv1.Alert{Rule: "r"}); got != "r" {
 		t.Errorf("%q", got)
+	}
+}
+
+// TestSpoofedCriticalLabel: a critical label the operator did not trust
+// (set by an image's LABEL, say) exempts nothing and changes no threshold;
+// a trusted one does.
+func TestSpoofedCriticalLabel(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Host = "h"
+	alert := &containv1.Event{ContainerId: "c1", Kind: containv1.Kind_KIND_ALERT,
+		Body: &containv1.Event_Alert{Alert: &containv1.Alert{Score: 0.9}}}
+	spoofed := map[string]string{CriticalLabel: "true", "io.contain.image.digest": "sha256:" + strings.Repeat("0", 64)}
+	if why := cfg.neverPause(alert, cfg.Policy.trusted(spoofed)); why != "" {
+		t.Fatalf("default policy exempts an untrusted label: %s", why)
+	}
+	cfg.Policy.NeverPauseLabels = map[string]string{CriticalLabel: "true"}
+	if err := cfg.Validate(); err == nil {
+		t.Fatal("never_pause_labels on an untrusted key accepted")
+	}
+	cfg.Policy.TrustedLabels = []string{CriticalLabel}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if why := cfg.neverPause(alert, cfg.Policy.trusted(spoofed)); !strings.Contains(why, "never-pause") {
+		t.Fatalf("trusted critical label: %q", why)
+	}
+	if got := cfg.Policy.trusted(spoofed); len(got) != 1 {
+		t.Fatalf("trusted kept %v", got)
 	}
 }

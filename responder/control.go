@@ -194,6 +194,10 @@ func (r *Responder) release(ctx context.Context, req ReleaseRequest, q *Quaranti
 		return containv1.Action_RESULT_FAILED, fmt.Errorf("%s: %w", decision, err)
 	}
 	target, err := freezer.Locate(r.cfg.roots(), req.ContainerID)
+	if err != nil && q != nil && q.target != nil && errors.Is(err, freezer.ErrNotFound) {
+		// Paused through the engine's reported pid (no runc state).
+		target, err = q.target, nil
+	}
 	if err != nil {
 		if q != nil && errors.Is(err, freezer.ErrNotFound) {
 			delete(r.quarantined, req.ContainerID)
@@ -203,6 +207,14 @@ func (r *Responder) release(ctx context.Context, req ReleaseRequest, q *Quaranti
 		return fail("container not found", err)
 	}
 	d.Cgroup = firstNonEmpty(target.FreezerV1, target.Cgroup2)
+	if q == nil {
+		// Not paused by this responder: thaw only a proven container
+		// (never a host unit an administrator froze).
+		if err := freezer.Prove(r.cfg.roots(), target, r.protect.protected()); errors.Is(err, freezer.ErrRefused) {
+			r.refused(req.ContainerID, err)
+			return fail("refused", err)
+		}
+	}
 	var m freezer.Method
 	if q != nil {
 		m = q.method

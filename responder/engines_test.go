@@ -82,7 +82,10 @@ func requireV1(t testing.TB) {
 func TestDockerPauseAndRelease(t *testing.T) {
 	e := testenv.RequireEngines(t)
 	requireV1(t)
-	h := start(t, withEngines(e, func(c *Config) { c.Policy.NeverPauseLabels = map[string]string{CriticalLabel: "true"} }))
+	h := start(t, withEngines(e, func(c *Config) {
+		c.Policy.TrustedLabels = []string{CriticalLabel}
+		c.Policy.NeverPauseLabels = map[string]string{CriticalLabel: "true"}
+	}))
 	c := e.DockerRun(t, "resp-docker", nil)
 	thawOnCleanup(t, c)
 

@@ -11,6 +11,8 @@ import (
 func ExampleConfig_policy() {
 	cfg := DefaultConfig()
 	cfg.Host = "node-1"
+	cfg.Policy.TrustedLabels = []string{CriticalLabel}
+	cfg.Policy.NeverPauseLabels = map[string]string{CriticalLabel: "true"}
 	cfg.Policy.Rules = []Rule{{Name: "web-canary", Scope: Scope{Image: "registry.example/web:*"}, Threshold: 0.5, DryRun: true}}
 	fmt.Println(cfg.Validate())
 

@@ -14,6 +14,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
 
 	"github.com/containsec/contain/internal/auth"
@@ -75,6 +76,10 @@ type Responder struct {
 	ids        *containv1.IDGen
 	actor      string
 	selfPid    int
+	// protect is what is never frozen besides host units; refusedTotal
+	// counts refusals by reason.
+	protect      *protector
+	refusedTotal *prometheus.CounterVec
 
 	pubMu sync.Mutex
 	prod  *bus.Producer
@@ -131,27 +136,33 @@ func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, m *metrics.Metrics, 
 	if err != nil {
 		return nil, fmt.Errorf("responder.methods: %w", err)
 	}
+	protect, err := newProtector(cfg, os.Getpid())
+	if err != nil {
+		return nil, err
+	}
 	named := make(map[string]freezer.Method, len(all))
 	for _, fm := range all {
 		named[fm.Name()] = fm
 	}
 	return &Responder{
-		cfg:         cfg,
-		nc:          nc,
-		js:          js,
-		m:           m,
-		log:         log.With("stage", metrics.StageResponder, "host", cfg.Host),
-		named:       named,
-		docker:      eng.Docker,
-		containerd:  eng.Containerd,
-		ids:         containv1.NewIDGen(),
-		actor:       "responder@" + cfg.Host,
-		selfPid:     os.Getpid(),
-		prod:        bus.NewProducer(cfg.Host, metrics.StageResponder),
-		quarantined: map[string]*Quarantine{},
-		released:    map[string]release{},
-		now:         time.Now,
-		operators:   auth.NewVerifier(operators, 0),
+		cfg:          cfg,
+		nc:           nc,
+		js:           js,
+		m:            m,
+		log:          log.With("stage", metrics.StageResponder, "host", cfg.Host),
+		named:        named,
+		docker:       eng.Docker,
+		containerd:   eng.Containerd,
+		ids:          containv1.NewIDGen(),
+		actor:        "responder@" + cfg.Host,
+		selfPid:      os.Getpid(),
+		protect:      protect,
+		refusedTotal: refusedCounter(m.Registry),
+		prod:         bus.NewProducer(cfg.Host, metrics.StageResponder),
+		quarantined:  map[string]*Quarantine{},
+		released:     map[string]release{},
+		now:          time.Now,
+		operators:    auth.NewVerifier(operators, 0),
 	}, nil
 }
 
@@ -159,6 +170,15 @@ func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, m *metrics.Metrics, 
 func (r *Responder) Run(ctx context.Context) error {
 	defer r.closeEngines()
 	r.logMethods(ctx)
+	pctx, pcancel := context.WithCancel(ctx)
+	defer pcancel()
+	go r.protect.keepFresh(pctx, func(err error) {
+		r.m.Errors.WithLabelValues(metrics.StageResponder, "protect_listeners").Inc()
+		r.log.Error("finding the protected services' listeners", "err", err)
+	})
+	if len(r.protect.ports) > 0 {
+		r.log.Info("protected from freezing", "ports", r.protect.ports, "listener_pids", r.protect.protected().Pids)
+	}
 	n, err := r.restore(ctx)
 	if err != nil {
 		// Not fatal: acting on new alerts matters more than the list.
@@ -372,20 +392,24 @@ func (r *Responder) onAlert(ctx context.Context, ev *containv1.Event, recv time.
 		r.m.Dropped.WithLabelValues(metrics.StageResponder, "wrong_host").Inc()
 		return skip(fmt.Sprintf("alert is about host %q, this responder acts on %q", ev.Host, r.cfg.Host))
 	}
-	if ev.ContainerId == "" {
-		return skip("never-pause: host process (the alert names no container)")
+	refuse := func(err error) *containv1.Event {
+		r.refused(ev.ContainerId, err)
+		d.Decision, d.Error = "refused: not a container; nothing frozen", err.Error()
+		return r.finish(out, act, containv1.Action_RESULT_FAILED, d)
 	}
-	if !freezer.ValidID(ev.ContainerId) {
-		return fail("invalid container id", fmt.Errorf("%w: %q", freezer.ErrInvalidID, truncate(ev.ContainerId, 128)))
+	if err := freezer.RefuseID(ev.ContainerId); err != nil {
+		return refuse(err)
 	}
 
 	r.actMu.Lock()
 	defer r.actMu.Unlock()
 
-	target, locErr := freezer.Locate(r.cfg.roots(), ev.ContainerId)
+	target, locErr := r.locateProven(ctx, ev.ContainerId)
 	var labels map[string]string
 	if target != nil {
-		labels = target.Labels
+		// Only the keys the operator trusts: the rest may come from the
+		// image (an author's "critical" label exempts nothing).
+		labels = r.cfg.Policy.trusted(target.Labels)
 		d.Cgroup = firstNonEmpty(target.FreezerV1, target.Cgroup2)
 	}
 	eff := r.cfg.effective(ev, labels)
@@ -415,10 +439,16 @@ func (r *Responder) onAlert(ctx context.Context, ev *containv1.Event, recv time.
 		return skip(why)
 	}
 	if locErr != nil {
-		if err := r.exitedPerEngine(ctx, ev.ContainerId); err != nil {
-			return fail("container exited before it could be paused", err)
+		if errors.Is(locErr, freezer.ErrRefused) {
+			if err := r.exitedPerEngine(ctx, ev.ContainerId); err != nil {
+				return fail("container exited before it could be paused", err)
+			}
+			return refuse(locErr)
 		}
-		return fail("container not found: nothing to pause (it may have exited and been deleted)", locErr)
+		if errors.Is(locErr, freezer.ErrExited) {
+			return fail("container exited before it could be paused", locErr)
+		}
+		return fail("container not proven: nothing paused", locErr)
 	}
 	if pids, err := freezer.Procs(target); err == nil && slices.Contains(pids, r.selfPid) {
 		return skip("never-pause: the container holds this responder's own process")

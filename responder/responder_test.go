@@ -344,11 +344,11 @@ func TestContainerExitedBeforeFreeze(t *testing.T) {
 		t.Errorf("empty cgroup left %s", s)
 	}
 
-	// Deleted altogether: not found.
+	// Deleted altogether: no runtime knows it any more, refused.
 	c.Remove()
 	h.publish(h.alert(c.ID, 0.99))
 	a = wantAction(t, h.next(), containv1.Action_TYPE_PAUSE, containv1.Action_RESULT_FAILED, c.ID)
-	if d := detail(t, a); !strings.Contains(d.Decision, "not found") || !strings.Contains(d.Error, "container not found") {
+	if d := detail(t, a); !strings.Contains(d.Decision, "refused") || !strings.Contains(d.Error, "container not found") {
 		t.Errorf("decision %q error %q", d.Decision, d.Error)
 	}
 	if q, _ := ListQuarantined(context.Background(), h.nc, testHost); len(q) != 0 {
@@ -360,6 +360,8 @@ func TestNeverPause(t *testing.T) {
 	h := start(t, func(c *Config) {
 		c.Policy.Allow = []Scope{{ContainerName: "trusted-*"}}
 		c.Policy.NeverPauseIDs = []string{"contain-*"}
+		c.Policy.TrustedLabels = []string{CriticalLabel}
+		c.Policy.NeverPauseLabels = map[string]string{CriticalLabel: "true"}
 	})
 	crit := testenv.RunContainer(t, "crit", testenv.ContainerSpec{Annotations: map[string]string{CriticalLabel: "true"}})
 	plain := testenv.RunContainer(t, "plain", testenv.ContainerSpec{})
@@ -372,9 +374,9 @@ func TestNeverPause(t *testing.T) {
 
 	host := h.alert("", 1)
 	h.publish(host)
-	a = wantAction(t, h.next(), containv1.Action_TYPE_PAUSE, containv1.Action_RESULT_SKIPPED, "")
-	if d := detail(t, a); !strings.Contains(d.Decision, "host process") {
-		t.Errorf("decision %q", d.Decision)
+	a = wantAction(t, h.next(), containv1.Action_TYPE_PAUSE, containv1.Action_RESULT_FAILED, "")
+	if d := detail(t, a); !strings.Contains(d.Error, "refused: not a container: no container id (a host process") {
+		t.Errorf("decision %q error %q", d.Decision, d.Error)
 	}
 
 	trusted := h.alert(plain.ID, 1)

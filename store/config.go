@@ -3,6 +3,7 @@ package store
 import (
 	"errors"
 	"fmt"
+	"github.com/containsec/contain/internal/tlsconfig"
 	"net"
 	"regexp"
 	"time"
@@ -18,8 +19,16 @@ type Config struct {
 	Addr []string
 	// Database is created if missing; every table lives in it.
 	Database string
-	// Username and Password authenticate to ClickHouse.
+	// Username and Password authenticate to ClickHouse. Rather than the
+	// password in the config file, name a file holding it (PasswordFile,
+	// e.g. a mounted secret) or an environment variable (PasswordEnv); at
+	// most one of the three. `contain check-config` never prints it.
 	Username, Password string
+	PasswordFile       string
+	PasswordEnv        string
+	// TLS dials the native protocol over TLS (ClickHouse's
+	// tcp_port_secure): CA, client certificate, server name.
+	TLS tlsconfig.Config
 	// DialTimeout bounds connecting to one address.
 	DialTimeout time.Duration
 	// InsertTimeout bounds the inserts of one fetch; FlushInterval +
@@ -126,6 +135,9 @@ func (c Config) Validate() error {
 		return fmt.Errorf("store.durable_prefix: %q must match %s", c.DurablePrefix, identRE)
 	case c.Retention < 0 || (c.Retention > 0 && c.Retention < 24*time.Hour):
 		return fmt.Errorf("store.retention: %v must be 0 (keep everything) or at least 24h (retention drops whole days)", c.Retention)
+	}
+	if err := c.validateSecrets(); err != nil {
+		return err
 	}
 	for _, b := range []struct{ key, v string }{
 		{"store.images_bucket", c.ImagesBucket},

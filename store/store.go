@@ -16,6 +16,7 @@ import (
 
 	"github.com/containsec/contain/internal/bus"
 	"github.com/containsec/contain/internal/metrics"
+	"github.com/containsec/contain/internal/tlsconfig"
 	"github.com/containsec/contain/schemas/containv1"
 )
 
@@ -39,10 +40,19 @@ type Store struct {
 // settings every session needs: LowCardinality columns on 18.x.
 var settings = clickhouse.Settings{"allow_experimental_low_cardinality_type": 1}
 
-func options(cfg Config, database string) *clickhouse.Options {
+func options(cfg Config, database string) (*clickhouse.Options, error) {
+	pw, err := cfg.password()
+	if err != nil {
+		return nil, err
+	}
+	tc, err := cfg.tlsClient()
+	if err != nil {
+		return nil, err
+	}
 	return &clickhouse.Options{
 		Addr:             cfg.Addr,
-		Auth:             clickhouse.Auth{Database: database, Username: cfg.Username, Password: cfg.Password},
+		Auth:             clickhouse.Auth{Database: database, Username: cfg.Username, Password: pw},
+		TLS:              tc,
 		Protocol:         clickhouse.Native,
 		DialTimeout:      cfg.DialTimeout,
 		ReadTimeout:      cfg.InsertTimeout,
@@ -52,7 +62,7 @@ func options(cfg Config, database string) *clickhouse.Options {
 		MaxIdleConns:     4,
 		ConnMaxLifetime:  time.Hour,
 		ConnOpenStrategy: clickhouse.ConnOpenInOrder,
-	}
+	}, nil
 }
 
 // Open connects to ClickHouse, creates the database and applies the schema
@@ -64,13 +74,21 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Store, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	conn, err := clickhouse.Open(options(cfg, cfg.Database))
+	opts, err := options(cfg, cfg.Database)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := clickhouse.Open(opts)
 	if err != nil {
 		return nil, fmt.Errorf("store: clickhouse %s: %w", strings.Join(cfg.Addr, ","), err)
 	}
 	s := &Store{cfg: cfg, log: log, conn: conn, addr: strings.Join(cfg.Addr, ","),
 		bucketPoll: 2 * time.Second, pruneEvery: pruneEvery, pruneRetry: pruneRetry}
 	if err := s.Migrate(ctx); err != nil {
+		if isTLSVerify(err) {
+			conn.Close()
+			return nil, tlsconfig.Explain("store.tls", err)
+		}
 		if !isUnavailable(err) {
 			conn.Close()
 			return nil, err
@@ -98,7 +116,11 @@ func (s *Store) Migrate(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.DialTimeout+s.cfg.InsertTimeout)
 	defer cancel()
 	// The database must exist before a session can select it.
-	boot, err := clickhouse.Open(options(s.cfg, "default"))
+	bopts, err := options(s.cfg, "default")
+	if err != nil {
+		return err
+	}
+	boot, err := clickhouse.Open(bopts)
 	if err != nil {
 		return fmt.Errorf("store: clickhouse %s: %w", s.addr, err)
 	}

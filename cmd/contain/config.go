@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -17,6 +18,7 @@ import (
 	"github.com/containsec/contain/collector"
 	"github.com/containsec/contain/enricher"
 	"github.com/containsec/contain/internal/bus"
+	"github.com/containsec/contain/internal/tlsconfig"
 	"github.com/containsec/contain/responder"
 	"github.com/containsec/contain/schemas/containv1"
 	"github.com/containsec/contain/store"
@@ -73,8 +75,11 @@ type NATSConfig struct {
 	// off where an administrator manages them (deploy/nats/contain.conf
 	// lets only admin do so).
 	ManageStreams bool
-	Embedded      bus.EmbeddedConfig
-	Streams       bus.StreamsConfig
+	// TLS dials an external NATS server over TLS (CA, client certificate,
+	// server name; verification is skipped only by insecure_skip_verify).
+	TLS      tlsconfig.Config
+	Embedded bus.EmbeddedConfig
+	Streams  bus.StreamsConfig
 }
 
 func defaultConfig() Config {
@@ -146,6 +151,21 @@ func (o *globalOpts) load(cmd *cobra.Command) (*Config, error) {
 func (c *Config) propagate() {
 	c.Collector.Host = c.Host
 	c.Responder.Host = c.Host
+	// The services the pipeline depends on are never frozen: the
+	// processes of this host listening on their ports are protected (an
+	// embedded NATS server is contain's own process, protected anyway).
+	var deps []string
+	for _, u := range strings.Split(c.NATS.URL, ",") {
+		if u = strings.TrimSpace(u); u != "" {
+			deps = append(deps, u)
+		}
+	}
+	deps = append(deps, c.Store.Addr...)
+	for _, a := range deps {
+		if !slices.Contains(c.Responder.ProtectAddrs, a) {
+			c.Responder.ProtectAddrs = append(c.Responder.ProtectAddrs, a)
+		}
+	}
 }
 
 // validate checks the process settings and the configs of the given stages.
@@ -170,6 +190,9 @@ func (c *Config) validate(stages []string) error {
 	}
 	if c.Auth.Enabled && c.Auth.CredsDir == "" {
 		return errors.New("auth.creds_dir: must be set when auth.enabled")
+	}
+	if err := c.NATS.TLS.Validate("nats.tls"); err != nil {
+		return err
 	}
 	if c.NATS.URL == "" {
 		if err := c.NATS.Embedded.Validate(); err != nil {

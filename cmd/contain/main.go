@@ -97,7 +97,9 @@ func checkConfigCommand(opts *globalOpts) *cobra.Command {
 				return err
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), "configuration OK")
-			return printYAML(cmd.OutOrStdout(), cfg)
+			shown := *cfg
+			shown.Store = shown.Store.Redacted() // never print a password
+			return printYAML(cmd.OutOrStdout(), &shown)
 		},
 	}
 }

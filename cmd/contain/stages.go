@@ -22,6 +22,7 @@ import (
 	"github.com/containsec/contain/internal/auth"
 	"github.com/containsec/contain/internal/bus"
 	"github.com/containsec/contain/internal/metrics"
+	"github.com/containsec/contain/internal/tlsconfig"
 	"github.com/containsec/contain/responder"
 	"github.com/containsec/contain/store"
 )
@@ -97,6 +98,11 @@ func dial(cfg *Config, url, name, seed string, log *slog.Logger) (*nats.Conn, je
 			inbox = auth.InboxPrefix(c.Name)
 		}
 	}
+	if opt, err := bus.TLSOption(cfg.NATS.TLS, "nats.tls"); err != nil {
+		return nil, nil, err
+	} else if opt != nil {
+		extra = append(extra, opt)
+	}
 	if inbox != "" {
 		extra = append(extra, nats.CustomInboxPrefix(inbox))
 	}
@@ -112,6 +118,7 @@ func connect(cfg *Config, name string, log *slog.Logger) (*nats.Conn, jetstream.
 	}
 	nc, js, err := dial(cfg, url, name, cfg.NATS.NkeySeed, log)
 	if err != nil {
+		err = tlsconfig.Explain("nats.tls", err)
 		return nil, nil, nil, err
 	}
 	return nc, js, func() { nc.Drain(); nc.Close() }, nil

@@ -1,12 +1,19 @@
 // Package freezer locates a container's cgroups and freezes or thaws it
 // through the host's means, verifying the result.
 //
-// Locate reads the runtimes' state (runc's <root>/<id>/state.json, the same
-// file in dockerd's runc root and in containerd's <root>/<namespace>/<id>)
-// and falls back to searching the cgroup mounts for a directory named
-// after the container; the state's directory or the cgroup's path tells
-// the Target's runtime (docker, containerd and its namespace, runc). A
-// Method freezes one way:
+// Locate reads the runtimes' state only (runc's <root>/<id>/state.json, the
+// same file in dockerd's runc root and in containerd's
+// <root>/<namespace>/<id>); the state's directory tells the Target's
+// runtime (docker, containerd and its namespace, runc), and the cgroup
+// paths, init pid and its start time are the runtime's record. The cgroup
+// tree is never searched by name. LocateByPid builds a Target from the
+// init pid an engine's API reports. Prove must pass before anything acts
+// on a Target: a runtime knows it, its cgroup is below the mount and named
+// after the container (never the root cgroup, a slice, a service or a
+// scope that is not a container's), holds the recorded init (same start
+// time) and neither holds nor is an ancestor of a Protected process or
+// cgroup; otherwise a *RefusedError (ErrRefused) says why. A Method
+// freezes one way:
 //
 //   - cgroup-v1-freezer: freezer.state <- FROZEN, polled until FROZEN;
 //   - cgroup-v2-freeze: cgroup.freeze <- 1, polled until cgroup.events

@@ -84,9 +84,7 @@ func TestLocateDockerAndContainerd(t *testing.T) {
 		label bool
 	}{
 		{"docker state", roots, dc.ID, freezer.RuntimeDocker, "", dc.Cgroup, true},
-		{"docker cgroup search", freezer.Roots{FreezerV1: roots.FreezerV1, Cgroup2: roots.Cgroup2}, dc.ID, freezer.RuntimeDocker, "", dc.Cgroup, false},
 		{"containerd state", roots, cc.ID, freezer.RuntimeContainerd, testenv.EnginesNamespace, cc.Cgroup, false},
-		{"containerd cgroup search", freezer.Roots{FreezerV1: roots.FreezerV1, Cgroup2: roots.Cgroup2}, cc.ID, freezer.RuntimeContainerd, testenv.EnginesNamespace, cc.Cgroup, false},
 	} {
 		tg, err := freezer.Locate(tc.roots, tc.id)
 		if err != nil {
@@ -100,6 +98,14 @@ func TestLocateDockerAndContainerd(t *testing.T) {
 		}
 		if got := tg.Labels["io.contain.critical"] == "true"; got != tc.label {
 			t.Errorf("%s: docker label read = %v, labels %v", tc.name, got, tg.Labels)
+		}
+		if err := freezer.Prove(tc.roots, tg, freezer.Protected{Pids: []int{os.Getpid()}}); err != nil {
+			t.Errorf("%s: a running engine container is not proven: %v", tc.name, err)
+		}
+		// The cgroup tree is never searched by name: without the
+		// runtimes' state the container is not found.
+		if tg, err := freezer.Locate(freezer.Roots{FreezerV1: roots.FreezerV1, Cgroup2: roots.Cgroup2}, tc.id); !errors.Is(err, freezer.ErrNotFound) {
+			t.Errorf("%s: located without runtime state: %+v, %v", tc.name, tg, err)
 		}
 	}
 }

@@ -91,27 +91,6 @@ func TestNoMethod(t *testing.T) {
 	}
 }
 
-func TestLocateSearchFallback(t *testing.T) {
-	root := t.TempDir()
-	dir := filepath.Join(root, "system.slice", "docker-abc123.scope")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	tg, err := Locate(Roots{Cgroup2: root, RuncRoot: filepath.Join(root, "no-runc")}, "abc123")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if tg.Cgroup2 != dir || tg.Runtime != RuntimeDocker {
-		t.Fatalf("located %+v", tg)
-	}
-	if _, err := Locate(Roots{Cgroup2: root}, "other"); !errors.Is(err, ErrNotFound) {
-		t.Fatalf("got %v, want ErrNotFound", err)
-	}
-	if _, err := Locate(Roots{Cgroup2: root}, "../x"); !errors.Is(err, ErrInvalidID) {
-		t.Fatalf("got %v, want ErrInvalidID", err)
-	}
-}
-
 func TestLocateRejectsPathsOutsideRoots(t *testing.T) {
 	root := t.TempDir()
 	state := `{"id":"c1","cgroup_paths":{"freezer":"/etc","":"/sys/fs/cgroup/unified/c1"}}`
@@ -138,27 +117,6 @@ func TestPollTimeout(t *testing.T) {
 func TestEventsFrozen(t *testing.T) {
 	if !eventsFrozen([]byte("populated 1\nfrozen 1\n")) || eventsFrozen([]byte("populated 1\nfrozen 0\n")) || eventsFrozen(nil) {
 		t.Fatal("eventsFrozen")
-	}
-}
-
-func TestClassify(t *testing.T) {
-	const id = "abc123"
-	for rel, want := range map[string][2]string{
-		"/docker/abc123":                                {RuntimeDocker, ""},
-		"/system.slice/docker-abc123.scope":             {RuntimeDocker, ""},
-		"/kubepods.slice/x/cri-containerd-abc123.scope": {RuntimeContainerd, "k8s.io"},
-		"/contain-test/abc123":                          {RuntimeContainerd, "contain-test"},
-		"/k8s.io/abc123":                                {RuntimeContainerd, "k8s.io"},
-		"/abc123":                                       {"", ""},
-		"/kubepods/besteffort/pod1/abc123":              {"", ""},
-		"/kubepods/abc123":                              {"", ""},
-		"/system.slice/abc123":                          {"", ""},
-		"/machine.slice/libpod-abc123.scope":            {"", ""},
-	} {
-		rt, ns := classify(rel, id)
-		if rt != want[0] || ns != want[1] {
-			t.Errorf("classify(%q) = %q, %q; want %q, %q", rel, rt, ns, want[0], want[1])
-		}
 	}
 }
 

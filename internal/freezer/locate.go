@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -87,6 +88,14 @@ type Target struct {
 	// InitPid, Created, Rootfs, Bundle and Labels come from the runtime
 	// state when known.
 	InitPid int
+	// InitStart is the init process's start time in clock ticks since
+	// boot, as runc records it (0: unknown); Prove compares it with
+	// /proc/<pid>/stat so a reused pid is not taken for the init.
+	InitStart uint64
+	// Source names what knows the container: its runtime state file, or
+	// "docker-api" when the engine answered; "" means no runtime knows it
+	// and Prove refuses it.
+	Source  string
 	Created time.Time
 	Rootfs  string
 	Bundle  string
@@ -166,12 +175,12 @@ func (s *RuncState) LabelMap() map[string]string {
 	return m
 }
 
-// Locate finds the container id's cgroups: from the runtimes' state first
+// Locate finds the container id's cgroups in the runtimes' state only
 // (runc's root, then docker's runc root, then containerd's per-namespace
-// runc roots), else by searching the cgroup mounts, the cgroup's path then
-// telling the runtime (/docker/<id>, docker-<id>.scope: docker;
-// cri-containerd-<id>.scope: containerd namespace k8s.io; /<ns>/<id>:
-// containerd namespace ns).
+// runc roots): the cgroup paths, init pid and start time are the ones the
+// runtime recorded. The cgroup tree is never searched by name (a host unit
+// or a hand-made directory named like an id would be found). An id no
+// runtime knows is ErrNotFound. Call Prove before acting on the Target.
 func Locate(roots Roots, id string) (*Target, error) {
 	if !ValidID(id) {
 		return nil, fmt.Errorf("%w: %q", ErrInvalidID, id)
@@ -206,59 +215,46 @@ func Locate(roots Roots, id string) (*Target, error) {
 			return nil, fmt.Errorf("%w: %v", ErrIO, err)
 		}
 	}
-	t := &Target{ID: id}
+	return nil, fmt.Errorf("%w: %s: no runtime state for it (runc %q, docker %q, containerd %q)", ErrNotFound, id, roots.RuncRoot, roots.DockerRuncRoot, roots.ContainerdRuncRoot)
+}
+
+// LocateByPid makes the Target of container id from the init pid an engine
+// reported (e.g. the Docker Engine API's State.Pid, when dockerd's runc
+// state directory is not configured): its cgroups are those of the pid
+// (/proc/<pid>/cgroup), source names the engine. Prove still checks that
+// the cgroup is named after the container and holds the pid.
+func LocateByPid(roots Roots, procRoot, id, runtime, source string, pid int) (*Target, error) {
+	if !ValidID(id) {
+		return nil, fmt.Errorf("%w: %q", ErrInvalidID, id)
+	}
+	if pid <= 0 {
+		return nil, fmt.Errorf("%w: %s: %s reports no pid", ErrExited, id, source)
+	}
+	if procRoot == "" {
+		procRoot = "/proc"
+	}
+	b, err := readBounded(filepath.Join(procRoot, strconv.Itoa(pid), "cgroup"))
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("%w: %s: pid %d is gone", ErrExited, id, pid)
+		}
+		return nil, fmt.Errorf("%w: %v", ErrIO, err)
+	}
+	t := &Target{ID: id, Runtime: runtime, Source: source, InitPid: pid}
 	if roots.FreezerV1 != "" {
-		t.FreezerV1 = search(roots.FreezerV1, id)
-	}
-	if roots.Cgroup2 != "" {
-		t.Cgroup2 = search(roots.Cgroup2, id)
-	}
-	if t.FreezerV1 == "" && t.Cgroup2 == "" {
-		return nil, fmt.Errorf("%w: %s: no runtime state in %s and no cgroup named after it", ErrNotFound, id, roots.RuncRoot)
-	}
-	if t.Cgroup2 != "" {
-		t.Runtime, t.Namespace = classify(strings.TrimPrefix(t.Cgroup2, filepath.Clean(roots.Cgroup2)), id)
-	}
-	if t.Runtime == "" && t.FreezerV1 != "" {
-		t.Runtime, t.Namespace = classify(strings.TrimPrefix(t.FreezerV1, filepath.Clean(roots.FreezerV1)), id)
-	}
-	if t.Runtime == RuntimeDocker {
-		dockerLabels(roots, t)
-	}
-	return t, nil
-}
-
-// classify tells the runtime of container id from its cgroup path rel
-// (relative to a hierarchy's mount): dockerd's /docker/<id> and
-// docker-<id>.scope, the CRI plugin's cri-containerd-<id>.scope (namespace
-// k8s.io), and containerd's /<namespace>/<id> (measured: `ctr run` and
-// nerdctl). Anything else is "" (runc's /<id>, Kubernetes' cgroupfs
-// /kubepods/..., cri-o, podman).
-func classify(rel, id string) (runtime, namespace string) {
-	parts := strings.Split(strings.Trim(filepath.ToSlash(rel), "/"), "/")
-	name := parts[len(parts)-1]
-	parent := ""
-	if len(parts) > 1 {
-		parent = parts[len(parts)-2]
-	}
-	switch {
-	case name == "docker-"+id+".scope", name == id && (parent == "docker" || parent == engines.NamespaceMoby):
-		return RuntimeDocker, ""
-	case name == "cri-containerd-"+id+".scope":
-		return RuntimeContainerd, engines.NamespaceK8s
-	case name == id && len(parts) == 2 && ValidID(parent) && !strings.HasPrefix(parent, "kubepods") && !isSystemdUnit(parent):
-		return RuntimeContainerd, parent
-	}
-	return "", ""
-}
-
-func isSystemdUnit(name string) bool {
-	for _, s := range []string{".slice", ".service", ".scope", ".mount", ".socket"} {
-		if strings.HasSuffix(name, s) {
-			return true
+		if p := cgroupOf(b, true); p != "" {
+			t.FreezerV1 = filepath.Join(roots.FreezerV1, p)
 		}
 	}
-	return false
+	if roots.Cgroup2 != "" {
+		if p := cgroupOf(b, false); p != "" {
+			t.Cgroup2 = filepath.Join(roots.Cgroup2, p)
+		}
+	}
+	if start, err := procStart(procRoot, pid); err == nil {
+		t.InitStart = start
+	}
+	return t, nil
 }
 
 // dockerLabels merges the docker container's labels (dockerd's
@@ -300,12 +296,14 @@ func locateRunc(roots Roots, stateDir, id string) (*Target, error) {
 		return nil, err
 	}
 	t := &Target{
-		ID:      id,
-		Runtime: RuntimeRunc,
-		InitPid: st.InitProcessPid,
-		Created: st.Created,
-		Rootfs:  st.Config.Rootfs,
-		Labels:  st.LabelMap(),
+		ID:        id,
+		Runtime:   RuntimeRunc,
+		InitPid:   st.InitProcessPid,
+		InitStart: st.InitProcessStart,
+		Source:    filepath.Join(stateDir, id, "state.json"),
+		Created:   st.Created,
+		Rootfs:    st.Config.Rootfs,
+		Labels:    st.LabelMap(),
 	}
 	t.Bundle = t.Labels["bundle"]
 	if p := st.CgroupPaths["freezer"]; p != "" && roots.FreezerV1 != "" && within(roots.FreezerV1, p) {
@@ -328,60 +326,4 @@ func within(root, p string) bool {
 	p = filepath.Clean(p)
 	root = filepath.Clean(root)
 	return p == root || strings.HasPrefix(p, root+string(filepath.Separator))
-}
-
-// Naming conventions of container cgroup directories: runc uses the id,
-// systemd-driven runtimes wrap it.
-var dirPatterns = []struct{ prefix, suffix string }{
-	{"", ""},
-	{"docker-", ".scope"},
-	{"cri-containerd-", ".scope"},
-	{"crio-", ".scope"},
-	{"libpod-", ".scope"},
-}
-
-func matchesID(name, id string) bool {
-	for _, p := range dirPatterns {
-		if name == p.prefix+id+p.suffix {
-			return true
-		}
-	}
-	return false
-}
-
-// searchMaxDepth and searchMaxDirs bound the fallback search.
-const (
-	searchMaxDepth = 5
-	searchMaxDirs  = 20000
-)
-
-// search returns the first directory under root (breadth-first) named after
-// id, or "".
-func search(root, id string) string {
-	level := []string{root}
-	seen := 0
-	for depth := 0; depth < searchMaxDepth && len(level) > 0; depth++ {
-		var next []string
-		for _, dir := range level {
-			ents, err := os.ReadDir(dir)
-			if err != nil {
-				continue
-			}
-			for _, e := range ents {
-				if !e.IsDir() {
-					continue
-				}
-				p := filepath.Join(dir, e.Name())
-				if matchesID(e.Name(), id) {
-					return p
-				}
-				if seen++; seen > searchMaxDirs {
-					return ""
-				}
-				next = append(next, p)
-			}
-		}
-		level = next
-	}
-	return ""
 }
