@@ -60,7 +60,11 @@ func (w *fleetWatch) onMsg(m *nats.Msg) {
 				codes = append(codes, r.Code+": "+r.Message)
 			}
 			w.high = append(w.high, fmt.Sprintf("%s score %.2f: %s", ev.ContainerId, a.Score, strings.Join(codes, "; ")))
-		case ev.GetAction() != nil && ev.GetAction().Type == containv1.Action_TYPE_PAUSE:
+		case ev.GetAction() != nil && ev.GetAction().Type == containv1.Action_TYPE_PAUSE &&
+			ev.GetAction().Result != containv1.Action_RESULT_SKIPPED:
+			// A skipped action is the responder deciding not to pause
+			// (below threshold); a dry run, a pause or a failed one is a
+			// decision to pause.
 			w.pauses = append(w.pauses, fmt.Sprintf("%s %s: %s", ev.ContainerId, ev.GetAction().Result, ev.GetAction().Reason))
 		}
 	}
