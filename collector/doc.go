@@ -30,8 +30,10 @@
 //     libpod), never from labels; a plain runc container has none. labels
 //     are the OCI annotations, then the runtime's own (docker
 //     Config.Labels, cri-o's io.kubernetes.cri-o.Labels expanded); the
-//     first source wins per key, except io.contain.*: such a key from an
-//     annotation or label is dropped and counted
+//     first source wins per key, except the identity keys
+//     io.contain.image.ref/.digest/.id, io.contain.container.name and
+//     io.contain.podman.pod: such a key from an annotation or label is
+//     dropped and counted
 //     (contain_dropped_total{reason="untrusted_identity_label"}), and
 //     io.contain.image.ref/.digest/.id and io.contain.container.name are
 //     written from the runtime's identity.
