@@ -49,8 +49,8 @@ func TestPodmanOnDiskReal(t *testing.T) {
 			t.Errorf("label %s = %q, want %q", k, info.Labels[k], v)
 		}
 	}
-	if info.Identity.ImageID != imageID || info.Identity.ImageDigest != "" || info.Identity.Name != "runtime-podman-disk" || info.DroppedLabels != 1 {
-		t.Errorf("identity %+v, %d labels dropped; want the image id from containers.json, no digest, 1 dropped", info.Identity, info.DroppedLabels)
+	if info.Identity.ImageID != imageID || info.Identity.ImageDigest != "" || info.Identity.Name != "runtime-podman-disk" || info.DroppedLabels < 1 {
+		t.Errorf("identity %+v, %d labels dropped; want the image id from containers.json, no digest, some dropped", info.Identity, info.DroppedLabels)
 	}
 	if info.Runtime != Podman || info.Name != "runtime-podman-disk" || info.InitPID != uint32(c.Pid) ||
 		!strings.HasSuffix(info.Bundle, c.ID+"/userdata") || info.Pod != "" {
