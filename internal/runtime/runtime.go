@@ -6,6 +6,11 @@
 // libpod's bolt database (podman's labels and pods).
 // EngineReader asks the engines' APIs (Docker Engine, containerd) the same
 // questions, and Merge combines both answers (the engine's wins per key).
+// Info.Identity (image ref, digest, id, the runtime's container name) is
+// set only from the runtimes' and engines' own state, never from
+// annotations or image labels; an identity key (io.contain.image.*,
+// io.contain.container.name, io.contain.podman.pod) found there is dropped
+// and counted in Info.DroppedLabels.
 package runtime
 
 import (
