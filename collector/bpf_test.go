@@ -290,3 +290,14 @@ func TestBPFSyscallFirstUseAndCounts(t *testing.T) {
 		t.Fatalf("fallback hash: getpid %d on CPU 0, want 2", inHash[0].N[39])
 	}
 }
+
+// Every program of every hook family passes the verifier here, the
+// raw_tracepoint fallback included (its fork hook cannot write the child's
+// task storage: the lineage is inherited lazily there).
+func TestBPFEveryFamilyLoads(t *testing.T) {
+	for _, fam := range hookFamilies {
+		for _, h := range fam {
+			t.Run(h.program, func(t *testing.T) { loadForTest(t, h.program, 1, 0, 0) })
+		}
+	}
+}

@@ -55,6 +55,7 @@ var kernelLoss = []struct {
 	{5, "reserve_failed_process"},
 	{7, "origin_store_failed"},
 	{8, "bulk_headroom"},
+	{9, "programs_map_full"},
 }
 
 const reasonRateLimited = "rate_limited"
@@ -974,10 +975,40 @@ func (c *Collector) reportRateLimited() {
 	}
 }
 
+// forgetPrograms deletes the programs entries (lineage) of cgroups that
+// are gone, so the map never fills with dead containers.
+func (c *Collector) forgetPrograms() {
+	if c.coll == nil {
+		return
+	}
+	pm := c.coll.Maps["programs"]
+	var (
+		id   uint64
+		v    uint8
+		gone []uint64
+	)
+	it := pm.Iterate()
+	for it.Next(&id, &v) {
+		if !c.ident.cgroups.Known(id) {
+			gone = append(gone, id)
+		}
+	}
+	if len(gone) == 0 {
+		return
+	}
+	_ = c.ident.cgroups.Scan()
+	for _, id := range gone {
+		if !c.ident.cgroups.Known(id) {
+			_ = pm.Delete(id)
+		}
+	}
+}
+
 // reportLoss emits one KIND_LOSS event per counter that grew since the
 // last report.
 func (c *Collector) reportLoss() {
 	c.pruneSensitive()
+	c.forgetPrograms()
 	c.reportRateLimited()
 	c.reportSequence()
 	for k, n := range c.lossCounts() {
@@ -1086,7 +1117,6 @@ func (c *Collector) reportCounts() {
 			if !c.ident.cgroups.Known(id) {
 				dead[id] = true
 				_ = hash.Delete(id)
-				_ = c.coll.Maps["programs"].Delete(id)
 				delete(c.lastCounts, id)
 			}
 		}

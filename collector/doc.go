@@ -24,18 +24,35 @@
 //     IP addresses of the init's network namespace when it is announced
 //     (/proc/<init pid>/net/fib_trie and if_inet6; no loopback or
 //     link-local; host_network when it is the host's namespace, whose
-//     addresses they then are). labels are the OCI annotations, then the
-//     runtime's own (docker Config.Labels, cri-o's io.kubernetes.cri-o.Labels
-//     expanded) and io.contain.image.ref/.digest/.id and
-//     io.contain.container.name from the runtime's state; the first source
-//     wins per key. The collector never sets image_ref or image_digest: the
-//     enricher derives them from labels.
+//     addresses they then are). image_ref, image_digest, image_id and name
+//     come only from the runtime's or engine's own state (docker
+//     config.v2.json or Inspect, containerd's API, containers/storage,
+//     libpod), never from labels; a plain runc container has none. labels
+//     are the OCI annotations, then the runtime's own (docker
+//     Config.Labels, cri-o's io.kubernetes.cri-o.Labels expanded); the
+//     first source wins per key, except the identity keys
+//     io.contain.image.ref/.digest/.id, io.contain.container.name and
+//     io.contain.podman.pod: such a key from an annotation or label is
+//     dropped and counted
+//     (contain_dropped_total{reason="untrusted_identity_label"}), and
+//     io.contain.image.ref/.digest/.id and io.contain.container.name are
+//     written from the runtime's identity.
+//   - Every event's Process carries origin (decided in the kernel by
+//     lineage, never by comm; docs/design/007-lineage.md): ORIGIN_RUNTIME
+//     for a task that entered the container's cgroup from outside (runc's
+//     init and its memfd re-exec, mounts, pivot_root, /run/runc writes)
+//     until it execs outside the host's mount namespace; that exec and all
+//     its descendants are ORIGIN_CONTAINER when it is the cgroup's first
+//     (or pid 1's), else ORIGIN_EXEC_SESSION with session_tgid its tgid;
+//     ORIGIN_UNSPECIFIED for host tasks. An exec record carries the origin
+//     the exec gave. Tasks running when the collector starts are seeded
+//     from /proc.
 //   - KIND_EXEC: pid/tgid/ppid/ns_pid, uid/gid/euid, comm, filename, argv
 //     (at most 4096 bytes read in the kernel and collector.max_args
 //     entries; argv_truncated says when cut), exe (the binary actually
 //     run, e.g. /bin/busybox for /proc/self/exe) and cwd, relative to the
 //     container's root, non_utf8 when a string had invalid bytes (\xNN).
-//   - KIND_SYSCALL: first use per (container, syscall), sensitive syscalls
+//   - KIND_SYSCALL: first use per (container, syscall, origin), sensitive syscalls
 //     with args and ret, periodic per-container counts (collector.syscalls).
 //     Sequence mode (opt-in, collector.sequence_select: name=<glob>,
 //     image=<glob>, label=<key>=<glob>, id=<prefix>): MODE_SEQUENCE events
@@ -64,8 +81,11 @@
 //   - KIND_LOSS: every loss_interval, one event per counter that grew:
 //     source "ringbuf" (reserve failures counted per CPU in the kernel),
 //     "queue" (reader→decoder queue full), "batcher" (publish queue full),
-//     and per container source "kernel" reason "rate_limited" (records
-//     its in-kernel token bucket refused; collector.rate_per_sec/rate_burst)
+//     "ringbuf" reasons "origin_store_failed" (a task's origin could not be
+//     stored) and "bulk_headroom" (file/network records refused to keep a
+//     quarter of the ring for urgent records), and per container source
+//     "kernel" reason "rate_limited" (file and network records its
+//     in-kernel token bucket refused; collector.rate_per_sec/rate_burst)
 //     and source "sequence_ring" reason "reserve_failed_sequence" (its
 //     sequence records a full sequence ring refused).
 //
@@ -80,6 +100,9 @@
 //     id != the cgroup2 root's) and never the collector's own process;
 //     host systemd-unit cgroups that pass the kernel filter are dropped in
 //     user space and counted (reason host_process).
+//   - Floods cannot hide what matters: exec, fork/exit, sensitive and
+//     first-use syscall records are never rate limited, and file and
+//     network records may fill at most 3/4 of the ring buffer.
 //   - Exec and syscall records wake the reader at once; other records are
 //     read within collector.poll_interval (collector.wakeup_kinds).
 //   - The reader waits in Go's netpoller and drains the ring buffer's

@@ -100,7 +100,7 @@ func TestEndToEnd(t *testing.T) {
 		Args: []string{"/bin/sh", "-c", "while true; do /bin/sleep 0.3; done"},
 		Annotations: map[string]string{
 			"org.opencontainers.image.ref.name": "demo/loop:1.0",
-			"io.contain.image.digest":           "sha256:" + strings.Repeat("ab", 32),
+			"org.opencontainers.image.digest":   "sha256:" + strings.Repeat("ab", 32), // io.contain.image.* is the runtime's only
 		},
 	})
 	// Normal behaviour during learning: the loop's own execs.

@@ -132,8 +132,12 @@ static __always_inline struct task_origin exec_origin(struct task_struct *task, 
 	if (BPF_CORE_READ(task, nsproxy, mnt_ns, ns.inum) == host_mnt_ns)
 		return org;
 	__u8 one = 1;
-	// NOEXIST: of two racing first execs, one is the program.
-	if (bpf_map_update_elem(&programs, &cgid, &one, BPF_NOEXIST) == 0 || task_ns_pid(task) == 1) {
+	// NOEXIST: of two racing first execs, one is the program (-EEXIST for
+	// the other). A full map cannot tell: only pid 1 is then the program.
+	long err = bpf_map_update_elem(&programs, &cgid, &one, BPF_NOEXIST);
+	if (err && err != -17 /* EEXIST */)
+		count_loss(LOSS_PROGRAMS_FULL);
+	if (err == 0 || task_ns_pid(task) == 1) {
 		org.origin = ORIGIN_CONTAINER;
 		org.session_tgid = 0;
 	} else {

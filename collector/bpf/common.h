@@ -42,6 +42,7 @@ enum loss_index {
 	LOSS_RATE_LIMITED = 6,
 	LOSS_ORIGIN_STORE = 7, // a task's origin could not be stored (no memory, or busy)
 	LOSS_BULK_HEADROOM = 8, // a file or network record refused: the ring's headroom is kept for urgent records
+	LOSS_PROGRAMS_FULL = 9, // a container's program start could not be marked (programs map full)
 	LOSS_MAX = 16,
 };
 

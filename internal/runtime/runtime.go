@@ -6,6 +6,11 @@
 // libpod's bolt database (podman's labels and pods).
 // EngineReader asks the engines' APIs (Docker Engine, containerd) the same
 // questions, and Merge combines both answers (the engine's wins per key).
+// Info.Identity (image ref, digest, id, the runtime's container name) is
+// set only from the runtimes' and engines' own state, never from
+// annotations or image labels; an identity key (io.contain.image.*,
+// io.contain.container.name, io.contain.podman.pod) found there is dropped
+// and counted in Info.DroppedLabels.
 package runtime
 
 import (
@@ -406,18 +411,18 @@ func (id *Identity) field(k string) *string {
 	return nil
 }
 
-// IdentityPrefix starts every label key only the runtime's own state may set.
-const IdentityPrefix = "io.contain."
-
-// sanitize drops io.contain.* labels no trusted source set (an image
-// author's annotations or labels: they could claim another image's
-// identity) and writes the trusted ones over any such label.
+// sanitize drops identity labels (identityKeys) no trusted source set (an
+// image author's annotations or labels: they could claim another image's
+// identity) and writes the trusted ones over any such label. Other
+// io.contain.* keys (operator settings other stages read, such as
+// io.contain.critical) are left alone.
 func (i *Info) sanitize() {
-	for k, v := range i.Labels {
-		if !strings.HasPrefix(k, IdentityPrefix) {
+	for _, k := range identityKeys {
+		v, ok := i.Labels[k]
+		if !ok {
 			continue
 		}
-		if f := i.Identity.field(k); f != nil && *f != "" {
+		if f := i.Identity.field(k); *f != "" {
 			if v != *f {
 				i.DroppedLabels++
 				i.Labels[k] = *f
