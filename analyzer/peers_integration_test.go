@@ -116,7 +116,7 @@ func TestComposePeersEndToEnd(t *testing.T) {
 	spec := func(service, netns string, args ...string) testenv.ContainerSpec {
 		return testenv.ContainerSpec{
 			Args: args,
-			Annotations: map[string]string{"io.contain.image.ref": ref, "io.contain.image.digest": digest,
+			Annotations: map[string]string{"org.opencontainers.image.ref.name": ref, "org.opencontainers.image.digest": digest,
 				enricher.LabelComposeProject: "peers", enricher.LabelComposeService: service},
 			Edit: func(cfg map[string]any) {
 				linux := cfg["linux"].(map[string]any)
