@@ -23,14 +23,26 @@ import (
 const EnvPrefix = "CONTAIN"
 
 // SnakeCase turns a Go field name into its config key: QueueLen→queue_len,
-// NATS→nats, StoreDir→store_dir, URL→url, IPv6Addr→ipv6_addr.
+// NATS→nats, StoreDir→store_dir, URL→url, IPv6Addr→ipv6_addr,
+// NeverPauseIDs→never_pause_ids, CAFile→ca_file. An upper-case run is one
+// word (its last letter starts the next word when a lower-case letter
+// follows), except that a plural "s" (IDs, URLs) and a version "v<digit>"
+// (IPv6) stay with the run.
 func SnakeCase(s string) string {
 	r := []rune(s)
 	var b strings.Builder
+	inRun := func(i int) bool { // r[i] (lower case) belongs to the upper-case run before it
+		if i == 0 || !unicode.IsUpper(r[i-1]) || i < 2 || !unicode.IsUpper(r[i-2]) {
+			return false
+		}
+		next := func(j int) bool { return j >= len(r) || unicode.IsUpper(r[j]) }
+		return (r[i] == 's' && next(i+1)) || (r[i] == 'v' && i+1 < len(r) && unicode.IsDigit(r[i+1]))
+	}
 	for i, c := range r {
 		if unicode.IsUpper(c) {
-			if i > 0 && (unicode.IsLower(r[i-1]) || unicode.IsDigit(r[i-1]) ||
-				(i+1 < len(r) && unicode.IsLower(r[i+1]) && unicode.IsUpper(r[i-1]))) {
+			startsWord := i > 0 && (unicode.IsLower(r[i-1]) || unicode.IsDigit(r[i-1]) ||
+				(i+1 < len(r) && unicode.IsLower(r[i+1]) && !inRun(i+1) && unicode.IsUpper(r[i-1])))
+			if startsWord {
 				b.WriteByte('_')
 			}
 			b.WriteRune(unicode.ToLower(c))
