@@ -478,12 +478,40 @@ struct {
 // not taken for the runtime's.
 volatile __u32 lineage_ready SEC(".data") = 0;
 
-// current_origin returns the current task's origin. A task in a container
-// cgroup without one (once seeding is done) gets one: with lazy (the
-// raw_tracepoint family, whose fork hook cannot write the child's storage)
-// its thread group leader's or else its parent's when they have one, and
-// otherwise, or always without lazy, ORIGIN_RUNTIME: it entered the cgroup
-// from outside.
+// unstamped_origin decides the origin of a task in container cgroup cgid
+// that has none: one that was never stamped at fork. Whether it entered
+// the cgroup from outside is read from its lineage, never its name: a
+// task whose parent lives in another cgroup was put there by someone
+// outside (the runtime migrating its init, `runc exec`, nsenter, a
+// CLONE_INTO_CGROUP clone) and is the runtime's until it execs; a task
+// whose parent lives in the same cgroup was born inside, before its
+// parent could be stamped (a process already running when the collector
+// started, forked while seeding), and takes its parent's origin, or
+// its thread group leader's, or else the container's.
+static __always_inline struct task_origin unstamped_origin(struct task_struct *task, __u64 cgid)
+{
+	struct task_origin n = {.origin = ORIGIN_RUNTIME};
+	// Direct (BTF) loads, not BPF_CORE_READ: bpf_task_storage_get takes
+	// only trusted task pointers.
+	struct task_struct *leader = task->group_leader;
+	if (leader && leader != task) {
+		struct task_origin *o = bpf_task_storage_get(&origins, leader, 0, 0);
+		if (o)
+			return *o;
+	}
+	struct task_struct *parent = leader ? leader->real_parent : task->real_parent;
+	if (!parent || BPF_CORE_READ(parent, cgroups, dfl_cgrp, kn, id) != cgid)
+		return n;
+	struct task_origin *o = bpf_task_storage_get(&origins, parent, 0, 0);
+	if (o)
+		return *o;
+	n.origin = ORIGIN_CONTAINER;
+	return n;
+}
+
+// current_origin returns the current task's origin, deciding and storing
+// one (unstamped_origin) for a task in a container cgroup that has none,
+// once seeding is done.
 static __always_inline struct task_origin current_origin(__u64 cgid, bool lazy)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
@@ -493,16 +521,7 @@ static __always_inline struct task_origin current_origin(__u64 cgid, bool lazy)
 	struct task_origin n = {};
 	if (cgid == host_cgroup_id || !lineage_ready)
 		return n;
-	n.origin = ORIGIN_RUNTIME;
-	if (lazy) {
-		struct task_struct *leader = task->group_leader;
-		struct task_struct *from = leader != task ? leader : task->real_parent;
-		if (from) {
-			o = bpf_task_storage_get(&origins, from, 0, 0);
-			if (o)
-				n = *o;
-		}
-	}
+	n = unstamped_origin(task, cgid);
 	if (!bpf_task_storage_get(&origins, task, &n, BPF_LOCAL_STORAGE_GET_F_CREATE))
 		count_loss(LOSS_ORIGIN_STORE);
 	return n;
