@@ -249,16 +249,24 @@ func creates(op containv1.File_Op) bool {
 	return false
 }
 
-// destroys reports whether f removes or empties data: an unlink, a
-// truncate, an open with O_TRUNC.
+// destroys reports whether f removes or empties existing data: an
+// unlink, a truncate, an open of an existing file with O_TRUNC. An open
+// with O_CREAT|O_TRUNC is not counted: it is how most programs create a
+// new file (Go's os.Create, a shell's >), existing or not.
 func destroys(f *containv1.File) bool {
 	switch f.Op {
 	case containv1.File_OP_UNLINK, containv1.File_OP_TRUNCATE:
 		return true
-	case containv1.File_OP_OPEN_WRITE, containv1.File_OP_CREATE:
+	case containv1.File_OP_OPEN_WRITE:
 		return f.Flags&oTrunc != 0
 	}
 	return false
+}
+
+// empties is destroys or an open with O_CREAT|O_TRUNC: for a log or a
+// history file, a `> file` empties it.
+func empties(f *containv1.File) bool {
+	return destroys(f) || f.Op == containv1.File_OP_CREATE && f.Flags&oTrunc != 0
 }
 
 var shellConfigs = map[string]bool{
@@ -372,7 +380,7 @@ func classifyFile(f *containv1.File) []hit {
 		// Appending is a shell's normal work; emptying, removing or
 		// replacing (a symlink to /dev/null) the history is not.
 		src := f.Path
-		if destroys(f) || f.Op == containv1.File_OP_SYMLINK || f.Op == containv1.File_OP_RENAME && histories[path.Base(src)] {
+		if empties(f) || f.Op == containv1.File_OP_SYMLINK || f.Op == containv1.File_OP_RENAME && histories[path.Base(src)] {
 			add(CodeLogClear, t, fmt.Sprintf("shell history %s cleared (%s)", t, op))
 		}
 	}
@@ -380,7 +388,7 @@ func classifyFile(f *containv1.File) []hit {
 		add(CodeLogClear, f.Path, fmt.Sprintf("shell history %s moved away to %s", f.Path, t))
 		specific = true
 	}
-	if (under(t, "/var/log") || loginRecords[base]) && (destroys(f) || f.Op == containv1.File_OP_RENAME && loginRecords[path.Base(f.Path)]) {
+	if (under(t, "/var/log") || loginRecords[base]) && (empties(f) || f.Op == containv1.File_OP_RENAME && loginRecords[path.Base(f.Path)]) {
 		add(CodeLogClear, pathPrefix(t, 3), fmt.Sprintf("log %s cleared (%s)", t, op))
 		specific = true
 	}

@@ -295,6 +295,16 @@ func TestDriftAndBulk(t *testing.T) {
 	if len(bulk) != 1 {
 		t.Errorf("bulk deletion alerts %d, want 1", len(bulk))
 	}
+	// Creating many files (O_CREAT|O_TRUNC, as os.Create does) is not.
+	for i := range 2 * bulkThreshold {
+		ev := fileEv("c1", sec(40+float64(i)/100), containv1.File_OP_CREATE, "/data/out/f"+strings.Repeat("y", i%7))
+		ev.GetFile().Flags = 0o1102
+		for _, al := range e.Observe(ev) {
+			if hasCode(al.GetAlert(), CodeBulkDelete) != nil {
+				t.Fatalf("file creation counted as deletion: %v", al.GetAlert().Reasons)
+			}
+		}
+	}
 }
 
 // TestBehavioursPersisted: learned behaviours survive the baseline's
