@@ -95,6 +95,10 @@ func classifyExec(x *containv1.Exec, in execInfo) []hit {
 		args = x.Argv[1:]
 	}
 	pbase := path.Base(in.parent)
+	edge := in.parent + " -> " + fn
+	if in.parent == "" {
+		edge = unknownParent + fn
+	}
 	by := ""
 	if in.parent != "" {
 		by = fmt.Sprintf(" by %q", in.parent)
@@ -108,7 +112,7 @@ func classifyExec(x *containv1.Exec, in execInfo) []hit {
 		// The container's own program may be a shell (its parent is then
 		// the runtime, unknown here): that is learned like any behaviour.
 		if !shells[pbase] {
-			add(CodeExecShell, fn, in.parent+" -> "+fn, fmt.Sprintf("shell %q started%s", base, by))
+			add(CodeExecShell, fn, edge, fmt.Sprintf("shell %q started%s", base, by))
 		}
 		login := strings.HasPrefix(a0, "-") || argvHas(args, "-l", "--login", "-i")
 		if p := x.Proc; login && p != nil && (p.Euid >= 1 && p.Euid <= 999 || p.Euid == 0 && in.nonRootImage) {
@@ -116,7 +120,7 @@ func classifyExec(x *containv1.Exec, in execInfo) []hit {
 		}
 	case isInterpreter(base):
 		if !isInterpreter(pbase) {
-			add(CodeExecInterpreter, fn, in.parent+" -> "+fn, fmt.Sprintf("interpreter %q started%s", base, by))
+			add(CodeExecInterpreter, fn, edge, fmt.Sprintf("interpreter %q started%s", base, by))
 		}
 	}
 	exe := x.Exe

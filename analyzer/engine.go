@@ -903,9 +903,41 @@ func (e *Engine) behave(b *Baseline, actor string, hits []hit, learn bool) bool 
 		if _, ok := b.Behaviours[k]; ok {
 			continue
 		}
+		if (strings.HasPrefix(actor, "comm:") || strings.HasPrefix(h.key, unknownParent)) && learnedLoosely(b, h) {
+			continue
+		}
 		e.dev(h.code, h.subject, h.msg, func() { e.learnKey(b.Behaviours, k) }, h.mitre...)
 	}
 	return novel
+}
+
+// unknownParent starts the key of a shell or interpreter started by a
+// process the container's table does not know: "?" + its path.
+const unknownParent = "? -> "
+
+// learnedLoosely reports whether the baseline learned h for any actor
+// (and, for a process whose parent is unknown, from any parent). The
+// process table is lost with an analyzer restart and misses what was
+// forked before: a learned behaviour must not then look new. Scans the
+// behaviours (bounded by MaxItems), only in that case.
+func learnedLoosely(b *Baseline, h hit) bool {
+	key := h.key
+	child, anyParent := strings.CutPrefix(key, unknownParent)
+	prefix := h.code + "\x00"
+	for k := range b.Behaviours {
+		if !strings.HasPrefix(k, prefix) {
+			continue
+		}
+		i := strings.LastIndexByte(k, 0)
+		if i < 0 {
+			continue
+		}
+		lk := k[i+1:]
+		if lk == key || anyParent && strings.HasSuffix(lk, " -> "+child) {
+			return true
+		}
+	}
+	return false
 }
 
 // actor is the executable of the process p, as far as the container's

@@ -339,3 +339,41 @@ func TestBehavioursPersisted(t *testing.T) {
 		t.Error("unknown code accepted")
 	}
 }
+
+// TestLearnedBehaviourWithoutLineage: after an analyzer restart (or a lost
+// fork) the process table does not know a process's executable or
+// parent; a behaviour the image learned is then not raised as new.
+func TestLearnedBehaviourWithoutLineage(t *testing.T) {
+	e := newEngine(t, testConfig(), nil)
+	learn(e, "c1")
+	// While learning, httpd (tgid 10 at sec 0... then sleep) runs sh for CGI.
+	cgi := execEv("c1", sec(2.5), "/bin/sh", "sh", "-c", "x")
+	cgi.GetExec().Proc.Ppid, cgi.GetExec().Proc.Tgid, cgi.GetExec().Proc.Pid = 10, 11, 11
+	httpd := execEv("c1", sec(2.4), "/bin/httpd", "/bin/httpd")
+	e.Observe(httpd)
+	e.Observe(cgi)
+	ch := withOrigin(sysEv("c1", sec(2.6), "chroot"), oContainer, 0)
+	procOf(ch).Tgid, procOf(ch).Pid, procOf(ch).Comm = 10, 10, "httpd"
+	e.Observe(ch)
+	// A fresh container whose parent and actor are unknown to the table.
+	sh := execEv("c2", sec(5), "/bin/sh", "sh", "-c", "x")
+	sh.GetExec().Proc.Ppid = 4242
+	for _, out := range [][]*containv1.Event{e.Observe(sh)} {
+		for _, al := range out {
+			if hasCode(al.GetAlert(), CodeExecShell) != nil {
+				t.Errorf("learned CGI shell with an unknown parent: %v", al.GetAlert().Reasons)
+			}
+		}
+	}
+	ch2 := withOrigin(sysEv("c2", sec(5.1), "chroot"), oContainer, 0)
+	procOf(ch2).Tgid, procOf(ch2).Pid, procOf(ch2).Comm = 999, 999, "httpd"
+	if out := e.Observe(ch2); len(out) != 0 {
+		t.Errorf("learned chroot by an unknown process: %v", out[0].GetAlert().Reasons)
+	}
+	// A shell the image never started is still named.
+	bash := execEv("c2", sec(6), "/bin/bash", "bash")
+	bash.GetExec().Proc.Ppid = 4242
+	if a := alertOf(t, e.Observe(bash)); hasCode(a, CodeExecShell) == nil {
+		t.Errorf("new shell: %v", a.Reasons)
+	}
+}
