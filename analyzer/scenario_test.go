@@ -49,7 +49,9 @@ func describe(al *containv1.Event) string {
 	for _, r := range al.GetAlert().GetReasons() {
 		rs = append(rs, fmt.Sprintf("%s(%.2f): %s", r.Code, r.Score, r.Message))
 	}
-	return fmt.Sprintf("score %.2f trigger %s: %s", al.GetAlert().GetScore(), al.GetAlert().GetTrigger().GetKind(), strings.Join(rs, "; "))
+	p := procOf(al.GetAlert().GetTrigger())
+	return fmt.Sprintf("score %.2f trigger %s (comm %q origin %s): %s", al.GetAlert().GetScore(), al.GetAlert().GetTrigger().GetKind(),
+		p.GetComm(), p.GetOrigin(), strings.Join(rs, "; "))
 }
 
 // TestScenarios is issue 5's acceptance on real parts: the eBPF collector
