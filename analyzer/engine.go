@@ -264,6 +264,9 @@ type container struct {
 	// incident, incidentNs the event time of its latest alert.
 	incident   []byte
 	incidentNs int64
+	// execMono is each process's latest exec (monotonic ns), to tell
+	// runc's threads killed by the exec (reported late) from the program.
+	execMono map[uint32]uint64
 	// sessions are the exec sessions seen (session tgid).
 	sessions map[uint32]bool
 	// written holds paths the container created, wrote, renamed into
@@ -479,7 +482,7 @@ func (e *Engine) newContainer(ev *containv1.Event) *container {
 		e.evictContainers(ev.WallNs)
 	}
 	c := &container{id: ev.ContainerId, procs: map[uint32]string{}, groups: map[string]*group{},
-		sessions: map[uint32]bool{}, written: map[string]bool{}, euid: map[uint32]uint32{},
+		sessions: map[uint32]bool{}, written: map[string]bool{}, euid: map[uint32]uint32{}, execMono: map[uint32]uint64{},
 		bulk: map[uint32]*bulkCounter{}, recent: map[uint32][]recentReason{}}
 	e.containers[ev.ContainerId] = c
 	return c
@@ -629,6 +632,12 @@ func (e *Engine) Observe(ev *containv1.Event) []*containv1.Event {
 	switch body := ev.Body.(type) {
 	case *containv1.Event_Exec:
 		novel = e.observeExec(c, b, body.Exec, learn)
+		if p := body.Exec.Proc; p != nil && ev.MonoNs != 0 {
+			if len(c.execMono) >= maxProcs {
+				clear(c.execMono)
+			}
+			c.execMono[p.Tgid] = ev.MonoNs
+		}
 	case *containv1.Event_Syscall:
 		novel = e.observeSyscall(c, b, body.Syscall, learn)
 	case *containv1.Event_Network:

@@ -41,8 +41,13 @@ func (e *Engine) runtimeProcess(c *container, ev *containv1.Event) bool {
 	}
 	for _, prefix := range runtimeComms {
 		if strings.HasPrefix(p.Comm, prefix) {
-			_, known := c.procs[p.Tgid]
-			return !known
+			if _, known := c.procs[p.Tgid]; !known {
+				return true
+			}
+			// A thread of runc's init that the exec killed may be reported
+			// after the exec; it ran before it.
+			at, ok := c.execMono[p.Tgid]
+			return ok && ev.MonoNs != 0 && ev.MonoNs < at
 		}
 	}
 	return false

@@ -377,3 +377,27 @@ func TestLearnedBehaviourWithoutLineage(t *testing.T) {
 		t.Errorf("new shell: %v", a.Reasons)
 	}
 }
+
+// TestRuncThreadReportedAfterExec: with an older collector (no origin), a
+// thread of runc's init that the exec killed can be reported after the
+// exec of the container's program: it ran before that exec (monotonic
+// time) and is the runtime's; a program renamed runc:[2:INIT] after its
+// exec is still scored.
+func TestRuncThreadReportedAfterExec(t *testing.T) {
+	e := newEngine(t, testConfig(), nil)
+	learn(e, "c1")
+	x := execEv("c2", sec(5), "/bin/httpd", "/bin/httpd", "-f", "-p", "8080")
+	x.GetExec().Proc.Tgid, x.GetExec().Proc.Pid = 50, 50
+	e.Observe(x)
+	late := sysEv("c2", sec(5.1), "tgkill")
+	late.MonoNs = x.MonoNs - 1000 // ran before the exec
+	late.GetSyscall().Proc = &containv1.Process{Pid: 51, Tgid: 50, Comm: "runc:[2:INIT]"}
+	if out := e.Observe(late); len(out) != 0 {
+		t.Fatalf("runc thread reported after the exec alerted: %v", out[0].GetAlert().Reasons)
+	}
+	renamed := sysEv("c2", sec(5.2), "tgkill")
+	renamed.GetSyscall().Proc = &containv1.Process{Pid: 50, Tgid: 50, Comm: "runc:[2:INIT]"}
+	if a := alertOf(t, e.Observe(renamed)); hasCode(a, CodeSyscallUnseen) == nil {
+		t.Errorf("renamed program: %v", a.Reasons)
+	}
+}
