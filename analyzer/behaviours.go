@@ -95,6 +95,10 @@ func classifyExec(x *containv1.Exec, in execInfo) []hit {
 		args = x.Argv[1:]
 	}
 	pbase := path.Base(in.parent)
+	edge := in.parent + " -> " + fn
+	if in.parent == "" {
+		edge = unknownParent + fn
+	}
 	by := ""
 	if in.parent != "" {
 		by = fmt.Sprintf(" by %q", in.parent)
@@ -108,7 +112,7 @@ func classifyExec(x *containv1.Exec, in execInfo) []hit {
 		// The container's own program may be a shell (its parent is then
 		// the runtime, unknown here): that is learned like any behaviour.
 		if !shells[pbase] {
-			add(CodeExecShell, fn, in.parent+" -> "+fn, fmt.Sprintf("shell %q started%s", base, by))
+			add(CodeExecShell, fn, edge, fmt.Sprintf("shell %q started%s", base, by))
 		}
 		login := strings.HasPrefix(a0, "-") || argvHas(args, "-l", "--login", "-i")
 		if p := x.Proc; login && p != nil && (p.Euid >= 1 && p.Euid <= 999 || p.Euid == 0 && in.nonRootImage) {
@@ -116,7 +120,7 @@ func classifyExec(x *containv1.Exec, in execInfo) []hit {
 		}
 	case isInterpreter(base):
 		if !isInterpreter(pbase) {
-			add(CodeExecInterpreter, fn, in.parent+" -> "+fn, fmt.Sprintf("interpreter %q started%s", base, by))
+			add(CodeExecInterpreter, fn, edge, fmt.Sprintf("interpreter %q started%s", base, by))
 		}
 	}
 	exe := x.Exe
@@ -249,16 +253,24 @@ func creates(op containv1.File_Op) bool {
 	return false
 }
 
-// destroys reports whether f removes or empties data: an unlink, a
-// truncate, an open with O_TRUNC.
+// destroys reports whether f removes or empties existing data: an
+// unlink, a truncate, an open of an existing file with O_TRUNC. An open
+// with O_CREAT|O_TRUNC is not counted: it is how most programs create a
+// new file (Go's os.Create, a shell's >), existing or not.
 func destroys(f *containv1.File) bool {
 	switch f.Op {
 	case containv1.File_OP_UNLINK, containv1.File_OP_TRUNCATE:
 		return true
-	case containv1.File_OP_OPEN_WRITE, containv1.File_OP_CREATE:
+	case containv1.File_OP_OPEN_WRITE:
 		return f.Flags&oTrunc != 0
 	}
 	return false
+}
+
+// empties is destroys or an open with O_CREAT|O_TRUNC: for a log or a
+// history file, a `> file` empties it.
+func empties(f *containv1.File) bool {
+	return destroys(f) || f.Op == containv1.File_OP_CREATE && f.Flags&oTrunc != 0
 }
 
 var shellConfigs = map[string]bool{
@@ -372,7 +384,7 @@ func classifyFile(f *containv1.File) []hit {
 		// Appending is a shell's normal work; emptying, removing or
 		// replacing (a symlink to /dev/null) the history is not.
 		src := f.Path
-		if destroys(f) || f.Op == containv1.File_OP_SYMLINK || f.Op == containv1.File_OP_RENAME && histories[path.Base(src)] {
+		if empties(f) || f.Op == containv1.File_OP_SYMLINK || f.Op == containv1.File_OP_RENAME && histories[path.Base(src)] {
 			add(CodeLogClear, t, fmt.Sprintf("shell history %s cleared (%s)", t, op))
 		}
 	}
@@ -380,7 +392,7 @@ func classifyFile(f *containv1.File) []hit {
 		add(CodeLogClear, f.Path, fmt.Sprintf("shell history %s moved away to %s", f.Path, t))
 		specific = true
 	}
-	if (under(t, "/var/log") || loginRecords[base]) && (destroys(f) || f.Op == containv1.File_OP_RENAME && loginRecords[path.Base(f.Path)]) {
+	if (under(t, "/var/log") || loginRecords[base]) && (empties(f) || f.Op == containv1.File_OP_RENAME && loginRecords[path.Base(f.Path)]) {
 		add(CodeLogClear, pathPrefix(t, 3), fmt.Sprintf("log %s cleared (%s)", t, op))
 		specific = true
 	}

@@ -183,6 +183,7 @@ func TestClassifyFile(t *testing.T) {
 		{"history append", with(op(write, "/root/.bash_history"), func(f *containv1.File) { f.Flags = 0o2001 }), nil},
 		{"log append", with(op(write, "/var/log/app.log"), func(f *containv1.File) { f.Flags = 0o2001 }), nil},
 		{"log create", op(create, "/var/log/app.log"), nil},
+		{"log emptied by >", with(op(create, "/var/log/auth.log"), func(f *containv1.File) { f.Flags = 0o1101 }), []string{CodeLogClear}},
 		{"hidden in the app dir", op(create, "/app/.cache/x"), nil},
 		{"hidden in /tmp", op(create, "/tmp/.X11-unix/X0"), nil},
 		{"chmod 755", with(op(chmod, "/data/x"), func(f *containv1.File) { f.Mode = 0o755 }), nil},

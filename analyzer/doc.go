@@ -54,7 +54,9 @@
 //     unshare, mount, pivot_root, keyctl, setuid, capset at every start and
 //     `runc exec`) is attributed to the runtime, neither learned nor
 //     scored, unless the process is one the container executed or forked
-//     (KIND_EXEC, KIND_PROCESS). Periodic syscall counts are skipped:
+//     (KIND_EXEC, KIND_PROCESS) and the event came after that exec in
+//     monotonic time (runc's threads killed by the exec may be reported
+//     after it). Periodic syscall counts are skipped:
 //     their syscalls were reported one by one.
 //   - Redelivered duplicates of a deviating event raise nothing; events
 //     of unknown kind, without a container, without wall time or beyond

@@ -264,6 +264,9 @@ type container struct {
 	// incident, incidentNs the event time of its latest alert.
 	incident   []byte
 	incidentNs int64
+	// execMono is each process's latest exec (monotonic ns), to tell
+	// runc's threads killed by the exec (reported late) from the program.
+	execMono map[uint32]uint64
 	// sessions are the exec sessions seen (session tgid).
 	sessions map[uint32]bool
 	// written holds paths the container created, wrote, renamed into
@@ -479,7 +482,7 @@ func (e *Engine) newContainer(ev *containv1.Event) *container {
 		e.evictContainers(ev.WallNs)
 	}
 	c := &container{id: ev.ContainerId, procs: map[uint32]string{}, groups: map[string]*group{},
-		sessions: map[uint32]bool{}, written: map[string]bool{}, euid: map[uint32]uint32{},
+		sessions: map[uint32]bool{}, written: map[string]bool{}, euid: map[uint32]uint32{}, execMono: map[uint32]uint64{},
 		bulk: map[uint32]*bulkCounter{}, recent: map[uint32][]recentReason{}}
 	e.containers[ev.ContainerId] = c
 	return c
@@ -629,6 +632,12 @@ func (e *Engine) Observe(ev *containv1.Event) []*containv1.Event {
 	switch body := ev.Body.(type) {
 	case *containv1.Event_Exec:
 		novel = e.observeExec(c, b, body.Exec, learn)
+		if p := body.Exec.Proc; p != nil && ev.MonoNs != 0 {
+			if len(c.execMono) >= maxProcs {
+				clear(c.execMono)
+			}
+			c.execMono[p.Tgid] = ev.MonoNs
+		}
 	case *containv1.Event_Syscall:
 		novel = e.observeSyscall(c, b, body.Syscall, learn)
 	case *containv1.Event_Network:
@@ -683,43 +692,6 @@ func (e *Engine) noteNovelty(b *Baseline, novel bool, now int64) {
 	if b.Observations >= cc.MinObservations && now-b.FirstNs >= int64(cc.MinDuration) && b.Novelty < cc.NoveltyThreshold {
 		e.converge(b, now)
 	}
-}
-
-// runtimeComms prefix the command names the container runtime gives its
-// own processes inside a container before they exec the container's
-// program: runc's init stages are "runc:[0:PARENT]", "runc:[1:CHILD]" and
-// "runc:[2:INIT]".
-var runtimeComms = []string{"runc:["}
-
-// runtimeProcess reports whether ev was caused by the container runtime
-// setting up the container or a `runc exec` (unshare, mount, pivot_root,
-// keyctl, setuid, capset... on every start and exec) rather than by the
-// image's own processes. It takes a runtime command name AND a process
-// the container never executed or forked: a program of the image that
-// renames itself (prctl PR_SET_NAME) is known by its exec or by its
-// parent's fork, and is scored as usual.
-func (e *Engine) runtimeProcess(c *container, ev *containv1.Event) bool {
-	var p *containv1.Process
-	switch body := ev.Body.(type) {
-	case *containv1.Event_Syscall:
-		p = body.Syscall.Proc
-	case *containv1.Event_File:
-		p = body.File.Proc
-	case *containv1.Event_Network:
-		p = body.Network.Proc
-	default:
-		return false
-	}
-	if p == nil {
-		return false
-	}
-	for _, prefix := range runtimeComms {
-		if strings.HasPrefix(p.Comm, prefix) {
-			_, known := c.procs[p.Tgid]
-			return !known
-		}
-	}
-	return false
 }
 
 // observeProcess keeps the container's process table: a child forked by a
@@ -887,98 +859,6 @@ func (e *Engine) observeExec(c *container, b *Baseline, x *containv1.Exec, learn
 		}
 	}
 	return false
-}
-
-// behave learns (learn) or raises the behaviours hits that actor (the
-// executable acting) shows; a behaviour the baseline learned for that
-// actor raises nothing. It reports whether one was new.
-func (e *Engine) behave(b *Baseline, actor string, hits []hit, learn bool) bool {
-	novel := false
-	for _, h := range hits {
-		k := h.code + "\x00" + actor + "\x00" + h.key
-		if learn {
-			novel = e.learnKey(b.Behaviours, k) || novel
-			continue
-		}
-		if _, ok := b.Behaviours[k]; ok {
-			continue
-		}
-		e.dev(h.code, h.subject, h.msg, func() { e.learnKey(b.Behaviours, k) }, h.mitre...)
-	}
-	return novel
-}
-
-// actor is the executable of the process p, as far as the container's
-// process table knows it, else its comm.
-func actor(c *container, p *containv1.Process) string {
-	if p == nil {
-		return "?"
-	}
-	if exe, ok := c.procs[p.Tgid]; ok {
-		return exe
-	}
-	return "comm:" + p.Comm
-}
-
-// procOf is the process that caused ev, or nil.
-func procOf(ev *containv1.Event) *containv1.Process {
-	switch body := ev.Body.(type) {
-	case *containv1.Event_Exec:
-		return body.Exec.GetProc()
-	case *containv1.Event_Syscall:
-		return body.Syscall.GetProc()
-	case *containv1.Event_File:
-		return body.File.GetProc()
-	case *containv1.Event_Network:
-		return body.Network.GetProc()
-	case *containv1.Event_Process:
-		return body.Process.GetProc()
-	}
-	return nil
-}
-
-// treeOf is the process tree an event belongs to for the incident
-// combination and the bulk counter: its exec session, else 0 (the
-// container's own program and its descendants).
-func treeOf(p *containv1.Process) uint32 {
-	if p.GetOrigin() == containv1.Origin_ORIGIN_EXEC_SESSION {
-		if p.SessionTgid != 0 {
-			return p.SessionTgid
-		}
-		return p.Tgid
-	}
-	return 0
-}
-
-// noteSession records an exec session's event; on the session's first
-// event it adds the exec.session deviation naming its command, and
-// reports true.
-func (e *Engine) noteSession(c *container, b *Baseline, ev *containv1.Event, p *containv1.Process) bool {
-	id := treeOf(p)
-	if c.sessions[id] {
-		return false
-	}
-	if len(c.sessions) >= maxSessions {
-		clear(c.sessions)
-	}
-	c.sessions[id] = true
-	cmd := "comm " + strconv.Quote(p.GetComm())
-	if x := ev.GetExec(); x != nil {
-		cmd = fmt.Sprintf("%q", x.Argv)
-		if len(x.Argv) == 0 {
-			cmd = strconv.Quote(x.Filename)
-		}
-	}
-	e.dev(CodeExecSession, strconv.FormatUint(uint64(id), 10),
-		fmt.Sprintf("exec session %d entered the container running %s (uid %d); policy %s", id, cmd, p.GetEuid(), e.sessionPolicy()), nil)
-	return true
-}
-
-func (e *Engine) sessionPolicy() string {
-	if e.cfg.ExecSessions == "" {
-		return ExecSessionsRecord
-	}
-	return e.cfg.ExecSessions
 }
 
 func syscallName(s *containv1.Syscall) string {
@@ -1204,66 +1084,6 @@ func isWrite(op containv1.File_Op) bool {
 	return false
 }
 
-// trackWritten remembers the files the container made executable so that
-// executing one is drift: created with an execute bit, chmod +x, renamed
-// or linked into place, or a known executable written over. Data files
-// are not tracked (the set stays small).
-func trackWritten(c *container, b *Baseline, f *containv1.File) {
-	if f.Result < 0 {
-		return
-	}
-	t := fileTarget(f)
-	switch f.Op {
-	case containv1.File_OP_CREATE, containv1.File_OP_CHMOD:
-		if f.Mode&0o111 == 0 {
-			return
-		}
-	case containv1.File_OP_RENAME, containv1.File_OP_LINK:
-	case containv1.File_OP_OPEN_WRITE, containv1.File_OP_TRUNCATE:
-		if _, known := b.Exec[t]; !known {
-			return
-		}
-	default:
-		return
-	}
-	if t == "" || t[0] != '/' || strings.HasPrefix(t, "/proc/") || strings.HasPrefix(t, "/dev/null") {
-		return
-	}
-	if len(c.written) >= maxWritten {
-		clear(c.written)
-	}
-	c.written[t] = true
-}
-
-// bulkHit counts a destructive operation of f's process tree and returns
-// the bulk-deletion behaviour once the tree made bulkThreshold of them
-// within bulkWindowNs (once per window).
-func bulkHit(c *container, f *containv1.File, now int64) []hit {
-	if !destroys(f) {
-		return nil
-	}
-	tree := treeOf(f.Proc)
-	bc := c.bulk[tree]
-	if bc == nil {
-		if len(c.bulk) >= maxTrees {
-			clear(c.bulk)
-		}
-		bc = &bulkCounter{start: now}
-		c.bulk[tree] = bc
-	}
-	if now-bc.start > bulkWindowNs || now < bc.start {
-		*bc = bulkCounter{start: now}
-	}
-	bc.n++
-	if bc.n < bulkThreshold || bc.fired {
-		return nil
-	}
-	bc.fired = true
-	return []hit{{code: CodeBulkDelete, subject: "bulk", key: "bulk",
-		msg: fmt.Sprintf("%d files deleted, truncated or overwritten by one process tree within %v (latest %s)",
-			bc.n, time.Duration(bulkWindowNs), fileTarget(f))}}
-}
-
 func (e *Engine) observeFile(c *container, b *Baseline, s *seed, f *containv1.File, learn bool, now int64) bool {
 	p := f.Path
 	if f.Op == containv1.File_OP_RENAME && f.NewPath != "" {
@@ -1335,59 +1155,6 @@ func (e *Engine) seenBefore(id []byte) bool {
 	e.seenPos = (e.seenPos + 1) % len(e.seenRing)
 	e.seen[k] = struct{}{}
 	return false
-}
-
-// combine joins the reasons of this alert with those the same process
-// tree raised within CombineWindow before it: the noisy-OR of the
-// distinct reason codes (each at its highest score), capped at
-// CombineCap. It returns 0 when fewer than two distinct codes are in
-// the window or combining is off, and records these reasons.
-func (e *Engine) combine(c *container, ev *containv1.Event, reasons []*containv1.Reason) (float64, string) {
-	win := int64(e.cfg.CombineWindow)
-	if win <= 0 {
-		return 0, ""
-	}
-	tree := treeOf(procOf(ev))
-	now := ev.WallNs
-	kept := c.recent[tree][:0]
-	for _, r := range c.recent[tree] {
-		if d := now - r.ns; d < win && d > -win {
-			kept = append(kept, r)
-		}
-	}
-	for _, r := range reasons {
-		if r.Code != CodeExecSession && r.Score > 0 {
-			kept = append(kept, recentReason{code: r.Code, score: r.Score, ns: now})
-		}
-	}
-	if len(kept) > 64 {
-		kept = kept[len(kept)-64:]
-	}
-	if len(c.recent) >= maxTrees && c.recent[tree] == nil {
-		clear(c.recent)
-	}
-	c.recent[tree] = kept
-	best := map[string]float64{}
-	for _, r := range kept {
-		best[r.code] = max(best[r.code], r.score)
-	}
-	if len(best) < 2 {
-		return 0, ""
-	}
-	codes := make([]string, 0, len(best))
-	miss := 1.0
-	for code, sc := range best {
-		codes = append(codes, code)
-		miss *= 1 - sc
-	}
-	sort.Strings(codes)
-	combined := round3(min(1-miss, e.cfg.CombineCap))
-	who := "the container's own processes"
-	if tree != 0 {
-		who = fmt.Sprintf("exec session %d", tree)
-	}
-	return combined, fmt.Sprintf("%d distinct deviations of %s within %v: %s (noisy-OR, capped at %v)",
-		len(best), who, e.cfg.CombineWindow, strings.Join(codes, ", "), e.cfg.CombineCap)
 }
 
 // rarity lowers the weight of a deviation the image already showed after

@@ -295,6 +295,16 @@ func TestDriftAndBulk(t *testing.T) {
 	if len(bulk) != 1 {
 		t.Errorf("bulk deletion alerts %d, want 1", len(bulk))
 	}
+	// Creating many files (O_CREAT|O_TRUNC, as os.Create does) is not.
+	for i := range 2 * bulkThreshold {
+		ev := fileEv("c1", sec(40+float64(i)/100), containv1.File_OP_CREATE, "/data/out/f"+strings.Repeat("y", i%7))
+		ev.GetFile().Flags = 0o1102
+		for _, al := range e.Observe(ev) {
+			if hasCode(al.GetAlert(), CodeBulkDelete) != nil {
+				t.Fatalf("file creation counted as deletion: %v", al.GetAlert().Reasons)
+			}
+		}
+	}
 }
 
 // TestBehavioursPersisted: learned behaviours survive the baseline's
@@ -327,5 +337,67 @@ func TestBehavioursPersisted(t *testing.T) {
 	d.Behaviours = map[string]uint32{"no.such | x | y": 1}
 	if _, err := d.Baseline(); err == nil {
 		t.Error("unknown code accepted")
+	}
+}
+
+// TestLearnedBehaviourWithoutLineage: after an analyzer restart (or a lost
+// fork) the process table does not know a process's executable or
+// parent; a behaviour the image learned is then not raised as new.
+func TestLearnedBehaviourWithoutLineage(t *testing.T) {
+	e := newEngine(t, testConfig(), nil)
+	learn(e, "c1")
+	// While learning, httpd (tgid 10 at sec 0... then sleep) runs sh for CGI.
+	cgi := execEv("c1", sec(2.5), "/bin/sh", "sh", "-c", "x")
+	cgi.GetExec().Proc.Ppid, cgi.GetExec().Proc.Tgid, cgi.GetExec().Proc.Pid = 10, 11, 11
+	httpd := execEv("c1", sec(2.4), "/bin/httpd", "/bin/httpd")
+	e.Observe(httpd)
+	e.Observe(cgi)
+	ch := withOrigin(sysEv("c1", sec(2.6), "chroot"), oContainer, 0)
+	procOf(ch).Tgid, procOf(ch).Pid, procOf(ch).Comm = 10, 10, "httpd"
+	e.Observe(ch)
+	// A fresh container whose parent and actor are unknown to the table.
+	sh := execEv("c2", sec(5), "/bin/sh", "sh", "-c", "x")
+	sh.GetExec().Proc.Ppid = 4242
+	for _, out := range [][]*containv1.Event{e.Observe(sh)} {
+		for _, al := range out {
+			if hasCode(al.GetAlert(), CodeExecShell) != nil {
+				t.Errorf("learned CGI shell with an unknown parent: %v", al.GetAlert().Reasons)
+			}
+		}
+	}
+	ch2 := withOrigin(sysEv("c2", sec(5.1), "chroot"), oContainer, 0)
+	procOf(ch2).Tgid, procOf(ch2).Pid, procOf(ch2).Comm = 999, 999, "httpd"
+	if out := e.Observe(ch2); len(out) != 0 {
+		t.Errorf("learned chroot by an unknown process: %v", out[0].GetAlert().Reasons)
+	}
+	// A shell the image never started is still named.
+	bash := execEv("c2", sec(6), "/bin/bash", "bash")
+	bash.GetExec().Proc.Ppid = 4242
+	if a := alertOf(t, e.Observe(bash)); hasCode(a, CodeExecShell) == nil {
+		t.Errorf("new shell: %v", a.Reasons)
+	}
+}
+
+// TestRuncThreadReportedAfterExec: with an older collector (no origin), a
+// thread of runc's init that the exec killed can be reported after the
+// exec of the container's program: it ran before that exec (monotonic
+// time) and is the runtime's; a program renamed runc:[2:INIT] after its
+// exec is still scored.
+func TestRuncThreadReportedAfterExec(t *testing.T) {
+	e := newEngine(t, testConfig(), nil)
+	learn(e, "c1")
+	x := execEv("c2", sec(5), "/bin/httpd", "/bin/httpd", "-f", "-p", "8080")
+	x.GetExec().Proc.Tgid, x.GetExec().Proc.Pid = 50, 50
+	e.Observe(x)
+	late := sysEv("c2", sec(5.1), "tgkill")
+	late.MonoNs = x.MonoNs - 1000 // ran before the exec
+	late.GetSyscall().Proc = &containv1.Process{Pid: 51, Tgid: 50, Comm: "runc:[2:INIT]"}
+	if out := e.Observe(late); len(out) != 0 {
+		t.Fatalf("runc thread reported after the exec alerted: %v", out[0].GetAlert().Reasons)
+	}
+	renamed := sysEv("c2", sec(5.2), "tgkill")
+	renamed.GetSyscall().Proc = &containv1.Process{Pid: 50, Tgid: 50, Comm: "runc:[2:INIT]"}
+	if a := alertOf(t, e.Observe(renamed)); hasCode(a, CodeSyscallUnseen) == nil {
+		t.Errorf("renamed program: %v", a.Reasons)
 	}
 }

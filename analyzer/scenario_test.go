@@ -49,7 +49,9 @@ func describe(al *containv1.Event) string {
 	for _, r := range al.GetAlert().GetReasons() {
 		rs = append(rs, fmt.Sprintf("%s(%.2f): %s", r.Code, r.Score, r.Message))
 	}
-	return fmt.Sprintf("score %.2f trigger %s: %s", al.GetAlert().GetScore(), al.GetAlert().GetTrigger().GetKind(), strings.Join(rs, "; "))
+	p := procOf(al.GetAlert().GetTrigger())
+	return fmt.Sprintf("score %.2f trigger %s (comm %q origin %s): %s", al.GetAlert().GetScore(), al.GetAlert().GetTrigger().GetKind(),
+		p.GetComm(), p.GetOrigin(), strings.Join(rs, "; "))
 }
 
 // TestScenarios is issue 5's acceptance on real parts: the eBPF collector
@@ -158,11 +160,17 @@ func TestScenarios(t *testing.T) {
 			t.Fatalf("health check: %q %v", out, err)
 		}
 	}
+	// The baseline's key: the digest annotation where the collector takes
+	// it, else the image reference (a collector that trusts only the
+	// runtime's state for digests drops the annotation).
 	phase := func() Phase {
 		var p Phase
 		an.Engine(func(e *Engine) {
-			if b := e.Baseline(digest); b != nil {
-				p = b.Phase
+			for _, k := range []string{digest, "demo/httpd:1.0"} {
+				if b := e.Baseline(k); b != nil {
+					p = b.Phase
+					return
+				}
 			}
 		})
 		return p
