@@ -188,7 +188,7 @@ cd /tmp && ln -s ../etc/passwd relsoft && ln t relhard && mkdir /tmp/d && mkdir 
 // /proc/self/root is sensitive, with the path the kernel opened; so are
 // keys under any .ssh and another process's environ; a benign file is not.
 func TestIntegrationSensitiveByIdentity(t *testing.T) {
-	_, js, _ := startCollector(t, nil)
+	c, js, _ := startCollector(t, nil)
 	raw := consumeRaw(t, js)
 	ctr := testenv.RunContainer(t, "colsens", testenv.ContainerSpec{})
 	// A hardlink made before the start, under a name nothing matches.
@@ -244,6 +244,22 @@ cat /proc/1/environ >/dev/null; cat /proc/self/environ >/dev/null; exit 0`
 		if f.Sensitive && f.Ino != st.Ino && !strings.Contains(f.Path, ".ssh") && !strings.HasSuffix(f.Path, "environ") {
 			t.Fatalf("sensitive set on another file: %v", f)
 		}
+	}
+
+	// The container's identities leave the kernel map when it goes.
+	key := collectorInodeKey{Ino: st.Ino, Dev: kernelDev(st.Dev)}
+	var v uint8
+	m := c.coll.Maps["sensitive_inodes"]
+	if err := m.Lookup(key, &v); err != nil {
+		t.Fatalf("/etc/shadow's identity not in sensitive_inodes: %v", err)
+	}
+	ctr.Remove()
+	deadline := time.Now().Add(10 * time.Second)
+	for m.Lookup(key, &v) == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("/etc/shadow's identity still in sensitive_inodes after its container was removed")
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 

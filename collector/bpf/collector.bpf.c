@@ -451,6 +451,7 @@ static __always_inline void handle_net(struct pt_regs *regs, __u64 cgid, __u32 n
 #define O_CREAT 0100
 #define O_TRUNC 01000
 #define O_APPEND 02000
+#define O_PATH 010000000
 #define WRITE_INTENT (O_WRONLY | O_RDWR | O_CREAT | O_TRUNC | O_APPEND)
 #define AT_FDCWD -100
 
@@ -538,9 +539,7 @@ static __always_inline void inspect(struct task_struct *task, long fd, struct op
 	if (!kindp)
 		return;
 	__u8 kind = *kindp;
-	if (kind & NAME_ENVIRON) {
-		if (BPF_CORE_READ(ino, i_sb, s_magic) != PROC_SUPER_MAGIC)
-			return;
+	if ((kind & NAME_ENVIRON) && BPF_CORE_READ(ino, i_sb, s_magic) == PROC_SUPER_MAGIC) {
 		struct proc_inode *pi = (struct proc_inode *)((void *)ino - bpf_core_field_offset(struct proc_inode, vfs_inode));
 		struct pid *p = BPF_CORE_READ(pi, pid);
 		if (!p)
@@ -738,7 +737,8 @@ static __always_inline void handle_file(struct pt_regs *regs, __u64 cgid, __u32 
 	struct opened o = {};
 	if (!op) {
 		// An open: what did it open?
-		if (open_detail && ret >= 0)
+		// O_PATH opens neither read nor write the file: no detail.
+		if (open_detail && ret >= 0 && !(flags & O_PATH))
 			inspect(task, ret, &o);
 		if (flags & WRITE_INTENT) {
 			// O_TRUNC without O_CREAT overwrites an existing file; with
