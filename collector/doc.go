@@ -12,7 +12,10 @@
 // containerd's v2 task bundles and containers/storage (cri-o, podman);
 // and, when configured (collector.docker_host, collector.containerd_address),
 // the Docker Engine API and containerd's API, asked once per container
-// off the event loop (the engine's answer wins per label key).
+// off the event loop (the engine's answer wins per label key); each
+// announced container's root through /proc/<init pid>/root (openat2
+// RESOLVE_IN_ROOT: its sensitive files' identities and /etc/passwd's home
+// directories; never followed out of that root).
 //
 // Emits: containv1.Batch messages on containv1.RawSubject(host) through
 // bus.Batcher, with events of kind
