@@ -125,7 +125,8 @@ func TestIntegrationFileOpsNew(t *testing.T) {
 	// mknod of a character device is refused (runc's default spec has no
 	// CAP_MKNOD): reported with its result and mode anyway.
 	script := `mknod /tmp/fifo p; mknod /dev/evil c 1 3; echo x > /tmp/t; ln /tmp/t /tmp/hard; ln -s /etc/passwd /tmp/soft
-cd /tmp && ln -s ../etc/passwd relsoft && ln t relhard && mkdir /tmp/d && mkdir sub && /bin/opshelper truncate /tmp/t; exit 0`
+cd /tmp && ln -s ../etc/passwd relsoft && ln t relhard && mkdir /tmp/d && mkdir sub && /bin/opshelper truncate /tmp/t
+truncate -s 0 /tmp/hard; exit 0`
 	if out, err := ctr.Exec(15*time.Second, "/bin/sh", "-c", script); err != nil {
 		t.Fatalf("runc exec: %v: %s", err, out)
 	}
@@ -155,6 +156,9 @@ cd /tmp && ln -s ../etc/passwd relsoft && ln t relhard && mkdir /tmp/d && mkdir 
 		}},
 		{"relative mkdir", func(f *containv1.File) bool {
 			return f.Op == containv1.File_OP_MKDIR && f.Path == "/tmp/sub" && f.PathRelative && f.Result == 0
+		}},
+		{"ftruncate(2) by busybox truncate: the fd's file as path", func(f *containv1.File) bool {
+			return f.Op == containv1.File_OP_TRUNCATE && f.Path == "/tmp/hard" && f.ResolvedPath == "/tmp/hard" && f.Flags == 0 && f.Ino != 0 && f.Result == 0
 		}},
 		{"truncate(2)", func(f *containv1.File) bool {
 			return f.Op == containv1.File_OP_TRUNCATE && f.Path == "/tmp/t" && f.Flags == 0 && f.Result == 0

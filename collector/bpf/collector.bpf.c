@@ -600,6 +600,7 @@ static __always_inline void handle_file(struct pt_regs *regs, __u64 cgid, __u32 
 	int dfd = AT_FDCWD, ndfd = AT_FDCWD;
 	__u8 op = 0;
 	bool literal = false; // path is kept as passed (a symlink's target)
+	long fd_file = -1;    // ftruncate: the file is the fd's
 	switch (nr) {
 	case 2: // open(path, flags, mode)
 		path = (const char *)arg(regs, 0);
@@ -666,6 +667,10 @@ static __always_inline void handle_file(struct pt_regs *regs, __u64 cgid, __u32 
 	case 76: // truncate(path, length)
 		op = FILE_TRUNCATE;
 		path = (const char *)arg(regs, 0);
+		break;
+	case 77: // ftruncate(fd, length): the fd's file (inspected below)
+		op = FILE_TRUNCATE;
+		fd_file = arg(regs, 0);
 		break;
 	case 83: // mkdir(path, mode)
 		op = FILE_MKDIR;
@@ -761,6 +766,8 @@ static __always_inline void handle_file(struct pt_regs *regs, __u64 cgid, __u32 
 			op = FILE_OPEN_READ;
 		}
 	}
+	if (fd_file >= 0 && open_detail)
+		inspect(task, (int)fd_file, &o);
 	if (!allow(cgid))
 		return;
 	if (open_detail)
@@ -778,7 +785,11 @@ static __always_inline void handle_file(struct pt_regs *regs, __u64 cgid, __u32 
 	e->flags = flags;
 	e->mode = mode;
 	e->result = ret;
-	long n = bpf_probe_read_user_str(e->path, sizeof(e->path), path);
+	long n = 0;
+	if (path)
+		n = bpf_probe_read_user_str(e->path, sizeof(e->path), path);
+	else
+		e->path[0] = 0;
 	e->path_len = n > 0 ? n : 0;
 	if (n == sizeof(e->path))
 		e->hdr.flags |= FLAG_PATH_TRUNCATED;
