@@ -406,7 +406,7 @@ func (c *Collector) seedLineage(hostCg uint64, hostMnt uint32) error {
 var (
 	netSyscalls  = []uint32{42, 43, 49, 50, 288}                                               // connect accept bind listen accept4
 	fileSyscalls = []uint32{2, 257, 437, 85, 82, 264, 316, 87, 263, 90, 268, 452, 92, 94, 260, // see handle_file
-		133, 259, 86, 265, 88, 266, 76, 83, 258} // mknod mknodat link linkat symlink symlinkat truncate mkdir mkdirat
+		133, 259, 86, 265, 88, 266, 76, 77, 83, 258} // mknod mknodat link linkat symlink symlinkat truncate ftruncate mkdir mkdirat
 	socketSyscall = uint32(41)
 )
 

@@ -387,6 +387,9 @@ func decodeFile(b []byte) (*containv1.Event, error) {
 	default:
 		return nil, fmt.Errorf("%w: file resolved state %d", ErrMalformedRecord, b[fileResStateOff])
 	}
+	if op == containv1.File_OP_TRUNCATE && len(rawPath) == 0 {
+		path = resolved // ftruncate: the fd's file is the path
+	}
 	var dev uint64
 	if kdev := le.Uint32(b[fileDevOff:]); kdev != 0 {
 		dev = unix.Mkdev(kdev>>20, kdev&(1<<20-1)) // the kernel's MKDEV to stat's st_dev

@@ -60,6 +60,11 @@ func TestDecodeFileOpened(t *testing.T) {
 	if f := ev.GetFile(); err != nil || !f.NonUtf8 || f.ResolvedPath != `/etc/a\xff` {
 		t.Fatalf("hostile resolved path: %v %v", ev, err)
 	}
+	// ftruncate: no path passed; the fd's file is the path.
+	ev, err = decode(withOpened(fileRecord(11, 0, 0, 0, nil, nil), 9, 1, resolvedOK, []byte("t\x00tmp\x00"), false), decodeOptions{})
+	if f := ev.GetFile(); err != nil || f.Op != containv1.File_OP_TRUNCATE || f.Path != "/tmp/t" || f.ResolvedPath != "/tmp/t" {
+		t.Fatalf("ftruncate: %v %v", ev, err)
+	}
 	for _, op := range []containv1.File_Op{containv1.File_OP_MKNOD, containv1.File_OP_LINK, containv1.File_OP_SYMLINK, containv1.File_OP_TRUNCATE, containv1.File_OP_MKDIR} {
 		ev, err := decode(fileRecord(uint8(op), 0, 0o20644, 0, []byte("/a"), []byte("/b")), decodeOptions{})
 		if err != nil || ev.GetFile().Op != op || ev.GetFile().Mode != 0o20644 {

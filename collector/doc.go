@@ -12,7 +12,10 @@
 // containerd's v2 task bundles and containers/storage (cri-o, podman);
 // and, when configured (collector.docker_host, collector.containerd_address),
 // the Docker Engine API and containerd's API, asked once per container
-// off the event loop (the engine's answer wins per label key).
+// off the event loop (the engine's answer wins per label key); each
+// announced container's root through /proc/<init pid>/root (openat2
+// RESOLVE_IN_ROOT: its sensitive files' identities and /etc/passwd's home
+// directories; never followed out of that root).
 //
 // Emits: containv1.Batch messages on containv1.RawSubject(host) through
 // bus.Batcher, with events of kind
@@ -51,9 +54,16 @@
 //     (at most 4096 bytes read in the kernel and collector.max_args
 //     entries; argv_truncated says when cut), exe (the binary actually
 //     run, e.g. /bin/busybox for /proc/self/exe) and cwd, relative to the
-//     container's root, non_utf8 when a string had invalid bytes (\xNN).
+//     container's root, non_utf8 when a string had invalid bytes (\xNN);
+//     exe_memfd (a memfd_create file), exe_deleted (no link left at exec),
+//     exe_writable (overlayfs upper layer, or a writable tmpfs/ramfs
+//     mount other than the root; never for plain-directory rootfs or
+//     other volumes), decided in the kernel.
 //   - KIND_SYSCALL: first use per (container, syscall, origin), sensitive syscalls
-//     with args and ret, periodic per-container counts (collector.syscalls).
+//     with args and ret, periodic per-container counts (collector.syscalls);
+//     socket() with family AF_PACKET or type SOCK_RAW as a sensitive
+//     syscall with its args (collector.syscalls), whatever the sensitive
+//     set says.
 //     Sequence mode (opt-in, collector.sequence_select: name=<glob>,
 //     image=<glob>, label=<key>=<glob>, id=<prefix>): MODE_SEQUENCE events
 //     with every syscall of a selected container's thread in kernel order
@@ -66,16 +76,33 @@
 //   - KIND_NETWORK: connect, bind, listen, accept/accept4 on TCP/UDP over
 //     IPv4/IPv6 with local and remote address/port, protocol and result
 //     (collector.network).
-//   - KIND_FILE: write-intent opens (OP_CREATE when O_CREAT), creat,
-//     rename, unlink, chmod, chown (with uid and gid) with paths (at most
-//     256 bytes as passed), flags, mode and result; OP_OPEN_READ for
-//     collector.sensitive_files, opened by that absolute path or through a
-//     relative one (collector.files). A relative path is
-//     joined with the directory it was resolved from (the cwd, or the
+//   - KIND_FILE: write-intent opens (OP_CREATE when O_CREAT, OP_TRUNCATE
+//     when O_TRUNC without O_CREAT, else OP_OPEN_WRITE; flags as passed),
+//     creat, rename, unlink, chmod, chown (with uid and gid), mknod/mknodat
+//     (OP_MKNOD, mode with the file type), link/linkat (OP_LINK: path the
+//     existing file, new_path the link), symlink/symlinkat (OP_SYMLINK:
+//     path the target as passed, never based, new_path the link),
+//     truncate (OP_TRUNCATE, flags 0), ftruncate (OP_TRUNCATE, flags 0,
+//     path = resolved_path: the fd's file), mkdir/mkdirat (OP_MKDIR), with
+//     paths (at most 256 bytes as passed), flags, mode and result;
+//     OP_OPEN_READ for sensitive reads (collector.files). A relative path
+//     is joined with the directory it was resolved from (the cwd, or the
 //     dirfd's directory for the *at syscalls; read in the kernel at the
 //     syscall's exit) and cleaned, path_relative set; when that directory
 //     cannot be read the path stays as passed with path_unresolved (or
-//     new_path_unresolved) set.
+//     new_path_unresolved) set. An open that returned an fd carries the
+//     file the kernel opened: ino, dev (stat's st_dev encoding) and
+//     resolved_path (its dentries walked to the task's root at the
+//     syscall's exit: symlinks, "..", bind mounts and /proc/self/root
+//     resolved; empty when longer than 256 bytes or 32 levels). sensitive
+//     is set when the opened file is, by identity, one of
+//     collector.sensitive_files or a passwd user's ~/.ssh key or config as
+//     resolved in the container's root when it was announced (any name:
+//     hardlink, symlink, traversal), or, by name, a file at a
+//     sensitive_files path (its walked path), a key or config in any .ssh
+//     directory, or /proc/<pid>/environ of another process. A read-only
+//     open is reported (OP_OPEN_READ) when sensitive, or when its path as
+//     passed is one of sensitive_files (a failed open: sensitive false).
 //   - KIND_PROCESS: OP_FORK (child_tgid) and OP_EXIT (wait status) of
 //     container processes (collector.processes).
 //   - KIND_LOSS: every loss_interval, one event per counter that grew:
@@ -123,6 +150,11 @@
 //     selected container's flood loses only its own sequence records,
 //     counted; there is no token bucket on them. User-space memory is
 //     bounded (4096 threads × sequence_batch).
+//   - Sensitive files are registered by identity when their container is
+//     announced and unregistered when its cgroup is gone (every
+//     loss_interval); a failed registration is logged and counted
+//     (contain_errors_total{stage="collector",kind="sensitive_inodes"}) and
+//     the container's files are then matched by name only.
 //   - Records are decoded by pure functions (decode, decodeSeq) that are fuzzed;
 //     a record that does not decode is counted and dropped.
 //   - Run detaches the programs when ctx ends, then publishes everything

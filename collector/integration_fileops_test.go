@@ -125,7 +125,8 @@ func TestIntegrationFileOpsNew(t *testing.T) {
 	// mknod of a character device is refused (runc's default spec has no
 	// CAP_MKNOD): reported with its result and mode anyway.
 	script := `mknod /tmp/fifo p; mknod /dev/evil c 1 3; echo x > /tmp/t; ln /tmp/t /tmp/hard; ln -s /etc/passwd /tmp/soft
-cd /tmp && ln -s ../etc/passwd relsoft && ln t relhard && mkdir /tmp/d && mkdir sub && /bin/opshelper truncate /tmp/t; exit 0`
+cd /tmp && ln -s ../etc/passwd relsoft && ln t relhard && mkdir /tmp/d && mkdir sub && /bin/opshelper truncate /tmp/t
+truncate -s 0 /tmp/hard; exit 0`
 	if out, err := ctr.Exec(15*time.Second, "/bin/sh", "-c", script); err != nil {
 		t.Fatalf("runc exec: %v: %s", err, out)
 	}
@@ -155,6 +156,9 @@ cd /tmp && ln -s ../etc/passwd relsoft && ln t relhard && mkdir /tmp/d && mkdir 
 		}},
 		{"relative mkdir", func(f *containv1.File) bool {
 			return f.Op == containv1.File_OP_MKDIR && f.Path == "/tmp/sub" && f.PathRelative && f.Result == 0
+		}},
+		{"ftruncate(2) by busybox truncate: the fd's file as path", func(f *containv1.File) bool {
+			return f.Op == containv1.File_OP_TRUNCATE && f.Path == "/tmp/hard" && f.ResolvedPath == "/tmp/hard" && f.Flags == 0 && f.Ino != 0 && f.Result == 0
 		}},
 		{"truncate(2)", func(f *containv1.File) bool {
 			return f.Op == containv1.File_OP_TRUNCATE && f.Path == "/tmp/t" && f.Flags == 0 && f.Result == 0
@@ -188,7 +192,7 @@ cd /tmp && ln -s ../etc/passwd relsoft && ln t relhard && mkdir /tmp/d && mkdir 
 // /proc/self/root is sensitive, with the path the kernel opened; so are
 // keys under any .ssh and another process's environ; a benign file is not.
 func TestIntegrationSensitiveByIdentity(t *testing.T) {
-	_, js, _ := startCollector(t, nil)
+	c, js, _ := startCollector(t, nil)
 	raw := consumeRaw(t, js)
 	ctr := testenv.RunContainer(t, "colsens", testenv.ContainerSpec{})
 	// A hardlink made before the start, under a name nothing matches.
@@ -244,6 +248,22 @@ cat /proc/1/environ >/dev/null; cat /proc/self/environ >/dev/null; exit 0`
 		if f.Sensitive && f.Ino != st.Ino && !strings.Contains(f.Path, ".ssh") && !strings.HasSuffix(f.Path, "environ") {
 			t.Fatalf("sensitive set on another file: %v", f)
 		}
+	}
+
+	// The container's identities leave the kernel map when it goes.
+	key := collectorInodeKey{Ino: st.Ino, Dev: kernelDev(st.Dev)}
+	var v uint8
+	m := c.coll.Maps["sensitive_inodes"]
+	if err := m.Lookup(key, &v); err != nil {
+		t.Fatalf("/etc/shadow's identity not in sensitive_inodes: %v", err)
+	}
+	ctr.Remove()
+	deadline := time.Now().Add(10 * time.Second)
+	for m.Lookup(key, &v) == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("/etc/shadow's identity still in sensitive_inodes after its container was removed")
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 

@@ -108,6 +108,9 @@ func resolveInRoot(root string, paths []string) ([]fileID, error) {
 		}
 	}
 	for _, home := range passwdHomes(rfd) {
+		if !dirInRoot(rfd, path.Join(home, ".ssh")) {
+			continue // one lookup per user without keys
+		}
 		for _, n := range sshKeyNames {
 			want = append(want, path.Join(home, ".ssh", n))
 		}
@@ -147,6 +150,19 @@ func statInRoot(rfd int, p string) (fileID, error) {
 		return fileID{}, errNotRegular
 	}
 	return fileID{dev: kernelDev(st.Dev), ino: st.Ino}, nil
+}
+
+// dirInRoot reports whether p is a directory inside the root rfd.
+func dirInRoot(rfd int, p string) bool {
+	fd, err := unix.Openat2(rfd, strings.TrimPrefix(p, "/"), &unix.OpenHow{
+		Flags:   unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC,
+		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS,
+	})
+	if err != nil {
+		return false
+	}
+	unix.Close(fd)
+	return true
 }
 
 // passwdHomes reads the home directories from /etc/passwd inside rfd

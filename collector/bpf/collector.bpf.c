@@ -502,6 +502,7 @@ static __always_inline void handle_net(struct pt_regs *regs, __u64 cgid, __u32 n
 #define O_CREAT 0100
 #define O_TRUNC 01000
 #define O_APPEND 02000
+#define O_PATH 010000000
 #define WRITE_INTENT (O_WRONLY | O_RDWR | O_CREAT | O_TRUNC | O_APPEND)
 #define AT_FDCWD -100
 
@@ -589,9 +590,7 @@ static __always_inline void inspect(struct task_struct *task, long fd, struct op
 	if (!kindp)
 		return;
 	__u8 kind = *kindp;
-	if (kind & NAME_ENVIRON) {
-		if (BPF_CORE_READ(ino, i_sb, s_magic) != PROC_SUPER_MAGIC)
-			return;
+	if ((kind & NAME_ENVIRON) && BPF_CORE_READ(ino, i_sb, s_magic) == PROC_SUPER_MAGIC) {
 		struct proc_inode *pi = (struct proc_inode *)((void *)ino - bpf_core_field_offset(struct proc_inode, vfs_inode));
 		struct pid *p = BPF_CORE_READ(pi, pid);
 		if (!p)
@@ -652,6 +651,7 @@ static __always_inline void handle_file(struct pt_regs *regs, __u64 cgid, __u32 
 	int dfd = AT_FDCWD, ndfd = AT_FDCWD;
 	__u8 op = 0;
 	bool literal = false; // path is kept as passed (a symlink's target)
+	long fd_file = -1;    // ftruncate: the file is the fd's
 	switch (nr) {
 	case 2: // open(path, flags, mode)
 		path = (const char *)arg(regs, 0);
@@ -718,6 +718,10 @@ static __always_inline void handle_file(struct pt_regs *regs, __u64 cgid, __u32 
 	case 76: // truncate(path, length)
 		op = FILE_TRUNCATE;
 		path = (const char *)arg(regs, 0);
+		break;
+	case 77: // ftruncate(fd, length): the fd's file (inspected below)
+		op = FILE_TRUNCATE;
+		fd_file = arg(regs, 0);
 		break;
 	case 83: // mkdir(path, mode)
 		op = FILE_MKDIR;
@@ -789,7 +793,8 @@ static __always_inline void handle_file(struct pt_regs *regs, __u64 cgid, __u32 
 	struct opened o = {};
 	if (!op) {
 		// An open: what did it open?
-		if (open_detail && ret >= 0)
+		// O_PATH opens neither read nor write the file: no detail.
+		if (open_detail && ret >= 0 && !(flags & O_PATH))
 			inspect(task, ret, &o);
 		if (flags & WRITE_INTENT) {
 			// O_TRUNC without O_CREAT overwrites an existing file; with
@@ -812,6 +817,8 @@ static __always_inline void handle_file(struct pt_regs *regs, __u64 cgid, __u32 
 			op = FILE_OPEN_READ;
 		}
 	}
+	if (fd_file >= 0 && open_detail)
+		inspect(task, (int)fd_file, &o);
 	if (!allow(cgid) || !bulk_allowed())
 		return;
 	if (open_detail)
@@ -829,7 +836,11 @@ static __always_inline void handle_file(struct pt_regs *regs, __u64 cgid, __u32 
 	e->flags = flags;
 	e->mode = mode;
 	e->result = ret;
-	long n = bpf_probe_read_user_str(e->path, sizeof(e->path), path);
+	long n = 0;
+	if (path)
+		n = bpf_probe_read_user_str(e->path, sizeof(e->path), path);
+	else
+		e->path[0] = 0;
 	e->path_len = n > 0 ? n : 0;
 	if (n == sizeof(e->path))
 		e->hdr.flags |= FLAG_PATH_TRUNCATED;

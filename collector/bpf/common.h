@@ -133,7 +133,7 @@ struct net_event {
 #define FILE_MKNOD 8
 #define FILE_LINK 9     // path: the existing file, new_path: the link
 #define FILE_SYMLINK 10 // path: the target (as passed), new_path: the link
-#define FILE_TRUNCATE 11 // truncate(2), or an open with O_TRUNC and no O_CREAT
+#define FILE_TRUNCATE 11 // truncate(2), ftruncate(2) (no path: the fd's file), or an open with O_TRUNC and no O_CREAT
 #define FILE_MKDIR 12
 
 // file_event.dir_state / new_dir_state: how a path was based.
