@@ -48,6 +48,8 @@ func TestCheckConfig(t *testing.T) {
 		"nats:\n  streams:\n    replicas: 9\n":               "nats.streams.replicas",
 		"store:\n  addr: [nowhere]\n":                        "store.addr",
 		"responder:\n  threshold: 7\n":                       "threshold",
+		"nats:\n  nkey_seed: /nonexistent/enricher.nk\n":     "nats.nkey_seed: no credentials readable at /nonexistent/enricher.nk",
+		"responder:\n  operator_keys: [\"operator:UX\"]\n":   "responder.operator_keys",
 		"responder:\n  docker_methods: [containerd-pause]\n": "responder.docker_methods",
 	} {
 		bad := filepath.Join(dir, "bad.yaml")
