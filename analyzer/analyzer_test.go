@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/containsec/contain/internal/auth"
 	"github.com/containsec/contain/internal/bus"
@@ -131,7 +132,7 @@ func TestAnalyzerPersistsAndAppliesOps(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg.OperatorKeys = []string{op.Trusted()}
-	_, _, stop := startAnalyzer(t, js, cfg)
+	_, am, stop := startAnalyzer(t, js, cfg)
 	enr := bus.NewProducer("h1", metrics.StageEnricher)
 	publishEvents(t, js, enr, execEv("c1", sec(0), "/bin/httpd"), execEv("c1", sec(4), "/bin/httpd"))
 	ctx := context.Background()
@@ -152,6 +153,46 @@ func TestAnalyzerPersistsAndAppliesOps(t *testing.T) {
 		t.Fatal(err)
 	}
 	poll(t, 10*time.Second, "lock applied and persisted", func() bool {
+		d, err = st.Get(ctx, "sha256:aaaa")
+		return err == nil && d.Phase == "locked" && d.Op == ""
+	})
+	// The operator's version, in the bucket's history, records who: the
+	// signing credential and OS user.
+	hist, _, err := st.History(ctx, "sha256:aaaa")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var actor string
+	for _, h := range hist {
+		if h.Op == "lock" {
+			actor = h.OpActor
+		}
+	}
+	if actor != auth.NewSigner(op).Actor() {
+		t.Fatalf("lock recorded by %q, want %q", actor, auth.NewSigner(op).Actor())
+	}
+	// Forged operations: unsigned, and signed by a key the analyzer does
+	// not trust, each claiming to unlock. Refused, counted, still locked.
+	forged := *d
+	forged.Op, forged.OpActor = "unlock", "operator/root (uid 0)"
+	if _, err := st.Save(ctx, &forged); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, 10*time.Second, "unsigned op refused", func() bool {
+		return testutil.ToFloat64(am.Refused.WithLabelValues(metrics.StageAnalyzer, auth.ReasonUnsigned)) == 1
+	})
+	mallory, _ := auth.Generate("operator")
+	forged2 := *d
+	if err := signOp(&forged2, "unlock", auth.NewSigner(mallory)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Save(ctx, &forged2); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, 10*time.Second, "op signed by an unknown key refused", func() bool {
+		return testutil.ToFloat64(am.Refused.WithLabelValues(metrics.StageAnalyzer, auth.ReasonUnknownKey)) == 1
+	})
+	poll(t, 10*time.Second, "the analyzer's locked version back over the forged ones", func() bool {
 		d, err = st.Get(ctx, "sha256:aaaa")
 		return err == nil && d.Phase == "locked" && d.Op == ""
 	})

@@ -66,6 +66,12 @@
 //   - Baselines are persisted in the NATS KV bucket "contain_baselines"
 //     with a checksum; a corrupt one is reported and counted, never
 //     loaded.
+//   - A manual operation (lock, unlock, reset, import) is applied only when
+//     signed by a key of Config.OperatorKeys (Doc.OpSig over the key, op,
+//     content and actor; Doc.OpActor is the signer "<credential>/<os
+//     user>"); an unsigned, forged or replayed one is refused, counted in
+//     contain_refused_total{stage="analyzer",reason}, and the analyzer's
+//     own version is written back over it.
 //
 // The Engine type is the pure scoring core (no I/O); Analyzer wraps it
 // with NATS.

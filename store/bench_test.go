@@ -18,7 +18,7 @@ import (
 // collector sends most (syscall, exec, network, file) over 50 containers.
 func benchBatches(n, per int) []*containv1.Batch {
 	ids := containv1.NewIDGen()
-	p := bus.NewProducer("bench-host", "enricher")
+	p := bus.NewProducer("host-a", "enricher") // sampleEvents' host
 	base := time.Now().Add(-time.Minute)
 	out := make([]*containv1.Batch, n)
 	for i := range out {
@@ -107,7 +107,7 @@ func BenchmarkPipeline(b *testing.B) {
 	for b.Loop() {
 		for _, bt := range batches {
 			bt.Seq += uint64(len(batches)) // a new Nats-Msg-Id each round
-			if err := bus.Publish(ctx, js, containv1.EventsSubject("bench-host"), bt); err != nil {
+			if err := bus.Publish(ctx, js, containv1.EventsSubject("host-a"), bt); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -94,7 +94,7 @@ func TestRetentionOff(t *testing.T) {
 	startRun(t, s, m, js)
 	// An event that goes through Run proves it is running.
 	ev := sampleEvents(ids, "c-live", time.Now())[:1]
-	if err := bus.Publish(context.Background(), js, containv1.EventsSubject("h1"), bus.NewProducer("h1", "t").Batch(ev)); err != nil {
+	if err := bus.Publish(context.Background(), js, containv1.EventsSubject("host-a"), bus.NewProducer("host-a", "t").Batch(ev)); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, 20*time.Second, "a live event", func() (bool, string) {

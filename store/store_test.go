@@ -249,7 +249,7 @@ func TestHungServer(t *testing.T) {
 
 	ctx := context.Background()
 	ids := containv1.NewIDGen()
-	p := bus.NewProducer("h1", "enricher")
+	p := bus.NewProducer("host-a", "enricher") // sampleEvents' host
 	const batches, per = 4, 50
 	for range batches {
 		evs := sampleEvents(ids, "c-hung", time.Now())[:1]
@@ -257,7 +257,7 @@ func TestHungServer(t *testing.T) {
 			e := sampleEvents(ids, "c-hung", time.Now())[0]
 			evs = append(evs, e)
 		}
-		if err := bus.Publish(ctx, js, containv1.EventsSubject("h1"), p.Batch(evs)); err != nil {
+		if err := bus.Publish(ctx, js, containv1.EventsSubject("host-a"), p.Batch(evs)); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/containsec/contain/analyzer"
+	"github.com/containsec/contain/internal/auth"
 	"github.com/containsec/contain/schemas/containv1"
 )
 
@@ -82,8 +83,19 @@ func TestBaselineCLI(t *testing.T) {
 	if prof.DefaultAction == "SCMP_ACT_ALLOW" || !strings.Contains(allowed, "read") || !strings.Contains(allowed, "exit_group") {
 		t.Fatalf("seccomp profile does not allow the learned syscalls only: %+v", prof)
 	}
-	if out, err := runCLI(t, append([]string{"baseline", "lock", keys[0]}, nats...)...); err != nil {
+	// The change is signed with the operator credentials; the actor is
+	// that credential and this OS user.
+	if out, err := runCLI(t, append([]string{"baseline", "lock", keys[0]}, nats...)...); err != nil || !strings.Contains(out, "(by operator/"+auth.LocalOSUser()+")") {
 		t.Fatalf("lock: %v: %s", err, out)
+	}
+	// A reader cannot write the bucket.
+	_, rjs := a.conn("reader")
+	rctx, rcancel := context.WithTimeout(context.Background(), time.Second)
+	defer rcancel()
+	if kv, err := rjs.KeyValue(rctx, analyzer.DefaultBaselinesBucket); err != nil {
+		t.Fatalf("reader opening the bucket: %v", err)
+	} else if _, err := kv.Put(rctx, analyzer.KVKey(keys[0]), []byte("{}")); err == nil {
+		t.Fatal("a reader wrote a baseline")
 	}
 	out, err = runCLI(t, append([]string{"baseline", "list", "--json"}, nats...)...)
 	if err != nil || !strings.Contains(out, `"phase":"locked"`) {

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -229,7 +230,7 @@ jetstream {
 `
 
 // writeNATSConf writes the whole configuration file for hosts.
-func writeNATSConf(w interface{ Write([]byte) (int, error) }, hosts []string) error {
+func writeNATSConf(w io.Writer, hosts []string) error {
 	if _, err := fmt.Fprintf(w, confHeader, strings.Join(hosts, ",")); err != nil {
 		return err
 	}

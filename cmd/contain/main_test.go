@@ -52,6 +52,8 @@ func TestCheckConfig(t *testing.T) {
 		"analyzer:\n  exec_sessions: sometimes\n":            "analyzer.exec_sessions",
 		"analyzer:\n  class_scores: [exec.nope=0.5]\n":       "analyzer.class_scores.exec.nope",
 		"analyzer:\n  class_scores: [exec.shell=1.5]\n":      "analyzer.class_scores.exec.shell",
+		"nats:\n  nkey_seed: /nonexistent/enricher.nk\n":     "nats.nkey_seed: no credentials readable at /nonexistent/enricher.nk",
+		"responder:\n  operator_keys: [\"operator:UX\"]\n":   "responder.operator_keys",
 		"responder:\n  docker_methods: [containerd-pause]\n": "responder.docker_methods",
 	} {
 		bad := filepath.Join(dir, "bad.yaml")
