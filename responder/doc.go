@@ -34,9 +34,9 @@
 //     like an id that no runtime knows, a traversal id, a host process) is
 //     recorded FAILED "refused: not a container: ...", counted in
 //     contain_responder_refused_total{reason} and logged at error;
-//   - never paused: containers carrying a NeverPauseLabels value, whose
-//     keys must be listed in Policy.TrustedLabels (the policy sees no
-//     other label: an image's label exempts nothing), ids in
+//   - never paused: containers carrying a NeverPauseLabels value whose
+//     key is listed in Policy.TrustedLabels (the policy sees no other
+//     label: an image's label exempts nothing), ids in
 //     Policy.NeverPauseIDs, Policy.Allow scopes;
 //   - docker and containerd containers are paused through their engine
 //     (responder.docker_methods, containerd_methods), verified by the

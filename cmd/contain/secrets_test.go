@@ -23,18 +23,23 @@ func TestCheckConfigRedactsPassword(t *testing.T) {
 		t.Fatalf("password printed or not redacted:\n%s", out)
 	}
 	for body, key := range map[string]string{
-		"store:\n  password: a\n  password_env: B\n":                                            "store.password",
-		"store:\n  password_file: /nonexistent/pw\n":                                            "store.password_file",
-		"store:\n  tls:\n    cert_file: /etc/hostname\n":                                        "store.tls.cert_file",
-		"nats:\n  tls:\n    ca_file: /nonexistent/ca.pem\n":                                     "nats.tls.ca_file",
-		"nats:\n  tls:\n    ca_file: /etc/hostname\n    insecure_skip_verify: true\n":           "nats.tls.insecure_skip_verify",
-		"responder:\n  policy:\n    never_pause_labels:\n      io.contain.critical: \"true\"\n": "responder.policy.never_pause_labels",
+		"store:\n  password: a\n  password_env: B\n":                                  "store.password",
+		"store:\n  password_file: /nonexistent/pw\n":                                  "store.password_file",
+		"store:\n  tls:\n    cert_file: /etc/hostname\n":                              "store.tls.cert_file",
+		"nats:\n  tls:\n    ca_file: /nonexistent/ca.pem\n":                           "nats.tls.ca_file",
+		"nats:\n  tls:\n    ca_file: /etc/hostname\n    insecure_skip_verify: true\n": "nats.tls.insecure_skip_verify",
+		"responder:\n  policy:\n    trusted_labels: [\" \"]\n":                        "responder.policy.trusted_labels",
 	} {
 		os.WriteFile(cfg, []byte(body), 0o600)
 		_, err := runCLI(t, "check-config", "-c", cfg)
 		if err == nil || !strings.Contains(err.Error(), key) {
 			t.Errorf("config %q: error %v does not name %s", body, err, key)
 		}
+	}
+	// A dotted label key is trusted through the config file.
+	os.WriteFile(cfg, []byte("responder:\n  policy:\n    trusted_labels: [io.contain.critical]\n"), 0o600)
+	if out, err := runCLI(t, "check-config", "-c", cfg); err != nil || !strings.Contains(out, "io.contain.critical") {
+		t.Fatalf("trusted_labels: %v\n%s", err, out)
 	}
 	// A password file is read, and never printed either.
 	pwf := filepath.Join(dir, "pw")
