@@ -18,6 +18,14 @@
 // and set on the service's events, when a peer container appears.
 //
 // Guarantees:
+//   - A container's image (ref, digest, name) comes from
+//     ContainerInfo.image_ref/image_digest/name, which the collector reads
+//     from the runtime only, whenever they are set; labels are read only
+//     when they are absent (a collector predating them). A label never
+//     overrides the runtime's digest (counted as
+//     dropped{reason="label_digest_overridden"}), and a container whose
+//     identity came from the runtime keeps it when a later record has
+//     labels only (IdentityOf, docs/security.md).
 //   - An input batch is acknowledged only after its output batch is stored
 //     by JetStream (and a container record it carries is in KV). A
 //     redelivered input is republished with the same Nats-Msg-Id, so the

@@ -139,11 +139,12 @@ type Policy struct {
 	// Allow lists scopes that are never paused (recorded as SKIPPED).
 	Allow []Scope
 	// NeverPauseLabels: a container carrying any of these label values is
-	// never paused. Every key must be listed in TrustedLabels: labels come
+	// never paused, for the keys listed in TrustedLabels only: labels come
 	// from the runtime's state, which carries what an image author wrote
 	// (docker copies an image's LABELs into the container's), so a label
-	// exempts nothing unless the operator vouches for its key. Default:
-	// none.
+	// exempts nothing unless the operator vouches for its key. Default
+	// io.contain.critical=true, inert until trusted
+	// (trusted_labels: [io.contain.critical]).
 	NeverPauseLabels map[string]string
 	// TrustedLabels are the label keys the policy reads (NeverPauseLabels,
 	// Scope.Labels); every other label is invisible to the policy. List a
@@ -206,6 +207,9 @@ func DefaultConfig() Config {
 		ProcRoot:           "/proc",
 		MaxPausesPerMinute: 10,
 		ReleaseGrace:       2 * time.Minute,
+		Policy: Policy{
+			NeverPauseLabels: map[string]string{CriticalLabel: "true"},
+		},
 	}
 }
 
@@ -314,9 +318,6 @@ func (p Policy) validateLabels() error {
 		}
 		return nil
 	}
-	if err := untrusted("responder.policy.never_pause_labels", p.NeverPauseLabels); err != nil {
-		return err
-	}
 	for i, r := range p.Rules {
 		if err := untrusted(fmt.Sprintf("responder.policy.rules[%d].scope.labels", i), r.Scope.Labels); err != nil {
 			return err
@@ -328,6 +329,19 @@ func (p Policy) validateLabels() error {
 		}
 	}
 	return nil
+}
+
+// InertNeverPauseLabels lists the never_pause_labels keys that are not
+// trusted, and so exempt nothing (logged at start).
+func (p Policy) InertNeverPauseLabels() []string {
+	var out []string
+	for k := range p.NeverPauseLabels {
+		if !slices.Contains(p.TrustedLabels, k) {
+			out = append(out, k)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // trusted keeps the labels whose keys the operator trusts.

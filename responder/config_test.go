@@ -29,7 +29,6 @@ func TestConfigValidate(t *testing.T) {
 		"responder.policy.rules[0].scope":     func(c *Config) { c.Policy.Rules = []Rule{{Scope: Scope{Image: "["}}} },
 		"responder.policy.allow[0]":           func(c *Config) { c.Policy.Allow = []Scope{{ContainerName: "[x"}} },
 		"responder.policy.never_pause_ids[0]": func(c *Config) { c.Policy.NeverPauseIDs = []string{""} },
-		"responder.policy.never_pause_labels": func(c *Config) { c.Policy.NeverPauseLabels = map[string]string{CriticalLabel: "true"} },
 		"responder.policy.allow[0].labels":    func(c *Config) { c.Policy.Allow = []Scope{{Labels: map[string]string{"team": "x"}}} },
 		"responder.policy.trusted_labels[0]":  func(c *Config) { c.Policy.TrustedLabels = []string{" "} },
 		"responder.protect_pids[0]":           func(c *Config) { c.ProtectPids = []int{0} },
@@ -108,9 +107,11 @@ func TestSpoofedCriticalLabel(t *testing.T) {
 	if why := cfg.neverPause(alert, cfg.Policy.trusted(spoofed)); why != "" {
 		t.Fatalf("default policy exempts an untrusted label: %s", why)
 	}
-	cfg.Policy.NeverPauseLabels = map[string]string{CriticalLabel: "true"}
-	if err := cfg.Validate(); err == nil {
-		t.Fatal("never_pause_labels on an untrusted key accepted")
+	if inert := cfg.Policy.InertNeverPauseLabels(); len(inert) != 1 || inert[0] != CriticalLabel {
+		t.Fatalf("inert never-pause labels %v", inert)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
 	}
 	cfg.Policy.TrustedLabels = []string{CriticalLabel}
 	if err := cfg.Validate(); err != nil {

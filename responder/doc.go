@@ -29,9 +29,20 @@
 //     and verified frozen), SKIPPED (below threshold, allowlisted,
 //     never-pause, already quarantined, circuit breaker open), DRY_RUN, or
 //     FAILED (not found, exited before the freeze, not verified in time);
-//   - never paused: host processes, containers labelled
-//     io.contain.critical=true (configurable), ids in
-//     Policy.NeverPauseIDs, the container holding the responder itself;
+//   - only proven containers are frozen (freezer.Prove): known to a
+//     runtime (its state, or the Docker Engine API's pid), the cgroup the
+//     runtime recorded, named after the container, holding the recorded
+//     init (same start time), and neither holding nor an ancestor of the
+//     responder's own process, ProtectPids, ProtectCgroups or the
+//     listeners of ProtectAddrs (NATS, ClickHouse). Anything else (the
+//     root cgroup, a host slice, service or session scope, a cgroup named
+//     like an id that no runtime knows, a traversal id, a host process) is
+//     recorded FAILED "refused: not a container: ...", counted in
+//     contain_responder_refused_total{reason} and logged at error;
+//   - never paused: containers carrying a NeverPauseLabels value whose
+//     key is listed in Policy.TrustedLabels (the policy sees no other
+//     label: an image's label exempts nothing), ids in
+//     Policy.NeverPauseIDs, Policy.Allow scopes;
 //   - docker and containerd containers are paused through their engine
 //     (responder.docker_methods, containerd_methods), verified by the
 //     engine and the cgroup, and released through the same engine; when

@@ -176,6 +176,9 @@ func (r *Responder) Run(ctx context.Context) error {
 		r.m.Errors.WithLabelValues(metrics.StageResponder, "protect_listeners").Inc()
 		r.log.Error("finding the protected services' listeners", "err", err)
 	})
+	if inert := r.cfg.Policy.InertNeverPauseLabels(); len(inert) > 0 {
+		r.log.Warn("never_pause_labels inert: their keys are not in policy.trusted_labels (an image can set labels)", "keys", strings.Join(inert, ","))
+	}
 	if len(r.protect.ports) > 0 {
 		r.log.Info("protected from freezing", "ports", r.protect.ports, "listener_pids", r.protect.protected().Pids)
 	}

@@ -55,14 +55,6 @@ func (c Config) validateSecrets() error {
 // tlsClient is the TLS configuration for the native protocol, or nil.
 func (c Config) tlsClient() (*tls.Config, error) { return c.TLS.Client("store.tls") }
 
-// Redacted is c with the password replaced, for printing.
-func (c Config) Redacted() Config {
-	if c.Password != "" {
-		c.Password = "<redacted>"
-	}
-	return c
-}
-
 // isTLSVerify reports a certificate verification failure: a setup error,
 // not a server that is down.
 func isTLSVerify(err error) bool {

@@ -97,9 +97,7 @@ func checkConfigCommand(opts *globalOpts) *cobra.Command {
 				return err
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), "configuration OK")
-			shown := *cfg
-			shown.Store = shown.Store.Redacted() // never print a password
-			return printYAML(cmd.OutOrStdout(), &shown)
+			return printYAML(cmd.OutOrStdout(), cfg)
 		},
 	}
 }

@@ -261,6 +261,11 @@ func runStages(ctx context.Context, cfg *Config, stages []string, embedded bool,
 			start(s, c.Run)
 		}
 	}
+	// Every stage is built: the collector's programs are loaded, the
+	// responder's clients made. Keep only what running needs.
+	if err := dropCaps(log); err != nil {
+		log.Warn("least privilege", "err", err)
+	}
 	log.Info("contain running", "version", Version, "host", cfg.Host, "stages", strings.Join(stages, ","))
 	<-ctx.Done()
 	cause := context.Cause(ctx)

@@ -182,3 +182,28 @@ func wantRefused(t *testing.T, what string, roots Roots, tg *Target, p Protected
 		t.Errorf("%s: %q", what, err)
 	}
 }
+
+// FuzzProcDecoders: the /proc decoders Prove and ListenerPids rely on
+// never panic on any input.
+func FuzzProcDecoders(f *testing.F) {
+	f.Add([]byte("42 (a) b) S 1 42 42 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 1 0 123456 1000 10"))
+	f.Add([]byte("6:freezer:/abc\n0::/x\n"))
+	f.Add([]byte("  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   0: 0100007F:1092 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 12345 1 0 100 0 0 10 0\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		_, _ = parseStatStart(b)
+		_ = cgroupOf(b, true)
+		_ = cgroupOf(b, false)
+		_ = parseListeners(b, map[int]bool{4242: true})
+	})
+}
+
+func TestParseListeners(t *testing.T) {
+	b := []byte("  sl  local_address rem_address   st ...\n" +
+		"   0: 0100007F:1092 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 12345 1 0 100 0 0 10 0\n" +
+		"   1: 0100007F:1092 0100007F:D431 01 00000000:00000000 00:00000000 00000000     0        0 999 1 0 100 0 0 10 0\n" +
+		"   2: 00000000:0016 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 777 1 0 100 0 0 10 0\n")
+	got := parseListeners(b, map[int]bool{0x1092: true})
+	if len(got) != 1 || !got["12345"] {
+		t.Fatalf("listeners %v, want the LISTEN socket 12345 on 4242 only", got)
+	}
+}

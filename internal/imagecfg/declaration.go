@@ -360,13 +360,39 @@ func Declare(img v1.Image, opts Options) (*Declaration, error) {
 	return d, nil
 }
 
+// maxUncompressedBytes bounds what one layer may decompress to while its
+// headers are listed (a gzip bomb would otherwise burn CPU without end).
+// Layers are never extracted to disk: only their tar headers are read.
+const maxUncompressedBytes = 8 << 30
+
+// errLayerTooLarge: a layer decompressed past maxUncompressedBytes.
+var errLayerTooLarge = fmt.Errorf("layer decompresses to more than %d bytes", maxUncompressedBytes)
+
+// boundedReader fails once more than n bytes were read.
+type boundedReader struct {
+	r io.Reader
+	n int64
+}
+
+func (b *boundedReader) Read(p []byte) (int, error) {
+	if b.n <= 0 {
+		return 0, errLayerTooLarge
+	}
+	if int64(len(p)) > b.n {
+		p = p[:b.n]
+	}
+	n, err := b.r.Read(p)
+	b.n -= int64(n)
+	return n, err
+}
+
 func listLayer(l v1.Layer) ([]File, error) {
 	rc, err := l.Uncompressed()
 	if err != nil {
 		return nil, err
 	}
 	defer rc.Close()
-	return ListTar(rc)
+	return ListTar(&boundedReader{r: rc, n: maxUncompressedBytes})
 }
 
 // BaseCreated is the creation time of the oldest history entry: the base

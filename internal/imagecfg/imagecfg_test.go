@@ -309,3 +309,11 @@ func FuzzListTar(f *testing.F) {
 		}
 	})
 }
+
+func TestBoundedReader(t *testing.T) {
+	b := &boundedReader{r: strings.NewReader(strings.Repeat("x", 100)), n: 10}
+	got, err := io.ReadAll(b)
+	if len(got) != 10 || !errors.Is(err, errLayerTooLarge) {
+		t.Fatalf("read %d bytes, err %v", len(got), err)
+	}
+}
