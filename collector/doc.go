@@ -41,7 +41,7 @@
 //     io.contain.image.ref/.digest/.id and io.contain.container.name are
 //     written from the runtime's identity.
 //   - Every event's Process carries origin (decided in the kernel by
-//     lineage, never by comm; docs/design/007-lineage.md): ORIGIN_RUNTIME
+//     lineage, never by comm; docs/design/008-lineage.md): ORIGIN_RUNTIME
 //     for a task that entered the container's cgroup from outside (runc's
 //     init and its memfd re-exec, mounts, pivot_root, /run/runc writes)
 //     until it execs outside the host's mount namespace; that exec and all

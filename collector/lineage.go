@@ -69,7 +69,7 @@ type seedDecision struct {
 
 // decideOrigins gives every process outside the host cgroup the origin
 // the kernel would have given it had it watched the process start
-// (docs/design/007-lineage.md): in the host's mount namespace, the
+// (docs/design/008-lineage.md): in the host's mount namespace, the
 // runtime's; else a process whose parent is in the same cgroup inherits
 // the parent's; a process whose parent is outside its cgroup entered it
 // from outside: the container's init (pid 1 of its pid namespace, or
