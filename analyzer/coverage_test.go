@@ -169,7 +169,7 @@ func TestBehaviourCoverage(t *testing.T) {
 			Args: []string{"/opt/probe/probe", mode},
 			Annotations: map[string]string{
 				"org.opencontainers.image.ref.name": imageRef,
-				"org.opencontainers.image.digest":           digest,
+				"org.opencontainers.image.digest":   digest,
 			},
 			Edit: func(cfg map[string]any) {
 				caps := cfg["process"].(map[string]any)["capabilities"].(map[string]any)

@@ -121,7 +121,7 @@ func TestScenarios(t *testing.T) {
 			HostNetwork: true,
 			Annotations: map[string]string{
 				"org.opencontainers.image.ref.name": "demo/httpd:1.0",
-				"org.opencontainers.image.digest":           digest,
+				"org.opencontainers.image.digest":   digest,
 			},
 		})
 		if err := os.WriteFile(filepath.Join(c.Rootfs, "var/www/index.html"), []byte("hello\n"), 0o644); err != nil {

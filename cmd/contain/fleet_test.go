@@ -139,7 +139,7 @@ func TestFleetLifecycleNoFalsePause(t *testing.T) {
 			Args: []string{"/bin/sh", "-c", fleetWorkload},
 			Annotations: map[string]string{
 				"org.opencontainers.image.ref.name": "fleet/app:" + version,
-				"org.opencontainers.image.digest":           "sha256:" + strings.Repeat(version[:2], 32),
+				"org.opencontainers.image.digest":   "sha256:" + strings.Repeat(version[:2], 32),
 			},
 		}
 	}
