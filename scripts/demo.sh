@@ -16,7 +16,9 @@ say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 say "installing what the demo needs"
 bash scripts/setup.sh
-go build -o "$run/contain" ./cmd/contain
+# CGO_ENABLED=0: a static binary, and one that can drop its capabilities
+# on every thread once it is set up (docs/security.md, Privileges).
+CGO_ENABLED=0 go build -o "$run/contain" ./cmd/contain
 
 say "starting ClickHouse"
 bash deploy/clickhouse/start.sh "$run/clickhouse"

@@ -83,7 +83,8 @@ func (w *fleetWatch) report(t *testing.T, phase string) {
 // starts, learning, 20 replicas started at the same instant, operator exec
 // sessions, restarts and re-creates, freezes and releases, a restart of
 // contain itself, a rolling update to a new image version, scale down and
-// up, and the same for docker and podman containers where they run. None
+// up, and the same for docker and podman containers (where they run; CI
+// installs both). None
 // of it may raise an alert at or above 0.5 or a pause decision.
 //
 // CONTAIN_FLEET_MINUTES=30 repeats the lifecycle rounds for that long.
@@ -202,9 +203,19 @@ func TestFleetLifecycleNoFalsePause(t *testing.T) {
 		e := testenv.RequireEngines(t)
 		engines = &e
 	}
-	var dockerSeed *testenv.EngineContainer
+	var pod *testenv.Podman
+	if _, err := exec.LookPath("podman"); err == nil || os.Getenv("CI") != "" {
+		p := testenv.RequirePodman(t)
+		pod = &p
+	}
+	var dockerSeed, podmanSeed *testenv.EngineContainer
 	if engines != nil {
 		dockerSeed = engines.DockerRun(t, name(), nil, "/bin/sh", "-c", fleetWorkload)
+	}
+	if pod != nil {
+		podmanSeed = pod.PodmanRun(t, name(), nil, "/bin/sh", "-c", fleetWorkload)
+	}
+	if engines != nil || pod != nil {
 		time.Sleep(learning + 2*time.Second)
 	}
 
@@ -284,6 +295,19 @@ func TestFleetLifecycleNoFalsePause(t *testing.T) {
 				_, _ = engines.Docker("rm", "-f", c.ID)
 			}
 			w.report(t, fmt.Sprintf("round %d: docker replicas, exec, restart, pause", round))
+		}
+		if pod != nil {
+			var ps []*testenv.EngineContainer
+			for i := 0; i < 3; i++ {
+				ps = append(ps, pod.PodmanRun(t, name(), nil, "/bin/sh", "-c", fleetWorkload))
+			}
+			_, _ = pod.Run("exec", podmanSeed.ID, "/bin/sh", "-c", "ps; ls /")
+			_, _ = pod.Run("restart", "-t", "1", ps[0].ID)
+			time.Sleep(3 * time.Second)
+			for _, c := range ps {
+				_, _ = pod.Run("rm", "-f", "-t", "0", c.ID)
+			}
+			w.report(t, fmt.Sprintf("round %d: podman replicas, exec, restart", round))
 		}
 		for _, c := range append(append(fleet, next...), more...) {
 			c.Remove()
