@@ -24,6 +24,7 @@ const (
 	CodeUIDUnseen         = "proc.uid.unseen"
 	CodeUIDRoot           = "proc.uid.root"
 	CodeSyscallUnseen     = "syscall.unseen"
+	CodeSyscallRoutine    = "syscall.unseen.routine"
 	CodeSyscallSensitive  = "syscall.sensitive"
 	CodeSyscallSequence   = "syscall.sequence"
 	CodePeerUnseen        = "net.peer.unseen"
@@ -91,6 +92,7 @@ var classes = map[string]class{
 	CodeUIDRoot:           {0.75, "Process gained root in a non-root container", []string{"T1548"}},
 	CodeExecUndeclaredUID: {0.6, "Process under an undeclared user", []string{"T1078"}},
 	CodeSyscallUnseen:     {0.5, "Unseen syscall", nil},
+	CodeSyscallRoutine:    {0.3, "Unseen routine syscall", nil},
 	CodeSyscallSensitive:  {0.85, "Sensitive syscall in container", nil},
 	CodeSyscallSequence:   {0.55, "Anomalous syscall sequence", nil},
 	CodePeerUnseen:        {0.6, "Outbound connection to an unseen peer", []string{"T1071"}},
@@ -358,4 +360,38 @@ func Priority(score float64) string {
 		return "Notice"
 	}
 	return "Informational"
+}
+
+// routineSyscalls act on the calling process alone: its memory, its own
+// file descriptors, its threads' scheduling and signals, reading its own
+// identity and the clock. A language runtime uses them when it likes (Go's
+// scheduler calls sched_yield or tgkill now and then; `id` reads
+// getgroups), so a baseline learned over a short window misses some; and
+// none of them reaches outside the process. An unseen one is reported
+// (syscall.unseen.routine, 0.3: below an alert that matters, never a
+// pause alone) rather than scored as an unseen syscall. What reaches
+// outside (files, sockets, processes, namespaces, devices, ioctl, prctl)
+// is not here.
+var routineSyscalls = map[string]bool{
+	"sched_yield": true, "sched_getaffinity": true, "sched_getparam": true, "sched_getscheduler": true,
+	"sched_get_priority_max": true, "sched_get_priority_min": true, "getcpu": true,
+	"futex": true, "futex_waitv": true, "set_robust_list": true, "get_robust_list": true, "rseq": true, "membarrier": true,
+	"nanosleep": true, "clock_nanosleep": true, "clock_gettime": true, "clock_getres": true, "gettimeofday": true,
+	"time": true, "times": true, "pause": true, "alarm": true,
+	"getpid": true, "gettid": true, "getppid": true, "getpgrp": true, "getpgid": true, "getsid": true,
+	"getuid": true, "geteuid": true, "getgid": true, "getegid": true, "getgroups": true, "getresuid": true,
+	"getresgid": true, "getrusage": true, "getrlimit": true, "uname": true, "sysinfo": true, "getrandom": true,
+	"umask": true, "getcwd": true,
+	"tgkill": true, "tkill": true, "rt_sigaction": true, "rt_sigprocmask": true, "rt_sigreturn": true,
+	"rt_sigpending": true, "rt_sigtimedwait": true, "rt_sigsuspend": true, "sigaltstack": true,
+	"madvise": true, "mmap": true, "munmap": true, "mprotect": true, "mremap": true, "msync": true,
+	"mincore": true, "brk": true, "arch_prctl": true, "set_tid_address": true, "exit": true, "exit_group": true,
+	"close": true, "close_range": true, "dup": true, "dup2": true, "dup3": true, "fcntl": true,
+	"fstat": true, "lseek": true, "read": true, "readv": true, "pread64": true, "preadv": true, "preadv2": true,
+	"write": true, "writev": true, "pwrite64": true, "pwritev": true, "pwritev2": true, "sendfile": true,
+	"poll": true, "ppoll": true, "select": true, "pselect6": true, "epoll_create": true, "epoll_create1": true,
+	"epoll_ctl": true, "epoll_wait": true, "epoll_pwait": true, "epoll_pwait2": true, "eventfd": true,
+	"eventfd2": true, "pipe": true, "pipe2": true, "timerfd_create": true, "timerfd_settime": true,
+	"timerfd_gettime": true, "wait4": true, "waitid": true, "fsync": true, "fdatasync": true, "fadvise64": true,
+	"getdents64": true,
 }

@@ -935,7 +935,11 @@ func (e *Engine) observeSyscall(c *container, b *Baseline, s *containv1.Syscall,
 			nil, mitre...)
 		return false
 	}
-	e.dev(CodeSyscallUnseen, name, fmt.Sprintf("syscall %s was never used by image %s during learning (learned %d syscalls)",
+	code := CodeSyscallUnseen
+	if routineSyscalls[name] {
+		code = CodeSyscallRoutine
+	}
+	e.dev(code, name, fmt.Sprintf("syscall %s was never used by image %s during learning (learned %d syscalls)",
 		name, b.Image, len(b.Syscalls)), func() { e.learnKey(b.Syscalls, name) })
 	return false
 }

@@ -301,7 +301,8 @@ func TestEngineKinds(t *testing.T) {
 		{sysEv("c1", sec(5), "unshare"), CodeNamespace},
 		{sysEv("c1", sec(5), "chroot"), CodeChroot},
 		{sysEv("c1", sec(5), "keyctl"), CodeSyscallSensitive},
-		{sysEv("c1", sec(5), "getrandom"), CodeSyscallUnseen},
+		{sysEv("c1", sec(5), "ioctl"), CodeSyscallUnseen},
+		{sysEv("c1", sec(5), "sched_yield"), CodeSyscallRoutine},
 		{netEv("c1", sec(5), containv1.Network_OP_CONNECT, [4]byte{10, 9, 9, 9}, 4443), CodePeerUnseen},
 		{netEv("c1", sec(5), containv1.Network_OP_CONNECT, [4]byte{10, 9, 9, 9}, 4444), CodeMinerPort},
 		{netEv("c1", sec(5), containv1.Network_OP_LISTEN, [4]byte{}, 31337), CodeListenNew},
@@ -524,7 +525,7 @@ func TestInterruptedWaitNotScored(t *testing.T) {
 		t.Fatalf("a learned interrupted wait alerted when it returned normally: %v", alertOf(t, out))
 	}
 	// A first use returning normally is scored.
-	if a := alertOf(t, e.Observe(first(10, "ppoll", 0))); hasCode(a, CodeSyscallUnseen) == nil {
+	if a := alertOf(t, e.Observe(first(10, "ppoll", 0))); hasCode(a, CodeSyscallRoutine) == nil {
 		t.Fatalf("ppoll: %v", a)
 	}
 	// ERESTART* on a syscall that is not a wait is scored too.

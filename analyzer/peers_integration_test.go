@@ -98,6 +98,9 @@ func TestComposePeersEndToEnd(t *testing.T) {
 	acfg := DefaultConfig()
 	acfg.LearningWindow = time.Hour // still learning: peers are declarations
 	acfg.BaselinesBucket = ""
+	// The connects below run through `runc exec`: exec sessions, scored as
+	// the container's own here.
+	acfg.ExecSessions = ExecSessionsContainer
 	an, _, _ := startAnalyzer(t, js, acfg)
 	alerts := newAlertsReader(t, js)
 
