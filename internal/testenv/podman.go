@@ -87,11 +87,14 @@ func (p Podman) importImage(t testing.TB) error {
 	return nil
 }
 
-// Run runs `podman --cgroup-manager cgroupfs <args>`.
+// Run runs `podman --cgroup-manager cgroupfs --runtime runc <args>`:
+// podman prefers crun where it is installed, and crun refuses a hybrid
+// cgroup host ("cgroups in hybrid mode not supported"); runc runs on every
+// layout.
 func (p Podman) Run(args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	return run(ctx, "podman", append([]string{"--cgroup-manager", "cgroupfs"}, args...)...)
+	return run(ctx, "podman", append([]string{"--cgroup-manager", "cgroupfs", "--runtime", "runc"}, args...)...)
 }
 
 // PodmanRun starts `podman run -d --name name --network none <ulimits>
