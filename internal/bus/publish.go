@@ -218,7 +218,7 @@ func publishMsg(ctx context.Context, js jetstream.JetStream, msg *nats.Msg, stag
 	backoff := 50 * time.Millisecond
 	for {
 		actx, cancel := context.WithTimeout(ctx, attempt)
-		_, err := js.PublishMsg(actx, msg)
+		_, err := js.PublishMsg(actx, msg, jetstream.WithRetryAttempts(0))
 		cancel()
 		if err == nil {
 			return nil
