@@ -200,7 +200,7 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, c StreamsConfig)
 			return fmt.Errorf("stream %s: %w", name, err)
 		}
 	}
-	return nil
+	return ensureDLQ(ctx, js, storage, replicas, c.AlertsMaxAge)
 }
 
 // Encode marshals a batch for the wire.

@@ -103,6 +103,14 @@ type Reporter struct {
 	// stalled (contain_publish_stalled, a log line); default a minute.
 	StallAfter time.Duration
 
+	// MaxDeliver is how many times Consume lets a handler fail on a
+	// message before it dead-letters it (ConsumerConfig.MaxDeliver
+	// overrides it); default DefaultMaxDeliver.
+	MaxDeliver int
+	// Health receives each consumer's state; HealthBounds its bounds.
+	Health       *Health
+	HealthBounds HealthConfig
+
 	mu     sync.Mutex
 	logged map[string]time.Time
 }
