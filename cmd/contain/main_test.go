@@ -53,6 +53,10 @@ func TestCheckConfig(t *testing.T) {
 		"analyzer:\n  class_scores: [exec.nope=0.5]\n":       "analyzer.class_scores.exec.nope",
 		"analyzer:\n  class_scores: [exec.shell=1.5]\n":      "analyzer.class_scores.exec.shell",
 		"responder:\n  docker_methods: [containerd-pause]\n": "responder.docker_methods",
+		"nats:\n  max_deliver: 0\n":                          "nats.max_deliver",
+		"nats:\n  health:\n    max_lag: -1\n":                "nats.health.max_lag",
+		"nats:\n  health:\n    check_interval: 0s\n":         "nats.health.check_interval",
+		"nats:\n  health:\n    jetstream_timeout: 0s\n":      "nats.health.jetstream_timeout",
 	} {
 		bad := filepath.Join(dir, "bad.yaml")
 		os.WriteFile(bad, []byte(body), 0o644)

@@ -36,7 +36,7 @@ func registerNATSCheck(h *bus.Health, own bool, stage string, nc *nats.Conn, js 
 	if own {
 		name = "nats (" + stage + ")"
 	}
-	h.Register(name, bus.NATSCheck(nc, js, hc.JetStreamTimeout))
+	h.Register(name, bus.NATSCheck(nc, js, hc.JetstreamTimeout))
 }
 
 // clickhouseCheck is the store's sink check: ClickHouse answers a ping

@@ -288,7 +288,7 @@ func serveMetrics(addr string, m *metrics.Metrics, health *bus.Health, hc bus.He
 	// JetStream answering, every consumer within its bounds, every sink
 	// check passing.
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
-	mux.Handle("/readyz", health.ReadyHandler(hc.JetStreamTimeout+time.Second))
+	mux.Handle("/readyz", health.ReadyHandler(hc.JetstreamTimeout+time.Second))
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
 	log.Info("metrics listening", "addr", ln.Addr().String())

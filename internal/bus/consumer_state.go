@@ -141,11 +141,11 @@ func (s *consumerState) ack(msgs []jetstream.Msg) {
 // retried or dead-lettered; several are retried one by one, so one poison
 // batch does not hold back the others. After three failures in a row with
 // no success the downstream is taken for down and the rest wait.
-// It reports whether any message succeeded.
+// It reports whether any message succeeded or was dead-lettered: then
+// nothing waits for a back-off.
 func (s *consumerState) failed(ctx context.Context, msgs []jetstream.Msg, batches []*containv1.Batch, err error, panicked bool, delay time.Duration) bool {
 	if len(msgs) == 1 {
-		s.single(ctx, msgs[0], err, panicked, delay)
-		return false
+		return s.single(ctx, msgs[0], err, panicked, delay)
 	}
 	anyOK, inRow := false, 0
 	for i, msg := range msgs {
@@ -174,12 +174,13 @@ func (s *consumerState) failed(ctx context.Context, msgs []jetstream.Msg, batche
 // single retries msg after delay, or dead-letters it: at once when its
 // handler panicked, and when it failed max_deliver times while the handler
 // succeeded on other messages since its first failure (a downstream that
-// is down for everything dead-letters nothing).
-func (s *consumerState) single(ctx context.Context, msg jetstream.Msg, herr error, panicked bool, delay time.Duration) {
+// is down for everything dead-letters nothing). It reports whether it
+// dead-lettered msg.
+func (s *consumerState) single(ctx context.Context, msg jetstream.Msg, herr error, panicked bool, delay time.Duration) bool {
 	md, err := msg.Metadata()
 	if err != nil {
 		_ = msg.NakWithDelay(delay)
-		return
+		return false
 	}
 	seq := md.Sequence.Stream
 	first, ok := s.firstFail[seq]
@@ -199,14 +200,14 @@ func (s *consumerState) single(ctx context.Context, msg jetstream.Msg, herr erro
 	}
 	if reason == "" {
 		_ = msg.NakWithDelay(delay)
-		return
+		return false
 	}
 	if err := deadLetter(ctx, s.js, msg, s.cfg.Stage, s.cfg.Durable, reason, herr, s.rep); err != nil {
 		s.m.Errors.WithLabelValues(s.cfg.Stage, "dead_letter").Inc()
 		s.log.Error("dead-lettering failed; message kept and redelivered", "durable", s.cfg.Durable,
 			"subject", msg.Subject(), "seq", seq, "err", err)
 		_ = msg.NakWithDelay(delay)
-		return
+		return false
 	}
 	if err := msg.Term(); err != nil {
 		s.m.Errors.WithLabelValues(s.cfg.Stage, "ack").Inc()
@@ -216,6 +217,7 @@ func (s *consumerState) single(ctx context.Context, msg jetstream.Msg, herr erro
 	s.log.Error("message dead-lettered to "+DLQStream+" (see contain_dead_lettered_total; contain dlq list)",
 		"durable", s.cfg.Durable, "subject", msg.Subject(), "seq", seq, "deliveries", md.NumDelivered,
 		"reason", reason, "err", herr)
+	return true
 }
 
 // check measures the consumer: lag, oldest unacknowledged message,

@@ -16,8 +16,8 @@ import (
 
 // HealthConfig bounds what /readyz accepts.
 type HealthConfig struct {
-	// JetStreamTimeout bounds JetStream's answer to the readiness probe.
-	JetStreamTimeout time.Duration
+	// JetstreamTimeout bounds JetStream's answer to the readiness probe.
+	JetstreamTimeout time.Duration
 	// MaxLag is the most messages a consumer may have pending
 	// (num_pending); 0: unbounded.
 	MaxLag int
@@ -31,14 +31,14 @@ type HealthConfig struct {
 
 // DefaultHealthConfig is the configuration's default.
 func DefaultHealthConfig() HealthConfig {
-	return HealthConfig{JetStreamTimeout: 2 * time.Second, MaxLag: 10000, MaxUnackedAge: 10 * time.Minute, CheckInterval: 5 * time.Second}
+	return HealthConfig{JetstreamTimeout: 2 * time.Second, MaxLag: 10000, MaxUnackedAge: 10 * time.Minute, CheckInterval: 5 * time.Second}
 }
 
 // Validate reports the first invalid field.
 func (c HealthConfig) Validate() error {
 	switch {
-	case c.JetStreamTimeout <= 0:
-		return fmt.Errorf("nats.health.jetstream_timeout: %v must be positive", c.JetStreamTimeout)
+	case c.JetstreamTimeout <= 0:
+		return fmt.Errorf("nats.health.jetstream_timeout: %v must be positive", c.JetstreamTimeout)
 	case c.MaxLag < 0:
 		return fmt.Errorf("nats.health.max_lag: %d must not be negative", c.MaxLag)
 	case c.MaxUnackedAge < 0:
