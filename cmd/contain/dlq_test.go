@@ -89,3 +89,58 @@ func TestDLQCommand(t *testing.T) {
 		t.Fatalf("DLQ not empty after replay:\n%s", out)
 	}
 }
+
+// TestDeadLetterUnderDeployConf: under the shipped permissions a stage
+// user (the analyzer) dead-letters a batch its handler panicked on and
+// reads its stream's info; a collector of node-a may not write node-b's
+// dead letters.
+func TestDeadLetterUnderDeployConf(t *testing.T) {
+	a := deployNATS(t)
+	_, ejs := a.conn(auth.RoleEnricher)
+	_, js := a.conn(auth.RoleAnalyzer)
+	m := metrics.New()
+	h := bus.NewHealth()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ctx = bus.WithReporter(ctx, &bus.Reporter{M: m, Log: testenv.Logger(t), Health: h,
+		HealthBounds: bus.HealthConfig{CheckInterval: 50 * time.Millisecond}})
+	b := bus.NewProducer("node-a", "enricher").Batch([]*containv1.Event{{Id: containv1.NewIDGen().Next(), Host: "node-a", ContainerId: "c",
+		Kind: containv1.Kind_KIND_EXEC, SchemaVersion: containv1.SchemaVersion, Body: &containv1.Event_Exec{Exec: &containv1.Exec{Filename: "/bin/poison"}}}})
+	if err := bus.Publish(ctx, ejs, containv1.EventsSubject("node-a"), b); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		_ = bus.Consume(ctx, js, bus.ConsumerConfig{Stream: containv1.StreamEvents, Durable: auth.DefaultNames().AnalyzerDurable, Stage: metrics.StageAnalyzer},
+			func(context.Context, []*containv1.Batch) error { panic("bug") }, m, testenv.Logger(t))
+	}()
+	deadline := time.Now().Add(15 * time.Second)
+	for testutil.ToFloat64(m.DeadLettered.WithLabelValues(metrics.StageAnalyzer, bus.DLQPanic)) != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("not dead-lettered under deploy/nats/contain.conf (dead_letter errors %v)",
+				testutil.ToFloat64(m.Errors.WithLabelValues(metrics.StageAnalyzer, "dead_letter")))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if lines, ok := h.Check(ctx); !ok {
+		t.Fatalf("consumer not healthy under deploy/nats/contain.conf: %v", lines)
+	}
+	resp := auth.UserName(auth.RoleResponder, "node-a")
+	rnc, _ := a.conn(resp)
+	for _, host := range []string{"node-a", "node-b"} {
+		if err := rnc.Publish(bus.DLQSubject(auth.RoleResponder, containv1.AlertsSubject(host)), []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_ = rnc.Flush()
+	deadline = time.Now().Add(5 * time.Second)
+	for !a.violation(resp, bus.DLQSubject(auth.RoleResponder, containv1.AlertsSubject("node-b"))) {
+		if time.Now().After(deadline) {
+			t.Fatal("node-a's responder may write node-b's dead letters")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if a.violation(resp, bus.DLQSubject(auth.RoleResponder, containv1.AlertsSubject("node-a"))) {
+		t.Fatal("node-a's responder may not write its own dead letters")
+	}
+}
