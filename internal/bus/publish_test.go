@@ -178,3 +178,36 @@ func TestPublishSurvivesServerRestart(t *testing.T) {
 		t.Fatalf("stream holds %d messages, want 1", n)
 	}
 }
+
+// TestPublishStalledReported: a publish retrying without end (the server
+// is gone) says so in contain_publish_stalled, and clears it when it ends.
+func TestPublishStalledReported(t *testing.T) {
+	srv, err := bus.StartEmbedded(bus.EmbeddedConfig{Port: -1, StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, js, err := bus.Connect(srv.ClientURL(), t.Name(), testenv.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	if err := bus.EnsureStreams(context.Background(), js, bus.StreamsConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	srv.Shutdown()
+	srv.WaitForShutdown()
+	m := metrics.New()
+	ctx, cancel := context.WithCancel(context.Background())
+	ctx = bus.WithReporter(ctx, &bus.Reporter{M: m, Log: testenv.Logger(t), AttemptTimeout: 200 * time.Millisecond, StallAfter: 500 * time.Millisecond})
+	done := make(chan error, 1)
+	go func() { done <- bus.Publish(ctx, js, containv1.RawSubject("h1"), testBatch(1)) }()
+	stalled := func() float64 { return testutil.ToFloat64(m.PublishStalled.WithLabelValues(metrics.StageCollector)) }
+	waitFor(t, 10*time.Second, "stalled reported", func() bool { return stalled() == 1 })
+	cancel()
+	if err := <-done; err == nil {
+		t.Fatal("publish to a gone server succeeded")
+	}
+	if stalled() != 0 || testutil.ToFloat64(m.PublishFailed.WithLabelValues(metrics.StageCollector, bus.KindCanceled)) != 1 {
+		t.Fatalf("after cancel: stalled %v, failed{canceled} %v", stalled(), testutil.ToFloat64(m.PublishFailed.WithLabelValues(metrics.StageCollector, bus.KindCanceled)))
+	}
+}
