@@ -32,6 +32,7 @@ func TestClassify(t *testing.T) {
 		{&jetstream.APIError{Code: 400, ErrorCode: jetstream.JSErrCodeStreamMessageExceedsMaximum}, KindTooLarge, true},
 		{&jetstream.APIError{Code: 400, ErrorCode: 10071}, KindStreamRefused, true},
 		{nats.ErrConnectionClosed, KindClosed, true},
+		{nats.ErrBadSubject, KindInvalid, true},
 		{context.Canceled, KindCanceled, true},
 	}
 	for _, c := range cases {

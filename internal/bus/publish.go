@@ -35,6 +35,7 @@ const (
 	KindNoStream      = "no_stream"
 	KindTooLarge      = "too_large"
 	KindClosed        = "connection_closed"
+	KindInvalid       = "invalid"
 	KindCanceled      = "canceled"
 	KindStreamRefused = "stream_refused"
 	KindUnavailable   = "unavailable"
@@ -63,8 +64,10 @@ func classify(err error) (kind string, permanent bool) {
 		return KindMaxPayload, true
 	case errors.Is(err, nats.ErrPermissionViolation), errors.Is(err, nats.ErrAuthorization):
 		return KindPermission, true
-	case errors.Is(err, nats.ErrConnectionClosed), errors.Is(err, nats.ErrBadSubject), errors.Is(err, nats.ErrInvalidMsg):
+	case errors.Is(err, nats.ErrConnectionClosed):
 		return KindClosed, true
+	case errors.Is(err, nats.ErrBadSubject), errors.Is(err, nats.ErrInvalidMsg):
+		return KindInvalid, true
 	case errors.Is(err, jetstream.ErrNoStreamResponse), errors.Is(err, nats.ErrNoResponders):
 		return KindNoResponders, false
 	case errors.Is(err, jetstream.ErrTooManyStalledMsgs), errors.Is(err, nats.ErrSlowConsumer):
