@@ -77,7 +77,13 @@ type NATSConfig struct {
 	ManageStreams bool
 	// TLS dials an external NATS server over TLS (CA, client certificate,
 	// server name; verification is skipped only by insecure_skip_verify).
-	TLS      tlsconfig.Config
+	TLS tlsconfig.Config
+	// MaxDeliver is how many times a stage's handler may fail on a batch
+	// (while succeeding on others) before it goes to CONTAIN_DLQ.
+	MaxDeliver int
+	// Health bounds /readyz: JetStream's answer time, each consumer's
+	// lag and oldest unacknowledged message.
+	Health   bus.HealthConfig
 	Embedded bus.EmbeddedConfig
 	Streams  bus.StreamsConfig
 }
@@ -92,6 +98,8 @@ func defaultConfig() Config {
 			Embedded:      bus.EmbeddedConfig{Host: "127.0.0.1", Port: 4222, StoreDir: "/var/lib/contain/nats"},
 			Streams:       bus.StreamsConfig{EventsMaxAge: 24 * time.Hour, AlertsMaxAge: 30 * 24 * time.Hour, Replicas: 1},
 			ManageStreams: true,
+			MaxDeliver:    bus.DefaultMaxDeliver,
+			Health:        bus.DefaultHealthConfig(),
 		},
 		Auth:      AuthConfig{Enabled: true, CredsDir: defaultCredsDir, OperatorsGroup: "contain-operators"},
 		Collector: collector.DefaultConfig(),
@@ -183,6 +191,9 @@ func (c *Config) validate(stages []string) error {
 		return fmt.Errorf("log.format: %q is not text or json", c.Log.Format)
 	}
 	if err := c.NATS.Streams.Validate(); err != nil {
+		return err
+	}
+	if err := c.NATS.validateReliability(); err != nil {
 		return err
 	}
 	if err := c.validateSeed(); err != nil {

@@ -55,6 +55,10 @@ func TestCheckConfig(t *testing.T) {
 		"nats:\n  nkey_seed: /nonexistent/enricher.nk\n":     "nats.nkey_seed: no credentials readable at /nonexistent/enricher.nk",
 		"responder:\n  operator_keys: [\"operator:UX\"]\n":   "responder.operator_keys",
 		"responder:\n  docker_methods: [containerd-pause]\n": "responder.docker_methods",
+		"nats:\n  max_deliver: 0\n":                          "nats.max_deliver",
+		"nats:\n  health:\n    max_lag: -1\n":                "nats.health.max_lag",
+		"nats:\n  health:\n    check_interval: 0s\n":         "nats.health.check_interval",
+		"nats:\n  health:\n    jetstream_timeout: 0s\n":      "nats.health.jetstream_timeout",
 	} {
 		bad := filepath.Join(dir, "bad.yaml")
 		os.WriteFile(bad, []byte(body), 0o644)

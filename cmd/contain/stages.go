@@ -199,8 +199,10 @@ func runStages(ctx context.Context, cfg *Config, stages []string, embedded bool,
 			return fmt.Errorf("%w (set nats.manage_streams: false where an administrator manages them)", err)
 		}
 	}
+	rep := newReporter(cfg, m, log)
+	ctx = bus.WithReporter(ctx, rep)
 	if cfg.Metrics.Listen != "" {
-		stopMetrics, err := serveMetrics(cfg.Metrics.Listen, m, log)
+		stopMetrics, err := serveMetrics(cfg.Metrics.Listen, m, rep.Health, cfg.NATS.Health, log)
 		if err != nil {
 			return err
 		}
@@ -225,6 +227,7 @@ func runStages(ctx context.Context, cfg *Config, stages []string, embedded bool,
 		if err != nil {
 			return err
 		}
+		registerNATSCheck(rep.Health, cs.own, s, nc, js, cfg.NATS.Health)
 		switch s {
 		case stageStore:
 			start(s, func(ctx context.Context) error {
@@ -233,6 +236,8 @@ func runStages(ctx context.Context, cfg *Config, stages []string, embedded bool,
 					return err
 				}
 				defer st.Close()
+				rep.Health.Register("clickhouse", clickhouseCheck(st))
+				defer rep.Health.Remove("clickhouse")
 				return st.Run(ctx, js, m)
 			})
 		case stageResponder:
@@ -277,14 +282,18 @@ func runStages(ctx context.Context, cfg *Config, stages []string, embedded bool,
 	return nil
 }
 
-func serveMetrics(addr string, m *metrics.Metrics, log *slog.Logger) (func(), error) {
+func serveMetrics(addr string, m *metrics.Metrics, health *bus.Health, hc bus.HealthConfig, log *slog.Logger) (func(), error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("metrics.listen %s: %w", addr, err)
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", m.Handler())
+	// /healthz: the process answers (alive). /readyz: NATS connected,
+	// JetStream answering, every consumer within its bounds, every sink
+	// check passing.
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	mux.Handle("/readyz", health.ReadyHandler(hc.JetstreamTimeout+time.Second))
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
 	log.Info("metrics listening", "addr", ln.Addr().String())

@@ -96,7 +96,9 @@ func (c Consumer) subjects() []string {
 		out = append(out, p+"CREATE."+c.Stream+"."+c.Durable)
 	}
 	if c.Ack {
-		out = append(out, "$JS.ACK."+c.Stream+"."+c.Durable+".>")
+		// A stage's consumer reads its stream's info to count messages
+		// that expired before delivery (bus: contain_expired_total).
+		out = append(out, "$JS.ACK."+c.Stream+"."+c.Durable+".>", "$JS.API.STREAM.INFO."+c.Stream)
 	}
 	if c.Delete {
 		out = append(out, p+"DELETE."+c.Stream+"."+c.Durable)
@@ -257,6 +259,7 @@ func Table(n Names, hosts []string) []User {
 	kvs(&op, kv{n.BaselinesBucket, true, false})
 	adm := User{Name: RoleAdmin, Role: RoleAdmin, Publish: []string{"$JS.API.>"}}
 	users = append(users, enr, ana, st, op, rd, adm)
+	addDeadLetters(users)
 	addDenies(users)
 	return users
 }
@@ -264,6 +267,25 @@ func Table(n Names, hosts []string) []User {
 // addDenies refuses every user with ephemeral-consumer rights on a stream
 // the named durables of other users there, so that a reader can neither
 // update, fetch from nor delete the responder's or the store's consumer.
+// addDeadLetters lets each user that acknowledges a stream's messages
+// copy the ones its handler gives up on to the dead-letter stream
+// (bus.DLQSubject: contain.v1.dlq.<stage>.<original subject>); a per-host
+// user only its own host's subjects.
+func addDeadLetters(users []User) {
+	for i := range users {
+		u := &users[i]
+		if !slices.ContainsFunc(u.Consumers, func(c Consumer) bool { return c.Ack }) {
+			continue
+		}
+		dlq := containv1.SubjectPrefix + ".dlq." + u.Role + "."
+		if u.Host != "" {
+			u.Publish = append(u.Publish, dlq+containv1.SubjectPrefix+".*."+u.Host)
+		} else {
+			u.Publish = append(u.Publish, dlq+">")
+		}
+	}
+}
+
 func addDenies(users []User) {
 	named := map[string][]string{} // stream -> "user durable"
 	owner := map[string]string{}

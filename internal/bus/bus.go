@@ -119,8 +119,10 @@ func Connect(url, name string, log *slog.Logger, extra ...nats.Option) (*nats.Co
 			}
 		}),
 		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("nats reconnected", "url", c.ConnectedUrl()) }),
+		nats.ClosedHandler(forgetViolations),
 		// Asynchronous errors, e.g. a permission the server refused.
-		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+		nats.ErrorHandler(func(nc *nats.Conn, sub *nats.Subscription, err error) {
+			recordViolation(nc, err)
 			subject := ""
 			if sub != nil {
 				subject = sub.Subject
@@ -198,7 +200,7 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, c StreamsConfig)
 			return fmt.Errorf("stream %s: %w", name, err)
 		}
 	}
-	return nil
+	return ensureDLQ(ctx, js, storage, replicas, c.AlertsMaxAge)
 }
 
 // Encode marshals a batch for the wire.
@@ -236,7 +238,7 @@ func NewMsg(subject string, b *containv1.Batch) (*nats.Msg, error) {
 		return nil, fmt.Errorf("encoding batch: %w", err)
 	}
 	if len(data) > MaxPayload {
-		return nil, fmt.Errorf("batch of %d bytes exceeds %d", len(data), MaxPayload)
+		return nil, fmt.Errorf("%w: batch of %d bytes exceeds %d", ErrTooLarge, len(data), MaxPayload)
 	}
 	msg := nats.NewMsg(subject)
 	msg.Data = data
@@ -244,32 +246,6 @@ func NewMsg(subject string, b *containv1.Batch) (*nats.Msg, error) {
 	msg.Header.Set(HeaderContentType, ContentType)
 	msg.Header.Set(jetstream.MsgIDHeader, MsgID(b))
 	return msg, nil
-}
-
-// Publish sends one batch to JetStream and waits for the stream's ack,
-// retrying with back-off until ctx ends. A retried batch keeps its
-// Nats-Msg-Id, so the stream stores it once.
-func Publish(ctx context.Context, js jetstream.JetStream, subject string, b *containv1.Batch) error {
-	msg, err := NewMsg(subject, b)
-	if err != nil {
-		return err
-	}
-	backoff := 50 * time.Millisecond
-	for {
-		_, err := js.PublishMsg(ctx, msg)
-		if err == nil {
-			return nil
-		}
-		if ctx.Err() != nil {
-			return fmt.Errorf("publishing to %s: %w", subject, err)
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("publishing to %s: %w", subject, err)
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, 2*time.Second)
-	}
 }
 
 // Producer numbers the batches of one stage instance.

@@ -3,7 +3,6 @@ package bus
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"sync/atomic"
 	"time"
@@ -34,6 +33,10 @@ type ConsumerConfig struct {
 	// DeliverNew starts a new durable at the stream's end instead of its
 	// beginning.
 	DeliverNew bool
+	// MaxDeliver is how many times the handler may fail on a message
+	// before it is dead-lettered; 0: the Reporter's, else
+	// DefaultMaxDeliver.
+	MaxDeliver int
 }
 
 func (c *ConsumerConfig) defaults() {
@@ -52,7 +55,10 @@ func (c *ConsumerConfig) defaults() {
 }
 
 // Handler processes the decoded batches of one fetch. Returning an error
-// makes every message of the fetch be redelivered after RetryDelay.
+// makes the fetch's messages be retried one by one; each the handler
+// keeps failing on is redelivered after a back-off and dead-lettered
+// after MaxDeliver deliveries. A panic is recovered and dead-letters the
+// batch it panicked on.
 type Handler func(ctx context.Context, batches []*containv1.Batch) error
 
 // Consume runs a durable pull consumer until ctx ends.
@@ -87,6 +93,17 @@ func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, h 
 		case <-time.After(time.Second):
 		}
 	}
+	rep := reporterFrom(ctx)
+	st := newConsumerState(js, cfg, h, m, log, rep)
+	st.check(ctx, cons)
+	defer func() {
+		if rep != nil {
+			rep.Health.Remove("consumer " + cfg.Stream + "/" + cfg.Durable)
+		}
+	}()
+	mctx, stopMonitor := context.WithCancel(ctx)
+	defer stopMonitor()
+	go st.monitor(mctx, cons)
 	var loggedMalformed atomic.Bool
 	loggedRefused := map[string]bool{}
 	backoff := cfg.RetryDelay
@@ -136,32 +153,31 @@ func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, h 
 		if len(batches) == 0 {
 			continue
 		}
-		if err := h(ctx, batches); err != nil {
-			if ctx.Err() != nil {
-				// Shutting down: the unacked messages are redelivered to
-				// the next consumer; nothing failed.
-				return nil
-			}
-			m.Errors.WithLabelValues(cfg.Stage, "handler").Inc()
-			log.Warn("handler failed; messages will be redelivered", "durable", cfg.Durable, "messages", len(good), "retry_in", backoff, "err", err)
-			for _, msg := range good {
-				_ = msg.NakWithDelay(backoff)
-			}
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-time.After(backoff):
-			}
-			backoff = min(2*backoff, 30*time.Second)
+		st.receive(good)
+		err, panicked := st.call(ctx, batches)
+		if err == nil {
+			backoff = cfg.RetryDelay
+			st.ack(good)
 			continue
 		}
-		backoff = cfg.RetryDelay
-		for _, msg := range good {
-			if err := msg.Ack(); err != nil {
-				m.Errors.WithLabelValues(cfg.Stage, "ack").Inc()
-				log.Warn("ack failed; message may be redelivered", "err", fmt.Errorf("ack: %w", err))
-			}
+		if ctx.Err() != nil {
+			// Shutting down: the unacked messages are redelivered to
+			// the next consumer; nothing failed.
+			return nil
 		}
+		m.Errors.WithLabelValues(cfg.Stage, "handler").Inc()
+		if st.failed(ctx, good, batches, err, panicked, backoff) {
+			// The downstream works: what failed is the messages'.
+			backoff = cfg.RetryDelay
+			continue
+		}
+		log.Warn("handler failed; messages will be redelivered", "durable", cfg.Durable, "messages", len(good), "retry_in", backoff, "err", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 30*time.Second)
 	}
 	return nil
 }

@@ -11,6 +11,32 @@
 //   - Consume acknowledges a message only after its handler returned nil, so
 //     a failing downstream (ClickHouse down) loses nothing: messages are
 //     redelivered after a back-off.
+//   - A failed fetch is retried message by message, so one poison batch
+//     holds back none of the others. A message its handler failed on
+//     MaxDeliver times (nats.max_deliver, default 5) while succeeding on
+//     others, or panicked on (recovered; stack logged once per consumer),
+//     is copied to the CONTAIN_DLQ stream (contain.v1.dlq.<stage>.<subject>,
+//     headers naming subject, stage, reason, error, deliveries), then
+//     terminated; counted (contain_dead_lettered_total{stage,reason}) and
+//     logged. A downstream failing on everything dead-letters nothing. A
+//     copy that fails keeps the message. ListDLQ, ReplayDLQ (contain dlq).
+//   - Publish classifies errors (classify): transient ones are retried
+//     with back-off, counted (contain_publish_retries_total{stage,reason})
+//     and logged once a minute per cause, and a minute of retries sets
+//     contain_publish_stalled; permanent ones (max_payload, permission,
+//     no_stream, too_large, ...) are counted
+//     (contain_publish_failed_total{stage,reason}), logged once per cause
+//     and returned at once. The counters come from the Reporter in the
+//     context (WithReporter); without one nothing is counted.
+//   - Messages removed from a stream (max_age, max_bytes) before a consumer
+//     received them are counted (contain_expired_total{stream,durable})
+//     and logged: exactly for an unfiltered consumer; at most what was
+//     pending for it for a filtered one.
+//   - Each consumer exports its lag (contain_consumer_lag) and its oldest
+//     unacknowledged message's age (contain_consumer_oldest_unacked_seconds)
+//     and reports them to the Reporter's Health against its bounds;
+//     Health.ReadyHandler serves /readyz (NATSCheck: connected, JetStream
+//     answering within a bound).
 //   - Batcher never blocks its producer: its queue is bounded and every event
 //     it cannot take is counted by reason (contain_dropped_total).
 //   - Every batch carries a Nats-Msg-Id, so a retried publish is stored once.

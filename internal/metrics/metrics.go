@@ -49,6 +49,29 @@ type Metrics struct {
 	// authorised, by stage and reason (host_mismatch, event_host_mismatch,
 	// unsigned, bad_signature, unknown_key, stale, replayed, ...).
 	Refused *prometheus.CounterVec
+
+	// PublishRetries counts publish attempts that failed with a transient
+	// error and were retried, by stage and reason (timeout, no_responders,
+	// disconnected, ...).
+	PublishRetries *prometheus.CounterVec
+	// PublishFailed counts publishes given up on, by stage and reason:
+	// a permanent error (max_payload, permission, no_stream, ...), or
+	// the caller's context ending during transient retries (canceled).
+	PublishFailed *prometheus.CounterVec
+	// PublishStalled is 1 while a stage's publish has been retrying for
+	// longer than a minute.
+	PublishStalled *prometheus.GaugeVec
+	// DeadLettered counts messages copied to CONTAIN_DLQ, by stage and
+	// reason (handler_error, panic).
+	DeadLettered *prometheus.CounterVec
+	// Expired counts messages removed from a stream (max_age, max_bytes)
+	// before a consumer received them, by stream and durable.
+	Expired *prometheus.CounterVec
+	// ConsumerLag is a consumer's num_pending: messages not yet delivered.
+	ConsumerLag *prometheus.GaugeVec
+	// ConsumerOldestUnacked is the age of the oldest message a consumer
+	// received and has not yet acknowledged.
+	ConsumerOldestUnacked *prometheus.GaugeVec
 }
 
 // New makes a Metrics on a fresh registry, with Go and process collectors.
@@ -93,7 +116,36 @@ func New() *Metrics {
 			Namespace: "contain", Name: "refused_total",
 			Help: "Messages and requests refused as not authorised (wrong host for the subject, bad or replayed signature), by reason.",
 		}, []string{"stage", "reason"}),
+		PublishRetries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "contain", Name: "publish_retries_total",
+			Help: "Publish attempts that failed with a transient error and were retried, by reason.",
+		}, []string{"stage", "reason"}),
+		PublishFailed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "contain", Name: "publish_failed_total",
+			Help: "Publishes given up on (permanent error, or context ended while retrying), by reason.",
+		}, []string{"stage", "reason"}),
+		PublishStalled: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: "contain", Name: "publish_stalled",
+			Help: "1 while a stage's publish has been retrying for more than a minute.",
+		}, []string{"stage"}),
+		DeadLettered: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "contain", Name: "dead_lettered_total",
+			Help: "Messages copied to the CONTAIN_DLQ stream and terminated, by reason.",
+		}, []string{"stage", "reason"}),
+		Expired: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "contain", Name: "expired_total",
+			Help: "Messages removed from a stream (max_age, max_bytes) before the consumer received them.",
+		}, []string{"stream", "durable"}),
+		ConsumerLag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: "contain", Name: "consumer_lag",
+			Help: "Messages of a consumer's stream not yet delivered to it (num_pending).",
+		}, []string{"stream", "durable"}),
+		ConsumerOldestUnacked: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: "contain", Name: "consumer_oldest_unacked_seconds",
+			Help: "Age of the oldest message a consumer received and has not acknowledged.",
+		}, []string{"stream", "durable"}),
 	}
+	reg.MustRegister(m.PublishRetries, m.PublishFailed, m.PublishStalled, m.DeadLettered, m.Expired, m.ConsumerLag, m.ConsumerOldestUnacked)
 	reg.MustRegister(m.EventsIn, m.EventsOut, m.Dropped, m.Malformed, m.BatchEvents, m.Errors, m.Alerts, m.Actions, m.QueueDepth, m.ReaderWakeups, m.Refused)
 	return m
 }

@@ -1,0 +1,85 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/containsec/contain/internal/bus"
+	"github.com/containsec/contain/internal/testenv"
+)
+
+// TestReadyzRun: a running stage's /readyz is 200 naming its NATS
+// connection and its consumer, 503 naming NATS once the server is gone,
+// 200 again after it restarts; /healthz answers all along.
+func TestReadyzRun(t *testing.T) {
+	store := t.TempDir()
+	srv, err := bus.StartEmbedded(bus.EmbeddedConfig{Port: -1, StoreDir: store})
+	if err != nil {
+		t.Fatal(err)
+	}
+	natsPort := srv.Addr().(interface{ AddrPort() netAddrPort }).AddrPort().Port()
+	cfg := defaultConfig()
+	cfg.Host = "h1"
+	cfg.NATS.URL = srv.ClientURL()
+	cfg.Auth.Enabled = false
+	cfg.NATS.Health.CheckInterval = 100 * time.Millisecond
+	cfg.NATS.Health.JetstreamTimeout = 500 * time.Millisecond
+	cfg.Metrics.Listen = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- runStages(ctx, &cfg, []string{stageAnalyzer}, false, testenv.Logger(t)) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	get := func(path string) (int, string) {
+		resp, err := http.Get("http://" + cfg.Metrics.Listen + path)
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	wait := func(what string, cond func(int, string) bool, path string) string {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			code, body := get(path)
+			if cond(code, body) {
+				return body
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s: last %d %q", what, code, body)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	body := wait("ready", func(c int, b string) bool { return c == 200 && strings.Contains(b, "consumer CONTAIN_EVENTS/") }, "/readyz")
+	if !strings.Contains(body, "nats: ok") {
+		t.Fatalf("/readyz does not name NATS:\n%s", body)
+	}
+	srv.Shutdown()
+	srv.WaitForShutdown()
+	body = wait("not ready", func(c int, b string) bool { return c == http.StatusServiceUnavailable }, "/readyz")
+	if !strings.Contains(body, "nats") {
+		t.Fatalf("/readyz 503 does not name NATS:\n%s", body)
+	}
+	if code, _ := get("/healthz"); code != 200 {
+		t.Fatalf("/healthz %d while NATS is down", code)
+	}
+	srv2, err := bus.StartEmbedded(bus.EmbeddedConfig{Port: int(natsPort), StoreDir: store})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv2.Shutdown(); srv2.WaitForShutdown() })
+	wait("ready again", func(c int, _ string) bool { return c == 200 }, "/readyz")
+}
+
+type netAddrPort = netip.AddrPort
