@@ -130,6 +130,9 @@ func New(cfg Config, js jetstream.JetStream, m *metrics.Metrics, log *slog.Logge
 	if err := checkPrivileges(); err != nil {
 		return nil, err
 	}
+	if err := cfg.resolveCgroupRoot(log); err != nil {
+		return nil, err
+	}
 	hostCg, err := cgroups.ID(cfg.CgroupRoot)
 	if err != nil {
 		return nil, fmt.Errorf("collector.cgroup_root: %w", err)
@@ -344,7 +347,7 @@ family:
 			// A quarter of the ring is kept for exec, process and
 			// syscall records: a file or network flood cannot fill it.
 			"bulk_ring_limit": uint64(c.cfg.RingBufferBytes) * 3 / 4,
-			"open_detail":    b2u(!c.cfg.noOpenDetail),
+			"open_detail":     b2u(!c.cfg.noOpenDetail),
 		} {
 			if err := spec.Variables[name].Set(v); err != nil {
 				return fmt.Errorf("collector: setting %s: %w", name, err)

@@ -212,7 +212,7 @@ func (c *Container) Exec(timeout time.Duration, args ...string) (string, error) 
 // FreezerState reads the container's v1 freezer state (THAWED, FREEZING,
 // FROZEN).
 func (c *Container) FreezerState() (string, error) {
-	b, err := os.ReadFile(filepath.Join("/sys/fs/cgroup/freezer", c.ID, "freezer.state"))
+	b, err := os.ReadFile(filepath.Join(FreezerV1Root, c.ID, "freezer.state"))
 	return strings.TrimSpace(string(b)), err
 }
 
@@ -230,7 +230,7 @@ func (c *Container) CgroupID() (uint64, error) {
 	for _, line := range strings.Split(string(b), "\n") {
 		if rest, ok := strings.CutPrefix(line, "0::"); ok {
 			var st statT
-			if err := stat(filepath.Join("/sys/fs/cgroup/unified", rest), &st); err != nil {
+			if err := stat(filepath.Join(Cgroup2Root, rest), &st); err != nil {
 				return 0, err
 			}
 			return st.Ino, nil
