@@ -81,7 +81,7 @@ const (
 // Target is a located container.
 type Target struct {
 	ID string
-	// Runtime is RuntimeRunc, RuntimeDocker or RuntimeContainerd when the
+	// Runtime is RuntimeRunc, RuntimeCrun, RuntimeDocker or RuntimeContainerd when the
 	// runtime's state or the cgroup's name tells, "" when the container was
 	// found by searching the cgroup mounts and its path does not tell.
 	Runtime string
