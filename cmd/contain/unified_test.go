@@ -5,13 +5,18 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/containsec/contain/analyzer"
 	"github.com/containsec/contain/internal/auth"
+	"github.com/containsec/contain/internal/bus"
 	"github.com/containsec/contain/internal/testenv"
 	"github.com/containsec/contain/responder"
+	"github.com/containsec/contain/schemas/containv1"
 )
 
 // TestUnifiedEndToEnd runs collector, enricher, analyzer and responder
@@ -23,7 +28,7 @@ func TestUnifiedEndToEnd(t *testing.T) {
 	if !testenv.RunUnified(t) {
 		return
 	}
-	natsURL, nc, _ := testenv.NATS(t)
+	natsURL, nc, js := testenv.NATS(t)
 	log := testenv.Logger(t)
 	const learning = 4 * time.Second
 	host := "unified-host"
@@ -81,7 +86,30 @@ func TestUnifiedEndToEnd(t *testing.T) {
 		f, err := c.Cgroup2Frozen()
 		return err == nil && f
 	}
-	// Learning: the loop's own execs, then the window passes in event time.
+	// Learning: the loop's own execs seen by the collector (it attaches
+	// seconds after start on a loaded host), then the window passes in
+	// event time.
+	cons, err := js.OrderedConsumer(context.Background(), containv1.StreamRaw, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seen atomic.Bool
+	cc, err := cons.Consume(func(msg jetstream.Msg) {
+		b, err := bus.Decode(msg.Data())
+		if err != nil {
+			return
+		}
+		for _, ev := range b.Events {
+			if ev.ContainerId == c.ID && ev.GetExec().GetFilename() == "/bin/sleep" {
+				seen.Store(true)
+			}
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Stop()
+	waitFor(t, 30*time.Second, "learning-time execs collected", seen.Load)
 	time.Sleep(learning + time.Second)
 	if frozen() {
 		t.Fatal("frozen before the deviation")
