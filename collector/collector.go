@@ -130,6 +130,9 @@ func New(cfg Config, js jetstream.JetStream, m *metrics.Metrics, log *slog.Logge
 	if err := checkPrivileges(); err != nil {
 		return nil, err
 	}
+	if err := cfg.resolveCgroupRoot(log); err != nil {
+		return nil, err
+	}
 	hostCg, err := cgroups.ID(cfg.CgroupRoot)
 	if err != nil {
 		return nil, fmt.Errorf("collector.cgroup_root: %w", err)

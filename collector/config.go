@@ -2,11 +2,13 @@ package collector
 
 import (
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/containsec/contain/internal/cgroups"
 	"github.com/containsec/contain/internal/runtime"
 )
 
@@ -34,7 +36,9 @@ type Config struct {
 	BatchMaxEvents int
 	BatchMaxBytes  int
 	FlushInterval  time.Duration
-	// CgroupRoot is the cgroup2 mount (collector.cgroup_root).
+	// CgroupRoot is the cgroup2 mount (collector.cgroup_root); "" detects
+	// it from the mount table (cgroups.Detect): /sys/fs/cgroup on a
+	// cgroup2-only host, /sys/fs/cgroup/unified on a hybrid one.
 	CgroupRoot string
 	// RuncRoot is runc's state root (collector.runc_root).
 	RuncRoot string
@@ -196,8 +200,8 @@ var DefaultSensitiveSyscalls = []string{
 	"setresgid", "setfsuid", "setfsgid", "capset", "open_by_handle_at",
 }
 
-// DefaultConfig is the configuration for a host with a hybrid cgroup
-// layout (cgroup2 at /sys/fs/cgroup/unified) and runc.
+// DefaultConfig is the configuration for a host with runc, its cgroup
+// layout (unified or hybrid) detected at start.
 func DefaultConfig() Config {
 	host, _ := os.Hostname()
 	c := Config{
@@ -208,7 +212,6 @@ func DefaultConfig() Config {
 		BatchMaxEvents:    1024,
 		BatchMaxBytes:     1 << 20,
 		FlushInterval:     20 * time.Millisecond,
-		CgroupRoot:        "/sys/fs/cgroup/unified",
 		RuncRoot:          "/run/runc",
 		LossInterval:      10 * time.Second,
 		MaxArgs:           1024,
@@ -242,6 +245,28 @@ func DefaultConfig() Config {
 	return c
 }
 
+// resolveCgroupRoot fills an empty CgroupRoot from the host's cgroup
+// layout and logs once which layout serves.
+func (c *Config) resolveCgroupRoot(log *slog.Logger) error {
+	if c.CgroupRoot != "" {
+		log.Info("cgroup layout", logCgroup2, c.CgroupRoot, "source", "collector.cgroup_root")
+		return nil
+	}
+	l, err := cgroups.Detect()
+	if err != nil {
+		return fmt.Errorf("collector.cgroup_root: empty, and %w", err)
+	}
+	if l.Cgroup2 == "" {
+		return fmt.Errorf("collector.cgroup_root: empty, and the %s cgroup layout has no cgroup2 mount (the collector needs one)", l.Mode)
+	}
+	c.CgroupRoot = l.Cgroup2
+	log.Info("cgroup layout", "layout", string(l.Mode), logCgroup2, l.Cgroup2, "freezer_v1", l.FreezerV1, "source", "detected")
+	return nil
+}
+
+// logCgroup2 is the log key of the cgroup2 mount.
+const logCgroup2 = "cgroup2"
+
 // stateReader reads the on-disk state where this configuration says.
 func (c Config) stateReader() runtime.StateReader {
 	st := runtime.DefaultStateReader()
@@ -272,8 +297,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("collector.batch_max_bytes: must be in (0, 4MiB]")
 	case c.FlushInterval <= 0:
 		return fmt.Errorf("collector.flush_interval: must be > 0")
-	case c.CgroupRoot == "":
-		return fmt.Errorf("collector.cgroup_root: must be set")
+	case c.CgroupRoot != "" && !filepath.IsAbs(c.CgroupRoot):
+		return fmt.Errorf("collector.cgroup_root: %q must be an absolute path (the cgroup2 mount) or empty to detect it", c.CgroupRoot)
 	case c.LossInterval <= 0:
 		return fmt.Errorf("collector.loss_interval: must be > 0")
 	case c.MaxArgs <= 0:

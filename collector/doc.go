@@ -6,7 +6,10 @@
 // tp_btf/sched_process_exec, tp_btf/sys_exit, tp_btf/sched_process_fork and
 // tp_btf/sched_process_exit (falling back to the raw_tracepoint family where
 // tp_btf is refused); the cgroup2
-// hierarchy (CgroupRoot) and what the runtimes keep on disk for container
+// hierarchy (CgroupRoot; "" detects it from /proc/self/mountinfo through
+// cgroups.Detect at start, logged once as "cgroup layout": /sys/fs/cgroup
+// on a cgroup2-only host, /sys/fs/cgroup/unified on a hybrid one; a host
+// without cgroup2 is an error naming collector.cgroup_root) and what the runtimes keep on disk for container
 // identity (internal/runtime): the OCI state directories (RuncRoot, the
 // docker/containerd runc roots, /run/crun), docker's config.v2.json,
 // containerd's v2 task bundles and containers/storage (cri-o, podman);

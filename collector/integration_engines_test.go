@@ -102,7 +102,7 @@ var fakeDigest = "sha256:" + strings.Repeat("f", 64)
 func TestIntegrationEngineMetadata(t *testing.T) {
 	e := testenv.RequireEngines(t)
 	state := enginesContainerdState(t, e)
-	cfgRoot := DefaultConfig().CgroupRoot
+	cfgRoot := testenv.Cgroup2Root
 	_, js, m := startCollector(t, func(c *Config) {
 		c.DockerHost = e.DockerHost
 		c.DockerRoot = e.DockerRoot
@@ -178,7 +178,7 @@ func TestIntegrationEngineMetadata(t *testing.T) {
 func TestIntegrationEngineUnreachable(t *testing.T) {
 	e := testenv.RequireEngines(t)
 	state := enginesContainerdState(t, e)
-	cfgRoot := DefaultConfig().CgroupRoot
+	cfgRoot := testenv.Cgroup2Root
 	bad := filepath.Join(t.TempDir(), "gone.sock")
 	_, js, m := startCollector(t, func(c *Config) {
 		c.DockerHost = "unix://" + bad
@@ -254,7 +254,7 @@ func hangingSocket(t *testing.T) string {
 // lookup times out (collector.engine_timeout), and the timeout is counted.
 func TestIntegrationEngineHangs(t *testing.T) {
 	e := testenv.RequireEngines(t)
-	cfgRoot := DefaultConfig().CgroupRoot
+	cfgRoot := testenv.Cgroup2Root
 	sock := hangingSocket(t)
 	const timeout = 1500 * time.Millisecond
 	_, js, m := startCollector(t, func(c *Config) {
@@ -300,7 +300,7 @@ func TestIntegrationEngineHangs(t *testing.T) {
 // announced again with the engine's answer on its next event.
 func TestIntegrationEngineLateAnswer(t *testing.T) {
 	e := testenv.RequireEngines(t)
-	cfgRoot := DefaultConfig().CgroupRoot
+	cfgRoot := testenv.Cgroup2Root
 	_, js, _ := startCollector(t, func(c *Config) {
 		c.DockerHost = e.DockerHost
 		c.DockerRoot = ""

@@ -18,7 +18,7 @@ import (
 // so does a `podman exec` into it.
 func TestIntegrationPodman(t *testing.T) {
 	p := testenv.RequirePodman(t)
-	cfgRoot := DefaultConfig().CgroupRoot
+	cfgRoot := testenv.Cgroup2Root
 	_, js, _ := startCollector(t, nil)
 	raw := consumeRaw(t, js)
 	imageID, err := p.Run("image", "inspect", "-f", "{{.Id}}", testenv.PodmanImage)

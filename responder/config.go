@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/containsec/contain/internal/auth"
+	"github.com/containsec/contain/internal/cgroups"
 	"github.com/containsec/contain/internal/forensics"
 	"github.com/containsec/contain/internal/freezer"
 	"github.com/containsec/contain/schemas/containv1"
@@ -26,12 +27,20 @@ type Config struct {
 	// DryRun records DRY_RUN actions instead of pausing, everywhere.
 	DryRun bool
 
-	// FreezerRoot is the cgroup v1 freezer hierarchy ("" disables it).
+	// FreezerRoot is the cgroup v1 freezer hierarchy; "" detects it from
+	// the mount table (none on a cgroup2-only host), RootDisabled turns it
+	// off.
 	FreezerRoot string
-	// Cgroup2Root is the cgroup2 mount ("" disables it).
+	// Cgroup2Root is the cgroup2 mount; "" detects it (/sys/fs/cgroup on a
+	// cgroup2-only host, /sys/fs/cgroup/unified on a hybrid one),
+	// RootDisabled turns it off.
 	Cgroup2Root string
 	// RuncRoot is runc's state directory ("" disables it).
 	RuncRoot string
+	// CrunRoot is crun's state directory ("" disables it); crun's
+	// containers are frozen through cgroup.freeze (crun runs on
+	// cgroup2-only hosts).
+	CrunRoot string
 	// RuncBinary is the runc executable for the runc-pause method.
 	RuncBinary string
 	// Methods are the freeze methods in order of preference (see
@@ -181,14 +190,17 @@ type Scope struct {
 // CriticalLabel marks a container that is never paused.
 const CriticalLabel = "io.contain.critical"
 
+// RootDisabled as responder.freezer_root or responder.cgroup2_root turns
+// that hierarchy off ("" detects it).
+const RootDisabled = "none"
+
 // DefaultConfig is a responder for this host's runc containers on a hybrid
-// or unified cgroup layout.
+// or unified cgroup layout, detected at start.
 func DefaultConfig() Config {
 	return Config{
 		Threshold:          0.8,
-		FreezerRoot:        "/sys/fs/cgroup/freezer",
-		Cgroup2Root:        "/sys/fs/cgroup/unified",
 		RuncRoot:           "/run/runc",
+		CrunRoot:           "/run/crun",
 		RuncBinary:         "runc",
 		Methods:            freezer.MethodNames(),
 		DockerMethods:      freezer.DefaultMethods(freezer.RuntimeDocker),
@@ -220,8 +232,12 @@ func (c Config) Validate() error {
 		return errors.New("responder.host: must be set")
 	case c.Threshold < 0 || c.Threshold > 1:
 		return fmt.Errorf("responder.threshold: %v must be in [0, 1] (scores are; use dry_run to never pause)", c.Threshold)
-	case c.FreezerRoot == "" && c.Cgroup2Root == "" && c.RuncRoot == "":
-		return errors.New("responder.freezer_root, responder.cgroup2_root, responder.runc_root: at least one must be set")
+	case c.FreezerRoot != "" && c.FreezerRoot != RootDisabled && !path.IsAbs(c.FreezerRoot):
+		return fmt.Errorf("responder.freezer_root: %q must be an absolute path, %q (off) or empty (detect)", c.FreezerRoot, RootDisabled)
+	case c.Cgroup2Root != "" && c.Cgroup2Root != RootDisabled && !path.IsAbs(c.Cgroup2Root):
+		return fmt.Errorf("responder.cgroup2_root: %q must be an absolute path, %q (off) or empty (detect)", c.Cgroup2Root, RootDisabled)
+	case c.FreezerRoot == RootDisabled && c.Cgroup2Root == RootDisabled && c.RuncRoot == "":
+		return errors.New("responder.freezer_root, responder.cgroup2_root, responder.runc_root: at least one must be on")
 	case len(c.Methods) == 0:
 		return fmt.Errorf("responder.methods: must list at least one of %s", strings.Join(freezer.MethodNames(), ", "))
 	case c.VerifyTimeout <= 0:
@@ -381,11 +397,42 @@ func (c Config) restoreConsumer() string {
 	return c.durable() + "-restore"
 }
 
+// resolveRoots fills empty cgroup roots from the host's layout (read only
+// when one is empty) and turns RootDisabled into "" (off), the form the
+// rest of the responder uses. It returns what to log: the layout, or that
+// both roots are configured.
+func (c *Config) resolveRoots(detect func() (cgroups.Layout, error)) (string, error) {
+	how := "configured"
+	if c.FreezerRoot == "" || c.Cgroup2Root == "" {
+		l, err := detect()
+		if err != nil {
+			return "", fmt.Errorf("responder.freezer_root, responder.cgroup2_root: empty, and %w", err)
+		}
+		how = "detected " + l.String()
+		if c.FreezerRoot == "" {
+			c.FreezerRoot = l.FreezerV1
+		}
+		if c.Cgroup2Root == "" {
+			c.Cgroup2Root = l.Cgroup2
+		}
+	}
+	for _, r := range []*string{&c.FreezerRoot, &c.Cgroup2Root} {
+		if *r == RootDisabled {
+			*r = ""
+		}
+	}
+	if c.FreezerRoot == "" && c.Cgroup2Root == "" && c.RuncRoot == "" {
+		return "", fmt.Errorf("responder.freezer_root, responder.cgroup2_root, responder.runc_root: none is on (%s)", how)
+	}
+	return how, nil
+}
+
 func (c Config) roots() freezer.Roots {
 	return freezer.Roots{
 		FreezerV1:          c.FreezerRoot,
 		Cgroup2:            c.Cgroup2Root,
 		RuncRoot:           c.RuncRoot,
+		CrunRoot:           c.CrunRoot,
 		DockerRuncRoot:     c.DockerRuncRoot,
 		DockerRoot:         c.DockerRoot,
 		ContainerdRuncRoot: c.ContainerdRuncRoot,

@@ -67,6 +67,7 @@ func (r *Responder) logMethods(ctx context.Context) {
 		_, err := r.containerd.Version(ctx)
 		return err
 	})
+	r.log.Info("cgroup layout", "roots", r.layout, "freezer_v1", r.cfg.FreezerRoot, "cgroup2", r.cfg.Cgroup2Root)
 	r.log.Info("freeze methods",
 		"runc_and_other", strings.Join(r.cfg.Methods, ","),
 		"docker", strings.Join(r.cfg.methodsFor(freezer.RuntimeDocker), ","), "docker_engine", dockerStatus,

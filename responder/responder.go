@@ -19,6 +19,7 @@ import (
 
 	"github.com/containsec/contain/internal/auth"
 	"github.com/containsec/contain/internal/bus"
+	"github.com/containsec/contain/internal/cgroups"
 	"github.com/containsec/contain/internal/engines"
 	"github.com/containsec/contain/internal/forensics"
 	"github.com/containsec/contain/internal/freezer"
@@ -98,6 +99,8 @@ type Responder struct {
 
 	// operators verifies signed control requests.
 	operators *auth.Verifier
+	// layout says where the cgroup roots came from, logged at start.
+	layout string
 	// refusedLogged: one log line per refusal reason.
 	refusedLogged sync.Map
 }
@@ -109,6 +112,10 @@ func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, m *metrics.Metrics, 
 	}
 	if nc == nil || js == nil || m == nil || log == nil {
 		return nil, errors.New("responder: nats connection, jetstream, metrics and logger are required")
+	}
+	layout, err := cfg.resolveRoots(cgroups.Detect)
+	if err != nil {
+		return nil, err
 	}
 	eng := freezer.Engines{Timeout: cfg.EngineTimeout, PreFreeze: cfg.EnginePreFreeze}
 	if cfg.DockerHost != "" {
@@ -163,6 +170,7 @@ func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, m *metrics.Metrics, 
 		released:     map[string]release{},
 		now:          time.Now,
 		operators:    auth.NewVerifier(operators, 0),
+		layout:       layout,
 	}, nil
 }
 

@@ -39,10 +39,8 @@ type harness struct {
 func start(t testing.TB, edit func(*Config)) *harness {
 	t.Helper()
 	testenv.RequireRoot(t)
-	if _, err := os.Stat("/sys/fs/cgroup/freezer"); err != nil {
-		if _, err2 := os.Stat("/sys/fs/cgroup/unified"); err2 != nil {
-			testenv.Unavailable(t, "a cgroup v1 freezer or cgroup2 mount under /sys/fs/cgroup")
-		}
+	if testenv.FreezerV1Root == "" && testenv.Cgroup2Root == "" {
+		testenv.Unavailable(t, "a cgroup v1 freezer or cgroup2 mount")
 	}
 	_, nc, js := testenv.NATS(t)
 	return startOn(t, nc, js, edit)

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Installs what contain's tests and demo need on a fresh Debian machine with
-# Go: runc, busybox-static, ClickHouse, docker.io (a private dockerd and
+# Go: runc, crun, busybox-static, ClickHouse, docker.io (a private dockerd and
 # containerd for tests), protoc, clang/bpftool (only to regenerate eBPF
 # objects). Idempotent and quiet; run as root.
 set -euo pipefail
 need=()
 command -v runc >/dev/null || need+=(runc)
+# crun: a tested runtime on cgroup2-only hosts (the TestUnified* tests run it
+# in a private mount namespace with cgroup2 alone on /sys/fs/cgroup).
+command -v crun >/dev/null || need+=(crun)
 [ -x /bin/busybox ] && ! file -L /bin/busybox 2>/dev/null | grep -q dynamically || need+=(busybox-static)
 command -v clickhouse-server >/dev/null || need+=(clickhouse-server)
 command -v clickhouse-client >/dev/null || need+=(clickhouse-client)

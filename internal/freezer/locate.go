@@ -45,6 +45,9 @@ type Roots struct {
 	Cgroup2 string
 	// RuncRoot is runc's state directory, e.g. /run/runc; empty disables it.
 	RuncRoot string
+	// CrunRoot is crun's state directory, e.g. /run/crun: <id>/status
+	// names the container's cgroup2 path. Empty disables it.
+	CrunRoot string
 	// DockerRuncRoot is the runc state directory of dockerd's containers,
 	// e.g. /run/docker/runtime-runc/moby (<exec-root>/runtime-runc/moby);
 	// empty disables it.
@@ -63,6 +66,9 @@ type Roots struct {
 const (
 	// RuntimeRunc: a container of the runc state directory Roots.RuncRoot.
 	RuntimeRunc = "runc"
+	// RuntimeCrun: a container of crun's state directory Roots.CrunRoot
+	// (crun runs on cgroup2-only hosts; it refuses hybrid mode).
+	RuntimeCrun = "crun"
 	// RuntimeDocker: a container of dockerd (its runc state, or its cgroup
 	// /docker/<id> or docker-<id>.scope).
 	RuntimeDocker = "docker"
@@ -75,7 +81,7 @@ const (
 // Target is a located container.
 type Target struct {
 	ID string
-	// Runtime is RuntimeRunc, RuntimeDocker or RuntimeContainerd when the
+	// Runtime is RuntimeRunc, RuntimeCrun, RuntimeDocker or RuntimeContainerd when the
 	// runtime's state or the cgroup's name tells, "" when the container was
 	// found by searching the cgroup mounts and its path does not tell.
 	Runtime string
@@ -177,7 +183,7 @@ func (s *RuncState) LabelMap() map[string]string {
 
 // Locate finds the container id's cgroups in the runtimes' state only
 // (runc's root, then docker's runc root, then containerd's per-namespace
-// runc roots): the cgroup paths, init pid and start time are the ones the
+// runc roots, then crun's root): the cgroup paths, init pid and start time are the ones the
 // runtime recorded. The cgroup tree is never searched by name (a host unit
 // or a hand-made directory named like an id would be found). An id no
 // runtime knows is ErrNotFound. Call Prove before acting on the Target.
@@ -215,7 +221,16 @@ func Locate(roots Roots, id string) (*Target, error) {
 			return nil, fmt.Errorf("%w: %v", ErrIO, err)
 		}
 	}
-	return nil, fmt.Errorf("%w: %s: no runtime state for it (runc %q, docker %q, containerd %q)", ErrNotFound, id, roots.RuncRoot, roots.DockerRuncRoot, roots.ContainerdRuncRoot)
+	if roots.CrunRoot != "" {
+		t, err := locateCrun(roots, id)
+		if err == nil {
+			return t, nil
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("%w: %v", ErrIO, err)
+		}
+	}
+	return nil, fmt.Errorf("%w: %s: no runtime state for it (runc %q, docker %q, containerd %q, crun %q)", ErrNotFound, id, roots.RuncRoot, roots.DockerRuncRoot, roots.ContainerdRuncRoot, roots.CrunRoot)
 }
 
 // LocateByPid makes the Target of container id from the init pid an engine
@@ -315,6 +330,76 @@ func locateRunc(roots Roots, stateDir, id string) (*Target, error) {
 		if p := st.CgroupPaths[k]; p != "" && roots.Cgroup2 != "" && within(roots.Cgroup2, p) {
 			t.Cgroup2 = p
 			break
+		}
+	}
+	return t, nil
+}
+
+// CrunStatus is the part of crun's <root>/<id>/status this package uses.
+type CrunStatus struct {
+	Pid       int       `json:"pid"`
+	StartTime uint64    `json:"process-start-time"`
+	Cgroup    string    `json:"cgroup-path"` // relative to the cgroup2 mount
+	Bundle    string    `json:"bundle"`
+	Rootfs    string    `json:"rootfs"` // may be relative to Bundle
+	Created   time.Time `json:"created"`
+}
+
+// ParseCrunStatus decodes crun's status file. It is pure and safe on any
+// input.
+func ParseCrunStatus(data []byte) (*CrunStatus, error) {
+	if len(data) > maxStateBytes {
+		return nil, fmt.Errorf("crun status: %d bytes exceeds %d", len(data), maxStateBytes)
+	}
+	var s CrunStatus
+	if err := json.Unmarshal(data, &s); err != nil {
+		return nil, fmt.Errorf("crun status: %w", err)
+	}
+	if s.Pid < 0 {
+		return nil, fmt.Errorf("crun status: pid %d", s.Pid)
+	}
+	return &s, nil
+}
+
+// locateCrun reads crun's status of id: crun keeps the cgroup2 path
+// relative to the mount (it runs only where cgroup2 is the only
+// hierarchy, so there is no v1 freezer path).
+func locateCrun(roots Roots, id string) (*Target, error) {
+	p := filepath.Join(roots.CrunRoot, id, "status")
+	data, err := readBounded(p)
+	if err != nil {
+		return nil, err
+	}
+	st, err := ParseCrunStatus(data)
+	if err != nil {
+		return nil, err
+	}
+	t := &Target{
+		ID:        id,
+		Runtime:   RuntimeCrun,
+		InitPid:   st.Pid,
+		InitStart: st.StartTime,
+		Source:    p,
+		Created:   st.Created,
+		Bundle:    st.Bundle,
+		Rootfs:    st.Rootfs,
+	}
+	if t.Rootfs != "" && !filepath.IsAbs(t.Rootfs) && t.Bundle != "" {
+		t.Rootfs = filepath.Join(t.Bundle, t.Rootfs)
+	}
+	if st.Cgroup != "" && roots.Cgroup2 != "" {
+		if d := filepath.Join(roots.Cgroup2, filepath.Clean("/"+st.Cgroup)); within(roots.Cgroup2, d) {
+			t.Cgroup2 = d
+		}
+	}
+	if t.Bundle != "" {
+		if b, err := readBounded(filepath.Join(t.Bundle, "config.json")); err == nil {
+			var cfg struct {
+				Annotations map[string]string `json:"annotations"`
+			}
+			if json.Unmarshal(b, &cfg) == nil && len(cfg.Annotations) > 0 {
+				t.Labels = cfg.Annotations
+			}
 		}
 	}
 	return t, nil

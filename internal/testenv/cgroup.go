@@ -9,12 +9,18 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/containsec/contain/internal/cgroups"
 )
 
-// Cgroup mounts of this host (hybrid: the v1 freezer beside cgroup2).
-const (
-	FreezerV1Root = "/sys/fs/cgroup/freezer"
-	Cgroup2Root   = "/sys/fs/cgroup/unified"
+// Cgroup mounts of this host as its mount table shows them when the test
+// binary starts (this machine is hybrid: the v1 freezer at
+// /sys/fs/cgroup/freezer beside cgroup2 at /sys/fs/cgroup/unified; in a
+// RunUnified child, cgroup2 alone at /sys/fs/cgroup). "" when not mounted.
+var (
+	Layout, layoutErr = cgroups.Detect()
+	FreezerV1Root     = Layout.FreezerV1
+	Cgroup2Root       = Layout.Cgroup2
 )
 
 // HandCgroup is a cgroup made by hand (no runtime knows it) holding one
@@ -76,6 +82,9 @@ func MakeCgroup(t testing.TB, rel string) *HandCgroup {
 		}
 	})
 	for _, root := range []string{Cgroup2Root, FreezerV1Root} {
+		if root == "" {
+			continue
+		}
 		if _, err := os.Stat(root); err != nil {
 			continue
 		}

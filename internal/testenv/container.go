@@ -19,7 +19,9 @@ type Container struct {
 	ID     string
 	Bundle string
 	Rootfs string
-	t      testing.TB
+	// Runtime is the OCI runtime binary that runs it: runc or crun.
+	Runtime string
+	t       testing.TB
 }
 
 // ContainerSpec describes a container to run.
@@ -32,6 +34,9 @@ type ContainerSpec struct {
 	HostNetwork bool
 	// Edit may change the OCI config before the container starts.
 	Edit func(cfg map[string]any)
+	// Runtime is the OCI runtime binary: "" or "runc", or "crun" (which
+	// runs on a cgroup2-only host only: it refuses hybrid mode).
+	Runtime string
 }
 
 var busyboxPaths = []string{"/bin/busybox", "/usr/bin/busybox"}
@@ -99,7 +104,12 @@ func RunContainer(t testing.TB, name string, spec ContainerSpec) *Container {
 func PrepareContainer(t testing.TB, name string, spec ContainerSpec) *Container {
 	t.Helper()
 	RequireRoot(t)
-	RequireCommand(t, "runc")
+	RequireCommand(t, "runc") // runc spec writes the config, for crun too
+	rt := spec.Runtime
+	if rt == "" {
+		rt = "runc"
+	}
+	RequireCommand(t, rt)
 	dir := t.TempDir()
 	rootfs := BusyboxRootfs(t, dir)
 	id := fmt.Sprintf("%s-%d-%d", name, os.Getpid(), time.Now().UnixNano()%1e9)
@@ -147,7 +157,7 @@ func PrepareContainer(t testing.TB, name string, spec ContainerSpec) *Container 
 	if err := os.WriteFile(cfgPath, raw, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	c := &Container{ID: id, Bundle: dir, Rootfs: rootfs, t: t}
+	c := &Container{ID: id, Bundle: dir, Rootfs: rootfs, Runtime: rt, t: t}
 	t.Cleanup(c.Remove)
 	return c
 }
@@ -155,7 +165,7 @@ func PrepareContainer(t testing.TB, name string, spec ContainerSpec) *Container 
 // Start runs the prepared container detached (`runc run -d`); after
 // Remove, it starts it again under the same id (a re-create).
 func (c *Container) Start() error {
-	cmd := exec.Command("runc", "run", "-d", "--bundle", c.Bundle, c.ID)
+	cmd := exec.Command(c.Runtime, "run", "-d", "--bundle", c.Bundle, c.ID)
 	cmd.Stdin = nil
 	// A file, not a pipe: the detached container inherits runc's stdio, and
 	// Wait would block until the container closed a pipe (never).
@@ -167,16 +177,19 @@ func (c *Container) Start() error {
 	cmd.Stderr = stderr
 	if err := cmd.Run(); err != nil {
 		msg, _ := os.ReadFile(stderr.Name())
-		return fmt.Errorf("runc run %s: %v: %s", c.ID, err, msg)
+		return fmt.Errorf("%s run %s: %v: %s", c.Runtime, c.ID, err, msg)
 	}
 	return nil
 }
 
 // Remove kills and deletes the container (thawing it first if frozen).
 func (c *Container) Remove() {
-	_ = exec.Command("runc", "resume", c.ID).Run()
-	_ = exec.Command("runc", "kill", c.ID, "KILL").Run()
-	_ = exec.Command("runc", "delete", "-f", c.ID).Run()
+	_ = exec.Command(c.Runtime, "resume", c.ID).Run()
+	if dir, err := c.Cgroup2Dir(); err == nil {
+		_ = os.WriteFile(filepath.Join(dir, "cgroup.freeze"), []byte("0"), 0)
+	}
+	_ = exec.Command(c.Runtime, "kill", c.ID, "KILL").Run()
+	_ = exec.Command(c.Runtime, "delete", "-f", c.ID).Run()
 }
 
 // State is `runc state` of the container.
@@ -188,9 +201,9 @@ type State struct {
 
 // State reads the container's runtime state.
 func (c *Container) State() (State, error) {
-	out, err := exec.Command("runc", "state", c.ID).Output()
+	out, err := exec.Command(c.Runtime, "state", c.ID).Output()
 	if err != nil {
-		return State{}, fmt.Errorf("runc state %s: %w", c.ID, err)
+		return State{}, fmt.Errorf("%s state %s: %w", c.Runtime, c.ID, err)
 	}
 	var s State
 	err = json.Unmarshal(out, &s)
@@ -203,7 +216,7 @@ func (c *Container) State() (State, error) {
 func (c *Container) Exec(timeout time.Duration, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "runc", append([]string{"exec", c.ID}, args...)...)
+	cmd := exec.CommandContext(ctx, c.Runtime, append([]string{"exec", c.ID}, args...)...)
 	cmd.WaitDelay = time.Second
 	out, err := cmd.CombinedOutput()
 	return string(out), err
@@ -212,29 +225,64 @@ func (c *Container) Exec(timeout time.Duration, args ...string) (string, error) 
 // FreezerState reads the container's v1 freezer state (THAWED, FREEZING,
 // FROZEN).
 func (c *Container) FreezerState() (string, error) {
-	b, err := os.ReadFile(filepath.Join("/sys/fs/cgroup/freezer", c.ID, "freezer.state"))
+	b, err := os.ReadFile(filepath.Join(FreezerV1Root, c.ID, "freezer.state"))
 	return strings.TrimSpace(string(b)), err
 }
 
 // CgroupID is the cgroup v2 inode of the container, as eBPF's
 // bpf_get_current_cgroup_id() reports it.
 func (c *Container) CgroupID() (uint64, error) {
-	s, err := c.State()
+	dir, err := c.Cgroup2Dir()
 	if err != nil {
 		return 0, err
+	}
+	var st statT
+	if err := stat(dir, &st); err != nil {
+		return 0, err
+	}
+	return st.Ino, nil
+}
+
+// Cgroup2Path is the container's cgroup2 path relative to the mount (its
+// init's "0::" line of /proc/<pid>/cgroup), e.g. "/<id>".
+func (c *Container) Cgroup2Path() (string, error) {
+	s, err := c.State()
+	if err != nil {
+		return "", err
 	}
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(s.Pid) + "/cgroup")
 	if err != nil {
-		return 0, err
+		return "", err
 	}
 	for _, line := range strings.Split(string(b), "\n") {
 		if rest, ok := strings.CutPrefix(line, "0::"); ok {
-			var st statT
-			if err := stat(filepath.Join("/sys/fs/cgroup/unified", rest), &st); err != nil {
-				return 0, err
-			}
-			return st.Ino, nil
+			return rest, nil
 		}
 	}
-	return 0, fmt.Errorf("no cgroup v2 line for pid %d", s.Pid)
+	return "", fmt.Errorf("no cgroup v2 line for pid %d", s.Pid)
+}
+
+// Cgroup2Dir is the container's cgroup2 directory under Cgroup2Root.
+func (c *Container) Cgroup2Dir() (string, error) {
+	if Cgroup2Root == "" {
+		return "", fmt.Errorf("no cgroup2 mount")
+	}
+	p, err := c.Cgroup2Path()
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(Cgroup2Root, p), nil
+}
+
+// Cgroup2Frozen reads the container's cgroup.events "frozen" value.
+func (c *Container) Cgroup2Frozen() (bool, error) {
+	dir, err := c.Cgroup2Dir()
+	if err != nil {
+		return false, err
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "cgroup.events"))
+	if err != nil {
+		return false, err
+	}
+	return strings.Contains(string(b), "frozen 1"), nil
 }
