@@ -4,7 +4,7 @@
 // Cgroup roots: Config.FreezerRoot and Config.Cgroup2Root "" are detected
 // from the mount table at New (internal/cgroups.Detect; a cgroup2-only host
 // has no v1 freezer), RootDisabled turns one off; crun containers are
-// located from Config.CrunRoot. See docs/design/008-cgroup-layouts.md.
+// located from Config.CrunRoot. See docs/design/010-cgroup-layouts.md.
 //
 // Consumes: KIND_ALERT events in batches from the CONTAIN_ALERTS stream,
 // subject containv1.AlertsSubject(host) only (durable consumer
