@@ -23,7 +23,7 @@ func TestIntegrationWakeupCoalescing(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
 		coalesce time.Duration
-	}{{"coalesce-2ms", 2 * time.Millisecond}, {"no-coalescing", 0}} {
+	}{{"coalesce-20ms", 20 * time.Millisecond}, {"no-coalescing", 0}} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, js, m := startCollector(t, func(c *Config) { c.WakeupCoalesce = tc.coalesce })
 			raw := consumeRaw(t, js)
