@@ -135,6 +135,27 @@ func (h *harness) publish(evs ...*containv1.Event) {
 	}
 }
 
+// nextOf returns the next action published for testHost, taking a batch
+// of several one at a time (queued in pending).
+func (h *harness) nextOf(pending *[]*containv1.Event) *containv1.Event {
+	h.t.Helper()
+	for len(*pending) == 0 {
+		msg, err := h.acts.Next(jetstream.FetchMaxWait(10 * time.Second))
+		if err != nil {
+			h.t.Fatalf("no action published: %v", err)
+		}
+		b, err := bus.Decode(msg.Data())
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		_ = msg.Ack()
+		*pending = b.Events
+	}
+	ev := (*pending)[0]
+	*pending = (*pending)[1:]
+	return ev
+}
+
 // next returns the next action published for testHost.
 func (h *harness) next() *containv1.Event {
 	h.t.Helper()
