@@ -114,26 +114,8 @@ func TestFleetLifecycleNoFalsePause(t *testing.T) {
 	cfg.Enricher.Registry.Enabled = false
 	cfg.propagate()
 	stages := []string{stageResponder, stageAnalyzer, stageEnricher, stageCollector}
-	if err := cfg.validate(stages); err != nil {
-		t.Fatal(err)
-	}
 	var stop func()
-	start := func() {
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- runStages(ctx, &cfg, stages, false, log) }()
-		stop = func() {
-			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("contain run: %v", err)
-				}
-			case <-time.After(20 * time.Second):
-				t.Error("contain run did not stop within 20s")
-			}
-		}
-	}
+	start := func() { stop = startStages(t, &cfg, stages, log) }
 
 	image := func(version string) testenv.ContainerSpec {
 		return testenv.ContainerSpec{

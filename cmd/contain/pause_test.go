@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -84,23 +83,7 @@ func TestPauseAfterFloodAndRename(t *testing.T) {
 	cfg.Collector.RateBurst = 400
 	cfg.propagate()
 	stages := []string{stageResponder, stageAnalyzer, stageEnricher, stageCollector}
-	if err := cfg.validate(stages); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- runStages(ctx, &cfg, stages, false, log) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("contain run: %v", err)
-			}
-		case <-time.After(20 * time.Second):
-			t.Error("contain run did not stop within 20s")
-		}
-	})
+	t.Cleanup(startStages(t, &cfg, stages, log))
 	time.Sleep(time.Second)
 
 	image := func(name string) map[string]string {

@@ -51,23 +51,7 @@ func TestUnifiedEndToEnd(t *testing.T) {
 			cfg.Collector.CgroupRoot, cfg.Responder.Cgroup2Root, cfg.Responder.FreezerRoot)
 	}
 	stages := []string{stageResponder, stageAnalyzer, stageEnricher, stageCollector}
-	if err := cfg.validate(stages); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- runStages(ctx, &cfg, stages, false, log) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("contain run: %v", err)
-			}
-		case <-time.After(20 * time.Second):
-			t.Error("contain run did not stop within 20s")
-		}
-	})
+	t.Cleanup(startStages(t, &cfg, stages, log))
 	// The responder serves quarantine.list once it is up.
 	waitFor(t, 20*time.Second, "responder up", func() bool {
 		_, err := responder.ListQuarantined(context.Background(), nc, host)
