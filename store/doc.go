@@ -5,7 +5,7 @@
 // consumers <prefix>-events, <prefix>-alerts and <prefix>-actions; and
 // every version written to the NATS KV buckets contain_images (image
 // declarations, internal/imagecfg), contain_profiles (declared profiles,
-// schemas/profile.md) and contain_baselines (analyzer.Doc), through durable
+// schemas/profile.md) and contain_baselines (kvdoc.Baseline), through durable
 // consumers <prefix>-kv-images, -kv-profiles and -kv-baselines on their
 // KV_<bucket> streams (Config.ImagesBucket, ProfilesBucket,
 // BaselinesBucket; empty skips one).
@@ -52,7 +52,7 @@
 //     replaces its own row (keys (image_digest, baseline_key, version) and
 //     (image_digest, profile_version, source)). Deletes and purges make no
 //     row. A value that does not decode, or whose baseline fails the
-//     analyzer's own checks (checksum, items), is counted
+//     format's checks (kvdoc.UnmarshalBaseline: checksum, items), is counted
 //     (contain_malformed_messages_total{stage="store"} and
 //     contain_errors_total{stage="store",kind="kv_malformed"}) and skipped.
 //   - The schema is created by ordered, numbered migrations, each applied
