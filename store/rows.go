@@ -111,6 +111,8 @@ func kindOf(ev *containv1.Event) containv1.Kind {
 		return containv1.Kind_KIND_CONTAINER
 	case *containv1.Event_Process:
 		return containv1.Kind_KIND_PROCESS
+	case *containv1.Event_Commit:
+		return containv1.Kind_KIND_COMMIT
 	}
 	return containv1.Kind_KIND_UNSPECIFIED
 }
