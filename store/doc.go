@@ -38,9 +38,14 @@
 //     messages are redelivered after a doubling back-off (RetryDelay up to
 //     30s); InsertTimeout + FlushInterval < AckWait, so a hung insert fails
 //     and backs off rather than racing NATS's own redelivery.
-//   - Idempotent rows: tables are ReplacingMergeTree keyed by the event id,
-//     so a redelivered batch collapses at merge time (query with FINAL or
-//     uniqExact(id) for exact counts before merges).
+//   - Idempotent rows: before inserting a fetch, the store looks up which
+//     of its event, alert and action ids the tables already hold (within
+//     the fetch's time range and containers or images) and skips them,
+//     counted as contain_dropped_total{stage="store",reason="duplicate"};
+//     so a batch delivered twice (retry, replay, restart) adds no row and
+//     plain count() is exact. Tables are also ReplacingMergeTree keyed by
+//     the id, which folds what two stores inserting one batch at the same
+//     instant leave (docs/design/017-forensics.md).
 //   - A message that does not decode is counted
 //     (contain_malformed_messages_total{stage="store"}) and skipped; every
 //     decoded event makes a row: values are bounded to their column types,
