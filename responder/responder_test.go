@@ -55,6 +55,7 @@ func startOn(t testing.TB, nc *nats.Conn, js jetstream.JetStream, edit func(*Con
 	for _, c := range testOperators {
 		cfg.OperatorKeys = append(cfg.OperatorKeys, c.Trusted())
 	}
+	cfg.StateDir = t.TempDir()
 	if edit != nil {
 		edit(&cfg)
 	}
