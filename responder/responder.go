@@ -369,6 +369,15 @@ func (r *Responder) finish(out *containv1.Event, act *containv1.Action, res cont
 	act.Result = res
 	act.Detail = r.encodeDetail(d)
 	r.m.Actions.WithLabelValues(strings.TrimPrefix(act.Type.String(), "TYPE_"), strings.TrimPrefix(res.String(), "RESULT_")).Inc()
+	r.m.Quarantined.Set(float64(len(r.quarantined)))
+	if res == containv1.Action_RESULT_OK && act.Type == containv1.Action_TYPE_PAUSE {
+		if act.LatencyNs > 0 {
+			r.m.ExecToFrozen.Observe(float64(act.LatencyNs) / 1e9)
+		}
+		if d.AlertToFrozenUs > 0 {
+			r.m.AlertToFrozen.Observe(float64(d.AlertToFrozenUs) / 1e6)
+		}
+	}
 	level := slog.LevelInfo
 	if res == containv1.Action_RESULT_FAILED {
 		level = slog.LevelWarn

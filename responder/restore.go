@@ -107,6 +107,7 @@ func (r *Responder) restore(ctx context.Context) (int, error) {
 		r.quarantined[id] = q
 		kept++
 	}
+	r.m.Quarantined.Set(float64(len(r.quarantined)))
 	return kept, nil
 }
 
