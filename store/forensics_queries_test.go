@@ -19,22 +19,25 @@ import (
 	"github.com/containsec/contain/schemas/containv1"
 )
 
-// socAlertID is the alert id the examples in queries.md use.
+// socAlertID is the alert id the examples in docs/forensics.md use.
 const socAlertID = "00000000-0000-8000-8000-00000000a1e7"
 
 var sqlBlock = regexp.MustCompile("(?s)```sql\n(.*?)```")
 
-// TestSOCQueries runs every sql block of queries.md against a database
+// forensicsDoc holds the ready queries, relative to this package.
+const forensicsDoc = "../docs/forensics.md"
+
+// TestForensicsQueries runs every sql block of docs/forensics.md against a database
 // holding one container's events, an alert and a pause, and checks that
 // the queries about that container, image and alert find rows.
-func TestSOCQueries(t *testing.T) {
-	doc, err := os.ReadFile("queries.md")
+func TestForensicsQueries(t *testing.T) {
+	doc, err := os.ReadFile(forensicsDoc)
 	if err != nil {
 		t.Fatal(err)
 	}
 	blocks := sqlBlock.FindAllStringSubmatch(string(doc), -1)
-	if len(blocks) < 10 {
-		t.Fatalf("found %d sql blocks in queries.md, want >= 10", len(blocks))
+	if len(blocks) < 20 {
+		t.Fatalf("found %d sql blocks in %s, want >= 20", len(blocks), forensicsDoc)
 	}
 
 	s := openStore(t, testConfig(t))
