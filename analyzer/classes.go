@@ -134,6 +134,10 @@ var classes = map[string]class{
 	CodeLogClear:        {0.8, "Logs or shell history cleared", []string{"T1070.002", "T1070.003"}},
 	CodeExecSession:     {0.4, "Exec session entered the container", []string{"T1609"}},
 	CodeIncidentCombine: {0, "Several deviations in one incident", nil},
+
+	// Policies (commits.go).
+	CodeCommitUnallowed: {0.7, "Container committed into an image outside the allowlist", []string{"T1525"}},
+	CodeWriteReadonly:   {0.75, "Write refused by a read-only filesystem", []string{"T1565"}},
 }
 
 // ClassScores is the table of default scores by reason code.

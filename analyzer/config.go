@@ -95,6 +95,8 @@ type Config struct {
 	// each. An unsigned, forged or replayed operation is refused and
 	// counted (contain_refused_total{stage="analyzer"}).
 	OperatorKeys []string
+	// Commits is the commit policy (commits.go).
+	Commits CommitsConfig
 }
 
 // Exec-session policies (Config.ExecSessions).
@@ -202,6 +204,9 @@ func (c Config) validateEngine() error {
 		return fmt.Errorf("analyzer.exec_sessions: %q is not record, alert, container or ignore", c.ExecSessions)
 	}
 	if _, err := parseClassScores(c.ClassScores); err != nil {
+		return err
+	}
+	if err := c.Commits.Validate(); err != nil {
 		return err
 	}
 	return validGroupBy(c.GroupBy)

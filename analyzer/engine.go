@@ -535,6 +535,9 @@ func (e *Engine) converge(b *Baseline, at int64) {
 // (alerts carry a copy of it).
 func (e *Engine) Observe(ev *containv1.Event) []*containv1.Event {
 	e.stats.Events++
+	if ev.Kind == containv1.Kind_KIND_COMMIT {
+		return e.observeCommit(ev)
+	}
 	switch ev.Kind {
 	case containv1.Kind_KIND_EXEC, containv1.Kind_KIND_SYSCALL, containv1.Kind_KIND_NETWORK, containv1.Kind_KIND_FILE,
 		containv1.Kind_KIND_PROCESS, containv1.Kind_KIND_CONTAINER:
@@ -1086,7 +1089,10 @@ func (e *Engine) observeFile(c *container, b *Baseline, s *seed, f *containv1.Fi
 		e.stats.Invalid++
 		return false
 	}
-	trackWritten(c, b, f)
+	refused := e.readonlyRefused(b, f) // named, scored, never learned
+	if !refused {
+		trackWritten(c, b, f)
+	}
 	hits := append(classifyFile(f), bulkHit(c, f, now)...)
 	act := actor(c, f.Proc)
 	if f.Op == containv1.File_OP_OPEN_READ {
@@ -1121,6 +1127,9 @@ func (e *Engine) observeFile(c *container, b *Baseline, s *seed, f *containv1.Fi
 		e.dev(CodeWriteUndeclared, pathPrefix(p, 2), fmt.Sprintf("write to %s, outside the volumes image %s declares", p, b.Image), nil)
 	}
 	pre := pathPrefix(p, 2)
+	if refused {
+		return novel
+	}
 	if learn {
 		return e.learnKey(b.Writes, pre) || novel
 	}

@@ -270,6 +270,13 @@ func (s *Store) handle(ctx context.Context, rs *rowSet, batches []*containv1.Bat
 			return err
 		}
 	}
+	if err := s.insertCommitsOf(ictx, batches); err != nil {
+		m.Errors.WithLabelValues(metrics.StageStore, "insert").Inc()
+		if isUnavailable(err) {
+			s.markDown(err, "inserting into commits")
+		}
+		return err
+	}
 	s.markUp()
 	m.EventsOut.WithLabelValues(metrics.StageStore).Add(float64(rs.len()))
 	return nil
