@@ -37,7 +37,7 @@ type Doc struct {
 	ArgvShapes     map[string]uint32 `json:"argv_shapes,omitempty" yaml:"argv_shapes,omitempty"` // "path | shape"
 	Edges          map[string]uint32 `json:"edges,omitempty" yaml:"edges,omitempty"`             // "parent -> child"
 	Syscalls       map[string]uint32 `json:"syscalls,omitempty" yaml:"syscalls,omitempty"`
-	SyscallNGrams  map[string]uint32 `json:"syscall_ngrams,omitempty" yaml:"syscall_ngrams,omitempty"` // "nr nr nr"
+	SyscallNGrams  map[string]uint32 `json:"syscall_ngrams,omitempty" yaml:"syscall_ngrams,omitempty"` // "nr nr ...": 1 to 6 syscalls (SeqModel.Grams)
 	Peers          map[string]uint32 `json:"peers,omitempty" yaml:"peers,omitempty"`
 	ListenPorts    map[string]uint32 `json:"listen_ports,omitempty" yaml:"listen_ports,omitempty"` // "8080/tcp"
 	WritePrefixes  map[string]uint32 `json:"write_prefixes,omitempty" yaml:"write_prefixes,omitempty"`
@@ -115,11 +115,8 @@ func (b *Baseline) Doc() *Doc {
 	if b.seed != nil {
 		d.Profile = b.seed.p
 	}
-	if len(b.NGrams) > 0 {
-		d.SyscallNGrams = make(map[string]uint32, len(b.NGrams))
-		for k, v := range b.NGrams {
-			d.SyscallNGrams[fmt.Sprintf("%d %d %d", k>>42&0x1fffff, k>>21&0x1fffff, k&0x1fffff)] = v
-		}
+	if b.Seq.Len() > 0 {
+		d.SyscallNGrams = b.Seq.Grams()
 	}
 	if len(b.Ports) > 0 {
 		d.ListenPorts = make(map[string]uint32, len(b.Ports))
@@ -201,12 +198,12 @@ func (d *Doc) Baseline() (*Baseline, error) {
 		}
 		b.Behaviours[strings.Join(parts, "\x00")] = v
 	}
-	for k, v := range d.SyscallNGrams {
-		var x, y, z uint32
-		if n, err := fmt.Sscanf(k, "%d %d %d", &x, &y, &z); n != 3 || err != nil || x > 0x1fffff || y > 0x1fffff || z > 0x1fffff {
-			return nil, fmt.Errorf("%w: %s: syscall_ngrams item %q is not three syscall numbers", ErrCorrupt, d.Key, k)
+	if len(d.SyscallNGrams) > 0 {
+		m, err := SeqModelFromGrams(d.SyscallNGrams)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s: syscall_ngrams: %v", ErrCorrupt, d.Key, err)
 		}
-		b.NGrams[ngramKey(x, y, z)] = v
+		b.Seq = m
 	}
 	for k, v := range d.ListenPorts {
 		key, err := parsePortLabel(k)
