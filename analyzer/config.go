@@ -6,13 +6,14 @@ import (
 	"time"
 
 	"github.com/containsec/contain/internal/auth"
+	"github.com/containsec/contain/schemas/kvdoc"
 )
 
 // Default names.
 const (
 	DefaultDurable         = "analyzer"
-	DefaultBaselinesBucket = "contain_baselines"
-	DefaultProfilesBucket  = "contain_profiles"
+	DefaultBaselinesBucket = kvdoc.BaselinesBucket
+	DefaultProfilesBucket  = kvdoc.ProfilesBucket
 )
 
 // Config configures an Analyzer. The cmd/ owner fills it from viper under

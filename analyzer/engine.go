@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/containsec/contain/schemas/containv1"
+	"github.com/containsec/contain/schemas/kvdoc"
 )
 
 // Phase is a baseline's lifecycle state.
@@ -30,11 +31,11 @@ const (
 func (p Phase) String() string {
 	switch p {
 	case PhaseLearning:
-		return "learning"
+		return kvdoc.PhaseLearning
 	case PhaseConverged:
-		return "converged"
+		return kvdoc.PhaseConverged
 	case PhaseLocked:
-		return "locked"
+		return kvdoc.PhaseLocked
 	}
 	return "unknown"
 }
@@ -42,36 +43,24 @@ func (p Phase) String() string {
 // ParsePhase is the inverse of Phase.String.
 func ParsePhase(s string) (Phase, error) {
 	switch s {
-	case "learning":
+	case kvdoc.PhaseLearning:
 		return PhaseLearning, nil
-	case "converged":
+	case kvdoc.PhaseConverged:
 		return PhaseConverged, nil
-	case "locked":
+	case kvdoc.PhaseLocked:
 		return PhaseLocked, nil
 	}
 	return 0, fmt.Errorf("unknown phase %q", s)
 }
 
 // Profile is what an image declares about itself (from its Dockerfile,
-// compose service or Kubernetes workload); the enricher writes it. A nil
-// list declares nothing; an empty, non-nil list declares "none".
-// Declared behaviour is allowed from the first second, and behaviour that
-// contradicts a declaration is scored even while learning.
-type Profile struct {
-	// Ref is "<image digest>@<profile version>".
-	Ref         string   `json:"ref,omitempty" yaml:"ref,omitempty"`
-	Entrypoint  []string `json:"entrypoint,omitempty" yaml:"entrypoint,omitempty"`
-	Executables []string `json:"executables,omitempty" yaml:"executables,omitempty"`
-	// ListenPorts are "8080" or "8080/tcp" or "53/udp".
-	ListenPorts []string `json:"listen_ports" yaml:"listen_ports"`
-	// Peers are "addr", "addr:port", "cidr" or "cidr:port"; port 0 or no
-	// port means any port.
-	Peers []string `json:"peers" yaml:"peers"`
-	// WritablePaths are directories (volumes, tmpfs) the image may write.
-	WritablePaths []string `json:"writable_paths" yaml:"writable_paths"`
-	// Users are the uids the image runs as.
-	Users []uint32 `json:"users" yaml:"users"`
-}
+// compose service or Kubernetes workload), as a baseline keeps it
+// (kvdoc.SeedProfile; DecodeDeclared derives it from the enricher's
+// declared profile). A nil list declares nothing; an empty, non-nil list
+// declares "none". Declared behaviour is allowed from the first second,
+// and behaviour that contradicts a declaration is scored even while
+// learning.
+type Profile = kvdoc.SeedProfile
 
 // ProfileFunc returns the declared profile of an image digest, or nil.
 // The engine calls it once per new baseline, synchronously.

@@ -6,6 +6,8 @@ import (
 	"math"
 	"strconv"
 	"strings"
+
+	"github.com/containsec/contain/schemas/kvdoc"
 )
 
 // The sequence model is a variable-order Markov model of a group's syscall
@@ -186,17 +188,13 @@ var errSeqGram = errors.New("not 1 to 6 syscall numbers")
 func SeqModelFromGrams(grams map[string]uint32) (*SeqModel, error) {
 	m := NewSeqModel()
 	for s, v := range grams {
-		f := strings.Fields(s)
-		if len(f) == 0 || len(f) > SeqOrder+1 {
+		f, err := kvdoc.ParseNGram(s)
+		if err != nil || len(f) > SeqOrder+1 {
 			return nil, fmt.Errorf("gram %q: %w", truncate(s, 64), errSeqGram)
 		}
 		var packed uint64
 		for _, x := range f {
-			n, err := strconv.ParseUint(x, 10, 32)
-			if err != nil {
-				return nil, fmt.Errorf("gram %q: %w", truncate(s, 64), errSeqGram)
-			}
-			packed = packed<<seqSymBits | seqSym(uint32(n))
+			packed = packed<<seqSymBits | seqSym(x)
 		}
 		if v == 0 {
 			continue

@@ -20,6 +20,9 @@ import (
 	"github.com/containsec/contain/schemas/containv1"
 )
 
+// reasonDuplicate labels rows skipped because the table already holds them.
+const reasonDuplicate = "duplicate"
+
 // Store writes contain's events, alerts and actions into ClickHouse.
 type Store struct {
 	cfg  Config
@@ -241,11 +244,23 @@ func (s *Store) handle(ctx context.Context, rs *rowSet, batches []*containv1.Bat
 		}
 	}
 	now := time.Now()
-	for _, b := range batches {
-		rs.add(b, now)
-	}
 	ictx, cancel := context.WithTimeout(ctx, s.cfg.InsertTimeout)
 	defer cancel()
+	have, err := s.existing(ictx, batches, now)
+	if err != nil {
+		m.Errors.WithLabelValues(metrics.StageStore, "insert").Inc()
+		if isUnavailable(err) {
+			s.markDown(err, "looking up ids")
+		}
+		return err
+	}
+	dups := 0
+	for _, b := range batches {
+		dups += rs.add(b, now, have)
+	}
+	if dups > 0 {
+		m.Dropped.WithLabelValues(metrics.StageStore, reasonDuplicate).Add(float64(dups))
+	}
 	for _, buf := range []*rowBuf[row]{rs.events, rs.alerts, rs.actions} {
 		if err := s.insert(ictx, buf); err != nil {
 			m.Errors.WithLabelValues(metrics.StageStore, "insert").Inc()
