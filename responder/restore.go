@@ -14,6 +14,7 @@ import (
 
 	"github.com/containsec/contain/internal/bus"
 	"github.com/containsec/contain/internal/freezer"
+	"github.com/containsec/contain/internal/logfields"
 	"github.com/containsec/contain/internal/metrics"
 	"github.com/containsec/contain/internal/runtime"
 	"github.com/containsec/contain/schemas/containv1"
@@ -78,16 +79,16 @@ func (r *Responder) restore(ctx context.Context) (int, error) {
 	for id, q := range found {
 		t, err := freezer.Locate(r.cfg.roots(), id)
 		if err != nil {
-			r.log.Warn("quarantined container is gone", logContainer, id, "err", err)
+			r.log.Warn("quarantined container is gone", logfields.ContainerID, id, logfields.Err, err)
 			continue
 		}
 		m := r.named[q.Method]
 		if m == nil || !m.Applies(t) {
-			r.log.Warn("quarantine not restored: method does not apply", logContainer, id, logMethod, q.Method)
+			r.log.Warn("quarantine not restored: method does not apply", logfields.ContainerID, id, logfields.Method, q.Method)
 			continue
 		}
 		if ok, err := m.Frozen(t); err != nil || !ok {
-			r.log.Warn("quarantined container is no longer frozen; not restored", logContainer, id, logMethod, q.Method, "err", err)
+			r.log.Warn("quarantined container is no longer frozen; not restored", logfields.ContainerID, id, logfields.Method, q.Method, logfields.Err, err)
 			continue
 		}
 		q.target, q.method = t, m
@@ -216,6 +217,6 @@ func (r *Responder) completePreFreeze(ctx context.Context, ev *containv1.Event, 
 		target:        t,
 		method:        m,
 	}
-	r.log.Warn("completed a pause interrupted by a previous stop", logContainer, t.ID, logMethod, m.Name())
+	r.log.Warn("completed a pause interrupted by a previous stop", logfields.ContainerID, t.ID, logfields.Method, m.Name())
 	return r.finish(out, act, containv1.Action_RESULT_OK, d)
 }
