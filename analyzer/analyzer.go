@@ -167,6 +167,9 @@ func (a *Analyzer) handle(ctx context.Context, batches []*containv1.Batch) error
 		a.m.EventsOut.WithLabelValues(metrics.StageAnalyzer).Add(float64(len(evs)))
 		for _, al := range evs {
 			a.m.Alerts.WithLabelValues(al.GetAlert().GetRule()).Inc()
+			if w := al.GetAlert().GetTrigger().GetWallNs(); w > 0 {
+				a.m.ExecToAlert.Observe(time.Since(time.Unix(0, w)).Seconds())
+			}
 			a.log.Info("alert", logfields.ContainerID, al.ContainerId, logfields.Image, al.ImageRef, logfields.Score, al.GetAlert().GetScore(),
 				logfields.Rule, al.GetAlert().GetRule(), logfields.Reason, al.GetAlert().GetReasons()[0].GetMessage())
 		}

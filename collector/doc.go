@@ -162,4 +162,12 @@
 //     a record that does not decode is counted and dropped.
 //   - Run detaches the programs when ctx ends, then publishes everything
 //     already in the ring buffer before returning.
+//
+// Files, by concern: collector.go (Collector, New, Run, Close), load.go
+// (loading the eBPF object, hook families and attach, kernel globals and
+// syscall classes), read.go (the ring-buffer reader, decoding, routing to
+// containers and holding events until a container is announced), loss.go
+// (loss counters, rate-limit and per-container count reports), decode.go
+// (pure record decoders), identity.go and lineage.go (container identity and
+// origins), sensitive.go, sequence.go, ringwait.go, netaddrs.go, config.go.
 package collector
