@@ -10,6 +10,7 @@ import (
 
 	"github.com/containsec/contain/internal/cgroups"
 	"github.com/containsec/contain/internal/runtime"
+	"github.com/containsec/contain/internal/syscalls"
 )
 
 // Config configures a Collector. The cmd/ owner fills it from viper under
@@ -351,7 +352,7 @@ func (c Config) Validate() error {
 		}
 	}
 	for _, name := range c.SensitiveSyscalls {
-		if _, ok := syscallNumber(name); !ok {
+		if _, ok := syscalls.Number(name); !ok {
 			return fmt.Errorf("collector.sensitive_syscalls: unknown syscall %q", name)
 		}
 	}
