@@ -14,6 +14,7 @@ import (
 	"github.com/containsec/contain/internal/metrics"
 	"github.com/containsec/contain/internal/testenv"
 	"github.com/containsec/contain/schemas/containv1"
+	"github.com/containsec/contain/schemas/kvdoc"
 )
 
 // alertsReader reads alerts from CONTAIN_ALERTS with an ordered consumer.
@@ -200,7 +201,7 @@ func TestAnalyzerPersistsAndAppliesOps(t *testing.T) {
 
 	// A restarted analyzer loads it; a corrupt entry is counted, not loaded.
 	kv, _ := js.KeyValue(ctx, cfg.BaselinesBucket)
-	if _, err := kv.Put(ctx, KVKey("sha256:bad"), []byte(`{"format":"contain.baseline/v1","key":"sha256:bad","checksum":"00"}`)); err != nil {
+	if _, err := kv.Put(ctx, kvdoc.EscapeKey("sha256:bad"), []byte(`{"format":"contain.baseline/v1","key":"sha256:bad","checksum":"00"}`)); err != nil {
 		t.Fatal(err)
 	}
 	cfg.Durable = "analyzer2"

@@ -6,16 +6,16 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/containsec/contain/enricher"
+	"github.com/containsec/contain/schemas/kvdoc"
 )
 
 func TestDecodeDeclaredFromEnricherProfile(t *testing.T) {
-	d := enricher.Profile{
-		SchemaVersion: enricher.ProfileSchemaVersion, Version: "p1-0011223344556677",
-		ImageDigest: "sha256:" + strings.Repeat("a", 64), ListenPorts: []enricher.Port{{Port: 8080, Protocol: "tcp"}, {Port: 53, Protocol: "UDP"}},
+	d := kvdoc.Profile{
+		SchemaVersion: kvdoc.ProfileSchemaVersion, Version: "p1-0011223344556677",
+		ImageDigest: "sha256:" + strings.Repeat("a", 64), ListenPorts: []kvdoc.Port{{Port: 8080, Protocol: "tcp"}, {Port: 53, Protocol: "UDP"}},
 		MainProcess: []string{"/bin/httpd", "-f"}, User: "1000", UID: 1000,
 		WritablePaths: []string{"/data"}, ReadOnlyRootfs: true, Executables: []string{"/bin/httpd"},
-		Peers: []enricher.Peer{{Service: "db", Via: []string{"link"}}},
+		Peers: []kvdoc.Peer{{Service: "db", Via: []string{"link"}}},
 	}
 	raw, err := json.Marshal(d)
 	if err != nil {
@@ -46,14 +46,5 @@ func TestDecodeDeclaredFromEnricherProfile(t *testing.T) {
 	}
 	if _, err := DecodeDeclared([]byte(`{"schema_version":99}`)); err == nil {
 		t.Fatal("a newer profile schema was accepted")
-	}
-}
-
-func TestDeclaredDigest(t *testing.T) {
-	for key, want := range map[string]string{"sha256_ab12": "sha256:ab12", "sha256_ab12.p1-00": "", "nounderscore": "", "_x": ""} {
-		got, ok := declaredDigest(key)
-		if got != want || ok != (want != "") {
-			t.Errorf("declaredDigest(%q) = %q %v, want %q", key, got, ok, want)
-		}
 	}
 }

@@ -48,7 +48,7 @@ func (e *Engine) Dirty() []*Doc {
 // (containers of the image keep their state). The document is validated
 // first; on error nothing changes.
 func (e *Engine) Load(d *Doc) error {
-	b, err := d.Baseline()
+	b, err := docBaseline(d)
 	if err != nil {
 		return err
 	}

@@ -28,8 +28,8 @@ type opBody struct {
 // OpPurpose is what an operation on key is signed for.
 func OpPurpose(op, key string) string { return "baseline " + op + " " + key }
 
-// content is the SHA-256 of d without its checksum and signature.
-func (d *Doc) content() (string, error) {
+// opContent is the SHA-256 of d without its checksum and signature.
+func opContent(d *Doc) (string, error) {
 	c := *d
 	c.Checksum, c.OpSig, c.OpActor = "", nil, ""
 	raw, err := json.Marshal(&c)
@@ -46,7 +46,7 @@ func signOp(d *Doc, op string, signer *auth.Signer) error {
 		return errors.New("baseline " + op + ": operator credentials are required to sign the operation")
 	}
 	d.Op, d.OpActor, d.OpSig = op, "", nil
-	sum, err := d.content()
+	sum, err := opContent(d)
 	if err != nil {
 		return err
 	}
@@ -83,7 +83,7 @@ func verifyOp(v *auth.Verifier, d *Doc, replay bool) (actor string, err error) {
 	if err := json.Unmarshal(env.Body, &body); err != nil {
 		return "", &auth.RefusedError{Reason: auth.ReasonMalformed, Detail: "operation body: " + err.Error()}
 	}
-	sum, err := d.content()
+	sum, err := opContent(d)
 	if err != nil {
 		return "", err
 	}

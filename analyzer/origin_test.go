@@ -325,7 +325,7 @@ func TestBehavioursPersisted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b2, err := d.Baseline()
+	b2, err := docBaseline(d)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -335,7 +335,7 @@ func TestBehavioursPersisted(t *testing.T) {
 		}
 	}
 	d.Behaviours = map[string]uint32{"no.such | x | y": 1}
-	if _, err := d.Baseline(); err == nil {
+	if _, err := docBaseline(d); err == nil {
 		t.Error("unknown code accepted")
 	}
 }

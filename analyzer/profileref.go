@@ -9,8 +9,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/containsec/contain/enricher"
 	"github.com/containsec/contain/schemas/containv1"
+	"github.com/containsec/contain/schemas/kvdoc"
 )
 
 // maxRefProfiles bounds the profiles kept by reference.
@@ -72,7 +72,7 @@ func (p *profileCache) ensure(ctx context.Context, refs []string) error {
 		}
 		pr, err := p.load(ctx, ref)
 		if err != nil {
-			if errors.Is(err, enricher.ErrNoProfile) {
+			if errors.Is(err, kvdoc.ErrNoProfile) {
 				p.mu.Lock()
 				if len(p.missed) >= maxRefProfiles {
 					clear(p.missed)
@@ -92,32 +92,32 @@ func (p *profileCache) ensure(ctx context.Context, refs []string) error {
 // load reads the profile ref names from the bucket.
 func (p *profileCache) load(ctx context.Context, ref string) (*Profile, error) {
 	digest, version, ok := strings.Cut(ref, "@")
-	if !ok || !enricher.ValidDigest(digest) || version == "" {
-		return nil, enricher.ErrNoProfile
+	if !ok || !kvdoc.ValidDigest(digest) || version == "" {
+		return nil, kvdoc.ErrNoProfile
 	}
 	if p.kv == nil {
 		kv, err := p.js.KeyValue(ctx, p.bucket)
 		if err != nil {
 			if errors.Is(err, jetstream.ErrBucketNotFound) {
-				return nil, enricher.ErrNoProfile
+				return nil, kvdoc.ErrNoProfile
 			}
 			return nil, err
 		}
 		p.kv = kv // only the consuming goroutine calls load
 	}
-	e, err := p.kv.Get(ctx, enricher.ProfileKey(digest, version))
+	e, err := p.kv.Get(ctx, kvdoc.ProfileKey(digest, version))
 	if err != nil {
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			return nil, enricher.ErrNoProfile
+			return nil, kvdoc.ErrNoProfile
 		}
 		return nil, err
 	}
 	pr, err := DecodeDeclared(e.Value())
 	if err != nil {
-		return nil, errors.Join(enricher.ErrNoProfile, err) // asked again after refMissRecheck
+		return nil, errors.Join(kvdoc.ErrNoProfile, err) // asked again after refMissRecheck
 	}
 	if pr.Ref != ref {
-		return nil, enricher.ErrNoProfile
+		return nil, kvdoc.ErrNoProfile
 	}
 	return pr, nil
 }

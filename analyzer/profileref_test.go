@@ -6,15 +6,15 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/containsec/contain/enricher"
 	"github.com/containsec/contain/schemas/containv1"
+	"github.com/containsec/contain/schemas/kvdoc"
 )
 
 func TestDecodeDeclaredPeerAddresses(t *testing.T) {
-	d := enricher.Profile{
-		SchemaVersion: enricher.ProfileSchemaVersion, Version: "p1-0011223344556677",
+	d := kvdoc.Profile{
+		SchemaVersion: kvdoc.ProfileSchemaVersion, Version: "p1-0011223344556677",
 		ImageDigest: "sha256:" + strings.Repeat("a", 64), ComposeProject: "shop", ComposeService: "web",
-		Peers:         []enricher.Peer{{Service: "db", Via: []string{"depends_on"}}},
+		Peers:         []kvdoc.Peer{{Service: "db", Via: []string{"depends_on"}}},
 		PeerAddresses: []string{"10.231.0.3", "fd00:231::3"},
 	}
 	raw, _ := json.Marshal(d)

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/containsec/contain/enricher"
 	"log/slog"
 	"strings"
 	"sync"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/containsec/contain/internal/auth"
 	"github.com/containsec/contain/internal/metrics"
+	"github.com/containsec/contain/schemas/kvdoc"
 )
 
 // Store keeps baselines in a NATS KV bucket, one key per image, with the
@@ -43,22 +43,6 @@ func OpenStore(ctx context.Context, js jetstream.JetStream, bucket string) (*Sto
 	return &Store{kv: kv}, nil
 }
 
-// KVKey encodes an image key as a NATS KV key: letters, digits, '-', '_'
-// and '/' are kept, every other byte is written as =XX.
-func KVKey(key string) string {
-	var b strings.Builder
-	for i := 0; i < len(key); i++ {
-		c := key[i]
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '-', c == '_', c == '/' && i > 0 && i < len(key)-1 && key[i-1] != '/':
-			b.WriteByte(c)
-		default:
-			fmt.Fprintf(&b, "=%02X", c)
-		}
-	}
-	return b.String()
-}
-
 // Save writes d (the analyzer's own state, or a manual operation when
 // d.Op is set) and returns the new revision.
 func (s *Store) Save(ctx context.Context, d *Doc) (uint64, error) {
@@ -66,7 +50,7 @@ func (s *Store) Save(ctx context.Context, d *Doc) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	rev, err := s.kv.Put(ctx, KVKey(d.Key), raw)
+	rev, err := s.kv.Put(ctx, kvdoc.EscapeKey(d.Key), raw)
 	if err != nil {
 		return 0, fmt.Errorf("saving baseline %s: %w", d.Key, err)
 	}
@@ -75,7 +59,7 @@ func (s *Store) Save(ctx context.Context, d *Doc) (uint64, error) {
 
 // Get reads and verifies the baseline of an image key.
 func (s *Store) Get(ctx context.Context, key string) (*Doc, error) {
-	e, err := s.kv.Get(ctx, KVKey(key))
+	e, err := s.kv.Get(ctx, kvdoc.EscapeKey(key))
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return nil, fmt.Errorf("%w for %q", ErrNoBaseline, key)
 	}
@@ -88,7 +72,7 @@ func (s *Store) Get(ctx context.Context, key string) (*Doc, error) {
 // History returns the stored versions of key, oldest first; corrupt ones
 // are skipped and counted in bad.
 func (s *Store) History(ctx context.Context, key string) (docs []*Doc, bad int, err error) {
-	entries, err := s.kv.History(ctx, KVKey(key))
+	entries, err := s.kv.History(ctx, kvdoc.EscapeKey(key))
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return nil, 0, fmt.Errorf("%w for %q", ErrNoBaseline, key)
 	}
@@ -141,7 +125,7 @@ func (s *Store) List(ctx context.Context) ([]Summary, error) {
 			out = append(out, Summary{Key: k, Err: err.Error()})
 			continue
 		}
-		b, _ := d.Baseline()
+		b, _ := docBaseline(d)
 		out = append(out, Summary{Key: d.Key, Image: d.Image, Phase: d.Phase, Version: d.Version, Items: b.Size(), First: d.First, Converged: d.Converged})
 	}
 	return out, nil
@@ -149,7 +133,7 @@ func (s *Store) List(ctx context.Context) ([]Summary, error) {
 
 // Delete removes a baseline and its history.
 func (s *Store) Delete(ctx context.Context, key string) error {
-	if err := s.kv.Purge(ctx, KVKey(key)); err != nil {
+	if err := s.kv.Purge(ctx, kvdoc.EscapeKey(key)); err != nil {
 		return fmt.Errorf("deleting baseline %s: %w", key, err)
 	}
 	return nil
@@ -318,7 +302,7 @@ func DecodeProfile(raw []byte) (*Profile, error) {
 		return nil, fmt.Errorf("decoding profile: %w", err)
 	}
 	for _, lp := range p.ListenPorts {
-		if _, err := parsePortLabel(lp); err != nil {
+		if _, err := kvdoc.ParsePort(lp); err != nil {
 			return nil, fmt.Errorf("decoding profile: listen_ports: %w", err)
 		}
 	}
@@ -357,7 +341,7 @@ func (p *profileCache) run(ctx context.Context, apply func(digest string, pr *Pr
 			if e == nil {
 				continue
 			}
-			digest, ok := declaredDigest(e.Key())
+			digest, ok := kvdoc.DigestOfKey(e.Key())
 			if !ok {
 				p.putVersioned(e, bad) // a versioned or compose-service profile
 				continue
@@ -380,20 +364,6 @@ func (p *profileCache) run(ctx context.Context, apply func(digest string, pr *Pr
 	}
 }
 
-// declaredDigest maps the enricher's image-profile key ("sha256_<hex>",
-// see schemas/profile.md) to its digest; versioned keys ("<key>.<version>")
-// are not image profiles.
-func declaredDigest(key string) (string, bool) {
-	if strings.Contains(key, ".") {
-		return "", false
-	}
-	alg, hex, ok := strings.Cut(key, "_")
-	if !ok || alg == "" || hex == "" {
-		return "", false
-	}
-	return alg + ":" + hex, true
-}
-
 // DecodeDeclared parses the enricher's declared profile (schemas/profile.md)
 // into the seed the engine uses. What the profile cannot vouch for stays
 // nil ("declares nothing"): writable paths only bind when the rootfs is
@@ -401,7 +371,7 @@ func declaredDigest(key string) (string, bool) {
 // when the profile carries the compose peers' addresses (peer_addresses:
 // then a connection to any other address is undeclared).
 func DecodeDeclared(raw []byte) (*Profile, error) {
-	d, err := enricher.DecodeProfile(raw)
+	d, err := kvdoc.DecodeProfile(raw)
 	if err != nil {
 		return nil, err
 	}
@@ -427,24 +397,4 @@ func DecodeDeclared(raw []byte) (*Profile, error) {
 		p.Peers = append([]string{}, d.PeerAddresses...)
 	}
 	return p, nil
-}
-
-// DecodeKVKey is the inverse of KVKey.
-func DecodeKVKey(k string) string {
-	if !strings.Contains(k, "=") {
-		return k
-	}
-	var b strings.Builder
-	for i := 0; i < len(k); i++ {
-		if k[i] == '=' && i+2 < len(k) {
-			var c byte
-			if _, err := fmt.Sscanf(k[i+1:i+3], "%02X", &c); err == nil {
-				b.WriteByte(c)
-				i += 2
-				continue
-			}
-		}
-		b.WriteByte(k[i])
-	}
-	return b.String()
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/containsec/contain/internal/dockerfile"
 	"github.com/containsec/contain/internal/imagecfg"
+	"github.com/containsec/contain/schemas/kvdoc"
 )
 
 // Severity orders audit findings.
@@ -123,7 +124,7 @@ func AuditWith(ctx context.Context, cfg AuditConfig, ref string) ([]Finding, err
 	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 	defer cancel()
 	digest := ""
-	if i := strings.LastIndexByte(ref, '@'); i >= 0 && ValidDigest(ref[i+1:]) {
+	if i := strings.LastIndexByte(ref, '@'); i >= 0 && kvdoc.ValidDigest(ref[i+1:]) {
 		digest = ref[i+1:]
 	}
 	img, source, err := sourcesOf(cfg.Registry, cfg.ImageSources).Fetch(ctx, ref, digest)

@@ -19,7 +19,7 @@ func benchEnricher(b *testing.B, n int) *Enricher {
 	e.em = newEnricherMetrics(e.m)
 	for i := range n {
 		p := &Profile{ImageDigest: testDigest, ImageRef: fmt.Sprintf("registry.local/app%d:1", i)}
-		p.seal()
+		p.Seal()
 		e.profiles[testDigest] = p.Ref()
 		e.store(ContainerImage{Host: "h1", ContainerID: fmt.Sprintf("c%d", i), ImageRef: p.ImageRef, ImageDigest: testDigest})
 	}

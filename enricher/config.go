@@ -6,13 +6,14 @@ import (
 	"time"
 
 	"github.com/containsec/contain/schemas/containv1"
+	"github.com/containsec/contain/schemas/kvdoc"
 )
 
-// Default NATS KV bucket names.
+// Default NATS KV bucket names (schemas/kvdoc).
 const (
-	DefaultContainersBucket = "contain_containers"
-	DefaultProfilesBucket   = "contain_profiles"
-	DefaultImagesBucket     = "contain_images"
+	DefaultContainersBucket = kvdoc.ContainersBucket
+	DefaultProfilesBucket   = kvdoc.ProfilesBucket
+	DefaultImagesBucket     = kvdoc.ImagesBucket
 )
 
 // Config configures an Enricher. The cmd/ owner fills it from viper under

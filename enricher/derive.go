@@ -63,7 +63,7 @@ func DeriveProfile(decl *imagecfg.Declaration, df *dockerfile.Dockerfile, svc *c
 	p.ListenPorts = parsePorts(ports)
 	slices.Sort(writable)
 	p.WritablePaths = slices.Compact(writable)
-	p.seal()
+	p.Seal()
 	return p
 }
 

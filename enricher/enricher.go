@@ -16,6 +16,7 @@ import (
 	"github.com/containsec/contain/internal/bus"
 	"github.com/containsec/contain/internal/metrics"
 	"github.com/containsec/contain/schemas/containv1"
+	"github.com/containsec/contain/schemas/kvdoc"
 )
 
 // Log field keys.
@@ -230,7 +231,7 @@ func decodeContainerRecord(b []byte) (ContainerImage, error) {
 	if rec.ContainerID == "" {
 		return rec, errors.New("container record: no container_id")
 	}
-	if rec.ImageDigest != "" && !ValidDigest(rec.ImageDigest) {
+	if rec.ImageDigest != "" && !kvdoc.ValidDigest(rec.ImageDigest) {
 		return rec, fmt.Errorf("container record: bad image_digest %q", rec.ImageDigest)
 	}
 	return rec, nil
@@ -281,7 +282,7 @@ func (e *Enricher) lookup(ctx context.Context, k ckey) *entry {
 	if !missedAt.IsZero() && now.Sub(missedAt) < e.cfg.MissRecheck {
 		return nil
 	}
-	if kve, err := e.containers.Get(ctx, kvKey(k.host, k.id)); err == nil {
+	if kve, err := e.containers.Get(ctx, kvdoc.ContainerKey(k.host, k.id)); err == nil {
 		if rec, err := decodeContainerRecord(kve.Value()); err == nil {
 			e.store(rec)
 			e.mu.RLock()
@@ -409,7 +410,7 @@ func (e *Enricher) containerEvent(ctx context.Context, host string, ev *containv
 	if rec.ImageRef == "" && rec.ImageDigest == "" {
 		// The collector may already have set them on the envelope.
 		rec.ImageRef, rec.ImageDigest = ev.ImageRef, ev.ImageDigest
-		if rec.ImageDigest != "" && !ValidDigest(rec.ImageDigest) {
+		if rec.ImageDigest != "" && !kvdoc.ValidDigest(rec.ImageDigest) {
 			rec.ImageDigest = ""
 		}
 	}
@@ -423,7 +424,7 @@ func (e *Enricher) containerEvent(ctx context.Context, host string, ev *containv
 	if err != nil {
 		return fmt.Errorf("enricher: encoding container record: %w", err)
 	}
-	if _, err := e.containers.Put(ctx, kvKey(host, ev.ContainerId), data); err != nil {
+	if _, err := e.containers.Put(ctx, kvdoc.ContainerKey(host, ev.ContainerId), data); err != nil {
 		e.m.Errors.WithLabelValues(metrics.StageEnricher, errKV).Inc()
 		e.mu.Lock()
 		delete(e.cache, ckey{host, ev.ContainerId}) // stored again on redelivery

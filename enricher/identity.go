@@ -2,6 +2,7 @@ package enricher
 
 import (
 	"github.com/containsec/contain/schemas/containv1"
+	"github.com/containsec/contain/schemas/kvdoc"
 )
 
 // Where a container record's image identity came from.
@@ -38,7 +39,7 @@ func IdentityOf(ci *containv1.ContainerInfo, eventName string) Identity {
 	if ci != nil && (ci.ImageDigest != "" || ci.ImageRef != "" || ci.ImageId != "") {
 		id.Source = IdentityRuntime
 		id.Ref = ci.ImageRef
-		if ValidDigest(ci.ImageDigest) {
+		if kvdoc.ValidDigest(ci.ImageDigest) {
 			id.Digest = ci.ImageDigest
 		}
 		if ci.Name != "" {

@@ -3,6 +3,8 @@ package enricher
 import (
 	"slices"
 	"strings"
+
+	"github.com/containsec/contain/schemas/kvdoc"
 )
 
 // Label and annotation keys the enricher reads from ContainerInfo.labels,
@@ -79,54 +81,24 @@ func ImageFromLabels(labels map[string]string) (ref, digest string) {
 		if i := strings.LastIndexByte(v, '@'); i >= 0 {
 			v = v[i+1:]
 		}
-		if ValidDigest(v) {
+		if kvdoc.ValidDigest(v) {
 			digest = v
 			break
 		}
 	}
 	if digest == "" && ref != "" {
-		if i := strings.LastIndexByte(ref, '@'); i >= 0 && ValidDigest(ref[i+1:]) {
+		if i := strings.LastIndexByte(ref, '@'); i >= 0 && kvdoc.ValidDigest(ref[i+1:]) {
 			digest = ref[i+1:]
 		}
 	}
 	return ref, digest
 }
 
-// ValidDigest reports whether d looks like an OCI digest: sha256:<64 hex>
-// or sha512:<128 hex> (other registered algorithms: alg:hex, hex >= 32).
-func ValidDigest(d string) bool {
-	alg, hex, ok := strings.Cut(d, ":")
-	if !ok || alg == "" || len(alg) > 32 {
-		return false
-	}
-	switch alg {
-	case "sha256":
-		if len(hex) != 64 {
-			return false
-		}
-	case "sha512":
-		if len(hex) != 128 {
-			return false
-		}
-	default:
-		if len(hex) < 32 || len(hex) > 256 {
-			return false
-		}
-	}
-	for i := 0; i < len(alg); i++ {
-		c := alg[i]
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '+' || c == '.' || c == '_' || c == '-') {
-			return false
-		}
-	}
-	for i := 0; i < len(hex); i++ {
-		c := hex[i]
-		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
-			return false
-		}
-	}
-	return true
-}
+// ValidDigest reports whether d looks like an OCI digest
+// (kvdoc.ValidDigest).
+//
+// Deprecated: use kvdoc.ValidDigest.
+func ValidDigest(d string) bool { return kvdoc.ValidDigest(d) }
 
 // containerFromLabels builds a record from a KIND_CONTAINER event's labels.
 func containerFromLabels(host, id, name string, labels map[string]string, wallNs int64) ContainerImage {
@@ -156,31 +128,4 @@ func sameImage(a, b ContainerImage) bool {
 	return a.ImageRef == b.ImageRef && a.ImageDigest == b.ImageDigest && a.Name == b.Name && a.IdentitySource == b.IdentitySource &&
 		a.ComposeProject == b.ComposeProject && a.ComposeService == b.ComposeService && a.Dockerfile == b.Dockerfile &&
 		slices.Equal(a.Addresses, b.Addresses) && a.HostNetwork == b.HostNetwork
-}
-
-// kvKey is the containers-bucket key of (host, container id): each part
-// escaped so that only [A-Za-z0-9_-] remain (other bytes as =XX), joined
-// by a dot.
-func kvKey(host, id string) string {
-	return escapeKey(host) + "." + escapeKey(id)
-}
-
-func escapeKey(s string) string {
-	const hexdigits = "0123456789ABCDEF"
-	if s == "" {
-		return "="
-	}
-	var b strings.Builder
-	b.Grow(len(s))
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-' {
-			b.WriteByte(c)
-			continue
-		}
-		b.WriteByte('=')
-		b.WriteByte(hexdigits[c>>4])
-		b.WriteByte(hexdigits[c&0xf])
-	}
-	return b.String()
 }

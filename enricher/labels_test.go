@@ -2,9 +2,10 @@ package enricher
 
 import (
 	"encoding/json"
-	"net/netip"
 	"strings"
 	"testing"
+
+	"github.com/containsec/contain/schemas/kvdoc"
 )
 
 func TestImageFromLabels(t *testing.T) {
@@ -30,20 +31,6 @@ func TestImageFromLabels(t *testing.T) {
 	}
 }
 
-func TestKVKey(t *testing.T) {
-	for in, want := range map[[2]string]string{
-		{"h1", "c1"}:              "h1.c1",
-		{"host.example", "a/b"}:   "host=2Eexample.a=2Fb",
-		{"", "x"}:                 "=.x",
-		{"h", "ünï"}:              "h.=C3=BCn=C3=AF",
-		{"h", "sha256:abc*>\x00"}: "h.sha256=3Aabc=2A=3E=00",
-	} {
-		if got := kvKey(in[0], in[1]); got != want {
-			t.Errorf("kvKey(%q, %q) = %q, want %q", in[0], in[1], got, want)
-		}
-	}
-}
-
 // FuzzImageFromLabels: any labels give a valid digest or none, never a panic.
 func FuzzImageFromLabels(f *testing.F) {
 	f.Add("org.opencontainers.image.ref.name", "web@"+testDigest, "io.contain.image.digest", testDigest)
@@ -57,7 +44,7 @@ func FuzzImageFromLabels(f *testing.F) {
 		if len(ref) > maxLabelValue {
 			t.Fatalf("over-long ref returned")
 		}
-		key := kvKey(ref, digest)
+		key := kvdoc.ContainerKey(ref, digest)
 		for _, c := range []byte(key) {
 			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-' || c == '=' || c == '.') {
 				t.Fatalf("kv key %q has %q", key, c)
@@ -79,33 +66,6 @@ func FuzzDecodeContainerRecord(f *testing.F) {
 		}
 		if rec.ContainerID == "" || rec.ImageDigest != "" && !ValidDigest(rec.ImageDigest) {
 			t.Fatalf("accepted bad record %+v", rec)
-		}
-	})
-}
-
-// FuzzDecodeProfile: profiles from KV are parsed safely.
-func FuzzDecodeProfile(f *testing.F) {
-	p := &Profile{ImageDigest: testDigest, ListenPorts: []Port{{80, "tcp"}}}
-	p.seal()
-	good, _ := json.Marshal(p)
-	f.Add(good)
-	f.Add([]byte(`{"schema_version":1,"version":"x","image_digest":"sha256:1"}`))
-	f.Add([]byte(`null`))
-	sp := &Profile{ImageDigest: testDigest, ComposeService: "web", Peers: []Peer{{Service: "db", Via: []string{"depends_on"}}}, PeerAddresses: []string{"10.231.0.3", "fd00::3"}}
-	sp.seal()
-	withPeers, _ := json.Marshal(sp)
-	f.Add(withPeers)
-	f.Fuzz(func(t *testing.T, b []byte) {
-		p, err := DecodeProfile(b)
-		if err == nil && (p.Version == "" || !ValidDigest(p.ImageDigest)) {
-			t.Fatalf("accepted bad profile %+v", p)
-		}
-		if err == nil {
-			for _, a := range p.PeerAddresses {
-				if _, err := netip.ParseAddr(a); err != nil {
-					t.Fatalf("accepted peer address %q", a)
-				}
-			}
 		}
 	})
 }

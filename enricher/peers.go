@@ -85,7 +85,7 @@ func (e *Enricher) withPeers(base *Profile) *Profile {
 	}
 	p := *base
 	p.PeerAddresses = e.peerAddresses(base.ComposeProject, base.Peers)
-	p.seal()
+	p.Seal()
 	return &p
 }
 

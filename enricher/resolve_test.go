@@ -158,7 +158,7 @@ func TestDeclaredProfile(t *testing.T) {
 	if !sp.ReadOnlyRootfs || !slices.Equal(sp.WritablePaths, []string{"/data", "/tmp"}) || sp.UID != 1000 {
 		t.Errorf("service profile: read_only %v writable %v uid %d", sp.ReadOnlyRootfs, sp.WritablePaths, sp.UID)
 	}
-	if !slices.Equal(sp.ListenPorts, []Port{{8080, "tcp"}}) || !slices.Equal(sp.MainProcess, []string{"/app/web", "--listen", ":8080"}) {
+	if !slices.Equal(sp.ListenPorts, []Port{{Port: 8080, Protocol: "tcp"}}) || !slices.Equal(sp.MainProcess, []string{"/app/web", "--listen", ":8080"}) {
 		t.Errorf("service profile: ports %v main %q", sp.ListenPorts, sp.MainProcess)
 	}
 	if !slices.Equal(sp.Executables, []string{"/app/web", "/bin/sh"}) {

@@ -15,6 +15,7 @@ import (
 	"github.com/containsec/contain/internal/dockerfile"
 	"github.com/containsec/contain/internal/imagecfg"
 	"github.com/containsec/contain/internal/metrics"
+	"github.com/containsec/contain/schemas/kvdoc"
 )
 
 // resolver turns container images into declarations and profiles in the
@@ -165,7 +166,7 @@ func sourceLabel(err error) string {
 func (r *resolver) declaration(ctx context.Context, rec ContainerImage) (*imagecfg.Declaration, string, error) {
 	e := r.e
 	if rec.ImageDigest != "" {
-		if kve, err := e.imagesKV.Get(ctx, DigestKey(rec.ImageDigest)); err == nil {
+		if kve, err := e.imagesKV.Get(ctx, kvdoc.DigestKey(rec.ImageDigest)); err == nil {
 			var d imagecfg.Declaration
 			if err := json.Unmarshal(kve.Value(), &d); err == nil && d.Digest == rec.ImageDigest {
 				return &d, "kv", nil
@@ -188,7 +189,7 @@ func (r *resolver) declaration(ctx context.Context, rec ContainerImage) (*imagec
 	}
 	d.Ref, d.Source = rec.ImageRef, source
 	if data, err := json.Marshal(d); err == nil {
-		if _, err := e.imagesKV.Put(ctx, DigestKey(d.Digest), data); err != nil {
+		if _, err := e.imagesKV.Put(ctx, kvdoc.DigestKey(d.Digest), data); err != nil {
 			e.m.Errors.WithLabelValues(metrics.StageEnricher, errKV).Inc()
 		}
 	}

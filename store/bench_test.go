@@ -47,7 +47,7 @@ func BenchmarkRows(b *testing.B) {
 	rows := 0
 	for b.Loop() {
 		for _, bt := range batches {
-			rs.add(bt, now)
+			rs.add(bt, now, nil)
 		}
 		rows += rs.len()
 		rs.reset()
@@ -71,7 +71,9 @@ func BenchmarkInsert(b *testing.B) {
 			m := metrics.New()
 			b.ResetTimer()
 			rows := 0
+			ids := containv1.NewIDGen()
 			for b.Loop() {
+				renewIDs(ids, batches) // new rows, not duplicates
 				if err := s.handle(context.Background(), rs, batches, m); err != nil {
 					b.Fatal(err)
 				}
@@ -104,7 +106,9 @@ func BenchmarkPipeline(b *testing.B) {
 	batches := benchBatches(perIter/1000, 1000)
 	b.ResetTimer()
 	total := 0
+	ids := containv1.NewIDGen()
 	for b.Loop() {
+		renewIDs(ids, batches) // new rows, not duplicates
 		for _, bt := range batches {
 			bt.Seq += uint64(len(batches)) // a new Nats-Msg-Id each round
 			if err := bus.Publish(ctx, js, containv1.EventsSubject("host-a"), bt); err != nil {
@@ -121,4 +125,13 @@ func BenchmarkPipeline(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(total)/b.Elapsed().Seconds(), "events/s")
+}
+
+// renewIDs gives every event of batches a fresh id.
+func renewIDs(ids *containv1.IDGen, batches []*containv1.Batch) {
+	for _, bt := range batches {
+		for _, ev := range bt.Events {
+			ev.Id = ids.Next()
+		}
+	}
 }

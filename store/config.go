@@ -3,13 +3,12 @@ package store
 import (
 	"errors"
 	"fmt"
-	"github.com/containsec/contain/internal/tlsconfig"
 	"net"
 	"regexp"
 	"time"
 
-	"github.com/containsec/contain/analyzer"
-	"github.com/containsec/contain/enricher"
+	"github.com/containsec/contain/internal/tlsconfig"
+	"github.com/containsec/contain/schemas/kvdoc"
 )
 
 // Config configures the ClickHouse sink. Keys in errors are the ones
@@ -87,9 +86,9 @@ func DefaultConfig() Config {
 		RetryDelay:    time.Second,
 		DurablePrefix: "store",
 
-		ImagesBucket:    enricher.DefaultImagesBucket,
-		ProfilesBucket:  enricher.DefaultProfilesBucket,
-		BaselinesBucket: analyzer.DefaultBaselinesBucket,
+		ImagesBucket:    kvdoc.ImagesBucket,
+		ProfilesBucket:  kvdoc.ProfilesBucket,
+		BaselinesBucket: kvdoc.BaselinesBucket,
 	}
 }
 

@@ -5,7 +5,7 @@
 // consumers <prefix>-events, <prefix>-alerts and <prefix>-actions; and
 // every version written to the NATS KV buckets contain_images (image
 // declarations, internal/imagecfg), contain_profiles (declared profiles,
-// schemas/profile.md) and contain_baselines (analyzer.Doc), through durable
+// schemas/profile.md) and contain_baselines (kvdoc.Baseline), through durable
 // consumers <prefix>-kv-images, -kv-profiles and -kv-baselines on their
 // KV_<bucket> streams (Config.ImagesBucket, ProfilesBucket,
 // BaselinesBucket; empty skips one).
@@ -27,6 +27,12 @@
 //     versioned keys "<digest key>.<version>" make rows, the digest key
 //     holds a copy);
 //   - image_audits: `contain audit --store` (InsertImageAudit);
+//   - commits: one row per KIND_COMMIT event (source container and image,
+//     new image, diff summary, lineage: the new image's ancestors), with
+//     the lineage queries QueryImagesFromContainer and
+//     QueryImagesFromAlertedContainers;
+//   - container_audits: `contain audit --running --policy ... --store`
+//     (InsertContainerAudits): one row per container and policy;
 //   - schema_migrations: the applied schema versions.
 //
 // Guarantees:
@@ -38,9 +44,14 @@
 //     messages are redelivered after a doubling back-off (RetryDelay up to
 //     30s); InsertTimeout + FlushInterval < AckWait, so a hung insert fails
 //     and backs off rather than racing NATS's own redelivery.
-//   - Idempotent rows: tables are ReplacingMergeTree keyed by the event id,
-//     so a redelivered batch collapses at merge time (query with FINAL or
-//     uniqExact(id) for exact counts before merges).
+//   - Idempotent rows: before inserting a fetch, the store looks up which
+//     of its event, alert and action ids the tables already hold (within
+//     the fetch's time range and containers or images) and skips them,
+//     counted as contain_dropped_total{stage="store",reason="duplicate"};
+//     so a batch delivered twice (retry, replay, restart) adds no row and
+//     plain count() is exact. Tables are also ReplacingMergeTree keyed by
+//     the id, which folds what two stores inserting one batch at the same
+//     instant leave (docs/design/017-forensics.md).
 //   - A message that does not decode is counted
 //     (contain_malformed_messages_total{stage="store"}) and skipped; every
 //     decoded event makes a row: values are bounded to their column types,
@@ -52,7 +63,7 @@
 //     replaces its own row (keys (image_digest, baseline_key, version) and
 //     (image_digest, profile_version, source)). Deletes and purges make no
 //     row. A value that does not decode, or whose baseline fails the
-//     analyzer's own checks (checksum, items), is counted
+//     format's checks (kvdoc.UnmarshalBaseline: checksum, items), is counted
 //     (contain_malformed_messages_total{stage="store"} and
 //     contain_errors_total{stage="store",kind="kv_malformed"}) and skipped.
 //   - The schema is created by ordered, numbered migrations, each applied

@@ -11,16 +11,15 @@ import (
 	"strings"
 	"time"
 
-	"github.com/containsec/contain/analyzer"
-	"github.com/containsec/contain/enricher"
 	"github.com/containsec/contain/internal/imagecfg"
+	"github.com/containsec/contain/schemas/kvdoc"
 )
 
 // Sources of declaration and baseline rows copied from NATS KV.
 const (
 	SourceImage    = "enricher:image"   // contain_images: imagecfg.Declaration
-	SourceProfile  = "enricher:profile" // contain_profiles: enricher.Profile
-	SourceBaseline = "analyzer"         // contain_baselines: analyzer.Doc
+	SourceProfile  = "enricher:profile" // contain_profiles: kvdoc.Profile
+	SourceBaseline = "analyzer"         // contain_baselines: kvdoc.Baseline
 )
 
 // errSkip marks a KV entry that is valid but makes no row (a copy of
@@ -42,7 +41,7 @@ func profileRow(key string, raw []byte, at time.Time) (DeclarationRow, error) {
 	if len(raw) > maxKVValue {
 		return DeclarationRow{}, fmt.Errorf("profile %s: %d bytes", key, len(raw))
 	}
-	p, err := enricher.DecodeProfile(raw)
+	p, err := kvdoc.DecodeProfile(raw)
 	if err != nil {
 		return DeclarationRow{}, err
 	}
@@ -95,10 +94,10 @@ func imageRow(key string, raw []byte, at time.Time) (DeclarationRow, error) {
 	if err := json.Unmarshal(raw, &d); err != nil {
 		return DeclarationRow{}, fmt.Errorf("image declaration %s: %w", key, err)
 	}
-	if !enricher.ValidDigest(d.Digest) {
+	if !kvdoc.ValidDigest(d.Digest) {
 		return DeclarationRow{}, fmt.Errorf("image declaration %s: bad digest %q", key, d.Digest)
 	}
-	if enricher.DigestKey(d.Digest) != key {
+	if kvdoc.DigestKey(d.Digest) != key {
 		return DeclarationRow{}, fmt.Errorf("image declaration %s: digest %s belongs under another key", key, d.Digest)
 	}
 	sum := sha256.Sum256(raw)
@@ -153,24 +152,21 @@ func imageRow(key string, raw []byte, at time.Time) (DeclarationRow, error) {
 	return r, nil
 }
 
-// baselineRow turns a baseline version (analyzer.Doc, the
+// baselineRow turns a baseline version (kvdoc.Baseline, the
 // contain_baselines bucket) into a baselines row. The document is verified
-// (checksum and every item) as the analyzer would on load. Items are
+// (checksum and every item, kvdoc.UnmarshalBaseline). Items are
 // sorted by kind, then item; counts are how often each was seen.
 func baselineRow(raw []byte, at time.Time) (BaselineRow, error) {
 	if len(raw) > maxKVValue {
 		return BaselineRow{}, fmt.Errorf("baseline: %d bytes", len(raw))
 	}
-	d, err := analyzer.UnmarshalJSONDoc(raw)
+	d, err := kvdoc.UnmarshalBaseline(raw)
 	if err != nil {
-		return BaselineRow{}, err
-	}
-	if _, err := d.Baseline(); err != nil {
 		return BaselineRow{}, err
 	}
 	r := BaselineRow{Time: at, Key: d.Key, ImageRef: d.Image, Version: d.Version, Phase: d.Phase,
 		Observations: d.Observations, Novelty: d.Novelty, Source: SourceBaseline, Doc: string(raw)}
-	if enricher.ValidDigest(d.Key) {
+	if kvdoc.ValidDigest(d.Key) {
 		r.ImageDigest = d.Key
 	}
 	if d.Op != "" {

@@ -47,6 +47,7 @@ var migrations = []migration{
 		{"events", "ct_host_network", "UInt8"},
 	}},
 	{5, "alert incidents", nil, []column{{"alerts", "incident_id", "UUID"}}},
+	{7, "commits and container audits", []string{ddlCommits, ddlContainerAudits}, nil},
 }
 
 const ddlMigrations = `CREATE TABLE IF NOT EXISTS schema_migrations (

@@ -37,19 +37,7 @@ var maxTime = time.Unix(int64(^uint32(0)), 0)
 // fill sets the derived fields of r for event i of batch b; now stands in
 // for a missing or negative wall time.
 func (r *eventRow) fill(b *containv1.Batch, i int, ev *containv1.Event, now time.Time, keepRaw bool) {
-	*r = eventRow{b: b, ev: ev}
-	if id := ev.GetId(); len(id) == 16 {
-		r.id = uuid.UUID(id)
-	} else {
-		var key []byte
-		key = append(key, b.GetProducerId()...)
-		key = append(key, 0)
-		key = append(key, b.GetStage()...)
-		key = binary.BigEndian.AppendUint64(key, b.GetSeq())
-		key = binary.BigEndian.AppendUint64(key, uint64(i))
-		key = append(key, id...)
-		r.id = uuid.NewSHA1(idNamespace, key)
-	}
+	*r = eventRow{b: b, ev: ev, id: eventID(b, i, ev)}
 	r.ts, r.tsNs = wallTime(ev.GetWallNs(), now)
 	r.proc = procOf(ev)
 	if keepRaw {
@@ -57,6 +45,23 @@ func (r *eventRow) fill(b *containv1.Batch, i int, ev *containv1.Event, now time
 			r.raw = string(raw)
 		}
 	}
+}
+
+// eventID is the row id of event i of batch b: its own 16-byte id, or one
+// derived from the batch's producer, stage, sequence and position.
+func eventID(b *containv1.Batch, i int, ev *containv1.Event) uuid.UUID {
+	id := ev.GetId()
+	if len(id) == 16 {
+		return uuid.UUID(id)
+	}
+	var key []byte
+	key = append(key, b.GetProducerId()...)
+	key = append(key, 0)
+	key = append(key, b.GetStage()...)
+	key = binary.BigEndian.AppendUint64(key, b.GetSeq())
+	key = binary.BigEndian.AppendUint64(key, uint64(i))
+	key = append(key, id...)
+	return uuid.NewSHA1(idNamespace, key)
 }
 
 // wallTime splits Unix ns into a DateTime second and the ns within it.
@@ -111,6 +116,8 @@ func kindOf(ev *containv1.Event) containv1.Kind {
 		return containv1.Kind_KIND_CONTAINER
 	case *containv1.Event_Process:
 		return containv1.Kind_KIND_PROCESS
+	case *containv1.Event_Commit:
+		return containv1.Kind_KIND_COMMIT
 	}
 	return containv1.Kind_KIND_UNSPECIFIED
 }
@@ -423,6 +430,7 @@ type rowSet struct {
 	events, alerts, actions *rowBuf[row]
 	keepRaw                 bool
 	scratch                 eventRow // column getters copy out of it
+	added                   idSet    // ids added since the last reset
 }
 
 func newRowSet(keepRaw bool) *rowSet {
@@ -431,19 +439,31 @@ func newRowSet(keepRaw bool) *rowSet {
 		alerts:  newRowBuf(alertsTable, 16),
 		actions: newRowBuf(actionsTable, 16),
 		keepRaw: keepRaw,
+		added:   idSet{},
 	}
 }
 
 // add routes every event of b to its table: alerts and actions by body,
 // everything else to events. It never fails: proto getters are nil-safe and
-// every value is bounded to its column type.
-func (s *rowSet) add(b *containv1.Batch, now time.Time) {
+// every value is bounded to its column type. A row whose id is in skip,
+// or was already added since the last reset, is left out; add returns how
+// many were.
+func (s *rowSet) add(b *containv1.Batch, now time.Time, skip idSet) (dups int) {
 	for i, ev := range b.GetEvents() {
 		if ev == nil {
 			continue
 		}
 		r := &s.scratch
 		r.fill(b, i, ev, now, s.keepRaw)
+		if _, ok := skip[r.id]; ok {
+			dups++
+			continue
+		}
+		if _, ok := s.added[r.id]; ok {
+			dups++
+			continue
+		}
+		s.added[r.id] = struct{}{}
 		switch ev.GetBody().(type) {
 		case *containv1.Event_Alert:
 			s.alerts.add(r)
@@ -453,6 +473,7 @@ func (s *rowSet) add(b *containv1.Batch, now time.Time) {
 			s.events.add(r)
 		}
 	}
+	return dups
 }
 
 func (s *rowSet) len() int { return s.events.len() + s.alerts.len() + s.actions.len() }
@@ -461,6 +482,7 @@ func (s *rowSet) reset() {
 	s.events.reset()
 	s.alerts.reset()
 	s.actions.reset()
+	clear(s.added)
 }
 
 // addrStrings renders 16-byte (or 4-byte) addresses as text; an address of

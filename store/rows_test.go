@@ -42,15 +42,15 @@ func FuzzBatchRows(f *testing.F) {
 			return
 		}
 		rs := newRowSet(true)
-		rs.add(b, now)
+		dups := rs.add(b, now, nil)
 		want := 0
 		for _, ev := range b.Events {
 			if ev != nil {
 				want++
 			}
 		}
-		if rs.len() != want {
-			t.Fatalf("%d rows for %d events", rs.len(), want)
+		if rs.len()+dups != want {
+			t.Fatalf("%d rows and %d duplicates for %d events", rs.len(), dups, want)
 		}
 		for _, buf := range []*rowBuf[row]{rs.events, rs.alerts, rs.actions} {
 			for i, c := range buf.bufs {

@@ -20,6 +20,9 @@ import (
 	"github.com/containsec/contain/schemas/containv1"
 )
 
+// reasonDuplicate labels rows skipped because the table already holds them.
+const reasonDuplicate = "duplicate"
+
 // Store writes contain's events, alerts and actions into ClickHouse.
 type Store struct {
 	cfg  Config
@@ -241,11 +244,23 @@ func (s *Store) handle(ctx context.Context, rs *rowSet, batches []*containv1.Bat
 		}
 	}
 	now := time.Now()
-	for _, b := range batches {
-		rs.add(b, now)
-	}
 	ictx, cancel := context.WithTimeout(ctx, s.cfg.InsertTimeout)
 	defer cancel()
+	have, err := s.existing(ictx, batches, now)
+	if err != nil {
+		m.Errors.WithLabelValues(metrics.StageStore, "insert").Inc()
+		if isUnavailable(err) {
+			s.markDown(err, "looking up ids")
+		}
+		return err
+	}
+	dups := 0
+	for _, b := range batches {
+		dups += rs.add(b, now, have)
+	}
+	if dups > 0 {
+		m.Dropped.WithLabelValues(metrics.StageStore, reasonDuplicate).Add(float64(dups))
+	}
 	for _, buf := range []*rowBuf[row]{rs.events, rs.alerts, rs.actions} {
 		if err := s.insert(ictx, buf); err != nil {
 			m.Errors.WithLabelValues(metrics.StageStore, "insert").Inc()
@@ -254,6 +269,13 @@ func (s *Store) handle(ctx context.Context, rs *rowSet, batches []*containv1.Bat
 			}
 			return err
 		}
+	}
+	if err := s.insertCommitsOf(ictx, batches); err != nil {
+		m.Errors.WithLabelValues(metrics.StageStore, "insert").Inc()
+		if isUnavailable(err) {
+			s.markDown(err, "inserting into commits")
+		}
+		return err
 	}
 	s.markUp()
 	m.EventsOut.WithLabelValues(metrics.StageStore).Add(float64(rs.len()))
@@ -287,4 +309,10 @@ func insertRange[R any](ctx context.Context, conn driver.Conn, buf *rowBuf[R], l
 		}
 	}
 	return batch.Send()
+}
+
+// Insert writes batches as Run would (same rows, same duplicate skipping),
+// for tools that load history without a stream (tests, imports).
+func (s *Store) Insert(ctx context.Context, m *metrics.Metrics, batches ...*containv1.Batch) error {
+	return s.handle(ctx, newRowSet(s.cfg.StoreRaw), batches, m)
 }

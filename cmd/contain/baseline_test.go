@@ -14,6 +14,7 @@ import (
 	"github.com/containsec/contain/analyzer"
 	"github.com/containsec/contain/internal/auth"
 	"github.com/containsec/contain/schemas/containv1"
+	"github.com/containsec/contain/schemas/kvdoc"
 )
 
 // TestBaselineCLI learns a baseline with the real engine, then goes through
@@ -94,7 +95,7 @@ func TestBaselineCLI(t *testing.T) {
 	defer rcancel()
 	if kv, err := rjs.KeyValue(rctx, analyzer.DefaultBaselinesBucket); err != nil {
 		t.Fatalf("reader opening the bucket: %v", err)
-	} else if _, err := kv.Put(rctx, analyzer.KVKey(keys[0]), []byte("{}")); err == nil {
+	} else if _, err := kv.Put(rctx, kvdoc.EscapeKey(keys[0]), []byte("{}")); err == nil {
 		t.Fatal("a reader wrote a baseline")
 	}
 	out, err = runCLI(t, append([]string{"baseline", "list", "--json"}, nats...)...)

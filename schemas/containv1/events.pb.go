@@ -42,21 +42,23 @@ const (
 	Kind_KIND_LOSS        Kind = 7
 	Kind_KIND_CONTAINER   Kind = 8
 	Kind_KIND_PROCESS     Kind = 9
+	Kind_KIND_COMMIT      Kind = 10
 )
 
 // Enum value maps for Kind.
 var (
 	Kind_name = map[int32]string{
-		0: "KIND_UNSPECIFIED",
-		1: "KIND_EXEC",
-		2: "KIND_SYSCALL",
-		3: "KIND_NETWORK",
-		4: "KIND_FILE",
-		5: "KIND_ALERT",
-		6: "KIND_ACTION",
-		7: "KIND_LOSS",
-		8: "KIND_CONTAINER",
-		9: "KIND_PROCESS",
+		0:  "KIND_UNSPECIFIED",
+		1:  "KIND_EXEC",
+		2:  "KIND_SYSCALL",
+		3:  "KIND_NETWORK",
+		4:  "KIND_FILE",
+		5:  "KIND_ALERT",
+		6:  "KIND_ACTION",
+		7:  "KIND_LOSS",
+		8:  "KIND_CONTAINER",
+		9:  "KIND_PROCESS",
+		10: "KIND_COMMIT",
 	}
 	Kind_value = map[string]int32{
 		"KIND_UNSPECIFIED": 0,
@@ -69,6 +71,7 @@ var (
 		"KIND_LOSS":        7,
 		"KIND_CONTAINER":   8,
 		"KIND_PROCESS":     9,
+		"KIND_COMMIT":      10,
 	}
 )
 
@@ -669,6 +672,7 @@ type Event struct {
 	//	*Event_Loss
 	//	*Event_Container
 	//	*Event_Process
+	//	*Event_Commit
 	Body          isEvent_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -876,6 +880,15 @@ func (x *Event) GetProcess() *ProcessLifecycle {
 	return nil
 }
 
+func (x *Event) GetCommit() *Commit {
+	if x != nil {
+		if x, ok := x.Body.(*Event_Commit); ok {
+			return x.Commit
+		}
+	}
+	return nil
+}
+
 type isEvent_Body interface {
 	isEvent_Body()
 }
@@ -916,6 +929,10 @@ type Event_Process struct {
 	Process *ProcessLifecycle `protobuf:"bytes,28,opt,name=process,proto3,oneof"`
 }
 
+type Event_Commit struct {
+	Commit *Commit `protobuf:"bytes,29,opt,name=commit,proto3,oneof"`
+}
+
 func (*Event_Exec) isEvent_Body() {}
 
 func (*Event_Syscall) isEvent_Body() {}
@@ -933,6 +950,8 @@ func (*Event_Loss) isEvent_Body() {}
 func (*Event_Container) isEvent_Body() {}
 
 func (*Event_Process) isEvent_Body() {}
+
+func (*Event_Commit) isEvent_Body() {}
 
 // Process identifies the task that caused an event.
 type Process struct {
@@ -2146,6 +2165,204 @@ func (x *ContainerInfo) GetName() string {
 	return ""
 }
 
+// Commit is a container's writable layer committed into a new image
+// (docker commit, podman/buildah commit, nerdctl commit, a containerd image
+// created by a client). The envelope's container_id, container_name,
+// image_ref and image_digest are the source container's when the engine
+// names one; cgroup_id is 0.
+type Commit struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// engine: "docker", "podman" or "containerd".
+	Engine string `protobuf:"bytes,1,opt,name=engine,proto3" json:"engine,omitempty"`
+	// namespace: the containerd namespace of the new image.
+	Namespace string `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	// The source container and its image (the engine's image id: the
+	// config digest, sha256:...).
+	SourceContainerId   string `protobuf:"bytes,3,opt,name=source_container_id,json=sourceContainerId,proto3" json:"source_container_id,omitempty"`
+	SourceContainerName string `protobuf:"bytes,4,opt,name=source_container_name,json=sourceContainerName,proto3" json:"source_container_name,omitempty"`
+	SourceImageRef      string `protobuf:"bytes,5,opt,name=source_image_ref,json=sourceImageRef,proto3" json:"source_image_ref,omitempty"`
+	SourceImageId       string `protobuf:"bytes,6,opt,name=source_image_id,json=sourceImageId,proto3" json:"source_image_id,omitempty"`
+	// The new image: its id (config digest), manifest digest where the
+	// engine knows one, and the reference it was tagged with.
+	ImageId     string `protobuf:"bytes,7,opt,name=image_id,json=imageId,proto3" json:"image_id,omitempty"`
+	ImageDigest string `protobuf:"bytes,8,opt,name=image_digest,json=imageDigest,proto3" json:"image_digest,omitempty"`
+	ImageRef    string `protobuf:"bytes,9,opt,name=image_ref,json=imageRef,proto3" json:"image_ref,omitempty"`
+	// author and comment as given to the commit; actor: who asked, where the
+	// engine says (a user, a client process).
+	Author  string `protobuf:"bytes,10,opt,name=author,proto3" json:"author,omitempty"`
+	Comment string `protobuf:"bytes,11,opt,name=comment,proto3" json:"comment,omitempty"`
+	Actor   string `protobuf:"bytes,12,opt,name=actor,proto3" json:"actor,omitempty"`
+	// The source container's writable layer against its image at commit
+	// time (the engine's diff): counts, and up to a bound of paths, each
+	// prefixed "A ", "C " or "D ".
+	FilesAdded     uint32   `protobuf:"varint,13,opt,name=files_added,json=filesAdded,proto3" json:"files_added,omitempty"`
+	FilesChanged   uint32   `protobuf:"varint,14,opt,name=files_changed,json=filesChanged,proto3" json:"files_changed,omitempty"`
+	FilesDeleted   uint32   `protobuf:"varint,15,opt,name=files_deleted,json=filesDeleted,proto3" json:"files_deleted,omitempty"`
+	Paths          []string `protobuf:"bytes,16,rep,name=paths,proto3" json:"paths,omitempty"`
+	PathsTruncated bool     `protobuf:"varint,17,opt,name=paths_truncated,json=pathsTruncated,proto3" json:"paths_truncated,omitempty"`
+	// lineage: the new image's ancestors, nearest first: the source image id,
+	// then its parents as the engine records them (bounded).
+	Lineage       []string `protobuf:"bytes,18,rep,name=lineage,proto3" json:"lineage,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Commit) Reset() {
+	*x = Commit{}
+	mi := &file_contain_v1_events_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Commit) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Commit) ProtoMessage() {}
+
+func (x *Commit) ProtoReflect() protoreflect.Message {
+	mi := &file_contain_v1_events_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Commit.ProtoReflect.Descriptor instead.
+func (*Commit) Descriptor() ([]byte, []int) {
+	return file_contain_v1_events_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *Commit) GetEngine() string {
+	if x != nil {
+		return x.Engine
+	}
+	return ""
+}
+
+func (x *Commit) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *Commit) GetSourceContainerId() string {
+	if x != nil {
+		return x.SourceContainerId
+	}
+	return ""
+}
+
+func (x *Commit) GetSourceContainerName() string {
+	if x != nil {
+		return x.SourceContainerName
+	}
+	return ""
+}
+
+func (x *Commit) GetSourceImageRef() string {
+	if x != nil {
+		return x.SourceImageRef
+	}
+	return ""
+}
+
+func (x *Commit) GetSourceImageId() string {
+	if x != nil {
+		return x.SourceImageId
+	}
+	return ""
+}
+
+func (x *Commit) GetImageId() string {
+	if x != nil {
+		return x.ImageId
+	}
+	return ""
+}
+
+func (x *Commit) GetImageDigest() string {
+	if x != nil {
+		return x.ImageDigest
+	}
+	return ""
+}
+
+func (x *Commit) GetImageRef() string {
+	if x != nil {
+		return x.ImageRef
+	}
+	return ""
+}
+
+func (x *Commit) GetAuthor() string {
+	if x != nil {
+		return x.Author
+	}
+	return ""
+}
+
+func (x *Commit) GetComment() string {
+	if x != nil {
+		return x.Comment
+	}
+	return ""
+}
+
+func (x *Commit) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+func (x *Commit) GetFilesAdded() uint32 {
+	if x != nil {
+		return x.FilesAdded
+	}
+	return 0
+}
+
+func (x *Commit) GetFilesChanged() uint32 {
+	if x != nil {
+		return x.FilesChanged
+	}
+	return 0
+}
+
+func (x *Commit) GetFilesDeleted() uint32 {
+	if x != nil {
+		return x.FilesDeleted
+	}
+	return 0
+}
+
+func (x *Commit) GetPaths() []string {
+	if x != nil {
+		return x.Paths
+	}
+	return nil
+}
+
+func (x *Commit) GetPathsTruncated() bool {
+	if x != nil {
+		return x.PathsTruncated
+	}
+	return false
+}
+
+func (x *Commit) GetLineage() []string {
+	if x != nil {
+		return x.Lineage
+	}
+	return nil
+}
+
 var File_contain_v1_events_proto protoreflect.FileDescriptor
 
 const file_contain_v1_events_proto_rawDesc = "" +
@@ -2159,7 +2376,7 @@ const file_contain_v1_events_proto_rawDesc = "" +
 	"\x03seq\x18\x04 \x01(\x04R\x03seq\x12\x1f\n" +
 	"\vproducer_id\x18\x05 \x01(\tR\n" +
 	"producerId\x12)\n" +
-	"\x06events\x18\x06 \x03(\v2\x11.contain.v1.EventR\x06events\"\xa8\x06\n" +
+	"\x06events\x18\x06 \x03(\v2\x11.contain.v1.EventR\x06events\"\xd6\x06\n" +
 	"\x05Event\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\fR\x02id\x12\x12\n" +
 	"\x04host\x18\x02 \x01(\tR\x04host\x12!\n" +
@@ -2183,7 +2400,8 @@ const file_contain_v1_events_proto_rawDesc = "" +
 	"\x06action\x18\x19 \x01(\v2\x12.contain.v1.ActionH\x00R\x06action\x12&\n" +
 	"\x04loss\x18\x1a \x01(\v2\x10.contain.v1.LossH\x00R\x04loss\x129\n" +
 	"\tcontainer\x18\x1b \x01(\v2\x19.contain.v1.ContainerInfoH\x00R\tcontainer\x128\n" +
-	"\aprocess\x18\x1c \x01(\v2\x1c.contain.v1.ProcessLifecycleH\x00R\aprocessB\x06\n" +
+	"\aprocess\x18\x1c \x01(\v2\x1c.contain.v1.ProcessLifecycleH\x00R\aprocess\x12,\n" +
+	"\x06commit\x18\x1d \x01(\v2\x12.contain.v1.CommitH\x00R\x06commitB\x06\n" +
 	"\x04bodyJ\x04\b\r\x10\x14\"\xf5\x01\n" +
 	"\aProcess\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\x12\x12\n" +
@@ -2358,7 +2576,28 @@ const file_contain_v1_events_proto_rawDesc = "" +
 	"\x04name\x18\r \x01(\tR\x04name\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*\xb4\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xdb\x04\n" +
+	"\x06Commit\x12\x16\n" +
+	"\x06engine\x18\x01 \x01(\tR\x06engine\x12\x1c\n" +
+	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12.\n" +
+	"\x13source_container_id\x18\x03 \x01(\tR\x11sourceContainerId\x122\n" +
+	"\x15source_container_name\x18\x04 \x01(\tR\x13sourceContainerName\x12(\n" +
+	"\x10source_image_ref\x18\x05 \x01(\tR\x0esourceImageRef\x12&\n" +
+	"\x0fsource_image_id\x18\x06 \x01(\tR\rsourceImageId\x12\x19\n" +
+	"\bimage_id\x18\a \x01(\tR\aimageId\x12!\n" +
+	"\fimage_digest\x18\b \x01(\tR\vimageDigest\x12\x1b\n" +
+	"\timage_ref\x18\t \x01(\tR\bimageRef\x12\x16\n" +
+	"\x06author\x18\n" +
+	" \x01(\tR\x06author\x12\x18\n" +
+	"\acomment\x18\v \x01(\tR\acomment\x12\x14\n" +
+	"\x05actor\x18\f \x01(\tR\x05actor\x12\x1f\n" +
+	"\vfiles_added\x18\r \x01(\rR\n" +
+	"filesAdded\x12#\n" +
+	"\rfiles_changed\x18\x0e \x01(\rR\ffilesChanged\x12#\n" +
+	"\rfiles_deleted\x18\x0f \x01(\rR\ffilesDeleted\x12\x14\n" +
+	"\x05paths\x18\x10 \x03(\tR\x05paths\x12'\n" +
+	"\x0fpaths_truncated\x18\x11 \x01(\bR\x0epathsTruncated\x12\x18\n" +
+	"\alineage\x18\x12 \x03(\tR\alineage*\xc5\x01\n" +
 	"\x04Kind\x12\x14\n" +
 	"\x10KIND_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tKIND_EXEC\x10\x01\x12\x10\n" +
@@ -2370,7 +2609,9 @@ const file_contain_v1_events_proto_rawDesc = "" +
 	"\vKIND_ACTION\x10\x06\x12\r\n" +
 	"\tKIND_LOSS\x10\a\x12\x12\n" +
 	"\x0eKIND_CONTAINER\x10\b\x12\x10\n" +
-	"\fKIND_PROCESS\x10\t*c\n" +
+	"\fKIND_PROCESS\x10\t\x12\x0f\n" +
+	"\vKIND_COMMIT\x10\n" +
+	"*c\n" +
 	"\x06Origin\x12\x16\n" +
 	"\x12ORIGIN_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10ORIGIN_CONTAINER\x10\x01\x12\x12\n" +
@@ -2390,7 +2631,7 @@ func file_contain_v1_events_proto_rawDescGZIP() []byte {
 }
 
 var file_contain_v1_events_proto_enumTypes = make([]protoimpl.EnumInfo, 9)
-var file_contain_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_contain_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_contain_v1_events_proto_goTypes = []any{
 	(Kind)(0),                // 0: contain.v1.Kind
 	(Origin)(0),              // 1: contain.v1.Origin
@@ -2414,7 +2655,8 @@ var file_contain_v1_events_proto_goTypes = []any{
 	(*Action)(nil),           // 19: contain.v1.Action
 	(*Loss)(nil),             // 20: contain.v1.Loss
 	(*ContainerInfo)(nil),    // 21: contain.v1.ContainerInfo
-	nil,                      // 22: contain.v1.ContainerInfo.LabelsEntry
+	(*Commit)(nil),           // 22: contain.v1.Commit
+	nil,                      // 23: contain.v1.ContainerInfo.LabelsEntry
 }
 var file_contain_v1_events_proto_depIdxs = []int32{
 	10, // 0: contain.v1.Batch.events:type_name -> contain.v1.Event
@@ -2428,27 +2670,28 @@ var file_contain_v1_events_proto_depIdxs = []int32{
 	20, // 8: contain.v1.Event.loss:type_name -> contain.v1.Loss
 	21, // 9: contain.v1.Event.container:type_name -> contain.v1.ContainerInfo
 	13, // 10: contain.v1.Event.process:type_name -> contain.v1.ProcessLifecycle
-	1,  // 11: contain.v1.Process.origin:type_name -> contain.v1.Origin
-	11, // 12: contain.v1.Exec.proc:type_name -> contain.v1.Process
-	11, // 13: contain.v1.ProcessLifecycle.proc:type_name -> contain.v1.Process
-	2,  // 14: contain.v1.ProcessLifecycle.op:type_name -> contain.v1.ProcessLifecycle.Op
-	11, // 15: contain.v1.Syscall.proc:type_name -> contain.v1.Process
-	3,  // 16: contain.v1.Syscall.mode:type_name -> contain.v1.Syscall.Mode
-	11, // 17: contain.v1.Network.proc:type_name -> contain.v1.Process
-	4,  // 18: contain.v1.Network.op:type_name -> contain.v1.Network.Op
-	5,  // 19: contain.v1.Network.protocol:type_name -> contain.v1.Network.Protocol
-	11, // 20: contain.v1.File.proc:type_name -> contain.v1.Process
-	6,  // 21: contain.v1.File.op:type_name -> contain.v1.File.Op
-	17, // 22: contain.v1.Alert.reasons:type_name -> contain.v1.Reason
-	10, // 23: contain.v1.Alert.trigger:type_name -> contain.v1.Event
-	7,  // 24: contain.v1.Action.type:type_name -> contain.v1.Action.Type
-	8,  // 25: contain.v1.Action.result:type_name -> contain.v1.Action.Result
-	22, // 26: contain.v1.ContainerInfo.labels:type_name -> contain.v1.ContainerInfo.LabelsEntry
-	27, // [27:27] is the sub-list for method output_type
-	27, // [27:27] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	22, // 11: contain.v1.Event.commit:type_name -> contain.v1.Commit
+	1,  // 12: contain.v1.Process.origin:type_name -> contain.v1.Origin
+	11, // 13: contain.v1.Exec.proc:type_name -> contain.v1.Process
+	11, // 14: contain.v1.ProcessLifecycle.proc:type_name -> contain.v1.Process
+	2,  // 15: contain.v1.ProcessLifecycle.op:type_name -> contain.v1.ProcessLifecycle.Op
+	11, // 16: contain.v1.Syscall.proc:type_name -> contain.v1.Process
+	3,  // 17: contain.v1.Syscall.mode:type_name -> contain.v1.Syscall.Mode
+	11, // 18: contain.v1.Network.proc:type_name -> contain.v1.Process
+	4,  // 19: contain.v1.Network.op:type_name -> contain.v1.Network.Op
+	5,  // 20: contain.v1.Network.protocol:type_name -> contain.v1.Network.Protocol
+	11, // 21: contain.v1.File.proc:type_name -> contain.v1.Process
+	6,  // 22: contain.v1.File.op:type_name -> contain.v1.File.Op
+	17, // 23: contain.v1.Alert.reasons:type_name -> contain.v1.Reason
+	10, // 24: contain.v1.Alert.trigger:type_name -> contain.v1.Event
+	7,  // 25: contain.v1.Action.type:type_name -> contain.v1.Action.Type
+	8,  // 26: contain.v1.Action.result:type_name -> contain.v1.Action.Result
+	23, // 27: contain.v1.ContainerInfo.labels:type_name -> contain.v1.ContainerInfo.LabelsEntry
+	28, // [28:28] is the sub-list for method output_type
+	28, // [28:28] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_contain_v1_events_proto_init() }
@@ -2466,6 +2709,7 @@ func file_contain_v1_events_proto_init() {
 		(*Event_Loss)(nil),
 		(*Event_Container)(nil),
 		(*Event_Process)(nil),
+		(*Event_Commit)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2473,7 +2717,7 @@ func file_contain_v1_events_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_contain_v1_events_proto_rawDesc), len(file_contain_v1_events_proto_rawDesc)),
 			NumEnums:      9,
-			NumMessages:   14,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,0 +1,149 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/containsec/contain/schemas/containv1"
+)
+
+// Idempotent inserts (docs/design/017-forensics.md): before a fetch is
+// inserted, the store asks each table which of the fetch's ids it already
+// holds, within the fetch's time range and sort-key prefixes, and skips
+// those rows (counted as contain_dropped_total{stage="store",
+// reason="duplicate"}); an id seen twice within one fetch is kept once.
+// ReplacingMergeTree stays as the backstop for the one race the check
+// cannot close (two stores inserting the same batch at the same moment).
+
+// dedupChunk bounds the ids of one lookup query (36 bytes each: well
+// under max_query_size, 256 KiB by default).
+const dedupChunk = 2000
+
+// idSet is a set of row ids.
+type idSet map[uuid.UUID]struct{}
+
+// probe collects what one table's lookup needs: the ids, their time range
+// and the values of the sort key's first column.
+type probe struct {
+	ids      []uuid.UUID
+	min, max time.Time
+	prefixes map[string]struct{}
+}
+
+func (p *probe) add(id uuid.UUID, ts time.Time, prefix string) {
+	if len(p.ids) == 0 || ts.Before(p.min) {
+		p.min = ts
+	}
+	if len(p.ids) == 0 || ts.After(p.max) {
+		p.max = ts
+	}
+	p.ids = append(p.ids, id)
+	if p.prefixes == nil {
+		p.prefixes = map[string]struct{}{}
+	}
+	p.prefixes[prefix] = struct{}{}
+}
+
+// lookup names a table's id column and the first column of its sort key.
+type lookup struct {
+	table, idCol, prefixCol string
+}
+
+var (
+	eventsLookup  = lookup{"events", "event_id", "container_id"}
+	alertsLookup  = lookup{"alerts", "alert_id", "image_ref"}
+	actionsLookup = lookup{"actions", "action_id", "container_id"}
+)
+
+// lookupOf routes an event like rowSet.add does.
+func lookupOf(ev *containv1.Event) (lookup, string) {
+	switch ev.GetBody().(type) {
+	case *containv1.Event_Alert:
+		return alertsLookup, ev.GetImageRef()
+	case *containv1.Event_Action:
+		return actionsLookup, ev.GetContainerId()
+	}
+	return eventsLookup, ev.GetContainerId()
+}
+
+// existing returns the ids of the fetch's rows that the tables already
+// hold. now must be the time rowSet.add is given (it stands in for a
+// missing wall time).
+func (s *Store) existing(ctx context.Context, batches []*containv1.Batch, now time.Time) (idSet, error) {
+	probes := map[lookup]*probe{}
+	for _, b := range batches {
+		for i, ev := range b.GetEvents() {
+			if ev == nil {
+				continue
+			}
+			l, prefix := lookupOf(ev)
+			p := probes[l]
+			if p == nil {
+				p = &probe{}
+				probes[l] = p
+			}
+			ts, _ := wallTime(ev.GetWallNs(), now)
+			p.add(eventID(b, i, ev), ts, prefix)
+		}
+	}
+	found := idSet{}
+	for l, p := range probes {
+		if err := s.lookupIDs(ctx, l, p, found); err != nil {
+			return nil, err
+		}
+	}
+	return found, nil
+}
+
+// lookupIDs adds to found the ids of p that l's table holds. The query
+// reads only the partitions of [min, max] and, through the sort key's
+// first column, the granules of the fetch's containers (or images).
+func (s *Store) lookupIDs(ctx context.Context, l lookup, p *probe, found idSet) error {
+	prefixes := make([]string, 0, len(p.prefixes))
+	for v := range p.prefixes {
+		prefixes = append(prefixes, quote(v))
+	}
+	head := fmt.Sprintf("SELECT %s FROM %s WHERE %s IN (%s) AND ts BETWEEN toDateTime(%d) AND toDateTime(%d) AND %s IN (",
+		l.idCol, l.table, l.prefixCol, strings.Join(prefixes, ", "), p.min.Unix(), p.max.Unix(), l.idCol)
+	var q strings.Builder
+	for lo := 0; lo < len(p.ids); lo += dedupChunk {
+		q.Reset()
+		q.WriteString(head)
+		for i, id := range p.ids[lo:min(lo+dedupChunk, len(p.ids))] {
+			if i > 0 {
+				q.WriteString(", ")
+			}
+			q.WriteByte('\'')
+			q.WriteString(id.String())
+			q.WriteByte('\'')
+		}
+		q.WriteString(")")
+		rows, err := s.conn.Query(ctx, q.String())
+		if err != nil {
+			return fmt.Errorf("store: looking up %s ids at clickhouse %s: %w", l.table, s.addr, err)
+		}
+		for rows.Next() {
+			var id uuid.UUID
+			if err := rows.Scan(&id); err != nil {
+				rows.Close()
+				return fmt.Errorf("store: looking up %s ids: %w", l.table, err)
+			}
+			found[id] = struct{}{}
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("store: looking up %s ids: %w", l.table, err)
+		}
+	}
+	return nil
+}
+
+// quote makes s a ClickHouse string literal.
+func quote(s string) string {
+	r := strings.NewReplacer(`\`, `\\`, `'`, `\'`)
+	return "'" + r.Replace(s) + "'"
+}
