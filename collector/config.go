@@ -157,6 +157,12 @@ type Config struct {
 	// Lookups run off the event loop, at most once per container; the
 	// container's first events are held meanwhile (collector.metadata_wait).
 	EngineTimeout time.Duration
+	// AttachMode chooses the kernel hooks (collector.attach_mode): "auto"
+	// (or "") BTF-typed tracepoints, falling back to raw tracepoints where
+	// the kernel refuses them; "tp_btf" or "raw_tp" only that family (an
+	// error when the kernel lacks it). The probe's outcome is logged once
+	// at start ("kernel features").
+	AttachMode string
 
 	// noOpenDetail (benchmarks only) skips, at an open's exit, the opened
 	// file's identity, sensitivity and walked path.
@@ -230,6 +236,7 @@ func DefaultConfig() Config {
 		WakeupKinds:       []string{"exec", "syscall"},
 		PollInterval:      20 * time.Millisecond,
 		WakeupCoalesce:    20 * time.Millisecond,
+		AttachMode:        AttachAuto,
 		DockerRoot:        "/var/lib/docker",
 		ContainerdState:   "/run/containerd",
 		EngineTimeout:     time.Second,
@@ -286,6 +293,8 @@ func (c Config) Validate() error {
 	switch {
 	case c.Host == "":
 		return fmt.Errorf("collector.host: must be set")
+	case c.AttachMode != "" && c.AttachMode != AttachAuto && c.AttachMode != AttachTpBTF && c.AttachMode != AttachRawTP:
+		return fmt.Errorf("collector.attach_mode: %q must be auto, tp_btf or raw_tp", c.AttachMode)
 	case c.QueueLen <= 0:
 		return fmt.Errorf("collector.queue_len: must be > 0")
 	case c.RingBufferBytes < pageSize || c.RingBufferBytes&(c.RingBufferBytes-1) != 0:

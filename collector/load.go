@@ -82,10 +82,10 @@ var hookFamilies = [][]hook{
 	},
 }
 
-// load probes the hook families in order of preference: it loads the
-// object with one family's programs only, attaches them and falls back to
-// the next family when the kernel refuses.
-func (c *Collector) load(hostCg uint64, hostMnt uint32) error {
+// load tries the hook families in order of preference (kernelFeatures.
+// families): it loads the object with one family's programs only,
+// attaches them and falls back to the next family when the kernel refuses.
+func (c *Collector) load(families [][]hook, hostCg uint64, hostMnt uint32) error {
 	class := syscallClasses(c.cfg)
 	b2u := func(b bool) uint8 {
 		if b {
@@ -107,7 +107,7 @@ func (c *Collector) load(hostCg uint64, hostMnt uint32) error {
 	}
 	var errs []error
 family:
-	for _, fam := range hookFamilies {
+	for _, fam := range families {
 		var hooks []hook
 		for _, h := range fam {
 			if h.need == nil || h.need(c.cfg) {
