@@ -18,6 +18,7 @@ import (
 	"github.com/containsec/contain/collector"
 	"github.com/containsec/contain/enricher"
 	"github.com/containsec/contain/internal/bus"
+	"github.com/containsec/contain/internal/commits"
 	"github.com/containsec/contain/internal/tlsconfig"
 	"github.com/containsec/contain/responder"
 	"github.com/containsec/contain/schemas/containv1"
@@ -40,6 +41,9 @@ type Config struct {
 	Analyzer  analyzer.Config
 	Responder responder.Config
 	Store     store.Config
+	// Commits traces commits of containers into images; the watcher runs
+	// with the collector when commits.enabled.
+	Commits commits.Config
 	// Audit configures `contain audit`.
 	Audit enricher.AuditConfig
 }
@@ -107,6 +111,7 @@ func defaultConfig() Config {
 		Analyzer:  analyzer.DefaultConfig(),
 		Responder: responder.DefaultConfig(),
 		Store:     store.DefaultConfig(),
+		Commits:   commits.DefaultConfig(),
 		Audit:     enricher.DefaultAuditConfig(),
 	}
 }
@@ -219,6 +224,11 @@ func (c *Config) validate(stages []string) error {
 	}
 	if err := c.Audit.Validate(); err != nil {
 		return err
+	}
+	if c.Commits.Enabled && slices.Contains(stages, stageCollector) {
+		if err := c.Commits.Validate(); err != nil {
+			return err
+		}
 	}
 	for _, s := range stages {
 		if err := checks[s](); err != nil {
