@@ -165,6 +165,9 @@ func (a *Analyzer) handle(ctx context.Context, batches []*containv1.Batch) error
 		a.m.EventsOut.WithLabelValues(metrics.StageAnalyzer).Add(float64(len(evs)))
 		for _, al := range evs {
 			a.m.Alerts.WithLabelValues(al.GetAlert().GetRule()).Inc()
+			if w := al.GetAlert().GetTrigger().GetWallNs(); w > 0 {
+				a.m.ExecToAlert.Observe(time.Since(time.Unix(0, w)).Seconds())
+			}
 			a.log.Info("alert", "container", al.ContainerId, "image", al.ImageRef, "score", al.GetAlert().GetScore(),
 				"rule", al.GetAlert().GetRule(), "reason", al.GetAlert().GetReasons()[0].GetMessage())
 		}

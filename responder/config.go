@@ -122,6 +122,19 @@ type Config struct {
 	// it. 0 disables the grace.
 	ReleaseGrace time.Duration
 
+	// StateDir holds what the responder must not lose in a crash: the
+	// intent recorded before each freeze, in <state_dir>/<host>/intents
+	// (see docs/design/011-responder-crash-windows.md). StateDirNone
+	// records none (a crash between a freeze and its action then leaves a
+	// container frozen that the quarantine list does not show).
+	StateDir string
+	// MaxAlertAge: an alert older than this when it arrives (its wall
+	// time to its arrival: a backlog after a restart or an outage) is
+	// recorded SKIPPED and counted in
+	// contain_responder_stale_alerts_total, never acted on. 0 acts on
+	// alerts of any age.
+	MaxAlertAge time.Duration
+
 	// ProtectPids are processes whose cgroups are never frozen (nor any
 	// cgroup holding them): the responder's own pid is always protected.
 	ProtectPids []int
@@ -190,6 +203,9 @@ type Scope struct {
 // CriticalLabel marks a container that is never paused.
 const CriticalLabel = "io.contain.critical"
 
+// StateDirNone as responder.state_dir records no intents.
+const StateDirNone = "none"
+
 // RootDisabled as responder.freezer_root or responder.cgroup2_root turns
 // that hierarchy off ("" detects it).
 const RootDisabled = "none"
@@ -219,6 +235,8 @@ func DefaultConfig() Config {
 		ProcRoot:           "/proc",
 		MaxPausesPerMinute: 10,
 		ReleaseGrace:       2 * time.Minute,
+		StateDir:           "/run/contain/responder",
+		MaxAlertAge:        2 * time.Minute,
 		Policy: Policy{
 			NeverPauseLabels: map[string]string{CriticalLabel: "true"},
 		},
@@ -250,6 +268,10 @@ func (c Config) Validate() error {
 		return errors.New("responder.release_grace: must be >= 0")
 	case c.MaxPausesPerMinute < 0:
 		return errors.New("responder.max_pauses_per_minute: must be >= 0 (0 disables the circuit breaker)")
+	case c.StateDir == "" || (c.StateDir != StateDirNone && !path.IsAbs(c.StateDir)):
+		return fmt.Errorf("responder.state_dir: %q must be an absolute path or %q", c.StateDir, StateDirNone)
+	case c.MaxAlertAge < 0:
+		return errors.New("responder.max_alert_age: must be >= 0 (0 acts on alerts of any age)")
 	case c.MaxDetailBytes < 1024:
 		return errors.New("responder.max_detail_bytes: must be >= 1024")
 	}

@@ -169,6 +169,14 @@ func (r *Responder) locateProven(ctx context.Context, id string) (*freezer.Targe
 	if err := freezer.RefuseID(id); err != nil {
 		return nil, err
 	}
+	protected := r.protect.protected()
+	if pr := r.proofs.get(id); pr != nil {
+		err := freezer.Recheck(r.cfg.roots(), pr, protected)
+		if err == nil {
+			return pr.Target, nil
+		}
+		r.proofs.drop(id)
+	}
 	t, err := freezer.Locate(r.cfg.roots(), id)
 	if errors.Is(err, freezer.ErrNotFound) && r.docker != nil {
 		if c, derr := r.docker.Inspect(ctx, id); derr == nil && c.ID == id {
@@ -187,10 +195,65 @@ func (r *Responder) locateProven(ctx context.Context, id string) (*freezer.Targe
 	if err != nil {
 		return nil, err
 	}
-	if err := freezer.Prove(r.cfg.roots(), t, r.protect.protected()); err != nil {
+	if err := freezer.Prove(r.cfg.roots(), t, protected); err != nil {
 		return t, err
 	}
+	r.proofs.put(id, freezer.NewProof(t, protected))
 	return t, nil
+}
+
+// maxProofs bounds the proof cache; past it the cache starts over.
+const maxProofs = 4096
+
+// proofCache keeps, per container id, what freezer.Prove established, so
+// a later alert about the same container is re-checked (freezer.Recheck:
+// the init's start time, its cgroup, the protected set) instead of proven
+// from the runtime's state again. A failed re-check drops the entry and
+// proves afresh.
+type proofCache struct {
+	mu sync.Mutex
+	m  map[string]*freezer.Proof
+}
+
+func (c *proofCache) get(id string) *freezer.Proof {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.m[id]
+}
+
+func (c *proofCache) put(id string, p *freezer.Proof) {
+	if p == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= maxProofs {
+		c.m = map[string]*freezer.Proof{}
+	}
+	c.m[id] = p
+}
+
+func (c *proofCache) drop(id string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.m, id)
+}
+
+// staleCounter counts alerts skipped for their age.
+func staleCounter(reg prometheus.Registerer) prometheus.Counter {
+	c := prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "contain", Subsystem: "responder", Name: "stale_alerts_total",
+		Help: "Alerts older than responder.max_alert_age when they arrived: recorded SKIPPED, not acted on.",
+	})
+	if err := reg.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if existing, ok := are.ExistingCollector.(prometheus.Counter); ok {
+				return existing
+			}
+		}
+	}
+	return c
 }
 
 // refused records a refusal loudly: counted by reason, logged at error.

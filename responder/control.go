@@ -240,7 +240,7 @@ func (r *Responder) release(ctx context.Context, req ReleaseRequest, q *Quaranti
 	}
 	d.FreezeUs = time.Since(start).Microseconds()
 	delete(r.quarantined, req.ContainerID)
-	r.released[req.ContainerID] = release{at: r.now(), actor: req.Actor, reason: req.Reason}
+	r.released[req.ContainerID] = OperatorRelease{At: r.now(), Actor: req.Actor, Reason: req.Reason}
 	d.Decision = "released and verified thawed"
 	if q == nil {
 		d.Decision += " (it was not paused by this responder)"

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -57,12 +56,6 @@ type Quarantine struct {
 	method freezer.Method
 }
 
-// release is an operator's release of a container.
-type release struct {
-	at            time.Time
-	actor, reason string
-}
-
 // Responder consumes alerts for its host and pauses containers.
 type Responder struct {
 	cfg Config
@@ -81,6 +74,12 @@ type Responder struct {
 	// counts refusals by reason.
 	protect      *protector
 	refusedTotal *prometheus.CounterVec
+	// staleTotal counts alerts older than MaxAlertAge at arrival.
+	staleTotal prometheus.Counter
+	// journal records intended freezes (Config.StateDir).
+	journal *journal
+	// proofs caches what freezer.Prove established, per container id.
+	proofs proofCache
 
 	pubMu sync.Mutex
 	prod  *bus.Producer
@@ -90,7 +89,7 @@ type Responder struct {
 	actMu       sync.Mutex
 	quarantined map[string]*Quarantine
 	// released remembers operator releases for ReleaseGrace.
-	released    map[string]release
+	released    map[string]OperatorRelease
 	pauses      []time.Time // circuit breaker window
 	breakerOpen bool
 
@@ -147,16 +146,21 @@ func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, m *metrics.Metrics, 
 	if err != nil {
 		return nil, err
 	}
+	jn, err := openJournal(cfg.StateDir, cfg.Host)
+	if err != nil {
+		return nil, err
+	}
 	named := make(map[string]freezer.Method, len(all))
 	for _, fm := range all {
 		named[fm.Name()] = fm
 	}
 	return &Responder{
-		cfg:          cfg,
-		nc:           nc,
-		js:           js,
-		m:            m,
-		log:          log.With("stage", metrics.StageResponder, "host", cfg.Host),
+		cfg: cfg,
+		nc:  nc,
+		js:  js,
+		m:   m,
+		// The caller scopes the logger to the stage (cmd/contain does).
+		log:          log.With("host", cfg.Host),
 		named:        named,
 		docker:       eng.Docker,
 		containerd:   eng.Containerd,
@@ -165,9 +169,11 @@ func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, m *metrics.Metrics, 
 		selfPid:      os.Getpid(),
 		protect:      protect,
 		refusedTotal: refusedCounter(m.Registry),
+		staleTotal:   staleCounter(m.Registry),
+		journal:      jn,
 		prod:         bus.NewProducer(cfg.Host, metrics.StageResponder),
 		quarantined:  map[string]*Quarantine{},
-		released:     map[string]release{},
+		released:     map[string]OperatorRelease{},
 		now:          time.Now,
 		operators:    auth.NewVerifier(operators, 0),
 		layout:       layout,
@@ -195,6 +201,15 @@ func (r *Responder) Run(ctx context.Context) error {
 		// Not fatal: acting on new alerts matters more than the list.
 		r.m.Errors.WithLabelValues(metrics.StageResponder, "restore").Inc()
 		r.log.Error("quarantine list not restored", "err", err)
+	}
+	if completed, intents := r.recoverIntents(ctx); len(completed) > 0 || len(intents) > 0 {
+		if len(completed) == 0 {
+			r.journal.done(intents, r.log)
+		} else if err := r.publish(ctx, completed); err != nil {
+			r.log.Error("recording pauses completed from intents", "err", err)
+		} else {
+			r.journal.done(intents, r.log)
+		}
 	}
 	if recovered := r.recoverPreFrozen(ctx); len(recovered) > 0 {
 		if err := r.publish(ctx, recovered); err != nil {
@@ -224,23 +239,34 @@ func (r *Responder) Run(ctx context.Context) error {
 	}, r.handle, r.m, r.log)
 }
 
-// handle acts on every alert of the batches and publishes the actions.
+// handle acts on every alert of the batches and publishes the actions;
+// the intents recorded before freezing are removed once published.
 func (r *Responder) handle(ctx context.Context, batches []*containv1.Batch) error {
 	recv := r.now()
 	var actions []*containv1.Event
+	var intents []string
 	for _, b := range batches {
 		for _, ev := range b.Events {
 			if ev.GetKind() != containv1.Kind_KIND_ALERT || ev.GetAlert() == nil {
 				r.m.Dropped.WithLabelValues(metrics.StageResponder, "not_alert").Inc()
 				continue
 			}
-			actions = append(actions, r.onAlert(ctx, ev, recv))
+			act, intent := r.onAlert(ctx, ev, recv)
+			actions = append(actions, act)
+			if intent != "" {
+				intents = append(intents, intent)
+			}
 		}
 	}
 	if len(actions) == 0 {
 		return nil
 	}
-	return r.publish(ctx, actions)
+	crashAt(crashBeforePublish)
+	if err := r.publish(ctx, actions); err != nil {
+		return err
+	}
+	r.journal.done(intents, r.log)
+	return nil
 }
 
 func (r *Responder) publish(ctx context.Context, actions []*containv1.Event) error {
@@ -343,6 +369,15 @@ func (r *Responder) finish(out *containv1.Event, act *containv1.Action, res cont
 	act.Result = res
 	act.Detail = r.encodeDetail(d)
 	r.m.Actions.WithLabelValues(strings.TrimPrefix(act.Type.String(), "TYPE_"), strings.TrimPrefix(res.String(), "RESULT_")).Inc()
+	r.m.Quarantined.Set(float64(len(r.quarantined)))
+	if res == containv1.Action_RESULT_OK && act.Type == containv1.Action_TYPE_PAUSE {
+		if act.LatencyNs > 0 {
+			r.m.ExecToFrozen.Observe(float64(act.LatencyNs) / 1e9)
+		}
+		if d.AlertToFrozenUs > 0 {
+			r.m.AlertToFrozen.Observe(float64(d.AlertToFrozenUs) / 1e6)
+		}
+	}
 	level := slog.LevelInfo
 	if res == containv1.Action_RESULT_FAILED {
 		level = slog.LevelWarn
@@ -384,184 +419,6 @@ func truncate(s string, n int) string {
 	}
 	s, _, _ = containv1.SafeString([]byte(s[:n]), 0)
 	return s + "…"
-}
-
-// onAlert decides on one alert and acts; it always returns an action.
-func (r *Responder) onAlert(ctx context.Context, ev *containv1.Event, recv time.Time) *containv1.Event {
-	out, act := r.newAction(ev, containv1.Action_TYPE_PAUSE)
-	d := &Detail{Threshold: r.cfg.Threshold}
-	skip := func(why string) *containv1.Event {
-		d.Decision = why
-		return r.finish(out, act, containv1.Action_RESULT_SKIPPED, d)
-	}
-	fail := func(decision string, err error) *containv1.Event {
-		d.Decision, d.Error = decision, err.Error()
-		r.m.Errors.WithLabelValues(metrics.StageResponder, "freeze").Inc()
-		return r.finish(out, act, containv1.Action_RESULT_FAILED, d)
-	}
-	if ev.Host != "" && ev.Host != r.cfg.Host {
-		r.m.Dropped.WithLabelValues(metrics.StageResponder, "wrong_host").Inc()
-		return skip(fmt.Sprintf("alert is about host %q, this responder acts on %q", ev.Host, r.cfg.Host))
-	}
-	refuse := func(err error) *containv1.Event {
-		r.refused(ev.ContainerId, err)
-		d.Decision, d.Error = "refused: not a container; nothing frozen", err.Error()
-		return r.finish(out, act, containv1.Action_RESULT_FAILED, d)
-	}
-	if err := freezer.RefuseID(ev.ContainerId); err != nil {
-		return refuse(err)
-	}
-
-	r.actMu.Lock()
-	defer r.actMu.Unlock()
-
-	target, locErr := r.locateProven(ctx, ev.ContainerId)
-	var labels map[string]string
-	if target != nil {
-		// Only the keys the operator trusts: the rest may come from the
-		// image (an author's "critical" label exempts nothing).
-		labels = r.cfg.Policy.trusted(target.Labels)
-		d.Cgroup = firstNonEmpty(target.FreezerV1, target.Cgroup2)
-	}
-	eff := r.cfg.effective(ev, labels)
-	d.PolicyRule, d.Threshold = eff.rule, eff.threshold
-	score := ev.GetAlert().GetScore()
-	if score < eff.threshold {
-		return skip(fmt.Sprintf("score %.3g below threshold %.3g", score, eff.threshold))
-	}
-	if why := r.cfg.neverPause(ev, labels); why != "" {
-		return skip(why)
-	}
-	if rel, ok := r.released[ev.ContainerId]; ok {
-		if since := r.now().Sub(rel.at); since < r.cfg.ReleaseGrace {
-			return skip(fmt.Sprintf("released by %s %s ago (%q); alerts within release_grace %s are recorded, not acted on",
-				rel.actor, since.Round(time.Millisecond), rel.reason, r.cfg.ReleaseGrace))
-		}
-		delete(r.released, ev.ContainerId)
-	}
-	if q := r.quarantined[ev.ContainerId]; q != nil {
-		return skip(fmt.Sprintf("already quarantined by this responder since %s (alert %s, %s)", q.Since.Format(time.RFC3339Nano), q.AlertID, q.Method))
-	}
-	if eff.dryRun {
-		d.Decision = fmt.Sprintf("dry run: would pause (score %.3g >= threshold %.3g)", score, eff.threshold)
-		return r.finish(out, act, containv1.Action_RESULT_DRY_RUN, d)
-	}
-	if why := r.breaker(); why != "" {
-		return skip(why)
-	}
-	if locErr != nil {
-		if errors.Is(locErr, freezer.ErrRefused) {
-			if err := r.exitedPerEngine(ctx, ev.ContainerId); err != nil {
-				return fail("container exited before it could be paused", err)
-			}
-			return refuse(locErr)
-		}
-		if errors.Is(locErr, freezer.ErrExited) {
-			return fail("container exited before it could be paused", locErr)
-		}
-		return fail("container not proven: nothing paused", locErr)
-	}
-	if pids, err := freezer.Procs(target); err == nil && slices.Contains(pids, r.selfPid) {
-		return skip("never-pause: the container holds this responder's own process")
-	}
-	if m := freezer.FrozenBy(r.candidates(target), target); m != nil {
-		return skip("already frozen (" + m.Name() + "), not by this responder: left as it is")
-	}
-
-	vctx, cancel := context.WithTimeout(ctx, r.cfg.VerifyTimeout)
-	defer cancel()
-	start := time.Now()
-	rep, err := freezer.FreezeReport(vctx, r.methodsFor(target), target)
-	done := time.Now()
-	m, tried := rep.Method, rep.Tried
-	// frozenAt is on r.now's clock (tests move it); containment may
-	// precede the method's return (an engine's cgroup2 pre-freeze).
-	frozenAt := r.now().Add(-done.Sub(rep.FrozenAt))
-	for _, e := range tried {
-		d.Fallback = append(d.Fallback, e.Error())
-	}
-	if err != nil {
-		decision := "pause failed; container left running"
-		if errors.Is(err, freezer.ErrExited) {
-			decision = "container exited before it could be paused"
-		}
-		return fail(decision, err)
-	}
-	act.Method = m.Name()
-	fellBack := ""
-	if len(tried) > 0 {
-		r.m.Errors.WithLabelValues(metrics.StageResponder, "freeze_fallback").Inc()
-		fellBack = fmt.Sprintf(" by %s after %d other method(s) failed (see fallback)", m.Name(), len(tried))
-	}
-	d.FreezeUs = rep.FrozenAt.Sub(start).Microseconds()
-	d.MethodDoneUs = done.Sub(start).Microseconds()
-	if w := triggerWall(ev); w > 0 {
-		act.LatencyNs = frozenAt.UnixNano() - w
-	}
-	d.ReceivedToFrozenUs = frozenAt.Sub(recv).Microseconds()
-	if ev.WallNs > 0 {
-		d.AlertToFrozenUs = (frozenAt.UnixNano() - ev.WallNs) / 1e3
-	}
-	d.Decision = fmt.Sprintf("paused and verified frozen%s (score %.3g >= threshold %.3g)", fellBack, score, eff.threshold)
-	if r.cfg.Snapshot {
-		d.Snapshot = r.snapshot(ctx, target)
-	}
-	r.pauses = append(r.pauses, frozenAt)
-	r.quarantined[ev.ContainerId] = &Quarantine{
-		ContainerID:   ev.ContainerId,
-		ContainerName: ev.ContainerName,
-		ImageRef:      ev.ImageRef,
-		ImageDigest:   ev.ImageDigest,
-		Method:        m.Name(),
-		Cgroup:        d.Cgroup,
-		Since:         frozenAt.UTC(),
-		AlertID:       containv1.FormatID(ev.Id),
-		ActionID:      containv1.FormatID(out.Id),
-		Score:         score,
-		Reason:        act.Reason,
-		Actor:         r.actor,
-		target:        target,
-		method:        m,
-	}
-	return r.finish(out, act, containv1.Action_RESULT_OK, d)
-}
-
-// breaker returns why pausing is refused by the circuit breaker, or "".
-// Called with actMu held.
-func (r *Responder) breaker() string {
-	max := r.cfg.MaxPausesPerMinute
-	if max <= 0 {
-		return ""
-	}
-	cut := r.now().Add(-time.Minute)
-	i := 0
-	for i < len(r.pauses) && !r.pauses[i].After(cut) {
-		i++
-	}
-	r.pauses = r.pauses[i:]
-	if len(r.pauses) < max {
-		if r.breakerOpen {
-			r.breakerOpen = false
-			r.log.Warn("circuit breaker closed: pausing again", "max_per_minute", max)
-		}
-		return ""
-	}
-	if !r.breakerOpen {
-		r.breakerOpen = true
-		r.log.Error("CIRCUIT BREAKER OPEN: too many quarantines, alerting only", "paused_last_minute", len(r.pauses), "max_per_minute", max)
-	}
-	r.m.Errors.WithLabelValues(metrics.StageResponder, "circuit_open").Inc()
-	return fmt.Sprintf("circuit breaker open: %d containers paused in the last minute (max %d); alert only", len(r.pauses), max)
-}
-
-func (r *Responder) snapshot(ctx context.Context, t *freezer.Target) *forensics.Snapshot {
-	pids, err := freezer.Procs(t)
-	in := forensics.Input{Pids: pids, ProcRoot: r.cfg.ProcRoot, Rootfs: t.Rootfs, Since: t.Created}
-	s := forensics.Take(ctx, in, r.cfg.SnapshotLimits)
-	if err != nil {
-		s.Errors = append(s.Errors, "cgroup.procs: "+err.Error())
-	}
-	return s
 }
 
 func firstNonEmpty(s ...string) string {

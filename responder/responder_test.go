@@ -11,7 +11,9 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/containsec/contain/internal/auth"
 	"github.com/containsec/contain/internal/bus"
@@ -55,6 +57,7 @@ func startOn(t testing.TB, nc *nats.Conn, js jetstream.JetStream, edit func(*Con
 	for _, c := range testOperators {
 		cfg.OperatorKeys = append(cfg.OperatorKeys, c.Trusted())
 	}
+	cfg.StateDir = t.TempDir()
 	if edit != nil {
 		edit(&cfg)
 	}
@@ -267,6 +270,12 @@ func TestPauseAndRelease(t *testing.T) {
 	if len(q) != 1 || q[0].ContainerID != c.ID || q[0].State != "frozen" || q[0].AlertID != containv1.FormatID(al.Id) {
 		t.Fatalf("quarantine list: %+v", q)
 	}
+	if n := testutil.ToFloat64(h.m.Quarantined); n != 1 {
+		t.Errorf("contain_quarantined_containers %v, want 1", n)
+	}
+	if n, n2 := histCount(h.m.ExecToFrozen), histCount(h.m.AlertToFrozen); n != 1 || n2 != 1 {
+		t.Errorf("exec_to_frozen / alert_to_frozen observations %d %d, want 1 1", n, n2)
+	}
 
 	rel, err := h.release(c.ID, "alice", "false positive: nc is expected")
 	if err != nil {
@@ -288,6 +297,9 @@ func TestPauseAndRelease(t *testing.T) {
 	}
 	if q, _ := ListQuarantined(context.Background(), h.nc, testHost); len(q) != 0 {
 		t.Errorf("quarantine list after release: %+v", q)
+	}
+	if n := testutil.ToFloat64(h.m.Quarantined); n != 0 {
+		t.Errorf("contain_quarantined_containers %v after release, want 0", n)
 	}
 	// Releasing again: nothing frozen, recorded as SKIPPED and reported.
 	if _, err := h.release(c.ID, "alice", "again"); err == nil {
@@ -672,3 +684,12 @@ func TestQuarantineSurvivesRestart(t *testing.T) {
 
 // TestWrongHostAlertSkipped: an alert on this host's subject whose event
 // names another host is recorded SKIPPED and counted, never acted on.
+
+// histCount is the number of observations of a histogram.
+func histCount(h prometheus.Histogram) uint64 {
+	var m dto.Metric
+	if err := h.Write(&m); err != nil {
+		return 0
+	}
+	return m.GetHistogram().GetSampleCount()
+}

@@ -25,7 +25,9 @@ const maxRestoreMessages = 1_000_000
 // restore rebuilds the quarantine list from this host's actions in
 // CONTAIN_ACTIONS: a PAUSE/OK not followed by a RELEASE/OK or a "gone"
 // RELEASE/SKIPPED is a quarantine, kept if its container is still frozen.
-// It returns how many were restored.
+// Release grace (the last RELEASE/OK per container) and the circuit
+// breaker's window (the PAUSE/OK actions of the last minute) are rebuilt
+// from the same actions. It returns how many quarantines were restored.
 func (r *Responder) restore(ctx context.Context) (int, error) {
 	subj := containv1.ActionsSubject(r.cfg.Host)
 	// A consumer with a fixed name, not an ordered consumer's random one,
@@ -53,7 +55,7 @@ func (r *Responder) restore(ctx context.Context) (int, error) {
 		_ = r.js.DeleteConsumer(dctx, containv1.StreamActions, name)
 	}()
 	info := cons.CachedInfo()
-	found := map[string]*Quarantine{}
+	st := &replayed{found: map[string]*Quarantine{}, released: map[string]OperatorRelease{}}
 	pending := info.NumPending
 	for n := 0; pending > 0 && n < maxRestoreMessages; n++ {
 		msg, err := cons.Next(jetstream.FetchMaxWait(2 * time.Second))
@@ -69,13 +71,24 @@ func (r *Responder) restore(ctx context.Context) (int, error) {
 			continue
 		}
 		for _, ev := range b.Events {
-			r.replay(found, ev)
+			st.replay(ev)
 		}
 	}
 	r.actMu.Lock()
 	defer r.actMu.Unlock()
+	now := r.now()
+	for id, rel := range st.released {
+		if now.Sub(rel.At) < r.cfg.ReleaseGrace {
+			r.released[id] = rel
+		}
+	}
+	for _, at := range st.pauses {
+		if now.Sub(at) < time.Minute {
+			r.pauses = append(r.pauses, at)
+		}
+	}
 	kept := 0
-	for id, q := range found {
+	for id, q := range st.found {
 		t, err := freezer.Locate(r.cfg.roots(), id)
 		if err != nil {
 			r.log.Warn("quarantined container is gone", logContainer, id, "err", err)
@@ -94,23 +107,33 @@ func (r *Responder) restore(ctx context.Context) (int, error) {
 		r.quarantined[id] = q
 		kept++
 	}
+	r.m.Quarantined.Set(float64(len(r.quarantined)))
 	return kept, nil
 }
 
-func (r *Responder) replay(found map[string]*Quarantine, ev *containv1.Event) {
+// replayed is what restore reads from the actions.
+type replayed struct {
+	found    map[string]*Quarantine
+	released map[string]OperatorRelease
+	pauses   []time.Time
+}
+
+func (st *replayed) replay(ev *containv1.Event) {
 	a := ev.GetAction()
 	if a == nil || ev.ContainerId == "" {
 		return
 	}
+	at := time.Unix(0, ev.WallNs)
 	switch {
 	case a.Type == containv1.Action_TYPE_PAUSE && a.Result == containv1.Action_RESULT_OK:
-		found[ev.ContainerId] = &Quarantine{
+		st.pauses = append(st.pauses, at)
+		st.found[ev.ContainerId] = &Quarantine{
 			ContainerID:   ev.ContainerId,
 			ContainerName: ev.ContainerName,
 			ImageRef:      ev.ImageRef,
 			ImageDigest:   ev.ImageDigest,
 			Method:        a.Method,
-			Since:         time.Unix(0, ev.WallNs).UTC(),
+			Since:         at.UTC(),
 			AlertID:       containv1.FormatID(a.AlertId),
 			ActionID:      containv1.FormatID(ev.Id),
 			Score:         a.Score,
@@ -118,8 +141,86 @@ func (r *Responder) replay(found map[string]*Quarantine, ev *containv1.Event) {
 			Actor:         a.Actor,
 		}
 	case a.Type == containv1.Action_TYPE_RELEASE && (a.Result == containv1.Action_RESULT_OK || a.Result == containv1.Action_RESULT_SKIPPED):
-		delete(found, ev.ContainerId)
+		delete(st.found, ev.ContainerId)
+		if a.Result == containv1.Action_RESULT_OK {
+			st.released[ev.ContainerId] = OperatorRelease{At: at, Actor: a.Actor, Reason: a.Reason}
+		}
 	}
+}
+
+// recoverIntents settles the intents a previous run left (it stopped
+// between recording an intent and publishing the action). A container
+// found frozen was frozen by that run: its PAUSE/OK action is returned to
+// publish, and it joins the quarantine list. One not frozen is rolled
+// back (a half-done freeze undone) and logged: its alert, never
+// acknowledged, is redelivered and decided again. One already in the
+// quarantine list had its action published. The returned paths are
+// removed once the actions are published.
+func (r *Responder) recoverIntents(ctx context.Context) ([]*containv1.Event, []string) {
+	pend, errs := r.journal.pending()
+	for _, err := range errs {
+		r.m.Errors.WithLabelValues(metrics.StageResponder, "intent").Inc()
+		r.log.Error("unreadable intent left in place", "err", err)
+	}
+	var out []*containv1.Event
+	var done []string
+	r.actMu.Lock()
+	defer r.actMu.Unlock()
+	for _, p := range pend {
+		ev := p.alert
+		id := ev.ContainerId
+		if r.quarantined[id] != nil {
+			done = append(done, p.path) // published before the stop
+			continue
+		}
+		t, err := r.locateProven(ctx, id)
+		if err != nil {
+			r.log.Warn("intent: container not found or not proven; nothing to complete", logContainer, id, "err", err)
+			done = append(done, p.path)
+			continue
+		}
+		m := freezer.FrozenBy(r.candidates(t), t)
+		if m == nil {
+			wrote, err := freezer.RollBack(t)
+			r.m.Errors.WithLabelValues(metrics.StageResponder, "intent_rolled_back").Inc()
+			r.log.Warn("intent: the container is not frozen; rolled back, its alert is decided again on redelivery",
+				logContainer, id, "undid_partial_freeze", wrote, "err", err)
+			done = append(done, p.path)
+			continue
+		}
+		out = append(out, r.completeIntent(ev, t, m))
+		done = append(done, p.path)
+	}
+	return out, done
+}
+
+// completeIntent records the pause of a container frozen by a previous
+// run whose action was not published. Called with actMu held.
+func (r *Responder) completeIntent(ev *containv1.Event, t *freezer.Target, m freezer.Method) *containv1.Event {
+	out, act := r.newAction(ev, containv1.Action_TYPE_PAUSE)
+	act.Method = m.Name()
+	d := &Detail{Threshold: r.cfg.Threshold, Cgroup: firstNonEmpty(t.FreezerV1, t.Cgroup2),
+		Decision: "paused before a restart: found frozen (" + m.Name() + ") at start with the intent recorded before the freeze and no action published; recorded now"}
+	now := r.now()
+	r.pauses = append(r.pauses, now)
+	r.quarantined[t.ID] = &Quarantine{
+		ContainerID:   t.ID,
+		ContainerName: ev.ContainerName,
+		ImageRef:      ev.ImageRef,
+		ImageDigest:   ev.ImageDigest,
+		Method:        m.Name(),
+		Cgroup:        d.Cgroup,
+		Since:         now.UTC(),
+		AlertID:       containv1.FormatID(ev.Id),
+		ActionID:      containv1.FormatID(out.Id),
+		Score:         act.Score,
+		Reason:        act.Reason,
+		Actor:         r.actor,
+		target:        t,
+		method:        m,
+	}
+	r.log.Warn("completed a pause interrupted by a previous stop (intent)", logContainer, t.ID, logMethod, m.Name())
+	return r.finish(out, act, containv1.Action_RESULT_OK, d)
 }
 
 // maxPreFrozenScan bounds the cgroup2 directories recoverPreFrozen reads.

@@ -310,3 +310,9 @@ func insertRange[R any](ctx context.Context, conn driver.Conn, buf *rowBuf[R], l
 	}
 	return batch.Send()
 }
+
+// Insert writes batches as Run would (same rows, same duplicate skipping),
+// for tools that load history without a stream (tests, imports).
+func (s *Store) Insert(ctx context.Context, m *metrics.Metrics, batches ...*containv1.Batch) error {
+	return s.handle(ctx, newRowSet(s.cfg.StoreRaw), batches, m)
+}

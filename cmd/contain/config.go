@@ -20,6 +20,7 @@ import (
 	"github.com/containsec/contain/internal/bus"
 	"github.com/containsec/contain/internal/commits"
 	"github.com/containsec/contain/internal/tlsconfig"
+	"github.com/containsec/contain/notify"
 	"github.com/containsec/contain/responder"
 	"github.com/containsec/contain/schemas/containv1"
 	"github.com/containsec/contain/store"
@@ -44,6 +45,9 @@ type Config struct {
 	// Commits traces commits of containers into images; the watcher runs
 	// with the collector when commits.enabled.
 	Commits commits.Config
+	// Notify pushes alerts and actions to webhooks, syslog and
+	// Falcosidekick (docs/outputs.md).
+	Notify notify.Config
 	// Audit configures `contain audit`.
 	Audit enricher.AuditConfig
 }
@@ -112,6 +116,7 @@ func defaultConfig() Config {
 		Responder: responder.DefaultConfig(),
 		Store:     store.DefaultConfig(),
 		Commits:   commits.DefaultConfig(),
+		Notify:    notify.DefaultConfig(),
 		Audit:     enricher.DefaultAuditConfig(),
 	}
 }
@@ -221,6 +226,10 @@ func (c *Config) validate(stages []string) error {
 		stageAnalyzer:  c.Analyzer.Validate,
 		stageResponder: c.Responder.Validate,
 		stageStore:     c.Store.Validate,
+		stageNotify:    c.Notify.Validate,
+	}
+	if len(stages) == 1 && stages[0] == stageNotify && !c.Notify.Enabled() {
+		return errors.New("notify.outputs: none configured (docs/outputs.md)")
 	}
 	if err := c.Audit.Validate(); err != nil {
 		return err

@@ -42,6 +42,7 @@ func (c *Config) names() auth.Names {
 	n.AnalyzerDurable = c.Analyzer.Durable
 	n.StoreDurablePrefix = c.Store.DurablePrefix
 	n.ResponderDurable = c.Responder.Durable
+	n.NotifyDurablePrefix = c.Notify.DurablePrefix
 	n.ContainersBucket = c.Enricher.ContainersBucket
 	n.ProfilesBucket = c.Enricher.ProfilesBucket
 	n.ImagesBucket = c.Enricher.ImagesBucket
@@ -211,6 +212,7 @@ const confHeader = `# nats-server configuration for a contain cluster: who may p
 #   enricher          consume raw, publish contain.v1.events.>, own the containers/profiles/images buckets
 #   analyzer          consume events, publish contain.v1.alerts.>, own the baselines bucket, read profiles
 #   store             consume events, alerts, actions and the KV buckets' histories
+#   notify            consume alerts and actions (every host) to push them to outputs
 #   operator          everything reader may, plus control requests (signed) and baseline writes (signed)
 #   reader            ephemeral consumers on alerts/events/actions, read the buckets, quarantine.list
 #   admin             JetStream API (creates and updates the streams: nats.manage_streams)

@@ -23,6 +23,7 @@ import (
 	"github.com/containsec/contain/internal/bus"
 	"github.com/containsec/contain/internal/metrics"
 	"github.com/containsec/contain/internal/tlsconfig"
+	"github.com/containsec/contain/notify"
 	"github.com/containsec/contain/responder"
 	"github.com/containsec/contain/store"
 )
@@ -33,9 +34,11 @@ const (
 	stageAnalyzer  = "analyzer"
 	stageResponder = "responder"
 	stageStore     = "store"
+	stageNotify    = notify.StageNotify
 )
 
-var allStages = []string{stageStore, stageResponder, stageAnalyzer, stageEnricher, stageCollector}
+// allStages run in `contain run`; notify only when notify.outputs is set.
+var allStages = []string{stageStore, stageNotify, stageResponder, stageAnalyzer, stageEnricher, stageCollector}
 
 const defaultNATSURL = "nats://127.0.0.1:4222"
 
@@ -223,6 +226,9 @@ func runStages(ctx context.Context, cfg *Config, stages []string, embedded bool,
 	}
 	slog := func(stage string) *slog.Logger { return log.With("stage", stage) }
 	for _, s := range stages {
+		if s == stageNotify && !cfg.Notify.Enabled() {
+			continue
+		}
 		nc, js, err := cs.get(stageUser(s, cfg.Host))
 		if err != nil {
 			return err
@@ -252,6 +258,12 @@ func runStages(ctx context.Context, cfg *Config, stages []string, embedded bool,
 				return fmt.Errorf("analyzer: %w", err)
 			}
 			start(s, a.Run)
+		case stageNotify:
+			n, err := notify.New(cfg.Notify, js, m, slog(s))
+			if err != nil {
+				return fmt.Errorf("notify: %w", err)
+			}
+			start(s, n.Run)
 		case stageEnricher:
 			e, err := enricher.New(cfg.Enricher, js, m, slog(s))
 			if err != nil {
