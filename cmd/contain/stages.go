@@ -283,6 +283,16 @@ func runStages(ctx context.Context, cfg *Config, stages []string, embedded bool,
 	if err := dropCaps(log); err != nil {
 		log.Warn("least privilege", "err", err)
 	}
+	if cfg.Console.Listen != "" && embedded {
+		c := *cfg
+		c.NATS.URL = cs.url
+		srv, stop, err := newConsole(ctx, &c, log.With("stage", "console"), m.Registry, rep.Health)
+		if err != nil {
+			return err
+		}
+		defer stop()
+		start("console", srv.ListenAndServe)
+	}
 	log.Info("contain running", "version", Version, "host", cfg.Host, "stages", strings.Join(stages, ","))
 	<-ctx.Done()
 	cause := context.Cause(ctx)
