@@ -30,8 +30,8 @@ type Config struct {
 	TLSCert string `config:"tls_cert"`
 	TLSKey  string `config:"tls_key"`
 	// Auth is "password" (Users) or "header" (Header, behind a proxy).
-	Auth  string       `config:"auth"`
-	Users []User       `config:"users"`
+	Auth   string       `config:"auth"`
+	Users  []User       `config:"users"`
 	Header HeaderConfig `config:"header"`
 	// SessionTTL bounds a login.
 	SessionTTL time.Duration `config:"session_ttl"`

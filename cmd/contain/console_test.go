@@ -345,4 +345,3 @@ func refusals(t *testing.T, base, container, host, bobPW string) {
 		t.Errorf("an analyst's release: HTTP %d, want 403", code)
 	}
 }
-
