@@ -277,6 +277,13 @@ func runStages(ctx context.Context, cfg *Config, stages []string, embedded bool,
 				return err
 			}
 			start(s, c.Run)
+			if cfg.Commits.Enabled {
+				w, err := newCommitWatcher(cfg, js, slog(stageCommits))
+				if err != nil {
+					return err
+				}
+				start(stageCommits, w.Run)
+			}
 		}
 	}
 	// Every stage is built: the collector's programs are loaded, the
