@@ -71,11 +71,8 @@ func (b *Baseline) Doc() *Doc {
 	if b.seed != nil {
 		d.Profile = b.seed.p
 	}
-	if len(b.NGrams) > 0 {
-		d.SyscallNGrams = make(map[string]uint32, len(b.NGrams))
-		for k, v := range b.NGrams {
-			d.SyscallNGrams[fmt.Sprintf("%d %d %d", k>>42&0x1fffff, k>>21&0x1fffff, k&0x1fffff)] = v
-		}
+	if b.Seq.Len() > 0 {
+		d.SyscallNGrams = b.Seq.Grams()
 	}
 	if len(b.Ports) > 0 {
 		d.ListenPorts = make(map[string]uint32, len(b.Ports))
@@ -138,12 +135,12 @@ func docBaseline(d *Doc) (*Baseline, error) {
 		}
 		b.Behaviours[code+"\x00"+actor+"\x00"+key] = v
 	}
-	for k, v := range d.SyscallNGrams {
-		g, err := kvdoc.ParseNGram(k)
-		if err != nil || len(g) != 3 {
-			return nil, fmt.Errorf("%w: %s: syscall_ngrams item %q is not three syscall numbers", ErrCorrupt, d.Key, k)
+	if len(d.SyscallNGrams) > 0 {
+		m, err := SeqModelFromGrams(d.SyscallNGrams)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s: syscall_ngrams: %v", ErrCorrupt, d.Key, err)
 		}
-		b.NGrams[ngramKey(g[0], g[1], g[2])] = v
+		b.Seq = m
 	}
 	for k, v := range d.ListenPorts {
 		key, err := kvdoc.ParsePort(k)

@@ -94,7 +94,7 @@ var classes = map[string]class{
 	CodeSyscallUnseen:     {0.5, "Unseen syscall", nil},
 	CodeSyscallRoutine:    {0.3, "Unseen routine syscall", nil},
 	CodeSyscallSensitive:  {0.85, "Sensitive syscall in container", nil},
-	CodeSyscallSequence:   {0.55, "Anomalous syscall sequence", nil},
+	CodeSyscallSequence:   {0.7, "Anomalous syscall sequence", []string{"T1190", "T1059"}},
 	CodePeerUnseen:        {0.6, "Outbound connection to an unseen peer", []string{"T1071"}},
 	CodePeerUndeclared:    {0.75, "Outbound connection to an undeclared peer", []string{"T1071"}},
 	CodeListenNew:         {0.7, "Listening on a new port", []string{"T1571"}},
@@ -134,6 +134,10 @@ var classes = map[string]class{
 	CodeLogClear:        {0.8, "Logs or shell history cleared", []string{"T1070.002", "T1070.003"}},
 	CodeExecSession:     {0.4, "Exec session entered the container", []string{"T1609"}},
 	CodeIncidentCombine: {0, "Several deviations in one incident", nil},
+
+	// Policies (commits.go).
+	CodeCommitUnallowed: {0.7, "Container committed into an image outside the allowlist", []string{"T1525"}},
+	CodeWriteReadonly:   {0.75, "Write refused by a read-only filesystem", []string{"T1565"}},
 }
 
 // ClassScores is the table of default scores by reason code.

@@ -72,6 +72,12 @@ type Config struct {
 	CombineWindow time.Duration
 	// CombineCap caps a combined score.
 	CombineCap float64
+	// SequenceThreshold is the mean surprise, in bits per syscall, over a
+	// thread's last SequenceWindow syscalls above which sequence mode
+	// raises syscall.sequence (docs/design/018-sequence-model.md).
+	SequenceThreshold float64
+	// SequenceWindow is that window, in syscalls (at most MaxSeqWindow).
+	SequenceWindow int
 
 	// Durable is the JetStream durable consumer on CONTAIN_EVENTS.
 	Durable string
@@ -95,6 +101,8 @@ type Config struct {
 	// each. An unsigned, forged or replayed operation is refused and
 	// counted (contain_refused_total{stage="analyzer"}).
 	OperatorKeys []string
+	// Commits is the commit policy (commits.go).
+	Commits CommitsConfig
 }
 
 // Exec-session policies (Config.ExecSessions).
@@ -128,22 +136,24 @@ func DefaultConfig() Config {
 			MinObservations:  20000,
 			MinDuration:      2 * time.Minute,
 		},
-		GroupWindow:     5 * time.Minute,
-		IncidentWindow:  30 * time.Second,
-		MinAlertScore:   0.3,
-		AbsorbBelow:     0.45,
-		MaxImages:       10000,
-		MaxContainers:   65536,
-		MaxItems:        4096,
-		GroupBy:         GroupByDigest,
-		ExecSessions:    ExecSessionsRecord,
-		CombineWindow:   10 * time.Second,
-		CombineCap:      0.95,
-		Durable:         DefaultDurable,
-		Fetch:           64,
-		BaselinesBucket: DefaultBaselinesBucket,
-		PersistInterval: 10 * time.Second,
-		ProfilesBucket:  DefaultProfilesBucket,
+		GroupWindow:       5 * time.Minute,
+		IncidentWindow:    30 * time.Second,
+		MinAlertScore:     0.3,
+		AbsorbBelow:       0.45,
+		MaxImages:         10000,
+		MaxContainers:     65536,
+		MaxItems:          4096,
+		GroupBy:           GroupByDigest,
+		ExecSessions:      ExecSessionsRecord,
+		CombineWindow:     10 * time.Second,
+		CombineCap:        0.95,
+		SequenceThreshold: DefaultSeqThreshold,
+		SequenceWindow:    DefaultSeqWindow,
+		Durable:           DefaultDurable,
+		Fetch:             64,
+		BaselinesBucket:   DefaultBaselinesBucket,
+		PersistInterval:   10 * time.Second,
+		ProfilesBucket:    DefaultProfilesBucket,
 	}
 }
 
@@ -194,6 +204,10 @@ func (c Config) validateEngine() error {
 		return errors.New("analyzer.combine_window: must not be negative")
 	case c.CombineCap < 0 || c.CombineCap > 1:
 		return fmt.Errorf("analyzer.combine_cap: %v not in [0,1]", c.CombineCap)
+	case c.SequenceThreshold < 0:
+		return errors.New("analyzer.sequence_threshold: must not be negative")
+	case c.SequenceWindow < 0 || c.SequenceWindow > MaxSeqWindow:
+		return fmt.Errorf("analyzer.sequence_window: %d not in [0,%d]", c.SequenceWindow, MaxSeqWindow)
 	}
 	switch c.ExecSessions {
 	case ExecSessionsRecord, ExecSessionsAlert, ExecSessionsContainer, ExecSessionsIgnore:
@@ -202,6 +216,9 @@ func (c Config) validateEngine() error {
 		return fmt.Errorf("analyzer.exec_sessions: %q is not record, alert, container or ignore", c.ExecSessions)
 	}
 	if _, err := parseClassScores(c.ClassScores); err != nil {
+		return err
+	}
+	if err := c.Commits.Validate(); err != nil {
 		return err
 	}
 	return validGroupBy(c.GroupBy)

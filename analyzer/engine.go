@@ -197,7 +197,7 @@ type Baseline struct {
 	Argv     map[string]uint32 // path + "\x00" + argv shape
 	Edges    map[string]uint32 // parent path + "\x00" + child path
 	Syscalls map[string]uint32 // syscall name
-	NGrams   map[uint64]uint32 // syscall 3-grams (sequence mode)
+	Seq      *SeqModel         // syscall sequence model (sequence mode), seqmodel.go
 	Peers    map[string]uint32 // "addr:port" of outbound connections
 	Ports    map[uint32]uint32 // protocol<<16 | listen port
 	Writes   map[string]uint32 // file-write path prefixes
@@ -216,7 +216,7 @@ func newBaseline(key, image string) *Baseline {
 	return &Baseline{
 		Key: key, Image: image, Phase: PhaseLearning,
 		Exec: map[string]uint32{}, Argv: map[string]uint32{}, Edges: map[string]uint32{},
-		Syscalls: map[string]uint32{}, NGrams: map[uint64]uint32{}, Peers: map[string]uint32{},
+		Syscalls: map[string]uint32{}, Seq: NewSeqModel(), Peers: map[string]uint32{},
 		Ports: map[uint32]uint32{}, Writes: map[string]uint32{}, Reads: map[string]uint32{},
 		UIDs: map[uint32]uint32{}, Behaviours: map[string]uint32{}, sightings: map[string]uint32{},
 	}
@@ -224,7 +224,7 @@ func newBaseline(key, image string) *Baseline {
 
 // Size is the number of items the baseline holds.
 func (b *Baseline) Size() int {
-	return len(b.Exec) + len(b.Argv) + len(b.Edges) + len(b.Syscalls) + len(b.NGrams) +
+	return len(b.Exec) + len(b.Argv) + len(b.Edges) + len(b.Syscalls) + b.Seq.Len() +
 		len(b.Peers) + len(b.Ports) + len(b.Writes) + len(b.Reads) + len(b.UIDs) + len(b.Behaviours)
 }
 
@@ -268,19 +268,10 @@ type container struct {
 	// recent holds each process tree's recent alert reasons, for the
 	// incident combination (CombineWindow).
 	recent map[uint32][]recentReason
-	// seqTail holds each thread's last two syscalls of its previous
-	// sequence event (the collector cuts a thread's stream into events of
-	// sequence_batch syscalls, or fewer at each sequence_flush), so the
-	// 3-grams across a cut are observed too; bounded by maxSeqThreads.
-	seqTail map[uint32]seqTail
-}
-
-// seqTail is a thread's last syscalls (n of them, 0-2, in nr) and, once
-// scored, its 3-grams since its last sequence alert: unseen of total.
-type seqTail struct {
-	nr            [2]uint32
-	n             uint8
-	unseen, total uint32
+	// seqThreads is each thread's sequence state (seqscore.go): the
+	// collector cuts a thread's stream into events, the history carries
+	// across the cuts; bounded by maxSeqThreads.
+	seqThreads map[uint32]*seqThread
 }
 
 type bulkCounter struct {
@@ -302,8 +293,8 @@ const (
 	maxTrees    = 256
 )
 
-// maxSeqThreads bounds a container's seqTail; when full it starts over
-// (a thread then misses the 3-grams across one cut).
+// maxSeqThreads bounds a container's seqThreads; when full it starts over
+// (a thread then scores its next syscalls without their history).
 const maxSeqThreads = 4096
 
 // Stats counts what the engine did. Plain counters: the Analyzer exports
@@ -535,6 +526,9 @@ func (e *Engine) converge(b *Baseline, at int64) {
 // (alerts carry a copy of it).
 func (e *Engine) Observe(ev *containv1.Event) []*containv1.Event {
 	e.stats.Events++
+	if ev.Kind == containv1.Kind_KIND_COMMIT {
+		return e.observeCommit(ev)
+	}
 	switch ev.Kind {
 	case containv1.Kind_KIND_EXEC, containv1.Kind_KIND_SYSCALL, containv1.Kind_KIND_NETWORK, containv1.Kind_KIND_FILE,
 		containv1.Kind_KIND_PROCESS, containv1.Kind_KIND_CONTAINER:
@@ -857,10 +851,6 @@ func syscallName(s *containv1.Syscall) string {
 	return "nr:" + strconv.FormatUint(uint64(s.Nr), 10)
 }
 
-func ngramKey(a, b, c uint32) uint64 {
-	return uint64(a&0x1fffff)<<42 | uint64(b&0x1fffff)<<21 | uint64(c&0x1fffff)
-}
-
 // kernelSyscalls are entered by the kernel, not asked for by a program:
 // restart_syscall resumes a sleep or wait that a stop interrupted
 // (SIGSTOP/SIGCONT, a ptrace stop, the cgroup freezer). They say nothing
@@ -889,7 +879,7 @@ func interrupted(ret int64) bool { return ret <= -512 && ret >= -516 && ret != -
 
 func (e *Engine) observeSyscall(c *container, b *Baseline, s *containv1.Syscall, learn bool) bool {
 	if s.Mode == containv1.Syscall_MODE_SEQUENCE {
-		return e.observeSequence(b, c, s.GetProc().GetPid(), s.Sequence, learn)
+		return e.observeSequence(b, c, s.GetProc(), s.Sequence, learn)
 	}
 	name := syscallName(s)
 	if !learn && (kernelSyscalls[name] || waitSyscalls[name] && interrupted(s.Ret)) {
@@ -930,70 +920,6 @@ func (e *Engine) observeSyscall(c *container, b *Baseline, s *containv1.Syscall,
 	}
 	e.dev(code, name, fmt.Sprintf("syscall %s was never used by image %s during learning (learned %d syscalls)",
 		name, b.Image, len(b.Syscalls)), func() { e.learnKey(b.Syscalls, name) })
-	return false
-}
-
-// seqWindow bounds the 3-grams a thread's unseen share is taken over: past
-// it the counts are halved, so old history fades.
-const seqWindow = 256
-
-// observeSequence learns or scores a thread's sequence event. The
-// collector cuts a thread's stream into events (sequence_batch syscalls,
-// or fewer at each sequence_flush: often one or two for a slow thread), so
-// the thread's last two syscalls are carried to its next event (the
-// 3-grams across a cut count too) and the unseen share is taken over the
-// thread's recent 3-grams, not per event.
-func (e *Engine) observeSequence(b *Baseline, c *container, tid uint32, seq []uint32, learn bool) bool {
-	if c.seqTail == nil || len(c.seqTail) >= maxSeqThreads {
-		c.seqTail = map[uint32]seqTail{}
-	}
-	st := c.seqTail[tid]
-	joined := seq
-	if st.n > 0 {
-		joined = make([]uint32, 0, int(st.n)+len(seq))
-		joined = append(append(joined, st.nr[2-st.n:]...), seq...)
-	}
-	switch n := len(joined); {
-	case n >= 2:
-		st.nr, st.n = [2]uint32{joined[n-2], joined[n-1]}, 2
-	case n == 1:
-		st.nr, st.n = [2]uint32{0, joined[0]}, 1
-	}
-	defer func() { c.seqTail[tid] = st }()
-	if len(joined) < 3 {
-		return false
-	}
-	if learn {
-		novel := false
-		for i := 2; i < len(joined); i++ {
-			k := ngramKey(joined[i-2], joined[i-1], joined[i])
-			if n, ok := b.NGrams[k]; ok {
-				if n < math.MaxUint32 {
-					b.NGrams[k] = n + 1
-				}
-				continue
-			}
-			if len(b.NGrams) >= 16*e.cfg.MaxItems {
-				e.stats.Full++
-				continue
-			}
-			b.NGrams[k] = 1
-			novel = true
-		}
-		return novel
-	}
-	for i := 2; i < len(joined); i++ {
-		if _, ok := b.NGrams[ngramKey(joined[i-2], joined[i-1], joined[i])]; !ok {
-			st.unseen++
-		}
-		st.total++
-	}
-	if st.unseen >= 2 && float64(st.unseen)/float64(st.total) > 0.1 {
-		e.dev(CodeSyscallSequence, "sequence", fmt.Sprintf("%d of the last %d syscall 3-grams of thread %d never seen for image %s", st.unseen, st.total, tid, b.Image), nil)
-		st.unseen, st.total = 0, 0
-	} else if st.total >= seqWindow {
-		st.unseen, st.total = st.unseen/2, st.total/2
-	}
 	return false
 }
 
@@ -1086,7 +1012,10 @@ func (e *Engine) observeFile(c *container, b *Baseline, s *seed, f *containv1.Fi
 		e.stats.Invalid++
 		return false
 	}
-	trackWritten(c, b, f)
+	refused := e.readonlyRefused(b, f) // named, scored, never learned
+	if !refused {
+		trackWritten(c, b, f)
+	}
 	hits := append(classifyFile(f), bulkHit(c, f, now)...)
 	act := actor(c, f.Proc)
 	if f.Op == containv1.File_OP_OPEN_READ {
@@ -1121,6 +1050,9 @@ func (e *Engine) observeFile(c *container, b *Baseline, s *seed, f *containv1.Fi
 		e.dev(CodeWriteUndeclared, pathPrefix(p, 2), fmt.Sprintf("write to %s, outside the volumes image %s declares", p, b.Image), nil)
 	}
 	pre := pathPrefix(p, 2)
+	if refused {
+		return novel
+	}
 	if learn {
 		return e.learnKey(b.Writes, pre) || novel
 	}

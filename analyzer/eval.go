@@ -17,16 +17,19 @@ type EvalConfig struct {
 	// N is the n-gram length (default 3, as the engine's sequence model).
 	N int
 	// Window is the locality frame: a trace scores the highest mean
-	// anomaly over any Window consecutive n-grams (default 20).
+	// anomaly over any Window consecutive n-grams (model ngram, default
+	// 20) or syscalls (model markov, default DefaultSeqWindow).
 	Window int
+	// Model is one of EvalModels (default markov).
+	Model string
 }
 
 func (c *EvalConfig) defaults() {
 	if c.N <= 0 {
 		c.N = 3
 	}
-	if c.Window <= 0 {
-		c.Window = 20
+	if c.Model == "" {
+		c.Model = ModelMarkov
 	}
 }
 
@@ -40,6 +43,7 @@ type FamilyResult struct {
 
 // EvalResult is what `contain eval` prints.
 type EvalResult struct {
+	Model                 string
 	Train, Normal, Attack int
 	AUC                   float64
 	// DetectedAt1/5: fraction of attack traces scoring above the threshold
@@ -47,6 +51,9 @@ type EvalResult struct {
 	DetectedAt1, DetectedAt5 float64
 	Threshold1, Threshold5   float64
 	Families                 map[string]FamilyResult
+	// Recordings counts, per recording (normal and attack), the traces
+	// above the 1% threshold, consecutive ones (in name order) as one.
+	Recordings []RecordingResult `json:",omitempty"`
 }
 
 // NGramModel is an n-gram frequency model of syscall traces.
@@ -109,27 +116,40 @@ func (m *NGramModel) Score(trace []uint32, window int) float64 {
 // and reports ROC AUC and detection at 1% and 5% false-alarm rate,
 // overall and per attack family. It is pure.
 func EvalTraces(train, normal [][]uint32, attack map[string][][]uint32, cfg EvalConfig) (*EvalResult, error) {
+	set := TraceSet{Train: train, Normal: unnamed(normal), Attack: map[string][]Trace{}}
+	for f, ts := range attack {
+		set.Attack[f] = unnamed(ts)
+	}
+	return EvalSet(set, cfg)
+}
+
+// EvalSet is EvalTraces on named traces: it adds the per-recording counts.
+func EvalSet(set TraceSet, cfg EvalConfig) (*EvalResult, error) {
 	cfg.defaults()
-	if len(train) == 0 || len(normal) == 0 {
+	if len(set.Train) == 0 || len(set.Normal) == 0 {
 		return nil, errors.New("eval: need training and normal traces")
 	}
-	m := TrainNGrams(train, cfg.N)
-	ns := make([]float64, len(normal))
-	for i, t := range normal {
-		ns[i] = m.Score(t, cfg.Window)
+	score, err := trainScorer(cfg.Model, set.Train, cfg)
+	if err != nil {
+		return nil, err
 	}
-	r := &EvalResult{Train: len(train), Normal: len(normal), Families: map[string]FamilyResult{}}
+	ns := make([]float64, len(set.Normal))
+	for i, t := range set.Normal {
+		ns[i] = score(t.Sys)
+	}
+	r := &EvalResult{Model: cfg.Model, Train: len(set.Train), Normal: len(set.Normal), Families: map[string]FamilyResult{}}
 	r.Threshold1, r.Threshold5 = thresholdAt(ns, 0.01), thresholdAt(ns, 0.05)
+	r.Recordings = append(r.Recordings, recordings("normal", set.Normal, ns, r.Threshold1)...)
 	var all []float64
-	fams := make([]string, 0, len(attack))
-	for f := range attack {
+	fams := make([]string, 0, len(set.Attack))
+	for f := range set.Attack {
 		fams = append(fams, f)
 	}
 	sort.Strings(fams)
 	for _, f := range fams {
 		var as []float64
-		for _, t := range attack[f] {
-			as = append(as, m.Score(t, cfg.Window))
+		for _, t := range set.Attack[f] {
+			as = append(as, score(t.Sys))
 		}
 		if len(as) == 0 {
 			continue
@@ -137,6 +157,7 @@ func EvalTraces(train, normal [][]uint32, attack map[string][][]uint32, cfg Eval
 		all = append(all, as...)
 		r.Families[f] = FamilyResult{Traces: len(as), AUC: auc(ns, as),
 			DetectedAt1: above(as, r.Threshold1), DetectedAt5: above(as, r.Threshold5)}
+		r.Recordings = append(r.Recordings, recordings(f, set.Attack[f], as, r.Threshold1)...)
 	}
 	if len(all) == 0 {
 		return nil, errors.New("eval: no attack traces")
@@ -292,19 +313,11 @@ func ReadTraceFamilies(dir string) (map[string][][]uint32, error) {
 
 // Eval is `contain eval --train DIR --normal DIR --attack DIR`.
 func Eval(trainDir, normalDir, attackDir string, cfg EvalConfig) (*EvalResult, error) {
-	train, err := ReadTraces(trainDir)
+	set, err := ReadTraceSet(trainDir, normalDir, attackDir)
 	if err != nil {
 		return nil, err
 	}
-	normal, err := ReadTraces(normalDir)
-	if err != nil {
-		return nil, err
-	}
-	attack, err := ReadTraceFamilies(attackDir)
-	if err != nil {
-		return nil, err
-	}
-	return EvalTraces(train, normal, attack, cfg)
+	return EvalSet(set, cfg)
 }
 
 // WriteText prints the result for people.

@@ -11,7 +11,9 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/containsec/contain/internal/auth"
 	"github.com/containsec/contain/internal/bus"
@@ -73,7 +75,7 @@ func startOn(t testing.TB, nc *nats.Conn, js jetstream.JetStream, edit func(*Con
 	}
 	h := &harness{t: t, r: r, nc: nc, js: js, m: m, ids: containv1.NewIDGen(), prod: bus.NewProducer(testHost, "analyzer"), acts: acts, stop: stop}
 	// Wait for the control subscriptions, which Run makes before consuming.
-	waitFor(t, 5*time.Second, "responder serving quarantine.list", func() bool {
+	testenv.WaitFor(t, 5*time.Second, "responder serving quarantine.list", func() bool {
 		_, err := ListQuarantined(context.Background(), nc, testHost)
 		return err == nil
 	})
@@ -97,17 +99,6 @@ var testOperators = func() map[string]*auth.Credentials {
 // who (alice or bob).
 func (h *harness) release(id, who, reason string) (*containv1.Event, error) {
 	return Release(context.Background(), h.nc, auth.NewSigner(testOperators[who]), testHost, id, reason, "")
-}
-
-func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 // alert builds an alert event about container c.
@@ -268,6 +259,12 @@ func TestPauseAndRelease(t *testing.T) {
 	if len(q) != 1 || q[0].ContainerID != c.ID || q[0].State != "frozen" || q[0].AlertID != containv1.FormatID(al.Id) {
 		t.Fatalf("quarantine list: %+v", q)
 	}
+	if n := testutil.ToFloat64(h.m.Quarantined); n != 1 {
+		t.Errorf("contain_quarantined_containers %v, want 1", n)
+	}
+	if n, n2 := histCount(h.m.ExecToFrozen), histCount(h.m.AlertToFrozen); n != 1 || n2 != 1 {
+		t.Errorf("exec_to_frozen / alert_to_frozen observations %d %d, want 1 1", n, n2)
+	}
 
 	rel, err := h.release(c.ID, "alice", "false positive: nc is expected")
 	if err != nil {
@@ -289,6 +286,9 @@ func TestPauseAndRelease(t *testing.T) {
 	}
 	if q, _ := ListQuarantined(context.Background(), h.nc, testHost); len(q) != 0 {
 		t.Errorf("quarantine list after release: %+v", q)
+	}
+	if n := testutil.ToFloat64(h.m.Quarantined); n != 0 {
+		t.Errorf("contain_quarantined_containers %v after release, want 0", n)
 	}
 	// Releasing again: nothing frozen, recorded as SKIPPED and reported.
 	if _, err := h.release(c.ID, "alice", "again"); err == nil {
@@ -350,7 +350,7 @@ func TestPolicyRuleDryRunScope(t *testing.T) {
 func TestContainerExitedBeforeFreeze(t *testing.T) {
 	h := start(t, nil)
 	c := testenv.RunContainer(t, "exits", testenv.ContainerSpec{Args: []string{"/bin/true"}})
-	waitFor(t, 10*time.Second, "container to stop", func() bool {
+	testenv.WaitFor(t, 10*time.Second, "container to stop", func() bool {
 		s, err := c.State()
 		return err == nil && s.Status == "stopped"
 	})
@@ -517,7 +517,7 @@ func TestHostBindingRefused(t *testing.T) {
 	if err := bus.Publish(context.Background(), h.js, containv1.AlertsSubject(testHost), h.prod.Batch([]*containv1.Event{ev})); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "the mismatched batch counted", func() bool {
+	testenv.WaitFor(t, 10*time.Second, "the mismatched batch counted", func() bool {
 		return testutil.ToFloat64(h.m.Refused.WithLabelValues(metrics.StageResponder, bus.ReasonEventHost)) == 1
 	})
 	if got := freezerState(t, c); got != "THAWED" {
@@ -673,3 +673,12 @@ func TestQuarantineSurvivesRestart(t *testing.T) {
 
 // TestWrongHostAlertSkipped: an alert on this host's subject whose event
 // names another host is recorded SKIPPED and counted, never acted on.
+
+// histCount is the number of observations of a histogram.
+func histCount(h prometheus.Histogram) uint64 {
+	var m dto.Metric
+	if err := h.Write(&m); err != nil {
+		return 0
+	}
+	return m.GetHistogram().GetSampleCount()
+}

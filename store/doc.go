@@ -27,6 +27,12 @@
 //     versioned keys "<digest key>.<version>" make rows, the digest key
 //     holds a copy);
 //   - image_audits: `contain audit --store` (InsertImageAudit);
+//   - commits: one row per KIND_COMMIT event (source container and image,
+//     new image, diff summary, lineage: the new image's ancestors), with
+//     the lineage queries QueryImagesFromContainer and
+//     QueryImagesFromAlertedContainers;
+//   - container_audits: `contain audit --running --policy ... --store`
+//     (InsertContainerAudits): one row per container and policy;
 //   - schema_migrations: the applied schema versions.
 //
 // Guarantees:

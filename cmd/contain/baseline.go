@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -152,36 +153,63 @@ func writeSummaries(w io.Writer, sums []analyzer.Summary) error {
 func evalCommand(*globalOpts) *cobra.Command {
 	var train, normal, attack string
 	var cfg analyzer.EvalConfig
-	var asJSON bool
+	var asJSON, compare bool
 	cmd := &cobra.Command{
 		Use:   "eval --train DIR --normal DIR --attack DIR",
 		Short: "Score syscall traces: ROC AUC, detection at 1% and 5% false alarms, per attack family",
 		Long: `eval learns from --train only, then scores --normal and --attack traces (one
 trace per file, whitespace-separated syscall numbers; --attack may hold one
 subfolder per attack family) and prints ROC AUC, the detection rate at 1% and
-5% false-alarm rate, and per-family detection.`,
+5% false-alarm rate, per-family detection and, per recording (files named
+RECORDING-NNN), the alarms at the 1% threshold, consecutive ones counted once.
+--model chooses the scorer (` + strings.Join(analyzer.EvalModels, ", ") + `);
+--compare runs them all and prints one row each.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if train == "" || normal == "" || attack == "" {
 				return fmt.Errorf("--train, --normal and --attack are required")
 			}
-			res, err := analyzer.Eval(train, normal, attack, cfg)
+			set, err := analyzer.ReadTraceSet(train, normal, attack)
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			if compare {
+				rs, err := analyzer.EvalCompare(set, cfg)
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					return writeJSON(out, rs)
+				}
+				return analyzer.WriteCompare(out, rs)
+			}
+			res, err := analyzer.EvalSet(set, cfg)
 			if err != nil {
 				return err
 			}
 			if asJSON {
-				enc := json.NewEncoder(cmd.OutOrStdout())
-				enc.SetIndent("", "  ")
-				return enc.Encode(res)
+				return writeJSON(out, res)
 			}
-			return res.WriteText(cmd.OutOrStdout())
+			if err := res.WriteText(out); err != nil {
+				return err
+			}
+			return res.WriteRecordings(out)
 		},
 	}
 	cmd.Flags().StringVar(&train, "train", "", "directory of training traces (normal behaviour)")
 	cmd.Flags().StringVar(&normal, "normal", "", "directory of held-out normal traces")
 	cmd.Flags().StringVar(&attack, "attack", "", "directory of attack traces (subfolders = families)")
-	cmd.Flags().IntVar(&cfg.N, "n", 3, "n-gram length")
-	cmd.Flags().IntVar(&cfg.Window, "window", 20, "locality frame in n-grams")
+	cmd.Flags().StringVar(&cfg.Model, "model", analyzer.ModelMarkov, "scorer: "+strings.Join(analyzer.EvalModels, "|"))
+	cmd.Flags().BoolVar(&compare, "compare", false, "run every model and print them side by side")
+	cmd.Flags().IntVar(&cfg.N, "n", 3, "n-gram length (model ngram)")
+	cmd.Flags().IntVar(&cfg.Window, "window", 0, "locality frame: n-grams (ngram, default 20) or syscalls (markov, default 24)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
 }

@@ -18,7 +18,9 @@ import (
 	"github.com/containsec/contain/collector"
 	"github.com/containsec/contain/enricher"
 	"github.com/containsec/contain/internal/bus"
+	"github.com/containsec/contain/internal/commits"
 	"github.com/containsec/contain/internal/tlsconfig"
+	"github.com/containsec/contain/notify"
 	"github.com/containsec/contain/responder"
 	"github.com/containsec/contain/schemas/containv1"
 	"github.com/containsec/contain/store"
@@ -40,6 +42,12 @@ type Config struct {
 	Analyzer  analyzer.Config
 	Responder responder.Config
 	Store     store.Config
+	// Commits traces commits of containers into images; the watcher runs
+	// with the collector when commits.enabled.
+	Commits commits.Config
+	// Notify pushes alerts and actions to webhooks, syslog and
+	// Falcosidekick (docs/outputs.md).
+	Notify notify.Config
 	// Audit configures `contain audit`.
 	Audit enricher.AuditConfig
 }
@@ -107,6 +115,8 @@ func defaultConfig() Config {
 		Analyzer:  analyzer.DefaultConfig(),
 		Responder: responder.DefaultConfig(),
 		Store:     store.DefaultConfig(),
+		Commits:   commits.DefaultConfig(),
+		Notify:    notify.DefaultConfig(),
 		Audit:     enricher.DefaultAuditConfig(),
 	}
 }
@@ -216,9 +226,18 @@ func (c *Config) validate(stages []string) error {
 		stageAnalyzer:  c.Analyzer.Validate,
 		stageResponder: c.Responder.Validate,
 		stageStore:     c.Store.Validate,
+		stageNotify:    c.Notify.Validate,
+	}
+	if len(stages) == 1 && stages[0] == stageNotify && !c.Notify.Enabled() {
+		return errors.New("notify.outputs: none configured (docs/outputs.md)")
 	}
 	if err := c.Audit.Validate(); err != nil {
 		return err
+	}
+	if c.Commits.Enabled && slices.Contains(stages, stageCollector) {
+		if err := c.Commits.Validate(); err != nil {
+			return err
+		}
 	}
 	for _, s := range stages {
 		if err := checks[s](); err != nil {

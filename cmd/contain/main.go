@@ -58,6 +58,7 @@ func newRoot() *cobra.Command {
 		stageCommand(&opts, "analyze", "Run the analyzer", []string{stageAnalyzer}, false),
 		stageCommand(&opts, "respond", "Run the responder (root)", []string{stageResponder}, false),
 		stageCommand(&opts, "store", "Run the ClickHouse sink", []string{stageStore}, false),
+		stageCommand(&opts, "notify", "Push alerts and actions to webhooks, syslog and Falcosidekick (notify.outputs)", []string{stageNotify}, false),
 		releaseCommand(&opts),
 		quarantineCommand(&opts),
 		checkConfigCommand(&opts),

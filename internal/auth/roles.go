@@ -15,13 +15,14 @@ const (
 	RoleAnalyzer  = "analyzer"
 	RoleResponder = "responder"
 	RoleStore     = "store"
+	RoleNotify    = "notify"
 	RoleOperator  = "operator"
 	RoleReader    = "reader"
 	RoleAdmin     = "admin"
 )
 
 // Roles lists every role, in the order users are generated and printed.
-var Roles = []string{RoleCollector, RoleResponder, RoleEnricher, RoleAnalyzer, RoleStore, RoleOperator, RoleReader, RoleAdmin}
+var Roles = []string{RoleCollector, RoleResponder, RoleEnricher, RoleAnalyzer, RoleStore, RoleNotify, RoleOperator, RoleReader, RoleAdmin}
 
 // PerHost reports whether role has one user per host.
 func PerHost(role string) bool { return role == RoleCollector || role == RoleResponder }
@@ -49,6 +50,9 @@ type Names struct {
 	// ResponderDurable is the responder's consumer on host; "" means
 	// "responder-<host>" (the restore consumer adds "-restore").
 	ResponderDurable string
+	// NotifyDurablePrefix: notify's consumers are <prefix>-alerts and
+	// <prefix>-actions.
+	NotifyDurablePrefix string
 
 	ContainersBucket string
 	ProfilesBucket   string
@@ -59,13 +63,14 @@ type Names struct {
 // DefaultNames are the stages' default names.
 func DefaultNames() Names {
 	return Names{
-		EnricherDurable:    "enricher",
-		AnalyzerDurable:    "analyzer",
-		StoreDurablePrefix: "store",
-		ContainersBucket:   "contain_containers",
-		ProfilesBucket:     "contain_profiles",
-		ImagesBucket:       "contain_images",
-		BaselinesBucket:    "contain_baselines",
+		EnricherDurable:     "enricher",
+		AnalyzerDurable:     "analyzer",
+		StoreDurablePrefix:  "store",
+		NotifyDurablePrefix: "notify",
+		ContainersBucket:    "contain_containers",
+		ProfilesBucket:      "contain_profiles",
+		ImagesBucket:        "contain_images",
+		BaselinesBucket:     "contain_baselines",
 	}
 }
 
@@ -242,6 +247,11 @@ func Table(n Names, hosts []string) []User {
 		st.Publish = append(st.Publish, "$JS.API.STREAM.INFO.KV_"+b)
 		st.Consumers = append(st.Consumers, Consumer{Stream: "KV_" + b, Durable: sp + suffix, Filter: "$KV." + b + ".>", Ack: true})
 	}
+	// notify reads alerts and actions (every host) to push them out.
+	nt := User{Name: RoleNotify, Role: RoleNotify, Consumers: []Consumer{
+		{Stream: containv1.StreamAlerts, Durable: n.NotifyDurablePrefix + "-alerts", Ack: true},
+		{Stream: containv1.StreamActions, Durable: n.NotifyDurablePrefix + "-actions", Ack: true},
+	}}
 	// The reader reads every stream and the buckets an operator reviews
 	// (alerts, replay, baseline list/show/export, audit, quarantine list).
 	rd := User{Name: RoleReader, Role: RoleReader,
@@ -258,7 +268,7 @@ func Table(n Names, hosts []string) []User {
 	op.Consumers = slices.Clone(rd.Consumers)
 	kvs(&op, kv{n.BaselinesBucket, true, false})
 	adm := User{Name: RoleAdmin, Role: RoleAdmin, Publish: []string{"$JS.API.>"}}
-	users = append(users, enr, ana, st, op, rd, adm)
+	users = append(users, enr, ana, st, nt, op, rd, adm)
 	addDeadLetters(users)
 	addDenies(users)
 	return users

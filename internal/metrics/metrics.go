@@ -72,7 +72,23 @@ type Metrics struct {
 	// ConsumerOldestUnacked is the age of the oldest message a consumer
 	// received and has not yet acknowledged.
 	ConsumerOldestUnacked *prometheus.GaugeVec
+
+	// ExecToAlert observes, per alert published, the time from its
+	// triggering event (an exec, mostly) to the alert's publication.
+	ExecToAlert prometheus.Histogram
+	// AlertToFrozen observes, per verified pause, the time from the
+	// alert's event time to the container verified frozen.
+	AlertToFrozen prometheus.Histogram
+	// ExecToFrozen observes, per verified pause, the time from the
+	// alert's triggering event to the container verified frozen.
+	ExecToFrozen prometheus.Histogram
+	// Quarantined is the number of containers this responder holds frozen.
+	Quarantined prometheus.Gauge
 }
+
+// LatencyBuckets are the buckets of the _seconds latency histograms: 1 ms
+// to about 33 s.
+var LatencyBuckets = prometheus.ExponentialBuckets(0.001, 2, 16)
 
 // New makes a Metrics on a fresh registry, with Go and process collectors.
 func New() *Metrics {
@@ -145,6 +161,15 @@ func New() *Metrics {
 			Help: "Age of the oldest message a consumer received and has not acknowledged.",
 		}, []string{"stream", "durable"}),
 	}
+	m.ExecToAlert = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "contain", Name: "exec_to_alert_seconds",
+		Help: "Time from an alert's triggering event to the alert's publication (analyzer).", Buckets: LatencyBuckets})
+	m.AlertToFrozen = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "contain", Name: "alert_to_frozen_seconds",
+		Help: "Time from an alert to its container verified frozen (responder).", Buckets: LatencyBuckets})
+	m.ExecToFrozen = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "contain", Name: "exec_to_frozen_seconds",
+		Help: "Time from an alert's triggering event to its container verified frozen (responder).", Buckets: LatencyBuckets})
+	m.Quarantined = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "contain", Name: "quarantined_containers",
+		Help: "Containers the responder holds frozen (its quarantine list)."})
+	reg.MustRegister(m.ExecToAlert, m.AlertToFrozen, m.ExecToFrozen, m.Quarantined)
 	reg.MustRegister(m.PublishRetries, m.PublishFailed, m.PublishStalled, m.DeadLettered, m.Expired, m.ConsumerLag, m.ConsumerOldestUnacked)
 	reg.MustRegister(m.EventsIn, m.EventsOut, m.Dropped, m.Malformed, m.BatchEvents, m.Errors, m.Alerts, m.Actions, m.QueueDepth, m.ReaderWakeups, m.Refused)
 	return m

@@ -64,7 +64,7 @@ type Baseline struct {
 	ArgvShapes     map[string]uint32 `json:"argv_shapes,omitempty" yaml:"argv_shapes,omitempty"` // "path | shape"
 	Edges          map[string]uint32 `json:"edges,omitempty" yaml:"edges,omitempty"`             // "parent -> child"
 	Syscalls       map[string]uint32 `json:"syscalls,omitempty" yaml:"syscalls,omitempty"`
-	SyscallNGrams  map[string]uint32 `json:"syscall_ngrams,omitempty" yaml:"syscall_ngrams,omitempty"` // "nr nr nr"
+	SyscallNGrams  map[string]uint32 `json:"syscall_ngrams,omitempty" yaml:"syscall_ngrams,omitempty"` // "nr nr ...": 1 to MaxNGram syscalls
 	Peers          map[string]uint32 `json:"peers,omitempty" yaml:"peers,omitempty"`
 	ListenPorts    map[string]uint32 `json:"listen_ports,omitempty" yaml:"listen_ports,omitempty"` // "8080/tcp"
 	WritePrefixes  map[string]uint32 `json:"write_prefixes,omitempty" yaml:"write_prefixes,omitempty"`
