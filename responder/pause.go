@@ -161,7 +161,7 @@ func (r *Responder) pause(ctx context.Context, ev, out *containv1.Event, act *co
 	crashAt(crashAfterFreeze)
 	if err := r.journal.sync(intent); err != nil {
 		r.m.Errors.WithLabelValues(metrics.StageResponder, "intent").Inc()
-		r.log.Error("syncing the intent to pause", logContainer, ev.ContainerId, "err", err)
+		r.log.Error("syncing the intent to pause", logfields.ContainerID, ev.ContainerId, logfields.Err, err)
 	}
 	act.Method = m.Name()
 	fellBack := ""
