@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/containsec/contain/internal/cgroups"
+	"github.com/containsec/contain/internal/logfields"
 	"github.com/containsec/contain/internal/runtime"
 	"github.com/containsec/contain/internal/syscalls"
 )
@@ -257,7 +258,7 @@ func DefaultConfig() Config {
 // layout and logs once which layout serves.
 func (c *Config) resolveCgroupRoot(log *slog.Logger) error {
 	if c.CgroupRoot != "" {
-		log.Info("cgroup layout", logCgroup2, c.CgroupRoot, "source", "collector.cgroup_root")
+		log.Info("cgroup layout", logCgroup2, c.CgroupRoot, logfields.Source, "collector.cgroup_root")
 		return nil
 	}
 	l, err := cgroups.Detect()
@@ -268,7 +269,7 @@ func (c *Config) resolveCgroupRoot(log *slog.Logger) error {
 		return fmt.Errorf("collector.cgroup_root: empty, and the %s cgroup layout has no cgroup2 mount (the collector needs one)", l.Mode)
 	}
 	c.CgroupRoot = l.Cgroup2
-	log.Info("cgroup layout", "layout", string(l.Mode), logCgroup2, l.Cgroup2, "freezer_v1", l.FreezerV1, "source", "detected")
+	log.Info("cgroup layout", logfields.Layout, string(l.Mode), logCgroup2, l.Cgroup2, logfields.FreezerV1, l.FreezerV1, logfields.Source, "detected")
 	return nil
 }
 

@@ -12,6 +12,7 @@ import (
 	"github.com/cilium/ebpf/link"
 
 	"github.com/containsec/contain/internal/cgroups"
+	"github.com/containsec/contain/internal/logfields"
 	"github.com/containsec/contain/internal/metrics"
 	"github.com/containsec/contain/internal/syscalls"
 )
@@ -204,7 +205,7 @@ func (c *Collector) seedLineage(hostCg uint64, hostMnt uint32) error {
 	if err := c.coll.Variables["lineage_ready"].Set(uint32(1)); err != nil {
 		return fmt.Errorf("collector: enabling lineage (mmapped BPF globals need Linux 5.5): %w", err)
 	}
-	c.log.Info("origins seeded", "processes", st.processes, "tasks", st.tasks, "failed", st.failed)
+	c.log.Info("origins seeded", logfields.Processes, st.processes, logfields.Tasks, st.tasks, logfields.Failed, st.failed)
 	return nil
 }
 
