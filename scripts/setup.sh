@@ -23,6 +23,8 @@ if [ "${CONTAIN_SETUP_BPF:-0}" = 1 ]; then
   command -v clang >/dev/null || need+=(clang llvm)
   command -v bpftool >/dev/null || need+=(bpftool)
   [ -e /usr/include/bpf/bpf_helpers.h ] || need+=(libbpf-dev)
+  # arm64 syscall numbers for internal/syscalls/gen.sh.
+  [ -e /usr/aarch64-linux-gnu/include/asm/unistd.h ] || need+=(linux-libc-dev-arm64-cross)
 fi
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}"

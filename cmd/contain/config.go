@@ -18,6 +18,7 @@ import (
 	"github.com/containsec/contain/collector"
 	"github.com/containsec/contain/enricher"
 	"github.com/containsec/contain/internal/bus"
+	"github.com/containsec/contain/internal/commits"
 	"github.com/containsec/contain/internal/tlsconfig"
 	"github.com/containsec/contain/notify"
 	"github.com/containsec/contain/responder"
@@ -41,6 +42,9 @@ type Config struct {
 	Analyzer  analyzer.Config
 	Responder responder.Config
 	Store     store.Config
+	// Commits traces commits of containers into images; the watcher runs
+	// with the collector when commits.enabled.
+	Commits commits.Config
 	// Notify pushes alerts and actions to webhooks, syslog and
 	// Falcosidekick (docs/outputs.md).
 	Notify notify.Config
@@ -111,6 +115,7 @@ func defaultConfig() Config {
 		Analyzer:  analyzer.DefaultConfig(),
 		Responder: responder.DefaultConfig(),
 		Store:     store.DefaultConfig(),
+		Commits:   commits.DefaultConfig(),
 		Notify:    notify.DefaultConfig(),
 		Audit:     enricher.DefaultAuditConfig(),
 	}
@@ -228,6 +233,11 @@ func (c *Config) validate(stages []string) error {
 	}
 	if err := c.Audit.Validate(); err != nil {
 		return err
+	}
+	if c.Commits.Enabled && slices.Contains(stages, stageCollector) {
+		if err := c.Commits.Validate(); err != nil {
+			return err
+		}
 	}
 	for _, s := range stages {
 		if err := checks[s](); err != nil {
