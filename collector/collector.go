@@ -1,6 +1,7 @@
 package collector
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -154,7 +155,19 @@ func New(cfg Config, js jetstream.JetStream, m *metrics.Metrics, log *slog.Logge
 	if err != nil {
 		return nil, fmt.Errorf("collector: %w", err)
 	}
-	if err := c.load(hostCg, hostMnt); err != nil {
+	feats := probeFeatures()
+	mode := cmp.Or(cfg.AttachMode, AttachAuto)
+	feats.log(log, mode)
+	if err := feats.required(); err != nil {
+		c.close()
+		return nil, err
+	}
+	families, err := feats.families(mode)
+	if err != nil {
+		c.close()
+		return nil, err
+	}
+	if err := c.load(families, hostCg, hostMnt); err != nil {
 		c.close()
 		return nil, err
 	}

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containsec/contain/internal/testenv"
 	"github.com/containsec/contain/schemas/containv1"
 )
 
@@ -204,7 +205,7 @@ func TestSyslogOutputs(t *testing.T) {
 	time.Sleep(200 * time.Millisecond)
 	publish(t, js, containv1.ActionsSubject(testHost), actionEvent(alert, containv1.Action_TYPE_PAUSE, containv1.Action_RESULT_OK, snapshotDetail))
 	for name, s := range sinks {
-		waitFor(t, 10*time.Second, name+" messages", func() bool { return len(s.all()) >= 2 })
+		testenv.WaitFor(t, 10*time.Second, name+" messages", func() bool { return len(s.all()) >= 2 })
 		msgs := s.all()
 		if len(msgs) != 2 {
 			t.Errorf("%s: %d messages, want 2", name, len(msgs))

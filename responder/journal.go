@@ -13,6 +13,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/containsec/contain/internal/logfields"
 	"github.com/containsec/contain/internal/runtime"
 	"github.com/containsec/contain/schemas/containv1"
 )
@@ -106,7 +107,7 @@ func syncDir(dir string) error {
 func (j *journal) done(paths []string, log *slog.Logger) {
 	for _, p := range paths {
 		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			log.Error("removing a completed intent", "path", p, "err", err)
+			log.Error("removing a completed intent", logfields.Path, p, logfields.Err, err)
 		}
 	}
 }

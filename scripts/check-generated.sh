@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
 # Fails when committed generated code is stale: protobuf always (protoc from
-# apt); eBPF objects when clang is present (CONTAIN_SETUP_BPF=1 installs it).
+# apt); syscall tables and eBPF objects (amd64 and arm64) when clang is
+# present (CONTAIN_SETUP_BPF=1 installs it and the arm64 kernel headers).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 go generate ./schemas/...
 if command -v clang >/dev/null && command -v bpftool >/dev/null; then
+  # Syscall tables (amd64, arm64) and collector/bpf/syscall_nr.h from the
+  # kernel headers, then the eBPF objects for both architectures.
+  go generate ./internal/syscalls/...
   go generate ./collector/...
 fi
-if ! git diff --quiet -- schemas collector; then
+if ! git diff --quiet -- schemas collector internal/syscalls || [ -n "$(git status --porcelain -- schemas collector internal/syscalls)" ]; then
   echo "generated code differs from what is committed; run go generate and commit:"
-  git diff --stat -- schemas collector
+  git status --short -- schemas collector internal/syscalls
   exit 1
 fi
 echo "generated code is current"

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/containsec/contain/internal/logfields"
 )
 
 // A migration is a numbered list of DDL statements. Migrations are applied
@@ -316,7 +318,7 @@ func migrate(ctx context.Context, conn driver.Conn, log *slog.Logger) error {
 		if err := record(ctx, conn, m); err != nil {
 			return fmt.Errorf("recording migration %d: %w", m.version, err)
 		}
-		log.Info("applied schema migration", "version", m.version, "name", m.name)
+		log.Info("applied schema migration", logfields.Version, m.version, logfields.Name, m.name)
 	}
 	return nil
 }

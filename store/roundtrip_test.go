@@ -96,7 +96,7 @@ func TestRoundTripEveryKind(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, 20*time.Second, "all rows", func() (bool, string) {
+	testenv.WaitForState(t, 20*time.Second, "all rows", func() (bool, string) {
 		e := queryUintNoFail(s, "SELECT count() FROM events WHERE container_id = 'c-rt'")
 		a := queryUintNoFail(s, "SELECT count() FROM alerts WHERE container_id = 'c-rt'")
 		x := queryUintNoFail(s, "SELECT count() FROM actions WHERE container_id = 'c-rt'")
