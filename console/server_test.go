@@ -33,7 +33,7 @@ func (b *releases) Release(_ context.Context, host, id, reason, actor string) (s
 	b.done = append(b.done, fmt.Sprintf("%s/%s by %s: %s", host, id, actor, reason))
 	return "operator/console:" + actor, "ok", nil
 }
-func (b *releases) Baselines(context.Context) ([]Baseline, error)        { return nil, nil }
+func (b *releases) Baselines(context.Context) ([]Baseline, error)       { return nil, nil }
 func (b *releases) SetLock(context.Context, string, bool, string) error { return nil }
 func (b *releases) Health(context.Context) []HealthLine                 { return nil }
 
