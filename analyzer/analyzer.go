@@ -14,6 +14,7 @@ import (
 
 	"github.com/containsec/contain/internal/auth"
 	"github.com/containsec/contain/internal/bus"
+	"github.com/containsec/contain/internal/logfields"
 	"github.com/containsec/contain/internal/metrics"
 	"github.com/containsec/contain/schemas/containv1"
 )
@@ -39,7 +40,8 @@ type Analyzer struct {
 // maxPending bounds the alerts kept while publishing fails.
 const maxPending = 10000
 
-// New makes an Analyzer; call Run to start it.
+// New makes an Analyzer; call Run to start it. log is used as given: the
+// caller scopes it once (logfields.Stage).
 func New(cfg Config, js jetstream.JetStream, m *metrics.Metrics, log *slog.Logger) (*Analyzer, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -51,7 +53,7 @@ func New(cfg Config, js jetstream.JetStream, m *metrics.Metrics, log *slog.Logge
 	if host == "" {
 		host, _ = os.Hostname()
 	}
-	a := &Analyzer{cfg: cfg, js: js, m: m, log: log.With("stage", metrics.StageAnalyzer), prod: bus.NewProducer(host, metrics.StageAnalyzer)}
+	a := &Analyzer{cfg: cfg, js: js, m: m, log: log, prod: bus.NewProducer(host, metrics.StageAnalyzer)}
 	operators, err := auth.ParseTrusted("analyzer.operator_keys", cfg.OperatorKeys)
 	if err != nil {
 		return nil, err
@@ -89,7 +91,7 @@ func (a *Analyzer) Run(ctx context.Context) error {
 		if bad > 0 {
 			a.m.Errors.WithLabelValues(metrics.StageAnalyzer, "baseline_corrupt").Add(float64(bad))
 		}
-		a.log.Info("baselines loaded", "bucket", a.cfg.BaselinesBucket, "loaded", n, "corrupt", bad)
+		a.log.Info("baselines loaded", logfields.Bucket, a.cfg.BaselinesBucket, logfields.Loaded, n, logfields.Corrupt, bad)
 		go a.persistLoop(ctx)
 		go a.watchControl(ctx)
 	}
@@ -168,8 +170,8 @@ func (a *Analyzer) handle(ctx context.Context, batches []*containv1.Batch) error
 			if w := al.GetAlert().GetTrigger().GetWallNs(); w > 0 {
 				a.m.ExecToAlert.Observe(time.Since(time.Unix(0, w)).Seconds())
 			}
-			a.log.Info("alert", "container", al.ContainerId, "image", al.ImageRef, "score", al.GetAlert().GetScore(),
-				"rule", al.GetAlert().GetRule(), "reason", al.GetAlert().GetReasons()[0].GetMessage())
+			a.log.Info("alert", logfields.ContainerID, al.ContainerId, logfields.Image, al.ImageRef, logfields.Score, al.GetAlert().GetScore(),
+				logfields.Rule, al.GetAlert().GetRule(), logfields.Reason, al.GetAlert().GetReasons()[0].GetMessage())
 		}
 	}
 	if firstErr != nil {
@@ -200,7 +202,7 @@ func registerStats(reg *prometheus.Registry, a *Analyzer) {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if !errors.As(err, &are) {
-				a.log.Warn("registering metric", "name", name, "err", err)
+				a.log.Warn("registering metric", logfields.Name, name, logfields.Err, err)
 			}
 		}
 	}

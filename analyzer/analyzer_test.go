@@ -142,7 +142,7 @@ func TestAnalyzerPersistsAndAppliesOps(t *testing.T) {
 		t.Fatal(err)
 	}
 	var d *Doc
-	poll(t, 10*time.Second, "baseline persisted converged", func() bool {
+	testenv.WaitFor(t, 10*time.Second, "baseline persisted converged", func() bool {
 		d, err = st.Get(ctx, "sha256:aaaa")
 		return err == nil && d.Phase == "converged"
 	})
@@ -153,7 +153,7 @@ func TestAnalyzerPersistsAndAppliesOps(t *testing.T) {
 	if err := LockBaseline(ctx, js, cfg.BaselinesBucket, "sha256:aaaa", auth.NewSigner(op)); err != nil {
 		t.Fatal(err)
 	}
-	poll(t, 10*time.Second, "lock applied and persisted", func() bool {
+	testenv.WaitFor(t, 10*time.Second, "lock applied and persisted", func() bool {
 		d, err = st.Get(ctx, "sha256:aaaa")
 		return err == nil && d.Phase == "locked" && d.Op == ""
 	})
@@ -179,7 +179,7 @@ func TestAnalyzerPersistsAndAppliesOps(t *testing.T) {
 	if _, err := st.Save(ctx, &forged); err != nil {
 		t.Fatal(err)
 	}
-	poll(t, 10*time.Second, "unsigned op refused", func() bool {
+	testenv.WaitFor(t, 10*time.Second, "unsigned op refused", func() bool {
 		return testutil.ToFloat64(am.Refused.WithLabelValues(metrics.StageAnalyzer, auth.ReasonUnsigned)) == 1
 	})
 	mallory, _ := auth.Generate("operator")
@@ -190,10 +190,10 @@ func TestAnalyzerPersistsAndAppliesOps(t *testing.T) {
 	if _, err := st.Save(ctx, &forged2); err != nil {
 		t.Fatal(err)
 	}
-	poll(t, 10*time.Second, "op signed by an unknown key refused", func() bool {
+	testenv.WaitFor(t, 10*time.Second, "op signed by an unknown key refused", func() bool {
 		return testutil.ToFloat64(am.Refused.WithLabelValues(metrics.StageAnalyzer, auth.ReasonUnknownKey)) == 1
 	})
-	poll(t, 10*time.Second, "the analyzer's locked version back over the forged ones", func() bool {
+	testenv.WaitFor(t, 10*time.Second, "the analyzer's locked version back over the forged ones", func() bool {
 		d, err = st.Get(ctx, "sha256:aaaa")
 		return err == nil && d.Phase == "locked" && d.Op == ""
 	})
@@ -206,7 +206,7 @@ func TestAnalyzerPersistsAndAppliesOps(t *testing.T) {
 	}
 	cfg.Durable = "analyzer2"
 	a2, m2, _ := startAnalyzer(t, js, cfg)
-	poll(t, 10*time.Second, "baselines loaded", func() bool {
+	testenv.WaitFor(t, 10*time.Second, "baselines loaded", func() bool {
 		var ph Phase
 		a2.Engine(func(e *Engine) {
 			if b := e.Baseline("sha256:aaaa"); b != nil {
@@ -215,24 +215,13 @@ func TestAnalyzerPersistsAndAppliesOps(t *testing.T) {
 		})
 		return ph == PhaseLocked
 	})
-	poll(t, 5*time.Second, "corrupt counted", func() bool {
+	testenv.WaitFor(t, 5*time.Second, "corrupt counted", func() bool {
 		return counterValue(t, m2, "contain_errors_total", "baseline_corrupt") == 1
 	})
 	var loaded bool
 	a2.Engine(func(e *Engine) { loaded = e.Baseline("sha256:bad") != nil })
 	if loaded {
 		t.Error("corrupt baseline loaded")
-	}
-}
-
-func poll(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/containsec/contain/internal/logfields"
 	"github.com/containsec/contain/schemas/containv1"
 	"github.com/containsec/contain/schemas/kvdoc"
 )
@@ -48,7 +49,7 @@ func (p *profileCache) putVersioned(e jetstream.KeyValueEntry, bad func()) {
 	pr, err := DecodeDeclared(e.Value())
 	if err != nil {
 		bad()
-		p.log.Warn("ignoring undecodable profile", "key", e.Key(), "err", err)
+		p.log.Warn("ignoring undecodable profile", logfields.Key, e.Key(), logfields.Err, err)
 		return
 	}
 	p.putRef(pr)

@@ -175,19 +175,8 @@ func TestScenarios(t *testing.T) {
 		})
 		return p
 	}
-	waitFor := func(d time.Duration, what string, cond func() bool) {
-		t.Helper()
-		deadline := time.Now().Add(d)
-		for !cond() {
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out after %v waiting for %s", d, what)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
-
 	// Learning: the traffic and the health check, twice.
-	waitFor(10*time.Second, "the baseline to start learning", func() bool { return phase() == PhaseLearning && served.Load() > 0 })
+	testenv.WaitFor(t, 10*time.Second, "the baseline to start learning", func() bool { return phase() == PhaseLearning && served.Load() > 0 })
 	learnStart := time.Now()
 	benign()
 	benign()
@@ -198,7 +187,7 @@ func TestScenarios(t *testing.T) {
 	if err := exec.Command("runc", "exec", "-d", c.ID, "/bin/sleep", "100000").Run(); err != nil {
 		t.Fatalf("runc exec -d sleep: %v", err)
 	}
-	waitFor(learning+10*time.Second, "the baseline to converge", func() bool { return phase() == PhaseConverged })
+	testenv.WaitFor(t, learning+10*time.Second, "the baseline to converge", func() bool { return phase() == PhaseConverged })
 	t.Logf("converged %v after learning started; %d requests served", time.Since(learnStart).Round(time.Millisecond), served.Load())
 	// after reports the alerts whose trigger happened at or after since.
 	after := func(since time.Time) []*containv1.Event {
@@ -262,7 +251,7 @@ func TestScenarios(t *testing.T) {
 		benign()
 	}
 	n := served.Load()
-	waitFor(10*time.Second, "more requests", func() bool { return served.Load() > n+5 })
+	testenv.WaitFor(t, 10*time.Second, "more requests", func() bool { return served.Load() > n+5 })
 	scenariosStart := time.Now()
 	for _, sc := range scenarios {
 		runScenario(sc)
@@ -315,7 +304,7 @@ func TestScenarios(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(cg2, "cgroup.freeze"), []byte(v), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(5*time.Second, "cgroup.events frozen "+v, func() bool {
+		testenv.WaitFor(t, 5*time.Second, "cgroup.events frozen "+v, func() bool {
 			b, _ := os.ReadFile(filepath.Join(cg2, "cgroup.events"))
 			return strings.Contains(string(b), "frozen "+v)
 		})
@@ -324,9 +313,9 @@ func TestScenarios(t *testing.T) {
 	// The long sleeper's clock_nanosleep returns interrupted (-ERESTART_
 	// RESTARTBLOCK) at the thaw; the short one's restart_syscall returns
 	// (and is seen) when its sleep ends.
-	waitFor(10*time.Second, "the interrupted sleep and the restart_syscall after the thaw", func() bool { return kernelSyscalls() >= kernelBefore+2 })
+	testenv.WaitFor(t, 10*time.Second, "the interrupted sleep and the restart_syscall after the thaw", func() bool { return kernelSyscalls() >= kernelBefore+2 })
 	n = served.Load()
-	waitFor(10*time.Second, "requests after the thaw", func() bool { return served.Load() > n+5 })
+	testenv.WaitFor(t, 10*time.Second, "requests after the thaw", func() bool { return served.Load() > n+5 })
 	closed4 := freePort(t)
 	marker = runScenario(scenario{"marker after a freeze and thaw", []string{"/bin/nc", "-w", "1", "127.0.0.1", fmt.Sprint(closed4)}, CodePeerUnseen, fmt.Sprintf("127.0.0.1:%d", closed4)})
 	noneBetween("a freeze and thaw (a quarantine's release)", thawed, marker)
@@ -337,7 +326,7 @@ func TestScenarios(t *testing.T) {
 	c = startHTTPD()
 	fresh := time.Now()
 	n = served.Load()
-	waitFor(10*time.Second, "the new container to serve", func() bool { return served.Load() > n+5 })
+	testenv.WaitFor(t, 10*time.Second, "the new container to serve", func() bool { return served.Load() > n+5 })
 	benign()
 	closed3 := freePort(t)
 	marker = runScenario(scenario{"marker in the new container", []string{"/bin/nc", "-w", "1", "127.0.0.1", fmt.Sprint(closed3)}, CodePeerUnseen, fmt.Sprintf("127.0.0.1:%d", closed3)})

@@ -47,7 +47,7 @@ func TestSeccompExportRunsRuncContainer(t *testing.T) {
 	c := testenv.RunContainer(t, "seccomp", testenv.ContainerSpec{
 		Edit: func(cfg map[string]any) { cfg["linux"].(map[string]any)["seccomp"] = prof },
 	})
-	poll(t, 10*time.Second, "container running", func() bool {
+	testenv.WaitFor(t, 10*time.Second, "container running", func() bool {
 		s, err := c.State()
 		return err == nil && s.Status == "running"
 	})

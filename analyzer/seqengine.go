@@ -13,8 +13,8 @@ import (
 // Learning adds the syscalls to the group's SeqModel; scoring averages
 // their surprise over the thread's last SequenceWindow syscalls and raises
 // syscall.sequence when the mean passes SequenceThreshold, naming the
-// most surprising syscalls and the thread's process. The window then
-// starts over.
+// most surprising syscalls and the thread's process (once per event). The
+// window then starts over.
 func (e *Engine) observeSequence(b *Baseline, c *container, p *containv1.Process, seq []uint32, learn bool) bool {
 	if c.seqThreads == nil || len(c.seqThreads) >= maxSeqThreads {
 		c.seqThreads = map[uint32]*seqThread{}
@@ -46,13 +46,15 @@ func (e *Engine) observeSequence(b *Baseline, c *container, p *containv1.Process
 	if th <= 0 {
 		th = DefaultSeqThreshold
 	}
+	alerted := false
 	for _, nr := range seq {
 		// A thread's first syscalls count as a window padded with
 		// unsurprising ones: mean × fill / w.
 		mean, _ := t.step(b.Seq, nr, w)
-		if mean*float64(t.fill)/float64(w) <= th {
+		if alerted || mean*float64(t.fill)/float64(w) <= th {
 			continue
 		}
+		alerted = true // one reason per event: the window starts over
 		e.dev(CodeSyscallSequence, "sequence", fmt.Sprintf("thread %d of %s: unexpected syscalls %s (mean surprise %.1f bits over its last %d syscalls, threshold %.1f) for image %s",
 			tid, actor(c, p), t.peakText(), mean, w, th, b.Image), nil)
 		t.reset()

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/containsec/contain/internal/auth"
+	"github.com/containsec/contain/internal/logfields"
 	"github.com/containsec/contain/internal/metrics"
 	"github.com/containsec/contain/schemas/kvdoc"
 )
@@ -144,20 +145,20 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 func (s *Store) LoadInto(ctx context.Context, e *Engine, log *slog.Logger) (n, bad int) {
 	lister, err := s.kv.ListKeys(ctx)
 	if err != nil {
-		log.Warn("listing baselines", "err", err)
+		log.Warn("listing baselines", logfields.Err, err)
 		return 0, 0
 	}
 	for k := range lister.Keys() {
 		entry, err := s.kv.Get(ctx, k)
 		if err != nil {
-			log.Warn("reading baseline", "kv_key", k, "err", err)
+			log.Warn("reading baseline", logfields.KVKey, k, logfields.Err, err)
 			continue
 		}
 		d, err := UnmarshalJSONDoc(entry.Value())
 		if err == nil && d.Op != "" && s.ops != nil {
 			if _, verr := verifyOp(s.ops, d, false); verr != nil {
 				s.refused(auth.Reason(verr))
-				log.Error("baseline operation not signed by a known operator; not loaded, the image learns afresh", "kv_key", k, "op", d.Op, "err", verr)
+				log.Error("baseline operation not signed by a known operator; not loaded, the image learns afresh", logfields.KVKey, k, logfields.Op, d.Op, logfields.Err, verr)
 				continue
 			}
 		}
@@ -166,7 +167,7 @@ func (s *Store) LoadInto(ctx context.Context, e *Engine, log *slog.Logger) (n, b
 		}
 		if err != nil {
 			bad++
-			log.Error("baseline not loaded; the image learns afresh", "kv_key", k, "err", err)
+			log.Error("baseline not loaded; the image learns afresh", logfields.KVKey, k, logfields.Err, err)
 			continue
 		}
 		n++
@@ -182,7 +183,7 @@ func (a *Analyzer) persist(ctx context.Context) {
 	for _, d := range docs {
 		if _, err := a.store.Save(ctx, d); err != nil {
 			a.m.Errors.WithLabelValues(metrics.StageAnalyzer, "baseline_save").Inc()
-			a.log.Warn("saving baseline; will retry", "key", d.Key, "err", err)
+			a.log.Warn("saving baseline; will retry", logfields.Key, d.Key, logfields.Err, err)
 			a.mu.Lock()
 			if b := a.engine.images[d.Key]; b != nil {
 				b.dirty = true
@@ -210,7 +211,7 @@ func (a *Analyzer) persistLoop(ctx context.Context) {
 func (a *Analyzer) watchControl(ctx context.Context) {
 	w, err := a.store.kv.WatchAll(ctx, jetstream.UpdatesOnly())
 	if err != nil {
-		a.log.Warn("watching baselines bucket; manual operations apply at restart", "err", err)
+		a.log.Warn("watching baselines bucket; manual operations apply at restart", logfields.Err, err)
 		return
 	}
 	defer w.Stop()
@@ -229,7 +230,7 @@ func (a *Analyzer) watchControl(ctx context.Context) {
 			d, err := UnmarshalJSONDoc(e.Value())
 			if err != nil {
 				a.m.Errors.WithLabelValues(metrics.StageAnalyzer, "baseline_corrupt").Inc()
-				a.log.Error("ignoring corrupt baseline update", "kv_key", e.Key(), "err", err)
+				a.log.Error("ignoring corrupt baseline update", logfields.KVKey, e.Key(), logfields.Err, err)
 				continue
 			}
 			if d.Op == "" {
@@ -242,7 +243,7 @@ func (a *Analyzer) watchControl(ctx context.Context) {
 				if !refusedLogged[reason] {
 					refusedLogged[reason] = true
 					a.log.Error("refusing baseline operation (logged once per reason; see contain_refused_total)",
-						"key", d.Key, "op", d.Op, "claimed_actor", d.OpActor, "reason", reason, "err", err)
+						logfields.Key, d.Key, logfields.Op, d.Op, logfields.ClaimedActor, d.OpActor, logfields.Reason, reason, logfields.Err, err)
 				}
 				// The analyzer's own version goes back over the refused one.
 				a.mu.Lock()
@@ -258,10 +259,10 @@ func (a *Analyzer) watchControl(ctx context.Context) {
 			a.mu.Unlock()
 			if err != nil {
 				a.m.Errors.WithLabelValues(metrics.StageAnalyzer, "baseline_op").Inc()
-				a.log.Error("applying baseline operation", "key", d.Key, "op", d.Op, "err", err)
+				a.log.Error("applying baseline operation", logfields.Key, d.Key, logfields.Op, d.Op, logfields.Err, err)
 				continue
 			}
-			a.log.Info("baseline operation applied", "key", d.Key, "op", d.Op, "actor", actor)
+			a.log.Info("baseline operation applied", logfields.Key, d.Key, logfields.Op, d.Op, logfields.Actor, actor)
 			a.persist(ctx)
 		}
 	}
@@ -329,7 +330,7 @@ func (p *profileCache) run(ctx context.Context, apply func(digest string, pr *Pr
 		}
 		w, err := kv.WatchAll(ctx)
 		if err != nil {
-			p.log.Warn("watching profiles", "bucket", p.bucket, "err", err)
+			p.log.Warn("watching profiles", logfields.Bucket, p.bucket, logfields.Err, err)
 			select {
 			case <-ctx.Done():
 				return
@@ -351,7 +352,7 @@ func (p *profileCache) run(ctx context.Context, apply func(digest string, pr *Pr
 				var err error
 				if pr, err = DecodeDeclared(e.Value()); err != nil {
 					bad()
-					p.log.Warn("ignoring undecodable profile", "key", digest, "err", err)
+					p.log.Warn("ignoring undecodable profile", logfields.Key, digest, logfields.Err, err)
 					continue
 				}
 			}

@@ -196,8 +196,9 @@ func TestBPFSyscallFirstUseAndCounts(t *testing.T) {
 		}
 	}
 	spec.Maps["events"].MaxEntries = 1 << 16
+	getpid, chroot := nrOf(t, "getpid"), nrOf(t, "chroot")
 	var class [syscallMax]uint8
-	class[161] = classSensitive // chroot
+	class[chroot] = classSensitive
 	_ = spec.Variables["host_cgroup_id"].Set(me + 1)
 	if err := spec.Variables["syscall_class"].Set(class); err != nil {
 		t.Fatal(err)
@@ -233,9 +234,9 @@ func TestBPFSyscallFirstUseAndCounts(t *testing.T) {
 			}
 		}
 	}
-	run(39, 5)   // getpid: first once, then counted
-	run(161, 3)  // chroot: sensitive, every time
-	run(9999, 1) // out of range: ignored
+	run(uint64(getpid), 5) // first once, then counted
+	run(uint64(chroot), 3) // sensitive, every time
+	run(9999, 1)           // out of range: ignored
 	run(^uint64(0), 1)
 
 	var modes []string
@@ -266,8 +267,8 @@ func TestBPFSyscallFirstUseAndCounts(t *testing.T) {
 	if err := coll.Maps["count_slots"].Lookup(slot, &perCPU); err != nil {
 		t.Fatal(err)
 	}
-	if perCPU[0].CgroupId != me || perCPU[0].N[39] != 5 || perCPU[0].N[161] != 3 {
-		t.Fatalf("slot %d on CPU 0: cgroup %d (want %d), getpid %d (want 5), chroot %d (want 3)", slot, perCPU[0].CgroupId, me, perCPU[0].N[39], perCPU[0].N[161])
+	if perCPU[0].CgroupId != me || perCPU[0].N[getpid] != 5 || perCPU[0].N[chroot] != 3 {
+		t.Fatalf("slot %d on CPU 0: cgroup %d (want %d), getpid %d (want 5), chroot %d (want 3)", slot, perCPU[0].CgroupId, me, perCPU[0].N[getpid], perCPU[0].N[chroot])
 	}
 	var inHash []syscallCounts
 	if err := coll.Maps["syscall_counts"].Lookup(me, &inHash); err == nil {
@@ -282,12 +283,12 @@ func TestBPFSyscallFirstUseAndCounts(t *testing.T) {
 	if err := coll.Maps["count_slots"].Put(slot, taken); err != nil {
 		t.Fatal(err)
 	}
-	run(39, 2)
+	run(uint64(getpid), 2)
 	if err := coll.Maps["syscall_counts"].Lookup(me, &inHash); err != nil {
 		t.Fatalf("slot taken, but nothing in the fallback hash: %v", err)
 	}
-	if inHash[0].N[39] != 2 {
-		t.Fatalf("fallback hash: getpid %d on CPU 0, want 2", inHash[0].N[39])
+	if inHash[0].N[getpid] != 2 {
+		t.Fatalf("fallback hash: getpid %d on CPU 0, want 2", inHash[0].N[getpid])
 	}
 }
 

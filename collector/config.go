@@ -9,7 +9,9 @@ import (
 	"time"
 
 	"github.com/containsec/contain/internal/cgroups"
+	"github.com/containsec/contain/internal/logfields"
 	"github.com/containsec/contain/internal/runtime"
+	"github.com/containsec/contain/internal/syscalls"
 )
 
 // Config configures a Collector. The cmd/ owner fills it from viper under
@@ -156,6 +158,12 @@ type Config struct {
 	// Lookups run off the event loop, at most once per container; the
 	// container's first events are held meanwhile (collector.metadata_wait).
 	EngineTimeout time.Duration `config:"engine_timeout"`
+	// AttachMode chooses the kernel hooks (collector.attach_mode): "auto"
+	// (or "") BTF-typed tracepoints, falling back to raw tracepoints where
+	// the kernel refuses them; "tp_btf" or "raw_tp" only that family (an
+	// error when the kernel lacks it). The probe's outcome is logged once
+	// at start ("kernel features").
+	AttachMode string `config:"attach_mode"`
 
 	// noOpenDetail (benchmarks only) skips, at an open's exit, the opened
 	// file's identity, sensitivity and walked path.
@@ -229,6 +237,7 @@ func DefaultConfig() Config {
 		WakeupKinds:       []string{"exec", "syscall"},
 		PollInterval:      20 * time.Millisecond,
 		WakeupCoalesce:    20 * time.Millisecond,
+		AttachMode:        AttachAuto,
 		DockerRoot:        "/var/lib/docker",
 		ContainerdState:   "/run/containerd",
 		EngineTimeout:     time.Second,
@@ -249,7 +258,7 @@ func DefaultConfig() Config {
 // layout and logs once which layout serves.
 func (c *Config) resolveCgroupRoot(log *slog.Logger) error {
 	if c.CgroupRoot != "" {
-		log.Info("cgroup layout", logCgroup2, c.CgroupRoot, "source", "collector.cgroup_root")
+		log.Info("cgroup layout", logCgroup2, c.CgroupRoot, logfields.Source, "collector.cgroup_root")
 		return nil
 	}
 	l, err := cgroups.Detect()
@@ -260,7 +269,7 @@ func (c *Config) resolveCgroupRoot(log *slog.Logger) error {
 		return fmt.Errorf("collector.cgroup_root: empty, and the %s cgroup layout has no cgroup2 mount (the collector needs one)", l.Mode)
 	}
 	c.CgroupRoot = l.Cgroup2
-	log.Info("cgroup layout", "layout", string(l.Mode), logCgroup2, l.Cgroup2, "freezer_v1", l.FreezerV1, "source", "detected")
+	log.Info("cgroup layout", logfields.Layout, string(l.Mode), logCgroup2, l.Cgroup2, logfields.FreezerV1, l.FreezerV1, logfields.Source, "detected")
 	return nil
 }
 
@@ -285,6 +294,8 @@ func (c Config) Validate() error {
 	switch {
 	case c.Host == "":
 		return fmt.Errorf("collector.host: must be set")
+	case c.AttachMode != "" && c.AttachMode != AttachAuto && c.AttachMode != AttachTpBTF && c.AttachMode != AttachRawTP:
+		return fmt.Errorf("collector.attach_mode: %q must be auto, tp_btf or raw_tp", c.AttachMode)
 	case c.QueueLen <= 0:
 		return fmt.Errorf("collector.queue_len: must be > 0")
 	case c.RingBufferBytes < pageSize || c.RingBufferBytes&(c.RingBufferBytes-1) != 0:
@@ -351,7 +362,7 @@ func (c Config) Validate() error {
 		}
 	}
 	for _, name := range c.SensitiveSyscalls {
-		if _, ok := syscallNumber(name); !ok {
+		if _, ok := syscalls.Number(name); !ok {
 			return fmt.Errorf("collector.sensitive_syscalls: unknown syscall %q", name)
 		}
 	}

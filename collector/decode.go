@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/containsec/contain/internal/syscalls"
 	"github.com/containsec/contain/schemas/containv1"
 )
 
@@ -43,7 +44,7 @@ const (
 	pathMaxLen      = 256
 
 	syscallSize = hdrSize + 8 + 6*8 + 8
-	syscallMax  = 512
+	syscallMax  = syscalls.Max
 
 	netSize        = hdrSize + 48
 	netLocalAddrOf = hdrSize + 16
@@ -229,7 +230,7 @@ func decodeSyscall(b []byte) (*containv1.Event, error) {
 	if nr >= syscallMax {
 		return nil, fmt.Errorf("%w: syscall %d out of range", ErrMalformedRecord, nr)
 	}
-	s := &containv1.Syscall{Proc: h.proc, Mode: mode, Nr: nr, Name: syscallNames[nr], Ret: int64(le.Uint64(b[hdrSize+56:]))}
+	s := &containv1.Syscall{Proc: h.proc, Mode: mode, Nr: nr, Name: syscalls.Name(nr), Ret: int64(le.Uint64(b[hdrSize+56:]))}
 	switch mode {
 	case containv1.Syscall_MODE_SENSITIVE:
 		s.Args = make([]uint64, 6)
@@ -246,16 +247,6 @@ func decodeSyscall(b []byte) (*containv1.Event, error) {
 		CgroupId: h.cgroupID,
 		Body:     &containv1.Event_Syscall{Syscall: s},
 	}, nil
-}
-
-// syscallNumber returns the number of a syscall name on this architecture.
-func syscallNumber(name string) (uint32, bool) {
-	for nr, n := range syscallNames {
-		if n == name {
-			return nr, true
-		}
-	}
-	return 0, false
 }
 
 // cstring is b up to its first NUL.

@@ -5,7 +5,10 @@
 // mode, a second one holding only sequence records), from
 // tp_btf/sched_process_exec, tp_btf/sys_exit, tp_btf/sched_process_fork and
 // tp_btf/sched_process_exit (falling back to the raw_tracepoint family where
-// tp_btf is refused); the cgroup2
+// tp_btf is refused; collector.attach_mode forces one; the kernel's
+// features are probed and logged once at start, and a kernel older than
+// MinKernel, Linux 5.17 with BTF, is refused with ErrKernelUnsupported);
+// amd64 and arm64 (syscall numbers from internal/syscalls); the cgroup2
 // hierarchy (CgroupRoot; "" detects it from /proc/self/mountinfo through
 // cgroups.Detect at start, logged once as "cgroup layout": /sys/fs/cgroup
 // on a cgroup2-only host, /sys/fs/cgroup/unified on a hybrid one; a host
@@ -130,6 +133,10 @@
 //     id != the cgroup2 root's) and never the collector's own process;
 //     host systemd-unit cgroups that pass the kernel filter are dropped in
 //     user space and counted (reason host_process).
+//   - A first use whose record the ring buffer refused (counted as
+//     reserve_failed_syscall) is reported again at the container's next use
+//     of that syscall from that origin: the kernel sets the first-use bit
+//     only for a record it wrote.
 //   - Floods cannot hide what matters: exec, fork/exit, sensitive and
 //     first-use syscall records are never rate limited, and file and
 //     network records may fill at most 3/4 of the ring buffer.
@@ -169,5 +176,5 @@
 // containers and holding events until a container is announced), loss.go
 // (loss counters, rate-limit and per-container count reports), decode.go
 // (pure record decoders), identity.go and lineage.go (container identity and
-// origins), sensitive.go, sequence.go, ringwait.go, netaddrs.go, config.go.
+// origins), features.go (the kernel probe and attach modes), sensitive.go, sequence.go, ringwait.go, netaddrs.go, config.go.
 package collector

@@ -12,6 +12,7 @@ import (
 
 	"github.com/containsec/contain/internal/cgroups"
 	"github.com/containsec/contain/internal/engines"
+	"github.com/containsec/contain/internal/logfields"
 	"github.com/containsec/contain/internal/metrics"
 	"github.com/containsec/contain/internal/runtime"
 	"github.com/containsec/contain/schemas/containv1"
@@ -421,7 +422,7 @@ func (e *engineLookups) lookup(ctx context.Context, r engineReq) (runtime.Info, 
 	default:
 		if !e.logged[r.engine].Swap(true) {
 			e.log.Warn("container engine lookup failed; identifying containers from on-disk state (logged once per engine)",
-				"engine", r.engine, logErr, err)
+				logfields.Engine, r.engine, logfields.Err, err)
 		}
 	}
 	return runtime.Info{}, err

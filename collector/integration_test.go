@@ -14,6 +14,7 @@ import (
 
 	"github.com/containsec/contain/internal/bus"
 	"github.com/containsec/contain/internal/metrics"
+	"github.com/containsec/contain/internal/syscalls"
 	"github.com/containsec/contain/internal/testenv"
 	"github.com/containsec/contain/schemas/containv1"
 )
@@ -313,7 +314,7 @@ func TestIntegrationSyscalls(t *testing.T) {
 	// container's program, an exec session each get their own).
 	for k, n := range perOrigin {
 		if n != 1 || containv1.Origin(k[1]) == containv1.Origin_ORIGIN_UNSPECIFIED {
-			t.Fatalf("syscall %d (%s): %d first-use events of origin %s, want 1 of a known origin", k[0], syscallNames[k[0]], n, containv1.Origin(k[1]))
+			t.Fatalf("syscall %d (%s): %d first-use events of origin %s, want 1 of a known origin", k[0], syscalls.Name(k[0]), n, containv1.Origin(k[1]))
 		}
 	}
 	if firsts[execve] < 1 || len(firsts) < 10 {

@@ -12,7 +12,9 @@ import (
 	"github.com/cilium/ebpf/link"
 
 	"github.com/containsec/contain/internal/cgroups"
+	"github.com/containsec/contain/internal/logfields"
 	"github.com/containsec/contain/internal/metrics"
+	"github.com/containsec/contain/internal/syscalls"
 )
 
 // pollRing sets up the syscall-free reader (ringRead, ringWait); on an
@@ -81,10 +83,10 @@ var hookFamilies = [][]hook{
 	},
 }
 
-// load probes the hook families in order of preference: it loads the
-// object with one family's programs only, attaches them and falls back to
-// the next family when the kernel refuses.
-func (c *Collector) load(hostCg uint64, hostMnt uint32) error {
+// load tries the hook families in order of preference (kernelFeatures.
+// families): it loads the object with one family's programs only,
+// attaches them and falls back to the next family when the kernel refuses.
+func (c *Collector) load(families [][]hook, hostCg uint64, hostMnt uint32) error {
 	class := syscallClasses(c.cfg)
 	b2u := func(b bool) uint8 {
 		if b {
@@ -106,7 +108,7 @@ func (c *Collector) load(hostCg uint64, hostMnt uint32) error {
 	}
 	var errs []error
 family:
-	for _, fam := range hookFamilies {
+	for _, fam := range families {
 		var hooks []hook
 		for _, h := range fam {
 			if h.need == nil || h.need(c.cfg) {
@@ -181,7 +183,7 @@ family:
 			names = append(names, h.name)
 		}
 		if len(errs) > 0 {
-			c.log.Warn("preferred hooks refused; fell back", logHooks, names, logErr, errors.Join(errs...))
+			c.log.Warn("preferred hooks refused; fell back", logfields.Hooks, names, logfields.Err, errors.Join(errs...))
 		}
 		c.coll, c.links, c.hooks = coll, links, names
 		return nil
@@ -203,16 +205,19 @@ func (c *Collector) seedLineage(hostCg uint64, hostMnt uint32) error {
 	if err := c.coll.Variables["lineage_ready"].Set(uint32(1)); err != nil {
 		return fmt.Errorf("collector: enabling lineage (mmapped BPF globals need Linux 5.5): %w", err)
 	}
-	c.log.Info("origins seeded", "processes", st.processes, "tasks", st.tasks, "failed", st.failed)
+	c.log.Info("origins seeded", logfields.Processes, st.processes, logfields.Tasks, st.tasks, logfields.Failed, st.failed)
 	return nil
 }
 
-// Syscalls the sys_exit program turns into network and file records.
+// Syscalls the sys_exit program turns into network and file records, by
+// name: the numbers are this architecture's (internal/syscalls), and a
+// syscall it lacks (arm64 has only the *at variants) is left out.
 var (
-	netSyscalls  = []uint32{42, 43, 49, 50, 288}                                               // connect accept bind listen accept4
-	fileSyscalls = []uint32{2, 257, 437, 85, 82, 264, 316, 87, 263, 90, 268, 452, 92, 94, 260, // see handle_file
-		133, 259, 86, 265, 88, 266, 76, 77, 83, 258} // mknod mknodat link linkat symlink symlinkat truncate ftruncate mkdir mkdirat
-	socketSyscall = uint32(41)
+	netSyscalls  = syscalls.Numbers("connect", "accept", "bind", "listen", "accept4")
+	fileSyscalls = syscalls.Numbers("open", "openat", "openat2", "creat", "rename", "renameat", "renameat2", // see handle_file
+		"unlink", "unlinkat", "chmod", "fchmodat", "fchmodat2", "chown", "lchown", "fchownat",
+		"mknod", "mknodat", "link", "linkat", "symlink", "symlinkat", "truncate", "ftruncate", "mkdir", "mkdirat")
+	socketSyscall, _ = syscalls.Number("socket")
 )
 
 // Syscall classes (bpf/common.h CLASS_*).
@@ -227,7 +232,7 @@ const (
 func syscallClasses(cfg Config) [syscallMax]uint8 {
 	var class [syscallMax]uint8
 	for _, name := range cfg.SensitiveSyscalls {
-		nr, _ := syscallNumber(name) // checked by Validate
+		nr, _ := syscalls.Number(name) // checked by Validate
 		class[nr] |= classSensitive
 	}
 	if cfg.Network {

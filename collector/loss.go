@@ -4,6 +4,7 @@ import (
 	"slices"
 
 	"github.com/containsec/contain/internal/metrics"
+	"github.com/containsec/contain/internal/syscalls"
 	"github.com/containsec/contain/schemas/containv1"
 )
 
@@ -206,7 +207,7 @@ func (c *Collector) reportCounts() {
 				MonoNs:   mono,
 				CgroupId: cgid,
 				Body: &containv1.Event_Syscall{Syscall: &containv1.Syscall{
-					Mode: containv1.Syscall_MODE_COUNT, Nr: uint32(nr), Name: syscallNames[uint32(nr)], Count: uint64(d),
+					Mode: containv1.Syscall_MODE_COUNT, Nr: uint32(nr), Name: syscalls.Name(uint32(nr)), Count: uint64(d),
 				}},
 			})
 		}

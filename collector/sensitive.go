@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/containsec/contain/internal/cgroups"
+	"github.com/containsec/contain/internal/logfields"
 	"github.com/containsec/contain/internal/metrics"
 )
 
@@ -280,10 +281,10 @@ func (c *Collector) registerSensitive(ctr *container) {
 	n, err := c.sens.add(ctr.cgroupID, ctr.cgroupPath, uint32(ctr.info.InitPID))
 	if err != nil {
 		c.m.Errors.WithLabelValues(metrics.StageCollector, errKindSensitiveInodes).Inc()
-		c.log.Warn("sensitive files not registered by identity; matched by name only", logContainerID, ctr.ref.ID, logErr, err)
+		c.log.Warn("sensitive files not registered by identity; matched by name only", logfields.ContainerID, ctr.ref.ID, logfields.Err, err)
 		return
 	}
-	c.log.Debug("sensitive files registered", logContainerID, ctr.ref.ID, "files", n)
+	c.log.Debug("sensitive files registered", logfields.ContainerID, ctr.ref.ID, logfields.Files, n)
 }
 
 // pruneSensitive unregisters the files of containers whose cgroup is gone

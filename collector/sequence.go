@@ -11,6 +11,7 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/containsec/contain/internal/cgroups"
+	"github.com/containsec/contain/internal/logfields"
 	"github.com/containsec/contain/internal/metrics"
 	"github.com/containsec/contain/internal/runtime"
 	"github.com/containsec/contain/schemas/containv1"
@@ -29,8 +30,6 @@ const (
 	seqMaxThreads        = 4096                 // threads tracked at once
 	seqIdleNs            = uint64(5e9)          // a thread with no record for this long is forgotten
 	seqSelectMaxEntries  = 1024                 // bpf seq_cgroups
-	logContainerID       = "container_id"
-	logContainerName     = "container_name"
 	errKindSeqSelectFull = "sequence_select"
 )
 
@@ -250,7 +249,7 @@ func (c *Collector) drainSequence() {
 			c.m.Errors.WithLabelValues(metrics.StageCollector, "seq_ring_read").Inc()
 			if !c.seqBroken {
 				c.seqBroken = true
-				c.log.Error("sequence ring buffer unreadable", logErr, err)
+				c.log.Error("sequence ring buffer unreadable", logfields.Err, err)
 			}
 			return
 		}
@@ -267,7 +266,7 @@ func (c *Collector) handleSeq(rec []byte) {
 		c.m.Dropped.WithLabelValues(metrics.StageCollector, reasonDecode).Inc()
 		c.m.Errors.WithLabelValues(metrics.StageCollector, "decode").Inc()
 		if !loggedDecode.Swap(true) {
-			c.log.Error("dropping undecodable record (logged once)", logErr, err)
+			c.log.Error("dropping undecodable record (logged once)", logfields.Err, err)
 		}
 		return
 	}
@@ -302,16 +301,16 @@ func (c *Collector) selectSequence(ctr *container) {
 	case want:
 		if err := c.coll.Maps["seq_cgroups"].Update(ctr.cgroupID, collectorSeqCgroup{}, ebpf.UpdateNoExist); err != nil && !errors.Is(err, ebpf.ErrKeyExist) {
 			c.m.Errors.WithLabelValues(metrics.StageCollector, errKindSeqSelectFull).Inc()
-			c.log.Error("cannot put the container in sequence mode", logContainerID, ctr.ref.ID, logErr, err)
+			c.log.Error("cannot put the container in sequence mode", logfields.ContainerID, ctr.ref.ID, logfields.Err, err)
 			return
 		}
 		ctr.seq = true
 		c.seqCtrs[ctr.cgroupID] = ctr
 		c.setSeqActive()
-		c.log.Info("sequence mode on", logContainerID, ctr.ref.ID, logContainerName, ctr.info.Name, "cgroup_id", ctr.cgroupID)
+		c.log.Info("sequence mode on", logfields.ContainerID, ctr.ref.ID, logfields.ContainerName, ctr.info.Name, logfields.CgroupID, ctr.cgroupID)
 	default:
 		c.unselectSequence(ctr.cgroupID)
-		c.log.Info("sequence mode off: the container no longer matches", logContainerID, ctr.ref.ID, logContainerName, ctr.info.Name)
+		c.log.Info("sequence mode off: the container no longer matches", logfields.ContainerID, ctr.ref.ID, logfields.ContainerName, ctr.info.Name)
 	}
 }
 

@@ -14,18 +14,10 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/containsec/contain/internal/bus"
+	"github.com/containsec/contain/internal/logfields"
 	"github.com/containsec/contain/internal/metrics"
 	"github.com/containsec/contain/schemas/containv1"
 	"github.com/containsec/contain/schemas/kvdoc"
-)
-
-// Log field keys.
-const (
-	logContainer = "container"
-	logHost      = "host"
-	logImage     = "image"
-	logDigest    = "digest"
-	logErr       = "err"
 )
 
 // ckey identifies a container: ids are only unique per host.
@@ -63,6 +55,7 @@ type Enricher struct {
 }
 
 // New makes an Enricher; Run starts it. js may be used by other stages too.
+// log is used as given: the caller scopes it once (logfields.Stage).
 func New(cfg Config, js jetstream.JetStream, m *metrics.Metrics, log *slog.Logger) (*Enricher, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -75,7 +68,7 @@ func New(cfg Config, js jetstream.JetStream, m *metrics.Metrics, log *slog.Logge
 		js:       js,
 		m:        m,
 		em:       newEnricherMetrics(m),
-		log:      log.With("stage", metrics.StageEnricher),
+		log:      log,
 		cache:    make(map[ckey]*entry),
 		misses:   make(map[ckey]time.Time),
 		profiles: make(map[string]string),
@@ -128,7 +121,7 @@ func (e *Enricher) open(ctx context.Context) error {
 			return nil
 		}
 		e.m.Errors.WithLabelValues(metrics.StageEnricher, errKV).Inc()
-		e.log.Warn("opening kv buckets, retrying", logErr, err)
+		e.log.Warn("opening kv buckets, retrying", logfields.Err, err)
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("enricher: %w", err)
@@ -197,7 +190,7 @@ func (e *Enricher) watchContainers(ctx context.Context, wg *sync.WaitGroup) erro
 				rec, err := decodeContainerRecord(kve.Value())
 				if err != nil {
 					e.m.Malformed.WithLabelValues(metrics.StageEnricher).Inc()
-					e.log.Warn("skipping malformed container record", "key", kve.Key(), logErr, err)
+					e.log.Warn("skipping malformed container record", logfields.Key, kve.Key(), logfields.Err, err)
 					continue
 				}
 				if e.store(rec) {
@@ -218,7 +211,7 @@ func (e *Enricher) watchContainers(ctx context.Context, wg *sync.WaitGroup) erro
 	e.mu.RLock()
 	n := len(e.cache)
 	e.mu.RUnlock()
-	e.log.Info("known containers loaded", "containers", n)
+	e.log.Info("known containers loaded", logfields.Containers, n)
 	return nil
 }
 
@@ -397,7 +390,7 @@ func (e *Enricher) containerEvent(ctx context.Context, host string, ev *containv
 	if id.Conflict {
 		e.m.Dropped.WithLabelValues(metrics.StageEnricher, "label_digest_overridden").Inc()
 		e.log.Warn("a label names another image digest than the runtime: the runtime's is kept",
-			logHost, host, logContainer, ev.ContainerId, logDigest, id.Digest, "label_digest", truncateLabel(labels))
+			logfields.Host, host, logfields.ContainerID, ev.ContainerId, logfields.Digest, id.Digest, logfields.LabelDigest, truncateLabel(labels))
 	}
 	if ci := ev.GetContainer(); ci != nil {
 		var bad int
@@ -431,7 +424,7 @@ func (e *Enricher) containerEvent(ctx context.Context, host string, ev *containv
 		e.mu.Unlock()
 		return fmt.Errorf("enricher: storing container %s: %w", ev.ContainerId, err)
 	}
-	e.log.Debug("container", logHost, host, logContainer, ev.ContainerId, logImage, rec.ImageRef, logDigest, rec.ImageDigest)
+	e.log.Debug("container", logfields.Host, host, logfields.ContainerID, ev.ContainerId, logfields.Image, rec.ImageRef, logfields.Digest, rec.ImageDigest)
 	if e.res != nil {
 		e.res.request(rec)
 	}

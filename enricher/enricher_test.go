@@ -156,7 +156,7 @@ func TestEnrichSlice(t *testing.T) {
 	if want := []uint64{0, 1, 2, 3, 4, 5, 6}; !equal(mono, want) {
 		t.Errorf("events out of order or lost: mono %v, want %v", mono, want)
 	}
-	waitFor(t, "malformed counted", func() bool { return testutil.ToFloat64(m.Malformed.WithLabelValues(metrics.StageEnricher)) == 1 })
+	testenv.WaitFor(t, 10*time.Second, "malformed counted", func() bool { return testutil.ToFloat64(m.Malformed.WithLabelValues(metrics.StageEnricher)) == 1 })
 	if n := testutil.ToFloat64(newEnricherMetrics(m).unknown); n != 1 {
 		t.Errorf("unknown_container events %v, want 1", n)
 	}
@@ -170,7 +170,7 @@ func TestEnrichSlice(t *testing.T) {
 	if ev := got[0].Events[0]; ev.ImageRef != "registry.local/shop/web:1.2" || ev.ImageDigest != testDigest {
 		t.Errorf("after restart: image %q digest %q", ev.ImageRef, ev.ImageDigest)
 	}
-	waitFor(t, "restarted enricher counts its event", func() bool {
+	testenv.WaitFor(t, 10*time.Second, "restarted enricher counts its event", func() bool {
 		return testutil.ToFloat64(m2.EventsOut.WithLabelValues(metrics.StageEnricher)) >= 1
 	})
 	if n := testutil.ToFloat64(m2.EventsOut.WithLabelValues(metrics.StageEnricher)); n != 1 {
@@ -189,16 +189,4 @@ func equal(a, b []uint64) bool {
 		}
 	}
 	return true
-}
-
-// waitFor polls cond for up to 10s.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }

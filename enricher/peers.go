@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"slices"
 
+	"github.com/containsec/contain/internal/logfields"
 	"github.com/containsec/contain/internal/metrics"
 )
 
@@ -139,7 +140,7 @@ func (e *Enricher) refreshPeers(ctx context.Context, project, service string) {
 		}
 		if err := e.storeServiceProfile(ctx, sp); err != nil {
 			e.m.Errors.WithLabelValues(metrics.StageEnricher, errProfile).Inc()
-			e.log.Warn("storing service profile with peer addresses", "service", k.service, logErr, err)
+			e.log.Warn("storing service profile with peer addresses", logfields.Service, k.service, logfields.Err, err)
 		}
 	}
 }

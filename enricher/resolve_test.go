@@ -164,7 +164,7 @@ func TestDeclaredProfile(t *testing.T) {
 	if !slices.Equal(sp.Executables, []string{"/app/web", "/bin/sh"}) {
 		t.Errorf("executables %v", sp.Executables)
 	}
-	waitFor(t, "resolve error counted", func() bool {
+	testenv.WaitFor(t, 10*time.Second, "resolve error counted", func() bool {
 		return testutil.ToFloat64(m.Errors.WithLabelValues(metrics.StageEnricher, errResolve)) >= 1
 	})
 	// The image declaration is stored once, without the secret's value.

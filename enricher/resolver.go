@@ -14,6 +14,7 @@ import (
 	"github.com/containsec/contain/internal/compose"
 	"github.com/containsec/contain/internal/dockerfile"
 	"github.com/containsec/contain/internal/imagecfg"
+	"github.com/containsec/contain/internal/logfields"
 	"github.com/containsec/contain/internal/metrics"
 	"github.com/containsec/contain/schemas/kvdoc"
 )
@@ -53,7 +54,7 @@ func newResolver(e *Enricher) (*resolver, error) {
 		p, err := compose.Load(context.Background(), f)
 		if err != nil {
 			e.m.Errors.WithLabelValues(metrics.StageEnricher, errCompose).Inc()
-			e.log.Error("compose file ignored", "file", f, logErr, err)
+			e.log.Error("compose file ignored", logfields.File, f, logfields.Err, err)
 			continue
 		}
 		r.projects = append(r.projects, p)
@@ -117,7 +118,7 @@ func (r *resolver) resolve(ctx context.Context, rec ContainerImage) {
 		e.em.resolutions.WithLabelValues(sourceLabel(err), "error").Inc()
 		e.m.Errors.WithLabelValues(metrics.StageEnricher, errResolve).Inc()
 		e.log.Warn("image declaration unavailable; container monitored without it",
-			logImage, rec.ImageRef, logDigest, rec.ImageDigest, logErr, err)
+			logfields.Image, rec.ImageRef, logfields.Digest, rec.ImageDigest, logfields.Err, err)
 		return
 	}
 	e.em.resolutions.WithLabelValues(source, "ok").Inc()
@@ -136,14 +137,14 @@ func (r *resolver) resolve(ctx context.Context, rec ContainerImage) {
 			// With its peers' addresses, re-published as they change.
 			if err := e.publishServiceProfile(ctx, rec, p); err != nil {
 				e.m.Errors.WithLabelValues(metrics.StageEnricher, errProfile).Inc()
-				e.log.Warn("storing profile", logErr, err)
+				e.log.Warn("storing profile", logfields.Err, err)
 				return
 			}
 			continue
 		}
 		if err := storeProfile(ctx, e.profilesKV, p); err != nil {
 			e.m.Errors.WithLabelValues(metrics.StageEnricher, errProfile).Inc()
-			e.log.Warn("storing profile", logErr, err)
+			e.log.Warn("storing profile", logfields.Err, err)
 			return
 		}
 		e.setProfile(rec, decl.Digest, p.Ref(), p.ComposeService != "")
@@ -209,7 +210,7 @@ func (r *resolver) dockerfile(rec ContainerImage) *dockerfile.Dockerfile {
 	df, err := readDockerfile(path)
 	if err != nil {
 		r.e.m.Errors.WithLabelValues(metrics.StageEnricher, errDockerfile).Inc()
-		r.e.log.Warn("dockerfile ignored", "path", path, logErr, err)
+		r.e.log.Warn("dockerfile ignored", logfields.Path, path, logfields.Err, err)
 		return nil
 	}
 	return df

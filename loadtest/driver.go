@@ -17,6 +17,7 @@ import (
 	"github.com/containsec/contain/analyzer"
 	"github.com/containsec/contain/enricher"
 	"github.com/containsec/contain/internal/bus"
+	"github.com/containsec/contain/internal/logfields"
 	"github.com/containsec/contain/internal/metrics"
 	"github.com/containsec/contain/responder"
 	"github.com/containsec/contain/schemas/containv1"
@@ -148,7 +149,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Result, error) {
 		return nil, err
 	}
 
-	st, err := store.Open(ctx, cfg.Store, log.With("stage", metrics.StageStore))
+	st, err := store.Open(ctx, cfg.Store, log.With(logfields.Stage, metrics.StageStore))
 	if err != nil {
 		return nil, err
 	}
@@ -161,7 +162,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Result, error) {
 			dctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
 			if err := st.Conn().Exec(dctx, "DROP DATABASE IF EXISTS "+cfg.Store.Database); err != nil {
-				log.Warn("dropping the load-test database", "database", cfg.Store.Database, "err", err)
+				log.Warn("dropping the load-test database", logfields.Database, cfg.Store.Database, logfields.Err, err)
 			}
 		}()
 	}
@@ -200,7 +201,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Result, error) {
 		}()
 	}
 	start(metrics.StageStore, func(ctx context.Context) error { return st.Run(ctx, js, m) })
-	en, err := enricher.New(cfg.Enricher, js, m, log.With("stage", metrics.StageEnricher))
+	en, err := enricher.New(cfg.Enricher, js, m, log.With(logfields.Stage, metrics.StageEnricher))
 	if err != nil {
 		return nil, fmt.Errorf("enricher: %w", err)
 	}
@@ -209,7 +210,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Result, error) {
 	if anCfg.Host == "" {
 		anCfg.Host = "loadtest"
 	}
-	an, err := analyzer.New(anCfg, js, m, log.With("stage", metrics.StageAnalyzer))
+	an, err := analyzer.New(anCfg, js, m, log.With(logfields.Stage, metrics.StageAnalyzer))
 	if err != nil {
 		return nil, fmt.Errorf("analyzer: %w", err)
 	}
@@ -217,7 +218,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Result, error) {
 	for i := range cfg.Generator.Hosts {
 		rc := cfg.Responder
 		rc.Host = cfg.Generator.HostName(i)
-		rsp, err := responder.New(rc, nc, js, m, log.With("stage", metrics.StageResponder))
+		rsp, err := responder.New(rc, nc, js, m, log.With(logfields.Stage, metrics.StageResponder))
 		if err != nil {
 			return nil, fmt.Errorf("responder: %w", err)
 		}
@@ -352,7 +353,7 @@ func (r *run) pollProbes(ctx context.Context) {
 		found, err := r.findIDs(ctx, ids, ctrs, oldest)
 		if err != nil {
 			if ctx.Err() == nil {
-				r.log.Warn("probe query", "err", err)
+				r.log.Warn("probe query", logfields.Err, err)
 			}
 			continue
 		}
@@ -551,7 +552,7 @@ func (r *run) count(res *Result) error {
 		if err == nil || attempt == 3 {
 			break
 		}
-		r.log.Warn("counting rows, retrying", "attempt", attempt, "err", err)
+		r.log.Warn("counting rows, retrying", logfields.Attempt, attempt, logfields.Err, err)
 		time.Sleep(2 * time.Second)
 	}
 	if err != nil {

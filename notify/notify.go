@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/containsec/contain/internal/bus"
+	"github.com/containsec/contain/internal/logfields"
 	"github.com/containsec/contain/internal/metrics"
 	"github.com/containsec/contain/schemas/containv1"
 )
@@ -67,7 +68,7 @@ func (nf *Notifier) Run(ctx context.Context) error {
 	for _, s := range nf.senders {
 		names = append(names, s.name+"("+s.cfg.Type+")")
 	}
-	nf.log.Info("notify running", "outputs", names)
+	nf.log.Info("notify running", logfields.Outputs, names)
 	errc := make(chan error, 2)
 	for _, c := range []struct{ stream, suffix string }{{containv1.StreamAlerts, "-alerts"}, {containv1.StreamActions, "-actions"}} {
 		cc := bus.ConsumerConfig{Stream: c.stream, Durable: nf.cfg.DurablePrefix + c.suffix, Stage: StageNotify,

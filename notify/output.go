@@ -10,6 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/containsec/contain/internal/logfields"
 	"github.com/containsec/contain/internal/metrics"
 )
 
@@ -146,7 +147,7 @@ func (s *sender) enqueue(n *Notification, done chan int) bool {
 		s.m.dropped.WithLabelValues(s.name, dropQueueFull).Inc()
 		if !s.loggedFull.Swap(true) {
 			s.log.Error("output queue full: notification dropped (logged once; see contain_notify_dropped_total)",
-				logID, n.ID, logKind, n.Kind, "queue_len", s.cfg.QueueLen)
+				logID, n.ID, logKind, n.Kind, logfields.QueueLen, s.cfg.QueueLen)
 		}
 		return false
 	}
@@ -201,7 +202,7 @@ func (s *sender) deliver(ctx context.Context, j job) int {
 			return outcomeFailed
 		}
 		s.m.retries.WithLabelValues(s.name).Inc()
-		s.log.Debug("delivery failed, retrying", logID, j.n.ID, logAttempt, attempt+1, "retry_in", backoff, logErr, err)
+		s.log.Debug("delivery failed, retrying", logID, j.n.ID, logAttempt, attempt+1, logfields.RetryIn, backoff, logErr, err)
 		select {
 		case <-ctx.Done():
 			return outcomeFailed

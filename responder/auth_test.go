@@ -166,7 +166,7 @@ func TestAuthorisedPublishers(t *testing.T) {
 	stop := startResponder()
 
 	operator := a.connect("operator")
-	waitFor(t, 10*time.Second, "responder serving quarantine.list to the operator", func() bool {
+	testenv.WaitFor(t, 10*time.Second, "responder serving quarantine.list to the operator", func() bool {
 		_, err := ListQuarantined(ctx, operator.nc, host)
 		return err == nil
 	})
@@ -197,7 +197,7 @@ func TestAuthorisedPublishers(t *testing.T) {
 	if err == nil {
 		t.Fatal("collector published an alert")
 	}
-	waitFor(t, 5*time.Second, "permissions violation for the collector's alert", func() bool {
+	testenv.WaitFor(t, 5*time.Second, "permissions violation for the collector's alert", func() bool {
 		return collector.violation(containv1.AlertsSubject(host))
 	})
 
@@ -227,7 +227,7 @@ func TestAuthorisedPublishers(t *testing.T) {
 	// restore consumer the responder's permissions allow.
 	stop()
 	startResponder()
-	waitFor(t, 10*time.Second, "quarantine restored after a restart", func() bool {
+	testenv.WaitFor(t, 10*time.Second, "quarantine restored after a restart", func() bool {
 		qs, err := ListQuarantined(ctx, operator.nc, host)
 		return err == nil && len(qs) == 1 && qs[0].ContainerID == c.ID && qs[0].State == "frozen"
 	})
@@ -252,7 +252,7 @@ func TestAuthorisedPublishers(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = resp.nc.Flush()
-	waitFor(t, 5*time.Second, "permissions violations for node-b's alerts and others' inboxes", func() bool {
+	testenv.WaitFor(t, 5*time.Second, "permissions violations for node-b's alerts and others' inboxes", func() bool {
 		return resp.violation(containv1.AlertsSubject(other)) && resp.violation("_INBOX.>")
 	})
 
@@ -263,7 +263,7 @@ func TestAuthorisedPublishers(t *testing.T) {
 	if err == nil {
 		t.Fatal("collector released a container")
 	}
-	waitFor(t, 5*time.Second, "permissions violation for the collector's release", func() bool {
+	testenv.WaitFor(t, 5*time.Second, "permissions violation for the collector's release", func() bool {
 		return collector.violation(containv1.ControlSubject(host, VerbRelease))
 	})
 	if got := freezerState(t, c); got != "FROZEN" {

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/containsec/contain/internal/freezer"
+	"github.com/containsec/contain/internal/logfields"
 )
 
 // protectTTL is how long the pids listening on Config.ProtectAddrs are
@@ -260,5 +261,5 @@ func staleCounter(reg prometheus.Registerer) prometheus.Counter {
 func (r *Responder) refused(id string, err error) {
 	reason := freezer.RefusedReason(err)
 	r.refusedTotal.WithLabelValues(reason).Inc()
-	r.log.Error("REFUSED to freeze: not a container", logContainer, truncate(id, 128), "reason", reason, "err", err)
+	r.log.Error("REFUSED to freeze: not a container", logfields.ContainerID, truncate(id, 128), logfields.Reason, reason, logfields.Err, err)
 }

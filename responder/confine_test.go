@@ -107,7 +107,7 @@ func TestRefuseNonContainers(t *testing.T) {
 	c := testenv.RunContainer(t, "refuse", testenv.ContainerSpec{})
 	svc := testenv.RunContainer(t, "refuse-svc", testenv.ContainerSpec{HostNetwork: true,
 		Args: []string{"/bin/httpd", "-f", "-p", "127.0.0.1:" + strconv.Itoa(port)}})
-	waitFor(t, 10*time.Second, "the service container listening", func() bool {
+	testenv.WaitFor(t, 10*time.Second, "the service container listening", func() bool {
 		conn, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(port))
 		if err == nil {
 			conn.Close()

@@ -13,6 +13,7 @@ import (
 
 	"github.com/containsec/contain/internal/auth"
 	"github.com/containsec/contain/internal/freezer"
+	"github.com/containsec/contain/internal/logfields"
 	"github.com/containsec/contain/internal/metrics"
 	"github.com/containsec/contain/schemas/containv1"
 )
@@ -98,7 +99,7 @@ func (r *Responder) serveControl(ctx context.Context) ([]*nats.Subscription, err
 			}
 			if msg.Reply != "" {
 				if err := msg.Respond(data); err != nil {
-					r.log.Warn("control reply failed", "subject", subj, "err", err)
+					r.log.Warn("control reply failed", logfields.Subject, subj, logfields.Err, err)
 				}
 			}
 		})
@@ -126,7 +127,7 @@ func (r *Responder) controlRelease(ctx context.Context, data []byte) ControlRepl
 		r.m.Refused.WithLabelValues(metrics.StageResponder, reason).Inc()
 		if _, logged := r.refusedLogged.LoadOrStore(reason, true); !logged {
 			r.log.Error("refusing control request (logged once per reason; see contain_refused_total)",
-				"verb", VerbRelease, "reason", reason, "err", err)
+				logfields.Verb, VerbRelease, logfields.Reason, reason, logfields.Err, err)
 		}
 		return ControlReply{Error: "release: " + err.Error()}
 	}
@@ -139,7 +140,7 @@ func (r *Responder) controlRelease(ctx context.Context, data []byte) ControlRepl
 	if req.Note != "" {
 		req.Reason = truncate(req.Reason+" (note: "+req.Note+")", 4096)
 	}
-	r.log.Info("release requested", logContainer, req.ContainerID, "actor", req.Actor, "reason", req.Reason)
+	r.log.Info("release requested", logfields.ContainerID, req.ContainerID, logfields.Actor, req.Actor, logfields.Reason, req.Reason)
 	ev, err := r.Release(ctx, req)
 	reply := ControlReply{OK: err == nil}
 	if err != nil {
@@ -179,7 +180,7 @@ func (r *Responder) Release(ctx context.Context, req ReleaseRequest) (*containv1
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if perr := r.publish(pctx, []*containv1.Event{out}); perr != nil {
-		r.log.Error("release action not published", logContainer, req.ContainerID, "err", perr)
+		r.log.Error("release action not published", logfields.ContainerID, req.ContainerID, logfields.Err, perr)
 		if err == nil {
 			err = perr
 		}

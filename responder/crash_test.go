@@ -113,7 +113,7 @@ func crashWindow(t *testing.T, point string) {
 			t.Logf("crashed responder's log:\n%s", stderr.String())
 		}
 	})
-	waitFor(t, 10*time.Second, "the child responder serving quarantine.list", func() bool {
+	testenv.WaitFor(t, 10*time.Second, "the child responder serving quarantine.list", func() bool {
 		_, err := ListQuarantined(context.Background(), nc, testHost)
 		return err == nil
 	})
@@ -164,7 +164,7 @@ func crashWindow(t *testing.T, point string) {
 		// ack_wait); the test redelivers it at once.
 		h2.publish(al)
 	}
-	waitFor(t, 10*time.Second, "the container in the quarantine list", func() bool {
+	testenv.WaitFor(t, 10*time.Second, "the container in the quarantine list", func() bool {
 		qs, err := ListQuarantined(context.Background(), nc, testHost)
 		if err != nil {
 			return false
@@ -176,14 +176,14 @@ func crashWindow(t *testing.T, point string) {
 		}
 		return false
 	})
-	waitFor(t, 5*time.Second, "the intent removed", func() bool {
+	testenv.WaitFor(t, 5*time.Second, "the intent removed", func() bool {
 		_, err := os.Stat(intent)
 		return os.IsNotExist(err)
 	})
 	// A redelivery of the alert (the killed run never acknowledged it)
 	// finds it quarantined.
 	h2.publish(al)
-	waitFor(t, 10*time.Second, "the redelivered alert recorded", func() bool {
+	testenv.WaitFor(t, 10*time.Second, "the redelivered alert recorded", func() bool {
 		return countActions(t, js, containv1.Action_TYPE_PAUSE, containv1.Action_RESULT_SKIPPED, c.ID) >= 1
 	})
 	if n := countActions(t, js, containv1.Action_TYPE_PAUSE, containv1.Action_RESULT_OK, c.ID); n != 1 {

@@ -60,5 +60,18 @@
 //     crash re-handles it; a container found already frozen is SKIPPED,
 //     never frozen twice;
 //   - the quarantine list survives a restart: it is rebuilt at start from
-//     the host's actions in CONTAIN_ACTIONS, keeping containers still frozen.
+//     the host's actions in CONTAIN_ACTIONS, keeping containers still
+//     frozen, and so are release grace and the circuit breaker's window;
+//   - a crash between a freeze and its action loses nothing: the intent is
+//     recorded (Config.StateDir, fsynced) before the freeze, and at start a
+//     container frozen under a pending intent gets its PAUSE/OK action and
+//     joins the quarantine list, one not frozen is rolled back and its
+//     redelivered alert decided again
+//     (docs/design/011-responder-crash-windows.md);
+//   - an alert older than Config.MaxAlertAge on arrival is SKIPPED and
+//     counted (contain_responder_stale_alerts_total), never acted on.
+//
+// The policy is Config.Decide, a pure function of the alert and the
+// Situation (decide.go); the action on its verdict is in pause.go. The
+// logger passed to New is scoped to the stage by its caller.
 package responder

@@ -286,7 +286,7 @@ func TestDockerExitedBeforeFreeze(t *testing.T) {
 	if _, err := e.Docker("kill", c.ID); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "the docker container to stop", func() bool {
+	testenv.WaitFor(t, 10*time.Second, "the docker container to stop", func() bool {
 		s, err := e.Docker("inspect", "-f", "{{.State.Running}}", c.ID)
 		return err == nil && s == "false"
 	})

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/containsec/contain/internal/freezer"
+	"github.com/containsec/contain/internal/logfields"
 )
 
 // methodsFor is the configured order of freeze methods for t's runtime.
@@ -67,11 +68,11 @@ func (r *Responder) logMethods(ctx context.Context) {
 		_, err := r.containerd.Version(ctx)
 		return err
 	})
-	r.log.Info("cgroup layout", "roots", r.layout, "freezer_v1", r.cfg.FreezerRoot, "cgroup2", r.cfg.Cgroup2Root)
+	r.log.Info("cgroup layout", logfields.Roots, r.layout, logfields.FreezerV1, r.cfg.FreezerRoot, logfields.Cgroup2, r.cfg.Cgroup2Root)
 	r.log.Info("freeze methods",
-		"runc_and_other", strings.Join(r.cfg.Methods, ","),
-		"docker", strings.Join(r.cfg.methodsFor(freezer.RuntimeDocker), ","), "docker_engine", dockerStatus,
-		"containerd", strings.Join(r.cfg.methodsFor(freezer.RuntimeContainerd), ","), "containerd_engine", containerdStatus)
+		logfields.RuncAndOther, strings.Join(r.cfg.Methods, ","),
+		logfields.Docker, strings.Join(r.cfg.methodsFor(freezer.RuntimeDocker), ","), logfields.DockerEngine, dockerStatus,
+		logfields.Containerd, strings.Join(r.cfg.methodsFor(freezer.RuntimeContainerd), ","), logfields.ContainerdEngine, containerdStatus)
 }
 
 func (r *Responder) closeEngines() {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/containsec/contain/internal/forensics"
 	"github.com/containsec/contain/internal/freezer"
+	"github.com/containsec/contain/internal/logfields"
 	"github.com/containsec/contain/internal/metrics"
 	"github.com/containsec/contain/schemas/containv1"
 )
@@ -85,8 +86,8 @@ func (r *Responder) onAlert(ctx context.Context, ev *containv1.Event, recv time.
 	switch {
 	case dec.Stale:
 		r.staleTotal.Inc()
-		r.log.Warn("stale alert skipped", logContainer, ev.ContainerId, "alert_id", containv1.FormatID(ev.Id),
-			"age", recv.Sub(time.Unix(0, ev.WallNs)).Round(time.Millisecond), "max_alert_age", r.cfg.MaxAlertAge)
+		r.log.Warn("stale alert skipped", logfields.ContainerID, ev.ContainerId, logfields.AlertID, containv1.FormatID(ev.Id),
+			logfields.Age, recv.Sub(time.Unix(0, ev.WallNs)).Round(time.Millisecond), logfields.MaxAlertAge, r.cfg.MaxAlertAge)
 	case dec.Breaker:
 		r.breakerOpened(sit.PausesLastMinute)
 	case dec.Verdict == VerdictPause:
@@ -134,11 +135,12 @@ func (r *Responder) pause(ctx context.Context, ev, out *containv1.Event, act *co
 		// Pausing matters more than surviving a crash in the next
 		// milliseconds: freeze anyway, loudly.
 		r.m.Errors.WithLabelValues(metrics.StageResponder, "intent").Inc()
-		r.log.Error("recording the intent to pause failed; pausing without it", logContainer, ev.ContainerId, "err", err)
+		r.log.Error("recording the intent to pause failed; pausing without it", logfields.ContainerID, ev.ContainerId, logfields.Err, err)
 	}
 	crashAt(crashAfterIntent)
 	vctx, cancel := context.WithTimeout(ctx, r.cfg.VerifyTimeout)
 	defer cancel()
+	d.ReceivedToFreezeUs = r.now().Sub(recv).Microseconds()
 	start := time.Now()
 	rep, err := freezer.FreezeReport(vctx, r.methodsFor(target), target)
 	done := time.Now()
@@ -157,6 +159,10 @@ func (r *Responder) pause(ctx context.Context, ev, out *containv1.Event, act *co
 		return fail(decision, err), intent
 	}
 	crashAt(crashAfterFreeze)
+	if err := r.journal.sync(intent); err != nil {
+		r.m.Errors.WithLabelValues(metrics.StageResponder, "intent").Inc()
+		r.log.Error("syncing the intent to pause", logfields.ContainerID, ev.ContainerId, logfields.Err, err)
+	}
 	act.Method = m.Name()
 	fellBack := ""
 	if len(tried) > 0 {
@@ -213,7 +219,7 @@ func (r *Responder) pausesLastMinute() int {
 func (r *Responder) breakerOpened(paused int) {
 	if !r.breakerOpen {
 		r.breakerOpen = true
-		r.log.Error("CIRCUIT BREAKER OPEN: too many quarantines, alerting only", "paused_last_minute", paused, "max_per_minute", r.cfg.MaxPausesPerMinute)
+		r.log.Error("CIRCUIT BREAKER OPEN: too many quarantines, alerting only", logfields.PausedLastMinute, paused, logfields.MaxPerMinute, r.cfg.MaxPausesPerMinute)
 	}
 	r.m.Errors.WithLabelValues(metrics.StageResponder, "circuit_open").Inc()
 }
@@ -222,7 +228,7 @@ func (r *Responder) breakerOpened(paused int) {
 func (r *Responder) breakerClosed() {
 	if r.breakerOpen {
 		r.breakerOpen = false
-		r.log.Warn("circuit breaker closed: pausing again", "max_per_minute", r.cfg.MaxPausesPerMinute)
+		r.log.Warn("circuit breaker closed: pausing again", logfields.MaxPerMinute, r.cfg.MaxPausesPerMinute)
 	}
 }
 

@@ -22,16 +22,9 @@ import (
 	"github.com/containsec/contain/internal/engines"
 	"github.com/containsec/contain/internal/forensics"
 	"github.com/containsec/contain/internal/freezer"
+	"github.com/containsec/contain/internal/logfields"
 	"github.com/containsec/contain/internal/metrics"
 	"github.com/containsec/contain/schemas/containv1"
-)
-
-// Log field keys.
-const (
-	logContainer = "container_id"
-	logResult    = "result"
-	logDecision  = "decision"
-	logMethod    = "method"
 )
 
 // Quarantine is a container this responder paused and has not released.
@@ -104,7 +97,8 @@ type Responder struct {
 	refusedLogged sync.Map
 }
 
-// New makes a Responder; call Run to start it.
+// New makes a Responder; call Run to start it. log is used as given (the
+// caller scopes it once with logfields.Stage); the responder adds its host.
 func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, m *metrics.Metrics, log *slog.Logger) (*Responder, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -160,7 +154,7 @@ func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, m *metrics.Metrics, 
 		js:  js,
 		m:   m,
 		// The caller scopes the logger to the stage (cmd/contain does).
-		log:          log.With("host", cfg.Host),
+		log:          log.With(logfields.Host, cfg.Host),
 		named:        named,
 		docker:       eng.Docker,
 		containerd:   eng.Containerd,
@@ -188,32 +182,32 @@ func (r *Responder) Run(ctx context.Context) error {
 	defer pcancel()
 	go r.protect.keepFresh(pctx, func(err error) {
 		r.m.Errors.WithLabelValues(metrics.StageResponder, "protect_listeners").Inc()
-		r.log.Error("finding the protected services' listeners", "err", err)
+		r.log.Error("finding the protected services' listeners", logfields.Err, err)
 	})
 	if inert := r.cfg.Policy.InertNeverPauseLabels(); len(inert) > 0 {
-		r.log.Warn("never_pause_labels inert: their keys are not in policy.trusted_labels (an image can set labels)", "keys", strings.Join(inert, ","))
+		r.log.Warn("never_pause_labels inert: their keys are not in policy.trusted_labels (an image can set labels)", logfields.Keys, strings.Join(inert, ","))
 	}
 	if len(r.protect.ports) > 0 {
-		r.log.Info("protected from freezing", "ports", r.protect.ports, "listener_pids", r.protect.protected().Pids)
+		r.log.Info("protected from freezing", logfields.Ports, r.protect.ports, logfields.ListenerPIDs, r.protect.protected().Pids)
 	}
 	n, err := r.restore(ctx)
 	if err != nil {
 		// Not fatal: acting on new alerts matters more than the list.
 		r.m.Errors.WithLabelValues(metrics.StageResponder, "restore").Inc()
-		r.log.Error("quarantine list not restored", "err", err)
+		r.log.Error("quarantine list not restored", logfields.Err, err)
 	}
 	if completed, intents := r.recoverIntents(ctx); len(completed) > 0 || len(intents) > 0 {
 		if len(completed) == 0 {
 			r.journal.done(intents, r.log)
 		} else if err := r.publish(ctx, completed); err != nil {
-			r.log.Error("recording pauses completed from intents", "err", err)
+			r.log.Error("recording pauses completed from intents", logfields.Err, err)
 		} else {
 			r.journal.done(intents, r.log)
 		}
 	}
 	if recovered := r.recoverPreFrozen(ctx); len(recovered) > 0 {
 		if err := r.publish(ctx, recovered); err != nil {
-			r.log.Error("recording completed pauses", "err", err)
+			r.log.Error("recording completed pauses", logfields.Err, err)
 		}
 	}
 	subs, err := r.serveControl(ctx)
@@ -225,8 +219,8 @@ func (r *Responder) Run(ctx context.Context) error {
 			_ = s.Unsubscribe()
 		}
 	}()
-	r.log.Info("responder started", "subject", containv1.AlertsSubject(r.cfg.Host), "threshold", r.cfg.Threshold,
-		"dry_run", r.cfg.DryRun, "methods", strings.Join(r.cfg.Methods, ","), "restored_quarantines", n)
+	r.log.Info("responder started", logfields.Subject, containv1.AlertsSubject(r.cfg.Host), logfields.Threshold, r.cfg.Threshold,
+		logfields.DryRun, r.cfg.DryRun, logfields.Methods, strings.Join(r.cfg.Methods, ","), logfields.RestoredQuarantines, n)
 	return bus.Consume(ctx, r.js, bus.ConsumerConfig{
 		Stream:        containv1.StreamAlerts,
 		Durable:       r.cfg.durable(),
@@ -301,6 +295,10 @@ type Detail struct {
 	// made it) to the verified freeze; latency_ns minus this is the
 	// detection part.
 	AlertToFrozenUs int64 `json:"alert_to_frozen_us,omitempty"`
+	// ReceivedToFreezeUs is from the alert's batch being handed to the
+	// responder to the freeze's first write: the decision, the proof and
+	// the intent.
+	ReceivedToFreezeUs int64 `json:"received_to_freeze_us,omitempty"`
 	// ReceivedToFrozenUs is the responder's own share: from the alert's
 	// batch being handed to it to the verified freeze.
 	ReceivedToFrozenUs int64 `json:"received_to_frozen_us,omitempty"`
@@ -382,8 +380,8 @@ func (r *Responder) finish(out *containv1.Event, act *containv1.Action, res cont
 	if res == containv1.Action_RESULT_FAILED {
 		level = slog.LevelWarn
 	}
-	r.log.Log(context.Background(), level, "action", "type", act.Type.String(), logResult, res.String(), logContainer, out.ContainerId,
-		logDecision, d.Decision, logMethod, act.Method, "score", act.Score, "latency_ms", float64(act.LatencyNs)/1e6, "err", d.Error)
+	r.log.Log(context.Background(), level, "action", logfields.Type, act.Type.String(), logfields.Result, res.String(), logfields.ContainerID, out.ContainerId,
+		logfields.Decision, d.Decision, logfields.Method, act.Method, logfields.Score, act.Score, logfields.LatencyMs, float64(act.LatencyNs)/1e6, logfields.Err, d.Error)
 	return out
 }
 

@@ -75,7 +75,7 @@ func startOn(t testing.TB, nc *nats.Conn, js jetstream.JetStream, edit func(*Con
 	}
 	h := &harness{t: t, r: r, nc: nc, js: js, m: m, ids: containv1.NewIDGen(), prod: bus.NewProducer(testHost, "analyzer"), acts: acts, stop: stop}
 	// Wait for the control subscriptions, which Run makes before consuming.
-	waitFor(t, 5*time.Second, "responder serving quarantine.list", func() bool {
+	testenv.WaitFor(t, 5*time.Second, "responder serving quarantine.list", func() bool {
 		_, err := ListQuarantined(context.Background(), nc, testHost)
 		return err == nil
 	})
@@ -99,17 +99,6 @@ var testOperators = func() map[string]*auth.Credentials {
 // who (alice or bob).
 func (h *harness) release(id, who, reason string) (*containv1.Event, error) {
 	return Release(context.Background(), h.nc, auth.NewSigner(testOperators[who]), testHost, id, reason, "")
-}
-
-func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 // alert builds an alert event about container c.
@@ -361,7 +350,7 @@ func TestPolicyRuleDryRunScope(t *testing.T) {
 func TestContainerExitedBeforeFreeze(t *testing.T) {
 	h := start(t, nil)
 	c := testenv.RunContainer(t, "exits", testenv.ContainerSpec{Args: []string{"/bin/true"}})
-	waitFor(t, 10*time.Second, "container to stop", func() bool {
+	testenv.WaitFor(t, 10*time.Second, "container to stop", func() bool {
 		s, err := c.State()
 		return err == nil && s.Status == "stopped"
 	})
@@ -528,7 +517,7 @@ func TestHostBindingRefused(t *testing.T) {
 	if err := bus.Publish(context.Background(), h.js, containv1.AlertsSubject(testHost), h.prod.Batch([]*containv1.Event{ev})); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "the mismatched batch counted", func() bool {
+	testenv.WaitFor(t, 10*time.Second, "the mismatched batch counted", func() bool {
 		return testutil.ToFloat64(h.m.Refused.WithLabelValues(metrics.StageResponder, bus.ReasonEventHost)) == 1
 	})
 	if got := freezerState(t, c); got != "THAWED" {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/containsec/contain/internal/bus"
 	"github.com/containsec/contain/internal/freezer"
+	"github.com/containsec/contain/internal/logfields"
 	"github.com/containsec/contain/internal/metrics"
 	"github.com/containsec/contain/internal/runtime"
 	"github.com/containsec/contain/schemas/containv1"
@@ -91,16 +92,16 @@ func (r *Responder) restore(ctx context.Context) (int, error) {
 	for id, q := range st.found {
 		t, err := freezer.Locate(r.cfg.roots(), id)
 		if err != nil {
-			r.log.Warn("quarantined container is gone", logContainer, id, "err", err)
+			r.log.Warn("quarantined container is gone", logfields.ContainerID, id, logfields.Err, err)
 			continue
 		}
 		m := r.named[q.Method]
 		if m == nil || !m.Applies(t) {
-			r.log.Warn("quarantine not restored: method does not apply", logContainer, id, logMethod, q.Method)
+			r.log.Warn("quarantine not restored: method does not apply", logfields.ContainerID, id, logfields.Method, q.Method)
 			continue
 		}
 		if ok, err := m.Frozen(t); err != nil || !ok {
-			r.log.Warn("quarantined container is no longer frozen; not restored", logContainer, id, logMethod, q.Method, "err", err)
+			r.log.Warn("quarantined container is no longer frozen; not restored", logfields.ContainerID, id, logfields.Method, q.Method, logfields.Err, err)
 			continue
 		}
 		q.target, q.method = t, m
@@ -160,7 +161,7 @@ func (r *Responder) recoverIntents(ctx context.Context) ([]*containv1.Event, []s
 	pend, errs := r.journal.pending()
 	for _, err := range errs {
 		r.m.Errors.WithLabelValues(metrics.StageResponder, "intent").Inc()
-		r.log.Error("unreadable intent left in place", "err", err)
+		r.log.Error("unreadable intent left in place", logfields.Err, err)
 	}
 	var out []*containv1.Event
 	var done []string
@@ -175,7 +176,7 @@ func (r *Responder) recoverIntents(ctx context.Context) ([]*containv1.Event, []s
 		}
 		t, err := r.locateProven(ctx, id)
 		if err != nil {
-			r.log.Warn("intent: container not found or not proven; nothing to complete", logContainer, id, "err", err)
+			r.log.Warn("intent: container not found or not proven; nothing to complete", logfields.ContainerID, id, logfields.Err, err)
 			done = append(done, p.path)
 			continue
 		}
@@ -184,7 +185,7 @@ func (r *Responder) recoverIntents(ctx context.Context) ([]*containv1.Event, []s
 			wrote, err := freezer.RollBack(t)
 			r.m.Errors.WithLabelValues(metrics.StageResponder, "intent_rolled_back").Inc()
 			r.log.Warn("intent: the container is not frozen; rolled back, its alert is decided again on redelivery",
-				logContainer, id, "undid_partial_freeze", wrote, "err", err)
+				logfields.ContainerID, id, logfields.UndidPartialFreeze, wrote, logfields.Err, err)
 			done = append(done, p.path)
 			continue
 		}
@@ -219,7 +220,7 @@ func (r *Responder) completeIntent(ev *containv1.Event, t *freezer.Target, m fre
 		target:        t,
 		method:        m,
 	}
-	r.log.Warn("completed a pause interrupted by a previous stop (intent)", logContainer, t.ID, logMethod, m.Name())
+	r.log.Warn("completed a pause interrupted by a previous stop (intent)", logfields.ContainerID, t.ID, logfields.Method, m.Name())
 	return r.finish(out, act, containv1.Action_RESULT_OK, d)
 }
 
@@ -317,6 +318,6 @@ func (r *Responder) completePreFreeze(ctx context.Context, ev *containv1.Event, 
 		target:        t,
 		method:        m,
 	}
-	r.log.Warn("completed a pause interrupted by a previous stop", logContainer, t.ID, logMethod, m.Name())
+	r.log.Warn("completed a pause interrupted by a previous stop", logfields.ContainerID, t.ID, logfields.Method, m.Name())
 	return r.finish(out, act, containv1.Action_RESULT_OK, d)
 }

@@ -47,7 +47,7 @@ func TestCommitLineage(t *testing.T) {
 	if err := bus.Publish(ctx, js, containv1.AlertsSubject("h"), p.Batch([]*containv1.Event{alert})); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 20*time.Second, "commit rows and the alert", func() (bool, string) {
+	testenv.WaitForState(t, 20*time.Second, "commit rows and the alert", func() (bool, string) {
 		c := queryUintNoFail(s, "SELECT uniqExact(event_id) FROM commits")
 		a := queryUintNoFail(s, "SELECT count() FROM alerts WHERE container_id = 'ctr-b'")
 		return c == 3 && a == 1, "commits " + itoa(c) + " alerts " + itoa(a)

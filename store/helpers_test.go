@@ -62,22 +62,6 @@ func openStore(t testing.TB, cfg Config) *Store {
 	return s
 }
 
-// waitFor polls cond every 50ms until it holds or timeout passes.
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	var last string
-	for time.Now().Before(deadline) {
-		ok, state := cond()
-		if ok {
-			return
-		}
-		last = state
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("timed out after %v waiting for %s (last: %s)", timeout, what, last)
-}
-
 // queryUint runs a query returning one UInt64.
 func queryUint(t testing.TB, s *Store, q string, args ...any) uint64 {
 	t.Helper()

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/containsec/contain/internal/logfields"
 	"github.com/containsec/contain/internal/metrics"
 )
 
@@ -77,7 +78,7 @@ func (c Config) kvBuckets() []kvBucket {
 // after the last inserted version, and a redelivered one replaces its own
 // row (ReplacingMergeTree keys). Deletes and purges make no row.
 func (s *Store) watchKV(ctx context.Context, js jetstream.JetStream, b kvBucket, m *metrics.Metrics) {
-	log := s.log.With("bucket", b.bucket)
+	log := s.log.With(logfields.Bucket, b.bucket)
 	stream := "KV_" + b.bucket
 	prefix := "$KV." + b.bucket + "."
 	waiting := false
@@ -103,7 +104,7 @@ func (s *Store) watchKV(ctx context.Context, js jetstream.JetStream, b kvBucket,
 				}
 			} else {
 				m.Errors.WithLabelValues(metrics.StageStore, "kv").Inc()
-				log.Warn("creating KV consumer, retrying", "durable", b.durable, "err", err)
+				log.Warn("creating KV consumer, retrying", logfields.Durable, b.durable, logfields.Err, err)
 			}
 			sleepCtx(ctx, s.bucketPoll)
 			continue
@@ -114,7 +115,7 @@ func (s *Store) watchKV(ctx context.Context, js jetstream.JetStream, b kvBucket,
 		}
 		if err := s.consumeKV(ctx, cons, b, prefix, m, log); err != nil && ctx.Err() == nil {
 			m.Errors.WithLabelValues(metrics.StageStore, "kv").Inc()
-			log.Warn("KV consumer lost; recreating", "durable", b.durable, "err", err)
+			log.Warn("KV consumer lost; recreating", logfields.Durable, b.durable, logfields.Err, err)
 			sleepCtx(ctx, s.bucketPoll)
 		}
 	}
@@ -165,7 +166,7 @@ func (s *Store) consumeKV(ctx context.Context, cons jetstream.Consumer, b kvBuck
 				m.Errors.WithLabelValues(metrics.StageStore, "kv_malformed").Inc()
 				if !loggedMalformed.Swap(true) {
 					log.Error("skipping malformed KV value (logged once per bucket; see contain_malformed_messages_total)",
-						"key", key, "revision", md.Sequence.Stream, "bytes", len(msg.Data()), "err", err)
+						logfields.Key, key, logfields.Revision, md.Sequence.Stream, logfields.Bytes, len(msg.Data()), logfields.Err, err)
 				}
 			}
 		}
@@ -173,7 +174,7 @@ func (s *Store) consumeKV(ctx context.Context, cons jetstream.Consumer, b kvBuck
 			if ctx.Err() != nil {
 				return nil
 			}
-			log.Warn("inserting KV versions failed; they will be redelivered", "messages", len(msgs), "retry_in", backoff, "err", err)
+			log.Warn("inserting KV versions failed; they will be redelivered", logfields.Messages, len(msgs), logfields.RetryIn, backoff, logfields.Err, err)
 			for _, msg := range msgs {
 				_ = msg.NakWithDelay(backoff)
 			}

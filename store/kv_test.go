@@ -123,7 +123,7 @@ func startRun(t *testing.T, s *Store, m *metrics.Metrics, js jetstream.JetStream
 // everything in it.
 func waitAcked(t *testing.T, js jetstream.JetStream, cfg Config, bucket string) {
 	t.Helper()
-	waitFor(t, 20*time.Second, "the store to ack "+bucket, func() (bool, string) {
+	testenv.WaitForState(t, 20*time.Second, "the store to ack "+bucket, func() (bool, string) {
 		c, err := js.Consumer(context.Background(), "KV_"+bucket, cfg.KVDurables()[bucket])
 		if err != nil {
 			return false, err.Error()
@@ -163,7 +163,7 @@ func TestKVVersionsIntoClickHouse(t *testing.T) {
 	baseWhere := fmt.Sprintf("baseline_key = '%s'", testDigest)
 	waitRows := func(want uint64) {
 		t.Helper()
-		waitFor(t, 30*time.Second, fmt.Sprintf("%d rows per table", want), func() (bool, string) {
+		testenv.WaitForState(t, 30*time.Second, fmt.Sprintf("%d rows per table", want), func() (bool, string) {
 			p, i, b := countWhere(t, s, "declarations", "", profWhere), countWhere(t, s, "declarations", "", imgWhere), countWhere(t, s, "baselines", "", baseWhere)
 			return p == want && i == want && b == want, fmt.Sprintf("profiles %d, images %d, baselines %d", p, i, b)
 		})
@@ -355,12 +355,12 @@ func TestKVClickHouseOutage(t *testing.T) {
 	startRun(t, s, m, js)
 	f.putBaseline(t, sampleDoc(1, "learning"))
 	f.putBaseline(t, sampleDoc(2, "converged"))
-	waitFor(t, 20*time.Second, "failed inserts while ClickHouse is down", func() (bool, string) {
+	testenv.WaitForState(t, 20*time.Second, "failed inserts while ClickHouse is down", func() (bool, string) {
 		n := testutil.ToFloat64(m.Errors.WithLabelValues(metrics.StageStore, "migrate")) + testutil.ToFloat64(m.Errors.WithLabelValues(metrics.StageStore, "insert"))
 		return n >= 1, fmt.Sprint(n)
 	})
 	proxy.up()
-	waitFor(t, 30*time.Second, "both versions after the outage", func() (bool, string) {
+	testenv.WaitForState(t, 30*time.Second, "both versions after the outage", func() (bool, string) {
 		var n uint64
 		if err := s.Conn().QueryRow(context.Background(), "SELECT count() FROM baselines WHERE baseline_key = ?", testDigest).Scan(&n); err != nil {
 			return false, err.Error() // the schema may not be there yet
@@ -386,13 +386,13 @@ func TestKVBucketRecreated(t *testing.T) {
 	count := func() uint64 {
 		return queryUint(t, s, "SELECT count() FROM baselines FINAL WHERE baseline_key = ?", testDigest)
 	}
-	waitFor(t, 20*time.Second, "version 1", func() (bool, string) { return count() == 1, "" })
+	testenv.WaitForState(t, 20*time.Second, "version 1", func() (bool, string) { return count() == 1, "" })
 	if err := js.DeleteKeyValue(context.Background(), analyzer.DefaultBaselinesBucket); err != nil {
 		t.Fatal(err)
 	}
 	f = openBuckets(t, js)
 	f.putBaseline(t, sampleDoc(2, "converged"))
-	waitFor(t, 30*time.Second, "version 2 in the recreated bucket", func() (bool, string) { n := count(); return n == 2, fmt.Sprint(n) })
+	testenv.WaitForState(t, 30*time.Second, "version 2 in the recreated bucket", func() (bool, string) { n := count(); return n == 2, fmt.Sprint(n) })
 }
 
 // BenchmarkKVRows: decoding one KV value into its row, for a baseline of

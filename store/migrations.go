@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/containsec/contain/internal/logfields"
 )
 
 // A migration is a numbered list of DDL statements. Migrations are applied
@@ -47,6 +49,14 @@ var migrations = []migration{
 		{"events", "ct_host_network", "UInt8"},
 	}},
 	{5, "alert incidents", nil, []column{{"alerts", "incident_id", "UUID"}}},
+	{6, "alert pod, namespace and labels", nil, []column{
+		{"alerts", "pod", "String"},
+		{"alerts", "namespace", "LowCardinality(String)"},
+		// Parallel arrays sorted by key (no Map type on every server):
+		// label_values[indexOf(label_keys, 'app')].
+		{"alerts", "label_keys", "Array(String)"},
+		{"alerts", "label_values", "Array(String)"},
+	}},
 	{7, "commits and container audits", []string{ddlCommits, ddlContainerAudits}, nil},
 }
 
@@ -316,7 +326,7 @@ func migrate(ctx context.Context, conn driver.Conn, log *slog.Logger) error {
 		if err := record(ctx, conn, m); err != nil {
 			return fmt.Errorf("recording migration %d: %w", m.version, err)
 		}
-		log.Info("applied schema migration", "version", m.version, "name", m.name)
+		log.Info("applied schema migration", logfields.Version, m.version, logfields.Name, m.name)
 	}
 	return nil
 }

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/containsec/contain/internal/logfields"
 )
 
 // Prune drops, in every table of the database, the day partitions
@@ -51,7 +53,7 @@ func (s *Store) Prune(ctx context.Context, olderThan time.Duration) ([]string, e
 		if err := s.conn.Exec(ctx, fmt.Sprintf("ALTER TABLE %s DROP PARTITION %s", quoteIdent(p.table), p.partition)); err != nil {
 			return dropped, fmt.Errorf("store: prune: dropping %s/%s: %w", p.table, p.partition, err)
 		}
-		s.log.Info("dropped partition", "table", p.table, "partition", p.partition)
+		s.log.Info("dropped partition", logfields.Table, p.table, logfields.Partition, p.partition)
 		dropped = append(dropped, p.table+"/"+p.partition)
 	}
 	return dropped, nil

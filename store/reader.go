@@ -305,3 +305,12 @@ func (r *Reader) LastEvent(ctx context.Context, s Selection) (time.Time, error) 
 	}
 	return last, nil
 }
+
+// Count is how many events s selects (to the second: a progress total).
+func (r *Reader) Count(ctx context.Context, s Selection) (uint64, error) {
+	var n uint64
+	if err := r.conn.QueryRow(ctx, "SELECT count() FROM events"+s.where(true)).Scan(&n); err != nil {
+		return 0, fmt.Errorf("store: counting events at clickhouse %s: %w", r.addr, err)
+	}
+	return n, nil
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/containsec/contain/internal/logfields"
 	"github.com/containsec/contain/internal/metrics"
 )
 
@@ -26,11 +27,11 @@ func (s *Store) retain(ctx context.Context, m *metrics.Metrics) {
 			return
 		case err != nil:
 			m.Errors.WithLabelValues(metrics.StageStore, "prune").Inc()
-			s.log.Warn("retention: prune failed; retrying", "retention", s.cfg.Retention, "retry_in", s.pruneRetry, "err", err)
+			s.log.Warn("retention: prune failed; retrying", logfields.Retention, s.cfg.Retention, logfields.RetryIn, s.pruneRetry, logfields.Err, err)
 			next = s.pruneRetry
 		default:
 			s.prunes.Add(1)
-			s.log.Debug("retention: pruned", "retention", s.cfg.Retention, "dropped", len(dropped))
+			s.log.Debug("retention: pruned", logfields.Retention, s.cfg.Retention, logfields.Dropped, len(dropped))
 		}
 		sleepCtx(ctx, next)
 	}

@@ -62,14 +62,14 @@ func TestRetentionLoop(t *testing.T) {
 	count := func(cid string) uint64 {
 		return queryUint(t, s, fmt.Sprintf("SELECT count() FROM events WHERE container_id = '%s'", cid))
 	}
-	waitFor(t, 20*time.Second, "the first prune", func() (bool, string) {
+	testenv.WaitForState(t, 20*time.Second, "the first prune", func() (bool, string) {
 		n := count("c-old-1")
 		return n == 0 && s.prunes.Load() >= 1, fmt.Sprintf("%d old events, %d prunes", n, s.prunes.Load())
 	})
 	// A later old day is dropped by a later pass.
 	insertAged(t, s, ids, "c-old-2", 5*24*time.Hour)
 	before := s.prunes.Load()
-	waitFor(t, 20*time.Second, "a later prune", func() (bool, string) {
+	testenv.WaitForState(t, 20*time.Second, "a later prune", func() (bool, string) {
 		n := count("c-old-2")
 		return n == 0 && s.prunes.Load() > before, fmt.Sprintf("%d old events, %d prunes", n, s.prunes.Load())
 	})
@@ -97,7 +97,7 @@ func TestRetentionOff(t *testing.T) {
 	if err := bus.Publish(context.Background(), js, containv1.EventsSubject("host-a"), bus.NewProducer("host-a", "t").Batch(ev)); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 20*time.Second, "a live event", func() (bool, string) {
+	testenv.WaitForState(t, 20*time.Second, "a live event", func() (bool, string) {
 		return queryUint(t, s, "SELECT count() FROM events WHERE container_id = 'c-live'") == 1, ""
 	})
 	if n := queryUint(t, s, "SELECT count() FROM events WHERE container_id = 'c-kept'"); n != 2 || s.prunes.Load() != 0 {

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/containsec/contain/internal/bus"
+	"github.com/containsec/contain/internal/logfields"
 	"github.com/containsec/contain/internal/metrics"
 	"github.com/containsec/contain/internal/tlsconfig"
 	"github.com/containsec/contain/schemas/containv1"
@@ -156,16 +157,16 @@ func (s *Store) markDown(err error, doing string) {
 	if !s.down.Swap(true) {
 		s.downSince.Store(time.Now().UnixNano())
 		s.log.Error("clickhouse unavailable; data stays in NATS and is retried with back-off",
-			"addr", s.addr, "database", s.cfg.Database, "doing", doing, "err", err)
+			logfields.Addr, s.addr, logfields.Database, s.cfg.Database, logfields.Doing, doing, logfields.Err, err)
 		return
 	}
-	s.log.Debug("clickhouse still unavailable", "addr", s.addr, "doing", doing, "err", err)
+	s.log.Debug("clickhouse still unavailable", logfields.Addr, s.addr, logfields.Doing, doing, logfields.Err, err)
 }
 
 func (s *Store) markUp() {
 	if s.down.Swap(false) {
-		s.log.Info("clickhouse available again", "addr", s.addr,
-			"after", time.Since(time.Unix(0, s.downSince.Load())).Round(time.Millisecond))
+		s.log.Info("clickhouse available again", logfields.Addr, s.addr,
+			logfields.After, time.Since(time.Unix(0, s.downSince.Load())).Round(time.Millisecond))
 	}
 }
 
@@ -213,7 +214,7 @@ func (s *Store) Run(ctx context.Context, js jetstream.JetStream, m *metrics.Metr
 				FetchWait:  s.cfg.FlushInterval,
 				AckWait:    s.cfg.AckWait,
 				RetryDelay: s.cfg.RetryDelay,
-			}, h, m, s.log.With("stream", stream))
+			}, h, m, s.log.With(logfields.Stream, stream))
 			if err != nil {
 				errs <- fmt.Errorf("store: consuming %s: %w", stream, err)
 			}

@@ -91,7 +91,7 @@ func TestAddColumnMigration(t *testing.T) {
 	if err := s.Conn().Exec(ctx, "ALTER TABLE schema_migrations DELETE WHERE version = 4"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "mutation done", func() (bool, string) {
+	testenv.WaitForState(t, 10*time.Second, "mutation done", func() (bool, string) {
 		n := queryUint(t, s, "SELECT count() FROM schema_migrations WHERE version = 4")
 		return n == 0, fmt.Sprintf("%d rows of version 4", n)
 	})
@@ -131,7 +131,7 @@ func TestMalformedMessageSkipped(t *testing.T) {
 	if err := bus.Publish(ctx, js, containv1.EventsSubject("h1"), p.Batch([]*containv1.Event{ev})); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 20*time.Second, "the valid event after the malformed one", func() (bool, string) {
+	testenv.WaitForState(t, 20*time.Second, "the valid event after the malformed one", func() (bool, string) {
 		n := queryUint(t, s, "SELECT count() FROM events WHERE container_id = 'c-malformed'")
 		return n == 1, ""
 	})
@@ -178,7 +178,7 @@ func TestUnavailableAtStartAndDuringRun(t *testing.T) {
 	}
 	publish(5, 100)
 	errorsSeen := func() float64 { return testutil.ToFloat64(m.Errors.WithLabelValues(metrics.StageStore, "migrate")) }
-	waitFor(t, 10*time.Second, "failed attempts while ClickHouse is down", func() (bool, string) {
+	testenv.WaitForState(t, 10*time.Second, "failed attempts while ClickHouse is down", func() (bool, string) {
 		return errorsSeen() >= 2, ""
 	})
 	proxy.up()
@@ -186,17 +186,17 @@ func TestUnavailableAtStartAndDuringRun(t *testing.T) {
 		n := queryUintNoFail(s, "SELECT uniqExact(event_id) FROM events WHERE container_id = 'c-outage'")
 		return n == uint64(published), "have " + itoa(n) + " want " + itoa(uint64(published))
 	}
-	waitFor(t, 30*time.Second, "rows published while down at start", count)
+	testenv.WaitForState(t, 30*time.Second, "rows published while down at start", count)
 
 	// Down during the run.
 	proxy.down()
 	before := testutil.ToFloat64(m.Errors.WithLabelValues(metrics.StageStore, "insert"))
 	publish(7, 100)
-	waitFor(t, 10*time.Second, "failed inserts while ClickHouse is down", func() (bool, string) {
+	testenv.WaitForState(t, 10*time.Second, "failed inserts while ClickHouse is down", func() (bool, string) {
 		return testutil.ToFloat64(m.Errors.WithLabelValues(metrics.StageStore, "insert")) >= before+2, ""
 	})
 	proxy.up()
-	waitFor(t, 40*time.Second, "rows published while down during the run", count)
+	testenv.WaitForState(t, 40*time.Second, "rows published while down during the run", count)
 	if total := queryUint(t, s, "SELECT count() FROM events FINAL WHERE container_id = 'c-outage'"); total != uint64(published) {
 		t.Errorf("FINAL count %d, want %d", total, published)
 	}
@@ -262,9 +262,9 @@ func TestHungServer(t *testing.T) {
 		}
 	}
 	insertErrors := func() float64 { return testutil.ToFloat64(m.Errors.WithLabelValues(metrics.StageStore, "insert")) }
-	waitFor(t, 10*time.Second, "inserts timing out on the hung server", func() (bool, string) { return insertErrors() >= 2, "" })
+	testenv.WaitForState(t, 10*time.Second, "inserts timing out on the hung server", func() (bool, string) { return insertErrors() >= 2, "" })
 	proxy.up()
-	waitFor(t, 40*time.Second, "all rows after the server answers again", func() (bool, string) {
+	testenv.WaitForState(t, 40*time.Second, "all rows after the server answers again", func() (bool, string) {
 		n := queryUintNoFail(s, "SELECT uniqExact(event_id) FROM events WHERE container_id = 'c-hung'")
 		return n == batches*per, "have " + itoa(n)
 	})

@@ -73,7 +73,7 @@ func TestAuditRunning(t *testing.T) {
 	if err := bus.Publish(ctx, cjs, containv1.RawSubject("node-a"), bus.NewProducer("node-a", "collector").Batch([]*containv1.Event{ev})); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "the enricher to record the container", func() bool {
+	testenv.WaitFor(t, 10*time.Second, "the enricher to record the container", func() bool {
 		recs, _, err := enricher.RunningImages(ctx, js, ecfg.ContainersBucket, "node-a")
 		return err == nil && len(recs) == 1
 	})

@@ -111,7 +111,7 @@ func TestAuthByDefault(t *testing.T) {
 			t.Logf("contain run said:\n%s", logs.String())
 		}
 	})
-	waitFor(t, 20*time.Second, "contain run up", func() bool { return strings.Contains(logs.String(), "contain running") })
+	testenv.WaitFor(t, 20*time.Second, "contain run up", func() bool { return strings.Contains(logs.String(), "contain running") })
 
 	// The credentials: one per user, root-only (no contain-operators group
 	// here), in a directory operators can traverse.
@@ -150,7 +150,7 @@ func TestAuthByDefault(t *testing.T) {
 	if err := bus.Publish(ctx, ajs, containv1.AlertsSubject(host), bus.NewProducer("central", "analyzer").Batch([]*containv1.Event{alert})); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 15*time.Second, "container frozen", func() bool { s, _ := c.FreezerState(); return s == "FROZEN" })
+	testenv.WaitFor(t, 15*time.Second, "container frozen", func() bool { s, _ := c.FreezerState(); return s == "FROZEN" })
 
 	// nobody cannot read the operator credentials, and is told so.
 	rel := exec.Command(bin, append([]string{"release", c.ID, "--reason", "not mine", "--nats-url", url}, common...)...)
@@ -180,7 +180,7 @@ func TestAuthByDefault(t *testing.T) {
 		t.Fatalf("unsigned release: %v %s", err, reply.Data)
 	}
 	metric := `contain_refused_total{reason="unsigned",stage="responder"} 1`
-	waitFor(t, 5*time.Second, metric, func() bool { return strings.Contains(scrape(t, metricsPort), metric) })
+	testenv.WaitFor(t, 5*time.Second, metric, func() bool { return strings.Contains(scrape(t, metricsPort), metric) })
 
 	// root's release: the actor is the credential and the OS user.
 	out, err = exec.Command(bin, append([]string{"release", c.ID, "--reason", "checked", "--actor", "I am alice", "--nats-url", url}, common...)...).CombinedOutput()

@@ -9,6 +9,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/containsec/contain/internal/logfields"
 )
 
 // keepCaps are the capabilities `contain run` keeps once every stage is
@@ -61,7 +63,7 @@ func dropCaps(log *slog.Logger) error {
 	if errno != 0 {
 		return fmt.Errorf("capset: %w", errno)
 	}
-	log.Info("capabilities dropped", "kept", strings.Join(names, ","))
+	log.Info("capabilities dropped", logfields.Kept, strings.Join(names, ","))
 	return nil
 }
 

@@ -15,8 +15,10 @@ import (
 	"github.com/containsec/contain/analyzer"
 	"github.com/containsec/contain/cmd/internal/config"
 	"github.com/containsec/contain/collector"
+	"github.com/containsec/contain/console"
 	"github.com/containsec/contain/enricher"
 	"github.com/containsec/contain/internal/bus"
+	"github.com/containsec/contain/internal/commits"
 	"github.com/containsec/contain/internal/tlsconfig"
 	"github.com/containsec/contain/notify"
 	"github.com/containsec/contain/responder"
@@ -41,9 +43,15 @@ type Config struct {
 	Analyzer  analyzer.Config  `config:"analyzer"`
 	Responder responder.Config `config:"responder"`
 	Store     store.Config     `config:"store"`
+	// Commits traces commits of containers into images; the watcher runs
+	// with the collector when commits.enabled.
+	Commits commits.Config `config:"commits"`
 	// Notify pushes alerts and actions to webhooks, syslog and
 	// Falcosidekick (docs/outputs.md).
 	Notify notify.Config `config:"notify"`
+	// Console serves the web console (contain console, or inside contain
+	// run when console.listen is set).
+	Console console.Config `config:"console"`
 	// Audit configures `contain audit`.
 	Audit enricher.AuditConfig `config:"audit"`
 }
@@ -111,7 +119,9 @@ func defaultConfig() Config {
 		Analyzer:  analyzer.DefaultConfig(),
 		Responder: responder.DefaultConfig(),
 		Store:     store.DefaultConfig(),
+		Commits:   commits.DefaultConfig(),
 		Notify:    notify.DefaultConfig(),
+		Console:   console.DefaultConfig(),
 		Audit:     enricher.DefaultAuditConfig(),
 	}
 }
@@ -238,6 +248,11 @@ func (c *Config) validate(stages []string) error {
 	}
 	if err := c.Audit.Validate(); err != nil {
 		return err
+	}
+	if c.Commits.Enabled && slices.Contains(stages, stageCollector) {
+		if err := c.Commits.Validate(); err != nil {
+			return err
+		}
 	}
 	for _, s := range stages {
 		if err := checks[s](); err != nil {

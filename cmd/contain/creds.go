@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/containsec/contain/internal/auth"
+	"github.com/containsec/contain/internal/logfields"
 )
 
 // AuthConfig says how contain authenticates on NATS.
@@ -70,10 +71,10 @@ func embeddedAuth(cfg *Config, log *slog.Logger) ([]*server.NkeyUser, error) {
 		return nil, fmt.Errorf("auth.creds_dir: %w", err)
 	}
 	if len(got.Created) > 0 {
-		log.Info("NATS credentials created", "dir", cfg.Auth.CredsDir, "users", strings.Join(got.Created, ","))
+		log.Info("NATS credentials created", logfields.Dir, cfg.Auth.CredsDir, logfields.Users, strings.Join(got.Created, ","))
 	}
 	if got.GroupGID < 0 {
-		log.Info("operator credentials are root-only (group missing)", "group", cfg.Auth.OperatorsGroup)
+		log.Info("operator credentials are root-only (group missing)", logfields.Group, cfg.Auth.OperatorsGroup)
 	}
 	// The stages of this process trust this host's operator key.
 	op := auth.FormatTrusted(auth.RoleOperator, got.Keys[auth.RoleOperator])
@@ -110,7 +111,7 @@ func trustLocalOperator(cfg *Config, stages []string, log *slog.Logger) {
 	c, err := auth.LoadSeed(auth.SeedPath(cfg.Auth.CredsDir, auth.RoleOperator))
 	if err != nil {
 		log.Warn("no operator keys trusted: every release request and baseline operation will be refused "+
-			"(set responder.operator_keys / analyzer.operator_keys)", "err", err)
+			"(set responder.operator_keys / analyzer.operator_keys)", logfields.Err, err)
 		return
 	}
 	if len(cfg.Responder.OperatorKeys) == 0 {

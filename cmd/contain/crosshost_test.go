@@ -60,7 +60,7 @@ func TestCrossHostForgery(t *testing.T) {
 			}
 		}
 	})
-	waitFor(t, 20*time.Second, "node-b's responder up", func() bool { return strings.Contains(logs.String(), "responder started") })
+	testenv.WaitFor(t, 20*time.Second, "node-b's responder up", func() bool { return strings.Contains(logs.String(), "responder started") })
 
 	victim := testenv.RunContainer(t, "nodeb-victim", testenv.ContainerSpec{})
 	digest := "sha256:" + strings.Repeat("b", 64)
@@ -86,7 +86,7 @@ func TestCrossHostForgery(t *testing.T) {
 	if err == nil {
 		t.Fatal("collector-node-a published on node-b's raw subject")
 	}
-	waitFor(t, 5*time.Second, "permission violation on node-b's raw subject", func() bool {
+	testenv.WaitFor(t, 5*time.Second, "permission violation on node-b's raw subject", func() bool {
 		return a.violation("collector-node-a", containv1.RawSubject("node-b"))
 	})
 	// 2. A batch claiming node-b on node-a's own subject, then one whose
@@ -99,7 +99,7 @@ func TestCrossHostForgery(t *testing.T) {
 	}
 	for _, reason := range []string{bus.ReasonHost, bus.ReasonEventHost} {
 		metric := fmt.Sprintf(`contain_refused_total{reason=%q,stage="enricher"} 1`, reason)
-		waitFor(t, 10*time.Second, metric, func() bool { return strings.Contains(scrape(t, enrPort), metric) })
+		testenv.WaitFor(t, 10*time.Second, metric, func() bool { return strings.Contains(scrape(t, enrPort), metric) })
 	}
 	if n := strings.Count(logs.String(), "refusing batch not bound to its subject's host"); n != 2 {
 		t.Errorf("%d refusal log lines, want one per reason (2)", n)
@@ -130,7 +130,7 @@ func TestCrossHostForgery(t *testing.T) {
 	if err := bus.Publish(ctx, colB, containv1.RawSubject("node-b"), bus.NewProducer("node-b", "collector").Batch(events("node-b"))); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 20*time.Second, "node-b's container frozen by its own host's events", func() bool {
+	testenv.WaitFor(t, 20*time.Second, "node-b's container frozen by its own host's events", func() bool {
 		s, _ := victim.FreezerState()
 		return s == "FROZEN"
 	})

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -56,13 +57,9 @@ func TestDLQCommand(t *testing.T) {
 		_ = bus.Consume(ctx, js, bus.ConsumerConfig{Stream: containv1.StreamEvents, Durable: "dlqcmd", Stage: "test"},
 			func(context.Context, []*containv1.Batch) error { panic("decoder bug") }, m, testenv.Logger(t))
 	}()
-	deadline := time.Now().Add(10 * time.Second)
-	for testutil.ToFloat64(m.DeadLettered.WithLabelValues("test", bus.DLQPanic)) != 1 {
-		if time.Now().After(deadline) {
-			t.Fatal("not dead-lettered")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testenv.WaitFor(t, 10*time.Second, "the panicking batch dead-lettered", func() bool {
+		return testutil.ToFloat64(m.DeadLettered.WithLabelValues("test", bus.DLQPanic)) == 1
+	})
 	cancel()
 	out, err := runCLI(t, "dlq", "list", "--nats-url", url, "--nkey-seed", seed, "--stage", "test")
 	if err != nil {
@@ -113,14 +110,10 @@ func TestDeadLetterUnderDeployConf(t *testing.T) {
 		_ = bus.Consume(ctx, js, bus.ConsumerConfig{Stream: containv1.StreamEvents, Durable: auth.DefaultNames().AnalyzerDurable, Stage: metrics.StageAnalyzer},
 			func(context.Context, []*containv1.Batch) error { panic("bug") }, m, testenv.Logger(t))
 	}()
-	deadline := time.Now().Add(15 * time.Second)
-	for testutil.ToFloat64(m.DeadLettered.WithLabelValues(metrics.StageAnalyzer, bus.DLQPanic)) != 1 {
-		if time.Now().After(deadline) {
-			t.Fatalf("not dead-lettered under deploy/nats/contain.conf (dead_letter errors %v)",
-				testutil.ToFloat64(m.Errors.WithLabelValues(metrics.StageAnalyzer, "dead_letter")))
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testenv.WaitForState(t, 15*time.Second, "dead-lettered under deploy/nats/contain.conf", func() (bool, string) {
+		return testutil.ToFloat64(m.DeadLettered.WithLabelValues(metrics.StageAnalyzer, bus.DLQPanic)) == 1,
+			fmt.Sprintf("dead_letter errors %v", testutil.ToFloat64(m.Errors.WithLabelValues(metrics.StageAnalyzer, "dead_letter")))
+	})
 	time.Sleep(200 * time.Millisecond)
 	if lines, ok := h.Check(ctx); !ok {
 		t.Fatalf("consumer not healthy under deploy/nats/contain.conf: %v", lines)
@@ -133,13 +126,9 @@ func TestDeadLetterUnderDeployConf(t *testing.T) {
 		}
 	}
 	_ = rnc.Flush()
-	deadline = time.Now().Add(5 * time.Second)
-	for !a.violation(resp, bus.DLQSubject(auth.RoleResponder, containv1.AlertsSubject("node-b"))) {
-		if time.Now().After(deadline) {
-			t.Fatal("node-a's responder may write node-b's dead letters")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testenv.WaitFor(t, 5*time.Second, "node-a's responder refused node-b's dead letters", func() bool {
+		return a.violation(resp, bus.DLQSubject(auth.RoleResponder, containv1.AlertsSubject("node-b")))
+	})
 	if a.violation(resp, bus.DLQSubject(auth.RoleResponder, containv1.AlertsSubject("node-a"))) {
 		t.Fatal("node-a's responder may not write its own dead letters")
 	}

@@ -92,7 +92,7 @@ func TestEndToEnd(t *testing.T) {
 	})
 	// The collector attaches in New, before runStages starts it; give the
 	// stages a moment to be up by waiting for the streams' consumers.
-	waitFor(t, 20*time.Second, "stages to start", func() bool {
+	testenv.WaitFor(t, 20*time.Second, "stages to start", func() bool {
 		return countRows(t, ch, "SELECT count() FROM system.tables WHERE database = '"+db+"' AND name = 'actions'") == 1
 	})
 
@@ -104,7 +104,7 @@ func TestEndToEnd(t *testing.T) {
 		},
 	})
 	// Normal behaviour during learning: the loop's own execs.
-	waitFor(t, 20*time.Second, "learning-time execs stored", func() bool {
+	testenv.WaitFor(t, 20*time.Second, "learning-time execs stored", func() bool {
 		return countRows(t, ch, fmt.Sprintf("SELECT count() FROM %s.events WHERE container_id = '%s' AND kind = 'exec' AND exec_filename = '/bin/sleep'", db, c.ID)) > 0
 	})
 	time.Sleep(learning) // the learning window is a span of event time
@@ -116,14 +116,14 @@ func TestEndToEnd(t *testing.T) {
 	// The deviation: an executable never seen while learning.
 	start := time.Now()
 	go func() { _, _ = c.Exec(20*time.Second, "/bin/wget", "--help") }()
-	waitFor(t, 15*time.Second, "container frozen", func() bool {
+	testenv.WaitFor(t, 15*time.Second, "container frozen", func() bool {
 		s, _ := c.FreezerState()
 		return s == "FROZEN"
 	})
 	t.Logf("exec→frozen latency (observed by polling the freezer every 10ms): %v", time.Since(start))
 
 	q := func(sql string) uint64 { return countRows(t, ch, fmt.Sprintf(sql, db, c.ID)) }
-	waitFor(t, 20*time.Second, "exec, alert and action in ClickHouse", func() bool {
+	testenv.WaitFor(t, 20*time.Second, "exec, alert and action in ClickHouse", func() bool {
 		return q("SELECT count() FROM %s.events WHERE container_id = '%s' AND kind = 'exec' AND exec_filename = '/bin/wget'") >= 1 &&
 			q("SELECT count() FROM %s.alerts WHERE container_id = '%s' AND has(reason_codes, 'exec.unseen') AND trigger_exec_filename = '/bin/wget'") >= 1 &&
 			q("SELECT count() FROM %s.actions WHERE container_id = '%s' AND type = 'pause' AND result = 'ok'") >= 1
@@ -167,7 +167,7 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatalf("contain release: %v", err)
 	}
 	t.Log(strings.TrimSpace(out.String()))
-	waitFor(t, 10*time.Second, "container thawed", func() bool {
+	testenv.WaitFor(t, 10*time.Second, "container thawed", func() bool {
 		s, _ := c.FreezerState()
 		return s == "THAWED"
 	})
@@ -176,7 +176,7 @@ func TestEndToEnd(t *testing.T) {
 	if out, err := c.Exec(10*time.Second, "/bin/sleep", "0.01"); err != nil {
 		t.Fatalf("container does not run after release: %q %v", out, err)
 	}
-	waitFor(t, 20*time.Second, "release action in ClickHouse", func() bool {
+	testenv.WaitFor(t, 20*time.Second, "release action in ClickHouse", func() bool {
 		return q("SELECT count() FROM %s.actions WHERE container_id = '%s' AND type = 'release' AND result = 'ok' AND actor = '"+actor+"' AND position(reason, 'note: tester') > 0") >= 1
 	})
 }
@@ -219,15 +219,4 @@ func countRows(t *testing.T, ch clickhouse.Conn, sql string) uint64 {
 		t.Fatalf("%s: %v", sql, err)
 	}
 	return n
-}
-
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }

@@ -130,7 +130,7 @@ sleep 1000000`},
 		}
 	}
 	for _, c := range []*testenv.Container{flooder, renamed} {
-		waitFor(t, 60*time.Second, c.ID+" frozen", func() bool {
+		testenv.WaitFor(t, 60*time.Second, c.ID+" frozen", func() bool {
 			s, _ := c.FreezerState()
 			return s == "FROZEN"
 		})

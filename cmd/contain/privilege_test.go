@@ -97,7 +97,7 @@ func TestStagesRunUnprivileged(t *testing.T) {
 	if err := bus.Publish(ctx, js, containv1.RawSubject("unpriv"), bus.NewProducer("unpriv", "collector").Batch(evs)); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 30*time.Second, "events stored by the unprivileged stages", func() bool {
+	testenv.WaitFor(t, 30*time.Second, "events stored by the unprivileged stages", func() bool {
 		return countRows(t, ch, "SELECT count() FROM system.tables WHERE database = '"+db+"' AND name = 'events'") == 1 &&
 			countRows(t, ch, fmt.Sprintf("SELECT count() FROM %s.events WHERE container_id = 'u1' AND image_ref = 'demo/unpriv:1'", db)) == uint64(len(evs))
 	})

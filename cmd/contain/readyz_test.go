@@ -51,17 +51,13 @@ func TestReadyzRun(t *testing.T) {
 	}
 	wait := func(what string, cond func(int, string) bool, path string) string {
 		t.Helper()
-		deadline := time.Now().Add(20 * time.Second)
-		for {
-			code, body := get(path)
-			if cond(code, body) {
-				return body
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out waiting for %s: last %d %q", what, code, body)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+		var body string
+		testenv.WaitForState(t, 20*time.Second, what, func() (bool, string) {
+			code, b := get(path)
+			body = b
+			return cond(code, b), fmt.Sprintf("%d %q", code, b)
+		})
+		return body
 	}
 	body := wait("ready", func(c int, b string) bool { return c == 200 && strings.Contains(b, "consumer CONTAIN_EVENTS/") }, "/readyz")
 	if !strings.Contains(body, "nats: ok") {

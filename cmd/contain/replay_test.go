@@ -3,10 +3,14 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/containsec/contain/analyzer"
 	"github.com/containsec/contain/internal/bus"
 	"github.com/containsec/contain/schemas/containv1"
 )
@@ -69,5 +73,143 @@ func TestReplay(t *testing.T) {
 	out, err = runCLI(t, "replay", "--nats-url", url, "--rescore")
 	if err != nil || strings.Contains(out, "exec.unseen") || !strings.Contains(out, "re-scored: 0 alerts") {
 		t.Fatalf("rescore with a 1m window: %v\n%s", err, out)
+	}
+}
+
+// replayHistory is a recorded window: container c1 learns 20 execs of
+// sleep over 2 s, then runs wget and connects out 30 s later; container c2
+// (another image) does the same with curl. It is stored in ClickHouse
+// and on CONTAIN_EVENTS.
+func replayHistory(t0 time.Time) []*containv1.Event {
+	ids := containv1.NewIDGen()
+	ev := func(cid, img string, at time.Duration, pid uint32, body func(*containv1.Process) *containv1.Event) *containv1.Event {
+		e := body(&containv1.Process{Pid: pid, Tgid: pid, Ppid: 1, Comm: "sh"})
+		e.Id, e.Host, e.ContainerId, e.ContainerName, e.ImageRef = ids.Next(), "h1", cid, cid+"-name", img
+		e.ImageDigest = "sha256:" + strings.Repeat(img[:1], 64)
+		e.WallNs, e.SchemaVersion = t0.Add(at).UnixNano(), containv1.SchemaVersion
+		return e
+	}
+	exec := func(file string) func(*containv1.Process) *containv1.Event {
+		return func(p *containv1.Process) *containv1.Event {
+			return &containv1.Event{Kind: containv1.Kind_KIND_EXEC, Body: &containv1.Event_Exec{Exec: &containv1.Exec{Proc: p, Filename: file, Argv: []string{file}}}}
+		}
+	}
+	connect := func(p *containv1.Process) *containv1.Event {
+		a := netip.MustParseAddr("::ffff:203.0.113.9").As16()
+		return &containv1.Event{Kind: containv1.Kind_KIND_NETWORK, Body: &containv1.Event_Network{Network: &containv1.Network{Proc: p,
+			Op: containv1.Network_OP_CONNECT, Protocol: containv1.Network_PROTOCOL_TCP, Family: 10, RemoteAddr: a[:], RemotePort: 4444}}}
+	}
+	var h []*containv1.Event
+	for i := range 20 {
+		at := time.Duration(i) * 100 * time.Millisecond
+		h = append(h, ev("c1", "demo:1", at, uint32(100+i), exec("/bin/sleep")), ev("c2", "other:1", at+time.Millisecond, uint32(100+i), exec("/bin/true")))
+	}
+	h = append(h,
+		ev("c1", "demo:1", 30*time.Second, 200, exec("/bin/wget")),
+		ev("c1", "demo:1", 30*time.Second+time.Millisecond, 200, connect),
+		ev("c2", "other:1", 31*time.Second, 300, exec("/bin/curl")))
+	return h
+}
+
+// alertKeys are an engine's alerts as comparable lines: id, container,
+// trigger id and reason codes.
+func alertKeys(alerts []*containv1.Event) []string {
+	var out []string
+	for _, a := range alerts {
+		var codes []string
+		for _, r := range a.GetAlert().GetReasons() {
+			codes = append(codes, r.GetCode())
+		}
+		out = append(out, fmt.Sprintf("%x %s %x %s", a.GetId(), a.GetContainerId(), a.GetAlert().GetTrigger().GetId(), strings.Join(codes, ",")))
+	}
+	return out
+}
+
+// TestReplayWindowReproducesAlerts records a window (ClickHouse and
+// JetStream), runs it through an analyzer as the live pipeline did, then
+// replays container c1's window with `contain replay --to-subject` from
+// each source into a subject of its own at a chosen rate, and feeds what
+// arrives there to a fresh analyzer: the same alerts (same ids, triggers
+// and reasons) come out, c2's stay out, and the rate holds.
+func TestReplayWindowReproducesAlerts(t *testing.T) {
+	t0 := time.Now().Add(-10 * time.Minute).Truncate(time.Second)
+	history := replayHistory(t0)
+	acfg := analyzer.DefaultConfig()
+	acfg.LearningWindow = 5 * time.Second
+	t.Setenv("CONTAIN_ANALYZER_LEARNING_WINDOW", "5s")
+	score := func(evs []*containv1.Event) []string {
+		e, err := analyzer.NewEngine(acfg, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var alerts []*containv1.Event
+		for _, ev := range evs {
+			alerts = append(alerts, e.Observe(ev)...)
+		}
+		return alertKeys(alerts)
+	}
+	var c1 []*containv1.Event
+	for _, ev := range history {
+		if ev.ContainerId == "c1" {
+			c1 = append(c1, ev)
+		}
+	}
+	want := score(c1)
+	if len(want) == 0 {
+		t.Fatal("the recorded window raised no alert for c1")
+	}
+
+	chAddr, _ := seedStore(t, history...)
+	a := deployNATS(t)
+	_, js := a.conn("enricher")
+	p := bus.NewProducer("h1", "enricher")
+	for i := 0; i < len(history); i += 9 {
+		if err := bus.Publish(context.Background(), js, containv1.EventsSubject("h1"), p.Batch(history[i:min(i+9, len(history))])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, rjs := a.conn("admin")
+
+	for _, source := range []string{sourceClickHouse, sourceJetStream} {
+		t.Run(source, func(t *testing.T) {
+			// Into the pipeline's own events subjects, under a host of its own.
+			subject := containv1.EventsSubject("replay-" + source)
+			const rate = 100.0
+			start := time.Now()
+			out, err := runCLI(t, "replay", "--source", source, "--nats-url", a.url, "--clickhouse", chAddr,
+				"--from", t0.Add(-time.Second).Format(time.RFC3339), "--since", "1h", "--container", "c1", "--event-host", "h1",
+				"--to-subject", subject, "--rate", fmt.Sprint(rate), "--batch", "5", "--progress")
+			el := time.Since(start)
+			if err != nil {
+				t.Fatalf("replay: %v\n%s", err, out)
+			}
+			t.Log(out)
+			// ClickHouse knows the total: the progress line is a bar.
+			if source == sourceClickHouse && !strings.Contains(out, fmt.Sprintf("100%% %d/%d events", len(c1), len(c1))) {
+				t.Errorf("no finished progress bar in:\n%s", out)
+			}
+			if min := time.Duration(float64(len(c1)-1) / rate * float64(time.Second)); el < min {
+				t.Errorf("%d events at %v/s took %v, want >= %v", len(c1), rate, el, min)
+			}
+			var replayed []*containv1.Event
+			batches := 0
+			if err := readStream(context.Background(), rjs, containv1.StreamEvents, subject, t0.Add(-time.Hour), time.Time{}, false,
+				func(b *containv1.Batch) error {
+					batches++
+					if len(b.Events) > 5 {
+						t.Errorf("a batch of %d events, want <= 5", len(b.Events))
+					}
+					replayed = append(replayed, b.Events...)
+					return nil
+				}, func(string, error) {}); err != nil {
+				t.Fatal(err)
+			}
+			if len(replayed) != len(c1) {
+				t.Fatalf("%d events in %d batches on %s, want %d", len(replayed), batches, subject, len(c1))
+			}
+			if got := score(replayed); !slices.Equal(got, want) {
+				t.Errorf("replayed window's alerts:\n%s\nwant (recorded):\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+			}
+		})
 	}
 }

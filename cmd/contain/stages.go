@@ -21,6 +21,7 @@ import (
 	"github.com/containsec/contain/enricher"
 	"github.com/containsec/contain/internal/auth"
 	"github.com/containsec/contain/internal/bus"
+	"github.com/containsec/contain/internal/logfields"
 	"github.com/containsec/contain/internal/metrics"
 	"github.com/containsec/contain/internal/sdnotify"
 	"github.com/containsec/contain/internal/tlsconfig"
@@ -188,7 +189,7 @@ func runStages(ctx context.Context, cfg *Config, stages []string, embedded bool,
 			return err
 		}
 		cs.url, cs.own = srv.ClientURL(), users != nil
-		log.Info("embedded NATS started", "url", cs.url, "store_dir", cfg.NATS.Embedded.StoreDir, "auth", users != nil)
+		log.Info("embedded NATS started", logfields.URL, cs.url, logfields.StoreDir, cfg.NATS.Embedded.StoreDir, logfields.Auth, users != nil)
 		defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
 	} else {
 		if cs.url == "" {
@@ -232,7 +233,7 @@ func runStages(ctx context.Context, cfg *Config, stages []string, embedded bool,
 			}
 		}()
 	}
-	slog := func(stage string) *slog.Logger { return log.With("stage", stage) }
+	slog := func(stage string) *slog.Logger { return log.With(logfields.Stage, stage) }
 	for _, s := range stages {
 		if s == stageNotify && !cfg.Notify.Enabled() {
 			continue
@@ -284,15 +285,32 @@ func runStages(ctx context.Context, cfg *Config, stages []string, embedded bool,
 				return err
 			}
 			start(s, c.Run)
+			if cfg.Commits.Enabled {
+				w, err := newCommitWatcher(cfg, js, slog(stageCommits))
+				if err != nil {
+					return err
+				}
+				start(stageCommits, w.Run)
+			}
 		}
 	}
 	// Every stage is built: the collector's programs are loaded, the
 	// responder's clients made. Keep only what running needs.
 	if err := dropCaps(log); err != nil {
-		log.Warn("least privilege", "err", err)
+		log.Warn("least privilege", logfields.Err, err)
+	}
+	if cfg.Console.Listen != "" && embedded {
+		c := *cfg
+		c.NATS.URL = cs.url
+		srv, stop, err := newConsole(ctx, &c, log.With(logfields.Stage, "console"), m.Registry, rep.Health)
+		if err != nil {
+			return err
+		}
+		defer stop()
+		start("console", srv.ListenAndServe)
 	}
 	rep.Health.Remove(checkStarting)
-	log.Info("contain running", "version", versionString(), "host", cfg.Host, "stages", strings.Join(stages, ","))
+	log.Info("contain running", logfields.Version, versionString(), logfields.Host, cfg.Host, logfields.Stages, strings.Join(stages, ","))
 	// systemd (Type=notify) starts what depends on contain only now.
 	if _, err := sdnotify.Notify(sdnotify.Ready, sdnotify.Status("running "+strings.Join(stages, ","))); err != nil {
 		log.Warn("telling systemd contain is ready", "err", err)
@@ -322,7 +340,7 @@ func serveMetrics(addr string, m *metrics.Metrics, health *bus.Health, hc bus.He
 	mux.Handle("/readyz", health.ReadyHandler(hc.JetstreamTimeout+time.Second))
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
-	log.Info("metrics listening", "addr", ln.Addr().String())
+	log.Info("metrics listening", logfields.Addr, ln.Addr().String())
 	return func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()

@@ -53,7 +53,7 @@ func TestUnifiedEndToEnd(t *testing.T) {
 	stages := []string{stageResponder, stageAnalyzer, stageEnricher, stageCollector}
 	t.Cleanup(startStages(t, &cfg, stages, log))
 	// The responder serves quarantine.list once it is up.
-	waitFor(t, 20*time.Second, "responder up", func() bool {
+	testenv.WaitFor(t, 20*time.Second, "responder up", func() bool {
 		_, err := responder.ListQuarantined(context.Background(), nc, host)
 		return err == nil
 	})
@@ -93,14 +93,14 @@ func TestUnifiedEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cc.Stop()
-	waitFor(t, 30*time.Second, "learning-time execs collected", seen.Load)
+	testenv.WaitFor(t, 30*time.Second, "learning-time execs collected", seen.Load)
 	time.Sleep(learning + time.Second)
 	if frozen() {
 		t.Fatal("frozen before the deviation")
 	}
 	start := time.Now()
 	go func() { _, _ = c.Exec(20*time.Second, "/bin/wget", "--help") }()
-	waitFor(t, 15*time.Second, "container frozen (cgroup.events frozen 1)", frozen)
+	testenv.WaitFor(t, 15*time.Second, "container frozen (cgroup.events frozen 1)", frozen)
 	t.Logf("exec→frozen latency (polled): %v", time.Since(start))
 	if b, _ := os.ReadFile(freeze); strings.TrimSpace(string(b)) != "1" {
 		t.Fatalf("cgroup.freeze %q while frozen", b)
@@ -113,7 +113,7 @@ func TestUnifiedEndToEnd(t *testing.T) {
 	if _, err := responder.Release(context.Background(), nc, auth.NewSigner(op), host, c.ID, "e2e: investigated", ""); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "container thawed", func() bool { return !frozen() })
+	testenv.WaitFor(t, 10*time.Second, "container thawed", func() bool { return !frozen() })
 	if out, err := c.Exec(10*time.Second, "/bin/sleep", "0.01"); err != nil {
 		t.Fatalf("container does not run after release: %q %v", out, err)
 	}

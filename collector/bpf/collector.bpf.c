@@ -3,6 +3,7 @@
 // tp_btf or raw tracepoints. Programs that may be refused (fentry, LSM,
 // kprobes) live in other objects.
 #include "common.h"
+#include "syscall_nr.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -273,6 +274,44 @@ int exec_raw_tp(struct bpf_raw_tracepoint_args *ctx)
 	return handle_exec((struct task_struct *)ctx->args[0], (struct linux_binprm *)ctx->args[2], true);
 }
 
+#if defined(__TARGET_ARCH_arm64)
+// arm64's pt_regs, relocated against the running kernel (CO-RE; vmlinux.h
+// is x86's). At sys_exit x0 holds the result: the first argument is
+// orig_x0.
+struct pt_regs___c_arm64 {
+	__u64 regs[31];
+	__u64 sp;
+	__u64 pc;
+	__u64 pstate;
+	__u64 orig_x0;
+	__s32 syscallno;
+} __attribute__((preserve_access_index));
+
+// arm64 syscall arguments: orig_x0, x1-x5.
+static __always_inline __u64 arg(struct pt_regs *regs, int i)
+{
+	struct pt_regs___c_arm64 *r = (void *)regs;
+	switch (i) {
+	case 0:
+		return BPF_CORE_READ(r, orig_x0);
+	case 1:
+		return BPF_CORE_READ(r, regs[1]);
+	case 2:
+		return BPF_CORE_READ(r, regs[2]);
+	case 3:
+		return BPF_CORE_READ(r, regs[3]);
+	case 4:
+		return BPF_CORE_READ(r, regs[4]);
+	default:
+		return BPF_CORE_READ(r, regs[5]);
+	}
+}
+
+// syscall_id is the number of the syscall returning (regs a BTF pointer
+// or not).
+#define syscall_id(regs) ((long)BPF_CORE_READ((struct pt_regs___c_arm64 *)(regs), syscallno))
+#define syscall_id_btf(regs) syscall_id(regs)
+#else
 // x86-64 syscall arguments: di, si, dx, r10, r8, r9.
 static __always_inline __u64 arg(struct pt_regs *regs, int i)
 {
@@ -292,15 +331,20 @@ static __always_inline __u64 arg(struct pt_regs *regs, int i)
 	}
 }
 
+#define syscall_id(regs) ((long)BPF_CORE_READ(regs, orig_ax))
+#define syscall_id_btf(regs) ((long)(regs)->orig_ax)
+#endif
+
 // emit_syscall writes a first-use or sensitive syscall record; never rate
-// limited (a flood must not hide them).
-static __always_inline void emit_syscall(struct pt_regs *regs, __u64 cgid, __u32 nr, __u32 mode, long ret,
+// limited (a flood must not hide them). It returns false when the ring
+// buffer refused the record (counted).
+static __always_inline bool emit_syscall(struct pt_regs *regs, __u64 cgid, __u32 nr, __u32 mode, long ret,
 					 struct task_origin org)
 {
 	struct syscall_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
 		count_loss(LOSS_RINGBUF_SYSCALL);
-		return;
+		return false;
 	}
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
 	fill_hdr(&e->hdr, RECORD_SYSCALL, task, cgid, org);
@@ -314,6 +358,7 @@ static __always_inline void emit_syscall(struct pt_regs *regs, __u64 cgid, __u32
 		__builtin_memset(e->args, 0, sizeof(e->args));
 	}
 	bpf_ringbuf_submit(e, submit_flags(RECORD_SYSCALL));
+	return true;
 }
 
 // first_of marks nr as seen for origin in seen and reports whether it was new.
@@ -362,6 +407,31 @@ static __always_inline long count_syscall(__u64 cgid, __u32 nr, __u8 origin)
 	}
 	c->n[nr & (SYSCALL_MAX - 1)]++;
 	return FIRST_OF(c->seen, origin, nr);
+}
+
+// unsee clears the first-use bit count_syscall set on this CPU for (cgid,
+// nr, origin): the record reporting it was lost, so the next use reports it
+// again (a program runs on one CPU throughout, and the bits are per CPU).
+static __always_inline void unsee(__u64 cgid, __u32 nr, __u8 origin)
+{
+	__u32 slot = (cgid * 0x9E3779B97F4A7C15ULL) >> 56;
+	__u64 bit = 1ULL << (nr & 63);
+	__u32 o = origin & (ORIGIN_CLASSES - 1), w = (nr >> 6) & (SYSCALL_MAX / 64 - 1);
+	struct count_slot *s = bpf_map_lookup_elem(&count_slots, &slot);
+	if (s && s->cgroup_id == cgid) {
+		s->seen[o][w] &= ~bit;
+		return;
+	}
+	struct syscall_counts *c = bpf_map_lookup_elem(&syscall_counts, &cgid);
+	if (c)
+		c->seen[o][w] &= ~bit;
+}
+
+// emit_first reports a first use, forgetting it when the record is lost.
+static __always_inline void emit_first(struct pt_regs *regs, __u64 cgid, __u32 nr, long ret, struct task_origin org)
+{
+	if (!emit_syscall(regs, cgid, nr, SYSCALL_MODE_FIRST, ret, org))
+		unsee(cgid, nr, org.origin);
 }
 
 #define AF_INET 2
@@ -421,13 +491,13 @@ static __always_inline void handle_net(struct pt_regs *regs, __u64 cgid, __u32 n
 	long fd = (long)(int)arg(regs, 0);
 	__u8 op;
 	switch (nr) {
-	case 42: // connect
+	case NR_connect: // connect
 		op = NET_CONNECT;
 		break;
-	case 49: // bind
+	case NR_bind: // bind
 		op = NET_BIND;
 		break;
-	case 50: // listen
+	case NR_listen: // listen
 		op = NET_LISTEN;
 		break;
 	default: // accept, accept4: the new socket
@@ -653,18 +723,20 @@ static __always_inline void handle_file(struct pt_regs *regs, __u64 cgid, __u32 
 	bool literal = false; // path is kept as passed (a symlink's target)
 	long fd_file = -1;    // ftruncate: the file is the fd's
 	switch (nr) {
-	case 2: // open(path, flags, mode)
+#ifdef NR_open
+	case NR_open: // open(path, flags, mode)
 		path = (const char *)arg(regs, 0);
 		flags = arg(regs, 1);
 		mode = arg(regs, 2);
 		break;
-	case 257: // openat(dfd, path, flags, mode)
+#endif
+	case NR_openat: // openat(dfd, path, flags, mode)
 		dfd = arg(regs, 0);
 		path = (const char *)arg(regs, 1);
 		flags = arg(regs, 2);
 		mode = arg(regs, 3);
 		break;
-	case 437: { // openat2(dfd, path, how, size)
+	case NR_openat2: { // openat2(dfd, path, how, size)
 		dfd = arg(regs, 0);
 		path = (const char *)arg(regs, 1);
 		__u64 how[2] = {};
@@ -673,28 +745,34 @@ static __always_inline void handle_file(struct pt_regs *regs, __u64 cgid, __u32 
 		mode = how[1];
 		break;
 	}
-	case 85: // creat(path, mode)
+#ifdef NR_creat
+	case NR_creat: // creat(path, mode)
 		path = (const char *)arg(regs, 0);
 		flags = O_CREAT | O_WRONLY | O_TRUNC;
 		mode = arg(regs, 1);
 		break;
-	case 133: // mknod(path, mode, dev)
+#endif
+#ifdef NR_mknod
+	case NR_mknod: // mknod(path, mode, dev)
 		op = FILE_MKNOD;
 		path = (const char *)arg(regs, 0);
 		mode = arg(regs, 1);
 		break;
-	case 259: // mknodat(dfd, path, mode, dev)
+#endif
+	case NR_mknodat: // mknodat(dfd, path, mode, dev)
 		op = FILE_MKNOD;
 		dfd = arg(regs, 0);
 		path = (const char *)arg(regs, 1);
 		mode = arg(regs, 2);
 		break;
-	case 86: // link(old, new)
+#ifdef NR_link
+	case NR_link: // link(old, new)
 		op = FILE_LINK;
 		path = (const char *)arg(regs, 0);
 		new_path = (const char *)arg(regs, 1);
 		break;
-	case 265: // linkat(odfd, old, ndfd, new, flags)
+#endif
+	case NR_linkat: // linkat(odfd, old, ndfd, new, flags)
 		op = FILE_LINK;
 		dfd = arg(regs, 0);
 		path = (const char *)arg(regs, 1);
@@ -702,83 +780,95 @@ static __always_inline void handle_file(struct pt_regs *regs, __u64 cgid, __u32 
 		new_path = (const char *)arg(regs, 3);
 		flags = arg(regs, 4);
 		break;
-	case 88: // symlink(target, link)
+#ifdef NR_symlink
+	case NR_symlink: // symlink(target, link)
 		op = FILE_SYMLINK;
 		literal = true;
 		path = (const char *)arg(regs, 0);
 		new_path = (const char *)arg(regs, 1);
 		break;
-	case 266: // symlinkat(target, ndfd, link)
+#endif
+	case NR_symlinkat: // symlinkat(target, ndfd, link)
 		op = FILE_SYMLINK;
 		literal = true;
 		path = (const char *)arg(regs, 0);
 		ndfd = arg(regs, 1);
 		new_path = (const char *)arg(regs, 2);
 		break;
-	case 76: // truncate(path, length)
+	case NR_truncate: // truncate(path, length)
 		op = FILE_TRUNCATE;
 		path = (const char *)arg(regs, 0);
 		break;
-	case 77: // ftruncate(fd, length): the fd's file (inspected below)
+	case NR_ftruncate: // ftruncate(fd, length): the fd's file (inspected below)
 		op = FILE_TRUNCATE;
 		fd_file = arg(regs, 0);
 		break;
-	case 83: // mkdir(path, mode)
+#ifdef NR_mkdir
+	case NR_mkdir: // mkdir(path, mode)
 		op = FILE_MKDIR;
 		path = (const char *)arg(regs, 0);
 		mode = arg(regs, 1);
 		break;
-	case 258: // mkdirat(dfd, path, mode)
+#endif
+	case NR_mkdirat: // mkdirat(dfd, path, mode)
 		op = FILE_MKDIR;
 		dfd = arg(regs, 0);
 		path = (const char *)arg(regs, 1);
 		mode = arg(regs, 2);
 		break;
-	case 82: // rename(old, new)
+#ifdef NR_rename
+	case NR_rename: // rename(old, new)
 		op = FILE_RENAME;
 		path = (const char *)arg(regs, 0);
 		new_path = (const char *)arg(regs, 1);
 		break;
-	case 264: // renameat(odfd, old, ndfd, new)
-	case 316: // renameat2(odfd, old, ndfd, new, flags)
+#endif
+	case NR_renameat: // renameat(odfd, old, ndfd, new)
+	case NR_renameat2: // renameat2(odfd, old, ndfd, new, flags)
 		op = FILE_RENAME;
 		dfd = arg(regs, 0);
 		path = (const char *)arg(regs, 1);
 		ndfd = arg(regs, 2);
 		new_path = (const char *)arg(regs, 3);
-		if (nr == 316)
+		if (nr == NR_renameat2)
 			flags = arg(regs, 4);
 		break;
-	case 87: // unlink(path)
+#ifdef NR_unlink
+	case NR_unlink: // unlink(path)
 		op = FILE_UNLINK;
 		path = (const char *)arg(regs, 0);
 		break;
-	case 263: // unlinkat(dfd, path, flags)
+#endif
+	case NR_unlinkat: // unlinkat(dfd, path, flags)
 		op = FILE_UNLINK;
 		dfd = arg(regs, 0);
 		path = (const char *)arg(regs, 1);
 		flags = arg(regs, 2);
 		break;
-	case 90: // chmod(path, mode)
+#ifdef NR_chmod
+	case NR_chmod: // chmod(path, mode)
 		op = FILE_CHMOD;
 		path = (const char *)arg(regs, 0);
 		mode = arg(regs, 1);
 		break;
-	case 268: // fchmodat(dfd, path, mode)
-	case 452: // fchmodat2(dfd, path, mode, flags)
+#endif
+	case NR_fchmodat: // fchmodat(dfd, path, mode)
+	case NR_fchmodat2: // fchmodat2(dfd, path, mode, flags)
 		op = FILE_CHMOD;
 		dfd = arg(regs, 0);
 		path = (const char *)arg(regs, 1);
 		mode = arg(regs, 2);
 		break;
-	case 92: // chown(path, uid, gid)
-	case 94: // lchown
+#ifdef NR_chown
+	case NR_chown: // chown(path, uid, gid)
+	case NR_lchown: // lchown
 		op = FILE_CHOWN;
 		path = (const char *)arg(regs, 0);
 		uid = arg(regs, 1);
 		gid = arg(regs, 2);
 		break;
-	case 260: // fchownat(dfd, path, uid, gid, flags)
+#endif
+	case NR_fchownat: // fchownat(dfd, path, uid, gid, flags)
 		op = FILE_CHOWN;
 		dfd = arg(regs, 0);
 		path = (const char *)arg(regs, 1);
@@ -954,7 +1044,7 @@ static __always_inline int handle_sys_exit(struct pt_regs *regs, long id, long r
 	if (class & CLASS_SENSITIVE)
 		emit_syscall(regs, cgid, nr, SYSCALL_MODE_SENSITIVE, ret, org);
 	else if (first == 1)
-		emit_syscall(regs, cgid, nr, SYSCALL_MODE_FIRST, ret, org);
+		emit_first(regs, cgid, nr, ret, org);
 	if ((class & (CLASS_SOCKET | CLASS_SENSITIVE)) == CLASS_SOCKET && packet_or_raw(regs))
 		emit_syscall(regs, cgid, nr, SYSCALL_MODE_SENSITIVE, ret, org);
 	if (class & CLASS_NET)
@@ -969,14 +1059,14 @@ static __always_inline int handle_sys_exit(struct pt_regs *regs, long id, long r
 SEC("tp_btf/sys_exit")
 int BPF_PROG(sys_exit_tp_btf, struct pt_regs *regs, long ret)
 {
-	return handle_sys_exit(regs, regs->orig_ax, ret, false);
+	return handle_sys_exit(regs, syscall_id_btf(regs), ret, false);
 }
 
 SEC("raw_tracepoint/sys_exit")
 int sys_exit_raw_tp(struct bpf_raw_tracepoint_args *ctx)
 {
 	struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
-	return handle_sys_exit(regs, BPF_CORE_READ(regs, orig_ax), (long)ctx->args[1], true);
+	return handle_sys_exit(regs, syscall_id(regs), (long)ctx->args[1], true);
 }
 
 // test_sys_exit runs handle_sys_exit with the syscall number given in the
@@ -1046,9 +1136,9 @@ static __always_inline int handle_exit(struct task_struct *task, bool group_dead
 	struct task_origin org = current_origin(cgid, lazy);
 	int code = BPF_CORE_READ(task, exit_code);
 	if (track_counts && (code & 0x7f) == 0) {
-		__u32 nr = (BPF_CORE_READ(task, signal, flags) & SIGNAL_GROUP_EXIT) ? 231 : 60;
+		__u32 nr = (BPF_CORE_READ(task, signal, flags) & SIGNAL_GROUP_EXIT) ? NR_exit_group : NR_exit;
 		if (count_syscall(cgid, nr, org.origin) == 1)
-			emit_syscall(NULL, cgid, nr, SYSCALL_MODE_FIRST, 0, org);
+			emit_first(NULL, cgid, nr, 0, org);
 	}
 	if (track_procs && group_dead)
 		emit_proc(task, cgid, PROC_EXIT, 0, code, org);

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/containsec/contain/internal/logfields"
 	"github.com/containsec/contain/internal/metrics"
 	"github.com/containsec/contain/schemas/containv1"
 )
@@ -189,7 +190,7 @@ func (b *Batcher) Run(ctx context.Context) error {
 		if err := Publish(pctx, b.js, b.cfg.Subject, batch); err != nil {
 			b.m.Dropped.WithLabelValues(b.cfg.Stage, "publish_failed").Add(float64(len(pending)))
 			b.m.Errors.WithLabelValues(b.cfg.Stage, "publish").Inc()
-			b.log.Error("publishing batch", "subject", b.cfg.Subject, "events", len(pending), "err", err)
+			b.log.Error("publishing batch", logfields.Subject, b.cfg.Subject, logfields.Events, len(pending), logfields.Err, err)
 		} else {
 			b.m.EventsOut.WithLabelValues(b.cfg.Stage).Add(float64(len(pending)))
 			b.m.BatchEvents.WithLabelValues(b.cfg.Stage).Observe(float64(len(pending)))
@@ -200,7 +201,7 @@ func (b *Batcher) Run(ctx context.Context) error {
 		n := proto.Size(ev)
 		if n > b.cfg.MaxBytes {
 			b.m.Dropped.WithLabelValues(b.cfg.Stage, "oversize").Inc()
-			b.log.Warn("event larger than a batch dropped", "bytes", n, "kind", ev.Kind.String())
+			b.log.Warn("event larger than a batch dropped", logfields.Bytes, n, logfields.Kind, ev.Kind.String())
 			return
 		}
 		if size+n > b.cfg.MaxBytes {

@@ -41,7 +41,7 @@ func TestBatcherAppendKeepsOrderFlushesFullBatches(t *testing.T) {
 		}
 		if i%100 == 99 {
 			// Let Run take each full batch before the next fills.
-			waitFor(t, 5*time.Second, "full batch published", func() bool {
+			testenv.WaitFor(t, 5*time.Second, "full batch published", func() bool {
 				return testutil.ToFloat64(m.EventsOut.WithLabelValues(metrics.StageCollector)) == float64(i+1)
 			})
 		}
@@ -59,7 +59,7 @@ func TestBatcherAppendKeepsOrderFlushesFullBatches(t *testing.T) {
 	go func() {
 		_ = bus.Consume(ctx, js, bus.ConsumerConfig{Stream: containv1.StreamRaw, Durable: "t", Stage: "test"}, got.handler(nil), m, log)
 	}()
-	waitFor(t, 10*time.Second, "all events consumed", func() bool { return got.len() == full+rest })
+	testenv.WaitFor(t, 10*time.Second, "all events consumed", func() bool { return got.len() == full+rest })
 	got.mu.Lock()
 	defer got.mu.Unlock()
 	for i, ev := range got.events {
@@ -87,7 +87,7 @@ func TestBatcherAppendFlushesAtTick(t *testing.T) {
 	for range 3 {
 		b.Append(execEvent(ids, "c1", "/bin/sh"))
 	}
-	waitFor(t, 5*time.Second, "3 events published", func() bool {
+	testenv.WaitFor(t, 5*time.Second, "3 events published", func() bool {
 		return testutil.ToFloat64(m.EventsOut.WithLabelValues(metrics.StageCollector)) == 3
 	})
 }

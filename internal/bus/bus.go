@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/containsec/contain/internal/logfields"
 	"github.com/containsec/contain/schemas/containv1"
 )
 
@@ -115,10 +116,10 @@ func Connect(url, name string, log *slog.Logger, extra ...nats.Option) (*nats.Co
 		nats.ReconnectWait(250 * time.Millisecond),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil {
-				log.Warn("nats disconnected", "err", err)
+				log.Warn("nats disconnected", logfields.Err, err)
 			}
 		}),
-		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("nats reconnected", "url", c.ConnectedUrl()) }),
+		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("nats reconnected", logfields.URL, c.ConnectedUrl()) }),
 		nats.ClosedHandler(forgetViolations),
 		// Asynchronous errors, e.g. a permission the server refused.
 		nats.ErrorHandler(func(nc *nats.Conn, sub *nats.Subscription, err error) {
@@ -127,7 +128,7 @@ func Connect(url, name string, log *slog.Logger, extra ...nats.Option) (*nats.Co
 			if sub != nil {
 				subject = sub.Subject
 			}
-			log.Error("nats error", "subject", subject, "err", err)
+			log.Error("nats error", logfields.Subject, subject, logfields.Err, err)
 		}),
 	}, extra...)
 	nc, err := nats.Connect(url, opts...)

@@ -24,18 +24,6 @@ func execEvent(ids *containv1.IDGen, container, file string) *containv1.Event {
 	}
 }
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 type collected struct {
 	mu     sync.Mutex
 	events []*containv1.Event
@@ -91,7 +79,7 @@ func TestBatcherToConsumerKeepsOrderAndSkipsMalformed(t *testing.T) {
 	go func() {
 		_ = bus.Consume(ctx, js, bus.ConsumerConfig{Stream: containv1.StreamRaw, Durable: "t", Stage: "test"}, got.handler(nil), m, log)
 	}()
-	waitFor(t, 10*time.Second, "all events consumed", func() bool { return got.len() == n })
+	testenv.WaitFor(t, 10*time.Second, "all events consumed", func() bool { return got.len() == n })
 	got.mu.Lock()
 	for i, ev := range got.events {
 		want := "/bin/x" + string(rune('a'+i%26))
@@ -100,7 +88,7 @@ func TestBatcherToConsumerKeepsOrderAndSkipsMalformed(t *testing.T) {
 		}
 	}
 	got.mu.Unlock()
-	waitFor(t, 5*time.Second, "malformed counted", func() bool {
+	testenv.WaitFor(t, 5*time.Second, "malformed counted", func() bool {
 		return testutil.ToFloat64(m.Malformed.WithLabelValues("test")) == 1
 	})
 	if v := testutil.ToFloat64(m.EventsOut.WithLabelValues(metrics.StageCollector)); v != n {
@@ -129,7 +117,7 @@ func TestConsumerRedeliversAfterHandlerFailure(t *testing.T) {
 			Stream: containv1.StreamEvents, Durable: "t", Stage: "test", RetryDelay: 20 * time.Millisecond,
 		}, got.handler(func(call int) bool { return call <= 3 }), m, testenv.Logger(t))
 	}()
-	waitFor(t, 10*time.Second, "5 events after failures", func() bool { return got.len() >= 5 })
+	testenv.WaitFor(t, 10*time.Second, "5 events after failures", func() bool { return got.len() >= 5 })
 	if n := got.len(); n != 5 {
 		t.Fatalf("got %d events, want exactly 5", n)
 	}

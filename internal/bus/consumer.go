@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/containsec/contain/internal/logfields"
 	"github.com/containsec/contain/internal/metrics"
 	"github.com/containsec/contain/schemas/containv1"
 )
@@ -86,7 +87,7 @@ func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, h 
 		if err == nil {
 			break
 		}
-		log.Warn("creating consumer, retrying", "stream", cfg.Stream, "durable", cfg.Durable, "err", err)
+		log.Warn("creating consumer, retrying", logfields.Stream, cfg.Stream, logfields.Durable, cfg.Durable, logfields.Err, err)
 		select {
 		case <-ctx.Done():
 			return nil
@@ -114,7 +115,7 @@ func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, h 
 				return nil
 			}
 			m.Errors.WithLabelValues(cfg.Stage, "fetch").Inc()
-			log.Warn("fetch failed", "durable", cfg.Durable, "err", err)
+			log.Warn("fetch failed", logfields.Durable, cfg.Durable, logfields.Err, err)
 			time.Sleep(200 * time.Millisecond)
 			continue
 		}
@@ -128,7 +129,7 @@ func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, h 
 				m.Malformed.WithLabelValues(cfg.Stage).Inc()
 				if !loggedMalformed.Swap(true) {
 					log.Error("skipping malformed message (logged once; see contain_malformed_messages_total)",
-						"subject", msg.Subject(), "bytes", len(msg.Data()), "err", err)
+						logfields.Subject, msg.Subject(), logfields.Bytes, len(msg.Data()), logfields.Err, err)
 				}
 				_ = msg.Term()
 				continue
@@ -139,7 +140,7 @@ func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, h 
 				if !loggedRefused[reason] {
 					loggedRefused[reason] = true
 					log.Error("refusing batch not bound to its subject's host (logged once per reason; see contain_refused_total)",
-						"reason", reason, "batch_host", b.GetHost(), "batch_stage", b.GetStage(), "err", err)
+						logfields.Reason, reason, logfields.BatchHost, b.GetHost(), logfields.BatchStage, b.GetStage(), logfields.Err, err)
 				}
 				_ = msg.Term()
 				continue
@@ -171,7 +172,7 @@ func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, h 
 			backoff = cfg.RetryDelay
 			continue
 		}
-		log.Warn("handler failed; messages will be redelivered", "durable", cfg.Durable, "messages", len(good), "retry_in", backoff, "err", err)
+		log.Warn("handler failed; messages will be redelivered", logfields.Durable, cfg.Durable, logfields.Messages, len(good), logfields.RetryIn, backoff, logfields.Err, err)
 		select {
 		case <-ctx.Done():
 			return nil

@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/containsec/contain/internal/logfields"
 	"github.com/containsec/contain/internal/metrics"
 	"github.com/containsec/contain/schemas/containv1"
 )
@@ -95,7 +96,7 @@ func (s *consumerState) countExpiredLocked(n uint64) {
 	s.expired += n
 	s.m.Expired.WithLabelValues(s.cfg.Stream, s.cfg.Durable).Add(float64(n))
 	s.log.Warn("messages expired from the stream before this consumer received them (see contain_expired_total)",
-		"stream", s.cfg.Stream, "durable", s.cfg.Durable, "messages", n, "total", s.expired)
+		logfields.Stream, s.cfg.Stream, logfields.Durable, s.cfg.Durable, logfields.Messages, n, logfields.Total, s.expired)
 }
 
 func (s *consumerState) done(msg jetstream.Msg) {
@@ -118,7 +119,7 @@ func (s *consumerState) call(ctx context.Context, batches []*containv1.Batch) (e
 			if !s.loggedStack {
 				s.loggedStack = true
 				s.log.Error("handler panicked; batch dead-lettered, consumer goes on (stack logged once per consumer)",
-					"durable", s.cfg.Durable, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+					logfields.Durable, s.cfg.Durable, logfields.Panic, fmt.Sprint(r), logfields.Stack, string(debug.Stack()))
 			}
 		}
 	}()
@@ -132,7 +133,7 @@ func (s *consumerState) ack(msgs []jetstream.Msg) {
 		s.done(msg)
 		if err := msg.Ack(); err != nil {
 			s.m.Errors.WithLabelValues(s.cfg.Stage, "ack").Inc()
-			s.log.Warn("ack failed; message may be redelivered", "err", fmt.Errorf("ack: %w", err))
+			s.log.Warn("ack failed; message may be redelivered", logfields.Err, fmt.Errorf("ack: %w", err))
 		}
 	}
 }
@@ -204,8 +205,8 @@ func (s *consumerState) single(ctx context.Context, msg jetstream.Msg, herr erro
 	}
 	if err := deadLetter(ctx, s.js, msg, s.cfg.Stage, s.cfg.Durable, reason, herr, s.rep); err != nil {
 		s.m.Errors.WithLabelValues(s.cfg.Stage, "dead_letter").Inc()
-		s.log.Error("dead-lettering failed; message kept and redelivered", "durable", s.cfg.Durable,
-			"subject", msg.Subject(), "seq", seq, "err", err)
+		s.log.Error("dead-lettering failed; message kept and redelivered", logfields.Durable, s.cfg.Durable,
+			logfields.Subject, msg.Subject(), logfields.Seq, seq, logfields.Err, err)
 		_ = msg.NakWithDelay(delay)
 		return false
 	}
@@ -215,8 +216,8 @@ func (s *consumerState) single(ctx context.Context, msg jetstream.Msg, herr erro
 	s.done(msg)
 	s.m.DeadLettered.WithLabelValues(s.cfg.Stage, reason).Inc()
 	s.log.Error("message dead-lettered to "+DLQStream+" (see contain_dead_lettered_total; contain dlq list)",
-		"durable", s.cfg.Durable, "subject", msg.Subject(), "seq", seq, "deliveries", md.NumDelivered,
-		"reason", reason, "err", herr)
+		logfields.Durable, s.cfg.Durable, logfields.Subject, msg.Subject(), logfields.Seq, seq, logfields.Deliveries, md.NumDelivered,
+		logfields.Reason, reason, logfields.Err, herr)
 	return true
 }
 
@@ -244,7 +245,7 @@ func (s *consumerState) check(ctx context.Context, cons jetstream.Consumer) {
 		first = st.CachedInfo().State.FirstSeq
 	} else if !s.loggedNoInfo {
 		s.loggedNoInfo = true
-		s.log.Debug("no stream info: expiry seen only in delivered sequences", "stream", s.cfg.Stream, "err", err)
+		s.log.Debug("no stream info: expiry seen only in delivered sequences", logfields.Stream, s.cfg.Stream, logfields.Err, err)
 	}
 	s.mu.Lock()
 	next := max(ci.Delivered.Stream, s.hi) + 1

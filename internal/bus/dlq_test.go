@@ -87,12 +87,12 @@ func runPoison(t *testing.T, panics bool, reason string) {
 			Stream: containv1.StreamEvents, Durable: "poison", Stage: "test", RetryDelay: 20 * time.Millisecond,
 		}, pc.handler(panics), m, testenv.Logger(t))
 	}()
-	waitFor(t, 20*time.Second, "poison dead-lettered", func() bool {
+	testenv.WaitFor(t, 20*time.Second, "poison dead-lettered", func() bool {
 		return testutil.ToFloat64(m.DeadLettered.WithLabelValues("test", reason)) == 1
 	})
 	// Later batches flow.
 	publishFile(t, ctx, js, prod, "/bin/good2")
-	waitFor(t, 10*time.Second, "later batches", func() bool {
+	testenv.WaitFor(t, 10*time.Second, "later batches", func() bool {
 		return pc.has("/bin/good0") && pc.has("/bin/good1") && pc.has("/bin/good2")
 	})
 	dl, err := bus.ListDLQ(ctx, js, "test", 0)
@@ -121,7 +121,7 @@ func runPoison(t *testing.T, panics bool, reason string) {
 	if err != nil || n != 1 {
 		t.Fatalf("replay: %d, %v", n, err)
 	}
-	waitFor(t, 10*time.Second, "replayed poison consumed", func() bool { return pc.has("/bin/poison") })
+	testenv.WaitFor(t, 10*time.Second, "replayed poison consumed", func() bool { return pc.has("/bin/poison") })
 	if dl, _ := bus.ListDLQ(ctx, js, "", 0); len(dl) != 0 {
 		t.Fatalf("DLQ after replay: %+v", dl)
 	}
@@ -165,11 +165,11 @@ func TestOutageDeadLettersNothing(t *testing.T) {
 			Stream: containv1.StreamEvents, Durable: "outage", Stage: "test", RetryDelay: 10 * time.Millisecond,
 		}, got.handler(func(int) bool { return down.Load() }), m, testenv.Logger(t))
 	}()
-	waitFor(t, 10*time.Second, "many failures", func() bool {
+	testenv.WaitFor(t, 10*time.Second, "many failures", func() bool {
 		return testutil.ToFloat64(m.Errors.WithLabelValues("test", "handler")) >= 8
 	})
 	down.Store(false)
-	waitFor(t, 20*time.Second, "all events after the outage", func() bool { return got.len() == 3 })
+	testenv.WaitFor(t, 20*time.Second, "all events after the outage", func() bool { return got.len() == 3 })
 	if n := testutil.ToFloat64(m.DeadLettered.WithLabelValues("test", bus.DLQHandlerError)); n != 0 {
 		t.Fatalf("dead-lettered %v during an outage", n)
 	}

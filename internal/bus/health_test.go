@@ -54,22 +54,22 @@ func TestExpiredBeforeDeliveryCounted(t *testing.T) {
 
 	pub(2)
 	stop := consume()
-	waitFor(t, 5*time.Second, "2 events", func() bool { return got.len() == 2 })
+	testenv.WaitFor(t, 5*time.Second, "2 events", func() bool { return got.len() == 2 })
 	stop()
 	pub(3)
 	st, err := js.Stream(base, "EXP")
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "the stream to expire its messages", func() bool {
+	testenv.WaitFor(t, 10*time.Second, "the stream to expire its messages", func() bool {
 		info, err := st.Info(base)
 		return err == nil && info.State.Msgs == 0
 	})
 	stop = consume()
 	defer stop()
-	waitFor(t, 5*time.Second, "expired counted", func() bool { return expired() >= 3 })
+	testenv.WaitFor(t, 5*time.Second, "expired counted", func() bool { return expired() >= 3 })
 	pub(2)
-	waitFor(t, 5*time.Second, "later events", func() bool { return got.len() == 4 })
+	testenv.WaitFor(t, 5*time.Second, "later events", func() bool { return got.len() == 4 })
 	time.Sleep(300 * time.Millisecond) // a few more checks
 	if n := expired(); n != 3 {
 		t.Fatalf("contain_expired_total = %v, want 3", n)
@@ -120,7 +120,7 @@ func TestReadyzFollowsNATS(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(srv2.Shutdown)
-	waitFor(t, 10*time.Second, "ready after restart", func() bool { c, _ := get(t, web.URL); return c == 200 })
+	testenv.WaitFor(t, 10*time.Second, "ready after restart", func() bool { c, _ := get(t, web.URL); return c == 200 })
 }
 
 // TestReadyzJetStreamDisabled: a server without JetStream is not ready.
@@ -173,7 +173,7 @@ func TestReadyzConsumerLag(t *testing.T) {
 	}()
 	web := httptest.NewServer(h.ReadyHandler(3 * time.Second))
 	t.Cleanup(web.Close)
-	waitFor(t, 5*time.Second, "503 for lag", func() bool {
+	testenv.WaitFor(t, 5*time.Second, "503 for lag", func() bool {
 		c, body := get(t, web.URL)
 		return c == http.StatusServiceUnavailable && strings.Contains(body, "max_lag")
 	})
@@ -181,6 +181,6 @@ func TestReadyzConsumerLag(t *testing.T) {
 		t.Fatalf("contain_consumer_lag = %v, want >= 3", lag)
 	}
 	close(release)
-	waitFor(t, 5*time.Second, "caught up", func() bool { return got.len() == 6 })
-	waitFor(t, 5*time.Second, "ready again", func() bool { c, _ := get(t, web.URL); return c == 200 })
+	testenv.WaitFor(t, 5*time.Second, "caught up", func() bool { return got.len() == 6 })
+	testenv.WaitFor(t, 5*time.Second, "ready again", func() bool { c, _ := get(t, web.URL); return c == 200 })
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/containsec/contain/internal/logfields"
 	"github.com/containsec/contain/internal/metrics"
 	"github.com/containsec/contain/schemas/containv1"
 )
@@ -157,7 +158,7 @@ func (r *Reporter) retried(stage, kind, subject string, err error, wait time.Dur
 	}
 	if r.once("retry/"+stage+"/"+kind, time.Minute) {
 		r.Log.Warn("publish failed, retrying (logged once a minute per cause; see contain_publish_retries_total)",
-			"stage", stage, "subject", subject, "reason", kind, "retry_in", wait, "err", err)
+			logfields.Stage, stage, logfields.Subject, subject, logfields.Reason, kind, logfields.RetryIn, wait, logfields.Err, err)
 	}
 }
 
@@ -170,7 +171,7 @@ func (r *Reporter) failed(stage, kind, subject string, err error) {
 	}
 	if kind != KindCanceled && r.once("failed/"+stage+"/"+kind, 0) {
 		r.Log.Error("publish failed permanently, not retried (logged once per cause; see contain_publish_failed_total)",
-			"stage", stage, "subject", subject, "reason", kind, "err", err)
+			logfields.Stage, stage, logfields.Subject, subject, logfields.Reason, kind, logfields.Err, err)
 	}
 }
 
@@ -187,7 +188,7 @@ func (r *Reporter) stalled(stage, subject string, on bool, since time.Duration, 
 	}
 	if on && r.once("stalled/"+stage, time.Minute) {
 		r.Log.Error("publish stalled: retrying a transient error without end (see contain_publish_stalled)",
-			"stage", stage, "subject", subject, "for", since.Round(time.Second), "err", err)
+			logfields.Stage, stage, logfields.Subject, subject, logfields.For, since.Round(time.Second), logfields.Err, err)
 	}
 }
 

@@ -202,7 +202,7 @@ func TestPublishStalledReported(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- bus.Publish(ctx, js, containv1.RawSubject("h1"), testBatch(1)) }()
 	stalled := func() float64 { return testutil.ToFloat64(m.PublishStalled.WithLabelValues(metrics.StageCollector)) }
-	waitFor(t, 10*time.Second, "stalled reported", func() bool { return stalled() == 1 })
+	testenv.WaitFor(t, 10*time.Second, "stalled reported", func() bool { return stalled() == 1 })
 	cancel()
 	if err := <-done; err == nil {
 		t.Fatal("publish to a gone server succeeded")

@@ -6,7 +6,6 @@ import (
 	"io/fs"
 	"path/filepath"
 	"slices"
-	"strconv"
 )
 
 // ErrStale: a proof made earlier no longer holds for the target as it was
@@ -35,10 +34,10 @@ func NewProof(t *Target, p Protected) *Proof {
 
 // Recheck re-checks a proof with a few file reads instead of the runtime
 // state and the protected processes' cgroups that Prove reads: the
-// protected set is the one proven against, the init pid runs with the
-// start time the runtime recorded, its cgroup (/proc/<init>/cgroup) is
-// still the proven one in each hierarchy, and no protected process is in
-// the container's cgroup. It returns nil when the proof holds, an error
+// protected set is the one proven against, each proven cgroup still lists
+// the init pid (and no protected process) in cgroup.procs, and the init
+// runs with the start time the runtime recorded (a re-created container
+// has another init: a new proof). It returns nil when the proof holds, an error
 // wrapping ErrExited when the init or the cgroup is gone, and one wrapping
 // ErrStale otherwise (prove again).
 func Recheck(roots Roots, pr *Proof, p Protected) error {
@@ -53,6 +52,26 @@ func Recheck(roots Roots, pr *Proof, p Protected) error {
 	if procRoot == "" {
 		procRoot = "/proc"
 	}
+	for _, d := range []string{t.FreezerV1, t.Cgroup2} {
+		if d == "" {
+			continue
+		}
+		pids, err := readProcs(filepath.Join(d, "cgroup.procs"))
+		if err != nil {
+			return err // ErrExited when gone
+		}
+		if len(pids) == 0 {
+			return fmt.Errorf("%w: no process left in %s", ErrExited, d)
+		}
+		if !slices.Contains(pids, t.InitPid) {
+			return fmt.Errorf("%w: %s: init %d is no longer in %s", ErrStale, t.ID, t.InitPid, d)
+		}
+		for _, pp := range p.Pids {
+			if slices.Contains(pids, pp) {
+				return fmt.Errorf("%w: %s: protected process %d is in %s", ErrStale, t.ID, pp, d)
+			}
+		}
+	}
 	start, err := procStart(procRoot, t.InitPid)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
@@ -62,31 +81,6 @@ func Recheck(roots Roots, pr *Proof, p Protected) error {
 	}
 	if start != t.InitStart {
 		return fmt.Errorf("%w: %s: pid %d started at %d, proven at %d", ErrStale, t.ID, t.InitPid, start, t.InitStart)
-	}
-	b, err := readBounded(filepath.Join(procRoot, strconv.Itoa(t.InitPid), "cgroup"))
-	if err != nil {
-		return fmt.Errorf("%w: %s: %v", ErrStale, t.ID, err)
-	}
-	for _, d := range []struct {
-		root, path string
-		v1         bool
-	}{{roots.FreezerV1, t.FreezerV1, true}, {roots.Cgroup2, t.Cgroup2, false}} {
-		if d.path == "" {
-			continue
-		}
-		cg := cgroupOf(b, d.v1)
-		if cg == "" || filepath.Join(d.root, cg) != filepath.Clean(d.path) {
-			return fmt.Errorf("%w: %s: init %d is in %q, proven in %s", ErrStale, t.ID, t.InitPid, cg, d.path)
-		}
-		pids, err := readProcs(filepath.Join(d.path, "cgroup.procs"))
-		if err != nil {
-			return err // ErrExited when gone
-		}
-		for _, pp := range p.Pids {
-			if slices.Contains(pids, pp) {
-				return fmt.Errorf("%w: %s: protected process %d is in %s", ErrStale, t.ID, pp, d.path)
-			}
-		}
 	}
 	return nil
 }

@@ -7,7 +7,6 @@ package testenv
 
 import (
 	"context"
-	"io"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -61,7 +60,7 @@ func (w testWriter) Write(p []byte) (int, error) {
 }
 
 // Discard is a logger that writes nothing, for benchmarks.
-func Discard() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+func Discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
 // NATS starts an embedded NATS server with JetStream on a random port,
 // creates contain's streams and returns its URL and a JetStream context.

@@ -1,0 +1,107 @@
+package main
+
+import (
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/containsec/contain/analyzer"
+	"github.com/containsec/contain/internal/testenv"
+	"github.com/containsec/contain/schemas/containv1"
+)
+
+// TestCommitPolicyPipeline: with commits.enabled the collector stage
+// watches the docker engine; a docker commit of a container outside
+// analyzer.commits.allow_containers reaches the analyzer through the
+// enricher and raises commit.unallowed; a commit of an allowed one raises
+// nothing.
+func TestCommitPolicyPipeline(t *testing.T) {
+	e := testenv.RequireEngines(t)
+	natsURL, nc, _ := testenv.NATS(t)
+	host := "commit-host"
+	var (
+		mu     sync.Mutex
+		alerts = map[string][]string{}
+		raw    = map[string]int{}
+	)
+	for _, subj := range []string{containv1.RawSubject(host), containv1.AlertsSubject(host)} {
+		sub, err := nc.Subscribe(subj, func(m *nats.Msg) {
+			var b containv1.Batch
+			if proto.Unmarshal(m.Data, &b) != nil {
+				return
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			for _, ev := range b.Events {
+				if ev.GetCommit() != nil {
+					raw[ev.ContainerId]++
+				}
+				for _, r := range ev.GetAlert().GetReasons() {
+					alerts[ev.ContainerId] = append(alerts[ev.ContainerId], fmt.Sprintf("%s %.2f %s", r.Code, r.Score, r.Message))
+				}
+			}
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = sub.Unsubscribe() })
+	}
+	cfg := defaultConfig()
+	cfg.Host = host
+	cfg.NATS.URL = natsURL
+	cfg.Metrics.Listen = "127.0.0.1:0"
+	cfg.Enricher.Registry.Enabled = false
+	cfg.Commits.Enabled = true
+	cfg.Commits.DockerHosts, cfg.Commits.Containerd, cfg.Commits.Podman = []string{e.DockerHost}, nil, false
+	cfg.Analyzer.Commits = analyzer.CommitsConfig{AllowContainers: []string{"contain-allowed-*"}}
+	cfg.propagate()
+	t.Cleanup(startStages(t, &cfg, []string{stageAnalyzer, stageEnricher, stageCollector}, testenv.Logger(t)))
+
+	allowed := e.DockerRun(t, "contain-allowed-1", nil)
+	rogue := e.DockerRun(t, "contain-rogue-1", nil)
+	for _, ref := range []string{"contain-commit-pipeline:allowed", "contain-commit-pipeline:rogue"} {
+		t.Cleanup(func() { _, _ = e.Docker("rmi", "-f", ref) })
+	}
+	// The watcher subscribes once the stages are up: commit until the
+	// allowed container's commit is seen on the raw subject.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if _, err := e.Docker("commit", allowed.ID, "contain-commit-pipeline:allowed"); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(500 * time.Millisecond)
+		mu.Lock()
+		n := raw[allowed.ID]
+		mu.Unlock()
+		if n > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no KIND_COMMIT on the raw subject within 20s of starting the collector stage")
+		}
+	}
+	if _, err := e.Docker("commit", rogue.ID, "contain-commit-pipeline:rogue"); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for end := time.Now().Add(15 * time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+		mu.Lock()
+		got = alerts[rogue.ID]
+		mu.Unlock()
+		if len(got) > 0 {
+			break
+		}
+	}
+	if len(got) == 0 || got[0][:len(analyzer.CodeCommitUnallowed)] != analyzer.CodeCommitUnallowed {
+		t.Fatalf("rogue commit: alerts %q, want %s", got, analyzer.CodeCommitUnallowed)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if a := alerts[allowed.ID]; len(a) > 0 {
+		t.Errorf("allowed container's commit raised %q", a)
+	}
+}

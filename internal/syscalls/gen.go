@@ -1,0 +1,3 @@
+package syscalls
+
+//go:generate sh gen.sh
