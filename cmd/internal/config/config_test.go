@@ -3,6 +3,7 @@ package config
 import (
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -106,4 +107,35 @@ func TestAcronymKeysFromFileAndEnv(t *testing.T) {
 	if strings.Join(env.Policy.NeverPauseIDs, ",") != "x,y" {
 		t.Errorf("CONTAIN_POLICY_NEVER_PAUSE_IDS not applied: %+v", env.Policy)
 	}
+}
+
+// FuzzLoad: any YAML file either loads or is one error; never a panic.
+// Whatever loads prints as YAML that loads again to the same values.
+func FuzzLoad(f *testing.F) {
+	f.Add("collector:\n  queue_len: 5\n  addr: [a, b]\n")
+	f.Add("collector:\n  flush_interval: 5x\n")
+	f.Add("nats: {url: x}\nhost: y\n")
+	f.Add("collector:\n  ratio: .5\n")
+	f.Fuzz(func(t *testing.T, body string) {
+		file := filepath.Join(t.TempDir(), "c.yaml")
+		if err := os.WriteFile(file, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		var cfg top
+		if err := Load(&cfg, file, nil, nil); err != nil {
+			return
+		}
+		out, err := YAML(&cfg, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(file, out, 0o644)
+		var again top
+		if err := Load(&again, file, nil, nil); err != nil {
+			t.Fatalf("printed config does not load: %v\n%s", err, out)
+		}
+		if a, b := Inline(reflect.ValueOf(cfg)), Inline(reflect.ValueOf(again)); a != b {
+			t.Fatalf("round trip: %s != %s", a, b)
+		}
+	})
 }
