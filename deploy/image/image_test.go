@@ -55,7 +55,7 @@ func TestImageInDockerFreezesContainer(t *testing.T) {
 	// (deploy/engines/start.sh): runc's state of docker's containers.
 	runDir := filepath.Dir(e.DockerRoot)
 	sock := strings.TrimPrefix(e.DockerHost, "unix://")
-	learning := 4 * time.Second
+	learning := 3 * time.Second
 	name := "contain-image-" + suffix
 	// Not --privileged (it asks for every capability, and this sandbox
 	// lacks SYS_RESOURCE): the capabilities contain keeps, as in
@@ -105,7 +105,7 @@ func TestImageInDockerFreezesContainer(t *testing.T) {
 		_ = os.WriteFile(filepath.Join("/sys/fs/cgroup/freezer", target.Cgroup, "freezer.state"), []byte("THAWED"), 0)
 		_, _ = e.Docker("unpause", target.ID)
 	})
-	time.Sleep(learning + 2*time.Second)
+	time.Sleep(learning + time.Second)
 	if paused(e, target.ID) {
 		t.Fatal("the target was frozen while it did what it was learned doing")
 	}
