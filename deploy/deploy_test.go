@@ -168,7 +168,7 @@ func TestComposeFile(t *testing.T) {
 	for _, v := range c.Volumes {
 		targets = append(targets, v.Target)
 	}
-	for _, want := range []string{"/sys/fs/cgroup", "/sys/fs/bpf", "/sys/kernel/btf", "/run/docker.sock", "/var/lib/docker", "/var/lib/contain"} {
+	for _, want := range []string{"/sys/fs/cgroup", "/sys/fs/bpf", "/sys/kernel/btf", "/run/docker.sock", "/var/lib/docker", "/run/docker", "/var/lib/contain"} {
 		if !slices.Contains(targets, want) {
 			t.Errorf("contain: no volume at %s (have %v)", want, targets)
 		}
