@@ -182,10 +182,10 @@ type Policy struct {
 
 // Rule sets the threshold and dry-run for the alerts its scope matches.
 type Rule struct {
-	Name      string  `config:"name"`
-	Scope     Scope   `config:"scope"`
-	Threshold float64 `config:"threshold"`
-	DryRun    bool    `config:"dry_run"`
+	Name      string  `config:"name"`      // names the rule in actions and logs
+	Scope     Scope   `config:"scope"`     // which alerts it applies to
+	Threshold float64 `config:"threshold"` // score at which a matching alert pauses
+	DryRun    bool    `config:"dry_run"`   // record the decision without pausing
 }
 
 // Scope matches alerts. Empty fields match anything; patterns are

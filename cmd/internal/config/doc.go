@@ -60,8 +60,33 @@ func Markdown(v any, moduleRoot, module, title, intro string) (string, error) {
 			def = `""`
 		}
 		fmt.Fprintf(&b, "| `%s` | %s | `%s` | `%s` | %s |\n", f.Key, typeName(f.Value.Type()), cell(def), Env(f.Key), cell(desc))
+		if t := f.Value.Type(); t.Kind() == reflect.Slice && t.Elem().Kind() == reflect.Struct {
+			elemRows(&b, f.Key+"[]", t.Elem(), docs)
+		}
 	}
 	return b.String(), nil
+}
+
+// elemRows documents the fields of a list's objects (key[].field); they
+// are set with the list, in the file or as YAML in its variable.
+func elemRows(b *strings.Builder, prefix string, t reflect.Type, docs map[string]string) {
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get(Tag), ",")
+		if !f.IsExported() || name == "" || name == "-" {
+			continue
+		}
+		key := prefix + "." + name
+		if f.Type.Kind() == reflect.Struct && f.Type != durationType {
+			elemRows(b, key, f.Type, docs)
+			continue
+		}
+		desc := f.Tag.Get("help")
+		if desc == "" {
+			desc = docs[t.PkgPath()+"."+t.Name()+"."+f.Name]
+		}
+		fmt.Fprintf(b, "| `%s` | %s | | | %s |\n", key, typeName(f.Type), cell(desc))
+	}
 }
 
 func cell(s string) string {
