@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"regexp"
 	"sort"
 	"strings"
 	"time"
@@ -282,6 +283,13 @@ func describe(t reflect.Type) string {
 	return "a " + t.Kind().String()
 }
 
+var (
+	parseErr  = regexp.MustCompile(`'([^']*)' (?:cannot parse value as|expected type) '(\w+)'[^;]*`)
+	unusedErr = regexp.MustCompile(`'([^']*)' has invalid keys: ([^;]*)`)
+	goWords   = map[string]string{"float64": "a number", "float32": "a number", "int": "an integer", "int64": "an integer",
+		"uint64": "a non-negative integer", "bool": "true or false", "string": "a string", "time.Duration": "a duration"}
+)
+
 // cleanMsg flattens mapstructure's multi-line error and drops its Go type
 // names (expected type 'float64' → a number).
 func cleanMsg(msg string) string {
@@ -294,6 +302,14 @@ func cleanMsg(msg string) string {
 		}
 		msg = strings.Join(lines, "; ")
 	}
+	msg = parseErr.ReplaceAllStringFunc(msg, func(m string) string {
+		sm := parseErr.FindStringSubmatch(m)
+		if w, ok := goWords[sm[2]]; ok {
+			return sm[1] + ": not " + w
+		}
+		return sm[1] + ": not a valid value"
+	})
+	msg = unusedErr.ReplaceAllString(msg, "$1: unknown key $2")
 	for goName, yaml := range map[string]string{
 		"'float64'": "a number", "'float32'": "a number", "'int'": "an integer", "'int64'": "an integer",
 		"'bool'": "true or false", "'string'": "a string", "'time.Duration'": "a duration",
