@@ -16,7 +16,7 @@ func seqDataset(t testing.TB) TraceSet {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(set.Train) < 100 || len(set.Normal) < 100 || len(set.Attack) != 3 {
+	if len(set.Train) < 100 || len(set.Normal) < 100 || len(set.Attack) != 4 {
 		t.Fatalf("dataset: %d train, %d normal, %d families", len(set.Train), len(set.Normal), len(set.Attack))
 	}
 	return set
