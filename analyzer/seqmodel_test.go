@@ -167,3 +167,33 @@ func FuzzSeqModelFromGrams(f *testing.F) {
 		}
 	})
 }
+
+// The table holds what a Go map holds, through its growths.
+func TestSeqTable(t *testing.T) {
+	var tb seqTable
+	want := map[uint64]seqStat{}
+	rng := rand.New(rand.NewPCG(7, 8))
+	for i := range 20000 {
+		k := uint64(rng.IntN(5000)) | uint64(rng.IntN(7))<<60
+		v := seqStat{count: uint32(i), distinct: uint32(rng.IntN(9))}
+		tb.put(k, v)
+		want[k] = v
+		if q := uint64(rng.IntN(6000)); true {
+			got, ok := tb.get(q)
+			w, wok := want[q]
+			if ok != wok || got != w {
+				t.Fatalf("get %d: %v %v, want %v %v", q, got, ok, w, wok)
+			}
+		}
+	}
+	n := 0
+	tb.each(func(k uint64, v seqStat) {
+		n++
+		if want[k] != v {
+			t.Fatalf("each %d: %v, want %v", k, v, want[k])
+		}
+	})
+	if n != len(want) || tb.n != len(want) || 4*tb.n > 3*len(tb.keys) {
+		t.Fatalf("%d held, %d counted, %d slots; want %d", n, tb.n, len(tb.keys), len(want))
+	}
+}
