@@ -178,12 +178,10 @@ func TestSeqTable(t *testing.T) {
 		v := seqStat{count: uint32(i), distinct: uint32(rng.IntN(9))}
 		tb.put(k, v)
 		want[k] = v
-		if q := uint64(rng.IntN(6000)); true {
-			got, ok := tb.get(q)
-			w, wok := want[q]
-			if ok != wok || got != w {
-				t.Fatalf("get %d: %v %v, want %v %v", q, got, ok, w, wok)
-			}
+		q := uint64(rng.IntN(6000))
+		got, ok := tb.get(q)
+		if w, wok := want[q]; ok != wok || got != w {
+			t.Fatalf("get %d: %v %v, want %v %v", q, got, ok, w, wok)
 		}
 	}
 	n := 0
