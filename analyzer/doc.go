@@ -8,7 +8,8 @@
 // else image reference, else "container:<id>"; or image repository,
 // compose service, Kubernetes workload from the labels of the
 // KIND_CONTAINER event) it keeps a Baseline: executables with their argv
-// shapes, parent→child edges, effective uids, syscalls, syscall 3-grams,
+// shapes, parent→child edges, effective uids, syscalls, a syscall sequence model
+// (sequence mode: seqmodel.go, docs/design/018),
 // outbound peers, listen ports, file-write path prefixes, sensitive
 // files read and behaviours (code, executable, key). A baseline learns
 // from the first event of its image for LearningWindow of event time (or
