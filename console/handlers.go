@@ -243,7 +243,7 @@ func (s *Server) doRelease(w http.ResponseWriter, r *http.Request, host, contain
 	defer cancel()
 	actor, result, err := s.backend.Release(ctx, host, container, reason, user)
 	if err != nil {
-		s.log.Warn("console release failed", logfields.User, user, logfields.Host, host, logfields.ContainerID, container, logfields.Error, err)
+		s.log.Warn("console release failed", logfields.User, user, logfields.Host, host, logfields.ContainerID, container, logfields.Err, err)
 		back(w, r, "/quarantine", "err", "release of "+container+" failed: "+err.Error())
 		return
 	}

@@ -143,7 +143,7 @@ func (s *Server) render(w http.ResponseWriter, r *http.Request, page string, dat
 	data["Err"] = r.URL.Query().Get("err")
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	if err := s.pages[page].ExecuteTemplate(w, "layout", data); err != nil {
-		s.log.Error("rendering a console page", logfields.Page, page, logfields.Error, err)
+		s.log.Error("rendering a console page", logfields.Page, page, logfields.Err, err)
 	}
 }
 

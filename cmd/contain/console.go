@@ -128,12 +128,12 @@ func followStream(ctx context.Context, js jetstream.JetStream, stream, subject s
 			}
 			return nil
 		}, func(subject string, err error) {
-			log.Warn("console: skipping a malformed message", logfields.Subject, subject, logfields.Error, err)
+			log.Warn("console: skipping a malformed message", logfields.Subject, subject, logfields.Err, err)
 		})
 		if ctx.Err() != nil {
 			return
 		}
-		log.Warn("console: reading a stream failed; retrying in 2s", logfields.Stream, stream, logfields.Error, err)
+		log.Warn("console: reading a stream failed; retrying in 2s", logfields.Stream, stream, logfields.Err, err)
 		select {
 		case <-ctx.Done():
 		case <-time.After(2 * time.Second):

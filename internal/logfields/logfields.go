@@ -76,7 +76,6 @@ const (
 	Dropped             = "dropped"
 	DryRun              = "dry_run"
 	Engine              = "engine"
-	Error               = "error"
 	Events              = "events"
 	Failed              = "failed"
 	File                = "file"
