@@ -61,7 +61,9 @@ func BenchmarkExecToFrozen(b *testing.B) {
 			c.Methods = []string{m}
 		}
 	})
-	h.r.log = testenv.Discard()
+	if os.Getenv("CONTAIN_BENCH_LOG") != "1" { // 1: the stages log to the benchmark's log
+		h.r.log = testenv.Discard()
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 
@@ -86,6 +88,9 @@ func BenchmarkExecToFrozen(b *testing.B) {
 		an.Fetch = 1
 	}
 	log := testenv.Discard()
+	if os.Getenv("CONTAIN_BENCH_LOG") == "1" {
+		log = testenv.Logger(b)
+	}
 	c, err := collector.New(col, h.js, h.m, log)
 	if err != nil {
 		testenv.Unavailable(b, "the eBPF collector: "+err.Error())
