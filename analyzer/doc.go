@@ -69,7 +69,13 @@
 //     failed to publish are retried before new ones.
 //   - Baselines are persisted in the NATS KV bucket "contain_baselines"
 //     with a checksum; a corrupt one is reported and counted, never
-//     loaded.
+//     loaded: the newest valid revision of its history is loaded instead
+//     (counted, kind baseline_fallback) and written back over it.
+//   - The baselines are loaded before any event is consumed: a failed load
+//     (bucket unreachable or unreadable) is retried with a doubling delay
+//     up to 5 s, logged and counted (contain_errors_total{kind=
+//     "baseline_load"}), and Ready (the analyzer's /readyz check) fails
+//     until it succeeds, so no image relearns over its stored baseline.
 //   - A manual operation (lock, unlock, reset, import) is applied only when
 //     signed by a key of Config.OperatorKeys (Doc.OpSig over the key, op,
 //     content and actor; Doc.OpActor is the signer "<credential>/<os

@@ -63,6 +63,9 @@ func TestReadyzRun(t *testing.T) {
 	if !strings.Contains(body, "nats: ok") {
 		t.Fatalf("/readyz does not name NATS:\n%s", body)
 	}
+	if !strings.Contains(body, "analyzer baselines: ok") {
+		t.Fatalf("/readyz does not check the analyzer's baselines:\n%s", body)
+	}
 	srv.Shutdown()
 	srv.WaitForShutdown()
 	body = wait("not ready", func(c int, b string) bool { return c == http.StatusServiceUnavailable }, "/readyz")

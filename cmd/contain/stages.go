@@ -266,6 +266,8 @@ func runStages(ctx context.Context, cfg *Config, stages []string, embedded bool,
 			if err != nil {
 				return fmt.Errorf("analyzer: %w", err)
 			}
+			// Not ready until the stored baselines are loaded (retried).
+			rep.Health.Register("analyzer baselines", func(context.Context) error { return a.Ready() })
 			start(s, a.Run)
 		case stageNotify:
 			n, err := notify.New(cfg.Notify, js, m, slog(s))
