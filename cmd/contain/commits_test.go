@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -104,4 +105,62 @@ func TestCommitPolicyPipeline(t *testing.T) {
 	if a := alerts[allowed.ID]; len(a) > 0 {
 		t.Errorf("allowed container's commit raised %q", a)
 	}
+}
+
+// TestEROFSWriteAlertsWhileLearning: in a docker container run
+// --read-only, a write into the image is refused with EROFS; the collector
+// reports the failed open with its result and the analyzer raises
+// file.write.readonly although the image's baseline is still learning.
+func TestEROFSWriteAlertsWhileLearning(t *testing.T) {
+	e := testenv.RequireEngines(t)
+	natsURL, nc, _ := testenv.NATS(t)
+	host := "erofs-host"
+	var (
+		mu     sync.Mutex
+		alerts = map[string][]string{}
+	)
+	sub, err := nc.Subscribe(containv1.AlertsSubject(host), func(m *nats.Msg) {
+		var b containv1.Batch
+		if proto.Unmarshal(m.Data, &b) != nil {
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		for _, ev := range b.Events {
+			for _, r := range ev.GetAlert().GetReasons() {
+				alerts[ev.ContainerId] = append(alerts[ev.ContainerId], r.Code+" "+r.Message)
+			}
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	cfg := defaultConfig()
+	cfg.Host = host
+	cfg.NATS.URL = natsURL
+	cfg.Metrics.Listen = "127.0.0.1:0"
+	cfg.Enricher.Registry.Enabled = false
+	cfg.Collector.DockerHost, cfg.Collector.DockerRoot = e.DockerHost, e.DockerRoot
+	cfg.Analyzer.LearningWindow = time.Hour // learning throughout
+	cfg.propagate()
+	t.Cleanup(startStages(t, &cfg, []string{stageAnalyzer, stageEnricher, stageCollector}, testenv.Logger(t)))
+	// The collector attaches while the stages start: the container tries
+	// its write every 300 ms until the test ends.
+	c := e.DockerRun(t, "contain-erofs", []string{"--read-only"}, "sh", "-c", "while true; do echo x > /etc/owned; sleep 0.3; done")
+	var got []string
+	for end := time.Now().Add(20 * time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+		mu.Lock()
+		got = append(got[:0], alerts[c.ID]...)
+		mu.Unlock()
+		if len(got) > 0 {
+			break
+		}
+	}
+	for _, a := range got {
+		if strings.HasPrefix(a, analyzer.CodeWriteReadonly+" ") && strings.Contains(a, "/etc/owned") {
+			return
+		}
+	}
+	t.Fatalf("read-only container: alerts %q, want %s for /etc/owned", got, analyzer.CodeWriteReadonly)
 }
