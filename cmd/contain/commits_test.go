@@ -18,8 +18,9 @@ import (
 // TestCommitPolicyPipeline: with commits.enabled the collector stage
 // watches the docker engine; a docker commit of a container outside
 // analyzer.commits.allow_containers reaches the analyzer through the
-// enricher and raises commit.unallowed; a commit of an allowed one raises
-// nothing.
+// enricher and raises commit.unallowed, which the policy scores at the
+// responder's threshold (class_scores): the source container is paused. A
+// commit of an allowed one raises nothing.
 func TestCommitPolicyPipeline(t *testing.T) {
 	e := testenv.RequireEngines(t)
 	natsURL, nc, _ := testenv.NATS(t)
@@ -59,8 +60,10 @@ func TestCommitPolicyPipeline(t *testing.T) {
 	cfg.Commits.Enabled = true
 	cfg.Commits.DockerHosts, cfg.Commits.Containerd, cfg.Commits.Podman = []string{e.DockerHost}, nil, false
 	cfg.Analyzer.Commits = analyzer.CommitsConfig{AllowContainers: []string{"contain-allowed-*"}}
+	cfg.Analyzer.ClassScores = []string{analyzer.CodeCommitUnallowed + "=0.9"}
+	cfg.Responder.DockerHost, cfg.Responder.ContainerdAddress = e.DockerHost, e.Containerd
 	cfg.propagate()
-	t.Cleanup(startStages(t, &cfg, []string{stageAnalyzer, stageEnricher, stageCollector}, testenv.Logger(t)))
+	t.Cleanup(startStages(t, &cfg, []string{stageResponder, stageAnalyzer, stageEnricher, stageCollector}, testenv.Logger(t)))
 
 	allowed := e.DockerRun(t, "contain-allowed-1", nil)
 	rogue := e.DockerRun(t, "contain-rogue-1", nil)
@@ -99,6 +102,19 @@ func TestCommitPolicyPipeline(t *testing.T) {
 	}
 	if len(got) == 0 || got[0][:len(analyzer.CodeCommitUnallowed)] != analyzer.CodeCommitUnallowed {
 		t.Fatalf("rogue commit: alerts %q, want %s", got, analyzer.CodeCommitUnallowed)
+	}
+	if !strings.HasPrefix(got[0], analyzer.CodeCommitUnallowed+" 0.90") {
+		t.Errorf("rogue alert %q: want scored 0.90 by class_scores", got[0])
+	}
+	paused := ""
+	for end := time.Now().Add(10 * time.Second); time.Now().Before(end) && paused != "true"; time.Sleep(100 * time.Millisecond) {
+		paused, _ = e.Docker("inspect", "-f", "{{.State.Paused}}", rogue.ID)
+	}
+	if paused != "true" {
+		t.Errorf("the rogue commit's source container is not paused (docker says Paused=%q)", paused)
+	}
+	if p, _ := e.Docker("inspect", "-f", "{{.State.Paused}}", allowed.ID); p != "false" {
+		t.Errorf("the allowed container: Paused=%q", p)
 	}
 	mu.Lock()
 	defer mu.Unlock()
