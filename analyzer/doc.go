@@ -22,6 +22,11 @@
 // against that one rather than its image's: a connect to an address
 // outside its peer_addresses raises net.peer.undeclared.
 //
+// Policies (commits.go) are scored learning or not: a KIND_COMMIT of a
+// container outside analyzer.commits.allow_containers/allow_images is
+// commit.unallowed; a write refused with EROFS is file.write.readonly
+// (never learned).
+//
 // Behaviours (behaviours.go: shell or interpreter from a service, drift,
 // exec from tmpfs or memory, persistence, credential reads and searches,
 // escapes, privilege gain, ...; the table is docs/detection.md) are named

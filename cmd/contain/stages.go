@@ -288,7 +288,7 @@ func runStages(ctx context.Context, cfg *Config, stages []string, embedded bool,
 			}
 			start(s, c.Run)
 			if cfg.Commits.Enabled {
-				w, err := newCommitWatcher(cfg, js, slog(stageCommits))
+				w, err := newCommitWatcher(cfg, js, m, slog(stageCommits))
 				if err != nil {
 					return err
 				}
