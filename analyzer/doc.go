@@ -29,7 +29,10 @@
 // behaviour and executable. An alert's score is the noisy-OR of its
 // reasons; the distinct reasons of one process tree (the container's own,
 // or one exec session) within CombineWindow combine the same way, capped
-// at CombineCap (reason incident.combined).
+// at CombineCap (reason incident.combined). An alert carries the
+// container's pod, namespace and labels (at most 32, from its
+// KIND_CONTAINER event) for outputs and the alerts table; they are never
+// scored.
 //
 // Origin (Process.origin, decided by lineage in the collector):
 // ORIGIN_RUNTIME events are neither learned nor scored

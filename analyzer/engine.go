@@ -244,6 +244,10 @@ type container struct {
 	// group is the container's baseline key from its labels (GroupKey),
 	// "" to use its image key.
 	group string
+	// pod, namespace and labels describe the container for its alerts
+	// (from its KIND_CONTAINER event); never scored.
+	pod, namespace string
+	labels         map[string]string
 	// seed is compiled from the profile the container's events name
 	// (profile_ref, e.g. its compose service's); it takes precedence over
 	// the baseline's image profile. seedRef is that reference.
@@ -1183,6 +1187,9 @@ func (e *Engine) raise(c *container, b *Baseline, ev *containv1.Event) []*contai
 		EvidenceIds:     [][]byte{ev.Id},
 		Count:           count,
 		Trigger:         proto.Clone(ev).(*containv1.Event),
+		Pod:             c.pod,
+		Namespace:       c.namespace,
+		Labels:          c.labels,
 	}
 	return []*containv1.Event{{
 		Id:            id,

@@ -2,7 +2,9 @@ package analyzer
 
 import (
 	"fmt"
+	"sort"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/containsec/contain/schemas/containv1"
 )
@@ -214,14 +216,55 @@ func (e *Engine) containerInfo(ev *containv1.Event) {
 		return
 	}
 	g := GroupKey(e.cfg.GroupBy, ci)
+	pod, ns, labels := podOf(ci)
 	c := e.containers[ev.ContainerId]
 	if c == nil {
-		if g == "" {
+		if g == "" && pod == "" && ns == "" && len(labels) == 0 {
 			return // nothing to remember: events find their image key
 		}
 		c = e.newContainer(ev)
 	}
+	c.pod, c.namespace, c.labels = pod, ns, labels
 	if c.group != g {
 		c.group, c.base = g, nil
 	}
+}
+
+// Bounds of the labels an alert carries.
+const (
+	maxAlertLabels   = 32
+	maxAlertLabelLen = 256
+)
+
+// podOf is the pod, namespace and labels (at most maxAlertLabels, the
+// first by key, each cut to maxAlertLabelLen) an alert about the
+// container carries.
+func podOf(ci *containv1.ContainerInfo) (pod, ns string, labels map[string]string) {
+	l := ci.GetLabels()
+	ns = first(clean(ci.GetNamespace()), label(l, LabelK8sNamespace), label(l, LabelCRINamespace))
+	pod = first(clean(ci.GetPod()), label(l, LabelK8sPod), label(l, LabelCRIPod))
+	if len(l) == 0 {
+		return pod, ns, nil
+	}
+	keys := make([]string, 0, len(l))
+	for k := range l {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	labels = make(map[string]string, min(len(keys), maxAlertLabels))
+	for _, k := range keys[:min(len(keys), maxAlertLabels)] {
+		labels[cut(k, maxAlertLabelLen)] = cut(l[k], maxAlertLabelLen)
+	}
+	return pod, ns, labels
+}
+
+// cut bounds s to n bytes at a rune boundary.
+func cut(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }

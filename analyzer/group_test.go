@@ -144,6 +144,13 @@ func TestEngineGroupBy(t *testing.T) {
 			if shared != tc.c2Shares {
 				t.Errorf("c2 shares c1's baseline: %v, want %v (alerts %v)", shared, tc.c2Shares, out)
 			}
+			// The alert names c2's pod, namespace and labels (any mode).
+			if a := out; shared {
+				al := a[0].GetAlert()
+				if al.GetPod() != "web-5c9f8b7d6c-bx2kq" || al.GetNamespace() != "prod" || al.GetLabels()[LabelComposeService] != "web" || len(al.GetLabels()) != 5 {
+					t.Errorf("alert pod %q namespace %q labels %v", al.GetPod(), al.GetNamespace(), al.GetLabels())
+				}
+			}
 			keys := e.Keys()
 			if len(keys) != tc.wantBaselines {
 				t.Errorf("baselines %v, want %d", keys, tc.wantBaselines)

@@ -100,6 +100,7 @@ func alertEvent(score float64) *containv1.Event {
 	return &containv1.Event{Id: ids.Next(), Host: testHost, ContainerId: testContainer, ContainerName: "web",
 		ImageRef: "nginx:1.27", WallNs: time.Now().UnixNano(), Kind: containv1.Kind_KIND_ALERT,
 		Body: &containv1.Event_Alert{Alert: &containv1.Alert{Score: score, Rule: "exec.unseen", Priority: "Critical", Count: 1,
+			Pod: "web-7d4b9c8f6d-x2x9q", Namespace: "shop", Labels: map[string]string{"app": "web"},
 			Reasons: []*containv1.Reason{
 				{Code: "exec.unseen", Message: "/usr/bin/wget never ran in this image", Score: score, Mitre: []string{"T1059"}},
 				{Code: "net.download", Message: "download tool", Score: 0.5, Mitre: []string{"T1105"}},

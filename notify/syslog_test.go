@@ -228,7 +228,7 @@ func TestSyslogOutputs(t *testing.T) {
 			t.Fatalf("%s: kinds %v", name, byKind)
 		case a.pri != facility*8+2 || a.host != testHost || a.app != "contain" || a.sdID != StructuredDataID:
 			t.Errorf("%s: alert header: %+v", name, a)
-		case a.params["container_name"] != `we"ird]name\` || a.params["mitre"] != "T1059,T1105" || a.params["comm"] != "wget" || a.params["score"] != "0.950":
+		case a.params["container_name"] != `we"ird]name\` || a.params["mitre"] != "T1059,T1105" || a.params["comm"] != "wget" || a.params["score"] != "0.950" || a.params["pod"] != "web-7d4b9c8f6d-x2x9q" || a.params["namespace"] != "shop":
 			t.Errorf("%s: alert structured data: %v", name, a.params)
 		case !strings.Contains(a.msg, "exec.unseen"):
 			t.Errorf("%s: alert msg %q", name, a.msg)

@@ -50,7 +50,8 @@ func TestForensicsQueries(t *testing.T) {
 		ImageRef: "docker.io/library/nginx:1.27", WallNs: time.Now().Add(-4 * time.Minute).UnixNano(),
 		Body: &containv1.Event_Alert{Alert: &containv1.Alert{Score: 0.95, Rule: "baseline.deviation", Priority: "Critical",
 			Reasons:     []*containv1.Reason{{Code: "network.unseen_peer", Message: "connect to 10.1.2.3:4444", Score: 0.95, Mitre: []string{"T1071"}}},
-			EvidenceIds: [][]byte{evs[2].Id}, Trigger: evs[2], IncidentId: aid[:]}}}
+			EvidenceIds: [][]byte{evs[2].Id}, Trigger: evs[2], IncidentId: aid[:],
+			Pod: "web-7d4b9c8f6d-x2x9q", Namespace: "shop", Labels: map[string]string{"app": "web"}}}}
 	action := &containv1.Event{Id: ids.Next(), Host: "host-a", ContainerId: "c-soc-1", ContainerName: "web-1",
 		ImageRef: "docker.io/library/nginx:1.27", WallNs: time.Now().Add(-4 * time.Minute).UnixNano(),
 		Body: &containv1.Event_Action{Action: &containv1.Action{Type: containv1.Action_TYPE_PAUSE, Result: containv1.Action_RESULT_OK,

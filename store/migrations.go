@@ -49,6 +49,14 @@ var migrations = []migration{
 		{"events", "ct_host_network", "UInt8"},
 	}},
 	{5, "alert incidents", nil, []column{{"alerts", "incident_id", "UUID"}}},
+	{6, "alert pod, namespace and labels", nil, []column{
+		{"alerts", "pod", "String"},
+		{"alerts", "namespace", "LowCardinality(String)"},
+		// Parallel arrays sorted by key (no Map type on every server):
+		// label_values[indexOf(label_keys, 'app')].
+		{"alerts", "label_keys", "Array(String)"},
+		{"alerts", "label_values", "Array(String)"},
+	}},
 	{7, "commits and container audits", []string{ddlCommits, ddlContainerAudits}, nil},
 }
 

@@ -81,7 +81,8 @@ func TestRoundTripEveryKind(t *testing.T) {
 				{Code: "network.unseen_peer", Message: "connect to 10.1.2.3:4444", Score: 0.6, Mitre: []string{"T1071", "T1041"}},
 				{Code: "exec.unseen", Message: "wget never ran", Score: 0.33, Mitre: []string{"T1105", "T1071"}},
 			},
-			EvidenceIds: [][]byte{evs[0].Id, evs[2].Id}, Trigger: trigger, IncidentId: evs[5].Id}}}
+			EvidenceIds: [][]byte{evs[0].Id, evs[2].Id}, Trigger: trigger, IncidentId: evs[5].Id,
+			Pod: "web-7d4b9c8f6d-x2x9q", Namespace: "shop", Labels: map[string]string{"app": "web", "io.kubernetes.pod.namespace": "shop"}}}}
 	action := &containv1.Event{Id: ids.Next(), Host: "host-a", ContainerId: "c-rt", ImageRef: "docker.io/library/nginx:1.27",
 		WallNs: base.Add(11 * time.Second).UnixNano(), Kind: containv1.Kind_KIND_ACTION,
 		Body: &containv1.Event_Action{Action: &containv1.Action{Type: containv1.Action_TYPE_PAUSE, Result: containv1.Action_RESULT_OK, Actor: "responder",
@@ -278,6 +279,12 @@ func TestRoundTripEveryKind(t *testing.T) {
 	one(`SELECT incident_id FROM alerts WHERE image_ref = 'docker.io/library/nginx:1.27'`, &incident)
 	if incident != uuid.UUID(evs[5].Id) {
 		t.Errorf("incident_id %v, want %v", incident, uuid.UUID(evs[5].Id))
+	}
+	var apod, ans string
+	var lkeys, lvals []string
+	one(`SELECT pod, namespace, label_keys, label_values FROM alerts WHERE image_ref = 'docker.io/library/nginx:1.27'`, &apod, &ans, &lkeys, &lvals)
+	if apod != "web-7d4b9c8f6d-x2x9q" || ans != "shop" || !slices.Equal(lkeys, []string{"app", "io.kubernetes.pod.namespace"}) || !slices.Equal(lvals, []string{"web", "shop"}) {
+		t.Errorf("alert pod %q namespace %q labels %v=%v", apod, ans, lkeys, lvals)
 	}
 	// Evidence joins back to events.
 	if n := queryUint(t, s, `SELECT count() FROM events WHERE event_id IN (SELECT arrayJoin(evidence_ids) FROM alerts WHERE alert_id = ?)`,

@@ -1750,7 +1750,13 @@ type Alert struct {
 	// incident_id is the id of the alert that opened this incident: alerts
 	// about one container within the analyzer's incident window (event time)
 	// of the incident's previous alert share it.
-	IncidentId    []byte `protobuf:"bytes,9,opt,name=incident_id,json=incidentId,proto3" json:"incident_id,omitempty"`
+	IncidentId []byte `protobuf:"bytes,9,opt,name=incident_id,json=incidentId,proto3" json:"incident_id,omitempty"`
+	// The container's Kubernetes pod and namespace and its labels, from the
+	// KIND_CONTAINER event the analyzer saw (empty when none): context for
+	// outputs and the alerts table, never an input to scoring.
+	Pod           string            `protobuf:"bytes,10,opt,name=pod,proto3" json:"pod,omitempty"`
+	Namespace     string            `protobuf:"bytes,11,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Labels        map[string]string `protobuf:"bytes,12,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1844,6 +1850,27 @@ func (x *Alert) GetTrigger() *Event {
 func (x *Alert) GetIncidentId() []byte {
 	if x != nil {
 		return x.IncidentId
+	}
+	return nil
+}
+
+func (x *Alert) GetPod() string {
+	if x != nil {
+		return x.Pod
+	}
+	return ""
+}
+
+func (x *Alert) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *Alert) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
 	}
 	return nil
 }
@@ -2520,7 +2547,7 @@ const file_contain_v1_events_proto_rawDesc = "" +
 	"\x04code\x18\x01 \x01(\tR\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x14\n" +
 	"\x05score\x18\x03 \x01(\x01R\x05score\x12\x14\n" +
-	"\x05mitre\x18\x04 \x03(\tR\x05mitre\"\xad\x02\n" +
+	"\x05mitre\x18\x04 \x03(\tR\x05mitre\"\xcf\x03\n" +
 	"\x05Alert\x12\x14\n" +
 	"\x05score\x18\x01 \x01(\x01R\x05score\x12,\n" +
 	"\areasons\x18\x02 \x03(\v2\x12.contain.v1.ReasonR\areasons\x12\x12\n" +
@@ -2531,7 +2558,14 @@ const file_contain_v1_events_proto_rawDesc = "" +
 	"\x05count\x18\a \x01(\x04R\x05count\x12+\n" +
 	"\atrigger\x18\b \x01(\v2\x11.contain.v1.EventR\atrigger\x12\x1f\n" +
 	"\vincident_id\x18\t \x01(\fR\n" +
-	"incidentId\"\xc2\x03\n" +
+	"incidentId\x12\x10\n" +
+	"\x03pod\x18\n" +
+	" \x01(\tR\x03pod\x12\x1c\n" +
+	"\tnamespace\x18\v \x01(\tR\tnamespace\x125\n" +
+	"\x06labels\x18\f \x03(\v2\x1d.contain.v1.Alert.LabelsEntryR\x06labels\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xc2\x03\n" +
 	"\x06Action\x12+\n" +
 	"\x04type\x18\x01 \x01(\x0e2\x17.contain.v1.Action.TypeR\x04type\x121\n" +
 	"\x06result\x18\x02 \x01(\x0e2\x19.contain.v1.Action.ResultR\x06result\x12\x14\n" +
@@ -2631,7 +2665,7 @@ func file_contain_v1_events_proto_rawDescGZIP() []byte {
 }
 
 var file_contain_v1_events_proto_enumTypes = make([]protoimpl.EnumInfo, 9)
-var file_contain_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_contain_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_contain_v1_events_proto_goTypes = []any{
 	(Kind)(0),                // 0: contain.v1.Kind
 	(Origin)(0),              // 1: contain.v1.Origin
@@ -2656,7 +2690,8 @@ var file_contain_v1_events_proto_goTypes = []any{
 	(*Loss)(nil),             // 20: contain.v1.Loss
 	(*ContainerInfo)(nil),    // 21: contain.v1.ContainerInfo
 	(*Commit)(nil),           // 22: contain.v1.Commit
-	nil,                      // 23: contain.v1.ContainerInfo.LabelsEntry
+	nil,                      // 23: contain.v1.Alert.LabelsEntry
+	nil,                      // 24: contain.v1.ContainerInfo.LabelsEntry
 }
 var file_contain_v1_events_proto_depIdxs = []int32{
 	10, // 0: contain.v1.Batch.events:type_name -> contain.v1.Event
@@ -2684,14 +2719,15 @@ var file_contain_v1_events_proto_depIdxs = []int32{
 	6,  // 22: contain.v1.File.op:type_name -> contain.v1.File.Op
 	17, // 23: contain.v1.Alert.reasons:type_name -> contain.v1.Reason
 	10, // 24: contain.v1.Alert.trigger:type_name -> contain.v1.Event
-	7,  // 25: contain.v1.Action.type:type_name -> contain.v1.Action.Type
-	8,  // 26: contain.v1.Action.result:type_name -> contain.v1.Action.Result
-	23, // 27: contain.v1.ContainerInfo.labels:type_name -> contain.v1.ContainerInfo.LabelsEntry
-	28, // [28:28] is the sub-list for method output_type
-	28, // [28:28] is the sub-list for method input_type
-	28, // [28:28] is the sub-list for extension type_name
-	28, // [28:28] is the sub-list for extension extendee
-	0,  // [0:28] is the sub-list for field type_name
+	23, // 25: contain.v1.Alert.labels:type_name -> contain.v1.Alert.LabelsEntry
+	7,  // 26: contain.v1.Action.type:type_name -> contain.v1.Action.Type
+	8,  // 27: contain.v1.Action.result:type_name -> contain.v1.Action.Result
+	24, // 28: contain.v1.ContainerInfo.labels:type_name -> contain.v1.ContainerInfo.LabelsEntry
+	29, // [29:29] is the sub-list for method output_type
+	29, // [29:29] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_contain_v1_events_proto_init() }
@@ -2717,7 +2753,7 @@ func file_contain_v1_events_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_contain_v1_events_proto_rawDesc), len(file_contain_v1_events_proto_rawDesc)),
 			NumEnums:      9,
-			NumMessages:   15,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
