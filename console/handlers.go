@@ -11,8 +11,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/containsec/contain/internal/logfields"
 	"github.com/containsec/contain/internal/forensics"
+	"github.com/containsec/contain/internal/logfields"
 )
 
 const pageSize = 50
