@@ -121,7 +121,7 @@ func TestDashboardMetricsRegistered(t *testing.T) {
 
 	url := fmt.Sprintf("nats://127.0.0.1:%d", cfg.NATS.Embedded.Port)
 	var seed *auth.Credentials
-	waitFor(t, 20*time.Second, "the analyzer's credentials", func() bool {
+	testenv.WaitFor(t, 20*time.Second, "the analyzer's credentials", func() bool {
 		var err error
 		seed, err = auth.LoadSeed(auth.SeedPath(cfg.Auth.CredsDir, auth.RoleAnalyzer))
 		return err == nil
@@ -131,7 +131,7 @@ func TestDashboardMetricsRegistered(t *testing.T) {
 		ajs jetstream.JetStream
 		err error
 	)
-	waitFor(t, 20*time.Second, "NATS as the analyzer", func() bool {
+	testenv.WaitFor(t, 20*time.Second, "NATS as the analyzer", func() bool {
 		nc, ajs, err = bus.Connect(url, "analyzer", log, nats.Nkey(seed.PublicKey(), seed.KP.Sign), nats.CustomInboxPrefix(auth.InboxPrefix(auth.RoleAnalyzer)))
 		return err == nil
 	})
@@ -144,7 +144,7 @@ func TestDashboardMetricsRegistered(t *testing.T) {
 	if err := bus.Publish(ctx, ajs, containv1.AlertsSubject(host), bus.NewProducer("central", "analyzer").Batch([]*containv1.Event{alert})); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 20*time.Second, "the alert and the responder's action at the webhook", func() bool {
+	testenv.WaitFor(t, 20*time.Second, "the alert and the responder's action at the webhook", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return len(kinds) >= 2
@@ -154,7 +154,7 @@ func TestDashboardMetricsRegistered(t *testing.T) {
 	mu.Unlock()
 
 	var body string
-	waitFor(t, 10*time.Second, "/metrics", func() bool {
+	testenv.WaitFor(t, 10*time.Second, "/metrics", func() bool {
 		resp, err := http.Get("http://" + cfg.Metrics.Listen + "/metrics")
 		if err != nil {
 			return false
