@@ -70,7 +70,8 @@ func BenchmarkEngineObserveSyscalls(b *testing.B) {
 
 // BenchmarkBaselineMemory1000 reports the heap held by 1,000 image
 // baselines, each with a realistic size: 40 executables with argv shapes
-// and edges, 120 syscalls, 500 syscall 3-grams, 20 peers, 3 ports, 10
+// and edges, 120 syscalls, a 502-syscall sequence (1,801 sequence-model
+// grams of 1 to 6 syscalls; 500 3-grams before design 018), 20 peers, 3 ports, 10
 // write prefixes, 2 uids.
 func BenchmarkBaselineMemory1000(b *testing.B) {
 	for range b.N {

@@ -13,9 +13,10 @@ import (
 // The sequence model is a variable-order Markov model of a group's syscall
 // stream, smoothed the PPM-C way (Moffat 1990): the probability of a
 // syscall after a context of up to SeqOrder syscalls is its count over
-// (total + distinct) in the longest context that saw it, times the escape
-// probabilities (distinct over (total + distinct)) of the longer contexts
-// that did not; a syscall never seen at all gets the escape mass spread
+// (count + distinct) of the longest context that saw it, times the escape
+// probabilities (distinct over (count + distinct)) of the longer contexts
+// that did not (a context's count includes its occurrences at the end of
+// a thread: that small mass is the thread ending); a syscall never seen at all gets the escape mass spread
 // over the syscalls known plus one. Its surprise, −log2 p, is what a
 // thread's window averages (seqscore.go). See docs/design/018.
 const (
@@ -34,10 +35,10 @@ const (
 	SeqMaxGrams    = 24576
 )
 
-// seqStat is a gram's count and, as a context, the syscalls seen after it.
+// seqStat is a gram's count and, as a context, the distinct syscalls
+// seen after it. 8 bytes: a map slot is 16.
 type seqStat struct {
-	count    uint32 // occurrences of the gram
-	total    uint32 // syscalls seen after it
+	count    uint32 // occurrences of the gram (the empty context: of any syscall)
 	distinct uint32 // distinct syscalls seen after it
 }
 
@@ -53,7 +54,7 @@ type SeqModel struct {
 }
 
 // NewSeqModel returns an empty model.
-func NewSeqModel() *SeqModel { return &SeqModel{grams: map[uint64]seqStat{}} }
+func NewSeqModel() *SeqModel { return &SeqModel{} }
 
 // seqHist is a thread's last syscalls: up to SeqOrder symbols, latest in
 // the low bits.
@@ -95,6 +96,9 @@ func (m *SeqModel) Contexts() int { return m.contexts }
 // learn counts syscall s after history h at every order, and reports
 // whether a gram was new.
 func (m *SeqModel) learn(h seqHist, s uint64) bool {
+	if m.grams == nil {
+		m.grams = map[uint64]seqStat{}
+	}
 	novel := false
 	for k := uint8(0); k <= h.n; k++ {
 		ck, gk := h.ctxKey(k), h.gramKey(k, s)
@@ -107,21 +111,24 @@ func (m *SeqModel) learn(h seqHist, s uint64) bool {
 			m.Full++
 			break
 		}
-		if c.total == 0 {
-			if m.contexts >= SeqMaxContexts {
-				m.Full++
-				break
+		changed := k == 0
+		if changed && c.count < math.MaxUint32 {
+			c.count++
+		}
+		if g.count == 0 {
+			if c.distinct == 0 {
+				if m.contexts >= SeqMaxContexts {
+					m.Full++
+					break
+				}
+				m.contexts++
 			}
-			m.contexts++
-		}
-		if !seen || g.count == 0 {
 			c.distinct++
-			novel = true
+			changed, novel = true, true
 		}
-		if c.total < math.MaxUint32 {
-			c.total++
+		if changed {
+			m.grams[ck] = c
 		}
-		m.grams[ck] = c
 		if g.count < math.MaxUint32 {
 			g.count++
 		}
@@ -145,10 +152,10 @@ func (m *SeqModel) surprise(h seqHist, s uint64) float64 {
 	esc := 1.0
 	for k := int(h.n); k >= 0; k-- {
 		c, ok := m.grams[h.ctxKey(uint8(k))]
-		if !ok || c.total == 0 {
+		if !ok || c.distinct == 0 {
 			continue
 		}
-		d := float64(c.total) + float64(c.distinct)
+		d := float64(c.count) + float64(c.distinct)
 		if g := m.grams[h.gramKey(uint8(k), s)]; g.count > 0 {
 			return -math.Log2(esc * float64(g.count) / d)
 		}
@@ -164,8 +171,8 @@ func (m *SeqModel) Grams() map[string]uint32 {
 	out := make(map[string]uint32, len(m.grams))
 	var b strings.Builder
 	for k, v := range m.grams {
-		if v.count == 0 {
-			continue
+		if v.count == 0 || k>>60 == 0 {
+			continue // a context only, or the empty context
 		}
 		b.Reset()
 		n := int(k >> 60)
@@ -183,10 +190,11 @@ func (m *SeqModel) Grams() map[string]uint32 {
 // errSeqGram is a stored gram that is not 1 to SeqOrder+1 syscall numbers.
 var errSeqGram = errors.New("not 1 to 6 syscall numbers")
 
-// SeqModelFromGrams rebuilds a model from Grams' output: the contexts'
-// totals are the sums of their grams' counts.
+// SeqModelFromGrams rebuilds a model from Grams' output: a context's
+// distinct syscalls are its grams; the empty context's count (and that of
+// any context not stored) is the sum of its grams' counts.
 func SeqModelFromGrams(grams map[string]uint32) (*SeqModel, error) {
-	m := NewSeqModel()
+	m := &SeqModel{grams: make(map[uint64]seqStat, len(grams)+1)}
 	for s, v := range grams {
 		f, err := kvdoc.ParseNGram(s)
 		if err != nil || len(f) > SeqOrder+1 {
@@ -204,18 +212,26 @@ func SeqModelFromGrams(grams map[string]uint32) (*SeqModel, error) {
 		g.count += v
 		m.grams[k] = g
 	}
+	sums := map[uint64]uint64{} // contexts not stored
 	for k, g := range m.grams {
 		if g.count == 0 || k>>60 == 0 {
 			continue
 		}
 		n := k >> 60
 		ck := (n-1)<<60 | (k&(1<<60-1))>>seqSymBits
-		c := m.grams[ck]
-		if c.total == 0 {
+		c, ok := m.grams[ck]
+		if !ok || c.count == 0 {
+			sums[ck] += uint64(g.count)
+		}
+		if c.distinct == 0 {
 			m.contexts++
 		}
-		c.total += g.count
 		c.distinct++
+		m.grams[ck] = c
+	}
+	for ck, sum := range sums {
+		c := m.grams[ck]
+		c.count = uint32(min(sum, math.MaxUint32))
 		m.grams[ck] = c
 	}
 	if len(m.grams) > SeqMaxGrams+SeqMaxGrams/8 {

@@ -19,14 +19,9 @@ import (
 
 	"github.com/containsec/contain/internal/bus"
 	"github.com/containsec/contain/internal/cgroups"
+	"github.com/containsec/contain/internal/logfields"
 	"github.com/containsec/contain/internal/metrics"
 	"github.com/containsec/contain/schemas/containv1"
-)
-
-// Log field keys.
-const (
-	logHooks = "hooks"
-	logErr   = "err"
 )
 
 // Drop reasons (contain_dropped_total{stage="collector"} and loss events).
@@ -184,7 +179,7 @@ func New(cfg Config, js jetstream.JetStream, m *metrics.Metrics, log *slog.Logge
 		return nil, fmt.Errorf("collector: ring buffer reader: %w", err)
 	}
 	if err := c.pollRing(); err != nil {
-		log.Warn("ring buffer not pollable by the runtime; the reader blocks in epoll_wait", logErr, err)
+		log.Warn("ring buffer not pollable by the runtime; the reader blocks in epoll_wait", logfields.Err, err)
 	}
 	if err := c.setupSequence(); err != nil {
 		c.close()
@@ -199,7 +194,7 @@ func New(cfg Config, js jetstream.JetStream, m *metrics.Metrics, log *slog.Logge
 		}
 	}
 	c.updateClock()
-	log.Info("collector attached", logHooks, c.hooks, "host_cgroup_id", hostCg, "host_processes", cfg.HostProcesses)
+	log.Info("collector attached", logfields.Hooks, c.hooks, logfields.HostCgroupID, hostCg, logfields.HostProcesses, cfg.HostProcesses)
 	return c, nil
 }
 

@@ -133,6 +133,10 @@
 //     id != the cgroup2 root's) and never the collector's own process;
 //     host systemd-unit cgroups that pass the kernel filter are dropped in
 //     user space and counted (reason host_process).
+//   - A first use whose record the ring buffer refused (counted as
+//     reserve_failed_syscall) is reported again at the container's next use
+//     of that syscall from that origin: the kernel sets the first-use bit
+//     only for a record it wrote.
 //   - Floods cannot hide what matters: exec, fork/exit, sensitive and
 //     first-use syscall records are never rate limited, and file and
 //     network records may fill at most 3/4 of the ring buffer.

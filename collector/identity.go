@@ -422,7 +422,7 @@ func (e *engineLookups) lookup(ctx context.Context, r engineReq) (runtime.Info, 
 	default:
 		if !e.logged[r.engine].Swap(true) {
 			e.log.Warn("container engine lookup failed; identifying containers from on-disk state (logged once per engine)",
-				logfields.Engine, r.engine, logErr, err)
+				logfields.Engine, r.engine, logfields.Err, err)
 		}
 	}
 	return runtime.Info{}, err

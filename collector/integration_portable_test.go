@@ -1,7 +1,9 @@
 package collector
 
 import (
+	"context"
 	"errors"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -9,6 +11,7 @@ import (
 
 	"github.com/cilium/ebpf"
 
+	"github.com/containsec/contain/internal/metrics"
 	"github.com/containsec/contain/internal/testenv"
 	"github.com/containsec/contain/schemas/containv1"
 )
@@ -122,4 +125,71 @@ func TestIntegrationRawTPAttribution(t *testing.T) {
 			t.Fatalf("file record: %v", f)
 		}
 	}
+}
+
+// A first use whose record the full ring refused is reported at the next
+// use: the kernel forgets the first-use bit of a lost record. The ring is a
+// page and nothing reads it until the first sync has run (pinned to CPU 0,
+// where its bit lives); then the collector reads, and a second sync on CPU
+// 0 must be reported as the exec session's first use of sync.
+func TestIntegrationFirstUseRecoveredAfterFullRing(t *testing.T) {
+	testenv.RequireRoot(t)
+	_, _, js := testenv.NATS(t)
+	cfg := DefaultConfig()
+	cfg.Host = "test-host"
+	cfg.FlushInterval = 20 * time.Millisecond
+	cfg.LossInterval = 200 * time.Millisecond
+	cfg.RingBufferBytes = os.Getpagesize()
+	cfg.Syscalls, cfg.Files, cfg.Network = true, false, false
+	c, err := New(cfg, js, metrics.New(), testenv.Logger(t))
+	if err != nil {
+		if errors.Is(err, ebpf.ErrNotSupported) {
+			testenv.Unavailable(t, "eBPF hooks: "+err.Error())
+		}
+		t.Fatal(err)
+	}
+	raw := consumeRaw(t, js)
+	ctr := testenv.RunContainer(t, "colfirstfull", testenv.ContainerSpec{})
+	const script = "taskset -c 0 sync"
+	if out, err := ctr.Exec(10*time.Second, "/bin/sh", "-c", script); err != nil {
+		c.Close()
+		t.Fatalf("runc exec: %v: %s", err, out)
+	}
+	lost := c.lossCounts()[[2]string{"ringbuf", "reserve_failed_syscall"}]
+	if lost == 0 {
+		c.Close()
+		t.Fatal("the one-page ring never refused a syscall record: the test proves nothing")
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	syncFirst := func(ev *containv1.Event) bool {
+		s := ev.GetSyscall()
+		return ev.ContainerId == ctr.ID && s.GetMode() == containv1.Syscall_MODE_FIRST && s.GetName() == "sync" &&
+			s.GetProc().GetOrigin() == containv1.Origin_ORIGIN_EXEC_SESSION
+	}
+	raw.waitFor(t, 10*time.Second, "the container announced from the ring's records", func(evs []*containv1.Event) bool {
+		return slices.ContainsFunc(evs, func(ev *containv1.Event) bool {
+			return ev.Kind == containv1.Kind_KIND_CONTAINER && ev.ContainerId == ctr.ID
+		})
+	})
+	time.Sleep(3 * cfg.FlushInterval)
+	if slices.ContainsFunc(raw.snapshot(), syncFirst) {
+		t.Fatal("the first sync was reported although the ring was full: the test proves nothing")
+	}
+	t.Logf("%d syscall records refused by the full ring before the reader started", lost)
+
+	if out, err := ctr.Exec(10*time.Second, "/bin/sh", "-c", script); err != nil {
+		t.Fatalf("runc exec: %v: %s", err, out)
+	}
+	raw.waitFor(t, 10*time.Second, "the second sync reported as the session's first use", func(evs []*containv1.Event) bool {
+		return slices.ContainsFunc(evs, syncFirst)
+	})
 }

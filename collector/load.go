@@ -183,7 +183,7 @@ family:
 			names = append(names, h.name)
 		}
 		if len(errs) > 0 {
-			c.log.Warn("preferred hooks refused; fell back", logHooks, names, logErr, errors.Join(errs...))
+			c.log.Warn("preferred hooks refused; fell back", logfields.Hooks, names, logfields.Err, errors.Join(errs...))
 		}
 		c.coll, c.links, c.hooks = coll, links, names
 		return nil

@@ -9,6 +9,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/ringbuf"
 
+	"github.com/containsec/contain/internal/logfields"
 	"github.com/containsec/contain/internal/metrics"
 	"github.com/containsec/contain/schemas/containv1"
 )
@@ -127,7 +128,7 @@ func (c *Collector) drainAll() (urgent bool, total int, ok bool) {
 		if err != nil {
 			// Not a ring the kernel wrote: nothing more can be read.
 			c.m.Errors.WithLabelValues(metrics.StageCollector, "ringbuf_read").Inc()
-			c.log.Error("ring buffer unreadable; reader stops", logErr, err)
+			c.log.Error("ring buffer unreadable; reader stops", logfields.Err, err)
 			return c.urgent, total, false
 		}
 		if n < drainBatch {
@@ -208,7 +209,7 @@ func (c *Collector) handle(rec []byte) {
 		c.m.Dropped.WithLabelValues(metrics.StageCollector, reasonDecode).Inc()
 		c.m.Errors.WithLabelValues(metrics.StageCollector, "decode").Inc()
 		if !loggedDecode.Swap(true) {
-			c.log.Error("dropping undecodable record (logged once)", logErr, err)
+			c.log.Error("dropping undecodable record (logged once)", logfields.Err, err)
 		}
 		return
 	}

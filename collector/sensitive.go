@@ -281,7 +281,7 @@ func (c *Collector) registerSensitive(ctr *container) {
 	n, err := c.sens.add(ctr.cgroupID, ctr.cgroupPath, uint32(ctr.info.InitPID))
 	if err != nil {
 		c.m.Errors.WithLabelValues(metrics.StageCollector, errKindSensitiveInodes).Inc()
-		c.log.Warn("sensitive files not registered by identity; matched by name only", logfields.ContainerID, ctr.ref.ID, logErr, err)
+		c.log.Warn("sensitive files not registered by identity; matched by name only", logfields.ContainerID, ctr.ref.ID, logfields.Err, err)
 		return
 	}
 	c.log.Debug("sensitive files registered", logfields.ContainerID, ctr.ref.ID, logfields.Files, n)

@@ -249,7 +249,7 @@ func (c *Collector) drainSequence() {
 			c.m.Errors.WithLabelValues(metrics.StageCollector, "seq_ring_read").Inc()
 			if !c.seqBroken {
 				c.seqBroken = true
-				c.log.Error("sequence ring buffer unreadable", logErr, err)
+				c.log.Error("sequence ring buffer unreadable", logfields.Err, err)
 			}
 			return
 		}
@@ -266,7 +266,7 @@ func (c *Collector) handleSeq(rec []byte) {
 		c.m.Dropped.WithLabelValues(metrics.StageCollector, reasonDecode).Inc()
 		c.m.Errors.WithLabelValues(metrics.StageCollector, "decode").Inc()
 		if !loggedDecode.Swap(true) {
-			c.log.Error("dropping undecodable record (logged once)", logErr, err)
+			c.log.Error("dropping undecodable record (logged once)", logfields.Err, err)
 		}
 		return
 	}
@@ -301,7 +301,7 @@ func (c *Collector) selectSequence(ctr *container) {
 	case want:
 		if err := c.coll.Maps["seq_cgroups"].Update(ctr.cgroupID, collectorSeqCgroup{}, ebpf.UpdateNoExist); err != nil && !errors.Is(err, ebpf.ErrKeyExist) {
 			c.m.Errors.WithLabelValues(metrics.StageCollector, errKindSeqSelectFull).Inc()
-			c.log.Error("cannot put the container in sequence mode", logfields.ContainerID, ctr.ref.ID, logErr, err)
+			c.log.Error("cannot put the container in sequence mode", logfields.ContainerID, ctr.ref.ID, logfields.Err, err)
 			return
 		}
 		ctr.seq = true

@@ -140,6 +140,7 @@ func (r *Responder) pause(ctx context.Context, ev, out *containv1.Event, act *co
 	crashAt(crashAfterIntent)
 	vctx, cancel := context.WithTimeout(ctx, r.cfg.VerifyTimeout)
 	defer cancel()
+	d.ReceivedToFreezeUs = r.now().Sub(recv).Microseconds()
 	start := time.Now()
 	rep, err := freezer.FreezeReport(vctx, r.methodsFor(target), target)
 	done := time.Now()
@@ -158,6 +159,10 @@ func (r *Responder) pause(ctx context.Context, ev, out *containv1.Event, act *co
 		return fail(decision, err), intent
 	}
 	crashAt(crashAfterFreeze)
+	if err := r.journal.sync(intent); err != nil {
+		r.m.Errors.WithLabelValues(metrics.StageResponder, "intent").Inc()
+		r.log.Error("syncing the intent to pause", logfields.ContainerID, ev.ContainerId, logfields.Err, err)
+	}
 	act.Method = m.Name()
 	fellBack := ""
 	if len(tried) > 0 {

@@ -121,7 +121,7 @@ func BenchmarkExecToFrozen(b *testing.B) {
 	}
 	time.Sleep(an.LearningWindow + time.Second) // learning is a span of event time
 
-	var lat, respond, own, freeze []int64
+	var lat, respond, own, prep, freeze []int64
 	var pending []*containv1.Event
 	methods := map[string]int{}
 	b.ResetTimer()
@@ -143,6 +143,7 @@ func BenchmarkExecToFrozen(b *testing.B) {
 		d := detail(b, act.GetAction())
 		respond = append(respond, d.AlertToFrozenUs*1000)
 		own = append(own, d.ReceivedToFrozenUs*1000)
+		prep = append(prep, d.ReceivedToFreezeUs*1000)
 		freeze = append(freeze, d.FreezeUs*1000)
 		if act.GetAction().Method != "" {
 			methods[act.GetAction().Method]++
@@ -156,6 +157,7 @@ func BenchmarkExecToFrozen(b *testing.B) {
 	percentiles(b, "exec_to_frozen", lat)
 	percentiles(b, "alert_to_frozen", respond)
 	percentiles(b, "responder_received_to_frozen", own)
+	percentiles(b, "responder_received_to_freeze_write", prep)
 	percentiles(b, "freeze_write_to_verified", freeze)
 	b.Logf("frozen by %v", methods)
 }

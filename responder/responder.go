@@ -295,6 +295,10 @@ type Detail struct {
 	// made it) to the verified freeze; latency_ns minus this is the
 	// detection part.
 	AlertToFrozenUs int64 `json:"alert_to_frozen_us,omitempty"`
+	// ReceivedToFreezeUs is from the alert's batch being handed to the
+	// responder to the freeze's first write: the decision, the proof and
+	// the intent.
+	ReceivedToFreezeUs int64 `json:"received_to_freeze_us,omitempty"`
 	// ReceivedToFrozenUs is the responder's own share: from the alert's
 	// batch being handed to it to the verified freeze.
 	ReceivedToFrozenUs int64 `json:"received_to_frozen_us,omitempty"`

@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 mod=$(go list -m)
 stages=()
-for d in collector enricher analyzer responder store notify; do
+for d in collector enricher analyzer responder store notify console; do
 	[ -d "$d" ] && stages+=("$d")
 done
 for f in */doc.go; do

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what contain's tests and demo need on a fresh Debian machine with
 # Go: runc, crun, busybox-static, ClickHouse, docker.io (a private dockerd and
-# containerd for tests), protoc, clang/bpftool (only to regenerate eBPF
+# containerd for tests), chromium (the console's browser test), protoc, clang/bpftool (only to regenerate eBPF
 # objects). Idempotent and quiet; run as root.
 set -euo pipefail
 need=()
@@ -19,6 +19,8 @@ command -v dockerd >/dev/null && command -v ctr >/dev/null || need+=(docker.io)
 # podman (root, cgroupfs manager): the podman identity tests (internal/testenv/podman.go).
 command -v podman >/dev/null || need+=(podman)
 command -v file >/dev/null || need+=(file)
+# Headless Chromium: the web console's browser test (TestConsoleBrowser).
+command -v chromium >/dev/null || need+=(chromium)
 if [ "${CONTAIN_SETUP_BPF:-0}" = 1 ]; then
   command -v clang >/dev/null || need+=(clang llvm)
   command -v bpftool >/dev/null || need+=(bpftool)

@@ -20,6 +20,7 @@ func auditCommand(opts *globalOpts) *cobra.Command {
 	var (
 		format, failOn string
 		save, running  bool
+		engine         engineAudit
 	)
 	cmd := &cobra.Command{
 		Use:   "audit IMAGE...",
@@ -35,6 +36,19 @@ above --fail-on, so it works as a deploy gate.`,
 			cfg, err := opts.load(cmd)
 			if err != nil {
 				return err
+			}
+			if engine.active() {
+				if len(images) > 0 {
+					return fmt.Errorf("audit: name images, or use --policy/--inventory, not both")
+				}
+				if format != "table" && format != "json" {
+					return fmt.Errorf("--format: %q is not table or json", format)
+				}
+				threshold, err := enricher.ParseSeverity(failOn)
+				if err != nil {
+					return fmt.Errorf("--fail-on: %w", err)
+				}
+				return engine.run(cmd, cfg, running, format, threshold, save)
 			}
 			if running {
 				more, err := runningImages(cmd, cfg)
@@ -85,6 +99,7 @@ above --fail-on, so it works as a deploy gate.`,
 	cmd.Flags().StringVar(&failOn, "fail-on", "high", "exit 3 when a finding is at or above this severity (info, low, medium, high, critical)")
 	cmd.Flags().BoolVar(&running, "running", false, "also audit every image in use on this host (--host), as the enricher knows them")
 	cmd.Flags().BoolVar(&save, "store", false, "also store the results in ClickHouse (store.*)")
+	engine.register(cmd)
 	return cmd
 }
 

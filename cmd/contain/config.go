@@ -16,6 +16,7 @@ import (
 	"github.com/containsec/contain/analyzer"
 	"github.com/containsec/contain/cmd/internal/config"
 	"github.com/containsec/contain/collector"
+	"github.com/containsec/contain/console"
 	"github.com/containsec/contain/enricher"
 	"github.com/containsec/contain/internal/bus"
 	"github.com/containsec/contain/internal/commits"
@@ -48,6 +49,9 @@ type Config struct {
 	// Notify pushes alerts and actions to webhooks, syslog and
 	// Falcosidekick (docs/outputs.md).
 	Notify notify.Config
+	// Console serves the web console (contain console, or inside contain
+	// run when console.listen is set).
+	Console console.Config
 	// Audit configures `contain audit`.
 	Audit enricher.AuditConfig
 }
@@ -117,6 +121,7 @@ func defaultConfig() Config {
 		Store:     store.DefaultConfig(),
 		Commits:   commits.DefaultConfig(),
 		Notify:    notify.DefaultConfig(),
+		Console:   console.DefaultConfig(),
 		Audit:     enricher.DefaultAuditConfig(),
 	}
 }

@@ -291,6 +291,16 @@ func runStages(ctx context.Context, cfg *Config, stages []string, embedded bool,
 	if err := dropCaps(log); err != nil {
 		log.Warn("least privilege", logfields.Err, err)
 	}
+	if cfg.Console.Listen != "" && embedded {
+		c := *cfg
+		c.NATS.URL = cs.url
+		srv, stop, err := newConsole(ctx, &c, log.With(logfields.Stage, "console"), m.Registry, rep.Health)
+		if err != nil {
+			return err
+		}
+		defer stop()
+		start("console", srv.ListenAndServe)
+	}
 	log.Info("contain running", logfields.Version, Version, logfields.Host, cfg.Host, logfields.Stages, strings.Join(stages, ","))
 	<-ctx.Done()
 	cause := context.Cause(ctx)

@@ -336,14 +336,15 @@ static __always_inline __u64 arg(struct pt_regs *regs, int i)
 #endif
 
 // emit_syscall writes a first-use or sensitive syscall record; never rate
-// limited (a flood must not hide them).
-static __always_inline void emit_syscall(struct pt_regs *regs, __u64 cgid, __u32 nr, __u32 mode, long ret,
+// limited (a flood must not hide them). It returns false when the ring
+// buffer refused the record (counted).
+static __always_inline bool emit_syscall(struct pt_regs *regs, __u64 cgid, __u32 nr, __u32 mode, long ret,
 					 struct task_origin org)
 {
 	struct syscall_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
 		count_loss(LOSS_RINGBUF_SYSCALL);
-		return;
+		return false;
 	}
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
 	fill_hdr(&e->hdr, RECORD_SYSCALL, task, cgid, org);
@@ -357,6 +358,7 @@ static __always_inline void emit_syscall(struct pt_regs *regs, __u64 cgid, __u32
 		__builtin_memset(e->args, 0, sizeof(e->args));
 	}
 	bpf_ringbuf_submit(e, submit_flags(RECORD_SYSCALL));
+	return true;
 }
 
 // first_of marks nr as seen for origin in seen and reports whether it was new.
@@ -405,6 +407,31 @@ static __always_inline long count_syscall(__u64 cgid, __u32 nr, __u8 origin)
 	}
 	c->n[nr & (SYSCALL_MAX - 1)]++;
 	return FIRST_OF(c->seen, origin, nr);
+}
+
+// unsee clears the first-use bit count_syscall set on this CPU for (cgid,
+// nr, origin): the record reporting it was lost, so the next use reports it
+// again (a program runs on one CPU throughout, and the bits are per CPU).
+static __always_inline void unsee(__u64 cgid, __u32 nr, __u8 origin)
+{
+	__u32 slot = (cgid * 0x9E3779B97F4A7C15ULL) >> 56;
+	__u64 bit = 1ULL << (nr & 63);
+	__u32 o = origin & (ORIGIN_CLASSES - 1), w = (nr >> 6) & (SYSCALL_MAX / 64 - 1);
+	struct count_slot *s = bpf_map_lookup_elem(&count_slots, &slot);
+	if (s && s->cgroup_id == cgid) {
+		s->seen[o][w] &= ~bit;
+		return;
+	}
+	struct syscall_counts *c = bpf_map_lookup_elem(&syscall_counts, &cgid);
+	if (c)
+		c->seen[o][w] &= ~bit;
+}
+
+// emit_first reports a first use, forgetting it when the record is lost.
+static __always_inline void emit_first(struct pt_regs *regs, __u64 cgid, __u32 nr, long ret, struct task_origin org)
+{
+	if (!emit_syscall(regs, cgid, nr, SYSCALL_MODE_FIRST, ret, org))
+		unsee(cgid, nr, org.origin);
 }
 
 #define AF_INET 2
@@ -1017,7 +1044,7 @@ static __always_inline int handle_sys_exit(struct pt_regs *regs, long id, long r
 	if (class & CLASS_SENSITIVE)
 		emit_syscall(regs, cgid, nr, SYSCALL_MODE_SENSITIVE, ret, org);
 	else if (first == 1)
-		emit_syscall(regs, cgid, nr, SYSCALL_MODE_FIRST, ret, org);
+		emit_first(regs, cgid, nr, ret, org);
 	if ((class & (CLASS_SOCKET | CLASS_SENSITIVE)) == CLASS_SOCKET && packet_or_raw(regs))
 		emit_syscall(regs, cgid, nr, SYSCALL_MODE_SENSITIVE, ret, org);
 	if (class & CLASS_NET)
@@ -1111,7 +1138,7 @@ static __always_inline int handle_exit(struct task_struct *task, bool group_dead
 	if (track_counts && (code & 0x7f) == 0) {
 		__u32 nr = (BPF_CORE_READ(task, signal, flags) & SIGNAL_GROUP_EXIT) ? NR_exit_group : NR_exit;
 		if (count_syscall(cgid, nr, org.origin) == 1)
-			emit_syscall(NULL, cgid, nr, SYSCALL_MODE_FIRST, 0, org);
+			emit_first(NULL, cgid, nr, 0, org);
 	}
 	if (track_procs && group_dead)
 		emit_proc(task, cgid, PROC_EXIT, 0, code, org);

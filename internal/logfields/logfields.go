@@ -81,6 +81,8 @@ const (
 	FreezerV1           = "freezer_v1"
 	Group               = "group"
 	Hooks               = "hooks"
+	HostCgroupID        = "host_cgroup_id"
+	HostProcesses       = "host_processes"
 	Kept                = "kept"
 	Keys                = "keys"
 	Kind                = "kind"
