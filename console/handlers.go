@@ -259,10 +259,17 @@ func (s *Server) container(w http.ResponseWriter, r *http.Request) {
 		snap = p.Snapshot
 	}
 	around := r.URL.Query().Get("alert")
-	s.render(w, r, "container", map[string]any{
+	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+	defer cancel()
+	history, err := s.backend.Timeline(ctx, cid, around)
+	data := map[string]any{
 		"ID": cid, "Alerts": alerts, "Total": total, "Actions": actions, "Snapshot": snap,
-		"Tree": processTree(snap), "Around": around,
-	})
+		"Tree": processTree(snap), "Around": around, "History": history,
+	}
+	if err != nil {
+		data["HistoryErr"] = err.Error()
+	}
+	s.render(w, r, "container", data)
 }
 
 // treeLine is one process of a snapshot's tree, indented by depth.

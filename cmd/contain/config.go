@@ -214,6 +214,11 @@ func (c *Config) validate(stages []string) error {
 	if err := c.validateSeed(); err != nil {
 		return err
 	}
+	if c.Console.Listen != "" {
+		if err := c.Console.Validate(); err != nil {
+			return err
+		}
+	}
 	if c.Auth.Enabled && c.Auth.CredsDir == "" {
 		return errors.New("auth.creds_dir: must be set when auth.enabled")
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/containsec/contain/internal/bus"
 	"github.com/containsec/contain/responder"
 	"github.com/containsec/contain/schemas/containv1"
+	"github.com/containsec/contain/store"
 )
 
 func init() { extraCommands = append(extraCommands, consoleCommand) }
@@ -197,6 +198,24 @@ func (b *consoleBackend) SetLock(ctx context.Context, key string, lock bool, use
 		fn = analyzer.LockBaseline
 	}
 	return fn(ctx, b.js, b.cfg.Analyzer.BaselinesBucket, key, b.signer(user))
+}
+
+func (b *consoleBackend) Timeline(ctx context.Context, container, alertID string) (string, error) {
+	if len(b.cfg.Store.Addr) == 0 {
+		return "", errors.New("no ClickHouse configured (store.addr)")
+	}
+	r, err := store.OpenReader(b.cfg.Store)
+	if err != nil {
+		return "", err
+	}
+	defer r.Close()
+	tl, err := buildTimeline(ctx, r, container, alertID, 5*time.Minute)
+	if err != nil {
+		return "", err
+	}
+	var sb strings.Builder
+	err = tl.writeText(&sb)
+	return sb.String(), err
 }
 
 // watched are the metric families the Health view shows: losses, drops,
