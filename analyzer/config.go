@@ -91,6 +91,10 @@ type Config struct {
 	// BaselinesBucket is the NATS KV bucket holding baselines; empty turns
 	// persistence off.
 	BaselinesBucket string `config:"baselines_bucket"`
+	// KVReplicas is the number of replicas of the baselines bucket in a
+	// clustered JetStream (docs/scaling.md, "NATS cluster"); 0 takes
+	// nats.streams.replicas.
+	KVReplicas int `config:"kv_replicas"`
 	// PersistInterval is how often changed baselines are written.
 	PersistInterval time.Duration `config:"persist_interval"`
 	// ProfilesBucket is the NATS KV bucket of declared profiles (written
@@ -170,6 +174,8 @@ func (c Config) Validate() error {
 		return errors.New("analyzer.durable: must be set")
 	case c.Fetch <= 0:
 		return errors.New("analyzer.fetch: must be > 0")
+	case c.KVReplicas < 0 || c.KVReplicas > 5:
+		return fmt.Errorf("analyzer.kv_replicas: %d out of range 0..5", c.KVReplicas)
 	case c.BaselinesBucket != "" && c.PersistInterval <= 0:
 		return errors.New("analyzer.persist_interval: must be > 0 when analyzer.baselines_bucket is set")
 	}

@@ -95,7 +95,7 @@ func (a *Analyzer) tryLoad(ctx context.Context) (n, bad, fellBack int, err error
 	ctx, cancel := context.WithTimeout(ctx, cmp.Or(a.loading.timeout, loadTimeout))
 	defer cancel()
 	if a.store == nil {
-		st, err := OpenStore(ctx, a.js, a.cfg.BaselinesBucket)
+		st, err := openStore(ctx, a.js, a.cfg.BaselinesBucket, a.cfg.KVReplicas)
 		if err != nil {
 			return 0, 0, 0, err
 		}

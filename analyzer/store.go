@@ -33,10 +33,16 @@ const storeHistory = 16
 
 // OpenStore opens (creating if needed) the baselines bucket.
 func OpenStore(ctx context.Context, js jetstream.JetStream, bucket string) (*Store, error) {
+	return openStore(ctx, js, bucket, 1)
+}
+
+// openStore is OpenStore with replicas (a clustered JetStream).
+func openStore(ctx context.Context, js jetstream.JetStream, bucket string, replicas int) (*Store, error) {
 	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:      bucket,
 		Description: "contain analyzer baselines (" + DocFormat + ")",
 		History:     storeHistory,
+		Replicas:    max(replicas, 1),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("baselines bucket %s: %w", bucket, err)

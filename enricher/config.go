@@ -41,6 +41,10 @@ type Config struct {
 	ProfilesBucket string `config:"profiles_bucket"`
 	// ImagesBucket holds image declarations keyed by image digest.
 	ImagesBucket string `config:"images_bucket"`
+	// KVReplicas is the number of replicas of the buckets above in a
+	// clustered JetStream (docs/scaling.md, "NATS cluster"); 0 takes
+	// nats.streams.replicas.
+	KVReplicas int `config:"kv_replicas"`
 	// MissRecheck is how long an unknown container is remembered as
 	// unknown before the KV bucket is asked again.
 	MissRecheck time.Duration `config:"miss_recheck"`
@@ -132,6 +136,8 @@ func (c Config) Validate() error {
 		return errors.New("enricher.fetch: must be > 0")
 	case c.FetchWait <= 0:
 		return errors.New("enricher.fetch_wait: must be > 0")
+	case c.KVReplicas < 0 || c.KVReplicas > 5:
+		return fmt.Errorf("enricher.kv_replicas: %d out of range 0..5", c.KVReplicas)
 	case c.MaxContainers <= 0:
 		return errors.New("enricher.max_containers: must be > 0")
 	case c.ContainersBucket == "":

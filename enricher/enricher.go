@@ -137,11 +137,12 @@ func (e *Enricher) openOnce(ctx context.Context) error {
 		Description: "contain: container id -> image (enricher)",
 		TTL:         e.cfg.ContainersTTL,
 		History:     1,
+		Replicas:    max(e.cfg.KVReplicas, 1),
 	})
 	if err != nil {
 		return fmt.Errorf("kv %s: %w", e.cfg.ContainersBucket, err)
 	}
-	e.profilesKV, err = OpenProfiles(ctx, e.js, e.cfg.ProfilesBucket)
+	e.profilesKV, err = openProfiles(ctx, e.js, e.cfg.ProfilesBucket, e.cfg.KVReplicas)
 	if err != nil {
 		return err
 	}
@@ -149,6 +150,7 @@ func (e *Enricher) openOnce(ctx context.Context) error {
 		Bucket:      e.cfg.ImagesBucket,
 		Description: "contain: image declarations by digest (enricher)",
 		History:     1,
+		Replicas:    max(e.cfg.KVReplicas, 1),
 	})
 	if err != nil {
 		return fmt.Errorf("kv %s: %w", e.cfg.ImagesBucket, err)

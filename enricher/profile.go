@@ -33,10 +33,16 @@ func DecodeProfile(b []byte) (*Profile, error) { return kvdoc.DecodeProfile(b) }
 
 // OpenProfiles creates or binds the profiles bucket.
 func OpenProfiles(ctx context.Context, js jetstream.JetStream, bucket string) (jetstream.KeyValue, error) {
+	return openProfiles(ctx, js, bucket, 1)
+}
+
+// openProfiles is OpenProfiles with replicas (a clustered JetStream).
+func openProfiles(ctx context.Context, js jetstream.JetStream, bucket string, replicas int) (jetstream.KeyValue, error) {
 	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:      bucket,
 		Description: "contain: declared profiles by image digest (enricher)",
 		History:     1,
+		Replicas:    max(replicas, 1),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("kv %s: %w", bucket, err)

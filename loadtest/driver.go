@@ -34,6 +34,10 @@ type Config struct {
 	Store     store.Config
 	Responder responder.Config
 	Streams   bus.StreamsConfig
+	// NATS, when its Control URL is set, runs on an external NATS (e.g. a
+	// cluster) instead of the embedded server, each party connected
+	// through its own URL.
+	NATS NATSURLs
 	// StoreDir is the embedded JetStream directory; empty: a temporary
 	// directory removed at the end.
 	StoreDir string
@@ -48,6 +52,27 @@ type Config struct {
 	// ProbePoll is the period of the ClickHouse queries that time probes
 	// (the resolution of the event→row lag).
 	ProbePoll time.Duration
+}
+
+// NATSURLs are the servers each party of a run connects through; an
+// empty URL takes Control.
+type NATSURLs struct {
+	// Control creates the streams, subscribes to alerts and actions and
+	// samples the consumers.
+	Control   string
+	Generator string
+	Enricher  string
+	Analyzer  string
+	Store     string
+	Responder string
+}
+
+// url is u, or Control when u is empty.
+func (n NATSURLs) url(u string) string {
+	if u == "" {
+		return n.Control
+	}
+	return u
 }
 
 // DefaultConfig is a run of the default generator against ClickHouse at
@@ -126,25 +151,64 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Result, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	dir := cfg.StoreDir
-	if dir == "" {
-		tmp, err := os.MkdirTemp("", "contain-loadtest-")
-		if err != nil {
-			return nil, fmt.Errorf("loadtest: %w", err)
+	urls := cfg.NATS
+	if urls.Control == "" {
+		dir := cfg.StoreDir
+		if dir == "" {
+			tmp, err := os.MkdirTemp("", "contain-loadtest-")
+			if err != nil {
+				return nil, fmt.Errorf("loadtest: %w", err)
+			}
+			defer os.RemoveAll(tmp)
+			dir = tmp
 		}
-		defer os.RemoveAll(tmp)
-		dir = tmp
+		srv, err := bus.StartEmbedded(bus.EmbeddedConfig{Host: "127.0.0.1", Port: -1, StoreDir: dir})
+		if err != nil {
+			return nil, err
+		}
+		defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
+		urls = NATSURLs{Control: srv.ClientURL()}
 	}
-	srv, err := bus.StartEmbedded(bus.EmbeddedConfig{Host: "127.0.0.1", Port: -1, StoreDir: dir})
-	if err != nil {
-		return nil, err
-	}
-	defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
-	nc, js, err := bus.Connect(srv.ClientURL(), "contain-loadtest", log)
+	// connect dials a party's URL; on the embedded server every party
+	// shares the control connection, as in one `contain run`.
+	nc, js, err := bus.Connect(urls.Control, "contain-loadtest", log)
 	if err != nil {
 		return nil, err
 	}
 	defer nc.Close()
+	connect := func(u, name string) (*nats.Conn, jetstream.JetStream, error) {
+		if cfg.NATS.Control == "" {
+			return nc, js, nil
+		}
+		c, j, err := bus.Connect(urls.url(u), "contain-loadtest-"+name, log.With(logfields.Stage, name))
+		if err != nil {
+			return nil, nil, err
+		}
+		return c, j, nil
+	}
+	var conns []*nats.Conn
+	defer func() {
+		for _, c := range conns {
+			if c != nc {
+				c.Close()
+			}
+		}
+	}()
+	stageJS := map[string]jetstream.JetStream{}
+	var rspNC *nats.Conn
+	for _, s := range []string{"generator", metrics.StageEnricher, metrics.StageAnalyzer, metrics.StageStore, metrics.StageResponder} {
+		u := map[string]string{"generator": urls.Generator, metrics.StageEnricher: urls.Enricher, metrics.StageAnalyzer: urls.Analyzer,
+			metrics.StageStore: urls.Store, metrics.StageResponder: urls.Responder}[s]
+		c, j, err := connect(u, s)
+		if err != nil {
+			return nil, err
+		}
+		conns = append(conns, c)
+		stageJS[s] = j
+		if s == metrics.StageResponder {
+			rspNC = c
+		}
+	}
 	if err := bus.EnsureStreams(ctx, js, cfg.Streams); err != nil {
 		return nil, err
 	}
@@ -168,6 +232,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Result, error) {
 	}
 
 	r := newRun(cfg, js, st, log)
+	r.genJS = stageJS["generator"]
 	alertSub, err := nc.Subscribe(containv1.SubjectPrefix+".alerts.>", r.onAlerts)
 	if err != nil {
 		return nil, fmt.Errorf("loadtest: subscribing to alerts: %w", err)
@@ -200,8 +265,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Result, error) {
 			}
 		}()
 	}
-	start(metrics.StageStore, func(ctx context.Context) error { return st.Run(ctx, js, m) })
-	en, err := enricher.New(cfg.Enricher, js, m, log.With(logfields.Stage, metrics.StageEnricher))
+	start(metrics.StageStore, func(ctx context.Context) error { return st.Run(ctx, stageJS[metrics.StageStore], m) })
+	en, err := enricher.New(cfg.Enricher, stageJS[metrics.StageEnricher], m, log.With(logfields.Stage, metrics.StageEnricher))
 	if err != nil {
 		return nil, fmt.Errorf("enricher: %w", err)
 	}
@@ -210,7 +275,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Result, error) {
 	if anCfg.Host == "" {
 		anCfg.Host = "loadtest"
 	}
-	an, err := analyzer.New(anCfg, js, m, log.With(logfields.Stage, metrics.StageAnalyzer))
+	an, err := analyzer.New(anCfg, stageJS[metrics.StageAnalyzer], m, log.With(logfields.Stage, metrics.StageAnalyzer))
 	if err != nil {
 		return nil, fmt.Errorf("analyzer: %w", err)
 	}
@@ -218,7 +283,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Result, error) {
 	for i := range cfg.Generator.Hosts {
 		rc := cfg.Responder
 		rc.Host = cfg.Generator.HostName(i)
-		rsp, err := responder.New(rc, nc, js, m, log.With(logfields.Stage, metrics.StageResponder))
+		rsp, err := responder.New(rc, rspNC, stageJS[metrics.StageResponder], m, log.With(logfields.Stage, metrics.StageResponder))
 		if err != nil {
 			return nil, fmt.Errorf("responder: %w", err)
 		}
@@ -239,9 +304,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Result, error) {
 type run struct {
 	cfg Config
 	js  jetstream.JetStream
-	st  *store.Store
-	log *slog.Logger
-	m   *metrics.Metrics
+	// genJS is the generator's connection (js on the embedded server).
+	genJS jetstream.JetStream
+	st    *store.Store
+	log   *slog.Logger
+	m     *metrics.Metrics
 
 	mu         sync.Mutex
 	probes     map[string]probeEvent // pending probe id -> where and when
@@ -425,7 +492,7 @@ func (r *run) pendingProbes() int {
 // drive runs the generator, samples while it runs and while the stages
 // drain, then counts the rows.
 func (r *run) drive(ctx context.Context) (*Result, error) {
-	gen, err := NewGenerator(r.cfg.Generator, r.js, r.probe)
+	gen, err := NewGenerator(r.cfg.Generator, r.genJS, r.probe)
 	if err != nil {
 		return nil, err
 	}

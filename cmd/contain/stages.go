@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -264,7 +265,9 @@ func runStages(ctx context.Context, cfg *Config, stages []string, embedded bool,
 			}
 			start(s, r.Run)
 		case stageAnalyzer:
-			a, err := analyzer.New(cfg.Analyzer, js, m, slog(s))
+			acfg := cfg.Analyzer
+			acfg.KVReplicas = cmp.Or(acfg.KVReplicas, cfg.NATS.Streams.Replicas)
+			a, err := analyzer.New(acfg, js, m, slog(s))
 			if err != nil {
 				return fmt.Errorf("analyzer: %w", err)
 			}
@@ -278,7 +281,9 @@ func runStages(ctx context.Context, cfg *Config, stages []string, embedded bool,
 			}
 			start(s, n.Run)
 		case stageEnricher:
-			e, err := enricher.New(cfg.Enricher, js, m, slog(s))
+			ecfg := cfg.Enricher
+			ecfg.KVReplicas = cmp.Or(ecfg.KVReplicas, cfg.NATS.Streams.Replicas)
+			e, err := enricher.New(ecfg, js, m, slog(s))
 			if err != nil {
 				return fmt.Errorf("enricher: %w", err)
 			}

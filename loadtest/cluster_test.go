@@ -1,0 +1,133 @@
+package loadtest_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/containsec/contain/internal/bus"
+	"github.com/containsec/contain/internal/testenv"
+	"github.com/containsec/contain/loadtest"
+	"github.com/containsec/contain/schemas/containv1"
+)
+
+// TestNATSClusterNodeKilled runs the pipeline on a real three-node NATS
+// cluster (nats-server processes, cluster routes, R3 streams and KV
+// buckets), each stage connected through a different node and the
+// generator through a third, and kills -9 the node the enricher and the
+// store are connected to while events flow: every published event must
+// still be exactly one distinct ClickHouse row and every deviation one
+// alert. CONTAIN_TEST_CLUSTER_DURATION (e.g. 2m) runs longer than the
+// default 10 s.
+func TestNATSClusterNodeKilled(t *testing.T) {
+	chAddr := testenv.ClickHouseAddr(t)
+	duration := 10 * time.Second
+	if v := os.Getenv("CONTAIN_TEST_CLUSTER_DURATION"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			t.Fatalf("CONTAIN_TEST_CLUSTER_DURATION: %v", err)
+		}
+		duration = d
+	}
+	cl := testenv.StartNATSCluster(t, 3)
+	n0, n1, n2 := cl.Nodes[0], cl.Nodes[1], cl.Nodes[2]
+
+	cfg := loadtest.DefaultConfig()
+	cfg.Store.Addr = []string{chAddr}
+	cfg.Store.Database = fmt.Sprintf("contain_cluster_%d", time.Now().UnixNano())
+	cfg.Streams.Replicas = 3
+	cfg.Enricher.KVReplicas = 3
+	cfg.Analyzer.KVReplicas = 3
+	// n0 is killed: the enricher and the store must move to n1 or n2.
+	cfg.NATS = loadtest.NATSURLs{
+		Control:   n2.URL,
+		Generator: n2.URL,
+		Enricher:  n0.URL,
+		Store:     n0.URL,
+		Analyzer:  n1.URL,
+		Responder: n1.URL,
+	}
+	cfg.Generator.Hosts = 2
+	cfg.Generator.ContainersPerHost = 10
+	cfg.Generator.Images = 4
+	cfg.Generator.Rate = 1500
+	cfg.Generator.Duration = duration
+	cfg.Analyzer.LearningWindow = 2 * time.Second
+	cfg.Generator.DeviateAfter = 3 * time.Second
+	cfg.Generator.DeviationFraction = 0.002
+	cfg.DrainTimeout = 60 * time.Second
+
+	// Kill n0 about 40% into the generator's run (the run starts
+	// publishing once CONTAIN_RAW holds a message).
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	nc, js, err := bus.Connect(n2.URL, t.Name()+"-watch", testenv.Discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	killed := make(chan time.Duration, 1)
+	go func() {
+		defer close(killed)
+		var first time.Time
+		for ctx.Err() == nil {
+			s, err := js.Stream(ctx, containv1.StreamRaw)
+			if err == nil {
+				if info, err := s.Info(ctx); err == nil && info.State.Msgs > 0 {
+					first = time.Now()
+					break
+				}
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(duration * 4 / 10):
+		}
+		n0.Kill()
+		killed <- time.Since(first)
+	}()
+
+	res, err := loadtest.Run(ctx, cfg, warnLogger(t))
+	if errors.Is(err, loadtest.ErrClickHouseUnavailable) {
+		testenv.Unavailable(t, err.Error())
+	}
+	if res != nil {
+		var out bytes.Buffer
+		res.Print(&out)
+		t.Log("\n" + out.String())
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	at, ok := <-killed
+	if !ok {
+		t.Fatal("the run ended before node n0 was killed")
+	}
+	t.Logf("killed n0 %v after the first event; published %d events, %d deviations", at.Round(time.Millisecond), res.Gen.Events, res.Gen.Deviations)
+	if err := res.Check(); err != nil {
+		t.Fatal(err)
+	}
+	if res.Rows != res.RowsDistinct {
+		t.Errorf("%d rows for %d distinct events: duplicates stored", res.Rows, res.RowsDistinct)
+	}
+	if min := int64(cfg.Generator.Rate * duration.Seconds() / 2); res.Gen.Events < min {
+		t.Fatalf("published only %d events in %v (want ≥ %d)", res.Gen.Events, res.Gen.Elapsed, min)
+	}
+	if res.Gen.Deviations == 0 {
+		t.Fatal("no deviation was injected")
+	}
+	if res.AlertRows != uint64(res.Gen.Deviations) {
+		t.Errorf("%d alert rows for %d deviations", res.AlertRows, res.Gen.Deviations)
+	}
+	// Alerts are counted from a core subscription: a publish retried
+	// across the failover may be seen twice, never less than once.
+	if res.Alerts < res.Gen.Deviations {
+		t.Errorf("%d alerts received for %d deviations", res.Alerts, res.Gen.Deviations)
+	}
+}
