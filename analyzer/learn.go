@@ -46,22 +46,14 @@ func (e *Engine) noteNovelty(b *Baseline, novel bool, now int64) {
 }
 
 // learnKey adds k to m; it reports whether k was new.
-func (e *Engine) learnKey(m map[string]uint32, k string) bool {
-	if n, ok := m[k]; ok {
-		if n < math.MaxUint32 {
-			m[k] = n + 1
-		}
-		return false
-	}
-	if len(m) >= e.cfg.MaxItems {
-		e.stats.Full++
-		return false
-	}
-	m[k] = 1
-	return true
-}
+func (e *Engine) learnKey(m map[string]uint32, k string) bool { return learnItem(e, m, k) }
 
-func (e *Engine) learnU32(m map[uint32]uint32, k uint32) bool {
+// learnU32 is learnKey for numeric items (ports, uids).
+func (e *Engine) learnU32(m map[uint32]uint32, k uint32) bool { return learnItem(e, m, k) }
+
+// learnItem counts k in m, adding it while m holds fewer than MaxItems
+// (counted in Stats.Full when it is full); it reports whether k was new.
+func learnItem[K comparable](e *Engine, m map[K]uint32, k K) bool {
 	if n, ok := m[k]; ok {
 		if n < math.MaxUint32 {
 			m[k] = n + 1
