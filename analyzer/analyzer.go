@@ -35,6 +35,8 @@ type Analyzer struct {
 	pending  []*containv1.Event // alerts not yet published
 	store    *Store
 	profiles *profileCache
+	// loading is the state of the baseline load at start (load.go).
+	loading loadState
 }
 
 // maxPending bounds the alerts kept while publishing fails.
@@ -79,19 +81,9 @@ func New(cfg Config, js jetstream.JetStream, m *metrics.Metrics, log *slog.Logge
 // Run consumes events until ctx ends.
 func (a *Analyzer) Run(ctx context.Context) error {
 	if a.cfg.BaselinesBucket != "" {
-		st, err := OpenStore(ctx, a.js, a.cfg.BaselinesBucket)
-		if err != nil {
-			return fmt.Errorf("analyzer: %w", err)
+		if err := a.loadBaselines(ctx); err != nil {
+			return nil // ctx ended before the baselines could be loaded
 		}
-		st.ops, st.refused = a.operators, func(reason string) { a.m.Refused.WithLabelValues(metrics.StageAnalyzer, reason).Inc() }
-		a.store = st
-		a.mu.Lock()
-		n, bad := a.store.LoadInto(ctx, a.engine, a.log)
-		a.mu.Unlock()
-		if bad > 0 {
-			a.m.Errors.WithLabelValues(metrics.StageAnalyzer, "baseline_corrupt").Add(float64(bad))
-		}
-		a.log.Info("baselines loaded", logfields.Bucket, a.cfg.BaselinesBucket, logfields.Loaded, n, logfields.Corrupt, bad)
 		go a.persistLoop(ctx)
 		go a.watchControl(ctx)
 	}

@@ -8,7 +8,8 @@
 // else image reference, else "container:<id>"; or image repository,
 // compose service, Kubernetes workload from the labels of the
 // KIND_CONTAINER event) it keeps a Baseline: executables with their argv
-// shapes, parent→child edges, effective uids, syscalls, syscall 3-grams,
+// shapes, parent→child edges, effective uids, syscalls, a syscall sequence model
+// (sequence mode: seqmodel.go, docs/design/018),
 // outbound peers, listen ports, file-write path prefixes, sensitive
 // files read and behaviours (code, executable, key). A baseline learns
 // from the first event of its image for LearningWindow of event time (or
@@ -20,6 +21,11 @@
 // its compose service's, with the peer services' addresses) is judged
 // against that one rather than its image's: a connect to an address
 // outside its peer_addresses raises net.peer.undeclared.
+//
+// Policies (commits.go) are scored learning or not: a KIND_COMMIT of a
+// container outside analyzer.commits.allow_containers/allow_images is
+// commit.unallowed; a write refused with EROFS is file.write.readonly
+// (never learned).
 //
 // Behaviours (behaviours.go: shell or interpreter from a service, drift,
 // exec from tmpfs or memory, persistence, credential reads and searches,
@@ -68,7 +74,13 @@
 //     failed to publish are retried before new ones.
 //   - Baselines are persisted in the NATS KV bucket "contain_baselines"
 //     with a checksum; a corrupt one is reported and counted, never
-//     loaded.
+//     loaded: the newest valid revision of its history is loaded instead
+//     (counted, kind baseline_fallback) and written back over it.
+//   - The baselines are loaded before any event is consumed: a failed load
+//     (bucket unreachable or unreadable) is retried with a doubling delay
+//     up to 5 s, logged and counted (contain_errors_total{kind=
+//     "baseline_load"}), and Ready (the analyzer's /readyz check) fails
+//     until it succeeds, so no image relearns over its stored baseline.
 //   - A manual operation (lock, unlock, reset, import) is applied only when
 //     signed by a key of Config.OperatorKeys (Doc.OpSig over the key, op,
 //     content and actor; Doc.OpActor is the signer "<credential>/<os

@@ -140,41 +140,6 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 	return nil
 }
 
-// LoadInto loads every stored baseline into e; corrupt ones are logged and
-// counted in bad, and their images learn afresh.
-func (s *Store) LoadInto(ctx context.Context, e *Engine, log *slog.Logger) (n, bad int) {
-	lister, err := s.kv.ListKeys(ctx)
-	if err != nil {
-		log.Warn("listing baselines", logfields.Err, err)
-		return 0, 0
-	}
-	for k := range lister.Keys() {
-		entry, err := s.kv.Get(ctx, k)
-		if err != nil {
-			log.Warn("reading baseline", logfields.KVKey, k, logfields.Err, err)
-			continue
-		}
-		d, err := UnmarshalJSONDoc(entry.Value())
-		if err == nil && d.Op != "" && s.ops != nil {
-			if _, verr := verifyOp(s.ops, d, false); verr != nil {
-				s.refused(auth.Reason(verr))
-				log.Error("baseline operation not signed by a known operator; not loaded, the image learns afresh", logfields.KVKey, k, logfields.Op, d.Op, logfields.Err, verr)
-				continue
-			}
-		}
-		if err == nil {
-			err = e.Load(d)
-		}
-		if err != nil {
-			bad++
-			log.Error("baseline not loaded; the image learns afresh", logfields.KVKey, k, logfields.Err, err)
-			continue
-		}
-		n++
-	}
-	return n, bad
-}
-
 // persist writes the baselines changed since the last write.
 func (a *Analyzer) persist(ctx context.Context) {
 	a.mu.Lock()
@@ -295,9 +260,9 @@ func (p *profileCache) get(digest string) *Profile {
 	return p.m[digest]
 }
 
-// DecodeProfile parses a declared profile (JSON). It is pure and safe on
-// any input.
-func DecodeProfile(raw []byte) (*Profile, error) {
+// decodeSeedProfile parses a baseline's seed profile (JSON) and checks
+// that its ports and peers compile. It is pure and safe on any input.
+func decodeSeedProfile(raw []byte) (*Profile, error) {
 	var p Profile
 	if err := json.Unmarshal(raw, &p); err != nil {
 		return nil, fmt.Errorf("decoding profile: %w", err)

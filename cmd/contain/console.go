@@ -21,6 +21,7 @@ import (
 	"github.com/containsec/contain/console"
 	"github.com/containsec/contain/internal/auth"
 	"github.com/containsec/contain/internal/bus"
+	"github.com/containsec/contain/internal/logfields"
 	"github.com/containsec/contain/responder"
 	"github.com/containsec/contain/schemas/containv1"
 	"github.com/containsec/contain/store"
@@ -49,13 +50,13 @@ contain run when console.listen is set.`,
 			if cfg.Console.Listen == "" {
 				return errors.New("console.listen: set the address to serve (e.g. 127.0.0.1:9443)")
 			}
-			log := cfg.logger(os.Stderr).With("stage", "console")
+			log := cfg.logger(os.Stderr).With(logfields.Stage, "console")
 			srv, stop, err := newConsole(cmd.Context(), cfg, log, nil, nil)
 			if err != nil {
 				return err
 			}
 			defer stop()
-			log.Info("console serving", "listen", cfg.Console.Listen, "tls", cfg.Console.TLSCert != "")
+			log.Info("console serving", logfields.Listen, cfg.Console.Listen, logfields.Tls, cfg.Console.TLSCert != "")
 			return srv.ListenAndServe(cmd.Context())
 		},
 	}
@@ -128,12 +129,12 @@ func followStream(ctx context.Context, js jetstream.JetStream, stream, subject s
 			}
 			return nil
 		}, func(subject string, err error) {
-			log.Warn("console: skipping a malformed message", "subject", subject, "error", err)
+			log.Warn("console: skipping a malformed message", logfields.Subject, subject, logfields.Err, err)
 		})
 		if ctx.Err() != nil {
 			return
 		}
-		log.Warn("console: reading a stream failed; retrying in 2s", "stream", stream, "error", err)
+		log.Warn("console: reading a stream failed; retrying in 2s", logfields.Stream, stream, logfields.Err, err)
 		select {
 		case <-ctx.Done():
 		case <-time.After(2 * time.Second):

@@ -4,6 +4,7 @@
 # table_amd64.go and table_arm64.go here, and the numbers the eBPF programs
 # use by name in collector/bpf/syscall_nr.h. Run from internal/syscalls.
 set -eu
+export LC_ALL=C
 amd64_h=${AMD64_UNISTD:-/usr/include/x86_64-linux-gnu/asm/unistd_64.h}
 arm64_inc=${ARM64_INCLUDE:-/usr/aarch64-linux-gnu/include}
 for f in "$amd64_h" "$arm64_inc/asm/unistd.h"; do
