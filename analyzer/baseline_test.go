@@ -133,11 +133,11 @@ func FuzzReadYAML(f *testing.F) {
 	})
 }
 
-func FuzzDecodeProfile(f *testing.F) {
+func FuzzDecodeSeedProfile(f *testing.F) {
 	f.Add([]byte(`{"listen_ports":["8080/tcp","53"],"peers":["10.0.0.0/8:5432","1.2.3.4"],"writable_paths":["/data"],"users":[1000]}`))
 	f.Add([]byte(`{"peers":["::1/128:80"]}`))
 	f.Fuzz(func(t *testing.T, in []byte) {
-		p, err := DecodeProfile(in)
+		p, err := decodeSeedProfile(in)
 		if err != nil {
 			return
 		}

@@ -26,8 +26,12 @@ const erofs = -30
 // be a prefix of at least 12 characters), an image pattern the source
 // image's reference, id or digest. Both empty: every commit alerts.
 type CommitsConfig struct {
-	AllowContainers []string
-	AllowImages     []string
+	// AllowContainers are patterns of containers whose commits are
+	// allowed (name or id).
+	AllowContainers []string `config:"allow_containers"`
+	// AllowImages are patterns of source images whose commits are allowed
+	// (reference, id or digest).
+	AllowImages []string `config:"allow_images"`
 }
 
 // Validate checks every pattern's syntax.

@@ -50,9 +50,9 @@ func TestCommitPolicy(t *testing.T) {
 	}
 }
 
-// TestEROFSWriteAlertsWhileLearning: a write refused by a read-only root
+// TestReadonlyRefusedNotLearned: a write refused by a read-only root
 // filesystem alerts during learning and is not learned as a write.
-func TestEROFSWriteAlertsWhileLearning(t *testing.T) {
+func TestReadonlyRefusedNotLearned(t *testing.T) {
 	e := newEngine(t, testConfig(), nil)
 	e.Observe(execEv("ro", sec(0), "/bin/httpd", "/bin/httpd"))
 	ev := fileEv("ro", sec(0.5), containv1.File_OP_CREATE, "/opt/app/dropper")

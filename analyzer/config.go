@@ -22,37 +22,37 @@ type Config struct {
 	// LearningWindow is how long, in event time from the first event seen
 	// for an image, its baseline learns before deviations are scored. A
 	// baseline may converge earlier (see Convergence).
-	LearningWindow time.Duration
+	LearningWindow time.Duration `config:"learning_window"`
 	// Convergence ends learning early once the baseline stops seeing new
 	// behaviour.
-	Convergence ConvergenceConfig
+	Convergence ConvergenceConfig `config:"convergence"`
 	// GroupWindow groups identical deviations (same container, reason code
 	// and subject) in event time: the first raises an alert, the others are
 	// counted into the next alert for that key.
-	GroupWindow time.Duration
+	GroupWindow time.Duration `config:"group_window"`
 	// IncidentWindow joins a container's alerts into one incident
 	// (Alert.incident_id) while each comes within this span of event time
 	// of the previous one; 0 makes every alert its own incident.
-	IncidentWindow time.Duration
+	IncidentWindow time.Duration `config:"incident_window"`
 	// MinAlertScore: deviations scoring below it are counted, not alerted.
-	MinAlertScore float64
+	MinAlertScore float64 `config:"min_alert_score"`
 	// AbsorbBelow: while converged (not locked), a deviation scoring below
 	// it is added to the baseline after it is reported.
-	AbsorbBelow float64
+	AbsorbBelow float64 `config:"absorb_below"`
 	// MaxImages bounds the baselines held in memory; events of further
 	// images are counted and ignored.
-	MaxImages int
+	MaxImages int `config:"max_images"`
 	// MaxContainers bounds per-container state (process table, groups).
-	MaxContainers int
+	MaxContainers int `config:"max_containers"`
 	// GroupBy chooses which containers share a baseline: "digest" (the
 	// image digest, the default), "repository" (image repository, any tag
 	// or digest), "compose" (compose project + service labels) or
 	// "kubernetes" (namespace + workload + container name). A container
 	// whose labels do not name its group falls back to its image digest.
-	GroupBy string
+	GroupBy string `config:"group_by"`
 	// MaxItems bounds each set of one baseline (executables, syscalls,
 	// peers, ...); once full, further items are not learned (counted).
-	MaxItems int
+	MaxItems int `config:"max_items"`
 
 	// ExecSessions is the policy for events of exec sessions (runc, docker,
 	// podman, CRI exec, nsenter: Process.origin ORIGIN_EXEC_SESSION):
@@ -60,49 +60,49 @@ type Config struct {
 	// session naming its command, and neither learns nor scores its
 	// activity; "alert" scores its activity as deviations (never learned);
 	// "container" treats it as the container's own; "ignore" only counts.
-	ExecSessions string
+	ExecSessions string `config:"exec_sessions"`
 	// ClassScores overrides default scores per reason code: entries
 	// "code=score", e.g. "exec.pkg_manager=0.85" (see docs/detection.md).
-	ClassScores []string
+	ClassScores []string `config:"class_scores"`
 	// CombineWindow joins the deviations of one process tree (the
 	// container's own processes, or one exec session) within this span of
 	// event time: an alert's score becomes the noisy-OR of the distinct
 	// reason codes in the window (each at its highest score), capped at
 	// CombineCap, when that is higher than its own. 0 turns it off.
-	CombineWindow time.Duration
+	CombineWindow time.Duration `config:"combine_window"`
 	// CombineCap caps a combined score.
-	CombineCap float64
+	CombineCap float64 `config:"combine_cap"`
 	// SequenceThreshold is the mean surprise, in bits per syscall, over a
 	// thread's last SequenceWindow syscalls above which sequence mode
 	// raises syscall.sequence (docs/design/018-sequence-model.md).
-	SequenceThreshold float64
+	SequenceThreshold float64 `config:"sequence_threshold"`
 	// SequenceWindow is that window, in syscalls (at most MaxSeqWindow).
-	SequenceWindow int
+	SequenceWindow int `config:"sequence_window"`
 
 	// Durable is the JetStream durable consumer on CONTAIN_EVENTS.
-	Durable string
+	Durable string `config:"durable"`
 	// FilterSubject narrows CONTAIN_EVENTS; empty takes every host.
-	FilterSubject string
+	FilterSubject string `config:"filter_subject"`
 	// Fetch is the number of batches per fetch.
-	Fetch int
+	Fetch int `config:"fetch"`
 	// Host names this analyzer instance in the batches it publishes;
 	// empty means the machine's host name.
-	Host string
+	Host string `config:"host"`
 	// BaselinesBucket is the NATS KV bucket holding baselines; empty turns
 	// persistence off.
-	BaselinesBucket string
+	BaselinesBucket string `config:"baselines_bucket"`
 	// PersistInterval is how often changed baselines are written.
-	PersistInterval time.Duration
+	PersistInterval time.Duration `config:"persist_interval"`
 	// ProfilesBucket is the NATS KV bucket of declared profiles (written
 	// by the enricher, keyed by image digest); empty turns seeding off.
-	ProfilesBucket string
+	ProfilesBucket string `config:"profiles_bucket"`
 	// OperatorKeys are the operators whose signed baseline operations
 	// (lock, unlock, reset, import) are applied: "name:<public nkey>"
 	// each. An unsigned, forged or replayed operation is refused and
 	// counted (contain_refused_total{stage="analyzer"}).
-	OperatorKeys []string
+	OperatorKeys []string `config:"operator_keys"`
 	// Commits is the commit policy (commits.go).
-	Commits CommitsConfig
+	Commits CommitsConfig `config:"commits"`
 }
 
 // Exec-session policies (Config.ExecSessions).
@@ -120,10 +120,10 @@ const (
 // NoveltyThreshold.
 type ConvergenceConfig struct {
 	// NoveltyThreshold in (0,1); 0 turns novelty convergence off.
-	NoveltyThreshold float64
-	WindowEvents     int
-	MinObservations  uint64
-	MinDuration      time.Duration
+	NoveltyThreshold float64       `config:"novelty_threshold"`
+	WindowEvents     int           `config:"window_events"`
+	MinObservations  uint64        `config:"min_observations"`
+	MinDuration      time.Duration `config:"min_duration"`
 }
 
 // DefaultConfig returns the defaults.

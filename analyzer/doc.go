@@ -8,7 +8,8 @@
 // else image reference, else "container:<id>"; or image repository,
 // compose service, Kubernetes workload from the labels of the
 // KIND_CONTAINER event) it keeps a Baseline: executables with their argv
-// shapes, parent→child edges, effective uids, syscalls, syscall 3-grams,
+// shapes, parent→child edges, effective uids, syscalls, a syscall sequence model
+// (sequence mode: seqmodel.go, docs/design/018),
 // outbound peers, listen ports, file-write path prefixes, sensitive
 // files read and behaviours (code, executable, key). A baseline learns
 // from the first event of its image for LearningWindow of event time (or
@@ -20,6 +21,11 @@
 // its compose service's, with the peer services' addresses) is judged
 // against that one rather than its image's: a connect to an address
 // outside its peer_addresses raises net.peer.undeclared.
+//
+// Policies (commits.go) are scored learning or not: a KIND_COMMIT of a
+// container outside analyzer.commits.allow_containers/allow_images is
+// commit.unallowed; a write refused with EROFS is file.write.readonly
+// (never learned).
 //
 // Behaviours (behaviours.go: shell or interpreter from a service, drift,
 // exec from tmpfs or memory, persistence, credential reads and searches,

@@ -462,8 +462,8 @@ func seqEv(ctr string, at int64, tid uint32, seq ...uint32) *containv1.Event {
 
 // The collector cuts a thread's syscall stream into sequence events (at
 // sequence_batch, or at each sequence_flush for a slow thread, often one or
-// two syscalls): 3-grams across the cuts are learned and scored, per
-// thread, and a stream cut into events shorter than 3 is not ignored.
+// two syscalls): a thread's history carries across the cuts, for learning
+// and scoring, and a stream cut into one-syscall events is not ignored.
 func TestSequenceAcrossEvents(t *testing.T) {
 	e := newEngine(t, testConfig(), nil)
 	learn(e, "c1")

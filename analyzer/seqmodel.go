@@ -47,7 +47,7 @@ type seqStat struct {
 type SeqModel struct {
 	// grams is keyed by length<<60 | the syscalls, 10 bits each, the
 	// latest in the low bits. Key 0 is the empty context.
-	grams    map[uint64]seqStat
+	grams    seqTable
 	contexts int
 	// Full counts grams not learned because the model was full.
 	Full uint64
@@ -88,7 +88,7 @@ func (h seqHist) gramKey(k uint8, s uint64) uint64 {
 }
 
 // Len is the number of grams held.
-func (m *SeqModel) Len() int { return len(m.grams) }
+func (m *SeqModel) Len() int { return m.grams.n }
 
 // Contexts is the number of contexts held.
 func (m *SeqModel) Contexts() int { return m.contexts }
@@ -96,18 +96,15 @@ func (m *SeqModel) Contexts() int { return m.contexts }
 // learn counts syscall s after history h at every order, and reports
 // whether a gram was new.
 func (m *SeqModel) learn(h seqHist, s uint64) bool {
-	if m.grams == nil {
-		m.grams = map[uint64]seqStat{}
-	}
 	novel := false
 	for k := uint8(0); k <= h.n; k++ {
 		ck, gk := h.ctxKey(k), h.gramKey(k, s)
-		c, ok := m.grams[ck]
+		c, ok := m.grams.get(ck)
 		if !ok && k > 0 {
 			break // dropped when full: so are the longer ones
 		}
-		g, seen := m.grams[gk]
-		if !seen && len(m.grams) >= SeqMaxGrams {
+		g, seen := m.grams.get(gk)
+		if !seen && m.grams.n >= SeqMaxGrams {
 			m.Full++
 			break
 		}
@@ -127,12 +124,12 @@ func (m *SeqModel) learn(h seqHist, s uint64) bool {
 			changed, novel = true, true
 		}
 		if changed {
-			m.grams[ck] = c
+			m.grams.put(ck, c)
 		}
 		if g.count < math.MaxUint32 {
 			g.count++
 		}
-		m.grams[gk] = g
+		m.grams.put(gk, g)
 	}
 	return novel
 }
@@ -151,28 +148,29 @@ func (m *SeqModel) Learn(trace []uint32) {
 func (m *SeqModel) surprise(h seqHist, s uint64) float64 {
 	esc := 1.0
 	for k := int(h.n); k >= 0; k-- {
-		c, ok := m.grams[h.ctxKey(uint8(k))]
+		c, ok := m.grams.get(h.ctxKey(uint8(k)))
 		if !ok || c.distinct == 0 {
 			continue
 		}
 		d := float64(c.count) + float64(c.distinct)
-		if g := m.grams[h.gramKey(uint8(k), s)]; g.count > 0 {
+		if g, _ := m.grams.get(h.gramKey(uint8(k), s)); g.count > 0 {
 			return -math.Log2(esc * float64(g.count) / d)
 		}
 		esc *= float64(c.distinct) / d
 	}
-	known := float64(m.grams[0].distinct)
+	root, _ := m.grams.get(0)
+	known := float64(root.distinct)
 	return -math.Log2(esc / (known + 1))
 }
 
 // Grams is the model as gram counts, "nr nr ..." (1 to SeqOrder+1
 // syscalls, oldest first): what the baseline document stores.
 func (m *SeqModel) Grams() map[string]uint32 {
-	out := make(map[string]uint32, len(m.grams))
+	out := make(map[string]uint32, m.grams.n)
 	var b strings.Builder
-	for k, v := range m.grams {
+	m.grams.each(func(k uint64, v seqStat) {
 		if v.count == 0 || k>>60 == 0 {
-			continue // a context only, or the empty context
+			return // a context only, or the empty context
 		}
 		b.Reset()
 		n := int(k >> 60)
@@ -183,7 +181,7 @@ func (m *SeqModel) Grams() map[string]uint32 {
 			b.WriteString(strconv.FormatUint(k>>(seqSymBits*uint(i))&seqSymOther, 10))
 		}
 		out[b.String()] = v.count
-	}
+	})
 	return out
 }
 
@@ -194,7 +192,7 @@ var errSeqGram = errors.New("not 1 to 6 syscall numbers")
 // distinct syscalls are its grams; the empty context's count (and that of
 // any context not stored) is the sum of its grams' counts.
 func SeqModelFromGrams(grams map[string]uint32) (*SeqModel, error) {
-	m := &SeqModel{grams: make(map[uint64]seqStat, len(grams)+1)}
+	m := &SeqModel{}
 	for s, v := range grams {
 		f, err := kvdoc.ParseNGram(s)
 		if err != nil || len(f) > SeqOrder+1 {
@@ -208,18 +206,25 @@ func SeqModelFromGrams(grams map[string]uint32) (*SeqModel, error) {
 			continue
 		}
 		k := uint64(len(f))<<60 | packed
-		g := m.grams[k]
+		if m.grams.n > 2*SeqMaxGrams {
+			return nil, fmt.Errorf("over %d grams", 2*SeqMaxGrams)
+		}
+		g, _ := m.grams.get(k)
 		g.count += v
-		m.grams[k] = g
+		m.grams.put(k, g)
 	}
 	sums := map[uint64]uint64{} // contexts not stored
-	for k, g := range m.grams {
-		if g.count == 0 || k>>60 == 0 {
-			continue
+	var keys []uint64
+	m.grams.each(func(k uint64, g seqStat) {
+		if g.count > 0 && k>>60 > 0 {
+			keys = append(keys, k)
 		}
+	})
+	for _, k := range keys {
+		g, _ := m.grams.get(k)
 		n := k >> 60
 		ck := (n-1)<<60 | (k&(1<<60-1))>>seqSymBits
-		c, ok := m.grams[ck]
+		c, ok := m.grams.get(ck)
 		if !ok || c.count == 0 {
 			sums[ck] += uint64(g.count)
 		}
@@ -227,15 +232,15 @@ func SeqModelFromGrams(grams map[string]uint32) (*SeqModel, error) {
 			m.contexts++
 		}
 		c.distinct++
-		m.grams[ck] = c
+		m.grams.put(ck, c)
 	}
 	for ck, sum := range sums {
-		c := m.grams[ck]
+		c, _ := m.grams.get(ck)
 		c.count = uint32(min(sum, math.MaxUint32))
-		m.grams[ck] = c
+		m.grams.put(ck, c)
 	}
-	if len(m.grams) > SeqMaxGrams+SeqMaxGrams/8 {
-		return nil, fmt.Errorf("%d grams: over the bound of %d", len(m.grams), SeqMaxGrams)
+	if m.grams.n > SeqMaxGrams+SeqMaxGrams/8 {
+		return nil, fmt.Errorf("%d grams: over the bound of %d", m.grams.n, SeqMaxGrams)
 	}
 	return m, nil
 }

@@ -1,10 +1,12 @@
 package analyzer
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/containsec/contain/schemas/containv1"
 )
@@ -16,7 +18,7 @@ func seqDataset(t testing.TB) TraceSet {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(set.Train) < 100 || len(set.Normal) < 100 || len(set.Attack) != 3 {
+	if len(set.Train) < 100 || len(set.Normal) < 100 || len(set.Attack) != 4 {
 		t.Fatalf("dataset: %d train, %d normal, %d families", len(set.Train), len(set.Normal), len(set.Attack))
 	}
 	return set
@@ -166,4 +168,77 @@ func FuzzSeqModelFromGrams(f *testing.F) {
 			h.push(seqSym(nr))
 		}
 	})
+}
+
+// The table holds what a Go map holds, through its growths.
+func TestSeqTable(t *testing.T) {
+	var tb seqTable
+	want := map[uint64]seqStat{}
+	rng := rand.New(rand.NewPCG(7, 8))
+	for i := range 20000 {
+		k := uint64(rng.IntN(5000)) | uint64(rng.IntN(7))<<60
+		v := seqStat{count: uint32(i), distinct: uint32(rng.IntN(9))}
+		tb.put(k, v)
+		want[k] = v
+		q := uint64(rng.IntN(6000))
+		got, ok := tb.get(q)
+		if w, wok := want[q]; ok != wok || got != w {
+			t.Fatalf("get %d: %v %v, want %v %v", q, got, ok, w, wok)
+		}
+	}
+	n := 0
+	tb.each(func(k uint64, v seqStat) {
+		n++
+		if want[k] != v {
+			t.Fatalf("each %d: %v, want %v", k, v, want[k])
+		}
+	})
+	if n != len(want) || tb.n != len(want) || 4*tb.n > 3*len(tb.keys) {
+		t.Fatalf("%d held, %d counted, %d slots; want %d", n, tb.n, len(tb.keys), len(want))
+	}
+}
+
+// The engine, fed the recorded dataset as sequence events (each trace a
+// thread of its own container of one image, in 256-syscall events as the
+// collector cuts them), raises syscall.sequence at its default threshold
+// for most attack traces and for few normal ones.
+func TestSequenceEngineOnDataset(t *testing.T) {
+	set := seqDataset(t)
+	cfg := testConfig()
+	cfg.LearningWindow = 40 * time.Second
+	e := newEngine(t, cfg, nil)
+	feed := func(ctr string, at float64, tr []uint32) bool {
+		alerted := false
+		for i := 0; i < len(tr); i += 256 {
+			for _, out := range e.Observe(seqEv(ctr, sec(at), 7, tr[i:min(i+256, len(tr))]...)) {
+				if hasCode(out.GetAlert(), CodeSyscallSequence) != nil {
+					alerted = true
+				}
+			}
+		}
+		return alerted
+	}
+	for i, tr := range set.Train {
+		feed(fmt.Sprintf("train%d", i), float64(i)*0.01, tr)
+	}
+	e.Observe(execEv("train0", sec(41), "/bin/sleep", "sleep", "1")) // converges
+	fp := 0
+	for i, tr := range set.Normal {
+		if feed(fmt.Sprintf("normal%d", i), 50, tr.Sys) {
+			fp++
+		}
+	}
+	hit, n := 0, 0
+	for f, ts := range set.Attack {
+		for i, tr := range ts {
+			n++
+			if feed(fmt.Sprintf("%s%d", f, i), 60, tr.Sys) {
+				hit++
+			}
+		}
+	}
+	t.Logf("syscall.sequence on %d of %d normal traces, %d of %d attack traces", fp, len(set.Normal), hit, n)
+	if fp > len(set.Normal)/50 || hit < n/2 {
+		t.Fatalf("alerts on %d of %d normal traces, %d of %d attack traces", fp, len(set.Normal), hit, n)
+	}
 }

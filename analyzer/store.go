@@ -260,9 +260,9 @@ func (p *profileCache) get(digest string) *Profile {
 	return p.m[digest]
 }
 
-// DecodeProfile parses a declared profile (JSON). It is pure and safe on
-// any input.
-func DecodeProfile(raw []byte) (*Profile, error) {
+// decodeSeedProfile parses a baseline's seed profile (JSON) and checks
+// that its ports and peers compile. It is pure and safe on any input.
+func decodeSeedProfile(raw []byte) (*Profile, error) {
 	var p Profile
 	if err := json.Unmarshal(raw, &p); err != nil {
 		return nil, fmt.Errorf("decoding profile: %w", err)

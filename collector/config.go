@@ -18,61 +18,61 @@ import (
 // the "collector." prefix; keys below are named as in Validate's errors.
 type Config struct {
 	// Host names this host in events and in the raw subject (collector.host).
-	Host string
+	Host string `config:"host"`
 	// HostProcesses reports processes outside containers too
 	// (collector.host_processes). Off by default: filtered in the kernel.
-	HostProcesses bool
+	HostProcesses bool `config:"host_processes"`
 	// QueueLen bounds the records waiting between the ring-buffer reader
 	// and decoding (collector.queue_len) when the reader blocks in
 	// epoll_wait (the runtime could not poll the ring buffer; logged at
 	// start); a full queue drops and counts. Otherwise the reader decodes
 	// itself and the ring buffer is the queue.
-	QueueLen int
+	QueueLen int `config:"queue_len"`
 	// RingBufferBytes is the kernel ring buffer's size, a power of two
 	// multiple of the page size (collector.ring_buffer_bytes).
-	RingBufferBytes int
+	RingBufferBytes int `config:"ring_buffer_bytes"`
 	// BatchQueueLen bounds events waiting to be batched (collector.batch_queue_len).
-	BatchQueueLen int
+	BatchQueueLen int `config:"batch_queue_len"`
 	// BatchMaxEvents, BatchMaxBytes and FlushInterval close a batch
 	// (collector.batch_max_events, collector.batch_max_bytes, collector.flush_interval).
-	BatchMaxEvents int
-	BatchMaxBytes  int
-	FlushInterval  time.Duration
+	BatchMaxEvents int           `config:"batch_max_events"`
+	BatchMaxBytes  int           `config:"batch_max_bytes"`
+	FlushInterval  time.Duration `config:"flush_interval"`
 	// CgroupRoot is the cgroup2 mount (collector.cgroup_root); "" detects
 	// it from the mount table (cgroups.Detect): /sys/fs/cgroup on a
 	// cgroup2-only host, /sys/fs/cgroup/unified on a hybrid one.
-	CgroupRoot string
+	CgroupRoot string `config:"cgroup_root"`
 	// RuncRoot is runc's state root (collector.runc_root).
-	RuncRoot string
+	RuncRoot string `config:"runc_root"`
 	// LossInterval is how often loss events are emitted when something was
 	// lost (collector.loss_interval).
-	LossInterval time.Duration
+	LossInterval time.Duration `config:"loss_interval"`
 	// MaxArgs bounds the argv entries of one exec (collector.max_args).
-	MaxArgs int
+	MaxArgs int `config:"max_args"`
 	// Syscalls enables in-kernel syscall tracking on sys_enter
 	// (collector.syscalls): first use per (container, syscall), sensitive
 	// syscalls with arguments, and per-container counts.
-	Syscalls bool
+	Syscalls bool `config:"syscalls"`
 	// SensitiveSyscalls are reported on every call, with their arguments
 	// (collector.sensitive_syscalls).
-	SensitiveSyscalls []string
+	SensitiveSyscalls []string `config:"sensitive_syscalls"`
 	// MetadataWait bounds how long a new container's first events are
 	// held while its runtime state is not yet readable, so that its
 	// KIND_CONTAINER event carries the labels (collector.metadata_wait).
 	// At most MaxHeldEvents events are held per container
 	// (collector.max_held_events).
-	MetadataWait  time.Duration
-	MaxHeldEvents int
+	MetadataWait  time.Duration `config:"metadata_wait"`
+	MaxHeldEvents int           `config:"max_held_events"`
 	// CountInterval is how often per-container syscall counts are emitted
 	// (collector.count_interval).
-	CountInterval time.Duration
+	CountInterval time.Duration `config:"count_interval"`
 	// Network reports connect, accept, bind and listen on TCP and UDP over
 	// IPv4 and IPv6 with addresses, ports and result (collector.network).
-	Network bool
+	Network bool `config:"network"`
 	// Files reports opens with write intent, creat, rename, unlink, chmod
 	// and chown with their paths and result, and read-only opens of
 	// SensitiveFiles (collector.files).
-	Files bool
+	Files bool `config:"files"`
 	// SensitiveFiles are absolute paths (< 64 bytes) whose read-only opens
 	// are reported as OP_OPEN_READ (collector.sensitive_files): by the
 	// path passed, by the path the kernel opened, and by identity (the
@@ -80,17 +80,17 @@ type Config struct {
 	// is announced, so hardlinks, symlinks and traversals match too). Every
 	// user's ~/.ssh keys and config and /proc/<pid>/environ of another
 	// process are sensitive as well (see sensitive.go).
-	SensitiveFiles []string
+	SensitiveFiles []string `config:"sensitive_files"`
 	// Processes reports fork and exit so a process tree can be rebuilt
 	// (collector.processes).
-	Processes bool
+	Processes bool `config:"processes"`
 	// RatePerSec and RateBurst bound, in the kernel, the records one
 	// container may produce (a token bucket per cgroup); refused records
 	// are counted per container and reported as KIND_LOSS events with
 	// reason "rate_limited" (collector.rate_per_sec, collector.rate_burst).
 	// RatePerSec 0 disables the limit.
-	RatePerSec int
-	RateBurst  int
+	RatePerSec int `config:"rate_per_sec"`
+	RateBurst  int `config:"rate_burst"`
 	// WakeupKinds are the urgent record kinds (collector.wakeup_kinds; of
 	// "exec", "syscall", "network", "file", "process"; default exec and
 	// sensitive/first-use syscalls, the records detection is fastest on):
@@ -101,8 +101,8 @@ type Config struct {
 	// wake the reader each time, the others wait for the poll) and how
 	// often sequence-mode records are polled. A ring buffer a quarter
 	// full always wakes the reader.
-	WakeupKinds  []string
-	PollInterval time.Duration
+	WakeupKinds  []string      `config:"wakeup_kinds"`
+	PollInterval time.Duration `config:"poll_interval"`
 	// WakeupCoalesce (collector.wakeup_coalesce) makes the kernel wake the
 	// reader only when it is idle: the first record after a quiet spell,
 	// of any kind, wakes it at once (and is published at once if urgent);
@@ -115,22 +115,22 @@ type Config struct {
 	// exec (its records waiting at most that long), and an idle host
 	// costs nothing. 0: a wakeup for every urgent record, a poll every
 	// PollInterval.
-	WakeupCoalesce time.Duration
+	WakeupCoalesce time.Duration `config:"wakeup_coalesce"`
 	// DockerHost is the Docker Engine API address asked for docker
 	// containers' name, image and labels (collector.docker_host, e.g.
 	// unix:///run/docker.sock; "" never asks). DockerRoot is dockerd's
 	// data root, whose containers/<id>/config.v2.json is read without
 	// the engine (collector.docker_root).
-	DockerHost string
-	DockerRoot string
+	DockerHost string `config:"docker_host"`
+	DockerRoot string `config:"docker_root"`
 	// ContainerdAddress is containerd's socket, asked for its containers'
 	// labels, OCI annotations (Kubernetes pod, namespace, container name)
 	// and image (collector.containerd_address; "" never asks).
 	// ContainerdState is containerd's --state directory, whose task
 	// bundles (io.containerd.runtime.v2.task/<namespace>/<id>) are read
 	// without it (collector.containerd_state).
-	ContainerdAddress string
-	ContainerdState   string
+	ContainerdAddress string `config:"containerd_address"`
+	ContainerdState   string `config:"containerd_state"`
 	// SequenceSelect turns on sequence mode for the containers that match
 	// any of these selectors (collector.sequence_select): "name=<glob>"
 	// (the container's name), "image=<glob>" (its image reference),
@@ -139,31 +139,31 @@ type Config struct {
 	// container's threads is then reported, in order, as MODE_SEQUENCE
 	// events (Syscall.sequence, per thread). Empty (the default): off, at
 	// the cost of one load per syscall in the kernel.
-	SequenceSelect []string
+	SequenceSelect []string `config:"sequence_select"`
 	// SequenceRingBytes is the sequence records' own kernel ring buffer, a
 	// power of two multiple of the page size
 	// (collector.sequence_ring_bytes; 32 bytes of record + 8 of header
 	// per syscall). A full one loses sequence records only, counted per
 	// container (KIND_LOSS source "sequence_ring").
-	SequenceRingBytes int
+	SequenceRingBytes int `config:"sequence_ring_bytes"`
 	// SequenceBatch is the most syscalls one MODE_SEQUENCE event carries
 	// (collector.sequence_batch); a thread's partial sequence is emitted
 	// once its first syscall is SequenceFlush old
 	// (collector.sequence_flush; plus at most poll_interval), and when it
 	// is forgotten (idle, or more than 4096 threads tracked) or the
 	// collector stops.
-	SequenceBatch int
-	SequenceFlush time.Duration
+	SequenceBatch int           `config:"sequence_batch"`
+	SequenceFlush time.Duration `config:"sequence_flush"`
 	// EngineTimeout bounds one engine lookup (collector.engine_timeout).
 	// Lookups run off the event loop, at most once per container; the
 	// container's first events are held meanwhile (collector.metadata_wait).
-	EngineTimeout time.Duration
+	EngineTimeout time.Duration `config:"engine_timeout"`
 	// AttachMode chooses the kernel hooks (collector.attach_mode): "auto"
 	// (or "") BTF-typed tracepoints, falling back to raw tracepoints where
 	// the kernel refuses them; "tp_btf" or "raw_tp" only that family (an
 	// error when the kernel lacks it). The probe's outcome is logged once
 	// at start ("kernel features").
-	AttachMode string
+	AttachMode string `config:"attach_mode"`
 
 	// noOpenDetail (benchmarks only) skips, at an open's exit, the opened
 	// file's identity, sensitivity and walked path.

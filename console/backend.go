@@ -53,6 +53,10 @@ type Backend interface {
 	Release(ctx context.Context, host, containerID, reason, actor string) (recordedActor, result string, err error)
 	Baselines(ctx context.Context) ([]Baseline, error)
 	SetLock(ctx context.Context, key string, lock bool, actor string) error
+	// Timeline is `contain timeline` for a container (around an alert id
+	// when not empty): its events, alerts and actions from ClickHouse, as
+	// text.
+	Timeline(ctx context.Context, container, alertID string) (string, error)
 	// Health returns readiness checks and the metrics worth watching.
 	Health(ctx context.Context) []HealthLine
 }

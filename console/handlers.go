@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/containsec/contain/internal/forensics"
+	"github.com/containsec/contain/internal/logfields"
 )
 
 const pageSize = 50
@@ -38,18 +39,18 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	}
 	name := r.PostFormValue("user")
 	if s.auth.lockedOut(name) {
-		s.log.Warn("console login refused: too many failed attempts", "user", name)
+		s.log.Warn("console login refused: too many failed attempts", logfields.User, name)
 		http.Redirect(w, r, "/login?err="+url.QueryEscape("too many failed attempts for this user"), http.StatusSeeOther)
 		return
 	}
 	role, ok := s.auth.checkPassword(name, r.PostFormValue("password"))
 	if !ok {
-		s.log.Warn("console login failed", "user", name, "remote", r.RemoteAddr)
+		s.log.Warn("console login failed", logfields.User, name, logfields.Remote, r.RemoteAddr)
 		http.Redirect(w, r, "/login?err="+url.QueryEscape("wrong user or password"), http.StatusSeeOther)
 		return
 	}
 	s.newSession(w, r, name, role)
-	s.log.Info("console login", "user", name, "role", role, "remote", r.RemoteAddr)
+	s.log.Info("console login", logfields.User, name, logfields.Role, role, logfields.Remote, r.RemoteAddr)
 	http.Redirect(w, r, "/", http.StatusSeeOther)
 }
 
@@ -210,7 +211,7 @@ func (s *Server) release(w http.ResponseWriter, r *http.Request) {
 		s.mu.Lock()
 		s.pending[p.ID] = p
 		s.mu.Unlock()
-		s.log.Info("console release requested, awaiting a second operator", "user", id.User, "host", host, "container", container)
+		s.log.Info("console release requested, awaiting a second operator", logfields.User, id.User, logfields.Host, host, logfields.ContainerID, container)
 		back(w, r, "/quarantine", "msg", "release of "+container+" requested: another operator must approve it")
 		return
 	}
@@ -242,11 +243,11 @@ func (s *Server) doRelease(w http.ResponseWriter, r *http.Request, host, contain
 	defer cancel()
 	actor, result, err := s.backend.Release(ctx, host, container, reason, user)
 	if err != nil {
-		s.log.Warn("console release failed", "user", user, "host", host, "container", container, "error", err)
+		s.log.Warn("console release failed", logfields.User, user, logfields.Host, host, logfields.ContainerID, container, logfields.Err, err)
 		back(w, r, "/quarantine", "err", "release of "+container+" failed: "+err.Error())
 		return
 	}
-	s.log.Info("console release", "user", user, "actor", actor, "host", host, "container", container, "result", result)
+	s.log.Info("console release", logfields.User, user, logfields.Actor, actor, logfields.Host, host, logfields.ContainerID, container, logfields.Result, result)
 	back(w, r, "/quarantine", "msg", fmt.Sprintf("released %s on %s: %s, recorded as %s", container, host, result, actor))
 }
 
@@ -259,10 +260,17 @@ func (s *Server) container(w http.ResponseWriter, r *http.Request) {
 		snap = p.Snapshot
 	}
 	around := r.URL.Query().Get("alert")
-	s.render(w, r, "container", map[string]any{
+	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+	defer cancel()
+	history, err := s.backend.Timeline(ctx, cid, around)
+	data := map[string]any{
 		"ID": cid, "Alerts": alerts, "Total": total, "Actions": actions, "Snapshot": snap,
-		"Tree": processTree(snap), "Around": around,
-	})
+		"Tree": processTree(snap), "Around": around, "History": history,
+	}
+	if err != nil {
+		data["HistoryErr"] = err.Error()
+	}
+	s.render(w, r, "container", data)
 }
 
 // treeLine is one process of a snapshot's tree, indented by depth.
@@ -329,7 +337,7 @@ func (s *Server) lock(w http.ResponseWriter, r *http.Request) {
 		back(w, r, "/baselines", "err", verb+" "+key+": "+err.Error())
 		return
 	}
-	s.log.Info("console baseline "+verb, "user", id.User, "key", key)
+	s.log.Info("console baseline "+verb, logfields.User, id.User, logfields.Key, key)
 	back(w, r, "/baselines", "msg", verb+" "+key+": done (by "+id.User+")")
 }
 

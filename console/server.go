@@ -11,6 +11,8 @@ import (
 	"net/http"
 	"sync"
 	"time"
+
+	"github.com/containsec/contain/internal/logfields"
 )
 
 //go:embed web
@@ -110,7 +112,7 @@ func (s *Server) need(act bool, h http.HandlerFunc) http.HandlerFunc {
 		if r.Method == http.MethodPost {
 			r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
 			if !validCSRF(r, id) {
-				s.log.Warn("refused a state change without a valid CSRF token or from another origin", "user", id.User, "path", r.URL.Path)
+				s.log.Warn("refused a state change without a valid CSRF token or from another origin", logfields.User, id.User, logfields.Path, r.URL.Path)
 				http.Error(w, "refused: missing or wrong CSRF token, or a cross-origin request", http.StatusForbidden)
 				return
 			}
@@ -141,7 +143,7 @@ func (s *Server) render(w http.ResponseWriter, r *http.Request, page string, dat
 	data["Err"] = r.URL.Query().Get("err")
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	if err := s.pages[page].ExecuteTemplate(w, "layout", data); err != nil {
-		s.log.Error("rendering a console page", "page", page, "error", err)
+		s.log.Error("rendering a console page", logfields.Page, page, logfields.Err, err)
 	}
 }
 

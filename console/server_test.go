@@ -36,6 +36,9 @@ func (b *releases) Release(_ context.Context, host, id, reason, actor string) (s
 func (b *releases) Baselines(context.Context) ([]Baseline, error)       { return nil, nil }
 func (b *releases) SetLock(context.Context, string, bool, string) error { return nil }
 func (b *releases) Health(context.Context) []HealthLine                 { return nil }
+func (b *releases) Timeline(context.Context, string, string) (string, error) {
+	return "", nil
+}
 
 func testServer(t *testing.T, cfg Config) (*httptest.Server, *releases, *Feed) {
 	t.Helper()

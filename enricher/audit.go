@@ -78,14 +78,14 @@ type Finding struct {
 
 // AuditConfig configures the image audit (`contain audit`).
 type AuditConfig struct {
-	Registry     RegistryConfig
-	ImageSources ImageSourcesConfig
+	Registry     RegistryConfig     `config:"registry"`
+	ImageSources ImageSourcesConfig `config:"image_sources"`
 	// MaxBaseAge flags a base image built longer ago than this.
-	MaxBaseAge time.Duration
+	MaxBaseAge time.Duration `config:"max_base_age"`
 	// Dockerfile, when set, is audited with the image.
-	Dockerfile string
+	Dockerfile string `config:"dockerfile"`
 	// Timeout bounds the audit of one image.
-	Timeout time.Duration
+	Timeout time.Duration `config:"timeout"`
 }
 
 // DefaultAuditConfig pulls from registries with the default keychain.

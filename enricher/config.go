@@ -22,75 +22,75 @@ type Config struct {
 	// Workers resolve image declarations in the background (registry,
 	// OCI layout, tarball). 0 turns image resolution off: events are still
 	// enriched with the image reference and digest from the runtime.
-	Workers int
+	Workers int `config:"workers"`
 	// Durable is the JetStream durable consumer name on CONTAIN_RAW.
-	Durable string
+	Durable string `config:"durable"`
 	// FilterSubject narrows CONTAIN_RAW; the default takes every host.
-	FilterSubject string
+	FilterSubject string `config:"filter_subject"`
 	// Fetch is the number of raw batches taken per fetch.
-	Fetch int
+	Fetch int `config:"fetch"`
 	// FetchWait bounds one fetch.
-	FetchWait time.Duration
+	FetchWait time.Duration `config:"fetch_wait"`
 	// MaxContainers bounds the in-memory container cache.
-	MaxContainers int
+	MaxContainers int `config:"max_containers"`
 	// ContainersBucket persists container id -> image (NATS KV).
-	ContainersBucket string
+	ContainersBucket string `config:"containers_bucket"`
 	// ContainersTTL expires container records nobody refreshed; 0 keeps them.
-	ContainersTTL time.Duration
+	ContainersTTL time.Duration `config:"containers_ttl"`
 	// ProfilesBucket holds declared profiles keyed by image digest.
-	ProfilesBucket string
+	ProfilesBucket string `config:"profiles_bucket"`
 	// ImagesBucket holds image declarations keyed by image digest.
-	ImagesBucket string
+	ImagesBucket string `config:"images_bucket"`
 	// MissRecheck is how long an unknown container is remembered as
 	// unknown before the KV bucket is asked again.
-	MissRecheck time.Duration
+	MissRecheck time.Duration `config:"miss_recheck"`
 	// ResolveQueue bounds the images waiting for a worker; when full a
 	// request is dropped and counted (it is asked again on the next
 	// container event of that image).
-	ResolveQueue int
+	ResolveQueue int `config:"resolve_queue"`
 	// ResolveTimeout bounds the resolution of one image.
-	ResolveTimeout time.Duration
+	ResolveTimeout time.Duration `config:"resolve_timeout"`
 	// ResolveRetry is how long a failed image is left alone before the
 	// next attempt.
-	ResolveRetry time.Duration
+	ResolveRetry time.Duration `config:"resolve_retry"`
 	// Registry configures pulls from OCI registries.
-	Registry RegistryConfig
+	Registry RegistryConfig `config:"registry"`
 	// ImageSources lists local image stores tried before the registry.
-	ImageSources ImageSourcesConfig
+	ImageSources ImageSourcesConfig `config:"image_sources"`
 	// Compose files whose services give expected peers, ports, volumes.
-	ComposeFiles []string
+	ComposeFiles []string `config:"compose_files"`
 	// Dockerfiles maps an image reference (as seen by the runtime,
 	// e.g. "shop/web:1.2") to the path of the Dockerfile that built it.
 	// An image may also name its Dockerfile with the label
 	// io.contain.dockerfile (a path readable by the enricher).
-	Dockerfiles map[string]string
+	Dockerfiles map[string]string `config:"dockerfiles"`
 }
 
 // RegistryConfig configures registry access.
 type RegistryConfig struct {
 	// Enabled allows pulls from registries (manifests, configs and layers).
-	Enabled bool
+	Enabled bool `config:"enabled"`
 	// Insecure registries are reached over plain HTTP (host[:port]).
-	Insecure []string
+	Insecure []string `config:"insecure"`
 	// Keychain uses the default keychain (docker config.json, credential
 	// helpers); anonymous access otherwise.
-	Keychain bool
+	Keychain bool `config:"keychain"`
 	// LayerFiles lists each layer's files (downloads layers); needed for
 	// drift detection and the setuid audit.
-	LayerFiles bool
+	LayerFiles bool `config:"layer_files"`
 	// MaxLayerBytes skips file listing of larger layers.
-	MaxLayerBytes int64
+	MaxLayerBytes int64 `config:"max_layer_bytes"`
 }
 
 // ImageSourcesConfig names local image stores.
 type ImageSourcesConfig struct {
 	// OCILayouts are directories in the OCI image layout.
-	OCILayouts []string
+	OCILayouts []string `config:"oci_layouts"`
 	// Tarballs are `docker save` tarballs.
-	Tarballs []string
+	Tarballs []string `config:"tarballs"`
 	// Daemon would ask the Docker daemon; not supported by this build
 	// (Validate rejects it): export with `docker save` or to an OCI layout.
-	Daemon bool
+	Daemon bool `config:"daemon"`
 }
 
 // DefaultConfig returns a config that validates.

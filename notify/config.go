@@ -26,54 +26,54 @@ const (
 type Config struct {
 	// Outputs are where alerts and actions are pushed; none: the stage
 	// does not run in `contain run`.
-	Outputs []OutputConfig
+	Outputs []OutputConfig `config:"outputs"`
 	// MinScore: alerts scoring below it are not pushed (actions always are,
 	// skipped ones never).
-	MinScore float64
+	MinScore float64 `config:"min_score"`
 	// Alerts pushes alerts; false pushes only the responder's actions.
-	Alerts bool
+	Alerts bool `config:"alerts"`
 	// DurablePrefix names the stage's consumers: <prefix>-alerts on
 	// CONTAIN_ALERTS, <prefix>-actions on CONTAIN_ACTIONS.
-	DurablePrefix string
+	DurablePrefix string `config:"durable_prefix"`
 	// DeliverNew makes new consumers start at the streams' ends rather
 	// than pushing every retained alert and action at first start.
-	DeliverNew bool
+	DeliverNew bool `config:"deliver_new"`
 }
 
 // OutputConfig is one output (an element of notify.outputs).
 type OutputConfig struct {
 	// Name labels the output's metrics and logs; default: its type and
 	// position ("webhook-0").
-	Name string
+	Name string `config:"name"`
 	// Type: webhook, syslog or falcosidekick.
-	Type string
+	Type string `config:"type"`
 	// URL: http(s) URL of a webhook or Falcosidekick; for syslog
 	// udp://host:port, tcp://host:port, unix:///dev/log (stream) or
 	// unixgram:///dev/log (datagrams).
-	URL string
+	URL string `config:"url"`
 	// Format of a webhook: json (default) or slack.
-	Format string
+	Format string `config:"format"`
 	// Headers are added to every HTTP request (e.g. Authorization).
-	Headers map[string]string
+	Headers map[string]string `config:"headers"`
 	// Facility of syslog messages (0-23; default 10, authpriv).
-	Facility int
+	Facility int `config:"facility"`
 	// AppName of syslog messages (default contain).
-	AppName string
+	AppName string `config:"app_name"`
 	// Timeout bounds one delivery attempt (default 5s).
-	Timeout time.Duration
+	Timeout time.Duration `config:"timeout"`
 	// MaxRetries is how many times a failed attempt is retried, with
 	// exponential back-off, before the message is left to JetStream's
 	// redelivery (default 5).
-	MaxRetries int
+	MaxRetries int `config:"max_retries"`
 	// Backoff is the first retry's delay, doubled each retry up to
 	// MaxBackoff (defaults 500ms, 30s).
-	Backoff    time.Duration
-	MaxBackoff time.Duration
+	Backoff    time.Duration `config:"backoff"`
+	MaxBackoff time.Duration `config:"max_backoff"`
 	// QueueLen bounds the messages waiting for this output; a message
 	// that finds it full is dropped and counted (default 1024).
-	QueueLen int
+	QueueLen int `config:"queue_len"`
 	// MaxInFlight is how many deliveries run at once (default 4).
-	MaxInFlight int
+	MaxInFlight int `config:"max_in_flight"`
 }
 
 // DefaultConfig is notify's configuration with no outputs.

@@ -20,136 +20,136 @@ import (
 type Config struct {
 	// Host is the host this responder acts on; it consumes
 	// containv1.AlertsSubject(Host) only.
-	Host string
+	Host string `config:"host"`
 	// Threshold is the alert score at or above which a container is paused,
 	// unless a policy rule sets another one.
-	Threshold float64
+	Threshold float64 `config:"threshold"`
 	// DryRun records DRY_RUN actions instead of pausing, everywhere.
-	DryRun bool
+	DryRun bool `config:"dry_run"`
 
 	// FreezerRoot is the cgroup v1 freezer hierarchy; "" detects it from
 	// the mount table (none on a cgroup2-only host), RootDisabled turns it
 	// off.
-	FreezerRoot string
+	FreezerRoot string `config:"freezer_root"`
 	// Cgroup2Root is the cgroup2 mount; "" detects it (/sys/fs/cgroup on a
 	// cgroup2-only host, /sys/fs/cgroup/unified on a hybrid one),
 	// RootDisabled turns it off.
-	Cgroup2Root string
+	Cgroup2Root string `config:"cgroup2_root"`
 	// RuncRoot is runc's state directory ("" disables it).
-	RuncRoot string
+	RuncRoot string `config:"runc_root"`
 	// CrunRoot is crun's state directory ("" disables it); crun's
 	// containers are frozen through cgroup.freeze (crun runs on
 	// cgroup2-only hosts).
-	CrunRoot string
+	CrunRoot string `config:"crun_root"`
 	// RuncBinary is the runc executable for the runc-pause method.
-	RuncBinary string
+	RuncBinary string `config:"runc_binary"`
 	// Methods are the freeze methods in order of preference (see
 	// freezer.KnownMethods) for runc containers and containers whose
 	// runtime is not known; the first that applies to a container is used,
 	// a method failing for another reason than an exit falls through to the
 	// next.
-	Methods []string
+	Methods []string `config:"methods"`
 	// DockerMethods is the order for docker containers; empty: Methods.
 	// The default pauses through the Docker Engine API (so `docker ps`
 	// shows Paused and `docker unpause` works), the cgroup files being the
 	// fallback when the engine is unreachable or refuses.
-	DockerMethods []string
+	DockerMethods []string `config:"docker_methods"`
 	// ContainerdMethods is the order for containerd containers; empty:
 	// Methods. The default pauses the task through containerd.
-	ContainerdMethods []string
+	ContainerdMethods []string `config:"containerd_methods"`
 	// DockerHost is the Docker Engine API address for docker-pause
 	// ("" disables the method). An engine that does not answer is
 	// logged at start and each freeze falls back.
-	DockerHost string
+	DockerHost string `config:"docker_host"`
 	// ContainerdAddress is containerd's socket for containerd-pause
 	// ("" disables the method).
-	ContainerdAddress string
+	ContainerdAddress string `config:"containerd_address"`
 	// EngineTimeout bounds an engine method's freeze or thaw (engine call
 	// and verification), so a hung engine leaves verify_timeout for the
 	// fallback. Must be below VerifyTimeout.
-	EngineTimeout time.Duration
+	EngineTimeout time.Duration `config:"engine_timeout"`
 	// EnginePreFreeze: on a hybrid cgroup host, the engine methods freeze
 	// the container's cgroup2 directory first (~0.1 ms), then have the
 	// engine pause it (through the v1 freezer), then let cgroup2 go: the
 	// container is contained at once and ends up paused by its engine
 	// (see freezer.Engines.PreFreeze). Without it containment waits for the
 	// engine (docker ~8 ms p50).
-	EnginePreFreeze bool
+	EnginePreFreeze bool `config:"engine_pre_freeze"`
 	// DockerRuncRoot is the runc state directory of dockerd's containers
 	// (<exec-root>/runtime-runc/moby); "" disables it (docker containers
 	// are then found by their cgroup /docker/<id>).
-	DockerRuncRoot string
+	DockerRuncRoot string `config:"docker_runc_root"`
 	// DockerRoot is dockerd's data root, read for a docker container's
 	// labels (containers/<id>/config.v2.json); "" disables it.
-	DockerRoot string
+	DockerRoot string `config:"docker_root"`
 	// ContainerdRuncRoot holds containerd's runc state, one directory per
 	// namespace; "" disables it (containerd containers are then found by
 	// their cgroup /<namespace>/<id>).
-	ContainerdRuncRoot string
+	ContainerdRuncRoot string `config:"containerd_runc_root"`
 	// VerifyTimeout bounds a freeze or thaw from the write to its
 	// verification.
-	VerifyTimeout time.Duration
+	VerifyTimeout time.Duration `config:"verify_timeout"`
 
 	// Durable names the JetStream consumer; "" means
 	// "responder-<host token>".
-	Durable string
+	Durable string `config:"durable"`
 	// OperatorKeys are the operators whose signed control requests
 	// (release) this responder obeys: "name:<public nkey>" each. A request
 	// not signed by one of them, stale or replayed is refused and counted
 	// (contain_refused_total{stage="responder"}). A batch's self-declared
 	// stage is no authority: only the analyzer's credentials may publish
 	// on the alerts subjects (internal/auth).
-	OperatorKeys []string
+	OperatorKeys []string `config:"operator_keys"`
 
 	// Snapshot captures a forensic snapshot of each paused container
 	// (processes, sockets, changed files) into the action's detail.
-	Snapshot bool
+	Snapshot bool `config:"snapshot"`
 	// SnapshotLimits bound the snapshot.
-	SnapshotLimits forensics.Limits
+	SnapshotLimits forensics.Limits `config:"snapshot_limits"`
 	// MaxDetailBytes bounds an action's detail JSON.
-	MaxDetailBytes int
+	MaxDetailBytes int `config:"max_detail_bytes"`
 	// ProcRoot is the procfs mount read for snapshots.
-	ProcRoot string
+	ProcRoot string `config:"proc_root"`
 
 	// MaxPausesPerMinute is the circuit breaker: once this many containers
 	// were paused in the last minute, further alerts are recorded as
 	// SKIPPED (alert only) until the window frees up. 0 disables it.
-	MaxPausesPerMinute int
+	MaxPausesPerMinute int `config:"max_pauses_per_minute"`
 
 	// ReleaseGrace: after an operator releases a container, its alerts are
 	// recorded but not acted on for this long, so the aftermath of the
 	// released incident (the thawed process finishing) does not re-freeze
 	// it. 0 disables the grace.
-	ReleaseGrace time.Duration
+	ReleaseGrace time.Duration `config:"release_grace"`
 
 	// StateDir holds what the responder must not lose in a crash: the
 	// intent recorded before each freeze, in <state_dir>/<host>/intents
 	// (see docs/design/011-responder-crash-windows.md). StateDirNone
 	// records none (a crash between a freeze and its action then leaves a
 	// container frozen that the quarantine list does not show).
-	StateDir string
+	StateDir string `config:"state_dir"`
 	// MaxAlertAge: an alert older than this when it arrives (its wall
 	// time to its arrival: a backlog after a restart or an outage) is
 	// recorded SKIPPED and counted in
 	// contain_responder_stale_alerts_total, never acted on. 0 acts on
 	// alerts of any age.
-	MaxAlertAge time.Duration
+	MaxAlertAge time.Duration `config:"max_alert_age"`
 
 	// ProtectPids are processes whose cgroups are never frozen (nor any
 	// cgroup holding them): the responder's own pid is always protected.
-	ProtectPids []int
+	ProtectPids []int `config:"protect_pids"`
 	// ProtectCgroups are cgroup paths, relative to the mounts (e.g.
 	// "/system.slice/nats-server.service"), never frozen nor any ancestor.
-	ProtectCgroups []string
+	ProtectCgroups []string `config:"protect_cgroups"`
 	// ProtectAddrs are addresses of the services contain depends on (the
 	// NATS server, ClickHouse: host:port or nats://host:port); the
 	// processes of this host listening on their ports are protected like
 	// ProtectPids. `contain run` fills it from nats.url and
 	// store.clickhouse.addr.
-	ProtectAddrs []string
+	ProtectAddrs []string `config:"protect_addrs"`
 
 	// Policy scopes thresholds and dry-run, and lists what is never paused.
-	Policy Policy
+	Policy Policy `config:"policy"`
 }
 
 // Policy says, per scope, how alerts are acted on.
@@ -157,9 +157,9 @@ type Policy struct {
 	// Rules are tried in order; the first whose scope matches sets the
 	// threshold and dry-run for the alert. Without a match the Config's
 	// Threshold and DryRun apply.
-	Rules []Rule
+	Rules []Rule `config:"rules"`
 	// Allow lists scopes that are never paused (recorded as SKIPPED).
-	Allow []Scope
+	Allow []Scope `config:"allow"`
 	// NeverPauseLabels: a container carrying any of these label values is
 	// never paused, for the keys listed in TrustedLabels only: labels come
 	// from the runtime's state, which carries what an image author wrote
@@ -167,37 +167,37 @@ type Policy struct {
 	// exempts nothing unless the operator vouches for its key. Default
 	// io.contain.critical=true, inert until trusted
 	// (trusted_labels: [io.contain.critical]).
-	NeverPauseLabels map[string]string
+	NeverPauseLabels map[string]string `config:"never_pause_labels"`
 	// TrustedLabels are the label keys the policy reads (NeverPauseLabels,
 	// Scope.Labels); every other label is invisible to the policy. List a
 	// key only when your deployment tooling, not the images, sets it
 	// (e.g. io.contain.critical set by `docker run --label` on vetted
 	// images).
-	TrustedLabels []string
+	TrustedLabels []string `config:"trusted_labels"`
 	// NeverPauseIDs are container id patterns never paused (contain's own
 	// containers). The container holding the responder's own process is
 	// never paused whatever this says.
-	NeverPauseIDs []string
+	NeverPauseIDs []string `config:"never_pause_ids"`
 }
 
 // Rule sets the threshold and dry-run for the alerts its scope matches.
 type Rule struct {
-	Name      string
-	Scope     Scope
-	Threshold float64
-	DryRun    bool
+	Name      string  `config:"name"`      // names the rule in actions and logs
+	Scope     Scope   `config:"scope"`     // which alerts it applies to
+	Threshold float64 `config:"threshold"` // score at which a matching alert pauses
+	DryRun    bool    `config:"dry_run"`   // record the decision without pausing
 }
 
 // Scope matches alerts. Empty fields match anything; patterns are
 // path.Match globs; all set fields must match.
 type Scope struct {
-	Image         string            // alert's image_ref
-	ImageDigest   string            // alert's image_digest
-	ContainerName string            // alert's container_name
-	ContainerID   string            // alert's container_id
-	AlertRule     string            // Alert.rule
-	ReasonCode    string            // any of Alert.reasons[].code
-	Labels        map[string]string // runtime labels (OCI annotations)
+	Image         string            `config:"image"`          // alert's image_ref
+	ImageDigest   string            `config:"image_digest"`   // alert's image_digest
+	ContainerName string            `config:"container_name"` // alert's container_name
+	ContainerID   string            `config:"container_id"`   // alert's container_id
+	AlertRule     string            `config:"alert_rule"`     // Alert.rule
+	ReasonCode    string            `config:"reason_code"`    // any of Alert.reasons[].code
+	Labels        map[string]string `config:"labels"`         // runtime labels (OCI annotations)
 }
 
 // CriticalLabel marks a container that is never paused.

@@ -12,6 +12,7 @@ import (
 	"github.com/containsec/contain/analyzer"
 	"github.com/containsec/contain/collector"
 	"github.com/containsec/contain/enricher"
+	"github.com/containsec/contain/internal/freezer"
 	"github.com/containsec/contain/internal/testenv"
 	"github.com/containsec/contain/schemas/containv1"
 )
@@ -25,7 +26,9 @@ import (
 // the container is released (not timed). Every stage runs its default
 // configuration (CONTAIN_BENCH_LOWLATENCY=1: collector flush 1 ms, no
 // syscall tracking, one message per fetch). CONTAIN_BENCH_METHOD picks
-// the freeze method (default: the configured order, v1 freezer first).
+// the freeze method ("interleave": the v1 freezer and cgroup.freeze on
+// alternate trials, each method's percentiles reported apart; default:
+// the configured order, v1 freezer first).
 // CONTAIN_BENCH_RUNTIME=docker watches a docker container of the test
 // engine instead (frozen by docker_methods, default docker-pause with the
 // cgroup2 pre-freeze; CONTAIN_BENCH_PREFREEZE=0 turns that off), the
@@ -33,6 +36,10 @@ import (
 //
 //	go test ./responder -run '^$' -bench ExecToFrozen -benchtime=200x
 //	. /tmp/engines.env; CONTAIN_BENCH_RUNTIME=docker go test ./responder -run '^$' -bench ExecToFrozen -benchtime=100x
+//
+// benchInterleave as CONTAIN_BENCH_METHOD alternates the cgroup methods.
+const benchInterleave = "interleave"
+
 func BenchmarkExecToFrozen(b *testing.B) {
 	testenv.RequireRoot(b)
 	docker := os.Getenv("CONTAIN_BENCH_RUNTIME") == "docker"
@@ -50,11 +57,13 @@ func BenchmarkExecToFrozen(b *testing.B) {
 			if m := os.Getenv("CONTAIN_BENCH_METHOD"); m != "" {
 				c.DockerMethods = []string{m}
 			}
-		} else if m := os.Getenv("CONTAIN_BENCH_METHOD"); m != "" {
+		} else if m := os.Getenv("CONTAIN_BENCH_METHOD"); m != "" && m != benchInterleave {
 			c.Methods = []string{m}
 		}
 	})
-	h.r.log = testenv.Discard()
+	if os.Getenv("CONTAIN_BENCH_LOG") != "1" { // 1: the stages log to the benchmark's log
+		h.r.log = testenv.Discard()
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 
@@ -79,6 +88,9 @@ func BenchmarkExecToFrozen(b *testing.B) {
 		an.Fetch = 1
 	}
 	log := testenv.Discard()
+	if os.Getenv("CONTAIN_BENCH_LOG") == "1" {
+		log = testenv.Logger(b)
+	}
 	c, err := collector.New(col, h.js, h.m, log)
 	if err != nil {
 		testenv.Unavailable(b, "the eBPF collector: "+err.Error())
@@ -121,11 +133,18 @@ func BenchmarkExecToFrozen(b *testing.B) {
 	}
 	time.Sleep(an.LearningWindow + time.Second) // learning is a span of event time
 
+	interleave := !docker && os.Getenv("CONTAIN_BENCH_METHOD") == benchInterleave
+	byMethod := map[string][]int64{}
 	var lat, respond, own, prep, freeze []int64
 	var pending []*containv1.Event
 	methods := map[string]int{}
 	b.ResetTimer()
 	for i := 0; i < trials; i++ {
+		if interleave {
+			h.r.actMu.Lock()
+			h.r.cfg.Methods = []string{[]string{freezer.MethodV1Freezer, freezer.MethodV2Freeze}[i%2]}
+			h.r.actMu.Unlock()
+		}
 		exe := fmt.Sprintf("/bin/evil-%d", i)
 		go execIn(exe)
 		var act *containv1.Event
@@ -147,6 +166,7 @@ func BenchmarkExecToFrozen(b *testing.B) {
 		freeze = append(freeze, d.FreezeUs*1000)
 		if act.GetAction().Method != "" {
 			methods[act.GetAction().Method]++
+			byMethod[act.GetAction().Method] = append(byMethod[act.GetAction().Method], act.GetAction().LatencyNs)
 		}
 		if _, err := h.r.Release(context.Background(), ReleaseRequest{ContainerID: id, Actor: "bench", Reason: "next trial"}); err != nil {
 			b.Fatal(err)
@@ -160,4 +180,9 @@ func BenchmarkExecToFrozen(b *testing.B) {
 	percentiles(b, "responder_received_to_freeze_write", prep)
 	percentiles(b, "freeze_write_to_verified", freeze)
 	b.Logf("frozen by %v", methods)
+	if interleave {
+		for m, l := range byMethod {
+			percentiles(b, "exec_to_frozen_"+strings.ReplaceAll(m, "-", "_"), l)
+		}
+	}
 }

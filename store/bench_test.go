@@ -56,31 +56,36 @@ func BenchmarkRows(b *testing.B) {
 }
 
 // BenchmarkInsert measures one fetch's insert into a real ClickHouse:
-// rows per INSERT = messages x events per message.
+// rows per INSERT = messages x events per message, with the duplicate
+// lookup (design 017) and without it, interleaved.
 func BenchmarkInsert(b *testing.B) {
 	for _, rowsPerInsert := range []int{10_000, 50_000} {
-		b.Run(fmt.Sprintf("rows=%d", rowsPerInsert), func(b *testing.B) {
-			cfg := testConfig(b)
-			s, err := Open(context.Background(), cfg, testenv.Discard())
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer s.Close()
-			batches := benchBatches(rowsPerInsert/1000, 1000)
-			rs := newRowSet(false)
-			m := metrics.New()
-			b.ResetTimer()
-			rows := 0
-			ids := containv1.NewIDGen()
-			for b.Loop() {
-				renewIDs(ids, batches) // new rows, not duplicates
-				if err := s.handle(context.Background(), rs, batches, m); err != nil {
+		for _, lookup := range []bool{true, false} {
+			b.Run(fmt.Sprintf("rows=%d/lookup=%v", rowsPerInsert, lookup), func(b *testing.B) {
+				cfg := testConfig(b)
+				cfg.InsertTimeout, cfg.AckWait = time.Minute, 3*time.Minute // a loaded machine
+				s, err := Open(context.Background(), cfg, testenv.Discard())
+				if err != nil {
 					b.Fatal(err)
 				}
-				rows += rowsPerInsert
-			}
-			b.ReportMetric(float64(rows)/b.Elapsed().Seconds(), "rows/s")
-		})
+				defer s.Close()
+				s.noLookup = !lookup
+				batches := benchBatches(rowsPerInsert/1000, 1000)
+				rs := newRowSet(false)
+				m := metrics.New()
+				b.ResetTimer()
+				rows := 0
+				ids := containv1.NewIDGen()
+				for b.Loop() {
+					renewIDs(ids, batches) // new rows, not duplicates
+					if err := s.handle(context.Background(), rs, batches, m); err != nil {
+						b.Fatal(err)
+					}
+					rows += rowsPerInsert
+				}
+				b.ReportMetric(float64(rows)/b.Elapsed().Seconds(), "rows/s")
+			})
+		}
 	}
 }
 

@@ -15,47 +15,48 @@ import (
 // cmd/contain maps to (store.<key>).
 type Config struct {
 	// Addr lists ClickHouse native-protocol addresses (host:port).
-	Addr []string
+	Addr []string `config:"addr"`
 	// Database is created if missing; every table lives in it.
-	Database string
+	Database string `config:"database"`
 	// Username and Password authenticate to ClickHouse. Rather than the
 	// password in the config file, name a file holding it (PasswordFile,
 	// e.g. a mounted secret) or an environment variable (PasswordEnv); at
 	// most one of the three. `contain check-config` never prints it.
-	Username, Password string
-	PasswordFile       string
-	PasswordEnv        string
+	Username     string `config:"username"`
+	Password     string `config:"password"`
+	PasswordFile string `config:"password_file"`
+	PasswordEnv  string `config:"password_env"`
 	// TLS dials the native protocol over TLS (ClickHouse's
 	// tcp_port_secure): CA, client certificate, server name.
-	TLS tlsconfig.Config
+	TLS tlsconfig.Config `config:"tls"`
 	// DialTimeout bounds connecting to one address.
-	DialTimeout time.Duration
+	DialTimeout time.Duration `config:"dial_timeout"`
 	// InsertTimeout bounds the inserts of one fetch; FlushInterval +
 	// DialTimeout + 2*InsertTimeout must stay under AckWait, so that a stuck
 	// insert fails and is retried (with back-off) before NATS redelivers on
 	// its own.
-	InsertTimeout time.Duration
+	InsertTimeout time.Duration `config:"insert_timeout"`
 
 	// BatchMaxRows is the largest INSERT; a fetch with more rows is split.
-	BatchMaxRows int
+	BatchMaxRows int `config:"batch_max_rows"`
 	// FetchMessages is how many NATS messages (each a batch of many
 	// events) one fetch takes; they are inserted together.
-	FetchMessages int
+	FetchMessages int `config:"fetch_messages"`
 	// FlushInterval bounds how long a fetch waits to fill up: the latency
 	// from publish to insert when traffic is low.
-	FlushInterval time.Duration
+	FlushInterval time.Duration `config:"flush_interval"`
 	// AckWait is how long NATS waits for a fetched message's ack before
 	// redelivering it.
-	AckWait time.Duration
+	AckWait time.Duration `config:"ack_wait"`
 	// RetryDelay is the first back-off after a failed insert (doubling up
 	// to 30s); the failed messages are redelivered after it.
-	RetryDelay time.Duration
+	RetryDelay time.Duration `config:"retry_delay"`
 
 	// DurablePrefix names the JetStream durables: <prefix>-events,
 	// <prefix>-alerts, <prefix>-actions.
-	DurablePrefix string
+	DurablePrefix string `config:"durable_prefix"`
 	// StoreRaw keeps each event's protobuf encoding in events.raw.
-	StoreRaw bool
+	StoreRaw bool `config:"store_raw"`
 
 	// ImagesBucket and ProfilesBucket are the enricher's NATS KV buckets of
 	// image declarations and declared profiles; BaselinesBucket is the
@@ -63,11 +64,13 @@ type Config struct {
 	// declarations and baselines tables (durables <prefix>-kv-images,
 	// -kv-profiles, -kv-baselines), waiting for a bucket to exist. Empty
 	// skips a bucket.
-	ImagesBucket, ProfilesBucket, BaselinesBucket string
+	ImagesBucket    string `config:"images_bucket"`
+	ProfilesBucket  string `config:"profiles_bucket"`
+	BaselinesBucket string `config:"baselines_bucket"`
 
 	// Retention makes Run drop the day partitions older than this (Prune),
 	// at start and then daily. 0 keeps everything; otherwise at least 24h.
-	Retention time.Duration
+	Retention time.Duration `config:"retention"`
 }
 
 // DefaultConfig is a local ClickHouse on the native port used by

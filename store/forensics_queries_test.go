@@ -61,6 +61,20 @@ func TestForensicsQueries(t *testing.T) {
 		t.Fatal(err)
 	}
 	insertImageHistory(t, s)
+	// Two commits: web-1 (c-soc-1) committed as web:patched, and a
+	// container of web:patched committed again.
+	now := time.Now().UTC().Truncate(time.Second)
+	if err := s.InsertCommits(ctx,
+		CommitRow{Time: now.Add(-3 * time.Minute), EventID: uuid.New(), Host: "host-a", Engine: "docker", SourceContainerID: "c-soc-1",
+			SourceContainerName: "web-1", SourceImageRef: "docker.io/library/nginx:1.27", SourceImageID: "sha256:base",
+			ImageID: "sha256:img1", ImageRef: "registry.local/web:patched", Author: "ops", Actor: "uid 0",
+			FilesAdded: 2, FilesChanged: 1, Paths: []string{"/usr/local/bin/x", "/etc/nginx/nginx.conf"}, Lineage: []string{"sha256:base"}},
+		CommitRow{Time: now.Add(-2 * time.Minute), EventID: uuid.New(), Host: "host-a", Engine: "podman", SourceContainerID: "c-soc-2",
+			SourceContainerName: "web-2", SourceImageRef: "registry.local/web:patched", SourceImageID: "sha256:img1",
+			ImageID: "sha256:img2", ImageRef: "registry.local/web:patched2", Lineage: []string{"sha256:img1", "sha256:base"}},
+	); err != nil {
+		t.Fatal(err)
+	}
 
 	for _, b := range blocks {
 		for _, q := range strings.Split(b[1], ";\n") {

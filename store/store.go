@@ -39,6 +39,8 @@ type Store struct {
 	// Paces of the KV and retention loops (constants; tests shorten them).
 	bucketPoll, pruneEvery, pruneRetry time.Duration
 	prunes                             atomic.Int64 // successful retention passes
+
+	noLookup bool // benchmarks only: insert without the duplicate lookup
 }
 
 // settings every session needs: LowCardinality columns on 18.x.
@@ -247,7 +249,11 @@ func (s *Store) handle(ctx context.Context, rs *rowSet, batches []*containv1.Bat
 	now := time.Now()
 	ictx, cancel := context.WithTimeout(ctx, s.cfg.InsertTimeout)
 	defer cancel()
-	have, err := s.existing(ictx, batches, now)
+	var have idSet
+	var err error
+	if !s.noLookup {
+		have, err = s.existing(ictx, batches, now)
+	}
 	if err != nil {
 		m.Errors.WithLabelValues(metrics.StageStore, "insert").Inc()
 		if isUnavailable(err) {

@@ -30,7 +30,14 @@ tarball per the enricher's image sources) and reports findings with severity
 and evidence: packages installed without an index update, stale base, root
 user, mutable tag, ADD from URL, curl|sh installs, secret-like ENV names,
 SSH/debug ports, setuid binaries added. It exits 3 when a finding is at or
-above --fail-on, so it works as a deploy gate.`,
+above --fail-on, so it works as a deploy gate.
+
+--running --policy read-only (or non-root) audits the running containers of
+every engine instead (docker, containerd namespaces, podman): read-only root
+filesystem, writable mounts against declared volumes and tmpfs, root user;
+exit 3 on a violation, --store writes container_audits rows.
+--inventory audits every tagged image of those engines and names the running
+containers whose image failed; --store writes image_audits rows.`,
 		Args: cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, images []string) error {
 			cfg, err := opts.load(cmd)

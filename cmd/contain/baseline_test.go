@@ -127,6 +127,23 @@ func TestEvalCLI(t *testing.T) {
 	if !strings.Contains(out, "ROC AUC: 1.0000") || !strings.Contains(out, "shell") {
 		t.Fatalf("eval output:\n%s", out)
 	}
+	dirs := []string{"--train", filepath.Join(dir, "train"), "--normal", filepath.Join(dir, "normal"), "--attack", filepath.Join(dir, "attack")}
+	out, err = runCLI(t, append([]string{"eval", "--compare"}, dirs...)...)
+	if err != nil {
+		t.Fatalf("eval --compare: %v\n%s", err, out)
+	}
+	for _, m := range []string{"ngram ", "markov ", "markov-mean ", "knn ", "ensemble "} {
+		if !strings.Contains(out, m) {
+			t.Fatalf("eval --compare: no row %q:\n%s", m, out)
+		}
+	}
+	out, err = runCLI(t, append([]string{"eval", "--model", "knn"}, dirs...)...)
+	if err != nil || !strings.Contains(out, "ROC AUC: 1.0000") || !strings.Contains(out, "RECORDING") {
+		t.Fatalf("eval --model knn: %v\n%s", err, out)
+	}
+	if _, err := runCLI(t, append([]string{"eval", "--model", "lstm"}, dirs...)...); err == nil {
+		t.Fatal("eval --model lstm succeeded")
+	}
 	if _, err := runCLI(t, "eval", "--train", dir); err == nil {
 		t.Fatal("eval without --normal/--attack succeeded")
 	}

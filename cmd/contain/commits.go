@@ -9,6 +9,7 @@ import (
 
 	"github.com/containsec/contain/internal/bus"
 	"github.com/containsec/contain/internal/commits"
+	"github.com/containsec/contain/internal/metrics"
 	"github.com/containsec/contain/schemas/containv1"
 )
 
@@ -18,8 +19,10 @@ import (
 const stageCommits = "commits"
 
 // newCommitWatcher returns the commit watcher publishing each commit as
-// one batch on the host's raw subject.
-func newCommitWatcher(cfg *Config, js jetstream.JetStream, log *slog.Logger) (*commits.Watcher, error) {
+// one batch on the host's raw subject, counted in
+// contain_events_out_total{stage="commits"} (failures:
+// contain_errors_total{stage="commits",kind="publish"}).
+func newCommitWatcher(cfg *Config, js jetstream.JetStream, m *metrics.Metrics, log *slog.Logger) (*commits.Watcher, error) {
 	var mu sync.Mutex
 	p := bus.NewProducer(cfg.Host, stageCommits)
 	subject := containv1.RawSubject(cfg.Host)
@@ -27,7 +30,12 @@ func newCommitWatcher(cfg *Config, js jetstream.JetStream, log *slog.Logger) (*c
 		mu.Lock()
 		b := p.Batch([]*containv1.Event{ev})
 		mu.Unlock()
-		return bus.Publish(ctx, js, subject, b)
+		if err := bus.Publish(ctx, js, subject, b); err != nil {
+			m.Errors.WithLabelValues(stageCommits, "publish").Inc()
+			return err
+		}
+		m.EventsOut.WithLabelValues(stageCommits).Inc()
+		return nil
 	}
 	return commits.New(cfg.Commits, cfg.Host, publish, log)
 }

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"os"
 	"slices"
-	"sort"
 	"strings"
 	"time"
 
@@ -27,77 +26,78 @@ import (
 	"github.com/containsec/contain/store"
 )
 
-// Config is contain's whole configuration. Keys are the snake_case field
-// names: nats.embedded.store_dir, collector.queue_len, ...
+// Config is contain's whole configuration. Every field names its key in a
+// config tag (nats.embedded.store_dir, collector.queue_len, ...);
+// docs/config.md is generated from these structs (TestConfigDoc).
 type Config struct {
 	// Host names this machine in subjects and events; default: hostname.
-	Host    string
-	Log     LogConfig
-	Metrics MetricsConfig
-	NATS    NATSConfig
+	Host    string        `config:"host"`
+	Log     LogConfig     `config:"log"`
+	Metrics MetricsConfig `config:"metrics"`
+	NATS    NATSConfig    `config:"nats"`
 	// Auth: credentials and the embedded server's authentication.
-	Auth AuthConfig
+	Auth AuthConfig `config:"auth"`
 
-	Collector collector.Config
-	Enricher  enricher.Config
-	Analyzer  analyzer.Config
-	Responder responder.Config
-	Store     store.Config
+	Collector collector.Config `config:"collector"`
+	Enricher  enricher.Config  `config:"enricher"`
+	Analyzer  analyzer.Config  `config:"analyzer"`
+	Responder responder.Config `config:"responder"`
+	Store     store.Config     `config:"store"`
 	// Commits traces commits of containers into images; the watcher runs
 	// with the collector when commits.enabled.
-	Commits commits.Config
+	Commits commits.Config `config:"commits"`
 	// Notify pushes alerts and actions to webhooks, syslog and
 	// Falcosidekick (docs/outputs.md).
-	Notify notify.Config
+	Notify notify.Config `config:"notify"`
 	// Console serves the web console (contain console, or inside contain
 	// run when console.listen is set).
-	Console console.Config
+	Console console.Config `config:"console"`
 	// Audit configures `contain audit`.
-	Audit enricher.AuditConfig
+	Audit enricher.AuditConfig `config:"audit"`
 }
 
 // LogConfig configures the process logger.
 type LogConfig struct {
-	Level  string // debug, info, warn, error
-	Format string // text, json
+	Level  string `config:"level"`  // debug, info, warn, error
+	Format string `config:"format"` // text, json
 }
 
 // MetricsConfig configures the Prometheus endpoint.
 type MetricsConfig struct {
 	// Listen is host:port of /metrics; empty disables it.
-	Listen string
+	Listen string `config:"listen"`
 }
 
 // NATSConfig says where the stages meet.
 type NATSConfig struct {
 	// URL of an external NATS server. Empty: `contain run` embeds one, the
 	// single-stage commands dial nats://127.0.0.1:4222.
-	URL string
+	URL string `config:"url"`
 	// Credentials is an optional NATS .creds file (JWT accounts).
-	Credentials string
+	Credentials string `config:"credentials"`
 	// NkeySeed is the nkey seed file a single stage or a CLI command
 	// connects with (<user>.nk, see auth.creds_dir). The CLI looks in
 	// auth.creds_dir when it is empty; `contain run` with its embedded
 	// server gives each stage its own from auth.creds_dir.
-	NkeySeed string
+	NkeySeed string `config:"nkey_seed"`
 	// InboxPrefix replaces _INBOX for replies; each user may only read
 	// _INBOX.<user>.>. Empty: _INBOX.<user> from the seed file's name.
-	InboxPrefix string
+	InboxPrefix string `config:"inbox_prefix"`
 	// ManageStreams creates and updates contain's streams at start. Turn it
 	// off where an administrator manages them (deploy/nats/contain.conf
 	// lets only admin do so).
-	ManageStreams bool
+	ManageStreams bool `config:"manage_streams"`
 	// TLS dials an external NATS server over TLS (CA, client certificate,
 	// server name; verification is skipped only by insecure_skip_verify).
-	TLS tlsconfig.Config
+	TLS tlsconfig.Config `config:"tls"`
 	// MaxDeliver is how many times a stage's handler may fail on a batch
 	// (while succeeding on others) before it goes to CONTAIN_DLQ.
-	MaxDeliver int
+	MaxDeliver int `config:"max_deliver"`
 	// Health bounds /readyz: JetStream's answer time, each consumer's
 	// lag and oldest unacknowledged message.
-	Health   bus.HealthConfig
-	Embedded bus.EmbeddedConfig
-	Streams  bus.StreamsConfig
+	Health   bus.HealthConfig   `config:"health"`
+	Embedded bus.EmbeddedConfig `config:"embedded"`
+	Streams  bus.StreamsConfig  `config:"streams"`
 }
 
 func defaultConfig() Config {
@@ -145,7 +145,7 @@ var flagKeys = map[string]string{
 
 func (o *globalOpts) register(root *cobra.Command) {
 	f := root.PersistentFlags()
-	f.StringVarP(&o.file, "config", "c", os.Getenv("CONTAIN_CONFIG"), "YAML config file (env CONTAIN_CONFIG)")
+	f.StringVarP(&o.file, "config", "c", os.Getenv("CONTAIN_CONFIG"), "YAML config file (env CONTAIN_CONFIG; default "+defaultConfigPath+" when it exists)")
 	f.String("host", "", "host name used in subjects and events (host)")
 	f.String("log-level", "", "debug|info|warn|error (log.level)")
 	f.String("nats-url", "", "external NATS server; empty embeds one in contain run (nats.url)")
@@ -157,9 +157,19 @@ func (o *globalOpts) register(root *cobra.Command) {
 	f.String("creds-dir", "", "where contain run keeps the per-role NATS credentials, and the CLI finds them (auth.creds_dir)")
 }
 
+// defaultConfigPath is read when it exists and neither -c nor
+// CONTAIN_CONFIG names a file.
+var defaultConfigPath = "/etc/contain/contain.yaml"
+
 func (o *globalOpts) load(cmd *cobra.Command) (*Config, error) {
 	cfg := defaultConfig()
-	if err := config.Load(&cfg, o.file, cmd.Flags(), flagKeys); err != nil {
+	file := o.file
+	if file == "" {
+		if _, err := os.Stat(defaultConfigPath); err == nil {
+			file = defaultConfigPath
+		}
+	}
+	if err := config.Load(&cfg, file, cmd.Flags(), flagKeys); err != nil {
 		return nil, err
 	}
 	if cfg.Host == "" {
@@ -213,6 +223,11 @@ func (c *Config) validate(stages []string) error {
 	}
 	if err := c.validateSeed(); err != nil {
 		return err
+	}
+	if c.Console.Listen != "" {
+		if err := c.Console.Validate(); err != nil {
+			return err
+		}
 	}
 	if c.Auth.Enabled && c.Auth.CredsDir == "" {
 		return errors.New("auth.creds_dir: must be set when auth.enabled")
@@ -269,27 +284,21 @@ func (c *Config) logger(w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, opts))
 }
 
-// printYAML prints every key with its effective value, sorted, as YAML-ish
-// flat keys (secrets masked).
+// printYAML prints the effective configuration as YAML that loads back to
+// the same values (secrets masked).
 func printYAML(w io.Writer, cfg *Config) error {
-	keys := config.Keys(cfg)
-	names := make([]string, 0, len(keys))
-	for k := range keys {
-		names = append(names, k)
+	out, err := config.YAML(cfg, isSecret)
+	if err != nil {
+		return err
 	}
-	sort.Strings(names)
-	for _, k := range names {
-		v := keys[k]
-		if strings.Contains(k, "password") || strings.Contains(k, "secret") || strings.Contains(k, "token") {
-			if s, ok := v.(string); ok && s != "" {
-				v = "********"
-			}
-		}
-		if _, err := fmt.Fprintf(w, "%s: %v\n", k, v); err != nil {
-			return err
-		}
-	}
-	return nil
+	_, err = w.Write(out)
+	return err
+}
+
+// isSecret says which keys check-config never prints.
+func isSecret(key string) bool {
+	last := key[strings.LastIndex(key, ".")+1:]
+	return last == "password" || strings.Contains(last, "secret") || strings.Contains(last, "token")
 }
 
 func schemaVersion() int { return containv1.SchemaVersion }

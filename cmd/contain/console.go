@@ -21,8 +21,10 @@ import (
 	"github.com/containsec/contain/console"
 	"github.com/containsec/contain/internal/auth"
 	"github.com/containsec/contain/internal/bus"
+	"github.com/containsec/contain/internal/logfields"
 	"github.com/containsec/contain/responder"
 	"github.com/containsec/contain/schemas/containv1"
+	"github.com/containsec/contain/store"
 )
 
 func init() { extraCommands = append(extraCommands, consoleCommand) }
@@ -48,13 +50,13 @@ contain run when console.listen is set.`,
 			if cfg.Console.Listen == "" {
 				return errors.New("console.listen: set the address to serve (e.g. 127.0.0.1:9443)")
 			}
-			log := cfg.logger(os.Stderr).With("stage", "console")
+			log := cfg.logger(os.Stderr).With(logfields.Stage, "console")
 			srv, stop, err := newConsole(cmd.Context(), cfg, log, nil, nil)
 			if err != nil {
 				return err
 			}
 			defer stop()
-			log.Info("console serving", "listen", cfg.Console.Listen, "tls", cfg.Console.TLSCert != "")
+			log.Info("console serving", logfields.Listen, cfg.Console.Listen, logfields.Tls, cfg.Console.TLSCert != "")
 			return srv.ListenAndServe(cmd.Context())
 		},
 	}
@@ -127,12 +129,12 @@ func followStream(ctx context.Context, js jetstream.JetStream, stream, subject s
 			}
 			return nil
 		}, func(subject string, err error) {
-			log.Warn("console: skipping a malformed message", "subject", subject, "error", err)
+			log.Warn("console: skipping a malformed message", logfields.Subject, subject, logfields.Err, err)
 		})
 		if ctx.Err() != nil {
 			return
 		}
-		log.Warn("console: reading a stream failed; retrying in 2s", "stream", stream, "error", err)
+		log.Warn("console: reading a stream failed; retrying in 2s", logfields.Stream, stream, logfields.Err, err)
 		select {
 		case <-ctx.Done():
 		case <-time.After(2 * time.Second):
@@ -197,6 +199,24 @@ func (b *consoleBackend) SetLock(ctx context.Context, key string, lock bool, use
 		fn = analyzer.LockBaseline
 	}
 	return fn(ctx, b.js, b.cfg.Analyzer.BaselinesBucket, key, b.signer(user))
+}
+
+func (b *consoleBackend) Timeline(ctx context.Context, container, alertID string) (string, error) {
+	if len(b.cfg.Store.Addr) == 0 {
+		return "", errors.New("no ClickHouse configured (store.addr)")
+	}
+	r, err := store.OpenReader(b.cfg.Store)
+	if err != nil {
+		return "", err
+	}
+	defer r.Close()
+	tl, err := buildTimeline(ctx, r, container, alertID, 5*time.Minute)
+	if err != nil {
+		return "", err
+	}
+	var sb strings.Builder
+	err = tl.writeText(&sb)
+	return sb.String(), err
 }
 
 // watched are the metric families the Health view shows: losses, drops,

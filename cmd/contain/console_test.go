@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/chromedp/chromedp"
 
 	"github.com/containsec/contain/analyzer"
@@ -61,13 +62,17 @@ func TestConsoleBrowser(t *testing.T) {
 	cfg.Analyzer.ExecSessions = analyzer.ExecSessionsAlert // the deviation below is a runc exec
 	cfg.Responder.Threshold = 0.5
 	cfg.Enricher.Registry.Enabled = false
+	cfg.Store.Addr = []string{testenv.ClickHouseAddr(t)}
+	cfg.Store.Database = fmt.Sprintf("contain_console_%d", time.Now().UnixNano())
+	cfg.Store.FlushInterval = 200 * time.Millisecond
+	t.Cleanup(func() { dropDatabase(t, cfg.Store.Addr[0], cfg.Store.Database) })
 	alicePW, bobPW := "alice-console-pw", "bob-console-pw"
 	cfg.Console.Users = []console.User{
 		{Name: "alice", Role: console.RoleOperator, PasswordHash: mustHash(t, alicePW)},
 		{Name: "bob", Role: console.RoleAnalyst, PasswordHash: mustHash(t, bobPW)},
 	}
 	cfg.propagate()
-	stages := []string{stageResponder, stageAnalyzer, stageEnricher, stageCollector}
+	stages := []string{stageStore, stageResponder, stageAnalyzer, stageEnricher, stageCollector}
 	if err := cfg.validate(stages); err != nil {
 		t.Fatal(err)
 	}
@@ -216,6 +221,12 @@ func TestConsoleBrowser(t *testing.T) {
 	if !strings.Contains(text, "exec.unseen") || !strings.Contains(text, "pause ok") {
 		t.Errorf("the container view lacks the alert or the pause:\n%s", text)
 	}
+	// Its history from ClickHouse (contain timeline's): the wget exec.
+	testenv.WaitFor(t, 20*time.Second, "the wget exec in the container view's ClickHouse history", func() bool {
+		do("container", chromedp.Navigate(web.URL+"/container/"+c.ID))
+		text = textOf("#ch-h + *, .history")
+		return strings.Contains(text, "/bin/wget")
+	})
 	shot("container")
 	do("baselines", chromedp.Navigate(web.URL+"/baselines"))
 	text = textOf("main")
@@ -250,6 +261,16 @@ func TestConsoleBrowser(t *testing.T) {
 		text = textOf(".timeline")
 		return strings.Contains(text, "release ok by "+actor)
 	})
+}
+
+func dropDatabase(t *testing.T, addr, db string) {
+	conn, err := clickhouse.Open(&clickhouse.Options{Addr: []string{addr}})
+	if err != nil {
+		t.Log(err)
+		return
+	}
+	defer conn.Close()
+	_ = conn.Exec(context.Background(), "DROP DATABASE IF EXISTS "+db)
 }
 
 func mustHash(t *testing.T, pw string) string {

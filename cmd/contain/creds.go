@@ -25,12 +25,12 @@ type AuthConfig struct {
 	// (internal/auth) in CredsDir, and each stage connects with its own.
 	// Turning it off lets any local process publish, release and read
 	// everything: only for development.
-	Enabled bool
+	Enabled bool `config:"enabled"`
 	// CredsDir holds the credentials, <user>.nk (root-owned, 0600).
-	CredsDir string
+	CredsDir string `config:"creds_dir"`
 	// OperatorsGroup may read operator.nk and reader.nk (0640 root:group)
 	// when the group exists; otherwise only root can use the CLI.
-	OperatorsGroup string
+	OperatorsGroup string `config:"operators_group"`
 }
 
 const defaultCredsDir = "/var/lib/contain/creds"

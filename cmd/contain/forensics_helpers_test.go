@@ -18,7 +18,7 @@ import (
 // seedStore opens a fresh database on the test ClickHouse (dropped at the
 // end), inserts events through the store as the pipeline would, and sets
 // CONTAIN_STORE_DATABASE so that the CLI reads it. It returns the address.
-func seedStore(t *testing.T, evs ...*containv1.Event) (string, store.Config) {
+func seedStore(t testing.TB, evs ...*containv1.Event) (string, store.Config) {
 	t.Helper()
 	addr := testenv.ClickHouseAddr(t)
 	cfg := store.DefaultConfig()
@@ -39,8 +39,8 @@ func seedStore(t *testing.T, evs ...*containv1.Event) (string, store.Config) {
 	}
 	defer s.Close()
 	p := bus.NewProducer("h1", "enricher")
-	for i := 0; i < len(evs); i += 100 {
-		if err := s.Insert(context.Background(), metrics.New(), p.Batch(evs[i:min(i+100, len(evs))])); err != nil {
+	for i := 0; i < len(evs); i += 5000 {
+		if err := s.Insert(context.Background(), metrics.New(), p.Batch(evs[i:min(i+5000, len(evs))])); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -9,13 +9,16 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime"
+	"runtime/debug"
 	"syscall"
 
 	"github.com/spf13/cobra"
 )
 
-// Version is set at build time with -ldflags "-X main.Version=...".
-var Version = "dev"
+// Version overrides the version read from the binary's build info
+// (-ldflags "-X main.Version=...").
+var Version = ""
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -49,15 +52,19 @@ func newRoot() *cobra.Command {
 		Short:         "Runtime security for declarative, immutable containers",
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Version:       versionString(),
 	}
+	root.SetVersionTemplate("{{.Version}}\n")
 	opts.register(root)
+	storeCmd := stageCommand(&opts, "store", "Run the ClickHouse sink", []string{stageStore}, false)
+	storeCmd.AddCommand(storePruneCommand(&opts))
 	root.AddCommand(
 		stageCommand(&opts, "run", "Run every stage in one process with an embedded NATS server", allStages, true),
 		stageCommand(&opts, "collect", "Run the eBPF collector (root)", []string{stageCollector}, false),
 		stageCommand(&opts, "enrich", "Run the enricher", []string{stageEnricher}, false),
 		stageCommand(&opts, "analyze", "Run the analyzer", []string{stageAnalyzer}, false),
 		stageCommand(&opts, "respond", "Run the responder (root)", []string{stageResponder}, false),
-		stageCommand(&opts, "store", "Run the ClickHouse sink", []string{stageStore}, false),
+		storeCmd,
 		stageCommand(&opts, "notify", "Push alerts and actions to webhooks, syslog and Falcosidekick (notify.outputs)", []string{stageNotify}, false),
 		releaseCommand(&opts),
 		quarantineCommand(&opts),
@@ -76,12 +83,50 @@ var extraCommands []func(*globalOpts) *cobra.Command
 func versionCommand() *cobra.Command {
 	return &cobra.Command{
 		Use:   "version",
-		Short: "Print the version and schema version",
+		Short: "Print the version, VCS revision, Go version and event schema version",
 		Args:  cobra.NoArgs,
 		Run: func(cmd *cobra.Command, _ []string) {
-			fmt.Fprintf(cmd.OutOrStdout(), "contain %s (event schema v%d)\n", Version, schemaVersion())
+			fmt.Fprintln(cmd.OutOrStdout(), versionString())
 		},
 	}
+}
+
+// versionString describes this binary from its build info: the module
+// version (or Version), the VCS revision and time when recorded, and the
+// Go version.
+func versionString() string {
+	version, rev, goVersion := Version, "", runtime.Version()
+	if info, ok := debug.ReadBuildInfo(); ok {
+		if version == "" {
+			version = info.Main.Version
+		}
+		goVersion = info.GoVersion
+		var modified bool
+		var when string
+		for _, s := range info.Settings {
+			switch s.Key {
+			case "vcs.revision":
+				rev = s.Value
+			case "vcs.time":
+				when = s.Value
+			case "vcs.modified":
+				modified = s.Value == "true"
+			}
+		}
+		if rev != "" {
+			rev = " " + rev[:min(12, len(rev))]
+			if modified {
+				rev += "-dirty"
+			}
+			if when != "" {
+				rev += " " + when
+			}
+		}
+	}
+	if version == "" {
+		version = "(devel)"
+	}
+	return fmt.Sprintf("contain %s%s %s (event schema v%d)", version, rev, goVersion, schemaVersion())
 }
 
 func checkConfigCommand(opts *globalOpts) *cobra.Command {

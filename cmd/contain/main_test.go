@@ -30,13 +30,13 @@ func TestCheckConfig(t *testing.T) {
 	if err != nil {
 		t.Fatalf("good config rejected: %v\n%s", err, out)
 	}
-	if !strings.Contains(out, "configuration OK") || !strings.Contains(out, "analyzer.learning_window: 30s") || !strings.Contains(out, "host: node-1") {
+	if !strings.Contains(out, "configuration OK") || !strings.Contains(out, "    learning_window: 30s") || !strings.Contains(out, "host: node-1") {
 		t.Fatalf("check-config output lacks the effective values:\n%s", out)
 	}
 	// The shipped sample validates as it is (host: "" = the machine's name).
 	sample := filepath.Join(testenv.RepoRoot(t), "deploy", "contain.yaml")
-	if out, err := runCLI(t, "check-config", "-c", sample); err != nil || !strings.Contains(out, "collector.wakeup_coalesce: 20ms") ||
-		!strings.Contains(out, "analyzer.exec_sessions: record") {
+	if out, err := runCLI(t, "check-config", "-c", sample); err != nil || !strings.Contains(out, "    wakeup_coalesce: 20ms") ||
+		!strings.Contains(out, "    exec_sessions: record") {
 		t.Fatalf("deploy/contain.yaml: %v\n%s", err, out)
 	}
 	if _, err := runCLI(t, "check-config", "-c", "deploy-does-not-exist.yaml"); err == nil {
@@ -76,7 +76,7 @@ func TestEnvOverridesFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(out, "analyzer.learning_window: 2m0s") || !strings.Contains(out, "host: from-env") {
+	if !strings.Contains(out, "    learning_window: 2m0s") || !strings.Contains(out, "host: from-env") {
 		t.Fatalf("environment not applied:\n%s", out)
 	}
 }

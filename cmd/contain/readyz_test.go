@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/netip"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -82,3 +84,55 @@ func TestReadyzRun(t *testing.T) {
 }
 
 type netAddrPort = netip.AddrPort
+
+// TestSystemdNotifyAfterStages: under systemd (Type=notify) contain sends
+// READY=1 once its stages are started, and /readyz, which said "stages
+// starting" until then, no longer does.
+func TestSystemdNotifyAfterStages(t *testing.T) {
+	srv, err := bus.StartEmbedded(bus.EmbeddedConfig{Port: -1, StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
+	sock := filepath.Join(t.TempDir(), "notify.sock")
+	ln, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	t.Setenv("NOTIFY_SOCKET", sock)
+	cfg := defaultConfig()
+	cfg.Host = "h1"
+	cfg.NATS.URL = srv.ClientURL()
+	cfg.Auth.Enabled = false
+	cfg.Metrics.Listen = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- runStages(ctx, &cfg, []string{stageAnalyzer}, false, testenv.Logger(t)) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	buf := make([]byte, 512)
+	ln.SetReadDeadline(time.Now().Add(20 * time.Second))
+	n, err := ln.Read(buf)
+	if err != nil || !strings.HasPrefix(string(buf[:n]), "READY=1\nSTATUS=running analyzer") {
+		t.Fatalf("sd_notify: %q %v", buf[:n], err)
+	}
+	resp, err := http.Get("http://" + cfg.Metrics.Listen + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if strings.Contains(string(b), "starting") {
+		t.Fatalf("/readyz after READY=1 still says starting:\n%s", b)
+	}
+	cancel()
+	<-done
+	done <- nil
+	ln.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := ln.Read(buf); err != nil || string(buf[:n]) != "STOPPING=1" {
+		t.Errorf("on stop: %q %v", buf[:n], err)
+	}
+}

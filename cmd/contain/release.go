@@ -4,6 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -82,13 +85,34 @@ func quarantineCommand(opts *globalOpts) *cobra.Command {
 				enc.SetIndent("", "  ")
 				return enc.Encode(qs)
 			}
-			for _, q := range qs {
-				fmt.Fprintf(cmd.OutOrStdout(), "%+v\n", q)
-			}
-			return nil
+			return quarantineTable(cmd.OutOrStdout(), qs, time.Now())
 		},
 	}
-	list.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	list.Flags().BoolVar(&asJSON, "json", false, "print JSON (one array of objects) instead of a table")
 	root.AddCommand(list)
 	return root
+}
+
+// quarantineTable prints one line per quarantined container.
+func quarantineTable(w io.Writer, qs []responder.Quarantine, now time.Time) error {
+	if len(qs) == 0 {
+		_, err := fmt.Fprintln(w, "no quarantined containers")
+		return err
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "CONTAINER\tNAME\tIMAGE\tSTATE\tSINCE\tSCORE\tMETHOD\tREASON\tALERT")
+	for _, q := range qs {
+		id := q.ContainerID[:min(12, len(q.ContainerID))]
+		since := q.Since.UTC().Format(time.RFC3339) + " (" + now.Sub(q.Since).Truncate(time.Second).String() + " ago)"
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%.2f\t%s\t%s\t%s\n", id, dash(q.ContainerName), dash(q.ImageRef),
+			dash(q.State), since, q.Score, q.Method, dash(q.Reason), q.AlertID)
+	}
+	return tw.Flush()
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return strings.ReplaceAll(s, "\t", " ")
 }

@@ -19,7 +19,7 @@ func TestCheckConfigRedactsPassword(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
-	if strings.Contains(out, pw) || !strings.Contains(out, "store.password: ****") {
+	if strings.Contains(out, pw) || !strings.Contains(out, "    password: '********'") {
 		t.Fatalf("password printed or not redacted:\n%s", out)
 	}
 	for body, key := range map[string]string{

@@ -23,6 +23,7 @@ import (
 	"github.com/containsec/contain/internal/bus"
 	"github.com/containsec/contain/internal/logfields"
 	"github.com/containsec/contain/internal/metrics"
+	"github.com/containsec/contain/internal/sdnotify"
 	"github.com/containsec/contain/internal/tlsconfig"
 	"github.com/containsec/contain/notify"
 	"github.com/containsec/contain/responder"
@@ -40,6 +41,9 @@ const (
 
 // allStages run in `contain run`; notify only when notify.outputs is set.
 var allStages = []string{stageStore, stageNotify, stageResponder, stageAnalyzer, stageEnricher, stageCollector}
+
+// checkStarting is the /readyz check failing until every stage started.
+const checkStarting = "starting"
 
 const defaultNATSURL = "nats://127.0.0.1:4222"
 
@@ -205,6 +209,10 @@ func runStages(ctx context.Context, cfg *Config, stages []string, embedded bool,
 	}
 	rep := newReporter(cfg, m, log)
 	ctx = bus.WithReporter(ctx, rep)
+	// /readyz says not ready until every stage is built and started (a
+	// process with its metrics port open but its collector still loading
+	// is not ready).
+	rep.Health.Set(checkStarting, errors.New("stages starting"))
 	if cfg.Metrics.Listen != "" {
 		stopMetrics, err := serveMetrics(cfg.Metrics.Listen, m, rep.Health, cfg.NATS.Health, log)
 		if err != nil {
@@ -280,7 +288,7 @@ func runStages(ctx context.Context, cfg *Config, stages []string, embedded bool,
 			}
 			start(s, c.Run)
 			if cfg.Commits.Enabled {
-				w, err := newCommitWatcher(cfg, js, slog(stageCommits))
+				w, err := newCommitWatcher(cfg, js, m, slog(stageCommits))
 				if err != nil {
 					return err
 				}
@@ -303,7 +311,13 @@ func runStages(ctx context.Context, cfg *Config, stages []string, embedded bool,
 		defer stop()
 		start("console", srv.ListenAndServe)
 	}
-	log.Info("contain running", logfields.Version, Version, logfields.Host, cfg.Host, logfields.Stages, strings.Join(stages, ","))
+	rep.Health.Remove(checkStarting)
+	log.Info("contain running", logfields.Version, versionString(), logfields.Host, cfg.Host, logfields.Stages, strings.Join(stages, ","))
+	// systemd (Type=notify) starts what depends on contain only now.
+	if _, err := sdnotify.Notify(sdnotify.Ready, sdnotify.Status("running "+strings.Join(stages, ","))); err != nil {
+		log.Warn("telling systemd contain is ready", "err", err)
+	}
+	defer func() { _, _ = sdnotify.Notify(sdnotify.Stopping) }()
 	<-ctx.Done()
 	cause := context.Cause(ctx)
 	wg.Wait()

@@ -33,18 +33,18 @@ const MaxPayload = 8 << 20
 // EmbeddedConfig configures the in-process NATS server.
 type EmbeddedConfig struct {
 	// Host and Port to listen on; Port -1 picks a random free port.
-	Host string
-	Port int
+	Host string `config:"host"`
+	Port int    `config:"port"`
 	// StoreDir is JetStream's file store directory.
-	StoreDir string
+	StoreDir string `config:"store_dir"`
 	// ServerName names the server in a cluster; defaults to the host name.
-	ServerName string
+	ServerName string `config:"server_name"`
 	// ConfigFile is an optional nats-server configuration file (e.g.
 	// deploy/nats/contain.conf) supplying authorization, accounts and
 	// limits. Host, Port, StoreDir and ServerName above override its listen
 	// address, store directory and name; JetStream is always on and
 	// max_payload is at least MaxPayload.
-	ConfigFile string
+	ConfigFile string `config:"config_file"`
 }
 
 // Validate reports the first invalid field.
@@ -146,15 +146,15 @@ func Connect(url, name string, log *slog.Logger, extra ...nats.Option) (*nats.Co
 // StreamsConfig sets the retention of contain's streams.
 type StreamsConfig struct {
 	// MaxAge bounds how long raw and enriched events are kept.
-	EventsMaxAge time.Duration
+	EventsMaxAge time.Duration `config:"events_max_age"`
 	// AlertsMaxAge bounds how long alerts and actions are kept.
-	AlertsMaxAge time.Duration
+	AlertsMaxAge time.Duration `config:"alerts_max_age"`
 	// MaxBytes bounds each stream's size; <= 0 means unbounded.
-	MaxBytes int64
+	MaxBytes int64 `config:"max_bytes"`
 	// Replicas for a clustered JetStream; 1 on one host.
-	Replicas int
+	Replicas int `config:"replicas"`
 	// Memory keeps streams in memory instead of files.
-	Memory bool
+	Memory bool `config:"memory"`
 }
 
 // Validate reports the first invalid field.

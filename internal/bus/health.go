@@ -17,16 +17,16 @@ import (
 // HealthConfig bounds what /readyz accepts.
 type HealthConfig struct {
 	// JetstreamTimeout bounds JetStream's answer to the readiness probe.
-	JetstreamTimeout time.Duration
+	JetstreamTimeout time.Duration `config:"jetstream_timeout"`
 	// MaxLag is the most messages a consumer may have pending
 	// (num_pending); 0: unbounded.
-	MaxLag int
+	MaxLag int `config:"max_lag"`
 	// MaxUnackedAge is the oldest a message a consumer received may be
 	// without acknowledgement; 0: unbounded.
-	MaxUnackedAge time.Duration
+	MaxUnackedAge time.Duration `config:"max_unacked_age"`
 	// CheckInterval is how often each consumer measures its lag, oldest
 	// unacked message and expired messages.
-	CheckInterval time.Duration
+	CheckInterval time.Duration `config:"check_interval"`
 }
 
 // DefaultHealthConfig is the configuration's default.

@@ -2,6 +2,7 @@ package commits
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -97,14 +98,40 @@ func TestPodmanCommitTraced(t *testing.T) {
 	evs := startWatcher(t, cfg)
 	ctr := p.PodmanRun(t, "contain-commit-psrc", nil, "sh", "-c", "echo x > /dropped && sleep 600")
 	waitFile(t, func() bool { out, _ := p.Run("exec", ctr.ID, "cat", "/dropped"); return lastLine(out) == "x" })
-	ref := "localhost/contain-commit-test:ptraced"
-	t.Cleanup(func() { _, _ = p.Run("rmi", "-f", ref) })
-	out, err := p.Run("commit", "-f", "docker", "-a", "bob", "-m", "pfix", ctr.ID, ref)
-	if err != nil {
-		t.Fatal(err)
+	// podman events gives no sign that it follows the log yet: commit
+	// (to a new tag each time) until one commit is seen.
+	ids := map[string]string{} // ref -> new image id
+	var ev *containv1.Event
+	for i := 0; ev == nil && i < 8; i++ {
+		ref := fmt.Sprintf("localhost/contain-commit-test:ptraced-%d", i)
+		t.Cleanup(func() { _, _ = p.Run("rmi", "-f", ref) })
+		out, err := p.Run("commit", "-f", "docker", "-a", "bob", "-m", "pfix", ctr.ID, ref)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids[ref] = "sha256:" + lastLine(out)
+		deadline := time.After(3 * time.Second)
+	wait:
+		for {
+			select {
+			case e := <-evs:
+				if e.GetCommit().GetSourceContainerId() == ctr.ID {
+					ev = e
+					break wait
+				}
+			case <-deadline:
+				break wait
+			}
+		}
 	}
-	newID := "sha256:" + lastLine(out)
-	ev := waitCommit(t, evs, 20*time.Second, func(c *containv1.Commit) bool { return c.SourceContainerId == ctr.ID })
+	if ev == nil {
+		t.Fatal("no podman commit event after 8 commits")
+	}
+	ref := ev.GetCommit().GetImageRef()
+	newID, ok := ids[ref]
+	if !ok {
+		t.Fatalf("the commit event names image %q, not one of the commits' %v", ref, ids)
+	}
 	c := ev.GetCommit()
 	if ev.ContainerId != ctr.ID || c.Engine != EnginePodman || c.SourceContainerName != "contain-commit-psrc" {
 		t.Errorf("envelope/commit: %s %+v", ev.ContainerId, c)

@@ -8,21 +8,21 @@ import (
 // Config configures the commit watcher (config key commits.*).
 type Config struct {
 	// Enabled starts the watcher with the collector (contain collect, run).
-	Enabled bool
+	Enabled bool `config:"enabled"`
 	// DockerHosts are Docker Engine API addresses to watch.
-	DockerHosts []string
+	DockerHosts []string `config:"docker_hosts"`
 	// Containerd are containerd sockets whose image creations to report.
-	Containerd []string
+	Containerd []string `config:"containerd"`
 	// Podman watches `podman events` (root podman's event log).
-	Podman bool
+	Podman bool `config:"podman"`
 	// PodmanBinary is the podman command (default "podman").
-	PodmanBinary string
+	PodmanBinary string `config:"podman_binary"`
 	// MaxPaths bounds the paths of a diff carried in an event.
-	MaxPaths int
+	MaxPaths int `config:"max_paths"`
 	// Timeout bounds each engine call (diff, inspect).
-	Timeout time.Duration
+	Timeout time.Duration `config:"timeout"`
 	// Retry is the wait before re-subscribing to an engine's events.
-	Retry time.Duration
+	Retry time.Duration `config:"retry"`
 }
 
 // DefaultConfig watches the default sockets when enabled.

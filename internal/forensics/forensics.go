@@ -31,11 +31,11 @@ import (
 
 // Limits bound a snapshot.
 type Limits struct {
-	MaxProcs   int // processes listed
-	MaxArgv    int // bytes of argv kept per process
-	MaxSockets int // sockets listed
-	MaxFiles   int // changed files listed
-	MaxWalk    int // rootfs entries visited
+	MaxProcs   int `config:"max_procs"`   // processes listed
+	MaxArgv    int `config:"max_argv"`    // bytes of argv kept per process
+	MaxSockets int `config:"max_sockets"` // sockets listed
+	MaxFiles   int `config:"max_files"`   // changed files listed
+	MaxWalk    int `config:"max_walk"`    // rootfs entries visited
 }
 
 // DefaultLimits keep a snapshot within about 64 KiB of JSON.

@@ -138,3 +138,51 @@ func TestNewMethodsEngines(t *testing.T) {
 		}
 	}
 }
+
+// TestV1StuckFallsBackToCgroup2: a v1 freezer that never reports FROZEN
+// (here its freezer.state discards writes and reads empty, as a freezer
+// stuck in FREEZING never reads FROZEN) gets half of the time left, then
+// cgroup2's cgroup.freeze (the next method) acts within the other half.
+// The kernel's stuck FREEZING (a task in uninterruptible sleep) cannot be
+// produced on demand, hence the files.
+func TestV1StuckFallsBackToCgroup2(t *testing.T) {
+	v1 := t.TempDir()
+	v2 := t.TempDir()
+	_ = os.WriteFile(filepath.Join(v1, "cgroup.procs"), []byte("4242\n"), 0o644)
+	if err := os.Symlink("/dev/null", filepath.Join(v1, "freezer.state")); err != nil {
+		t.Fatal(err)
+	}
+	_ = os.WriteFile(filepath.Join(v2, "cgroup.procs"), []byte("4242\n"), 0o644)
+	_ = os.WriteFile(filepath.Join(v2, "cgroup.freeze"), []byte("0\n"), 0o644)
+	_ = os.WriteFile(filepath.Join(v2, "cgroup.events"), []byte("populated 1\nfrozen 1\n"), 0o644)
+	tg := &Target{ID: "c1", FreezerV1: v1, Cgroup2: v2}
+	methods, _ := NewMethods([]string{MethodV1Freezer, MethodV2Freeze}, Roots{}, "")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	start := time.Now()
+	rep, err := FreezeReport(ctx, methods, tg)
+	took := time.Since(start)
+	if err != nil || rep.Method == nil || rep.Method.Name() != MethodV2Freeze {
+		t.Fatalf("FreezeReport = %v, %v; want cgroup-v2-freeze after the stuck v1 freezer", rep.Method, err)
+	}
+	if len(rep.Tried) != 1 || !errors.Is(rep.Tried[0], ErrTimeout) {
+		t.Fatalf("tried %v, want the v1 freezer's timeout", rep.Tried)
+	}
+	// Half of the second, then at most undoTimeout undoing it.
+	if took < 450*time.Millisecond || took > 900*time.Millisecond {
+		t.Errorf("took %v: the v1 freezer should have had about half of 1s", took)
+	}
+	if b, _ := os.ReadFile(filepath.Join(v2, "cgroup.freeze")); string(b) != "1" {
+		t.Errorf("cgroup.freeze %q, want 1", b)
+	}
+	// Alone, the v1 freezer keeps the whole time.
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel2()
+	start = time.Now()
+	if _, err := FreezeReport(ctx2, methods[:1], tg); !errors.Is(err, ErrTimeout) {
+		t.Fatalf("v1 alone: %v, want ErrTimeout", err)
+	}
+	if took := time.Since(start); took < 180*time.Millisecond {
+		t.Errorf("v1 alone gave up after %v of 200ms", took)
+	}
+}

@@ -292,6 +292,18 @@ func poll(ctx context.Context, what string, cond func() (bool, error)) error {
 	}
 }
 
+// undoTimeout bounds the thaw that undoes a failed freeze: a freezer that
+// never reported FROZEN may never report THAWED either, and the next
+// method needs the time left. A kernel thaw is seen on the first read.
+const undoTimeout = 100 * time.Millisecond
+
+// undo runs a thaw undoing a failed freeze, within undoTimeout.
+func undo(thaw func(context.Context) error) {
+	ctx, cancel := context.WithTimeout(context.Background(), undoTimeout)
+	defer cancel()
+	_ = thaw(ctx)
+}
+
 // v1Freezer uses the cgroup v1 freezer hierarchy.
 type v1Freezer struct{}
 
@@ -316,11 +328,11 @@ func (m v1Freezer) Freeze(ctx context.Context, t *Target) error {
 		return err
 	}
 	if err := m.set(ctx, t, "FROZEN"); err != nil {
-		_ = m.set(context.Background(), t, "THAWED")
+		undo(func(ctx context.Context) error { return m.set(ctx, t, "THAWED") })
 		return err
 	}
 	if err := populated(procs); err != nil {
-		_ = m.set(context.Background(), t, "THAWED")
+		undo(func(ctx context.Context) error { return m.set(ctx, t, "THAWED") })
 		return err
 	}
 	return nil
@@ -367,11 +379,11 @@ func (m v2Freeze) Freeze(ctx context.Context, t *Target) error {
 		return err
 	}
 	if err := m.set(ctx, t, true); err != nil {
-		_ = m.set(context.Background(), t, false)
+		undo(func(ctx context.Context) error { return m.set(ctx, t, false) })
 		return err
 	}
 	if err := populated(procs); err != nil {
-		_ = m.set(context.Background(), t, false)
+		undo(func(ctx context.Context) error { return m.set(ctx, t, false) })
 		return err
 	}
 	return nil

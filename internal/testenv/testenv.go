@@ -41,7 +41,7 @@ func RequireCommand(t testing.TB, name string) string {
 	t.Helper()
 	p, err := exec.LookPath(name)
 	if err != nil {
-		Unavailable(t, name+" on PATH (run .ci/setup)")
+		Unavailable(t, name+" on PATH (run scripts/setup.sh)")
 	}
 	return p
 }

@@ -17,19 +17,20 @@ import (
 type Config struct {
 	// Enabled turns TLS on; setting any file or the server name turns it
 	// on too.
-	Enabled bool
+	Enabled bool `config:"enabled"`
 	// CAFile holds the PEM certificates the server's chain must lead to;
 	// empty: the system's roots.
-	CAFile string
+	CAFile string `config:"ca_file"`
 	// CertFile and KeyFile are the client's PEM certificate and key (mutual
 	// TLS); both or neither.
-	CertFile, KeyFile string
+	CertFile string `config:"cert_file"`
+	KeyFile  string `config:"key_file"`
 	// ServerName is the name checked in the server's certificate; empty:
 	// the host of the address dialled.
-	ServerName string
+	ServerName string `config:"server_name"`
 	// InsecureSkipVerify accepts any server certificate. Never implied:
 	// only this explicit setting turns verification off.
-	InsecureSkipVerify bool
+	InsecureSkipVerify bool `config:"insecure_skip_verify"`
 }
 
 // On reports whether TLS is to be used.

@@ -3,33 +3,42 @@ package config
 import (
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
 )
 
 type inner struct {
-	QueueLen      int
-	FlushInterval time.Duration
-	Addr          []string
+	QueueLen      int           `config:"queue_len"`
+	FlushInterval time.Duration `config:"flush_interval"`
+	Addr          []string      `config:"addr"`
+	Ratio         float64       `config:"ratio"`
 }
 
 type top struct {
-	Host      string
-	NATS      struct{ URL string }
-	Collector inner
+	Host string `config:"host"`
+	NATS struct {
+		URL string `config:"url"`
+	} `config:"nats"`
+	Collector inner `config:"collector"`
 }
 
-func TestSnakeCase(t *testing.T) {
-	for in, want := range map[string]string{
-		"QueueLen": "queue_len", "NATS": "nats", "URL": "url", "StoreDir": "store_dir",
-		"IPv6Addr": "ipv6_addr", "HTTPListen": "http_listen", "Host": "host", "MaxAge": "max_age",
-		"NeverPauseIDs": "never_pause_ids", "URLs": "urls", "CAFile": "ca_file", "TrustedURLsFor": "trusted_urls_for",
-		"IDs": "ids", "PIDs": "pids", "Assets": "assets", "ExecSessions": "exec_sessions", "Ipv4": "ipv4",
-	} {
-		if got := SnakeCase(in); got != want {
-			t.Errorf("SnakeCase(%q) = %q, want %q", in, got, want)
-		}
+// A field without a tag is reported, never given a guessed key.
+func TestFieldsRequireTags(t *testing.T) {
+	var bad struct {
+		Good int `config:"good"`
+		Bad  int
+	}
+	if _, err := Fields(&bad); err == nil || !strings.Contains(err.Error(), "Bad has no config tag") {
+		t.Errorf("untagged field: %v", err)
+	}
+	var twice struct {
+		A int `config:"a"`
+		B int `config:"a"`
+	}
+	if _, err := Fields(&twice); err == nil {
+		t.Error("a key used twice was accepted")
 	}
 }
 
@@ -50,16 +59,20 @@ func TestLoadLayers(t *testing.T) {
 
 func TestLoadRejectsUnknownAndBadValues(t *testing.T) {
 	for body, wantKey := range map[string]string{
-		"collector:\n  queue_lenn: 5\n":     "queue_lenn",
-		"collector:\n  queue_len: lots\n":   "queue_len",
-		"collector:\n  flush_interval: x\n": "flush_interval",
+		"collector:\n  queue_lenn: 5\n":      "unknown key collector.queue_lenn",
+		"collector:\n  queue_len: lots\n":    `collector.queue_len: "lots" is not an integer`,
+		"collector:\n  flush_interval: 5x\n": `collector.flush_interval: "5x" is not a duration`,
+		"collector:\n  ratio: [1]\n":         "collector.ratio: [1] is not a number",
+		"nats: {url: x, tls: true}\n":        "unknown key nats.tls",
 	} {
 		file := filepath.Join(t.TempDir(), "c.yaml")
 		os.WriteFile(file, []byte(body), 0o644)
 		cfg := top{}
 		err := Load(&cfg, file, nil, nil)
-		if err == nil || !strings.Contains(strings.ToLower(err.Error()), wantKey) {
-			t.Errorf("%q: error %v does not name %s", body, err, wantKey)
+		if err == nil || !strings.Contains(err.Error(), wantKey) {
+			t.Errorf("%q: error %v, want %s", body, err, wantKey)
+		} else if strings.Contains(err.Error(), "config.top") || strings.Contains(err.Error(), "int'") {
+			t.Errorf("%q: error %v names Go types", body, err)
 		}
 	}
 }
@@ -69,10 +82,13 @@ func TestLoadRejectsUnknownAndBadValues(t *testing.T) {
 // documented key was rejected and CONTAIN_..._NEVER_PAUSE_IDS ignored).
 func TestAcronymKeysFromFileAndEnv(t *testing.T) {
 	type policy struct {
-		NeverPauseIDs []string
-		CAFile        string
+		NeverPauseIDs []string `config:"never_pause_ids"`
+		CAFile        string   `config:"ca_file"`
 	}
-	var cfg struct{ Policy policy }
+	type root struct {
+		Policy policy `config:"policy"`
+	}
+	var cfg root
 	file := filepath.Join(t.TempDir(), "c.yaml")
 	os.WriteFile(file, []byte("policy:\n  never_pause_ids: [abc*, def]\n"), 0o644)
 	t.Setenv("CONTAIN_POLICY_CA_FILE", "/etc/ca.pem")
@@ -82,13 +98,44 @@ func TestAcronymKeysFromFileAndEnv(t *testing.T) {
 	if strings.Join(cfg.Policy.NeverPauseIDs, ",") != "abc*,def" || cfg.Policy.CAFile != "/etc/ca.pem" {
 		t.Errorf("loaded %+v", cfg.Policy)
 	}
-	var env struct{ Policy policy }
+	var env root
 	env.Policy.NeverPauseIDs = []string{}
-	t.Setenv("CONTAIN_POLICY_NEVER_PAUSE_IDS", "x")
+	t.Setenv("CONTAIN_POLICY_NEVER_PAUSE_IDS", "x,y")
 	if err := Load(&env, "", nil, nil); err != nil {
 		t.Fatal(err)
 	}
-	if strings.Join(env.Policy.NeverPauseIDs, ",") != "x" {
+	if strings.Join(env.Policy.NeverPauseIDs, ",") != "x,y" {
 		t.Errorf("CONTAIN_POLICY_NEVER_PAUSE_IDS not applied: %+v", env.Policy)
 	}
+}
+
+// FuzzLoad: any YAML file either loads or is one error; never a panic.
+// Whatever loads prints as YAML that loads again to the same values.
+func FuzzLoad(f *testing.F) {
+	f.Add("collector:\n  queue_len: 5\n  addr: [a, b]\n")
+	f.Add("collector:\n  flush_interval: 5x\n")
+	f.Add("nats: {url: x}\nhost: y\n")
+	f.Add("collector:\n  ratio: .5\n")
+	f.Fuzz(func(t *testing.T, body string) {
+		file := filepath.Join(t.TempDir(), "c.yaml")
+		if err := os.WriteFile(file, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		var cfg top
+		if err := Load(&cfg, file, nil, nil); err != nil {
+			return
+		}
+		out, err := YAML(&cfg, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(file, out, 0o644)
+		var again top
+		if err := Load(&again, file, nil, nil); err != nil {
+			t.Fatalf("printed config does not load: %v\n%s", err, out)
+		}
+		if a, b := Inline(reflect.ValueOf(cfg)), Inline(reflect.ValueOf(again)); a != b {
+			t.Fatalf("round trip: %s != %s", a, b)
+		}
+	})
 }
