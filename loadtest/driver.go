@@ -73,7 +73,7 @@ func DefaultConfig() Config {
 		Analyzer:     an,
 		Store:        st,
 		Responder:    rs,
-		Streams:      bus.StreamsConfig{EventsMaxAge: 24 * time.Hour, AlertsMaxAge: 24 * time.Hour, Replicas: 1},
+		Streams:      bus.StreamsConfig{EventsMaxAge: 24 * time.Hour, AlertsMaxAge: 24 * time.Hour, Replicas: 1, MaxBytes: bus.DefaultStreamMaxBytes},
 		DrainTimeout: 2 * time.Minute,
 		SampleEvery:  time.Second,
 		ProbePoll:    100 * time.Millisecond,

@@ -34,7 +34,9 @@ type Config struct {
 	Host    string        `config:"host"`
 	Log     LogConfig     `config:"log"`
 	Metrics MetricsConfig `config:"metrics"`
-	NATS    NATSConfig    `config:"nats"`
+	// Memory bounds the process's memory.
+	Memory MemoryConfig `config:"memory"`
+	NATS   NATSConfig   `config:"nats"`
 	// Auth: credentials and the embedded server's authentication.
 	Auth AuthConfig `config:"auth"`
 
@@ -66,6 +68,15 @@ type LogConfig struct {
 type MetricsConfig struct {
 	// Listen is host:port of /metrics; empty disables it.
 	Listen string `config:"listen"`
+}
+
+// MemoryConfig bounds the process's memory.
+type MemoryConfig struct {
+	// LimitMB is the resident memory contain's stages are kept under, in
+	// MiB: the Go runtime's soft memory limit is set to 80% of it (the
+	// rest is for what the Go heap does not count); 0 leaves the runtime's
+	// default (no limit). GOMEMLIMIT, when set, wins.
+	LimitMB int `config:"limit_mb"`
 }
 
 // NATSConfig says where the stages meet.
@@ -106,9 +117,10 @@ func defaultConfig() Config {
 		Host:    host,
 		Log:     LogConfig{Level: "info", Format: "text"},
 		Metrics: MetricsConfig{Listen: "127.0.0.1:9464"},
+		Memory:  MemoryConfig{LimitMB: 256},
 		NATS: NATSConfig{
 			Embedded:      bus.EmbeddedConfig{Host: "127.0.0.1", Port: 4222, StoreDir: "/var/lib/contain/nats"},
-			Streams:       bus.StreamsConfig{EventsMaxAge: 24 * time.Hour, AlertsMaxAge: 30 * 24 * time.Hour, Replicas: 1},
+			Streams:       bus.StreamsConfig{EventsMaxAge: 24 * time.Hour, AlertsMaxAge: 30 * 24 * time.Hour, Replicas: 1, MaxBytes: bus.DefaultStreamMaxBytes},
 			ManageStreams: true,
 			MaxDeliver:    bus.DefaultMaxDeliver,
 			Health:        bus.DefaultHealthConfig(),
@@ -228,6 +240,9 @@ func (c *Config) validate(stages []string) error {
 		if err := c.Console.Validate(); err != nil {
 			return err
 		}
+	}
+	if c.Memory.LimitMB < 0 || (c.Memory.LimitMB > 0 && c.Memory.LimitMB < 64) {
+		return fmt.Errorf("memory.limit_mb: %d must be 0 (no limit) or at least 64", c.Memory.LimitMB)
 	}
 	if c.Auth.Enabled && c.Auth.CredsDir == "" {
 		return errors.New("auth.creds_dir: must be set when auth.enabled")

@@ -70,7 +70,9 @@ func stageCommand(opts *globalOpts, use, short string, stages []string, embedded
 			if err := cfg.validate(run); err != nil {
 				return err
 			}
-			return runStages(cmd.Context(), cfg, run, embedded, cfg.logger(os.Stderr))
+			log := cfg.logger(os.Stderr)
+			applyMemoryLimit(cfg.Memory, log)
+			return runStages(cmd.Context(), cfg, run, embedded, log)
 		},
 	}
 	if embedded {

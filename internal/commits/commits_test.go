@@ -63,8 +63,9 @@ func TestDockerCommitTraced(t *testing.T) {
 	cfg := onlyEngine(EngineDocker)
 	cfg.DockerHosts = []string{e.DockerHost}
 	evs := startWatcher(t, cfg)
-	ctr := e.DockerRun(t, "contain-commit-src", nil, "sh", "-c", "echo x > /dropped && rm /bin/ls && sleep 600")
-	waitFile(t, func() bool { out, _ := e.Docker("exec", ctr.ID, "cat", "/dropped"); return out == "x" })
+	ctr := e.DockerRun(t, "contain-commit-src", nil, "sh", "-c",
+		"echo x > /dropped && rm /bin/ls && echo x > /tool && chmod 755 /tool && echo x > /suid && chmod 4755 /suid && echo ok > /ready && sleep 600")
+	waitFile(t, func() bool { out, _ := e.Docker("exec", ctr.ID, "cat", "/ready"); return out == "ok" })
 	ref := "contain-commit-test:traced"
 	t.Cleanup(func() { _, _ = e.Docker("rmi", "-f", ref) })
 	newID, err := e.Docker("commit", "-a", "alice", "-m", "hotfix", ctr.ID, ref)
@@ -86,6 +87,10 @@ func TestDockerCommitTraced(t *testing.T) {
 	if c.FilesAdded < 1 || c.FilesDeleted < 1 || !slices.Contains(c.Paths, "A /dropped") || !slices.Contains(c.Paths, "D /bin/ls") {
 		t.Errorf("diff: added %d changed %d deleted %d paths %q", c.FilesAdded, c.FilesChanged, c.FilesDeleted, c.Paths)
 	}
+	if !slices.Equal(c.Setuid, []string{"/suid"}) || !slices.Contains(c.Executables, "/tool") || !slices.Contains(c.Executables, "/suid") ||
+		slices.Contains(c.Executables, "/dropped") {
+		t.Errorf("flagged: executables %q setuid %q; want /tool and /suid, setuid /suid", c.Executables, c.Setuid)
+	}
 	if len(c.Lineage) == 0 || c.Lineage[0] != srcImage {
 		t.Errorf("lineage %q: want the source image %s first", c.Lineage, srcImage)
 	}
@@ -96,8 +101,8 @@ func TestPodmanCommitTraced(t *testing.T) {
 	cfg := onlyEngine(EnginePodman)
 	cfg.Podman = true
 	evs := startWatcher(t, cfg)
-	ctr := p.PodmanRun(t, "contain-commit-psrc", nil, "sh", "-c", "echo x > /dropped && sleep 600")
-	waitFile(t, func() bool { out, _ := p.Run("exec", ctr.ID, "cat", "/dropped"); return lastLine(out) == "x" })
+	ctr := p.PodmanRun(t, "contain-commit-psrc", nil, "sh", "-c", "echo x > /dropped && echo x > /tool && chmod 755 /tool && echo ok > /ready && sleep 600")
+	waitFile(t, func() bool { out, _ := p.Run("exec", ctr.ID, "cat", "/ready"); return lastLine(out) == "ok" })
 	// podman events gives no sign that it follows the log yet: commit
 	// (to a new tag each time) until one commit is seen.
 	ids := map[string]string{} // ref -> new image id
@@ -141,6 +146,9 @@ func TestPodmanCommitTraced(t *testing.T) {
 	}
 	if c.FilesAdded < 1 || !slices.Contains(c.Paths, "A /dropped") {
 		t.Errorf("diff: added %d paths %q", c.FilesAdded, c.Paths)
+	}
+	if !slices.Equal(c.Executables, []string{"/tool"}) || len(c.Setuid) != 0 {
+		t.Errorf("flagged: executables %q setuid %q; want /tool only", c.Executables, c.Setuid)
 	}
 	if len(c.Lineage) == 0 || c.Lineage[0] != c.SourceImageId {
 		t.Errorf("lineage %q: want the source image %s first", c.Lineage, c.SourceImageId)

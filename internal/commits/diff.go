@@ -1,6 +1,10 @@
 package commits
 
 import (
+	"os"
+	"path/filepath"
+	"strings"
+
 	"github.com/containsec/contain/internal/engines"
 	"github.com/containsec/contain/schemas/containv1"
 )
@@ -35,5 +39,34 @@ func summarise(c *containv1.Commit, changes []engines.Change, maxPaths int) {
 			kind = 'C'
 		}
 		c.Paths = append(c.Paths, string(kind)+" "+safe(ch.Path))
+	}
+}
+
+// flagModes records, of c's added and changed paths, the regular files of
+// upper (the writable layer's host directory) with an execute bit and
+// those with the setuid or setgid bit, up to maxPaths each. A path is
+// resolved inside upper only (no symlink is followed).
+func flagModes(c *containv1.Commit, changes []engines.Change, upper string, maxPaths int) {
+	if upper == "" {
+		return
+	}
+	for _, ch := range changes {
+		if ch.Kind == 'D' || !strings.HasPrefix(ch.Path, "/") {
+			continue
+		}
+		p := filepath.Join(upper, filepath.Clean(ch.Path))
+		if !strings.HasPrefix(p, filepath.Clean(upper)+"/") {
+			continue
+		}
+		fi, err := os.Lstat(p)
+		if err != nil || !fi.Mode().IsRegular() {
+			continue
+		}
+		if fi.Mode()&(os.ModeSetuid|os.ModeSetgid) != 0 && len(c.Setuid) < maxPaths {
+			c.Setuid = append(c.Setuid, safe(ch.Path))
+		}
+		if fi.Mode()&0o111 != 0 && len(c.Executables) < maxPaths {
+			c.Executables = append(c.Executables, safe(ch.Path))
+		}
 	}
 }

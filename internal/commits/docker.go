@@ -53,6 +53,9 @@ func (w *Watcher) dockerCommit(ctx context.Context, d *engines.Docker, ev engine
 	}
 	if changes, err := d.Diff(ctx, c.SourceContainerId); err == nil {
 		summarise(c, changes, w.cfg.MaxPaths)
+		if upper, err := d.UpperDir(ctx, c.SourceContainerId); err == nil {
+			flagModes(c, changes, upper, w.cfg.MaxPaths)
+		}
 	} else {
 		w.log.Warn("commit: container diff unavailable", logEngine, EngineDocker, logImage, c.ImageRef, logErr, err)
 	}

@@ -120,6 +120,9 @@ func (w *Watcher) podmanCommit(ctx context.Context, ev podmanEvent) {
 	if b, err := w.podman(ctx, "diff", "--format", "json", ev.ID); err == nil {
 		if ch, err := ParsePodmanDiff(b); err == nil {
 			summarise(c, ch, w.cfg.MaxPaths)
+			if up, err := w.podman(ctx, "inspect", "--type", "container", "--format", "{{.GraphDriver.Data.UpperDir}}", ev.ID); err == nil {
+				flagModes(c, ch, strings.TrimSpace(string(up)), w.cfg.MaxPaths)
+			}
 		}
 	}
 	var ims []podmanImage

@@ -224,3 +224,18 @@ func (c *Containerd) ImageNames(ctx context.Context, ns string) ([]string, error
 	}
 	return out, nil
 }
+
+// UpperDir is the host directory of the container's writable layer
+// (overlay's upper directory), or "" when the storage driver names none.
+func (d *Docker) UpperDir(ctx context.Context, id string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, d.timeout)
+	defer cancel()
+	r, err := d.c.ContainerInspect(ctx, id, client.ContainerInspectOptions{})
+	if err != nil {
+		return "", d.err("inspect", id, err)
+	}
+	if g := r.Container.GraphDriver; g != nil {
+		return g.Data["UpperDir"], nil
+	}
+	return "", nil
+}

@@ -2229,7 +2229,13 @@ type Commit struct {
 	PathsTruncated bool     `protobuf:"varint,17,opt,name=paths_truncated,json=pathsTruncated,proto3" json:"paths_truncated,omitempty"`
 	// lineage: the new image's ancestors, nearest first: the source image id,
 	// then its parents as the engine records them (bounded).
-	Lineage       []string `protobuf:"bytes,18,rep,name=lineage,proto3" json:"lineage,omitempty"`
+	Lineage []string `protobuf:"bytes,18,rep,name=lineage,proto3" json:"lineage,omitempty"`
+	// Of the added or changed regular files (bounded like paths), read from
+	// the container's writable layer on the host where the engine names it
+	// (overlay upper directory): those with an execute bit, and those with
+	// the setuid or setgid bit.
+	Executables   []string `protobuf:"bytes,19,rep,name=executables,proto3" json:"executables,omitempty"`
+	Setuid        []string `protobuf:"bytes,20,rep,name=setuid,proto3" json:"setuid,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2386,6 +2392,20 @@ func (x *Commit) GetPathsTruncated() bool {
 func (x *Commit) GetLineage() []string {
 	if x != nil {
 		return x.Lineage
+	}
+	return nil
+}
+
+func (x *Commit) GetExecutables() []string {
+	if x != nil {
+		return x.Executables
+	}
+	return nil
+}
+
+func (x *Commit) GetSetuid() []string {
+	if x != nil {
+		return x.Setuid
 	}
 	return nil
 }
@@ -2610,7 +2630,7 @@ const file_contain_v1_events_proto_rawDesc = "" +
 	"\x04name\x18\r \x01(\tR\x04name\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xdb\x04\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x95\x05\n" +
 	"\x06Commit\x12\x16\n" +
 	"\x06engine\x18\x01 \x01(\tR\x06engine\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12.\n" +
@@ -2631,7 +2651,9 @@ const file_contain_v1_events_proto_rawDesc = "" +
 	"\rfiles_deleted\x18\x0f \x01(\rR\ffilesDeleted\x12\x14\n" +
 	"\x05paths\x18\x10 \x03(\tR\x05paths\x12'\n" +
 	"\x0fpaths_truncated\x18\x11 \x01(\bR\x0epathsTruncated\x12\x18\n" +
-	"\alineage\x18\x12 \x03(\tR\alineage*\xc5\x01\n" +
+	"\alineage\x18\x12 \x03(\tR\alineage\x12 \n" +
+	"\vexecutables\x18\x13 \x03(\tR\vexecutables\x12\x16\n" +
+	"\x06setuid\x18\x14 \x03(\tR\x06setuid*\xc5\x01\n" +
 	"\x04Kind\x12\x14\n" +
 	"\x10KIND_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tKIND_EXEC\x10\x01\x12\x10\n" +

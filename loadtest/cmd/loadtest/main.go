@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -26,6 +27,8 @@ func main() {
 	var (
 		clickhouse = flag.String("clickhouse", envOr("CONTAIN_TEST_CLICKHOUSE", "127.0.0.1:19000"), "ClickHouse native address(es), comma separated (env CONTAIN_TEST_CLICKHOUSE)")
 		logLevel   = flag.String("log-level", "warn", "stage log level: debug|info|warn|error")
+		memProfile = flag.String("memprofile", "", "write the heap profile nearest the run's peak heap to this file")
+		memLimitMB = flag.Int("memory-limit-mb", 256, "memory bound in MiB, applied as contain run applies memory.limit_mb (Go soft limit at 80%); 0: none")
 	)
 	flag.IntVar(&g.Hosts, "hosts", g.Hosts, "simulated hosts (one collector each)")
 	flag.IntVar(&g.ContainersPerHost, "containers", g.ContainersPerHost, "containers per host")
@@ -43,7 +46,11 @@ func main() {
 	flag.IntVar(&cfg.Enricher.Fetch, "enricher-fetch", cfg.Enricher.Fetch, "enricher.fetch")
 	flag.IntVar(&cfg.Analyzer.Fetch, "analyzer-fetch", cfg.Analyzer.Fetch, "analyzer.fetch")
 	flag.DurationVar(&cfg.DrainTimeout, "drain-timeout", cfg.DrainTimeout, "max wait for the stages to catch up after publishing")
+	flag.Int64Var(&cfg.Streams.MaxBytes, "stream-max-bytes", cfg.Streams.MaxBytes, "nats.streams.max_bytes of every stream (0: unbounded)")
 	flag.Parse()
+	if *memLimitMB > 0 {
+		debug.SetMemoryLimit(int64(*memLimitMB) << 20 * 8 / 10)
+	}
 	g.DeviateAfter = cfg.Analyzer.LearningWindow + 2*time.Second
 	cfg.Store.Addr = strings.Split(*clickhouse, ",")
 
@@ -55,6 +62,9 @@ func main() {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if *memProfile != "" {
+		go profilePeakHeap(ctx, *memProfile)
+	}
 	res, err := loadtest.Run(ctx, cfg, log)
 	if res != nil {
 		res.Print(os.Stdout)
