@@ -100,6 +100,7 @@ func (a *Analyzer) Run(ctx context.Context) error {
 		FilterSubject: a.cfg.FilterSubject,
 		Stage:         metrics.StageAnalyzer,
 		Fetch:         a.cfg.Fetch,
+		AckWait:       a.cfg.AckWait,
 	}, a.handle, a.m, a.log)
 	if a.store != nil {
 		fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

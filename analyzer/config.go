@@ -85,6 +85,10 @@ type Config struct {
 	FilterSubject string `config:"filter_subject"`
 	// Fetch is the number of batches per fetch.
 	Fetch int `config:"fetch"`
+	// AckWait is how long NATS waits for a fetched batch's ack before
+	// redelivering it: after a NATS node dies, the batches whose fetch
+	// reply or ack died with it wait this long (docs/scaling.md).
+	AckWait time.Duration `config:"ack_wait"`
 	// Host names this analyzer instance in the batches it publishes;
 	// empty means the machine's host name.
 	Host string `config:"host"`
@@ -155,6 +159,7 @@ func DefaultConfig() Config {
 		SequenceWindow:    DefaultSeqWindow,
 		Durable:           DefaultDurable,
 		Fetch:             64,
+		AckWait:           30 * time.Second,
 		BaselinesBucket:   DefaultBaselinesBucket,
 		PersistInterval:   10 * time.Second,
 		ProfilesBucket:    DefaultProfilesBucket,
@@ -174,6 +179,8 @@ func (c Config) Validate() error {
 		return errors.New("analyzer.durable: must be set")
 	case c.Fetch <= 0:
 		return errors.New("analyzer.fetch: must be > 0")
+	case c.AckWait < 0:
+		return errors.New("analyzer.ack_wait: must be >= 0 (0: 30s)")
 	case c.KVReplicas < 0 || c.KVReplicas > 5:
 		return fmt.Errorf("analyzer.kv_replicas: %d out of range 0..5", c.KVReplicas)
 	case c.BaselinesBucket != "" && c.PersistInterval <= 0:

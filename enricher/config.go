@@ -31,6 +31,10 @@ type Config struct {
 	Fetch int `config:"fetch"`
 	// FetchWait bounds one fetch.
 	FetchWait time.Duration `config:"fetch_wait"`
+	// AckWait is how long NATS waits for a fetched batch's ack before
+	// redelivering it: after a NATS node dies, the batches of a fetch
+	// whose reply died with it wait this long (docs/scaling.md).
+	AckWait time.Duration `config:"ack_wait"`
 	// MaxContainers bounds the in-memory container cache.
 	MaxContainers int `config:"max_containers"`
 	// ContainersBucket persists container id -> image (NATS KV).
@@ -105,6 +109,7 @@ func DefaultConfig() Config {
 		FilterSubject:    containv1.SubjectPrefix + ".raw.>",
 		Fetch:            64,
 		FetchWait:        200 * time.Millisecond,
+		AckWait:          30 * time.Second,
 		MaxContainers:    100_000,
 		ContainersBucket: DefaultContainersBucket,
 		ContainersTTL:    30 * 24 * time.Hour,
@@ -136,6 +141,8 @@ func (c Config) Validate() error {
 		return errors.New("enricher.fetch: must be > 0")
 	case c.FetchWait <= 0:
 		return errors.New("enricher.fetch_wait: must be > 0")
+	case c.AckWait < 0:
+		return errors.New("enricher.ack_wait: must be >= 0 (0: 30s)")
 	case c.KVReplicas < 0 || c.KVReplicas > 5:
 		return fmt.Errorf("enricher.kv_replicas: %d out of range 0..5", c.KVReplicas)
 	case c.MaxContainers <= 0:

@@ -107,6 +107,7 @@ func (e *Enricher) Run(ctx context.Context) error {
 		Stage:         metrics.StageEnricher,
 		Fetch:         e.cfg.Fetch,
 		FetchWait:     e.cfg.FetchWait,
+		AckWait:       e.cfg.AckWait,
 	}, e.handle, e.m, e.log)
 	cancel()
 	wg.Wait()
