@@ -233,6 +233,15 @@ func TestConsoleBrowser(t *testing.T) {
 	if !strings.Contains(text, "demo/console") {
 		t.Errorf("the baselines view lacks the image's baseline:\n%s", text)
 	}
+	// Lock it through the page: the analyzer applies the signed operation
+	// and the page names the logged-in user.
+	do("lock", chromedp.Navigate(web.URL+"/baselines"), chromedp.Submit(chromedp.CSS("form[action='/baselines/lock'] button")),
+		chromedp.WaitVisible(chromedp.CSS(".msg")))
+	testenv.WaitFor(t, 15*time.Second, "the baseline locked by the console user", func() bool {
+		do("baselines", chromedp.Navigate(web.URL+"/baselines"))
+		text = textOf("main")
+		return strings.Contains(text, "lock by operator/console:alice") && strings.Contains(text, "locked")
+	})
 	shot("baselines")
 	do("health", chromedp.Navigate(web.URL+"/health"))
 	text = textOf("main")
