@@ -89,5 +89,19 @@
 //     own version is written back over it.
 //
 // The Engine type is the pure scoring core (no I/O); Analyzer wraps it
-// with NATS.
+// with NATS. Files by concern:
+//   - engine.go: the Engine, its containers and baselines, Observe (one
+//     event: which baseline, learn or score, raise);
+//   - declared.go: the declared profile a baseline is seeded from, and the
+//     per-container profile an event's profile_ref names;
+//   - learn.go: learning items, novelty and convergence;
+//   - observe.go: what each event kind (exec, syscall, network, file,
+//     process) deviates from;
+//   - alert.go: deviations to one alert (scores, absorbing, grouping,
+//     incidents, the alert event); behave.go combines an incident's reasons;
+//   - behaviours.go, classes.go: named behaviours and reason codes;
+//   - seqengine.go, seqmodel.go, seqscore.go: the syscall-sequence model;
+//   - baseline.go, lifecycle.go, opsign.go: the persisted document
+//     (schemas/kvdoc) and manual operations; store.go, control.go: NATS KV;
+//   - analyzer.go: the stage (consume, publish, persist).
 package analyzer

@@ -15,6 +15,7 @@ import (
 
 	"github.com/containsec/contain/internal/bus"
 	"github.com/containsec/contain/internal/metrics"
+	"github.com/containsec/contain/internal/syscalls"
 	"github.com/containsec/contain/schemas/containv1"
 )
 
@@ -375,14 +376,29 @@ var (
 		{"/usr/bin/logrotate", "-s", "/var/lib/logrotate/status", "/etc/logrotate.d/app"},
 		{"/usr/local/bin/worker", "--queue", "orders", "--concurrency", "8"},
 	}
-	normalSyscalls = []struct {
-		nr   uint32
-		name string
-	}{{0, "read"}, {1, "write"}, {257, "openat"}, {3, "close"}, {202, "futex"}, {232, "epoll_wait"},
-		{44, "sendto"}, {45, "recvfrom"}, {9, "mmap"}, {11, "munmap"}, {5, "fstat"}, {228, "clock_gettime"}}
+	normalSyscalls = namedSyscalls("read", "write", "openat", "close", "futex", "epoll_wait",
+		"sendto", "recvfrom", "mmap", "munmap", "fstat", "clock_gettime")
 	normalFiles = []string{"/var/log/app/app.log", "/var/lib/app/cache/", "/tmp/app-upload-"}
 	normalPorts = []uint32{5432, 6379, 443, 9092}
 )
+
+// namedSyscall is a syscall of the build's architecture (internal/syscalls).
+type namedSyscall struct {
+	nr   uint32
+	name string
+}
+
+// namedSyscalls numbers names for this architecture, leaving out those it
+// lacks (arm64 has no epoll_wait, only epoll_pwait).
+func namedSyscalls(names ...string) []namedSyscall {
+	var out []namedSyscall
+	for _, n := range names {
+		if nr, ok := syscalls.Number(n); ok {
+			out = append(out, namedSyscall{nr, n})
+		}
+	}
+	return out
+}
 
 func peerAddr(img, i int) []byte {
 	a := make([]byte, 16)

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/ext"
 	"github.com/google/uuid"
 
 	"github.com/containsec/contain/schemas/containv1"
@@ -18,10 +20,6 @@ import (
 // reason="duplicate"}); an id seen twice within one fetch is kept once.
 // ReplacingMergeTree stays as the backstop for the one race the check
 // cannot close (two stores inserting the same batch at the same moment).
-
-// dedupChunk bounds the ids of one lookup query (36 bytes each: well
-// under max_query_size, 256 KiB by default).
-const dedupChunk = 2000
 
 // idSet is a set of row ids.
 type idSet map[uuid.UUID]struct{}
@@ -101,43 +99,39 @@ func (s *Store) existing(ctx context.Context, batches []*containv1.Batch, now ti
 
 // lookupIDs adds to found the ids of p that l's table holds. The query
 // reads only the partitions of [min, max] and, through the sort key's
-// first column, the granules of the fetch's containers (or images).
+// first column, the granules of the fetch's containers (or images). The
+// ids travel as an external table (a block of UUIDs sent with the query,
+// as old as the native protocol), not as literals the server must parse.
 func (s *Store) lookupIDs(ctx context.Context, l lookup, p *probe, found idSet) error {
 	prefixes := make([]string, 0, len(p.prefixes))
 	for v := range p.prefixes {
 		prefixes = append(prefixes, quote(v))
 	}
-	head := fmt.Sprintf("SELECT %s FROM %s WHERE %s IN (%s) AND ts BETWEEN toDateTime(%d) AND toDateTime(%d) AND %s IN (",
-		l.idCol, l.table, l.prefixCol, strings.Join(prefixes, ", "), p.min.Unix(), p.max.Unix(), l.idCol)
-	var q strings.Builder
-	for lo := 0; lo < len(p.ids); lo += dedupChunk {
-		q.Reset()
-		q.WriteString(head)
-		for i, id := range p.ids[lo:min(lo+dedupChunk, len(p.ids))] {
-			if i > 0 {
-				q.WriteString(", ")
-			}
-			q.WriteByte('\'')
-			q.WriteString(id.String())
-			q.WriteByte('\'')
-		}
-		q.WriteString(")")
-		rows, err := s.conn.Query(ctx, q.String())
-		if err != nil {
-			return fmt.Errorf("store: looking up %s ids at clickhouse %s: %w", l.table, s.addr, err)
-		}
-		for rows.Next() {
-			var id uuid.UUID
-			if err := rows.Scan(&id); err != nil {
-				rows.Close()
-				return fmt.Errorf("store: looking up %s ids: %w", l.table, err)
-			}
-			found[id] = struct{}{}
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
+	ids, err := ext.NewTable("fetch_ids", ext.Column("id", "UUID"))
+	if err != nil {
+		return fmt.Errorf("store: looking up %s ids: %w", l.table, err)
+	}
+	for _, id := range p.ids {
+		if err := ids.Append(id); err != nil {
 			return fmt.Errorf("store: looking up %s ids: %w", l.table, err)
 		}
+	}
+	q := fmt.Sprintf("SELECT %s FROM %s WHERE %s IN (%s) AND ts BETWEEN toDateTime(%d) AND toDateTime(%d) AND %s IN (SELECT id FROM fetch_ids)",
+		l.idCol, l.table, l.prefixCol, strings.Join(prefixes, ", "), p.min.Unix(), p.max.Unix(), l.idCol)
+	rows, err := s.conn.Query(clickhouse.Context(ctx, clickhouse.WithExternalTable(ids)), q)
+	if err != nil {
+		return fmt.Errorf("store: looking up %s ids at clickhouse %s: %w", l.table, s.addr, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id uuid.UUID
+		if err := rows.Scan(&id); err != nil {
+			return fmt.Errorf("store: looking up %s ids: %w", l.table, err)
+		}
+		found[id] = struct{}{}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("store: looking up %s ids: %w", l.table, err)
 	}
 	return nil
 }

@@ -147,3 +147,16 @@ func TestBacktestTwoBaselines(t *testing.T) {
 		t.Errorf("config with a 1h learning window: %+v %+v, want every alert and pause gone", rep.Alerts, rep.Pauses)
 	}
 }
+
+// FuzzReadBaselineDoc reads arbitrary baseline files: JSON or YAML, a
+// document or an error, never a panic.
+func FuzzReadBaselineDoc(f *testing.F) {
+	f.Add([]byte(`{"key":"demo:1"}`))
+	f.Add([]byte("key: demo:1\nphase: locked\n"))
+	f.Add([]byte("{"))
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		if d, err := readBaselineDoc(raw); err == nil && d == nil {
+			t.Fatal("no document and no error")
+		}
+	})
+}

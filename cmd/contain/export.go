@@ -88,7 +88,7 @@ reader can rebuild exactly what the pipeline saw.`,
 				w = f
 			}
 			var bar *progressBar
-			if progress || isTerminal(os.Stderr) && output != "-" {
+			if progress || output != "-" && isTerminal(cmd.OutOrStdout()) {
 				var total uint64
 				if rd != nil {
 					total, _ = rd.Count(cmd.Context(), sel)

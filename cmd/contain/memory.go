@@ -4,6 +4,8 @@ import (
 	"log/slog"
 	"os"
 	"runtime/debug"
+
+	"github.com/containsec/contain/internal/logfields"
 )
 
 // applyMemoryLimit sets the Go runtime's soft memory limit to 80% of
@@ -13,7 +15,7 @@ import (
 // instead of letting the heap double first.
 func applyMemoryLimit(c MemoryConfig, log *slog.Logger) {
 	if os.Getenv("GOMEMLIMIT") != "" {
-		log.Info("memory limit from GOMEMLIMIT", "gomemlimit", os.Getenv("GOMEMLIMIT"))
+		log.Info("memory limit from GOMEMLIMIT", logfields.Gomemlimit, os.Getenv("GOMEMLIMIT"))
 		return
 	}
 	if c.LimitMB <= 0 {
@@ -21,5 +23,5 @@ func applyMemoryLimit(c MemoryConfig, log *slog.Logger) {
 	}
 	soft := int64(c.LimitMB) << 20 * 8 / 10
 	debug.SetMemoryLimit(soft)
-	log.Info("memory limit", "limit_mb", c.LimitMB, "go_soft_limit_mb", soft>>20)
+	log.Info("memory limit", logfields.LimitMb, c.LimitMB, logfields.GoSoftLimitMb, soft>>20)
 }

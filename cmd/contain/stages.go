@@ -317,7 +317,7 @@ func runStages(ctx context.Context, cfg *Config, stages []string, embedded bool,
 	log.Info("contain running", logfields.Version, versionString(), logfields.Host, cfg.Host, logfields.Stages, strings.Join(stages, ","))
 	// systemd (Type=notify) starts what depends on contain only now.
 	if _, err := sdnotify.Notify(sdnotify.Ready, sdnotify.Status("running "+strings.Join(stages, ","))); err != nil {
-		log.Warn("telling systemd contain is ready", "err", err)
+		log.Warn("telling systemd contain is ready", logfields.Err, err)
 	}
 	defer func() { _, _ = sdnotify.Notify(sdnotify.Stopping) }()
 	<-ctx.Done()

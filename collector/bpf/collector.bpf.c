@@ -491,13 +491,13 @@ static __always_inline void handle_net(struct pt_regs *regs, __u64 cgid, __u32 n
 	long fd = (long)(int)arg(regs, 0);
 	__u8 op;
 	switch (nr) {
-	case NR_connect: // connect
+	case NR_connect:
 		op = NET_CONNECT;
 		break;
-	case NR_bind: // bind
+	case NR_bind:
 		op = NET_BIND;
 		break;
-	case NR_listen: // listen
+	case NR_listen:
 		op = NET_LISTEN;
 		break;
 	default: // accept, accept4: the new socket
@@ -861,7 +861,7 @@ static __always_inline void handle_file(struct pt_regs *regs, __u64 cgid, __u32 
 		break;
 #ifdef NR_chown
 	case NR_chown: // chown(path, uid, gid)
-	case NR_lchown: // lchown
+	case NR_lchown:
 		op = FILE_CHOWN;
 		path = (const char *)arg(regs, 0);
 		uid = arg(regs, 1);

@@ -4,7 +4,7 @@
 // Loggers are passed in and scoped once, where cmd/ builds a stage
 // (logger.With(logfields.Stage, name)); a constructor adds no stage key.
 // .ci/run lints log calls with sloglint (key-value pairs only, no global
-// logger, snake_case keys, no raw string keys).
+// logger, snake_case keys; raw string keys are listed as a warning).
 package logfields
 
 // Keys every stage shares.
@@ -82,6 +82,8 @@ const (
 	Files               = "files"
 	For                 = "for"
 	FreezerV1           = "freezer_v1"
+	GoSoftLimitMb       = "go_soft_limit_mb"
+	Gomemlimit          = "gomemlimit"
 	Group               = "group"
 	Hooks               = "hooks"
 	HostCgroupID        = "host_cgroup_id"
@@ -92,6 +94,7 @@ const (
 	LabelDigest         = "label_digest"
 	LatencyMs           = "latency_ms"
 	Layout              = "layout"
+	LimitMb             = "limit_mb"
 	Listen              = "listen"
 	ListenerPIDs        = "listener_pids"
 	Loaded              = "loaded"

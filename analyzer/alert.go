@@ -1,0 +1,188 @@
+package analyzer
+
+import (
+	"crypto/sha256"
+	"math"
+	"sort"
+	"strconv"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/containsec/contain/schemas/containv1"
+)
+
+// rarity lowers the weight of a deviation the image already showed after
+// convergence (in any of its containers): 1 the first time, towards 0.5.
+func rarity(sightings uint32) float64 {
+	return 0.5 + 0.5/(1+float64(sightings)/10)
+}
+
+// raise turns the deviations one event showed (e.devs) into at most one
+// alert: it scores them, lets a converged baseline absorb what scores
+// below AbsorbBelow, drops what scores below MinAlertScore or falls in its
+// group's window, and combines the reasons of one process tree.
+func (e *Engine) raise(c *container, b *Baseline, ev *containv1.Event) []*containv1.Event {
+	if e.seenBefore(ev.Id) {
+		e.stats.Duplicates++
+		return nil
+	}
+	e.stats.Deviations++
+	reasons, score, top := e.scoreDeviations(b)
+	if b.Phase == PhaseConverged {
+		e.absorbDeviations(b, score)
+	}
+	if score < e.cfg.MinAlertScore {
+		e.stats.BelowMin++
+		return nil
+	}
+	combined, why := e.combine(c, ev, reasons)
+	count, ok := e.ungrouped(c, ev.WallNs)
+	if !ok {
+		e.stats.Grouped++
+		return nil
+	}
+	sort.SliceStable(reasons, func(i, j int) bool { return reasons[i].Score > reasons[j].Score })
+	if combined > score {
+		// Last: the reasons before it say what happened.
+		score = combined
+		reasons = append(reasons, &containv1.Reason{Code: CodeIncidentCombine, Message: why, Score: combined})
+		e.stats.Combined++
+	}
+	e.stats.Alerts++
+	id := AlertID(ev.Id)
+	c.noteIncident(id, ev.WallNs, int64(e.cfg.IncidentWindow))
+	return []*containv1.Event{alertEvent(ev, id, &containv1.Alert{
+		IncidentId:      c.incident,
+		Score:           score,
+		Reasons:         reasons,
+		Rule:            classes[e.devs[top].code].rule,
+		Priority:        Priority(score),
+		BaselineVersion: strconv.FormatUint(b.Version, 10),
+		EvidenceIds:     [][]byte{ev.Id},
+		Count:           count,
+		Trigger:         proto.Clone(ev).(*containv1.Event),
+		Pod:             c.pod,
+		Namespace:       c.namespace,
+		Labels:          c.labels,
+	})}
+}
+
+// scoreDeviations scores each deviation of e.devs (its class's score,
+// lowered by rarity once the baseline has converged, counting the
+// sighting) and returns the reasons, their noisy-OR and the index of the
+// top one.
+func (e *Engine) scoreDeviations(b *Baseline) (reasons []*containv1.Reason, score float64, top int) {
+	reasons = make([]*containv1.Reason, 0, len(e.devs))
+	miss := 1.0
+	topScore := -1.0
+	for i, d := range e.devs {
+		cl := classes[d.code]
+		sev := e.scores[d.code]
+		r := 1.0
+		if b.Phase != PhaseLearning {
+			sk := d.code + "\x00" + d.subject
+			r = rarity(b.sightings[sk])
+			if len(b.sightings) < 4*e.cfg.MaxItems {
+				b.sightings[sk]++
+			}
+		}
+		s := sev * r
+		miss *= 1 - s
+		mitre := cl.mitre
+		if len(d.mitre) > 0 {
+			mitre = d.mitre
+		}
+		reasons = append(reasons, &containv1.Reason{Code: d.code, Message: d.msg, Score: round3(s), Mitre: mitre})
+		if s > topScore {
+			top, topScore = i, s
+		}
+	}
+	return reasons, round3(1 - miss), top
+}
+
+// absorbDeviations learns, into a converged baseline, the deviations that
+// can be absorbed when the event scores below AbsorbBelow.
+func (e *Engine) absorbDeviations(b *Baseline, score float64) {
+	for _, d := range e.devs {
+		if d.absorb != nil && score < e.cfg.AbsorbBelow {
+			d.absorb()
+			b.Version++
+			b.dirty = true
+			e.stats.Absorbed++
+		}
+	}
+}
+
+// ungrouped reports whether the primary deviation (e.devs[0]) may raise an
+// alert at wallNs: not when its (code, subject) group raised one less than
+// GroupWindow ago, which it then counts. count is the alerts it stands for
+// (itself and those grouped since the last).
+func (e *Engine) ungrouped(c *container, wallNs int64) (count uint64, ok bool) {
+	primary := e.devs[0]
+	gk := primary.code + "\x00" + primary.subject
+	count = 1
+	if g := c.groups[gk]; g != nil && e.cfg.GroupWindow > 0 {
+		d := wallNs - g.start
+		if d < 0 {
+			d = -d
+		}
+		if d < int64(e.cfg.GroupWindow) {
+			g.suppressed++
+			return 0, false
+		}
+		count += g.suppressed
+		g.start, g.suppressed = wallNs, 0
+		return count, true
+	}
+	if len(c.groups) >= 1024 {
+		clear(c.groups)
+	}
+	c.groups[gk] = &group{start: wallNs}
+	return count, true
+}
+
+// noteIncident starts a new incident with the alert id when the
+// container's last alert is window or more away (or there is none, or
+// window is 0), and moves the incident's time on.
+func (c *container) noteIncident(id []byte, wallNs, window int64) {
+	gap := wallNs - c.incidentNs
+	if gap < 0 {
+		gap = -gap
+	}
+	if c.incident == nil || window <= 0 || gap >= window {
+		c.incident = id
+	}
+	c.incidentNs = max(c.incidentNs, wallNs)
+}
+
+// alertEvent wraps an alert raised by trigger in its event: the trigger's
+// container, image and times.
+func alertEvent(trigger *containv1.Event, id []byte, alert *containv1.Alert) *containv1.Event {
+	return &containv1.Event{
+		Id:            id,
+		Host:          trigger.Host,
+		ContainerId:   trigger.ContainerId,
+		ContainerName: trigger.ContainerName,
+		ImageRef:      trigger.ImageRef,
+		ImageDigest:   trigger.ImageDigest,
+		MonoNs:        trigger.MonoNs,
+		WallNs:        trigger.WallNs,
+		Kind:          containv1.Kind_KIND_ALERT,
+		SchemaVersion: containv1.SchemaVersion,
+		CgroupId:      trigger.CgroupId,
+		ProfileRef:    trigger.ProfileRef,
+		Body:          &containv1.Event_Alert{Alert: alert},
+	}
+}
+
+func round3(x float64) float64 { return math.Round(x*1000) / 1000 }
+
+// AlertID derives an alert's id from its trigger's id, so that a replay
+// raises alerts with the same ids (and JetStream can de-duplicate them).
+func AlertID(trigger []byte) []byte {
+	h := sha256.Sum256(append([]byte("contain.alert\x00"), trigger...))
+	id := h[:16]
+	id[6] = (id[6] & 0x0f) | 0x80
+	id[8] = (id[8] & 0x3f) | 0x80
+	return id
+}
