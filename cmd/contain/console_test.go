@@ -76,25 +76,7 @@ func TestConsoleBrowser(t *testing.T) {
 	if err := cfg.validate(stages); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, len(stages))
-	for _, s := range stages {
-		sc := a.stageConfig(cfg, stageUser(s, host))
-		go func() { done <- runStages(ctx, sc, []string{s}, false, log.With("user", stageUser(s, host))) }()
-	}
-	t.Cleanup(func() {
-		cancel()
-		for range stages {
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("contain stage: %v", err)
-				}
-			case <-time.After(15 * time.Second):
-				t.Error("a stage did not stop within 15s")
-			}
-		}
-	})
+	ctx := a.startStages(t, cfg, host, stages, log)
 	srv, stop, err := newConsole(ctx, a.stageConfig(cfg, "operator"), log.With("stage", "console"), nil, nil)
 	if err != nil {
 		t.Fatal(err)
