@@ -26,6 +26,17 @@ func openExisting(ctx context.Context, js jetstream.JetStream, bucket string) (*
 	return &Store{kv: kv}, nil
 }
 
+// BaselineHistory returns the stored versions of key's baseline, oldest
+// first, and how many could not be read (read-only: an operator's or
+// reader's credentials suffice).
+func BaselineHistory(ctx context.Context, js jetstream.JetStream, bucket, key string) ([]*Doc, int, error) {
+	st, err := openExisting(ctx, js, bucket)
+	if err != nil {
+		return nil, 0, err
+	}
+	return st.History(ctx, key)
+}
+
 // ListBaselines summarizes the stored baselines.
 func ListBaselines(ctx context.Context, js jetstream.JetStream, bucket string) ([]Summary, error) {
 	st, err := openExisting(ctx, js, bucket)

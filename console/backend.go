@@ -32,8 +32,19 @@ type Baseline struct {
 	Items     int
 	First     time.Time
 	Converged time.Time
-	Declared  bool
-	Err       string
+	// Declared is what the image declares (entrypoint, executables,
+	// ports, peers, writable paths), empty when it declares nothing.
+	Declared string
+	// Undeclared lists what was learned that the declaration does not
+	// name (executables, listening ports).
+	Undeclared []string
+	// Changes lists what the newest version added (+) and removed (-)
+	// against the one before it.
+	Changes []string
+	// LastOp is the newest operator operation (lock, unlock, reset,
+	// import) and who signed it.
+	LastOp string
+	Err    string
 }
 
 // HealthLine is one readiness check or metric shown on the Health view.

@@ -3,11 +3,13 @@ package main
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -107,4 +109,33 @@ func (a *authEnv) stageConfig(cfg Config, user string) *Config {
 	c.NATS.ManageStreams = false
 	c.Metrics.Listen = ""
 	return &c
+}
+
+// startStages runs each of stages as its own process would (`contain
+// <stage> --nkey-seed <user>.nk`) in this process, connected to a's server
+// as that stage's user, until the returned context's test ends; cleanup
+// stops them and fails the test when one errs or does not stop within 15s.
+// The context is cancelled at cleanup, before the stages are awaited.
+func (a *authEnv) startStages(t *testing.T, cfg Config, host string, stages []string, log *slog.Logger) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, len(stages))
+	for _, s := range stages {
+		sc := a.stageConfig(cfg, stageUser(s, host))
+		go func() { done <- runStages(ctx, sc, []string{s}, false, log.With("user", stageUser(s, host))) }()
+	}
+	t.Cleanup(func() {
+		cancel()
+		for range stages {
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("contain stage: %v", err)
+				}
+			case <-time.After(15 * time.Second):
+				t.Error("a stage did not stop within 15s")
+			}
+		}
+	})
+	return ctx
 }

@@ -186,8 +186,12 @@ func (b *consoleBackend) Baselines(ctx context.Context) ([]console.Baseline, err
 	}
 	out := make([]console.Baseline, 0, len(sums))
 	for _, s := range sums {
-		out = append(out, console.Baseline{Key: s.Key, Image: s.Image, Phase: s.Phase, Version: s.Version, Items: s.Items,
-			First: s.First, Converged: s.Converged, Err: s.Err})
+		bl := console.Baseline{Key: s.Key, Image: s.Image, Phase: s.Phase, Version: s.Version, Items: s.Items,
+			First: s.First, Converged: s.Converged, Err: s.Err}
+		if s.Err == "" {
+			b.describeBaseline(ctx, &bl)
+		}
+		out = append(out, bl)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Image < out[j].Image })
 	return out, nil

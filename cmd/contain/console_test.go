@@ -76,25 +76,7 @@ func TestConsoleBrowser(t *testing.T) {
 	if err := cfg.validate(stages); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, len(stages))
-	for _, s := range stages {
-		sc := a.stageConfig(cfg, stageUser(s, host))
-		go func() { done <- runStages(ctx, sc, []string{s}, false, log.With("user", stageUser(s, host))) }()
-	}
-	t.Cleanup(func() {
-		cancel()
-		for range stages {
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("contain stage: %v", err)
-				}
-			case <-time.After(15 * time.Second):
-				t.Error("a stage did not stop within 15s")
-			}
-		}
-	})
+	ctx := a.startStages(t, cfg, host, stages, log)
 	srv, stop, err := newConsole(ctx, a.stageConfig(cfg, "operator"), log.With("stage", "console"), nil, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -233,6 +215,15 @@ func TestConsoleBrowser(t *testing.T) {
 	if !strings.Contains(text, "demo/console") {
 		t.Errorf("the baselines view lacks the image's baseline:\n%s", text)
 	}
+	// Lock it through the page: the analyzer applies the signed operation
+	// and the page names the logged-in user.
+	do("lock", chromedp.Navigate(web.URL+"/baselines"), chromedp.Submit(chromedp.CSS("form[action='/baselines/lock'] button")),
+		chromedp.WaitVisible(chromedp.CSS(".msg")))
+	testenv.WaitFor(t, 15*time.Second, "the baseline locked by the console user", func() bool {
+		do("baselines", chromedp.Navigate(web.URL+"/baselines"))
+		text = textOf("main")
+		return strings.Contains(text, "lock by operator/console:alice") && strings.Contains(text, "locked")
+	})
 	shot("baselines")
 	do("health", chromedp.Navigate(web.URL+"/health"))
 	text = textOf("main")

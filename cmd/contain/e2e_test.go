@@ -66,25 +66,8 @@ func TestEndToEnd(t *testing.T) {
 		_ = ch.Close()
 	})
 
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, len(allStages))
-	for _, s := range allStages {
-		// `contain <stage> --nkey-seed <user>.nk`, one process per stage.
-		sc := a.stageConfig(cfg, stageUser(s, host))
-		go func() { done <- runStages(ctx, sc, []string{s}, false, log.With("user", stageUser(s, host))) }()
-	}
+	a.startStages(t, cfg, host, allStages, log)
 	t.Cleanup(func() {
-		cancel()
-		for range allStages {
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("contain stage: %v", err)
-				}
-			case <-time.After(15 * time.Second):
-				t.Error("a stage did not stop within 15s")
-			}
-		}
 		// No stage was refused anything it needs.
 		if s := logs.String(); strings.Contains(s, "Permissions Violation") {
 			t.Errorf("a stage was refused a permission:\n%s", grepLines(s, "Permissions Violation"))
