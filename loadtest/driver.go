@@ -300,6 +300,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Result, error) {
 	return res, nil
 }
 
+// storeDuplicates is the contain_dropped_total series (labels reason,
+// stage) of the rows the store skipped because it already held them.
+const storeDuplicates = "duplicate/" + metrics.StageStore
+
 // run holds the state of one load-test run.
 type run struct {
 	cfg Config
@@ -548,6 +552,8 @@ func (r *run) drive(ctx context.Context) (*Result, error) {
 	res.Samples = smp.samples
 	res.GenEndSample = smp.markIdx
 	res.Dropped = smp.labelled("contain_dropped_total")
+	res.SkippedDuplicates = res.Dropped[storeDuplicates]
+	delete(res.Dropped, storeDuplicates)
 	res.Malformed = smp.labelled("contain_malformed_messages_total")
 	res.Errors = smp.labelled("contain_errors_total")
 	res.StageIn, res.StageOut = map[string]float64{}, map[string]float64{}

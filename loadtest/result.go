@@ -32,7 +32,11 @@ type Result struct {
 	// Dropped, Malformed and Errors are the non-zero series of
 	// contain_dropped_total, contain_malformed_messages_total and
 	// contain_errors_total, keyed by their joined labels.
+	// The store's duplicate skips (contain_dropped_total{reason=
+	// "duplicate"}: redelivered rows it already held) are no loss: they
+	// are in SkippedDuplicates, not Dropped.
 	Dropped, Malformed, Errors map[string]float64
+	SkippedDuplicates          float64
 
 	// Rows and RowsDistinct count the events table: count() and
 	// uniqExact(event_id). AlertRows counts the alerts table.
@@ -186,8 +190,8 @@ func (r *Result) Print(w io.Writer) {
 	}
 	fmt.Fprintf(w, "memory: peak heap in use %.0f MB, heap sys %.0f MB, peak RSS %.0f MB; load avg before %s, after %s\n",
 		float64(heap)/1e6, float64(heapSys)/1e6, float64(r.End.PeakRSS)/1e6, r.LoadBefore, r.LoadAfter)
-	fmt.Fprintf(w, "clickhouse: %d distinct event ids, %d rows (%d duplicates from redelivery), %d alert rows\n",
-		r.RowsDistinct, r.Rows, r.Rows-min(r.Rows, r.RowsDistinct), r.AlertRows)
+	fmt.Fprintf(w, "clickhouse: %d distinct event ids, %d rows (%d duplicates from redelivery; %.0f redelivered rows skipped by the store), %d alert rows\n",
+		r.RowsDistinct, r.Rows, r.Rows-min(r.Rows, r.RowsDistinct), r.SkippedDuplicates, r.AlertRows)
 	d := func(k string) uint64 { return r.CHAfter[k] - min(r.CHAfter[k], r.CHBefore[k]) }
 	if n := d("InsertQuery"); n > 0 {
 		fmt.Fprintf(w, "clickhouse server (all clients): %d INSERTs (%.0f/s, %.0f rows each), %d rows merged (%.1f× inserted)\n",
