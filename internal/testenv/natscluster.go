@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime/debug"
 	"strings"
 	"sync"
 	"testing"
@@ -53,26 +52,24 @@ var (
 	natsBinErr  error
 )
 
-// natsServerBinary builds the nats-server of go.mod once per version into
-// the temporary directory (offline: the module is in the module cache) and
+// natsServerBinary builds the nats-server of go.mod (its version from `go
+// list -m`) once per version into the temporary directory (offline: the module is in the module cache) and
 // returns its path.
 func natsServerBinary(t testing.TB) string {
 	t.Helper()
 	natsBinOnce.Do(func() {
-		version := "unknown"
-		if bi, ok := debug.ReadBuildInfo(); ok {
-			for _, d := range bi.Deps {
-				if d.Path == natsServerModule {
-					version = d.Version
-				}
-			}
+		out, err := exec.Command("go", "list", "-m", "-f", "{{.Version}}", natsServerModule).Output()
+		if err != nil {
+			natsBinErr = fmt.Errorf("nats-server version: %w", err)
+			return
 		}
+		version := strings.TrimSpace(string(out))
 		natsBin = filepath.Join(os.TempDir(), "contain-test-nats-server-"+version)
 		if _, err := os.Stat(natsBin); err == nil {
 			return
 		}
 		tmp := fmt.Sprintf("%s.%d", natsBin, os.Getpid())
-		out, err := exec.Command("go", "build", "-o", tmp, natsServerModule).CombinedOutput()
+		out, err = exec.Command("go", "build", "-o", tmp, natsServerModule).CombinedOutput()
 		if err != nil {
 			natsBinErr = fmt.Errorf("building nats-server: %v: %s", err, out)
 			return
