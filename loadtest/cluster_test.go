@@ -24,7 +24,8 @@ import (
 // store are connected to while events flow: every published event must
 // still be exactly one distinct ClickHouse row and every deviation one
 // alert. CONTAIN_TEST_CLUSTER_DURATION (e.g. 2m) runs longer than the
-// default 10 s.
+// default 10 s; CONTAIN_TEST_CLUSTER_KILL=n1 kills the analyzer's and
+// responders' node instead.
 func TestNATSClusterNodeKilled(t *testing.T) {
 	chAddr := testenv.ClickHouseAddr(t)
 	duration := 10 * time.Second
@@ -37,6 +38,14 @@ func TestNATSClusterNodeKilled(t *testing.T) {
 	}
 	cl := testenv.StartNATSCluster(t, 3)
 	n0, n1, n2 := cl.Nodes[0], cl.Nodes[1], cl.Nodes[2]
+	victim := n0
+	switch os.Getenv("CONTAIN_TEST_CLUSTER_KILL") {
+	case "", "n0":
+	case "n1":
+		victim = n1
+	default:
+		t.Fatal("CONTAIN_TEST_CLUSTER_KILL: n0 (enricher, store) or n1 (analyzer, responders); n2 carries the test's own counting")
+	}
 
 	cfg := loadtest.DefaultConfig()
 	cfg.Store.Addr = []string{chAddr}
@@ -44,7 +53,7 @@ func TestNATSClusterNodeKilled(t *testing.T) {
 	cfg.Streams.Replicas = 3
 	cfg.Enricher.KVReplicas = 3
 	cfg.Analyzer.KVReplicas = 3
-	// n0 is killed: the enricher and the store must move to n1 or n2.
+	// The victim's stages must move to the surviving nodes.
 	cfg.NATS = loadtest.NATSURLs{
 		Control:   n2.URL,
 		Generator: n2.URL,
@@ -61,7 +70,7 @@ func TestNATSClusterNodeKilled(t *testing.T) {
 	cfg.Analyzer.LearningWindow = 2 * time.Second
 	cfg.Generator.DeviateAfter = 3 * time.Second
 	cfg.Generator.DeviationFraction = 0.002
-	// A fetch whose reply dies with n0 leaves its messages unacked until
+	// A fetch whose reply dies with the victim leaves its messages unacked until
 	// AckWait: shorter than the defaults (30 s, 60 s) to keep the test
 	// short (store: flush + dial + 2 × insert timeouts < AckWait).
 	cfg.Enricher.AckWait = 5 * time.Second
@@ -70,7 +79,7 @@ func TestNATSClusterNodeKilled(t *testing.T) {
 	cfg.Store.AckWait = 10 * time.Second
 	cfg.DrainTimeout = 40 * time.Second
 
-	// Kill n0 about 40% into the generator's run (the run starts
+	// Kill the victim about 40% into the generator's run (the run starts
 	// publishing once CONTAIN_RAW holds a message).
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -98,7 +107,7 @@ func TestNATSClusterNodeKilled(t *testing.T) {
 			return
 		case <-time.After(duration * 4 / 10):
 		}
-		n0.Kill()
+		victim.Kill()
 		killed <- time.Since(first)
 	}()
 
@@ -117,10 +126,10 @@ func TestNATSClusterNodeKilled(t *testing.T) {
 	logPending(t, res)
 	at, ok := <-killed
 	if !ok {
-		t.Fatal("the run ended before node n0 was killed")
+		t.Fatalf("the run ended before node %s was killed", victim.Name)
 	}
-	t.Logf("killed n0 %v after the first event; published %d events, %d deviations", at.Round(time.Millisecond), res.Gen.Events, res.Gen.Deviations)
-	// Batches redelivered because their ack or fetch reply died with n0
+	t.Logf("killed %s %v after the first event; published %d events, %d deviations", victim.Name, at.Round(time.Millisecond), res.Gen.Events, res.Gen.Deviations)
+	// Batches redelivered because their ack or fetch reply died with the victim
 	// are skipped by the store (it holds their rows): de-duplication, not
 	// loss; the row counts below prove it.
 	t.Logf("store skipped %v redelivered rows it already held", res.SkippedDuplicates)
@@ -130,7 +139,10 @@ func TestNATSClusterNodeKilled(t *testing.T) {
 	if res.Rows != res.RowsDistinct {
 		t.Errorf("%d rows for %d distinct events: duplicates stored", res.Rows, res.RowsDistinct)
 	}
-	if min := int64(cfg.Generator.Rate * duration.Seconds() / 2); res.Gen.Events < min {
+	// A publish whose stream leader died waits out its attempt (5 s) before
+	// it is retried on the new leader: the generator, paced by the clock,
+	// loses that time. It must publish beyond the kill, though.
+	if min := int64(cfg.Generator.Rate * duration.Seconds() / 3); res.Gen.Events < min {
 		t.Fatalf("published only %d events in %v (want ≥ %d)", res.Gen.Events, res.Gen.Elapsed, min)
 	}
 	if res.Gen.Deviations == 0 {

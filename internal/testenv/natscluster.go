@@ -52,9 +52,9 @@ var (
 	natsBinErr  error
 )
 
-// natsServerBinary builds the nats-server of go.mod (its version from `go
-// list -m`) once per version into the temporary directory (offline: the module is in the module cache) and
-// returns its path.
+// natsServerBinary builds the nats-server of go.mod (its version from
+// `go list -m`) once per version into the temporary directory (offline:
+// the module is in the module cache) and returns its path.
 func natsServerBinary(t testing.TB) string {
 	t.Helper()
 	natsBinOnce.Do(func() {
