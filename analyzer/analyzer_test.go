@@ -57,7 +57,7 @@ func (r *alertsReader) waitFor(timeout time.Duration, what string, cond func([]*
 	r.t.Fatalf("timed out waiting for %s; got %d alerts", what, len(r.got))
 }
 
-func startAnalyzer(t *testing.T, js jetstream.JetStream, cfg Config) (*Analyzer, *metrics.Metrics, context.CancelFunc) {
+func startAnalyzer(t *testing.T, js jetstream.JetStream, cfg Config) (a *Analyzer, m *metrics.Metrics, stop func()) {
 	t.Helper()
 	return startAnalyzerWith(t, js, cfg, func(*Analyzer) {})
 }
