@@ -172,3 +172,25 @@ func lineage(id string, parent map[string]string) []string {
 	}
 	return out
 }
+
+// forEach calls each for every event of evs until errs reports an error,
+// which it returns, or evs closes: then it returns errs's pending error, or
+// else ctx's.
+func forEach(ctx context.Context, evs <-chan engines.Event, errs <-chan error, each func(engines.Event)) error {
+	for {
+		select {
+		case ev, ok := <-evs:
+			if !ok {
+				select {
+				case err := <-errs:
+					return err
+				default:
+					return ctx.Err()
+				}
+			}
+			each(ev)
+		case err := <-errs:
+			return err
+		}
+	}
+}

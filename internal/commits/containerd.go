@@ -18,24 +18,11 @@ func (w *Watcher) watchContainerd(ctx context.Context, c *engines.Containerd, su
 	defer cancel()
 	evs, errs := c.ImageEvents(ctx)
 	subscribed()
-	for {
-		select {
-		case ev, ok := <-evs:
-			if !ok {
-				select {
-				case err := <-errs:
-					return err
-				default:
-					return ctx.Err()
-				}
-			}
-			cm := &containv1.Commit{Engine: EngineContainerd, Namespace: safe(ev.Namespace), ImageRef: safe(ev.ID)}
-			if im, err := c.Image(ctx, ev.Namespace, ev.ID); err == nil {
-				cm.ImageDigest, cm.ImageId = im.Digest, im.ID
-			}
-			w.emit(ctx, cm, "", ev.TimeNs)
-		case err := <-errs:
-			return err
+	return forEach(ctx, evs, errs, func(ev engines.Event) {
+		cm := &containv1.Commit{Engine: EngineContainerd, Namespace: safe(ev.Namespace), ImageRef: safe(ev.ID)}
+		if im, err := c.Image(ctx, ev.Namespace, ev.ID); err == nil {
+			cm.ImageDigest, cm.ImageId = im.Digest, im.ID
 		}
-	}
+		w.emit(ctx, cm, "", ev.TimeNs)
+	})
 }

@@ -18,22 +18,7 @@ func (w *Watcher) watchDocker(ctx context.Context, d *engines.Docker, subscribed
 	defer cancel()
 	evs, errs := d.Events(ctx, "container", "commit")
 	subscribed()
-	for {
-		select {
-		case ev, ok := <-evs:
-			if !ok {
-				select {
-				case err := <-errs:
-					return err
-				default:
-					return ctx.Err()
-				}
-			}
-			w.dockerCommit(ctx, d, ev)
-		case err := <-errs:
-			return err
-		}
-	}
+	return forEach(ctx, evs, errs, func(ev engines.Event) { w.dockerCommit(ctx, d, ev) })
 }
 
 func (w *Watcher) dockerCommit(ctx context.Context, d *engines.Docker, ev engines.Event) {
