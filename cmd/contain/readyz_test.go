@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"net"
@@ -9,6 +8,7 @@ import (
 	"net/netip"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -33,13 +33,7 @@ func TestReadyzRun(t *testing.T) {
 	cfg.NATS.Health.CheckInterval = 100 * time.Millisecond
 	cfg.NATS.Health.JetstreamTimeout = 500 * time.Millisecond
 	cfg.Metrics.Listen = fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- runStages(ctx, &cfg, []string{stageAnalyzer}, false, testenv.Logger(t)) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-	})
+	t.Cleanup(startStages(t, &cfg, []string{stageAnalyzer}, testenv.Logger(t)))
 	get := func(path string) (int, string) {
 		resp, err := http.Get("http://" + cfg.Metrics.Listen + path)
 		if err != nil {
@@ -106,13 +100,8 @@ func TestSystemdNotifyAfterStages(t *testing.T) {
 	cfg.NATS.URL = srv.ClientURL()
 	cfg.Auth.Enabled = false
 	cfg.Metrics.Listen = fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- runStages(ctx, &cfg, []string{stageAnalyzer}, false, testenv.Logger(t)) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-	})
+	stop := sync.OnceFunc(startStages(t, &cfg, []string{stageAnalyzer}, testenv.Logger(t)))
+	t.Cleanup(stop)
 	buf := make([]byte, 512)
 	ln.SetReadDeadline(time.Now().Add(20 * time.Second))
 	n, err := ln.Read(buf)
@@ -128,9 +117,7 @@ func TestSystemdNotifyAfterStages(t *testing.T) {
 	if strings.Contains(string(b), "starting") {
 		t.Fatalf("/readyz after READY=1 still says starting:\n%s", b)
 	}
-	cancel()
-	<-done
-	done <- nil
+	stop()
 	ln.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if n, err := ln.Read(buf); err != nil || string(buf[:n]) != "STOPPING=1" {
 		t.Errorf("on stop: %q %v", buf[:n], err)
