@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -335,8 +334,8 @@ var alertsTable = &tableDef[row]{name: "alerts", cols: []colDef[row]{
 	col("incident_id", func(r row) uuid.UUID { return refID(r.ev.GetAlert().GetIncidentId()) }),
 	col("pod", func(r row) string { return r.ev.GetAlert().GetPod() }),
 	col("namespace", func(r row) string { return r.ev.GetAlert().GetNamespace() }),
-	col("label_keys", func(r row) []string { k, _ := sortedLabels(r.ev.GetAlert().GetLabels()); return k }),
-	col("label_values", func(r row) []string { _, v := sortedLabels(r.ev.GetAlert().GetLabels()); return v }),
+	col("label_keys", func(r row) []string { k, _ := labels(r.ev.GetAlert().GetLabels()); return k }),
+	col("label_values", func(r row) []string { _, v := labels(r.ev.GetAlert().GetLabels()); return v }),
 	col("host", func(r row) string { return r.ev.GetHost() }),
 	col("container_id", func(r row) string { return r.ev.GetContainerId() }),
 	col("container_name", func(r row) string { return r.ev.GetContainerName() }),
@@ -502,18 +501,4 @@ func addrStrings(addrs [][]byte) []string {
 		out = append(out, fmt.Sprintf("%x", b))
 	}
 	return out
-}
-
-// sortedLabels splits labels into keys (sorted) and their values.
-func sortedLabels(l map[string]string) (keys, values []string) {
-	keys = make([]string, 0, len(l))
-	for k := range l {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	values = make([]string, len(keys))
-	for i, k := range keys {
-		values[i] = l[k]
-	}
-	return keys, values
 }
