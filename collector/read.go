@@ -202,15 +202,20 @@ func (c *Collector) enqueue(sample []byte) {
 
 var loggedDecode atomic.Bool
 
+// dropUndecodable counts a record that did not decode, and logs the first.
+func (c *Collector) dropUndecodable(err error) {
+	c.m.Dropped.WithLabelValues(metrics.StageCollector, reasonDecode).Inc()
+	c.m.Errors.WithLabelValues(metrics.StageCollector, "decode").Inc()
+	if !loggedDecode.Swap(true) {
+		c.log.Error("dropping undecodable record (logged once)", logfields.Err, err)
+	}
+}
+
 // handle decodes one record, resolves its container and passes it on.
 func (c *Collector) handle(rec []byte) {
 	ev, err := decode(rec, c.opts)
 	if err != nil {
-		c.m.Dropped.WithLabelValues(metrics.StageCollector, reasonDecode).Inc()
-		c.m.Errors.WithLabelValues(metrics.StageCollector, "decode").Inc()
-		if !loggedDecode.Swap(true) {
-			c.log.Error("dropping undecodable record (logged once)", logfields.Err, err)
-		}
+		c.dropUndecodable(err)
 		return
 	}
 	c.m.EventsIn.WithLabelValues(metrics.StageCollector).Inc()

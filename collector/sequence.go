@@ -263,11 +263,7 @@ func (c *Collector) drainSequence() {
 func (c *Collector) handleSeq(rec []byte) {
 	r, err := decodeSeq(rec)
 	if err != nil {
-		c.m.Dropped.WithLabelValues(metrics.StageCollector, reasonDecode).Inc()
-		c.m.Errors.WithLabelValues(metrics.StageCollector, "decode").Inc()
-		if !loggedDecode.Swap(true) {
-			c.log.Error("dropping undecodable record (logged once)", logfields.Err, err)
-		}
+		c.dropUndecodable(err)
 		return
 	}
 	c.seq.add(r)
