@@ -57,28 +57,9 @@ func (r *alertsReader) waitFor(timeout time.Duration, what string, cond func([]*
 	r.t.Fatalf("timed out waiting for %s; got %d alerts", what, len(r.got))
 }
 
-func startAnalyzer(t *testing.T, js jetstream.JetStream, cfg Config) (*Analyzer, *metrics.Metrics, context.CancelFunc) {
+func startAnalyzer(t *testing.T, js jetstream.JetStream, cfg Config) (a *Analyzer, m *metrics.Metrics, stop func()) {
 	t.Helper()
-	m := metrics.New()
-	a, err := New(cfg, js, m, testenv.Logger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Error("Run did not return")
-		}
-	})
-	return a, m, cancel
+	return startAnalyzerWith(t, js, cfg, func(*Analyzer) {})
 }
 
 func publishEvents(t *testing.T, js jetstream.JetStream, p *bus.Producer, evs ...*containv1.Event) {

@@ -1,6 +1,7 @@
 package analyzer
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"path"
@@ -62,14 +63,8 @@ func matchAny(pats []string, values ...string) bool {
 
 // allowsCommit says whether the policy allows committing ev's source.
 func (c CommitsConfig) allowsCommit(ev *containv1.Event, cm *containv1.Commit) bool {
-	name := cm.SourceContainerName
-	if name == "" {
-		name = ev.ContainerName
-	}
-	id := cm.SourceContainerId
-	if id == "" {
-		id = ev.ContainerId
-	}
+	name := cmp.Or(cm.SourceContainerName, ev.ContainerName)
+	id := cmp.Or(cm.SourceContainerId, ev.ContainerId)
 	if matchAny(c.AllowContainers, name, id) {
 		return true
 	}
@@ -102,14 +97,8 @@ func (e *Engine) observeCommit(ev *containv1.Event) []*containv1.Event {
 		return nil
 	}
 	e.devs = e.devs[:0]
-	target := cm.ImageRef
-	if target == "" {
-		target = cm.ImageId
-	}
-	name := ev.ContainerName
-	if name == "" {
-		name = ev.ContainerId
-	}
+	target := cmp.Or(cm.ImageRef, cm.ImageId)
+	name := cmp.Or(ev.ContainerName, ev.ContainerId)
 	e.dev(CodeCommitUnallowed, "commit", fmt.Sprintf("%s committed container %s into image %s (%d added, %d changed, %d deleted); it is not on analyzer.commits.allow_containers or allow_images",
 		cm.Engine, name, target, cm.FilesAdded, cm.FilesChanged, cm.FilesDeleted), nil)
 	return e.raise(c, c.base, ev)

@@ -252,20 +252,13 @@ func truncate(s string, n int) string {
 
 // ReadTraces reads every regular file of dir as a trace.
 func ReadTraces(dir string) ([][]uint32, error) {
-	ents, err := os.ReadDir(dir)
+	named, err := readNamed(dir)
 	if err != nil {
-		return nil, fmt.Errorf("reading traces: %w", err)
+		return nil, err
 	}
 	var out [][]uint32
-	for _, e := range ents {
-		if !e.Type().IsRegular() {
-			continue
-		}
-		t, err := readTraceFile(filepath.Join(dir, e.Name()))
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, t)
+	for _, t := range named {
+		out = append(out, t.Sys)
 	}
 	return out, nil
 }

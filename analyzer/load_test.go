@@ -32,29 +32,15 @@ func storedDoc(t *testing.T, exe string) *Doc {
 }
 
 // startAnalyzerWith is startAnalyzer with edit applied before Run.
-func startAnalyzerWith(t *testing.T, js jetstream.JetStream, cfg Config, edit func(*Analyzer)) (*Analyzer, *metrics.Metrics, context.CancelFunc) {
+func startAnalyzerWith(t *testing.T, js jetstream.JetStream, cfg Config, edit func(*Analyzer)) (a *Analyzer, m *metrics.Metrics, stop func()) {
 	t.Helper()
-	m := metrics.New()
+	m = metrics.New()
 	a, err := New(cfg, js, m, testenv.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	edit(a)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Error("Run did not return")
-		}
-	})
-	return a, m, cancel
+	return a, m, testenv.Go(t, 10*time.Second, a.Run)
 }
 
 // loadedExecutables is what the analyzer's engine holds for the image.

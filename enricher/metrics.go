@@ -1,8 +1,6 @@
 package enricher
 
 import (
-	"errors"
-
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/containsec/contain/internal/metrics"
@@ -38,15 +36,15 @@ type enricherMetrics struct {
 
 func newEnricherMetrics(m *metrics.Metrics) *enricherMetrics {
 	em := &enricherMetrics{
-		events: register(m, prometheus.NewCounterVec(prometheus.CounterOpts{
+		events: metrics.Register(m, "enricher", prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "contain", Subsystem: "enricher", Name: "events_total",
 			Help: "Events passed on by the enricher, by result (enriched, unknown_container, host).",
 		}, []string{"result"})),
-		containers: register(m, prometheus.NewGauge(prometheus.GaugeOpts{
+		containers: metrics.Register(m, "enricher", prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: "contain", Subsystem: "enricher", Name: "containers",
 			Help: "Containers in the enricher's memory cache.",
 		})),
-		resolutions: register(m, prometheus.NewCounterVec(prometheus.CounterOpts{
+		resolutions: metrics.Register(m, "enricher", prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "contain", Subsystem: "enricher", Name: "image_resolutions_total",
 			Help: "Image declaration resolutions, by source (registry, oci_layout, tarball, daemon, cache, kv, none) and result (ok, error).",
 		}, []string{"source", "result"})),
@@ -55,19 +53,4 @@ func newEnricherMetrics(m *metrics.Metrics) *enricherMetrics {
 	em.unknown = em.events.WithLabelValues(resultUnknown)
 	em.host = em.events.WithLabelValues(resultHost)
 	return em
-}
-
-// register adds c to m's registry, or returns the collector already there
-// (a second Enricher on the same Metrics shares its series).
-func register[C prometheus.Collector](m *metrics.Metrics, c C) C {
-	if err := m.Registry.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing
-			}
-		}
-		panic("enricher: registering metrics: " + err.Error())
-	}
-	return c
 }

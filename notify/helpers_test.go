@@ -16,6 +16,7 @@ import (
 
 	"github.com/containsec/contain/internal/bus"
 	"github.com/containsec/contain/internal/metrics"
+	"github.com/containsec/contain/internal/testenv"
 	"github.com/containsec/contain/schemas/containv1"
 )
 
@@ -59,20 +60,7 @@ func runNotifier(t *testing.T, js jetstream.JetStream, cfg Config) (*Notifier, *
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- nf.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("notify: %v", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Error("notify did not stop")
-		}
-	})
+	testenv.Go(t, 10*time.Second, nf.Run)
 	return nf, m
 }
 

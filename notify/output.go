@@ -60,47 +60,32 @@ type outputMetrics struct {
 
 func newOutputMetrics(m *metrics.Metrics) *outputMetrics {
 	return &outputMetrics{
-		delivered: register(m, prometheus.NewCounterVec(prometheus.CounterOpts{
+		delivered: metrics.Register(m, "notify", prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "contain", Subsystem: "notify", Name: "delivered_total",
 			Help: "Notifications an output accepted, by output.",
 		}, []string{"output"})),
-		failed: register(m, prometheus.NewCounterVec(prometheus.CounterOpts{
+		failed: metrics.Register(m, "notify", prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "contain", Subsystem: "notify", Name: "failed_total",
 			Help: "Deliveries given up after every retry, by output; the message stays in JetStream and is redelivered.",
 		}, []string{"output"})),
-		retries: register(m, prometheus.NewCounterVec(prometheus.CounterOpts{
+		retries: metrics.Register(m, "notify", prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "contain", Subsystem: "notify", Name: "retries_total",
 			Help: "Delivery attempts that failed and were retried, by output.",
 		}, []string{"output"})),
-		dropped: register(m, prometheus.NewCounterVec(prometheus.CounterOpts{
+		dropped: metrics.Register(m, "notify", prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "contain", Subsystem: "notify", Name: "dropped_total",
 			Help: "Notifications an output lost, by output and reason (queue_full, rejected).",
 		}, []string{"output", "reason"})),
-		queue: register(m, prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		queue: metrics.Register(m, "notify", prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: "contain", Subsystem: "notify", Name: "queue_length",
 			Help: "Notifications waiting for an output.",
 		}, []string{"output"})),
-		latency: register(m, prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		latency: metrics.Register(m, "notify", prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: "contain", Subsystem: "notify", Name: "delivery_seconds",
 			Help:    "Time from queueing to an output's acceptance, retries included.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 4, 10),
 		}, []string{"output"})),
 	}
-}
-
-// register adds c to m's registry, or returns the collector already there
-// (a second Notifier on the same Metrics shares its series).
-func register[C prometheus.Collector](m *metrics.Metrics, c C) C {
-	if err := m.Registry.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing
-			}
-		}
-		panic("notify: registering metrics: " + err.Error())
-	}
-	return c
 }
 
 type job struct {

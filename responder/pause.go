@@ -183,22 +183,7 @@ func (r *Responder) pause(ctx context.Context, ev, out *containv1.Event, act *co
 		d.Snapshot = r.snapshot(ctx, target)
 	}
 	r.pauses = append(r.pauses, frozenAt)
-	r.quarantined[ev.ContainerId] = &Quarantine{
-		ContainerID:   ev.ContainerId,
-		ContainerName: ev.ContainerName,
-		ImageRef:      ev.ImageRef,
-		ImageDigest:   ev.ImageDigest,
-		Method:        m.Name(),
-		Cgroup:        d.Cgroup,
-		Since:         frozenAt.UTC(),
-		AlertID:       containv1.FormatID(ev.Id),
-		ActionID:      containv1.FormatID(out.Id),
-		Score:         act.Score,
-		Reason:        act.Reason,
-		Actor:         r.actor,
-		target:        target,
-		method:        m,
-	}
+	r.quarantine(ev.ContainerId, ev, target, m, d.Cgroup, frozenAt, out, act)
 	return r.finish(out, act, containv1.Action_RESULT_OK, d), intent
 }
 

@@ -195,6 +195,28 @@ func (r *Responder) recoverIntents(ctx context.Context) ([]*containv1.Event, []s
 	return out, done
 }
 
+// quarantine records container id as quarantined by m since since, for
+// the alert ev (or the event standing for it) and the pause action out/act.
+// Called with actMu held.
+func (r *Responder) quarantine(id string, ev *containv1.Event, t *freezer.Target, m freezer.Method, cgroup string, since time.Time, out *containv1.Event, act *containv1.Action) {
+	r.quarantined[id] = &Quarantine{
+		ContainerID:   id,
+		ContainerName: ev.ContainerName,
+		ImageRef:      ev.ImageRef,
+		ImageDigest:   ev.ImageDigest,
+		Method:        m.Name(),
+		Cgroup:        cgroup,
+		Since:         since.UTC(),
+		AlertID:       containv1.FormatID(ev.Id),
+		ActionID:      containv1.FormatID(out.Id),
+		Score:         act.Score,
+		Reason:        act.Reason,
+		Actor:         r.actor,
+		target:        t,
+		method:        m,
+	}
+}
+
 // completeIntent records the pause of a container frozen by a previous
 // run whose action was not published. Called with actMu held.
 func (r *Responder) completeIntent(ev *containv1.Event, t *freezer.Target, m freezer.Method) *containv1.Event {
@@ -204,22 +226,7 @@ func (r *Responder) completeIntent(ev *containv1.Event, t *freezer.Target, m fre
 		Decision: "paused before a restart: found frozen (" + m.Name() + ") at start with the intent recorded before the freeze and no action published; recorded now"}
 	now := r.now()
 	r.pauses = append(r.pauses, now)
-	r.quarantined[t.ID] = &Quarantine{
-		ContainerID:   t.ID,
-		ContainerName: ev.ContainerName,
-		ImageRef:      ev.ImageRef,
-		ImageDigest:   ev.ImageDigest,
-		Method:        m.Name(),
-		Cgroup:        d.Cgroup,
-		Since:         now.UTC(),
-		AlertID:       containv1.FormatID(ev.Id),
-		ActionID:      containv1.FormatID(out.Id),
-		Score:         act.Score,
-		Reason:        act.Reason,
-		Actor:         r.actor,
-		target:        t,
-		method:        m,
-	}
+	r.quarantine(t.ID, ev, t, m, d.Cgroup, now, out, act)
 	r.log.Warn("completed a pause interrupted by a previous stop (intent)", logfields.ContainerID, t.ID, logfields.Method, m.Name())
 	return r.finish(out, act, containv1.Action_RESULT_OK, d)
 }
@@ -306,18 +313,7 @@ func (r *Responder) completePreFreeze(ctx context.Context, ev *containv1.Event, 
 	}
 	d.Decision = "completed the interrupted pause through " + m.Name() + " and recorded it; release it to thaw"
 	now := r.now()
-	r.quarantined[t.ID] = &Quarantine{
-		ContainerID:   t.ID,
-		ContainerName: ev.ContainerName,
-		Method:        m.Name(),
-		Cgroup:        d.Cgroup,
-		Since:         now.UTC(),
-		ActionID:      containv1.FormatID(out.Id),
-		Reason:        act.Reason,
-		Actor:         r.actor,
-		target:        t,
-		method:        m,
-	}
+	r.quarantine(t.ID, ev, t, m, d.Cgroup, now, out, act)
 	r.log.Warn("completed a pause interrupted by a previous stop", logfields.ContainerID, t.ID, logfields.Method, m.Name())
 	return r.finish(out, act, containv1.Action_RESULT_OK, d)
 }

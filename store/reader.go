@@ -6,7 +6,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/google/uuid"
 	"google.golang.org/protobuf/proto"
@@ -25,16 +24,9 @@ type Reader struct {
 
 // OpenReader connects to cfg's database (which must exist).
 func OpenReader(cfg Config) (*Reader, error) {
-	if err := cfg.Validate(); err != nil {
-		return nil, err
-	}
-	opts, err := options(cfg, cfg.Database)
+	conn, err := openConn(cfg)
 	if err != nil {
 		return nil, err
-	}
-	conn, err := clickhouse.Open(opts)
-	if err != nil {
-		return nil, fmt.Errorf("store: clickhouse %s: %w", strings.Join(cfg.Addr, ","), err)
 	}
 	return &Reader{conn: conn, addr: strings.Join(cfg.Addr, ",")}, nil
 }

@@ -71,12 +71,8 @@ func options(cfg Config, database string) (*clickhouse.Options, error) {
 	}, nil
 }
 
-// Open connects to ClickHouse, creates the database and applies the schema
-// migrations. A bad configuration, or a server that refuses the schema, is
-// an error. A server that cannot be reached is not: Open logs it and
-// returns a Store whose Run keeps retrying (the streams keep the data
-// meanwhile); Ready reports whether the schema is in place.
-func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Store, error) {
+// openConn validates cfg and opens a connection pool to its database.
+func openConn(cfg Config) (driver.Conn, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -87,6 +83,19 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Store, error) {
 	conn, err := clickhouse.Open(opts)
 	if err != nil {
 		return nil, fmt.Errorf("store: clickhouse %s: %w", strings.Join(cfg.Addr, ","), err)
+	}
+	return conn, nil
+}
+
+// Open connects to ClickHouse, creates the database and applies the schema
+// migrations. A bad configuration, or a server that refuses the schema, is
+// an error. A server that cannot be reached is not: Open logs it and
+// returns a Store whose Run keeps retrying (the streams keep the data
+// meanwhile); Ready reports whether the schema is in place.
+func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Store, error) {
+	conn, err := openConn(cfg)
+	if err != nil {
+		return nil, err
 	}
 	s := &Store{cfg: cfg, log: log, conn: conn, addr: strings.Join(cfg.Addr, ","),
 		bucketPoll: 2 * time.Second, pruneEvery: pruneEvery, pruneRetry: pruneRetry}

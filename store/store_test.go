@@ -216,20 +216,7 @@ func itoa(n uint64) string { return strconv.FormatUint(n, 10) }
 // runStoreOn runs s on js until the test ends and checks that Run returned.
 func runStoreOn(t *testing.T, s *Store, m *metrics.Metrics, js jetstream.JetStream) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx, js, m) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		case <-time.After(15 * time.Second):
-			t.Errorf("Run did not return 15s after its context ended")
-		}
-	})
+	testenv.Go(t, 15*time.Second, func(ctx context.Context) error { return s.Run(ctx, js, m) })
 }
 
 // A ClickHouse that accepts connections but never answers: inserts time

@@ -120,12 +120,23 @@ func saveAudit(ctx context.Context, cfg *Config, ref string, findings []enricher
 	if err := s.Migrate(ctx); err != nil {
 		return err
 	}
-	row := store.ImageAuditRow{Time: time.Now(), ImageRef: ref, Auditor: "contain audit@" + cfg.Host, Verdict: "pass"}
+	row := store.ImageAuditRow{Time: time.Now(), ImageRef: ref, Auditor: "contain audit@" + cfg.Host}
+	for _, f := range findings {
+		if f.Digest != "" {
+			row.ImageDigest = f.Digest // the first finding's that has one
+			break
+		}
+	}
+	row = withFindings(row, findings)
+	return s.InsertImageAudit(ctx, row)
+}
+
+// withFindings fills row's finding columns, its verdict ("pass", or the
+// worst finding's severity in lower case) and its doc (findings as JSON).
+func withFindings(row store.ImageAuditRow, findings []enricher.Finding) store.ImageAuditRow {
+	row.Verdict = "pass"
 	worst := enricher.SeverityInfo
 	for _, f := range findings {
-		if row.ImageDigest == "" {
-			row.ImageDigest = f.Digest
-		}
 		row.FindingCodes = append(row.FindingCodes, f.Rule)
 		row.FindingMessages = append(row.FindingMessages, f.Message)
 		row.FindingSeverities = append(row.FindingSeverities, f.Severity.String())
@@ -136,7 +147,7 @@ func saveAudit(ctx context.Context, cfg *Config, ref string, findings []enricher
 	}
 	doc, _ := json.Marshal(findings)
 	row.Doc = string(doc)
-	return s.InsertImageAudit(ctx, row)
+	return row
 }
 
 // runningImages asks the enricher's containers bucket which images this

@@ -278,21 +278,11 @@ func auditExported(ctx context.Context, cfg *Config, src posture.Sources, im pos
 }
 
 func imageAuditRow(host string, im posture.Image, findings []enricher.Finding) store.ImageAuditRow {
-	row := store.ImageAuditRow{Time: time.Now().UTC(), ImageRef: im.Ref, ImageDigest: im.ID, Auditor: "contain audit --inventory@" + host + "/" + im.Engine, Verdict: "pass"}
-	worst := enricher.SeverityInfo
+	row := store.ImageAuditRow{Time: time.Now().UTC(), ImageRef: im.Ref, ImageDigest: im.ID, Auditor: "contain audit --inventory@" + host + "/" + im.Engine}
 	for _, f := range findings {
 		if f.Digest != "" {
-			row.ImageDigest = f.Digest
+			row.ImageDigest = f.Digest // the last finding's that has one
 		}
-		row.FindingCodes = append(row.FindingCodes, f.Rule)
-		row.FindingMessages = append(row.FindingMessages, f.Message)
-		row.FindingSeverities = append(row.FindingSeverities, f.Severity.String())
-		worst = max(worst, f.Severity)
 	}
-	if len(findings) > 0 {
-		row.Verdict = strings.ToLower(worst.String())
-	}
-	doc, _ := json.Marshal(findings)
-	row.Doc = string(doc)
-	return row
+	return withFindings(row, findings)
 }

@@ -1,14 +1,10 @@
 package main
 
 import (
-	"fmt"
 	"strings"
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/nats-io/nats.go"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/containsec/contain/analyzer"
 	"github.com/containsec/contain/internal/testenv"
@@ -30,28 +26,12 @@ func TestCommitPolicyPipeline(t *testing.T) {
 		alerts = map[string][]string{}
 		raw    = map[string]int{}
 	)
-	for _, subj := range []string{containv1.RawSubject(host), containv1.AlertsSubject(host)} {
-		sub, err := nc.Subscribe(subj, func(m *nats.Msg) {
-			var b containv1.Batch
-			if proto.Unmarshal(m.Data, &b) != nil {
-				return
-			}
-			mu.Lock()
-			defer mu.Unlock()
-			for _, ev := range b.Events {
-				if ev.GetCommit() != nil {
-					raw[ev.ContainerId]++
-				}
-				for _, r := range ev.GetAlert().GetReasons() {
-					alerts[ev.ContainerId] = append(alerts[ev.ContainerId], fmt.Sprintf("%s %.2f %s", r.Code, r.Score, r.Message))
-				}
-			}
-		})
-		if err != nil {
-			t.Fatal(err)
+	watchEvents(t, nc, &mu, func(ev *containv1.Event) {
+		if ev.GetCommit() != nil {
+			raw[ev.ContainerId]++
 		}
-		t.Cleanup(func() { _ = sub.Unsubscribe() })
-	}
+		alerts[ev.ContainerId] = append(alerts[ev.ContainerId], alertLines(ev)...)
+	}, containv1.RawSubject(host), containv1.AlertsSubject(host))
 	cfg := defaultConfig()
 	cfg.Host = host
 	cfg.NATS.URL = natsURL
@@ -135,23 +115,9 @@ func TestEROFSWriteAlertsWhileLearning(t *testing.T) {
 		mu     sync.Mutex
 		alerts = map[string][]string{}
 	)
-	sub, err := nc.Subscribe(containv1.AlertsSubject(host), func(m *nats.Msg) {
-		var b containv1.Batch
-		if proto.Unmarshal(m.Data, &b) != nil {
-			return
-		}
-		mu.Lock()
-		defer mu.Unlock()
-		for _, ev := range b.Events {
-			for _, r := range ev.GetAlert().GetReasons() {
-				alerts[ev.ContainerId] = append(alerts[ev.ContainerId], r.Code+" "+r.Message)
-			}
-		}
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	watchEvents(t, nc, &mu, func(ev *containv1.Event) {
+		alerts[ev.ContainerId] = append(alerts[ev.ContainerId], alertLines(ev)...)
+	}, containv1.AlertsSubject(host))
 	cfg := defaultConfig()
 	cfg.Host = host
 	cfg.NATS.URL = natsURL

@@ -11,9 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"google.golang.org/protobuf/proto"
-
 	"github.com/containsec/contain/internal/testenv"
 	"github.com/containsec/contain/schemas/containv1"
 )
@@ -37,36 +34,29 @@ type fleetWatch struct {
 	low    int      // alerts below 0.5 (exec sessions are recorded so)
 }
 
-func (w *fleetWatch) onMsg(m *nats.Msg) {
-	var b containv1.Batch
-	if err := proto.Unmarshal(m.Data, &b); err != nil {
+// onEvent is called with w.mu held.
+func (w *fleetWatch) onEvent(ev *containv1.Event) {
+	if !strings.HasPrefix(ev.ContainerId, w.prefix) && !strings.HasPrefix(ev.ContainerName, w.prefix) {
 		return
 	}
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	for _, ev := range b.Events {
-		if !strings.HasPrefix(ev.ContainerId, w.prefix) && !strings.HasPrefix(ev.ContainerName, w.prefix) {
-			continue
+	switch {
+	case ev.GetAlert() != nil:
+		a := ev.GetAlert()
+		if a.Score < 0.5 {
+			w.low++
+			return
 		}
-		switch {
-		case ev.GetAlert() != nil:
-			a := ev.GetAlert()
-			if a.Score < 0.5 {
-				w.low++
-				continue
-			}
-			var codes []string
-			for _, r := range a.Reasons {
-				codes = append(codes, r.Code+": "+r.Message)
-			}
-			w.high = append(w.high, fmt.Sprintf("%s score %.2f: %s", ev.ContainerId, a.Score, strings.Join(codes, "; ")))
-		case ev.GetAction() != nil && ev.GetAction().Type == containv1.Action_TYPE_PAUSE &&
-			ev.GetAction().Result != containv1.Action_RESULT_SKIPPED:
-			// A skipped action is the responder deciding not to pause
-			// (below threshold); a dry run, a pause or a failed one is a
-			// decision to pause.
-			w.pauses = append(w.pauses, fmt.Sprintf("%s %s: %s", ev.ContainerId, ev.GetAction().Result, ev.GetAction().Reason))
+		var codes []string
+		for _, r := range a.Reasons {
+			codes = append(codes, r.Code+": "+r.Message)
 		}
+		w.high = append(w.high, fmt.Sprintf("%s score %.2f: %s", ev.ContainerId, a.Score, strings.Join(codes, "; ")))
+	case ev.GetAction() != nil && ev.GetAction().Type == containv1.Action_TYPE_PAUSE &&
+		ev.GetAction().Result != containv1.Action_RESULT_SKIPPED:
+		// A skipped action is the responder deciding not to pause
+		// (below threshold); a dry run, a pause or a failed one is a
+		// decision to pause.
+		w.pauses = append(w.pauses, fmt.Sprintf("%s %s: %s", ev.ContainerId, ev.GetAction().Result, ev.GetAction().Reason))
 	}
 }
 
@@ -97,13 +87,7 @@ func TestFleetLifecycleNoFalsePause(t *testing.T) {
 	prefix := fmt.Sprintf("fleet%d", os.Getpid())
 
 	w := &fleetWatch{prefix: prefix}
-	for _, subj := range []string{containv1.AlertsSubject(host), containv1.ActionsSubject(host)} {
-		sub, err := nc.Subscribe(subj, w.onMsg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = sub.Unsubscribe() })
-	}
+	watchEvents(t, nc, &w.mu, w.onEvent, containv1.AlertsSubject(host), containv1.ActionsSubject(host))
 
 	cfg := defaultConfig()
 	cfg.Host = host

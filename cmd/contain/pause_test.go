@@ -10,9 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"google.golang.org/protobuf/proto"
-
 	"github.com/containsec/contain/internal/testenv"
 	"github.com/containsec/contain/schemas/containv1"
 )
@@ -47,30 +44,12 @@ func TestPauseAfterFloodAndRename(t *testing.T) {
 	var mu sync.Mutex
 	rateLimited := map[string]uint64{}
 	alerts := map[string][]string{}
-	for _, subj := range []string{containv1.RawSubject(host), containv1.AlertsSubject(host)} {
-		sub, err := nc.Subscribe(subj, func(m *nats.Msg) {
-			var b containv1.Batch
-			if proto.Unmarshal(m.Data, &b) != nil {
-				return
-			}
-			mu.Lock()
-			defer mu.Unlock()
-			for _, ev := range b.Events {
-				if l := ev.GetLoss(); l != nil && l.Reason == "rate_limited" {
-					rateLimited[ev.ContainerId] += l.Count
-				}
-				if a := ev.GetAlert(); a != nil {
-					for _, r := range a.Reasons {
-						alerts[ev.ContainerId] = append(alerts[ev.ContainerId], fmt.Sprintf("%s %.2f %s", r.Code, r.Score, r.Message))
-					}
-				}
-			}
-		})
-		if err != nil {
-			t.Fatal(err)
+	watchEvents(t, nc, &mu, func(ev *containv1.Event) {
+		if l := ev.GetLoss(); l != nil && l.Reason == "rate_limited" {
+			rateLimited[ev.ContainerId] += l.Count
 		}
-		t.Cleanup(func() { _ = sub.Unsubscribe() })
-	}
+		alerts[ev.ContainerId] = append(alerts[ev.ContainerId], alertLines(ev)...)
+	}, containv1.RawSubject(host), containv1.AlertsSubject(host))
 
 	cfg := defaultConfig()
 	cfg.Host = host
