@@ -12,7 +12,9 @@
 // Run starts the real stages of one `contain run` in this process, wired
 // as cmd/contain does (enricher, analyzer, store into ClickHouse, one
 // dry-run responder per simulated host) on an embedded NATS whose store
-// lives in a temporary directory, feeds them from the Generator, waits for
+// lives in a temporary directory — or, with Config.NATS, on an external
+// NATS (a cluster), each stage through its own server URL — feeds them
+// from the Generator, waits for
 // every consumer to drain and measures:
 //
 //   - events/s through each stage, from contain_events_in_total and
