@@ -1,9 +1,7 @@
 package loadtest_test
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"sort"
@@ -111,18 +109,7 @@ func TestNATSClusterNodeKilled(t *testing.T) {
 		killed <- time.Since(first)
 	}()
 
-	res, err := loadtest.Run(ctx, cfg, warnLogger(t))
-	if errors.Is(err, loadtest.ErrClickHouseUnavailable) {
-		testenv.Unavailable(t, err.Error())
-	}
-	if res != nil {
-		var out bytes.Buffer
-		res.Print(&out)
-		t.Log("\n" + out.String())
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := runLoad(t, ctx, cfg)
 	logPending(t, res)
 	at, ok := <-killed
 	if !ok {

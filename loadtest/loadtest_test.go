@@ -15,6 +15,25 @@ import (
 	"github.com/containsec/contain/schemas/containv1"
 )
 
+// runLoad runs cfg's load test and logs its report; an unreachable
+// ClickHouse skips (or fails under CI), any other error fails the test.
+func runLoad(t *testing.T, ctx context.Context, cfg loadtest.Config) *loadtest.Result {
+	t.Helper()
+	res, err := loadtest.Run(ctx, cfg, warnLogger(t))
+	if errors.Is(err, loadtest.ErrClickHouseUnavailable) {
+		testenv.Unavailable(t, err.Error())
+	}
+	if res != nil {
+		var out bytes.Buffer
+		res.Print(&out)
+		t.Log("\n" + out.String())
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
 // TestPipelineNoLoss runs the whole pipeline for ~5 s at a modest rate
 // against the real ClickHouse: every published event must be one distinct
 // row, nothing dropped, every deviation alerted, every alert acted on (dry
@@ -34,18 +53,7 @@ func TestPipelineNoLoss(t *testing.T) {
 	cfg.Generator.DeviationFraction = 0.002
 	cfg.DrainTimeout = 60 * time.Second
 
-	res, err := loadtest.Run(context.Background(), cfg, warnLogger(t))
-	if errors.Is(err, loadtest.ErrClickHouseUnavailable) {
-		testenv.Unavailable(t, err.Error())
-	}
-	if res != nil {
-		var out bytes.Buffer
-		res.Print(&out)
-		t.Log("\n" + out.String())
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := runLoad(t, context.Background(), cfg)
 	if err := res.Check(); err != nil {
 		t.Fatal(err)
 	}
