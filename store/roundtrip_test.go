@@ -103,9 +103,12 @@ func TestRoundTripEveryKind(t *testing.T) {
 		x := queryUintNoFail(s, "SELECT count() FROM actions WHERE container_id = 'c-rt'")
 		return e == uint64(len(evs)) && a == 1 && x == 1, "events " + itoa(e) + " alerts " + itoa(a) + " actions " + itoa(x)
 	})
-	if got := testutil.ToFloat64(m.EventsOut.WithLabelValues(metrics.StageStore)); got != float64(len(evs)+2) {
-		t.Errorf("events_out{store} = %v, want %d", got, len(evs)+2)
-	}
+	// The counter advances after the insert returns, a moment after the
+	// rows are visible.
+	testenv.WaitForState(t, 5*time.Second, "events_out{store} counting every row", func() (bool, string) {
+		got := testutil.ToFloat64(m.EventsOut.WithLabelValues(metrics.StageStore))
+		return got == float64(len(evs)+2), "events_out{store} = " + itoa(uint64(got)) + ", want " + itoa(uint64(len(evs)+2))
+	})
 
 	// Envelope and process columns, on every row.
 	rows, err := s.Conn().Query(ctx, `SELECT event_id, kind, ts, ts_ns, host, container_name, image_ref, image_digest, mono_ns, cgroup_id, profile_ref,
