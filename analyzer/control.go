@@ -26,15 +26,11 @@ func openExisting(ctx context.Context, js jetstream.JetStream, bucket string) (*
 	return &Store{kv: kv}, nil
 }
 
-// BaselineHistory returns the stored versions of key's baseline, oldest
-// first, and how many could not be read (read-only: an operator's or
-// reader's credentials suffice).
-func BaselineHistory(ctx context.Context, js jetstream.JetStream, bucket, key string) ([]*Doc, int, error) {
-	st, err := openExisting(ctx, js, bucket)
-	if err != nil {
-		return nil, 0, err
-	}
-	return st.History(ctx, key)
+// OpenBaselines opens the existing baselines bucket read-only (an
+// operator's or reader's credentials suffice); its History lists a
+// baseline's stored versions.
+func OpenBaselines(ctx context.Context, js jetstream.JetStream, bucket string) (*Store, error) {
+	return openExisting(ctx, js, bucket)
 }
 
 // ListBaselines summarizes the stored baselines.

@@ -48,7 +48,7 @@ func New(cfg Config, feed *Feed, backend Backend, log *slog.Logger) (*Server, er
 		return nil, err
 	}
 	s := &Server{cfg: cfg, feed: feed, backend: backend, log: log, pending: map[string]*pendingRelease{},
-		auth: &authenticator{cfg: cfg, proxies: proxies, sessions: newSessions(cfg.SessionTTL), failures: map[string]int{}}}
+		auth: &authenticator{cfg: cfg, proxies: proxies, sessions: newSessions(cfg.SessionTTL), failures: map[string]*loginFailures{}}}
 	if s.pages, err = parsePages(); err != nil {
 		return nil, err
 	}

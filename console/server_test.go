@@ -237,3 +237,27 @@ func BenchmarkNowPage10k(b *testing.B) {
 		}
 	}
 }
+
+// TestLockoutIsTimeBounded: ten wrong passwords refuse the name for a
+// while, never for good (a stranger must not lock an operator out).
+func TestLockoutIsTimeBounded(t *testing.T) {
+	cfg := passwordConfig(t)
+	s, err := New(cfg, NewFeed(10, 10), &releases{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	s.auth.sessions.now = func() time.Time { return now }
+	for range lockoutAfter {
+		if _, ok := s.auth.checkPassword("alice", "wrong"); ok {
+			t.Fatal("a wrong password was accepted")
+		}
+	}
+	if !s.auth.lockedOut("alice") || s.auth.lockedOut("carol") {
+		t.Fatalf("after %d failures: alice locked %v, carol locked %v", lockoutAfter, s.auth.lockedOut("alice"), s.auth.lockedOut("carol"))
+	}
+	now = now.Add(lockoutFor + time.Second)
+	if s.auth.lockedOut("alice") {
+		t.Error("alice is still locked out after the lockout period")
+	}
+}

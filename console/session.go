@@ -94,8 +94,22 @@ type authenticator struct {
 	sessions *sessions
 	// failures counts failed logins per user, to slow guessing.
 	mu       sync.Mutex
-	failures map[string]int
+	failures map[string]*loginFailures
 }
+
+// loginFailures are a user's failed logins since the last success.
+type loginFailures struct {
+	n    int
+	last time.Time
+}
+
+// Lockout: after lockoutAfter failed logins a user's name is refused for
+// lockoutFor after the last failure, so guessing is slowed without a
+// stranger being able to lock an operator out for good.
+const (
+	lockoutAfter = 10
+	lockoutFor   = 5 * time.Minute
+)
 
 // checkPassword returns the user's role when name and pw match a
 // configured user. Unknown users cost a bcrypt comparison too.
@@ -112,17 +126,23 @@ func (a *authenticator) checkPassword(name, pw string) (string, bool) {
 	if ok {
 		delete(a.failures, name)
 	} else {
-		a.failures[name]++
+		f := a.failures[name]
+		if f == nil {
+			f = &loginFailures{}
+			a.failures[name] = f
+		}
+		f.n++
+		f.last = a.sessions.now()
 	}
 	return role, ok
 }
 
-// lockedOut: after 10 failed attempts a user waits for a success by
-// another route (an operator's restart); counted per name.
+// lockedOut reports whether name is refused for now (see lockoutAfter).
 func (a *authenticator) lockedOut(name string) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.failures[name] >= 10
+	f := a.failures[name]
+	return f != nil && f.n >= lockoutAfter && a.sessions.now().Sub(f.last) < lockoutFor
 }
 
 // dummyHash keeps the time of a login for an unknown user like a known one.

@@ -3,13 +3,13 @@ package main
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -113,7 +113,7 @@ func newConsole(ctx context.Context, cfg *Config, log *slog.Logger, gather prome
 		closeNATS()
 		return nil, nil, err
 	}
-	return srv, func() { cancel(); closeNATS() }, nil
+	return srv, func() { cancel(); be.close(); closeNATS() }, nil
 }
 
 // followStream feeds the console from a stream until ctx ends, resuming
@@ -152,6 +152,34 @@ type consoleBackend struct {
 	creds  *auth.Credentials
 	gather prometheus.Gatherer
 	health *bus.Health
+
+	// reader is the ClickHouse reader of the Container view's history,
+	// opened at first use and kept (closed by close).
+	readerMu sync.Mutex
+	reader   *store.Reader
+}
+
+// close releases the ClickHouse reader, if one was opened.
+func (b *consoleBackend) close() {
+	b.readerMu.Lock()
+	defer b.readerMu.Unlock()
+	if b.reader != nil {
+		_ = b.reader.Close()
+		b.reader = nil
+	}
+}
+
+func (b *consoleBackend) storeReader() (*store.Reader, error) {
+	b.readerMu.Lock()
+	defer b.readerMu.Unlock()
+	if b.reader == nil {
+		r, err := store.OpenReader(b.cfg.Store)
+		if err != nil {
+			return nil, err
+		}
+		b.reader = r
+	}
+	return b.reader, nil
 }
 
 func (b *consoleBackend) signer(user string) *auth.Signer {
@@ -165,12 +193,13 @@ func (b *consoleBackend) Quarantined(ctx context.Context, host string) ([]consol
 	if err != nil {
 		return nil, err
 	}
-	raw, err := json.Marshal(qs)
-	if err != nil {
-		return nil, err
+	out := make([]console.Quarantine, 0, len(qs))
+	for _, q := range qs {
+		out = append(out, console.Quarantine{Host: host, ContainerID: q.ContainerID, ContainerName: q.ContainerName,
+			ImageRef: q.ImageRef, ImageDigest: q.ImageDigest, Method: q.Method, Since: q.Since, AlertID: q.AlertID,
+			ActionID: q.ActionID, Score: q.Score, Reason: q.Reason, Actor: q.Actor, State: q.State})
 	}
-	var out []console.Quarantine
-	return out, json.Unmarshal(raw, &out)
+	return out, nil
 }
 
 func (b *consoleBackend) Release(ctx context.Context, host, containerID, reason, user string) (string, string, error) {
@@ -185,11 +214,15 @@ func (b *consoleBackend) Baselines(ctx context.Context) ([]console.Baseline, err
 		return nil, err
 	}
 	out := make([]console.Baseline, 0, len(sums))
+	st, err := analyzer.OpenBaselines(ctx, b.js, b.cfg.Analyzer.BaselinesBucket)
+	if err != nil {
+		return nil, err
+	}
 	for _, s := range sums {
 		bl := console.Baseline{Key: s.Key, Image: s.Image, Phase: s.Phase, Version: s.Version, Items: s.Items,
 			First: s.First, Converged: s.Converged, Err: s.Err}
 		if s.Err == "" {
-			b.describeBaseline(ctx, &bl)
+			describeBaseline(ctx, st, &bl)
 		}
 		out = append(out, bl)
 	}
@@ -209,11 +242,10 @@ func (b *consoleBackend) Timeline(ctx context.Context, container, alertID string
 	if len(b.cfg.Store.Addr) == 0 {
 		return "", errors.New("no ClickHouse configured (store.addr)")
 	}
-	r, err := store.OpenReader(b.cfg.Store)
+	r, err := b.storeReader()
 	if err != nil {
 		return "", err
 	}
-	defer r.Close()
 	tl, err := buildTimeline(ctx, r, container, alertID, 5*time.Minute)
 	if err != nil {
 		return "", err

@@ -16,8 +16,8 @@ const maxChanges = 40
 
 // describeBaseline fills what the image declares, what was learned beyond
 // it, and what the newest version changed, from the baseline's history.
-func (b *consoleBackend) describeBaseline(ctx context.Context, bl *console.Baseline) {
-	docs, _, err := analyzer.BaselineHistory(ctx, b.js, b.cfg.Analyzer.BaselinesBucket, bl.Key)
+func describeBaseline(ctx context.Context, st *analyzer.Store, bl *console.Baseline) {
+	docs, _, err := st.History(ctx, bl.Key)
 	if err != nil || len(docs) == 0 {
 		return
 	}
