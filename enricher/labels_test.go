@@ -44,10 +44,26 @@ func FuzzImageFromLabels(f *testing.F) {
 		if len(ref) > maxLabelValue {
 			t.Fatalf("over-long ref returned")
 		}
+		// The key built from what labels give is a valid NATS KV key (its
+		// bytes, no empty '/' or '.' token) that unescapes to its parts:
+		// kvdoc keeps an interior single '/', which NATS KV allows.
 		key := kvdoc.ContainerKey(ref, digest)
 		for _, c := range []byte(key) {
-			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-' || c == '=' || c == '.') {
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-' || c == '=' || c == '.' || c == '/') {
 				t.Fatalf("kv key %q has %q", key, c)
+			}
+		}
+		parts := strings.Split(key, ".")
+		if len(parts) != 2 {
+			t.Fatalf("kv key %q: %d tokens, want 2", key, len(parts))
+		}
+		for i, want := range []string{ref, digest} {
+			p := parts[i]
+			if strings.HasPrefix(p, "/") || strings.HasSuffix(p, "/") || strings.Contains(p, "//") {
+				t.Fatalf("kv key %q: token %q has an empty '/' segment", key, p)
+			}
+			if got, err := kvdoc.UnescapeKey(p); err != nil || got != want {
+				t.Fatalf("kv key %q: token %q unescapes to %q (%v), want %q", key, p, got, err, want)
 			}
 		}
 	})
