@@ -67,6 +67,11 @@ const (
 	CodeBulkDelete      = "file.bulk_delete"
 	CodeLogClear        = "defense.log_clear"
 	CodeExecSession     = "exec.session"
+	CodeReverseShell    = "net.reverse_shell"
+	CodeNetScan         = "net.scan"
+	CodeKernelTunable   = "kernel.tunable"
+	CodeSensitiveLink   = "file.link.sensitive"
+	CodeExecDecode      = "exec.decode"
 	CodeIncidentCombine = "incident.combined"
 )
 
@@ -133,6 +138,11 @@ var classes = map[string]class{
 	CodeBulkDelete:      {0.8, "Bulk deletion or overwrite of data", []string{"T1485", "T1486"}},
 	CodeLogClear:        {0.8, "Logs or shell history cleared", []string{"T1070.002", "T1070.003"}},
 	CodeExecSession:     {0.4, "Exec session entered the container", []string{"T1609"}},
+	CodeReverseShell:    {0.9, "Program run with its standard input or output on a network connection (reverse shell)", []string{"T1059.004", "T1071"}},
+	CodeNetScan:         {0.75, "Network scan: connections to many ports or hosts", []string{"T1046"}},
+	CodeKernelTunable:   {0.85, "Write of a kernel parameter below /proc/sys or /sys", []string{"T1611", "T1562.001"}},
+	CodeSensitiveLink:   {0.85, "Symlink or hardlink made to a credential file", []string{"T1003.008", "T1552.001"}},
+	CodeExecDecode:      {0.6, "Payload decoded in container (base64 -d and the like)", []string{"T1140"}},
 	CodeIncidentCombine: {0, "Several deviations in one incident", nil},
 
 	// Policies (commits.go).

@@ -64,7 +64,8 @@
 //     exe_memfd (a memfd_create file), exe_deleted (no link left at exec),
 //     exe_writable (overlayfs upper layer, or a writable tmpfs/ramfs
 //     mount other than the root; never for plain-directory rootfs or
-//     other volumes), decided in the kernel.
+//     other volumes), stdio_inet (stdin, stdout or stderr an IPv4/IPv6
+//     socket at exec: a reverse shell, nc -e), decided in the kernel.
 //   - KIND_SYSCALL: first use per (container, syscall, origin), sensitive syscalls
 //     with args and ret, periodic per-container counts (collector.syscalls);
 //     socket() with family AF_PACKET or type SOCK_RAW as a sensitive

@@ -200,6 +200,8 @@ static __always_inline __u32 exe_flags_of(struct task_struct *task, struct file 
 	return fl;
 }
 
+static __always_inline bool stdio_inet(struct task_struct *task);
+
 static __always_inline int handle_exec(struct task_struct *task, struct linux_binprm *bprm, bool lazy)
 {
 	__u64 cgid = bpf_get_current_cgroup_id();
@@ -257,6 +259,8 @@ static __always_inline int handle_exec(struct task_struct *task, struct linux_bi
 	if (cut)
 		e->hdr.flags |= FLAG_PATH_TRUNCATED;
 	e->exe_flags = exe_flags_of(task, BPF_CORE_READ(bprm, file));
+	if (stdio_inet(task))
+		e->exe_flags |= EXE_STDIO_INET;
 	e->_pad_exe = 0;
 	bpf_ringbuf_submit(e, submit_flags(RECORD_EXEC));
 	return 0;
@@ -458,6 +462,23 @@ static __always_inline struct sock *sock_of(struct task_struct *task, long fd)
 		return NULL;
 	struct socket *s = BPF_CORE_READ(f, private_data);
 	return BPF_CORE_READ(s, sk);
+}
+
+// stdio_inet reports whether the task's stdin, stdout or stderr is an
+// IPv4/IPv6 socket: a program run on a network connection (a reverse
+// shell's dup2 of its socket, nc -e, inetd). Read at exec, after the
+// close-on-exec descriptors are gone.
+static __always_inline bool stdio_inet(struct task_struct *task)
+{
+	for (long fd = 0; fd < 3; fd++) {
+		struct sock *sk = sock_of(task, fd);
+		if (!sk)
+			continue;
+		__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+		if (family == AF_INET || family == AF_INET6)
+			return true;
+	}
+	return false;
 }
 
 // sock_ends copies a socket's local (and, when remote, its peer) address.

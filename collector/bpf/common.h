@@ -102,6 +102,7 @@ struct exec_event {
 #define EXE_MEMFD 1    // an anonymous memory file (memfd_create)
 #define EXE_DELETED 2  // unlinked: no name left at exec
 #define EXE_WRITABLE 4 // overlayfs upper layer, or a writable tmpfs/ramfs mount
+#define EXE_STDIO_INET 8 // stdin, stdout or stderr is a TCP/UDP socket (IPv4 or IPv6)
 
 // Network record ops (schema Network.Op) and protocols.
 #define NET_CONNECT 1

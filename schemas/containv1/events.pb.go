@@ -1092,7 +1092,11 @@ type Exec struct {
 	ExeDeleted bool `protobuf:"varint,10,opt,name=exe_deleted,json=exeDeleted,proto3" json:"exe_deleted,omitempty"`
 	// exe_writable: the binary run lies in the container's writable layer
 	// or a writable mount (overlayfs upper, tmpfs), not in image content.
-	ExeWritable   bool `protobuf:"varint,11,opt,name=exe_writable,json=exeWritable,proto3" json:"exe_writable,omitempty"`
+	ExeWritable bool `protobuf:"varint,11,opt,name=exe_writable,json=exeWritable,proto3" json:"exe_writable,omitempty"`
+	// stdio_inet: at exec, the process's stdin, stdout or stderr was an
+	// IPv4/IPv6 socket (a program run on a network connection: a reverse
+	// shell, nc -e).
+	StdioInet     bool `protobuf:"varint,12,opt,name=stdio_inet,json=stdioInet,proto3" json:"stdio_inet,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1200,6 +1204,13 @@ func (x *Exec) GetExeDeleted() bool {
 func (x *Exec) GetExeWritable() bool {
 	if x != nil {
 		return x.ExeWritable
+	}
+	return false
+}
+
+func (x *Exec) GetStdioInet() bool {
+	if x != nil {
+		return x.StdioInet
 	}
 	return false
 }
@@ -2461,7 +2472,7 @@ const file_contain_v1_events_proto_rawDesc = "" +
 	"\x04comm\x18\b \x01(\tR\x04comm\x12*\n" +
 	"\x06origin\x18\t \x01(\x0e2\x12.contain.v1.OriginR\x06origin\x12!\n" +
 	"\fsession_tgid\x18\n" +
-	" \x01(\rR\vsessionTgid\"\xba\x02\n" +
+	" \x01(\rR\vsessionTgid\"\xd9\x02\n" +
 	"\x04Exec\x12'\n" +
 	"\x04proc\x18\x01 \x01(\v2\x13.contain.v1.ProcessR\x04proc\x12\x1a\n" +
 	"\bfilename\x18\x02 \x01(\tR\bfilename\x12\x12\n" +
@@ -2475,7 +2486,9 @@ const file_contain_v1_events_proto_rawDesc = "" +
 	"\vexe_deleted\x18\n" +
 	" \x01(\bR\n" +
 	"exeDeleted\x12!\n" +
-	"\fexe_writable\x18\v \x01(\bR\vexeWritable\"\xdc\x01\n" +
+	"\fexe_writable\x18\v \x01(\bR\vexeWritable\x12\x1d\n" +
+	"\n" +
+	"stdio_inet\x18\f \x01(\bR\tstdioInet\"\xdc\x01\n" +
 	"\x10ProcessLifecycle\x12'\n" +
 	"\x04proc\x18\x01 \x01(\v2\x13.contain.v1.ProcessR\x04proc\x12/\n" +
 	"\x02op\x18\x02 \x01(\x0e2\x1f.contain.v1.ProcessLifecycle.OpR\x02op\x12\x1d\n" +
