@@ -370,6 +370,12 @@ func classifyFile(f *containv1.File) []hit {
 		out = append(out, hit{code: code, subject: t, key: key, msg: msg})
 	}
 	op := opNames[f.Op]
+	if f.Op == containv1.File_OP_CONNECT {
+		if isRuntimeSocket(t) {
+			add(CodeRuntimeSocket, t, fmt.Sprintf("connect to container runtime socket %s (control of the host's containers)", t))
+		}
+		return out
+	}
 	// A name made for a credential file: a symlink to it or a hardlink of
 	// it (the name then reads it without naming it).
 	if f.Op == containv1.File_OP_LINK || f.Op == containv1.File_OP_SYMLINK {
@@ -467,6 +473,18 @@ func classifyFile(f *containv1.File) []hit {
 		}
 	}
 	return out
+}
+
+// runtimeSockets are the API sockets of container engines and runtimes
+// (by name: wherever a volume mounts them).
+var runtimeSockets = map[string]bool{
+	"docker.sock": true, "containerd.sock": true, "crio.sock": true, "podman.sock": true, "dockershim.sock": true,
+	"cri-dockerd.sock": true, "kubelet.sock": true, "frakti.sock": true, "rktlet.sock": true, "buildkitd.sock": true,
+	"containerd-shim.sock": true, "docker.socket": true,
+}
+
+func isRuntimeSocket(p string) bool {
+	return runtimeSockets[path.Base(p)] || strings.Contains(p, "/containerd/") && strings.HasSuffix(p, ".sock")
 }
 
 // linkSource is the file a link or symlink names, cleaned; a relative

@@ -72,6 +72,7 @@ const (
 	CodeKernelTunable   = "kernel.tunable"
 	CodeSensitiveLink   = "file.link.sensitive"
 	CodeExecDecode      = "exec.decode"
+	CodeRuntimeSocket   = "escape.runtime_socket"
 	CodeIncidentCombine = "incident.combined"
 )
 
@@ -142,6 +143,7 @@ var classes = map[string]class{
 	CodeNetScan:         {0.75, "Network scan: connections to many ports or hosts", []string{"T1046"}},
 	CodeKernelTunable:   {0.85, "Write of a kernel parameter below /proc/sys or /sys", []string{"T1611", "T1562.001"}},
 	CodeSensitiveLink:   {0.85, "Symlink or hardlink made to a credential file", []string{"T1003.008", "T1552.001"}},
+	CodeRuntimeSocket:   {0.9, "Container runtime socket connected to (docker.sock, containerd, CRI-O, podman)", []string{"T1611", "T1609", "T1552.007"}},
 	CodeExecDecode:      {0.6, "Payload decoded in container (base64 -d and the like)", []string{"T1140"}},
 	CodeIncidentCombine: {0, "Several deviations in one incident", nil},
 

@@ -2,6 +2,7 @@ package analyzer
 
 import (
 	"context"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -55,6 +56,7 @@ var coverageCases = []coverageCase{
 	{mode: "vmwrite", code: CodeProcMemory, pause: true},
 	{mode: "setns", code: CodeNamespace, pause: true},
 	{mode: "scan", code: CodeNetScan},
+	{mode: "dockersock", code: CodeRuntimeSocket, pause: true, needs: "File.OP_CONNECT"},
 	{mode: "unshare", code: CodeNamespace, pause: true},
 	{mode: "mount", code: CodeMount, pause: true},
 	{mode: "chroot", code: CodeChroot, pause: true},
@@ -176,6 +178,13 @@ func TestBehaviourCoverage(t *testing.T) {
 	shDigest := "sha256:" + strings.Repeat("d0", 32)
 	const shImageRef = "demo/shell:1.0"
 	revshellPort := revshellListener(t)
+	// A stand-in for the engine's API socket, mounted where docker's is.
+	sock := filepath.Join(probeDir, "docker.sock")
+	sockLn, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sockLn.Close() })
 	start := func(cc coverageCase) *testenv.Container {
 		args, ref, dig := []string{"/opt/probe/probe", cc.mode}, imageRef, digest
 		if cc.script != "" {
@@ -208,6 +217,8 @@ func TestBehaviourCoverage(t *testing.T) {
 				}
 				cfg["mounts"] = append(cfg["mounts"].([]any), map[string]any{
 					"destination": "/opt/probe", "type": "bind", "source": probeDir, "options": []any{"rbind", "ro"},
+				}, map[string]any{
+					"destination": "/var/run/docker.sock", "type": "bind", "source": sock, "options": []any{"bind"},
 				})
 			},
 		})

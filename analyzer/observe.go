@@ -342,6 +342,9 @@ func (e *Engine) observeFile(c *container, b *Baseline, s *seed, f *containv1.Fi
 		}
 		return false
 	}
+	if f.Op == containv1.File_OP_CONNECT {
+		return e.behave(b, act, hits, learn)
+	}
 	if !isWrite(f.Op) {
 		return false
 	}

@@ -340,7 +340,7 @@ func decodeFile(b []byte) (*containv1.Event, error) {
 		return nil, err
 	}
 	op := containv1.File_Op(b[hdrSize])
-	if op < containv1.File_OP_OPEN_WRITE || op > containv1.File_OP_MKDIR {
+	if op < containv1.File_OP_OPEN_WRITE || op > containv1.File_OP_CONNECT {
 		return nil, fmt.Errorf("%w: file op %d", ErrMalformedRecord, op)
 	}
 	dirState, newDirState := b[hdrSize+1], b[hdrSize+2]

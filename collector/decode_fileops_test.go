@@ -72,7 +72,7 @@ func TestDecodeFileOpened(t *testing.T) {
 		}
 	}
 	for name, b := range map[string][]byte{
-		"op past mkdir":      fileRecord(13, 0, 0, 0, nil, nil),
+		"op past connect":    fileRecord(14, 0, 0, 0, nil, nil),
 		"resolved state":     withOpened(fileRecord(7, 0, 0, 0, nil, nil), 1, 1, 3, nil, false),
 		"resolved too long":  withOpened(fileRecord(7, 0, 0, 0, nil, nil), 1, 1, resolvedOK, make([]byte, pathMaxLen+1)[:pathMaxLen], false),
 		"short with opened":  withOpened(fileRecord(7, 0, 0, 0, nil, nil), 1, 1, resolvedOK, nil, false)[:fileSize-1],

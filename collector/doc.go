@@ -90,7 +90,8 @@
 //     existing file, new_path the link), symlink/symlinkat (OP_SYMLINK:
 //     path the target as passed, never based, new_path the link),
 //     truncate (OP_TRUNCATE, flags 0), ftruncate (OP_TRUNCATE, flags 0,
-//     path = resolved_path: the fd's file), mkdir/mkdirat (OP_MKDIR), with
+//     path = resolved_path: the fd's file), mkdir/mkdirat (OP_MKDIR),
+//     connect to a unix socket by path (OP_CONNECT: path the socket), with
 //     paths (at most 256 bytes as passed), flags, mode and result;
 //     OP_OPEN_READ for sensitive reads (collector.files). A relative path
 //     is joined with the directory it was resolved from (the cwd, or the

@@ -481,6 +481,18 @@ static __always_inline bool stdio_inet(struct task_struct *task)
 	return false;
 }
 
+#define AF_UNIX 1
+
+// unix_path_connect reports whether a connect's address is a unix socket
+// named by a path (not an abstract or unnamed one).
+static __always_inline bool unix_path_connect(struct pt_regs *regs)
+{
+	__u8 head[3] = {};
+	if (bpf_probe_read_user(head, sizeof(head), (void *)arg(regs, 1)) < 0)
+		return false;
+	return (head[0] | head[1] << 8) == AF_UNIX && head[2] != 0;
+}
+
 // sock_ends copies a socket's local (and, when remote, its peer) address.
 static __always_inline void sock_ends(struct sock *sk, struct net_event *e, bool remote)
 {
@@ -889,6 +901,10 @@ static __always_inline void handle_file(struct pt_regs *regs, __u64 cgid, __u32 
 		gid = arg(regs, 2);
 		break;
 #endif
+	case NR_connect: // connect(fd, sockaddr_un, len): a unix socket by path
+		op = FILE_CONNECT;
+		path = (const char *)arg(regs, 1) + 2; // sun_path
+		break;
 	case NR_fchownat: // fchownat(dfd, path, uid, gid, flags)
 		op = FILE_CHOWN;
 		dfd = arg(regs, 0);
@@ -1068,9 +1084,12 @@ static __always_inline int handle_sys_exit(struct pt_regs *regs, long id, long r
 		emit_first(regs, cgid, nr, ret, org);
 	if ((class & (CLASS_SOCKET | CLASS_SENSITIVE)) == CLASS_SOCKET && packet_or_raw(regs))
 		emit_syscall(regs, cgid, nr, SYSCALL_MODE_SENSITIVE, ret, org);
-	if (class & CLASS_NET)
+	// A connect to a unix socket by path is a file record (the path is
+	// what matters: a container runtime's socket).
+	bool ux = (class & CLASS_NET) && nr == NR_connect && unix_path_connect(regs);
+	if ((class & CLASS_NET) && !ux)
 		handle_net(regs, cgid, nr, ret, org);
-	else if (class & CLASS_FILE)
+	else if ((class & CLASS_FILE) || ux)
 		handle_file(regs, cgid, nr, ret, org);
 	if (seq_active)
 		emit_seq(cgid, nr, org);

@@ -117,6 +117,16 @@ var behaviours = map[string]func(){
 			unix.Close(fd)
 		}
 	},
+	// dockersock: a connect to the container runtime's socket (mounted
+	// at /var/run/docker.sock by the test).
+	"dockersock": func() {
+		fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		must("socket", err)
+		if err == nil {
+			must("connect docker.sock", unix.Connect(fd, &unix.SockaddrUnix{Name: "/var/run/docker.sock"}))
+			unix.Close(fd)
+		}
+	},
 	"unshare": func() { must("unshare", unix.Unshare(unix.CLONE_NEWUTS)) },
 	"mount":   func() { must("mount", unix.Mount("none", "/mnt", "tmpfs", 0, "")) },
 	"chroot":  func() { must("chroot", unix.Chroot("/")) },
