@@ -58,6 +58,10 @@ var shellCases = []coverageCase{
 	{mode: "sh-scan", code: CodeNetScan, script: "for p in $(seq 20 60); do nc -w 1 10.255.255.1 $p </dev/null; done"},
 	{mode: "sh-procsys", code: CodeKernelTunable, pause: true, script: "echo 1 > /proc/sys/net/ipv4/ip_forward"},
 	{mode: "sh-sysctl", code: CodeKernelTunable, pause: true, script: "sysctl -w kernel.domainname=evil"},
+	{mode: "sh-sysfs", code: CodeKernelTunable, pause: true, script: "echo 1 > /sys/kernel/mm/ksm/run"},
+	{mode: "sh-dpkg", code: CodeExecPkgManager, script: "dpkg -i /data/x.deb"},
+	{mode: "sh-passwdtool", code: CodeAccountChange, pause: true, script: "passwd -d root"},
+	{mode: "sh-minerport", code: CodeMinerPort, script: "nc -w 1 10.255.255.1 3333 </dev/null"},
 	{mode: "sh-symlinkover", code: CodeSensitiveLink, pause: true, script: "ln -s /etc/shadow /data/shadow-link"},
 	{mode: "sh-decode", code: CodeExecDecode, script: "echo aWQK | base64 -d | sh"},
 }

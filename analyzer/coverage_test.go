@@ -86,6 +86,7 @@ var coverageCases = []coverageCase{
 	{mode: "tmpexec", code: CodeExecTmp, pause: true},
 	{mode: "tmpexec", code: CodeExecDrift, pause: true},
 	{mode: "memfd", code: CodeExecFileless, pause: true},
+	{mode: "deleted", code: CodeExecFileless, pause: true},
 	// An exec session (runc exec /bin/cat /etc/passwd into a benign
 	// container): one exec.session record below 0.5, nothing else.
 	{mode: sessionMode, code: CodeExecSession, needs: "Process.origin"},
@@ -185,12 +186,12 @@ func TestBehaviourCoverage(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { sockLn.Close() })
-	start := func(cc coverageCase) *testenv.Container {
+	prepare := func(cc coverageCase) *testenv.Container {
 		args, ref, dig := []string{"/opt/probe/probe", cc.mode}, imageRef, digest
 		if cc.script != "" {
 			args, ref, dig = []string{"/bin/sh", "-c", shellScript(cc.script, revshellPort)}, shImageRef, shDigest
 		}
-		return testenv.RunContainer(t, "cov-"+cc.mode, testenv.ContainerSpec{
+		return testenv.PrepareContainer(t, "cov-"+cc.mode, testenv.ContainerSpec{
 			Args:        args,
 			HostNetwork: cc.hostNet,
 			Annotations: map[string]string{
@@ -222,6 +223,13 @@ func TestBehaviourCoverage(t *testing.T) {
 				})
 			},
 		})
+	}
+	start := func(cc coverageCase) *testenv.Container {
+		c := prepare(cc)
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		return c
 	}
 	// The baseline's key: the digest annotation where the collector takes
 	// it, else the image reference (a collector that trusts only the
@@ -264,12 +272,28 @@ func TestBehaviourCoverage(t *testing.T) {
 	benignSh.Remove()
 
 	cases := append(append([]coverageCase(nil), coverageCases...), shellCases...)
+	// The behaviours' containers, started four at a time.
 	containers := map[string]*testenv.Container{}
+	var order []*testenv.Container
 	for _, cc := range cases {
 		if containers[cc.mode] == nil && cc.mode != sessionMode {
-			containers[cc.mode] = start(cc)
+			containers[cc.mode] = prepare(cc)
+			order = append(order, containers[cc.mode])
 		}
 	}
+	var starting sync.WaitGroup
+	slots := make(chan struct{}, 4)
+	for _, c := range order {
+		starting.Add(1)
+		slots <- struct{}{}
+		go func() {
+			defer func() { <-slots; starting.Done() }()
+			if err := c.Start(); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	starting.Wait()
 	containers[sessionMode] = start(benignProbe)
 	time.Sleep(time.Second)
 	if out, err := containers[sessionMode].Exec(10*time.Second, "/bin/cat", "/etc/passwd"); err != nil {

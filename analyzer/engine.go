@@ -136,6 +136,8 @@ type container struct {
 	euid map[uint32]uint32
 	// bulk counts destructive file operations per process tree.
 	bulk map[uint32]*bulkCounter
+	// rotated holds logs rotated lately (log path -> event time).
+	rotated map[string]int64
 	// scan counts distinct endpoints connected to per process tree.
 	scan map[uint32]*scanCounter
 	// recent holds each process tree's recent alert reasons, for the
@@ -317,7 +319,7 @@ func (e *Engine) newContainer(ev *containv1.Event) *container {
 	}
 	c := &container{id: ev.ContainerId, procs: map[uint32]string{}, groups: map[string]*group{},
 		sessions: map[uint32]bool{}, written: map[string]bool{}, euid: map[uint32]uint32{}, execMono: map[uint32]uint64{},
-		bulk: map[uint32]*bulkCounter{}, scan: map[uint32]*scanCounter{}, recent: map[uint32][]recentReason{}}
+		bulk: map[uint32]*bulkCounter{}, scan: map[uint32]*scanCounter{}, rotated: map[string]int64{}, recent: map[uint32][]recentReason{}}
 	e.containers[ev.ContainerId] = c
 	return c
 }

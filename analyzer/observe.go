@@ -327,7 +327,7 @@ func (e *Engine) observeFile(c *container, b *Baseline, s *seed, f *containv1.Fi
 	if !refused {
 		trackWritten(c, b, f)
 	}
-	hits := append(classifyFile(f), bulkHit(c, f, now)...)
+	hits := rotationFilter(c, f, now, append(classifyFile(f), bulkHit(c, f, now)...))
 	act := actor(c, f.Proc)
 	if f.Op == containv1.File_OP_OPEN_READ {
 		if learn {

@@ -89,3 +89,77 @@ func TestAppletWithoutExec(t *testing.T) {
 		}
 	}
 }
+
+// TestLogRotationNotClearing: logrotate's create and copytruncate modes,
+// compression and deletion of the oldest copy are lifecycle; emptying or
+// deleting a current log with no rotated copy is log clearing.
+func TestLogRotationNotClearing(t *testing.T) {
+	for _, c := range []struct {
+		p, stem string
+		ok      bool
+	}{
+		{"/var/log/app.log.1", "/var/log/app.log", true},
+		{"/var/log/app.log.2.gz", "/var/log/app.log", true},
+		{"/var/log/syslog-20261203", "/var/log/syslog", true},
+		{"/var/log/app.log-2026-12-03.xz", "/var/log/app.log", true},
+		{"/var/log/wtmp.1", "/var/log/wtmp", true},
+		{"/var/log/auth.log", "", false},
+		{"/var/log/app.log", "", false},
+	} {
+		if stem, ok := rotationStem(c.p); ok != c.ok || stem != c.stem {
+			t.Errorf("rotationStem(%q) = %q %v, want %q %v", c.p, stem, ok, c.stem, c.ok)
+		}
+	}
+	e := newEngine(t, testConfig(), nil)
+	learn(e, "c1")
+	clears := func(evs ...*containv1.Event) int {
+		n := 0
+		for _, ev := range evs {
+			for _, al := range e.Observe(ev) {
+				if hasCode(al.GetAlert(), CodeLogClear) != nil {
+					n++
+				}
+			}
+		}
+		return n
+	}
+	rename := func(at int64, from, to string) *containv1.Event {
+		ev := fileEv("c1", at, containv1.File_OP_RENAME, from)
+		ev.GetFile().NewPath = to
+		return ev
+	}
+	createTrunc := func(at int64, p string) *containv1.Event {
+		ev := fileEv("c1", at, containv1.File_OP_CREATE, p)
+		ev.GetFile().Flags = 0o1101
+		return ev
+	}
+	// create mode: shift, rename, re-create, compress, delete the oldest.
+	if n := clears(
+		rename(sec(10), "/var/log/app.log.1", "/var/log/app.log.2"),
+		rename(sec(10.1), "/var/log/app.log", "/var/log/app.log.1"),
+		createTrunc(sec(10.2), "/var/log/app.log"),
+		fileEv("c1", sec(10.3), containv1.File_OP_CREATE, "/var/log/app.log.1.gz"),
+		fileEv("c1", sec(10.4), containv1.File_OP_UNLINK, "/var/log/app.log.1"),
+		fileEv("c1", sec(10.5), containv1.File_OP_UNLINK, "/var/log/app.log.5.gz"),
+	); n != 0 {
+		t.Errorf("logrotate (create): %d log_clear alerts, want 0", n)
+	}
+	// copytruncate: copy, then truncate the log.
+	if n := clears(
+		fileEv("c1", sec(20), containv1.File_OP_CREATE, "/var/log/other.log-20261203"),
+		fileEv("c1", sec(20.1), containv1.File_OP_TRUNCATE, "/var/log/other.log"),
+	); n != 0 {
+		t.Errorf("logrotate (copytruncate): %d log_clear alerts, want 0", n)
+	}
+	// Clearing: a current log truncated and another deleted, no copy.
+	if n := clears(fileEv("c1", sec(30), containv1.File_OP_TRUNCATE, "/var/log/auth.log")); n != 1 {
+		t.Errorf("auth.log truncated: %d log_clear alerts, want 1", n)
+	}
+	if n := clears(fileEv("c1", sec(40), containv1.File_OP_UNLINK, "/var/log/secure")); n != 1 {
+		t.Errorf("secure deleted: %d log_clear alerts, want 1", n)
+	}
+	// A history moved to a rotated-looking name is still cleared.
+	if n := clears(rename(sec(50), "/root/.bash_history", "/root/.bash_history.1")); n != 1 {
+		t.Errorf("history moved away: %d log_clear alerts, want 1", n)
+	}
+}

@@ -117,6 +117,22 @@ var behaviours = map[string]func(){
 			unix.Close(fd)
 		}
 	},
+	// deleted: a copy of the probe opened, unlinked, then run through its
+	// descriptor (execveat AT_EMPTY_PATH): a deleted binary.
+	"deleted": func() {
+		copyFile("/data/d", self, 0o755)
+		fd, err := unix.Open("/data/d", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		must("open copy", err)
+		must("unlink copy", unix.Unlink("/data/d"))
+		argv0, _ := unix.BytePtrFromString("probe")
+		sl, _ := unix.BytePtrFromString("sleep")
+		empty, _ := unix.BytePtrFromString("")
+		argv := []*byte{argv0, sl, nil}
+		env := []*byte{nil}
+		_, _, e := unix.Syscall6(unix.SYS_EXECVEAT, uintptr(fd), uintptr(unsafe.Pointer(empty)),
+			uintptr(unsafe.Pointer(&argv[0])), uintptr(unsafe.Pointer(&env[0])), unix.AT_EMPTY_PATH, 0)
+		must("execveat", e)
+	},
 	// dockersock: a connect to the container runtime's socket (mounted
 	// at /var/run/docker.sock by the test).
 	"dockersock": func() {
