@@ -29,6 +29,7 @@ const (
 	CodeSyscallSequence   = "syscall.sequence"
 	CodePeerUnseen        = "net.peer.unseen"
 	CodePeerUndeclared    = "net.peer.undeclared"
+	CodePeerNewAddress    = "net.peer.new_address"
 	CodeListenNew         = "net.listen.new"
 	CodeListenUndeclared  = "net.listen.undeclared"
 	CodeWriteUnseen       = "file.write.unseen"
@@ -102,6 +103,7 @@ var classes = map[string]class{
 	CodeSyscallSensitive:  {0.85, "Sensitive syscall in container", nil},
 	CodeSyscallSequence:   {0.7, "Anomalous syscall sequence", []string{"T1190", "T1059"}},
 	CodePeerUnseen:        {0.6, "Outbound connection to an unseen peer", []string{"T1071"}},
+	CodePeerNewAddress:    {0.4, "Outbound connection to a new address at a learned port", []string{"T1071"}},
 	CodePeerUndeclared:    {0.75, "Outbound connection to an undeclared peer", []string{"T1071"}},
 	CodeListenNew:         {0.7, "Listening on a new port", []string{"T1571"}},
 	CodeListenUndeclared:  {0.8, "Listening on an undeclared port", []string{"T1571"}},

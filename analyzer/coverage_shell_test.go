@@ -62,6 +62,7 @@ var shellCases = []coverageCase{
 	{mode: "sh-dpkg", code: CodeExecPkgManager, script: "dpkg -i /data/x.deb"},
 	{mode: "sh-passwdtool", code: CodeAccountChange, pause: true, script: "passwd -d root"},
 	{mode: "sh-minerport", code: CodeMinerPort, script: "nc -w 1 10.255.255.1 3333 </dev/null"},
+	{mode: "sh-login", code: CodeLoginShell, pause: true, script: "echo 'www:x:33:33::/:/bin/sh' >> /etc/passwd && su -s /bin/sh www -c 'sh -l -c true'"},
 	{mode: "sh-symlinkover", code: CodeSensitiveLink, pause: true, script: "ln -s /etc/shadow /data/shadow-link"},
 	{mode: "sh-decode", code: CodeExecDecode, script: "echo aWQK | base64 -d | sh"},
 }

@@ -263,6 +263,14 @@ func (e *Engine) observeNetwork(c *container, b *Baseline, s *seed, n *containv1
 		}
 		if _, ok := b.Peers[peer]; !ok && (s == nil || s.peers == nil || !s.allowsPeer(a, n.RemotePort)) {
 			e.behave(b, act, hits, false)
+			if len(hits) == 0 && learnedPort(b, n.RemotePort) && !a.IsLoopback() {
+				// A service's peer re-resolved: the port it learned at a
+				// new address (DNS rotation, failover). Informational,
+				// absorbed into the baseline.
+				e.dev(CodePeerNewAddress, peer, fmt.Sprintf("connection to %s: a new address at port %d, which image %s connected to during learning",
+					peer, n.RemotePort, b.Image), func() { e.learnKey(b.Peers, peer) })
+				return false
+			}
 			e.dev(CodePeerUnseen, peer, fmt.Sprintf("connection to %s, a peer image %s never connected to during learning (learned %d peers)",
 				peer, b.Image, len(b.Peers)), func() { e.learnKey(b.Peers, peer) })
 		}
@@ -286,6 +294,18 @@ func (e *Engine) observeNetwork(c *container, b *Baseline, s *seed, n *containv1
 		if _, ok := b.Ports[key]; !ok && !(declared && s.allowsPort(proto, n.LocalPort)) {
 			e.dev(CodeListenNew, label, fmt.Sprintf("listening on %s, a port image %s never listened on during learning", label, b.Image),
 				func() { e.learnU32(b.Ports, key) })
+		}
+	}
+	return false
+}
+
+// learnedPort reports whether the baseline learned a peer at port
+// (scans the peers, bounded by MaxItems; only for an unseen peer).
+func learnedPort(b *Baseline, port uint32) bool {
+	suffix := ":" + strconv.FormatUint(uint64(port), 10)
+	for p := range b.Peers {
+		if strings.HasSuffix(p, suffix) {
+			return true
 		}
 	}
 	return false

@@ -163,3 +163,28 @@ func TestLogRotationNotClearing(t *testing.T) {
 		t.Errorf("history moved away: %d log_clear alerts, want 1", n)
 	}
 }
+
+// TestPeerReResolved: a learned service port at a new address (DNS
+// re-resolution) stays below 0.5 and is absorbed; a new port is an unseen
+// peer.
+func TestPeerReResolved(t *testing.T) {
+	e := newEngine(t, testConfig(), nil)
+	learn(e, "c1") // learned 10.0.0.5:5432
+	var got *containv1.Alert
+	for _, al := range e.Observe(netEv("c1", sec(10), containv1.Network_OP_CONNECT, [4]byte{10, 0, 0, 6}, 5432)) {
+		got = al.GetAlert()
+	}
+	if got == nil || hasCode(got, CodePeerNewAddress) == nil || got.Score >= 0.5 {
+		t.Fatalf("re-resolved peer: %v, want net.peer.new_address below 0.5", got)
+	}
+	for _, al := range e.Observe(netEv("c1", sec(11), containv1.Network_OP_CONNECT, [4]byte{10, 0, 0, 6}, 5432)) {
+		t.Errorf("absorbed peer alerted again: %v", al.GetAlert().Reasons)
+	}
+	got = nil
+	for _, al := range e.Observe(netEv("c1", sec(12), containv1.Network_OP_CONNECT, [4]byte{10, 0, 0, 7}, 4443)) {
+		got = al.GetAlert()
+	}
+	if hasCode(got, CodePeerUnseen) == nil {
+		t.Errorf("new port: %v, want net.peer.unseen", got)
+	}
+}
