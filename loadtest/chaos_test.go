@@ -15,9 +15,9 @@ import (
 
 // TestChaos runs the stages as separate `contain` processes on a
 // nats-server process and the real ClickHouse, publishes at 1,000
-// events/s and injects every fault kind once (a fault every 6 s): kill -9
+// events/s and injects every fault kind once (a fault every 5 s): kill -9
 // and restart of the enricher, analyzer, store and a responder, a NATS
-// kill -9 and restart, the store cut from ClickHouse for 8 s, a full
+// kill -9 and restart, the store cut from ClickHouse for 6 s, a full
 // JetStream disk, poison messages and an oversize batch. Every published
 // event must be one ClickHouse row (lost=0, dup_rows=0) and no stage over
 // its memory bound. CONTAIN_CHAOS_DURATION (e.g. 10m) runs longer, with a
@@ -29,13 +29,18 @@ func TestChaos(t *testing.T) {
 	cfg.ClickHouse = []string{chAddr}
 	cfg.Database = fmt.Sprintf("contain_chaos_test_%d", time.Now().UnixNano())
 	cfg.Generator.Rate = 1000
-	cfg.FaultEvery = 6 * time.Second
-	cfg.Generator.Duration = time.Duration(len(loadtest.AllFaults))*cfg.FaultEvery + 3*time.Second
-	cfg.ClickHouseDown = 8 * time.Second
+	cfg.FaultEvery = 5 * time.Second
+	cfg.Generator.Duration = time.Duration(len(loadtest.AllFaults))*cfg.FaultEvery + 2*time.Second
+	cfg.ClickHouseDown = 6 * time.Second
 	cfg.OversizeEvents = 5000
 	cfg.StoreTmpfsMB = 384
 	cfg.StreamMaxBytes = 64 << 20
 	cfg.DrainTimeout = 90 * time.Second
+	// What a killed stage had fetched is redelivered after its ack wait:
+	// shorter than the defaults (30 s, the store's 60 s) to keep the test
+	// short (store: flush + dial + 2 × insert timeouts < ack wait).
+	cfg.StageEnv = []string{"CONTAIN_ENRICHER_ACK_WAIT=5s", "CONTAIN_ANALYZER_ACK_WAIT=5s",
+		"CONTAIN_STORE_ACK_WAIT=10s", "CONTAIN_STORE_DIAL_TIMEOUT=1s", "CONTAIN_STORE_INSERT_TIMEOUT=3s", "CONTAIN_STORE_FLUSH_INTERVAL=1s"}
 	if v := os.Getenv("CONTAIN_CHAOS_DURATION"); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil {
@@ -45,6 +50,7 @@ func TestChaos(t *testing.T) {
 		cfg.FaultEvery, cfg.ClickHouseDown = 20*time.Second, time.Minute
 		cfg.StoreTmpfsMB, cfg.StreamMaxBytes = 1536, 256<<20
 		cfg.DrainTimeout = 5 * time.Minute
+		cfg.StageEnv = nil
 	}
 	res, err := loadtest.RunChaos(context.Background(), cfg, testenv.Logger(t))
 	if errors.Is(err, loadtest.ErrClickHouseUnavailable) {
@@ -53,6 +59,7 @@ func TestChaos(t *testing.T) {
 	if res != nil {
 		t.Logf("faults:\n%s", strings.Join(res.FaultLog, "\n"))
 		t.Logf("counters %v; self exits %v; cpu %v", res.Counters, res.SelfExits, res.StageCPU)
+		t.Logf("setup %v, publishing %v, drain %v", res.Setup, res.Publish, res.Drain)
 		t.Log(res.Line())
 	}
 	if err != nil {
