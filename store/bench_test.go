@@ -71,7 +71,7 @@ func BenchmarkInsert(b *testing.B) {
 				defer s.Close()
 				s.noLookup = !lookup
 				batches := benchBatches(rowsPerInsert/1000, 1000)
-				rs := newRowSet(false)
+				rs := s.bufs()
 				m := metrics.New()
 				b.ResetTimer()
 				rows := 0
@@ -95,7 +95,7 @@ func BenchmarkInsert(b *testing.B) {
 func BenchmarkPipeline(b *testing.B) {
 	cfg := testConfig(b)
 	cfg.FetchMessages = 50
-	cfg.FlushInterval = 50 * time.Millisecond
+	cfg.InsertMaxAge = 50 * time.Millisecond
 	s, err := Open(context.Background(), cfg, testenv.Discard())
 	if err != nil {
 		b.Fatal(err)
