@@ -95,6 +95,7 @@ const (
 	LabelDigest         = "label_digest"
 	LatencyMs           = "latency_ms"
 	Layout              = "layout"
+	Limit               = "limit"
 	LimitMb             = "limit_mb"
 	Listen              = "listen"
 	ListenerPIDs        = "listener_pids"
