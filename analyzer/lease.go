@@ -164,6 +164,7 @@ func (pt *partitioner) open(ctx context.Context) error {
 func (pt *partitioner) round(ctx context.Context, acquire bool) {
 	rctx, cancel := context.WithTimeout(ctx, max(pt.ttl/2, 100*time.Millisecond))
 	defer cancel()
+	started := time.Now()
 	if _, err := pt.kv.Put(rctx, memberPrefix+pt.id, []byte(time.Now().UTC().Format(time.RFC3339Nano))); err != nil {
 		pt.fail(err)
 		return
@@ -187,7 +188,7 @@ func (pt *partitioner) round(ctx context.Context, acquire bool) {
 		return
 	}
 	pt.mu.Lock()
-	pt.lastOK, pt.failed = time.Now(), false
+	pt.lastOK, pt.failed = started, false
 	pt.mu.Unlock()
 	want := assign(members, pt.n)
 	for _, p := range pt.ownedList() {
@@ -377,21 +378,22 @@ func (pt *partitioner) lose(p int, why error) {
 	pt.a.log.Warn("partition lost", logfields.Instance, pt.id, logfields.Partition, p, logfields.Err, why)
 }
 
-// fail counts a failed round; once no round succeeded for a lease TTL
-// the leases may have expired and been taken: every partition is lost.
+// fail counts a failed round; once no round succeeded for half a lease
+// TTL (two renewals missed) every partition is given up, before the
+// leases expire on the server and another instance may take them.
 func (pt *partitioner) fail(err error) {
 	pt.a.m.Errors.WithLabelValues(metrics.StageAnalyzer, "lease").Inc()
 	pt.mu.Lock()
 	first := !pt.failed
 	pt.failed = true
-	expired := !pt.lastOK.IsZero() && time.Since(pt.lastOK) > pt.ttl
+	expired := !pt.lastOK.IsZero() && time.Since(pt.lastOK) > pt.ttl/2
 	pt.mu.Unlock()
 	if first {
 		pt.a.log.Warn("renewing partition leases failed; retrying", logfields.Instance, pt.id, logfields.Err, err)
 	}
 	if expired {
 		for _, p := range pt.ownedList() {
-			pt.lose(p, fmt.Errorf("leases not renewed for %s: %w", pt.ttl, err))
+			pt.lose(p, fmt.Errorf("leases not renewed for %s: %w", pt.ttl/2, err))
 		}
 	}
 }

@@ -230,6 +230,13 @@ func (l *alertLog) duplicates() (dups []string) {
 	return dups
 }
 
+// distinct is the number of alert ids published.
+func (l *alertLog) distinct() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.by)
+}
+
 func (l *alertLog) get(trigger string) (*containv1.Event, string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -320,4 +327,127 @@ func reversed(s []string) []string {
 	r := slices.Clone(s)
 	slices.Reverse(r)
 	return r
+}
+
+// A partition's owner stops (handing over) or dies (its connection cut,
+// its leases expiring): the other instance takes its partitions over,
+// loads each baseline as stored (same revision and learned set) before
+// scoring, and the deviations published across the hand-over each raise
+// exactly one alert, with the id the old owner would have given it.
+// "kill-inflight" cuts the owner while the deviations are in flight: an
+// alert it published but did not acknowledge is raised again by the heir
+// under the same id (JetStream's at-least-once; consumers de-duplicate
+// by id), none is lost and no other id appears.
+func TestPartitionHandover(t *testing.T) {
+	for _, mode := range []string{"stop", "kill", "kill-inflight"} {
+		t.Run(mode, func(t *testing.T) {
+			url, _, js := testenv.NATS(t)
+			cfg := partitionedConfig()
+			a, b := startInstance(t, url, "an-a", cfg), startInstance(t, url, "an-b", cfg)
+			waitPartitioned(t, cfg.Partitions, a, b)
+			startEnricher(t, js, cfg)
+			alerts := collectAlerts(t, js)
+			w := &workload{t: t, js: js, prod: bus.NewProducer("h1", metrics.StageCollector), n: 8}
+			w.learn()
+			first := w.attack(0)
+			alerts.waitFor(t, 20*time.Second, first)
+
+			// The victim owns image 0; what it stored is what the next
+			// owner must load.
+			victim := owner(t, digestOf(0), a, b)
+			heir := a
+			if victim == a {
+				heir = b
+			}
+			st, err := OpenStore(context.Background(), js, cfg.BaselinesBucket)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var moved []string // keys the victim owns
+			for i := range w.n {
+				if owner(t, digestOf(i), a, b) == victim {
+					moved = append(moved, digestOf(i))
+				}
+			}
+			stored := map[string]*Doc{}
+			testenv.WaitFor(t, 10*time.Second, "the victim's baselines written and its partitions acknowledged", func() bool {
+				for _, key := range moved {
+					var live *Doc
+					victim.a.Engine(func(e *Engine) { live, _ = e.Snapshot(key) })
+					d, err := st.Get(context.Background(), key)
+					if err != nil || live == nil || d.Version != live.Version || d.Phase != PhaseConverged.String() {
+						return false
+					}
+					stored[key] = d
+				}
+				return acknowledged(t, js, victim.a)
+			})
+			var second map[string]int
+			switch mode {
+			case "stop":
+				victim.stop()
+			case "kill":
+				victim.nc.Close() // no hand-over: its leases expire
+			case "kill-inflight":
+				second = w.attack(1)
+				victim.nc.Close()
+			}
+			if second == nil {
+				second = w.attack(1) // published while the partitions move
+			}
+			alerts.waitFor(t, 20*time.Second, second)
+			for trig, i := range second {
+				key := digestOf(i)
+				al, by := alerts.get(trig)
+				d := stored[key]
+				if d == nil {
+					continue // never the victim's
+				}
+				if by != heir.id && mode != "kill-inflight" {
+					t.Errorf("%s: alert after the hand-over published by %s, not %s", key, by, heir.id)
+				}
+				if v := al.GetAlert().GetBaselineVersion(); v != fmt.Sprint(d.Version) {
+					t.Errorf("%s: scored against baseline version %s, stored %d", key, v, d.Version)
+				}
+				var got *Doc
+				heir.a.Engine(func(e *Engine) { got, _ = e.Snapshot(key) })
+				if got == nil || got.Version != d.Version || !slices.Equal(sortedKeys(got.Executables), sortedKeys(d.Executables)) {
+					t.Errorf("%s: the heir holds %+v, stored %+v", key, got, d)
+				}
+			}
+			dups := alerts.duplicates()
+			if len(dups) > 0 && mode != "kill-inflight" {
+				t.Fatalf("alert ids published twice: %v", dups)
+			}
+			if n := alerts.distinct(); n != len(first)+len(second) {
+				t.Fatalf("%d distinct alert ids, want one per deviating event (%d)", n, len(first)+len(second))
+			}
+			t.Logf("%s: %d baselines moved from %s to %s; %d+%d alerts; ids published again: %d", mode, len(moved), victim.id, heir.id, len(first), len(second), len(dups))
+		})
+	}
+}
+
+// acknowledged: every partition consumer of a has nothing pending or
+// unacknowledged.
+func acknowledged(t *testing.T, js jetstream.JetStream, a *Analyzer) bool {
+	for _, p := range a.Partitions() {
+		c, err := js.Consumer(context.Background(), containv1.StreamEvents, partitionDurable(a.cfg.Durable, p))
+		if err != nil {
+			return false
+		}
+		info, err := c.Info(context.Background())
+		if err != nil || info.NumPending != 0 || info.NumAckPending != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
 }
