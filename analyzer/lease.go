@@ -20,12 +20,13 @@ import (
 	"github.com/containsec/contain/internal/logfields"
 	"github.com/containsec/contain/internal/metrics"
 	"github.com/containsec/contain/schemas/containv1"
+	"github.com/containsec/contain/schemas/kvdoc"
 )
 
 // LeasesBucket is the NATS KV bucket of partition leases ("p.<n>": the
 // owning instance id) and instance heartbeats ("m.<id>"). Its TTL is
 // analyzer.lease_ttl: a key not renewed for that long disappears.
-const LeasesBucket = "contain_analyzer_leases"
+const LeasesBucket = kvdoc.AnalyzerLeasesBucket
 
 const (
 	memberPrefix = "m."

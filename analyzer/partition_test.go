@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/containsec/contain/enricher"
+	"github.com/containsec/contain/internal/auth"
 	"github.com/containsec/contain/internal/bus"
 	"github.com/containsec/contain/internal/metrics"
 	"github.com/containsec/contain/internal/testenv"
@@ -450,4 +451,66 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// Under the permission table (analyzer.partitions 4) the analyzer user may
+// create the leases bucket and its partition consumers, and alerts.
+func TestPartitionedUnderPermissions(t *testing.T) {
+	names := auth.DefaultNames()
+	names.AnalyzerPartitions = 4
+	users := auth.Table(names, []string{"h1"})
+	keys, creds := map[string]string{}, map[string]*auth.Credentials{}
+	for _, u := range users {
+		c, err := auth.Generate(u.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		creds[u.Name], keys[u.Name] = c, c.PublicKey()
+	}
+	s, err := bus.StartEmbedded(bus.EmbeddedConfig{Port: -1, StoreDir: t.TempDir()}, auth.ServerUsers(users, keys)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Shutdown)
+	connect := func(user string) (*nats.Conn, jetstream.JetStream) {
+		c := creds[user]
+		nc, js, err := bus.Connect(s.ClientURL(), user, testenv.Discard(), nats.Nkey(c.PublicKey(), c.KP.Sign),
+			nats.CustomInboxPrefix(auth.InboxPrefix(user)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(nc.Close)
+		return nc, js
+	}
+	_, admin := connect(auth.RoleAdmin)
+	if err := bus.EnsureStreams(context.Background(), admin, bus.StreamsConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	_, ajs := connect(auth.RoleAnalyzer)
+	cfg := partitionedConfig()
+	cfg.InstanceID, cfg.Host = "an-1", "an-1"
+	a, err := New(cfg, ajs, metrics.New(), testenv.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.Go(t, 15*time.Second, a.Run)
+	testenv.WaitFor(t, 15*time.Second, "the analyzer user holding every partition", func() bool { return len(a.Partitions()) == 4 })
+
+	_, ejs := connect(auth.RoleEnricher)
+	prod := bus.NewProducer("h1", metrics.StageEnricher)
+	key := digestOf(0)
+	var evs []*containv1.Event
+	for s := range 4 {
+		evs = append(evs, execEv("c0", sec(float64(s)), "/bin/app", "app"))
+	}
+	attack := execEv("c0", sec(5), "/usr/bin/tool", "tool")
+	evs = append(evs, attack)
+	for _, ev := range evs {
+		ev.ImageDigest = key
+	}
+	if err := bus.Publish(context.Background(), ejs, containv1.EventsPartitionSubject("h1", containv1.Partition(key, 4)), prod.Batch(evs)); err != nil {
+		t.Fatal(err)
+	}
+	alerts := collectAlerts(t, admin)
+	alerts.waitFor(t, 15*time.Second, map[string]int{string(attack.Id): 0})
 }
