@@ -273,6 +273,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("enricher: %w", err)
 	}
+	en.SetRouter(analyzer.NewRouter(cfg.Analyzer))
 	start(metrics.StageEnricher, en.Run)
 	anCfg := cfg.Analyzer
 	if anCfg.Host == "" {
