@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -28,6 +29,7 @@ func main() {
 		clickhouse = flag.String("clickhouse", envOr("CONTAIN_TEST_CLICKHOUSE", "127.0.0.1:19000"), "ClickHouse native address(es), comma separated (env CONTAIN_TEST_CLICKHOUSE)")
 		logLevel   = flag.String("log-level", "warn", "stage log level: debug|info|warn|error")
 		memProfile = flag.String("memprofile", "", "write the heap profile nearest the run's peak heap to this file")
+		cpuProfile = flag.String("cpuprofile", "", "write a CPU profile of the whole run (stages, NATS, generator) to this file")
 		memLimitMB = flag.Int("memory-limit-mb", 256, "memory bound in MiB, applied as contain run applies memory.limit_mb (Go soft limit at 80%); 0: none")
 	)
 	flag.IntVar(&g.Hosts, "hosts", g.Hosts, "simulated hosts (one collector each)")
@@ -65,7 +67,22 @@ func main() {
 	if *memProfile != "" {
 		go profilePeakHeap(ctx, *memProfile)
 	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "--cpuprofile: %v\n", err)
+			os.Exit(2)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintf(os.Stderr, "--cpuprofile: %v\n", err)
+			os.Exit(2)
+		}
+		defer f.Close()
+	}
 	res, err := loadtest.Run(ctx, cfg, log)
+	if *cpuProfile != "" {
+		pprof.StopCPUProfile()
+	}
 	if res != nil {
 		res.Print(os.Stdout)
 	}
