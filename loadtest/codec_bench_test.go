@@ -86,7 +86,7 @@ func cpuPerEvent(b *testing.B, n int) func() {
 	return func() {
 		events := float64(b.N * n)
 		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/events, "ns/event")
-		b.ReportMetric(float64((processCPU() - before).Nanoseconds())/events, "cpu-ns/event")
+		b.ReportMetric(float64((processCPU()-before).Nanoseconds())/events, "cpu-ns/event")
 	}
 }
 

@@ -64,9 +64,17 @@ func main() {
 		chaosDir     = flag.String("chaos-dir", "", "chaos: directory for binaries, credentials, logs and JetStream (default: temporary, kept on failure)")
 		chaosVerbose = flag.Bool("v", false, "chaos: print the faults, counters and CPU per process before the summary")
 	)
+	ff := addFleetFlags()
 	flag.Parse()
 	set := map[string]bool{}
 	flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if *ff.natsNodes > 0 {
+		os.Exit(runFleet(ff.config(*g, set, strings.Split(*clickhouse, ","), cfg.Store.Database, cfg.KeepDatabase,
+			cfg.Analyzer.LearningWindow, cfg.DrainTimeout, *memLimitMB), *logLevel))
+	}
+	if *ff.containersPerHost > 0 {
+		g.ContainersPerHost = *ff.containersPerHost
+	}
 	if *chaos {
 		ccfg := loadtest.DefaultChaosConfig()
 		// The chaos run's own defaults, but for the generator flags given.
