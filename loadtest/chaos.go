@@ -61,6 +61,9 @@ type ChaosConfig struct {
 	// DrainTimeout bounds the wait, after the generator stopped, for every
 	// consumer to catch up and the rows to stop growing.
 	DrainTimeout time.Duration
+	// StageEnv is added to every stage's environment (CONTAIN_* keys,
+	// e.g. shorter ack waits).
+	StageEnv []string
 	// Dir holds the binaries, credentials, logs and the JetStream store;
 	// empty: a temporary directory, removed unless the run failed.
 	Dir string
@@ -177,8 +180,11 @@ type ChaosResult struct {
 	// messages and dead letters (all stages).
 	Counters      map[string]float64
 	DrainTimedOut bool
-	Elapsed       time.Duration
-	Dir           string
+	// Setup (binaries, servers, stages up), Publish and Drain are the
+	// phases of Elapsed.
+	Setup, Publish, Drain time.Duration
+	Elapsed               time.Duration
+	Dir                   string
 }
 
 // Line is the one-line summary.
@@ -320,6 +326,7 @@ func RunChaos(ctx context.Context, cfg ChaosConfig, log *slog.Logger) (res *Chao
 		}
 		r.gen.PublishAs(i, js)
 	}
+	setup := time.Since(start)
 	sctx, stopSupervising := context.WithCancel(ctx)
 	defer stopSupervising()
 	go r.supervise(sctx)
@@ -333,8 +340,11 @@ func RunChaos(ctx context.Context, cfg ChaosConfig, log *slog.Logger) (res *Chao
 	if genErr != nil {
 		return nil, fmt.Errorf("chaos: generator: %w", genErr)
 	}
-	res = &ChaosResult{Published: stats.Events, Faults: nFaults, RSSBound: float64(cfg.MemoryLimitMB), Dir: r.dir}
+	res = &ChaosResult{Published: stats.Events, Faults: nFaults, RSSBound: float64(cfg.MemoryLimitMB), Dir: r.dir,
+		Setup: setup, Publish: time.Since(start) - setup}
+	drainStart := time.Now()
 	res.DrainTimedOut = r.drain(ctx, adminJS, ch, stats.Events) != nil
+	res.Drain = time.Since(drainStart)
 	stopSupervising()
 	if err := r.count(ctx, adminJS, ch, res); err != nil {
 		return res, err
@@ -399,7 +409,7 @@ func (r *chaosRun) startStages() error {
 			"CONTAIN_RESPONDER_STATE_DIR=" + filepath.Join(r.dir, "responder-state")}})
 	}
 	for _, s := range specs {
-		p, err := startStage(r.bin, r.dir, s.stage, s.name, s.cmd, r.stageEnv(s.user, s.host, s.env...))
+		p, err := startStage(r.bin, r.dir, s.stage, s.name, s.cmd, r.stageEnv(s.user, s.host, append(s.env, r.cfg.StageEnv...)...))
 		if err != nil {
 			return err
 		}

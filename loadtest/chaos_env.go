@@ -80,7 +80,14 @@ func startNATS(ctx context.Context, bin, dir, credsDir string, hosts []string, t
 	}
 	n.url = fmt.Sprintf("nats://127.0.0.1:%d", ports[0])
 	var conf strings.Builder
-	fmt.Fprintf(&conf, "listen: 127.0.0.1:%d\nmax_payload: 8MB\njetstream { store_dir: %q, max_memory_store: 256MB }\n", ports[0], storeDir)
+	// JetStream's own limit is the whole file system: the disk fills
+	// before the account's reservations do.
+	maxFile := "64GB"
+	if tmpfsMB > 0 {
+		maxFile = fmt.Sprintf("%dMB", tmpfsMB)
+	}
+	fmt.Fprintf(&conf, "listen: 127.0.0.1:%d\nmax_payload: 8MB\njetstream { store_dir: %q, max_memory_store: 256MB, max_file_store: %s }\n",
+		ports[0], storeDir, maxFile)
 	if err := auth.WriteConf(&conf, users); err != nil {
 		return nil, err
 	}

@@ -61,6 +61,7 @@ func printChaos(r *loadtest.ChaosResult) {
 	for name, cpu := range r.StageCPU {
 		fmt.Printf("cpu %s %v\n", name, cpu.Round(1e7))
 	}
+	fmt.Printf("setup=%v publish=%v drain=%v\n", r.Setup.Round(1e8), r.Publish.Round(1e8), r.Drain.Round(1e8))
 	fmt.Printf("rows=%d poison=%d refused_batches=%d self_exits=%v drain_timed_out=%v elapsed=%v max_rss_by=%s\n",
 		r.Rows, r.Poison, r.Refused, r.SelfExits, r.DrainTimedOut, r.Elapsed.Round(1e9), r.MaxRSSBy)
 }

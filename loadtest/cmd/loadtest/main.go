@@ -38,6 +38,7 @@ func main() {
 		memProfile = flag.String("memprofile", "", "write the heap profile nearest the run's peak heap to this file")
 		cpuProfile = flag.String("cpuprofile", "", "write a CPU profile of the whole run (stages, NATS, generator) to this file")
 		memLimitMB = flag.Int("memory-limit-mb", 256, "memory bound in MiB, applied as contain run applies memory.limit_mb (Go soft limit at 80%); 0: none")
+		maxRSSMB   = flag.Int("max-rss-mb", 0, "fail the run (exit 1) when this process's peak RSS passes this many MiB; 0: no check")
 	)
 	flag.IntVar(&g.Hosts, "hosts", g.Hosts, "simulated hosts (one collector each)")
 	flag.IntVar(&g.ContainersPerHost, "containers", g.ContainersPerHost, "containers per host")
@@ -99,6 +100,7 @@ func main() {
 	if *memLimitMB > 0 {
 		debug.SetMemoryLimit(int64(*memLimitMB) << 20 * 8 / 10)
 	}
+	cfg.MaxRSS = uint64(max(*maxRSSMB, 0)) << 20
 	g.DeviateAfter = cfg.Analyzer.LearningWindow + 2*time.Second
 	cfg.Store.Addr = strings.Split(*clickhouse, ",")
 
