@@ -58,6 +58,9 @@ type FleetConfig struct {
 	// ContainBin is a built cmd/contain; empty: built into the run's
 	// directory.
 	ContainBin string
+	// ProfileDir, when set, receives a CPU profile of each stage process
+	// (<name>.cpu.prof, written when it stops: CONTAIN_CPU_PROFILE).
+	ProfileDir string
 	// Dir keeps the run's files (logs, NATS stores); empty: a temporary
 	// directory removed at the end.
 	Dir string
@@ -551,6 +554,9 @@ func (f *fleetRun) startStages(replicas int) error {
 			fmt.Sprintf("CONTAIN_NATS_STREAMS_REPLICAS=%d", replicas),
 			fmt.Sprintf("CONTAIN_MEMORY_LIMIT_MB=%d", f.cfg.MemoryLimitMB),
 		}, s.env...)
+		if f.cfg.ProfileDir != "" {
+			env = append(env, "CONTAIN_CPU_PROFILE="+filepath.Join(f.cfg.ProfileDir, s.name+".cpu.prof"))
+		}
 		p, err := startStage(f.bin, f.dir, s.stage, s.name, s.cmd, env)
 		if err != nil {
 			return err

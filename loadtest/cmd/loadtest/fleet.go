@@ -17,7 +17,7 @@ import (
 type fleetFlags struct {
 	natsNodes, analyzers, responderHosts, containersPerHost *int
 	killAnalyzerAt, ackWait                                 *time.Duration
-	dir, containBin                                         *string
+	dir, containBin, profileDir                             *string
 }
 
 func addFleetFlags() fleetFlags {
@@ -30,6 +30,7 @@ func addFleetFlags() fleetFlags {
 		killAnalyzerAt:    flag.Duration("kill-analyzer-at", 0, "fleet: SIGKILL the first analyzer this long after the generator started (0: none)"),
 		ackWait:           flag.Duration("analyzer-ack-wait", d.AnalyzerAckWait, "fleet: analyzer.ack_wait (how long a killed analyzer's batches wait for redelivery)"),
 		dir:               flag.String("fleet-dir", "", "fleet: directory for the binary, NATS stores and logs (default: temporary)"),
+		profileDir:        flag.String("stage-cpuprofile-dir", "", "fleet: write each stage process's CPU profile to <dir>/<name>.cpu.prof"),
 		containBin:        flag.String("contain-bin", "", "fleet: a built cmd/contain (default: built into the run's directory)"),
 	}
 }
@@ -70,6 +71,7 @@ func (ff fleetFlags) config(g loadtest.GeneratorConfig, set map[string]bool, cli
 	c.NATSNodes, c.Analyzers, c.ResponderHosts = *ff.natsNodes, *ff.analyzers, *ff.responderHosts
 	c.KillAnalyzerAt, c.AnalyzerAckWait = *ff.killAnalyzerAt, *ff.ackWait
 	c.ClickHouse, c.KeepDatabase, c.Dir, c.ContainBin = clickhouse, keep, *ff.dir, *ff.containBin
+	c.ProfileDir = *ff.profileDir
 	return c
 }
 
