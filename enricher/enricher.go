@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/containsec/contain/internal/bus"
 	"github.com/containsec/contain/internal/logfields"
@@ -456,7 +455,7 @@ func outputBatches(in *containv1.Batch) []*containv1.Batch {
 		ProducerId:    in.ProducerId,
 		Events:        in.Events,
 	}
-	if proto.Size(out) <= bus.MaxPayload-1024 || len(in.Events) < 2 {
+	if out.SizeVT() <= bus.MaxPayload-1024 || len(in.Events) < 2 {
 		return []*containv1.Batch{out}
 	}
 	var parts []*containv1.Batch
@@ -469,7 +468,7 @@ func outputBatches(in *containv1.Batch) []*containv1.Batch {
 			Seq:           in.Seq,
 			Events:        evs,
 		}
-		if len(evs) < 2 || proto.Size(p) <= bus.MaxPayload-1024 {
+		if len(evs) < 2 || p.SizeVT() <= bus.MaxPayload-1024 {
 			parts = append(parts, p)
 			return
 		}
