@@ -374,11 +374,7 @@ func TestBehaviourCoverage(t *testing.T) {
 				}
 			}
 		}
-		// A shell case's subject may repeat across the shell image's
-		// containers (several reads of /etc/shadow by different routes):
-		// its rarity then lowers the reason, and the alert (what the
-		// responder acts on) must reach the threshold.
-		if cc.pause && (cc.script == "" && r.Score < pauseThreshold || al.GetAlert().GetScore() < pauseThreshold) {
+		if cc.pause && (r.Score < pauseThreshold || al.GetAlert().GetScore() < pauseThreshold) {
 			t.Errorf("%s: %s scored %.3f (alert %.3f), below the default pause threshold %.2f: %s",
 				cc.mode, cc.code, r.Score, al.GetAlert().GetScore(), pauseThreshold, describe(al))
 		}
