@@ -94,6 +94,10 @@ func classifyExec(x *containv1.Exec, in execInfo) []hit {
 	if len(x.Argv) > 1 {
 		args = x.Argv[1:]
 	}
+	// `busybox APPLET args`: the applet is what runs.
+	if base == "busybox" && len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		base, args = path.Base(args[0]), args[1:]
+	}
 	pbase := path.Base(in.parent)
 	edge := in.parent + " -> " + fn
 	if in.parent == "" {
