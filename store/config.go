@@ -94,7 +94,7 @@ type Config struct {
 
 const (
 	// DefaultInsertMaxBytes is the default byte bound of one fetch.
-	DefaultInsertMaxBytes = 16 << 20
+	DefaultInsertMaxBytes = MinInsertMaxBytes
 	// MinInsertMaxBytes is the largest message bus publishes and room
 	// for its headers: a smaller fetch bound would never deliver it.
 	MinInsertMaxBytes = bus.MaxPayload + 64<<10
@@ -117,7 +117,7 @@ func DefaultConfig() Config {
 		InsertMaxBytes:  DefaultInsertMaxBytes,
 		FetchMessages:   4096,
 		BatchMaxRows:    500_000,
-		InsertsInFlight: 2,
+		InsertsInFlight: 1,
 		InsertBlockRows: 8192,
 		AckWait:         60 * time.Second,
 		RetryDelay:      time.Second,
