@@ -48,6 +48,21 @@ type ConsumerConfig struct {
 	// before it is dead-lettered; 0: the Reporter's, else
 	// DefaultMaxDeliver.
 	MaxDeliver int
+	// Stop, when closed, ends Consume after the fetch in hand is handled
+	// and acknowledged: a graceful hand-over (an analyzer releasing a
+	// partition), where cancelling ctx would leave it unacknowledged until
+	// AckWait.
+	Stop <-chan struct{}
+}
+
+// stopped reports whether c is closed (never for nil).
+func stopped(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
 }
 
 func (c *ConsumerConfig) defaults() {
@@ -118,7 +133,7 @@ func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, h 
 	var loggedMalformed atomic.Bool
 	loggedRefused := map[string]bool{}
 	backoff := cfg.RetryDelay
-	for ctx.Err() == nil {
+	for ctx.Err() == nil && !stopped(cfg.Stop) {
 		msgs, err := fetch(cons, cfg)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -185,6 +200,8 @@ func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, h 
 		log.Warn("handler failed; messages will be redelivered", logfields.Durable, cfg.Durable, logfields.Messages, len(good), logfields.RetryIn, backoff, logfields.Err, err)
 		select {
 		case <-ctx.Done():
+			return nil
+		case <-cfg.Stop:
 			return nil
 		case <-time.After(backoff):
 		}
