@@ -335,10 +335,12 @@ func reversed(s []string) []string {
 // loads each baseline as stored (same revision and learned set) before
 // scoring, and the deviations published across the hand-over each raise
 // exactly one alert, with the id the old owner would have given it.
-// "kill-inflight" cuts the owner while the deviations are in flight: an
-// alert it published but did not acknowledge is raised again by the heir
-// under the same id (JetStream's at-least-once; consumers de-duplicate
-// by id), none is lost and no other id appears.
+// "kill-inflight" cuts the owner right after the next deviations are
+// published, whatever it had fetched, published or acknowledged of them:
+// none is lost and no id appears but the one per deviating event (an
+// alert published and not acknowledged would be raised again by the heir
+// under the same id, JetStream's at-least-once; consumers de-duplicate by
+// id; the log says how many were).
 func TestPartitionHandover(t *testing.T) {
 	for _, mode := range []string{"stop", "kill", "kill-inflight"} {
 		t.Run(mode, func(t *testing.T) {
@@ -384,6 +386,7 @@ func TestPartitionHandover(t *testing.T) {
 				return acknowledged(t, js, victim.a)
 			})
 			var second map[string]int
+			cut := time.Now()
 			switch mode {
 			case "stop":
 				victim.stop()
@@ -396,6 +399,8 @@ func TestPartitionHandover(t *testing.T) {
 			if second == nil {
 				second = w.attack(1) // published while the partitions move
 			}
+			testenv.WaitFor(t, 20*time.Second, "the heir holding every partition", func() bool { return len(heir.a.Partitions()) == cfg.Partitions })
+			handover := time.Since(cut)
 			alerts.waitFor(t, 20*time.Second, second)
 			for trig, i := range second {
 				key := digestOf(i)
@@ -423,7 +428,8 @@ func TestPartitionHandover(t *testing.T) {
 			if n := alerts.distinct(); n != len(first)+len(second) {
 				t.Fatalf("%d distinct alert ids, want one per deviating event (%d)", n, len(first)+len(second))
 			}
-			t.Logf("%s: %d baselines moved from %s to %s; %d+%d alerts; ids published again: %d", mode, len(moved), victim.id, heir.id, len(first), len(second), len(dups))
+			t.Logf("%s: %d baselines moved from %s to %s in %v (lease_ttl %v); %d+%d alerts; ids published again: %d",
+				mode, len(moved), victim.id, heir.id, handover.Round(time.Millisecond), cfg.LeaseTTL, len(first), len(second), len(dups))
 		})
 	}
 }
