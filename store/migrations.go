@@ -287,8 +287,9 @@ const ddlDeclarations = `CREATE TABLE IF NOT EXISTS declarations (
 ORDER BY (image_digest, profile_version, source)`
 
 // migrate creates schema_migrations and applies the migrations it does
-// not list yet, in order.
-func migrate(ctx context.Context, conn driver.Conn, log *slog.Logger) error {
+// not list yet, in order, in sc's form (one server or one cluster node:
+// schema_migrations stays a plain table of the node).
+func migrate(ctx context.Context, conn driver.Conn, sc schema, log *slog.Logger) error {
 	if err := conn.Exec(ctx, ddlMigrations); err != nil {
 		return fmt.Errorf("creating schema_migrations: %w", err)
 	}
@@ -314,13 +315,21 @@ func migrate(ctx context.Context, conn driver.Conn, log *slog.Logger) error {
 			continue
 		}
 		for i, stmt := range m.stmts {
-			if err := conn.Exec(ctx, stmt); err != nil {
+			stmts, err := sc.stmts(stmt)
+			if err != nil {
 				return fmt.Errorf("migration %d (%s) statement %d: %w", m.version, m.name, i+1, err)
+			}
+			for _, st := range stmts {
+				if err := conn.Exec(ctx, st); err != nil {
+					return fmt.Errorf("migration %d (%s) statement %d: %w", m.version, m.name, i+1, err)
+				}
 			}
 		}
 		for _, c := range m.columns {
-			if err := addColumn(ctx, conn, c); err != nil {
-				return fmt.Errorf("migration %d (%s): %w", m.version, m.name, err)
+			for _, t := range sc.columnTables(c.table) {
+				if err := addColumn(ctx, conn, column{t, c.name, c.typ}); err != nil {
+					return fmt.Errorf("migration %d (%s): %w", m.version, m.name, err)
+				}
 			}
 		}
 		if err := record(ctx, conn, m); err != nil {

@@ -435,6 +435,9 @@ type rowSet struct {
 	keepRaw                 bool
 	scratch                 eventRow // column getters copy out of it
 	added                   idSet    // ids added since the last reset
+	// keep, when set, chooses the events of a batch add takes, by index
+	// (write=local: one shard's).
+	keep func(i int) bool
 }
 
 func newRowSet(keepRaw bool) *rowSet {
@@ -454,7 +457,7 @@ func newRowSet(keepRaw bool) *rowSet {
 // many were.
 func (s *rowSet) add(b *containv1.Batch, now time.Time, skip idSet) (dups int) {
 	for i, ev := range b.GetEvents() {
-		if ev == nil {
+		if ev == nil || (s.keep != nil && !s.keep(i)) {
 			continue
 		}
 		r := &s.scratch

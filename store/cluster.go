@@ -1,0 +1,368 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/go-faster/city"
+
+	"github.com/containsec/contain/internal/metrics"
+	"github.com/containsec/contain/schemas/containv1"
+)
+
+// A store on a cluster (Config.Cluster.Name set; design 023) keeps a
+// connection to every node of store.addr besides its pooled one: the DDL
+// runs on each node, Prune drops each node's old partitions, and with
+// write=local each shard's rows go to one of its nodes.
+
+// node is one server of store.addr.
+type node struct {
+	addr string
+	conn driver.Conn
+	// shard is the shard_num this node serves, from system.clusters
+	// (is_local); -1 until known.
+	shard int
+}
+
+// topology is the cluster as the Distributed tables see it: the shards in
+// order, and the slots that map a sharding key to a shard by weight.
+type topology struct {
+	shards [][]*node // per shard, its nodes in store.addr order
+	slots  []int     // key % len(slots) -> shard index
+}
+
+// clusterSettings are what every session on a cluster needs: inserts into
+// a Distributed table return once every shard has its rows (the ack to NATS
+// then means stored). The other setting a cluster needs,
+// distributed_product_mode = 'global' (a JOIN or IN over a Distributed
+// table inside a query over another runs once, globally, rather than
+// failing with "double-distributed"), is a string, which clickhouse-go
+// cannot send to 18.16: it belongs in the servers' user profile
+// (deploy/clickhouse/users.xml).
+func clusterSettings(cfg Config) clickhouse.Settings {
+	s := maps.Clone(settings)
+	if cfg.Cluster.Name != "" {
+		s["insert_distributed_sync"] = 1
+	}
+	return s
+}
+
+// openNodes opens one connection per address of cfg (none for one server).
+func openNodes(cfg Config) ([]*node, error) {
+	if cfg.Cluster.Name == "" {
+		return nil, nil
+	}
+	var nodes []*node
+	for _, a := range cfg.Addr {
+		c := cfg
+		c.Addr = []string{a}
+		opts, err := options(c, cfg.Database)
+		if err != nil {
+			closeNodes(nodes)
+			return nil, err
+		}
+		conn, err := clickhouse.Open(opts)
+		if err != nil {
+			closeNodes(nodes)
+			return nil, fmt.Errorf("store: clickhouse %s: %w", a, err)
+		}
+		nodes = append(nodes, &node{addr: a, conn: conn, shard: -1})
+	}
+	return nodes, nil
+}
+
+func closeNodes(nodes []*node) {
+	for _, n := range nodes {
+		n.conn.Close()
+	}
+}
+
+// migrateCluster creates the database and applies the migrations on every
+// node, then learns the topology from system.clusters: every node of the
+// cluster must be in store.addr (else some node would lack the tables).
+func (s *Store) migrateCluster(ctx context.Context) error {
+	for _, n := range s.nodes {
+		if err := s.createDatabase(ctx, n.addr); err != nil {
+			return err
+		}
+	}
+	topo, err := s.learnTopology(ctx)
+	if err != nil {
+		return err
+	}
+	sc := schema{database: s.cfg.Database, cluster: s.cfg.Cluster}
+	for _, n := range s.nodes {
+		if err := migrate(ctx, n.conn, sc, s.log); err != nil {
+			return fmt.Errorf("store: clickhouse %s: %w", n.addr, err)
+		}
+	}
+	s.topo = topo
+	return nil
+}
+
+// topologyError is a store.addr or store.cluster that does not match the
+// servers' cluster: a setup error, not an outage.
+type topologyError struct{ msg string }
+
+func (e *topologyError) Error() string { return e.msg }
+
+func topoErr(format string, args ...any) error {
+	return &topologyError{fmt.Sprintf(format, args...)}
+}
+
+// createDatabase creates the database through a session on "default" (a
+// session cannot select a database that does not exist yet).
+func (s *Store) createDatabase(ctx context.Context, addr string) error {
+	c := s.cfg
+	c.Addr = []string{addr}
+	bopts, err := options(c, "default")
+	if err != nil {
+		return err
+	}
+	boot, err := clickhouse.Open(bopts)
+	if err != nil {
+		return fmt.Errorf("store: clickhouse %s: %w", addr, err)
+	}
+	defer boot.Close()
+	if err := boot.Exec(ctx, "CREATE DATABASE IF NOT EXISTS "+s.cfg.Database); err != nil {
+		return fmt.Errorf("store: clickhouse %s: creating database %s: %w", addr, s.cfg.Database, err)
+	}
+	return nil
+}
+
+type clusterEntry struct {
+	shard, weight, replica uint32
+	host                   string
+	port                   uint16
+}
+
+// learnTopology reads the cluster's shards and replicas and finds, through
+// is_local, which entry each node of store.addr is.
+func (s *Store) learnTopology(ctx context.Context) (*topology, error) {
+	name := s.cfg.Cluster.Name
+	var entries []clusterEntry
+	covered := map[[2]uint32]bool{}
+	for i, n := range s.nodes {
+		rows, err := n.conn.Query(ctx,
+			"SELECT shard_num, shard_weight, replica_num, host_name, port, is_local FROM system.clusters WHERE cluster = ? ORDER BY shard_num, replica_num", name)
+		if err != nil {
+			return nil, fmt.Errorf("store: clickhouse %s: reading cluster %s: %w", n.addr, name, err)
+		}
+		var local []clusterEntry
+		var all []clusterEntry
+		for rows.Next() {
+			var e clusterEntry
+			var isLocal uint8
+			if err := rows.Scan(&e.shard, &e.weight, &e.replica, &e.host, &e.port, &isLocal); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("store: clickhouse %s: reading cluster %s: %w", n.addr, name, err)
+			}
+			all = append(all, e)
+			if isLocal == 1 {
+				local = append(local, e)
+			}
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("store: clickhouse %s: reading cluster %s: %w", n.addr, name, err)
+		}
+		switch {
+		case len(all) == 0:
+			return nil, topoErr("store.cluster.name: clickhouse %s has no cluster %q in its remote_servers", n.addr, name)
+		case len(local) == 0:
+			return nil, topoErr("store.addr: %s is not a node of cluster %q (no entry of system.clusters is local to it)", n.addr, name)
+		case i == 0:
+			entries = all
+		}
+		for _, e := range local {
+			covered[[2]uint32{e.shard, e.replica}] = true
+			n.shard = int(e.shard)
+		}
+	}
+	var missing []string
+	for _, e := range entries {
+		if !covered[[2]uint32{e.shard, e.replica}] {
+			missing = append(missing, fmt.Sprintf("%s:%d (shard %d replica %d)", e.host, e.port, e.shard, e.replica))
+		}
+	}
+	if len(missing) > 0 {
+		return nil, topoErr("store.addr: must list every node of cluster %q (the store creates the tables on each): missing %s",
+			name, strings.Join(missing, ", "))
+	}
+	return buildTopology(entries, s.nodes), nil
+}
+
+// buildTopology orders the shards as the cluster does and gives each
+// shard weight slots, as a Distributed table does.
+func buildTopology(entries []clusterEntry, nodes []*node) *topology {
+	var nums []uint32
+	weight := map[uint32]uint32{}
+	for _, e := range entries {
+		if _, ok := weight[e.shard]; !ok {
+			nums = append(nums, e.shard)
+		}
+		weight[e.shard] = e.weight
+	}
+	slices.Sort(nums)
+	t := &topology{shards: make([][]*node, len(nums))}
+	for i, num := range nums {
+		for range weight[num] {
+			t.slots = append(t.slots, i)
+		}
+		for _, n := range nodes {
+			if n.shard == int(num) {
+				t.shards[i] = append(t.shards[i], n)
+			}
+		}
+	}
+	return t
+}
+
+// shardOf is the shard a Distributed table with the key
+// cityHash64(CAST(host AS String), container_id) puts the row in.
+func (t *topology) shardOf(host, containerID string) int {
+	if len(t.slots) == 0 {
+		return 0
+	}
+	return t.slots[shardKey(host, containerID)%uint64(len(t.slots))]
+}
+
+// shardKey is ClickHouse's cityHash64(host, container_id): CityHash64
+// v1.0.2 of each argument, combined with Hash128to64.
+func shardKey(host, containerID string) uint64 {
+	return hash128to64(city.CH64([]byte(host)), city.CH64([]byte(containerID)))
+}
+
+func hash128to64(lo, hi uint64) uint64 {
+	const mul = 0x9ddfea08eb382d69
+	a := (lo ^ hi) * mul
+	a ^= a >> 47
+	b := (hi ^ a) * mul
+	b ^= b >> 47
+	return b * mul
+}
+
+// handleLocal is handle for write=local: the rows of each shard are
+// inserted into that shard's <table>_local, on the first of its nodes
+// that accepts them (Replicated tables copy them to the others); commits
+// go through the Distributed table. The duplicate lookup reads the
+// Distributed tables, as in handle.
+func (s *Store) handleLocal(ctx context.Context, rs *rowSet, batches []*containv1.Batch, m *metrics.Metrics) error {
+	defer rs.reset()
+	now := time.Now()
+	ictx, cancel := context.WithTimeout(ctx, s.cfg.InsertTimeout)
+	defer cancel()
+	var have idSet
+	if !s.noLookup {
+		var err error
+		if have, err = s.existing(ictx, batches, now); err != nil {
+			m.Errors.WithLabelValues(metrics.StageStore, "insert").Inc()
+			if isUnavailable(err) {
+				s.markDown(err, "looking up ids")
+			}
+			return err
+		}
+	}
+	shardOf := make([][]int, len(batches))
+	for bi, b := range batches {
+		shardOf[bi] = make([]int, len(b.GetEvents()))
+		for i, ev := range b.GetEvents() {
+			shardOf[bi][i] = s.topo.shardOf(ev.GetHost(), ev.GetContainerId())
+		}
+	}
+	dups, n := 0, 0
+	defer func() { rs.keep = nil }()
+	for shard, nodes := range s.topo.shards {
+		rs.reset()
+		for bi, b := range batches {
+			rs.keep = func(i int) bool { return shardOf[bi][i] == shard }
+			dups += rs.add(b, now, have)
+		}
+		if rs.len() == 0 {
+			continue
+		}
+		if err := s.insertShard(ictx, nodes, rs); err != nil {
+			m.Errors.WithLabelValues(metrics.StageStore, "insert").Inc()
+			if isUnavailable(err) {
+				s.markDown(err, fmt.Sprintf("inserting into shard %d", shard+1))
+			}
+			return err
+		}
+		n += rs.len()
+	}
+	if dups > 0 {
+		m.Dropped.WithLabelValues(metrics.StageStore, reasonDuplicate).Add(float64(dups))
+	}
+	if err := s.insertCommitsOf(ictx, batches); err != nil {
+		m.Errors.WithLabelValues(metrics.StageStore, "insert").Inc()
+		if isUnavailable(err) {
+			s.markDown(err, "inserting into commits")
+		}
+		return err
+	}
+	s.markUp()
+	m.EventsOut.WithLabelValues(metrics.StageStore).Add(float64(n))
+	return nil
+}
+
+// insertShard inserts rs into the local tables of the first node of the
+// shard that takes them all.
+func (s *Store) insertShard(ctx context.Context, nodes []*node, rs *rowSet) error {
+	var errs []error
+	for _, n := range nodes {
+		err := func() error {
+			for _, buf := range []*rowBuf[row]{rs.events, rs.alerts, rs.actions} {
+				if err := insertLocal(ctx, n, buf, s.cfg.BatchMaxRows); err != nil {
+					return err
+				}
+			}
+			return nil
+		}()
+		if err == nil {
+			return nil
+		}
+		errs = append(errs, err)
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// insertLocal sends buf into n's <table>_local in INSERTs of at most
+// maxRows rows.
+func insertLocal(ctx context.Context, n *node, buf *rowBuf[row], maxRows int) error {
+	table := buf.def.name + localSuffix
+	names := make([]string, len(buf.def.cols))
+	for i, c := range buf.def.cols {
+		names[i] = c.colName()
+	}
+	sql := "INSERT INTO " + table + " (" + strings.Join(names, ", ") + ")"
+	for lo := 0; lo < buf.len(); lo += maxRows {
+		hi := min(lo+maxRows, buf.len())
+		err := func() error {
+			batch, err := n.conn.PrepareBatch(ctx, sql)
+			if err != nil {
+				return err
+			}
+			for i, c := range buf.bufs {
+				if err := batch.Column(i).Append(c.values(lo, hi)); err != nil {
+					_ = batch.Abort()
+					return fmt.Errorf("column %s: %w", buf.def.cols[i].colName(), err)
+				}
+			}
+			return batch.Send()
+		}()
+		if err != nil {
+			return fmt.Errorf("store: inserting %d rows into %s at clickhouse %s: %w", hi-lo, table, n.addr, err)
+		}
+	}
+	return nil
+}

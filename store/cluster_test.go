@@ -1,0 +1,267 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/containsec/contain/internal/bus"
+	"github.com/containsec/contain/internal/metrics"
+	"github.com/containsec/contain/internal/testenv"
+	"github.com/containsec/contain/schemas/containv1"
+)
+
+// clusterConfig is a store config on cluster c in database db, dropped on
+// every node when the test ends.
+func clusterConfig(t *testing.T, c *testenv.ClickHouseCluster, db, write string) Config {
+	t.Helper()
+	cfg := DefaultConfig()
+	cfg.Addr = c.Addrs
+	cfg.Database = db
+	cfg.Cluster.Name = c.Name
+	cfg.Cluster.Write = write
+	cfg.InsertTimeout = 10 * time.Second
+	cfg.AckWait = 30 * time.Second
+	cfg.DialTimeout = 2 * time.Second
+	t.Cleanup(func() {
+		for _, a := range c.Addrs {
+			dropDatabase(t, a, db)
+		}
+	})
+	return cfg
+}
+
+// nodeConn opens a session on one node's database.
+func nodeConn(t *testing.T, addr, db string) driver.Conn {
+	t.Helper()
+	conn, err := clickhouse.Open(&clickhouse.Options{Addr: []string{addr}, Auth: clickhouse.Auth{Database: db}, Settings: settings})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+func nodeUint(t *testing.T, conn driver.Conn, q string) uint64 {
+	t.Helper()
+	var n uint64
+	if err := conn.QueryRow(context.Background(), q).Scan(&n); err != nil {
+		t.Fatalf("%s: %v", q, err)
+	}
+	return n
+}
+
+// clusterBatches is containers containers on two hosts, each with the
+// seven sample events, an alert and an action.
+func clusterBatches(containers int, base time.Time) []*containv1.Batch {
+	ids := containv1.NewIDGen()
+	var batches []*containv1.Batch
+	for c := range containers {
+		host := fmt.Sprintf("host-%d", c%2)
+		cid := fmt.Sprintf("%064x", c+1)
+		evs := sampleEvents(ids, cid, base)
+		evs = append(evs,
+			&containv1.Event{Id: ids.Next(), ContainerId: cid, ImageRef: "img", WallNs: base.Add(8 * time.Second).UnixNano(),
+				Kind: containv1.Kind_KIND_ALERT, Body: &containv1.Event_Alert{Alert: &containv1.Alert{Score: 0.9, Rule: "r"}}},
+			&containv1.Event{Id: ids.Next(), ContainerId: cid, WallNs: base.Add(9 * time.Second).UnixNano(),
+				Kind: containv1.Kind_KIND_ACTION, Body: &containv1.Event_Action{Action: &containv1.Action{Type: containv1.Action_TYPE_PAUSE}}})
+		for _, ev := range evs {
+			ev.Host = host
+		}
+		batches = append(batches, bus.NewProducer(host, "test").Batch(evs))
+	}
+	return batches
+}
+
+// TestClusterTwoShards runs the store on two real ClickHouse servers, a
+// cluster of two shards: the migrations create <table>_local and the
+// Distributed <table> on both; in each write mode the rows land on both
+// shards, each container's rows on the one shard its sharding key names
+// (so the store's own sharding agrees with ClickHouse's cityHash64), the
+// Distributed tables total what was written, a redelivery adds nothing
+// (the duplicate lookup reads through the Distributed tables), and
+// store.Reader and the lineage JOIN run unchanged over them.
+func TestClusterTwoShards(t *testing.T) {
+	c := testenv.StartClickHouseCluster(t, testenv.ClickHouseClusterConfig{Name: "contain_test", Shards: 2, Replicas: 1})
+	for _, write := range []string{WriteDistributed, WriteLocal} {
+		t.Run(write, func(t *testing.T) {
+			cfg := clusterConfig(t, c, "contain_cluster_"+write, write)
+			s := openStore(t, cfg)
+			ctx := context.Background()
+			const containers = 40
+			base := time.Now().Add(-time.Hour).Truncate(time.Second)
+			batches := clusterBatches(containers, base)
+			m := metrics.New()
+			if err := s.Insert(ctx, m, batches...); err != nil {
+				t.Fatal(err)
+			}
+			const perContainer = 7
+			for _, q := range []struct {
+				sql  string
+				want uint64
+			}{
+				{"SELECT count() FROM events", containers * perContainer},
+				{"SELECT count() FROM alerts", containers},
+				{"SELECT count() FROM actions", containers},
+				{"SELECT sum(events) FROM events_per_minute", containers * perContainer},
+				{"SELECT uniqExact(container_id) FROM events", containers},
+			} {
+				if got := queryUint(t, s, q.sql); got != q.want {
+					t.Errorf("%s = %d, want %d", q.sql, got, q.want)
+				}
+			}
+			// Per node: its share, every row where the key puts it.
+			var total uint64
+			seen := map[string]int{}
+			for i, a := range c.Addrs {
+				conn := nodeConn(t, a, cfg.Database)
+				n := nodeUint(t, conn, "SELECT count() FROM events_local")
+				if n == 0 || n == containers*perContainer {
+					t.Errorf("node %d holds %d of %d events: not spread over both shards", i+1, n, containers*perContainer)
+				}
+				total += n
+				for _, tbl := range []string{"events_local", "alerts_local", "actions_local"} {
+					q := fmt.Sprintf("SELECT count() FROM %s WHERE cityHash64(CAST(host AS String), container_id) %% 2 != %d", tbl, i)
+					if bad := nodeUint(t, conn, q); bad != 0 {
+						t.Errorf("node %d: %d rows of %s belong to the other shard", i+1, bad, tbl)
+					}
+				}
+				if got := nodeUint(t, conn, "SELECT sum(events) FROM events_per_minute_local"); got != n {
+					t.Errorf("node %d: events_per_minute_local sums %d, events_local has %d", i+1, got, n)
+				}
+				rows, err := conn.Query(ctx, "SELECT DISTINCT container_id FROM events_local")
+				if err != nil {
+					t.Fatal(err)
+				}
+				for rows.Next() {
+					var cid string
+					if err := rows.Scan(&cid); err != nil {
+						t.Fatal(err)
+					}
+					seen[cid]++
+				}
+				rows.Close()
+			}
+			if total != containers*perContainer {
+				t.Errorf("local tables hold %d events, want %d", total, containers*perContainer)
+			}
+			for cid, n := range seen {
+				if n != 1 {
+					t.Errorf("container %s has rows on %d shards", cid, n)
+				}
+			}
+
+			// A redelivery: the lookup through the Distributed tables
+			// finds every row.
+			if err := s.Insert(ctx, m, batches...); err != nil {
+				t.Fatal(err)
+			}
+			if got := queryUint(t, s, "SELECT count() FROM events"); got != containers*perContainer {
+				t.Errorf("after a redelivery: %d events, want %d", got, containers*perContainer)
+			}
+
+			// Readers query the Distributed tables unchanged.
+			r, err := OpenReader(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			for _, b := range batches[:4] {
+				cid := b.GetEvents()[0].GetContainerId()
+				var got []string
+				if err := r.Events(ctx, Selection{From: base, Container: cid}, func(ev *containv1.Event) error {
+					got = append(got, ev.GetKind().String())
+					return nil
+				}); err != nil {
+					t.Fatal(err)
+				}
+				if len(got) != perContainer {
+					t.Errorf("Reader.Events(%s): %d events, want %d", cid[:12], len(got), perContainer)
+				}
+				alerts, err := r.Alerts(ctx, Selection{From: base, Container: cid}, [16]byte{})
+				if err != nil || len(alerts) != 1 {
+					t.Errorf("Reader.Alerts(%s): %d alerts, %v; want 1", cid[:12], len(alerts), err)
+				}
+			}
+			n, err := r.Count(ctx, Selection{From: base, Host: "host-1"})
+			if err != nil || n != containers/2*perContainer {
+				t.Errorf("Reader.Count(host-1) = %d, %v; want %d", n, err, containers/2*perContainer)
+			}
+			// A JOIN of two Distributed tables (distributed_product_mode).
+			rows, err := s.Conn().Query(ctx, QueryImagesFromAlertedContainers, 0.5)
+			if err != nil {
+				t.Fatalf("lineage JOIN over Distributed tables: %v", err)
+			}
+			rows.Close()
+		})
+	}
+}
+
+// TestClusterTopologyErrors: a store.addr that misses a node of the
+// cluster, or a cluster the servers do not know, is refused at Open.
+func TestClusterTopologyErrors(t *testing.T) {
+	c := testenv.StartClickHouseCluster(t, testenv.ClickHouseClusterConfig{Name: "contain_test", Shards: 2, Replicas: 1})
+	cfg := clusterConfig(t, c, "contain_cluster_err", WriteDistributed)
+	cfg.Addr = c.Addrs[:1]
+	if _, err := Open(context.Background(), cfg, testenv.Logger(t)); err == nil || !strings.Contains(err.Error(), "missing 127.0.0.1") {
+		t.Errorf("Open with one of two nodes: %v, want store.addr ... missing", err)
+	}
+	cfg.Addr = c.Addrs
+	cfg.Cluster.Name = "nope"
+	if _, err := Open(context.Background(), cfg, testenv.Logger(t)); err == nil || !strings.Contains(err.Error(), "no cluster") {
+		t.Errorf("Open on an unknown cluster: %v, want no cluster", err)
+	}
+}
+
+// TestClusterDDL: every migration statement has a cluster form, and the
+// replicated form names the macros and the ZooKeeper path.
+func TestClusterDDL(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Cluster.Name = "c"
+	cfg.Cluster.Replicated = true
+	stmts, err := DDL(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	all := strings.Join(stmts, ";\n")
+	for _, want := range []string{
+		"CREATE TABLE IF NOT EXISTS events_local (",
+		"ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/contain/events_local', '{replica}')",
+		"ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/contain/baselines_local', '{replica}', ts)",
+		"ENGINE = ReplicatedSummingMergeTree('/clickhouse/tables/{shard}/contain/events_per_minute_local', '{replica}')",
+		"CREATE TABLE IF NOT EXISTS events AS events_local\nENGINE = Distributed('c', 'contain', 'events_local', cityHash64(CAST(host AS String), container_id))",
+		"TO events_per_minute_local AS",
+		"FROM events_local",
+		"ALTER TABLE events_local ADD COLUMN file_uid UInt32",
+		"ALTER TABLE events ADD COLUMN file_uid UInt32",
+	} {
+		if !strings.Contains(all, want) {
+			t.Errorf("cluster DDL lacks %q", want)
+		}
+	}
+	cfg.Cluster = ClusterConfig{Write: WriteDistributed}
+	single, err := DDL(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if slices.ContainsFunc(single, func(s string) bool { return strings.Contains(s, "_local") || strings.Contains(s, "Distributed") }) {
+		t.Error("one-server DDL mentions local or Distributed tables")
+	}
+}
+
+// TestClusterShardKey checks shardKey against the server's cityHash64.
+func TestClusterShardKey(t *testing.T) {
+	s := openStore(t, testConfig(t))
+	for _, in := range [][2]string{{"", ""}, {"host-a", "c"}, {"h", strings.Repeat("ab", 32)}, {strings.Repeat("x", 70), "é"}} {
+		got := queryUint(t, s, "SELECT cityHash64(?, ?)", in[0], in[1])
+		if want := shardKey(in[0], in[1]); got != want {
+			t.Errorf("cityHash64(%q, %q) = %d, shardKey = %d", in[0], in[1], got, want)
+		}
+	}
+}
