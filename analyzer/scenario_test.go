@@ -230,11 +230,18 @@ func TestScenarios(t *testing.T) {
 	runScenario := func(sc scenario) time.Time {
 		t.Helper()
 		start := time.Now()
+		// Matched by arrival, not by trigger time: the trigger's wall
+		// time is the collector's monotonic stamp plus its wall offset,
+		// which a wall-clock step on the VM moves relative to the test's
+		// clock (a CI run saw the chroot alert and missed it by time).
+		from := len(alerts.got)
 		out, err := c.Exec(10*time.Second, sc.args...)
+		// runc's default spec lacks CAP_SYS_CHROOT: a chroot may fail with
+		// EPERM; the attempt is what must raise the alert.
 		t.Logf("%s: %v → %q, %v", sc.name, sc.args, strings.TrimSpace(out), err)
-		alerts.waitFor(15*time.Second, sc.name+" alert "+sc.code, func([]*containv1.Event) bool {
-			for _, al := range after(start) {
-				if hasReason(al, sc.code, sc.subject) {
+		alerts.waitFor(15*time.Second, sc.name+" alert "+sc.code, func(got []*containv1.Event) bool {
+			for _, al := range got[from:] {
+				if al.ContainerId == c.ID && hasReason(al, sc.code, sc.subject) {
 					t.Logf("%s: %s (after %v)", sc.name, describe(al), time.Since(start).Round(time.Millisecond))
 					return true
 				}

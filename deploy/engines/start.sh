@@ -60,6 +60,9 @@ if ! ctd version >/dev/null 2>&1; then
 fi
 
 if ! dkr version >/dev/null 2>&1; then
+	# A pidfile left by an earlier run names a dead process: wait_for would
+	# take it for this dockerd having exited.
+	rm -f "$RUN_DIR/dockerd.pid"
 	# No bridge and no iptables: these machines have no network beyond
 	# loopback, and containers run with --network none or host.
 	(exec setsid dockerd --containerd "$CTD_SOCK" --data-root "$RUN_DIR/docker" \
