@@ -13,6 +13,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/go-faster/city"
 
+	"github.com/containsec/contain/internal/logfields"
 	"github.com/containsec/contain/internal/metrics"
 	"github.com/containsec/contain/schemas/containv1"
 )
@@ -97,10 +98,25 @@ func (s *Store) migrateCluster(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// Migration by migration across the nodes, so that the replicas of a
+	// shard share each step (a Replicated table created on one replica
+	// after another has altered it would differ from ZooKeeper's).
 	sc := schema{database: s.cfg.Database, cluster: s.cfg.Cluster}
-	for _, n := range s.nodes {
-		if err := migrate(ctx, n.conn, sc, s.log); err != nil {
+	applied := make([]map[uint32]bool, len(s.nodes))
+	for i, n := range s.nodes {
+		if applied[i], err = appliedMigrations(ctx, n.conn); err != nil {
 			return fmt.Errorf("store: clickhouse %s: %w", n.addr, err)
+		}
+	}
+	for _, m := range migrations {
+		for i, n := range s.nodes {
+			if applied[i][m.version] {
+				continue
+			}
+			if err := applyMigration(ctx, n.conn, sc, m); err != nil {
+				return fmt.Errorf("store: clickhouse %s: %w", n.addr, err)
+			}
+			s.log.Info("applied schema migration", logfields.Version, m.version, logfields.Name, m.name, logfields.Addr, n.addr)
 		}
 	}
 	s.topo = topo

@@ -33,7 +33,11 @@ type ClickHouseCluster struct {
 	// Addrs are the servers' native addresses, shard by shard, replica by
 	// replica (node i is shard i/Replicas+1, replica i%Replicas+1).
 	Addrs []string
+	runs  []string
 }
+
+// Kill kills node i (SIGKILL), as a crashed server.
+func (c *ClickHouseCluster) Kill(t testing.TB, i int) { killClickHouse(t, c.runs[i]) }
 
 // StartClickHouseCluster starts the servers (stopped when the test ends).
 // Each has macros {shard} (01, 02, ...) and {replica} (r1, r2, ...) and,
@@ -66,6 +70,7 @@ func StartClickHouseCluster(t testing.TB, cfg ClickHouseClusterConfig) *ClickHou
 	fmt.Fprintf(&remote, "</%s></remote_servers>", cfg.Name)
 	c := &ClickHouseCluster{Name: cfg.Name}
 	dir := t.TempDir()
+	t.Cleanup(func() { killClickHouse(t, c.runs...) })
 	for i, p := range srvs {
 		run := filepath.Join(dir, fmt.Sprintf("n%d", i+1))
 		confD := filepath.Join(dir, fmt.Sprintf("n%d.d", i+1))
@@ -88,7 +93,7 @@ func StartClickHouseCluster(t testing.TB, cfg ClickHouseClusterConfig) *ClickHou
 		cmd.Env = append(os.Environ(), fmt.Sprintf("CH_PORT=%d", p.tcp), fmt.Sprintf("CH_HTTP_PORT=%d", p.http),
 			"CH_CONFIG_D="+confD, "CH_WAIT=30")
 		out, err := cmd.CombinedOutput()
-		t.Cleanup(func() { killClickHouse(t, run) })
+		c.runs = append(c.runs, run)
 		if err != nil {
 			t.Fatalf("starting clickhouse node %d: %v: %s", i+1, err, out)
 		}
@@ -97,26 +102,46 @@ func StartClickHouseCluster(t testing.TB, cfg ClickHouseClusterConfig) *ClickHou
 	return c
 }
 
-// killClickHouse kills the server start.sh started in run (its pid file)
-// and waits until it is gone: the data is thrown away, and 18.16 takes
-// seconds to stop cleanly (deploy/clickhouse/stop.sh).
-func killClickHouse(t testing.TB, run string) {
-	b, err := os.ReadFile(filepath.Join(run, "clickhouse.pid"))
-	if err != nil {
-		return
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || pid <= 0 {
-		return
-	}
-	_ = syscall.Kill(pid, syscall.SIGKILL)
-	for range 100 {
-		if syscall.Kill(pid, 0) != nil {
-			return
+// killClickHouse kills the servers start.sh started in runs (their pid
+// files) and waits until they are gone: the data is thrown away, and 18.16
+// takes seconds to stop cleanly (deploy/clickhouse/stop.sh).
+func killClickHouse(t testing.TB, runs ...string) {
+	var pids []int
+	for _, run := range runs {
+		b, err := os.ReadFile(filepath.Join(run, "clickhouse.pid"))
+		if err != nil {
+			continue
 		}
-		time.Sleep(20 * time.Millisecond)
+		pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+		if err != nil || pid <= 0 {
+			continue
+		}
+		if syscall.Kill(pid, syscall.SIGKILL) == nil {
+			pids = append(pids, pid)
+		}
+		os.Remove(filepath.Join(run, "clickhouse.pid"))
 	}
-	t.Errorf("clickhouse pid %d still alive after SIGKILL", pid)
+	deadline := time.Now().Add(10 * time.Second)
+	for _, pid := range pids {
+		for alive(pid) {
+			if time.Now().After(deadline) {
+				t.Errorf("clickhouse pid %d still alive after SIGKILL", pid)
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+}
+
+// alive tells whether pid exists and is not a zombie.
+func alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
 }
 
 // zooKeeperJar is Debian's ZooKeeper (apt-get install zookeeper; it brings
