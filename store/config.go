@@ -94,9 +94,9 @@ const (
 // container; readers query <table> as on one server.
 type ClusterConfig struct {
 	// Name is the cluster in the servers' remote_servers; empty: one
-	// server, plain tables (the default). store.addr must then list every
-	// node (every replica of every shard): the store applies its DDL on
-	// each, which needs no ZooKeeper.
+	// server, plain tables (the default). With a name, store.addr must
+	// list every node (every replica of every shard): the store applies
+	// its DDL on each, which needs no ZooKeeper.
 	Name string `config:"name"`
 	// Write is "distributed" (insert into the Distributed tables) or
 	// "local" (the store shards events, alerts and actions itself and
