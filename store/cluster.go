@@ -2,26 +2,24 @@ package store
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"maps"
 	"slices"
 	"strings"
-	"time"
+	"sync/atomic"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/go-faster/city"
 
 	"github.com/containsec/contain/internal/logfields"
-	"github.com/containsec/contain/internal/metrics"
 	"github.com/containsec/contain/schemas/containv1"
 )
 
 // A store on a cluster (Config.Cluster.Name set; design 023) keeps a
 // connection to every node of store.addr besides its pooled one: the DDL
 // runs on each node, Prune drops each node's old partitions, and with
-// write=local each shard's rows go to one of its nodes.
+// write=local each shard's rows go to one of its nodes (writers).
 
 // node is one server of store.addr.
 type node struct {
@@ -35,8 +33,26 @@ type node struct {
 // topology is the cluster as the Distributed tables see it: the shards in
 // order, and the slots that map a sharding key to a shard by weight.
 type topology struct {
-	shards [][]*node // per shard, its nodes in store.addr order
-	slots  []int     // key % len(slots) -> shard index
+	shards []*shard
+	slots  []int // key % len(slots) -> shard index
+}
+
+// shard is one shard's nodes in store.addr order and the one that
+// write=local inserts into.
+type shard struct {
+	nodes []*node
+	cur   atomic.Uint32
+}
+
+func (sh *shard) current() *node { return sh.nodes[int(sh.cur.Load())%len(sh.nodes)] }
+
+// failed moves the shard's writes from n, if they go to n, to its next
+// node.
+func (sh *shard) failed(n *node) {
+	c := sh.cur.Load()
+	if sh.nodes[int(c)%len(sh.nodes)] == n {
+		sh.cur.CompareAndSwap(c, c+1)
+	}
 }
 
 // clusterSettings are what every session on a cluster needs: inserts into
@@ -227,14 +243,15 @@ func buildTopology(entries []clusterEntry, nodes []*node) *topology {
 		weight[e.shard] = e.weight
 	}
 	slices.Sort(nums)
-	t := &topology{shards: make([][]*node, len(nums))}
+	t := &topology{shards: make([]*shard, len(nums))}
 	for i, num := range nums {
 		for range weight[num] {
 			t.slots = append(t.slots, i)
 		}
+		t.shards[i] = &shard{}
 		for _, n := range nodes {
 			if n.shard == int(num) {
-				t.shards[i] = append(t.shards[i], n)
+				t.shards[i].nodes = append(t.shards[i].nodes, n)
 			}
 		}
 	}
@@ -265,120 +282,78 @@ func hash128to64(lo, hi uint64) uint64 {
 	return b * mul
 }
 
-// handleLocal is handle for write=local: the rows of each shard are
-// inserted into that shard's <table>_local, on the first of its nodes
-// that accepts them (Replicated tables copy them to the others); commits
-// go through the Distributed table. The duplicate lookup reads the
-// Distributed tables, as in handle.
-func (s *Store) handleLocal(ctx context.Context, rs *rowSet, batches []*containv1.Batch, m *metrics.Metrics) error {
-	defer rs.reset()
-	now := time.Now()
-	ictx, cancel := context.WithTimeout(ctx, s.cfg.InsertTimeout)
-	defer cancel()
-	var have idSet
-	if !s.noLookup {
-		var err error
-		if have, err = s.existing(ictx, batches, now); err != nil {
-			m.Errors.WithLabelValues(metrics.StageStore, "insert").Inc()
-			if isUnavailable(err) {
-				s.markDown(err, "looking up ids")
-			}
-			return err
-		}
+// The local tables of write=local: the same columns, other names.
+var (
+	eventsLocalTable  = &tableDef[row]{name: eventsTable.name + localSuffix, cols: eventsTable.cols}
+	alertsLocalTable  = &tableDef[row]{name: alertsTable.name + localSuffix, cols: alertsTable.cols}
+	actionsLocalTable = &tableDef[row]{name: actionsTable.name + localSuffix, cols: actionsTable.cols}
+)
+
+func newLocalRowSet(keepRaw bool) *rowSet {
+	return &rowSet{
+		events:  newRowBuf(eventsLocalTable, 1024),
+		alerts:  newRowBuf(alertsLocalTable, 16),
+		actions: newRowBuf(actionsLocalTable, 16),
+		keepRaw: keepRaw,
+		added:   idSet{},
 	}
-	shardOf := make([][]int, len(batches))
-	for bi, b := range batches {
-		shardOf[bi] = make([]int, len(b.GetEvents()))
-		for i, ev := range b.GetEvents() {
-			shardOf[bi][i] = s.topo.shardOf(ev.GetHost(), ev.GetContainerId())
-		}
-	}
-	dups, n := 0, 0
-	defer func() { rs.keep = nil }()
-	for shard, nodes := range s.topo.shards {
-		rs.reset()
-		for bi, b := range batches {
-			rs.keep = func(i int) bool { return shardOf[bi][i] == shard }
-			dups += rs.add(b, now, have)
-		}
-		if rs.len() == 0 {
-			continue
-		}
-		if err := s.insertShard(ictx, nodes, rs); err != nil {
-			m.Errors.WithLabelValues(metrics.StageStore, "insert").Inc()
-			if isUnavailable(err) {
-				s.markDown(err, fmt.Sprintf("inserting into shard %d", shard+1))
-			}
-			return err
-		}
-		n += rs.len()
-	}
-	if dups > 0 {
-		m.Dropped.WithLabelValues(metrics.StageStore, reasonDuplicate).Add(float64(dups))
-	}
-	if err := s.insertCommitsOf(ictx, batches); err != nil {
-		m.Errors.WithLabelValues(metrics.StageStore, "insert").Inc()
-		if isUnavailable(err) {
-			s.markDown(err, "inserting into commits")
-		}
-		return err
-	}
-	s.markUp()
-	m.EventsOut.WithLabelValues(metrics.StageStore).Add(float64(n))
-	return nil
 }
 
-// insertShard inserts rs into the local tables of the first node of the
-// shard that takes them all.
-func (s *Store) insertShard(ctx context.Context, nodes []*node, rs *rowSet) error {
-	var errs []error
-	for _, n := range nodes {
-		err := func() error {
-			for _, buf := range []*rowBuf[row]{rs.events, rs.alerts, rs.actions} {
-				if err := insertLocal(ctx, n, buf, s.cfg.BatchMaxRows); err != nil {
-					return err
-				}
-			}
-			return nil
-		}()
-		if err == nil {
-			return nil
+// tablesPerTarget is how many writers writeGroup has per target: events,
+// alerts, actions.
+const tablesPerTarget = 3
+
+// writers returns the table writers of one group of a fetch: events,
+// alerts and actions on the pooled connection or, with write=local, on
+// each shard's current node (three per shard, in shard order).
+func (s *Store) writers(rs *rowSet) []*tableWriter[row] {
+	mk := func(conn driver.Conn, n *node, set *rowSet) []*tableWriter[row] {
+		ws := make([]*tableWriter[row], 0, tablesPerTarget)
+		for _, buf := range []*rowBuf[row]{set.events, set.alerts, set.actions} {
+			ws = append(ws, &tableWriter[row]{conn: conn, node: n, buf: buf, blockRows: s.cfg.InsertBlockRows, maxRows: s.cfg.BatchMaxRows})
 		}
-		errs = append(errs, err)
-		if ctx.Err() != nil {
-			break
-		}
+		return ws
 	}
-	return errors.Join(errs...)
+	if !s.writesLocal() {
+		return mk(s.conn, nil, rs)
+	}
+	for len(rs.local) < len(s.topo.shards) {
+		rs.local = append(rs.local, newLocalRowSet(rs.keepRaw))
+	}
+	ws := make([]*tableWriter[row], 0, tablesPerTarget*len(s.topo.shards))
+	for i, sh := range s.topo.shards {
+		n := sh.current()
+		ws = append(ws, mk(n.conn, n, rs.local[i])...)
+	}
+	return ws
 }
 
-// insertLocal sends buf into n's <table>_local in INSERTs of at most
-// maxRows rows.
-func insertLocal(ctx context.Context, n *node, buf *rowBuf[row], maxRows int) error {
-	table := buf.def.name + localSuffix
-	names := make([]string, len(buf.def.cols))
-	for i, c := range buf.def.cols {
-		names[i] = c.colName()
+func (s *Store) writesLocal() bool { return s.cfg.Cluster.Write == WriteLocal && s.topo != nil }
+
+// target is the index of ev's first writer in writers' result.
+func (s *Store) target(ev *containv1.Event) int {
+	if !s.writesLocal() {
+		return 0
 	}
-	sql := "INSERT INTO " + table + " (" + strings.Join(names, ", ") + ")"
-	for lo := 0; lo < buf.len(); lo += maxRows {
-		hi := min(lo+maxRows, buf.len())
-		err := func() error {
-			batch, err := n.conn.PrepareBatch(ctx, sql)
-			if err != nil {
-				return err
-			}
-			for i, c := range buf.bufs {
-				if err := batch.Column(i).Append(c.values(lo, hi)); err != nil {
-					_ = batch.Abort()
-					return fmt.Errorf("column %s: %w", buf.def.cols[i].colName(), err)
-				}
-			}
-			return batch.Send()
-		}()
-		if err != nil {
-			return fmt.Errorf("store: inserting %d rows into %s at clickhouse %s: %w", hi-lo, table, n.addr, err)
-		}
+	return tablesPerTarget * s.topo.shardOf(ev.GetHost(), ev.GetContainerId())
+}
+
+// writerAddr is where w inserts, for messages.
+func (s *Store) writerAddr(w *tableWriter[row]) string {
+	if w.node != nil {
+		return w.node.addr
 	}
-	return nil
+	return s.addr
+}
+
+// writeFailed notes that an INSERT through w failed (not because the fetch
+// was cancelled): with write=local, the shard's next INSERT goes to its
+// next node (replica), and the redelivered fetch lands there.
+func (s *Store) writeFailed(ctx context.Context, w *tableWriter[row]) {
+	if w.node == nil || ctx.Err() != nil || s.topo == nil {
+		return
+	}
+	for _, sh := range s.topo.shards {
+		sh.failed(w.node)
+	}
 }

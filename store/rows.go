@@ -435,14 +435,17 @@ type rowSet struct {
 	keepRaw                 bool
 	scratch                 eventRow // column getters copy out of it
 	added                   idSet    // ids added since the last reset
-	// keep, when set, chooses the events of a batch add takes, by index
-	// (write=local: one shard's).
-	keep func(i int) bool
+	// local are the per-shard sets of write=local (design 023), made on
+	// first use.
+	local []*rowSet
 }
 
-func newRowSet(keepRaw bool) *rowSet {
+func newRowSet(keepRaw bool) *rowSet { return newRowSetCap(keepRaw, 1024) }
+
+// newRowSetCap preallocates capacity events rows.
+func newRowSetCap(keepRaw bool, capacity int) *rowSet {
 	return &rowSet{
-		events:  newRowBuf(eventsTable, 1024),
+		events:  newRowBuf(eventsTable, capacity),
 		alerts:  newRowBuf(alertsTable, 16),
 		actions: newRowBuf(actionsTable, 16),
 		keepRaw: keepRaw,
@@ -457,7 +460,7 @@ func newRowSet(keepRaw bool) *rowSet {
 // many were.
 func (s *rowSet) add(b *containv1.Batch, now time.Time, skip idSet) (dups int) {
 	for i, ev := range b.GetEvents() {
-		if ev == nil || (s.keep != nil && !s.keep(i)) {
+		if ev == nil {
 			continue
 		}
 		r := &s.scratch

@@ -27,6 +27,16 @@ type ConsumerConfig struct {
 	Fetch int
 	// FetchWait bounds how long a fetch waits for messages.
 	FetchWait time.Duration
+	// FetchFill makes a fetch wait up to FetchWait to fill up (Fetch
+	// messages or FetchMaxBytes) instead of returning with whatever is
+	// pending: fewer, bigger handler calls (a sink's bigger inserts) for
+	// up to FetchWait of latency.
+	FetchFill bool
+	// FetchMaxBytes bounds the bytes of one filled fetch's messages (0:
+	// no bound), and so the memory a handler call holds; at least the
+	// largest message (MaxPayload), or that message is never delivered.
+	// Only with FetchFill.
+	FetchMaxBytes int
 	// AckWait is how long a delivered message may stay unacknowledged.
 	AckWait time.Duration
 	// RetryDelay is the back-off before a failed message is redelivered.
@@ -38,6 +48,21 @@ type ConsumerConfig struct {
 	// before it is dead-lettered; 0: the Reporter's, else
 	// DefaultMaxDeliver.
 	MaxDeliver int
+	// Stop, when closed, ends Consume after the fetch in hand is handled
+	// and acknowledged: a graceful hand-over (an analyzer releasing a
+	// partition), where cancelling ctx would leave it unacknowledged until
+	// AckWait.
+	Stop <-chan struct{}
+}
+
+// stopped reports whether c is closed (never for nil).
+func stopped(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
 }
 
 func (c *ConsumerConfig) defaults() {
@@ -108,8 +133,8 @@ func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, h 
 	var loggedMalformed atomic.Bool
 	loggedRefused := map[string]bool{}
 	backoff := cfg.RetryDelay
-	for ctx.Err() == nil {
-		msgs, err := fetch(cons, cfg.Fetch, cfg.FetchWait)
+	for ctx.Err() == nil && !stopped(cfg.Stop) {
+		msgs, err := fetch(cons, cfg)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -176,6 +201,8 @@ func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, h 
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-cfg.Stop:
+			return nil
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, 30*time.Second)
@@ -183,11 +210,20 @@ func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, h 
 	return nil
 }
 
-// fetch returns at once with what is pending (up to n), and otherwise
-// waits up to wait for the first message and takes what came with it. A
-// plain Fetch(n) waits for n messages or the whole wait, which would add the
-// wait to every event's latency when traffic is low.
-func fetch(cons jetstream.Consumer, n int, wait time.Duration) ([]jetstream.Msg, error) {
+// fetch returns at once with what is pending (up to cfg.Fetch), and
+// otherwise waits up to cfg.FetchWait for the first message and takes what
+// came with it. A plain Fetch(n) waits for n messages or the whole wait,
+// which would add the wait to every event's latency when traffic is low;
+// with cfg.FetchFill that is what is wanted (a full fetch, or the wait).
+func fetch(cons jetstream.Consumer, cfg ConsumerConfig) ([]jetstream.Msg, error) {
+	n, wait := cfg.Fetch, cfg.FetchWait
+	if cfg.FetchFill {
+		opts := []jetstream.FetchOpt{jetstream.FetchMaxWait(wait)}
+		if cfg.FetchMaxBytes > 0 {
+			opts = append(opts, jetstream.FetchMaxBytes(cfg.FetchMaxBytes))
+		}
+		return drain(cons.Fetch(n, opts...))
+	}
 	out, err := drain(cons.FetchNoWait(n))
 	if err != nil || len(out) > 0 {
 		return out, err
