@@ -12,6 +12,7 @@ import (
 	"github.com/containsec/contain/analyzer"
 	"github.com/containsec/contain/collector"
 	"github.com/containsec/contain/enricher"
+	"github.com/containsec/contain/internal/bus"
 	"github.com/containsec/contain/internal/freezer"
 	"github.com/containsec/contain/internal/testenv"
 	"github.com/containsec/contain/schemas/containv1"
@@ -66,6 +67,8 @@ func BenchmarkExecToFrozen(b *testing.B) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	tr := newHopTracer()
+	ctx = bus.WithReporter(ctx, &bus.Reporter{Trace: tr.trace, HealthBounds: bus.DefaultHealthConfig()})
 
 	// The defaults, unless CONTAIN_BENCH_LOWLATENCY=1 asks for the
 	// low-latency settings.
@@ -160,6 +163,7 @@ func BenchmarkExecToFrozen(b *testing.B) {
 		}
 		lat = append(lat, act.GetAction().LatencyNs)
 		d := detail(b, act.GetAction())
+		tr.trial(exe, act.GetAction(), d)
 		respond = append(respond, d.AlertToFrozenUs*1000)
 		own = append(own, d.ReceivedToFrozenUs*1000)
 		prep = append(prep, d.ReceivedToFreezeUs*1000)
@@ -179,6 +183,7 @@ func BenchmarkExecToFrozen(b *testing.B) {
 	percentiles(b, "responder_received_to_frozen", own)
 	percentiles(b, "responder_received_to_freeze_write", prep)
 	percentiles(b, "freeze_write_to_verified", freeze)
+	tr.report(b)
 	b.Logf("frozen by %v", methods)
 	if interleave {
 		for m, l := range byMethod {

@@ -145,6 +145,7 @@ func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, h 
 				_ = msg.Term()
 				continue
 			}
+			rep.trace(TraceReceived, cfg.Stage, b)
 			good = append(good, msg)
 			batches = append(batches, b)
 			n := float64(len(b.Events))
