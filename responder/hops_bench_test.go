@@ -35,6 +35,10 @@ var hops = []string{
 type hopTracer struct {
 	mu sync.Mutex
 	at map[string]map[string]int64 // exe -> hop -> wall ns
+	// alerts counts the alerts the analyzer published; analyzed is the
+	// latest event time among the batches its handler finished with.
+	alerts   int
+	analyzed int64
 }
 
 func newHopTracer() *hopTracer { return &hopTracer{at: map[string]map[string]int64{}} }
@@ -43,6 +47,9 @@ const benchExePrefix = "/bin/evil-"
 
 func (t *hopTracer) trace(point, stage string, b *containv1.Batch) {
 	now := time.Now().UnixNano()
+	if stage == metrics.StageAnalyzer {
+		t.analyzer(point, b)
+	}
 	for _, ev := range b.Events {
 		x := ev.GetExec()
 		if al := ev.GetAlert(); al != nil {
@@ -56,6 +63,36 @@ func (t *hopTracer) trace(point, stage string, b *containv1.Batch) {
 			t.mark(x.Filename, "exec", ev.WallNs)
 		}
 	}
+}
+
+// analyzer counts the alerts published and notes how far in event time
+// the analyzer has scored.
+func (t *hopTracer) analyzer(point string, b *containv1.Batch) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, ev := range b.Events {
+		switch {
+		case point == bus.TracePublished && ev.GetAlert() != nil:
+			t.alerts++
+		case point == bus.TraceHandled:
+			t.analyzed = max(t.analyzed, ev.WallNs)
+		}
+	}
+}
+
+// published is how many alerts the analyzer published.
+func (t *hopTracer) published() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.alerts
+}
+
+// scoredPast reports whether the analyzer finished scoring an event later
+// than wallNs: every alert about earlier events is published by then.
+func (t *hopTracer) scoredPast(wallNs int64) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.analyzed > wallNs
 }
 
 // mark keeps the first time exe passed hop.

@@ -160,6 +160,9 @@ func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, h 
 		if err == nil {
 			backoff = cfg.RetryDelay
 			st.ack(good)
+			for _, b := range batches {
+				rep.trace(TraceHandled, cfg.Stage, b)
+			}
 			continue
 		}
 		if ctx.Err() != nil {

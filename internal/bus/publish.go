@@ -116,7 +116,7 @@ type Reporter struct {
 	HealthBounds HealthConfig
 
 	// Trace, when set, sees every batch at the points of its way through
-	// the bus (TraceFlushing, TracePublished, TraceReceived), on the
+	// the bus (TraceFlushing, TracePublished, TraceReceived, TraceHandled), on the
 	// stage's goroutine: the per-hop latency of benchmarks. It must be
 	// quick and must not keep or change the batch.
 	Trace func(point, stage string, b *containv1.Batch)
@@ -133,6 +133,9 @@ const (
 	TracePublished = "published"
 	// TraceReceived: Consume decoded the batch, before the handler.
 	TraceReceived = "received"
+	// TraceHandled: the handler returned without error for the fetch
+	// that held the batch (what it published is published).
+	TraceHandled = "handled"
 )
 
 // trace calls r.Trace if there is one.
