@@ -89,7 +89,8 @@ type Collector struct {
 	lastLimited  map[uint64]uint64
 	held         map[*container]struct{}
 	heldKick     chan struct{} // the first container held: Run starts its hold ticker
-	wallOffset   int64         // wall - monotonic, ns
+	deferred     *deferredFirstUses
+	wallOffset   int64 // wall - monotonic, ns
 
 	closeOnce sync.Once
 }
@@ -137,6 +138,7 @@ func New(cfg Config, js jetstream.JetStream, m *metrics.Metrics, log *slog.Logge
 		lastLimited: map[uint64]uint64{},
 		held:        map[*container]struct{}{},
 		heldKick:    make(chan struct{}, 1),
+		deferred:    newDeferredFirstUses(m),
 	}
 	c.seqSel, _ = parseSelectors(cfg.SequenceSelect) // checked by Validate
 	c.ident = newIdentity(cgroups.NewResolver(cfg.CgroupRoot), cfg.stateReader())
@@ -259,6 +261,7 @@ func (c *Collector) Run(ctx context.Context) error {
 			}
 			c.reportCounts()
 			c.releaseHeld(true)
+			c.retryFirstUses()
 			c.reportLoss()
 			c.mu.Unlock()
 			bcancel()
@@ -282,7 +285,8 @@ func (c *Collector) Run(ctx context.Context) error {
 				if len(c.held) > 0 {
 					c.releaseHeld(false)
 				}
-				idle = len(c.held) == 0
+				c.retryFirstUses()
+				idle = len(c.held) == 0 && !c.deferred.pending()
 			})
 			if idle {
 				holdTick.Stop()
@@ -316,7 +320,7 @@ func (c *Collector) finish(ev *containv1.Event) {
 // takes events at its flush tick, so a record costs no second goroutine
 // wakeup.
 func (c *Collector) add(ev *containv1.Event) {
-	if !c.batcher.Append(ev) {
+	if !c.batcher.Append(ev) && !c.deferFirstUse(nil, ev) {
 		c.batcherDrops.Add(1)
 	}
 }

@@ -195,6 +195,9 @@ func (c *Collector) enqueue(sample []byte) {
 	select {
 	case c.queue <- buf:
 	default:
+		if c.deferFirstUse(buf, nil) {
+			return
+		}
 		c.queueDrops.Add(1)
 		c.m.Dropped.WithLabelValues(metrics.StageCollector, reasonQueueFull).Inc()
 	}

@@ -94,6 +94,7 @@ const (
 	LabelDigest         = "label_digest"
 	LatencyMs           = "latency_ms"
 	Layout              = "layout"
+	Limit               = "limit"
 	LimitMb             = "limit_mb"
 	Listen              = "listen"
 	ListenerPIDs        = "listener_pids"

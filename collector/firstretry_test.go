@@ -1,0 +1,78 @@
+package collector
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/containsec/contain/internal/metrics"
+	"github.com/containsec/contain/internal/testenv"
+	"github.com/containsec/contain/schemas/containv1"
+)
+
+// TestIntegrationFirstUseRecoveredAfterFullBatcher is issue 12 §3 in user
+// space: a first-use record the batcher refuses (its queue of 128 events is
+// full until its next flush, 2 s away) is not lost with the batcher's other
+// drops, since the kernel reports it only once: it is held and passed on
+// when the batcher has room again.
+func TestIntegrationFirstUseRecoveredAfterFullBatcher(t *testing.T) {
+	testenv.RequireRoot(t)
+	_, _, js := testenv.NATS(t)
+	cfg := DefaultConfig()
+	cfg.Host = "test-host"
+	cfg.FlushInterval = 2 * time.Second
+	cfg.BatchQueueLen = 128
+	cfg.WakeupKinds = nil // no record flushes the batcher early
+	cfg.Syscalls, cfg.Files, cfg.Network = true, false, false
+	c, err := New(cfg, js, metrics.New(), testenv.Logger(t))
+	if err != nil {
+		if errors.Is(err, ebpf.ErrNotSupported) {
+			testenv.Unavailable(t, "eBPF hooks: "+err.Error())
+		}
+		t.Fatal(err)
+	}
+	raw := consumeRaw(t, js)
+	ctr := testenv.RunContainer(t, "colfirstq", testenv.ContainerSpec{})
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	raw.waitFor(t, 10*time.Second, "the container announced", func(evs []*containv1.Event) bool {
+		return slices.ContainsFunc(evs, func(ev *containv1.Event) bool {
+			return ev.Kind == containv1.Kind_KIND_CONTAINER && ev.ContainerId == ctr.ID
+		})
+	})
+
+	// Fill the batcher: it takes nothing more until its flush timer fires.
+	c.locked(func() {
+		for c.batcher.Append(&containv1.Event{Kind: containv1.Kind_KIND_LOSS, Host: cfg.Host}) {
+		}
+	})
+	if out, err := ctr.Exec(10*time.Second, "/bin/sh", "-c", "sync"); err != nil {
+		t.Fatalf("runc exec: %v: %s", err, out)
+	}
+	isSync := func(ev *containv1.Event) bool {
+		s := ev.GetSyscall()
+		return ev.ContainerId == ctr.ID && s.GetMode() == containv1.Syscall_MODE_FIRST && s.GetName() == "sync"
+	}
+	held := false
+	c.deferred.mu.Lock()
+	held = slices.ContainsFunc(c.deferred.evs, isSync)
+	c.deferred.mu.Unlock()
+	if !held {
+		t.Fatalf("the first sync was not held for a retry (batcher drops %d): the test proves nothing", c.batcherDrops.Load())
+	}
+	raw.waitFor(t, 10*time.Second, "the held first sync reported", func(evs []*containv1.Event) bool {
+		return slices.ContainsFunc(evs, isSync)
+	})
+}
