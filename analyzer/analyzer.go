@@ -101,6 +101,7 @@ func (a *Analyzer) Run(ctx context.Context) error {
 		Stage:         metrics.StageAnalyzer,
 		Fetch:         a.cfg.Fetch,
 		AckWait:       a.cfg.AckWait,
+		Eager:         true, // on the detection path: a lone event goes at once
 	}, a.handle, a.m, a.log)
 	if a.store != nil {
 		fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
