@@ -52,6 +52,9 @@ type Config struct {
 	// ProbePoll is the period of the ClickHouse queries that time probes
 	// (the resolution of the event→row lag).
 	ProbePoll time.Duration
+	// MaxRSS, when > 0, is the bound on this process's peak RSS (bytes):
+	// Result.Check fails a run that went over it.
+	MaxRSS uint64
 }
 
 // NATSURLs are the servers each party of a run connects through; an

@@ -53,6 +53,10 @@ type GeneratorConfig struct {
 	HostPrefix string
 	// Seed makes the event mix reproducible.
 	Seed uint64
+	// PublishTimeout bounds the publication of one batch, retries
+	// included (bus.Publish retries transient errors): past it the run
+	// fails. 0: 30 s.
+	PublishTimeout time.Duration
 }
 
 // DefaultGeneratorConfig is 4 hosts × 25 containers over 10 images at
@@ -134,7 +138,27 @@ type Generator struct {
 	deviations atomic.Int64
 	containers atomic.Int64
 	failed     atomic.Int64
+
+	// hostJS, when set for a host, publishes that host's batches (each
+	// host as its own collector user).
+	hostJS map[int]jetstream.JetStream
+	// big, when > 0, is the size of host 0's next batch (Oversize).
+	big atomic.Int64
 }
+
+// PublishAs makes host i publish through js (e.g. connected with that
+// host's collector credentials) instead of the generator's. Call it
+// before Run.
+func (g *Generator) PublishAs(i int, js jetstream.JetStream) {
+	if g.hostJS == nil {
+		g.hostJS = map[int]jetstream.JetStream{}
+	}
+	g.hostJS[i] = js
+}
+
+// Oversize makes host 0's next batch n events (beyond BatchMaxEvents and
+// ahead of the rate); its events count as published like any other.
+func (g *Generator) Oversize(n int) { g.big.Store(int64(n)) }
 
 // NewGenerator makes a generator publishing through js; probe may be nil.
 func NewGenerator(cfg GeneratorConfig, js jetstream.JetStream, probe Probe) (*Generator, error) {
@@ -206,6 +230,14 @@ func (g *Generator) runHost(ctx context.Context, idx int, start time.Time) error
 	prod := bus.NewProducer(h.name, metrics.StageCollector)
 	subject := containv1.RawSubject(h.name)
 	perHost := g.cfg.Rate / float64(g.cfg.Hosts)
+	js := g.js
+	if hjs := g.hostJS[idx]; hjs != nil {
+		js = hjs
+	}
+	timeout := g.cfg.PublishTimeout
+	if timeout <= 0 {
+		timeout = 30 * time.Second
+	}
 	ticker := time.NewTicker(g.cfg.FlushInterval)
 	defer ticker.Stop()
 	var (
@@ -214,7 +246,9 @@ func (g *Generator) runHost(ctx context.Context, idx int, start time.Time) error
 	)
 	for {
 		want := g.cfg.BatchMaxEvents
-		if perHost > 0 {
+		if big := int(g.big.Load()); idx == 0 && big > 0 && g.big.CompareAndSwap(int64(big), 0) {
+			want = big
+		} else if perHost > 0 {
 			due := int64(perHost*time.Since(start).Seconds()) - sent
 			if due <= 0 {
 				select {
@@ -243,8 +277,8 @@ func (g *Generator) runHost(ctx context.Context, idx int, start time.Time) error
 		b := prod.Batch(events)
 		// The collector's batcher gives up on a batch after its context;
 		// here the batch must land: publish with a context of its own.
-		pctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		err := bus.Publish(pctx, g.js, subject, b)
+		pctx, cancel := context.WithTimeout(context.Background(), timeout)
+		err := bus.Publish(pctx, js, subject, b)
 		cancel()
 		if err != nil {
 			g.failed.Add(int64(len(events)))

@@ -437,9 +437,12 @@ type rowSet struct {
 	added                   idSet    // ids added since the last reset
 }
 
-func newRowSet(keepRaw bool) *rowSet {
+func newRowSet(keepRaw bool) *rowSet { return newRowSetCap(keepRaw, 1024) }
+
+// newRowSetCap preallocates capacity events rows.
+func newRowSetCap(keepRaw bool, capacity int) *rowSet {
 	return &rowSet{
-		events:  newRowBuf(eventsTable, 1024),
+		events:  newRowBuf(eventsTable, capacity),
 		alerts:  newRowBuf(alertsTable, 16),
 		actions: newRowBuf(actionsTable, 16),
 		keepRaw: keepRaw,

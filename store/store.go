@@ -43,6 +43,9 @@ type Store struct {
 	noLookup bool // benchmarks only: insert without the duplicate lookup
 }
 
+// maxCompressionBuffer bounds the driver's buffers per connection.
+const maxCompressionBuffer = 2 << 20
+
 // settings every session needs: LowCardinality columns on 18.x.
 var settings = clickhouse.Settings{"allow_experimental_low_cardinality_type": 1}
 
@@ -56,18 +59,21 @@ func options(cfg Config, database string) (*clickhouse.Options, error) {
 		return nil, err
 	}
 	return &clickhouse.Options{
-		Addr:             cfg.Addr,
-		Auth:             clickhouse.Auth{Database: database, Username: cfg.Username, Password: pw},
-		TLS:              tc,
-		Protocol:         clickhouse.Native,
-		DialTimeout:      cfg.DialTimeout,
-		ReadTimeout:      cfg.InsertTimeout,
-		Settings:         settings,
-		Compression:      &clickhouse.Compression{Method: clickhouse.CompressionLZ4},
-		MaxOpenConns:     8,
-		MaxIdleConns:     4,
-		ConnMaxLifetime:  time.Hour,
-		ConnOpenStrategy: clickhouse.ConnOpenInOrder,
+		Addr:        cfg.Addr,
+		Auth:        clickhouse.Auth{Database: database, Username: cfg.Username, Password: pw},
+		TLS:         tc,
+		Protocol:    clickhouse.Native,
+		DialTimeout: cfg.DialTimeout,
+		ReadTimeout: cfg.InsertTimeout,
+		Settings:    settings,
+		Compression: &clickhouse.Compression{Method: clickhouse.CompressionLZ4},
+		// A block is encoded, compressed and written in pieces of this
+		// size: it bounds each connection's buffers (kept while pooled).
+		MaxCompressionBuffer: maxCompressionBuffer,
+		MaxOpenConns:         8,
+		MaxIdleConns:         4,
+		ConnMaxLifetime:      time.Hour,
+		ConnOpenStrategy:     clickhouse.ConnOpenInOrder,
 	}, nil
 }
 
@@ -213,18 +219,20 @@ func (s *Store) Run(ctx context.Context, js jetstream.JetStream, m *metrics.Metr
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			rs := newRowSet(s.cfg.StoreRaw)
+			fb := newFetchBufs(s.cfg)
 			h := func(ctx context.Context, batches []*containv1.Batch) error {
-				return s.handle(ctx, rs, batches, m)
+				return s.handle(ctx, fb, batches, m)
 			}
 			err := bus.Consume(ctx, js, bus.ConsumerConfig{
-				Stream:     stream,
-				Durable:    durable,
-				Stage:      metrics.StageStore,
-				Fetch:      s.cfg.FetchMessages,
-				FetchWait:  s.cfg.FlushInterval,
-				AckWait:    s.cfg.AckWait,
-				RetryDelay: s.cfg.RetryDelay,
+				Stream:        stream,
+				Durable:       durable,
+				Stage:         metrics.StageStore,
+				Fetch:         s.cfg.FetchMessages,
+				FetchWait:     s.cfg.InsertMaxAge,
+				FetchFill:     true,
+				FetchMaxBytes: s.cfg.InsertMaxBytes,
+				AckWait:       s.cfg.AckWait,
+				RetryDelay:    s.cfg.RetryDelay,
 			}, h, m, s.log.With(logfields.Stream, stream))
 			if err != nil {
 				errs <- fmt.Errorf("store: consuming %s: %w", stream, err)
@@ -240,67 +248,6 @@ func (s *Store) Run(ctx context.Context, js jetstream.JetStream, m *metrics.Metr
 		}
 		return all
 	}()...)
-}
-
-// handle inserts the rows of one fetch. An error makes bus.Consume
-// redeliver the whole fetch later.
-func (s *Store) handle(ctx context.Context, rs *rowSet, batches []*containv1.Batch, m *metrics.Metrics) error {
-	defer rs.reset()
-	if !s.ready.Load() {
-		if err := s.Migrate(ctx); err != nil {
-			m.Errors.WithLabelValues(metrics.StageStore, "migrate").Inc()
-			if isUnavailable(err) {
-				s.markDown(err, "setting up the schema")
-			}
-			return err
-		}
-	}
-	now := time.Now()
-	ictx, cancel := context.WithTimeout(ctx, s.cfg.InsertTimeout)
-	defer cancel()
-	var have idSet
-	var err error
-	if !s.noLookup {
-		have, err = s.existing(ictx, batches, now)
-	}
-	if err != nil {
-		m.Errors.WithLabelValues(metrics.StageStore, "insert").Inc()
-		if isUnavailable(err) {
-			s.markDown(err, "looking up ids")
-		}
-		return err
-	}
-	dups := 0
-	for _, b := range batches {
-		dups += rs.add(b, now, have)
-	}
-	if dups > 0 {
-		m.Dropped.WithLabelValues(metrics.StageStore, reasonDuplicate).Add(float64(dups))
-	}
-	for _, buf := range []*rowBuf[row]{rs.events, rs.alerts, rs.actions} {
-		if err := s.insert(ictx, buf); err != nil {
-			m.Errors.WithLabelValues(metrics.StageStore, "insert").Inc()
-			if isUnavailable(err) {
-				s.markDown(err, "inserting into "+buf.def.name)
-			}
-			return err
-		}
-	}
-	if err := s.insertCommitsOf(ictx, batches); err != nil {
-		m.Errors.WithLabelValues(metrics.StageStore, "insert").Inc()
-		if isUnavailable(err) {
-			s.markDown(err, "inserting into commits")
-		}
-		return err
-	}
-	s.markUp()
-	m.EventsOut.WithLabelValues(metrics.StageStore).Add(float64(rs.len()))
-	return nil
-}
-
-// insert sends buf in INSERTs of at most BatchMaxRows rows.
-func (s *Store) insert(ctx context.Context, buf *rowBuf[row]) error {
-	return insertRows(ctx, s.conn, buf, s.cfg.BatchMaxRows, s.addr)
 }
 
 func insertRows[R any](ctx context.Context, conn driver.Conn, buf *rowBuf[R], maxRows int, addr string) error {
@@ -330,5 +277,5 @@ func insertRange[R any](ctx context.Context, conn driver.Conn, buf *rowBuf[R], l
 // Insert writes batches as Run would (same rows, same duplicate skipping),
 // for tools that load history without a stream (tests, imports).
 func (s *Store) Insert(ctx context.Context, m *metrics.Metrics, batches ...*containv1.Batch) error {
-	return s.handle(ctx, newRowSet(s.cfg.StoreRaw), batches, m)
+	return s.handle(ctx, s.bufs(), batches, m)
 }

@@ -27,6 +27,16 @@ type ConsumerConfig struct {
 	Fetch int
 	// FetchWait bounds how long a fetch waits for messages.
 	FetchWait time.Duration
+	// FetchFill makes a fetch wait up to FetchWait to fill up (Fetch
+	// messages or FetchMaxBytes) instead of returning with whatever is
+	// pending: fewer, bigger handler calls (a sink's bigger inserts) for
+	// up to FetchWait of latency.
+	FetchFill bool
+	// FetchMaxBytes bounds the bytes of one filled fetch's messages (0:
+	// no bound), and so the memory a handler call holds; at least the
+	// largest message (MaxPayload), or that message is never delivered.
+	// Only with FetchFill.
+	FetchMaxBytes int
 	// AckWait is how long a delivered message may stay unacknowledged.
 	AckWait time.Duration
 	// RetryDelay is the back-off before a failed message is redelivered.
@@ -116,7 +126,7 @@ func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, h 
 	loggedRefused := map[string]bool{}
 	backoff := cfg.RetryDelay
 	for ctx.Err() == nil {
-		msgs, err := fetch(cons, cfg.Fetch, cfg.FetchWait, cfg.Eager)
+		msgs, err := fetch(cons, cfg)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -194,12 +204,21 @@ func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, h 
 	return nil
 }
 
-// fetch returns at once with what is pending (up to n), and otherwise
-// waits up to wait for the first message and takes what came with it
-// (eager: returns the first alone). A plain Fetch(n) waits for n messages
-// or the whole wait, which would add the wait to every event's latency
-// when traffic is low.
-func fetch(cons jetstream.Consumer, n int, wait time.Duration, eager bool) ([]jetstream.Msg, error) {
+// fetch returns at once with what is pending (up to cfg.Fetch), and
+// otherwise waits up to cfg.FetchWait for the first message and takes what
+// came with it (cfg.Eager: returns the first alone). A plain Fetch(n)
+// waits for n messages or the whole wait, which would add the wait to
+// every event's latency when traffic is low; with cfg.FetchFill that is
+// what is wanted (a full fetch, or the wait).
+func fetch(cons jetstream.Consumer, cfg ConsumerConfig) ([]jetstream.Msg, error) {
+	n, wait := cfg.Fetch, cfg.FetchWait
+	if cfg.FetchFill {
+		opts := []jetstream.FetchOpt{jetstream.FetchMaxWait(wait)}
+		if cfg.FetchMaxBytes > 0 {
+			opts = append(opts, jetstream.FetchMaxBytes(cfg.FetchMaxBytes))
+		}
+		return drain(cons.Fetch(n, opts...))
+	}
 	out, err := drain(cons.FetchNoWait(n))
 	if err != nil || len(out) > 0 {
 		return out, err
@@ -208,7 +227,7 @@ func fetch(cons jetstream.Consumer, n int, wait time.Duration, eager bool) ([]je
 	if err != nil {
 		return nil, err
 	}
-	if out, err = drain(first, nil); err != nil || len(out) == 0 || n == 1 || eager {
+	if out, err = drain(first, nil); err != nil || len(out) == 0 || n == 1 || cfg.Eager {
 		return out, err
 	}
 	more, err := drain(cons.FetchNoWait(n - 1))

@@ -4,6 +4,13 @@
 // 2 when the run could not be made.
 //
 //	go run ./loadtest/cmd/loadtest --rate 20000 --duration 30s
+//
+// With --chaos it runs the stages as separate `contain` processes on a
+// nats-server process and injects faults on a schedule
+// (docs/design/012-chaos.md); it prints one summary line and exits 1 when
+// an event was lost, a row duplicated or a stage's RSS over the bound:
+//
+//	go run ./loadtest/cmd/loadtest --chaos --duration 10m --rate 5000
 package main
 
 import (
@@ -29,6 +36,7 @@ func main() {
 		logLevel   = flag.String("log-level", "warn", "stage log level: debug|info|warn|error")
 		memProfile = flag.String("memprofile", "", "write the heap profile nearest the run's peak heap to this file")
 		memLimitMB = flag.Int("memory-limit-mb", 256, "memory bound in MiB, applied as contain run applies memory.limit_mb (Go soft limit at 80%); 0: none")
+		maxRSSMB   = flag.Int("max-rss-mb", 0, "fail the run (exit 1) when this process's peak RSS passes this many MiB; 0: no check")
 	)
 	flag.IntVar(&g.Hosts, "hosts", g.Hosts, "simulated hosts (one collector each)")
 	flag.IntVar(&g.ContainersPerHost, "containers", g.ContainersPerHost, "containers per host")
@@ -47,10 +55,42 @@ func main() {
 	flag.IntVar(&cfg.Analyzer.Fetch, "analyzer-fetch", cfg.Analyzer.Fetch, "analyzer.fetch")
 	flag.DurationVar(&cfg.DrainTimeout, "drain-timeout", cfg.DrainTimeout, "max wait for the stages to catch up after publishing")
 	flag.Int64Var(&cfg.Streams.MaxBytes, "stream-max-bytes", cfg.Streams.MaxBytes, "nats.streams.max_bytes of every stream (0: unbounded)")
+	var (
+		chaos        = flag.Bool("chaos", false, "run the stages as processes and inject faults (docs/design/012-chaos.md)")
+		faultEvery   = flag.Duration("fault-every", 20*time.Second, "chaos: period of the faults")
+		faults       = flag.String("faults", strings.Join(loadtest.AllFaults, ","), "chaos: fault kinds, taken in turn")
+		chDown       = flag.Duration("clickhouse-down", 2*time.Minute, "chaos: how long a clickhouse-down fault lasts")
+		chaosDir     = flag.String("chaos-dir", "", "chaos: directory for binaries, credentials, logs and JetStream (default: temporary, kept on failure)")
+		chaosVerbose = flag.Bool("v", false, "chaos: print the faults, counters and CPU per process before the summary")
+	)
 	flag.Parse()
+	set := map[string]bool{}
+	flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if *chaos {
+		ccfg := loadtest.DefaultChaosConfig()
+		// The chaos run's own defaults, but for the generator flags given.
+		if set["rate"] {
+			ccfg.Generator.Rate = g.Rate
+		}
+		if set["duration"] {
+			ccfg.Generator.Duration = g.Duration
+		}
+		if set["hosts"] {
+			ccfg.Generator.Hosts = g.Hosts
+		}
+		ccfg.ClickHouse = strings.Split(*clickhouse, ",")
+		ccfg.FaultEvery, ccfg.ClickHouseDown, ccfg.Dir = *faultEvery, *chDown, *chaosDir
+		ccfg.Faults = strings.Split(*faults, ",")
+		ccfg.KeepDatabase = cfg.KeepDatabase
+		if *memLimitMB > 0 {
+			ccfg.MemoryLimitMB = *memLimitMB
+		}
+		os.Exit(runChaos(ccfg, *logLevel, *chaosVerbose))
+	}
 	if *memLimitMB > 0 {
 		debug.SetMemoryLimit(int64(*memLimitMB) << 20 * 8 / 10)
 	}
+	cfg.MaxRSS = uint64(max(*maxRSSMB, 0)) << 20
 	g.DeviateAfter = cfg.Analyzer.LearningWindow + 2*time.Second
 	cfg.Store.Addr = strings.Split(*clickhouse, ",")
 
