@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/containsec/contain/internal/bus"
 	"github.com/containsec/contain/internal/logfields"
@@ -52,6 +51,10 @@ type Enricher struct {
 
 	peersMu  sync.Mutex // serialises service-profile updates; taken before mu
 	services map[svcKey]*svcProfile
+
+	// router, when set with more than one partition, routes each event to
+	// its baseline group's partition (partition.go).
+	router Router
 }
 
 // New makes an Enricher; Run starts it. js may be used by other stages too.
@@ -305,12 +308,12 @@ func (e *Enricher) handle(ctx context.Context, batches []*containv1.Batch) error
 		if err := e.enrichBatch(ctx, b); err != nil {
 			return err
 		}
-		for _, out := range outputBatches(b) {
-			if err := bus.Publish(ctx, e.js, containv1.EventsSubject(b.Host), out); err != nil {
+		for _, out := range e.route(b) {
+			if err := bus.Publish(ctx, e.js, out.subject, out.batch); err != nil {
 				e.m.Errors.WithLabelValues(metrics.StageEnricher, "publish").Inc()
 				return err
 			}
-			n := float64(len(out.Events))
+			n := float64(len(out.batch.Events))
 			e.m.EventsOut.WithLabelValues(metrics.StageEnricher).Add(n)
 			e.m.BatchEvents.WithLabelValues(metrics.StageEnricher).Observe(n)
 		}
@@ -389,6 +392,9 @@ func (e *Enricher) containerEvent(ctx context.Context, host string, ev *containv
 		labels = ci.Labels
 	}
 	rec := containerFromLabels(host, ev.ContainerId, ev.ContainerName, labels, ev.WallNs)
+	if e.router != nil {
+		rec.Group = e.router.Group(ev.GetContainer())
+	}
 	id := IdentityOf(ev.GetContainer(), ev.ContainerName)
 	rec.ImageRef, rec.ImageDigest, rec.Name, rec.IdentitySource = id.Ref, id.Digest, id.Name, id.Source
 	if id.Conflict {
@@ -450,7 +456,7 @@ func outputBatches(in *containv1.Batch) []*containv1.Batch {
 		ProducerId:    in.ProducerId,
 		Events:        in.Events,
 	}
-	if proto.Size(out) <= bus.MaxPayload-1024 || len(in.Events) < 2 {
+	if out.SizeVT() <= bus.MaxPayload-1024 || len(in.Events) < 2 {
 		return []*containv1.Batch{out}
 	}
 	var parts []*containv1.Batch
@@ -463,7 +469,7 @@ func outputBatches(in *containv1.Batch) []*containv1.Batch {
 			Seq:           in.Seq,
 			Events:        evs,
 		}
-		if len(evs) < 2 || proto.Size(p) <= bus.MaxPayload-1024 {
+		if len(evs) < 2 || p.SizeVT() <= bus.MaxPayload-1024 {
 			parts = append(parts, p)
 			return
 		}

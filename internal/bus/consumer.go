@@ -55,6 +55,21 @@ type ConsumerConfig struct {
 	// fetch, so busy consumers batch as before. A sink that gains from
 	// large batches (the store) leaves it off.
 	Eager bool
+	// Stop, when closed, ends Consume after the fetch in hand is handled
+	// and acknowledged: a graceful hand-over (an analyzer releasing a
+	// partition), where cancelling ctx would leave it unacknowledged until
+	// AckWait.
+	Stop <-chan struct{}
+}
+
+// stopped reports whether c is closed (never for nil).
+func stopped(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
 }
 
 func (c *ConsumerConfig) defaults() {
@@ -125,7 +140,7 @@ func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, h 
 	var loggedMalformed atomic.Bool
 	loggedRefused := map[string]bool{}
 	backoff := cfg.RetryDelay
-	for ctx.Err() == nil {
+	for ctx.Err() == nil && !stopped(cfg.Stop) {
 		msgs, err := fetch(cons, cfg)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -196,6 +211,8 @@ func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, h 
 		log.Warn("handler failed; messages will be redelivered", logfields.Durable, cfg.Durable, logfields.Messages, len(good), logfields.RetryIn, backoff, logfields.Err, err)
 		select {
 		case <-ctx.Done():
+			return nil
+		case <-cfg.Stop:
 			return nil
 		case <-time.After(backoff):
 		}
