@@ -322,6 +322,7 @@ func (pt *partitioner) consume(p int, o *ownedPartition) {
 		Fetch:         a.cfg.Fetch,
 		AckWait:       a.cfg.AckWait,
 		Stop:          o.stop,
+		Eager:         true, // on the detection path: a lone event goes at once
 	}, a.handle, a.m, a.log)
 	if err != nil {
 		a.log.Error("partition consumer ended", logfields.Partition, p, logfields.Err, err)
