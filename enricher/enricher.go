@@ -111,6 +111,7 @@ func (e *Enricher) Run(ctx context.Context) error {
 		Fetch:         e.cfg.Fetch,
 		FetchWait:     e.cfg.FetchWait,
 		AckWait:       e.cfg.AckWait,
+		Eager:         true, // on the detection path: a lone event goes at once
 	}, e.handle, e.m, e.log)
 	cancel()
 	wg.Wait()
