@@ -123,6 +123,9 @@ func classifyExec(x *containv1.Exec, in execInfo) []hit {
 			add(CodeExecInterpreter, fn, edge, fmt.Sprintf("interpreter %q started%s", base, by))
 		}
 	}
+	if x.StdioInet {
+		add(CodeReverseShell, fn, fn, fmt.Sprintf("%q runs with its standard input or output on a network connection (reverse shell)%s", fn, by))
+	}
 	exe := x.Exe
 	switch {
 	case x.ExeMemfd || x.ExeDeleted || isFilelessPath(x.Filename) || isFilelessPath(exe):
@@ -156,6 +159,9 @@ func classifyExec(x *containv1.Exec, in execInfo) []hit {
 	if userTools[base] {
 		add(CodeAccountChange, fn, fn, fmt.Sprintf("user-management tool %q ran (argv %q)", base, x.Argv))
 	}
+	if decodes(base, args) {
+		add(CodeExecDecode, fn, fn, fmt.Sprintf("%q decodes a payload (argv %q)", base, x.Argv))
+	}
 	if base == "crontab" && !argvHas(args, "-l") {
 		add(CodeCronPersist, fn, fn, fmt.Sprintf("crontab ran (argv %q)", x.Argv))
 	}
@@ -171,6 +177,22 @@ func classifyExec(x *containv1.Exec, in execInfo) []hit {
 		add(CodePrivilegeGain, fn, fn, fmt.Sprintf("%q runs with euid 0 for uid %d (a setuid-root binary)", fn, p.Uid))
 	}
 	return out
+}
+
+// decodes reports whether the command base64-, hex- or uu-decodes its
+// input: base64 -d, openssl base64/enc -d, xxd -r, uudecode.
+func decodes(base string, args []string) bool {
+	switch base {
+	case "base64", "base32", "basenc":
+		return argvHas(args, "-d", "--decode", "-D", "-di", "-id")
+	case "openssl":
+		return len(args) > 0 && (args[0] == "base64" || args[0] == "enc") && argvHas(args, "-d")
+	case "xxd":
+		return argvHas(args, "-r", "-r -p", "-rp")
+	case "uudecode":
+		return true
+	}
+	return false
 }
 
 func argvContains(argv []string, needles ...string) bool {
@@ -287,6 +309,15 @@ var histories = map[string]bool{
 
 var loginRecords = map[string]bool{"wtmp": true, "btmp": true, "lastlog": true, "utmp": true, "faillog": true}
 
+// devNodes are the device files every container has: an open with
+// O_CREAT of one (a shell's `> /dev/null`) creates nothing. The
+// termination log is Kubernetes' (terminationMessagePath).
+var devNodes = map[string]bool{
+	"/dev/null": true, "/dev/zero": true, "/dev/full": true, "/dev/random": true, "/dev/urandom": true,
+	"/dev/tty": true, "/dev/console": true, "/dev/ptmx": true, "/dev/stdin": true, "/dev/stdout": true,
+	"/dev/stderr": true, "/dev/termination-log": true,
+}
+
 var hiddenRoots = []string{"/etc", "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/var", "/root", "/boot", "/opt", "/srv", "/dev"}
 
 // isCredentialPath reports whether reading p reads credentials.
@@ -348,6 +379,19 @@ func classifyFile(f *containv1.File) []hit {
 		out = append(out, hit{code: code, subject: t, key: key, msg: msg})
 	}
 	op := opNames[f.Op]
+	if f.Op == containv1.File_OP_CONNECT {
+		if isRuntimeSocket(t) {
+			add(CodeRuntimeSocket, t, fmt.Sprintf("connect to container runtime socket %s (control of the host's containers)", t))
+		}
+		return out
+	}
+	// A name made for a credential file: a symlink to it or a hardlink of
+	// it (the name then reads it without naming it).
+	if f.Op == containv1.File_OP_LINK || f.Op == containv1.File_OP_SYMLINK {
+		if src := linkSource(f); f.Sensitive || isCredentialPath(src) {
+			add(CodeSensitiveLink, src, fmt.Sprintf("%s %s made to credential file %s", op, t, src))
+		}
+	}
 	// Escapes through kernel knobs the host acts on.
 	if base == "release_agent" || base == "notify_on_release" || t == "/proc/sys/kernel/core_pattern" ||
 		t == "/proc/sys/kernel/modprobe" || t == "/proc/sysrq-trigger" || t == "/sys/kernel/uevent_helper" ||
@@ -356,13 +400,22 @@ func classifyFile(f *containv1.File) []hit {
 		return out
 	}
 	if strings.HasPrefix(t, "/proc/") || strings.HasPrefix(t, "/sys/") {
-		return nil
+		switch {
+		case under(t, "/proc/sys") || strings.HasPrefix(t, "/sys/"):
+			// Kernel parameters: the host's, whatever the namespace
+			// (most of /proc/sys and /sys is not namespaced).
+			add(CodeKernelTunable, t, fmt.Sprintf("%s of kernel parameter %s", op, t))
+		case base == "mem" && f.Op != containv1.File_OP_CREATE:
+			add(CodeProcMemory, t, fmt.Sprintf("%s of %s: another process's memory written", op, t))
+		}
+		return out
 	}
 	// Device nodes and files below /dev (not its tmpfs and pty mounts).
 	switch {
 	case f.Op == containv1.File_OP_MKNOD && (under(t, "/dev") || f.Mode&sIFMT == sIFCHR || f.Mode&sIFMT == sIFBLK):
 		add(CodeDevCreate, path.Dir(t), fmt.Sprintf("device node %s created (mode %#o)", t, f.Mode))
-	case under(t, "/dev") && creates(f.Op) && !underAny(t, "/dev/shm", "/dev/pts", "/dev/mqueue", "/dev/hugepages"):
+	case under(t, "/dev") && creates(f.Op) && !underAny(t, "/dev/shm", "/dev/pts", "/dev/mqueue", "/dev/hugepages", "/dev/fd") &&
+		!(f.Op == containv1.File_OP_CREATE && devNodes[t]):
 		add(CodeDevCreate, path.Dir(t), fmt.Sprintf("%s created below /dev by %s", t, op))
 	}
 	if under(t, "/dev") {
@@ -430,6 +483,28 @@ func classifyFile(f *containv1.File) []hit {
 		}
 	}
 	return out
+}
+
+// runtimeSockets are the API sockets of container engines and runtimes
+// (by name: wherever a volume mounts them).
+var runtimeSockets = map[string]bool{
+	"docker.sock": true, "containerd.sock": true, "crio.sock": true, "podman.sock": true, "dockershim.sock": true,
+	"cri-dockerd.sock": true, "kubelet.sock": true, "frakti.sock": true, "rktlet.sock": true, "buildkitd.sock": true,
+	"containerd-shim.sock": true, "docker.socket": true,
+}
+
+func isRuntimeSocket(p string) bool {
+	return runtimeSockets[path.Base(p)] || strings.Contains(p, "/containerd/") && strings.HasSuffix(p, ".sock")
+}
+
+// linkSource is the file a link or symlink names, cleaned; a relative
+// symlink target is read from the link's directory.
+func linkSource(f *containv1.File) string {
+	src := f.Path
+	if f.Op == containv1.File_OP_SYMLINK && !strings.HasPrefix(src, "/") && f.NewPath != "" {
+		src = path.Join(path.Dir(f.NewPath), src)
+	}
+	return path.Clean(src)
 }
 
 // bulkThreshold destructive operations by one process tree within
@@ -503,6 +578,13 @@ func classifySyscall(s *containv1.Syscall, priorEuid uint32, known bool) []hit {
 			return one(CodeRawSocket, kind, fmt.Sprintf("%s socket opened (family %d type %d)", kind, s.Args[0], s.Args[1]&0xf))
 		}
 		return nil
+	case "dup2", "dup3":
+		// Reported by the collector only when a socket lands on stdin,
+		// stdout or stderr (its result, the new descriptor).
+		if !withArgs || s.Ret < 0 || s.Ret > 2 {
+			return nil
+		}
+		return one(CodeReverseShell, "dup", fmt.Sprintf("%s: a network socket duplicated onto %s (reverse shell)", name, [3]string{"stdin", "stdout", "stderr"}[s.Ret]))
 	case "setuid", "setreuid", "setresuid", "setfsuid":
 		if !withArgs {
 			return nil

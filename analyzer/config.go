@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/containsec/contain/internal/auth"
+	"github.com/containsec/contain/schemas/containv1"
 	"github.com/containsec/contain/schemas/kvdoc"
 )
 
@@ -111,6 +112,23 @@ type Config struct {
 	OperatorKeys []string `config:"operator_keys"`
 	// Commits is the commit policy (commits.go).
 	Commits CommitsConfig `config:"commits"`
+
+	// Partitions splits CONTAIN_EVENTS by baseline group
+	// (docs/design/022-analyzer-partitions.md): with more than 1, the
+	// enricher publishes each event on its group's partition and each
+	// analyzer instance consumes the partitions it holds a lease on, so
+	// every group is scored by exactly one instance. Every enricher and
+	// analyzer must use the same value. 1 (the default): one consumer,
+	// no leases, as before.
+	Partitions int `config:"partitions"`
+	// InstanceID names this analyzer instance among those sharing the
+	// partitions ([A-Za-z0-9_-], at most 64); empty means the host name
+	// and a random suffix. Two running instances must never share one.
+	InstanceID string `config:"instance_id"`
+	// LeaseTTL is how long a partition's lease outlives its owner's last
+	// renewal (renewed every quarter of it): an instance that dies has
+	// its partitions taken over after at most about LeaseTTL.
+	LeaseTTL time.Duration `config:"lease_ttl"`
 }
 
 // Exec-session policies (Config.ExecSessions).
@@ -163,6 +181,8 @@ func DefaultConfig() Config {
 		BaselinesBucket:   DefaultBaselinesBucket,
 		PersistInterval:   10 * time.Second,
 		ProfilesBucket:    DefaultProfilesBucket,
+		Partitions:        1,
+		LeaseTTL:          10 * time.Second,
 	}
 }
 
@@ -185,8 +205,31 @@ func (c Config) Validate() error {
 		return fmt.Errorf("analyzer.kv_replicas: %d out of range 0..5", c.KVReplicas)
 	case c.BaselinesBucket != "" && c.PersistInterval <= 0:
 		return errors.New("analyzer.persist_interval: must be > 0 when analyzer.baselines_bucket is set")
+	case c.Partitions < 0 || c.Partitions > containv1.MaxPartitions:
+		return fmt.Errorf("analyzer.partitions: %d out of range 0..%d", c.Partitions, containv1.MaxPartitions)
+	case c.InstanceID != "" && !validInstanceID(c.InstanceID):
+		return fmt.Errorf("analyzer.instance_id: %q is not 1-64 of [A-Za-z0-9_-]", c.InstanceID)
+	case c.Partitions > 1 && c.LeaseTTL < 200*time.Millisecond:
+		return errors.New("analyzer.lease_ttl: must be >= 200ms when analyzer.partitions > 1")
+	case c.Partitions > 1 && c.FilterSubject != "":
+		return errors.New("analyzer.filter_subject: must be empty when analyzer.partitions > 1 (each partition has its own filter)")
 	}
 	return nil
+}
+
+// validInstanceID: 1-64 of [A-Za-z0-9_-], usable in a KV key and a
+// consumer name.
+func validInstanceID(s string) bool {
+	if len(s) == 0 || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
 }
 
 func (c Config) validateEngine() error {

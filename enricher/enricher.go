@@ -52,6 +52,10 @@ type Enricher struct {
 
 	peersMu  sync.Mutex // serialises service-profile updates; taken before mu
 	services map[svcKey]*svcProfile
+
+	// router, when set with more than one partition, routes each event to
+	// its baseline group's partition (partition.go).
+	router Router
 }
 
 // New makes an Enricher; Run starts it. js may be used by other stages too.
@@ -108,6 +112,7 @@ func (e *Enricher) Run(ctx context.Context) error {
 		Fetch:         e.cfg.Fetch,
 		FetchWait:     e.cfg.FetchWait,
 		AckWait:       e.cfg.AckWait,
+		Eager:         true, // on the detection path: a lone event goes at once
 	}, e.handle, e.m, e.log)
 	cancel()
 	wg.Wait()
@@ -308,14 +313,14 @@ func (e *Enricher) handle(ctx context.Context, batches []*containv1.Batch) error
 		if err := e.enrichBatch(ctx, b); err != nil {
 			return err
 		}
-		for _, out := range outputBatches(b) {
-			msg, err := bus.NewMsg(containv1.EventsSubject(b.Host), out)
+		for _, out := range e.route(b) {
+			msg, err := bus.NewMsg(out.subject, out.batch)
 			if err != nil {
 				e.m.Errors.WithLabelValues(metrics.StageEnricher, "publish").Inc()
 				return fmt.Errorf("enricher: %w", err)
 			}
 			msgs = append(msgs, msg)
-			sizes = append(sizes, len(out.Events))
+			sizes = append(sizes, len(out.batch.Events))
 		}
 	}
 	if err := bus.PublishAll(ctx, e.js, msgs, metrics.StageEnricher); err != nil {
@@ -401,6 +406,9 @@ func (e *Enricher) containerEvent(ctx context.Context, host string, ev *containv
 		labels = ci.Labels
 	}
 	rec := containerFromLabels(host, ev.ContainerId, ev.ContainerName, labels, ev.WallNs)
+	if e.router != nil {
+		rec.Group = e.router.Group(ev.GetContainer())
+	}
 	id := IdentityOf(ev.GetContainer(), ev.ContainerName)
 	rec.ImageRef, rec.ImageDigest, rec.Name, rec.IdentitySource = id.Ref, id.Digest, id.Name, id.Source
 	if id.Conflict {

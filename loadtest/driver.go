@@ -274,6 +274,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("enricher: %w", err)
 	}
+	en.SetRouter(analyzer.NewRouter(cfg.Analyzer))
 	start(metrics.StageEnricher, en.Run)
 	anCfg := cfg.Analyzer
 	if anCfg.Host == "" {
@@ -528,11 +529,11 @@ func (r *run) drive(ctx context.Context) (*Result, error) {
 	go func() { smp.run(sctx, r.cfg.SampleEvery); close(samplerDone) }()
 
 	res.CHBefore = r.chEvents(ctx)
-	res.Before = readUsage()
+	res.Before = readUsageFor(r.cfg.Store.Addr)
 	res.LoadBefore = loadavg()
 	stats, genErr := gen.Run(ctx)
 	res.Gen = stats
-	res.GenEnd = readUsage()
+	res.GenEnd = readUsageFor(r.cfg.Store.Addr)
 	smp.mark()
 	if genErr != nil {
 		stopSampling()
@@ -559,7 +560,7 @@ func (r *run) drive(ctx context.Context) (*Result, error) {
 	for r.pendingProbes() > 0 && time.Now().Before(deadline) && ctx.Err() == nil {
 		time.Sleep(r.cfg.ProbePoll)
 	}
-	res.End = readUsage()
+	res.End = readUsageFor(r.cfg.Store.Addr)
 	res.CHAfter = r.chEvents(ctx)
 	res.LoadAfter = loadavg()
 	stopSampling()

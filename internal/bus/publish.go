@@ -115,8 +115,34 @@ type Reporter struct {
 	Health       *Health
 	HealthBounds HealthConfig
 
+	// Trace, when set, sees every batch at the points of its way through
+	// the bus (TraceFlushing, TracePublished, TraceReceived, TraceHandled), on the
+	// stage's goroutine: the per-hop latency of benchmarks. It must be
+	// quick and must not keep or change the batch.
+	Trace func(point, stage string, b *containv1.Batch)
+
 	mu     sync.Mutex
 	logged map[string]time.Time
+}
+
+// Trace points (Reporter.Trace).
+const (
+	// TraceFlushing: a Batcher is about to publish the batch.
+	TraceFlushing = "flushing"
+	// TracePublished: the stream acknowledged the batch (Publish).
+	TracePublished = "published"
+	// TraceReceived: Consume decoded the batch, before the handler.
+	TraceReceived = "received"
+	// TraceHandled: the handler returned without error for the fetch
+	// that held the batch (what it published is published).
+	TraceHandled = "handled"
+)
+
+// trace calls r.Trace if there is one.
+func (r *Reporter) trace(point, stage string, b *containv1.Batch) {
+	if r != nil && r.Trace != nil {
+		r.Trace(point, stage, b)
+	}
 }
 
 type reporterKey struct{}
@@ -208,7 +234,11 @@ func Publish(ctx context.Context, js jetstream.JetStream, subject string, b *con
 		rep.failed(stage, kind, subject, err)
 		return err
 	}
-	return publishMsg(ctx, js, msg, stage, rep)
+	if err := publishMsg(ctx, js, msg, stage, rep); err != nil {
+		return err
+	}
+	rep.trace(TracePublished, stage, b)
+	return nil
 }
 
 func publishMsg(ctx context.Context, js jetstream.JetStream, msg *nats.Msg, stage string, rep *Reporter) error {
