@@ -45,10 +45,13 @@
 // Origin (Process.origin, decided by lineage in the collector):
 // ORIGIN_RUNTIME events are neither learned nor scored
 // (contain_analyzer_events_runtime_total); ORIGIN_EXEC_SESSION events
-// follow ExecSessions: "record" (default: one exec.session alert, score
-// 0.4, per session naming its command; its activity neither learned nor
-// scored), "alert" (scored, never learned), "container" (the container's
-// own) or "ignore" (counted, contain_analyzer_events_exec_session_total).
+// follow ExecSessions: "behaviours" (default: one exec.session alert,
+// score 0.4, per session naming its command, and the session's attack
+// behaviours, SessionBehaviours, scored at their class; an operator's
+// routine activity neither learned nor scored), "record" (the exec.session
+// alert only), "alert" (all scored, never learned), "container" (the
+// container's own) or "ignore" (counted,
+// contain_analyzer_events_exec_session_total).
 // ORIGIN_CONTAINER events are learned and scored with no exemption by
 // name.
 //
