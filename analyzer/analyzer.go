@@ -149,6 +149,7 @@ func (a *Analyzer) consume(ctx context.Context) error {
 		Stage:         metrics.StageAnalyzer,
 		Fetch:         a.cfg.Fetch,
 		AckWait:       a.cfg.AckWait,
+		Eager:         true, // on the detection path: a lone event goes at once
 	}, a.handle, a.m, a.log)
 }
 

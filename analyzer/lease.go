@@ -45,6 +45,12 @@ const (
 
 func leaseKey(p int) string { return leasePrefix + strconv.Itoa(p) }
 
+// fenceAfter is how long an instance keeps its partitions without a
+// successful round: a quarter of the TTL before its leases expire on the
+// server (renewed at the start of its last good round), the margin for
+// the clocks and the round's own latency.
+func fenceAfter(ttl time.Duration) time.Duration { return ttl * 3 / 4 }
+
 // ownedPartition is a partition this instance holds the lease of and
 // consumes.
 type ownedPartition struct {
@@ -88,7 +94,7 @@ func newPartitioner(a *Analyzer) *partitioner {
 	}, []string{"change"}))
 	pt.gauge = metrics.Register(a.m, metrics.StageAnalyzer, prometheus.NewGauge(prometheus.GaugeOpts{
 		Namespace: "contain", Subsystem: "analyzer", Name: "partitions_owned",
-		Help: "Partitions of CONTAIN_EVENTS this analyzer instance holds the lease of.",
+		Help: "Partitions of CONTAIN_EVENTS the analyzer instances of this process hold the lease of.",
 	}))
 	return pt
 }
@@ -183,14 +189,16 @@ func (pt *partitioner) round(ctx context.Context, acquire bool) {
 		}
 		o.rev = rev
 	}
+	// Renewed: the leases hold until started+TTL on the server, whatever
+	// the view below says.
+	pt.mu.Lock()
+	pt.lastOK, pt.failed = started, false
+	pt.mu.Unlock()
 	members, holders, err := pt.view(rctx)
 	if err != nil {
 		pt.fail(err)
 		return
 	}
-	pt.mu.Lock()
-	pt.lastOK, pt.failed = started, false
-	pt.mu.Unlock()
 	want := assign(members, pt.n)
 	for _, p := range pt.ownedList() {
 		if want[p] != pt.id {
@@ -289,7 +297,7 @@ func (pt *partitioner) acquire(ctx context.Context, p int, rev uint64) {
 	o := &ownedPartition{rev: rev, stop: make(chan struct{}), done: make(chan struct{})}
 	pt.mu.Lock()
 	pt.owned[p] = o
-	pt.gauge.Set(float64(len(pt.owned)))
+	pt.gauge.Inc()
 	pt.mu.Unlock()
 	pt.changes.WithLabelValues(changeAcquired).Inc()
 	a.log.Info("partition acquired", logfields.Instance, pt.id, logfields.Partition, p, logfields.Loaded, n, logfields.Revision, rev)
@@ -314,6 +322,7 @@ func (pt *partitioner) consume(p int, o *ownedPartition) {
 		Fetch:         a.cfg.Fetch,
 		AckWait:       a.cfg.AckWait,
 		Stop:          o.stop,
+		Eager:         true, // on the detection path: a lone event goes at once
 	}, a.handle, a.m, a.log)
 	if err != nil {
 		a.log.Error("partition consumer ended", logfields.Partition, p, logfields.Err, err)
@@ -379,7 +388,7 @@ func (pt *partitioner) lose(p int, why error) {
 	pt.a.log.Warn("partition lost", logfields.Instance, pt.id, logfields.Partition, p, logfields.Err, why)
 }
 
-// fail counts a failed round; once no round succeeded for half a lease
+// fail counts a failed round; once no round succeeded for 3/4 of a lease
 // TTL (two renewals missed) every partition is given up, before the
 // leases expire on the server and another instance may take them.
 func (pt *partitioner) fail(err error) {
@@ -387,14 +396,14 @@ func (pt *partitioner) fail(err error) {
 	pt.mu.Lock()
 	first := !pt.failed
 	pt.failed = true
-	expired := !pt.lastOK.IsZero() && time.Since(pt.lastOK) > pt.ttl/2
+	expired := !pt.lastOK.IsZero() && time.Since(pt.lastOK) > fenceAfter(pt.ttl)
 	pt.mu.Unlock()
 	if first {
 		pt.a.log.Warn("renewing partition leases failed; retrying", logfields.Instance, pt.id, logfields.Err, err)
 	}
 	if expired {
 		for _, p := range pt.ownedList() {
-			pt.lose(p, fmt.Errorf("leases not renewed for %s: %w", pt.ttl/2, err))
+			pt.lose(p, fmt.Errorf("leases not renewed for %s: %w", fenceAfter(pt.ttl), err))
 		}
 	}
 }
@@ -417,8 +426,10 @@ func (pt *partitioner) get(p int) *ownedPartition {
 
 func (pt *partitioner) forget(p int) {
 	pt.mu.Lock()
-	delete(pt.owned, p)
-	pt.gauge.Set(float64(len(pt.owned)))
+	if _, ok := pt.owned[p]; ok {
+		delete(pt.owned, p)
+		pt.gauge.Dec()
+	}
 	pt.mu.Unlock()
 }
 

@@ -48,6 +48,13 @@ type ConsumerConfig struct {
 	// before it is dead-lettered; 0: the Reporter's, else
 	// DefaultMaxDeliver.
 	MaxDeliver int
+	// Eager hands the message that ends an idle wait to the handler at
+	// once, without a second request for what came with it: one round
+	// trip to the server less for a lone event (the detection path:
+	// enricher, analyzer). What came meanwhile is taken by the next
+	// fetch, so busy consumers batch as before. A sink that gains from
+	// large batches (the store) leaves it off.
+	Eager bool
 	// Stop, when closed, ends Consume after the fetch in hand is handled
 	// and acknowledged: a graceful hand-over (an analyzer releasing a
 	// partition), where cancelling ctx would leave it unacknowledged until
@@ -170,6 +177,7 @@ func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, h 
 				_ = msg.Term()
 				continue
 			}
+			rep.trace(TraceReceived, cfg.Stage, b)
 			good = append(good, msg)
 			batches = append(batches, b)
 			n := float64(len(b.Events))
@@ -184,6 +192,9 @@ func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, h 
 		if err == nil {
 			backoff = cfg.RetryDelay
 			st.ack(good)
+			for _, b := range batches {
+				rep.trace(TraceHandled, cfg.Stage, b)
+			}
 			continue
 		}
 		if ctx.Err() != nil {
@@ -212,9 +223,10 @@ func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, h 
 
 // fetch returns at once with what is pending (up to cfg.Fetch), and
 // otherwise waits up to cfg.FetchWait for the first message and takes what
-// came with it. A plain Fetch(n) waits for n messages or the whole wait,
-// which would add the wait to every event's latency when traffic is low;
-// with cfg.FetchFill that is what is wanted (a full fetch, or the wait).
+// came with it (cfg.Eager: returns the first alone). A plain Fetch(n)
+// waits for n messages or the whole wait, which would add the wait to
+// every event's latency when traffic is low; with cfg.FetchFill that is
+// what is wanted (a full fetch, or the wait).
 func fetch(cons jetstream.Consumer, cfg ConsumerConfig) ([]jetstream.Msg, error) {
 	n, wait := cfg.Fetch, cfg.FetchWait
 	if cfg.FetchFill {
@@ -232,7 +244,7 @@ func fetch(cons jetstream.Consumer, cfg ConsumerConfig) ([]jetstream.Msg, error)
 	if err != nil {
 		return nil, err
 	}
-	if out, err = drain(first, nil); err != nil || len(out) == 0 || n == 1 {
+	if out, err = drain(first, nil); err != nil || len(out) == 0 || n == 1 || cfg.Eager {
 		return out, err
 	}
 	more, err := drain(cons.FetchNoWait(n - 1))
