@@ -86,6 +86,12 @@
 //     up to 5 s, logged and counted (contain_errors_total{kind=
 //     "baseline_load"}), and Ready (the analyzer's /readyz check) fails
 //     until it succeeds, so no image relearns over its stored baseline.
+//   - Partitioned (Config.Partitions > 1): a baseline group is scored by
+//     the one instance holding its partition's lease, which loaded the
+//     group's stored baseline before consuming the partition; a partition
+//     is handed over only after its fetch in hand is acknowledged and its
+//     baselines written; an instance that cannot renew its leases for 3/4
+//     of Config.LeaseTTL stops consuming before they can expire.
 //   - A manual operation (lock, unlock, reset, import) is applied only when
 //     signed by a key of Config.OperatorKeys (Doc.OpSig over the key, op,
 //     content and actor; Doc.OpActor is the signer "<credential>/<os
