@@ -309,6 +309,15 @@ var histories = map[string]bool{
 
 var loginRecords = map[string]bool{"wtmp": true, "btmp": true, "lastlog": true, "utmp": true, "faillog": true}
 
+// devNodes are the device files every container has: an open with
+// O_CREAT of one (a shell's `> /dev/null`) creates nothing. The
+// termination log is Kubernetes' (terminationMessagePath).
+var devNodes = map[string]bool{
+	"/dev/null": true, "/dev/zero": true, "/dev/full": true, "/dev/random": true, "/dev/urandom": true,
+	"/dev/tty": true, "/dev/console": true, "/dev/ptmx": true, "/dev/stdin": true, "/dev/stdout": true,
+	"/dev/stderr": true, "/dev/termination-log": true,
+}
+
 var hiddenRoots = []string{"/etc", "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/var", "/root", "/boot", "/opt", "/srv", "/dev"}
 
 // isCredentialPath reports whether reading p reads credentials.
@@ -405,7 +414,8 @@ func classifyFile(f *containv1.File) []hit {
 	switch {
 	case f.Op == containv1.File_OP_MKNOD && (under(t, "/dev") || f.Mode&sIFMT == sIFCHR || f.Mode&sIFMT == sIFBLK):
 		add(CodeDevCreate, path.Dir(t), fmt.Sprintf("device node %s created (mode %#o)", t, f.Mode))
-	case under(t, "/dev") && creates(f.Op) && !underAny(t, "/dev/shm", "/dev/pts", "/dev/mqueue", "/dev/hugepages"):
+	case under(t, "/dev") && creates(f.Op) && !underAny(t, "/dev/shm", "/dev/pts", "/dev/mqueue", "/dev/hugepages", "/dev/fd") &&
+		!(f.Op == containv1.File_OP_CREATE && devNodes[t]):
 		add(CodeDevCreate, path.Dir(t), fmt.Sprintf("%s created below /dev by %s", t, op))
 	}
 	if under(t, "/dev") {
@@ -568,6 +578,13 @@ func classifySyscall(s *containv1.Syscall, priorEuid uint32, known bool) []hit {
 			return one(CodeRawSocket, kind, fmt.Sprintf("%s socket opened (family %d type %d)", kind, s.Args[0], s.Args[1]&0xf))
 		}
 		return nil
+	case "dup2", "dup3":
+		// Reported by the collector only when a socket lands on stdin,
+		// stdout or stderr (its result, the new descriptor).
+		if !withArgs || s.Ret < 0 || s.Ret > 2 {
+			return nil
+		}
+		return one(CodeReverseShell, "dup", fmt.Sprintf("%s: a network socket duplicated onto %s (reverse shell)", name, [3]string{"stdin", "stdout", "stderr"}[s.Ret]))
 	case "setuid", "setreuid", "setresuid", "setfsuid":
 		if !withArgs {
 			return nil

@@ -56,6 +56,7 @@ var coverageCases = []coverageCase{
 	{mode: "vmwrite", code: CodeProcMemory, pause: true},
 	{mode: "setns", code: CodeNamespace, pause: true},
 	{mode: "scan", code: CodeNetScan},
+	{mode: "revshell", code: CodeReverseShell, pause: true, hostNet: true},
 	{mode: "dockersock", code: CodeRuntimeSocket, pause: true, needs: "File.OP_CONNECT"},
 	{mode: "unshare", code: CodeNamespace, pause: true},
 	{mode: "mount", code: CodeMount, pause: true},
@@ -187,7 +188,7 @@ func TestBehaviourCoverage(t *testing.T) {
 	}
 	t.Cleanup(func() { sockLn.Close() })
 	prepare := func(cc coverageCase) *testenv.Container {
-		args, ref, dig := []string{"/opt/probe/probe", cc.mode}, imageRef, digest
+		args, ref, dig := []string{"/opt/probe/probe", cc.mode, strconv.Itoa(revshellPort)}, imageRef, digest
 		if cc.script != "" {
 			args, ref, dig = []string{"/bin/sh", "-c", shellScript(cc.script, revshellPort)}, shImageRef, shDigest
 		}
@@ -373,11 +374,7 @@ func TestBehaviourCoverage(t *testing.T) {
 				}
 			}
 		}
-		// A shell case's subject may repeat across the shell image's
-		// containers (several reads of /etc/shadow by different routes):
-		// its rarity then lowers the reason, and the alert (what the
-		// responder acts on) must reach the threshold.
-		if cc.pause && (cc.script == "" && r.Score < pauseThreshold || al.GetAlert().GetScore() < pauseThreshold) {
+		if cc.pause && (r.Score < pauseThreshold || al.GetAlert().GetScore() < pauseThreshold) {
 			t.Errorf("%s: %s scored %.3f (alert %.3f), below the default pause threshold %.2f: %s",
 				cc.mode, cc.code, r.Score, al.GetAlert().GetScore(), pauseThreshold, describe(al))
 		}

@@ -45,6 +45,12 @@ const (
 
 func leaseKey(p int) string { return leasePrefix + strconv.Itoa(p) }
 
+// fenceAfter is how long an instance keeps its partitions without a
+// successful round: a quarter of the TTL before its leases expire on the
+// server (renewed at the start of its last good round), the margin for
+// the clocks and the round's own latency.
+func fenceAfter(ttl time.Duration) time.Duration { return ttl * 3 / 4 }
+
 // ownedPartition is a partition this instance holds the lease of and
 // consumes.
 type ownedPartition struct {
@@ -183,14 +189,16 @@ func (pt *partitioner) round(ctx context.Context, acquire bool) {
 		}
 		o.rev = rev
 	}
+	// Renewed: the leases hold until started+TTL on the server, whatever
+	// the view below says.
+	pt.mu.Lock()
+	pt.lastOK, pt.failed = started, false
+	pt.mu.Unlock()
 	members, holders, err := pt.view(rctx)
 	if err != nil {
 		pt.fail(err)
 		return
 	}
-	pt.mu.Lock()
-	pt.lastOK, pt.failed = started, false
-	pt.mu.Unlock()
 	want := assign(members, pt.n)
 	for _, p := range pt.ownedList() {
 		if want[p] != pt.id {
@@ -380,7 +388,7 @@ func (pt *partitioner) lose(p int, why error) {
 	pt.a.log.Warn("partition lost", logfields.Instance, pt.id, logfields.Partition, p, logfields.Err, why)
 }
 
-// fail counts a failed round; once no round succeeded for half a lease
+// fail counts a failed round; once no round succeeded for 3/4 of a lease
 // TTL (two renewals missed) every partition is given up, before the
 // leases expire on the server and another instance may take them.
 func (pt *partitioner) fail(err error) {
@@ -388,14 +396,14 @@ func (pt *partitioner) fail(err error) {
 	pt.mu.Lock()
 	first := !pt.failed
 	pt.failed = true
-	expired := !pt.lastOK.IsZero() && time.Since(pt.lastOK) > pt.ttl/2
+	expired := !pt.lastOK.IsZero() && time.Since(pt.lastOK) > fenceAfter(pt.ttl)
 	pt.mu.Unlock()
 	if first {
 		pt.a.log.Warn("renewing partition leases failed; retrying", logfields.Instance, pt.id, logfields.Err, err)
 	}
 	if expired {
 		for _, p := range pt.ownedList() {
-			pt.lose(p, fmt.Errorf("leases not renewed for %s: %w", pt.ttl/2, err))
+			pt.lose(p, fmt.Errorf("leases not renewed for %s: %w", fenceAfter(pt.ttl), err))
 		}
 	}
 }

@@ -3,6 +3,7 @@ package analyzer
 import (
 	"context"
 	"fmt"
+	"os"
 	"slices"
 	"sync"
 	"testing"
@@ -105,6 +106,7 @@ func startEnricher(t *testing.T, js jetstream.JetStream, cfg Config) {
 	ec := enricher.DefaultConfig()
 	ec.Workers = 0
 	ec.AckWait = 2 * time.Second
+	ec.KVReplicas = cfg.KVReplicas
 	e, err := enricher.New(ec, js, metrics.New(), testenv.Discard())
 	if err != nil {
 		t.Fatal(err)
@@ -132,7 +134,8 @@ func (w *workload) event(i int, ev *containv1.Event) *containv1.Event {
 
 func (w *workload) publish(evs ...*containv1.Event) {
 	w.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	// Long enough to ride out a stream leader's election on a cluster.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := bus.Publish(ctx, w.js, containv1.RawSubject("h1"), w.prod.Batch(evs)); err != nil {
 		w.t.Fatal(err)
@@ -335,97 +338,146 @@ func reversed(s []string) []string {
 // loads each baseline as stored (same revision and learned set) before
 // scoring, and the deviations published across the hand-over each raise
 // exactly one alert, with the id the old owner would have given it.
-// "kill-inflight" cuts the owner while the deviations are in flight: an
-// alert it published but did not acknowledge is raised again by the heir
-// under the same id (JetStream's at-least-once; consumers de-duplicate
-// by id), none is lost and no other id appears.
+// "kill-inflight" cuts the owner right after the next deviations are
+// published, whatever it had fetched, published or acknowledged of them:
+// none is lost and no id appears but the one per deviating event (an
+// alert published and not acknowledged would be raised again by the heir
+// under the same id, JetStream's at-least-once; consumers de-duplicate by
+// id; the log says how many were).
 func TestPartitionHandover(t *testing.T) {
 	for _, mode := range []string{"stop", "kill", "kill-inflight"} {
 		t.Run(mode, func(t *testing.T) {
 			url, _, js := testenv.NATS(t)
-			cfg := partitionedConfig()
-			a, b := startInstance(t, url, "an-a", cfg), startInstance(t, url, "an-b", cfg)
-			waitPartitioned(t, cfg.Partitions, a, b)
-			startEnricher(t, js, cfg)
-			alerts := collectAlerts(t, js)
-			w := &workload{t: t, js: js, prod: bus.NewProducer("h1", metrics.StageCollector), n: 8}
-			w.learn()
-			first := w.attack(0)
-			alerts.waitFor(t, 20*time.Second, first)
-
-			// The victim owns image 0; what it stored is what the next
-			// owner must load.
-			victim := owner(t, digestOf(0), a, b)
-			heir := a
-			if victim == a {
-				heir = b
-			}
-			st, err := OpenStore(context.Background(), js, cfg.BaselinesBucket)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var moved []string // keys the victim owns
-			for i := range w.n {
-				if owner(t, digestOf(i), a, b) == victim {
-					moved = append(moved, digestOf(i))
-				}
-			}
-			stored := map[string]*Doc{}
-			testenv.WaitFor(t, 10*time.Second, "the victim's baselines written and its partitions acknowledged", func() bool {
-				for _, key := range moved {
-					var live *Doc
-					victim.a.Engine(func(e *Engine) { live, _ = e.Snapshot(key) })
-					d, err := st.Get(context.Background(), key)
-					if err != nil || live == nil || d.Version != live.Version || d.Phase != PhaseConverged.String() {
-						return false
-					}
-					stored[key] = d
-				}
-				return acknowledged(t, js, victim.a)
-			})
-			var second map[string]int
-			switch mode {
-			case "stop":
-				victim.stop()
-			case "kill":
-				victim.nc.Close() // no hand-over: its leases expire
-			case "kill-inflight":
-				second = w.attack(1)
-				victim.nc.Close()
-			}
-			if second == nil {
-				second = w.attack(1) // published while the partitions move
-			}
-			alerts.waitFor(t, 20*time.Second, second)
-			for trig, i := range second {
-				key := digestOf(i)
-				al, by := alerts.get(trig)
-				d := stored[key]
-				if d == nil {
-					continue // never the victim's
-				}
-				if by != heir.id && mode != "kill-inflight" {
-					t.Errorf("%s: alert after the hand-over published by %s, not %s", key, by, heir.id)
-				}
-				if v := al.GetAlert().GetBaselineVersion(); v != fmt.Sprint(d.Version) {
-					t.Errorf("%s: scored against baseline version %s, stored %d", key, v, d.Version)
-				}
-				var got *Doc
-				heir.a.Engine(func(e *Engine) { got, _ = e.Snapshot(key) })
-				if got == nil || got.Version != d.Version || !slices.Equal(sortedKeys(got.Executables), sortedKeys(d.Executables)) {
-					t.Errorf("%s: the heir holds %+v, stored %+v", key, got, d)
-				}
-			}
-			dups := alerts.duplicates()
-			if len(dups) > 0 && mode != "kill-inflight" {
-				t.Fatalf("alert ids published twice: %v", dups)
-			}
-			if n := alerts.distinct(); n != len(first)+len(second) {
-				t.Fatalf("%d distinct alert ids, want one per deviating event (%d)", n, len(first)+len(second))
-			}
-			t.Logf("%s: %d baselines moved from %s to %s; %d+%d alerts; ids published again: %d", mode, len(moved), victim.id, heir.id, len(first), len(second), len(dups))
+			handover(t, handoverEnv{urls: [2]string{url, url}, js: js, cfg: partitionedConfig(), mode: mode})
 		})
 	}
+}
+
+// The same on a 3-node NATS cluster (streams and buckets R3), each
+// instance through its own node: the victim dies with its node.
+// ~30 s: set CONTAIN_TEST_PARTITION_CLUSTER=1.
+func TestPartitionHandoverOnCluster(t *testing.T) {
+	if os.Getenv("CONTAIN_TEST_PARTITION_CLUSTER") == "" {
+		t.Skip("~30 s on a 3-node cluster: set CONTAIN_TEST_PARTITION_CLUSTER=1")
+	}
+	cl := testenv.StartNATSCluster(t, 3)
+	nc, js, err := bus.Connect(cl.Nodes[2].URL, t.Name(), testenv.Discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	if err := bus.EnsureStreams(context.Background(), js, bus.StreamsConfig{Replicas: 3}); err != nil {
+		t.Fatal(err)
+	}
+	cfg := partitionedConfig()
+	cfg.KVReplicas = 3
+	// KV operations wait out a leader election after the node dies.
+	cfg.LeaseTTL = 6 * time.Second
+	handover(t, handoverEnv{urls: [2]string{cl.Nodes[0].URL, cl.Nodes[1].URL}, js: js, cfg: cfg, mode: "kill",
+		alsoKill: func(victim int) { cl.Nodes[victim].Kill() }})
+}
+
+// handoverEnv is where TestPartitionHandover runs: the URLs the two
+// instances connect to, the test's own JetStream (enricher, alerts,
+// store reads) and what else dies with the victim.
+type handoverEnv struct {
+	urls [2]string
+	js   jetstream.JetStream
+	cfg  Config
+	mode string
+	// alsoKill runs with the victim's kill (its NATS node, on a cluster).
+	alsoKill func(victim int)
+}
+
+func handover(t *testing.T, env handoverEnv) {
+	cfg, js, mode := env.cfg, env.js, env.mode
+	a, b := startInstance(t, env.urls[0], "an-a", cfg), startInstance(t, env.urls[1], "an-b", cfg)
+	waitPartitioned(t, cfg.Partitions, a, b)
+	startEnricher(t, js, cfg)
+	alerts := collectAlerts(t, js)
+	w := &workload{t: t, js: js, prod: bus.NewProducer("h1", metrics.StageCollector), n: 8}
+	w.learn()
+	first := w.attack(0)
+	alerts.waitFor(t, 20*time.Second, first)
+
+	// The victim owns image 0; what it stored is what the next
+	// owner must load.
+	victim := owner(t, digestOf(0), a, b)
+	heir := a
+	if victim == a {
+		heir = b
+	}
+	st, err := openStore(context.Background(), js, cfg.BaselinesBucket, cfg.KVReplicas)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var moved []string // keys the victim owns
+	for i := range w.n {
+		if owner(t, digestOf(i), a, b) == victim {
+			moved = append(moved, digestOf(i))
+		}
+	}
+	stored := map[string]*Doc{}
+	testenv.WaitFor(t, 10*time.Second, "the victim's baselines written and its partitions acknowledged", func() bool {
+		for _, key := range moved {
+			var live *Doc
+			victim.a.Engine(func(e *Engine) { live, _ = e.Snapshot(key) })
+			d, err := st.Get(context.Background(), key)
+			if err != nil || live == nil || d.Version != live.Version || d.Phase != PhaseConverged.String() {
+				return false
+			}
+			stored[key] = d
+		}
+		return acknowledged(t, js, victim.a)
+	})
+	var second map[string]int
+	cut := time.Now()
+	switch mode {
+	case "stop":
+		victim.stop()
+	case "kill":
+		victim.nc.Close() // no hand-over: its leases expire
+	case "kill-inflight":
+		second = w.attack(1)
+		victim.nc.Close()
+	}
+	if env.alsoKill != nil {
+		env.alsoKill(map[bool]int{true: 0, false: 1}[victim == a])
+	}
+	if second == nil {
+		second = w.attack(1) // published while the partitions move
+	}
+	testenv.WaitFor(t, 20*time.Second, "the heir holding every partition", func() bool { return len(heir.a.Partitions()) == cfg.Partitions })
+	handover := time.Since(cut)
+	alerts.waitFor(t, 20*time.Second, second)
+	for trig, i := range second {
+		key := digestOf(i)
+		al, by := alerts.get(trig)
+		d := stored[key]
+		if d == nil {
+			continue // never the victim's
+		}
+		if by != heir.id && mode != "kill-inflight" {
+			t.Errorf("%s: alert after the hand-over published by %s, not %s", key, by, heir.id)
+		}
+		if v := al.GetAlert().GetBaselineVersion(); v != fmt.Sprint(d.Version) {
+			t.Errorf("%s: scored against baseline version %s, stored %d", key, v, d.Version)
+		}
+		var got *Doc
+		heir.a.Engine(func(e *Engine) { got, _ = e.Snapshot(key) })
+		if got == nil || got.Version != d.Version || !slices.Equal(sortedKeys(got.Executables), sortedKeys(d.Executables)) {
+			t.Errorf("%s: the heir holds %+v, stored %+v", key, got, d)
+		}
+	}
+	dups := alerts.duplicates()
+	if len(dups) > 0 && mode != "kill-inflight" {
+		t.Fatalf("alert ids published twice: %v", dups)
+	}
+	if n := alerts.distinct(); n != len(first)+len(second) {
+		t.Fatalf("%d distinct alert ids, want one per deviating event (%d)", n, len(first)+len(second))
+	}
+	t.Logf("%s: %d baselines moved from %s to %s in %v (lease_ttl %v); %d+%d alerts; ids published again: %d",
+		mode, len(moved), victim.id, heir.id, handover.Round(time.Millisecond), cfg.LeaseTTL, len(first), len(second), len(dups))
 }
 
 // acknowledged: every partition consumer of a has nothing pending or

@@ -188,3 +188,32 @@ func TestPeerReResolved(t *testing.T) {
 		t.Errorf("new port: %v, want net.peer.unseen", got)
 	}
 }
+
+// TestBehaviourKeepsScoreAcrossReplicas: a behaviour seen in many
+// containers of one image keeps its class's score (every replica
+// attacked the same way pauses); an anomaly's weight falls (rarity).
+func TestBehaviourKeepsScoreAcrossReplicas(t *testing.T) {
+	e := newEngine(t, testConfig(), nil)
+	learn(e, "c1")
+	var last, lastPeer float64
+	for i := range 12 {
+		ctr := "r" + string(rune('a'+i))
+		learn(e, ctr)
+		for _, al := range e.Observe(fileEv(ctr, sec(20+float64(i)), containv1.File_OP_OPEN_READ, "/etc/shadow")) {
+			if r := hasCode(al.GetAlert(), CodeReadSensitive); r != nil {
+				last = r.Score
+			}
+		}
+		for _, al := range e.Observe(netEv(ctr, sec(20.5+float64(i)), containv1.Network_OP_CONNECT, [4]byte{10, 9, 9, 9}, 4443)) {
+			if r := hasCode(al.GetAlert(), CodePeerUnseen); r != nil {
+				lastPeer = r.Score
+			}
+		}
+	}
+	if last != classes[CodeReadSensitive].severity {
+		t.Errorf("12th replica's credential read scored %v, want %v", last, classes[CodeReadSensitive].severity)
+	}
+	if lastPeer == 0 || lastPeer >= classes[CodePeerUnseen].severity {
+		t.Errorf("12th replica's unseen peer scored %v, want below %v (rarity)", lastPeer, classes[CodePeerUnseen].severity)
+	}
+}

@@ -529,11 +529,11 @@ func (r *run) drive(ctx context.Context) (*Result, error) {
 	go func() { smp.run(sctx, r.cfg.SampleEvery); close(samplerDone) }()
 
 	res.CHBefore = r.chEvents(ctx)
-	res.Before = readUsage()
+	res.Before = readUsageFor(r.cfg.Store.Addr)
 	res.LoadBefore = loadavg()
 	stats, genErr := gen.Run(ctx)
 	res.Gen = stats
-	res.GenEnd = readUsage()
+	res.GenEnd = readUsageFor(r.cfg.Store.Addr)
 	smp.mark()
 	if genErr != nil {
 		stopSampling()
@@ -560,7 +560,7 @@ func (r *run) drive(ctx context.Context) (*Result, error) {
 	for r.pendingProbes() > 0 && time.Now().Before(deadline) && ctx.Err() == nil {
 		time.Sleep(r.cfg.ProbePoll)
 	}
-	res.End = readUsage()
+	res.End = readUsageFor(r.cfg.Store.Addr)
 	res.CHAfter = r.chEvents(ctx)
 	res.LoadAfter = loadavg()
 	stopSampling()

@@ -90,11 +90,50 @@ type Config struct {
 	// Retention makes Run drop the day partitions older than this (Prune),
 	// at start and then daily. 0 keeps everything; otherwise at least 24h.
 	Retention time.Duration `config:"retention"`
+
+	// Cluster spreads the tables over a ClickHouse cluster
+	// (docs/design/023-clickhouse-cluster.md); empty name: one server.
+	Cluster ClusterConfig `config:"cluster"`
+}
+
+// Write modes of a cluster (ClusterConfig.Write).
+const (
+	// WriteDistributed inserts into the Distributed tables, which route
+	// each row to its shard (synchronously: insert_distributed_sync=1).
+	WriteDistributed = "distributed"
+	// WriteLocal has the store route each events, alerts and actions row
+	// to its shard itself, by the Distributed tables' sharding key, and
+	// insert into that shard's <table>_local.
+	WriteLocal = "local"
+)
+
+// ClusterConfig places the tables on a ClickHouse cluster: on every node
+// in store.addr, each table is <table>_local (MergeTree family) plus a
+// Distributed table <table> over the cluster's <table>_local, sharded by
+// container; readers query <table> as on one server.
+type ClusterConfig struct {
+	// Name is the cluster in the servers' remote_servers; empty: one
+	// server, plain tables (the default). With a name, store.addr must
+	// list every node (every replica of every shard): the store applies
+	// its DDL on each, which needs no ZooKeeper.
+	Name string `config:"name"`
+	// Write is "distributed" (insert into the Distributed tables) or
+	// "local" (the store shards events, alerts and actions itself and
+	// inserts into each shard's <table>_local; the small tables still go
+	// through the Distributed tables).
+	Write string `config:"write"`
+	// Replicated makes the local tables Replicated*MergeTree, with the
+	// servers' {shard} and {replica} macros and ZooKeeper (or ClickHouse
+	// Keeper) configured on every node.
+	Replicated bool `config:"replicated"`
+	// ZooKeeperPrefix starts each replicated table's ZooKeeper path:
+	// <prefix>/<database>/<table>_local. It should contain {shard}.
+	ZooKeeperPrefix string `config:"zookeeper_prefix"`
 }
 
 const (
 	// DefaultInsertMaxBytes is the default byte bound of one fetch.
-	DefaultInsertMaxBytes = 16 << 20
+	DefaultInsertMaxBytes = MinInsertMaxBytes
 	// MinInsertMaxBytes is the largest message bus publishes and room
 	// for its headers: a smaller fetch bound would never deliver it.
 	MinInsertMaxBytes = bus.MaxPayload + 64<<10
@@ -117,7 +156,7 @@ func DefaultConfig() Config {
 		InsertMaxBytes:  DefaultInsertMaxBytes,
 		FetchMessages:   4096,
 		BatchMaxRows:    500_000,
-		InsertsInFlight: 2,
+		InsertsInFlight: 1,
 		InsertBlockRows: 8192,
 		AckWait:         60 * time.Second,
 		RetryDelay:      time.Second,
@@ -126,6 +165,8 @@ func DefaultConfig() Config {
 		ImagesBucket:    kvdoc.ImagesBucket,
 		ProfilesBucket:  kvdoc.ProfilesBucket,
 		BaselinesBucket: kvdoc.BaselinesBucket,
+
+		Cluster: ClusterConfig{Write: WriteDistributed, ZooKeeperPrefix: "/clickhouse/tables/{shard}"},
 	}
 }
 
@@ -181,6 +222,9 @@ func (c Config) Validate() error {
 	if err := c.validateSecrets(); err != nil {
 		return err
 	}
+	if err := c.Cluster.validate(); err != nil {
+		return err
+	}
 	for _, b := range []struct{ key, v string }{
 		{"store.images_bucket", c.ImagesBucket},
 		{"store.profiles_bucket", c.ProfilesBucket},
@@ -189,6 +233,22 @@ func (c Config) Validate() error {
 		if b.v != "" && !bucketRE.MatchString(b.v) {
 			return fmt.Errorf("%s: %q must match %s (or be empty to skip it)", b.key, b.v, bucketRE)
 		}
+	}
+	return nil
+}
+
+var zkPathRE = regexp.MustCompile(`^/[A-Za-z0-9_{}/.-]*$`)
+
+func (c ClusterConfig) validate() error {
+	switch {
+	case c.Name == "" && (c.Write == WriteLocal || c.Replicated):
+		return errors.New("store.cluster.name: required with store.cluster.write=local or store.cluster.replicated")
+	case c.Name != "" && !identRE.MatchString(c.Name):
+		return fmt.Errorf("store.cluster.name: %q must match %s", c.Name, identRE)
+	case c.Write != WriteDistributed && c.Write != WriteLocal:
+		return fmt.Errorf("store.cluster.write: %q must be %q or %q", c.Write, WriteDistributed, WriteLocal)
+	case c.Replicated && !zkPathRE.MatchString(c.ZooKeeperPrefix):
+		return fmt.Errorf("store.cluster.zookeeper_prefix: %q must match %s", c.ZooKeeperPrefix, zkPathRE)
 	}
 	return nil
 }

@@ -90,6 +90,7 @@ func groups(batches []*containv1.Batch, n, minEvents int) [][]*containv1.Batch {
 // rows, sent in blocks of blockRows.
 type tableWriter[R any] struct {
 	conn               driver.Conn
+	node               *node // write=local: the cluster node of conn
 	buf                *rowBuf[R]
 	batch              driver.Batch
 	inBatch            int // rows sent in the open INSERT
@@ -157,11 +158,7 @@ func (w *tableWriter[R]) abort() {
 
 // writeGroup converts and inserts one group of a fetch through rs.
 func (s *Store) writeGroup(ctx context.Context, rs *rowSet, batches []*containv1.Batch, now time.Time, have idSet, seen *claims) (rows, dups int, err error) {
-	ws := []*tableWriter[row]{
-		{conn: s.conn, buf: rs.events, blockRows: s.cfg.InsertBlockRows, maxRows: s.cfg.BatchMaxRows},
-		{conn: s.conn, buf: rs.alerts, blockRows: s.cfg.InsertBlockRows, maxRows: s.cfg.BatchMaxRows},
-		{conn: s.conn, buf: rs.actions, blockRows: s.cfg.InsertBlockRows, maxRows: s.cfg.BatchMaxRows},
-	}
+	ws := s.writers(rs) // events, alerts, actions (per shard with write=local)
 	defer func() {
 		for _, w := range ws {
 			w.abort() // no-op after success
@@ -178,21 +175,24 @@ func (s *Store) writeGroup(ctx context.Context, rs *rowSet, batches []*containv1
 				dups++
 				continue
 			}
-			w := ws[0]
+			t := s.target(ev)
 			switch ev.GetBody().(type) {
 			case *containv1.Event_Alert:
-				w = ws[1]
+				t++
 			case *containv1.Event_Action:
-				w = ws[2]
+				t += 2
 			}
+			w := ws[t]
 			if err := w.add(ctx, r); err != nil {
-				return rows, dups, fmt.Errorf("store: inserting into %s at clickhouse %s: %w", w.buf.def.name, s.addr, err)
+				s.writeFailed(ctx, w)
+				return rows, dups, fmt.Errorf("store: inserting into %s at clickhouse %s: %w", w.buf.def.name, s.writerAddr(w), err)
 			}
 		}
 	}
 	for _, w := range ws {
 		if err := w.flush(ctx, true); err != nil {
-			return rows, dups, fmt.Errorf("store: inserting into %s at clickhouse %s: %w", w.buf.def.name, s.addr, err)
+			s.writeFailed(ctx, w)
+			return rows, dups, fmt.Errorf("store: inserting into %s at clickhouse %s: %w", w.buf.def.name, s.writerAddr(w), err)
 		}
 		rows += w.rows
 	}

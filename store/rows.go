@@ -435,6 +435,9 @@ type rowSet struct {
 	keepRaw                 bool
 	scratch                 eventRow // column getters copy out of it
 	added                   idSet    // ids added since the last reset
+	// local are the per-shard sets of write=local (design 023), made on
+	// first use.
+	local []*rowSet
 }
 
 func newRowSet(keepRaw bool) *rowSet { return newRowSetCap(keepRaw, 1024) }

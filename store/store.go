@@ -41,6 +41,12 @@ type Store struct {
 	prunes                             atomic.Int64 // successful retention passes
 
 	noLookup bool // benchmarks only: insert without the duplicate lookup
+
+	// On a cluster (design 023): a connection to every node of
+	// store.addr, and the shards as the Distributed tables see them
+	// (known once the schema is in place).
+	nodes []*node
+	topo  *topology
 }
 
 // maxCompressionBuffer bounds the driver's buffers per connection.
@@ -65,7 +71,7 @@ func options(cfg Config, database string) (*clickhouse.Options, error) {
 		Protocol:    clickhouse.Native,
 		DialTimeout: cfg.DialTimeout,
 		ReadTimeout: cfg.InsertTimeout,
-		Settings:    settings,
+		Settings:    clusterSettings(cfg),
 		Compression: &clickhouse.Compression{Method: clickhouse.CompressionLZ4},
 		// A block is encoded, compressed and written in pieces of this
 		// size: it bounds each connection's buffers (kept while pooled).
@@ -103,15 +109,20 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
+	nodes, err := openNodes(cfg)
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
 	s := &Store{cfg: cfg, log: log, conn: conn, addr: strings.Join(cfg.Addr, ","),
-		bucketPoll: 2 * time.Second, pruneEvery: pruneEvery, pruneRetry: pruneRetry}
+		bucketPoll: 2 * time.Second, pruneEvery: pruneEvery, pruneRetry: pruneRetry, nodes: nodes}
 	if err := s.Migrate(ctx); err != nil {
 		if isTLSVerify(err) {
-			conn.Close()
+			s.Close()
 			return nil, tlsconfig.Explain("store.tls", err)
 		}
 		if !isUnavailable(err) {
-			conn.Close()
+			s.Close()
 			return nil, err
 		}
 		s.markDown(err, "setting up the schema")
@@ -123,7 +134,8 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Store, error) {
 // from one that answered with an error (a bug or a bad setup).
 func isUnavailable(err error) bool {
 	var ex *clickhouse.Exception
-	return !errors.As(err, &ex)
+	var te *topologyError
+	return !errors.As(err, &ex) && !errors.As(err, &te)
 }
 
 // Migrate creates the database if needed and applies pending migrations.
@@ -136,6 +148,13 @@ func (s *Store) Migrate(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.DialTimeout+s.cfg.InsertTimeout)
 	defer cancel()
+	if s.nodes != nil {
+		if err := s.migrateCluster(ctx); err != nil {
+			return err
+		}
+		s.ready.Store(true)
+		return nil
+	}
 	// The database must exist before a session can select it.
 	bopts, err := options(s.cfg, "default")
 	if err != nil {
@@ -149,7 +168,7 @@ func (s *Store) Migrate(ctx context.Context) error {
 	if err := boot.Exec(ctx, "CREATE DATABASE IF NOT EXISTS "+s.cfg.Database); err != nil {
 		return fmt.Errorf("store: clickhouse %s: creating database %s: %w", s.addr, s.cfg.Database, err)
 	}
-	if err := migrate(ctx, s.conn, s.log); err != nil {
+	if err := migrate(ctx, s.conn, schema{database: s.cfg.Database}, s.log); err != nil {
 		return fmt.Errorf("store: clickhouse %s: %w", s.addr, err)
 	}
 	s.ready.Store(true)
@@ -162,8 +181,11 @@ func (s *Store) Ready() bool { return s.ready.Load() }
 // Conn is the ClickHouse connection, for queries (database selected).
 func (s *Store) Conn() driver.Conn { return s.conn }
 
-// Close closes the connection.
-func (s *Store) Close() error { return s.conn.Close() }
+// Close closes the connections.
+func (s *Store) Close() error {
+	closeNodes(s.nodes)
+	return s.conn.Close()
+}
 
 // markDown logs the first failure of an outage at Error, with the address,
 // and later ones at Debug; markUp logs the recovery.

@@ -48,7 +48,7 @@ func TestMigrationsIdempotent(t *testing.T) {
 	cfg := testConfig(t)
 	s1 := openStore(t, cfg)
 	s2 := openStore(t, cfg) // a second Open on the same database
-	if err := migrate(context.Background(), s2.Conn(), testenv.Logger(t)); err != nil {
+	if err := migrate(context.Background(), s2.Conn(), schema{database: cfg.Database}, testenv.Logger(t)); err != nil {
 		t.Fatalf("third run: %v", err)
 	}
 	if n := queryUint(t, s1, "SELECT count() FROM schema_migrations"); n != uint64(len(migrations)) {
@@ -98,7 +98,7 @@ func TestAddColumnMigration(t *testing.T) {
 		n := queryUint(t, s, "SELECT count() FROM schema_migrations WHERE version = 4")
 		return n == 0, fmt.Sprintf("%d rows of version 4", n)
 	})
-	if err := migrate(ctx, s.Conn(), testenv.Logger(t)); err != nil {
+	if err := migrate(ctx, s.Conn(), schema{database: s.cfg.Database}, testenv.Logger(t)); err != nil {
 		t.Fatal(err)
 	}
 	if n := queryUint(t, s, "SELECT count() FROM system.columns WHERE database = ? AND table = 'events' AND name = 'file_uid'", cfg.Database); n != 1 {

@@ -110,10 +110,12 @@ func readHistory(ctx context.Context, source string, js jetstream.JetStream, r *
 	case sourceClickHouse:
 		return 0, r.Events(ctx, sel, fn)
 	case sourceJetStream:
+		// Every host's subjects: a host's events are on
+		// contain.v1.events.<host> and, partitioned (analyzer.partitions),
+		// on contain.v1.events.<host>.p<n>; one filter keeps them in
+		// stream order and within the reader's consumer rights, and
+		// matches keeps the host's.
 		subject := containv1.SubjectPrefix + ".events.>"
-		if sel.Host != "" {
-			subject = containv1.EventsSubject(sel.Host)
-		}
 		err := readStream(ctx, js, containv1.StreamEvents, subject, sel.From, sel.To, false, func(b *containv1.Batch) error {
 			for _, ev := range b.GetEvents() {
 				if ev != nil && matches(sel, ev) {

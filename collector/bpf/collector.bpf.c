@@ -493,6 +493,27 @@ static __always_inline bool unix_path_connect(struct pt_regs *regs)
 	return (head[0] | head[1] << 8) == AF_UNIX && head[2] != 0;
 }
 
+// is_dup reports whether nr duplicates a descriptor onto a chosen number.
+static __always_inline bool is_dup(__u32 nr)
+{
+#ifdef NR_dup2
+	if (nr == NR_dup2)
+		return true;
+#endif
+	return nr == NR_dup3;
+}
+
+// stdio_inet_fd reports whether the current task's fd (0..2) is an
+// IPv4/IPv6 socket.
+static __always_inline bool stdio_inet_fd(long fd)
+{
+	struct sock *sk = sock_of((struct task_struct *)bpf_get_current_task_btf(), fd);
+	if (!sk)
+		return false;
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	return family == AF_INET || family == AF_INET6;
+}
+
 // sock_ends copies a socket's local (and, when remote, its peer) address.
 static __always_inline void sock_ends(struct sock *sk, struct net_event *e, bool remote)
 {
@@ -1083,6 +1104,11 @@ static __always_inline int handle_sys_exit(struct pt_regs *regs, long id, long r
 	else if (first == 1)
 		emit_first(regs, cgid, nr, ret, org);
 	if ((class & (CLASS_SOCKET | CLASS_SENSITIVE)) == CLASS_SOCKET && packet_or_raw(regs))
+		emit_syscall(regs, cgid, nr, SYSCALL_MODE_SENSITIVE, ret, org);
+	// A socket duplicated onto stdin, stdout or stderr (a reverse shell's
+	// dup2, whatever then runs): reported with its arguments, as a
+	// sensitive syscall is, whether or not dup2/dup3 are sensitive.
+	if (!(class & CLASS_SENSITIVE) && ret >= 0 && ret <= 2 && is_dup(nr) && stdio_inet_fd(ret))
 		emit_syscall(regs, cgid, nr, SYSCALL_MODE_SENSITIVE, ret, org);
 	// A connect to a unix socket by path is a file record (the path is
 	// what matters: a container runtime's socket).

@@ -597,6 +597,16 @@ func (m *Exec) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 		i -= len(m.unknownFields)
 		copy(dAtA[i:], m.unknownFields)
 	}
+	if m.StdioInet {
+		i--
+		if m.StdioInet {
+			dAtA[i] = 1
+		} else {
+			dAtA[i] = 0
+		}
+		i--
+		dAtA[i] = 0x60
+	}
 	if m.ExeWritable {
 		i--
 		if m.ExeWritable {
@@ -2089,6 +2099,9 @@ func (m *Exec) SizeVT() (n int) {
 		n += 2
 	}
 	if m.ExeWritable {
+		n += 2
+	}
+	if m.StdioInet {
 		n += 2
 	}
 	n += len(m.unknownFields)
@@ -4148,6 +4161,26 @@ func (m *Exec) UnmarshalVT(dAtA []byte) error {
 				}
 			}
 			m.ExeWritable = bool(v != 0)
+		case 12:
+			if wireType != 0 {
+				return fmt.Errorf("proto: wrong wireType = %d for field StdioInet", wireType)
+			}
+			var v int
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return protohelpers.ErrIntOverflow
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				v |= int(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+			m.StdioInet = bool(v != 0)
 		default:
 			iNdEx = preIndex
 			skippy, err := protohelpers.Skip(dAtA[iNdEx:])

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"strconv"
 	"syscall"
 	"time"
 	"unsafe"
@@ -132,6 +133,20 @@ var behaviours = map[string]func(){
 		_, _, e := unix.Syscall6(unix.SYS_EXECVEAT, uintptr(fd), uintptr(unsafe.Pointer(empty)),
 			uintptr(unsafe.Pointer(&argv[0])), uintptr(unsafe.Pointer(&env[0])), unix.AT_EMPTY_PATH, 0)
 		must("execveat", e)
+	},
+	// revshell: a TCP connection to the test's listener (host network)
+	// duplicated onto stdin, stdout and stderr, with no exec after it.
+	"revshell": func() {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
+		must("socket", err)
+		port, _ := strconv.Atoi(os.Getenv("PORT"))
+		if len(os.Args) > 2 {
+			port, _ = strconv.Atoi(os.Args[2])
+		}
+		must("connect", unix.Connect(fd, &unix.SockaddrInet4{Port: port, Addr: [4]byte{127, 0, 0, 1}}))
+		for i := 0; i < 3; i++ {
+			must("dup2", unix.Dup2(fd, i))
+		}
 	},
 	// dockersock: a connect to the container runtime's socket (mounted
 	// at /var/run/docker.sock by the test).
