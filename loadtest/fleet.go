@@ -629,7 +629,7 @@ func (f *fleetRun) cpu(nodes []*testenv.NATSNode) map[string]time.Duration {
 			out[cpuNATS] += u.CPU
 		}
 	}
-	out[cpuClickHouse] = clickhouseCPU()
+	out[cpuClickHouse] = clickhouseCPU(listeningPIDs(f.cfg.ClickHouse))
 	var ru syscall.Rusage
 	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
 		out[cpuDriver] = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
