@@ -66,10 +66,21 @@ var searchTools = map[string]bool{
 var credNeedles = []string{
 	"id_rsa", "id_dsa", "id_ecdsa", "id_ed25519", "private key", "password", "passwd", "*.pem", ".pem",
 	"*.key", ".aws", "credentials", ".kube", "kubeconfig", "authorized_keys", ".ssh", "secret", "token",
-	"*.p12", "*.pfx", "wallet",
+	"*.p12", "*.pfx", "wallet", "aws_access_key", "aws_secret", "access_key", "api_key", "apikey", "private_key",
+	"shadow", "htpasswd", ".git-credentials", ".netrc", ".pgpass", "id_ed25519",
 }
 
 var minerPorts = map[uint32]bool{3333: true, 4444: true, 5555: true, 7777: true, 14444: true, 45700: true}
+
+// apiPorts are the control APIs of the host's runtime and orchestrator:
+// Docker's TCP API, etcd, the Kubernetes API server, the kubelet.
+var apiPorts = map[uint32]string{
+	2375: "Docker API", 2376: "Docker API (TLS)", 2379: "etcd", 6443: "Kubernetes API server",
+	10250: "kubelet API", 10255: "kubelet read-only API",
+}
+
+// wipers destroy data whatever their arguments.
+var wipers = map[string]bool{"shred": true, "wipe": true, "srm": true, "wipefs": true}
 
 func argvHas(argv []string, flags ...string) bool {
 	for _, a := range argv {
@@ -93,6 +104,10 @@ func classifyExec(x *containv1.Exec, in execInfo) []hit {
 	args := []string(nil)
 	if len(x.Argv) > 1 {
 		args = x.Argv[1:]
+	}
+	// `busybox APPLET args`: the applet is what runs.
+	if base == "busybox" && len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		base, args = path.Base(args[0]), args[1:]
 	}
 	pbase := path.Base(in.parent)
 	edge := in.parent + " -> " + fn
@@ -159,6 +174,12 @@ func classifyExec(x *containv1.Exec, in execInfo) []hit {
 	if userTools[base] {
 		add(CodeAccountChange, fn, fn, fmt.Sprintf("user-management tool %q ran (argv %q)", base, x.Argv))
 	}
+	if wipers[base] || strings.HasPrefix(base, "mkfs") || base == "rm" && removesTree(args) {
+		add(CodeBulkDelete, fn, fn, fmt.Sprintf("%q destroys data (argv %q)", base, x.Argv))
+	}
+	if base == "debugfs" {
+		add(CodeMount, fn, fn, fmt.Sprintf("debugfs opens a filesystem's device directly (argv %q)", x.Argv))
+	}
 	if decodes(base, args) {
 		add(CodeExecDecode, fn, fn, fmt.Sprintf("%q decodes a payload (argv %q)", base, x.Argv))
 	}
@@ -177,6 +198,31 @@ func classifyExec(x *containv1.Exec, in execInfo) []hit {
 		add(CodePrivilegeGain, fn, fn, fmt.Sprintf("%q runs with euid 0 for uid %d (a setuid-root binary)", fn, p.Uid))
 	}
 	return out
+}
+
+// removesTree reports whether rm's arguments remove recursively the root,
+// everything below a directory (dir/*) or a top-level directory (/etc,
+// /var, /home, /data...), outside the temporary directories.
+func removesTree(args []string) bool {
+	recursive := false
+	for _, a := range args {
+		if strings.HasPrefix(a, "-") && !strings.HasPrefix(a, "--") && strings.ContainsAny(a, "rR") || a == "--recursive" {
+			recursive = true
+		}
+	}
+	if !recursive {
+		return false
+	}
+	for _, a := range args {
+		if !strings.HasPrefix(a, "/") || isTmpPath(a+"/") || under(a, "/tmp") {
+			continue
+		}
+		c := path.Clean(a)
+		if c == "/" || strings.HasSuffix(a, "/*") || strings.Count(c, "/") == 1 {
+			return true
+		}
+	}
+	return false
 }
 
 // decodes reports whether the command base64-, hex- or uu-decodes its
@@ -634,6 +680,11 @@ func classifySyscall(s *containv1.Syscall, priorEuid uint32, known bool) []hit {
 
 // classifyNetwork names the behaviours a network event shows.
 func classifyNetwork(n *containv1.Network) []hit {
+	if api, ok := apiPorts[n.RemotePort]; ok && n.Op == containv1.Network_OP_CONNECT {
+		port := strconv.FormatUint(uint64(n.RemotePort), 10)
+		return []hit{{code: CodeRuntimeSocket, subject: port, key: port,
+			msg: fmt.Sprintf("connection to port %d, the %s's (control of the host's containers)", n.RemotePort, api)}}
+	}
 	if n.Op == containv1.Network_OP_CONNECT && minerPorts[n.RemotePort] {
 		return []hit{{code: CodeMinerPort, subject: strconv.FormatUint(uint64(n.RemotePort), 10), key: strconv.FormatUint(uint64(n.RemotePort), 10),
 			msg: fmt.Sprintf("connection to port %d, a well-known mining pool port", n.RemotePort)}}

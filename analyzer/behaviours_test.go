@@ -72,6 +72,16 @@ func TestClassifyExec(t *testing.T) {
 		{"scanner", ex("/usr/bin/nmap", "nmap", "-sS", "10.0.0.0/24"), in("/usr/bin/nmap", "/bin/sh"), []string{CodeExecScanner}},
 		{"reverse shell", &containv1.Exec{Filename: "/bin/sh", Argv: []string{"sh"}, StdioInet: true}, in("/bin/sh", "/bin/nc"), []string{CodeExecShell, CodeReverseShell}},
 		{"program on a socket", &containv1.Exec{Filename: "/bin/id", StdioInet: true}, in("/bin/id", "/bin/sh"), []string{CodeReverseShell}},
+		{"busybox awk", ex("/bin/busybox", "busybox", "awk", "BEGIN{}"), in("/bin/busybox", "/bin/sh"), []string{CodeExecInterpreter}},
+		{"busybox sh by a service", ex("/bin/busybox", "busybox", "sh", "-c", "id"), in("/bin/busybox", "/app/server"), []string{CodeExecShell}},
+		{"busybox wget", ex("/bin/busybox", "busybox", "wget", "http://x/y"), in("/bin/busybox", "/bin/sh"), []string{CodeExecTool}},
+		{"shred", ex("/usr/bin/shred", "shred", "-u", "/data/db"), in("/usr/bin/shred", "/bin/sh"), []string{CodeBulkDelete}},
+		{"rm -rf /", ex("/bin/rm", "rm", "-rf", "--no-preserve-root", "/"), in("/bin/rm", "/bin/sh"), []string{CodeBulkDelete}},
+		{"rm -rf /data/*", ex("/bin/rm", "rm", "-rf", "/var/lib/app/*"), in("/bin/rm", "/bin/sh"), []string{CodeBulkDelete}},
+		{"rm -r /etc", ex("/bin/rm", "rm", "-r", "/etc"), in("/bin/rm", "/bin/sh"), []string{CodeBulkDelete}},
+		{"mkfs", ex("/sbin/mkfs.ext4", "mkfs.ext4", "/dev/sda1"), in("/sbin/mkfs.ext4", "/bin/sh"), []string{CodeBulkDelete}},
+		{"debugfs", ex("/sbin/debugfs", "debugfs", "/dev/sda1"), in("/sbin/debugfs", "/bin/sh"), []string{CodeMount}},
+		{"grep aws keys", ex("/bin/grep", "grep", "-r", "aws_access_key_id", "/"), in("/bin/grep", "/bin/sh"), []string{CodeCredSearch}},
 		{"base64 -d", ex("/bin/base64", "base64", "-d"), in("/bin/base64", "/bin/sh"), []string{CodeExecDecode}},
 		{"openssl base64 -d", ex("/usr/bin/openssl", "openssl", "base64", "-d", "-in", "x"), in("/usr/bin/openssl", "/bin/sh"), []string{CodeExecDecode}},
 		{"xxd -r", ex("/usr/bin/xxd", "xxd", "-r", "-p"), in("/usr/bin/xxd", "/bin/sh"), []string{CodeExecDecode}},
@@ -99,6 +109,10 @@ func TestClassifyExec(t *testing.T) {
 		{"tmp in the middle", ex("/opt/tmp/bin/x"), in("/opt/tmp/bin/x", "/bin/sh"), nil},
 		{"grep in logs", ex("/bin/grep", "grep", "ERROR", "/var/log/app.log"), in("/bin/grep", "/bin/sh"), nil},
 		{"grep the passwd file", ex("/bin/grep", "grep", "root", "/etc/passwd"), in("/bin/grep", "/bin/sh"), nil},
+		{"busybox sh by a shell", ex("/bin/busybox", "busybox", "sh", "-c", "id"), in("/bin/busybox", "/bin/sh"), nil},
+		{"rm -rf a tmp dir", ex("/bin/rm", "rm", "-rf", "/tmp/build"), in("/bin/rm", "/bin/sh"), nil},
+		{"rm -rf a deep dir", ex("/bin/rm", "rm", "-rf", "/var/cache/app/x"), in("/bin/rm", "/bin/sh"), nil},
+		{"rm a file", ex("/bin/rm", "rm", "-f", "/data"), in("/bin/rm", "/bin/sh"), nil},
 		{"base64 encode", ex("/bin/base64", "base64", "/data/x"), in("/bin/base64", "/bin/sh"), nil},
 		{"crontab -l", ex("/usr/bin/crontab", "crontab", "-l"), in("/usr/bin/crontab", "/bin/sh"), nil},
 		{"root login shell in a root image", &containv1.Exec{Filename: "/bin/sh", Argv: []string{"-sh"}, Proc: proc(0, 0)}, in("/bin/sh", "/bin/sh"), nil},
@@ -286,6 +300,9 @@ func TestClassifySyscall(t *testing.T) {
 func TestClassifyNetwork(t *testing.T) {
 	for _, port := range []uint32{3333, 4444, 5555, 7777, 14444, 45700} {
 		wantCodes(t, "mining port", classifyNetwork(&containv1.Network{Op: containv1.Network_OP_CONNECT, RemotePort: port}), CodeMinerPort)
+	}
+	for _, port := range []uint32{2375, 2376, 2379, 6443, 10250, 10255} {
+		wantCodes(t, "control API", classifyNetwork(&containv1.Network{Op: containv1.Network_OP_CONNECT, RemotePort: port}), CodeRuntimeSocket)
 	}
 	wantCodes(t, "https", classifyNetwork(&containv1.Network{Op: containv1.Network_OP_CONNECT, RemotePort: 443}))
 	wantCodes(t, "listen 3333", classifyNetwork(&containv1.Network{Op: containv1.Network_OP_LISTEN, LocalPort: 3333}))

@@ -94,7 +94,7 @@ func newPartitioner(a *Analyzer) *partitioner {
 	}, []string{"change"}))
 	pt.gauge = metrics.Register(a.m, metrics.StageAnalyzer, prometheus.NewGauge(prometheus.GaugeOpts{
 		Namespace: "contain", Subsystem: "analyzer", Name: "partitions_owned",
-		Help: "Partitions of CONTAIN_EVENTS this analyzer instance holds the lease of.",
+		Help: "Partitions of CONTAIN_EVENTS the analyzer instances of this process hold the lease of.",
 	}))
 	return pt
 }
@@ -297,7 +297,7 @@ func (pt *partitioner) acquire(ctx context.Context, p int, rev uint64) {
 	o := &ownedPartition{rev: rev, stop: make(chan struct{}), done: make(chan struct{})}
 	pt.mu.Lock()
 	pt.owned[p] = o
-	pt.gauge.Set(float64(len(pt.owned)))
+	pt.gauge.Inc()
 	pt.mu.Unlock()
 	pt.changes.WithLabelValues(changeAcquired).Inc()
 	a.log.Info("partition acquired", logfields.Instance, pt.id, logfields.Partition, p, logfields.Loaded, n, logfields.Revision, rev)
@@ -426,8 +426,10 @@ func (pt *partitioner) get(p int) *ownedPartition {
 
 func (pt *partitioner) forget(p int) {
 	pt.mu.Lock()
-	delete(pt.owned, p)
-	pt.gauge.Set(float64(len(pt.owned)))
+	if _, ok := pt.owned[p]; ok {
+		delete(pt.owned, p)
+		pt.gauge.Dec()
+	}
 	pt.mu.Unlock()
 }
 

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/containsec/contain/internal/bus"
@@ -302,21 +303,34 @@ func (e *Enricher) lookup(ctx context.Context, k ckey) *entry {
 	return nil
 }
 
-// handle enriches and republishes each batch of one fetch, in order.
+// handle enriches each batch of one fetch, in order, then republishes
+// them all at once (bus.PublishAll: sent in order, the acks awaited
+// together rather than a round trip per batch).
 func (e *Enricher) handle(ctx context.Context, batches []*containv1.Batch) error {
+	msgs := make([]*nats.Msg, 0, len(batches))
+	var sizes []int
 	for _, b := range batches {
 		if err := e.enrichBatch(ctx, b); err != nil {
 			return err
 		}
 		for _, out := range e.route(b) {
-			if err := bus.Publish(ctx, e.js, out.subject, out.batch); err != nil {
+			msg, err := bus.NewMsg(out.subject, out.batch)
+			if err != nil {
 				e.m.Errors.WithLabelValues(metrics.StageEnricher, "publish").Inc()
-				return err
+				return fmt.Errorf("enricher: %w", err)
 			}
-			n := float64(len(out.batch.Events))
-			e.m.EventsOut.WithLabelValues(metrics.StageEnricher).Add(n)
-			e.m.BatchEvents.WithLabelValues(metrics.StageEnricher).Observe(n)
+			msgs = append(msgs, msg)
+			sizes = append(sizes, len(out.batch.Events))
 		}
+	}
+	if err := bus.PublishAll(ctx, e.js, msgs, metrics.StageEnricher); err != nil {
+		e.m.Errors.WithLabelValues(metrics.StageEnricher, "publish").Inc()
+		return err
+	}
+	out, hist := e.m.EventsOut.WithLabelValues(metrics.StageEnricher), e.m.BatchEvents.WithLabelValues(metrics.StageEnricher)
+	for _, n := range sizes {
+		out.Add(float64(n))
+		hist.Observe(float64(n))
 	}
 	return nil
 }

@@ -226,24 +226,18 @@ func TestClusterTwoShards(t *testing.T) {
 // that database finds its schema in place and writes through it.
 func testSchemaByHand(t *testing.T, c *testenv.ClickHouseCluster) {
 	file := filepath.Join(testenv.RepoRoot(t), "deploy", "clickhouse", "cluster", "schema.sql")
+	sql, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, a := range c.Addrs {
 		host, port, _ := net.SplitHostPort(a)
-		for _, args := range [][]string{
-			{"--query", "CREATE DATABASE IF NOT EXISTS contain"},
-			{"--database", "contain", "--multiquery"}, // < schema.sql (18.16 has no --queries-file)
-		} {
-			cmd := exec.Command("clickhouse-client", append([]string{"--host", host, "--port", port}, args...)...)
-			if args[0] == "--database" {
-				f, err := os.Open(file)
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer f.Close()
-				cmd.Stdin = f
-			}
-			if out, err := cmd.CombinedOutput(); err != nil {
-				t.Fatalf("clickhouse-client on %s %v: %v: %s", a, args, err, out)
-			}
+		// One client per node (an 18.16 client takes a while to start; it
+		// has no --queries-file): the database, then the file on stdin.
+		cmd := exec.Command("clickhouse-client", "--host", host, "--port", port, "--multiquery")
+		cmd.Stdin = strings.NewReader("CREATE DATABASE IF NOT EXISTS contain;\nUSE contain;\n" + string(sql))
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("clickhouse-client on %s < %s: %v: %s", a, file, err, out)
 		}
 	}
 	conn := nodeConn(t, c.Addrs[1], "contain")
@@ -348,6 +342,7 @@ func TestClusterReplicated(t *testing.T) {
 	for i, a := range c.Addrs {
 		conns[i] = nodeConn(t, a, cfg.Database)
 	}
+	checkOnCluster(t, conns)
 	// replicasAgree: the live replicas of each shard hold the same rows,
 	// some of them, and the shards total want.
 	replicasAgree := func(live []int, want uint64) (bool, string) {
@@ -411,6 +406,32 @@ func TestClusterReplicated(t *testing.T) {
 		if got := queryUint(t, step.s, "SELECT count() FROM events"); got != want {
 			t.Errorf("%s: Distributed events has %d rows, want %d (each once, not once per replica)", step.what, got, want)
 		}
+	}
+}
+
+// checkOnCluster pins what design 023 (decision 3) says of ON CLUSTER on
+// this server: with ZooKeeper, CREATE ... ON CLUSTER makes the table on
+// every node, but ALTER of a Distributed table ON CLUSTER is refused when
+// the shards have replicas (so the store applies its DDL per node).
+func checkOnCluster(t *testing.T, conns []driver.Conn) {
+	ctx := context.Background()
+	for _, q := range []string{
+		"CREATE TABLE IF NOT EXISTS contain_repl.oc_local ON CLUSTER contain_repl (x UInt8) ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/contain_repl/oc_local', '{replica}') ORDER BY x",
+		"CREATE TABLE IF NOT EXISTS contain_repl.oc ON CLUSTER contain_repl AS contain_repl.oc_local ENGINE = Distributed('contain_repl', 'contain_repl', 'oc_local', rand())",
+		"ALTER TABLE contain_repl.oc_local ON CLUSTER contain_repl ADD COLUMN y UInt8",
+	} {
+		if err := conns[0].Exec(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	for i, conn := range conns {
+		if n := nodeUint(t, conn, "SELECT count() FROM system.tables WHERE database = 'contain_repl' AND name IN ('oc', 'oc_local')"); n != 2 {
+			t.Errorf("ON CLUSTER: node %d has %d of the 2 tables", i+1, n)
+		}
+	}
+	err := conns[0].Exec(ctx, "ALTER TABLE contain_repl.oc ON CLUSTER contain_repl ADD COLUMN y UInt8")
+	if err == nil || !strings.Contains(err.Error(), "isn't replicated") {
+		t.Errorf("ALTER of a Distributed table ON CLUSTER with replicated shards: %v; 18.16 refuses it (isn't replicated)", err)
 	}
 }
 

@@ -146,7 +146,9 @@ func (s *Store) Migrate(ctx context.Context) error {
 	if s.ready.Load() {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.DialTimeout+s.cfg.InsertTimeout)
+	// Each server's part is bounded like one insert (a cluster's nodes
+	// migrate in turn).
+	ctx, cancel := context.WithTimeout(ctx, time.Duration(max(1, len(s.nodes)))*(s.cfg.DialTimeout+s.cfg.InsertTimeout))
 	defer cancel()
 	if s.nodes != nil {
 		if err := s.migrateCluster(ctx); err != nil {

@@ -36,6 +36,29 @@ type ClickHouseCluster struct {
 	runs  []string
 }
 
+// CPU is the CPU time (user + system) the servers have used so far, from
+// /proc/<pid>/stat (clock ticks of 10 ms).
+func (c *ClickHouseCluster) CPU(t testing.TB) time.Duration {
+	var total time.Duration
+	for _, run := range c.runs {
+		b, err := os.ReadFile(filepath.Join(run, "clickhouse.pid"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		stat, err := os.ReadFile("/proc/" + strings.TrimSpace(string(b)) + "/stat")
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := string(stat)
+		f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+		// Fields after the command: state is [0], utime [11], stime [12].
+		ut, _ := strconv.ParseInt(f[11], 10, 64)
+		st, _ := strconv.ParseInt(f[12], 10, 64)
+		total += time.Duration(ut+st) * 10 * time.Millisecond
+	}
+	return total
+}
+
 // Kill kills node i (SIGKILL), as a crashed server.
 func (c *ClickHouseCluster) Kill(t testing.TB, i int) { killClickHouse(t, c.runs[i]) }
 
