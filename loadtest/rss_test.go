@@ -41,7 +41,9 @@ func TestRSSUnderBound(t *testing.T) {
 		t.Fatalf("building the load test: %v\n%s", err, out)
 	}
 	dur := time.Duration(events/rate)*time.Second + time.Minute
-	ctx, cancel := context.WithTimeout(context.Background(), dur+5*time.Minute)
+	// Publishing, then up to 2 min of drain, 3 x 2 min of counting on a
+	// busy server and the database drop.
+	ctx, cancel := context.WithTimeout(context.Background(), dur+15*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, "--clickhouse", chAddr, "--rate", strconv.Itoa(rate),
 		"--events", strconv.FormatInt(events, 10), "--duration", dur.String(),

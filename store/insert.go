@@ -25,13 +25,15 @@ import (
 // BatchMaxRows rows or at the end of the group; the fetch is acknowledged
 // when every INSERT of it has returned.
 
-// fetchBufs are a consumer's reusable buffers: one rowSet per writer.
+// fetchBufs are a consumer's reusable buffers: one rowSet per writer, and
+// the set of the fetch's ids.
 type fetchBufs struct {
 	sets []*rowSet
+	seen claims
 }
 
 func newFetchBufs(cfg Config) *fetchBufs {
-	f := &fetchBufs{sets: make([]*rowSet, cfg.InsertsInFlight)}
+	f := &fetchBufs{sets: make([]*rowSet, cfg.InsertsInFlight), seen: claims{ids: idSet{}}}
 	for i := range f.sets {
 		f.sets[i] = newRowSetCap(cfg.StoreRaw, min(cfg.InsertBlockRows, 4096))
 	}
@@ -227,7 +229,8 @@ func (s *Store) handle(ctx context.Context, fb *fetchBufs, batches []*containv1.
 		}
 		return err
 	}
-	seen := &claims{ids: idSet{}}
+	seen := &fb.seen
+	clear(seen.ids)
 	gs := groups(batches, len(fb.sets), s.cfg.InsertBlockRows)
 	var (
 		wg         sync.WaitGroup
