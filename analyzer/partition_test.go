@@ -305,6 +305,7 @@ func TestPartitionedGroupsOneOwner(t *testing.T) {
 	ins := []*instance{startInstance(t, url, "an-a", cfg), startInstance(t, url, "an-b", cfg), startInstance(t, url, "an-c", cfg)}
 	waitPartitioned(t, cfg.Partitions, ins...)
 	for _, in := range ins {
+		testenv.WaitFor(t, 5*time.Second, in.id+" ready", func() bool { return in.a.Ready() == nil })
 		if n := len(in.a.Partitions()); n < 2 || n > 3 {
 			t.Errorf("%s holds %d of 8 partitions: %v", in.id, n, in.a.Partitions())
 		}
