@@ -445,6 +445,20 @@ func (pt *partitioner) ownedList() []int {
 	return out
 }
 
+// ready is nil while the leases are renewed: the instance has joined and
+// its last renewed round is recent.
+func (pt *partitioner) ready() error {
+	pt.mu.Lock()
+	defer pt.mu.Unlock()
+	switch {
+	case pt.lastOK.IsZero():
+		return errors.New("analyzer partitions: not joined yet (leases bucket " + LeasesBucket + ")")
+	case time.Since(pt.lastOK) > fenceAfter(pt.ttl):
+		return fmt.Errorf("analyzer partitions: leases not renewed for %s", time.Since(pt.lastOK).Round(time.Millisecond))
+	}
+	return nil
+}
+
 // owns reports whether key's partition is held.
 func (pt *partitioner) owns(key string) bool {
 	return pt.get(containv1.Partition(key, pt.n)) != nil

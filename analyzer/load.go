@@ -44,11 +44,16 @@ type loadState struct {
 }
 
 // Ready is nil once the stored baselines are loaded (at once when no
-// analyzer.baselines_bucket is set); before, an error saying why, for
-// /readyz.
+// analyzer.baselines_bucket is set) and, partitioned, while the instance
+// renews its leases; otherwise an error saying why, for /readyz.
 func (a *Analyzer) Ready() error {
 	if a.cfg.BaselinesBucket == "" {
 		return nil
+	}
+	if a.parts != nil {
+		if err := a.parts.ready(); err != nil {
+			return err
+		}
 	}
 	a.loading.mu.Lock()
 	defer a.loading.mu.Unlock()

@@ -305,6 +305,7 @@ func TestPartitionedGroupsOneOwner(t *testing.T) {
 	ins := []*instance{startInstance(t, url, "an-a", cfg), startInstance(t, url, "an-b", cfg), startInstance(t, url, "an-c", cfg)}
 	waitPartitioned(t, cfg.Partitions, ins...)
 	for _, in := range ins {
+		testenv.WaitFor(t, 5*time.Second, in.id+" ready", func() bool { return in.a.Ready() == nil })
 		if n := len(in.a.Partitions()); n < 2 || n > 3 {
 			t.Errorf("%s holds %d of 8 partitions: %v", in.id, n, in.a.Partitions())
 		}
@@ -598,4 +599,31 @@ func TestPartitionedUnderPermissions(t *testing.T) {
 	}
 	alerts := collectAlerts(t, admin)
 	alerts.waitFor(t, 15*time.Second, map[string]int{string(attack.Id): 0})
+}
+
+func TestPartitionConfigValidate(t *testing.T) {
+	for _, c := range []struct {
+		edit func(*Config)
+		key  string
+	}{
+		{func(c *Config) { c.Partitions = -1 }, "analyzer.partitions"},
+		{func(c *Config) { c.Partitions = containv1.MaxPartitions + 1 }, "analyzer.partitions"},
+		{func(c *Config) { c.InstanceID = "a.b" }, "analyzer.instance_id"},
+		{func(c *Config) { c.Partitions, c.LeaseTTL = 4, time.Millisecond }, "analyzer.lease_ttl"},
+		{func(c *Config) { c.Partitions, c.FilterSubject = 4, "contain.v1.events.h1" }, "analyzer.filter_subject"},
+		{func(c *Config) { c.InstanceID, c.Partitions = "an-1_x", 4 }, ""},
+	} {
+		cfg := DefaultConfig()
+		c.edit(&cfg)
+		err := cfg.Validate()
+		if c.key == "" && err != nil || c.key != "" && (err == nil || !strings.HasPrefix(err.Error(), c.key+":")) {
+			t.Errorf("%+v: %v, want %q", c, err, c.key)
+		}
+	}
+	_, _, js := testenv.NATS(t)
+	cfg := DefaultConfig()
+	cfg.Partitions, cfg.BaselinesBucket = 4, ""
+	if _, err := New(cfg, js, metrics.New(), testenv.Discard()); err == nil || !strings.Contains(err.Error(), "baselines_bucket") {
+		t.Errorf("partitions without a baselines bucket: %v", err)
+	}
 }
