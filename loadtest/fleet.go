@@ -164,6 +164,10 @@ type FleetResult struct {
 	Rebalances int
 	// Mode is partitions=N or shared_durable.
 	Mode string
+	// StreamMsgs is the messages (batches) in CONTAIN_RAW and
+	// CONTAIN_EVENTS at the end: the enricher cuts a host's batch into
+	// one per partition its events fall in.
+	StreamMsgs map[string]uint64
 	// CPU over the run (generator start → drained), per process kind.
 	CPU map[string]time.Duration
 	// GenCPU is the same over the generator's run only: the steady
@@ -225,6 +229,10 @@ func (r *FleetResult) Print(w io.Writer) {
 	}
 	for k, v := range r.DropDetail {
 		fmt.Fprintf(w, "  dropped %v: %s\n", v, k)
+	}
+	if raw, evs := r.StreamMsgs[containv1.StreamRaw], r.StreamMsgs[containv1.StreamEvents]; raw > 0 && evs > 0 {
+		fmt.Fprintf(w, "  batches: %d raw (%.1f events each), %d enriched (%.1f events each)\n",
+			raw, float64(r.Gen.Events)/float64(raw), evs, float64(r.Gen.Events)/float64(evs))
 	}
 	for _, m := range r.Missed {
 		fmt.Fprintf(w, "  missed attack %s\n", m)
@@ -488,6 +496,16 @@ func RunFleet(ctx context.Context, cfg FleetConfig, log *slog.Logger) (res *Flee
 			k = cpuAnalyzers
 		}
 		res.PeakRSS[k] = max(res.PeakRSS[k], rss)
+	}
+
+	// Messages per stream: how the events were cut into batches.
+	res.StreamMsgs = map[string]uint64{}
+	for _, name := range []string{containv1.StreamRaw, containv1.StreamEvents} {
+		if st, err := js.Stream(ctx, name); err == nil {
+			if info, err := st.Info(ctx); err == nil {
+				res.StreamMsgs[name] = info.State.Msgs
+			}
+		}
 	}
 
 	// Loss and drops, from ClickHouse and the stages' own counters.
