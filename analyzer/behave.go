@@ -154,7 +154,9 @@ func (e *Engine) combine(c *container, ev *containv1.Event, reasons []*containv1
 		}
 	}
 	for _, r := range reasons {
-		if r.Code != CodeExecSession && r.Score > 0 {
+		// Lifecycle records (an exec session, a service's new address)
+		// are not an incident's deviations.
+		if r.Code != CodeExecSession && r.Code != CodePeerNewAddress && r.Score > 0 {
 			kept = append(kept, recentReason{code: r.Code, score: r.Score, ns: now})
 		}
 	}

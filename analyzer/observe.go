@@ -255,15 +255,24 @@ func (e *Engine) observeNetwork(c *container, b *Baseline, s *seed, n *containv1
 		}
 		hits := classifyNetwork(n)
 		act := actor(c, n.Proc)
-		// A scan is named whether or not its peers were seen.
-		scanned := e.behave(b, act, scanHit(c, n, peer, now), learn)
+		_, seen := b.Peers[peer]
+		portKnown := !seen && learnedPort(b, n.RemotePort)
+		// A scan counts the endpoints a tree reaches at ports the image
+		// never used (all of them while learning, so that a service's own
+		// fan-out is learned): new addresses of a learned service (an
+		// upstream's rollout, DNS re-resolution) are not a scan.
+		var scan []hit
+		if learn || !seen && !portKnown {
+			scan = scanHit(c, n, peer, now)
+		}
+		scanned := e.behave(b, act, scan, learn)
 		if learn {
 			novel := e.learnKey(b.Peers, peer)
 			return e.behave(b, act, hits, true) || novel || scanned
 		}
-		if _, ok := b.Peers[peer]; !ok && (s == nil || s.peers == nil || !s.allowsPeer(a, n.RemotePort)) {
+		if !seen && (s == nil || s.peers == nil || !s.allowsPeer(a, n.RemotePort)) {
 			e.behave(b, act, hits, false)
-			if len(hits) == 0 && learnedPort(b, n.RemotePort) && !a.IsLoopback() {
+			if len(hits) == 0 && portKnown && !a.IsLoopback() {
 				// A service's peer re-resolved: the port it learned at a
 				// new address (DNS rotation, failover). Informational,
 				// absorbed into the baseline.

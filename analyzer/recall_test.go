@@ -20,6 +20,14 @@ func TestNetScan(t *testing.T) {
 			}
 		}
 	}
+	// An upstream's rollout: 30 new addresses at the learned port 5432.
+	for i := range 30 {
+		for _, al := range e.Observe(netEv("c1", sec(8+float64(i)/100), containv1.Network_OP_CONNECT, [4]byte{10, 0, 1, byte(i)}, 5432)) {
+			if hasCode(al.GetAlert(), CodeNetScan) != nil || al.GetAlert().Score >= 0.5 {
+				t.Fatalf("new addresses of a learned service: %v (score %v)", al.GetAlert().Reasons, al.GetAlert().Score)
+			}
+		}
+	}
 	scans := 0
 	for port := range uint32(2 * scanThreshold) {
 		for _, al := range e.Observe(netEv("c1", sec(10+float64(port)/100), containv1.Network_OP_CONNECT, [4]byte{10, 9, 9, 9}, 20+port)) {
