@@ -45,6 +45,9 @@ type Analyzer struct {
 	handleMu sync.Mutex
 	// persistMu serialises baseline writes (store.go).
 	persistMu sync.Mutex
+	// afterPublish, when set (tests), runs after a fetch's alerts are
+	// published and before the fetch is acknowledged.
+	afterPublish func()
 }
 
 // maxPending bounds the alerts kept while publishing fails.
@@ -217,6 +220,9 @@ func (a *Analyzer) handle(ctx context.Context, batches []*containv1.Batch) error
 		a.pending = append(failed, a.pending...)
 		a.mu.Unlock()
 		return fmt.Errorf("publishing alerts: %w", firstErr)
+	}
+	if a.afterPublish != nil {
+		a.afterPublish()
 	}
 	return nil
 }

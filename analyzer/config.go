@@ -57,10 +57,15 @@ type Config struct {
 
 	// ExecSessions is the policy for events of exec sessions (runc, docker,
 	// podman, CRI exec, nsenter: Process.origin ORIGIN_EXEC_SESSION):
-	// "record" (default) raises one low-score exec.session alert per
-	// session naming its command, and neither learns nor scores its
-	// activity; "alert" scores its activity as deviations (never learned);
+	// "behaviours" (default) raises one low-score exec.session alert per
+	// session naming its command and scores the session's attack
+	// behaviours (credential reads, escapes, persistence, reverse shells,
+	// fileless or drifted executables...: SessionBehaviours) at their
+	// class scores, but not what an operator routinely does (a shell,
+	// tools, unseen executables or syscalls); "record" raises only the
+	// exec.session alert; "alert" scores all its activity as deviations;
 	// "container" treats it as the container's own; "ignore" only counts.
+	// A session's activity is never learned (but under "container").
 	ExecSessions string `config:"exec_sessions"`
 	// ClassScores overrides default scores per reason code: entries
 	// "code=score", e.g. "exec.pkg_manager=0.85" (see docs/detection.md).
@@ -133,10 +138,11 @@ type Config struct {
 
 // Exec-session policies (Config.ExecSessions).
 const (
-	ExecSessionsRecord    = "record"
-	ExecSessionsAlert     = "alert"
-	ExecSessionsContainer = "container"
-	ExecSessionsIgnore    = "ignore"
+	ExecSessionsBehaviours = "behaviours"
+	ExecSessionsRecord     = "record"
+	ExecSessionsAlert      = "alert"
+	ExecSessionsContainer  = "container"
+	ExecSessionsIgnore     = "ignore"
 )
 
 // ConvergenceConfig decides when a baseline stops learning before the
@@ -170,7 +176,7 @@ func DefaultConfig() Config {
 		MaxContainers:     65536,
 		MaxItems:          4096,
 		GroupBy:           GroupByDigest,
-		ExecSessions:      ExecSessionsRecord,
+		ExecSessions:      ExecSessionsBehaviours,
 		CombineWindow:     10 * time.Second,
 		CombineCap:        0.95,
 		SequenceThreshold: DefaultSeqThreshold,
@@ -266,10 +272,10 @@ func (c Config) validateEngine() error {
 		return fmt.Errorf("analyzer.sequence_window: %d not in [0,%d]", c.SequenceWindow, MaxSeqWindow)
 	}
 	switch c.ExecSessions {
-	case ExecSessionsRecord, ExecSessionsAlert, ExecSessionsContainer, ExecSessionsIgnore:
+	case ExecSessionsBehaviours, ExecSessionsRecord, ExecSessionsAlert, ExecSessionsContainer, ExecSessionsIgnore:
 	case "":
 	default:
-		return fmt.Errorf("analyzer.exec_sessions: %q is not record, alert, container or ignore", c.ExecSessions)
+		return fmt.Errorf("analyzer.exec_sessions: %q is not behaviours, record, alert, container or ignore", c.ExecSessions)
 	}
 	if _, err := parseClassScores(c.ClassScores); err != nil {
 		return err

@@ -91,9 +91,16 @@ var coverageCases = []coverageCase{
 	// An exec session (runc exec /bin/cat /etc/passwd into a benign
 	// container): one exec.session record below 0.5, nothing else.
 	{mode: sessionMode, code: CodeExecSession, needs: "Process.origin"},
+	// An attack through an exec session (runc exec /bin/cat /etc/shadow):
+	// under the default policy ("behaviours") its credential read is
+	// scored at its class and pauses.
+	{mode: sessionAttackMode, code: CodeReadSensitive, pause: true, needs: "Process.origin"},
 }
 
-const sessionMode = "session"
+const (
+	sessionMode       = "session"
+	sessionAttackMode = "session-attack"
+)
 
 // TestBehaviourCoverage is issue 10's acceptance on real parts: the eBPF
 // collector, the enricher and the analyzer over embedded NATS. A static
@@ -277,7 +284,7 @@ func TestBehaviourCoverage(t *testing.T) {
 	containers := map[string]*testenv.Container{}
 	var order []*testenv.Container
 	for _, cc := range cases {
-		if containers[cc.mode] == nil && cc.mode != sessionMode {
+		if containers[cc.mode] == nil && cc.mode != sessionMode && cc.mode != sessionAttackMode {
 			containers[cc.mode] = prepare(cc)
 			order = append(order, containers[cc.mode])
 		}
@@ -296,9 +303,13 @@ func TestBehaviourCoverage(t *testing.T) {
 	}
 	starting.Wait()
 	containers[sessionMode] = start(benignProbe)
+	containers[sessionAttackMode] = start(benignProbe)
 	time.Sleep(time.Second)
 	if out, err := containers[sessionMode].Exec(10*time.Second, "/bin/cat", "/etc/passwd"); err != nil {
 		t.Errorf("exec session: %q %v", out, err)
+	}
+	if out, err := containers[sessionAttackMode].Exec(10*time.Second, "/bin/cat", "/etc/shadow"); err != nil {
+		t.Errorf("attacking exec session: %q %v", out, err)
 	}
 	found := func(cc coverageCase) (*containv1.Event, *containv1.Reason) {
 		id := containers[cc.mode].ID

@@ -45,10 +45,13 @@
 // Origin (Process.origin, decided by lineage in the collector):
 // ORIGIN_RUNTIME events are neither learned nor scored
 // (contain_analyzer_events_runtime_total); ORIGIN_EXEC_SESSION events
-// follow ExecSessions: "record" (default: one exec.session alert, score
-// 0.4, per session naming its command; its activity neither learned nor
-// scored), "alert" (scored, never learned), "container" (the container's
-// own) or "ignore" (counted, contain_analyzer_events_exec_session_total).
+// follow ExecSessions: "behaviours" (default: one exec.session alert,
+// score 0.4, per session naming its command, and the session's attack
+// behaviours, SessionBehaviours, scored at their class; an operator's
+// routine activity neither learned nor scored), "record" (the exec.session
+// alert only), "alert" (all scored, never learned), "container" (the
+// container's own) or "ignore" (counted,
+// contain_analyzer_events_exec_session_total).
 // ORIGIN_CONTAINER events are learned and scored with no exemption by
 // name.
 //
@@ -83,6 +86,12 @@
 //     up to 5 s, logged and counted (contain_errors_total{kind=
 //     "baseline_load"}), and Ready (the analyzer's /readyz check) fails
 //     until it succeeds, so no image relearns over its stored baseline.
+//   - Partitioned (Config.Partitions > 1): a baseline group is scored by
+//     the one instance holding its partition's lease, which loaded the
+//     group's stored baseline before consuming the partition; a partition
+//     is handed over only after its fetch in hand is acknowledged and its
+//     baselines written; an instance that cannot renew its leases for 3/4
+//     of Config.LeaseTTL stops consuming before they can expire.
 //   - A manual operation (lock, unlock, reset, import) is applied only when
 //     signed by a key of Config.OperatorKeys (Doc.OpSig over the key, op,
 //     content and actor; Doc.OpActor is the signer "<credential>/<os

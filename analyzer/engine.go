@@ -423,7 +423,9 @@ func (e *Engine) Observe(ev *containv1.Event) []*containv1.Event {
 		// Neither learned nor scored as the container's own.
 		e.stats.Sessions++
 		first := e.noteSession(c, b, ev, proc)
-		if e.cfg.ExecSessions != ExecSessionsAlert {
+		switch e.sessionPolicy() {
+		case ExecSessionsAlert, ExecSessionsBehaviours:
+		default:
 			if !first {
 				return nil
 			}
@@ -462,6 +464,9 @@ func (e *Engine) Observe(ev *containv1.Event) []*containv1.Event {
 	}
 	if session {
 		// scored, never learned
+		if e.sessionPolicy() == ExecSessionsBehaviours {
+			e.devs = keepSessionBehaviours(e.devs)
+		}
 	} else if learn {
 		e.stats.Learned++
 		if novel {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -234,6 +235,17 @@ func (l *alertLog) duplicates() (dups []string) {
 	return dups
 }
 
+// publishers are the instances that published each alert id, in order.
+func (l *alertLog) publishers() map[string][]string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make(map[string][]string, len(l.by))
+	for id, hosts := range l.by {
+		out[id] = slices.Clone(hosts)
+	}
+	return out
+}
+
 // distinct is the number of alert ids published.
 func (l *alertLog) distinct() int {
 	l.mu.Lock()
@@ -343,9 +355,11 @@ func reversed(s []string) []string {
 // none is lost and no id appears but the one per deviating event (an
 // alert published and not acknowledged would be raised again by the heir
 // under the same id, JetStream's at-least-once; consumers de-duplicate by
-// id; the log says how many were).
+// id; the log says how many were). "kill-unacked" cuts the owner after
+// it published the alerts of a fetch and before it acknowledged it: the
+// heir gets those events again and raises the same alert ids.
 func TestPartitionHandover(t *testing.T) {
-	for _, mode := range []string{"stop", "kill", "kill-inflight"} {
+	for _, mode := range []string{"stop", "kill", "kill-inflight", "kill-unacked"} {
 		t.Run(mode, func(t *testing.T) {
 			url, _, js := testenv.NATS(t)
 			handover(t, handoverEnv{urls: [2]string{url, url}, js: js, cfg: partitionedConfig(), mode: mode})
@@ -440,6 +454,11 @@ func handover(t *testing.T, env handoverEnv) {
 	case "kill-inflight":
 		second = w.attack(1)
 		victim.nc.Close()
+	case "kill-unacked":
+		victim.a.handleMu.Lock() // no handle in flight while the hook is set
+		victim.a.afterPublish = func() { victim.nc.Close() }
+		victim.a.handleMu.Unlock()
+		second = w.attack(1)
 	}
 	if env.alsoKill != nil {
 		env.alsoKill(map[bool]int{true: 0, false: 1}[victim == a])
@@ -457,7 +476,7 @@ func handover(t *testing.T, env handoverEnv) {
 		if d == nil {
 			continue // never the victim's
 		}
-		if by != heir.id && mode != "kill-inflight" {
+		if by != heir.id && !strings.HasPrefix(mode, "kill-") {
 			t.Errorf("%s: alert after the hand-over published by %s, not %s", key, by, heir.id)
 		}
 		if v := al.GetAlert().GetBaselineVersion(); v != fmt.Sprint(d.Version) {
@@ -469,8 +488,22 @@ func handover(t *testing.T, env handoverEnv) {
 			t.Errorf("%s: the heir holds %+v, stored %+v", key, got, d)
 		}
 	}
+	if mode == "kill-unacked" {
+		// Redelivered after analyzer.ack_wait, once the heir holds the
+		// partition.
+		testenv.WaitFor(t, 15*time.Second, "an alert raised again by the heir", func() bool { return len(alerts.duplicates()) > 0 })
+	}
 	dups := alerts.duplicates()
-	if len(dups) > 0 && mode != "kill-inflight" {
+	switch {
+	case mode == "kill-unacked" && len(dups) == 0:
+		t.Fatal("no alert raised again by the heir: the unacknowledged fetch was not redelivered")
+	case mode == "kill-unacked":
+		for id, hosts := range alerts.publishers() {
+			if len(hosts) > 1 && !slices.Equal(hosts, []string{victim.id, heir.id}) {
+				t.Errorf("alert %x published by %v, want the victim then the heir", id, hosts)
+			}
+		}
+	case len(dups) > 0 && mode != "kill-inflight":
 		t.Fatalf("alert ids published twice: %v", dups)
 	}
 	if n := alerts.distinct(); n != len(first)+len(second) {

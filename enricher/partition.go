@@ -47,11 +47,25 @@ func (e *Enricher) route(in *containv1.Batch) []outBatch {
 		}
 		return out
 	}
-	parts := map[int][]*containv1.Event{}
+	parts := make([][]*containv1.Event, e.router.Partitions())
 	var order []int
+	var (
+		last     ckey
+		lastP    int
+		haveLast bool
+	)
 	for _, ev := range in.Events {
-		p := e.partitionOf(in.Host, ev)
-		if _, ok := parts[p]; !ok {
+		// Batches hold runs of one container's events: route a run once.
+		k := ckey{ev.GetHost(), ev.GetContainerId()}
+		if k.host == "" {
+			k.host = in.Host
+		}
+		p := lastP
+		if !haveLast || k != last || k.id == "" {
+			p = e.partitionOf(in.Host, ev)
+			last, lastP, haveLast = k, p, true
+		}
+		if parts[p] == nil {
 			order = append(order, p)
 		}
 		parts[p] = append(parts[p], ev)

@@ -495,10 +495,18 @@ func (r *chaosRun) count(ctx context.Context, js jetstream.JetStream, ch clickho
 	for i, h := range r.hosts {
 		hosts[i] = "'" + h + "'"
 	}
+	// A few attempts: a loaded ClickHouse may time a first one out.
 	var distinct, rows uint64
-	if err := ch.QueryRow(ctx, fmt.Sprintf("SELECT uniqExact(event_id), count() FROM %s.events WHERE host IN (%s)",
-		r.cfg.Database, strings.Join(hosts, ","))).Scan(&distinct, &rows); err != nil {
-		return fmt.Errorf("chaos: counting rows: %w", err)
+	for attempt := 1; ; attempt++ {
+		err := ch.QueryRow(ctx, fmt.Sprintf("SELECT uniqExact(event_id), count() FROM %s.events WHERE host IN (%s)",
+			r.cfg.Database, strings.Join(hosts, ","))).Scan(&distinct, &rows)
+		if err == nil {
+			break
+		}
+		if attempt == 3 || ctx.Err() != nil {
+			return fmt.Errorf("chaos: counting rows: %w", err)
+		}
+		r.log.Warn("chaos: counting rows, retrying", logfields.Attempt, attempt, logfields.Err, err)
 	}
 	res.Stored, res.Rows, res.DupRows = int64(distinct), int64(rows), int64(rows)-int64(distinct)
 	dl, err := r.deadLettered(ctx, js, ch)

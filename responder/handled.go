@@ -24,12 +24,15 @@ const reasonDuplicateAlert = "duplicate_alert"
 type handledSet struct {
 	mu   sync.Mutex
 	ids  map[string]struct{}
-	ring []string
+	ring []string // grows to max, then wraps
+	max  int
 	pos  int
 }
 
+// newHandledSet remembers up to n ids; its memory grows with the ids
+// added, not with n (a responder that answers few alerts stays small).
 func newHandledSet(n int) *handledSet {
-	return &handledSet{ids: make(map[string]struct{}, n), ring: make([]string, n)}
+	return &handledSet{ids: map[string]struct{}{}, max: n}
 }
 
 // has reports whether id was answered.
@@ -51,9 +54,12 @@ func (h *handledSet) add(id []byte) {
 	if _, ok := h.ids[k]; ok {
 		return
 	}
-	if old := h.ring[h.pos]; old != "" {
-		delete(h.ids, old)
+	if len(h.ring) < h.max {
+		h.ring = append(h.ring, k)
+		h.ids[k] = struct{}{}
+		return
 	}
+	delete(h.ids, h.ring[h.pos])
 	h.ring[h.pos] = k
 	h.pos = (h.pos + 1) % len(h.ring)
 	h.ids[k] = struct{}{}

@@ -2,9 +2,11 @@ package store
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -49,6 +51,40 @@ type Store struct {
 	topo  *topology
 }
 
+// dialer dials ClickHouse (over TLS when tc is set) with SO_LINGER 0:
+// closing a connection resets it. An aborted INSERT is dropped by closing
+// its connection (tableWriter.abort), and ClickHouse 18.16 takes a plain
+// close between two data blocks for the end of the data and commits what
+// it got (seen in TestInsertAbortedCommitsNothing); a reset is an error
+// that cancels the INSERT.
+func dialer(timeout time.Duration, tc *tls.Config) func(context.Context, string) (net.Conn, error) {
+	return func(ctx context.Context, addr string) (net.Conn, error) {
+		d := net.Dialer{Timeout: timeout}
+		c, err := d.DialContext(ctx, "tcp", addr)
+		if err != nil {
+			return nil, err
+		}
+		if tcp, ok := c.(*net.TCPConn); ok {
+			_ = tcp.SetLinger(0)
+		}
+		if tc == nil {
+			return c, nil
+		}
+		cfg := tc.Clone()
+		if cfg.ServerName == "" {
+			cfg.ServerName, _, _ = net.SplitHostPort(addr)
+		}
+		t := tls.Client(c, cfg)
+		hctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		if err := t.HandshakeContext(hctx); err != nil {
+			c.Close()
+			return nil, err
+		}
+		return t, nil
+	}
+}
+
 // maxCompressionBuffer bounds the driver's buffers per connection.
 const maxCompressionBuffer = 2 << 20
 
@@ -67,7 +103,7 @@ func options(cfg Config, database string) (*clickhouse.Options, error) {
 	return &clickhouse.Options{
 		Addr:        cfg.Addr,
 		Auth:        clickhouse.Auth{Database: database, Username: cfg.Username, Password: pw},
-		TLS:         tc,
+		DialContext: dialer(cfg.DialTimeout, tc),
 		Protocol:    clickhouse.Native,
 		DialTimeout: cfg.DialTimeout,
 		ReadTimeout: cfg.InsertTimeout,
