@@ -336,9 +336,11 @@ func RunFleet(ctx context.Context, cfg FleetConfig, log *slog.Logger) (res *Flee
 		return nil, err
 	}
 	defer func() {
+		var wg sync.WaitGroup
 		for _, s := range f.stages {
-			s.Stop(5 * time.Second)
+			wg.Go(func() { s.Stop(5 * time.Second) })
 		}
+		wg.Wait()
 	}()
 	if err := waitFor(ctx, 2*time.Minute, "the store's tables", func() error {
 		var n uint64
