@@ -35,10 +35,21 @@ type FleetConfig struct {
 	// NATSNodes is the size of the NATS cluster (streams and buckets are
 	// R3 from 3 nodes on, else R1).
 	NATSNodes int
-	// Analyzers is the number of analyzer processes. They share one
-	// durable consumer (each batch goes to one of them): analyzer
-	// partitioning by baseline group is not in this build.
+	// Analyzers is the number of analyzer processes.
 	Analyzers int
+	// Partitions is analyzer.partitions: with more than 1 the enricher
+	// routes each baseline group to a partition and the analyzers lease
+	// the partitions (docs/design/022-analyzer-partitions.md); with 1
+	// the analyzers share one durable (each batch to one of them, each
+	// learning a partial baseline).
+	Partitions int
+	// LeaseTTL is analyzer.lease_ttl: how long a killed analyzer's
+	// partitions wait before another takes them.
+	LeaseTTL time.Duration
+	// PersistInterval is analyzer.persist_interval: a partition's new
+	// owner scores with the baselines its previous owner last wrote, so
+	// a kill loses at most this much learning.
+	PersistInterval time.Duration
 	// ResponderHosts is how many hosts (the first ones) run a dry-run
 	// responder; actions are timed on those.
 	ResponderHosts int
@@ -82,6 +93,9 @@ func DefaultFleetConfig() FleetConfig {
 		Generator:       g,
 		NATSNodes:       3,
 		Analyzers:       3,
+		Partitions:      12,
+		LeaseTTL:        5 * time.Second,
+		PersistInterval: time.Second,
 		ResponderHosts:  4,
 		AnalyzerAckWait: 5 * time.Second,
 		LearningWindow:  learning,
@@ -102,6 +116,8 @@ func (c FleetConfig) Validate() error {
 		return errors.New("fleet: --nats-cluster must be >= 1")
 	case c.Analyzers < 1:
 		return errors.New("fleet: --analyzers must be >= 1")
+	case c.Partitions < 1:
+		return errors.New("fleet: --partitions must be >= 1")
 	case c.ResponderHosts < 0 || c.ResponderHosts > c.Generator.Hosts:
 		return errors.New("fleet: --responder-hosts must be in [0, hosts]")
 	case c.KillAnalyzerAt > 0 && c.Analyzers < 2:
@@ -141,9 +157,17 @@ type FleetResult struct {
 	AlertsAfterKill int
 	Killed          bool
 	KilledAt        time.Duration // from the generator's start
-	// Rebalances is partition hand-overs between analyzers (0: the
-	// analyzers share one durable, there are no partitions).
+	// Rebalances is partitions acquired beyond the first assignment
+	// (contain_analyzer_partition_changes_total{change="acquired"} of
+	// every analyzer, minus Partitions): hand-overs as instances join
+	// and after one dies. 0 with a shared durable.
 	Rebalances int
+	// Mode is partitions=N or shared_durable.
+	Mode string
+	// StreamMsgs is the messages (batches) in CONTAIN_RAW and
+	// CONTAIN_EVENTS at the end: the enricher cuts a host's batch into
+	// one per partition its events fall in.
+	StreamMsgs map[string]uint64
 	// CPU over the run (generator start → drained), per process kind.
 	CPU map[string]time.Duration
 	// GenCPU is the same over the generator's run only: the steady
@@ -184,10 +208,10 @@ func (r *FleetResult) perEvent(d time.Duration) float64 {
 func (r *FleetResult) Line() string {
 	ms := func(d time.Duration) string { return fmt.Sprintf("%d", d.Milliseconds()) }
 	return fmt.Sprintf("events_per_sec=%.0f dropped=%d alert_p99_ms=%s action_p99_ms=%s clickhouse_lag_p99_ms=%s cpu_us_per_event=%.2f analyzer_rebalances=%d missed_attacks=%d"+
-		" attacks=%d duplicate_alerts=%d alerts_after_kill=%d enricher_us=%.2f analyzer_us=%.2f store_us=%.2f nats_us=%.2f clickhouse_us=%.2f analyzer_mode=shared_durable",
+		" attacks=%d duplicate_alerts=%d alerts_after_kill=%d enricher_us=%.2f analyzer_us=%.2f store_us=%.2f nats_us=%.2f clickhouse_us=%.2f analyzer_mode=%s",
 		r.EventsPerSec, r.Dropped, ms(r.AlertLag.P99), ms(r.ActionLag.P99), ms(r.ProbeLag.P99), r.StageCPUPerEvent(), r.Rebalances, r.MissedAttacks,
 		r.Attacks, r.DuplicateAlerts, r.AlertsAfterKill, r.perEvent(r.CPU[cpuEnricher]), r.perEvent(r.CPU[cpuAnalyzers]), r.perEvent(r.CPU[cpuStore]),
-		r.perEvent(r.CPU[cpuNATS]), r.perEvent(r.CPU[cpuClickHouse]))
+		r.perEvent(r.CPU[cpuNATS]), r.perEvent(r.CPU[cpuClickHouse]), r.Mode)
 }
 
 // Print writes the details, then the line.
@@ -205,6 +229,10 @@ func (r *FleetResult) Print(w io.Writer) {
 	}
 	for k, v := range r.DropDetail {
 		fmt.Fprintf(w, "  dropped %v: %s\n", v, k)
+	}
+	if raw, evs := r.StreamMsgs[containv1.StreamRaw], r.StreamMsgs[containv1.StreamEvents]; raw > 0 && evs > 0 {
+		fmt.Fprintf(w, "  batches: %d raw (%.1f events each), %d enriched (%.1f events each)\n",
+			raw, float64(r.Gen.Events)/float64(raw), evs, float64(r.Gen.Events)/float64(evs))
 	}
 	for _, m := range r.Missed {
 		fmt.Fprintf(w, "  missed attack %s\n", m)
@@ -308,9 +336,11 @@ func RunFleet(ctx context.Context, cfg FleetConfig, log *slog.Logger) (res *Flee
 		return nil, err
 	}
 	defer func() {
+		var wg sync.WaitGroup
 		for _, s := range f.stages {
-			s.Stop(5 * time.Second)
+			wg.Go(func() { s.Stop(5 * time.Second) })
 		}
+		wg.Wait()
 	}()
 	if err := waitFor(ctx, 2*time.Minute, "the store's tables", func() error {
 		var n uint64
@@ -333,7 +363,7 @@ func RunFleet(ctx context.Context, cfg FleetConfig, log *slog.Logger) (res *Flee
 	}
 	// Every consumer exists before the first event: a responder's
 	// durable starts at the stream's end.
-	want := map[string]int{containv1.StreamRaw: 1, containv1.StreamEvents: 2, containv1.StreamAlerts: cfg.ResponderHosts}
+	want := map[string]int{containv1.StreamRaw: 1, containv1.StreamEvents: 1 + cfg.Partitions, containv1.StreamAlerts: cfg.ResponderHosts}
 	if err := waitFor(ctx, 2*time.Minute, "the stages' consumers", func() error {
 		for stream, n := range want {
 			st, err := js.Stream(ctx, stream)
@@ -416,6 +446,24 @@ func RunFleet(ctx context.Context, cfg FleetConfig, log *slog.Logger) (res *Flee
 	} else {
 		killed <- time.Time{}
 	}
+	scrapeCtx, stopScraping := context.WithCancel(ctx)
+	defer stopScraping()
+	go func() {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-scrapeCtx.Done():
+				return
+			case <-t.C:
+			}
+			for _, s := range f.stages {
+				if s.Running() {
+					_ = s.scrape(scrapeCtx)
+				}
+			}
+		}
+	}()
 	stats, genErr := gen.Run(ctx)
 	genEnd := f.cpu(cluster.Nodes)
 	stopKill()
@@ -452,6 +500,16 @@ func RunFleet(ctx context.Context, cfg FleetConfig, log *slog.Logger) (res *Flee
 		res.PeakRSS[k] = max(res.PeakRSS[k], rss)
 	}
 
+	// Messages per stream: how the events were cut into batches.
+	res.StreamMsgs = map[string]uint64{}
+	for _, name := range []string{containv1.StreamRaw, containv1.StreamEvents} {
+		if st, err := js.Stream(ctx, name); err == nil {
+			if info, err := st.Info(ctx); err == nil {
+				res.StreamMsgs[name] = info.State.Msgs
+			}
+		}
+	}
+
 	// Loss and drops, from ClickHouse and the stages' own counters.
 	var tr Result
 	if err := r.count(&tr); err != nil {
@@ -469,7 +527,13 @@ func RunFleet(ctx context.Context, cfg FleetConfig, log *slog.Logger) (res *Flee
 			if v == 0 || (strings.HasPrefix(k, "contain_dropped_total") && seriesLabel(k, "reason") == "duplicate") {
 				continue
 			}
-			if s.stage == metrics.StageAnalyzer && cfg.Analyzers > 1 && strings.HasPrefix(k, "contain_expired_total") {
+			if strings.HasPrefix(k, "contain_analyzer_partition_changes_total") {
+				if seriesLabel(k, "change") == "acquired" {
+					res.Rebalances += int(v)
+				}
+				continue
+			}
+			if s.stage == metrics.StageAnalyzer && cfg.Analyzers > 1 && cfg.Partitions == 1 && strings.HasPrefix(k, "contain_expired_total") {
 				// Instances sharing a durable each see the stream's
 				// sequence with gaps (the others' batches), which a
 				// consumer counts as expired; loss shows in the rows.
@@ -483,6 +547,11 @@ func RunFleet(ctx context.Context, cfg FleetConfig, log *slog.Logger) (res *Flee
 	}
 	if lost := stats.Events - int64(tr.RowsDistinct); lost != 0 {
 		res.DropDetail["clickhouse: published - distinct rows"] = float64(lost)
+	}
+	res.Mode = "shared_durable"
+	if cfg.Partitions > 1 {
+		res.Mode = fmt.Sprintf("partitions=%d", cfg.Partitions)
+		res.Rebalances = max(0, res.Rebalances-cfg.Partitions)
 	}
 	for _, v := range res.DropDetail {
 		res.Dropped += int64(v)
@@ -533,18 +602,23 @@ func (f *fleetRun) startStages(replicas int) error {
 		env              []string
 	}
 	specs := []spec{
-		{metrics.StageEnricher, "enricher", "enrich", []string{"CONTAIN_ENRICHER_REGISTRY_ENABLED=false", "CONTAIN_ENRICHER_WORKERS=0"}},
+		{metrics.StageEnricher, "enricher", "enrich", []string{"CONTAIN_ENRICHER_REGISTRY_ENABLED=false", "CONTAIN_ENRICHER_WORKERS=0",
+			fmt.Sprintf("CONTAIN_ANALYZER_PARTITIONS=%d", f.cfg.Partitions)}},
 		{metrics.StageStore, "store", "store", []string{"CONTAIN_STORE_ADDR=" + strings.Join(f.cfg.ClickHouse, ","), "CONTAIN_STORE_DATABASE=" + f.cfg.Database}},
 	}
 	for i := range f.cfg.Analyzers {
 		env := []string{
+			fmt.Sprintf("CONTAIN_ANALYZER_PARTITIONS=%d", f.cfg.Partitions),
+			fmt.Sprintf("CONTAIN_ANALYZER_INSTANCE_ID=analyzer-%d", i),
+			"CONTAIN_ANALYZER_LEASE_TTL=" + f.cfg.LeaseTTL.String(),
+			"CONTAIN_ANALYZER_PERSIST_INTERVAL=" + f.cfg.PersistInterval.String(),
 			"CONTAIN_ANALYZER_LEARNING_WINDOW=" + f.cfg.LearningWindow.String(),
 			"CONTAIN_ANALYZER_ACK_WAIT=" + f.cfg.AnalyzerAckWait.String(),
 			// Each attack raises its own alert: no grouping of a
 			// container's identical deviations (analyzer.group_window),
 			// which would count a second attack into the next alert.
 			"CONTAIN_ANALYZER_GROUP_WINDOW=0s"}
-		if f.cfg.Analyzers > 1 {
+		if f.cfg.Analyzers > 1 && f.cfg.Partitions == 1 {
 			// Sharing a durable, each instance logs every gap in the
 			// sequences it receives as expired messages (the others'
 			// batches): a log line per batch, which would be measured.

@@ -16,13 +16,13 @@ import (
 // hosts at a low rate with attacks injected, and the first analyzer
 // killed mid-run. Every attack must raise an alert (alerts go on after the
 // kill, none twice) and nothing may be dropped or lost.
-// CONTAIN_TEST_FLEET_DURATION (e.g. 60s) runs longer than the default 7 s.
+// CONTAIN_TEST_FLEET_DURATION (e.g. 60s) runs longer than the default 5 s.
 func TestFleetMode(t *testing.T) {
 	chAddr := testenv.ClickHouseAddr(t)
 	cfg := loadtest.DefaultFleetConfig()
 	g := &cfg.Generator
 	g.Hosts, g.ContainersPerHost, g.Images = 6, 4, 3
-	g.Rate, g.Duration = 1500, 7*time.Second
+	g.Rate, g.Duration = 1500, 5*time.Second
 	if v := os.Getenv("CONTAIN_TEST_FLEET_DURATION"); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil {
@@ -32,7 +32,8 @@ func TestFleetMode(t *testing.T) {
 	}
 	g.DeviationFraction = 0.01
 	cfg.NATSNodes, cfg.Analyzers, cfg.ResponderHosts = 3, 2, 2
-	cfg.LearningWindow = 2 * time.Second
+	cfg.LearningWindow = time.Second
+	cfg.LeaseTTL = 3 * time.Second
 	g.DeviateAfter = cfg.LearningWindow + 2*time.Second
 	cfg.KillAnalyzerAt = g.Duration * 2 / 3
 	cfg.ClickHouse = []string{chAddr}

@@ -252,6 +252,7 @@ func (g *Generator) runHost(ctx context.Context, idx int, start time.Time) error
 	var (
 		sent      int64
 		lastProbe time.Time
+		flushDue  bool // a flush tick came since the last batch
 	)
 	for {
 		want := g.cfg.BatchMaxEvents
@@ -259,11 +260,16 @@ func (g *Generator) runHost(ctx context.Context, idx int, start time.Time) error
 			want = big
 		} else if perHost > 0 {
 			due := int64(perHost*time.Since(start).Seconds()) - sent
-			if due <= 0 {
+			// As the collector's batcher: a batch closes at
+			// BatchMaxEvents or at the next FlushInterval tick, not
+			// as soon as one event is due (which would size batches by
+			// the publish round trip instead).
+			if due <= 0 || (due < int64(g.cfg.BatchMaxEvents) && !flushDue) {
 				select {
 				case <-ctx.Done():
 					return nil
 				case <-ticker.C:
+					flushDue = true
 				}
 				continue
 			}
@@ -277,6 +283,7 @@ func (g *Generator) runHost(ctx context.Context, idx int, start time.Time) error
 			return nil
 		}
 		now := time.Now()
+		flushDue = false
 		events, devs, ctrs := h.batch(n, now)
 		if g.probe != nil && g.cfg.ProbeEvery > 0 && now.Sub(lastProbe) >= g.cfg.ProbeEvery {
 			lastProbe = now

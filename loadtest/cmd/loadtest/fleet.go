@@ -15,9 +15,10 @@ import (
 
 // fleetFlags are the fleet mode's own flags (--nats-cluster turns it on).
 type fleetFlags struct {
-	natsNodes, analyzers, responderHosts, containersPerHost *int
-	killAnalyzerAt, ackWait                                 *time.Duration
-	dir, containBin, profileDir                             *string
+	natsNodes, analyzers, partitions, responderHosts *int
+	containersPerHost                                *int
+	killAnalyzerAt, ackWait                          *time.Duration
+	dir, containBin, profileDir                      *string
 }
 
 func addFleetFlags() fleetFlags {
@@ -25,6 +26,7 @@ func addFleetFlags() fleetFlags {
 	return fleetFlags{
 		natsNodes:         flag.Int("nats-cluster", 0, "fleet mode: run each stage as a process on a cluster of this many nats-server processes (docs/scaling.md)"),
 		analyzers:         flag.Int("analyzers", d.Analyzers, "fleet: analyzer processes"),
+		partitions:        flag.Int("partitions", d.Partitions, "fleet: analyzer.partitions (1: the analyzers share one durable)"),
 		responderHosts:    flag.Int("responder-hosts", d.ResponderHosts, "fleet: hosts (the first ones) with a dry-run responder, on which actions are timed"),
 		containersPerHost: flag.Int("containers-per-host", 0, "containers per host (same as --containers)"),
 		killAnalyzerAt:    flag.Duration("kill-analyzer-at", 0, "fleet: SIGKILL the first analyzer this long after the generator started (0: none)"),
@@ -68,7 +70,7 @@ func (ff fleetFlags) config(g loadtest.GeneratorConfig, set map[string]bool, cli
 	if memLimitMB > 0 {
 		c.MemoryLimitMB = memLimitMB
 	}
-	c.NATSNodes, c.Analyzers, c.ResponderHosts = *ff.natsNodes, *ff.analyzers, *ff.responderHosts
+	c.NATSNodes, c.Analyzers, c.Partitions, c.ResponderHosts = *ff.natsNodes, *ff.analyzers, *ff.partitions, *ff.responderHosts
 	c.KillAnalyzerAt, c.AnalyzerAckWait = *ff.killAnalyzerAt, *ff.ackWait
 	c.ClickHouse, c.KeepDatabase, c.Dir, c.ContainBin = clickhouse, keep, *ff.dir, *ff.containBin
 	c.ProfileDir = *ff.profileDir
