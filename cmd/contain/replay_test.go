@@ -54,13 +54,26 @@ func TestReplay(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// One host's events: on its subject, or with analyzer.partitions > 1
+	// on its partitions' subjects.
 	hostOut, err := runCLI(t, "replay", "--nats-url", url, "--event-host", "h1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := strings.Count(hostOut, `"containerId":"c1"`); n != len(history) {
-		t.Fatalf("--event-host h1: %d events, want %d:\n%s", n, len(history), hostOut)
+	last := len(history) - (len(history)-1)/7*7 // the partitioned batch
+	if n := strings.Count(hostOut, `"containerId":"c1"`); n != len(history)-last {
+		t.Fatalf("--event-host h1: %d events, want %d:\n%s", n, len(history)-last, hostOut)
 	}
+	t.Run("partitioned", func(t *testing.T) {
+		t.Setenv("CONTAIN_ANALYZER_PARTITIONS", "4")
+		out, err := runCLI(t, "replay", "--nats-url", url, "--event-host", "h1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := strings.Count(out, `"containerId":"c1"`); n != last {
+			t.Fatalf("--event-host h1, partitioned: %d events, want %d:\n%s", n, last, out)
+		}
+	})
 	lines := 0
 	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
 		if !strings.HasPrefix(l, "{") {
