@@ -334,6 +334,11 @@ type run struct {
 	// arrival (ns), by its canonical text.
 	alertSeen map[string]int
 	triggered map[string]int64
+	// triggerAlerts is each trigger event's distinct alert ids: alert ids
+	// are derived from the trigger, so two for one trigger is a duplicate
+	// alert, while one id received twice is an at-least-once redelivery
+	// (after an analyzer handover) that the store and responder dedup.
+	triggerAlerts map[string]map[string]bool
 }
 
 func newRun(cfg Config, js jetstream.JetStream, ch driver.Conn, log *slog.Logger) *run {
@@ -344,6 +349,8 @@ func newRun(cfg Config, js jetstream.JetStream, ch driver.Conn, log *slog.Logger
 		actionKind: map[string]int64{},
 		alertSeen:  map[string]int{},
 		triggered:  map[string]int64{},
+
+		triggerAlerts: map[string]map[string]bool{},
 	}
 }
 
@@ -368,9 +375,14 @@ func (r *run) onAlerts(msg *nats.Msg) {
 		r.alerts++
 		r.alertSeen[string(ev.Id)]++
 		if id := a.GetTrigger().GetId(); len(id) > 0 {
-			if k := containv1.FormatID(id); r.triggered[k] == 0 {
+			k := containv1.FormatID(id)
+			if r.triggered[k] == 0 {
 				r.triggered[k] = now
 			}
+			if r.triggerAlerts[k] == nil {
+				r.triggerAlerts[k] = map[string]bool{}
+			}
+			r.triggerAlerts[k][string(ev.Id)] = true
 		}
 		if w := a.GetTrigger().GetWallNs(); w > 0 {
 			r.alertLag = append(r.alertLag, time.Duration(now-w))

@@ -151,8 +151,11 @@ type FleetResult struct {
 	// Missed names some missed attacks (event id, time from the start).
 	Missed []string
 	Alerts int64
-	// DuplicateAlerts is alert ids received more than once.
-	DuplicateAlerts int
+	// DuplicateAlerts is trigger events alerted under more than one alert
+	// id; RedeliveredAlerts is alert ids received more than once (an
+	// at-least-once redelivery across a handover: same id, deduplicated by
+	// the store and the responder).
+	DuplicateAlerts, RedeliveredAlerts int
 	// AlertsAfterKill is alerts on attacks made after the analyzer kill.
 	AlertsAfterKill int
 	Killed          bool
@@ -208,9 +211,9 @@ func (r *FleetResult) perEvent(d time.Duration) float64 {
 func (r *FleetResult) Line() string {
 	ms := func(d time.Duration) string { return fmt.Sprintf("%d", d.Milliseconds()) }
 	return fmt.Sprintf("events_per_sec=%.0f dropped=%d alert_p99_ms=%s action_p99_ms=%s clickhouse_lag_p99_ms=%s cpu_us_per_event=%.2f analyzer_rebalances=%d missed_attacks=%d"+
-		" attacks=%d duplicate_alerts=%d alerts_after_kill=%d enricher_us=%.2f analyzer_us=%.2f store_us=%.2f nats_us=%.2f clickhouse_us=%.2f analyzer_mode=%s",
+		" attacks=%d duplicate_alerts=%d redelivered_alerts=%d alerts_after_kill=%d enricher_us=%.2f analyzer_us=%.2f store_us=%.2f nats_us=%.2f clickhouse_us=%.2f analyzer_mode=%s",
 		r.EventsPerSec, r.Dropped, ms(r.AlertLag.P99), ms(r.ActionLag.P99), ms(r.ProbeLag.P99), r.StageCPUPerEvent(), r.Rebalances, r.MissedAttacks,
-		r.Attacks, r.DuplicateAlerts, r.AlertsAfterKill, r.perEvent(r.CPU[cpuEnricher]), r.perEvent(r.CPU[cpuAnalyzers]), r.perEvent(r.CPU[cpuStore]),
+		r.Attacks, r.DuplicateAlerts, r.RedeliveredAlerts, r.AlertsAfterKill, r.perEvent(r.CPU[cpuEnricher]), r.perEvent(r.CPU[cpuAnalyzers]), r.perEvent(r.CPU[cpuStore]),
 		r.perEvent(r.CPU[cpuNATS]), r.perEvent(r.CPU[cpuClickHouse]), r.Mode)
 }
 
@@ -257,7 +260,7 @@ func (r *FleetResult) Check() error {
 		errs = append(errs, fmt.Errorf("%d events dropped or lost", r.Dropped))
 	}
 	if r.DuplicateAlerts > 0 {
-		errs = append(errs, fmt.Errorf("%d alert ids received more than once", r.DuplicateAlerts))
+		errs = append(errs, fmt.Errorf("%d trigger events alerted under more than one alert id", r.DuplicateAlerts))
 	}
 	if r.Killed && r.AlertsAfterKill == 0 {
 		errs = append(errs, errors.New("no alert on an attack made after the analyzer was killed"))
@@ -562,6 +565,11 @@ func RunFleet(ctx context.Context, cfg FleetConfig, log *slog.Logger) (res *Flee
 	res.Alerts = r.alerts
 	for _, n := range r.alertSeen {
 		if n > 1 {
+			res.RedeliveredAlerts++
+		}
+	}
+	for _, ids := range r.triggerAlerts {
+		if len(ids) > 1 {
 			res.DuplicateAlerts++
 		}
 	}
