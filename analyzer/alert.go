@@ -17,6 +17,19 @@ func rarity(sightings uint32) float64 {
 	return 0.5 + 0.5/(1+float64(sightings)/10)
 }
 
+// noveltyCodes are the anomalies: deviations from the baseline, whose
+// weight falls as the image keeps showing them (rarity). A behaviour is
+// named by what it did and keeps its class's score however often the
+// image's containers show it: a credential read in the tenth replica
+// attacked the same way must still pause.
+var noveltyCodes = map[string]bool{
+	CodeExecUnseen: true, CodeExecArgv: true, CodeExecEdge: true, CodeUIDUnseen: true, CodeUIDRoot: true,
+	CodeExecUndeclaredUID: true, CodeSyscallUnseen: true, CodeSyscallRoutine: true, CodeSyscallSensitive: true,
+	CodeSyscallSequence: true, CodePeerUnseen: true, CodePeerNewAddress: true, CodePeerUndeclared: true,
+	CodeListenNew: true, CodeListenUndeclared: true, CodeWriteUnseen: true, CodeWriteUndeclared: true,
+	CodeCommitUnallowed: true, CodeWriteReadonly: true,
+}
+
 // raise turns the deviations one event showed (e.devs) into at most one
 // alert: it scores them, lets a converged baseline absorb what scores
 // below AbsorbBelow, drops what scores below MinAlertScore or falls in its
@@ -79,7 +92,7 @@ func (e *Engine) scoreDeviations(b *Baseline) (reasons []*containv1.Reason, scor
 		cl := classes[d.code]
 		sev := e.scores[d.code]
 		r := 1.0
-		if b.Phase != PhaseLearning {
+		if b.Phase != PhaseLearning && noveltyCodes[d.code] {
 			sk := d.code + "\x00" + d.subject
 			r = rarity(b.sightings[sk])
 			if len(b.sightings) < 4*e.cfg.MaxItems {

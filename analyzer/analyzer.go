@@ -37,6 +37,17 @@ type Analyzer struct {
 	profiles *profileCache
 	// loading is the state of the baseline load at start (load.go).
 	loading loadState
+	// parts holds the partition leases when Config.Partitions > 1
+	// (lease.go); nil otherwise.
+	parts *partitioner
+	// handleMu serialises handle across partition consumers (the
+	// producer numbers batches, pending is shared).
+	handleMu sync.Mutex
+	// persistMu serialises baseline writes (store.go).
+	persistMu sync.Mutex
+	// afterPublish, when set (tests), runs after a fetch's alerts are
+	// published and before the fetch is acknowledged.
+	afterPublish func()
 }
 
 // maxPending bounds the alerts kept while publishing fails.
@@ -75,7 +86,31 @@ func New(cfg Config, js jetstream.JetStream, m *metrics.Metrics, log *slog.Logge
 	}
 	a.engine = eng
 	registerStats(m.Registry, a)
+	if cfg.Partitions > 1 {
+		if cfg.BaselinesBucket == "" {
+			return nil, errors.New("analyzer.partitions: needs analyzer.baselines_bucket (a partition's next owner loads its baselines)")
+		}
+		a.parts = newPartitioner(a)
+	}
 	return a, nil
+}
+
+// InstanceID is this instance's id among the analyzers sharing the
+// partitions ("" when not partitioned).
+func (a *Analyzer) InstanceID() string {
+	if a.parts == nil {
+		return ""
+	}
+	return a.parts.id
+}
+
+// Partitions lists the partitions this instance holds, ascending (nil
+// when not partitioned).
+func (a *Analyzer) Partitions() []int {
+	if a.parts == nil {
+		return nil
+	}
+	return a.parts.ownedList()
 }
 
 // Run consumes events until ctx ends.
@@ -94,14 +129,12 @@ func (a *Analyzer) Run(ctx context.Context) error {
 			a.mu.Unlock()
 		}, func() { a.m.Errors.WithLabelValues(metrics.StageAnalyzer, "profile_decode").Inc() })
 	}
-	err := bus.Consume(ctx, a.js, bus.ConsumerConfig{
-		Stream:        containv1.StreamEvents,
-		Durable:       a.cfg.Durable,
-		FilterSubject: a.cfg.FilterSubject,
-		Stage:         metrics.StageAnalyzer,
-		Fetch:         a.cfg.Fetch,
-		AckWait:       a.cfg.AckWait,
-	}, a.handle, a.m, a.log)
+	var err error
+	if a.parts != nil {
+		a.parts.run(ctx)
+	} else {
+		err = a.consume(ctx)
+	}
 	if a.store != nil {
 		fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		a.persist(fctx)
@@ -110,10 +143,25 @@ func (a *Analyzer) Run(ctx context.Context) error {
 	return err
 }
 
+// consume runs the single durable consumer of an unpartitioned analyzer.
+func (a *Analyzer) consume(ctx context.Context) error {
+	return bus.Consume(ctx, a.js, bus.ConsumerConfig{
+		Stream:        containv1.StreamEvents,
+		Durable:       a.cfg.Durable,
+		FilterSubject: a.cfg.FilterSubject,
+		Stage:         metrics.StageAnalyzer,
+		Fetch:         a.cfg.Fetch,
+		AckWait:       a.cfg.AckWait,
+		Eager:         true, // on the detection path: a lone event goes at once
+	}, a.handle, a.m, a.log)
+}
+
 // handle scores a fetch of batches and publishes the alerts, grouped by
 // the host they are about. When publishing fails the alerts are kept and
 // the batches redelivered; the engine drops the redelivered duplicates.
 func (a *Analyzer) handle(ctx context.Context, batches []*containv1.Batch) error {
+	a.handleMu.Lock()
+	defer a.handleMu.Unlock()
 	if a.profiles != nil {
 		if err := a.profiles.ensure(ctx, profileRefs(batches)); err != nil {
 			a.m.Errors.WithLabelValues(metrics.StageAnalyzer, "profile_load").Inc()
@@ -172,6 +220,9 @@ func (a *Analyzer) handle(ctx context.Context, batches []*containv1.Batch) error
 		a.pending = append(failed, a.pending...)
 		a.mu.Unlock()
 		return fmt.Errorf("publishing alerts: %w", firstErr)
+	}
+	if a.afterPublish != nil {
+		a.afterPublish()
 	}
 	return nil
 }

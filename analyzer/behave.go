@@ -154,7 +154,9 @@ func (e *Engine) combine(c *container, ev *containv1.Event, reasons []*containv1
 		}
 	}
 	for _, r := range reasons {
-		if r.Code != CodeExecSession && r.Score > 0 {
+		// Lifecycle records (an exec session, a service's new address)
+		// are not an incident's deviations.
+		if r.Code != CodeExecSession && r.Code != CodePeerNewAddress && r.Score > 0 {
 			kept = append(kept, recentReason{code: r.Code, score: r.Score, ns: now})
 		}
 	}
@@ -186,4 +188,42 @@ func (e *Engine) combine(c *container, ev *containv1.Event, reasons []*containv1
 	}
 	return combined, fmt.Sprintf("%d distinct deviations of %s within %v: %s (noisy-OR, capped at %v)",
 		len(best), who, e.cfg.CombineWindow, strings.Join(codes, ", "), e.cfg.CombineCap)
+}
+
+// Connections to scanThreshold distinct endpoints (address and port) by
+// one process tree within scanWindowNs raise net.scan: a port scan or a
+// host sweep, whichever tool makes it (nc in a shell loop, a script, a
+// scanner binary). Failed connections count: a scan mostly fails.
+const (
+	scanThreshold = 20
+	scanWindowNs  = int64(5e9)
+)
+
+// scanHit counts the connection of n's process tree to peer and returns
+// the scan behaviour once the tree reached scanThreshold distinct
+// endpoints within scanWindowNs (once per window).
+func scanHit(c *container, n *containv1.Network, peer string, now int64) []hit {
+	tree := treeOf(n.Proc)
+	sc := c.scan[tree]
+	if sc == nil {
+		if len(c.scan) >= maxTrees {
+			clear(c.scan)
+		}
+		sc = &scanCounter{start: now, endpoints: map[string]bool{}}
+		c.scan[tree] = sc
+	}
+	if now-sc.start > scanWindowNs || now < sc.start {
+		*sc = scanCounter{start: now, endpoints: map[string]bool{}}
+	}
+	if sc.fired || len(sc.endpoints) >= scanThreshold {
+		return nil
+	}
+	sc.endpoints[peer] = true
+	if len(sc.endpoints) < scanThreshold {
+		return nil
+	}
+	sc.fired = true
+	return []hit{{code: CodeNetScan, subject: "scan", key: "scan",
+		msg: fmt.Sprintf("connections to %d distinct endpoints by one process tree within %v (latest %s)",
+			len(sc.endpoints), time.Duration(scanWindowNs), peer)}}
 }

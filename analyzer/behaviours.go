@@ -66,10 +66,21 @@ var searchTools = map[string]bool{
 var credNeedles = []string{
 	"id_rsa", "id_dsa", "id_ecdsa", "id_ed25519", "private key", "password", "passwd", "*.pem", ".pem",
 	"*.key", ".aws", "credentials", ".kube", "kubeconfig", "authorized_keys", ".ssh", "secret", "token",
-	"*.p12", "*.pfx", "wallet",
+	"*.p12", "*.pfx", "wallet", "aws_access_key", "aws_secret", "access_key", "api_key", "apikey", "private_key",
+	"shadow", "htpasswd", ".git-credentials", ".netrc", ".pgpass", "id_ed25519",
 }
 
 var minerPorts = map[uint32]bool{3333: true, 4444: true, 5555: true, 7777: true, 14444: true, 45700: true}
+
+// apiPorts are the control APIs of the host's runtime and orchestrator:
+// Docker's TCP API, etcd, the Kubernetes API server, the kubelet.
+var apiPorts = map[uint32]string{
+	2375: "Docker API", 2376: "Docker API (TLS)", 2379: "etcd", 6443: "Kubernetes API server",
+	10250: "kubelet API", 10255: "kubelet read-only API",
+}
+
+// wipers destroy data whatever their arguments.
+var wipers = map[string]bool{"shred": true, "wipe": true, "srm": true, "wipefs": true}
 
 func argvHas(argv []string, flags ...string) bool {
 	for _, a := range argv {
@@ -93,6 +104,10 @@ func classifyExec(x *containv1.Exec, in execInfo) []hit {
 	args := []string(nil)
 	if len(x.Argv) > 1 {
 		args = x.Argv[1:]
+	}
+	// `busybox APPLET args`: the applet is what runs.
+	if base == "busybox" && len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		base, args = path.Base(args[0]), args[1:]
 	}
 	pbase := path.Base(in.parent)
 	edge := in.parent + " -> " + fn
@@ -122,6 +137,9 @@ func classifyExec(x *containv1.Exec, in execInfo) []hit {
 		if !isInterpreter(pbase) {
 			add(CodeExecInterpreter, fn, edge, fmt.Sprintf("interpreter %q started%s", base, by))
 		}
+	}
+	if x.StdioInet {
+		add(CodeReverseShell, fn, fn, fmt.Sprintf("%q runs with its standard input or output on a network connection (reverse shell)%s", fn, by))
 	}
 	exe := x.Exe
 	switch {
@@ -156,6 +174,15 @@ func classifyExec(x *containv1.Exec, in execInfo) []hit {
 	if userTools[base] {
 		add(CodeAccountChange, fn, fn, fmt.Sprintf("user-management tool %q ran (argv %q)", base, x.Argv))
 	}
+	if wipers[base] || strings.HasPrefix(base, "mkfs") || base == "rm" && removesTree(args) {
+		add(CodeBulkDelete, fn, fn, fmt.Sprintf("%q destroys data (argv %q)", base, x.Argv))
+	}
+	if base == "debugfs" {
+		add(CodeMount, fn, fn, fmt.Sprintf("debugfs opens a filesystem's device directly (argv %q)", x.Argv))
+	}
+	if decodes(base, args) {
+		add(CodeExecDecode, fn, fn, fmt.Sprintf("%q decodes a payload (argv %q)", base, x.Argv))
+	}
 	if base == "crontab" && !argvHas(args, "-l") {
 		add(CodeCronPersist, fn, fn, fmt.Sprintf("crontab ran (argv %q)", x.Argv))
 	}
@@ -171,6 +198,47 @@ func classifyExec(x *containv1.Exec, in execInfo) []hit {
 		add(CodePrivilegeGain, fn, fn, fmt.Sprintf("%q runs with euid 0 for uid %d (a setuid-root binary)", fn, p.Uid))
 	}
 	return out
+}
+
+// removesTree reports whether rm's arguments remove recursively the root,
+// everything below a directory (dir/*) or a top-level directory (/etc,
+// /var, /home, /data...), outside the temporary directories.
+func removesTree(args []string) bool {
+	recursive := false
+	for _, a := range args {
+		if strings.HasPrefix(a, "-") && !strings.HasPrefix(a, "--") && strings.ContainsAny(a, "rR") || a == "--recursive" {
+			recursive = true
+		}
+	}
+	if !recursive {
+		return false
+	}
+	for _, a := range args {
+		if !strings.HasPrefix(a, "/") || isTmpPath(a+"/") || under(a, "/tmp") {
+			continue
+		}
+		c := path.Clean(a)
+		if c == "/" || strings.HasSuffix(a, "/*") || strings.Count(c, "/") == 1 {
+			return true
+		}
+	}
+	return false
+}
+
+// decodes reports whether the command base64-, hex- or uu-decodes its
+// input: base64 -d, openssl base64/enc -d, xxd -r, uudecode.
+func decodes(base string, args []string) bool {
+	switch base {
+	case "base64", "base32", "basenc":
+		return argvHas(args, "-d", "--decode", "-D", "-di", "-id")
+	case "openssl":
+		return len(args) > 0 && (args[0] == "base64" || args[0] == "enc") && argvHas(args, "-d")
+	case "xxd":
+		return argvHas(args, "-r", "-r -p", "-rp")
+	case "uudecode":
+		return true
+	}
+	return false
 }
 
 func argvContains(argv []string, needles ...string) bool {
@@ -287,6 +355,15 @@ var histories = map[string]bool{
 
 var loginRecords = map[string]bool{"wtmp": true, "btmp": true, "lastlog": true, "utmp": true, "faillog": true}
 
+// devNodes are the device files every container has: an open with
+// O_CREAT of one (a shell's `> /dev/null`) creates nothing. The
+// termination log is Kubernetes' (terminationMessagePath).
+var devNodes = map[string]bool{
+	"/dev/null": true, "/dev/zero": true, "/dev/full": true, "/dev/random": true, "/dev/urandom": true,
+	"/dev/tty": true, "/dev/console": true, "/dev/ptmx": true, "/dev/stdin": true, "/dev/stdout": true,
+	"/dev/stderr": true, "/dev/termination-log": true,
+}
+
 var hiddenRoots = []string{"/etc", "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/var", "/root", "/boot", "/opt", "/srv", "/dev"}
 
 // isCredentialPath reports whether reading p reads credentials.
@@ -348,6 +425,19 @@ func classifyFile(f *containv1.File) []hit {
 		out = append(out, hit{code: code, subject: t, key: key, msg: msg})
 	}
 	op := opNames[f.Op]
+	if f.Op == containv1.File_OP_CONNECT {
+		if isRuntimeSocket(t) {
+			add(CodeRuntimeSocket, t, fmt.Sprintf("connect to container runtime socket %s (control of the host's containers)", t))
+		}
+		return out
+	}
+	// A name made for a credential file: a symlink to it or a hardlink of
+	// it (the name then reads it without naming it).
+	if f.Op == containv1.File_OP_LINK || f.Op == containv1.File_OP_SYMLINK {
+		if src := linkSource(f); f.Sensitive || isCredentialPath(src) {
+			add(CodeSensitiveLink, src, fmt.Sprintf("%s %s made to credential file %s", op, t, src))
+		}
+	}
 	// Escapes through kernel knobs the host acts on.
 	if base == "release_agent" || base == "notify_on_release" || t == "/proc/sys/kernel/core_pattern" ||
 		t == "/proc/sys/kernel/modprobe" || t == "/proc/sysrq-trigger" || t == "/sys/kernel/uevent_helper" ||
@@ -356,13 +446,22 @@ func classifyFile(f *containv1.File) []hit {
 		return out
 	}
 	if strings.HasPrefix(t, "/proc/") || strings.HasPrefix(t, "/sys/") {
-		return nil
+		switch {
+		case under(t, "/proc/sys") || strings.HasPrefix(t, "/sys/"):
+			// Kernel parameters: the host's, whatever the namespace
+			// (most of /proc/sys and /sys is not namespaced).
+			add(CodeKernelTunable, t, fmt.Sprintf("%s of kernel parameter %s", op, t))
+		case base == "mem" && f.Op != containv1.File_OP_CREATE:
+			add(CodeProcMemory, t, fmt.Sprintf("%s of %s: another process's memory written", op, t))
+		}
+		return out
 	}
 	// Device nodes and files below /dev (not its tmpfs and pty mounts).
 	switch {
 	case f.Op == containv1.File_OP_MKNOD && (under(t, "/dev") || f.Mode&sIFMT == sIFCHR || f.Mode&sIFMT == sIFBLK):
 		add(CodeDevCreate, path.Dir(t), fmt.Sprintf("device node %s created (mode %#o)", t, f.Mode))
-	case under(t, "/dev") && creates(f.Op) && !underAny(t, "/dev/shm", "/dev/pts", "/dev/mqueue", "/dev/hugepages"):
+	case under(t, "/dev") && creates(f.Op) && !underAny(t, "/dev/shm", "/dev/pts", "/dev/mqueue", "/dev/hugepages", "/dev/fd") &&
+		!(f.Op == containv1.File_OP_CREATE && devNodes[t]):
 		add(CodeDevCreate, path.Dir(t), fmt.Sprintf("%s created below /dev by %s", t, op))
 	}
 	if under(t, "/dev") {
@@ -430,6 +529,28 @@ func classifyFile(f *containv1.File) []hit {
 		}
 	}
 	return out
+}
+
+// runtimeSockets are the API sockets of container engines and runtimes
+// (by name: wherever a volume mounts them).
+var runtimeSockets = map[string]bool{
+	"docker.sock": true, "containerd.sock": true, "crio.sock": true, "podman.sock": true, "dockershim.sock": true,
+	"cri-dockerd.sock": true, "kubelet.sock": true, "frakti.sock": true, "rktlet.sock": true, "buildkitd.sock": true,
+	"containerd-shim.sock": true, "docker.socket": true,
+}
+
+func isRuntimeSocket(p string) bool {
+	return runtimeSockets[path.Base(p)] || strings.Contains(p, "/containerd/") && strings.HasSuffix(p, ".sock")
+}
+
+// linkSource is the file a link or symlink names, cleaned; a relative
+// symlink target is read from the link's directory.
+func linkSource(f *containv1.File) string {
+	src := f.Path
+	if f.Op == containv1.File_OP_SYMLINK && !strings.HasPrefix(src, "/") && f.NewPath != "" {
+		src = path.Join(path.Dir(f.NewPath), src)
+	}
+	return path.Clean(src)
 }
 
 // bulkThreshold destructive operations by one process tree within
@@ -503,6 +624,13 @@ func classifySyscall(s *containv1.Syscall, priorEuid uint32, known bool) []hit {
 			return one(CodeRawSocket, kind, fmt.Sprintf("%s socket opened (family %d type %d)", kind, s.Args[0], s.Args[1]&0xf))
 		}
 		return nil
+	case "dup2", "dup3":
+		// Reported by the collector only when a socket lands on stdin,
+		// stdout or stderr (its result, the new descriptor).
+		if !withArgs || s.Ret < 0 || s.Ret > 2 {
+			return nil
+		}
+		return one(CodeReverseShell, "dup", fmt.Sprintf("%s: a network socket duplicated onto %s (reverse shell)", name, [3]string{"stdin", "stdout", "stderr"}[s.Ret]))
 	case "setuid", "setreuid", "setresuid", "setfsuid":
 		if !withArgs {
 			return nil
@@ -552,6 +680,11 @@ func classifySyscall(s *containv1.Syscall, priorEuid uint32, known bool) []hit {
 
 // classifyNetwork names the behaviours a network event shows.
 func classifyNetwork(n *containv1.Network) []hit {
+	if api, ok := apiPorts[n.RemotePort]; ok && n.Op == containv1.Network_OP_CONNECT {
+		port := strconv.FormatUint(uint64(n.RemotePort), 10)
+		return []hit{{code: CodeRuntimeSocket, subject: port, key: port,
+			msg: fmt.Sprintf("connection to port %d, the %s's (control of the host's containers)", n.RemotePort, api)}}
+	}
 	if n.Op == containv1.Network_OP_CONNECT && minerPorts[n.RemotePort] {
 		return []hit{{code: CodeMinerPort, subject: strconv.FormatUint(uint64(n.RemotePort), 10), key: strconv.FormatUint(uint64(n.RemotePort), 10),
 			msg: fmt.Sprintf("connection to port %d, a well-known mining pool port", n.RemotePort)}}

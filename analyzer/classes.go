@@ -29,6 +29,7 @@ const (
 	CodeSyscallSequence   = "syscall.sequence"
 	CodePeerUnseen        = "net.peer.unseen"
 	CodePeerUndeclared    = "net.peer.undeclared"
+	CodePeerNewAddress    = "net.peer.new_address"
 	CodeListenNew         = "net.listen.new"
 	CodeListenUndeclared  = "net.listen.undeclared"
 	CodeWriteUnseen       = "file.write.unseen"
@@ -67,6 +68,12 @@ const (
 	CodeBulkDelete      = "file.bulk_delete"
 	CodeLogClear        = "defense.log_clear"
 	CodeExecSession     = "exec.session"
+	CodeReverseShell    = "net.reverse_shell"
+	CodeNetScan         = "net.scan"
+	CodeKernelTunable   = "kernel.tunable"
+	CodeSensitiveLink   = "file.link.sensitive"
+	CodeExecDecode      = "exec.decode"
+	CodeRuntimeSocket   = "escape.runtime_socket"
 	CodeIncidentCombine = "incident.combined"
 )
 
@@ -96,6 +103,7 @@ var classes = map[string]class{
 	CodeSyscallSensitive:  {0.85, "Sensitive syscall in container", nil},
 	CodeSyscallSequence:   {0.7, "Anomalous syscall sequence", []string{"T1190", "T1059"}},
 	CodePeerUnseen:        {0.6, "Outbound connection to an unseen peer", []string{"T1071"}},
+	CodePeerNewAddress:    {0.4, "Outbound connection to a new address at a learned port", []string{"T1071"}},
 	CodePeerUndeclared:    {0.75, "Outbound connection to an undeclared peer", []string{"T1071"}},
 	CodeListenNew:         {0.7, "Listening on a new port", []string{"T1571"}},
 	CodeListenUndeclared:  {0.8, "Listening on an undeclared port", []string{"T1571"}},
@@ -133,6 +141,12 @@ var classes = map[string]class{
 	CodeBulkDelete:      {0.8, "Bulk deletion or overwrite of data", []string{"T1485", "T1486"}},
 	CodeLogClear:        {0.8, "Logs or shell history cleared", []string{"T1070.002", "T1070.003"}},
 	CodeExecSession:     {0.4, "Exec session entered the container", []string{"T1609"}},
+	CodeReverseShell:    {0.9, "Program run with its standard input or output on a network connection (reverse shell)", []string{"T1059.004", "T1071"}},
+	CodeNetScan:         {0.75, "Network scan: connections to many ports or hosts", []string{"T1046"}},
+	CodeKernelTunable:   {0.85, "Write of a kernel parameter below /proc/sys or /sys", []string{"T1611", "T1562.001"}},
+	CodeSensitiveLink:   {0.85, "Symlink or hardlink made to a credential file", []string{"T1003.008", "T1552.001"}},
+	CodeRuntimeSocket:   {0.9, "Container runtime socket connected to (docker.sock, containerd, CRI-O, podman)", []string{"T1611", "T1609", "T1552.007"}},
+	CodeExecDecode:      {0.6, "Payload decoded in container (base64 -d and the like)", []string{"T1140"}},
 	CodeIncidentCombine: {0, "Several deviations in one incident", nil},
 
 	// Policies (commits.go).

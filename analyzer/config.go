@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/containsec/contain/internal/auth"
+	"github.com/containsec/contain/schemas/containv1"
 	"github.com/containsec/contain/schemas/kvdoc"
 )
 
@@ -56,10 +57,15 @@ type Config struct {
 
 	// ExecSessions is the policy for events of exec sessions (runc, docker,
 	// podman, CRI exec, nsenter: Process.origin ORIGIN_EXEC_SESSION):
-	// "record" (default) raises one low-score exec.session alert per
-	// session naming its command, and neither learns nor scores its
-	// activity; "alert" scores its activity as deviations (never learned);
+	// "behaviours" (default) raises one low-score exec.session alert per
+	// session naming its command and scores the session's attack
+	// behaviours (credential reads, escapes, persistence, reverse shells,
+	// fileless or drifted executables...: SessionBehaviours) at their
+	// class scores, but not what an operator routinely does (a shell,
+	// tools, unseen executables or syscalls); "record" raises only the
+	// exec.session alert; "alert" scores all its activity as deviations;
 	// "container" treats it as the container's own; "ignore" only counts.
+	// A session's activity is never learned (but under "container").
 	ExecSessions string `config:"exec_sessions"`
 	// ClassScores overrides default scores per reason code: entries
 	// "code=score", e.g. "exec.pkg_manager=0.85" (see docs/detection.md).
@@ -111,14 +117,32 @@ type Config struct {
 	OperatorKeys []string `config:"operator_keys"`
 	// Commits is the commit policy (commits.go).
 	Commits CommitsConfig `config:"commits"`
+
+	// Partitions splits CONTAIN_EVENTS by baseline group
+	// (docs/design/022-analyzer-partitions.md): with more than 1, the
+	// enricher publishes each event on its group's partition and each
+	// analyzer instance consumes the partitions it holds a lease on, so
+	// every group is scored by exactly one instance. Every enricher and
+	// analyzer must use the same value. 1 (the default): one consumer,
+	// no leases, as before.
+	Partitions int `config:"partitions"`
+	// InstanceID names this analyzer instance among those sharing the
+	// partitions ([A-Za-z0-9_-], at most 64); empty means the host name
+	// and a random suffix. Two running instances must never share one.
+	InstanceID string `config:"instance_id"`
+	// LeaseTTL is how long a partition's lease outlives its owner's last
+	// renewal (renewed every quarter of it): an instance that dies has
+	// its partitions taken over after at most about LeaseTTL.
+	LeaseTTL time.Duration `config:"lease_ttl"`
 }
 
 // Exec-session policies (Config.ExecSessions).
 const (
-	ExecSessionsRecord    = "record"
-	ExecSessionsAlert     = "alert"
-	ExecSessionsContainer = "container"
-	ExecSessionsIgnore    = "ignore"
+	ExecSessionsBehaviours = "behaviours"
+	ExecSessionsRecord     = "record"
+	ExecSessionsAlert      = "alert"
+	ExecSessionsContainer  = "container"
+	ExecSessionsIgnore     = "ignore"
 )
 
 // ConvergenceConfig decides when a baseline stops learning before the
@@ -152,7 +176,7 @@ func DefaultConfig() Config {
 		MaxContainers:     65536,
 		MaxItems:          4096,
 		GroupBy:           GroupByDigest,
-		ExecSessions:      ExecSessionsRecord,
+		ExecSessions:      ExecSessionsBehaviours,
 		CombineWindow:     10 * time.Second,
 		CombineCap:        0.95,
 		SequenceThreshold: DefaultSeqThreshold,
@@ -163,6 +187,8 @@ func DefaultConfig() Config {
 		BaselinesBucket:   DefaultBaselinesBucket,
 		PersistInterval:   10 * time.Second,
 		ProfilesBucket:    DefaultProfilesBucket,
+		Partitions:        1,
+		LeaseTTL:          10 * time.Second,
 	}
 }
 
@@ -185,8 +211,31 @@ func (c Config) Validate() error {
 		return fmt.Errorf("analyzer.kv_replicas: %d out of range 0..5", c.KVReplicas)
 	case c.BaselinesBucket != "" && c.PersistInterval <= 0:
 		return errors.New("analyzer.persist_interval: must be > 0 when analyzer.baselines_bucket is set")
+	case c.Partitions < 0 || c.Partitions > containv1.MaxPartitions:
+		return fmt.Errorf("analyzer.partitions: %d out of range 0..%d", c.Partitions, containv1.MaxPartitions)
+	case c.InstanceID != "" && !validInstanceID(c.InstanceID):
+		return fmt.Errorf("analyzer.instance_id: %q is not 1-64 of [A-Za-z0-9_-]", c.InstanceID)
+	case c.Partitions > 1 && c.LeaseTTL < 200*time.Millisecond:
+		return errors.New("analyzer.lease_ttl: must be >= 200ms when analyzer.partitions > 1")
+	case c.Partitions > 1 && c.FilterSubject != "":
+		return errors.New("analyzer.filter_subject: must be empty when analyzer.partitions > 1 (each partition has its own filter)")
 	}
 	return nil
+}
+
+// validInstanceID: 1-64 of [A-Za-z0-9_-], usable in a KV key and a
+// consumer name.
+func validInstanceID(s string) bool {
+	if len(s) == 0 || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
 }
 
 func (c Config) validateEngine() error {
@@ -223,10 +272,10 @@ func (c Config) validateEngine() error {
 		return fmt.Errorf("analyzer.sequence_window: %d not in [0,%d]", c.SequenceWindow, MaxSeqWindow)
 	}
 	switch c.ExecSessions {
-	case ExecSessionsRecord, ExecSessionsAlert, ExecSessionsContainer, ExecSessionsIgnore:
+	case ExecSessionsBehaviours, ExecSessionsRecord, ExecSessionsAlert, ExecSessionsContainer, ExecSessionsIgnore:
 	case "":
 	default:
-		return fmt.Errorf("analyzer.exec_sessions: %q is not record, alert, container or ignore", c.ExecSessions)
+		return fmt.Errorf("analyzer.exec_sessions: %q is not behaviours, record, alert, container or ignore", c.ExecSessions)
 	}
 	if _, err := parseClassScores(c.ClassScores); err != nil {
 		return err

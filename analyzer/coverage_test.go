@@ -2,6 +2,7 @@ package analyzer
 
 import (
 	"context"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -35,53 +36,71 @@ var dockerCaps = []any{"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNE
 // coverageCase is one behaviour of testdata/probe with the reason code it
 // must raise; pause says it must reach the default pause threshold.
 // needs names the collector field it depends on that older collectors do
-// not fill.
+// not fill. A case with a script runs `sh -c script` in a container of
+// the shell image (coverage_shell_test.go) instead of the probe; hostNet
+// keeps the host's network namespace.
 type coverageCase struct {
-	mode  string
-	code  string
-	pause bool
-	needs string
+	mode    string
+	code    string
+	pause   bool
+	needs   string
+	script  string
+	hostNet bool
 }
 
 var coverageCases = []coverageCase{
-	{"shadow", CodeReadSensitive, true, ""},
-	{"environ", CodeReadSensitive, true, ""},
-	{"ptrace", CodePtrace, true, ""},
-	{"unshare", CodeNamespace, true, ""},
-	{"mount", CodeMount, true, ""},
-	{"chroot", CodeChroot, true, ""},
-	{"setuid", CodePrivilegeGain, true, ""},
-	{"capset", CodePrivilegeGain, true, ""},
-	{"packet", CodeRawSocket, false, ""},
-	{"bpf", CodeBPF, true, ""},
-	{"userfaultfd", CodeUserfaultfd, true, ""},
-	{"vmread", CodeProcMemory, true, ""},
-	{"kmod", CodeKernelModule, true, ""},
-	{"mknod", CodeDevCreate, false, "File.OP_MKNOD"},
-	{"devfile", CodeDevCreate, false, ""},
-	{"hidden", CodeHiddenFile, false, ""},
-	{"setuidbit", CodeSetuidBit, true, ""},
-	{"etcwrite", CodeWriteSystem, true, ""},
-	{"authkeys", CodeSSHPersist, true, ""},
-	{"shellrc", CodeShellConfig, true, ""},
-	{"cron", CodeCronPersist, true, ""},
-	{"passwd", CodeAccountChange, true, ""},
-	{"logclear", CodeLogClear, true, ""},
-	{"bulk", CodeBulkDelete, true, ""},
-	{"releaseagent", CodeCgroupEscape, true, ""},
-	{"corepattern", CodeCgroupEscape, true, ""},
-	{"shell", CodeExecShell, true, ""},
-	{"credsearch", CodeCredSearch, false, ""},
-	{"miner", CodeExecMiner, true, ""},
-	{"tmpexec", CodeExecTmp, true, ""},
-	{"tmpexec", CodeExecDrift, true, ""},
-	{"memfd", CodeExecFileless, true, ""},
+	{mode: "shadow", code: CodeReadSensitive, pause: true},
+	{mode: "environ", code: CodeReadSensitive, pause: true},
+	{mode: "ptrace", code: CodePtrace, pause: true},
+	{mode: "traceme", code: CodePtrace, pause: true},
+	{mode: "vmwrite", code: CodeProcMemory, pause: true},
+	{mode: "setns", code: CodeNamespace, pause: true},
+	{mode: "scan", code: CodeNetScan},
+	{mode: "revshell", code: CodeReverseShell, pause: true, hostNet: true},
+	{mode: "dockersock", code: CodeRuntimeSocket, pause: true, needs: "File.OP_CONNECT"},
+	{mode: "unshare", code: CodeNamespace, pause: true},
+	{mode: "mount", code: CodeMount, pause: true},
+	{mode: "chroot", code: CodeChroot, pause: true},
+	{mode: "setuid", code: CodePrivilegeGain, pause: true},
+	{mode: "capset", code: CodePrivilegeGain, pause: true},
+	{mode: "packet", code: CodeRawSocket},
+	{mode: "bpf", code: CodeBPF, pause: true},
+	{mode: "userfaultfd", code: CodeUserfaultfd, pause: true},
+	{mode: "vmread", code: CodeProcMemory, pause: true},
+	{mode: "kmod", code: CodeKernelModule, pause: true},
+	{mode: "mknod", code: CodeDevCreate, needs: "File.OP_MKNOD"},
+	{mode: "devfile", code: CodeDevCreate},
+	{mode: "hidden", code: CodeHiddenFile},
+	{mode: "setuidbit", code: CodeSetuidBit, pause: true},
+	{mode: "etcwrite", code: CodeWriteSystem, pause: true},
+	{mode: "authkeys", code: CodeSSHPersist, pause: true},
+	{mode: "shellrc", code: CodeShellConfig, pause: true},
+	{mode: "cron", code: CodeCronPersist, pause: true},
+	{mode: "passwd", code: CodeAccountChange, pause: true},
+	{mode: "logclear", code: CodeLogClear, pause: true},
+	{mode: "bulk", code: CodeBulkDelete, pause: true},
+	{mode: "releaseagent", code: CodeCgroupEscape, pause: true},
+	{mode: "corepattern", code: CodeCgroupEscape, pause: true},
+	{mode: "shell", code: CodeExecShell, pause: true},
+	{mode: "credsearch", code: CodeCredSearch},
+	{mode: "miner", code: CodeExecMiner, pause: true},
+	{mode: "tmpexec", code: CodeExecTmp, pause: true},
+	{mode: "tmpexec", code: CodeExecDrift, pause: true},
+	{mode: "memfd", code: CodeExecFileless, pause: true},
+	{mode: "deleted", code: CodeExecFileless, pause: true},
 	// An exec session (runc exec /bin/cat /etc/passwd into a benign
 	// container): one exec.session record below 0.5, nothing else.
-	{sessionMode, CodeExecSession, false, "Process.origin"},
+	{mode: sessionMode, code: CodeExecSession, needs: "Process.origin"},
+	// An attack through an exec session (runc exec /bin/cat /etc/shadow):
+	// under the default policy ("behaviours") its credential read is
+	// scored at its class and pauses.
+	{mode: sessionAttackMode, code: CodeReadSensitive, pause: true, needs: "Process.origin"},
 }
 
-const sessionMode = "session"
+const (
+	sessionMode       = "session"
+	sessionAttackMode = "session-attack"
+)
 
 // TestBehaviourCoverage is issue 10's acceptance on real parts: the eBPF
 // collector, the enricher and the analyzer over embedded NATS. A static
@@ -164,28 +183,66 @@ func TestBehaviourCoverage(t *testing.T) {
 	}
 	digest := "sha256:" + strings.Repeat("c0", 32)
 	const imageRef = "demo/probe:1.0"
-	start := func(mode string) *testenv.Container {
-		return testenv.RunContainer(t, "cov-"+mode, testenv.ContainerSpec{
-			Args: []string{"/opt/probe/probe", mode},
+	// The shell image: its learned program is `sh -c benignScript`.
+	shDigest := "sha256:" + strings.Repeat("d0", 32)
+	const shImageRef = "demo/shell:1.0"
+	revshellPort := revshellListener(t)
+	// A stand-in for the engine's API socket, mounted where docker's is.
+	sock := filepath.Join(probeDir, "docker.sock")
+	sockLn, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sockLn.Close() })
+	prepare := func(cc coverageCase) *testenv.Container {
+		args, ref, dig := []string{"/opt/probe/probe", cc.mode, strconv.Itoa(revshellPort)}, imageRef, digest
+		if cc.script != "" {
+			args, ref, dig = []string{"/bin/sh", "-c", shellScript(cc.script, revshellPort)}, shImageRef, shDigest
+		}
+		return testenv.PrepareContainer(t, "cov-"+cc.mode, testenv.ContainerSpec{
+			Args:        args,
+			HostNetwork: cc.hostNet,
 			Annotations: map[string]string{
-				"org.opencontainers.image.ref.name": imageRef,
-				"org.opencontainers.image.digest":   digest,
+				"org.opencontainers.image.ref.name": ref,
+				"org.opencontainers.image.digest":   dig,
 			},
 			Edit: func(cfg map[string]any) {
 				caps := cfg["process"].(map[string]any)["capabilities"].(map[string]any)
 				for _, k := range []string{"bounding", "effective", "permitted"} {
 					caps[k] = dockerCaps
 				}
+				// /dev/shm without noexec (runc's default has it; a
+				// Kubernetes memory emptyDir does not).
+				for _, m := range cfg["mounts"].([]any) {
+					if mm := m.(map[string]any); mm["destination"] == "/dev/shm" {
+						var opts []any
+						for _, o := range mm["options"].([]any) {
+							if o != "noexec" {
+								opts = append(opts, o)
+							}
+						}
+						mm["options"] = opts
+					}
+				}
 				cfg["mounts"] = append(cfg["mounts"].([]any), map[string]any{
 					"destination": "/opt/probe", "type": "bind", "source": probeDir, "options": []any{"rbind", "ro"},
+				}, map[string]any{
+					"destination": "/var/run/docker.sock", "type": "bind", "source": sock, "options": []any{"bind"},
 				})
 			},
 		})
 	}
+	start := func(cc coverageCase) *testenv.Container {
+		c := prepare(cc)
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
 	// The baseline's key: the digest annotation where the collector takes
 	// it, else the image reference (a collector that trusts only the
 	// runtime's state for digests drops the annotation).
-	phase := func() Phase {
+	phase := func(digest, imageRef string) Phase {
 		var p Phase
 		an.Engine(func(e *Engine) {
 			for _, k := range []string{digest, imageRef} {
@@ -197,36 +254,62 @@ func TestBehaviourCoverage(t *testing.T) {
 		})
 		return p
 	}
-	// Learning: the benign mode in fresh containers across the window.
+	// Learning: the benign mode in fresh containers of both images across
+	// the window.
+	benignProbe := coverageCase{mode: "benign"}
+	benignShell := coverageCase{mode: "sh-benign", script: benignScript}
 	began := time.Now()
 	for time.Since(began) < learning+time.Second {
-		c := start("benign")
+		c, cs := start(benignProbe), start(benignShell)
 		time.Sleep(1500 * time.Millisecond)
 		c.Remove()
+		cs.Remove()
 	}
-	// The first events after the window converge the baseline: a benign
-	// container, which must raise nothing.
-	benign := start("benign")
+	// The first events after the window converge the baselines: a benign
+	// container of each, which must raise nothing.
+	benign, benignSh := start(benignProbe), start(benignShell)
 	deadline := time.Now().Add(15 * time.Second)
-	for phase() != PhaseConverged {
+	for phase(digest, imageRef) != PhaseConverged || phase(shDigest, shImageRef) != PhaseConverged {
 		if time.Now().After(deadline) {
-			t.Fatalf("baseline did not converge: phase %v", phase())
+			t.Fatalf("baselines did not converge: probe %v, shell %v", phase(digest, imageRef), phase(shDigest, shImageRef))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	time.Sleep(2 * time.Second)
 	benign.Remove()
+	benignSh.Remove()
 
+	cases := append(append([]coverageCase(nil), coverageCases...), shellCases...)
+	// The behaviours' containers, started four at a time.
 	containers := map[string]*testenv.Container{}
-	for _, cc := range coverageCases {
-		if containers[cc.mode] == nil && cc.mode != sessionMode {
-			containers[cc.mode] = start(cc.mode)
+	var order []*testenv.Container
+	for _, cc := range cases {
+		if containers[cc.mode] == nil && cc.mode != sessionMode && cc.mode != sessionAttackMode {
+			containers[cc.mode] = prepare(cc)
+			order = append(order, containers[cc.mode])
 		}
 	}
-	containers[sessionMode] = start("benign")
+	var starting sync.WaitGroup
+	slots := make(chan struct{}, 4)
+	for _, c := range order {
+		starting.Add(1)
+		slots <- struct{}{}
+		go func() {
+			defer func() { <-slots; starting.Done() }()
+			if err := c.Start(); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	starting.Wait()
+	containers[sessionMode] = start(benignProbe)
+	containers[sessionAttackMode] = start(benignProbe)
 	time.Sleep(time.Second)
 	if out, err := containers[sessionMode].Exec(10*time.Second, "/bin/cat", "/etc/passwd"); err != nil {
 		t.Errorf("exec session: %q %v", out, err)
+	}
+	if out, err := containers[sessionAttackMode].Exec(10*time.Second, "/bin/cat", "/etc/shadow"); err != nil {
+		t.Errorf("attacking exec session: %q %v", out, err)
 	}
 	found := func(cc coverageCase) (*containv1.Event, *containv1.Reason) {
 		id := containers[cc.mode].ID
@@ -248,7 +331,7 @@ func TestBehaviourCoverage(t *testing.T) {
 	for time.Now().Before(deadline) {
 		fetch()
 		missing := 0
-		for _, cc := range coverageCases {
+		for _, cc := range cases {
 			if _, r := found(cc); r == nil {
 				missing++
 			}
@@ -267,7 +350,7 @@ func TestBehaviourCoverage(t *testing.T) {
 	// preemption) that learning did not see: syscall.unseen.routine at
 	// 0.3, informational, logged here.
 	for _, al := range alerts {
-		if al.ContainerId != benign.ID {
+		if al.ContainerId != benign.ID && al.ContainerId != benignSh.ID {
 			continue
 		}
 		if al.GetAlert().GetScore() >= 0.5 {
@@ -277,7 +360,7 @@ func TestBehaviourCoverage(t *testing.T) {
 		}
 	}
 	var report []string
-	for _, cc := range coverageCases {
+	for _, cc := range cases {
 		al, r := found(cc)
 		if r == nil {
 			var got []string

@@ -29,10 +29,12 @@
 //
 // Behaviours (behaviours.go: shell or interpreter from a service, drift,
 // exec from tmpfs or memory, persistence, credential reads and searches,
-// escapes, privilege gain, ...; the table is docs/detection.md) are named
-// by what the event says, whether or not its executable is in the
-// baseline; what the image's own program did while learning is learned per
-// behaviour and executable. An alert's score is the noisy-OR of its
+// escapes, reverse shells, scans, privilege gain, ...; the table is
+// docs/detection.md) are named by what the event says, whether or not its
+// executable is in the baseline; what the image's own program did while
+// learning is learned per behaviour and executable. A busybox shell's
+// child that runs an applet without exec (only its comm changes) is
+// observed as that applet's exec. An alert's score is the noisy-OR of its
 // reasons; the distinct reasons of one process tree (the container's own,
 // or one exec session) within CombineWindow combine the same way, capped
 // at CombineCap (reason incident.combined). An alert carries the
@@ -43,10 +45,13 @@
 // Origin (Process.origin, decided by lineage in the collector):
 // ORIGIN_RUNTIME events are neither learned nor scored
 // (contain_analyzer_events_runtime_total); ORIGIN_EXEC_SESSION events
-// follow ExecSessions: "record" (default: one exec.session alert, score
-// 0.4, per session naming its command; its activity neither learned nor
-// scored), "alert" (scored, never learned), "container" (the container's
-// own) or "ignore" (counted, contain_analyzer_events_exec_session_total).
+// follow ExecSessions: "behaviours" (default: one exec.session alert,
+// score 0.4, per session naming its command, and the session's attack
+// behaviours, SessionBehaviours, scored at their class; an operator's
+// routine activity neither learned nor scored), "record" (the exec.session
+// alert only), "alert" (all scored, never learned), "container" (the
+// container's own) or "ignore" (counted,
+// contain_analyzer_events_exec_session_total).
 // ORIGIN_CONTAINER events are learned and scored with no exemption by
 // name.
 //
@@ -81,12 +86,43 @@
 //     up to 5 s, logged and counted (contain_errors_total{kind=
 //     "baseline_load"}), and Ready (the analyzer's /readyz check) fails
 //     until it succeeds, so no image relearns over its stored baseline.
+//   - Partitioned (Config.Partitions > 1): a baseline group is scored by
+//     the one instance holding its partition's lease, which loaded the
+//     group's stored baseline before consuming the partition; a partition
+//     is handed over only after its fetch in hand is acknowledged and its
+//     baselines written; an instance that cannot renew its leases for 3/4
+//     of Config.LeaseTTL stops consuming before they can expire.
 //   - A manual operation (lock, unlock, reset, import) is applied only when
 //     signed by a key of Config.OperatorKeys (Doc.OpSig over the key, op,
 //     content and actor; Doc.OpActor is the signer "<credential>/<os
 //     user>"); an unsigned, forged or replayed one is refused, counted in
 //     contain_refused_total{stage="analyzer",reason}, and the analyzer's
 //     own version is written back over it.
+//
+// Partitions (docs/design/022-analyzer-partitions.md): with
+// Config.Partitions > 1 (analyzer.partitions) several instances share the
+// work, each baseline group owned by exactly one of them at a time. The
+// enricher, given NewRouter(cfg) (enricher.SetRouter), publishes each
+// event on contain.v1.events.<host>.p<N>, N = containv1.Partition(group
+// key, Partitions). Each instance heartbeats and holds leases in the KV
+// bucket LeasesBucket (TTL Config.LeaseTTL), takes the partitions the
+// deterministic assignment (rendezvous hashing over the live instances)
+// gives it, loads their baselines from the baselines bucket, then consumes
+// each through the durable "<durable>-p<N>". It hands a partition over by
+// consuming to the end of its fetch in hand, acknowledging, writing its
+// baselines and deleting the lease; a dead instance's leases expire after
+// LeaseTTL and the next owner loads the last written baselines. Starting
+// one instance:
+//
+//	cfg := analyzer.DefaultConfig()
+//	cfg.Partitions, cfg.InstanceID = 12, "analyzer-1" // same Partitions everywhere
+//	a, err := analyzer.New(cfg, js, metrics.New(), log)
+//	go a.Run(ctx)      // returns after handing its partitions over
+//	a.Partitions()     // the partitions it holds now
+//
+// and the enricher: e.SetRouter(analyzer.NewRouter(cfg)). `contain run`
+// does both from the config (analyzer.partitions, analyzer.instance_id,
+// analyzer.lease_ttl); with the default, 1 partition, nothing changes.
 //
 // The Engine type is the pure scoring core (no I/O); Analyzer wraps it
 // with NATS. Files by concern:
@@ -103,5 +139,6 @@
 //   - seqengine.go, seqmodel.go, seqscore.go: the syscall-sequence model;
 //   - baseline.go, lifecycle.go, opsign.go: the persisted document
 //     (schemas/kvdoc) and manual operations; store.go, control.go: NATS KV;
-//   - analyzer.go: the stage (consume, publish, persist).
+//   - analyzer.go: the stage (consume, publish, persist);
+//   - partition.go, lease.go: routing, assignment and leases of partitions.
 package analyzer

@@ -136,6 +136,10 @@ type container struct {
 	euid map[uint32]uint32
 	// bulk counts destructive file operations per process tree.
 	bulk map[uint32]*bulkCounter
+	// rotated holds logs rotated lately (log path -> event time).
+	rotated map[string]int64
+	// scan counts distinct endpoints connected to per process tree.
+	scan map[uint32]*scanCounter
 	// recent holds each process tree's recent alert reasons, for the
 	// incident combination (CombineWindow).
 	recent map[uint32][]recentReason
@@ -149,6 +153,12 @@ type bulkCounter struct {
 	start int64
 	n     int
 	fired bool
+}
+
+type scanCounter struct {
+	start     int64
+	endpoints map[string]bool
+	fired     bool
 }
 
 type recentReason struct {
@@ -309,7 +319,7 @@ func (e *Engine) newContainer(ev *containv1.Event) *container {
 	}
 	c := &container{id: ev.ContainerId, procs: map[uint32]string{}, groups: map[string]*group{},
 		sessions: map[uint32]bool{}, written: map[string]bool{}, euid: map[uint32]uint32{}, execMono: map[uint32]uint64{},
-		bulk: map[uint32]*bulkCounter{}, recent: map[uint32][]recentReason{}}
+		bulk: map[uint32]*bulkCounter{}, scan: map[uint32]*scanCounter{}, rotated: map[string]int64{}, recent: map[uint32][]recentReason{}}
 	e.containers[ev.ContainerId] = c
 	return c
 }
@@ -413,7 +423,9 @@ func (e *Engine) Observe(ev *containv1.Event) []*containv1.Event {
 		// Neither learned nor scored as the container's own.
 		e.stats.Sessions++
 		first := e.noteSession(c, b, ev, proc)
-		if e.cfg.ExecSessions != ExecSessionsAlert {
+		switch e.sessionPolicy() {
+		case ExecSessionsAlert, ExecSessionsBehaviours:
+		default:
 			if !first {
 				return nil
 			}
@@ -422,6 +434,9 @@ func (e *Engine) Observe(ev *containv1.Event) []*containv1.Event {
 		learn = false
 	}
 	var novel bool
+	if _, isExec := ev.Body.(*containv1.Event_Exec); !isExec {
+		novel = e.observeApplet(c, b, proc, learn)
+	}
 	switch body := ev.Body.(type) {
 	case *containv1.Event_Exec:
 		novel = e.observeExec(c, b, body.Exec, learn)
@@ -434,7 +449,7 @@ func (e *Engine) Observe(ev *containv1.Event) []*containv1.Event {
 	case *containv1.Event_Syscall:
 		novel = e.observeSyscall(c, b, body.Syscall, learn)
 	case *containv1.Event_Network:
-		novel = e.observeNetwork(c, b, seedOf(c, b), body.Network, learn)
+		novel = e.observeNetwork(c, b, seedOf(c, b), body.Network, learn, ev.WallNs)
 	case *containv1.Event_File:
 		novel = e.observeFile(c, b, seedOf(c, b), body.File, learn, ev.WallNs)
 	default:
@@ -449,6 +464,9 @@ func (e *Engine) Observe(ev *containv1.Event) []*containv1.Event {
 	}
 	if session {
 		// scored, never learned
+		if e.sessionPolicy() == ExecSessionsBehaviours {
+			e.devs = keepSessionBehaviours(e.devs)
+		}
 	} else if learn {
 		e.stats.Learned++
 		if novel {

@@ -14,6 +14,7 @@ import (
 	"github.com/containsec/contain/internal/auth"
 	"github.com/containsec/contain/internal/logfields"
 	"github.com/containsec/contain/internal/metrics"
+	"github.com/containsec/contain/schemas/kvdoc"
 )
 
 // The baseline load at start is retried with a doubling delay: until it
@@ -43,11 +44,16 @@ type loadState struct {
 }
 
 // Ready is nil once the stored baselines are loaded (at once when no
-// analyzer.baselines_bucket is set); before, an error saying why, for
-// /readyz.
+// analyzer.baselines_bucket is set) and, partitioned, while the instance
+// renews its leases; otherwise an error saying why, for /readyz.
 func (a *Analyzer) Ready() error {
 	if a.cfg.BaselinesBucket == "" {
 		return nil
+	}
+	if a.parts != nil {
+		if err := a.parts.ready(); err != nil {
+			return err
+		}
 	}
 	a.loading.mu.Lock()
 	defer a.loading.mu.Unlock()
@@ -104,6 +110,10 @@ func (a *Analyzer) tryLoad(ctx context.Context) (n, bad, fellBack int, err error
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if a.cfg.Partitions > 1 {
+		// Each partition's baselines are loaded when it is acquired.
+		return 0, 0, 0, nil
+	}
 	n, bad, fellBack, err = a.store.LoadInto(ctx, a.engine, a.log)
 	a.m.Errors.WithLabelValues(metrics.StageAnalyzer, kindBaselineCorrupt).Add(float64(bad))
 	a.m.Errors.WithLabelValues(metrics.StageAnalyzer, kindBaselineFallback).Add(float64(fellBack))
@@ -117,12 +127,25 @@ func (a *Analyzer) tryLoad(ctx context.Context) (n, bad, fellBack int, err error
 // bad one); with none, the image learns afresh. An error when the bucket
 // cannot be listed or read: nothing is known about what was not read.
 func (s *Store) LoadInto(ctx context.Context, e *Engine, log *slog.Logger) (n, bad, fellBack int, err error) {
+	return s.LoadMatching(ctx, e, log, nil)
+}
+
+// LoadMatching is LoadInto for the baselines whose key keep accepts (all
+// when keep is nil): an analyzer instance loads the groups of a partition
+// it acquires.
+func (s *Store) LoadMatching(ctx context.Context, e *Engine, log *slog.Logger, keep func(key string) bool) (n, bad, fellBack int, err error) {
 	lister, err := s.kv.ListKeys(ctx)
 	if err != nil {
 		return 0, 0, 0, fmt.Errorf("listing baselines: %w", err)
 	}
 	defer func() { _ = lister.Stop() }()
 	for k := range lister.Keys() {
+		if keep != nil {
+			key, uerr := kvdoc.UnescapeKey(k)
+			if uerr != nil || !keep(key) {
+				continue
+			}
+		}
 		entry, err := s.kv.Get(ctx, k)
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
 			continue // deleted since the listing

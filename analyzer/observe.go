@@ -30,6 +30,24 @@ func (e *Engine) observeProcess(c *container, p *containv1.ProcessLifecycle) {
 	}
 }
 
+// observeApplet names a program a multi-call shell ran without exec: a
+// busybox shell forks and runs many applets (awk, cat, ln, mkdir...) in
+// the child, which only renames itself (its comm) to the applet. The
+// first event of a process the table knows as a shell whose comm is
+// another name is observed as an exec of that applet (its argv unknown),
+// so that it is learned, scored and named like the exec it replaces.
+func (e *Engine) observeApplet(c *container, b *Baseline, p *containv1.Process, learn bool) bool {
+	if p == nil || p.Comm == "" || p.Comm == "exe" {
+		return false
+	}
+	exe, ok := c.procs[p.Tgid]
+	if !ok || !shells[path.Base(exe)] || p.Comm == path.Base(exe) || strings.ContainsAny(p.Comm, "/:[ ") {
+		return false
+	}
+	fn := path.Join(path.Dir(exe), p.Comm)
+	return e.observeExec(c, b, &containv1.Exec{Proc: p, Filename: fn, Argv: []string{p.Comm}, Exe: exe}, learn)
+}
+
 // maxProcs bounds a container's process table.
 const maxProcs = 4096
 
@@ -223,7 +241,7 @@ func peerAddr(raw []byte) (netip.Addr, bool) {
 	return netip.Addr{}, false
 }
 
-func (e *Engine) observeNetwork(c *container, b *Baseline, s *seed, n *containv1.Network, learn bool) bool {
+func (e *Engine) observeNetwork(c *container, b *Baseline, s *seed, n *containv1.Network, learn bool, now int64) bool {
 	switch n.Op {
 	case containv1.Network_OP_CONNECT:
 		a, ok := peerAddr(n.RemoteAddr)
@@ -237,12 +255,31 @@ func (e *Engine) observeNetwork(c *container, b *Baseline, s *seed, n *containv1
 		}
 		hits := classifyNetwork(n)
 		act := actor(c, n.Proc)
+		_, seen := b.Peers[peer]
+		portKnown := !seen && learnedPort(b, n.RemotePort)
+		// A scan counts the endpoints a tree reaches at ports the image
+		// never used (all of them while learning, so that a service's own
+		// fan-out is learned): new addresses of a learned service (an
+		// upstream's rollout, DNS re-resolution) are not a scan.
+		var scan []hit
+		if learn || !seen && !portKnown {
+			scan = scanHit(c, n, peer, now)
+		}
+		scanned := e.behave(b, act, scan, learn)
 		if learn {
 			novel := e.learnKey(b.Peers, peer)
-			return e.behave(b, act, hits, true) || novel
+			return e.behave(b, act, hits, true) || novel || scanned
 		}
-		if _, ok := b.Peers[peer]; !ok && (s == nil || s.peers == nil || !s.allowsPeer(a, n.RemotePort)) {
+		if !seen && (s == nil || s.peers == nil || !s.allowsPeer(a, n.RemotePort)) {
 			e.behave(b, act, hits, false)
+			if len(hits) == 0 && portKnown && !a.IsLoopback() {
+				// A service's peer re-resolved: the port it learned at a
+				// new address (DNS rotation, failover). Informational,
+				// absorbed into the baseline.
+				e.dev(CodePeerNewAddress, peer, fmt.Sprintf("connection to %s: a new address at port %d, which image %s connected to during learning",
+					peer, n.RemotePort, b.Image), func() { e.learnKey(b.Peers, peer) })
+				return false
+			}
 			e.dev(CodePeerUnseen, peer, fmt.Sprintf("connection to %s, a peer image %s never connected to during learning (learned %d peers)",
 				peer, b.Image, len(b.Peers)), func() { e.learnKey(b.Peers, peer) })
 		}
@@ -271,6 +308,18 @@ func (e *Engine) observeNetwork(c *container, b *Baseline, s *seed, n *containv1
 	return false
 }
 
+// learnedPort reports whether the baseline learned a peer at port
+// (scans the peers, bounded by MaxItems; only for an unseen peer).
+func learnedPort(b *Baseline, port uint32) bool {
+	suffix := ":" + strconv.FormatUint(uint64(port), 10)
+	for p := range b.Peers {
+		if strings.HasSuffix(p, suffix) {
+			return true
+		}
+	}
+	return false
+}
+
 func portLabel(key uint32) string {
 	proto := "any"
 	switch containv1.Network_Protocol(key >> 16) {
@@ -294,9 +343,10 @@ func isWrite(op containv1.File_Op) bool {
 }
 
 func (e *Engine) observeFile(c *container, b *Baseline, s *seed, f *containv1.File, learn bool, now int64) bool {
+	// The name changed: a rename's or link's new name, not its source.
 	p := f.Path
-	if f.Op == containv1.File_OP_RENAME && f.NewPath != "" {
-		p = f.NewPath
+	if f.Op != containv1.File_OP_OPEN_READ {
+		p = fileTarget(f)
 	}
 	if p == "" {
 		e.stats.Invalid++
@@ -306,7 +356,7 @@ func (e *Engine) observeFile(c *container, b *Baseline, s *seed, f *containv1.Fi
 	if !refused {
 		trackWritten(c, b, f)
 	}
-	hits := append(classifyFile(f), bulkHit(c, f, now)...)
+	hits := rotationFilter(c, f, now, append(classifyFile(f), bulkHit(c, f, now)...))
 	act := actor(c, f.Proc)
 	if f.Op == containv1.File_OP_OPEN_READ {
 		if learn {
@@ -320,6 +370,9 @@ func (e *Engine) observeFile(c *container, b *Baseline, s *seed, f *containv1.Fi
 			e.behave(b, act, hits, false)
 		}
 		return false
+	}
+	if f.Op == containv1.File_OP_CONNECT {
+		return e.behave(b, act, hits, learn)
 	}
 	if !isWrite(f.Op) {
 		return false

@@ -109,7 +109,41 @@ func (e *Engine) noteSession(c *container, b *Baseline, ev *containv1.Event, p *
 
 func (e *Engine) sessionPolicy() string {
 	if e.cfg.ExecSessions == "" {
-		return ExecSessionsRecord
+		return ExecSessionsBehaviours
 	}
 	return e.cfg.ExecSessions
+}
+
+// SessionBehaviours are the reason codes an exec session is scored for
+// under the "behaviours" policy: what an attacker with exec access does
+// (ATT&CK T1609 and after it), not what an operator routinely does in a
+// session (a shell, an interpreter, tools, a package manager, files and
+// executables the image never showed), which stays recorded by the
+// session's exec.session alert.
+var SessionBehaviours = map[string]bool{
+	CodeExecSession: true,
+	// Credential access.
+	CodeReadSensitive: true, CodeCredSearch: true, CodeSensitiveLink: true,
+	// Execution that hides or brings its own code.
+	CodeExecDrift: true, CodeExecFileless: true, CodeExecMiner: true, CodeMinerPort: true,
+	CodeReverseShell: true, CodeExecScanner: true, CodeNetScan: true,
+	// Escape and privilege.
+	CodeNamespace: true, CodeMount: true, CodeChroot: true, CodeCgroupEscape: true,
+	CodeKernelModule: true, CodeBPF: true, CodeUserfaultfd: true, CodeKernelTunable: true,
+	CodeRuntimeSocket: true, CodePrivilegeGain: true, CodeSetuidBit: true, CodeDevCreate: true,
+	CodePtrace: true, CodeProcMemory: true, CodeSyscallSensitive: true,
+	// Persistence and impact.
+	CodeSSHPersist: true, CodeShellConfig: true, CodeCronPersist: true, CodeAccountChange: true,
+	CodeBulkDelete: true, CodeLogClear: true,
+}
+
+// keepSessionBehaviours filters devs in place to SessionBehaviours.
+func keepSessionBehaviours(devs []deviation) []deviation {
+	out := devs[:0]
+	for _, d := range devs {
+		if SessionBehaviours[d.code] {
+			out = append(out, d)
+		}
+	}
+	return out
 }

@@ -168,6 +168,46 @@ func TestExecSessionPolicies(t *testing.T) {
 			t.Error("session learned")
 		}
 	})
+	t.Run("behaviours", func(t *testing.T) {
+		e := sessionEngine(t, ExecSessionsBehaviours)
+		var got []*containv1.Event
+		for _, ev := range sessionEvents(5) {
+			got = append(got, e.Observe(ev)...)
+		}
+		// The shell is an operator's routine: the first alert is the
+		// session's record alone; the credential read and the ptrace are
+		// attack behaviours, scored at their class (pausing).
+		if len(got) != 3 || len(got[0].GetAlert().Reasons) != 1 || hasCode(got[0].GetAlert(), CodeExecSession) == nil ||
+			hasCode(got[1].GetAlert(), CodeReadSensitive) == nil || got[1].GetAlert().Score < 0.8 ||
+			hasCode(got[2].GetAlert(), CodePtrace) == nil || got[2].GetAlert().Score < 0.8 {
+			for _, al := range got {
+				t.Log(describe(al))
+			}
+			t.Fatalf("behaviours policy: %d alerts", len(got))
+		}
+		// An operator's routine session: a shell, tools, an unseen
+		// syscall and an undeclared write raise only the record.
+		got = nil
+		x := withOrigin(execEv("c1", sec(7), "/bin/sh", "sh"), oSession, 90)
+		x.GetExec().Proc.Tgid, x.GetExec().Proc.Pid = 90, 90
+		for _, ev := range []*containv1.Event{
+			x,
+			withOrigin(execEv("c1", sec(7.1), "/usr/bin/vi", "vi", "/app/config.yaml"), oSession, 90),
+			withOrigin(sysEv("c1", sec(7.2), "inotify_init1"), oSession, 90),
+			withOrigin(fileEv("c1", sec(7.3), containv1.File_OP_OPEN_WRITE, "/app/config.yaml"), oSession, 90),
+		} {
+			got = append(got, e.Observe(ev)...)
+		}
+		if len(got) != 1 || len(got[0].GetAlert().Reasons) != 1 || got[0].GetAlert().Reasons[0].Code != CodeExecSession || got[0].GetAlert().Score >= 0.5 {
+			for _, al := range got {
+				t.Log(describe(al))
+			}
+			t.Fatalf("routine session: %d alerts, want its record alone", len(got))
+		}
+		if _, ok := e.Baseline("sha256:aaaa").Exec["/bin/sh"]; ok {
+			t.Error("session learned")
+		}
+	})
 	t.Run("container", func(t *testing.T) {
 		e := newEngine(t, func() Config { c := testConfig(); c.ExecSessions = ExecSessionsContainer; return c }(), nil)
 		learn(e, "c1")

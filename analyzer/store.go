@@ -146,13 +146,19 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 	return nil
 }
 
-// persist writes the baselines changed since the last write.
-func (a *Analyzer) persist(ctx context.Context) {
+// persist writes the baselines changed since the last write; the number
+// that failed (kept dirty, retried at the next write).
+func (a *Analyzer) persist(ctx context.Context) (failed int) {
+	// One write at a time: a partition handed over must find no write of
+	// its baselines still in flight.
+	a.persistMu.Lock()
+	defer a.persistMu.Unlock()
 	a.mu.Lock()
 	docs := a.engine.Dirty()
 	a.mu.Unlock()
 	for _, d := range docs {
 		if _, err := a.store.Save(ctx, d); err != nil {
+			failed++
 			a.m.Errors.WithLabelValues(metrics.StageAnalyzer, "baseline_save").Inc()
 			a.log.Warn("saving baseline; will retry", logfields.Key, d.Key, logfields.Err, err)
 			a.mu.Lock()
@@ -162,6 +168,7 @@ func (a *Analyzer) persist(ctx context.Context) {
 			a.mu.Unlock()
 		}
 	}
+	return failed
 }
 
 func (a *Analyzer) persistLoop(ctx context.Context) {
@@ -206,6 +213,9 @@ func (a *Analyzer) watchControl(ctx context.Context) {
 			}
 			if d.Op == "" {
 				continue
+			}
+			if a.parts != nil && !a.parts.owns(d.Key) {
+				continue // the instance holding its partition applies it
 			}
 			actor, err := verifyOp(a.operators, d, true)
 			if err != nil {

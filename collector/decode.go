@@ -193,7 +193,7 @@ func decodeExec(b []byte, o decodeOptions) (*containv1.Event, error) {
 	cwd, cwdOK := leafFirstPath(b[execCwdOff:execCwdOff+pathMaxLen], le.Uint32(b[execExeLenOff+4:]))
 	nonUTF8 = nonUTF8 || !exeOK || !cwdOK
 	exeFlags := le.Uint32(b[execFlagsOff:])
-	if exeFlags&^(exeMemfd|exeDeleted|exeWritable) != 0 {
+	if exeFlags&^(exeMemfd|exeDeleted|exeWritable|exeStdioInet) != 0 {
 		return nil, fmt.Errorf("%w: exe flags %#x", ErrMalformedRecord, exeFlags)
 	}
 	return &containv1.Event{
@@ -212,6 +212,7 @@ func decodeExec(b []byte, o decodeOptions) (*containv1.Event, error) {
 			ExeMemfd:      exeFlags&exeMemfd != 0,
 			ExeDeleted:    exeFlags&exeDeleted != 0,
 			ExeWritable:   exeFlags&exeWritable != 0,
+			StdioInet:     exeFlags&exeStdioInet != 0,
 		}},
 	}, nil
 }
@@ -339,7 +340,7 @@ func decodeFile(b []byte) (*containv1.Event, error) {
 		return nil, err
 	}
 	op := containv1.File_Op(b[hdrSize])
-	if op < containv1.File_OP_OPEN_WRITE || op > containv1.File_OP_MKDIR {
+	if op < containv1.File_OP_OPEN_WRITE || op > containv1.File_OP_CONNECT {
 		return nil, fmt.Errorf("%w: file op %d", ErrMalformedRecord, op)
 	}
 	dirState, newDirState := b[hdrSize+1], b[hdrSize+2]
@@ -422,9 +423,10 @@ const (
 
 // exec_event exe flags (common.h EXE_*).
 const (
-	exeMemfd    = 1
-	exeDeleted  = 2
-	exeWritable = 4
+	exeMemfd     = 1
+	exeDeleted   = 2
+	exeWritable  = 4
+	exeStdioInet = 8
 )
 
 // file_event dir states (common.h DIR_*).

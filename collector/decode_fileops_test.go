@@ -72,11 +72,11 @@ func TestDecodeFileOpened(t *testing.T) {
 		}
 	}
 	for name, b := range map[string][]byte{
-		"op past mkdir":      fileRecord(13, 0, 0, 0, nil, nil),
+		"op past connect":    fileRecord(14, 0, 0, 0, nil, nil),
 		"resolved state":     withOpened(fileRecord(7, 0, 0, 0, nil, nil), 1, 1, 3, nil, false),
 		"resolved too long":  withOpened(fileRecord(7, 0, 0, 0, nil, nil), 1, 1, resolvedOK, make([]byte, pathMaxLen+1)[:pathMaxLen], false),
 		"short with opened":  withOpened(fileRecord(7, 0, 0, 0, nil, nil), 1, 1, resolvedOK, nil, false)[:fileSize-1],
-		"exe flags unknown":  withExeFlags(execRec{argc: 1}.bytes(), 8),
+		"exe flags unknown":  withExeFlags(execRec{argc: 1}.bytes(), 16),
 		"exe flags all bits": withExeFlags(execRec{argc: 1}.bytes(), 0xffffffff),
 	} {
 		if name == "resolved too long" {
@@ -89,17 +89,18 @@ func TestDecodeFileOpened(t *testing.T) {
 }
 
 func TestDecodeExeFlags(t *testing.T) {
-	for flags, want := range map[uint32][3]bool{
+	for flags, want := range map[uint32][4]bool{
 		0:                        {},
-		exeMemfd:                 {true, false, false},
-		exeDeleted | exeWritable: {false, true, true},
+		exeMemfd:                 {true, false, false, false},
+		exeDeleted | exeWritable: {false, true, true, false},
+		exeStdioInet:             {false, false, false, true},
 	} {
 		ev, err := decode(withExeFlags(execRec{argc: 1, args: []byte("x\x00")}.bytes(), flags), decodeOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
 		x := ev.GetExec()
-		if got := [3]bool{x.ExeMemfd, x.ExeDeleted, x.ExeWritable}; got != want {
+		if got := [4]bool{x.ExeMemfd, x.ExeDeleted, x.ExeWritable, x.StdioInet}; got != want {
 			t.Errorf("flags %#x: %v, want %v", flags, got, want)
 		}
 	}

@@ -64,12 +64,14 @@
 //     exe_memfd (a memfd_create file), exe_deleted (no link left at exec),
 //     exe_writable (overlayfs upper layer, or a writable tmpfs/ramfs
 //     mount other than the root; never for plain-directory rootfs or
-//     other volumes), decided in the kernel.
+//     other volumes), stdio_inet (stdin, stdout or stderr an IPv4/IPv6
+//     socket at exec: a reverse shell, nc -e), decided in the kernel.
 //   - KIND_SYSCALL: first use per (container, syscall, origin), sensitive syscalls
 //     with args and ret, periodic per-container counts (collector.syscalls);
 //     socket() with family AF_PACKET or type SOCK_RAW as a sensitive
 //     syscall with its args (collector.syscalls), whatever the sensitive
-//     set says.
+//     set says; so is a dup2/dup3 that put an IPv4/IPv6 socket on fd 0, 1
+//     or 2 (ret the new fd; checked in the kernel: a reverse shell).
 //     Sequence mode (opt-in, collector.sequence_select: name=<glob>,
 //     image=<glob>, label=<key>=<glob>, id=<prefix>): MODE_SEQUENCE events
 //     with every syscall of a selected container's thread in kernel order
@@ -89,7 +91,8 @@
 //     existing file, new_path the link), symlink/symlinkat (OP_SYMLINK:
 //     path the target as passed, never based, new_path the link),
 //     truncate (OP_TRUNCATE, flags 0), ftruncate (OP_TRUNCATE, flags 0,
-//     path = resolved_path: the fd's file), mkdir/mkdirat (OP_MKDIR), with
+//     path = resolved_path: the fd's file), mkdir/mkdirat (OP_MKDIR),
+//     connect to a unix socket by path (OP_CONNECT: path the socket), with
 //     paths (at most 256 bytes as passed), flags, mode and result;
 //     OP_OPEN_READ for sensitive reads (collector.files). A relative path
 //     is joined with the directory it was resolved from (the cwd, or the

@@ -10,8 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/containsec/contain/internal/bus"
 	"github.com/containsec/contain/internal/logfields"
@@ -52,6 +52,10 @@ type Enricher struct {
 
 	peersMu  sync.Mutex // serialises service-profile updates; taken before mu
 	services map[svcKey]*svcProfile
+
+	// router, when set with more than one partition, routes each event to
+	// its baseline group's partition (partition.go).
+	router Router
 }
 
 // New makes an Enricher; Run starts it. js may be used by other stages too.
@@ -108,6 +112,7 @@ func (e *Enricher) Run(ctx context.Context) error {
 		Fetch:         e.cfg.Fetch,
 		FetchWait:     e.cfg.FetchWait,
 		AckWait:       e.cfg.AckWait,
+		Eager:         true, // on the detection path: a lone event goes at once
 	}, e.handle, e.m, e.log)
 	cancel()
 	wg.Wait()
@@ -298,21 +303,34 @@ func (e *Enricher) lookup(ctx context.Context, k ckey) *entry {
 	return nil
 }
 
-// handle enriches and republishes each batch of one fetch, in order.
+// handle enriches each batch of one fetch, in order, then republishes
+// them all at once (bus.PublishAll: sent in order, the acks awaited
+// together rather than a round trip per batch).
 func (e *Enricher) handle(ctx context.Context, batches []*containv1.Batch) error {
+	msgs := make([]*nats.Msg, 0, len(batches))
+	var sizes []int
 	for _, b := range batches {
 		if err := e.enrichBatch(ctx, b); err != nil {
 			return err
 		}
-		for _, out := range outputBatches(b) {
-			if err := bus.Publish(ctx, e.js, containv1.EventsSubject(b.Host), out); err != nil {
+		for _, out := range e.route(b) {
+			msg, err := bus.NewMsg(out.subject, out.batch)
+			if err != nil {
 				e.m.Errors.WithLabelValues(metrics.StageEnricher, "publish").Inc()
-				return err
+				return fmt.Errorf("enricher: %w", err)
 			}
-			n := float64(len(out.Events))
-			e.m.EventsOut.WithLabelValues(metrics.StageEnricher).Add(n)
-			e.m.BatchEvents.WithLabelValues(metrics.StageEnricher).Observe(n)
+			msgs = append(msgs, msg)
+			sizes = append(sizes, len(out.batch.Events))
 		}
+	}
+	if err := bus.PublishAll(ctx, e.js, msgs, metrics.StageEnricher); err != nil {
+		e.m.Errors.WithLabelValues(metrics.StageEnricher, "publish").Inc()
+		return err
+	}
+	out, hist := e.m.EventsOut.WithLabelValues(metrics.StageEnricher), e.m.BatchEvents.WithLabelValues(metrics.StageEnricher)
+	for _, n := range sizes {
+		out.Add(float64(n))
+		hist.Observe(float64(n))
 	}
 	return nil
 }
@@ -388,6 +406,9 @@ func (e *Enricher) containerEvent(ctx context.Context, host string, ev *containv
 		labels = ci.Labels
 	}
 	rec := containerFromLabels(host, ev.ContainerId, ev.ContainerName, labels, ev.WallNs)
+	if e.router != nil {
+		rec.Group = e.router.Group(ev.GetContainer())
+	}
 	id := IdentityOf(ev.GetContainer(), ev.ContainerName)
 	rec.ImageRef, rec.ImageDigest, rec.Name, rec.IdentitySource = id.Ref, id.Digest, id.Name, id.Source
 	if id.Conflict {
@@ -449,7 +470,7 @@ func outputBatches(in *containv1.Batch) []*containv1.Batch {
 		ProducerId:    in.ProducerId,
 		Events:        in.Events,
 	}
-	if proto.Size(out) <= bus.MaxPayload-1024 || len(in.Events) < 2 {
+	if out.SizeVT() <= bus.MaxPayload-1024 || len(in.Events) < 2 {
 		return []*containv1.Batch{out}
 	}
 	var parts []*containv1.Batch
@@ -462,7 +483,7 @@ func outputBatches(in *containv1.Batch) []*containv1.Batch {
 			Seq:           in.Seq,
 			Events:        evs,
 		}
-		if len(evs) < 2 || proto.Size(p) <= bus.MaxPayload-1024 {
+		if len(evs) < 2 || p.SizeVT() <= bus.MaxPayload-1024 {
 			parts = append(parts, p)
 			return
 		}

@@ -56,6 +56,9 @@ type ContainerImage struct {
 	IdentitySource string `json:"identity_source,omitempty"`
 	// SeenWallNs is the wall time of the container event that made it.
 	SeenWallNs int64 `json:"seen_wall_ns,omitempty"`
+	// Group is the analyzer's baseline group of the container (Router),
+	// set only when the enricher routes events to partitions.
+	Group string `json:"group,omitempty"`
 }
 
 const maxLabelValue = 1024
@@ -127,5 +130,5 @@ func containerFromLabels(host, id, name string, labels map[string]string, wallNs
 func sameImage(a, b ContainerImage) bool {
 	return a.ImageRef == b.ImageRef && a.ImageDigest == b.ImageDigest && a.Name == b.Name && a.IdentitySource == b.IdentitySource &&
 		a.ComposeProject == b.ComposeProject && a.ComposeService == b.ComposeService && a.Dockerfile == b.Dockerfile &&
-		slices.Equal(a.Addresses, b.Addresses) && a.HostNetwork == b.HostNetwork
+		slices.Equal(a.Addresses, b.Addresses) && a.HostNetwork == b.HostNetwork && a.Group == b.Group
 }

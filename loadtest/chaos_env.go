@@ -179,7 +179,8 @@ func startStage(bin, dir, stage, name, cmd string, env []string) (*stageProc, er
 
 // scrapedFamilies are the counters the chaos test sums over restarts.
 var scrapedFamilies = []string{"contain_dropped_total", "contain_expired_total", "contain_dead_lettered_total",
-	"contain_malformed_messages_total", "contain_publish_failed_total", "contain_refused_total"}
+	"contain_malformed_messages_total", "contain_publish_failed_total", "contain_refused_total",
+	"contain_analyzer_partition_changes_total"}
 
 // scrape reads the process's counters. A restart (a new incarnation)
 // moves the previous one's last values into the base first.

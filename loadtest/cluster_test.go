@@ -73,7 +73,7 @@ func TestNATSClusterNodeKilled(t *testing.T) {
 	// short (store: flush + dial + 2 × insert timeouts < AckWait).
 	cfg.Enricher.AckWait = 5 * time.Second
 	cfg.Analyzer.AckWait = 5 * time.Second
-	cfg.Store.FlushInterval, cfg.Store.DialTimeout, cfg.Store.InsertTimeout = time.Second, time.Second, 3*time.Second
+	cfg.Store.InsertMaxAge, cfg.Store.DialTimeout, cfg.Store.InsertTimeout = time.Second, time.Second, 3*time.Second
 	cfg.Store.AckWait = 10 * time.Second
 	cfg.DrainTimeout = 40 * time.Second
 

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -52,6 +53,9 @@ type Config struct {
 	// ProbePoll is the period of the ClickHouse queries that time probes
 	// (the resolution of the event→row lag).
 	ProbePoll time.Duration
+	// MaxRSS, when > 0, is the bound on this process's peak RSS (bytes):
+	// Result.Check fails a run that went over it.
+	MaxRSS uint64
 }
 
 // NATSURLs are the servers each party of a run connects through; an
@@ -231,7 +235,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Result, error) {
 		}()
 	}
 
-	r := newRun(cfg, js, st, log)
+	r := newRun(cfg, js, st.Conn(), log)
 	r.genJS = stageJS["generator"]
 	alertSub, err := nc.Subscribe(containv1.SubjectPrefix+".alerts.>", r.onAlerts)
 	if err != nil {
@@ -270,6 +274,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("enricher: %w", err)
 	}
+	en.SetRouter(analyzer.NewRouter(cfg.Analyzer))
 	start(metrics.StageEnricher, en.Run)
 	anCfg := cfg.Analyzer
 	if anCfg.Host == "" {
@@ -310,7 +315,7 @@ type run struct {
 	js  jetstream.JetStream
 	// genJS is the generator's connection (js on the embedded server).
 	genJS jetstream.JetStream
-	st    *store.Store
+	ch    driver.Conn // the probe and counter queries' connection
 	log   *slog.Logger
 	m     *metrics.Metrics
 
@@ -324,14 +329,21 @@ type run struct {
 	actions    int64
 	actionKind map[string]int64
 	badMsgs    int64
+	// alertSeen counts each alert id received (more than once: a
+	// duplicate); triggered is each trigger event id's first alert's
+	// arrival (ns), by its canonical text.
+	alertSeen map[string]int
+	triggered map[string]int64
 }
 
-func newRun(cfg Config, js jetstream.JetStream, st *store.Store, log *slog.Logger) *run {
+func newRun(cfg Config, js jetstream.JetStream, ch driver.Conn, log *slog.Logger) *run {
 	return &run{
-		cfg: cfg, js: js, st: st, log: log,
+		cfg: cfg, js: js, ch: ch, log: log,
 		probes:     map[string]probeEvent{},
 		alertWall:  map[string]int64{},
 		actionKind: map[string]int64{},
+		alertSeen:  map[string]int{},
+		triggered:  map[string]int64{},
 	}
 }
 
@@ -354,6 +366,12 @@ func (r *run) onAlerts(msg *nats.Msg) {
 			return
 		}
 		r.alerts++
+		r.alertSeen[string(ev.Id)]++
+		if id := a.GetTrigger().GetId(); len(id) > 0 {
+			if k := containv1.FormatID(id); r.triggered[k] == 0 {
+				r.triggered[k] = now
+			}
+		}
 		if w := a.GetTrigger().GetWallNs(); w > 0 {
 			r.alertLag = append(r.alertLag, time.Duration(now-w))
 			r.alertWall[string(ev.Id)] = w
@@ -471,7 +489,7 @@ func (r *run) findIDs(ctx context.Context, ids []string, ctrs map[string]bool, o
 	sb.WriteString(")")
 	qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	rows, err := r.st.Conn().Query(qctx, sb.String())
+	rows, err := r.ch.Query(qctx, sb.String())
 	if err != nil {
 		return nil, err
 	}
@@ -511,11 +529,11 @@ func (r *run) drive(ctx context.Context) (*Result, error) {
 	go func() { smp.run(sctx, r.cfg.SampleEvery); close(samplerDone) }()
 
 	res.CHBefore = r.chEvents(ctx)
-	res.Before = readUsage()
+	res.Before = readUsageFor(r.cfg.Store.Addr)
 	res.LoadBefore = loadavg()
 	stats, genErr := gen.Run(ctx)
 	res.Gen = stats
-	res.GenEnd = readUsage()
+	res.GenEnd = readUsageFor(r.cfg.Store.Addr)
 	smp.mark()
 	if genErr != nil {
 		stopSampling()
@@ -542,7 +560,7 @@ func (r *run) drive(ctx context.Context) (*Result, error) {
 	for r.pendingProbes() > 0 && time.Now().Before(deadline) && ctx.Err() == nil {
 		time.Sleep(r.cfg.ProbePoll)
 	}
-	res.End = readUsage()
+	res.End = readUsageFor(r.cfg.Store.Addr)
 	res.CHAfter = r.chEvents(ctx)
 	res.LoadAfter = loadavg()
 	stopSampling()
@@ -584,7 +602,7 @@ func (r *run) chEvents(ctx context.Context) map[string]uint64 {
 	out := map[string]uint64{}
 	qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	rows, err := r.st.Conn().Query(qctx, "SELECT event, value FROM system.events WHERE event IN ('InsertQuery', 'InsertedRows', 'MergedRows')")
+	rows, err := r.ch.Query(qctx, "SELECT event, value FROM system.events WHERE event IN ('InsertQuery', 'InsertedRows', 'MergedRows')")
 	if err != nil {
 		return out
 	}

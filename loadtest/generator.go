@@ -144,6 +144,9 @@ type Generator struct {
 	hostJS map[int]jetstream.JetStream
 	// big, when > 0, is the size of host 0's next batch (Oversize).
 	big atomic.Int64
+	// onDeviation receives each deviation (an attack the analyzer must
+	// alert on) as it is generated: WatchDeviations.
+	onDeviation func(id string, wallNs int64)
 }
 
 // PublishAs makes host i publish through js (e.g. connected with that
@@ -155,6 +158,11 @@ func (g *Generator) PublishAs(i int, js jetstream.JetStream) {
 	}
 	g.hostJS[i] = js
 }
+
+// WatchDeviations passes each deviation's id (canonical UUID text) and
+// wall time to f as it is generated, from the hosts' goroutines. Call it
+// before Run.
+func (g *Generator) WatchDeviations(f func(id string, wallNs int64)) { g.onDeviation = f }
 
 // Oversize makes host 0's next batch n events (beyond BatchMaxEvents and
 // ahead of the rate); its events count as published like any other.
@@ -227,6 +235,7 @@ func (g *Generator) take(n int) int {
 
 func (g *Generator) runHost(ctx context.Context, idx int, start time.Time) error {
 	h := newHostSim(g.cfg, idx, start)
+	h.onDeviation = g.onDeviation
 	prod := bus.NewProducer(h.name, metrics.StageCollector)
 	subject := containv1.RawSubject(h.name)
 	perHost := g.cfg.Rate / float64(g.cfg.Hosts)
@@ -243,6 +252,7 @@ func (g *Generator) runHost(ctx context.Context, idx int, start time.Time) error
 	var (
 		sent      int64
 		lastProbe time.Time
+		flushDue  bool // a flush tick came since the last batch
 	)
 	for {
 		want := g.cfg.BatchMaxEvents
@@ -250,11 +260,16 @@ func (g *Generator) runHost(ctx context.Context, idx int, start time.Time) error
 			want = big
 		} else if perHost > 0 {
 			due := int64(perHost*time.Since(start).Seconds()) - sent
-			if due <= 0 {
+			// As the collector's batcher: a batch closes at
+			// BatchMaxEvents or at the next FlushInterval tick, not
+			// as soon as one event is due (which would size batches by
+			// the publish round trip instead).
+			if due <= 0 || (due < int64(g.cfg.BatchMaxEvents) && !flushDue) {
 				select {
 				case <-ctx.Done():
 					return nil
 				case <-ticker.C:
+					flushDue = true
 				}
 				continue
 			}
@@ -268,6 +283,7 @@ func (g *Generator) runHost(ctx context.Context, idx int, start time.Time) error
 			return nil
 		}
 		now := time.Now()
+		flushDue = false
 		events, devs, ctrs := h.batch(n, now)
 		if g.probe != nil && g.cfg.ProbeEvery > 0 && now.Sub(lastProbe) >= g.cfg.ProbeEvery {
 			lastProbe = now
@@ -302,6 +318,8 @@ type hostSim struct {
 	start      time.Time
 	containers []*ctrSim
 	devSeq     int
+	// onDeviation, when set, receives each deviation's id and wall time.
+	onDeviation func(id string, wallNs int64)
 }
 
 type ctrSim struct {
@@ -394,6 +412,9 @@ func (h *hostSim) batch(n int, now time.Time) (events []*containv1.Event, devs, 
 		if deviate && h.rnd.Float64() < h.cfg.DeviationFraction {
 			h.deviation(env, c)
 			devs++
+			if h.onDeviation != nil {
+				h.onDeviation(containv1.FormatID(env.Id), wall)
+			}
 		} else {
 			h.normal(env, c)
 		}

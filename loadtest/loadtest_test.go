@@ -39,8 +39,21 @@ func runLoad(t *testing.T, ctx context.Context, cfg loadtest.Config) *loadtest.R
 // row, nothing dropped, every deviation alerted, every alert acted on (dry
 // run).
 func TestPipelineNoLoss(t *testing.T) {
+	testPipelineNoLoss(t, 1)
+}
+
+// The same with the analyzer partitioned (analyzer.partitions 4, one
+// instance holding them all): the enricher routes every event to its
+// image's partition, and nothing is lost or alerted twice.
+func TestPipelineNoLossPartitioned(t *testing.T) {
+	testPipelineNoLoss(t, 4)
+}
+
+func testPipelineNoLoss(t *testing.T, partitions int) {
 	chAddr := testenv.ClickHouseAddr(t)
 	cfg := loadtest.DefaultConfig()
+	cfg.Analyzer.Partitions = partitions
+	cfg.Analyzer.LeaseTTL = 2 * time.Second
 	cfg.Store.Addr = []string{chAddr}
 	cfg.Store.Database = fmt.Sprintf("contain_loadtest_%d", time.Now().UnixNano())
 	cfg.Generator.Hosts = 2

@@ -80,6 +80,9 @@ func (r *Result) Check() error {
 	for k, v := range r.Malformed {
 		errs = append(errs, fmt.Errorf("malformed %v (%s)", v, k))
 	}
+	if r.Config.MaxRSS > 0 && r.End.PeakRSS > r.Config.MaxRSS {
+		errs = append(errs, fmt.Errorf("peak RSS %d MiB over the bound %d MiB", r.End.PeakRSS>>20, r.Config.MaxRSS>>20))
+	}
 	if r.ProbesLost > 0 {
 		errs = append(errs, fmt.Errorf("%d probe events never seen in ClickHouse", r.ProbesLost))
 	}
@@ -190,6 +193,7 @@ func (r *Result) Print(w io.Writer) {
 	}
 	fmt.Fprintf(w, "memory: peak heap in use %.0f MB, heap sys %.0f MB, peak RSS %.0f MB; load avg before %s, after %s\n",
 		float64(heap)/1e6, float64(heapSys)/1e6, float64(r.End.PeakRSS)/1e6, r.LoadBefore, r.LoadAfter)
+	fmt.Fprintf(w, "max_rss_mb=%d bound_mb=%d\n", r.End.PeakRSS>>20, r.Config.MaxRSS>>20)
 	fmt.Fprintf(w, "clickhouse: %d distinct event ids, %d rows (%d duplicates from redelivery; %.0f redelivered rows skipped by the store), %d alert rows\n",
 		r.RowsDistinct, r.Rows, r.Rows-min(r.Rows, r.RowsDistinct), r.SkippedDuplicates, r.AlertRows)
 	d := func(k string) uint64 { return r.CHAfter[k] - min(r.CHAfter[k], r.CHBefore[k]) }

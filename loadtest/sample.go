@@ -3,6 +3,8 @@ package loadtest
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -193,13 +195,18 @@ type Usage struct {
 
 const clockTick = 100 // USER_HZ on Linux
 
-func readUsage() Usage {
+func readUsage() Usage { return readUsageFor(nil) }
+
+// readUsageFor is readUsage with ClickHouseCPU counting only the server
+// that listens on one of chAddrs' ports, when it is found (other servers
+// on the machine, e.g. other tests' shards, are not this run's cost).
+func readUsageFor(chAddrs []string) Usage {
 	u := Usage{At: time.Now()}
 	var ru syscall.Rusage
 	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
 		u.CPU = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 	}
-	u.ClickHouseCPU = clickhouseCPU()
+	u.ClickHouseCPU = clickhouseCPU(listeningPIDs(chAddrs))
 	if b, err := os.ReadFile("/proc/stat"); err == nil {
 		line, _, _ := strings.Cut(string(b), "\n")
 		f := strings.Fields(line)
@@ -226,13 +233,17 @@ func readUsage() Usage {
 	return u
 }
 
-// clickhouseCPU sums the CPU time of clickhouse-server processes.
-func clickhouseCPU() time.Duration {
+// clickhouseCPU sums the CPU time of the clickhouse-server processes
+// whose pid is in only, or of all of them when only is empty.
+func clickhouseCPU(only map[string]bool) time.Duration {
 	dirs, _ := filepath.Glob("/proc/[0-9]*/comm")
 	var total time.Duration
 	for _, p := range dirs {
 		comm, err := os.ReadFile(p)
 		if err != nil || !strings.HasPrefix(string(comm), "clickhouse-serv") {
+			continue
+		}
+		if len(only) > 0 && !only[filepath.Base(filepath.Dir(p))] {
 			continue
 		}
 		stat, err := os.ReadFile(filepath.Join(filepath.Dir(p), "stat"))
@@ -280,4 +291,54 @@ func summarize(d []time.Duration) LagSummary {
 	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
 	q := func(p float64) time.Duration { return s[min(len(s)-1, int(p*float64(len(s))))] }
 	return LagSummary{N: len(s), P50: q(0.5), P90: q(0.9), P99: q(0.99), Max: s[len(s)-1]}
+}
+
+// listeningPIDs returns the pids of the clickhouse-server processes that
+// listen on a TCP port of addrs (from /proc/net/tcp{,6} and each process's
+// socket fds; needs the right to read them, else it finds none).
+func listeningPIDs(addrs []string) map[string]bool {
+	ports := map[string]bool{}
+	for _, a := range addrs {
+		if _, p, err := net.SplitHostPort(a); err == nil {
+			if n, err := strconv.Atoi(p); err == nil {
+				ports[fmt.Sprintf("%04X", n)] = true
+			}
+		}
+	}
+	inodes := map[string]bool{}
+	for _, f := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n")[1:] {
+			fs := strings.Fields(line)
+			if len(fs) < 10 || fs[3] != "0A" { // 0A: LISTEN
+				continue
+			}
+			if _, port, ok := strings.Cut(fs[1], ":"); ok && ports[port] {
+				inodes["socket:["+fs[9]+"]"] = true
+			}
+		}
+	}
+	out := map[string]bool{}
+	if len(inodes) == 0 {
+		return out
+	}
+	comms, _ := filepath.Glob("/proc/[0-9]*/comm")
+	for _, c := range comms {
+		comm, err := os.ReadFile(c)
+		if err != nil || !strings.HasPrefix(string(comm), "clickhouse-serv") {
+			continue
+		}
+		dir := filepath.Dir(c)
+		fds, _ := os.ReadDir(filepath.Join(dir, "fd"))
+		for _, fd := range fds {
+			if l, err := os.Readlink(filepath.Join(dir, "fd", fd.Name())); err == nil && inodes[l] {
+				out[filepath.Base(dir)] = true
+				break
+			}
+		}
+	}
+	return out
 }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/containsec/contain/internal/bus"
 	"github.com/containsec/contain/internal/metrics"
@@ -180,12 +181,15 @@ func crashWindow(t *testing.T, point string) {
 		_, err := os.Stat(intent)
 		return os.IsNotExist(err)
 	})
-	// A redelivery of the alert (the killed run never acknowledged it)
-	// finds it quarantined.
+	// A redelivery of the alert (the killed run never acknowledged it) is
+	// known answered by its id: no second decision, no second action.
 	h2.publish(al)
-	testenv.WaitFor(t, 10*time.Second, "the redelivered alert recorded", func() bool {
-		return countActions(t, js, containv1.Action_TYPE_PAUSE, containv1.Action_RESULT_SKIPPED, c.ID) >= 1
+	testenv.WaitFor(t, 10*time.Second, "the redelivered alert recognised as answered", func() bool {
+		return testutil.ToFloat64(h2.m.Dropped.WithLabelValues(metrics.StageResponder, reasonDuplicateAlert)) >= 1
 	})
+	if n := actionsFor(t, js, al.Id); n != 1 {
+		t.Fatalf("%d actions answer the alert, want 1", n)
+	}
 	if n := countActions(t, js, containv1.Action_TYPE_PAUSE, containv1.Action_RESULT_OK, c.ID); n != 1 {
 		t.Fatalf("%d PAUSE/OK actions for %s, want exactly 1", n, c.ID)
 	}

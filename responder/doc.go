@@ -69,7 +69,14 @@
 //     redelivered alert decided again
 //     (docs/design/011-responder-crash-windows.md);
 //   - an alert older than Config.MaxAlertAge on arrival is SKIPPED and
-//     counted (contain_responder_stale_alerts_total), never acted on.
+//     counted (contain_responder_stale_alerts_total), never acted on;
+//   - responses are idempotent per alert id: an alert an action already
+//     answered (its acknowledgement lost, or raised again under the same
+//     id by the analyzer instance that took its partition over) is neither
+//     decided nor answered again, only counted
+//     (contain_dropped_total{stage="responder",reason="duplicate_alert"}).
+//     The answered ids (the last 65536) are rebuilt at start from the
+//     host's actions (Action.alert_id), like the quarantine list (handled.go).
 //
 // The policy is Config.Decide, a pure function of the alert and the
 // Situation (decide.go); the action on its verdict is in pause.go. The

@@ -12,6 +12,7 @@ import (
 	"github.com/containsec/contain/analyzer"
 	"github.com/containsec/contain/collector"
 	"github.com/containsec/contain/enricher"
+	"github.com/containsec/contain/internal/bus"
 	"github.com/containsec/contain/internal/freezer"
 	"github.com/containsec/contain/internal/testenv"
 	"github.com/containsec/contain/schemas/containv1"
@@ -29,6 +30,12 @@ import (
 // the freeze method ("interleave": the v1 freezer and cgroup.freeze on
 // alternate trials, each method's percentiles reported apart; default:
 // the configured order, v1 freezer first).
+// Each hop's latency is reported too (hop_<stage>_<point>: from the point
+// before, see hops), timed by a bus.Reporter's Trace. After each release
+// the bench waits, untimed, for the trial's aftermath (settle): a second
+// alert of the same exec (its first write) may be handled after the
+// release and freeze the container again, which, not released, left the
+// next trial's exec frozen before it ran ("no action published").
 // CONTAIN_BENCH_RUNTIME=docker watches a docker container of the test
 // engine instead (frozen by docker_methods, default docker-pause with the
 // cgroup2 pre-freeze; CONTAIN_BENCH_PREFREEZE=0 turns that off), the
@@ -66,6 +73,8 @@ func BenchmarkExecToFrozen(b *testing.B) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	tr := newHopTracer()
+	ctx = bus.WithReporter(ctx, &bus.Reporter{Trace: tr.trace, HealthBounds: bus.DefaultHealthConfig()})
 
 	// The defaults, unless CONTAIN_BENCH_LOWLATENCY=1 asks for the
 	// low-latency settings.
@@ -138,6 +147,49 @@ func BenchmarkExecToFrozen(b *testing.B) {
 	var lat, respond, own, prep, freeze []int64
 	var pending []*containv1.Event
 	methods := map[string]int{}
+	paused := 0    // PAUSE actions seen: one per alert the responder handled
+	refreezes := 0 // containers frozen again by a trial's aftermath
+	next := func() *containv1.Event {
+		ev := h.nextOf(&pending)
+		if ev.GetAction().Type == containv1.Action_TYPE_PAUSE {
+			paused++
+		}
+		return ev
+	}
+	release := func() {
+		if _, err := h.r.Release(context.Background(), ReleaseRequest{ContainerID: id, Actor: "bench", Reason: "next trial"}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	// settle waits (untimed) for a trial's aftermath: its exec ended
+	// (thawed by the release), every alert about the events until then
+	// acted on, and the container released again if one of them froze it
+	// again (another alert of the same exec, e.g. its first write, handled
+	// after the release: ReleaseGrace is 0 here), so that the next
+	// trial's exec does not start in a frozen container.
+	settle := func(done <-chan struct{}) {
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			b.Fatal("the trial's exec did not end after the release")
+		}
+		for {
+			mark := time.Now().UnixNano()
+			testenv.WaitFor(b, 10*time.Second, "the analyzer scoring past the trial", func() bool { return tr.scoredPast(mark) })
+			refrozen := false
+			for paused < tr.published() {
+				ev := next()
+				if a := ev.GetAction(); a.Type == containv1.Action_TYPE_PAUSE && a.Result == containv1.Action_RESULT_OK && ev.ContainerId == id {
+					refrozen = true
+					refreezes++
+					release()
+				}
+			}
+			if !refrozen {
+				return
+			}
+		}
+	}
 	b.ResetTimer()
 	for i := 0; i < trials; i++ {
 		if interleave {
@@ -146,10 +198,11 @@ func BenchmarkExecToFrozen(b *testing.B) {
 			h.r.actMu.Unlock()
 		}
 		exe := fmt.Sprintf("/bin/evil-%d", i)
-		go execIn(exe)
+		done := make(chan struct{})
+		go func() { defer close(done); execIn(exe) }()
 		var act *containv1.Event
 		for act == nil {
-			ev := h.nextOf(&pending)
+			ev := next()
 			if ev.GetAction().Type == containv1.Action_TYPE_PAUSE && strings.Contains(ev.GetAction().Reason, exe) {
 				act = ev
 			}
@@ -160,6 +213,7 @@ func BenchmarkExecToFrozen(b *testing.B) {
 		}
 		lat = append(lat, act.GetAction().LatencyNs)
 		d := detail(b, act.GetAction())
+		tr.trial(exe, act.GetAction(), d)
 		respond = append(respond, d.AlertToFrozenUs*1000)
 		own = append(own, d.ReceivedToFrozenUs*1000)
 		prep = append(prep, d.ReceivedToFreezeUs*1000)
@@ -168,9 +222,8 @@ func BenchmarkExecToFrozen(b *testing.B) {
 			methods[act.GetAction().Method]++
 			byMethod[act.GetAction().Method] = append(byMethod[act.GetAction().Method], act.GetAction().LatencyNs)
 		}
-		if _, err := h.r.Release(context.Background(), ReleaseRequest{ContainerID: id, Actor: "bench", Reason: "next trial"}); err != nil {
-			b.Fatal(err)
-		}
+		release()
+		settle(done)
 		b.StartTimer()
 	}
 	b.StopTimer()
@@ -179,6 +232,8 @@ func BenchmarkExecToFrozen(b *testing.B) {
 	percentiles(b, "responder_received_to_frozen", own)
 	percentiles(b, "responder_received_to_freeze_write", prep)
 	percentiles(b, "freeze_write_to_verified", freeze)
+	tr.report(b)
+	b.ReportMetric(float64(refreezes), "refrozen_after_release")
 	b.Logf("frozen by %v", methods)
 	if interleave {
 		for m, l := range byMethod {

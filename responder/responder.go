@@ -76,6 +76,8 @@ type Responder struct {
 
 	pubMu sync.Mutex
 	prod  *bus.Producer
+	// handled are the alerts already answered by an action (handled.go).
+	handled *handledSet
 
 	// actMu serialises pausing and releasing, so a release and a pause of
 	// the same container never interleave.
@@ -166,6 +168,7 @@ func New(cfg Config, nc *nats.Conn, js jetstream.JetStream, m *metrics.Metrics, 
 		staleTotal:   staleCounter(m.Registry),
 		journal:      jn,
 		prod:         bus.NewProducer(cfg.Host, metrics.StageResponder),
+		handled:      newHandledSet(maxHandled),
 		quarantined:  map[string]*Quarantine{},
 		released:     map[string]OperatorRelease{},
 		now:          time.Now,
@@ -234,17 +237,26 @@ func (r *Responder) Run(ctx context.Context) error {
 }
 
 // handle acts on every alert of the batches and publishes the actions;
-// the intents recorded before freezing are removed once published.
+// the intents recorded before freezing are removed once published. An
+// alert already answered (same id) is counted and left alone: responses
+// are idempotent per alert id.
 func (r *Responder) handle(ctx context.Context, batches []*containv1.Batch) error {
 	recv := r.now()
 	var actions []*containv1.Event
 	var intents []string
+	inBatch := map[string]bool{}
 	for _, b := range batches {
 		for _, ev := range b.Events {
 			if ev.GetKind() != containv1.Kind_KIND_ALERT || ev.GetAlert() == nil {
 				r.m.Dropped.WithLabelValues(metrics.StageResponder, "not_alert").Inc()
 				continue
 			}
+			if len(ev.Id) > 0 && (inBatch[string(ev.Id)] || r.handled.has(ev.Id)) {
+				r.m.Dropped.WithLabelValues(metrics.StageResponder, reasonDuplicateAlert).Inc()
+				r.log.Debug("alert already answered; not decided again", logfields.AlertID, containv1.FormatID(ev.Id), logfields.ContainerID, ev.ContainerId)
+				continue
+			}
+			inBatch[string(ev.Id)] = true
 			act, intent := r.onAlert(ctx, ev, recv)
 			actions = append(actions, act)
 			if intent != "" {
@@ -271,6 +283,7 @@ func (r *Responder) publish(ctx context.Context, actions []*containv1.Event) err
 		r.m.Errors.WithLabelValues(metrics.StageResponder, "publish").Inc()
 		return fmt.Errorf("publishing %d actions: %w", len(actions), err)
 	}
+	r.handled.addActions(actions)
 	r.m.EventsOut.WithLabelValues(metrics.StageResponder).Add(float64(len(actions)))
 	return nil
 }

@@ -74,6 +74,7 @@ func (r *Responder) restore(ctx context.Context) (int, error) {
 		for _, ev := range b.Events {
 			st.replay(ev)
 		}
+		r.handled.addActions(b.Events)
 	}
 	r.actMu.Lock()
 	defer r.actMu.Unlock()

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what contain's tests and demo need on a fresh Debian machine with
-# Go: runc, crun, busybox-static, ClickHouse, docker.io (a private dockerd and
+# Go: runc, crun, busybox-static, ClickHouse, ZooKeeper, docker.io (a private dockerd and
 # containerd for tests), chromium (the console's browser test), protoc, clang/bpftool (only to regenerate eBPF
 # objects). Idempotent and quiet; run as root.
 set -euo pipefail
@@ -12,6 +12,9 @@ command -v crun >/dev/null || need+=(crun)
 [ -x /bin/busybox ] && ! file -L /bin/busybox 2>/dev/null | grep -q dynamically || need+=(busybox-static)
 command -v clickhouse-server >/dev/null || need+=(clickhouse-server)
 command -v clickhouse-client >/dev/null || need+=(clickhouse-client)
+# ZooKeeper (with a Java runtime): the replicated ClickHouse cluster test
+# (store TestClusterReplicated, docs/design/023-clickhouse-cluster.md).
+[ -e /usr/share/java/zookeeper.jar ] || need+=(zookeeper)
 command -v protoc >/dev/null || need+=(protobuf-compiler)
 command -v ip >/dev/null || need+=(iproute2)
 # Docker Engine + containerd (+ ctr): run only privately by deploy/engines.

@@ -3,6 +3,9 @@ package store
 import (
 	"context"
 	"fmt"
+	"os"
+	"slices"
+	"strconv"
 	"testing"
 	"time"
 
@@ -71,7 +74,7 @@ func BenchmarkInsert(b *testing.B) {
 				defer s.Close()
 				s.noLookup = !lookup
 				batches := benchBatches(rowsPerInsert/1000, 1000)
-				rs := newRowSet(false)
+				rs := s.bufs()
 				m := metrics.New()
 				b.ResetTimer()
 				rows := 0
@@ -95,7 +98,7 @@ func BenchmarkInsert(b *testing.B) {
 func BenchmarkPipeline(b *testing.B) {
 	cfg := testConfig(b)
 	cfg.FetchMessages = 50
-	cfg.FlushInterval = 50 * time.Millisecond
+	cfg.InsertMaxAge = 50 * time.Millisecond
 	s, err := Open(context.Background(), cfg, testenv.Discard())
 	if err != nil {
 		b.Fatal(err)
@@ -139,4 +142,81 @@ func renewIDs(ids *containv1.IDGen, batches []*containv1.Batch) {
 			ev.Id = ids.Next()
 		}
 	}
+}
+
+// BenchmarkStoreVsRaw compares, in one run and interleaved fetch by
+// fetch, the store's path with a raw clickhouse-go batch insert of the
+// same rows (issue 15 §4). A fetch is 20 messages of 1000 events (what a
+// 1 s fill makes at 20,000 events/s). raw: the rows already in column
+// slices, one PrepareBatch, one Append per column, Send, one INSERT at a
+// time. store: the messages' bytes decoded (bus.Decode, as bus.Consume
+// does), the duplicate lookup, conversion and the INSERTs of handle
+// (inserts_in_flight writers). Both get fresh ids every iteration, so
+// every row is new. It reports each path's rows/s, store/raw over the
+// run and the median of the pairs' ratios (robust to load spikes from
+// other work on the machine).
+func BenchmarkStoreVsRaw(b *testing.B) {
+	cfg := testConfig(b)
+	cfg.InsertTimeout, cfg.AckWait = time.Minute, 3*time.Minute // a loaded machine
+	if v, err := strconv.Atoi(os.Getenv("CONTAIN_BENCH_WRITERS")); err == nil {
+		cfg.InsertsInFlight = v
+	}
+	s, err := Open(context.Background(), cfg, testenv.Discard())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	s.noLookup = os.Getenv("CONTAIN_BENCH_NOLOOKUP") != ""
+	ctx := context.Background()
+	batches := benchBatches(20, 1000)
+	rows := 20 * 1000
+	ids := containv1.NewIDGen()
+	fb, m := s.bufs(), metrics.New()
+	var rawT, storeT time.Duration
+	var ratios []float64 // store/raw throughput of each interleaved pair
+	b.ResetTimer()
+	for b.Loop() {
+		b.StopTimer()
+		renewIDs(ids, batches)
+		rs := newRowSetCap(false, rows)
+		for _, bt := range batches {
+			rs.add(bt, time.Now(), nil)
+		}
+		b.StartTimer()
+		t0 := time.Now()
+		if err := insertRows(ctx, s.conn, rs.events, rows, s.addr); err != nil {
+			b.Fatal(err)
+		}
+		raw := time.Since(t0)
+		rawT += raw
+
+		b.StopTimer()
+		renewIDs(ids, batches)
+		msgs := make([][]byte, len(batches))
+		for i, bt := range batches {
+			if msgs[i], err = bus.Encode(bt); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.StartTimer()
+		t0 = time.Now()
+		decoded := make([]*containv1.Batch, len(msgs))
+		for i, data := range msgs {
+			if decoded[i], err = bus.Decode(data); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if err := s.handle(ctx, fb, decoded, m); err != nil {
+			b.Fatal(err)
+		}
+		st := time.Since(t0)
+		storeT += st
+		ratios = append(ratios, raw.Seconds()/st.Seconds())
+	}
+	slices.Sort(ratios)
+	n := float64(b.N * rows)
+	b.ReportMetric(n/rawT.Seconds(), "raw_rows/s")
+	b.ReportMetric(n/storeT.Seconds(), "store_rows/s")
+	b.ReportMetric(rawT.Seconds()/storeT.Seconds(), "store/raw")
+	b.ReportMetric(ratios[len(ratios)/2], "median_pair_store/raw")
 }

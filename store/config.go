@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"time"
 
+	"github.com/containsec/contain/internal/bus"
 	"github.com/containsec/contain/internal/tlsconfig"
 	"github.com/containsec/contain/schemas/kvdoc"
 )
@@ -31,20 +32,38 @@ type Config struct {
 	TLS tlsconfig.Config `config:"tls"`
 	// DialTimeout bounds connecting to one address.
 	DialTimeout time.Duration `config:"dial_timeout"`
-	// InsertTimeout bounds the inserts of one fetch; FlushInterval +
+	// InsertTimeout bounds the inserts of one fetch; InsertMaxAge +
 	// DialTimeout + 2*InsertTimeout must stay under AckWait, so that a stuck
 	// insert fails and is retried (with back-off) before NATS redelivers on
 	// its own.
 	InsertTimeout time.Duration `config:"insert_timeout"`
 
-	// BatchMaxRows is the largest INSERT; a fetch with more rows is split.
-	BatchMaxRows int `config:"batch_max_rows"`
-	// FetchMessages is how many NATS messages (each a batch of many
-	// events) one fetch takes; they are inserted together.
+	// A fetch becomes one INSERT per table (per writer, InsertsInFlight):
+	// it fills for up to InsertMaxAge, or until it holds FetchMessages NATS
+	// messages or InsertMaxBytes bytes of them, whichever comes first.
+	// Bigger inserts cost ClickHouse less per row (fewer parts to write
+	// and merge); the age bounds the latency from publish to row, the
+	// bytes the memory a fetch holds (docs/design/021-store-inserts.md).
+	InsertMaxAge time.Duration `config:"insert_max_age"`
+	// InsertMaxBytes bounds the bytes of the messages of one fetch (at
+	// least the largest NATS message, 8 MiB + headers).
+	InsertMaxBytes int `config:"insert_max_bytes"`
+	// FetchMessages bounds the messages (each a batch of events) of one
+	// fetch.
 	FetchMessages int `config:"fetch_messages"`
-	// FlushInterval bounds how long a fetch waits to fill up: the latency
-	// from publish to insert when traffic is low.
-	FlushInterval time.Duration `config:"flush_interval"`
+	// BatchMaxRows is the largest INSERT; a writer with more rows commits
+	// and starts another (keep it under ClickHouse's
+	// min_insert_block_size_rows, 1,048,576, so an INSERT stays atomic).
+	BatchMaxRows int `config:"batch_max_rows"`
+	// InsertsInFlight is how many writers share a fetch: each converts
+	// its part of the messages and INSERTs it on its own connection, so
+	// several INSERTs are in flight.
+	InsertsInFlight int `config:"inserts_in_flight"`
+	// InsertBlockRows is how many rows a writer converts before it sends
+	// them as one block of its INSERT; its column buffers and the
+	// driver's are then reused. It bounds the client's memory per INSERT;
+	// the server squashes the blocks of one INSERT into one part.
+	InsertBlockRows int `config:"insert_block_rows"`
 	// AckWait is how long NATS waits for a fetched message's ack before
 	// redelivering it.
 	AckWait time.Duration `config:"ack_wait"`
@@ -71,27 +90,83 @@ type Config struct {
 	// Retention makes Run drop the day partitions older than this (Prune),
 	// at start and then daily. 0 keeps everything; otherwise at least 24h.
 	Retention time.Duration `config:"retention"`
+
+	// Cluster spreads the tables over a ClickHouse cluster
+	// (docs/design/023-clickhouse-cluster.md); empty name: one server.
+	Cluster ClusterConfig `config:"cluster"`
 }
+
+// Write modes of a cluster (ClusterConfig.Write).
+const (
+	// WriteDistributed inserts into the Distributed tables, which route
+	// each row to its shard (synchronously: insert_distributed_sync=1).
+	WriteDistributed = "distributed"
+	// WriteLocal has the store route each events, alerts and actions row
+	// to its shard itself, by the Distributed tables' sharding key, and
+	// insert into that shard's <table>_local.
+	WriteLocal = "local"
+)
+
+// ClusterConfig places the tables on a ClickHouse cluster: on every node
+// in store.addr, each table is <table>_local (MergeTree family) plus a
+// Distributed table <table> over the cluster's <table>_local, sharded by
+// container; readers query <table> as on one server.
+type ClusterConfig struct {
+	// Name is the cluster in the servers' remote_servers; empty: one
+	// server, plain tables (the default). With a name, store.addr must
+	// list every node (every replica of every shard): the store applies
+	// its DDL on each, which needs no ZooKeeper.
+	Name string `config:"name"`
+	// Write is "distributed" (insert into the Distributed tables) or
+	// "local" (the store shards events, alerts and actions itself and
+	// inserts into each shard's <table>_local; the small tables still go
+	// through the Distributed tables).
+	Write string `config:"write"`
+	// Replicated makes the local tables Replicated*MergeTree, with the
+	// servers' {shard} and {replica} macros and ZooKeeper (or ClickHouse
+	// Keeper) configured on every node.
+	Replicated bool `config:"replicated"`
+	// ZooKeeperPrefix starts each replicated table's ZooKeeper path:
+	// <prefix>/<database>/<table>_local. It should contain {shard}.
+	ZooKeeperPrefix string `config:"zookeeper_prefix"`
+}
+
+const (
+	// DefaultInsertMaxBytes is the default byte bound of one fetch.
+	DefaultInsertMaxBytes = MinInsertMaxBytes
+	// MinInsertMaxBytes is the largest message bus publishes and room
+	// for its headers: a smaller fetch bound would never deliver it.
+	MinInsertMaxBytes = bus.MaxPayload + 64<<10
+	// maxBatchRows is ClickHouse's default min_insert_block_size_rows:
+	// an INSERT of more rows may be written as several parts, so a
+	// failure half-way would leave some of them.
+	maxBatchRows = 1_048_576
+)
 
 // DefaultConfig is a local ClickHouse on the native port used by
 // deploy/clickhouse (19000), database "contain".
 func DefaultConfig() Config {
 	return Config{
-		Addr:          []string{"127.0.0.1:19000"},
-		Database:      "contain",
-		Username:      "default",
-		DialTimeout:   5 * time.Second,
-		InsertTimeout: 15 * time.Second,
-		BatchMaxRows:  100_000,
-		FetchMessages: 512,
-		FlushInterval: time.Second,
-		AckWait:       60 * time.Second,
-		RetryDelay:    time.Second,
-		DurablePrefix: "store",
+		Addr:            []string{"127.0.0.1:19000"},
+		Database:        "contain",
+		Username:        "default",
+		DialTimeout:     5 * time.Second,
+		InsertTimeout:   15 * time.Second,
+		InsertMaxAge:    time.Second,
+		InsertMaxBytes:  DefaultInsertMaxBytes,
+		FetchMessages:   4096,
+		BatchMaxRows:    500_000,
+		InsertsInFlight: 1,
+		InsertBlockRows: 8192,
+		AckWait:         60 * time.Second,
+		RetryDelay:      time.Second,
+		DurablePrefix:   "store",
 
 		ImagesBucket:    kvdoc.ImagesBucket,
 		ProfilesBucket:  kvdoc.ProfilesBucket,
 		BaselinesBucket: kvdoc.BaselinesBucket,
+
+		Cluster: ClusterConfig{Write: WriteDistributed, ZooKeeperPrefix: "/clickhouse/tables/{shard}"},
 	}
 }
 
@@ -117,28 +192,37 @@ func (c Config) Validate() error {
 		return errors.New("store.dial_timeout: must be > 0")
 	case c.InsertTimeout <= 0:
 		return errors.New("store.insert_timeout: must be > 0")
-	case c.BatchMaxRows <= 0:
-		return errors.New("store.batch_max_rows: must be > 0")
+	case c.BatchMaxRows <= 0 || c.BatchMaxRows > maxBatchRows:
+		return fmt.Errorf("store.batch_max_rows: must be in 1..%d (an INSERT past ClickHouse's min_insert_block_size_rows is not atomic)", maxBatchRows)
 	case c.FetchMessages <= 0:
 		return errors.New("store.fetch_messages: must be > 0")
-	case c.FlushInterval <= 0:
-		return errors.New("store.flush_interval: must be > 0")
+	case c.InsertMaxAge <= 0:
+		return errors.New("store.insert_max_age: must be > 0")
+	case c.InsertMaxBytes < MinInsertMaxBytes:
+		return fmt.Errorf("store.insert_max_bytes: %d must be at least %d (the largest NATS message and its headers)", c.InsertMaxBytes, MinInsertMaxBytes)
+	case c.InsertsInFlight <= 0 || c.InsertsInFlight > 16:
+		return errors.New("store.inserts_in_flight: must be in 1..16")
+	case c.InsertBlockRows <= 0:
+		return errors.New("store.insert_block_rows: must be > 0")
 	case c.RetryDelay <= 0:
 		return errors.New("store.retry_delay: must be > 0")
 	case c.AckWait <= 0:
 		return errors.New("store.ack_wait: must be > 0")
 	case c.AckWait <= c.maxHandle():
-		// A fetch waits up to FlushInterval, then (when the schema is not
+		// A fetch waits up to InsertMaxAge, then (when the schema is not
 		// in place yet) migrates and inserts, each bounded: all of it must
 		// end before NATS gives up on the ack, or every slow insert would
 		// also be redelivered behind the store's back.
-		return fmt.Errorf("store.ack_wait: %v must exceed flush_interval + dial_timeout + 2*insert_timeout (%v)", c.AckWait, c.maxHandle())
+		return fmt.Errorf("store.ack_wait: %v must exceed insert_max_age + dial_timeout + 2*insert_timeout (%v)", c.AckWait, c.maxHandle())
 	case c.DurablePrefix == "" || !identRE.MatchString(c.DurablePrefix):
 		return fmt.Errorf("store.durable_prefix: %q must match %s", c.DurablePrefix, identRE)
 	case c.Retention < 0 || (c.Retention > 0 && c.Retention < 24*time.Hour):
 		return fmt.Errorf("store.retention: %v must be 0 (keep everything) or at least 24h (retention drops whole days)", c.Retention)
 	}
 	if err := c.validateSecrets(); err != nil {
+		return err
+	}
+	if err := c.Cluster.validate(); err != nil {
 		return err
 	}
 	for _, b := range []struct{ key, v string }{
@@ -153,7 +237,23 @@ func (c Config) Validate() error {
 	return nil
 }
 
+var zkPathRE = regexp.MustCompile(`^/[A-Za-z0-9_{}/.-]*$`)
+
+func (c ClusterConfig) validate() error {
+	switch {
+	case c.Name == "" && (c.Write == WriteLocal || c.Replicated):
+		return errors.New("store.cluster.name: required with store.cluster.write=local or store.cluster.replicated")
+	case c.Name != "" && !identRE.MatchString(c.Name):
+		return fmt.Errorf("store.cluster.name: %q must match %s", c.Name, identRE)
+	case c.Write != WriteDistributed && c.Write != WriteLocal:
+		return fmt.Errorf("store.cluster.write: %q must be %q or %q", c.Write, WriteDistributed, WriteLocal)
+	case c.Replicated && !zkPathRE.MatchString(c.ZooKeeperPrefix):
+		return fmt.Errorf("store.cluster.zookeeper_prefix: %q must match %s", c.ZooKeeperPrefix, zkPathRE)
+	}
+	return nil
+}
+
 // maxHandle bounds the time from a fetch's first message to its ack.
 func (c Config) maxHandle() time.Duration {
-	return c.FlushInterval + c.DialTimeout + 2*c.InsertTimeout
+	return c.InsertMaxAge + c.DialTimeout + 2*c.InsertTimeout
 }

@@ -72,4 +72,9 @@
 //     Config.Retention set, Run calls it at start and then daily (failures
 //     counted as kind="prune" and retried after a minute). Image-level
 //     tables are never pruned.
+//   - On a ClickHouse cluster (Config.Cluster, docs/design/023-clickhouse-cluster.md)
+//     the same table names are Distributed tables over <table>_local on
+//     every node, sharded by container, so readers and SQL are unchanged;
+//     an INSERT returns only once every shard holds its rows (either write
+//     mode), and Open refuses an addr that misses a node of the cluster.
 package store

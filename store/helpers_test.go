@@ -25,7 +25,7 @@ func testConfig(t testing.TB) Config {
 	cfg := DefaultConfig()
 	cfg.Addr = []string{addr}
 	cfg.Database = "contain_test_" + hex.EncodeToString(b[:])
-	cfg.FlushInterval = 100 * time.Millisecond
+	cfg.InsertMaxAge = 100 * time.Millisecond
 	cfg.RetryDelay = 100 * time.Millisecond
 	cfg.InsertTimeout = 5 * time.Second
 	cfg.AckWait = 15 * time.Second

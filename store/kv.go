@@ -90,7 +90,7 @@ func (s *Store) watchKV(ctx context.Context, js jetstream.JetStream, b kvBucket,
 			AckPolicy:     jetstream.AckExplicitPolicy,
 			AckWait:       s.cfg.AckWait,
 			DeliverPolicy: jetstream.DeliverAllPolicy,
-			MaxAckPending: 4 * s.cfg.FetchMessages,
+			MaxAckPending: 4 * kvFetchMax,
 			MaxDeliver:    -1,
 		})
 		if err != nil {
@@ -128,7 +128,7 @@ func (s *Store) consumeKV(ctx context.Context, cons jetstream.Consumer, b kvBuck
 	backoff := s.cfg.RetryDelay
 	fails := 0
 	for ctx.Err() == nil {
-		msgs, err := fetchKV(cons, s.cfg.FetchMessages, s.cfg.FlushInterval)
+		msgs, err := fetchKV(cons, min(s.cfg.FetchMessages, kvFetchMax), s.cfg.InsertMaxAge)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -215,6 +215,9 @@ func (s *Store) insertKV(ctx context.Context, db *kvRows, m *metrics.Metrics) er
 
 // fetchKV takes what is pending (up to n) or waits up to wait for the
 // first entry and takes what came with it.
+// kvFetchMax bounds a KV fetch: a baseline version can be large.
+const kvFetchMax = 512
+
 func fetchKV(cons jetstream.Consumer, n int, wait time.Duration) ([]jetstream.Msg, error) {
 	b, err := cons.FetchNoWait(n)
 	out, err := drainKV(b, err)

@@ -287,46 +287,72 @@ const ddlDeclarations = `CREATE TABLE IF NOT EXISTS declarations (
 ORDER BY (image_digest, profile_version, source)`
 
 // migrate creates schema_migrations and applies the migrations it does
-// not list yet, in order.
-func migrate(ctx context.Context, conn driver.Conn, log *slog.Logger) error {
-	if err := conn.Exec(ctx, ddlMigrations); err != nil {
-		return fmt.Errorf("creating schema_migrations: %w", err)
-	}
-	applied := map[uint32]bool{}
-	rows, err := conn.Query(ctx, "SELECT DISTINCT version FROM schema_migrations")
+// not list yet, in order, in sc's form.
+func migrate(ctx context.Context, conn driver.Conn, sc schema, log *slog.Logger) error {
+	applied, err := appliedMigrations(ctx, conn)
 	if err != nil {
-		return fmt.Errorf("reading schema_migrations: %w", err)
-	}
-	for rows.Next() {
-		var v uint32
-		if err := rows.Scan(&v); err != nil {
-			rows.Close()
-			return fmt.Errorf("reading schema_migrations: %w", err)
-		}
-		applied[v] = true
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("reading schema_migrations: %w", err)
+		return err
 	}
 	for _, m := range migrations {
 		if applied[m.version] {
 			continue
 		}
-		for i, stmt := range m.stmts {
-			if err := conn.Exec(ctx, stmt); err != nil {
+		if err := applyMigration(ctx, conn, sc, m); err != nil {
+			return err
+		}
+		log.Info("applied schema migration", logfields.Version, m.version, logfields.Name, m.name)
+	}
+	return nil
+}
+
+// appliedMigrations creates schema_migrations if needed (a plain table of
+// the server, on a cluster too) and returns the versions it lists.
+func appliedMigrations(ctx context.Context, conn driver.Conn) (map[uint32]bool, error) {
+	if err := conn.Exec(ctx, ddlMigrations); err != nil {
+		return nil, fmt.Errorf("creating schema_migrations: %w", err)
+	}
+	applied := map[uint32]bool{}
+	rows, err := conn.Query(ctx, "SELECT DISTINCT version FROM schema_migrations")
+	if err != nil {
+		return nil, fmt.Errorf("reading schema_migrations: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var v uint32
+		if err := rows.Scan(&v); err != nil {
+			return nil, fmt.Errorf("reading schema_migrations: %w", err)
+		}
+		applied[v] = true
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("reading schema_migrations: %w", err)
+	}
+	return applied, nil
+}
+
+// applyMigration runs m's statements and column additions in sc's form and
+// records m.
+func applyMigration(ctx context.Context, conn driver.Conn, sc schema, m migration) error {
+	for i, stmt := range m.stmts {
+		stmts, err := sc.stmts(stmt)
+		if err != nil {
+			return fmt.Errorf("migration %d (%s) statement %d: %w", m.version, m.name, i+1, err)
+		}
+		for _, st := range stmts {
+			if err := conn.Exec(ctx, st); err != nil {
 				return fmt.Errorf("migration %d (%s) statement %d: %w", m.version, m.name, i+1, err)
 			}
 		}
-		for _, c := range m.columns {
-			if err := addColumn(ctx, conn, c); err != nil {
+	}
+	for _, c := range m.columns {
+		for _, t := range sc.columnTables(c.table) {
+			if err := addColumn(ctx, conn, column{t, c.name, c.typ}); err != nil {
 				return fmt.Errorf("migration %d (%s): %w", m.version, m.name, err)
 			}
 		}
-		if err := record(ctx, conn, m); err != nil {
-			return fmt.Errorf("recording migration %d: %w", m.version, err)
-		}
-		log.Info("applied schema migration", logfields.Version, m.version, logfields.Name, m.name)
+	}
+	if err := record(ctx, conn, m); err != nil {
+		return fmt.Errorf("recording migration %d: %w", m.version, err)
 	}
 	return nil
 }

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
 	"github.com/containsec/contain/internal/logfields"
 )
 
@@ -22,10 +24,28 @@ func (s *Store) Prune(ctx context.Context, olderThan time.Duration) ([]string, e
 		return nil, err
 	}
 	cutoff := time.Now().UTC().Add(-olderThan)
-	rows, err := s.conn.Query(ctx,
+	if s.nodes == nil {
+		return s.prune(ctx, s.conn, s.addr, cutoff)
+	}
+	// On a cluster every node holds its own parts of <table>_local.
+	var dropped []string
+	for _, n := range s.nodes {
+		d, err := s.prune(ctx, n.conn, n.addr, cutoff)
+		dropped = append(dropped, d...)
+		if err != nil {
+			return dropped, err
+		}
+	}
+	return dropped, nil
+}
+
+// prune drops the day partitions of conn's database that ended before
+// cutoff.
+func (s *Store) prune(ctx context.Context, conn driver.Conn, addr string, cutoff time.Time) ([]string, error) {
+	rows, err := conn.Query(ctx,
 		"SELECT DISTINCT table, partition FROM system.parts WHERE database = ? AND active ORDER BY table, partition", s.cfg.Database)
 	if err != nil {
-		return nil, fmt.Errorf("store: prune: listing partitions at clickhouse %s: %w", s.addr, err)
+		return nil, fmt.Errorf("store: prune: listing partitions at clickhouse %s: %w", addr, err)
 	}
 	type part struct{ table, partition string }
 	var old []part
@@ -50,7 +70,7 @@ func (s *Store) Prune(ctx context.Context, olderThan time.Duration) ([]string, e
 	var dropped []string
 	for _, p := range old {
 		// Both values come from system.parts and were checked above.
-		if err := s.conn.Exec(ctx, fmt.Sprintf("ALTER TABLE %s DROP PARTITION %s", quoteIdent(p.table), p.partition)); err != nil {
+		if err := conn.Exec(ctx, fmt.Sprintf("ALTER TABLE %s DROP PARTITION %s", quoteIdent(p.table), p.partition)); err != nil {
 			return dropped, fmt.Errorf("store: prune: dropping %s/%s: %w", p.table, p.partition, err)
 		}
 		s.log.Info("dropped partition", logfields.Table, p.table, logfields.Partition, p.partition)

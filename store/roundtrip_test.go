@@ -320,7 +320,7 @@ func TestRedeliveryIsIdempotent(t *testing.T) {
 	cfg := testConfig(t)
 	s := openStore(t, cfg)
 	m := metrics.New()
-	rs := newRowSet(false)
+	rs := s.bufs()
 	ids := containv1.NewIDGen()
 	b := bus.NewProducer("h", "test").Batch(sampleEvents(ids, "c-dup", time.Now()))
 	for range 3 {

@@ -435,11 +435,17 @@ type rowSet struct {
 	keepRaw                 bool
 	scratch                 eventRow // column getters copy out of it
 	added                   idSet    // ids added since the last reset
+	// local are the per-shard sets of write=local (design 023), made on
+	// first use.
+	local []*rowSet
 }
 
-func newRowSet(keepRaw bool) *rowSet {
+func newRowSet(keepRaw bool) *rowSet { return newRowSetCap(keepRaw, 1024) }
+
+// newRowSetCap preallocates capacity events rows.
+func newRowSetCap(keepRaw bool, capacity int) *rowSet {
 	return &rowSet{
-		events:  newRowBuf(eventsTable, 1024),
+		events:  newRowBuf(eventsTable, capacity),
 		alerts:  newRowBuf(alertsTable, 16),
 		actions: newRowBuf(actionsTable, 16),
 		keepRaw: keepRaw,

@@ -2,9 +2,11 @@ package store
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -41,7 +43,50 @@ type Store struct {
 	prunes                             atomic.Int64 // successful retention passes
 
 	noLookup bool // benchmarks only: insert without the duplicate lookup
+
+	// On a cluster (design 023): a connection to every node of
+	// store.addr, and the shards as the Distributed tables see them
+	// (known once the schema is in place).
+	nodes []*node
+	topo  *topology
 }
+
+// dialer dials ClickHouse (over TLS when tc is set) with SO_LINGER 0:
+// closing a connection resets it. An aborted INSERT is dropped by closing
+// its connection (tableWriter.abort), and ClickHouse 18.16 takes a plain
+// close between two data blocks for the end of the data and commits what
+// it got (seen in TestInsertAbortedCommitsNothing); a reset is an error
+// that cancels the INSERT.
+func dialer(timeout time.Duration, tc *tls.Config) func(context.Context, string) (net.Conn, error) {
+	return func(ctx context.Context, addr string) (net.Conn, error) {
+		d := net.Dialer{Timeout: timeout}
+		c, err := d.DialContext(ctx, "tcp", addr)
+		if err != nil {
+			return nil, err
+		}
+		if tcp, ok := c.(*net.TCPConn); ok {
+			_ = tcp.SetLinger(0)
+		}
+		if tc == nil {
+			return c, nil
+		}
+		cfg := tc.Clone()
+		if cfg.ServerName == "" {
+			cfg.ServerName, _, _ = net.SplitHostPort(addr)
+		}
+		t := tls.Client(c, cfg)
+		hctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		if err := t.HandshakeContext(hctx); err != nil {
+			c.Close()
+			return nil, err
+		}
+		return t, nil
+	}
+}
+
+// maxCompressionBuffer bounds the driver's buffers per connection.
+const maxCompressionBuffer = 2 << 20
 
 // settings every session needs: LowCardinality columns on 18.x.
 var settings = clickhouse.Settings{"allow_experimental_low_cardinality_type": 1}
@@ -56,18 +101,21 @@ func options(cfg Config, database string) (*clickhouse.Options, error) {
 		return nil, err
 	}
 	return &clickhouse.Options{
-		Addr:             cfg.Addr,
-		Auth:             clickhouse.Auth{Database: database, Username: cfg.Username, Password: pw},
-		TLS:              tc,
-		Protocol:         clickhouse.Native,
-		DialTimeout:      cfg.DialTimeout,
-		ReadTimeout:      cfg.InsertTimeout,
-		Settings:         settings,
-		Compression:      &clickhouse.Compression{Method: clickhouse.CompressionLZ4},
-		MaxOpenConns:     8,
-		MaxIdleConns:     4,
-		ConnMaxLifetime:  time.Hour,
-		ConnOpenStrategy: clickhouse.ConnOpenInOrder,
+		Addr:        cfg.Addr,
+		Auth:        clickhouse.Auth{Database: database, Username: cfg.Username, Password: pw},
+		DialContext: dialer(cfg.DialTimeout, tc),
+		Protocol:    clickhouse.Native,
+		DialTimeout: cfg.DialTimeout,
+		ReadTimeout: cfg.InsertTimeout,
+		Settings:    clusterSettings(cfg),
+		Compression: &clickhouse.Compression{Method: clickhouse.CompressionLZ4},
+		// A block is encoded, compressed and written in pieces of this
+		// size: it bounds each connection's buffers (kept while pooled).
+		MaxCompressionBuffer: maxCompressionBuffer,
+		MaxOpenConns:         8,
+		MaxIdleConns:         4,
+		ConnMaxLifetime:      time.Hour,
+		ConnOpenStrategy:     clickhouse.ConnOpenInOrder,
 	}, nil
 }
 
@@ -97,15 +145,20 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
+	nodes, err := openNodes(cfg)
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
 	s := &Store{cfg: cfg, log: log, conn: conn, addr: strings.Join(cfg.Addr, ","),
-		bucketPoll: 2 * time.Second, pruneEvery: pruneEvery, pruneRetry: pruneRetry}
+		bucketPoll: 2 * time.Second, pruneEvery: pruneEvery, pruneRetry: pruneRetry, nodes: nodes}
 	if err := s.Migrate(ctx); err != nil {
 		if isTLSVerify(err) {
-			conn.Close()
+			s.Close()
 			return nil, tlsconfig.Explain("store.tls", err)
 		}
 		if !isUnavailable(err) {
-			conn.Close()
+			s.Close()
 			return nil, err
 		}
 		s.markDown(err, "setting up the schema")
@@ -117,7 +170,8 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Store, error) {
 // from one that answered with an error (a bug or a bad setup).
 func isUnavailable(err error) bool {
 	var ex *clickhouse.Exception
-	return !errors.As(err, &ex)
+	var te *topologyError
+	return !errors.As(err, &ex) && !errors.As(err, &te)
 }
 
 // Migrate creates the database if needed and applies pending migrations.
@@ -128,8 +182,17 @@ func (s *Store) Migrate(ctx context.Context) error {
 	if s.ready.Load() {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.DialTimeout+s.cfg.InsertTimeout)
+	// Each server's part is bounded like one insert (a cluster's nodes
+	// migrate in turn).
+	ctx, cancel := context.WithTimeout(ctx, time.Duration(max(1, len(s.nodes)))*(s.cfg.DialTimeout+s.cfg.InsertTimeout))
 	defer cancel()
+	if s.nodes != nil {
+		if err := s.migrateCluster(ctx); err != nil {
+			return err
+		}
+		s.ready.Store(true)
+		return nil
+	}
 	// The database must exist before a session can select it.
 	bopts, err := options(s.cfg, "default")
 	if err != nil {
@@ -143,7 +206,7 @@ func (s *Store) Migrate(ctx context.Context) error {
 	if err := boot.Exec(ctx, "CREATE DATABASE IF NOT EXISTS "+s.cfg.Database); err != nil {
 		return fmt.Errorf("store: clickhouse %s: creating database %s: %w", s.addr, s.cfg.Database, err)
 	}
-	if err := migrate(ctx, s.conn, s.log); err != nil {
+	if err := migrate(ctx, s.conn, schema{database: s.cfg.Database}, s.log); err != nil {
 		return fmt.Errorf("store: clickhouse %s: %w", s.addr, err)
 	}
 	s.ready.Store(true)
@@ -156,8 +219,11 @@ func (s *Store) Ready() bool { return s.ready.Load() }
 // Conn is the ClickHouse connection, for queries (database selected).
 func (s *Store) Conn() driver.Conn { return s.conn }
 
-// Close closes the connection.
-func (s *Store) Close() error { return s.conn.Close() }
+// Close closes the connections.
+func (s *Store) Close() error {
+	closeNodes(s.nodes)
+	return s.conn.Close()
+}
 
 // markDown logs the first failure of an outage at Error, with the address,
 // and later ones at Debug; markUp logs the recovery.
@@ -213,18 +279,20 @@ func (s *Store) Run(ctx context.Context, js jetstream.JetStream, m *metrics.Metr
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			rs := newRowSet(s.cfg.StoreRaw)
+			fb := newFetchBufs(s.cfg)
 			h := func(ctx context.Context, batches []*containv1.Batch) error {
-				return s.handle(ctx, rs, batches, m)
+				return s.handle(ctx, fb, batches, m)
 			}
 			err := bus.Consume(ctx, js, bus.ConsumerConfig{
-				Stream:     stream,
-				Durable:    durable,
-				Stage:      metrics.StageStore,
-				Fetch:      s.cfg.FetchMessages,
-				FetchWait:  s.cfg.FlushInterval,
-				AckWait:    s.cfg.AckWait,
-				RetryDelay: s.cfg.RetryDelay,
+				Stream:        stream,
+				Durable:       durable,
+				Stage:         metrics.StageStore,
+				Fetch:         s.cfg.FetchMessages,
+				FetchWait:     s.cfg.InsertMaxAge,
+				FetchFill:     true,
+				FetchMaxBytes: s.cfg.InsertMaxBytes,
+				AckWait:       s.cfg.AckWait,
+				RetryDelay:    s.cfg.RetryDelay,
 			}, h, m, s.log.With(logfields.Stream, stream))
 			if err != nil {
 				errs <- fmt.Errorf("store: consuming %s: %w", stream, err)
@@ -240,67 +308,6 @@ func (s *Store) Run(ctx context.Context, js jetstream.JetStream, m *metrics.Metr
 		}
 		return all
 	}()...)
-}
-
-// handle inserts the rows of one fetch. An error makes bus.Consume
-// redeliver the whole fetch later.
-func (s *Store) handle(ctx context.Context, rs *rowSet, batches []*containv1.Batch, m *metrics.Metrics) error {
-	defer rs.reset()
-	if !s.ready.Load() {
-		if err := s.Migrate(ctx); err != nil {
-			m.Errors.WithLabelValues(metrics.StageStore, "migrate").Inc()
-			if isUnavailable(err) {
-				s.markDown(err, "setting up the schema")
-			}
-			return err
-		}
-	}
-	now := time.Now()
-	ictx, cancel := context.WithTimeout(ctx, s.cfg.InsertTimeout)
-	defer cancel()
-	var have idSet
-	var err error
-	if !s.noLookup {
-		have, err = s.existing(ictx, batches, now)
-	}
-	if err != nil {
-		m.Errors.WithLabelValues(metrics.StageStore, "insert").Inc()
-		if isUnavailable(err) {
-			s.markDown(err, "looking up ids")
-		}
-		return err
-	}
-	dups := 0
-	for _, b := range batches {
-		dups += rs.add(b, now, have)
-	}
-	if dups > 0 {
-		m.Dropped.WithLabelValues(metrics.StageStore, reasonDuplicate).Add(float64(dups))
-	}
-	for _, buf := range []*rowBuf[row]{rs.events, rs.alerts, rs.actions} {
-		if err := s.insert(ictx, buf); err != nil {
-			m.Errors.WithLabelValues(metrics.StageStore, "insert").Inc()
-			if isUnavailable(err) {
-				s.markDown(err, "inserting into "+buf.def.name)
-			}
-			return err
-		}
-	}
-	if err := s.insertCommitsOf(ictx, batches); err != nil {
-		m.Errors.WithLabelValues(metrics.StageStore, "insert").Inc()
-		if isUnavailable(err) {
-			s.markDown(err, "inserting into commits")
-		}
-		return err
-	}
-	s.markUp()
-	m.EventsOut.WithLabelValues(metrics.StageStore).Add(float64(rs.len()))
-	return nil
-}
-
-// insert sends buf in INSERTs of at most BatchMaxRows rows.
-func (s *Store) insert(ctx context.Context, buf *rowBuf[row]) error {
-	return insertRows(ctx, s.conn, buf, s.cfg.BatchMaxRows, s.addr)
 }
 
 func insertRows[R any](ctx context.Context, conn driver.Conn, buf *rowBuf[R], maxRows int, addr string) error {
@@ -330,5 +337,5 @@ func insertRange[R any](ctx context.Context, conn driver.Conn, buf *rowBuf[R], l
 // Insert writes batches as Run would (same rows, same duplicate skipping),
 // for tools that load history without a stream (tests, imports).
 func (s *Store) Insert(ctx context.Context, m *metrics.Metrics, batches ...*containv1.Batch) error {
-	return s.handle(ctx, newRowSet(s.cfg.StoreRaw), batches, m)
+	return s.handle(ctx, s.bufs(), batches, m)
 }

@@ -22,15 +22,18 @@ func TestConfigValidate(t *testing.T) {
 		t.Fatalf("default config: %v", err)
 	}
 	for key, mod := range map[string]func(*Config){
-		"store.addr":             func(c *Config) { c.Addr = nil },
-		"store.database":         func(c *Config) { c.Database = "x; DROP TABLE y" },
-		"store.batch_max_rows":   func(c *Config) { c.BatchMaxRows = 0 },
-		"store.ack_wait":         func(c *Config) { c.AckWait = c.InsertTimeout },
-		"store.flush_interval":   func(c *Config) { c.FlushInterval = 0 },
-		"store.retention":        func(c *Config) { c.Retention = time.Hour },
-		"store.images_bucket":    func(c *Config) { c.ImagesBucket = "a.b" },
-		"store.profiles_bucket":  func(c *Config) { c.ProfilesBucket = "a b" },
-		"store.baselines_bucket": func(c *Config) { c.BaselinesBucket = "$KV" },
+		"store.addr":              func(c *Config) { c.Addr = nil },
+		"store.database":          func(c *Config) { c.Database = "x; DROP TABLE y" },
+		"store.batch_max_rows":    func(c *Config) { c.BatchMaxRows = 0 },
+		"store.ack_wait":          func(c *Config) { c.AckWait = c.InsertTimeout },
+		"store.insert_max_age":    func(c *Config) { c.InsertMaxAge = 0 },
+		"store.insert_max_bytes":  func(c *Config) { c.InsertMaxBytes = 1 << 20 },
+		"store.inserts_in_flight": func(c *Config) { c.InsertsInFlight = 0 },
+		"store.insert_block_rows": func(c *Config) { c.InsertBlockRows = 0 },
+		"store.retention":         func(c *Config) { c.Retention = time.Hour },
+		"store.images_bucket":     func(c *Config) { c.ImagesBucket = "a.b" },
+		"store.profiles_bucket":   func(c *Config) { c.ProfilesBucket = "a b" },
+		"store.baselines_bucket":  func(c *Config) { c.BaselinesBucket = "$KV" },
 	} {
 		c := DefaultConfig()
 		mod(&c)
@@ -45,7 +48,7 @@ func TestMigrationsIdempotent(t *testing.T) {
 	cfg := testConfig(t)
 	s1 := openStore(t, cfg)
 	s2 := openStore(t, cfg) // a second Open on the same database
-	if err := migrate(context.Background(), s2.Conn(), testenv.Logger(t)); err != nil {
+	if err := migrate(context.Background(), s2.Conn(), schema{database: cfg.Database}, testenv.Logger(t)); err != nil {
 		t.Fatalf("third run: %v", err)
 	}
 	if n := queryUint(t, s1, "SELECT count() FROM schema_migrations"); n != uint64(len(migrations)) {
@@ -95,7 +98,7 @@ func TestAddColumnMigration(t *testing.T) {
 		n := queryUint(t, s, "SELECT count() FROM schema_migrations WHERE version = 4")
 		return n == 0, fmt.Sprintf("%d rows of version 4", n)
 	})
-	if err := migrate(ctx, s.Conn(), testenv.Logger(t)); err != nil {
+	if err := migrate(ctx, s.Conn(), schema{database: s.cfg.Database}, testenv.Logger(t)); err != nil {
 		t.Fatal(err)
 	}
 	if n := queryUint(t, s, "SELECT count() FROM system.columns WHERE database = ? AND table = 'events' AND name = 'file_uid'", cfg.Database); n != 1 {

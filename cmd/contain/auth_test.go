@@ -29,7 +29,7 @@ import (
 // the embedded server enforces, so the shipped file cannot drift from it.
 func TestDeployConfMatchesTable(t *testing.T) {
 	var want bytes.Buffer
-	if err := writeNATSConf(&want, deployConfHosts); err != nil {
+	if err := writeNATSConf(&want, deployConfHosts, 1); err != nil {
 		t.Fatal(err)
 	}
 	path := filepath.Join(testenv.RepoRoot(t), deployConf)

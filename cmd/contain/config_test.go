@@ -208,7 +208,7 @@ func TestConfigErrorsNameKeyAndValue(t *testing.T) {
 	dir := t.TempDir()
 	for body, want := range map[string]string{
 		"collector:\n  queue_len: lots\n":                   `collector.queue_len: "lots" is not an integer`,
-		"store:\n  flush_interval: 5 minutes\n":             `store.flush_interval: "5 minutes" is not a duration`,
+		"store:\n  insert_max_age: 5 minutes\n":             `store.insert_max_age: "5 minutes" is not a duration`,
 		"responder:\n  policy:\n    never_pause_idz: [x]\n": "unknown key responder.policy.never_pause_idz",
 		"responder:\n  dry_run: maybe\n":                    `responder.dry_run: "maybe" is not true or false`,
 	} {

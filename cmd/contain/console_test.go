@@ -64,7 +64,7 @@ func TestConsoleBrowser(t *testing.T) {
 	cfg.Enricher.Registry.Enabled = false
 	cfg.Store.Addr = []string{testenv.ClickHouseAddr(t)}
 	cfg.Store.Database = fmt.Sprintf("contain_console_%d", time.Now().UnixNano())
-	cfg.Store.FlushInterval = 200 * time.Millisecond
+	cfg.Store.InsertMaxAge = 200 * time.Millisecond
 	t.Cleanup(func() { dropDatabase(t, cfg.Store.Addr[0], cfg.Store.Database) })
 	alicePW, bobPW := "alice-console-pw", "bob-console-pw"
 	cfg.Console.Users = []console.User{

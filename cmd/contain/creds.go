@@ -41,6 +41,7 @@ func (c *Config) names() auth.Names {
 	n := auth.DefaultNames()
 	n.EnricherDurable = c.Enricher.Durable
 	n.AnalyzerDurable = c.Analyzer.Durable
+	n.AnalyzerPartitions = c.Analyzer.Partitions
 	n.StoreDurablePrefix = c.Store.DurablePrefix
 	n.ResponderDurable = c.Responder.Durable
 	n.NotifyDurablePrefix = c.Notify.DurablePrefix
@@ -170,6 +171,7 @@ var readerRoles = []string{auth.RoleReader, auth.RoleOperator}
 // the same permission table the embedded server enforces.
 func natsConfCommand(*globalOpts) *cobra.Command {
 	var hosts []string
+	var partitions int
 	cmd := &cobra.Command{
 		Use:   "nats-conf",
 		Short: "Print a nats-server configuration granting contain's roles (deploy/nats/contain.conf) for --hosts",
@@ -183,10 +185,11 @@ func natsConfCommand(*globalOpts) *cobra.Command {
 					return fmt.Errorf("--hosts: %q is not a plain subject token", h)
 				}
 			}
-			return writeNATSConf(cmd.OutOrStdout(), hosts)
+			return writeNATSConf(cmd.OutOrStdout(), hosts, partitions)
 		},
 	}
 	cmd.Flags().StringSliceVar(&hosts, "hosts", nil, "the hosts running a collector and a responder")
+	cmd.Flags().IntVar(&partitions, "analyzer-partitions", 1, "analyzer.partitions: above 1, grant the analyzer its partition consumers and leases bucket")
 	return cmd
 }
 
@@ -233,11 +236,13 @@ jetstream {
 `
 
 // writeNATSConf writes the whole configuration file for hosts.
-func writeNATSConf(w io.Writer, hosts []string) error {
+func writeNATSConf(w io.Writer, hosts []string, partitions int) error {
 	if _, err := fmt.Fprintf(w, confHeader, strings.Join(hosts, ",")); err != nil {
 		return err
 	}
-	return auth.WriteConf(w, auth.Table(auth.DefaultNames(), hosts))
+	n := auth.DefaultNames()
+	n.AnalyzerPartitions = partitions
+	return auth.WriteConf(w, auth.Table(n, hosts))
 }
 
 // deployConf is the shipped configuration, relative to the module root.

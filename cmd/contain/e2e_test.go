@@ -44,7 +44,7 @@ func TestEndToEnd(t *testing.T) {
 	cfg.Auth.CredsDir = a.dir // the responder and analyzer trust its operator.nk
 	cfg.Store.Addr = []string{chAddr}
 	cfg.Store.Database = db
-	cfg.Store.FlushInterval = 200 * time.Millisecond
+	cfg.Store.InsertMaxAge = 200 * time.Millisecond
 	cfg.Analyzer.LearningWindow = learning
 	// The deviation below is run through `runc exec`: an exec session,
 	// scored (not just recorded) so that it pauses.

@@ -22,8 +22,10 @@ var Version = ""
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	stopProfile := startCPUProfile()
 	err := newRoot().ExecuteContext(ctx)
 	stop()
+	stopProfile()
 	if err != nil {
 		var ee exitError
 		if errors.As(err, &ee) {

@@ -36,7 +36,7 @@ func TestCheckConfig(t *testing.T) {
 	// The shipped sample validates as it is (host: "" = the machine's name).
 	sample := filepath.Join(testenv.RepoRoot(t), "deploy", "contain.yaml")
 	if out, err := runCLI(t, "check-config", "-c", sample); err != nil || !strings.Contains(out, "    wakeup_coalesce: 20ms") ||
-		!strings.Contains(out, "    exec_sessions: record") {
+		!strings.Contains(out, "    exec_sessions: behaviours") {
 		t.Fatalf("deploy/contain.yaml: %v\n%s", err, out)
 	}
 	if _, err := runCLI(t, "check-config", "-c", "deploy-does-not-exist.yaml"); err == nil {

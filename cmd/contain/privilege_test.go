@@ -69,7 +69,7 @@ func TestStagesRunUnprivileged(t *testing.T) {
 	run := exec.CommandContext(ctx, bin, "run", "--stages", "enricher,analyzer,store", "--nats-url", url,
 		"--clickhouse", chAddr, "--metrics-listen", "", "--host", "unpriv")
 	asNobody(run)
-	run.Env = append(run.Env, "CONTAIN_STORE_DATABASE="+db, "CONTAIN_ENRICHER_REGISTRY_ENABLED=false", "CONTAIN_STORE_FLUSH_INTERVAL=100ms")
+	run.Env = append(run.Env, "CONTAIN_STORE_DATABASE="+db, "CONTAIN_ENRICHER_REGISTRY_ENABLED=false", "CONTAIN_STORE_INSERT_MAX_AGE=100ms")
 	run.Stdout, run.Stderr = &logs, &logs
 	run.Cancel = func() error { return run.Process.Signal(os.Interrupt) }
 	run.WaitDelay = 10 * time.Second

@@ -104,7 +104,7 @@ func matches(s store.Selection, ev *containv1.Event) bool {
 
 // readHistory calls fn with every event sel selects from source, in order,
 // and returns how many stream messages did not decode.
-func readHistory(ctx context.Context, source string, js jetstream.JetStream, r *store.Reader, sel store.Selection,
+func readHistory(ctx context.Context, source string, js jetstream.JetStream, r *store.Reader, sel store.Selection, partitions int,
 	fn func(*containv1.Event) error) (malformed uint64, err error) {
 	switch source {
 	case sourceClickHouse:
@@ -112,7 +112,14 @@ func readHistory(ctx context.Context, source string, js jetstream.JetStream, r *
 	case sourceJetStream:
 		subject := containv1.SubjectPrefix + ".events.>"
 		if sel.Host != "" {
+			// A host's events: on contain.v1.events.<host>, or on its
+			// partitions' subjects when the enricher routes them
+			// (analyzer.partitions > 1). One filter keeps them in stream
+			// order and within the reader's consumer rights.
 			subject = containv1.EventsSubject(sel.Host)
+			if partitions > 1 {
+				subject += ".*"
+			}
 		}
 		err := readStream(ctx, js, containv1.StreamEvents, subject, sel.From, sel.To, false, func(b *containv1.Batch) error {
 			for _, ev := range b.GetEvents() {
@@ -228,7 +235,7 @@ forces it).`,
 				r.bar = newProgressBar(cmd.ErrOrStderr(), "replay", total)
 			}
 			r.start = time.Now()
-			r.malformed, err = readHistory(cmd.Context(), source, js, rd, sel, r.event)
+			r.malformed, err = readHistory(cmd.Context(), source, js, rd, sel, cfg.Analyzer.Partitions, r.event)
 			if err == nil {
 				err = r.flush(cmd.Context())
 			}

@@ -36,7 +36,13 @@ func TestReplay(t *testing.T) {
 	history = append(history, exec(30*time.Second, "/bin/wget"))
 	p := bus.NewProducer("h1", "enricher")
 	for i := 0; i < len(history); i += 7 {
-		if err := bus.Publish(context.Background(), js, containv1.EventsSubject("h1"), p.Batch(history[i:min(i+7, len(history))])); err != nil {
+		// The last batch as a partitioned enricher publishes it
+		// (analyzer.partitions > 1): replay reads both.
+		subject := containv1.EventsSubject("h1")
+		if i+7 >= len(history) {
+			subject = containv1.EventsPartitionSubject("h1", 2)
+		}
+		if err := bus.Publish(context.Background(), js, subject, p.Batch(history[i:min(i+7, len(history))])); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -48,6 +54,26 @@ func TestReplay(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// One host's events: on its subject, or with analyzer.partitions > 1
+	// on its partitions' subjects.
+	hostOut, err := runCLI(t, "replay", "--nats-url", url, "--event-host", "h1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := len(history) - (len(history)-1)/7*7 // the partitioned batch
+	if n := strings.Count(hostOut, `"containerId":"c1"`); n != len(history)-last {
+		t.Fatalf("--event-host h1: %d events, want %d:\n%s", n, len(history)-last, hostOut)
+	}
+	t.Run("partitioned", func(t *testing.T) {
+		t.Setenv("CONTAIN_ANALYZER_PARTITIONS", "4")
+		out, err := runCLI(t, "replay", "--nats-url", url, "--event-host", "h1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := strings.Count(out, `"containerId":"c1"`); n != last {
+			t.Fatalf("--event-host h1, partitioned: %d events, want %d:\n%s", n, last, out)
+		}
+	})
 	lines := 0
 	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
 		if !strings.HasPrefix(l, "{") {

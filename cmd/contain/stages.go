@@ -287,6 +287,9 @@ func runStages(ctx context.Context, cfg *Config, stages []string, embedded bool,
 			if err != nil {
 				return fmt.Errorf("enricher: %w", err)
 			}
+			// Events go to their baseline group's partition when the
+			// analyzer is partitioned (docs/design/022).
+			e.SetRouter(analyzer.NewRouter(cfg.Analyzer))
 			start(s, e.Run)
 		case stageCollector:
 			c, err := collector.New(cfg.Collector, js, m, slog(s))

@@ -200,6 +200,8 @@ static __always_inline __u32 exe_flags_of(struct task_struct *task, struct file 
 	return fl;
 }
 
+static __always_inline bool stdio_inet(struct task_struct *task);
+
 static __always_inline int handle_exec(struct task_struct *task, struct linux_binprm *bprm, bool lazy)
 {
 	__u64 cgid = bpf_get_current_cgroup_id();
@@ -257,6 +259,8 @@ static __always_inline int handle_exec(struct task_struct *task, struct linux_bi
 	if (cut)
 		e->hdr.flags |= FLAG_PATH_TRUNCATED;
 	e->exe_flags = exe_flags_of(task, BPF_CORE_READ(bprm, file));
+	if (stdio_inet(task))
+		e->exe_flags |= EXE_STDIO_INET;
 	e->_pad_exe = 0;
 	bpf_ringbuf_submit(e, submit_flags(RECORD_EXEC));
 	return 0;
@@ -458,6 +462,56 @@ static __always_inline struct sock *sock_of(struct task_struct *task, long fd)
 		return NULL;
 	struct socket *s = BPF_CORE_READ(f, private_data);
 	return BPF_CORE_READ(s, sk);
+}
+
+// stdio_inet reports whether the task's stdin, stdout or stderr is an
+// IPv4/IPv6 socket: a program run on a network connection (a reverse
+// shell's dup2 of its socket, nc -e, inetd). Read at exec, after the
+// close-on-exec descriptors are gone.
+static __always_inline bool stdio_inet(struct task_struct *task)
+{
+	for (long fd = 0; fd < 3; fd++) {
+		struct sock *sk = sock_of(task, fd);
+		if (!sk)
+			continue;
+		__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+		if (family == AF_INET || family == AF_INET6)
+			return true;
+	}
+	return false;
+}
+
+#define AF_UNIX 1
+
+// unix_path_connect reports whether a connect's address is a unix socket
+// named by a path (not an abstract or unnamed one).
+static __always_inline bool unix_path_connect(struct pt_regs *regs)
+{
+	__u8 head[3] = {};
+	if (bpf_probe_read_user(head, sizeof(head), (void *)arg(regs, 1)) < 0)
+		return false;
+	return (head[0] | head[1] << 8) == AF_UNIX && head[2] != 0;
+}
+
+// is_dup reports whether nr duplicates a descriptor onto a chosen number.
+static __always_inline bool is_dup(__u32 nr)
+{
+#ifdef NR_dup2
+	if (nr == NR_dup2)
+		return true;
+#endif
+	return nr == NR_dup3;
+}
+
+// stdio_inet_fd reports whether the current task's fd (0..2) is an
+// IPv4/IPv6 socket.
+static __always_inline bool stdio_inet_fd(long fd)
+{
+	struct sock *sk = sock_of((struct task_struct *)bpf_get_current_task_btf(), fd);
+	if (!sk)
+		return false;
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	return family == AF_INET || family == AF_INET6;
 }
 
 // sock_ends copies a socket's local (and, when remote, its peer) address.
@@ -868,6 +922,10 @@ static __always_inline void handle_file(struct pt_regs *regs, __u64 cgid, __u32 
 		gid = arg(regs, 2);
 		break;
 #endif
+	case NR_connect: // connect(fd, sockaddr_un, len): a unix socket by path
+		op = FILE_CONNECT;
+		path = (const char *)arg(regs, 1) + 2; // sun_path
+		break;
 	case NR_fchownat: // fchownat(dfd, path, uid, gid, flags)
 		op = FILE_CHOWN;
 		dfd = arg(regs, 0);
@@ -1047,9 +1105,17 @@ static __always_inline int handle_sys_exit(struct pt_regs *regs, long id, long r
 		emit_first(regs, cgid, nr, ret, org);
 	if ((class & (CLASS_SOCKET | CLASS_SENSITIVE)) == CLASS_SOCKET && packet_or_raw(regs))
 		emit_syscall(regs, cgid, nr, SYSCALL_MODE_SENSITIVE, ret, org);
-	if (class & CLASS_NET)
+	// A socket duplicated onto stdin, stdout or stderr (a reverse shell's
+	// dup2, whatever then runs): reported with its arguments, as a
+	// sensitive syscall is, whether or not dup2/dup3 are sensitive.
+	if (!(class & CLASS_SENSITIVE) && ret >= 0 && ret <= 2 && is_dup(nr) && stdio_inet_fd(ret))
+		emit_syscall(regs, cgid, nr, SYSCALL_MODE_SENSITIVE, ret, org);
+	// A connect to a unix socket by path is a file record (the path is
+	// what matters: a container runtime's socket).
+	bool ux = (class & CLASS_NET) && nr == NR_connect && unix_path_connect(regs);
+	if ((class & CLASS_NET) && !ux)
 		handle_net(regs, cgid, nr, ret, org);
-	else if (class & CLASS_FILE)
+	else if ((class & CLASS_FILE) || ux)
 		handle_file(regs, cgid, nr, ret, org);
 	if (seq_active)
 		emit_seq(cgid, nr, org);

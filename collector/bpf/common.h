@@ -102,6 +102,7 @@ struct exec_event {
 #define EXE_MEMFD 1    // an anonymous memory file (memfd_create)
 #define EXE_DELETED 2  // unlinked: no name left at exec
 #define EXE_WRITABLE 4 // overlayfs upper layer, or a writable tmpfs/ramfs mount
+#define EXE_STDIO_INET 8 // stdin, stdout or stderr is a TCP/UDP socket (IPv4 or IPv6)
 
 // Network record ops (schema Network.Op) and protocols.
 #define NET_CONNECT 1
@@ -135,6 +136,7 @@ struct net_event {
 #define FILE_SYMLINK 10 // path: the target (as passed), new_path: the link
 #define FILE_TRUNCATE 11 // truncate(2), ftruncate(2) (no path: the fd's file), or an open with O_TRUNC and no O_CREAT
 #define FILE_MKDIR 12
+#define FILE_CONNECT 13 // connect(2) of a unix socket to a path: path is the sun_path
 
 // file_event.dir_state / new_dir_state: how a path was based.
 #define DIR_ABSOLUTE 0   // absolute path (or none): dir unused

@@ -4,6 +4,7 @@
 #pragma once
 
 #if defined(__TARGET_ARCH_arm64)
+#define NR_dup3 24
 #define NR_mknodat 33
 #define NR_mkdirat 34
 #define NR_unlinkat 35
@@ -28,6 +29,7 @@
 #define NR_fchmodat2 452
 #elif defined(__TARGET_ARCH_x86)
 #define NR_open 2
+#define NR_dup2 33
 #define NR_socket 41
 #define NR_connect 42
 #define NR_accept 43
@@ -57,6 +59,7 @@
 #define NR_symlinkat 266
 #define NR_fchmodat 268
 #define NR_accept4 288
+#define NR_dup3 292
 #define NR_renameat2 316
 #define NR_openat2 437
 #define NR_fchmodat2 452

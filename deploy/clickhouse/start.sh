@@ -7,12 +7,18 @@
 #
 # Idempotent: if a server already answers on the port, it does nothing.
 # Prints the server's pid on stdout (empty if an existing server answered and
-# was not started by this script). Environment: CH_PORT (default 19000, must
-# match config.xml), CH_WAIT (seconds to wait, default 60).
+# was not started by this script). Environment: CH_PORT (native port,
+# default 19000), CH_HTTP_PORT (default 18123), CH_CONFIG_D (a directory
+# whose *.xml files are copied into RUN_DIR/config.d, which ClickHouse merges
+# over config.xml: a cluster's remote_servers, macros, zookeeper, interserver
+# port; see docs/design/023-clickhouse-cluster.md), CH_WAIT (seconds to wait,
+# default 60). A second server on the same host needs its own RUN_DIR and
+# ports.
 set -eu
 
 RUN_DIR=${1:-/tmp/contain-clickhouse}
 PORT=${CH_PORT:-19000}
+HTTP_PORT=${CH_HTTP_PORT:-18123}
 WAIT=${CH_WAIT:-60}
 HERE=$(cd "$(dirname "$0")" && pwd)
 
@@ -48,7 +54,15 @@ if [ -f "$RUN_DIR/clickhouse.pid" ]; then
 fi
 
 if [ ! -f "$RUN_DIR/clickhouse.pid" ]; then
-	sed "s#RUN_DIR#$RUN_DIR#g" "$HERE/config.xml" >"$RUN_DIR/config.xml"
+	sed -e "s#RUN_DIR#$RUN_DIR#g" \
+		-e "s#<tcp_port>19000</tcp_port>#<tcp_port>$PORT</tcp_port>#" \
+		-e "s#<http_port>18123</http_port>#<http_port>$HTTP_PORT</http_port>#" \
+		"$HERE/config.xml" >"$RUN_DIR/config.xml"
+	rm -rf "$RUN_DIR/config.d"
+	if [ -n "${CH_CONFIG_D:-}" ]; then
+		mkdir -p "$RUN_DIR/config.d"
+		cp "$CH_CONFIG_D"/*.xml "$RUN_DIR/config.d/"
+	fi
 	sed "s#RUN_DIR#$RUN_DIR#g" "$HERE/users.xml" >"$RUN_DIR/users.xml"
 	# Detached from this script's stdout/stderr, so a caller reading them
 	# (a pipe, CI) sees EOF when this script exits.

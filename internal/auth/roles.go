@@ -5,6 +5,7 @@ import (
 	"sort"
 
 	"github.com/containsec/contain/schemas/containv1"
+	"github.com/containsec/contain/schemas/kvdoc"
 )
 
 // Role names. A per-host role's user is "<role>-<host>"; the others are
@@ -44,6 +45,10 @@ func UserName(role, host string) string {
 type Names struct {
 	EnricherDurable string
 	AnalyzerDurable string
+	// AnalyzerPartitions (analyzer.partitions): above 1, the analyzer's
+	// consumers are <AnalyzerDurable>-p<n>, one per partition, and it owns
+	// the leases bucket (kvdoc.AnalyzerLeasesBucket).
+	AnalyzerPartitions int
 	// StoreDurablePrefix: the store's consumers are <prefix>-events,
 	// -alerts, -actions, -kv-images, -kv-profiles, -kv-baselines.
 	StoreDurablePrefix string
@@ -239,6 +244,13 @@ func Table(n Names, hosts []string) []User {
 			{Stream: containv1.StreamEvents, Durable: n.AnalyzerDurable, Filter: events, Ack: true},
 		}}
 	kvs(&ana, kv{n.BaselinesBucket, true, true}, kv{n.ProfilesBucket, false, false})
+	if n.AnalyzerPartitions > 1 {
+		for p := range n.AnalyzerPartitions {
+			ana.Consumers = append(ana.Consumers, Consumer{Stream: containv1.StreamEvents,
+				Durable: n.AnalyzerDurable + "-" + containv1.PartitionToken(p), Filter: containv1.EventsPartitionFilter(p), Ack: true})
+		}
+		kvs(&ana, kv{kvdoc.AnalyzerLeasesBucket, true, true})
+	}
 	st := User{Name: RoleStore, Role: RoleStore}
 	for stream, suffix := range map[string]string{containv1.StreamEvents: "-events", containv1.StreamAlerts: "-alerts", containv1.StreamActions: "-actions"} {
 		st.Consumers = append(st.Consumers, Consumer{Stream: stream, Durable: sp + suffix, Ack: true})

@@ -187,6 +187,7 @@ func (b *Batcher) Run(ctx context.Context) error {
 			return
 		}
 		batch := b.prod.Batch(pending)
+		reporterFrom(pctx).trace(TraceFlushing, b.cfg.Stage, batch)
 		if err := Publish(pctx, b.js, b.cfg.Subject, batch); err != nil {
 			b.m.Dropped.WithLabelValues(b.cfg.Stage, "publish_failed").Add(float64(len(pending)))
 			b.m.Errors.WithLabelValues(b.cfg.Stage, "publish").Inc()

@@ -211,9 +211,17 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, c StreamsConfig)
 	return ensureDLQ(ctx, js, storage, replicas, c.AlertsMaxAge)
 }
 
-// Encode marshals a batch for the wire.
+// Encode marshals a batch for the wire. Like proto.Marshal it refuses a
+// string field that is not UTF-8.
 func Encode(b *containv1.Batch) ([]byte, error) {
-	return proto.Marshal(b)
+	data, err := b.MarshalVT()
+	if err != nil {
+		return nil, err
+	}
+	if err := checkUTF8(batchWire(), data, 0); err != nil {
+		return nil, fmt.Errorf("encoding batch: %w", err)
+	}
+	return data, nil
 }
 
 // ErrMalformed wraps every decoding failure.
@@ -222,7 +230,15 @@ var ErrMalformed = errors.New("malformed batch")
 // Decode parses a wire batch. It is pure and safe on any input.
 func Decode(data []byte) (*containv1.Batch, error) {
 	var b containv1.Batch
-	if err := proto.Unmarshal(data, &b); err != nil {
+	if err := b.UnmarshalVT(data); err != nil {
+		// The generated code refuses what the protobuf runtime reads
+		// (a known field with another wire type is an unknown field
+		// to proto.Unmarshal): let the runtime decide.
+		b = containv1.Batch{}
+		if err := proto.Unmarshal(data, &b); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+		}
+	} else if err := checkUTF8(batchWire(), data, 0); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
 	if b.SchemaVersion == 0 {

@@ -27,6 +27,16 @@ type ConsumerConfig struct {
 	Fetch int
 	// FetchWait bounds how long a fetch waits for messages.
 	FetchWait time.Duration
+	// FetchFill makes a fetch wait up to FetchWait to fill up (Fetch
+	// messages or FetchMaxBytes) instead of returning with whatever is
+	// pending: fewer, bigger handler calls (a sink's bigger inserts) for
+	// up to FetchWait of latency.
+	FetchFill bool
+	// FetchMaxBytes bounds the bytes of one filled fetch's messages (0:
+	// no bound), and so the memory a handler call holds; at least the
+	// largest message (MaxPayload), or that message is never delivered.
+	// Only with FetchFill.
+	FetchMaxBytes int
 	// AckWait is how long a delivered message may stay unacknowledged.
 	AckWait time.Duration
 	// RetryDelay is the back-off before a failed message is redelivered.
@@ -38,6 +48,28 @@ type ConsumerConfig struct {
 	// before it is dead-lettered; 0: the Reporter's, else
 	// DefaultMaxDeliver.
 	MaxDeliver int
+	// Eager hands the message that ends an idle wait to the handler at
+	// once, without a second request for what came with it: one round
+	// trip to the server less for a lone event (the detection path:
+	// enricher, analyzer). What came meanwhile is taken by the next
+	// fetch, so busy consumers batch as before. A sink that gains from
+	// large batches (the store) leaves it off.
+	Eager bool
+	// Stop, when closed, ends Consume after the fetch in hand is handled
+	// and acknowledged: a graceful hand-over (an analyzer releasing a
+	// partition), where cancelling ctx would leave it unacknowledged until
+	// AckWait.
+	Stop <-chan struct{}
+}
+
+// stopped reports whether c is closed (never for nil).
+func stopped(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
 }
 
 func (c *ConsumerConfig) defaults() {
@@ -108,8 +140,8 @@ func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, h 
 	var loggedMalformed atomic.Bool
 	loggedRefused := map[string]bool{}
 	backoff := cfg.RetryDelay
-	for ctx.Err() == nil {
-		msgs, err := fetch(cons, cfg.Fetch, cfg.FetchWait)
+	for ctx.Err() == nil && !stopped(cfg.Stop) {
+		msgs, err := fetch(cons, cfg)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -145,6 +177,7 @@ func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, h 
 				_ = msg.Term()
 				continue
 			}
+			rep.trace(TraceReceived, cfg.Stage, b)
 			good = append(good, msg)
 			batches = append(batches, b)
 			n := float64(len(b.Events))
@@ -159,6 +192,9 @@ func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, h 
 		if err == nil {
 			backoff = cfg.RetryDelay
 			st.ack(good)
+			for _, b := range batches {
+				rep.trace(TraceHandled, cfg.Stage, b)
+			}
 			continue
 		}
 		if ctx.Err() != nil {
@@ -176,6 +212,8 @@ func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, h 
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-cfg.Stop:
+			return nil
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, 30*time.Second)
@@ -183,11 +221,21 @@ func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, h 
 	return nil
 }
 
-// fetch returns at once with what is pending (up to n), and otherwise
-// waits up to wait for the first message and takes what came with it. A
-// plain Fetch(n) waits for n messages or the whole wait, which would add the
-// wait to every event's latency when traffic is low.
-func fetch(cons jetstream.Consumer, n int, wait time.Duration) ([]jetstream.Msg, error) {
+// fetch returns at once with what is pending (up to cfg.Fetch), and
+// otherwise waits up to cfg.FetchWait for the first message and takes what
+// came with it (cfg.Eager: returns the first alone). A plain Fetch(n)
+// waits for n messages or the whole wait, which would add the wait to
+// every event's latency when traffic is low; with cfg.FetchFill that is
+// what is wanted (a full fetch, or the wait).
+func fetch(cons jetstream.Consumer, cfg ConsumerConfig) ([]jetstream.Msg, error) {
+	n, wait := cfg.Fetch, cfg.FetchWait
+	if cfg.FetchFill {
+		opts := []jetstream.FetchOpt{jetstream.FetchMaxWait(wait)}
+		if cfg.FetchMaxBytes > 0 {
+			opts = append(opts, jetstream.FetchMaxBytes(cfg.FetchMaxBytes))
+		}
+		return drain(cons.Fetch(n, opts...))
+	}
 	out, err := drain(cons.FetchNoWait(n))
 	if err != nil || len(out) > 0 {
 		return out, err
@@ -196,7 +244,7 @@ func fetch(cons jetstream.Consumer, n int, wait time.Duration) ([]jetstream.Msg,
 	if err != nil {
 		return nil, err
 	}
-	if out, err = drain(first, nil); err != nil || len(out) == 0 || n == 1 {
+	if out, err = drain(first, nil); err != nil || len(out) == 0 || n == 1 || cfg.Eager {
 		return out, err
 	}
 	more, err := drain(cons.FetchNoWait(n - 1))

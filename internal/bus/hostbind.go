@@ -30,13 +30,23 @@ func (e *HostError) Error() string {
 	return fmt.Sprintf("refusing batch on %s (%s): %s", e.Subject, e.Reason, e.Detail)
 }
 
-// SubjectHost splits contain.v1.<kind>.<host> into kind and host.
+// SubjectHost splits contain.v1.<kind>.<host> into kind and host. An
+// events subject may carry a partition token after the host
+// (contain.v1.events.<host>.p<n>, containv1.EventsPartitionSubject).
 func SubjectHost(subject string) (kind, host string, ok bool) {
 	rest, ok := strings.CutPrefix(subject, containv1.SubjectPrefix+".")
 	if !ok {
 		return "", "", false
 	}
 	kind, host, ok = strings.Cut(rest, ".")
+	if ok && kind == "events" {
+		if h, part, cut := strings.Cut(host, "."); cut {
+			if _, valid := containv1.ParsePartitionToken(part); !valid {
+				return "", "", false
+			}
+			host = h
+		}
+	}
 	if !ok || kind == "" || host == "" || strings.Contains(host, ".") {
 		return "", "", false
 	}

@@ -22,6 +22,12 @@ func TestCheckHost(t *testing.T) {
 		// host, each alert the host it is about.
 		{containv1.AlertsSubject("a"), &containv1.Batch{Host: "central", Events: []*containv1.Event{ev("a")}}, ""},
 		{containv1.AlertsSubject("a"), &containv1.Batch{Host: "central", Events: []*containv1.Event{ev("b")}}, ReasonEventHost},
+		// A partitioned events subject binds the host before the partition.
+		{containv1.EventsPartitionSubject("a", 3), &containv1.Batch{Host: "a", Events: []*containv1.Event{ev("a")}}, ""},
+		{containv1.EventsPartitionSubject("a", 3), &containv1.Batch{Host: "b"}, ReasonHost},
+		{"contain.v1.events.a.x3", &containv1.Batch{Host: "a"}, ReasonSubject},
+		{"contain.v1.raw.a.p3", &containv1.Batch{Host: "a"}, ReasonSubject},
+		{"contain.v1.events.a.p3.p4", &containv1.Batch{Host: "a"}, ReasonSubject},
 		{"other.subject", &containv1.Batch{Host: "a"}, ReasonSubject},
 		{"contain.v1.raw", &containv1.Batch{Host: "a"}, ReasonSubject},
 	} {
@@ -39,6 +45,7 @@ func TestCheckHost(t *testing.T) {
 func FuzzCheckHost(f *testing.F) {
 	f.Add("contain.v1.raw.a", "a", "b")
 	f.Add("contain.v1.alerts.a.b", "", "")
+	f.Add("contain.v1.events.a.p7", "a", "a")
 	f.Fuzz(func(t *testing.T, subject, bh, eh string) {
 		err := CheckHost(subject, &containv1.Batch{Host: bh, Events: []*containv1.Event{{Host: eh}}})
 		if err == nil {

@@ -115,8 +115,34 @@ type Reporter struct {
 	Health       *Health
 	HealthBounds HealthConfig
 
+	// Trace, when set, sees every batch at the points of its way through
+	// the bus (TraceFlushing, TracePublished, TraceReceived, TraceHandled), on the
+	// stage's goroutine: the per-hop latency of benchmarks. It must be
+	// quick and must not keep or change the batch.
+	Trace func(point, stage string, b *containv1.Batch)
+
 	mu     sync.Mutex
 	logged map[string]time.Time
+}
+
+// Trace points (Reporter.Trace).
+const (
+	// TraceFlushing: a Batcher is about to publish the batch.
+	TraceFlushing = "flushing"
+	// TracePublished: the stream acknowledged the batch (Publish).
+	TracePublished = "published"
+	// TraceReceived: Consume decoded the batch, before the handler.
+	TraceReceived = "received"
+	// TraceHandled: the handler returned without error for the fetch
+	// that held the batch (what it published is published).
+	TraceHandled = "handled"
+)
+
+// trace calls r.Trace if there is one.
+func (r *Reporter) trace(point, stage string, b *containv1.Batch) {
+	if r != nil && r.Trace != nil {
+		r.Trace(point, stage, b)
+	}
 }
 
 type reporterKey struct{}
@@ -208,7 +234,11 @@ func Publish(ctx context.Context, js jetstream.JetStream, subject string, b *con
 		rep.failed(stage, kind, subject, err)
 		return err
 	}
-	return publishMsg(ctx, js, msg, stage, rep)
+	if err := publishMsg(ctx, js, msg, stage, rep); err != nil {
+		return err
+	}
+	rep.trace(TracePublished, stage, b)
+	return nil
 }
 
 func publishMsg(ctx context.Context, js jetstream.JetStream, msg *nats.Msg, stage string, rep *Reporter) error {
@@ -278,4 +308,69 @@ func explain(ctx context.Context, js jetstream.JetStream, subject string, err er
 		return fmt.Errorf("%w (%w)", perr, err)
 	}
 	return err
+}
+
+// PublishAll sends msgs in order without waiting for each stream ack in
+// turn (JetStream's asynchronous publish: one write and one read for many
+// batches instead of a round trip each), then waits for every ack. A
+// message whose publish failed, or whose ack did not come within the
+// Reporter's AttemptTimeout, is published again as Publish does, with its
+// Nats-Msg-Id, so the stream stores it once; it then lands after the later
+// messages that succeeded. stage labels the Reporter's counts.
+func PublishAll(ctx context.Context, js jetstream.JetStream, msgs []*nats.Msg, stage string) error {
+	rep := reporterFrom(ctx)
+	if len(msgs) == 1 {
+		return publishMsg(ctx, js, msgs[0], stage, rep)
+	}
+	attempt := 5 * time.Second
+	if rep != nil && rep.AttemptTimeout > 0 {
+		attempt = rep.AttemptTimeout
+	}
+	futs := make([]jetstream.PubAckFuture, len(msgs))
+	for i, msg := range msgs {
+		f, err := js.PublishMsgAsync(msg)
+		if err != nil {
+			if kind, permanent := classify(err); permanent {
+				rep.failed(stage, kind, msg.Subject, err)
+				return fmt.Errorf("publishing to %s: %s: %w", msg.Subject, kind, err)
+			}
+			continue // retried below
+		}
+		futs[i] = f
+	}
+	timer := time.NewTimer(attempt)
+	defer timer.Stop()
+	expired := false
+	var retry []*nats.Msg
+	for i, f := range futs {
+		if f == nil {
+			retry = append(retry, msgs[i])
+			continue
+		}
+		if expired {
+			select {
+			case <-f.Ok():
+			default:
+				retry = append(retry, msgs[i])
+			}
+			continue
+		}
+		select {
+		case <-f.Ok():
+		case <-f.Err():
+			retry = append(retry, msgs[i])
+		case <-timer.C:
+			expired = true
+			retry = append(retry, msgs[i])
+		case <-ctx.Done():
+			rep.failed(stage, KindCanceled, msgs[i].Subject, ctx.Err())
+			return fmt.Errorf("publishing to %s: %w", msgs[i].Subject, ctx.Err())
+		}
+	}
+	for _, msg := range retry {
+		if err := publishMsg(ctx, js, msg, stage, rep); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -228,3 +228,6 @@ func (n *NATSNode) Kill() {
 	_ = n.cmd.Process.Kill()
 	<-n.done
 }
+
+// Pid is the node's process id (its CPU and memory are in /proc/<pid>).
+func (n *NATSNode) Pid() int { return n.cmd.Process.Pid }

@@ -384,6 +384,7 @@ const (
 	File_OP_SYMLINK     File_Op = 10 // symlink/symlinkat: path is the target, new_path the link
 	File_OP_TRUNCATE    File_Op = 11 // truncate, or an open with O_TRUNC (flags say)
 	File_OP_MKDIR       File_Op = 12
+	File_OP_CONNECT     File_Op = 13 // connect to a unix socket by path: path is the socket's
 )
 
 // Enum value maps for File_Op.
@@ -402,6 +403,7 @@ var (
 		10: "OP_SYMLINK",
 		11: "OP_TRUNCATE",
 		12: "OP_MKDIR",
+		13: "OP_CONNECT",
 	}
 	File_Op_value = map[string]int32{
 		"OP_UNSPECIFIED": 0,
@@ -417,6 +419,7 @@ var (
 		"OP_SYMLINK":     10,
 		"OP_TRUNCATE":    11,
 		"OP_MKDIR":       12,
+		"OP_CONNECT":     13,
 	}
 )
 
@@ -1092,7 +1095,11 @@ type Exec struct {
 	ExeDeleted bool `protobuf:"varint,10,opt,name=exe_deleted,json=exeDeleted,proto3" json:"exe_deleted,omitempty"`
 	// exe_writable: the binary run lies in the container's writable layer
 	// or a writable mount (overlayfs upper, tmpfs), not in image content.
-	ExeWritable   bool `protobuf:"varint,11,opt,name=exe_writable,json=exeWritable,proto3" json:"exe_writable,omitempty"`
+	ExeWritable bool `protobuf:"varint,11,opt,name=exe_writable,json=exeWritable,proto3" json:"exe_writable,omitempty"`
+	// stdio_inet: at exec, the process's stdin, stdout or stderr was an
+	// IPv4/IPv6 socket (a program run on a network connection: a reverse
+	// shell, nc -e).
+	StdioInet     bool `protobuf:"varint,12,opt,name=stdio_inet,json=stdioInet,proto3" json:"stdio_inet,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1200,6 +1207,13 @@ func (x *Exec) GetExeDeleted() bool {
 func (x *Exec) GetExeWritable() bool {
 	if x != nil {
 		return x.ExeWritable
+	}
+	return false
+}
+
+func (x *Exec) GetStdioInet() bool {
+	if x != nil {
+		return x.StdioInet
 	}
 	return false
 }
@@ -2461,7 +2475,7 @@ const file_contain_v1_events_proto_rawDesc = "" +
 	"\x04comm\x18\b \x01(\tR\x04comm\x12*\n" +
 	"\x06origin\x18\t \x01(\x0e2\x12.contain.v1.OriginR\x06origin\x12!\n" +
 	"\fsession_tgid\x18\n" +
-	" \x01(\rR\vsessionTgid\"\xba\x02\n" +
+	" \x01(\rR\vsessionTgid\"\xd9\x02\n" +
 	"\x04Exec\x12'\n" +
 	"\x04proc\x18\x01 \x01(\v2\x13.contain.v1.ProcessR\x04proc\x12\x1a\n" +
 	"\bfilename\x18\x02 \x01(\tR\bfilename\x12\x12\n" +
@@ -2475,7 +2489,9 @@ const file_contain_v1_events_proto_rawDesc = "" +
 	"\vexe_deleted\x18\n" +
 	" \x01(\bR\n" +
 	"exeDeleted\x12!\n" +
-	"\fexe_writable\x18\v \x01(\bR\vexeWritable\"\xdc\x01\n" +
+	"\fexe_writable\x18\v \x01(\bR\vexeWritable\x12\x1d\n" +
+	"\n" +
+	"stdio_inet\x18\f \x01(\bR\tstdioInet\"\xdc\x01\n" +
 	"\x10ProcessLifecycle\x12'\n" +
 	"\x04proc\x18\x01 \x01(\v2\x13.contain.v1.ProcessR\x04proc\x12/\n" +
 	"\x02op\x18\x02 \x01(\x0e2\x1f.contain.v1.ProcessLifecycle.OpR\x02op\x12\x1d\n" +
@@ -2527,7 +2543,7 @@ const file_contain_v1_events_proto_rawDesc = "" +
 	"\bProtocol\x12\x18\n" +
 	"\x14PROTOCOL_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fPROTOCOL_TCP\x10\x01\x12\x10\n" +
-	"\fPROTOCOL_UDP\x10\x02\"\xbc\x05\n" +
+	"\fPROTOCOL_UDP\x10\x02\"\xcc\x05\n" +
 	"\x04File\x12'\n" +
 	"\x04proc\x18\x01 \x01(\v2\x13.contain.v1.ProcessR\x04proc\x12#\n" +
 	"\x02op\x18\x02 \x01(\x0e2\x13.contain.v1.File.OpR\x02op\x12\x12\n" +
@@ -2546,7 +2562,7 @@ const file_contain_v1_events_proto_rawDesc = "" +
 	"\rresolved_path\x18\x0e \x01(\tR\fresolvedPath\x12\x10\n" +
 	"\x03ino\x18\x0f \x01(\x04R\x03ino\x12\x10\n" +
 	"\x03dev\x18\x10 \x01(\x04R\x03dev\x12\x1c\n" +
-	"\tsensitive\x18\x11 \x01(\bR\tsensitive\"\xd0\x01\n" +
+	"\tsensitive\x18\x11 \x01(\bR\tsensitive\"\xe0\x01\n" +
 	"\x02Op\x12\x12\n" +
 	"\x0eOP_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rOP_OPEN_WRITE\x10\x01\x12\r\n" +
@@ -2562,7 +2578,9 @@ const file_contain_v1_events_proto_rawDesc = "" +
 	"OP_SYMLINK\x10\n" +
 	"\x12\x0f\n" +
 	"\vOP_TRUNCATE\x10\v\x12\f\n" +
-	"\bOP_MKDIR\x10\f\"b\n" +
+	"\bOP_MKDIR\x10\f\x12\x0e\n" +
+	"\n" +
+	"OP_CONNECT\x10\r\"b\n" +
 	"\x06Reason\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\tR\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x14\n" +

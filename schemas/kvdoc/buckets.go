@@ -15,4 +15,8 @@ const (
 	// BaselinesBucket holds learned baselines (Baseline), one key per
 	// baseline with its history (the analyzer's and operators').
 	BaselinesBucket = "contain_baselines"
+	// AnalyzerLeasesBucket holds the partition leases ("p.<n>": the
+	// owning instance id) and heartbeats ("m.<instance id>") of
+	// partitioned analyzers, with a TTL (docs/design/022).
+	AnalyzerLeasesBucket = "contain_analyzer_leases"
 )

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"strconv"
 	"syscall"
 	"time"
 	"unsafe"
@@ -86,6 +87,76 @@ var behaviours = map[string]func(){
 		time.Sleep(200 * time.Millisecond)
 		runtime.LockOSThread()
 		must("ptrace attach", syscall.PtraceAttach(pid))
+	},
+	"traceme": func() {
+		runtime.LockOSThread()
+		unix.Syscall(unix.SYS_PTRACE, unix.PTRACE_TRACEME, 0, 0)
+	},
+	"vmwrite": func() {
+		buf := make([]byte, 8)
+		local := unix.Iovec{Base: &buf[0], Len: 8}
+		remote := unix.RemoteIovec{Base: uintptr(unsafe.Pointer(&buf[0])), Len: 8}
+		_, err := unix.ProcessVMWritev(os.Getpid(), []unix.Iovec{local}, []unix.RemoteIovec{remote}, 0)
+		must("process_vm_writev", err)
+	},
+	"setns": func() {
+		fd, err := unix.Open("/proc/1/ns/uts", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		must("open ns", err)
+		runtime.LockOSThread()
+		must("setns", unix.Setns(fd, unix.CLONE_NEWUTS))
+	},
+	// scan: TCP connects to 40 ports of an unroutable host, each failing
+	// at once in the container's network namespace (no route).
+	"scan": func() {
+		for port := 20; port < 60; port++ {
+			fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+			if err != nil {
+				must("socket", err)
+				return
+			}
+			unix.Connect(fd, &unix.SockaddrInet4{Port: port, Addr: [4]byte{10, 255, 255, 1}})
+			unix.Close(fd)
+		}
+	},
+	// deleted: a copy of the probe opened, unlinked, then run through its
+	// descriptor (execveat AT_EMPTY_PATH): a deleted binary.
+	"deleted": func() {
+		copyFile("/data/d", self, 0o755)
+		fd, err := unix.Open("/data/d", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		must("open copy", err)
+		must("unlink copy", unix.Unlink("/data/d"))
+		argv0, _ := unix.BytePtrFromString("probe")
+		sl, _ := unix.BytePtrFromString("sleep")
+		empty, _ := unix.BytePtrFromString("")
+		argv := []*byte{argv0, sl, nil}
+		env := []*byte{nil}
+		_, _, e := unix.Syscall6(unix.SYS_EXECVEAT, uintptr(fd), uintptr(unsafe.Pointer(empty)),
+			uintptr(unsafe.Pointer(&argv[0])), uintptr(unsafe.Pointer(&env[0])), unix.AT_EMPTY_PATH, 0)
+		must("execveat", e)
+	},
+	// revshell: a TCP connection to the test's listener (host network)
+	// duplicated onto stdin, stdout and stderr, with no exec after it.
+	"revshell": func() {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
+		must("socket", err)
+		port, _ := strconv.Atoi(os.Getenv("PORT"))
+		if len(os.Args) > 2 {
+			port, _ = strconv.Atoi(os.Args[2])
+		}
+		must("connect", unix.Connect(fd, &unix.SockaddrInet4{Port: port, Addr: [4]byte{127, 0, 0, 1}}))
+		for i := 0; i < 3; i++ {
+			must("dup2", unix.Dup2(fd, i))
+		}
+	},
+	// dockersock: a connect to the container runtime's socket (mounted
+	// at /var/run/docker.sock by the test).
+	"dockersock": func() {
+		fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		must("socket", err)
+		if err == nil {
+			must("connect docker.sock", unix.Connect(fd, &unix.SockaddrUnix{Name: "/var/run/docker.sock"}))
+			unix.Close(fd)
+		}
 	},
 	"unshare": func() { must("unshare", unix.Unshare(unix.CLONE_NEWUTS)) },
 	"mount":   func() { must("mount", unix.Mount("none", "/mnt", "tmpfs", 0, "")) },

@@ -21,6 +21,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -35,7 +36,9 @@ func main() {
 		clickhouse = flag.String("clickhouse", envOr("CONTAIN_TEST_CLICKHOUSE", "127.0.0.1:19000"), "ClickHouse native address(es), comma separated (env CONTAIN_TEST_CLICKHOUSE)")
 		logLevel   = flag.String("log-level", "warn", "stage log level: debug|info|warn|error")
 		memProfile = flag.String("memprofile", "", "write the heap profile nearest the run's peak heap to this file")
+		cpuProfile = flag.String("cpuprofile", "", "write a CPU profile of the whole run (stages, NATS, generator) to this file")
 		memLimitMB = flag.Int("memory-limit-mb", 256, "memory bound in MiB, applied as contain run applies memory.limit_mb (Go soft limit at 80%); 0: none")
+		maxRSSMB   = flag.Int("max-rss-mb", 0, "fail the run (exit 1) when this process's peak RSS passes this many MiB; 0: no check")
 	)
 	flag.IntVar(&g.Hosts, "hosts", g.Hosts, "simulated hosts (one collector each)")
 	flag.IntVar(&g.ContainersPerHost, "containers", g.ContainersPerHost, "containers per host")
@@ -62,9 +65,17 @@ func main() {
 		chaosDir     = flag.String("chaos-dir", "", "chaos: directory for binaries, credentials, logs and JetStream (default: temporary, kept on failure)")
 		chaosVerbose = flag.Bool("v", false, "chaos: print the faults, counters and CPU per process before the summary")
 	)
+	ff := addFleetFlags()
 	flag.Parse()
 	set := map[string]bool{}
 	flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if *ff.natsNodes > 0 {
+		os.Exit(runFleet(ff.config(*g, set, strings.Split(*clickhouse, ","), cfg.Store.Database, cfg.KeepDatabase,
+			cfg.Analyzer.LearningWindow, cfg.DrainTimeout, *memLimitMB), *logLevel))
+	}
+	if *ff.containersPerHost > 0 {
+		g.ContainersPerHost = *ff.containersPerHost
+	}
 	if *chaos {
 		ccfg := loadtest.DefaultChaosConfig()
 		// The chaos run's own defaults, but for the generator flags given.
@@ -89,6 +100,7 @@ func main() {
 	if *memLimitMB > 0 {
 		debug.SetMemoryLimit(int64(*memLimitMB) << 20 * 8 / 10)
 	}
+	cfg.MaxRSS = uint64(max(*maxRSSMB, 0)) << 20
 	g.DeviateAfter = cfg.Analyzer.LearningWindow + 2*time.Second
 	cfg.Store.Addr = strings.Split(*clickhouse, ",")
 
@@ -103,7 +115,22 @@ func main() {
 	if *memProfile != "" {
 		go profilePeakHeap(ctx, *memProfile)
 	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "--cpuprofile: %v\n", err)
+			os.Exit(2)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintf(os.Stderr, "--cpuprofile: %v\n", err)
+			os.Exit(2)
+		}
+		defer f.Close()
+	}
 	res, err := loadtest.Run(ctx, cfg, log)
+	if *cpuProfile != "" {
+		pprof.StopCPUProfile()
+	}
 	if res != nil {
 		res.Print(os.Stdout)
 	}

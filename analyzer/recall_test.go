@@ -1,0 +1,227 @@
+package analyzer
+
+import (
+	"testing"
+
+	"github.com/containsec/contain/schemas/containv1"
+)
+
+// TestNetScan: connections to scanThreshold distinct endpoints by one
+// process tree within the window raise one net.scan; repeated connections
+// to a few peers (a client's pool) do not.
+func TestNetScan(t *testing.T) {
+	e := newEngine(t, testConfig(), nil)
+	learn(e, "c1")
+	// A pool: 200 connections to 3 endpoints.
+	for i := range 200 {
+		for _, al := range e.Observe(netEv("c1", sec(5+float64(i)/100), containv1.Network_OP_CONNECT, [4]byte{10, 0, 0, 5}, 5432+uint32(i%3))) {
+			if hasCode(al.GetAlert(), CodeNetScan) != nil {
+				t.Fatalf("connection pool named a scan: %v", al.GetAlert().Reasons)
+			}
+		}
+	}
+	// An upstream's rollout: 30 new addresses at the learned port 5432.
+	for i := range 30 {
+		for _, al := range e.Observe(netEv("c1", sec(8+float64(i)/100), containv1.Network_OP_CONNECT, [4]byte{10, 0, 1, byte(i)}, 5432)) {
+			if hasCode(al.GetAlert(), CodeNetScan) != nil || al.GetAlert().Score >= 0.5 {
+				t.Fatalf("new addresses of a learned service: %v (score %v)", al.GetAlert().Reasons, al.GetAlert().Score)
+			}
+		}
+	}
+	scans := 0
+	for port := range uint32(2 * scanThreshold) {
+		for _, al := range e.Observe(netEv("c1", sec(10+float64(port)/100), containv1.Network_OP_CONNECT, [4]byte{10, 9, 9, 9}, 20+port)) {
+			if hasCode(al.GetAlert(), CodeNetScan) != nil {
+				scans++
+			}
+		}
+	}
+	if scans != 1 {
+		t.Errorf("port scan: %d net.scan alerts, want 1", scans)
+	}
+}
+
+// TestAppletWithoutExec: a busybox shell's child that runs an applet
+// without exec (only its comm changes) is observed as that applet's exec:
+// awk is named an interpreter; the applets the image ran while learning
+// raise nothing.
+func TestAppletWithoutExec(t *testing.T) {
+	e := newEngine(t, testConfig(), nil)
+	sh := func(at int64) *containv1.Event {
+		ev := execEv("c1", at, "/bin/sh", "sh", "-c", "x")
+		ev.GetExec().Proc = &containv1.Process{Pid: 2, Tgid: 2, Ppid: 1, Comm: "sh"}
+		return ev
+	}
+	child := func(at int64, tgid uint32, comm, syscall string) []*containv1.Event {
+		fork := base("c1", at)
+		fork.Kind = containv1.Kind_KIND_PROCESS
+		fork.Body = &containv1.Event_Process{Process: &containv1.ProcessLifecycle{
+			Proc: &containv1.Process{Pid: 2, Tgid: 2, Ppid: 1, Comm: "sh"}, Op: containv1.ProcessLifecycle_OP_FORK, ChildTgid: tgid}}
+		s := sysEv("c1", at, syscall)
+		s.GetSyscall().Proc = &containv1.Process{Pid: tgid, Tgid: tgid, Ppid: 2, Comm: comm}
+		return []*containv1.Event{fork, s}
+	}
+	e.Observe(sh(sec(0)))
+	for _, ev := range child(sec(0.5), 3, "cat", "read") {
+		e.Observe(ev)
+	}
+	for i := 1; i <= 4; i++ {
+		e.Observe(sysEv("c1", sec(float64(i)), "read"))
+	}
+	var got []*containv1.Alert
+	for _, ev := range child(sec(5), 4, "cat", "read") {
+		for _, al := range e.Observe(ev) {
+			got = append(got, al.GetAlert())
+		}
+	}
+	if len(got) != 0 {
+		t.Errorf("learned applet alerted: %v", got[0].Reasons)
+	}
+	var awk *containv1.Alert
+	for _, ev := range child(sec(6), 5, "awk", "read") {
+		for _, al := range e.Observe(ev) {
+			if hasCode(al.GetAlert(), CodeExecInterpreter) != nil {
+				awk = al.GetAlert()
+			}
+		}
+	}
+	if awk == nil {
+		t.Fatal("awk run without exec: no exec.interpreter")
+	}
+	// A renamed process claiming the runtime's name is not an applet.
+	for _, ev := range child(sec(7), 6, "runc:[2:INIT]", "read") {
+		for _, al := range e.Observe(ev) {
+			if hasCode(al.GetAlert(), CodeExecUnseen) != nil {
+				t.Errorf("runtime-like comm taken for an applet: %v", al.GetAlert().Reasons)
+			}
+		}
+	}
+}
+
+// TestLogRotationNotClearing: logrotate's create and copytruncate modes,
+// compression and deletion of the oldest copy are lifecycle; emptying or
+// deleting a current log with no rotated copy is log clearing.
+func TestLogRotationNotClearing(t *testing.T) {
+	for _, c := range []struct {
+		p, stem string
+		ok      bool
+	}{
+		{"/var/log/app.log.1", "/var/log/app.log", true},
+		{"/var/log/app.log.2.gz", "/var/log/app.log", true},
+		{"/var/log/syslog-20261203", "/var/log/syslog", true},
+		{"/var/log/app.log-2026-12-03.xz", "/var/log/app.log", true},
+		{"/var/log/wtmp.1", "/var/log/wtmp", true},
+		{"/var/log/auth.log", "", false},
+		{"/var/log/app.log", "", false},
+	} {
+		if stem, ok := rotationStem(c.p); ok != c.ok || stem != c.stem {
+			t.Errorf("rotationStem(%q) = %q %v, want %q %v", c.p, stem, ok, c.stem, c.ok)
+		}
+	}
+	e := newEngine(t, testConfig(), nil)
+	learn(e, "c1")
+	clears := func(evs ...*containv1.Event) int {
+		n := 0
+		for _, ev := range evs {
+			for _, al := range e.Observe(ev) {
+				if hasCode(al.GetAlert(), CodeLogClear) != nil {
+					n++
+				}
+			}
+		}
+		return n
+	}
+	rename := func(at int64, from, to string) *containv1.Event {
+		ev := fileEv("c1", at, containv1.File_OP_RENAME, from)
+		ev.GetFile().NewPath = to
+		return ev
+	}
+	createTrunc := func(at int64, p string) *containv1.Event {
+		ev := fileEv("c1", at, containv1.File_OP_CREATE, p)
+		ev.GetFile().Flags = 0o1101
+		return ev
+	}
+	// create mode: shift, rename, re-create, compress, delete the oldest.
+	if n := clears(
+		rename(sec(10), "/var/log/app.log.1", "/var/log/app.log.2"),
+		rename(sec(10.1), "/var/log/app.log", "/var/log/app.log.1"),
+		createTrunc(sec(10.2), "/var/log/app.log"),
+		fileEv("c1", sec(10.3), containv1.File_OP_CREATE, "/var/log/app.log.1.gz"),
+		fileEv("c1", sec(10.4), containv1.File_OP_UNLINK, "/var/log/app.log.1"),
+		fileEv("c1", sec(10.5), containv1.File_OP_UNLINK, "/var/log/app.log.5.gz"),
+	); n != 0 {
+		t.Errorf("logrotate (create): %d log_clear alerts, want 0", n)
+	}
+	// copytruncate: copy, then truncate the log.
+	if n := clears(
+		fileEv("c1", sec(20), containv1.File_OP_CREATE, "/var/log/other.log-20261203"),
+		fileEv("c1", sec(20.1), containv1.File_OP_TRUNCATE, "/var/log/other.log"),
+	); n != 0 {
+		t.Errorf("logrotate (copytruncate): %d log_clear alerts, want 0", n)
+	}
+	// Clearing: a current log truncated and another deleted, no copy.
+	if n := clears(fileEv("c1", sec(30), containv1.File_OP_TRUNCATE, "/var/log/auth.log")); n != 1 {
+		t.Errorf("auth.log truncated: %d log_clear alerts, want 1", n)
+	}
+	if n := clears(fileEv("c1", sec(40), containv1.File_OP_UNLINK, "/var/log/secure")); n != 1 {
+		t.Errorf("secure deleted: %d log_clear alerts, want 1", n)
+	}
+	// A history moved to a rotated-looking name is still cleared.
+	if n := clears(rename(sec(50), "/root/.bash_history", "/root/.bash_history.1")); n != 1 {
+		t.Errorf("history moved away: %d log_clear alerts, want 1", n)
+	}
+}
+
+// TestPeerReResolved: a learned service port at a new address (DNS
+// re-resolution) stays below 0.5 and is absorbed; a new port is an unseen
+// peer.
+func TestPeerReResolved(t *testing.T) {
+	e := newEngine(t, testConfig(), nil)
+	learn(e, "c1") // learned 10.0.0.5:5432
+	var got *containv1.Alert
+	for _, al := range e.Observe(netEv("c1", sec(10), containv1.Network_OP_CONNECT, [4]byte{10, 0, 0, 6}, 5432)) {
+		got = al.GetAlert()
+	}
+	if got == nil || hasCode(got, CodePeerNewAddress) == nil || got.Score >= 0.5 {
+		t.Fatalf("re-resolved peer: %v, want net.peer.new_address below 0.5", got)
+	}
+	for _, al := range e.Observe(netEv("c1", sec(11), containv1.Network_OP_CONNECT, [4]byte{10, 0, 0, 6}, 5432)) {
+		t.Errorf("absorbed peer alerted again: %v", al.GetAlert().Reasons)
+	}
+	got = nil
+	for _, al := range e.Observe(netEv("c1", sec(12), containv1.Network_OP_CONNECT, [4]byte{10, 0, 0, 7}, 4443)) {
+		got = al.GetAlert()
+	}
+	if hasCode(got, CodePeerUnseen) == nil {
+		t.Errorf("new port: %v, want net.peer.unseen", got)
+	}
+}
+
+// TestBehaviourKeepsScoreAcrossReplicas: a behaviour seen in many
+// containers of one image keeps its class's score (every replica
+// attacked the same way pauses); an anomaly's weight falls (rarity).
+func TestBehaviourKeepsScoreAcrossReplicas(t *testing.T) {
+	e := newEngine(t, testConfig(), nil)
+	learn(e, "c1")
+	var last, lastPeer float64
+	for i := range 12 {
+		ctr := "r" + string(rune('a'+i))
+		learn(e, ctr)
+		for _, al := range e.Observe(fileEv(ctr, sec(20+float64(i)), containv1.File_OP_OPEN_READ, "/etc/shadow")) {
+			if r := hasCode(al.GetAlert(), CodeReadSensitive); r != nil {
+				last = r.Score
+			}
+		}
+		for _, al := range e.Observe(netEv(ctr, sec(20.5+float64(i)), containv1.Network_OP_CONNECT, [4]byte{10, 9, 9, 9}, 4443)) {
+			if r := hasCode(al.GetAlert(), CodePeerUnseen); r != nil {
+				lastPeer = r.Score
+			}
+		}
+	}
+	if last != classes[CodeReadSensitive].severity {
+		t.Errorf("12th replica's credential read scored %v, want %v", last, classes[CodeReadSensitive].severity)
+	}
+	if lastPeer == 0 || lastPeer >= classes[CodePeerUnseen].severity {
+		t.Errorf("12th replica's unseen peer scored %v, want below %v (rarity)", lastPeer, classes[CodePeerUnseen].severity)
+	}
+}

@@ -1,0 +1,69 @@
+package bus_test
+
+import (
+	"errors"
+	"testing"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/containsec/contain/internal/bus"
+	"github.com/containsec/contain/schemas/containv1"
+)
+
+// FuzzDecodeMatchesProto holds the generated codec to the protobuf
+// runtime's: Decode accepts exactly what proto.Unmarshal accepts (with a
+// supported schema version), both read the same batch, and Encode's bytes
+// read back equal under proto.Unmarshal.
+func FuzzDecodeMatchesProto(f *testing.F) {
+	p := bus.NewProducer("h", "s")
+	ev := execEvent(containv1.NewIDGen(), "c", "/bin/sh")
+	good, _ := bus.Encode(p.Batch([]*containv1.Event{ev}))
+	f.Add(good)
+	ctr := proto.Clone(ev).(*containv1.Event)
+	ctr.Kind = containv1.Kind_KIND_CONTAINER
+	ctr.Body = &containv1.Event_Container{Container: &containv1.ContainerInfo{Runtime: "runc", Labels: map[string]string{"k": "v"}}}
+	data, _ := bus.Encode(p.Batch([]*containv1.Event{ctr}))
+	f.Add(data)
+	f.Add([]byte{0x08, 0x01, 0x12, 0x02, 0xc3, 0x28}) // schema 1, host "\xc3\x28"
+	f.Add([]byte{0x08, 0x01, 0x12, 0x02, 0xc3, 0xa9}) // schema 1, host "é"
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var want containv1.Batch
+		werr := proto.Unmarshal(data, &want)
+		if werr == nil && (want.SchemaVersion == 0 || want.SchemaVersion > containv1.SchemaVersion) {
+			werr = errors.New("schema version")
+		}
+		got, err := bus.Decode(data)
+		if (err == nil) != (werr == nil) {
+			t.Fatalf("Decode error %v, proto.Unmarshal error %v", err, werr)
+		}
+		if err != nil {
+			return
+		}
+		if !proto.Equal(got, &want) {
+			t.Fatalf("Decode read %v, proto.Unmarshal %v", got, &want)
+		}
+		out, err := bus.Encode(got)
+		if err != nil {
+			t.Fatalf("decoded batch does not re-encode: %v", err)
+		}
+		var back containv1.Batch
+		if err := proto.Unmarshal(out, &back); err != nil || !proto.Equal(&back, &want) {
+			t.Fatalf("Encode wrote what proto.Unmarshal reads as %v (%v)", &back, err)
+		}
+	})
+}
+
+// TestEncodeRefusesInvalidUTF8 keeps proto.Marshal's refusal of a string
+// that is not UTF-8, which the generated marshaller does not check.
+func TestEncodeRefusesInvalidUTF8(t *testing.T) {
+	p := bus.NewProducer("h", "s")
+	ev := execEvent(containv1.NewIDGen(), "c", "/bin/sh")
+	ev.GetExec().Argv = append(ev.GetExec().Argv, "\xff")
+	if _, err := proto.Marshal(p.Batch([]*containv1.Event{ev})); err == nil {
+		t.Fatal("proto.Marshal accepted invalid UTF-8: the test's premise is wrong")
+	}
+	if _, err := bus.Encode(p.Batch([]*containv1.Event{ev})); err == nil {
+		t.Fatal("Encode accepted an argv that is not UTF-8")
+	}
+}

@@ -1,0 +1,274 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/google/uuid"
+
+	"github.com/containsec/contain/internal/metrics"
+	"github.com/containsec/contain/schemas/containv1"
+)
+
+// The insert path (docs/design/021-store-inserts.md). A fetch fills for up
+// to InsertMaxAge (or FetchMessages messages, or InsertMaxBytes bytes) and
+// becomes one INSERT per table and per writer: its messages are split into
+// at most InsertsInFlight groups, each converted and sent by its own
+// goroutine on its own connection, so conversion and several INSERTs
+// overlap. A writer streams its rows: every InsertBlockRows rows its column
+// buffers are appended to the driver's block and sent (Flush), and both
+// sets of buffers are reset and reused; the server squashes the blocks of
+// one INSERT into one part. An INSERT is closed (committed) after
+// BatchMaxRows rows or at the end of the group; the fetch is acknowledged
+// when every INSERT of it has returned.
+
+// fetchBufs are a consumer's reusable buffers: one rowSet per writer, and
+// the set of the fetch's ids.
+type fetchBufs struct {
+	sets []*rowSet
+	seen claims
+}
+
+func newFetchBufs(cfg Config) *fetchBufs {
+	f := &fetchBufs{sets: make([]*rowSet, cfg.InsertsInFlight), seen: claims{ids: idSet{}}}
+	for i := range f.sets {
+		f.sets[i] = newRowSetCap(cfg.StoreRaw, min(cfg.InsertBlockRows, 4096))
+	}
+	return f
+}
+
+// bufs returns fresh buffers for one caller of handle (tests, Insert).
+func (s *Store) bufs() *fetchBufs { return newFetchBufs(s.cfg) }
+
+// claims is the set of ids added so far in one fetch, shared by its
+// writers: an id seen twice within a fetch makes one row.
+type claims struct {
+	mu  sync.Mutex
+	ids idSet
+}
+
+// claim reports whether id is new to the fetch, and records it.
+func (c *claims) claim(id uuid.UUID) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.ids[id]; ok {
+		return false
+	}
+	c.ids[id] = struct{}{}
+	return true
+}
+
+// groups splits batches into at most n runs of whole messages with about
+// the same number of events each, none smaller than minEvents (so that a
+// small fetch stays one INSERT, one part).
+func groups(batches []*containv1.Batch, n, minEvents int) [][]*containv1.Batch {
+	total := 0
+	for _, b := range batches {
+		total += len(b.GetEvents())
+	}
+	n = max(1, min(n, total/max(minEvents, 1), len(batches)))
+	if n == 1 {
+		return [][]*containv1.Batch{batches}
+	}
+	out := make([][]*containv1.Batch, 0, n)
+	start, acc, per := 0, 0, (total+n-1)/n
+	for i, b := range batches {
+		acc += len(b.GetEvents())
+		if acc >= per && len(out) < n-1 {
+			out = append(out, batches[start:i+1])
+			start, acc = i+1, 0
+		}
+	}
+	if start < len(batches) {
+		out = append(out, batches[start:])
+	}
+	return out
+}
+
+// tableWriter streams one table's rows into INSERTs of at most maxRows
+// rows, sent in blocks of blockRows.
+type tableWriter[R any] struct {
+	conn               driver.Conn
+	node               *node // write=local: the cluster node of conn
+	buf                *rowBuf[R]
+	batch              driver.Batch
+	inBatch            int // rows sent in the open INSERT
+	blockRows, maxRows int
+	rows               int // rows committed
+}
+
+// add buffers r and sends a block when the buffer is full.
+func (w *tableWriter[R]) add(ctx context.Context, r R) error {
+	w.buf.add(r)
+	if w.buf.len() >= w.blockRows || w.inBatch+w.buf.len() >= w.maxRows {
+		return w.flush(ctx, false)
+	}
+	return nil
+}
+
+// flush sends the buffered rows as one block of the open INSERT (opening
+// it if needed); with last, or at maxRows, it commits the INSERT.
+func (w *tableWriter[R]) flush(ctx context.Context, last bool) error {
+	n := w.buf.len()
+	if n == 0 && w.batch == nil {
+		return nil
+	}
+	if w.batch == nil {
+		b, err := w.conn.PrepareBatch(ctx, w.buf.def.insertSQL())
+		if err != nil {
+			return err
+		}
+		w.batch = b
+	}
+	for i, c := range w.buf.bufs {
+		if err := w.batch.Column(i).Append(c.values(0, n)); err != nil {
+			w.abort()
+			return fmt.Errorf("column %s: %w", w.buf.def.cols[i].colName(), err)
+		}
+	}
+	w.buf.reset()
+	w.inBatch += n
+	if last || w.inBatch >= w.maxRows {
+		err := w.batch.Send()
+		w.batch = nil
+		if err == nil {
+			w.rows += w.inBatch
+		}
+		w.inBatch = 0
+		return err
+	}
+	if err := w.batch.Flush(); err != nil {
+		w.abort()
+		return err
+	}
+	return nil
+}
+
+// abort drops the open INSERT: the server commits nothing of it (an
+// INSERT below min_insert_block_size_rows is written at its end only).
+func (w *tableWriter[R]) abort() {
+	if w.batch != nil {
+		_ = w.batch.Abort()
+		w.batch = nil
+	}
+	w.inBatch = 0
+	w.buf.reset()
+}
+
+// writeGroup converts and inserts one group of a fetch through rs.
+func (s *Store) writeGroup(ctx context.Context, rs *rowSet, batches []*containv1.Batch, now time.Time, have idSet, seen *claims) (rows, dups int, err error) {
+	ws := s.writers(rs) // events, alerts, actions (per shard with write=local)
+	defer func() {
+		for _, w := range ws {
+			w.abort() // no-op after success
+		}
+	}()
+	for _, b := range batches {
+		for i, ev := range b.GetEvents() {
+			if ev == nil {
+				continue
+			}
+			r := &rs.scratch
+			r.fill(b, i, ev, now, rs.keepRaw)
+			if _, ok := have[r.id]; ok || !seen.claim(r.id) {
+				dups++
+				continue
+			}
+			t := s.target(ev)
+			switch ev.GetBody().(type) {
+			case *containv1.Event_Alert:
+				t++
+			case *containv1.Event_Action:
+				t += 2
+			}
+			w := ws[t]
+			if err := w.add(ctx, r); err != nil {
+				s.writeFailed(ctx, w)
+				return rows, dups, fmt.Errorf("store: inserting into %s at clickhouse %s: %w", w.buf.def.name, s.writerAddr(w), err)
+			}
+		}
+	}
+	for _, w := range ws {
+		if err := w.flush(ctx, true); err != nil {
+			s.writeFailed(ctx, w)
+			return rows, dups, fmt.Errorf("store: inserting into %s at clickhouse %s: %w", w.buf.def.name, s.writerAddr(w), err)
+		}
+		rows += w.rows
+	}
+	return rows, dups, nil
+}
+
+// handle inserts the rows of one fetch. An error makes bus.Consume
+// redeliver the fetch's messages (one by one); rows already inserted are
+// then skipped by the lookup.
+func (s *Store) handle(ctx context.Context, fb *fetchBufs, batches []*containv1.Batch, m *metrics.Metrics) error {
+	if !s.ready.Load() {
+		if err := s.Migrate(ctx); err != nil {
+			m.Errors.WithLabelValues(metrics.StageStore, "migrate").Inc()
+			if isUnavailable(err) {
+				s.markDown(err, "setting up the schema")
+			}
+			return err
+		}
+	}
+	now := time.Now()
+	ictx, cancel := context.WithTimeout(ctx, s.cfg.InsertTimeout)
+	defer cancel()
+	var have idSet
+	var err error
+	if !s.noLookup {
+		have, err = s.existing(ictx, batches, now)
+	}
+	if err != nil {
+		m.Errors.WithLabelValues(metrics.StageStore, "insert").Inc()
+		if isUnavailable(err) {
+			s.markDown(err, "looking up ids")
+		}
+		return err
+	}
+	seen := &fb.seen
+	clear(seen.ids)
+	gs := groups(batches, len(fb.sets), s.cfg.InsertBlockRows)
+	var (
+		wg         sync.WaitGroup
+		mu         sync.Mutex
+		rows, dups int
+		firstErr   error
+	)
+	for i, g := range gs {
+		wg.Go(func() {
+			r, d, err := s.writeGroup(ictx, fb.sets[i], g, now, have, seen)
+			mu.Lock()
+			defer mu.Unlock()
+			rows, dups = rows+r, dups+d
+			if err != nil && firstErr == nil {
+				firstErr = err
+				cancel() // the other writers abort too: the fetch is redelivered
+			}
+		})
+	}
+	wg.Wait()
+	if dups > 0 {
+		m.Dropped.WithLabelValues(metrics.StageStore, reasonDuplicate).Add(float64(dups))
+	}
+	if err := firstErr; err != nil {
+		m.Errors.WithLabelValues(metrics.StageStore, "insert").Inc()
+		if isUnavailable(err) {
+			s.markDown(err, "inserting")
+		}
+		return err
+	}
+	if err := s.insertCommitsOf(ictx, batches); err != nil {
+		m.Errors.WithLabelValues(metrics.StageStore, "insert").Inc()
+		if isUnavailable(err) {
+			s.markDown(err, "inserting into commits")
+		}
+		return err
+	}
+	s.markUp()
+	m.EventsOut.WithLabelValues(metrics.StageStore).Add(float64(rows))
+	return nil
+}

@@ -1,0 +1,110 @@
+package store
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/containsec/contain/internal/metrics"
+	"github.com/containsec/contain/schemas/containv1"
+)
+
+func TestGroups(t *testing.T) {
+	b := func(n int) *containv1.Batch { return &containv1.Batch{Events: make([]*containv1.Event, n)} }
+	for _, tc := range []struct {
+		name      string
+		sizes     []int
+		n, min    int
+		wantSizes []int
+	}{
+		{"one writer", []int{10, 10, 10}, 1, 1, []int{30}},
+		{"small fetch stays one INSERT", []int{10, 10, 10}, 4, 100, []int{30}},
+		{"split evenly", []int{10, 10, 10, 10}, 2, 10, []int{20, 20}},
+		{"no more groups than messages", []int{1000}, 4, 10, []int{1000}},
+		{"uneven messages", []int{50, 10, 10, 10, 10, 10}, 2, 10, []int{50, 50}},
+		{"empty", nil, 2, 10, []int{0}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var in []*containv1.Batch
+			for _, n := range tc.sizes {
+				in = append(in, b(n))
+			}
+			var got []int
+			for _, g := range groups(in, tc.n, tc.min) {
+				s := 0
+				for _, b := range g {
+					s += len(b.Events)
+				}
+				got = append(got, s)
+			}
+			if len(got) != len(tc.wantSizes) {
+				t.Fatalf("groups %v, want %v", got, tc.wantSizes)
+			}
+			for i := range got {
+				if got[i] != tc.wantSizes[i] {
+					t.Fatalf("groups %v, want %v", got, tc.wantSizes)
+				}
+			}
+		})
+	}
+}
+
+// parts counts the INSERTs that made the active parts of table: a merged
+// part spans the block numbers of the parts it merged.
+func parts(t *testing.T, s *Store, table string) uint64 {
+	t.Helper()
+	return queryUint(t, s, "SELECT toUInt64(sum(max_block_number - min_block_number + 1)) FROM system.parts WHERE active AND database = currentDatabase() AND table = ?", table)
+}
+
+// A fetch is streamed in blocks of insert_block_rows, and each writer's
+// blocks are one INSERT: one part per writer, every row there.
+func TestInsertBlocksMakeOnePartPerWriter(t *testing.T) {
+	for _, writers := range []int{1, 2} {
+		cfg := testConfig(t)
+		cfg.InsertBlockRows = 100
+		cfg.InsertsInFlight = writers
+		s := openStore(t, cfg)
+		batches := benchBatches(4, 250) // 1000 rows: 10 blocks
+		if err := s.handle(context.Background(), s.bufs(), batches, metrics.New()); err != nil {
+			t.Fatal(err)
+		}
+		if n := queryUint(t, s, "SELECT count() FROM events"); n != 1000 {
+			t.Errorf("writers=%d: %d rows, want 1000", writers, n)
+		}
+		if n := parts(t, s, "events"); n != uint64(writers) {
+			t.Errorf("writers=%d: %d INSERTs made the events parts, want %d", writers, n, writers)
+		}
+	}
+}
+
+// An INSERT aborted after some of its blocks were sent leaves no row.
+func TestInsertAbortedCommitsNothing(t *testing.T) {
+	cfg := testConfig(t)
+	s := openStore(t, cfg)
+	ctx := context.Background()
+	rs := newRowSet(false)
+	w := &tableWriter[row]{conn: s.conn, buf: rs.events, blockRows: 100, maxRows: cfg.BatchMaxRows}
+	now := time.Now()
+	sent := 0
+	for _, b := range benchBatches(1, 250) {
+		for i, ev := range b.Events {
+			rs.scratch.fill(b, i, ev, now, false)
+			if err := w.add(ctx, &rs.scratch); err != nil {
+				t.Fatal(err)
+			}
+			sent++
+		}
+	}
+	if w.batch == nil || w.inBatch != 200 {
+		t.Fatalf("want an open INSERT with 2 blocks sent, got batch %v with %d rows", w.batch != nil, w.inBatch)
+	}
+	w.abort()
+	// The server drops the INSERT when its connection goes; a new
+	// INSERT on the pool must work, and only its rows count.
+	if err := s.handle(ctx, s.bufs(), benchBatches(1, 10), metrics.New()); err != nil {
+		t.Fatal(err)
+	}
+	if n := queryUint(t, s, "SELECT count() FROM events"); n != 10 {
+		t.Errorf("%d rows after an aborted INSERT of %d and one of 10, want 10", n, sent)
+	}
+}
