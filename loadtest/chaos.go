@@ -301,10 +301,13 @@ func RunChaos(ctx context.Context, cfg ChaosConfig, log *slog.Logger) (res *Chao
 	if err := r.startStages(); err != nil {
 		return nil, err
 	}
-	defer func() {
+	defer func() { // all at once: each may take its grace
+		var wg sync.WaitGroup
 		for _, s := range r.stages {
-			s.Stop(5 * time.Second)
+			wg.Add(1)
+			go func() { defer wg.Done(); s.Stop(5 * time.Second) }()
 		}
+		wg.Wait()
 	}()
 	// The stages are up when the store created its tables.
 	if err := waitFor(ctx, 2*time.Minute, "the store's tables", func() error {
