@@ -11,6 +11,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"os"
 	"reflect"
 	"regexp"
 	"sort"
@@ -171,6 +172,9 @@ func Load(cfg any, file string, flags *pflag.FlagSet, flagKeys map[string]string
 			}
 		}
 	}
+	if err := renameKeys(v); err != nil {
+		return err
+	}
 	if err := checkKeys(v, fields); err != nil {
 		return err
 	}
@@ -179,11 +183,60 @@ func Load(cfg any, file string, flags *pflag.FlagSet, flagKeys map[string]string
 			return fmt.Errorf("config: %s: %w", f.Key, err)
 		}
 	}
-	if err := decode(v.AllSettings(), cfg); err != nil {
+	settings := v.AllSettings()
+	for old := range Renamed {
+		dropKey(settings, strings.Split(old, "."))
+	}
+	if err := decode(settings, cfg); err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
 	return nil
 }
+
+// Renamed maps a key an earlier release used to its successor: a file,
+// variable or flag that still sets the old key sets the new one (a config
+// that worked before an upgrade keeps working), unless the new key is set
+// too, which is an error naming both.
+var Renamed = map[string]string{
+	"store.flush_interval": "store.insert_max_age",
+}
+
+func renameKeys(v *viper.Viper) error {
+	set := map[string]bool{}
+	for _, k := range v.AllKeys() {
+		set[strings.ReplaceAll(k, delim, ".")] = true
+	}
+	olds := make([]string, 0, len(Renamed))
+	for old := range Renamed {
+		olds = append(olds, old)
+	}
+	sort.Strings(olds)
+	for _, old := range olds {
+		if !set[old] && os.Getenv(EnvPrefix+"_"+strings.ToUpper(strings.ReplaceAll(old, ".", "_"))) == "" {
+			continue
+		}
+		nk := Renamed[old]
+		if v.InConfig(vkey(nk)) || os.Getenv(EnvPrefix+"_"+strings.ToUpper(strings.ReplaceAll(nk, ".", "_"))) != "" {
+			return fmt.Errorf("config: %s is the old name of %s; set only %s", old, nk, nk)
+		}
+		v.Set(vkey(nk), v.Get(vkey(old)))
+	}
+	return nil
+}
+
+// dropKey deletes the nested key path from m (viper's settings).
+func dropKey(m map[string]any, path []string) {
+	if len(path) == 1 {
+		delete(m, path[0])
+		return
+	}
+	if sub, ok := m[path[0]].(map[string]any); ok {
+		dropKey(sub, path[1:])
+	}
+}
+
+// isRenamed reports whether k is an old key Load maps to its successor.
+func isRenamed(k string) bool { _, ok := Renamed[k]; return ok }
 
 const delim = "::"
 
@@ -203,7 +256,7 @@ func checkKeys(v *viper.Viper, fields []Field) error {
 	var unknown []string
 	for _, k := range v.AllKeys() {
 		k = strings.ReplaceAll(k, delim, ".")
-		if known[k] {
+		if known[k] || isRenamed(k) {
 			continue
 		}
 		underMap := false

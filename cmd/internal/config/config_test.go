@@ -139,3 +139,28 @@ func FuzzLoad(f *testing.F) {
 		}
 	})
 }
+
+// A renamed key still sets its successor, from a file or the environment;
+// setting both is an error naming both.
+func TestRenamedKeys(t *testing.T) {
+	old := Renamed
+	t.Cleanup(func() { Renamed = old })
+	Renamed = map[string]string{"collector.flush_every": "collector.flush_interval"}
+	dir := t.TempDir()
+	file := filepath.Join(dir, "old.yaml")
+	os.WriteFile(file, []byte("collector:\n  flush_every: 3s\n"), 0o644)
+	cfg := top{Collector: inner{FlushInterval: time.Second}}
+	if err := Load(&cfg, file, nil, nil); err != nil || cfg.Collector.FlushInterval != 3*time.Second {
+		t.Fatalf("old key in a file: %v, flush_interval %v", err, cfg.Collector.FlushInterval)
+	}
+	t.Setenv("CONTAIN_COLLECTOR_FLUSH_EVERY", "4s")
+	cfg = top{Collector: inner{FlushInterval: time.Second}}
+	if err := Load(&cfg, "", nil, nil); err != nil || cfg.Collector.FlushInterval != 4*time.Second {
+		t.Fatalf("old key in the environment: %v, flush_interval %v", err, cfg.Collector.FlushInterval)
+	}
+	both := filepath.Join(dir, "both.yaml")
+	os.WriteFile(both, []byte("collector:\n  flush_every: 3s\n  flush_interval: 2s\n"), 0o644)
+	if err := Load(&cfg, both, nil, nil); err == nil || !strings.Contains(err.Error(), "collector.flush_every is the old name of collector.flush_interval") {
+		t.Fatalf("both keys set: %v", err)
+	}
+}
