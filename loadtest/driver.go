@@ -647,7 +647,7 @@ func (r *run) count(res *Result) error {
 	db := r.cfg.Store.Database
 	for attempt := 1; ; attempt++ {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		err = conn.QueryRow(ctx, "SELECT uniqExact(event_id), count() FROM "+db+".events").Scan(&res.RowsDistinct, &res.Rows)
+		err = conn.QueryRow(ctx, "SELECT "+distinctIDs+", count() FROM "+db+".events").Scan(&res.RowsDistinct, &res.Rows)
 		if err == nil {
 			err = conn.QueryRow(ctx, "SELECT count() FROM "+db+".alerts").Scan(&res.AlertRows)
 		}

@@ -737,7 +737,7 @@ func (f *fleetRun) drain(ctx context.Context, js jetstream.JetStream, ch clickho
 		pend, err := smp.pending(ctx)
 		var rows uint64
 		if err == nil && pend.total() == 0 {
-			err = ch.QueryRow(ctx, "SELECT uniqExact(event_id) FROM "+f.cfg.Database+".events").Scan(&rows)
+			err = ch.QueryRow(ctx, "SELECT "+distinctIDs+" FROM "+f.cfg.Database+".events").Scan(&rows)
 			if err == nil && int64(rows) >= published {
 				return nil
 			}
