@@ -428,8 +428,11 @@ func (r *chaosRun) startStages() error {
 }
 
 // stage is the first stage process named name.
-func (r *chaosRun) stage(name string) *stageProc {
-	for _, s := range r.stages {
+func (r *chaosRun) stage(name string) *stageProc { return stageNamed(r.stages, name) }
+
+// stageNamed is the first of stages named name, or nil.
+func stageNamed(stages []*stageProc, name string) *stageProc {
+	for _, s := range stages {
 		if s.Name() == name {
 			return s
 		}

@@ -666,14 +666,7 @@ func (f *fleetRun) stagesRunning() error {
 	return nil
 }
 
-func (f *fleetRun) stage(name string) *stageProc {
-	for _, s := range f.stages {
-		if s.Name() == name {
-			return s
-		}
-	}
-	return nil
-}
+func (f *fleetRun) stage(name string) *stageProc { return stageNamed(f.stages, name) }
 
 // startResponders runs a dry-run responder for each of the first
 // ResponderHosts hosts in this process, through the last node.
