@@ -70,7 +70,8 @@ ORDER BY version`
 // events: one row per event, flat. The sort key serves "everything
 // container X did between t1 and t2"; ReplacingMergeTree collapses a
 // redelivered batch (same container, ts, event_id) at merge time; use
-// FINAL or uniqExact(event_id) when exact counts matter before merges.
+// FINAL or uniqExact(toString(event_id)) when exact counts matter before
+// merges (over the UUID itself 18.16's uniqExact hung at ~2M rows).
 const ddlEvents = `CREATE TABLE IF NOT EXISTS events (
     ts              DateTime,
     ts_ns           UInt32,
