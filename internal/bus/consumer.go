@@ -141,7 +141,7 @@ func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, h 
 	loggedRefused := map[string]bool{}
 	backoff := cfg.RetryDelay
 	for ctx.Err() == nil && !stopped(cfg.Stop) {
-		msgs, err := fetch(cons, cfg)
+		msgs, err := fetch(js.Conn(), cons, cfg)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -226,15 +226,12 @@ func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, h 
 // came with it (cfg.Eager: returns the first alone). A plain Fetch(n)
 // waits for n messages or the whole wait, which would add the wait to
 // every event's latency when traffic is low; with cfg.FetchFill that is
-// what is wanted (a full fetch, or the wait).
-func fetch(cons jetstream.Consumer, cfg ConsumerConfig) ([]jetstream.Msg, error) {
+// what is wanted (a full fetch, or the wait: pullFill, which also waits
+// for the deliveries a clustered consumer sends after ending the request).
+func fetch(nc *nats.Conn, cons jetstream.Consumer, cfg ConsumerConfig) ([]jetstream.Msg, error) {
 	n, wait := cfg.Fetch, cfg.FetchWait
 	if cfg.FetchFill {
-		opts := []jetstream.FetchOpt{jetstream.FetchMaxWait(wait)}
-		if cfg.FetchMaxBytes > 0 {
-			opts = append(opts, jetstream.FetchMaxBytes(cfg.FetchMaxBytes))
-		}
-		return drain(cons.Fetch(n, opts...))
+		return pullFill(nc, cfg.Stream, cfg.Durable, n, cfg.FetchMaxBytes, wait)
 	}
 	out, err := drain(cons.FetchNoWait(n))
 	if err != nil || len(out) > 0 {
