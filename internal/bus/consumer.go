@@ -100,31 +100,9 @@ func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, h 
 	if cfg.Stream == "" || cfg.Durable == "" {
 		return errors.New("consumer: stream and durable must be set")
 	}
-	policy := jetstream.DeliverAllPolicy
-	if cfg.DeliverNew {
-		policy = jetstream.DeliverNewPolicy
-	}
-	var cons jetstream.Consumer
-	for {
-		var err error
-		cons, err = js.CreateOrUpdateConsumer(ctx, cfg.Stream, jetstream.ConsumerConfig{
-			Durable:       cfg.Durable,
-			FilterSubject: cfg.FilterSubject,
-			AckPolicy:     jetstream.AckExplicitPolicy,
-			AckWait:       cfg.AckWait,
-			DeliverPolicy: policy,
-			MaxAckPending: 4 * cfg.Fetch,
-			MaxDeliver:    -1,
-		})
-		if err == nil {
-			break
-		}
-		log.Warn("creating consumer, retrying", logfields.Stream, cfg.Stream, logfields.Durable, cfg.Durable, logfields.Err, err)
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(time.Second):
-		}
+	cons := createConsumer(ctx, js, cfg, log)
+	if cons == nil {
+		return nil
 	}
 	rep := reporterFrom(ctx)
 	st := newConsumerState(js, cfg, h, m, log, rep)
@@ -219,6 +197,35 @@ func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, h 
 		backoff = min(2*backoff, 30*time.Second)
 	}
 	return nil
+}
+
+// createConsumer creates or updates cfg's durable, retrying until ctx
+// ends (then nil).
+func createConsumer(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, log *slog.Logger) jetstream.Consumer {
+	policy := jetstream.DeliverAllPolicy
+	if cfg.DeliverNew {
+		policy = jetstream.DeliverNewPolicy
+	}
+	for {
+		cons, err := js.CreateOrUpdateConsumer(ctx, cfg.Stream, jetstream.ConsumerConfig{
+			Durable:       cfg.Durable,
+			FilterSubject: cfg.FilterSubject,
+			AckPolicy:     jetstream.AckExplicitPolicy,
+			AckWait:       cfg.AckWait,
+			DeliverPolicy: policy,
+			MaxAckPending: 4 * cfg.Fetch,
+			MaxDeliver:    -1,
+		})
+		if err == nil {
+			return cons
+		}
+		log.Warn("creating consumer, retrying", logfields.Stream, cfg.Stream, logfields.Durable, cfg.Durable, logfields.Err, err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 // fetch returns at once with what is pending (up to cfg.Fetch), and
