@@ -110,7 +110,7 @@ func trackWritten(c *container, b *Baseline, f *containv1.File) {
 // the bulk-deletion behaviour once the tree made bulkThreshold of them
 // within bulkWindowNs (once per window).
 func bulkHit(c *container, f *containv1.File, now int64) []hit {
-	if !destroys(f) {
+	if !destroys(f) && !renamesAway(f) {
 		return nil
 	}
 	tree := treeOf(f.Proc)
@@ -131,7 +131,7 @@ func bulkHit(c *container, f *containv1.File, now int64) []hit {
 	}
 	bc.fired = true
 	return []hit{{code: CodeBulkDelete, subject: "bulk", key: "bulk",
-		msg: fmt.Sprintf("%d files deleted, truncated or overwritten by one process tree within %v (latest %s)",
+		msg: fmt.Sprintf("%d files deleted, truncated, overwritten or renamed away by one process tree within %v (latest %s)",
 			bc.n, time.Duration(bulkWindowNs), fileTarget(f))}}
 }
 

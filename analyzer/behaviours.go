@@ -194,6 +194,7 @@ func classifyExec(x *containv1.Exec, in execInfo) []hit {
 			add(CodeCredSearch, fn, fn+" "+n, fmt.Sprintf("%q searches for %q (argv %q)", base, n, x.Argv))
 		}
 	}
+	out = append(out, classifyExecAttack(x, fn, base)...)
 	if p := x.Proc; p != nil && p.Euid == 0 && p.Uid != 0 {
 		add(CodePrivilegeGain, fn, fn, fmt.Sprintf("%q runs with euid 0 for uid %d (a setuid-root binary)", fn, p.Uid))
 	}
@@ -454,7 +455,7 @@ func classifyFile(f *containv1.File) []hit {
 		case base == "mem" && f.Op != containv1.File_OP_CREATE:
 			add(CodeProcMemory, t, fmt.Sprintf("%s of %s: another process's memory written", op, t))
 		}
-		return out
+		return append(out, commWrite(f, t)...)
 	}
 	// Device nodes and files below /dev (not its tmpfs and pty mounts).
 	switch {
@@ -688,6 +689,9 @@ func classifyNetwork(n *containv1.Network) []hit {
 	if n.Op == containv1.Network_OP_CONNECT && minerPorts[n.RemotePort] {
 		return []hit{{code: CodeMinerPort, subject: strconv.FormatUint(uint64(n.RemotePort), 10), key: strconv.FormatUint(uint64(n.RemotePort), 10),
 			msg: fmt.Sprintf("connection to port %d, a well-known mining pool port", n.RemotePort)}}
+	}
+	if n.Op == containv1.Network_OP_CONNECT {
+		return metadataHit(n)
 	}
 	return nil
 }

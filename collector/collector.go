@@ -190,7 +190,7 @@ func New(cfg Config, js jetstream.JetStream, m *metrics.Metrics, log *slog.Logge
 	c.wakeMask = wakeTypes(cfg.WakeupKinds)
 	if cfg.WakeupCoalesce > 0 {
 		c.gate, c.idleGate = c.coll.Variables["wake_gate"], c.coll.Variables["idle_gate"]
-		if err := errors.Join(c.gate.Set(uint32(1)), c.idleGate.Set(uint32(1))); err != nil {
+		if err := errors.Join(c.gate.Set(uint64(1)), c.idleGate.Set(uint64(1))); err != nil {
 			c.close()
 			return nil, fmt.Errorf("collector.wakeup_coalesce: the kernel's wakeup gate cannot be written without a system call (mmapped BPF globals need Linux 5.5); set it to 0: %w", err)
 		}

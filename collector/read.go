@@ -33,12 +33,17 @@ func (c *Collector) readLoop() {
 		c.readLoopBlocking()
 		return
 	}
-	// storm: polling urgent records (wake_gate closed), every period;
-	// busy: polling other records (idle_gate closed).
-	storm, busy := false, false
-	var period time.Duration
+	var st readerState
+	params := wakeupParams{
+		gated:    c.gate != nil,
+		coalesce: c.cfg.WakeupCoalesce,
+		poll:     c.cfg.PollInterval,
+		seq:      c.seq != nil,
+	}
 	wakeKernel := c.m.ReaderWakeups.WithLabelValues("kernel")
 	wakeTimer := c.m.ReaderWakeups.WithLabelValues("timer")
+	wakeInflight := c.m.ReaderWakeups.WithLabelValues("inflight")
+	wakeRecheck := c.m.ReaderWakeups.WithLabelValues("recheck")
 	for {
 		// Records are handled here, in the goroutine the kernel's wakeup
 		// ran, not handed to Run's: a hand-off per wakeup readied a
@@ -48,54 +53,38 @@ func (c *Collector) readLoop() {
 		if !ok {
 			return
 		}
+		// After the drain (and after any gate opened before it): a record
+		// reserved from here on reads the gates as they are now.
+		seen := c.rr.producer()
 		if urgent {
 			c.batcher.Flush()
 		}
 		if stopping {
 			return
 		}
-		wait := c.cfg.PollInterval
-		if c.gate != nil {
-			switch {
-			case urgent:
-				// Urgent records keep coming: poll again soon (the kernel
-				// closed both gates), backing off (doubling) to
-				// WakeupCoalesce while they do.
-				if !storm {
-					period = min(coalesceFirst, c.cfg.WakeupCoalesce)
-				} else {
-					period = min(2*period, c.cfg.WakeupCoalesce)
-				}
-				storm, busy, wait = true, true, period
-			case storm:
-				// No urgent record in this poll: the next one wakes the
-				// reader again. Drain once more, since one written
-				// before the gate opened woke no one.
-				storm = false
-				c.setGate(c.gate)
-				continue
-			case n > 0:
-				// Other records: they go at the batcher's tick anyway.
-				busy, wait = true, c.cfg.WakeupCoalesce
-			case busy:
-				// Nothing read: any record wakes the reader again. Drain
-				// once more (a record written before it opened).
-				busy = false
-				c.setGate(c.idleGate)
-				continue
-			default:
-				// Idle, both gates open. The timeout is a safety net (and
-				// sequence records, which never wake the reader, are
-				// polled every PollInterval).
-				wait = idleWait
-				if c.seq != nil {
-					wait = c.cfg.PollInterval
-				}
-			}
+		plan := st.next(drainResult{urgent: urgent, n: n, inflight: seen != c.rr.consumer()}, params)
+		switch plan.open {
+		case gateWake:
+			c.setGate(c.gate)
+			continue
+		case gateIdle:
+			c.setGate(c.idleGate)
+			continue
 		}
-		switch err := c.rw.wait(time.Now().Add(wait)); {
+		var moved func() bool
+		if plan.idle {
+			// A wakeup the netpoller saw before the wait began is
+			// discarded by it (the runtime's pollReset): park only if
+			// nothing was reserved since the drain.
+			moved = func() bool { return c.rr.producer() != seen }
+		}
+		switch err := c.rw.wait(time.Now().Add(plan.wait), moved); {
+		case errors.Is(err, errRingMoved):
+			wakeRecheck.Inc()
 		case err == nil:
 			wakeKernel.Inc()
+		case isWaitTimeout(err) && plan.inflight:
+			wakeInflight.Inc()
 		case isWaitTimeout(err):
 			wakeTimer.Inc()
 		case errors.Is(err, os.ErrClosed):
@@ -147,12 +136,20 @@ func (c *Collector) handleRecord(rec []byte) {
 	c.handle(rec)
 }
 
-// setGate opens a wakeup gate (a store into the mmapped .data).
+// setGate opens a wakeup gate (a store into the mmapped .data), then
+// orders that store before the reader's next load of the ring's producer
+// position (a full barrier): with the kernel's barrier in submit_flags,
+// either the reader sees a record reserved after it looked, or that
+// record's program sees the gate open (design 029).
 func (c *Collector) setGate(g *ebpf.Variable) {
-	if err := g.Set(uint32(1)); err != nil {
+	if err := g.Set(uint64(1)); err != nil {
 		c.m.Errors.WithLabelValues(metrics.StageCollector, "wake_gate").Inc()
 	}
+	gateFence.Add(1) // a locked read-modify-write: a full barrier
 }
+
+// gateFence is setGate's barrier (only the reader goroutine uses it).
+var gateFence atomic.Uint64
 
 // drainBatch bounds the records handled per hold of mu, so Run's reports
 // are not held off by a flood.

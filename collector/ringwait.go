@@ -58,26 +58,40 @@ func newRingWait(fd int) (*ringWait, error) {
 	return &ringWait{f: f, conn: conn}, nil
 }
 
-// wait returns after the ring's next wakeup (also one that came since the
-// last wait), at the deadline, or when interrupt is called.
-// It returns os.ErrDeadlineExceeded at the deadline or on interrupt.
-func (w *ringWait) wait(deadline time.Time) error {
+// wait returns after the ring's next wakeup that comes once it began, at
+// the deadline, or when interrupt is called. It returns
+// os.ErrDeadlineExceeded at the deadline or on interrupt.
+//
+// A wakeup that came before (while the caller drained) is not kept: the
+// runtime's pollReset, at the start of every wait, discards a readiness
+// the netpoller already saw. So moved, when not nil, is checked after
+// that reset and before parking: true (the ring changed since the
+// caller's drain, and its wakeup may be the one discarded) returns
+// errRingMoved at once.
+func (w *ringWait) wait(deadline time.Time, moved func() bool) error {
 	if err := w.f.SetReadDeadline(deadline); err != nil {
 		return err
 	}
 	// The first call parks (the caller just drained; a record still being
 	// written must not make it spin), the next one returns: the
-	// netpoller saw the ring's wakeup (edge-triggered, so a wakeup while
-	// the caller drained is not lost) or the deadline passed.
-	parked := false
-	return w.conn.Read(func(uintptr) bool {
+	// netpoller saw the ring's wakeup or the deadline passed.
+	parked, hasMoved := false, false
+	err := w.conn.Read(func(uintptr) bool {
 		if parked {
 			return true
 		}
 		parked = true
-		return false
+		hasMoved = moved != nil && moved()
+		return hasMoved
 	})
+	if err == nil && hasMoved {
+		return errRingMoved
+	}
+	return err
 }
+
+// errRingMoved: wait found the ring changed before parking.
+var errRingMoved = errors.New("ring buffer moved before the wait")
 
 // interrupt makes a pending or the next wait return at once.
 func (w *ringWait) interrupt() { _ = w.f.SetReadDeadline(time.Unix(1, 0)) }
@@ -171,6 +185,13 @@ func (r *ringRead) drain(max int, f func(sample []byte)) (int, error) {
 	}
 	return n, nil
 }
+
+// producer is the ring's producer position: it moves when a record is
+// reserved, before the record is written and committed.
+func (r *ringRead) producer() uint64 { return atomic.LoadUint64(r.prodPos) }
+
+// consumer is the reader's position.
+func (r *ringRead) consumer() uint64 { return atomic.LoadUint64(r.consPos) }
 
 func (r *ringRead) close() {
 	_ = unix.Munmap(r.prod)

@@ -271,16 +271,38 @@ volatile const __u64 wake_bytes = 0;
 //   idle host costs the reader no wakeup and no timer, and other records
 //   are polled every wakeup_coalesce while they come.
 // Both live in .data, mmapped: user space reopens them with a store, no
-// system call. Two CPUs racing on an open gate both wake the reader; that
-// is harmless.
+// system call. A CPU takes an open gate with an atomic exchange, so one
+// wakeup is sent per opening.
+// The reader waits for a wakeup without a timeout only after it opened
+// both gates, drained, and found the ring empty (design 029); that is
+// sound only if a record reserved after the reader looked sees the gate
+// open: the reader orders its gate store before its look at the ring with
+// a full barrier, and submit_flags orders the record's reservation before
+// its final look at the gates with another.
 volatile const __u32 wake_gated = 0;
-volatile __u32 wake_gate = 1;
-volatile __u32 idle_gate = 1;
+volatile __u64 wake_gate = 1;
+volatile __u64 idle_gate = 1;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 1 << 22); // resized by the loader
 } events SEC(".maps");
+
+// gate_take closes an open gate; true on the one CPU that closed it.
+static __always_inline bool gate_take(volatile __u64 *gate)
+{
+	return *gate && __sync_lock_test_and_set(gate, 0);
+}
+
+// gate_pass: whether a record forces a wakeup through the gates.
+static __always_inline bool gate_pass(bool urgent)
+{
+	if (urgent && gate_take(&wake_gate)) {
+		idle_gate = 0; // the reader polls while urgent records come
+		return true;
+	}
+	return gate_take(&idle_gate);
+}
 
 // submit_flags: see wake_types. Waking records force the wakeup: with
 // flags 0 the kernel notifies only when the reader has consumed everything
@@ -290,15 +312,17 @@ static __always_inline __u64 submit_flags(__u32 type)
 	if (wake_gated) {
 		// An urgent record wakes the reader unless an urgent storm is
 		// being polled; any record wakes an idle reader.
-		if ((wake_types & (1u << type)) && wake_gate) {
-			wake_gate = 0;
-			idle_gate = 0;
+		bool urgent = wake_types & (1u << type);
+		if (gate_pass(urgent))
 			return BPF_RB_FORCE_WAKEUP;
-		}
-		if (idle_gate) {
-			idle_gate = 0;
+		// Both read closed: look again after a full barrier (an atomic
+		// exchange on the stack) that orders this record's reservation
+		// before the look. Only this path pays it; an open gate is taken
+		// with an exchange anyway.
+		volatile __u64 fence = 0;
+		__sync_lock_test_and_set(&fence, 1);
+		if (gate_pass(urgent))
 			return BPF_RB_FORCE_WAKEUP;
-		}
 	} else if (wake_types & (1u << type)) {
 		return BPF_RB_FORCE_WAKEUP;
 	}
