@@ -55,6 +55,11 @@ type ConsumerConfig struct {
 	// fetch, so busy consumers batch as before. A sink that gains from
 	// large batches (the store) leaves it off.
 	Eager bool
+	// AliasPayload decodes with DecodeAliased: the handler's batches
+	// point into the messages' payloads (each message owns its buffer:
+	// nats.go copies it out of the read buffer) instead of copying every
+	// string, so the handler must clone what it keeps past its call.
+	AliasPayload bool
 	// Stop, when closed, ends Consume after the fetch in hand is handled
 	// and acknowledged: a graceful hand-over (an analyzer releasing a
 	// partition), where cancelling ctx would leave it unacknowledged until
@@ -134,7 +139,7 @@ func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, h 
 			batches []*containv1.Batch
 		)
 		for _, msg := range msgs {
-			b, err := Decode(msg.Data())
+			b, err := decode(msg.Data(), cfg.AliasPayload)
 			if err != nil {
 				m.Malformed.WithLabelValues(cfg.Stage).Inc()
 				if !loggedMalformed.Swap(true) {
