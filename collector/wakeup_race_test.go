@@ -188,3 +188,103 @@ func TestBPFWakeupRace(t *testing.T) {
 		t.Errorf("%d record(s) waited ≥ %v for the reader (lost wakeup), worst %v", slow.Load(), idleWait/2, time.Duration(worst.Load()))
 	}
 }
+
+// The real submit_flags takes the gates and wakes the reader as the
+// model's mirror (submitFlags) does, from every state of the gates, for
+// urgent and other records: exec records through exec_raw_tp, urgent or
+// not by wake_types. Wakeups are seen on an edge-triggered epoll of the
+// ring, as the netpoller sees them.
+func TestBPFSubmitFlagsGates(t *testing.T) {
+	testenv.RequireRoot(t)
+	me := myCgroupID(t)
+	for _, urgent := range []bool{true, false} {
+		spec, err := loadCollector()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for name := range spec.Programs {
+			if name != "exec_raw_tp" {
+				delete(spec.Programs, name)
+			}
+		}
+		spec.Maps["events"].MaxEntries = 1 << 16
+		wt := uint32(0)
+		if urgent {
+			wt = wakeTypes([]string{"exec"})
+		}
+		for name, v := range map[string]any{"host_cgroup_id": me + 1, "wake_types": wt, "wake_bytes": uint64(1 << 14), "wake_gated": uint32(1)} {
+			if err := spec.Variables[name].Set(v); err != nil {
+				t.Fatal(err)
+			}
+		}
+		coll, err := ebpf.NewCollection(spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer coll.Close()
+		rb := coll.Maps["events"]
+		rr, err := newRingRead(rb.FD(), int(rb.MaxEntries()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rr.close()
+		ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer unix.Close(ep)
+		if err := unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, rb.FD(), &unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLET}); err != nil {
+			t.Fatal(err)
+		}
+		woken := func(timeout time.Duration) bool {
+			evs := make([]unix.EpollEvent, 1)
+			for {
+				n, err := unix.EpollWait(ep, evs, int(timeout.Milliseconds()))
+				if errors.Is(err, unix.EINTR) {
+					continue
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				return n > 0
+			}
+		}
+		wake, idle := coll.Variables["wake_gate"], coll.Variables["idle_gate"]
+		for _, g := range []modelGates{{true, true}, {true, false}, {false, true}, {false, false}} {
+			b2 := func(b bool) uint64 {
+				if b {
+					return 1
+				}
+				return 0
+			}
+			if err := errors.Join(wake.Set(b2(g.wake)), idle.Set(b2(g.idle))); err != nil {
+				t.Fatal(err)
+			}
+			want := g
+			wantWake := submitFlags(&want, urgent)
+			if _, err := coll.Programs["exec_raw_tp"].Run(&ebpf.RunOptions{Context: []uint64{0, 0, 0}}); err != nil {
+				if errors.Is(err, ebpf.ErrNotSupported) {
+					testenv.Unavailable(t, "BPF_PROG_TEST_RUN for raw tracepoints")
+				}
+				t.Fatal(err)
+			}
+			wait := 50 * time.Millisecond // no wakeup: how long to be sure
+			if wantWake {
+				wait = 2 * time.Second
+			}
+			gotWake := woken(wait)
+			var gw, gi uint64
+			if err := errors.Join(wake.Get(&gw), idle.Get(&gi)); err != nil {
+				t.Fatal(err)
+			}
+			got := modelGates{wake: gw == 1, idle: gi == 1}
+			if n, _ := rr.drain(10, func([]byte) {}); n != 1 {
+				t.Fatalf("urgent %v gates %+v: %d records", urgent, g, n)
+			}
+			if got != want || gotWake != wantWake {
+				t.Errorf("urgent %v, gates %+v: wakeup %v, gates after %+v; the model: wakeup %v, gates %+v",
+					urgent, g, gotWake, got, wantWake, want)
+			}
+		}
+	}
+}
