@@ -81,6 +81,13 @@ func TestAuditBehaviours(t *testing.T) {
 			rename(sec(10+float64(i)/100), p+".log", p+".log.1"),
 			rename(sec(10+float64(i)/100), p+".conf", p+".conf.bak"))
 	}
+	// A shell loop writing to /dev/null (O_TRUNC, no O_CREAT) and a
+	// cleaner emptying its temp directory (found by the fleet test).
+	for i := range 120 {
+		null := fileEv("c1", sec(11+float64(i)/100), containv1.File_OP_OPEN_WRITE, "/dev/null")
+		null.GetFile().Flags = 0o1001
+		evs = append(evs, null, fileEv("c1", sec(11+float64(i)/100), containv1.File_OP_UNLINK, "/tmp/job."+strconv.Itoa(i)))
+	}
 	// A FIFO then nc long after (a health check's), and nc with no FIFO.
 	evs = append(evs, fifo(sec(12), "/tmp/log.pipe"), comm(sec(13), "nginx: worker"), comm(sec(13.1), "kubeproxy"))
 	if got := scoresOf(h, evs...); got[CodeBulkDelete] > 0 || got[CodeMasquerade] > 0 {

@@ -172,10 +172,18 @@ func (s *Store) existing(ctx context.Context, fb *fetchBufs) (idSet, error) {
 // first column, the granules of the fetch's containers (or images). The
 // ids travel as an external table (a block of UUIDs sent with the query,
 // as old as the native protocol), not as literals the server must parse.
+// A fetch from more than maxLookupPrefixes containers (or images) is
+// looked up by time range and ids alone: its literal list would pass the
+// server's max_query_size (256 KiB: ~3,800 container ids) and fail, and
+// with that many containers every granule matches anyway.
 func (s *Store) lookupIDs(ctx context.Context, l lookup, p *probe, found idSet) error {
 	prefixes := make([]string, 0, len(p.prefixes))
 	for v := range p.prefixes {
 		prefixes = append(prefixes, quote(v))
+	}
+	prefixCond := fmt.Sprintf("%s IN (%s) AND ", l.prefixCol, strings.Join(prefixes, ", "))
+	if len(prefixes) > maxLookupPrefixes {
+		prefixCond = ""
 	}
 	ids, err := ext.NewTable("fetch_ids", ext.Column("id", "UUID"))
 	if err != nil {
@@ -186,8 +194,8 @@ func (s *Store) lookupIDs(ctx context.Context, l lookup, p *probe, found idSet) 
 			return fmt.Errorf("store: looking up %s ids: %w", l.table, err)
 		}
 	}
-	q := fmt.Sprintf("SELECT %s FROM %s WHERE %s IN (%s) AND ts BETWEEN toDateTime(%d) AND toDateTime(%d) AND %s IN (SELECT id FROM fetch_ids)",
-		l.idCol, l.table, l.prefixCol, strings.Join(prefixes, ", "), p.min.Unix(), p.max.Unix(), l.idCol)
+	q := fmt.Sprintf("SELECT %s FROM %s WHERE %sts BETWEEN toDateTime(%d) AND toDateTime(%d) AND %s IN (SELECT id FROM fetch_ids)",
+		l.idCol, l.table, prefixCond, p.min.Unix(), p.max.Unix(), l.idCol)
 	rows, err := s.conn.Query(clickhouse.Context(ctx, clickhouse.WithExternalTable(ids)), q)
 	if err != nil {
 		return fmt.Errorf("store: looking up %s ids at clickhouse %s: %w", l.table, s.addr, err)
@@ -205,6 +213,9 @@ func (s *Store) lookupIDs(ctx context.Context, l lookup, p *probe, found idSet) 
 	}
 	return nil
 }
+
+// maxLookupPrefixes is the most sort-key prefixes a lookup names.
+const maxLookupPrefixes = 1000
 
 // quote makes s a ClickHouse string literal.
 func quote(s string) string {

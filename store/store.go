@@ -293,7 +293,7 @@ func (s *Store) Run(ctx context.Context, js jetstream.JetStream, m *metrics.Metr
 				FetchMaxBytes: s.cfg.InsertMaxBytes,
 				AckWait:       s.cfg.AckWait,
 				RetryDelay:    s.cfg.RetryDelay,
-			}, h, m, s.log.With(logfields.Stream, stream))
+			}, h, m, s.log)
 			if err != nil {
 				errs <- fmt.Errorf("store: consuming %s: %w", stream, err)
 			}
