@@ -142,7 +142,7 @@ type encoded [][]byte
 func (e encoded) Len() int          { return len(e) }
 func (e encoded) Data(i int) []byte { return e[i] }
 func (e encoded) Batch(i int) *containv1.Batch {
-	b, err := bus.Decode(e[i])
+	b, err := bus.DecodeAliased(e[i]) // as Run's consumers decode
 	if err != nil {
 		return nil
 	}

@@ -78,6 +78,9 @@ func (b *typedBuf[R, T]) appendInterned(c *chcol.LowCardinality, vals []string) 
 	for _, v := range vals {
 		box, ok := b.boxes[v]
 		if !ok {
+			// A decoded string may alias its message's payload
+			// (bus.ConsumerConfig.AliasPayload): the cache keeps a copy.
+			v = strings.Clone(v)
 			box = v
 			b.boxes[v] = box
 		}
