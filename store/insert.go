@@ -162,11 +162,9 @@ func (w *tableWriter[R]) flush(ctx context.Context, last bool) error {
 		}
 		w.batch = b
 	}
-	for i, c := range w.buf.bufs {
-		if err := w.batch.Column(i).Append(c.values(0, n)); err != nil {
-			w.abort()
-			return fmt.Errorf("column %s: %w", w.buf.def.cols[i].colName(), err)
-		}
+	if err := appendBlock(w.batch, w.buf); err != nil {
+		w.abort()
+		return err
 	}
 	w.buf.reset()
 	w.inBatch += n
@@ -182,6 +180,17 @@ func (w *tableWriter[R]) flush(ctx context.Context, last bool) error {
 	if err := w.batch.Flush(); err != nil {
 		w.abort()
 		return err
+	}
+	return nil
+}
+
+// appendBlock hands buf's rows to the driver's block of batch.
+func appendBlock[R any](batch driver.Batch, buf *rowBuf[R]) error {
+	cols := batch.Columns()
+	for i, c := range buf.bufs {
+		if err := c.appendTo(cols[i]); err != nil {
+			return fmt.Errorf("column %s: %w", buf.def.cols[i].colName(), err)
+		}
 	}
 	return nil
 }

@@ -125,7 +125,8 @@ func (f *Messages) Refused(i int) bool { return f.state[i] == msgRefused }
 // logged once, terminated and gives nil, now and on every later call. A
 // batch is counted in contain_events_in_total once per delivery, however
 // often it is decoded. The caller owns the result; Messages keeps nothing
-// of it.
+// of it. With ConsumerConfig.AliasPayload its strings and bytes point into
+// the message's payload (DecodeAliased).
 func (f *Messages) Batch(i int) *containv1.Batch {
 	if f.state[i] == msgRefused {
 		return nil
@@ -171,7 +172,7 @@ type msgChecker struct {
 }
 
 func (c *msgChecker) check(msg jetstream.Msg) (*containv1.Batch, bool) {
-	b, err := Decode(msg.Data())
+	b, err := decode(msg.Data(), c.cfg.AliasPayload)
 	if err != nil {
 		c.m.Malformed.WithLabelValues(c.cfg.Stage).Inc()
 		if !c.loggedMalformed.Swap(true) {
