@@ -87,7 +87,9 @@ func (e *Engine) observeExec(c *container, b *Baseline, x *containv1.Exec, learn
 		if len(c.procs) >= maxProcs {
 			clear(c.procs)
 		}
-		c.procs[x.Proc.Tgid] = fn
+		if old, ok := c.procs[x.Proc.Tgid]; !ok || old != fn {
+			c.procs[x.Proc.Tgid] = strings.Clone(fn) // kept: x may point into a payload
+		}
 	}
 	shape := fn + "\x00" + argvShape(x.Argv)
 	edge := ""
