@@ -194,6 +194,7 @@ func classifyExec(x *containv1.Exec, in execInfo) []hit {
 			add(CodeCredSearch, fn, fn+" "+n, fmt.Sprintf("%q searches for %q (argv %q)", base, n, x.Argv))
 		}
 	}
+	out = append(out, classifyExecAttack(x, fn, base)...)
 	if p := x.Proc; p != nil && p.Euid == 0 && p.Uid != 0 {
 		add(CodePrivilegeGain, fn, fn, fmt.Sprintf("%q runs with euid 0 for uid %d (a setuid-root binary)", fn, p.Uid))
 	}
@@ -322,10 +323,16 @@ func creates(op containv1.File_Op) bool {
 }
 
 // destroys reports whether f removes or empties existing data: an
-// unlink, a truncate, an open of an existing file with O_TRUNC. An open
+// unlink, a truncate, an open of an existing file with O_TRUNC (not of a
+// device or a kernel file). An open
 // with O_CREAT|O_TRUNC is not counted: it is how most programs create a
 // new file (Go's os.Create, a shell's >), existing or not.
 func destroys(f *containv1.File) bool {
+	// Device nodes and kernel files hold no data: a program opening
+	// /dev/null with O_TRUNC a hundred times destroys nothing.
+	if strings.HasPrefix(f.Path, "/dev/") || strings.HasPrefix(f.Path, "/proc/") || strings.HasPrefix(f.Path, "/sys/") {
+		return false
+	}
 	switch f.Op {
 	case containv1.File_OP_UNLINK, containv1.File_OP_TRUNCATE:
 		return true
@@ -454,7 +461,7 @@ func classifyFile(f *containv1.File) []hit {
 		case base == "mem" && f.Op != containv1.File_OP_CREATE:
 			add(CodeProcMemory, t, fmt.Sprintf("%s of %s: another process's memory written", op, t))
 		}
-		return out
+		return append(out, commWrite(f, t)...)
 	}
 	// Device nodes and files below /dev (not its tmpfs and pty mounts).
 	switch {
@@ -557,7 +564,7 @@ func linkSource(f *containv1.File) string {
 // bulkWindow raise file.bulk_delete.
 const (
 	bulkThreshold = 50
-	bulkWindowNs  = int64(5e9)
+	bulkWindowNs  = int64(10e9)
 )
 
 // Syscall numbers and flags read from arguments (x86-64).
@@ -688,6 +695,9 @@ func classifyNetwork(n *containv1.Network) []hit {
 	if n.Op == containv1.Network_OP_CONNECT && minerPorts[n.RemotePort] {
 		return []hit{{code: CodeMinerPort, subject: strconv.FormatUint(uint64(n.RemotePort), 10), key: strconv.FormatUint(uint64(n.RemotePort), 10),
 			msg: fmt.Sprintf("connection to port %d, a well-known mining pool port", n.RemotePort)}}
+	}
+	if n.Op == containv1.Network_OP_CONNECT {
+		return metadataHit(n)
 	}
 	return nil
 }

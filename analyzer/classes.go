@@ -74,6 +74,9 @@ const (
 	CodeSensitiveLink   = "file.link.sensitive"
 	CodeExecDecode      = "exec.decode"
 	CodeRuntimeSocket   = "escape.runtime_socket"
+	CodeContainerAdmin  = "exec.container_admin"
+	CodeCloudMetadata   = "cred.cloud_metadata"
+	CodeMasquerade      = "defense.masquerade"
 	CodeIncidentCombine = "incident.combined"
 )
 
@@ -147,6 +150,9 @@ var classes = map[string]class{
 	CodeSensitiveLink:   {0.85, "Symlink or hardlink made to a credential file", []string{"T1003.008", "T1552.001"}},
 	CodeRuntimeSocket:   {0.9, "Container runtime socket connected to (docker.sock, containerd, CRI-O, podman)", []string{"T1611", "T1609", "T1552.007"}},
 	CodeExecDecode:      {0.6, "Payload decoded in container (base64 -d and the like)", []string{"T1140"}},
+	CodeContainerAdmin:  {0.85, "Container administration tool run in container (kubectl, docker, crictl...)", []string{"T1609", "T1610", "T1613"}},
+	CodeCloudMetadata:   {0.85, "Cloud instance metadata service queried (instance or task credentials)", []string{"T1552.005"}},
+	CodeMasquerade:      {0.85, "Process renamed (procfs comm) or named like a kernel thread", []string{"T1036.004", "T1036.005"}},
 	CodeIncidentCombine: {0, "Several deviations in one incident", nil},
 
 	// Policies (commits.go).

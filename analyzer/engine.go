@@ -140,6 +140,9 @@ type container struct {
 	rotated map[string]int64
 	// scan counts distinct endpoints connected to per process tree.
 	scan map[uint32]*scanCounter
+	// fifos is when each process tree last made a FIFO (fifoRelayHit);
+	// nil until one does.
+	fifos map[uint32]int64
 	// recent holds each process tree's recent alert reasons, for the
 	// incident combination (CombineWindow).
 	recent map[uint32][]recentReason
@@ -149,10 +152,12 @@ type container struct {
 	seqThreads map[uint32]*seqThread
 }
 
+// bulkCounter holds the event times of a tree's last bulkThreshold
+// destructive operations (a ring) and when it last fired.
 type bulkCounter struct {
-	start int64
-	n     int
-	fired bool
+	ring    [bulkThreshold]int64
+	next    int
+	firedNs int64
 }
 
 type scanCounter struct {
@@ -436,6 +441,9 @@ func (e *Engine) Observe(ev *containv1.Event) []*containv1.Event {
 	var novel bool
 	if _, isExec := ev.Body.(*containv1.Event_Exec); !isExec {
 		novel = e.observeApplet(c, b, proc, learn)
+	}
+	if m := masqueradeComm(proc); m != nil {
+		novel = e.behave(b, actor(c, proc), m, learn) || novel
 	}
 	switch body := ev.Body.(type) {
 	case *containv1.Event_Exec:

@@ -100,6 +100,9 @@ func (e *Engine) observeExec(c *container, b *Baseline, x *containv1.Exec, learn
 	}
 	hits := classifyExec(x, execInfo{name: fn, parent: parent, written: c.written[fn] || x.Exe != "" && c.written[x.Exe],
 		nonRootImage: nonRoot && !learn})
+	if c.fifos != nil {
+		hits = append(hits, fifoRelayHit(c, x, path.Base(fn), c.lastNs)...)
+	}
 	if learn {
 		novel := e.learnKey(b.Exec, fn)
 		novel = e.learnKey(b.Argv, shape) || novel
@@ -356,6 +359,7 @@ func (e *Engine) observeFile(c *container, b *Baseline, s *seed, f *containv1.Fi
 	if !refused {
 		trackWritten(c, b, f)
 	}
+	noteFifo(c, f, now)
 	hits := rotationFilter(c, f, now, append(classifyFile(f), bulkHit(c, f, now)...))
 	act := actor(c, f.Proc)
 	if f.Op == containv1.File_OP_OPEN_READ {

@@ -135,6 +135,8 @@ var SessionBehaviours = map[string]bool{
 	// Persistence and impact.
 	CodeSSHPersist: true, CodeShellConfig: true, CodeCronPersist: true, CodeAccountChange: true,
 	CodeBulkDelete: true, CodeLogClear: true,
+	// Added by the held-out audit (design 028).
+	CodeCloudMetadata: true, CodeMasquerade: true,
 }
 
 // keepSessionBehaviours filters devs in place to SessionBehaviours.

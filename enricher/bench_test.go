@@ -13,7 +13,7 @@ import (
 
 // benchEnricher is an enricher whose cache knows containers c0..c<n-1>
 // on host h1, each with a profile; no NATS is needed on a warm cache.
-func benchEnricher(b *testing.B, n int) *Enricher {
+func benchEnricher(_ testing.TB, n int) *Enricher {
 	e := &Enricher{cfg: testConfig(), m: metrics.New(), log: testenv.Discard(),
 		cache: map[ckey]*entry{}, misses: map[ckey]time.Time{}, profiles: map[string]string{}, digests: map[string]string{}}
 	e.em = newEnricherMetrics(e.m)

@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -113,6 +115,9 @@ func (e *Enricher) Run(ctx context.Context) error {
 		FetchWait:     e.cfg.FetchWait,
 		AckWait:       e.cfg.AckWait,
 		Eager:         true, // on the detection path: a lone event goes at once
+		// The batches are re-encoded before the handler returns; what the
+		// enricher keeps (container records, misses) is cloned.
+		AliasPayload: true,
 	}, e.handle, e.m, e.log)
 	cancel()
 	wg.Wait()
@@ -239,6 +244,8 @@ func decodeContainerRecord(b []byte) (ContainerImage, error) {
 }
 
 // store puts rec in the memory cache and reports whether it changed.
+// What enrichBatch copies into events from an entry is made UTF-8 here,
+// so that the enriched batches need no second check (bus.NewMsgChecked).
 func (e *Enricher) store(rec ContainerImage) bool {
 	k := ckey{rec.Host, rec.ContainerID}
 	e.mu.Lock()
@@ -246,6 +253,7 @@ func (e *Enricher) store(rec ContainerImage) bool {
 	if rec.ImageDigest == "" && rec.ImageRef != "" {
 		rec.ImageDigest = e.digests[rec.ImageRef]
 	}
+	rec.ImageRef, rec.ImageDigest, rec.Name = validUTF8(rec.ImageRef), validUTF8(rec.ImageDigest), validUTF8(rec.Name)
 	old, ok := e.cache[k]
 	if ok {
 		rec = keepRuntimeIdentity(old.rec, rec)
@@ -260,10 +268,18 @@ func (e *Enricher) store(rec ContainerImage) bool {
 			break
 		}
 	}
-	e.cache[k] = &entry{rec: rec, profileRef: e.profiles[rec.ImageDigest]}
+	e.cache[k] = &entry{rec: rec, profileRef: validUTF8(e.profiles[rec.ImageDigest])}
 	delete(e.misses, k)
 	e.em.containers.Set(float64(len(e.cache)))
 	return true
+}
+
+// validUTF8 is s with each invalid UTF-8 sequence replaced by U+FFFD.
+func validUTF8(s string) string {
+	if utf8.ValidString(s) {
+		return s
+	}
+	return strings.ToValidUTF8(s, "\uFFFD")
 }
 
 // lookup returns the entry of k, asking the KV bucket at most once per
@@ -298,7 +314,7 @@ func (e *Enricher) lookup(ctx context.Context, k ckey) *entry {
 	if len(e.misses) >= e.cfg.MaxContainers {
 		clear(e.misses)
 	}
-	e.misses[k] = now
+	e.misses[ckey{strings.Clone(k.host), strings.Clone(k.id)}] = now // k points into a payload
 	e.mu.Unlock()
 	return nil
 }
@@ -307,32 +323,59 @@ func (e *Enricher) lookup(ctx context.Context, k ckey) *entry {
 // them all at once (bus.PublishAll: sent in order, the acks awaited
 // together rather than a round trip per batch).
 func (e *Enricher) handle(ctx context.Context, batches []*containv1.Batch) error {
+	msgs, sizes, err := e.messages(ctx, batches)
+	if err != nil {
+		return err
+	}
+	if err := bus.PublishAll(ctx, e.js, msgs, metrics.StageEnricher); err != nil {
+		e.em.publishErrors.Inc()
+		return err
+	}
+	for _, n := range sizes {
+		e.em.out.Add(float64(n))
+		e.em.batchEvents.Observe(float64(n))
+	}
+	return nil
+}
+
+// messages enriches batches and encodes the output messages, with the
+// number of events of each.
+func (e *Enricher) messages(ctx context.Context, batches []*containv1.Batch) ([]*nats.Msg, []int, error) {
 	msgs := make([]*nats.Msg, 0, len(batches))
-	var sizes []int
+	sizes := make([]int, 0, len(batches))
 	for _, b := range batches {
 		if err := e.enrichBatch(ctx, b); err != nil {
-			return err
+			return nil, nil, err
 		}
 		for _, out := range e.route(b) {
-			msg, err := bus.NewMsg(out.subject, out.batch)
+			// The events were decoded (UTF-8 checked) and what enrichBatch
+			// wrote into them is UTF-8 (store): no second check.
+			msg, err := bus.NewMsgChecked(out.subject, out.batch)
+			tooLarge := errors.Is(err, bus.ErrTooLarge) || (err == nil && len(msg.Data) > bus.MaxPayload-1024)
+			if tooLarge && len(out.batch.Events) > 1 {
+				// Grown past MaxPayload by the enrichment: in parts.
+				var parts []*nats.Msg
+				for _, p := range splitBatch(out.batch) {
+					if msg, err = bus.NewMsgChecked(out.subject, p); err != nil {
+						break
+					}
+					parts = append(parts, msg)
+					sizes = append(sizes, len(p.Events))
+				}
+				if err == nil {
+					msgs = append(msgs, parts...)
+					continue
+				}
+			}
 			if err != nil {
-				e.m.Errors.WithLabelValues(metrics.StageEnricher, "publish").Inc()
-				return fmt.Errorf("enricher: %w", err)
+				e.em.publishErrors.Inc()
+				return nil, nil, fmt.Errorf("enricher: %w", err)
 			}
 			msgs = append(msgs, msg)
 			sizes = append(sizes, len(out.batch.Events))
 		}
 	}
-	if err := bus.PublishAll(ctx, e.js, msgs, metrics.StageEnricher); err != nil {
-		e.m.Errors.WithLabelValues(metrics.StageEnricher, "publish").Inc()
-		return err
-	}
-	out, hist := e.m.EventsOut.WithLabelValues(metrics.StageEnricher), e.m.BatchEvents.WithLabelValues(metrics.StageEnricher)
-	for _, n := range sizes {
-		out.Add(float64(n))
-		hist.Observe(float64(n))
-	}
-	return nil
+	return msgs, sizes, nil
 }
 
 // enrichBatch sets image_ref, image_digest and profile_ref on every event
@@ -431,6 +474,9 @@ func (e *Enricher) containerEvent(ctx context.Context, host string, ev *containv
 			rec.ImageDigest = ""
 		}
 	}
+	// ev points into the message's payload (AliasPayload): what is kept
+	// is copied.
+	rec = rec.clone()
 	if !e.store(rec) {
 		return nil
 	}
@@ -456,13 +502,11 @@ func (e *Enricher) containerEvent(ctx context.Context, host string, ev *containv
 	return nil
 }
 
-// outputBatches wraps in's events as the enricher's batch. The batch keeps
+// outputBatch wraps in's events as the enricher's batch. The batch keeps
 // the input's producer id and sequence so that a redelivered input is
-// published under the same Nats-Msg-Id (and stored once). A batch grown
-// past bus.MaxPayload by the enrichment is split in parts, each with a
-// producer id suffix ~<part>.
-func outputBatches(in *containv1.Batch) []*containv1.Batch {
-	out := &containv1.Batch{
+// published under the same Nats-Msg-Id (and stored once).
+func outputBatch(in *containv1.Batch) *containv1.Batch {
+	return &containv1.Batch{
 		SchemaVersion: containv1.SchemaVersion,
 		Host:          in.Host,
 		Stage:         metrics.StageEnricher,
@@ -470,9 +514,11 @@ func outputBatches(in *containv1.Batch) []*containv1.Batch {
 		ProducerId:    in.ProducerId,
 		Events:        in.Events,
 	}
-	if out.SizeVT() <= bus.MaxPayload-1024 || len(in.Events) < 2 {
-		return []*containv1.Batch{out}
-	}
+}
+
+// splitBatch cuts an output batch grown past bus.MaxPayload by the
+// enrichment in parts, each with a producer id suffix ~<part>.
+func splitBatch(in *containv1.Batch) []*containv1.Batch {
 	var parts []*containv1.Batch
 	var split func(evs []*containv1.Event)
 	split = func(evs []*containv1.Event) {

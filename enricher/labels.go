@@ -61,6 +61,23 @@ type ContainerImage struct {
 	Group string `json:"group,omitempty"`
 }
 
+// clone copies every string of c (which may point into a message's
+// payload: bus.DecodeAliased).
+func (c ContainerImage) clone() ContainerImage {
+	c.Host, c.ContainerID, c.Name = strings.Clone(c.Host), strings.Clone(c.ContainerID), strings.Clone(c.Name)
+	c.ImageRef, c.ImageDigest = strings.Clone(c.ImageRef), strings.Clone(c.ImageDigest)
+	c.ComposeProject, c.ComposeService = strings.Clone(c.ComposeProject), strings.Clone(c.ComposeService)
+	c.Dockerfile, c.IdentitySource, c.Group = strings.Clone(c.Dockerfile), strings.Clone(c.IdentitySource), strings.Clone(c.Group)
+	if c.Addresses != nil {
+		addrs := make([]string, len(c.Addresses))
+		for i, a := range c.Addresses {
+			addrs[i] = strings.Clone(a)
+		}
+		c.Addresses = addrs
+	}
+	return c
+}
+
 const maxLabelValue = 1024
 
 // ImageFromLabels reads the image reference and digest from a container's

@@ -2,8 +2,10 @@ package enricher
 
 import (
 	"encoding/json"
+	"reflect"
 	"strings"
 	"testing"
+	"unsafe"
 
 	"github.com/containsec/contain/schemas/kvdoc"
 )
@@ -101,6 +103,54 @@ func TestConfigValidate(t *testing.T) {
 		mut(&c)
 		if err := c.Validate(); err == nil || !strings.HasPrefix(err.Error(), key) {
 			t.Errorf("%s: got %v", key, err)
+		}
+	}
+}
+
+// TestContainerImageCloneCopiesEveryString holds clone to every string of
+// ContainerImage, a field added later included: a record built from an
+// aliased event (bus.DecodeAliased) must not keep the message's payload.
+func TestContainerImageCloneCopiesEveryString(t *testing.T) {
+	payload := []byte(strings.Repeat("x", 64))
+	inPayload := func(s string) bool {
+		if len(s) == 0 {
+			return false
+		}
+		p := uintptr(unsafe.Pointer(unsafe.StringData(s)))
+		start := uintptr(unsafe.Pointer(&payload[0]))
+		return p >= start && p < start+uintptr(len(payload))
+	}
+	aliased := unsafe.String(&payload[0], 8)
+	var c ContainerImage
+	v := reflect.ValueOf(&c).Elem()
+	for i := range v.NumField() {
+		switch f := v.Field(i); f.Kind() {
+		case reflect.String:
+			f.SetString(aliased)
+		case reflect.Slice:
+			if f.Type().Elem().Kind() != reflect.String {
+				t.Fatalf("field %s: a slice of %s; teach clone and this test about it", v.Type().Field(i).Name, f.Type().Elem())
+			}
+			f.Set(reflect.ValueOf([]string{aliased, aliased}))
+		case reflect.Bool, reflect.Int64:
+		default:
+			t.Fatalf("field %s of kind %s: teach clone and this test about it", v.Type().Field(i).Name, f.Kind())
+		}
+	}
+	cv := reflect.ValueOf(c.clone())
+	for i := range cv.NumField() {
+		f := cv.Field(i)
+		switch f.Kind() {
+		case reflect.String:
+			if f.String() != aliased || inPayload(f.String()) {
+				t.Errorf("clone kept field %s in the payload (or changed it: %q)", cv.Type().Field(i).Name, f.String())
+			}
+		case reflect.Slice:
+			for j := range f.Len() {
+				if inPayload(f.Index(j).String()) {
+					t.Errorf("clone kept %s[%d] in the payload", cv.Type().Field(i).Name, j)
+				}
+			}
 		}
 	}
 }

@@ -32,6 +32,10 @@ type enricherMetrics struct {
 	host        prometheus.Counter
 	containers  prometheus.Gauge
 	resolutions *prometheus.CounterVec
+	// The common series of the hot path, resolved once.
+	out           prometheus.Counter
+	batchEvents   prometheus.Observer
+	publishErrors prometheus.Counter
 }
 
 func newEnricherMetrics(m *metrics.Metrics) *enricherMetrics {
@@ -52,5 +56,8 @@ func newEnricherMetrics(m *metrics.Metrics) *enricherMetrics {
 	em.enriched = em.events.WithLabelValues(resultEnriched)
 	em.unknown = em.events.WithLabelValues(resultUnknown)
 	em.host = em.events.WithLabelValues(resultHost)
+	em.out = m.EventsOut.WithLabelValues(metrics.StageEnricher)
+	em.batchEvents = m.BatchEvents.WithLabelValues(metrics.StageEnricher)
+	em.publishErrors = m.Errors.WithLabelValues(metrics.StageEnricher, "publish")
 	return em
 }

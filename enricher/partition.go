@@ -36,16 +36,12 @@ type outBatch struct {
 
 // route makes the output batches of an enriched input batch: one per
 // partition its events fall in (their order kept), each split further
-// when too large (outputBatches). The partition's batch keeps the input's
+// when too large (splitBatch). The partition's batch keeps the input's
 // sequence with producer id suffix ~p<partition>, so a redelivered input
 // is published under the same Nats-Msg-Ids.
 func (e *Enricher) route(in *containv1.Batch) []outBatch {
 	if e.router == nil {
-		var out []outBatch
-		for _, b := range outputBatches(in) {
-			out = append(out, outBatch{containv1.EventsSubject(in.Host), b})
-		}
-		return out
+		return []outBatch{{containv1.EventsSubject(in.Host), outputBatch(in)}}
 	}
 	parts := make([][]*containv1.Event, e.router.Partitions())
 	var order []int
@@ -80,9 +76,7 @@ func (e *Enricher) route(in *containv1.Batch) []outBatch {
 			Seq:           in.Seq,
 			Events:        parts[p],
 		}
-		for _, b := range outputBatches(sub) {
-			out = append(out, outBatch{containv1.EventsPartitionSubject(in.Host, p), b})
-		}
+		out = append(out, outBatch{containv1.EventsPartitionSubject(in.Host, p), outputBatch(sub)})
 	}
 	return out
 }

@@ -6,4 +6,4 @@
 package schemas
 
 //go:generate sh -c "protoc --plugin=protoc-gen-go=$(go tool -n protoc-gen-go) --go_out=. --go_opt=module=github.com/containsec/contain/schemas -I . contain/v1/events.proto"
-//go:generate sh -c "protoc --plugin=protoc-gen-go-vtproto=$(go tool -n protoc-gen-go-vtproto) --go-vtproto_out=. --go-vtproto_opt=module=github.com/containsec/contain/schemas,features=marshal+unmarshal+size -I . contain/v1/events.proto"
+//go:generate sh -c "protoc --plugin=protoc-gen-go-vtproto=$(go tool -n protoc-gen-go-vtproto) --go-vtproto_out=. --go-vtproto_opt=module=github.com/containsec/contain/schemas,features=marshal+unmarshal+unmarshal_unsafe+size -I . contain/v1/events.proto"

@@ -229,8 +229,27 @@ var ErrMalformed = errors.New("malformed batch")
 
 // Decode parses a wire batch. It is pure and safe on any input.
 func Decode(data []byte) (*containv1.Batch, error) {
+	return decode(data, false)
+}
+
+// DecodeAliased is Decode without copying: the batch's strings and bytes
+// point into data, which must not change while any of them is in use. A
+// consumer that keeps a string past its handler call (a map key, a cache
+// entry) must strings.Clone it, or it pins the whole message in memory.
+// It accepts and reads exactly what Decode does (FuzzDecodeMatchesProto).
+func DecodeAliased(data []byte) (*containv1.Batch, error) {
+	return decode(data, true)
+}
+
+func decode(data []byte, alias bool) (*containv1.Batch, error) {
 	var b containv1.Batch
-	if err := b.UnmarshalVT(data); err != nil {
+	var err error
+	if alias {
+		err = b.UnmarshalVTUnsafe(data)
+	} else {
+		err = b.UnmarshalVT(data)
+	}
+	if err != nil {
 		// The generated code refuses what the protobuf runtime reads
 		// (a known field with another wire type is an unknown field
 		// to proto.Unmarshal): let the runtime decide.
@@ -261,6 +280,23 @@ func NewMsg(subject string, b *containv1.Batch) (*nats.Msg, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encoding batch: %w", err)
 	}
+	return newMsg(subject, b, data)
+}
+
+// NewMsgChecked is NewMsg for a batch whose every string is already known
+// to be UTF-8: decoded by Decode or DecodeAliased (which refuse any other)
+// or checked by the caller. It skips Encode's walk of the bytes; if a
+// string were not UTF-8 after all, every consumer's Decode would refuse
+// the message as malformed.
+func NewMsgChecked(subject string, b *containv1.Batch) (*nats.Msg, error) {
+	data, err := b.MarshalVT()
+	if err != nil {
+		return nil, fmt.Errorf("encoding batch: %w", err)
+	}
+	return newMsg(subject, b, data)
+}
+
+func newMsg(subject string, b *containv1.Batch, data []byte) (*nats.Msg, error) {
 	if len(data) > MaxPayload {
 		return nil, fmt.Errorf("%w: batch of %d bytes exceeds %d", ErrTooLarge, len(data), MaxPayload)
 	}

@@ -76,30 +76,76 @@ func buildWire(md protoreflect.MessageDescriptor, seen map[protoreflect.FullName
 }
 
 // checkUTF8 reports a string field of b (a message of table t, already
-// known to parse) whose bytes are not UTF-8.
+// known to parse) whose bytes are not UTF-8. The common encodings (a
+// one-byte tag, a one-byte length, varints) are read inline; anything
+// else goes through protowire, which also gives the errors.
 func checkUTF8(t *wireTable, b []byte, depth int) error {
 	if depth > 100 {
 		return errors.New("message nesting too deep")
 	}
 	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return protowire.ParseError(n)
+		var (
+			num protowire.Number
+			typ protowire.Type
+		)
+		if c := b[0]; c < 0x80 && c >= 8 {
+			num, typ = protowire.Number(c>>3), protowire.Type(c&7)
+			b = b[1:]
+		} else {
+			var n int
+			num, typ, n = protowire.ConsumeTag(b)
+			if n < 0 {
+				return protowire.ParseError(n)
+			}
+			b = b[n:]
 		}
-		b = b[n:]
-		if typ != protowire.BytesType {
-			n = protowire.ConsumeFieldValue(num, typ, b)
+		switch typ {
+		case protowire.VarintType:
+			i := 0
+			for i < len(b) && i < 10 && b[i] >= 0x80 {
+				i++
+			}
+			if i == len(b) || i == 10 || (i == 9 && b[i] > 1) {
+				_, n := protowire.ConsumeVarint(b)
+				if n < 0 {
+					return protowire.ParseError(n)
+				}
+				i = n - 1
+			}
+			b = b[i+1:]
+			continue
+		case protowire.Fixed64Type:
+			if len(b) < 8 {
+				return protowire.ParseError(-1)
+			}
+			b = b[8:]
+			continue
+		case protowire.Fixed32Type:
+			if len(b) < 4 {
+				return protowire.ParseError(-1)
+			}
+			b = b[4:]
+			continue
+		case protowire.BytesType:
+		default:
+			n := protowire.ConsumeFieldValue(num, typ, b)
 			if n < 0 {
 				return protowire.ParseError(n)
 			}
 			b = b[n:]
 			continue
 		}
-		v, n := protowire.ConsumeBytes(b)
-		if n < 0 {
-			return protowire.ParseError(n)
+		var v []byte
+		if len(b) > 0 && b[0] < 0x80 && int(b[0]) < len(b) {
+			v, b = b[1:1+b[0]], b[1+b[0]:]
+		} else {
+			var n int
+			v, n = protowire.ConsumeBytes(b)
+			if n < 0 {
+				return protowire.ParseError(n)
+			}
+			b = b[n:]
 		}
-		b = b[n:]
 		if int(num) >= len(t.fields) {
 			continue
 		}

@@ -37,11 +37,18 @@ func FuzzDecodeMatchesProto(f *testing.F) {
 		if (err == nil) != (werr == nil) {
 			t.Fatalf("Decode error %v, proto.Unmarshal error %v", err, werr)
 		}
+		if _, aerr := bus.DecodeAliased(data); (aerr == nil) != (werr == nil) {
+			t.Fatalf("DecodeAliased error %v, proto.Unmarshal error %v", aerr, werr)
+		}
 		if err != nil {
 			return
 		}
 		if !proto.Equal(got, &want) {
 			t.Fatalf("Decode read %v, proto.Unmarshal %v", got, &want)
+		}
+		aliased, err := bus.DecodeAliased(data)
+		if err != nil || !proto.Equal(aliased, &want) {
+			t.Fatalf("DecodeAliased read %v (%v), proto.Unmarshal %v", aliased, err, &want)
 		}
 		out, err := bus.Encode(got)
 		if err != nil {

@@ -36,6 +36,7 @@ func main() {
 		clickhouse = flag.String("clickhouse", envOr("CONTAIN_TEST_CLICKHOUSE", "127.0.0.1:19000"), "ClickHouse native address(es), comma separated (env CONTAIN_TEST_CLICKHOUSE)")
 		logLevel   = flag.String("log-level", "warn", "stage log level: debug|info|warn|error")
 		memProfile = flag.String("memprofile", "", "write the heap profile nearest the run's peak heap to this file")
+		memTrace   = flag.String("memtrace", "", "write RSS, live heap and the runtime's memory classes once a second to this file")
 		cpuProfile = flag.String("cpuprofile", "", "write a CPU profile of the whole run (stages, NATS, generator) to this file")
 		memLimitMB = flag.Int("memory-limit-mb", 256, "memory bound in MiB, applied as contain run applies memory.limit_mb (Go soft limit at 80%); 0: none")
 		maxRSSMB   = flag.Int("max-rss-mb", 0, "fail the run (exit 1) when this process's peak RSS passes this many MiB; 0: no check")
@@ -114,6 +115,9 @@ func main() {
 	defer stop()
 	if *memProfile != "" {
 		go profilePeakHeap(ctx, *memProfile)
+	}
+	if *memTrace != "" {
+		go traceMemory(ctx, *memTrace)
 	}
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
