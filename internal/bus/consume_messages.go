@@ -47,7 +47,7 @@ func ConsumeMessages(ctx context.Context, js jetstream.JetStream, cfg ConsumerCo
 	chk := &msgChecker{cfg: &cfg, m: m, log: log, rep: rep, loggedRefused: map[string]bool{}}
 	backoff := cfg.RetryDelay
 	for ctx.Err() == nil && !stopped(cfg.Stop) {
-		msgs, err := fetch(cons, cfg)
+		msgs, err := fetch(js.Conn(), cons, cfg)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
