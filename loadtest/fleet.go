@@ -75,6 +75,9 @@ type FleetConfig struct {
 	// Dir keeps the run's files (logs, NATS stores); empty: a temporary
 	// directory removed at the end.
 	Dir string
+	// StageEnv is added to every stage process's environment (KEY=VALUE,
+	// e.g. CONTAIN_ANALYZER_FETCH=64): configuration experiments.
+	StageEnv []string
 }
 
 // DefaultFleetConfig is 3 NATS nodes, 3 analyzers, 200 hosts × 50
@@ -657,6 +660,7 @@ func (f *fleetRun) startStages(replicas int) error {
 			fmt.Sprintf("CONTAIN_NATS_STREAMS_REPLICAS=%d", replicas),
 			fmt.Sprintf("CONTAIN_MEMORY_LIMIT_MB=%d", f.cfg.MemoryLimitMB),
 		}, s.env...)
+		env = append(env, f.cfg.StageEnv...)
 		if f.cfg.ProfileDir != "" {
 			env = append(env, "CONTAIN_CPU_PROFILE="+filepath.Join(f.cfg.ProfileDir, s.name+".cpu.prof"))
 		}
