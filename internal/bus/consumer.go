@@ -120,6 +120,7 @@ func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, h 
 	mctx, stopMonitor := context.WithCancel(ctx)
 	defer stopMonitor()
 	go st.monitor(mctx, cons)
+	eventsIn, batchEvents := m.EventsIn.WithLabelValues(cfg.Stage), m.BatchEvents.WithLabelValues(cfg.Stage)
 	var loggedMalformed atomic.Bool
 	loggedRefused := map[string]bool{}
 	backoff := cfg.RetryDelay
@@ -164,8 +165,8 @@ func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, h 
 			good = append(good, msg)
 			batches = append(batches, b)
 			n := float64(len(b.Events))
-			m.EventsIn.WithLabelValues(cfg.Stage).Add(n)
-			m.BatchEvents.WithLabelValues(cfg.Stage).Observe(n)
+			eventsIn.Add(n)
+			batchEvents.Observe(n)
 		}
 		if len(batches) == 0 {
 			continue
