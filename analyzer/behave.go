@@ -111,9 +111,12 @@ func trackWritten(c *container, b *Baseline, f *containv1.File) {
 
 // bulkHit counts a destructive operation of f's process tree and returns
 // the bulk-deletion behaviour once the tree made bulkThreshold of them
-// within bulkWindowNs (once per window).
+// within bulkWindowNs, a sliding window (once per window): a shell loop
+// renaming or deleting a file per fork spreads over seconds. What is
+// removed below the temporary and cache directories (a cleaner's work)
+// does not count.
 func bulkHit(c *container, f *containv1.File, now int64) []hit {
-	if !destroys(f) && !renamesAway(f) {
+	if !destroys(f) && !renamesAway(f) || scratchPath(f.Path) {
 		return nil
 	}
 	tree := treeOf(f.Proc)
@@ -122,20 +125,26 @@ func bulkHit(c *container, f *containv1.File, now int64) []hit {
 		if len(c.bulk) >= maxTrees {
 			clear(c.bulk)
 		}
-		bc = &bulkCounter{start: now}
+		bc = &bulkCounter{}
 		c.bulk[tree] = bc
 	}
-	if now-bc.start > bulkWindowNs || now < bc.start {
-		*bc = bulkCounter{start: now}
-	}
-	bc.n++
-	if bc.n < bulkThreshold || bc.fired {
+	oldest := bc.ring[bc.next] // the operation bulkThreshold-1 before this one, 0 if fewer
+	bc.ring[bc.next] = now
+	bc.next = (bc.next + 1) % bulkThreshold
+	if oldest == 0 || now-oldest > bulkWindowNs || now < oldest || bc.firedNs != 0 && now-bc.firedNs < bulkWindowNs {
 		return nil
 	}
-	bc.fired = true
+	bc.firedNs = now
 	return []hit{{code: CodeBulkDelete, subject: "bulk", key: "bulk",
 		msg: fmt.Sprintf("%d files deleted, truncated, overwritten or renamed away by one process tree within %v (latest %s)",
-			bc.n, time.Duration(bulkWindowNs), fileTarget(f))}}
+			bulkThreshold, time.Duration(now-oldest).Round(time.Millisecond), fileTarget(f))}}
+}
+
+// scratchPath reports whether p lies below a temporary or cache
+// directory, where deleting many files is housekeeping.
+func scratchPath(p string) bool {
+	return isTmpPath(p) || under(p, "/tmp") || under(p, "/var/cache") || strings.Contains(p, "/.cache/") ||
+		strings.Contains(p, "/cache/") || strings.Contains(p, "/tmp/")
 }
 
 // combine joins the reasons of this alert with those the same process

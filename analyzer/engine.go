@@ -155,10 +155,12 @@ type container struct {
 	seqThreads map[uint32]*seqThread
 }
 
+// bulkCounter holds the event times of a tree's last bulkThreshold
+// destructive operations (a ring) and when it last fired.
 type bulkCounter struct {
-	start int64
-	n     int
-	fired bool
+	ring    [bulkThreshold]int64
+	next    int
+	firedNs int64
 }
 
 type scanCounter struct {

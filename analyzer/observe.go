@@ -105,6 +105,7 @@ func (e *Engine) observeExec(c *container, b *Baseline, x *containv1.Exec, learn
 	if c.fifos != nil {
 		hits = append(hits, fifoRelayHit(c, x, path.Base(fn), c.lastNs)...)
 	}
+	hits = append(hits, loaderHits(c, x, path.Base(fn))...)
 	if learn {
 		novel := e.learnKey(b.Exec, fn)
 		novel = e.learnKey(b.Argv, shape) || novel

@@ -188,6 +188,7 @@ const (
 	collectorProgExitTpBtf           = "exit_tp_btf"
 	collectorProgForkRawTp           = "fork_raw_tp"
 	collectorProgForkTpBtf           = "fork_tp_btf"
+	collectorProgSlowRecordTest      = "slow_record_test"
 	collectorProgSysExitRawTp        = "sys_exit_raw_tp"
 	collectorProgSysExitTest         = "sys_exit_test"
 	collectorProgSysExitTpBtf        = "sys_exit_tp_btf"
@@ -265,15 +266,16 @@ type collectorSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type collectorProgramSpecs struct {
-	ExecRawTp    *ebpf.ProgramSpec `ebpf:"exec_raw_tp"`
-	ExecTpBtf    *ebpf.ProgramSpec `ebpf:"exec_tp_btf"`
-	ExitRawTp    *ebpf.ProgramSpec `ebpf:"exit_raw_tp"`
-	ExitTpBtf    *ebpf.ProgramSpec `ebpf:"exit_tp_btf"`
-	ForkRawTp    *ebpf.ProgramSpec `ebpf:"fork_raw_tp"`
-	ForkTpBtf    *ebpf.ProgramSpec `ebpf:"fork_tp_btf"`
-	SysExitRawTp *ebpf.ProgramSpec `ebpf:"sys_exit_raw_tp"`
-	SysExitTest  *ebpf.ProgramSpec `ebpf:"sys_exit_test"`
-	SysExitTpBtf *ebpf.ProgramSpec `ebpf:"sys_exit_tp_btf"`
+	ExecRawTp      *ebpf.ProgramSpec `ebpf:"exec_raw_tp"`
+	ExecTpBtf      *ebpf.ProgramSpec `ebpf:"exec_tp_btf"`
+	ExitRawTp      *ebpf.ProgramSpec `ebpf:"exit_raw_tp"`
+	ExitTpBtf      *ebpf.ProgramSpec `ebpf:"exit_tp_btf"`
+	ForkRawTp      *ebpf.ProgramSpec `ebpf:"fork_raw_tp"`
+	ForkTpBtf      *ebpf.ProgramSpec `ebpf:"fork_tp_btf"`
+	SlowRecordTest *ebpf.ProgramSpec `ebpf:"slow_record_test"`
+	SysExitRawTp   *ebpf.ProgramSpec `ebpf:"sys_exit_raw_tp"`
+	SysExitTest    *ebpf.ProgramSpec `ebpf:"sys_exit_test"`
+	SysExitTpBtf   *ebpf.ProgramSpec `ebpf:"sys_exit_tp_btf"`
 }
 
 // collectorMapSpecs contains maps before they are loaded into the kernel.
@@ -427,15 +429,16 @@ type collectorVariables struct {
 //
 // It can be passed to loadCollectorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type collectorPrograms struct {
-	ExecRawTp    *ebpf.Program `ebpf:"exec_raw_tp"`
-	ExecTpBtf    *ebpf.Program `ebpf:"exec_tp_btf"`
-	ExitRawTp    *ebpf.Program `ebpf:"exit_raw_tp"`
-	ExitTpBtf    *ebpf.Program `ebpf:"exit_tp_btf"`
-	ForkRawTp    *ebpf.Program `ebpf:"fork_raw_tp"`
-	ForkTpBtf    *ebpf.Program `ebpf:"fork_tp_btf"`
-	SysExitRawTp *ebpf.Program `ebpf:"sys_exit_raw_tp"`
-	SysExitTest  *ebpf.Program `ebpf:"sys_exit_test"`
-	SysExitTpBtf *ebpf.Program `ebpf:"sys_exit_tp_btf"`
+	ExecRawTp      *ebpf.Program `ebpf:"exec_raw_tp"`
+	ExecTpBtf      *ebpf.Program `ebpf:"exec_tp_btf"`
+	ExitRawTp      *ebpf.Program `ebpf:"exit_raw_tp"`
+	ExitTpBtf      *ebpf.Program `ebpf:"exit_tp_btf"`
+	ForkRawTp      *ebpf.Program `ebpf:"fork_raw_tp"`
+	ForkTpBtf      *ebpf.Program `ebpf:"fork_tp_btf"`
+	SlowRecordTest *ebpf.Program `ebpf:"slow_record_test"`
+	SysExitRawTp   *ebpf.Program `ebpf:"sys_exit_raw_tp"`
+	SysExitTest    *ebpf.Program `ebpf:"sys_exit_test"`
+	SysExitTpBtf   *ebpf.Program `ebpf:"sys_exit_tp_btf"`
 }
 
 func (p *collectorPrograms) Close() error {
@@ -446,6 +449,7 @@ func (p *collectorPrograms) Close() error {
 		p.ExitTpBtf,
 		p.ForkRawTp,
 		p.ForkTpBtf,
+		p.SlowRecordTest,
 		p.SysExitRawTp,
 		p.SysExitTest,
 		p.SysExitTpBtf,

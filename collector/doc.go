@@ -145,6 +145,11 @@
 //     network records may fill at most 3/4 of the ring buffer.
 //   - Exec and syscall records wake the reader at once; other records are
 //     read within collector.poll_interval (collector.wakeup_kinds).
+//   - No record waits for the idle reader's safety-net timeout: the reader
+//     waits without a bound only with both wakeup gates open, the ring
+//     empty when it looked after opening them and unchanged since; a
+//     record still being written gets a 250 µs poll (design 029,
+//     model-checked by TestWakeupModel).
 //   - The reader waits in Go's netpoller and drains the ring buffer's
 //     memory itself, decoding and batching in the woken goroutine (no
 //     system call and no goroutine hand-off per record); while it works,

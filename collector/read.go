@@ -33,67 +33,24 @@ func (c *Collector) readLoop() {
 		c.readLoopBlocking()
 		return
 	}
-	var st readerState
-	params := wakeupParams{
-		gated:    c.gate != nil,
-		coalesce: c.cfg.WakeupCoalesce,
-		poll:     c.cfg.PollInterval,
-		seq:      c.seq != nil,
-	}
-	wakeKernel := c.m.ReaderWakeups.WithLabelValues("kernel")
-	wakeTimer := c.m.ReaderWakeups.WithLabelValues("timer")
-	wakeInflight := c.m.ReaderWakeups.WithLabelValues("inflight")
-	wakeRecheck := c.m.ReaderWakeups.WithLabelValues("recheck")
-	for {
+	loop := ringLoop{
+		rr: c.rr, rw: c.rw, gate: c.gate, idleGate: c.idleGate,
+		params: wakeupParams{
+			gated:    c.gate != nil,
+			coalesce: c.cfg.WakeupCoalesce,
+			poll:     c.cfg.PollInterval,
+			seq:      c.seq != nil,
+		},
 		// Records are handled here, in the goroutine the kernel's wakeup
 		// ran, not handed to Run's: a hand-off per wakeup readied a
 		// second goroutine and woke a second thread for every exec.
-		stopping := c.stopping.Load() // the programs are detached: drain once more
-		urgent, n, ok := c.drainAll()
-		if !ok {
-			return
-		}
-		// After the drain (and after any gate opened before it): a record
-		// reserved from here on reads the gates as they are now.
-		seen := c.rr.producer()
-		if urgent {
-			c.batcher.Flush()
-		}
-		if stopping {
-			return
-		}
-		plan := st.next(drainResult{urgent: urgent, n: n, inflight: seen != c.rr.consumer()}, params)
-		switch plan.open {
-		case gateWake:
-			c.setGate(c.gate)
-			continue
-		case gateIdle:
-			c.setGate(c.idleGate)
-			continue
-		}
-		var moved func() bool
-		if plan.idle {
-			// A wakeup the netpoller saw before the wait began is
-			// discarded by it (the runtime's pollReset): park only if
-			// nothing was reserved since the drain.
-			moved = func() bool { return c.rr.producer() != seen }
-		}
-		switch err := c.rw.wait(time.Now().Add(plan.wait), moved); {
-		case errors.Is(err, errRingMoved):
-			wakeRecheck.Inc()
-		case err == nil:
-			wakeKernel.Inc()
-		case isWaitTimeout(err) && plan.inflight:
-			wakeInflight.Inc()
-		case isWaitTimeout(err):
-			wakeTimer.Inc()
-		case errors.Is(err, os.ErrClosed):
-			return
-		default:
-			c.m.Errors.WithLabelValues(metrics.StageCollector, "ringbuf_wait").Inc()
-			time.Sleep(c.cfg.PollInterval) // do not spin on a broken poller
-		}
+		drain:    c.drainAll,
+		flush:    c.batcher.Flush,
+		stopping: c.stopping.Load,
+		wakeups:  c.m.ReaderWakeups,
+		errors:   func(kind string) { c.m.Errors.WithLabelValues(metrics.StageCollector, kind).Inc() },
 	}
+	loop.run()
 }
 
 // coalesceFirst is the first poll after a wakeup (see WakeupCoalesce);
@@ -136,20 +93,12 @@ func (c *Collector) handleRecord(rec []byte) {
 	c.handle(rec)
 }
 
-// setGate opens a wakeup gate (a store into the mmapped .data), then
-// orders that store before the reader's next load of the ring's producer
-// position (a full barrier): with the kernel's barrier in submit_flags,
-// either the reader sees a record reserved after it looked, or that
-// record's program sees the gate open (design 029).
+// setGate opens a wakeup gate (see ringLoop.setGate).
 func (c *Collector) setGate(g *ebpf.Variable) {
-	if err := g.Set(uint64(1)); err != nil {
+	if err := openGate(g); err != nil {
 		c.m.Errors.WithLabelValues(metrics.StageCollector, "wake_gate").Inc()
 	}
-	gateFence.Add(1) // a locked read-modify-write: a full barrier
 }
-
-// gateFence is setGate's barrier (only the reader goroutine uses it).
-var gateFence atomic.Uint64
 
 // drainBatch bounds the records handled per hold of mu, so Run's reports
 // are not held off by a flood.

@@ -1,6 +1,14 @@
 package collector
 
-import "time"
+import (
+	"errors"
+	"os"
+	"sync/atomic"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/prometheus/client_golang/prometheus"
+)
 
 // The reader's side of the wakeup protocol (design 029), apart from its
 // actions so that it can be model-checked against the kernel's side
@@ -110,3 +118,104 @@ func (s *readerState) next(d drainResult, p wakeupParams) readerPlan {
 		return readerPlan{wait: w, idle: true}
 	}
 }
+
+// legacyReader selects the reader before design 029, for the tests that
+// find its lost wakeups (the model and the real programs).
+type legacyReader struct {
+	noInflight bool // a record in flight does not shorten the idle wait
+	noRecheck  bool // the idle wait parks without re-checking the ring
+}
+
+// ringLoop is the reader's loop around a drain: readLoop's, apart from
+// the collector so that a test drives it with the real programs' records.
+type ringLoop struct {
+	rr             *ringRead
+	rw             *ringWait
+	gate, idleGate *ebpf.Variable // nil: not gated
+	params         wakeupParams
+	// drain handles every committed record; ok false stops the loop.
+	drain    func() (urgent bool, n int, ok bool)
+	flush    func()      // after a drain that read an urgent record
+	stopping func() bool // true: drain once more and return
+	wakeups  *prometheus.CounterVec
+	errors   func(kind string)
+	legacy   legacyReader // tests: the reader before design 029
+}
+
+func (l *ringLoop) run() {
+	var st readerState
+	wakeKernel := l.wakeups.WithLabelValues("kernel")
+	wakeTimer := l.wakeups.WithLabelValues("timer")
+	wakeInflight := l.wakeups.WithLabelValues("inflight")
+	wakeRecheck := l.wakeups.WithLabelValues("recheck")
+	for {
+		stopping := l.stopping() // the programs are detached: drain once more
+		urgent, n, ok := l.drain()
+		if !ok {
+			return
+		}
+		// After the drain (and after any gate opened before it): a record
+		// reserved from here on reads the gates as they are now.
+		seen := l.rr.producer()
+		if urgent {
+			l.flush()
+		}
+		if stopping {
+			return
+		}
+		plan := st.next(drainResult{urgent: urgent, n: n, inflight: seen != l.rr.consumer()}, l.params)
+		if l.legacy.noInflight && plan.inflight {
+			plan = readerPlan{wait: idleWait, idle: true}
+		}
+		switch plan.open {
+		case gateWake:
+			l.setGate(l.gate)
+			continue
+		case gateIdle:
+			l.setGate(l.idleGate)
+			continue
+		}
+		var moved func() bool
+		if plan.idle && !l.legacy.noRecheck {
+			// A wakeup the netpoller saw before the wait began is
+			// discarded by it (the runtime's pollReset): park only if
+			// nothing was reserved since the drain.
+			moved = func() bool { return l.rr.producer() != seen }
+		}
+		switch err := l.rw.wait(time.Now().Add(plan.wait), moved); {
+		case errors.Is(err, errRingMoved):
+			wakeRecheck.Inc()
+		case err == nil:
+			wakeKernel.Inc()
+		case isWaitTimeout(err) && plan.inflight:
+			wakeInflight.Inc()
+		case isWaitTimeout(err):
+			wakeTimer.Inc()
+		case errors.Is(err, os.ErrClosed):
+			return
+		default:
+			l.errors("ringbuf_wait")
+			time.Sleep(l.params.poll) // do not spin on a broken poller
+		}
+	}
+}
+
+func (l *ringLoop) setGate(g *ebpf.Variable) {
+	if err := openGate(g); err != nil {
+		l.errors("wake_gate")
+	}
+}
+
+// openGate opens a wakeup gate (a store into the mmapped .data), then
+// orders that store before the reader's next load of the ring's producer
+// position (a full barrier): with the kernel's barrier in submit_flags,
+// either the reader sees a record reserved after it looked, or that
+// record's program sees the gate open (design 029).
+func openGate(g *ebpf.Variable) error {
+	err := g.Set(uint64(1))
+	gateFence.Add(1) // a locked read-modify-write: a full barrier
+	return err
+}
+
+// gateFence is openGate's barrier.
+var gateFence atomic.Uint64

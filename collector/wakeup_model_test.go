@@ -81,17 +81,10 @@ type modelState struct {
 	st       readerState
 }
 
-// modelLegacy selects the reader before design 029, for the test that the
-// model finds its lost wakeups.
-type modelLegacy struct {
-	noInflight bool // a record in flight does not shorten the idle wait
-	noRecheck  bool // the idle wait parks without re-checking the ring
-}
-
 type modelCheck struct {
 	scripts [][]bool // per producer, its records (true: urgent)
 	params  wakeupParams
-	legacy  modelLegacy
+	legacy  legacyReader
 
 	seen   map[modelState]bool
 	path   []string
@@ -238,7 +231,7 @@ func (m *modelCheck) explore(s modelState) {
 
 // check explores every interleaving of scripts from an idle reader; it
 // returns the first violation with its steps, or "".
-func checkWakeupModel(scripts [][]bool, params wakeupParams, legacy modelLegacy) (string, int) {
+func checkWakeupModel(scripts [][]bool, params wakeupParams, legacy legacyReader) (string, int) {
 	m := &modelCheck{scripts: scripts, params: params, legacy: legacy, seen: map[modelState]bool{}}
 	m.explore(modelState{gates: modelGates{wake: true, idle: true}})
 	return m.failed, m.states
@@ -265,7 +258,7 @@ func TestWakeupModel(t *testing.T) {
 		for _, seq := range []bool{false, true} {
 			p := modelParams
 			p.seq = seq
-			failed, states := checkWakeupModel(scripts, p, modelLegacy{})
+			failed, states := checkWakeupModel(scripts, p, legacyReader{})
 			if failed != "" {
 				t.Errorf("%s (seq %v): %s", name, seq, failed)
 				continue
@@ -278,7 +271,7 @@ func TestWakeupModel(t *testing.T) {
 // The model finds the lost wakeups of the reader before design 029: each
 // of the two changes alone leaves one.
 func TestWakeupModelFindsLegacyLoss(t *testing.T) {
-	for _, legacy := range []modelLegacy{
+	for _, legacy := range []legacyReader{
 		{noInflight: true},
 		{noRecheck: true},
 		{noInflight: true, noRecheck: true},

@@ -140,7 +140,7 @@ func BenchmarkSyscallOverheadWorkload(b *testing.B) {
 		// [workload] -> per round {wall, cpu}
 		off := map[string][][2]float64{}
 		on := map[string][][2]float64{}
-		var seen, wakeKernel, wakeTimer, batches float64
+		var seen, wakeKernel, wakeTimer, wakeShort, batches float64
 		var userCPU time.Duration // this process (collector, embedded NATS) while the collector ran
 		var hooks []string
 		for r := range rounds {
@@ -180,6 +180,8 @@ func BenchmarkSyscallOverheadWorkload(b *testing.B) {
 						seen += testutil.ToFloat64(m.EventsIn.WithLabelValues(metrics.StageCollector))
 						wakeKernel += testutil.ToFloat64(m.ReaderWakeups.WithLabelValues("kernel"))
 						wakeTimer += testutil.ToFloat64(m.ReaderWakeups.WithLabelValues("timer"))
+						wakeShort += testutil.ToFloat64(m.ReaderWakeups.WithLabelValues("inflight")) +
+							testutil.ToFloat64(m.ReaderWakeups.WithLabelValues("recheck"))
 						batches += batchesPublished(b, m)
 						userCPU += selfCPU() - cpu0
 					}
@@ -218,8 +220,8 @@ func BenchmarkSyscallOverheadWorkload(b *testing.B) {
 			}
 		}
 		fmt.Printf("workload: hooks=%v\n", hooks)
-		fmt.Printf("workload: reader wakeups per round: %.0f kernel, %.0f timer; batches published per round: %.0f\n",
-			wakeKernel/float64(rounds), wakeTimer/float64(rounds), batches/float64(rounds))
+		fmt.Printf("workload: reader wakeups per round: %.0f kernel, %.0f timer, %.0f inflight+recheck (design 029); batches published per round: %.0f\n",
+			wakeKernel/float64(rounds), wakeTimer/float64(rounds), wakeShort/float64(rounds), batches/float64(rounds))
 		fmt.Printf("workload: collector records read with the collector on: %.0f (%.0f per round); CPU of the collector's process (collector + embedded NATS): %v per round\n",
 			seen, seen/float64(rounds), (userCPU / time.Duration(rounds)).Round(time.Millisecond))
 	}

@@ -188,20 +188,9 @@ func (s *Store) InsertContainerAudits(ctx context.Context, rows ...ContainerAudi
 	return insertOwned(ctx, s, containerAuditsTable, rows)
 }
 
-// insertCommitsOf writes the commits of batches (the store stage's
-// hook: a commit is an event row and a commits row).
-func (s *Store) insertCommitsOf(ctx context.Context, batches []*containv1.Batch) error {
-	var rows []CommitRow
-	for _, b := range batches {
-		for _, ev := range b.GetEvents() {
-			if r, ok := CommitRowOf(ev); ok {
-				if r.Host == "" {
-					r.Host = b.GetHost()
-				}
-				rows = append(rows, r)
-			}
-		}
-	}
+// insertCommits writes the commits of a fetch (the store stage's hook: a
+// commit is an event row and a commits row).
+func (s *Store) insertCommits(ctx context.Context, rows []CommitRow) error {
 	if len(rows) == 0 {
 		return nil
 	}

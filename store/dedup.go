@@ -25,14 +25,20 @@ import (
 type idSet map[uuid.UUID]struct{}
 
 // probe collects what one table's lookup needs: the ids, their time range
-// and the values of the sort key's first column.
+// and the values of the sort key's first column. Its buffers are reused
+// from fetch to fetch.
 type probe struct {
 	ids      []uuid.UUID
 	min, max time.Time
 	prefixes map[string]struct{}
 }
 
-func (p *probe) add(id uuid.UUID, ts time.Time, prefix string) {
+func (p *probe) reset() {
+	p.ids = p.ids[:0]
+	clear(p.prefixes)
+}
+
+func (p *probe) add(id uuid.UUID, ts time.Time) {
 	if len(p.ids) == 0 || ts.Before(p.min) {
 		p.min = ts
 	}
@@ -40,10 +46,23 @@ func (p *probe) add(id uuid.UUID, ts time.Time, prefix string) {
 		p.max = ts
 	}
 	p.ids = append(p.ids, id)
+}
+
+// prefixBytes notes a sort key prefix (no allocation when already known).
+func (p *probe) prefixBytes(v []byte) {
 	if p.prefixes == nil {
 		p.prefixes = map[string]struct{}{}
 	}
-	p.prefixes[prefix] = struct{}{}
+	if _, ok := p.prefixes[string(v)]; !ok {
+		p.prefixes[string(v)] = struct{}{}
+	}
+}
+
+func (p *probe) prefix(v string) {
+	if p.prefixes == nil {
+		p.prefixes = map[string]struct{}{}
+	}
+	p.prefixes[v] = struct{}{}
 }
 
 // lookup names a table's id column and the first column of its sort key.
@@ -55,6 +74,7 @@ var (
 	eventsLookup  = lookup{"events", "event_id", "container_id"}
 	alertsLookup  = lookup{"alerts", "alert_id", "image_ref"}
 	actionsLookup = lookup{"actions", "action_id", "container_id"}
+	lookups       = [...]lookup{eventsLookup, alertsLookup, actionsLookup}
 )
 
 // lookupOf routes an event like rowSet.add does.
@@ -68,28 +88,78 @@ func lookupOf(ev *containv1.Event) (lookup, string) {
 	return eventsLookup, ev.GetContainerId()
 }
 
-// existing returns the ids of the fetch's rows that the tables already
-// hold. now must be the time rowSet.add is given (it stands in for a
-// missing wall time).
-func (s *Store) existing(ctx context.Context, batches []*containv1.Batch, now time.Time) (idSet, error) {
-	probes := map[lookup]*probe{}
-	for _, b := range batches {
-		for i, ev := range b.GetEvents() {
-			if ev == nil {
-				continue
-			}
-			l, prefix := lookupOf(ev)
-			p := probes[l]
-			if p == nil {
-				p = &probe{}
-				probes[l] = p
-			}
-			ts, _ := wallTime(ev.GetWallNs(), now)
-			p.add(eventID(b, i, ev), ts, prefix)
-		}
+// probes are the three tables' probes of one fetch.
+type probes [len(lookups)]probe
+
+func (ps *probes) of(l lookup) *probe {
+	switch l {
+	case alertsLookup:
+		return &ps[1]
+	case actionsLookup:
+		return &ps[2]
 	}
-	found := idSet{}
-	for l, p := range probes {
+	return &ps[0]
+}
+
+// addDecoded adds the events of a decoded batch.
+func (ps *probes) addDecoded(b *containv1.Batch, now time.Time) {
+	for i, ev := range b.GetEvents() {
+		if ev == nil {
+			continue
+		}
+		l, prefix := lookupOf(ev)
+		p := ps.of(l)
+		ts, _ := wallTime(ev.GetWallNs(), now)
+		p.add(eventID(b, i, ev), ts)
+		p.prefix(prefix)
+	}
+}
+
+// collect reads what the lookup needs of every message of f into fb's
+// probes and counts each message's events (fb.counts). An encoded
+// message is skimmed (skimBatch), or decoded and dropped when the skim
+// cannot read it. now must be the time the rows are built with (it
+// stands in for a missing wall time).
+func (fb *fetchBufs) collect(f *fetch, now time.Time) {
+	for i := range fb.probes {
+		fb.probes[i].reset()
+	}
+	fb.counts = fb.counts[:0]
+	for i := range f.len() {
+		if f.msgs == nil {
+			b := f.batches[i]
+			fb.probes.addDecoded(b, now)
+			fb.counts = append(fb.counts, len(b.GetEvents()))
+			continue
+		}
+		n, err := skimBatch(f.msgs.Data(i), func(e skimmed) {
+			p := fb.probes.of(e.table)
+			ts, _ := wallTime(e.wallNs, now)
+			p.add(e.id, ts)
+			p.prefixBytes(e.prefix)
+		})
+		if err != nil {
+			// Decode instead (nil when refused). What the skim read
+			// before failing stays in the probes: the lookup asks for
+			// a few ids no row may have, which is harmless.
+			b := f.msgs.Batch(i)
+			fb.probes.addDecoded(b, now)
+			n = len(b.GetEvents())
+		}
+		fb.counts = append(fb.counts, n)
+	}
+}
+
+// existing returns the ids of the fetch's rows that the tables already
+// hold (fb.collect first).
+func (s *Store) existing(ctx context.Context, fb *fetchBufs) (idSet, error) {
+	found := fb.found
+	clear(found)
+	for i, l := range lookups {
+		p := &fb.probes[i]
+		if len(p.ids) == 0 {
+			continue
+		}
 		if err := s.lookupIDs(ctx, l, p, found); err != nil {
 			return nil, err
 		}
@@ -102,10 +172,18 @@ func (s *Store) existing(ctx context.Context, batches []*containv1.Batch, now ti
 // first column, the granules of the fetch's containers (or images). The
 // ids travel as an external table (a block of UUIDs sent with the query,
 // as old as the native protocol), not as literals the server must parse.
+// A fetch from more than maxLookupPrefixes containers (or images) is
+// looked up by time range and ids alone: its literal list would pass the
+// server's max_query_size (256 KiB: ~3,800 container ids) and fail, and
+// with that many containers every granule matches anyway.
 func (s *Store) lookupIDs(ctx context.Context, l lookup, p *probe, found idSet) error {
 	prefixes := make([]string, 0, len(p.prefixes))
 	for v := range p.prefixes {
 		prefixes = append(prefixes, quote(v))
+	}
+	prefixCond := fmt.Sprintf("%s IN (%s) AND ", l.prefixCol, strings.Join(prefixes, ", "))
+	if len(prefixes) > maxLookupPrefixes {
+		prefixCond = ""
 	}
 	ids, err := ext.NewTable("fetch_ids", ext.Column("id", "UUID"))
 	if err != nil {
@@ -116,8 +194,8 @@ func (s *Store) lookupIDs(ctx context.Context, l lookup, p *probe, found idSet) 
 			return fmt.Errorf("store: looking up %s ids: %w", l.table, err)
 		}
 	}
-	q := fmt.Sprintf("SELECT %s FROM %s WHERE %s IN (%s) AND ts BETWEEN toDateTime(%d) AND toDateTime(%d) AND %s IN (SELECT id FROM fetch_ids)",
-		l.idCol, l.table, l.prefixCol, strings.Join(prefixes, ", "), p.min.Unix(), p.max.Unix(), l.idCol)
+	q := fmt.Sprintf("SELECT %s FROM %s WHERE %sts BETWEEN toDateTime(%d) AND toDateTime(%d) AND %s IN (SELECT id FROM fetch_ids)",
+		l.idCol, l.table, prefixCond, p.min.Unix(), p.max.Unix(), l.idCol)
 	rows, err := s.conn.Query(clickhouse.Context(ctx, clickhouse.WithExternalTable(ids)), q)
 	if err != nil {
 		return fmt.Errorf("store: looking up %s ids at clickhouse %s: %w", l.table, s.addr, err)
@@ -135,6 +213,9 @@ func (s *Store) lookupIDs(ctx context.Context, l lookup, p *probe, found idSet) 
 	}
 	return nil
 }
+
+// maxLookupPrefixes is the most sort-key prefixes a lookup names.
+const maxLookupPrefixes = 1000
 
 // quote makes s a ClickHouse string literal.
 func quote(s string) string {

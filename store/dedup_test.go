@@ -47,20 +47,20 @@ func TestDoubleDeliveryAddsNoRows(t *testing.T) {
 		}
 	}
 
-	if err := s.handle(ctx, s.bufs(), []*containv1.Batch{first}, m); err != nil {
+	if err := s.handle(ctx, s.bufs(), decoded([]*containv1.Batch{first}), m); err != nil {
 		t.Fatal(err)
 	}
 	counts("first delivery")
 
 	// Retry: the same fetch again through the same store.
-	if err := s.handle(ctx, s.bufs(), []*containv1.Batch{first}, m); err != nil {
+	if err := s.handle(ctx, s.bufs(), decoded([]*containv1.Batch{first}), m); err != nil {
 		t.Fatal(err)
 	}
 	counts("retry")
 
 	// Restart: a new store process on the same database.
 	s2 := openStore(t, cfg)
-	if err := s2.handle(ctx, s2.bufs(), []*containv1.Batch{first}, m); err != nil {
+	if err := s2.handle(ctx, s2.bufs(), decoded([]*containv1.Batch{first}), m); err != nil {
 		t.Fatal(err)
 	}
 	counts("restart")
@@ -69,7 +69,7 @@ func TestDoubleDeliveryAddsNoRows(t *testing.T) {
 	// and a batch with one old and two new events (one of them twice).
 	more := sampleEvents(ids, "c-twice", base.Add(time.Minute))[:2]
 	mixed := p.Batch([]*containv1.Event{evs[0], more[0], more[1], more[1]})
-	if err := s2.handle(ctx, s2.bufs(), []*containv1.Batch{first, first, mixed}, m); err != nil {
+	if err := s2.handle(ctx, s2.bufs(), decoded([]*containv1.Batch{first, first, mixed}), m); err != nil {
 		t.Fatal(err)
 	}
 	want["events"] += 2

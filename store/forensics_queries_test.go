@@ -57,7 +57,7 @@ func TestForensicsQueries(t *testing.T) {
 		Body: &containv1.Event_Action{Action: &containv1.Action{Type: containv1.Action_TYPE_PAUSE, Result: containv1.Action_RESULT_OK,
 			AlertId: aid[:], Score: 0.95, LatencyNs: 3_000_000}}}
 	all := append(append([]*containv1.Event{}, evs...), alert, action)
-	if err := s.handle(ctx, s.bufs(), []*containv1.Batch{bus.NewProducer("host-a", "test").Batch(all)}, metrics.New()); err != nil {
+	if err := s.handle(ctx, s.bufs(), decoded([]*containv1.Batch{bus.NewProducer("host-a", "test").Batch(all)}), metrics.New()); err != nil {
 		t.Fatal(err)
 	}
 	insertImageHistory(t, s)

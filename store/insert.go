@@ -25,15 +25,19 @@ import (
 // BatchMaxRows rows or at the end of the group; the fetch is acknowledged
 // when every INSERT of it has returned.
 
-// fetchBufs are a consumer's reusable buffers: one rowSet per writer, and
-// the set of the fetch's ids.
+// fetchBufs are a consumer's reusable buffers: one rowSet per writer,
+// the duplicate lookup's probes and answer, and the set of the fetch's
+// ids.
 type fetchBufs struct {
-	sets []*rowSet
-	seen claims
+	sets   []*rowSet
+	seen   claims
+	probes probes
+	found  idSet
+	counts []int // events per message of the fetch in hand
 }
 
 func newFetchBufs(cfg Config) *fetchBufs {
-	f := &fetchBufs{sets: make([]*rowSet, cfg.InsertsInFlight), seen: claims{ids: idSet{}}}
+	f := &fetchBufs{sets: make([]*rowSet, cfg.InsertsInFlight), seen: claims{ids: idSet{}}, found: idSet{}}
 	for i := range f.sets {
 		f.sets[i] = newRowSetCap(cfg.StoreRaw, min(cfg.InsertBlockRows, 4096))
 	}
@@ -42,6 +46,40 @@ func newFetchBufs(cfg Config) *fetchBufs {
 
 // bufs returns fresh buffers for one caller of handle (tests, Insert).
 func (s *Store) bufs() *fetchBufs { return newFetchBufs(s.cfg) }
+
+// fetch is one fetch's messages for handle: batches decoded already
+// (Insert, tests), or the bus's messages (Run), which the writers decode
+// one at a time, convert into their column buffers and drop, so that a
+// fetch is never held decoded at once (design 021).
+type fetch struct {
+	batches []*containv1.Batch
+	msgs    messages
+}
+
+// messages is an encoded fetch (*bus.Messages): Batch decodes one
+// message, nil when it is refused.
+type messages interface {
+	Len() int
+	Data(i int) []byte
+	Batch(i int) *containv1.Batch
+}
+
+func decoded(batches []*containv1.Batch) *fetch { return &fetch{batches: batches} }
+
+func (f *fetch) len() int {
+	if f.msgs != nil {
+		return f.msgs.Len()
+	}
+	return len(f.batches)
+}
+
+// batch is message i decoded; nil for a message the bus refused.
+func (f *fetch) batch(i int) *containv1.Batch {
+	if f.msgs != nil {
+		return f.msgs.Batch(i)
+	}
+	return f.batches[i]
+}
 
 // claims is the set of ids added so far in one fetch, shared by its
 // writers: an id seen twice within a fetch makes one row.
@@ -61,29 +99,30 @@ func (c *claims) claim(id uuid.UUID) bool {
 	return true
 }
 
-// groups splits batches into at most n runs of whole messages with about
-// the same number of events each, none smaller than minEvents (so that a
-// small fetch stays one INSERT, one part).
-func groups(batches []*containv1.Batch, n, minEvents int) [][]*containv1.Batch {
+// groups splits a fetch whose messages hold counts[i] events into at most
+// n runs [lo, hi) of whole messages with about the same number of events
+// each, none smaller than minEvents (so that a small fetch stays one
+// INSERT, one part).
+func groups(counts []int, n, minEvents int) [][2]int {
 	total := 0
-	for _, b := range batches {
-		total += len(b.GetEvents())
+	for _, c := range counts {
+		total += c
 	}
-	n = max(1, min(n, total/max(minEvents, 1), len(batches)))
+	n = max(1, min(n, total/max(minEvents, 1), len(counts)))
 	if n == 1 {
-		return [][]*containv1.Batch{batches}
+		return [][2]int{{0, len(counts)}}
 	}
-	out := make([][]*containv1.Batch, 0, n)
+	out := make([][2]int, 0, n)
 	start, acc, per := 0, 0, (total+n-1)/n
-	for i, b := range batches {
-		acc += len(b.GetEvents())
+	for i, c := range counts {
+		acc += c
 		if acc >= per && len(out) < n-1 {
-			out = append(out, batches[start:i+1])
+			out = append(out, [2]int{start, i + 1})
 			start, acc = i+1, 0
 		}
 	}
-	if start < len(batches) {
-		out = append(out, batches[start:])
+	if start < len(counts) {
+		out = append(out, [2]int{start, len(counts)})
 	}
 	return out
 }
@@ -123,11 +162,9 @@ func (w *tableWriter[R]) flush(ctx context.Context, last bool) error {
 		}
 		w.batch = b
 	}
-	for i, c := range w.buf.bufs {
-		if err := w.batch.Column(i).Append(c.values(0, n)); err != nil {
-			w.abort()
-			return fmt.Errorf("column %s: %w", w.buf.def.cols[i].colName(), err)
-		}
+	if err := appendBlock(w.batch, w.buf); err != nil {
+		w.abort()
+		return err
 	}
 	w.buf.reset()
 	w.inBatch += n
@@ -147,6 +184,17 @@ func (w *tableWriter[R]) flush(ctx context.Context, last bool) error {
 	return nil
 }
 
+// appendBlock hands buf's rows to the driver's block of batch.
+func appendBlock[R any](batch driver.Batch, buf *rowBuf[R]) error {
+	cols := batch.Columns()
+	for i, c := range buf.bufs {
+		if err := c.appendTo(cols[i]); err != nil {
+			return fmt.Errorf("column %s: %w", buf.def.cols[i].colName(), err)
+		}
+	}
+	return nil
+}
+
 // abort drops the open INSERT: the server commits nothing of it (an
 // INSERT below min_insert_block_size_rows is written at its end only).
 func (w *tableWriter[R]) abort() {
@@ -158,18 +206,26 @@ func (w *tableWriter[R]) abort() {
 	w.buf.reset()
 }
 
-// writeGroup converts and inserts one group of a fetch through rs.
-func (s *Store) writeGroup(ctx context.Context, rs *rowSet, batches []*containv1.Batch, now time.Time, have idSet, seen *claims) (rows, dups int, err error) {
+// writeGroup converts and inserts messages [lo, hi) of a fetch through
+// rs; it returns the commits among their events (inserted after).
+func (s *Store) writeGroup(ctx context.Context, rs *rowSet, f *fetch, lo, hi int, now time.Time, have idSet, seen *claims) (rows, dups int, commits []CommitRow, err error) {
 	ws := s.writers(rs) // events, alerts, actions (per shard with write=local)
 	defer func() {
 		for _, w := range ws {
 			w.abort() // no-op after success
 		}
 	}()
-	for _, b := range batches {
+	for m := lo; m < hi; m++ {
+		b := f.batch(m)
 		for i, ev := range b.GetEvents() {
 			if ev == nil {
 				continue
+			}
+			if c, ok := CommitRowOf(ev); ok {
+				if c.Host == "" {
+					c.Host = b.GetHost()
+				}
+				commits = append(commits, c)
 			}
 			r := &rs.scratch
 			r.fill(b, i, ev, now, rs.keepRaw)
@@ -187,24 +243,25 @@ func (s *Store) writeGroup(ctx context.Context, rs *rowSet, batches []*containv1
 			w := ws[t]
 			if err := w.add(ctx, r); err != nil {
 				s.writeFailed(ctx, w)
-				return rows, dups, fmt.Errorf("store: inserting into %s at clickhouse %s: %w", w.buf.def.name, s.writerAddr(w), err)
+				return rows, dups, nil, fmt.Errorf("store: inserting into %s at clickhouse %s: %w", w.buf.def.name, s.writerAddr(w), err)
 			}
 		}
 	}
+	rs.scratch = eventRow{} // keep nothing of the last batch
 	for _, w := range ws {
 		if err := w.flush(ctx, true); err != nil {
 			s.writeFailed(ctx, w)
-			return rows, dups, fmt.Errorf("store: inserting into %s at clickhouse %s: %w", w.buf.def.name, s.writerAddr(w), err)
+			return rows, dups, nil, fmt.Errorf("store: inserting into %s at clickhouse %s: %w", w.buf.def.name, s.writerAddr(w), err)
 		}
 		rows += w.rows
 	}
-	return rows, dups, nil
+	return rows, dups, commits, nil
 }
 
 // handle inserts the rows of one fetch. An error makes bus.Consume
 // redeliver the fetch's messages (one by one); rows already inserted are
 // then skipped by the lookup.
-func (s *Store) handle(ctx context.Context, fb *fetchBufs, batches []*containv1.Batch, m *metrics.Metrics) error {
+func (s *Store) handle(ctx context.Context, fb *fetchBufs, f *fetch, m *metrics.Metrics) error {
 	if !s.ready.Load() {
 		if err := s.Migrate(ctx); err != nil {
 			m.Errors.WithLabelValues(metrics.StageStore, "migrate").Inc()
@@ -217,10 +274,11 @@ func (s *Store) handle(ctx context.Context, fb *fetchBufs, batches []*containv1.
 	now := time.Now()
 	ictx, cancel := context.WithTimeout(ctx, s.cfg.InsertTimeout)
 	defer cancel()
+	fb.collect(f, now)
 	var have idSet
 	var err error
 	if !s.noLookup {
-		have, err = s.existing(ictx, batches, now)
+		have, err = s.existing(ictx, fb)
 	}
 	if err != nil {
 		m.Errors.WithLabelValues(metrics.StageStore, "insert").Inc()
@@ -231,19 +289,21 @@ func (s *Store) handle(ctx context.Context, fb *fetchBufs, batches []*containv1.
 	}
 	seen := &fb.seen
 	clear(seen.ids)
-	gs := groups(batches, len(fb.sets), s.cfg.InsertBlockRows)
+	gs := groups(fb.counts, len(fb.sets), s.cfg.InsertBlockRows)
 	var (
 		wg         sync.WaitGroup
 		mu         sync.Mutex
 		rows, dups int
+		commits    []CommitRow
 		firstErr   error
 	)
 	for i, g := range gs {
 		wg.Go(func() {
-			r, d, err := s.writeGroup(ictx, fb.sets[i], g, now, have, seen)
+			r, d, c, err := s.writeGroup(ictx, fb.sets[i], f, g[0], g[1], now, have, seen)
 			mu.Lock()
 			defer mu.Unlock()
 			rows, dups = rows+r, dups+d
+			commits = append(commits, c...)
 			if err != nil && firstErr == nil {
 				firstErr = err
 				cancel() // the other writers abort too: the fetch is redelivered
@@ -261,7 +321,7 @@ func (s *Store) handle(ctx context.Context, fb *fetchBufs, batches []*containv1.
 		}
 		return err
 	}
-	if err := s.insertCommitsOf(ictx, batches); err != nil {
+	if err := s.insertCommits(ictx, commits); err != nil {
 		m.Errors.WithLabelValues(metrics.StageStore, "insert").Inc()
 		if isUnavailable(err) {
 			s.markDown(err, "inserting into commits")

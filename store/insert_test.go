@@ -6,11 +6,9 @@ import (
 	"time"
 
 	"github.com/containsec/contain/internal/metrics"
-	"github.com/containsec/contain/schemas/containv1"
 )
 
 func TestGroups(t *testing.T) {
-	b := func(n int) *containv1.Batch { return &containv1.Batch{Events: make([]*containv1.Event, n)} }
 	for _, tc := range []struct {
 		name      string
 		sizes     []int
@@ -25,15 +23,11 @@ func TestGroups(t *testing.T) {
 		{"empty", nil, 2, 10, []int{0}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			var in []*containv1.Batch
-			for _, n := range tc.sizes {
-				in = append(in, b(n))
-			}
 			var got []int
-			for _, g := range groups(in, tc.n, tc.min) {
+			for _, g := range groups(tc.sizes, tc.n, tc.min) {
 				s := 0
-				for _, b := range g {
-					s += len(b.Events)
+				for _, n := range tc.sizes[g[0]:g[1]] {
+					s += n
 				}
 				got = append(got, s)
 			}
@@ -65,7 +59,7 @@ func TestInsertBlocksMakeOnePartPerWriter(t *testing.T) {
 		cfg.InsertsInFlight = writers
 		s := openStore(t, cfg)
 		batches := benchBatches(4, 250) // 1000 rows: 10 blocks
-		if err := s.handle(context.Background(), s.bufs(), batches, metrics.New()); err != nil {
+		if err := s.handle(context.Background(), s.bufs(), decoded(batches), metrics.New()); err != nil {
 			t.Fatal(err)
 		}
 		if n := queryUint(t, s, "SELECT count() FROM events"); n != 1000 {
@@ -101,7 +95,7 @@ func TestInsertAbortedCommitsNothing(t *testing.T) {
 	w.abort()
 	// The server drops the INSERT when its connection goes; a new
 	// INSERT on the pool must work, and only its rows count.
-	if err := s.handle(ctx, s.bufs(), benchBatches(1, 10), metrics.New()); err != nil {
+	if err := s.handle(ctx, s.bufs(), decoded(benchBatches(1, 10)), metrics.New()); err != nil {
 		t.Fatal(err)
 	}
 	if n := queryUint(t, s, "SELECT count() FROM events"); n != 10 {

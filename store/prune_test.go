@@ -20,7 +20,7 @@ func TestPrune(t *testing.T) {
 	for _, age := range []time.Duration{40 * 24 * time.Hour, 10 * 24 * time.Hour, 0} {
 		evs = append(evs, sampleEvents(ids, "c-prune", now.Add(-age))[:2]...)
 	}
-	if err := s.handle(ctx, s.bufs(), []*containv1.Batch{bus.NewProducer("h", "t").Batch(evs)}, metrics.New()); err != nil {
+	if err := s.handle(ctx, s.bufs(), decoded([]*containv1.Batch{bus.NewProducer("h", "t").Batch(evs)}), metrics.New()); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.Prune(ctx, time.Hour); err == nil {

@@ -24,7 +24,7 @@ func TestReaderEventsRoundTrip(t *testing.T) {
 	base := time.Now().Add(-time.Hour).Truncate(time.Second)
 	evs := sampleEvents(ids, "c-read", base)
 	other := sampleEvents(ids, "c-other", base)
-	if err := s.handle(ctx, s.bufs(), []*containv1.Batch{bus.NewProducer("host-a", "test").Batch(append(append([]*containv1.Event{}, evs...), other...))}, metrics.New()); err != nil {
+	if err := s.handle(ctx, s.bufs(), decoded([]*containv1.Batch{bus.NewProducer("host-a", "test").Batch(append(append([]*containv1.Event{}, evs...), other...))}), metrics.New()); err != nil {
 		t.Fatal(err)
 	}
 	r, err := OpenReader(cfg)

@@ -39,7 +39,7 @@ func TestRetentionConfig(t *testing.T) {
 func insertAged(t *testing.T, s *Store, ids *containv1.IDGen, cid string, age time.Duration) {
 	t.Helper()
 	evs := sampleEvents(ids, cid, time.Now().UTC().Add(-age))[:2]
-	if err := s.handle(context.Background(), s.bufs(), []*containv1.Batch{bus.NewProducer("h", "t").Batch(evs)}, metrics.New()); err != nil {
+	if err := s.handle(context.Background(), s.bufs(), decoded([]*containv1.Batch{bus.NewProducer("h", "t").Batch(evs)}), metrics.New()); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -324,7 +324,7 @@ func TestRedeliveryIsIdempotent(t *testing.T) {
 	ids := containv1.NewIDGen()
 	b := bus.NewProducer("h", "test").Batch(sampleEvents(ids, "c-dup", time.Now()))
 	for range 3 {
-		if err := s.handle(context.Background(), rs, []*containv1.Batch{b}, m); err != nil {
+		if err := s.handle(context.Background(), rs, decoded([]*containv1.Batch{b}), m); err != nil {
 			t.Fatal(err)
 		}
 	}

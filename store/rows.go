@@ -1,7 +1,6 @@
 package store
 
 import (
-	"encoding/binary"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -54,14 +53,7 @@ func eventID(b *containv1.Batch, i int, ev *containv1.Event) uuid.UUID {
 	if len(id) == 16 {
 		return uuid.UUID(id)
 	}
-	var key []byte
-	key = append(key, b.GetProducerId()...)
-	key = append(key, 0)
-	key = append(key, b.GetStage()...)
-	key = binary.BigEndian.AppendUint64(key, b.GetSeq())
-	key = binary.BigEndian.AppendUint64(key, uint64(i))
-	key = append(key, id...)
-	return uuid.NewSHA1(idNamespace, key)
+	return derivedID([]byte(b.GetProducerId()), []byte(b.GetStage()), b.GetSeq(), i, id)
 }
 
 // wallTime splits Unix ns into a DateTime second and the ns within it.

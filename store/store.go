@@ -280,20 +280,21 @@ func (s *Store) Run(ctx context.Context, js jetstream.JetStream, m *metrics.Metr
 		go func() {
 			defer wg.Done()
 			fb := newFetchBufs(s.cfg)
-			h := func(ctx context.Context, batches []*containv1.Batch) error {
-				return s.handle(ctx, fb, batches, m)
+			h := func(ctx context.Context, msgs *bus.Messages) error {
+				return s.handle(ctx, fb, &fetch{msgs: msgs}, m)
 			}
-			err := bus.Consume(ctx, js, bus.ConsumerConfig{
+			err := bus.ConsumeMessages(ctx, js, bus.ConsumerConfig{
 				Stream:        stream,
 				Durable:       durable,
 				Stage:         metrics.StageStore,
 				Fetch:         s.cfg.FetchMessages,
 				FetchWait:     s.cfg.InsertMaxAge,
 				FetchFill:     true,
+				AliasPayload:  true, // rows copy what they keep (columns, driver)
 				FetchMaxBytes: s.cfg.InsertMaxBytes,
 				AckWait:       s.cfg.AckWait,
 				RetryDelay:    s.cfg.RetryDelay,
-			}, h, m, s.log.With(logfields.Stream, stream))
+			}, h, m, s.log)
 			if err != nil {
 				errs <- fmt.Errorf("store: consuming %s: %w", stream, err)
 			}
@@ -337,5 +338,5 @@ func insertRange[R any](ctx context.Context, conn driver.Conn, buf *rowBuf[R], l
 // Insert writes batches as Run would (same rows, same duplicate skipping),
 // for tools that load history without a stream (tests, imports).
 func (s *Store) Insert(ctx context.Context, m *metrics.Metrics, batches ...*containv1.Batch) error {
-	return s.handle(ctx, s.bufs(), batches, m)
+	return s.handle(ctx, s.bufs(), decoded(batches), m)
 }

@@ -15,14 +15,32 @@ import (
 	"github.com/containsec/contain/schemas/containv1"
 )
 
-// fleetWorkload is a service-like program: a loop that reads its config,
-// appends to a log it rotates, lists a directory and sleeps. Everything it
-// does is learned during the learning window.
-const fleetWorkload = `i=0; while true; do
+// fleetWorkload is a service-like program, everything an operator's
+// healthy service does that the held-out precision audit names (design
+// 028): an entrypoint that writes its caches and content at start; a web
+// server forking a worker per request (busybox httpd), hit by a client
+// loop; temp files created and removed on a tmpfs; a log appended and
+// rotated by rename, another by copytruncate below /var/log; a periodic
+// job (every 7th round) whose helper shell runs an interpreter (awk);
+// a cleaner deleting its temp files in bulk. Everything it does is
+// learned during the learning window.
+const fleetWorkload = `mkdir -p /var/cache/app /srv/www /var/log/app /scratch; echo ok > /srv/www/index.html
+cp /etc/hostname /var/cache/app/host
+httpd -p 8080 -h /srv/www
+i=0; while true; do
   cat /etc/hostname >/dev/null; date >>/tmp/app.log; ls /var/www >/dev/null
+  wget -q -O /dev/null http://127.0.0.1:8080/ 2>/dev/null
+  t=$(mktemp /scratch/job.XXXXXX); echo $i > $t; rm -f $t
+  echo "$i GET /" >> /var/log/app/access.log
   i=$((i+1)); if [ $((i % 5)) = 0 ]; then mv /tmp/app.log /tmp/app.log.1; fi
+  if [ $((i % 10)) = 0 ]; then cp /var/log/app/access.log /var/log/app/access.log.1; : > /var/log/app/access.log; fi
+  if [ $((i % 7)) = 0 ]; then sh -c 'awk "{n++} END {print n}" /var/log/app/access.log > /var/cache/app/count'; fi
+  if [ $((i % 15)) = 0 ]; then for j in $(seq 1 60); do echo > /scratch/c.$j; done; rm -f /scratch/c.*; fi
   sleep 0.2
 done`
+
+// fleetHealth is an operator's health check, run by exec.
+const fleetHealth = "wget -q -O /dev/null http://127.0.0.1:8080/ && ps >/dev/null"
 
 // fleetWatch collects, from the alerts and actions subjects, what the
 // pipeline decided about the test's containers.
@@ -104,6 +122,12 @@ func TestFleetLifecycleNoFalsePause(t *testing.T) {
 	image := func(version string) testenv.ContainerSpec {
 		return testenv.ContainerSpec{
 			Args: []string{"/bin/sh", "-c", fleetWorkload},
+			// A writable tmpfs for the workload's temp files.
+			Edit: func(cfg map[string]any) {
+				cfg["mounts"] = append(cfg["mounts"].([]any), map[string]any{
+					"destination": "/scratch", "type": "tmpfs", "source": "tmpfs", "options": []any{"nosuid", "nodev", "size=16m"},
+				})
+			},
 			Annotations: map[string]string{
 				"org.opencontainers.image.ref.name": "fleet/app:" + version,
 				"org.opencontainers.image.digest":   "sha256:" + strings.Repeat(version[:2], 32),
@@ -176,10 +200,10 @@ func TestFleetLifecycleNoFalsePause(t *testing.T) {
 	}
 	var dockerSeed, podmanSeed *testenv.EngineContainer
 	if engines != nil {
-		dockerSeed = engines.DockerRun(t, name(), nil, "/bin/sh", "-c", fleetWorkload)
+		dockerSeed = engines.DockerRun(t, name(), []string{"--tmpfs", "/scratch"}, "/bin/sh", "-c", fleetWorkload)
 	}
 	if pod != nil {
-		podmanSeed = pod.PodmanRun(t, name(), nil, "/bin/sh", "-c", fleetWorkload)
+		podmanSeed = pod.PodmanRun(t, name(), []string{"--tmpfs", "/scratch"}, "/bin/sh", "-c", fleetWorkload)
 	}
 	if engines != nil || pod != nil {
 		time.Sleep(learning + 2*time.Second)
@@ -193,10 +217,13 @@ func TestFleetLifecycleNoFalsePause(t *testing.T) {
 		time.Sleep(3 * time.Second)
 		w.report(t, fmt.Sprintf("round %d: 20 concurrent replicas", round))
 
-		// Operator exec sessions.
+		// Operator exec sessions and health checks.
 		for _, c := range fleet[:4] {
 			if out, err := c.Exec(10*time.Second, "/bin/sh", "-c", "ps; cat /etc/passwd; ls -la /tmp; id"); err != nil {
 				t.Errorf("runc exec: %v: %s", err, out)
+			}
+			if out, err := c.Exec(10*time.Second, "/bin/sh", "-c", fleetHealth); err != nil {
+				t.Errorf("runc exec health check: %v: %s", err, out)
 			}
 		}
 		// Kill and re-create under the same id; stop and start.
@@ -235,6 +262,13 @@ func TestFleetLifecycleNoFalsePause(t *testing.T) {
 		time.Sleep(3 * time.Second)
 		w.report(t, fmt.Sprintf("round %d: rolling update, scale down and up", round))
 
+		// A replica started long after its siblings, the baseline
+		// converged rounds ago.
+		late := replicas(v1, 1)
+		time.Sleep(3 * time.Second)
+		w.report(t, fmt.Sprintf("round %d: a late replica", round))
+		more = append(more, late...)
+
 		if engines != nil {
 			var ds []*testenv.EngineContainer
 			var mu sync.Mutex
@@ -244,7 +278,7 @@ func TestFleetLifecycleNoFalsePause(t *testing.T) {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					c := engines.DockerRun(t, nm, nil, "/bin/sh", "-c", fleetWorkload)
+					c := engines.DockerRun(t, nm, []string{"--tmpfs", "/scratch"}, "/bin/sh", "-c", fleetWorkload)
 					mu.Lock()
 					ds = append(ds, c)
 					mu.Unlock()
@@ -252,6 +286,7 @@ func TestFleetLifecycleNoFalsePause(t *testing.T) {
 			}
 			wg.Wait()
 			_, _ = engines.Docker("exec", dockerSeed.ID, "/bin/sh", "-c", "ps; ls /")
+			_, _ = engines.Docker("exec", dockerSeed.ID, "/bin/sh", "-c", fleetHealth)
 			_, _ = engines.Docker("restart", "-t", "1", ds[0].ID)
 			_, _ = engines.Docker("pause", ds[1].ID)
 			time.Sleep(time.Second)
@@ -265,7 +300,7 @@ func TestFleetLifecycleNoFalsePause(t *testing.T) {
 		if pod != nil {
 			var ps []*testenv.EngineContainer
 			for i := 0; i < 3; i++ {
-				ps = append(ps, pod.PodmanRun(t, name(), nil, "/bin/sh", "-c", fleetWorkload))
+				ps = append(ps, pod.PodmanRun(t, name(), []string{"--tmpfs", "/scratch"}, "/bin/sh", "-c", fleetWorkload))
 			}
 			_, _ = pod.Run("exec", podmanSeed.ID, "/bin/sh", "-c", "ps; ls /")
 			_, _ = pod.Run("restart", "-t", "1", ps[0].ID)

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
@@ -42,6 +43,10 @@ const (
 
 // allStages run in `contain run`; notify only when notify.outputs is set.
 var allStages = []string{stageStore, stageNotify, stageResponder, stageAnalyzer, stageEnricher, stageCollector}
+
+// checkJetStreamStore is the /readyz check of the embedded JetStream's
+// streams (each can store).
+const checkJetStreamStore = "jetstream store"
 
 // checkStarting is the /readyz check failing until every stage started.
 const checkStarting = "starting"
@@ -182,6 +187,7 @@ func (c *conns) close() {
 func runStages(ctx context.Context, cfg *Config, stages []string, embedded bool, log *slog.Logger) error {
 	m := metrics.New()
 	cs := &conns{cfg: cfg, url: cfg.NATS.URL, log: log, open: map[string]*nats.Conn{}, js: map[string]jetstream.JetStream{}, names: stages}
+	var embeddedSrv *server.Server
 	if cs.url == "" && embedded {
 		users, err := embeddedAuth(cfg, log)
 		if err != nil {
@@ -191,7 +197,7 @@ func runStages(ctx context.Context, cfg *Config, stages []string, embedded bool,
 		if err != nil {
 			return err
 		}
-		cs.url, cs.own = srv.ClientURL(), users != nil
+		cs.url, cs.own, embeddedSrv = srv.ClientURL(), users != nil, srv
 		log.Info("embedded NATS started", logfields.URL, cs.url, logfields.StoreDir, cfg.NATS.Embedded.StoreDir, logfields.Auth, users != nil)
 		defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
 	} else {
@@ -212,6 +218,11 @@ func runStages(ctx context.Context, cfg *Config, stages []string, embedded bool,
 	}
 	rep := newReporter(cfg, m, log)
 	ctx = bus.WithReporter(ctx, rep)
+	if embeddedSrv != nil {
+		// A stream that cannot store (disk full) is not ready, though
+		// JetStream still answers.
+		rep.Health.Register(checkJetStreamStore, bus.EmbeddedJetStreamCheck(embeddedSrv))
+	}
 	// /readyz says not ready until every stage is built and started (a
 	// process with its metrics port open but its collector still loading
 	// is not ready).

@@ -1143,6 +1143,33 @@ int sys_exit_test(struct bpf_raw_tracepoint_args *ctx)
 	return handle_sys_exit((struct pt_regs *)ctx->args[0], (long)ctx->args[1], 0, true);
 }
 
+static long spin_step(__u64 i, void *ctx)
+{
+	return 0;
+}
+
+// slow_record_test writes a sensitive syscall record (number in args[1])
+// that takes args[0] bpf_loop iterations between its reservation and its
+// commit: the wakeup protocol's tests widen that window with it (design
+// 029); never attached.
+SEC("raw_tracepoint/sys_exit")
+int slow_record_test(struct bpf_raw_tracepoint_args *ctx)
+{
+	struct syscall_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e)
+		return 0;
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
+	struct task_origin org = {};
+	fill_hdr(&e->hdr, RECORD_SYSCALL, task, bpf_get_current_cgroup_id(), org);
+	e->nr = ctx->args[1];
+	e->mode = SYSCALL_MODE_SENSITIVE;
+	e->ret = 0;
+	__builtin_memset(e->args, 0, sizeof(e->args));
+	bpf_loop(ctx->args[0] & 0xfffff, spin_step, NULL, 0);
+	bpf_ringbuf_submit(e, submit_flags(RECORD_SYSCALL));
+	return 0;
+}
+
 // exit and exit_group never return, so sys_exit never sees them: they are
 // counted when the task exits (exit_group when the whole group exits
 // without a fatal signal, exit otherwise).

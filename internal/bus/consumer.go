@@ -105,31 +105,9 @@ func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, h 
 	if cfg.Stream == "" || cfg.Durable == "" {
 		return errors.New("consumer: stream and durable must be set")
 	}
-	policy := jetstream.DeliverAllPolicy
-	if cfg.DeliverNew {
-		policy = jetstream.DeliverNewPolicy
-	}
-	var cons jetstream.Consumer
-	for {
-		var err error
-		cons, err = js.CreateOrUpdateConsumer(ctx, cfg.Stream, jetstream.ConsumerConfig{
-			Durable:       cfg.Durable,
-			FilterSubject: cfg.FilterSubject,
-			AckPolicy:     jetstream.AckExplicitPolicy,
-			AckWait:       cfg.AckWait,
-			DeliverPolicy: policy,
-			MaxAckPending: 4 * cfg.Fetch,
-			MaxDeliver:    -1,
-		})
-		if err == nil {
-			break
-		}
-		log.Warn("creating consumer, retrying", logfields.Stream, cfg.Stream, logfields.Durable, cfg.Durable, logfields.Err, err)
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(time.Second):
-		}
+	cons := createConsumer(ctx, js, cfg, log)
+	if cons == nil {
+		return nil
 	}
 	rep := reporterFrom(ctx)
 	st := newConsumerState(js, cfg, h, m, log, rep)
@@ -147,7 +125,7 @@ func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, h 
 	loggedRefused := map[string]bool{}
 	backoff := cfg.RetryDelay
 	for ctx.Err() == nil && !stopped(cfg.Stop) {
-		msgs, err := fetch(cons, cfg)
+		msgs, err := fetch(js.Conn(), cons, cfg)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -227,20 +205,46 @@ func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, h 
 	return nil
 }
 
+// createConsumer creates or updates cfg's durable, retrying until ctx
+// ends (then nil).
+func createConsumer(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, log *slog.Logger) jetstream.Consumer {
+	policy := jetstream.DeliverAllPolicy
+	if cfg.DeliverNew {
+		policy = jetstream.DeliverNewPolicy
+	}
+	for {
+		cons, err := js.CreateOrUpdateConsumer(ctx, cfg.Stream, jetstream.ConsumerConfig{
+			Durable:       cfg.Durable,
+			FilterSubject: cfg.FilterSubject,
+			AckPolicy:     jetstream.AckExplicitPolicy,
+			AckWait:       cfg.AckWait,
+			DeliverPolicy: policy,
+			MaxAckPending: 4 * cfg.Fetch,
+			MaxDeliver:    -1,
+		})
+		if err == nil {
+			return cons
+		}
+		log.Warn("creating consumer, retrying", logfields.Stream, cfg.Stream, logfields.Durable, cfg.Durable, logfields.Err, err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Second):
+		}
+	}
+}
+
 // fetch returns at once with what is pending (up to cfg.Fetch), and
 // otherwise waits up to cfg.FetchWait for the first message and takes what
 // came with it (cfg.Eager: returns the first alone). A plain Fetch(n)
 // waits for n messages or the whole wait, which would add the wait to
 // every event's latency when traffic is low; with cfg.FetchFill that is
-// what is wanted (a full fetch, or the wait).
-func fetch(cons jetstream.Consumer, cfg ConsumerConfig) ([]jetstream.Msg, error) {
+// what is wanted (a full fetch, or the wait: pullFill, which also waits
+// for the deliveries a clustered consumer sends after ending the request).
+func fetch(nc *nats.Conn, cons jetstream.Consumer, cfg ConsumerConfig) ([]jetstream.Msg, error) {
 	n, wait := cfg.Fetch, cfg.FetchWait
 	if cfg.FetchFill {
-		opts := []jetstream.FetchOpt{jetstream.FetchMaxWait(wait)}
-		if cfg.FetchMaxBytes > 0 {
-			opts = append(opts, jetstream.FetchMaxBytes(cfg.FetchMaxBytes))
-		}
-		return drain(cons.Fetch(n, opts...))
+		return pullFill(nc, cfg.Stream, cfg.Durable, n, cfg.FetchMaxBytes, wait)
 	}
 	out, err := drain(cons.FetchNoWait(n))
 	if err != nil || len(out) > 0 {

@@ -70,7 +70,29 @@ func publishFile(t *testing.T, ctx context.Context, js jetstream.JetStream, p *b
 	}
 }
 
-func runPoison(t *testing.T, panics bool, reason string) {
+// lazy adapts h to bus.ConsumeMessages: every message decoded by the
+// handler, one at a time; refused ones (nil) are counted in refused.
+func lazy(h bus.Handler, refused *atomic.Int64) bus.MessageHandler {
+	return func(ctx context.Context, f *bus.Messages) error {
+		var batches []*containv1.Batch
+		for i := range f.Len() {
+			if b := f.Batch(i); b != nil {
+				batches = append(batches, b)
+			} else {
+				refused.Add(1)
+			}
+		}
+		return h(ctx, batches)
+	}
+}
+
+func runPoison(t *testing.T, panics bool, reason string) { runPoisonWith(t, panics, reason, false) }
+
+// runPoisonWith runs the poison scenario through Consume, or with lazy
+// through ConsumeMessages with a malformed message and one of another
+// host's among the batches: each is refused once, never handed over, and
+// does not hold the others back.
+func runPoisonWith(t *testing.T, panics bool, reason string, lazyDecode bool) {
 	_, _, js := testenv.NATS(t)
 	m := metrics.New()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -78,14 +100,27 @@ func runPoison(t *testing.T, panics bool, reason string) {
 	ctx = bus.WithReporter(ctx, &bus.Reporter{M: m, Log: testenv.Logger(t), MaxDeliver: 3})
 	prod := bus.NewProducer("h1", "test")
 	publishFile(t, ctx, js, prod, "/bin/good0")
+	if lazyDecode {
+		if _, err := js.Publish(ctx, containv1.EventsSubject("h1"), []byte{0xff, 0xff, 0xff}); err != nil {
+			t.Fatal(err)
+		}
+		other := bus.NewProducer("h2", "test").Batch([]*containv1.Event{execEvent(containv1.NewIDGen(), "c", "/bin/other")})
+		if err := bus.Publish(ctx, js, containv1.EventsSubject("h1"), other); err != nil {
+			t.Fatal(err)
+		}
+	}
 	publishFile(t, ctx, js, prod, "/bin/poison")
 	publishFile(t, ctx, js, prod, "/bin/good1")
 	var pc poisonConsumer
+	var refused atomic.Int64
 	done := make(chan error, 1)
 	go func() {
-		done <- bus.Consume(ctx, js, bus.ConsumerConfig{
-			Stream: containv1.StreamEvents, Durable: "poison", Stage: "test", RetryDelay: 20 * time.Millisecond,
-		}, pc.handler(panics), m, testenv.Logger(t))
+		cfg := bus.ConsumerConfig{Stream: containv1.StreamEvents, Durable: "poison", Stage: "test", RetryDelay: 20 * time.Millisecond}
+		if lazyDecode {
+			done <- bus.ConsumeMessages(ctx, js, cfg, lazy(pc.handler(panics), &refused), m, testenv.Logger(t))
+			return
+		}
+		done <- bus.Consume(ctx, js, cfg, pc.handler(panics), m, testenv.Logger(t))
 	}()
 	testenv.WaitFor(t, 20*time.Second, "poison dead-lettered", func() bool {
 		return testutil.ToFloat64(m.DeadLettered.WithLabelValues("test", reason)) == 1
@@ -133,7 +168,23 @@ func runPoison(t *testing.T, panics bool, reason string) {
 	if n := testutil.ToFloat64(m.DeadLettered.WithLabelValues("test", reason)); n != 1 {
 		t.Fatalf("dead-lettered %v times, want 1", n)
 	}
+	if lazyDecode {
+		mal, host := testutil.ToFloat64(m.Malformed.WithLabelValues("test")), testutil.ToFloat64(m.Refused.WithLabelValues("test", bus.ReasonHost))
+		if mal != 1 || host != 1 || refused.Load() != 2 || pc.has("/bin/other") {
+			t.Fatalf("malformed %v, refused for host %v, nil batches %d (want 1, 1, 2), other host's handled %v", mal, host, refused.Load(), pc.has("/bin/other"))
+		}
+	}
 }
+
+// TestConsumeMessagesPoison: ConsumeMessages (a fetch decoded message
+// by message by its handler) keeps Consume's guarantees: a poison batch
+// is dead-lettered, later batches flow, malformed and other hosts'
+// batches are refused once and never handed over.
+func TestConsumeMessagesPoison(t *testing.T) { runPoisonWith(t, false, bus.DLQHandlerError, true) }
+
+// TestConsumeMessagesPanic: a panic in a ConsumeMessages handler
+// dead-letters its batch at once.
+func TestConsumeMessagesPanic(t *testing.T) { runPoisonWith(t, true, bus.DLQPanic, true) }
 
 // TestPoisonBatchDeadLettered: a batch the handler always fails on is
 // dead-lettered after max_deliver deliveries; later batches flow; a

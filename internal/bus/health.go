@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -169,5 +170,33 @@ func NATSCheck(nc *nats.Conn, js jetstream.JetStream, timeout time.Duration) fun
 			return fmt.Errorf("jetstream: %w", err)
 		}
 		return nil
+	}
+}
+
+// EmbeddedJetStreamCheck is healthy while the embedded server's JetStream
+// can store. JetStream answering (NATSCheck) is not enough: after a write
+// error (ENOSPC on a full disk) nats-server keeps the stream's error and
+// refuses its writes until it is restarted, while its API still answers;
+// on other out-of-space paths it disables JetStream. The server's own
+// health check (what its /healthz monitoring endpoint serves) sees both:
+// it names the stream and its write error.
+func EmbeddedJetStreamCheck(s *server.Server) func(context.Context) error {
+	return func(context.Context) error {
+		if !s.JetStreamEnabled() {
+			return errors.New("jetstream disabled (out of resources?); restart contain once fixed")
+		}
+		h := s.Healthz(&server.HealthzOptions{})
+		if h.StatusCode == http.StatusOK {
+			return nil
+		}
+		msg := h.Error
+		if msg == "" {
+			msg = h.Status
+		}
+		if strings.Contains(msg, "write error") {
+			// Kept until restart, even once the disk has room again.
+			msg += "; restart contain once the disk has room"
+		}
+		return errors.New(msg)
 	}
 }

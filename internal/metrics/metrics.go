@@ -43,7 +43,9 @@ type Metrics struct {
 	// QueueDepth is the current length of a stage's bounded queue.
 	QueueDepth *prometheus.GaugeVec
 	// ReaderWakeups counts the collector's ring-buffer reader waking up,
-	// by cause: "kernel" (a record forced a wakeup) or "timer" (a poll).
+	// by cause: "kernel" (a record forced a wakeup), "timer" (a poll),
+	// "inflight" (a short poll for a record being written) or "recheck" (the
+	// ring moved before the idle wait parked; design 029).
 	ReaderWakeups *prometheus.CounterVec
 	// Refused counts messages and requests a stage refused as not
 	// authorised, by stage and reason (host_mismatch, event_host_mismatch,
@@ -126,7 +128,7 @@ func New() *Metrics {
 		}, []string{"stage", "queue"}),
 		ReaderWakeups: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "contain", Subsystem: "collector", Name: "reader_wakeups_total",
-			Help: "Wakeups of the ring-buffer reader, by cause (kernel: a record forced one; timer: a poll).",
+			Help: "Wakeups of the ring-buffer reader, by cause (kernel: a record forced one; timer: a poll; inflight: a short poll for a record being written; recheck: the ring moved before the idle wait parked).",
 		}, []string{"cause"}),
 		Refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "contain", Name: "refused_total",

@@ -36,6 +36,7 @@ func main() {
 		clickhouse = flag.String("clickhouse", envOr("CONTAIN_TEST_CLICKHOUSE", "127.0.0.1:19000"), "ClickHouse native address(es), comma separated (env CONTAIN_TEST_CLICKHOUSE)")
 		logLevel   = flag.String("log-level", "warn", "stage log level: debug|info|warn|error")
 		memProfile = flag.String("memprofile", "", "write the heap profile nearest the run's peak heap to this file")
+		memTrace   = flag.String("memtrace", "", "write RSS, live heap and the runtime's memory classes once a second to this file")
 		cpuProfile = flag.String("cpuprofile", "", "write a CPU profile of the whole run (stages, NATS, generator) to this file")
 		memLimitMB = flag.Int("memory-limit-mb", 256, "memory bound in MiB, applied as contain run applies memory.limit_mb (Go soft limit at 80%); 0: none")
 		maxRSSMB   = flag.Int("max-rss-mb", 0, "fail the run (exit 1) when this process's peak RSS passes this many MiB; 0: no check")
@@ -48,6 +49,8 @@ func main() {
 	flag.DurationVar(&g.Duration, "duration", g.Duration, "stop publishing after this long (0: --events only)")
 	flag.IntVar(&g.BatchMaxEvents, "batch", g.BatchMaxEvents, "max events per batch (collector.batch_max_events)")
 	flag.DurationVar(&g.FlushInterval, "flush", g.FlushInterval, "batch flush interval (collector.flush_interval)")
+	flag.DurationVar(&g.MaxFlushInterval, "max-flush", g.MaxFlushInterval, "longest flush interval while a host's events come faster than --batch-rate (collector.max_flush_interval; 0: always --flush; fleet default 1s)")
+	flag.Float64Var(&g.TargetBatchRate, "batch-rate", g.TargetBatchRate, "batches per second per host the flush interval stretches to (collector.target_batch_rate; fleet default 2)")
 	flag.Float64Var(&g.DeviationFraction, "deviations", g.DeviationFraction, "fraction of events after learning that deviate")
 	flag.DurationVar(&cfg.Analyzer.LearningWindow, "learning", cfg.Analyzer.LearningWindow, "analyzer learning window (deviations start 2s after it)")
 	flag.StringVar(&cfg.Store.Database, "database", cfg.Store.Database, "ClickHouse database (created; dropped unless --keep)")
@@ -114,6 +117,9 @@ func main() {
 	defer stop()
 	if *memProfile != "" {
 		go profilePeakHeap(ctx, *memProfile)
+	}
+	if *memTrace != "" {
+		go traceMemory(ctx, *memTrace)
 	}
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
