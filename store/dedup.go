@@ -221,6 +221,9 @@ func (s *Store) lookupIDs(ctx context.Context, l lookup, p *probe, found idSet) 
 
 // quote makes s a ClickHouse string literal.
 func quote(s string) string {
-	r := strings.NewReplacer(`\`, `\\`, `'`, `\'`)
-	return "'" + r.Replace(s) + "'"
+	return "'" + quoter.Replace(s) + "'"
 }
+
+// quoter escapes a string literal's backslashes and quotes (built once:
+// building a Replacer per call was 7% of the fleet store's CPU).
+var quoter = strings.NewReplacer(`\`, `\\`, `'`, `\'`)
