@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/containsec/contain/internal/logfields"
+	"github.com/containsec/contain/internal/memgate"
 	"github.com/containsec/contain/internal/metrics"
 	"github.com/containsec/contain/schemas/containv1"
 )
@@ -66,6 +67,11 @@ type ConsumerConfig struct {
 	// AckWait.
 	Stop <-chan struct{}
 }
+
+// memoryWait is the longest a consumer holds its next fetch back while
+// the process is at its memory bound (memgate): the backlog stays in
+// JetStream meanwhile instead of in the heap.
+const memoryWait = 500 * time.Millisecond
 
 // stopped reports whether c is closed (never for nil).
 func stopped(c <-chan struct{}) bool {
@@ -125,6 +131,9 @@ func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, h 
 	loggedRefused := map[string]bool{}
 	backoff := cfg.RetryDelay
 	for ctx.Err() == nil && !stopped(cfg.Stop) {
+		if w := memgate.Wait(ctx, memoryWait); w > 0 {
+			m.MemoryWait.WithLabelValues(cfg.Stage).Add(w.Seconds())
+		}
 		msgs, err := fetch(js.Conn(), cons, cfg)
 		if err != nil {
 			if ctx.Err() != nil {
