@@ -96,7 +96,7 @@ var shellCases = []coverageCase{
 	// write; refused here, ETXTBSY: the attempt is what counts), and
 	// persistence written through another process's root.
 	{mode: "sh-procexe", code: CodeCgroupEscape, pause: true, script: "echo x > /proc/self/exe"},
-	{mode: "sh-procroot", code: CodeCronPersist, pause: true, script: "mkdir -p /etc/cron.d; echo '* * * * * root sh' > /proc/1/root/etc/cron.d/x"},
+	{mode: "sh-procroot", code: CodeAccountChange, pause: true, script: "echo 'evil:x:0:0::/:/bin/sh' >> /proc/1/root/etc/passwd"},
 	// Impact: files encrypted and renamed away.
 	{mode: "sh-encrypt", code: CodeBulkDelete, pause: true, script: "mkdir -p /data/r && for i in $(seq 1 60); do echo x > /data/r/$i.doc; done && for f in /data/r/*; do mv $f $f.locked; done"},
 	// Defense evasion: timestamps copied (touch never ran: exec.unseen),
