@@ -126,31 +126,54 @@ func (e *Engine) absorbDeviations(b *Baseline, score float64) {
 	}
 }
 
-// ungrouped reports whether the primary deviation (e.devs[0]) may raise an
-// alert at wallNs: not when its (code, subject) group raised one less than
-// GroupWindow ago, which it then counts. count is the alerts it stands for
-// (itself and those grouped since the last).
+// ungrouped reports whether the deviations (e.devs) may raise an alert
+// at wallNs: not when every one's (code, subject) group raised one less
+// than GroupWindow ago; the primary's (e.devs[0]) group then counts it. A
+// deviation new to the window raises the alert whatever the others: a
+// bulk deletion by a process whose unseen executable alerted a moment
+// before is not hidden in that executable's group. count is the alerts
+// it stands for (itself and those grouped since the primary's last).
 func (e *Engine) ungrouped(c *container, wallNs int64) (count uint64, ok bool) {
-	primary := e.devs[0]
-	gk := primary.code + "\x00" + primary.subject
-	count = 1
-	if g := c.groups[gk]; g != nil && e.cfg.GroupWindow > 0 {
+	win := int64(e.cfg.GroupWindow)
+	live := func(g *group) bool {
+		if g == nil || win <= 0 {
+			return false
+		}
 		d := wallNs - g.start
 		if d < 0 {
 			d = -d
 		}
-		if d < int64(e.cfg.GroupWindow) {
-			g.suppressed++
-			return 0, false
-		}
-		count += g.suppressed
-		g.start, g.suppressed = wallNs, 0
-		return count, true
+		return d < win
 	}
-	if len(c.groups) >= 1024 {
+	fresh := false
+	for _, d := range e.devs {
+		if !live(c.groups[d.code+"\x00"+d.subject]) {
+			fresh = true
+			break
+		}
+	}
+	primary := e.devs[0].code + "\x00" + e.devs[0].subject
+	if !fresh {
+		c.groups[primary].suppressed++
+		return 0, false
+	}
+	count = 1
+	if len(c.groups)+len(e.devs) > 1024 {
 		clear(c.groups)
 	}
-	c.groups[gk] = &group{start: wallNs}
+	for i, d := range e.devs {
+		gk := d.code + "\x00" + d.subject
+		g := c.groups[gk]
+		switch {
+		case g == nil:
+			c.groups[gk] = &group{start: wallNs}
+		case !live(g):
+			if i == 0 {
+				count += g.suppressed
+			}
+			g.start, g.suppressed = wallNs, 0
+		}
+	}
 	return count, true
 }
 

@@ -153,6 +153,8 @@ func (a *Analyzer) consume(ctx context.Context) error {
 		Fetch:         a.cfg.Fetch,
 		AckWait:       a.cfg.AckWait,
 		Eager:         true, // on the detection path: a lone event goes at once
+		// The engine copies what it keeps (TestEngineKeepsNoPayload).
+		AliasPayload: true,
 	}, a.handle, a.m, a.log)
 }
 

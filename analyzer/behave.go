@@ -100,10 +100,13 @@ func trackWritten(c *container, b *Baseline, f *containv1.File) {
 	if t == "" || t[0] != '/' || strings.HasPrefix(t, "/proc/") || strings.HasPrefix(t, "/dev/null") {
 		return
 	}
+	if c.written[t] {
+		return
+	}
 	if len(c.written) >= maxWritten {
 		clear(c.written)
 	}
-	c.written[t] = true
+	c.written[strings.Clone(t)] = true // kept: t may point into a payload
 }
 
 // bulkHit counts a destructive operation of f's process tree and returns

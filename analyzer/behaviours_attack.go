@@ -194,3 +194,53 @@ func renamesAway(f *containv1.File) bool {
 	}
 	return true
 }
+
+// isLoader reports whether base is the dynamic loader (glibc's or musl's).
+func isLoader(base string) bool {
+	return strings.HasPrefix(base, "ld-linux") && strings.Contains(base, ".so") || strings.HasPrefix(base, "ld-musl-") ||
+		base == "ld.so" || strings.HasPrefix(base, "ld64.so")
+}
+
+// loaderTarget is the program an exec of the dynamic loader runs
+// (`/lib64/ld-linux-x86-64.so.2 /tmp/x`): the loader maps a file that
+// need not be executable, and the exec's own filename is image content.
+// "" when the loader only lists or verifies (ldd) or names no program.
+func loaderTarget(x *containv1.Exec, base string) string {
+	if !isLoader(base) || len(x.Argv) < 2 || argvHas(x.Argv[1:], "--list", "--verify", "--help", "--version") {
+		return ""
+	}
+	skip := false
+	for _, a := range x.Argv[1:] {
+		switch {
+		case skip:
+			skip = false
+		case a == "--library-path" || a == "--preload" || a == "--audit" || a == "--argv0" || a == "--inhibit-rpath" ||
+			a == "--glibc-hwcaps-prepend" || a == "--glibc-hwcaps-mask":
+			skip = true
+		case strings.HasPrefix(a, "-"):
+		default:
+			return a
+		}
+	}
+	return ""
+}
+
+// loaderHits names a program run through the dynamic loader from a
+// writable or tmpfs path, or written in the container: the exec the
+// kernel saw is the loader's, the drift is its argument's.
+func loaderHits(c *container, x *containv1.Exec, base string) []hit {
+	t := loaderTarget(x, base)
+	if t == "" {
+		return nil
+	}
+	var out []hit
+	if isTmpPath(t) {
+		out = append(out, hit{code: CodeExecTmp, subject: t, key: path.Dir(t),
+			msg: fmt.Sprintf("%q runs from a writable or tmpfs location through the dynamic loader %q", t, base)})
+	}
+	if c.written[t] || isFilelessPath(t) {
+		out = append(out, hit{code: CodeExecDrift, subject: t, key: t,
+			msg: fmt.Sprintf("%q was written in the container, then run through the dynamic loader %q (drift from the image)", t, base)})
+	}
+	return out
+}

@@ -1,6 +1,7 @@
 package analyzer
 
 import (
+	"slices"
 	"strconv"
 	"testing"
 
@@ -42,6 +43,11 @@ func TestAuditBehaviours(t *testing.T) {
 		ev.GetSyscall().Proc = &containv1.Process{Pid: 10, Tgid: 10, Ppid: 1, Comm: name}
 		return ev
 	}
+	written := func(at int64, p string) *containv1.Event {
+		ev := fileEv("c1", at, containv1.File_OP_CREATE, p)
+		ev.GetFile().Mode = 0o755
+		return ev
+	}
 	metadata := netEv("c1", sec(10), containv1.Network_OP_CONNECT, [4]byte{169, 254, 169, 254}, 80)
 	for _, c := range []struct {
 		name string
@@ -54,6 +60,8 @@ func TestAuditBehaviours(t *testing.T) {
 		{"argv0 kworker", CodeMasquerade, []*containv1.Event{execEv("c1", sec(13), "/bin/sleep", "[kworker/0:1]", "100")}},
 		{"comm kworker", CodeMasquerade, []*containv1.Event{comm(sec(14), "kworker/0:2")}},
 		{"comm written", CodeMasquerade, []*containv1.Event{fileEv("c1", sec(15), containv1.File_OP_OPEN_WRITE, "/proc/self/comm")}},
+		{"loader from /tmp", CodeExecTmp, []*containv1.Event{execEv("c1", sec(17), "/lib64/ld-linux-x86-64.so.2", "/lib64/ld-linux-x86-64.so.2", "/dev/shm/x")}},
+		{"loader of a written file", CodeExecDrift, []*containv1.Event{written(sec(18), "/data/p"), execEv("c1", sec(18.5), "/lib/ld-musl-x86_64.so.1", "ld", "--library-path", "/data", "/data/p")}},
 		{"fifo relay", CodeReverseShell, []*containv1.Event{fifo(sec(16), "/tmp/f"), execEv("c1", sec(16.5), "/usr/bin/nc", "nc", "10.0.0.9", "4444")}},
 	} {
 		if got := scoresOf(e, c.evs...); got[c.code] < pauseThreshold {
@@ -96,6 +104,10 @@ func TestAuditBehaviours(t *testing.T) {
 	if got := scoresOf(h, execEv("c1", sec(40), "/usr/bin/nc", "nc", "-z", "db", "5432")); got[CodeReverseShell] > 0 {
 		t.Errorf("nc 28 s after a FIFO: %v", got)
 	}
+	// ldd (the loader listing a program's libraries) runs nothing.
+	if got := scoresOf(h, execEv("c1", sec(41), "/lib64/ld-linux-x86-64.so.2", "ld-linux", "--list", "/tmp/x")); got[CodeExecTmp] > 0 || got[CodeExecDrift] > 0 {
+		t.Errorf("ldd: %v", got)
+	}
 
 	// The image's own use is learned: a service that reads its instance
 	// role's credentials while learning does so again in every replica.
@@ -117,5 +129,39 @@ func TestKernelThreadName(t *testing.T) {
 		if got := kernelThreadName(name); got != want {
 			t.Errorf("kernelThreadName(%q) = %v, want %v", name, got, want)
 		}
+	}
+}
+
+// TestNewDeviationNotGrouped: a shell loop runs an unseen applet (mv) per
+// file; each child's rename repeats exec.unseen, already alerted, and the
+// 51st also is a bulk rename. The bulk behaviour must raise its alert,
+// not be grouped under the repeated unseen executable (found by the
+// audit's sh-encrypt case).
+func TestNewDeviationNotGrouped(t *testing.T) {
+	e := newEngine(t, testConfig(), nil)
+	learn(e, "c1")
+	sh := execEv("c1", sec(10), "/bin/sh", "sh", "-c", "x")
+	sh.GetExec().Proc = &containv1.Process{Pid: 2, Tgid: 2, Ppid: 1, Comm: "sh"}
+	e.Observe(sh)
+	var got []string
+	for i := range 70 {
+		child := uint32(100 + i)
+		fork := base("c1", sec(11+float64(i)/100))
+		fork.Kind = containv1.Kind_KIND_PROCESS
+		fork.Body = &containv1.Event_Process{Process: &containv1.ProcessLifecycle{
+			Proc: &containv1.Process{Pid: 2, Tgid: 2, Ppid: 1, Comm: "sh"}, Op: containv1.ProcessLifecycle_OP_FORK, ChildTgid: child}}
+		e.Observe(fork)
+		p := "/data/r/" + strconv.Itoa(i) + ".doc"
+		mv := fileEv("c1", sec(11+float64(i)/100+0.001), containv1.File_OP_RENAME, p)
+		mv.GetFile().NewPath = p + ".locked"
+		mv.GetFile().Proc = &containv1.Process{Pid: child, Tgid: child, Ppid: 2, Comm: "mv"}
+		for _, al := range e.Observe(mv) {
+			for _, r := range al.GetAlert().Reasons {
+				got = append(got, r.Code)
+			}
+		}
+	}
+	if !slices.Contains(got, CodeBulkDelete) {
+		t.Errorf("bulk rename by unseen applets: reasons %v, want %s", got, CodeBulkDelete)
 	}
 }

@@ -89,7 +89,9 @@ type Config struct {
 	Durable string `config:"durable"`
 	// FilterSubject narrows CONTAIN_EVENTS; empty takes every host.
 	FilterSubject string `config:"filter_subject"`
-	// Fetch is the number of batches per fetch.
+	// Fetch is the number of batches per fetch, held decoded while they
+	// are scored: 16 batches of 1,024 events are ~16 MB in memory
+	// (docs/benchmarks.md, "Bounded memory").
 	Fetch int `config:"fetch"`
 	// AckWait is how long NATS waits for a fetched batch's ack before
 	// redelivering it: after a NATS node dies, the batches whose fetch
@@ -182,7 +184,7 @@ func DefaultConfig() Config {
 		SequenceThreshold: DefaultSeqThreshold,
 		SequenceWindow:    DefaultSeqWindow,
 		Durable:           DefaultDurable,
-		Fetch:             64,
+		Fetch:             16,
 		AckWait:           30 * time.Second,
 		BaselinesBucket:   DefaultBaselinesBucket,
 		PersistInterval:   10 * time.Second,

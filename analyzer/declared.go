@@ -146,7 +146,7 @@ func (e *Engine) applyRef(c *container, ref string) {
 		return
 	}
 	if p := e.refProfiles(ref); p != nil {
-		c.seed, c.seedRef = compileProfile(p), ref
+		c.seed, c.seedRef = compileProfile(p), strings.Clone(ref) // ref may point into a payload
 	}
 }
 

@@ -56,6 +56,10 @@
 // name.
 //
 // Guarantees:
+//   - Events are decoded in place (bus.DecodeAliased: strings point into
+//     the message); whatever the engine keeps (baseline items, container
+//     state, alerts) is its own copy, so no message outlives its handler
+//     call (TestEngineKeepsNoPayload).
 //   - Scoring is deterministic: time is the events' wall time, never the
 //     clock, and alert ids derive from the trigger's id, so replaying a
 //     stream reproduces the same alerts.

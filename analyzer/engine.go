@@ -2,7 +2,10 @@ package analyzer
 
 import (
 	"fmt"
+	"strings"
 	"time"
+
+	"google.golang.org/protobuf/proto"
 
 	"github.com/containsec/contain/schemas/containv1"
 	"github.com/containsec/contain/schemas/kvdoc"
@@ -235,6 +238,8 @@ type Engine struct {
 	alpha       float64
 	// scores are the classes' scores, defaults with overrides.
 	scores map[string]float64
+	// owned are strings copied out of events (own).
+	owned map[string]string
 }
 
 const dedupSize = 8192
@@ -249,6 +254,7 @@ func NewEngine(cfg Config, profiles ProfileFunc) (*Engine, error) {
 		profiles:   profiles,
 		images:     map[string]*Baseline{},
 		containers: map[string]*container{},
+		owned:      map[string]string{},
 		seen:       make(map[[16]byte]struct{}, dedupSize),
 		seenRing:   make([][16]byte, dedupSize),
 	}
@@ -300,14 +306,18 @@ func (e *Engine) container(ev *containv1.Event) *container {
 			e.stats.Images++
 			return nil
 		}
-		b = newBaseline(key, imageLabel(ev, key))
+		key = strings.Clone(key) // kept: ev may point into a payload
+		b = newBaseline(key, strings.Clone(imageLabel(ev, key)))
 		e.seedBaseline(b, ev.ImageDigest)
 		e.images[key] = b
 	}
 	if c == nil {
 		c = e.newContainer(ev)
 	}
-	c.digest, c.ref, c.base = ev.ImageDigest, ev.ImageRef, b
+	if c.digest != ev.ImageDigest || c.ref != ev.ImageRef {
+		c.digest, c.ref = strings.Clone(ev.ImageDigest), strings.Clone(ev.ImageRef)
+	}
+	c.base = b
 	return c
 }
 
@@ -322,10 +332,11 @@ func (e *Engine) newContainer(ev *containv1.Event) *container {
 	if len(e.containers) >= e.cfg.MaxContainers {
 		e.evictContainers(ev.WallNs)
 	}
-	c := &container{id: ev.ContainerId, procs: map[uint32]string{}, groups: map[string]*group{},
+	id := strings.Clone(ev.ContainerId) // kept: ev may point into a payload
+	c := &container{id: id, procs: map[uint32]string{}, groups: map[string]*group{},
 		sessions: map[uint32]bool{}, written: map[string]bool{}, euid: map[uint32]uint32{}, execMono: map[uint32]uint64{},
 		bulk: map[uint32]*bulkCounter{}, scan: map[uint32]*scanCounter{}, rotated: map[string]int64{}, recent: map[uint32][]recentReason{}}
-	e.containers[ev.ContainerId] = c
+	e.containers[id] = c
 	return c
 }
 
@@ -350,6 +361,30 @@ func (e *Engine) evictContainers(now int64) {
 // none). The returned events are new; ev is not modified or retained
 // (alerts carry a copy of it).
 func (e *Engine) Observe(ev *containv1.Event) []*containv1.Event {
+	out := e.observe(ev)
+	for i, al := range out {
+		out[i] = ownEvent(al)
+	}
+	return out
+}
+
+// ownEvent is a deep copy of ev that shares no string or byte slice
+// with it: ev may point into a message's payload (the analyzer decodes
+// with bus.DecodeAliased), and an alert outlives the handler call (kept
+// pending while publishing fails, in tests' hands).
+func ownEvent(ev *containv1.Event) *containv1.Event {
+	data, err := ev.MarshalVT()
+	if err != nil {
+		return proto.Clone(ev).(*containv1.Event)
+	}
+	var out containv1.Event
+	if err := out.UnmarshalVT(data); err != nil {
+		return proto.Clone(ev).(*containv1.Event)
+	}
+	return &out
+}
+
+func (e *Engine) observe(ev *containv1.Event) []*containv1.Event {
 	e.stats.Events++
 	if ev.Kind == containv1.Kind_KIND_COMMIT {
 		return e.observeCommit(ev)
@@ -452,7 +487,9 @@ func (e *Engine) Observe(ev *containv1.Event) []*containv1.Event {
 			if len(c.execMono) >= maxProcs {
 				clear(c.execMono)
 			}
-			c.execMono[p.Tgid] = ev.MonoNs
+			if v, ok := c.execMono[p.Tgid]; !ok || v != ev.MonoNs {
+				c.execMono[p.Tgid] = ev.MonoNs
+			}
 		}
 	case *containv1.Event_Syscall:
 		novel = e.observeSyscall(c, b, body.Syscall, learn)
@@ -468,7 +505,9 @@ func (e *Engine) Observe(ev *containv1.Event) []*containv1.Event {
 		if len(c.euid) >= maxProcs {
 			clear(c.euid)
 		}
-		c.euid[proc.Pid] = proc.Euid
+		if v, ok := c.euid[proc.Pid]; !ok || v != proc.Euid { // a lookup is cheaper than a store
+			c.euid[proc.Pid] = proc.Euid
+		}
 	}
 	if session {
 		// scored, never learned

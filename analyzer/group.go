@@ -224,10 +224,23 @@ func (e *Engine) containerInfo(ev *containv1.Event) {
 		}
 		c = e.newContainer(ev)
 	}
-	c.pod, c.namespace, c.labels = pod, ns, labels
+	// Kept: ev may point into a message's payload (bus.DecodeAliased).
+	c.pod, c.namespace, c.labels = strings.Clone(pod), strings.Clone(ns), cloneLabels(labels)
 	if c.group != g {
-		c.group, c.base = g, nil
+		c.group, c.base = strings.Clone(g), nil
 	}
+}
+
+// cloneLabels copies l, keys and values.
+func cloneLabels(l map[string]string) map[string]string {
+	if l == nil {
+		return nil
+	}
+	out := make(map[string]string, len(l))
+	for k, v := range l {
+		out[strings.Clone(k)] = strings.Clone(v)
+	}
+	return out
 }
 
 // Bounds of the labels an alert carries.

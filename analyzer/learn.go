@@ -2,6 +2,7 @@ package analyzer
 
 import (
 	"math"
+	"strings"
 	"time"
 )
 
@@ -54,18 +55,41 @@ func (e *Engine) learnU32(m map[uint32]uint32, k uint32) bool { return learnItem
 // learnItem counts k in m, adding it while m holds fewer than MaxItems
 // (counted in Stats.Full when it is full); it reports whether k was new.
 func learnItem[K comparable](e *Engine, m map[K]uint32, k K) bool {
-	if n, ok := m[k]; ok {
-		if n < math.MaxUint32 {
-			m[k] = n + 1
-		}
-		return false
-	}
-	if len(m) >= e.cfg.MaxItems {
+	n, ok := m[k]
+	if !ok && len(m) >= e.cfg.MaxItems {
 		e.stats.Full++
 		return false
 	}
-	m[k] = 1
-	return true
+	if s, isStr := any(k).(string); isStr {
+		// k may point into a message's payload (bus.DecodeAliased), and
+		// an assignment stores its key even when an equal one is there.
+		k = any(e.own(s)).(K)
+	}
+	if !ok {
+		m[k] = 1
+		return true
+	}
+	if n < math.MaxUint32 {
+		m[k] = n + 1
+	}
+	return false
+}
+
+// maxOwned bounds the strings own remembers.
+const maxOwned = 1 << 16
+
+// own returns a copy of s that the engine owns (shares nothing with an
+// event), the same copy for equal strings while it is remembered.
+func (e *Engine) own(s string) string {
+	if o, ok := e.owned[s]; ok {
+		return o
+	}
+	o := strings.Clone(s)
+	if len(e.owned) >= maxOwned {
+		clear(e.owned)
+	}
+	e.owned[o] = o
+	return o
 }
 
 func learnedOver(b *Baseline) string {

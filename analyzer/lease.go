@@ -323,6 +323,8 @@ func (pt *partitioner) consume(p int, o *ownedPartition) {
 		AckWait:       a.cfg.AckWait,
 		Stop:          o.stop,
 		Eager:         true, // on the detection path: a lone event goes at once
+		// The engine copies what it keeps (TestEngineKeepsNoPayload).
+		AliasPayload: true,
 	}, a.handle, a.m, a.log)
 	if err != nil {
 		a.log.Error("partition consumer ended", logfields.Partition, p, logfields.Err, err)

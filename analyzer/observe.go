@@ -87,7 +87,9 @@ func (e *Engine) observeExec(c *container, b *Baseline, x *containv1.Exec, learn
 		if len(c.procs) >= maxProcs {
 			clear(c.procs)
 		}
-		c.procs[x.Proc.Tgid] = fn
+		if old, ok := c.procs[x.Proc.Tgid]; !ok || old != fn {
+			c.procs[x.Proc.Tgid] = strings.Clone(fn) // kept: x may point into a payload
+		}
 	}
 	shape := fn + "\x00" + argvShape(x.Argv)
 	edge := ""
@@ -103,6 +105,7 @@ func (e *Engine) observeExec(c *container, b *Baseline, x *containv1.Exec, learn
 	if c.fifos != nil {
 		hits = append(hits, fifoRelayHit(c, x, path.Base(fn), c.lastNs)...)
 	}
+	hits = append(hits, loaderHits(c, x, path.Base(fn))...)
 	if learn {
 		novel := e.learnKey(b.Exec, fn)
 		novel = e.learnKey(b.Argv, shape) || novel

@@ -78,7 +78,7 @@ func (p *profileCache) ensure(ctx context.Context, refs []string) error {
 				if len(p.missed) >= maxRefProfiles {
 					clear(p.missed)
 				}
-				p.missed[ref] = time.Now()
+				p.missed[strings.Clone(ref)] = time.Now() // ref may point into a payload
 				p.mu.Unlock()
 			} else if firstErr == nil {
 				firstErr = err

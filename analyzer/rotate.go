@@ -79,7 +79,7 @@ func (c *container) noteRotation(log string, now int64) {
 	if len(c.rotated) >= maxTrees {
 		clear(c.rotated)
 	}
-	c.rotated[log] = now
+	c.rotated[strings.Clone(log)] = now // kept: log may point into a payload
 }
 
 func isLogPath(p string) bool {

@@ -119,6 +119,9 @@ func New(cfg Config, js jetstream.JetStream, m *metrics.Metrics, log *slog.Logge
 		MaxEvents:     cfg.BatchMaxEvents,
 		MaxBytes:      cfg.BatchMaxBytes,
 		FlushInterval: cfg.FlushInterval,
+		// Sized to the rate; urgent records still flush at once.
+		MaxFlushInterval: cfg.MaxFlushInterval,
+		TargetBatchRate:  cfg.TargetBatchRate,
 	}, m, log)
 	if err != nil {
 		return nil, fmt.Errorf("collector: %w", err)

@@ -3,6 +3,7 @@ package collector
 import (
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -38,6 +39,17 @@ type Config struct {
 	BatchMaxEvents int           `config:"batch_max_events"`
 	BatchMaxBytes  int           `config:"batch_max_bytes"`
 	FlushInterval  time.Duration `config:"flush_interval"`
+	// MaxFlushInterval and TargetBatchRate size batches to the rate
+	// (collector.max_flush_interval, collector.target_batch_rate): while
+	// a host's events come faster than TargetBatchRate a second, a batch
+	// closes after 1/TargetBatchRate, at most MaxFlushInterval, instead of
+	// FlushInterval, so a busy host publishes about TargetBatchRate
+	// batches a second, bigger ones, and NATS and every stage pay per
+	// batch less often (docs/scaling.md). Urgent records (WakeupKinds)
+	// are still published at once; other events wait up to
+	// MaxFlushInterval on a busy host. 0 (either): always FlushInterval.
+	MaxFlushInterval time.Duration `config:"max_flush_interval"`
+	TargetBatchRate  float64       `config:"target_batch_rate"`
 	// CgroupRoot is the cgroup2 mount (collector.cgroup_root); "" detects
 	// it from the mount table (cgroups.Detect): /sys/fs/cgroup on a
 	// cgroup2-only host, /sys/fs/cgroup/unified on a hybrid one.
@@ -220,6 +232,8 @@ func DefaultConfig() Config {
 		BatchMaxEvents:    1024,
 		BatchMaxBytes:     1 << 20,
 		FlushInterval:     20 * time.Millisecond,
+		MaxFlushInterval:  200 * time.Millisecond,
+		TargetBatchRate:   5,
 		RuncRoot:          "/run/runc",
 		LossInterval:      10 * time.Second,
 		MaxArgs:           1024,
@@ -308,6 +322,10 @@ func (c Config) Validate() error {
 		return fmt.Errorf("collector.batch_max_bytes: must be in (0, 4MiB]")
 	case c.FlushInterval <= 0:
 		return fmt.Errorf("collector.flush_interval: must be > 0")
+	case c.MaxFlushInterval < 0:
+		return fmt.Errorf("collector.max_flush_interval: must be >= 0 (0: always flush_interval)")
+	case c.TargetBatchRate < 0 || math.IsNaN(c.TargetBatchRate) || math.IsInf(c.TargetBatchRate, 0):
+		return fmt.Errorf("collector.target_batch_rate: must be a number >= 0 (0: always flush_interval)")
 	case c.CgroupRoot != "" && !filepath.IsAbs(c.CgroupRoot):
 		return fmt.Errorf("collector.cgroup_root: %q must be an absolute path (the cgroup2 mount) or empty to detect it", c.CgroupRoot)
 	case c.LossInterval <= 0:

@@ -138,6 +138,7 @@ func TestIntegrationFirstUseRecoveredAfterFullRing(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.Host = "test-host"
 	cfg.FlushInterval = 20 * time.Millisecond
+	cfg.MaxFlushInterval = 0 // the absence checked after 3 flush intervals must not be a batch still waiting
 	cfg.LossInterval = 200 * time.Millisecond
 	cfg.RingBufferBytes = os.Getpagesize()
 	cfg.Syscalls, cfg.Files, cfg.Network = true, false, false

@@ -27,7 +27,10 @@ type Config struct {
 	Durable string `config:"durable"`
 	// FilterSubject narrows CONTAIN_RAW; the default takes every host.
 	FilterSubject string `config:"filter_subject"`
-	// Fetch is the number of raw batches taken per fetch.
+	// Fetch is the number of raw batches taken per fetch. A fetch is held
+	// decoded while it is enriched and republished, and a batch holds up
+	// to collector.batch_max_events events: 16 batches of 1,024 events
+	// are ~16 MB in memory (docs/benchmarks.md, "Bounded memory").
 	Fetch int `config:"fetch"`
 	// FetchWait bounds one fetch.
 	FetchWait time.Duration `config:"fetch_wait"`
@@ -107,7 +110,7 @@ func DefaultConfig() Config {
 		Workers:          2,
 		Durable:          "enricher",
 		FilterSubject:    containv1.SubjectPrefix + ".raw.>",
-		Fetch:            64,
+		Fetch:            16,
 		FetchWait:        200 * time.Millisecond,
 		AckWait:          30 * time.Second,
 		MaxContainers:    100_000,

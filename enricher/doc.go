@@ -18,6 +18,10 @@
 // and set on the service's events, when a peer container appears.
 //
 // Guarantees:
+//   - Batches are decoded in place (bus.DecodeAliased) and re-encoded once,
+//     without a second UTF-8 walk: the events were checked on decoding and
+//     what the enricher writes into them is made UTF-8 when its container
+//     record is stored; records it keeps are copies (ContainerImage.clone).
 //   - A container's image (ref, digest, name) comes from
 //     ContainerInfo.image_ref/image_digest/name, which the collector reads
 //     from the runtime only, whenever they are set; labels are read only

@@ -78,9 +78,12 @@ type FleetConfig struct {
 }
 
 // DefaultFleetConfig is 3 NATS nodes, 3 analyzers, 200 hosts × 50
-// containers at 20,000 events/s for 30 s, batches flushed every 100 ms (a
-// host's collector at 100 events/s would otherwise publish batches of one
-// event), one analyzer killed 60% into the run. One event per host and
+// containers at 20,000 events/s for 30 s, one analyzer killed 60% into
+// the run. Each host's batches are paced as a fleet's collectors would
+// be configured (collector.flush_interval 20ms, max_flush_interval 1s,
+// target_batch_rate 2): a host at 100 events/s and more publishes 2
+// batches a second, not one per 20 ms (--flush alone fixes the interval
+// when it is at least --max-flush). One event per host and
 // 10 s is a probe (20 a second from 200 hosts): each pending probe is
 // looked up in ClickHouse until found, and that querying is booked to
 // ClickHouse's CPU (at one per host and second it took more ClickHouse
@@ -89,7 +92,7 @@ func DefaultFleetConfig() FleetConfig {
 	g := DefaultGeneratorConfig()
 	g.Hosts, g.ContainersPerHost, g.Images = 200, 50, 50
 	g.Rate, g.Duration = 20_000, 30*time.Second
-	g.FlushInterval = 100 * time.Millisecond
+	g.FlushInterval, g.MaxFlushInterval, g.TargetBatchRate = 20*time.Millisecond, time.Second, 2
 	g.ProbeEvery = 10 * time.Second
 	learning := 3 * time.Second
 	g.DeviateAfter = learning + 2*time.Second

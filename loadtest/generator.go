@@ -37,10 +37,16 @@ type GeneratorConfig struct {
 	MaxEvents int64
 	// Duration bounds the time spent publishing (0: only MaxEvents bounds).
 	Duration time.Duration
-	// BatchMaxEvents and FlushInterval shape batches as the collector's
-	// batcher does (collector.batch_max_events, collector.flush_interval).
-	BatchMaxEvents int
-	FlushInterval  time.Duration
+	// BatchMaxEvents, FlushInterval, MaxFlushInterval and
+	// TargetBatchRate shape batches as the collector's batcher does
+	// (collector.batch_max_events, collector.flush_interval,
+	// collector.max_flush_interval, collector.target_batch_rate): a batch
+	// closes at BatchMaxEvents or when the interval of a bus.FlushPacer
+	// ends. MaxFlushInterval 0 keeps FlushInterval.
+	BatchMaxEvents   int
+	FlushInterval    time.Duration
+	MaxFlushInterval time.Duration
+	TargetBatchRate  float64
 	// DeviateAfter is when, from the start, deviations begin (after the
 	// analyzer's learning window); DeviationFraction is the fraction of
 	// the events after it that are deviations.
@@ -99,6 +105,8 @@ func (c GeneratorConfig) Validate() error {
 		return errors.New("loadtest.batch_max_events: must be > 0")
 	case c.FlushInterval <= 0:
 		return errors.New("loadtest.flush_interval: must be > 0")
+	case c.MaxFlushInterval < 0 || c.TargetBatchRate < 0:
+		return errors.New("loadtest.max_flush_interval, loadtest.target_batch_rate: must be >= 0")
 	case c.DeviationFraction < 0 || c.DeviationFraction > 1:
 		return fmt.Errorf("loadtest.deviations: %v not in [0,1]", c.DeviationFraction)
 	case c.HostPrefix == "" || containv1.SubjectToken(c.HostPrefix) != c.HostPrefix:
@@ -247,12 +255,15 @@ func (g *Generator) runHost(ctx context.Context, idx int, start time.Time) error
 	if timeout <= 0 {
 		timeout = 30 * time.Second
 	}
-	ticker := time.NewTicker(g.cfg.FlushInterval)
+	// The collector's batcher's pacing: the flush interval stretches
+	// with the host's rate (bus.FlushPacer).
+	pacer := bus.NewFlushPacer(g.cfg.FlushInterval, g.cfg.MaxFlushInterval, g.cfg.TargetBatchRate)
+	ticker := time.NewTimer(pacer.Interval(time.Now())) // reset at each end: a ticker of varying period
 	defer ticker.Stop()
 	var (
 		sent      int64
 		lastProbe time.Time
-		flushDue  bool // a flush tick came since the last batch
+		flushDue  bool // the flush interval ended since the last batch
 	)
 	for {
 		want := g.cfg.BatchMaxEvents
@@ -261,15 +272,16 @@ func (g *Generator) runHost(ctx context.Context, idx int, start time.Time) error
 		} else if perHost > 0 {
 			due := int64(perHost*time.Since(start).Seconds()) - sent
 			// As the collector's batcher: a batch closes at
-			// BatchMaxEvents or at the next FlushInterval tick, not
+			// BatchMaxEvents or at the end of the flush interval, not
 			// as soon as one event is due (which would size batches by
 			// the publish round trip instead).
 			if due <= 0 || (due < int64(g.cfg.BatchMaxEvents) && !flushDue) {
 				select {
 				case <-ctx.Done():
 					return nil
-				case <-ticker.C:
+				case now := <-ticker.C:
 					flushDue = true
+					ticker.Reset(pacer.Interval(now))
 				}
 				continue
 			}
@@ -283,6 +295,7 @@ func (g *Generator) runHost(ctx context.Context, idx int, start time.Time) error
 			return nil
 		}
 		now := time.Now()
+		pacer.Observe(n)
 		flushDue = false
 		events, devs, ctrs := h.batch(n, now)
 		if g.probe != nil && g.cfg.ProbeEvery > 0 && now.Sub(lastProbe) >= g.cfg.ProbeEvery {

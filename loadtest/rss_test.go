@@ -45,13 +45,15 @@ func TestRSSUnderBound(t *testing.T) {
 	// busy server and the database drop.
 	ctx, cancel := context.WithTimeout(context.Background(), dur+15*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, "--clickhouse", chAddr, "--rate", strconv.Itoa(rate),
+	trace := filepath.Join(t.TempDir(), "memtrace")
+	cmd := exec.CommandContext(ctx, bin, "--clickhouse", chAddr, "--rate", strconv.Itoa(rate), "--memtrace", trace,
 		"--events", strconv.FormatInt(events, 10), "--duration", dur.String(),
 		"--memory-limit-mb", strconv.Itoa(rssBoundMB), "--max-rss-mb", strconv.Itoa(rssBoundMB),
 		"--database", "contain_rss_"+strconv.FormatInt(time.Now().UnixNano(), 10))
 	out, err := cmd.CombinedOutput()
 	summary := regexp.MustCompile(`(?m)^(published|memory|max_rss_mb|RESULT).*$`).FindAllString(string(out), -1)
 	t.Logf("%d events at %d/s:\n%s", events, rate, strings.Join(summary, "\n"))
+	logTracePeak(t, trace)
 	m := regexp.MustCompile(`(?m)^max_rss_mb=(\d+) `).FindStringSubmatch(string(out))
 	if m == nil {
 		t.Fatalf("no max_rss_mb line (exit %v):\n%s", err, out)
@@ -62,4 +64,39 @@ func TestRSSUnderBound(t *testing.T) {
 	if err != nil {
 		t.Errorf("load test failed (%v):\n%s", err, out)
 	}
+}
+
+// logTracePeak logs the header of the load test's --memtrace and the
+// second its RSS peaked (VmHWM reached its final value) and the second
+// of its largest live heap: was the peak live heap, or memory the runtime
+// held beyond it?
+func logTracePeak(t *testing.T, path string) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Logf("no memory trace: %v", err)
+		return
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) < 2 {
+		return
+	}
+	field := func(line string, i int) int {
+		f := strings.Fields(line)
+		if i >= len(f) {
+			return 0
+		}
+		n, _ := strconv.Atoi(f[i])
+		return n
+	}
+	const hwmCol, liveCol = 2, 3
+	peak, live := lines[1], lines[1]
+	for _, l := range lines[1:] {
+		if field(l, hwmCol) > field(peak, hwmCol) {
+			peak = l
+		}
+		if field(l, liveCol) > field(live, liveCol) {
+			live = l
+		}
+	}
+	t.Logf("memory trace (--memtrace):\n%s\nRSS peak:  %s\nlive peak: %s", lines[0], peak, live)
 }

@@ -64,20 +64,26 @@ func BenchmarkAnalyzerStageCPU(b *testing.B) {
 		}
 		// Scored: the next 2 s of the same hosts' events.
 		scored := enrichedStream(n, 8*time.Second)[len(learn):]
-		b.Run(fmt.Sprintf("n=%d", n), func(b *testing.B) {
-			b.ReportAllocs()
-			defer cpuPerEvent(b, n)()
-			i := 0
-			for b.Loop() {
-				bt, err := bus.Decode(scored[i%len(scored)])
-				if err != nil {
-					b.Fatal(err)
-				}
-				for _, ev := range bt.Events {
-					eng.Observe(ev)
-				}
-				i++
+		for _, mode := range []string{"copy", "alias"} {
+			decodeFn := bus.Decode
+			if mode == "alias" {
+				decodeFn = bus.DecodeAliased
 			}
-		})
+			b.Run(fmt.Sprintf("n=%d/%s", n, mode), func(b *testing.B) {
+				b.ReportAllocs()
+				defer cpuPerEvent(b, n)()
+				i := 0
+				for b.Loop() {
+					bt, err := decodeFn(scored[i%len(scored)])
+					if err != nil {
+						b.Fatal(err)
+					}
+					for _, ev := range bt.Events {
+						eng.Observe(ev)
+					}
+					i++
+				}
+			})
+		}
 	}
 }

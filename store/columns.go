@@ -1,6 +1,10 @@
 package store
 
-import "strings"
+import (
+	"strings"
+
+	chcol "github.com/ClickHouse/clickhouse-go/v2/lib/column"
+)
 
 // A table's columns are declared once, each with its name and the function
 // that reads its value from a row source R; the INSERT statement and the
@@ -16,6 +20,10 @@ type colDef[R any] interface {
 type colBuf[R any] interface {
 	add(r R)
 	values(lo, hi int) any
+	// appendTo appends every buffered value to the driver's column.
+	appendTo(c chcol.Interface) error
+	// keep leaves the values whose keep[i] is set, in order.
+	keep(keep []bool)
 	reset()
 }
 
@@ -31,13 +39,88 @@ func (c typedCol[R, T]) newBuf(capacity int) colBuf[R] {
 }
 
 type typedBuf[R, T any] struct {
-	get  func(R) T
-	vals []T
+	get   func(R) T
+	vals  []T
+	boxes map[string]any // LowCardinality(String) only: boxed values
 }
 
 func (b *typedBuf[R, T]) add(r R)               { b.vals = append(b.vals, b.get(r)) }
 func (b *typedBuf[R, T]) values(lo, hi int) any { return b.vals[lo:hi] }
 func (b *typedBuf[R, T]) reset()                { clear(b.vals); b.vals = b.vals[:0] }
+func (b *typedBuf[R, T]) keep(keep []bool) {
+	n := 0
+	for i, v := range b.vals {
+		if keep[i] {
+			b.vals[n] = v
+			n++
+		}
+	}
+	clear(b.vals[n:])
+	b.vals = b.vals[:n]
+}
+
+func (b *typedBuf[R, T]) appendTo(c chcol.Interface) error {
+	switch c := c.(type) {
+	case *chcol.LowCardinality:
+		if vals, ok := any(b.vals).([]string); ok {
+			return b.appendInterned(c, vals)
+		}
+	case *chcol.Array:
+		switch vals := any(b.vals).(type) {
+		case [][]string:
+			return appendArrays(c, vals)
+		case [][]uint64:
+			return appendArrays(c, vals)
+		case [][]uint32:
+			return appendArrays(c, vals)
+		}
+	}
+	_, err := c.Append(b.vals)
+	return err
+}
+
+// maxBoxes bounds a LowCardinality column's cache of boxed values.
+const maxBoxes = 4096
+
+// appendInterned appends a LowCardinality column row by row: the driver's
+// Append would box every value through reflection (an allocation per row
+// and column); a column has few distinct values, each boxed once here.
+func (b *typedBuf[R, T]) appendInterned(c *chcol.LowCardinality, vals []string) error {
+	if b.boxes == nil || len(b.boxes) > maxBoxes {
+		b.boxes = map[string]any{}
+	}
+	for _, v := range vals {
+		box, ok := b.boxes[v]
+		if !ok {
+			// A decoded string may alias its message's payload
+			// (bus.ConsumerConfig.AliasPayload): the cache keeps a copy.
+			v = strings.Clone(v)
+			box = v
+			b.boxes[v] = box
+		}
+		if err := c.AppendRow(box); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// appendArrays appends an Array column row by row: AppendRow of a typed
+// slice takes the driver's path without reflection (Append goes through
+// reflect.Value per row); empty arrays, most rows', share one box.
+func appendArrays[E any](c *chcol.Array, vals [][]E) error {
+	var empty any = []E{}
+	for _, v := range vals {
+		box := empty
+		if len(v) > 0 {
+			box = v
+		}
+		if err := c.AppendRow(box); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
 // col declares a column of type T read from R by get.
 func col[R, T any](name string, get func(R) T) colDef[R] {
@@ -82,6 +165,20 @@ func (b *rowBuf[R]) add(r R) {
 }
 
 func (b *rowBuf[R]) len() int { return b.n }
+
+// keep leaves the rows whose keep[i] is set, in order.
+func (b *rowBuf[R]) keep(keep []bool) {
+	for _, c := range b.bufs {
+		c.keep(keep)
+	}
+	n := 0
+	for _, k := range keep {
+		if k {
+			n++
+		}
+	}
+	b.n = n
+}
 
 func (b *rowBuf[R]) reset() {
 	for _, c := range b.bufs {

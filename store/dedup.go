@@ -177,13 +177,13 @@ func (s *Store) existing(ctx context.Context, fb *fetchBufs) (idSet, error) {
 // server's max_query_size (256 KiB: ~3,800 container ids) and fail, and
 // with that many containers every granule matches anyway.
 func (s *Store) lookupIDs(ctx context.Context, l lookup, p *probe, found idSet) error {
-	prefixes := make([]string, 0, len(p.prefixes))
-	for v := range p.prefixes {
-		prefixes = append(prefixes, quote(v))
-	}
-	prefixCond := fmt.Sprintf("%s IN (%s) AND ", l.prefixCol, strings.Join(prefixes, ", "))
-	if len(prefixes) > maxLookupPrefixes {
-		prefixCond = ""
+	prefixCond := ""
+	if len(p.prefixes) <= maxLookupPrefixes {
+		prefixes := make([]string, 0, len(p.prefixes))
+		for v := range p.prefixes {
+			prefixes = append(prefixes, quote(v))
+		}
+		prefixCond = fmt.Sprintf("%s IN (%s) AND ", l.prefixCol, strings.Join(prefixes, ", "))
 	}
 	ids, err := ext.NewTable("fetch_ids", ext.Column("id", "UUID"))
 	if err != nil {
@@ -219,6 +219,9 @@ const maxLookupPrefixes = 1000
 
 // quote makes s a ClickHouse string literal.
 func quote(s string) string {
-	r := strings.NewReplacer(`\`, `\\`, `'`, `\'`)
-	return "'" + r.Replace(s) + "'"
+	return "'" + quoter.Replace(s) + "'"
 }
+
+// quoter escapes a string literal's backslashes and quotes (built once:
+// building a Replacer per call was 7% of the fleet store's CPU).
+var quoter = strings.NewReplacer(`\`, `\\`, `'`, `\'`)

@@ -36,7 +36,7 @@ func TestLookupOfFetchFromManyContainers(t *testing.T) {
 	}
 	b := bus.NewProducer("host-a", "test").Batch(evs)
 	for i := range 2 {
-		if err := s.handle(ctx, s.bufs(), []*containv1.Batch{b}, m); err != nil {
+		if err := s.handle(ctx, s.bufs(), decoded([]*containv1.Batch{b}), m); err != nil {
 			t.Fatalf("delivery %d: %v", i+1, err)
 		}
 	}

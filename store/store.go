@@ -290,6 +290,7 @@ func (s *Store) Run(ctx context.Context, js jetstream.JetStream, m *metrics.Metr
 				Fetch:         s.cfg.FetchMessages,
 				FetchWait:     s.cfg.InsertMaxAge,
 				FetchFill:     true,
+				AliasPayload:  true, // rows copy what they keep (columns, driver)
 				FetchMaxBytes: s.cfg.InsertMaxBytes,
 				AckWait:       s.cfg.AckWait,
 				RetryDelay:    s.cfg.RetryDelay,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -29,6 +30,13 @@ type BatcherConfig struct {
 	MaxEvents     int
 	MaxBytes      int
 	FlushInterval time.Duration
+	// MaxFlushInterval and TargetBatchRate size batches to the rate
+	// (FlushPacer): once events come faster than TargetBatchRate a
+	// second, a batch that is not full closes after 1/TargetBatchRate,
+	// at most MaxFlushInterval, instead of FlushInterval. 0 (either):
+	// always FlushInterval. Flush still publishes at once.
+	MaxFlushInterval time.Duration
+	TargetBatchRate  float64
 }
 
 // Validate reports the first invalid field.
@@ -42,6 +50,10 @@ func (c BatcherConfig) Validate() error {
 		return errors.New("batcher: max_events must be positive")
 	case c.FlushInterval <= 0:
 		return errors.New("batcher: flush_interval must be positive")
+	case c.MaxFlushInterval < 0:
+		return errors.New("batcher: max_flush_interval must not be negative")
+	case c.TargetBatchRate < 0 || math.IsNaN(c.TargetBatchRate) || math.IsInf(c.TargetBatchRate, 0):
+		return errors.New("batcher: target_batch_rate must be a finite number >= 0")
 	case c.MaxBytes <= 0 || c.MaxBytes > MaxPayload/2:
 		return errors.New("batcher: max_bytes must be in (0, 4MiB]")
 	}
@@ -172,9 +184,10 @@ func (b *Batcher) Run(ctx context.Context) error {
 	timer.Stop()
 	defer timer.Stop()
 	timerOn := false
+	pacer := NewFlushPacer(b.cfg.FlushInterval, b.cfg.MaxFlushInterval, b.cfg.TargetBatchRate)
 	arm := func() {
 		if !timerOn {
-			timer.Reset(b.cfg.FlushInterval)
+			timer.Reset(pacer.Interval(time.Now()))
 			timerOn = true
 		}
 	}
@@ -210,6 +223,7 @@ func (b *Batcher) Run(ctx context.Context) error {
 		}
 		pending = append(pending, ev)
 		size += n
+		pacer.Observe(1)
 		if len(pending) >= b.cfg.MaxEvents {
 			flush(pctx)
 		}

@@ -145,9 +145,11 @@ func Connect(url, name string, log *slog.Logger, extra ...nats.Option) (*nats.Co
 
 // DefaultStreamMaxBytes bounds each stream by default (1 GiB): past it the
 // oldest messages are discarded (counted by the consumers that had not
-// read them, as expiry). A bound also makes JetStream use 4 MB file blocks
-// instead of 8 MB, halving the block caches a lagging reader holds in
-// memory (docs/benchmarks.md, "Bounded memory").
+// read them, as expiry). The bound does not shrink JetStream's file
+// blocks: nats-server (v2.15) gives a stream max_bytes/4 rounded to 4 MB
+// or 8 MB, so 8 MB blocks from max_bytes 32 MiB up, and each block a
+// reader or writer touches is cached whole in memory
+// (docs/benchmarks.md, "Bounded memory").
 const DefaultStreamMaxBytes = 1 << 30
 
 // StreamsConfig sets the retention of contain's streams.

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/containsec/contain/internal/logfields"
+	"github.com/containsec/contain/internal/memgate"
 	"github.com/containsec/contain/internal/metrics"
 	"github.com/containsec/contain/schemas/containv1"
 )
@@ -47,6 +48,9 @@ func ConsumeMessages(ctx context.Context, js jetstream.JetStream, cfg ConsumerCo
 	chk := &msgChecker{cfg: &cfg, m: m, log: log, rep: rep, loggedRefused: map[string]bool{}}
 	backoff := cfg.RetryDelay
 	for ctx.Err() == nil && !stopped(cfg.Stop) {
+		if w := memgate.Wait(ctx, memoryWait); w > 0 {
+			m.MemoryWait.WithLabelValues(cfg.Stage).Add(w.Seconds())
+		}
 		msgs, err := fetch(js.Conn(), cons, cfg)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -125,7 +129,8 @@ func (f *Messages) Refused(i int) bool { return f.state[i] == msgRefused }
 // logged once, terminated and gives nil, now and on every later call. A
 // batch is counted in contain_events_in_total once per delivery, however
 // often it is decoded. The caller owns the result; Messages keeps nothing
-// of it.
+// of it. With ConsumerConfig.AliasPayload its strings and bytes point into
+// the message's payload (DecodeAliased).
 func (f *Messages) Batch(i int) *containv1.Batch {
 	if f.state[i] == msgRefused {
 		return nil
@@ -171,7 +176,7 @@ type msgChecker struct {
 }
 
 func (c *msgChecker) check(msg jetstream.Msg) (*containv1.Batch, bool) {
-	b, err := Decode(msg.Data())
+	b, err := decode(msg.Data(), c.cfg.AliasPayload)
 	if err != nil {
 		c.m.Malformed.WithLabelValues(c.cfg.Stage).Inc()
 		if !c.loggedMalformed.Swap(true) {

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/containsec/contain/internal/logfields"
+	"github.com/containsec/contain/internal/memgate"
 	"github.com/containsec/contain/internal/metrics"
 	"github.com/containsec/contain/schemas/containv1"
 )
@@ -67,6 +68,11 @@ type ConsumerConfig struct {
 	Stop <-chan struct{}
 }
 
+// memoryWait is the longest a consumer holds its next fetch back while
+// the process is at its memory bound (memgate): the backlog stays in
+// JetStream meanwhile instead of in the heap.
+const memoryWait = 500 * time.Millisecond
+
 // stopped reports whether c is closed (never for nil).
 func stopped(c <-chan struct{}) bool {
 	select {
@@ -120,10 +126,14 @@ func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, h 
 	mctx, stopMonitor := context.WithCancel(ctx)
 	defer stopMonitor()
 	go st.monitor(mctx, cons)
+	eventsIn, batchEvents := m.EventsIn.WithLabelValues(cfg.Stage), m.BatchEvents.WithLabelValues(cfg.Stage)
 	var loggedMalformed atomic.Bool
 	loggedRefused := map[string]bool{}
 	backoff := cfg.RetryDelay
 	for ctx.Err() == nil && !stopped(cfg.Stop) {
+		if w := memgate.Wait(ctx, memoryWait); w > 0 {
+			m.MemoryWait.WithLabelValues(cfg.Stage).Add(w.Seconds())
+		}
 		msgs, err := fetch(js.Conn(), cons, cfg)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -164,8 +174,8 @@ func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, h 
 			good = append(good, msg)
 			batches = append(batches, b)
 			n := float64(len(b.Events))
-			m.EventsIn.WithLabelValues(cfg.Stage).Add(n)
-			m.BatchEvents.WithLabelValues(cfg.Stage).Observe(n)
+			eventsIn.Add(n)
+			batchEvents.Observe(n)
 		}
 		if len(batches) == 0 {
 			continue

@@ -4,6 +4,11 @@
 // It consumes and emits containv1.Batch messages (one NATS message carries
 // one protobuf Batch of many events) and guarantees:
 //
+//   - Decode and DecodeAliased accept exactly what proto.Unmarshal accepts
+//     (invalid UTF-8 in a string refused; FuzzDecodeMatchesProto). With
+//     ConsumerConfig.AliasPayload the handler's batches point into the
+//     messages' payloads (no copy of each string): it must clone what it
+//     keeps past its call (the enricher, the analyzer).
 //   - Decode is a pure function; a message that fails to decode is counted
 //     (contain_malformed_messages_total), logged once per stage, terminated
 //     (never redelivered, still kept in the stream for forensics) and the

@@ -69,6 +69,9 @@ type Metrics struct {
 	// Expired counts messages removed from a stream (max_age, max_bytes)
 	// before a consumer received them, by stream and durable.
 	Expired *prometheus.CounterVec
+	// MemoryWait counts the seconds a stage's consumer held its next
+	// fetch back because the process was at its memory bound (memgate).
+	MemoryWait *prometheus.CounterVec
 	// ConsumerLag is a consumer's num_pending: messages not yet delivered.
 	ConsumerLag *prometheus.GaugeVec
 	// ConsumerOldestUnacked is the age of the oldest message a consumer
@@ -154,6 +157,10 @@ func New() *Metrics {
 			Namespace: "contain", Name: "expired_total",
 			Help: "Messages removed from a stream (max_age, max_bytes) before the consumer received them.",
 		}, []string{"stream", "durable"}),
+		MemoryWait: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "contain", Name: "memory_wait_seconds_total",
+			Help: "Seconds a stage's consumer held its next fetch back while the live heap was over 90% of the Go memory limit.",
+		}, []string{"stage"}),
 		ConsumerLag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: "contain", Name: "consumer_lag",
 			Help: "Messages of a consumer's stream not yet delivered to it (num_pending).",
@@ -172,7 +179,7 @@ func New() *Metrics {
 	m.Quarantined = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "contain", Name: "quarantined_containers",
 		Help: "Containers the responder holds frozen (its quarantine list)."})
 	reg.MustRegister(m.ExecToAlert, m.AlertToFrozen, m.ExecToFrozen, m.Quarantined)
-	reg.MustRegister(m.PublishRetries, m.PublishFailed, m.PublishStalled, m.DeadLettered, m.Expired, m.ConsumerLag, m.ConsumerOldestUnacked)
+	reg.MustRegister(m.PublishRetries, m.PublishFailed, m.PublishStalled, m.DeadLettered, m.Expired, m.MemoryWait, m.ConsumerLag, m.ConsumerOldestUnacked)
 	reg.MustRegister(m.EventsIn, m.EventsOut, m.Dropped, m.Malformed, m.BatchEvents, m.Errors, m.Alerts, m.Actions, m.QueueDepth, m.ReaderWakeups, m.Refused)
 	return m
 }

@@ -48,6 +48,7 @@ func (ff fleetFlags) config(g loadtest.GeneratorConfig, set map[string]bool, cli
 		"images": func() { fg.Images = g.Images }, "rate": func() { fg.Rate = g.Rate },
 		"events": func() { fg.MaxEvents = g.MaxEvents }, "duration": func() { fg.Duration = g.Duration },
 		"batch": func() { fg.BatchMaxEvents = g.BatchMaxEvents }, "flush": func() { fg.FlushInterval = g.FlushInterval },
+		"max-flush": func() { fg.MaxFlushInterval = g.MaxFlushInterval }, "batch-rate": func() { fg.TargetBatchRate = g.TargetBatchRate },
 		"deviations": func() { fg.DeviationFraction = g.DeviationFraction },
 	} {
 		if set[name] {

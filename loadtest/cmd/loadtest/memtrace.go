@@ -23,6 +23,7 @@ var memTraceMetrics = []string{
 	"/memory/classes/metadata/other:bytes", // GC and heap metadata
 	"/memory/classes/other:bytes",          // profiling buckets, ...
 	"/memory/classes/total:bytes",          // all the runtime mapped
+	"/gc/heap/allocs:bytes",                // allocated since start
 	"/gc/cycles/total:gc-cycles",
 }
 
@@ -39,7 +40,7 @@ func traceMemory(ctx context.Context, path string) {
 	defer f.Close()
 	w := bufio.NewWriter(f)
 	defer w.Flush()
-	fmt.Fprintln(w, "s rss hwm live objects unused free released stacks meta other total gcs (MiB but gcs)")
+	fmt.Fprintln(w, "s rss hwm live objects unused free released stacks meta other total allocs gcs (MiB but gcs)")
 	samples := make([]metrics.Sample, len(memTraceMetrics))
 	for i, n := range memTraceMetrics {
 		samples[i].Name = n
