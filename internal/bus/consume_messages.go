@@ -24,7 +24,9 @@ import (
 // the handler returned nil for a fetch holding it; a failed fetch is
 // retried message by message and dead-lettered as Consume does; a message
 // that does not decode or is not bound to its subject's host is counted,
-// logged once, terminated and never given to the handler again.
+// logged once, terminated and never given to the handler again. The
+// Reporter's Trace sees TraceReceived when a batch is first decoded; no
+// TraceHandled (the batches are not kept past the handler's use).
 func ConsumeMessages(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, h MessageHandler, m *metrics.Metrics, log *slog.Logger) error {
 	cfg.defaults()
 	if cfg.Stream == "" || cfg.Durable == "" {
