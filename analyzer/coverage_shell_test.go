@@ -76,6 +76,9 @@ var shellCases = []coverageCase{
 	{mode: "sh-homekey", code: CodeReadSensitive, pause: true, script: "mkdir -p /home/app/.ssh && echo k > /home/app/.ssh/id_ed25519; sleep 1; cat /home/app/.ssh/id_ed25519"},
 	{mode: "sh-environscan", code: CodeReadSensitive, pause: true, script: "for p in /proc/[0-9]*; do cat $p/environ; done"},
 	{mode: "sh-metadata", code: CodeCloudMetadata, pause: true, script: "wget -q -T 1 -O - http://169.254.169.254/latest/meta-data/iam/security-credentials/"},
+	// The same by its connection (busybox's wget with -T crashes here
+	// after its exec: the case above is named by its argv).
+	{mode: "sh-metadata-nc", code: CodeCloudMetadata, pause: true, script: "printf 'GET /latest/meta-data/ HTTP/1.0\\r\\n\\r\\n' | nc -w 1 169.254.169.254 80"},
 	// Discovery: a process list read through /proc and ps (an applet the
 	// image never ran: exec.unseen; the reads of cmdline are not seen).
 	{mode: "sh-pscan", code: CodeExecUnseen, pause: true, script: "for p in /proc/[0-9]*; do cat $p/cmdline; done; ps"},
@@ -87,6 +90,13 @@ var shellCases = []coverageCase{
 	{mode: "sh-corepattern", code: CodeCgroupEscape, pause: true, script: "echo '|/data/x' > /proc/sys/kernel/core_pattern"},
 	{mode: "sh-releaseagent", code: CodeCgroupEscape, pause: true, script: "mkdir -p /tmp/cg; mount -t cgroup -o memory cgroup /tmp/cg; echo /data/x > /tmp/cg/release_agent"},
 	{mode: "sh-mountdev", code: CodeMount, pause: true, script: "mknod /data/sda b 8 0; mkdir -p /mnt; mount /data/sda /mnt"},
+	// The host's container engine over TCP (an unauthenticated Docker API).
+	{mode: "sh-dockerapi", code: CodeRuntimeSocket, pause: true, script: "nc -w 1 10.255.255.1 2375 </dev/null"},
+	// The runtime's binary overwritten through procfs (CVE-2019-5736's
+	// write; refused here, ETXTBSY: the attempt is what counts), and
+	// persistence written through another process's root.
+	{mode: "sh-procexe", code: CodeCgroupEscape, pause: true, script: "echo x > /proc/self/exe"},
+	{mode: "sh-procroot", code: CodeAccountChange, pause: true, script: "echo 'evil:x:0:0::/:/bin/sh' >> /proc/1/root/etc/passwd"},
 	// Impact: files encrypted and renamed away.
 	{mode: "sh-encrypt", code: CodeBulkDelete, pause: true, script: "mkdir -p /data/r && for i in $(seq 1 60); do echo x > /data/r/$i.doc; done && for f in /data/r/*; do mv $f $f.locked; done"},
 	// Defense evasion: timestamps copied (touch never ran: exec.unseen),

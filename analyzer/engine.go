@@ -487,7 +487,9 @@ func (e *Engine) observe(ev *containv1.Event) []*containv1.Event {
 			if len(c.execMono) >= maxProcs {
 				clear(c.execMono)
 			}
-			c.execMono[p.Tgid] = ev.MonoNs
+			if v, ok := c.execMono[p.Tgid]; !ok || v != ev.MonoNs {
+				c.execMono[p.Tgid] = ev.MonoNs
+			}
 		}
 	case *containv1.Event_Syscall:
 		novel = e.observeSyscall(c, b, body.Syscall, learn)
@@ -503,7 +505,9 @@ func (e *Engine) observe(ev *containv1.Event) []*containv1.Event {
 		if len(c.euid) >= maxProcs {
 			clear(c.euid)
 		}
-		c.euid[proc.Pid] = proc.Euid
+		if v, ok := c.euid[proc.Pid]; !ok || v != proc.Euid { // a lookup is cheaper than a store
+			c.euid[proc.Pid] = proc.Euid
+		}
 	}
 	if session {
 		// scored, never learned

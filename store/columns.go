@@ -22,6 +22,8 @@ type colBuf[R any] interface {
 	values(lo, hi int) any
 	// appendTo appends every buffered value to the driver's column.
 	appendTo(c chcol.Interface) error
+	// keep leaves the values whose keep[i] is set, in order.
+	keep(keep []bool)
 	reset()
 }
 
@@ -45,6 +47,18 @@ type typedBuf[R, T any] struct {
 func (b *typedBuf[R, T]) add(r R)               { b.vals = append(b.vals, b.get(r)) }
 func (b *typedBuf[R, T]) values(lo, hi int) any { return b.vals[lo:hi] }
 func (b *typedBuf[R, T]) reset()                { clear(b.vals); b.vals = b.vals[:0] }
+func (b *typedBuf[R, T]) keep(keep []bool) {
+	n := 0
+	for i, v := range b.vals {
+		if keep[i] {
+			b.vals[n] = v
+			n++
+		}
+	}
+	clear(b.vals[n:])
+	b.vals = b.vals[:n]
+}
+
 func (b *typedBuf[R, T]) appendTo(c chcol.Interface) error {
 	switch c := c.(type) {
 	case *chcol.LowCardinality:
@@ -151,6 +165,20 @@ func (b *rowBuf[R]) add(r R) {
 }
 
 func (b *rowBuf[R]) len() int { return b.n }
+
+// keep leaves the rows whose keep[i] is set, in order.
+func (b *rowBuf[R]) keep(keep []bool) {
+	for _, c := range b.bufs {
+		c.keep(keep)
+	}
+	n := 0
+	for _, k := range keep {
+		if k {
+			n++
+		}
+	}
+	b.n = n
+}
 
 func (b *rowBuf[R]) reset() {
 	for _, c := range b.bufs {

@@ -137,13 +137,63 @@ type tableWriter[R any] struct {
 	inBatch            int // rows sent in the open INSERT
 	blockRows, maxRows int
 	rows               int // rows committed
+	// lookup, when set, is the fetch's duplicate lookup: the first block
+	// waits for it and leaves out the rows it found (dups counts them);
+	// ids are the buffered rows' ids.
+	lookup *pendingLookup
+	ids    []uuid.UUID
+	dups   int
 }
 
-// add buffers r and sends a block when the buffer is full.
-func (w *tableWriter[R]) add(ctx context.Context, r R) error {
+// pendingLookup is a fetch's duplicate lookup (design 017), running while
+// the writers decode and convert its first rows (design 021).
+type pendingLookup struct {
+	done chan struct{}
+	have idSet
+	err  error
+}
+
+// wait returns the ids the tables already hold (nil p: none).
+func (p *pendingLookup) wait(ctx context.Context) (idSet, error) {
+	if p == nil {
+		return nil, nil
+	}
+	select {
+	case <-p.done:
+		return p.have, p.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// add buffers r (row id id) and sends a block when the buffer is full.
+func (w *tableWriter[R]) add(ctx context.Context, r R, id uuid.UUID) error {
 	w.buf.add(r)
+	w.ids = append(w.ids, id)
 	if w.buf.len() >= w.blockRows || w.inBatch+w.buf.len() >= w.maxRows {
 		return w.flush(ctx, false)
+	}
+	return nil
+}
+
+// dropExisting leaves out of the buffer the rows the lookup found.
+func (w *tableWriter[R]) dropExisting(ctx context.Context) error {
+	have, err := w.lookup.wait(ctx)
+	if err != nil || len(have) == 0 {
+		return err
+	}
+	keep := make([]bool, len(w.ids))
+	dropped := 0
+	for i, id := range w.ids {
+		_, found := have[id]
+		keep[i] = !found
+		if found {
+			dropped++
+		}
+	}
+	if dropped > 0 {
+		w.buf.keep(keep)
+		w.dups += dropped
 	}
 	return nil
 }
@@ -151,6 +201,13 @@ func (w *tableWriter[R]) add(ctx context.Context, r R) error {
 // flush sends the buffered rows as one block of the open INSERT (opening
 // it if needed); with last, or at maxRows, it commits the INSERT.
 func (w *tableWriter[R]) flush(ctx context.Context, last bool) error {
+	if w.buf.len() > 0 {
+		if err := w.dropExisting(ctx); err != nil {
+			w.abort()
+			return err
+		}
+	}
+	w.ids = w.ids[:0]
 	n := w.buf.len()
 	if n == 0 && w.batch == nil {
 		return nil
@@ -204,14 +261,19 @@ func (w *tableWriter[R]) abort() {
 	}
 	w.inBatch = 0
 	w.buf.reset()
+	w.ids = w.ids[:0]
 }
 
 // writeGroup converts and inserts messages [lo, hi) of a fetch through
 // rs; it returns the commits among their events (inserted after).
-func (s *Store) writeGroup(ctx context.Context, rs *rowSet, f *fetch, lo, hi int, now time.Time, have idSet, seen *claims) (rows, dups int, commits []CommitRow, err error) {
+func (s *Store) writeGroup(ctx context.Context, rs *rowSet, f *fetch, lo, hi int, now time.Time, lk *pendingLookup, seen *claims) (rows, dups int, commits []CommitRow, err error) {
 	ws := s.writers(rs) // events, alerts, actions (per shard with write=local)
+	for _, w := range ws {
+		w.lookup = lk
+	}
 	defer func() {
 		for _, w := range ws {
+			dups += w.dups
 			w.abort() // no-op after success
 		}
 	}()
@@ -229,7 +291,7 @@ func (s *Store) writeGroup(ctx context.Context, rs *rowSet, f *fetch, lo, hi int
 			}
 			r := &rs.scratch
 			r.fill(b, i, ev, now, rs.keepRaw)
-			if _, ok := have[r.id]; ok || !seen.claim(r.id) {
+			if !seen.claim(r.id) {
 				dups++
 				continue
 			}
@@ -241,7 +303,7 @@ func (s *Store) writeGroup(ctx context.Context, rs *rowSet, f *fetch, lo, hi int
 				t += 2
 			}
 			w := ws[t]
-			if err := w.add(ctx, r); err != nil {
+			if err := w.add(ctx, r, r.id); err != nil {
 				s.writeFailed(ctx, w)
 				return rows, dups, nil, fmt.Errorf("store: inserting into %s at clickhouse %s: %w", w.buf.def.name, s.writerAddr(w), err)
 			}
@@ -275,17 +337,15 @@ func (s *Store) handle(ctx context.Context, fb *fetchBufs, f *fetch, m *metrics.
 	ictx, cancel := context.WithTimeout(ctx, s.cfg.InsertTimeout)
 	defer cancel()
 	fb.collect(f, now)
-	var have idSet
-	var err error
+	// The lookup runs while the writers decode and convert; each waits
+	// for it before its first block.
+	var lk *pendingLookup
 	if !s.noLookup {
-		have, err = s.existing(ictx, fb)
-	}
-	if err != nil {
-		m.Errors.WithLabelValues(metrics.StageStore, "insert").Inc()
-		if isUnavailable(err) {
-			s.markDown(err, "looking up ids")
-		}
-		return err
+		lk = &pendingLookup{done: make(chan struct{})}
+		go func() {
+			defer close(lk.done)
+			lk.have, lk.err = s.existing(ictx, fb)
+		}()
 	}
 	seen := &fb.seen
 	clear(seen.ids)
@@ -299,7 +359,7 @@ func (s *Store) handle(ctx context.Context, fb *fetchBufs, f *fetch, m *metrics.
 	)
 	for i, g := range gs {
 		wg.Go(func() {
-			r, d, c, err := s.writeGroup(ictx, fb.sets[i], f, g[0], g[1], now, have, seen)
+			r, d, c, err := s.writeGroup(ictx, fb.sets[i], f, g[0], g[1], now, lk, seen)
 			mu.Lock()
 			defer mu.Unlock()
 			rows, dups = rows+r, dups+d
@@ -311,6 +371,12 @@ func (s *Store) handle(ctx context.Context, fb *fetchBufs, f *fetch, m *metrics.
 		})
 	}
 	wg.Wait()
+	if lk != nil {
+		<-lk.done // it reads fb's probes, which the next fetch reuses
+		if lk.err != nil && firstErr == nil {
+			firstErr = lk.err
+		}
+	}
 	if dups > 0 {
 		m.Dropped.WithLabelValues(metrics.StageStore, reasonDuplicate).Add(float64(dups))
 	}

@@ -83,7 +83,7 @@ func TestInsertAbortedCommitsNothing(t *testing.T) {
 	for _, b := range benchBatches(1, 250) {
 		for i, ev := range b.Events {
 			rs.scratch.fill(b, i, ev, now, false)
-			if err := w.add(ctx, &rs.scratch); err != nil {
+			if err := w.add(ctx, &rs.scratch, rs.scratch.id); err != nil {
 				t.Fatal(err)
 			}
 			sent++
