@@ -461,7 +461,7 @@ func classifyFile(f *containv1.File) []hit {
 		case base == "mem" && f.Op != containv1.File_OP_CREATE:
 			add(CodeProcMemory, t, fmt.Sprintf("%s of %s: another process's memory written", op, t))
 		}
-		return append(out, commWrite(f, t)...)
+		return append(out, procWrite(f, t)...)
 	}
 	// Device nodes and files below /dev (not its tmpfs and pty mounts).
 	switch {

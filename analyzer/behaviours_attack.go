@@ -12,6 +12,8 @@ import (
 	"path"
 	"strings"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/containsec/contain/schemas/containv1"
 )
 
@@ -118,15 +120,43 @@ func metadataHit(n *containv1.Network) []hit {
 		msg: fmt.Sprintf("connection to %s, the %s (instance or task credentials)", peer, what)}}
 }
 
-// commWrite names a write of a process's comm through procfs
-// (/proc/<pid>/comm, /proc/<pid>/task/<tid>/comm): how a shell renames
-// itself.
-func commWrite(f *containv1.File, t string) []hit {
-	if path.Base(t) != "comm" || !strings.HasPrefix(t, "/proc/") || f.Op == containv1.File_OP_OPEN_READ {
+// procWrite names writes through a process's procfs entries: of its comm
+// (/proc/<pid>/comm, /proc/<pid>/task/<tid>/comm: how a shell renames
+// itself), of its exe (/proc/<pid>/exe: overwriting the runtime's binary
+// from inside, CVE-2019-5736), and of a file below its root
+// (/proc/<pid>/root/etc/cron.d/x: named as the file itself).
+func procWrite(f *containv1.File, t string) []hit {
+	if f.Op == containv1.File_OP_OPEN_READ || !strings.HasPrefix(t, "/proc/") {
 		return nil
 	}
-	return []hit{{code: CodeMasquerade, subject: t, key: "comm",
-		msg: fmt.Sprintf("%s of %s: the process renames itself", opNames[f.Op], t)}}
+	rest := strings.TrimPrefix(t, "/proc/")
+	pid, rest, _ := strings.Cut(rest, "/")
+	if pid != "self" && pid != "thread-self" && strings.Trim(pid, "0123456789") != "" {
+		return nil
+	}
+	if strings.HasPrefix(rest, "task/") {
+		if _, r, ok := strings.Cut(strings.TrimPrefix(rest, "task/"), "/"); ok {
+			rest = r
+		}
+	}
+	op := opNames[f.Op]
+	switch {
+	case rest == "comm":
+		return []hit{{code: CodeMasquerade, subject: t, key: "comm",
+			msg: fmt.Sprintf("%s of %s: the process renames itself", op, t)}}
+	case rest == "exe":
+		return []hit{{code: CodeCgroupEscape, subject: t, key: "exe",
+			msg: fmt.Sprintf("%s of %s: a process's binary written through procfs (the runtime's, CVE-2019-5736)", op, t)}}
+	case strings.HasPrefix(rest, "root/"):
+		inner := proto.Clone(f).(*containv1.File)
+		if in := "/" + strings.TrimPrefix(rest, "root/"); f.NewPath != "" && t == f.NewPath {
+			inner.NewPath = in
+		} else {
+			inner.Path = in
+		}
+		return classifyFile(inner)
+	}
+	return nil
 }
 
 // masqueradeComm names a process whose comm is a kernel thread's (renamed

@@ -62,6 +62,8 @@ func TestAuditBehaviours(t *testing.T) {
 		{"comm written", CodeMasquerade, []*containv1.Event{fileEv("c1", sec(15), containv1.File_OP_OPEN_WRITE, "/proc/self/comm")}},
 		{"loader from /tmp", CodeExecTmp, []*containv1.Event{execEv("c1", sec(17), "/lib64/ld-linux-x86-64.so.2", "/lib64/ld-linux-x86-64.so.2", "/dev/shm/x")}},
 		{"loader of a written file", CodeExecDrift, []*containv1.Event{written(sec(18), "/data/p"), execEv("c1", sec(18.5), "/lib/ld-musl-x86_64.so.1", "ld", "--library-path", "/data", "/data/p")}},
+		{"runtime binary overwritten", CodeCgroupEscape, []*containv1.Event{fileEv("c1", sec(19), containv1.File_OP_OPEN_WRITE, "/proc/1234/exe")}},
+		{"cron through /proc/1/root", CodeCronPersist, []*containv1.Event{fileEv("c1", sec(19.5), containv1.File_OP_CREATE, "/proc/1/root/etc/cron.d/x")}},
 		{"fifo relay", CodeReverseShell, []*containv1.Event{fifo(sec(16), "/tmp/f"), execEv("c1", sec(16.5), "/usr/bin/nc", "nc", "10.0.0.9", "4444")}},
 	} {
 		if got := scoresOf(e, c.evs...); got[c.code] < pauseThreshold {

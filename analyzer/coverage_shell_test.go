@@ -92,6 +92,11 @@ var shellCases = []coverageCase{
 	{mode: "sh-mountdev", code: CodeMount, pause: true, script: "mknod /data/sda b 8 0; mkdir -p /mnt; mount /data/sda /mnt"},
 	// The host's container engine over TCP (an unauthenticated Docker API).
 	{mode: "sh-dockerapi", code: CodeRuntimeSocket, pause: true, script: "nc -w 1 10.255.255.1 2375 </dev/null"},
+	// The runtime's binary overwritten through procfs (CVE-2019-5736's
+	// write; refused here, ETXTBSY: the attempt is what counts), and
+	// persistence written through another process's root.
+	{mode: "sh-procexe", code: CodeCgroupEscape, pause: true, script: "echo x > /proc/self/exe"},
+	{mode: "sh-procroot", code: CodeAccountChange, pause: true, script: "echo 'evil:x:0:0::/:/bin/sh' >> /proc/1/root/etc/passwd"},
 	// Impact: files encrypted and renamed away.
 	{mode: "sh-encrypt", code: CodeBulkDelete, pause: true, script: "mkdir -p /data/r && for i in $(seq 1 60); do echo x > /data/r/$i.doc; done && for f in /data/r/*; do mv $f $f.locked; done"},
 	// Defense evasion: timestamps copied (touch never ran: exec.unseen),

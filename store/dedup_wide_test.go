@@ -15,7 +15,8 @@ import (
 
 // TestLookupOfFetchFromManyContainers inserts a fetch whose events come
 // from 5,000 containers (a fleet's store: every fetch spans its hosts'
-// containers), then the same fetch again. Named one by one, 5,000
+// containers), then the same fetch again. Named one by one (before the
+// containers went as an external table), 5,000
 // 64-character container ids are a query longer than ClickHouse's
 // max_query_size (256 KiB), which failed the lookup, and so the fetch
 // (the fleet load test's store then retried message by message and fell

@@ -44,14 +44,19 @@
 //     messages are redelivered after a doubling back-off (RetryDelay up to
 //     30s); InsertTimeout + FlushInterval < AckWait, so a hung insert fails
 //     and backs off rather than racing NATS's own redelivery.
-//   - Idempotent rows: before inserting a fetch, the store looks up which
-//     of its event, alert and action ids the tables already hold (within
-//     the fetch's time range and containers or images) and skips them,
+//   - Idempotent rows: before sending a fetch's rows, the store looks up
+//     which of its event, alert and action ids the tables already hold
+//     (within the fetch's time range and containers or images; the ids
+//     are read from the encoded messages, and the query runs while the
+//     rows are converted) and skips them,
 //     counted as contain_dropped_total{stage="store",reason="duplicate"};
 //     so a batch delivered twice (retry, replay, restart) adds no row and
 //     plain count() is exact. Tables are also ReplacingMergeTree keyed by
 //     the id, which folds what two stores inserting one batch at the same
 //     instant leave (docs/design/017-forensics.md).
+//   - A fetch is decoded message by message (bus.ConsumeMessages): each
+//     message is converted into column buffers and dropped, so a fetch is
+//     never held decoded at once (docs/design/021-store-inserts.md).
 //   - A message that does not decode is counted
 //     (contain_malformed_messages_total{stage="store"}) and skipped; every
 //     decoded event makes a row: values are bounded to their column types,

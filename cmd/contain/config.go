@@ -75,7 +75,9 @@ type MemoryConfig struct {
 	// LimitMB is the resident memory contain's stages are kept under, in
 	// MiB: the Go runtime's soft memory limit is set to 80% of it (the
 	// rest is for what the Go heap does not count); 0 leaves the runtime's
-	// default (no limit). GOMEMLIMIT, when set, wins.
+	// default (no limit). GOMEMLIMIT, when set, wins. While the live heap
+	// is over 90% of the soft limit, consumers hold their next fetch back
+	// (contain_memory_wait_seconds_total).
 	LimitMB int `config:"limit_mb"`
 }
 

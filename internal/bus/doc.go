@@ -16,6 +16,10 @@
 //   - Consume acknowledges a message only after its handler returned nil, so
 //     a failing downstream (ClickHouse down) loses nothing: messages are
 //     redelivered after a back-off.
+//   - ConsumeMessages keeps these guarantees for a handler that decodes
+//     a fetch message by message itself (Messages.Batch), so a sink never
+//     holds a fetch decoded at once (the store); a malformed or
+//     wrong-host message is refused when first decoded.
 //   - A failed fetch is retried message by message, so one poison batch
 //     holds back none of the others. A message its handler failed on
 //     MaxDeliver times (nats.max_deliver, default 5) while succeeding on

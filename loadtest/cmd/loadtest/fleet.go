@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -18,7 +19,7 @@ type fleetFlags struct {
 	natsNodes, analyzers, partitions, responderHosts *int
 	containersPerHost                                *int
 	killAnalyzerAt, ackWait                          *time.Duration
-	dir, containBin, profileDir                      *string
+	dir, containBin, profileDir, stageEnv            *string
 }
 
 func addFleetFlags() fleetFlags {
@@ -34,6 +35,7 @@ func addFleetFlags() fleetFlags {
 		dir:               flag.String("fleet-dir", "", "fleet: directory for the binary, NATS stores and logs (default: temporary)"),
 		profileDir:        flag.String("stage-cpuprofile-dir", "", "fleet: write each stage process's CPU profile to <dir>/<name>.cpu.prof"),
 		containBin:        flag.String("contain-bin", "", "fleet: a built cmd/contain (default: built into the run's directory)"),
+		stageEnv:          flag.String("stage-env", "", "fleet: KEY=VALUE,… added to every stage process's environment (e.g. CONTAIN_ANALYZER_FETCH=64)"),
 	}
 }
 
@@ -75,6 +77,9 @@ func (ff fleetFlags) config(g loadtest.GeneratorConfig, set map[string]bool, cli
 	c.KillAnalyzerAt, c.AnalyzerAckWait = *ff.killAnalyzerAt, *ff.ackWait
 	c.ClickHouse, c.KeepDatabase, c.Dir, c.ContainBin = clickhouse, keep, *ff.dir, *ff.containBin
 	c.ProfileDir = *ff.profileDir
+	if *ff.stageEnv != "" {
+		c.StageEnv = strings.Split(*ff.stageEnv, ",")
+	}
 	return c
 }
 
