@@ -12,7 +12,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/containsec/contain/internal/logfields"
-	"github.com/containsec/contain/internal/memgate"
 	"github.com/containsec/contain/internal/metrics"
 	"github.com/containsec/contain/schemas/containv1"
 )
@@ -50,9 +49,7 @@ func ConsumeMessages(ctx context.Context, js jetstream.JetStream, cfg ConsumerCo
 	chk := &msgChecker{cfg: &cfg, m: m, log: log, rep: rep, loggedRefused: map[string]bool{}}
 	backoff := cfg.RetryDelay
 	for ctx.Err() == nil && !stopped(cfg.Stop) {
-		if w := memgate.Wait(ctx, memoryWait); w > 0 {
-			m.MemoryWait.WithLabelValues(cfg.Stage).Add(w.Seconds())
-		}
+		holdBack(ctx, &cfg, m)
 		msgs, err := fetch(js.Conn(), cons, cfg)
 		if err != nil {
 			if ctx.Err() != nil {
