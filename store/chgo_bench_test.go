@@ -1,0 +1,144 @@
+package store
+
+import (
+	"context"
+	"os"
+	"runtime"
+	"slices"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ClickHouse/ch-go"
+	"github.com/ClickHouse/ch-go/proto"
+
+	"github.com/containsec/contain/internal/testenv"
+	"github.com/containsec/contain/schemas/containv1"
+)
+
+// cpuNow is the process's user+system CPU time.
+func cpuNow(tb testing.TB) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		tb.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// columnTypes are the ClickHouse types of table's columns by name.
+func columnTypes(tb testing.TB, s *Store, table string) map[string]string {
+	rows, err := s.conn.Query(context.Background(), "SELECT name, type FROM system.columns WHERE database = ? AND table = ?", s.cfg.Database, table)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer rows.Close()
+	types := map[string]string{}
+	for rows.Next() {
+		var name, typ string
+		if err := rows.Scan(&name, &typ); err != nil {
+			tb.Fatal(err)
+		}
+		types[name] = typ
+	}
+	return types
+}
+
+// dialChGo opens a ch-go client on s's database. ch-go v0.74 sends no
+// client info below protocol revision 54420 and ClickHouse 18.16
+// (54412) then misreads the query: the benchmark says so and stops.
+func dialChGo(tb testing.TB, s *Store) *ch.Client {
+	ctx := context.Background()
+	c, err := ch.Dial(ctx, ch.Options{Address: s.cfg.Addr[0], Database: s.cfg.Database, User: s.cfg.Username, Password: s.cfg.Password})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = c.Close() })
+	var one proto.ColUInt8
+	if err := c.Do(ctx, ch.Query{Body: "SELECT 1", Result: proto.Results{{Name: "1", Data: &one}}}); err != nil {
+		tb.Skipf("ch-go cannot query ClickHouse %s (revision %d): %v -- ch-go gates the client info on revision 54420, 18.16 expects it from 54032 (design 021, \"ch-go\")",
+			c.ServerInfo().Name, c.ServerInfo().Revision, err)
+	}
+	return c
+}
+
+// BenchmarkChGoVsClickHouseGo inserts the same events rows through
+// clickhouse-go (today's path: PrepareBatch, appendBlock, Send) and
+// through ch-go (reused columns, Reset between INSERTs), interleaved: one
+// INSERT of each per iteration, fresh ids every time. It reports the
+// client's CPU per row of each (getrusage of the process, a GC after each
+// INSERT counted to it), their ratio, and rows/s of each.
+func BenchmarkChGoVsClickHouseGo(b *testing.B) {
+	cfg := testConfig(b)
+	cfg.InsertTimeout, cfg.AckWait = time.Minute, 3*time.Minute // a loaded machine
+	s, err := Open(context.Background(), cfg, testenv.Discard())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	c := dialChGo(b, s)
+	ctx := context.Background()
+	const rows = 20 * 1000
+	batches := benchBatches(20, 1000)
+	ids := containv1.NewIDGen()
+	rs := newRowSetCap(false, rows)
+	cols, err := newChColumns(eventsTable, rs.events, columnTypes(b, s, "events"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	insert := eventsTable.insertSQL() + " VALUES"
+	fill := func() {
+		rs.reset()
+		nextSecond(ids, batches)
+		for _, bt := range batches {
+			rs.add(bt, time.Now(), nil)
+		}
+	}
+	var goCPU, chCPU, goWall, chWall time.Duration
+	var ratios []float64
+	runtime.GC()
+	b.ResetTimer()
+	for b.Loop() {
+		fill()
+		w0, c0 := time.Now(), cpuNow(b)
+		batch, err := s.conn.PrepareBatch(ctx, eventsTable.insertSQL())
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := appendBlock(batch, rs.events); err != nil {
+			b.Fatal(err)
+		}
+		if err := batch.Send(); err != nil {
+			b.Fatal(err)
+		}
+		runtime.GC()
+		gc, gw := cpuNow(b)-c0, time.Since(w0)
+
+		fill()
+		w0, c0 = time.Now(), cpuNow(b)
+		if err := cols.load(rs.events, 0, rs.events.len()); err != nil {
+			b.Fatal(err)
+		}
+		if err := c.Do(ctx, ch.Query{Body: insert, Input: cols.input}); err != nil {
+			b.Fatal(err)
+		}
+		runtime.GC()
+		cc, cw := cpuNow(b)-c0, time.Since(w0)
+		goCPU, chCPU, goWall, chWall = goCPU+gc, chCPU+cc, goWall+gw, chWall+cw
+		ratios = append(ratios, cc.Seconds()/gc.Seconds())
+	}
+	b.StopTimer()
+	n := float64(b.N * rows)
+	if got := queryUint(b, s, "SELECT count() FROM events"); got != uint64(2*b.N*rows) {
+		b.Fatalf("events holds %d rows, want %d", got, 2*b.N*rows)
+	}
+	slices.Sort(ratios)
+	b.ReportMetric(float64(goCPU.Nanoseconds())/n, "clickhousego_cpu-ns/row")
+	b.ReportMetric(float64(chCPU.Nanoseconds())/n, "chgo_cpu-ns/row")
+	b.ReportMetric(chCPU.Seconds()/goCPU.Seconds(), "chgo/clickhousego_cpu")
+	b.ReportMetric(ratios[len(ratios)/2], "median_pair_cpu_ratio")
+	b.ReportMetric(n/goWall.Seconds(), "clickhousego_rows/s")
+	b.ReportMetric(n/chWall.Seconds(), "chgo_rows/s")
+	if os.Getenv("CONTAIN_BENCH_VERBOSE") != "" {
+		b.Logf("clickhouse-go %v CPU, ch-go %v CPU over %d rows each", goCPU, chCPU, b.N*rows)
+	}
+}
