@@ -5,6 +5,7 @@ import (
 	"os"
 	"runtime"
 	"slices"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -55,8 +56,8 @@ func dialChGo(tb testing.TB, s *Store) *ch.Client {
 	tb.Cleanup(func() { _ = c.Close() })
 	var one proto.ColUInt8
 	if err := c.Do(ctx, ch.Query{Body: "SELECT 1", Result: proto.Results{{Name: "1", Data: &one}}}); err != nil {
-		tb.Skipf("ch-go cannot query ClickHouse %s (revision %d): %v -- ch-go gates the client info on revision 54420, 18.16 expects it from 54032 (design 021, \"ch-go\")",
-			c.ServerInfo().Name, c.ServerInfo().Revision, err)
+		tb.Skipf("ch-go cannot query the server (%s, revision %d): %q -- ch-go gates the client info on revision 54420, 18.16 expects it from 54032 (design 021, \"ch-go\")",
+			c.ServerInfo().Name, c.ServerInfo().Revision, err.Error())
 	}
 	return c
 }
@@ -81,7 +82,8 @@ func BenchmarkChGoVsClickHouseGo(b *testing.B) {
 	batches := benchBatches(20, 1000)
 	ids := containv1.NewIDGen()
 	rs := newRowSetCap(false, rows)
-	cols, err := newChColumns(eventsTable, rs.events, columnTypes(b, s, "events"))
+	types := columnTypes(b, s, "events")
+	cols, err := newChColumns(eventsTable, rs.events, types)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -93,6 +95,8 @@ func BenchmarkChGoVsClickHouseGo(b *testing.B) {
 			rs.add(bt, time.Now(), nil)
 		}
 	}
+	fill()
+	checkSameRows(b, s, c, cols, rs, types)
 	var goCPU, chCPU, goWall, chWall time.Duration
 	var ratios []float64
 	runtime.GC()
@@ -140,5 +144,50 @@ func BenchmarkChGoVsClickHouseGo(b *testing.B) {
 	b.ReportMetric(n/chWall.Seconds(), "chgo_rows/s")
 	if os.Getenv("CONTAIN_BENCH_VERBOSE") != "" {
 		b.Logf("clickhouse-go %v CPU, ch-go %v CPU over %d rows each", goCPU, chCPU, b.N*rows)
+	}
+}
+
+// rowsDigest is an order-independent digest of every column of table.
+func rowsDigest(tb testing.TB, s *Store, table string, types map[string]string) uint64 {
+	parts := make([]string, 0, len(eventsTable.cols))
+	for _, cd := range eventsTable.cols {
+		name := cd.colName()
+		switch t := types[name]; {
+		case strings.HasPrefix(t, "Array("):
+			parts = append(parts, "arrayStringConcat(arrayMap(x -> toString(x), "+name+"), ',')")
+		case strings.HasPrefix(t, "FixedString"):
+			parts = append(parts, "hex("+name+")")
+		default:
+			parts = append(parts, "toString("+name+")")
+		}
+	}
+	return queryUint(tb, s, "SELECT sum(cityHash64(concat("+strings.Join(parts, ", '|', ")+"))) FROM "+table)
+}
+
+// checkSameRows inserts rs's events through both drivers into two tables
+// and fails unless they hold the same rows.
+func checkSameRows(tb testing.TB, s *Store, c *ch.Client, cols *chColumns, rs *rowSet, types map[string]string) {
+	ctx := context.Background()
+	if err := s.conn.Exec(ctx, "CREATE TABLE events_chgo AS events"); err != nil {
+		tb.Fatal(err)
+	}
+	if err := s.conn.Exec(ctx, "CREATE TABLE events_ref AS events"); err != nil {
+		tb.Fatal(err)
+	}
+	ref := &tableDef[row]{name: "events_ref", cols: eventsTable.cols}
+	if err := insertRows(ctx, s.conn, &rowBuf[row]{def: ref, bufs: rs.events.bufs, n: rs.events.n}, rs.events.len(), s.addr); err != nil {
+		tb.Fatal(err)
+	}
+	if err := cols.load(rs.events, 0, rs.events.len()); err != nil {
+		tb.Fatal(err)
+	}
+	chgo := &tableDef[row]{name: "events_chgo", cols: eventsTable.cols}
+	if err := c.Do(ctx, ch.Query{Body: chgo.insertSQL() + " VALUES", Input: cols.input}); err != nil {
+		tb.Fatal(err)
+	}
+	n := queryUint(tb, s, "SELECT count() FROM events_chgo")
+	a, b := rowsDigest(tb, s, "events_ref", types), rowsDigest(tb, s, "events_chgo", types)
+	if n != uint64(rs.events.len()) || a != b {
+		tb.Fatalf("ch-go stored %d rows (digest %x), clickhouse-go %d (digest %x)", n, b, rs.events.len(), a)
 	}
 }
