@@ -26,7 +26,7 @@ func (e *Engine) behave(b *Baseline, actor string, hits []hit, learn bool) bool 
 		if _, ok := b.Behaviours[k]; ok {
 			continue
 		}
-		if (strings.HasPrefix(actor, "comm:") || strings.HasPrefix(h.key, unknownParent)) && learnedLoosely(b, h) {
+		if (h.tree || strings.HasPrefix(actor, "comm:") || strings.HasPrefix(h.key, unknownParent)) && learnedLoosely(b, h) {
 			continue
 		}
 		e.dev(h.code, h.subject, h.msg, func() { e.learnKey(b.Behaviours, k) }, h.mitre...)
@@ -112,7 +112,8 @@ func trackWritten(c *container, b *Baseline, f *containv1.File) {
 // bulkHit counts a destructive operation of f's process tree and returns
 // the bulk-deletion behaviour once the tree made bulkThreshold of them
 // within bulkWindowNs, a sliding window (once per window): a shell loop
-// renaming or deleting a file per fork spreads over seconds. What is
+// renaming or deleting a file per fork is not cut in two by a window
+// that an unrelated deletion opened. What is
 // removed below the temporary and cache directories (a cleaner's work)
 // does not count.
 func bulkHit(c *container, f *containv1.File, now int64) []hit {
@@ -135,7 +136,7 @@ func bulkHit(c *container, f *containv1.File, now int64) []hit {
 		return nil
 	}
 	bc.firedNs = now
-	return []hit{{code: CodeBulkDelete, subject: "bulk", key: "bulk",
+	return []hit{{code: CodeBulkDelete, subject: "bulk", key: "bulk", tree: true,
 		msg: fmt.Sprintf("%d files deleted, truncated, overwritten or renamed away by one process tree within %v (latest %s)",
 			bulkThreshold, time.Duration(now-oldest).Round(time.Millisecond), fileTarget(f))}}
 }
@@ -235,7 +236,7 @@ func scanHit(c *container, n *containv1.Network, peer string, now int64) []hit {
 		return nil
 	}
 	sc.fired = true
-	return []hit{{code: CodeNetScan, subject: "scan", key: "scan",
+	return []hit{{code: CodeNetScan, subject: "scan", key: "scan", tree: true,
 		msg: fmt.Sprintf("connections to %d distinct endpoints by one process tree within %v (latest %s)",
 			len(sc.endpoints), time.Duration(scanWindowNs), peer)}}
 }

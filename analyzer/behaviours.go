@@ -16,6 +16,11 @@ import (
 type hit struct {
 	code, subject, msg, key string
 	mitre                   []string
+	// tree: the behaviour is a process tree's (a count of its operations
+	// crossing a threshold), not one executable's; whichever process
+	// tipped the count is not what did it, so a baseline that learned it
+	// for any executable has learned it.
+	tree bool
 }
 
 // Behaviours are recognised by pure functions of the event and what the
@@ -564,7 +569,7 @@ func linkSource(f *containv1.File) string {
 // bulkWindow raise file.bulk_delete.
 const (
 	bulkThreshold = 50
-	bulkWindowNs  = int64(10e9)
+	bulkWindowNs  = int64(5e9)
 )
 
 // Syscall numbers and flags read from arguments (x86-64).

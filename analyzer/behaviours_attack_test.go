@@ -167,3 +167,31 @@ func TestNewDeviationNotGrouped(t *testing.T) {
 		t.Errorf("bulk rename by unseen applets: reasons %v, want %s", got, CodeBulkDelete)
 	}
 }
+
+// TestTreeBehaviourLearnedForAnyActor: a bulk deletion the image's process
+// tree made while learning is learned whichever of its processes tipped
+// the count; after convergence another process of the tree tipping it
+// raises nothing (the fleet test's cleaner paused healthy replicas when
+// the tipping process differed).
+func TestTreeBehaviourLearnedForAnyActor(t *testing.T) {
+	e := newEngine(t, testConfig(), nil)
+	learn(e, "c1")
+	unlinks := func(at float64, proc *containv1.Process) map[string]float64 {
+		var evs []*containv1.Event
+		for i := range 60 {
+			ev := fileEv("c1", sec(at+float64(i)/100), containv1.File_OP_UNLINK, "/scratch/c."+strconv.Itoa(i))
+			ev.GetFile().Proc = proc
+			evs = append(evs, ev)
+		}
+		return scoresOf(e, evs...)
+	}
+	unlinks(2, nil) // while learning, by a process the table does not know
+	if got := unlinks(20, &containv1.Process{Pid: 10, Tgid: 10, Ppid: 1, Comm: "sleep"}); got[CodeBulkDelete] > 0 {
+		t.Errorf("learned bulk deletion by another process of the tree: %v", got)
+	}
+	o := newEngine(t, testConfig(), nil)
+	learn(o, "c1")
+	if got := scoresOf(o, fileEv("c1", sec(5), containv1.File_OP_UNLINK, "/data/x")); got[CodeBulkDelete] > 0 {
+		t.Fatalf("one unlink: %v", got)
+	}
+}

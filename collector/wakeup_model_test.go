@@ -10,7 +10,7 @@ import (
 // A model checker for the wakeup protocol (design 029): producers (BPF
 // programs on other CPUs) reserve, decide their wakeup flag (submitFlags,
 // the mirror of bpf/common.h's submit_flags, checked against the real
-// program by TestSubmitFlagsProgram) and commit records; the reader drains,
+// program by TestBPFSubmitFlagsGates) and commit records; the reader drains,
 // decides with readerState.next (the production code) and waits as
 // ringWait.wait does, including the runtime's pollReset, which discards a
 // readiness the netpoller saw before the wait began. Every interleaving of

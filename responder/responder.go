@@ -233,6 +233,9 @@ func (r *Responder) Run(ctx context.Context) error {
 		// wait ends, so a larger fetch would hold a lone alert back.
 		Fetch:     1,
 		FetchWait: time.Second,
+		// An alert is never held back at the memory bound: it is small,
+		// and its delay is a container left running.
+		NoMemoryWait: true,
 	}, r.handle, r.m, r.log)
 }
 

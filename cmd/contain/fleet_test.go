@@ -21,8 +21,9 @@ import (
 // server forking a worker per request (busybox httpd), hit by a client
 // loop; temp files created and removed on a tmpfs; a log appended and
 // rotated by rename, another by copytruncate below /var/log; a periodic
-// job (every 7th round) whose helper shell runs an interpreter (awk);
-// a cleaner deleting its temp files in bulk. Everything it does is
+// job (every 4th round) whose helper shell runs an interpreter (awk);
+// a cleaner deleting 60 temp files at once (every 4th round), which
+// file.bulk_delete counts and the baseline learns. Everything it does is
 // learned during the learning window.
 const fleetWorkload = `mkdir -p /var/cache/app /srv/www /var/log/app /scratch; echo ok > /srv/www/index.html
 cp /etc/hostname /var/cache/app/host
@@ -33,10 +34,10 @@ i=0; while true; do
   t=$(mktemp /scratch/job.XXXXXX); echo $i > $t; rm -f $t
   echo "$i GET /" >> /var/log/app/access.log
   i=$((i+1)); if [ $((i % 5)) = 0 ]; then mv /tmp/app.log /tmp/app.log.1; fi
-  if [ $((i % 10)) = 0 ]; then cp /var/log/app/access.log /var/log/app/access.log.1; : > /var/log/app/access.log; fi
-  if [ $((i % 7)) = 0 ]; then sh -c 'awk "{n++} END {print n}" /var/log/app/access.log > /var/cache/app/count'; fi
-  if [ $((i % 15)) = 0 ]; then for j in $(seq 1 60); do echo > /scratch/c.$j; done; rm -f /scratch/c.*; fi
-  sleep 0.2
+  if [ $((i % 6)) = 0 ]; then cp /var/log/app/access.log /var/log/app/access.log.1; : > /var/log/app/access.log; fi
+  if [ $((i % 4)) = 0 ]; then sh -c 'awk "{n++} END {print n}" /var/log/app/access.log > /var/cache/app/count'; fi
+  if [ $((i % 4)) = 2 ]; then for j in $(seq 1 60); do echo > /scratch/c.$j; done; rm -f /scratch/c.*; fi
+  sleep 0.4
 done`
 
 // fleetHealth is an operator's health check, run by exec.

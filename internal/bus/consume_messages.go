@@ -12,7 +12,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/containsec/contain/internal/logfields"
-	"github.com/containsec/contain/internal/memgate"
 	"github.com/containsec/contain/internal/metrics"
 	"github.com/containsec/contain/schemas/containv1"
 )
@@ -24,7 +23,9 @@ import (
 // the handler returned nil for a fetch holding it; a failed fetch is
 // retried message by message and dead-lettered as Consume does; a message
 // that does not decode or is not bound to its subject's host is counted,
-// logged once, terminated and never given to the handler again.
+// logged once, terminated and never given to the handler again. The
+// Reporter's Trace sees TraceReceived when a batch is first decoded; no
+// TraceHandled (the batches are not kept past the handler's use).
 func ConsumeMessages(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, h MessageHandler, m *metrics.Metrics, log *slog.Logger) error {
 	cfg.defaults()
 	if cfg.Stream == "" || cfg.Durable == "" {
@@ -48,9 +49,7 @@ func ConsumeMessages(ctx context.Context, js jetstream.JetStream, cfg ConsumerCo
 	chk := &msgChecker{cfg: &cfg, m: m, log: log, rep: rep, loggedRefused: map[string]bool{}}
 	backoff := cfg.RetryDelay
 	for ctx.Err() == nil && !stopped(cfg.Stop) {
-		if w := memgate.Wait(ctx, memoryWait); w > 0 {
-			m.MemoryWait.WithLabelValues(cfg.Stage).Add(w.Seconds())
-		}
+		holdBack(ctx, &cfg, m)
 		msgs, err := fetch(js.Conn(), cons, cfg)
 		if err != nil {
 			if ctx.Err() != nil {

@@ -61,6 +61,11 @@ type ConsumerConfig struct {
 	// nats.go copies it out of the read buffer) instead of copying every
 	// string, so the handler must clone what it keeps past its call.
 	AliasPayload bool
+	// NoMemoryWait exempts a consumer from memgate's hold-back at the
+	// memory bound: one whose messages are few and small and whose delay
+	// would be a missed response (the responder's alerts). Bulk consumers
+	// wait, so the backlog stays in JetStream instead of the heap.
+	NoMemoryWait bool
 	// Stop, when closed, ends Consume after the fetch in hand is handled
 	// and acknowledged: a graceful hand-over (an analyzer releasing a
 	// partition), where cancelling ctx would leave it unacknowledged until
@@ -72,6 +77,17 @@ type ConsumerConfig struct {
 // the process is at its memory bound (memgate): the backlog stays in
 // JetStream meanwhile instead of in the heap.
 const memoryWait = 500 * time.Millisecond
+
+// holdBack waits while the process is at its memory bound (memgate),
+// unless cfg is exempt, and counts the wait.
+func holdBack(ctx context.Context, cfg *ConsumerConfig, m *metrics.Metrics) {
+	if cfg.NoMemoryWait {
+		return
+	}
+	if w := memgate.Wait(ctx, memoryWait); w > 0 {
+		m.MemoryWait.WithLabelValues(cfg.Stage).Add(w.Seconds())
+	}
+}
 
 // stopped reports whether c is closed (never for nil).
 func stopped(c <-chan struct{}) bool {
@@ -131,9 +147,7 @@ func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, h 
 	loggedRefused := map[string]bool{}
 	backoff := cfg.RetryDelay
 	for ctx.Err() == nil && !stopped(cfg.Stop) {
-		if w := memgate.Wait(ctx, memoryWait); w > 0 {
-			m.MemoryWait.WithLabelValues(cfg.Stage).Add(w.Seconds())
-		}
+		holdBack(ctx, &cfg, m)
 		msgs, err := fetch(js.Conn(), cons, cfg)
 		if err != nil {
 			if ctx.Err() != nil {
