@@ -12,9 +12,11 @@ import (
 // ch-go's columns for a table (issue 15 §4, design 021 "ch-go"): the
 // columns of one rowBuf converted into ch-go's typed columns, which are
 // reset and reused across blocks and INSERTs (clickhouse-go builds a new
-// block for every PrepareBatch). ch-go v0.74 cannot talk to ClickHouse
-// 18.16 as released (it sends no client info below revision 54420; the
-// server reads it from revision 54032 on): design 021 says what it takes.
+// block for every PrepareBatch). Test code for now: ch-go v0.74 cannot
+// talk to ClickHouse 18.16 as released (it sends no client info below
+// revision 54420; the server reads it from revision 54032 on), so the
+// store has no ch-go path yet; design 021 says what it takes. This is
+// the conversion that path would start from.
 
 // chColumns are a table's ch-go columns in insertSQL's order.
 type chColumns struct {
