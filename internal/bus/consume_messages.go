@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -31,21 +30,12 @@ func ConsumeMessages(ctx context.Context, js jetstream.JetStream, cfg ConsumerCo
 	if cfg.Stream == "" || cfg.Durable == "" {
 		return fmt.Errorf("consumer: stream and durable must be set")
 	}
-	cons := createConsumer(ctx, js, cfg, log)
+	cons, st, stop := startConsumer(ctx, js, cfg, nil, m, log)
 	if cons == nil {
 		return nil
 	}
-	rep := reporterFrom(ctx)
-	st := newConsumerState(js, cfg, nil, m, log, rep)
-	st.check(ctx, cons)
-	defer func() {
-		if rep != nil {
-			rep.Health.Remove("consumer " + cfg.Stream + "/" + cfg.Durable)
-		}
-	}()
-	mctx, stopMonitor := context.WithCancel(ctx)
-	defer stopMonitor()
-	go st.monitor(mctx, cons)
+	defer stop()
+	rep := st.rep
 	chk := &msgChecker{cfg: &cfg, m: m, log: log, rep: rep, loggedRefused: map[string]bool{}}
 	backoff := cfg.RetryDelay
 	for ctx.Err() == nil && !stopped(cfg.Stop) {
@@ -211,17 +201,7 @@ func (c *msgChecker) counted(b *containv1.Batch) {
 
 // callMessages runs h, turning a panic into an error.
 func (s *consumerState) callMessages(ctx context.Context, h MessageHandler, f *Messages) (err error, panicked bool) {
-	defer func() {
-		if r := recover(); r != nil {
-			err, panicked = fmt.Errorf("handler panicked: %v", r), true
-			s.m.Errors.WithLabelValues(s.cfg.Stage, "panic").Inc()
-			if !s.loggedStack {
-				s.loggedStack = true
-				s.log.Error("handler panicked; batch dead-lettered, consumer goes on (stack logged once per consumer)",
-					logfields.Durable, s.cfg.Durable, logfields.Panic, fmt.Sprint(r), logfields.Stack, string(debug.Stack()))
-			}
-		}
-	}()
+	defer s.recoverHandler(&err, &panicked)
 	return h(ctx, f), false
 }
 

@@ -78,6 +78,26 @@ type ConsumerConfig struct {
 // JetStream meanwhile instead of in the heap.
 const memoryWait = 500 * time.Millisecond
 
+// startConsumer creates the durable and starts watching it (lag, expiry,
+// health); stop ends the watch and removes its health check. A nil
+// consumer means ctx ended first.
+func startConsumer(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, h Handler, m *metrics.Metrics, log *slog.Logger) (jetstream.Consumer, *consumerState, func()) {
+	cons := createConsumer(ctx, js, cfg, log)
+	if cons == nil {
+		return nil, nil, nil
+	}
+	st := newConsumerState(js, cfg, h, m, log, reporterFrom(ctx))
+	st.check(ctx, cons)
+	mctx, stopMonitor := context.WithCancel(ctx)
+	go st.monitor(mctx, cons)
+	return cons, st, func() {
+		stopMonitor()
+		if st.rep != nil {
+			st.rep.Health.Remove("consumer " + cfg.Stream + "/" + cfg.Durable)
+		}
+	}
+}
+
 // holdBack waits while the process is at its memory bound (memgate),
 // unless cfg is exempt, and counts the wait.
 func holdBack(ctx context.Context, cfg *ConsumerConfig, m *metrics.Metrics) {
@@ -127,21 +147,12 @@ func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, h 
 	if cfg.Stream == "" || cfg.Durable == "" {
 		return errors.New("consumer: stream and durable must be set")
 	}
-	cons := createConsumer(ctx, js, cfg, log)
+	cons, st, stop := startConsumer(ctx, js, cfg, h, m, log)
 	if cons == nil {
 		return nil
 	}
-	rep := reporterFrom(ctx)
-	st := newConsumerState(js, cfg, h, m, log, rep)
-	st.check(ctx, cons)
-	defer func() {
-		if rep != nil {
-			rep.Health.Remove("consumer " + cfg.Stream + "/" + cfg.Durable)
-		}
-	}()
-	mctx, stopMonitor := context.WithCancel(ctx)
-	defer stopMonitor()
-	go st.monitor(mctx, cons)
+	defer stop()
+	rep := st.rep
 	eventsIn, batchEvents := m.EventsIn.WithLabelValues(cfg.Stage), m.BatchEvents.WithLabelValues(cfg.Stage)
 	var loggedMalformed atomic.Bool
 	loggedRefused := map[string]bool{}

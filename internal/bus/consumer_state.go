@@ -112,17 +112,7 @@ func (s *consumerState) done(msg jetstream.Msg) {
 
 // call runs the handler, turning a panic into an error.
 func (s *consumerState) call(ctx context.Context, batches []*containv1.Batch) (err error, panicked bool) {
-	defer func() {
-		if r := recover(); r != nil {
-			err, panicked = fmt.Errorf("handler panicked: %v", r), true
-			s.m.Errors.WithLabelValues(s.cfg.Stage, "panic").Inc()
-			if !s.loggedStack {
-				s.loggedStack = true
-				s.log.Error("handler panicked; batch dead-lettered, consumer goes on (stack logged once per consumer)",
-					logfields.Durable, s.cfg.Durable, logfields.Panic, fmt.Sprint(r), logfields.Stack, string(debug.Stack()))
-			}
-		}
-	}()
+	defer s.recoverHandler(&err, &panicked)
 	return s.h(ctx, batches), false
 }
 
@@ -303,5 +293,21 @@ func (s *consumerState) monitor(ctx context.Context, cons jetstream.Consumer) {
 		case <-t.C:
 			s.check(ctx, cons)
 		}
+	}
+}
+
+// recoverHandler, deferred around a handler's call, turns its panic into
+// an error: counted, and logged with the stack once per consumer.
+func (s *consumerState) recoverHandler(err *error, panicked *bool) {
+	r := recover()
+	if r == nil {
+		return
+	}
+	*err, *panicked = fmt.Errorf("handler panicked: %v", r), true
+	s.m.Errors.WithLabelValues(s.cfg.Stage, "panic").Inc()
+	if !s.loggedStack {
+		s.loggedStack = true
+		s.log.Error("handler panicked; batch dead-lettered, consumer goes on (stack logged once per consumer)",
+			logfields.Durable, s.cfg.Durable, logfields.Panic, fmt.Sprint(r), logfields.Stack, string(debug.Stack()))
 	}
 }
