@@ -69,15 +69,10 @@ func ConsumeMessages(ctx context.Context, js jetstream.JetStream, cfg ConsumerCo
 			backoff = cfg.RetryDelay
 			continue
 		}
-		log.Warn("handler failed; messages will be redelivered", logfields.Durable, cfg.Durable, logfields.Messages, len(msgs), logfields.RetryIn, backoff, logfields.Err, err)
-		select {
-		case <-ctx.Done():
+		var ok bool
+		if backoff, ok = retryAfter(ctx, &cfg, log, len(msgs), backoff, err); !ok {
 			return nil
-		case <-cfg.Stop:
-			return nil
-		case <-time.After(backoff):
 		}
-		backoff = min(2*backoff, 30*time.Second)
 	}
 	return nil
 }

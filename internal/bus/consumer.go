@@ -98,6 +98,21 @@ func startConsumer(ctx context.Context, js jetstream.JetStream, cfg ConsumerConf
 	}
 }
 
+// retryAfter logs a failed fetch that will be redelivered, waits backoff
+// (or until ctx ends or cfg.Stop closes: ok false) and returns the next,
+// doubled up to 30 s.
+func retryAfter(ctx context.Context, cfg *ConsumerConfig, log *slog.Logger, n int, backoff time.Duration, err error) (next time.Duration, ok bool) {
+	log.Warn("handler failed; messages will be redelivered", logfields.Durable, cfg.Durable, logfields.Messages, n, logfields.RetryIn, backoff, logfields.Err, err)
+	select {
+	case <-ctx.Done():
+		return backoff, false
+	case <-cfg.Stop:
+		return backoff, false
+	case <-time.After(backoff):
+	}
+	return min(2*backoff, 30*time.Second), true
+}
+
 // holdBack waits while the process is at its memory bound (memgate),
 // unless cfg is exempt, and counts the wait.
 func holdBack(ctx context.Context, cfg *ConsumerConfig, m *metrics.Metrics) {
@@ -226,15 +241,10 @@ func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, h 
 			backoff = cfg.RetryDelay
 			continue
 		}
-		log.Warn("handler failed; messages will be redelivered", logfields.Durable, cfg.Durable, logfields.Messages, len(good), logfields.RetryIn, backoff, logfields.Err, err)
-		select {
-		case <-ctx.Done():
+		var ok bool
+		if backoff, ok = retryAfter(ctx, &cfg, log, len(good), backoff, err); !ok {
 			return nil
-		case <-cfg.Stop:
-			return nil
-		case <-time.After(backoff):
 		}
-		backoff = min(2*backoff, 30*time.Second)
 	}
 	return nil
 }
