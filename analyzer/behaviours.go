@@ -115,13 +115,19 @@ func classifyExec(x *containv1.Exec, in execInfo) []hit {
 		base, args = path.Base(args[0]), args[1:]
 	}
 	pbase := path.Base(in.parent)
-	edge := in.parent + " -> " + fn
-	if in.parent == "" {
-		edge = unknownParent + fn
+	// The edge key and the "by" phrase are built only for a hit that
+	// names them (most execs have none).
+	edge := func() string {
+		if in.parent == "" {
+			return unknownParent + fn
+		}
+		return in.parent + " -> " + fn
 	}
-	by := ""
-	if in.parent != "" {
-		by = fmt.Sprintf(" by %q", in.parent)
+	by := func() string {
+		if in.parent == "" {
+			return ""
+		}
+		return fmt.Sprintf(" by %q", in.parent)
 	}
 	var out []hit
 	add := func(code, subject, key, msg string) {
@@ -132,7 +138,7 @@ func classifyExec(x *containv1.Exec, in execInfo) []hit {
 		// The container's own program may be a shell (its parent is then
 		// the runtime, unknown here): that is learned like any behaviour.
 		if !shells[pbase] {
-			add(CodeExecShell, fn, edge, fmt.Sprintf("shell %q started%s", base, by))
+			add(CodeExecShell, fn, edge(), fmt.Sprintf("shell %q started%s", base, by()))
 		}
 		login := strings.HasPrefix(a0, "-") || argvHas(args, "-l", "--login", "-i")
 		if p := x.Proc; login && p != nil && (p.Euid >= 1 && p.Euid <= 999 || p.Euid == 0 && in.nonRootImage) {
@@ -140,11 +146,11 @@ func classifyExec(x *containv1.Exec, in execInfo) []hit {
 		}
 	case isInterpreter(base):
 		if !isInterpreter(pbase) {
-			add(CodeExecInterpreter, fn, edge, fmt.Sprintf("interpreter %q started%s", base, by))
+			add(CodeExecInterpreter, fn, edge(), fmt.Sprintf("interpreter %q started%s", base, by()))
 		}
 	}
 	if x.StdioInet {
-		add(CodeReverseShell, fn, fn, fmt.Sprintf("%q runs with its standard input or output on a network connection (reverse shell)%s", fn, by))
+		add(CodeReverseShell, fn, fn, fmt.Sprintf("%q runs with its standard input or output on a network connection (reverse shell)%s", fn, by()))
 	}
 	exe := x.Exe
 	switch {
@@ -168,7 +174,7 @@ func classifyExec(x *containv1.Exec, in execInfo) []hit {
 	case pkgManagers[base]:
 		add(CodeExecPkgManager, fn, fn, fmt.Sprintf("package manager %q ran (argv %q)", base, x.Argv))
 	case tools[base] && !argvHas(args, "-z"):
-		add(CodeExecTool, fn, fn, fmt.Sprintf("remote copy tool %q ran%s", base, by))
+		add(CodeExecTool, fn, fn, fmt.Sprintf("remote copy tool %q ran%s", base, by()))
 	}
 	if scanners[base] || (base == "nc" || base == "ncat" || base == "netcat") && argvHas(args, "-z") {
 		add(CodeExecScanner, fn, fn, fmt.Sprintf("network scanner %q ran (argv %q)", base, x.Argv))

@@ -279,7 +279,7 @@ var systemDirs = []string{"/etc", "/bin", "/sbin", "/usr", "/lib", "/lib64", "/b
 
 func isSystemPath(p string) bool {
 	for _, d := range systemDirs {
-		if p == d || strings.HasPrefix(p, d+"/") {
+		if under(p, d) {
 			return true
 		}
 	}
@@ -324,18 +324,20 @@ func pathPrefix(p string, depth int) string {
 
 // argvShape abstracts a command line: flags are kept, other arguments
 // become N (number), P (path), U (URL) or S (string); at most 8 are kept.
-func argvShape(argv []string) string {
+func argvShape(argv []string) string { return string(appendArgvShape(nil, argv)) }
+
+// appendArgvShape appends argv's shape (argvShape) to buf.
+func appendArgvShape(buf []byte, argv []string) []byte {
 	if len(argv) <= 1 {
-		return ""
+		return buf
 	}
-	var b strings.Builder
 	for i, a := range argv[1:] {
 		if i == 8 {
-			b.WriteString(" +")
+			buf = append(buf, " +"...)
 			break
 		}
 		if i > 0 {
-			b.WriteByte(' ')
+			buf = append(buf, ' ')
 		}
 		switch {
 		case strings.HasPrefix(a, "-") && len(a) > 1:
@@ -345,18 +347,18 @@ func argvShape(argv []string) string {
 			if len(a) > 32 {
 				a = a[:32]
 			}
-			b.WriteString(a)
+			buf = append(buf, a...)
 		case isNumber(a):
-			b.WriteByte('N')
+			buf = append(buf, 'N')
 		case strings.Contains(a, "://"):
-			b.WriteByte('U')
+			buf = append(buf, 'U')
 		case strings.HasPrefix(a, "/") || strings.HasPrefix(a, "./"):
-			b.WriteByte('P')
+			buf = append(buf, 'P')
 		default:
-			b.WriteByte('S')
+			buf = append(buf, 'S')
 		}
 	}
-	return b.String()
+	return buf
 }
 
 func isNumber(s string) bool {

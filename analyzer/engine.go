@@ -240,6 +240,9 @@ type Engine struct {
 	scores map[string]float64
 	// owned are strings copied out of events (own).
 	owned map[string]string
+	// keyBuf is scratch for building a baseline key to look up: a
+	// lookup of string(keyBuf) allocates nothing.
+	keyBuf []byte
 }
 
 const dedupSize = 8192

@@ -91,7 +91,6 @@ func (e *Engine) observeExec(c *container, b *Baseline, x *containv1.Exec, learn
 			c.procs[x.Proc.Tgid] = strings.Clone(fn) // kept: x may point into a payload
 		}
 	}
-	shape := fn + "\x00" + argvShape(x.Argv)
 	edge := ""
 	if parent != "" {
 		edge = parent + "\x00" + fn
@@ -106,9 +105,12 @@ func (e *Engine) observeExec(c *container, b *Baseline, x *containv1.Exec, learn
 		hits = append(hits, fifoRelayHit(c, x, path.Base(fn), c.lastNs)...)
 	}
 	hits = append(hits, loaderHits(c, x, path.Base(fn))...)
+	// The argv shape's key, built in a scratch buffer: looking it up
+	// allocates nothing, only learning it or a deviation does.
+	e.keyBuf = appendArgvShape(append(append(e.keyBuf[:0], fn...), 0), x.Argv)
 	if learn {
 		novel := e.learnKey(b.Exec, fn)
-		novel = e.learnKey(b.Argv, shape) || novel
+		novel = e.learnKey(b.Argv, string(e.keyBuf)) || novel
 		if edge != "" {
 			novel = e.learnKey(b.Edges, edge) || novel
 		}
@@ -130,7 +132,8 @@ func (e *Engine) observeExec(c *container, b *Baseline, x *containv1.Exec, learn
 		e.dev(CodeExecUnseen, fn, fmt.Sprintf("%q was never executed by image %s during learning (learned %d executables over %s)%s",
 			fn, b.Image, len(b.Exec), learnedOver(b), by), func() { e.learnKey(b.Exec, fn) })
 	} else {
-		if _, ok := b.Argv[shape]; !ok {
+		if _, ok := b.Argv[string(e.keyBuf)]; !ok {
+			shape := string(e.keyBuf)
 			e.dev(CodeExecArgv, shape, fmt.Sprintf("%q ran with an unseen command line shape %q", fn, argvShape(x.Argv)),
 				func() { e.learnKey(b.Argv, shape) })
 		}
@@ -255,13 +258,19 @@ func (e *Engine) observeNetwork(c *container, b *Baseline, s *seed, n *containv1
 			e.stats.Invalid++
 			return false
 		}
-		peer := netip.AddrPortFrom(a, uint16(n.RemotePort)).String()
+		// The peer's key, looked up from a scratch buffer: a string is
+		// made only when it is learned, named or counted.
+		e.keyBuf = netip.AddrPortFrom(a, uint16(n.RemotePort)).AppendTo(e.keyBuf[:0])
+		_, seen := b.Peers[string(e.keyBuf)]
+		peer := ""
+		if learn || !seen || s != nil && s.peers != nil {
+			peer = string(e.keyBuf)
+		}
 		if s != nil && s.peers != nil && !s.allowsPeer(a, n.RemotePort) && !a.IsLoopback() {
 			e.dev(CodePeerUndeclared, peer, fmt.Sprintf("connection to %s, which image %s does not declare as a peer", peer, b.Image), nil)
 		}
 		hits := classifyNetwork(n)
 		act := actor(c, n.Proc)
-		_, seen := b.Peers[peer]
 		portKnown := !seen && learnedPort(b, n.RemotePort)
 		// A scan counts the endpoints a tree reaches at ports the image
 		// never used (all of them while learning, so that a service's own

@@ -247,7 +247,7 @@ func decode(data []byte, alias bool) (*containv1.Batch, error) {
 	var b containv1.Batch
 	var err error
 	if alias {
-		err = b.UnmarshalVTUnsafe(data)
+		err = unmarshalAliased(&b, data)
 	} else {
 		err = b.UnmarshalVT(data)
 	}
