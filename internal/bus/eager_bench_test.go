@@ -62,3 +62,41 @@ func cpuTime() int64 {
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return ru.Utime.Nano() + ru.Stime.Nano()
 }
+
+// BenchmarkConsumeBacklog: b.N one-event batches are published first,
+// then an Eager consumer of Fetch 16 (the analyzer's) drains them; ns/op
+// and this process's CPU per message (consumer and embedded server) are
+// counted from the consumer's start to the last message handled: the
+// cost of the fetch path when every fetch finds messages waiting.
+//
+//	go test ./internal/bus -run '^$' -bench ConsumeBacklog -benchtime 20000x -count 3
+func BenchmarkConsumeBacklog(b *testing.B) {
+	_, _, js := testenv.NATS(b)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	p := bus.NewProducer("h1", "test")
+	ids := containv1.NewIDGen()
+	for range b.N {
+		if err := bus.Publish(ctx, js, containv1.EventsSubject("h1"), p.Batch([]*containv1.Event{execEvent(ids, "c", "/bin/sh")})); err != nil {
+			b.Fatal(err)
+		}
+	}
+	var handled, calls atomic.Int64
+	cpu0 := cpuTime()
+	b.ResetTimer()
+	go func() {
+		_ = bus.Consume(ctx, js, bus.ConsumerConfig{
+			Stream: containv1.StreamEvents, Durable: "bench", Stage: "test", Fetch: 16, Eager: true,
+		}, func(_ context.Context, bs []*containv1.Batch) error {
+			calls.Add(1)
+			handled.Add(int64(len(bs)))
+			return nil
+		}, metrics.New(), testenv.Discard())
+	}()
+	for handled.Load() < int64(b.N) {
+		time.Sleep(time.Millisecond)
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(calls.Load())/float64(b.N), "calls/msg")
+	b.ReportMetric(float64(cpuTime()-cpu0)/float64(b.N), "cpu-ns/msg")
+}

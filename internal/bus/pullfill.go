@@ -146,16 +146,24 @@ type pulledMsg struct {
 	nc   *nats.Conn
 	mu   sync.Mutex
 	ackd bool
+	// md is the metadata parsed once (a consumer reads it when the
+	// message is received and again when it is acknowledged).
+	md *jetstream.MsgMetadata
 }
 
 var _ jetstream.Msg = (*pulledMsg)(nil)
 
 func (p *pulledMsg) Metadata() (*jetstream.MsgMetadata, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.md != nil {
+		return p.md, nil
+	}
 	md, err := p.msg.Metadata()
 	if err != nil {
 		return nil, err
 	}
-	return &jetstream.MsgMetadata{
+	p.md = &jetstream.MsgMetadata{
 		Sequence:     jetstream.SequencePair{Consumer: md.Sequence.Consumer, Stream: md.Sequence.Stream},
 		NumDelivered: md.NumDelivered,
 		NumPending:   md.NumPending,
@@ -163,7 +171,8 @@ func (p *pulledMsg) Metadata() (*jetstream.MsgMetadata, error) {
 		Stream:       md.Stream,
 		Consumer:     md.Consumer,
 		Domain:       md.Domain,
-	}, nil
+	}
+	return p.md, nil
 }
 
 func (p *pulledMsg) Data() []byte         { return p.msg.Data }
