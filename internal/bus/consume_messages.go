@@ -35,17 +35,12 @@ func ConsumeMessages(ctx context.Context, js jetstream.JetStream, cfg ConsumerCo
 		return nil
 	}
 	defer stop()
-	p, closePuller, err := startPuller(js.Conn(), cfg)
-	if err != nil {
-		return err
-	}
-	defer closePuller()
 	rep := st.rep
 	chk := &msgChecker{cfg: &cfg, m: m, log: log, rep: rep, loggedRefused: map[string]bool{}}
 	backoff := cfg.RetryDelay
 	for ctx.Err() == nil && !stopped(cfg.Stop) {
 		holdBack(ctx, &cfg, m)
-		msgs, err := fetch(js.Conn(), p, cfg)
+		msgs, err := fetch(js.Conn(), cons, cfg)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil

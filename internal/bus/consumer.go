@@ -3,7 +3,6 @@ package bus
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"sync/atomic"
 	"time"
@@ -168,11 +167,6 @@ func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, h 
 		return nil
 	}
 	defer stop()
-	p, closePuller, err := startPuller(js.Conn(), cfg)
-	if err != nil {
-		return err
-	}
-	defer closePuller()
 	rep := st.rep
 	eventsIn, batchEvents := m.EventsIn.WithLabelValues(cfg.Stage), m.BatchEvents.WithLabelValues(cfg.Stage)
 	var loggedMalformed atomic.Bool
@@ -180,7 +174,7 @@ func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, h 
 	backoff := cfg.RetryDelay
 	for ctx.Err() == nil && !stopped(cfg.Stop) {
 		holdBack(ctx, &cfg, m)
-		msgs, err := fetch(js.Conn(), p, cfg)
+		msgs, err := fetch(js.Conn(), cons, cfg)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -291,23 +285,37 @@ func createConsumer(ctx context.Context, js jetstream.JetStream, cfg ConsumerCon
 // every event's latency when traffic is low; with cfg.FetchFill that is
 // what is wanted (a full fetch, or the wait: pullFill, which also waits
 // for the deliveries a clustered consumer sends after ending the request).
-// Without FetchFill the requests are p's, on its long-lived inbox.
-func fetch(nc *nats.Conn, p *puller, cfg ConsumerConfig) ([]jetstream.Msg, error) {
+func fetch(nc *nats.Conn, cons jetstream.Consumer, cfg ConsumerConfig) ([]jetstream.Msg, error) {
+	n, wait := cfg.Fetch, cfg.FetchWait
 	if cfg.FetchFill {
-		return pullFill(nc, cfg.Stream, cfg.Durable, cfg.Fetch, cfg.FetchMaxBytes, cfg.FetchWait)
+		return pullFill(nc, cfg.Stream, cfg.Durable, n, cfg.FetchMaxBytes, wait)
 	}
-	return p.fetch()
+	out, err := drain(cons.FetchNoWait(n))
+	if err != nil || len(out) > 0 {
+		return out, err
+	}
+	first, err := cons.Fetch(1, jetstream.FetchMaxWait(wait))
+	if err != nil {
+		return nil, err
+	}
+	if out, err = drain(first, nil); err != nil || len(out) == 0 || n == 1 || cfg.Eager {
+		return out, err
+	}
+	more, err := drain(cons.FetchNoWait(n - 1))
+	return append(out, more...), err
 }
 
-// startPuller is the puller of cfg's fetches (nil with FetchFill, whose
-// requests are pullFill's) and its close.
-func startPuller(nc *nats.Conn, cfg ConsumerConfig) (*puller, func(), error) {
-	if cfg.FetchFill {
-		return nil, func() {}, nil
-	}
-	p, err := newPuller(nc, cfg)
+// drain collects a fetch's messages; running out of messages is no error.
+func drain(b jetstream.MessageBatch, err error) ([]jetstream.Msg, error) {
 	if err != nil {
-		return nil, nil, fmt.Errorf("consumer %s: %w", cfg.Durable, err)
+		return nil, err
 	}
-	return p, p.close, nil
+	var out []jetstream.Msg
+	for msg := range b.Messages() {
+		out = append(out, msg)
+	}
+	if err := b.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, nats.ErrTimeout) {
+		return out, err
+	}
+	return out, nil
 }
