@@ -70,6 +70,11 @@ type Enricher struct {
 	// maxPayload, when set (tests), replaces bus.MaxPayload as the size
 	// past which an output batch is split.
 	maxPayload int
+
+	// scratch is the wire path's buffers (wire.go), reused by each
+	// handler call under scratchMu.
+	scratchMu sync.Mutex
+	scratch   wireScratch
 }
 
 // New makes an Enricher; Run starts it. js may be used by other stages too.

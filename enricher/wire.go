@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"strconv"
-	"sync"
 
 	"github.com/nats-io/nats.go"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -76,8 +75,6 @@ type wireScratch struct {
 	ev    containv1.Event
 }
 
-var scratchPool = sync.Pool{New: func() any { return new(wireScratch) }}
-
 // handleMessages enriches each message of one fetch, in order, on the
 // wire (or decoded when bus.Messages.Wire leaves it to decoding), then
 // republishes them all at once as handle did.
@@ -100,15 +97,23 @@ func (e *Enricher) handleMessages(ctx context.Context, f *bus.Messages) error {
 	return nil
 }
 
+// fetch is the handler's view of one fetch (*bus.Messages).
+type fetch interface {
+	Len() int
+	Wire(i int, wb *bus.WireBatch) bool
+	Batch(i int) *containv1.Batch
+}
+
 // fetchMessages is the output messages of a fetch and the number of events
 // of each. A refused message (malformed, not bound to its host) has none.
-func (e *Enricher) fetchMessages(ctx context.Context, f *bus.Messages) ([]*nats.Msg, []int, error) {
-	sc := scratchPool.Get().(*wireScratch)
+func (e *Enricher) fetchMessages(ctx context.Context, f fetch) ([]*nats.Msg, []int, error) {
+	e.scratchMu.Lock() // handler calls are sequential: never contended
+	sc := &e.scratch
 	defer func() {
 		clear(sc.wb.Events) // they point into the payloads
 		sc.wb = bus.WireBatch{Events: sc.wb.Events[:0]}
 		clear(sc.ens)
-		scratchPool.Put(sc)
+		e.scratchMu.Unlock()
 	}()
 	var (
 		msgs  = make([]*nats.Msg, 0, f.Len())
