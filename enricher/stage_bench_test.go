@@ -52,37 +52,48 @@ func rawBatch(b *testing.B, n, seq int) []byte {
 }
 
 // BenchmarkEnricherStageCPU is the enricher's work per event on a warm
-// cache, from a raw message's payload to the encoded output message:
-// decoding (as bus.Consume does for the enricher), enrichBatch, route
-// and encoding, in batches of 20, 50 and 100 events; the NATS client's
-// work per batch is not here. cpu-ns/event is the process's CPU time, GC
-// included.
+// cache, from a raw message's payload to the encoded output message, in
+// batches of 20, 50 and 100 events: path=wire scans the payload and
+// relays the events on the wire (fetchMessages, as the stage runs),
+// path=decoded decodes it (as bus.Consume did for the enricher) and runs
+// enrichBatch, route and encoding. The NATS client's work per batch is
+// not here. cpu-ns/event is the process's CPU time, GC included.
 func BenchmarkEnricherStageCPU(b *testing.B) {
-	for _, n := range []int{20, 50, 100} {
-		b.Run(fmt.Sprintf("n=%d", n), func(b *testing.B) {
-			e := benchEnricher(b, 0)
-			for c := range 64 {
-				e.store(ContainerImage{Host: "h1", ContainerID: fmt.Sprintf("%064d", c), ImageRef: "registry.local/app:1", ImageDigest: testDigest})
-			}
-			in := make([][]byte, 16)
-			for i := range in {
-				in[i] = rawBatch(b, n, i)
-			}
-			ctx := context.Background()
-			b.ReportAllocs()
-			defer cpuPerEvent(b, n)()
-			i := 0
-			for b.Loop() {
-				bt, err := bus.DecodeAliased(in[i%len(in)])
-				if err != nil {
-					b.Fatal(err)
+	for _, path := range []string{"wire", "decoded"} {
+		for _, n := range []int{20, 50, 100} {
+			b.Run(fmt.Sprintf("path=%s/n=%d", path, n), func(b *testing.B) {
+				e := benchEnricher(b, 0)
+				for c := range 64 {
+					e.store(ContainerImage{Host: "h1", ContainerID: fmt.Sprintf("%064d", c), ImageRef: "registry.local/app:1", ImageDigest: testDigest})
 				}
-				if _, _, err := e.messages(ctx, []*containv1.Batch{bt}); err != nil {
-					b.Fatal(err)
+				in := make([][]byte, 16)
+				for i := range in {
+					in[i] = rawBatch(b, n, i)
 				}
-				i++
-			}
-		})
+				ctx := context.Background()
+				subject := containv1.RawSubject("h1")
+				b.ReportAllocs()
+				defer cpuPerEvent(b, n)()
+				i := 0
+				for b.Loop() {
+					data := in[i%len(in)]
+					i++
+					if path == "wire" {
+						if _, _, err := e.fetchMessages(ctx, &oneFetch{subject: subject, data: data}); err != nil {
+							b.Fatal(err)
+						}
+						continue
+					}
+					bt, err := bus.DecodeAliased(data)
+					if err != nil {
+						b.Fatal(err)
+					}
+					if _, _, err := e.messages(ctx, []*containv1.Batch{bt}); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
 	}
 }
 

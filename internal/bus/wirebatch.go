@@ -192,13 +192,31 @@ func consumeTag(b []byte) (protowire.Number, protowire.Type, int) {
 	return num, typ, n
 }
 
+// varintLen is the length of the varint at the start of b, or -1; one
+// byte inline.
+func varintLen(b []byte) int {
+	if len(b) > 0 && b[0] < 0x80 {
+		return 1
+	}
+	_, n := protowire.ConsumeVarint(b)
+	return n
+}
+
+// consumeBytes is protowire.ConsumeBytes, a one-byte length inline.
+func consumeBytes(b []byte) ([]byte, int) {
+	if len(b) > 0 && b[0] < 0x80 && int(b[0]) < len(b) {
+		return b[1 : 1+b[0]], 1 + int(b[0])
+	}
+	return protowire.ConsumeBytes(b)
+}
+
 // consumeString reads a UTF-8 string field's value as a string pointing
 // into b.
 func consumeString(typ protowire.Type, b []byte) (string, int) {
 	if typ != protowire.BytesType {
 		return "", -1
 	}
-	v, n := protowire.ConsumeBytes(b)
+	v, n := consumeBytes(b)
 	if n < 0 || !utf8.Valid(v) {
 		return "", -1
 	}
@@ -318,6 +336,9 @@ func validField(t *strictTable, num protowire.Number, typ protowire.Type, b []by
 	case wireVarint, wireFixed32, wireFixed64:
 		want := [...]protowire.Type{wireVarint: protowire.VarintType, wireFixed32: protowire.Fixed32Type, wireFixed64: protowire.Fixed64Type}[f.kind]
 		if typ == want {
+			if typ == protowire.VarintType {
+				return varintLen(b)
+			}
 			return protowire.ConsumeFieldValue(num, typ, b)
 		}
 		if typ != protowire.BytesType || !f.packed {
@@ -332,7 +353,7 @@ func validField(t *strictTable, num protowire.Number, typ protowire.Type, b []by
 		if typ != protowire.BytesType {
 			return -1
 		}
-		v, n := protowire.ConsumeBytes(b)
+		v, n := consumeBytes(b)
 		if n < 0 {
 			return -1
 		}
