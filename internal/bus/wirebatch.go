@@ -301,21 +301,63 @@ func buildStrict(md protoreflect.MessageDescriptor, seen map[protoreflect.FullNa
 }
 
 // validMsg reports whether b is a message of table t that decoding
-// accepts, with every field as strict as ScanBatch's.
+// accepts, with every field as strict as ScanBatch's. The common fields (a
+// one-byte tag; a varint; a string, bytes or message with a one-byte
+// length) are read inline; anything else goes through validField.
 func validMsg(t *strictTable, b []byte, depth int) bool {
 	if depth > maxScanDepth {
 		return false
 	}
 	for len(b) > 0 {
-		num, typ, n := consumeTag(b)
-		if n < 0 {
-			return false
+		c := b[0]
+		if c >= 0x80 || c < 8 {
+			num, typ, n := consumeTag(b)
+			if n < 0 {
+				return false
+			}
+			b = b[n:]
+			if n = validField(t, num, typ, b, depth); n < 0 {
+				return false
+			}
+			b = b[n:]
+			continue
 		}
-		b = b[n:]
-		if n = validField(t, num, typ, b, depth); n < 0 {
-			return false
+		num, typ := int(c>>3), protowire.Type(c&7)
+		b = b[1:]
+		kind := wireUnknown
+		if num < len(t.fields) {
+			kind = t.fields[num].kind
 		}
-		b = b[n:]
+		switch {
+		case typ == protowire.VarintType && kind == wireVarint:
+			i := 0
+			for i < len(b) && i < 9 && b[i] >= 0x80 {
+				i++
+			}
+			if i == len(b) || i == 9 {
+				n := varintLen(b)
+				if n < 0 {
+					return false
+				}
+				i = n - 1
+			}
+			b = b[i+1:]
+		case typ == protowire.BytesType && kind >= wireString && kind <= wireMessage && len(b) > 0 && b[0] < 0x80 && int(b[0]) < len(b):
+			v := b[1 : 1+b[0]]
+			b = b[1+b[0]:]
+			switch {
+			case kind == wireString && !utf8.Valid(v):
+				return false
+			case kind == wireMessage && !validMsg(t.fields[num].msg, v, depth+1):
+				return false
+			}
+		default:
+			n := validField(t, protowire.Number(num), typ, b, depth)
+			if n < 0 {
+				return false
+			}
+			b = b[n:]
+		}
 	}
 	return true
 }
