@@ -66,6 +66,9 @@ func BenchmarkEnricherStageCPU(b *testing.B) {
 				for c := range 64 {
 					e.store(ContainerImage{Host: "h1", ContainerID: fmt.Sprintf("%064d", c), ImageRef: "registry.local/app:1", ImageDigest: testDigest})
 				}
+				for c := range 10_000 { // the fleet's 200 hosts × 50 containers
+					e.store(ContainerImage{Host: fmt.Sprintf("h%d", 2+c/50), ContainerID: fmt.Sprintf("%064d", c), ImageRef: "registry.local/app:1", ImageDigest: testDigest})
+				}
 				in := make([][]byte, 16)
 				for i := range in {
 					in[i] = rawBatch(b, n, i)
