@@ -8,14 +8,17 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/containsec/contain/analyzer"
 	"github.com/containsec/contain/internal/bus"
+	"github.com/containsec/contain/internal/metrics"
 	"github.com/containsec/contain/internal/testenv"
 	"github.com/containsec/contain/schemas/containv1"
 )
@@ -320,5 +323,79 @@ func TestWireEntryFields(t *testing.T) {
 	}
 	if en := newEntry(ContainerImage{}, ""); len(en.wire)+len(en.nameWire) != 0 {
 		t.Fatalf("an empty entry appends %d bytes", len(en.wire)+len(en.nameWire))
+	}
+}
+
+// TestWireRefusesAsDecoding runs the enricher on NATS with the messages
+// the wire path must leave to decoding: an event about another host
+// (refused: event_host_mismatch), a container id that is not UTF-8
+// (refused: malformed), and an event whose host field has another wire
+// type (read by proto.Unmarshal as an unknown field: accepted, enriched
+// decoded); a plain batch goes on the wire. Every refusal is counted as
+// by every consumer and the accepted batches come out enriched, in order.
+func TestWireRefusesAsDecoding(t *testing.T) {
+	_, _, js := testenv.NATS(t)
+	m := metrics.New()
+	startEnricher(t, testConfig(), js, m)
+	out := newEventsReader(t, js)
+	p := bus.NewProducer("h1", metrics.StageCollector)
+	publishRaw(t, js, p, containerEvent("h1", "c1", map[string]string{"io.contain.image.digest": testDigest}))
+
+	seq := uint64(0)
+	encode := func(evs ...[]byte) []byte {
+		seq++ // each its own Nats-Msg-Id
+		b := protowire.AppendTag(nil, 1, protowire.VarintType)
+		b = protowire.AppendVarint(b, containv1.SchemaVersion)
+		b = protowire.AppendTag(b, 2, protowire.BytesType)
+		b = protowire.AppendString(b, "h1")
+		b = protowire.AppendTag(b, 4, protowire.VarintType)
+		b = protowire.AppendVarint(b, seq)
+		b = protowire.AppendTag(b, 5, protowire.BytesType)
+		b = protowire.AppendString(b, "raw")
+		for _, ev := range evs {
+			b = protowire.AppendTag(b, 6, protowire.BytesType)
+			b = protowire.AppendBytes(b, ev)
+		}
+		return b
+	}
+	event := func(host, id string, mono uint64) []byte {
+		b, err := execEvent(host, id, mono).MarshalVT()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	notUTF8 := append(event("h1", "", 10), 0x1a, 0x02, 0xc3, 0x28) // container_id "\xc3\x28"
+	hostVarint := append(event("h1", "c1", 11), 0x10, 0x05)        // host as a varint
+	ctx := context.Background()
+	for _, data := range [][]byte{
+		encode(event("h1", "c1", 9), event("h2", "c1", 9)),
+		encode(notUTF8),
+		encode(hostVarint),
+		encode(event("h1", "c1", 12), event("", "c1", 13)),
+	} {
+		if _, err := js.Publish(ctx, containv1.RawSubject("h1"), data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := out.next(3)[1:] // after the container event's batch
+	var mono []uint64
+	for _, b := range got {
+		for _, ev := range b.Events {
+			mono = append(mono, ev.MonoNs)
+			if ev.ImageDigest != testDigest {
+				t.Errorf("event %d not enriched: %v", ev.MonoNs, ev)
+			}
+		}
+	}
+	if fmt.Sprint(mono) != "[11 12 13]" {
+		t.Errorf("events %v, want [11 12 13]", mono)
+	}
+	testenv.WaitFor(t, 10*time.Second, "refusals counted", func() bool {
+		return testutil.ToFloat64(m.Malformed.WithLabelValues(metrics.StageEnricher)) == 1 &&
+			testutil.ToFloat64(m.Refused.WithLabelValues(metrics.StageEnricher, bus.ReasonEventHost)) == 1
+	})
+	if n := testutil.ToFloat64(m.EventsIn.WithLabelValues(metrics.StageEnricher)); n != 4 {
+		t.Errorf("events in %v, want 4 (container, 11, 12, 13)", n)
 	}
 }
