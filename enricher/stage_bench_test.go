@@ -3,6 +3,7 @@ package enricher
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"strings"
 	"syscall"
 	"testing"
@@ -161,5 +162,49 @@ func TestMessagesSplitsOversizedBatches(t *testing.T) {
 	}
 	if fmt.Sprint(mono) != "[0 1 2 3]" {
 		t.Errorf("events %v, want [0 1 2 3]", mono)
+	}
+}
+
+// BenchmarkEnricherFleetBatches is BenchmarkEnricherStageCPU's wire path
+// on the fleet load test's shape: 200 hosts × 50 containers in the cache,
+// each raw batch 245 events of one host's containers in random order, the
+// hosts in turn (so each batch meets a cold part of the cache).
+func BenchmarkEnricherFleetBatches(b *testing.B) {
+	const hosts, perHost, n = 200, 50, 245
+	e := benchEnricher(b, 0)
+	r := rand.New(rand.NewPCG(1, 1))
+	ids := make([][]string, hosts)
+	for h := range hosts {
+		for c := range perHost {
+			id := fmt.Sprintf("%016x%016x%016x%016x", r.Uint64(), r.Uint64(), r.Uint64(), r.Uint64())
+			ids[h] = append(ids[h], id)
+			e.store(ContainerImage{Host: fmt.Sprintf("host-%03d", h), ContainerID: id, Name: fmt.Sprintf("svc-%d", c),
+				ImageRef: fmt.Sprintf("registry.local/app%d:1", c%10), ImageDigest: testDigest})
+		}
+	}
+	in := make([][]byte, hosts)
+	for h := range hosts {
+		host := fmt.Sprintf("host-%03d", h)
+		evs := make([]*containv1.Event, n)
+		for i := range evs {
+			evs[i] = &containv1.Event{Host: host, ContainerId: ids[h][r.IntN(perHost)], MonoNs: uint64(i), SchemaVersion: 1, Kind: containv1.Kind_KIND_SYSCALL,
+				Body: &containv1.Event_Syscall{Syscall: &containv1.Syscall{Proc: &containv1.Process{Pid: 10, Tgid: 10, Comm: "app"}, Mode: containv1.Syscall_MODE_COUNT, Name: "read", Count: 12}}}
+		}
+		data, err := bus.Encode(&containv1.Batch{SchemaVersion: 1, Host: host, Stage: "collector", ProducerId: host, Seq: 1, Events: evs})
+		if err != nil {
+			b.Fatal(err)
+		}
+		in[h] = data
+	}
+	ctx := context.Background()
+	b.ReportAllocs()
+	defer cpuPerEvent(b, n)()
+	i := 0
+	for b.Loop() {
+		h := i % hosts
+		i++
+		if _, _, err := e.fetchMessages(ctx, &oneFetch{subject: containv1.RawSubject(fmt.Sprintf("host-%03d", h)), data: in[h]}); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
