@@ -22,18 +22,20 @@ func TestConfigValidate(t *testing.T) {
 		t.Fatalf("default config: %v", err)
 	}
 	for key, mod := range map[string]func(*Config){
-		"store.addr":              func(c *Config) { c.Addr = nil },
-		"store.database":          func(c *Config) { c.Database = "x; DROP TABLE y" },
-		"store.batch_max_rows":    func(c *Config) { c.BatchMaxRows = 0 },
-		"store.ack_wait":          func(c *Config) { c.AckWait = c.InsertTimeout },
-		"store.insert_max_age":    func(c *Config) { c.InsertMaxAge = 0 },
-		"store.insert_max_bytes":  func(c *Config) { c.InsertMaxBytes = 1 << 20 },
-		"store.inserts_in_flight": func(c *Config) { c.InsertsInFlight = 0 },
-		"store.insert_block_rows": func(c *Config) { c.InsertBlockRows = 0 },
-		"store.retention":         func(c *Config) { c.Retention = time.Hour },
-		"store.images_bucket":     func(c *Config) { c.ImagesBucket = "a.b" },
-		"store.profiles_bucket":   func(c *Config) { c.ProfilesBucket = "a b" },
-		"store.baselines_bucket":  func(c *Config) { c.BaselinesBucket = "$KV" },
+		"store.addr":                  func(c *Config) { c.Addr = nil },
+		"store.database":              func(c *Config) { c.Database = "x; DROP TABLE y" },
+		"store.batch_max_rows":        func(c *Config) { c.BatchMaxRows = 0 },
+		"store.ack_wait":              func(c *Config) { c.AckWait = c.InsertTimeout },
+		"store.insert_max_age":        func(c *Config) { c.InsertMaxAge = 0 },
+		"store.insert_max_bytes":      func(c *Config) { c.InsertMaxBytes = 1 << 20 },
+		"store.inserts_in_flight":     func(c *Config) { c.InsertsInFlight = 0 },
+		"store.insert_block_rows":     func(c *Config) { c.InsertBlockRows = 0 },
+		"store.compression":           func(c *Config) { c.Compression = "zstd" },
+		"store.alerts_insert_max_age": func(c *Config) { c.AlertsInsertMaxAge = -time.Second },
+		"store.retention":             func(c *Config) { c.Retention = time.Hour },
+		"store.images_bucket":         func(c *Config) { c.ImagesBucket = "a.b" },
+		"store.profiles_bucket":       func(c *Config) { c.ProfilesBucket = "a b" },
+		"store.baselines_bucket":      func(c *Config) { c.BaselinesBucket = "$KV" },
 	} {
 		c := DefaultConfig()
 		mod(&c)
