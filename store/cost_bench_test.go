@@ -76,7 +76,7 @@ func BenchmarkStoreCPU(b *testing.B) {
 			if err := stores[v.compression].handle(ctx, fb, &fetch{msgs: encoded(msgs)}, m); err != nil {
 				b.Fatal(err)
 			}
-			cpu[i] = append(cpu[i], float64((cpuNow(b) - c0).Nanoseconds())/rows)
+			cpu[i] = append(cpu[i], float64((cpuNow(b)-c0).Nanoseconds())/rows)
 		}
 	}
 	var base float64
