@@ -66,6 +66,15 @@ type FleetConfig struct {
 	DrainTimeout    time.Duration
 	// MemoryLimitMB is each stage process's memory.limit_mb.
 	MemoryLimitMB int
+	// GCPercent is each stage process's memory.gc_percent (0: contain's
+	// default, 100). A fleet's stage processes have a memory budget of
+	// their own, so the default run spends it on fewer collections: 400
+	// (docs/scaling.md).
+	GCPercent int
+	// MaxStageCPUPerEvent, when > 0, makes Check fail when enricher +
+	// analyzers + store cost more CPU per event than this many µs
+	// (issue 15's bound is 5).
+	MaxStageCPUPerEvent float64
 	// ContainBin is a built cmd/contain; empty: built into the run's
 	// directory.
 	ContainBin string
@@ -115,6 +124,7 @@ func DefaultFleetConfig() FleetConfig {
 		Database:        fmt.Sprintf("contain_fleet_%d", time.Now().Unix()),
 		DrainTimeout:    2 * time.Minute,
 		MemoryLimitMB:   256,
+		GCPercent:       400,
 	}
 }
 
@@ -138,6 +148,10 @@ func (c FleetConfig) Validate() error {
 		return errors.New("fleet: a ClickHouse address and database are required")
 	case c.DrainTimeout <= 0:
 		return errors.New("fleet: --drain-timeout must be > 0")
+	case c.GCPercent < -1:
+		return errors.New("fleet: --stage-gc-percent must be -1, 0 (contain's default) or more")
+	case c.MaxStageCPUPerEvent < 0:
+		return errors.New("fleet: --max-cpu-us-per-event must be >= 0")
 	}
 	return nil
 }
@@ -179,6 +193,10 @@ type FleetResult struct {
 	Rebalances int
 	// Mode is partitions=N or shared_durable.
 	Mode string
+	// GCPercent is the stages' memory.gc_percent (0: contain's default).
+	GCPercent int
+	// CPUBound is FleetConfig.MaxStageCPUPerEvent (0: not checked).
+	CPUBound float64
 	// StreamMsgs is the messages (batches) in CONTAIN_RAW and
 	// CONTAIN_EVENTS at the end: the enricher cuts a host's batch into
 	// one per partition its events fall in.
@@ -226,10 +244,10 @@ func (r *FleetResult) perEvent(d time.Duration) float64 {
 func (r *FleetResult) Line() string {
 	ms := func(d time.Duration) string { return fmt.Sprintf("%d", d.Milliseconds()) }
 	return fmt.Sprintf("events_per_sec=%.0f dropped=%d alert_p99_ms=%s action_p99_ms=%s clickhouse_lag_p99_ms=%s cpu_us_per_event=%.2f analyzer_rebalances=%d missed_attacks=%d"+
-		" attacks=%d duplicate_alerts=%d redelivered_alerts=%d alerts_after_kill=%d enricher_us=%.2f analyzer_us=%.2f store_us=%.2f nats_us=%.2f clickhouse_us=%.2f analyzer_mode=%s",
+		" attacks=%d duplicate_alerts=%d redelivered_alerts=%d alerts_after_kill=%d enricher_us=%.2f analyzer_us=%.2f store_us=%.2f nats_us=%.2f clickhouse_us=%.2f analyzer_mode=%s gc_percent=%d",
 		r.EventsPerSec, r.Dropped, ms(r.AlertLag.P99), ms(r.ActionLag.P99), ms(r.ProbeLag.P99), r.StageCPUPerEvent(), r.Rebalances, r.MissedAttacks,
 		r.Attacks, r.DuplicateAlerts, r.RedeliveredAlerts, r.AlertsAfterKill, r.perEvent(r.CPU[cpuEnricher]), r.perEvent(r.CPU[cpuAnalyzers]), r.perEvent(r.CPU[cpuStore]),
-		r.perEvent(r.CPU[cpuNATS]), r.perEvent(r.CPU[cpuClickHouse]), r.Mode)
+		r.perEvent(r.CPU[cpuNATS]), r.perEvent(r.CPU[cpuClickHouse]), r.Mode, r.GCPercent)
 }
 
 // Print writes the details, then the line.
@@ -282,6 +300,9 @@ func (r *FleetResult) Check() error {
 	}
 	if r.DrainError != nil {
 		errs = append(errs, r.DrainError)
+	}
+	if c := r.StageCPUPerEvent(); r.CPUBound > 0 && c > r.CPUBound {
+		errs = append(errs, fmt.Errorf("enricher + analyzers + store cost %.2f µs of CPU per event, over the bound of %.2f", c, r.CPUBound))
 	}
 	return errors.Join(errs...)
 }
@@ -443,7 +464,8 @@ func RunFleet(ctx context.Context, cfg FleetConfig, log *slog.Logger) (res *Flee
 	defer stopProbes()
 	go r.pollProbes(pctx)
 
-	res = &FleetResult{Dir: f.dir, CPU: map[string]time.Duration{}, PeakRSS: map[string]uint64{}}
+	res = &FleetResult{Dir: f.dir, CPU: map[string]time.Duration{}, PeakRSS: map[string]uint64{},
+		GCPercent: cfg.GCPercent, CPUBound: cfg.MaxStageCPUPerEvent}
 	before := f.cpu(cluster.Nodes)
 	start := time.Now()
 	var killAt time.Time
@@ -660,6 +682,9 @@ func (f *fleetRun) startStages(replicas int) error {
 			fmt.Sprintf("CONTAIN_NATS_STREAMS_REPLICAS=%d", replicas),
 			fmt.Sprintf("CONTAIN_MEMORY_LIMIT_MB=%d", f.cfg.MemoryLimitMB),
 		}, s.env...)
+		if f.cfg.GCPercent != 0 {
+			env = append(env, fmt.Sprintf("CONTAIN_MEMORY_GC_PERCENT=%d", f.cfg.GCPercent))
+		}
 		env = append(env, f.cfg.StageEnv...)
 		if f.cfg.ProfileDir != "" {
 			env = append(env, "CONTAIN_CPU_PROFILE="+filepath.Join(f.cfg.ProfileDir, s.name+".cpu.prof"))

@@ -14,6 +14,7 @@ import (
 // JetStream's pooled block buffers and the store's spent insert buffers
 // instead of letting the heap double first.
 func applyMemoryLimit(c MemoryConfig, log *slog.Logger) {
+	applyGCPercent(c, log)
 	if os.Getenv("GOMEMLIMIT") != "" {
 		log.Info("memory limit from GOMEMLIMIT", logfields.Gomemlimit, os.Getenv("GOMEMLIMIT"))
 		return
@@ -24,4 +25,18 @@ func applyMemoryLimit(c MemoryConfig, log *slog.Logger) {
 	soft := int64(c.LimitMB) << 20 * 8 / 10
 	debug.SetMemoryLimit(soft)
 	log.Info("memory limit", logfields.LimitMb, c.LimitMB, logfields.GoSoftLimitMb, soft>>20)
+}
+
+// applyGCPercent sets the collector's target from memory.gc_percent
+// unless GOGC is set (which the runtime has already applied).
+func applyGCPercent(c MemoryConfig, log *slog.Logger) {
+	if v := os.Getenv("GOGC"); v != "" {
+		log.Info("gc target from GOGC", logfields.Gogc, v)
+		return
+	}
+	if c.GCPercent == 0 || c.GCPercent == 100 {
+		return
+	}
+	debug.SetGCPercent(c.GCPercent)
+	log.Info("gc target", logfields.GCPercent, c.GCPercent)
 }

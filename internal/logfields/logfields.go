@@ -85,6 +85,8 @@ const (
 	FreezerV1           = "freezer_v1"
 	GoSoftLimitMb       = "go_soft_limit_mb"
 	Gomemlimit          = "gomemlimit"
+	Gogc                = "gogc"
+	GCPercent           = "gc_percent"
 	Group               = "group"
 	Hooks               = "hooks"
 	HostCgroupID        = "host_cgroup_id"
