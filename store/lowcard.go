@@ -2,6 +2,7 @@ package store
 
 import (
 	"reflect"
+	"slices"
 	"strings"
 	"unsafe"
 
@@ -93,6 +94,11 @@ func (l lowCardLayout) state(c *chcol.LowCardinality) (lowCardState, bool) {
 // appended: value → key (row of the driver's index column).
 type lowCardDict struct {
 	keys map[string]int
+	// buf is lent to the driver as its column's keys: the driver drops
+	// its keys after encoding a block (sets them nil), so they would be
+	// grown from nothing for every block (~200 bytes of garbage per row
+	// over the 12 LowCardinality columns of events).
+	buf []int
 }
 
 // appendLowCard appends vals to c as AppendRow would, value by value;
@@ -125,6 +131,10 @@ func (d *lowCardDict) appendLowCard(c *chcol.LowCardinality, vals []string) (boo
 		}
 	}
 	keys := *st.keys
+	if keys == nil {
+		keys = d.buf[:0]
+	}
+	keys = slices.Grow(keys, len(vals))
 	last, lastKey := "", -1
 	for _, v := range vals {
 		if lastKey >= 0 && v == last {
@@ -149,6 +159,7 @@ func (d *lowCardDict) appendLowCard(c *chcol.LowCardinality, vals []string) (boo
 		last, lastKey = v, k
 	}
 	*st.keys = keys
+	d.buf = keys
 	*st.rows += len(vals)
 	return true, nil
 }
