@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -28,7 +29,11 @@ type storeVariant struct {
 // INSERT. Configurations are interleaved fetch by fetch, so load from
 // other work on the machine spreads over all of them; it reports each
 // one's CPU per event (mean and median) and its ratio to the first.
-// CONTAIN_BENCH_VARIANTS picks some by name (comma-separated).
+// CONTAIN_BENCH_VARIANTS picks some by name (comma-separated). With
+// CONTAIN_BENCH_CLICKHOUSE_PID (the pid of a server used by nothing else),
+// it also reports that server's CPU per event for each configuration
+// (/proc/<pid>/stat, 10 ms ticks: the INSERT, the lookup and the merges
+// that ran meanwhile).
 func BenchmarkStoreCPU(b *testing.B) {
 	variants := []storeVariant{
 		{"appendrow/lz4", false, CompressionLZ4},
@@ -58,6 +63,8 @@ func BenchmarkStoreCPU(b *testing.B) {
 	ids := containv1.NewIDGen()
 	fb, m := stores[CompressionLZ4].bufs(), metrics.New()
 	cpu := make([][]float64, len(variants)) // ns per event of each fetch
+	srv := make([]time.Duration, len(variants))
+	pid := os.Getenv("CONTAIN_BENCH_CLICKHOUSE_PID")
 	b.ResetTimer()
 	for b.Loop() {
 		for i, v := range variants {
@@ -72,11 +79,12 @@ func BenchmarkStoreCPU(b *testing.B) {
 			}
 			lowCardFast = v.lowCardFast
 			b.StartTimer()
-			c0 := cpuNow(b)
+			s0, c0 := procCPU(b, pid), cpuNow(b)
 			if err := stores[v.compression].handle(ctx, fb, &fetch{msgs: encoded(msgs)}, m); err != nil {
 				b.Fatal(err)
 			}
 			cpu[i] = append(cpu[i], float64((cpuNow(b)-c0).Nanoseconds())/rows)
+			srv[i] += procCPU(b, pid) - s0
 		}
 	}
 	var base float64
@@ -90,10 +98,33 @@ func BenchmarkStoreCPU(b *testing.B) {
 		name := strings.ReplaceAll(v.name, "/", "_")
 		b.ReportMetric(mean, name+"_cpu-ns/event")
 		b.ReportMetric(cpu[i][len(cpu[i])/2], name+"_median_cpu-ns/event")
+		if pid != "" {
+			b.ReportMetric(float64(srv[i].Nanoseconds())/float64(len(cpu[i])*rows), name+"_clickhouse_cpu-ns/event")
+		}
 		if i == 0 {
 			base = mean
 		} else {
 			b.ReportMetric(mean/base, name+"/"+strings.ReplaceAll(variants[0].name, "/", "_"))
 		}
 	}
+}
+
+// procCPU is the user+system CPU time of process pid ("": 0).
+func procCPU(tb testing.TB, pid string) time.Duration {
+	if pid == "" {
+		return 0
+	}
+	data, err := os.ReadFile("/proc/" + pid + "/stat")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	// Fields after the command name (which may hold spaces): utime and
+	// stime are the 12th and 13th, in clock ticks (100 Hz).
+	f := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+2:]))
+	ut, err1 := strconv.ParseInt(f[11], 10, 64)
+	st, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		tb.Fatalf("/proc/%s/stat: %q", pid, data)
+	}
+	return time.Duration(ut+st) * 10 * time.Millisecond
 }
