@@ -261,3 +261,27 @@ func TestHungServer(t *testing.T) {
 		return n == batches*per, "have " + itoa(n)
 	})
 }
+
+// TestAlertsInsertMaxAge: the alerts and actions streams fill for
+// alerts_insert_max_age (0: 5 × insert_max_age), the events stream for
+// insert_max_age, and the ack_wait rule holds for the longer of the two.
+func TestAlertsInsertMaxAge(t *testing.T) {
+	c := DefaultConfig()
+	for stream, want := range map[string]time.Duration{
+		containv1.StreamEvents:  c.InsertMaxAge,
+		containv1.StreamAlerts:  5 * c.InsertMaxAge,
+		containv1.StreamActions: 5 * c.InsertMaxAge,
+	} {
+		if got := c.insertMaxAge(stream); got != want {
+			t.Errorf("%s: fill %v, want %v", stream, got, want)
+		}
+	}
+	c.AlertsInsertMaxAge = 2 * time.Second
+	if got := c.insertMaxAge(containv1.StreamAlerts); got != 2*time.Second {
+		t.Errorf("alerts with alerts_insert_max_age 2s: fill %v", got)
+	}
+	c.AlertsInsertMaxAge = c.AckWait
+	if err := c.Validate(); err == nil || !strings.HasPrefix(err.Error(), "store.ack_wait:") {
+		t.Errorf("alerts_insert_max_age = ack_wait: %v, want an error naming store.ack_wait", err)
+	}
+}
