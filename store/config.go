@@ -72,11 +72,6 @@ type Config struct {
 	// driver's are then reused. It bounds the client's memory per INSERT;
 	// the server squashes the blocks of one INSERT into one part.
 	InsertBlockRows int `config:"insert_block_rows"`
-	// Compression is how the driver compresses the blocks it sends: "lz4"
-	// (the default) or "none". Without it the store and ClickHouse spend
-	// no CPU on (de)compression, at the cost of more bytes on the wire: for a
-	// server on loopback or a LAN (docs/design/021-store-inserts.md).
-	Compression string `config:"compression"`
 	// AckWait is how long NATS waits for a fetched message's ack before
 	// redelivering it.
 	AckWait time.Duration `config:"ack_wait"`
@@ -144,12 +139,6 @@ type ClusterConfig struct {
 	ZooKeeperPrefix string `config:"zookeeper_prefix"`
 }
 
-// Compression methods of the driver (Config.Compression).
-const (
-	CompressionLZ4  = "lz4"
-	CompressionNone = "none"
-)
-
 const (
 	// DefaultInsertMaxBytes is the default byte bound of one fetch.
 	DefaultInsertMaxBytes = MinInsertMaxBytes
@@ -177,7 +166,6 @@ func DefaultConfig() Config {
 		BatchMaxRows:    500_000,
 		InsertsInFlight: 1,
 		InsertBlockRows: 8192,
-		Compression:     CompressionLZ4,
 		AckWait:         60 * time.Second,
 		RetryDelay:      time.Second,
 		DurablePrefix:   "store",
@@ -226,8 +214,6 @@ func (c Config) Validate() error {
 		return errors.New("store.inserts_in_flight: must be in 1..16")
 	case c.InsertBlockRows <= 0:
 		return errors.New("store.insert_block_rows: must be > 0")
-	case c.Compression != CompressionLZ4 && c.Compression != CompressionNone:
-		return fmt.Errorf("store.compression: %q must be %q or %q", c.Compression, CompressionLZ4, CompressionNone)
 	case c.RetryDelay <= 0:
 		return errors.New("store.retry_delay: must be > 0")
 	case c.AckWait <= 0:

@@ -108,7 +108,7 @@ func options(cfg Config, database string) (*clickhouse.Options, error) {
 		DialTimeout: cfg.DialTimeout,
 		ReadTimeout: cfg.InsertTimeout,
 		Settings:    clusterSettings(cfg),
-		Compression: compression(cfg.Compression),
+		Compression: &clickhouse.Compression{Method: clickhouse.CompressionLZ4},
 		// A block is encoded, compressed and written in pieces of this
 		// size: it bounds each connection's buffers (kept while pooled).
 		MaxCompressionBuffer: maxCompressionBuffer,
@@ -117,14 +117,6 @@ func options(cfg Config, database string) (*clickhouse.Options, error) {
 		ConnMaxLifetime:      time.Hour,
 		ConnOpenStrategy:     clickhouse.ConnOpenInOrder,
 	}, nil
-}
-
-// compression is the driver's setting for a Config.Compression.
-func compression(method string) *clickhouse.Compression {
-	if method == CompressionNone {
-		return &clickhouse.Compression{Method: clickhouse.CompressionNone}
-	}
-	return &clickhouse.Compression{Method: clickhouse.CompressionLZ4}
 }
 
 // openConn validates cfg and opens a connection pool to its database.

@@ -30,7 +30,6 @@ func TestConfigValidate(t *testing.T) {
 		"store.insert_max_bytes":      func(c *Config) { c.InsertMaxBytes = 1 << 20 },
 		"store.inserts_in_flight":     func(c *Config) { c.InsertsInFlight = 0 },
 		"store.insert_block_rows":     func(c *Config) { c.InsertBlockRows = 0 },
-		"store.compression":           func(c *Config) { c.Compression = "zstd" },
 		"store.alerts_insert_max_age": func(c *Config) { c.AlertsInsertMaxAge = -time.Second },
 		"store.retention":             func(c *Config) { c.Retention = time.Hour },
 		"store.images_bucket":         func(c *Config) { c.ImagesBucket = "a.b" },

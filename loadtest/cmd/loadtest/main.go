@@ -57,7 +57,6 @@ func main() {
 	flag.BoolVar(&cfg.KeepDatabase, "keep", false, "keep the ClickHouse database")
 	flag.IntVar(&cfg.Store.FetchMessages, "store-fetch", cfg.Store.FetchMessages, "store.fetch_messages")
 	flag.DurationVar(&cfg.Store.InsertMaxAge, "store-insert-max-age", cfg.Store.InsertMaxAge, "store.insert_max_age")
-	flag.StringVar(&cfg.Store.Compression, "store-compression", cfg.Store.Compression, "store.compression: lz4|none (fleet: --stage-env CONTAIN_STORE_COMPRESSION=none)")
 	flag.IntVar(&cfg.Enricher.Fetch, "enricher-fetch", cfg.Enricher.Fetch, "enricher.fetch")
 	flag.IntVar(&cfg.Analyzer.Fetch, "analyzer-fetch", cfg.Analyzer.Fetch, "analyzer.fetch")
 	flag.DurationVar(&cfg.DrainTimeout, "drain-timeout", cfg.DrainTimeout, "max wait for the stages to catch up after publishing")
