@@ -18,10 +18,17 @@
 // and set on the service's events, when a peer container appears.
 //
 // Guarantees:
-//   - Batches are decoded in place (bus.DecodeAliased) and re-encoded once,
-//     without a second UTF-8 walk: the events were checked on decoding and
-//     what the enricher writes into them is made UTF-8 when its container
-//     record is stored; records it keeps are copies (ContainerImage.clone).
+//   - Events are relayed on the wire (docs/design/030-enricher-wire.md):
+//     a raw batch is scanned and checked as decoding would check it
+//     (bus.ScanBatch, bound to its subject's host), each event's bytes are
+//     copied into its output batch followed by its container's enrichment
+//     fields (the last occurrence of a field wins), and only container
+//     events are decoded. What the scan leaves to decoding is decoded
+//     (bus.DecodeAliased), refused and counted as by every consumer, or
+//     enriched decoded and re-encoded; both paths publish the same
+//     batches (FuzzWireMatchesDecoded). What the enricher writes is made
+//     UTF-8 when its container record is stored; records it keeps are
+//     copies (ContainerImage.clone).
 //   - A container's image (ref, digest, name) comes from
 //     ContainerInfo.image_ref/image_digest/name, which the collector reads
 //     from the runtime only, whenever they are set; labels are read only

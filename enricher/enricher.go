@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -26,9 +27,16 @@ import (
 type ckey struct{ host, id string }
 
 // entry is the immutable enrichment of one container; updates replace it.
+// Make it with newEntry.
 type entry struct {
 	rec        ContainerImage
 	profileRef string
+	// wire is what applyEntry sets but the container name, as event
+	// fields to append (wire.go); nameWire the container name's field.
+	wire, nameWire []byte
+	// part is 1 + the partition of the container's events once computed
+	// (wirePartition), when the entry alone decides it.
+	part atomic.Int32
 }
 
 // Enricher consumes raw batches, attaches image reference, digest and
@@ -58,6 +66,15 @@ type Enricher struct {
 	// router, when set with more than one partition, routes each event to
 	// its baseline group's partition (partition.go).
 	router Router
+
+	// maxPayload, when set (tests), replaces bus.MaxPayload as the size
+	// past which an output batch is split.
+	maxPayload int
+
+	// scratch is the wire path's buffers (wire.go), reused by each
+	// handler call under scratchMu.
+	scratchMu sync.Mutex
+	scratch   wireScratch
 }
 
 // New makes an Enricher; Run starts it. js may be used by other stages too.
@@ -106,7 +123,7 @@ func (e *Enricher) Run(ctx context.Context) error {
 	if e.res != nil {
 		e.res.start(ctx, &wg)
 	}
-	err := bus.Consume(ctx, e.js, bus.ConsumerConfig{
+	err := bus.ConsumeMessages(ctx, e.js, bus.ConsumerConfig{
 		Stream:        containv1.StreamRaw,
 		Durable:       e.cfg.Durable,
 		FilterSubject: e.cfg.FilterSubject,
@@ -115,10 +132,11 @@ func (e *Enricher) Run(ctx context.Context) error {
 		FetchWait:     e.cfg.FetchWait,
 		AckWait:       e.cfg.AckWait,
 		Eager:         true, // on the detection path: a lone event goes at once
-		// The batches are re-encoded before the handler returns; what the
+		// The events are relayed on the wire (wire.go); a batch left to
+		// decoding is re-encoded before the handler returns. What the
 		// enricher keeps (container records, misses) is cloned.
 		AliasPayload: true,
-	}, e.handle, e.m, e.log)
+	}, e.handleMessages, e.m, e.log)
 	cancel()
 	wg.Wait()
 	return err
@@ -268,7 +286,7 @@ func (e *Enricher) store(rec ContainerImage) bool {
 			break
 		}
 	}
-	e.cache[k] = &entry{rec: rec, profileRef: validUTF8(e.profiles[rec.ImageDigest])}
+	e.cache[k] = newEntry(rec, validUTF8(e.profiles[rec.ImageDigest]))
 	delete(e.misses, k)
 	e.em.containers.Set(float64(len(e.cache)))
 	return true
@@ -319,25 +337,6 @@ func (e *Enricher) lookup(ctx context.Context, k ckey) *entry {
 	return nil
 }
 
-// handle enriches each batch of one fetch, in order, then republishes
-// them all at once (bus.PublishAll: sent in order, the acks awaited
-// together rather than a round trip per batch).
-func (e *Enricher) handle(ctx context.Context, batches []*containv1.Batch) error {
-	msgs, sizes, err := e.messages(ctx, batches)
-	if err != nil {
-		return err
-	}
-	if err := bus.PublishAll(ctx, e.js, msgs, metrics.StageEnricher); err != nil {
-		e.em.publishErrors.Inc()
-		return err
-	}
-	for _, n := range sizes {
-		e.em.out.Add(float64(n))
-		e.em.batchEvents.Observe(float64(n))
-	}
-	return nil
-}
-
 // messages enriches batches and encodes the output messages, with the
 // number of events of each.
 func (e *Enricher) messages(ctx context.Context, batches []*containv1.Batch) ([]*nats.Msg, []int, error) {
@@ -351,11 +350,11 @@ func (e *Enricher) messages(ctx context.Context, batches []*containv1.Batch) ([]
 			// The events were decoded (UTF-8 checked) and what enrichBatch
 			// wrote into them is UTF-8 (store): no second check.
 			msg, err := bus.NewMsgChecked(out.subject, out.batch)
-			tooLarge := errors.Is(err, bus.ErrTooLarge) || (err == nil && len(msg.Data) > bus.MaxPayload-1024)
+			tooLarge := errors.Is(err, bus.ErrTooLarge) || (err == nil && len(msg.Data) > e.payloadLimit()-1024)
 			if tooLarge && len(out.batch.Events) > 1 {
 				// Grown past MaxPayload by the enrichment: in parts.
 				var parts []*nats.Msg
-				for _, p := range splitBatch(out.batch) {
+				for _, p := range splitBatch(out.batch, e.payloadLimit()) {
 					if msg, err = bus.NewMsgChecked(out.subject, p); err != nil {
 						break
 					}
@@ -516,9 +515,9 @@ func outputBatch(in *containv1.Batch) *containv1.Batch {
 	}
 }
 
-// splitBatch cuts an output batch grown past bus.MaxPayload by the
-// enrichment in parts, each with a producer id suffix ~<part>.
-func splitBatch(in *containv1.Batch) []*containv1.Batch {
+// splitBatch cuts an output batch grown past limit (bus.MaxPayload) by
+// the enrichment in parts, each with a producer id suffix ~<part>.
+func splitBatch(in *containv1.Batch, limit int) []*containv1.Batch {
 	var parts []*containv1.Batch
 	var split func(evs []*containv1.Event)
 	split = func(evs []*containv1.Event) {
@@ -529,7 +528,7 @@ func splitBatch(in *containv1.Batch) []*containv1.Batch {
 			Seq:           in.Seq,
 			Events:        evs,
 		}
-		if len(evs) < 2 || p.SizeVT() <= bus.MaxPayload-1024 {
+		if len(evs) < 2 || p.SizeVT() <= limit-1024 {
 			parts = append(parts, p)
 			return
 		}

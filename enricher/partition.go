@@ -15,7 +15,10 @@ type Router interface {
 	// its events fall back to their image key).
 	Group(ci *containv1.ContainerInfo) string
 	// Partition is the partition of an enriched event of a container of
-	// group (may be "").
+	// group (may be ""). It may read only the event's host, container_id,
+	// image_ref, image_digest and kind (the wire path hands it an event
+	// with just those set, and remembers the partition of a container
+	// whose entry sets both image fields: wirePartition).
 	Partition(group string, ev *containv1.Event) int
 }
 

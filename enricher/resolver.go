@@ -270,8 +270,8 @@ func (e *Enricher) setProfile(rec ContainerImage, digest, ref string, service bo
 		if !service && en.rec.ComposeService != "" && en.profileRef != "" {
 			continue // keep the more specific service profile
 		}
-		n := &entry{rec: en.rec, profileRef: validUTF8(ref)} // UTF-8: see store
-		n.rec.ImageDigest = validUTF8(digest)
-		e.cache[k] = n
+		nr := en.rec
+		nr.ImageDigest = validUTF8(digest)
+		e.cache[k] = newEntry(nr, validUTF8(ref)) // UTF-8: see store
 	}
 }

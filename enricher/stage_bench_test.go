@@ -3,6 +3,7 @@ package enricher
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"strings"
 	"syscall"
 	"testing"
@@ -52,37 +53,51 @@ func rawBatch(b *testing.B, n, seq int) []byte {
 }
 
 // BenchmarkEnricherStageCPU is the enricher's work per event on a warm
-// cache, from a raw message's payload to the encoded output message:
-// decoding (as bus.Consume does for the enricher), enrichBatch, route
-// and encoding, in batches of 20, 50 and 100 events; the NATS client's
-// work per batch is not here. cpu-ns/event is the process's CPU time, GC
-// included.
+// cache, from a raw message's payload to the encoded output message, in
+// batches of 20, 50 and 100 events: path=wire scans the payload and
+// relays the events on the wire (fetchMessages, as the stage runs),
+// path=decoded decodes it (as bus.Consume did for the enricher) and runs
+// enrichBatch, route and encoding. The NATS client's work per batch is
+// not here. cpu-ns/event is the process's CPU time, GC included.
 func BenchmarkEnricherStageCPU(b *testing.B) {
-	for _, n := range []int{20, 50, 100} {
-		b.Run(fmt.Sprintf("n=%d", n), func(b *testing.B) {
-			e := benchEnricher(b, 0)
-			for c := range 64 {
-				e.store(ContainerImage{Host: "h1", ContainerID: fmt.Sprintf("%064d", c), ImageRef: "registry.local/app:1", ImageDigest: testDigest})
-			}
-			in := make([][]byte, 16)
-			for i := range in {
-				in[i] = rawBatch(b, n, i)
-			}
-			ctx := context.Background()
-			b.ReportAllocs()
-			defer cpuPerEvent(b, n)()
-			i := 0
-			for b.Loop() {
-				bt, err := bus.DecodeAliased(in[i%len(in)])
-				if err != nil {
-					b.Fatal(err)
+	for _, path := range []string{"wire", "decoded"} {
+		for _, n := range []int{20, 50, 100} {
+			b.Run(fmt.Sprintf("path=%s/n=%d", path, n), func(b *testing.B) {
+				e := benchEnricher(b, 0)
+				for c := range 64 {
+					e.store(ContainerImage{Host: "h1", ContainerID: fmt.Sprintf("%064d", c), ImageRef: "registry.local/app:1", ImageDigest: testDigest})
 				}
-				if _, _, err := e.messages(ctx, []*containv1.Batch{bt}); err != nil {
-					b.Fatal(err)
+				for c := range 10_000 { // the fleet's 200 hosts × 50 containers
+					e.store(ContainerImage{Host: fmt.Sprintf("h%d", 2+c/50), ContainerID: fmt.Sprintf("%064d", c), ImageRef: "registry.local/app:1", ImageDigest: testDigest})
 				}
-				i++
-			}
-		})
+				in := make([][]byte, 16)
+				for i := range in {
+					in[i] = rawBatch(b, n, i)
+				}
+				ctx := context.Background()
+				subject := containv1.RawSubject("h1")
+				b.ReportAllocs()
+				defer cpuPerEvent(b, n)()
+				i := 0
+				for b.Loop() {
+					data := in[i%len(in)]
+					i++
+					if path == "wire" {
+						if _, _, err := e.fetchMessages(ctx, &oneFetch{subject: subject, data: data}); err != nil {
+							b.Fatal(err)
+						}
+						continue
+					}
+					bt, err := bus.DecodeAliased(data)
+					if err != nil {
+						b.Fatal(err)
+					}
+					if _, _, err := e.messages(ctx, []*containv1.Batch{bt}); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
 	}
 }
 
@@ -147,5 +162,49 @@ func TestMessagesSplitsOversizedBatches(t *testing.T) {
 	}
 	if fmt.Sprint(mono) != "[0 1 2 3]" {
 		t.Errorf("events %v, want [0 1 2 3]", mono)
+	}
+}
+
+// BenchmarkEnricherFleetBatches is BenchmarkEnricherStageCPU's wire path
+// on the fleet load test's shape: 200 hosts × 50 containers in the cache,
+// each raw batch 245 events of one host's containers in random order, the
+// hosts in turn (so each batch meets a cold part of the cache).
+func BenchmarkEnricherFleetBatches(b *testing.B) {
+	const hosts, perHost, n = 200, 50, 245
+	e := benchEnricher(b, 0)
+	r := rand.New(rand.NewPCG(1, 1))
+	ids := make([][]string, hosts)
+	for h := range hosts {
+		for c := range perHost {
+			id := fmt.Sprintf("%016x%016x%016x%016x", r.Uint64(), r.Uint64(), r.Uint64(), r.Uint64())
+			ids[h] = append(ids[h], id)
+			e.store(ContainerImage{Host: fmt.Sprintf("host-%03d", h), ContainerID: id, Name: fmt.Sprintf("svc-%d", c),
+				ImageRef: fmt.Sprintf("registry.local/app%d:1", c%10), ImageDigest: testDigest})
+		}
+	}
+	in := make([][]byte, hosts)
+	for h := range hosts {
+		host := fmt.Sprintf("host-%03d", h)
+		evs := make([]*containv1.Event, n)
+		for i := range evs {
+			evs[i] = &containv1.Event{Host: host, ContainerId: ids[h][r.IntN(perHost)], MonoNs: uint64(i), SchemaVersion: 1, Kind: containv1.Kind_KIND_SYSCALL,
+				Body: &containv1.Event_Syscall{Syscall: &containv1.Syscall{Proc: &containv1.Process{Pid: 10, Tgid: 10, Comm: "app"}, Mode: containv1.Syscall_MODE_COUNT, Name: "read", Count: 12}}}
+		}
+		data, err := bus.Encode(&containv1.Batch{SchemaVersion: 1, Host: host, Stage: "collector", ProducerId: host, Seq: 1, Events: evs})
+		if err != nil {
+			b.Fatal(err)
+		}
+		in[h] = data
+	}
+	ctx := context.Background()
+	b.ReportAllocs()
+	defer cpuPerEvent(b, n)()
+	i := 0
+	for b.Loop() {
+		h := i % hosts
+		i++
+		if _, _, err := e.fetchMessages(ctx, &oneFetch{subject: containv1.RawSubject(fmt.Sprintf("host-%03d", h)), data: in[h]}); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

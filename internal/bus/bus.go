@@ -273,7 +273,11 @@ func decode(data []byte, alias bool) (*containv1.Batch, error) {
 
 // MsgID is the de-duplication id of a batch.
 func MsgID(b *containv1.Batch) string {
-	return b.Stage + "-" + b.ProducerId + "-" + strconv.FormatUint(b.Seq, 10)
+	return msgID(b.Stage, b.ProducerId, b.Seq)
+}
+
+func msgID(stage, producerID string, seq uint64) string {
+	return stage + "-" + producerID + "-" + strconv.FormatUint(seq, 10)
 }
 
 // NewMsg builds the NATS message for a batch.
@@ -298,7 +302,18 @@ func NewMsgChecked(subject string, b *containv1.Batch) (*nats.Msg, error) {
 	return newMsg(subject, b, data)
 }
 
+// NewEncodedMsg is NewMsgChecked for a batch the caller encoded itself
+// (data, its strings known to be UTF-8) with the given stage, producer id
+// and sequence: the message gets the Nats-Msg-Id MsgID gives that batch.
+func NewEncodedMsg(subject, stage, producerID string, seq uint64, data []byte) (*nats.Msg, error) {
+	return encodedMsg(subject, msgID(stage, producerID, seq), data)
+}
+
 func newMsg(subject string, b *containv1.Batch, data []byte) (*nats.Msg, error) {
+	return encodedMsg(subject, MsgID(b), data)
+}
+
+func encodedMsg(subject, id string, data []byte) (*nats.Msg, error) {
 	if len(data) > MaxPayload {
 		return nil, fmt.Errorf("%w: batch of %d bytes exceeds %d", ErrTooLarge, len(data), MaxPayload)
 	}
@@ -306,7 +321,7 @@ func newMsg(subject string, b *containv1.Batch, data []byte) (*nats.Msg, error) 
 	msg.Data = data
 	msg.Header.Set(HeaderSchema, strconv.Itoa(containv1.SchemaVersion))
 	msg.Header.Set(HeaderContentType, ContentType)
-	msg.Header.Set(jetstream.MsgIDHeader, MsgID(b))
+	msg.Header.Set(jetstream.MsgIDHeader, id)
 	return msg, nil
 }
 

@@ -131,6 +131,30 @@ func (f *Messages) Batch(i int) *containv1.Batch {
 	return b
 }
 
+// Subject is message i's subject.
+func (f *Messages) Subject(i int) string { return f.msgs[i].Subject() }
+
+// Wire scans message i into wb (ScanBatch) without decoding its events,
+// for a handler that relays events on the wire (the enricher). true: the
+// batch is one Batch would decode, bound to its subject's host (counted
+// as Batch counts it); wb's strings and Raw point into the message's
+// payload. false: the caller calls Batch(i), which decodes it, or refuses
+// it and gives nil, exactly as for any message.
+func (f *Messages) Wire(i int, wb *WireBatch) bool {
+	if f.state[i] == msgRefused {
+		return false
+	}
+	msg := f.msgs[i]
+	if !ScanBatch(msg.Data(), wb) || !wb.BoundTo(msg.Subject()) {
+		return false
+	}
+	if f.state[i] == msgNew {
+		f.state[i] = msgDecoded
+		f.chk.countedWire(msg.Data(), len(wb.Events))
+	}
+	return true
+}
+
 // sub is the fetch of message i alone (sharing its state).
 func (f *Messages) sub(i int) *Messages {
 	return &Messages{msgs: f.msgs[i : i+1], state: f.state[i : i+1], chk: f.chk}
@@ -189,7 +213,21 @@ func (c *msgChecker) check(msg jetstream.Msg) (*containv1.Batch, bool) {
 
 func (c *msgChecker) counted(b *containv1.Batch) {
 	c.rep.trace(TraceReceived, c.cfg.Stage, b)
-	n := float64(len(b.Events))
+	c.countEvents(len(b.Events))
+}
+
+// countedWire is counted for a scanned batch: decoded only for a Trace.
+func (c *msgChecker) countedWire(data []byte, events int) {
+	if c.rep != nil && c.rep.Trace != nil {
+		if b, err := Decode(data); err == nil {
+			c.rep.trace(TraceReceived, c.cfg.Stage, b)
+		}
+	}
+	c.countEvents(events)
+}
+
+func (c *msgChecker) countEvents(events int) {
+	n := float64(events)
 	c.m.EventsIn.WithLabelValues(c.cfg.Stage).Add(n)
 	c.m.BatchEvents.WithLabelValues(c.cfg.Stage).Observe(n)
 }
