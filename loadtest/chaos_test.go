@@ -40,7 +40,7 @@ func TestChaos(t *testing.T) {
 	// shorter than the defaults (30 s, the store's 60 s) to keep the test
 	// short (store: flush + dial + 2 × insert timeouts < ack wait).
 	cfg.StageEnv = []string{"CONTAIN_ENRICHER_ACK_WAIT=5s", "CONTAIN_ANALYZER_ACK_WAIT=5s",
-		"CONTAIN_STORE_ACK_WAIT=10s", "CONTAIN_STORE_DIAL_TIMEOUT=1s", "CONTAIN_STORE_INSERT_TIMEOUT=3s", "CONTAIN_STORE_INSERT_MAX_AGE=1s"}
+		"CONTAIN_STORE_ACK_WAIT=10s", "CONTAIN_STORE_DIAL_TIMEOUT=1s", "CONTAIN_STORE_INSERT_TIMEOUT=3s", "CONTAIN_STORE_INSERT_MAX_AGE=1s", "CONTAIN_STORE_ALERTS_INSERT_MAX_AGE=1s"}
 	if v := os.Getenv("CONTAIN_CHAOS_DURATION"); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil {

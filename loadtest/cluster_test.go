@@ -74,6 +74,7 @@ func TestNATSClusterNodeKilled(t *testing.T) {
 	cfg.Enricher.AckWait = 5 * time.Second
 	cfg.Analyzer.AckWait = 5 * time.Second
 	cfg.Store.InsertMaxAge, cfg.Store.DialTimeout, cfg.Store.InsertTimeout = time.Second, time.Second, 3*time.Second
+	cfg.Store.AlertsInsertMaxAge = time.Second // the rule takes the longer age (5 × insert_max_age by default)
 	cfg.Store.AckWait = 10 * time.Second
 	cfg.DrainTimeout = 40 * time.Second
 

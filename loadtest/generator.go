@@ -78,7 +78,7 @@ func DefaultGeneratorConfig() GeneratorConfig {
 		FlushInterval:     10 * time.Millisecond,
 		DeviateAfter:      5 * time.Second,
 		DeviationFraction: 0.0005,
-		ProbeEvery:        100 * time.Millisecond,
+		ProbeEvery:        500 * time.Millisecond,
 		HostPrefix:        "load",
 		Seed:              1,
 	}

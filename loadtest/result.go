@@ -160,7 +160,7 @@ func (r *Result) Print(w io.Writer) {
 		fmt.Fprintf(tw, "%s\t%d\t%v\t%v\t%v\t%v\t\n", l.name, l.s.N, rd(l.s.P50), rd(l.s.P90), rd(l.s.P99), rd(l.s.Max))
 	}
 	tw.Flush()
-	fmt.Fprintf(w, "(row lag resolution: the %v probe poll; n = probes, 1 per host per 100ms)\n", r.Config.ProbePoll)
+	fmt.Fprintf(w, "(row lag resolution: the %v probe poll; n = probes, 1 per host per %v)\n", r.Config.ProbePoll, r.Config.Generator.ProbeEvery)
 
 	pend := r.maxPending()
 	keys := make([]string, 0, len(pend))

@@ -42,6 +42,7 @@ type typedBuf[R, T any] struct {
 	get   func(R) T
 	vals  []T
 	boxes map[string]any // LowCardinality(String) only: boxed values
+	lc    lowCardDict    // LowCardinality(String) only: the block's keys
 }
 
 func (b *typedBuf[R, T]) add(r R)               { b.vals = append(b.vals, b.get(r)) }
@@ -63,6 +64,11 @@ func (b *typedBuf[R, T]) appendTo(c chcol.Interface) error {
 	switch c := c.(type) {
 	case *chcol.LowCardinality:
 		if vals, ok := any(b.vals).([]string); ok {
+			if lowCardFast {
+				if done, err := b.lc.appendLowCard(c, vals); done {
+					return err
+				}
+			}
 			return b.appendInterned(c, vals)
 		}
 	case *chcol.Array:
@@ -78,6 +84,9 @@ func (b *typedBuf[R, T]) appendTo(c chcol.Interface) error {
 	_, err := c.Append(b.vals)
 	return err
 }
+
+// lowCardFast enables appendLowCard (benchmarks compare both paths).
+var lowCardFast = true
 
 // maxBoxes bounds a LowCardinality column's cache of boxed values.
 const maxBoxes = 4096

@@ -9,6 +9,7 @@ import (
 
 	"github.com/containsec/contain/internal/bus"
 	"github.com/containsec/contain/internal/tlsconfig"
+	"github.com/containsec/contain/schemas/containv1"
 	"github.com/containsec/contain/schemas/kvdoc"
 )
 
@@ -45,6 +46,13 @@ type Config struct {
 	// and merge); the age bounds the latency from publish to row, the
 	// bytes the memory a fetch holds (docs/design/021-store-inserts.md).
 	InsertMaxAge time.Duration `config:"insert_max_age"`
+	// AlertsInsertMaxAge is InsertMaxAge for the alerts and actions
+	// streams; 0 means 5 × insert_max_age. They carry a few rows a second,
+	// and each INSERT writes a part of ~20-45 column files whatever its
+	// rows: at one INSERT a second each they cost ClickHouse more CPU
+	// than the duplicate lookups of every events row
+	// (docs/design/021-store-inserts.md, decision 11).
+	AlertsInsertMaxAge time.Duration `config:"alerts_insert_max_age"`
 	// InsertMaxBytes bounds the bytes of the messages of one fetch (at
 	// least the largest NATS message, 8 MiB + headers).
 	InsertMaxBytes int `config:"insert_max_bytes"`
@@ -198,6 +206,8 @@ func (c Config) Validate() error {
 		return errors.New("store.fetch_messages: must be > 0")
 	case c.InsertMaxAge <= 0:
 		return errors.New("store.insert_max_age: must be > 0")
+	case c.AlertsInsertMaxAge < 0:
+		return errors.New("store.alerts_insert_max_age: must be >= 0 (0: 5 × insert_max_age)")
 	case c.InsertMaxBytes < MinInsertMaxBytes:
 		return fmt.Errorf("store.insert_max_bytes: %d must be at least %d (the largest NATS message and its headers)", c.InsertMaxBytes, MinInsertMaxBytes)
 	case c.InsertsInFlight <= 0 || c.InsertsInFlight > 16:
@@ -213,7 +223,7 @@ func (c Config) Validate() error {
 		// in place yet) migrates and inserts, each bounded: all of it must
 		// end before NATS gives up on the ack, or every slow insert would
 		// also be redelivered behind the store's back.
-		return fmt.Errorf("store.ack_wait: %v must exceed insert_max_age + dial_timeout + 2*insert_timeout (%v)", c.AckWait, c.maxHandle())
+		return fmt.Errorf("store.ack_wait: %v must exceed max(insert_max_age, alerts_insert_max_age) + dial_timeout + 2*insert_timeout (%v)", c.AckWait, c.maxHandle())
 	case c.DurablePrefix == "" || !identRE.MatchString(c.DurablePrefix):
 		return fmt.Errorf("store.durable_prefix: %q must match %s", c.DurablePrefix, identRE)
 	case c.Retention < 0 || (c.Retention > 0 && c.Retention < 24*time.Hour):
@@ -255,5 +265,21 @@ func (c ClusterConfig) validate() error {
 
 // maxHandle bounds the time from a fetch's first message to its ack.
 func (c Config) maxHandle() time.Duration {
-	return c.InsertMaxAge + c.DialTimeout + 2*c.InsertTimeout
+	return max(c.InsertMaxAge, c.alertsMaxAge()) + c.DialTimeout + 2*c.InsertTimeout
+}
+
+// alertsMaxAge is the fill wait of the alerts and actions streams.
+func (c Config) alertsMaxAge() time.Duration {
+	if c.AlertsInsertMaxAge > 0 {
+		return c.AlertsInsertMaxAge
+	}
+	return 5 * c.InsertMaxAge
+}
+
+// insertMaxAge is the fill wait of stream's fetches.
+func (c Config) insertMaxAge(stream string) time.Duration {
+	if stream == containv1.StreamAlerts || stream == containv1.StreamActions {
+		return c.alertsMaxAge()
+	}
+	return c.InsertMaxAge
 }

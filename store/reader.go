@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -277,8 +278,8 @@ func (m enumNames) number(s string) protoreflect.EnumNumber {
 		return 0
 	}
 	for n, name := range m {
-		if name == s {
-			return n
+		if name == s && name != strconv.Itoa(n) { // a defined name, not a number's text
+			return protoreflect.EnumNumber(n)
 		}
 	}
 	return 0

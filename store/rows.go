@@ -24,6 +24,16 @@ type eventRow struct {
 	tsNs uint32
 	proc *containv1.Process
 	raw  string
+	// The event's body, one of them set (nil-safe getters read the
+	// others as zero): a column reads it without the oneof's type
+	// switch.
+	exec    *containv1.Exec
+	syscall *containv1.Syscall
+	network *containv1.Network
+	file    *containv1.File
+	process *containv1.ProcessLifecycle
+	loss    *containv1.Loss
+	ct      *containv1.ContainerInfo
 }
 
 // idNamespace derives stable ids for events that arrive without a valid
@@ -38,7 +48,22 @@ var maxTime = time.Unix(int64(^uint32(0)), 0)
 func (r *eventRow) fill(b *containv1.Batch, i int, ev *containv1.Event, now time.Time, keepRaw bool) {
 	*r = eventRow{b: b, ev: ev, id: eventID(b, i, ev)}
 	r.ts, r.tsNs = wallTime(ev.GetWallNs(), now)
-	r.proc = procOf(ev)
+	switch b := ev.GetBody().(type) {
+	case *containv1.Event_Exec:
+		r.exec, r.proc = b.Exec, b.Exec.GetProc()
+	case *containv1.Event_Syscall:
+		r.syscall, r.proc = b.Syscall, b.Syscall.GetProc()
+	case *containv1.Event_Network:
+		r.network, r.proc = b.Network, b.Network.GetProc()
+	case *containv1.Event_File:
+		r.file, r.proc = b.File, b.File.GetProc()
+	case *containv1.Event_Process:
+		r.process, r.proc = b.Process, b.Process.GetProc()
+	case *containv1.Event_Loss:
+		r.loss = b.Loss
+	case *containv1.Event_Container:
+		r.ct = b.Container
+	}
 	if keepRaw {
 		if raw, err := (proto.MarshalOptions{Deterministic: true}).Marshal(ev); err == nil {
 			r.raw = string(raw)
@@ -115,15 +140,25 @@ func kindOf(ev *containv1.Event) containv1.Kind {
 }
 
 // enumNames maps an enum's numbers to lower-case names without prefix
-// ("OP_CONNECT" -> "connect"); 0 (unspecified) maps to "".
-type enumNames map[protoreflect.EnumNumber]string
+// ("OP_CONNECT" -> "connect"); 0 (unspecified) maps to "", a number the
+// enum does not define to its decimal text. Indexed by number up to the
+// largest defined (a column reads one per row).
+type enumNames []string
 
 func newEnumNames(d protoreflect.EnumDescriptor, prefix string) enumNames {
-	m := enumNames{}
 	vals := d.Values()
+	top := protoreflect.EnumNumber(0)
 	for i := range vals.Len() {
-		v := vals.Get(i)
-		if v.Number() != 0 {
+		top = max(top, vals.Get(i).Number())
+	}
+	m := make(enumNames, top+1)
+	for i := range m {
+		if i > 0 {
+			m[i] = strconv.Itoa(i)
+		}
+	}
+	for i := range vals.Len() {
+		if v := vals.Get(i); v.Number() > 0 {
 			m[v.Number()] = strings.ToLower(strings.TrimPrefix(string(v.Name()), prefix))
 		}
 	}
@@ -131,11 +166,8 @@ func newEnumNames(d protoreflect.EnumDescriptor, prefix string) enumNames {
 }
 
 func (m enumNames) name(n protoreflect.EnumNumber) string {
-	if n == 0 {
-		return ""
-	}
-	if s, ok := m[n]; ok {
-		return s
+	if n >= 0 && int(n) < len(m) {
+		return m[n]
 	}
 	return strconv.Itoa(int(n))
 }
@@ -245,55 +277,55 @@ var eventsTable = &tableDef[row]{name: "events", cols: []colDef[row]{
 	col("gid", func(r row) uint32 { return r.proc.GetGid() }),
 	col("euid", func(r row) uint32 { return r.proc.GetEuid() }),
 	col("comm", func(r row) string { return r.proc.GetComm() }),
-	col("non_utf8", func(r row) uint8 { return b2u(r.ev.GetExec().GetNonUtf8() || r.ev.GetFile().GetNonUtf8()) }),
-	col("exec_filename", func(r row) string { return r.ev.GetExec().GetFilename() }),
-	col("exec_argv", func(r row) []string { return nonNil(r.ev.GetExec().GetArgv()) }),
-	col("exec_argc", func(r row) uint32 { return r.ev.GetExec().GetArgc() }),
-	col("exec_argv_truncated", func(r row) uint8 { return b2u(r.ev.GetExec().GetArgvTruncated()) }),
-	col("exec_cwd", func(r row) string { return r.ev.GetExec().GetCwd() }),
-	col("exec_exe", func(r row) string { return r.ev.GetExec().GetExe() }),
-	col("proc_op", func(r row) string { return procOpNames.name(r.ev.GetProcess().GetOp().Number()) }),
-	col("proc_child_tgid", func(r row) uint32 { return r.ev.GetProcess().GetChildTgid() }),
-	col("proc_exit_code", func(r row) int32 { return r.ev.GetProcess().GetExitCode() }),
-	col("syscall_mode", func(r row) string { return syscallModeNames.name(r.ev.GetSyscall().GetMode().Number()) }),
-	col("syscall_nr", func(r row) uint32 { return r.ev.GetSyscall().GetNr() }),
-	col("syscall_name", func(r row) string { return r.ev.GetSyscall().GetName() }),
-	col("syscall_args", func(r row) []uint64 { return nonNil(r.ev.GetSyscall().GetArgs()) }),
-	col("syscall_ret", func(r row) int64 { return r.ev.GetSyscall().GetRet() }),
-	col("syscall_count", func(r row) uint64 { return r.ev.GetSyscall().GetCount() }),
-	col("syscall_sequence", func(r row) []uint32 { return nonNil(r.ev.GetSyscall().GetSequence()) }),
-	col("net_op", func(r row) string { return netOpNames.name(r.ev.GetNetwork().GetOp().Number()) }),
-	col("net_protocol", func(r row) string { return netProtoNames.name(r.ev.GetNetwork().GetProtocol().Number()) }),
-	col("net_family", func(r row) uint16 { return uint16(min(r.ev.GetNetwork().GetFamily(), 0xffff)) }),
-	col("local_addr", func(r row) []byte { return addr16(r.ev.GetNetwork().GetLocalAddr()) }),
-	col("local_port", func(r row) uint16 { return port(r.ev.GetNetwork().GetLocalPort()) }),
-	col("remote_addr", func(r row) []byte { return addr16(r.ev.GetNetwork().GetRemoteAddr()) }),
-	col("remote_port", func(r row) uint16 { return port(r.ev.GetNetwork().GetRemotePort()) }),
-	col("net_result", func(r row) int32 { return r.ev.GetNetwork().GetResult() }),
-	col("file_op", func(r row) string { return fileOpNames.name(r.ev.GetFile().GetOp().Number()) }),
-	col("file_path", func(r row) string { return r.ev.GetFile().GetPath() }),
-	col("file_new_path", func(r row) string { return r.ev.GetFile().GetNewPath() }),
-	col("file_flags", func(r row) uint32 { return r.ev.GetFile().GetFlags() }),
-	col("file_mode", func(r row) uint32 { return r.ev.GetFile().GetMode() }),
-	col("file_result", func(r row) int32 { return r.ev.GetFile().GetResult() }),
-	col("file_uid", func(r row) uint32 { return r.ev.GetFile().GetUid() }),
-	col("file_gid", func(r row) uint32 { return r.ev.GetFile().GetGid() }),
-	col("file_path_relative", func(r row) uint8 { return b2u(r.ev.GetFile().GetPathRelative()) }),
-	col("file_path_unresolved", func(r row) uint8 { return b2u(r.ev.GetFile().GetPathUnresolved()) }),
-	col("file_new_path_unresolved", func(r row) uint8 { return b2u(r.ev.GetFile().GetNewPathUnresolved()) }),
-	col("loss_source", func(r row) string { return r.ev.GetLoss().GetSource() }),
-	col("loss_reason", func(r row) string { return r.ev.GetLoss().GetReason() }),
-	col("loss_count", func(r row) uint64 { return r.ev.GetLoss().GetCount() }),
-	col("ct_runtime", func(r row) string { return r.ev.GetContainer().GetRuntime() }),
-	col("ct_cgroup_path", func(r row) string { return r.ev.GetContainer().GetCgroupPath() }),
-	col("ct_bundle", func(r row) string { return r.ev.GetContainer().GetBundle() }),
-	col("ct_init_pid", func(r row) uint32 { return r.ev.GetContainer().GetInitPid() }),
-	col("ct_pod", func(r row) string { return r.ev.GetContainer().GetPod() }),
-	col("ct_namespace", func(r row) string { return r.ev.GetContainer().GetNamespace() }),
-	col("ct_addresses", func(r row) []string { return addrStrings(r.ev.GetContainer().GetAddresses()) }),
-	col("ct_host_network", func(r row) uint8 { return b2u(r.ev.GetContainer().GetHostNetwork()) }),
-	col("label_keys", func(r row) []string { k, _ := labels(r.ev.GetContainer().GetLabels()); return k }),
-	col("label_values", func(r row) []string { _, v := labels(r.ev.GetContainer().GetLabels()); return v }),
+	col("non_utf8", func(r row) uint8 { return b2u(r.exec.GetNonUtf8() || r.file.GetNonUtf8()) }),
+	col("exec_filename", func(r row) string { return r.exec.GetFilename() }),
+	col("exec_argv", func(r row) []string { return nonNil(r.exec.GetArgv()) }),
+	col("exec_argc", func(r row) uint32 { return r.exec.GetArgc() }),
+	col("exec_argv_truncated", func(r row) uint8 { return b2u(r.exec.GetArgvTruncated()) }),
+	col("exec_cwd", func(r row) string { return r.exec.GetCwd() }),
+	col("exec_exe", func(r row) string { return r.exec.GetExe() }),
+	col("proc_op", func(r row) string { return procOpNames.name(r.process.GetOp().Number()) }),
+	col("proc_child_tgid", func(r row) uint32 { return r.process.GetChildTgid() }),
+	col("proc_exit_code", func(r row) int32 { return r.process.GetExitCode() }),
+	col("syscall_mode", func(r row) string { return syscallModeNames.name(r.syscall.GetMode().Number()) }),
+	col("syscall_nr", func(r row) uint32 { return r.syscall.GetNr() }),
+	col("syscall_name", func(r row) string { return r.syscall.GetName() }),
+	col("syscall_args", func(r row) []uint64 { return nonNil(r.syscall.GetArgs()) }),
+	col("syscall_ret", func(r row) int64 { return r.syscall.GetRet() }),
+	col("syscall_count", func(r row) uint64 { return r.syscall.GetCount() }),
+	col("syscall_sequence", func(r row) []uint32 { return nonNil(r.syscall.GetSequence()) }),
+	col("net_op", func(r row) string { return netOpNames.name(r.network.GetOp().Number()) }),
+	col("net_protocol", func(r row) string { return netProtoNames.name(r.network.GetProtocol().Number()) }),
+	col("net_family", func(r row) uint16 { return uint16(min(r.network.GetFamily(), 0xffff)) }),
+	col("local_addr", func(r row) []byte { return addr16(r.network.GetLocalAddr()) }),
+	col("local_port", func(r row) uint16 { return port(r.network.GetLocalPort()) }),
+	col("remote_addr", func(r row) []byte { return addr16(r.network.GetRemoteAddr()) }),
+	col("remote_port", func(r row) uint16 { return port(r.network.GetRemotePort()) }),
+	col("net_result", func(r row) int32 { return r.network.GetResult() }),
+	col("file_op", func(r row) string { return fileOpNames.name(r.file.GetOp().Number()) }),
+	col("file_path", func(r row) string { return r.file.GetPath() }),
+	col("file_new_path", func(r row) string { return r.file.GetNewPath() }),
+	col("file_flags", func(r row) uint32 { return r.file.GetFlags() }),
+	col("file_mode", func(r row) uint32 { return r.file.GetMode() }),
+	col("file_result", func(r row) int32 { return r.file.GetResult() }),
+	col("file_uid", func(r row) uint32 { return r.file.GetUid() }),
+	col("file_gid", func(r row) uint32 { return r.file.GetGid() }),
+	col("file_path_relative", func(r row) uint8 { return b2u(r.file.GetPathRelative()) }),
+	col("file_path_unresolved", func(r row) uint8 { return b2u(r.file.GetPathUnresolved()) }),
+	col("file_new_path_unresolved", func(r row) uint8 { return b2u(r.file.GetNewPathUnresolved()) }),
+	col("loss_source", func(r row) string { return r.loss.GetSource() }),
+	col("loss_reason", func(r row) string { return r.loss.GetReason() }),
+	col("loss_count", func(r row) uint64 { return r.loss.GetCount() }),
+	col("ct_runtime", func(r row) string { return r.ct.GetRuntime() }),
+	col("ct_cgroup_path", func(r row) string { return r.ct.GetCgroupPath() }),
+	col("ct_bundle", func(r row) string { return r.ct.GetBundle() }),
+	col("ct_init_pid", func(r row) uint32 { return r.ct.GetInitPid() }),
+	col("ct_pod", func(r row) string { return r.ct.GetPod() }),
+	col("ct_namespace", func(r row) string { return r.ct.GetNamespace() }),
+	col("ct_addresses", func(r row) []string { return addrStrings(r.ct.GetAddresses()) }),
+	col("ct_host_network", func(r row) uint8 { return b2u(r.ct.GetHostNetwork()) }),
+	col("label_keys", func(r row) []string { k, _ := labels(r.ct.GetLabels()); return k }),
+	col("label_values", func(r row) []string { _, v := labels(r.ct.GetLabels()); return v }),
 	col("batch_stage", func(r row) string { return r.b.GetStage() }),
 	col("batch_producer", func(r row) string { return r.b.GetProducerId() }),
 	col("batch_seq", func(r row) uint64 { return r.b.GetSeq() }),

@@ -288,7 +288,7 @@ func (s *Store) Run(ctx context.Context, js jetstream.JetStream, m *metrics.Metr
 				Durable:       durable,
 				Stage:         metrics.StageStore,
 				Fetch:         s.cfg.FetchMessages,
-				FetchWait:     s.cfg.InsertMaxAge,
+				FetchWait:     s.cfg.insertMaxAge(stream),
 				FetchFill:     true,
 				AliasPayload:  true, // rows copy what they keep (columns, driver)
 				FetchMaxBytes: s.cfg.InsertMaxBytes,

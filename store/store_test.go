@@ -22,18 +22,19 @@ func TestConfigValidate(t *testing.T) {
 		t.Fatalf("default config: %v", err)
 	}
 	for key, mod := range map[string]func(*Config){
-		"store.addr":              func(c *Config) { c.Addr = nil },
-		"store.database":          func(c *Config) { c.Database = "x; DROP TABLE y" },
-		"store.batch_max_rows":    func(c *Config) { c.BatchMaxRows = 0 },
-		"store.ack_wait":          func(c *Config) { c.AckWait = c.InsertTimeout },
-		"store.insert_max_age":    func(c *Config) { c.InsertMaxAge = 0 },
-		"store.insert_max_bytes":  func(c *Config) { c.InsertMaxBytes = 1 << 20 },
-		"store.inserts_in_flight": func(c *Config) { c.InsertsInFlight = 0 },
-		"store.insert_block_rows": func(c *Config) { c.InsertBlockRows = 0 },
-		"store.retention":         func(c *Config) { c.Retention = time.Hour },
-		"store.images_bucket":     func(c *Config) { c.ImagesBucket = "a.b" },
-		"store.profiles_bucket":   func(c *Config) { c.ProfilesBucket = "a b" },
-		"store.baselines_bucket":  func(c *Config) { c.BaselinesBucket = "$KV" },
+		"store.addr":                  func(c *Config) { c.Addr = nil },
+		"store.database":              func(c *Config) { c.Database = "x; DROP TABLE y" },
+		"store.batch_max_rows":        func(c *Config) { c.BatchMaxRows = 0 },
+		"store.ack_wait":              func(c *Config) { c.AckWait = c.InsertTimeout },
+		"store.insert_max_age":        func(c *Config) { c.InsertMaxAge = 0 },
+		"store.insert_max_bytes":      func(c *Config) { c.InsertMaxBytes = 1 << 20 },
+		"store.inserts_in_flight":     func(c *Config) { c.InsertsInFlight = 0 },
+		"store.insert_block_rows":     func(c *Config) { c.InsertBlockRows = 0 },
+		"store.alerts_insert_max_age": func(c *Config) { c.AlertsInsertMaxAge = -time.Second },
+		"store.retention":             func(c *Config) { c.Retention = time.Hour },
+		"store.images_bucket":         func(c *Config) { c.ImagesBucket = "a.b" },
+		"store.profiles_bucket":       func(c *Config) { c.ProfilesBucket = "a b" },
+		"store.baselines_bucket":      func(c *Config) { c.BaselinesBucket = "$KV" },
 	} {
 		c := DefaultConfig()
 		mod(&c)
@@ -258,4 +259,28 @@ func TestHungServer(t *testing.T) {
 		n := queryUintNoFail(s, "SELECT uniqExact(event_id) FROM events WHERE container_id = 'c-hung'")
 		return n == batches*per, "have " + itoa(n)
 	})
+}
+
+// TestAlertsInsertMaxAge: the alerts and actions streams fill for
+// alerts_insert_max_age (0: 5 × insert_max_age), the events stream for
+// insert_max_age, and the ack_wait rule holds for the longer of the two.
+func TestAlertsInsertMaxAge(t *testing.T) {
+	c := DefaultConfig()
+	for stream, want := range map[string]time.Duration{
+		containv1.StreamEvents:  c.InsertMaxAge,
+		containv1.StreamAlerts:  5 * c.InsertMaxAge,
+		containv1.StreamActions: 5 * c.InsertMaxAge,
+	} {
+		if got := c.insertMaxAge(stream); got != want {
+			t.Errorf("%s: fill %v, want %v", stream, got, want)
+		}
+	}
+	c.AlertsInsertMaxAge = 2 * time.Second
+	if got := c.insertMaxAge(containv1.StreamAlerts); got != 2*time.Second {
+		t.Errorf("alerts with alerts_insert_max_age 2s: fill %v", got)
+	}
+	c.AlertsInsertMaxAge = c.AckWait
+	if err := c.Validate(); err == nil || !strings.HasPrefix(err.Error(), "store.ack_wait:") {
+		t.Errorf("alerts_insert_max_age = ack_wait: %v, want an error naming store.ack_wait", err)
+	}
 }

@@ -1,0 +1,165 @@
+package store
+
+import (
+	"reflect"
+	"slices"
+	"strings"
+	"unsafe"
+
+	chcol "github.com/ClickHouse/clickhouse-go/v2/lib/column"
+)
+
+// LowCardinality(String) columns without the driver's per-row path
+// (docs/design/021-store-inserts.md, decision 10). clickhouse-go's
+// LowCardinality.AppendRow takes one boxed value per row and looks it up
+// twice in a map keyed by interface values (plus reflection to test for a
+// nil pointer): ~14% of the store's CPU with our own box cache in front.
+// The column's state is a dictionary (its index column) and one key per
+// row; lowCard fills both directly, one string comparison per row (rows
+// of one message mostly repeat the last value) or one map lookup, and a
+// dictionary entry per distinct value of the block.
+//
+// The state is unexported: lowCard reaches it through the field offsets
+// that reflection reports for the driver version in go.mod, and checks
+// their names and types once. A driver whose column differs is detected
+// (lowCardLayout.ok false) and the store falls back to AppendRow;
+// TestLowCardinalityFastPath fails then, so a driver bump does not lose
+// the fast path unnoticed.
+
+// lowCardLayout is where LowCardinality keeps its state.
+type lowCardLayout struct {
+	ok                             bool
+	rows, index, nullable, appends uintptr // field offsets
+	keys, dict                     uintptr // offsets within appends
+}
+
+var lowCard = probeLowCard()
+
+func probeLowCard() lowCardLayout {
+	var l lowCardLayout
+	t := reflect.TypeFor[chcol.LowCardinality]()
+	field := func(t reflect.Type, name string, typ reflect.Type) (uintptr, bool) {
+		f, ok := t.FieldByName(name)
+		if !ok || len(f.Index) != 1 || (typ != nil && f.Type != typ) {
+			return 0, false
+		}
+		return f.Offset, true
+	}
+	var ok [6]bool
+	l.rows, ok[0] = field(t, "rows", reflect.TypeFor[int]())
+	l.index, ok[1] = field(t, "index", reflect.TypeFor[chcol.Interface]())
+	l.nullable, ok[2] = field(t, "nullable", reflect.TypeFor[bool]())
+	l.appends, ok[3] = field(t, "append", nil)
+	if ok[3] {
+		f, _ := t.FieldByName("append")
+		l.keys, ok[4] = field(f.Type, "keys", reflect.TypeFor[[]int]())
+		l.dict, ok[5] = field(f.Type, "index", reflect.TypeFor[map[any]int]())
+	}
+	l.ok = ok == [6]bool{true, true, true, true, true, true}
+	return l
+}
+
+// lowCardState is one LowCardinality column's state, as pointers.
+type lowCardState struct {
+	rows  *int
+	index chcol.Interface
+	keys  *[]int
+	dict  *map[any]int
+}
+
+// state returns c's state, ok false when the fast path does not apply
+// (unknown layout, Nullable values, or an index other than String).
+func (l lowCardLayout) state(c *chcol.LowCardinality) (lowCardState, bool) {
+	if !l.ok {
+		return lowCardState{}, false
+	}
+	p := unsafe.Pointer(c)
+	if *(*bool)(unsafe.Add(p, l.nullable)) {
+		return lowCardState{}, false
+	}
+	index := *(*chcol.Interface)(unsafe.Add(p, l.index))
+	if _, ok := index.(*chcol.String); !ok {
+		return lowCardState{}, false
+	}
+	a := unsafe.Add(p, l.appends)
+	return lowCardState{
+		rows:  (*int)(unsafe.Add(p, l.rows)),
+		index: index,
+		keys:  (*[]int)(unsafe.Add(a, l.keys)),
+		dict:  (*map[any]int)(unsafe.Add(a, l.dict)),
+	}, true
+}
+
+// lowCardDict is a column buffer's dictionary for the block being
+// appended: value → key (row of the driver's index column).
+type lowCardDict struct {
+	keys map[string]int
+	// buf is lent to the driver as its column's keys: the driver drops
+	// its keys after encoding a block (sets them nil), so they would be
+	// grown from nothing for every block (~200 bytes of garbage per row
+	// over the 12 LowCardinality columns of events).
+	buf []int
+}
+
+// appendLowCard appends vals to c as AppendRow would, value by value;
+// false when the fast path does not apply (nothing appended then).
+func (d *lowCardDict) appendLowCard(c *chcol.LowCardinality, vals []string) (bool, error) {
+	st, ok := lowCard.state(c)
+	if !ok {
+		return false, nil
+	}
+	if *st.dict == nil {
+		*st.dict = map[any]int{}
+	}
+	if st.index.Rows() == 0 {
+		// Row 0 of the dictionary is the default value, as AppendRow
+		// makes it.
+		if err := st.index.AppendRow(nil); err != nil {
+			return true, err
+		}
+	}
+	// The driver's dictionary starts empty with every block (Flush
+	// resets it); it may hold values from an earlier call for this
+	// block.
+	if d.keys == nil {
+		d.keys = map[string]int{}
+	}
+	clear(d.keys)
+	for v, k := range *st.dict {
+		if s, ok := v.(string); ok {
+			d.keys[s] = k
+		}
+	}
+	keys := *st.keys
+	if keys == nil {
+		keys = d.buf[:0]
+	}
+	keys = slices.Grow(keys, len(vals))
+	last, lastKey := "", -1
+	for _, v := range vals {
+		if lastKey >= 0 && v == last {
+			keys = append(keys, lastKey)
+			continue
+		}
+		k, found := d.keys[v]
+		if !found {
+			// A decoded string may alias its message's payload
+			// (bus.ConsumerConfig.AliasPayload): the dictionaries
+			// keep a copy.
+			s := strings.Clone(v)
+			if err := st.index.AppendRow(s); err != nil {
+				*st.keys = keys
+				return true, err
+			}
+			k = st.index.Rows() - 1
+			d.keys[s] = k
+			(*st.dict)[s] = k
+		}
+		keys = append(keys, k)
+		last, lastKey = v, k
+	}
+	*st.keys = keys
+	d.buf = keys
+	*st.rows += len(vals)
+	return true, nil
+}
