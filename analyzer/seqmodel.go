@@ -213,31 +213,41 @@ func SeqModelFromGrams(grams map[string]uint32) (*SeqModel, error) {
 		g.count += v
 		m.grams.put(k, g)
 	}
-	sums := map[uint64]uint64{} // contexts not stored
-	var keys []uint64
+	// A context's count is at least the sum of its grams' (a context is
+	// the gram one syscall shorter, and every occurrence of a gram is one
+	// of its context's): so it is in a model's own grams. A stored document
+	// that says less (edited, corrupt, or missing a shorter gram) would give
+	// a gram a probability over 1 and a negative surprise, so counts are
+	// raised to their grams' sums, the longest grams first so that a raised
+	// context raises its own context in turn.
+	var levels [SeqOrder + 2][]uint64
 	m.grams.each(func(k uint64, g seqStat) {
 		if g.count > 0 && k>>60 > 0 {
-			keys = append(keys, k)
+			levels[k>>60] = append(levels[k>>60], k)
 		}
 	})
-	for _, k := range keys {
-		g, _ := m.grams.get(k)
-		n := k >> 60
-		ck := (n-1)<<60 | (k&(1<<60-1))>>seqSymBits
-		c, ok := m.grams.get(ck)
-		if !ok || c.count == 0 {
+	for n := len(levels) - 1; n >= 1; n-- {
+		sums := map[uint64]uint64{}
+		for _, k := range levels[n] {
+			g, _ := m.grams.get(k)
+			ck := uint64(n-1)<<60 | (k&(1<<60-1))>>seqSymBits
+			c, _ := m.grams.get(ck)
 			sums[ck] += uint64(g.count)
+			if c.distinct == 0 {
+				m.contexts++
+			}
+			c.distinct++
+			m.grams.put(ck, c)
 		}
-		if c.distinct == 0 {
-			m.contexts++
+		for ck, sum := range sums {
+			c, _ := m.grams.get(ck)
+			if n-1 >= 1 && c.count == 0 {
+				// A context no stored gram named: now one of level n-1.
+				levels[n-1] = append(levels[n-1], ck)
+			}
+			c.count = max(c.count, uint32(min(sum, math.MaxUint32)))
+			m.grams.put(ck, c)
 		}
-		c.distinct++
-		m.grams.put(ck, c)
-	}
-	for ck, sum := range sums {
-		c, _ := m.grams.get(ck)
-		c.count = uint32(min(sum, math.MaxUint32))
-		m.grams.put(ck, c)
 	}
 	if m.grams.n > SeqMaxGrams+SeqMaxGrams/8 {
 		return nil, fmt.Errorf("%d grams: over the bound of %d", m.grams.n, SeqMaxGrams)
