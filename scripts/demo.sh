@@ -27,6 +27,16 @@ db=contain_demo
 clickhouse-client --port 19000 -q "DROP DATABASE IF EXISTS $db"
 export CONTAIN_STORE_DATABASE=$db
 ch() { clickhouse-client --port 19000 --database "$db" --format PrettyCompactMonoBlock -q "$1"; }
+# wait_rows N QUERY: waits up to 15 s for QUERY (a count) to reach N. The
+# store inserts alerts and actions every store.alerts_insert_max_age (5 s
+# by default), events every insert_max_age (1 s).
+wait_rows() {
+  for _ in $(seq 75); do
+    [ "$(clickhouse-client --port 19000 --database "$db" -q "$2" 2>/dev/null || echo 0)" -ge "$1" ] && return 0
+    sleep 0.2
+  done
+  echo "(still fewer than $1 rows for: $2)"
+}
 
 cleanup() {
   set +e
@@ -73,7 +83,8 @@ echo "freezer state of demo-web: $(cat /sys/fs/cgroup/freezer/demo-web/freezer.s
 runc state demo-web | grep -E "\"(id|status)\""
 
 say "what ClickHouse holds (database $db)"
-sleep 2
+wait_rows 1 "SELECT count() FROM alerts WHERE container_id = 'demo-web'"
+wait_rows 1 "SELECT count() FROM actions WHERE container_id = 'demo-web'"
 ch "SELECT kind, count() AS events FROM events WHERE container_id = 'demo-web' GROUP BY kind ORDER BY kind"
 ch "SELECT ts, exec_filename, exec_argv FROM events WHERE container_id = 'demo-web' AND kind = 'exec' ORDER BY ts DESC LIMIT 5"
 ch "SELECT ts, score, rule, priority, reason_messages FROM alerts WHERE container_id = 'demo-web' ORDER BY score DESC, ts"
@@ -83,6 +94,6 @@ say "releasing demo-web"
 "$run/contain" release demo-web --reason "demo: wget was me"
 sleep 0.5
 echo "freezer state of demo-web: $(cat /sys/fs/cgroup/freezer/demo-web/freezer.state)"
-sleep 1
+wait_rows 1 "SELECT count() FROM actions WHERE container_id = 'demo-web' AND type = 'release'"
 ch "SELECT ts, type, result, actor, reason FROM actions WHERE container_id = 'demo-web' ORDER BY ts"
 say "done (metrics were at http://127.0.0.1:9464/metrics; contain log: $run/contain.log)"
