@@ -220,7 +220,7 @@ func Encode(b *containv1.Batch) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := checkUTF8(batchWire(), data, 0); err != nil {
+	if err := checkUTF8(strictBatch(), data, 0); err != nil {
 		return nil, fmt.Errorf("encoding batch: %w", err)
 	}
 	return data, nil
@@ -259,7 +259,7 @@ func decode(data []byte, alias bool) (*containv1.Batch, error) {
 		if err := proto.Unmarshal(data, &b); err != nil {
 			return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
 		}
-	} else if err := checkUTF8(batchWire(), data, 0); err != nil {
+	} else if err := checkUTF8(strictBatch(), data, 0); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
 	if b.SchemaVersion == 0 {

@@ -3,13 +3,9 @@ package bus
 import (
 	"errors"
 	"fmt"
-	"sync"
 	"unicode/utf8"
 
 	"google.golang.org/protobuf/encoding/protowire"
-	"google.golang.org/protobuf/reflect/protoreflect"
-
-	"github.com/containsec/contain/schemas/containv1"
 )
 
 // The wire codec is the generated MarshalVT/UnmarshalVT of containv1
@@ -24,62 +20,13 @@ import (
 // errNotUTF8 is a string field whose bytes are not valid UTF-8.
 var errNotUTF8 = errors.New("string field contains invalid UTF-8")
 
-// wireField says what a length-delimited field of a message holds.
-type wireField struct {
-	str bool
-	msg *wireTable
-}
-
-// wireTable is a message's length-delimited fields by number.
-type wireTable struct {
-	fields []wireField
-}
-
-var (
-	batchTableOnce sync.Once
-	batchTable     *wireTable
-)
-
-// batchWire is the wire table of containv1.Batch, built once.
-func batchWire() *wireTable {
-	batchTableOnce.Do(func() {
-		batchTable = buildWire((&containv1.Batch{}).ProtoReflect().Descriptor(), map[protoreflect.FullName]*wireTable{})
-	})
-	return batchTable
-}
-
-func buildWire(md protoreflect.MessageDescriptor, seen map[protoreflect.FullName]*wireTable) *wireTable {
-	if t, ok := seen[md.FullName()]; ok {
-		return t
-	}
-	t := &wireTable{}
-	seen[md.FullName()] = t
-	fds := md.Fields()
-	for i := range fds.Len() {
-		fd := fds.Get(i)
-		var f wireField
-		switch fd.Kind() {
-		case protoreflect.StringKind:
-			f.str = fd.Syntax() == protoreflect.Proto3 || fd.ParentFile().Syntax() == protoreflect.Proto3
-		case protoreflect.MessageKind:
-			f.msg = buildWire(fd.Message(), seen)
-		default:
-			continue
-		}
-		n := int(fd.Number())
-		for len(t.fields) <= n {
-			t.fields = append(t.fields, wireField{})
-		}
-		t.fields[n] = f
-	}
-	return t
-}
-
 // checkUTF8 reports a string field of b (a message of table t, already
-// known to parse) whose bytes are not UTF-8. The common encodings (a
-// one-byte tag, a one-byte length, varints) are read inline; anything
-// else goes through protowire, which also gives the errors.
-func checkUTF8(t *wireTable, b []byte, depth int) error {
+// known to parse) whose bytes are not UTF-8. It walks ScanBatch's tables
+// (strictBatch): every string field of the schema is proto3's, checked.
+// The common encodings (a one-byte tag, a one-byte length, varints) are
+// read inline; anything else goes through protowire, which also gives
+// the errors.
+func checkUTF8(t *strictTable, b []byte, depth int) error {
 	if depth > 100 {
 		return errors.New("message nesting too deep")
 	}
@@ -149,12 +96,12 @@ func checkUTF8(t *wireTable, b []byte, depth int) error {
 		if int(num) >= len(t.fields) {
 			continue
 		}
-		switch f := t.fields[num]; {
-		case f.str:
+		switch f := t.fields[num]; f.kind {
+		case wireString:
 			if !utf8.Valid(v) {
 				return fmt.Errorf("field %d: %w", num, errNotUTF8)
 			}
-		case f.msg != nil:
+		case wireMessage:
 			if err := checkUTF8(f.msg, v, depth+1); err != nil {
 				return fmt.Errorf("field %d: %w", num, err)
 			}
