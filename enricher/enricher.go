@@ -381,12 +381,7 @@ func (e *Enricher) messages(ctx context.Context, batches []*containv1.Batch) ([]
 // of a known container, in place. Container events update the cache (and
 // the KV bucket) before the events that follow them.
 func (e *Enricher) enrichBatch(ctx context.Context, b *containv1.Batch) error {
-	var (
-		lastKey                 ckey
-		last                    *entry
-		haveLast                bool
-		enriched, unknown, host int
-	)
+	var m entryMemo
 	for _, ev := range b.Events {
 		if ev == nil {
 			continue
@@ -399,27 +394,52 @@ func (e *Enricher) enrichBatch(ctx context.Context, b *containv1.Batch) error {
 			if err := e.containerEvent(ctx, h, ev); err != nil {
 				return err
 			}
-			haveLast = false
+			m.forget()
 		}
-		if ev.ContainerId == "" {
-			host++
-			continue
+		if en := m.find(ctx, e, h, ev.ContainerId); en != nil {
+			applyEntry(ev, en)
 		}
-		k := ckey{h, ev.ContainerId}
-		if !haveLast || k != lastKey {
-			lastKey, last, haveLast = k, e.lookup(ctx, k), true
-		}
-		if last == nil {
-			unknown++
-			continue
-		}
-		applyEntry(ev, last)
-		enriched++
 	}
-	e.em.enriched.Add(float64(enriched))
-	e.em.unknown.Add(float64(unknown))
-	e.em.host.Add(float64(host))
+	m.count(e.em)
 	return nil
+}
+
+// entryMemo is the per-event step of enrichBatch and wireEnrich: the
+// entry of each event's container, looked up once per run of one
+// container's events, and the events counted by result.
+type entryMemo struct {
+	key                     ckey
+	en                      *entry
+	ok                      bool
+	enriched, unknown, host int
+}
+
+// find returns the entry of container id on host h: nil for a host event
+// (no id) or an unknown container.
+func (m *entryMemo) find(ctx context.Context, e *Enricher, h, id string) *entry {
+	if id == "" {
+		m.host++
+		return nil
+	}
+	if k := (ckey{h, id}); !m.ok || k != m.key {
+		m.key, m.en, m.ok = k, e.lookup(ctx, k), true
+	}
+	if m.en == nil {
+		m.unknown++
+	} else {
+		m.enriched++
+	}
+	return m.en
+}
+
+// forget drops the memo: a container event may have changed the cache.
+func (m *entryMemo) forget() { m.ok = false }
+
+// count adds the counts to the enricher's metrics.
+func (m *entryMemo) count(em *enricherMetrics) {
+	em.enriched.Add(float64(m.enriched))
+	em.unknown.Add(float64(m.unknown))
+	em.host.Add(float64(m.host))
 }
 
 // applyEntry writes en's enrichment into ev. Values the collector already

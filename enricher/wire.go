@@ -3,6 +3,7 @@ package enricher
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 
 	"github.com/nats-io/nats.go"
@@ -191,12 +192,7 @@ func (e *Enricher) wireBatch(ctx context.Context, sc *wireScratch, msgs []*nats.
 func (e *Enricher) wireEnrich(ctx context.Context, sc *wireScratch) (containers bool, err error) {
 	wb := &sc.wb
 	sc.ens = sc.ens[:0]
-	var (
-		lastKey                 ckey
-		last                    *entry
-		haveLast                bool
-		enriched, unknown, host int
-	)
+	var m entryMemo
 	for i := range wb.Events {
 		ev := &wb.Events[i]
 		h := ev.Host
@@ -211,27 +207,12 @@ func (e *Enricher) wireEnrich(ctx context.Context, sc *wireScratch) (containers 
 			if err := e.containerEvent(ctx, h, &full); err != nil {
 				return false, err
 			}
-			haveLast, containers = false, true
+			m.forget()
+			containers = true
 		}
-		if ev.ContainerID == "" {
-			host++
-			sc.ens = append(sc.ens, nil)
-			continue
-		}
-		k := ckey{h, ev.ContainerID}
-		if !haveLast || k != lastKey {
-			lastKey, last, haveLast = k, e.lookup(ctx, k), true
-		}
-		if last == nil {
-			unknown++
-		} else {
-			enriched++
-		}
-		sc.ens = append(sc.ens, last)
+		sc.ens = append(sc.ens, m.find(ctx, e, h, ev.ContainerID))
 	}
-	e.em.enriched.Add(float64(enriched))
-	e.em.unknown.Add(float64(unknown))
-	e.em.host.Add(float64(host))
+	m.count(e.em)
 	return containers, nil
 }
 
@@ -269,19 +250,10 @@ func (e *Enricher) wireRoute(sc *wireScratch, containers bool) {
 				seen[p] = true
 				sc.order = append(sc.order, p)
 			}
-		} else if !containsInt(sc.order, p) {
+		} else if !slices.Contains(sc.order, p) {
 			sc.order = append(sc.order, p)
 		}
 	}
-}
-
-func containsInt(s []int, v int) bool {
-	for _, x := range s {
-		if x == v {
-			return true
-		}
-	}
-	return false
 }
 
 // wirePartition is partitionOf for the scanned event ev of container k
