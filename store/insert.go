@@ -8,7 +8,9 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/google/uuid"
+	"google.golang.org/protobuf/proto"
 
+	"github.com/containsec/contain/internal/bus"
 	"github.com/containsec/contain/internal/metrics"
 	"github.com/containsec/contain/schemas/containv1"
 )
@@ -57,11 +59,13 @@ type fetch struct {
 }
 
 // messages is an encoded fetch (*bus.Messages): Batch decodes one
-// message, nil when it is refused.
+// message, nil when it is refused; Wire scans one (bus.ScanBatch), false
+// when it must be decoded.
 type messages interface {
 	Len() int
 	Data(i int) []byte
 	Batch(i int) *containv1.Batch
+	Wire(i int, wb *bus.WireBatch) bool
 }
 
 func decoded(batches []*containv1.Batch) *fetch { return &fetch{batches: batches} }
@@ -277,38 +281,73 @@ func (s *Store) writeGroup(ctx context.Context, rs *rowSet, f *fetch, lo, hi int
 			w.abort() // no-op after success
 		}
 	}()
+	// put adds row r (of decoded event ev; nil: read from the wire, an
+	// events row) to its table's writer.
+	put := func(r *eventRow, ev *containv1.Event) error {
+		if !seen.claim(r.id) {
+			dups++
+			return nil
+		}
+		t := s.target(r.f.host, r.f.containerID)
+		switch ev.GetBody().(type) {
+		case *containv1.Event_Alert:
+			t++
+		case *containv1.Event_Action:
+			t += 2
+		}
+		w := ws[t]
+		if err := w.add(ctx, r, r.id); err != nil {
+			s.writeFailed(ctx, w)
+			return fmt.Errorf("store: inserting into %s at clickhouse %s: %w", w.buf.def.name, s.writerAddr(w), err)
+		}
+		return nil
+	}
+	// commit notes a decoded event's commit (inserted after).
+	commit := func(ev *containv1.Event, bi *batchInfo) {
+		if c, ok := CommitRowOf(ev); ok {
+			if c.Host == "" {
+				c.Host = bi.host
+			}
+			commits = append(commits, c)
+		}
+	}
+	rs.arena.reset()
+	r := &rs.scratch
 	for m := lo; m < hi; m++ {
-		b := f.batch(m)
+		if wb := &rs.wb; f.msgs != nil && f.msgs.Wire(m, wb) {
+			// Accepted as Decode would accept it (bus.ScanBatch):
+			// rows from the wire, an event readWire leaves decoded.
+			bi := batchInfo{host: wb.Host, stage: wb.Stage, producer: wb.ProducerID, seq: wb.Seq}
+			for i := range wb.Events {
+				var ev *containv1.Event
+				if rs.keepRaw || !r.fillWire(&bi, i, wb.Events[i].Raw, now, &rs.arena) {
+					if ev, err = decodeEvent(wb.Events[i].Raw); err != nil {
+						return rows, dups, nil, fmt.Errorf("store: event %d of a scanned batch: %w", i, err)
+					}
+					commit(ev, &bi)
+					r.fill(&bi, i, ev, now, rs.keepRaw)
+				}
+				if err := put(r, ev); err != nil {
+					return rows, dups, nil, err
+				}
+			}
+			continue
+		}
+		b := f.batch(m) // decoded, or nil when refused
+		bi := infoOf(b)
 		for i, ev := range b.GetEvents() {
 			if ev == nil {
 				continue
 			}
-			if c, ok := CommitRowOf(ev); ok {
-				if c.Host == "" {
-					c.Host = b.GetHost()
-				}
-				commits = append(commits, c)
-			}
-			r := &rs.scratch
-			r.fill(b, i, ev, now, rs.keepRaw)
-			if !seen.claim(r.id) {
-				dups++
-				continue
-			}
-			t := s.target(ev)
-			switch ev.GetBody().(type) {
-			case *containv1.Event_Alert:
-				t++
-			case *containv1.Event_Action:
-				t += 2
-			}
-			w := ws[t]
-			if err := w.add(ctx, r, r.id); err != nil {
-				s.writeFailed(ctx, w)
-				return rows, dups, nil, fmt.Errorf("store: inserting into %s at clickhouse %s: %w", w.buf.def.name, s.writerAddr(w), err)
+			commit(ev, &bi)
+			r.fill(&bi, i, ev, now, rs.keepRaw)
+			if err := put(r, ev); err != nil {
+				return rows, dups, nil, err
 			}
 		}
 	}
+	clear(rs.wb.Events[:cap(rs.wb.Events)])
+	rs.wb = bus.WireBatch{Events: rs.wb.Events[:0]}
 	rs.scratch = eventRow{} // keep nothing of the last batch
 	for _, w := range ws {
 		if err := w.flush(ctx, true); err != nil {
@@ -397,4 +436,18 @@ func (s *Store) handle(ctx context.Context, fb *fetchBufs, f *fetch, m *metrics.
 	s.markUp()
 	m.EventsOut.WithLabelValues(metrics.StageStore).Add(float64(rows))
 	return nil
+}
+
+// decodeEvent decodes an event of a batch bus.ScanBatch accepted (its
+// strings are UTF-8, its fields of their schema's wire types), its strings
+// and bytes pointing into raw as with bus.DecodeAliased.
+func decodeEvent(raw []byte) (*containv1.Event, error) {
+	ev := &containv1.Event{}
+	if err := ev.UnmarshalVTUnsafe(raw); err != nil {
+		ev.Reset()
+		if err := proto.Unmarshal(raw, ev); err != nil {
+			return nil, err
+		}
+	}
+	return ev, nil
 }
