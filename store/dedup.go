@@ -10,6 +10,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/ext"
 	"github.com/google/uuid"
 
+	"github.com/containsec/contain/internal/bus"
 	"github.com/containsec/contain/schemas/containv1"
 )
 
@@ -48,13 +49,14 @@ func (p *probe) add(id uuid.UUID, ts time.Time) {
 	p.ids = append(p.ids, id)
 }
 
-// prefixBytes notes a sort key prefix (no allocation when already known).
-func (p *probe) prefixBytes(v []byte) {
+// prefixAlias notes a sort key prefix that may point into a message's
+// payload: the set keeps a copy (no allocation when already known).
+func (p *probe) prefixAlias(v string) {
 	if p.prefixes == nil {
 		p.prefixes = map[string]struct{}{}
 	}
-	if _, ok := p.prefixes[string(v)]; !ok {
-		p.prefixes[string(v)] = struct{}{}
+	if _, ok := p.prefixes[v]; !ok {
+		p.prefixes[strings.Clone(v)] = struct{}{}
 	}
 }
 
@@ -117,37 +119,59 @@ func (ps *probes) addDecoded(b *containv1.Batch, now time.Time) {
 
 // collect reads what the lookup needs of every message of f into fb's
 // probes and counts each message's events (fb.counts). An encoded
-// message is skimmed (skimBatch), or decoded and dropped when the skim
-// cannot read it. now must be the time the rows are built with (it
-// stands in for a missing wall time).
+// message is scanned (Messages.Wire: bus.ScanBatch, which accepts only
+// what decoding accepts) and its events' bytes kept for the writers
+// (fb.scanned, fb.raws), or decoded (Messages.Batch, nil when refused)
+// when the scan leaves it to the decoder. now must be the time the rows
+// are built with (it stands in for a missing wall time).
 func (fb *fetchBufs) collect(f *fetch, now time.Time) {
 	for i := range fb.probes {
 		fb.probes[i].reset()
 	}
 	fb.counts = fb.counts[:0]
+	fb.scanned = fb.scanned[:0]
+	clear(fb.raws)
+	fb.raws = fb.raws[:0]
 	for i := range f.len() {
-		if f.msgs == nil {
-			b := f.batches[i]
+		if f.msgs == nil || !f.msgs.Wire(i, &fb.wb) {
+			b := f.batch(i)
 			fb.probes.addDecoded(b, now)
 			fb.counts = append(fb.counts, len(b.GetEvents()))
+			fb.scanned = append(fb.scanned, scannedMsg{})
 			continue
 		}
-		n, err := skimBatch(f.msgs.Data(i), func(e skimmed) {
-			p := fb.probes.of(e.table)
-			ts, _ := wallTime(e.wallNs, now)
-			p.add(e.id, ts)
-			p.prefixBytes(e.prefix)
-		})
-		if err != nil {
-			// Decode instead (nil when refused). What the skim read
-			// before failing stays in the probes: the lookup asks for
-			// a few ids no row may have, which is harmless.
-			b := f.msgs.Batch(i)
-			fb.probes.addDecoded(b, now)
-			n = len(b.GetEvents())
+		wb := &fb.wb
+		sc := scannedMsg{wire: true, lo: len(fb.raws),
+			bi: batchInfo{host: wb.Host, stage: wb.Stage, producer: wb.ProducerID, seq: wb.Seq}}
+		for j := range wb.Events {
+			e := &wb.Events[j]
+			l, prefix := eventsLookup, e.ContainerID
+			switch e.Body {
+			case evAlert:
+				l, prefix = alertsLookup, e.ImageRef
+			case evAction:
+				l = actionsLookup
+			}
+			p := fb.probes.of(l)
+			ts, _ := wallTime(e.WallNs, now)
+			p.add(rowID(&sc.bi, j, e.ID), ts)
+			p.prefixAlias(prefix)
+			fb.raws = append(fb.raws, e.Raw)
 		}
-		fb.counts = append(fb.counts, n)
+		sc.hi = len(fb.raws)
+		fb.scanned = append(fb.scanned, sc)
+		fb.counts = append(fb.counts, len(wb.Events))
 	}
+	clear(fb.wb.Events[:cap(fb.wb.Events)]) // the payloads are fb.raws'
+	fb.wb = bus.WireBatch{Events: fb.wb.Events[:0]}
+}
+
+// scannedMsg is how collect read message i of a fetch: scanned (wire),
+// its events fb.raws[lo:hi] of the batch bi; or not (decoded).
+type scannedMsg struct {
+	wire   bool
+	lo, hi int
+	bi     batchInfo
 }
 
 // existing returns the ids of the fetch's rows that the tables already

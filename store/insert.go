@@ -36,6 +36,10 @@ type fetchBufs struct {
 	probes probes
 	found  idSet
 	counts []int // events per message of the fetch in hand
+	// How collect read each message, and the events of the scanned ones.
+	wb      bus.WireBatch
+	scanned []scannedMsg
+	raws    [][]byte
 }
 
 func newFetchBufs(cfg Config) *fetchBufs {
@@ -268,9 +272,9 @@ func (w *tableWriter[R]) abort() {
 	w.ids = w.ids[:0]
 }
 
-// writeGroup converts and inserts messages [lo, hi) of a fetch through
-// rs; it returns the commits among their events (inserted after).
-func (s *Store) writeGroup(ctx context.Context, rs *rowSet, f *fetch, lo, hi int, now time.Time, lk *pendingLookup, seen *claims) (rows, dups int, commits []CommitRow, err error) {
+// writeGroup converts and inserts messages [lo, hi) of a fetch (read by
+// fb.collect) through rs; it returns the commits among their events (inserted after).
+func (s *Store) writeGroup(ctx context.Context, rs *rowSet, f *fetch, fb *fetchBufs, lo, hi int, now time.Time, lk *pendingLookup, seen *claims) (rows, dups int, commits []CommitRow, err error) {
 	ws := s.writers(rs) // events, alerts, actions (per shard with write=local)
 	for _, w := range ws {
 		w.lookup = lk
@@ -314,18 +318,18 @@ func (s *Store) writeGroup(ctx context.Context, rs *rowSet, f *fetch, lo, hi int
 	rs.arena.reset()
 	r := &rs.scratch
 	for m := lo; m < hi; m++ {
-		if wb := &rs.wb; f.msgs != nil && f.msgs.Wire(m, wb) {
-			// Accepted as Decode would accept it (bus.ScanBatch):
-			// rows from the wire, an event readWire leaves decoded.
-			bi := batchInfo{host: wb.Host, stage: wb.Stage, producer: wb.ProducerID, seq: wb.Seq}
-			for i := range wb.Events {
+		if sc := &fb.scanned[m]; sc.wire {
+			// Accepted as Decode would accept it (bus.ScanBatch, in
+			// collect): rows from the wire, an event readWire leaves
+			// decoded.
+			for i, raw := range fb.raws[sc.lo:sc.hi] {
 				var ev *containv1.Event
-				if rs.keepRaw || !r.fillWire(&bi, i, wb.Events[i].Raw, now, &rs.arena) {
-					if ev, err = decodeEvent(wb.Events[i].Raw); err != nil {
+				if rs.keepRaw || !r.fillWire(&sc.bi, i, raw, now, &rs.arena) {
+					if ev, err = decodeEvent(raw); err != nil {
 						return rows, dups, nil, fmt.Errorf("store: event %d of a scanned batch: %w", i, err)
 					}
-					commit(ev, &bi)
-					r.fill(&bi, i, ev, now, rs.keepRaw)
+					commit(ev, &sc.bi)
+					r.fill(&sc.bi, i, ev, now, rs.keepRaw)
 				}
 				if err := put(r, ev); err != nil {
 					return rows, dups, nil, err
@@ -346,8 +350,6 @@ func (s *Store) writeGroup(ctx context.Context, rs *rowSet, f *fetch, lo, hi int
 			}
 		}
 	}
-	clear(rs.wb.Events[:cap(rs.wb.Events)])
-	rs.wb = bus.WireBatch{Events: rs.wb.Events[:0]}
 	rs.scratch = eventRow{} // keep nothing of the last batch
 	for _, w := range ws {
 		if err := w.flush(ctx, true); err != nil {
@@ -398,7 +400,7 @@ func (s *Store) handle(ctx context.Context, fb *fetchBufs, f *fetch, m *metrics.
 	)
 	for i, g := range gs {
 		wg.Go(func() {
-			r, d, c, err := s.writeGroup(ictx, fb.sets[i], f, g[0], g[1], now, lk, seen)
+			r, d, c, err := s.writeGroup(ictx, fb.sets[i], f, fb, g[0], g[1], now, lk, seen)
 			mu.Lock()
 			defer mu.Unlock()
 			rows, dups = rows+r, dups+d

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"encoding/binary"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -12,7 +13,6 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
-	"github.com/containsec/contain/internal/bus"
 	"github.com/containsec/contain/schemas/containv1"
 )
 
@@ -90,6 +90,19 @@ func eventID(b *containv1.Batch, i int, ev *containv1.Event) uuid.UUID {
 		return uuid.UUID(id)
 	}
 	return derivedID([]byte(b.GetProducerId()), []byte(b.GetStage()), b.GetSeq(), i, id)
+}
+
+// derivedID is the row id of event i of a batch whose id is not 16 bytes
+// (see eventID).
+func derivedID(producer, stage []byte, seq uint64, i int, id []byte) uuid.UUID {
+	key := make([]byte, 0, len(producer)+len(stage)+len(id)+17)
+	key = append(key, producer...)
+	key = append(key, 0)
+	key = append(key, stage...)
+	key = binary.BigEndian.AppendUint64(key, seq)
+	key = binary.BigEndian.AppendUint64(key, uint64(i))
+	key = append(key, id...)
+	return uuid.NewSHA1(idNamespace, key)
 }
 
 // wallTime splits Unix ns into a DateTime second and the ns within it.
@@ -469,9 +482,8 @@ type rowSet struct {
 	events, alerts, actions *rowBuf[row]
 	keepRaw                 bool
 	scratch                 eventRow // column getters copy out of it
-	wb                      bus.WireBatch
-	arena                   arena // the rows' repeated values read from the wire
-	added                   idSet // ids added since the last reset
+	arena                   arena    // the rows' repeated values read from the wire
+	added                   idSet    // ids added since the last reset
 	// local are the per-shard sets of write=local (design 023), made on
 	// first use.
 	local []*rowSet

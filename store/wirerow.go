@@ -38,6 +38,8 @@ const (
 	evSyscall       = 21
 	evNetwork       = 22
 	evFile          = 23
+	evAlert         = 24
+	evAction        = 25
 	evLoss          = 26
 	evProcess       = 28
 

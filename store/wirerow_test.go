@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/containsec/contain/internal/bus"
 	"github.com/containsec/contain/schemas/containv1"
@@ -198,4 +199,154 @@ func TestWireRowsMatchDecoded(t *testing.T) {
 	if read < 10 {
 		t.Fatalf("only %d events read from the wire", read)
 	}
+}
+
+// BenchmarkWireRows compares the ways a writer reads a message's events
+// into rows (ns per event, no ClickHouse): scan (bus.ScanBatch alone),
+// wire (ScanBatch, then readWire per event), decoded (bus.DecodeAliased,
+// then a row per decoded event).
+func BenchmarkWireRows(b *testing.B) {
+	batches := benchBatches(20, 1000)
+	msgs := make([][]byte, len(batches))
+	for i, bt := range batches {
+		var err error
+		if msgs[i], err = bus.Encode(bt); err != nil {
+			b.Fatal(err)
+		}
+	}
+	now := time.Now()
+	for _, path := range []string{"scan", "wire", "decoded"} {
+		b.Run(path, func(b *testing.B) {
+			rs := newRowSet(false)
+			r := &rs.scratch
+			var wb bus.WireBatch
+			n := 0
+			for b.Loop() {
+				rs.arena.reset()
+				for _, data := range msgs {
+					if path == "decoded" {
+						bt, err := bus.DecodeAliased(data)
+						if err != nil {
+							b.Fatal(err)
+						}
+						bi := infoOf(bt)
+						for i, ev := range bt.Events {
+							r.fill(&bi, i, ev, now, false)
+						}
+						n += len(bt.Events)
+						continue
+					}
+					if !bus.ScanBatch(data, &wb) {
+						b.Fatal("not scanned")
+					}
+					n += len(wb.Events)
+					if path == "scan" {
+						continue
+					}
+					bi := batchInfo{host: wb.Host, stage: wb.Stage, producer: wb.ProducerID, seq: wb.Seq}
+					for i := range wb.Events {
+						if !r.fillWire(&bi, i, wb.Events[i].Raw, now, &rs.arena) {
+							b.Fatal("not read")
+						}
+					}
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(n), "ns/event")
+		})
+	}
+}
+
+// FuzzCollect: what collect gives the duplicate lookup (each table's ids
+// in order, their time range, the sort key prefixes) and the events it
+// keeps for the writers are the decoded batch's; a message Decode refuses
+// adds nothing.
+func FuzzCollect(f *testing.F) {
+	for _, s := range wireRowSeeds(f) {
+		f.Add(s)
+	}
+	ids := containv1.NewIDGen()
+	evs := []*containv1.Event{
+		{Id: []byte("short"), ContainerId: "c-2", ImageRef: "img", WallNs: -5, Body: &containv1.Event_Alert{Alert: &containv1.Alert{Rule: "r"}}},
+		{Id: ids.Next(), ContainerId: "c-3", Body: &containv1.Event_Action{Action: &containv1.Action{Actor: "a"}}},
+		{},
+	}
+	for _, b := range []*containv1.Batch{{SchemaVersion: 1, Host: "h", Stage: "s", Seq: 7, ProducerId: "p", Events: evs}, {}} {
+		data, err := proto.Marshal(b)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(data)
+	}
+	now := time.Unix(1700000000, 0)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var got, want fetchBufs
+		got.collect(&fetch{msgs: encoded{data}}, now)
+		b, err := bus.Decode(data)
+		if err != nil {
+			for i := range got.probes {
+				if len(got.probes[i].ids) > 0 {
+					t.Fatalf("ids of a message Decode refuses (%v)", err)
+				}
+			}
+			return
+		}
+		want.probes.addDecoded(b, now)
+		for i := range got.probes {
+			g, w := &got.probes[i], &want.probes[i]
+			if !reflect.DeepEqual(nonNil(g.ids), nonNil(w.ids)) || len(g.ids) > 0 && (!g.min.Equal(w.min) || !g.max.Equal(w.max)) ||
+				len(g.prefixes) != len(w.prefixes) {
+				t.Fatalf("table %s: collected %v %v..%v %v, decoded %v %v..%v %v", lookups[i].table,
+					g.ids, g.min, g.max, g.prefixes, w.ids, w.min, w.max, w.prefixes)
+			}
+			for p := range w.prefixes {
+				if _, ok := g.prefixes[p]; !ok {
+					t.Fatalf("table %s: prefix %q not collected", lookups[i].table, p)
+				}
+			}
+		}
+		if got.counts[0] != len(b.Events) {
+			t.Fatalf("counted %d events, decoded %d", got.counts[0], len(b.Events))
+		}
+		if sc := got.scanned[0]; sc.wire {
+			for i, raw := range got.raws[sc.lo:sc.hi] {
+				ev, err := decodeEvent(raw)
+				if err != nil || !proto.Equal(ev, b.Events[i]) {
+					t.Fatalf("event %d: kept %v (%v), decoded %v", i, ev, err, b.Events[i])
+				}
+			}
+		}
+	})
+}
+
+// BenchmarkCollect measures reading a fetch's ids from the wire (the
+// first pass of every fetch: bus.ScanBatch) against decoding it.
+func BenchmarkCollect(b *testing.B) {
+	batches := benchBatches(20, 1000)
+	msgs := make([][]byte, len(batches))
+	for i, bt := range batches {
+		var err error
+		if msgs[i], err = bus.Encode(bt); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.Run("collect", func(b *testing.B) {
+		b.ReportAllocs()
+		var fb fetchBufs
+		now := time.Now()
+		for b.Loop() {
+			fb.collect(&fetch{msgs: encoded(msgs)}, now)
+		}
+		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*20000), "ns/event")
+	})
+	b.Run("decode", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			for _, m := range msgs {
+				if _, err := bus.Decode(m); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*20000), "ns/event")
+	})
 }
