@@ -206,14 +206,7 @@ func TestWireRowsMatchDecoded(t *testing.T) {
 // wire (ScanBatch, then readWire per event), decoded (bus.DecodeAliased,
 // then a row per decoded event).
 func BenchmarkWireRows(b *testing.B) {
-	batches := benchBatches(20, 1000)
-	msgs := make([][]byte, len(batches))
-	for i, bt := range batches {
-		var err error
-		if msgs[i], err = bus.Encode(bt); err != nil {
-			b.Fatal(err)
-		}
-	}
+	msgs := encodeAll(b, benchBatches(20, 1000))
 	now := time.Now()
 	for _, path := range []string{"scan", "wire", "decoded"} {
 		b.Run(path, func(b *testing.B) {
@@ -321,14 +314,7 @@ func FuzzCollect(f *testing.F) {
 // BenchmarkCollect measures reading a fetch's ids from the wire (the
 // first pass of every fetch: bus.ScanBatch) against decoding it.
 func BenchmarkCollect(b *testing.B) {
-	batches := benchBatches(20, 1000)
-	msgs := make([][]byte, len(batches))
-	for i, bt := range batches {
-		var err error
-		if msgs[i], err = bus.Encode(bt); err != nil {
-			b.Fatal(err)
-		}
-	}
+	msgs := encodeAll(b, benchBatches(20, 1000))
 	b.Run("collect", func(b *testing.B) {
 		b.ReportAllocs()
 		var fb fetchBufs
