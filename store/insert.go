@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"reflect"
 	"sync"
 	"time"
 
@@ -227,7 +228,7 @@ func (w *tableWriter[R]) flush(ctx context.Context, last bool) error {
 		}
 		w.batch = b
 	}
-	if err := appendBlock(w.batch, w.buf); err != nil {
+	if err := appendBlock(w.batch, w.buf, true); err != nil {
 		w.abort()
 		return err
 	}
@@ -249,12 +250,28 @@ func (w *tableWriter[R]) flush(ctx context.Context, last bool) error {
 	return nil
 }
 
-// appendBlock hands buf's rows to the driver's block of batch.
-func appendBlock[R any](batch driver.Batch, buf *rowBuf[R]) error {
+// appendBlock hands buf's rows to the driver's block of batch; with keep,
+// the driver's columns use and leave the storage kept in buf from its
+// earlier INSERTs (keptCol).
+func appendBlock[R any](batch driver.Batch, buf *rowBuf[R], keep bool) error {
 	cols := batch.Columns()
+	var kept []keptCol
+	if keep {
+		if buf.kept == nil {
+			buf.kept = make([]keptCol, len(buf.bufs))
+		}
+		kept = buf.kept
+	}
 	for i, c := range buf.bufs {
+		var sl []reflect.Value
+		if kept != nil {
+			sl = kept[i].lend(cols[i])
+		}
 		if err := c.appendTo(cols[i]); err != nil {
 			return fmt.Errorf("column %s: %w", buf.def.cols[i].colName(), err)
+		}
+		if kept != nil {
+			kept[i].keep(sl)
 		}
 	}
 	return nil
