@@ -129,9 +129,7 @@ func (fb *fetchBufs) collect(f *fetch, now time.Time) {
 		fb.probes[i].reset()
 	}
 	fb.counts = fb.counts[:0]
-	fb.scanned = fb.scanned[:0]
-	clear(fb.raws)
-	fb.raws = fb.raws[:0]
+	fb.release()
 	for i := range f.len() {
 		if f.msgs == nil || !f.msgs.Wire(i, &fb.wb) {
 			b := f.batch(i)
@@ -164,6 +162,15 @@ func (fb *fetchBufs) collect(f *fetch, now time.Time) {
 	}
 	clear(fb.wb.Events[:cap(fb.wb.Events)]) // the payloads are fb.raws'
 	fb.wb = bus.WireBatch{Events: fb.wb.Events[:0]}
+}
+
+// release drops what collect kept of the fetch's payloads (the events'
+// bytes, the batches' strings), so that an idle consumer holds none.
+func (fb *fetchBufs) release() {
+	clear(fb.raws)
+	fb.raws = fb.raws[:0]
+	clear(fb.scanned)
+	fb.scanned = fb.scanned[:0]
 }
 
 // scannedMsg is how collect read message i of a fetch: scanned (wire),

@@ -368,6 +368,7 @@ func (s *Store) writeGroup(ctx context.Context, rs *rowSet, f *fetch, fb *fetchB
 		}
 	}
 	rs.scratch = eventRow{} // keep nothing of the last batch
+	rs.arena.reset()
 	for _, w := range ws {
 		if err := w.flush(ctx, true); err != nil {
 			s.writeFailed(ctx, w)
@@ -429,6 +430,7 @@ func (s *Store) handle(ctx context.Context, fb *fetchBufs, f *fetch, m *metrics.
 		})
 	}
 	wg.Wait()
+	fb.release()
 	if lk != nil {
 		<-lk.done // it reads fb's probes, which the next fetch reuses
 		if lk.err != nil && firstErr == nil {
