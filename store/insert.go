@@ -33,10 +33,14 @@ import (
 // ids.
 type fetchBufs struct {
 	sets   []*rowSet
-	seen   claims
 	probes probes
 	found  idSet
 	counts []int // events per message of the fetch in hand
+	// The fetch's ids by position (collect), the first event of each
+	// message and the events whose id an earlier one has.
+	order   []idPos
+	offsets []int
+	dup     []bool
 	// How collect read each message, and the events of the scanned ones.
 	wb      bus.WireBatch
 	scanned []scannedMsg
@@ -44,7 +48,7 @@ type fetchBufs struct {
 }
 
 func newFetchBufs(cfg Config) *fetchBufs {
-	f := &fetchBufs{sets: make([]*rowSet, cfg.InsertsInFlight), seen: claims{ids: idSet{}}, found: idSet{}}
+	f := &fetchBufs{sets: make([]*rowSet, cfg.InsertsInFlight), found: idSet{}}
 	for i := range f.sets {
 		f.sets[i] = newRowSetCap(cfg.StoreRaw, min(cfg.InsertBlockRows, 4096))
 	}
@@ -88,24 +92,6 @@ func (f *fetch) batch(i int) *containv1.Batch {
 		return f.msgs.Batch(i)
 	}
 	return f.batches[i]
-}
-
-// claims is the set of ids added so far in one fetch, shared by its
-// writers: an id seen twice within a fetch makes one row.
-type claims struct {
-	mu  sync.Mutex
-	ids idSet
-}
-
-// claim reports whether id is new to the fetch, and records it.
-func (c *claims) claim(id uuid.UUID) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if _, ok := c.ids[id]; ok {
-		return false
-	}
-	c.ids[id] = struct{}{}
-	return true
 }
 
 // groups splits a fetch whose messages hold counts[i] events into at most
@@ -291,7 +277,7 @@ func (w *tableWriter[R]) abort() {
 
 // writeGroup converts and inserts messages [lo, hi) of a fetch (read by
 // fb.collect) through rs; it returns the commits among their events (inserted after).
-func (s *Store) writeGroup(ctx context.Context, rs *rowSet, f *fetch, fb *fetchBufs, lo, hi int, now time.Time, lk *pendingLookup, seen *claims) (rows, dups int, commits []CommitRow, err error) {
+func (s *Store) writeGroup(ctx context.Context, rs *rowSet, f *fetch, fb *fetchBufs, lo, hi int, now time.Time, lk *pendingLookup) (rows, dups int, commits []CommitRow, err error) {
 	ws := s.writers(rs) // events, alerts, actions (per shard with write=local)
 	for _, w := range ws {
 		w.lookup = lk
@@ -303,9 +289,9 @@ func (s *Store) writeGroup(ctx context.Context, rs *rowSet, f *fetch, fb *fetchB
 		}
 	}()
 	// put adds row r (of decoded event ev; nil: read from the wire, an
-	// events row) to its table's writer.
-	put := func(r *eventRow, ev *containv1.Event) error {
-		if !seen.claim(r.id) {
+	// events row; at position pos of the fetch) to its table's writer.
+	put := func(r *eventRow, ev *containv1.Event, pos int) error {
+		if fb.dup[pos] {
 			dups++
 			return nil
 		}
@@ -348,7 +334,7 @@ func (s *Store) writeGroup(ctx context.Context, rs *rowSet, f *fetch, fb *fetchB
 					commit(ev, &sc.bi)
 					r.fill(&sc.bi, i, ev, now, rs.keepRaw)
 				}
-				if err := put(r, ev); err != nil {
+				if err := put(r, ev, fb.offsets[m]+i); err != nil {
 					return rows, dups, nil, err
 				}
 			}
@@ -362,7 +348,7 @@ func (s *Store) writeGroup(ctx context.Context, rs *rowSet, f *fetch, fb *fetchB
 			}
 			commit(ev, &bi)
 			r.fill(&bi, i, ev, now, rs.keepRaw)
-			if err := put(r, ev); err != nil {
+			if err := put(r, ev, fb.offsets[m]+i); err != nil {
 				return rows, dups, nil, err
 			}
 		}
@@ -406,8 +392,6 @@ func (s *Store) handle(ctx context.Context, fb *fetchBufs, f *fetch, m *metrics.
 			lk.have, lk.err = s.existing(ictx, fb)
 		}()
 	}
-	seen := &fb.seen
-	clear(seen.ids)
 	gs := groups(fb.counts, len(fb.sets), s.cfg.InsertBlockRows)
 	var (
 		wg         sync.WaitGroup
@@ -418,7 +402,7 @@ func (s *Store) handle(ctx context.Context, fb *fetchBufs, f *fetch, m *metrics.
 	)
 	for i, g := range gs {
 		wg.Go(func() {
-			r, d, c, err := s.writeGroup(ictx, fb.sets[i], f, fb, g[0], g[1], now, lk, seen)
+			r, d, c, err := s.writeGroup(ictx, fb.sets[i], f, fb, g[0], g[1], now, lk)
 			mu.Lock()
 			defer mu.Unlock()
 			rows, dups = rows+r, dups+d

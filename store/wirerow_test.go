@@ -273,7 +273,11 @@ func FuzzCollect(f *testing.F) {
 	now := time.Unix(1700000000, 0)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var got, want fetchBufs
-		got.collect(&fetch{msgs: encoded{data}}, now)
+		got.collect(&fetch{msgs: encoded{data, data}}, now) // the second a redelivery
+		for i := range got.probes {
+			p := &got.probes[i]
+			p.ids = p.ids[:len(p.ids)/2]
+		}
 		b, err := bus.Decode(data)
 		if err != nil {
 			for i := range got.probes {
@@ -297,8 +301,19 @@ func FuzzCollect(f *testing.F) {
 				}
 			}
 		}
-		if got.counts[0] != len(b.Events) {
-			t.Fatalf("counted %d events, decoded %d", got.counts[0], len(b.Events))
+		if got.counts[0] != len(b.Events) || got.counts[1] != len(b.Events) || got.offsets[1] != len(b.Events) {
+			t.Fatalf("counted %v events at %v, decoded %d", got.counts, got.offsets, len(b.Events))
+		}
+		// An event is a duplicate when an earlier one of the fetch has its
+		// id: the whole second message, and repeats within the first.
+		seen := idSet{}
+		for i, ev := range append(b.Events, b.Events...) {
+			id := eventID(b, i%len(b.Events), ev)
+			_, dup := seen[id]
+			seen[id] = struct{}{}
+			if got.dup[i] != dup {
+				t.Fatalf("event %d (%x): duplicate %v, want %v", i, id, got.dup[i], dup)
+			}
 		}
 		if sc := got.scanned[0]; sc.wire {
 			for i, raw := range got.raws[sc.lo:sc.hi] {
