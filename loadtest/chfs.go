@@ -13,7 +13,7 @@ import (
 // only when the file system has no journal), one buffer-cache lookup each,
 // from the start of the block group, for every file created. After a run
 // dropped its database (thousands of files), or while other clients of
-// the host delete files, that scan was ~45% of the server's CPU in the
+// the host delete files, that scan was ~50% of the server's CPU in the
 // 20,000 events/s load test (docs/benchmarks.md, "ClickHouse at 20,000
 // events/s (chcost, 2026-12-03)"). The report names such a file system,
 // so that its µs/event are not read as ClickHouse's own.
