@@ -54,3 +54,30 @@ func TestClickHouseDataFS(t *testing.T) {
 		t.Logf("server %s: data in %s; reported %q", pid, dir, got)
 	}
 }
+
+// Both reports name a no-journal data file system, and only then.
+func TestReportsNameDataFS(t *testing.T) {
+	const fs = "ext4 without a journal (vda, /tmp/ch/data)"
+	for _, c := range []struct {
+		name  string
+		print func(dataFS string) string
+	}{
+		{"in-process", func(dataFS string) string {
+			var b strings.Builder
+			(&Result{CHDataFS: dataFS}).Print(&b)
+			return b.String()
+		}},
+		{"fleet", func(dataFS string) string {
+			var b strings.Builder
+			(&FleetResult{CHDataFS: dataFS}).Print(&b)
+			return b.String()
+		}},
+	} {
+		if out := c.print(fs); !strings.Contains(out, "clickhouse data on "+fs+": ") {
+			t.Errorf("%s report with a no-journal data file system does not name it:\n%s", c.name, out)
+		}
+		if out := c.print(""); strings.Contains(out, "clickhouse data on") {
+			t.Errorf("%s report names a data file system it was not given:\n%s", c.name, out)
+		}
+	}
+}

@@ -192,7 +192,7 @@ func (r *Result) Print(w io.Writer) {
 			float64(cpu.Microseconds())/float64(r.Gen.Events), float64(ch.Microseconds())/float64(r.Gen.Events))
 	}
 	if r.CHDataFS != "" {
-		fmt.Fprintf(w, "clickhouse data on %s: creating its part files scans past recently deleted inodes (as much as ~50%% of the server's CPU after deletions); measure it on a journaled file system (docs/benchmarks.md, \"ClickHouse at 20,000 events/s (chcost\")\n", r.CHDataFS)
+		fmt.Fprintln(w, dataFSNote(r.CHDataFS))
 	}
 	var heap, heapSys uint64
 	for _, s := range r.Samples {
