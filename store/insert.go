@@ -41,6 +41,9 @@ type fetchBufs struct {
 	order   []idPos
 	offsets []int
 	dup     []bool
+	// markDups' bitmaps and set.
+	slots, twice []uint64
+	seen         idSet
 	// How collect read each message, and the events of the scanned ones.
 	wb      bus.WireBatch
 	scanned []scannedMsg
