@@ -137,6 +137,10 @@ type container struct {
 	written map[string]bool
 	// euid is each thread's effective uid after its latest event.
 	euid map[uint32]uint32
+	// exeMemo and euidMemo are the last lookups of procs and euid
+	// (procs.go): write both tables through its accessors only.
+	exeMemo  procMemo[string]
+	euidMemo procMemo[uint32]
 	// bulk counts destructive file operations per process tree.
 	bulk map[uint32]*bulkCounter
 	// rotated holds logs rotated lately (log path -> event time).
@@ -505,12 +509,7 @@ func (e *Engine) observe(ev *containv1.Event) []*containv1.Event {
 		return nil
 	}
 	if proc != nil && proc.Pid != 0 {
-		if len(c.euid) >= maxProcs {
-			clear(c.euid)
-		}
-		if v, ok := c.euid[proc.Pid]; !ok || v != proc.Euid { // a lookup is cheaper than a store
-			c.euid[proc.Pid] = proc.Euid
-		}
+		c.setEuid(proc.Pid, proc.Euid)
 	}
 	if session {
 		// scored, never learned
