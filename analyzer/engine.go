@@ -322,7 +322,9 @@ func (e *Engine) container(ev *containv1.Event) *container {
 		c = e.newContainer(ev)
 	}
 	if c.digest != ev.ImageDigest || c.ref != ev.ImageRef {
-		c.digest, c.ref = strings.Clone(ev.ImageDigest), strings.Clone(ev.ImageRef)
+		// Owned once for all the image's containers: compared at every
+		// event, shared copies stay in cache.
+		c.digest, c.ref = e.own(ev.ImageDigest), e.own(ev.ImageRef)
 	}
 	c.base = b
 	return c
