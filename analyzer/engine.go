@@ -137,7 +137,7 @@ type container struct {
 	written map[string]bool
 	// euid is each thread's effective uid after its latest event.
 	euid map[uint32]uint32
-	// exeMemo and euidMemo are the last lookups of procs and euid
+	// exeMemo and euidMemo hold the last lookups of procs and euid
 	// (procs.go): write both tables through its accessors only.
 	exeMemo  procMemo[string]
 	euidMemo procMemo[uint32]

@@ -74,4 +74,31 @@ func TestProcMemoMatchesMaps(t *testing.T) {
 	if !maps.Equal(c.procs, refProcs) || !maps.Equal(c.euid, refEuid) {
 		t.Fatalf("tables differ: %d/%d processes, %d/%d threads", len(c.procs), len(refProcs), len(c.euid), len(refEuid))
 	}
+
+	// A full table is cleared: what the memo held is forgotten with it
+	// (either key the latest looked up).
+	for _, order := range [][]uint32{{1, 2}, {2, 1}} {
+		c := &container{procs: map[uint32]string{}, euid: map[uint32]uint32{}}
+		for pid := range uint32(maxProcs) {
+			c.setExe(pid, "/bin/x")
+			c.setEuid(pid, 7)
+		}
+		for _, pid := range order {
+			c.exe(pid)
+			c.euidOf(pid)
+		}
+		c.setExe(maxProcs, "/bin/y")
+		c.setEuid(maxProcs, 8)
+		for _, pid := range []uint32{order[1], order[0]} { // the latest first: still in the memo
+			if exe, ok := c.exe(pid); ok {
+				t.Errorf("exe(%d) = %q after the table was cleared", pid, exe)
+			}
+			if e, ok := c.euidOf(pid); ok {
+				t.Errorf("euidOf(%d) = %d after the table was cleared", pid, e)
+			}
+		}
+		if exe, _ := c.exe(maxProcs); exe != "/bin/y" || len(c.procs) != 1 || len(c.euid) != 1 {
+			t.Errorf("after the clear: exe %q, %d processes, %d threads", exe, len(c.procs), len(c.euid))
+		}
+	}
 }
