@@ -69,6 +69,9 @@ func (c *container) setExe(tgid uint32, exe string) {
 
 // forgetExe forgets process tgid's executable (it exited).
 func (c *container) forgetExe(tgid uint32) {
+	if _, ok, hit := c.exeMemo.get(tgid); hit && !ok {
+		return // not in the table
+	}
 	delete(c.procs, tgid)
 	c.exeMemo.put(tgid, "", false)
 }
