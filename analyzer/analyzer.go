@@ -153,8 +153,11 @@ func (a *Analyzer) consume(ctx context.Context) error {
 		Fetch:         a.cfg.Fetch,
 		AckWait:       a.cfg.AckWait,
 		Eager:         true, // on the detection path: a lone event goes at once
-		// The engine copies what it keeps (TestEngineKeepsNoPayload).
+		// The engine copies what it keeps (TestEngineKeepsNoPayload)
+		// and keeps no event past Observe: decoded into reused storage
+		// (design 031).
 		AliasPayload: true,
+		ReuseEvents:  true,
 	}, a.handle, a.m, a.log)
 }
 

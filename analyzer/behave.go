@@ -69,7 +69,7 @@ func actor(c *container, p *containv1.Process) string {
 	if p == nil {
 		return "?"
 	}
-	if exe, ok := c.procs[p.Tgid]; ok {
+	if exe, ok := c.exe(p.Tgid); ok {
 		return exe
 	}
 	return "comm:" + p.Comm

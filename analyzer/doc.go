@@ -56,10 +56,12 @@
 // name.
 //
 // Guarantees:
-//   - Events are decoded in place (bus.DecodeAliased: strings point into
-//     the message); whatever the engine keeps (baseline items, container
-//     state, alerts) is its own copy, so no message outlives its handler
-//     call (TestEngineKeepsNoPayload).
+//   - Events are decoded in place (bus.Arena, ConsumerConfig.ReuseEvents:
+//     strings point into the message, events into storage reused from
+//     fetch to fetch); whatever the engine keeps (baseline items,
+//     container state, alerts) is its own copy, so no message outlives its
+//     handler call (TestEngineKeepsNoPayload) and no event its fetch
+//     (TestArenaObservesAsDecoded).
 //   - Scoring is deterministic: time is the events' wall time, never the
 //     clock, and alert ids derive from the trigger's id, so replaying a
 //     stream reproduces the same alerts.

@@ -137,6 +137,10 @@ type container struct {
 	written map[string]bool
 	// euid is each thread's effective uid after its latest event.
 	euid map[uint32]uint32
+	// exeMemo and euidMemo hold the last lookups of procs and euid
+	// (procs.go): write both tables through its accessors only.
+	exeMemo  procMemo[string]
+	euidMemo procMemo[uint32]
 	// bulk counts destructive file operations per process tree.
 	bulk map[uint32]*bulkCounter
 	// rotated holds logs rotated lately (log path -> event time).
@@ -318,7 +322,9 @@ func (e *Engine) container(ev *containv1.Event) *container {
 		c = e.newContainer(ev)
 	}
 	if c.digest != ev.ImageDigest || c.ref != ev.ImageRef {
-		c.digest, c.ref = strings.Clone(ev.ImageDigest), strings.Clone(ev.ImageRef)
+		// Owned once for all the image's containers: compared at every
+		// event, shared copies stay in cache.
+		c.digest, c.ref = e.own(ev.ImageDigest), e.own(ev.ImageRef)
 	}
 	c.base = b
 	return c
@@ -505,12 +511,7 @@ func (e *Engine) observe(ev *containv1.Event) []*containv1.Event {
 		return nil
 	}
 	if proc != nil && proc.Pid != 0 {
-		if len(c.euid) >= maxProcs {
-			clear(c.euid)
-		}
-		if v, ok := c.euid[proc.Pid]; !ok || v != proc.Euid { // a lookup is cheaper than a store
-			c.euid[proc.Pid] = proc.Euid
-		}
+		c.setEuid(proc.Pid, proc.Euid)
 	}
 	if session {
 		// scored, never learned

@@ -323,8 +323,11 @@ func (pt *partitioner) consume(p int, o *ownedPartition) {
 		AckWait:       a.cfg.AckWait,
 		Stop:          o.stop,
 		Eager:         true, // on the detection path: a lone event goes at once
-		// The engine copies what it keeps (TestEngineKeepsNoPayload).
+		// The engine copies what it keeps (TestEngineKeepsNoPayload)
+		// and keeps no event past Observe: decoded into reused storage
+		// (design 031).
 		AliasPayload: true,
+		ReuseEvents:  true,
 	}, a.handle, a.m, a.log)
 	if err != nil {
 		a.log.Error("partition consumer ended", logfields.Partition, p, logfields.Err, err)

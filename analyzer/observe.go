@@ -19,14 +19,11 @@ func (e *Engine) observeProcess(c *container, p *containv1.ProcessLifecycle) {
 	}
 	switch p.Op {
 	case containv1.ProcessLifecycle_OP_FORK:
-		if exe, ok := c.procs[p.Proc.Tgid]; ok && p.ChildTgid != 0 {
-			if len(c.procs) >= maxProcs {
-				clear(c.procs)
-			}
-			c.procs[p.ChildTgid] = exe
+		if exe, ok := c.exe(p.Proc.Tgid); ok && p.ChildTgid != 0 {
+			c.setExe(p.ChildTgid, exe)
 		}
 	case containv1.ProcessLifecycle_OP_EXIT:
-		delete(c.procs, p.Proc.Tgid)
+		c.forgetExe(p.Proc.Tgid)
 	}
 }
 
@@ -40,7 +37,7 @@ func (e *Engine) observeApplet(c *container, b *Baseline, p *containv1.Process, 
 	if p == nil || p.Comm == "" || p.Comm == "exe" {
 		return false
 	}
-	exe, ok := c.procs[p.Tgid]
+	exe, ok := c.exe(p.Tgid)
 	if !ok || !shells[path.Base(exe)] || p.Comm == path.Base(exe) || strings.ContainsAny(p.Comm, "/:[ ") {
 		return false
 	}
@@ -82,13 +79,12 @@ func (e *Engine) observeExec(c *container, b *Baseline, x *containv1.Exec, learn
 	var euid uint32
 	hasProc := x.Proc != nil
 	if hasProc {
-		parent = c.procs[x.Proc.Ppid]
+		parent, _ = c.exe(x.Proc.Ppid)
 		euid = x.Proc.Euid
-		if len(c.procs) >= maxProcs {
-			clear(c.procs)
-		}
-		if old, ok := c.procs[x.Proc.Tgid]; !ok || old != fn {
-			c.procs[x.Proc.Tgid] = strings.Clone(fn) // kept: x may point into a payload
+		if old, ok := c.exe(x.Proc.Tgid); !ok || old != fn {
+			c.setExe(x.Proc.Tgid, strings.Clone(fn)) // kept: x may point into a payload
+		} else if len(c.procs) >= maxProcs {
+			c.setExe(x.Proc.Tgid, old) // a full table is cleared at each exec
 		}
 	}
 	edge := ""
@@ -211,8 +207,8 @@ func (e *Engine) observeSyscall(c *container, b *Baseline, s *containv1.Syscall,
 	var prior uint32
 	known := false
 	if p != nil {
-		if prior, known = c.euid[p.Pid]; !known {
-			prior, known = c.euid[p.Tgid]
+		if prior, known = c.euidOf(p.Pid); !known {
+			prior, known = c.euidOf(p.Tgid)
 		}
 	}
 	hits := classifySyscall(s, prior, known)

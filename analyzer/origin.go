@@ -41,7 +41,7 @@ func (e *Engine) runtimeProcess(c *container, ev *containv1.Event) bool {
 	}
 	for _, prefix := range runtimeComms {
 		if strings.HasPrefix(p.Comm, prefix) {
-			if _, known := c.procs[p.Tgid]; !known {
+			if _, known := c.exe(p.Tgid); !known {
 				return true
 			}
 			// A thread of runc's init that the exec killed may be reported

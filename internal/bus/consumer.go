@@ -61,6 +61,10 @@ type ConsumerConfig struct {
 	// nats.go copies it out of the read buffer) instead of copying every
 	// string, so the handler must clone what it keeps past its call.
 	AliasPayload bool
+	// ReuseEvents decodes into storage reused from fetch to fetch (Arena,
+	// design 031): as AliasPayload, and the handler must also keep no
+	// event, body, process or slice of one past its call. Only Consume.
+	ReuseEvents bool
 	// NoMemoryWait exempts a consumer from memgate's hold-back at the
 	// memory bound: one whose messages are few and small and whose delay
 	// would be a missed response (the responder's alerts). Bulk consumers
@@ -171,6 +175,10 @@ func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, h 
 	eventsIn, batchEvents := m.EventsIn.WithLabelValues(cfg.Stage), m.BatchEvents.WithLabelValues(cfg.Stage)
 	var loggedMalformed atomic.Bool
 	loggedRefused := map[string]bool{}
+	var arena *Arena
+	if cfg.ReuseEvents {
+		arena = &Arena{}
+	}
 	backoff := cfg.RetryDelay
 	for ctx.Err() == nil && !stopped(cfg.Stop) {
 		holdBack(ctx, &cfg, m)
@@ -188,8 +196,16 @@ func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, h 
 			good    []jetstream.Msg
 			batches []*containv1.Batch
 		)
+		if arena != nil {
+			arena.Reset() // the last fetch is handled
+		}
 		for _, msg := range msgs {
-			b, err := decode(msg.Data(), cfg.AliasPayload)
+			var b *containv1.Batch
+			if arena != nil {
+				b, err = arena.Decode(msg.Data())
+			} else {
+				b, err = decode(msg.Data(), cfg.AliasPayload)
+			}
 			if err != nil {
 				m.Malformed.WithLabelValues(cfg.Stage).Inc()
 				if !loggedMalformed.Swap(true) {

@@ -8,7 +8,12 @@
 //     (invalid UTF-8 in a string refused; FuzzDecodeMatchesProto). With
 //     ConsumerConfig.AliasPayload the handler's batches point into the
 //     messages' payloads (no copy of each string): it must clone what it
-//     keeps past its call (the enricher, the analyzer).
+//     keeps past its call (the enricher, the analyzer). With
+//     ConsumerConfig.ReuseEvents the events, bodies and processes are
+//     decoded into storage reused from fetch to fetch (Arena, one
+//     validating walk; it accepts and reads exactly what DecodeAliased
+//     does, FuzzArenaMatchesDecode): the handler keeps none of them (the
+//     analyzer).
 //   - Decode is a pure function; a message that fails to decode is counted
 //     (contain_malformed_messages_total), logged once per stage, terminated
 //     (never redelivered, still kept in the stream for forensics) and the
