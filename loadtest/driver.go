@@ -579,6 +579,7 @@ func (r *run) drive(ctx context.Context) (*Result, error) {
 	res.End = readUsageFor(r.cfg.Store.Addr)
 	res.CHAfter = r.chEvents(ctx)
 	res.LoadAfter = loadavg()
+	res.CHDataFS = clickhouseDataFS(listeningPIDs(r.cfg.Store.Addr))
 	stopSampling()
 	<-samplerDone
 	stopProbes()

@@ -201,6 +201,8 @@ type FleetResult struct {
 	// CONTAIN_EVENTS at the end: the enricher cuts a host's batch into
 	// one per partition its events fall in.
 	StreamMsgs map[string]uint64
+	// CHDataFS: as Result.CHDataFS.
+	CHDataFS string
 	// CPU over the run (generator start → drained), per process kind.
 	CPU map[string]time.Duration
 	// GenCPU is the same over the generator's run only: the steady
@@ -278,6 +280,9 @@ func (r *FleetResult) Print(w io.Writer) {
 	}
 	if r.DrainError != nil {
 		fmt.Fprintf(w, "  drain: %v\n", r.DrainError)
+	}
+	if r.CHDataFS != "" {
+		fmt.Fprintln(w, "  "+dataFSNote(r.CHDataFS))
 	}
 	fmt.Fprintln(w, r.Line())
 }
@@ -527,6 +532,7 @@ func RunFleet(ctx context.Context, cfg FleetConfig, log *slog.Logger) (res *Flee
 	time.Sleep(time.Second)
 	after := f.cpu(cluster.Nodes)
 	res.Window = time.Since(start)
+	res.CHDataFS = clickhouseDataFS(listeningPIDs(f.cfg.ClickHouse))
 	res.GenCPU = map[string]time.Duration{}
 	for k, v := range after {
 		res.CPU[k] = v - before[k]

@@ -60,6 +60,10 @@ type Result struct {
 
 	Before, GenEnd, End   Usage
 	LoadBefore, LoadAfter string
+	// CHDataFS names the file system of the ClickHouse server's data when
+	// it inflates the server's CPU per event (ext4 without a journal,
+	// loadtest/chfs.go); empty otherwise or when it cannot tell.
+	CHDataFS string
 }
 
 // Check returns why the run lost or dropped anything, or nil.
@@ -186,6 +190,9 @@ func (r *Result) Print(w io.Writer) {
 	if r.Gen.Events > 0 {
 		fmt.Fprintf(w, "cpu per event: %.1f µs in this process, %.1f µs in clickhouse\n",
 			float64(cpu.Microseconds())/float64(r.Gen.Events), float64(ch.Microseconds())/float64(r.Gen.Events))
+	}
+	if r.CHDataFS != "" {
+		fmt.Fprintln(w, dataFSNote(r.CHDataFS))
 	}
 	var heap, heapSys uint64
 	for _, s := range r.Samples {

@@ -57,6 +57,8 @@ func main() {
 	flag.BoolVar(&cfg.KeepDatabase, "keep", false, "keep the ClickHouse database")
 	flag.IntVar(&cfg.Store.FetchMessages, "store-fetch", cfg.Store.FetchMessages, "store.fetch_messages")
 	flag.DurationVar(&cfg.Store.InsertMaxAge, "store-insert-max-age", cfg.Store.InsertMaxAge, "store.insert_max_age")
+	flag.DurationVar(&cfg.Store.AlertsInsertMaxAge, "store-alerts-insert-max-age", cfg.Store.AlertsInsertMaxAge, "store.alerts_insert_max_age")
+	flag.IntVar(&cfg.Store.InsertMaxBytes, "store-insert-max-bytes", cfg.Store.InsertMaxBytes, "store.insert_max_bytes")
 	flag.IntVar(&cfg.Enricher.Fetch, "enricher-fetch", cfg.Enricher.Fetch, "enricher.fetch")
 	flag.IntVar(&cfg.Analyzer.Fetch, "analyzer-fetch", cfg.Analyzer.Fetch, "analyzer.fetch")
 	flag.DurationVar(&cfg.DrainTimeout, "drain-timeout", cfg.DrainTimeout, "max wait for the stages to catch up after publishing")
