@@ -65,13 +65,7 @@ func BenchmarkInsert(b *testing.B) {
 	for _, rowsPerInsert := range []int{10_000, 50_000} {
 		for _, lookup := range []bool{true, false} {
 			b.Run(fmt.Sprintf("rows=%d/lookup=%v", rowsPerInsert, lookup), func(b *testing.B) {
-				cfg := testConfig(b)
-				cfg.InsertTimeout, cfg.AckWait = time.Minute, 3*time.Minute // a loaded machine
-				s, err := Open(context.Background(), cfg, testenv.Discard())
-				if err != nil {
-					b.Fatal(err)
-				}
-				defer s.Close()
+				s := benchStore(b, nil)
 				s.noLookup = !lookup
 				batches := benchBatches(rowsPerInsert/1000, 1000)
 				rs := s.bufs()
@@ -135,6 +129,35 @@ func BenchmarkPipeline(b *testing.B) {
 	b.ReportMetric(float64(total)/b.Elapsed().Seconds(), "events/s")
 }
 
+// benchStore opens a store on a database of its own for a benchmark,
+// with timeouts for a loaded machine; adjust (if not nil) changes the
+// configuration first.
+func benchStore(b *testing.B, adjust func(*Config)) *Store {
+	cfg := testConfig(b)
+	cfg.InsertTimeout, cfg.AckWait = time.Minute, 3*time.Minute
+	if adjust != nil {
+		adjust(&cfg)
+	}
+	s, err := Open(context.Background(), cfg, testenv.Discard())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+// encodeAll encodes batches as the bus does.
+func encodeAll(b *testing.B, batches []*containv1.Batch) [][]byte {
+	msgs := make([][]byte, len(batches))
+	for i, bt := range batches {
+		var err error
+		if msgs[i], err = bus.Encode(bt); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return msgs
+}
+
 // encoded is a fetch's messages as bus.ConsumeMessages hands them over,
 // without NATS: decoded one at a time by the store's writers.
 type encoded [][]byte
@@ -148,6 +171,10 @@ func (e encoded) Batch(i int) *containv1.Batch {
 	}
 	return b
 }
+
+// Wire scans as Run's consumers do (bus.Messages.Wire, without the
+// subject: the tests' batches are bound to their host).
+func (e encoded) Wire(i int, wb *bus.WireBatch) bool { return bus.ScanBatch(e[i], wb) }
 
 // nextSecond gives every event of batches a fresh id and moves it one
 // second later: consecutive fetches of a live stream cover consecutive
@@ -183,16 +210,11 @@ func renewIDs(ids *containv1.IDGen, batches []*containv1.Batch) {
 // run and the median of the pairs' ratios (robust to load spikes from
 // other work on the machine).
 func BenchmarkStoreVsRaw(b *testing.B) {
-	cfg := testConfig(b)
-	cfg.InsertTimeout, cfg.AckWait = time.Minute, 3*time.Minute // a loaded machine
-	if v, err := strconv.Atoi(os.Getenv("CONTAIN_BENCH_WRITERS")); err == nil {
-		cfg.InsertsInFlight = v
-	}
-	s, err := Open(context.Background(), cfg, testenv.Discard())
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
+	s := benchStore(b, func(cfg *Config) {
+		if v, err := strconv.Atoi(os.Getenv("CONTAIN_BENCH_WRITERS")); err == nil {
+			cfg.InsertsInFlight = v
+		}
+	})
 	s.noLookup = os.Getenv("CONTAIN_BENCH_NOLOOKUP") != ""
 	ctx := context.Background()
 	batches := benchBatches(20, 1000)
@@ -219,12 +241,7 @@ func BenchmarkStoreVsRaw(b *testing.B) {
 
 		b.StopTimer()
 		nextSecond(ids, batches)
-		msgs := make([][]byte, len(batches))
-		for i, bt := range batches {
-			if msgs[i], err = bus.Encode(bt); err != nil {
-				b.Fatal(err)
-			}
-		}
+		msgs := encodeAll(b, batches)
 		b.StartTimer()
 		t0 = time.Now()
 		if err := s.handle(ctx, fb, &fetch{msgs: encoded(msgs)}, m); err != nil {
@@ -246,12 +263,7 @@ func BenchmarkStoreVsRaw(b *testing.B) {
 // driver (Append of every column; nothing sent): the client's share of an
 // INSERT beyond conversion.
 func BenchmarkDriverAppend(b *testing.B) {
-	cfg := testConfig(b)
-	s, err := Open(context.Background(), cfg, testenv.Discard())
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
+	s := benchStore(b, nil)
 	rs := newRowSetCap(false, 8192)
 	for _, bt := range benchBatches(8, 1024) {
 		rs.add(bt, time.Now(), nil)
@@ -265,7 +277,7 @@ func BenchmarkDriverAppend(b *testing.B) {
 			b.Fatal(err)
 		}
 		b.StartTimer()
-		if err := appendBlock(batch, rs.events); err != nil {
+		if err := appendBlock(batch, rs.events, false); err != nil {
 			b.Fatal(err)
 		}
 		b.StopTimer()

@@ -13,7 +13,6 @@ import (
 	"github.com/ClickHouse/ch-go"
 	"github.com/ClickHouse/ch-go/proto"
 
-	"github.com/containsec/contain/internal/testenv"
 	"github.com/containsec/contain/schemas/containv1"
 )
 
@@ -72,13 +71,7 @@ func dialChGo(tb testing.TB, s *Store) *ch.Client {
 // the part of ch-go's CPU that copies the store's column buffers into
 // ch-go's columns (what converting straight into them would save).
 func BenchmarkChGoVsClickHouseGo(b *testing.B) {
-	cfg := testConfig(b)
-	cfg.InsertTimeout, cfg.AckWait = time.Minute, 3*time.Minute // a loaded machine
-	s, err := Open(context.Background(), cfg, testenv.Discard())
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
+	s := benchStore(b, nil)
 	c := dialChGo(b, s)
 	ctx := context.Background()
 	const rows = 20 * 1000
@@ -111,7 +104,7 @@ func BenchmarkChGoVsClickHouseGo(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if err := appendBlock(batch, rs.events); err != nil {
+		if err := appendBlock(batch, rs.events, false); err != nil {
 			b.Fatal(err)
 		}
 		if err := batch.Send(); err != nil {

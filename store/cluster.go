@@ -13,7 +13,6 @@ import (
 	"github.com/go-faster/city"
 
 	"github.com/containsec/contain/internal/logfields"
-	"github.com/containsec/contain/schemas/containv1"
 )
 
 // A store on a cluster (Config.Cluster.Name set; design 023) keeps a
@@ -330,12 +329,13 @@ func (s *Store) writers(rs *rowSet) []*tableWriter[row] {
 
 func (s *Store) writesLocal() bool { return s.cfg.Cluster.Write == WriteLocal && s.topo != nil }
 
-// target is the index of ev's first writer in writers' result.
-func (s *Store) target(ev *containv1.Event) int {
+// target is the index of the first writer in writers' result for an
+// event of host and container.
+func (s *Store) target(host, containerID string) int {
 	if !s.writesLocal() {
 		return 0
 	}
-	return tablesPerTarget * s.topo.shardOf(ev.GetHost(), ev.GetContainerId())
+	return tablesPerTarget * s.topo.shardOf(host, containerID)
 }
 
 // writerAddr is where w inserts, for messages.

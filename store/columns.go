@@ -156,6 +156,7 @@ type rowBuf[R any] struct {
 	def  *tableDef[R]
 	bufs []colBuf[R]
 	n    int
+	kept []keptCol // the driver's column storage between INSERTs (appendBlock)
 }
 
 func newRowBuf[R any](def *tableDef[R], capacity int) *rowBuf[R] {

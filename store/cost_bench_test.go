@@ -9,9 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/containsec/contain/internal/bus"
 	"github.com/containsec/contain/internal/metrics"
-	"github.com/containsec/contain/internal/testenv"
 	"github.com/containsec/contain/schemas/containv1"
 )
 
@@ -42,13 +40,7 @@ func BenchmarkStoreCPU(b *testing.B) {
 		want := strings.Split(v, ",")
 		variants = slices.DeleteFunc(variants, func(sv storeVariant) bool { return !slices.Contains(want, sv.name) })
 	}
-	cfg := testConfig(b)
-	cfg.InsertTimeout, cfg.AckWait = time.Minute, 3*time.Minute // a loaded machine
-	s, err := Open(context.Background(), cfg, testenv.Discard())
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
+	s := benchStore(b, nil)
 	defer func() { lowCardFast = true }()
 	ctx := context.Background()
 	batches := benchBatches(20, 1000)
@@ -63,13 +55,7 @@ func BenchmarkStoreCPU(b *testing.B) {
 		for i, v := range variants {
 			b.StopTimer()
 			nextSecond(ids, batches)
-			msgs := make([][]byte, len(batches))
-			for j, bt := range batches {
-				var err error
-				if msgs[j], err = bus.Encode(bt); err != nil {
-					b.Fatal(err)
-				}
-			}
+			msgs := encodeAll(b, batches)
 			lowCardFast = v.lowCardFast
 			b.StartTimer()
 			s0, c0 := procCPU(b, pid), cpuNow(b)

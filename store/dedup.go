@@ -1,8 +1,10 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -10,6 +12,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/ext"
 	"github.com/google/uuid"
 
+	"github.com/containsec/contain/internal/bus"
 	"github.com/containsec/contain/schemas/containv1"
 )
 
@@ -48,13 +51,14 @@ func (p *probe) add(id uuid.UUID, ts time.Time) {
 	p.ids = append(p.ids, id)
 }
 
-// prefixBytes notes a sort key prefix (no allocation when already known).
-func (p *probe) prefixBytes(v []byte) {
+// prefixAlias notes a sort key prefix that may point into a message's
+// payload: the set keeps a copy (no allocation when already known).
+func (p *probe) prefixAlias(v string) {
 	if p.prefixes == nil {
 		p.prefixes = map[string]struct{}{}
 	}
-	if _, ok := p.prefixes[string(v)]; !ok {
-		p.prefixes[string(v)] = struct{}{}
+	if _, ok := p.prefixes[v]; !ok {
+		p.prefixes[strings.Clone(v)] = struct{}{}
 	}
 }
 
@@ -103,6 +107,12 @@ func (ps *probes) of(l lookup) *probe {
 
 // addDecoded adds the events of a decoded batch.
 func (ps *probes) addDecoded(b *containv1.Batch, now time.Time) {
+	ps.addDecodedAt(b, now, nil, 0)
+}
+
+// addDecodedAt is addDecoded noting each event's id and position in the
+// fetch (base + its index in the batch) in order.
+func (ps *probes) addDecodedAt(b *containv1.Batch, now time.Time, order *[]idPos, base int) {
 	for i, ev := range b.GetEvents() {
 		if ev == nil {
 			continue
@@ -110,44 +120,114 @@ func (ps *probes) addDecoded(b *containv1.Batch, now time.Time) {
 		l, prefix := lookupOf(ev)
 		p := ps.of(l)
 		ts, _ := wallTime(ev.GetWallNs(), now)
-		p.add(eventID(b, i, ev), ts)
+		id := eventID(b, i, ev)
+		p.add(id, ts)
 		p.prefix(prefix)
+		if order != nil {
+			*order = append(*order, idPos{id: id, pos: int32(base + i)})
+		}
+	}
+}
+
+// idPos is an event's row id and position in its fetch.
+type idPos struct {
+	id  uuid.UUID
+	pos int32
+}
+
+// markDups sets fb.dup[k] for every event k of the fetch (n events)
+// whose id an earlier event of the fetch has: an id seen twice within a
+// fetch makes one row, the first. The ids are sorted rather than put in
+// a set: the set's lookups, a cache miss each, were 6% of the store's
+// CPU, and a fetch's ids come nearly sorted (time-ordered per producer).
+func (fb *fetchBufs) markDups(n int) {
+	fb.dup = slices.Grow(fb.dup[:0], n)[:n]
+	clear(fb.dup)
+	slices.SortFunc(fb.order, func(a, b idPos) int {
+		if c := bytes.Compare(a.id[:], b.id[:]); c != 0 {
+			return c
+		}
+		return int(a.pos - b.pos)
+	})
+	for i := 1; i < len(fb.order); i++ {
+		if fb.order[i].id == fb.order[i-1].id {
+			fb.dup[fb.order[i].pos] = true // sorted by position within an id
+		}
 	}
 }
 
 // collect reads what the lookup needs of every message of f into fb's
-// probes and counts each message's events (fb.counts). An encoded
-// message is skimmed (skimBatch), or decoded and dropped when the skim
-// cannot read it. now must be the time the rows are built with (it
-// stands in for a missing wall time).
+// probes, counts each message's events (fb.counts) and marks the
+// events whose id an earlier one of the fetch has (fb.dup, by position
+// in the fetch: fb.offsets[m] + index in message m). An encoded
+// message is scanned (Messages.Wire: bus.ScanBatch, which accepts only
+// what decoding accepts) and its events' bytes kept for the writers
+// (fb.scanned, fb.raws), or decoded (Messages.Batch, nil when refused)
+// when the scan leaves it to the decoder. now must be the time the rows
+// are built with (it stands in for a missing wall time).
 func (fb *fetchBufs) collect(f *fetch, now time.Time) {
 	for i := range fb.probes {
 		fb.probes[i].reset()
 	}
 	fb.counts = fb.counts[:0]
+	fb.release()
+	fb.order, fb.offsets = fb.order[:0], fb.offsets[:0]
+	n := 0 // events so far
 	for i := range f.len() {
-		if f.msgs == nil {
-			b := f.batches[i]
-			fb.probes.addDecoded(b, now)
+		fb.offsets = append(fb.offsets, n)
+		if f.msgs == nil || !f.msgs.Wire(i, &fb.wb) {
+			b := f.batch(i)
+			fb.probes.addDecodedAt(b, now, &fb.order, n)
 			fb.counts = append(fb.counts, len(b.GetEvents()))
+			fb.scanned = append(fb.scanned, scannedMsg{})
+			n += len(b.GetEvents())
 			continue
 		}
-		n, err := skimBatch(f.msgs.Data(i), func(e skimmed) {
-			p := fb.probes.of(e.table)
-			ts, _ := wallTime(e.wallNs, now)
-			p.add(e.id, ts)
-			p.prefixBytes(e.prefix)
-		})
-		if err != nil {
-			// Decode instead (nil when refused). What the skim read
-			// before failing stays in the probes: the lookup asks for
-			// a few ids no row may have, which is harmless.
-			b := f.msgs.Batch(i)
-			fb.probes.addDecoded(b, now)
-			n = len(b.GetEvents())
+		wb := &fb.wb
+		sc := scannedMsg{wire: true, lo: len(fb.raws),
+			bi: batchInfo{host: wb.Host, stage: wb.Stage, producer: wb.ProducerID, seq: wb.Seq}}
+		for j := range wb.Events {
+			e := &wb.Events[j]
+			l, prefix := eventsLookup, e.ContainerID
+			switch e.Body {
+			case evAlert:
+				l, prefix = alertsLookup, e.ImageRef
+			case evAction:
+				l = actionsLookup
+			}
+			p := fb.probes.of(l)
+			ts, _ := wallTime(e.WallNs, now)
+			id := rowID(&sc.bi, j, e.ID)
+			p.add(id, ts)
+			p.prefixAlias(prefix)
+			fb.order = append(fb.order, idPos{id: id, pos: int32(n + j)})
+			fb.raws = append(fb.raws, e.Raw)
 		}
-		fb.counts = append(fb.counts, n)
+		sc.hi = len(fb.raws)
+		fb.scanned = append(fb.scanned, sc)
+		fb.counts = append(fb.counts, len(wb.Events))
+		n += len(wb.Events)
 	}
+	fb.markDups(n)
+	clear(fb.wb.Events[:cap(fb.wb.Events)]) // the payloads are fb.raws'
+	fb.wb = bus.WireBatch{Events: fb.wb.Events[:0]}
+}
+
+// release drops what collect kept of the fetch's payloads (the events'
+// bytes, the batches' strings), so that an idle consumer holds none.
+func (fb *fetchBufs) release() {
+	clear(fb.raws)
+	fb.raws = fb.raws[:0]
+	clear(fb.scanned)
+	fb.scanned = fb.scanned[:0]
+}
+
+// scannedMsg is how collect read message i of a fetch: scanned (wire),
+// its events fb.raws[lo:hi] of the batch bi; or not (decoded).
+type scannedMsg struct {
+	wire   bool
+	lo, hi int
+	bi     batchInfo
 }
 
 // existing returns the ids of the fetch's rows that the tables already

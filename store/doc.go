@@ -54,9 +54,12 @@
 //     plain count() is exact. Tables are also ReplacingMergeTree keyed by
 //     the id, which folds what two stores inserting one batch at the same
 //     instant leave (docs/design/017-forensics.md).
-//   - A fetch is decoded message by message (bus.ConsumeMessages): each
-//     message is converted into column buffers and dropped, so a fetch is
-//     never held decoded at once (docs/design/021-store-inserts.md).
+//   - A fetch is read message by message (bus.ConsumeMessages): each
+//     message is validated without decoding (bus.ScanBatch accepts only
+//     what decoding accepts; anything else is decoded, so refusals are
+//     the decoder's), its events read from the wire into column buffers
+//     (alerts, actions, container and commit events decoded one by one),
+//     so a fetch is never held decoded (docs/design/021-store-inserts.md).
 //   - A message that does not decode is counted
 //     (contain_malformed_messages_total{stage="store"}) and skipped; every
 //     decoded event makes a row: values are bounded to their column types,

@@ -3,12 +3,15 @@ package store
 import (
 	"context"
 	"fmt"
+	"reflect"
 	"sync"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/google/uuid"
+	"google.golang.org/protobuf/proto"
 
+	"github.com/containsec/contain/internal/bus"
 	"github.com/containsec/contain/internal/metrics"
 	"github.com/containsec/contain/schemas/containv1"
 )
@@ -30,14 +33,22 @@ import (
 // ids.
 type fetchBufs struct {
 	sets   []*rowSet
-	seen   claims
 	probes probes
 	found  idSet
 	counts []int // events per message of the fetch in hand
+	// The fetch's ids by position (collect), the first event of each
+	// message and the events whose id an earlier one has.
+	order   []idPos
+	offsets []int
+	dup     []bool
+	// How collect read each message, and the events of the scanned ones.
+	wb      bus.WireBatch
+	scanned []scannedMsg
+	raws    [][]byte
 }
 
 func newFetchBufs(cfg Config) *fetchBufs {
-	f := &fetchBufs{sets: make([]*rowSet, cfg.InsertsInFlight), seen: claims{ids: idSet{}}, found: idSet{}}
+	f := &fetchBufs{sets: make([]*rowSet, cfg.InsertsInFlight), found: idSet{}}
 	for i := range f.sets {
 		f.sets[i] = newRowSetCap(cfg.StoreRaw, min(cfg.InsertBlockRows, 4096))
 	}
@@ -57,11 +68,13 @@ type fetch struct {
 }
 
 // messages is an encoded fetch (*bus.Messages): Batch decodes one
-// message, nil when it is refused.
+// message, nil when it is refused; Wire scans one (bus.ScanBatch), false
+// when it must be decoded.
 type messages interface {
 	Len() int
 	Data(i int) []byte
 	Batch(i int) *containv1.Batch
+	Wire(i int, wb *bus.WireBatch) bool
 }
 
 func decoded(batches []*containv1.Batch) *fetch { return &fetch{batches: batches} }
@@ -79,24 +92,6 @@ func (f *fetch) batch(i int) *containv1.Batch {
 		return f.msgs.Batch(i)
 	}
 	return f.batches[i]
-}
-
-// claims is the set of ids added so far in one fetch, shared by its
-// writers: an id seen twice within a fetch makes one row.
-type claims struct {
-	mu  sync.Mutex
-	ids idSet
-}
-
-// claim reports whether id is new to the fetch, and records it.
-func (c *claims) claim(id uuid.UUID) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if _, ok := c.ids[id]; ok {
-		return false
-	}
-	c.ids[id] = struct{}{}
-	return true
 }
 
 // groups splits a fetch whose messages hold counts[i] events into at most
@@ -219,7 +214,7 @@ func (w *tableWriter[R]) flush(ctx context.Context, last bool) error {
 		}
 		w.batch = b
 	}
-	if err := appendBlock(w.batch, w.buf); err != nil {
+	if err := appendBlock(w.batch, w.buf, true); err != nil {
 		w.abort()
 		return err
 	}
@@ -241,12 +236,28 @@ func (w *tableWriter[R]) flush(ctx context.Context, last bool) error {
 	return nil
 }
 
-// appendBlock hands buf's rows to the driver's block of batch.
-func appendBlock[R any](batch driver.Batch, buf *rowBuf[R]) error {
+// appendBlock hands buf's rows to the driver's block of batch; with keep,
+// the driver's columns use and leave the storage kept in buf from its
+// earlier INSERTs (keptCol).
+func appendBlock[R any](batch driver.Batch, buf *rowBuf[R], keep bool) error {
 	cols := batch.Columns()
+	var kept []keptCol
+	if keep {
+		if buf.kept == nil {
+			buf.kept = make([]keptCol, len(buf.bufs))
+		}
+		kept = buf.kept
+	}
 	for i, c := range buf.bufs {
+		var sl []reflect.Value
+		if kept != nil {
+			sl = kept[i].lend(cols[i])
+		}
 		if err := c.appendTo(cols[i]); err != nil {
 			return fmt.Errorf("column %s: %w", buf.def.cols[i].colName(), err)
+		}
+		if kept != nil {
+			kept[i].keep(sl)
 		}
 	}
 	return nil
@@ -264,9 +275,9 @@ func (w *tableWriter[R]) abort() {
 	w.ids = w.ids[:0]
 }
 
-// writeGroup converts and inserts messages [lo, hi) of a fetch through
-// rs; it returns the commits among their events (inserted after).
-func (s *Store) writeGroup(ctx context.Context, rs *rowSet, f *fetch, lo, hi int, now time.Time, lk *pendingLookup, seen *claims) (rows, dups int, commits []CommitRow, err error) {
+// writeGroup converts and inserts messages [lo, hi) of a fetch (read by
+// fb.collect) through rs; it returns the commits among their events (inserted after).
+func (s *Store) writeGroup(ctx context.Context, rs *rowSet, f *fetch, fb *fetchBufs, lo, hi int, now time.Time, lk *pendingLookup) (rows, dups int, commits []CommitRow, err error) {
 	ws := s.writers(rs) // events, alerts, actions (per shard with write=local)
 	for _, w := range ws {
 		w.lookup = lk
@@ -277,39 +288,73 @@ func (s *Store) writeGroup(ctx context.Context, rs *rowSet, f *fetch, lo, hi int
 			w.abort() // no-op after success
 		}
 	}()
+	// put adds row r (of decoded event ev; nil: read from the wire, an
+	// events row; at position pos of the fetch) to its table's writer.
+	put := func(r *eventRow, ev *containv1.Event, pos int) error {
+		if fb.dup[pos] {
+			dups++
+			return nil
+		}
+		t := s.target(r.f.host, r.f.containerID)
+		switch ev.GetBody().(type) {
+		case *containv1.Event_Alert:
+			t++
+		case *containv1.Event_Action:
+			t += 2
+		}
+		w := ws[t]
+		if err := w.add(ctx, r, r.id); err != nil {
+			s.writeFailed(ctx, w)
+			return fmt.Errorf("store: inserting into %s at clickhouse %s: %w", w.buf.def.name, s.writerAddr(w), err)
+		}
+		return nil
+	}
+	// commit notes a decoded event's commit (inserted after).
+	commit := func(ev *containv1.Event, bi *batchInfo) {
+		if c, ok := CommitRowOf(ev); ok {
+			if c.Host == "" {
+				c.Host = bi.host
+			}
+			commits = append(commits, c)
+		}
+	}
+	rs.arena.reset()
+	r := &rs.scratch
 	for m := lo; m < hi; m++ {
-		b := f.batch(m)
+		if sc := &fb.scanned[m]; sc.wire {
+			// Accepted as Decode would accept it (bus.ScanBatch, in
+			// collect): rows from the wire, an event readWire leaves
+			// decoded.
+			for i, raw := range fb.raws[sc.lo:sc.hi] {
+				var ev *containv1.Event
+				if rs.keepRaw || !r.fillWire(&sc.bi, i, raw, now, &rs.arena) {
+					if ev, err = decodeEvent(raw); err != nil {
+						return rows, dups, nil, fmt.Errorf("store: event %d of a scanned batch: %w", i, err)
+					}
+					commit(ev, &sc.bi)
+					r.fill(&sc.bi, i, ev, now, rs.keepRaw)
+				}
+				if err := put(r, ev, fb.offsets[m]+i); err != nil {
+					return rows, dups, nil, err
+				}
+			}
+			continue
+		}
+		b := f.batch(m) // decoded, or nil when refused
+		bi := infoOf(b)
 		for i, ev := range b.GetEvents() {
 			if ev == nil {
 				continue
 			}
-			if c, ok := CommitRowOf(ev); ok {
-				if c.Host == "" {
-					c.Host = b.GetHost()
-				}
-				commits = append(commits, c)
-			}
-			r := &rs.scratch
-			r.fill(b, i, ev, now, rs.keepRaw)
-			if !seen.claim(r.id) {
-				dups++
-				continue
-			}
-			t := s.target(ev)
-			switch ev.GetBody().(type) {
-			case *containv1.Event_Alert:
-				t++
-			case *containv1.Event_Action:
-				t += 2
-			}
-			w := ws[t]
-			if err := w.add(ctx, r, r.id); err != nil {
-				s.writeFailed(ctx, w)
-				return rows, dups, nil, fmt.Errorf("store: inserting into %s at clickhouse %s: %w", w.buf.def.name, s.writerAddr(w), err)
+			commit(ev, &bi)
+			r.fill(&bi, i, ev, now, rs.keepRaw)
+			if err := put(r, ev, fb.offsets[m]+i); err != nil {
+				return rows, dups, nil, err
 			}
 		}
 	}
 	rs.scratch = eventRow{} // keep nothing of the last batch
+	rs.arena.reset()
 	for _, w := range ws {
 		if err := w.flush(ctx, true); err != nil {
 			s.writeFailed(ctx, w)
@@ -347,8 +392,6 @@ func (s *Store) handle(ctx context.Context, fb *fetchBufs, f *fetch, m *metrics.
 			lk.have, lk.err = s.existing(ictx, fb)
 		}()
 	}
-	seen := &fb.seen
-	clear(seen.ids)
 	gs := groups(fb.counts, len(fb.sets), s.cfg.InsertBlockRows)
 	var (
 		wg         sync.WaitGroup
@@ -359,7 +402,7 @@ func (s *Store) handle(ctx context.Context, fb *fetchBufs, f *fetch, m *metrics.
 	)
 	for i, g := range gs {
 		wg.Go(func() {
-			r, d, c, err := s.writeGroup(ictx, fb.sets[i], f, g[0], g[1], now, lk, seen)
+			r, d, c, err := s.writeGroup(ictx, fb.sets[i], f, fb, g[0], g[1], now, lk)
 			mu.Lock()
 			defer mu.Unlock()
 			rows, dups = rows+r, dups+d
@@ -371,6 +414,7 @@ func (s *Store) handle(ctx context.Context, fb *fetchBufs, f *fetch, m *metrics.
 		})
 	}
 	wg.Wait()
+	fb.release()
 	if lk != nil {
 		<-lk.done // it reads fb's probes, which the next fetch reuses
 		if lk.err != nil && firstErr == nil {
@@ -397,4 +441,18 @@ func (s *Store) handle(ctx context.Context, fb *fetchBufs, f *fetch, m *metrics.
 	s.markUp()
 	m.EventsOut.WithLabelValues(metrics.StageStore).Add(float64(rows))
 	return nil
+}
+
+// decodeEvent decodes an event of a batch bus.ScanBatch accepted (its
+// strings are UTF-8, its fields of their schema's wire types), its strings
+// and bytes pointing into raw as with bus.DecodeAliased.
+func decodeEvent(raw []byte) (*containv1.Event, error) {
+	ev := &containv1.Event{}
+	if err := ev.UnmarshalVTUnsafe(raw); err != nil {
+		ev.Reset()
+		if err := proto.Unmarshal(raw, ev); err != nil {
+			return nil, err
+		}
+	}
+	return ev, nil
 }

@@ -82,7 +82,8 @@ func TestInsertAbortedCommitsNothing(t *testing.T) {
 	sent := 0
 	for _, b := range benchBatches(1, 250) {
 		for i, ev := range b.Events {
-			rs.scratch.fill(b, i, ev, now, false)
+			bi := infoOf(b)
+			rs.scratch.fill(&bi, i, ev, now, false)
 			if err := w.add(ctx, &rs.scratch, rs.scratch.id); err != nil {
 				t.Fatal(err)
 			}

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"encoding/binary"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -15,25 +16,29 @@ import (
 	"github.com/containsec/contain/schemas/containv1"
 )
 
-// eventRow is what one events, alerts or actions row is read from.
+// eventRow is what one events, alerts or actions row is read from: the
+// events table's values (f, read from the wire or from a decoded event),
+// and for the other tables and the container body's columns the decoded
+// event (ev; nil for a row read from the wire).
 type eventRow struct {
-	b    *containv1.Batch
 	ev   *containv1.Event
+	ct   *containv1.ContainerInfo
 	id   uuid.UUID
 	ts   time.Time
 	tsNs uint32
-	proc *containv1.Process
 	raw  string
-	// The event's body, one of them set (nil-safe getters read the
-	// others as zero): a column reads it without the oneof's type
-	// switch.
-	exec    *containv1.Exec
-	syscall *containv1.Syscall
-	network *containv1.Network
-	file    *containv1.File
-	process *containv1.ProcessLifecycle
-	loss    *containv1.Loss
-	ct      *containv1.ContainerInfo
+	bi   batchInfo
+	f    flatEvent
+}
+
+// batchInfo is what a row reads of its batch.
+type batchInfo struct {
+	host, stage, producer string
+	seq                   uint64
+}
+
+func infoOf(b *containv1.Batch) batchInfo {
+	return batchInfo{host: b.GetHost(), stage: b.GetStage(), producer: b.GetProducerId(), seq: b.GetSeq()}
 }
 
 // idNamespace derives stable ids for events that arrive without a valid
@@ -43,32 +48,38 @@ var idNamespace = uuid.MustParse("5b0c6f0e-6c2a-4c59-9d0e-3c6f1d8a2b10")
 // maxTime is the last second a ClickHouse DateTime holds.
 var maxTime = time.Unix(int64(^uint32(0)), 0)
 
-// fill sets the derived fields of r for event i of batch b; now stands in
-// for a missing or negative wall time.
-func (r *eventRow) fill(b *containv1.Batch, i int, ev *containv1.Event, now time.Time, keepRaw bool) {
-	*r = eventRow{b: b, ev: ev, id: eventID(b, i, ev)}
+// fill sets r for event i of a batch (bi) decoded; now stands in for a
+// missing or negative wall time.
+func (r *eventRow) fill(bi *batchInfo, i int, ev *containv1.Event, now time.Time, keepRaw bool) {
+	*r = eventRow{ev: ev, bi: *bi, ct: ev.GetContainer(), id: rowID(bi, i, ev.GetId())}
 	r.ts, r.tsNs = wallTime(ev.GetWallNs(), now)
-	switch b := ev.GetBody().(type) {
-	case *containv1.Event_Exec:
-		r.exec, r.proc = b.Exec, b.Exec.GetProc()
-	case *containv1.Event_Syscall:
-		r.syscall, r.proc = b.Syscall, b.Syscall.GetProc()
-	case *containv1.Event_Network:
-		r.network, r.proc = b.Network, b.Network.GetProc()
-	case *containv1.Event_File:
-		r.file, r.proc = b.File, b.File.GetProc()
-	case *containv1.Event_Process:
-		r.process, r.proc = b.Process, b.Process.GetProc()
-	case *containv1.Event_Loss:
-		r.loss = b.Loss
-	case *containv1.Event_Container:
-		r.ct = b.Container
-	}
+	flatOf(ev, &r.f)
 	if keepRaw {
 		if raw, err := (proto.MarshalOptions{Deterministic: true}).Marshal(ev); err == nil {
 			r.raw = string(raw)
 		}
 	}
+}
+
+// fillWire sets r for event i of a batch (bi) from its bytes (readWire);
+// false: r is not set, the event is the decoder's.
+func (r *eventRow) fillWire(bi *batchInfo, i int, raw []byte, now time.Time, a *arena) bool {
+	id, wallNs, ok := readWire(raw, &r.f, a)
+	if !ok {
+		return false
+	}
+	r.ev, r.ct, r.raw, r.bi, r.id = nil, nil, "", *bi, rowID(bi, i, id)
+	r.ts, r.tsNs = wallTime(wallNs, now)
+	return true
+}
+
+// rowID is the row id of event i of a batch: its own 16-byte id, or one
+// derived from the batch's producer, stage, sequence and position.
+func rowID(bi *batchInfo, i int, id []byte) uuid.UUID {
+	if len(id) == 16 {
+		return uuid.UUID(id)
+	}
+	return derivedID([]byte(bi.producer), []byte(bi.stage), bi.seq, i, id)
 }
 
 // eventID is the row id of event i of batch b: its own 16-byte id, or one
@@ -79,6 +90,19 @@ func eventID(b *containv1.Batch, i int, ev *containv1.Event) uuid.UUID {
 		return uuid.UUID(id)
 	}
 	return derivedID([]byte(b.GetProducerId()), []byte(b.GetStage()), b.GetSeq(), i, id)
+}
+
+// derivedID is the row id of event i of a batch whose id is not 16 bytes
+// (see eventID).
+func derivedID(producer, stage []byte, seq uint64, i int, id []byte) uuid.UUID {
+	key := make([]byte, 0, len(producer)+len(stage)+len(id)+17)
+	key = append(key, producer...)
+	key = append(key, 0)
+	key = append(key, stage...)
+	key = binary.BigEndian.AppendUint64(key, seq)
+	key = binary.BigEndian.AppendUint64(key, uint64(i))
+	key = append(key, id...)
+	return uuid.NewSHA1(idNamespace, key)
 }
 
 // wallTime splits Unix ns into a DateTime second and the ns within it.
@@ -259,63 +283,63 @@ var eventsTable = &tableDef[row]{name: "events", cols: []colDef[row]{
 	col("ts", func(r row) time.Time { return r.ts }),
 	col("ts_ns", func(r row) uint32 { return r.tsNs }),
 	col("event_id", func(r row) uuid.UUID { return r.id }),
-	col("kind", func(r row) string { return kindNames.name(kindOf(r.ev).Number()) }),
-	col("host", func(r row) string { return r.ev.GetHost() }),
-	col("container_id", func(r row) string { return r.ev.GetContainerId() }),
-	col("container_name", func(r row) string { return r.ev.GetContainerName() }),
-	col("image_ref", func(r row) string { return r.ev.GetImageRef() }),
-	col("image_digest", func(r row) string { return r.ev.GetImageDigest() }),
-	col("mono_ns", func(r row) uint64 { return r.ev.GetMonoNs() }),
-	col("cgroup_id", func(r row) uint64 { return r.ev.GetCgroupId() }),
-	col("profile_ref", func(r row) string { return r.ev.GetProfileRef() }),
-	col("schema_version", func(r row) uint32 { return r.ev.GetSchemaVersion() }),
-	col("pid", func(r row) uint32 { return r.proc.GetPid() }),
-	col("tgid", func(r row) uint32 { return r.proc.GetTgid() }),
-	col("ppid", func(r row) uint32 { return r.proc.GetPpid() }),
-	col("ns_pid", func(r row) uint32 { return r.proc.GetNsPid() }),
-	col("uid", func(r row) uint32 { return r.proc.GetUid() }),
-	col("gid", func(r row) uint32 { return r.proc.GetGid() }),
-	col("euid", func(r row) uint32 { return r.proc.GetEuid() }),
-	col("comm", func(r row) string { return r.proc.GetComm() }),
-	col("non_utf8", func(r row) uint8 { return b2u(r.exec.GetNonUtf8() || r.file.GetNonUtf8()) }),
-	col("exec_filename", func(r row) string { return r.exec.GetFilename() }),
-	col("exec_argv", func(r row) []string { return nonNil(r.exec.GetArgv()) }),
-	col("exec_argc", func(r row) uint32 { return r.exec.GetArgc() }),
-	col("exec_argv_truncated", func(r row) uint8 { return b2u(r.exec.GetArgvTruncated()) }),
-	col("exec_cwd", func(r row) string { return r.exec.GetCwd() }),
-	col("exec_exe", func(r row) string { return r.exec.GetExe() }),
-	col("proc_op", func(r row) string { return procOpNames.name(r.process.GetOp().Number()) }),
-	col("proc_child_tgid", func(r row) uint32 { return r.process.GetChildTgid() }),
-	col("proc_exit_code", func(r row) int32 { return r.process.GetExitCode() }),
-	col("syscall_mode", func(r row) string { return syscallModeNames.name(r.syscall.GetMode().Number()) }),
-	col("syscall_nr", func(r row) uint32 { return r.syscall.GetNr() }),
-	col("syscall_name", func(r row) string { return r.syscall.GetName() }),
-	col("syscall_args", func(r row) []uint64 { return nonNil(r.syscall.GetArgs()) }),
-	col("syscall_ret", func(r row) int64 { return r.syscall.GetRet() }),
-	col("syscall_count", func(r row) uint64 { return r.syscall.GetCount() }),
-	col("syscall_sequence", func(r row) []uint32 { return nonNil(r.syscall.GetSequence()) }),
-	col("net_op", func(r row) string { return netOpNames.name(r.network.GetOp().Number()) }),
-	col("net_protocol", func(r row) string { return netProtoNames.name(r.network.GetProtocol().Number()) }),
-	col("net_family", func(r row) uint16 { return uint16(min(r.network.GetFamily(), 0xffff)) }),
-	col("local_addr", func(r row) []byte { return addr16(r.network.GetLocalAddr()) }),
-	col("local_port", func(r row) uint16 { return port(r.network.GetLocalPort()) }),
-	col("remote_addr", func(r row) []byte { return addr16(r.network.GetRemoteAddr()) }),
-	col("remote_port", func(r row) uint16 { return port(r.network.GetRemotePort()) }),
-	col("net_result", func(r row) int32 { return r.network.GetResult() }),
-	col("file_op", func(r row) string { return fileOpNames.name(r.file.GetOp().Number()) }),
-	col("file_path", func(r row) string { return r.file.GetPath() }),
-	col("file_new_path", func(r row) string { return r.file.GetNewPath() }),
-	col("file_flags", func(r row) uint32 { return r.file.GetFlags() }),
-	col("file_mode", func(r row) uint32 { return r.file.GetMode() }),
-	col("file_result", func(r row) int32 { return r.file.GetResult() }),
-	col("file_uid", func(r row) uint32 { return r.file.GetUid() }),
-	col("file_gid", func(r row) uint32 { return r.file.GetGid() }),
-	col("file_path_relative", func(r row) uint8 { return b2u(r.file.GetPathRelative()) }),
-	col("file_path_unresolved", func(r row) uint8 { return b2u(r.file.GetPathUnresolved()) }),
-	col("file_new_path_unresolved", func(r row) uint8 { return b2u(r.file.GetNewPathUnresolved()) }),
-	col("loss_source", func(r row) string { return r.loss.GetSource() }),
-	col("loss_reason", func(r row) string { return r.loss.GetReason() }),
-	col("loss_count", func(r row) uint64 { return r.loss.GetCount() }),
+	col("kind", func(r row) string { return kindNames.name(r.f.rowKind().Number()) }),
+	col("host", func(r row) string { return r.f.host }),
+	col("container_id", func(r row) string { return r.f.containerID }),
+	col("container_name", func(r row) string { return r.f.containerName }),
+	col("image_ref", func(r row) string { return r.f.imageRef }),
+	col("image_digest", func(r row) string { return r.f.imageDig }),
+	col("mono_ns", func(r row) uint64 { return r.f.monoNs }),
+	col("cgroup_id", func(r row) uint64 { return r.f.cgroupID }),
+	col("profile_ref", func(r row) string { return r.f.profileRef }),
+	col("schema_version", func(r row) uint32 { return r.f.schemaVersion }),
+	col("pid", func(r row) uint32 { return r.f.pid }),
+	col("tgid", func(r row) uint32 { return r.f.tgid }),
+	col("ppid", func(r row) uint32 { return r.f.ppid }),
+	col("ns_pid", func(r row) uint32 { return r.f.nsPid }),
+	col("uid", func(r row) uint32 { return r.f.uid }),
+	col("gid", func(r row) uint32 { return r.f.gid }),
+	col("euid", func(r row) uint32 { return r.f.euid }),
+	col("comm", func(r row) string { return r.f.comm }),
+	col("non_utf8", func(r row) uint8 { return b2u(r.f.nonUTF8) }),
+	col("exec_filename", func(r row) string { return r.f.execFilename }),
+	col("exec_argv", func(r row) []string { return nonNil(r.f.execArgv) }),
+	col("exec_argc", func(r row) uint32 { return r.f.execArgc }),
+	col("exec_argv_truncated", func(r row) uint8 { return b2u(r.f.execArgvTruncated) }),
+	col("exec_cwd", func(r row) string { return r.f.execCwd }),
+	col("exec_exe", func(r row) string { return r.f.execExe }),
+	col("proc_op", func(r row) string { return procOpNames.name(protoreflect.EnumNumber(r.f.procOp)) }),
+	col("proc_child_tgid", func(r row) uint32 { return r.f.procChildTgid }),
+	col("proc_exit_code", func(r row) int32 { return r.f.procExitCode }),
+	col("syscall_mode", func(r row) string { return syscallModeNames.name(protoreflect.EnumNumber(r.f.sysMode)) }),
+	col("syscall_nr", func(r row) uint32 { return r.f.sysNr }),
+	col("syscall_name", func(r row) string { return r.f.sysName }),
+	col("syscall_args", func(r row) []uint64 { return nonNil(r.f.sysArgs) }),
+	col("syscall_ret", func(r row) int64 { return r.f.sysRet }),
+	col("syscall_count", func(r row) uint64 { return r.f.sysCount }),
+	col("syscall_sequence", func(r row) []uint32 { return nonNil(r.f.sysSeq) }),
+	col("net_op", func(r row) string { return netOpNames.name(protoreflect.EnumNumber(r.f.netOp)) }),
+	col("net_protocol", func(r row) string { return netProtoNames.name(protoreflect.EnumNumber(r.f.netProto)) }),
+	col("net_family", func(r row) uint16 { return uint16(min(r.f.netFamily, 0xffff)) }),
+	col("local_addr", func(r row) []byte { return addr16(r.f.localAddr) }),
+	col("local_port", func(r row) uint16 { return port(r.f.localPort) }),
+	col("remote_addr", func(r row) []byte { return addr16(r.f.remoteAddr) }),
+	col("remote_port", func(r row) uint16 { return port(r.f.remotePort) }),
+	col("net_result", func(r row) int32 { return r.f.netResult }),
+	col("file_op", func(r row) string { return fileOpNames.name(protoreflect.EnumNumber(r.f.fileOp)) }),
+	col("file_path", func(r row) string { return r.f.filePath }),
+	col("file_new_path", func(r row) string { return r.f.fileNewPath }),
+	col("file_flags", func(r row) uint32 { return r.f.fileFlags }),
+	col("file_mode", func(r row) uint32 { return r.f.fileMode }),
+	col("file_result", func(r row) int32 { return r.f.fileResult }),
+	col("file_uid", func(r row) uint32 { return r.f.fileUID }),
+	col("file_gid", func(r row) uint32 { return r.f.fileGID }),
+	col("file_path_relative", func(r row) uint8 { return b2u(r.f.filePathRelative) }),
+	col("file_path_unresolved", func(r row) uint8 { return b2u(r.f.filePathUnresolved) }),
+	col("file_new_path_unresolved", func(r row) uint8 { return b2u(r.f.fileNewPathUnresolved) }),
+	col("loss_source", func(r row) string { return r.f.lossSource }),
+	col("loss_reason", func(r row) string { return r.f.lossReason }),
+	col("loss_count", func(r row) uint64 { return r.f.lossCount }),
 	col("ct_runtime", func(r row) string { return r.ct.GetRuntime() }),
 	col("ct_cgroup_path", func(r row) string { return r.ct.GetCgroupPath() }),
 	col("ct_bundle", func(r row) string { return r.ct.GetBundle() }),
@@ -326,9 +350,9 @@ var eventsTable = &tableDef[row]{name: "events", cols: []colDef[row]{
 	col("ct_host_network", func(r row) uint8 { return b2u(r.ct.GetHostNetwork()) }),
 	col("label_keys", func(r row) []string { k, _ := labels(r.ct.GetLabels()); return k }),
 	col("label_values", func(r row) []string { _, v := labels(r.ct.GetLabels()); return v }),
-	col("batch_stage", func(r row) string { return r.b.GetStage() }),
-	col("batch_producer", func(r row) string { return r.b.GetProducerId() }),
-	col("batch_seq", func(r row) uint64 { return r.b.GetSeq() }),
+	col("batch_stage", func(r row) string { return r.bi.stage }),
+	col("batch_producer", func(r row) string { return r.bi.producer }),
+	col("batch_seq", func(r row) uint64 { return r.bi.seq }),
 	col("raw", func(r row) string { return r.raw }),
 }}
 
@@ -424,9 +448,9 @@ var alertsTable = &tableDef[row]{name: "alerts", cols: []colDef[row]{
 		}
 		return string(raw)
 	}),
-	col("batch_stage", func(r row) string { return r.b.GetStage() }),
-	col("batch_producer", func(r row) string { return r.b.GetProducerId() }),
-	col("batch_seq", func(r row) uint64 { return r.b.GetSeq() }),
+	col("batch_stage", func(r row) string { return r.bi.stage }),
+	col("batch_producer", func(r row) string { return r.bi.producer }),
+	col("batch_seq", func(r row) uint64 { return r.bi.seq }),
 }}
 
 var actionsTable = &tableDef[row]{name: "actions", cols: []colDef[row]{
@@ -448,9 +472,9 @@ var actionsTable = &tableDef[row]{name: "actions", cols: []colDef[row]{
 	col("alert_id", func(r row) uuid.UUID { return refID(r.ev.GetAction().GetAlertId()) }),
 	col("score", func(r row) float64 { return r.ev.GetAction().GetScore() }),
 	col("latency_ns", func(r row) int64 { return r.ev.GetAction().GetLatencyNs() }),
-	col("batch_stage", func(r row) string { return r.b.GetStage() }),
-	col("batch_producer", func(r row) string { return r.b.GetProducerId() }),
-	col("batch_seq", func(r row) uint64 { return r.b.GetSeq() }),
+	col("batch_stage", func(r row) string { return r.bi.stage }),
+	col("batch_producer", func(r row) string { return r.bi.producer }),
+	col("batch_seq", func(r row) uint64 { return r.bi.seq }),
 }}
 
 // rowSet buffers the rows of one fetch for the three tables.
@@ -458,6 +482,7 @@ type rowSet struct {
 	events, alerts, actions *rowBuf[row]
 	keepRaw                 bool
 	scratch                 eventRow // column getters copy out of it
+	arena                   arena    // the rows' repeated values read from the wire
 	added                   idSet    // ids added since the last reset
 	// local are the per-shard sets of write=local (design 023), made on
 	// first use.
@@ -483,12 +508,13 @@ func newRowSetCap(keepRaw bool, capacity int) *rowSet {
 // or was already added since the last reset, is left out; add returns how
 // many were.
 func (s *rowSet) add(b *containv1.Batch, now time.Time, skip idSet) (dups int) {
+	bi := infoOf(b)
 	for i, ev := range b.GetEvents() {
 		if ev == nil {
 			continue
 		}
 		r := &s.scratch
-		r.fill(b, i, ev, now, s.keepRaw)
+		r.fill(&bi, i, ev, now, s.keepRaw)
 		if _, ok := skip[r.id]; ok {
 			dups++
 			continue

@@ -35,6 +35,12 @@ type WireEvent struct {
 	ImageRef      string
 	ImageDigest   string
 	Kind          containv1.Kind
+	// ID and WallNs are the event's id and wall time (ID points into the
+	// payload); Body is the field number of the oneof's member that
+	// decoding gives (the last one on the wire), 0 for none.
+	ID     []byte
+	WallNs int64
+	Body   protowire.Number
 }
 
 // Field numbers of containv1.Batch and containv1.Event that ScanBatch reads.
@@ -51,7 +57,11 @@ const (
 	eventContainerName = 4
 	eventImageRef      = 5
 	eventImageDigest   = 6
+	eventWallNs        = 8
 	eventKind          = 9
+	eventID            = 1
+	eventBodyFirst     = 20 // oneof body: 20 (exec) .. 29 (commit)
+	eventBodyLast      = 29
 )
 
 // maxScanDepth is the deepest nesting ScanBatch follows; deeper input is
@@ -158,7 +168,7 @@ func scanEvent(t *strictTable, b []byte, ev *WireEvent) bool {
 			default:
 				ev.ImageDigest = s
 			}
-		case eventKind:
+		case eventKind, eventWallNs:
 			if typ != protowire.VarintType {
 				return false
 			}
@@ -167,13 +177,30 @@ func scanEvent(t *strictTable, b []byte, ev *WireEvent) bool {
 				return false
 			}
 			b = b[n:]
-			ev.Kind = containv1.Kind(int32(v))
+			if num == eventKind {
+				ev.Kind = containv1.Kind(int32(v))
+			} else {
+				ev.WallNs = int64(v)
+			}
+		case eventID:
+			if typ != protowire.BytesType {
+				return false
+			}
+			v, n := consumeBytes(b)
+			if n < 0 {
+				return false
+			}
+			b = b[n:]
+			ev.ID = v
 		default:
 			n := validField(t, num, typ, b, 1)
 			if n < 0 {
 				return false
 			}
 			b = b[n:]
+			if num >= eventBodyFirst && num <= eventBodyLast {
+				ev.Body = num
+			}
 		}
 	}
 	return true

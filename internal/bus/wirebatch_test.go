@@ -3,6 +3,7 @@ package bus_test
 import (
 	"testing"
 
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
@@ -98,10 +99,20 @@ func checkScanned(t *testing.T, wb *bus.WireBatch, b *containv1.Batch) {
 			t.Fatalf("event %d: raw reads %v (%v), decoded %v", i, &ev, err, b.Events[i])
 		}
 		if we.Host != ev.Host || we.ContainerID != ev.ContainerId || we.ContainerName != ev.ContainerName ||
-			we.ImageRef != ev.ImageRef || we.ImageDigest != ev.ImageDigest || we.Kind != ev.Kind {
+			we.ImageRef != ev.ImageRef || we.ImageDigest != ev.ImageDigest || we.Kind != ev.Kind ||
+			string(we.ID) != string(ev.Id) || we.WallNs != ev.WallNs || we.Body != bodyNumber(&ev) {
 			t.Fatalf("event %d: scanned %+v, decoded %v", i, we, &ev)
 		}
 	}
+}
+
+// bodyNumber is the field number of ev's oneof member, 0 for none.
+func bodyNumber(ev *containv1.Event) protowire.Number {
+	m := ev.ProtoReflect()
+	if fd := m.WhichOneof(m.Descriptor().Oneofs().ByName("body")); fd != nil {
+		return fd.Number()
+	}
+	return 0
 }
 
 // TestScanBatchFieldNumbers: the field numbers ScanBatch reads are the
@@ -117,7 +128,7 @@ func TestScanBatchFieldNumbers(t *testing.T) {
 		check(bm, name, num)
 	}
 	em := (&containv1.Event{}).ProtoReflect().Descriptor()
-	for name, num := range map[string]protoreflect.FieldNumber{"host": 2, "container_id": 3, "container_name": 4, "image_ref": 5, "image_digest": 6, "kind": 9, "profile_ref": 12} {
+	for name, num := range map[string]protoreflect.FieldNumber{"id": 1, "host": 2, "container_id": 3, "container_name": 4, "image_ref": 5, "image_digest": 6, "wall_ns": 8, "kind": 9, "profile_ref": 12, "exec": 20, "commit": 29} {
 		check(em, name, num)
 	}
 }

@@ -150,9 +150,7 @@ func (a *Arena) scan(data []byte) (*containv1.Batch, bool) {
 
 // Field numbers of containv1.Event beyond those ScanBatch reads.
 const (
-	eventID            = 1
 	eventMonoNs        = 7
-	eventWallNs        = 8
 	eventSchemaVersion = 10
 	eventCgroupID      = 11
 	eventProfileRef    = 12
