@@ -290,6 +290,7 @@ func (s *Store) writeGroup(ctx context.Context, rs *rowSet, f *fetch, fb *fetchB
 			dups += w.dups
 			w.abort() // no-op after success
 		}
+		rs.arena.reset() // keep nothing of this fetch's payloads
 	}()
 	// put adds row r (of decoded event ev; nil: read from the wire, an
 	// events row; at position pos of the fetch) to its table's writer.
@@ -357,7 +358,9 @@ func (s *Store) writeGroup(ctx context.Context, rs *rowSet, f *fetch, fb *fetchB
 		}
 	}
 	rs.scratch = eventRow{} // keep nothing of the last batch
-	rs.arena.reset()
+	// The rows' repeated values (argv, syscall args and sequences) are
+	// views of rs.arena until their writer's flush has copied them into
+	// the driver's columns: the arena is reset after it (deferred above).
 	for _, w := range ws {
 		if err := w.flush(ctx, true); err != nil {
 			s.writeFailed(ctx, w)

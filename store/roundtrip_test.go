@@ -61,9 +61,22 @@ func sampleEvents(ids *containv1.IDGen, cid string, base time.Time) []*containv1
 	return evs
 }
 
+// TestRoundTripEveryKind reads back every column of every kind, with the
+// raw encoding kept (rows from decoded events) and without (rows read
+// from the wire, design 021 decision 18).
 func TestRoundTripEveryKind(t *testing.T) {
+	for _, raw := range []bool{false, true} {
+		name := "wire"
+		if raw {
+			name = "store_raw"
+		}
+		t.Run(name, func(t *testing.T) { roundTripEveryKind(t, raw) })
+	}
+}
+
+func roundTripEveryKind(t *testing.T, storeRaw bool) {
 	cfg := testConfig(t)
-	cfg.StoreRaw = true
+	cfg.StoreRaw = storeRaw
 	s := openStore(t, cfg)
 	m := metrics.New()
 	_, _, js := testenv.NATS(t)
@@ -133,7 +146,7 @@ func TestRoundTripEveryKind(t *testing.T) {
 		want := evs[i]
 		if id != uuid.UUID(want.Id) || kind != wantKinds[i] || !ts.Equal(base.Add(time.Duration(i)*time.Second)) || tsNs != 123456789 ||
 			host != "host-a" || name != "web-1" || ref != want.ImageRef || digest != "sha256:abc" || mono != want.MonoNs || cg != 4242 ||
-			profile != "sha256:abc@3" || sv != containv1.SchemaVersion || stage != "test" || !hasRaw {
+			profile != "sha256:abc@3" || sv != containv1.SchemaVersion || stage != "test" || hasRaw != storeRaw {
 			t.Errorf("row %d: got id=%v kind=%s ts=%v ns=%d host=%s name=%s ref=%s digest=%s mono=%d cg=%d profile=%s sv=%d stage=%s raw=%v",
 				i, id, kind, ts, tsNs, host, name, ref, digest, mono, cg, profile, sv, stage, hasRaw)
 		}
