@@ -87,6 +87,13 @@ wait_rows 1 "SELECT count() FROM alerts WHERE container_id = 'demo-web'"
 wait_rows 1 "SELECT count() FROM actions WHERE container_id = 'demo-web'"
 ch "SELECT kind, count() AS events FROM events WHERE container_id = 'demo-web' GROUP BY kind ORDER BY kind"
 ch "SELECT ts, exec_filename, exec_argv FROM events WHERE container_id = 'demo-web' AND kind = 'exec' ORDER BY ts DESC LIMIT 5"
+# What the SOC reads must be what ran: the wget row carries its arguments.
+argv_q="SELECT count() FROM events WHERE container_id = 'demo-web' AND kind = 'exec' AND exec_filename = '/bin/wget' AND has(exec_argv, 'http://127.0.0.1:8080/')"
+wait_rows 1 "$argv_q"
+if [ "$(clickhouse-client --port 19000 --database "$db" -q "$argv_q")" -lt 1 ]; then
+  echo "demo: FAILED: no /bin/wget exec row with its arguments in ClickHouse" >&2
+  exit 1
+fi
 ch "SELECT ts, score, rule, priority, reason_messages FROM alerts WHERE container_id = 'demo-web' ORDER BY score DESC, ts"
 ch "SELECT ts, type, result, method, latency_ns / 1e6 AS ms, reason FROM actions WHERE container_id = 'demo-web'"
 
