@@ -1,7 +1,9 @@
 package loadtest
 
 import (
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -78,6 +80,41 @@ func TestReportsNameDataFS(t *testing.T) {
 		}
 		if out := c.print(""); strings.Contains(out, "clickhouse data on") {
 			t.Errorf("%s report names a data file system it was not given:\n%s", c.name, out)
+		}
+	}
+}
+
+// TestExt4JournalVerdict: ext4NoJournal on two real ext4 file systems,
+// loop-mounted, one made with a journal and one without.
+func TestExt4JournalVerdict(t *testing.T) {
+	testenv.RequireRoot(t)
+	mkfs := testenv.RequireCommand(t, "mkfs.ext4")
+	for _, journal := range []bool{true, false} {
+		dir := t.TempDir()
+		img, mnt := filepath.Join(dir, "fs.img"), filepath.Join(dir, "mnt")
+		if err := os.Mkdir(mnt, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(img, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Truncate(img, 64<<20); err != nil {
+			t.Fatal(err)
+		}
+		args := []string{"-q", "-F"}
+		if !journal {
+			args = append(args, "-O", "^has_journal")
+		}
+		if out, err := exec.Command(mkfs, append(args, img)...).CombinedOutput(); err != nil {
+			t.Fatalf("mkfs.ext4: %v\n%s", err, out)
+		}
+		if out, err := exec.Command("mount", "-o", "loop", img, mnt).CombinedOutput(); err != nil {
+			testenv.Unavailable(t, fmt.Sprintf("a loop mount: %v: %s", err, out))
+		}
+		t.Cleanup(func() { _ = exec.Command("umount", mnt).Run() })
+		dev, noJournal := ext4NoJournal(mnt)
+		if noJournal == journal || (noJournal && !strings.HasPrefix(dev, "loop")) {
+			t.Errorf("ext4 made with journal=%v: ext4NoJournal = %q, %v", journal, dev, noJournal)
 		}
 	}
 }
