@@ -75,6 +75,11 @@ var credNeedles = []string{
 	"shadow", "htpasswd", ".git-credentials", ".netrc", ".pgpass", "id_ed25519",
 }
 
+// minerNeedles name a miner in a command line (lower case).
+var minerNeedles = []string{"stratum+tcp://", "stratum+ssl://", "stratum2+tcp://", "--donate-level", "--coin=monero", "cryptonight", "randomx"}
+
+var minerArgs = newNeedleSet(minerNeedles...)
+
 var minerPorts = map[uint32]bool{3333: true, 4444: true, 5555: true, 7777: true, 14444: true, 45700: true}
 
 // apiPorts are the control APIs of the host's runtime and orchestrator:
@@ -114,6 +119,7 @@ func classifyExec(x *containv1.Exec, in execInfo) []hit {
 	if base == "busybox" && len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		base, args = path.Base(args[0]), args[1:]
 	}
+	cls := baseClasses[base]
 	pbase := path.Base(in.parent)
 	// The edge key and the "by" phrase are built only for a hit that
 	// names them (most execs have none).
@@ -134,10 +140,10 @@ func classifyExec(x *containv1.Exec, in execInfo) []hit {
 		out = append(out, hit{code: code, subject: subject, key: key, msg: msg})
 	}
 	switch {
-	case shells[base]:
+	case cls&baseShell != 0:
 		// The container's own program may be a shell (its parent is then
 		// the runtime, unknown here): that is learned like any behaviour.
-		if !shells[pbase] {
+		if baseClasses[pbase]&baseShell == 0 {
 			add(CodeExecShell, fn, edge(), fmt.Sprintf("shell %q started%s", base, by()))
 		}
 		login := strings.HasPrefix(a0, "-") || argvHas(args, "-l", "--login", "-i")
@@ -171,21 +177,21 @@ func classifyExec(x *containv1.Exec, in execInfo) []hit {
 		add(CodeExecDrift, fn, fn, fmt.Sprintf("%q %s, then executed (drift from the image)", fn, why))
 	}
 	switch {
-	case pkgManagers[base]:
+	case cls&basePkgManager != 0:
 		add(CodeExecPkgManager, fn, fn, fmt.Sprintf("package manager %q ran (argv %q)", base, x.Argv))
-	case tools[base] && !argvHas(args, "-z"):
+	case cls&baseTool != 0 && !argvHas(args, "-z"):
 		add(CodeExecTool, fn, fn, fmt.Sprintf("remote copy tool %q ran%s", base, by()))
 	}
-	if scanners[base] || (base == "nc" || base == "ncat" || base == "netcat") && argvHas(args, "-z") {
+	if cls&baseScanner != 0 || (base == "nc" || base == "ncat" || base == "netcat") && argvHas(args, "-z") {
 		add(CodeExecScanner, fn, fn, fmt.Sprintf("network scanner %q ran (argv %q)", base, x.Argv))
 	}
-	if miners[base] || argvContains(x.Argv, "stratum+tcp://", "stratum+ssl://", "stratum2+tcp://", "--donate-level", "--coin=monero", "cryptonight", "randomx") {
+	if cls&baseMiner != 0 || minerArgs.inArgv(x.Argv) {
 		add(CodeExecMiner, fn, fn, fmt.Sprintf("cryptocurrency miner %q (argv %q)", base, x.Argv))
 	}
-	if userTools[base] {
+	if cls&baseUserTool != 0 {
 		add(CodeAccountChange, fn, fn, fmt.Sprintf("user-management tool %q ran (argv %q)", base, x.Argv))
 	}
-	if wipers[base] || strings.HasPrefix(base, "mkfs") || base == "rm" && removesTree(args) {
+	if cls&baseWiper != 0 || strings.HasPrefix(base, "mkfs") || base == "rm" && removesTree(args) {
 		add(CodeBulkDelete, fn, fn, fmt.Sprintf("%q destroys data (argv %q)", base, x.Argv))
 	}
 	if base == "debugfs" {
@@ -200,12 +206,12 @@ func classifyExec(x *containv1.Exec, in execInfo) []hit {
 	if base == "chattr" || base == "setcap" {
 		add(CodeSetuidBit, fn, fn, fmt.Sprintf("%q changes file privileges (argv %q)", base, x.Argv))
 	}
-	if searchTools[base] {
+	if cls&baseSearchTool != 0 {
 		if n := credNeedle(args); n != "" {
 			add(CodeCredSearch, fn, fn+" "+n, fmt.Sprintf("%q searches for %q (argv %q)", base, n, x.Argv))
 		}
 	}
-	out = append(out, classifyExecAttack(x, fn, base)...)
+	out = append(out, classifyExecAttack(x, fn, base, cls)...)
 	if p := x.Proc; p != nil && p.Euid == 0 && p.Uid != 0 {
 		add(CodePrivilegeGain, fn, fn, fmt.Sprintf("%q runs with euid 0 for uid %d (a setuid-root binary)", fn, p.Uid))
 	}
@@ -249,18 +255,6 @@ func decodes(base string, args []string) bool {
 		return argvHas(args, "-r", "-r -p", "-rp")
 	case "uudecode":
 		return true
-	}
-	return false
-}
-
-func argvContains(argv []string, needles ...string) bool {
-	for _, a := range argv {
-		la := strings.ToLower(a)
-		for _, n := range needles {
-			if strings.Contains(la, n) {
-				return true
-			}
-		}
 	}
 	return false
 }
@@ -513,11 +507,7 @@ func classifyFile(f *containv1.File) []hit {
 		add(CodeLogClear, pathPrefix(t, 3), fmt.Sprintf("log %s cleared (%s)", t, op))
 		specific = true
 	}
-	if under(t, "/etc/cron.d") || under(t, "/etc/cron.daily") || under(t, "/etc/cron.hourly") || under(t, "/etc/cron.weekly") ||
-		under(t, "/etc/cron.monthly") || t == "/etc/crontab" || t == "/etc/anacrontab" || under(t, "/var/spool/cron") ||
-		under(t, "/var/spool/anacron") || under(t, "/etc/systemd") || under(t, "/lib/systemd/system") ||
-		under(t, "/usr/lib/systemd/system") || strings.HasSuffix(base, ".timer") || under(t, "/etc/init.d") ||
-		t == "/etc/rc.local" || under(t, "/etc/periodic") {
+	if isCronPath(t, base) {
 		add(CodeCronPersist, t, fmt.Sprintf("%s of %s (scheduled or boot persistence)", op, t))
 		specific = true
 	}
@@ -547,6 +537,25 @@ func classifyFile(f *containv1.File) []hit {
 		}
 	}
 	return out
+}
+
+// isCronPath reports whether writing t (base its base name) schedules
+// something or persists across boots: cron, anacron, systemd units and
+// timers, init scripts. The directory the path starts in picks the
+// comparisons (TestCronPath).
+func isCronPath(t, base string) bool {
+	if strings.HasSuffix(base, ".timer") {
+		return true
+	}
+	switch {
+	case strings.HasPrefix(t, "/etc/"):
+		return under(t, "/etc/cron.d") || under(t, "/etc/cron.daily") || under(t, "/etc/cron.hourly") ||
+			under(t, "/etc/cron.weekly") || under(t, "/etc/cron.monthly") || t == "/etc/crontab" || t == "/etc/anacrontab" ||
+			under(t, "/etc/systemd") || under(t, "/etc/init.d") || t == "/etc/rc.local" || under(t, "/etc/periodic")
+	case strings.HasPrefix(t, "/var/spool/"):
+		return under(t, "/var/spool/cron") || under(t, "/var/spool/anacron")
+	}
+	return under(t, "/lib/systemd/system") || under(t, "/usr/lib/systemd/system")
 }
 
 // runtimeSockets are the API sockets of container engines and runtimes

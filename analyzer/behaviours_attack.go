@@ -34,6 +34,8 @@ var metadataNeedles = []string{
 	"/latest/meta-data", "/computemetadata/", "/metadata/identity/oauth2", "/latest/api/token",
 }
 
+var metadataArgs = newNeedleSet(metadataNeedles...)
+
 // containerAdmins drive the orchestrator or a container runtime: run in a
 // container, they deploy, exec into or list other containers (the
 // credentials a service account or a mounted socket gives).
@@ -81,13 +83,13 @@ func kernelThreadName(name string) bool {
 // classifyExecAttack names the audit's exec behaviours: container
 // administration tools, a command line naming a metadata service, an
 // argv[0] masquerading as a kernel thread.
-func classifyExecAttack(x *containv1.Exec, fn, base string) []hit {
+func classifyExecAttack(x *containv1.Exec, fn, base string, cls baseClass) []hit {
 	var out []hit
-	if containerAdmins[base] {
+	if cls&baseContainerAdmin != 0 {
 		out = append(out, hit{code: CodeContainerAdmin, subject: fn, key: fn,
 			msg: fmt.Sprintf("container administration tool %q ran (argv %q)", base, x.Argv)})
 	}
-	if argvContains(x.Argv, metadataNeedles...) {
+	if metadataArgs.inArgv(x.Argv) {
 		out = append(out, hit{code: CodeCloudMetadata, subject: fn, key: fn,
 			msg: fmt.Sprintf("%q asks a cloud metadata service (argv %q)", base, x.Argv)})
 	}
@@ -194,7 +196,7 @@ func fifoRelayHit(c *container, x *containv1.Exec, base string, now int64) []hit
 	if base == "busybox" && len(x.Argv) > 1 {
 		base = path.Base(x.Argv[1])
 	}
-	if !relayTools[base] {
+	if baseClasses[base]&baseRelayTool == 0 {
 		return nil
 	}
 	at, ok := c.fifos[treeOf(x.Proc)]

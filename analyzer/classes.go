@@ -266,22 +266,52 @@ func isInterpreter(base string) bool {
 	return false
 }
 
+// tmpDirs are the writable or tmpfs directories (with their slash).
+var tmpDirs = []string{"/tmp/", "/var/tmp/", "/dev/shm/", "/run/", "/var/run/", "/dev/mqueue/"}
+
+// isTmpPath reports whether p lies below one of tmpDirs; the byte after
+// the leading slash picks the prefixes to compare (TestPathClasses).
 func isTmpPath(p string) bool {
-	for _, pre := range []string{"/tmp/", "/var/tmp/", "/dev/shm/", "/run/", "/var/run/", "/dev/mqueue/"} {
-		if strings.HasPrefix(p, pre) {
-			return true
-		}
+	if len(p) < len("/tmp/") || p[0] != '/' {
+		return false
+	}
+	switch p[1] {
+	case 't':
+		return strings.HasPrefix(p, "/tmp/")
+	case 'r':
+		return strings.HasPrefix(p, "/run/")
+	case 'v':
+		return strings.HasPrefix(p, "/var/tmp/") || strings.HasPrefix(p, "/var/run/")
+	case 'd':
+		return strings.HasPrefix(p, "/dev/shm/") || strings.HasPrefix(p, "/dev/mqueue/")
 	}
 	return false
 }
 
 var systemDirs = []string{"/etc", "/bin", "/sbin", "/usr", "/lib", "/lib64", "/boot", "/root", "/var/spool/cron"}
 
+// isSystemPath reports whether p is one of systemDirs or below it; the
+// byte after the leading slash picks the directories to compare
+// (TestPathClasses).
 func isSystemPath(p string) bool {
-	for _, d := range systemDirs {
-		if under(p, d) {
-			return true
-		}
+	if len(p) < len("/etc") || p[0] != '/' {
+		return false
+	}
+	switch p[1] {
+	case 'e':
+		return under(p, "/etc")
+	case 'b':
+		return under(p, "/bin") || under(p, "/boot")
+	case 's':
+		return under(p, "/sbin")
+	case 'u':
+		return under(p, "/usr")
+	case 'l':
+		return under(p, "/lib") || under(p, "/lib64")
+	case 'r':
+		return under(p, "/root")
+	case 'v':
+		return under(p, "/var/spool/cron")
 	}
 	return false
 }

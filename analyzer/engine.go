@@ -108,7 +108,7 @@ type container struct {
 	digest string
 	ref    string
 	base   *Baseline
-	procs  map[uint32]string // tgid -> executable
+	procs  procTable[string] // tgid -> executable (procs.go)
 	groups map[string]*group
 	lastNs int64
 	// group is the container's baseline key from its labels (GroupKey),
@@ -136,11 +136,7 @@ type container struct {
 	// place or made executable (drift), bounded by maxWritten.
 	written map[string]bool
 	// euid is each thread's effective uid after its latest event.
-	euid map[uint32]uint32
-	// exeMemo and euidMemo hold the last lookups of procs and euid
-	// (procs.go): write both tables through its accessors only.
-	exeMemo  procMemo[string]
-	euidMemo procMemo[uint32]
+	euid procTable[uint32]
 	// bulk counts destructive file operations per process tree.
 	bulk map[uint32]*bulkCounter
 	// rotated holds logs rotated lately (log path -> event time).
@@ -342,8 +338,8 @@ func (e *Engine) newContainer(ev *containv1.Event) *container {
 		e.evictContainers(ev.WallNs)
 	}
 	id := strings.Clone(ev.ContainerId) // kept: ev may point into a payload
-	c := &container{id: id, procs: map[uint32]string{}, groups: map[string]*group{},
-		sessions: map[uint32]bool{}, written: map[string]bool{}, euid: map[uint32]uint32{}, execMono: map[uint32]uint64{},
+	c := &container{id: id, groups: map[string]*group{},
+		sessions: map[uint32]bool{}, written: map[string]bool{}, execMono: map[uint32]uint64{},
 		bulk: map[uint32]*bulkCounter{}, scan: map[uint32]*scanCounter{}, rotated: map[string]int64{}, recent: map[uint32][]recentReason{}}
 	e.containers[id] = c
 	return c

@@ -14,7 +14,7 @@ import (
 // and leave the same maps.
 func TestProcMemoMatchesMaps(t *testing.T) {
 	rnd := rand.New(rand.NewPCG(3, 4))
-	c := &container{procs: map[uint32]string{}, euid: map[uint32]uint32{}}
+	c := &container{}
 	refProcs, refEuid := map[uint32]string{}, map[uint32]uint32{}
 	pid := func() uint32 {
 		if rnd.IntN(4) == 0 {
@@ -48,7 +48,7 @@ func TestProcMemoMatchesMaps(t *testing.T) {
 			}
 			if old, ok := c.exe(p); !ok || old != fn {
 				c.setExe(p, fn)
-			} else if len(c.procs) >= maxProcs {
+			} else if c.procs.size() >= maxProcs {
 				c.setExe(p, old)
 			}
 		case 3: // the euid update of every event
@@ -61,6 +61,9 @@ func TestProcMemoMatchesMaps(t *testing.T) {
 			}
 			c.setEuid(p, e)
 		default: // lookups
+			if c.procs.size() != len(refProcs) || c.euid.size() != len(refEuid) {
+				t.Fatalf("op %d: sizes %d/%d, want %d/%d", i, c.procs.size(), c.euid.size(), len(refProcs), len(refEuid))
+			}
 			wantExe, wantOK := refProcs[p]
 			if exe, ok := c.exe(p); exe != wantExe || ok != wantOK {
 				t.Fatalf("op %d: exe(%d) = %q %v, want %q %v", i, p, exe, ok, wantExe, wantOK)
@@ -71,14 +74,17 @@ func TestProcMemoMatchesMaps(t *testing.T) {
 			}
 		}
 	}
-	if !maps.Equal(c.procs, refProcs) || !maps.Equal(c.euid, refEuid) {
-		t.Fatalf("tables differ: %d/%d processes, %d/%d threads", len(c.procs), len(refProcs), len(c.euid), len(refEuid))
+	if c.procs.size() != len(c.procs.m) || c.euid.size() != len(c.euid.m) {
+		t.Fatalf("sizes %d/%d, maps hold %d/%d", c.procs.size(), c.euid.size(), len(c.procs.m), len(c.euid.m))
+	}
+	if !maps.Equal(c.procs.m, refProcs) || !maps.Equal(c.euid.m, refEuid) {
+		t.Fatalf("tables differ: %d/%d processes, %d/%d threads", c.procs.size(), len(refProcs), c.euid.size(), len(refEuid))
 	}
 
 	// A full table is cleared: what the memo held is forgotten with it
 	// (either key the latest looked up).
 	for _, order := range [][]uint32{{1, 2}, {2, 1}} {
-		c := &container{procs: map[uint32]string{}, euid: map[uint32]uint32{}}
+		c := &container{}
 		for pid := range uint32(maxProcs) {
 			c.setExe(pid, "/bin/x")
 			c.setEuid(pid, 7)
@@ -97,8 +103,8 @@ func TestProcMemoMatchesMaps(t *testing.T) {
 				t.Errorf("euidOf(%d) = %d after the table was cleared", pid, e)
 			}
 		}
-		if exe, _ := c.exe(maxProcs); exe != "/bin/y" || len(c.procs) != 1 || len(c.euid) != 1 {
-			t.Errorf("after the clear: exe %q, %d processes, %d threads", exe, len(c.procs), len(c.euid))
+		if exe, _ := c.exe(maxProcs); exe != "/bin/y" || c.procs.size() != 1 || c.euid.size() != 1 {
+			t.Errorf("after the clear: exe %q, %d processes, %d threads", exe, c.procs.size(), c.euid.size())
 		}
 	}
 }

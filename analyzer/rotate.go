@@ -83,5 +83,8 @@ func (c *container) noteRotation(log string, now int64) {
 }
 
 func isLogPath(p string) bool {
+	if p == "" {
+		return false // no new path
+	}
 	return under(p, "/var/log") || loginRecords[strings.TrimRightFunc(path.Base(p), func(r rune) bool { return r == '.' || r >= '0' && r <= '9' })]
 }

@@ -1,0 +1,41 @@
+package analyzer
+
+// baseClass says which of the executable-name tables (shells,
+// pkgManagers, tools...) hold a base name: classifyExec looks a name up
+// once in baseClasses rather than once per table. The tables stay the
+// reference (TestBaseClasses).
+type baseClass uint16
+
+const (
+	baseShell baseClass = 1 << iota
+	basePkgManager
+	baseTool
+	baseScanner
+	baseMiner
+	baseUserTool
+	baseWiper
+	baseSearchTool
+	baseContainerAdmin
+	baseRelayTool
+)
+
+// baseClassTables are the tables baseClasses joins, by class.
+func baseClassTables() map[baseClass]map[string]bool {
+	return map[baseClass]map[string]bool{
+		baseShell: shells, basePkgManager: pkgManagers, baseTool: tools, baseScanner: scanners,
+		baseMiner: miners, baseUserTool: userTools, baseWiper: wipers, baseSearchTool: searchTools,
+		baseContainerAdmin: containerAdmins, baseRelayTool: relayTools,
+	}
+}
+
+var baseClasses = func() map[string]baseClass {
+	out := map[string]baseClass{}
+	for cls, table := range baseClassTables() {
+		for name, in := range table {
+			if in {
+				out[name] |= cls
+			}
+		}
+	}
+	return out
+}()
