@@ -78,7 +78,14 @@ var credNeedles = []string{
 // minerNeedles name a miner in a command line (lower case).
 var minerNeedles = []string{"stratum+tcp://", "stratum+ssl://", "stratum2+tcp://", "--donate-level", "--coin=monero", "cryptonight", "randomx"}
 
-var minerArgs = newNeedleSet(minerNeedles...)
+// execNeedles finds the miner and metadata needles of a command line in
+// one pass (needleMiner, needleMetadata).
+var execNeedles = newNeedleSet(minerNeedles, metadataNeedles)
+
+const (
+	needleMiner uint8 = 1 << iota
+	needleMetadata
+)
 
 var minerPorts = map[uint32]bool{3333: true, 4444: true, 5555: true, 7777: true, 14444: true, 45700: true}
 
@@ -120,6 +127,7 @@ func classifyExec(x *containv1.Exec, in execInfo) []hit {
 		base, args = path.Base(args[0]), args[1:]
 	}
 	cls := baseClasses[base]
+	needles := execNeedles.inArgv(x.Argv)
 	pbase := path.Base(in.parent)
 	// The edge key and the "by" phrase are built only for a hit that
 	// names them (most execs have none).
@@ -185,7 +193,7 @@ func classifyExec(x *containv1.Exec, in execInfo) []hit {
 	if cls&baseScanner != 0 || (base == "nc" || base == "ncat" || base == "netcat") && argvHas(args, "-z") {
 		add(CodeExecScanner, fn, fn, fmt.Sprintf("network scanner %q ran (argv %q)", base, x.Argv))
 	}
-	if cls&baseMiner != 0 || minerArgs.inArgv(x.Argv) {
+	if cls&baseMiner != 0 || needles&needleMiner != 0 {
 		add(CodeExecMiner, fn, fn, fmt.Sprintf("cryptocurrency miner %q (argv %q)", base, x.Argv))
 	}
 	if cls&baseUserTool != 0 {
@@ -211,7 +219,7 @@ func classifyExec(x *containv1.Exec, in execInfo) []hit {
 			add(CodeCredSearch, fn, fn+" "+n, fmt.Sprintf("%q searches for %q (argv %q)", base, n, x.Argv))
 		}
 	}
-	out = append(out, classifyExecAttack(x, fn, base, cls)...)
+	out = append(out, classifyExecAttack(x, fn, base, cls, needles)...)
 	if p := x.Proc; p != nil && p.Euid == 0 && p.Uid != 0 {
 		add(CodePrivilegeGain, fn, fn, fmt.Sprintf("%q runs with euid 0 for uid %d (a setuid-root binary)", fn, p.Uid))
 	}

@@ -34,8 +34,6 @@ var metadataNeedles = []string{
 	"/latest/meta-data", "/computemetadata/", "/metadata/identity/oauth2", "/latest/api/token",
 }
 
-var metadataArgs = newNeedleSet(metadataNeedles...)
-
 // containerAdmins drive the orchestrator or a container runtime: run in a
 // container, they deploy, exec into or list other containers (the
 // credentials a service account or a mounted socket gives).
@@ -82,14 +80,15 @@ func kernelThreadName(name string) bool {
 
 // classifyExecAttack names the audit's exec behaviours: container
 // administration tools, a command line naming a metadata service, an
-// argv[0] masquerading as a kernel thread.
-func classifyExecAttack(x *containv1.Exec, fn, base string, cls baseClass) []hit {
+// argv[0] masquerading as a kernel thread. cls and needles are the
+// base name's classes and the command line's needle groups (classifyExec).
+func classifyExecAttack(x *containv1.Exec, fn, base string, cls baseClass, needles uint8) []hit {
 	var out []hit
 	if cls&baseContainerAdmin != 0 {
 		out = append(out, hit{code: CodeContainerAdmin, subject: fn, key: fn,
 			msg: fmt.Sprintf("container administration tool %q ran (argv %q)", base, x.Argv)})
 	}
-	if metadataArgs.inArgv(x.Argv) {
+	if needles&needleMetadata != 0 {
 		out = append(out, hit{code: CodeCloudMetadata, subject: fn, key: fn,
 			msg: fmt.Sprintf("%q asks a cloud metadata service (argv %q)", base, x.Argv)})
 	}

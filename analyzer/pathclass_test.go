@@ -99,3 +99,31 @@ func FuzzCronPath(f *testing.F) {
 	}
 	f.Fuzz(checkCronPath)
 }
+
+// BenchmarkPathClasses is isTmpPath, isSystemPath and isCronPath of the
+// fleet mix's paths and executables, and the loops they replace. Per
+// op: one path.
+//
+//	go test ./analyzer -run '^$' -bench PathClasses -count 5
+func BenchmarkPathClasses(b *testing.B) {
+	paths := []string{"/var/log/app/app.log", "/var/lib/app/cache/123.dat", "/tmp/app-upload-77.dat",
+		"/usr/local/bin/app", "/usr/bin/logrotate", "/srv/app/data"}
+	b.Run("reference", func(b *testing.B) {
+		n := 0
+		for i := 0; i < b.N; i++ {
+			p := paths[i%len(paths)]
+			if isTmpPathRef(p) || isSystemPathRef(p) || isCronPathRef(p, path.Base(p)) {
+				n++
+			}
+		}
+	})
+	b.Run("switch", func(b *testing.B) {
+		n := 0
+		for i := 0; i < b.N; i++ {
+			p := paths[i%len(paths)]
+			if isTmpPath(p) || isSystemPath(p) || isCronPath(p, path.Base(p)) {
+				n++
+			}
+		}
+	})
+}
