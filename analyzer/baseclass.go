@@ -1,5 +1,10 @@
 package analyzer
 
+import (
+	"path"
+	"strings"
+)
+
 // baseClass says which of the executable-name tables (shells,
 // pkgManagers, tools...) hold a base name: classifyExec looks a name up
 // once in baseClasses rather than once per table. The tables stay the
@@ -39,3 +44,14 @@ var baseClasses = func() map[string]baseClass {
 	}
 	return out
 }()
+
+// isShellPath reports whether the executable at exe is a shell
+// (shells[path.Base(exe)]). Every shell's name ends in "sh" or is
+// busybox: another name is answered without taking its base name or
+// looking it up (TestShellPath).
+func isShellPath(exe string) bool {
+	if n := len(exe); n > 0 && exe[n-1] != '/' && !strings.HasSuffix(exe, "sh") && !strings.HasSuffix(exe, "busybox") {
+		return false
+	}
+	return shells[path.Base(exe)]
+}

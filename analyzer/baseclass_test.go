@@ -1,6 +1,9 @@
 package analyzer
 
-import "testing"
+import (
+	"path"
+	"testing"
+)
 
 // TestBaseClasses: baseClasses names, for every name of every table and
 // for names of none, exactly the tables that hold it.
@@ -23,4 +26,33 @@ func TestBaseClasses(t *testing.T) {
 			t.Errorf("baseClasses[%q] = %b, want %b", name, got, want)
 		}
 	}
+}
+
+var shellPathSeeds = []string{"", "/", "/bin/sh", "/bin/sh/", "/bin/bash", "/usr/bin/fish", "/bin/busybox", "busybox",
+	"/usr/local/bin/app", "/bin/ssh", "/bin/zsh//", "sh", "/bin/shx", "/bin/Sh"}
+
+// TestShellPath: isShellPath answers as shells[path.Base(exe)], for
+// every shell under a directory, bare, and with trailing slashes.
+func TestShellPath(t *testing.T) {
+	exes := append([]string(nil), shellPathSeeds...)
+	for name := range shells {
+		exes = append(exes, name, "/bin/"+name, "/bin/"+name+"/", "/x/"+name+"x", "/x/x"+name)
+	}
+	for _, exe := range exes {
+		checkShellPath(t, exe)
+	}
+}
+
+func checkShellPath(t *testing.T, exe string) {
+	t.Helper()
+	if got, want := isShellPath(exe), shells[path.Base(exe)]; got != want {
+		t.Fatalf("isShellPath(%q) = %v, want %v", exe, got, want)
+	}
+}
+
+func FuzzShellPath(f *testing.F) {
+	for _, exe := range shellPathSeeds {
+		f.Add(exe)
+	}
+	f.Fuzz(checkShellPath)
 }

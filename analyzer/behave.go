@@ -34,6 +34,16 @@ func (e *Engine) behave(b *Baseline, actor string, hits []hit, learn bool) bool 
 	return novel
 }
 
+// behaveBy is behave with the actor of process p (actor): the process
+// table is looked up, and a comm-named actor made, only for an event
+// that shows a behaviour.
+func (e *Engine) behaveBy(b *Baseline, c *container, p *containv1.Process, hits []hit, learn bool) bool {
+	if len(hits) == 0 {
+		return false // behave of no hits
+	}
+	return e.behave(b, actor(c, p), hits, learn)
+}
+
 // unknownParent starts the key of a shell or interpreter started by a
 // process the container's table does not know: "?" + its path.
 const unknownParent = "? -> "

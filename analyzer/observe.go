@@ -38,7 +38,7 @@ func (e *Engine) observeApplet(c *container, b *Baseline, p *containv1.Process, 
 		return false
 	}
 	exe, ok := c.exe(p.Tgid)
-	if !ok || !shells[path.Base(exe)] || p.Comm == path.Base(exe) || strings.ContainsAny(p.Comm, "/:[ ") {
+	if !ok || !isShellPath(exe) || p.Comm == path.Base(exe) || strings.ContainsAny(p.Comm, "/:[ ") {
 		return false
 	}
 	fn := path.Join(path.Dir(exe), p.Comm)
@@ -212,12 +212,11 @@ func (e *Engine) observeSyscall(c *container, b *Baseline, s *containv1.Syscall,
 		}
 	}
 	hits := classifySyscall(s, prior, known)
-	act := actor(c, p)
 	if learn {
 		novel := e.learnKey(b.Syscalls, name)
-		return e.behave(b, act, hits, true) || novel
+		return e.behaveBy(b, c, p, hits, true) || novel
 	}
-	e.behave(b, act, hits, false)
+	e.behaveBy(b, c, p, hits, false)
 	if _, ok := b.Syscalls[name]; ok || len(hits) > 0 {
 		// Learned, or named by its behaviour.
 		return false
@@ -266,7 +265,6 @@ func (e *Engine) observeNetwork(c *container, b *Baseline, s *seed, n *containv1
 			e.dev(CodePeerUndeclared, peer, fmt.Sprintf("connection to %s, which image %s does not declare as a peer", peer, b.Image), nil)
 		}
 		hits := classifyNetwork(n)
-		act := actor(c, n.Proc)
 		portKnown := !seen && learnedPort(b, n.RemotePort)
 		// A scan counts the endpoints a tree reaches at ports the image
 		// never used (all of them while learning, so that a service's own
@@ -276,13 +274,13 @@ func (e *Engine) observeNetwork(c *container, b *Baseline, s *seed, n *containv1
 		if learn || !seen && !portKnown {
 			scan = scanHit(c, n, peer, now)
 		}
-		scanned := e.behave(b, act, scan, learn)
+		scanned := e.behaveBy(b, c, n.Proc, scan, learn)
 		if learn {
 			novel := e.learnKey(b.Peers, peer)
-			return e.behave(b, act, hits, true) || novel || scanned
+			return e.behaveBy(b, c, n.Proc, hits, true) || novel || scanned
 		}
 		if !seen && (s == nil || s.peers == nil || !s.allowsPeer(a, n.RemotePort)) {
-			e.behave(b, act, hits, false)
+			e.behaveBy(b, c, n.Proc, hits, false)
 			if len(hits) == 0 && portKnown && !a.IsLoopback() {
 				// A service's peer re-resolved: the port it learned at a
 				// new address (DNS rotation, failover). Informational,
@@ -369,22 +367,21 @@ func (e *Engine) observeFile(c *container, b *Baseline, s *seed, f *containv1.Fi
 	}
 	noteFifo(c, f, now)
 	hits := rotationFilter(c, f, now, append(classifyFile(f), bulkHit(c, f, now)...))
-	act := actor(c, f.Proc)
 	if f.Op == containv1.File_OP_OPEN_READ {
 		if learn {
 			novel := false
 			if isSensitiveRead(p) {
 				novel = e.learnKey(b.Reads, p)
 			}
-			return e.behave(b, act, hits, true) || novel
+			return e.behaveBy(b, c, f.Proc, hits, true) || novel
 		}
 		if _, ok := b.Reads[p]; !ok || len(hits) > 0 {
-			e.behave(b, act, hits, false)
+			e.behaveBy(b, c, f.Proc, hits, false)
 		}
 		return false
 	}
 	if f.Op == containv1.File_OP_CONNECT {
-		return e.behave(b, act, hits, learn)
+		return e.behaveBy(b, c, f.Proc, hits, learn)
 	}
 	if !isWrite(f.Op) {
 		return false
@@ -396,7 +393,7 @@ func (e *Engine) observeFile(c *container, b *Baseline, s *seed, f *containv1.Fi
 		hits = []hit{{code: CodeWriteSystem, subject: p, key: path.Dir(p),
 			msg: fmt.Sprintf("%s of %s, below a system directory (image content)", strings.ToLower(strings.TrimPrefix(f.Op.String(), "OP_")), p)}}
 	}
-	novel := e.behave(b, act, hits, learn)
+	novel := e.behaveBy(b, c, f.Proc, hits, learn)
 	if strings.HasPrefix(p, "/dev/") || strings.HasPrefix(p, "/proc/") || strings.HasPrefix(p, "/sys/") {
 		return novel
 	}
