@@ -492,9 +492,10 @@ func (e *Engine) observe(ev *containv1.Event) []*containv1.Event {
 			if len(c.execMono) >= maxProcs {
 				clear(c.execMono)
 			}
-			if v, ok := c.execMono[p.Tgid]; !ok || v != ev.MonoNs {
-				c.execMono[p.Tgid] = ev.MonoNs
-			}
+			// One store: a lookup first would probe the table twice for
+			// a new process (the usual exec), to save a store of an
+			// equal value.
+			c.execMono[p.Tgid] = ev.MonoNs
 		}
 	case *containv1.Event_Syscall:
 		novel = e.observeSyscall(c, b, body.Syscall, learn)
