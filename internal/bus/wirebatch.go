@@ -462,13 +462,25 @@ func (wb *WireBatch) BoundTo(subject string) bool {
 	if !ok {
 		return false
 	}
-	if kind != "alerts" && containv1.SubjectToken(wb.Host) != host {
-		return false
-	}
-	for i := range wb.Events {
-		if h := wb.Events[i].Host; h != "" && containv1.SubjectToken(h) != host {
+	// good is a host whose token was found to be the subject's: events
+	// name their batch's host, mostly, so each is compared with it and
+	// its token is made only when it names another.
+	good := ""
+	if kind != "alerts" {
+		if containv1.SubjectToken(wb.Host) != host {
 			return false
 		}
+		good = wb.Host
+	}
+	for i := range wb.Events {
+		h := wb.Events[i].Host
+		if h == "" || h == good {
+			continue
+		}
+		if containv1.SubjectToken(h) != host {
+			return false
+		}
+		good = h
 	}
 	return true
 }
