@@ -105,13 +105,7 @@ func (e *Enricher) handleMessages(ctx context.Context, f *bus.Messages) error {
 		e.em.publishErrors.Inc()
 		return err
 	}
-	// Every message is stored. Unless an asynchronous publish is still
-	// outstanding (one whose ack PublishAll stopped waiting for, which
-	// the client may publish again from msg.Data), nothing refers to the
-	// messages' bytes any more.
-	if e.js.PublishAsyncPending() == 0 {
-		e.recycle()
-	}
+	e.published()
 	for _, n := range sizes {
 		e.em.out.Add(float64(n))
 		e.em.batchEvents.Observe(float64(n))
@@ -162,6 +156,17 @@ func (e *Enricher) fetchMessages(ctx context.Context, f fetch) ([]*nats.Msg, []i
 		msgs, sizes = append(msgs, m...), append(sizes, s...)
 	}
 	return msgs, sizes, nil
+}
+
+// published recycles the output arena once PublishAll has stored every
+// message of the fetch: unless an asynchronous publish is still
+// outstanding on e.js (one whose ack PublishAll stopped waiting for,
+// which the client may publish again from msg.Data, or another user's),
+// nothing refers to the messages' bytes any more.
+func (e *Enricher) published() {
+	if e.js.PublishAsyncPending() == 0 {
+		e.recycle()
+	}
 }
 
 // recycle lets the next fetch write its messages into the last chunk of
