@@ -79,8 +79,6 @@ type wireScratch struct {
 	// no message refers to any more (recycle), which the next fetch
 	// writes into.
 	arena, used, free []byte
-	// seen is the entries wireEnrich found in the batch.
-	seen entrySeen
 }
 
 // Output arena chunks: at least minChunk, grown by doubling up to
@@ -238,7 +236,6 @@ func (e *Enricher) wireEnrich(ctx context.Context, sc *wireScratch) (containers 
 		if locked {
 			e.mu.RUnlock()
 		}
-		sc.seen.clear() // they point into the payload
 	}()
 	for i := range wb.Events {
 		ev := &wb.Events[i]
@@ -260,35 +257,27 @@ func (e *Enricher) wireEnrich(ctx context.Context, sc *wireScratch) (containers 
 			containers = true
 			e.mu.RLock()
 			locked = true
-			sc.seen.forget()
 		}
-		sc.ens = append(sc.ens, m.findRLocked(ctx, e, &sc.seen, h, ev.ContainerID))
+		sc.ens = append(sc.ens, m.findRLocked(ctx, e, h, ev.ContainerID))
 	}
 	m.count(e.em)
 	return containers, nil
 }
 
 // findRLocked is find with e.mu read-locked (as it is left): the cache
-// is read in place, or in seen while the lock was held since (the cache
-// has not changed), and lookup (which locks) is called only on a miss.
-func (m *entryMemo) findRLocked(ctx context.Context, e *Enricher, seen *entrySeen, h, id string) *entry {
+// is read in place, and lookup (which locks) is called only on a miss.
+func (m *entryMemo) findRLocked(ctx context.Context, e *Enricher, h, id string) *entry {
 	if id == "" {
 		m.host++
 		return nil
 	}
 	if !m.ok || id != m.key.id || h != m.key.host {
 		k := ckey{h, id}
-		en, ok := seen.get(h, id)
-		if !ok {
-			en = e.cache[k]
-			if en != nil {
-				seen.put(h, id, en)
-			} else {
-				e.mu.RUnlock()
-				en = e.lookup(ctx, k)
-				e.mu.RLock()
-				seen.forget()
-			}
+		en := e.cache[k]
+		if en == nil {
+			e.mu.RUnlock()
+			en = e.lookup(ctx, k)
+			e.mu.RLock()
 		}
 		m.key, m.en, m.ok = k, en, true
 	}
