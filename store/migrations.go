@@ -27,6 +27,9 @@ type migration struct {
 	// columns are added after stmts, each only if missing (18.16 has no
 	// ADD COLUMN IF NOT EXISTS).
 	columns []column
+	// retyped are columns whose type changes after columns, each only
+	// if its type differs (MODIFY COLUMN; never a sort-key column).
+	retyped []column
 }
 
 // column is a column a migration adds to an existing table.
@@ -36,9 +39,9 @@ type column struct {
 
 // migrations is the schema's history.
 var migrations = []migration{
-	{1, "events, alerts, actions", []string{ddlEvents, ddlAlerts, ddlActions}, nil},
-	{2, "per-container per-minute counts", []string{ddlEventsPerMinute, ddlEventsPerMinuteMV}, nil},
-	{3, "baselines, image_audits, declarations", []string{ddlBaselines, ddlImageAudits, ddlDeclarations}, nil},
+	{1, "events, alerts, actions", []string{ddlEvents, ddlAlerts, ddlActions}, nil, nil},
+	{2, "per-container per-minute counts", []string{ddlEventsPerMinute, ddlEventsPerMinuteMV}, nil, nil},
+	{3, "baselines, image_audits, declarations", []string{ddlBaselines, ddlImageAudits, ddlDeclarations}, nil, nil},
 	{4, "file ownership and path resolution, container addresses", nil, []column{
 		{"events", "file_uid", "UInt32"},
 		{"events", "file_gid", "UInt32"},
@@ -47,8 +50,8 @@ var migrations = []migration{
 		{"events", "file_new_path_unresolved", "UInt8"},
 		{"events", "ct_addresses", "Array(String)"},
 		{"events", "ct_host_network", "UInt8"},
-	}},
-	{5, "alert incidents", nil, []column{{"alerts", "incident_id", "UUID"}}},
+	}, nil},
+	{5, "alert incidents", nil, []column{{"alerts", "incident_id", "UUID"}}, nil},
 	{6, "alert pod, namespace and labels", nil, []column{
 		{"alerts", "pod", "String"},
 		{"alerts", "namespace", "LowCardinality(String)"},
@@ -56,9 +59,30 @@ var migrations = []migration{
 		// label_values[indexOf(label_keys, 'app')].
 		{"alerts", "label_keys", "Array(String)"},
 		{"alerts", "label_values", "Array(String)"},
-	}},
-	{7, "commits and container audits", []string{ddlCommits, ddlContainerAudits}, nil},
+	}, nil},
+	{7, "commits and container audits", []string{ddlCommits, ddlContainerAudits}, nil, nil},
+	// Values every event of a container repeats, as dictionary keys: the
+	// store fills them through its LowCardinality path (lowcard.go) and
+	// the server writes and merges a key per row instead of the string
+	// (docs/design/021-store-inserts.md, "migration 8"). container_id is
+	// in the sort key: ClickHouse refuses to change its type. The
+	// events_per_minute view casts image_ref back to String: that column
+	// is in its table's sort key, and 18.16 does not convert a view's
+	// LowCardinality result to its target's String column.
+	{8, "per-container event columns as LowCardinality",
+		[]string{ddlDropEventsPerMinuteMV, ddlEventsPerMinuteMVCast}, nil, lowCardEventColumns},
 }
+
+// lowCardEventColumns are migration 8's retyped columns.
+var lowCardEventColumns = []column{
+	{"events", "container_name", lowCardString},
+	{"events", "image_ref", lowCardString},
+	{"events", "image_digest", lowCardString},
+	{"events", "profile_ref", lowCardString},
+	{"events", "batch_producer", lowCardString},
+}
+
+const lowCardString = "LowCardinality(String)"
 
 const ddlMigrations = `CREATE TABLE IF NOT EXISTS schema_migrations (
     version    UInt32,
@@ -235,6 +259,17 @@ SELECT toStartOfMinute(ts) AS minute, container_id, image_ref, kind, count() AS 
 FROM events
 GROUP BY minute, container_id, image_ref, kind`
 
+// ddlDropEventsPerMinuteMV and ddlEventsPerMinuteMVCast replace the view
+// (migration 8). Rows inserted into events between the two statements
+// are not counted: events_per_minute is an overview.
+const ddlDropEventsPerMinuteMV = `DROP TABLE IF EXISTS events_per_minute_mv`
+
+const ddlEventsPerMinuteMVCast = `CREATE MATERIALIZED VIEW IF NOT EXISTS events_per_minute_mv
+TO events_per_minute AS
+SELECT toStartOfMinute(ts) AS minute, container_id, CAST(image_ref AS String) AS image_ref, kind, count() AS events
+FROM events
+GROUP BY minute, container_id, image_ref, kind`
+
 // The image-level tables are small histories written by the analyzer and
 // the enricher (InsertBaseline, InsertImageAudit, InsertDeclaration): no
 // day partitions, so Prune keeps them. Items are parallel arrays
@@ -352,6 +387,13 @@ func applyMigration(ctx context.Context, conn driver.Conn, sc schema, m migratio
 			}
 		}
 	}
+	for _, c := range m.retyped {
+		for _, t := range sc.columnTables(c.table) {
+			if err := retypeColumn(ctx, conn, column{t, c.name, c.typ}); err != nil {
+				return fmt.Errorf("migration %d (%s): %w", m.version, m.name, err)
+			}
+		}
+	}
 	if err := record(ctx, conn, m); err != nil {
 		return fmt.Errorf("recording migration %d: %w", m.version, err)
 	}
@@ -374,6 +416,25 @@ func addColumn(ctx context.Context, conn driver.Conn, c column) error {
 			return nil
 		}
 		return fmt.Errorf("adding column %s.%s: %w", c.table, c.name, err)
+	}
+	return nil
+}
+
+// retypeColumn gives c its type unless it has it already. On 18.16 the
+// ALTER rewrites the column in every part before it returns; current
+// releases change the metadata and rewrite the parts in a background
+// mutation (rows read meanwhile are converted as they are read).
+func retypeColumn(ctx context.Context, conn driver.Conn, c column) error {
+	var typ string
+	q := fmt.Sprintf("SELECT type FROM system.columns WHERE database = currentDatabase() AND table = '%s' AND name = '%s'", c.table, c.name)
+	if err := conn.QueryRow(ctx, q).Scan(&typ); err != nil {
+		return fmt.Errorf("checking column %s.%s: %w", c.table, c.name, err)
+	}
+	if typ == c.typ {
+		return nil
+	}
+	if err := conn.Exec(ctx, fmt.Sprintf("ALTER TABLE %s MODIFY COLUMN %s %s", c.table, c.name, c.typ)); err != nil {
+		return fmt.Errorf("retyping column %s.%s: %w", c.table, c.name, err)
 	}
 	return nil
 }
