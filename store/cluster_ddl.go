@@ -136,9 +136,13 @@ func DDL(cfg Config) ([]string, error) {
 				out = append(out, fmt.Sprintf("ALTER TABLE %s ADD COLUMN %s %s", t, c.name, c.typ))
 			}
 		}
-		for _, c := range m.retyped {
-			for _, t := range sc.columnTables(c.table) {
-				out = append(out, fmt.Sprintf("ALTER TABLE %s MODIFY COLUMN %s %s", t, c.name, c.typ))
+		for _, cs := range byTable(m.retyped) {
+			modify := make([]string, len(cs))
+			for i, c := range cs {
+				modify[i] = fmt.Sprintf("MODIFY COLUMN %s %s", c.name, c.typ)
+			}
+			for _, t := range sc.columnTables(cs[0].table) {
+				out = append(out, fmt.Sprintf("ALTER TABLE %s %s", t, strings.Join(modify, ",\n    ")))
 			}
 		}
 	}

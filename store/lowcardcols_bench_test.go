@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"slices"
 	"testing"
@@ -19,7 +20,8 @@ import (
 // (the schema of version 7) with the same rows into LowCardinality(String)
 // columns (docs/design/021-store-inserts.md, decision 18). A fetch is 20
 // messages of 1000 events of 50 containers with production-sized values
-// (64-hex container ids, 71-byte digests). It reports the store's CPU per
+// (64-hex container ids, 71-byte digests); CONTAIN_BENCH_SHUFFLE=1
+// interleaves the containers row by row. It reports the store's CPU per
 // event (this process) for each schema and the ratio. With
 // CONTAIN_BENCH_CLICKHOUSE_B (a second server) the LowCardinality store
 // writes there, and with CONTAIN_BENCH_CLICKHOUSE_PID and
@@ -50,6 +52,14 @@ func BenchmarkLowCardColumns(b *testing.B) {
 	}
 	batches := benchBatches(20, 1000)
 	realisticValues(batches)
+	if os.Getenv("CONTAIN_BENCH_SHUFFLE") == "1" {
+		// Containers interleaved row by row: the LowCardinality path's
+		// "same as the row before" shortcut rarely applies.
+		r := rand.New(rand.NewPCG(1, 2))
+		for _, bt := range batches {
+			r.Shuffle(len(bt.Events), func(i, j int) { bt.Events[i], bt.Events[j] = bt.Events[j], bt.Events[i] })
+		}
+	}
 	const rows = 20 * 1000
 	ids := containv1.NewIDGen()
 	m := metrics.New()

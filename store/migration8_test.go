@@ -43,6 +43,10 @@ func TestMigration8LowCardColumns(t *testing.T) {
 		t.Fatalf("version 7 database holds %d rows (%q…)", len(before), before)
 	}
 
+	// A migration cut short (a crash) retyped one column already.
+	if err := s.Conn().Exec(ctx, "ALTER TABLE events MODIFY COLUMN profile_ref "+lowCardString); err != nil {
+		t.Fatal(err)
+	}
 	if err := migrate(ctx, s.Conn(), schema{database: s.cfg.Database}, testenv.Logger(t)); err != nil {
 		t.Fatal(err)
 	}

@@ -387,9 +387,9 @@ func applyMigration(ctx context.Context, conn driver.Conn, sc schema, m migratio
 			}
 		}
 	}
-	for _, c := range m.retyped {
-		for _, t := range sc.columnTables(c.table) {
-			if err := retypeColumn(ctx, conn, column{t, c.name, c.typ}); err != nil {
+	for _, cs := range byTable(m.retyped) {
+		for _, t := range sc.columnTables(cs[0].table) {
+			if err := retypeColumns(ctx, conn, t, cs); err != nil {
 				return fmt.Errorf("migration %d (%s): %w", m.version, m.name, err)
 			}
 		}
@@ -420,21 +420,45 @@ func addColumn(ctx context.Context, conn driver.Conn, c column) error {
 	return nil
 }
 
-// retypeColumn gives c its type unless it has it already. On 18.16 the
-// ALTER rewrites the column in every part before it returns; current
-// releases change the metadata and rewrite the parts in a background
-// mutation (rows read meanwhile are converted as they are read).
-func retypeColumn(ctx context.Context, conn driver.Conn, c column) error {
-	var typ string
-	q := fmt.Sprintf("SELECT type FROM system.columns WHERE database = currentDatabase() AND table = '%s' AND name = '%s'", c.table, c.name)
-	if err := conn.QueryRow(ctx, q).Scan(&typ); err != nil {
-		return fmt.Errorf("checking column %s.%s: %w", c.table, c.name, err)
+// byTable groups cs by table, in the order the tables first appear.
+func byTable(cs []column) [][]column {
+	var out [][]column
+	idx := map[string]int{}
+	for _, c := range cs {
+		i, ok := idx[c.table]
+		if !ok {
+			i = len(out)
+			idx[c.table] = i
+			out = append(out, nil)
+		}
+		out[i] = append(out[i], c)
 	}
-	if typ == c.typ {
+	return out
+}
+
+// retypeColumns gives table's columns cs their types, those that lack it
+// in one ALTER (one rewrite of the table's parts). On 18.16 the ALTER
+// rewrites the columns in every part before it returns (~0.5 s per
+// million events rows here, docs/benchmarks.md); current releases change
+// the metadata and rewrite the parts in a background mutation, reading
+// the old parts converted meanwhile.
+func retypeColumns(ctx context.Context, conn driver.Conn, table string, cs []column) error {
+	var modify []string
+	for _, c := range cs {
+		var typ string
+		q := fmt.Sprintf("SELECT type FROM system.columns WHERE database = currentDatabase() AND table = '%s' AND name = '%s'", table, c.name)
+		if err := conn.QueryRow(ctx, q).Scan(&typ); err != nil {
+			return fmt.Errorf("checking column %s.%s: %w", table, c.name, err)
+		}
+		if typ != c.typ {
+			modify = append(modify, fmt.Sprintf("MODIFY COLUMN %s %s", c.name, c.typ))
+		}
+	}
+	if len(modify) == 0 {
 		return nil
 	}
-	if err := conn.Exec(ctx, fmt.Sprintf("ALTER TABLE %s MODIFY COLUMN %s %s", c.table, c.name, c.typ)); err != nil {
-		return fmt.Errorf("retyping column %s.%s: %w", c.table, c.name, err)
+	if err := conn.Exec(ctx, fmt.Sprintf("ALTER TABLE %s %s", table, strings.Join(modify, ", "))); err != nil {
+		return fmt.Errorf("retyping columns of %s: %w", table, err)
 	}
 	return nil
 }

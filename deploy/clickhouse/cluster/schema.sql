@@ -346,22 +346,14 @@ SELECT toStartOfMinute(ts) AS minute, container_id, CAST(image_ref AS String) AS
 FROM events_local
 GROUP BY minute, container_id, image_ref, kind;
 
-ALTER TABLE events_local MODIFY COLUMN container_name LowCardinality(String);
+ALTER TABLE events_local MODIFY COLUMN container_name LowCardinality(String),
+    MODIFY COLUMN image_ref LowCardinality(String),
+    MODIFY COLUMN image_digest LowCardinality(String),
+    MODIFY COLUMN profile_ref LowCardinality(String),
+    MODIFY COLUMN batch_producer LowCardinality(String);
 
-ALTER TABLE events MODIFY COLUMN container_name LowCardinality(String);
-
-ALTER TABLE events_local MODIFY COLUMN image_ref LowCardinality(String);
-
-ALTER TABLE events MODIFY COLUMN image_ref LowCardinality(String);
-
-ALTER TABLE events_local MODIFY COLUMN image_digest LowCardinality(String);
-
-ALTER TABLE events MODIFY COLUMN image_digest LowCardinality(String);
-
-ALTER TABLE events_local MODIFY COLUMN profile_ref LowCardinality(String);
-
-ALTER TABLE events MODIFY COLUMN profile_ref LowCardinality(String);
-
-ALTER TABLE events_local MODIFY COLUMN batch_producer LowCardinality(String);
-
-ALTER TABLE events MODIFY COLUMN batch_producer LowCardinality(String);
+ALTER TABLE events MODIFY COLUMN container_name LowCardinality(String),
+    MODIFY COLUMN image_ref LowCardinality(String),
+    MODIFY COLUMN image_digest LowCardinality(String),
+    MODIFY COLUMN profile_ref LowCardinality(String),
+    MODIFY COLUMN batch_producer LowCardinality(String);
