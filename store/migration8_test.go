@@ -127,3 +127,44 @@ func queryStrings(t *testing.T, s *Store, q string) []string {
 	}
 	return out
 }
+
+// TestMigration8OutlastsOpen: on 18.16 migration 8's ALTER rewrites every
+// part before it returns; on a big events table it outlasts Open's bound
+// (dial + insert timeout). Open then reports the server unavailable
+// instead of failing, and a later Migrate finds the columns retyped and
+// completes, every row kept.
+func TestMigration8OutlastsOpen(t *testing.T) {
+	ctx := context.Background()
+	cfg := testConfig(t)
+	cfg.InsertTimeout, cfg.AckWait = time.Minute, 3*time.Minute // the INSERT … SELECT below
+	s := openStore(t, cfg)
+	toVersion7(t, s)
+	const rows = 2_000_000
+	if err := s.Conn().Exec(ctx, fmt.Sprintf(`INSERT INTO events (ts, event_id, container_id, container_name, image_ref, image_digest, profile_ref, batch_producer)
+SELECT now() - number %% 3600, generateUUIDv4(), concat('c-', toString(number %% 100)), concat('web-', toString(number %% 100)),
+    concat('registry.example.com/shop/svc', toString(number %% 10), ':1.0'), concat('sha256:', hex(SHA256(toString(number %% 10)))),
+    concat('sha256:', hex(SHA256(toString(number %% 10))), '@3'), 'ea2bf6ae'
+FROM numbers(%d)`, rows)); err != nil {
+		t.Fatal(err)
+	}
+	short := cfg
+	short.InsertTimeout, short.DialTimeout = 100*time.Millisecond, 100*time.Millisecond
+	start := time.Now()
+	s2, err := Open(ctx, short, testenv.Logger(t))
+	if err != nil {
+		t.Fatalf("Open while migration 8 outlasts its bound: %v (want the server marked down)", err)
+	}
+	t.Cleanup(func() { s2.Close() })
+	t.Logf("Open returned after %v, ready %v", time.Since(start), s2.Ready())
+	testenv.WaitForState(t, 60*time.Second, "migration 8 done", func() (bool, string) {
+		err := s2.Migrate(ctx)
+		return err == nil, fmt.Sprint(err)
+	})
+	t.Logf("migrated after %v", time.Since(start))
+	if got := columnTypes(t, s, "events")["image_digest"]; got != lowCardString {
+		t.Errorf("image_digest is %s", got)
+	}
+	if n := queryUint(t, s, "SELECT count() FROM events WHERE image_digest LIKE 'sha256:%' AND container_name LIKE 'web-%'"); n != rows {
+		t.Errorf("%d rows with their values, want %d", n, rows)
+	}
+}

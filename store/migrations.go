@@ -438,8 +438,8 @@ func byTable(cs []column) [][]column {
 
 // retypeColumns gives table's columns cs their types, those that lack it
 // in one ALTER (one rewrite of the table's parts). On 18.16 the ALTER
-// rewrites the columns in every part before it returns (~0.5 s per
-// million events rows here, docs/benchmarks.md); current releases change
+// rewrites the columns in every part before it returns (~0.5-0.7 s
+// per million events rows here, docs/benchmarks.md); current releases change
 // the metadata and rewrite the parts in a background mutation, reading
 // the old parts converted meanwhile.
 func retypeColumns(ctx context.Context, conn driver.Conn, table string, cs []column) error {
