@@ -97,6 +97,7 @@ func (e *Enricher) handleMessages(ctx context.Context, f *bus.Messages) error {
 		return err
 	}
 	if len(msgs) == 0 {
+		e.recycle() // nothing was written
 		return nil
 	}
 	if err := bus.PublishAll(ctx, e.js, msgs, metrics.StageEnricher); err != nil {
