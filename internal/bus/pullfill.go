@@ -57,6 +57,8 @@ type pullRequestBody struct {
 	Expires  time.Duration `json:"expires,omitempty"`
 	Batch    int           `json:"batch"`
 	MaxBytes int           `json:"max_bytes,omitempty"`
+	// Heartbeat asks for an idle heartbeat status this often.
+	Heartbeat time.Duration `json:"idle_heartbeat,omitempty"`
 }
 
 // pullFill makes one pull request on consumer stream/durable for up to n
