@@ -77,14 +77,17 @@ func TestLongPullStopRedelivers(t *testing.T) {
 	publishN(t, ctx, js, bus.NewProducer("h1", "test"), total)
 	rec := &seqRecorder{seen: map[uint64]int{}}
 	hold, release := make(chan struct{}), make(chan struct{})
-	var once sync.Once
+	var (
+		once   sync.Once
+		inHand int
+	)
 	stop, done := make(chan struct{}), make(chan error, 1)
 	first := cfg
 	first.Stop = stop
 	go func() {
 		done <- bus.Consume(ctx, js, first, func(_ context.Context, bs []*containv1.Batch) error {
 			rec.add(bs)
-			once.Do(func() { close(hold); <-release })
+			once.Do(func() { inHand = len(bs); close(hold); <-release })
 			return nil
 		}, metrics.New(), testenv.Logger(t))
 	}()
@@ -106,9 +109,8 @@ func TestLongPullStopRedelivers(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	handled := rec.count()
-	if handled != fetch {
-		t.Fatalf("%d batches handled before the stop, want the fetch in hand (%d)", handled, fetch)
+	if handled := rec.count(); handled != inHand {
+		t.Fatalf("%d batches handled before the stop, want the fetch in hand (%d)", handled, inHand)
 	}
 	start := time.Now()
 	go func() {
@@ -258,3 +260,22 @@ func TestLongPullServerRestart(t *testing.T) {
 	}
 	rec.check(t, 2)
 }
+
+func eager(c *bus.ConsumerConfig) { c.Eager = true }
+
+// TestLongPullPoison: an Eager consumer (its long pull released before
+// every back-off) keeps the dead-letter guarantees of TestPoisonBatchDeadLettered.
+func TestLongPullPoison(t *testing.T) { runPoisonWith(t, false, bus.DLQHandlerError, false, eager) }
+
+// TestLongPullConsumeMessagesPoison: the same through ConsumeMessages
+// (the enricher's), with malformed and other hosts' batches refused.
+func TestLongPullConsumeMessagesPoison(t *testing.T) {
+	runPoisonWith(t, false, bus.DLQHandlerError, true, eager)
+}
+
+// TestLongPullPanic: a panic dead-letters its batch at once.
+func TestLongPullPanic(t *testing.T) { runPoisonWith(t, true, bus.DLQPanic, false, eager) }
+
+// TestLongPullOutage: an outage dead-letters nothing, and everything
+// arrives after it.
+func TestLongPullOutage(t *testing.T) { runOutage(t, eager) }
