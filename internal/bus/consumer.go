@@ -329,11 +329,7 @@ func (f *fetcher) fetch(ctx context.Context) ([]jetstream.Msg, error) {
 		}
 		f.lp = lp
 	}
-	msgs, err := f.lp.fetch(ctx, f.cfg.Stop, f.cfg.Fetch, f.cfg.FetchWait)
-	if errors.Is(err, errPullClosed) {
-		f.release()
-	}
-	return msgs, err
+	return f.lp.fetch(ctx, f.cfg.Stop, f.cfg.Fetch, f.cfg.FetchWait)
 }
 
 // release ends the long pull, if any, Nak'ing the messages it buffered

@@ -3,7 +3,6 @@ package bus
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -44,10 +43,6 @@ const (
 	// server sent before it saw the subscription end.
 	closeGrace = 2 * time.Second
 )
-
-// errPullClosed is a long pull's subscription ended under it (the
-// connection closed).
-var errPullClosed = errors.New("long pull: subscription closed")
 
 // longPull is one consumer's long-lived pull subscription.
 type longPull struct {
@@ -115,10 +110,7 @@ func (p *longPull) fetch(ctx context.Context, stop <-chan struct{}, n int, wait 
 	defer p.timer.Stop()
 	for len(out) == 0 {
 		select {
-		case m, ok := <-p.ch:
-			if !ok {
-				return nil, errPullClosed
-			}
+		case m := <-p.ch:
 			if out, err = p.handle(out, m); err != nil {
 				return out, err
 			}
@@ -263,6 +255,3 @@ func (p *longPull) close() int {
 		}
 	}
 }
-
-// nakBody is a negative acknowledgement: redeliver now.
-var nakBody = []byte("-NAK")
