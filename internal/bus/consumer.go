@@ -50,11 +50,12 @@ type ConsumerConfig struct {
 	// DefaultMaxDeliver.
 	MaxDeliver int
 	// Eager hands the message that ends an idle wait to the handler at
-	// once, without a second request for what came with it: one round
-	// trip to the server less for a lone event (the detection path:
-	// enricher, analyzer). What came meanwhile is taken by the next
-	// fetch, so busy consumers batch as before. A sink that gains from
-	// large batches (the store) leaves it off.
+	// once (the detection path: enricher, analyzer), with what is
+	// already buffered. It fetches from a long pull (design 032): one
+	// subscription and pull requests kept open for two fetches'
+	// messages, so a message costs a delivery and an ack, no round trip;
+	// what is buffered is Nak'd when the consumer stops or backs off. A
+	// sink that gains from large batches (the store) leaves it off.
 	Eager bool
 	// AliasPayload decodes with DecodeAliased: the handler's batches
 	// point into the messages' payloads (each message owns its buffer:
