@@ -201,11 +201,12 @@ func (fb *fetchBufs) markDups(n int) {
 // probes, counts each message's events (fb.counts) and marks the
 // events whose id an earlier one of the fetch has (fb.dup, by position
 // in the fetch: fb.offsets[m] + index in message m). An encoded
-// message is scanned (Messages.Wire: bus.ScanBatch, which accepts only
-// what decoding accepts) and its events' bytes kept for the writers
-// (fb.scanned, fb.raws), or decoded (Messages.Batch, nil when refused)
-// when the scan leaves it to the decoder. now must be the time the rows
-// are built with (it stands in for a missing wall time).
+// message is scanned (Messages.WireWith: bus.ScanBatchWith, which
+// accepts only what decoding accepts), its events read into rows for the
+// writers in the same walk (fb.walk; only their bytes with keepRaw,
+// where every event is decoded), or decoded (Messages.Batch, nil when
+// refused) when the scan leaves it to the decoder. now must be the time
+// the rows are built with (it stands in for a missing wall time).
 func (fb *fetchBufs) collect(f *fetch, now time.Time) {
 	for i := range fb.probes {
 		fb.probes[i].reset()
@@ -213,10 +214,16 @@ func (fb *fetchBufs) collect(f *fetch, now time.Time) {
 	fb.counts = fb.counts[:0]
 	fb.release()
 	fb.order, fb.offsets = fb.order[:0], fb.offsets[:0]
+	var walker bus.EventWalker
+	if !fb.keepRaw {
+		walker = &fb.walk
+	}
 	n := 0 // events so far
 	for i := range f.len() {
 		fb.offsets = append(fb.offsets, n)
-		if f.msgs == nil || !f.msgs.Wire(i, &fb.wb) {
+		lo := len(fb.walk.rows)
+		if f.msgs == nil || !f.msgs.WireWith(i, &fb.wb, walker) {
+			fb.walk.truncate(lo)
 			b := f.batch(i)
 			fb.probes.addDecodedAt(b, now, &fb.order, n)
 			fb.counts = append(fb.counts, len(b.GetEvents()))
@@ -225,8 +232,14 @@ func (fb *fetchBufs) collect(f *fetch, now time.Time) {
 			continue
 		}
 		wb := &fb.wb
-		sc := scannedMsg{wire: true, lo: len(fb.raws),
+		if walker == nil {
+			for j := range wb.Events {
+				fb.walk.rows = append(fb.walk.rows, wireRow{raw: wb.Events[j].Raw})
+			}
+		}
+		sc := scannedMsg{wire: true, lo: lo, hi: len(fb.walk.rows),
 			bi: batchInfo{host: wb.Host, stage: wb.Stage, producer: wb.ProducerID, seq: wb.Seq}}
+		rows := fb.walk.rows[lo:]
 		for j := range wb.Events {
 			e := &wb.Events[j]
 			l, prefix := eventsLookup, e.ContainerID
@@ -237,34 +250,33 @@ func (fb *fetchBufs) collect(f *fetch, now time.Time) {
 				l = actionsLookup
 			}
 			p := fb.probes.of(l)
-			ts, _ := wallTime(e.WallNs, now)
-			id := rowID(&sc.bi, j, e.ID)
-			p.add(id, ts)
+			r := &rows[j]
+			r.ts, r.tsNs = wallTime(e.WallNs, now)
+			r.id = rowID(&sc.bi, j, e.ID)
+			p.add(r.id, r.ts)
 			p.prefixAlias(prefix)
-			fb.order = append(fb.order, idPos{id: id, pos: int32(n + j)})
-			fb.raws = append(fb.raws, e.Raw)
+			fb.order = append(fb.order, idPos{id: r.id, pos: int32(n + j)})
 		}
-		sc.hi = len(fb.raws)
 		fb.scanned = append(fb.scanned, sc)
 		fb.counts = append(fb.counts, len(wb.Events))
 		n += len(wb.Events)
 	}
 	fb.markDups(n)
-	clear(fb.wb.Events[:cap(fb.wb.Events)]) // the payloads are fb.raws'
+	clear(fb.wb.Events[:cap(fb.wb.Events)]) // the payloads are fb.walk's
 	fb.wb = bus.WireBatch{Events: fb.wb.Events[:0]}
 }
 
 // release drops what collect kept of the fetch's payloads (the events'
-// bytes, the batches' strings), so that an idle consumer holds none.
+// bytes and values, the batches' strings), so that an idle consumer
+// holds none.
 func (fb *fetchBufs) release() {
-	clear(fb.raws)
-	fb.raws = fb.raws[:0]
+	fb.walk.reset()
 	clear(fb.scanned)
 	fb.scanned = fb.scanned[:0]
 }
 
 // scannedMsg is how collect read message i of a fetch: scanned (wire),
-// its events fb.raws[lo:hi] of the batch bi; or not (decoded).
+// its events fb.walk.rows[lo:hi] of the batch bi; or not (decoded).
 type scannedMsg struct {
 	wire   bool
 	lo, hi int

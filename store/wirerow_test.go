@@ -71,31 +71,43 @@ func wireRowSeeds(tb testing.TB) [][]byte {
 	return out
 }
 
-// FuzzWireRows holds the rows read from the wire to the decoder's: for a
-// batch bus.ScanBatch accepts (and so Decode accepts: FuzzScanBatch),
-// every event readWire reads gives the values, id and wall time of the
-// decoded event; an event it leaves to the decoder is an alert, action,
-// container or commit, or changes its body's member.
+// FuzzWireRows holds collect's one walk (bus.ScanBatchWith with
+// wireWalker) to bus.ScanBatch and to the decoder: it accepts exactly the
+// batches ScanBatch accepts, with the same WireBatch (and so only what
+// Decode accepts: FuzzScanBatch), a row per event; every event it reads
+// gives the values, id and wall time of the decoded event; an event it
+// leaves to the decoder is an alert, action, container or commit, or
+// changes its body's member.
 func FuzzWireRows(f *testing.F) {
 	for _, s := range wireRowSeeds(f) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		var wb bus.WireBatch
-		if !bus.ScanBatch(data, &wb) {
+		var want, got bus.WireBatch
+		var w wireWalker
+		scanned, walked := bus.ScanBatch(data, &want), bus.ScanBatchWith(data, &got, &w)
+		if scanned != walked {
+			t.Fatalf("ScanBatch %v, the walk %v", scanned, walked)
+		}
+		if !walked {
 			return
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("walked %+v\nscanned %+v", got, want)
+		}
+		if len(w.rows) != len(got.Events) {
+			t.Fatalf("%d rows of %d events", len(w.rows), len(got.Events))
 		}
 		b, err := bus.Decode(data)
 		if err != nil {
 			t.Fatalf("ScanBatch accepted what Decode refuses: %v", err)
 		}
-		var a arena
-		for i, we := range wb.Events {
-			var got, want flatEvent
-			id, wall, ok := readWire(we.Raw, &got, &a)
+		for i := range w.rows {
+			r, we := &w.rows[i], &got.Events[i]
+			var want flatEvent
 			ev := b.Events[i]
 			flatOf(ev, &want)
-			if !ok {
+			if !r.read {
 				switch ev.GetBody().(type) {
 				case *containv1.Event_Alert, *containv1.Event_Action, *containv1.Event_Container, *containv1.Event_Commit:
 				default:
@@ -105,8 +117,8 @@ func FuzzWireRows(f *testing.F) {
 				}
 				continue
 			}
-			if !equalFlat(&got, &want) || !reflect.DeepEqual(nonNil(id), nonNil(ev.GetId())) || wall != ev.GetWallNs() {
-				t.Fatalf("event %d:\nwire    %+v id %x wall %d\ndecoded %+v (%v)", i, got, id, wall, want, ev)
+			if !equalFlat(&r.f, &want) || !reflect.DeepEqual(nonNil(we.ID), nonNil(ev.GetId())) || we.WallNs != ev.GetWallNs() {
+				t.Fatalf("event %d:\nwire    %+v id %x wall %d\ndecoded %+v (%v)", i, r.f, we.ID, we.WallNs, want, ev)
 			}
 		}
 	})
@@ -159,21 +171,24 @@ func TestWireRowsMatchDecoded(t *testing.T) {
 		want := newRowSet(false)
 		want.add(b, now, nil)
 		got := newRowSet(false)
-		var wb bus.WireBatch
-		if !bus.ScanBatch(data, &wb) {
+		var fb fetchBufs
+		fb.collect(&fetch{msgs: encoded{data}}, now)
+		sc := fb.scanned[0]
+		if !sc.wire {
 			t.Fatalf("seed %d: not scanned", k)
 		}
-		bi := batchInfo{host: wb.Host, stage: wb.Stage, producer: wb.ProducerID, seq: wb.Seq}
-		for i := range wb.Events {
+		for i := range sc.hi - sc.lo {
+			w := &fb.walk.rows[sc.lo+i]
 			r := &got.scratch
 			var ev *containv1.Event
-			if r.fillWire(&bi, i, wb.Events[i].Raw, now, &got.arena) {
+			if w.read {
+				r.fillWire(&sc.bi, w)
 				read++
 			} else {
-				if ev, err = decodeEvent(wb.Events[i].Raw); err != nil {
+				if ev, err = decodeEvent(w.raw); err != nil {
 					t.Fatal(err)
 				}
-				r.fill(&bi, i, ev, now, false)
+				r.fill(&sc.bi, i, ev, now, false)
 			}
 			switch ev.GetBody().(type) {
 			case *containv1.Event_Alert:
@@ -202,23 +217,26 @@ func TestWireRowsMatchDecoded(t *testing.T) {
 	}
 }
 
-// BenchmarkWireRows compares the ways a writer reads a message's events
-// into rows (ns per event, no ClickHouse): scan (bus.ScanBatch alone),
-// wire (ScanBatch, then readWire per event), decoded (bus.DecodeAliased,
-// then a row per decoded event).
+// BenchmarkWireRows compares the ways to read a message's events into
+// rows (ns per event, no ClickHouse): scan (bus.ScanBatch alone, the
+// validation), walk (bus.ScanBatchWith and wireWalker: validation and
+// the rows' values in one walk, as collect reads a fetch), decoded
+// (bus.DecodeAliased, then a row per decoded event).
 func BenchmarkWireRows(b *testing.B) {
 	msgs := encodeAll(b, benchBatches(20, 1000))
 	now := time.Now()
-	for _, path := range []string{"scan", "wire", "decoded"} {
+	for _, path := range []string{"scan", "walk", "decoded"} {
 		b.Run(path, func(b *testing.B) {
 			rs := newRowSet(false)
 			r := &rs.scratch
 			var wb bus.WireBatch
+			var w wireWalker
 			n := 0
 			for b.Loop() {
-				rs.arena.reset()
+				w.reset()
 				for _, data := range msgs {
-					if path == "decoded" {
+					switch path {
+					case "decoded":
 						bt, err := bus.DecodeAliased(data)
 						if err != nil {
 							b.Fatal(err)
@@ -228,20 +246,16 @@ func BenchmarkWireRows(b *testing.B) {
 							r.fill(&bi, i, ev, now, false)
 						}
 						n += len(bt.Events)
-						continue
-					}
-					if !bus.ScanBatch(data, &wb) {
-						b.Fatal("not scanned")
-					}
-					n += len(wb.Events)
-					if path == "scan" {
-						continue
-					}
-					bi := batchInfo{host: wb.Host, stage: wb.Stage, producer: wb.ProducerID, seq: wb.Seq}
-					for i := range wb.Events {
-						if !r.fillWire(&bi, i, wb.Events[i].Raw, now, &rs.arena) {
-							b.Fatal("not read")
+					case "scan":
+						if !bus.ScanBatch(data, &wb) {
+							b.Fatal("not scanned")
 						}
+						n += len(wb.Events)
+					default:
+						if !bus.ScanBatchWith(data, &wb, &w) {
+							b.Fatal("not walked")
+						}
+						n += len(wb.Events)
 					}
 				}
 			}
@@ -317,8 +331,11 @@ func FuzzCollect(f *testing.F) {
 			}
 		}
 		if sc := got.scanned[0]; sc.wire {
-			for i, raw := range got.raws[sc.lo:sc.hi] {
-				ev, err := decodeEvent(raw)
+			for i, w := range got.walk.rows[sc.lo:sc.hi] {
+				if w.id != eventID(b, i, b.Events[i]) {
+					t.Fatalf("event %d: row id %v, want %v", i, w.id, eventID(b, i, b.Events[i]))
+				}
+				ev, err := decodeEvent(w.raw)
 				if err != nil || !proto.Equal(ev, b.Events[i]) {
 					t.Fatalf("event %d: kept %v (%v), decoded %v", i, ev, err, b.Events[i])
 				}
