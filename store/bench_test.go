@@ -172,11 +172,9 @@ func (e encoded) Batch(i int) *containv1.Batch {
 	return b
 }
 
-// WireWith scans as Run's consumers do (bus.Messages.WireWith, without
-// the subject: the tests' batches are bound to their host).
-func (e encoded) WireWith(i int, wb *bus.WireBatch, w bus.EventWalker) bool {
-	return bus.ScanBatchWith(e[i], wb, w)
-}
+// Wire scans as Run's consumers do (bus.Messages.Wire, without the
+// subject: the tests' batches are bound to their host).
+func (e encoded) Wire(i int, wb *bus.WireBatch) bool { return bus.ScanBatch(e[i], wb) }
 
 // nextSecond gives every event of batches a fresh id and moves it one
 // second later: consecutive fetches of a live stream cover consecutive

@@ -201,12 +201,11 @@ func (fb *fetchBufs) markDups(n int) {
 // probes, counts each message's events (fb.counts) and marks the
 // events whose id an earlier one of the fetch has (fb.dup, by position
 // in the fetch: fb.offsets[m] + index in message m). An encoded
-// message is scanned (Messages.WireWith: bus.ScanBatchWith, which
-// accepts only what decoding accepts), its events read into rows for the
-// writers in the same walk (fb.walk; only their bytes with keepRaw,
-// where every event is decoded), or decoded (Messages.Batch, nil when
-// refused) when the scan leaves it to the decoder. now must be the time
-// the rows are built with (it stands in for a missing wall time).
+// message is scanned (Messages.Wire: bus.ScanBatch, which accepts only
+// what decoding accepts) and its events' bytes kept for the writers
+// (fb.scanned, fb.raws), or decoded (Messages.Batch, nil when refused)
+// when the scan leaves it to the decoder. now must be the time the rows
+// are built with (it stands in for a missing wall time).
 func (fb *fetchBufs) collect(f *fetch, now time.Time) {
 	for i := range fb.probes {
 		fb.probes[i].reset()
@@ -214,16 +213,10 @@ func (fb *fetchBufs) collect(f *fetch, now time.Time) {
 	fb.counts = fb.counts[:0]
 	fb.release()
 	fb.order, fb.offsets = fb.order[:0], fb.offsets[:0]
-	var walker bus.EventWalker
-	if !fb.keepRaw {
-		walker = &fb.walk
-	}
 	n := 0 // events so far
 	for i := range f.len() {
 		fb.offsets = append(fb.offsets, n)
-		lo := len(fb.walk.rows)
-		if f.msgs == nil || !f.msgs.WireWith(i, &fb.wb, walker) {
-			fb.walk.truncate(lo)
+		if f.msgs == nil || !f.msgs.Wire(i, &fb.wb) {
 			b := f.batch(i)
 			fb.probes.addDecodedAt(b, now, &fb.order, n)
 			fb.counts = append(fb.counts, len(b.GetEvents()))
@@ -232,14 +225,8 @@ func (fb *fetchBufs) collect(f *fetch, now time.Time) {
 			continue
 		}
 		wb := &fb.wb
-		if walker == nil {
-			for j := range wb.Events {
-				fb.walk.rows = append(fb.walk.rows, wireRow{raw: wb.Events[j].Raw})
-			}
-		}
-		sc := scannedMsg{wire: true, lo: lo, hi: len(fb.walk.rows),
+		sc := scannedMsg{wire: true, lo: len(fb.raws),
 			bi: batchInfo{host: wb.Host, stage: wb.Stage, producer: wb.ProducerID, seq: wb.Seq}}
-		rows := fb.walk.rows[lo:]
 		for j := range wb.Events {
 			e := &wb.Events[j]
 			l, prefix := eventsLookup, e.ContainerID
@@ -250,33 +237,34 @@ func (fb *fetchBufs) collect(f *fetch, now time.Time) {
 				l = actionsLookup
 			}
 			p := fb.probes.of(l)
-			r := &rows[j]
-			r.ts, r.tsNs = wallTime(e.WallNs, now)
-			r.id = rowID(&sc.bi, j, e.ID)
-			p.add(r.id, r.ts)
+			ts, _ := wallTime(e.WallNs, now)
+			id := rowID(&sc.bi, j, e.ID)
+			p.add(id, ts)
 			p.prefixAlias(prefix)
-			fb.order = append(fb.order, idPos{id: r.id, pos: int32(n + j)})
+			fb.order = append(fb.order, idPos{id: id, pos: int32(n + j)})
+			fb.raws = append(fb.raws, e.Raw)
 		}
+		sc.hi = len(fb.raws)
 		fb.scanned = append(fb.scanned, sc)
 		fb.counts = append(fb.counts, len(wb.Events))
 		n += len(wb.Events)
 	}
 	fb.markDups(n)
-	clear(fb.wb.Events[:cap(fb.wb.Events)]) // the payloads are fb.walk's
+	clear(fb.wb.Events[:cap(fb.wb.Events)]) // the payloads are fb.raws'
 	fb.wb = bus.WireBatch{Events: fb.wb.Events[:0]}
 }
 
 // release drops what collect kept of the fetch's payloads (the events'
-// bytes and values, the batches' strings), so that an idle consumer
-// holds none.
+// bytes, the batches' strings), so that an idle consumer holds none.
 func (fb *fetchBufs) release() {
-	fb.walk.reset()
+	clear(fb.raws)
+	fb.raws = fb.raws[:0]
 	clear(fb.scanned)
 	fb.scanned = fb.scanned[:0]
 }
 
 // scannedMsg is how collect read message i of a fetch: scanned (wire),
-// its events fb.walk.rows[lo:hi] of the batch bi; or not (decoded).
+// its events fb.raws[lo:hi] of the batch bi; or not (decoded).
 type scannedMsg struct {
 	wire   bool
 	lo, hi int

@@ -44,16 +44,14 @@ type fetchBufs struct {
 	// markDups' bitmaps and set.
 	slots, twice []uint64
 	seen         idSet
-	// How collect read each message, and the events of the scanned ones
-	// (walk.rows; walked by collect unless keepRaw).
+	// How collect read each message, and the events of the scanned ones.
 	wb      bus.WireBatch
 	scanned []scannedMsg
-	walk    wireWalker
-	keepRaw bool
+	raws    [][]byte
 }
 
 func newFetchBufs(cfg Config) *fetchBufs {
-	f := &fetchBufs{sets: make([]*rowSet, cfg.InsertsInFlight), found: idSet{}, keepRaw: cfg.StoreRaw}
+	f := &fetchBufs{sets: make([]*rowSet, cfg.InsertsInFlight), found: idSet{}}
 	for i := range f.sets {
 		f.sets[i] = newRowSetCap(cfg.StoreRaw, min(cfg.InsertBlockRows, 4096))
 	}
@@ -73,13 +71,13 @@ type fetch struct {
 }
 
 // messages is an encoded fetch (*bus.Messages): Batch decodes one
-// message, nil when it is refused; WireWith scans one
-// (bus.ScanBatchWith), false when it must be decoded.
+// message, nil when it is refused; Wire scans one (bus.ScanBatch), false
+// when it must be decoded.
 type messages interface {
 	Len() int
 	Data(i int) []byte
 	Batch(i int) *containv1.Batch
-	WireWith(i int, wb *bus.WireBatch, w bus.EventWalker) bool
+	Wire(i int, wb *bus.WireBatch) bool
 }
 
 func decoded(batches []*containv1.Batch) *fetch { return &fetch{batches: batches} }
@@ -292,6 +290,7 @@ func (s *Store) writeGroup(ctx context.Context, rs *rowSet, f *fetch, fb *fetchB
 			dups += w.dups
 			w.abort() // no-op after success
 		}
+		rs.arena.reset() // keep nothing of this fetch's payloads
 	}()
 	// put adds row r (of decoded event ev; nil: read from the wire, an
 	// events row; at position pos of the fetch) to its table's writer.
@@ -323,19 +322,17 @@ func (s *Store) writeGroup(ctx context.Context, rs *rowSet, f *fetch, fb *fetchB
 			commits = append(commits, c)
 		}
 	}
+	rs.arena.reset()
 	r := &rs.scratch
 	for m := lo; m < hi; m++ {
 		if sc := &fb.scanned[m]; sc.wire {
-			// Accepted as Decode would accept it (bus.ScanBatchWith, in
-			// collect): rows read from the wire, an event the walk left
-			// to the decoder decoded.
-			for i := range sc.hi - sc.lo {
-				w := &fb.walk.rows[sc.lo+i]
+			// Accepted as Decode would accept it (bus.ScanBatch, in
+			// collect): rows from the wire, an event readWire leaves
+			// decoded.
+			for i, raw := range fb.raws[sc.lo:sc.hi] {
 				var ev *containv1.Event
-				if w.read && !rs.keepRaw {
-					r.fillWire(&sc.bi, w)
-				} else {
-					if ev, err = decodeEvent(w.raw); err != nil {
+				if rs.keepRaw || !r.fillWire(&sc.bi, i, raw, now, &rs.arena) {
+					if ev, err = decodeEvent(raw); err != nil {
 						return rows, dups, nil, fmt.Errorf("store: event %d of a scanned batch: %w", i, err)
 					}
 					commit(ev, &sc.bi)
@@ -362,9 +359,8 @@ func (s *Store) writeGroup(ctx context.Context, rs *rowSet, f *fetch, fb *fetchB
 	}
 	rs.scratch = eventRow{} // keep nothing of the last batch
 	// The rows' repeated values (argv, syscall args and sequences) are
-	// views of fb.walk's arena until their writer's flush has copied
-	// them into the driver's columns: it is reset after every writer of
-	// the fetch is done (handle: fb.release).
+	// views of rs.arena until their writer's flush has copied them into
+	// the driver's columns: the arena is reset after it (deferred above).
 	for _, w := range ws {
 		if err := w.flush(ctx, true); err != nil {
 			s.writeFailed(ctx, w)

@@ -28,8 +28,7 @@ type eventRow struct {
 	tsNs uint32
 	raw  string
 	bi   batchInfo
-	f    *flatEvent // own, or a wireRow's
-	own  flatEvent
+	f    flatEvent
 }
 
 // batchInfo is what a row reads of its batch.
@@ -54,8 +53,7 @@ var maxTime = time.Unix(int64(^uint32(0)), 0)
 func (r *eventRow) fill(bi *batchInfo, i int, ev *containv1.Event, now time.Time, keepRaw bool) {
 	*r = eventRow{ev: ev, bi: *bi, ct: ev.GetContainer(), id: rowID(bi, i, ev.GetId())}
 	r.ts, r.tsNs = wallTime(ev.GetWallNs(), now)
-	r.f = &r.own
-	flatOf(ev, r.f)
+	flatOf(ev, &r.f)
 	if keepRaw {
 		if raw, err := (proto.MarshalOptions{Deterministic: true}).Marshal(ev); err == nil {
 			r.raw = string(raw)
@@ -63,10 +61,16 @@ func (r *eventRow) fill(bi *batchInfo, i int, ev *containv1.Event, now time.Time
 	}
 }
 
-// fillWire sets r for an event collect read from the wire (w.read), of
-// a batch bi; r's values are w's until r is set again.
-func (r *eventRow) fillWire(bi *batchInfo, w *wireRow) {
-	r.ev, r.ct, r.raw, r.bi, r.id, r.ts, r.tsNs, r.f = nil, nil, "", *bi, w.id, w.ts, w.tsNs, &w.f
+// fillWire sets r for event i of a batch (bi) from its bytes (readWire);
+// false: r is not set, the event is the decoder's.
+func (r *eventRow) fillWire(bi *batchInfo, i int, raw []byte, now time.Time, a *arena) bool {
+	id, wallNs, ok := readWire(raw, &r.f, a)
+	if !ok {
+		return false
+	}
+	r.ev, r.ct, r.raw, r.bi, r.id = nil, nil, "", *bi, rowID(bi, i, id)
+	r.ts, r.tsNs = wallTime(wallNs, now)
+	return true
 }
 
 // rowID is the row id of event i of a batch: its own 16-byte id, or one
@@ -478,6 +482,7 @@ type rowSet struct {
 	events, alerts, actions *rowBuf[row]
 	keepRaw                 bool
 	scratch                 eventRow // column getters copy out of it
+	arena                   arena    // the rows' repeated values read from the wire
 	added                   idSet    // ids added since the last reset
 	// local are the per-shard sets of write=local (design 023), made on
 	// first use.

@@ -1,24 +1,25 @@
 package store
 
 import (
+	"unsafe"
+
 	"google.golang.org/protobuf/encoding/protowire"
 
+	"github.com/containsec/contain/internal/bus"
 	"github.com/containsec/contain/schemas/containv1"
 )
 
-// Rows straight from the wire (design 021, "Store on the wire", decision
-// 21). collect scans each message with bus.Messages.WireWith: the batch's
-// own fields are bus.ScanBatch's, and each event is walked once by
-// wireWalker (wirewalk.go), which validates it as ScanBatch does (every
-// field well-formed, with its schema's wire type, every string UTF-8:
-// what Decode accepts) and at the same time reads it field by field into
-// flatEvent, the values the events table's columns take, strings and
-// bytes pointing into the message's payload as with bus.DecodeAliased.
-// It leaves to the decoder (wireRow.read false) what it does not read:
-// the bodies of the other tables (alert, action), container and commit
-// bodies, and a oneof whose member changes within the event (the decoder
-// then replaces the body). On what it reads it gives what the decoded
-// event gives (flatOf; FuzzWireRows).
+// Rows straight from the wire (design 021, "Store on the wire"). A batch
+// that bus.ScanBatch accepts (every field well-formed, with its schema's
+// wire type, every string UTF-8: what Decode accepts) is not decoded: each
+// event's bytes are read field by field into flatEvent, the values the
+// events table's columns take, strings and bytes pointing into the
+// message's payload as with bus.DecodeAliased. readWire leaves to the
+// decoder (returns false) what it does not read: the bodies of the other
+// tables (alert, action), container and commit bodies, and a oneof whose
+// member changes within the event (the decoder then replaces the body).
+// On what it reads it gives what the decoded event gives (flatOf;
+// FuzzWireRows).
 
 // Field numbers of containv1.Event and its bodies that readWire reads.
 const (
@@ -185,6 +186,229 @@ func (a *arena) reset() {
 	a.strs, a.u64s, a.u32s = a.strs[:0], a.u64s[:0], a.u32s[:0]
 }
 
+// str is a string field's value (ScanBatch checked it is UTF-8).
+func str(typ protowire.Type, v []byte) (string, bool) {
+	if typ != protowire.BytesType {
+		return "", false
+	}
+	return aliasString(v), true
+}
+
+// readWire reads the event message b into f; rawID and wallNs are its id
+// and wall time. false: the event is left to the decoder (see above).
+func readWire(b []byte, f *flatEvent, a *arena) (rawID []byte, wallNs int64, ok bool) {
+	*f = flatEvent{}
+	for len(b) > 0 {
+		num, typ, v, x, n := bus.ConsumeField(b)
+		if n < 0 {
+			return nil, 0, false
+		}
+		b = b[n:]
+		ok := true
+		switch num {
+		case evID:
+			rawID, ok = v, typ == protowire.BytesType
+		case evHost:
+			f.host, ok = str(typ, v)
+		case evContainerID:
+			f.containerID, ok = str(typ, v)
+		case evContainerName:
+			f.containerName, ok = str(typ, v)
+		case evImageRef:
+			f.imageRef, ok = str(typ, v)
+		case evImageDigest:
+			f.imageDig, ok = str(typ, v)
+		case evProfileRef:
+			f.profileRef, ok = str(typ, v)
+		case evMonoNs:
+			f.monoNs, ok = x, typ == protowire.VarintType
+		case evWallNs:
+			wallNs, ok = int64(x), typ == protowire.VarintType
+		case evKind:
+			f.kind, ok = containv1.Kind(int32(x)), typ == protowire.VarintType
+		case evSchemaVersion:
+			f.schemaVersion, ok = uint32(x), typ == protowire.VarintType
+		case evCgroupID:
+			f.cgroupID, ok = x, typ == protowire.VarintType
+		case evExec, evSyscall, evNetwork, evFile, evLoss, evProcess:
+			if typ != protowire.BytesType || (f.body != 0 && f.body != num) {
+				return nil, 0, false // another member replaces the body: the decoder's
+			}
+			f.body = num
+			ok = readBody(num, v, f, a)
+		default:
+			if num >= evExec && num <= 29 {
+				return nil, 0, false // alert, action, container, commit
+			}
+		}
+		if !ok {
+			return nil, 0, false
+		}
+	}
+	return rawID, wallNs, true
+}
+
+// readBody reads (merges) one occurrence of body member body.
+func readBody(body protowire.Number, b []byte, f *flatEvent, a *arena) bool {
+	for len(b) > 0 {
+		num, typ, v, x, n := bus.ConsumeField(b)
+		if n < 0 {
+			return false
+		}
+		b = b[n:]
+		isV, isB := typ == protowire.VarintType, typ == protowire.BytesType
+		ok := true
+		if num == bodyProc && body != evLoss {
+			if ok = isB && readProc(v, f); !ok {
+				return false
+			}
+			continue
+		}
+		switch body {
+		case evExec:
+			switch num {
+			case 2:
+				f.execFilename, ok = str(typ, v)
+			case 3:
+				var s string
+				if s, ok = str(typ, v); ok {
+					f.execArgv = appendView(&a.strs, f.execArgv, s)
+				}
+			case 4:
+				f.execArgvTruncated, ok = x != 0, isV
+			case 5:
+				f.execArgc, ok = uint32(x), isV
+			case 6:
+				f.execCwd, ok = str(typ, v)
+			case 7:
+				f.execExe, ok = str(typ, v)
+			case 8:
+				f.nonUTF8, ok = x != 0, isV
+			}
+		case evSyscall:
+			switch num {
+			case 2:
+				f.sysMode, ok = int32(x), isV
+			case 3:
+				f.sysNr, ok = uint32(x), isV
+			case 4:
+				f.sysName, ok = str(typ, v)
+			case 5:
+				f.sysArgs, ok = appendU64(a, f.sysArgs, typ, v, x)
+			case 6:
+				f.sysRet, ok = int64(x), isV
+			case 7:
+				f.sysCount, ok = x, isV
+			case 8:
+				f.sysSeq, ok = appendU32(a, f.sysSeq, typ, v, x)
+			}
+		case evNetwork:
+			switch num {
+			case 2:
+				f.netOp, ok = int32(x), isV
+			case 3:
+				f.netProto, ok = int32(x), isV
+			case 4:
+				f.netFamily, ok = uint32(x), isV
+			case 5:
+				f.localAddr, ok = v, isB
+			case 6:
+				f.localPort, ok = uint32(x), isV
+			case 7:
+				f.remoteAddr, ok = v, isB
+			case 8:
+				f.remotePort, ok = uint32(x), isV
+			case 9:
+				f.netResult, ok = int32(x), isV
+			}
+		case evFile:
+			switch num {
+			case 2:
+				f.fileOp, ok = int32(x), isV
+			case 3:
+				f.filePath, ok = str(typ, v)
+			case 4:
+				f.fileNewPath, ok = str(typ, v)
+			case 5:
+				f.fileFlags, ok = uint32(x), isV
+			case 6:
+				f.fileMode, ok = uint32(x), isV
+			case 7:
+				f.fileResult, ok = int32(x), isV
+			case 8:
+				f.nonUTF8, ok = x != 0, isV
+			case 9:
+				f.fileUID, ok = uint32(x), isV
+			case 10:
+				f.fileGID, ok = uint32(x), isV
+			case 11:
+				f.filePathUnresolved, ok = x != 0, isV
+			case 12:
+				f.fileNewPathUnresolved, ok = x != 0, isV
+			case 13:
+				f.filePathRelative, ok = x != 0, isV
+			}
+		case evProcess:
+			switch num {
+			case 2:
+				f.procOp, ok = int32(x), isV
+			case 3:
+				f.procChildTgid, ok = uint32(x), isV
+			case 4:
+				f.procExitCode, ok = int32(x), isV
+			}
+		case evLoss:
+			switch num {
+			case 1:
+				f.lossSource, ok = str(typ, v)
+			case 2:
+				f.lossReason, ok = str(typ, v)
+			case 3:
+				f.lossCount, ok = x, isV
+			}
+		}
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// readProc reads (merges) one occurrence of a body's Process.
+func readProc(b []byte, f *flatEvent) bool {
+	for len(b) > 0 {
+		num, typ, v, x, n := bus.ConsumeField(b)
+		if n < 0 {
+			return false
+		}
+		b = b[n:]
+		isV := typ == protowire.VarintType
+		ok := true
+		switch num {
+		case 1:
+			f.pid, ok = uint32(x), isV
+		case 2:
+			f.tgid, ok = uint32(x), isV
+		case 3:
+			f.ppid, ok = uint32(x), isV
+		case 4:
+			f.nsPid, ok = uint32(x), isV
+		case 5:
+			f.uid, ok = uint32(x), isV
+		case 6:
+			f.gid, ok = uint32(x), isV
+		case 7:
+			f.euid, ok = uint32(x), isV
+		case 8:
+			f.comm, ok = str(typ, v)
+		}
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
 // appendView appends v to view, a slice of *buf: in place when view ends
 // *buf (the usual case: a repeated field's values in a row), else after
 // copying view to *buf's end. The result's capacity ends at its length,
@@ -196,4 +420,50 @@ func appendView[T any](buf *[]T, view []T, v T) []T {
 	start := len(*buf) - len(view)
 	*buf = append(*buf, v)
 	return (*buf)[start:len(*buf):len(*buf)]
+}
+
+// appendU64 appends a repeated uint64 field's value(s), packed or not.
+func appendU64(a *arena, view []uint64, typ protowire.Type, v []byte, x uint64) ([]uint64, bool) {
+	switch typ {
+	case protowire.VarintType:
+		return appendView(&a.u64s, view, x), true
+	case protowire.BytesType:
+		for b := v; len(b) > 0; {
+			x, n := protowire.ConsumeVarint(b)
+			if n < 0 {
+				return nil, false
+			}
+			b = b[n:]
+			view = appendView(&a.u64s, view, x)
+		}
+		return view, true
+	}
+	return nil, false
+}
+
+// appendU32 appends a repeated uint32 field's value(s), packed or not.
+func appendU32(a *arena, view []uint32, typ protowire.Type, v []byte, x uint64) ([]uint32, bool) {
+	switch typ {
+	case protowire.VarintType:
+		return appendView(&a.u32s, view, uint32(x)), true
+	case protowire.BytesType:
+		for b := v; len(b) > 0; {
+			x, n := protowire.ConsumeVarint(b)
+			if n < 0 {
+				return nil, false
+			}
+			b = b[n:]
+			view = appendView(&a.u32s, view, uint32(x))
+		}
+		return view, true
+	}
+	return nil, false
+}
+
+// aliasString is b as a string sharing its bytes.
+func aliasString(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	return unsafe.String(&b[0], len(b))
 }

@@ -71,43 +71,31 @@ func wireRowSeeds(tb testing.TB) [][]byte {
 	return out
 }
 
-// FuzzWireRows holds collect's one walk (bus.ScanBatchWith with
-// wireWalker) to bus.ScanBatch and to the decoder: it accepts exactly the
-// batches ScanBatch accepts, with the same WireBatch (and so only what
-// Decode accepts: FuzzScanBatch), a row per event; every event it reads
-// gives the values, id and wall time of the decoded event; an event it
-// leaves to the decoder is an alert, action, container or commit, or
-// changes its body's member.
+// FuzzWireRows holds the rows read from the wire to the decoder's: for a
+// batch bus.ScanBatch accepts (and so Decode accepts: FuzzScanBatch),
+// every event readWire reads gives the values, id and wall time of the
+// decoded event; an event it leaves to the decoder is an alert, action,
+// container or commit, or changes its body's member.
 func FuzzWireRows(f *testing.F) {
 	for _, s := range wireRowSeeds(f) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		var want, got bus.WireBatch
-		var w wireWalker
-		scanned, walked := bus.ScanBatch(data, &want), bus.ScanBatchWith(data, &got, &w)
-		if scanned != walked {
-			t.Fatalf("ScanBatch %v, the walk %v", scanned, walked)
-		}
-		if !walked {
+		var wb bus.WireBatch
+		if !bus.ScanBatch(data, &wb) {
 			return
-		}
-		if !reflect.DeepEqual(got, want) {
-			t.Fatalf("walked %+v\nscanned %+v", got, want)
-		}
-		if len(w.rows) != len(got.Events) {
-			t.Fatalf("%d rows of %d events", len(w.rows), len(got.Events))
 		}
 		b, err := bus.Decode(data)
 		if err != nil {
 			t.Fatalf("ScanBatch accepted what Decode refuses: %v", err)
 		}
-		for i := range w.rows {
-			r, we := &w.rows[i], &got.Events[i]
-			var want flatEvent
+		var a arena
+		for i, we := range wb.Events {
+			var got, want flatEvent
+			id, wall, ok := readWire(we.Raw, &got, &a)
 			ev := b.Events[i]
 			flatOf(ev, &want)
-			if !r.read {
+			if !ok {
 				switch ev.GetBody().(type) {
 				case *containv1.Event_Alert, *containv1.Event_Action, *containv1.Event_Container, *containv1.Event_Commit:
 				default:
@@ -117,8 +105,8 @@ func FuzzWireRows(f *testing.F) {
 				}
 				continue
 			}
-			if !equalFlat(&r.f, &want) || !reflect.DeepEqual(nonNil(we.ID), nonNil(ev.GetId())) || we.WallNs != ev.GetWallNs() {
-				t.Fatalf("event %d:\nwire    %+v id %x wall %d\ndecoded %+v (%v)", i, r.f, we.ID, we.WallNs, want, ev)
+			if !equalFlat(&got, &want) || !reflect.DeepEqual(nonNil(id), nonNil(ev.GetId())) || wall != ev.GetWallNs() {
+				t.Fatalf("event %d:\nwire    %+v id %x wall %d\ndecoded %+v (%v)", i, got, id, wall, want, ev)
 			}
 		}
 	})
@@ -171,24 +159,21 @@ func TestWireRowsMatchDecoded(t *testing.T) {
 		want := newRowSet(false)
 		want.add(b, now, nil)
 		got := newRowSet(false)
-		var fb fetchBufs
-		fb.collect(&fetch{msgs: encoded{data}}, now)
-		sc := fb.scanned[0]
-		if !sc.wire {
+		var wb bus.WireBatch
+		if !bus.ScanBatch(data, &wb) {
 			t.Fatalf("seed %d: not scanned", k)
 		}
-		for i := range sc.hi - sc.lo {
-			w := &fb.walk.rows[sc.lo+i]
+		bi := batchInfo{host: wb.Host, stage: wb.Stage, producer: wb.ProducerID, seq: wb.Seq}
+		for i := range wb.Events {
 			r := &got.scratch
 			var ev *containv1.Event
-			if w.read {
-				r.fillWire(&sc.bi, w)
+			if r.fillWire(&bi, i, wb.Events[i].Raw, now, &got.arena) {
 				read++
 			} else {
-				if ev, err = decodeEvent(w.raw); err != nil {
+				if ev, err = decodeEvent(wb.Events[i].Raw); err != nil {
 					t.Fatal(err)
 				}
-				r.fill(&sc.bi, i, ev, now, false)
+				r.fill(&bi, i, ev, now, false)
 			}
 			switch ev.GetBody().(type) {
 			case *containv1.Event_Alert:
@@ -217,26 +202,23 @@ func TestWireRowsMatchDecoded(t *testing.T) {
 	}
 }
 
-// BenchmarkWireRows compares the ways to read a message's events into
-// rows (ns per event, no ClickHouse): scan (bus.ScanBatch alone, the
-// validation), walk (bus.ScanBatchWith and wireWalker: validation and
-// the rows' values in one walk, as collect reads a fetch), decoded
-// (bus.DecodeAliased, then a row per decoded event).
+// BenchmarkWireRows compares the ways a writer reads a message's events
+// into rows (ns per event, no ClickHouse): scan (bus.ScanBatch alone),
+// wire (ScanBatch, then readWire per event), decoded (bus.DecodeAliased,
+// then a row per decoded event).
 func BenchmarkWireRows(b *testing.B) {
 	msgs := encodeAll(b, benchBatches(20, 1000))
 	now := time.Now()
-	for _, path := range []string{"scan", "walk", "decoded"} {
+	for _, path := range []string{"scan", "wire", "decoded"} {
 		b.Run(path, func(b *testing.B) {
 			rs := newRowSet(false)
 			r := &rs.scratch
 			var wb bus.WireBatch
-			var w wireWalker
 			n := 0
 			for b.Loop() {
-				w.reset()
+				rs.arena.reset()
 				for _, data := range msgs {
-					switch path {
-					case "decoded":
+					if path == "decoded" {
 						bt, err := bus.DecodeAliased(data)
 						if err != nil {
 							b.Fatal(err)
@@ -246,16 +228,20 @@ func BenchmarkWireRows(b *testing.B) {
 							r.fill(&bi, i, ev, now, false)
 						}
 						n += len(bt.Events)
-					case "scan":
-						if !bus.ScanBatch(data, &wb) {
-							b.Fatal("not scanned")
+						continue
+					}
+					if !bus.ScanBatch(data, &wb) {
+						b.Fatal("not scanned")
+					}
+					n += len(wb.Events)
+					if path == "scan" {
+						continue
+					}
+					bi := batchInfo{host: wb.Host, stage: wb.Stage, producer: wb.ProducerID, seq: wb.Seq}
+					for i := range wb.Events {
+						if !r.fillWire(&bi, i, wb.Events[i].Raw, now, &rs.arena) {
+							b.Fatal("not read")
 						}
-						n += len(wb.Events)
-					default:
-						if !bus.ScanBatchWith(data, &wb, &w) {
-							b.Fatal("not walked")
-						}
-						n += len(wb.Events)
 					}
 				}
 			}
@@ -331,11 +317,8 @@ func FuzzCollect(f *testing.F) {
 			}
 		}
 		if sc := got.scanned[0]; sc.wire {
-			for i, w := range got.walk.rows[sc.lo:sc.hi] {
-				if w.id != eventID(b, i, b.Events[i]) {
-					t.Fatalf("event %d: row id %v, want %v", i, w.id, eventID(b, i, b.Events[i]))
-				}
-				ev, err := decodeEvent(w.raw)
+			for i, raw := range got.raws[sc.lo:sc.hi] {
+				ev, err := decodeEvent(raw)
 				if err != nil || !proto.Equal(ev, b.Events[i]) {
 					t.Fatalf("event %d: kept %v (%v), decoded %v", i, ev, err, b.Events[i])
 				}

@@ -140,7 +140,20 @@ func (f *Messages) Subject(i int) string { return f.msgs[i].Subject() }
 // as Batch counts it); wb's strings and Raw point into the message's
 // payload. false: the caller calls Batch(i), which decodes it, or refuses
 // it and gives nil, exactly as for any message.
-func (f *Messages) Wire(i int, wb *WireBatch) bool { return f.WireWith(i, wb, nil) }
+func (f *Messages) Wire(i int, wb *WireBatch) bool {
+	if f.state[i] == msgRefused {
+		return false
+	}
+	msg := f.msgs[i]
+	if !ScanBatch(msg.Data(), wb) || !wb.BoundTo(msg.Subject()) {
+		return false
+	}
+	if f.state[i] == msgNew {
+		f.state[i] = msgDecoded
+		f.chk.countedWire(msg.Data(), len(wb.Events))
+	}
+	return true
+}
 
 // sub is the fetch of message i alone (sharing its state).
 func (f *Messages) sub(i int) *Messages {

@@ -77,10 +77,7 @@ const maxScanDepth = 64
 // which refuses or reads what ScanBatch left to it (a known field with
 // another wire type, a group, deep nesting). It is pure and safe on any
 // input (FuzzScanBatch).
-func ScanBatch(data []byte, wb *WireBatch) bool { return scanBatch(data, wb, nil) }
-
-// scanBatch is ScanBatch with each event walked by w (nil: scanEvent).
-func scanBatch(data []byte, wb *WireBatch, w EventWalker) bool {
+func ScanBatch(data []byte, wb *WireBatch) bool {
 	*wb = WireBatch{Events: wb.Events[:0]}
 	t := strictBatch()
 	b := data
@@ -129,12 +126,7 @@ func scanBatch(data []byte, wb *WireBatch, w EventWalker) bool {
 			}
 			b = b[n:]
 			wb.Events = append(wb.Events, WireEvent{})
-			ev := &wb.Events[len(wb.Events)-1]
-			if w != nil {
-				if !w.WalkEvent(v, ev) {
-					return false
-				}
-			} else if !scanEvent(t.fields[batchEvents].msg, v, ev) {
+			if !scanEvent(t.fields[batchEvents].msg, v, &wb.Events[len(wb.Events)-1]) {
 				return false
 			}
 		default:
