@@ -17,6 +17,7 @@ import (
 type storeVariant struct {
 	name        string
 	lowCardFast bool
+	perColumn   bool // rows added a column at a time (groupedRows false)
 }
 
 // BenchmarkStoreCPU measures the store's own CPU per event (this
@@ -33,15 +34,16 @@ type storeVariant struct {
 // that ran meanwhile).
 func BenchmarkStoreCPU(b *testing.B) {
 	variants := []storeVariant{
-		{"appendrow", false},
-		{"lowcard", true},
+		{"appendrow", false, false},
+		{"lowcard", true, false},
+		{"percolumn", true, true},
 	}
 	if v := os.Getenv("CONTAIN_BENCH_VARIANTS"); v != "" {
 		want := strings.Split(v, ",")
 		variants = slices.DeleteFunc(variants, func(sv storeVariant) bool { return !slices.Contains(want, sv.name) })
 	}
 	s := benchStore(b, nil)
-	defer func() { lowCardFast = true }()
+	defer func() { lowCardFast, groupedRows = true, true }()
 	ctx := context.Background()
 	batches := benchBatches(20, 1000)
 	const rows = 20 * 1000
@@ -56,7 +58,7 @@ func BenchmarkStoreCPU(b *testing.B) {
 			b.StopTimer()
 			nextSecond(ids, batches)
 			msgs := encodeAll(b, batches)
-			lowCardFast = v.lowCardFast
+			lowCardFast, groupedRows = v.lowCardFast, !v.perColumn
 			b.StartTimer()
 			s0, c0 := procCPU(b, pid), cpuNow(b)
 			if err := s.handle(ctx, fb, &fetch{msgs: encoded(msgs)}, m); err != nil {
