@@ -43,7 +43,16 @@ TO events_per_minute_local AS
 SELECT toStartOfMinute(ts) AS minute, container_id, image_ref, kind, count() AS events
 FROM events_local
 GROUP BY minute, container_id, image_ref, kind`,
+	ddlEventsPerMinuteMVCast: `CREATE MATERIALIZED VIEW IF NOT EXISTS events_per_minute_mv
+TO events_per_minute_local AS
+SELECT toStartOfMinute(ts) AS minute, container_id, CAST(image_ref AS String) AS image_ref, kind, count() AS events
+FROM events_local
+GROUP BY minute, container_id, image_ref, kind`,
 }
+
+// nodeStmts are statements every node runs as they are (a view is a
+// table of its node).
+var nodeStmts = map[string]bool{ddlDropEventsPerMinuteMV: true}
 
 // localSuffix names a cluster's local tables.
 const localSuffix = "_local"
@@ -65,6 +74,9 @@ func (sc schema) clustered() bool { return sc.cluster.Name != "" }
 // stmts returns what stmt becomes on one node.
 func (sc schema) stmts(stmt string) ([]string, error) {
 	if !sc.clustered() {
+		return []string{stmt}, nil
+	}
+	if nodeStmts[stmt] {
 		return []string{stmt}, nil
 	}
 	if v, ok := localViews[stmt]; ok {
@@ -105,8 +117,9 @@ func (sc schema) columnTables(table string) []string {
 }
 
 // DDL returns every statement the migrations run on one node for cfg, in
-// order, with the ALTERs they add columns with: the schema to create by
-// hand (docs/design/023-clickhouse-cluster.md prints it for a cluster).
+// order, with the ALTERs they add and retype columns with: the schema to
+// create by hand (docs/design/023-clickhouse-cluster.md prints it for a
+// cluster).
 func DDL(cfg Config) ([]string, error) {
 	sc := schema{database: cfg.Database, cluster: cfg.Cluster}
 	out := []string{ddlMigrations}
@@ -121,6 +134,15 @@ func DDL(cfg Config) ([]string, error) {
 		for _, c := range m.columns {
 			for _, t := range sc.columnTables(c.table) {
 				out = append(out, fmt.Sprintf("ALTER TABLE %s ADD COLUMN %s %s", t, c.name, c.typ))
+			}
+		}
+		for _, cs := range byTable(m.retyped) {
+			modify := make([]string, len(cs))
+			for i, c := range cs {
+				modify[i] = fmt.Sprintf("MODIFY COLUMN %s %s", c.name, c.typ)
+			}
+			for _, t := range sc.columnTables(cs[0].table) {
+				out = append(out, fmt.Sprintf("ALTER TABLE %s %s", t, strings.Join(modify, ",\n    ")))
 			}
 		}
 	}

@@ -290,6 +290,10 @@ func TestClusterDDL(t *testing.T) {
 		"FROM events_local",
 		"ALTER TABLE events_local ADD COLUMN file_uid UInt32",
 		"ALTER TABLE events ADD COLUMN file_uid UInt32",
+		"DROP TABLE IF EXISTS events_per_minute_mv",
+		"CAST(image_ref AS String) AS image_ref, kind, count() AS events\nFROM events_local",
+		"ALTER TABLE events_local MODIFY COLUMN container_name LowCardinality(String),\n    MODIFY COLUMN image_ref",
+		"ALTER TABLE events MODIFY COLUMN container_name LowCardinality(String),\n    MODIFY COLUMN image_ref",
 	} {
 		if !strings.Contains(all, want) {
 			t.Errorf("cluster DDL lacks %q", want)

@@ -27,6 +27,9 @@ type migration struct {
 	// columns are added after stmts, each only if missing (18.16 has no
 	// ADD COLUMN IF NOT EXISTS).
 	columns []column
+	// retyped are columns whose type changes after columns, each only
+	// if its type differs (MODIFY COLUMN; never a sort-key column).
+	retyped []column
 }
 
 // column is a column a migration adds to an existing table.
@@ -36,9 +39,9 @@ type column struct {
 
 // migrations is the schema's history.
 var migrations = []migration{
-	{1, "events, alerts, actions", []string{ddlEvents, ddlAlerts, ddlActions}, nil},
-	{2, "per-container per-minute counts", []string{ddlEventsPerMinute, ddlEventsPerMinuteMV}, nil},
-	{3, "baselines, image_audits, declarations", []string{ddlBaselines, ddlImageAudits, ddlDeclarations}, nil},
+	{1, "events, alerts, actions", []string{ddlEvents, ddlAlerts, ddlActions}, nil, nil},
+	{2, "per-container per-minute counts", []string{ddlEventsPerMinute, ddlEventsPerMinuteMV}, nil, nil},
+	{3, "baselines, image_audits, declarations", []string{ddlBaselines, ddlImageAudits, ddlDeclarations}, nil, nil},
 	{4, "file ownership and path resolution, container addresses", nil, []column{
 		{"events", "file_uid", "UInt32"},
 		{"events", "file_gid", "UInt32"},
@@ -47,8 +50,8 @@ var migrations = []migration{
 		{"events", "file_new_path_unresolved", "UInt8"},
 		{"events", "ct_addresses", "Array(String)"},
 		{"events", "ct_host_network", "UInt8"},
-	}},
-	{5, "alert incidents", nil, []column{{"alerts", "incident_id", "UUID"}}},
+	}, nil},
+	{5, "alert incidents", nil, []column{{"alerts", "incident_id", "UUID"}}, nil},
 	{6, "alert pod, namespace and labels", nil, []column{
 		{"alerts", "pod", "String"},
 		{"alerts", "namespace", "LowCardinality(String)"},
@@ -56,9 +59,30 @@ var migrations = []migration{
 		// label_values[indexOf(label_keys, 'app')].
 		{"alerts", "label_keys", "Array(String)"},
 		{"alerts", "label_values", "Array(String)"},
-	}},
-	{7, "commits and container audits", []string{ddlCommits, ddlContainerAudits}, nil},
+	}, nil},
+	{7, "commits and container audits", []string{ddlCommits, ddlContainerAudits}, nil, nil},
+	// Values every event of a container repeats, as dictionary keys: the
+	// store fills them through its LowCardinality path (lowcard.go) and
+	// the server writes and merges a key per row instead of the string
+	// (docs/design/021-store-inserts.md, "migration 8"). container_id is
+	// in the sort key: ClickHouse refuses to change its type. The
+	// events_per_minute view casts image_ref back to String: that column
+	// is in its table's sort key, and 18.16 does not convert a view's
+	// LowCardinality result to its target's String column.
+	{8, "per-container event columns as LowCardinality",
+		[]string{ddlDropEventsPerMinuteMV, ddlEventsPerMinuteMVCast}, nil, lowCardEventColumns},
 }
+
+// lowCardEventColumns are migration 8's retyped columns.
+var lowCardEventColumns = []column{
+	{"events", "container_name", lowCardString},
+	{"events", "image_ref", lowCardString},
+	{"events", "image_digest", lowCardString},
+	{"events", "profile_ref", lowCardString},
+	{"events", "batch_producer", lowCardString},
+}
+
+const lowCardString = "LowCardinality(String)"
 
 const ddlMigrations = `CREATE TABLE IF NOT EXISTS schema_migrations (
     version    UInt32,
@@ -235,6 +259,17 @@ SELECT toStartOfMinute(ts) AS minute, container_id, image_ref, kind, count() AS 
 FROM events
 GROUP BY minute, container_id, image_ref, kind`
 
+// ddlDropEventsPerMinuteMV and ddlEventsPerMinuteMVCast replace the view
+// (migration 8). Rows inserted into events between the two statements
+// are not counted: events_per_minute is an overview.
+const ddlDropEventsPerMinuteMV = `DROP TABLE IF EXISTS events_per_minute_mv`
+
+const ddlEventsPerMinuteMVCast = `CREATE MATERIALIZED VIEW IF NOT EXISTS events_per_minute_mv
+TO events_per_minute AS
+SELECT toStartOfMinute(ts) AS minute, container_id, CAST(image_ref AS String) AS image_ref, kind, count() AS events
+FROM events
+GROUP BY minute, container_id, image_ref, kind`
+
 // The image-level tables are small histories written by the analyzer and
 // the enricher (InsertBaseline, InsertImageAudit, InsertDeclaration): no
 // day partitions, so Prune keeps them. Items are parallel arrays
@@ -352,6 +387,13 @@ func applyMigration(ctx context.Context, conn driver.Conn, sc schema, m migratio
 			}
 		}
 	}
+	for _, cs := range byTable(m.retyped) {
+		for _, t := range sc.columnTables(cs[0].table) {
+			if err := retypeColumns(ctx, conn, t, cs); err != nil {
+				return fmt.Errorf("migration %d (%s): %w", m.version, m.name, err)
+			}
+		}
+	}
 	if err := record(ctx, conn, m); err != nil {
 		return fmt.Errorf("recording migration %d: %w", m.version, err)
 	}
@@ -374,6 +416,49 @@ func addColumn(ctx context.Context, conn driver.Conn, c column) error {
 			return nil
 		}
 		return fmt.Errorf("adding column %s.%s: %w", c.table, c.name, err)
+	}
+	return nil
+}
+
+// byTable groups cs by table, in the order the tables first appear.
+func byTable(cs []column) [][]column {
+	var out [][]column
+	idx := map[string]int{}
+	for _, c := range cs {
+		i, ok := idx[c.table]
+		if !ok {
+			i = len(out)
+			idx[c.table] = i
+			out = append(out, nil)
+		}
+		out[i] = append(out[i], c)
+	}
+	return out
+}
+
+// retypeColumns gives table's columns cs their types, those that lack it
+// in one ALTER (one rewrite of the table's parts). On 18.16 the ALTER
+// rewrites the columns in every part before it returns (~0.5-0.7 s
+// per million events rows here, docs/benchmarks.md); current releases change
+// the metadata and rewrite the parts in a background mutation, reading
+// the old parts converted meanwhile.
+func retypeColumns(ctx context.Context, conn driver.Conn, table string, cs []column) error {
+	var modify []string
+	for _, c := range cs {
+		var typ string
+		q := fmt.Sprintf("SELECT type FROM system.columns WHERE database = currentDatabase() AND table = '%s' AND name = '%s'", table, c.name)
+		if err := conn.QueryRow(ctx, q).Scan(&typ); err != nil {
+			return fmt.Errorf("checking column %s.%s: %w", table, c.name, err)
+		}
+		if typ != c.typ {
+			modify = append(modify, fmt.Sprintf("MODIFY COLUMN %s %s", c.name, c.typ))
+		}
+	}
+	if len(modify) == 0 {
+		return nil
+	}
+	if err := conn.Exec(ctx, fmt.Sprintf("ALTER TABLE %s %s", table, strings.Join(modify, ", "))); err != nil {
+		return fmt.Errorf("retyping columns of %s: %w", table, err)
 	}
 	return nil
 }

@@ -337,3 +337,23 @@ ORDER BY (host, container_id, policy, ts);
 
 CREATE TABLE IF NOT EXISTS container_audits AS container_audits_local
 ENGINE = Distributed('contain', 'contain', 'container_audits_local', cityHash64(container_id));
+
+DROP TABLE IF EXISTS events_per_minute_mv;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS events_per_minute_mv
+TO events_per_minute_local AS
+SELECT toStartOfMinute(ts) AS minute, container_id, CAST(image_ref AS String) AS image_ref, kind, count() AS events
+FROM events_local
+GROUP BY minute, container_id, image_ref, kind;
+
+ALTER TABLE events_local MODIFY COLUMN container_name LowCardinality(String),
+    MODIFY COLUMN image_ref LowCardinality(String),
+    MODIFY COLUMN image_digest LowCardinality(String),
+    MODIFY COLUMN profile_ref LowCardinality(String),
+    MODIFY COLUMN batch_producer LowCardinality(String);
+
+ALTER TABLE events MODIFY COLUMN container_name LowCardinality(String),
+    MODIFY COLUMN image_ref LowCardinality(String),
+    MODIFY COLUMN image_digest LowCardinality(String),
+    MODIFY COLUMN profile_ref LowCardinality(String),
+    MODIFY COLUMN batch_producer LowCardinality(String);
