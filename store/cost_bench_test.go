@@ -109,3 +109,38 @@ func procCPU(tb testing.TB, pid string) time.Duration {
 	}
 	return time.Duration(ut+st) * 10 * time.Millisecond
 }
+
+// BenchmarkRowBufAdd measures adding one events row to the column
+// buffers (ns per row, no ClickHouse): a type of columns at a time
+// (grouped, colGroup) against a column at a time (percolumn), alternated
+// in blocks of 4,096 rows so that load on the machine spreads over both.
+func BenchmarkRowBufAdd(b *testing.B) {
+	defer func() { groupedRows = true }()
+	rs := newRowSetCap(false, 4096)
+	var rows []eventRow
+	bi := batchInfo{host: "host-a", stage: "enricher", producer: "p", seq: 1}
+	for _, bt := range benchBatches(1, 64) {
+		for i, ev := range bt.Events {
+			var r eventRow
+			r.fill(&bi, i, ev, time.Now(), false)
+			rows = append(rows, r)
+		}
+	}
+	var took [2]time.Duration
+	n := 0
+	for b.Loop() {
+		for k, grouped := range []bool{true, false} {
+			groupedRows = grouped
+			t0 := time.Now()
+			for i := range 4096 {
+				rs.events.add(&rows[i%len(rows)])
+			}
+			took[k] += time.Since(t0)
+			rs.events.reset()
+		}
+		n += 4096
+	}
+	b.ReportMetric(float64(took[0].Nanoseconds())/float64(n), "grouped_ns/row")
+	b.ReportMetric(float64(took[1].Nanoseconds())/float64(n), "percolumn_ns/row")
+	b.ReportMetric(took[1].Seconds()/took[0].Seconds(), "percolumn/grouped")
+}
