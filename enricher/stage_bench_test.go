@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containsec/contain/analyzer"
 	"github.com/containsec/contain/internal/bus"
 	"github.com/containsec/contain/schemas/containv1"
 )
@@ -86,6 +87,7 @@ func BenchmarkEnricherStageCPU(b *testing.B) {
 						if _, _, err := e.fetchMessages(ctx, &oneFetch{subject: subject, data: data}); err != nil {
 							b.Fatal(err)
 						}
+						e.recycle() // as handleMessages after a publish
 						continue
 					}
 					bt, err := bus.DecodeAliased(data)
@@ -166,12 +168,23 @@ func TestMessagesSplitsOversizedBatches(t *testing.T) {
 }
 
 // BenchmarkEnricherFleetBatches is BenchmarkEnricherStageCPU's wire path
-// on the fleet load test's shape: 200 hosts × 50 containers in the cache,
-// each raw batch 245 events of one host's containers in random order, the
-// hosts in turn (so each batch meets a cold part of the cache).
+// on the fleet load test's shape: 200 hosts × 50 containers in the cache
+// (10 images), each raw batch 245 events of one host's containers in
+// random order, the hosts in turn (so each batch meets a cold part of the
+// cache); partitions=3 routes by image digest over 3 partitions as the
+// fleet's analyzers do, partitions=1 does not route.
 func BenchmarkEnricherFleetBatches(b *testing.B) {
+	for _, parts := range []int{1, 3} {
+		b.Run(fmt.Sprintf("partitions=%d", parts), func(b *testing.B) {
+			benchFleetBatches(b, parts)
+		})
+	}
+}
+
+func benchFleetBatches(b *testing.B, parts int) {
 	const hosts, perHost, n = 200, 50, 245
 	e := benchEnricher(b, 0)
+	e.SetRouter(analyzer.NewRouter(analyzer.Config{GroupBy: analyzer.GroupByDigest, Partitions: parts}))
 	r := rand.New(rand.NewPCG(1, 1))
 	ids := make([][]string, hosts)
 	for h := range hosts {
@@ -179,12 +192,14 @@ func BenchmarkEnricherFleetBatches(b *testing.B) {
 			id := fmt.Sprintf("%016x%016x%016x%016x", r.Uint64(), r.Uint64(), r.Uint64(), r.Uint64())
 			ids[h] = append(ids[h], id)
 			e.store(ContainerImage{Host: fmt.Sprintf("host-%03d", h), ContainerID: id, Name: fmt.Sprintf("svc-%d", c),
-				ImageRef: fmt.Sprintf("registry.local/app%d:1", c%10), ImageDigest: testDigest})
+				ImageRef: fmt.Sprintf("registry.local/app%d:1", c%10), ImageDigest: fmt.Sprintf("sha256:%064x", c%10+1)})
 		}
 	}
 	in := make([][]byte, hosts)
+	subjects := make([]string, hosts)
 	for h := range hosts {
 		host := fmt.Sprintf("host-%03d", h)
+		subjects[h] = containv1.RawSubject(host)
 		evs := make([]*containv1.Event, n)
 		for i := range evs {
 			evs[i] = &containv1.Event{Host: host, ContainerId: ids[h][r.IntN(perHost)], MonoNs: uint64(i), SchemaVersion: 1, Kind: containv1.Kind_KIND_SYSCALL,
@@ -203,8 +218,9 @@ func BenchmarkEnricherFleetBatches(b *testing.B) {
 	for b.Loop() {
 		h := i % hosts
 		i++
-		if _, _, err := e.fetchMessages(ctx, &oneFetch{subject: containv1.RawSubject(fmt.Sprintf("host-%03d", h)), data: in[h]}); err != nil {
+		if _, _, err := e.fetchMessages(ctx, &oneFetch{subject: subjects[h], data: in[h]}); err != nil {
 			b.Fatal(err)
 		}
+		e.recycle() // as handleMessages after a publish
 	}
 }

@@ -74,7 +74,19 @@ type wireScratch struct {
 	idx   []int    // the events of one output batch
 	order []int    // partitions in order of first event
 	ev    containv1.Event
+	// arena holds the output messages' bytes (emitOne), one chunk after
+	// another; used is the chunk the last fetch wrote last, free a chunk
+	// no message refers to any more (recycle), which the next fetch
+	// writes into.
+	arena, used, free []byte
 }
+
+// Output arena chunks: at least minChunk, grown by doubling up to
+// maxChunk (or a message's size, when larger).
+const (
+	minChunk = 64 << 10
+	maxChunk = 4 << 20
+)
 
 // handleMessages enriches each message of one fetch, in order, on the
 // wire (or decoded when bus.Messages.Wire leaves it to decoding), then
@@ -85,12 +97,14 @@ func (e *Enricher) handleMessages(ctx context.Context, f *bus.Messages) error {
 		return err
 	}
 	if len(msgs) == 0 {
+		e.recycle() // nothing was written
 		return nil
 	}
 	if err := bus.PublishAll(ctx, e.js, msgs, metrics.StageEnricher); err != nil {
 		e.em.publishErrors.Inc()
 		return err
 	}
+	e.published()
 	for _, n := range sizes {
 		e.em.out.Add(float64(n))
 		e.em.batchEvents.Observe(float64(n))
@@ -114,8 +128,10 @@ func (e *Enricher) fetchMessages(ctx context.Context, f fetch) ([]*nats.Msg, []i
 		clear(sc.wb.Events) // they point into the payloads
 		sc.wb = bus.WireBatch{Events: sc.wb.Events[:0]}
 		clear(sc.ens)
+		sc.used, sc.arena = sc.arena, nil
 		e.scratchMu.Unlock()
 	}()
+	sc.arena, sc.free, sc.used = sc.free[:0], nil, nil
 	var (
 		msgs  = make([]*nats.Msg, 0, f.Len())
 		sizes = make([]int, 0, f.Len())
@@ -139,6 +155,26 @@ func (e *Enricher) fetchMessages(ctx context.Context, f fetch) ([]*nats.Msg, []i
 		msgs, sizes = append(msgs, m...), append(sizes, s...)
 	}
 	return msgs, sizes, nil
+}
+
+// published recycles the output arena once PublishAll has stored every
+// message of the fetch: unless an asynchronous publish is still
+// outstanding on e.js (one whose ack PublishAll stopped waiting for,
+// which the client may publish again from msg.Data, or another user's),
+// nothing refers to the messages' bytes any more.
+func (e *Enricher) published() {
+	if e.js.PublishAsyncPending() == 0 {
+		e.recycle()
+	}
+}
+
+// recycle lets the next fetch write its messages into the last chunk of
+// the output arena: call it only once no message of the last fetch
+// (fetchMessages) is referred to by anyone.
+func (e *Enricher) recycle() {
+	e.scratchMu.Lock()
+	defer e.scratchMu.Unlock()
+	e.scratch.free, e.scratch.used = e.scratch.used, nil
 }
 
 // wireBatch enriches, routes and encodes the scanned batch sc.wb, as
@@ -193,6 +229,15 @@ func (e *Enricher) wireEnrich(ctx context.Context, sc *wireScratch) (containers 
 	wb := &sc.wb
 	sc.ens = sc.ens[:0]
 	var m entryMemo
+	// The cache is read under one read lock for the batch, let go for
+	// what writes it (a container event, a lookup that misses).
+	e.mu.RLock()
+	locked := true
+	defer func() {
+		if locked {
+			e.mu.RUnlock()
+		}
+	}()
 	for i := range wb.Events {
 		ev := &wb.Events[i]
 		h := ev.Host
@@ -200,6 +245,8 @@ func (e *Enricher) wireEnrich(ctx context.Context, sc *wireScratch) (containers 
 			h = wb.Host
 		}
 		if ev.Kind == containv1.Kind_KIND_CONTAINER && ev.ContainerID != "" {
+			e.mu.RUnlock()
+			locked = false
 			var full containv1.Event
 			if err := full.UnmarshalVTUnsafe(ev.Raw); err != nil {
 				return false, fmt.Errorf("enricher: decoding container event: %w", err)
@@ -209,11 +256,38 @@ func (e *Enricher) wireEnrich(ctx context.Context, sc *wireScratch) (containers 
 			}
 			m.forget()
 			containers = true
+			e.mu.RLock()
+			locked = true
 		}
-		sc.ens = append(sc.ens, m.find(ctx, e, h, ev.ContainerID))
+		sc.ens = append(sc.ens, m.findRLocked(ctx, e, h, ev.ContainerID))
 	}
 	m.count(e.em)
 	return containers, nil
+}
+
+// findRLocked is find with e.mu read-locked (as it is left): the cache
+// is read in place, and lookup (which locks) is called only on a miss.
+func (m *entryMemo) findRLocked(ctx context.Context, e *Enricher, h, id string) *entry {
+	if id == "" {
+		m.host++
+		return nil
+	}
+	if !m.ok || id != m.key.id || h != m.key.host {
+		k := ckey{h, id}
+		en := e.cache[k]
+		if en == nil {
+			e.mu.RUnlock()
+			en = e.lookup(ctx, k)
+			e.mu.RLock()
+		}
+		m.key, m.en, m.ok = k, en, true
+	}
+	if m.en == nil {
+		m.unknown++
+	} else {
+		m.enriched++
+	}
+	return m.en
 }
 
 // wireRoute sets each event's partition (sc.parts) and the partitions in
@@ -232,17 +306,24 @@ func (e *Enricher) wireRoute(sc *wireScratch, containers bool) {
 	)
 	for i := range wb.Events {
 		ev := &wb.Events[i]
-		k := ckey{ev.Host, ev.ContainerID}
-		if k.host == "" {
-			k.host = wb.Host
-		}
-		p := lastP
-		if !haveLast || k != last || k.id == "" {
-			p = e.wirePartition(sc, k, ev, sc.ens[i], containers)
-			if p < 0 || p >= n {
-				p = 0
+		var p int
+		if q := memoPart(sc.ens[i], containers); q >= 0 {
+			// The entry decides (wirePartition): no key to compare. The
+			// run is over: an event of the last key decides anew.
+			p, haveLast = q, false
+		} else {
+			k := ckey{ev.Host, ev.ContainerID}
+			if k.host == "" {
+				k.host = wb.Host
 			}
-			last, lastP, haveLast = k, p, true
+			p = lastP
+			if !haveLast || k.id == "" || k.id != last.id || k.host != last.host {
+				p = e.wirePartition(sc, k, ev, sc.ens[i], containers)
+				if p < 0 || p >= n {
+					p = 0
+				}
+				last, lastP, haveLast = k, p, true
+			}
 		}
 		sc.parts = append(sc.parts, p)
 		if p < len(seen) {
@@ -254,6 +335,15 @@ func (e *Enricher) wireRoute(sc *wireScratch, containers bool) {
 			sc.order = append(sc.order, p)
 		}
 	}
+}
+
+// memoPart is the partition en remembers (wirePartition), or -1: none
+// remembered, or the batch had a container event.
+func memoPart(en *entry, containers bool) int {
+	if containers || en == nil {
+		return -1
+	}
+	return int(en.part.Load()) - 1
 }
 
 // wirePartition is partitionOf for the scanned event ev of container k
@@ -332,7 +422,12 @@ func (e *Enricher) emit(sc *wireScratch, subject, producer string, idx []int, ms
 // emitOne encodes the events idx of sc.wb as one output batch.
 func (e *Enricher) emitOne(sc *wireScratch, subject, producer string, idx []int, msgs []*nats.Msg, sizes []int) ([]*nats.Msg, []int, error) {
 	wb := &sc.wb
-	buf := make([]byte, 0, e.outputSize(sc, producer, idx))
+	size := e.outputSize(sc, producer, idx)
+	if cap(sc.arena)-len(sc.arena) < size {
+		sc.arena = make([]byte, 0, max(size, min(2*cap(sc.arena), maxChunk), minChunk))
+	}
+	at := len(sc.arena)
+	buf := sc.arena[at : at : at+size]
 	buf = protowire.AppendTag(buf, fieldBatchSchemaVersion, protowire.VarintType)
 	buf = protowire.AppendVarint(buf, containv1.SchemaVersion)
 	buf = appendStringField(buf, fieldBatchHost, wb.Host)
@@ -354,6 +449,10 @@ func (e *Enricher) emitOne(sc *wireScratch, subject, producer string, idx []int,
 			}
 		}
 	}
+	if len(buf) <= size { // written in place (else outputSize was wrong: reallocated)
+		sc.arena = sc.arena[:at+len(buf)]
+	}
+	buf = buf[:len(buf):len(buf)]
 	// The events were scanned (UTF-8 checked) and what an entry appends
 	// is UTF-8 (store).
 	msg, err := bus.NewEncodedMsg(subject, metrics.StageEnricher, producer, wb.Seq, buf)

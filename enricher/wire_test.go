@@ -245,6 +245,9 @@ func TestWireMatchesDecoded(t *testing.T) {
 					if checkWireMatches(t, ref, got, subject, data) > 1 && router == nil {
 						split = true
 					}
+					if i%3 != 0 {
+						got.recycle() // as after a publish: the next batch writes over these messages
+					}
 					if i%10 == 0 {
 						checkWireMatches(t, ref, got, subject, data[:len(data)-1]) // truncated: refused
 					}
@@ -275,7 +278,10 @@ func FuzzWireMatchesDecoded(f *testing.F) {
 	rs := routers()
 	f.Fuzz(func(t *testing.T, data []byte, route uint8) {
 		router := rs[int(route)%len(rs)]
-		checkWireMatches(t, wireTestEnricher(memKV{}, router, 0), wireTestEnricher(memKV{}, router, 0), containv1.RawSubject("h1"), data)
+		ref, got := wireTestEnricher(memKV{}, router, 0), wireTestEnricher(memKV{}, router, 0)
+		checkWireMatches(t, ref, got, containv1.RawSubject("h1"), data)
+		got.recycle() // again, into the first's arena
+		checkWireMatches(t, ref, got, containv1.RawSubject("h1"), data)
 	})
 }
 

@@ -37,10 +37,12 @@ func ConsumeMessages(ctx context.Context, js jetstream.JetStream, cfg ConsumerCo
 	defer stop()
 	rep := st.rep
 	chk := &msgChecker{cfg: &cfg, m: m, log: log, rep: rep, loggedRefused: map[string]bool{}}
+	fe := newFetcher(js.Conn(), cons, &cfg, log)
+	defer fe.release()
 	backoff := cfg.RetryDelay
 	for ctx.Err() == nil && !stopped(cfg.Stop) {
 		holdBack(ctx, &cfg, m)
-		msgs, err := fetch(js.Conn(), cons, cfg)
+		msgs, err := fe.fetch(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -69,6 +71,7 @@ func ConsumeMessages(ctx context.Context, js jetstream.JetStream, cfg ConsumerCo
 			backoff = cfg.RetryDelay
 			continue
 		}
+		fe.release() // what is buffered would age towards AckWait meanwhile
 		var ok bool
 		if backoff, ok = retryAfter(ctx, &cfg, log, len(msgs), backoff, err); !ok {
 			return nil

@@ -50,11 +50,12 @@ type ConsumerConfig struct {
 	// DefaultMaxDeliver.
 	MaxDeliver int
 	// Eager hands the message that ends an idle wait to the handler at
-	// once, without a second request for what came with it: one round
-	// trip to the server less for a lone event (the detection path:
-	// enricher, analyzer). What came meanwhile is taken by the next
-	// fetch, so busy consumers batch as before. A sink that gains from
-	// large batches (the store) leaves it off.
+	// once (the detection path: enricher, analyzer), with what is
+	// already buffered. It fetches from a long pull (design 032): one
+	// subscription and pull requests kept open for two fetches'
+	// messages, so a message costs a delivery and an ack, no round trip;
+	// what is buffered is Nak'd when the consumer stops or backs off. A
+	// sink that gains from large batches (the store) leaves it off.
 	Eager bool
 	// AliasPayload decodes with DecodeAliased: the handler's batches
 	// point into the messages' payloads (each message owns its buffer:
@@ -75,6 +76,11 @@ type ConsumerConfig struct {
 	// partition), where cancelling ctx would leave it unacknowledged until
 	// AckWait.
 	Stop <-chan struct{}
+
+	// requestPerFetch makes an Eager consumer fetch with a pull request
+	// per fetch (jetstream's Fetch) instead of a long pull: the path
+	// before design 032, kept for benchmarks.
+	requestPerFetch bool
 }
 
 // memoryWait is the longest a consumer holds its next fetch back while
@@ -179,10 +185,12 @@ func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, h 
 	if cfg.ReuseEvents {
 		arena = &Arena{}
 	}
+	fe := newFetcher(js.Conn(), cons, &cfg, log)
+	defer fe.release()
 	backoff := cfg.RetryDelay
 	for ctx.Err() == nil && !stopped(cfg.Stop) {
 		holdBack(ctx, &cfg, m)
-		msgs, err := fetch(js.Conn(), cons, cfg)
+		msgs, err := fe.fetch(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -257,6 +265,7 @@ func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, h 
 			backoff = cfg.RetryDelay
 			continue
 		}
+		fe.release() // what is buffered would age towards AckWait meanwhile
 		var ok bool
 		if backoff, ok = retryAfter(ctx, &cfg, log, len(good), backoff, err); !ok {
 			return nil
@@ -292,6 +301,49 @@ func createConsumer(ctx context.Context, js jetstream.JetStream, cfg ConsumerCon
 		case <-time.After(time.Second):
 		}
 	}
+}
+
+// fetcher makes a consumer's fetches: with a long pull for an Eager
+// consumer (design 032), else with a pull request per fetch (fetch).
+type fetcher struct {
+	nc   *nats.Conn
+	cons jetstream.Consumer
+	cfg  *ConsumerConfig
+	log  *slog.Logger
+	lp   *longPull // nil until the first fetch, and after release
+}
+
+func newFetcher(nc *nats.Conn, cons jetstream.Consumer, cfg *ConsumerConfig, log *slog.Logger) *fetcher {
+	return &fetcher{nc: nc, cons: cons, cfg: cfg, log: log}
+}
+
+// fetch returns the next fetch's messages (none when ctx ended or
+// cfg.Stop closed while it waited).
+func (f *fetcher) fetch(ctx context.Context) ([]jetstream.Msg, error) {
+	if !f.cfg.Eager || f.cfg.FetchFill || f.cfg.requestPerFetch {
+		return fetch(f.nc, f.cons, *f.cfg)
+	}
+	if f.lp == nil {
+		lp, err := newLongPull(f.nc, f.cfg.Stream, f.cfg.Durable, f.cfg.Fetch)
+		if err != nil {
+			return nil, err
+		}
+		f.lp = lp
+	}
+	return f.lp.fetch(ctx, f.cfg.Stop, f.cfg.Fetch, f.cfg.FetchWait)
+}
+
+// release ends the long pull, if any, Nak'ing the messages it buffered
+// for prompt redelivery: when the consumer stops or backs off. The next
+// fetch starts another.
+func (f *fetcher) release() {
+	if f.lp == nil {
+		return
+	}
+	if n := f.lp.close(); n > 0 {
+		f.log.Debug("released buffered messages for redelivery", logfields.Durable, f.cfg.Durable, logfields.Messages, n)
+	}
+	f.lp = nil
 }
 
 // fetch returns at once with what is pending (up to cfg.Fetch), and

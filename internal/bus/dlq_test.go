@@ -91,8 +91,8 @@ func runPoison(t *testing.T, panics bool, reason string) { runPoisonWith(t, pani
 // runPoisonWith runs the poison scenario through Consume, or with lazy
 // through ConsumeMessages with a malformed message and one of another
 // host's among the batches: each is refused once, never handed over, and
-// does not hold the others back.
-func runPoisonWith(t *testing.T, panics bool, reason string, lazyDecode bool) {
+// does not hold the others back. opts change the consumer's config.
+func runPoisonWith(t *testing.T, panics bool, reason string, lazyDecode bool, opts ...func(*bus.ConsumerConfig)) {
 	_, _, js := testenv.NATS(t)
 	m := metrics.New()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -116,6 +116,9 @@ func runPoisonWith(t *testing.T, panics bool, reason string, lazyDecode bool) {
 	done := make(chan error, 1)
 	go func() {
 		cfg := bus.ConsumerConfig{Stream: containv1.StreamEvents, Durable: "poison", Stage: "test", RetryDelay: 20 * time.Millisecond}
+		for _, o := range opts {
+			o(&cfg)
+		}
 		if lazyDecode {
 			done <- bus.ConsumeMessages(ctx, js, cfg, lazy(pc.handler(panics), &refused), m, testenv.Logger(t))
 			return
@@ -198,7 +201,9 @@ func TestPanickingHandlerDeadLetters(t *testing.T) { runPoison(t, true, bus.DLQP
 // TestOutageDeadLettersNothing: when the handler fails on everything
 // (the downstream is down) nothing is dead-lettered, however many
 // deliveries; all of it arrives once the downstream is back.
-func TestOutageDeadLettersNothing(t *testing.T) {
+func TestOutageDeadLettersNothing(t *testing.T) { runOutage(t) }
+
+func runOutage(t *testing.T, opts ...func(*bus.ConsumerConfig)) {
 	_, _, js := testenv.NATS(t)
 	m := metrics.New()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -211,10 +216,12 @@ func TestOutageDeadLettersNothing(t *testing.T) {
 	var down atomic.Bool
 	down.Store(true)
 	var got collected
+	cfg := bus.ConsumerConfig{Stream: containv1.StreamEvents, Durable: "outage", Stage: "test", RetryDelay: 10 * time.Millisecond}
+	for _, o := range opts {
+		o(&cfg)
+	}
 	go func() {
-		_ = bus.Consume(ctx, js, bus.ConsumerConfig{
-			Stream: containv1.StreamEvents, Durable: "outage", Stage: "test", RetryDelay: 10 * time.Millisecond,
-		}, got.handler(func(int) bool { return down.Load() }), m, testenv.Logger(t))
+		_ = bus.Consume(ctx, js, cfg, got.handler(func(int) bool { return down.Load() }), m, testenv.Logger(t))
 	}()
 	testenv.WaitFor(t, 10*time.Second, "many failures", func() bool {
 		return testutil.ToFloat64(m.Errors.WithLabelValues("test", "handler")) >= 8

@@ -21,6 +21,12 @@
 //   - Consume acknowledges a message only after its handler returned nil, so
 //     a failing downstream (ClickHouse down) loses nothing: messages are
 //     redelivered after a back-off.
+//   - An Eager consumer (the detection path) fetches from a long pull: one
+//     subscription and pull requests kept open, so a message costs a
+//     delivery and an ack, not a pull round trip. What it buffered is
+//     Nak'd when it stops (ConsumerConfig.Stop, ctx) or backs off, and so
+//     redelivered at once, to the next owner of an analyzer partition
+//     too, not after AckWait (design 032).
 //   - ConsumeMessages keeps these guarantees for a handler that decodes
 //     a fetch message by message itself (Messages.Batch), so a sink never
 //     holds a fetch decoded at once (the store); a malformed or

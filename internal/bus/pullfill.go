@@ -57,6 +57,8 @@ type pullRequestBody struct {
 	Expires  time.Duration `json:"expires,omitempty"`
 	Batch    int           `json:"batch"`
 	MaxBytes int           `json:"max_bytes,omitempty"`
+	// Heartbeat asks for an idle heartbeat status this often.
+	Heartbeat time.Duration `json:"idle_heartbeat,omitempty"`
 }
 
 // pullFill makes one pull request on consumer stream/durable for up to n
@@ -180,31 +182,39 @@ func (p *pulledMsg) Headers() nats.Header { return p.msg.Header }
 func (p *pulledMsg) Subject() string      { return p.msg.Subject }
 func (p *pulledMsg) Reply() string        { return p.msg.Reply }
 
-func (p *pulledMsg) Ack() error  { return p.reply(nil, "+ACK", true) }
-func (p *pulledMsg) Nak() error  { return p.reply(nil, "-NAK", true) }
-func (p *pulledMsg) Term() error { return p.reply(nil, "+TERM", true) }
+// Acknowledgement bodies, allocated once.
+var (
+	ackBody  = []byte("+ACK")
+	nakBody  = []byte("-NAK")
+	termBody = []byte("+TERM")
+	wpiBody  = []byte("+WPI")
+)
 
-func (p *pulledMsg) InProgress() error { return p.reply(nil, "+WPI", false) }
+func (p *pulledMsg) Ack() error  { return p.reply(nil, ackBody, true) }
+func (p *pulledMsg) Nak() error  { return p.reply(nil, nakBody, true) }
+func (p *pulledMsg) Term() error { return p.reply(nil, termBody, true) }
 
-func (p *pulledMsg) DoubleAck(ctx context.Context) error { return p.reply(ctx, "+ACK", true) }
+func (p *pulledMsg) InProgress() error { return p.reply(nil, wpiBody, false) }
+
+func (p *pulledMsg) DoubleAck(ctx context.Context) error { return p.reply(ctx, ackBody, true) }
 
 func (p *pulledMsg) NakWithDelay(delay time.Duration) error {
 	if delay <= 0 {
 		return p.Nak()
 	}
-	return p.reply(nil, fmt.Sprintf("-NAK {\"delay\": %d}", delay.Nanoseconds()), true)
+	return p.reply(nil, fmt.Appendf(nil, "-NAK {\"delay\": %d}", delay.Nanoseconds()), true)
 }
 
 func (p *pulledMsg) TermWithReason(reason string) error {
 	if reason == "" {
 		return p.Term()
 	}
-	return p.reply(nil, "+TERM "+reason, true)
+	return p.reply(nil, []byte("+TERM "+reason), true)
 }
 
 // reply sends an acknowledgement body (synchronously with ctx); final
 // ones may be sent once.
-func (p *pulledMsg) reply(ctx context.Context, body string, final bool) error {
+func (p *pulledMsg) reply(ctx context.Context, body []byte, final bool) error {
 	if p.msg.Reply == "" {
 		return jetstream.ErrMsgNoReply
 	}
@@ -215,9 +225,9 @@ func (p *pulledMsg) reply(ctx context.Context, body string, final bool) error {
 	}
 	var err error
 	if ctx != nil {
-		_, err = p.nc.RequestWithContext(ctx, p.msg.Reply, []byte(body))
+		_, err = p.nc.RequestWithContext(ctx, p.msg.Reply, body)
 	} else {
-		err = p.nc.Publish(p.msg.Reply, []byte(body))
+		err = p.nc.Publish(p.msg.Reply, body)
 	}
 	if err == nil && final {
 		p.ackd = true

@@ -1,6 +1,7 @@
 package bus
 
 import (
+	"encoding/binary"
 	"sync"
 	"unicode/utf8"
 	"unsafe"
@@ -209,8 +210,12 @@ func scanEvent(t *strictTable, b []byte, ev *WireEvent) bool {
 // consumeTag is protowire.ConsumeTag, the one-byte case inline, refusing
 // numbers above protowire.MaxValidNumber.
 func consumeTag(b []byte) (protowire.Number, protowire.Type, int) {
-	if c := b[0]; c < 0x80 && c >= 8 {
+	c := b[0]
+	if c < 0x80 && c >= 8 {
 		return protowire.Number(c >> 3), protowire.Type(c & 7), 1
+	}
+	if c >= 0x80 && len(b) > 1 && b[1] < 0x80 && b[1] != 0 { // numbers 16..2047 (the bodies)
+		return protowire.Number(uint64(c&0x7f)|uint64(b[1])<<7) >> 3, protowire.Type(c & 7), 2
 	}
 	num, typ, n := protowire.ConsumeTag(b)
 	if n < 0 || num > protowire.MaxValidNumber {
@@ -244,13 +249,37 @@ func consumeString(typ protowire.Type, b []byte) (string, int) {
 		return "", -1
 	}
 	v, n := consumeBytes(b)
-	if n < 0 || !utf8.Valid(v) {
+	if n < 0 || !validUTF8(v) {
 		return "", -1
 	}
 	if len(v) == 0 {
 		return "", n
 	}
 	return unsafe.String(&v[0], len(v)), n
+}
+
+// validUTF8 is utf8.Valid, ASCII checked 16 then 8 bytes at a time
+// inline (the strings of events are ASCII but for file paths and argv now
+// and then).
+func validUTF8(v []byte) bool {
+	i := 0
+	for ; i+16 <= len(v); i += 16 {
+		if (binary.LittleEndian.Uint64(v[i:])|binary.LittleEndian.Uint64(v[i+8:]))&0x8080808080808080 != 0 {
+			return utf8.Valid(v[i:])
+		}
+	}
+	if i+8 <= len(v) {
+		if binary.LittleEndian.Uint64(v[i:])&0x8080808080808080 != 0 {
+			return utf8.Valid(v[i:])
+		}
+		i += 8
+	}
+	for ; i < len(v); i++ {
+		if v[i] >= 0x80 {
+			return utf8.Valid(v[i:])
+		}
+	}
+	return true
 }
 
 // Kinds of strictField.
@@ -373,7 +402,7 @@ func validMsg(t *strictTable, b []byte, depth int) bool {
 			v := b[1 : 1+b[0]]
 			b = b[1+b[0]:]
 			switch {
-			case kind == wireString && !utf8.Valid(v):
+			case kind == wireString && !validUTF8(v):
 				return false
 			case kind == wireMessage && !validMsg(t.fields[num].msg, v, depth+1):
 				return false
@@ -427,7 +456,7 @@ func validField(t *strictTable, num protowire.Number, typ protowire.Type, b []by
 			return -1
 		}
 		switch {
-		case f.kind == wireString && !utf8.Valid(v):
+		case f.kind == wireString && !validUTF8(v):
 			return -1
 		case f.kind == wireMessage && !validMsg(f.msg, v, depth+1):
 			return -1
@@ -462,13 +491,25 @@ func (wb *WireBatch) BoundTo(subject string) bool {
 	if !ok {
 		return false
 	}
-	if kind != "alerts" && containv1.SubjectToken(wb.Host) != host {
-		return false
-	}
-	for i := range wb.Events {
-		if h := wb.Events[i].Host; h != "" && containv1.SubjectToken(h) != host {
+	// good is a host whose token was found to be the subject's: events
+	// name their batch's host, mostly, so each is compared with it and
+	// its token is made only when it names another.
+	good := ""
+	if kind != "alerts" {
+		if containv1.SubjectToken(wb.Host) != host {
 			return false
 		}
+		good = wb.Host
+	}
+	for i := range wb.Events {
+		h := wb.Events[i].Host
+		if h == "" || h == good {
+			continue
+		}
+		if containv1.SubjectToken(h) != host {
+			return false
+		}
+		good = h
 	}
 	return true
 }

@@ -53,6 +53,9 @@ func FuzzScanBatch(f *testing.F) {
 		f.Add(s, "h1")
 	}
 	f.Add([]byte{}, "h1")
+	for _, s := range hostSeeds() {
+		f.Add(s, "h_1")
+	}
 	f.Fuzz(func(t *testing.T, data []byte, host string) {
 		var wb bus.WireBatch
 		ok := bus.ScanBatch(data, &wb)
@@ -85,6 +88,44 @@ func FuzzScanBatch(f *testing.F) {
 			t.Fatalf("BoundTo %v, CheckHost %v", wb.BoundTo(subject), bus.CheckHost(subject, b))
 		}
 	})
+}
+
+// hostSeeds are batches of host "h.1" whose events name hosts of the
+// same subject token ("h_1", "h.1", none) and, last, another ("h2").
+func hostSeeds() [][]byte {
+	ids := containv1.NewIDGen()
+	var evs []*containv1.Event
+	var out [][]byte
+	for _, h := range []string{"h_1", "h.1", "", "h_1", "h2"} {
+		ev := execEvent(ids, "c1", "/bin/sh")
+		ev.Host = h
+		evs = append(evs, ev)
+		data, _ := bus.Encode(&containv1.Batch{SchemaVersion: 1, Host: "h.1", Events: evs})
+		out = append(out, data)
+	}
+	return out
+}
+
+// TestBoundToHosts: BoundTo is CheckHost on batches whose events name
+// their batch's host, another host of the same subject token, none, or
+// another host; on every kind of subject.
+func TestBoundToHosts(t *testing.T) {
+	for i, data := range hostSeeds() {
+		var wb bus.WireBatch
+		if !bus.ScanBatch(data, &wb) {
+			t.Fatalf("seed %d not scanned", i)
+		}
+		b, err := bus.Decode(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, subject := range []string{containv1.RawSubject("h_1"), containv1.RawSubject("h.1"), containv1.RawSubject("h2"),
+			containv1.EventsSubject("h.1"), containv1.AlertsSubject("h_1"), containv1.AlertsSubject("h2")} {
+			if got, want := wb.BoundTo(subject), bus.CheckHost(subject, b) == nil; got != want {
+				t.Errorf("seed %d on %s: BoundTo %v, CheckHost %v", i, subject, got, want)
+			}
+		}
+	}
 }
 
 func checkScanned(t *testing.T, wb *bus.WireBatch, b *containv1.Batch) {
