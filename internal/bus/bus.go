@@ -107,11 +107,19 @@ func StartEmbedded(cfg EmbeddedConfig, users ...*server.NkeyUser) (*server.Serve
 	return s, nil
 }
 
+// writeBufferSize is the client's write buffer.
+const writeBufferSize = 256 << 10
+
 // Connect dials url and returns the connection and its JetStream context.
 // The connection reconnects forever; a lost connection is logged.
 func Connect(url, name string, log *slog.Logger, extra ...nats.Option) (*nats.Conn, jetstream.JetStream, error) {
 	opts := append([]nats.Option{
 		nats.Name(name),
+		// One write per fetch's output instead of one per 32 KiB: an
+		// enricher's PublishAll of ~3 × 26 KB took 5.8 system calls per
+		// message with the client's default and 3.7 with this (design
+		// 030, "Second pass").
+		nats.WriteBufferSize(writeBufferSize),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250 * time.Millisecond),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
