@@ -17,6 +17,7 @@ import (
 type storeVariant struct {
 	name        string
 	lowCardFast bool
+	perColumn   bool // rows added a column at a time (groupedRows false)
 }
 
 // BenchmarkStoreCPU measures the store's own CPU per event (this
@@ -33,15 +34,16 @@ type storeVariant struct {
 // that ran meanwhile).
 func BenchmarkStoreCPU(b *testing.B) {
 	variants := []storeVariant{
-		{"appendrow", false},
-		{"lowcard", true},
+		{"appendrow", false, false},
+		{"lowcard", true, false},
+		{"percolumn", true, true},
 	}
 	if v := os.Getenv("CONTAIN_BENCH_VARIANTS"); v != "" {
 		want := strings.Split(v, ",")
 		variants = slices.DeleteFunc(variants, func(sv storeVariant) bool { return !slices.Contains(want, sv.name) })
 	}
 	s := benchStore(b, nil)
-	defer func() { lowCardFast = true }()
+	defer func() { lowCardFast, groupedRows = true, true }()
 	ctx := context.Background()
 	batches := benchBatches(20, 1000)
 	const rows = 20 * 1000
@@ -56,7 +58,7 @@ func BenchmarkStoreCPU(b *testing.B) {
 			b.StopTimer()
 			nextSecond(ids, batches)
 			msgs := encodeAll(b, batches)
-			lowCardFast = v.lowCardFast
+			lowCardFast, groupedRows = v.lowCardFast, !v.perColumn
 			b.StartTimer()
 			s0, c0 := procCPU(b, pid), cpuNow(b)
 			if err := s.handle(ctx, fb, &fetch{msgs: encoded(msgs)}, m); err != nil {
@@ -106,4 +108,39 @@ func procCPU(tb testing.TB, pid string) time.Duration {
 		tb.Fatalf("/proc/%s/stat: %q", pid, data)
 	}
 	return time.Duration(ut+st) * 10 * time.Millisecond
+}
+
+// BenchmarkRowBufAdd measures adding one events row to the column
+// buffers (ns per row, no ClickHouse): a type of columns at a time
+// (grouped, colGroup) against a column at a time (percolumn), alternated
+// in blocks of 4,096 rows so that load on the machine spreads over both.
+func BenchmarkRowBufAdd(b *testing.B) {
+	defer func() { groupedRows = true }()
+	rs := newRowSetCap(false, 4096)
+	var rows []eventRow
+	bi := batchInfo{host: "host-a", stage: "enricher", producer: "p", seq: 1}
+	for _, bt := range benchBatches(1, 64) {
+		for i, ev := range bt.Events {
+			var r eventRow
+			r.fill(&bi, i, ev, time.Now(), false)
+			rows = append(rows, r)
+		}
+	}
+	var took [2]time.Duration
+	n := 0
+	for b.Loop() {
+		for k, grouped := range []bool{true, false} {
+			groupedRows = grouped
+			t0 := time.Now()
+			for i := range 4096 {
+				rs.events.add(&rows[i%len(rows)])
+			}
+			took[k] += time.Since(t0)
+			rs.events.reset()
+		}
+		n += 4096
+	}
+	b.ReportMetric(float64(took[0].Nanoseconds())/float64(n), "grouped_ns/row")
+	b.ReportMetric(float64(took[1].Nanoseconds())/float64(n), "percolumn_ns/row")
+	b.ReportMetric(took[1].Seconds()/took[0].Seconds(), "percolumn/grouped")
 }

@@ -35,12 +35,21 @@ type probe struct {
 	ids      []uuid.UUID
 	min, max time.Time
 	prefixes map[string]struct{}
+	// last is the last prefix noted by prefixAlias (events of a
+	// container come in runs: no map lookup for them); it may point into
+	// a payload until collect ends (forget).
+	last    string
+	hasLast bool
 }
 
 func (p *probe) reset() {
 	p.ids = p.ids[:0]
 	clear(p.prefixes)
+	p.forget()
 }
+
+// forget drops last.
+func (p *probe) forget() { p.last, p.hasLast = "", false }
 
 func (p *probe) add(id uuid.UUID, ts time.Time) {
 	if len(p.ids) == 0 || ts.Before(p.min) {
@@ -55,6 +64,10 @@ func (p *probe) add(id uuid.UUID, ts time.Time) {
 // prefixAlias notes a sort key prefix that may point into a message's
 // payload: the set keeps a copy (no allocation when already known).
 func (p *probe) prefixAlias(v string) {
+	if p.hasLast && v == p.last {
+		return
+	}
+	p.last, p.hasLast = v, true
 	if p.prefixes == nil {
 		p.prefixes = map[string]struct{}{}
 	}
@@ -250,7 +263,10 @@ func (fb *fetchBufs) collect(f *fetch, now time.Time) {
 		n += len(wb.Events)
 	}
 	fb.markDups(n)
-	clear(fb.wb.Events[:cap(fb.wb.Events)]) // the payloads are fb.raws'
+	for i := range fb.probes {
+		fb.probes[i].forget() // the payloads are fb.raws'
+	}
+	clear(fb.wb.Events[:cap(fb.wb.Events)])
 	fb.wb = bus.WireBatch{Events: fb.wb.Events[:0]}
 }
 

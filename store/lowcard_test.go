@@ -27,9 +27,16 @@ func TestLowCardinalityFastPath(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Block 1: a few values, repeats, the empty string (the default at
-	// row 0 of the dictionary). Block 2: 300 distinct values.
+	// row 0 of the dictionary).
 	var blocks [][]string
 	blocks = append(blocks, []string{"", "exec", "exec", "", "syscall", "exec", "ümlaut", "syscall"})
+	// Block 2: values cycling through more than appendLowCard's recent
+	// values, and back. Block 3: 300 distinct values.
+	var cycle []string
+	for i := range 40 {
+		cycle = append(cycle, []string{"a", "b", "c", "d", "e"}[i%(2+i/10)])
+	}
+	blocks = append(blocks, cycle)
 	var many []string
 	for i := range 600 {
 		many = append(many, fmt.Sprintf("v%03d", i%300))

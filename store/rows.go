@@ -106,15 +106,17 @@ func derivedID(producer, stage []byte, seq uint64, i int, id []byte) uuid.UUID {
 }
 
 // wallTime splits Unix ns into a DateTime second and the ns within it.
+// (Splitting the integer, not truncating a time.Time: Truncate was ~2% of
+// the store's CPU; TestWallTime holds it to the Truncate form.)
 func wallTime(ns int64, now time.Time) (time.Time, uint32) {
 	if ns <= 0 {
 		ns = now.UnixNano()
 	}
-	t := time.Unix(0, ns).UTC()
-	if t.After(maxTime) {
+	sec, sub := ns/1e9, ns%1e9
+	if max := maxTime.Unix(); sec > max || sec == max && sub > 0 {
 		return maxTime, 0
 	}
-	return t.Truncate(time.Second), uint32(t.Nanosecond())
+	return time.Unix(sec, 0).UTC(), uint32(sub)
 }
 
 func procOf(ev *containv1.Event) *containv1.Process {

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"math/rand/v2"
 	"reflect"
 	"testing"
 	"time"
@@ -78,10 +79,41 @@ func TestWallTime(t *testing.T) {
 		{0, now, 0},
 		{-1, now, 0},
 		{1 << 62, maxTime, 0},
+		{maxTime.UnixNano(), maxTime, 0},
+		{maxTime.UnixNano() + 1, maxTime, 0},
+		{maxTime.UnixNano() - 1, maxTime.Add(-time.Second), 999_999_999},
 	} {
 		got, gotNs := wallTime(c.ns, now)
 		if !got.Equal(c.want) || gotNs != c.wantNs {
 			t.Errorf("wallTime(%d) = %v, %d; want %v, %d", c.ns, got, gotNs, c.want, c.wantNs)
+		}
+	}
+	// The same value, location included, as truncating a time.Time (the
+	// form it replaced).
+	truncated := func(ns int64, now time.Time) (time.Time, uint32) {
+		if ns <= 0 {
+			ns = now.UnixNano()
+		}
+		t := time.Unix(0, ns).UTC()
+		if t.After(maxTime) {
+			return maxTime, 0
+		}
+		return t.Truncate(time.Second), uint32(t.Nanosecond())
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := range 100_000 {
+		ns := rng.Int64N(maxTime.UnixNano() + 10*int64(time.Second))
+		switch i % 4 {
+		case 1:
+			ns = rng.Int64()
+		case 2:
+			ns = -ns
+		}
+		now := time.Unix(0, rng.Int64N(1<<62))
+		got, gotNs := wallTime(ns, now)
+		want, wantNs := truncated(ns, now)
+		if got != want || gotNs != wantNs {
+			t.Fatalf("wallTime(%d, %v) = %#v, %d; want %#v, %d", ns, now, got, gotNs, want, wantNs)
 		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 
 	"google.golang.org/protobuf/encoding/protowire"
 
+	"github.com/containsec/contain/internal/bus"
 	"github.com/containsec/contain/schemas/containv1"
 )
 
@@ -185,115 +186,58 @@ func (a *arena) reset() {
 	a.strs, a.u64s, a.u32s = a.strs[:0], a.u64s[:0], a.u32s[:0]
 }
 
-// wireField is one field read by nextField: v a length-delimited value, x
-// a varint's.
-type wireField struct {
-	num protowire.Number
-	typ protowire.Type
-	v   []byte
-	x   uint64
-}
-
-// nextField reads the field at the start of b into fd and returns its
-// length, or -1. Groups are refused (ScanBatch refuses them too). The
-// common encodings are read inline, as walkFields does.
-func nextField(b []byte, fd *wireField) int {
-	n := 0
-	if c := b[0]; c < 0x80 && c >= 8 {
-		fd.num, fd.typ, n = protowire.Number(c>>3), protowire.Type(c&7), 1
-	} else {
-		fd.num, fd.typ, n = protowire.ConsumeTag(b)
-		if n < 0 {
-			return -1
-		}
-	}
-	b = b[n:]
-	switch fd.typ {
-	case protowire.BytesType:
-		if len(b) > 0 && b[0] < 0x80 && int(b[0]) < len(b) {
-			fd.v = b[1 : 1+b[0]]
-			return n + 1 + int(b[0])
-		}
-		v, m := protowire.ConsumeBytes(b)
-		if m < 0 {
-			return -1
-		}
-		fd.v = v
-		return n + m
-	case protowire.VarintType:
-		if len(b) > 0 && b[0] < 0x80 {
-			fd.x = uint64(b[0])
-			return n + 1
-		}
-		x, m := protowire.ConsumeVarint(b)
-		if m < 0 {
-			return -1
-		}
-		fd.x = x
-		return n + m
-	case protowire.Fixed32Type, protowire.Fixed64Type:
-		m := protowire.ConsumeFieldValue(fd.num, fd.typ, b)
-		if m < 0 {
-			return -1
-		}
-		return n + m
-	}
-	return -1
-}
-
 // str is a string field's value (ScanBatch checked it is UTF-8).
-func str(fd *wireField) (string, bool) {
-	if fd.typ != protowire.BytesType {
+func str(typ protowire.Type, v []byte) (string, bool) {
+	if typ != protowire.BytesType {
 		return "", false
 	}
-	return aliasString(fd.v), true
+	return aliasString(v), true
 }
 
 // readWire reads the event message b into f; rawID and wallNs are its id
 // and wall time. false: the event is left to the decoder (see above).
 func readWire(b []byte, f *flatEvent, a *arena) (rawID []byte, wallNs int64, ok bool) {
 	*f = flatEvent{}
-	var fd wireField
 	for len(b) > 0 {
-		n := nextField(b, &fd)
+		num, typ, v, x, n := bus.ConsumeField(b)
 		if n < 0 {
 			return nil, 0, false
 		}
 		b = b[n:]
 		ok := true
-		switch fd.num {
+		switch num {
 		case evID:
-			rawID, ok = fd.v, fd.typ == protowire.BytesType
+			rawID, ok = v, typ == protowire.BytesType
 		case evHost:
-			f.host, ok = str(&fd)
+			f.host, ok = str(typ, v)
 		case evContainerID:
-			f.containerID, ok = str(&fd)
+			f.containerID, ok = str(typ, v)
 		case evContainerName:
-			f.containerName, ok = str(&fd)
+			f.containerName, ok = str(typ, v)
 		case evImageRef:
-			f.imageRef, ok = str(&fd)
+			f.imageRef, ok = str(typ, v)
 		case evImageDigest:
-			f.imageDig, ok = str(&fd)
+			f.imageDig, ok = str(typ, v)
 		case evProfileRef:
-			f.profileRef, ok = str(&fd)
+			f.profileRef, ok = str(typ, v)
 		case evMonoNs:
-			f.monoNs, ok = fd.x, fd.typ == protowire.VarintType
+			f.monoNs, ok = x, typ == protowire.VarintType
 		case evWallNs:
-			wallNs, ok = int64(fd.x), fd.typ == protowire.VarintType
+			wallNs, ok = int64(x), typ == protowire.VarintType
 		case evKind:
-			f.kind, ok = containv1.Kind(int32(fd.x)), fd.typ == protowire.VarintType
+			f.kind, ok = containv1.Kind(int32(x)), typ == protowire.VarintType
 		case evSchemaVersion:
-			f.schemaVersion, ok = uint32(fd.x), fd.typ == protowire.VarintType
+			f.schemaVersion, ok = uint32(x), typ == protowire.VarintType
 		case evCgroupID:
-			f.cgroupID, ok = fd.x, fd.typ == protowire.VarintType
+			f.cgroupID, ok = x, typ == protowire.VarintType
 		case evExec, evSyscall, evNetwork, evFile, evLoss, evProcess:
-			if fd.typ != protowire.BytesType || (f.body != 0 && f.body != fd.num) {
+			if typ != protowire.BytesType || (f.body != 0 && f.body != num) {
 				return nil, 0, false // another member replaces the body: the decoder's
 			}
-			f.body = fd.num
-			ok = readBody(fd.num, fd.v, f, a)
+			f.body = num
+			ok = readBody(num, v, f, a)
 		default:
-			if fd.num >= evExec && fd.num <= 29 {
+			if num >= evExec && num <= 29 {
 				return nil, 0, false // alert, action, container, commit
 			}
 		}
@@ -304,124 +248,123 @@ func readWire(b []byte, f *flatEvent, a *arena) (rawID []byte, wallNs int64, ok 
 	return rawID, wallNs, true
 }
 
-// readBody reads (merges) one occurrence of body member num.
-func readBody(num protowire.Number, b []byte, f *flatEvent, a *arena) bool {
-	var fd wireField
+// readBody reads (merges) one occurrence of body member body.
+func readBody(body protowire.Number, b []byte, f *flatEvent, a *arena) bool {
 	for len(b) > 0 {
-		n := nextField(b, &fd)
+		num, typ, v, x, n := bus.ConsumeField(b)
 		if n < 0 {
 			return false
 		}
 		b = b[n:]
-		isV, isB := fd.typ == protowire.VarintType, fd.typ == protowire.BytesType
+		isV, isB := typ == protowire.VarintType, typ == protowire.BytesType
 		ok := true
-		if fd.num == bodyProc && num != evLoss {
-			if ok = isB && readProc(fd.v, f); !ok {
+		if num == bodyProc && body != evLoss {
+			if ok = isB && readProc(v, f); !ok {
 				return false
 			}
 			continue
 		}
-		switch num {
+		switch body {
 		case evExec:
-			switch fd.num {
+			switch num {
 			case 2:
-				f.execFilename, ok = str(&fd)
+				f.execFilename, ok = str(typ, v)
 			case 3:
 				var s string
-				if s, ok = str(&fd); ok {
+				if s, ok = str(typ, v); ok {
 					f.execArgv = appendView(&a.strs, f.execArgv, s)
 				}
 			case 4:
-				f.execArgvTruncated, ok = fd.x != 0, isV
+				f.execArgvTruncated, ok = x != 0, isV
 			case 5:
-				f.execArgc, ok = uint32(fd.x), isV
+				f.execArgc, ok = uint32(x), isV
 			case 6:
-				f.execCwd, ok = str(&fd)
+				f.execCwd, ok = str(typ, v)
 			case 7:
-				f.execExe, ok = str(&fd)
+				f.execExe, ok = str(typ, v)
 			case 8:
-				f.nonUTF8, ok = fd.x != 0, isV
+				f.nonUTF8, ok = x != 0, isV
 			}
 		case evSyscall:
-			switch fd.num {
+			switch num {
 			case 2:
-				f.sysMode, ok = int32(fd.x), isV
+				f.sysMode, ok = int32(x), isV
 			case 3:
-				f.sysNr, ok = uint32(fd.x), isV
+				f.sysNr, ok = uint32(x), isV
 			case 4:
-				f.sysName, ok = str(&fd)
+				f.sysName, ok = str(typ, v)
 			case 5:
-				f.sysArgs, ok = appendU64(a, f.sysArgs, &fd)
+				f.sysArgs, ok = appendU64(a, f.sysArgs, typ, v, x)
 			case 6:
-				f.sysRet, ok = int64(fd.x), isV
+				f.sysRet, ok = int64(x), isV
 			case 7:
-				f.sysCount, ok = fd.x, isV
+				f.sysCount, ok = x, isV
 			case 8:
-				f.sysSeq, ok = appendU32(a, f.sysSeq, &fd)
+				f.sysSeq, ok = appendU32(a, f.sysSeq, typ, v, x)
 			}
 		case evNetwork:
-			switch fd.num {
+			switch num {
 			case 2:
-				f.netOp, ok = int32(fd.x), isV
+				f.netOp, ok = int32(x), isV
 			case 3:
-				f.netProto, ok = int32(fd.x), isV
+				f.netProto, ok = int32(x), isV
 			case 4:
-				f.netFamily, ok = uint32(fd.x), isV
+				f.netFamily, ok = uint32(x), isV
 			case 5:
-				f.localAddr, ok = fd.v, isB
+				f.localAddr, ok = v, isB
 			case 6:
-				f.localPort, ok = uint32(fd.x), isV
+				f.localPort, ok = uint32(x), isV
 			case 7:
-				f.remoteAddr, ok = fd.v, isB
+				f.remoteAddr, ok = v, isB
 			case 8:
-				f.remotePort, ok = uint32(fd.x), isV
+				f.remotePort, ok = uint32(x), isV
 			case 9:
-				f.netResult, ok = int32(fd.x), isV
+				f.netResult, ok = int32(x), isV
 			}
 		case evFile:
-			switch fd.num {
+			switch num {
 			case 2:
-				f.fileOp, ok = int32(fd.x), isV
+				f.fileOp, ok = int32(x), isV
 			case 3:
-				f.filePath, ok = str(&fd)
+				f.filePath, ok = str(typ, v)
 			case 4:
-				f.fileNewPath, ok = str(&fd)
+				f.fileNewPath, ok = str(typ, v)
 			case 5:
-				f.fileFlags, ok = uint32(fd.x), isV
+				f.fileFlags, ok = uint32(x), isV
 			case 6:
-				f.fileMode, ok = uint32(fd.x), isV
+				f.fileMode, ok = uint32(x), isV
 			case 7:
-				f.fileResult, ok = int32(fd.x), isV
+				f.fileResult, ok = int32(x), isV
 			case 8:
-				f.nonUTF8, ok = fd.x != 0, isV
+				f.nonUTF8, ok = x != 0, isV
 			case 9:
-				f.fileUID, ok = uint32(fd.x), isV
+				f.fileUID, ok = uint32(x), isV
 			case 10:
-				f.fileGID, ok = uint32(fd.x), isV
+				f.fileGID, ok = uint32(x), isV
 			case 11:
-				f.filePathUnresolved, ok = fd.x != 0, isV
+				f.filePathUnresolved, ok = x != 0, isV
 			case 12:
-				f.fileNewPathUnresolved, ok = fd.x != 0, isV
+				f.fileNewPathUnresolved, ok = x != 0, isV
 			case 13:
-				f.filePathRelative, ok = fd.x != 0, isV
+				f.filePathRelative, ok = x != 0, isV
 			}
 		case evProcess:
-			switch fd.num {
+			switch num {
 			case 2:
-				f.procOp, ok = int32(fd.x), isV
+				f.procOp, ok = int32(x), isV
 			case 3:
-				f.procChildTgid, ok = uint32(fd.x), isV
+				f.procChildTgid, ok = uint32(x), isV
 			case 4:
-				f.procExitCode, ok = int32(fd.x), isV
+				f.procExitCode, ok = int32(x), isV
 			}
 		case evLoss:
-			switch fd.num {
+			switch num {
 			case 1:
-				f.lossSource, ok = str(&fd)
+				f.lossSource, ok = str(typ, v)
 			case 2:
-				f.lossReason, ok = str(&fd)
+				f.lossReason, ok = str(typ, v)
 			case 3:
-				f.lossCount, ok = fd.x, isV
+				f.lossCount, ok = x, isV
 			}
 		}
 		if !ok {
@@ -433,32 +376,31 @@ func readBody(num protowire.Number, b []byte, f *flatEvent, a *arena) bool {
 
 // readProc reads (merges) one occurrence of a body's Process.
 func readProc(b []byte, f *flatEvent) bool {
-	var fd wireField
 	for len(b) > 0 {
-		n := nextField(b, &fd)
+		num, typ, v, x, n := bus.ConsumeField(b)
 		if n < 0 {
 			return false
 		}
 		b = b[n:]
-		isV := fd.typ == protowire.VarintType
+		isV := typ == protowire.VarintType
 		ok := true
-		switch fd.num {
+		switch num {
 		case 1:
-			f.pid, ok = uint32(fd.x), isV
+			f.pid, ok = uint32(x), isV
 		case 2:
-			f.tgid, ok = uint32(fd.x), isV
+			f.tgid, ok = uint32(x), isV
 		case 3:
-			f.ppid, ok = uint32(fd.x), isV
+			f.ppid, ok = uint32(x), isV
 		case 4:
-			f.nsPid, ok = uint32(fd.x), isV
+			f.nsPid, ok = uint32(x), isV
 		case 5:
-			f.uid, ok = uint32(fd.x), isV
+			f.uid, ok = uint32(x), isV
 		case 6:
-			f.gid, ok = uint32(fd.x), isV
+			f.gid, ok = uint32(x), isV
 		case 7:
-			f.euid, ok = uint32(fd.x), isV
+			f.euid, ok = uint32(x), isV
 		case 8:
-			f.comm, ok = str(&fd)
+			f.comm, ok = str(typ, v)
 		}
 		if !ok {
 			return false
@@ -481,12 +423,12 @@ func appendView[T any](buf *[]T, view []T, v T) []T {
 }
 
 // appendU64 appends a repeated uint64 field's value(s), packed or not.
-func appendU64(a *arena, view []uint64, fd *wireField) ([]uint64, bool) {
-	switch fd.typ {
+func appendU64(a *arena, view []uint64, typ protowire.Type, v []byte, x uint64) ([]uint64, bool) {
+	switch typ {
 	case protowire.VarintType:
-		return appendView(&a.u64s, view, fd.x), true
+		return appendView(&a.u64s, view, x), true
 	case protowire.BytesType:
-		for b := fd.v; len(b) > 0; {
+		for b := v; len(b) > 0; {
 			x, n := protowire.ConsumeVarint(b)
 			if n < 0 {
 				return nil, false
@@ -500,12 +442,12 @@ func appendU64(a *arena, view []uint64, fd *wireField) ([]uint64, bool) {
 }
 
 // appendU32 appends a repeated uint32 field's value(s), packed or not.
-func appendU32(a *arena, view []uint32, fd *wireField) ([]uint32, bool) {
-	switch fd.typ {
+func appendU32(a *arena, view []uint32, typ protowire.Type, v []byte, x uint64) ([]uint32, bool) {
+	switch typ {
 	case protowire.VarintType:
-		return appendView(&a.u32s, view, uint32(fd.x)), true
+		return appendView(&a.u32s, view, uint32(x)), true
 	case protowire.BytesType:
-		for b := fd.v; len(b) > 0; {
+		for b := v; len(b) > 0; {
 			x, n := protowire.ConsumeVarint(b)
 			if n < 0 {
 				return nil, false
