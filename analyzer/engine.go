@@ -108,7 +108,10 @@ type container struct {
 	digest string
 	ref    string
 	base   *Baseline
-	procs  procTable[string] // tgid -> executable (procs.go)
+	// procs holds each process's executable and latest exec time (by
+	// tgid) and each thread's effective uid after its latest event (by
+	// pid): procs.go.
+	procs  procTable
 	groups map[string]*group
 	lastNs int64
 	// group is the container's baseline key from its labels (GroupKey),
@@ -127,16 +130,11 @@ type container struct {
 	// incident, incidentNs the event time of its latest alert.
 	incident   []byte
 	incidentNs int64
-	// execMono is each process's latest exec (monotonic ns), to tell
-	// runc's threads killed by the exec (reported late) from the program.
-	execMono map[uint32]uint64
 	// sessions are the exec sessions seen (session tgid).
 	sessions map[uint32]bool
 	// written holds paths the container created, wrote, renamed into
 	// place or made executable (drift), bounded by maxWritten.
 	written map[string]bool
-	// euid is each thread's effective uid after its latest event.
-	euid procTable[uint32]
 	// bulk counts destructive file operations per process tree.
 	bulk map[uint32]*bulkCounter
 	// rotated holds logs rotated lately (log path -> event time).
@@ -339,7 +337,7 @@ func (e *Engine) newContainer(ev *containv1.Event) *container {
 	}
 	id := strings.Clone(ev.ContainerId) // kept: ev may point into a payload
 	c := &container{id: id, groups: map[string]*group{},
-		sessions: map[uint32]bool{}, written: map[string]bool{}, execMono: map[uint32]uint64{},
+		sessions: map[uint32]bool{}, written: map[string]bool{},
 		bulk: map[uint32]*bulkCounter{}, scan: map[uint32]*scanCounter{}, rotated: map[string]int64{}, recent: map[uint32][]recentReason{}}
 	e.containers[id] = c
 	return c
@@ -489,13 +487,9 @@ func (e *Engine) observe(ev *containv1.Event) []*containv1.Event {
 	case *containv1.Event_Exec:
 		novel = e.observeExec(c, b, body.Exec, learn)
 		if p := body.Exec.Proc; p != nil && ev.MonoNs != 0 {
-			if len(c.execMono) >= maxProcs {
-				clear(c.execMono)
-			}
-			// One store: a lookup first would probe the table twice for
-			// a new process (the usual exec), to save a store of an
-			// equal value.
-			c.execMono[p.Tgid] = ev.MonoNs
+			// The exec time tells runc's threads killed by the exec
+			// (reported late) from the program (runtimeProcess).
+			c.setExecMono(p.Tgid, ev.MonoNs)
 		}
 	case *containv1.Event_Syscall:
 		novel = e.observeSyscall(c, b, body.Syscall, learn)

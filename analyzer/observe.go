@@ -83,7 +83,7 @@ func (e *Engine) observeExec(c *container, b *Baseline, x *containv1.Exec, learn
 		euid = x.Proc.Euid
 		if old, ok := c.exe(x.Proc.Tgid); !ok || old != fn {
 			c.setExe(x.Proc.Tgid, strings.Clone(fn)) // kept: x may point into a payload
-		} else if c.procs.size() >= maxProcs {
+		} else if c.exeCount() >= maxProcs {
 			c.setExe(x.Proc.Tgid, old) // a full table is cleared at each exec
 		}
 	}

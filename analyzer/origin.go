@@ -46,7 +46,7 @@ func (e *Engine) runtimeProcess(c *container, ev *containv1.Event) bool {
 			}
 			// A thread of runc's init that the exec killed may be reported
 			// after the exec; it ran before it.
-			at, ok := c.execMono[p.Tgid]
+			at, ok := c.execMono(p.Tgid)
 			return ok && ev.MonoNs != 0 && ev.MonoNs < at
 		}
 	}

@@ -1,120 +1,245 @@
 package analyzer
 
-// A container's per-process state (the executable of each process, each
-// thread's effective uid) is read several times per event (the applet
-// check, the actor of each behaviour, the syscall classifier, the euid
-// update) and almost always for the processes of the container's
-// previous events (the process, its parent at an exec): a procTable keeps
-// the last two keys looked up (a memo) in front of its map, so that a
-// run of one process's events costs no map lookup. The map is private to
-// the table: its methods are the only way to read or write it, and each
-// write keeps the memo equal to the map (TestProcMemoMatchesMaps). The
-// bounds (maxProcs, cleared when full) and every answer are those of the
-// plain maps.
+// A container's per-process state is read and written at nearly every
+// event: the executable of each process (by tgid: the applet check, each
+// behaviour's actor, the syscall classifier, an exec's parent), each
+// thread's effective uid after its latest event (by pid), and each
+// process's latest exec (monotonic ns, by tgid). They were three Go maps
+// (design 031: with a memo of the last two keys in front of two of them);
+// an event of a container whose state had left the cache then missed on
+// each map's header, control word and slot. procTable holds the three in
+// one open-addressed table of slots keyed by the pid, each slot holding
+// whichever of the three values that pid has (design 034): the process of
+// an event (tgid == pid for a single-threaded process) is one slot, one
+// cache line, for all three.
+//
+// Every answer and bound is that of the three maps: each value has its
+// own count, and a table that is full for one of them (maxProcs values)
+// forgets all values of that one, at the same moments the map was
+// cleared (TestProcTableMatchesMaps replays random forks, exits, execs,
+// euid and exec-time updates against the plain maps).
 
-// procTable is a uint32-keyed table (tgid or pid) with its memo. The
-// zero value is an empty table.
-type procTable[V comparable] struct {
-	m    map[uint32]V
-	memo procMemo[V]
-	// n is len(m), kept by each write: reading it does not touch the
-	// map (a cache miss when the container's state is cold).
-	n int
+// procTable is a container's process state by pid. The zero value is an
+// empty table.
+type procTable struct {
+	// slots is a power of two long (or nil); linear probing from the
+	// slot the key hashes to, no tombstones (a removal shifts back).
+	slots []procSlot
+	used  int // slots holding a key
+	// nExe, nEuid and nMono count the keys holding each value (the
+	// lengths of the three maps it replaces).
+	nExe, nEuid, nMono int
 }
 
-// get is the value of key.
-func (t *procTable[V]) get(key uint32) (V, bool) {
-	if v, ok, hit := t.memo.get(key); hit {
-		return v, ok
+// procSlot is one pid's values; has says which it holds (0: an empty
+// slot).
+type procSlot struct {
+	exe  string // executable (the process's, by tgid)
+	mono uint64 // latest exec, monotonic ns (by tgid)
+	key  uint32
+	euid uint32 // effective uid (the thread's, by pid)
+	has  uint8
+}
+
+// Values of procSlot.has.
+const (
+	hasExe uint8 = 1 << iota
+	hasEuid
+	hasMono
+)
+
+// minProcSlots is a table's first size.
+const minProcSlots = 8
+
+// home is the slot key hashes to (Fibonacci hashing: pids are mostly
+// consecutive).
+func (t *procTable) home(key uint32) int {
+	return int((uint64(key) * 0x9e3779b97f4a7c15) >> 32 & uint64(len(t.slots)-1))
+}
+
+// find is the index of the slot holding key, or -1.
+func (t *procTable) find(key uint32) int {
+	if len(t.slots) == 0 {
+		return -1
 	}
-	v, ok := t.m[key]
-	t.memo.put(key, v, ok)
-	return v, ok
-}
-
-// set stores val for key, clearing the table first when it is full.
-func (t *procTable[V]) set(key uint32, val V) {
-	if t.m == nil {
-		t.m = map[uint32]V{}
-	}
-	if len(t.m) >= maxProcs {
-		clear(t.m)
-		t.memo = procMemo[V]{}
-	}
-	t.m[key] = val
-	t.n = len(t.m)
-	t.memo.put(key, val, true)
-}
-
-// del forgets key.
-func (t *procTable[V]) del(key uint32) {
-	if _, ok, hit := t.memo.get(key); hit && !ok {
-		return // not in the table
-	}
-	delete(t.m, key)
-	t.n = len(t.m)
-	var zero V
-	t.memo.put(key, zero, false)
-}
-
-// size is the number of keys the table holds.
-func (t *procTable[V]) size() int { return t.n }
-
-// procMemo holds the last lookups of a uint32-keyed table, two keys.
-type procMemo[V comparable] struct {
-	e    [2]memoEntry[V]
-	next uint8 // the entry a new key replaces
-}
-
-type memoEntry[V comparable] struct {
-	key   uint32
-	val   V
-	ok    bool
-	valid bool
-}
-
-// get is the memo's answer for key; hit false when it has none.
-func (m *procMemo[V]) get(key uint32) (val V, ok, hit bool) {
-	for i := range m.e {
-		if e := &m.e[i]; e.valid && e.key == key {
-			return e.val, e.ok, true
+	mask := len(t.slots) - 1
+	for i := t.home(key); ; i = (i + 1) & mask {
+		s := &t.slots[i]
+		if s.has == 0 {
+			return -1
+		}
+		if s.key == key {
+			return i
 		}
 	}
-	return val, false, false
 }
 
-// put records the table's answer for key.
-func (m *procMemo[V]) put(key uint32, val V, ok bool) {
-	for i := range m.e {
-		if e := &m.e[i]; e.valid && e.key == key {
-			e.val, e.ok = val, ok
-			return
+// get is the slot holding key with value v, or nil.
+func (t *procTable) get(key uint32, v uint8) *procSlot {
+	if i := t.find(key); i >= 0 && t.slots[i].has&v != 0 {
+		return &t.slots[i]
+	}
+	return nil
+}
+
+// slot is the slot holding key, a new empty one (has 0) when none does.
+// It invalidates pointers to other slots.
+func (t *procTable) slot(key uint32) *procSlot {
+	if (t.used+1)*4 > len(t.slots)*3 {
+		t.resize(max(minProcSlots, 2*len(t.slots)), 0)
+	}
+	mask := len(t.slots) - 1
+	for i := t.home(key); ; i = (i + 1) & mask {
+		s := &t.slots[i]
+		if s.has == 0 {
+			s.key = key
+			t.used++
+			return s
+		}
+		if s.key == key {
+			return s
 		}
 	}
-	m.e[m.next] = memoEntry[V]{key: key, val: val, ok: ok, valid: true}
-	m.next ^= 1
+}
+
+// resize moves the slots into a new array of n slots, dropping the
+// values of drop.
+func (t *procTable) resize(n int, drop uint8) {
+	old := t.slots
+	t.slots, t.used = make([]procSlot, n), 0
+	for i := range old {
+		s := &old[i]
+		if s.has&^drop == 0 {
+			continue
+		}
+		v := *s
+		if drop&hasExe != 0 {
+			v.exe = ""
+		}
+		if drop&hasMono != 0 {
+			v.mono = 0
+		}
+		if drop&hasEuid != 0 {
+			v.euid = 0
+		}
+		v.has &^= drop
+		*t.slot(v.key) = v
+	}
+}
+
+// clearValue forgets every value of kind v (a full map's clear); the
+// table keeps its size, as a cleared map does.
+func (t *procTable) clearValue(v uint8) {
+	switch v {
+	case hasExe:
+		t.nExe = 0
+	case hasEuid:
+		t.nEuid = 0
+	default:
+		t.nMono = 0
+	}
+	t.resize(len(t.slots), v)
+}
+
+// drop clears value v of slot i and removes the slot when it holds
+// nothing else.
+func (t *procTable) drop(i int, v uint8) {
+	s := &t.slots[i]
+	s.has &^= v
+	if s.has != 0 {
+		return
+	}
+	// Backward-shift deletion: a later slot of the probe run moves into
+	// the hole when the hole lies between its home and it.
+	mask := len(t.slots) - 1
+	for j := (i + 1) & mask; t.slots[j].has != 0; j = (j + 1) & mask {
+		if h := t.home(t.slots[j].key); (j-h)&mask >= (j-i)&mask {
+			t.slots[i] = t.slots[j]
+			i = j
+		}
+	}
+	t.slots[i] = procSlot{}
+	t.used--
 }
 
 // exe is the executable of process tgid.
-func (c *container) exe(tgid uint32) (string, bool) { return c.procs.get(tgid) }
+func (c *container) exe(tgid uint32) (string, bool) {
+	if s := c.procs.get(tgid, hasExe); s != nil {
+		return s.exe, true
+	}
+	return "", false
+}
 
-// setExe records process tgid's executable, clearing the table first
-// when it is full.
-func (c *container) setExe(tgid uint32, exe string) { c.procs.set(tgid, exe) }
+// setExe records process tgid's executable, forgetting every process's
+// first when maxProcs are known.
+func (c *container) setExe(tgid uint32, exe string) {
+	t := &c.procs
+	if t.nExe >= maxProcs {
+		t.clearValue(hasExe)
+	}
+	s := t.slot(tgid)
+	if s.has&hasExe == 0 {
+		t.nExe++
+	}
+	s.exe = exe
+	s.has |= hasExe
+}
+
+// exeCount is the number of processes whose executable is known.
+func (c *container) exeCount() int { return c.procs.nExe }
 
 // forgetExe forgets process tgid's executable (it exited).
-func (c *container) forgetExe(tgid uint32) { c.procs.del(tgid) }
+func (c *container) forgetExe(tgid uint32) {
+	t := &c.procs
+	if i := t.find(tgid); i >= 0 && t.slots[i].has&hasExe != 0 {
+		t.slots[i].exe = ""
+		t.nExe--
+		t.drop(i, hasExe)
+	}
+}
 
 // euidOf is thread pid's effective uid after its latest event.
-func (c *container) euidOf(pid uint32) (uint32, bool) { return c.euid.get(pid) }
-
-// setEuid records thread pid's effective uid, clearing the table first
-// when it is full.
-func (c *container) setEuid(pid, euid uint32) {
-	if c.euid.size() < maxProcs {
-		if v, ok := c.euid.get(pid); ok && v == euid {
-			return // a lookup is cheaper than a store
-		}
+func (c *container) euidOf(pid uint32) (uint32, bool) {
+	if s := c.procs.get(pid, hasEuid); s != nil {
+		return s.euid, true
 	}
-	c.euid.set(pid, euid)
+	return 0, false
+}
+
+// setEuid records thread pid's effective uid, forgetting every thread's
+// first when maxProcs are known.
+func (c *container) setEuid(pid, euid uint32) {
+	t := &c.procs
+	if t.nEuid >= maxProcs {
+		t.clearValue(hasEuid)
+	}
+	s := t.slot(pid)
+	if s.has&hasEuid == 0 {
+		t.nEuid++
+	}
+	s.euid = euid
+	s.has |= hasEuid
+}
+
+// execMono is the monotonic time of process tgid's latest exec.
+func (c *container) execMono(tgid uint32) (uint64, bool) {
+	if s := c.procs.get(tgid, hasMono); s != nil {
+		return s.mono, true
+	}
+	return 0, false
+}
+
+// setExecMono records the monotonic time of process tgid's exec,
+// forgetting every process's first when maxProcs are known.
+func (c *container) setExecMono(tgid uint32, mono uint64) {
+	t := &c.procs
+	if t.nMono >= maxProcs {
+		t.clearValue(hasMono)
+	}
+	s := t.slot(tgid)
+	if s.has&hasMono == 0 {
+		t.nMono++
+	}
+	s.mono = mono
+	s.has |= hasMono
 }
