@@ -166,6 +166,9 @@ func (e *Engine) ungrouped(c *container, wallNs int64) (count uint64, ok bool) {
 		g := c.groups[gk]
 		switch {
 		case g == nil:
+			if c.groups == nil {
+				c.groups = map[string]*group{}
+			}
 			c.groups[gk] = &group{start: wallNs}
 		case !live(g):
 			if i == 0 {

@@ -113,7 +113,9 @@ func trackWritten(c *container, b *Baseline, f *containv1.File) {
 	if c.written[t] {
 		return
 	}
-	if len(c.written) >= maxWritten {
+	if c.written == nil {
+		c.written = map[string]bool{}
+	} else if len(c.written) >= maxWritten {
 		clear(c.written)
 	}
 	c.written[strings.Clone(t)] = true // kept: t may point into a payload
@@ -133,7 +135,9 @@ func bulkHit(c *container, f *containv1.File, now int64) []hit {
 	tree := treeOf(f.Proc)
 	bc := c.bulk[tree]
 	if bc == nil {
-		if len(c.bulk) >= maxTrees {
+		if c.bulk == nil {
+			c.bulk = map[uint32]*bulkCounter{}
+		} else if len(c.bulk) >= maxTrees {
 			clear(c.bulk)
 		}
 		bc = &bulkCounter{}
@@ -186,7 +190,9 @@ func (e *Engine) combine(c *container, ev *containv1.Event, reasons []*containv1
 	if len(kept) > 64 {
 		kept = kept[len(kept)-64:]
 	}
-	if len(c.recent) >= maxTrees && c.recent[tree] == nil {
+	if c.recent == nil {
+		c.recent = map[uint32][]recentReason{}
+	} else if len(c.recent) >= maxTrees && c.recent[tree] == nil {
 		clear(c.recent)
 	}
 	c.recent[tree] = kept
@@ -229,7 +235,9 @@ func scanHit(c *container, n *containv1.Network, peer string, now int64) []hit {
 	tree := treeOf(n.Proc)
 	sc := c.scan[tree]
 	if sc == nil {
-		if len(c.scan) >= maxTrees {
+		if c.scan == nil {
+			c.scan = map[uint32]*scanCounter{}
+		} else if len(c.scan) >= maxTrees {
 			clear(c.scan)
 		}
 		sc = &scanCounter{start: now, endpoints: map[string]bool{}}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unsafe"
 
 	"google.golang.org/protobuf/proto"
 
@@ -103,17 +104,39 @@ type group struct {
 	suppressed uint64
 }
 
+// container is one container's state. The id's bytes (idBuf) come
+// first, then the fields every event reads, so that the lookup by id
+// (which compares the bytes) and the event's first reads touch the same
+// few cache lines of one allocation; the maps behind them are made on
+// their first write (design 034).
 type container struct {
-	id     string
+	idBuf  [64]byte
+	id     string // in idBuf when it fits
 	digest string
 	ref    string
 	base   *Baseline
+	lastNs int64
+	// seed is compiled from the profile the container's events name
+	// (profile_ref, e.g. its compose service's); it takes precedence over
+	// the baseline's image profile. seedRef is that reference.
+	seed    *seed
+	seedRef string
+	// written holds paths the container created, wrote, renamed into
+	// place or made executable (drift), bounded by maxWritten.
+	written map[string]bool
+	// fifos is when each process tree last made a FIFO (fifoRelayHit);
+	// nil until one does.
+	fifos map[uint32]int64
+	// rotated holds logs rotated lately (log path -> event time).
+	rotated map[string]int64
+	// bulk counts destructive file operations per process tree.
+	bulk map[uint32]*bulkCounter
 	// procs holds each process's executable and latest exec time (by
 	// tgid) and each thread's effective uid after its latest event (by
 	// pid): procs.go.
-	procs  procTable
+	procs procTable
+	// groups are the alert groups (alert.go).
 	groups map[string]*group
-	lastNs int64
 	// group is the container's baseline key from its labels (GroupKey),
 	// "" to use its image key.
 	group string
@@ -121,29 +144,14 @@ type container struct {
 	// (from its KIND_CONTAINER event); never scored.
 	pod, namespace string
 	labels         map[string]string
-	// seed is compiled from the profile the container's events name
-	// (profile_ref, e.g. its compose service's); it takes precedence over
-	// the baseline's image profile. seedRef is that reference.
-	seed    *seed
-	seedRef string
 	// incident is the id of the alert that opened the container's current
 	// incident, incidentNs the event time of its latest alert.
 	incident   []byte
 	incidentNs int64
 	// sessions are the exec sessions seen (session tgid).
 	sessions map[uint32]bool
-	// written holds paths the container created, wrote, renamed into
-	// place or made executable (drift), bounded by maxWritten.
-	written map[string]bool
-	// bulk counts destructive file operations per process tree.
-	bulk map[uint32]*bulkCounter
-	// rotated holds logs rotated lately (log path -> event time).
-	rotated map[string]int64
 	// scan counts distinct endpoints connected to per process tree.
 	scan map[uint32]*scanCounter
-	// fifos is when each process tree last made a FIFO (fifoRelayHit);
-	// nil until one does.
-	fifos map[uint32]int64
 	// recent holds each process tree's recent alert reasons, for the
 	// incident combination (CombineWindow).
 	recent map[uint32][]recentReason
@@ -335,11 +343,16 @@ func (e *Engine) newContainer(ev *containv1.Event) *container {
 	if len(e.containers) >= e.cfg.MaxContainers {
 		e.evictContainers(ev.WallNs)
 	}
-	id := strings.Clone(ev.ContainerId) // kept: ev may point into a payload
-	c := &container{id: id, groups: map[string]*group{},
-		sessions: map[uint32]bool{}, written: map[string]bool{},
-		bulk: map[uint32]*bulkCounter{}, scan: map[uint32]*scanCounter{}, rotated: map[string]int64{}, recent: map[uint32][]recentReason{}}
-	e.containers[id] = c
+	// The id is kept (ev may point into a payload): in the container's
+	// own allocation when it fits, where the lookup compares it.
+	c := &container{}
+	if n := len(ev.ContainerId); n > 0 && n <= len(c.idBuf) {
+		copy(c.idBuf[:], ev.ContainerId)
+		c.id = unsafe.String(&c.idBuf[0], n)
+	} else {
+		c.id = strings.Clone(ev.ContainerId)
+	}
+	e.containers[c.id] = c
 	return c
 }
 

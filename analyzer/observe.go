@@ -82,7 +82,9 @@ func (e *Engine) observeExec(c *container, b *Baseline, x *containv1.Exec, learn
 		parent, _ = c.exe(x.Proc.Ppid)
 		euid = x.Proc.Euid
 		if old, ok := c.exe(x.Proc.Tgid); !ok || old != fn {
-			c.setExe(x.Proc.Tgid, strings.Clone(fn)) // kept: x may point into a payload
+			// Kept (x may point into a payload): one owned copy for
+			// every process that runs it.
+			c.setExe(x.Proc.Tgid, e.own(fn))
 		} else if c.exeCount() >= maxProcs {
 			c.setExe(x.Proc.Tgid, old) // a full table is cleared at each exec
 		}

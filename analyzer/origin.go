@@ -91,7 +91,9 @@ func (e *Engine) noteSession(c *container, b *Baseline, ev *containv1.Event, p *
 	if c.sessions[id] {
 		return false
 	}
-	if len(c.sessions) >= maxSessions {
+	if c.sessions == nil {
+		c.sessions = map[uint32]bool{}
+	} else if len(c.sessions) >= maxSessions {
 		clear(c.sessions)
 	}
 	c.sessions[id] = true
