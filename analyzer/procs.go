@@ -29,6 +29,13 @@ type procTable struct {
 	// nExe, nEuid and nMono count the keys holding each value (the
 	// lengths of the three maps it replaces).
 	nExe, nEuid, nMono int
+	// memo is a copy of the slot of the key last looked up or written
+	// (has 0: the key holds nothing), valid when memoOK: it lies in the
+	// container's first cache lines, and a run of one process's events
+	// (the usual case) then reads and updates its euid without touching
+	// the slots. Every write keeps it equal to the slot.
+	memo   procSlot
+	memoOK bool
 }
 
 // procSlot is one pid's values; has says which it holds (0: an empty
@@ -74,12 +81,47 @@ func (t *procTable) find(key uint32) int {
 	}
 }
 
-// get is the slot holding key with value v, or nil.
-func (t *procTable) get(key uint32, v uint8) *procSlot {
-	if i := t.find(key); i >= 0 && t.slots[i].has&v != 0 {
-		return &t.slots[i]
+// load is key's values (a copy: has 0 when it holds none), from the memo
+// when it holds key.
+func (t *procTable) load(key uint32) *procSlot {
+	if t.memoOK && t.memo.key == key {
+		return &t.memo
 	}
-	return nil
+	if i := t.find(key); i >= 0 {
+		t.memo = t.slots[i]
+	} else {
+		t.memo = procSlot{key: key}
+	}
+	t.memoOK = true
+	return &t.memo
+}
+
+// put is the slot of key for value v, which the caller sets, then
+// remembers (t.memo = *s): the values v are forgotten first when
+// maxProcs keys hold one (a full map's clear), and the slot is counted
+// as holding v.
+func (t *procTable) put(key uint32, v uint8) *procSlot {
+	n := &t.nExe
+	switch v {
+	case hasEuid:
+		n = &t.nEuid
+	case hasMono:
+		n = &t.nMono
+	}
+	if *n >= maxProcs {
+		t.clearValue(v)
+	}
+	s := t.slot(key)
+	if s.has&v == 0 {
+		*n++
+		s.has |= v
+	}
+	return s
+}
+
+// remember makes s's copy the memo.
+func (t *procTable) remember(s *procSlot) {
+	t.memo, t.memoOK = *s, true
 }
 
 // slot is the slot holding key, a new empty one (has 0) when none does.
@@ -139,6 +181,7 @@ func (t *procTable) clearValue(v uint8) {
 		t.nMono = 0
 	}
 	t.resize(len(t.slots), v)
+	t.memoOK = false
 }
 
 // drop clears value v of slot i and removes the slot when it holds
@@ -164,25 +207,16 @@ func (t *procTable) drop(i int, v uint8) {
 
 // exe is the executable of process tgid.
 func (c *container) exe(tgid uint32) (string, bool) {
-	if s := c.procs.get(tgid, hasExe); s != nil {
-		return s.exe, true
-	}
-	return "", false
+	s := c.procs.load(tgid)
+	return s.exe, s.has&hasExe != 0
 }
 
 // setExe records process tgid's executable, forgetting every process's
 // first when maxProcs are known.
 func (c *container) setExe(tgid uint32, exe string) {
-	t := &c.procs
-	if t.nExe >= maxProcs {
-		t.clearValue(hasExe)
-	}
-	s := t.slot(tgid)
-	if s.has&hasExe == 0 {
-		t.nExe++
-	}
+	s := c.procs.put(tgid, hasExe)
 	s.exe = exe
-	s.has |= hasExe
+	c.procs.remember(s)
 }
 
 // exeCount is the number of processes whose executable is known.
@@ -191,55 +225,52 @@ func (c *container) exeCount() int { return c.procs.nExe }
 // forgetExe forgets process tgid's executable (it exited).
 func (c *container) forgetExe(tgid uint32) {
 	t := &c.procs
-	if i := t.find(tgid); i >= 0 && t.slots[i].has&hasExe != 0 {
-		t.slots[i].exe = ""
-		t.nExe--
-		t.drop(i, hasExe)
+	if t.memoOK && t.memo.key == tgid && t.memo.has&hasExe == 0 {
+		return // not in the table
+	}
+	i := t.find(tgid)
+	if i < 0 || t.slots[i].has&hasExe == 0 {
+		return
+	}
+	t.slots[i].exe = ""
+	t.nExe--
+	t.drop(i, hasExe)
+	if t.memoOK && t.memo.key == tgid {
+		t.memo.exe = ""
+		t.memo.has &^= hasExe
 	}
 }
 
 // euidOf is thread pid's effective uid after its latest event.
 func (c *container) euidOf(pid uint32) (uint32, bool) {
-	if s := c.procs.get(pid, hasEuid); s != nil {
-		return s.euid, true
-	}
-	return 0, false
+	s := c.procs.load(pid)
+	return s.euid, s.has&hasEuid != 0
 }
 
 // setEuid records thread pid's effective uid, forgetting every thread's
 // first when maxProcs are known.
 func (c *container) setEuid(pid, euid uint32) {
 	t := &c.procs
-	if t.nEuid >= maxProcs {
-		t.clearValue(hasEuid)
+	if t.nEuid < maxProcs {
+		if m := t.load(pid); m.has&hasEuid != 0 && m.euid == euid {
+			return // a lookup is cheaper than a store
+		}
 	}
-	s := t.slot(pid)
-	if s.has&hasEuid == 0 {
-		t.nEuid++
-	}
+	s := t.put(pid, hasEuid)
 	s.euid = euid
-	s.has |= hasEuid
+	t.remember(s)
 }
 
 // execMono is the monotonic time of process tgid's latest exec.
 func (c *container) execMono(tgid uint32) (uint64, bool) {
-	if s := c.procs.get(tgid, hasMono); s != nil {
-		return s.mono, true
-	}
-	return 0, false
+	s := c.procs.load(tgid)
+	return s.mono, s.has&hasMono != 0
 }
 
 // setExecMono records the monotonic time of process tgid's exec,
 // forgetting every process's first when maxProcs are known.
 func (c *container) setExecMono(tgid uint32, mono uint64) {
-	t := &c.procs
-	if t.nMono >= maxProcs {
-		t.clearValue(hasMono)
-	}
-	s := t.slot(tgid)
-	if s.has&hasMono == 0 {
-		t.nMono++
-	}
+	s := c.procs.put(tgid, hasMono)
 	s.mono = mono
-	s.has |= hasMono
+	c.procs.remember(s)
 }

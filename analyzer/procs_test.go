@@ -26,6 +26,7 @@ func (r *procRef) check(t *testing.T, op int, c *container) {
 	if tb.nExe != len(r.procs) || tb.nEuid != len(r.euid) || tb.nMono != len(r.execMono) {
 		t.Fatalf("op %d: counts %d/%d/%d, want %d/%d/%d", op, tb.nExe, tb.nEuid, tb.nMono, len(r.procs), len(r.euid), len(r.execMono))
 	}
+	checkMemo(t, op, tb)
 	used, nExe, nEuid, nMono := 0, 0, 0, 0
 	for i := range tb.slots {
 		s := &tb.slots[i]
@@ -64,6 +65,21 @@ func (r *procRef) check(t *testing.T, op int, c *container) {
 	if used != tb.used || nExe != len(r.procs) || nEuid != len(r.euid) || nMono != len(r.execMono) {
 		t.Fatalf("op %d: %d slots used (table says %d), values %d/%d/%d, want %d/%d/%d",
 			op, used, tb.used, nExe, nEuid, nMono, len(r.procs), len(r.euid), len(r.execMono))
+	}
+}
+
+// checkMemo fails unless tb's memo is a copy of its key's slot.
+func checkMemo(t *testing.T, op int, tb *procTable) {
+	t.Helper()
+	if !tb.memoOK {
+		return
+	}
+	want := procSlot{key: tb.memo.key}
+	if i := tb.find(tb.memo.key); i >= 0 {
+		want = tb.slots[i]
+	}
+	if tb.memo != want {
+		t.Fatalf("op %d: memo %+v, slot %+v", op, tb.memo, want)
 	}
 }
 
@@ -147,7 +163,8 @@ func TestProcTableMatchesMaps(t *testing.T) {
 					t.Fatalf("op %d: execMono(%d) = %d %v, want %d %v", i, p, m, ok, wantMono, wantOK)
 				}
 			}
-			if i%10_007 == 0 {
+			checkMemo(t, i, &c.procs)
+			if i%1_007 == 0 {
 				r.check(t, i, c)
 			}
 		}
