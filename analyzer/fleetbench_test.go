@@ -221,3 +221,38 @@ func cpuNs() int64 {
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return ru.Utime.Nano() + ru.Stime.Nano()
 }
+
+// BenchmarkFleetDecode is BenchmarkFleetHandle's decoding alone: the
+// fleet mix's payloads decoded in a reused bus.Arena, a fetch of one
+// message each. Per op: one event.
+//
+//	go test ./analyzer -run '^$' -bench FleetDecode -benchmem -count 5
+func BenchmarkFleetDecode(b *testing.B) {
+	mix := newFleetMix(20, 50, 100, 81)
+	at := t0
+	var payloads [][]byte
+	for range 10 {
+		payloads = append(payloads, mix.batches(b, at)...)
+		at += int64(10 * time.Millisecond)
+	}
+	var arena bus.Arena
+	b.ReportAllocs()
+	b.ResetTimer()
+	cpu0 := cpuNs()
+	n := 0
+	for n < b.N {
+		for _, data := range payloads {
+			arena.Reset()
+			bt, err := arena.Decode(data)
+			if err != nil {
+				b.Fatal(err)
+			}
+			n += len(bt.Events)
+			if n >= b.N {
+				break
+			}
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(cpuNs()-cpu0)/float64(n), "cpu-ns/event")
+}
