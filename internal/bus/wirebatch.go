@@ -260,24 +260,30 @@ func consumeString(typ protowire.Type, b []byte) (string, int) {
 
 // validUTF8 is utf8.Valid, ASCII checked 16 then 8 bytes at a time
 // inline (the strings of events are ASCII but for file paths and argv now
-// and then).
+// and then); the last bytes of a string of 8 or more by one load of its
+// last 8, not a loop whose length varies from string to string.
 func validUTF8(v []byte) bool {
+	const hi = 0x8080808080808080
+	n := len(v)
+	if n < 8 {
+		for i := range n {
+			if v[i] >= 0x80 {
+				return utf8.Valid(v)
+			}
+		}
+		return true
+	}
 	i := 0
-	for ; i+16 <= len(v); i += 16 {
-		if (binary.LittleEndian.Uint64(v[i:])|binary.LittleEndian.Uint64(v[i+8:]))&0x8080808080808080 != 0 {
-			return utf8.Valid(v[i:])
+	for ; i+16 <= n; i += 16 {
+		if (binary.LittleEndian.Uint64(v[i:])|binary.LittleEndian.Uint64(v[i+8:]))&hi != 0 {
+			return utf8.Valid(v)
 		}
 	}
-	if i+8 <= len(v) {
-		if binary.LittleEndian.Uint64(v[i:])&0x8080808080808080 != 0 {
-			return utf8.Valid(v[i:])
-		}
-		i += 8
+	if i+8 <= n && binary.LittleEndian.Uint64(v[i:])&hi != 0 {
+		return utf8.Valid(v)
 	}
-	for ; i < len(v); i++ {
-		if v[i] >= 0x80 {
-			return utf8.Valid(v[i:])
-		}
+	if binary.LittleEndian.Uint64(v[n-8:])&hi != 0 {
+		return utf8.Valid(v)
 	}
 	return true
 }
