@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"runtime/debug"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -77,6 +78,8 @@ func BenchmarkEnricherPaced(b *testing.B) {
 			b.Fatalf("CONTAIN_BENCH_RATE=%q: want a positive rate", v)
 		}
 	}
+	// The fleet load test runs its stages with memory.gc_percent 400.
+	defer debug.SetGCPercent(debug.SetGCPercent(400))
 	srv := testenv.StartNATSServer(b)
 	nc, js, err := bus.Connect(srv.URL, "enricher", testenv.Discard())
 	if err != nil {
