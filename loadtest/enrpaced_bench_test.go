@@ -64,7 +64,9 @@ func TestMain(m *testing.M) {
 // KIND_CONTAINER event, ~49 a batch: 10,000 container records put in
 // KV), "steady" is b.N more batches, the hosts in turn (containers
 // known).
-// CONTAIN_BENCH_STEADY_CPUPROFILE=<file> profiles the steady phase.
+// CONTAIN_BENCH_STEADY_CPUPROFILE=<file> profiles the steady phase;
+// CONTAIN_BENCH_STEADY_PAUSE=<duration> waits before it (to attach a
+// tracer).
 // Reported: announce cpu-µs/container, steady cpu-ns/event and
 // cpu-µs/msg, and the server's steady cpu-µs/msg.
 //
@@ -152,6 +154,16 @@ func BenchmarkEnricherPaced(b *testing.B) {
 	}
 	b.ResetTimer()
 	acpu, _, _, ctrs := phase("announce")
+	if v := os.Getenv("CONTAIN_BENCH_STEADY_PAUSE"); v != "" {
+		// Time to attach a tracer (strace -c -f -p <pid>) to the steady
+		// phase alone.
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			b.Fatal(err)
+		}
+		fmt.Fprintf(os.Stderr, "pid %d: steady phase in %v\n", os.Getpid(), d)
+		time.Sleep(d)
+	}
 	if path := os.Getenv("CONTAIN_BENCH_STEADY_CPUPROFILE"); path != "" {
 		pf, err := os.Create(path)
 		if err != nil {
