@@ -54,11 +54,13 @@ type relay struct {
 	acks []jetstream.Msg
 	used bool
 	st   *consumerState
+	// room is the PubAck channel's capacity.
+	room int
 }
 
-func newRelay(js jetstream.JetStream, st *consumerState) (*relay, error) {
+func newRelay(js jetstream.JetStream, st *consumerState, room int) (*relay, error) {
 	nc := js.Conn()
-	r := &relay{nc: nc, js: js, prefix: nc.NewInbox() + ".", ch: make(chan *nats.Msg, relayAckBuffer), st: st,
+	r := &relay{nc: nc, js: js, prefix: nc.NewInbox() + ".", ch: make(chan *nats.Msg, room), st: st, room: room,
 		timer: time.NewTimer(time.Hour)}
 	r.timer.Stop()
 	sub, err := nc.ChanSubscribe(r.prefix+"*", r.ch)
@@ -92,9 +94,24 @@ func (r *relay) flushAcks() {
 // within attempt is published again (publishMsg). The deferred
 // acknowledgements go first, into the same write.
 func (r *relay) publishAll(ctx context.Context, msgs []*nats.Msg, stage string) error {
-	rep := reporterFrom(ctx)
 	r.used = true
 	r.flushAcks()
+	// At most half the channel's room in flight: more PubAcks than it
+	// holds would be dropped by the client (a slow consumer), and their
+	// messages published again one by one after the attempt timeout.
+	for len(msgs) > 0 {
+		n := min(len(msgs), max(r.room/2, 1))
+		if err := r.publishChunk(ctx, msgs[:n], stage); err != nil {
+			return err
+		}
+		msgs = msgs[n:]
+	}
+	return nil
+}
+
+// publishChunk publishes msgs and waits for their stream acks.
+func (r *relay) publishChunk(ctx context.Context, msgs []*nats.Msg, stage string) error {
+	rep := reporterFrom(ctx)
 	attempt := 5 * time.Second
 	if rep != nil && rep.AttemptTimeout > 0 {
 		attempt = rep.AttemptTimeout
@@ -181,7 +198,11 @@ type relayHolder struct {
 
 func (h *relayHolder) get() (*relay, error) {
 	if h.r == nil && h.err == nil {
-		h.r, h.err = newRelay(h.js, h.st)
+		room := h.st.cfg.relayRoom
+		if room <= 0 {
+			room = relayAckBuffer
+		}
+		h.r, h.err = newRelay(h.js, h.st, room)
 	}
 	return h.r, h.err
 }

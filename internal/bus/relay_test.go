@@ -208,3 +208,62 @@ func TestRelayRefusals(t *testing.T) {
 		})
 	}
 }
+
+// TestRelayLargeCall: one PublishAll of many more messages than the
+// relay's PubAck channel holds (here 16; a fetch of container
+// announcements in production) stores every message and returns without
+// waiting for the attempt timeout (1 min here): the relay keeps at most
+// half the channel in flight, so that no PubAck is dropped by the client
+// as a slow consumer's. Without that it waits for the timeout.
+func TestRelayLargeCall(t *testing.T) {
+	_, _, js := testenv.NATS(t)
+	ctx := context.Background()
+	if err := bus.EnsureStreams(ctx, js, bus.StreamsConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	ctx = bus.WithReporter(ctx, &bus.Reporter{M: metrics.New(), Log: testenv.Logger(t), AttemptTimeout: time.Minute})
+	if err := bus.Publish(ctx, js, containv1.RawSubject("h1"), bus.NewProducer("h1", "collector").Batch([]*containv1.Event{execEvent(containv1.NewIDGen(), "c", "/bin/x")})); err != nil {
+		t.Fatal(err)
+	}
+	const n = 2_000
+	errs := make(chan error, 1)
+	cctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	cfg := bus.WithRelayRoom(bus.ConsumerConfig{Stream: containv1.StreamRaw, Durable: "large", Stage: "test", Eager: true, AckWait: time.Minute}, 16)
+	done := make(chan error, 1)
+	go func() {
+		done <- bus.ConsumeMessages(cctx, js, cfg, func(ctx context.Context, f *bus.Messages) error {
+			out := relayOut(t, f, 0)
+			msgs := make([]*nats.Msg, n)
+			for i := range msgs {
+				m := *out
+				m.Header = nats.Header{jetstream.MsgIDHeader: []string{fmt.Sprintf("large-%d", i)}}
+				msgs[i] = &m
+			}
+			err := f.PublishAll(ctx, js, msgs, "test")
+			errs <- err
+			return err
+		}, metrics.New(), testenv.Logger(t))
+	}()
+	select {
+	case err := <-errs:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("PublishAll still waiting after 30 s")
+	}
+	st, err := js.Stream(ctx, containv1.StreamEvents)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs != n {
+		t.Errorf("%d stored, want %d", info.State.Msgs, n)
+	}
+	cancel()
+	<-done
+}
