@@ -176,8 +176,11 @@ func pubAckOK(m *nats.Msg) bool {
 	if len(m.Data) == 0 || (m.Header != nil && m.Header.Get(statusHeader) != "") {
 		return false
 	}
-	if !bytes.Contains(m.Data, []byte(`"error"`)) {
-		return bytes.HasPrefix(m.Data, []byte(`{"stream":`))
+	// The server's PubAck, {"stream":"NAME", "seq":N}, without decoding;
+	// anything else (an error, an escaped key) is decoded.
+	if bytes.HasPrefix(m.Data, []byte(`{"stream":`)) && bytes.HasSuffix(m.Data, []byte("}")) &&
+		bytes.IndexByte(m.Data, '\\') < 0 && !bytes.Contains(m.Data, []byte(`"error"`)) {
+		return true
 	}
 	var ack struct {
 		Stream string          `json:"stream"`
