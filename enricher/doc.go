@@ -38,9 +38,11 @@
 //     identity came from the runtime keeps it when a later record has
 //     labels only (IdentityOf, docs/security.md).
 //   - An input batch is acknowledged only after its output batch is stored
-//     by JetStream (and a container record it carries is in KV). A
-//     redelivered input is republished with the same Nats-Msg-Id, so the
-//     output stream stores it once.
+//     by JetStream (and a container record it carries is in KV: the
+//     records of a fetch are published with its output batches and
+//     awaited with them, docs/design/035-relay.md). A redelivered input
+//     is republished with the same Nats-Msg-Id, so the output stream
+//     stores it once.
 //   - Events are never delayed by image resolution nor dropped: an event of
 //     an unknown container passes through unenriched and is counted
 //     (contain_enricher_events_total{result="unknown_container"}). Image

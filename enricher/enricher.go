@@ -71,6 +71,11 @@ type Enricher struct {
 	// past which an output batch is split.
 	maxPayload int
 
+	// deferPuts, set by handleMessages for its call, makes containerEvent
+	// queue container records' puts in puts instead of putting them.
+	deferPuts bool
+	puts      []containerPut
+
 	// scratch is the wire path's buffers (wire.go), reused by each
 	// handler call under scratchMu.
 	scratchMu sync.Mutex
@@ -506,6 +511,15 @@ func (e *Enricher) containerEvent(ctx context.Context, host string, ev *containv
 	if err != nil {
 		return fmt.Errorf("enricher: encoding container record: %w", err)
 	}
+	if e.deferPuts {
+		// Published with the fetch's output batches, and awaited with
+		// them (handleMessages): the input is acknowledged only once
+		// both are stored.
+		e.puts = append(e.puts, containerPut{key: ckey{rec.Host, rec.ContainerID},
+			msg: &nats.Msg{Subject: "$KV." + e.cfg.ContainersBucket + "." + kvdoc.ContainerKey(host, ev.ContainerId), Data: data}})
+		e.afterPut(ctx, rec)
+		return nil
+	}
 	if _, err := e.containers.Put(ctx, kvdoc.ContainerKey(host, ev.ContainerId), data); err != nil {
 		e.m.Errors.WithLabelValues(metrics.StageEnricher, errKV).Inc()
 		e.mu.Lock()
@@ -513,12 +527,40 @@ func (e *Enricher) containerEvent(ctx context.Context, host string, ev *containv
 		e.mu.Unlock()
 		return fmt.Errorf("enricher: storing container %s: %w", ev.ContainerId, err)
 	}
-	e.log.Debug("container", logfields.Host, host, logfields.ContainerID, ev.ContainerId, logfields.Image, rec.ImageRef, logfields.Digest, rec.ImageDigest)
+	e.afterPut(ctx, rec)
+	return nil
+}
+
+// afterPut is what follows a container record's put: resolution of its
+// image, service profiles naming it as a peer. With deferred puts it runs
+// before the put is stored, as the events after the container event see
+// its effects; a put that then fails fails the fetch (unstore).
+func (e *Enricher) afterPut(ctx context.Context, rec ContainerImage) {
+	e.log.Debug("container", logfields.Host, rec.Host, logfields.ContainerID, rec.ContainerID, logfields.Image, rec.ImageRef, logfields.Digest, rec.ImageDigest)
 	if e.res != nil {
 		e.res.request(rec)
 	}
 	e.refreshPeers(ctx, rec.ComposeProject, rec.ComposeService)
-	return nil
+}
+
+// containerPut is a container record's put deferred to the fetch's
+// publish (handleMessages).
+type containerPut struct {
+	key ckey
+	msg *nats.Msg
+}
+
+// unstore forgets the containers whose deferred puts were not stored, so
+// that the redelivered container events store and put them again.
+func (e *Enricher) unstore(puts []containerPut) {
+	if len(puts) == 0 {
+		return
+	}
+	e.mu.Lock()
+	for _, p := range puts {
+		delete(e.cache, p.key)
+	}
+	e.mu.Unlock()
 }
 
 // outputBatch wraps in's events as the enricher's batch. The batch keeps

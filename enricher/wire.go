@@ -92,15 +92,31 @@ const (
 // wire (or decoded when bus.Messages.Wire leaves it to decoding), then
 // republishes them all at once as handle did.
 func (e *Enricher) handleMessages(ctx context.Context, f *bus.Messages) error {
+	e.deferPuts = true
 	msgs, sizes, err := e.fetchMessages(ctx, f)
+	e.deferPuts = false
+	puts := e.puts
+	e.puts = nil
 	if err != nil {
+		e.unstore(puts)
 		return err
 	}
-	if len(msgs) == 0 {
+	all := msgs
+	if len(puts) > 0 {
+		// The container records first: a consumer of the events that
+		// reads KV finds them (as when they were put one by one before).
+		all = make([]*nats.Msg, 0, len(puts)+len(msgs))
+		for _, p := range puts {
+			all = append(all, p.msg)
+		}
+		all = append(all, msgs...)
+	}
+	if len(all) == 0 {
 		e.recycle() // nothing was written
 		return nil
 	}
-	if err := bus.PublishAll(ctx, e.js, msgs, metrics.StageEnricher); err != nil {
+	if err := f.PublishAll(ctx, e.js, all, metrics.StageEnricher); err != nil {
+		e.unstore(puts)
 		e.em.publishErrors.Inc()
 		return err
 	}

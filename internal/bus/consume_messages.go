@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/containsec/contain/internal/logfields"
@@ -39,11 +40,17 @@ func ConsumeMessages(ctx context.Context, js jetstream.JetStream, cfg ConsumerCo
 	chk := &msgChecker{cfg: &cfg, m: m, log: log, rep: rep, loggedRefused: map[string]bool{}}
 	fe := newFetcher(js.Conn(), cons, &cfg, log)
 	defer fe.release()
+	// The relay (relay.go) is made when a handler first publishes
+	// through it; its deferred acknowledgements are written before the
+	// long pull is released (deferred calls run last first).
+	rh := &relayHolder{js: js, st: st}
+	defer rh.close()
 	backoff := cfg.RetryDelay
 	for ctx.Err() == nil && !stopped(cfg.Stop) {
 		holdBack(ctx, &cfg, m)
 		msgs, err := fe.fetch(ctx)
 		if err != nil {
+			rh.flushAcks()
 			if ctx.Err() != nil {
 				return nil
 			}
@@ -53,16 +60,19 @@ func ConsumeMessages(ctx context.Context, js jetstream.JetStream, cfg ConsumerCo
 			continue
 		}
 		if len(msgs) == 0 {
+			rh.flushAcks() // idle: nothing to write them with
 			continue
 		}
-		f := &Messages{msgs: msgs, state: make([]msgState, len(msgs)), chk: chk}
+		f := &Messages{msgs: msgs, state: make([]msgState, len(msgs)), chk: chk, rh: rh}
 		st.receive(msgs)
+		rh.start()
 		err, panicked := st.callMessages(ctx, h, f)
 		if err == nil {
 			backoff = cfg.RetryDelay
-			st.ack(f.good())
+			rh.ack(f.good())
 			continue
 		}
+		rh.flushAcks()
 		if ctx.Err() != nil {
 			return nil // shutting down: the unacked messages are redelivered
 		}
@@ -98,6 +108,26 @@ type Messages struct {
 	msgs  []jetstream.Msg
 	state []msgState
 	chk   *msgChecker
+	rh    *relayHolder // nil: PublishAll publishes as the package's PublishAll
+}
+
+// PublishAll publishes msgs as the package's PublishAll does (in order,
+// each stored once, a failed one published again with its Nats-Msg-Id)
+// through the consumer's relay (docs/design/035-relay.md): stream acks
+// read from one inbox by the calling goroutine, and the acknowledgements
+// of this fetch's messages, once the handler returned nil, deferred to
+// the write of the next fetch's publishes. Call it from the handler's
+// goroutine, once or more per fetch; js is used when the Messages come
+// from no consumer (tests).
+func (f *Messages) PublishAll(ctx context.Context, js jetstream.JetStream, msgs []*nats.Msg, stage string) error {
+	if f.rh == nil {
+		return PublishAll(ctx, js, msgs, stage)
+	}
+	r, err := f.rh.get()
+	if err != nil {
+		return PublishAll(ctx, js, msgs, stage)
+	}
+	return r.publishAll(ctx, msgs, stage)
 }
 
 // Len is the number of messages.
@@ -160,7 +190,7 @@ func (f *Messages) Wire(i int, wb *WireBatch) bool {
 
 // sub is the fetch of message i alone (sharing its state).
 func (f *Messages) sub(i int) *Messages {
-	return &Messages{msgs: f.msgs[i : i+1], state: f.state[i : i+1], chk: f.chk}
+	return &Messages{msgs: f.msgs[i : i+1], state: f.state[i : i+1], chk: f.chk, rh: f.rh}
 }
 
 // good is the messages not refused.

@@ -81,6 +81,8 @@ type ConsumerConfig struct {
 	// per fetch (jetstream's Fetch) instead of a long pull: the path
 	// before design 032, kept for benchmarks.
 	requestPerFetch bool
+	// relayRoom replaces relayAckBuffer (tests).
+	relayRoom int
 }
 
 // memoryWait is the longest a consumer holds its next fetch back while

@@ -31,6 +31,16 @@
 //     a fetch message by message itself (Messages.Batch), so a sink never
 //     holds a fetch decoded at once (the store); a malformed or
 //     wrong-host message is refused when first decoded.
+//   - Messages.PublishAll (a ConsumeMessages handler that republishes
+//     what it consumes: the enricher) publishes through the consumer's
+//     relay (docs/design/035-relay.md): stream acks read from one inbox by
+//     the handler's goroutine; a publish not acknowledged as stored is
+//     published again (same Nats-Msg-Id) as PublishAll does. The fetch's
+//     acknowledgements are then deferred to the write of the next
+//     fetch's publishes, and written at once when a fetch comes back
+//     empty, a handler does not publish or fails, and when the consumer
+//     ends: a message is still acknowledged only after its handler
+//     succeeded and its output was stored.
 //   - A failed fetch is retried message by message, so one poison batch
 //     holds back none of the others. A message its handler failed on
 //     MaxDeliver times (nats.max_deliver, default 5) while succeeding on

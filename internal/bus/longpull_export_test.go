@@ -6,3 +6,9 @@ func RequestPerFetch(c ConsumerConfig) ConsumerConfig {
 	c.requestPerFetch = true
 	return c
 }
+
+// WithRelayRoom is c with a relay whose PubAck channel holds n (tests).
+func WithRelayRoom(c ConsumerConfig, n int) ConsumerConfig {
+	c.relayRoom = n
+	return c
+}
