@@ -277,7 +277,7 @@ func BenchmarkDriverAppend(b *testing.B) {
 			b.Fatal(err)
 		}
 		b.StartTimer()
-		if err := appendBlock(batch, rs.events, false); err != nil {
+		if err := appendBlock(batch, rs.events, false, nil); err != nil {
 			b.Fatal(err)
 		}
 		b.StopTimer()

@@ -27,6 +27,9 @@ type colBuf[R any] interface {
 	// keep leaves the values whose keep[i] is set, in order.
 	keep(keep []bool)
 	reset()
+	// own returns a column for the driver's block that encodes the
+	// buffered values as drv would (owncols.go); nil when it cannot.
+	own(drv chcol.Interface) chcol.Interface
 }
 
 // colGroup holds the values of a table's columns of one type: a row is
@@ -40,11 +43,23 @@ type colGroup[R any] interface {
 type typedGroup[R, T any] struct {
 	gets []func(R) T
 	vals [][]T
+	// lcs are the group's LowCardinality(String) columns keyed as rows are
+	// added (string groups only: typedBuf.keyOnAdd).
+	lcs []lcCol
+}
+
+type lcCol struct {
+	i int // of vals
+	d *lcDict
 }
 
 func (g *typedGroup[R, T]) add(r R) {
 	for i, get := range g.gets {
 		g.vals[i] = append(g.vals[i], get(r))
+	}
+	for _, l := range g.lcs {
+		vs := g.vals[l.i]
+		l.d.add(*any(&vs[len(vs)-1]).(*string))
 	}
 }
 
@@ -78,14 +93,28 @@ type typedBuf[R, T any] struct {
 	i     int
 	boxes map[string]any // LowCardinality(String) only: boxed values
 	lc    lowCardDict    // LowCardinality(String) only: the block's keys
+	// owned is the column of the driver's block that encodes this
+	// buffer (own); keys, for a LowCardinality(String) one, its block's
+	// dictionary and keys, made as rows are added.
+	owned chcol.Interface
+	keys  *lcDict
 }
 
-func (b *typedBuf[R, T]) add(r R)               { b.g.vals[b.i] = append(b.g.vals[b.i], b.g.gets[b.i](r)) }
+func (b *typedBuf[R, T]) add(r R) {
+	b.g.vals[b.i] = append(b.g.vals[b.i], b.g.gets[b.i](r))
+	if b.keys != nil {
+		vs := b.g.vals[b.i]
+		b.keys.add(*any(&vs[len(vs)-1]).(*string))
+	}
+}
 func (b *typedBuf[R, T]) values(lo, hi int) any { return b.g.vals[b.i][lo:hi] }
 func (b *typedBuf[R, T]) reset() {
 	vals := b.g.vals[b.i]
 	clear(vals)
 	b.g.vals[b.i] = vals[:0]
+	if b.keys != nil {
+		b.keys.reset()
+	}
 }
 func (b *typedBuf[R, T]) keep(keep []bool) {
 	vals := b.g.vals[b.i]
@@ -98,6 +127,23 @@ func (b *typedBuf[R, T]) keep(keep []bool) {
 	}
 	clear(vals[n:])
 	b.g.vals[b.i] = vals[:n]
+	if b.keys != nil {
+		// The dictionary of the rows kept, as if the others had never
+		// been added (rare: only rows the tables already hold are left
+		// out).
+		b.keys.reset()
+		b.keys.catchUp(*any(&b.g.vals[b.i]).(*[]string))
+	}
+}
+
+// keyOnAdd makes b (a string column) key its rows as they are added.
+func (b *typedBuf[R, T]) keyOnAdd() {
+	if b.keys != nil {
+		return
+	}
+	b.keys = newLcDict()
+	b.keys.catchUp(*any(&b.g.vals[b.i]).(*[]string)) // the rows added so far
+	b.g.lcs = append(b.g.lcs, lcCol{i: b.i, d: b.keys})
 }
 
 func (b *typedBuf[R, T]) appendTo(c chcol.Interface) error {
@@ -199,6 +245,7 @@ type rowBuf[R any] struct {
 	groups []colGroup[R] // the columns' values, by type
 	n      int
 	kept   []keptCol // the driver's column storage between INSERTs (appendBlock)
+	owned  []bool    // the columns of the open INSERT that are the buffers' own (bindOwn)
 }
 
 func newRowBuf[R any](def *tableDef[R], capacity int) *rowBuf[R] {
