@@ -228,6 +228,7 @@ func BenchmarkStoreVsRaw(b *testing.B) {
 		b.StopTimer()
 		nextSecond(ids, batches)
 		rs := newRowSetCap(false, rows)
+		rs.events = newRowBufSparse(eventsTable, rows, false) // every column's slice of every row, as a raw insert takes them
 		for _, bt := range batches {
 			rs.add(bt, time.Now(), nil)
 		}

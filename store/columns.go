@@ -1,6 +1,7 @@
 package store
 
 import (
+	"slices"
 	"strings"
 
 	chcol "github.com/ClickHouse/clickhouse-go/v2/lib/column"
@@ -15,8 +16,13 @@ import (
 type colDef[R any] interface {
 	colName() string
 	// newBuf makes the column's buffer, its values held by the group of
-	// its type in groups (added when there is none yet).
-	newBuf(capacity int, groups *[]colGroup[R]) colBuf[R]
+	// its type and part in groups (added when there is none yet); with a
+	// part (sparse), only the rows of that part (*parts) are buffered, the
+	// others take the value of zero.
+	newBuf(capacity int, groups *[]colGroup[R], parts *[]uint8, sparse bool, zero R) colBuf[R]
+	// colPart is the part of the rows whose value the column holds
+	// (tableDef.part); 0: every row's.
+	colPart() uint8
 }
 
 type colBuf[R any] interface {
@@ -38,11 +44,14 @@ type colBuf[R any] interface {
 // slices sit side by side.
 type colGroup[R any] interface {
 	add(r R)
+	rowPart() uint8 // the part of the rows it holds; 0: every row
 }
 
 type typedGroup[R, T any] struct {
-	gets []func(R) T
-	vals [][]T
+	part    uint8
+	scratch []T // a sparse column's values of every row (typedBuf.dense)
+	gets    []func(R) T
+	vals    [][]T
 	// lcs are the group's LowCardinality(String) columns keyed as rows are
 	// added (string groups only: typedBuf.keyOnAdd).
 	lcs []lcCol
@@ -52,6 +61,8 @@ type lcCol struct {
 	i int // of vals
 	d *lcDict
 }
+
+func (g *typedGroup[R, T]) rowPart() uint8 { return g.part }
 
 func (g *typedGroup[R, T]) add(r R) {
 	for i, get := range g.gets {
@@ -66,31 +77,47 @@ func (g *typedGroup[R, T]) add(r R) {
 type typedCol[R, T any] struct {
 	name string
 	get  func(R) T
+	part uint8
 }
 
 func (c typedCol[R, T]) colName() string { return c.name }
+func (c typedCol[R, T]) colPart() uint8  { return c.part }
 
-func (c typedCol[R, T]) newBuf(capacity int, groups *[]colGroup[R]) colBuf[R] {
+func (c typedCol[R, T]) newBuf(capacity int, groups *[]colGroup[R], parts *[]uint8, sparse bool, zero R) colBuf[R] {
+	part := c.part
+	if !sparse {
+		part = 0
+	}
 	var g *typedGroup[R, T]
 	for _, x := range *groups {
-		if tg, ok := x.(*typedGroup[R, T]); ok {
+		if tg, ok := x.(*typedGroup[R, T]); ok && tg.part == part {
 			g = tg
 			break
 		}
 	}
 	if g == nil {
-		g = &typedGroup[R, T]{}
+		g = &typedGroup[R, T]{part: part}
 		*groups = append(*groups, g)
 	}
 	g.gets = append(g.gets, c.get)
 	g.vals = append(g.vals, make([]T, 0, capacity))
-	return &typedBuf[R, T]{g: g, i: len(g.vals) - 1}
+	b := &typedBuf[R, T]{g: g, i: len(g.vals) - 1, part: part, parts: parts}
+	if part != 0 {
+		b.zero = c.get(zero)
+	}
+	return b
 }
 
-// typedBuf is one column's values: g.vals[i].
+// typedBuf is one column's values: g.vals[i]. A sparse column (part
+// not 0) holds the values of the rows of its part only (*parts: every
+// row's part, in order); every other row's value is zero.
 type typedBuf[R, T any] struct {
 	g     *typedGroup[R, T]
 	i     int
+	part  uint8
+	parts *[]uint8
+	zero  T
+
 	boxes map[string]any // LowCardinality(String) only: boxed values
 	lc    lowCardDict    // LowCardinality(String) only: the block's keys
 	// owned is the column of the driver's block that encodes this
@@ -107,22 +134,71 @@ func (b *typedBuf[R, T]) add(r R) {
 		b.keys.add(*any(&vs[len(vs)-1]).(*string))
 	}
 }
-func (b *typedBuf[R, T]) values(lo, hi int) any { return b.g.vals[b.i][lo:hi] }
+func (b *typedBuf[R, T]) values(lo, hi int) any { return b.dense()[lo:hi] }
+
+// rows is how many rows the column holds.
+func (b *typedBuf[R, T]) rows() int {
+	if b.part != 0 {
+		return len(*b.parts)
+	}
+	return len(b.g.vals[b.i])
+}
+
+// dense is the value of every row: a sparse column's expanded into its
+// scratch (valid until the next call or reset).
+func (b *typedBuf[R, T]) dense() []T {
+	vals := b.g.vals[b.i]
+	if b.part == 0 {
+		return vals
+	}
+	parts := *b.parts
+	out := slices.Grow(b.g.scratch[:0], len(parts))[:len(parts)]
+	j := 0
+	for i, p := range parts {
+		if p == b.part {
+			out[i] = vals[j]
+			j++
+		} else {
+			out[i] = b.zero
+		}
+	}
+	b.g.scratch = out
+	return out
+}
+
 func (b *typedBuf[R, T]) reset() {
 	vals := b.g.vals[b.i]
 	clear(vals)
 	b.g.vals[b.i] = vals[:0]
+	clear(b.g.scratch) // drop the payloads its strings point into
+	b.g.scratch = b.g.scratch[:0]
 	if b.keys != nil {
 		b.keys.reset()
 	}
 }
+
+// keep leaves the values of the rows whose keep[i] is set, in order
+// (a sparse column's while *parts still holds every row's part).
 func (b *typedBuf[R, T]) keep(keep []bool) {
 	vals := b.g.vals[b.i]
 	n := 0
-	for i, v := range vals {
-		if keep[i] {
-			vals[n] = v
-			n++
+	if b.part != 0 {
+		j := 0
+		for i, p := range *b.parts {
+			if p == b.part {
+				if keep[i] {
+					vals[n] = vals[j]
+					n++
+				}
+				j++
+			}
+		}
+	} else {
+		for i, v := range vals {
+			if keep[i] {
+				vals[n] = v
+				n++
+			}
 		}
 	}
 	clear(vals[n:])
@@ -147,7 +223,7 @@ func (b *typedBuf[R, T]) keyOnAdd() {
 }
 
 func (b *typedBuf[R, T]) appendTo(c chcol.Interface) error {
-	vals := b.g.vals[b.i]
+	vals := b.dense()
 	switch c := c.(type) {
 	case *chcol.LowCardinality:
 		if vals, ok := any(vals).([]string); ok {
@@ -223,10 +299,22 @@ func col[R, T any](name string, get func(R) T) colDef[R] {
 	return typedCol[R, T]{name: name, get: get}
 }
 
+// colIn declares a column of type T read from R by get, whose value is
+// get(zero) for every row not of the given part (tableDef.part): only
+// the rows of its part are read and buffered.
+func colIn[R, T any](part uint8, name string, get func(R) T) colDef[R] {
+	return typedCol[R, T]{name: name, get: get, part: part}
+}
+
 // tableDef is a table and its insertable columns.
 type tableDef[R any] struct {
 	name string
 	cols []colDef[R]
+	// part, when set, is a row's part (0: none): the columns declared
+	// with colIn buffer only the rows of their part; zero is a row
+	// whose columns all take their value for rows of another part.
+	part func(R) uint8
+	zero R
 }
 
 // insertSQL names every column, as ClickHouse 18.16 requires.
@@ -242,28 +330,57 @@ func (t *tableDef[R]) insertSQL() string {
 type rowBuf[R any] struct {
 	def    *tableDef[R]
 	bufs   []colBuf[R]   // by column
-	groups []colGroup[R] // the columns' values, by type
-	n      int
-	kept   []keptCol // the driver's column storage between INSERTs (appendBlock)
-	owned  []bool    // the columns of the open INSERT that are the buffers' own (bindOwn)
+	groups []colGroup[R] // the columns' values, by type and part
+	// Sparse buffers (def.part set): every row's part, and the part of
+	// each group's and column's rows (0: every row).
+	parts          []uint8
+	gparts, cparts []uint8
+	sparse         bool
+	n              int
+	kept           []keptCol // the driver's column storage between INSERTs (appendBlock)
+	owned          []bool    // the columns of the open INSERT that are the buffers' own (bindOwn)
 }
 
 func newRowBuf[R any](def *tableDef[R], capacity int) *rowBuf[R] {
-	b := &rowBuf[R]{def: def, bufs: make([]colBuf[R], len(def.cols))}
+	return newRowBufSparse(def, capacity, def.part != nil)
+}
+
+// newRowBufSparse makes a row buffer whose columns of a part (colIn)
+// hold the rows of their part only (sparse), or every row.
+func newRowBufSparse[R any](def *tableDef[R], capacity int, sparse bool) *rowBuf[R] {
+	sparse = sparse && def.part != nil
+	b := &rowBuf[R]{def: def, bufs: make([]colBuf[R], len(def.cols)), sparse: sparse}
 	for i, c := range def.cols {
-		b.bufs[i] = c.newBuf(capacity, &b.groups)
+		b.bufs[i] = c.newBuf(capacity, &b.groups, &b.parts, sparse, def.zero)
+		p := uint8(0)
+		if sparse {
+			p = c.colPart()
+		}
+		b.cparts = append(b.cparts, p)
+	}
+	for _, g := range b.groups {
+		b.gparts = append(b.gparts, g.rowPart())
 	}
 	return b
 }
 
 func (b *rowBuf[R]) add(r R) {
+	var p uint8
+	if b.sparse {
+		p = b.def.part(r)
+		b.parts = append(b.parts, p)
+	}
 	if groupedRows {
-		for _, g := range b.groups {
-			g.add(r)
+		for i, g := range b.groups {
+			if gp := b.gparts[i]; gp == 0 || gp == p {
+				g.add(r)
+			}
 		}
 	} else {
-		for _, c := range b.bufs {
-			c.add(r)
+		for i, c := range b.bufs {
+			if cp := b.cparts[i]; cp == 0 || cp == p {
+				c.add(r)
+			}
 		}
 	}
 	b.n++
@@ -281,10 +398,16 @@ func (b *rowBuf[R]) keep(keep []bool) {
 		c.keep(keep)
 	}
 	n := 0
-	for _, k := range keep {
+	for i, k := range keep {
 		if k {
+			if b.sparse {
+				b.parts[n] = b.parts[i]
+			}
 			n++
 		}
+	}
+	if b.sparse {
+		b.parts = b.parts[:n]
 	}
 	b.n = n
 }
@@ -293,5 +416,6 @@ func (b *rowBuf[R]) reset() {
 	for _, c := range b.bufs {
 		c.reset()
 	}
+	b.parts = b.parts[:0]
 	b.n = 0
 }

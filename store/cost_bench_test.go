@@ -18,6 +18,7 @@ type storeVariant struct {
 	name        string
 	lowCardFast bool
 	perColumn   bool // rows added a column at a time (groupedRows false)
+	copyCols    bool // rows copied into the driver's columns (ownColumns false)
 }
 
 // BenchmarkStoreCPU measures the store's own CPU per event (this
@@ -34,16 +35,21 @@ type storeVariant struct {
 // that ran meanwhile).
 func BenchmarkStoreCPU(b *testing.B) {
 	variants := []storeVariant{
-		{"appendrow", false, false},
-		{"lowcard", true, false},
-		{"percolumn", true, true},
+		{"appendrow", false, false, true},
+		{"lowcard", true, false, false}, // the default: own columns
+		{"percolumn", true, true, false},
+		{"copy", true, false, true}, // main's path before own columns
 	}
 	if v := os.Getenv("CONTAIN_BENCH_VARIANTS"); v != "" {
 		want := strings.Split(v, ",")
 		variants = slices.DeleteFunc(variants, func(sv storeVariant) bool { return !slices.Contains(want, sv.name) })
 	}
-	s := benchStore(b, nil)
-	defer func() { lowCardFast, groupedRows = true, true }()
+	s := benchStore(b, func(cfg *Config) {
+		if v, err := strconv.Atoi(os.Getenv("CONTAIN_BENCH_BLOCK_ROWS")); err == nil {
+			cfg.InsertBlockRows = v
+		}
+	})
+	defer func() { lowCardFast, groupedRows, ownColumns = true, true, true }()
 	ctx := context.Background()
 	batches := benchBatches(20, 1000)
 	const rows = 20 * 1000
@@ -58,7 +64,7 @@ func BenchmarkStoreCPU(b *testing.B) {
 			b.StopTimer()
 			nextSecond(ids, batches)
 			msgs := encodeAll(b, batches)
-			lowCardFast, groupedRows = v.lowCardFast, !v.perColumn
+			lowCardFast, groupedRows, ownColumns = v.lowCardFast, !v.perColumn, !v.copyCols
 			b.StartTimer()
 			s0, c0 := procCPU(b, pid), cpuNow(b)
 			if err := s.handle(ctx, fb, &fetch{msgs: encoded(msgs)}, m); err != nil {

@@ -124,10 +124,10 @@ type ownCol[R, T any] struct {
 func (c *ownCol[R, T]) vals() []T              { return c.b.g.vals[c.b.i] }
 func (c *ownCol[R, T]) Name() string           { return c.name }
 func (c *ownCol[R, T]) Type() chcol.Type       { return c.typ }
-func (c *ownCol[R, T]) Rows() int              { return len(c.vals()) }
+func (c *ownCol[R, T]) Rows() int              { return c.b.rows() }
 func (c *ownCol[R, T]) ScanType() reflect.Type { return reflect.TypeFor[T]() }
 func (c *ownCol[R, T]) Row(i int, ptr bool) any {
-	v := c.vals()[i]
+	v := c.b.dense()[i]
 	if ptr {
 		return &v
 	}
@@ -137,7 +137,7 @@ func (c *ownCol[R, T]) ScanRow(any, int) error            { return errOwnCol }
 func (c *ownCol[R, T]) Append(any) ([]uint8, error)       { return nil, errOwnCol }
 func (c *ownCol[R, T]) AppendRow(any) error               { return errOwnCol }
 func (c *ownCol[R, T]) Decode(*chproto.Reader, int) error { return errOwnCol }
-func (c *ownCol[R, T]) Encode(b *chproto.Buffer)          { c.enc(c.vals(), b) }
+func (c *ownCol[R, T]) Encode(b *chproto.Buffer)          { c.enc(c.b.dense(), b) }
 func (c *ownCol[R, T]) Reset()                            {} // the writer resets its buffer after the block is sent
 
 // ownLowCard is a LowCardinality(String) column of the driver's block
@@ -185,7 +185,7 @@ func (b *typedBuf[R, T]) own(drv chcol.Interface) chcol.Interface {
 	b.owned = nil
 	oc := ownCol[R, T]{b: b, name: name, typ: typ}
 	if typ == lowCardString {
-		if _, ok := drv.(*chcol.LowCardinality); !ok {
+		if _, ok := drv.(*chcol.LowCardinality); !ok || b.part != 0 {
 			return nil
 		}
 		sb, ok := any(b).(*typedBuf[R, string])

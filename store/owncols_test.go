@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -41,7 +42,7 @@ func encodeCol(tb testing.TB, c chcol.Interface) []byte {
 func checkOwnEncoding[T any](t *testing.T, typ string, vals []T) {
 	t.Helper()
 	var groups []colGroup[T]
-	buf := col("c", func(v T) T { return v }).newBuf(0, &groups).(*typedBuf[T, T])
+	buf := col("c", func(v T) T { return v }).newBuf(0, &groups, nil, false, *new(T)).(*typedBuf[T, T])
 	driverCol := func() chcol.Interface {
 		c, err := chcol.Type(typ).Column("c", &chcol.ServerContext{})
 		if err != nil {
@@ -410,7 +411,7 @@ func tableDigest(tb testing.TB, s *Store, table *tableDef[row]) uint64 {
 // block) is rebuilt from the values before it is encoded.
 func TestOwnLowCardRebuildsBadKeys(t *testing.T) {
 	var groups []colGroup[string]
-	buf := col("c", func(v string) string { return v }).newBuf(0, &groups).(*typedBuf[string, string])
+	buf := col("c", func(v string) string { return v }).newBuf(0, &groups, nil, false, "").(*typedBuf[string, string])
 	drv := func() chcol.Interface {
 		c, err := chcol.Type(lowCardString).Column("c", &chcol.ServerContext{})
 		if err != nil {
@@ -429,5 +430,96 @@ func TestOwnLowCardRebuildsBadKeys(t *testing.T) {
 	}
 	if got, want := encodeCol(t, own), encodeCol(t, ref); !bytes.Equal(got, want) {
 		t.Fatalf("encoded %v, want %v", got, want)
+	}
+}
+
+// checkEventParts fails unless rows buffered sparse (the columns of a
+// part hold only that part's rows) read back as rows buffered dense
+// (every getter called for every row): the columns of a part take their
+// zero row's value on every row of another part.
+func checkEventParts(tb testing.TB, rows []eventRow) {
+	tb.Helper()
+	sparse, dense := newRowBufSparse(eventsTable, len(rows), true), newRowBufSparse(eventsTable, len(rows), false)
+	if !sparse.sparse || dense.sparse {
+		tb.Fatal("sparse and dense row buffers are the same")
+	}
+	for i := range rows {
+		sparse.add(&rows[i])
+		dense.add(&rows[i])
+	}
+	for c := range sparse.bufs {
+		sv, dv := sparse.bufs[c].values(0, sparse.len()), dense.bufs[c].values(0, dense.len())
+		if !reflect.DeepEqual(sv, dv) {
+			tb.Fatalf("events.%s: sparse %v, dense %v", eventsTable.cols[c].colName(), sv, dv)
+		}
+	}
+}
+
+// TestEventParts: the events rows of every kind, read from the wire and
+// decoded (wireRowSeeds, rtBatches), buffered sparse, are the rows
+// buffered dense; so are they after the duplicate lookup leaves some out.
+func TestEventParts(t *testing.T) {
+	now := time.Unix(1700000000, 0)
+	var rows []eventRow
+	add := func(b *containv1.Batch) {
+		bi := infoOf(b)
+		for i, ev := range b.Events {
+			var r eventRow
+			r.fill(&bi, i, ev, now, false)
+			rows = append(rows, r)
+		}
+	}
+	var a arena
+	for _, data := range wireRowSeeds(t) {
+		b, err := bus.Decode(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		add(b)
+		var wb bus.WireBatch
+		if !bus.ScanBatch(data, &wb) {
+			t.Fatal("seed not scanned")
+		}
+		bi := infoOf(b)
+		for i := range wb.Events {
+			var r eventRow
+			if r.fillWire(&bi, i, wb.Events[i].Raw, now, &a) {
+				rows = append(rows, r)
+			}
+		}
+	}
+	for _, b := range rtBatches(containv1.NewIDGen()) {
+		add(b)
+	}
+	parts := map[uint8]int{}
+	for i := range rows {
+		parts[eventPart(&rows[i])]++
+	}
+	if len(parts) != int(partContainer)+1 {
+		t.Fatalf("rows of %d parts, want every one of %d: %v", len(parts), partContainer+1, parts)
+	}
+	checkEventParts(t, rows)
+	// Kept rows: buffers compacted by keep read back as the rows kept.
+	sparse := newRowBufSparse(eventsTable, 0, true)
+	for i := range rows {
+		sparse.add(&rows[i])
+	}
+	keep := make([]bool, len(rows))
+	var kept []eventRow
+	for i := range keep {
+		if keep[i] = i%3 != 0; keep[i] {
+			kept = append(kept, rows[i])
+		}
+	}
+	sparse.keep(keep)
+	dense := newRowBufSparse(eventsTable, 0, false)
+	for i := range kept {
+		dense.add(&kept[i])
+	}
+	for c := range sparse.bufs {
+		sv, dv := sparse.bufs[c].values(0, sparse.len()), dense.bufs[c].values(0, dense.len())
+		if !reflect.DeepEqual(sv, dv) {
+			t.Fatalf("events.%s after keep: sparse %v, dense %v", eventsTable.cols[c].colName(), sv, dv)
+		}
 	}
 }
