@@ -19,7 +19,7 @@ type colDef[R any] interface {
 	// its type and part in groups (added when there is none yet); with a
 	// part (sparse), only the rows of that part (*parts) are buffered, the
 	// others take the value of zero.
-	newBuf(capacity int, groups *[]colGroup[R], parts *[]uint8, sparse bool, zero R) colBuf[R]
+	newBuf(capacity int, groups *[]colGroup[R], env *bufEnv[R]) colBuf[R]
 	// colPart is the part of the rows whose value the column holds
 	// (tableDef.part); 0: every row's.
 	colPart() uint8
@@ -50,6 +50,16 @@ type colGroup[R any] interface {
 type typedGroup[R, T any] struct {
 	part    uint8
 	scratch []T // a sparse column's values of every row (typedBuf.dense)
+	// keyed are the LowCardinality(String) columns whose value is the
+	// row key's (tableDef.key: the container's name, image, digest and
+	// profile): a row looks up its key once (byKey) and takes each
+	// column's key from the key's entry when the value is the entry's,
+	// instead of a lookup per column (a row's container differs from the
+	// last row's on most rows, so the recent values miss).
+	key     func(R) string
+	keyed   []lcCol
+	byKey   map[string]int32
+	entries []keyedEntry
 	gets    []func(R) T
 	vals    [][]T
 	// lcs are the group's LowCardinality(String) columns keyed as rows are
@@ -62,11 +72,25 @@ type lcCol struct {
 	d *lcDict
 }
 
+// maxKeyed is how many columns of a group can be keyed by the row key.
+const maxKeyed = 8
+
+// keyedEntry is a row key's last value of each keyed column and its key in
+// the column's dictionary of generation gen (0: none).
+type keyedEntry struct {
+	v   [maxKeyed]string
+	k   [maxKeyed]uint32
+	gen [maxKeyed]uint32
+}
+
 func (g *typedGroup[R, T]) rowPart() uint8 { return g.part }
 
 func (g *typedGroup[R, T]) add(r R) {
 	for i, get := range g.gets {
 		g.vals[i] = append(g.vals[i], get(r))
+	}
+	if len(g.keyed) > 0 {
+		g.addKeyed(r)
 	}
 	for _, l := range g.lcs {
 		vs := g.vals[l.i]
@@ -74,18 +98,61 @@ func (g *typedGroup[R, T]) add(r R) {
 	}
 }
 
+// addKeyed keys the row r just added in the keyed columns: from its row
+// key's entry where the value is the entry's, else as any value (lcDict.add).
+func (g *typedGroup[R, T]) addKeyed(r R) {
+	key := g.key(r)
+	idx, ok := g.byKey[key]
+	if !ok {
+		idx = int32(len(g.entries))
+		g.entries = append(g.entries, keyedEntry{})
+		g.byKey[key] = idx
+	}
+	e := &g.entries[idx]
+	for j, l := range g.keyed {
+		vs := g.vals[l.i]
+		v := *any(&vs[len(vs)-1]).(*string)
+		if d := l.d; e.gen[j] == d.gen && sameString(e.v[j], v) {
+			d.keys = append(d.keys, e.k[j])
+			continue
+		}
+		l.d.add(v)
+		e.v[j], e.k[j], e.gen[j] = v, l.d.keys[len(l.d.keys)-1], l.d.gen
+	}
+}
+
+// clearKeyed forgets every row key's entry (their strings may point
+// into payloads).
+func (g *typedGroup[R, T]) clearKeyed() {
+	if len(g.entries) == 0 {
+		return
+	}
+	clear(g.byKey)
+	clear(g.entries)
+	g.entries = g.entries[:0]
+}
+
 type typedCol[R, T any] struct {
-	name string
-	get  func(R) T
-	part uint8
+	name  string
+	get   func(R) T
+	part  uint8
+	byKey bool
 }
 
 func (c typedCol[R, T]) colName() string { return c.name }
 func (c typedCol[R, T]) colPart() uint8  { return c.part }
 
-func (c typedCol[R, T]) newBuf(capacity int, groups *[]colGroup[R], parts *[]uint8, sparse bool, zero R) colBuf[R] {
+// bufEnv is what a column's buffer takes of its row buffer.
+type bufEnv[R any] struct {
+	parts  *[]uint8 // every row's part
+	sparse bool
+	zero   R
+	key    func(R) string // tableDef.key
+}
+
+func (c typedCol[R, T]) newBuf(capacity int, groups *[]colGroup[R], env *bufEnv[R]) colBuf[R] {
 	part := c.part
-	if !sparse {
+	if !env.sparse {
 		part = 0
 	}
 	var g *typedGroup[R, T]
@@ -101,9 +168,12 @@ func (c typedCol[R, T]) newBuf(capacity int, groups *[]colGroup[R], parts *[]uin
 	}
 	g.gets = append(g.gets, c.get)
 	g.vals = append(g.vals, make([]T, 0, capacity))
-	b := &typedBuf[R, T]{g: g, i: len(g.vals) - 1, part: part, parts: parts}
+	b := &typedBuf[R, T]{g: g, i: len(g.vals) - 1, part: part, parts: env.parts, byKey: c.byKey && env.key != nil}
+	if b.byKey {
+		g.key = env.key
+	}
 	if part != 0 {
-		b.zero = c.get(zero)
+		b.zero = c.get(env.zero)
 	}
 	return b
 }
@@ -117,6 +187,7 @@ type typedBuf[R, T any] struct {
 	part  uint8
 	parts *[]uint8
 	zero  T
+	byKey bool // a LowCardinality column keyed by the row key (colByKey)
 
 	boxes map[string]any // LowCardinality(String) only: boxed values
 	lc    lowCardDict    // LowCardinality(String) only: the block's keys
@@ -172,6 +243,9 @@ func (b *typedBuf[R, T]) reset() {
 	b.g.vals[b.i] = vals[:0]
 	clear(b.g.scratch) // drop the payloads its strings point into
 	b.g.scratch = b.g.scratch[:0]
+	if b.byKey {
+		b.g.clearKeyed()
+	}
 	if b.keys != nil {
 		b.keys.reset()
 	}
@@ -219,6 +293,13 @@ func (b *typedBuf[R, T]) keyOnAdd() {
 	}
 	b.keys = newLcDict()
 	b.keys.catchUp(*any(&b.g.vals[b.i]).(*[]string)) // the rows added so far
+	if b.byKey && len(b.g.keyed) < maxKeyed {
+		if b.g.byKey == nil {
+			b.g.byKey = map[string]int32{}
+		}
+		b.g.keyed = append(b.g.keyed, lcCol{i: b.i, d: b.keys})
+		return
+	}
 	b.g.lcs = append(b.g.lcs, lcCol{i: b.i, d: b.keys})
 }
 
@@ -299,6 +380,13 @@ func col[R, T any](name string, get func(R) T) colDef[R] {
 	return typedCol[R, T]{name: name, get: get}
 }
 
+// colByKey declares a column of type T read from R by get whose value
+// is mostly the same for rows of the same row key (tableDef.key): as a
+// LowCardinality column it is keyed through the row key (typedGroup.keyed).
+func colByKey[R, T any](name string, get func(R) T) colDef[R] {
+	return typedCol[R, T]{name: name, get: get, byKey: true}
+}
+
 // colIn declares a column of type T read from R by get, whose value is
 // get(zero) for every row not of the given part (tableDef.part): only
 // the rows of its part are read and buffered.
@@ -315,6 +403,9 @@ type tableDef[R any] struct {
 	// whose columns all take their value for rows of another part.
 	part func(R) uint8
 	zero R
+	// key, when set, is a row's key for the columns declared with
+	// colByKey.
+	key func(R) string
 }
 
 // insertSQL names every column, as ClickHouse 18.16 requires.
@@ -350,8 +441,9 @@ func newRowBuf[R any](def *tableDef[R], capacity int) *rowBuf[R] {
 func newRowBufSparse[R any](def *tableDef[R], capacity int, sparse bool) *rowBuf[R] {
 	sparse = sparse && def.part != nil
 	b := &rowBuf[R]{def: def, bufs: make([]colBuf[R], len(def.cols)), sparse: sparse}
+	env := &bufEnv[R]{parts: &b.parts, sparse: sparse, zero: def.zero, key: def.key}
 	for i, c := range def.cols {
-		b.bufs[i] = c.newBuf(capacity, &b.groups, &b.parts, sparse, def.zero)
+		b.bufs[i] = c.newBuf(capacity, &b.groups, env)
 		p := uint8(0)
 		if sparse {
 			p = c.colPart()

@@ -223,6 +223,7 @@ type lcDict struct {
 	dict  []string
 	keys  []uint32
 	index map[string]uint32
+	gen   uint32 // changes with every reset (keyedEntry)
 	// The last values seen and their keys, most recent first (k < 0:
 	// none): rows of mixed kinds alternate between a few values.
 	recent [lowCardRecent]struct {
@@ -238,6 +239,7 @@ func newLcDict() *lcDict {
 }
 
 func (d *lcDict) reset() {
+	d.gen++
 	clear(d.dict)
 	d.dict = append(d.dict[:0], "")
 	d.keys = d.keys[:0]

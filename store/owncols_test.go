@@ -42,7 +42,7 @@ func encodeCol(tb testing.TB, c chcol.Interface) []byte {
 func checkOwnEncoding[T any](t *testing.T, typ string, vals []T) {
 	t.Helper()
 	var groups []colGroup[T]
-	buf := col("c", func(v T) T { return v }).newBuf(0, &groups, nil, false, *new(T)).(*typedBuf[T, T])
+	buf := col("c", func(v T) T { return v }).newBuf(0, &groups, &bufEnv[T]{}).(*typedBuf[T, T])
 	driverCol := func() chcol.Interface {
 		c, err := chcol.Type(typ).Column("c", &chcol.ServerContext{})
 		if err != nil {
@@ -216,6 +216,19 @@ func TestOwnColumnsEncodeAsDriver(t *testing.T) {
 	s := openStore(t, testConfig(t))
 	ctx := context.Background()
 	rs := newRowSetCap(false, 1024)
+	// Own columns bound before the rows are added, as from a writer's
+	// second INSERT on: LowCardinality columns keyed as rows are added
+	// (through the container for the per-container ones).
+	for _, buf := range []*rowBuf[row]{rs.events, rs.alerts, rs.actions} {
+		b, err := s.conn.PrepareBatch(ctx, buf.def.insertSQL())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bindOwn(b, buf) == nil {
+			t.Fatalf("%s: no column of the driver's block is the store's own", buf.def.name)
+		}
+		_ = b.Abort()
+	}
 	now := time.Unix(1700000000, 0)
 	for _, data := range wireRowSeeds(t) {
 		b, err := bus.Decode(data)
@@ -229,6 +242,9 @@ func TestOwnColumnsEncodeAsDriver(t *testing.T) {
 		rs.add(b, now, nil)
 	}
 	for _, b := range benchBatches(2, 500) {
+		rs.add(b, now, nil)
+	}
+	for _, b := range fleetBatches(3, 400, 60) {
 		rs.add(b, now, nil)
 	}
 	for _, buf := range []*rowBuf[row]{rs.events, rs.alerts, rs.actions} {
@@ -324,7 +340,7 @@ func rtBatches(ids *containv1.IDGen) []*containv1.Batch {
 func TestOwnColumnsStoreAsCopied(t *testing.T) {
 	defer func() { ownColumns = true }()
 	ids := containv1.NewIDGen()
-	batches := append(rtBatches(ids), benchBatches(6, 400)...)
+	batches := append(append(rtBatches(ids), benchBatches(3, 400)...), fleetBatches(3, 400, 60)...)
 	// Payload-like strings: the messages are encoded, and the store reads
 	// its rows from their bytes.
 	var msgs [][]byte
@@ -411,7 +427,7 @@ func tableDigest(tb testing.TB, s *Store, table *tableDef[row]) uint64 {
 // block) is rebuilt from the values before it is encoded.
 func TestOwnLowCardRebuildsBadKeys(t *testing.T) {
 	var groups []colGroup[string]
-	buf := col("c", func(v string) string { return v }).newBuf(0, &groups, nil, false, "").(*typedBuf[string, string])
+	buf := col("c", func(v string) string { return v }).newBuf(0, &groups, &bufEnv[string]{}).(*typedBuf[string, string])
 	drv := func() chcol.Interface {
 		c, err := chcol.Type(lowCardString).Column("c", &chcol.ServerContext{})
 		if err != nil {
@@ -522,4 +538,102 @@ func TestEventParts(t *testing.T) {
 			t.Fatalf("events.%s after keep: sparse %v, dense %v", eventsTable.cols[c].colName(), sv, dv)
 		}
 	}
+}
+
+// fleetBatches are n batches of per events over containers containers in
+// random order, each with its own name, image and digest (as the load
+// test's fleet; benchBatches' containers share theirs); every fifth
+// container changes its profile after a third of the rows and every
+// seventh event of container 0 names another image.
+func fleetBatches(n, per, containers int) []*containv1.Batch {
+	ids := containv1.NewIDGen()
+	rng := rand.New(rand.NewPCG(7, 8))
+	p := bus.NewProducer("host-f", "enricher")
+	base := time.Now().Add(-time.Minute)
+	out := make([]*containv1.Batch, n)
+	total := 0
+	for i := range out {
+		evs := make([]*containv1.Event, 0, per)
+		for len(evs) < per {
+			c := rng.IntN(containers)
+			cid := fmt.Sprintf("%064x", c*7919)
+			e := sampleEvents(ids, cid, base)[rng.IntN(4)]
+			e.Host = "host-f"
+			e.ContainerName = fmt.Sprintf("host-f-svc%d-%d", c%9, c)
+			e.ImageRef = fmt.Sprintf("registry.example.com/shop/svc%d:1.%d.0", c%9, c%9)
+			e.ImageDigest = fmt.Sprintf("sha256:%064x", uint64(c%9)*0x9e3779b97f4a7c15)
+			e.ProfileRef = e.ImageDigest + "@1"
+			if c%5 == 0 && total > n*per/3 {
+				e.ProfileRef = e.ImageDigest + "@2"
+			}
+			if c == 0 && total%7 == 0 {
+				e.ImageRef = "registry.example.com/other:2"
+			}
+			evs = append(evs, e)
+			total++
+		}
+		out[i] = p.Batch(evs)
+	}
+	return out
+}
+
+// BenchmarkLowCardKeyed measures adding an events row to buffers whose
+// LowCardinality columns are keyed as rows are added (ns per row, no
+// ClickHouse), on rows of 50 containers in random order with names,
+// images and digests of their own (fleetBatches): the per-container
+// columns keyed through the container (keyed) against a lookup per
+// column (percolumn), alternated in blocks of 8,192 rows.
+func BenchmarkLowCardKeyed(b *testing.B) {
+	lowCard := map[string]bool{}
+	for _, line := range strings.Split(ddlEvents, "\n") {
+		if f := strings.Fields(line); len(f) == 2 && strings.HasPrefix(f[1], lowCardString) {
+			lowCard[f[0]] = true
+		}
+	}
+	for _, c := range lowCardEventColumns {
+		lowCard[c.name] = true
+	}
+	unkeyed := *eventsTable
+	unkeyed.key = nil
+	var bufs [2]*rowBuf[row]
+	for k, def := range []*tableDef[row]{eventsTable, &unkeyed} {
+		bufs[k] = newRowBuf(def, 8192)
+		for i, c := range def.cols {
+			if lowCard[c.colName()] {
+				drv, err := chcol.Type(lowCardString).Column(c.colName(), &chcol.ServerContext{})
+				if err != nil {
+					b.Fatal(err)
+				}
+				if bufs[k].bufs[i].own(drv) == nil {
+					b.Fatalf("%s: no own column", c.colName())
+				}
+			}
+		}
+	}
+	var rows []eventRow
+	now := time.Now()
+	for _, bt := range fleetBatches(8, 1024, 50) {
+		bi := infoOf(bt)
+		for i, ev := range bt.Events {
+			var r eventRow
+			r.fill(&bi, i, ev, now, false)
+			rows = append(rows, r)
+		}
+	}
+	var took [2]time.Duration
+	n := 0
+	for b.Loop() {
+		for k, buf := range bufs {
+			t0 := time.Now()
+			for i := range rows {
+				buf.add(&rows[i])
+			}
+			took[k] += time.Since(t0)
+			buf.reset()
+		}
+		n += len(rows)
+	}
+	b.ReportMetric(float64(took[0].Nanoseconds())/float64(n), "keyed_ns/row")
+	b.ReportMetric(float64(took[1].Nanoseconds())/float64(n), "percolumn_ns/row")
+	b.ReportMetric(took[0].Seconds()/took[1].Seconds(), "keyed/percolumn")
 }

@@ -326,12 +326,12 @@ var eventsTable = &tableDef[row]{name: "events", cols: []colDef[row]{
 	col("kind", func(r row) string { return kindNames.name(r.f.rowKind().Number()) }),
 	col("host", func(r row) string { return r.f.host }),
 	col("container_id", func(r row) string { return r.f.containerID }),
-	col("container_name", func(r row) string { return r.f.containerName }),
-	col("image_ref", func(r row) string { return r.f.imageRef }),
-	col("image_digest", func(r row) string { return r.f.imageDig }),
+	colByKey("container_name", func(r row) string { return r.f.containerName }),
+	colByKey("image_ref", func(r row) string { return r.f.imageRef }),
+	colByKey("image_digest", func(r row) string { return r.f.imageDig }),
 	col("mono_ns", func(r row) uint64 { return r.f.monoNs }),
 	col("cgroup_id", func(r row) uint64 { return r.f.cgroupID }),
-	col("profile_ref", func(r row) string { return r.f.profileRef }),
+	colByKey("profile_ref", func(r row) string { return r.f.profileRef }),
 	col("schema_version", func(r row) uint32 { return r.f.schemaVersion }),
 	col("pid", func(r row) uint32 { return r.f.pid }),
 	col("tgid", func(r row) uint32 { return r.f.tgid }),
@@ -394,7 +394,7 @@ var eventsTable = &tableDef[row]{name: "events", cols: []colDef[row]{
 	col("batch_producer", func(r row) string { return r.bi.producer }),
 	col("batch_seq", func(r row) uint64 { return r.bi.seq }),
 	col("raw", func(r row) string { return r.raw }),
-}, part: eventPart, zero: &eventRow{}}
+}, part: eventPart, zero: &eventRow{}, key: func(r row) string { return r.f.containerID }}
 
 // reasons flattens an alert's reasons into parallel arrays and the union
 // of their MITRE techniques.
