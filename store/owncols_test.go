@@ -11,6 +11,7 @@ import (
 	"time"
 
 	chproto "github.com/ClickHouse/ch-go/proto"
+	"github.com/ClickHouse/clickhouse-go/v2/ext"
 	chcol "github.com/ClickHouse/clickhouse-go/v2/lib/column"
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -636,4 +637,41 @@ func BenchmarkLowCardKeyed(b *testing.B) {
 	b.ReportMetric(float64(took[0].Nanoseconds())/float64(n), "keyed_ns/row")
 	b.ReportMetric(float64(took[1].Nanoseconds())/float64(n), "percolumn_ns/row")
 	b.ReportMetric(took[0].Seconds()/took[1].Seconds(), "keyed/percolumn")
+}
+
+// TestLookupIDsAsTheyAre: the duplicate lookup's external table of ids
+// takes the probe's slice as its column (setVals) and encodes it as the
+// driver's column does the ids appended one by one.
+func TestLookupIDsAsTheyAre(t *testing.T) {
+	var ids []uuid.UUID
+	gen := containv1.NewIDGen()
+	for range 1000 {
+		ids = append(ids, uuid.UUID(gen.Next()))
+	}
+	own, err := ext.NewTable("fetch_ids", ext.Column("id", "UUID"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !setVals(own.Block(), ids) {
+		t.Fatal("the external table's UUID column is not the ids' own (the driver's ext.Table changed?)")
+	}
+	ref, err := ext.NewTable("fetch_ids", ext.Column("id", "UUID"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range ids {
+		if err := ref.Append(id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var got, want chproto.Buffer
+	if err := own.Block().Encode(&got, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := ref.Block().Encode(&want, 0); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got.Buf, want.Buf) || own.Structure() != ref.Structure() {
+		t.Fatalf("external table encodes %d bytes (%s), the driver's %d (%s)", len(got.Buf), own.Structure(), len(want.Buf), ref.Structure())
+	}
 }
