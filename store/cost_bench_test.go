@@ -28,7 +28,12 @@ type storeVariant struct {
 // INSERT. Configurations are interleaved fetch by fetch, so load from
 // other work on the machine spreads over all of them; it reports each
 // one's CPU per event (mean and median) and its ratio to the first.
-// CONTAIN_BENCH_VARIANTS picks some by name (comma-separated). With
+// CONTAIN_BENCH_VARIANTS picks some by name (comma-separated): lowcard
+// (the default path), appendrow (rows copied into the driver's columns,
+// LowCardinality through its AppendRow), percolumn (rows added a column
+// at a time), copy (rows copied into the driver's columns, main's path
+// before design 021 decision 23). CONTAIN_BENCH_BLOCK_ROWS sets
+// insert_block_rows. With
 // CONTAIN_BENCH_CLICKHOUSE_PID (the pid of a server used by nothing else),
 // it also reports that server's CPU per event for each configuration
 // (/proc/<pid>/stat, 10 ms ticks: the INSERT, the lookup and the merges
