@@ -93,7 +93,7 @@ func bindOwn[R any](batch driver.Batch, buf *rowBuf[R]) []bool {
 	if buf.owned == nil {
 		buf.owned = make([]bool, len(buf.bufs))
 	}
-	any := false
+	some := false
 	for i, c := range blk.Columns {
 		buf.owned[i] = false
 		if c.Name() != buf.def.cols[i].colName() || c.Rows() != 0 {
@@ -101,10 +101,10 @@ func bindOwn[R any](batch driver.Batch, buf *rowBuf[R]) []bool {
 		}
 		if oc := buf.bufs[i].own(c); oc != nil {
 			blk.Columns[i] = oc
-			buf.owned[i], any = true, true
+			buf.owned[i], some = true, true
 		}
 	}
-	if !any {
+	if !some {
 		return nil
 	}
 	return buf.owned
