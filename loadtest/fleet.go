@@ -71,6 +71,10 @@ type FleetConfig struct {
 	// their own, so the default run spends it on fewer collections: 400
 	// (docs/scaling.md).
 	GCPercent int
+	// MaxProcs is each stage process's runtime.max_procs (0: Go's
+	// default). A scaled-out stage instance runs on one thread: 1
+	// (docs/scaling.md, "One thread per stage instance").
+	MaxProcs int
 	// MaxStageCPUPerEvent, when > 0, makes Check fail when enricher +
 	// analyzers + store cost more CPU per event than this many µs
 	// (issue 15's bound is 5).
@@ -125,6 +129,7 @@ func DefaultFleetConfig() FleetConfig {
 		DrainTimeout:    2 * time.Minute,
 		MemoryLimitMB:   256,
 		GCPercent:       400,
+		MaxProcs:        1,
 	}
 }
 
@@ -150,6 +155,8 @@ func (c FleetConfig) Validate() error {
 		return errors.New("fleet: --drain-timeout must be > 0")
 	case c.GCPercent < -1:
 		return errors.New("fleet: --stage-gc-percent must be -1, 0 (contain's default) or more")
+	case c.MaxProcs < 0:
+		return errors.New("fleet: --stage-max-procs must be 0 (Go's default) or more")
 	case c.MaxStageCPUPerEvent < 0:
 		return errors.New("fleet: --max-cpu-us-per-event must be >= 0")
 	}
@@ -195,6 +202,8 @@ type FleetResult struct {
 	Mode string
 	// GCPercent is the stages' memory.gc_percent (0: contain's default).
 	GCPercent int
+	// MaxProcs is the stages' runtime.max_procs (0: Go's default).
+	MaxProcs int
 	// CPUBound is FleetConfig.MaxStageCPUPerEvent (0: not checked).
 	CPUBound float64
 	// StreamMsgs is the messages (batches) in CONTAIN_RAW and
@@ -246,10 +255,10 @@ func (r *FleetResult) perEvent(d time.Duration) float64 {
 func (r *FleetResult) Line() string {
 	ms := func(d time.Duration) string { return fmt.Sprintf("%d", d.Milliseconds()) }
 	return fmt.Sprintf("events_per_sec=%.0f dropped=%d alert_p99_ms=%s action_p99_ms=%s clickhouse_lag_p99_ms=%s cpu_us_per_event=%.2f analyzer_rebalances=%d missed_attacks=%d"+
-		" attacks=%d duplicate_alerts=%d redelivered_alerts=%d alerts_after_kill=%d enricher_us=%.2f analyzer_us=%.2f store_us=%.2f nats_us=%.2f clickhouse_us=%.2f analyzer_mode=%s gc_percent=%d",
+		" attacks=%d duplicate_alerts=%d redelivered_alerts=%d alerts_after_kill=%d enricher_us=%.2f analyzer_us=%.2f store_us=%.2f nats_us=%.2f clickhouse_us=%.2f analyzer_mode=%s gc_percent=%d max_procs=%d",
 		r.EventsPerSec, r.Dropped, ms(r.AlertLag.P99), ms(r.ActionLag.P99), ms(r.ProbeLag.P99), r.StageCPUPerEvent(), r.Rebalances, r.MissedAttacks,
 		r.Attacks, r.DuplicateAlerts, r.RedeliveredAlerts, r.AlertsAfterKill, r.perEvent(r.CPU[cpuEnricher]), r.perEvent(r.CPU[cpuAnalyzers]), r.perEvent(r.CPU[cpuStore]),
-		r.perEvent(r.CPU[cpuNATS]), r.perEvent(r.CPU[cpuClickHouse]), r.Mode, r.GCPercent)
+		r.perEvent(r.CPU[cpuNATS]), r.perEvent(r.CPU[cpuClickHouse]), r.Mode, r.GCPercent, r.MaxProcs)
 }
 
 // Print writes the details, then the line.
@@ -470,7 +479,7 @@ func RunFleet(ctx context.Context, cfg FleetConfig, log *slog.Logger) (res *Flee
 	go r.pollProbes(pctx)
 
 	res = &FleetResult{Dir: f.dir, CPU: map[string]time.Duration{}, PeakRSS: map[string]uint64{},
-		GCPercent: cfg.GCPercent, CPUBound: cfg.MaxStageCPUPerEvent}
+		GCPercent: cfg.GCPercent, MaxProcs: cfg.MaxProcs, CPUBound: cfg.MaxStageCPUPerEvent}
 	before := f.cpu(cluster.Nodes)
 	start := time.Now()
 	var killAt time.Time
@@ -690,6 +699,9 @@ func (f *fleetRun) startStages(replicas int) error {
 		}, s.env...)
 		if f.cfg.GCPercent != 0 {
 			env = append(env, fmt.Sprintf("CONTAIN_MEMORY_GC_PERCENT=%d", f.cfg.GCPercent))
+		}
+		if f.cfg.MaxProcs != 0 {
+			env = append(env, fmt.Sprintf("CONTAIN_RUNTIME_MAX_PROCS=%d", f.cfg.MaxProcs))
 		}
 		env = append(env, f.cfg.StageEnv...)
 		if f.cfg.ProfileDir != "" {

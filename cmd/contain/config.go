@@ -36,7 +36,9 @@ type Config struct {
 	Metrics MetricsConfig `config:"metrics"`
 	// Memory bounds the process's memory.
 	Memory MemoryConfig `config:"memory"`
-	NATS   NATSConfig   `config:"nats"`
+	// Runtime sizes the Go runtime: how many threads run Go code.
+	Runtime RuntimeConfig `config:"runtime"`
+	NATS    NATSConfig    `config:"nats"`
 	// Auth: credentials and the embedded server's authentication.
 	Auth AuthConfig `config:"auth"`
 
@@ -87,6 +89,19 @@ type MemoryConfig struct {
 	// target off, so collections run only at the soft limit (needs
 	// limit_mb). GOGC, when set, wins.
 	GCPercent int `config:"gc_percent"`
+}
+
+// RuntimeConfig sizes the Go runtime of one contain process.
+type RuntimeConfig struct {
+	// MaxProcs is how many threads may run Go code at once (GOMAXPROCS).
+	// 0 leaves Go's default: the machine's cores, or the container's CPU
+	// limit. A scaled-out stage (enricher, analyzer instance, store) is
+	// cheapest per event at 1: its goroutines hand work to each other on
+	// one thread instead of waking idle ones (docs/scaling.md, "One
+	// thread per stage instance"); scale it with more instances, not
+	// more threads. `contain run` (every stage and the embedded NATS in
+	// one process) wants the default. GOMAXPROCS, when set, wins.
+	MaxProcs int `config:"max_procs"`
 }
 
 // NATSConfig says where the stages meet.
@@ -253,6 +268,9 @@ func (c *Config) validate(stages []string) error {
 	}
 	if c.Memory.LimitMB < 0 || (c.Memory.LimitMB > 0 && c.Memory.LimitMB < 64) {
 		return fmt.Errorf("memory.limit_mb: %d must be 0 (no limit) or at least 64", c.Memory.LimitMB)
+	}
+	if c.Runtime.MaxProcs < 0 {
+		return fmt.Errorf("runtime.max_procs: %d must be 0 (Go's default) or more", c.Runtime.MaxProcs)
 	}
 	if g := c.Memory.GCPercent; g == 0 || g < -1 || (g == -1 && c.Memory.LimitMB == 0) {
 		return fmt.Errorf("memory.gc_percent: %d must be -1 (collect only at the soft limit, which needs memory.limit_mb) or at least 1", g)

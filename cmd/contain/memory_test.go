@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/debug"
 	"strings"
 	"testing"
@@ -46,5 +47,45 @@ func TestGCPercentValidated(t *testing.T) {
 		if !ok && (err == nil || !strings.Contains(err.Error(), "memory.gc_percent")) {
 			t.Errorf("%q: error %v, want one naming memory.gc_percent", body, err)
 		}
+	}
+}
+
+// runtime.max_procs reaches the runtime, GOMAXPROCS wins over it, and 0
+// leaves Go's default.
+func TestMaxProcsApplied(t *testing.T) {
+	prev := runtime.GOMAXPROCS(0)
+	t.Cleanup(func() { runtime.GOMAXPROCS(prev) })
+	os.Unsetenv("GOMAXPROCS")
+	want := prev + 1
+	applyMaxProcs(RuntimeConfig{MaxProcs: want}, testenv.Discard())
+	if got := runtime.GOMAXPROCS(0); got != want {
+		t.Fatalf("max_procs %d: GOMAXPROCS is %d", want, got)
+	}
+	applyMaxProcs(RuntimeConfig{}, testenv.Discard())
+	if got := runtime.GOMAXPROCS(0); got != want {
+		t.Fatalf("max_procs 0 changed GOMAXPROCS to %d", got)
+	}
+	t.Setenv("GOMAXPROCS", "3")
+	applyMaxProcs(RuntimeConfig{MaxProcs: 1}, testenv.Discard())
+	if got := runtime.GOMAXPROCS(0); got != want {
+		t.Fatalf("with GOMAXPROCS set, max_procs changed it to %d", got)
+	}
+}
+
+// A negative max_procs is refused, naming the key; the environment
+// reaches it as for every key.
+func TestMaxProcsValidated(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "c.yaml")
+	os.WriteFile(f, []byte("runtime:\n  max_procs: -1\n"), 0o644)
+	if _, err := runCLI(t, "check-config", "-c", f); err == nil || !strings.Contains(err.Error(), "runtime.max_procs") {
+		t.Fatalf("max_procs -1: error %v, want one naming runtime.max_procs", err)
+	}
+	os.WriteFile(f, []byte("runtime:\n  max_procs: 1\n"), 0o644)
+	if _, err := runCLI(t, "check-config", "-c", f); err != nil {
+		t.Fatalf("max_procs 1 refused: %v", err)
+	}
+	t.Setenv("CONTAIN_RUNTIME_MAX_PROCS", "-2")
+	if _, err := runCLI(t, "check-config", "-c", f); err == nil || !strings.Contains(err.Error(), "runtime.max_procs") {
+		t.Fatalf("CONTAIN_RUNTIME_MAX_PROCS=-2: error %v, want one naming runtime.max_procs", err)
 	}
 }

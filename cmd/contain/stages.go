@@ -78,6 +78,7 @@ func stageCommand(opts *globalOpts, use, short string, stages []string, embedded
 			}
 			log := cfg.logger(os.Stderr)
 			applyMemoryLimit(cfg.Memory, log)
+			applyMaxProcs(cfg.Runtime, log)
 			return runStages(cmd.Context(), cfg, run, embedded, log)
 		},
 	}

@@ -86,6 +86,8 @@ const (
 	GoSoftLimitMb       = "go_soft_limit_mb"
 	Gomemlimit          = "gomemlimit"
 	Gogc                = "gogc"
+	Gomaxprocs          = "gomaxprocs"
+	MaxProcs            = "max_procs"
 	GCPercent           = "gc_percent"
 	Group               = "group"
 	Hooks               = "hooks"

@@ -20,7 +20,7 @@ type fleetFlags struct {
 	containersPerHost                                *int
 	killAnalyzerAt, ackWait                          *time.Duration
 	dir, containBin, profileDir, stageEnv            *string
-	gcPercent                                        *int
+	gcPercent, maxProcs                              *int
 	maxCPU                                           *float64
 }
 
@@ -38,6 +38,7 @@ func addFleetFlags() fleetFlags {
 		profileDir:        flag.String("stage-cpuprofile-dir", "", "fleet: write each stage process's CPU profile to <dir>/<name>.cpu.prof"),
 		containBin:        flag.String("contain-bin", "", "fleet: a built cmd/contain (default: built into the run's directory)"),
 		gcPercent:         flag.Int("stage-gc-percent", d.GCPercent, "fleet: each stage process's memory.gc_percent (0: contain's default, 100; -1: collect only at the soft limit)"),
+		maxProcs:          flag.Int("stage-max-procs", d.MaxProcs, "fleet: each stage process's runtime.max_procs (GOMAXPROCS; 0: Go's default, the machine's cores)"),
 		maxCPU:            flag.Float64("max-cpu-us-per-event", 0, "fleet: exit 1 when enricher + analyzers + store cost more µs of CPU per event (issue 15: 5; 0: not checked)"),
 		stageEnv:          flag.String("stage-env", "", "fleet: KEY=VALUE,… added to every stage process's environment (e.g. CONTAIN_ANALYZER_FETCH=64)"),
 	}
@@ -81,7 +82,7 @@ func (ff fleetFlags) config(g loadtest.GeneratorConfig, set map[string]bool, cli
 	c.KillAnalyzerAt, c.AnalyzerAckWait = *ff.killAnalyzerAt, *ff.ackWait
 	c.ClickHouse, c.KeepDatabase, c.Dir, c.ContainBin = clickhouse, keep, *ff.dir, *ff.containBin
 	c.ProfileDir = *ff.profileDir
-	c.GCPercent, c.MaxStageCPUPerEvent = *ff.gcPercent, *ff.maxCPU
+	c.GCPercent, c.MaxProcs, c.MaxStageCPUPerEvent = *ff.gcPercent, *ff.maxProcs, *ff.maxCPU
 	if *ff.stageEnv != "" {
 		c.StageEnv = strings.Split(*ff.stageEnv, ",")
 	}
