@@ -228,6 +228,7 @@ func BenchmarkStoreVsRaw(b *testing.B) {
 		b.StopTimer()
 		nextSecond(ids, batches)
 		rs := newRowSetCap(false, rows)
+		rs.events = newRowBufSparse(eventsTable, rows, false) // every column's slice of every row, as a raw insert takes them
 		for _, bt := range batches {
 			rs.add(bt, time.Now(), nil)
 		}
@@ -277,7 +278,7 @@ func BenchmarkDriverAppend(b *testing.B) {
 			b.Fatal(err)
 		}
 		b.StartTimer()
-		if err := appendBlock(batch, rs.events, false); err != nil {
+		if err := appendBlock(batch, rs.events, false, nil); err != nil {
 			b.Fatal(err)
 		}
 		b.StopTimer()

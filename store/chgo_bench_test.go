@@ -104,7 +104,7 @@ func BenchmarkChGoVsClickHouseGo(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if err := appendBlock(batch, rs.events, false); err != nil {
+		if err := appendBlock(batch, rs.events, false, nil); err != nil {
 			b.Fatal(err)
 		}
 		if err := batch.Send(); err != nil {

@@ -283,7 +283,7 @@ func hash128to64(lo, hi uint64) uint64 {
 
 // The local tables of write=local: the same columns, other names.
 var (
-	eventsLocalTable  = &tableDef[row]{name: eventsTable.name + localSuffix, cols: eventsTable.cols}
+	eventsLocalTable  = &tableDef[row]{name: eventsTable.name + localSuffix, cols: eventsTable.cols, part: eventsTable.part, zero: eventsTable.zero, key: eventsTable.key}
 	alertsLocalTable  = &tableDef[row]{name: alertsTable.name + localSuffix, cols: alertsTable.cols}
 	actionsLocalTable = &tableDef[row]{name: actionsTable.name + localSuffix, cols: actionsTable.cols}
 )

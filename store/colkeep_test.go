@@ -27,7 +27,7 @@ func TestKeptColumns(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := appendBlock(batch, buf, true); err != nil {
+		if err := appendBlock(batch, buf, true, nil); err != nil {
 			t.Fatal(err)
 		}
 		if err := batch.Send(); err != nil {

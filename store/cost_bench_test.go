@@ -18,6 +18,7 @@ type storeVariant struct {
 	name        string
 	lowCardFast bool
 	perColumn   bool // rows added a column at a time (groupedRows false)
+	copyCols    bool // rows copied into the driver's columns (ownColumns false)
 }
 
 // BenchmarkStoreCPU measures the store's own CPU per event (this
@@ -27,23 +28,33 @@ type storeVariant struct {
 // INSERT. Configurations are interleaved fetch by fetch, so load from
 // other work on the machine spreads over all of them; it reports each
 // one's CPU per event (mean and median) and its ratio to the first.
-// CONTAIN_BENCH_VARIANTS picks some by name (comma-separated). With
+// CONTAIN_BENCH_VARIANTS picks some by name (comma-separated): lowcard
+// (the default path), appendrow (rows copied into the driver's columns,
+// LowCardinality through its AppendRow), percolumn (rows added a column
+// at a time), copy (rows copied into the driver's columns, main's path
+// before design 021 decision 23). CONTAIN_BENCH_BLOCK_ROWS sets
+// insert_block_rows. With
 // CONTAIN_BENCH_CLICKHOUSE_PID (the pid of a server used by nothing else),
 // it also reports that server's CPU per event for each configuration
 // (/proc/<pid>/stat, 10 ms ticks: the INSERT, the lookup and the merges
 // that ran meanwhile).
 func BenchmarkStoreCPU(b *testing.B) {
 	variants := []storeVariant{
-		{"appendrow", false, false},
-		{"lowcard", true, false},
-		{"percolumn", true, true},
+		{"appendrow", false, false, true},
+		{"lowcard", true, false, false}, // the default: own columns
+		{"percolumn", true, true, false},
+		{"copy", true, false, true}, // main's path before own columns
 	}
 	if v := os.Getenv("CONTAIN_BENCH_VARIANTS"); v != "" {
 		want := strings.Split(v, ",")
 		variants = slices.DeleteFunc(variants, func(sv storeVariant) bool { return !slices.Contains(want, sv.name) })
 	}
-	s := benchStore(b, nil)
-	defer func() { lowCardFast, groupedRows = true, true }()
+	s := benchStore(b, func(cfg *Config) {
+		if v, err := strconv.Atoi(os.Getenv("CONTAIN_BENCH_BLOCK_ROWS")); err == nil {
+			cfg.InsertBlockRows = v
+		}
+	})
+	defer func() { lowCardFast, groupedRows, ownColumns = true, true, true }()
 	ctx := context.Background()
 	batches := benchBatches(20, 1000)
 	const rows = 20 * 1000
@@ -58,7 +69,7 @@ func BenchmarkStoreCPU(b *testing.B) {
 			b.StopTimer()
 			nextSecond(ids, batches)
 			msgs := encodeAll(b, batches)
-			lowCardFast, groupedRows = v.lowCardFast, !v.perColumn
+			lowCardFast, groupedRows, ownColumns = v.lowCardFast, !v.perColumn, !v.copyCols
 			b.StartTimer()
 			s0, c0 := procCPU(b, pid), cpuNow(b)
 			if err := s.handle(ctx, fb, &fetch{msgs: encoded(msgs)}, m); err != nil {

@@ -322,9 +322,11 @@ func (s *Store) lookupIDs(ctx context.Context, l lookup, p *probe, found idSet) 
 	if err != nil {
 		return fmt.Errorf("store: looking up %s ids: %w", l.table, err)
 	}
-	for _, id := range p.ids {
-		if err := ids.Append(id); err != nil {
-			return fmt.Errorf("store: looking up %s ids: %w", l.table, err)
+	if !setVals(ids.Block(), p.ids) { // the ids as they are (owncols.go)
+		for _, id := range p.ids {
+			if err := ids.Append(id); err != nil {
+				return fmt.Errorf("store: looking up %s ids: %w", l.table, err)
+			}
 		}
 	}
 	prefixes, err := ext.NewTable("fetch_prefixes", ext.Column("p", "String"))

@@ -141,6 +141,7 @@ type tableWriter[R any] struct {
 	lookup *pendingLookup
 	ids    []uuid.UUID
 	dups   int
+	owned  []bool // the open INSERT's columns that are buf's own (bindOwn)
 }
 
 // pendingLookup is a fetch's duplicate lookup (design 017), running while
@@ -216,16 +217,19 @@ func (w *tableWriter[R]) flush(ctx context.Context, last bool) error {
 			return err
 		}
 		w.batch = b
+		// The block's columns the store's buffers encode themselves
+		// (owncols.go); the others take a copy of the rows every block.
+		w.owned = bindOwn(b, w.buf)
 	}
-	if err := appendBlock(w.batch, w.buf, true); err != nil {
+	if err := appendBlock(w.batch, w.buf, true, w.owned); err != nil {
 		w.abort()
 		return err
 	}
-	w.buf.reset()
 	w.inBatch += n
 	if last || w.inBatch >= w.maxRows {
 		err := w.batch.Send()
-		w.batch = nil
+		w.batch, w.owned = nil, nil
+		w.buf.reset() // after the send: the block encodes the buffers
 		if err == nil {
 			w.rows += w.inBatch
 		}
@@ -236,13 +240,15 @@ func (w *tableWriter[R]) flush(ctx context.Context, last bool) error {
 		w.abort()
 		return err
 	}
+	w.buf.reset()
 	return nil
 }
 
-// appendBlock hands buf's rows to the driver's block of batch; with keep,
-// the driver's columns use and leave the storage kept in buf from its
-// earlier INSERTs (keptCol).
-func appendBlock[R any](batch driver.Batch, buf *rowBuf[R], keep bool) error {
+// appendBlock hands buf's rows to the driver's block of batch, but for
+// the columns that are buf's own (owned[i], bindOwn); with keep, the
+// driver's columns use and leave the storage kept in buf from its earlier
+// INSERTs (keptCol).
+func appendBlock[R any](batch driver.Batch, buf *rowBuf[R], keep bool, owned []bool) error {
 	cols := batch.Columns()
 	var kept []keptCol
 	if keep {
@@ -252,6 +258,9 @@ func appendBlock[R any](batch driver.Batch, buf *rowBuf[R], keep bool) error {
 		kept = buf.kept
 	}
 	for i, c := range buf.bufs {
+		if owned != nil && owned[i] {
+			continue
+		}
 		var sl []reflect.Value
 		if kept != nil {
 			sl = kept[i].lend(cols[i])
@@ -271,7 +280,7 @@ func appendBlock[R any](batch driver.Batch, buf *rowBuf[R], keep bool) error {
 func (w *tableWriter[R]) abort() {
 	if w.batch != nil {
 		_ = w.batch.Abort()
-		w.batch = nil
+		w.batch, w.owned = nil, nil
 	}
 	w.inBatch = 0
 	w.buf.reset()

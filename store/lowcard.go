@@ -1,11 +1,14 @@
 package store
 
 import (
+	"encoding/binary"
+	"math"
 	"reflect"
 	"slices"
 	"strings"
 	"unsafe"
 
+	chproto "github.com/ClickHouse/ch-go/proto"
 	chcol "github.com/ClickHouse/clickhouse-go/v2/lib/column"
 )
 
@@ -195,4 +198,143 @@ rows:
 func sameString(a, b string) bool {
 	n := len(a)
 	return n == len(b) && (n == 0 || a[n-1] == b[n-1]) && a == b
+}
+
+// The LowCardinality(String) columns of the store's own block (owncols.go)
+// are keyed as their rows are added (typedGroup.add), while the row's
+// strings are in cache from the wire read: filled a column at a time at
+// the block's end (appendLowCard), every pass re-read every row's string
+// from the payload (15% of the fleet store's CPU with sameString).
+
+// Key serialization of the driver's LowCardinality (lib/column/lowcardinality.go).
+const (
+	lcSharedDictionariesWithAdditionalKeys = 1
+	lcHasAdditionalKeysBit                 = 1 << 9
+	lcNeedUpdateDictionary                 = 1 << 10
+	lcUpdateAll                            = lcHasAdditionalKeysBit | lcNeedUpdateDictionary
+)
+
+// lcDict is one LowCardinality(String) column's block: its dictionary
+// (row 0 the default value, then every value in the order of its first
+// row, as the driver's AppendRow makes it) and a key per row. Its strings
+// may point into the fetch's payloads: a block is sent before they are
+// released, and reset clears them.
+type lcDict struct {
+	dict  []string
+	keys  []uint32
+	index map[string]uint32
+	gen   uint32 // changes with every reset (keyedEntry)
+	// The last values seen and their keys, most recent first (k < 0:
+	// none): rows of mixed kinds alternate between a few values.
+	recent [lowCardRecent]struct {
+		v string
+		k int32
+	}
+}
+
+func newLcDict() *lcDict {
+	d := &lcDict{index: map[string]uint32{}}
+	d.reset()
+	return d
+}
+
+func (d *lcDict) reset() {
+	d.gen++
+	clear(d.dict)
+	d.dict = append(d.dict[:0], "")
+	d.keys = d.keys[:0]
+	clear(d.index)
+	for i := range d.recent {
+		d.recent[i].v, d.recent[i].k = "", -1
+	}
+}
+
+// add keys one more row of value v.
+func (d *lcDict) add(v string) {
+	for i := range d.recent {
+		if d.recent[i].k >= 0 && sameString(d.recent[i].v, v) {
+			k := d.recent[i].k
+			if i > 0 {
+				copy(d.recent[1:i+1], d.recent[:i])
+				d.recent[0].v, d.recent[0].k = v, k
+			}
+			d.keys = append(d.keys, uint32(k))
+			return
+		}
+	}
+	k, found := d.index[v]
+	if !found {
+		k = uint32(len(d.dict))
+		d.dict = append(d.dict, v)
+		d.index[v] = k
+	}
+	d.keys = append(d.keys, k)
+	copy(d.recent[1:], d.recent[:len(d.recent)-1])
+	d.recent[0].v, d.recent[0].k = v, int32(k)
+}
+
+// catchUp keys the rows of vals not keyed yet (added before the column
+// was known to be LowCardinality); it rebuilds the keys if they are not
+// vals' (they always are: a buffer's keys are reset and compacted with
+// its values).
+func (d *lcDict) catchUp(vals []string) {
+	if len(d.keys) > len(vals) {
+		d.reset()
+	}
+	for len(d.keys) < len(vals) {
+		d.add(vals[len(d.keys)])
+	}
+}
+
+// valid reports whether every key is a row of the dictionary.
+func (d *lcDict) valid() bool {
+	n, top := uint32(len(d.dict)), uint32(0)
+	for _, k := range d.keys {
+		top = max(top, k)
+	}
+	return top < n
+}
+
+// encode writes the block as the driver's LowCardinality.Encode does:
+// keys of the narrowest width that holds the dictionary's values (not
+// counting the default), the dictionary as a String column, the keys.
+func (d *lcDict) encode(b *chproto.Buffer) {
+	if len(d.keys) == 0 {
+		return
+	}
+	var width uint64
+	switch n := len(d.dict) - 1; {
+	case n < math.MaxUint8:
+		width = 0
+	case n < math.MaxUint16:
+		width = 1
+	case n < math.MaxUint32:
+		width = 2
+	default:
+		width = 3
+	}
+	b.PutUInt64(lcUpdateAll | width)
+	b.PutInt64(int64(len(d.dict)))
+	encStrings(d.dict, b)
+	b.PutInt64(int64(len(d.keys)))
+	buf := slices.Grow(b.Buf, len(d.keys)<<width)
+	switch width {
+	case 0:
+		for _, k := range d.keys {
+			buf = append(buf, uint8(k))
+		}
+	case 1:
+		for _, k := range d.keys {
+			buf = binary.LittleEndian.AppendUint16(buf, uint16(k))
+		}
+	case 2:
+		for _, k := range d.keys {
+			buf = binary.LittleEndian.AppendUint32(buf, k)
+		}
+	default:
+		for _, k := range d.keys {
+			buf = binary.LittleEndian.AppendUint64(buf, uint64(k))
+		}
+	}
+	b.Buf = buf
 }

@@ -281,6 +281,44 @@ func nonNil[T any](s []T) []T {
 
 type row = *eventRow
 
+// The parts of an events row (tableDef.part): the columns of a body are
+// buffered only for the rows of that body, their value for every other
+// row is the zero row's (the body's fields of flatEvent are zero unless
+// the event has that body, and a row's container columns read ct, nil
+// unless the event is a container's; TestEventPartsZero). A row of one
+// kind buffers ~35 of the 75 columns.
+const (
+	partNone uint8 = iota
+	partExec
+	partSyscall
+	partNetwork
+	partFile
+	partLoss
+	partProcess
+	partContainer
+)
+
+func eventPart(r row) uint8 {
+	if r.ct != nil {
+		return partContainer
+	}
+	switch r.f.body {
+	case evExec:
+		return partExec
+	case evSyscall:
+		return partSyscall
+	case evNetwork:
+		return partNetwork
+	case evFile:
+		return partFile
+	case evLoss:
+		return partLoss
+	case evProcess:
+		return partProcess
+	}
+	return partNone
+}
+
 var eventsTable = &tableDef[row]{name: "events", cols: []colDef[row]{
 	col("ts", func(r row) time.Time { return r.ts }),
 	col("ts_ns", func(r row) uint32 { return r.tsNs }),
@@ -288,12 +326,12 @@ var eventsTable = &tableDef[row]{name: "events", cols: []colDef[row]{
 	col("kind", func(r row) string { return kindNames.name(r.f.rowKind().Number()) }),
 	col("host", func(r row) string { return r.f.host }),
 	col("container_id", func(r row) string { return r.f.containerID }),
-	col("container_name", func(r row) string { return r.f.containerName }),
-	col("image_ref", func(r row) string { return r.f.imageRef }),
-	col("image_digest", func(r row) string { return r.f.imageDig }),
+	colByKey("container_name", func(r row) string { return r.f.containerName }),
+	colByKey("image_ref", func(r row) string { return r.f.imageRef }),
+	colByKey("image_digest", func(r row) string { return r.f.imageDig }),
 	col("mono_ns", func(r row) uint64 { return r.f.monoNs }),
 	col("cgroup_id", func(r row) uint64 { return r.f.cgroupID }),
-	col("profile_ref", func(r row) string { return r.f.profileRef }),
+	colByKey("profile_ref", func(r row) string { return r.f.profileRef }),
 	col("schema_version", func(r row) uint32 { return r.f.schemaVersion }),
 	col("pid", func(r row) uint32 { return r.f.pid }),
 	col("tgid", func(r row) uint32 { return r.f.tgid }),
@@ -304,59 +342,59 @@ var eventsTable = &tableDef[row]{name: "events", cols: []colDef[row]{
 	col("euid", func(r row) uint32 { return r.f.euid }),
 	col("comm", func(r row) string { return r.f.comm }),
 	col("non_utf8", func(r row) uint8 { return b2u(r.f.nonUTF8) }),
-	col("exec_filename", func(r row) string { return r.f.execFilename }),
-	col("exec_argv", func(r row) []string { return nonNil(r.f.execArgv) }),
-	col("exec_argc", func(r row) uint32 { return r.f.execArgc }),
-	col("exec_argv_truncated", func(r row) uint8 { return b2u(r.f.execArgvTruncated) }),
-	col("exec_cwd", func(r row) string { return r.f.execCwd }),
-	col("exec_exe", func(r row) string { return r.f.execExe }),
+	colIn(partExec, "exec_filename", func(r row) string { return r.f.execFilename }),
+	colIn(partExec, "exec_argv", func(r row) []string { return nonNil(r.f.execArgv) }),
+	colIn(partExec, "exec_argc", func(r row) uint32 { return r.f.execArgc }),
+	colIn(partExec, "exec_argv_truncated", func(r row) uint8 { return b2u(r.f.execArgvTruncated) }),
+	colIn(partExec, "exec_cwd", func(r row) string { return r.f.execCwd }),
+	colIn(partExec, "exec_exe", func(r row) string { return r.f.execExe }),
 	col("proc_op", func(r row) string { return procOpNames.name(protoreflect.EnumNumber(r.f.procOp)) }),
-	col("proc_child_tgid", func(r row) uint32 { return r.f.procChildTgid }),
-	col("proc_exit_code", func(r row) int32 { return r.f.procExitCode }),
+	colIn(partProcess, "proc_child_tgid", func(r row) uint32 { return r.f.procChildTgid }),
+	colIn(partProcess, "proc_exit_code", func(r row) int32 { return r.f.procExitCode }),
 	col("syscall_mode", func(r row) string { return syscallModeNames.name(protoreflect.EnumNumber(r.f.sysMode)) }),
-	col("syscall_nr", func(r row) uint32 { return r.f.sysNr }),
+	colIn(partSyscall, "syscall_nr", func(r row) uint32 { return r.f.sysNr }),
 	col("syscall_name", func(r row) string { return r.f.sysName }),
-	col("syscall_args", func(r row) []uint64 { return nonNil(r.f.sysArgs) }),
-	col("syscall_ret", func(r row) int64 { return r.f.sysRet }),
-	col("syscall_count", func(r row) uint64 { return r.f.sysCount }),
-	col("syscall_sequence", func(r row) []uint32 { return nonNil(r.f.sysSeq) }),
+	colIn(partSyscall, "syscall_args", func(r row) []uint64 { return nonNil(r.f.sysArgs) }),
+	colIn(partSyscall, "syscall_ret", func(r row) int64 { return r.f.sysRet }),
+	colIn(partSyscall, "syscall_count", func(r row) uint64 { return r.f.sysCount }),
+	colIn(partSyscall, "syscall_sequence", func(r row) []uint32 { return nonNil(r.f.sysSeq) }),
 	col("net_op", func(r row) string { return netOpNames.name(protoreflect.EnumNumber(r.f.netOp)) }),
 	col("net_protocol", func(r row) string { return netProtoNames.name(protoreflect.EnumNumber(r.f.netProto)) }),
-	col("net_family", func(r row) uint16 { return uint16(min(r.f.netFamily, 0xffff)) }),
-	col("local_addr", func(r row) []byte { return addr16(r.f.localAddr) }),
-	col("local_port", func(r row) uint16 { return port(r.f.localPort) }),
-	col("remote_addr", func(r row) []byte { return addr16(r.f.remoteAddr) }),
-	col("remote_port", func(r row) uint16 { return port(r.f.remotePort) }),
-	col("net_result", func(r row) int32 { return r.f.netResult }),
+	colIn(partNetwork, "net_family", func(r row) uint16 { return uint16(min(r.f.netFamily, 0xffff)) }),
+	colIn(partNetwork, "local_addr", func(r row) []byte { return addr16(r.f.localAddr) }),
+	colIn(partNetwork, "local_port", func(r row) uint16 { return port(r.f.localPort) }),
+	colIn(partNetwork, "remote_addr", func(r row) []byte { return addr16(r.f.remoteAddr) }),
+	colIn(partNetwork, "remote_port", func(r row) uint16 { return port(r.f.remotePort) }),
+	colIn(partNetwork, "net_result", func(r row) int32 { return r.f.netResult }),
 	col("file_op", func(r row) string { return fileOpNames.name(protoreflect.EnumNumber(r.f.fileOp)) }),
-	col("file_path", func(r row) string { return r.f.filePath }),
-	col("file_new_path", func(r row) string { return r.f.fileNewPath }),
-	col("file_flags", func(r row) uint32 { return r.f.fileFlags }),
-	col("file_mode", func(r row) uint32 { return r.f.fileMode }),
-	col("file_result", func(r row) int32 { return r.f.fileResult }),
-	col("file_uid", func(r row) uint32 { return r.f.fileUID }),
-	col("file_gid", func(r row) uint32 { return r.f.fileGID }),
-	col("file_path_relative", func(r row) uint8 { return b2u(r.f.filePathRelative) }),
-	col("file_path_unresolved", func(r row) uint8 { return b2u(r.f.filePathUnresolved) }),
-	col("file_new_path_unresolved", func(r row) uint8 { return b2u(r.f.fileNewPathUnresolved) }),
+	colIn(partFile, "file_path", func(r row) string { return r.f.filePath }),
+	colIn(partFile, "file_new_path", func(r row) string { return r.f.fileNewPath }),
+	colIn(partFile, "file_flags", func(r row) uint32 { return r.f.fileFlags }),
+	colIn(partFile, "file_mode", func(r row) uint32 { return r.f.fileMode }),
+	colIn(partFile, "file_result", func(r row) int32 { return r.f.fileResult }),
+	colIn(partFile, "file_uid", func(r row) uint32 { return r.f.fileUID }),
+	colIn(partFile, "file_gid", func(r row) uint32 { return r.f.fileGID }),
+	colIn(partFile, "file_path_relative", func(r row) uint8 { return b2u(r.f.filePathRelative) }),
+	colIn(partFile, "file_path_unresolved", func(r row) uint8 { return b2u(r.f.filePathUnresolved) }),
+	colIn(partFile, "file_new_path_unresolved", func(r row) uint8 { return b2u(r.f.fileNewPathUnresolved) }),
 	col("loss_source", func(r row) string { return r.f.lossSource }),
-	col("loss_reason", func(r row) string { return r.f.lossReason }),
-	col("loss_count", func(r row) uint64 { return r.f.lossCount }),
+	colIn(partLoss, "loss_reason", func(r row) string { return r.f.lossReason }),
+	colIn(partLoss, "loss_count", func(r row) uint64 { return r.f.lossCount }),
 	col("ct_runtime", func(r row) string { return r.ct.GetRuntime() }),
-	col("ct_cgroup_path", func(r row) string { return r.ct.GetCgroupPath() }),
-	col("ct_bundle", func(r row) string { return r.ct.GetBundle() }),
-	col("ct_init_pid", func(r row) uint32 { return r.ct.GetInitPid() }),
-	col("ct_pod", func(r row) string { return r.ct.GetPod() }),
-	col("ct_namespace", func(r row) string { return r.ct.GetNamespace() }),
-	col("ct_addresses", func(r row) []string { return addrStrings(r.ct.GetAddresses()) }),
-	col("ct_host_network", func(r row) uint8 { return b2u(r.ct.GetHostNetwork()) }),
-	col("label_keys", func(r row) []string { k, _ := labels(r.ct.GetLabels()); return k }),
-	col("label_values", func(r row) []string { _, v := labels(r.ct.GetLabels()); return v }),
+	colIn(partContainer, "ct_cgroup_path", func(r row) string { return r.ct.GetCgroupPath() }),
+	colIn(partContainer, "ct_bundle", func(r row) string { return r.ct.GetBundle() }),
+	colIn(partContainer, "ct_init_pid", func(r row) uint32 { return r.ct.GetInitPid() }),
+	colIn(partContainer, "ct_pod", func(r row) string { return r.ct.GetPod() }),
+	colIn(partContainer, "ct_namespace", func(r row) string { return r.ct.GetNamespace() }),
+	colIn(partContainer, "ct_addresses", func(r row) []string { return addrStrings(r.ct.GetAddresses()) }),
+	colIn(partContainer, "ct_host_network", func(r row) uint8 { return b2u(r.ct.GetHostNetwork()) }),
+	colIn(partContainer, "label_keys", func(r row) []string { k, _ := labels(r.ct.GetLabels()); return k }),
+	colIn(partContainer, "label_values", func(r row) []string { _, v := labels(r.ct.GetLabels()); return v }),
 	col("batch_stage", func(r row) string { return r.bi.stage }),
 	col("batch_producer", func(r row) string { return r.bi.producer }),
 	col("batch_seq", func(r row) uint64 { return r.bi.seq }),
 	col("raw", func(r row) string { return r.raw }),
-}}
+}, part: eventPart, zero: &eventRow{}, key: func(r row) string { return r.f.containerID }}
 
 // reasons flattens an alert's reasons into parallel arrays and the union
 // of their MITRE techniques.

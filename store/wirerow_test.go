@@ -108,6 +108,9 @@ func FuzzWireRows(f *testing.F) {
 			if !equalFlat(&got, &want) || !reflect.DeepEqual(nonNil(id), nonNil(ev.GetId())) || wall != ev.GetWallNs() {
 				t.Fatalf("event %d:\nwire    %+v id %x wall %d\ndecoded %+v (%v)", i, got, id, wall, want, ev)
 			}
+			// Its columns of other parts are the zero row's (sparse
+			// buffers, design 021 decision 23).
+			checkEventParts(t, []eventRow{{f: got}, {f: want, ct: ev.GetContainer()}})
 		}
 	})
 }
