@@ -369,8 +369,8 @@ func RunFleet(ctx context.Context, cfg FleetConfig, log *slog.Logger) (res *Flee
 		return nil, err
 	}
 	defer nc.Close()
-	if err := bus.EnsureStreams(ctx, js, bus.StreamsConfig{EventsMaxAge: time.Hour, AlertsMaxAge: time.Hour,
-		Replicas: replicas, MaxBytes: bus.DefaultStreamMaxBytes}); err != nil {
+	if err := ensureFleetStreams(ctx, js, bus.StreamsConfig{EventsMaxAge: time.Hour, AlertsMaxAge: time.Hour,
+		Replicas: replicas, MaxBytes: bus.DefaultStreamMaxBytes}, log); err != nil {
 		return nil, err
 	}
 

@@ -1,11 +1,18 @@
 package loadtest
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"testing"
+	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/containsec/contain/internal/bus"
 	"github.com/containsec/contain/internal/logfields"
 	"github.com/containsec/contain/internal/testenv"
 )
@@ -77,4 +84,21 @@ func startNATSCluster(dir string, n int, log *slog.Logger) (c *testenv.NATSClust
 	c = testenv.StartNATSCluster(tb, n)
 	log.Info("nats cluster up", logfields.URL, c.URLs())
 	return c, tb.cleanup, nil
+}
+
+// ensureFleetStreams creates the streams on a cluster that has just
+// elected its meta leader: the first R3 stream can outlast the client's
+// request timeout while the nodes open their stores (seen once on a cold
+// machine), so each attempt that times out is logged and retried for up
+// to a minute before the run fails.
+func ensureFleetStreams(ctx context.Context, js jetstream.JetStream, c bus.StreamsConfig, log *slog.Logger) error {
+	deadline := time.Now().Add(time.Minute)
+	for attempt := 1; ; attempt++ {
+		err := bus.EnsureStreams(ctx, js, c)
+		if err == nil || !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, nats.ErrTimeout) || time.Now().After(deadline) || ctx.Err() != nil {
+			return err
+		}
+		log.Warn("fleet: creating streams timed out, retrying", logfields.Attempt, attempt, logfields.Err, err)
+		time.Sleep(time.Second)
+	}
 }
