@@ -7,6 +7,8 @@ import (
 	"regexp"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2"
+
 	"github.com/containsec/contain/internal/bus"
 	"github.com/containsec/contain/internal/tlsconfig"
 	"github.com/containsec/contain/schemas/containv1"
@@ -33,6 +35,12 @@ type Config struct {
 	TLS tlsconfig.Config `config:"tls"`
 	// DialTimeout bounds connecting to one address.
 	DialTimeout time.Duration `config:"dial_timeout"`
+	// Compression of the blocks sent to ClickHouse: "lz4" (the default,
+	// also when empty:
+	// 3-5x fewer bytes on the wire for ~15% of the store's CPU), "zstd"
+	// (fewer bytes still, more CPU) or "none" (a store beside its server,
+	// or on a fast link: the store and the server skip the codec).
+	Compression string `config:"compression"`
 	// InsertTimeout bounds the inserts of one fetch; InsertMaxAge +
 	// DialTimeout + 2*InsertTimeout must stay under AckWait, so that a stuck
 	// insert fails and is retried (with back-off) before NATS redelivers on
@@ -104,6 +112,28 @@ type Config struct {
 	Cluster ClusterConfig `config:"cluster"`
 }
 
+// Compressions of the blocks sent to ClickHouse (Config.Compression).
+const (
+	CompressionLZ4  = "lz4"
+	CompressionZSTD = "zstd"
+	CompressionNone = "none"
+)
+
+// compressionMethod is the driver's method for name; false if unknown.
+func compressionMethod(name string) (clickhouse.CompressionMethod, bool) {
+	switch name {
+	case CompressionLZ4, "":
+		return clickhouse.CompressionLZ4, true
+	case CompressionZSTD:
+		return clickhouse.CompressionZSTD, true
+	case CompressionNone:
+		return clickhouse.CompressionNone, true
+	}
+	return 0, false
+}
+
+func knownCompression(name string) bool { _, ok := compressionMethod(name); return ok }
+
 // Write modes of a cluster (ClusterConfig.Write).
 const (
 	// WriteDistributed inserts into the Distributed tables, which route
@@ -159,6 +189,7 @@ func DefaultConfig() Config {
 		Database:        "contain",
 		Username:        "default",
 		DialTimeout:     5 * time.Second,
+		Compression:     CompressionLZ4,
 		InsertTimeout:   15 * time.Second,
 		InsertMaxAge:    time.Second,
 		InsertMaxBytes:  DefaultInsertMaxBytes,
@@ -198,6 +229,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("store.database: %q must match %s", c.Database, identRE)
 	case c.DialTimeout <= 0:
 		return errors.New("store.dial_timeout: must be > 0")
+	case !knownCompression(c.Compression):
+		return fmt.Errorf("store.compression: %q is not one of %s, %s, %s", c.Compression, CompressionLZ4, CompressionZSTD, CompressionNone)
 	case c.InsertTimeout <= 0:
 		return errors.New("store.insert_timeout: must be > 0")
 	case c.BatchMaxRows <= 0 || c.BatchMaxRows > maxBatchRows:

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -84,6 +85,8 @@ type switchProxy struct {
 	ln    net.Listener
 	conns map[net.Conn]struct{}
 	hang  bool // accept connections but never answer
+
+	sent atomic.Int64 // bytes the clients sent to the backend
 }
 
 func newSwitchProxy(t testing.TB, backend string) *switchProxy {
@@ -156,14 +159,26 @@ func (p *switchProxy) accept(ln net.Listener) {
 		}
 		p.conns[c], p.conns[b] = struct{}{}, struct{}{}
 		p.mu.Unlock()
-		pipe := func(dst, src net.Conn) {
+		pipe := func(dst io.Writer, src net.Conn) {
 			_, _ = io.Copy(dst, src)
-			dst.Close()
-			src.Close()
+			c.Close()
+			b.Close()
 		}
 		go pipe(c, b)
-		go pipe(b, c)
+		go pipe(countingWriter{b, &p.sent}, c)
 	}
+}
+
+// countingWriter counts the bytes written through it.
+type countingWriter struct {
+	w io.Writer
+	n *atomic.Int64
+}
+
+func (c countingWriter) Write(b []byte) (int, error) {
+	n, err := c.w.Write(b)
+	c.n.Add(int64(n))
+	return n, err
 }
 
 func (p *switchProxy) down() {

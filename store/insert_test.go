@@ -103,3 +103,43 @@ func TestInsertAbortedCommitsNothing(t *testing.T) {
 		t.Errorf("%d rows after an aborted INSERT of %d and one of 10, want 10", n, sent)
 	}
 }
+
+// Each store.compression sends the same rows (the server decodes lz4,
+// zstd and uncompressed blocks alike), and each is what goes on the wire:
+// through a proxy that counts the client's bytes, lz4 and zstd send a
+// fraction of what none sends.
+func TestCompressions(t *testing.T) {
+	batches := benchBatches(4, 250)
+	var want uint64
+	sent := map[string]int64{}
+	for _, method := range []string{CompressionLZ4, CompressionZSTD, CompressionNone} {
+		cfg := testConfig(t)
+		p := newSwitchProxy(t, cfg.Addr[0])
+		p.up()
+		cfg.Addr = []string{p.addr}
+		cfg.Compression = method
+		cfg.InsertBlockRows = 300 // several blocks
+		s := openStore(t, cfg)
+		s.noLookup = true // the INSERT's bytes only
+		before := p.sent.Load()
+		if err := s.handle(context.Background(), s.bufs(), decoded(batches), metrics.New()); err != nil {
+			t.Fatalf("%s: %v", method, err)
+		}
+		sent[method] = p.sent.Load() - before // the INSERT is committed: all written
+		if n := queryUint(t, s, "SELECT count() FROM events"); n != 1000 {
+			t.Errorf("%s: %d rows, want 1000", method, n)
+		}
+		sum := queryUint(t, s, "SELECT sum(cityHash64(toString(event_id), container_id, file_path, toString(ts))) FROM events")
+		if want == 0 {
+			want = sum
+		} else if sum != want {
+			t.Errorf("%s: rows hash %d, want %d (as lz4 wrote them)", method, sum, want)
+		}
+	}
+	t.Logf("bytes sent for 1000 rows: %v", sent)
+	for _, m := range []string{CompressionLZ4, CompressionZSTD} {
+		if sent[m] <= 0 || 2*sent[m] > sent[CompressionNone] {
+			t.Errorf("%s sent %d bytes, none %d: want under half", m, sent[m], sent[CompressionNone])
+		}
+	}
+}

@@ -100,6 +100,7 @@ func options(cfg Config, database string) (*clickhouse.Options, error) {
 	if err != nil {
 		return nil, err
 	}
+	method, _ := compressionMethod(cfg.Compression) // validated
 	return &clickhouse.Options{
 		Addr:        cfg.Addr,
 		Auth:        clickhouse.Auth{Database: database, Username: cfg.Username, Password: pw},
@@ -108,7 +109,7 @@ func options(cfg Config, database string) (*clickhouse.Options, error) {
 		DialTimeout: cfg.DialTimeout,
 		ReadTimeout: cfg.InsertTimeout,
 		Settings:    clusterSettings(cfg),
-		Compression: &clickhouse.Compression{Method: clickhouse.CompressionLZ4},
+		Compression: &clickhouse.Compression{Method: method},
 		// A block is encoded, compressed and written in pieces of this
 		// size: it bounds each connection's buffers (kept while pooled).
 		MaxCompressionBuffer: maxCompressionBuffer,

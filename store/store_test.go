@@ -35,6 +35,7 @@ func TestConfigValidate(t *testing.T) {
 		"store.images_bucket":         func(c *Config) { c.ImagesBucket = "a.b" },
 		"store.profiles_bucket":       func(c *Config) { c.ProfilesBucket = "a b" },
 		"store.baselines_bucket":      func(c *Config) { c.BaselinesBucket = "$KV" },
+		"store.compression":           func(c *Config) { c.Compression = "snappy" },
 	} {
 		c := DefaultConfig()
 		mod(&c)
