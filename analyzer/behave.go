@@ -113,11 +113,7 @@ func trackWritten(c *container, b *Baseline, f *containv1.File) {
 	if c.written[t] {
 		return
 	}
-	if c.written == nil {
-		c.written = map[string]bool{}
-	} else if len(c.written) >= maxWritten {
-		clear(c.written)
-	}
+	roomIn(&c.written, maxWritten)
 	c.written[strings.Clone(t)] = true // kept: t may point into a payload
 }
 
@@ -135,11 +131,7 @@ func bulkHit(c *container, f *containv1.File, now int64) []hit {
 	tree := treeOf(f.Proc)
 	bc := c.bulk[tree]
 	if bc == nil {
-		if c.bulk == nil {
-			c.bulk = map[uint32]*bulkCounter{}
-		} else if len(c.bulk) >= maxTrees {
-			clear(c.bulk)
-		}
+		roomIn(&c.bulk, maxTrees)
 		bc = &bulkCounter{}
 		c.bulk[tree] = bc
 	}
@@ -190,10 +182,8 @@ func (e *Engine) combine(c *container, ev *containv1.Event, reasons []*containv1
 	if len(kept) > 64 {
 		kept = kept[len(kept)-64:]
 	}
-	if c.recent == nil {
-		c.recent = map[uint32][]recentReason{}
-	} else if len(c.recent) >= maxTrees && c.recent[tree] == nil {
-		clear(c.recent)
+	if c.recent[tree] == nil {
+		roomIn(&c.recent, maxTrees)
 	}
 	c.recent[tree] = kept
 	best := map[string]float64{}
@@ -235,11 +225,7 @@ func scanHit(c *container, n *containv1.Network, peer string, now int64) []hit {
 	tree := treeOf(n.Proc)
 	sc := c.scan[tree]
 	if sc == nil {
-		if c.scan == nil {
-			c.scan = map[uint32]*scanCounter{}
-		} else if len(c.scan) >= maxTrees {
-			clear(c.scan)
-		}
+		roomIn(&c.scan, maxTrees)
 		sc = &scanCounter{start: now, endpoints: map[string]bool{}}
 		c.scan[tree] = sc
 	}

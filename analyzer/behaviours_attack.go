@@ -181,9 +181,7 @@ func noteFifo(c *container, f *containv1.File, now int64) {
 	if f.Op != containv1.File_OP_MKNOD || f.Mode&sIFMT != sIFIFO || f.Result < 0 {
 		return
 	}
-	if c.fifos == nil || len(c.fifos) >= maxTrees {
-		c.fifos = map[uint32]int64{}
-	}
+	roomIn(&c.fifos, maxTrees)
 	c.fifos[treeOf(f.Proc)] = now
 }
 

@@ -332,6 +332,17 @@ func (e *Engine) container(ev *containv1.Event) *container {
 	return c
 }
 
+// roomIn readies a container's bounded map for one more key: made on
+// its first write (most containers never write most of them, design
+// 034), emptied when it holds bound keys.
+func roomIn[K comparable, V any](m *map[K]V, bound int) {
+	if *m == nil {
+		*m = make(map[K]V)
+	} else if len(*m) >= bound {
+		clear(*m)
+	}
+}
+
 func groupOf(c *container) string {
 	if c == nil {
 		return ""

@@ -91,11 +91,7 @@ func (e *Engine) noteSession(c *container, b *Baseline, ev *containv1.Event, p *
 	if c.sessions[id] {
 		return false
 	}
-	if c.sessions == nil {
-		c.sessions = map[uint32]bool{}
-	} else if len(c.sessions) >= maxSessions {
-		clear(c.sessions)
-	}
+	roomIn(&c.sessions, maxSessions)
 	c.sessions[id] = true
 	cmd := "comm " + strconv.Quote(p.GetComm())
 	if x := ev.GetExec(); x != nil {

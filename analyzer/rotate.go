@@ -76,11 +76,7 @@ func rotationFilter(c *container, f *containv1.File, now int64, hits []hit) []hi
 }
 
 func (c *container) noteRotation(log string, now int64) {
-	if c.rotated == nil {
-		c.rotated = map[string]int64{}
-	} else if len(c.rotated) >= maxTrees {
-		clear(c.rotated)
-	}
+	roomIn(&c.rotated, maxTrees)
 	c.rotated[strings.Clone(log)] = now // kept: log may point into a payload
 }
 

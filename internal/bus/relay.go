@@ -10,6 +10,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/containsec/contain/internal/logfields"
 )
 
 // A relay (docs/design/035-relay.md) is how a consumer's handler that
@@ -205,7 +207,11 @@ func (h *relayHolder) get() (*relay, error) {
 		if room <= 0 {
 			room = relayAckBuffer
 		}
-		h.r, h.err = newRelay(h.js, h.st, room)
+		if h.r, h.err = newRelay(h.js, h.st, room); h.err != nil && h.st.log != nil {
+			// Not retried: every publish of this consumer then waits
+			// for its acks as PublishAll does, correct but slower.
+			h.st.log.Warn("relay: no PubAck inbox, publishing one ack wait per call instead", logfields.Err, h.err)
+		}
 	}
 	return h.r, h.err
 }
