@@ -194,20 +194,13 @@ func waitConsumer(b *testing.B, ctx context.Context, js jetstream.JetStream, dur
 	return cons
 }
 
-// procCPU is process pid's CPU time (10 ms ticks).
+// procCPU is process pid's CPU time (ReadProcUsage).
 func procCPU(b *testing.B, pid int) time.Duration {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	u, err := ReadProcUsage(pid)
 	if err != nil {
 		b.Fatal(err)
 	}
-	s := string(data)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	ut, err1 := strconv.ParseInt(f[11], 10, 64)
-	st, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		b.Fatalf("/proc/%d/stat: %q", pid, data)
-	}
-	return time.Duration(ut+st) * 10 * time.Millisecond
+	return u.CPU
 }
 
 // runPacer is BenchmarkEnricherPaced's publisher: it encodes each host's
