@@ -39,8 +39,13 @@ type container struct {
 	complete bool
 	// diskDone: the on-disk state was found (or is unreadable for good).
 	diskDone bool
-	// engine lookup: asked once per container, in flight until answered.
+	// engine lookup: asked once per container, in flight until answered;
+	// a lookup that timed out (the engine is busy starting containers,
+	// which holds their locks) is asked again at engRetryAt, up to
+	// engineRetries times.
 	engAsked, engPending, engOK bool
+	engTries                    int
+	engRetryAt                  time.Time
 	// dirty: what the container's KIND_CONTAINER event says changed since
 	// it was last built (announced again then).
 	dirty     bool
@@ -140,6 +145,9 @@ func (d *identity) refresh(c *container) bool {
 		}
 		d.askEngine(c) // the state may name the engine (docker --cgroup-parent)
 	}
+	if c.engTries > 0 && !c.engAsked {
+		d.askEngine(c) // a retry, when it is due
+	}
 	return c.dirty
 }
 
@@ -169,7 +177,7 @@ func (d *identity) readMeta(c *container) bool {
 // askEngine queues c's engine lookup, once per container, when an engine
 // applies to it.
 func (d *identity) askEngine(c *container) {
-	if d.eng == nil || c.engAsked {
+	if d.eng == nil || c.engAsked || d.now().Before(c.engRetryAt) {
 		return
 	}
 	engine, ns := d.eng.reader.Engine(c.ref, c.disk)
@@ -177,6 +185,7 @@ func (d *identity) askEngine(c *container) {
 		return
 	}
 	c.engAsked = true
+	c.engTries++
 	if !d.eng.enqueue(engineReq{c: c, engine: engine, ns: ns, id: c.ref.ID}) {
 		return // counted; the on-disk state alone identifies it
 	}
@@ -190,11 +199,18 @@ func (d *identity) applyEngine() {
 	for _, r := range d.eng.take() {
 		c := r.c
 		c.engPending = false
-		if r.err == nil {
+		switch {
+		case r.err == nil:
 			c.eng = r.info
 			c.engOK = true
 			c.info = runtime.Merge(c.disk, c.eng)
 			c.dirty = true
+		case retryEngine(r.err, c.engTries):
+			// Identified from disk meanwhile; the answer, when it comes,
+			// announces the container again (dirty).
+			c.engAsked = false
+			c.engRetryAt = d.now().Add(time.Duration(c.engTries) * engineRetryDelay)
+			d.eng.count(r.engine, reasonEngineRetry)
 		}
 		c.setComplete()
 	}
@@ -273,13 +289,27 @@ const (
 	engineWorkers  = 4
 	engineQueueLen = 1024
 	engineBackoff  = 5 * time.Second
+	// A lookup that timed out is asked again engineRetryDelay × tries
+	// later, at most engineRetries times in all: dockerd answers inspect
+	// of a container only once its start returned, which on a loaded
+	// host starting many replicas takes longer than engine_timeout.
+	engineRetries    = 4
+	engineRetryDelay = time.Second
 )
+
+// retryEngine reports whether a lookup that failed with err, after tries
+// attempts, is asked again.
+func retryEngine(err error, tries int) bool {
+	var ee *runtime.EngineError
+	return tries < engineRetries && errors.As(err, &ee) && ee.Reason == engines.ReasonTimeout
+}
 
 // Lookup failure kinds beyond engines.Reason*
 // (contain_errors_total{stage="collector",kind="metadata_<engine>_<reason>"}).
 const (
 	reasonEngineQueueFull = "queue_full"
 	reasonEngineBackoff   = "backoff"
+	reasonEngineRetry     = "retry"
 )
 
 type engineReq struct {
@@ -288,9 +318,10 @@ type engineReq struct {
 }
 
 type engineResult struct {
-	c    *container
-	info runtime.Info
-	err  error
+	c      *container
+	engine string
+	info   runtime.Info
+	err    error
 }
 
 // engineLookups is the pool of engine lookups: requests in a bounded
@@ -387,7 +418,7 @@ func (e *engineLookups) work(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case r := <-e.reqs:
-			res := engineResult{c: r.c}
+			res := engineResult{c: r.c, engine: r.engine}
 			res.info, res.err = e.lookup(ctx, r)
 			e.mu.Lock()
 			e.results = append(e.results, res)

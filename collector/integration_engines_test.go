@@ -1,12 +1,14 @@
 package collector
 
 import (
+	"io"
 	"net"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -333,8 +335,125 @@ func TestIntegrationEngineLateAnswer(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	// The exec that carried the answer may still be on its way.
+	raw.waitFor(t, 10*time.Second, "an exec again of "+d.ID, func(all []*containv1.Event) bool {
+		return slices.ContainsFunc(all, func(ev *containv1.Event) bool {
+			return ev.CgroupId == cgid && hasExec([]*containv1.Event{ev}, "/bin/true", "/bin/true", "again")
+		})
+	})
 	_, evs := ofContainer(t, raw, cgid, d.ID)
 	if !hasExec(evs, "/bin/true", "/bin/true", "first") || !hasExec(evs, "/bin/true", "/bin/true", "again") {
 		t.Fatal("execs of the container missing")
+	}
+}
+
+// stallingProxy is a unix socket in front of the real docker socket
+// that accepts and never answers while stalled (a dockerd busy starting
+// replicas holds their containers' locks), and forwards once released.
+type stallingProxy struct {
+	path    string
+	stalled atomic.Bool
+	held    atomic.Int32 // connections accepted while stalled
+}
+
+func newStallingProxy(t *testing.T, target string) *stallingProxy {
+	t.Helper()
+	p := &stallingProxy{path: filepath.Join(t.TempDir(), "stall.sock")}
+	p.stalled.Store(true)
+	l, err := net.Listen("unix", p.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var conns []net.Conn
+	keep := func(c ...net.Conn) {
+		mu.Lock()
+		defer mu.Unlock()
+		conns = append(conns, c...)
+	}
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			keep(c)
+			if p.stalled.Load() {
+				p.held.Add(1)
+				continue
+			}
+			up, err := net.Dial("unix", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			keep(up)
+			go func() { _, _ = io.Copy(up, c) }()
+			go func() { _, _ = io.Copy(c, up) }()
+		}
+	}()
+	t.Cleanup(func() {
+		l.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	return p
+}
+
+// TestIntegrationEngineRetry: a docker lookup that times out (dockerd
+// answers inspect of a starting container only once its start returned,
+// which takes longer than collector.engine_timeout on a host starting
+// many replicas at once) is asked again, and the container, with no
+// on-disk docker state to name its image meanwhile, is announced again
+// with the image the engine names: its replicas share their image's
+// baseline instead of each learning its own.
+func TestIntegrationEngineRetry(t *testing.T) {
+	e := testenv.RequireEngines(t)
+	cfgRoot := testenv.Cgroup2Root
+	proxy := newStallingProxy(t, strings.TrimPrefix(e.DockerHost, "unix://"))
+	_, js, m := startCollector(t, func(c *Config) {
+		c.DockerHost = "unix://" + proxy.path
+		c.DockerRoot = ""
+		c.ContainerdAddress = ""
+		c.EngineTimeout = 500 * time.Millisecond
+	})
+	raw := consumeRaw(t, js)
+	d := e.DockerRun(t, "col-eng-retry", []string{"--label", "team=payments"}, engineCmd...)
+	cgid := engineCgroupID(t, cfgRoot, d)
+	first, _ := ofContainer(t, raw, cgid, d.ID)
+	if ref := first.GetContainer().ImageRef; ref != "" {
+		t.Fatalf("first announcement names image %q while the engine was stalled", ref)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for metadataErrors(m, runtime.EngineDocker, "timeout") < 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("no docker lookup timed out while the engine was stalled")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	proxy.stalled.Store(false)
+	for n := 0; ; n++ {
+		if _, err := e.Docker("exec", d.ID, "/bin/true", "again"); err != nil {
+			t.Fatal(err)
+		}
+		if slices.ContainsFunc(raw.snapshot(), func(ev *containv1.Event) bool {
+			ci := ev.GetContainer()
+			return ev.CgroupId == cgid && ci != nil && ci.ImageRef == testenv.EnginesImage && ci.Labels["team"] == "payments"
+		}) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no KIND_CONTAINER naming the engine's image after %d execs (retries %v, timeouts %v, errors %v, unreachable %v)", n, metadataErrors(m, runtime.EngineDocker, "retry"), metadataErrors(m, runtime.EngineDocker, "timeout"), metadataErrors(m, runtime.EngineDocker, "error"), metadataErrors(m, runtime.EngineDocker, "unreachable"))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if n := metadataErrors(m, runtime.EngineDocker, "retry"); n < 1 {
+		t.Fatalf("the retried lookup is not counted (%v)", n)
+	}
+	if proxy.held.Load() < 1 {
+		t.Fatal("the proxy held no connection: the stall was not exercised")
 	}
 }
