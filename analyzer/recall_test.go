@@ -98,6 +98,91 @@ func TestAppletWithoutExec(t *testing.T) {
 	}
 }
 
+// TestAppletLearnedFromRename: the collector reports every rename
+// (prctl PR_SET_NAME, a sensitive-mode prctl whose comm is the new name),
+// so an applet a service's shell runs without exec is learned while its
+// image learns even when none of the applet's own events is reported.
+// After a restart of contain, the collector reports first uses again and
+// one falls in that applet: it is the learned applet, not an unseen
+// executable run by an interpreter (issue 7: a restart under a running
+// fleet paused healthy replicas so).
+func TestAppletLearnedFromRename(t *testing.T) {
+	const loop, child = 2, 3
+	proc := func(tgid, ppid uint32, comm string) *containv1.Process {
+		return &containv1.Process{Pid: tgid, Tgid: tgid, Ppid: ppid, Comm: comm, Origin: containv1.Origin_ORIGIN_CONTAINER}
+	}
+	shellStart := func(e *Engine, at int64) {
+		ev := execEv("c1", at, "/bin/sh", "sh", "-c", "while true; do sh -c 'awk ...'; done")
+		ev.GetExec().Proc = proc(loop, 1, "sh")
+		e.Observe(ev)
+	}
+	// The loop shell's child: sh -c 'awk ...', which runs awk in itself.
+	awkRun := func(e *Engine, at int64, first string) (alerts []*containv1.Alert) {
+		fork := base("c1", at)
+		fork.Kind = containv1.Kind_KIND_PROCESS
+		fork.Body = &containv1.Event_Process{Process: &containv1.ProcessLifecycle{
+			Proc: proc(loop, 1, "sh"), Op: containv1.ProcessLifecycle_OP_FORK, ChildTgid: child}}
+		sh := execEv("c1", at, "/bin/sh", "sh", "-c", "awk ...")
+		sh.GetExec().Proc = proc(child, loop, "sh")
+		rename := sysEv("c1", at, "prctl")
+		rename.GetSyscall().Mode = containv1.Syscall_MODE_SENSITIVE
+		rename.GetSyscall().Args = []uint64{15, 0x7ffd0000, 0, 0, 0, 0}
+		rename.GetSyscall().Proc = proc(child, loop, "awk")
+		evs := []*containv1.Event{fork, sh, rename}
+		if first != "" {
+			// A first use reported in awk (after a restart of the collector).
+			f := sysEv("c1", at, first)
+			f.GetSyscall().Proc = proc(child, loop, "awk")
+			evs = append(evs, f)
+		}
+		for _, ev := range evs {
+			for _, al := range e.Observe(ev) {
+				alerts = append(alerts, al.GetAlert())
+			}
+		}
+		return alerts
+	}
+	e := newEngine(t, testConfig(), nil)
+	shellStart(e, sec(0))
+	e.Observe(sysEv("c1", sec(0.1), "read"))
+	e.Observe(sysEv("c1", sec(0.1), "prctl"))
+	awkRun(e, sec(1), "")
+	e.Observe(sysEv("c1", sec(4), "read")) // the learning window ends
+	b := e.Baseline(e.Keys()[0])
+	if _, ok := b.Exec["/bin/awk"]; !ok || b.Phase != PhaseConverged {
+		t.Fatalf("awk, seen only through its rename, not learned: %v (%v)", b.Exec, b.Phase)
+	}
+
+	// contain restarts: a new engine with the stored baseline, the loop
+	// shell started before it (unknown), a first use falling in awk.
+	doc, err := e.Snapshot(e.Keys()[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	e2 := newEngine(t, testConfig(), nil)
+	if err := e2.Load(doc); err != nil {
+		t.Fatal(err)
+	}
+	if got := awkRun(e2, sec(10), "read"); len(got) != 0 {
+		t.Fatalf("the learned applet alerted after a restart: %v", got[0].Reasons)
+	}
+	// An applet the image never ran is still named, from its rename.
+	rename := sysEv("c1", sec(11), "prctl")
+	rename.GetSyscall().Mode = containv1.Syscall_MODE_SENSITIVE
+	rename.GetSyscall().Args = []uint64{15, 0, 0, 0, 0, 0}
+	sh := execEv("c1", sec(11), "/bin/sh", "sh", "-c", "nc ...")
+	sh.GetExec().Proc = proc(child+1, loop, "sh")
+	e2.Observe(sh)
+	rename.GetSyscall().Proc = proc(child+1, loop, "nc")
+	var unseen bool
+	for _, al := range e2.Observe(rename) {
+		unseen = unseen || hasCode(al.GetAlert(), CodeExecUnseen) != nil
+	}
+	if !unseen {
+		t.Fatal("an unlearned applet (nc) run without exec: no exec.unseen from its rename")
+	}
+}
+
 // TestLogRotationNotClearing: logrotate's create and copytruncate modes,
 // compression and deletion of the oldest copy are lifecycle; emptying or
 // deleting a current log with no rotated copy is log clearing.

@@ -324,3 +324,40 @@ func TestIntegrationSyscalls(t *testing.T) {
 		t.Fatal("a sensitive syscall was also reported as a first use")
 	}
 }
+
+// TestIntegrationAppletRename: a busybox shell runs its applets without
+// exec, each child (or the shell itself, for `sh -c 'awk ...'`) renaming
+// itself with prctl(PR_SET_NAME). Every rename is reported, as a
+// sensitive-mode prctl whose comm is the applet, however many times it
+// runs: first-use reporting, which depends on what the container and the
+// collector saw before, does not decide whether an applet is seen.
+func TestIntegrationAppletRename(t *testing.T) {
+	_, js, _ := startCollector(t, nil)
+	raw := consumeRaw(t, js)
+	ctr := testenv.RunContainer(t, "colrename", testenv.ContainerSpec{
+		Args: []string{"/bin/sh", "-c", `for i in 1 2 3; do date >/dev/null; sh -c 'awk "BEGIN {print 1}" >/dev/null'; done; exec sleep 1000000`},
+	})
+	const prSetName = 15
+	renames := func(evs []*containv1.Event, comm string) int {
+		n := 0
+		for _, ev := range evs {
+			s := ev.GetSyscall()
+			if ev.ContainerId == ctr.ID && s != nil && s.Mode == containv1.Syscall_MODE_SENSITIVE && s.Name == "prctl" &&
+				len(s.Args) == 6 && s.Args[0] == prSetName && s.Ret == 0 && s.Proc.GetComm() == comm {
+				n++
+			}
+		}
+		return n
+	}
+	raw.waitFor(t, 15*time.Second, "three renames to date and to awk", func(evs []*containv1.Event) bool {
+		return renames(evs, "date") >= 3 && renames(evs, "awk") >= 3
+	})
+	// busybox also asks its name (prctl PR_GET_NAME) at each start: only
+	// renames are reported.
+	for _, ev := range raw.snapshot() {
+		if s := ev.GetSyscall(); ev.ContainerId == ctr.ID && s != nil && s.Mode == containv1.Syscall_MODE_SENSITIVE && s.Name == "prctl" &&
+			(len(s.Args) != 6 || s.Args[0] != prSetName) {
+			t.Fatalf("a prctl other than PR_SET_NAME reported: %v", s)
+		}
+	}
+}

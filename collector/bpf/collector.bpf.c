@@ -1110,6 +1110,13 @@ static __always_inline int handle_sys_exit(struct pt_regs *regs, long id, long r
 	// sensitive syscall is, whether or not dup2/dup3 are sensitive.
 	if (!(class & CLASS_SENSITIVE) && ret >= 0 && ret <= 2 && is_dup(nr) && stdio_inet_fd(ret))
 		emit_syscall(regs, cgid, nr, SYSCALL_MODE_SENSITIVE, ret, org);
+	// A task renaming itself (prctl PR_SET_NAME): a multi-call binary
+	// (busybox) runs an applet without exec so, in a shell's child or in
+	// the shell itself. Reported every time, with its arguments (the
+	// record's comm is the new name), so that the analyzer names the
+	// applet at each run, not only when a first use happens to fall in it.
+	if (nr == NR_prctl && ret == 0 && !(class & CLASS_SENSITIVE) && arg(regs, 0) == PR_SET_NAME)
+		emit_syscall(regs, cgid, nr, SYSCALL_MODE_SENSITIVE, ret, org);
 	// A connect to a unix socket by path is a file record (the path is
 	// what matters: a container runtime's socket).
 	bool ux = (class & CLASS_NET) && nr == NR_connect && unix_path_connect(regs);

@@ -248,6 +248,9 @@ volatile const __u8 open_detail = 1;    // benchmarks: 0 skips the opened file's
 #define CLASS_NET 2       // connect, accept, bind, listen
 #define CLASS_FILE 4      // opens, rename, unlink, chmod, chown, mknod, link, symlink, truncate, mkdir
 #define CLASS_SOCKET 8    // socket(): reported as sensitive when AF_PACKET or SOCK_RAW
+
+// prctl option renaming the calling thread (linux/prctl.h).
+#define PR_SET_NAME 15
 volatile const __u8 syscall_class[SYSCALL_MAX] = {};
 // In-kernel flood control: per container, a token bucket holding at most
 // rate_cap_ns of credit, each record costing rate_cost_ns (1e9 / rate);

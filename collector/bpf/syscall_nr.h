@@ -18,6 +18,7 @@
 #define NR_openat 56
 #define NR_exit 93
 #define NR_exit_group 94
+#define NR_prctl 167
 #define NR_socket 198
 #define NR_bind 200
 #define NR_listen 201
@@ -48,6 +49,7 @@
 #define NR_chown 92
 #define NR_lchown 94
 #define NR_mknod 133
+#define NR_prctl 157
 #define NR_exit_group 231
 #define NR_openat 257
 #define NR_mkdirat 258

@@ -55,7 +55,7 @@ table amd64 "linux-libc-dev asm/unistd_64.h"
 table arm64 "linux-libc-dev-arm64-cross asm/unistd.h"
 
 # The syscalls the eBPF programs name (collector/bpf/collector.bpf.c).
-used="socket connect dup2 dup3 accept accept4 bind listen exit exit_group open openat openat2 creat mknod mknodat link linkat symlink symlinkat truncate ftruncate mkdir mkdirat rename renameat renameat2 unlink unlinkat chmod fchmodat fchmodat2 chown lchown fchownat"
+used="socket connect dup2 dup3 prctl accept accept4 bind listen exit exit_group open openat openat2 creat mknod mknodat link linkat symlink symlinkat truncate ftruncate mkdir mkdirat rename renameat renameat2 unlink unlinkat chmod fchmodat fchmodat2 chown lchown fchownat"
 nr_h() { # arch
 	{ $1; echo "$newer"; } | awk -v used="$used" 'BEGIN { n = split(used, u, " "); for (i = 1; i <= n; i++) want[u[i]] = 1 }
 		want[$1] && !seen[$1]++ { printf "#define NR_%s %s\n", $1, $2 }' | sort -t' ' -k3,3n
