@@ -33,8 +33,9 @@
 // docs/detection.md) are named by what the event says, whether or not its
 // executable is in the baseline; what the image's own program did while
 // learning is learned per behaviour and executable. A busybox shell's
-// child that runs an applet without exec (only its comm changes) is
-// observed as that applet's exec. An alert's score is the noisy-OR of its
+// child that runs an applet without exec (only its comm changes, which
+// the collector reports as a prctl PR_SET_NAME) is observed as that
+// applet's exec. An alert's score is the noisy-OR of its
 // reasons; the distinct reasons of one process tree (the container's own,
 // or one exec session) within CombineWindow combine the same way, capped
 // at CombineCap (reason incident.combined). An alert carries the

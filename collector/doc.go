@@ -71,7 +71,10 @@
 //     socket() with family AF_PACKET or type SOCK_RAW as a sensitive
 //     syscall with its args (collector.syscalls), whatever the sensitive
 //     set says; so is a dup2/dup3 that put an IPv4/IPv6 socket on fd 0, 1
-//     or 2 (ret the new fd; checked in the kernel: a reverse shell).
+//     or 2 (ret the new fd; checked in the kernel: a reverse shell), and
+//     every successful prctl(PR_SET_NAME) (comm the new name; charged to
+//     the container's flood control): busybox runs its applets without
+//     exec so, and the analyzer names each applet at each run.
 //     Sequence mode (opt-in, collector.sequence_select: name=<glob>,
 //     image=<glob>, label=<key>=<glob>, id=<prefix>): MODE_SEQUENCE events
 //     with every syscall of a selected container's thread in kernel order

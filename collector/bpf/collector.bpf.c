@@ -1115,7 +1115,10 @@ static __always_inline int handle_sys_exit(struct pt_regs *regs, long id, long r
 	// the shell itself. Reported every time, with its arguments (the
 	// record's comm is the new name), so that the analyzer names the
 	// applet at each run, not only when a first use happens to fall in it.
-	if (nr == NR_prctl && ret == 0 && !(class & CLASS_SENSITIVE) && arg(regs, 0) == PR_SET_NAME)
+	// Unlike an exec, a rename costs a task next to nothing: renames are
+	// charged to the container's flood control (a flood is counted as
+	// its loss, not taken from other containers' records).
+	if (nr == NR_prctl && ret == 0 && !(class & CLASS_SENSITIVE) && arg(regs, 0) == PR_SET_NAME && allow(cgid))
 		emit_syscall(regs, cgid, nr, SYSCALL_MODE_SENSITIVE, ret, org);
 	// A connect to a unix socket by path is a file record (the path is
 	// what matters: a container runtime's socket).
