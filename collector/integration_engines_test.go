@@ -218,36 +218,10 @@ func TestIntegrationEngineUnreachable(t *testing.T) {
 }
 
 // hangingSocket listens on a unix socket, accepts and never answers: an
-// engine that hangs.
+// engine that hangs (a stalling proxy never released).
 func hangingSocket(t *testing.T) string {
 	t.Helper()
-	p := filepath.Join(t.TempDir(), "hang.sock")
-	l, err := net.Listen("unix", p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	var conns []net.Conn
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() {
-		l.Close()
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range conns {
-			c.Close()
-		}
-	})
-	return p
+	return newStallingProxy(t, "").path
 }
 
 // TestIntegrationEngineHangs: engines that accept and never answer do not
@@ -348,8 +322,9 @@ func TestIntegrationEngineLateAnswer(t *testing.T) {
 }
 
 // stallingProxy is a unix socket in front of the real docker socket
-// that accepts and never answers while stalled (a dockerd busy starting
-// replicas holds their containers' locks), and forwards once released.
+// (target) that accepts and never answers while stalled (a dockerd busy
+// starting replicas holds their containers' locks), and forwards once
+// released.
 type stallingProxy struct {
 	path    string
 	stalled atomic.Bool
