@@ -19,9 +19,20 @@ func (e *Engine) observeProcess(c *container, p *containv1.ProcessLifecycle) {
 	}
 	switch p.Op {
 	case containv1.ProcessLifecycle_OP_FORK:
-		if exe, ok := c.exe(p.Proc.Tgid); ok && p.ChildTgid != 0 {
-			c.setExe(p.ChildTgid, exe)
+		if p.ChildTgid == 0 {
+			break
 		}
+		if exe, ok := c.exe(p.Proc.Tgid); ok {
+			c.setExe(p.ChildTgid, exe)
+		} else {
+			// A new process: what the table says of its tgid is of an
+			// earlier process whose exit was not seen (host pids wrap
+			// within minutes on a busy host: pid_max 32768 here).
+			c.forgetExe(p.ChildTgid)
+		}
+		// The child runs with its parent's effective uid (not a reused
+		// pid's).
+		c.setEuid(p.ChildTgid, p.Proc.Euid)
 	case containv1.ProcessLifecycle_OP_EXIT:
 		c.forgetExe(p.Proc.Tgid)
 	}

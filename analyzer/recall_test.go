@@ -183,6 +183,51 @@ func TestAppletLearnedFromRename(t *testing.T) {
 	}
 }
 
+// TestForkForgetsReusedPid: a process whose exit was not seen leaves its
+// executable in the table; its host pid, reused by a new process forked
+// by a parent the table does not know (after a restart of contain), must
+// not lend the new process that executable. Here httpd's request child
+// duplicating its socket onto stdin (learned) was taken for an awk doing
+// so, a reverse shell, and a healthy replica was paused (CI, pid_max
+// 32768 wrapped under load).
+func TestForkForgetsReusedPid(t *testing.T) {
+	proc := func(tgid, ppid uint32, comm string) *containv1.Process {
+		return &containv1.Process{Pid: tgid, Tgid: tgid, Ppid: ppid, Comm: comm, Origin: containv1.Origin_ORIGIN_CONTAINER}
+	}
+	fork := func(at int64, parent, child uint32, comm string) *containv1.Event {
+		ev := base("c1", at)
+		ev.Kind = containv1.Kind_KIND_PROCESS
+		ev.Body = &containv1.Event_Process{Process: &containv1.ProcessLifecycle{
+			Proc: proc(parent, 1, comm), Op: containv1.ProcessLifecycle_OP_FORK, ChildTgid: child}}
+		return ev
+	}
+	dup := func(at int64, tgid, ppid uint32) *containv1.Event {
+		ev := sysEv("c1", at, "dup2")
+		s := ev.GetSyscall()
+		s.Mode, s.Args, s.Ret, s.Proc = containv1.Syscall_MODE_SENSITIVE, []uint64{3, 0, 0, 0, 0, 0}, 0, proc(tgid, ppid, "httpd")
+		return ev
+	}
+	e := newEngine(t, testConfig(), nil)
+	httpd := execEv("c1", sec(0), "/bin/httpd", "httpd", "-p", "8080")
+	httpd.GetExec().Proc = proc(5, 1, "httpd")
+	e.Observe(httpd)
+	e.Observe(fork(sec(0.5), 5, 6, "httpd"))
+	e.Observe(dup(sec(0.5), 6, 5))
+	e.Observe(sysEv("c1", sec(4), "read")) // converged
+
+	awk := execEv("c1", sec(5), "/bin/awk", "awk", "{print}")
+	awk.GetExec().Proc = proc(7, 2, "awk")
+	e.Observe(awk) // its exit is never seen
+	// httpd, started before the restart (unknown), forks a request
+	// child that is given pid 7 again.
+	e.Observe(fork(sec(6), 50, 7, "httpd"))
+	for _, al := range e.Observe(dup(sec(6), 7, 50)) {
+		if r := hasCode(al.GetAlert(), CodeReverseShell); r != nil {
+			t.Fatalf("a reused pid's old executable named the new process: %v", al.GetAlert().Reasons)
+		}
+	}
+}
+
 // TestLogRotationNotClearing: logrotate's create and copytruncate modes,
 // compression and deletion of the oldest copy are lifecycle; emptying or
 // deleting a current log with no rotated copy is log clearing.
