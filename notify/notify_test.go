@@ -37,6 +37,7 @@ func TestWebhookOutput(t *testing.T) {
 		actionEvent(alert, containv1.Action_TYPE_RELEASE, containv1.Action_RESULT_OK, `{"decision":"released"}`),
 		actionEvent(alert, containv1.Action_TYPE_PAUSE, containv1.Action_RESULT_FAILED, `{"decision":"refused: not a container: cgroup /"}`))
 	testenv.WaitFor(t, 10*time.Second, "4 notifications", func() bool { return rcv.len() >= 4 })
+	testenv.WaitFor(t, 5*time.Second, "4 deliveries counted", func() bool { d, _, _ := nf.count("hook"); return d >= 4 })
 	time.Sleep(300 * time.Millisecond)
 	got := decoded[Notification](t, rcv)
 	if len(got) != 4 {
@@ -151,6 +152,10 @@ func TestFalcosidekickOutput(t *testing.T) {
 	case strings.Join(e.Tags, ",") != "contain,alert,T1059,T1105":
 		t.Errorf("tags: %v", e.Tags)
 	}
+	// The receiver has the body before the sender has its response: the
+	// counter follows the response.
+	testenv.WaitFor(t, 5*time.Second, "the delivery counted", func() bool { d, _, _ := nf.count("sidekick"); return d >= 1 })
+	time.Sleep(200 * time.Millisecond)
 	if d, _, _ := nf.count("sidekick"); d != 1 {
 		t.Errorf("delivered %v, want 1", d)
 	}
@@ -199,6 +204,7 @@ func TestReceiverDownLosesNothing(t *testing.T) {
 	go func() { _ = srv.Serve(ln2) }()
 	defer srv.Close()
 	testenv.WaitFor(t, outage+60*time.Second, "every message", func() bool { return rcv.len() >= n })
+	testenv.WaitFor(t, 10*time.Second, "every delivery counted", func() bool { d, _, _ := nf.count("flaky"); return d >= n })
 	// Nothing more arrives: each was delivered once.
 	time.Sleep(time.Second)
 	rcv.mu.Lock()
