@@ -70,6 +70,14 @@ func (nf *Notifier) count(output string) (delivered, failed, dropped float64) {
 		testutil.ToFloat64(om.dropped.WithLabelValues(output, dropQueueFull)) + testutil.ToFloat64(om.dropped.WithLabelValues(output, dropRejected))
 }
 
+// kept reports whether the notifier holds alert for the actions it causes
+// (notification): an action handled before it is not enriched with it.
+func (nf *Notifier) kept(alert *containv1.Event) bool {
+	nf.mu.Lock()
+	defer nf.mu.Unlock()
+	return nf.alerts.get(containv1.FormatID(alert.Id)) != nil
+}
+
 func publish(t *testing.T, js jetstream.JetStream, subject string, evs ...*containv1.Event) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

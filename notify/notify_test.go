@@ -94,10 +94,12 @@ func TestSlackPayload(t *testing.T) {
 	rcv := newReceiver()
 	srv := httptest.NewServer(rcv)
 	defer srv.Close()
-	runNotifier(t, js, Config{Alerts: false, Outputs: []OutputConfig{{Type: TypeWebhook, Format: FormatSlack, URL: srv.URL}}})
+	nf, _ := runNotifier(t, js, Config{Alerts: false, Outputs: []OutputConfig{{Type: TypeWebhook, Format: FormatSlack, URL: srv.URL}}})
 	alert := alertEvent(0.9)
 	publish(t, js, containv1.AlertsSubject(testHost), alert)
-	time.Sleep(200 * time.Millisecond) // the alert is kept for its action
+	// The alert is kept for its action: handled by the alerts consumer,
+	// which runs apart from the actions consumer.
+	testenv.WaitFor(t, 10*time.Second, "the alert kept for its action", func() bool { return nf.kept(alert) })
 	publish(t, js, containv1.ActionsSubject(testHost), actionEvent(alert, containv1.Action_TYPE_PAUSE, containv1.Action_RESULT_OK, snapshotDetail))
 	testenv.WaitFor(t, 10*time.Second, "the slack message", func() bool { return rcv.len() >= 1 })
 	time.Sleep(200 * time.Millisecond)

@@ -202,7 +202,9 @@ func TestSyslogOutputs(t *testing.T) {
 	alert := alertEvent(0.95)
 	alert.ContainerName = `we"ird]name\`
 	publish(t, js, containv1.AlertsSubject(testHost), alert)
-	time.Sleep(200 * time.Millisecond)
+	// The alerts consumer keeps the alert for the quarantine's evidence;
+	// the actions consumer runs apart from it.
+	testenv.WaitFor(t, 10*time.Second, "the alert kept for its action", func() bool { return nf.kept(alert) })
 	publish(t, js, containv1.ActionsSubject(testHost), actionEvent(alert, containv1.Action_TYPE_PAUSE, containv1.Action_RESULT_OK, snapshotDetail))
 	for name, s := range sinks {
 		testenv.WaitFor(t, 10*time.Second, name+" messages", func() bool { return len(s.all()) >= 2 })
@@ -237,6 +239,9 @@ func TestSyslogOutputs(t *testing.T) {
 		case time.Since(a.ts) > time.Minute:
 			t.Errorf("%s: timestamp %v", name, a.ts)
 		}
+		// The listener has a message before its sender's write returns:
+		// the counter follows the write.
+		testenv.WaitFor(t, 5*time.Second, name+" deliveries counted", func() bool { d, _, _ := nf.count(name); return d >= 2 })
 		if d, f, dr := nf.count(name); d != 2 || f != 0 || dr != 0 {
 			t.Errorf("%s: delivered %v failed %v dropped %v", name, d, f, dr)
 		}

@@ -162,7 +162,10 @@ func TestDashboardMetricsRegistered(t *testing.T) {
 		defer resp.Body.Close()
 		b, _ := io.ReadAll(resp.Body)
 		body = string(b)
-		return resp.StatusCode == 200 && strings.Contains(body, "contain_consumer_lag{")
+		// notify observes a delivery's latency once the webhook's
+		// response is back, after the webhook has the body.
+		return resp.StatusCode == 200 && strings.Contains(body, "contain_consumer_lag{") &&
+			strings.Contains(body, `contain_notify_delivery_seconds_bucket{`)
 	})
 	served := map[string]bool{}
 	for _, l := range strings.Split(body, "\n") {

@@ -114,7 +114,17 @@ sleep 1000000`},
 			return s == "FROZEN"
 		})
 	}
-	time.Sleep(500 * time.Millisecond)
+	// The rate limit's loss is reported every collector.loss_interval (10s
+	// by default), so it may come well after the freeze; the alerts reach
+	// the watch apart from the responder.
+	for deadline := time.Now().Add(cfg.Collector.LossInterval + 5*time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		mu.Lock()
+		seen := rateLimited[flooder.ID] > 0 && anyHas(alerts[flooder.ID], "exec.unseen", "/bin/wget") && anyHas(alerts[renamed.ID], "escape.mount", "")
+		mu.Unlock()
+		if seen {
+			break
+		}
+	}
 	mu.Lock()
 	defer mu.Unlock()
 	t.Logf("flooder: %d records refused by its rate limit; alerts: %q", rateLimited[flooder.ID], alerts[flooder.ID])
