@@ -286,13 +286,6 @@ func TestScenarios(t *testing.T) {
 		an.Engine(func(e *Engine) { n = e.Stats().Kernel })
 		return n
 	}
-	// And a short one now, whose restart_syscall returns after the thaw.
-	if err := exec.Command("runc", "exec", "-d", c.ID, "/bin/sleep", "1").Run(); err != nil {
-		t.Fatalf("runc exec -d sleep: %v", err)
-	}
-	time.Sleep(200 * time.Millisecond) // in its nanosleep
-	kernelBefore := kernelSyscalls()
-	thawed := time.Now()
 	st, err := c.State()
 	if err != nil {
 		t.Fatal(err)
@@ -307,6 +300,26 @@ func TestScenarios(t *testing.T) {
 			cg2 = filepath.Join("/sys/fs/cgroup/unified", p)
 		}
 	}
+	// And a short one now, whose restart_syscall returns after the thaw.
+	if err := exec.Command("runc", "exec", "-d", c.ID, "/bin/sleep", "1").Run(); err != nil {
+		t.Fatalf("runc exec -d sleep: %v", err)
+	}
+	// It must be in its sleep when the freeze comes (a loaded machine may
+	// not have run it yet): a "sleep 1" of the cgroup blocked in
+	// nanosleep (35) or clock_nanosleep (230).
+	testenv.WaitFor(t, 5*time.Second, "the short sleep in its nanosleep", func() bool {
+		procs, _ := os.ReadFile(filepath.Join(cg2, "cgroup.procs"))
+		for _, pid := range strings.Fields(string(procs)) {
+			cmd, _ := os.ReadFile("/proc/" + pid + "/cmdline")
+			sc, _ := os.ReadFile("/proc/" + pid + "/syscall")
+			if string(cmd) == "/bin/sleep\x001\x00" && (strings.HasPrefix(string(sc), "35 ") || strings.HasPrefix(string(sc), "230 ")) {
+				return true
+			}
+		}
+		return false
+	})
+	kernelBefore := kernelSyscalls()
+	thawed := time.Now()
 	for _, v := range []string{"1", "0"} {
 		if err := os.WriteFile(filepath.Join(cg2, "cgroup.freeze"), []byte(v), 0o644); err != nil {
 			t.Fatal(err)
