@@ -4,7 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"regexp"
+	"strings"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
@@ -35,11 +37,12 @@ type Config struct {
 	TLS tlsconfig.Config `config:"tls"`
 	// DialTimeout bounds connecting to one address.
 	DialTimeout time.Duration `config:"dial_timeout"`
-	// Compression of the blocks sent to ClickHouse: "lz4" (the default,
-	// also when empty: 16x fewer bytes on the wire than none for the
-	// rows of TestCompressions, 7-14% of the store's CPU in the fleet
-	// load test), "zstd" (fewer bytes still, more CPU) or "none" (a
-	// store beside its server, or on a fast link).
+	// Compression of the blocks sent to ClickHouse: "auto" (the default,
+	// also when empty: none to a server on a loopback address, lz4 to any
+	// other), "lz4" (16x fewer bytes on the wire than none for the rows of
+	// TestCompressions, 7-14% of the store's CPU in the fleet load test),
+	// "zstd" (fewer bytes still, more CPU) or "none" (a store beside its
+	// server, or on a fast link).
 	Compression string `config:"compression"`
 	// InsertTimeout bounds the inserts of one fetch; InsertMaxAge +
 	// DialTimeout + 2*InsertTimeout must stay under AckWait, so that a stuck
@@ -114,15 +117,17 @@ type Config struct {
 
 // Compressions of the blocks sent to ClickHouse (Config.Compression).
 const (
+	CompressionAuto = "auto"
 	CompressionLZ4  = "lz4"
 	CompressionZSTD = "zstd"
 	CompressionNone = "none"
 )
 
 // compressionMethod is the driver's method for name; false if unknown.
+// auto must be resolved first (effectiveCompression); here it is lz4.
 func compressionMethod(name string) (clickhouse.CompressionMethod, bool) {
 	switch name {
-	case CompressionLZ4, "":
+	case CompressionLZ4, CompressionAuto, "":
 		return clickhouse.CompressionLZ4, true
 	case CompressionZSTD:
 		return clickhouse.CompressionZSTD, true
@@ -130,6 +135,39 @@ func compressionMethod(name string) (clickhouse.CompressionMethod, bool) {
 		return clickhouse.CompressionNone, true
 	}
 	return 0, false
+}
+
+// effectiveCompression resolves auto (or empty) for the addresses one
+// connection pool dials: none when every one is a loopback address
+// (compressing costs the store CPU and saves no link anything), lz4
+// otherwise. Any other name is returned as it is. It is pure.
+func effectiveCompression(name string, addrs []string) string {
+	if name != CompressionAuto && name != "" {
+		return name
+	}
+	if len(addrs) == 0 {
+		return CompressionLZ4
+	}
+	for _, a := range addrs {
+		if !loopbackAddr(a) {
+			return CompressionLZ4
+		}
+	}
+	return CompressionNone
+}
+
+// loopbackAddr reports whether host:port names this host over loopback
+// (127.0.0.0/8, ::1, localhost).
+func loopbackAddr(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		host = addr
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(strings.Trim(host, "[]"))
+	return err == nil && ip.IsLoopback()
 }
 
 func knownCompression(name string) bool { _, ok := compressionMethod(name); return ok }
@@ -189,7 +227,7 @@ func DefaultConfig() Config {
 		Database:        "contain",
 		Username:        "default",
 		DialTimeout:     5 * time.Second,
-		Compression:     CompressionLZ4,
+		Compression:     CompressionAuto,
 		InsertTimeout:   15 * time.Second,
 		InsertMaxAge:    time.Second,
 		InsertMaxBytes:  DefaultInsertMaxBytes,
@@ -230,7 +268,7 @@ func (c Config) Validate() error {
 	case c.DialTimeout <= 0:
 		return errors.New("store.dial_timeout: must be > 0")
 	case !knownCompression(c.Compression):
-		return fmt.Errorf("store.compression: %q is not one of %s, %s, %s", c.Compression, CompressionLZ4, CompressionZSTD, CompressionNone)
+		return fmt.Errorf("store.compression: %q is not one of %s, %s, %s, %s", c.Compression, CompressionAuto, CompressionLZ4, CompressionZSTD, CompressionNone)
 	case c.InsertTimeout <= 0:
 		return errors.New("store.insert_timeout: must be > 0")
 	case c.BatchMaxRows <= 0 || c.BatchMaxRows > maxBatchRows:

@@ -112,7 +112,7 @@ func TestCompressions(t *testing.T) {
 	batches := benchBatches(4, 250)
 	var want uint64
 	sent := map[string]int64{}
-	for _, method := range []string{CompressionLZ4, CompressionZSTD, CompressionNone} {
+	for _, method := range []string{CompressionLZ4, CompressionZSTD, CompressionNone, CompressionAuto} {
 		cfg := testConfig(t)
 		p := newSwitchProxy(t, cfg.Addr[0])
 		p.up()
@@ -140,6 +140,37 @@ func TestCompressions(t *testing.T) {
 	for _, m := range []string{CompressionLZ4, CompressionZSTD} {
 		if sent[m] <= 0 || 2*sent[m] > sent[CompressionNone] {
 			t.Errorf("%s sent %d bytes, none %d: want under half", m, sent[m], sent[CompressionNone])
+		}
+	}
+	// auto to a server on loopback (the proxy's 127.0.0.1) compresses
+	// nothing: as many bytes as none, give or take the session's queries.
+	if a, n := sent[CompressionAuto], sent[CompressionNone]; 10*a < 9*n || 10*a > 11*n {
+		t.Errorf("auto to loopback sent %d bytes, none %d: want the same", a, n)
+	}
+}
+
+// TestEffectiveCompression: auto (the default) compresses nothing to a
+// server on loopback and lz4 to any other; a named method is kept.
+func TestEffectiveCompression(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		addrs []string
+		want  string
+	}{
+		{CompressionAuto, []string{"127.0.0.1:9000"}, CompressionNone},
+		{"", []string{"127.0.0.2:9000", "localhost:9000", "[::1]:9000"}, CompressionNone},
+		{CompressionAuto, []string{"LOCALHOST:9000"}, CompressionNone},
+		{CompressionAuto, []string{"127.0.0.1:9000", "10.0.0.5:9000"}, CompressionLZ4},
+		{CompressionAuto, []string{"clickhouse.internal:9000"}, CompressionLZ4},
+		{CompressionAuto, []string{"[::ffff:10.1.1.1]:9000"}, CompressionLZ4},
+		{CompressionAuto, []string{"128.0.0.1:9000"}, CompressionLZ4},
+		{CompressionAuto, nil, CompressionLZ4},
+		{CompressionLZ4, []string{"127.0.0.1:9000"}, CompressionLZ4},
+		{CompressionZSTD, []string{"127.0.0.1:9000"}, CompressionZSTD},
+		{CompressionNone, []string{"10.0.0.5:9000"}, CompressionNone},
+	} {
+		if got := effectiveCompression(c.name, c.addrs); got != c.want {
+			t.Errorf("effectiveCompression(%q, %v) = %q, want %q", c.name, c.addrs, got, c.want)
 		}
 	}
 }

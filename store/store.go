@@ -100,7 +100,7 @@ func options(cfg Config, database string) (*clickhouse.Options, error) {
 	if err != nil {
 		return nil, err
 	}
-	method, _ := compressionMethod(cfg.Compression) // validated
+	method, _ := compressionMethod(effectiveCompression(cfg.Compression, cfg.Addr)) // validated
 	return &clickhouse.Options{
 		Addr:        cfg.Addr,
 		Auth:        clickhouse.Auth{Database: database, Username: cfg.Username, Password: pw},
@@ -153,6 +153,10 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Store, error) {
 	}
 	s := &Store{cfg: cfg, log: log, conn: conn, addr: strings.Join(cfg.Addr, ","),
 		bucketPoll: 2 * time.Second, pruneEvery: pruneEvery, pruneRetry: pruneRetry, nodes: nodes}
+	if cfg.Compression == CompressionAuto || cfg.Compression == "" {
+		log.Info("store compression chosen for the servers' addresses (store.compression: auto)",
+			logfields.Compression, effectiveCompression(cfg.Compression, cfg.Addr), logfields.Addr, s.addr)
+	}
 	if err := s.Migrate(ctx); err != nil {
 		if isTLSVerify(err) {
 			s.Close()

@@ -62,6 +62,7 @@ const (
 	Cgroup2             = "cgroup2"
 	CgroupID            = "cgroup_id"
 	ClaimedActor        = "claimed_actor"
+	Compression         = "compression"
 	Containerd          = "containerd"
 	ContainerdEngine    = "containerd_engine"
 	Containers          = "containers"
