@@ -22,6 +22,11 @@ func TestCheckHost(t *testing.T) {
 		// host, each alert the host it is about.
 		{containv1.AlertsSubject("a"), &containv1.Batch{Host: "central", Events: []*containv1.Event{ev("a")}}, ""},
 		{containv1.AlertsSubject("a"), &containv1.Batch{Host: "central", Events: []*containv1.Event{ev("b")}}, ReasonEventHost},
+		// Each event is checked, not only the first of a host (a host
+		// found good is remembered).
+		{containv1.AlertsSubject("a"), &containv1.Batch{Host: "central", Events: []*containv1.Event{ev("a"), ev("a"), ev("b"), ev("a")}}, ReasonEventHost},
+		{containv1.RawSubject("a_b"), &containv1.Batch{Host: "a.b", Events: []*containv1.Event{ev("a.b"), ev("a b"), ev("a.b"), ev("a.c")}}, ReasonEventHost},
+		{containv1.RawSubject("a_b"), &containv1.Batch{Host: "a.b", Events: []*containv1.Event{ev("a.b"), ev("a b"), ev("a.b")}}, ""},
 		// A partitioned events subject binds the host before the partition.
 		{containv1.EventsPartitionSubject("a", 3), &containv1.Batch{Host: "a", Events: []*containv1.Event{ev("a")}}, ""},
 		{containv1.EventsPartitionSubject("a", 3), &containv1.Batch{Host: "b"}, ReasonHost},

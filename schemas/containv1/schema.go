@@ -98,6 +98,15 @@ func SubjectToken(s string) string {
 	if s == "" {
 		return "_"
 	}
+	// Most names are plain ASCII that needs no change: no rune walk.
+	plain := true
+	for i := 0; i < len(s) && plain; i++ {
+		c := s[i]
+		plain = c > ' ' && c < 0x7f && c != '.' && c != '*' && c != '>'
+	}
+	if plain {
+		return s
+	}
 	return strings.Map(func(r rune) rune {
 		switch {
 		case r == '.' || r == '*' || r == '>' || r <= ' ' || r == 0x7f:

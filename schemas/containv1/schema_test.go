@@ -63,9 +63,27 @@ func boundOr(max, n int) int {
 }
 
 func TestSubjectToken(t *testing.T) {
-	for in, want := range map[string]string{"": "_", "a.b": "a_b", "h*>x y": "h__x_y", "node-1": "node-1"} {
+	for in, want := range map[string]string{"": "_", "a.b": "a_b", "h*>x y": "h__x_y", "node-1": "node-1",
+		"tab\there": "tab_here", "del\x7f": "del_", "héte": "héte", "bad\xffutf8": "bad\uFFFDutf8", "~!": "~!"} {
 		if got := SubjectToken(in); got != want {
 			t.Errorf("SubjectToken(%q) = %q, want %q", in, got, want)
 		}
 	}
+}
+
+// FuzzSubjectToken: a token is one valid subject token, and a name that
+// needs no change is its own token.
+func FuzzSubjectToken(f *testing.F) {
+	f.Add("node-1")
+	f.Add("a.b*c>d e")
+	f.Add("\xff\x7f")
+	f.Fuzz(func(t *testing.T, s string) {
+		tok := SubjectToken(s)
+		if tok == "" || strings.ContainsAny(tok, ".*> \t\r\n\x7f") || !utf8.ValidString(tok) {
+			t.Fatalf("SubjectToken(%q) = %q: not a subject token", s, tok)
+		}
+		if utf8.ValidString(s) && s != "" && !strings.ContainsFunc(s, func(r rune) bool { return r <= ' ' || r == 0x7f || strings.ContainsRune(".*>", r) }) && tok != s {
+			t.Fatalf("SubjectToken(%q) = %q, want it unchanged", s, tok)
+		}
+	})
 }
