@@ -44,6 +44,11 @@ func checkUTF8(t *strictTable, b []byte, depth int) error {
 			if n < 0 {
 				return protowire.ParseError(n)
 			}
+			if num > protowire.MaxValidNumber {
+				// ConsumeTag takes numbers up to 2^31-1; the protobuf
+				// runtime refuses those above 2^29-1, and so must we.
+				return fmt.Errorf("field number %d above %d", num, protowire.MaxValidNumber)
+			}
 			b = b[n:]
 		}
 		switch typ {
