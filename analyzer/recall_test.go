@@ -302,6 +302,59 @@ func TestLogRotationNotClearing(t *testing.T) {
 	}
 }
 
+// TestRotationLearnedAcrossRestart: a log the image copytruncates while
+// the baseline learns is known as rotated; after a restart of the
+// analyzer (no rotation noted yet, the shell that rotates unknown to the
+// process table), its truncation seen before the copy is not its clearing.
+// Another log emptied is still named.
+func TestRotationLearnedAcrossRestart(t *testing.T) {
+	const shell = 7
+	proc := &containv1.Process{Pid: shell, Tgid: shell, Ppid: 1, Comm: "sh", Origin: containv1.Origin_ORIGIN_CONTAINER}
+	by := func(ev *containv1.Event) *containv1.Event { ev.GetFile().Proc = proc; return ev }
+	truncate := func(at int64, p string) *containv1.Event {
+		ev := by(fileEv("c1", at, containv1.File_OP_CREATE, p))
+		ev.GetFile().Flags = 0o1101 // O_WRONLY|O_CREAT|O_TRUNC: ": > log"
+		return ev
+	}
+	clears := func(e *Engine, evs ...*containv1.Event) (n int) {
+		for _, ev := range evs {
+			for _, al := range e.Observe(ev) {
+				if hasCode(al.GetAlert(), CodeLogClear) != nil {
+					n++
+				}
+			}
+		}
+		return n
+	}
+	e := newEngine(t, testConfig(), nil)
+	sh := execEv("c1", sec(0), "/bin/sh", "sh", "-c", "rotate")
+	sh.GetExec().Proc = proc
+	e.Observe(sh)
+	// copytruncate while learning: the copy, then the log emptied.
+	if n := clears(e, by(fileEv("c1", sec(1), containv1.File_OP_CREATE, "/var/log/app/access.log.1")),
+		truncate(sec(1.1), "/var/log/app/access.log")); n != 0 {
+		t.Fatalf("copytruncate while learning: %d log_clear alerts", n)
+	}
+	e.Observe(sysEv("c1", sec(4), "read")) // the learning window ends
+	doc, err := e.Snapshot(e.Keys()[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	e2 := newEngine(t, testConfig(), nil)
+	if err := e2.Load(doc); err != nil {
+		t.Fatal(err)
+	}
+	// After the restart the truncation comes first (its copy missed, or
+	// seen after it).
+	if n := clears(e2, truncate(sec(10), "/var/log/app/access.log"),
+		by(fileEv("c1", sec(10.1), containv1.File_OP_CREATE, "/var/log/app/access.log.1"))); n != 0 {
+		t.Errorf("the learned rotation, its copy seen after its truncation, after a restart: %d log_clear alerts, want 0", n)
+	}
+	if n := clears(e2, truncate(sec(11), "/var/log/auth.log")); n != 1 {
+		t.Errorf("auth.log emptied: %d log_clear alerts, want 1", n)
+	}
+}
+
 // TestPeerReResolved: a learned service port at a new address (DNS
 // re-resolution) stays below 0.5 and is absorbed; a new port is an unseen
 // peer.

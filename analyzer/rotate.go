@@ -33,10 +33,13 @@ func rotationStem(p string) (string, bool) {
 }
 
 // rotationFilter drops the log-clearing hits of f that are rotation, and
-// records rotations.
-func rotationFilter(c *container, f *containv1.File, now int64, hits []hit) []hit {
+// records rotations. rotated are the hits it dropped: learned while the
+// baseline learns (observeFile), so that the image's own rotation of that
+// log is known when its rotation is not (after a restart of the analyzer,
+// the copy of a copytruncate not seen before its truncation).
+func rotationFilter(c *container, f *containv1.File, now int64, hits []hit) (kept, rotated []hit) {
 	if !isLogPath(f.Path) && !isLogPath(f.NewPath) {
-		return hits // shell histories are not rotated
+		return hits, nil // shell histories are not rotated
 	}
 	rotation := false
 	switch f.Op {
@@ -64,15 +67,16 @@ func rotationFilter(c *container, f *containv1.File, now int64, hits []hit) []hi
 		}
 	}
 	if !rotation {
-		return hits
+		return hits, nil
 	}
-	kept := hits[:0]
 	for _, h := range hits {
 		if h.code != CodeLogClear {
 			kept = append(kept, h)
+		} else {
+			rotated = append(rotated, h)
 		}
 	}
-	return kept
+	return kept, rotated
 }
 
 func (c *container) noteRotation(log string, now int64) {

@@ -170,7 +170,7 @@ type Config struct {
 	// Lookups run off the event loop, once per container; the container's
 	// first events are held meanwhile (collector.metadata_wait). A lookup
 	// that times out (dockerd answers inspect of a starting container only
-	// once its start returned) is asked again 1, 2 and 3 s later, the
+	// once its start returned) is asked again 1, 2, 3, 4, 5, 5 and 5 s later, the
 	// container identified from disk meanwhile and announced again with
 	// the answer (contain_errors_total{kind="metadata_<engine>_retry"}).
 	EngineTimeout time.Duration `config:"engine_timeout"`

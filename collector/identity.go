@@ -50,7 +50,6 @@ type container struct {
 	// it was last built (announced again then).
 	dirty     bool
 	nextRetry time.Time
-	retries   int
 	firstSeen time.Time
 	// pending holds the container's first events while its runtime state
 	// is not written yet (runc writes state.json after the container's
@@ -97,10 +96,27 @@ type identity struct {
 	eng *engineLookups
 }
 
+// A container's on-disk state is read again every metaRetryEvery while
+// it is not found, for metaFastFor after the container is first seen,
+// then every metaRetrySlow until metaRetryFor: a host starting many
+// containers at once may take seconds to write their state (docker writes
+// State.Pid once the start returns; podman holds libpod's database locked
+// while it starts them).
 const (
 	metaRetryEvery = 20 * time.Millisecond
-	metaMaxRetries = 500
+	metaFastFor    = 2 * time.Second
+	metaRetrySlow  = 250 * time.Millisecond
+	metaRetryFor   = time.Minute
 )
+
+// nextMetaRetry is when c's on-disk state is read again after a miss.
+func (d *identity) nextMetaRetry(c *container) time.Time {
+	now := d.now()
+	if now.Sub(c.firstSeen) < metaFastFor {
+		return now.Add(metaRetryEvery)
+	}
+	return now.Add(metaRetrySlow)
+}
 
 func newIdentity(cg *cgroups.Resolver, st runtime.StateReader) *identity {
 	return &identity{cgroups: cg, states: st, byID: map[uint64]*container{}, maxEntries: 65536, now: time.Now}
@@ -123,7 +139,7 @@ func (d *identity) lookup(id uint64) *container {
 	c.ref, c.isContainer = runtime.FromCgroupPath(path)
 	if c.isContainer {
 		if !d.readMeta(c) {
-			c.nextRetry = d.now().Add(metaRetryEvery)
+			c.nextRetry = d.nextMetaRetry(c)
 		}
 		d.askEngine(c)
 	}
@@ -138,10 +154,9 @@ func (d *identity) refresh(c *container) bool {
 	if d.eng != nil && d.eng.ready.Load() {
 		d.applyEngine()
 	}
-	if c.isContainer && !c.diskDone && c.retries < metaMaxRetries && !d.now().Before(c.nextRetry) {
-		c.retries++
+	if c.isContainer && !c.diskDone && d.now().Sub(c.firstSeen) < metaRetryFor && !d.now().Before(c.nextRetry) {
 		if !d.readMeta(c) {
-			c.nextRetry = d.now().Add(metaRetryEvery)
+			c.nextRetry = d.nextMetaRetry(c)
 		}
 		d.askEngine(c) // the state may name the engine (docker --cgroup-parent)
 	}
@@ -158,7 +173,10 @@ func (d *identity) readMeta(c *container) bool {
 	c.disk = info
 	c.info = runtime.Merge(c.disk, c.eng)
 	if err != nil {
-		c.diskDone = !errors.Is(err, runtime.ErrNotFound) // parse errors will not fix themselves
+		// Parse errors will not fix themselves; a state not written yet,
+		// or one part of it locked by its runtime now (libpod's database
+		// while podman starts containers), will.
+		c.diskDone = !errors.Is(err, runtime.ErrNotFound) && !errors.Is(err, runtime.ErrIncomplete)
 		c.setComplete()
 		return false
 	}
@@ -209,7 +227,7 @@ func (d *identity) applyEngine() {
 			// Identified from disk meanwhile; the answer, when it comes,
 			// announces the container again (dirty).
 			c.engAsked = false
-			c.engRetryAt = d.now().Add(time.Duration(c.engTries) * engineRetryDelay)
+			c.engRetryAt = d.now().Add(min(time.Duration(c.engTries)*engineRetryDelay, engineRetryMax))
 			d.eng.count(r.engine, reasonEngineRetry)
 		}
 		c.setComplete()
@@ -290,11 +308,13 @@ const (
 	engineQueueLen = 1024
 	engineBackoff  = 5 * time.Second
 	// A lookup that timed out is asked again engineRetryDelay × tries
-	// later, at most engineRetries times in all: dockerd answers inspect
+	// later (at most engineRetryMax), at most engineRetries times in all
+	// (about 30 s): dockerd answers inspect
 	// of a container only once its start returned, which on a loaded
 	// host starting many replicas takes longer than engine_timeout.
-	engineRetries    = 4
+	engineRetries    = 8
 	engineRetryDelay = time.Second
+	engineRetryMax   = 5 * time.Second
 )
 
 // retryEngine reports whether a lookup that failed with err, after tries
