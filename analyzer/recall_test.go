@@ -155,14 +155,7 @@ func TestAppletLearnedFromRename(t *testing.T) {
 
 	// contain restarts: a new engine with the stored baseline, the loop
 	// shell started before it (unknown), a first use falling in awk.
-	doc, err := e.Snapshot(e.Keys()[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	e2 := newEngine(t, testConfig(), nil)
-	if err := e2.Load(doc); err != nil {
-		t.Fatal(err)
-	}
+	e2 := restarted(t, e)
 	if got := awkRun(e2, sec(10), "read"); len(got) != 0 {
 		t.Fatalf("the learned applet alerted after a restart: %v", got[0].Reasons)
 	}
@@ -302,6 +295,21 @@ func TestLogRotationNotClearing(t *testing.T) {
 	}
 }
 
+// restarted is a new engine (testConfig) holding e's first baseline as
+// stored: contain restarted, its process tables and container state lost.
+func restarted(t *testing.T, e *Engine) *Engine {
+	t.Helper()
+	doc, err := e.Snapshot(e.Keys()[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	e2 := newEngine(t, testConfig(), nil)
+	if err := e2.Load(doc); err != nil {
+		t.Fatal(err)
+	}
+	return e2
+}
+
 // TestRotationLearnedAcrossRestart: a log the image copytruncates while
 // the baseline learns is known as rotated; after a restart of the
 // analyzer (no rotation noted yet, the shell that rotates unknown to the
@@ -336,14 +344,7 @@ func TestRotationLearnedAcrossRestart(t *testing.T) {
 		t.Fatalf("copytruncate while learning: %d log_clear alerts", n)
 	}
 	e.Observe(sysEv("c1", sec(4), "read")) // the learning window ends
-	doc, err := e.Snapshot(e.Keys()[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	e2 := newEngine(t, testConfig(), nil)
-	if err := e2.Load(doc); err != nil {
-		t.Fatal(err)
-	}
+	e2 := restarted(t, e)
 	// After the restart the truncation comes first (its copy missed, or
 	// seen after it).
 	if n := clears(e2, truncate(sec(10), "/var/log/app/access.log"),
