@@ -379,12 +379,7 @@ func (e *Engine) observeFile(c *container, b *Baseline, s *seed, f *containv1.Fi
 		trackWritten(c, b, f)
 	}
 	noteFifo(c, f, now)
-	hits, rotated := rotationFilter(c, f, now, append(classifyFile(f), bulkHit(c, f, now)...))
-	if learn && len(rotated) > 0 {
-		// The image rotates this log: learned, so that a rotation whose
-		// copy is missed later is not taken for the log's clearing.
-		e.behaveBy(b, c, f.Proc, rotated, true)
-	}
+	hits := rotationFilter(c, f, now, append(classifyFile(f), bulkHit(c, f, now)...), learn)
 	if f.Op == containv1.File_OP_OPEN_READ {
 		if learn {
 			novel := false

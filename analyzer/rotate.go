@@ -33,13 +33,13 @@ func rotationStem(p string) (string, bool) {
 }
 
 // rotationFilter drops the log-clearing hits of f that are rotation, and
-// records rotations. rotated are the hits it dropped: learned while the
-// baseline learns (observeFile), so that the image's own rotation of that
-// log is known when its rotation is not (after a restart of the analyzer,
-// the copy of a copytruncate not seen before its truncation).
-func rotationFilter(c *container, f *containv1.File, now int64, hits []hit) (kept, rotated []hit) {
+// records rotations. While the baseline learns (learn) it keeps them, to be
+// learned: the image's own rotation of that log is then known when its
+// rotation is not (after a restart of the analyzer, the copy of a
+// copytruncate not seen before its truncation).
+func rotationFilter(c *container, f *containv1.File, now int64, hits []hit, learn bool) []hit {
 	if !isLogPath(f.Path) && !isLogPath(f.NewPath) {
-		return hits, nil // shell histories are not rotated
+		return hits // shell histories are not rotated
 	}
 	rotation := false
 	switch f.Op {
@@ -66,17 +66,16 @@ func rotationFilter(c *container, f *containv1.File, now int64, hits []hit) (kep
 			rotation = true // truncated or re-created after its rotation
 		}
 	}
-	if !rotation {
-		return hits, nil
+	if !rotation || learn {
+		return hits
 	}
+	kept := hits[:0]
 	for _, h := range hits {
 		if h.code != CodeLogClear {
 			kept = append(kept, h)
-		} else {
-			rotated = append(rotated, h)
 		}
 	}
-	return kept, rotated
+	return kept
 }
 
 func (c *container) noteRotation(log string, now int64) {

@@ -170,9 +170,10 @@ type Config struct {
 	// Lookups run off the event loop, once per container; the container's
 	// first events are held meanwhile (collector.metadata_wait). A lookup
 	// that times out (dockerd answers inspect of a starting container only
-	// once its start returned) is asked again 1, 2, 3, 4, 5, 5 and 5 s later, the
-	// container identified from disk meanwhile and announced again with
-	// the answer (contain_errors_total{kind="metadata_<engine>_retry"}).
+	// once its start returned) is asked again 1, 2, 3, 4, 5, 5 and 5 s
+	// later, the container identified from disk meanwhile and announced
+	// again with the answer
+	// (contain_errors_total{kind="metadata_<engine>_retry"}).
 	EngineTimeout time.Duration `config:"engine_timeout"`
 	// AttachMode chooses the kernel hooks (collector.attach_mode): "auto"
 	// (or "") BTF-typed tracepoints, falling back to raw tracepoints where

@@ -309,9 +309,9 @@ const (
 	engineBackoff  = 5 * time.Second
 	// A lookup that timed out is asked again engineRetryDelay × tries
 	// later (at most engineRetryMax), at most engineRetries times in all
-	// (about 30 s): dockerd answers inspect
-	// of a container only once its start returned, which on a loaded
-	// host starting many replicas takes longer than engine_timeout.
+	// (about 30 s): dockerd answers inspect of a container only once its
+	// start returned, which on a loaded host starting many replicas takes
+	// longer than engine_timeout.
 	engineRetries    = 8
 	engineRetryDelay = time.Second
 	engineRetryMax   = 5 * time.Second
