@@ -165,6 +165,14 @@
 //     way the loss is reported as a KIND_LOSS event. Nothing is lost silently.
 //   - A container that starts after the collector resolves on its first
 //     event: an unknown cgroup id triggers a new walk of the hierarchy.
+//   - A container's announcement (KIND_CONTAINER) is never lost while its
+//     later events pass: without it the enricher gives them no image and
+//     the analyzer scores them against a baseline of that container alone.
+//     When the batcher's queue is full it takes the announcement from a
+//     reserve (bus.KeepReserve); with the reserve full too the container's
+//     events are held with its announcement (collector.max_held_events)
+//     until the batcher takes it, counted as
+//     contain_dropped_total{reason="queue_full_keep"} meanwhile.
 //   - Sequence mode is free when off (one load of a mmapped global per
 //     syscall) and isolated when on: its records have their own ring buffer
 //     (collector.sequence_ring_bytes), polled, never waking the reader, so a

@@ -188,16 +188,13 @@ func (c *Collector) route(ev *containv1.Event) {
 			c.ident.refresh(ctr)
 			if !ctr.complete && c.ident.now().Sub(ctr.firstSeen) < c.cfg.MetadataWait && len(ctr.pending) < c.cfg.MaxHeldEvents {
 				ctr.pending = append(ctr.pending, ev)
-				if len(c.held) == 0 {
-					select {
-					case c.heldKick <- struct{}{}:
-					default:
-					}
-				}
-				c.held[ctr] = struct{}{}
+				c.hold(ctr)
 				return
 			}
-			c.announce(ctr, ev.MonoNs)
+			if !c.announce(ctr, ev.MonoNs) {
+				c.holdUnannounced(ctr, ev)
+				return
+			}
 		} else if c.ident.refresh(ctr) {
 			c.announce(ctr, ev.MonoNs) // the state appeared after all
 		}
@@ -219,21 +216,34 @@ func (c *Collector) route(ev *containv1.Event) {
 }
 
 // announce emits ctr's KIND_CONTAINER event, then the events held for it.
-func (c *Collector) announce(ctr *container, monoNs uint64) {
+// It reports false when the batcher refused the announcement even from
+// its reserve (bus.Batcher.AppendKeep): ctr stays unannounced, or dirty,
+// its held events stay held, and the next event or hold tick announces it
+// again. An announcement is never lost while later events of its
+// container pass: the enricher would give them no image, and the analyzer
+// would score them against a baseline of the container alone.
+func (c *Collector) announce(ctr *container, monoNs uint64) bool {
 	if len(ctr.pending) > 0 {
 		monoNs = ctr.pending[0].MonoNs
 	}
-	ctr.announced = true
 	if n := ctr.info.DroppedLabels - ctr.droppedCounted; n > 0 {
 		// io.contain.* labels from annotations or image labels.
 		c.m.Dropped.WithLabelValues(metrics.StageCollector, reasonSpoofedLabel).Add(float64(n))
 		ctr.droppedCounted = ctr.info.DroppedLabels
 	}
-	c.selectSequence(ctr)
-	c.registerSensitive(ctr)
 	info := ctr.infoEvent(c.cfg.Host, monoNs)
 	c.finish(info)
-	c.add(info)
+	if !c.batcher.AppendKeep(info) {
+		// Counted by the batcher (contain_dropped_total{reason="queue_full_keep"}).
+		ctr.dirty = true
+		if len(ctr.pending) > 0 {
+			c.hold(ctr)
+		}
+		return false
+	}
+	ctr.announced = true
+	c.selectSequence(ctr)
+	c.registerSensitive(ctr)
 	for _, ev := range ctr.pending {
 		ctr.stamp(ev)
 		c.finish(ev)
@@ -241,6 +251,31 @@ func (c *Collector) announce(ctr *container, monoNs uint64) {
 	}
 	ctr.pending = nil
 	delete(c.held, ctr)
+	return true
+}
+
+// holdUnannounced keeps ev of ctr, whose announcement the batcher refused,
+// with its held events until ctr is announced (at most MaxHeldEvents; one
+// more is dropped as the batcher would have).
+func (c *Collector) holdUnannounced(ctr *container, ev *containv1.Event) {
+	if len(ctr.pending) >= c.cfg.MaxHeldEvents {
+		c.batcherDrops.Add(1)
+		return
+	}
+	ctr.pending = append(ctr.pending, ev)
+	c.hold(ctr)
+}
+
+// hold puts ctr among the held containers the hold ticker releases,
+// starting the ticker for the first.
+func (c *Collector) hold(ctr *container) {
+	if len(c.held) == 0 {
+		select {
+		case c.heldKick <- struct{}{}:
+		default:
+		}
+	}
+	c.held[ctr] = struct{}{}
 }
 
 // releaseHeld announces held containers whose state appeared or whose

@@ -119,10 +119,34 @@ func (b *Batcher) Add(ev *containv1.Event) bool {
 // and the drop counting are Add's. Events of one producer keep their
 // order; do not mix Add and Append in one producer.
 func (b *Batcher) Append(ev *containv1.Event) bool {
+	return b.appendBounded(ev, b.cfg.QueueLen)
+}
+
+// AppendKeep is Append for the rare events a consumer cannot do without
+// (a container's announcement: without it every later event of the
+// container lacks its identity): past QueueLen they still fit in a
+// reserve of KeepReserve(QueueLen) more, so a queue filled by a flood of
+// ordinary events does not drop them. Refused past the reserve, counted
+// as queue_full_keep.
+func (b *Batcher) AppendKeep(ev *containv1.Event) bool {
+	return b.appendBounded(ev, b.cfg.QueueLen+KeepReserve(b.cfg.QueueLen))
+}
+
+// KeepReserve is how many events AppendKeep may queue past queueLen: an
+// eighth of it, at least 64.
+func KeepReserve(queueLen int) int {
+	return max(64, queueLen/8)
+}
+
+func (b *Batcher) appendBounded(ev *containv1.Event, bound int) bool {
 	b.mu.Lock()
-	if len(b.direct) >= b.cfg.QueueLen {
+	if len(b.direct) >= bound {
 		b.mu.Unlock()
-		b.m.Dropped.WithLabelValues(b.cfg.Stage, "queue_full").Inc()
+		reason := "queue_full"
+		if bound > b.cfg.QueueLen {
+			reason = "queue_full_keep"
+		}
+		b.m.Dropped.WithLabelValues(b.cfg.Stage, reason).Inc()
 		return false
 	}
 	b.direct = append(b.direct, ev)

@@ -115,3 +115,42 @@ func TestBatcherAppendCountsDropsWhenFull(t *testing.T) {
 		t.Fatalf("dropped = %v, want 6", v)
 	}
 }
+
+// AppendKeep takes what Append refuses, up to KeepReserve more; past the
+// reserve it refuses too, counted apart from Append's drops.
+func TestBatcherAppendKeepUsesReserve(t *testing.T) {
+	m := metrics.New()
+	var js jetstream.JetStream // never used: Run is not started
+	const queueLen = 16
+	b, err := bus.NewBatcher(js, bus.BatcherConfig{
+		Subject: "x", Stage: "test", QueueLen: queueLen, MaxEvents: 1000, MaxBytes: 1024, FlushInterval: time.Second,
+	}, m, testenv.Discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := containv1.NewIDGen()
+	for b.Append(execEvent(ids, "c", "/bin/sh")) {
+	}
+	if b.Len() != queueLen {
+		t.Fatalf("len = %d after Append filled the queue, want %d", b.Len(), queueLen)
+	}
+	kept := 0
+	for b.AppendKeep(&containv1.Event{Kind: containv1.Kind_KIND_CONTAINER, ContainerId: "c"}) {
+		kept++
+		if kept > 10*queueLen {
+			t.Fatal("AppendKeep takes without bound")
+		}
+	}
+	if want := bus.KeepReserve(queueLen); kept != want || want < 1 {
+		t.Fatalf("AppendKeep took %d past the full queue, want the reserve %d", kept, want)
+	}
+	if b.Append(execEvent(ids, "c", "/bin/sh")) {
+		t.Fatal("Append took an event into the reserve")
+	}
+	if v := testutil.ToFloat64(m.Dropped.WithLabelValues("test", "queue_full_keep")); v != 1 {
+		t.Fatalf("queue_full_keep = %v, want 1 (the refusal past the reserve)", v)
+	}
+	if v := testutil.ToFloat64(m.Dropped.WithLabelValues("test", "queue_full")); v != 2 {
+		t.Fatalf("queue_full = %v, want 2 (Append's refusals)", v)
+	}
+}

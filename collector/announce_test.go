@@ -1,0 +1,119 @@
+package collector
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/containsec/contain/internal/metrics"
+	"github.com/containsec/contain/internal/testenv"
+	"github.com/containsec/contain/schemas/containv1"
+)
+
+// TestIntegrationAnnouncementSurvivesFullBatcher: a container started
+// while the batcher's queue is full of other events is still announced,
+// before any of its events. The announcement first takes the batcher's
+// reserve; with the reserve full too it is refused, and the container's
+// events are held with it until the batcher has room again. (A lost
+// announcement left a CI docker replica without its image: it learned a
+// baseline of its own in 8 s and was paused for its normal work.)
+func TestIntegrationAnnouncementSurvivesFullBatcher(t *testing.T) {
+	testenv.RequireRoot(t)
+	_, _, js := testenv.NATS(t)
+	cfg := DefaultConfig()
+	cfg.Host = "test-host"
+	cfg.FlushInterval = time.Minute
+	cfg.BatchQueueLen = 128
+	cfg.WakeupKinds = nil // no record flushes the batcher early
+	cfg.Syscalls, cfg.Files, cfg.Network = false, false, false
+	m := metrics.New()
+	c, err := New(cfg, js, m, testenv.Logger(t))
+	if err != nil {
+		if errors.Is(err, ebpf.ErrNotSupported) {
+			testenv.Unavailable(t, "eBPF hooks: "+err.Error())
+		}
+		t.Fatal(err)
+	}
+	raw := consumeRaw(t, js)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	first := testenv.RunContainer(t, "colannwarm", testenv.ContainerSpec{})
+	raw.waitFor(t, 10*time.Second, "the collector running", func(evs []*containv1.Event) bool {
+		c.batcher.Flush()
+		return slices.ContainsFunc(evs, func(ev *containv1.Event) bool { return ev.ContainerId == first.ID })
+	})
+
+	// fill fills the batcher with host events (by Append, and by
+	// AppendKeep when reserve): it takes nothing more until its flush
+	// timer, a minute away, fires or the test flushes it. Twice: a Flush
+	// asked while waiting above may still be pending and take the first.
+	fill := func(reserve bool) {
+		for range 2 {
+			c.locked(func() {
+				for c.batcher.Append(&containv1.Event{Kind: containv1.Kind_KIND_LOSS, Host: cfg.Host}) {
+				}
+				for reserve && c.batcher.AppendKeep(&containv1.Event{Kind: containv1.Kind_KIND_LOSS, Host: cfg.Host}) {
+				}
+			})
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	// announcedFirst: the first event of id on the bus is its announcement,
+	// and more of its events follow it.
+	announcedFirst := func(id string) func([]*containv1.Event) bool {
+		return func(evs []*containv1.Event) bool {
+			c.batcher.Flush()
+			i := slices.IndexFunc(evs, func(ev *containv1.Event) bool { return ev.ContainerId == id })
+			if i < 0 {
+				return false
+			}
+			if evs[i].Kind != containv1.Kind_KIND_CONTAINER {
+				t.Fatalf("the first event of %s on the bus is %s, not its announcement", id, evs[i].Kind)
+			}
+			return slices.ContainsFunc(evs[i+1:], func(ev *containv1.Event) bool { return ev.ContainerId == id })
+		}
+	}
+	exec := func(ctr *testenv.Container) {
+		t.Helper()
+		if out, err := ctr.Exec(10*time.Second, "/bin/sh", "-c", "true"); err != nil {
+			t.Fatalf("runc exec: %v: %s", err, out)
+		}
+	}
+
+	// The queue full: the announcement takes the reserve.
+	fill(false)
+	drops := c.batcherDrops.Load()
+	b := testenv.RunContainer(t, "colannres", testenv.ContainerSpec{})
+	exec(b)
+	testenv.WaitFor(t, 10*time.Second, "events of the new container refused by the full queue", func() bool {
+		return c.batcherDrops.Load() > drops
+	})
+	raw.waitFor(t, 10*time.Second, "the container started on a full queue announced first", announcedFirst(b.ID))
+
+	// The reserve full too: the announcement is refused, and the
+	// container's events wait with it.
+	fill(true)
+	d := testenv.RunContainer(t, "colannheld", testenv.ContainerSpec{})
+	exec(d)
+	testenv.WaitFor(t, 10*time.Second, "the refused announcement held with its events", func() bool {
+		held := false
+		c.locked(func() {
+			for ctr := range c.held {
+				held = held || ctr.ref.ID == d.ID && !ctr.announced && len(ctr.pending) > 0
+			}
+		})
+		return held
+	})
+	raw.waitFor(t, 10*time.Second, "the refused announcement sent, before the events held with it", announcedFirst(d.ID))
+}
