@@ -23,6 +23,10 @@ type twinEngines struct {
 	// reused are the addresses of what the arena handed out (events,
 	// bodies, processes, slices' arrays): the engine must keep none.
 	reused map[uintptr]bool
+	// alive keeps each of them reachable: an event the arena decoded
+	// with the generated code is ordinary heap memory, and once freed its
+	// address could be the engine's next allocation (a false finding).
+	alive []unsafe.Pointer
 }
 
 func newTwins(t testing.TB) *twinEngines {
@@ -70,6 +74,7 @@ func (w *twinEngines) note(ev *containv1.Event) {
 	add := func(p unsafe.Pointer) {
 		if p != nil {
 			w.reused[uintptr(p)] = true
+			w.alive = append(w.alive, p)
 		}
 	}
 	add(unsafe.Pointer(ev))
