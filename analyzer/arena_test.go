@@ -1,6 +1,7 @@
 package analyzer
 
 import (
+	"fmt"
 	"reflect"
 	"slices"
 	"testing"
@@ -256,9 +257,17 @@ func attackStream() []*containv1.Event {
 // raise the same alerts and leave the same counters and baselines whether
 // the events were decoded by DecodeAliased or in a reused arena; the
 // engine keeps nothing of the arena's storage.
+// The fleet's batches come with and without a container dictionary.
 func TestArenaObservesAsDecoded(t *testing.T) {
+	for _, dict := range []bool{false, true} {
+		t.Run(fmt.Sprintf("dictionary=%v", dict), func(t *testing.T) { arenaObservesAsDecoded(t, dict) })
+	}
+}
+
+func arenaObservesAsDecoded(t *testing.T, dict bool) {
 	w := newTwins(t)
 	mix := newFleetMix(3, 8, 4, 40)
+	mix.dict = dict
 	step := int64(50 * time.Millisecond)
 	at := t0
 	for at < t0+2*int64(testConfig().LearningWindow)+int64(time.Second) {

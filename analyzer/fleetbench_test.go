@@ -24,6 +24,9 @@ type fleetMix struct {
 	hosts    [][]*fleetCtr
 	seq      uint64
 	perBatch int
+	// dict: batches carry a container dictionary, as the enricher writes
+	// them (enricher.container_dictionary).
+	dict bool
 }
 
 type fleetCtr struct {
@@ -77,8 +80,12 @@ func (f *fleetMix) batches(tb testing.TB, at int64) [][]byte {
 			evs = append(evs, f.event(host, cs[f.rnd.IntN(len(cs))], at))
 		}
 		f.seq++
-		data, err := bus.Encode(&containv1.Batch{SchemaVersion: containv1.SchemaVersion, Host: host, Stage: "enricher",
-			ProducerId: "bench", Seq: f.seq, Events: evs})
+		bt := &containv1.Batch{SchemaVersion: containv1.SchemaVersion, Host: host, Stage: "enricher",
+			ProducerId: "bench", Seq: f.seq, Events: evs}
+		if f.dict {
+			bt.Compact()
+		}
+		data, err := bus.Encode(bt)
 		if err != nil {
 			tb.Fatal(err)
 		}
@@ -154,11 +161,20 @@ func (f *fleetMix) event(host string, c *fleetCtr, at int64) *containv1.Event {
 // event. 20 hosts of 50 containers of 100 images, 81 events a batch (the
 // fleet run's average).
 //
+// dictionary=true: the batches carry a container dictionary.
+//
 //	go test ./analyzer -run '^$' -bench FleetHandle -benchmem -count 5
 func BenchmarkFleetHandle(b *testing.B) {
+	for _, dict := range []bool{false, true} {
+		b.Run(fmt.Sprintf("dictionary=%v", dict), func(b *testing.B) { benchFleetHandle(b, dict) })
+	}
+}
+
+func benchFleetHandle(b *testing.B, dict bool) {
 	cfg := testConfig()
 	e := newEngine(b, cfg, nil)
 	mix := newFleetMix(20, 50, 100, 81)
+	mix.dict = dict
 	// Learn for twice the window (a batch every 10 ms of event time).
 	step := int64(10 * time.Millisecond)
 	at := t0
@@ -228,7 +244,14 @@ func cpuNs() int64 {
 //
 //	go test ./analyzer -run '^$' -bench FleetDecode -benchmem -count 5
 func BenchmarkFleetDecode(b *testing.B) {
+	for _, dict := range []bool{false, true} {
+		b.Run(fmt.Sprintf("dictionary=%v", dict), func(b *testing.B) { benchFleetDecode(b, dict) })
+	}
+}
+
+func benchFleetDecode(b *testing.B, dict bool) {
 	mix := newFleetMix(20, 50, 100, 81)
+	mix.dict = dict
 	at := t0
 	var payloads [][]byte
 	for range 10 {

@@ -75,6 +75,13 @@ type Config struct {
 	// An image may also name its Dockerfile with the label
 	// io.contain.dockerfile (a path readable by the enricher).
 	Dockerfiles map[string]string `config:"dockerfiles"`
+	// ContainerDictionary writes each enriched batch's containers once, in
+	// a dictionary its events refer to (schema_version 2), instead of
+	// repeating the container id, name, image and profile in every event:
+	// fewer bytes for NATS and every consumer to copy and read. Consumers
+	// older than this build refuse such batches: turn it off while they
+	// are upgraded.
+	ContainerDictionary bool `config:"container_dictionary"`
 }
 
 // RegistryConfig configures registry access.
@@ -107,21 +114,22 @@ type ImageSourcesConfig struct {
 // DefaultConfig returns a config that validates.
 func DefaultConfig() Config {
 	return Config{
-		Workers:          2,
-		Durable:          "enricher",
-		FilterSubject:    containv1.SubjectPrefix + ".raw.>",
-		Fetch:            16,
-		FetchWait:        200 * time.Millisecond,
-		AckWait:          30 * time.Second,
-		MaxContainers:    100_000,
-		ContainersBucket: DefaultContainersBucket,
-		ContainersTTL:    30 * 24 * time.Hour,
-		ProfilesBucket:   DefaultProfilesBucket,
-		ImagesBucket:     DefaultImagesBucket,
-		MissRecheck:      10 * time.Second,
-		ResolveQueue:     256,
-		ResolveTimeout:   60 * time.Second,
-		ResolveRetry:     5 * time.Minute,
+		Workers:             2,
+		Durable:             "enricher",
+		FilterSubject:       containv1.SubjectPrefix + ".raw.>",
+		Fetch:               16,
+		FetchWait:           200 * time.Millisecond,
+		AckWait:             30 * time.Second,
+		MaxContainers:       100_000,
+		ContainersBucket:    DefaultContainersBucket,
+		ContainersTTL:       30 * 24 * time.Hour,
+		ProfilesBucket:      DefaultProfilesBucket,
+		ImagesBucket:        DefaultImagesBucket,
+		MissRecheck:         10 * time.Second,
+		ResolveQueue:        256,
+		ResolveTimeout:      60 * time.Second,
+		ResolveRetry:        5 * time.Minute,
+		ContainerDictionary: true,
 		Registry: RegistryConfig{
 			Enabled:       true,
 			Keychain:      true,

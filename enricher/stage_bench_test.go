@@ -173,17 +173,22 @@ func TestMessagesSplitsOversizedBatches(t *testing.T) {
 // random order, the hosts in turn (so each batch meets a cold part of the
 // cache); partitions=3 routes by image digest over 3 partitions as the
 // fleet's analyzers do, partitions=1 does not route.
+// dictionary=false writes no container dictionary
+// (enricher.container_dictionary); out-bytes/event is the output's size.
 func BenchmarkEnricherFleetBatches(b *testing.B) {
 	for _, parts := range []int{1, 3} {
-		b.Run(fmt.Sprintf("partitions=%d", parts), func(b *testing.B) {
-			benchFleetBatches(b, parts)
-		})
+		for _, dict := range []bool{false, true} {
+			b.Run(fmt.Sprintf("partitions=%d/dictionary=%v", parts, dict), func(b *testing.B) {
+				benchFleetBatches(b, parts, dict)
+			})
+		}
 	}
 }
 
-func benchFleetBatches(b *testing.B, parts int) {
+func benchFleetBatches(b *testing.B, parts int, dict bool) {
 	const hosts, perHost, n = 200, 50, 245
 	e := benchEnricher(b, 0)
+	e.cfg.ContainerDictionary = dict
 	e.SetRouter(analyzer.NewRouter(analyzer.Config{GroupBy: analyzer.GroupByDigest, Partitions: parts}))
 	r := rand.New(rand.NewPCG(1, 1))
 	ids := make([][]string, hosts)
@@ -214,13 +219,18 @@ func benchFleetBatches(b *testing.B, parts int) {
 	ctx := context.Background()
 	b.ReportAllocs()
 	defer cpuPerEvent(b, n)()
-	i := 0
+	i, out := 0, 0
 	for b.Loop() {
 		h := i % hosts
 		i++
-		if _, _, err := e.fetchMessages(ctx, &oneFetch{subject: subjects[h], data: in[h]}); err != nil {
+		msgs, _, err := e.fetchMessages(ctx, &oneFetch{subject: subjects[h], data: in[h]})
+		if err != nil {
 			b.Fatal(err)
+		}
+		for _, m := range msgs {
+			out += len(m.Data)
 		}
 		e.recycle() // as handleMessages after a publish
 	}
+	b.ReportMetric(float64(out)/float64(i*n), "out-bytes/event")
 }

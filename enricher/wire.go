@@ -74,6 +74,13 @@ type wireScratch struct {
 	idx   []int    // the events of one output batch
 	order []int    // partitions in order of first event
 	ev    containv1.Event
+	// The container dictionary of the output batch emitOne writes
+	// (dictionary.go): its entries, each event's reference (0: none) and
+	// size once its container fields are left out.
+	dict     []dictEntry
+	dictIdx  map[dictEntry]uint32
+	refs     []uint32
+	stripped []int
 	// arena holds the output messages' bytes (emitOne), one chunk after
 	// another; used is the chunk the last fetch wrote last, free a chunk
 	// no message refers to any more (recycle), which the next fetch
@@ -142,8 +149,11 @@ func (e *Enricher) fetchMessages(ctx context.Context, f fetch) ([]*nats.Msg, []i
 	sc := &e.scratch
 	defer func() {
 		clear(sc.wb.Events) // they point into the payloads
-		sc.wb = bus.WireBatch{Events: sc.wb.Events[:0]}
+		clear(sc.wb.Containers)
+		sc.wb = bus.WireBatch{Events: sc.wb.Events[:0], Containers: sc.wb.Containers[:0]}
 		clear(sc.ens)
+		clear(sc.dict)
+		clear(sc.dictIdx)
 		sc.used, sc.arena = sc.arena, nil
 		e.scratchMu.Unlock()
 	}()
@@ -153,7 +163,9 @@ func (e *Enricher) fetchMessages(ctx context.Context, f fetch) ([]*nats.Msg, []i
 		sizes = make([]int, 0, f.Len())
 	)
 	for i := range f.Len() {
-		if f.Wire(i, &sc.wb) {
+		// A raw batch with a container dictionary (no collector writes
+		// one) is left to the decoded path, which expands it.
+		if f.Wire(i, &sc.wb) && len(sc.wb.Containers) == 0 {
 			var err error
 			if msgs, sizes, err = e.wireBatch(ctx, sc, msgs, sizes); err != nil {
 				return nil, nil, err
@@ -435,24 +447,18 @@ func (e *Enricher) emit(sc *wireScratch, subject, producer string, idx []int, ms
 	return e.emitOne(sc, subject, producer, idx, msgs, sizes)
 }
 
-// emitOne encodes the events idx of sc.wb as one output batch.
+// emitOne encodes the events idx of sc.wb as one output batch: with a
+// container dictionary when configured and smaller (dictionary.go).
 func (e *Enricher) emitOne(sc *wireScratch, subject, producer string, idx []int, msgs []*nats.Msg, sizes []int) ([]*nats.Msg, []int, error) {
-	wb := &sc.wb
 	size := e.outputSize(sc, producer, idx)
-	if cap(sc.arena)-len(sc.arena) < size {
-		sc.arena = make([]byte, 0, max(size, min(2*cap(sc.arena), maxChunk), minChunk))
+	if e.cfg.ContainerDictionary {
+		if dsize := e.dictionarySize(sc, producer, idx); dsize < size {
+			return e.emitDictionary(sc, subject, producer, idx, dsize, msgs, sizes)
+		}
 	}
-	at := len(sc.arena)
-	buf := sc.arena[at : at : at+size]
-	buf = protowire.AppendTag(buf, fieldBatchSchemaVersion, protowire.VarintType)
-	buf = protowire.AppendVarint(buf, containv1.SchemaVersion)
-	buf = appendStringField(buf, fieldBatchHost, wb.Host)
-	buf = appendStringField(buf, fieldBatchStage, metrics.StageEnricher)
-	if wb.Seq != 0 {
-		buf = protowire.AppendTag(buf, fieldBatchSeq, protowire.VarintType)
-		buf = protowire.AppendVarint(buf, wb.Seq)
-	}
-	buf = appendStringField(buf, fieldBatchProducerID, producer)
+	wb := &sc.wb
+	buf, at := sc.arenaBuf(size)
+	buf = appendBatchHeader(buf, wb, containv1.SchemaVersion, producer)
 	for _, i := range idx {
 		ev := &wb.Events[i]
 		buf = protowire.AppendTag(buf, fieldBatchEvents, protowire.BytesType)
@@ -465,13 +471,29 @@ func (e *Enricher) emitOne(sc *wireScratch, subject, producer string, idx []int,
 			}
 		}
 	}
-	if len(buf) <= size { // written in place (else outputSize was wrong: reallocated)
+	return e.finishMsg(sc, subject, producer, idx, at, size, buf, msgs, sizes)
+}
+
+// arenaBuf is room for size bytes at the end of the output arena, and
+// where it starts.
+func (sc *wireScratch) arenaBuf(size int) (buf []byte, at int) {
+	if cap(sc.arena)-len(sc.arena) < size {
+		sc.arena = make([]byte, 0, max(size, min(2*cap(sc.arena), maxChunk), minChunk))
+	}
+	at = len(sc.arena)
+	return sc.arena[at : at : at+size], at
+}
+
+// finishMsg makes the message of the output batch buf (the events idx),
+// written at at in the arena for size bytes.
+func (e *Enricher) finishMsg(sc *wireScratch, subject, producer string, idx []int, at, size int, buf []byte, msgs []*nats.Msg, sizes []int) ([]*nats.Msg, []int, error) {
+	if len(buf) <= size { // written in place (else the size was wrong: reallocated)
 		sc.arena = sc.arena[:at+len(buf)]
 	}
 	buf = buf[:len(buf):len(buf)]
 	// The events were scanned (UTF-8 checked) and what an entry appends
 	// is UTF-8 (store).
-	msg, err := bus.NewEncodedMsg(subject, metrics.StageEnricher, producer, wb.Seq, buf)
+	msg, err := bus.NewEncodedMsg(subject, metrics.StageEnricher, producer, sc.wb.Seq, buf)
 	if err != nil {
 		e.em.publishErrors.Inc()
 		return nil, nil, fmt.Errorf("enricher: %w", err)
@@ -479,16 +501,33 @@ func (e *Enricher) emitOne(sc *wireScratch, subject, producer string, idx []int,
 	return append(msgs, msg), append(sizes, len(idx)), nil
 }
 
-// outputSize is the encoded size of the output batch of the events idx
-// under producer.
-func (e *Enricher) outputSize(sc *wireScratch, producer string, idx []int) int {
-	wb := &sc.wb
-	n := 1 + protowire.SizeVarint(containv1.SchemaVersion) + stringFieldSize(wb.Host) +
+// appendBatchHeader appends the output batch's own fields.
+func appendBatchHeader(buf []byte, wb *bus.WireBatch, version uint64, producer string) []byte {
+	buf = protowire.AppendTag(buf, fieldBatchSchemaVersion, protowire.VarintType)
+	buf = protowire.AppendVarint(buf, version)
+	buf = appendStringField(buf, fieldBatchHost, wb.Host)
+	buf = appendStringField(buf, fieldBatchStage, metrics.StageEnricher)
+	if wb.Seq != 0 {
+		buf = protowire.AppendTag(buf, fieldBatchSeq, protowire.VarintType)
+		buf = protowire.AppendVarint(buf, wb.Seq)
+	}
+	return appendStringField(buf, fieldBatchProducerID, producer)
+}
+
+// headerSize is appendBatchHeader's size.
+func headerSize(wb *bus.WireBatch, version uint64, producer string) int {
+	n := 1 + protowire.SizeVarint(version) + stringFieldSize(wb.Host) +
 		stringFieldSize(metrics.StageEnricher) + stringFieldSize(producer)
 	if wb.Seq != 0 {
 		n += 1 + protowire.SizeVarint(wb.Seq)
 	}
-	return n + e.eventsSize(sc, idx)
+	return n
+}
+
+// outputSize is the encoded size of the output batch of the events idx
+// under producer.
+func (e *Enricher) outputSize(sc *wireScratch, producer string, idx []int) int {
+	return headerSize(&sc.wb, containv1.SchemaVersion, producer) + e.eventsSize(sc, idx)
 }
 
 // eventsSize is the encoded size of the events idx as batch fields.

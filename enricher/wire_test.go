@@ -6,7 +6,9 @@ import (
 	"math/rand/v2"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -114,8 +116,12 @@ func checkWireMatches(t *testing.T, ref, got *Enricher, subject string, data []b
 	}
 	for i, w := range wantMsgs {
 		g := gotMsgs[i]
+		schema := g.Header.Get(bus.HeaderSchema)
+		if schema == strconv.Itoa(containv1.SchemaVersionDictionary) && got.cfg.ContainerDictionary {
+			schema = w.Header.Get(bus.HeaderSchema) // checked with the batch below
+		}
 		if g.Subject != w.Subject || g.Header.Get(jetstream.MsgIDHeader) != w.Header.Get(jetstream.MsgIDHeader) ||
-			g.Header.Get(bus.HeaderSchema) != w.Header.Get(bus.HeaderSchema) || g.Header.Get(bus.HeaderContentType) != w.Header.Get(bus.HeaderContentType) {
+			schema != w.Header.Get(bus.HeaderSchema) || g.Header.Get(bus.HeaderContentType) != w.Header.Get(bus.HeaderContentType) {
 			t.Fatalf("message %d: wire path %s %v, decoded path %s %v", i, g.Subject, g.Header, w.Subject, w.Header)
 		}
 		gb, err := bus.Decode(g.Data)
@@ -125,6 +131,15 @@ func checkWireMatches(t *testing.T, ref, got *Enricher, subject string, data []b
 		wb, err := bus.Decode(w.Data)
 		if err != nil {
 			t.Fatal(err)
+		}
+		// The wire path writes a container dictionary (the decoded
+		// path does not): the same events once decoded.
+		if gb.SchemaVersion == containv1.SchemaVersionDictionary && got.cfg.ContainerDictionary {
+			if g.Header.Get(bus.HeaderSchema) != strconv.Itoa(containv1.SchemaVersionDictionary) {
+				t.Fatalf("message %d: a dictionary batch with header %s %q", i, bus.HeaderSchema, g.Header.Get(bus.HeaderSchema))
+			}
+			gb.SchemaVersion = wb.SchemaVersion
+			wireDictionaryMsgs.Add(1)
 		}
 		if !proto.Equal(gb, wb) {
 			t.Fatalf("message %d:\nwire path    %v\ndecoded path %v", i, gb, wb)
@@ -254,6 +269,9 @@ func TestWireMatchesDecoded(t *testing.T) {
 				}
 				if router == nil && limit > 0 && !split {
 					t.Error("no batch was split")
+				}
+				if wireDictionaryMsgs.Load() == 0 {
+					t.Error("no message was written with a container dictionary")
 				}
 			})
 		}
@@ -403,5 +421,70 @@ func TestWireRefusesAsDecoding(t *testing.T) {
 	})
 	if n := testutil.ToFloat64(m.EventsIn.WithLabelValues(metrics.StageEnricher)); n != 4 {
 		t.Errorf("events in %v, want 4 (container, 11, 12, 13)", n)
+	}
+}
+
+// wireDictionaryMsgs counts the wire path's messages written with a
+// container dictionary (checkWireMatches).
+var wireDictionaryMsgs atomic.Int64
+
+// TestWireDictionary: the enricher's output of many events of a few
+// containers lists each container once, is smaller than without the
+// dictionary, and reads as the same events; with the dictionary off it
+// is written as before (schema_version 1).
+func TestWireDictionary(t *testing.T) {
+	ids := containv1.NewIDGen()
+	var evs []*containv1.Event
+	for i := range 300 {
+		ctr := []string{"c0", "c1", "c2"}[i%3]
+		evs = append(evs, &containv1.Event{Id: ids.Next(), Host: "h1", ContainerId: ctr, ContainerName: "name-" + ctr, MonoNs: uint64(i), SchemaVersion: 1,
+			Kind: containv1.Kind_KIND_EXEC, Body: &containv1.Event_Exec{Exec: &containv1.Exec{Filename: "/bin/sh", Argv: []string{"sh"}}}})
+	}
+	data, err := bus.Encode(&containv1.Batch{SchemaVersion: 1, Host: "h1", Stage: "collector", ProducerId: "p1", Seq: 7, Events: evs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	subject := containv1.RawSubject("h1")
+	out := map[bool][]byte{}
+	for _, dict := range []bool{false, true} {
+		kv := memKV{}
+		e := wireTestEnricher(kv, nil, 0)
+		e.cfg.ContainerDictionary = dict
+		msgs, _, err := e.fetchMessages(context.Background(), &oneFetch{subject: subject, data: data})
+		if err != nil || len(msgs) != 1 {
+			t.Fatalf("dictionary %v: %d messages, %v", dict, len(msgs), err)
+		}
+		out[dict] = msgs[0].Data
+		var wb bus.WireBatch
+		if !bus.ScanBatch(msgs[0].Data, &wb) {
+			t.Fatalf("dictionary %v: the output does not scan", dict)
+		}
+		want, version := 0, uint32(containv1.SchemaVersion)
+		if dict {
+			want, version = 3, containv1.SchemaVersionDictionary
+		}
+		if len(wb.Containers) != want || wb.SchemaVersion != version {
+			t.Fatalf("dictionary %v: %d containers, schema_version %d; want %d, %d", dict, len(wb.Containers), wb.SchemaVersion, want, version)
+		}
+	}
+	plain, err := bus.Decode(out[false])
+	if err != nil {
+		t.Fatal(err)
+	}
+	compact, err := bus.Decode(out[true])
+	if err != nil {
+		t.Fatal(err)
+	}
+	compact.SchemaVersion = plain.SchemaVersion
+	if !proto.Equal(plain, compact) {
+		t.Fatalf("with the dictionary the output reads\n%v\nwithout\n%v", compact, plain)
+	}
+	if ev := compact.Events[4]; ev.ContainerId != "c1" || ev.ImageRef != "registry.local/shop/api:2" || ev.ContainerName != "name-c1" {
+		t.Fatalf("event 4 read back as %v", ev)
+	}
+	ratio := float64(len(out[true])) / float64(len(out[false]))
+	t.Logf("%d bytes with the dictionary, %d without (%.2f)", len(out[true]), len(out[false]), ratio)
+	if ratio > 0.8 {
+		t.Errorf("the dictionary saves too little: %.2f of the bytes", ratio)
 	}
 }

@@ -256,7 +256,13 @@ func (fb *fetchBufs) collect(f *fetch, now time.Time) {
 			p.prefixAlias(prefix)
 			fb.order = append(fb.order, idPos{id: id, pos: int32(n + j)})
 			fb.raws = append(fb.raws, e.Raw)
+			ref := int32(-1)
+			if e.ContainerRef != 0 { // in range: ScanBatch checked
+				ref = int32(len(fb.dict)) + int32(e.ContainerRef) - 1
+			}
+			fb.refs = append(fb.refs, ref)
 		}
+		fb.dict = append(fb.dict, wb.Containers...)
 		sc.hi = len(fb.raws)
 		fb.scanned = append(fb.scanned, sc)
 		fb.counts = append(fb.counts, len(wb.Events))
@@ -267,7 +273,17 @@ func (fb *fetchBufs) collect(f *fetch, now time.Time) {
 		fb.probes[i].forget() // the payloads are fb.raws'
 	}
 	clear(fb.wb.Events[:cap(fb.wb.Events)])
-	fb.wb = bus.WireBatch{Events: fb.wb.Events[:0]}
+	clear(fb.wb.Containers[:cap(fb.wb.Containers)])
+	fb.wb = bus.WireBatch{Events: fb.wb.Events[:0], Containers: fb.wb.Containers[:0]}
+}
+
+// container is the dictionary entry of scanned event i (fb.raws[i]), nil
+// when it refers to none.
+func (fb *fetchBufs) container(i int) *bus.WireContainer {
+	if r := fb.refs[i]; r >= 0 {
+		return &fb.dict[r]
+	}
+	return nil
 }
 
 // release drops what collect kept of the fetch's payloads (the events'
@@ -275,6 +291,9 @@ func (fb *fetchBufs) collect(f *fetch, now time.Time) {
 func (fb *fetchBufs) release() {
 	clear(fb.raws)
 	fb.raws = fb.raws[:0]
+	fb.refs = fb.refs[:0]
+	clear(fb.dict)
+	fb.dict = fb.dict[:0]
 	clear(fb.scanned)
 	fb.scanned = fb.scanned[:0]
 }

@@ -48,6 +48,11 @@ type fetchBufs struct {
 	wb      bus.WireBatch
 	scanned []scannedMsg
 	raws    [][]byte
+	// refs[i] is raws[i]'s entry in dict, the scanned batches' container
+	// dictionaries (-1: none): readWire reads the event's own fields,
+	// the rest comes from its entry.
+	refs []int32
+	dict []bus.WireContainer
 }
 
 func newFetchBufs(cfg Config) *fetchBufs {
@@ -340,9 +345,16 @@ func (s *Store) writeGroup(ctx context.Context, rs *rowSet, f *fetch, fb *fetchB
 			// decoded.
 			for i, raw := range fb.raws[sc.lo:sc.hi] {
 				var ev *containv1.Event
-				if rs.keepRaw || !r.fillWire(&sc.bi, i, raw, now, &rs.arena) {
+				ctr := fb.container(sc.lo + i)
+				if !rs.keepRaw && r.fillWire(&sc.bi, i, raw, now, &rs.arena) {
+					r.f.expand(ctr)
+				} else {
 					if ev, err = decodeEvent(raw); err != nil {
 						return rows, dups, nil, fmt.Errorf("store: event %d of a scanned batch: %w", i, err)
+					}
+					if ctr != nil {
+						ev.ExpandFrom(&containv1.ContainerRef{ContainerId: ctr.ContainerID, ContainerName: ctr.ContainerName,
+							ImageRef: ctr.ImageRef, ImageDigest: ctr.ImageDigest, ProfileRef: ctr.ProfileRef})
 					}
 					commit(ev, &sc.bi)
 					r.fill(&sc.bi, i, ev, now, rs.keepRaw)

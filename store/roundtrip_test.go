@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/containsec/contain/internal/bus"
 	"github.com/containsec/contain/internal/metrics"
@@ -64,17 +65,24 @@ func sampleEvents(ids *containv1.IDGen, cid string, base time.Time) []*containv1
 // TestRoundTripEveryKind reads back every column of every kind, with the
 // raw encoding kept (rows from decoded events) and without (rows read
 // from the wire, design 021 decision 18).
+// The events batch is also sent with a container dictionary (the
+// enricher's output, schema_version 2): the same rows.
 func TestRoundTripEveryKind(t *testing.T) {
 	for _, raw := range []bool{false, true} {
-		name := "wire"
-		if raw {
-			name = "store_raw"
+		for _, dict := range []bool{false, true} {
+			name := "wire"
+			if raw {
+				name = "store_raw"
+			}
+			if dict {
+				name += "/dictionary"
+			}
+			t.Run(name, func(t *testing.T) { roundTripEveryKind(t, raw, dict) })
 		}
-		t.Run(name, func(t *testing.T) { roundTripEveryKind(t, raw) })
 	}
 }
 
-func roundTripEveryKind(t *testing.T, storeRaw bool) {
+func roundTripEveryKind(t *testing.T, storeRaw, dict bool) {
 	cfg := testConfig(t)
 	cfg.StoreRaw = storeRaw
 	s := openStore(t, cfg)
@@ -106,7 +114,15 @@ func roundTripEveryKind(t *testing.T, storeRaw bool) {
 		containv1.AlertsSubject("host-a"):  {alert},
 		containv1.ActionsSubject("host-a"): {action},
 	} {
-		if err := bus.Publish(ctx, js, subj, bus.NewProducer("host-a", "test").Batch(batch)); err != nil {
+		b := bus.NewProducer("host-a", "test").Batch(batch)
+		if dict && subj == containv1.EventsSubject("host-a") {
+			b = proto.Clone(b).(*containv1.Batch) // evs are read below
+			b.Compact()
+			if len(b.Containers) != 1 {
+				t.Fatalf("the events' dictionary has %d containers, want 1", len(b.Containers))
+			}
+		}
+		if err := bus.Publish(ctx, js, subj, b); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -248,6 +248,29 @@ func readWire(b []byte, f *flatEvent, a *arena) (rawID []byte, wallNs int64, ok 
 	return rawID, wallNs, true
 }
 
+// expand sets what f leaves empty of its container fields from its
+// batch's dictionary entry c (nil: none), as containv1.Event.ExpandFrom.
+func (f *flatEvent) expand(c *bus.WireContainer) {
+	if c == nil {
+		return
+	}
+	if f.containerID == "" {
+		f.containerID = c.ContainerID
+	}
+	if f.containerName == "" {
+		f.containerName = c.ContainerName
+	}
+	if f.imageRef == "" {
+		f.imageRef = c.ImageRef
+	}
+	if f.imageDig == "" {
+		f.imageDig = c.ImageDigest
+	}
+	if f.profileRef == "" {
+		f.profileRef = c.ProfileRef
+	}
+}
+
 // readBody reads (merges) one occurrence of body member body.
 func readBody(body protowire.Number, b []byte, f *flatEvent, a *arena) bool {
 	for len(b) > 0 {

@@ -273,8 +273,11 @@ func decode(data []byte, alias bool) (*containv1.Batch, error) {
 	if b.SchemaVersion == 0 {
 		return nil, fmt.Errorf("%w: no schema_version", ErrMalformed)
 	}
-	if b.SchemaVersion > containv1.SchemaVersion {
-		return nil, fmt.Errorf("%w: schema_version %d is newer than this build's %d", ErrMalformed, b.SchemaVersion, containv1.SchemaVersion)
+	if b.SchemaVersion > containv1.ReadableSchemaVersion {
+		return nil, fmt.Errorf("%w: schema_version %d is newer than this build's %d", ErrMalformed, b.SchemaVersion, containv1.ReadableSchemaVersion)
+	}
+	if err := b.Expand(); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
 	return &b, nil
 }

@@ -2,6 +2,7 @@ package bus_test
 
 import (
 	"errors"
+	"strings"
 	"testing"
 
 	"google.golang.org/protobuf/encoding/protowire"
@@ -26,14 +27,21 @@ func FuzzDecodeMatchesProto(f *testing.F) {
 	ctr.Body = &containv1.Event_Container{Container: &containv1.ContainerInfo{Runtime: "runc", Labels: map[string]string{"k": "v"}}}
 	data, _ := bus.Encode(p.Batch([]*containv1.Event{ctr}))
 	f.Add(data)
+	for _, d := range dictionarySeeds() {
+		f.Add(d)
+	}
 	f.Add([]byte{0x08, 0x01, 0x12, 0x02, 0xc3, 0x28}) // schema 1, host "\xc3\x28"
 	f.Add([]byte{0x08, 0x01, 0x12, 0x02, 0xc3, 0xa9}) // schema 1, host "é"
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var want containv1.Batch
 		werr := proto.Unmarshal(data, &want)
-		if werr == nil && (want.SchemaVersion == 0 || want.SchemaVersion > containv1.SchemaVersion) {
+		if werr == nil && (want.SchemaVersion == 0 || want.SchemaVersion > containv1.ReadableSchemaVersion) {
 			werr = errors.New("schema version")
+		}
+		if werr == nil {
+			// A container dictionary is read into the events.
+			werr = want.Expand()
 		}
 		got, err := bus.Decode(data)
 		if (err == nil) != (werr == nil) {
@@ -125,4 +133,26 @@ func TestEncodeRefusesInvalidUTF8(t *testing.T) {
 	if _, err := bus.Encode(p.Batch([]*containv1.Event{ev})); err == nil {
 		t.Fatal("Encode accepted an argv that is not UTF-8")
 	}
+}
+
+// dictionarySeeds are batches with a container dictionary (schema 2):
+// events referring to entries (one keeping its own image), an event
+// without a container, and a reference past the dictionary.
+func dictionarySeeds() [][]byte {
+	ids := containv1.NewIDGen()
+	a, b := execEvent(ids, "", "/bin/sh"), execEvent(ids, "", "/bin/ls")
+	a.ContainerRef, b.ContainerRef = 1, 2
+	b.ImageRef = "own/ref:1"
+	host := execEvent(ids, "", "/bin/true")
+	batch := &containv1.Batch{SchemaVersion: containv1.SchemaVersionDictionary, Host: "h", Stage: "enricher", ProducerId: "p", Seq: 1,
+		Containers: []*containv1.ContainerRef{
+			{ContainerId: "c1", ContainerName: "web", ImageRef: "shop/web:1", ImageDigest: "sha256:" + strings.Repeat("a", 64), ProfileRef: "p@1"},
+			{ContainerId: "c2", ImageRef: "shop/db:2"},
+		},
+		Events: []*containv1.Event{a, b, host}}
+	good, _ := batch.MarshalVT()
+	past := proto.Clone(batch).(*containv1.Batch)
+	past.Events[0].ContainerRef = 3
+	bad, _ := past.MarshalVT()
+	return [][]byte{good, bad}
 }

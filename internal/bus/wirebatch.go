@@ -23,6 +23,15 @@ type WireBatch struct {
 	ProducerID    string
 	Seq           uint64
 	Events        []WireEvent
+	// Containers is the batch's container dictionary (schema_version 2),
+	// in order: WireEvent.ContainerRef is 1 + an index into it.
+	Containers []WireContainer
+}
+
+// WireContainer is one entry of a batch's container dictionary
+// (containv1.ContainerRef).
+type WireContainer struct {
+	ContainerID, ContainerName, ImageRef, ImageDigest, ProfileRef string
 }
 
 // WireEvent is one event of a WireBatch. Each string is the field's last
@@ -35,7 +44,14 @@ type WireEvent struct {
 	ContainerName string
 	ImageRef      string
 	ImageDigest   string
+	ProfileRef    string
 	Kind          containv1.Kind
+	// ContainerRef is the event's container_ref as on the wire (Raw
+	// still holds it); ScanBatch has already filled ContainerID,
+	// ContainerName, ImageRef, ImageDigest and ProfileRef from its
+	// dictionary entry where the event leaves them empty (as decoding
+	// does); a reader of Raw fills the same from Containers.
+	ContainerRef uint32
 	// ID and WallNs are the event's id and wall time (ID points into the
 	// payload); Body is the field number of the oneof's member that
 	// decoding gives (the last one on the wire), 0 for none.
@@ -52,6 +68,7 @@ const (
 	batchSeq           = 4
 	batchProducerID    = 5
 	batchEvents        = 6
+	batchContainers    = 7
 
 	eventHost          = 2
 	eventContainerID   = 3
@@ -79,7 +96,7 @@ const maxScanDepth = 64
 // another wire type, a group, deep nesting). It is pure and safe on any
 // input (FuzzScanBatch).
 func ScanBatch(data []byte, wb *WireBatch) bool {
-	*wb = WireBatch{Events: wb.Events[:0]}
+	*wb = WireBatch{Events: wb.Events[:0], Containers: wb.Containers[:0]}
 	t := strictBatch()
 	b := data
 	for len(b) > 0 {
@@ -130,6 +147,19 @@ func ScanBatch(data []byte, wb *WireBatch) bool {
 			if !scanEvent(t.fields[batchEvents].msg, v, &wb.Events[len(wb.Events)-1]) {
 				return false
 			}
+		case batchContainers:
+			if typ != protowire.BytesType {
+				return false
+			}
+			v, n := protowire.ConsumeBytes(b)
+			if n < 0 {
+				return false
+			}
+			b = b[n:]
+			wb.Containers = append(wb.Containers, WireContainer{})
+			if !scanContainer(t.fields[batchContainers].msg, v, &wb.Containers[len(wb.Containers)-1]) {
+				return false
+			}
 		default:
 			n := validField(t, num, typ, b, 0)
 			if n < 0 {
@@ -138,7 +168,85 @@ func ScanBatch(data []byte, wb *WireBatch) bool {
 			b = b[n:]
 		}
 	}
-	return wb.SchemaVersion != 0 && wb.SchemaVersion <= containv1.SchemaVersion
+	return wb.SchemaVersion != 0 && wb.SchemaVersion <= containv1.ReadableSchemaVersion && wb.expand()
+}
+
+// expand fills the events' container fields from the dictionary as
+// containv1.Batch.Expand does; false for a reference past it.
+func (wb *WireBatch) expand() bool {
+	for i := range wb.Events {
+		ev := &wb.Events[i]
+		if ev.ContainerRef == 0 {
+			continue
+		}
+		if uint64(ev.ContainerRef) > uint64(len(wb.Containers)) {
+			return false
+		}
+		c := &wb.Containers[ev.ContainerRef-1]
+		if ev.ContainerID == "" {
+			ev.ContainerID = c.ContainerID
+		}
+		if ev.ContainerName == "" {
+			ev.ContainerName = c.ContainerName
+		}
+		if ev.ImageRef == "" {
+			ev.ImageRef = c.ImageRef
+		}
+		if ev.ImageDigest == "" {
+			ev.ImageDigest = c.ImageDigest
+		}
+		if ev.ProfileRef == "" {
+			ev.ProfileRef = c.ProfileRef
+		}
+	}
+	return true
+}
+
+// Field numbers of containv1.ContainerRef.
+const (
+	refContainerID   = 1
+	refContainerName = 2
+	refImageRef      = 3
+	refImageDigest   = 4
+	refProfileRef    = 5
+)
+
+// scanContainer reads one dictionary entry (a message of table t) into c.
+func scanContainer(t *strictTable, b []byte, c *WireContainer) bool {
+	for len(b) > 0 {
+		num, typ, n := consumeTag(b)
+		if n < 0 {
+			return false
+		}
+		b = b[n:]
+		var dst *string
+		switch num {
+		case refContainerID:
+			dst = &c.ContainerID
+		case refContainerName:
+			dst = &c.ContainerName
+		case refImageRef:
+			dst = &c.ImageRef
+		case refImageDigest:
+			dst = &c.ImageDigest
+		case refProfileRef:
+			dst = &c.ProfileRef
+		default:
+			n := validField(t, num, typ, b, 1)
+			if n < 0 {
+				return false
+			}
+			b = b[n:]
+			continue
+		}
+		s, n := consumeString(typ, b)
+		if n < 0 {
+			return false
+		}
+		b = b[n:]
+		*dst = s
+	}
+	return true
 }
 
 // scanEvent reads one event (a message of table t) into ev.
@@ -151,7 +259,7 @@ func scanEvent(t *strictTable, b []byte, ev *WireEvent) bool {
 		}
 		b = b[n:]
 		switch num {
-		case eventHost, eventContainerID, eventContainerName, eventImageRef, eventImageDigest:
+		case eventHost, eventContainerID, eventContainerName, eventImageRef, eventImageDigest, eventProfileRef:
 			s, n := consumeString(typ, b)
 			if n < 0 {
 				return false
@@ -166,10 +274,12 @@ func scanEvent(t *strictTable, b []byte, ev *WireEvent) bool {
 				ev.ContainerName = s
 			case eventImageRef:
 				ev.ImageRef = s
-			default:
+			case eventImageDigest:
 				ev.ImageDigest = s
+			default:
+				ev.ProfileRef = s
 			}
-		case eventKind, eventWallNs:
+		case eventKind, eventWallNs, eventContainerRef:
 			if typ != protowire.VarintType {
 				return false
 			}
@@ -178,10 +288,13 @@ func scanEvent(t *strictTable, b []byte, ev *WireEvent) bool {
 				return false
 			}
 			b = b[n:]
-			if num == eventKind {
+			switch num {
+			case eventKind:
 				ev.Kind = containv1.Kind(int32(v))
-			} else {
+			case eventWallNs:
 				ev.WallNs = int64(v)
+			default:
+				ev.ContainerRef = uint32(v)
 			}
 		case eventID:
 			if typ != protowire.BytesType {

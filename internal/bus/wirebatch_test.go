@@ -35,9 +35,10 @@ func scanSeeds() [][]byte {
 	dup := append([]byte{0x08, 0x01, 0x12, 0x02, 'h', '1', 0x32, byte(len(evb) + 4)}, evb...)
 	dup = append(dup, 0x1a, 0x02, 'c', '9') // container_id again: the last wins
 	out = append(out, dup)
-	out = append(out, []byte{0x08, 0x01, 0x12, 0x02, 'h', '1', 0xf8, 0x01, 0x05})   // unknown field 31
-	out = append(out, []byte{0x08, 0x01, 0x10, 0x05})                               // host as a varint
-	out = append(out, []byte{0x08, 0x01, 0x32, 0x04, 0x1a, 0x02, 0xc3, 0x28})       // container_id not UTF-8
+	out = append(out, []byte{0x08, 0x01, 0x12, 0x02, 'h', '1', 0xf8, 0x01, 0x05}) // unknown field 31
+	out = append(out, []byte{0x08, 0x01, 0x10, 0x05})                             // host as a varint
+	out = append(out, []byte{0x08, 0x01, 0x32, 0x04, 0x1a, 0x02, 0xc3, 0x28})     // container_id not UTF-8
+	out = append(out, dictionarySeeds()...)
 	out = append(out, []byte{0x08, 0x01, 0x32, 0x05, 0xaa, 0x01, 0x02, 0x28, 0x07}) // syscall args unpacked
 	return out
 }
@@ -136,11 +137,20 @@ func checkScanned(t *testing.T, wb *bus.WireBatch, b *containv1.Batch) {
 	}
 	for i, we := range wb.Events {
 		var ev containv1.Event
-		if err := proto.Unmarshal(we.Raw, &ev); err != nil || !proto.Equal(&ev, b.Events[i]) {
+		err := proto.Unmarshal(we.Raw, &ev)
+		if r := ev.ContainerRef; err == nil && r != 0 {
+			if we.ContainerRef != r || int(r) > len(wb.Containers) {
+				t.Fatalf("event %d: container_ref %d scanned as %d of %d containers", i, r, we.ContainerRef, len(wb.Containers))
+			}
+			c := wb.Containers[r-1]
+			ev.ExpandFrom(&containv1.ContainerRef{ContainerId: c.ContainerID, ContainerName: c.ContainerName,
+				ImageRef: c.ImageRef, ImageDigest: c.ImageDigest, ProfileRef: c.ProfileRef})
+		}
+		if err != nil || !proto.Equal(&ev, b.Events[i]) {
 			t.Fatalf("event %d: raw reads %v (%v), decoded %v", i, &ev, err, b.Events[i])
 		}
 		if we.Host != ev.Host || we.ContainerID != ev.ContainerId || we.ContainerName != ev.ContainerName ||
-			we.ImageRef != ev.ImageRef || we.ImageDigest != ev.ImageDigest || we.Kind != ev.Kind ||
+			we.ImageRef != ev.ImageRef || we.ImageDigest != ev.ImageDigest || we.ProfileRef != ev.ProfileRef || we.Kind != ev.Kind ||
 			string(we.ID) != string(ev.Id) || we.WallNs != ev.WallNs || we.Body != bodyNumber(&ev) {
 			t.Fatalf("event %d: scanned %+v, decoded %v", i, we, &ev)
 		}
@@ -165,12 +175,16 @@ func TestScanBatchFieldNumbers(t *testing.T) {
 		}
 	}
 	bm := (&containv1.Batch{}).ProtoReflect().Descriptor()
-	for name, num := range map[string]protoreflect.FieldNumber{"schema_version": 1, "host": 2, "stage": 3, "seq": 4, "producer_id": 5, "events": 6} {
+	for name, num := range map[string]protoreflect.FieldNumber{"schema_version": 1, "host": 2, "stage": 3, "seq": 4, "producer_id": 5, "events": 6, "containers": 7} {
 		check(bm, name, num)
 	}
 	em := (&containv1.Event{}).ProtoReflect().Descriptor()
-	for name, num := range map[string]protoreflect.FieldNumber{"id": 1, "host": 2, "container_id": 3, "container_name": 4, "image_ref": 5, "image_digest": 6, "wall_ns": 8, "kind": 9, "profile_ref": 12, "exec": 20, "commit": 29} {
+	for name, num := range map[string]protoreflect.FieldNumber{"id": 1, "host": 2, "container_id": 3, "container_name": 4, "image_ref": 5, "image_digest": 6, "wall_ns": 8, "kind": 9, "profile_ref": 12, "exec": 20, "commit": 29, "container_ref": 30} {
 		check(em, name, num)
+	}
+	cm := (&containv1.ContainerRef{}).ProtoReflect().Descriptor()
+	for name, num := range map[string]protoreflect.FieldNumber{"container_id": 1, "container_name": 2, "image_ref": 3, "image_digest": 4, "profile_ref": 5} {
+		check(cm, name, num)
 	}
 }
 

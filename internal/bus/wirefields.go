@@ -38,6 +38,9 @@ type Arena struct {
 	networkB chunks[containv1.Event_Network]
 	fileB    chunks[containv1.Event_File]
 	lifeB    chunks[containv1.Event_Process]
+	// containers: batches' container dictionaries, expanded into their
+	// events as the batch is decoded (containv1.Batch.Expand).
+	containers chunks[containv1.ContainerRef]
 }
 
 // chunkLen is how many values a chunk holds.
@@ -67,6 +70,7 @@ func (a *Arena) Reset() {
 	a.batches.n, a.events.n, a.procs.n = 0, 0, 0
 	a.execs.n, a.syscalls.n, a.networks.n, a.files.n, a.lifes.n = 0, 0, 0, 0, 0
 	a.execB.n, a.syscallB.n, a.networkB.n, a.fileB.n, a.lifeB.n = 0, 0, 0, 0, 0
+	a.containers.n = 0
 }
 
 // Decode is DecodeAliased(data) into the arena's storage: the same
@@ -136,13 +140,25 @@ func (a *Arena) scan(data []byte) (*containv1.Batch, bool) {
 				}
 			}
 			bt.Events = append(bt.Events, ev)
+		case batchContainers:
+			v, n := bytesField(typ, b)
+			if n < 0 || !validMsg(strictBatch().fields[batchContainers].msg, v, 1) {
+				return nil, false
+			}
+			b = b[n:]
+			c := a.containers.next()
+			*c = containv1.ContainerRef{}
+			if c.UnmarshalVTUnsafe(v) != nil {
+				return nil, false
+			}
+			bt.Containers = append(bt.Containers, c)
 		default:
 			// An unknown batch field would be kept as such by the
 			// generated code: left to it.
 			return nil, false
 		}
 	}
-	if bt.SchemaVersion == 0 || bt.SchemaVersion > containv1.SchemaVersion {
+	if bt.SchemaVersion == 0 || bt.SchemaVersion > containv1.ReadableSchemaVersion || bt.Expand() != nil {
 		return nil, false
 	}
 	return bt, true
@@ -159,6 +175,7 @@ const (
 	eventNetwork       = 22
 	eventFile          = 23
 	eventProcess       = 28
+	eventContainerRef  = 30
 )
 
 // event decodes b into ev; false for anything but the known fields of an
@@ -198,7 +215,7 @@ func (a *Arena) event(b []byte, ev *containv1.Event) bool {
 			default:
 				ev.ProfileRef = s
 			}
-		case eventMonoNs, eventWallNs, eventKind, eventSchemaVersion, eventCgroupID:
+		case eventMonoNs, eventWallNs, eventKind, eventSchemaVersion, eventCgroupID, eventContainerRef:
 			v, n := varintField(typ, b)
 			if n < 0 {
 				return false
@@ -213,6 +230,8 @@ func (a *Arena) event(b []byte, ev *containv1.Event) bool {
 				ev.Kind = containv1.Kind(int32(v))
 			case eventSchemaVersion:
 				ev.SchemaVersion = uint32(v)
+			case eventContainerRef:
+				ev.ContainerRef = uint32(v)
 			default:
 				ev.CgroupId = v
 			}

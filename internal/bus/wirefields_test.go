@@ -235,3 +235,44 @@ func TestConsumeReuseEvents(t *testing.T) {
 		t.Errorf("refused %v, want 1", n)
 	}
 }
+
+// TestDictionaryReadByEveryDecoder: a batch with a container dictionary is
+// read by the arena's walk and by ScanBatch (not left to the generated
+// code), each giving Decode's events; a reference past the dictionary is
+// refused by all.
+func TestDictionaryReadByEveryDecoder(t *testing.T) {
+	seeds := dictionarySeeds()
+	good, bad := seeds[0], seeds[1]
+	want, err := bus.Decode(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev := want.Events[1]; ev.ContainerId != "c2" || ev.ImageRef != "own/ref:1" || ev.ContainerRef != 0 || want.Containers != nil {
+		t.Fatalf("Decode read event 1 as %v", ev)
+	}
+	if ev := want.Events[0]; ev.ContainerName != "web" || ev.ProfileRef != "p@1" {
+		t.Fatalf("Decode read event 0 as %v", ev)
+	}
+	var a bus.Arena
+	got, ok := bus.ArenaScan(&a, good)
+	if !ok {
+		t.Fatal("the arena left a dictionary batch to decoding")
+	}
+	if !proto.Equal(got, want) {
+		t.Fatalf("arena %v, Decode %v", got, want)
+	}
+	var wb bus.WireBatch
+	if !bus.ScanBatch(good, &wb) || len(wb.Containers) != 2 {
+		t.Fatalf("ScanBatch: %d containers", len(wb.Containers))
+	}
+	checkScanned(t, &wb, want)
+	if _, err := bus.Decode(bad); err == nil {
+		t.Fatal("Decode accepted a reference past the dictionary")
+	}
+	if _, err := a.Decode(bad); err == nil {
+		t.Fatal("the arena accepted a reference past the dictionary")
+	}
+	if bus.ScanBatch(bad, &wb) {
+		t.Fatal("ScanBatch accepted a reference past the dictionary")
+	}
+}

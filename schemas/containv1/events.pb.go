@@ -206,7 +206,7 @@ func (x ProcessLifecycle_Op) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ProcessLifecycle_Op.Descriptor instead.
 func (ProcessLifecycle_Op) EnumDescriptor() ([]byte, []int) {
-	return file_contain_v1_events_proto_rawDescGZIP(), []int{4, 0}
+	return file_contain_v1_events_proto_rawDescGZIP(), []int{5, 0}
 }
 
 type Syscall_Mode int32
@@ -261,7 +261,7 @@ func (x Syscall_Mode) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Syscall_Mode.Descriptor instead.
 func (Syscall_Mode) EnumDescriptor() ([]byte, []int) {
-	return file_contain_v1_events_proto_rawDescGZIP(), []int{5, 0}
+	return file_contain_v1_events_proto_rawDescGZIP(), []int{6, 0}
 }
 
 type Network_Op int32
@@ -316,7 +316,7 @@ func (x Network_Op) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Network_Op.Descriptor instead.
 func (Network_Op) EnumDescriptor() ([]byte, []int) {
-	return file_contain_v1_events_proto_rawDescGZIP(), []int{6, 0}
+	return file_contain_v1_events_proto_rawDescGZIP(), []int{7, 0}
 }
 
 type Network_Protocol int32
@@ -365,7 +365,7 @@ func (x Network_Protocol) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Network_Protocol.Descriptor instead.
 func (Network_Protocol) EnumDescriptor() ([]byte, []int) {
-	return file_contain_v1_events_proto_rawDescGZIP(), []int{6, 1}
+	return file_contain_v1_events_proto_rawDescGZIP(), []int{7, 1}
 }
 
 type File_Op int32
@@ -447,7 +447,7 @@ func (x File_Op) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use File_Op.Descriptor instead.
 func (File_Op) EnumDescriptor() ([]byte, []int) {
-	return file_contain_v1_events_proto_rawDescGZIP(), []int{7, 0}
+	return file_contain_v1_events_proto_rawDescGZIP(), []int{8, 0}
 }
 
 type Action_Type int32
@@ -496,7 +496,7 @@ func (x Action_Type) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Action_Type.Descriptor instead.
 func (Action_Type) EnumDescriptor() ([]byte, []int) {
-	return file_contain_v1_events_proto_rawDescGZIP(), []int{10, 0}
+	return file_contain_v1_events_proto_rawDescGZIP(), []int{11, 0}
 }
 
 type Action_Result int32
@@ -551,7 +551,7 @@ func (x Action_Result) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Action_Result.Descriptor instead.
 func (Action_Result) EnumDescriptor() ([]byte, []int) {
-	return file_contain_v1_events_proto_rawDescGZIP(), []int{10, 1}
+	return file_contain_v1_events_proto_rawDescGZIP(), []int{11, 1}
 }
 
 // Batch is the unit on the wire: one NATS message carries one Batch.
@@ -564,9 +564,13 @@ type Batch struct {
 	Stage string `protobuf:"bytes,3,opt,name=stage,proto3" json:"stage,omitempty"`
 	// seq is the producer's batch sequence; (host, stage, producer_id, seq) is
 	// unique and is used as the JetStream Nats-Msg-Id for de-duplication.
-	Seq           uint64   `protobuf:"varint,4,opt,name=seq,proto3" json:"seq,omitempty"`
-	ProducerId    string   `protobuf:"bytes,5,opt,name=producer_id,json=producerId,proto3" json:"producer_id,omitempty"`
-	Events        []*Event `protobuf:"bytes,6,rep,name=events,proto3" json:"events,omitempty"`
+	Seq        uint64   `protobuf:"varint,4,opt,name=seq,proto3" json:"seq,omitempty"`
+	ProducerId string   `protobuf:"bytes,5,opt,name=producer_id,json=producerId,proto3" json:"producer_id,omitempty"`
+	Events     []*Event `protobuf:"bytes,6,rep,name=events,proto3" json:"events,omitempty"`
+	// containers is the batch's container dictionary (schema_version 2, the
+	// enricher's output): each container of the batch once, referred to by
+	// its events' container_ref. Written before the events.
+	Containers    []*ContainerRef `protobuf:"bytes,7,rep,name=containers,proto3" json:"containers,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -643,6 +647,91 @@ func (x *Batch) GetEvents() []*Event {
 	return nil
 }
 
+func (x *Batch) GetContainers() []*ContainerRef {
+	if x != nil {
+		return x.Containers
+	}
+	return nil
+}
+
+// ContainerRef is one entry of a batch's container dictionary: what every
+// event of that container would otherwise repeat.
+type ContainerRef struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId   string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	ContainerName string                 `protobuf:"bytes,2,opt,name=container_name,json=containerName,proto3" json:"container_name,omitempty"`
+	ImageRef      string                 `protobuf:"bytes,3,opt,name=image_ref,json=imageRef,proto3" json:"image_ref,omitempty"`
+	ImageDigest   string                 `protobuf:"bytes,4,opt,name=image_digest,json=imageDigest,proto3" json:"image_digest,omitempty"`
+	ProfileRef    string                 `protobuf:"bytes,5,opt,name=profile_ref,json=profileRef,proto3" json:"profile_ref,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ContainerRef) Reset() {
+	*x = ContainerRef{}
+	mi := &file_contain_v1_events_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ContainerRef) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ContainerRef) ProtoMessage() {}
+
+func (x *ContainerRef) ProtoReflect() protoreflect.Message {
+	mi := &file_contain_v1_events_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ContainerRef.ProtoReflect.Descriptor instead.
+func (*ContainerRef) Descriptor() ([]byte, []int) {
+	return file_contain_v1_events_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ContainerRef) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+func (x *ContainerRef) GetContainerName() string {
+	if x != nil {
+		return x.ContainerName
+	}
+	return ""
+}
+
+func (x *ContainerRef) GetImageRef() string {
+	if x != nil {
+		return x.ImageRef
+	}
+	return ""
+}
+
+func (x *ContainerRef) GetImageDigest() string {
+	if x != nil {
+		return x.ImageDigest
+	}
+	return ""
+}
+
+func (x *ContainerRef) GetProfileRef() string {
+	if x != nil {
+		return x.ProfileRef
+	}
+	return ""
+}
+
 // Event is the envelope every event kind shares.
 type Event struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -664,6 +753,11 @@ type Event struct {
 	// profile_ref: the enricher's declared-profile reference
 	// ("<image digest>@<profile version>"); empty when none is known.
 	ProfileRef string `protobuf:"bytes,12,opt,name=profile_ref,json=profileRef,proto3" json:"profile_ref,omitempty"`
+	// container_ref is the 1-based index of the event's container in its
+	// batch's containers; 0: none. A reader fills what the event leaves
+	// empty of container_id, container_name, image_ref, image_digest and
+	// profile_ref from that entry (containv1.Batch.Expand).
+	ContainerRef uint32 `protobuf:"varint,30,opt,name=container_ref,json=containerRef,proto3" json:"container_ref,omitempty"`
 	// Types that are valid to be assigned to Body:
 	//
 	//	*Event_Exec
@@ -683,7 +777,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_contain_v1_events_proto_msgTypes[1]
+	mi := &file_contain_v1_events_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -695,7 +789,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_contain_v1_events_proto_msgTypes[1]
+	mi := &file_contain_v1_events_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -708,7 +802,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_contain_v1_events_proto_rawDescGZIP(), []int{1}
+	return file_contain_v1_events_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Event) GetId() []byte {
@@ -793,6 +887,13 @@ func (x *Event) GetProfileRef() string {
 		return x.ProfileRef
 	}
 	return ""
+}
+
+func (x *Event) GetContainerRef() uint32 {
+	if x != nil {
+		return x.ContainerRef
+	}
+	return 0
 }
 
 func (x *Event) GetBody() isEvent_Body {
@@ -977,7 +1078,7 @@ type Process struct {
 
 func (x *Process) Reset() {
 	*x = Process{}
-	mi := &file_contain_v1_events_proto_msgTypes[2]
+	mi := &file_contain_v1_events_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -989,7 +1090,7 @@ func (x *Process) String() string {
 func (*Process) ProtoMessage() {}
 
 func (x *Process) ProtoReflect() protoreflect.Message {
-	mi := &file_contain_v1_events_proto_msgTypes[2]
+	mi := &file_contain_v1_events_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1002,7 +1103,7 @@ func (x *Process) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Process.ProtoReflect.Descriptor instead.
 func (*Process) Descriptor() ([]byte, []int) {
-	return file_contain_v1_events_proto_rawDescGZIP(), []int{2}
+	return file_contain_v1_events_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Process) GetPid() uint32 {
@@ -1106,7 +1207,7 @@ type Exec struct {
 
 func (x *Exec) Reset() {
 	*x = Exec{}
-	mi := &file_contain_v1_events_proto_msgTypes[3]
+	mi := &file_contain_v1_events_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1118,7 +1219,7 @@ func (x *Exec) String() string {
 func (*Exec) ProtoMessage() {}
 
 func (x *Exec) ProtoReflect() protoreflect.Message {
-	mi := &file_contain_v1_events_proto_msgTypes[3]
+	mi := &file_contain_v1_events_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1131,7 +1232,7 @@ func (x *Exec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Exec.ProtoReflect.Descriptor instead.
 func (*Exec) Descriptor() ([]byte, []int) {
-	return file_contain_v1_events_proto_rawDescGZIP(), []int{3}
+	return file_contain_v1_events_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Exec) GetProc() *Process {
@@ -1230,7 +1331,7 @@ type ProcessLifecycle struct {
 
 func (x *ProcessLifecycle) Reset() {
 	*x = ProcessLifecycle{}
-	mi := &file_contain_v1_events_proto_msgTypes[4]
+	mi := &file_contain_v1_events_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1242,7 +1343,7 @@ func (x *ProcessLifecycle) String() string {
 func (*ProcessLifecycle) ProtoMessage() {}
 
 func (x *ProcessLifecycle) ProtoReflect() protoreflect.Message {
-	mi := &file_contain_v1_events_proto_msgTypes[4]
+	mi := &file_contain_v1_events_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1255,7 +1356,7 @@ func (x *ProcessLifecycle) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProcessLifecycle.ProtoReflect.Descriptor instead.
 func (*ProcessLifecycle) Descriptor() ([]byte, []int) {
-	return file_contain_v1_events_proto_rawDescGZIP(), []int{4}
+	return file_contain_v1_events_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ProcessLifecycle) GetProc() *Process {
@@ -1302,7 +1403,7 @@ type Syscall struct {
 
 func (x *Syscall) Reset() {
 	*x = Syscall{}
-	mi := &file_contain_v1_events_proto_msgTypes[5]
+	mi := &file_contain_v1_events_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1314,7 +1415,7 @@ func (x *Syscall) String() string {
 func (*Syscall) ProtoMessage() {}
 
 func (x *Syscall) ProtoReflect() protoreflect.Message {
-	mi := &file_contain_v1_events_proto_msgTypes[5]
+	mi := &file_contain_v1_events_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1327,7 +1428,7 @@ func (x *Syscall) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Syscall.ProtoReflect.Descriptor instead.
 func (*Syscall) Descriptor() ([]byte, []int) {
-	return file_contain_v1_events_proto_rawDescGZIP(), []int{5}
+	return file_contain_v1_events_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Syscall) GetProc() *Process {
@@ -1404,7 +1505,7 @@ type Network struct {
 
 func (x *Network) Reset() {
 	*x = Network{}
-	mi := &file_contain_v1_events_proto_msgTypes[6]
+	mi := &file_contain_v1_events_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1416,7 +1517,7 @@ func (x *Network) String() string {
 func (*Network) ProtoMessage() {}
 
 func (x *Network) ProtoReflect() protoreflect.Message {
-	mi := &file_contain_v1_events_proto_msgTypes[6]
+	mi := &file_contain_v1_events_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1429,7 +1530,7 @@ func (x *Network) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Network.ProtoReflect.Descriptor instead.
 func (*Network) Descriptor() ([]byte, []int) {
-	return file_contain_v1_events_proto_rawDescGZIP(), []int{6}
+	return file_contain_v1_events_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Network) GetProc() *Process {
@@ -1533,7 +1634,7 @@ type File struct {
 
 func (x *File) Reset() {
 	*x = File{}
-	mi := &file_contain_v1_events_proto_msgTypes[7]
+	mi := &file_contain_v1_events_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1545,7 +1646,7 @@ func (x *File) String() string {
 func (*File) ProtoMessage() {}
 
 func (x *File) ProtoReflect() protoreflect.Message {
-	mi := &file_contain_v1_events_proto_msgTypes[7]
+	mi := &file_contain_v1_events_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1558,7 +1659,7 @@ func (x *File) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use File.ProtoReflect.Descriptor instead.
 func (*File) Descriptor() ([]byte, []int) {
-	return file_contain_v1_events_proto_rawDescGZIP(), []int{7}
+	return file_contain_v1_events_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *File) GetProc() *Process {
@@ -1693,7 +1794,7 @@ type Reason struct {
 
 func (x *Reason) Reset() {
 	*x = Reason{}
-	mi := &file_contain_v1_events_proto_msgTypes[8]
+	mi := &file_contain_v1_events_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1705,7 +1806,7 @@ func (x *Reason) String() string {
 func (*Reason) ProtoMessage() {}
 
 func (x *Reason) ProtoReflect() protoreflect.Message {
-	mi := &file_contain_v1_events_proto_msgTypes[8]
+	mi := &file_contain_v1_events_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1718,7 +1819,7 @@ func (x *Reason) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Reason.ProtoReflect.Descriptor instead.
 func (*Reason) Descriptor() ([]byte, []int) {
-	return file_contain_v1_events_proto_rawDescGZIP(), []int{8}
+	return file_contain_v1_events_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Reason) GetCode() string {
@@ -1777,7 +1878,7 @@ type Alert struct {
 
 func (x *Alert) Reset() {
 	*x = Alert{}
-	mi := &file_contain_v1_events_proto_msgTypes[9]
+	mi := &file_contain_v1_events_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1789,7 +1890,7 @@ func (x *Alert) String() string {
 func (*Alert) ProtoMessage() {}
 
 func (x *Alert) ProtoReflect() protoreflect.Message {
-	mi := &file_contain_v1_events_proto_msgTypes[9]
+	mi := &file_contain_v1_events_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1802,7 +1903,7 @@ func (x *Alert) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Alert.ProtoReflect.Descriptor instead.
 func (*Alert) Descriptor() ([]byte, []int) {
-	return file_contain_v1_events_proto_rawDescGZIP(), []int{9}
+	return file_contain_v1_events_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Alert) GetScore() float64 {
@@ -1907,7 +2008,7 @@ type Action struct {
 
 func (x *Action) Reset() {
 	*x = Action{}
-	mi := &file_contain_v1_events_proto_msgTypes[10]
+	mi := &file_contain_v1_events_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1919,7 +2020,7 @@ func (x *Action) String() string {
 func (*Action) ProtoMessage() {}
 
 func (x *Action) ProtoReflect() protoreflect.Message {
-	mi := &file_contain_v1_events_proto_msgTypes[10]
+	mi := &file_contain_v1_events_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1932,7 +2033,7 @@ func (x *Action) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Action.ProtoReflect.Descriptor instead.
 func (*Action) Descriptor() ([]byte, []int) {
-	return file_contain_v1_events_proto_rawDescGZIP(), []int{10}
+	return file_contain_v1_events_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Action) GetType() Action_Type {
@@ -2009,7 +2110,7 @@ type Loss struct {
 
 func (x *Loss) Reset() {
 	*x = Loss{}
-	mi := &file_contain_v1_events_proto_msgTypes[11]
+	mi := &file_contain_v1_events_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2021,7 +2122,7 @@ func (x *Loss) String() string {
 func (*Loss) ProtoMessage() {}
 
 func (x *Loss) ProtoReflect() protoreflect.Message {
-	mi := &file_contain_v1_events_proto_msgTypes[11]
+	mi := &file_contain_v1_events_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2034,7 +2135,7 @@ func (x *Loss) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Loss.ProtoReflect.Descriptor instead.
 func (*Loss) Descriptor() ([]byte, []int) {
-	return file_contain_v1_events_proto_rawDescGZIP(), []int{11}
+	return file_contain_v1_events_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Loss) GetSource() string {
@@ -2087,7 +2188,7 @@ type ContainerInfo struct {
 
 func (x *ContainerInfo) Reset() {
 	*x = ContainerInfo{}
-	mi := &file_contain_v1_events_proto_msgTypes[12]
+	mi := &file_contain_v1_events_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2099,7 +2200,7 @@ func (x *ContainerInfo) String() string {
 func (*ContainerInfo) ProtoMessage() {}
 
 func (x *ContainerInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_contain_v1_events_proto_msgTypes[12]
+	mi := &file_contain_v1_events_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2112,7 +2213,7 @@ func (x *ContainerInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerInfo.ProtoReflect.Descriptor instead.
 func (*ContainerInfo) Descriptor() ([]byte, []int) {
-	return file_contain_v1_events_proto_rawDescGZIP(), []int{12}
+	return file_contain_v1_events_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ContainerInfo) GetRuntime() string {
@@ -2256,7 +2357,7 @@ type Commit struct {
 
 func (x *Commit) Reset() {
 	*x = Commit{}
-	mi := &file_contain_v1_events_proto_msgTypes[13]
+	mi := &file_contain_v1_events_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2268,7 +2369,7 @@ func (x *Commit) String() string {
 func (*Commit) ProtoMessage() {}
 
 func (x *Commit) ProtoReflect() protoreflect.Message {
-	mi := &file_contain_v1_events_proto_msgTypes[13]
+	mi := &file_contain_v1_events_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2281,7 +2382,7 @@ func (x *Commit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Commit.ProtoReflect.Descriptor instead.
 func (*Commit) Descriptor() ([]byte, []int) {
-	return file_contain_v1_events_proto_rawDescGZIP(), []int{13}
+	return file_contain_v1_events_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Commit) GetEngine() string {
@@ -2429,7 +2530,7 @@ var File_contain_v1_events_proto protoreflect.FileDescriptor
 const file_contain_v1_events_proto_rawDesc = "" +
 	"\n" +
 	"\x17contain/v1/events.proto\x12\n" +
-	"contain.v1\"\xb6\x01\n" +
+	"contain.v1\"\xf0\x01\n" +
 	"\x05Batch\x12%\n" +
 	"\x0eschema_version\x18\x01 \x01(\rR\rschemaVersion\x12\x12\n" +
 	"\x04host\x18\x02 \x01(\tR\x04host\x12\x14\n" +
@@ -2437,7 +2538,17 @@ const file_contain_v1_events_proto_rawDesc = "" +
 	"\x03seq\x18\x04 \x01(\x04R\x03seq\x12\x1f\n" +
 	"\vproducer_id\x18\x05 \x01(\tR\n" +
 	"producerId\x12)\n" +
-	"\x06events\x18\x06 \x03(\v2\x11.contain.v1.EventR\x06events\"\xd6\x06\n" +
+	"\x06events\x18\x06 \x03(\v2\x11.contain.v1.EventR\x06events\x128\n" +
+	"\n" +
+	"containers\x18\a \x03(\v2\x18.contain.v1.ContainerRefR\n" +
+	"containers\"\xb9\x01\n" +
+	"\fContainerRef\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12%\n" +
+	"\x0econtainer_name\x18\x02 \x01(\tR\rcontainerName\x12\x1b\n" +
+	"\timage_ref\x18\x03 \x01(\tR\bimageRef\x12!\n" +
+	"\fimage_digest\x18\x04 \x01(\tR\vimageDigest\x12\x1f\n" +
+	"\vprofile_ref\x18\x05 \x01(\tR\n" +
+	"profileRef\"\xfb\x06\n" +
 	"\x05Event\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\fR\x02id\x12\x12\n" +
 	"\x04host\x18\x02 \x01(\tR\x04host\x12!\n" +
@@ -2452,7 +2563,8 @@ const file_contain_v1_events_proto_rawDesc = "" +
 	" \x01(\rR\rschemaVersion\x12\x1b\n" +
 	"\tcgroup_id\x18\v \x01(\x04R\bcgroupId\x12\x1f\n" +
 	"\vprofile_ref\x18\f \x01(\tR\n" +
-	"profileRef\x12&\n" +
+	"profileRef\x12#\n" +
+	"\rcontainer_ref\x18\x1e \x01(\rR\fcontainerRef\x12&\n" +
 	"\x04exec\x18\x14 \x01(\v2\x10.contain.v1.ExecH\x00R\x04exec\x12/\n" +
 	"\asyscall\x18\x15 \x01(\v2\x13.contain.v1.SyscallH\x00R\asyscall\x12/\n" +
 	"\anetwork\x18\x16 \x01(\v2\x13.contain.v1.NetworkH\x00R\anetwork\x12&\n" +
@@ -2705,7 +2817,7 @@ func file_contain_v1_events_proto_rawDescGZIP() []byte {
 }
 
 var file_contain_v1_events_proto_enumTypes = make([]protoimpl.EnumInfo, 9)
-var file_contain_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_contain_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_contain_v1_events_proto_goTypes = []any{
 	(Kind)(0),                // 0: contain.v1.Kind
 	(Origin)(0),              // 1: contain.v1.Origin
@@ -2717,57 +2829,59 @@ var file_contain_v1_events_proto_goTypes = []any{
 	(Action_Type)(0),         // 7: contain.v1.Action.Type
 	(Action_Result)(0),       // 8: contain.v1.Action.Result
 	(*Batch)(nil),            // 9: contain.v1.Batch
-	(*Event)(nil),            // 10: contain.v1.Event
-	(*Process)(nil),          // 11: contain.v1.Process
-	(*Exec)(nil),             // 12: contain.v1.Exec
-	(*ProcessLifecycle)(nil), // 13: contain.v1.ProcessLifecycle
-	(*Syscall)(nil),          // 14: contain.v1.Syscall
-	(*Network)(nil),          // 15: contain.v1.Network
-	(*File)(nil),             // 16: contain.v1.File
-	(*Reason)(nil),           // 17: contain.v1.Reason
-	(*Alert)(nil),            // 18: contain.v1.Alert
-	(*Action)(nil),           // 19: contain.v1.Action
-	(*Loss)(nil),             // 20: contain.v1.Loss
-	(*ContainerInfo)(nil),    // 21: contain.v1.ContainerInfo
-	(*Commit)(nil),           // 22: contain.v1.Commit
-	nil,                      // 23: contain.v1.Alert.LabelsEntry
-	nil,                      // 24: contain.v1.ContainerInfo.LabelsEntry
+	(*ContainerRef)(nil),     // 10: contain.v1.ContainerRef
+	(*Event)(nil),            // 11: contain.v1.Event
+	(*Process)(nil),          // 12: contain.v1.Process
+	(*Exec)(nil),             // 13: contain.v1.Exec
+	(*ProcessLifecycle)(nil), // 14: contain.v1.ProcessLifecycle
+	(*Syscall)(nil),          // 15: contain.v1.Syscall
+	(*Network)(nil),          // 16: contain.v1.Network
+	(*File)(nil),             // 17: contain.v1.File
+	(*Reason)(nil),           // 18: contain.v1.Reason
+	(*Alert)(nil),            // 19: contain.v1.Alert
+	(*Action)(nil),           // 20: contain.v1.Action
+	(*Loss)(nil),             // 21: contain.v1.Loss
+	(*ContainerInfo)(nil),    // 22: contain.v1.ContainerInfo
+	(*Commit)(nil),           // 23: contain.v1.Commit
+	nil,                      // 24: contain.v1.Alert.LabelsEntry
+	nil,                      // 25: contain.v1.ContainerInfo.LabelsEntry
 }
 var file_contain_v1_events_proto_depIdxs = []int32{
-	10, // 0: contain.v1.Batch.events:type_name -> contain.v1.Event
-	0,  // 1: contain.v1.Event.kind:type_name -> contain.v1.Kind
-	12, // 2: contain.v1.Event.exec:type_name -> contain.v1.Exec
-	14, // 3: contain.v1.Event.syscall:type_name -> contain.v1.Syscall
-	15, // 4: contain.v1.Event.network:type_name -> contain.v1.Network
-	16, // 5: contain.v1.Event.file:type_name -> contain.v1.File
-	18, // 6: contain.v1.Event.alert:type_name -> contain.v1.Alert
-	19, // 7: contain.v1.Event.action:type_name -> contain.v1.Action
-	20, // 8: contain.v1.Event.loss:type_name -> contain.v1.Loss
-	21, // 9: contain.v1.Event.container:type_name -> contain.v1.ContainerInfo
-	13, // 10: contain.v1.Event.process:type_name -> contain.v1.ProcessLifecycle
-	22, // 11: contain.v1.Event.commit:type_name -> contain.v1.Commit
-	1,  // 12: contain.v1.Process.origin:type_name -> contain.v1.Origin
-	11, // 13: contain.v1.Exec.proc:type_name -> contain.v1.Process
-	11, // 14: contain.v1.ProcessLifecycle.proc:type_name -> contain.v1.Process
-	2,  // 15: contain.v1.ProcessLifecycle.op:type_name -> contain.v1.ProcessLifecycle.Op
-	11, // 16: contain.v1.Syscall.proc:type_name -> contain.v1.Process
-	3,  // 17: contain.v1.Syscall.mode:type_name -> contain.v1.Syscall.Mode
-	11, // 18: contain.v1.Network.proc:type_name -> contain.v1.Process
-	4,  // 19: contain.v1.Network.op:type_name -> contain.v1.Network.Op
-	5,  // 20: contain.v1.Network.protocol:type_name -> contain.v1.Network.Protocol
-	11, // 21: contain.v1.File.proc:type_name -> contain.v1.Process
-	6,  // 22: contain.v1.File.op:type_name -> contain.v1.File.Op
-	17, // 23: contain.v1.Alert.reasons:type_name -> contain.v1.Reason
-	10, // 24: contain.v1.Alert.trigger:type_name -> contain.v1.Event
-	23, // 25: contain.v1.Alert.labels:type_name -> contain.v1.Alert.LabelsEntry
-	7,  // 26: contain.v1.Action.type:type_name -> contain.v1.Action.Type
-	8,  // 27: contain.v1.Action.result:type_name -> contain.v1.Action.Result
-	24, // 28: contain.v1.ContainerInfo.labels:type_name -> contain.v1.ContainerInfo.LabelsEntry
-	29, // [29:29] is the sub-list for method output_type
-	29, // [29:29] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	11, // 0: contain.v1.Batch.events:type_name -> contain.v1.Event
+	10, // 1: contain.v1.Batch.containers:type_name -> contain.v1.ContainerRef
+	0,  // 2: contain.v1.Event.kind:type_name -> contain.v1.Kind
+	13, // 3: contain.v1.Event.exec:type_name -> contain.v1.Exec
+	15, // 4: contain.v1.Event.syscall:type_name -> contain.v1.Syscall
+	16, // 5: contain.v1.Event.network:type_name -> contain.v1.Network
+	17, // 6: contain.v1.Event.file:type_name -> contain.v1.File
+	19, // 7: contain.v1.Event.alert:type_name -> contain.v1.Alert
+	20, // 8: contain.v1.Event.action:type_name -> contain.v1.Action
+	21, // 9: contain.v1.Event.loss:type_name -> contain.v1.Loss
+	22, // 10: contain.v1.Event.container:type_name -> contain.v1.ContainerInfo
+	14, // 11: contain.v1.Event.process:type_name -> contain.v1.ProcessLifecycle
+	23, // 12: contain.v1.Event.commit:type_name -> contain.v1.Commit
+	1,  // 13: contain.v1.Process.origin:type_name -> contain.v1.Origin
+	12, // 14: contain.v1.Exec.proc:type_name -> contain.v1.Process
+	12, // 15: contain.v1.ProcessLifecycle.proc:type_name -> contain.v1.Process
+	2,  // 16: contain.v1.ProcessLifecycle.op:type_name -> contain.v1.ProcessLifecycle.Op
+	12, // 17: contain.v1.Syscall.proc:type_name -> contain.v1.Process
+	3,  // 18: contain.v1.Syscall.mode:type_name -> contain.v1.Syscall.Mode
+	12, // 19: contain.v1.Network.proc:type_name -> contain.v1.Process
+	4,  // 20: contain.v1.Network.op:type_name -> contain.v1.Network.Op
+	5,  // 21: contain.v1.Network.protocol:type_name -> contain.v1.Network.Protocol
+	12, // 22: contain.v1.File.proc:type_name -> contain.v1.Process
+	6,  // 23: contain.v1.File.op:type_name -> contain.v1.File.Op
+	18, // 24: contain.v1.Alert.reasons:type_name -> contain.v1.Reason
+	11, // 25: contain.v1.Alert.trigger:type_name -> contain.v1.Event
+	24, // 26: contain.v1.Alert.labels:type_name -> contain.v1.Alert.LabelsEntry
+	7,  // 27: contain.v1.Action.type:type_name -> contain.v1.Action.Type
+	8,  // 28: contain.v1.Action.result:type_name -> contain.v1.Action.Result
+	25, // 29: contain.v1.ContainerInfo.labels:type_name -> contain.v1.ContainerInfo.LabelsEntry
+	30, // [30:30] is the sub-list for method output_type
+	30, // [30:30] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_contain_v1_events_proto_init() }
@@ -2775,7 +2889,7 @@ func file_contain_v1_events_proto_init() {
 	if File_contain_v1_events_proto != nil {
 		return
 	}
-	file_contain_v1_events_proto_msgTypes[1].OneofWrappers = []any{
+	file_contain_v1_events_proto_msgTypes[2].OneofWrappers = []any{
 		(*Event_Exec)(nil),
 		(*Event_Syscall)(nil),
 		(*Event_Network)(nil),
@@ -2793,7 +2907,7 @@ func file_contain_v1_events_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_contain_v1_events_proto_rawDesc), len(file_contain_v1_events_proto_rawDesc)),
 			NumEnums:      9,
-			NumMessages:   16,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

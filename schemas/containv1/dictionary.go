@@ -1,0 +1,94 @@
+package containv1
+
+import "fmt"
+
+// SchemaVersionDictionary is the schema_version of a batch that carries a
+// container dictionary (Batch.containers, Event.container_ref): the
+// enricher's output. Readers of this build read it; older readers refuse
+// it (a version newer than theirs) instead of reading its events without
+// their containers.
+const SchemaVersionDictionary = 2
+
+// ReadableSchemaVersion is the newest schema_version this build reads.
+const ReadableSchemaVersion = SchemaVersionDictionary
+
+// Expand gives each event of b that refers to an entry of b's container
+// dictionary the entry's container_id, container_name, image_ref,
+// image_digest and profile_ref where the event leaves them empty, then
+// drops the references and the dictionary: b reads as a batch written
+// without one. It fails on a reference past the dictionary, leaving b
+// partly expanded.
+func (b *Batch) Expand() error {
+	if len(b.Containers) == 0 {
+		for i, ev := range b.Events {
+			if ev.ContainerRef != 0 {
+				return fmt.Errorf("event %d: container_ref %d, and the batch has no containers", i, ev.ContainerRef)
+			}
+		}
+		b.Containers = nil
+		return nil
+	}
+	for i, ev := range b.Events {
+		r := ev.ContainerRef
+		if r == 0 {
+			continue
+		}
+		if uint64(r) > uint64(len(b.Containers)) {
+			return fmt.Errorf("event %d: container_ref %d past the batch's %d containers", i, r, len(b.Containers))
+		}
+		ev.ExpandFrom(b.Containers[r-1])
+	}
+	b.Containers = nil
+	return nil
+}
+
+// ExpandFrom sets what ev leaves empty of its container fields from c,
+// and drops ev's container_ref.
+func (ev *Event) ExpandFrom(c *ContainerRef) {
+	ev.ContainerRef = 0
+	if c == nil {
+		return
+	}
+	if ev.ContainerId == "" {
+		ev.ContainerId = c.ContainerId
+	}
+	if ev.ContainerName == "" {
+		ev.ContainerName = c.ContainerName
+	}
+	if ev.ImageRef == "" {
+		ev.ImageRef = c.ImageRef
+	}
+	if ev.ImageDigest == "" {
+		ev.ImageDigest = c.ImageDigest
+	}
+	if ev.ProfileRef == "" {
+		ev.ProfileRef = c.ProfileRef
+	}
+}
+
+// Compact is Expand's inverse: each distinct container of b's events (by
+// id, name, image reference, digest and profile reference) becomes one
+// entry of b's dictionary, its events refer to it instead of carrying
+// those fields, and b's schema_version becomes SchemaVersionDictionary.
+// Events without a container id are left as they are. It changes the
+// events in place.
+func (b *Batch) Compact() {
+	type key struct{ id, name, ref, digest, profile string }
+	idx := map[key]uint32{}
+	for _, ev := range b.Events {
+		if ev == nil || ev.ContainerId == "" {
+			continue
+		}
+		k := key{ev.ContainerId, ev.ContainerName, ev.ImageRef, ev.ImageDigest, ev.ProfileRef}
+		r, ok := idx[k]
+		if !ok {
+			b.Containers = append(b.Containers, &ContainerRef{ContainerId: k.id, ContainerName: k.name, ImageRef: k.ref,
+				ImageDigest: k.digest, ProfileRef: k.profile})
+			r = uint32(len(b.Containers))
+			idx[k] = r
+		}
+		ev.ContainerRef = r
+		ev.ContainerId, ev.ContainerName, ev.ImageRef, ev.ImageDigest, ev.ProfileRef = "", "", "", "", ""
+	}
+	b.SchemaVersion = SchemaVersionDictionary
+}
