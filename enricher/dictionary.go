@@ -60,6 +60,16 @@ func (d *dictEntry) size() int {
 	return stringFieldSize(d.id) + stringFieldSize(d.name) + stringFieldSize(d.ref) + stringFieldSize(d.digest) + stringFieldSize(d.profile)
 }
 
+// dictMemo is an entry's reference in the dictionary of the output batch
+// numbered gen, for its events named name that carry no image, digest or
+// profile of their own (the collector's events): the common case, found
+// without hashing the container's strings.
+type dictMemo struct {
+	gen  uint64
+	ref  uint32
+	name string
+}
+
 // dictionaryField reports whether event field num is one the dictionary
 // carries (or the reference itself).
 func dictionaryField(num protowire.Number) bool {
@@ -70,39 +80,65 @@ func dictionaryField(num protowire.Number) bool {
 	return false
 }
 
-// strippedSize is the size of raw without the fields the dictionary
-// carries; -1 for bytes that do not parse (ScanBatch accepted them: not
-// expected).
-func strippedSize(raw []byte) int {
-	n := 0
-	for b := raw; len(b) > 0; {
-		num, typ, tn := protowire.ConsumeTag(b)
+// keptSpans appends to spans the byte ranges of raw that remain once the
+// fields the dictionary carries are left out (adjacent fields merged),
+// and returns their total size; -1 for bytes that do not parse
+// (ScanBatch accepted them: not expected).
+func keptSpans(raw []byte, spans [][2]int32) ([][2]int32, int) {
+	n, first := 0, len(spans)
+	for at := 0; at < len(raw); {
+		num, typ, tn := protowire.ConsumeTag(raw[at:])
 		if tn < 0 {
-			return -1
+			return spans, -1
 		}
-		vn := protowire.ConsumeFieldValue(num, typ, b[tn:])
+		vn := skipValue(typ, raw[at+tn:])
 		if vn < 0 {
-			return -1
+			return spans, -1
 		}
+		end := at + tn + vn
 		if !dictionaryField(num) {
-			n += tn + vn
+			n += end - at
+			if k := len(spans) - 1; k >= first && spans[k][1] == int32(at) {
+				spans[k][1] = int32(end)
+			} else {
+				spans = append(spans, [2]int32{int32(at), int32(end)})
+			}
 		}
-		b = b[tn+vn:]
+		at = end
 	}
-	return n
+	return spans, n
 }
 
-// appendStripped appends raw without the fields the dictionary carries.
-func appendStripped(buf, raw []byte) []byte {
-	for b := raw; len(b) > 0; {
-		num, typ, tn := protowire.ConsumeTag(b)
-		vn := protowire.ConsumeFieldValue(num, typ, b[tn:])
-		if !dictionaryField(num) {
-			buf = append(buf, b[:tn+vn]...)
+// skipValue is the size of a field value of wire type typ at the start of
+// b (protowire.ConsumeFieldValue for the types an event holds; groups are
+// refused: ScanBatch leaves them to decoding).
+func skipValue(typ protowire.Type, b []byte) int {
+	switch typ {
+	case protowire.VarintType:
+		for i := 0; i < len(b) && i < 10; i++ {
+			if b[i] < 0x80 {
+				return i + 1
+			}
 		}
-		b = b[tn+vn:]
+		return -1
+	case protowire.BytesType:
+		l, n := protowire.ConsumeVarint(b)
+		if n < 0 || l > uint64(len(b)-n) {
+			return -1
+		}
+		return n + int(l)
+	case protowire.Fixed32Type:
+		if len(b) < 4 {
+			return -1
+		}
+		return 4
+	case protowire.Fixed64Type:
+		if len(b) < 8 {
+			return -1
+		}
+		return 8
 	}
-	return buf
+	return -1
 }
 
 // refFieldSize is the size of container_ref r.
@@ -111,48 +147,66 @@ func refFieldSize(r uint32) int {
 }
 
 // dictionarySize builds the dictionary of the output batch of the events
-// idx (sc.dict, sc.refs, sc.stripped) and returns the batch's encoded
-// size with it; a size no smaller than any batch when an event's bytes do
-// not parse.
+// idx (sc.dict, sc.refs, sc.stripped, sc.spans) and returns the batch's
+// encoded size with it; a size no smaller than any batch when an event's
+// bytes do not parse.
 func (e *Enricher) dictionarySize(sc *wireScratch, producer string, idx []int) int {
 	wb := &sc.wb
 	sc.dict = sc.dict[:0]
-	if sc.dictIdx == nil {
-		sc.dictIdx = map[dictEntry]uint32{}
-	}
 	clear(sc.dictIdx)
+	sc.gen++
 	sc.refs = slices.Grow(sc.refs[:0], len(wb.Events))[:len(wb.Events)]
 	clear(sc.refs)
 	sc.stripped = slices.Grow(sc.stripped[:0], len(wb.Events))[:len(wb.Events)]
+	sc.spanAt = slices.Grow(sc.spanAt[:0], len(wb.Events))[:len(wb.Events)]
+	sc.spanEnd = slices.Grow(sc.spanEnd[:0], len(wb.Events))[:len(wb.Events)]
+	sc.spans = sc.spans[:0]
 	n := headerSize(wb, containv1.SchemaVersionDictionary, producer)
-	var last dictEntry
-	var lastRef uint32
 	for _, i := range idx {
 		ev := &wb.Events[i]
 		if ev.ContainerID == "" {
 			n += 1 + protowire.SizeBytes(sc.body[i])
 			continue
 		}
-		d := entryOf(sc, i)
-		r := lastRef
-		if r == 0 || d != last {
-			var ok bool
-			if r, ok = sc.dictIdx[d]; !ok {
-				sc.dict = append(sc.dict, d)
-				r = uint32(len(sc.dict))
-				sc.dictIdx[d] = r
-				n += 1 + protowire.SizeBytes(d.size())
-			}
-			last, lastRef = d, r
-		}
-		s := strippedSize(ev.Raw)
-		if s < 0 {
+		r := sc.ref(i)
+		sc.spanAt[i] = int32(len(sc.spans))
+		var s int
+		if sc.spans, s = keptSpans(ev.Raw, sc.spans); s < 0 {
 			return int(^uint(0) >> 1)
 		}
+		sc.spanEnd[i] = int32(len(sc.spans))
 		sc.refs[i], sc.stripped[i] = r, s+refFieldSize(r)
 		n += 1 + protowire.SizeBytes(sc.stripped[i])
 	}
+	for i := range sc.dict {
+		n += 1 + protowire.SizeBytes(sc.dict[i].size())
+	}
 	return n
+}
+
+// ref is the dictionary reference of event i (which has a container id),
+// adding its entry to sc.dict when new.
+func (sc *wireScratch) ref(i int) uint32 {
+	ev := &sc.wb.Events[i]
+	en := sc.ens[i]
+	own := ev.ImageRef != "" || ev.ImageDigest != "" || ev.ProfileRef != ""
+	if en != nil && !own && en.dict.gen == sc.gen && en.dict.name == ev.ContainerName {
+		return en.dict.ref
+	}
+	d := entryOf(sc, i)
+	r, ok := sc.dictIdx[d]
+	if !ok {
+		sc.dict = append(sc.dict, d)
+		r = uint32(len(sc.dict))
+		if sc.dictIdx == nil {
+			sc.dictIdx = map[dictEntry]uint32{}
+		}
+		sc.dictIdx[d] = r
+	}
+	if en != nil && !own {
+		en.dict = dictMemo{gen: sc.gen, ref: r, name: ev.ContainerName}
+	}
+	return r
 }
 
 // emitDictionary encodes the events idx as one output batch of size
@@ -187,7 +241,9 @@ func (e *Enricher) emitDictionary(sc *wireScratch, subject, producer string, idx
 			continue
 		}
 		buf = protowire.AppendVarint(buf, uint64(sc.stripped[i]))
-		buf = appendStripped(buf, ev.Raw)
+		for _, sp := range sc.spans[sc.spanAt[i]:sc.spanEnd[i]] {
+			buf = append(buf, ev.Raw[sp[0]:sp[1]]...)
+		}
 		buf = protowire.AppendTag(buf, fieldContainerRef, protowire.VarintType)
 		buf = protowire.AppendVarint(buf, uint64(r))
 	}

@@ -37,6 +37,10 @@ type entry struct {
 	// part is 1 + the partition of the container's events once computed
 	// (wirePartition), when the entry alone decides it.
 	part atomic.Int32
+	// dict is the entry's place in the container dictionary of the output
+	// batch the wire path writes now (dictionary.go): valid while its gen
+	// is that batch's; touched only under scratchMu.
+	dict dictMemo
 }
 
 // Enricher consumes raw batches, attaches image reference, digest and

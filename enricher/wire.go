@@ -79,8 +79,13 @@ type wireScratch struct {
 	// size once its container fields are left out.
 	dict     []dictEntry
 	dictIdx  map[dictEntry]uint32
+	gen      uint64 // numbers the output batches (entry.dict)
 	refs     []uint32
 	stripped []int
+	// spans[spanAt[i]:spanEnd[i]] are the byte ranges of event i's Raw
+	// written in the dictionary form.
+	spans           [][2]int32
+	spanAt, spanEnd []int32
 	// arena holds the output messages' bytes (emitOne), one chunk after
 	// another; used is the chunk the last fetch wrote last, free a chunk
 	// no message refers to any more (recycle), which the next fetch
