@@ -60,7 +60,7 @@ func (d *dictEntry) size() int {
 	return stringFieldSize(d.id) + stringFieldSize(d.name) + stringFieldSize(d.ref) + stringFieldSize(d.digest) + stringFieldSize(d.profile)
 }
 
-// dictMemo is an entry's reference in the dictionary of the output batch
+// dictMemo is an entry's place in the dictionary of the raw batch
 // numbered gen, for its events named name that carry no image, digest or
 // profile of their own (the collector's events): the common case, found
 // without hashing the container's strings.
@@ -68,6 +68,34 @@ type dictMemo struct {
 	gen  uint64
 	ref  uint32
 	name string
+}
+
+// dictScratch is the wire path's dictionary buffers, reused.
+type dictScratch struct {
+	// The raw batch's containers (batchDictionary): entries, each event's
+	// entry (1-based; 0: written without), the size of its bytes
+	// without the container fields, and those bytes' ranges
+	// spans[spanAt[i]:spanEnd[i]].
+	entries         []dictEntry
+	idx             map[dictEntry]uint32
+	gen             uint64 // numbers the raw batches (entry.dict)
+	ref             []uint32
+	base            []int
+	spans           [][2]int32
+	spanAt, spanEnd []int32
+	// One output batch's (dictionarySize): its entries (indexes into
+	// entries), each raw entry's reference in it (0: not yet), and each
+	// event's reference and encoded size.
+	out      []uint32
+	outRef   []uint32
+	refs     []uint32
+	stripped []int
+}
+
+// forget drops what points into the fetch's payloads.
+func (d *dictScratch) forget() {
+	clear(d.entries)
+	clear(d.idx)
 }
 
 // dictionaryField reports whether event field num is one the dictionary
@@ -146,67 +174,101 @@ func refFieldSize(r uint32) int {
 	return protowire.SizeTag(fieldContainerRef) + protowire.SizeVarint(uint64(r))
 }
 
+// batchDictionary finds the containers of the raw batch sc.wb once, for
+// every output batch cut from it: each event with a container id gets
+// its entry and the ranges of its bytes kept. An event whose bytes do not
+// parse (not expected: ScanBatch accepted them) is written without.
+func (sc *wireScratch) batchDictionary() {
+	d := &sc.dicts
+	evs := sc.wb.Events
+	d.gen++
+	d.entries = d.entries[:0]
+	clear(d.idx)
+	d.ref = slices.Grow(d.ref[:0], len(evs))[:len(evs)]
+	d.base = slices.Grow(d.base[:0], len(evs))[:len(evs)]
+	d.spanAt = slices.Grow(d.spanAt[:0], len(evs))[:len(evs)]
+	d.spanEnd = slices.Grow(d.spanEnd[:0], len(evs))[:len(evs)]
+	d.spans = d.spans[:0]
+	for i := range evs {
+		ev := &evs[i]
+		d.ref[i] = 0
+		if ev.ContainerID == "" {
+			continue
+		}
+		at := len(d.spans)
+		var n int
+		if d.spans, n = keptSpans(ev.Raw, d.spans); n < 0 {
+			d.spans = d.spans[:at]
+			continue
+		}
+		d.ref[i], d.base[i] = sc.entryRef(i), n
+		d.spanAt[i], d.spanEnd[i] = int32(at), int32(len(d.spans))
+	}
+}
+
+// entryRef is the entry of event i (which has a container id) in the raw
+// batch's dictionary, added when new. The collector's events (no image,
+// digest or profile of their own) are found through their cache entry's
+// memo; on its miss a new entry is added without looking for an equal
+// one (at worst an entry twice, as for one container id on two hosts).
+func (sc *wireScratch) entryRef(i int) uint32 {
+	d := &sc.dicts
+	ev := &sc.wb.Events[i]
+	en := sc.ens[i]
+	memo := en != nil && ev.ImageRef == "" && ev.ImageDigest == "" && ev.ProfileRef == ""
+	if memo && en.dict.gen == d.gen && en.dict.name == ev.ContainerName {
+		return en.dict.ref
+	}
+	e := entryOf(sc, i)
+	var r uint32
+	if memo {
+		d.entries = append(d.entries, e)
+		r = uint32(len(d.entries))
+		en.dict = dictMemo{gen: d.gen, ref: r, name: ev.ContainerName}
+		return r
+	}
+	if d.idx == nil {
+		d.idx = map[dictEntry]uint32{}
+	}
+	r, ok := d.idx[e]
+	if !ok {
+		d.entries = append(d.entries, e)
+		r = uint32(len(d.entries))
+		d.idx[e] = r
+	}
+	return r
+}
+
 // dictionarySize builds the dictionary of the output batch of the events
-// idx (sc.dict, sc.refs, sc.stripped, sc.spans) and returns the batch's
-// encoded size with it; a size no smaller than any batch when an event's
-// bytes do not parse.
+// idx from the raw batch's (batchDictionary) and returns the batch's
+// encoded size with it.
 func (e *Enricher) dictionarySize(sc *wireScratch, producer string, idx []int) int {
+	d := &sc.dicts
 	wb := &sc.wb
-	sc.dict = sc.dict[:0]
-	clear(sc.dictIdx)
-	sc.gen++
-	sc.refs = slices.Grow(sc.refs[:0], len(wb.Events))[:len(wb.Events)]
-	clear(sc.refs)
-	sc.stripped = slices.Grow(sc.stripped[:0], len(wb.Events))[:len(wb.Events)]
-	sc.spanAt = slices.Grow(sc.spanAt[:0], len(wb.Events))[:len(wb.Events)]
-	sc.spanEnd = slices.Grow(sc.spanEnd[:0], len(wb.Events))[:len(wb.Events)]
-	sc.spans = sc.spans[:0]
+	d.out = d.out[:0]
+	d.outRef = slices.Grow(d.outRef[:0], len(d.entries))[:len(d.entries)]
+	clear(d.outRef)
+	d.refs = slices.Grow(d.refs[:0], len(wb.Events))[:len(wb.Events)]
+	d.stripped = slices.Grow(d.stripped[:0], len(wb.Events))[:len(wb.Events)]
 	n := headerSize(wb, containv1.SchemaVersionDictionary, producer)
 	for _, i := range idx {
-		ev := &wb.Events[i]
-		if ev.ContainerID == "" {
+		k := d.ref[i]
+		if k == 0 {
+			d.refs[i] = 0
 			n += 1 + protowire.SizeBytes(sc.body[i])
 			continue
 		}
-		r := sc.ref(i)
-		sc.spanAt[i] = int32(len(sc.spans))
-		var s int
-		if sc.spans, s = keptSpans(ev.Raw, sc.spans); s < 0 {
-			return int(^uint(0) >> 1)
+		r := d.outRef[k-1]
+		if r == 0 {
+			d.out = append(d.out, k-1)
+			r = uint32(len(d.out))
+			d.outRef[k-1] = r
+			n += 1 + protowire.SizeBytes(d.entries[k-1].size())
 		}
-		sc.spanEnd[i] = int32(len(sc.spans))
-		sc.refs[i], sc.stripped[i] = r, s+refFieldSize(r)
-		n += 1 + protowire.SizeBytes(sc.stripped[i])
-	}
-	for i := range sc.dict {
-		n += 1 + protowire.SizeBytes(sc.dict[i].size())
+		d.refs[i], d.stripped[i] = r, d.base[i]+refFieldSize(r)
+		n += 1 + protowire.SizeBytes(d.stripped[i])
 	}
 	return n
-}
-
-// ref is the dictionary reference of event i (which has a container id),
-// adding its entry to sc.dict when new.
-func (sc *wireScratch) ref(i int) uint32 {
-	ev := &sc.wb.Events[i]
-	en := sc.ens[i]
-	own := ev.ImageRef != "" || ev.ImageDigest != "" || ev.ProfileRef != ""
-	if en != nil && !own && en.dict.gen == sc.gen && en.dict.name == ev.ContainerName {
-		return en.dict.ref
-	}
-	d := entryOf(sc, i)
-	r, ok := sc.dictIdx[d]
-	if !ok {
-		sc.dict = append(sc.dict, d)
-		r = uint32(len(sc.dict))
-		if sc.dictIdx == nil {
-			sc.dictIdx = map[dictEntry]uint32{}
-		}
-		sc.dictIdx[d] = r
-	}
-	if en != nil && !own {
-		en.dict = dictMemo{gen: sc.gen, ref: r, name: ev.ContainerName}
-	}
-	return r
 }
 
 // emitDictionary encodes the events idx as one output batch of size
@@ -215,8 +277,9 @@ func (e *Enricher) emitDictionary(sc *wireScratch, subject, producer string, idx
 	wb := &sc.wb
 	buf, at := sc.arenaBuf(size)
 	buf = appendBatchHeader(buf, wb, containv1.SchemaVersionDictionary, producer)
-	for i := range sc.dict {
-		d := &sc.dict[i]
+	dk := &sc.dicts
+	for _, k := range dk.out {
+		d := &dk.entries[k]
 		buf = protowire.AppendTag(buf, fieldBatchContainers, protowire.BytesType)
 		buf = protowire.AppendVarint(buf, uint64(d.size()))
 		buf = appendStringField(buf, 1, d.id)
@@ -228,7 +291,7 @@ func (e *Enricher) emitDictionary(sc *wireScratch, subject, producer string, idx
 	for _, i := range idx {
 		ev := &wb.Events[i]
 		buf = protowire.AppendTag(buf, fieldBatchEvents, protowire.BytesType)
-		r := sc.refs[i]
+		r := dk.refs[i]
 		if r == 0 {
 			buf = protowire.AppendVarint(buf, uint64(sc.body[i]))
 			buf = append(buf, ev.Raw...)
@@ -240,8 +303,8 @@ func (e *Enricher) emitDictionary(sc *wireScratch, subject, producer string, idx
 			}
 			continue
 		}
-		buf = protowire.AppendVarint(buf, uint64(sc.stripped[i]))
-		for _, sp := range sc.spans[sc.spanAt[i]:sc.spanEnd[i]] {
+		buf = protowire.AppendVarint(buf, uint64(dk.stripped[i]))
+		for _, sp := range dk.spans[dk.spanAt[i]:dk.spanEnd[i]] {
 			buf = append(buf, ev.Raw[sp[0]:sp[1]]...)
 		}
 		buf = protowire.AppendTag(buf, fieldContainerRef, protowire.VarintType)

@@ -77,15 +77,7 @@ type wireScratch struct {
 	// The container dictionary of the output batch emitOne writes
 	// (dictionary.go): its entries, each event's reference (0: none) and
 	// size once its container fields are left out.
-	dict     []dictEntry
-	dictIdx  map[dictEntry]uint32
-	gen      uint64 // numbers the output batches (entry.dict)
-	refs     []uint32
-	stripped []int
-	// spans[spanAt[i]:spanEnd[i]] are the byte ranges of event i's Raw
-	// written in the dictionary form.
-	spans           [][2]int32
-	spanAt, spanEnd []int32
+	dicts dictScratch
 	// arena holds the output messages' bytes (emitOne), one chunk after
 	// another; used is the chunk the last fetch wrote last, free a chunk
 	// no message refers to any more (recycle), which the next fetch
@@ -157,8 +149,7 @@ func (e *Enricher) fetchMessages(ctx context.Context, f fetch) ([]*nats.Msg, []i
 		clear(sc.wb.Containers)
 		sc.wb = bus.WireBatch{Events: sc.wb.Events[:0], Containers: sc.wb.Containers[:0]}
 		clear(sc.ens)
-		clear(sc.dict)
-		clear(sc.dictIdx)
+		sc.dicts.forget()
 		sc.used, sc.arena = sc.arena, nil
 		e.scratchMu.Unlock()
 	}()
@@ -230,6 +221,9 @@ func (e *Enricher) wireBatch(ctx context.Context, sc *wireScratch, msgs []*nats.
 			}
 		}
 		sc.body = append(sc.body, n)
+	}
+	if e.cfg.ContainerDictionary {
+		sc.batchDictionary()
 	}
 	if e.router == nil {
 		sc.idx = sc.idx[:0]
