@@ -197,7 +197,16 @@ func (sc *wireScratch) batchDictionary() {
 		}
 		at := len(d.spans)
 		var n int
-		if d.spans, n = keptSpans(ev.Raw, d.spans); n < 0 {
+		if f := ev.ContainerFields; !ev.FieldsSpread {
+			// One run of container fields (ScanBatch): what is around it.
+			if f[0] > 0 {
+				d.spans = append(d.spans, [2]int32{0, f[0]})
+			}
+			if int(f[1]) < len(ev.Raw) {
+				d.spans = append(d.spans, [2]int32{f[1], int32(len(ev.Raw))})
+			}
+			n = len(ev.Raw) - int(f[1]-f[0])
+		} else if d.spans, n = keptSpans(ev.Raw, d.spans); n < 0 {
 			d.spans = d.spans[:at]
 			continue
 		}

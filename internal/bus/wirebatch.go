@@ -52,6 +52,13 @@ type WireEvent struct {
 	// dictionary entry where the event leaves them empty (as decoding
 	// does); a reader of Raw fills the same from Containers.
 	ContainerRef uint32
+	// ContainerFields is the byte range of Raw that holds its container
+	// fields (container_id, container_name, image_ref, image_digest,
+	// profile_ref, container_ref), all of them, when they are adjacent
+	// (the generated code writes them so); empty when there are none.
+	// FieldsSpread: they are not adjacent, and the range means nothing.
+	ContainerFields [2]int32
+	FieldsSpread    bool
 	// ID and WallNs are the event's id and wall time (ID points into the
 	// payload); Body is the field number of the oneof's member that
 	// decoding gives (the last one on the wire), 0 for none.
@@ -253,6 +260,7 @@ func scanContainer(t *strictTable, b []byte, c *WireContainer) bool {
 func scanEvent(t *strictTable, b []byte, ev *WireEvent) bool {
 	ev.Raw = b
 	for len(b) > 0 {
+		at := int32(len(ev.Raw) - len(b))
 		num, typ, n := consumeTag(b)
 		if n < 0 {
 			return false
@@ -316,8 +324,25 @@ func scanEvent(t *strictTable, b []byte, ev *WireEvent) bool {
 				ev.Body = num
 			}
 		}
+		switch num {
+		case eventContainerID, eventContainerName, eventImageRef, eventImageDigest, eventProfileRef, eventContainerRef:
+			ev.noteContainerField(at, int32(len(ev.Raw)-len(b)))
+		}
 	}
 	return true
+}
+
+// noteContainerField extends ContainerFields by the container field at
+// Raw[at:end].
+func (ev *WireEvent) noteContainerField(at, end int32) {
+	switch f := &ev.ContainerFields; {
+	case f[0] == f[1]:
+		f[0], f[1] = at, end
+	case f[1] == at:
+		f[1] = end
+	default:
+		ev.FieldsSpread = true
+	}
 }
 
 // consumeTag is protowire.ConsumeTag, the one-byte case inline, refusing

@@ -149,6 +149,15 @@ func checkScanned(t *testing.T, wb *bus.WireBatch, b *containv1.Batch) {
 		if err != nil || !proto.Equal(&ev, b.Events[i]) {
 			t.Fatalf("event %d: raw reads %v (%v), decoded %v", i, &ev, err, b.Events[i])
 		}
+		if f := we.ContainerFields; !we.FieldsSpread {
+			// Without its one run of container fields the event has none.
+			kept := append(append([]byte{}, we.Raw[:f[0]]...), we.Raw[f[1]:]...)
+			var k containv1.Event
+			if err := proto.Unmarshal(kept, &k); err != nil || k.ContainerId != "" || k.ContainerName != "" || k.ImageRef != "" ||
+				k.ImageDigest != "" || k.ProfileRef != "" || k.ContainerRef != 0 {
+				t.Fatalf("event %d: without its container fields %v it reads %v (%v)", i, f, &k, err)
+			}
+		}
 		if we.Host != ev.Host || we.ContainerID != ev.ContainerId || we.ContainerName != ev.ContainerName ||
 			we.ImageRef != ev.ImageRef || we.ImageDigest != ev.ImageDigest || we.ProfileRef != ev.ProfileRef || we.Kind != ev.Kind ||
 			string(we.ID) != string(ev.Id) || we.WallNs != ev.WallNs || we.Body != bodyNumber(&ev) {
