@@ -1,15 +1,10 @@
 package collector
 
 import (
-	"context"
-	"errors"
 	"slices"
 	"testing"
 	"time"
 
-	"github.com/cilium/ebpf"
-
-	"github.com/containsec/contain/internal/metrics"
 	"github.com/containsec/contain/internal/testenv"
 	"github.com/containsec/contain/schemas/containv1"
 )
@@ -30,24 +25,7 @@ func TestIntegrationAnnouncementSurvivesFullBatcher(t *testing.T) {
 	cfg.BatchQueueLen = 128
 	cfg.WakeupKinds = nil // no record flushes the batcher early
 	cfg.Syscalls, cfg.Files, cfg.Network = false, false, false
-	m := metrics.New()
-	c, err := New(cfg, js, m, testenv.Logger(t))
-	if err != nil {
-		if errors.Is(err, ebpf.ErrNotSupported) {
-			testenv.Unavailable(t, "eBPF hooks: "+err.Error())
-		}
-		t.Fatal(err)
-	}
-	raw := consumeRaw(t, js)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	})
+	c, raw := runTestCollector(t, cfg, js)
 	first := testenv.RunContainer(t, "colannwarm", testenv.ContainerSpec{})
 	raw.waitFor(t, 10*time.Second, "the collector running", func(evs []*containv1.Event) bool {
 		c.batcher.Flush()

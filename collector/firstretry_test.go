@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/containsec/contain/internal/metrics"
 	"github.com/containsec/contain/internal/testenv"
@@ -28,25 +29,8 @@ func TestIntegrationFirstUseRecoveredAfterFullBatcher(t *testing.T) {
 	cfg.BatchQueueLen = 128
 	cfg.WakeupKinds = nil // no record flushes the batcher early
 	cfg.Syscalls, cfg.Files, cfg.Network = true, false, false
-	c, err := New(cfg, js, metrics.New(), testenv.Logger(t))
-	if err != nil {
-		if errors.Is(err, ebpf.ErrNotSupported) {
-			testenv.Unavailable(t, "eBPF hooks: "+err.Error())
-		}
-		t.Fatal(err)
-	}
-	raw := consumeRaw(t, js)
+	c, raw := runTestCollector(t, cfg, js)
 	ctr := testenv.RunContainer(t, "colfirstq", testenv.ContainerSpec{})
-
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	})
 	raw.waitFor(t, 10*time.Second, "the container announced", func(evs []*containv1.Event) bool {
 		c.batcher.Flush()
 		return slices.ContainsFunc(evs, func(ev *containv1.Event) bool {
@@ -86,4 +70,28 @@ func TestIntegrationFirstUseRecoveredAfterFullBatcher(t *testing.T) {
 		c.batcher.Flush()
 		return slices.ContainsFunc(evs, isSync)
 	})
+}
+
+// runTestCollector runs a collector of cfg publishing on js until the
+// test ends, and consumes what it publishes.
+func runTestCollector(t *testing.T, cfg Config, js jetstream.JetStream) (*Collector, *rawEvents) {
+	t.Helper()
+	c, err := New(cfg, js, metrics.New(), testenv.Logger(t))
+	if err != nil {
+		if errors.Is(err, ebpf.ErrNotSupported) {
+			testenv.Unavailable(t, "eBPF hooks: "+err.Error())
+		}
+		t.Fatal(err)
+	}
+	raw := consumeRaw(t, js)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	return c, raw
 }

@@ -254,21 +254,8 @@ func (f *flatEvent) expand(c *bus.WireContainer) {
 	if c == nil {
 		return
 	}
-	if f.containerID == "" {
-		f.containerID = c.ContainerID
-	}
-	if f.containerName == "" {
-		f.containerName = c.ContainerName
-	}
-	if f.imageRef == "" {
-		f.imageRef = c.ImageRef
-	}
-	if f.imageDig == "" {
-		f.imageDig = c.ImageDigest
-	}
-	if f.profileRef == "" {
-		f.profileRef = c.ProfileRef
-	}
+	containv1.FillContainer(&f.containerID, &f.containerName, &f.imageRef, &f.imageDig, &f.profileRef,
+		c.ContainerID, c.ContainerName, c.ImageRef, c.ImageDigest, c.ProfileRef)
 }
 
 // readBody reads (merges) one occurrence of body member body.

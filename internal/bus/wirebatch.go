@@ -190,23 +190,15 @@ func (wb *WireBatch) expand() bool {
 			return false
 		}
 		c := &wb.Containers[ev.ContainerRef-1]
-		if ev.ContainerID == "" {
-			ev.ContainerID = c.ContainerID
-		}
-		if ev.ContainerName == "" {
-			ev.ContainerName = c.ContainerName
-		}
-		if ev.ImageRef == "" {
-			ev.ImageRef = c.ImageRef
-		}
-		if ev.ImageDigest == "" {
-			ev.ImageDigest = c.ImageDigest
-		}
-		if ev.ProfileRef == "" {
-			ev.ProfileRef = c.ProfileRef
-		}
+		c.fill(ev)
 	}
 	return true
+}
+
+// fill sets what ev leaves empty of its container fields from c.
+func (c *WireContainer) fill(ev *WireEvent) {
+	containv1.FillContainer(&ev.ContainerID, &ev.ContainerName, &ev.ImageRef, &ev.ImageDigest, &ev.ProfileRef,
+		c.ContainerID, c.ContainerName, c.ImageRef, c.ImageDigest, c.ProfileRef)
 }
 
 // Field numbers of containv1.ContainerRef.

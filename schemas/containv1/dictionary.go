@@ -49,20 +49,22 @@ func (ev *Event) ExpandFrom(c *ContainerRef) {
 	if c == nil {
 		return
 	}
-	if ev.ContainerId == "" {
-		ev.ContainerId = c.ContainerId
-	}
-	if ev.ContainerName == "" {
-		ev.ContainerName = c.ContainerName
-	}
-	if ev.ImageRef == "" {
-		ev.ImageRef = c.ImageRef
-	}
-	if ev.ImageDigest == "" {
-		ev.ImageDigest = c.ImageDigest
-	}
-	if ev.ProfileRef == "" {
-		ev.ProfileRef = c.ProfileRef
+	FillContainer(&ev.ContainerId, &ev.ContainerName, &ev.ImageRef, &ev.ImageDigest, &ev.ProfileRef,
+		c.ContainerId, c.ContainerName, c.ImageRef, c.ImageDigest, c.ProfileRef)
+}
+
+// FillContainer sets each of the container fields id, name, ref, digest
+// and profile that is empty to its dictionary entry's value: the rule
+// every reader of a dictionary batch applies, whatever it reads events
+// into.
+func FillContainer(id, name, ref, digest, profile *string, eid, ename, eref, edigest, eprofile string) {
+	for _, f := range [...]struct {
+		dst *string
+		v   string
+	}{{id, eid}, {name, ename}, {ref, eref}, {digest, edigest}, {profile, eprofile}} {
+		if *f.dst == "" {
+			*f.dst = f.v
+		}
 	}
 }
 
