@@ -17,15 +17,11 @@ import (
 // announcement left a CI docker replica without its image: it learned a
 // baseline of its own in 8 s and was paused for its normal work.)
 func TestIntegrationAnnouncementSurvivesFullBatcher(t *testing.T) {
-	testenv.RequireRoot(t)
-	_, _, js := testenv.NATS(t)
-	cfg := DefaultConfig()
-	cfg.Host = "test-host"
-	cfg.FlushInterval = time.Minute
-	cfg.BatchQueueLen = 128
-	cfg.WakeupKinds = nil // no record flushes the batcher early
-	cfg.Syscalls, cfg.Files, cfg.Network = false, false, false
-	c, raw := runTestCollector(t, cfg, js)
+	c, js, _ := startCollector(t, func(cfg *Config) {
+		heldBatcher(cfg)
+		cfg.Syscalls = false
+	})
+	raw := consumeRaw(t, js)
 	first := testenv.RunContainer(t, "colannwarm", testenv.ContainerSpec{})
 	raw.waitFor(t, 10*time.Second, "the collector running", func(evs []*containv1.Event) bool {
 		c.batcher.Flush()
@@ -39,9 +35,9 @@ func TestIntegrationAnnouncementSurvivesFullBatcher(t *testing.T) {
 	fill := func(reserve bool) {
 		for range 2 {
 			c.locked(func() {
-				for c.batcher.Append(&containv1.Event{Kind: containv1.Kind_KIND_LOSS, Host: cfg.Host}) {
+				for c.batcher.Append(&containv1.Event{Kind: containv1.Kind_KIND_LOSS, Host: "test-host"}) {
 				}
-				for reserve && c.batcher.AppendKeep(&containv1.Event{Kind: containv1.Kind_KIND_LOSS, Host: cfg.Host}) {
+				for reserve && c.batcher.AppendKeep(&containv1.Event{Kind: containv1.Kind_KIND_LOSS, Host: "test-host"}) {
 				}
 			})
 			time.Sleep(200 * time.Millisecond)

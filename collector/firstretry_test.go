@@ -1,16 +1,10 @@
 package collector
 
 import (
-	"context"
-	"errors"
 	"slices"
 	"testing"
 	"time"
 
-	"github.com/cilium/ebpf"
-	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/containsec/contain/internal/metrics"
 	"github.com/containsec/contain/internal/testenv"
 	"github.com/containsec/contain/schemas/containv1"
 )
@@ -21,15 +15,8 @@ import (
 // drops, since the kernel reports it only once: it is held and passed on
 // when the batcher has room again.
 func TestIntegrationFirstUseRecoveredAfterFullBatcher(t *testing.T) {
-	testenv.RequireRoot(t)
-	_, _, js := testenv.NATS(t)
-	cfg := DefaultConfig()
-	cfg.Host = "test-host"
-	cfg.FlushInterval = time.Minute
-	cfg.BatchQueueLen = 128
-	cfg.WakeupKinds = nil // no record flushes the batcher early
-	cfg.Syscalls, cfg.Files, cfg.Network = true, false, false
-	c, raw := runTestCollector(t, cfg, js)
+	c, js, _ := startCollector(t, heldBatcher)
+	raw := consumeRaw(t, js)
 	ctr := testenv.RunContainer(t, "colfirstq", testenv.ContainerSpec{})
 	raw.waitFor(t, 10*time.Second, "the container announced", func(evs []*containv1.Event) bool {
 		c.batcher.Flush()
@@ -43,7 +30,7 @@ func TestIntegrationFirstUseRecoveredAfterFullBatcher(t *testing.T) {
 	// take the first fill.
 	fill := func() {
 		c.locked(func() {
-			for c.batcher.Append(&containv1.Event{Kind: containv1.Kind_KIND_LOSS, Host: cfg.Host}) {
+			for c.batcher.Append(&containv1.Event{Kind: containv1.Kind_KIND_LOSS, Host: "test-host"}) {
 			}
 		})
 	}
@@ -72,26 +59,13 @@ func TestIntegrationFirstUseRecoveredAfterFullBatcher(t *testing.T) {
 	})
 }
 
-// runTestCollector runs a collector of cfg publishing on js until the
-// test ends, and consumes what it publishes.
-func runTestCollector(t *testing.T, cfg Config, js jetstream.JetStream) (*Collector, *rawEvents) {
-	t.Helper()
-	c, err := New(cfg, js, metrics.New(), testenv.Logger(t))
-	if err != nil {
-		if errors.Is(err, ebpf.ErrNotSupported) {
-			testenv.Unavailable(t, "eBPF hooks: "+err.Error())
-		}
-		t.Fatal(err)
-	}
-	raw := consumeRaw(t, js)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	})
-	return c, raw
+// heldBatcher configures a collector whose batcher publishes only when
+// the test flushes it (or a minute on), in a queue of 128 events, with
+// syscall first uses and nothing else but execs.
+func heldBatcher(cfg *Config) {
+	cfg.FlushInterval = time.Minute
+	cfg.LossInterval = DefaultConfig().LossInterval
+	cfg.BatchQueueLen = 128
+	cfg.WakeupKinds = nil // no record flushes the batcher early
+	cfg.Syscalls, cfg.Files, cfg.Network = true, false, false
 }

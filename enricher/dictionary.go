@@ -298,20 +298,13 @@ func (e *Enricher) emitDictionary(sc *wireScratch, subject, producer string, idx
 		buf = appendStringField(buf, 5, d.profile)
 	}
 	for _, i := range idx {
-		ev := &wb.Events[i]
-		buf = protowire.AppendTag(buf, fieldBatchEvents, protowire.BytesType)
 		r := dk.refs[i]
 		if r == 0 {
-			buf = protowire.AppendVarint(buf, uint64(sc.body[i]))
-			buf = append(buf, ev.Raw...)
-			if en := sc.ens[i]; en != nil {
-				buf = append(buf, en.wire...)
-				if ev.ContainerName == "" {
-					buf = append(buf, en.nameWire...)
-				}
-			}
+			buf = sc.appendEvent(buf, i)
 			continue
 		}
+		ev := &wb.Events[i]
+		buf = protowire.AppendTag(buf, fieldBatchEvents, protowire.BytesType)
 		buf = protowire.AppendVarint(buf, uint64(dk.stripped[i]))
 		for _, sp := range dk.spans[dk.spanAt[i]:dk.spanEnd[i]] {
 			buf = append(buf, ev.Raw[sp[0]:sp[1]]...)

@@ -459,18 +459,25 @@ func (e *Enricher) emitOne(sc *wireScratch, subject, producer string, idx []int,
 	buf, at := sc.arenaBuf(size)
 	buf = appendBatchHeader(buf, wb, containv1.SchemaVersion, producer)
 	for _, i := range idx {
-		ev := &wb.Events[i]
-		buf = protowire.AppendTag(buf, fieldBatchEvents, protowire.BytesType)
-		buf = protowire.AppendVarint(buf, uint64(sc.body[i]))
-		buf = append(buf, ev.Raw...)
-		if en := sc.ens[i]; en != nil {
-			buf = append(buf, en.wire...)
-			if ev.ContainerName == "" {
-				buf = append(buf, en.nameWire...)
-			}
-		}
+		buf = sc.appendEvent(buf, i)
 	}
 	return e.finishMsg(sc, subject, producer, idx, at, size, buf, msgs, sizes)
+}
+
+// appendEvent appends event i of sc.wb as a batch field: its bytes
+// followed by its entry's enrichment.
+func (sc *wireScratch) appendEvent(buf []byte, i int) []byte {
+	ev := &sc.wb.Events[i]
+	buf = protowire.AppendTag(buf, fieldBatchEvents, protowire.BytesType)
+	buf = protowire.AppendVarint(buf, uint64(sc.body[i]))
+	buf = append(buf, ev.Raw...)
+	if en := sc.ens[i]; en != nil {
+		buf = append(buf, en.wire...)
+		if ev.ContainerName == "" {
+			buf = append(buf, en.nameWire...)
+		}
+	}
+	return buf
 }
 
 // arenaBuf is room for size bytes at the end of the output arena, and
