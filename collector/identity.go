@@ -30,8 +30,10 @@ type container struct {
 	disk, eng runtime.Info
 	// isContainer is false for host cgroups (root, systemd units).
 	isContainer bool
-	// announced: a KIND_CONTAINER event was emitted.
-	announced bool
+	// announced: a KIND_CONTAINER event was emitted. refused: the first
+	// was refused by a full batcher (Collector.announce); the hold
+	// ticker offers it again.
+	announced, refused bool
 	// complete: the container is identified (its on-disk state was found,
 	// or its engine answered) and no engine lookup is in flight; until
 	// then its first events are held (collector.metadata_wait) and the

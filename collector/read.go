@@ -185,6 +185,12 @@ func (c *Collector) route(ev *containv1.Event) {
 			}
 		}
 		if !ctr.announced {
+			if ctr.refused {
+				// The batcher refused its announcement: the hold ticker
+				// offers it again, not every event (each would build it).
+				c.holdUnannounced(ctr, ev)
+				return
+			}
 			c.ident.refresh(ctr)
 			if !ctr.complete && c.ident.now().Sub(ctr.firstSeen) < c.cfg.MetadataWait && len(ctr.pending) < c.cfg.MaxHeldEvents {
 				ctr.pending = append(ctr.pending, ev)
@@ -236,12 +242,13 @@ func (c *Collector) announce(ctr *container, monoNs uint64) bool {
 	if !c.batcher.AppendKeep(info) {
 		// Counted by the batcher (contain_dropped_total{reason="queue_full_keep"}).
 		ctr.dirty = true
+		ctr.refused = !ctr.announced
 		if len(ctr.pending) > 0 {
 			c.hold(ctr)
 		}
 		return false
 	}
-	ctr.announced = true
+	ctr.announced, ctr.refused = true, false
 	c.selectSequence(ctr)
 	c.registerSensitive(ctr)
 	for _, ev := range ctr.pending {
