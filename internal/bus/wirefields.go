@@ -141,16 +141,18 @@ func (a *Arena) scan(data []byte) (*containv1.Batch, bool) {
 			}
 			bt.Events = append(bt.Events, ev)
 		case batchContainers:
+			// Read as ScanBatch reads it: an entry's unknown fields, which
+			// the generated code would keep, go with the dictionary once
+			// expanded.
 			v, n := bytesField(typ, b)
-			if n < 0 || !validMsg(strictBatch().fields[batchContainers].msg, v, 1) {
+			var wc WireContainer
+			if n < 0 || !scanContainer(strictBatch().fields[batchContainers].msg, v, &wc) {
 				return nil, false
 			}
 			b = b[n:]
 			c := a.containers.next()
-			*c = containv1.ContainerRef{}
-			if c.UnmarshalVTUnsafe(v) != nil {
-				return nil, false
-			}
+			*c = containv1.ContainerRef{ContainerId: wc.ContainerID, ContainerName: wc.ContainerName,
+				ImageRef: wc.ImageRef, ImageDigest: wc.ImageDigest, ProfileRef: wc.ProfileRef}
 			bt.Containers = append(bt.Containers, c)
 		default:
 			// An unknown batch field would be kept as such by the

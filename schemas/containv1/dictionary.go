@@ -58,13 +58,20 @@ func (ev *Event) ExpandFrom(c *ContainerRef) {
 // every reader of a dictionary batch applies, whatever it reads events
 // into.
 func FillContainer(id, name, ref, digest, profile *string, eid, ename, eref, edigest, eprofile string) {
-	for _, f := range [...]struct {
-		dst *string
-		v   string
-	}{{id, eid}, {name, ename}, {ref, eref}, {digest, edigest}, {profile, eprofile}} {
-		if *f.dst == "" {
-			*f.dst = f.v
-		}
+	if *id == "" {
+		*id = eid
+	}
+	if *name == "" {
+		*name = ename
+	}
+	if *ref == "" {
+		*ref = eref
+	}
+	if *digest == "" {
+		*digest = edigest
+	}
+	if *profile == "" {
+		*profile = eprofile
 	}
 }
 
