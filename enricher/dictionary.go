@@ -3,6 +3,7 @@ package enricher
 import (
 	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/nats-io/nats.go"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -233,7 +234,13 @@ func (sc *wireScratch) entryRef(i int) uint32 {
 	if memo {
 		d.entries = append(d.entries, e)
 		r = uint32(len(d.entries))
-		en.dict = dictMemo{gen: d.gen, ref: r, name: ev.ContainerName}
+		name := en.dict.name
+		if name != ev.ContainerName {
+			// The cache entry outlives the payload the event's name
+			// points into: a copy, made once per name.
+			name = strings.Clone(ev.ContainerName)
+		}
+		en.dict = dictMemo{gen: d.gen, ref: r, name: name}
 		return r
 	}
 	if d.idx == nil {
