@@ -40,18 +40,7 @@ func entryOf(sc *wireScratch, i int) dictEntry {
 	ev := &sc.wb.Events[i]
 	d := dictEntry{id: ev.ContainerID, name: ev.ContainerName, ref: ev.ImageRef, digest: ev.ImageDigest, profile: ev.ProfileRef}
 	if en := sc.ens[i]; en != nil {
-		if en.rec.ImageRef != "" {
-			d.ref = en.rec.ImageRef
-		}
-		if en.rec.ImageDigest != "" {
-			d.digest = en.rec.ImageDigest
-		}
-		if en.profileRef != "" {
-			d.profile = en.profileRef
-		}
-		if d.name == "" {
-			d.name = en.rec.Name
-		}
+		en.override(&d.name, &d.ref, &d.digest, &d.profile)
 	}
 	return d
 }

@@ -454,17 +454,25 @@ func (m *entryMemo) count(em *enricherMetrics) {
 // applyEntry writes en's enrichment into ev. Values the collector already
 // set are kept when the enricher knows nothing better.
 func applyEntry(ev *containv1.Event, en *entry) {
+	en.override(&ev.ContainerName, &ev.ImageRef, &ev.ImageDigest, &ev.ProfileRef)
+}
+
+// override is the one rule by which an entry enriches an event's
+// container fields, decoded (applyEntry) or scanned (entryOf): the
+// entry's image, digest and profile over the event's own when it has
+// them, its name only where the event has none.
+func (en *entry) override(name, ref, digest, profile *string) {
 	if en.rec.ImageRef != "" {
-		ev.ImageRef = en.rec.ImageRef
+		*ref = en.rec.ImageRef
 	}
 	if en.rec.ImageDigest != "" {
-		ev.ImageDigest = en.rec.ImageDigest
+		*digest = en.rec.ImageDigest
 	}
 	if en.profileRef != "" {
-		ev.ProfileRef = en.profileRef
+		*profile = en.profileRef
 	}
-	if ev.ContainerName == "" {
-		ev.ContainerName = en.rec.Name
+	if *name == "" {
+		*name = en.rec.Name
 	}
 }
 
