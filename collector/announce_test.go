@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/containsec/contain/internal/testenv"
 	"github.com/containsec/contain/schemas/containv1"
 )
@@ -90,4 +92,14 @@ func TestIntegrationAnnouncementSurvivesFullBatcher(t *testing.T) {
 		return held
 	})
 	raw.waitFor(t, 10*time.Second, "the refused announcement sent, before the events held with it", announcedFirst(d.ID))
+	// The wait is counted once per container, however often the hold
+	// ticker offered the announcement again (every 20 ms while full).
+	// Other containers of the host may have waited too, so the bound is
+	// the containers the collector knows, not 1.
+	n := testutil.ToFloat64(c.announceDeferred)
+	known := 0
+	c.locked(func() { known = len(c.ident.byID) })
+	if n < 1 || int(n) > known {
+		t.Errorf("contain_collector_announcements_deferred_total = %v, want 1 to %d (once per waiting container)", n, known)
+	}
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/cilium/ebpf/ringbuf"
 	"github.com/cilium/ebpf/rlimit"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
 
 	"github.com/containsec/contain/internal/bus"
@@ -90,7 +91,10 @@ type Collector struct {
 	held         map[*container]struct{}
 	heldKick     chan struct{} // the first container held: Run starts its hold ticker
 	deferred     *deferredFirstUses
-	wallOffset   int64 // wall - monotonic, ns
+	// announceDeferred counts announcements refused even from the
+	// batcher's reserve, once per wait (held, offered again).
+	announceDeferred prometheus.Counter
+	wallOffset       int64 // wall - monotonic, ns
 
 	closeOnce sync.Once
 }
@@ -142,6 +146,10 @@ func New(cfg Config, js jetstream.JetStream, m *metrics.Metrics, log *slog.Logge
 		held:        map[*container]struct{}{},
 		heldKick:    make(chan struct{}, 1),
 		deferred:    newDeferredFirstUses(m),
+		announceDeferred: metrics.Register(m, metrics.StageCollector, prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "contain", Subsystem: "collector", Name: "announcements_deferred_total",
+			Help: "Container announcements refused by a full batcher even from its reserve: held with the container's events and offered again (one per wait; nothing is dropped).",
+		})),
 	}
 	c.seqSel, _ = parseSelectors(cfg.SequenceSelect) // checked by Validate
 	c.ident = newIdentity(cgroups.NewResolver(cfg.CgroupRoot), cfg.stateReader())

@@ -171,8 +171,8 @@
 //     When the batcher's queue is full it takes the announcement from a
 //     reserve (bus.KeepReserve); with the reserve full too the container's
 //     events are held with its announcement (collector.max_held_events)
-//     until the batcher takes it, counted as
-//     contain_dropped_total{reason="queue_full_keep"} meanwhile.
+//     until the batcher takes it; each such wait is counted once
+//     (contain_collector_announcements_deferred_total).
 //   - Sequence mode is free when off (one load of a mmapped global per
 //     syscall) and isolated when on: its records have their own ring buffer
 //     (collector.sequence_ring_bytes), polled, never waking the reader, so a

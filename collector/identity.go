@@ -32,8 +32,10 @@ type container struct {
 	isContainer bool
 	// announced: a KIND_CONTAINER event was emitted. refused: the first
 	// was refused by a full batcher (Collector.announce); the hold
-	// ticker offers it again.
-	announced, refused bool
+	// ticker offers it again. waiting: the last announcement (first or
+	// not) was refused and is due (counted once per wait,
+	// contain_collector_announcements_deferred_total).
+	announced, refused, waiting bool
 	// complete: the container is identified (its on-disk state was found,
 	// or its engine answered) and no engine lookup is in flight; until
 	// then its first events are held (collector.metadata_wait) and the

@@ -240,7 +240,10 @@ func (c *Collector) announce(ctr *container, monoNs uint64) bool {
 	info := ctr.infoEvent(c.cfg.Host, monoNs)
 	c.finish(info)
 	if !c.batcher.AppendKeep(info) {
-		// Counted by the batcher (contain_dropped_total{reason="queue_full_keep"}).
+		if !ctr.waiting {
+			ctr.waiting = true
+			c.announceDeferred.Inc()
+		}
 		ctr.dirty = true
 		ctr.refused = !ctr.announced
 		if len(ctr.pending) > 0 {
@@ -248,7 +251,7 @@ func (c *Collector) announce(ctr *container, monoNs uint64) bool {
 		}
 		return false
 	}
-	ctr.announced, ctr.refused = true, false
+	ctr.announced, ctr.refused, ctr.waiting = true, false, false
 	c.selectSequence(ctr)
 	c.registerSensitive(ctr)
 	for _, ev := range ctr.pending {

@@ -126,8 +126,9 @@ func (b *Batcher) Append(ev *containv1.Event) bool {
 // (a container's announcement: without it every later event of the
 // container lacks its identity): past QueueLen they still fit in a
 // reserve of KeepReserve(QueueLen) more, so a queue filled by a flood of
-// ordinary events does not drop them. Refused past the reserve, counted
-// as queue_full_keep.
+// ordinary events does not drop them. A refusal past the reserve is not
+// counted as a drop: the caller keeps what was refused and offers it
+// again (and counts that it had to wait).
 func (b *Batcher) AppendKeep(ev *containv1.Event) bool {
 	return b.appendBounded(ev, b.cfg.QueueLen+KeepReserve(b.cfg.QueueLen))
 }
@@ -142,11 +143,9 @@ func (b *Batcher) appendBounded(ev *containv1.Event, bound int) bool {
 	b.mu.Lock()
 	if len(b.direct) >= bound {
 		b.mu.Unlock()
-		reason := "queue_full"
-		if bound > b.cfg.QueueLen {
-			reason = "queue_full_keep"
+		if bound == b.cfg.QueueLen {
+			b.m.Dropped.WithLabelValues(b.cfg.Stage, "queue_full").Inc()
 		}
-		b.m.Dropped.WithLabelValues(b.cfg.Stage, reason).Inc()
 		return false
 	}
 	b.direct = append(b.direct, ev)
