@@ -76,6 +76,7 @@ const (
 	batchProducerID    = 5
 	batchEvents        = 6
 	batchContainers    = 7
+	batchParts         = 8
 
 	eventHost          = 2
 	eventContainerID   = 3
@@ -167,6 +168,10 @@ func ScanBatch(data []byte, wb *WireBatch) bool {
 			if !scanContainer(t.fields[batchContainers].msg, v, &wb.Containers[len(wb.Containers)-1]) {
 				return false
 			}
+		case batchParts:
+			// A fleet batch is split before it is scanned (FleetParts);
+			// parts anywhere else are malformed, which Decode says.
+			return false
 		default:
 			n := validField(t, num, typ, b, 0)
 			if n < 0 {

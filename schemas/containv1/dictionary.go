@@ -19,6 +19,11 @@ const ReadableSchemaVersion = SchemaVersionDictionary
 // without one. It fails on a reference past the dictionary, leaving b
 // partly expanded.
 func (b *Batch) Expand() error {
+	if len(b.Parts) > 0 {
+		// Only a fleet batch holds parts, and readers split it
+		// (bus.FleetParts) before decoding any part.
+		return fmt.Errorf("parts in a batch of schema_version %d (only a fleet batch, %d, holds parts)", b.SchemaVersion, SchemaVersionFleet)
+	}
 	if len(b.Containers) == 0 {
 		for i, ev := range b.Events {
 			if ev.ContainerRef != 0 {

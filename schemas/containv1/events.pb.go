@@ -570,7 +570,15 @@ type Batch struct {
 	// containers is the batch's container dictionary (schema_version 2, the
 	// enricher's output): each container of the batch once, referred to by
 	// its events' container_ref. Written before the events.
-	Containers    []*ContainerRef `protobuf:"bytes,7,rep,name=containers,proto3" json:"containers,omitempty"`
+	Containers []*ContainerRef `protobuf:"bytes,7,rep,name=containers,proto3" json:"containers,omitempty"`
+	// parts makes this a fleet batch (schema_version 3, the enricher's
+	// output on contain.v1.events.@fleet[.p<n>]): each part is a whole
+	// encoded Batch of one host (schema_version 1 or 2, never itself a fleet
+	// batch), read as if it had arrived alone on its host's events subject.
+	// A fleet batch has no events or containers of its own, and writes
+	// schema_version first. A batch of another version holding parts is
+	// malformed.
+	Parts         [][]byte `protobuf:"bytes,8,rep,name=parts,proto3" json:"parts,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -650,6 +658,13 @@ func (x *Batch) GetEvents() []*Event {
 func (x *Batch) GetContainers() []*ContainerRef {
 	if x != nil {
 		return x.Containers
+	}
+	return nil
+}
+
+func (x *Batch) GetParts() [][]byte {
+	if x != nil {
+		return x.Parts
 	}
 	return nil
 }
@@ -2530,7 +2545,7 @@ var File_contain_v1_events_proto protoreflect.FileDescriptor
 const file_contain_v1_events_proto_rawDesc = "" +
 	"\n" +
 	"\x17contain/v1/events.proto\x12\n" +
-	"contain.v1\"\xf0\x01\n" +
+	"contain.v1\"\x86\x02\n" +
 	"\x05Batch\x12%\n" +
 	"\x0eschema_version\x18\x01 \x01(\rR\rschemaVersion\x12\x12\n" +
 	"\x04host\x18\x02 \x01(\tR\x04host\x12\x14\n" +
@@ -2541,7 +2556,8 @@ const file_contain_v1_events_proto_rawDesc = "" +
 	"\x06events\x18\x06 \x03(\v2\x11.contain.v1.EventR\x06events\x128\n" +
 	"\n" +
 	"containers\x18\a \x03(\v2\x18.contain.v1.ContainerRefR\n" +
-	"containers\"\xb9\x01\n" +
+	"containers\x12\x14\n" +
+	"\x05parts\x18\b \x03(\fR\x05parts\"\xb9\x01\n" +
 	"\fContainerRef\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12%\n" +
 	"\x0econtainer_name\x18\x02 \x01(\tR\rcontainerName\x12\x1b\n" +

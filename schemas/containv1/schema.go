@@ -93,7 +93,8 @@ func SafeString(b []byte, max int) (s string, ok, truncated bool) {
 }
 
 // SubjectToken makes s usable as one NATS subject token: '.', '*', '>',
-// whitespace and control characters become '_'; empty becomes "_".
+// whitespace and control characters become '_'; empty becomes "_". '@'
+// becomes '_' too (no host name holds one): FleetToken is no host's.
 func SubjectToken(s string) string {
 	if s == "" {
 		return "_"
@@ -102,14 +103,14 @@ func SubjectToken(s string) string {
 	plain := true
 	for i := 0; i < len(s) && plain; i++ {
 		c := s[i]
-		plain = c > ' ' && c < 0x7f && c != '.' && c != '*' && c != '>'
+		plain = c > ' ' && c < 0x7f && c != '.' && c != '*' && c != '>' && c != '@'
 	}
 	if plain {
 		return s
 	}
 	return strings.Map(func(r rune) rune {
 		switch {
-		case r == '.' || r == '*' || r == '>' || r <= ' ' || r == 0x7f:
+		case r == '.' || r == '*' || r == '>' || r <= ' ' || r == 0x7f || r == '@':
 			return '_'
 		}
 		return r
