@@ -82,6 +82,14 @@ type Config struct {
 	// older than this build refuse such batches: turn it off while they
 	// are upgraded.
 	ContainerDictionary bool `config:"container_dictionary"`
+	// FleetBatches publishes a fetch's output batches of one partition,
+	// from many hosts, as the parts of one fleet batch (schema_version 3,
+	// contain.v1.events.@fleet.p<n>) instead of one message per host per
+	// partition: fewer messages for NATS to store and replicate, and for
+	// every consumer to fetch and acknowledge. Consumers read each part as
+	// the batch it used to be. Consumers older than this build refuse
+	// fleet batches: turn it off while they are upgraded.
+	FleetBatches bool `config:"fleet_batches"`
 }
 
 // RegistryConfig configures registry access.
@@ -130,6 +138,7 @@ func DefaultConfig() Config {
 		ResolveTimeout:      60 * time.Second,
 		ResolveRetry:        5 * time.Minute,
 		ContainerDictionary: true,
+		FleetBatches:        false, // on once every consumer splits fleet batches (set below in this series)
 		Registry: RegistryConfig{
 			Enabled:       true,
 			Keychain:      true,

@@ -53,14 +53,32 @@ func (r *eventsReader) next(n int) []*containv1.Batch {
 			r.t.Fatal(err)
 		}
 		for msg := range msgs.Messages() {
-			if want := containv1.EventsSubject("h1"); msg.Subject() != want && msg.Subject() != containv1.EventsSubject("h2") {
-				r.t.Errorf("output subject %q, want %q", msg.Subject(), want)
+			// A fleet batch (enricher.fleet_batches, the default) is
+			// read as its parts, each with the subject it stands for.
+			parts := [][]byte{msg.Data()}
+			fleet := bus.IsFleet(msg.Data())
+			if fleet {
+				if msg.Subject() != containv1.FleetSubject(-1) {
+					r.t.Errorf("fleet batch on %q, want %q", msg.Subject(), containv1.FleetSubject(-1))
+				}
+				if parts, err = bus.FleetParts(msg.Data(), nil); err != nil {
+					r.t.Fatalf("output fleet batch: %v", err)
+				}
 			}
-			b, err := bus.Decode(msg.Data())
-			if err != nil {
-				r.t.Fatalf("output batch: %v", err)
+			for _, part := range parts {
+				b, err := bus.Decode(part)
+				if err != nil {
+					r.t.Fatalf("output batch: %v", err)
+				}
+				subject := msg.Subject()
+				if fleet {
+					subject = containv1.FleetPartSubject(subject, b.Host)
+				}
+				if want := containv1.EventsSubject("h1"); subject != want && subject != containv1.EventsSubject("h2") {
+					r.t.Errorf("output subject %q, want %q", subject, want)
+				}
+				out = append(out, b)
 			}
-			out = append(out, b)
 		}
 	}
 	if len(out) < n {

@@ -98,6 +98,9 @@ const (
 func (e *Enricher) handleMessages(ctx context.Context, f *bus.Messages) error {
 	e.deferPuts = true
 	msgs, sizes, err := e.fetchMessages(ctx, f)
+	if err == nil && e.cfg.FleetBatches {
+		msgs, err = e.fleetMessages(msgs)
+	}
 	e.deferPuts = false
 	puts := e.puts
 	e.puts = nil

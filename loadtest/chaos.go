@@ -583,13 +583,12 @@ func (r *chaosRun) deadLettered(ctx context.Context, js jetstream.JetStream, ch 
 		if stage != "enricher" && stage != "store" {
 			continue
 		}
-		b, err := bus.Decode(msg.Data)
-		if err != nil {
-			continue
-		}
-		for _, ev := range b.Events {
-			if ev.GetAlert() == nil && ev.GetAction() == nil {
-				ids = append(ids, "toUUID('"+containv1.FormatID(ev.Id)+"')")
+		bs, _ := bus.DecodeParts(msg.Data) // a dead-lettered fleet batch: its parts
+		for _, b := range bs {
+			for _, ev := range b.Events {
+				if ev.GetAlert() == nil && ev.GetAction() == nil {
+					ids = append(ids, "toUUID('"+containv1.FormatID(ev.Id)+"')")
+				}
 			}
 		}
 	}

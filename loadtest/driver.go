@@ -414,15 +414,16 @@ func (r *run) onActions(msg *nats.Msg) {
 // the receive time; a batch that does not decode is counted.
 func (r *run) eachEvent(msg *nats.Msg, f func(ev *containv1.Event, now int64)) {
 	now := time.Now().UnixNano()
-	b, err := bus.Decode(msg.Data)
+	bs, err := bus.DecodeParts(msg.Data) // a fleet batch's parts too
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if err != nil {
 		r.badMsgs++
-		return
 	}
-	for _, ev := range b.Events {
-		f(ev, now)
+	for _, b := range bs {
+		for _, ev := range b.Events {
+			f(ev, now)
+		}
 	}
 }
 

@@ -110,17 +110,13 @@ func readHistory(ctx context.Context, source string, js jetstream.JetStream, r *
 	case sourceClickHouse:
 		return 0, r.Events(ctx, sel, fn)
 	case sourceJetStream:
+		// Every events subject: a host's events are on its own subjects
+		// (contain.v1.events.<host>[.p<n>]) or, with
+		// enricher.fleet_batches, in the parts of fleet batches
+		// (contain.v1.events.@fleet...), which hold many hosts; matches
+		// keeps the selected host's. One filter keeps them in stream
+		// order and within the reader's consumer rights.
 		subject := containv1.SubjectPrefix + ".events.>"
-		if sel.Host != "" {
-			// A host's events: on contain.v1.events.<host>, or on its
-			// partitions' subjects when the enricher routes them
-			// (analyzer.partitions > 1). One filter keeps them in stream
-			// order and within the reader's consumer rights.
-			subject = containv1.EventsSubject(sel.Host)
-			if partitions > 1 {
-				subject += ".*"
-			}
-		}
 		err := readStream(ctx, js, containv1.StreamEvents, subject, sel.From, sel.To, false, func(b *containv1.Batch) error {
 			for _, ev := range b.GetEvents() {
 				if ev != nil && matches(sel, ev) {

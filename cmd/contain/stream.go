@@ -47,13 +47,15 @@ func readStream(ctx context.Context, js jetstream.JetStream, stream, subject str
 				return nil
 			}
 		}
-		b, err := bus.Decode(msg.Data())
+		// A fleet batch's parts one by one (bus.DecodeParts).
+		bs, err := bus.DecodeParts(msg.Data())
 		if err != nil {
 			malformed(msg.Subject(), err)
-			continue
 		}
-		if err := fn(b); err != nil {
-			return err
+		for _, b := range bs {
+			if err := fn(b); err != nil {
+				return err
+			}
 		}
 	}
 	return nil

@@ -189,6 +189,10 @@ func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, h 
 	}
 	fe := newFetcher(js.Conn(), cons, &cfg, log)
 	defer fe.release()
+	var (
+		parts [][]byte
+		seen  = newPartsSeen(partsRemembered)
+	)
 	backoff := cfg.RetryDelay
 	for ctx.Err() == nil && !stopped(cfg.Stop) {
 		holdBack(ctx, &cfg, m)
@@ -205,45 +209,98 @@ func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, h 
 		var (
 			good    []jetstream.Msg
 			batches []*containv1.Batch
+			// spans[k] is the batches of good[k]: one, or a fleet
+			// message's parts (none when every part was refused or
+			// already handled).
+			spans [][2]int
 		)
 		if arena != nil {
 			arena.Reset() // the last fetch is handled
 		}
-		for _, msg := range msgs {
-			var b *containv1.Batch
+		seen.newFetch()
+		dec := func(data []byte) (*containv1.Batch, error) {
 			if arena != nil {
-				b, err = arena.Decode(msg.Data())
-			} else {
-				b, err = decode(msg.Data(), cfg.AliasPayload)
+				return arena.Decode(data)
 			}
-			if err != nil {
-				m.Malformed.WithLabelValues(cfg.Stage).Inc()
-				if !loggedMalformed.Swap(true) {
-					log.Error("skipping malformed message (logged once; see contain_malformed_messages_total)",
-						logfields.Subject, msg.Subject(), logfields.Bytes, len(msg.Data()), logfields.Err, err)
-				}
-				_ = msg.Term()
-				continue
+			return decode(data, cfg.AliasPayload)
+		}
+		malformed := func(msg jetstream.Msg, data []byte, err error) {
+			m.Malformed.WithLabelValues(cfg.Stage).Inc()
+			if !loggedMalformed.Swap(true) {
+				log.Error("skipping malformed message (logged once; see contain_malformed_messages_total)",
+					logfields.Subject, msg.Subject(), logfields.Bytes, len(data), logfields.Err, err)
 			}
-			if err := CheckHost(msg.Subject(), b); err != nil {
-				reason := err.(*HostError).Reason
-				m.Refused.WithLabelValues(cfg.Stage, reason).Inc()
-				if !loggedRefused[reason] {
-					loggedRefused[reason] = true
-					log.Error("refusing batch not bound to its subject's host (logged once per reason; see contain_refused_total)",
-						logfields.Reason, reason, logfields.BatchHost, b.GetHost(), logfields.BatchStage, b.GetStage(), logfields.Err, err)
-				}
-				_ = msg.Term()
-				continue
+		}
+		refused := func(b *containv1.Batch, err error) {
+			reason := err.(*HostError).Reason
+			m.Refused.WithLabelValues(cfg.Stage, reason).Inc()
+			if !loggedRefused[reason] {
+				loggedRefused[reason] = true
+				log.Error("refusing batch not bound to its subject's host (logged once per reason; see contain_refused_total)",
+					logfields.Reason, reason, logfields.BatchHost, b.GetHost(), logfields.BatchStage, b.GetStage(), logfields.Err, err)
 			}
+		}
+		accept := func(b *containv1.Batch) {
 			rep.trace(TraceReceived, cfg.Stage, b)
-			good = append(good, msg)
 			batches = append(batches, b)
 			n := float64(len(b.Events))
 			eventsIn.Add(n)
 			batchEvents.Observe(n)
 		}
+		for _, msg := range msgs {
+			if IsFleet(msg.Data()) {
+				// A fleet batch (design 036): each part read as if it
+				// had come alone on its host's subject. A bad part is
+				// counted and skipped; the others are handled and the
+				// message acknowledged. A part handled before (the
+				// enricher published its fetch again, regrouped) is
+				// skipped, counted as a duplicate.
+				var err error
+				if parts, err = FleetParts(msg.Data(), parts[:0]); err != nil {
+					malformed(msg, msg.Data(), err)
+					_ = msg.Term()
+					continue
+				}
+				lo := len(batches)
+				for _, part := range parts {
+					b, err := dec(part)
+					if err != nil {
+						malformed(msg, part, err)
+						continue
+					}
+					if err := CheckHost(containv1.FleetPartSubject(msg.Subject(), b.GetHost()), b); err != nil {
+						refused(b, err)
+						continue
+					}
+					if !seen.take(MsgID(b)) {
+						m.Dropped.WithLabelValues(cfg.Stage, "duplicate").Add(float64(len(b.Events)))
+						continue
+					}
+					accept(b)
+				}
+				good = append(good, msg)
+				spans = append(spans, [2]int{lo, len(batches)})
+				continue
+			}
+			b, err := dec(msg.Data())
+			if err != nil {
+				malformed(msg, msg.Data(), err)
+				_ = msg.Term()
+				continue
+			}
+			if err := CheckHost(msg.Subject(), b); err != nil {
+				refused(b, err)
+				_ = msg.Term()
+				continue
+			}
+			accept(b)
+			good = append(good, msg)
+			spans = append(spans, [2]int{len(batches) - 1, len(batches)})
+		}
 		if len(batches) == 0 {
+			if len(good) > 0 {
+				st.ack(good) // fleet messages whose every part was refused or handled before
+			}
 			continue
 		}
 		st.receive(good)
@@ -251,6 +308,7 @@ func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, h 
 		if err == nil {
 			backoff = cfg.RetryDelay
 			st.ack(good)
+			seen.noteFleet(good, spans, batches)
 			for _, b := range batches {
 				rep.trace(TraceHandled, cfg.Stage, b)
 			}
@@ -262,7 +320,7 @@ func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, h 
 			return nil
 		}
 		m.Errors.WithLabelValues(cfg.Stage, "handler").Inc()
-		if st.failed(ctx, good, batches, err, panicked, backoff) {
+		if st.failed(ctx, good, spans, batches, err, panicked, backoff, seen) {
 			// The downstream works: what failed is the messages'.
 			backoff = cfg.RetryDelay
 			continue

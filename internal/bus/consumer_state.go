@@ -134,7 +134,7 @@ func (s *consumerState) ack(msgs []jetstream.Msg) {
 // no success the downstream is taken for down and the rest wait.
 // It reports whether any message succeeded or was dead-lettered: then
 // nothing waits for a back-off.
-func (s *consumerState) failed(ctx context.Context, msgs []jetstream.Msg, batches []*containv1.Batch, err error, panicked bool, delay time.Duration) bool {
+func (s *consumerState) failed(ctx context.Context, msgs []jetstream.Msg, spans [][2]int, batches []*containv1.Batch, err error, panicked bool, delay time.Duration, seen *partsSeen) bool {
 	if len(msgs) == 1 {
 		return s.single(ctx, msgs[0], err, panicked, delay)
 	}
@@ -146,12 +146,18 @@ func (s *consumerState) failed(ctx context.Context, msgs []jetstream.Msg, batche
 			}
 			return false
 		}
-		err, panicked := s.call(ctx, batches[i:i+1])
+		one := batches[spans[i][0]:spans[i][1]] // a fleet message's parts together
+		if len(one) == 0 {
+			s.ack([]jetstream.Msg{msg}) // every part refused or handled before
+			continue
+		}
+		err, panicked := s.call(ctx, one)
 		if ctx.Err() != nil {
 			return anyOK
 		}
 		if err == nil {
 			s.ack([]jetstream.Msg{msg})
+			seen.noteFleet(msgs[i:i+1], spans[i:i+1], batches)
 			anyOK, inRow = true, 0
 			continue
 		}

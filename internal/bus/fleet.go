@@ -130,3 +130,34 @@ func stringSize(s string) int {
 	}
 	return 1 + protowire.SizeBytes(len(s))
 }
+
+// DecodeParts decodes data as Decode does, and a fleet batch as each of
+// its parts, for readers that take batches as they come (tools, the load
+// test's taps). With a malformed part it returns the parts that decode
+// and an error naming the others; a malformed fleet batch gives none.
+// The consumers (Consume, ConsumeMessages) split fleet batches themselves,
+// binding each part to its host's subject.
+func DecodeParts(data []byte) ([]*containv1.Batch, error) {
+	if !IsFleet(data) {
+		b, err := Decode(data)
+		if err != nil {
+			return nil, err
+		}
+		return []*containv1.Batch{b}, nil
+	}
+	parts, err := FleetParts(data, nil)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	out := make([]*containv1.Batch, 0, len(parts))
+	var errs []error
+	for i, p := range parts {
+		b, err := Decode(p)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("parts[%d]: %w", i, err))
+			continue
+		}
+		out = append(out, b)
+	}
+	return out, errors.Join(errs...)
+}
