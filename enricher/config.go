@@ -90,6 +90,12 @@ type Config struct {
 	// the batch it used to be. Consumers older than this build refuse
 	// fleet batches: turn it off while they are upgraded.
 	FleetBatches bool `config:"fleet_batches"`
+	// FleetLinger is how long a busy enricher waits after a fetch's first
+	// raw batch for more, so that its fleet batches hold more hosts
+	// (with fleet_batches). Busy: raw batches come at a rate that brings
+	// two or more within it; a quiet enricher (one host, a lone event)
+	// relays at once. 0: never waits.
+	FleetLinger time.Duration `config:"fleet_linger"`
 }
 
 // RegistryConfig configures registry access.
@@ -139,6 +145,7 @@ func DefaultConfig() Config {
 		ResolveRetry:        5 * time.Minute,
 		ContainerDictionary: true,
 		FleetBatches:        false, // on once every consumer splits fleet batches (set below in this series)
+		FleetLinger:         20 * time.Millisecond,
 		Registry: RegistryConfig{
 			Enabled:       true,
 			Keychain:      true,
@@ -177,6 +184,8 @@ func (c Config) Validate() error {
 		return errors.New("enricher.images_bucket: must be set")
 	case c.MissRecheck < 0:
 		return errors.New("enricher.miss_recheck: must be >= 0")
+	case c.FleetLinger < 0 || c.FleetLinger > time.Second:
+		return fmt.Errorf("enricher.fleet_linger: %s out of range 0..1s (it adds to every event's latency on a busy enricher)", c.FleetLinger)
 	case c.Workers > 0 && c.ResolveQueue <= 0:
 		return errors.New("enricher.resolve_queue: must be > 0")
 	case c.Workers > 0 && c.ResolveTimeout <= 0:

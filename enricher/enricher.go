@@ -141,6 +141,7 @@ func (e *Enricher) Run(ctx context.Context) error {
 		FetchWait:     e.cfg.FetchWait,
 		AckWait:       e.cfg.AckWait,
 		Eager:         true, // on the detection path: a lone event goes at once
+		Linger:        e.linger(),
 		// The events are relayed on the wire (wire.go); a batch left to
 		// decoding is re-encoded before the handler returns. What the
 		// enricher keeps (container records, misses) is cloned.

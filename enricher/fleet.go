@@ -5,6 +5,7 @@ import (
 	"hash/fnv"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -117,4 +118,13 @@ func subjectPartition(subject string) int {
 		return p
 	}
 	return -1
+}
+
+// linger is the consumer's Linger: enricher.fleet_linger with fleet
+// batches, else none (a fetch's messages are published one by one).
+func (e *Enricher) linger() time.Duration {
+	if !e.cfg.FleetBatches {
+		return 0
+	}
+	return e.cfg.FleetLinger
 }

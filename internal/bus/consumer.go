@@ -57,6 +57,14 @@ type ConsumerConfig struct {
 	// what is buffered is Nak'd when the consumer stops or backs off. A
 	// sink that gains from large batches (the store) leaves it off.
 	Eager bool
+	// Linger makes a busy Eager consumer wait up to Linger after a fetch's
+	// first message for more (up to Fetch), so that a handler that merges
+	// a fetch's messages (the enricher's fleet batches, design 036) merges
+	// more of them. Busy: over the last half second, messages came at a rate
+	// that brings at least two more within Linger. A quiet consumer hands
+	// its first message over at once, as Eager does: a lone host's events
+	// keep their latency.
+	Linger time.Duration
 	// AliasPayload decodes with DecodeAliased: the handler's batches
 	// point into the messages' payloads (each message owns its buffer:
 	// nats.go copies it out of the read buffer) instead of copying every
@@ -371,6 +379,11 @@ type fetcher struct {
 	cfg  *ConsumerConfig
 	log  *slog.Logger
 	lp   *longPull // nil until the first fetch, and after release
+	// The rate of messages fetched (per second, over windows of at least
+	// rateWindow), for Linger.
+	count int
+	since time.Time
+	rate  float64
 }
 
 func newFetcher(nc *nats.Conn, cons jetstream.Consumer, cfg *ConsumerConfig, log *slog.Logger) *fetcher {
@@ -390,7 +403,55 @@ func (f *fetcher) fetch(ctx context.Context) ([]jetstream.Msg, error) {
 		}
 		f.lp = lp
 	}
-	return f.lp.fetch(ctx, f.cfg.Stop, f.cfg.Fetch, f.cfg.FetchWait)
+	msgs, err := f.lp.fetch(ctx, f.cfg.Stop, f.cfg.Fetch, f.cfg.FetchWait)
+	if err == nil && len(msgs) > 0 && len(msgs) < f.cfg.Fetch && f.busy() {
+		msgs = f.linger(ctx, msgs)
+	}
+	f.note(len(msgs))
+	return msgs, err
+}
+
+// linger adds to msgs what comes within Linger, up to Fetch. An error
+// ends it early: the next fetch meets it again.
+func (f *fetcher) linger(ctx context.Context, msgs []jetstream.Msg) []jetstream.Msg {
+	deadline := time.Now().Add(f.cfg.Linger)
+	for len(msgs) < f.cfg.Fetch && ctx.Err() == nil && !stopped(f.cfg.Stop) {
+		left := time.Until(deadline)
+		if left <= 0 {
+			break
+		}
+		more, err := f.lp.fetch(ctx, f.cfg.Stop, f.cfg.Fetch-len(msgs), left)
+		msgs = append(msgs, more...)
+		if err != nil {
+			break
+		}
+	}
+	return msgs
+}
+
+// rateWindow is the least time over which Linger's rate is measured.
+const rateWindow = 500 * time.Millisecond
+
+// busy reports whether messages come at a rate that brings two or more
+// within Linger.
+func (f *fetcher) busy() bool {
+	return f.cfg.Linger > 0 && f.rate*f.cfg.Linger.Seconds() >= 2
+}
+
+// note counts n messages fetched towards the rate.
+func (f *fetcher) note(n int) {
+	if f.cfg.Linger <= 0 {
+		return
+	}
+	now := time.Now()
+	if f.since.IsZero() {
+		f.since = now
+	}
+	f.count += n
+	if el := now.Sub(f.since); el >= rateWindow {
+		f.rate = float64(f.count) / el.Seconds()
+		f.count, f.since = 0, now
+	}
 }
 
 // release ends the long pull, if any, Nak'ing the messages it buffered
