@@ -25,7 +25,7 @@ func TestLingerOnlyWhenBusy(t *testing.T) {
 	const linger = time.Second
 	var (
 		mu    sync.Mutex
-		sizes []int       // events per handler call
+		sizes []int // events per handler call
 		got   = map[string]time.Time{}
 	)
 	go func() {
