@@ -60,6 +60,8 @@
 //     the decoder's), its events read from the wire into column buffers
 //     (alerts, actions, container and commit events decoded one by one),
 //     so a fetch is never held decoded (docs/design/021-store-inserts.md).
+//     A fleet batch (design 036) is read as its parts, each stored as the
+//     batch it would have been alone on its host's subject.
 //   - A message that does not decode is counted
 //     (contain_malformed_messages_total{stage="store"}) and skipped; every
 //     decoded event makes a row: values are bounded to their column types,

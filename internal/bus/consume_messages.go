@@ -16,16 +16,20 @@ import (
 	"github.com/containsec/contain/schemas/containv1"
 )
 
-// ConsumeMessages is Consume for a handler that decodes a fetch message by
-// message (Messages.Batch) and keeps something smaller than the decoded
+// ConsumeMessages is Consume for a handler that decodes a fetch item by
+// item (Messages.Batch) and keeps something smaller than the decoded
 // batch (the store's column buffers), so a fetch is never held decoded at
-// once. The guarantees are Consume's: a message is acknowledged only after
-// the handler returned nil for a fetch holding it; a failed fetch is
-// retried message by message and dead-lettered as Consume does; a message
-// that does not decode or is not bound to its subject's host is counted,
-// logged once, terminated and never given to the handler again. The
-// Reporter's Trace sees TraceReceived when a batch is first decoded; no
-// TraceHandled (the batches are not kept past the handler's use).
+// once. An item is a message, or a part of a fleet message (design 036),
+// read as if it had arrived alone on its host's subject. The guarantees
+// are Consume's: a message is acknowledged only after the handler
+// returned nil for a fetch holding it; a failed fetch is retried message
+// by message (a fleet message's parts together) and dead-lettered as
+// Consume does; a message that does not decode or is not bound to its
+// subject's host is counted, logged once, terminated and never given to
+// the handler again. A part refused so is counted and logged alike, and
+// its message acknowledged with its other parts. The Reporter's Trace
+// sees TraceReceived when an item is first decoded; no TraceHandled (the
+// batches are not kept past the handler's use).
 func ConsumeMessages(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, h MessageHandler, m *metrics.Metrics, log *slog.Logger) error {
 	cfg.defaults()
 	if cfg.Stream == "" || cfg.Durable == "" {
@@ -63,7 +67,8 @@ func ConsumeMessages(ctx context.Context, js jetstream.JetStream, cfg ConsumerCo
 			rh.flushAcks() // idle: nothing to write them with
 			continue
 		}
-		f := &Messages{msgs: msgs, state: make([]msgState, len(msgs)), chk: chk, rh: rh}
+		f := &Messages{msgs: msgs, chk: chk, rh: rh}
+		f.splitFleet()
 		st.receive(msgs)
 		rh.start()
 		err, panicked := st.callMessages(ctx, h, f)
@@ -94,19 +99,21 @@ func ConsumeMessages(ctx context.Context, js jetstream.JetStream, cfg ConsumerCo
 // (Messages.Batch). Its error and panic semantics are Handler's.
 type MessageHandler func(ctx context.Context, f *Messages) error
 
-// msgState is what a fetch knows about one of its messages.
+// msgState is what a fetch knows about one of its items.
 type msgState uint8
 
 const (
 	msgNew     msgState = iota
 	msgDecoded          // decoded and checked at least once (counted)
-	msgRefused          // malformed or not bound to its host: terminated
+	msgRefused          // malformed or not bound to its host (a whole message: terminated)
 )
 
-// Messages is one fetch's messages, decoded on demand.
+// Messages is one fetch's items, decoded on demand: its messages, each
+// fleet message (IsFleet, on a fleet subject) split into its parts.
 type Messages struct {
 	msgs  []jetstream.Msg
-	state []msgState
+	items []fetchItem // nil when no message is a fleet message: item i is message i
+	state []msgState  // per item
 	chk   *msgChecker
 	rh    *relayHolder // nil: PublishAll publishes as the package's PublishAll
 }
@@ -130,32 +137,42 @@ func (f *Messages) PublishAll(ctx context.Context, js jetstream.JetStream, msgs 
 	return r.publishAll(ctx, msgs, stage)
 }
 
-// Len is the number of messages.
-func (f *Messages) Len() int { return len(f.msgs) }
+// Len is the number of items: messages, a fleet message counting as its
+// parts.
+func (f *Messages) Len() int { return len(f.state) }
 
-// Data is message i's payload, as received.
-func (f *Messages) Data(i int) []byte { return f.msgs[i].Data() }
+// Data is item i's bytes, as received: its message's payload, or the
+// part's bytes (aliasing the fleet message's payload).
+func (f *Messages) Data(i int) []byte {
+	data, _, _ := f.item(i)
+	return data
+}
 
-// Refused reports whether message i was found malformed or not bound to
-// its subject's host (and terminated).
+// Refused reports whether item i was found malformed or not bound to its
+// subject's host (a whole message: and terminated).
 func (f *Messages) Refused(i int) bool { return f.state[i] == msgRefused }
 
-// Batch decodes message i and checks it as Consume does; calls for
-// different i may run concurrently. A message that
-// does not decode, or is not bound to its subject's host, is counted,
-// logged once, terminated and gives nil, now and on every later call. A
-// batch is counted in contain_events_in_total once per delivery, however
-// often it is decoded. The caller owns the result; Messages keeps nothing
-// of it. With ConsumerConfig.AliasPayload its strings and bytes point into
-// the message's payload (DecodeAliased).
+// Batch decodes item i and checks it as Consume does; calls for
+// different i may run concurrently. An item that does not decode, or is
+// not bound to its subject's host, is counted, logged once and gives nil,
+// now and on every later call; a whole message refused so is terminated,
+// a part is not (its fleet message's other parts are read). A batch is
+// counted in contain_events_in_total once per delivery, however often it
+// is decoded. The caller owns the result; Messages keeps nothing of it.
+// With ConsumerConfig.AliasPayload its strings and bytes point into the
+// message's payload (DecodeAliased).
 func (f *Messages) Batch(i int) *containv1.Batch {
 	if f.state[i] == msgRefused {
 		return nil
 	}
-	b, ok := f.chk.check(f.msgs[i])
+	data, subject, isPart := f.item(i)
+	b, subject, ok := f.chk.check(data, subject, isPart)
 	if !ok {
-		f.state[i] = msgRefused
+		f.refuse(i, isPart)
 		return nil
+	}
+	if isPart {
+		f.items[i].subject = subject
 	}
 	if f.state[i] == msgNew {
 		f.state[i] = msgDecoded
@@ -164,42 +181,84 @@ func (f *Messages) Batch(i int) *containv1.Batch {
 	return b
 }
 
-// Subject is message i's subject.
-func (f *Messages) Subject(i int) string { return f.msgs[i].Subject() }
+// Subject is item i's subject: its message's, or for a part of a fleet
+// message the subject the part would have had alone
+// (containv1.FleetPartSubject of the part's host), which it is checked
+// against.
+func (f *Messages) Subject(i int) string {
+	data, subject, isPart := f.item(i)
+	if !isPart {
+		return subject
+	}
+	if s := f.items[i].subject; s != "" {
+		return s
+	}
+	return containv1.FleetPartSubject(subject, FleetPartHost(data))
+}
 
-// Wire scans message i into wb (ScanBatch) without decoding its events,
+// Wire scans item i into wb (ScanBatch) without decoding its events,
 // for a handler that relays events on the wire (the enricher). true: the
 // batch is one Batch would decode, bound to its subject's host (counted
 // as Batch counts it); wb's strings and Raw point into the message's
 // payload. false: the caller calls Batch(i), which decodes it, or refuses
-// it and gives nil, exactly as for any message.
+// it and gives nil, exactly as for any item.
 func (f *Messages) Wire(i int, wb *WireBatch) bool {
 	if f.state[i] == msgRefused {
 		return false
 	}
-	msg := f.msgs[i]
-	if !ScanBatch(msg.Data(), wb) || !wb.BoundTo(msg.Subject()) {
+	data, subject, isPart := f.item(i)
+	if !ScanBatch(data, wb) {
 		return false
+	}
+	if isPart {
+		subject = containv1.FleetPartSubject(subject, wb.Host)
+	}
+	if !wb.BoundTo(subject) {
+		return false
+	}
+	if isPart {
+		f.items[i].subject = subject
 	}
 	if f.state[i] == msgNew {
 		f.state[i] = msgDecoded
-		f.chk.countedWire(msg.Data(), len(wb.Events))
+		f.chk.countedWire(data, len(wb.Events))
 	}
 	return true
 }
 
-// sub is the fetch of message i alone (sharing its state).
-func (f *Messages) sub(i int) *Messages {
-	return &Messages{msgs: f.msgs[i : i+1], state: f.state[i : i+1], chk: f.chk, rh: f.rh}
+// sub is the fetch of message k alone, whose items are [lo, hi) (sharing
+// their state).
+func (f *Messages) sub(k, lo, hi int) *Messages {
+	s := &Messages{msgs: f.msgs[k : k+1], state: f.state[lo:hi], chk: f.chk, rh: f.rh}
+	if f.items != nil {
+		s.items = append([]fetchItem(nil), f.items[lo:hi]...)
+		for j := range s.items {
+			s.items[j].msg = 0
+		}
+	}
+	return s
 }
 
-// good is the messages not refused.
+// good is the messages to acknowledge after the handler returned nil:
+// every message not terminated. A fleet message is, even when some or all
+// of its parts were refused: those were counted, and it holds no more.
 func (f *Messages) good() []jetstream.Msg {
 	out := make([]jetstream.Msg, 0, len(f.msgs))
-	for i, msg := range f.msgs {
-		if f.state[i] != msgRefused {
-			out = append(out, msg)
+	if f.items == nil {
+		for i, msg := range f.msgs {
+			if f.state[i] != msgRefused {
+				out = append(out, msg)
+			}
 		}
+		return out
+	}
+	last := -1
+	for i, it := range f.items {
+		if it.msg == last || (!it.isPart && f.state[i] == msgRefused) {
+			continue
+		}
+		out = append(out, f.msgs[it.msg])
+		last = it.msg
 	}
 	return out
 }
@@ -216,18 +275,26 @@ type msgChecker struct {
 	loggedRefused   map[string]bool
 }
 
-func (c *msgChecker) check(msg jetstream.Msg) (*containv1.Batch, bool) {
-	b, err := decode(msg.Data(), c.cfg.AliasPayload)
+// check decodes data, an item that arrived on subject, and checks it
+// against subject, or for a part of a fleet message against the subject
+// the part would have had alone (CheckFleetPart), which it returns. A
+// refusal is counted and logged (once per kind); the caller terminates a
+// whole message.
+func (c *msgChecker) check(data []byte, subject string, isPart bool) (*containv1.Batch, string, bool) {
+	b, err := decode(data, c.cfg.AliasPayload)
 	if err != nil {
-		c.m.Malformed.WithLabelValues(c.cfg.Stage).Inc()
-		if !c.loggedMalformed.Swap(true) {
-			c.log.Error("skipping malformed message (logged once; see contain_malformed_messages_total)",
-				logfields.Subject, msg.Subject(), logfields.Bytes, len(msg.Data()), logfields.Err, err)
+		if isPart {
+			err = fmt.Errorf("fleet part: %w", err)
 		}
-		_ = msg.Term()
-		return nil, false
+		c.malformed(subject, len(data), err)
+		return nil, subject, false
 	}
-	if err := CheckHost(msg.Subject(), b); err != nil {
+	if isPart {
+		subject, err = CheckFleetPart(subject, b)
+	} else {
+		err = CheckHost(subject, b)
+	}
+	if err != nil {
 		reason := err.(*HostError).Reason
 		c.m.Refused.WithLabelValues(c.cfg.Stage, reason).Inc()
 		c.mu.Lock()
@@ -238,10 +305,19 @@ func (c *msgChecker) check(msg jetstream.Msg) (*containv1.Batch, bool) {
 			c.log.Error("refusing batch not bound to its subject's host (logged once per reason; see contain_refused_total)",
 				logfields.Reason, reason, logfields.BatchHost, b.GetHost(), logfields.BatchStage, b.GetStage(), logfields.Err, err)
 		}
-		_ = msg.Term()
-		return nil, false
+		return nil, subject, false
 	}
-	return b, true
+	return b, subject, true
+}
+
+// malformed counts and logs (once) a message or part that arrived on
+// subject and does not decode; the caller terminates a whole message.
+func (c *msgChecker) malformed(subject string, size int, err error) {
+	c.m.Malformed.WithLabelValues(c.cfg.Stage).Inc()
+	if !c.loggedMalformed.Swap(true) {
+		c.log.Error("skipping malformed message (logged once; see contain_malformed_messages_total)",
+			logfields.Subject, subject, logfields.Bytes, size, logfields.Err, err)
+	}
 }
 
 func (c *msgChecker) counted(b *containv1.Batch) {
@@ -272,34 +348,46 @@ func (s *consumerState) callMessages(ctx context.Context, h MessageHandler, f *M
 }
 
 // failedMessages is failed for a lazily decoded fetch: each message not
-// refused is retried alone.
+// terminated is retried alone, a fleet message with all its parts (never
+// acknowledged after only some of them were handled). A fleet message
+// all of whose parts were refused holds nothing to retry: it is
+// acknowledged.
 func (s *consumerState) failedMessages(ctx context.Context, h MessageHandler, f *Messages, err error, panicked bool, delay time.Duration) bool {
+	spans := f.spans()
 	var idx []int
-	for i := range f.msgs {
-		if f.state[i] != msgRefused {
-			idx = append(idx, i)
+	anyOK := false
+	for k, sp := range spans {
+		switch {
+		case f.wholeRefused(sp[0], sp[1]):
+			// terminated
+		case f.allRefused(sp[0], sp[1]):
+			s.ack(f.msgs[k : k+1])
+			anyOK = true
+		default:
+			idx = append(idx, k)
 		}
 	}
 	if len(idx) == 0 {
-		return true // all refused (terminated): nothing to retry
+		return true // all refused (terminated or acknowledged): nothing to retry
 	}
 	if len(idx) == 1 {
-		return s.single(ctx, f.msgs[idx[0]], err, panicked, delay)
+		return s.single(ctx, f.msgs[idx[0]], err, panicked, delay) || anyOK
 	}
-	anyOK, inRow := false, 0
-	for k, i := range idx {
+	inRow := 0
+	for j, k := range idx {
 		if !anyOK && inRow >= 3 {
-			for _, rest := range idx[k:] {
+			for _, rest := range idx[j:] {
 				_ = f.msgs[rest].NakWithDelay(delay)
 			}
 			return false
 		}
-		one := f.sub(i)
+		lo, hi := spans[k][0], spans[k][1]
+		one := f.sub(k, lo, hi)
 		err, panicked := s.callMessages(ctx, h, one)
 		if ctx.Err() != nil {
 			return anyOK
 		}
-		if f.state[i] == msgRefused {
+		if f.wholeRefused(lo, hi) {
 			anyOK, inRow = true, 0 // terminated while retried
 			continue
 		}
@@ -310,7 +398,7 @@ func (s *consumerState) failedMessages(ctx context.Context, h MessageHandler, f 
 		}
 		inRow++
 		s.m.Errors.WithLabelValues(s.cfg.Stage, "handler").Inc()
-		s.single(ctx, f.msgs[i], err, panicked, delay)
+		s.single(ctx, f.msgs[k], err, panicked, delay)
 	}
 	return anyOK
 }

@@ -30,7 +30,12 @@
 //   - ConsumeMessages keeps these guarantees for a handler that decodes
 //     a fetch message by message itself (Messages.Batch), so a sink never
 //     holds a fetch decoded at once (the store); a malformed or
-//     wrong-host message is refused when first decoded.
+//     wrong-host message is refused when first decoded. A fleet message
+//     (containv1.SchemaVersionFleet on a fleet subject, design 036) is
+//     split (FleetParts) before anything is decoded: each part is an item
+//     read as if alone on its host's subject (CheckFleetPart). A refused
+//     part is counted as a refused message is, without terminating its
+//     message; a failed fleet message is retried with all its parts.
 //   - Messages.PublishAll (a ConsumeMessages handler that republishes
 //     what it consumes: the enricher) publishes through the consumer's
 //     relay (docs/design/035-relay.md): stream acks read from one inbox by

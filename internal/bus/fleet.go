@@ -72,17 +72,41 @@ func FleetParts(data []byte, parts [][]byte) ([][]byte, error) {
 		case (num == batchHost || num == batchStage || num == batchProducerID) && typ == protowire.BytesType:
 			_, n := consumeString(typ, b)
 			if n < 0 {
-				return parts[:first], fmt.Errorf("%w: field %d: not a UTF-8 string", ErrFleet, num)
+				return parts[:first], fmt.Errorf("%w: %s: not a UTF-8 string", ErrFleet, batchFieldName(num))
 			}
 			b = b[n:]
 		default:
-			return parts[:first], fmt.Errorf("%w: field %d (wire type %d) has no place in a fleet batch", ErrFleet, num, typ)
+			return parts[:first], fmt.Errorf("%w: %s (wire type %d) has no place in a fleet batch", ErrFleet, batchFieldName(num), typ)
 		}
 	}
 	if len(parts) == first {
 		return parts, fmt.Errorf("%w: no parts", ErrFleet)
 	}
 	return parts, nil
+}
+
+// batchFieldName names a Batch field for an error: its name in the
+// schema, or its number when it has none.
+func batchFieldName(num protowire.Number) string {
+	switch num {
+	case batchSchemaVersion:
+		return "schema_version"
+	case batchHost:
+		return "host"
+	case batchStage:
+		return "stage"
+	case batchSeq:
+		return "seq"
+	case batchProducerID:
+		return "producer_id"
+	case batchEvents:
+		return "events"
+	case batchContainers:
+		return "containers"
+	case batchParts:
+		return "parts"
+	}
+	return fmt.Sprintf("field %d", num)
 }
 
 // AppendFleetHeader appends a fleet batch's own fields: its version, the
