@@ -35,8 +35,8 @@ func fleetMsg(t *testing.T, subject, id string, parts ...*containv1.Batch) *nats
 	return msg
 }
 
-// hostBatch is producer's batch seq of n exec events about host.
-func hostBatch(ids *containv1.IDGen, host, producer string, seq uint64, n int) *containv1.Batch {
+// execHostBatch is producer's batch seq of n exec events about host.
+func execHostBatch(ids *containv1.IDGen, host, producer string, seq uint64, n int) *containv1.Batch {
 	b := &containv1.Batch{SchemaVersion: containv1.SchemaVersion, Host: host, Stage: "enricher", Seq: seq, ProducerId: producer}
 	for range n {
 		ev := execEvent(ids, host+"-c", "/bin/"+producer)
@@ -73,11 +73,11 @@ func TestConsumeFleet(t *testing.T) {
 			ids := containv1.NewIDGen()
 			subject := containv1.FleetSubject(2)
 
-			a := hostBatch(ids, "h1", "p-a", 1, 3)
-			b := hostBatch(ids, "h2", "p-b", 1, 2)
-			bad := hostBatch(ids, "h3", "p-bad", 1, 2)
+			a := execHostBatch(ids, "h1", "p-a", 1, 3)
+			b := execHostBatch(ids, "h2", "p-b", 1, 2)
+			bad := execHostBatch(ids, "h3", "p-bad", 1, 2)
 			bad.Events[1].Host = "h4" // about another host than the part's
-			c := hostBatch(ids, "h1", "p-c", 2, 4)
+			c := execHostBatch(ids, "h1", "p-c", 2, 4)
 			publish := func(msg *nats.Msg) {
 				t.Helper()
 				if _, err := js.PublishMsg(ctx, msg); err != nil {

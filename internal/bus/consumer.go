@@ -256,7 +256,7 @@ func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, h 
 			batchEvents.Observe(n)
 		}
 		for _, msg := range msgs {
-			if IsFleet(msg.Data()) {
+			if isFleetMsg(msg.Subject(), msg.Data()) {
 				// A fleet batch (design 036): each part read as if it
 				// had come alone on its host's subject. A bad part is
 				// counted and skipped; the others are handled and the
@@ -276,7 +276,7 @@ func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, h 
 						malformed(msg, part, err)
 						continue
 					}
-					if err := CheckHost(containv1.FleetPartSubject(msg.Subject(), b.GetHost()), b); err != nil {
+					if _, err := CheckFleetPart(msg.Subject(), b); err != nil {
 						refused(b, err)
 						continue
 					}

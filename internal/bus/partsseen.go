@@ -64,7 +64,7 @@ func (p *partsSeen) take(id string) bool {
 // msgs (acknowledged): batches[spans[i][0]:spans[i][1]] are msgs[i]'s.
 func (p *partsSeen) noteFleet(msgs []jetstream.Msg, spans [][2]int, batches []*containv1.Batch) {
 	for i, msg := range msgs {
-		if !IsFleet(msg.Data()) {
+		if !isFleetMsg(msg.Subject(), msg.Data()) {
 			continue
 		}
 		for _, b := range batches[spans[i][0]:spans[i][1]] {
