@@ -144,7 +144,7 @@ func DefaultConfig() Config {
 		ResolveTimeout:      60 * time.Second,
 		ResolveRetry:        5 * time.Minute,
 		ContainerDictionary: true,
-		FleetBatches:        false, // on once every consumer splits fleet batches (set below in this series)
+		FleetBatches:        true,
 		FleetLinger:         20 * time.Millisecond,
 		Registry: RegistryConfig{
 			Enabled:       true,
