@@ -9,10 +9,13 @@ import (
 )
 
 // partsRemembered bounds how many fleet parts a consumer remembers as
-// handled: at the fleet's ~200 parts a second per analyzer, minutes of
-// them, more than the enricher's ack wait after which a fetch it did not
-// acknowledge is published again.
-const partsRemembered = 1 << 16
+// handled (~0.75 MB when full, per consumer: per partition an analyzer
+// holds). A partition gets about one part per raw batch, so at 200 hosts
+// (200 parts a second) that is 160 s, several times the enricher's ack
+// wait after which a fetch it did not acknowledge is published again; at
+// ten times the hosts, 16 s: a part published again later than that is
+// handled twice (its alerts keep their ids; design 036).
+const partsRemembered = 1 << 15
 
 // partsSeen remembers the message ids (MsgID) of the fleet parts a
 // consumer handled, so that a part published again in another fleet
