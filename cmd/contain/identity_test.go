@@ -82,7 +82,9 @@ func TestSpoofedIdentityThroughPipeline(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	enriched, err := js.OrderedConsumer(ctx, containv1.StreamEvents, jetstream.OrderedConsumerConfig{FilterSubjects: []string{containv1.EventsSubject(host)}})
+	// The host's events: on its own subject, or in fleet batches' parts
+	// (enricher.fleet_batches), read below with bus.DecodeParts.
+	enriched, err := js.OrderedConsumer(ctx, containv1.StreamEvents, jetstream.OrderedConsumerConfig{FilterSubjects: []string{containv1.SubjectPrefix + ".events.>"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -162,11 +164,15 @@ func TestSpoofedIdentityThroughPipeline(t *testing.T) {
 		if err != nil {
 			break
 		}
-		b, err := bus.Decode(msg.Data())
+		bs, err := bus.DecodeParts(msg.Data())
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, ev := range b.Events {
+		var evs []*containv1.Event
+		for _, b := range bs {
+			evs = append(evs, b.Events...)
+		}
+		for _, ev := range evs {
 			if ev.ContainerId != c.ID {
 				continue
 			}
