@@ -80,15 +80,21 @@ func TestFleetMessages(t *testing.T) {
 					s := containv1.FleetSubject(subjectPartition(m.Subject))
 					want[s] = append(want[s], &c)
 				}
-				e.recycle()
-				again, _, err := e.fetchMessages(ctx, f)
-				if err != nil {
-					t.Fatal(err)
+				// fleetOf is the fetch f enriched again, as fleet batches.
+				fleetOf := func() []*nats.Msg {
+					t.Helper()
+					e.recycle()
+					msgs, _, err := e.fetchMessages(ctx, f)
+					if err != nil {
+						t.Fatal(err)
+					}
+					fleet, err := e.fleetMessages(msgs)
+					if err != nil {
+						t.Fatal(err)
+					}
+					return fleet
 				}
-				fleet, err := e.fleetMessages(again)
-				if err != nil {
-					t.Fatal(err)
-				}
+				fleet := fleetOf()
 				got := map[string][]*nats.Msg{}
 				perSubject := map[string]int{}
 				var ids []string
@@ -150,17 +156,8 @@ func TestFleetMessages(t *testing.T) {
 				if limit > 0 && router == nil && !split {
 					t.Error("no fleet batch had to be split under the small limit")
 				}
-				e.recycle()
-				third, _, err := e.fetchMessages(ctx, f)
-				if err != nil {
-					t.Fatal(err)
-				}
-				fleet2, err := e.fleetMessages(third)
-				if err != nil {
-					t.Fatal(err)
-				}
 				var ids2 []string
-				for _, m := range fleet2 {
+				for _, m := range fleetOf() {
 					ids2 = append(ids2, m.Header.Get(jetstream.MsgIDHeader))
 				}
 				if !slices.Equal(ids, ids2) || len(slices.Compact(slices.Sorted(slices.Values(ids)))) != len(ids) {
