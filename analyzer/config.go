@@ -87,7 +87,11 @@ type Config struct {
 
 	// Durable is the JetStream durable consumer on CONTAIN_EVENTS.
 	Durable string `config:"durable"`
-	// FilterSubject narrows CONTAIN_EVENTS; empty takes every host.
+	// FilterSubject narrows CONTAIN_EVENTS; empty takes every host. With
+	// enricher.fleet_batches (the default) the enricher publishes every
+	// host's events on contain.v1.events.@fleet[.p<n>]: a subject naming a
+	// host matches none of them, so narrow by host only with
+	// fleet_batches off.
 	FilterSubject string `config:"filter_subject"`
 	// Fetch is the number of batches per fetch, held decoded while they
 	// are scored: 16 batches of 1,024 events are ~16 MB in memory

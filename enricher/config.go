@@ -88,7 +88,9 @@ type Config struct {
 	// partition: fewer messages for NATS to store and replicate, and for
 	// every consumer to fetch and acknowledge. Consumers read each part as
 	// the batch it used to be. Consumers older than this build refuse
-	// fleet batches: turn it off while they are upgraded.
+	// fleet batches: turn it off while they are upgraded, and for
+	// consumers that select a host by subject (analyzer.filter_subject
+	// naming a host, a tool's filter on contain.v1.events.<host>).
 	FleetBatches bool `config:"fleet_batches"`
 	// FleetLinger is how long a busy enricher waits after a fetch's first
 	// raw batch for more, so that its fleet batches hold more hosts
