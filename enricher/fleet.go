@@ -104,6 +104,7 @@ func (e *Enricher) fleetMessage(p int, parts []*nats.Msg, partsSize int) (*nats.
 		return nil, fmt.Errorf("enricher: fleet batch: %w", err)
 	}
 	msg.Header.Set(bus.HeaderSchema, strconv.Itoa(containv1.SchemaVersionFleet))
+	e.em.fleetParts.Observe(float64(len(parts)))
 	return msg, nil
 }
 

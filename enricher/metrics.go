@@ -32,6 +32,9 @@ type enricherMetrics struct {
 	host        prometheus.Counter
 	containers  prometheus.Gauge
 	resolutions *prometheus.CounterVec
+	// fleetParts is the parts per fleet batch (enricher.fleet_batches):
+	// how many hosts' batches one message carries.
+	fleetParts prometheus.Observer
 	// The common series of the hot path, resolved once.
 	out           prometheus.Counter
 	batchEvents   prometheus.Observer
@@ -52,6 +55,11 @@ func newEnricherMetrics(m *metrics.Metrics) *enricherMetrics {
 			Namespace: "contain", Subsystem: "enricher", Name: "image_resolutions_total",
 			Help: "Image declaration resolutions, by source (registry, oci_layout, tarball, daemon, cache, kv, none) and result (ok, error).",
 		}, []string{"source", "result"})),
+		fleetParts: metrics.Register(m, "enricher", prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: "contain", Subsystem: "enricher", Name: "fleet_parts",
+			Help:    "Parts (one host's output batch of one partition) per fleet batch written (enricher.fleet_batches).",
+			Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128},
+		})),
 	}
 	em.enriched = em.events.WithLabelValues(resultEnriched)
 	em.unknown = em.events.WithLabelValues(resultUnknown)
