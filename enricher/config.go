@@ -85,8 +85,11 @@ type Config struct {
 	// FleetBatches publishes a fetch's output batches of one partition,
 	// from many hosts, as the parts of one fleet batch (schema_version 3,
 	// contain.v1.events.@fleet.p<n>) instead of one message per host per
-	// partition: fewer messages for NATS to store and replicate, and for
-	// every consumer to fetch and acknowledge. Consumers read each part as
+	// partition: ten times fewer messages for NATS to store and replicate,
+	// and for every consumer to fetch and acknowledge. Off by default: at
+	// the fleet load test it saved no CPU (the stages' and NATS's costs
+	// follow events and bytes, not messages) and cost the enricher ~0.17
+	// µs/event (docs/design/036-fleet-batches.md). Consumers read each part as
 	// the batch it used to be. Consumers older than this build refuse
 	// fleet batches: turn it off while they are upgraded, and for
 	// consumers that select a host by subject (analyzer.filter_subject
@@ -146,7 +149,7 @@ func DefaultConfig() Config {
 		ResolveTimeout:      60 * time.Second,
 		ResolveRetry:        5 * time.Minute,
 		ContainerDictionary: true,
-		FleetBatches:        true,
+		FleetBatches:        false, // measured: no CPU gain at the fleet load test (design 036)
 		FleetLinger:         20 * time.Millisecond,
 		Registry: RegistryConfig{
 			Enabled:       true,

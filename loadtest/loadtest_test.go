@@ -49,9 +49,20 @@ func TestPipelineNoLossPartitioned(t *testing.T) {
 	testPipelineNoLoss(t, 4)
 }
 
-func testPipelineNoLoss(t *testing.T, partitions int) {
+// The same with fleet batches (enricher.fleet_batches: a fetch's batches
+// of one partition, of both hosts, in one message): the analyzers and the
+// store read each part as the batch it was; nothing is lost or alerted
+// twice.
+func TestPipelineNoLossFleetBatches(t *testing.T) {
+	testPipelineNoLoss(t, 4, func(c *loadtest.Config) { c.Enricher.FleetBatches = true })
+}
+
+func testPipelineNoLoss(t *testing.T, partitions int, opts ...func(*loadtest.Config)) {
 	chAddr := testenv.ClickHouseAddr(t)
 	cfg := loadtest.DefaultConfig()
+	for _, o := range opts {
+		o(&cfg)
+	}
 	cfg.Analyzer.Partitions = partitions
 	cfg.Analyzer.LeaseTTL = 2 * time.Second
 	cfg.Store.Addr = []string{chAddr}
