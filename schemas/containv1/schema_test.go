@@ -77,12 +77,17 @@ func FuzzSubjectToken(f *testing.F) {
 	f.Add("node-1")
 	f.Add("a.b*c>d e")
 	f.Add("\xff\x7f")
+	f.Add("@fleet")
 	f.Fuzz(func(t *testing.T, s string) {
 		tok := SubjectToken(s)
 		if tok == "" || strings.ContainsAny(tok, ".*> \t\r\n\x7f") || !utf8.ValidString(tok) {
 			t.Fatalf("SubjectToken(%q) = %q: not a subject token", s, tok)
 		}
-		if utf8.ValidString(s) && s != "" && !strings.ContainsFunc(s, func(r rune) bool { return r <= ' ' || r == 0x7f || strings.ContainsRune(".*>", r) }) && tok != s {
+		// '@' never: no host's token is FleetToken (fleet batches' subject).
+		if strings.Contains(tok, "@") || tok == FleetToken {
+			t.Fatalf("SubjectToken(%q) = %q holds '@': a host could name the fleet batches' subject", s, tok)
+		}
+		if utf8.ValidString(s) && s != "" && !strings.ContainsFunc(s, func(r rune) bool { return r <= ' ' || r == 0x7f || strings.ContainsRune(".*>@", r) }) && tok != s {
 			t.Fatalf("SubjectToken(%q) = %q, want it unchanged", s, tok)
 		}
 	})
