@@ -16,6 +16,10 @@
 // addresses of the peer services' known containers (from the container
 // events' ContainerInfo.addresses); it is re-published as a new version,
 // and set on the service's events, when a peer container appears.
+// With enricher.fleet_batches (off by default) a fetch's output batches of
+// one partition, of every host, go as the parts of one fleet batch on
+// contain.v1.events.@fleet[.p<n>] (fleet.go, design 036); each part is the
+// batch that would have gone alone.
 //
 // Guarantees:
 //   - Events are relayed on the wire (docs/design/030-enricher-wire.md):

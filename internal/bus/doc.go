@@ -26,7 +26,13 @@
 //     delivery and an ack, not a pull round trip. What it buffered is
 //     Nak'd when it stops (ConsumerConfig.Stop, ctx) or backs off, and so
 //     redelivered at once, to the next owner of an analyzer partition
-//     too, not after AckWait (design 032).
+//     too, not after AckWait (design 032). With ConsumerConfig.Linger a
+//     busy Eager consumer waits that long after a fetch's first message
+//     for more; a quiet one never waits.
+//   - Consume splits fleet messages as ConsumeMessages does (below), and
+//     skips a part it acknowledged before (the enricher published its
+//     fetch again, regrouped: partsseen.go), counted as
+//     contain_dropped_total{reason="duplicate"}.
 //   - ConsumeMessages keeps these guarantees for a handler that decodes
 //     a fetch message by message itself (Messages.Batch), so a sink never
 //     holds a fetch decoded at once (the store); a malformed or
