@@ -1,19 +1,25 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"runtime/pprof"
+	"sync"
 )
 
-// cpuProfileEnv names a file that receives a CPU profile of the whole
-// process, from start to exit (SIGTERM included): a diagnostic for the
-// fleet load test's stage processes (docs/scaling.md), not a setting.
+// cpuProfileEnv names a file that receives a CPU profile of the process,
+// from start to its stop signal (SIGTERM, interrupt): a diagnostic for the
+// fleet load test's stage processes (docs/scaling.md), not a setting. The
+// profile is written when the signal comes, before the graceful shutdown:
+// a stage killed after its grace period (the store still flushing) still
+// leaves a whole profile.
 const cpuProfileEnv = "CONTAIN_CPU_PROFILE"
 
-// startCPUProfile starts the profile cpuProfileEnv asks for; the returned
-// func stops it.
-func startCPUProfile() func() {
+// startCPUProfile starts the profile cpuProfileEnv asks for, stopped when
+// ctx ends (the stop signal) or the returned func is called, whichever
+// comes first.
+func startCPUProfile(ctx context.Context) func() {
 	path := os.Getenv(cpuProfileEnv)
 	if path == "" {
 		return func() {}
@@ -28,5 +34,8 @@ func startCPUProfile() func() {
 		f.Close()
 		return func() {}
 	}
-	return func() { pprof.StopCPUProfile(); f.Close() }
+	var once sync.Once
+	stop := func() { once.Do(func() { pprof.StopCPUProfile(); f.Close() }) }
+	go func() { <-ctx.Done(); stop() }()
+	return stop
 }

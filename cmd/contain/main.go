@@ -22,7 +22,7 @@ var Version = ""
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	stopProfile := startCPUProfile()
+	stopProfile := startCPUProfile(ctx)
 	err := newRoot().ExecuteContext(ctx)
 	stop()
 	stopProfile()
