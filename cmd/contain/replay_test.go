@@ -49,31 +49,55 @@ func TestReplay(t *testing.T) {
 	if err := nc.Publish(containv1.EventsSubject("h1"), []byte("not a batch")); err != nil {
 		t.Fatal(err)
 	}
+	// A fleet batch (enricher.fleet_batches): a part of h1 (two more
+	// learned execs of c1) and a part of h2, on the fleet subject.
+	fleet := bus.AppendFleetHeader(nil, "enricher", "replay-fleet", 0)
+	for _, host := range []string{"h1", "h2"} {
+		var evs []*containv1.Event
+		for i := range 2 {
+			ev := exec(time.Duration(i)*100*time.Millisecond+50*time.Millisecond, "/bin/sleep")
+			ev.Host, ev.ContainerId = host, map[string]string{"h1": "c1", "h2": "c2"}[host]
+			evs = append(evs, ev)
+		}
+		data, err := bus.Encode(bus.NewProducer(host, "enricher").Batch(evs))
+		if err != nil {
+			t.Fatal(err)
+		}
+		fleet = bus.AppendFleetPart(fleet, data)
+	}
+	fleetMsg, err := bus.NewEncodedMsg(containv1.FleetSubject(1), "enricher", "replay-fleet", 0, fleet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.PublishMsg(context.Background(), fleetMsg); err != nil {
+		t.Fatal(err)
+	}
+	const fleetEvents = 4
 
 	out, err := runCLI(t, "replay", "--nats-url", url)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// One host's events: on its subject, or with analyzer.partitions > 1
-	// on its partitions' subjects.
-	hostOut, err := runCLI(t, "replay", "--nats-url", url, "--event-host", "h1")
-	if err != nil {
-		t.Fatal(err)
+	// One host's events, however they were published: on its subject, on
+	// its partitions' subjects (analyzer.partitions > 1), or in a fleet
+	// batch's part; another host's part is not among them.
+	for _, partitions := range []string{"", "4"} {
+		t.Run("partitions="+partitions, func(t *testing.T) {
+			if partitions != "" {
+				t.Setenv("CONTAIN_ANALYZER_PARTITIONS", partitions)
+			}
+			out, err := runCLI(t, "replay", "--nats-url", url, "--event-host", "h1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n := strings.Count(out, `"containerId":"c1"`); n != len(history)+fleetEvents/2 {
+				t.Fatalf("--event-host h1: %d events, want %d:\n%s", n, len(history)+fleetEvents/2, out)
+			}
+			if strings.Contains(out, `"containerId":"c2"`) {
+				t.Fatalf("--event-host h1 gave h2's events:\n%s", out)
+			}
+		})
 	}
-	last := len(history) - (len(history)-1)/7*7 // the partitioned batch
-	if n := strings.Count(hostOut, `"containerId":"c1"`); n != len(history)-last {
-		t.Fatalf("--event-host h1: %d events, want %d:\n%s", n, len(history)-last, hostOut)
-	}
-	t.Run("partitioned", func(t *testing.T) {
-		t.Setenv("CONTAIN_ANALYZER_PARTITIONS", "4")
-		out, err := runCLI(t, "replay", "--nats-url", url, "--event-host", "h1")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if n := strings.Count(out, `"containerId":"c1"`); n != last {
-			t.Fatalf("--event-host h1, partitioned: %d events, want %d:\n%s", n, last, out)
-		}
-	})
 	lines := 0
 	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
 		if !strings.HasPrefix(l, "{") {
@@ -85,8 +109,8 @@ func TestReplay(t *testing.T) {
 		}
 		lines++
 	}
-	if lines != len(history) || !strings.Contains(out, "1 malformed messages skipped") {
-		t.Fatalf("dump: %d JSON lines for %d events:\n%s", lines, len(history), out)
+	if lines != len(history)+fleetEvents || !strings.Contains(out, "1 malformed messages skipped") {
+		t.Fatalf("dump: %d JSON lines for %d events:\n%s", lines, len(history)+fleetEvents, out)
 	}
 
 	t.Setenv("CONTAIN_ANALYZER_LEARNING_WINDOW", "5s")
