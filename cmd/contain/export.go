@@ -98,7 +98,7 @@ reader can rebuild exactly what the pipeline saw.`,
 			start := time.Now()
 			ew := newExportWriter(w, format)
 			var n uint64
-			malformed, err := readHistory(cmd.Context(), source, js, rd, sel, cfg.Analyzer.Partitions, func(ev *containv1.Event) error {
+			malformed, err := readHistory(cmd.Context(), source, js, rd, sel, func(ev *containv1.Event) error {
 				n++
 				bar.set(n)
 				return ew.write(ev)

@@ -104,7 +104,7 @@ func matches(s store.Selection, ev *containv1.Event) bool {
 
 // readHistory calls fn with every event sel selects from source, in order,
 // and returns how many stream messages did not decode.
-func readHistory(ctx context.Context, source string, js jetstream.JetStream, r *store.Reader, sel store.Selection, partitions int,
+func readHistory(ctx context.Context, source string, js jetstream.JetStream, r *store.Reader, sel store.Selection,
 	fn func(*containv1.Event) error) (malformed uint64, err error) {
 	switch source {
 	case sourceClickHouse:
@@ -231,7 +231,7 @@ forces it).`,
 				r.bar = newProgressBar(cmd.ErrOrStderr(), "replay", total)
 			}
 			r.start = time.Now()
-			r.malformed, err = readHistory(cmd.Context(), source, js, rd, sel, cfg.Analyzer.Partitions, r.event)
+			r.malformed, err = readHistory(cmd.Context(), source, js, rd, sel, r.event)
 			if err == nil {
 				err = r.flush(cmd.Context())
 			}
