@@ -102,6 +102,14 @@ func matches(s store.Selection, ev *containv1.Event) bool {
 	return true
 }
 
+// onHostSubject reports whether subject is one of host's events subjects:
+// contain.v1.events.<host> or a partition's, contain.v1.events.<host>.p<n>.
+func onHostSubject(subject, host string) bool {
+	own := containv1.EventsSubject(host)
+	rest, ok := strings.CutPrefix(subject, own)
+	return ok && (rest == "" || strings.HasPrefix(rest, "."))
+}
+
 // readHistory calls fn with every event sel selects from source, in order,
 // and returns how many stream messages did not decode.
 func readHistory(ctx context.Context, source string, js jetstream.JetStream, r *store.Reader, sel store.Selection,
@@ -113,11 +121,17 @@ func readHistory(ctx context.Context, source string, js jetstream.JetStream, r *
 		// Every events subject: a host's events are on its own subjects
 		// (contain.v1.events.<host>[.p<n>]) or, with
 		// enricher.fleet_batches, in the parts of fleet batches
-		// (contain.v1.events.@fleet...), which hold many hosts; matches
-		// keeps the selected host's. One filter keeps them in stream
-		// order and within the reader's consumer rights.
+		// (contain.v1.events.@fleet...), which hold many hosts. One
+		// filter keeps them in stream order and within the reader's
+		// consumer rights; the subject a batch was published on (a
+		// part's: its host's) selects the host, as it binds a batch to
+		// its host for every consumer: events replayed before under
+		// another subject (replay --to-subject) are not the host's.
 		subject := containv1.SubjectPrefix + ".events.>"
-		err := readStream(ctx, js, containv1.StreamEvents, subject, sel.From, sel.To, false, func(b *containv1.Batch) error {
+		err := readStreamOn(ctx, js, containv1.StreamEvents, subject, sel.From, sel.To, false, func(on string, b *containv1.Batch) error {
+			if sel.Host != "" && !onHostSubject(on, sel.Host) {
+				return nil
+			}
 			for _, ev := range b.GetEvents() {
 				if ev != nil && matches(sel, ev) {
 					if err := fn(ev); err != nil {

@@ -263,3 +263,45 @@ func TestReplayWindowReproducesAlerts(t *testing.T) {
 		})
 	}
 }
+
+// TestReadStreamEndsAtStart: a read without follow ends at what the stream
+// held when it began, even when its reader publishes into the subjects it
+// reads (replay --to-subject contain.v1.events.<host> of that host's own
+// events would otherwise read its output back forever).
+func TestReadStreamEndsAtStart(t *testing.T) {
+	a := deployNATS(t)
+	_, js := a.conn("enricher")
+	_, rjs := a.conn("admin")
+	subject := containv1.EventsSubject("loop")
+	p := bus.NewProducer("loop", "enricher")
+	const recorded = 6
+	ids := containv1.NewIDGen()
+	ev := func(int) *containv1.Event {
+		return &containv1.Event{Id: ids.Next(), Host: "loop", ContainerId: "c1", Kind: containv1.Kind_KIND_EXEC,
+			WallNs: time.Now().UnixNano(), SchemaVersion: containv1.SchemaVersion,
+			Body: &containv1.Event_Exec{Exec: &containv1.Exec{Filename: "/bin/true"}}}
+	}
+	for i := range recorded {
+		if err := bus.Publish(context.Background(), js, subject, p.Batch([]*containv1.Event{ev(i)})); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	read := 0
+	err := readStream(ctx, rjs, containv1.StreamEvents, containv1.SubjectPrefix+".events.>", time.Now().Add(-time.Hour), time.Time{}, false,
+		func(b *containv1.Batch) error {
+			read += len(b.Events)
+			// Every event read is published again where the read looks.
+			return bus.Publish(ctx, js, subject, p.Batch([]*containv1.Event{ev(recorded + read)}))
+		}, func(s string, err error) { t.Errorf("%s: %v", s, err) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ctx.Err() != nil {
+		t.Fatalf("the read did not end (%d events read)", read)
+	}
+	if read != recorded {
+		t.Errorf("read %d events, want the %d recorded before the read began", read, recorded)
+	}
+}
