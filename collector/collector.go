@@ -124,8 +124,9 @@ func New(cfg Config, js jetstream.JetStream, m *metrics.Metrics, log *slog.Logge
 		MaxBytes:      cfg.BatchMaxBytes,
 		FlushInterval: cfg.FlushInterval,
 		// Sized to the rate; urgent records still flush at once.
-		MaxFlushInterval: cfg.MaxFlushInterval,
-		TargetBatchRate:  cfg.TargetBatchRate,
+		MaxFlushInterval:    cfg.MaxFlushInterval,
+		TargetBatchRate:     cfg.TargetBatchRate,
+		ContainerDictionary: cfg.ContainerDictionary,
 	}, m, log)
 	if err != nil {
 		return nil, fmt.Errorf("collector: %w", err)

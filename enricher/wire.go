@@ -162,9 +162,10 @@ func (e *Enricher) fetchMessages(ctx context.Context, f fetch) ([]*nats.Msg, []i
 		sizes = make([]int, 0, f.Len())
 	)
 	for i := range f.Len() {
-		// A raw batch with a container dictionary (no collector writes
-		// one) is left to the decoded path, which expands it.
-		if f.Wire(i, &sc.wb) && len(sc.wb.Containers) == 0 {
+		// A raw batch with a container dictionary (collector.
+		// container_dictionary) is read on the wire too, unless an
+		// event spreads its container fields (refDict).
+		if f.Wire(i, &sc.wb) && wireReadable(&sc.wb) {
 			var err error
 			if msgs, sizes, err = e.wireBatch(ctx, sc, msgs, sizes); err != nil {
 				return nil, nil, err
@@ -217,6 +218,9 @@ func (e *Enricher) wireBatch(ctx context.Context, sc *wireScratch, msgs []*nats.
 	for i := range wb.Events {
 		ev := &wb.Events[i]
 		n := len(ev.Raw)
+		if ev.ContainerRef != 0 {
+			n += refExpandedDelta(ev)
+		}
 		if en := sc.ens[i]; en != nil {
 			n += len(en.wire)
 			if ev.ContainerName == "" {
@@ -280,6 +284,13 @@ func (e *Enricher) wireEnrich(ctx context.Context, sc *wireScratch) (containers 
 			var full containv1.Event
 			if err := full.UnmarshalVTUnsafe(ev.Raw); err != nil {
 				return false, fmt.Errorf("enricher: decoding container event: %w", err)
+			}
+			if full.ContainerRef != 0 {
+				// Its container from the raw batch's dictionary, as
+				// ScanBatch read it.
+				containv1.FillContainer(&full.ContainerId, &full.ContainerName, &full.ImageRef, &full.ImageDigest, &full.ProfileRef,
+					ev.ContainerID, ev.ContainerName, ev.ImageRef, ev.ImageDigest, ev.ProfileRef)
+				full.ContainerRef = 0
 			}
 			if err := e.containerEvent(ctx, h, &full); err != nil {
 				return false, err
@@ -473,7 +484,11 @@ func (sc *wireScratch) appendEvent(buf []byte, i int) []byte {
 	ev := &sc.wb.Events[i]
 	buf = protowire.AppendTag(buf, fieldBatchEvents, protowire.BytesType)
 	buf = protowire.AppendVarint(buf, uint64(sc.body[i]))
-	buf = append(buf, ev.Raw...)
+	if ev.ContainerRef != 0 {
+		buf = appendRefExpanded(buf, ev)
+	} else {
+		buf = append(buf, ev.Raw...)
+	}
 	if en := sc.ens[i]; en != nil {
 		buf = append(buf, en.wire...)
 		if ev.ContainerName == "" {

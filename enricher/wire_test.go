@@ -252,11 +252,20 @@ func TestWireMatchesDecoded(t *testing.T) {
 				ref, got := wireTestEnricher(refKV, router, limit), wireTestEnricher(wireKV, router, limit)
 				split := false
 				dictBefore := wireDictionaryMsgs.Load()
+				rawDicts := 0
 				for i := range 60 {
 					b := randomBatch(r, limit > 0, limit > 0 && i%4 != 0, 60, 300)
+					if i%3 == 1 {
+						// As the collector writes it (collector.
+						// container_dictionary): read on the wire.
+						b.Compact()
+					}
 					data, err := bus.Encode(b)
 					if err != nil {
 						t.Fatal(err)
+					}
+					if wb := (bus.WireBatch{}); bus.ScanBatch(data, &wb) && len(wb.Containers) > 0 && wireReadable(&wb) {
+						rawDicts++
 					}
 					if checkWireMatches(t, ref, got, subject, data) > 1 && router == nil {
 						split = true
@@ -274,6 +283,9 @@ func TestWireMatchesDecoded(t *testing.T) {
 				if wireDictionaryMsgs.Load() == dictBefore {
 					t.Error("no message of this subtest was written with a container dictionary")
 				}
+				if rawDicts == 0 {
+					t.Error("no raw batch with a container dictionary went on the wire")
+				}
 			})
 		}
 	}
@@ -289,7 +301,11 @@ func FuzzWireMatchesDecoded(f *testing.F) {
 	r := rand.New(rand.NewPCG(3, 4))
 	for i := range 8 {
 		// Small: the fuzzer minimizes every input that finds new code.
-		data, _ := bus.Encode(randomBatch(r, false, i%2 == 0, 6, 4))
+		b := randomBatch(r, false, i%2 == 0, 6, 4)
+		if i%4 == 1 {
+			b.Compact() // with a dictionary, as the collector writes it
+		}
+		data, _ := bus.Encode(b)
 		f.Add(data, uint8(i))
 	}
 	f.Add([]byte{0x08, 0x01, 0x12, 0x02, 'h', '1', 0x32, 0x04, 0x1a, 0x02, 'c', '0'}, uint8(1))

@@ -49,6 +49,10 @@ type GeneratorConfig struct {
 	FlushInterval    time.Duration
 	MaxFlushInterval time.Duration
 	TargetBatchRate  float64
+	// ContainerDictionary writes batches as the collector does with
+	// collector.container_dictionary (its default): with a container
+	// dictionary when that is smaller.
+	ContainerDictionary bool
 	// DeviateAfter is when, from the start, deviations begin (after the
 	// analyzer's learning window); DeviationFraction is the fraction of
 	// the events after it that are deviations.
@@ -71,18 +75,19 @@ type GeneratorConfig struct {
 // 10,000 events/s for 30 s.
 func DefaultGeneratorConfig() GeneratorConfig {
 	return GeneratorConfig{
-		Hosts:             4,
-		ContainersPerHost: 25,
-		Images:            10,
-		Rate:              10_000,
-		Duration:          30 * time.Second,
-		BatchMaxEvents:    1024,
-		FlushInterval:     10 * time.Millisecond,
-		DeviateAfter:      5 * time.Second,
-		DeviationFraction: 0.0005,
-		ProbeEvery:        500 * time.Millisecond,
-		HostPrefix:        "load",
-		Seed:              1,
+		Hosts:               4,
+		ContainersPerHost:   25,
+		Images:              10,
+		Rate:                10_000,
+		Duration:            30 * time.Second,
+		BatchMaxEvents:      1024,
+		FlushInterval:       10 * time.Millisecond,
+		ContainerDictionary: true,
+		DeviateAfter:        5 * time.Second,
+		DeviationFraction:   0.0005,
+		ProbeEvery:          500 * time.Millisecond,
+		HostPrefix:          "load",
+		Seed:                1,
 	}
 }
 
@@ -306,6 +311,9 @@ func (g *Generator) runHost(ctx context.Context, idx int, start time.Time) error
 			g.probe(containv1.FormatID(ev.Id), ev.ContainerId, ev.WallNs)
 		}
 		b := prod.Batch(events)
+		if g.cfg.ContainerDictionary {
+			b.CompactIfSmaller() // as the collector's batcher does
+		}
 		// The collector's batcher gives up on a batch after its context;
 		// here the batch must land: publish with a context of its own.
 		pctx, cancel := context.WithTimeout(context.Background(), timeout)

@@ -19,7 +19,7 @@ func watchEvents(t *testing.T, nc *nats.Conn, mu *sync.Mutex, each func(*contain
 	for _, subj := range subjects {
 		sub, err := nc.Subscribe(subj, func(m *nats.Msg) {
 			var b containv1.Batch
-			if proto.Unmarshal(m.Data, &b) != nil {
+			if proto.Unmarshal(m.Data, &b) != nil || b.Expand() != nil {
 				return
 			}
 			mu.Lock()

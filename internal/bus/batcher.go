@@ -37,6 +37,10 @@ type BatcherConfig struct {
 	// always FlushInterval. Flush still publishes at once.
 	MaxFlushInterval time.Duration
 	TargetBatchRate  float64
+	// ContainerDictionary writes each batch with a container dictionary
+	// when that makes it smaller (containv1.Batch.CompactIfSmaller); the
+	// batch's events are changed in place as it is published.
+	ContainerDictionary bool
 }
 
 // Validate reports the first invalid field.
@@ -223,6 +227,11 @@ func (b *Batcher) Run(ctx context.Context) error {
 			return
 		}
 		batch := b.prod.Batch(pending)
+		if b.cfg.ContainerDictionary {
+			// The batcher owns the events from Append on and drops
+			// them once published: compacted in place.
+			batch.CompactIfSmaller()
+		}
 		reporterFrom(pctx).trace(TraceFlushing, b.cfg.Stage, batch)
 		if err := Publish(pctx, b.js, b.cfg.Subject, batch); err != nil {
 			b.m.Dropped.WithLabelValues(b.cfg.Stage, "publish_failed").Add(float64(len(pending)))

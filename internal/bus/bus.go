@@ -321,7 +321,12 @@ func NewEncodedMsg(subject, stage, producerID string, seq uint64, data []byte) (
 }
 
 func newMsg(subject string, b *containv1.Batch, data []byte) (*nats.Msg, error) {
-	return encodedMsg(subject, MsgID(b), data)
+	msg, err := encodedMsg(subject, MsgID(b), data)
+	if err == nil && b.GetSchemaVersion() > containv1.SchemaVersion {
+		// A batch with a container dictionary (2) says so.
+		msg.Header.Set(HeaderSchema, strconv.FormatUint(uint64(b.GetSchemaVersion()), 10))
+	}
+	return msg, err
 }
 
 func encodedMsg(subject, id string, data []byte) (*nats.Msg, error) {

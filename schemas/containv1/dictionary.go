@@ -1,6 +1,10 @@
 package containv1
 
-import "fmt"
+import (
+	"fmt"
+
+	"google.golang.org/protobuf/encoding/protowire"
+)
 
 // SchemaVersionDictionary is the schema_version of a batch that carries a
 // container dictionary (Batch.containers, Event.container_ref): the
@@ -86,23 +90,79 @@ func FillContainer(id, name, ref, digest, profile *string, eid, ename, eref, edi
 // those fields, and b's schema_version becomes SchemaVersionDictionary.
 // Events without a container id are left as they are. It changes the
 // events in place.
-func (b *Batch) Compact() {
+func (b *Batch) Compact() { b.compact(true) }
+
+// CompactIfSmaller compacts b (Compact) when its encoding is then
+// smaller, and reports whether it did: a batch whose containers have an
+// event each would only grow. The collector's batches (collector.
+// container_dictionary) are written so: a host's events repeat their
+// container's 64-character id and name, which one entry per container
+// replaces with a reference of two or three bytes.
+func (b *Batch) CompactIfSmaller() bool { return b.compact(false) }
+
+// compact finds each event's entry in one pass, counting the bytes the
+// dictionary saves, then compacts b if force or if it saves any.
+func (b *Batch) compact(force bool) bool {
 	type key struct{ id, name, ref, digest, profile string }
-	idx := map[key]uint32{}
-	for _, ev := range b.Events {
+	var (
+		idx     map[key]uint32
+		entries []*ContainerRef
+		refs    []uint32
+		saved   int
+	)
+	for i, ev := range b.Events {
 		if ev == nil || ev.ContainerId == "" {
 			continue
 		}
+		if idx == nil {
+			idx = make(map[key]uint32, 64)
+			refs = make([]uint32, len(b.Events))
+		}
 		k := key{ev.ContainerId, ev.ContainerName, ev.ImageRef, ev.ImageDigest, ev.ProfileRef}
+		fields := stringSize(protoContainerID, k.id) + stringSize(protoContainerName, k.name) + stringSize(protoImageRef, k.ref) +
+			stringSize(protoImageDigest, k.digest) + stringSize(protoProfileRef, k.profile)
 		r, ok := idx[k]
 		if !ok {
-			b.Containers = append(b.Containers, &ContainerRef{ContainerId: k.id, ContainerName: k.name, ImageRef: k.ref,
+			entries = append(entries, &ContainerRef{ContainerId: k.id, ContainerName: k.name, ImageRef: k.ref,
 				ImageDigest: k.digest, ProfileRef: k.profile})
-			r = uint32(len(b.Containers))
+			r = uint32(len(entries))
 			idx[k] = r
+			// The entry, as batch field 7 (its fields are numbered 1-5:
+			// one byte tags, as the event's 3-6 and 12).
+			saved -= 1 + protowire.SizeBytes(fields)
 		}
-		ev.ContainerRef = r
-		ev.ContainerId, ev.ContainerName, ev.ImageRef, ev.ImageDigest, ev.ProfileRef = "", "", "", "", ""
+		refs[i] = r
+		saved += fields - protowire.SizeTag(protoContainerRef) - protowire.SizeVarint(uint64(r))
 	}
+	if !force && saved <= 0 {
+		return false
+	}
+	for i, r := range refs {
+		if r != 0 {
+			ev := b.Events[i]
+			ev.ContainerRef = r
+			ev.ContainerId, ev.ContainerName, ev.ImageRef, ev.ImageDigest, ev.ProfileRef = "", "", "", "", ""
+		}
+	}
+	b.Containers = append(b.Containers, entries...)
 	b.SchemaVersion = SchemaVersionDictionary
+	return true
+}
+
+// Field numbers of the container fields of Event.
+const (
+	protoContainerID   = 3
+	protoContainerName = 4
+	protoImageRef      = 5
+	protoImageDigest   = 6
+	protoProfileRef    = 12
+	protoContainerRef  = 30
+)
+
+// stringSize is the encoded size of string field num holding s (0 for "").
+func stringSize(num protowire.Number, s string) int {
+	if s == "" {
+		return 0
+	}
+	return protowire.SizeTag(num) + protowire.SizeBytes(len(s))
 }

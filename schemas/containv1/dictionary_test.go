@@ -1,6 +1,12 @@
 package containv1
 
-import "testing"
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"google.golang.org/protobuf/proto"
+)
 
 // TestExpand: an event referring to a dictionary entry reads the entry's
 // fields where it has none of its own, keeps its own, and loses the
@@ -76,6 +82,49 @@ func TestCompactExpand(t *testing.T) {
 		if got.ContainerId != want.ContainerId || got.ContainerName != want.ContainerName || got.ImageRef != want.ImageRef ||
 			got.ImageDigest != want.ImageDigest || got.ProfileRef != want.ProfileRef || got.Kind != want.Kind || got.Host != want.Host {
 			t.Errorf("event %d read back %v, want %v", i, got, want)
+		}
+	}
+}
+
+// TestCompactIfSmaller: a batch is compacted exactly when that makes its
+// encoding smaller, and then reads back as the same events.
+func TestCompactIfSmaller(t *testing.T) {
+	mk := func(containers, perContainer int) *Batch {
+		b := &Batch{SchemaVersion: SchemaVersion, Host: "h1"}
+		for c := range containers {
+			for range perContainer {
+				b.Events = append(b.Events, &Event{ContainerId: strings.Repeat(fmt.Sprint(c%10), 64), ContainerName: fmt.Sprintf("web-%d", c),
+					Host: "h1", Kind: Kind_KIND_EXEC, Body: &Event_Exec{Exec: &Exec{Filename: "/bin/sh"}}})
+			}
+		}
+		b.Events = append(b.Events, &Event{Host: "h1", Kind: Kind_KIND_EXEC}) // a host event
+		return b
+	}
+	for _, tc := range []struct{ containers, per int }{{1, 1}, {5, 1}, {1, 2}, {5, 3}, {50, 5}} {
+		b := mk(tc.containers, tc.per)
+		before := proto.Size(b)
+		did := b.CompactIfSmaller()
+		after := proto.Size(b)
+		// What Compact alone would make.
+		c := mk(tc.containers, tc.per)
+		c.Compact()
+		if smaller := proto.Size(c) < before; did != smaller {
+			t.Errorf("%d containers × %d events: compacted %v, but compacting gives %d bytes against %d", tc.containers, tc.per, did, proto.Size(c), before)
+		}
+		if !did && (after != before || b.SchemaVersion != SchemaVersion || b.Containers != nil) {
+			t.Errorf("%d × %d: not compacted, but changed", tc.containers, tc.per)
+		}
+		if did {
+			if b.SchemaVersion != SchemaVersionDictionary || len(b.Containers) != tc.containers {
+				t.Errorf("%d × %d: version %d, %d entries", tc.containers, tc.per, b.SchemaVersion, len(b.Containers))
+			}
+			if err := b.Expand(); err != nil {
+				t.Fatal(err)
+			}
+			b.SchemaVersion = SchemaVersion
+			if want := mk(tc.containers, tc.per); !proto.Equal(b, want) {
+				t.Errorf("%d × %d: read back differs", tc.containers, tc.per)
+			}
 		}
 	}
 }

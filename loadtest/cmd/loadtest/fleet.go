@@ -56,7 +56,8 @@ func (ff fleetFlags) config(g loadtest.GeneratorConfig, set map[string]bool, cli
 		"events": func() { fg.MaxEvents = g.MaxEvents }, "duration": func() { fg.Duration = g.Duration },
 		"batch": func() { fg.BatchMaxEvents = g.BatchMaxEvents }, "flush": func() { fg.FlushInterval = g.FlushInterval },
 		"max-flush": func() { fg.MaxFlushInterval = g.MaxFlushInterval }, "batch-rate": func() { fg.TargetBatchRate = g.TargetBatchRate },
-		"deviations": func() { fg.DeviationFraction = g.DeviationFraction },
+		"deviations":           func() { fg.DeviationFraction = g.DeviationFraction },
+		"container-dictionary": func() { fg.ContainerDictionary = g.ContainerDictionary },
 	} {
 		if set[name] {
 			apply()

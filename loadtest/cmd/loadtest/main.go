@@ -50,6 +50,7 @@ func main() {
 	flag.IntVar(&g.BatchMaxEvents, "batch", g.BatchMaxEvents, "max events per batch (collector.batch_max_events)")
 	flag.DurationVar(&g.FlushInterval, "flush", g.FlushInterval, "batch flush interval (collector.flush_interval)")
 	flag.DurationVar(&g.MaxFlushInterval, "max-flush", g.MaxFlushInterval, "longest flush interval while a host's events come faster than --batch-rate (collector.max_flush_interval; 0: always --flush; fleet default 1s)")
+	flag.BoolVar(&g.ContainerDictionary, "container-dictionary", g.ContainerDictionary, "raw batches with a container dictionary when smaller (collector.container_dictionary)")
 	flag.Float64Var(&g.TargetBatchRate, "batch-rate", g.TargetBatchRate, "batches per second per host the flush interval stretches to (collector.target_batch_rate; fleet default 1)")
 	flag.Float64Var(&g.DeviationFraction, "deviations", g.DeviationFraction, "fraction of events after learning that deviate")
 	flag.DurationVar(&cfg.Analyzer.LearningWindow, "learning", cfg.Analyzer.LearningWindow, "analyzer learning window (deviations start 2s after it)")
