@@ -24,7 +24,10 @@
 // directories; never followed out of that root).
 //
 // Emits: containv1.Batch messages on containv1.RawSubject(host) through
-// bus.Batcher, with events of kind
+// bus.Batcher (with collector.container_dictionary, on by default, a batch
+// whose containers have several events each carries a container
+// dictionary, schema_version 2: each container's id and name once, its
+// events referring to it; schemas/README.md), with events of kind
 //
 //   - KIND_CONTAINER: once per container, on its first event and BEFORE
 //     that container's other events (again if its runtime state appears
