@@ -2,13 +2,11 @@ package enricher
 
 import (
 	"slices"
-	"strconv"
 	"strings"
 
 	"github.com/nats-io/nats.go"
 	"google.golang.org/protobuf/encoding/protowire"
 
-	"github.com/containsec/contain/internal/bus"
 	"github.com/containsec/contain/schemas/containv1"
 )
 
@@ -308,9 +306,5 @@ func (e *Enricher) emitDictionary(sc *wireScratch, subject, producer string, idx
 		buf = protowire.AppendTag(buf, fieldContainerRef, protowire.VarintType)
 		buf = protowire.AppendVarint(buf, uint64(r))
 	}
-	msgs, sizes, err := e.finishMsg(sc, subject, producer, idx, at, size, buf, msgs, sizes)
-	if err == nil {
-		msgs[len(msgs)-1].Header.Set(bus.HeaderSchema, strconv.Itoa(containv1.SchemaVersionDictionary))
-	}
-	return msgs, sizes, err
+	return e.finishMsg(sc, subject, producer, idx, at, size, containv1.SchemaVersionDictionary, buf, msgs, sizes)
 }

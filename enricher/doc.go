@@ -29,7 +29,8 @@
 //     fields (the last occurrence of a field wins), and only container
 //     events are decoded. A raw batch with a container dictionary (the
 //     collector's, design 036) is read so too: an event's container
-//     fields come from its entry (rawdict.go). What the scan leaves to decoding is decoded
+//     fields come from its entry (rawdict.go). What the scan leaves to
+//     decoding is decoded
 //     (bus.DecodeAliased), refused and counted as by every consumer, or
 //     enriched decoded and re-encoded; both paths publish the same
 //     batches (FuzzWireMatchesDecoded). What the enricher writes is made

@@ -98,12 +98,11 @@ func (e *Enricher) fleetMessage(p int, parts []*nats.Msg, partsSize int) (*nats.
 		sc.arena = sc.arena[:at+len(buf)]
 	}
 	buf = buf[:len(buf):len(buf)]
-	msg, err := bus.NewEncodedMsg(containv1.FleetSubject(p), metrics.StageEnricher, producer, 0, buf)
+	msg, err := bus.NewEncodedMsg(containv1.FleetSubject(p), metrics.StageEnricher, producer, 0, containv1.SchemaVersionFleet, buf)
 	if err != nil {
 		e.em.publishErrors.Inc()
 		return nil, fmt.Errorf("enricher: fleet batch: %w", err)
 	}
-	msg.Header.Set(bus.HeaderSchema, strconv.Itoa(containv1.SchemaVersionFleet))
 	e.em.fleetParts.Observe(float64(len(parts)))
 	return msg, nil
 }

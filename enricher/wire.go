@@ -164,7 +164,7 @@ func (e *Enricher) fetchMessages(ctx context.Context, f fetch) ([]*nats.Msg, []i
 	for i := range f.Len() {
 		// A raw batch with a container dictionary (collector.
 		// container_dictionary) is read on the wire too, unless an
-		// event spreads its container fields (refDict).
+		// event spreads its container fields (wireReadable).
 		if f.Wire(i, &sc.wb) && wireReadable(&sc.wb) {
 			var err error
 			if msgs, sizes, err = e.wireBatch(ctx, sc, msgs, sizes); err != nil {
@@ -475,7 +475,7 @@ func (e *Enricher) emitOne(sc *wireScratch, subject, producer string, idx []int,
 	for _, i := range idx {
 		buf = sc.appendEvent(buf, i)
 	}
-	return e.finishMsg(sc, subject, producer, idx, at, size, buf, msgs, sizes)
+	return e.finishMsg(sc, subject, producer, idx, at, size, containv1.SchemaVersion, buf, msgs, sizes)
 }
 
 // appendEvent appends event i of sc.wb as a batch field: its bytes
@@ -509,15 +509,16 @@ func (sc *wireScratch) arenaBuf(size int) (buf []byte, at int) {
 }
 
 // finishMsg makes the message of the output batch buf (the events idx),
-// written at at in the arena for size bytes.
-func (e *Enricher) finishMsg(sc *wireScratch, subject, producer string, idx []int, at, size int, buf []byte, msgs []*nats.Msg, sizes []int) ([]*nats.Msg, []int, error) {
+// written at at in the arena for size bytes, of schema version.
+func (e *Enricher) finishMsg(sc *wireScratch, subject, producer string, idx []int, at, size int, version uint32, buf []byte,
+	msgs []*nats.Msg, sizes []int) ([]*nats.Msg, []int, error) {
 	if len(buf) <= size { // written in place (else the size was wrong: reallocated)
 		sc.arena = sc.arena[:at+len(buf)]
 	}
 	buf = buf[:len(buf):len(buf)]
 	// The events were scanned (UTF-8 checked) and what an entry appends
 	// is UTF-8 (store).
-	msg, err := bus.NewEncodedMsg(subject, metrics.StageEnricher, producer, sc.wb.Seq, buf)
+	msg, err := bus.NewEncodedMsg(subject, metrics.StageEnricher, producer, sc.wb.Seq, version, buf)
 	if err != nil {
 		e.em.publishErrors.Inc()
 		return nil, nil, fmt.Errorf("enricher: %w", err)

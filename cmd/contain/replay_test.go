@@ -65,7 +65,7 @@ func TestReplay(t *testing.T) {
 		}
 		fleet = bus.AppendFleetPart(fleet, data)
 	}
-	fleetMsg, err := bus.NewEncodedMsg(containv1.FleetSubject(1), "enricher", "replay-fleet", 0, fleet)
+	fleetMsg, err := bus.NewEncodedMsg(containv1.FleetSubject(1), "enricher", "replay-fleet", 0, containv1.SchemaVersionFleet, fleet)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/containsec/contain/internal/bus"
 	"github.com/containsec/contain/internal/metrics"
 	"github.com/containsec/contain/internal/testenv"
@@ -48,8 +50,7 @@ func TestBatcherContainerDictionary(t *testing.T) {
 		// What the events are before the batcher owns them.
 		var copies []*containv1.Event
 		for _, ev := range batch {
-			c, _ := bus.Decode(mustEncode(t, &containv1.Batch{SchemaVersion: 1, Events: []*containv1.Event{ev}}))
-			copies = append(copies, c.Events[0])
+			copies = append(copies, proto.Clone(ev).(*containv1.Event))
 			b.Append(ev)
 		}
 		want = append(want, copies)

@@ -314,28 +314,26 @@ func NewMsgChecked(subject string, b *containv1.Batch) (*nats.Msg, error) {
 }
 
 // NewEncodedMsg is NewMsgChecked for a batch the caller encoded itself
-// (data, its strings known to be UTF-8) with the given stage, producer id
-// and sequence: the message gets the Nats-Msg-Id MsgID gives that batch.
-func NewEncodedMsg(subject, stage, producerID string, seq uint64, data []byte) (*nats.Msg, error) {
-	return encodedMsg(subject, msgID(stage, producerID, seq), data)
+// (data, its strings known to be UTF-8) with the given stage, producer id,
+// sequence and schema_version: the message gets the Nats-Msg-Id MsgID
+// gives that batch and the version's Contain-Schema header.
+func NewEncodedMsg(subject, stage, producerID string, seq uint64, version uint32, data []byte) (*nats.Msg, error) {
+	return encodedMsg(subject, msgID(stage, producerID, seq), version, data)
 }
 
 func newMsg(subject string, b *containv1.Batch, data []byte) (*nats.Msg, error) {
-	msg, err := encodedMsg(subject, MsgID(b), data)
-	if err == nil && b.GetSchemaVersion() > containv1.SchemaVersion {
-		// A batch with a container dictionary (2) says so.
-		msg.Header.Set(HeaderSchema, strconv.FormatUint(uint64(b.GetSchemaVersion()), 10))
-	}
-	return msg, err
+	return encodedMsg(subject, MsgID(b), b.GetSchemaVersion(), data)
 }
 
-func encodedMsg(subject, id string, data []byte) (*nats.Msg, error) {
+// encodedMsg is the message of data with the headers of a batch of schema
+// version (0, as the version field left out: SchemaVersion).
+func encodedMsg(subject, id string, version uint32, data []byte) (*nats.Msg, error) {
 	if len(data) > MaxPayload {
 		return nil, fmt.Errorf("%w: batch of %d bytes exceeds %d", ErrTooLarge, len(data), MaxPayload)
 	}
 	msg := nats.NewMsg(subject)
 	msg.Data = data
-	msg.Header.Set(HeaderSchema, strconv.Itoa(containv1.SchemaVersion))
+	msg.Header.Set(HeaderSchema, strconv.FormatUint(uint64(max(version, containv1.SchemaVersion)), 10))
 	msg.Header.Set(HeaderContentType, ContentType)
 	msg.Header.Set(jetstream.MsgIDHeader, id)
 	return msg, nil

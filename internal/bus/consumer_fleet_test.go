@@ -28,7 +28,7 @@ func fleetMsg(t *testing.T, subject, id string, parts ...*containv1.Batch) *nats
 		}
 		buf = bus.AppendFleetPart(buf, data)
 	}
-	msg, err := bus.NewEncodedMsg(subject, "enricher", id, 0, buf)
+	msg, err := bus.NewEncodedMsg(subject, "enricher", id, 0, containv1.SchemaVersionFleet, buf)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -105,10 +105,10 @@ func (b *Batch) CompactIfSmaller() bool { return b.compact(false) }
 func (b *Batch) compact(force bool) bool {
 	type key struct{ id, name, ref, digest, profile string }
 	var (
-		idx     map[key]uint32
-		entries []*ContainerRef
-		refs    []uint32
-		saved   int
+		idx   map[key]uint32
+		keys  []key // by reference - 1
+		refs  []uint32
+		saved int
 	)
 	for i, ev := range b.Events {
 		if ev == nil || ev.ContainerId == "" {
@@ -123,9 +123,8 @@ func (b *Batch) compact(force bool) bool {
 			stringSize(protoImageDigest, k.digest) + stringSize(protoProfileRef, k.profile)
 		r, ok := idx[k]
 		if !ok {
-			entries = append(entries, &ContainerRef{ContainerId: k.id, ContainerName: k.name, ImageRef: k.ref,
-				ImageDigest: k.digest, ProfileRef: k.profile})
-			r = uint32(len(entries))
+			keys = append(keys, k)
+			r = uint32(len(keys))
 			idx[k] = r
 			// The entry, as batch field 7 (its fields are numbered 1-5:
 			// one byte tags, as the event's 3-6 and 12).
@@ -144,7 +143,10 @@ func (b *Batch) compact(force bool) bool {
 			ev.ContainerId, ev.ContainerName, ev.ImageRef, ev.ImageDigest, ev.ProfileRef = "", "", "", "", ""
 		}
 	}
-	b.Containers = append(b.Containers, entries...)
+	for _, k := range keys {
+		b.Containers = append(b.Containers, &ContainerRef{ContainerId: k.id, ContainerName: k.name, ImageRef: k.ref,
+			ImageDigest: k.digest, ProfileRef: k.profile})
+	}
 	b.SchemaVersion = SchemaVersionDictionary
 	return true
 }
