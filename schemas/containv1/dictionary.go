@@ -116,6 +116,7 @@ func (b *Batch) compact(force bool) bool {
 		}
 		if idx == nil {
 			idx = make(map[key]uint32, 64)
+			keys = make([]key, 0, 64)
 			refs = make([]uint32, len(b.Events))
 		}
 		k := key{ev.ContainerId, ev.ContainerName, ev.ImageRef, ev.ImageDigest, ev.ProfileRef}
